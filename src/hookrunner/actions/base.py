@@ -1,0 +1,77 @@
+"""The runner protocol shared by every action type (shell, ansible, terraform, http).
+
+Life of an action spec:
+1. load time: `Runner.normalize(raw)` checks keys and types of the rule's `run.<kind>`
+   mapping and returns a plain dict (e.g. shell `command` is split into `argv` here, *before*
+   templating). Every string leaf of that dict is then compiled as a template by the loader.
+2. accept time: the templates are rendered against the delivery into a JSON-able dict, which
+   is stored with the run (so a replay of the run is exactly what ran).
+3. run time: `Runner.run(rendered, ctx)` executes it through `actions.process` (the only code
+   that starts processes) and returns a `RunResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+Outcome = Literal["succeeded", "failed", "timed_out", "canceled"]
+
+class LogSink(Protocol):
+    """The run's output log: capped, streamed to a file as it is written."""
+
+    def write(self, data: bytes) -> None:
+        """Append raw process output (the cap is enforced here)."""
+        ...
+
+    def note(self, text: str) -> None:
+        """Append one line written by hookrunner itself, e.g. `[hookrunner] timed out after 10s`."""
+        ...
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: str
+    delivery_id: str
+    hook: str
+    rule: str
+    attempt: int
+    node: str
+    root: Path  # --root: relative paths resolve against it and may not leave it
+    work_dir: Path  # private to this attempt, under --data; created by the dispatcher
+    env: Mapping[str, str]  # the base environment for child processes (no server secrets)
+    timeout: float | None  # seconds; None = no limit
+    cancel: asyncio.Event  # set on cancel / replace / shutdown / lost lease
+    log: LogSink
+    raw_body: bytes = b""
+    payload: Any = None
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    exit_code: int | None = None
+    reason: str = ""  # one line for the run record, e.g. "exit 2" or "HTTP 500"
+    outputs: dict[str, Any] = field(default_factory=dict)  # terraform outputs, ansible stats, ...
+
+class Runner(Protocol):
+    kind: str
+
+    def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Check the unrendered spec; raise ConfigError(message, path=(key, ...)) on problems."""
+        ...
+
+    def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
+        """A key the action always serializes on (terraform: dir + workspace), or None."""
+        ...
+
+    async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
+        """Execute; raise ActionError for a spec that may not run (path outside root, ...)."""
+        ...
+
+RUNNERS: dict[str, Runner] = {}
+
+def register(runner: Runner) -> Runner:
+    RUNNERS[runner.kind] = runner
+    return runner

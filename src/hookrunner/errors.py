@@ -1,0 +1,54 @@
+"""The exception hierarchy: one root, and a config error that knows where it happened."""
+
+from __future__ import annotations
+
+
+class HookrunnerError(Exception):
+    """Root of every error hookrunner raises on purpose."""
+
+
+class ConfigError(HookrunnerError):
+    """A problem in a rules file, reported as `file:line: message`."""
+
+    def __init__(
+        self, message: str, file: str = "", line: int = 0, path: tuple[str | int, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        # Keys below the node that raised it (e.g. ("argv", 2)); the loader maps them to a line.
+        self.path = path
+
+    def __str__(self) -> str:
+        if self.file:
+            return f"{self.file}:{self.line}: {self.message}"
+        return self.message
+
+
+class ConfigErrors(HookrunnerError):
+    """Several config errors found in one load; all are reported, not just the first."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
+
+
+class VerifyError(HookrunnerError):
+    """A request failed verification. `reason` is logged; the HTTP answer stays generic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TemplateError(HookrunnerError):
+    """A template or condition failed at render time (undefined name, sandbox refusal, ...)."""
+
+
+class ActionError(HookrunnerError):
+    """A rendered action is not allowed to run (path outside --root, bad value, ...)."""
+
+
+class StoreUnavailable(HookrunnerError):
+    """The store cannot be reached; the accept path answers 503 rather than 202."""

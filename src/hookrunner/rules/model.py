@@ -1,0 +1,107 @@
+"""The loaded rules: frozen, fully validated, every template compiled once.
+
+Built by `rules.load`; read by ingest (hooks, matching, rendering) and the console.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from hookrunner.verify.base import Verifier
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_MAX_BODY = 1024 * 1024  # 1 MiB, per the contract
+
+
+@dataclass(frozen=True)
+class Source:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class Compiled(Protocol):
+    """A compiled template or expression (see `hookrunner.templating`)."""
+
+    source: str
+
+    def render(self, scope: Mapping[str, Any]) -> Any: ...
+
+
+# A spec tree: the normalized `run.<kind>` mapping with every string leaf compiled.
+SpecTree = Any
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    rate: float  # requests per second, refilled continuously
+    burst: int
+    per_client: bool = True
+
+
+@dataclass(frozen=True)
+class Hook:
+    id: str
+    verify_kind: str
+    verifier: Verifier
+    source: Source
+    allow_ips: tuple[IPNetwork, ...] = ()
+    max_body: int = DEFAULT_MAX_BODY
+    dedup: Compiled | None = None
+    rate_limit: RateLimit | None = None
+    secret_headers: tuple[str, ...] = ()  # headers to redact when storing (signatures, tokens)
+
+
+@dataclass(frozen=True)
+class When:
+    """A condition tree: an expression leaf, or all/any/not over children."""
+
+    kind: Literal["expr", "all", "any", "not"]
+    source: Source
+    expr: Compiled | None = None
+    children: tuple[When, ...] = ()
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 1  # total attempts, 1 = no retry
+    backoff: float = 10.0
+    max_backoff: float = 600.0
+    on: tuple[str, ...] = ("failed", "timed_out")
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    key: Compiled
+    policy: Literal["queue", "skip", "replace", "coalesce"] = "queue"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    hooks: tuple[str, ...]
+    action_kind: str
+    action: SpecTree
+    source: Source
+    when: When | None = None
+    timeout: float | None = None
+    retry: Retry = field(default_factory=Retry)
+    concurrency: Concurrency | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    hooks: Mapping[str, Hook]
+    rules: tuple[Rule, ...]
+    files: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # `file:line: message`, e.g. a literal secret
+
+    def rules_for(self, hook_id: str) -> list[Rule]:
+        return [r for r in self.rules if hook_id in r.hooks]

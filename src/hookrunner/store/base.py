@@ -1,0 +1,223 @@
+"""The store protocol and its records. Two backends implement it (SQLite, PostgreSQL) and a
+memory store serves unit tests. Times are unix seconds (float); ids are strings.
+
+Semantics every backend keeps:
+- `accept` is atomic and durable when it returns: the delivery and its runs are committed
+  together, or (duplicate) nothing is written and the original delivery's id is returned.
+  Dedup is on (hook, dedup_key) when dedup_key is not None.
+- `claim` moves up to `limit` queued runs whose `next_attempt_at <= now` to `running`, owned
+  by `node` with a lease until `now + lease`. It applies the concurrency policies (see
+  `hookrunner.concurrency.decide`) against the runs that are running on *any* node, so keys
+  hold cluster-wide, and commits the skips / cancel requests it decided in the same
+  transaction.
+- A run's lease is renewed by its node; `recover` finds running runs whose lease expired
+  (their node died) and hands them back for a retry decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "timed_out", "canceled", "skipped"]
+RUN_STATUSES: tuple[str, ...] = (
+    "queued", "running", "succeeded", "failed", "timed_out", "canceled", "skipped",
+)
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "canceled", "skipped"})
+Policy = Literal["queue", "skip", "replace", "coalesce"]
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    id: str
+    hook: str
+    received_at: float
+    headers: list[tuple[str, str]]  # secrets already redacted
+    body: bytes  # raw, exactly as received
+    dedup_key: str | None
+    event: str | None
+    client_ip: str
+    matches: list[dict[str, Any]]  # per-rule explanation, JSON-able (see rules.match)
+
+
+@dataclass(frozen=True)
+class NewRun:
+    id: str
+    delivery_id: str
+    rule: str
+    action: str  # runner kind
+    spec: dict[str, Any]  # the rendered action, JSON-able
+    concurrency_key: str | None = None
+    policy: Policy = "queue"
+    timeout: float | None = None
+    max_attempts: int = 1
+    backoff: float = 0.0
+    max_backoff: float = 0.0
+    retry_on: tuple[str, ...] = ("failed", "timed_out")
+    created_at: float = 0.0
+
+
+@dataclass
+class Run:
+    id: str
+    seq: int  # arrival order (monotonic per store)
+    delivery_id: str
+    rule: str
+    action: str
+    spec: dict[str, Any]
+    status: str
+    attempt: int  # 1-based number of the current / last attempt; 0 = never started
+    concurrency_key: str | None
+    policy: str
+    timeout: float | None
+    max_attempts: int
+    backoff: float
+    max_backoff: float
+    retry_on: tuple[str, ...]
+    created_at: float
+    next_attempt_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    cancel_requested: bool = False
+    superseded_by: str | None = None
+    hook: str = ""  # of its delivery, filled by reads for display
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "delivery_id": self.delivery_id, "hook": self.hook,
+            "rule": self.rule, "action": self.action, "spec": self.spec,
+            "status": self.status, "attempt": self.attempt, "max_attempts": self.max_attempts,
+            "exit_code": self.exit_code, "reason": self.reason, "outputs": self.outputs,
+            "concurrency_key": self.concurrency_key, "policy": self.policy,
+            "created_at": self.created_at, "started_at": self.started_at,
+            "finished_at": self.finished_at, "next_attempt_at": self.next_attempt_at,
+            "node": self.lease_owner, "cancel_requested": self.cancel_requested,
+            "superseded_by": self.superseded_by,
+        }
+
+
+@dataclass
+class Attempt:
+    run_id: str
+    attempt: int
+    node: str
+    status: str
+    exit_code: int | None
+    reason: str
+    started_at: float
+    finished_at: float | None
+
+
+@dataclass
+class Delivery:
+    id: str
+    hook: str
+    received_at: float
+    headers: list[tuple[str, str]]
+    body: bytes
+    dedup_key: str | None
+    event: str | None
+    client_ip: str
+    matches: list[dict[str, Any]]
+    run_ids: list[str] = field(default_factory=list)
+    replay_of: str | None = None
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    delivery_id: str
+    duplicate: bool
+    run_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How an attempt ended, and what happens next (the dispatcher decided it)."""
+
+    run_id: str
+    node: str
+    outcome: str  # succeeded | failed | timed_out | canceled
+    exit_code: int | None
+    reason: str
+    outputs: dict[str, Any]
+    finished_at: float
+    retry_at: float | None = None  # not None: back to queued for attempt+1 at this time
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect, apply migrations (once, even with several nodes starting together)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the store answers; used by /readyz."""
+        ...
+
+    async def accept(self, delivery: NewDelivery, runs: Sequence[NewRun]) -> AcceptResult:
+        """Journal a delivery and its runs atomically and durably (group commit allowed)."""
+        ...
+
+    async def add_runs(self, runs: Sequence[NewRun]) -> None:
+        """Queue more runs for an existing delivery (replay)."""
+        ...
+
+    async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
+        """Move runnable queued runs to running for `node`, applying concurrency policies."""
+        ...
+
+    async def renew(self, node: str, run_ids: Sequence[str], lease: float, now: float) -> set[str]:
+        """Extend leases; return the ids `node` still holds (a lost one must be stopped)."""
+        ...
+
+    async def finish(self, result: Finish) -> None:
+        """Record an attempt's end: terminal status, or requeue for the next attempt."""
+        ...
+
+    async def expired(self, now: float) -> list[Run]:
+        """Running runs whose lease ran out (their node died); the dispatcher decides each."""
+        ...
+
+    async def release_node(self, node: str) -> list[Run]:
+        """Running runs owned by `node` (used at start-up on one node: they were interrupted)."""
+        ...
+
+    async def request_cancel(self, run_id: str, now: float) -> str | None:
+        """Queued: canceled at once. Running: flag it for its node. Returns the new status."""
+        ...
+
+    async def cancel_requests(self, node: str) -> set[str]:
+        """Ids of runs owned by `node` whose cancel was requested."""
+        ...
+
+    async def get_run(self, run_id: str) -> Run | None: ...
+
+    async def list_runs(
+        self, status: str | None = None, limit: int = 50, delivery_id: str | None = None,
+        rule: str | None = None,
+    ) -> list[Run]: ...
+
+    async def attempts(self, run_id: str) -> list[Attempt]: ...
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]: ...
+
+    async def counts(self) -> dict[str, int]:
+        """Runs by status (for metrics and --max-queued)."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """Earliest next_attempt_at of a queued run, so the dispatcher can sleep until then."""
+        ...
+
+    async def prune(self, before: float) -> int:
+        """Delete deliveries (and their runs) finished before `before`; return how many."""
+        ...

@@ -1,0 +1,56 @@
+"""Durations (`500ms`, `30s`, `10m`, `1h`, `30d`, or seconds) and sizes (`512KiB`, `5MiB`, bytes)."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|KB|MB|GB|K|M|G)?\s*$")
+_SIZE_UNITS = {
+    None: 1, "B": 1,
+    "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
+    "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+    "K": 1024, "M": 1024**2, "G": 1024**3,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in `value`; raises ValueError with a readable message."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 30s, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"duration must not be negative: {value!r}")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise ValueError(f"expected a duration like 500ms, 30s, 10m, 1h, 30d, got {value!r}")
+
+
+def parse_size(value: object) -> int:
+    """Bytes in `value`; raises ValueError with a readable message."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size like 5MiB, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"size must not be negative: {value!r}")
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    raise ValueError(f"expected a size like 512KiB, 5MiB or a number of bytes, got {value!r}")
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest readable form, for logs and the CLI."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"

@@ -1,0 +1,115 @@
+"""The verifier protocol: a pure check over (headers, raw body, secrets, now).
+
+A verifier module registers a factory under its name with `@register("name")`. The factory
+receives the hook's `verify.<name>` options (already parsed YAML) and a `SecretSource` that
+turns `{env: X}` / `{file: P}` / a list of those into the secret values. It returns a
+`Verifier`, or raises `ConfigError` (without file/line: the rules loader adds them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hookrunner.errors import ConfigError
+
+
+class Headers:
+    """Case-insensitive, multi-valued request headers (as received, decoded latin-1)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(k, v) for k, v in items]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        low = name.lower()
+        for k, v in self._items:
+            if k.lower() == low:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        low = name.lower()
+        return [v for k, v in self._items if k.lower() == low]
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def keys(self) -> list[str]:
+        return [k for k, _ in self._items]
+
+    def __iter__(self) -> Any:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """Everything a verifier may look at. `body` is the raw bytes as received."""
+
+    headers: Headers
+    body: bytes
+    url: str = ""  # the full URL as the server saw it (scheme://host/path?query)
+    query: Mapping[str, str] = field(default_factory=dict)
+    client_ip: str = ""
+    now: float = 0.0  # unix time, injected so checks are pure and testable
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What a successful verification learned: the sender's delivery id and event type."""
+
+    delivery_id: str | None = None
+    event: str | None = None
+
+
+class Verifier(Protocol):
+    def verify(self, request: SignedRequest) -> Verified:
+        """Return what was learned, or raise `VerifyError(reason)`."""
+        ...
+
+
+class SecretSource(Protocol):
+    def __call__(self, value: Any, key: str = "secret") -> list[bytes]:
+        """Resolve `{env: X}`, `{file: P}`, a literal string, or a list of those (rotation)."""
+        ...
+
+
+Factory = Callable[[Mapping[str, Any], SecretSource], Verifier]
+
+VERIFIERS: dict[str, Factory] = {}
+
+
+def register(name: str) -> Callable[[Factory], Factory]:
+    def deco(factory: Factory) -> Factory:
+        VERIFIERS[name] = factory
+        return factory
+
+    return deco
+
+
+def check_options(options: Mapping[str, Any], allowed: Iterable[str], required: Iterable[str] = ()) -> None:
+    """Reject unknown or missing option keys with a clear ConfigError."""
+    allowed_set = set(allowed)
+    for key in options:
+        if key not in allowed_set:
+            raise ConfigError(f"unknown option {key!r}; expected one of: {', '.join(sorted(allowed_set))}")
+    for key in required:
+        if key not in options:
+            raise ConfigError(f"missing required option {key!r}")
