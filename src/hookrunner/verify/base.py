@@ -80,6 +80,11 @@ class Verified:
 
 
 class Verifier(Protocol):
+    @property
+    def secret_headers(self) -> tuple[str, ...]:
+        """Header names whose values are redacted when the delivery is stored."""
+        ...
+
     def verify(self, request: SignedRequest) -> Verified:
         """Return what was learned, or raise `VerifyError(reason)`."""
         ...

@@ -1,0 +1,179 @@
+"""Shared building blocks: HMAC, signature decoding, header and timestamp checks.
+
+Signatures are decoded to raw bytes before comparing, so a hex signature in upper case still
+matches, and `hmac.compare_digest` never sees a non-ASCII str (which would raise TypeError).
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from hookrunner.errors import ConfigError, VerifyError
+from hookrunner.units import parse_duration
+from hookrunner.verify.base import Headers, SecretSource
+
+DEFAULT_TOLERANCE = 300.0  # seconds either side of `now` a signed timestamp may be
+ALGORITHMS = ("sha1", "sha256", "sha512")
+Encoding = Literal["hex", "base64"]
+
+_UNIX_SECONDS = re.compile(r"^\s*\d{1,12}(?:\.\d{1,9})?\s*$")
+
+
+def sign(secret: bytes, message: bytes, algorithm: str = "sha256") -> bytes:
+    return hmac.new(secret, message, getattr(hashlib, algorithm)).digest()
+
+
+def decode_signature(value: str, encoding: Encoding) -> bytes | None:
+    """Raw digest bytes of a hex or base64 signature; None if it is not valid in that form."""
+    value = value.strip()
+    try:
+        if encoding == "hex":
+            if not re.fullmatch(r"[0-9a-fA-F]+", value) or len(value) % 2:
+                return None
+            return bytes.fromhex(value)
+        return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
+    except (ValueError, UnicodeEncodeError):
+        return None
+
+
+def any_signature_matches(
+    secrets: Sequence[bytes],
+    message: bytes,
+    candidates: Iterable[str],
+    *,
+    algorithm: str = "sha256",
+    encoding: Encoding = "hex",
+) -> bool:
+    """True if any candidate signature equals HMAC(secret, message) for any secret."""
+    decoded = [d for d in (decode_signature(c, encoding) for c in candidates) if d is not None]
+    expected = [sign(secret, message, algorithm) for secret in secrets]
+    # No early return: the work done does not depend on which secret or candidate matched.
+    matched = False
+    for exp in expected:
+        for got in decoded:
+            matched |= hmac.compare_digest(exp, got)
+    return matched
+
+
+def require_signature(
+    secrets: Sequence[bytes],
+    message: bytes,
+    candidates: Iterable[str],
+    *,
+    algorithm: str = "sha256",
+    encoding: Encoding = "hex",
+) -> None:
+    if not any_signature_matches(
+        secrets, message, candidates, algorithm=algorithm, encoding=encoding
+    ):
+        raise VerifyError("signature mismatch")
+
+
+def constant_time_in(value: bytes, secrets: Sequence[bytes]) -> bool:
+    """True if `value` equals any of `secrets` (for shared tokens rather than signatures)."""
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(value, secret)
+    return matched
+
+
+def header_bytes(value: str) -> bytes:
+    """The header value as bytes on the wire (servers decode headers as latin-1)."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape")
+
+
+def require_header(headers: Headers, name: str) -> str:
+    value = headers.get(name)
+    if value is None or not value.strip():
+        raise VerifyError(f"missing header {name}")
+    return value.strip()
+
+
+def first_header(headers: Headers, names: Sequence[str]) -> tuple[str, str]:
+    """(name, value) of the first of `names` present; VerifyError naming the first if none."""
+    for name in names:
+        value = headers.get(name)
+        if value is not None and value.strip():
+            return name, value.strip()
+    raise VerifyError(f"missing header {names[0]}")
+
+
+def optional_header(headers: Headers, *names: str) -> str | None:
+    for name in names:
+        value = headers.get(name)
+        if value is not None and value.strip():
+            return value.strip()
+    return None
+
+
+def parse_unix_timestamp(value: str) -> float:
+    """Seconds since the epoch from a decimal string; VerifyError if it is not one."""
+    if not _UNIX_SECONDS.match(value):
+        raise VerifyError("invalid timestamp")
+    return float(value)
+
+
+def parse_iso_timestamp(value: str) -> float:
+    """Seconds since the epoch from an ISO 8601 time with an offset (`2021-01-01T00:00:00Z`)."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise VerifyError("invalid timestamp") from None
+    if parsed.tzinfo is None:
+        raise VerifyError("invalid timestamp")
+    return parsed.timestamp()
+
+
+def check_window(timestamp: float, now: float, tolerance: float) -> None:
+    """Reject a timestamp too far in the past (replay) or the future (clock skew, pre-signing)."""
+    if abs(now - timestamp) > tolerance:
+        raise VerifyError("timestamp outside tolerance")
+
+
+# Option parsing, shared by the factories. Errors carry `path` so the loader finds the line.
+
+
+def option_secrets(
+    options: Mapping[str, Any], source: SecretSource, key: str = "secret"
+) -> list[bytes]:
+    if key not in options:
+        raise ConfigError(f"missing required option {key!r}", path=(key,))
+    secrets = source(options[key], key)
+    if not secrets:
+        raise ConfigError(f"{key}: no secret given", path=(key,))
+    return secrets
+
+
+def option_tolerance(options: Mapping[str, Any], default: float = DEFAULT_TOLERANCE) -> float:
+    if "tolerance" not in options:
+        return default
+    try:
+        tolerance = parse_duration(options["tolerance"])
+    except ValueError as exc:
+        raise ConfigError(f"tolerance: {exc}", path=("tolerance",)) from None
+    if tolerance <= 0:
+        raise ConfigError("tolerance: must be more than zero", path=("tolerance",))
+    return tolerance
+
+
+def option_str(
+    options: Mapping[str, Any], key: str, default: str | None = None, choices: Sequence[str] = ()
+) -> str | None:
+    if key not in options or options[key] is None:
+        return default
+    value = options[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: expected a non-empty string", path=(key,))
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}",
+                          path=(key,))
+    return value.strip() if not choices else value

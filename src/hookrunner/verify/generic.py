@@ -1,0 +1,168 @@
+"""Verifiers for senders without a scheme of their own: `hmac`, `token`, `basic`, `none`."""
+
+from __future__ import annotations
+
+import binascii
+import hmac as _hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from hookrunner.errors import ConfigError, VerifyError
+from hookrunner.verify import crypto
+from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
+
+DEFAULT_ALGORITHM = "sha256"
+DEFAULT_ENCODING = "hex"
+DEFAULT_TOKEN_HEADER = "Authorization"
+AUTHORIZATION = "Authorization"
+
+
+@dataclass(frozen=True)
+class HmacVerifier:
+    secrets: tuple[bytes, ...]
+    header: str
+    algorithm: str = DEFAULT_ALGORITHM
+    encoding: crypto.Encoding = "hex"
+    prefix: str = ""
+    timestamp_header: str | None = None
+    tolerance: float = crypto.DEFAULT_TOLERANCE
+
+    @property
+    def secret_headers(self) -> tuple[str, ...]:
+        return (self.header,)
+
+    def verify(self, request: SignedRequest) -> Verified:
+        value = crypto.require_header(request.headers, self.header)
+        if self.prefix:
+            # Case-insensitive: some senders write `SHA256=` where the docs say `sha256=`.
+            if not value.lower().startswith(self.prefix.lower()):
+                raise VerifyError("malformed signature header")
+            value = value[len(self.prefix):]
+        message = request.body
+        if self.timestamp_header:
+            stamp = crypto.require_header(request.headers, self.timestamp_header)
+            crypto.check_window(crypto.parse_unix_timestamp(stamp), request.now, self.tolerance)
+            message = crypto.header_bytes(stamp) + b"." + request.body
+        crypto.require_signature(
+            self.secrets, message, [value], algorithm=self.algorithm, encoding=self.encoding
+        )
+        return Verified()
+
+
+@register("hmac")
+def hmac(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
+    check_options(
+        options,
+        ("secret", "header", "algorithm", "encoding", "prefix", "timestamp_header", "tolerance"),
+        required=("secret", "header"),
+    )
+    prefix = options.get("prefix") or ""
+    if not isinstance(prefix, str):
+        raise ConfigError("prefix: expected a string", path=("prefix",))
+    return HmacVerifier(
+        secrets=tuple(crypto.option_secrets(options, secrets)),
+        header=cast(str, crypto.option_str(options, "header")),
+        algorithm=cast(
+            str, crypto.option_str(options, "algorithm", DEFAULT_ALGORITHM, crypto.ALGORITHMS)
+        ),
+        encoding=cast(
+            crypto.Encoding,
+            crypto.option_str(options, "encoding", DEFAULT_ENCODING, ("hex", "base64")),
+        ),
+        prefix=prefix,
+        timestamp_header=crypto.option_str(options, "timestamp_header"),
+        tolerance=crypto.option_tolerance(options),
+    )
+
+
+@dataclass(frozen=True)
+class TokenVerifier:
+    """A shared secret sent as is, e.g. `Authorization: Bearer <token>` or `X-Token: <token>`."""
+
+    secrets: tuple[bytes, ...]
+    header: str = DEFAULT_TOKEN_HEADER
+
+    @property
+    def secret_headers(self) -> tuple[str, ...]:
+        return (self.header,)
+
+    def verify(self, request: SignedRequest) -> Verified:
+        value = crypto.require_header(request.headers, self.header)
+        scheme, _, rest = value.partition(" ")
+        # `Bearer <token>` is accepted in any header; the bare value is tried too, so a token
+        # that itself contains a space still works.
+        candidates = [value]
+        if scheme.lower() == "bearer" and rest.strip():
+            candidates.append(rest.strip())
+        matched = False
+        for candidate in candidates:
+            matched |= crypto.constant_time_in(crypto.header_bytes(candidate), self.secrets)
+        if not matched:
+            raise VerifyError("token mismatch")
+        return Verified()
+
+
+@register("token")
+def token(options: Mapping[str, Any], secrets: SecretSource) -> TokenVerifier:
+    check_options(options, ("secret", "header"), required=("secret",))
+    return TokenVerifier(
+        secrets=tuple(crypto.option_secrets(options, secrets)),
+        header=cast(str, crypto.option_str(options, "header", DEFAULT_TOKEN_HEADER)),
+    )
+
+
+@dataclass(frozen=True)
+class BasicVerifier:
+    """HTTP Basic authentication; both parts compared in constant time, always both."""
+
+    username: bytes
+    passwords: tuple[bytes, ...]
+    secret_headers: tuple[str, ...] = (AUTHORIZATION,)
+
+    def verify(self, request: SignedRequest) -> Verified:
+        value = crypto.require_header(request.headers, AUTHORIZATION)
+        scheme, _, encoded = value.partition(" ")
+        if scheme.lower() != "basic":
+            raise VerifyError("expected Basic authorization")
+        try:
+            decoded = binascii.a2b_base64(encoded.strip().encode("ascii"), strict_mode=True)
+        except (ValueError, UnicodeEncodeError):
+            raise VerifyError("malformed Basic authorization") from None
+        user, sep, password = decoded.partition(b":")
+        if not sep:
+            raise VerifyError("malformed Basic authorization")
+        user_ok = _hmac.compare_digest(user, self.username)
+        password_ok = crypto.constant_time_in(password, self.passwords)
+        if not (user_ok & password_ok):
+            raise VerifyError("credentials mismatch")
+        return Verified()
+
+
+@register("basic")
+def basic(options: Mapping[str, Any], secrets: SecretSource) -> BasicVerifier:
+    check_options(options, ("username", "password"), required=("username", "password"))
+    username = options["username"]
+    if not isinstance(username, str) or not username or ":" in username:
+        raise ConfigError("username: expected a non-empty string without ':'",
+                          path=("username",))
+    return BasicVerifier(
+        username=username.encode(),
+        passwords=tuple(crypto.option_secrets(options, secrets, "password")),
+    )
+
+
+@dataclass(frozen=True)
+class NoneVerifier:
+    """Accepts everything: for trusted networks, with `allow_ips`. `check` warns about it."""
+
+    secret_headers: tuple[str, ...] = ()
+
+    def verify(self, request: SignedRequest) -> Verified:
+        return Verified()
+
+
+@register("none")
+def none(options: Mapping[str, Any], secrets: SecretSource) -> NoneVerifier:
+    check_options(options or {}, ())
+    return NoneVerifier()

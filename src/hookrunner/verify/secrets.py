@@ -1,0 +1,107 @@
+"""Turn a `secret` option into the bytes a verifier compares against.
+
+`{env: NAME}`, `{file: PATH}`, a literal string, or a list of those (key rotation: any may
+match). Errors name the variable or the file, never a value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hookrunner.errors import ConfigError
+
+__all__ = ["is_literal", "resolve_secret"]
+
+
+def is_literal(value: Any) -> bool:
+    """True if the secret (or any item of a rotation list) is written inline in the rules."""
+    if isinstance(value, list):
+        return any(is_literal(item) for item in value)
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def resolve_secret(
+    value: Any, key: str = "secret", *, root: Path | None = None
+) -> list[bytes]:
+    """Resolve `value` to one or more secrets; raise ConfigError (no file:line) if it cannot.
+
+    `root` anchors relative `{file: ...}` paths (the server's `--root`); without it they are
+    relative to the working directory.
+    """
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"{key}: the list of secrets is empty", path=(key,))
+        out: list[bytes] = []
+        for i, item in enumerate(value):
+            if isinstance(item, list):
+                raise ConfigError(f"{key}[{i}]: a secret list cannot be nested", path=(key, i))
+            try:
+                out.extend(_resolve_one(item, key, root))
+            except ConfigError as exc:
+                raise ConfigError(f"{key}[{i}]: {_strip_key(exc.message, key)}",
+                                  path=(key, i)) from None
+        return out
+    return _resolve_one(value, key, root)
+
+
+def _strip_key(message: str, key: str) -> str:
+    prefix = f"{key}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def _resolve_one(value: Any, key: str, root: Path | None) -> list[bytes]:
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"{key}: expected {{env: NAME}}, {{file: PATH}} or a string",
+                          path=(key,))
+    if isinstance(value, str | int | float):
+        # A literal (YAML may turn an all-digit secret into a number: keep its text).
+        text = str(value)
+        if not text:
+            raise ConfigError(f"{key}: the secret is empty", path=(key,))
+        return [text.encode()]
+    if isinstance(value, Mapping):
+        if set(value) == {"env"}:
+            return [_from_env(value["env"], key)]
+        if set(value) == {"file"}:
+            return [_from_file(value["file"], key, root)]
+        raise ConfigError(
+            f"{key}: expected exactly one of 'env' or 'file', got {', '.join(map(str, value))}",
+            path=(key,),
+        )
+    raise ConfigError(f"{key}: expected {{env: NAME}}, {{file: PATH}} or a string", path=(key,))
+
+
+def _from_env(name: Any, key: str) -> bytes:
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{key}: env must name an environment variable", path=(key,))
+    # Read once at load: a reload picks up a rotated value.
+    secret = os.environ.get(name, "")
+    if not secret:
+        raise ConfigError(f"{key}: environment variable {name} is not set or empty", path=(key,))
+    return secret.encode()
+
+
+def _from_file(path: Any, key: str, root: Path | None) -> bytes:
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{key}: file must be a path", path=(key,))
+    full = Path(path)
+    if root is not None and not full.is_absolute():
+        full = root / full
+    try:
+        data = full.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: secret file {path} does not exist", path=(key,)) from None
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read secret file {path}: {exc.strerror}",
+                          path=(key,)) from None
+    # Editors and `echo` add one trailing newline; anything else is part of the secret.
+    if data.endswith(b"\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
+    if not data:
+        raise ConfigError(f"{key}: secret file {path} is empty", path=(key,))
+    return data

@@ -1,0 +1,105 @@
+"""`resolve_secret`: env, file, literal and rotation lists; errors never show values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hookrunner.errors import ConfigError
+from hookrunner.verify.secrets import is_literal, resolve_secret
+
+
+def test_env_secret_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOKRUNNER_TEST_SECRET", "s3cret")
+    assert resolve_secret({"env": "HOOKRUNNER_TEST_SECRET"}) == [b"s3cret"]
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_missing_or_empty_env_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    if value is not None:
+        monkeypatch.setenv("HOOKRUNNER_TEST_SECRET", value)
+    with pytest.raises(ConfigError, match="HOOKRUNNER_TEST_SECRET"):
+        resolve_secret({"env": "HOOKRUNNER_TEST_SECRET"})
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"abc\n", b"abc"),
+        (b"abc\r\n", b"abc"),
+        (b"abc\n\n", b"abc\n"),  # only one newline is stripped
+        (b" abc ", b" abc "),
+    ],
+)
+def test_file_secret_strips_one_trailing_newline(
+    tmp_path: Path, content: bytes, expected: bytes
+) -> None:
+    path = tmp_path / "secret"
+    path.write_bytes(content)
+    assert resolve_secret({"file": str(path)}) == [expected]
+
+
+def test_relative_file_resolves_against_root(tmp_path: Path) -> None:
+    (tmp_path / "gh").write_bytes(b"x\n")
+    assert resolve_secret({"file": "gh"}, root=tmp_path) == [b"x"]
+
+
+def test_missing_file_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope"):
+        resolve_secret({"file": str(tmp_path / "nope")})
+
+
+def test_empty_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "e").write_bytes(b"\n")
+    with pytest.raises(ConfigError, match="empty"):
+        resolve_secret({"file": str(tmp_path / "e")})
+
+
+def test_literal_and_list_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOKRUNNER_TEST_SECRET", "new")
+    assert resolve_secret(["old", {"env": "HOOKRUNNER_TEST_SECRET"}, 1234]) == [
+        b"old",
+        b"new",
+        b"1234",
+    ]
+
+
+def test_error_in_a_list_names_its_index() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_secret(["ok", {"env": "HOOKRUNNER_TEST_SECRET"}], key="password")
+    assert info.value.message.startswith("password[1]:")
+    assert info.value.path == ("password", 1)
+
+
+def test_error_never_contains_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_secret({"env": "HOOKRUNNER_TEST_SECRET", "file": "topsecretvalue"})
+    assert "topsecretvalue" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[], {}, {"envv": "X"}, None, True, [["a"]], {"env": ""}, {"file": 3}, "", 3.5j],
+)
+def test_bad_shapes_are_config_errors(value: Any) -> None:
+    with pytest.raises(ConfigError):
+        resolve_secret(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "literal"),
+    [
+        ("abc", True),
+        (123, True),
+        ({"env": "X"}, False),
+        ({"file": "p"}, False),
+        ([{"env": "X"}, "abc"], True),
+        ([{"env": "X"}, {"file": "p"}], False),
+    ],
+)
+def test_is_literal(value: Any, literal: bool) -> None:
+    assert is_literal(value) is literal
