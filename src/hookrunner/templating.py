@@ -1,0 +1,409 @@
+"""The one sandboxed Jinja2 environment, and templates/expressions compiled once at load.
+
+- `compile_expression(text)`: a `when` condition; `render(scope)` returns its native value.
+- `compile_template(text)`: a string of `run`, `dedup` or a concurrency `key`. A string that is
+  exactly one `{{ expr }}` renders to the expression's native value (`"{{ payload.replicas }}"`
+  stays an int); a string without `{{`/`{%` is a constant; anything else renders to a string.
+- Payload values are data: Jinja never re-renders a value, so a payload `{{ 7*7 }}` stays literal.
+- Every render failure (undefined name, sandbox refusal, bad types) raises `TemplateError`;
+  every compile failure raises `ConfigError` (no file/line: the loader adds them).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+from jinja2.environment import TemplateExpression
+from jinja2.exceptions import SecurityError
+from jinja2.parser import Parser
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from hookrunner.errors import ConfigError, TemplateError
+
+__all__ = [
+    "ENV", "Clause", "Constant", "Expression", "Template", "compile_expression",
+    "compile_template", "render_tree", "to_plain",
+]
+
+MAX_REPEAT = 1_000_000  # largest string/list a template may build with `*` (memory guard)
+MAX_POWER = 10_000  # largest exponent for `**` (a huge int is a CPU guard)
+_SINGLE_EXPR = re.compile(r"^\{\{-?(.*?)-?\}\}$", re.DOTALL)
+_REFUSED_GLOBALS = ("cycler", "joiner", "lipsum")  # useless here, and classic escape footholds
+
+
+@functools.lru_cache(maxsize=1024)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@functools.lru_cache(maxsize=1024)
+def _network(net: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(net, strict=False)
+
+
+def _text(value: Any) -> str | None:
+    """The string a text test looks at: strings and numbers; anything else never matches."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _test_match(value: Any, pattern: str) -> bool:
+    text = _text(value)
+    return text is not None and _regex(pattern).match(text) is not None
+
+
+def _test_search(value: Any, pattern: str) -> bool:
+    text = _text(value)
+    return text is not None and _regex(pattern).search(text) is not None
+
+
+def _test_glob(value: Any, pattern: str) -> bool:
+    text = _text(value)
+    return text is not None and fnmatch.fnmatchcase(text, pattern)
+
+
+def _test_in_cidr(value: Any, net: str | list[str]) -> bool:
+    nets = [net] if isinstance(net, str) else list(net)
+    try:
+        addr = ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        return False  # not an address: not in any network
+    return any(addr in _network(n) for n in nets)
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        # The sandbox bounds `range()` but not `'x' * 10**12`: bound repetition and powers.
+        if operator == "**" and isinstance(right, int) and abs(right) > MAX_POWER:
+            raise SecurityError(f"exponent {right} is too large")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(n, int) and (
+                    len(seq) * n > MAX_REPEAT
+                ):
+                    raise SecurityError("repetition result is too large")
+        return super().call_binop(context, operator, left, right)
+
+
+def _make_env() -> _Environment:
+    env = _Environment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,  # a YAML block scalar's final newline is part of the value
+    )
+    env.tests.update(match=_test_match, search=_test_search, glob=_test_glob,
+                     in_cidr=_test_in_cidr)
+    for name in _REFUSED_GLOBALS:
+        env.globals.pop(name, None)
+    return env
+
+
+ENV = _make_env()
+
+
+def _render_error(exc: Exception, source: str) -> TemplateError:
+    if isinstance(exc, jinja2.UndefinedError):
+        why = exc.message or "undefined value"
+    elif isinstance(exc, SecurityError):
+        why = f"refused by the sandbox: {exc}"
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    return TemplateError(f"{why} (in {source!r})")
+
+
+def to_plain(value: Any) -> Any:
+    """A native render result as JSON-able data; an undefined anywhere inside is an error."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return str(value)  # drops Markup and other str subclasses
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_plain(v) for v in value]
+    return str(value)
+
+
+# ---- static checks, so `hookrunner check` catches escapes before anything renders ----
+
+def _check_tree(tree: nodes.Node) -> None:
+    kinds = (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test)
+    for node in [tree, *tree.find_all(kinds)]:  # find_all skips the root itself
+        name: Any = None
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
+        elif isinstance(node, nodes.Filter) and node.name == "attr" and node.args:
+            arg = node.args[0]
+            name = arg.value if isinstance(arg, nodes.Const) else None
+        # Every known escape needs a dunder or a mangled `_Class__attr` name. A single leading
+        # underscore stays legal for payload keys (`payload._links`, `payload._id`); the
+        # sandbox still refuses `_x` attributes of objects at render time.
+        if isinstance(name, str) and name.startswith("_") and "__" in name:
+            raise ConfigError(f"access to {name!r} is not allowed (names with '__' are "
+                              "Python internals)")
+        if isinstance(node, nodes.Filter | nodes.Test):
+            _check_call(node)
+
+
+def _check_call(node: nodes.Filter | nodes.Test) -> None:
+    kind = "filter" if isinstance(node, nodes.Filter) else "test"
+    known = ENV.filters if kind == "filter" else ENV.tests
+    if node.name not in known:
+        raise ConfigError(f"unknown {kind} {node.name!r}")
+    # A constant regex or network is checked now rather than on the first delivery.
+    if not node.args or not isinstance(node.args[0], nodes.Const):
+        return
+    arg = node.args[0].value
+    try:
+        if node.name in ("match", "search") and isinstance(arg, str):
+            _regex(arg)
+        elif node.name == "in_cidr" and isinstance(arg, str):
+            _network(arg)
+    except (re.error, ValueError) as exc:
+        raise ConfigError(f"bad argument to {kind} {node.name!r}: {exc}") from None
+
+
+def _syntax_error(exc: jinja2.TemplateSyntaxError, text: str) -> ConfigError:
+    where = f" (line {exc.lineno} of the template)" if "\n" in text.strip() else ""
+    return ConfigError(f"template syntax error: {exc.message}{where} in {text!r}")
+
+
+def _parse_expression(text: str) -> nodes.Expr:
+    try:
+        parser = Parser(ENV, text, state="variable")
+        expr = parser.parse_expression()
+        if not parser.stream.eos:
+            raise jinja2.TemplateSyntaxError("unexpected text after the expression",
+                                             parser.stream.current.lineno)
+    except jinja2.TemplateSyntaxError as exc:
+        raise _syntax_error(exc, text) from None
+    expr.set_environment(ENV)
+    return expr
+
+
+def _compile_node(expr: nodes.Expr) -> TemplateExpression:
+    body = [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)]
+    try:
+        template = ENV.from_string(nodes.Template(body, lineno=1))
+    except jinja2.TemplateSyntaxError as exc:  # e.g. an unknown filter
+        raise ConfigError(exc.message or str(exc)) from None
+    return TemplateExpression(template, undefined_to_none=False)
+
+
+def _call(
+    fn: TemplateExpression, scope: Mapping[str, Any], source: str, plain: bool = False
+) -> Any:
+    try:
+        value = fn(scope)
+        if isinstance(value, jinja2.Undefined):
+            value._fail_with_undefined_error()
+        return to_plain(value) if plain else value
+    except Exception as exc:  # a template can raise anything its values raise
+        raise _render_error(exc, source) from None
+
+
+# ---- compiled objects (the `Compiled` protocol of rules.model) ----
+
+class Constant:
+    """A string with no Jinja in it: rendered as is."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def render(self, scope: Mapping[str, Any]) -> Any:
+        return self.source
+
+    def __repr__(self) -> str:
+        return f"Constant({self.source!r})"
+
+
+class Template:
+    """A string with Jinja in it; renders to a string, or to a native value if it is a single
+    `{{ expr }}`."""
+
+    __slots__ = ("_native", "_template", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        try:
+            tree = ENV.parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise _syntax_error(exc, source) from None
+        _check_tree(tree)
+        self._native: TemplateExpression | None = None
+        m = _SINGLE_EXPR.match(source)
+        body = tree.body
+        out = body[0].nodes if len(body) == 1 and isinstance(body[0], nodes.Output) else []
+        if m and len(out) == 1 and not isinstance(out[0], nodes.TemplateData):
+            self._native = _compile_node(_parse_expression(m.group(1)))
+        try:
+            self._template = ENV.from_string(tree)
+        except jinja2.TemplateSyntaxError as exc:
+            raise _syntax_error(exc, source) from None
+
+    @property
+    def is_native(self) -> bool:
+        return self._native is not None
+
+    def render(self, scope: Mapping[str, Any]) -> Any:
+        if self._native is not None:
+            return _call(self._native, scope, self.source, plain=True)
+        try:
+            return self._template.render(scope)
+        except Exception as exc:
+            raise _render_error(exc, self.source) from None
+
+    def __repr__(self) -> str:
+        return f"Template({self.source!r})"
+
+
+class Clause:
+    """One top-level `and`/`or` operand of a condition, evaluated alone for explanations."""
+
+    __slots__ = ("_left", "_whole", "source")
+
+    def __init__(self, source: str, node: nodes.Expr) -> None:
+        self.source = source
+        self._whole = _compile_node(node)
+        left = _left_operand(node)
+        self._left = _compile_node(left) if left is not None else None
+
+    def evaluate(self, scope: Mapping[str, Any]) -> tuple[bool, Any]:
+        """(truth of the clause, value of its left operand or of the clause itself)."""
+        value = _call(self._whole, scope, self.source)
+        truth = _truth(value, self.source)
+        if self._left is None:
+            return truth, value
+        return truth, _call(self._left, scope, self.source)
+
+
+def _left_operand(node: nodes.Expr) -> nodes.Expr | None:
+    if isinstance(node, nodes.Not):
+        return _left_operand(node.node)
+    if isinstance(node, nodes.Compare):
+        return node.expr
+    if isinstance(node, nodes.Test):
+        return node.node
+    return None
+
+
+def _truth(value: Any, source: str) -> bool:
+    try:
+        return bool(value)
+    except Exception as exc:
+        raise _render_error(exc, source) from None
+
+
+class Expression:
+    """A compiled `when` expression."""
+
+    __slots__ = ("_clauses", "_fn", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        tree = _parse_expression(source)
+        _check_tree(tree)
+        self._fn = _compile_node(tree)
+        self._clauses: tuple[Clause, ...] | None = None
+
+    def render(self, scope: Mapping[str, Any]) -> Any:
+        return _call(self._fn, scope, self.source)
+
+    def test(self, scope: Mapping[str, Any]) -> bool:
+        return _truth(self.render(scope), self.source)
+
+    def clauses(self) -> tuple[Clause, ...]:
+        """The top-level and/or operands (compiled on first use: only explanations need them)."""
+        if self._clauses is None:
+            self._clauses = tuple(_split(self.source))
+        return self._clauses
+
+    def __repr__(self) -> str:
+        return f"Expression({self.source!r})"
+
+
+def _split(source: str) -> list[Clause]:
+    """Split on the and/or at bracket depth 0, each part compiled alone.
+
+    Jinja nodes carry no column offsets and no parentheses, so the tokens give the cut points.
+    With mixed and/or (`a or b and c`) each operand is still reported on its own; the rule's
+    result always comes from the whole expression. A conditional expression
+    (`x if a and b else y`) is not split.
+    """
+    whole = [Clause(source.strip(), _parse_expression(source))]
+    tokens = list(ENV.lexer.tokeniter(source, None, state="variable"))
+    if "".join(t[2] for t in tokens) != source:
+        return whole
+    texts: list[str] = []
+    pos = start = depth = 0
+    for _, kind, value in tokens:
+        if kind == "operator" and value in "([{":
+            depth += 1
+        elif kind == "operator" and value in ")]}":
+            depth -= 1
+        elif kind == "name" and depth == 0 and value in ("if", "else"):
+            return whole
+        elif kind == "name" and depth == 0 and value in ("and", "or"):
+            texts.append(source[start:pos].strip())
+            start = pos + len(value)
+        pos += len(value)
+    texts.append(source[start:].strip())
+    if len(texts) == 1:
+        return whole
+    try:
+        return [Clause(text, _parse_expression(text)) for text in texts]
+    except ConfigError:
+        return whole
+
+
+def compile_expression(text: str) -> Expression:
+    """Compile a `when` expression; raise ConfigError on bad syntax or a refused name."""
+    if not text.strip():
+        raise ConfigError("empty expression")
+    return Expression(text)
+
+
+def compile_template(text: str) -> Constant | Template:
+    """Compile a templated string; raise ConfigError on bad syntax or a refused name."""
+    if "{{" not in text and "{%" not in text:
+        return Constant(text)
+    return Template(text)
+
+
+def render_tree(tree: Any, scope: Mapping[str, Any]) -> Any:
+    """Render a nested dict/list whose leaves are compiled templates or plain values."""
+    if isinstance(tree, Constant | Template | Expression):
+        return to_plain(tree.render(scope))
+    if isinstance(tree, Mapping):
+        return {str(k): render_tree(v, scope) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [render_tree(v, scope) for v in tree]
+    return to_plain(tree)
+
+
+def describe(value: Any, limit: int = 200) -> str:
+    """A short JSON-ish rendering of a value, for explanations."""
+    try:
+        text = json.dumps(to_plain(value), ensure_ascii=False, default=str)
+    except Exception:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

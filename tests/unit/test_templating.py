@@ -1,0 +1,236 @@
+"""The sandboxed Jinja2 environment: native rendering, strictness, extra tests, escapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hookrunner.errors import ConfigError, TemplateError
+from hookrunner.templating import (
+    Constant,
+    compile_expression,
+    compile_template,
+    describe,
+    render_tree,
+)
+
+SCOPE: dict[str, Any] = {
+    "payload": {
+        "replicas": 3,
+        "ref": "refs/heads/main",
+        "repository": {"full_name": "acme/api"},
+        "tags": ["a", "b"],
+        "flag": True,
+        "evil": "{{ 7*7 }}",
+        "_links": {"self": "x"},
+        "ip": "10.1.2.3",
+    },
+    "event": "push",
+    "headers": {"X-GitHub-Event": "push"},
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{{ payload.replicas }}", 3),  # a single expression keeps its native type
+        ("{{payload.replicas}}", 3),
+        ("{{- payload.replicas -}}", 3),
+        ("{{ payload.flag }}", True),
+        ("{{ payload.tags }}", ["a", "b"]),
+        ("{{ payload.repository }}", {"full_name": "acme/api"}),
+        ("{{ payload.missing | default(2) }}", 2),
+        ("{{ none }}", None),
+        ("n={{ payload.replicas }}", "n=3"),  # anything around it makes a string
+        (" {{ payload.replicas }}", " 3"),
+        ("{{ payload.replicas }}{{ payload.replicas }}", "33"),
+        ("{{ payload.replicas }}\n", "3\n"),  # a block scalar's newline is kept
+        ("deploy-{{ payload.repository.full_name }}", "deploy-acme/api"),
+        ("{% if payload.flag %}yes{% endif %}", "yes"),
+        ("{{ payload.evil }}", "{{ 7*7 }}"),  # payload values are data, never templates
+        ("x {{ payload.evil }}", "x {{ 7*7 }}"),
+        ("{{ payload._links.self }}", "x"),  # a single underscore is a legal payload key
+        ("{{ '}}' }}", "}}"),
+    ],
+)
+def test_template_renders(text: str, expected: Any) -> None:
+    """Templates render to native values when they are one expression, else to strings."""
+    assert compile_template(text).render(SCOPE) == expected
+
+
+@pytest.mark.parametrize("text", ["plain", "a { b } c", "{# not a comment here", ""])
+def test_string_without_jinja_is_a_constant(text: str) -> None:
+    """A string without `{{`/`{%` is not parsed by Jinja at all."""
+    compiled = compile_template(text)
+    assert isinstance(compiled, Constant)
+    assert compiled.render({}) == text
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ('payload.ref is match("refs/heads/")', True),
+        ('payload.ref is match("heads")', False),  # match is anchored at the start
+        ('payload.ref is search("heads")', True),
+        ('payload.ref is glob("refs/heads/*")', True),
+        ('payload.ref is glob("refs/tags/*")', False),
+        ('payload.replicas is match("3")', True),  # numbers are matched as their text
+        ('payload.tags is match("a")', False),  # non-text never matches
+        ('payload.ip is in_cidr("10.0.0.0/8")', True),
+        ('payload.ip is in_cidr("192.168.0.0/16")', False),
+        ('payload.ip is in_cidr(["192.168.0.0/16", "10.1.0.0/16"])', True),
+        ('payload.ref is in_cidr("10.0.0.0/8")', False),  # not an address
+        ('"::1" is in_cidr("::1/128")', True),
+        ('event == "push" and payload.replicas > 2', True),
+        ('payload.missing is defined', False),
+        ('payload.apply_infra | default(false)', False),
+        ('headers["X-GitHub-Event"] == "push"', True),
+    ],
+)
+def test_expression_and_extra_tests(expr: str, expected: bool) -> None:
+    """Conditions evaluate with the extra tests match, search, glob and in_cidr."""
+    assert compile_expression(expr).test(SCOPE) is expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ payload.missing }}",
+        "x-{{ payload.missing }}",
+        "{{ nothing }}",
+        "{{ [payload.missing] }}",
+        "{{ payload.missing.deeper }}",
+        "{{ payload.replicas + 'a' }}",
+        "{{ payload.ref is match(payload.ref[0:0] ~ '(') }}",  # a bad regex at render time
+    ],
+)
+def test_render_failures_raise_template_error(text: str) -> None:
+    """An undefined name is an error of that run, never an empty string."""
+    with pytest.raises(TemplateError):
+        compile_template(text).render(SCOPE)
+
+
+@pytest.mark.parametrize(
+    "expr", ["payload.missing == 1", "nothing", "payload.missing", "not payload.missing"]
+)
+def test_undefined_in_condition_is_an_error(expr: str) -> None:
+    """A condition over an undefined name raises rather than being false."""
+    with pytest.raises(TemplateError):
+        compile_expression(expr).test(SCOPE)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ self._TemplateReference__context }}",
+        "{{ lipsum.__globals__ }}",
+        "{{ payload['__class__'] }}",
+        "{{ payload | attr('__class__') }}",
+        "{% for c in ().__class__.__base__.__subclasses__() %}{% endfor %}",
+    ],
+)
+def test_sandbox_escapes_refused_at_check(text: str) -> None:
+    """Obvious escapes through dunder names are refused at compile (check) time."""
+    with pytest.raises(ConfigError, match="not allowed"):
+        compile_template(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "scope"),
+    [
+        ("{{ x | attr(n) }}", {"x": "", "n": "__class__"}),
+        ("{{ x[n] }}", {"x": "", "n": "__class__"}),
+        ("{{ x.append(1) }}", {"x": []}),
+        ("{{ lipsum() }}", {}),
+        ("{{ cycler }}", {}),
+        ("{{ 'a' * 100000000 }}", {}),
+        ("{{ 2 ** 100000000 }}", {}),
+        ("{{ range(10000000) | list }}", {}),
+    ],
+)
+def test_sandbox_refuses_at_render(text: str, scope: dict[str, Any]) -> None:
+    """What cannot be seen statically is refused by the sandbox when rendering."""
+    with pytest.raises(TemplateError):
+        compile_template(text).render(scope)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{{ payload.x ", "template syntax error"),
+        ("{% if %}", "template syntax error"),
+        ("{{ x | nosuchfilter }}", "unknown filter 'nosuchfilter'"),
+        ("{{ x is nosuchtest }}", "unknown test 'nosuchtest'"),
+        ("{{ x is match('(') }}", "bad argument to test 'match'"),
+        ("{{ x is in_cidr('10.0.0.300/8') }}", "bad argument to test 'in_cidr'"),
+    ],
+)
+def test_template_compile_errors(text: str, message: str) -> None:
+    """Compile errors are ConfigErrors with Jinja's message."""
+    with pytest.raises(ConfigError, match=message):
+        compile_template(text)
+
+
+@pytest.mark.parametrize("expr", ["", "a ==", "a b", "a }} {{ b", "x | nosuch"])
+def test_expression_compile_errors(expr: str) -> None:
+    """A malformed condition is a ConfigError."""
+    with pytest.raises(ConfigError):
+        compile_expression(expr)
+
+
+@pytest.mark.parametrize(
+    ("expr", "clauses"),
+    [
+        ('event == "push"', [('event == "push"', True, "push")]),
+        (
+            'event == "push" and payload.ref == "refs/heads/dev"',
+            [('event == "push"', True, "push"),
+             ('payload.ref == "refs/heads/dev"', False, "refs/heads/main")],
+        ),
+        (
+            "payload.flag or (payload.replicas > 5 and payload.flag)",
+            [("payload.flag", True, True),
+             ("(payload.replicas > 5 and payload.flag)", False, False)],
+        ),
+        (
+            'not payload.ref is match("x") and payload.apply | default(false)',
+            [('not payload.ref is match("x")', True, "refs/heads/main"),
+             ("payload.apply | default(false)", False, False)],
+        ),
+        (
+            'payload.flag or event == "tag" and payload.replicas',
+            [("payload.flag", True, True), ('event == "tag"', False, "push"),
+             ("payload.replicas", True, 3)],
+        ),
+        # a conditional expression is not split: its `and` is not a top-level operand
+        ("1 if payload.flag and event else 0", [("1 if payload.flag and event else 0", True, 1)]),
+    ],
+)
+def test_clauses_report_each_operand(expr: str, clauses: list[tuple[str, bool, Any]]) -> None:
+    """Explanations split on the top-level and/or and report the left operand's value."""
+    got = [(c.source, *c.evaluate(SCOPE)) for c in compile_expression(expr).clauses()]
+    assert got == clauses
+
+
+def test_render_tree_renders_nested_specs() -> None:
+    """render_tree turns a tree of compiled leaves into plain JSON-able data."""
+    tree = {
+        "argv": [compile_template("deploy"), compile_template("{{ payload.replicas }}")],
+        "env": {"REF": compile_template("{{ payload.ref }}")},
+        "check": True,
+        "n": 2,
+    }
+    assert render_tree(tree, SCOPE) == {
+        "argv": ["deploy", 3], "env": {"REF": "refs/heads/main"}, "check": True, "n": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [("a", '"a"'), (3, "3"), (None, "null"), ({"k": [1]}, '{"k": [1]}')]
+)
+def test_describe(value: Any, text: str) -> None:
+    """Values in explanations read like JSON."""
+    assert describe(value) == text
