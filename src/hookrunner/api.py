@@ -1,0 +1,174 @@
+"""The admin API under /api/: deliveries, runs, logs, cancel, replay (bearer token)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from hookrunner.errors import StoreUnavailable
+from hookrunner.gateway import Gateway
+from hookrunner.replay import ReplayError, replay_delivery
+from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery
+
+MAX_LIMIT = 1000
+STREAM_POLL = 0.25  # seconds between looks at a growing log file
+
+
+def _gw(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def _limit(request: Request, default: int = 50) -> int:
+    try:
+        return max(1, min(int(request.query_params.get("limit", default)), MAX_LIMIT))
+    except ValueError:
+        return default
+
+
+def _err(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": d.id, "hook": d.hook, "received_at": d.received_at, "event": d.event,
+        "client_ip": d.client_ip, "dedup_key": d.dedup_key, "runs": d.run_ids,
+        "matched": [m.get("rule") for m in d.matches if m.get("matched")],
+    }
+    if full:
+        doc["headers"] = d.headers
+        doc["matches"] = d.matches
+        try:
+            doc["payload"] = json.loads(d.body) if d.body else None
+        except ValueError:
+            try:
+                doc["payload"] = d.body.decode("utf-8")
+            except UnicodeDecodeError:
+                doc["payload_base64"] = base64.b64encode(d.body).decode()
+    return doc
+
+
+async def list_deliveries(request: Request) -> Response:
+    ds = await _gw(request).store.list_deliveries(request.query_params.get("hook"), _limit(request))
+    return JSONResponse({"deliveries": [delivery_json(d, full=False) for d in ds]})
+
+
+async def get_delivery(request: Request) -> Response:
+    d = await _gw(request).store.get_delivery(request.path_params["id"])
+    if d is None:
+        return _err(404, "no such delivery")
+    return JSONResponse(delivery_json(d))
+
+
+async def replay(request: Request) -> Response:
+    gw = _gw(request)
+    if gw.rules.current is None:
+        return _err(503, "no rules loaded")
+    try:
+        answer = await replay_delivery(gw.store, gw.rules.current, request.path_params["id"],
+                                       gw.settings.default_timeout)
+    except ReplayError as exc:
+        return _err(404 if "no delivery" in str(exc) else 409, str(exc))
+    if gw.dispatcher is not None:
+        gw.dispatcher.accepted(len(answer["runs"]))
+    return JSONResponse(answer, status_code=202)
+
+
+async def list_runs(request: Request) -> Response:
+    status = request.query_params.get("status")
+    if status and status not in RUN_STATUSES:
+        return _err(400, f"status must be one of {', '.join(RUN_STATUSES)}")
+    runs = await _gw(request).store.list_runs(
+        status=status, limit=_limit(request), delivery_id=request.query_params.get("delivery"),
+        rule=request.query_params.get("rule"))
+    return JSONResponse({"runs": [r.to_json() for r in runs]})
+
+
+async def get_run(request: Request) -> Response:
+    gw = _gw(request)
+    run = await gw.store.get_run(request.path_params["id"])
+    if run is None:
+        return _err(404, "no such run")
+    doc = run.to_json()
+    doc["attempts"] = [a.__dict__ for a in await gw.store.attempts(run.id)]
+    return JSONResponse(doc)
+
+
+async def run_log(request: Request) -> Response:
+    """The output of the run's current attempt; streams while it runs on this node."""
+    gw = _gw(request)
+    run = await gw.store.get_run(request.path_params["id"])
+    if run is None:
+        return _err(404, "no such run")
+    attempt = int(request.query_params.get("attempt", run.attempt) or 1)
+    path = gw.settings.logs_dir / run.id / f"{max(attempt, 1)}.log"
+    if run.status not in TERMINAL and path.exists():
+        return StreamingResponse(_follow(gw, run.id, path), media_type="text/plain; charset=utf-8")
+    if path.exists():
+        return PlainTextResponse(path.read_text(errors="replace"))
+    get_log = getattr(gw.store, "get_log", None)
+    text = await get_log(run.id, attempt) if get_log is not None else None
+    return PlainTextResponse(text or "")
+
+
+async def _follow(gw: Gateway, run_id: str, path: Any) -> AsyncIterator[bytes]:
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                yield chunk
+                continue
+            run = await gw.store.get_run(run_id)
+            if run is None or run.status in TERMINAL:
+                rest = f.read()
+                if rest:
+                    yield rest
+                return
+            await asyncio.sleep(STREAM_POLL)
+
+
+async def cancel(request: Request) -> Response:
+    gw = _gw(request)
+    run_id = request.path_params["id"]
+    if gw.dispatcher is not None:
+        status = await gw.dispatcher.request_cancel(run_id)
+    else:
+        status = await gw.store.request_cancel(run_id, 0)
+    if status is None:
+        return _err(404, "no such run")
+    return JSONResponse({"id": run_id, "status": status}, status_code=202)
+
+
+async def _store_guard(request: Request, handler: Any) -> Response:
+    try:
+        response: Response = await handler(request)
+        return response
+    except StoreUnavailable:
+        return JSONResponse({"error": "store unavailable"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
+
+def _guarded(handler: Any) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return await _store_guard(request, handler)
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+routes = [
+    Route("/api/deliveries", _guarded(list_deliveries)),
+    Route("/api/deliveries/{id}", _guarded(get_delivery)),
+    Route("/api/deliveries/{id}/replay", _guarded(replay), methods=["POST"]),
+    Route("/api/runs", _guarded(list_runs)),
+    Route("/api/runs/{id}", _guarded(get_run)),
+    Route("/api/runs/{id}/log", _guarded(run_log)),
+    Route("/api/runs/{id}/cancel", _guarded(cancel), methods=["POST"]),
+]

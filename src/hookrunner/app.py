@@ -1,0 +1,143 @@
+"""`create_app(settings) -> Starlette`: routes, auth, and the lifespan that opens the store,
+loads the rules and starts the dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hookrunner import api
+from hookrunner.auth import COOKIE, admin_token, bearer_ok
+from hookrunner.clientip import parse_networks
+from hookrunner.dispatch import Dispatcher
+from hookrunner.gateway import Gateway
+from hookrunner.ingest import accept
+from hookrunner.logs import event
+from hookrunner.metrics import Metrics
+from hookrunner.reload import LiveRules
+from hookrunner.settings import Settings
+from hookrunner.store import open_store
+
+PUBLIC_PREFIXES = ("/hooks/", "/healthz", "/readyz", "/metrics", "/login", "/static/")
+
+
+class AdminAuth:
+    """Bearer token (or the console's session cookie) for everything but hooks and probes.
+
+    A plain ASGI middleware: hook requests pass straight through at no cost."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        state = request.app.state
+        token: str = state.admin_token
+        checker = getattr(state, "session_ok", None)
+        if bearer_ok(request.headers.get("authorization"), token) or (
+            checker is not None and checker(request.cookies.get(COOKIE))
+        ):
+            await self.app(scope, receive, send)
+            return
+        login = getattr(state, "login_redirect", None)
+        response: Response
+        if login is not None and not scope["path"].startswith("/api/") and request.method == "GET":
+            response = login(request)
+        else:
+            response = JSONResponse({"error": "admin token required"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    store_ok = await gw.store.ping()
+    rules = gw.rules
+    doc = {
+        "store": "ok" if store_ok else "unreachable",
+        "rules": "loaded" if rules.current is not None else "not loaded",
+        "rules_loaded_at": rules.loaded_at,
+        "last_reload": "failed" if rules.errors else "ok",
+        "reload_errors": rules.errors,
+    }
+    ready = store_ok and rules.current is not None
+    return JSONResponse(doc, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def hooks(request: Request) -> Response:
+    return await accept(request, request.app.state.gateway)
+
+
+def create_app(settings: Settings) -> Starlette:
+    metrics_ = Metrics()
+    rules = LiveRules(settings.rules, on_failure=metrics_.reload_failures.inc)
+    store = open_store(settings.store_url)
+    gw = Gateway(settings=settings, store=store, rules=rules, metrics=metrics_,
+                 trusted=parse_networks(settings.trusted_proxy))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.data.mkdir(parents=True, exist_ok=True)
+        await store.open()
+        rules.reload()
+        gw.dispatcher = Dispatcher(settings, store, metrics_)
+        await gw.dispatcher.start()
+        watcher = asyncio.create_task(rules.watch(), name="hookrunner-rules-watch")
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, rules.reload)
+        event("server.started", node=settings.node, workers=settings.workers,
+              store="postgresql" if settings.db else str(settings.store_url))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await gw.dispatcher.stop()
+            await store.close()
+            event("server.stopped", node=settings.node)
+
+    routes: list[Route] = [
+        Route("/hooks/{hook_id}", hooks, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        *api.routes,
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)])
+    token, token_file = admin_token(settings.admin_token, settings.data)
+    if token_file is not None:
+        event("server.admin_token", logging.INFO, file=str(token_file),
+              hint="set HOOKRUNNER_ADMIN_TOKEN to choose it")
+    app.state.admin_token = token
+    app.state.gateway = gw
+    with contextlib.suppress(ImportError):
+        from hookrunner.console import mount
+
+        mount(app, gw)
+    return app

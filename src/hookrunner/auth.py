@@ -1,0 +1,36 @@
+"""The admin token: from HOOKRUNNER_ADMIN_TOKEN, or generated once into <data>/admin-token.
+
+Generating (rather than leaving the API open, or refusing to start) keeps `make run` one
+command; the token is written to a 0600 file and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+TOKEN_FILE = "admin-token"
+COOKIE = "hookrunner_session"
+
+
+def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
+    """The token, and the file it was read from or written to (None when configured)."""
+    if configured:
+        return configured, None
+    path = data_dir / TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip(), path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token, path
+
+
+def bearer_ok(authorization: str | None, token: str) -> bool:
+    if not authorization or not authorization.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(authorization[7:].strip().encode(), token.encode())

@@ -1,0 +1,119 @@
+"""Argument parsing only: each command calls functions elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from hookrunner import __version__
+
+EXIT_OK = 0
+EXIT_INVALID = 1  # rules invalid, or the command's subject was not found
+EXIT_USAGE = 2
+
+
+def _store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="data directory of the embedded store (default ./.hookrunner)")
+    p.add_argument("--db", help="postgresql://... to use the multi-node store")
+
+
+def _rules_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rules", help="directory of *.yaml rules (default ./rules)")
+
+
+def _payload_flags(p: argparse.ArgumentParser) -> None:
+    _rules_flag(p)
+    p.add_argument("--hook", required=True, help="hook id")
+    p.add_argument("--payload", required=True, help="file with the request body (JSON or form)")
+    p.add_argument("--header", action="append", default=[], metavar="'Name: value'",
+                   help="a request header (repeatable), e.g. 'X-GitHub-Event: push'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hookrunner", description="Signed webhooks -> YAML rules -> durable queue -> actions.")
+    parser.add_argument("--version", action="version", version=f"hookrunner {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gateway")
+    _rules_flag(s)
+    s.add_argument("--root", help="base of relative paths in rules (default .)")
+    _store_flags(s)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int, help="actions run at once on this node (default 8)")
+    s.add_argument("--pass-env", action="append", default=[], metavar="NAME",
+                   help="pass this server environment variable to actions (repeatable)")
+    s.add_argument("--node", help="this node's name (default the host name)")
+    s.add_argument("--max-queued", type=int, help="queued runs past which hooks answer 503")
+    s.add_argument("--lease", help="run lease length on the shared store (default 15s)")
+    s.add_argument("--keep", help="prune history older than this, e.g. 30d")
+    s.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
+                   help="believe X-Forwarded-For from these addresses (repeatable)")
+    s.add_argument("--log-format", choices=["text", "json"])
+    s.add_argument("--ssl-certfile")
+    s.add_argument("--ssl-keyfile")
+
+    c = sub.add_parser("check", help="validate the rules")
+    _rules_flag(c)
+
+    t = sub.add_parser("test", help="dry run: which rules match, and the rendered actions")
+    _payload_flags(t)
+    e = sub.add_parser("explain", help="every rule of a hook, each condition's result and value")
+    _payload_flags(e)
+
+    r = sub.add_parser("replay", help="enqueue a stored delivery again against the current rules")
+    r.add_argument("delivery_id")
+    _rules_flag(r)
+    _store_flags(r)
+
+    ru = sub.add_parser("runs", help="recent runs, a line each")
+    ru.add_argument("--status")
+    ru.add_argument("--limit", type=int, default=20)
+    _store_flags(ru)
+
+    ca = sub.add_parser("cancel", help="cancel a queued or running run")
+    ca.add_argument("run_id")
+    _store_flags(ca)
+    return parser
+
+
+def _settings_flags(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("rules", "root", "data", "db", "host", "port", "workers", "pass_env", "node",
+             "max_queued", "lease", "keep", "trusted_proxy", "log_format", "ssl_certfile",
+             "ssl_keyfile")
+    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from hookrunner.settings import load_settings
+
+    try:
+        settings = load_settings(_settings_flags(args), os.environ)
+    except ValueError as exc:
+        print(f"hookrunner: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from hookrunner import commands
+
+    if args.command == "serve":
+        return commands.serve(settings)
+    if args.command == "check":
+        return commands.check(settings)
+    if args.command in ("test", "explain"):
+        return commands.dry_run(settings, args.command, args.hook, args.payload, args.header)
+    if args.command == "replay":
+        return asyncio.run(commands.replay(settings, args.delivery_id))
+    if args.command == "runs":
+        return asyncio.run(commands.runs(settings, args.status, args.limit))
+    if args.command == "cancel":
+        return asyncio.run(commands.cancel(settings, args.run_id))
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

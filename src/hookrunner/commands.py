@@ -1,0 +1,167 @@
+"""What each CLI command does (the parsing is in cli.py)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from hookrunner.errors import ConfigErrors, HookrunnerError
+from hookrunner.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from hookrunner.app import create_app
+    from hookrunner.logs import setup_logging
+
+    setup_logging(settings.log_format)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+        ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None,
+        timeout_graceful_shutdown=int(settings.grace) + 5, server_header=False,
+    )
+    uvicorn.Server(config).run()
+    return EXIT_OK
+
+
+def check(settings: Settings) -> int:
+    from hookrunner.rules.load import load_rules
+
+    try:
+        ruleset = load_rules(settings.rules)
+    except ConfigErrors as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        print(f"{len(exc.errors)} error(s) in {settings.rules}", file=sys.stderr)
+        return EXIT_FAIL
+    for w in ruleset.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"ok: {len(ruleset.hooks)} hook(s), {len(ruleset.rules)} rule(s) "
+          f"from {len(ruleset.files)} file(s)")
+    return EXIT_OK
+
+
+def _parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise HookrunnerError(f"--header {text!r}: expected 'Name: value'")
+    return name.strip(), value.strip()
+
+
+def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, header_args: list[str]) -> int:
+    """`test` and `explain`: match (and render) against a payload file; runs nothing."""
+    from hookrunner.payload import PayloadError, parse_body
+    from hookrunner.rules.load import load_rules
+    from hookrunner.rules.match import build_scope, evaluate
+    from hookrunner.rules.report import format_explain, format_test
+    from hookrunner.verify.base import Headers
+
+    try:
+        ruleset = load_rules(settings.rules)
+        headers = Headers(_parse_header(h) for h in header_args)
+        body = Path(payload_file).read_bytes()
+        payload = parse_body(body, headers.get("content-type"))
+    except ConfigErrors as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        return EXIT_FAIL
+    except (HookrunnerError, OSError) as exc:
+        msg = exc.message if isinstance(exc, PayloadError) else str(exc)
+        print(f"hookrunner: {msg}", file=sys.stderr)
+        return EXIT_FAIL
+    if hook_id not in ruleset.hooks:
+        print(f"hookrunner: unknown hook {hook_id!r}; defined: {', '.join(sorted(ruleset.hooks))}",
+              file=sys.stderr)
+        return EXIT_FAIL
+    event = _event_from_headers(ruleset.hooks[hook_id].verify_kind, headers, payload)
+    scope = build_scope(hook=hook_id, delivery_id="dry-run", received_at=time.time(),
+                        headers=headers, query={}, payload=payload, event=event)
+    results = evaluate(ruleset, hook_id, scope)
+    print(format_test(results, scope) if mode == "test" else format_explain(results))
+    return EXIT_OK
+
+
+def _event_from_headers(kind: str, headers: object, payload: object) -> str | None:
+    """The event a verifier would report, without checking a signature (dry runs have none)."""
+    from hookrunner.verify.base import Headers
+
+    assert isinstance(headers, Headers)
+    for name in ("X-GitHub-Event", "X-Gitlab-Event", "X-Gitea-Event", "X-Event-Key",
+                 "X-Shopify-Topic", "Linear-Event", "Sentry-Hook-Resource"):
+        if name in headers:
+            return headers.get(name)
+    if isinstance(payload, dict) and kind in ("stripe", "slack"):
+        value = payload.get("type")
+        return str(value) if value is not None else None
+    return None
+
+
+async def _open(settings: Settings):  # type: ignore[no-untyped-def]
+    from hookrunner.store import open_store
+
+    store = open_store(settings.store_url)
+    await store.open()
+    return store
+
+
+async def replay(settings: Settings, delivery_id: str) -> int:
+    from hookrunner.replay import ReplayError, replay_delivery
+    from hookrunner.rules.load import load_rules
+
+    try:
+        ruleset = load_rules(settings.rules)
+    except ConfigErrors as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        return EXIT_FAIL
+    store = await _open(settings)
+    try:
+        answer = await replay_delivery(store, ruleset, delivery_id, settings.default_timeout)
+    except ReplayError as exc:
+        print(f"hookrunner: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        await store.close()
+    runs = answer["runs"]
+    print(f"replayed {delivery_id}: {len(runs)} run(s) queued" + (": " + " ".join(runs) if runs else ""))
+    return EXIT_OK
+
+
+def _ts(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+async def runs(settings: Settings, status: str | None, limit: int) -> int:
+    store = await _open(settings)
+    try:
+        items = await store.list_runs(status=status, limit=limit)
+    finally:
+        await store.close()
+    for r in items:
+        code = "-" if r.exit_code is None else str(r.exit_code)
+        took = f"{r.finished_at - r.started_at:.1f}s" if r.finished_at and r.started_at else "-"
+        print(f"{r.id}  {r.status:<9}  {_ts(r.created_at)}  {r.rule}  attempt={r.attempt}  "
+              f"exit={code}  took={took}  delivery={r.delivery_id}"
+              + (f"  ({r.reason})" if r.reason else ""))
+    if not items:
+        print("no runs", file=sys.stderr)
+    return EXIT_OK
+
+
+async def cancel(settings: Settings, run_id: str) -> int:
+    store = await _open(settings)
+    try:
+        status = await store.request_cancel(run_id, time.time())
+    finally:
+        await store.close()
+    if status is None:
+        print(f"hookrunner: no run {run_id!r}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"{run_id}: {status}")
+    return EXIT_OK

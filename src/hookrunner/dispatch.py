@@ -1,0 +1,311 @@
+"""claim -> run -> record -> retry, under the global --workers limit.
+
+The dispatcher never trusts memory alone: what the store says is queued is claimed, a run
+whose node died (lease expired, or this node restarted) is decided again per its retry rule.
+Concurrency policies are applied inside the store's claim (cluster-wide keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from hookrunner.actions import RUNNERS
+from hookrunner.actions.base import RunContext, RunResult
+from hookrunner.actions.environment import base_env
+from hookrunner.actions.logfile import FileLog, tail
+from hookrunner.errors import ActionError, StoreUnavailable
+from hookrunner.logs import event
+from hookrunner.metrics import Metrics
+from hookrunner.payload import PayloadError, parse_body
+from hookrunner.retry import backoff_delay, should_retry
+from hookrunner.settings import Settings
+from hookrunner.store.base import TERMINAL, Finish, Run, Store
+from hookrunner.verify.base import Headers
+
+POLL = 1.0  # seconds: the longest a replay/cancel written by the CLI waits to be seen
+HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
+PRUNE_EVERY = 60.0
+OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.node = settings.node
+        self.queued = 0  # approximate, refreshed from the store; used for --max-queued
+        self._active: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._cancel_reason: dict[str, str] = {}
+        self._lost: set[str] = set()
+        self._wake = asyncio.Event()
+        self._finished = asyncio.Condition()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for run in await self.store.release_node(self.node):
+            await self._interrupted(run, f"interrupted: node {self.node} restarted")
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="hookrunner-claim"),
+            asyncio.create_task(self._housekeeping(), name="hookrunner-housekeeping"),
+            asyncio.create_task(self._listen(), name="hookrunner-listen"),
+        ]
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; let running runs finish up to `grace`, then cancel them cleanly."""
+        self._stopping = True
+        self._wake.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        running = [task for task, _ in self._active.values()]
+        if running:
+            event("dispatcher.draining", runs=len(running), grace=grace)
+            _, pending = await asyncio.wait(running, timeout=grace if grace is not None else self.settings.grace)
+            if pending:
+                for run_id, (_, cancel) in list(self._active.items()):
+                    self._cancel_reason.setdefault(run_id, "canceled: server shutting down")
+                    cancel.set()
+                await asyncio.wait(pending)
+
+    # -- entry points used by the HTTP layer ---------------------------------------------
+
+    def accepted(self, runs: int) -> None:
+        self.queued += runs
+        if runs:
+            self._wake.set()
+
+    async def request_cancel(self, run_id: str) -> str | None:
+        status = await self.store.request_cancel(run_id, time.time())
+        entry = self._active.get(run_id)
+        if entry is not None:
+            self._cancel_reason.setdefault(run_id, "canceled by request")
+            entry[1].set()
+        self._wake.set()
+        return status
+
+    async def wait_for(self, run_ids: list[str], timeout: float) -> list[dict[str, Any]] | None:
+        """Each run's status, exit code and output tail once all ended; None on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = [await self.store.get_run(r) for r in run_ids]
+            if all(r is not None and r.status in TERMINAL for r in runs):
+                return [self._summary(r) for r in runs if r is not None]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            async with self._finished:
+                # Local finishes notify at once; runs on other nodes are seen by the poll.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._finished.wait(), min(left, 0.25))
+
+    def _summary(self, run: Run) -> dict[str, Any]:
+        return {"id": run.id, "rule": run.rule, "status": run.status, "exit_code": run.exit_code,
+                "reason": run.reason, "output": self.log_tail(run, OUTPUT_TAIL)}
+
+    def log_path(self, run_id: str, attempt: int) -> Path:
+        return self.settings.logs_dir / run_id / f"{max(attempt, 1)}.log"
+
+    def log_tail(self, run: Run, size: int) -> str:
+        path = self.log_path(run.id, run.attempt)
+        return tail(path, size) if path.exists() else ""
+
+    # -- loops -----------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Forward the store's new-work signal (NOTIFY, or the in-process event) to the loop."""
+        wait = getattr(self.store, "wait_for_work", None)
+        if wait is None:
+            return
+        while True:
+            try:
+                await wait(POLL)
+            except StoreUnavailable:
+                await asyncio.sleep(POLL)
+            self._wake.set()
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            free = self.settings.workers - len(self._active)
+            claimed = 0
+            if free > 0:
+                try:
+                    runs = await self.store.claim(self.node, free, self.settings.lease, time.time())
+                except StoreUnavailable as exc:
+                    event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
+                    await asyncio.sleep(POLL)
+                    continue
+                claimed = len(runs)
+                for run in runs:
+                    self._launch(run)
+            if claimed and claimed == free:
+                continue  # there may be more due work; claim again once a worker frees up
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), await self._sleep_for())
+
+    async def _sleep_for(self) -> float:
+        try:
+            due = await self.store.next_due()
+        except StoreUnavailable:
+            return POLL
+        if due is None:
+            return POLL
+        return max(0.0, min(POLL, due - time.time()))
+
+    async def _housekeeping(self) -> None:
+        last_renew = last_prune = 0.0
+        while True:
+            await asyncio.sleep(HOUSEKEEPING)
+            now = time.time()
+            try:
+                if self._active:
+                    for run_id in await self.store.cancel_requests(self.node):
+                        entry = self._active.get(run_id)
+                        if entry is not None and not entry[1].is_set():
+                            self._cancel_reason.setdefault(run_id, "canceled by request")
+                            entry[1].set()
+                if now - last_renew >= self.settings.lease / 3:
+                    last_renew = now
+                    await self._renew(now)
+                    for run in await self.store.expired(now):
+                        await self._interrupted(run, f"interrupted: lease of node {run.lease_owner} expired")
+                counts = await self.store.counts()
+                self.queued = counts.get("queued", 0)
+                self.metrics.queue_depth.set(self.queued)
+                if self.settings.keep and now - last_prune >= PRUNE_EVERY:
+                    last_prune = now
+                    pruned = await self.store.prune(now - self.settings.keep)
+                    if pruned:
+                        event("store.pruned", deliveries=pruned)
+            except StoreUnavailable as exc:
+                event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
+
+    async def _renew(self, now: float) -> None:
+        ids = list(self._active)
+        if not ids:
+            return
+        held = await self.store.renew(self.node, ids, self.settings.lease, now)
+        for run_id in ids:
+            if run_id not in held and run_id in self._active:
+                # Another node may run it now: stop ours and record nothing.
+                self._lost.add(run_id)
+                self._cancel_reason[run_id] = "canceled: lease lost"
+                self._active[run_id][1].set()
+                event("run.lease_lost", logging.WARNING, run_id=run_id)
+
+    async def _interrupted(self, run: Run, reason: str) -> None:
+        """A run whose process died with its node: retried per its rule, else failed."""
+        now = time.time()
+        retry_at = None
+        if should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
+            retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
+        event("run.interrupted", logging.WARNING, run_id=run.id, rule=run.rule, reason=reason,
+              retry=retry_at is not None)
+        await self.store.finish(Finish(
+            run_id=run.id, node=run.lease_owner or self.node, outcome="failed", exit_code=None,
+            reason=reason, outputs={}, finished_at=now, retry_at=retry_at))
+
+    # -- one run ---------------------------------------------------------------------------
+
+    def _launch(self, run: Run) -> None:
+        cancel = asyncio.Event()
+        task = asyncio.create_task(self._execute(run, cancel), name=f"run-{run.id}")
+        self._active[run.id] = (task, cancel)
+        self.metrics.running.set(len(self._active))
+
+    async def _execute(self, run: Run, cancel: asyncio.Event) -> None:
+        started = time.time()
+        if run.attempt <= 1:
+            self.metrics.start_latency.observe(max(0.0, started - run.created_at))
+        log = FileLog(self.log_path(run.id, run.attempt), self.settings.log_cap)
+        event("run.started", run_id=run.id, rule=run.rule, attempt=run.attempt, action=run.action)
+        log.note(f"run {run.id} rule {run.rule} attempt {run.attempt}/{run.max_attempts} "
+                 f"on node {self.node}")
+        try:
+            result = await self._run_action(run, cancel, log)
+        except Exception as exc:  # a bug in a runner must not kill the dispatcher
+            logging.getLogger("hookrunner").exception("run.internal_error")
+            result = RunResult("failed", None, f"internal error: {type(exc).__name__}: {exc}")
+        if result.outcome == "canceled" and run.id in self._cancel_reason:
+            result.reason = self._cancel_reason[run.id]
+        log.note(f"{result.outcome}" + (f": {result.reason}" if result.reason else ""))
+        log.close()
+        try:
+            await self._record(run, result, started)
+        finally:
+            self._active.pop(run.id, None)
+            self._cancel_reason.pop(run.id, None)
+            self.metrics.running.set(len(self._active))
+            self._wake.set()
+            async with self._finished:
+                self._finished.notify_all()
+
+    async def _run_action(self, run: Run, cancel: asyncio.Event, log: FileLog) -> RunResult:
+        if "render_error" in run.spec:
+            return RunResult("failed", None, f"template error: {run.spec['render_error']}")
+        runner = RUNNERS.get(run.action)
+        if runner is None:
+            return RunResult("failed", None, f"unknown action type {run.action!r}")
+        delivery = await self.store.get_delivery(run.delivery_id)
+        body = delivery.body if delivery else b""
+        payload: Any = None
+        if delivery is not None:
+            try:
+                payload = parse_body(body, Headers(delivery.headers).get("content-type"))
+            except PayloadError:
+                payload = None
+        work = self.settings.work_dir / run.id / str(run.attempt)
+        work.mkdir(parents=True, exist_ok=True, mode=0o700)
+        env = base_env(self.settings.environ, self.settings.pass_env, {
+            "HOOKRUNNER_RUN_ID": run.id, "HOOKRUNNER_DELIVERY_ID": run.delivery_id,
+            "HOOKRUNNER_HOOK": delivery.hook if delivery else "", "HOOKRUNNER_RULE": run.rule,
+            "HOOKRUNNER_ATTEMPT": str(run.attempt), "HOOKRUNNER_NODE": self.node,
+        })
+        ctx = RunContext(
+            run_id=run.id, delivery_id=run.delivery_id, hook=delivery.hook if delivery else "",
+            rule=run.rule, attempt=run.attempt, node=self.node, root=self.settings.root.resolve(),
+            work_dir=work, env=env, timeout=run.timeout, cancel=cancel, log=log,
+            raw_body=body, payload=payload,
+        )
+        try:
+            return await runner.run(run.spec, ctx)
+        except ActionError as exc:
+            return RunResult("failed", None, str(exc))
+
+    async def _record(self, run: Run, result: RunResult, started: float) -> None:
+        if run.id in self._lost:
+            self._lost.discard(run.id)
+            return
+        now = time.time()
+        retry_at = None
+        if should_retry(result.outcome, run.attempt, run.max_attempts, run.retry_on):
+            retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
+        self.metrics.runs.labels(run.rule, result.outcome).inc()
+        self.metrics.run_duration.labels(run.rule).observe(now - started)
+        event("run.finished", run_id=run.id, rule=run.rule, attempt=run.attempt,
+              status=result.outcome, exit_code=result.exit_code, reason=result.reason,
+              retry_in=round(retry_at - now, 1) if retry_at else None)
+        finish = Finish(run_id=run.id, node=self.node, outcome=result.outcome,
+                        exit_code=result.exit_code, reason=result.reason, outputs=result.outputs,
+                        finished_at=now, retry_at=retry_at)
+        save_log = getattr(self.store, "save_log", None)
+        for delay in (0.0, 0.5, 1, 2, 4, 8):  # the result must not be lost to a store hiccup
+            await asyncio.sleep(delay)
+            try:
+                await self.store.finish(finish)
+                if save_log is not None:
+                    await save_log(run.id, run.attempt, self.log_tail(run, self.settings.log_cap))
+                return
+            except StoreUnavailable as exc:
+                event("run.record_failed", logging.ERROR, run_id=run.id, error=str(exc))

@@ -1,0 +1,213 @@
+"""The accept path: request -> verify (raw bytes) -> parse -> match -> journal -> 202.
+
+The only place that turns a request into a delivery. It does no action work: it answers
+as soon as the delivery and its runs are committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from hookrunner import clientip
+from hookrunner.actions import RUNNERS
+from hookrunner.errors import StoreUnavailable, TemplateError, VerifyError
+from hookrunner.gateway import Gateway
+from hookrunner.ids import new_id
+from hookrunner.logs import event
+from hookrunner.payload import PayloadError, parse_body
+from hookrunner.rules.match import build_scope, evaluate, render_action, render_concurrency_key
+from hookrunner.rules.model import Hook, Rule, Ruleset
+from hookrunner.store.base import NewDelivery, NewRun
+from hookrunner.units import parse_duration
+from hookrunner.verify.base import Headers, SignedRequest, Verified
+
+MAX_DEDUP_KEY = 200  # longer sender ids are stored as their sha256, so a 10 KB header is harmless
+ALWAYS_REDACT = ("authorization", "cookie", "proxy-authorization")
+REDACTED = "[redacted]"
+MAX_WAIT = 300.0  # seconds a ?wait= may hold a request open
+STORE_RETRY_AFTER = "5"
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read at most `limit` bytes; stop reading (and answer 413) as soon as it is exceeded."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _redact(headers: Headers, hook: Hook) -> list[tuple[str, str]]:
+    secret = {h.lower() for h in hook.secret_headers} | set(ALWAYS_REDACT)
+    return [(k, REDACTED if k.lower() in secret else v) for k, v in headers.items()]
+
+
+def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any]) -> str | None:
+    key: Any = verified.delivery_id
+    if hook.dedup is not None:
+        try:
+            key = hook.dedup.render(scope)
+        except TemplateError as exc:
+            # A dedup template that does not apply to this payload: no dedup, but say so.
+            event("delivery.dedup_template_failed", logging.WARNING, hook=hook.id, error=str(exc))
+            key = None
+    if key is None or key == "":
+        return None
+    key = str(key)
+    if len(key) > MAX_DEDUP_KEY:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key
+
+
+def _new_run(rule: Rule, delivery_id: str, scope: dict[str, Any], now: float, default_timeout: float) -> NewRun:
+    """Render the rule's action for this delivery. A template error is an error of that run:
+    the run is journaled with the error and fails when it is dispatched."""
+    spec: dict[str, Any]
+    key: str | None = None
+    try:
+        spec = render_action(rule, scope)
+        key = render_concurrency_key(rule, scope)
+        if key is None:
+            key = RUNNERS[rule.action_kind].implicit_concurrency_key(spec)
+    except TemplateError as exc:
+        spec = {"render_error": str(exc)}
+    retry = rule.retry
+    return NewRun(
+        id=new_id("run"), delivery_id=delivery_id, rule=rule.name, action=rule.action_kind,
+        spec=spec, concurrency_key=key,
+        policy=rule.concurrency.policy if rule.concurrency else "queue",
+        timeout=rule.timeout if rule.timeout is not None else default_timeout,
+        max_attempts=retry.attempts, backoff=retry.backoff, max_backoff=retry.max_backoff,
+        retry_on=retry.on, created_at=now,
+    )
+
+
+def plan_runs(
+    ruleset: Ruleset, hook_id: str, scope: dict[str, Any], delivery_id: str, now: float,
+    default_timeout: float,
+) -> tuple[list[dict[str, Any]], list[NewRun]]:
+    """Match the hook's rules and render a run per matching rule (used by ingest and replay)."""
+    results = evaluate(ruleset, hook_id, scope)
+    runs = [_new_run(r.rule, delivery_id, scope, now, default_timeout) for r in results if r.matched]
+    return [r.to_json() for r in results], runs
+
+
+async def accept(request: Request, gw: Gateway) -> Response:
+    hook_id = request.path_params["hook_id"]
+    ruleset = gw.rules.current
+    hook = ruleset.hooks.get(hook_id) if ruleset else None
+    if hook is None or ruleset is None:
+        return error(404, f"unknown hook {hook_id!r}")
+    if request.method != "POST":
+        return error(405, "use POST", headers={"Allow": "POST"})
+    m = gw.metrics.deliveries
+    wait = 0.0
+    if "wait" in request.query_params:
+        try:
+            wait = min(parse_duration(request.query_params["wait"]), MAX_WAIT)
+        except ValueError as exc:
+            return error(400, f"wait: {exc}")
+
+    peer = request.client.host if request.client else ""
+    ip = clientip.client_ip(peer, request.headers.getlist("x-forwarded-for"), gw.trusted)
+    if not clientip.allowed(ip, hook.allow_ips):
+        event("delivery.rejected", logging.WARNING, hook=hook_id, reason="address not allowed", client=ip)
+        m.labels(hook_id, "rejected_address").inc()
+        return error(403, "address not allowed")
+
+    now = time.time()
+    if hook.rate_limit is not None:
+        rl = hook.rate_limit
+        wait = gw.limiter.take((hook_id, ip if rl.per_client else ""), rl.rate, rl.burst, now)
+        if wait > 0:
+            m.labels(hook_id, "rejected_rate").inc()
+            return error(429, "rate limited", headers={"Retry-After": str(max(1, round(wait)))})
+
+    # Backpressure before journaling: past --max-queued nothing new is accepted, so nothing
+    # accepted is ever dropped.
+    if gw.dispatcher is not None and gw.dispatcher.queued >= gw.settings.max_queued:
+        m.labels(hook_id, "rejected_queue_full").inc()
+        return error(503, "queue full", headers={"Retry-After": "5"})
+
+    try:
+        body = await _read_body(request, hook.max_body)
+    except _TooLarge:
+        m.labels(hook_id, "rejected_too_large").inc()
+        return error(413, f"body larger than {hook.max_body} bytes")
+
+    headers = Headers(request.headers.items())
+    signed = SignedRequest(headers=headers, body=body, url=str(request.url),
+                           query=dict(request.query_params), client_ip=ip, now=now)
+    try:
+        verified = hook.verifier.verify(signed)
+    except VerifyError as exc:
+        # The reason is logged for the operator; the sender only learns that it failed.
+        event("delivery.rejected", logging.WARNING, hook=hook_id, reason=exc.reason, client=ip)
+        m.labels(hook_id, "rejected_signature").inc()
+        return error(401, "verification failed")
+
+    try:
+        payload = parse_body(body, headers.get("content-type"))
+    except PayloadError as exc:
+        m.labels(hook_id, "rejected_body").inc()
+        return error(exc.status, exc.message)
+
+    delivery_id = new_id("dlv")
+    scope = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,
+                        query=dict(request.query_params), payload=payload, event=verified.event)
+    matches, runs = plan_runs(ruleset, hook_id, scope, delivery_id, now, gw.settings.default_timeout)
+    delivery = NewDelivery(
+        id=delivery_id, hook=hook_id, received_at=now, headers=_redact(headers, hook), body=body,
+        dedup_key=_dedup_key(hook, verified, scope), event=verified.event, client_ip=ip,
+        matches=matches,
+    )
+    try:
+        result = await gw.store.accept(delivery, runs)
+        gw.store_ok = True
+    except StoreUnavailable as exc:
+        gw.store_ok = False
+        event("delivery.store_unavailable", logging.ERROR, hook=hook_id, error=str(exc))
+        m.labels(hook_id, "rejected_store").inc()
+        return error(503, "store unavailable", headers={"Retry-After": STORE_RETRY_AFTER})
+
+    if result.duplicate:
+        m.labels(hook_id, "duplicate").inc()
+        event("delivery.duplicate", hook=hook_id, delivery_id=result.delivery_id)
+        return JSONResponse({"duplicate": True, "delivery_id": result.delivery_id}, status_code=200)
+
+    m.labels(hook_id, "accepted").inc()
+    event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=verified.event,
+          runs=",".join(f"{r.rule}={r.id}" for r in runs) or "-")
+    if gw.dispatcher is not None:
+        gw.dispatcher.accepted(len(runs))
+    answer: dict[str, Any] = {
+        "delivery_id": delivery_id,
+        "runs": result.run_ids,
+        "status_url": f"/api/deliveries/{delivery_id}",
+    }
+    if wait > 0 and result.run_ids and gw.dispatcher is not None:
+        finished = await gw.dispatcher.wait_for(result.run_ids, wait)
+        if finished is not None:
+            answer["runs"] = finished
+            return JSONResponse(answer, status_code=200)
+    return JSONResponse(answer, status_code=202)

@@ -1,0 +1,35 @@
+"""Prometheus metrics, in a registry of our own so tests can create several apps."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.deliveries = Counter(
+            "hookrunner_deliveries", "Deliveries by hook and outcome "
+            "(accepted, duplicate, rejected_<reason>)", ["hook", "outcome"], registry=r)
+        self.runs = Counter(
+            "hookrunner_runs_finished", "Run attempts finished, by rule and status",
+            ["rule", "status"], registry=r)
+        self.run_duration = Histogram(
+            "hookrunner_run_duration_seconds", "Duration of run attempts", ["rule"],
+            buckets=DURATION_BUCKETS, registry=r)
+        self.start_latency = Histogram(
+            "hookrunner_run_start_delay_seconds", "Time from delivery to the run's start",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge(
+            "hookrunner_queue_depth", "Runs waiting to run", registry=r)
+        self.running = Gauge(
+            "hookrunner_running", "Runs executing on this node", registry=r)
+        self.reload_failures = Counter(
+            "hookrunner_reload_failures", "Rule reloads that failed validation", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

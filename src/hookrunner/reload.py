@@ -1,0 +1,77 @@
+"""The live rules: loaded at start, reloaded when a rules file changes or on SIGHUP.
+
+A reload that fails validation keeps the rules that were live; its errors are logged as
+`file:line: message` and shown by /readyz and the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hookrunner.errors import ConfigErrors
+from hookrunner.logs import event
+from hookrunner.rules.load import load_rules
+from hookrunner.rules.model import Ruleset
+
+POLL_INTERVAL = 1.0  # seconds between looks at the rules files' modification times
+
+
+def _fingerprint(rules_dir: Path) -> tuple[tuple[str, float, int], ...]:
+    files = sorted([*rules_dir.rglob("*.yaml"), *rules_dir.rglob("*.yml")]) if rules_dir.is_dir() else []
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        out.append((str(f), st.st_mtime, st.st_size))
+    return tuple(out)
+
+
+class LiveRules:
+    def __init__(self, rules_dir: Path, on_failure: Callable[[], None] | None = None) -> None:
+        self.rules_dir = rules_dir
+        self.current: Ruleset | None = None
+        self.errors: list[str] = []  # of the last failed reload; empty when it succeeded
+        self.loaded_at: float | None = None
+        self.last_attempt_at: float | None = None
+        self._fingerprint: tuple[tuple[str, float, int], ...] = ()
+        self._on_failure = on_failure
+
+    def reload(self) -> bool:
+        """Load the rules; on failure keep the live ones. Returns whether the load succeeded."""
+        self._fingerprint = _fingerprint(self.rules_dir)
+        self.last_attempt_at = time.time()
+        try:
+            ruleset = load_rules(self.rules_dir)
+        except ConfigErrors as exc:
+            self.errors = [str(e) for e in exc.errors]
+            for line in self.errors:
+                event("rules.error", logging.ERROR, error=line)
+            event("rules.reload_failed", logging.ERROR, errors=len(self.errors),
+                  kept="previous rules" if self.current else "no rules")
+            if self._on_failure:
+                self._on_failure()
+            return False
+        self.current = ruleset
+        self.errors = []
+        self.loaded_at = time.time()
+        for w in ruleset.warnings:
+            event("rules.warning", logging.WARNING, warning=w)
+        event("rules.loaded", hooks=len(ruleset.hooks), rules=len(ruleset.rules),
+              files=len(ruleset.files))
+        return True
+
+    def changed(self) -> bool:
+        return _fingerprint(self.rules_dir) != self._fingerprint
+
+    async def watch(self) -> None:
+        """Reload whenever the files change; runs until cancelled."""
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            if self.changed():
+                self.reload()

@@ -1,0 +1,41 @@
+"""Replay: run a stored delivery again against the current rules (new runs, same delivery)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hookrunner.errors import HookrunnerError
+from hookrunner.ingest import plan_runs
+from hookrunner.payload import PayloadError, parse_body
+from hookrunner.rules.match import build_scope
+from hookrunner.rules.model import Ruleset
+from hookrunner.store.base import Store
+from hookrunner.verify.base import Headers
+
+
+class ReplayError(HookrunnerError):
+    pass
+
+
+async def replay_delivery(
+    store: Store, ruleset: Ruleset, delivery_id: str, default_timeout: float
+) -> dict[str, Any]:
+    """Queue the runs the current rules give for a stored delivery; return the JSON answer."""
+    delivery = await store.get_delivery(delivery_id)
+    if delivery is None:
+        raise ReplayError(f"no delivery {delivery_id!r}")
+    if delivery.hook not in ruleset.hooks:
+        raise ReplayError(f"hook {delivery.hook!r} is no longer defined in the rules")
+    headers = Headers(delivery.headers)
+    try:
+        payload = parse_body(delivery.body, headers.get("content-type"))
+    except PayloadError as exc:
+        raise ReplayError(f"stored body cannot be parsed: {exc.message}") from None
+    now = time.time()
+    scope = build_scope(hook=delivery.hook, delivery_id=delivery.id, received_at=delivery.received_at,
+                        headers=headers, query={}, payload=payload, event=delivery.event)
+    matches, runs = plan_runs(ruleset, delivery.hook, scope, delivery.id, now, default_timeout)
+    if runs:
+        await store.add_runs(runs)
+    return {"delivery_id": delivery.id, "runs": [r.id for r in runs], "matches": matches}

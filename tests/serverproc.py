@@ -1,0 +1,112 @@
+"""Start a real `hookrunner serve` (uvicorn) as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ADMIN_TOKEN = "test-admin-token"
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def github_signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Server:
+    """One gateway process. `start()` waits for /readyz; `kill()` is SIGKILL (a crash)."""
+
+    def __init__(self, rules: Path, data: Path, root: Path, *, env: dict[str, str] | None = None,
+                 args: list[str] | None = None, port: int | None = None) -> None:
+        self.rules, self.data, self.root = rules, data, root
+        self.port = port or free_port()
+        self.env = {**os.environ, "HOOKRUNNER_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
+        self.env.pop("TF_CLI_CONFIG_FILE", None)
+        self.args = args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        self.data.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hookrunner.cli", "serve", "--rules", str(self.rules),
+             "--data", str(self.data), "--root", str(self.root), "--port", str(self.port),
+             *self.args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not become ready:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30,
+                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    def wait_run(self, run_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Poll the API until the run ends; return its record."""
+        deadline = time.monotonic() + timeout
+        with self.admin() as c:
+            while True:
+                doc: dict[str, Any] = c.get(f"/api/runs/{run_id}").json()
+                if doc.get("status") in ("succeeded", "failed", "timed_out", "canceled", "skipped"):
+                    return doc
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"run {run_id} still {doc.get('status')}: {doc}")
+                time.sleep(0.1)
+
+
+def post_github(url: str, secret: str, payload: dict[str, Any] | bytes, *, event: str = "push",
+                delivery: str | None = None, hook: str = "github", **kw: Any) -> httpx.Response:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": event,
+               "X-Hub-Signature-256": github_signature(secret, body)}
+    if delivery:
+        headers["X-GitHub-Delivery"] = delivery
+    return httpx.post(f"{url}/hooks/{hook}", content=body, headers=headers, timeout=60, **kw)
