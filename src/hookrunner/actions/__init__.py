@@ -1,0 +1,8 @@
+"""Action runners. Importing this package registers every kind in `RUNNERS`."""
+
+from __future__ import annotations
+
+from hookrunner.actions import shell
+from hookrunner.actions.base import RUNNERS, RunContext, Runner, RunResult
+
+__all__ = ["RUNNERS", "RunContext", "RunResult", "Runner", "shell"]

@@ -1,0 +1,262 @@
+"""Starting and stopping processes: the only code in hookrunner that does either.
+
+(ansible-runner spawns `ansible-playbook` itself through pexpect; `actions.ansible` stops it
+with the helpers here.)
+
+Each action process starts a session of its own, so its process group is its whole tree
+(unless a descendant starts yet another session). Stdout and stderr are merged and streamed
+into the run log as they arrive. A deadline or the run's cancel event stops the group:
+SIGTERM, a grace period, SIGKILL; the leader is always reaped. When the leader exits by
+itself, whatever it left running in its group is stopped the same way: a run owns its group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from hookrunner.actions.base import Outcome, RunContext, RunResult
+
+GRACE_PERIOD = 5.0  # seconds between SIGTERM and SIGKILL
+LINGER = 0.5  # after the leader exits, seconds its output may still arrive before sweeping
+DRAIN_AFTER_KILL = 1.0  # seconds to read what is left after SIGKILL before giving up
+POLL_INTERVAL = 0.05  # seconds between checks whether a group has gone
+READ_CHUNK = 64 * 1024
+
+OutputHandler = Callable[[bytes], None]
+
+_PROC = Path("/proc")
+
+
+# --- signalling helpers (also used by actions.ansible) ------------------------------------
+
+
+def signal_process(pid: int, sig: int) -> bool:
+    """Send `sig` to one process; False if it is gone (or not ours)."""
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to a whole process group; False if the group is empty."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _proc_stats() -> list[tuple[int, str, int, int]]:
+    """(pid, state, ppid, pgrp) of every process, from /proc; [] where there is none."""
+    rows: list[tuple[int, str, int, int]] = []
+    try:
+        entries = list(_PROC.iterdir())
+    except OSError:
+        return rows
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # The command name is in parentheses and may itself contain spaces or ')'.
+        fields = raw[raw.rfind(")") + 2 :].split()
+        rows.append((int(entry.name), fields[0], int(fields[1]), int(fields[2])))
+    return rows
+
+
+def is_alive(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie waiting to be reaped by someone else."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        raw = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return raw[raw.rfind(")") + 2 :].split()[0] not in ("Z", "X")
+
+
+def group_alive(pgid: int) -> bool:
+    """True if some live (non-zombie) process is still in group `pgid`."""
+    if _PROC.is_dir():
+        return any(pgrp == pgid and state not in ("Z", "X") for _, state, _, pgrp in _proc_stats())
+    return signal_group(pgid, 0)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (by parent links, so across sessions); [] without /proc."""
+    children: dict[int, list[int]] = {}
+    for child, state, parent, _ in _proc_stats():
+        if state not in ("Z", "X"):
+            children.setdefault(parent, []).append(child)
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_all(pids: Iterable[int]) -> None:
+    """SIGKILL each pid and the group it leads, if any."""
+    for pid in pids:
+        signal_group(pid, signal.SIGKILL)
+        signal_process(pid, signal.SIGKILL)
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def deadline_for(ctx: RunContext) -> float | None:
+    """The event-loop time at which `ctx.timeout` runs out, counted from now."""
+    if ctx.timeout is None:
+        return None
+    return asyncio.get_running_loop().time() + ctx.timeout
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def exit_reason(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exit {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
+
+
+def _start_failure(argv: Sequence[str], cwd: Path | str, exc: OSError) -> str:
+    if exc.filename is not None and str(exc.filename) == str(cwd):
+        return f"working directory {cwd} is not usable: {exc.strerror}"
+    if isinstance(exc, FileNotFoundError):
+        return f"executable not found: {argv[0]}"
+    if isinstance(exc, PermissionError):
+        return f"not executable: {argv[0]}"
+    return f"cannot start {argv[0]}: {exc.strerror or exc}"
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    ctx: RunContext,
+    cwd: Path | str,
+    env: Mapping[str, str],
+    stdin: bytes | None = None,
+    on_output: OutputHandler | None = None,
+    deadline: float | None = None,
+) -> RunResult:
+    """Run `argv` to the end, its deadline, or the run's cancel event.
+
+    Output goes to `on_output` (default: `ctx.log.write`). `deadline` is an event-loop time
+    shared by several processes of one run (see `deadline_for`); default: `ctx.timeout` from now.
+    Failing to start is a failed result, not an exception.
+    """
+    if not argv:
+        return RunResult("failed", reason="empty argv")
+    if ctx.cancel.is_set():
+        ctx.log.note("canceled")
+        return RunResult("canceled", reason="canceled")
+    loop = asyncio.get_running_loop()
+    if deadline is None:
+        deadline = deadline_for(ctx)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=str(cwd),
+            env=dict(env),
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # own session = own process group, killable as one
+        )
+    except OSError as exc:
+        reason = _start_failure(argv, cwd, exc)
+        ctx.log.note(reason)
+        return RunResult("failed", reason=reason)
+
+    assert proc.stdout is not None
+    pump = asyncio.ensure_future(_pump(proc.stdout, on_output or ctx.log.write))
+    feeder = None
+    if stdin is not None:
+        assert proc.stdin is not None
+        feeder = asyncio.ensure_future(_feed(proc.stdin, stdin))
+    waiter = asyncio.ensure_future(proc.wait())
+    canceller = asyncio.ensure_future(ctx.cancel.wait())
+    stopped: Outcome | None = None
+    reason = ""
+    try:
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        await asyncio.wait({waiter, canceller}, timeout=timeout, return_when="FIRST_COMPLETED")
+        if not waiter.done():
+            if canceller.done():
+                stopped, reason = "canceled", "canceled"
+            else:
+                stopped = "timed_out"
+                reason = f"timed out after {format_seconds(ctx.timeout or 0.0)}"
+            ctx.log.note(reason)
+            await _stop_group(proc.pid, waiter, pump)
+        else:
+            await asyncio.wait({pump}, timeout=LINGER)
+            if group_alive(proc.pid):
+                ctx.log.note("stopping processes the action left running")
+                await _stop_group(proc.pid, waiter, pump)
+    finally:
+        if proc.returncode is None:  # we were cancelled ourselves: leave nothing behind
+            signal_group(proc.pid, signal.SIGKILL)
+        for task in (canceller, feeder, pump):
+            if task is not None and not task.done():
+                task.cancel()
+        if not pump.done() or proc.returncode is None:
+            # A process outside the group still holds the pipe: stop reading it.
+            transport = getattr(proc, "_transport", None)
+            if transport is not None:
+                transport.close()
+
+    rc = proc.returncode
+    assert rc is not None
+    if stopped is not None:
+        return RunResult(stopped, exit_code=rc if rc >= 0 else None, reason=reason)
+    if rc == 0:
+        return RunResult("succeeded", exit_code=0)
+    return RunResult("failed", exit_code=rc if rc >= 0 else None, reason=exit_reason(rc))
+
+
+async def _pump(stream: asyncio.StreamReader, sink: OutputHandler) -> None:
+    while chunk := await stream.read(READ_CHUNK):
+        sink(chunk)
+
+
+async def _feed(writer: asyncio.StreamWriter, data: bytes) -> None:
+    # The child may exit or close stdin without reading it all; that is its business.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        writer.write(data)
+        await writer.drain()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        writer.close()
+
+
+async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Future[None]) -> None:
+    """SIGTERM the group, wait up to the grace period for it to go, SIGKILL, reap the leader."""
+    loop = asyncio.get_running_loop()
+    signal_group(pgid, signal.SIGTERM)
+    until = loop.time() + GRACE_PERIOD
+    while loop.time() < until and not (waiter.done() and not group_alive(pgid)):
+        await asyncio.sleep(POLL_INTERVAL)
+    signal_group(pgid, signal.SIGKILL)
+    await waiter
+    await asyncio.wait({pump}, timeout=DRAIN_AFTER_KILL)

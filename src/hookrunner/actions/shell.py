@@ -1,0 +1,136 @@
+"""Kind `shell`: one program with an argv list, never through a shell.
+
+`command: "deploy.sh {{ payload.ref }}"` is split at load time, so a templated value is one
+argument whatever it contains (`; rm -rf /`, `$(id)`, newlines, a leading `-`).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hookrunner.actions import spec
+from hookrunner.actions.base import RunContext, RunResult, register
+from hookrunner.actions.paths import confine
+from hookrunner.actions.process import run_process
+from hookrunner.actions.values import stringify
+from hookrunner.errors import ActionError, ConfigError
+
+KIND = "shell"
+KEYS = ("argv", "command", "env", "cwd", "stdin")
+STDIN_SOURCES = ("payload",)
+
+# Jinja2 markup is kept whole while splitting `command`: `{{ a }}` must not become 3 words.
+_TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
+
+
+def split_command(command: str) -> list[str]:
+    """`shlex.split`, except that each `{{ ... }}` stays inside the word it appears in."""
+    templates: list[str] = []
+
+    def protect(match: re.Match[str]) -> str:
+        templates.append(match.group(0))
+        return f"\ue000{len(templates) - 1}\ue001"
+
+    words = shlex.split(_TEMPLATE.sub(protect, command))
+    return [_PLACEHOLDER.sub(lambda m: templates[int(m.group(1))], word) for word in words]
+
+
+def normalize_shell(raw: Any) -> dict[str, Any]:
+    spec_ = spec.check_mapping(raw, KIND)
+    spec.check_keys(spec_, KIND, KEYS)
+    if ("argv" in spec_) == ("command" in spec_):
+        raise ConfigError("shell: exactly one of 'argv' or 'command' is required")
+    out: dict[str, Any] = {}
+    if "argv" in spec_:
+        items = spec_["argv"]
+        if not isinstance(items, list) or not items:
+            raise ConfigError("shell.argv must be a non-empty list", path=("argv",))
+        out["argv"] = [
+            spec.scalar_str(item, ("argv", i), f"shell.argv[{i}]") for i, item in enumerate(items)
+        ]
+    else:
+        command = spec.required_str(spec_, "command", KIND)
+        try:
+            out["argv"] = split_command(command)
+        except ValueError as exc:  # unbalanced quotes
+            raise ConfigError(f"shell.command: {exc}", path=("command",)) from None
+        if not out["argv"]:
+            raise ConfigError("shell.command is empty", path=("command",))
+    env = spec.str_map(spec_, "env", KIND, names=spec.ENV_NAME)
+    if env is not None:
+        out["env"] = env
+    cwd = spec.optional_str(spec_, "cwd", KIND)
+    if cwd is not None:
+        out["cwd"] = cwd
+    if "stdin" in spec_:
+        if spec_["stdin"] not in STDIN_SOURCES:
+            raise ConfigError("shell.stdin must be 'payload'", path=("stdin",))
+        out["stdin"] = spec_["stdin"]
+    return out
+
+
+@dataclass(frozen=True)
+class Invocation:
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    stdin: bool  # feed the raw body
+
+
+def build_invocation(
+    rendered: Mapping[str, Any], *, root: Path, base_env: Mapping[str, str]
+) -> Invocation:
+    """The exact argv, cwd and environment for a rendered spec (touches the file system only
+    to resolve paths)."""
+    items = rendered.get("argv")
+    if not isinstance(items, Sequence) or isinstance(items, str) or not items:
+        raise ActionError("shell: argv must be a non-empty list")
+    argv = [stringify(item) for item in items]
+    env = dict(base_env)
+    env.update({name: stringify(v) for name, v in (rendered.get("env") or {}).items()})
+    argv[0] = resolve_program(argv[0], root=root, path=env.get("PATH", ""))
+    cwd = confine(root, stringify(rendered["cwd"])) if rendered.get("cwd") else root.resolve()
+    return Invocation(argv=argv, cwd=cwd, env=env, stdin=rendered.get("stdin") == "payload")
+
+
+def resolve_program(program: str, *, root: Path, path: str) -> str:
+    """A name with a `/` is a file under --root (or an absolute path); a bare name is looked
+    up on the action's PATH."""
+    if not program:
+        raise ActionError("shell: the program name (argv[0]) is empty")
+    if program.startswith("/"):
+        return program  # explicit program, like a bare name on PATH; not data under root
+    if "/" in program:
+        return str(confine(root, program))
+    # Not found: keep the name, so the run fails with "executable not found: NAME".
+    return shutil.which(program, path=path) or program
+
+
+class ShellRunner:
+    kind = KIND
+
+    def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        return normalize_shell(raw)
+
+    def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
+        return None
+
+    async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
+        inv = build_invocation(rendered, root=ctx.root, base_env=ctx.env)
+        return await run_process(
+            inv.argv,
+            ctx=ctx,
+            cwd=inv.cwd,
+            env=inv.env,
+            stdin=ctx.raw_body if inv.stdin else None,
+        )
+
+
+register(ShellRunner())

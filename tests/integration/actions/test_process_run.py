@@ -1,0 +1,199 @@
+"""run_process with real processes: exit codes, timeouts and cancels that leave no survivor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from hookrunner.actions import process
+from hookrunner.actions.process import is_alive, run_process
+
+
+def read_pids(path: Path, count: int, timeout: float = 5.0) -> list[int]:
+    """Wait until the script has written `count` pids, one a line."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists():
+            pids = [int(x) for x in path.read_text().split()]
+            if len(pids) >= count:
+                return pids
+        time.sleep(0.02)
+    raise AssertionError(f"script did not write {count} pids to {path}")
+
+
+async def wait_pids(path: Path, count: int) -> list[int]:
+    return await asyncio.to_thread(read_pids, path, count)
+
+
+async def test_output_and_exit_code_3_is_a_failure(harness) -> None:
+    script = harness.script("fail.sh", "echo to-stdout\necho to-stderr >&2\nexit 3\n")
+    ctx = harness.ctx()
+    result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert (result.outcome, result.exit_code, result.reason) == ("failed", 3, "exit 3")
+    assert harness.log_text() == "to-stdout\nto-stderr\n"
+
+
+async def test_exit_0_succeeds(harness) -> None:
+    ctx = harness.ctx()
+    result = await run_process(["true"], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert (result.outcome, result.exit_code, result.reason) == ("succeeded", 0, "")
+
+
+async def test_death_by_signal_is_named(harness) -> None:
+    ctx = harness.ctx()
+    result = await run_process(["sh", "-c", "kill -9 $$"], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert (result.outcome, result.exit_code, result.reason) == (
+        "failed",
+        None,
+        "killed by SIGKILL",
+    )
+
+
+async def test_missing_executable_is_a_failed_result(harness) -> None:
+    ctx = harness.ctx()
+    result = await run_process(["/nonexistent/tool"], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.outcome == "failed"
+    assert result.reason == "executable not found: /nonexistent/tool"
+    assert "[hookrunner] executable not found: /nonexistent/tool" in harness.log_text()
+
+
+async def test_missing_cwd_is_a_failed_result(harness) -> None:
+    ctx = harness.ctx()
+    missing = harness.root / "nope"
+    result = await run_process(["true"], ctx=ctx, cwd=missing, env=ctx.env)
+    assert result.outcome == "failed"
+    assert result.reason.startswith(f"working directory {missing} is not usable")
+
+
+async def test_timeout_kills_the_whole_tree(harness) -> None:
+    pidfile = harness.root / "pids"
+    script = harness.script(
+        "tree.sh",
+        f"sleep 60 & echo $! >> {pidfile}\n(sleep 60; echo never) & echo $! >> {pidfile}\n"
+        f"echo $$ >> {pidfile}\necho started\nsleep 60\n",
+    )
+    ctx = harness.ctx(timeout=1.0)
+    started = time.monotonic()
+    result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.outcome == "timed_out"
+    assert result.reason == "timed out after 1s"
+    assert time.monotonic() - started < 4
+    pids = read_pids(pidfile, 3)
+    assert [pid for pid in pids if is_alive(pid)] == []
+    assert harness.log_text() == "started\n[hookrunner] timed out after 1s\n"
+
+
+async def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period(
+    harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(process, "GRACE_PERIOD", 0.5)
+    pidfile = harness.root / "pids"
+    script = harness.script(
+        "stubborn.sh",
+        f"sh -c 'trap \"\" TERM; echo $$ >> {pidfile}; while :; do sleep 0.1; done' &\nsleep 60\n",
+    )
+    ctx = harness.ctx(timeout=0.5)
+    task = asyncio.ensure_future(run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env))
+    (stubborn,) = await wait_pids(pidfile, 1)
+    result = await task
+    assert result.outcome == "timed_out"
+    assert not is_alive(stubborn)
+
+
+async def test_cancel_kills_the_whole_tree(harness) -> None:
+    pidfile = harness.root / "pids"
+    script = harness.script(
+        "tree.sh", f"sleep 60 & echo $! >> {pidfile}\necho $$ >> {pidfile}\nsleep 60\n"
+    )
+    ctx = harness.ctx(timeout=None)
+    task = asyncio.ensure_future(run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env))
+    pids = await wait_pids(pidfile, 2)
+    ctx.cancel.set()
+    result = await asyncio.wait_for(task, 4)
+    assert (result.outcome, result.reason) == ("canceled", "canceled")
+    assert [pid for pid in pids if is_alive(pid)] == []
+    assert harness.log_text().endswith("[hookrunner] canceled\n")
+
+
+async def test_processes_left_behind_after_a_normal_exit_are_stopped(harness) -> None:
+    pidfile = harness.root / "pids"
+    script = harness.script(
+        "daemonize.sh", f"sleep 60 >/dev/null 2>&1 &\necho $! >> {pidfile}\nexit 0\n"
+    )
+    ctx = harness.ctx()
+    result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.outcome == "succeeded"
+    assert not is_alive(read_pids(pidfile, 1)[0])
+    assert "[hookrunner] stopping processes the action left running" in harness.log_text()
+
+
+async def test_output_is_in_the_log_while_the_process_runs(harness) -> None:
+    ctx = harness.ctx()
+    argv = ["sh", "-c", "echo first; sleep 2; echo second"]
+    task = asyncio.ensure_future(run_process(argv, ctx=ctx, cwd=harness.root, env=ctx.env))
+    for _ in range(150):
+        await asyncio.sleep(0.01)
+        if (harness.tmp / "run.log").exists() and harness.log_text() == "first\n":
+            break
+    assert harness.log_text() == "first\n"
+    assert not task.done()
+    assert (await task).outcome == "succeeded"
+    assert harness.log_text() == "first\nsecond\n"
+
+
+async def test_log_is_capped_with_one_note(harness) -> None:
+    ctx = harness.ctx(cap=1000)
+    argv = ["sh", "-c", "i=0; while [ $i -lt 500 ]; do echo 0123456789; i=$((i+1)); done"]
+    result = await run_process(argv, ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.outcome == "succeeded"
+    data = (harness.tmp / "run.log").read_bytes()
+    body, note = data[:1000], data[1000:]
+    assert body == (b"0123456789\n" * 100)[:1000]
+    assert note == b"\n[hookrunner] output truncated at 1000 bytes\n"
+
+
+async def test_stdin_bytes_reach_the_process(harness) -> None:
+    ctx = harness.ctx()
+    body = b'{"big": "' + b"x" * 200_000 + b'"}'
+    result = await run_process(["wc", "-c"], ctx=ctx, cwd=harness.root, env=ctx.env, stdin=body)
+    assert result.outcome == "succeeded"
+    assert harness.log_text().strip() == str(len(body))
+
+
+async def test_already_canceled_run_starts_nothing(harness) -> None:
+    ctx = harness.ctx()
+    ctx.cancel.set()
+    marker = harness.root / "ran"
+    result = await run_process(["touch", str(marker)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.outcome == "canceled"
+    assert not marker.exists()
+
+
+async def test_being_cancelled_as_a_task_kills_the_group(harness) -> None:
+    pidfile = harness.root / "pids"
+    script = harness.script("tree.sh", f"echo $$ >> {pidfile}\nsleep 60\n")
+    ctx = harness.ctx()
+    task = asyncio.ensure_future(run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env))
+    (pid,) = await wait_pids(pidfile, 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if not is_alive(pid):
+            break
+        await asyncio.sleep(0.02)
+    assert not is_alive(pid)
+
+
+def test_env_is_exactly_what_was_given(harness) -> None:
+    """A sanity check of the harness: the server's secrets never reach the base env."""
+    os.environ["HOOKRUNNER_TEST_SECRET"] = "s3cret"
+    try:
+        ctx = harness.ctx()
+        assert "HOOKRUNNER_TEST_SECRET" not in ctx.env
+    finally:
+        del os.environ["HOOKRUNNER_TEST_SECRET"]

@@ -1,0 +1,68 @@
+"""confine(): a path named in a rule stays under --root (or a directory below it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hookrunner.actions.paths import confine
+from hookrunner.errors import ActionError
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    (r / "playbooks" / "sub").mkdir(parents=True)
+    (r / "scripts").mkdir()
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", r / "escape")
+    os.symlink(r / "scripts", r / "playbooks" / "to-scripts")
+    os.symlink("sub", r / "playbooks" / "inner")
+    return r
+
+
+@pytest.mark.parametrize(
+    ("value", "base", "expected"),
+    [
+        ("scripts/x.sh", "", "scripts/x.sh"),
+        ("./scripts/../scripts/x.sh", "", "scripts/x.sh"),
+        ("new/file", "", "new/file"),  # need not exist yet
+        ("site.yml", "playbooks", "playbooks/site.yml"),
+        ("sub/../site.yml", "playbooks", "playbooks/site.yml"),
+        ("inner/x.yml", "playbooks", "playbooks/sub/x.yml"),  # symlink that stays inside
+        (".", "", ""),
+    ],
+)
+def test_inside(root: Path, value: str, base: str, expected: str) -> None:
+    assert confine(root, value, base=base) == (root / expected).resolve()
+
+
+def test_absolute_inside_is_accepted(root: Path) -> None:
+    assert confine(root, str(root / "scripts")) == (root / "scripts").resolve()
+
+
+@pytest.mark.parametrize(
+    ("value", "base"),
+    [
+        ("..", ""),
+        ("../outside/x", ""),
+        ("scripts/../../outside", ""),
+        ("/etc/passwd", ""),
+        ("escape/x.sh", ""),  # symlink out of root
+        ("escape", ""),
+        ("../scripts/x.sh", "playbooks"),  # inside root, outside playbooks/
+        ("to-scripts/x.yml", "playbooks"),  # symlink out of playbooks/
+        ("", ""),
+        ("a\0b", ""),
+    ],
+)
+def test_outside_is_refused(root: Path, value: str, base: str) -> None:
+    with pytest.raises(ActionError):
+        confine(root, value, base=base)
+
+
+def test_message_names_root(root: Path) -> None:
+    with pytest.raises(ActionError, match=r"path '\.\./x' is outside --root"):
+        confine(root, "../x")

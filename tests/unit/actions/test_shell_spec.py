@@ -1,0 +1,126 @@
+"""Shell specs: load-time normalization and the argv/env/cwd built from a rendered spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hookrunner.actions.shell import build_invocation, normalize_shell, split_command
+from hookrunner.errors import ActionError, ConfigError
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("deploy.sh a b", ["deploy.sh", "a", "b"]),
+        ("deploy.sh 'a b' \"c d\"", ["deploy.sh", "a b", "c d"]),
+        ("deploy.sh {{ payload.ref }}", ["deploy.sh", "{{ payload.ref }}"]),
+        ("x --ref={{ payload['ref'] }}", ["x", "--ref={{ payload['ref'] }}"]),
+        ("x '{{ a }} and {{ b }}'", ["x", "{{ a }} and {{ b }}"]),
+        ("x {{ a ~ ' ; ' ~ b }} y", ["x", "{{ a ~ ' ; ' ~ b }}", "y"]),
+        ("x {% if a %}1{% endif %}", ["x", "{% if a %}1{% endif %}"]),
+        ("x ; rm -rf /", ["x", ";", "rm", "-rf", "/"]),  # no shell: just words
+    ],
+)
+def test_command_is_split_before_templating_keeping_templates_whole(
+    command: str, argv: list[str]
+) -> None:
+    assert split_command(command) == argv
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"argv": ["a", "{{ x }}"]}, {"argv": ["a", "{{ x }}"]}),
+        ({"argv": ["sleep", 3]}, {"argv": ["sleep", "3"]}),
+        ({"command": "a {{ x }}"}, {"argv": ["a", "{{ x }}"]}),
+        (
+            {"argv": ["a"], "env": {"REF": "{{ r }}", "N": 1}, "cwd": "sub", "stdin": "payload"},
+            {"argv": ["a"], "env": {"REF": "{{ r }}", "N": "1"}, "cwd": "sub", "stdin": "payload"},
+        ),
+    ],
+)
+def test_normalize_accepts(raw: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert normalize_shell(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "message", "path"),
+    [
+        ({"argv": ["a"], "shell": True}, "unknown key 'shell'", ("shell",)),
+        ({"argv": ["a"], "command": "a"}, "exactly one of", ()),
+        ({}, "exactly one of", ()),
+        ({"argv": "a b"}, "non-empty list", ("argv",)),
+        ({"argv": []}, "non-empty list", ("argv",)),
+        ({"argv": ["a", {"b": 1}]}, "argv[1] must be a string", ("argv", 1)),
+        ({"argv": ["a", None]}, "argv[1] must be a string", ("argv", 1)),
+        ({"argv": ["a", True]}, "argv[1] must be a string", ("argv", 1)),
+        ({"command": "a 'unbalanced"}, "shell.command:", ("command",)),
+        ({"command": "   "}, "must not be empty", ("command",)),
+        ({"command": ["a"]}, "must be a string", ("command",)),
+        ({"argv": ["a"], "env": ["A=1"]}, "env must be a mapping", ("env",)),
+        ({"argv": ["a"], "env": {"BAD-NAME": "1"}}, "invalid name", ("env", "BAD-NAME")),
+        ({"argv": ["a"], "env": {"A": [1]}}, "env.A must be a string", ("env", "A")),
+        ({"argv": ["a"], "cwd": 5.5j}, "cwd must be a string", ("cwd",)),
+        ({"argv": ["a"], "stdin": "body"}, "stdin must be 'payload'", ("stdin",)),
+    ],
+)
+def test_normalize_rejects(raw: dict[str, Any], message: str, path: tuple[Any, ...]) -> None:
+    with pytest.raises(ConfigError) as err:
+        normalize_shell(raw)
+    assert message in err.value.message
+    assert err.value.path == path
+
+
+HOSTILE = ["; rm -rf /", "$(id)", "`id`", "a\nb", "-rf", "--help", "{{ 7*7 }}", "a b", "*", ""]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_rendered_value_stays_one_literal_argument(tmp_path: Path, value: str) -> None:
+    inv = build_invocation(
+        {"argv": ["echo", value, "end"]}, root=tmp_path, base_env={"PATH": "/bin:/usr/bin"}
+    )
+    assert inv.argv[1:] == [value, "end"]
+    assert inv.argv[0].endswith("/echo")
+
+
+@pytest.mark.parametrize(
+    ("value", "arg"),
+    [(7, "7"), (1.5, "1.5"), (True, "true"), (None, "null"), ({"a": [1]}, '{"a": [1]}')],
+)
+def test_non_string_values_are_stringified(tmp_path: Path, value: Any, arg: str) -> None:
+    inv = build_invocation({"argv": ["echo", value]}, root=tmp_path, base_env={"PATH": "/bin"})
+    assert inv.argv[1] == arg
+
+
+def test_program_with_slash_resolves_under_root(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    inv = build_invocation({"argv": ["scripts/x.sh"]}, root=tmp_path, base_env={})
+    assert inv.argv[0] == str(tmp_path.resolve() / "scripts" / "x.sh")
+
+
+def test_program_escaping_root_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ActionError, match="outside --root"):
+        build_invocation({"argv": ["../x.sh"]}, root=tmp_path, base_env={})
+
+
+def test_unknown_bare_program_is_left_for_the_process_to_report(tmp_path: Path) -> None:
+    inv = build_invocation({"argv": ["no-such-tool-xyz"]}, root=tmp_path, base_env={"PATH": "/bin"})
+    assert inv.argv == ["no-such-tool-xyz"]
+
+
+def test_env_cwd_and_stdin(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    rendered = {"argv": ["x"], "env": {"REF": "main", "N": 3}, "cwd": "sub", "stdin": "payload"}
+    inv = build_invocation(rendered, root=tmp_path, base_env={"PATH": "/bin", "HOME": "/h"})
+    assert inv.env == {"PATH": "/bin", "HOME": "/h", "REF": "main", "N": "3"}
+    assert inv.cwd == tmp_path.resolve() / "sub"
+    assert inv.stdin is True
+
+
+def test_cwd_defaults_to_root_and_may_not_leave_it(tmp_path: Path) -> None:
+    assert build_invocation({"argv": ["x"]}, root=tmp_path, base_env={}).cwd == tmp_path.resolve()
+    with pytest.raises(ActionError):
+        build_invocation({"argv": ["x"], "cwd": "/etc"}, root=tmp_path, base_env={})
