@@ -221,3 +221,19 @@ class Store(Protocol):
     async def prune(self, before: float) -> int:
         """Delete deliveries (and their runs) finished before `before`; return how many."""
         ...
+
+    async def save_log(self, run_id: str, attempt: int, text: str) -> None:
+        """Copy an attempt's capped log into the store, so any node can serve it."""
+        ...
+
+    async def get_log(self, run_id: str, attempt: int) -> str | None:
+        """The stored log of an attempt, or None when none was saved."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Sleep until runs may be claimable (accept, replay, cancel, a key freed) or `timeout`.
+
+        True when woken by such an event. Events from other processes may only be seen by
+        the caller's next poll (SQLite: the CLI's writes), so callers still poll.
+        """
+        ...

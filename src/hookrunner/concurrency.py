@@ -1,0 +1,109 @@
+"""Concurrency policies as one pure decision: which queued runs to claim, skip or cancel.
+
+Every store calls `decide` inside its claim transaction with the runs that are due and the
+runs that are running on any node, then writes the decision. Per concurrency key:
+
+- `queue`    one run at a time, in arrival order.
+- `skip`     a new run ends `skipped` while another run of its key runs.
+- `replace`  the running run gets a cancel request; the newest waiting run runs after it and
+             older waiting runs are skipped, superseded by the newest.
+- `coalesce` the running run finishes; then only the newest of the waiting runs runs, the
+             others are skipped, superseded by the newest.
+
+A key's policy is the policy of its newest waiting run (the rule that fired last decides
+what happens to the runs already there); runs without a key are always claimable.
+A retry (attempt > 0) is never dropped by `skip`: it waits for the key like `queue`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from hookrunner.store.base import Run
+
+Skip = tuple[Run, str, str | None]  # (run, reason, superseded_by)
+
+
+@dataclass
+class Decision:
+    claim: list[Run] = field(default_factory=list)
+    skip: list[Skip] = field(default_factory=list)
+    cancel: list[Run] = field(default_factory=list)
+
+
+@dataclass
+class _KeyPlan:
+    """What one key would do if it gets a claim slot."""
+
+    first_seq: int
+    claim: Run | None = None
+    skip: list[Skip] = field(default_factory=list)  # decided regardless of the claim
+    skip_if_claimed: list[Skip] = field(default_factory=list)  # only once `claim` really runs
+    cancel: list[Run] = field(default_factory=list)
+
+
+def skip_reason(holder: Run) -> str:
+    return f"skipped: run {holder.id} was running"
+
+
+def superseded_reason(newest: Run) -> str:
+    return f"skipped: superseded by run {newest.id}"
+
+
+def _plan_key(waiting: list[Run], running: list[Run]) -> _KeyPlan:
+    plan = _KeyPlan(first_seq=waiting[0].seq)
+    newest = waiting[-1]
+    policy = newest.policy
+    if policy in ("replace", "coalesce"):
+        # Only the newest waiting run survives, whether the key is busy or free.
+        plan.skip = [(r, superseded_reason(newest), newest.id) for r in waiting[:-1]]
+        if running:
+            if policy == "replace":
+                plan.cancel = [r for r in running if not r.cancel_requested]
+        else:
+            plan.claim = newest
+        return plan
+    if policy == "skip":
+        if running:
+            holder = running[0]
+            plan.skip = [(r, skip_reason(holder), None) for r in waiting if r.attempt == 0]
+            return plan
+        plan.claim = waiting[0]
+        plan.skip_if_claimed = [
+            (r, skip_reason(plan.claim), None) for r in waiting[1:] if r.attempt == 0
+        ]
+        return plan
+    # queue (and any unknown policy: the safe default)
+    if not running:
+        plan.claim = waiting[0]
+    return plan
+
+
+def _by_key(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        if r.concurrency_key is not None:
+            groups.setdefault(r.concurrency_key, []).append(r)
+    return groups
+
+
+def decide(candidates: list[Run], running: list[Run], limit: int) -> Decision:
+    """Decide one claim batch. `candidates` are queued runs due now; `running` all running runs."""
+    ordered = sorted(candidates, key=lambda r: r.seq)
+    busy = _by_key(running)
+    plans: list[_KeyPlan] = [
+        _plan_key(waiting, busy.get(key, [])) for key, waiting in _by_key(ordered).items()
+    ]
+    free = [_KeyPlan(first_seq=r.seq, claim=r) for r in ordered if r.concurrency_key is None]
+    # Claim slots go in arrival order of each key's oldest waiting run, so a key that has
+    # waited longest is served first even when coalesce picks its newest run.
+    decision = Decision()
+    for plan in sorted(plans + free, key=lambda p: p.first_seq):
+        decision.skip.extend(plan.skip)
+        decision.cancel.extend(plan.cancel)
+        if plan.claim is not None and len(decision.claim) < limit:
+            decision.claim.append(plan.claim)
+            decision.skip.extend(plan.skip_if_claimed)
+    decision.claim.sort(key=lambda r: r.seq)
+    return decision

@@ -1,0 +1,34 @@
+"""The store: a `Store` protocol (`base`) and its backends, chosen by `open_store`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hookrunner.store.base import Store
+
+MEMORY_URL = "memory:"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def open_store(url_or_path: str | Path) -> Store:
+    """The backend for `url_or_path` (not yet opened: the caller awaits `open()`).
+
+    `postgresql://...` / `postgres://...` select PostgreSQL, `memory:` the in-memory store,
+    anything else is the path of a SQLite file (normally `<data>/hookrunner.db`).
+    """
+    target = str(url_or_path)
+    # Imported here so that using one backend never imports another's driver.
+    if target.startswith(POSTGRES_SCHEMES):
+        from hookrunner.store.postgres import PostgresStore
+
+        return PostgresStore(target)
+    if target == MEMORY_URL:
+        from hookrunner.store.memory import MemoryStore
+
+        return MemoryStore()
+    from hookrunner.store.sqlite import SQLiteStore
+
+    return SQLiteStore(Path(target))
+
+
+__all__ = ["MEMORY_URL", "Store", "open_store"]

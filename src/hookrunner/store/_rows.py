@@ -1,0 +1,79 @@
+"""Row <-> record conversion shared by the SQL backends (JSON columns, booleans)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from hookrunner.store.base import Attempt, Delivery, NewDelivery, NewRun, Run
+
+
+class RowLike(Protocol):
+    """sqlite3.Row and psycopg's dict rows alike."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+CANCELED_BEFORE_START = "canceled before it started"
+
+
+def _json(value: Any) -> Any:
+    # SQLite hands back TEXT, PostgreSQL's jsonb arrives decoded.
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def delivery_params(d: NewDelivery) -> dict[str, Any]:
+    return {
+        "id": d.id, "hook": d.hook, "received_at": d.received_at,
+        "headers": dumps([list(h) for h in d.headers]), "body": d.body,
+        "dedup_key": d.dedup_key, "event": d.event, "client_ip": d.client_ip,
+        "matches": dumps(d.matches),
+    }
+
+
+def run_params(r: NewRun, now: float) -> dict[str, Any]:
+    created = r.created_at or now
+    return {
+        "id": r.id, "delivery_id": r.delivery_id, "rule": r.rule, "action": r.action,
+        "spec": dumps(r.spec), "concurrency_key": r.concurrency_key, "policy": r.policy,
+        "timeout": r.timeout, "max_attempts": r.max_attempts, "backoff": r.backoff,
+        "max_backoff": r.max_backoff, "retry_on": dumps(list(r.retry_on)),
+        "created_at": created, "next_attempt_at": created,
+    }
+
+
+def run_from_row(row: RowLike) -> Run:
+    return Run(
+        id=row["id"], seq=row["seq"], delivery_id=row["delivery_id"], rule=row["rule"],
+        action=row["action"], spec=_json(row["spec"]), status=row["status"],
+        attempt=row["attempt"], concurrency_key=row["concurrency_key"], policy=row["policy"],
+        timeout=row["timeout"], max_attempts=row["max_attempts"], backoff=row["backoff"],
+        max_backoff=row["max_backoff"], retry_on=tuple(_json(row["retry_on"])),
+        created_at=row["created_at"], next_attempt_at=row["next_attempt_at"],
+        started_at=row["started_at"], finished_at=row["finished_at"],
+        exit_code=row["exit_code"], reason=row["reason"], outputs=_json(row["outputs"]),
+        lease_owner=row["lease_owner"], lease_expires=row["lease_expires"],
+        cancel_requested=bool(row["cancel_requested"]), superseded_by=row["superseded_by"],
+        hook=row["hook"] or "",
+    )
+
+
+def delivery_from_row(row: RowLike, run_ids: list[str]) -> Delivery:
+    return Delivery(
+        id=row["id"], hook=row["hook"], received_at=row["received_at"],
+        headers=[(h[0], h[1]) for h in _json(row["headers"])], body=bytes(row["body"]),
+        dedup_key=row["dedup_key"], event=row["event"], client_ip=row["client_ip"],
+        matches=_json(row["matches"]), run_ids=run_ids, replay_of=row["replay_of"],
+    )
+
+
+def attempt_from_row(row: RowLike) -> Attempt:
+    return Attempt(
+        run_id=row["run_id"], attempt=row["attempt"], node=row["node"], status=row["status"],
+        exit_code=row["exit_code"], reason=row["reason"], started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )

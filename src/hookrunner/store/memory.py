@@ -1,0 +1,240 @@
+"""An in-memory store for unit tests: the same semantics as the SQL backends, no durability."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from hookrunner.concurrency import decide
+from hookrunner.store._rows import CANCELED_BEFORE_START
+from hookrunner.store.base import (
+    RUN_STATUSES,
+    TERMINAL,
+    AcceptResult,
+    Attempt,
+    Delivery,
+    Finish,
+    NewDelivery,
+    NewRun,
+    Run,
+)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._deliveries: dict[str, Delivery] = {}
+        self._dedup: dict[tuple[str, str], str] = {}
+        self._runs: dict[str, Run] = {}
+        self._attempts: dict[tuple[str, int], Attempt] = {}
+        self._logs: dict[tuple[str, int], str] = {}
+        self._seq = itertools.count(1)
+        self._wake = asyncio.Event()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._wake.clear()
+        return True
+
+    def _copy(self, run: Run) -> Run:
+        out = copy.deepcopy(run)
+        out.hook = self._deliveries[run.delivery_id].hook
+        return out
+
+    def _add(self, runs: Sequence[NewRun]) -> list[str]:
+        now = time.time()
+        for r in runs:
+            created = r.created_at or now
+            self._runs[r.id] = Run(
+                id=r.id, seq=next(self._seq), delivery_id=r.delivery_id, rule=r.rule,
+                action=r.action, spec=copy.deepcopy(r.spec), status="queued", attempt=0,
+                concurrency_key=r.concurrency_key, policy=r.policy, timeout=r.timeout,
+                max_attempts=r.max_attempts, backoff=r.backoff, max_backoff=r.max_backoff,
+                retry_on=tuple(r.retry_on), created_at=created, next_attempt_at=created,
+            )
+            self._deliveries[r.delivery_id].run_ids.append(r.id)
+        return [r.id for r in runs]
+
+    async def accept(self, delivery: NewDelivery, runs: Sequence[NewRun]) -> AcceptResult:
+        if delivery.dedup_key is not None:
+            seen = self._dedup.get((delivery.hook, delivery.dedup_key))
+            if seen is not None:
+                return AcceptResult(seen, True, list(self._deliveries[seen].run_ids))
+            self._dedup[(delivery.hook, delivery.dedup_key)] = delivery.id
+        self._deliveries[delivery.id] = Delivery(
+            id=delivery.id, hook=delivery.hook, received_at=delivery.received_at,
+            headers=list(delivery.headers), body=delivery.body, dedup_key=delivery.dedup_key,
+            event=delivery.event, client_ip=delivery.client_ip,
+            matches=copy.deepcopy(delivery.matches),
+        )
+        ids = self._add(runs)
+        if ids:
+            self._wake.set()
+        return AcceptResult(delivery.id, False, ids)
+
+    async def add_runs(self, runs: Sequence[NewRun]) -> None:
+        self._add(runs)
+        self._wake.set()
+
+    async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
+        candidates = [
+            r for r in self._runs.values() if r.status == "queued" and r.next_attempt_at <= now
+        ]
+        running = [r for r in self._runs.values() if r.status == "running"]
+        decision = decide(candidates, running, limit)
+        for r, reason, superseded_by in decision.skip:
+            r.status, r.reason, r.superseded_by, r.finished_at = (
+                "skipped", reason, superseded_by, now,
+            )
+        for r in decision.cancel:
+            r.cancel_requested = True
+        for r in decision.claim:
+            r.status, r.attempt, r.started_at, r.finished_at = "running", r.attempt + 1, now, None
+            r.lease_owner, r.lease_expires, r.exit_code = node, now + lease, None
+            self._attempts[(r.id, r.attempt)] = Attempt(
+                run_id=r.id, attempt=r.attempt, node=node, status="running",
+                exit_code=None, reason="", started_at=now, finished_at=None,
+            )
+        return [self._copy(r) for r in decision.claim]
+
+    def _held(self, node: str, run_id: str) -> Run | None:
+        r = self._runs.get(run_id)
+        return r if r and r.status == "running" and r.lease_owner == node else None
+
+    async def renew(self, node: str, run_ids: Sequence[str], lease: float, now: float) -> set[str]:
+        held = set()
+        for rid in run_ids:
+            r = self._held(node, rid)
+            if r is not None:
+                r.lease_expires = now + lease
+                held.add(rid)
+        return held
+
+    async def finish(self, result: Finish) -> None:
+        for a in self._attempts.values():
+            if a.run_id == result.run_id and a.node == result.node and a.status == "running":
+                a.status, a.exit_code, a.reason, a.finished_at = (
+                    result.outcome, result.exit_code, result.reason, result.finished_at,
+                )
+        r = self._held(result.node, result.run_id)
+        if r is None:  # lost the lease: another node's decision stands
+            return
+        r.exit_code, r.reason, r.outputs = result.exit_code, result.reason, dict(result.outputs)
+        r.lease_expires = None
+        if result.retry_at is not None:
+            r.status, r.next_attempt_at, r.lease_owner = "queued", result.retry_at, None
+        else:
+            r.status, r.finished_at = result.outcome, result.finished_at
+        self._wake.set()
+
+    async def expired(self, now: float) -> list[Run]:
+        return [
+            self._copy(r) for r in self._runs.values()
+            if r.status == "running" and r.lease_expires is not None and r.lease_expires < now
+        ]
+
+    async def release_node(self, node: str) -> list[Run]:
+        return [
+            self._copy(r) for r in self._runs.values()
+            if r.status == "running" and r.lease_owner == node
+        ]
+
+    async def request_cancel(self, run_id: str, now: float) -> str | None:
+        r = self._runs.get(run_id)
+        if r is None:
+            return None
+        if r.status == "queued":
+            r.status, r.reason, r.finished_at = "canceled", CANCELED_BEFORE_START, now
+        elif r.status == "running":
+            r.cancel_requested = True
+        self._wake.set()
+        return r.status
+
+    async def cancel_requests(self, node: str) -> set[str]:
+        return {
+            r.id for r in self._runs.values()
+            if r.status == "running" and r.lease_owner == node and r.cancel_requested
+        }
+
+    async def get_run(self, run_id: str) -> Run | None:
+        r = self._runs.get(run_id)
+        return self._copy(r) if r else None
+
+    async def list_runs(
+        self, status: str | None = None, limit: int = 50, delivery_id: str | None = None,
+        rule: str | None = None,
+    ) -> list[Run]:
+        out = [
+            r for r in self._runs.values()
+            if (status is None or r.status == status)
+            and (delivery_id is None or r.delivery_id == delivery_id)
+            and (rule is None or r.rule == rule)
+        ]
+        out.sort(key=lambda r: r.seq, reverse=True)
+        return [self._copy(r) for r in out[:limit]]
+
+    async def attempts(self, run_id: str) -> list[Attempt]:
+        return sorted(
+            (replace(a) for a in self._attempts.values() if a.run_id == run_id),
+            key=lambda a: a.attempt,
+        )
+
+    async def save_log(self, run_id: str, attempt: int, text: str) -> None:
+        self._logs[(run_id, attempt)] = text
+
+    async def get_log(self, run_id: str, attempt: int) -> str | None:
+        return self._logs.get((run_id, attempt))
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        d = self._deliveries.get(delivery_id)
+        return copy.deepcopy(d) if d else None
+
+    async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]:
+        out = [d for d in self._deliveries.values() if hook is None or d.hook == hook]
+        out.sort(key=lambda d: d.received_at, reverse=True)
+        return [copy.deepcopy(d) for d in out[:limit]]
+
+    async def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(RUN_STATUSES, 0)
+        for r in self._runs.values():
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+    async def next_due(self) -> float | None:
+        due = [r.next_attempt_at for r in self._runs.values() if r.status == "queued"]
+        return min(due) if due else None
+
+    async def prune(self, before: float) -> int:
+        gone = []
+        for d in self._deliveries.values():
+            runs = [self._runs[i] for i in d.run_ids]
+            if d.received_at < before and all(
+                r.status in TERMINAL and r.finished_at is not None and r.finished_at < before
+                for r in runs
+            ):
+                gone.append(d)
+        for d in gone:
+            del self._deliveries[d.id]
+            if d.dedup_key is not None:
+                self._dedup.pop((d.hook, d.dedup_key), None)
+            for rid in d.run_ids:
+                del self._runs[rid]
+                for key in [k for k in self._attempts if k[0] == rid]:
+                    del self._attempts[key]
+                    self._logs.pop(key, None)
+        return len(gone)

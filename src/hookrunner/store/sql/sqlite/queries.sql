@@ -1,0 +1,125 @@
+-- name: applied_migrations
+SELECT version FROM schema_migrations;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :name, :now);
+
+-- name: find_delivery_by_key
+SELECT id FROM deliveries WHERE hook = :hook AND dedup_key = :dedup_key;
+
+-- name: insert_delivery
+INSERT INTO deliveries (id, hook, received_at, headers, body, dedup_key, event, client_ip, matches)
+VALUES (:id, :hook, :received_at, :headers, :body, :dedup_key, :event, :client_ip, :matches);
+
+-- name: insert_run
+INSERT INTO runs (id, delivery_id, rule, action, spec, status, concurrency_key, policy, timeout,
+                  max_attempts, backoff, max_backoff, retry_on, created_at, next_attempt_at)
+VALUES (:id, :delivery_id, :rule, :action, :spec, 'queued', :concurrency_key, :policy, :timeout,
+        :max_attempts, :backoff, :max_backoff, :retry_on, :created_at, :next_attempt_at);
+
+-- name: run_ids_of_delivery
+SELECT id FROM runs WHERE delivery_id = :delivery_id ORDER BY seq;
+
+-- name: claim_candidates
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.status = 'queued' AND r.next_attempt_at <= :now ORDER BY r.seq LIMIT :window;
+
+-- name: running_keyed
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.status = 'running' AND r.concurrency_key IS NOT NULL ORDER BY r.seq;
+
+-- name: skip_run
+UPDATE runs SET status = 'skipped', reason = :reason, superseded_by = :superseded_by,
+                finished_at = :now
+WHERE id = :id AND status = 'queued';
+
+-- name: flag_cancel
+UPDATE runs SET cancel_requested = 1 WHERE id = :id AND status = 'running';
+
+-- name: start_run
+UPDATE runs SET status = 'running', attempt = attempt + 1, started_at = :now,
+                finished_at = NULL, exit_code = NULL, lease_owner = :node,
+                lease_expires = :lease_expires
+WHERE id = :id AND status = 'queued';
+
+-- name: insert_attempt
+INSERT OR REPLACE INTO attempts (run_id, attempt, node, status, started_at)
+VALUES (:run_id, :attempt, :node, 'running', :now);
+
+-- name: renew
+UPDATE runs SET lease_expires = :lease_expires
+WHERE id = :id AND status = 'running' AND lease_owner = :node;
+
+-- name: finish_attempt
+UPDATE attempts SET status = :outcome, exit_code = :exit_code, reason = :reason,
+                    finished_at = :finished_at
+WHERE run_id = :run_id AND node = :node AND status = 'running';
+
+-- name: finish_run
+UPDATE runs SET status = :outcome, exit_code = :exit_code, reason = :reason,
+                outputs = :outputs, finished_at = :finished_at, lease_expires = NULL
+WHERE id = :run_id AND status = 'running' AND lease_owner = :node;
+
+-- name: requeue_run
+UPDATE runs SET status = 'queued', exit_code = :exit_code, reason = :reason,
+                outputs = :outputs, next_attempt_at = :retry_at, lease_owner = NULL,
+                lease_expires = NULL
+WHERE id = :run_id AND status = 'running' AND lease_owner = :node;
+
+-- name: expired
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.status = 'running' AND r.lease_expires < :now ORDER BY r.seq;
+
+-- name: running_on_node
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.status = 'running' AND r.lease_owner = :node ORDER BY r.seq;
+
+-- name: cancel_queued
+UPDATE runs SET status = 'canceled', reason = :reason, finished_at = :now
+WHERE id = :id AND status = 'queued';
+
+-- name: run_status
+SELECT status FROM runs WHERE id = :id;
+
+-- name: cancel_requests
+SELECT id FROM runs WHERE status = 'running' AND lease_owner = :node AND cancel_requested = 1;
+
+-- name: get_run
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id WHERE r.id = :id;
+
+-- name: list_runs
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE (:status IS NULL OR r.status = :status)
+  AND (:delivery_id IS NULL OR r.delivery_id = :delivery_id)
+  AND (:rule IS NULL OR r.rule = :rule)
+ORDER BY r.seq DESC LIMIT :limit;
+
+-- name: attempts
+SELECT * FROM attempts WHERE run_id = :run_id ORDER BY attempt;
+
+-- name: save_log
+UPDATE attempts SET log = :log WHERE run_id = :run_id AND attempt = :attempt;
+
+-- name: get_log
+SELECT log FROM attempts WHERE run_id = :run_id AND attempt = :attempt;
+
+-- name: get_delivery
+SELECT * FROM deliveries WHERE id = :id;
+
+-- name: list_deliveries
+SELECT * FROM deliveries WHERE (:hook IS NULL OR hook = :hook)
+ORDER BY received_at DESC LIMIT :limit;
+
+-- name: counts
+SELECT status, count(*) AS n FROM runs GROUP BY status;
+
+-- name: next_due
+SELECT min(next_attempt_at) AS due FROM runs WHERE status = 'queued';
+
+-- name: prune
+DELETE FROM deliveries
+WHERE received_at < :before
+  AND NOT EXISTS (
+    SELECT 1 FROM runs r WHERE r.delivery_id = deliveries.id
+      AND (r.status IN ('queued', 'running') OR r.finished_at IS NULL OR r.finished_at >= :before)
+  );

@@ -1,0 +1,298 @@
+"""The embedded store: one SQLite file in WAL mode, written by a dedicated thread.
+
+The event loop never touches the disk: writes go to the writer thread, which group-commits
+them (see `_sqlite_writer`), and reads run on one reader thread with its own connection (WAL
+lets it read while the writer writes). `synchronous=FULL` because a 202 promises the delivery
+survives a power cut; group commit pays for the extra fsync. Another process (the `hookrunner
+runs/replay/cancel` CLI) may open the same file: every write transaction is `BEGIN IMMEDIATE`
+and `busy_timeout` makes each side wait for the other instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hookrunner.concurrency import decide
+from hookrunner.errors import StoreUnavailable
+from hookrunner.store import sql
+from hookrunner.store._rows import (
+    CANCELED_BEFORE_START,
+    attempt_from_row,
+    delivery_from_row,
+    delivery_params,
+    dumps,
+    run_from_row,
+    run_params,
+)
+from hookrunner.store._sqlite_writer import DEFAULT_MAX_BATCH, Writer
+from hookrunner.store.base import (
+    RUN_STATUSES,
+    AcceptResult,
+    Attempt,
+    Delivery,
+    Finish,
+    NewDelivery,
+    NewRun,
+    Run,
+)
+
+T = TypeVar("T")
+
+DEFAULT_BUSY_TIMEOUT = 10.0  # seconds a writer waits for another process's transaction
+CLAIM_WINDOW = 500  # due runs read per claim beyond `limit`, so policies see what waits
+Q = sql.queries("sqlite")
+
+_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"""
+
+
+def connect(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE itself.
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
+                           check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute(_MIGRATIONS_TABLE)
+    applied = {row[0] for row in conn.execute(Q["applied_migrations"])}
+    for version, name, script in sql.migrations("sqlite"):
+        if version not in applied:
+            for statement in sql.statements(script):
+                conn.execute(statement)
+            conn.execute(Q["record_migration"],
+                         {"version": version, "name": name, "now": time.time()})
+
+
+def _run_ids(conn: sqlite3.Connection, delivery_id: str) -> list[str]:
+    return [r[0] for r in conn.execute(Q["run_ids_of_delivery"], {"delivery_id": delivery_id})]
+
+
+def _accept(conn: sqlite3.Connection, d: NewDelivery, runs: Sequence[NewRun]) -> AcceptResult:
+    if d.dedup_key is not None:
+        # Sees earlier jobs of the same batch too: same connection, same transaction.
+        row = conn.execute(Q["find_delivery_by_key"],
+                           {"hook": d.hook, "dedup_key": d.dedup_key}).fetchone()
+        if row is not None:
+            return AcceptResult(row[0], True, _run_ids(conn, row[0]))
+    conn.execute(Q["insert_delivery"], delivery_params(d))
+    now = time.time()
+    conn.executemany(Q["insert_run"], [run_params(r, now) for r in runs])
+    return AcceptResult(d.id, False, [r.id for r in runs])
+
+
+def _add_runs(conn: sqlite3.Connection, runs: Sequence[NewRun]) -> None:
+    now = time.time()
+    conn.executemany(Q["insert_run"], [run_params(r, now) for r in runs])
+
+
+def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: float) -> list[Run]:
+    rows = conn.execute(Q["claim_candidates"], {"now": now, "window": limit + CLAIM_WINDOW})
+    candidates = [run_from_row(r) for r in rows]
+    if not candidates:
+        return []
+    running = [run_from_row(r) for r in conn.execute(Q["running_keyed"])]
+    decision = decide(candidates, running, limit)
+    conn.executemany(Q["skip_run"], [
+        {"id": r.id, "reason": reason, "superseded_by": sup, "now": now}
+        for r, reason, sup in decision.skip
+    ])
+    conn.executemany(Q["flag_cancel"], [{"id": r.id} for r in decision.cancel])
+    for r in decision.claim:
+        r.status, r.attempt, r.started_at, r.finished_at, r.exit_code = (
+            "running", r.attempt + 1, now, None, None)
+        r.lease_owner, r.lease_expires = node, now + lease
+    conn.executemany(Q["start_run"], [
+        {"id": r.id, "now": now, "node": node, "lease_expires": r.lease_expires}
+        for r in decision.claim
+    ])
+    conn.executemany(Q["insert_attempt"], [
+        {"run_id": r.id, "attempt": r.attempt, "node": node, "now": now} for r in decision.claim
+    ])
+    return decision.claim
+
+
+def _renew(conn: sqlite3.Connection, node: str, ids: Sequence[str], expires: float) -> set[str]:
+    held = set()
+    for rid in ids:
+        cur = conn.execute(Q["renew"], {"id": rid, "node": node, "lease_expires": expires})
+        if cur.rowcount:
+            held.add(rid)
+    return held
+
+
+def _finish(conn: sqlite3.Connection, f: Finish) -> None:
+    params = {
+        "run_id": f.run_id, "node": f.node, "outcome": f.outcome, "exit_code": f.exit_code,
+        "reason": f.reason, "outputs": dumps(f.outputs), "finished_at": f.finished_at,
+        "retry_at": f.retry_at,
+    }
+    conn.execute(Q["finish_attempt"], params)
+    # Guarded by owner and status: a node that lost its lease cannot undo another's decision.
+    conn.execute(Q["finish_run" if f.retry_at is None else "requeue_run"], params)
+
+
+def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | None:
+    conn.execute(Q["cancel_queued"], {"id": run_id, "now": now, "reason": CANCELED_BEFORE_START})
+    conn.execute(Q["flag_cancel"], {"id": run_id})
+    row = conn.execute(Q["run_status"], {"id": run_id}).fetchone()
+    return None if row is None else str(row[0])
+
+
+class SQLiteStore:
+    def __init__(
+        self, path: str | Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._writer = Writer(lambda: connect(self.path, busy_timeout), max_batch)
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed so far (group commit makes it far below the jobs)."""
+        return self._writer.commits
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer.start()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        await self._writer.run(_migrate)
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="hookrunner-sqlite-read")
+        self._read_conn = await asyncio.get_running_loop().run_in_executor(
+            self._reader, connect, self.path, self._busy_timeout)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._writer.stop)
+        if self._reader is not None:
+            conn = self._read_conn
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(self._reader, conn.close)
+            self._reader.shutdown()
+            self._reader = self._read_conn = None
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None or self._read_conn is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        conn = self._read_conn
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+
+    async def _rows(self, query: str, params: dict[str, Any]) -> list[sqlite3.Row]:
+        return await self._read(lambda c: c.execute(Q[query], params).fetchall())
+
+    async def ping(self) -> bool:
+        try:
+            await self._read(lambda c: c.execute("SELECT 1").fetchone())
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._wake.clear()
+        return True
+
+    async def accept(self, delivery: NewDelivery, runs: Sequence[NewRun]) -> AcceptResult:
+        result = await self._writer.run(lambda c: _accept(c, delivery, runs))
+        if result.run_ids and not result.duplicate:
+            self._wake.set()
+        return result
+
+    async def add_runs(self, runs: Sequence[NewRun]) -> None:
+        await self._writer.run(lambda c: _add_runs(c, runs))
+        self._wake.set()
+
+    async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
+        return await self._writer.run(lambda c: _claim(c, node, limit, lease, now))
+
+    async def renew(self, node: str, run_ids: Sequence[str], lease: float, now: float) -> set[str]:
+        return await self._writer.run(lambda c: _renew(c, node, run_ids, now + lease))
+
+    async def finish(self, result: Finish) -> None:
+        await self._writer.run(lambda c: _finish(c, result))
+        self._wake.set()  # its key is free now, or it is queued again
+
+    async def expired(self, now: float) -> list[Run]:
+        return [run_from_row(r) for r in await self._rows("expired", {"now": now})]
+
+    async def release_node(self, node: str) -> list[Run]:
+        return [run_from_row(r) for r in await self._rows("running_on_node", {"node": node})]
+
+    async def request_cancel(self, run_id: str, now: float) -> str | None:
+        status = await self._writer.run(lambda c: _request_cancel(c, run_id, now))
+        self._wake.set()
+        return status
+
+    async def cancel_requests(self, node: str) -> set[str]:
+        return {r[0] for r in await self._rows("cancel_requests", {"node": node})}
+
+    async def get_run(self, run_id: str) -> Run | None:
+        rows = await self._rows("get_run", {"id": run_id})
+        return run_from_row(rows[0]) if rows else None
+
+    async def list_runs(
+        self, status: str | None = None, limit: int = 50, delivery_id: str | None = None,
+        rule: str | None = None,
+    ) -> list[Run]:
+        params = {"status": status, "limit": limit, "delivery_id": delivery_id, "rule": rule}
+        return [run_from_row(r) for r in await self._rows("list_runs", params)]
+
+    async def attempts(self, run_id: str) -> list[Attempt]:
+        return [attempt_from_row(r) for r in await self._rows("attempts", {"run_id": run_id})]
+
+    async def save_log(self, run_id: str, attempt: int, text: str) -> None:
+        params = {"run_id": run_id, "attempt": attempt, "log": text}
+        await self._writer.run(lambda c: c.execute(Q["save_log"], params))
+
+    async def get_log(self, run_id: str, attempt: int) -> str | None:
+        rows = await self._rows("get_log", {"run_id": run_id, "attempt": attempt})
+        return rows[0][0] if rows else None
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        def read(c: sqlite3.Connection) -> Delivery | None:
+            row = c.execute(Q["get_delivery"], {"id": delivery_id}).fetchone()
+            return None if row is None else delivery_from_row(row, _run_ids(c, delivery_id))
+
+        return await self._read(read)
+
+    async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]:
+        def read(c: sqlite3.Connection) -> list[Delivery]:
+            rows = c.execute(Q["list_deliveries"], {"hook": hook, "limit": limit}).fetchall()
+            return [delivery_from_row(r, _run_ids(c, r["id"])) for r in rows]
+
+        return await self._read(read)
+
+    async def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(RUN_STATUSES, 0)
+        out.update({r["status"]: r["n"] for r in await self._rows("counts", {})})
+        return out
+
+    async def next_due(self) -> float | None:
+        rows = await self._rows("next_due", {})
+        return None if rows[0]["due"] is None else float(rows[0]["due"])
+
+    async def prune(self, before: float) -> int:
+        return await self._writer.run(
+            lambda c: c.execute(Q["prune"], {"before": before}).rowcount)

@@ -1,0 +1,118 @@
+"""The concurrency policies as a pure decision over (candidates, running, limit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from hookrunner.concurrency import decide
+from hookrunner.store.base import Run
+
+
+def run(
+    rid: str, seq: int, key: str | None = "k", policy: str = "queue", attempt: int = 0,
+    status: str = "queued", cancel_requested: bool = False,
+) -> Run:
+    return Run(
+        id=rid, seq=seq, delivery_id="d", rule="r", action="shell", spec={}, status=status,
+        attempt=attempt, concurrency_key=key, policy=policy, timeout=None, max_attempts=1,
+        backoff=0.0, max_backoff=0.0, retry_on=(), created_at=0.0, next_attempt_at=0.0,
+        cancel_requested=cancel_requested,
+    )
+
+
+def running(rid: str, seq: int, key: str | None = "k", policy: str = "queue", **kw: bool) -> Run:
+    return run(rid, seq, key, policy, attempt=1, status="running", **kw)
+
+
+@dataclass
+class Case:
+    name: str
+    candidates: list[Run]
+    running: list[Run] = field(default_factory=list)
+    limit: int = 10
+    claim: list[str] = field(default_factory=list)
+    skip: list[tuple[str, str | None]] = field(default_factory=list)  # (id, superseded_by)
+    cancel: list[str] = field(default_factory=list)
+
+
+CASES = [
+    # no key
+    Case("runs without a key are all claimed in arrival order",
+         [run("b", 2, None), run("a", 1, None)], claim=["a", "b"]),
+    Case("the limit caps claims, oldest first",
+         [run("a", 1, None), run("b", 2, None), run("c", 3, None)], limit=2, claim=["a", "b"]),
+    Case("a zero limit claims nothing", [run("a", 1, None)], limit=0),
+    Case("different keys do not block each other",
+         [run("a", 1, "x"), run("b", 2, "y")], claim=["a", "b"]),
+    # queue
+    Case("queue: a free key claims its oldest run only",
+         [run("a", 1), run("b", 2)], claim=["a"]),
+    Case("queue: a busy key claims nothing and drops nothing",
+         [run("a", 2)], [running("r", 1)]),
+    Case("queue: a busy key does not block runs without a key",
+         [run("a", 2), run("n", 3, None)], [running("r", 1)], claim=["n"]),
+    # skip
+    Case("skip: a new run is skipped while one runs",
+         [run("a", 2, policy="skip")], [running("r", 1, policy="skip")],
+         skip=[("a", None)]),
+    Case("skip: a free key claims the first and skips the rest of the batch",
+         [run("a", 1, policy="skip"), run("b", 2, policy="skip")],
+         claim=["a"], skip=[("b", None)]),
+    Case("skip: a retry waits instead of being skipped",
+         [run("a", 2, policy="skip", attempt=1)], [running("r", 1, policy="skip")]),
+    Case("skip: without a claim slot nothing is skipped on a free key",
+         [run("n", 1, None), run("a", 2, policy="skip"), run("b", 3, policy="skip")],
+         limit=1, claim=["n"]),
+    # replace
+    Case("replace: the running run is canceled and the newest waits",
+         [run("a", 2, policy="replace")], [running("r", 1, policy="replace")],
+         cancel=["r"]),
+    Case("replace: older waiting runs are superseded by the newest",
+         [run("a", 2, policy="replace"), run("b", 3, policy="replace")],
+         [running("r", 1, policy="replace")], skip=[("a", "b")], cancel=["r"]),
+    Case("replace: a cancel already requested is not requested again",
+         [run("a", 2, policy="replace")],
+         [running("r", 1, policy="replace", cancel_requested=True)]),
+    Case("replace: a free key claims the newest waiting run",
+         [run("a", 1, policy="replace"), run("b", 2, policy="replace")],
+         claim=["b"], skip=[("a", "b")]),
+    # coalesce
+    Case("coalesce: the running run is left alone and the newest waits",
+         [run("a", 2, policy="coalesce")], [running("r", 1, policy="coalesce")]),
+    Case("coalesce: older waiting runs are superseded by the newest",
+         [run("a", 2, policy="coalesce"), run("b", 3, policy="coalesce"),
+          run("c", 4, policy="coalesce")],
+         [running("r", 1, policy="coalesce")], skip=[("a", "c"), ("b", "c")]),
+    Case("coalesce: a free key claims only the newest",
+         [run("a", 1, policy="coalesce"), run("b", 2, policy="coalesce")],
+         claim=["b"], skip=[("a", "b")]),
+    Case("coalesce: the key's oldest waiting run sets its place in the claim order",
+         [run("a", 1, policy="coalesce"), run("n", 2, None), run("b", 3, policy="coalesce")],
+         limit=1, claim=["b"], skip=[("a", "b")]),
+    # mixed
+    Case("a key's policy is its newest waiting run's",
+         [run("a", 2, policy="queue"), run("b", 3, policy="coalesce")],
+         [running("r", 1, policy="queue")], skip=[("a", "b")]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_decide(case: Case) -> None:
+    d = decide(case.candidates, case.running, case.limit)
+    assert [r.id for r in d.claim] == case.claim
+    assert sorted((r.id, sup) for r, _, sup in d.skip) == sorted(case.skip)
+    assert [r.id for r in d.cancel] == case.cancel
+
+
+def test_skip_reason_names_the_running_run() -> None:
+    """A skipped run's reason says which run held its key."""
+    d = decide([run("a", 2, policy="skip")], [running("r", 1, policy="skip")], 5)
+    assert d.skip[0][1] == "skipped: run r was running"
+
+
+def test_superseded_reason_names_the_newest_run() -> None:
+    """A superseded run's reason says which newer run replaces it."""
+    d = decide([run("a", 1, policy="coalesce"), run("b", 2, policy="coalesce")], [], 5)
+    assert d.skip[0][1] == "skipped: superseded by run b"
