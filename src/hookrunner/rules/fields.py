@@ -1,0 +1,208 @@
+"""Field checks shared by the rules loader: each records a `file:line: message` and goes on.
+
+Every check returns the parsed value, or `None` after recording an error, so one load reports
+every problem of every file rather than the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from hookrunner.errors import ConfigError
+from hookrunner.rules.model import Source, When
+from hookrunner.rules.yamlsrc import LineDict, LineList, line_of
+from hookrunner.templating import Constant, Template, compile_expression, compile_template
+from hookrunner.units import parse_duration, parse_size
+
+T = TypeVar("T")
+WHEN_GROUPS = ("all", "any", "not")
+
+
+@dataclass
+class Ctx:
+    """The file being loaded, and where its errors and warnings go."""
+
+    file: str
+    errors: list[ConfigError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def line(self, node: Any, *path: Any) -> int:
+        return line_of(node, path)
+
+    def source(self, node: Any, *path: Any) -> Source:
+        return Source(self.file, self.line(node, *path))
+
+    def error(self, node: Any, path: tuple[Any, ...], message: str) -> None:
+        self.errors.append(ConfigError(message, self.file, line_of(node, path)))
+
+    def warn(self, node: Any, path: tuple[Any, ...], message: str) -> None:
+        self.warnings.append(f"{self.file}:{line_of(node, path)}: {message}")
+
+
+def type_name(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string"}.get(
+        type(value), type(value).__name__)
+
+
+def mapping(ctx: Ctx, parent: Any, key: Any, what: str) -> LineDict | None:
+    value = parent[key]
+    if isinstance(value, LineDict):
+        return value
+    ctx.error(parent, (key,), f"{what} must be a mapping, got {type_name(value)}")
+    return None
+
+
+def known_keys(ctx: Ctx, node: LineDict, allowed: Collection[str], what: str) -> None:
+    for key in node:
+        if key not in allowed:
+            ctx.error(node, (key,), f"unknown key {key!r} in {what}; allowed: "
+                      f"{', '.join(sorted(allowed))}")
+
+
+def string(ctx: Ctx, parent: Any, key: Any, what: str) -> str | None:
+    value = parent[key]
+    if isinstance(value, str) and value.strip():
+        return value
+    ctx.error(parent, (key,), f"{what} must be a non-empty string, got {type_name(value)}")
+    return None
+
+
+def strings(ctx: Ctx, parent: Any, key: Any, what: str) -> list[str] | None:
+    """One string or a non-empty list of them."""
+    value = parent[key]
+    if isinstance(value, str) and value.strip():
+        return [value]
+    if isinstance(value, list) and value:
+        out = [string(ctx, value, i, f"{what}[{i}]") for i in range(len(value))]
+        return [s for s in out if s is not None] if all(out) else None
+    ctx.error(parent, (key,), f"{what} must be a string or a non-empty list of strings")
+    return None
+
+
+def parsed(ctx: Ctx, parent: Any, key: Any, what: str, parse: Callable[[Any], T]) -> T | None:
+    try:
+        return parse(parent[key])
+    except ValueError as exc:
+        ctx.error(parent, (key,), f"{what}: {exc}")
+        return None
+
+
+def duration(ctx: Ctx, parent: Any, key: Any, what: str, *, positive: bool = True) -> float | None:
+    value = parsed(ctx, parent, key, what, parse_duration)
+    if value is not None and positive and value <= 0:
+        ctx.error(parent, (key,), f"{what} must be more than zero")
+        return None
+    return value
+
+
+def size(ctx: Ctx, parent: Any, key: Any, what: str) -> int | None:
+    value = parsed(ctx, parent, key, what, parse_size)
+    if value is not None and value <= 0:
+        ctx.error(parent, (key,), f"{what} must be more than zero")
+        return None
+    return value
+
+
+def integer(ctx: Ctx, parent: Any, key: Any, what: str, minimum: int) -> int | None:
+    value = parent[key]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+        return value
+    ctx.error(parent, (key,), f"{what} must be a whole number >= {minimum}, got {value!r}")
+    return None
+
+
+def boolean(ctx: Ctx, parent: Any, key: Any, what: str) -> bool | None:
+    value = parent[key]
+    if isinstance(value, bool):
+        return value
+    ctx.error(parent, (key,), f"{what} must be true or false, got {value!r}")
+    return None
+
+
+def template(ctx: Ctx, parent: Any, key: Any, what: str) -> Constant | Template | None:
+    value = parent[key]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        ctx.error(parent, (key,), f"{what} must be a string, got {type_name(value)}")
+        return None
+    try:
+        return compile_template(value)
+    except ConfigError as exc:
+        ctx.error(parent, (key,), f"{what}: {exc.message}")
+        return None
+
+
+def compile_leaves(
+    ctx: Ctx, tree: Any, raw: Any, path: tuple[Any, ...], fallback: int, what: str
+) -> Any:
+    """Compile every string leaf of a normalized spec; errors at the nearest line of `raw`."""
+    if isinstance(tree, str):
+        try:
+            return compile_template(tree)
+        except ConfigError as exc:
+            where = what + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+            line = line_of(raw, path, fallback) or fallback
+            ctx.errors.append(ConfigError(f"{where}: {exc.message}", ctx.file, line))
+            return None
+    if isinstance(tree, Mapping):
+        return {k: compile_leaves(ctx, v, raw, (*path, k), fallback, what)
+                for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [compile_leaves(ctx, v, raw, (*path, i), fallback, what)
+                for i, v in enumerate(tree)]
+    return tree
+
+
+def when(ctx: Ctx, parent: Any, key: Any) -> When | None:
+    """A `when`: an expression, a list of them (all), or {all|any: [...]} / {not: when}."""
+    value, src = parent[key], ctx.source(parent, key)
+    if isinstance(value, str):
+        try:
+            return When("expr", src, expr=compile_expression(value))
+        except ConfigError as exc:
+            ctx.error(parent, (key,), f"when: {exc.message}")
+            return None
+    if isinstance(value, LineList):
+        return _group(ctx, "all", value, parent, key, src)
+    if isinstance(value, LineDict):
+        keys = list(value)
+        bad = next((k for k in keys if k not in WHEN_GROUPS), None)
+        if bad is not None:
+            ctx.error(value, (bad,), f"unknown when key {bad!r}; expected one of: "
+                      f"{', '.join(WHEN_GROUPS)}")
+            return None
+        if len(keys) != 1:
+            ctx.error(parent, (key,), "a when mapping must have exactly one key of: "
+                      f"{', '.join(WHEN_GROUPS)}; got {', '.join(keys) or 'none'}")
+            return None
+        op = next(iter(value))
+        if op == "not":
+            child = when(ctx, value, op)
+            return When("not", ctx.source(value, op), children=(child,)) if child else None
+        items = value[op]
+        if not isinstance(items, LineList):
+            ctx.error(value, (op,), f"when.{op} must be a list of conditions")
+            return None
+        return _group(ctx, op, items, value, op, ctx.source(value, op))
+    ctx.error(parent, (key,), "when must be an expression string, a list of them, or a mapping "
+              f"with one key of: {', '.join(WHEN_GROUPS)}; got {type_name(value)}")
+    return None
+
+
+def _group(ctx: Ctx, op: Any, items: LineList, parent: Any, key: Any, src: Source) -> When | None:
+    if not items:
+        ctx.error(parent, (key,), "when: an empty list of conditions")
+        return None
+    children = [when(ctx, items, i) for i in range(len(items))]
+    if any(c is None for c in children):
+        return None
+    return When(op, src, children=tuple(c for c in children if c is not None))

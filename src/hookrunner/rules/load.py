@@ -1,0 +1,396 @@
+"""Rules files → a validated `Ruleset`, every template compiled once.
+
+`load_rules(dir)` reads every `*.yaml` / `*.yml` under `dir` (recursively, sorted) and merges
+them. Every problem of every file is collected and raised together as `ConfigErrors`, each
+`file:line: message`; warnings (a literal secret, verifier `none`) go in `Ruleset.warnings`.
+
+Hook keys: `verify` (required: exactly one verifier), `allow_ips`, `max_body`, `dedup`,
+`rate_limit`, `description`. `rate_limit` is a token bucket:
+
+    rate_limit: {rate: 10/s, burst: 20, per_client: true}   # or rate_limit: 10/s
+
+`rate` is `N/s`, `N/m`, `N/h` or a number of requests per second; `burst` (default: the rate
+per second rounded up, at least 1) is how many may arrive at once; `per_client` (default true)
+keeps one bucket per client address rather than one for the hook.
+
+Rule keys: `name`, `hook`, `when`, `run`, `timeout`, `retry`, `concurrency`, `description`.
+`concurrency.key` defaults to the rule's name (one run of the rule at a time).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hookrunner.errors import ConfigError, ConfigErrors
+from hookrunner.rules import fields as f
+from hookrunner.rules.model import (
+    DEFAULT_MAX_BODY,
+    Concurrency,
+    Hook,
+    IPNetwork,
+    RateLimit,
+    Retry,
+    Rule,
+    Ruleset,
+    Source,
+)
+from hookrunner.rules.yamlsrc import LineDict, LineList, line_of, parse_yaml
+from hookrunner.templating import Constant
+
+__all__ = ["load_rules", "load_rules_text"]
+
+FILE_KEYS = ("hooks", "rules")
+HOOK_KEYS = ("verify", "allow_ips", "max_body", "dedup", "rate_limit", "description")
+RULE_KEYS = ("name", "hook", "when", "run", "timeout", "retry", "concurrency", "description")
+RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
+RETRY_ON = ("failed", "timed_out")
+CONCURRENCY_KEYS = ("key", "policy")
+POLICIES = ("queue", "skip", "replace", "coalesce")
+SECRET_OPTIONS = ("secret", "password")
+HOOK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # it is a URL path segment
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+        "h": 3600.0, "hour": 3600.0}
+
+
+@dataclass
+class _Merged:
+    hooks: dict[str, Hook] = field(default_factory=dict)
+    hook_sources: dict[str, Source] = field(default_factory=dict)  # includes invalid hooks
+    rules: list[Rule] = field(default_factory=list)
+    rule_sources: dict[str, Source] = field(default_factory=dict)
+    # (ctx, node of `hook`, path, hook id) for each reference, checked once all files are read
+    refs: list[tuple[f.Ctx, Any, tuple[Any, ...], str]] = field(default_factory=list)
+
+
+def load_rules(rules_dir: Path, *, root: Path | None = None) -> Ruleset:
+    """Load and merge every rules file under `rules_dir`; raise ConfigErrors listing all errors.
+
+    `root` anchors relative `{file: ...}` secret paths (the server's `--root`).
+    """
+    if not rules_dir.is_dir():
+        raise ConfigErrors([ConfigError("rules directory does not exist", str(rules_dir), 0)])
+    paths = sorted(p for p in rules_dir.rglob("*")
+                   if p.suffix in (".yaml", ".yml") and p.is_file())
+    sources: list[tuple[str, str]] = []
+    errors: list[ConfigError] = []
+    for path in paths:
+        try:
+            sources.append((str(path), path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(ConfigError(f"cannot read: {exc}", str(path), 0))
+    return _load(sources, errors, root, empty_hint=str(rules_dir))
+
+
+def load_rules_text(files: Mapping[str, str], *, root: Path | None = None) -> Ruleset:
+    """Load rules from `{file name: YAML text}` (in that order); for tests and tools."""
+    return _load(list(files.items()), [], root, empty_hint="the given files")
+
+
+def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path | None,
+          empty_hint: str) -> Ruleset:
+    import hookrunner.actions  # noqa: F401  (fills RUNNERS)
+    from hookrunner.verify import resolve_secret
+
+    secrets = functools.partial(resolve_secret, root=root)
+    merged = _Merged()
+    ctxs: list[f.Ctx] = []
+    for name, text in sources:
+        ctx = f.Ctx(name)
+        ctxs.append(ctx)
+        data, problems = parse_yaml(text, name)
+        ctx.errors.extend(problems)
+        if data is not None:
+            _file(ctx, data, merged, secrets)
+    for ctx, node, path, hook_id in merged.refs:
+        if hook_id not in merged.hook_sources:
+            known = ", ".join(sorted(merged.hook_sources)) or "none are defined"
+            ctx.error(node, path, f"unknown hook {hook_id!r}; defined hooks: {known}")
+    warnings = [w for c in ctxs for w in c.warnings]
+    used = {h for r in merged.rules for h in r.hooks}
+    warnings += [f"{src}: hook {hid!r} has no rules: its deliveries are stored but run nothing"
+                 for hid, src in merged.hook_sources.items() if hid not in used]
+    if not sources and not errors:
+        warnings.append(f"{empty_hint}: no *.yaml or *.yml rules files")
+    order = {ctx.file: i for i, ctx in enumerate(ctxs)}
+    errors += sorted((e for c in ctxs for e in c.errors),
+                     key=lambda e: (order.get(e.file, -1), e.line))
+    if errors:
+        raise ConfigErrors(errors)
+    return Ruleset(hooks=merged.hooks, rules=tuple(merged.rules),
+                   files=tuple(name for name, _ in sources), warnings=tuple(warnings))
+
+
+def _file(ctx: f.Ctx, data: Any, merged: _Merged, secrets: Any) -> None:
+    if not isinstance(data, LineDict):
+        ctx.errors.append(ConfigError(
+            f"a rules file must be a mapping with {' and/or '.join(FILE_KEYS)}, got "
+            f"{f.type_name(data)}", ctx.file, getattr(data, "line", 1) or 1))
+        return
+    f.known_keys(ctx, data, FILE_KEYS, "a rules file")
+    if "hooks" in data and data["hooks"] is not None:
+        hooks = f.mapping(ctx, data, "hooks", "hooks")
+        if hooks is not None:
+            for hook_id in hooks:
+                _hook_entry(ctx, hooks, hook_id, merged, secrets)
+    if "rules" in data and data["rules"] is not None:
+        rules = data["rules"]
+        if not isinstance(rules, LineList):
+            ctx.error(data, ("rules",), f"rules must be a list, got {f.type_name(rules)}")
+            return
+        for i in range(len(rules)):
+            rule = _rule(ctx, rules, i, merged)
+            if rule is not None:
+                merged.rules.append(rule)
+
+
+# ---- hooks ----
+
+def _hook_entry(ctx: f.Ctx, hooks: LineDict, hook_id: Any, merged: _Merged, secrets: Any) -> None:
+    src = ctx.source(hooks, hook_id)
+    if not isinstance(hook_id, str) or not HOOK_ID.match(hook_id):
+        ctx.error(hooks, (hook_id,), f"bad hook id {hook_id!r}: use letters, digits, '_', '.', "
+                  "'-' (it is the URL path /hooks/<id>)")
+        return
+    if hook_id in merged.hook_sources:
+        ctx.error(hooks, (hook_id,),
+                  f"duplicate hook id {hook_id!r} (also defined at {merged.hook_sources[hook_id]})")
+        return
+    merged.hook_sources[hook_id] = src
+    hook = _hook(ctx, hooks, hook_id, src, secrets)
+    if hook is not None:
+        merged.hooks[hook_id] = hook
+
+
+def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: Any) -> Hook | None:
+    raw = f.mapping(ctx, hooks, hook_id, f"hook {hook_id!r}")
+    if raw is None:
+        return None
+    n = len(ctx.errors)
+    what = f"hook {hook_id!r}"
+    f.known_keys(ctx, raw, HOOK_KEYS, what)
+    verifier = _verifier(ctx, raw, hook_id, secrets) if "verify" in raw else None
+    if "verify" not in raw:
+        ctx.error(hooks, (hook_id,), f"{what}: 'verify' is required (`verify: {{none: {{}}}}` "
+                  "accepts unsigned requests)")
+    kw: dict[str, Any] = {}
+    if "allow_ips" in raw:
+        kw["allow_ips"] = _networks(ctx, raw, what)
+    if "max_body" in raw:
+        kw["max_body"] = f.size(ctx, raw, "max_body", f"{what} max_body") or DEFAULT_MAX_BODY
+    if "dedup" in raw:
+        kw["dedup"] = f.template(ctx, raw, "dedup", f"{what} dedup")
+    if "rate_limit" in raw:
+        kw["rate_limit"] = _rate_limit(ctx, raw, what)
+    if "description" in raw:
+        f.string(ctx, raw, "description", f"{what} description")
+    if verifier is None or len(ctx.errors) > n:
+        return None
+    kind, obj = verifier
+    return Hook(id=hook_id, verify_kind=kind, verifier=obj, source=src,
+                secret_headers=tuple(getattr(obj, "secret_headers", ())), **kw)
+
+
+def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[str, Any] | None:
+    from hookrunner.verify import VERIFIERS, is_literal
+
+    spec = f.mapping(ctx, raw, "verify", f"hook {hook_id!r} verify")
+    if spec is None:
+        return None
+    if len(spec) != 1:
+        names = ", ".join(map(str, spec)) or "none"
+        ctx.error(raw, ("verify",), f"hook {hook_id!r}: verify must name exactly one verifier, "
+                  f"got: {names}")
+        return None
+    name = next(iter(spec))
+    if name not in VERIFIERS:
+        ctx.error(spec, (name,), f"hook {hook_id!r}: unknown verifier {name!r}; expected one "
+                  f"of: {', '.join(sorted(VERIFIERS))}")
+        return None
+    options = spec[name] if spec[name] is not None else LineDict()
+    if not isinstance(options, Mapping):
+        ctx.error(spec, (name,), f"hook {hook_id!r}: verify.{name} options must be a mapping")
+        return None
+    for key in SECRET_OPTIONS:
+        if key in options and is_literal(options[key]):
+            ctx.warn(options, (key,), f"hook {hook_id!r}: a literal {key} is written in the "
+                     "rules file; prefer {env: NAME} or {file: PATH}")
+    if name == "none":
+        ctx.warn(spec, (name,), f"hook {hook_id!r} uses verifier 'none': anyone who can reach "
+                 "it can trigger its rules")
+    try:
+        return name, VERIFIERS[name](options, secrets)
+    except ConfigError as exc:
+        ctx.error(options, exc.path, f"hook {hook_id!r}: verify.{name}: {exc.message}")
+    except (TypeError, ValueError) as exc:  # a factory that did not expect this input
+        ctx.error(spec, (name,), f"hook {hook_id!r}: verify.{name}: {exc}")
+    return None
+
+
+def _networks(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[IPNetwork, ...]:
+    values = f.strings(ctx, raw, "allow_ips", f"{what} allow_ips") or []
+    node = raw["allow_ips"]
+    out: list[IPNetwork] = []
+    for i, value in enumerate(values):
+        try:
+            out.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            at, path = (node, (i,)) if isinstance(node, LineList) else (raw, ("allow_ips",))
+            ctx.error(at, path, f"{what} allow_ips: {value!r} is not an IP address or CIDR "
+                      "network")
+    return tuple(out)
+
+
+def _rate_limit(ctx: f.Ctx, raw: LineDict, what: str) -> RateLimit | None:
+    what = f"{what} rate_limit"
+    node: Any = raw
+    key: Any = "rate_limit"  # `rate_limit: 10/s` is short for `rate_limit: {rate: 10/s}`
+    spec = raw["rate_limit"]
+    if isinstance(spec, LineDict):
+        f.known_keys(ctx, spec, ("rate", "burst", "per_client"), what)
+        if "rate" not in spec:
+            ctx.error(raw, ("rate_limit",), f"{what}: 'rate' is required")
+            return None
+        node, key = spec, "rate"
+    rate = _rate(node[key])
+    if rate is None:
+        ctx.error(node, (key,), f"{what}: expected a rate like 10/s, 600/m, 1000/h or a number "
+                  f"of requests per second, got {node[key]!r}")
+        return None
+    burst, per_client = max(1, math.ceil(rate)), True
+    if isinstance(spec, LineDict) and "burst" in spec:
+        burst = f.integer(ctx, spec, "burst", f"{what} burst", 1) or burst
+    if isinstance(spec, LineDict) and "per_client" in spec:
+        per_client = bool(f.boolean(ctx, spec, "per_client", f"{what} per_client"))
+    return RateLimit(rate=rate, burst=burst, per_client=per_client)
+
+
+def _rate(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if value > 0 else None
+    m = _RATE.match(value) if isinstance(value, str) else None
+    if m is None or float(m.group(1)) <= 0:
+        return None
+    return float(m.group(1)) / _PER[m.group(2)]
+
+
+# ---- rules ----
+
+def _rule(ctx: f.Ctx, rules: LineList, i: int, merged: _Merged) -> Rule | None:
+    raw = f.mapping(ctx, rules, i, f"rules[{i}]")
+    if raw is None:
+        return None
+    n = len(ctx.errors)
+    src = ctx.source(rules, i)
+    name = f.string(ctx, raw, "name", f"rules[{i}] name") if "name" in raw else None
+    what = f"rule {name!r}" if name else f"rules[{i}]"
+    f.known_keys(ctx, raw, RULE_KEYS, what)
+    for key in ("name", "hook", "run"):
+        if key not in raw:
+            ctx.error(rules, (i,), f"{what}: {key!r} is required")
+    if name is not None:
+        if name in merged.rule_sources:
+            ctx.error(raw, ("name",), f"duplicate rule name {name!r} "
+                      f"(also defined at {merged.rule_sources[name]})")
+        else:
+            merged.rule_sources[name] = src
+    hooks = f.strings(ctx, raw, "hook", f"{what} hook") if "hook" in raw else None
+    for j, hook_id in enumerate(hooks or []):
+        path = ("hook", j) if isinstance(raw["hook"], list) else ("hook",)
+        merged.refs.append((ctx, raw, path, hook_id))
+    condition = f.when(ctx, raw, "when") if "when" in raw else None
+    action = _run(ctx, raw, what) if "run" in raw else None
+    kw: dict[str, Any] = {}
+    if "timeout" in raw:
+        kw["timeout"] = f.duration(ctx, raw, "timeout", f"{what} timeout")
+    if "retry" in raw:
+        kw["retry"] = _retry(ctx, raw, what) or Retry()
+    if "concurrency" in raw and name is not None:
+        kw["concurrency"] = _concurrency(ctx, raw, what, name)
+    if "description" in raw:
+        kw["description"] = f.string(ctx, raw, "description", f"{what} description") or ""
+    if len(ctx.errors) > n or name is None or not hooks or action is None:
+        return None
+    return Rule(name=name, hooks=tuple(dict.fromkeys(hooks)), action_kind=action[0],
+                action=action[1], source=src, when=condition, **kw)
+
+
+def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
+    from hookrunner.actions.base import RUNNERS
+
+    spec = f.mapping(ctx, raw, "run", f"{what} run")
+    if spec is None:
+        return None
+    kinds = ", ".join(sorted(RUNNERS))
+    if len(spec) != 1:
+        got = ", ".join(map(str, spec)) or "none"
+        ctx.error(raw, ("run",), f"{what}: run must have exactly one run type of: {kinds}; "
+                  f"got {got}")
+        return None
+    kind = next(iter(spec))
+    if kind not in RUNNERS:
+        ctx.error(spec, (kind,), f"{what}: unknown run type {kind!r}; expected one of: {kinds}")
+        return None
+    body = spec[kind]
+    fallback = spec.line_of(kind)
+    try:
+        normalized = RUNNERS[kind].normalize(body if body is not None else LineDict())
+    except ConfigError as exc:
+        line = line_of(body, exc.path, fallback) if exc.path else fallback
+        # Runners prefix their messages with the kind (`shell.argv must ...`).
+        msg = exc.message if exc.message.startswith(kind) else f"{kind}: {exc.message}"
+        ctx.errors.append(ConfigError(f"{what}: run.{msg}", ctx.file, line))
+        return None
+    n = len(ctx.errors)
+    tree = f.compile_leaves(ctx, normalized, body, (), fallback, f"{what}: run.{kind}")
+    return None if len(ctx.errors) > n else (kind, tree)
+
+
+def _retry(ctx: f.Ctx, raw: LineDict, what: str) -> Retry | None:
+    node = f.mapping(ctx, raw, "retry", f"{what} retry")
+    if node is None:
+        return None
+    what = f"{what} retry"
+    f.known_keys(ctx, node, RETRY_KEYS, what)
+    d = Retry()
+    attempts = f.integer(ctx, node, "attempts", f"{what} attempts", 1) if "attempts" in node \
+        else d.attempts
+    backoff = f.duration(ctx, node, "backoff", f"{what} backoff", positive=False) \
+        if "backoff" in node else d.backoff
+    max_backoff = f.duration(ctx, node, "max_backoff", f"{what} max_backoff", positive=False) \
+        if "max_backoff" in node else max(d.max_backoff, backoff or 0)
+    on = tuple(f.strings(ctx, node, "on", f"{what} on") or ()) if "on" in node else d.on
+    for j, status in enumerate(on):
+        if status not in RETRY_ON:
+            path = ("on", j) if isinstance(node["on"], list) else ("on",)
+            ctx.error(node, path, f"{what} on: unknown outcome {status!r}; expected any of: "
+                      f"{', '.join(RETRY_ON)}")
+            return None
+    if attempts is None or backoff is None or max_backoff is None:
+        return None
+    if max_backoff < backoff:
+        ctx.error(node, ("max_backoff",), f"{what}: max_backoff must not be less than backoff")
+        return None
+    return Retry(attempts=attempts, backoff=backoff, max_backoff=max_backoff, on=on)
+
+
+def _concurrency(ctx: f.Ctx, raw: LineDict, what: str, name: str) -> Concurrency | None:
+    node = f.mapping(ctx, raw, "concurrency", f"{what} concurrency")
+    if node is None:
+        return None
+    what = f"{what} concurrency"
+    f.known_keys(ctx, node, CONCURRENCY_KEYS, what)
+    key = f.template(ctx, node, "key", f"{what} key") if "key" in node else Constant(name)
+    policy = node.get("policy", "queue")
+    if policy not in POLICIES:
+        ctx.error(node, ("policy",), f"{what}: unknown policy {policy!r}; expected one of: "
+                  f"{', '.join(POLICIES)}")
+        return None
+    return Concurrency(key=key, policy=policy) if key is not None else None

@@ -1,0 +1,129 @@
+"""YAML with line numbers: every mapping key and sequence item remembers where it was written.
+
+`parse_yaml(text, file)` returns plain-looking data made of `LineDict` / `LineList` (subclasses
+of dict / list) so that an error deep in `rules[2].run.shell.argv[1]` reports that item's line.
+A key written twice in one mapping is an error (PyYAML silently keeps the last one). Only
+`true`/`false` are booleans (YAML 1.2): `on`, `off`, `yes`, `no` stay strings.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from hookrunner.errors import ConfigError
+
+__all__ = ["LineDict", "LineList", "line_of", "parse_yaml"]
+
+
+class LineDict(dict[Any, Any]):
+    """A mapping; `line` is where it starts, `key_lines[k]` where key `k` is written."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+
+    def line_of(self, key: Any) -> int:
+        return self.key_lines.get(key, self.line) if hasattr(self, "key_lines") else self.line
+
+
+class LineList(list[Any]):
+    """A sequence; `line` is where it starts, `item_lines[i]` where item `i` is written."""
+
+    line: int = 0
+    item_lines: list[int]
+
+    def line_of(self, index: int) -> int:
+        lines = getattr(self, "item_lines", [])
+        return lines[index] if 0 <= index < len(lines) else self.line
+
+
+class _Loader(yaml.SafeLoader):
+    def __init__(self, stream: str, file: str) -> None:
+        super().__init__(stream)
+        self.file = file
+        self.problems: list[ConfigError] = []
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
+    data = LineDict()
+    data.line = node.start_mark.line + 1
+    data.key_lines = {}
+    yield data
+    # Duplicates are looked for among the keys written here; `<<` merged keys may be overridden.
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            continue
+        key = loader.construct_object(key_node)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            loader.problems.append(ConfigError(
+                f"duplicate key {key!r} (first written at line {seen[key]})", loader.file, line))
+        seen[key] = line
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            loader.problems.append(ConfigError(
+                "a mapping key must be a scalar", loader.file, key_node.start_mark.line + 1))
+            continue
+        data[key] = loader.construct_object(value_node, deep=True)
+        data.key_lines[key] = key_node.start_mark.line + 1
+
+
+def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Any:
+    data = LineList()
+    data.line = node.start_mark.line + 1
+    data.item_lines = [child.start_mark.line + 1 for child in node.value]
+    yield data
+    data.extend(loader.construct_object(child, deep=True) for child in node.value)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+
+# YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans, which
+# would turn `retry: {on: [failed]}` into the key True.
+# Dates stay strings too: a template compares them with payload strings.
+_BOOL = "tag:yaml.org,2002:bool"
+_DROPPED = (_BOOL, "tag:yaml.org,2002:timestamp")
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _DROPPED]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
+    """The document's data and every problem found (a syntax error ends parsing)."""
+    loader = _Loader(text, file)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        return None, [ConfigError(f"YAML syntax error: {what}", file, line)]
+    except yaml.YAMLError as exc:
+        return None, [ConfigError(f"YAML error: {exc}", file, 0)]
+    finally:
+        loader.dispose()
+    return data, loader.problems
+
+
+def line_of(node: Any, path: tuple[Any, ...], default: int = 0) -> int:
+    """The line of the deepest part of `path` under `node` that exists in the file."""
+    line = getattr(node, "line", 0) or default
+    for step in path:
+        found = (isinstance(node, LineDict) and step in node) or (
+            isinstance(node, LineList) and isinstance(step, int) and 0 <= step < len(node))
+        if not found:
+            break
+        line = node.line_of(step)
+        node = node[step]
+    return line
