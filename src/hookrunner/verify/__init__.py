@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from hookrunner.verify import generic, github  # noqa: F401  (registers the verifiers)
+# Imported for their side effect: each module registers its verifiers.
+from hookrunner.verify import (  # noqa: F401
+    forges,
+    generic,
+    github,
+    grafana,
+    saas,
+    slack,
+    standard,
+    stripe,
+    twilio,
+)
 from hookrunner.verify.base import VERIFIERS, Verified, Verifier, register
 from hookrunner.verify.secrets import is_literal, resolve_secret
 

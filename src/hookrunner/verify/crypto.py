@@ -115,6 +115,15 @@ def optional_header(headers: Headers, *names: str) -> str | None:
     return None
 
 
+def split_prefixed(value: str, allowed: Sequence[str]) -> tuple[str, str]:
+    """`sha256=abc` -> ("sha256", "abc"); VerifyError for an algorithm not in `allowed`."""
+    algorithm, sep, signature = value.partition("=")
+    algorithm = algorithm.strip().lower()
+    if not sep or algorithm not in allowed:
+        raise VerifyError("malformed signature header")
+    return algorithm, signature
+
+
 def parse_unix_timestamp(value: str) -> float:
     """Seconds since the epoch from a decimal string; VerifyError if it is not one."""
     if not _UNIX_SECONDS.match(value):

@@ -6,25 +6,15 @@ Enterprise Server before 3.x, and some GitHub-compatible senders).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hookrunner.errors import VerifyError
 from hookrunner.verify import crypto
 from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
 
 SIGNATURE_256 = "X-Hub-Signature-256"
 SIGNATURE_1 = "X-Hub-Signature"
-
-
-def split_prefixed(value: str, allowed: Sequence[str]) -> tuple[str, str]:
-    """`sha256=abc` -> ("sha256", "abc"); VerifyError for an algorithm not in `allowed`."""
-    algorithm, sep, signature = value.partition("=")
-    algorithm = algorithm.strip().lower()
-    if not sep or algorithm not in allowed:
-        raise VerifyError("malformed signature header")
-    return algorithm, signature
 
 
 @dataclass(frozen=True)
@@ -34,7 +24,7 @@ class GitHubVerifier:
 
     def verify(self, request: SignedRequest) -> Verified:
         name, value = crypto.first_header(request.headers, (SIGNATURE_256, SIGNATURE_1))
-        algorithm, signature = split_prefixed(
+        algorithm, signature = crypto.split_prefixed(
             value, ("sha256",) if name == SIGNATURE_256 else ("sha1",)
         )
         crypto.require_signature(self.secrets, request.body, [signature], algorithm=algorithm)

@@ -1,0 +1,70 @@
+"""One verifier for the many senders that sign only the raw body and name the delivery in a
+header: they differ in header names, encoding and prefix, so each is a template, not a class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hookrunner.errors import VerifyError
+from hookrunner.verify import crypto, jsonbody
+from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
+
+
+@dataclass(frozen=True)
+class BodySignature:
+    signature_headers: tuple[str, ...]  # alternatives; the first one present is checked
+    secrets: tuple[bytes, ...] = ()
+    encoding: crypto.Encoding = "hex"
+    prefix: str = ""  # e.g. "sha256="; compared case-insensitively
+    separator: str | None = None  # several signatures in one header (rotation), e.g. ","
+    id_headers: tuple[str, ...] = ()
+    event_headers: tuple[str, ...] = ()
+    id_field: tuple[str, ...] = ()  # JSON body path, used when no id header is present
+    event_field: tuple[str, ...] = ()
+    other_secret_headers: tuple[str, ...] = ()
+
+    @property
+    def secret_headers(self) -> tuple[str, ...]:
+        return self.signature_headers + self.other_secret_headers
+
+    def verify(self, request: SignedRequest) -> Verified:
+        _, value = crypto.first_header(request.headers, self.signature_headers)
+        parts = [value] if self.separator is None else value.split(self.separator)
+        candidates = [p for p in (self._strip_prefix(p.strip()) for p in parts) if p is not None]
+        if not candidates:
+            raise VerifyError("malformed signature header")
+        crypto.require_signature(
+            self.secrets, request.body, candidates, encoding=self.encoding
+        )
+        return self.learned(request)
+
+    def learned(self, request: SignedRequest) -> Verified:
+        delivery_id = crypto.optional_header(request.headers, *self.id_headers)
+        event = crypto.optional_header(request.headers, *self.event_headers)
+        if (delivery_id is None and self.id_field) or (event is None and self.event_field):
+            doc = jsonbody.parse(request.body)
+            if delivery_id is None and self.id_field:
+                delivery_id = jsonbody.field(doc, *self.id_field)
+            if event is None and self.event_field:
+                event = jsonbody.field(doc, *self.event_field)
+        return Verified(delivery_id=delivery_id, event=event)
+
+    def _strip_prefix(self, part: str) -> str | None:
+        if not self.prefix:
+            return part
+        if not part.lower().startswith(self.prefix.lower()):
+            return None  # another scheme's entry (e.g. a future `v2=`): skip it
+        return part[len(self.prefix):]
+
+
+def register_body_signature(name: str, template: BodySignature) -> None:
+    """Register `name` as `template` with the hook's secrets; its only option is `secret`."""
+
+    def factory(options: Mapping[str, Any], secrets: SecretSource) -> BodySignature:
+        check_options(options, ("secret",), required=("secret",))
+        return replace(template, secrets=tuple(crypto.option_secrets(options, secrets)))
+
+    register(name)(factory)

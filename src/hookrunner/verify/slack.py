@@ -1,0 +1,49 @@
+"""Slack: `X-Slack-Signature: v0=<hex>` over "v0:{X-Slack-Request-Timestamp}:{body}".
+
+Events API bodies are JSON (dedup on `event_id`); slash commands and interactivity post form
+bodies, which have no delivery id here (a hook can set `dedup:` for those).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hookrunner.errors import VerifyError
+from hookrunner.verify import crypto, jsonbody
+from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
+
+SIGNATURE = "X-Slack-Signature"
+TIMESTAMP = "X-Slack-Request-Timestamp"
+VERSION = "v0"
+
+
+@dataclass(frozen=True)
+class SlackVerifier:
+    secrets: tuple[bytes, ...]
+    tolerance: float = crypto.DEFAULT_TOLERANCE
+    secret_headers: tuple[str, ...] = (SIGNATURE,)
+
+    def verify(self, request: SignedRequest) -> Verified:
+        value = crypto.require_header(request.headers, SIGNATURE)
+        stamp = crypto.require_header(request.headers, TIMESTAMP)
+        version, sep, signature = value.partition("=")
+        if not sep or version != VERSION:
+            raise VerifyError("malformed signature header")
+        crypto.check_window(crypto.parse_unix_timestamp(stamp), request.now, self.tolerance)
+        message = b"v0:" + crypto.header_bytes(stamp) + b":" + request.body
+        crypto.require_signature(self.secrets, message, [signature])
+        doc = jsonbody.parse(request.body)
+        return Verified(
+            delivery_id=jsonbody.field(doc, "event_id"),
+            event=jsonbody.field(doc, "event", "type") or jsonbody.field(doc, "type"),
+        )
+
+
+@register("slack")
+def slack(options: Mapping[str, Any], secrets: SecretSource) -> SlackVerifier:
+    check_options(options, ("secret", "tolerance"), required=("secret",))
+    return SlackVerifier(
+        tuple(crypto.option_secrets(options, secrets)), crypto.option_tolerance(options)
+    )
