@@ -1,0 +1,243 @@
+"""Kind `terraform`: the terraform (or tofu) CLI, driven through `actions.process`.
+
+Not python-terraform: it blocks in `communicate()` with no timeout, cancel or streaming, and
+writes vars to a temporary .tfvars.json (see findings.md). Here every step shares the run's
+deadline and cancel event, `-json` output becomes one readable log line per message, and vars
+travel as `TF_VAR_<name>` environment variables, so no file holds their values.
+
+The workspace is chosen with `TF_WORKSPACE` rather than `workspace select`: selection stored in
+`.terraform/environment` is shared by every run on the dir, and runs on two workspaces of one
+dir may overlap (the implicit concurrency key is dir + workspace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hookrunner.actions import spec
+from hookrunner.actions.base import RunContext, RunResult, register
+from hookrunner.actions.paths import confine
+from hookrunner.actions.process import deadline_for, run_process
+from hookrunner.actions.values import stringify
+from hookrunner.errors import ActionError, ConfigError
+
+KIND = "terraform"
+KEYS = ("dir", "command", "workspace", "vars", "var_files", "binary")
+COMMANDS = ("plan", "apply", "destroy")
+BINARIES = ("terraform", "tofu")
+DEFAULT_BINARY = "terraform"
+DEFAULT_WORKSPACE = "default"
+VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+SENSITIVE = "(sensitive)"  # stands in for sensitive output values in the run record
+# Set for every command: no prompts, no "run terraform apply" hints, no version check calls.
+AUTOMATION_ENV = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
+DROPPED_ENV = ("TF_CLI_CONFIG_FILE",)  # may point at a missing file: a warning per command
+
+Step = Callable[..., Awaitable[RunResult]]
+_init_locks: dict[Path, asyncio.Lock] = {}  # one init / workspace creation per dir at a time
+
+
+def normalize_terraform(raw: Any) -> dict[str, Any]:
+    spec_ = spec.check_mapping(raw, KIND)
+    spec.check_keys(spec_, KIND, KEYS)
+    out: dict[str, Any] = {"dir": spec.required_str(spec_, "dir", KIND)}
+    command = spec.required_str(spec_, "command", KIND)
+    if command not in COMMANDS:
+        raise ConfigError(
+            f"terraform.command must be one of {', '.join(COMMANDS)}", path=("command",)
+        )
+    out["command"] = command
+    workspace = spec.optional_str(spec_, "workspace", KIND)
+    if workspace is not None:
+        out["workspace"] = workspace
+    variables = spec.str_map(spec_, "vars", KIND, names=VAR_NAME)
+    if variables is not None:
+        out["vars"] = variables
+    var_files = spec.str_list(spec_, "var_files", KIND)
+    if var_files is not None:
+        out["var_files"] = var_files
+    binary = spec.optional_str(spec_, "binary", KIND)
+    if binary is not None:
+        if binary not in BINARIES:
+            raise ConfigError("terraform.binary must be terraform or tofu", path=("binary",))
+        out["binary"] = binary
+    return out
+
+
+def concurrency_key(rendered: Mapping[str, Any]) -> str:
+    directory = os.path.normpath(stringify(rendered.get("dir", "")))
+    workspace = stringify(rendered.get("workspace") or DEFAULT_WORKSPACE)
+    return f"terraform:{directory}:{workspace}"
+
+
+def build_env(
+    base: Mapping[str, str], variables: Mapping[str, Any], workspace: str
+) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in DROPPED_ENV and not k.startswith("TF_VAR_")}
+    env.update(AUTOMATION_ENV)
+    env["TF_WORKSPACE"] = workspace
+    for name, value in variables.items():
+        if not VAR_NAME.match(name):
+            raise ActionError(f"terraform: invalid variable name {name!r}")
+        env[f"TF_VAR_{name}"] = stringify(value)
+    return env
+
+
+def command_argv(binary: str, command: str, var_files: list[Path]) -> list[str]:
+    argv = [binary, command, "-input=false", "-no-color", "-json"]
+    if command != "plan":
+        argv.append("-auto-approve")
+    argv += [f"-var-file={path}" for path in var_files]
+    return argv
+
+
+class JsonLines:
+    """Turns `-json` output into readable log lines; remembers errors and the change summary."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self._write = write
+        self._partial = b""
+        self.errors: list[str] = []
+        self.changes: dict[str, Any] | None = None
+
+    def feed(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._line(line)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._line(self._partial)
+            self._partial = b""
+
+    def _line(self, raw: bytes) -> None:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict) or "@message" not in msg:
+            if raw.strip():
+                self._write(raw + b"\n")  # not JSON (e.g. a crash): keep it as it is
+            return
+        text = str(msg["@message"])
+        diag = msg.get("diagnostic")
+        if isinstance(diag, dict):
+            if diag.get("severity") == "error":
+                self.errors.append(str(diag.get("summary", text)))
+            detail = str(diag.get("detail") or "").strip()
+            if detail:
+                text += "\n" + "\n".join(("  " + ln).rstrip() for ln in detail.splitlines())
+        if msg.get("type") == "change_summary" and isinstance(msg.get("changes"), dict):
+            self.changes = msg["changes"]
+        self._write(text.encode() + b"\n")
+
+
+def readable_outputs(raw: bytes) -> dict[str, Any]:
+    """`output -json` as {name: value}, with sensitive values replaced."""
+    parsed = json.loads(raw or b"{}")
+    return {
+        name: SENSITIVE if item.get("sensitive") else item.get("value")
+        for name, item in parsed.items()
+    }
+
+
+class TerraformRunner:
+    kind = KIND
+
+    def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        return normalize_terraform(raw)
+
+    def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
+        return concurrency_key(rendered)
+
+    async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
+        command = stringify(rendered.get("command"))
+        if command not in COMMANDS:
+            raise ActionError(f"terraform: unknown command {command!r}")
+        workdir = confine(ctx.root, stringify(rendered.get("dir")))
+        if not workdir.is_dir():
+            raise ActionError(f"terraform: dir {rendered.get('dir')!r} is not a directory")
+        workspace = stringify(rendered.get("workspace") or DEFAULT_WORKSPACE)
+        if not WORKSPACE_NAME.match(workspace):
+            raise ActionError(f"terraform: invalid workspace name {workspace!r}")
+        var_files = [confine(ctx.root, stringify(f)) for f in rendered.get("var_files") or []]
+        env = build_env(ctx.env, rendered.get("vars") or {}, workspace)
+        binary_name = stringify(rendered.get("binary") or DEFAULT_BINARY)
+        binary = shutil.which(binary_name, path=env.get("PATH", ""))
+        if binary is None:
+            ctx.log.note(f"{binary_name} not found on PATH")
+            return RunResult("failed", reason=f"{binary_name} not found on PATH")
+        deadline = deadline_for(ctx)
+
+        # init and workspace commands run without TF_WORKSPACE: it may not exist yet.
+        setup_env = {k: v for k, v in env.items() if k != "TF_WORKSPACE"}
+
+        async def step(argv: list[str], **kw: Any) -> RunResult:
+            kw.setdefault("env", env)
+            return await run_process(argv, ctx=ctx, cwd=workdir, deadline=deadline, **kw)
+
+        async def setup_step(argv: list[str], **kw: Any) -> RunResult:
+            return await step(argv, env=setup_env, **kw)
+
+        async with _init_locks.setdefault(workdir, asyncio.Lock()):
+            if not (workdir / ".terraform").is_dir():
+                ctx.log.note(f"{binary_name} init")
+                result = await setup_step([binary, "init", "-input=false", "-no-color"])
+                if result.outcome != "succeeded":
+                    return _failed_step(result, "init")
+            if workspace != DEFAULT_WORKSPACE:
+                result = await _ensure_workspace(setup_step, binary, workspace, ctx)
+                if result.outcome != "succeeded":
+                    return result
+
+        ctx.log.note(f"{binary_name} {command} (workspace {workspace})")
+        parser = JsonLines(ctx.log.write)
+        result = await step(command_argv(binary, command, var_files), on_output=parser.feed)
+        parser.flush()
+        if parser.changes is not None:
+            result.outputs["changes"] = parser.changes
+        if result.outcome != "succeeded":
+            return _failed_step(result, command, parser.errors)
+        if command == "apply":
+            captured = bytearray()
+            out = await step([binary, "output", "-no-color", "-json"], on_output=captured.extend)
+            if out.outcome != "succeeded":
+                ctx.log.write(bytes(captured))
+                return _failed_step(out, "output")
+            result.outputs["outputs"] = readable_outputs(bytes(captured))
+        return result
+
+
+async def _ensure_workspace(step: Step, binary: str, workspace: str, ctx: RunContext) -> RunResult:
+    listed = bytearray()
+    result: RunResult = await step(
+        [binary, "workspace", "list", "-no-color"], on_output=listed.extend
+    )
+    if result.outcome != "succeeded":
+        ctx.log.write(bytes(listed))
+        return _failed_step(result, "workspace list")
+    names = {line.lstrip("* ").strip() for line in listed.decode(errors="replace").splitlines()}
+    if workspace in names:
+        return result
+    ctx.log.note(f"creating workspace {workspace}")
+    result = await step([binary, "workspace", "new", "-no-color", workspace])
+    return result if result.outcome == "succeeded" else _failed_step(result, "workspace new")
+
+
+def _failed_step(result: RunResult, step: str, errors: list[str] | None = None) -> RunResult:
+    if result.outcome == "failed":
+        detail = f" ({errors[0]})" if errors else ""
+        result.reason = f"{step}: {result.reason}{detail}"
+    return result
+
+
+register(TerraformRunner())

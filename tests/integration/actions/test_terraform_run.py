@@ -1,0 +1,135 @@
+"""The terraform runner against the real CLI, with a configuration of variables and outputs only."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hookrunner.actions import RUNNERS
+
+TF = RUNNERS["terraform"]
+MAIN_TF = """
+variable "replicas" {
+  type = number
+  validation {
+    condition     = var.replicas < 10
+    error_message = "replicas must be below 10"
+  }
+}
+variable "name" {
+  type    = string
+  default = "web"
+}
+variable "token" {
+  type      = string
+  default   = ""
+  sensitive = true
+}
+output "replicas" { value = var.replicas }
+output "name" { value = var.name }
+output "workspace" { value = terraform.workspace }
+output "token" {
+  value     = var.token
+  sensitive = true
+}
+"""
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("terraform") is None,
+    reason="no terraform binary on PATH (these tests need the real CLI; install terraform)",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_cli_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TF_CLI_CONFIG_FILE", raising=False)
+
+
+@pytest.fixture
+def tfdir(harness) -> Path:
+    d = harness.root / "terraform" / "scaling"
+    d.mkdir(parents=True)
+    (d / "main.tf").write_text(MAIN_TF)
+    return d
+
+
+async def test_apply_passes_vars_and_stores_outputs(harness, tfdir: Path) -> None:
+    spec = {"dir": "terraform/scaling", "command": "apply", "vars": {"replicas": 3, "token": "t0k"}}
+    result = await TF.run(spec, harness.ctx())
+    assert result.outcome == "succeeded", harness.log_text()
+    assert result.outputs["outputs"] == {
+        "replicas": 3,
+        "name": "web",
+        "workspace": "default",
+        "token": "(sensitive)",
+    }
+    log = harness.log_text()
+    assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed." in log
+    assert '"@message"' not in log  # -json lines are made readable
+    assert not list(harness.root.rglob("*.tfvars*"))  # vars never land in a file
+
+
+async def test_plan_runs_nothing_and_reports_changes(harness, tfdir: Path) -> None:
+    result = await TF.run(
+        {"dir": "terraform/scaling", "command": "plan", "vars": {"replicas": 2}}, harness.ctx()
+    )
+    assert result.outcome == "succeeded", harness.log_text()
+    assert result.outputs["changes"]["operation"] == "plan"
+    assert "outputs" not in result.outputs
+    assert not (tfdir / "terraform.tfstate").exists()
+
+
+async def test_each_workspace_value_gets_its_own_state(harness, tfdir: Path) -> None:
+    for ws, replicas in (("staging", 1), ("prod", 5), ("staging", 2)):
+        spec = {
+            "dir": "terraform/scaling",
+            "command": "apply",
+            "workspace": ws,
+            "vars": {"replicas": replicas},
+        }
+        result = await TF.run(spec, harness.ctx(name=f"{ws}{replicas}"))
+        assert result.outcome == "succeeded", harness.log_text(f"{ws}{replicas}")
+        assert result.outputs["outputs"]["workspace"] == ws
+        assert result.outputs["outputs"]["replicas"] == replicas
+    assert sorted(p.name for p in (tfdir / "terraform.tfstate.d").iterdir()) == ["prod", "staging"]
+    assert "creating workspace staging" in harness.log_text("staging1")
+    assert "creating workspace" not in harness.log_text("staging2")
+
+
+async def test_failing_apply_is_failed_with_the_reason_in_the_log(harness, tfdir: Path) -> None:
+    spec = {"dir": "terraform/scaling", "command": "apply", "vars": {"replicas": 30}}
+    result = await TF.run(spec, harness.ctx())
+    assert result.outcome == "failed"
+    assert result.reason == "apply: exit 1 (Invalid value for variable)"
+    log = harness.log_text()
+    assert "Error: Invalid value for variable" in log
+    assert "  replicas must be below 10" in log
+
+
+async def test_var_files_under_root(harness, tfdir: Path) -> None:
+    (harness.root / "vars").mkdir()
+    (harness.root / "vars" / "prod.tfvars").write_text('replicas = 4\nname = "api"\n')
+    spec = {"dir": "terraform/scaling", "command": "apply", "var_files": ["vars/prod.tfvars"]}
+    result = await TF.run(spec, harness.ctx())
+    assert result.outcome == "succeeded", harness.log_text()
+    assert result.outputs["outputs"]["replicas"] == 4
+    assert result.outputs["outputs"]["name"] == "api"
+
+
+async def test_destroy(harness, tfdir: Path) -> None:
+    spec = {"dir": "terraform/scaling", "command": "apply", "vars": {"replicas": 1}}
+    assert (await TF.run(spec, harness.ctx(name="a"))).outcome == "succeeded"
+    spec["command"] = "destroy"
+    result = await TF.run(spec, harness.ctx(name="d"))
+    assert result.outcome == "succeeded", harness.log_text("d")
+    assert "Destroy complete!" in harness.log_text("d")
+
+
+async def test_missing_binary_fails_with_a_reason(harness, tfdir: Path) -> None:
+    if shutil.which("tofu"):
+        pytest.skip("tofu is installed here")
+    spec = {"dir": "terraform/scaling", "command": "plan", "binary": "tofu"}
+    result = await TF.run(spec, harness.ctx())
+    assert (result.outcome, result.reason) == ("failed", "tofu not found on PATH")

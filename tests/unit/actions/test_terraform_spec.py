@@ -1,0 +1,121 @@
+"""Terraform specs: normalization, the concurrency key, environment, argv and output parsing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from hookrunner.actions.terraform import (
+    JsonLines,
+    build_env,
+    command_argv,
+    concurrency_key,
+    normalize_terraform,
+    readable_outputs,
+)
+from hookrunner.errors import ActionError, ConfigError
+
+
+def test_normalize_accepts_a_full_spec() -> None:
+    raw = {
+        "dir": "terraform/scaling",
+        "command": "apply",
+        "workspace": "{{ payload.env }}",
+        "vars": {"replicas": "{{ payload.replicas }}", "n": 2},
+        "var_files": "vars/a.tfvars",
+        "binary": "tofu",
+    }
+    assert normalize_terraform(raw) == {
+        **raw,
+        "vars": {"replicas": "{{ payload.replicas }}", "n": "2"},
+        "var_files": ["vars/a.tfvars"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "message", "path"),
+    [
+        ({"command": "plan"}, "'dir' is required", ("dir",)),
+        ({"dir": "d"}, "'command' is required", ("command",)),
+        ({"dir": "d", "command": "import"}, "must be one of plan, apply, destroy", ("command",)),
+        ({"dir": "d", "command": "plan", "backend": "s3"}, "unknown key 'backend'", ("backend",)),
+        ({"dir": "d", "command": "plan", "vars": {"a b": 1}}, "invalid name", ("vars", "a b")),
+        ({"dir": "d", "command": "plan", "vars": [1]}, "must be a mapping", ("vars",)),
+        ({"dir": "d", "command": "plan", "binary": "/tmp/tf"}, "terraform or tofu", ("binary",)),
+        ({"dir": "d", "command": "plan", "var_files": [{}]}, "must be a string", ("var_files", 0)),
+    ],
+)
+def test_normalize_rejects(raw: dict[str, Any], message: str, path: tuple[Any, ...]) -> None:
+    with pytest.raises(ConfigError) as err:
+        normalize_terraform(raw)
+    assert message in err.value.message
+    assert err.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("rendered", "key"),
+    [
+        ({"dir": "terraform/scaling"}, "terraform:terraform/scaling:default"),
+        ({"dir": "./terraform/scaling/", "workspace": "prod"}, "terraform:terraform/scaling:prod"),
+        ({"dir": "terraform/scaling", "workspace": ""}, "terraform:terraform/scaling:default"),
+    ],
+)
+def test_concurrency_key_is_dir_and_workspace(rendered: dict[str, Any], key: str) -> None:
+    assert concurrency_key(rendered) == key
+
+
+def test_env_carries_vars_and_automation_flags_and_drops_cli_config() -> None:
+    base = {"PATH": "/bin", "TF_CLI_CONFIG_FILE": "/nope", "TF_VAR_stale": "x"}
+    env = build_env(base, {"replicas": 3, "tags": {"a": "b"}, "name": "web"}, "prod")
+    assert env == {
+        "PATH": "/bin",
+        "TF_IN_AUTOMATION": "1",
+        "TF_INPUT": "0",
+        "CHECKPOINT_DISABLE": "1",
+        "TF_WORKSPACE": "prod",
+        "TF_VAR_replicas": "3",
+        "TF_VAR_tags": '{"a": "b"}',
+        "TF_VAR_name": "web",
+    }
+
+
+def test_rendered_var_names_are_checked() -> None:
+    with pytest.raises(ActionError):
+        build_env({}, {"a=b": 1}, "default")
+
+
+def test_command_argv() -> None:
+    assert command_argv("/tf", "plan", []) == ["/tf", "plan", "-input=false", "-no-color", "-json"]
+    assert command_argv("/tf", "destroy", [])[-1] == "-auto-approve"
+
+
+def test_json_lines_become_readable_across_chunk_boundaries() -> None:
+    out: list[bytes] = []
+    parser = JsonLines(out.append)
+    lines = [
+        {"@message": "Terraform 1.11.4", "type": "version"},
+        {"@message": "Plan: 1 to add", "type": "change_summary", "changes": {"add": 1}},
+        {
+            "@message": "Error: Bad",
+            "type": "diagnostic",
+            "diagnostic": {"severity": "error", "summary": "Bad", "detail": "why\n\nwhere"},
+        },
+    ]
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines) + b"not json"
+    for i in range(0, len(data), 7):
+        parser.feed(data[i : i + 7])
+    parser.flush()
+    assert b"".join(out).decode() == (
+        "Terraform 1.11.4\nPlan: 1 to add\nError: Bad\n  why\n\n  where\nnot json\n"
+    )
+    assert parser.errors == ["Bad"]
+    assert parser.changes == {"add": 1}
+
+
+def test_sensitive_outputs_are_not_stored() -> None:
+    raw = json.dumps(
+        {"a": {"sensitive": False, "value": [1]}, "s": {"sensitive": True, "value": "x"}}
+    )
+    assert readable_outputs(raw.encode()) == {"a": [1], "s": "(sensitive)"}
