@@ -29,7 +29,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from hookrunner.errors import ConfigError, TemplateError
 
 __all__ = [
-    "ENV", "Clause", "Constant", "Expression", "Template", "compile_expression",
+    "ENV", "MISSING", "Clause", "Constant", "Expression", "Template", "compile_expression",
     "compile_template", "render_tree", "to_plain",
 ]
 
@@ -276,6 +276,14 @@ class Template:
         return f"Template({self.source!r})"
 
 
+class _Missing:
+    def __repr__(self) -> str:
+        return "undefined"
+
+
+MISSING: Any = _Missing()  # the value of an undefined left operand, in explanations
+
+
 class Clause:
     """One top-level `and`/`or` operand of a condition, evaluated alone for explanations."""
 
@@ -293,7 +301,10 @@ class Clause:
         truth = _truth(value, self.source)
         if self._left is None:
             return truth, value
-        return truth, _call(self._left, scope, self.source)
+        try:
+            return truth, _call(self._left, scope, self.source)
+        except TemplateError:  # `payload.x is defined` holds, yet `payload.x` alone fails
+            return truth, MISSING
 
 
 def _left_operand(node: nodes.Expr) -> nodes.Expr | None:
@@ -402,6 +413,8 @@ def render_tree(tree: Any, scope: Mapping[str, Any]) -> Any:
 
 def describe(value: Any, limit: int = 200) -> str:
     """A short JSON-ish rendering of a value, for explanations."""
+    if value is MISSING:
+        return "undefined"
     try:
         text = json.dumps(to_plain(value), ensure_ascii=False, default=str)
     except Exception:

@@ -1,0 +1,147 @@
+"""Pure matching: which rules of a hook match a delivery, and why.
+
+The rule's verdict comes from evaluating its `when` tree as written (Jinja's own short-circuit
+inside an expression, and in order with short-circuit for `all`/`any`). The explanation
+evaluates every top-level and/or operand of every expression on its own, so it can show each
+condition's result and the value of its left side even where the verdict did not need it.
+An error (an undefined name, a sandbox refusal) makes the rule not match; it never escapes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hookrunner.errors import TemplateError
+from hookrunner.rules.model import Rule, Ruleset, When
+from hookrunner.templating import Expression, describe, render_tree
+from hookrunner.verify.base import Headers
+
+__all__ = [
+    "ConditionResult", "RuleResult", "build_scope", "evaluate", "evaluate_rule",
+    "render_action", "render_concurrency_key",
+]
+
+
+def build_scope(
+    *,
+    hook: str,
+    delivery_id: str | None,
+    received_at: float | dt.datetime | str | None,
+    headers: Headers | Mapping[str, str] | Iterable[tuple[str, str]],
+    query: Mapping[str, str] | None,
+    payload: Any,
+    event: str | None,
+) -> dict[str, Any]:
+    """The names visible to `when` and every template (see the contract's table).
+
+    `headers` is case-insensitive (`headers["x-github-event"]`); `received_at` is an ISO-8601
+    UTC string (a unix time or datetime is converted).
+    """
+    if not isinstance(headers, Headers):
+        headers = Headers(headers.items() if isinstance(headers, Mapping) else headers)
+    if isinstance(received_at, int | float):
+        received_at = dt.datetime.fromtimestamp(received_at, dt.UTC)
+    if isinstance(received_at, dt.datetime):
+        received_at = received_at.isoformat()
+    return {
+        "payload": payload,
+        "headers": headers,
+        "query": dict(query or {}),
+        "event": event,
+        "hook": hook,
+        "delivery_id": delivery_id,
+        "received_at": received_at,
+    }
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """One top-level operand of one `when` expression, evaluated on its own."""
+
+    source: str  # the operand's text, e.g. `payload.ref == "refs/heads/main"`
+    result: bool | None  # None where it failed
+    value: str = ""  # the left side's value (or the operand's own), JSON-ish: `"refs/heads/dev"`
+    error: str | None = None
+    within: str = ""  # enclosing when groups, e.g. `any > not`; "" at the top
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "result": self.result, "value": self.value,
+                "error": self.error, "within": self.within}
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: Rule
+    matched: bool
+    conditions: list[ConditionResult] = field(default_factory=list)
+    error: str | None = None  # why the verdict could not be reached (then matched is False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule.name, "matched": self.matched, "error": self.error,
+                "conditions": [c.to_json() for c in self.conditions]}
+
+
+def evaluate(
+    ruleset: Ruleset, hook_id: str, scope: Mapping[str, Any], *, explain: bool = True
+) -> list[RuleResult]:
+    """Every rule of the hook, in file order, with its verdict (and explanation)."""
+    return [evaluate_rule(rule, scope, explain=explain) for rule in ruleset.rules_for(hook_id)]
+
+
+def evaluate_rule(rule: Rule, scope: Mapping[str, Any], *, explain: bool = True) -> RuleResult:
+    if rule.when is None:
+        return RuleResult(rule, True)
+    conditions = _explain(rule.when, scope, "") if explain else []
+    try:
+        matched = _holds(rule.when, scope)
+    except TemplateError as exc:
+        return RuleResult(rule, False, conditions, str(exc))
+    return RuleResult(rule, matched, conditions)
+
+
+def _holds(when: When, scope: Mapping[str, Any]) -> bool:
+    if when.kind == "expr":
+        assert isinstance(when.expr, Expression)
+        return when.expr.test(scope)
+    if when.kind == "not":
+        return not _holds(when.children[0], scope)
+    if when.kind == "any":
+        return any(_holds(c, scope) for c in when.children)
+    return all(_holds(c, scope) for c in when.children)
+
+
+def _explain(when: When, scope: Mapping[str, Any], within: str) -> list[ConditionResult]:
+    if when.kind != "expr":
+        inner = f"{within} > {when.kind}" if within else when.kind
+        # a top-level list is an implicit `all`: not worth a label
+        inner = within if when.kind == "all" and not within else inner
+        return [r for c in when.children for r in _explain(c, scope, inner)]
+    assert isinstance(when.expr, Expression)
+    out = []
+    for clause in when.expr.clauses():
+        try:
+            result, value = clause.evaluate(scope)
+            out.append(ConditionResult(clause.source, result, describe(value), None, within))
+        except TemplateError as exc:
+            out.append(ConditionResult(clause.source, None, "", str(exc), within))
+    return out
+
+
+def render_action(rule: Rule, scope: Mapping[str, Any]) -> dict[str, Any]:
+    """The rule's `run.<kind>` spec rendered for this delivery; raises TemplateError."""
+    rendered = render_tree(rule.action, scope)
+    assert isinstance(rendered, dict)
+    return rendered
+
+
+def render_concurrency_key(rule: Rule, scope: Mapping[str, Any]) -> str | None:
+    """The rule's concurrency key for this delivery, or None; raises TemplateError."""
+    if rule.concurrency is None:
+        return None
+    value = rule.concurrency.key.render(scope)
+    if value is None or value == "":
+        raise TemplateError(f"concurrency key {rule.concurrency.key.source!r} rendered empty")
+    return str(value)

@@ -1,0 +1,93 @@
+"""Text for `hookrunner check`, `test` and `explain`. Formatting only: nothing here runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from hookrunner.errors import ConfigErrors, TemplateError
+from hookrunner.rules.match import RuleResult, render_action, render_concurrency_key
+from hookrunner.rules.model import Ruleset
+from hookrunner.units import format_duration
+
+__all__ = ["format_check", "format_explain", "format_test"]
+
+YES, NO, ERR = "✓", "✗", "!"
+
+
+def format_check(result: Ruleset | ConfigErrors) -> str:
+    """Errors as `file:line: message` and a count; or warnings and a one-line summary."""
+    if isinstance(result, ConfigErrors):
+        lines = [str(e) for e in result.errors]
+        return "\n".join([*lines, f"{len(lines)} error(s)"])
+    lines = [f"warning: {w}" for w in result.warnings]
+    lines.append(f"ok: {len(result.hooks)} hook(s), {len(result.rules)} rule(s) from "
+                 f"{len(result.files)} file(s)")
+    return "\n".join(lines)
+
+
+def _dump(value: Any, indent: str) -> list[str]:
+    text = yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False,
+                          width=100)
+    return [indent + line for line in text.rstrip("\n").splitlines()]
+
+
+def _header(r: RuleResult) -> str:
+    mark = YES if r.matched else NO
+    return f"{mark} {r.rule.name}  ({r.rule.source})"
+
+
+def format_test(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> str:
+    """Which rules match, and each matching rule's rendered action. Runs nothing."""
+    if not results:
+        return "no rules for this hook"
+    matched = [r for r in results if r.matched]
+    lines = [f"{len(matched)} of {len(results)} rule(s) match"]
+    for r in results:
+        lines.append("")
+        lines.append(_header(r))
+        if not r.matched:
+            lines.append(f"    not matched: {r.error}" if r.error else "    not matched")
+            continue
+        rule = r.rule
+        try:
+            action = render_action(rule, scope)
+            key = render_concurrency_key(rule, scope)
+        except TemplateError as exc:
+            lines.append(f"    {ERR} the action cannot be rendered: {exc}")
+            continue
+        lines.append(f"    run: {rule.action_kind}")
+        lines += _dump(action, "      ")
+        if rule.concurrency is not None:
+            lines.append(f"    concurrency: {key!r} ({rule.concurrency.policy})")
+        if rule.timeout is not None:
+            lines.append(f"    timeout: {format_duration(rule.timeout)}")
+        if rule.retry.attempts > 1:
+            lines.append(f"    retry: {rule.retry.attempts} attempts, backoff "
+                         f"{format_duration(rule.retry.backoff)}")
+    return "\n".join(lines)
+
+
+def format_explain(results: Sequence[RuleResult]) -> str:
+    """Every rule of the hook, each condition with its result and the value it looked at."""
+    if not results:
+        return "no rules for this hook"
+    lines: list[str] = []
+    for r in results:
+        if lines:
+            lines.append("")
+        verdict = "matched" if r.matched else "not matched"
+        lines.append(f"{_header(r)}  {verdict}")
+        if r.rule.when is None:
+            lines.append("    (no when: matches every delivery)")
+        if r.error:
+            lines.append(f"    {ERR} {r.error}")
+        texts = [(f"[{c.within}] " if c.within else "") + c.source for c in r.conditions]
+        width = max(map(len, texts), default=0)
+        for c, text in zip(r.conditions, texts, strict=True):
+            mark = ERR if c.result is None else YES if c.result else NO
+            detail = f"error: {c.error}" if c.error else c.value
+            lines.append(f"    {mark} {text.ljust(width)}  {detail}")
+    return "\n".join(lines)
