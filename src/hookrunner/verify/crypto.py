@@ -88,7 +88,7 @@ def header_bytes(value: str) -> bytes:
     try:
         return value.encode("latin-1")
     except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogateescape")
+        return value.encode("utf-8", "surrogatepass")
 
 
 def require_header(headers: Headers, name: str) -> str:
