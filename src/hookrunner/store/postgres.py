@@ -1,0 +1,314 @@
+"""The multi-node store: PostgreSQL through psycopg 3 and an async connection pool.
+
+Why psycopg 3: it is the maintained PostgreSQL driver with native asyncio, a pool package
+(`psycopg_pool`) that replaces dead connections by itself, LISTEN/NOTIFY as an async
+iterator, and the same API in sync form should a tool need it. asyncpg is fast but
+async-only and needs its own pool and notification plumbing.
+
+Cluster-wide correctness:
+- migrations run under `pg_advisory_lock`, so nodes starting together apply them once;
+- `claim` takes `pg_advisory_xact_lock(CLAIM_LOCK)`: claim decisions are serialized across
+  the cluster (a claim is a few statements long), so a concurrency key is free or busy for
+  every node at once; candidates are still read `FOR UPDATE SKIP LOCKED` so a claim never
+  waits on a row another transaction (a cancel) is changing;
+- `accept`, `add_runs`, `request_cancel` and `finish` end with `NOTIFY hookrunner_runs`;
+  each store LISTENs on a dedicated connection and `wait_for_work` wakes on it.
+Connection loss surfaces as `StoreUnavailable` (the HTTP layer answers 503); the pool checks
+each connection before lending it and reconnects when the server is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from hookrunner.concurrency import decide
+from hookrunner.errors import StoreUnavailable
+from hookrunner.store import sql
+from hookrunner.store._rows import (
+    CANCELED_BEFORE_START,
+    attempt_from_row,
+    delivery_from_row,
+    delivery_params,
+    dumps,
+    run_from_row,
+    run_params,
+)
+from hookrunner.store.base import (
+    RUN_STATUSES,
+    AcceptResult,
+    Attempt,
+    Delivery,
+    Finish,
+    NewDelivery,
+    NewRun,
+    Run,
+)
+
+DEFAULT_POOL_MIN = 1
+DEFAULT_POOL_MAX = 10
+DEFAULT_POOL_TIMEOUT = 5.0  # seconds to wait for a connection before StoreUnavailable
+DEFAULT_CONNECT_TIMEOUT = 5  # seconds, libpq connect_timeout
+LISTEN_RETRY = 1.0  # seconds between attempts to re-establish LISTEN
+CHANNEL = "hookrunner_runs"
+# Advisory lock keys: any constant unlikely to collide with another application's.
+MIGRATE_LOCK = 0x686F6F6B_6D6967  # "hookmig"
+CLAIM_LOCK = 0x686F6F6B_636C6D  # "hookclm"
+CLAIM_WINDOW = 500  # due runs read per claim beyond `limit`, so policies see what waits
+Q = sql.queries("postgres")
+
+Conn = psycopg.AsyncConnection[DictRow]
+
+
+class PostgresStore:
+    def __init__(
+        self, url: str, min_size: int = DEFAULT_POOL_MIN, max_size: int = DEFAULT_POOL_MAX,
+        timeout: float = DEFAULT_POOL_TIMEOUT,
+    ) -> None:
+        self.url = url
+        self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            url, min_size=min_size, max_size=max_size, timeout=timeout, open=False,
+            check=AsyncConnectionPool.check_connection, connection_class=Conn,
+            kwargs={"autocommit": True, "row_factory": dict_row,
+                    "connect_timeout": DEFAULT_CONNECT_TIMEOUT},
+        )
+        self._timeout = timeout
+        self._wake = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        try:
+            await self._pool.open(wait=True, timeout=self._timeout)
+        except psycopg.OperationalError as exc:
+            await self._pool.close()
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+        async with self._conn() as conn:
+            await self._migrate(conn)
+        self._listener = asyncio.create_task(self._listen(), name="hookrunner-pg-listen")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        await self._pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:  # includes PoolTimeout and lost connections
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Conn]:
+        async with self._conn() as conn, conn.transaction():
+            yield conn
+
+    async def _rows(self, query: str, params: dict[str, Any]) -> list[DictRow]:
+        async with self._conn() as conn:
+            cur = await conn.execute(Q[query], params)
+            return await cur.fetchall()
+
+    @staticmethod
+    async def _migrate(conn: Conn) -> None:
+        await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+        try:
+            await conn.execute(Q["create_migrations_table"])
+            cur = await conn.execute(Q["applied_migrations"])
+            applied = {row["version"] for row in await cur.fetchall()}
+            for version, name, script in sql.migrations("postgres"):
+                if version in applied:
+                    continue
+                async with conn.transaction():
+                    for statement in sql.statements(script):
+                        await conn.execute(statement.encode())
+                    await conn.execute(Q["record_migration"],
+                                       {"version": version, "name": name, "now": time.time()})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=DEFAULT_CONNECT_TIMEOUT)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._wake.set()  # whatever happened while we were not listening
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.Error:
+                pass  # the server went away: the dispatcher's poll covers the gap
+            await asyncio.sleep(LISTEN_RETRY)
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._wake.clear()
+        return True
+
+    async def ping(self) -> bool:
+        try:
+            async with self._conn() as conn:
+                await conn.execute("SELECT 1")
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def accept(self, delivery: NewDelivery, runs: Sequence[NewRun]) -> AcceptResult:
+        async with self._tx() as conn:
+            cur = await conn.execute(Q["insert_delivery"], delivery_params(delivery))
+            if await cur.fetchone() is None:  # (hook, dedup_key) seen: name the original
+                cur = await conn.execute(Q["find_delivery_by_key"], {
+                    "hook": delivery.hook, "dedup_key": delivery.dedup_key})
+                row = await cur.fetchone()
+                assert row is not None  # the conflicting row is committed and visible
+                cur = await conn.execute(Q["run_ids_of_delivery"], {"delivery_id": row["id"]})
+                return AcceptResult(row["id"], True, [r["id"] for r in await cur.fetchall()])
+            await self._insert_runs(conn, runs)
+        return AcceptResult(delivery.id, False, [r.id for r in runs])
+
+    @staticmethod
+    async def _insert_runs(conn: Conn, runs: Sequence[NewRun]) -> None:
+        if runs:
+            now = time.time()
+            async with conn.cursor() as cur:
+                await cur.executemany(Q["insert_run"], [run_params(r, now) for r in runs])
+            await conn.execute(Q["notify"])  # delivered at commit
+
+    async def add_runs(self, runs: Sequence[NewRun]) -> None:
+        async with self._tx() as conn:
+            await self._insert_runs(conn, runs)
+
+    async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
+        async with self._tx() as conn:
+            await conn.execute(Q["claim_lock"], {"lock": CLAIM_LOCK})
+            cur = await conn.execute(Q["claim_candidates"],
+                                     {"now": now, "window": limit + CLAIM_WINDOW})
+            candidates = [run_from_row(r) for r in await cur.fetchall()]
+            keys = sorted({c.concurrency_key for c in candidates if c.concurrency_key})
+            running: list[Run] = []
+            if keys:
+                cur = await conn.execute(Q["running_keyed"], {"keys": keys})
+                running = [run_from_row(r) for r in await cur.fetchall()]
+            decision = decide(candidates, running, limit)
+            for r in decision.claim:
+                r.status, r.attempt, r.started_at, r.finished_at, r.exit_code = (
+                    "running", r.attempt + 1, now, None, None)
+                r.lease_owner, r.lease_expires = node, now + lease
+            async with conn.cursor() as c:
+                for query, params in (
+                    ("skip_run", [{"id": r.id, "reason": why, "superseded_by": sup, "now": now}
+                                  for r, why, sup in decision.skip]),
+                    ("flag_cancel", [{"id": r.id} for r in decision.cancel]),
+                    ("start_run", [{"id": r.id, "now": now, "node": node,
+                                    "lease_expires": r.lease_expires} for r in decision.claim]),
+                    ("insert_attempt", [{"run_id": r.id, "attempt": r.attempt, "node": node,
+                                         "now": now} for r in decision.claim]),
+                ):
+                    if params:
+                        await c.executemany(Q[query], params)
+            if decision.cancel:
+                await conn.execute(Q["notify"])  # other nodes poll cancel_requests on wake
+        return decision.claim
+
+    async def renew(self, node: str, run_ids: Sequence[str], lease: float, now: float) -> set[str]:
+        rows = await self._rows("renew", {"ids": list(run_ids), "node": node,
+                                          "lease_expires": now + lease})
+        return {r["id"] for r in rows}
+
+    async def finish(self, result: Finish) -> None:
+        params = {
+            "run_id": result.run_id, "node": result.node, "outcome": result.outcome,
+            "exit_code": result.exit_code, "reason": result.reason,
+            "outputs": dumps(result.outputs), "finished_at": result.finished_at,
+            "retry_at": result.retry_at,
+        }
+        async with self._tx() as conn:
+            await conn.execute(Q["finish_attempt"], params)
+            # Guarded by owner and status: a node that lost its lease cannot undo another's.
+            await conn.execute(Q["finish_run" if result.retry_at is None else "requeue_run"],
+                               params)
+            await conn.execute(Q["notify"])  # its key is free now, or it is queued again
+
+    async def expired(self, now: float) -> list[Run]:
+        return [run_from_row(r) for r in await self._rows("expired", {"now": now})]
+
+    async def release_node(self, node: str) -> list[Run]:
+        return [run_from_row(r) for r in await self._rows("running_on_node", {"node": node})]
+
+    async def request_cancel(self, run_id: str, now: float) -> str | None:
+        async with self._tx() as conn:
+            await conn.execute(Q["cancel_queued"],
+                               {"id": run_id, "now": now, "reason": CANCELED_BEFORE_START})
+            await conn.execute(Q["flag_cancel"], {"id": run_id})
+            cur = await conn.execute(Q["run_status"], {"id": run_id})
+            row = await cur.fetchone()
+            await conn.execute(Q["notify"])
+        return None if row is None else str(row["status"])
+
+    async def cancel_requests(self, node: str) -> set[str]:
+        return {r["id"] for r in await self._rows("cancel_requests", {"node": node})}
+
+    async def get_run(self, run_id: str) -> Run | None:
+        rows = await self._rows("get_run", {"id": run_id})
+        return run_from_row(rows[0]) if rows else None
+
+    async def list_runs(
+        self, status: str | None = None, limit: int = 50, delivery_id: str | None = None,
+        rule: str | None = None,
+    ) -> list[Run]:
+        params = {"status": status, "limit": limit, "delivery_id": delivery_id, "rule": rule}
+        return [run_from_row(r) for r in await self._rows("list_runs", params)]
+
+    async def attempts(self, run_id: str) -> list[Attempt]:
+        return [attempt_from_row(r) for r in await self._rows("attempts", {"run_id": run_id})]
+
+    async def save_log(self, run_id: str, attempt: int, text: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(Q["save_log"], {"run_id": run_id, "attempt": attempt, "log": text})
+
+    async def get_log(self, run_id: str, attempt: int) -> str | None:
+        rows = await self._rows("get_log", {"run_id": run_id, "attempt": attempt})
+        return rows[0]["log"] if rows else None
+
+    async def _with_run_ids(self, rows: list[DictRow]) -> list[Delivery]:
+        ids: dict[str, list[str]] = {r["id"]: [] for r in rows}
+        if ids:
+            for r in await self._rows("run_ids_of_deliveries", {"ids": list(ids)}):
+                ids[r["delivery_id"]].append(r["id"])
+        return [delivery_from_row(r, ids[r["id"]]) for r in rows]
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        found = await self._with_run_ids(await self._rows("get_delivery", {"id": delivery_id}))
+        return found[0] if found else None
+
+    async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]:
+        return await self._with_run_ids(
+            await self._rows("list_deliveries", {"hook": hook, "limit": limit}))
+
+    async def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(RUN_STATUSES, 0)
+        out.update({r["status"]: r["n"] for r in await self._rows("counts", {})})
+        return out
+
+    async def next_due(self) -> float | None:
+        rows = await self._rows("next_due", {})
+        return None if rows[0]["due"] is None else float(rows[0]["due"])
+
+    async def prune(self, before: float) -> int:
+        async with self._conn() as conn:
+            cur = await conn.execute(Q["prune"], {"before": before})
+            return cur.rowcount

@@ -1,0 +1,149 @@
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL);
+
+-- name: applied_migrations
+SELECT version FROM schema_migrations;
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES (%(version)s, %(name)s, %(now)s);
+
+-- name: insert_delivery
+INSERT INTO deliveries (id, hook, received_at, headers, body, dedup_key, event, client_ip, matches)
+VALUES (%(id)s, %(hook)s, %(received_at)s, %(headers)s::jsonb, %(body)s, %(dedup_key)s,
+        %(event)s, %(client_ip)s, %(matches)s::jsonb)
+ON CONFLICT (hook, dedup_key) DO NOTHING
+RETURNING id;
+
+-- name: find_delivery_by_key
+SELECT id FROM deliveries WHERE hook = %(hook)s AND dedup_key = %(dedup_key)s;
+
+-- name: insert_run
+INSERT INTO runs (id, delivery_id, rule, action, spec, status, concurrency_key, policy, timeout,
+                  max_attempts, backoff, max_backoff, retry_on, created_at, next_attempt_at)
+VALUES (%(id)s, %(delivery_id)s, %(rule)s, %(action)s, %(spec)s::jsonb, 'queued',
+        %(concurrency_key)s, %(policy)s, %(timeout)s, %(max_attempts)s, %(backoff)s,
+        %(max_backoff)s, %(retry_on)s::jsonb, %(created_at)s, %(next_attempt_at)s);
+
+-- name: notify
+NOTIFY hookrunner_runs;
+
+-- name: run_ids_of_delivery
+SELECT id FROM runs WHERE delivery_id = %(delivery_id)s ORDER BY seq;
+
+-- name: run_ids_of_deliveries
+SELECT delivery_id, id FROM runs WHERE delivery_id = ANY(%(ids)s) ORDER BY seq;
+
+-- name: claim_lock
+SELECT pg_advisory_xact_lock(%(lock)s);
+
+-- name: claim_candidates
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.status = 'queued' AND r.next_attempt_at <= %(now)s
+ORDER BY r.seq LIMIT %(window)s
+FOR UPDATE OF r SKIP LOCKED;
+
+-- name: running_keyed
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.status = 'running' AND r.concurrency_key = ANY(%(keys)s) ORDER BY r.seq;
+
+-- name: skip_run
+UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(superseded_by)s,
+                finished_at = %(now)s
+WHERE id = %(id)s AND status = 'queued';
+
+-- name: flag_cancel
+UPDATE runs SET cancel_requested = TRUE WHERE id = %(id)s AND status = 'running';
+
+-- name: start_run
+UPDATE runs SET status = 'running', attempt = attempt + 1, started_at = %(now)s,
+                finished_at = NULL, exit_code = NULL, lease_owner = %(node)s,
+                lease_expires = %(lease_expires)s
+WHERE id = %(id)s AND status = 'queued';
+
+-- name: insert_attempt
+INSERT INTO attempts (run_id, attempt, node, status, started_at)
+VALUES (%(run_id)s, %(attempt)s, %(node)s, 'running', %(now)s)
+ON CONFLICT (run_id, attempt) DO UPDATE
+SET node = EXCLUDED.node, status = 'running', started_at = EXCLUDED.started_at,
+    finished_at = NULL, exit_code = NULL, reason = '';
+
+-- name: renew
+UPDATE runs SET lease_expires = %(lease_expires)s
+WHERE id = ANY(%(ids)s) AND status = 'running' AND lease_owner = %(node)s
+RETURNING id;
+
+-- name: finish_attempt
+UPDATE attempts SET status = %(outcome)s, exit_code = %(exit_code)s, reason = %(reason)s,
+                    finished_at = %(finished_at)s
+WHERE run_id = %(run_id)s AND node = %(node)s AND status = 'running';
+
+-- name: finish_run
+UPDATE runs SET status = %(outcome)s, exit_code = %(exit_code)s, reason = %(reason)s,
+                outputs = %(outputs)s::jsonb, finished_at = %(finished_at)s, lease_expires = NULL
+WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s;
+
+-- name: requeue_run
+UPDATE runs SET status = 'queued', exit_code = %(exit_code)s, reason = %(reason)s,
+                outputs = %(outputs)s::jsonb, next_attempt_at = %(retry_at)s,
+                lease_owner = NULL, lease_expires = NULL
+WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s;
+
+-- name: expired
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.status = 'running' AND r.lease_expires < %(now)s ORDER BY r.seq;
+
+-- name: running_on_node
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.status = 'running' AND r.lease_owner = %(node)s ORDER BY r.seq;
+
+-- name: cancel_queued
+UPDATE runs SET status = 'canceled', reason = %(reason)s, finished_at = %(now)s
+WHERE id = %(id)s AND status = 'queued';
+
+-- name: run_status
+SELECT status FROM runs WHERE id = %(id)s;
+
+-- name: cancel_requests
+SELECT id FROM runs WHERE status = 'running' AND lease_owner = %(node)s AND cancel_requested;
+
+-- name: get_run
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id WHERE r.id = %(id)s;
+
+-- name: list_runs
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE (%(status)s::text IS NULL OR r.status = %(status)s::text)
+  AND (%(delivery_id)s::text IS NULL OR r.delivery_id = %(delivery_id)s::text)
+  AND (%(rule)s::text IS NULL OR r.rule = %(rule)s::text)
+ORDER BY r.seq DESC LIMIT %(limit)s;
+
+-- name: attempts
+SELECT * FROM attempts WHERE run_id = %(run_id)s ORDER BY attempt;
+
+-- name: save_log
+UPDATE attempts SET log = %(log)s WHERE run_id = %(run_id)s AND attempt = %(attempt)s;
+
+-- name: get_log
+SELECT log FROM attempts WHERE run_id = %(run_id)s AND attempt = %(attempt)s;
+
+-- name: get_delivery
+SELECT * FROM deliveries WHERE id = %(id)s;
+
+-- name: list_deliveries
+SELECT * FROM deliveries WHERE (%(hook)s::text IS NULL OR hook = %(hook)s::text)
+ORDER BY received_at DESC LIMIT %(limit)s;
+
+-- name: counts
+SELECT status, count(*) AS n FROM runs GROUP BY status;
+
+-- name: next_due
+SELECT min(next_attempt_at) AS due FROM runs WHERE status = 'queued';
+
+-- name: prune
+DELETE FROM deliveries
+WHERE received_at < %(before)s
+  AND NOT EXISTS (
+    SELECT 1 FROM runs r WHERE r.delivery_id = deliveries.id
+      AND (r.status IN ('queued', 'running') OR r.finished_at IS NULL
+           OR r.finished_at >= %(before)s)
+  );

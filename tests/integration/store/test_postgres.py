@@ -1,0 +1,67 @@
+"""PostgreSQL specifics: migrations once across nodes, outages as StoreUnavailable, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+from tests.integration.store.test_store import LEASE, T0, delivery, new_run
+from tests.pgcluster import free_port
+
+from hookrunner.errors import StoreUnavailable
+from hookrunner.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_nodes_starting_together_migrate_once(postgres_db: str) -> None:
+    """Several stores opening a fresh database at once apply each migration exactly once."""
+    stores = [PostgresStore(postgres_db) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        with psycopg.connect(postgres_db) as conn:
+            rows = conn.execute("SELECT version FROM schema_migrations").fetchall()
+        assert rows == [(1,)]
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_unreachable_server_is_store_unavailable() -> None:
+    """Opening a store whose server is down raises StoreUnavailable, not a driver error."""
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/x", timeout=1.0)
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+
+
+async def test_pool_replaces_killed_connections(postgres_db: str) -> None:
+    """After the server drops every connection, the next call works on a fresh one."""
+    store = PostgresStore(postgres_db)
+    await store.open()
+    try:
+        d = delivery()
+        await store.accept(d, [new_run(d)])
+        with psycopg.connect(postgres_db, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert (await store.counts())["queued"] == 1
+    finally:
+        await store.close()
+
+
+async def test_concurrent_claims_across_nodes_hold_keys(postgres_db: str) -> None:
+    """Nodes claiming at once never run two runs of one key together, and share the rest."""
+    stores = [PostgresStore(postgres_db) for _ in range(3)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        for i in range(30):
+            d = delivery()
+            await stores[0].accept(d, [new_run(d, key=f"k{i % 3}"), new_run(d)])
+        claims = await asyncio.gather(
+            *(s.claim(f"n{i}", 50, LEASE, T0) for i, s in enumerate(stores)))
+        claimed = [r for batch in claims for r in batch]
+        keyed = [r.concurrency_key for r in claimed if r.concurrency_key]
+        assert sorted(keyed) == ["k0", "k1", "k2"]
+        assert len(claimed) == len({r.id for r in claimed}) == 33
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))

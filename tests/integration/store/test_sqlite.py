@@ -1,0 +1,48 @@
+"""SQLite specifics: a second process on the same file, and the file's settings."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from tests.integration.store.test_store import LEASE, T0, delivery, new_run
+
+from hookrunner.store.sqlite import SQLiteStore
+
+
+async def test_a_second_opener_writes_alongside_the_server(tmp_path: Path) -> None:
+    """The CLI's store on the same file cancels and reads while the server accepts."""
+    path = tmp_path / "nested" / "hookrunner.db"
+    server, cli = SQLiteStore(path), SQLiteStore(path)
+    await server.open()
+    await cli.open()
+    try:
+        d = delivery()
+        target = new_run(d)
+        await server.accept(d, [target])
+        more = [delivery() for _ in range(100)]
+        results = await asyncio.gather(
+            *(server.accept(x, [new_run(x)]) for x in more),
+            cli.request_cancel(target.id, T0),
+        )
+        assert results[-1] == "canceled"
+        assert (await cli.counts())["queued"] == 100
+        assert len(await server.claim("n1", 200, LEASE, T0)) == 100
+    finally:
+        await cli.close()
+        await server.close()
+
+
+async def test_file_is_wal_with_migrations_recorded(tmp_path: Path) -> None:
+    """open() creates the directory, switches to WAL and records the applied migration."""
+    path = tmp_path / "a" / "b" / "hookrunner.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    store = SQLiteStore(path)  # reopening applies nothing twice
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]

@@ -1,0 +1,326 @@
+"""Every backend keeps the semantics of `hookrunner.store.base`: memory, SQLite, PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from hookrunner.store import open_store
+from hookrunner.store.base import Finish, NewDelivery, NewRun, Store
+
+T0 = 1_000.0
+LEASE = 30.0
+Reopen = Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Reopen]:
+    """A factory of opened stores over one backing database (memory: the same object)."""
+    opened: list[Store] = []
+    if request.param == "memory":
+        target = "memory:"
+    elif request.param == "sqlite":
+        target = str(tmp_path / "data" / "hookrunner.db")
+    else:
+        target = request.getfixturevalue("postgres_db")
+    shared: Store | None = None
+
+    async def make() -> Store:
+        nonlocal shared
+        if request.param == "memory" and shared is not None:
+            return shared
+        store = open_store(target)
+        await store.open()
+        opened.append(store)
+        shared = store
+        return store
+
+    yield make
+    for s in opened:
+        await s.close()
+
+
+@pytest.fixture
+async def store(backend: Reopen) -> Store:
+    return await backend()
+
+
+def delivery(hook: str = "gh", key: str | None = None, at: float = T0) -> NewDelivery:
+    return NewDelivery(
+        id=f"d-{uuid.uuid4().hex[:10]}", hook=hook, received_at=at,
+        headers=[("X-Event", "push"), ("X-Sig", "[redacted]")], body=b"\x00{\"a\": 1}\xff",
+        dedup_key=key, event="push", client_ip="192.0.2.1", matches=[{"rule": "r", "ok": True}],
+    )
+
+
+def new_run(d: NewDelivery, key: str | None = None, policy: str = "queue", at: float = T0,
+            **kw: Any) -> NewRun:
+    return NewRun(
+        id=f"r-{uuid.uuid4().hex[:10]}", delivery_id=d.id, rule="r", action="shell",
+        spec={"argv": ["echo", "hi"]}, concurrency_key=key, policy=policy,  # type: ignore[arg-type]
+        created_at=at, **kw,
+    )
+
+
+async def enqueue(store: Store, key: str | None = None, policy: str = "queue",
+                  at: float = T0, **kw: Any) -> str:
+    d = delivery()
+    r = new_run(d, key, policy, at, **kw)
+    await store.accept(d, [r])
+    return r.id
+
+
+async def status(store: Store, run_id: str) -> str:
+    run = await store.get_run(run_id)
+    assert run is not None
+    return run.status
+
+
+async def test_accept_stores_delivery_and_runs(store: Store) -> None:
+    """An accepted delivery reads back byte for byte, with its queued runs."""
+    d = delivery(key="k1")
+    runs = [new_run(d), new_run(d, timeout=5.0, max_attempts=3, retry_on=("failed",))]
+    result = await store.accept(d, runs)
+    assert (result.delivery_id, result.duplicate) == (d.id, False)
+    assert result.run_ids == [r.id for r in runs]
+    got = await store.get_delivery(d.id)
+    assert got is not None
+    assert (got.body, got.headers, got.matches) == (d.body, d.headers, d.matches)
+    assert got.run_ids == result.run_ids
+    run = await store.get_run(runs[1].id)
+    assert run is not None
+    assert (run.status, run.attempt, run.hook, run.spec) == ("queued", 0, "gh", runs[1].spec)
+    assert (run.timeout, run.max_attempts, run.retry_on) == (5.0, 3, ("failed",))
+    assert await store.get_run("nope") is None
+    assert [x.id for x in await store.list_deliveries(hook="gh")] == [d.id]
+    assert await store.list_deliveries(hook="other") == []
+
+
+async def test_dedup_returns_the_original_delivery(store: Store) -> None:
+    """A second delivery with the same (hook, key) writes nothing and names the first."""
+    first = delivery(key="k")
+    r1 = new_run(first)
+    await store.accept(first, [r1])
+    again = delivery(key="k")
+    result = await store.accept(again, [new_run(again)])
+    assert (result.delivery_id, result.duplicate, result.run_ids) == (first.id, True, [r1.id])
+    assert await store.get_delivery(again.id) is None
+    other_hook = delivery(hook="gl", key="k")
+    assert not (await store.accept(other_hook, [])).duplicate
+    assert not (await store.accept(delivery(key=None), [])).duplicate
+    assert not (await store.accept(delivery(key=None), [])).duplicate
+    assert (await store.counts())["queued"] == 1
+
+
+async def test_dedup_survives_a_restart(backend: Reopen) -> None:
+    """A delivery id seen before a restart is still a duplicate after it."""
+    store = await backend()
+    first = delivery(key="k")
+    await store.accept(first, [])
+    await store.close()
+    store = await backend()
+    result = await store.accept(delivery(key="k"), [])
+    assert (result.delivery_id, result.duplicate) == (first.id, True)
+
+
+async def test_group_commit_under_concurrent_accepts(store: Store) -> None:
+    """200 concurrent accepts all commit, one row each; SQLite shares transactions."""
+    before = getattr(store, "commits", None)
+    pairs = [(d, new_run(d)) for d in (delivery(key=f"k{i}") for i in range(200))]
+    results = await asyncio.gather(*(store.accept(d, [r]) for d, r in pairs))
+    assert not any(r.duplicate for r in results)
+    assert (await store.counts())["queued"] == 200
+    assert len(await store.list_deliveries(limit=1000)) == 200
+    if before is not None:
+        assert getattr(store, "commits") - before < 200  # noqa: B009 - backend-specific
+
+
+async def test_dedup_inside_one_batch(store: Store) -> None:
+    """Identical keys accepted at once: exactly one is new, all name the same delivery."""
+    ds = [delivery(key="same") for _ in range(30)]
+    results = await asyncio.gather(*(store.accept(d, [new_run(d)]) for d in ds))
+    assert sum(not r.duplicate for r in results) == 1
+    assert len({r.delivery_id for r in results}) == 1
+    assert (await store.counts())["queued"] == 1
+
+
+async def test_claim_order_limit_and_due_time(store: Store) -> None:
+    """Claims take due runs in arrival order, at most `limit`, and record an attempt."""
+    ids = [await enqueue(store) for _ in range(3)]
+    later = await enqueue(store, at=T0 + 100)
+    claimed = await store.claim("n1", 2, LEASE, T0 + 1)
+    assert [r.id for r in claimed] == ids[:2]
+    c = claimed[0]
+    assert (c.status, c.attempt, c.lease_owner, c.lease_expires) == ("running", 1, "n1",
+                                                                     T0 + 1 + LEASE)
+    assert [r.id for r in await store.claim("n2", 5, LEASE, T0 + 1)] == ids[2:]
+    assert await store.claim("n2", 5, LEASE, T0 + 1) == []
+    assert await store.next_due() == T0 + 100
+    assert [r.id for r in await store.claim("n2", 5, LEASE, T0 + 100)] == [later]
+    attempts = await store.attempts(ids[0])
+    assert [(a.attempt, a.node, a.status, a.started_at) for a in attempts] == [
+        (1, "n1", "running", T0 + 1)]
+    assert {r.id for r in await store.release_node("n1")} == set(ids[:2])
+
+
+async def finish(store: Store, run_id: str, node: str = "n1", outcome: str = "succeeded",
+                 at: float = T0 + 5, retry_at: float | None = None) -> None:
+    await store.finish(Finish(run_id=run_id, node=node, outcome=outcome, exit_code=0,
+                              reason="", outputs={"x": 1}, finished_at=at, retry_at=retry_at))
+
+
+async def test_queue_runs_one_at_a_time_in_order(store: Store) -> None:
+    """queue: the second run of a key waits until the first finished."""
+    a, b = await enqueue(store, "k"), await enqueue(store, "k")
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0)] == [a]
+    assert await store.claim("n2", 5, LEASE, T0) == []  # the key holds across nodes
+    await finish(store, a)
+    assert [r.id for r in await store.claim("n2", 5, LEASE, T0 + 6)] == [b]
+
+
+async def test_skip_drops_new_runs_while_one_runs(store: Store) -> None:
+    """skip: a run arriving while its key runs ends skipped, naming the running run."""
+    a = await enqueue(store, "k", "skip")
+    await store.claim("n1", 5, LEASE, T0)
+    b = await enqueue(store, "k", "skip")
+    assert await store.claim("n1", 5, LEASE, T0) == []
+    run = await store.get_run(b)
+    assert run is not None
+    assert (run.status, run.reason) == ("skipped", f"skipped: run {a} was running")
+
+
+async def test_replace_cancels_the_running_run(store: Store) -> None:
+    """replace: the running run is asked to cancel; the newest waiting run runs after it."""
+    a = await enqueue(store, "k", "replace")
+    await store.claim("n1", 5, LEASE, T0)
+    b, c = await enqueue(store, "k", "replace"), await enqueue(store, "k", "replace")
+    assert await store.claim("n2", 5, LEASE, T0) == []
+    assert await store.cancel_requests("n1") == {a}
+    run_b = await store.get_run(b)
+    assert run_b is not None
+    assert (run_b.status, run_b.superseded_by) == ("skipped", c)
+    await finish(store, a, outcome="canceled")
+    assert [r.id for r in await store.claim("n2", 5, LEASE, T0 + 6)] == [c]
+
+
+async def test_coalesce_runs_only_the_newest_waiting(store: Store) -> None:
+    """coalesce: the running run finishes, then only the newest waiting run runs."""
+    a = await enqueue(store, "k", "coalesce")
+    await store.claim("n1", 5, LEASE, T0)
+    b, c = await enqueue(store, "k", "coalesce"), await enqueue(store, "k", "coalesce")
+    assert await store.claim("n1", 5, LEASE, T0) == []
+    assert await store.cancel_requests("n1") == set()
+    await finish(store, a)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 6)] == [c]
+    run_b = await store.get_run(b)
+    assert run_b is not None
+    assert (run_b.status, run_b.superseded_by) == ("skipped", c)
+
+
+async def test_lease_renew_and_expiry(store: Store) -> None:
+    """Only the owner renews; a lease not renewed in time shows up as expired."""
+    a, b = await enqueue(store), await enqueue(store)
+    await store.claim("n1", 2, LEASE, T0)
+    assert await store.renew("n1", [a], LEASE, T0 + 20) == {a}
+    assert await store.renew("n2", [b], LEASE, T0 + 20) == set()
+    assert await store.expired(T0 + 29) == []
+    assert [r.id for r in await store.expired(T0 + 31)] == [b]
+    assert {r.id for r in await store.expired(T0 + 51)} == {a, b}
+
+
+async def test_finish_with_retry_requeues_for_the_next_attempt(store: Store) -> None:
+    """A retry goes back to queued at retry_at and its next claim is attempt 2."""
+    a = await enqueue(store, max_attempts=2)
+    await store.claim("n1", 1, LEASE, T0)
+    await finish(store, a, outcome="failed", retry_at=T0 + 60)
+    run = await store.get_run(a)
+    assert run is not None
+    assert (run.status, run.next_attempt_at, run.attempt) == ("queued", T0 + 60, 1)
+    assert await store.claim("n1", 1, LEASE, T0 + 30) == []
+    again = await store.claim("n2", 1, LEASE, T0 + 60)
+    assert [(r.id, r.attempt) for r in again] == [(a, 2)]
+    await finish(store, a, node="n2", at=T0 + 61)
+    done = await store.get_run(a)
+    assert done is not None
+    assert (done.status, done.finished_at, done.outputs) == ("succeeded", T0 + 61, {"x": 1})
+    assert [(x.attempt, x.node, x.status) for x in await store.attempts(a)] == [
+        (1, "n1", "failed"), (2, "n2", "succeeded")]
+
+
+async def test_a_node_that_lost_its_lease_cannot_finish(store: Store) -> None:
+    """After another node re-ran an expired run, the old node's late finish changes nothing."""
+    a = await enqueue(store, max_attempts=2)
+    await store.claim("n1", 1, LEASE, T0)
+    (dead,) = await store.expired(T0 + 31)
+    await finish(store, a, node="n1", outcome="failed", retry_at=T0 + 31)  # the decider
+    await store.claim("n2", 1, LEASE, T0 + 31)
+    await finish(store, a, node="n1", outcome="failed")  # late, from the dead node
+    assert await status(store, a) == "running"
+    assert dead.lease_owner == "n1"
+
+
+async def test_request_cancel(store: Store) -> None:
+    """Queued: canceled at once. Running: flagged for its node. Unknown: None."""
+    a, b = await enqueue(store), await enqueue(store, at=T0 + 10)
+    await store.claim("n1", 1, LEASE, T0)
+    assert await store.request_cancel(b, T0 + 1) == "canceled"
+    assert await status(store, b) == "canceled"
+    assert await store.request_cancel(a, T0 + 1) == "running"
+    assert await store.cancel_requests("n1") == {a}
+    assert await store.cancel_requests("n2") == set()
+    assert await store.request_cancel("nope", T0) is None
+
+
+async def test_logs_are_stored_per_attempt(store: Store) -> None:
+    """An attempt's log saved by one node reads back on any node."""
+    a = await enqueue(store)
+    await store.claim("n1", 1, LEASE, T0)
+    await store.save_log(a, 1, "hello\nworld\n")
+    assert await store.get_log(a, 1) == "hello\nworld\n"
+    assert await store.get_log(a, 2) is None
+
+
+async def test_counts_next_due_and_list_runs(store: Store) -> None:
+    """Counts cover every status; list_runs filters and returns the newest first."""
+    assert await store.next_due() is None
+    a, b = await enqueue(store), await enqueue(store, at=T0 + 5)
+    await store.claim("n1", 1, LEASE, T0)
+    counts = await store.counts()
+    assert (counts["queued"], counts["running"], counts["failed"]) == (1, 1, 0)
+    assert await store.next_due() == T0 + 5
+    assert [r.id for r in await store.list_runs()] == [b, a]
+    assert [r.id for r in await store.list_runs(status="running")] == [a]
+    assert [r.id for r in await store.list_runs(limit=1)] == [b]
+    assert await store.list_runs(rule="other") == []
+
+
+async def test_prune_deletes_only_finished_deliveries(store: Store) -> None:
+    """Prune removes deliveries whose runs all ended before the cut, and frees their key."""
+    d_old = delivery(key="old")
+    r_old = new_run(d_old)
+    await store.accept(d_old, [r_old])
+    active = await enqueue(store)
+    await store.claim("n1", 1, LEASE, T0)  # claims r_old (first in order)
+    await finish(store, r_old.id, at=T0 + 5)
+    assert await store.prune(T0 + 5) == 0
+    assert await store.prune(T0 + 10) == 1
+    assert await store.get_delivery(d_old.id) is None
+    assert await store.get_run(r_old.id) is None
+    assert await status(store, active) == "queued"
+    assert not (await store.accept(delivery(key="old"), [])).duplicate
+
+
+async def test_wait_for_work_wakes_on_accept(store: Store) -> None:
+    """A waiting dispatcher wakes when a run is queued, and times out otherwise."""
+    while await store.wait_for_work(0.3):
+        pass  # PostgreSQL wakes once when its LISTEN connection is (re)established
+    assert await store.wait_for_work(0.05) is False
+    waiter = asyncio.create_task(store.wait_for_work(5))
+    await asyncio.sleep(0.05)
+    await enqueue(store)
+    assert await asyncio.wait_for(waiter, 5) is True
+    assert await store.ping() is True
