@@ -113,7 +113,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
         return None, [ConfigError(f"YAML error: {exc}", file, 0)]
     finally:
         loader.dispose()
-    return data, loader.problems
+    return data, sorted(loader.problems, key=lambda p: p.line)
 
 
 def line_of(node: Any, path: tuple[Any, ...], default: int = 0) -> int:

@@ -1,0 +1,276 @@
+"""Loading rules files: every error reported as `file:line: message`, warnings, merging."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hookrunner.errors import ConfigErrors
+from hookrunner.rules import load_rules, load_rules_text
+from hookrunner.rules.model import DEFAULT_MAX_BODY, RateLimit, Retry
+from hookrunner.templating import Constant, Template
+
+HOOK = """\
+hooks:
+  gh:
+    verify: {none: {}}
+"""
+
+
+def errors_of(files: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigErrors) as info:
+        load_rules_text({k: textwrap.dedent(v) for k, v in files.items()})
+    return [str(e) for e in info.value.errors]
+
+
+def one(text: str) -> dict[str, str]:
+    return {"r.yaml": HOOK + textwrap.dedent(text)}
+
+
+# Lines 1-3 of every case are HOOK; the case's own text starts at line 4.
+ERROR_CASES = [
+    ("unknown top key", "extra: 1\n", "r.yaml:4: unknown key 'extra' in a rules file; allowed: "
+     "hooks, rules"),
+    ("rules not a list", "rules: {a: 1}\n", "r.yaml:4: rules must be a list, got a mapping"),
+    ("rule not a mapping", "rules:\n  - just text\n", "r.yaml:5: rules[0] must be a mapping"),
+    ("missing run", "rules:\n  - name: a\n    hook: gh\n", "r.yaml:5: rule 'a': 'run' is required"),
+    ("missing name", "rules:\n  - hook: gh\n    run: {shell: {argv: [x]}}\n",
+     "r.yaml:5: rules[0]: 'name' is required"),
+    ("unknown rule key", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+     "    colour: red\n", "r.yaml:8: unknown key 'colour' in rule 'a'; allowed: concurrency, "
+     "description, hook, name, retry, run, timeout, when"),
+    ("name not a string", "rules:\n  - name: [a]\n    hook: gh\n    run: {shell: {argv: [x]}}\n",
+     "r.yaml:5: rules[0] name must be a non-empty string, got a list"),
+    ("unknown hook", "rules:\n  - name: a\n    hook: [gh, nope]\n    run: {shell: {argv: [x]}}\n",
+     "r.yaml:6: unknown hook 'nope'; defined hooks: gh"),
+    ("two run types", "rules:\n  - name: a\n    hook: gh\n    run:\n      shell: {argv: [x]}\n"
+     "      http: {url: x}\n", "r.yaml:7: rule 'a': run must have exactly one run type"),
+    ("no run type", "rules:\n  - name: a\n    hook: gh\n    run: {}\n",
+     "r.yaml:7: rule 'a': run must have exactly one run type"),
+    ("unknown run type", "rules:\n  - name: a\n    hook: gh\n    run:\n      telnet: {}\n",
+     "r.yaml:8: rule 'a': unknown run type 'telnet'"),
+    ("runner error at its key", "rules:\n  - name: a\n    hook: gh\n    run:\n      shell:\n"
+     "        argv: [x]\n        colour: red\n", "r.yaml:10: rule 'a': run.shell: unknown key "
+     "'colour'"),
+    ("template syntax in argv item", "rules:\n  - name: a\n    hook: gh\n    run:\n      shell:\n"
+     "        argv:\n          - x\n          - '{{ payload.x '\n",
+     "r.yaml:11: rule 'a': run.shell.argv[1]: template syntax error"),
+    ("escape in env value", "rules:\n  - name: a\n    hook: gh\n    run:\n      shell:\n"
+     "        argv: [x]\n        env:\n          A: '{{ x.__class__ }}'\n",
+     "r.yaml:11: rule 'a': run.shell.env.A: access to '__class__' is not allowed"),
+    ("bad when syntax", "rules:\n  - name: a\n    hook: gh\n    when: a ==\n"
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when: template syntax error"),
+    ("bad when list item", "rules:\n  - name: a\n    hook: gh\n    when:\n      - a\n      - b c\n"
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:9: when: template syntax error"),
+    ("unknown when key", "rules:\n  - name: a\n    hook: gh\n    when:\n      maybe: [a]\n"
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:8: unknown when key 'maybe'; expected one of: "
+     "all, any, not"),
+    ("two when keys", "rules:\n  - name: a\n    hook: gh\n    when: {all: [a], any: [b]}\n"
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: a when mapping must have exactly one key"),
+    ("nested bad when", "rules:\n  - name: a\n    hook: gh\n    when:\n      any:\n        - a\n"
+     "        - not:\n            all: [b, 'c ==']\n    run: {shell: {argv: [x]}}\n",
+     "r.yaml:11: when: template syntax error"),
+    ("when not a list", "rules:\n  - name: a\n    hook: gh\n    when: {any: a}\n"
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when.any must be a list of conditions"),
+    ("when number", "rules:\n  - name: a\n    hook: gh\n    when: 3\n"
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when must be an expression string"),
+    ("empty when", "rules:\n  - name: a\n    hook: gh\n    when: []\n"
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when: an empty list of conditions"),
+    ("bad timeout", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+     "    timeout: soon\n", "r.yaml:8: rule 'a' timeout: expected a duration"),
+    ("zero timeout", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+     "    timeout: 0s\n", "r.yaml:8: rule 'a' timeout must be more than zero"),
+    ("retry attempts", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+     "    retry:\n      attempts: 0\n", "r.yaml:9: rule 'a' retry attempts must be a whole "
+     "number >= 1, got 0"),
+    ("retry backoff", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+     "    retry:\n      backoff: later\n", "r.yaml:9: rule 'a' retry backoff: expected a "
+     "duration"),
+    ("retry on", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+     "    retry:\n      on:\n        - failed\n        - crashed\n", "r.yaml:11: rule 'a' retry "
+     "on: unknown outcome 'crashed'; expected any of: failed, timed_out"),
+    ("retry max below backoff", "rules:\n  - name: a\n    hook: gh\n"
+     "    run: {shell: {argv: [x]}}\n    retry:\n      backoff: 1m\n      max_backoff: 10s\n",
+     "r.yaml:10: rule 'a' retry: max_backoff must not be less than backoff"),
+    ("retry unknown key", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+     "    retry:\n      tries: 3\n", "r.yaml:9: unknown key 'tries' in rule 'a' retry"),
+    ("bad policy", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+     "    concurrency:\n      policy: yolo\n", "r.yaml:9: rule 'a' concurrency: unknown policy "
+     "'yolo'; expected one of: queue, skip, replace, coalesce"),
+    ("bad concurrency key", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+     "    concurrency:\n      key: '{% if %}'\n", "r.yaml:9: rule 'a' concurrency key: template "
+     "syntax error"),
+    ("duplicate key", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+     "    timeout: 1s\n    timeout: 2s\n", "r.yaml:9: duplicate key 'timeout' (first written "
+     "at line 8)"),
+    ("yaml syntax", "rules: [\n", "r.yaml:5: YAML syntax error"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in ERROR_CASES],
+                         ids=[c[0] for c in ERROR_CASES])
+def test_rule_errors_name_file_and_line(text: str, expected: str) -> None:
+    """Each rule error is reported once, at the line of the offending key or item."""
+    errors = errors_of(one(text))
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+HOOK_ERROR_CASES = [
+    ("no verify", "  h:\n    max_body: 1MiB\n", "r.yaml:2: hook 'h': 'verify' is required"),
+    ("two verifiers", "  h:\n    verify: {none: {}, token: {secret: x}}\n",
+     "r.yaml:3: hook 'h': verify must name exactly one verifier, got: none, token"),
+    ("unknown verifier", "  h:\n    verify:\n      pgp: {}\n",
+     "r.yaml:4: hook 'h': unknown verifier 'pgp'; expected one of:"),
+    ("verifier option", "  h:\n    verify:\n      hmac:\n        secret: x\n        header: X-S\n"
+     "        algorithm: md5\n", "r.yaml:7: hook 'h': verify.hmac: algorithm:"),
+    ("unknown hook key", "  h:\n    verify: {none: {}}\n    path: /x\n",
+     "r.yaml:4: unknown key 'path' in hook 'h'; allowed: allow_ips, dedup, description, "
+     "max_body, rate_limit, verify"),
+    ("bad cidr", "  h:\n    verify: {none: {}}\n    allow_ips:\n      - 10.0.0.0/8\n"
+     "      - 10.0.0.0/33\n", "r.yaml:6: hook 'h' allow_ips: '10.0.0.0/33' is not an IP "
+     "address or CIDR network"),
+    ("bad size", "  h:\n    verify: {none: {}}\n    max_body: huge\n",
+     "r.yaml:4: hook 'h' max_body: expected a size"),
+    ("bad dedup", "  h:\n    verify: {none: {}}\n    dedup: '{{ payload.id '\n",
+     "r.yaml:4: hook 'h' dedup: template syntax error"),
+    ("bad rate", "  h:\n    verify: {none: {}}\n    rate_limit: {rate: fast}\n",
+     "r.yaml:4: hook 'h' rate_limit: expected a rate like 10/s"),
+    ("bad burst", "  h:\n    verify: {none: {}}\n    rate_limit:\n      rate: 5/s\n"
+     "      burst: 0\n", "r.yaml:6: hook 'h' rate_limit burst must be a whole number >= 1"),
+    ("bad hook id", "  'a b':\n    verify: {none: {}}\n", "r.yaml:2: bad hook id 'a b'"),
+    ("hook not a mapping", "  h: yes\n", "r.yaml:2: hook 'h' must be a mapping, got a string"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in HOOK_ERROR_CASES],
+                         ids=[c[0] for c in HOOK_ERROR_CASES])
+def test_hook_errors_name_file_and_line(text: str, expected: str) -> None:
+    """Each hook error is reported at the line of the offending key."""
+    errors = errors_of({"r.yaml": "hooks:\n" + text})
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_every_error_is_reported_not_just_the_first() -> None:
+    """One load lists the errors of every file, in file then line order."""
+    errors = errors_of({
+        "a.yaml": "hooks:\n  h:\n    verify: {nope: {}}\n",
+        "b.yaml": "rules:\n  - name: r\n    hook: h\n    run: {shell: {argv: [x]}}\n"
+                  "    timeout: never\n    retry: {attempts: -1}\n",
+    })
+    assert [e.split(": ")[0] for e in errors] == ["a.yaml:3", "b.yaml:5", "b.yaml:6"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        (HOOK, HOOK, "b.yaml:2: duplicate hook id 'gh' (also defined at a.yaml:2)"),
+        (HOOK + "rules:\n  - name: r\n    hook: gh\n    run: {shell: {argv: [x]}}\n",
+         "rules:\n  - {name: r, hook: gh, run: {shell: {argv: [y]}}}\n",
+         "b.yaml:2: duplicate rule name 'r' (also defined at a.yaml:5)"),
+    ],
+)
+def test_duplicates_across_files_name_both_places(a: str, b: str, expected: str) -> None:
+    """A hook id or rule name defined twice names both places."""
+    assert expected in errors_of({"a.yaml": a, "b.yaml": b})
+
+
+def test_a_valid_file_loads_into_the_model() -> None:
+    """The contract's example shape loads, with defaults and compiled templates."""
+    ruleset = load_rules_text({"r.yaml": textwrap.dedent("""\
+        hooks:
+          gh:
+            verify: {token: {secret: {env: HOME}}}
+            allow_ips: [192.30.252.0/22, 10.0.0.1]
+            max_body: 5MiB
+            dedup: "{{ payload.id }}"
+            rate_limit: {rate: 600/m, burst: 3, per_client: false}
+          open:
+            verify: {none: {}}
+            rate_limit: 2.5
+        rules:
+          - name: deploy
+            hook: gh
+            when: event == "push"
+            run:
+              shell:
+                argv: [deploy, "{{ payload.ref }}"]
+            timeout: 10m
+            concurrency: {key: "deploy-{{ payload.repo }}", policy: coalesce}
+            retry: {attempts: 3, backoff: 30s, on: [failed]}
+          - name: both
+            hook: [gh, open]
+            run: {shell: {command: "echo '{{ payload.a }} b' c"}}
+            concurrency: {policy: skip}
+        """)})
+    gh, open_ = ruleset.hooks["gh"], ruleset.hooks["open"]
+    assert [str(n) for n in gh.allow_ips] == ["192.30.252.0/22", "10.0.0.1/32"]
+    assert gh.max_body == 5 * 1024 * 1024 and open_.max_body == DEFAULT_MAX_BODY
+    assert gh.rate_limit == RateLimit(rate=10.0, burst=3, per_client=False)
+    assert open_.rate_limit == RateLimit(rate=2.5, burst=3, per_client=True)
+    assert gh.verify_kind == "token" and gh.secret_headers
+    assert isinstance(gh.dedup, Template)
+    deploy, both = ruleset.rules
+    assert deploy.source.line == 12 and deploy.hooks == ("gh",)
+    assert deploy.timeout == 600 and deploy.retry == Retry(3, 30.0, 600.0, ("failed",))
+    assert deploy.action["argv"][0].source == "deploy"
+    assert deploy.concurrency is not None and deploy.concurrency.policy == "coalesce"
+    assert both.hooks == ("gh", "open") and both.when is None
+    assert [t.source for t in both.action["argv"]] == ["echo", "{{ payload.a }} b", "c"]
+    assert both.concurrency is not None and both.concurrency.key.source == "both"
+    assert isinstance(both.concurrency.key, Constant)
+    assert [r.name for r in ruleset.rules_for("open")] == ["both"]
+
+
+@pytest.mark.parametrize(
+    ("verify", "warning"),
+    [
+        ("{none: {}}", "r.yaml:3: hook 'h' uses verifier 'none'"),
+        ("{token: {secret: hunter2}}", "r.yaml:3: hook 'h': a literal secret is written"),
+        ("{basic: {username: u, password: [{env: HOME}, pw]}}",
+         "r.yaml:3: hook 'h': a literal password is written"),
+    ],
+)
+def test_warnings_are_not_errors(verify: str, warning: str) -> None:
+    """A literal secret and verifier `none` load, with a warning."""
+    ruleset = load_rules_text({"r.yaml": f"hooks:\n  h:\n    verify: {verify}\n"
+                                         "rules:\n  - {name: r, hook: h, run: {shell: "
+                                         "{argv: [x]}}}\n"})
+    assert any(w.startswith(warning) for w in ruleset.warnings), ruleset.warnings
+
+
+def test_hook_without_rules_is_a_warning() -> None:
+    """A hook no rule uses is loaded, and check says so."""
+    ruleset = load_rules_text({"r.yaml": HOOK})
+    assert ("r.yaml:2: hook 'gh' has no rules: its deliveries are stored but run nothing"
+            in ruleset.warnings)
+
+
+def test_yaml_11_booleans_stay_strings() -> None:
+    """`on` is a key, not True (YAML 1.2 booleans)."""
+    ruleset = load_rules_text(one("rules:\n  - name: a\n    hook: gh\n"
+                                  "    run: {shell: {argv: [yes, 2024-01-01]}}\n"
+                                  "    retry: {attempts: 2, on: timed_out}\n"))
+    rule = ruleset.rules[0]
+    assert rule.retry.on == ("timed_out",)
+    assert [t.source for t in rule.action["argv"]] == ["yes", "2024-01-01"]
+
+
+def test_load_rules_reads_yaml_and_yml_recursively_in_order(tmp_path: Path) -> None:
+    """Every *.yaml / *.yml under the directory is merged; other files are ignored."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.yaml").write_text(HOOK)
+    (tmp_path / "sub" / "b.yml").write_text(
+        "rules:\n  - {name: r, hook: gh, run: {shell: {argv: [x]}}}\n")
+    (tmp_path / "notes.txt").write_text("not: [yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    ruleset = load_rules(tmp_path)
+    assert [Path(p).name for p in ruleset.files] == ["a.yaml", "empty.yaml", "b.yml"]
+    assert ruleset.rules[0].source.file == str(tmp_path / "sub" / "b.yml")
+
+
+def test_missing_rules_directory_is_an_error(tmp_path: Path) -> None:
+    """A rules directory that does not exist fails the load."""
+    with pytest.raises(ConfigErrors, match="does not exist"):
+        load_rules(tmp_path / "nope")

@@ -1,0 +1,171 @@
+"""Matching: verdicts over when forms, explanations, errors that never escape, rendering."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import pytest
+
+from hookrunner.errors import TemplateError
+from hookrunner.rules import (
+    build_scope,
+    evaluate,
+    format_check,
+    format_explain,
+    format_test,
+    load_rules_text,
+    render_action,
+    render_concurrency_key,
+)
+from hookrunner.rules.model import Ruleset
+
+PAYLOAD = {"ref": "refs/heads/dev", "repository": {"full_name": "acme/api"}, "replicas": 4,
+           "ip": "10.0.0.7", "evil": "{{ 7*7 }}"}
+
+
+def scope(payload: Any = None, event: str | None = "push") -> dict[str, Any]:
+    return build_scope(hook="gh", delivery_id="dlv_1", received_at=0.0,
+                       headers=[("X-GitHub-Event", "push")], query={"q": "1"},
+                       payload=PAYLOAD if payload is None else payload, event=event)
+
+
+def ruleset_with(when: str, run: str = "{shell: {argv: [x]}}", extra: str = "") -> Ruleset:
+    text = (
+        "hooks:\n  gh:\n    verify: {none: {}}\n  other:\n    verify: {none: {}}\n"
+        f"rules:\n  - name: r\n    hook: gh\n{textwrap.indent(when, '    ')}"
+        f"    run: {run}\n{extra}"
+        "  - {name: elsewhere, hook: other, run: {shell: {argv: [x]}}}\n"
+    )
+    return load_rules_text({"r.yaml": text})
+
+
+WHEN_CASES = [
+    ("", True),  # no when: every delivery
+    ('when: event == "push"\n', True),
+    ('when: payload.ref == "refs/heads/main"\n', False),
+    ('when: headers["x-github-event"] == "push" and query.q == "1"\n', True),
+    ('when: hook == "gh" and delivery_id == "dlv_1"\n', True),
+    ('when: received_at is match("1970-01-01T00:00:00")\n', True),
+    ('when: payload.ref is glob("refs/heads/*")\n', True),
+    ('when: payload.ip is in_cidr("10.0.0.0/24")\n', True),
+    ('when:\n  - event == "push"\n  - payload.replicas > 3\n', True),  # a list: all
+    ('when:\n  - event == "push"\n  - payload.replicas > 9\n', False),
+    ('when:\n  any:\n    - payload.replicas > 9\n    - event == "push"\n', True),
+    ('when:\n  any:\n    - payload.replicas > 9\n    - event == "tag"\n', False),
+    ('when:\n  not: event == "tag"\n', True),
+    ('when:\n  not:\n    all: [event == "push", payload.replicas == 4]\n', False),
+    ('when:\n  all:\n    - any: [event == "tag", payload.replicas == 4]\n'
+     '    - not: {any: [payload.ref == "x", payload.ref == "y"]}\n', True),
+    ('when:\n  any:\n    - event == "push"\n    - payload.nothing == 1\n', True),  # short-circuit
+    ('when: payload.evil == "{{ 7*7 }}"\n', True),  # payload values are never templates
+]
+
+
+@pytest.mark.parametrize(("when", "matched"), WHEN_CASES)
+def test_when_forms(when: str, matched: bool) -> None:
+    """Strings, lists (all), and nested all/any/not mappings decide the verdict."""
+    [result] = evaluate(ruleset_with(when), "gh", scope())
+    assert (result.matched, result.error) == (matched, None)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "when: payload.nothing == 1\n",
+        "when: nothing\n",
+        'when:\n  all:\n    - event == "push"\n    - payload.nothing\n',
+        "when: payload.ref.upper.x\n",
+    ],
+)
+def test_condition_errors_mean_no_match_and_are_recorded(when: str) -> None:
+    """An undefined name in a condition fails that rule for this delivery, never the request."""
+    [result] = evaluate(ruleset_with(when), "gh", scope())
+    assert result.matched is False
+    assert result.error is not None and ("undefined" in result.error
+                                         or "no attribute" in result.error)
+
+
+def test_explain_reports_each_clause_and_left_value() -> None:
+    """Each top-level operand has its own result and the value of its left side."""
+    rs = ruleset_with('when: event == "push" and payload.ref == "refs/heads/main" and '
+                      "payload.missing is defined\n")
+    [result] = evaluate(rs, "gh", scope())
+    got = [(c.source, c.result, c.value, c.error) for c in result.conditions]
+    assert got == [
+        ('event == "push"', True, '"push"', None),
+        ('payload.ref == "refs/heads/main"', False, '"refs/heads/dev"', None),
+        ("payload.missing is defined", False, "undefined", None),
+    ]
+    assert result.to_json()["conditions"][1] == {
+        "source": 'payload.ref == "refs/heads/main"', "result": False,
+        "value": '"refs/heads/dev"', "error": None, "within": "",
+    }
+
+
+def test_explain_labels_groups_and_records_clause_errors() -> None:
+    """Conditions inside any/not say so; a clause that fails shows its error."""
+    rs = ruleset_with('when:\n  any:\n    - event == "push"\n    - not: payload.nothing == 1\n')
+    [result] = evaluate(rs, "gh", scope())
+    assert result.matched is True
+    first, second = result.conditions
+    assert (first.within, first.result) == ("any", True)
+    assert (second.within, second.result) == ("any > not", None)
+    assert second.error is not None and "nothing" in second.error
+
+
+def test_evaluate_without_explanations() -> None:
+    """explain=False gives verdicts only."""
+    [result] = evaluate(ruleset_with('when: event == "push"\n'), "gh", scope(), explain=False)
+    assert result.matched and result.conditions == []
+
+
+def test_render_action_keeps_native_values_and_payload_literal() -> None:
+    """Rendered specs are plain data; `{{ payload.x }}` keeps its type; payloads stay data."""
+    rs = ruleset_with("", run='{shell: {argv: [deploy, "{{ payload.replicas }}", '
+                      '"r={{ payload.replicas }}", "{{ payload.evil }}"], '
+                      'env: {REPO: "{{ payload.repository.full_name }}"}}}',
+                      extra='    concurrency: {key: "deploy-{{ payload.repository.full_name }}"}\n')
+    rule = rs.rules[0]
+    assert render_action(rule, scope()) == {
+        "argv": ["deploy", 4, "r=4", "{{ 7*7 }}"], "env": {"REPO": "acme/api"},
+    }
+    assert render_concurrency_key(rule, scope()) == "deploy-acme/api"
+
+
+def test_render_errors_are_template_errors() -> None:
+    """An undefined name while rendering an action raises TemplateError for that run."""
+    rs = ruleset_with("", run='{shell: {argv: ["{{ payload.nothing }}"]}}',
+                      extra='    concurrency: {key: "{{ payload.nope }}"}\n')
+    with pytest.raises(TemplateError, match="nothing"):
+        render_action(rs.rules[0], scope())
+    with pytest.raises(TemplateError, match="nope"):
+        render_concurrency_key(rs.rules[0], scope())
+
+
+def test_no_concurrency_means_no_key() -> None:
+    """A rule without concurrency has no key of its own."""
+    assert render_concurrency_key(ruleset_with("").rules[0], scope()) is None
+
+
+def test_headers_in_scope_are_case_insensitive() -> None:
+    """`headers["X-GitHub-Event"]` works whatever case the request used."""
+    s = build_scope(hook="gh", delivery_id=None, received_at=None,
+                    headers={"x-github-event": "ping"}, query=None, payload={}, event=None)
+    [result] = evaluate(ruleset_with('when: headers["X-GitHub-Event"] == "ping"\n'), "gh", s)
+    assert result.matched
+
+
+def test_report_texts() -> None:
+    """check, test and explain print what an operator needs."""
+    rs = ruleset_with('when: event == "push" and payload.replicas > 3\n',
+                      run='{shell: {argv: [deploy, "{{ payload.ref }}"]}}')
+    assert format_check(rs).endswith("ok: 2 hook(s), 2 rule(s) from 1 file(s)")
+    results = evaluate(rs, "gh", scope())
+    text = format_test(results, scope())
+    assert "1 of 1 rule(s) match" in text and "✓ r  (r.yaml:7)" in text
+    assert "- refs/heads/dev" in text
+    explained = format_explain(results)
+    assert '✓ event == "push"' in explained and "4" in explained
+    failing = evaluate(ruleset_with('when: payload.ref == "main"\n'), "gh", scope())
+    assert '✗ payload.ref == "main"  "refs/heads/dev"' in format_explain(failing)

@@ -1,0 +1,72 @@
+"""YAML with line numbers: keys and items know their line; duplicate keys are errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hookrunner.rules.yamlsrc import line_of, parse_yaml
+
+DOC = """\
+rules:
+  - name: a
+    run:
+      shell:
+        argv:
+          - one
+          - two
+  - name: b
+    run: {shell: {argv: [x, y]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "line"),
+    [
+        (("rules",), 1),
+        (("rules", 0), 2),
+        (("rules", 0, "run", "shell", "argv", 1), 7),
+        (("rules", 1), 8),
+        (("rules", 1, "run", "shell", "argv", 1), 9),
+        (("rules", 0, "run", "shell", "argv", 9), 5),  # a missing step: the deepest that exists
+        (("rules", 0, "nothing"), 2),
+    ],
+)
+def test_line_of_paths(path: tuple[Any, ...], line: int) -> None:
+    """Every mapping key and sequence item is located at its own line."""
+    data, problems = parse_yaml(DOC, "f.yaml")
+    assert problems == []
+    assert line_of(data, path) == line
+
+
+def test_duplicate_keys_are_reported_with_both_lines() -> None:
+    """A key written twice in one mapping is an error naming the first line."""
+    _, problems = parse_yaml("a: 1\nb:\n  c: 1\n  c: 2\na: 3\n", "f.yaml")
+    assert [str(p) for p in problems] == [
+        "f.yaml:4: duplicate key 'c' (first written at line 3)",
+        "f.yaml:5: duplicate key 'a' (first written at line 1)",
+    ]
+
+
+def test_merge_keys_may_be_overridden() -> None:
+    """`<<: *anchor` then the same key is an override, not a duplicate."""
+    data, problems = parse_yaml("base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  x: 3\n", "f.yaml")
+    assert problems == [] and data["m"] == {"x": 3, "y": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("v: on", "on"), ("v: no", "no"), ("v: true", True), ("v: 2024-01-01", "2024-01-01"),
+     ("v: 1.5", 1.5), ("v: null", None)],
+)
+def test_scalars_follow_yaml_12(text: str, value: Any) -> None:
+    """Only true/false are booleans; dates stay strings."""
+    data, _ = parse_yaml(text, "f.yaml")
+    assert data["v"] == value and type(data["v"]) is type(value)
+
+
+def test_syntax_error_has_a_line() -> None:
+    """A YAML syntax error ends parsing with its line."""
+    data, problems = parse_yaml("a: 1\nb: 2\n  c: 3\n", "f.yaml")
+    assert data is None and str(problems[0]).startswith("f.yaml:3: YAML syntax error")
