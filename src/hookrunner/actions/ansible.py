@@ -1,0 +1,273 @@
+"""Kind `ansible`: a playbook under `<root>/playbooks/` through ansible-runner.
+
+ansible-runner starts `ansible-playbook` itself (pexpect) in a thread of its own; stopping it
+goes through `actions.process`. The pitfalls measured in findings.md, and what is done here:
+- it seeds the child environment with the server's `os.environ` (hook secrets) and stores it
+  in `artifacts/<id>/command`: the prepared environment is cut back to the action's own;
+- ansible-playbook must be on PATH: the interpreter's bin dir goes first;
+- 2.19 workers start their own session, so killing the playbook's group leaves them: on
+  cancel/timeout the playbook pid gets SIGTERM (ansible stops its workers), then after the
+  grace period the cancel callback lets runner SIGKILL the group and leftover descendants
+  are killed by pid;
+- a fresh private_data_dir per run (env files of a reused dir keep old keys), C.UTF-8,
+  ANSIBLE_HOME / LOCAL_TEMP / REMOTE_TEMP inside it, implicit localhost when no inventory.
+
+Payload data must never be Jinja to Ansible: `{{ lookup('pipe', 'id') }}` in a webhook field
+would run on this host. Extra vars are therefore written as YAML with every string `!unsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ansible_runner.interface import init_runner
+
+from hookrunner.actions import process, spec
+from hookrunner.actions.base import Outcome, RunContext, RunResult, register
+from hookrunner.actions.environment import VENV_BIN, with_path_entry
+from hookrunner.actions.paths import confine
+from hookrunner.actions.values import stringify
+from hookrunner.errors import ConfigError
+
+KIND = "ansible"
+KEYS = ("playbook", "inventory", "limit", "tags", "check", "extravars")
+PLAYBOOK_DIR = "playbooks"
+PAYLOAD_VAR = "webhook"
+PEXPECT_TIMEOUT = 0.5  # seconds between cancel-callback polls (5 s default = slow cancels)
+UTF8_LOCALE = "C.UTF-8"  # LC_ALL=C makes ansible refuse to start
+# Quiet, colourless output; no "implicit localhost" warnings where no inventory is given.
+FIXED_ENV = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
+IMPLICIT_LOCALHOST_ENV = {
+    "ANSIBLE_LOCALHOST_WARNING": "False",
+    "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+}
+
+
+def normalize_ansible(raw: Any) -> dict[str, Any]:
+    spec_ = spec.check_mapping(raw, KIND)
+    spec.check_keys(spec_, KIND, KEYS)
+    out: dict[str, Any] = {"playbook": spec.required_str(spec_, "playbook", KIND)}
+    for key in ("inventory", "limit"):
+        value = spec.optional_str(spec_, key, KIND)
+        if value is not None:
+            out[key] = value
+    tags = spec.str_list(spec_, "tags", KIND)
+    if tags is not None:
+        out["tags"] = tags
+    check = spec.optional_bool(spec_, "check", KIND)
+    if check is not None:
+        out["check"] = check
+    extravars = spec.any_map(spec_, "extravars", KIND)
+    if extravars is not None:
+        if PAYLOAD_VAR in extravars:
+            raise ConfigError(
+                f"ansible.extravars: {PAYLOAD_VAR!r} is reserved for the payload",
+                path=("extravars", PAYLOAD_VAR),
+            )
+        out["extravars"] = extravars
+    return out
+
+
+def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) -> dict[str, str]:
+    env = dict(base)
+    env["PATH"] = with_path_entry(env.get("PATH") or os.defpath, VENV_BIN, first=True)
+    if not _is_utf8(env.get("LC_ALL") or env.get("LC_CTYPE") or env.get("LANG") or ""):
+        env["LC_ALL"] = env["LANG"] = UTF8_LOCALE
+    env.update(FIXED_ENV)
+    if not inventory:
+        env.update(IMPLICIT_LOCALHOST_ENV)
+    env["ANSIBLE_HOME"] = str(run_dir / "ansible_home")
+    env["ANSIBLE_LOCAL_TEMP"] = str(run_dir / "tmp" / "local")
+    env["ANSIBLE_REMOTE_TEMP"] = str(run_dir / "tmp" / "remote")
+    return env
+
+
+def _is_utf8(locale: str) -> bool:
+    return locale.lower().replace("-", "").endswith("utf8")
+
+
+class _Unsafe(str):
+    """A string Ansible must not template (YAML `!unsafe`)."""
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    pass
+
+
+_UnsafeDumper.add_representer(
+    _Unsafe, lambda dumper, data: dumper.represent_scalar("!unsafe", str(data))
+)
+
+
+def _mark_unsafe(value: Any) -> Any:
+    if isinstance(value, str):
+        return _Unsafe(value)
+    if isinstance(value, Mapping):
+        return {stringify(k): _mark_unsafe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mark_unsafe(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _Unsafe(stringify(value))
+
+
+def extravars_yaml(extravars: Mapping[str, Any], payload: Any) -> str:
+    """The extra vars file: the rule's extravars plus `webhook`, every string `!unsafe`."""
+    data = {**extravars, PAYLOAD_VAR: payload}
+    return yaml.dump(_mark_unsafe(data), Dumper=_UnsafeDumper, allow_unicode=True)
+
+
+def private_env(prepared: Mapping[str, Any], wanted: Mapping[str, str]) -> dict[str, Any]:
+    """ansible-runner's prepared env minus what it copied from the server's own environment."""
+    server = os.environ
+    return {k: v for k, v in prepared.items() if k in wanted or k not in server or server[k] != v}
+
+
+@dataclass
+class _Job:
+    """Shared between the event loop and ansible-runner's thread."""
+
+    pid: int | None = None  # ansible-playbook, from the events
+    kill_now: threading.Event = field(default_factory=threading.Event)
+    rc: int | None = None
+    status: str = ""
+    stats: dict[str, Any] | None = None
+    error: str = ""
+
+
+class AnsibleRunner:
+    kind = KIND
+
+    def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        return normalize_ansible(raw)
+
+    def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
+        return None
+
+    async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
+        playbook = confine(ctx.root, stringify(rendered.get("playbook")), base=PLAYBOOK_DIR)
+        inventory = rendered.get("inventory")
+        inventory_path = confine(ctx.root, stringify(inventory)) if inventory else None
+        if not playbook.is_file():
+            reason = f"playbook not found: {PLAYBOOK_DIR}/{rendered.get('playbook')}"
+            ctx.log.note(reason)
+            return RunResult("failed", reason=reason)
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=ctx.work_dir))  # mode 0700
+        vars_file = run_dir / "extravars.yml"
+        vars_file.write_text(extravars_yaml(rendered.get("extravars") or {}, ctx.payload))
+        envvars = build_envvars(ctx.env, run_dir, inventory=inventory_path is not None)
+        cmdline = ["-e", f"@{vars_file}"]
+        if rendered.get("check"):
+            cmdline.append("--check")
+        tags = rendered.get("tags")
+        kwargs: dict[str, Any] = {
+            "private_data_dir": str(run_dir / "runner"),
+            "playbook": str(playbook),
+            "inventory": str(inventory_path) if inventory_path else None,
+            "limit": stringify(rendered["limit"]) if rendered.get("limit") else None,
+            "tags": ",".join(stringify(t) for t in tags) if tags else None,
+            "envvars": envvars,
+            "cmdline": shlex.join(cmdline),
+            "quiet": True,  # ansible-runner would echo the playbook on our stdout
+            "suppress_env_files": True,  # env/envvars would hold pass-env values
+            "settings": {"pexpect_timeout": PEXPECT_TIMEOUT},
+        }
+        (run_dir / "runner").mkdir(mode=0o700)
+        return await _drive(kwargs, envvars, ctx)
+
+
+async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContext) -> RunResult:
+    loop = asyncio.get_running_loop()
+    job = _Job()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def on_event(event: dict[str, Any]) -> bool:  # runner thread
+        if job.pid is None and isinstance(event.get("pid"), int):
+            job.pid = event["pid"]
+        text = event.get("stdout")
+        if text:
+            data = (text.replace("\r\n", "\n") + "\n").encode()
+            loop.call_soon_threadsafe(ctx.log.write, data)
+        return True  # keep the event in artifacts: stats are read from there
+
+    def work() -> None:  # runner thread
+        try:
+            runner = init_runner(
+                **kwargs, event_handler=on_event, cancel_callback=job.kill_now.is_set
+            )
+            runner.config.env = private_env(runner.config.env, envvars)
+            runner.run()
+            job.rc, job.status, job.stats = runner.rc, runner.status, runner.stats
+        except Exception as exc:  # ansible-runner's own errors: report, do not crash
+            job.error = f"ansible-runner: {exc}"
+        finally:
+            loop.call_soon_threadsafe(_resolve, done)
+
+    threading.Thread(target=work, name=f"ansible-{ctx.run_id}", daemon=True).start()
+    stopped: Outcome | None = None
+    reason = ""
+    canceller: asyncio.Future[Any] = asyncio.ensure_future(ctx.cancel.wait())
+    try:
+        deadline = process.deadline_for(ctx)
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        waits: set[asyncio.Future[Any]] = {done, canceller}
+        await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
+        if not done.done():
+            if canceller.done():
+                stopped, reason = "canceled", "canceled"
+            else:
+                stopped = "timed_out"
+                reason = f"timed out after {process.format_seconds(ctx.timeout or 0.0)}"
+            ctx.log.note(reason)
+            await _stop(job, done)
+    finally:
+        canceller.cancel()
+        if not done.done():  # we were cancelled ourselves: leave nothing behind
+            job.kill_now.set()
+            if job.pid is not None:
+                process.kill_all([job.pid, *process.descendants(job.pid)])
+
+    if stopped is not None:
+        return RunResult(stopped, exit_code=None, reason=reason)
+    if job.error:
+        ctx.log.note(job.error)
+        return RunResult("failed", reason=job.error)
+    outputs = {"stats": job.stats} if job.stats is not None else {}
+    if job.status == "successful" and job.rc == 0:
+        return RunResult("succeeded", exit_code=0, outputs=outputs)
+    reason = process.exit_reason(job.rc) if job.rc is not None else job.status
+    return RunResult("failed", exit_code=job.rc, reason=reason, outputs=outputs)
+
+
+def _resolve(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+async def _stop(job: _Job, done: asyncio.Future[None]) -> None:
+    """SIGTERM ansible-playbook (it stops its own workers), grace period, then kill the rest."""
+    if job.pid is None:  # not started far enough to report a pid: runner kills its group
+        job.kill_now.set()
+        await done
+        return
+    tree = process.descendants(job.pid)  # workers live in sessions of their own
+    process.signal_process(job.pid, signal.SIGTERM)
+    await asyncio.wait({done}, timeout=process.GRACE_PERIOD)
+    job.kill_now.set()  # runner SIGKILLs the playbook's group at its next poll
+    process.kill_all([job.pid, *tree, *process.descendants(job.pid)] if not done.done() else [])
+    await done
+    process.kill_all(pid for pid in tree if process.is_alive(pid))
+
+
+register(AnsibleRunner())

@@ -1,0 +1,161 @@
+"""The ansible runner with real ansible-playbook runs (local connection, implicit localhost)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from hookrunner.actions import RUNNERS
+from hookrunner.actions.process import is_alive
+from hookrunner.errors import ActionError
+
+ANSIBLE = RUNNERS["ansible"]
+REPO = Path(__file__).resolve().parents[3]
+OVERLOADED = {"monitoring_status": "overloaded", "service": "api"}
+
+SLEEPER = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.shell: "echo $$ > {{ pidfile }}; exec sleep 60"
+"""
+FAILING = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.fail:
+        msg: "deliberate failure for {{ webhook.service }}"
+"""
+ENV_PROBE = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug:
+        msg: "secret=[{{ lookup('env', 'HOOKRUNNER_TEST_SECRET') }}] run={{ run }}"
+      vars:
+        run: "{{ lookup('env', 'HOOKRUNNER_RUN_ID') }}"
+"""
+
+
+@pytest.fixture
+def playbooks(harness) -> Path:
+    d = harness.root / "playbooks"
+    d.mkdir()
+    shutil.copy(REPO / "playbooks" / "scale_up.yml", d / "scale_up.yml")
+    (d / "sleeper.yml").write_text(SLEEPER)
+    (d / "failing.yml").write_text(FAILING)
+    (d / "env_probe.yml").write_text(ENV_PROBE)
+    return d
+
+
+async def test_scale_up_sees_the_webhook_payload_and_extravars(harness, playbooks: Path) -> None:
+    marker = harness.tmp / "marker"
+    spec = {"playbook": "scale_up.yml", "extravars": {"replicas": "3", "marker_file": str(marker)}}
+    result = await ANSIBLE.run(spec, harness.ctx(payload=OVERLOADED))
+    log = harness.log_text()
+    assert result.outcome == "succeeded", log
+    assert marker.read_text() == "replicas=3 status=overloaded\n"
+    assert '"msg": "scaling api to 3 replicas"' in log
+    assert "PLAY RECAP" in log
+    assert result.outputs["stats"]["changed"] == {"localhost": 1}
+    assert result.outputs["stats"]["failures"] == {}
+
+
+async def test_scale_up_does_nothing_when_not_overloaded(harness, playbooks: Path) -> None:
+    marker = harness.tmp / "marker"
+    spec = {"playbook": "scale_up.yml", "extravars": {"marker_file": str(marker)}}
+    result = await ANSIBLE.run(spec, harness.ctx(payload={"monitoring_status": "ok"}))
+    assert result.outcome == "succeeded", harness.log_text()
+    assert not marker.exists()
+    assert "status is ok; not scaling" in harness.log_text()
+
+
+async def test_payload_strings_are_never_templated_by_ansible(harness, playbooks: Path) -> None:
+    payload = {"monitoring_status": "overloaded", "service": "{{ lookup('pipe', 'id') }}"}
+    result = await ANSIBLE.run({"playbook": "scale_up.yml"}, harness.ctx(payload=payload))
+    log = harness.log_text()
+    assert result.outcome == "succeeded", log
+    assert "scaling {{ lookup('pipe', 'id') }} to 2 replicas" in log
+    assert "uid=" not in log
+
+
+async def test_check_mode_changes_nothing(harness, playbooks: Path) -> None:
+    marker = harness.tmp / "marker"
+    spec = {"playbook": "scale_up.yml", "check": True, "extravars": {"marker_file": str(marker)}}
+    result = await ANSIBLE.run(spec, harness.ctx(payload=OVERLOADED))
+    assert result.outcome == "succeeded", harness.log_text()
+    assert not marker.exists()
+
+
+async def test_failing_playbook_is_failed(harness, playbooks: Path) -> None:
+    result = await ANSIBLE.run({"playbook": "failing.yml"}, harness.ctx(payload=OVERLOADED))
+    assert (result.outcome, result.exit_code, result.reason) == ("failed", 2, "exit 2")
+    assert "deliberate failure for api" in harness.log_text()
+    assert result.outputs["stats"]["failures"] == {"localhost": 1}
+
+
+async def test_server_secrets_reach_neither_the_play_nor_the_artifacts(
+    harness, playbooks: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOKRUNNER_TEST_SECRET", "s3cret-value")
+    ctx = harness.ctx(payload={})
+    result = await ANSIBLE.run({"playbook": "env_probe.yml"}, ctx)
+    log = harness.log_text()
+    assert result.outcome == "succeeded", log
+    assert "secret=[] run=run" in log
+    stored = [
+        p for p in ctx.work_dir.rglob("*") if p.is_file() and b"s3cret-value" in p.read_bytes()
+    ]
+    assert stored == []
+
+
+async def test_playbook_outside_playbooks_dir_is_refused(harness, playbooks: Path) -> None:
+    (harness.root / "other.yml").write_text(FAILING)
+    with pytest.raises(ActionError):
+        await ANSIBLE.run({"playbook": "../other.yml"}, harness.ctx())
+
+
+async def test_missing_playbook_is_failed(harness, playbooks: Path) -> None:
+    result = await ANSIBLE.run({"playbook": "nope.yml"}, harness.ctx())
+    assert (result.outcome, result.reason) == ("failed", "playbook not found: playbooks/nope.yml")
+
+
+async def _wait_for_pid(path: Path) -> int:
+    for _ in range(300):
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text())
+        await asyncio.sleep(0.05)
+    raise AssertionError("the task never started")
+
+
+async def test_cancel_stops_the_playbook_and_its_workers(harness, playbooks: Path) -> None:
+    pidfile = harness.tmp / "task.pid"
+    ctx = harness.ctx(timeout=None)
+    spec = {"playbook": "sleeper.yml", "extravars": {"pidfile": str(pidfile)}}
+    task = asyncio.ensure_future(ANSIBLE.run(spec, ctx))
+    task_pid = await _wait_for_pid(pidfile)
+    started = time.monotonic()
+    ctx.cancel.set()
+    result = await asyncio.wait_for(task, 15)
+    assert (result.outcome, result.reason) == ("canceled", "canceled")
+    assert time.monotonic() - started < 8
+    assert not is_alive(task_pid)
+    assert "[hookrunner] canceled" in harness.log_text()
+
+
+async def test_timeout_stops_the_playbook_and_its_workers(harness, playbooks: Path) -> None:
+    pidfile = harness.tmp / "task.pid"
+    ctx = harness.ctx(timeout=4.0)
+    spec = {"playbook": "sleeper.yml", "extravars": {"pidfile": str(pidfile)}}
+    task = asyncio.ensure_future(ANSIBLE.run(spec, ctx))
+    task_pid = await _wait_for_pid(pidfile)
+    result = await asyncio.wait_for(task, 20)
+    assert (result.outcome, result.reason) == ("timed_out", "timed out after 4s")
+    assert not is_alive(task_pid)

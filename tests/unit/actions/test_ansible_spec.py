@@ -1,0 +1,93 @@
+"""Ansible specs: normalization, the run environment, and the never-templated extra vars."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hookrunner.actions.ansible import build_envvars, extravars_yaml, normalize_ansible, private_env
+from hookrunner.actions.environment import VENV_BIN
+from hookrunner.errors import ConfigError
+
+
+def test_normalize_accepts_a_full_spec() -> None:
+    raw = {
+        "playbook": "scale_up.yml",
+        "inventory": "inventories/prod.ini",
+        "limit": "web",
+        "tags": "deploy",
+        "check": True,
+        "extravars": {"replicas": "{{ payload.replicas }}", "nested": {"a": [1]}},
+    }
+    assert normalize_ansible(raw) == {**raw, "tags": ["deploy"]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message", "path"),
+    [
+        ({}, "'playbook' is required", ("playbook",)),
+        ({"playbook": "a.yml", "vars": {}}, "unknown key 'vars'", ("vars",)),
+        ({"playbook": "a.yml", "check": "yes"}, "check must be true or false", ("check",)),
+        ({"playbook": "a.yml", "extravars": [1]}, "mapping with string keys", ("extravars",)),
+        ({"playbook": "a.yml", "extravars": {"webhook": 1}}, "reserved", ("extravars", "webhook")),
+        ({"playbook": "a.yml", "tags": [["x"]]}, "tags[0] must be a string", ("tags", 0)),
+    ],
+)
+def test_normalize_rejects(raw: dict[str, Any], message: str, path: tuple[Any, ...]) -> None:
+    with pytest.raises(ConfigError) as err:
+        normalize_ansible(raw)
+    assert message in err.value.message
+    assert err.value.path == path
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_constructor("!unsafe", lambda loader, node: ("unsafe", loader.construct_scalar(node)))
+
+
+def test_every_string_of_the_extra_vars_is_unsafe() -> None:
+    payload = {"service": "{{ lookup('pipe', 'id') }}", "n": 3, "ok": True, "l": ["a", None]}
+    text = extravars_yaml({"replicas": "3"}, payload)
+    assert yaml.load(text, Loader=_Loader) == {
+        "replicas": ("unsafe", "3"),
+        "webhook": {
+            "service": ("unsafe", "{{ lookup('pipe', 'id') }}"),
+            "n": 3,
+            "ok": True,
+            "l": [("unsafe", "a"), None],
+        },
+    }
+
+
+def test_envvars_put_the_venv_first_force_utf8_and_keep_temp_in_the_run_dir(tmp_path: Path) -> None:
+    env = build_envvars({"PATH": f"/usr/bin:{VENV_BIN}", "LC_ALL": "C"}, tmp_path, inventory=False)
+    assert env["PATH"] == f"{VENV_BIN}:/usr/bin"
+    assert env["LC_ALL"] == env["LANG"] == "C.UTF-8"
+    for name in ("ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP", "ANSIBLE_REMOTE_TEMP"):
+        assert Path(env[name]).is_relative_to(tmp_path)
+    assert env["ANSIBLE_LOCALHOST_WARNING"] == "False"
+
+
+def test_a_utf8_locale_is_kept(tmp_path: Path) -> None:
+    env = build_envvars({"LANG": "en_US.UTF-8"}, tmp_path, inventory=True)
+    assert env["LANG"] == "en_US.UTF-8"
+    assert "LC_ALL" not in env
+    assert "ANSIBLE_LOCALHOST_WARNING" not in env
+
+
+def test_private_env_drops_what_came_from_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_SECRET", "s")
+    monkeypatch.setenv("HOME", "/root")
+    monkeypatch.delenv("ANSIBLE_STDOUT_CALLBACK", raising=False)
+    prepared = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "awx_display"}
+    wanted = {"HOME": "/root"}
+    assert private_env(prepared, wanted) == {
+        "HOME": "/root",
+        "ANSIBLE_STDOUT_CALLBACK": "awx_display",
+    }
