@@ -50,13 +50,8 @@ class Server:
 
     def start(self) -> Server:
         self.data.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hookrunner.cli", "serve", "--rules", str(self.rules),
-             "--data", str(self.data), "--root", str(self.root), "--port", str(self.port),
-             *self.args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        with open(self.log_path, "ab") as log:
+            self.proc = self._spawn(log)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -68,6 +63,14 @@ class Server:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not become ready:\n{self.output()}")
+
+    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hookrunner.cli", "serve", "--rules", str(self.rules),
+             "--data", str(self.data), "--root", str(self.root), "--port", str(self.port),
+             *self.args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

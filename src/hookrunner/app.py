@@ -92,7 +92,7 @@ async def hooks(request: Request) -> Response:
 
 def create_app(settings: Settings) -> Starlette:
     metrics_ = Metrics()
-    rules = LiveRules(settings.rules, on_failure=metrics_.reload_failures.inc)
+    rules = LiveRules(settings.rules, settings.root, on_failure=metrics_.reload_failures.inc)
     store = open_store(settings.store_url)
     gw = Gateway(settings=settings, store=store, rules=rules, metrics=metrics_,
                  trusted=parse_networks(settings.trusted_proxy))
@@ -136,8 +136,4 @@ def create_app(settings: Settings) -> Starlette:
               hint="set HOOKRUNNER_ADMIN_TOKEN to choose it")
     app.state.admin_token = token
     app.state.gateway = gw
-    with contextlib.suppress(ImportError):
-        from hookrunner.console import mount
-
-        mount(app, gw)
     return app

@@ -34,7 +34,7 @@ def check(settings: Settings) -> int:
     from hookrunner.rules.load import load_rules
 
     try:
-        ruleset = load_rules(settings.rules)
+        ruleset = load_rules(settings.rules, root=settings.root)
     except ConfigErrors as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)
@@ -63,7 +63,7 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     from hookrunner.verify.base import Headers
 
     try:
-        ruleset = load_rules(settings.rules)
+        ruleset = load_rules(settings.rules, root=settings.root)
         headers = Headers(_parse_header(h) for h in header_args)
         body = Path(payload_file).read_bytes()
         payload = parse_body(body, headers.get("content-type"))
@@ -115,7 +115,7 @@ async def replay(settings: Settings, delivery_id: str) -> int:
     from hookrunner.rules.load import load_rules
 
     try:
-        ruleset = load_rules(settings.rules)
+        ruleset = load_rules(settings.rules, root=settings.root)
     except ConfigErrors as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)

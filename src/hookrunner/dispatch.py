@@ -71,7 +71,8 @@ class Dispatcher:
         running = [task for task, _ in self._active.values()]
         if running:
             event("dispatcher.draining", runs=len(running), grace=grace)
-            _, pending = await asyncio.wait(running, timeout=grace if grace is not None else self.settings.grace)
+            limit = grace if grace is not None else self.settings.grace
+            _, pending = await asyncio.wait(running, timeout=limit)
             if pending:
                 for run_id, (_, cancel) in list(self._active.items()):
                     self._cancel_reason.setdefault(run_id, "canceled: server shutting down")

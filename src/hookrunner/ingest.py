@@ -73,13 +73,15 @@ def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any]) -> str | N
             key = None
     if key is None or key == "":
         return None
-    key = str(key)
-    if len(key) > MAX_DEDUP_KEY:
-        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-    return key
+    text = str(key)
+    if len(text) > MAX_DEDUP_KEY:
+        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
 
 
-def _new_run(rule: Rule, delivery_id: str, scope: dict[str, Any], now: float, default_timeout: float) -> NewRun:
+def _new_run(
+    rule: Rule, delivery_id: str, scope: dict[str, Any], now: float, default_timeout: float
+) -> NewRun:
     """Render the rule's action for this delivery. A template error is an error of that run:
     the run is journaled with the error and fails when it is dispatched."""
     spec: dict[str, Any]

@@ -33,8 +33,11 @@ def _fingerprint(rules_dir: Path) -> tuple[tuple[str, float, int], ...]:
 
 
 class LiveRules:
-    def __init__(self, rules_dir: Path, on_failure: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, rules_dir: Path, root: Path | None = None, on_failure: Callable[[], None] | None = None
+    ) -> None:
         self.rules_dir = rules_dir
+        self.root = root
         self.current: Ruleset | None = None
         self.errors: list[str] = []  # of the last failed reload; empty when it succeeded
         self.loaded_at: float | None = None
@@ -47,7 +50,7 @@ class LiveRules:
         self._fingerprint = _fingerprint(self.rules_dir)
         self.last_attempt_at = time.time()
         try:
-            ruleset = load_rules(self.rules_dir)
+            ruleset = load_rules(self.rules_dir, root=self.root)
         except ConfigErrors as exc:
             self.errors = [str(e) for e in exc.errors]
             for line in self.errors:

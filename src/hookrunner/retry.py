@@ -19,5 +19,5 @@ def backoff_delay(
     base = backoff * (2 ** max(attempt - 1, 0))
     if max_backoff > 0:
         base = min(base, max_backoff)
-    r = (rand or random).uniform(1 - JITTER, 1 + JITTER)
-    return max(base * r, 0.0)
+    r: float = (rand or random).uniform(1 - JITTER, 1 + JITTER)
+    return float(max(base * r, 0.0))
