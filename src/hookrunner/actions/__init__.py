@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hookrunner.actions import ansible, shell, terraform
+from hookrunner.actions import ansible, http, shell, terraform
 from hookrunner.actions.base import RUNNERS, RunContext, Runner, RunResult
 
-__all__ = ["RUNNERS", "RunContext", "RunResult", "Runner", "ansible", "shell", "terraform"]
+__all__ = ["RUNNERS", "RunContext", "RunResult", "Runner", "ansible", "http", "shell", "terraform"]

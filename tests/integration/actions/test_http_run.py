@@ -1,0 +1,109 @@
+"""The http runner against a real HTTP server on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from hookrunner.actions import RUNNERS
+from hookrunner.errors import ActionError
+
+HTTP = RUNNERS["http"]
+
+
+class Handler(BaseHTTPRequestHandler):
+    seen: list[dict[str, Any]] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        self.seen.append(
+            {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+        )
+        if self.path.startswith("/slow"):
+            time.sleep(3)
+        status = 500 if self.path.startswith("/fail") else 200
+        out = b"x" * 200_000 if self.path.startswith("/big") else b"answer:" + body
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = do_POST = do_PUT = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    Handler.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+async def test_post_json_succeeds_and_logs_the_answer(harness, server: str) -> None:
+    spec = HTTP.normalize({"url": f"{server}/ok?token=abc", "headers": {"X-Run": "1"}, "json": {"a": [1]}})
+    result = await HTTP.run(spec, harness.ctx())
+    assert (result.outcome, result.outputs) == ("succeeded", {"status": 200})
+    (req,) = Handler.seen
+    assert (req["method"], req["path"], req["headers"]["X-Run"]) == ("POST", "/ok?token=abc", "1")
+    assert json.loads(req["body"]) == {"a": [1]}
+    log = harness.log_text()
+    assert log == f'[hookrunner] POST {server}/ok\n[hookrunner] HTTP 200 OK\nanswer:{{"a":[1]}}\n'
+    assert "token=abc" not in log
+
+
+async def test_body_is_sent_as_is(harness, server: str) -> None:
+    result = await HTTP.run({"url": f"{server}/ok", "method": "PUT", "body": "plain text"}, harness.ctx())
+    assert result.outcome == "succeeded"
+    assert Handler.seen[0]["body"] == b"plain text"
+
+
+async def test_500_is_failed(harness, server: str) -> None:
+    result = await HTTP.run({"url": f"{server}/fail", "method": "GET"}, harness.ctx())
+    assert (result.outcome, result.reason, result.outputs) == ("failed", "HTTP 500", {"status": 500})
+    assert "[hookrunner] HTTP 500 Internal Server Error" in harness.log_text()
+
+
+async def test_large_answer_is_cut_in_the_log(harness, server: str) -> None:
+    result = await HTTP.run({"url": f"{server}/big", "method": "GET"}, harness.ctx())
+    assert result.outcome == "succeeded"
+    assert harness.log_text().endswith("x" * 100 + "\n[hookrunner] response body cut at 65536 bytes\n")
+
+
+async def test_timeout(harness, server: str) -> None:
+    result = await HTTP.run({"url": f"{server}/slow"}, harness.ctx(timeout=0.5))
+    assert (result.outcome, result.reason) == ("timed_out", "timed out after 0.5s")
+
+
+async def test_cancel(harness, server: str) -> None:
+    ctx = harness.ctx()
+    task = asyncio.ensure_future(HTTP.run({"url": f"{server}/slow"}, ctx))
+    await asyncio.sleep(0.3)
+    ctx.cancel.set()
+    result = await asyncio.wait_for(task, 2)
+    assert result.outcome == "canceled"
+
+
+async def test_connection_refused_is_failed(harness) -> None:
+    result = await HTTP.run({"url": "http://127.0.0.1:9/x"}, harness.ctx())
+    assert result.outcome == "failed"
+    assert result.reason.startswith("request failed: ConnectError")
+
+
+async def test_non_http_url_is_refused(harness) -> None:
+    with pytest.raises(ActionError):
+        await HTTP.run({"url": "file:///etc/passwd"}, harness.ctx())

@@ -1,0 +1,46 @@
+"""HTTP specs: normalization and the URL shown in logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hookrunner.actions.http import normalize_http, redacted
+from hookrunner.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"url": "https://x/y"}, {"url": "https://x/y", "method": "POST"}),
+        (
+            {"url": "u", "method": "put", "headers": {"X-A": 1}, "json": {"a": "{{ b }}"}},
+            {"url": "u", "method": "PUT", "headers": {"X-A": "1"}, "json": {"a": "{{ b }}"}},
+        ),
+        ({"url": "u", "body": "{{ payload }}"}, {"url": "u", "method": "POST", "body": "{{ payload }}"}),
+    ],
+)
+def test_normalize_accepts(raw: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert normalize_http(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "message", "path"),
+    [
+        ({}, "'url' is required", ("url",)),
+        ({"url": "u", "method": "FETCH"}, "method must be one of", ("method",)),
+        ({"url": "u", "json": {}, "body": "x"}, "not both", ("body",)),
+        ({"url": "u", "headers": {"Bad Header": "1"}}, "invalid name", ("headers", "Bad Header")),
+        ({"url": "u", "timeout": 5}, "unknown key 'timeout'", ("timeout",)),
+    ],
+)
+def test_normalize_rejects(raw: dict[str, Any], message: str, path: tuple[Any, ...]) -> None:
+    with pytest.raises(ConfigError) as err:
+        normalize_http(raw)
+    assert message in err.value.message
+    assert err.value.path == path
+
+
+def test_redacted_drops_credentials_and_query() -> None:
+    assert redacted("https://user:pw@example.com:8443/a/b?token=t#f") == "https://example.com:8443/a/b"
