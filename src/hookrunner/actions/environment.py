@@ -22,7 +22,8 @@ def base_env(
 ) -> dict[str, str]:
     """PATH, HOME, LANG, LC_*, TZ, the `--pass-env` names, and HOOKRUNNER_<ID> for each id.
 
-    Names in `ids` are the `ID_KEYS` (run_id, delivery_id, hook, rule, attempt, node).
+    `ids` keys are either the `ID_KEYS` (run_id, delivery_id, ...) or the full variable names
+    (HOOKRUNNER_RUN_ID, ...); values are stringified.
     """
     env = {
         name: value
@@ -30,9 +31,9 @@ def base_env(
         if name in KEPT_NAMES or name.startswith(KEPT_PREFIXES) or name in pass_env
     }
     env["PATH"] = with_path_entry(env.get("PATH") or os.defpath, VENV_BIN)
-    for key in ID_KEYS:
-        if key in ids and ids[key] is not None:
-            env[ID_PREFIX + key.upper()] = str(ids[key])
+    for key, value in ids.items():
+        if value is not None:
+            env[key if key.startswith(ID_PREFIX) else ID_PREFIX + key.upper()] = str(value)
     return env
 
 

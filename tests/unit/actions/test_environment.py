@@ -63,3 +63,10 @@ def test_venv_bin_is_on_path_once() -> None:
 def test_with_path_entry_first_moves_it_to_the_front() -> None:
     assert with_path_entry("/a:/v:/b", "/v", first=True) == "/v:/a:/b"
     assert with_path_entry("/a::/b", "/v") == "/a:/b:/v"
+
+
+def test_ids_may_be_given_by_full_variable_name() -> None:
+    env = base_env({}, [], {"HOOKRUNNER_RUN_ID": "r1", "rule": "deploy", "node": None})
+    assert env["HOOKRUNNER_RUN_ID"] == "r1"
+    assert env["HOOKRUNNER_RULE"] == "deploy"
+    assert "HOOKRUNNER_NODE" not in env
