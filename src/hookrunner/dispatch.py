@@ -184,7 +184,7 @@ class Dispatcher:
                 counts = await self.store.counts()
                 self.queued = counts.get("queued", 0)
                 self.metrics.queue_depth.set(self.queued)
-                if self.settings.keep and now - last_prune >= PRUNE_EVERY:
+                if self.settings.keep and now - last_prune >= min(PRUNE_EVERY, self.settings.keep / 2):
                     last_prune = now
                     pruned = await self.store.prune(now - self.settings.keep)
                     if pruned:
