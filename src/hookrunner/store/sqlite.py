@@ -80,13 +80,12 @@ def _run_ids(conn: sqlite3.Connection, delivery_id: str) -> list[str]:
 
 
 def _accept(conn: sqlite3.Connection, d: NewDelivery, runs: Sequence[NewRun]) -> AcceptResult:
-    if d.dedup_key is not None:
-        # Sees earlier jobs of the same batch too: same connection, same transaction.
+    # One statement on the common path; the conflict also sees earlier jobs of this batch
+    # (same connection, same transaction), so dedup holds inside a group commit too.
+    if conn.execute(Q["insert_delivery"], delivery_params(d)).rowcount == 0:
         row = conn.execute(Q["find_delivery_by_key"],
                            {"hook": d.hook, "dedup_key": d.dedup_key}).fetchone()
-        if row is not None:
-            return AcceptResult(row[0], True, _run_ids(conn, row[0]))
-    conn.execute(Q["insert_delivery"], delivery_params(d))
+        return AcceptResult(row[0], True, _run_ids(conn, row[0]))
     now = time.time()
     conn.executemany(Q["insert_run"], [run_params(r, now) for r in runs])
     return AcceptResult(d.id, False, [r.id for r in runs])

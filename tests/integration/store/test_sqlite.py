@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -46,3 +47,23 @@ async def test_file_is_wal_with_migrations_recorded(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+
+
+async def test_a_failing_job_does_not_sink_its_batch(tmp_path: Path) -> None:
+    """In one group commit, a failing accept raises alone and the others are committed."""
+    store = SQLiteStore(tmp_path / "hookrunner.db")
+    await store.open()
+    try:
+        first = delivery()
+        await store.accept(first, [])
+        clash = dataclasses.replace(delivery(), id=first.id)  # same primary key
+        others = [delivery() for _ in range(20)]
+        results = await asyncio.gather(
+            *(store.accept(d, [new_run(d)]) for d in [*others[:10], clash, *others[10:]]),
+            return_exceptions=True,
+        )
+        assert isinstance(results[10], sqlite3.IntegrityError)
+        assert sum(not isinstance(r, BaseException) for r in results) == 20
+        assert (await store.counts())["queued"] == 20
+    finally:
+        await store.close()

@@ -9,7 +9,8 @@ SELECT id FROM deliveries WHERE hook = :hook AND dedup_key = :dedup_key;
 
 -- name: insert_delivery
 INSERT INTO deliveries (id, hook, received_at, headers, body, dedup_key, event, client_ip, matches)
-VALUES (:id, :hook, :received_at, :headers, :body, :dedup_key, :event, :client_ip, :matches);
+VALUES (:id, :hook, :received_at, :headers, :body, :dedup_key, :event, :client_ip, :matches)
+ON CONFLICT (hook, dedup_key) DO NOTHING;
 
 -- name: insert_run
 INSERT INTO runs (id, delivery_id, rule, action, spec, status, concurrency_key, policy, timeout,
