@@ -104,9 +104,7 @@ class _UnsafeDumper(yaml.SafeDumper):
     pass
 
 
-_UnsafeDumper.add_representer(
-    _Unsafe, lambda dumper, data: dumper.represent_scalar("!unsafe", str(data))
-)
+_UnsafeDumper.add_representer(_Unsafe, lambda dumper, data: dumper.represent_scalar("!unsafe", str(data)))
 
 
 def _mark_unsafe(value: Any) -> Any:
@@ -203,9 +201,7 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
 
     def work() -> None:  # runner thread
         try:
-            runner = init_runner(
-                **kwargs, event_handler=on_event, cancel_callback=job.kill_now.is_set
-            )
+            runner = init_runner(**kwargs, event_handler=on_event, cancel_callback=job.kill_now.is_set)
             runner.config.env = private_env(runner.config.env, envvars)
             runner.run()
             job.rc, job.status, job.stats = runner.rc, runner.status, runner.stats

@@ -52,9 +52,7 @@ def normalize_shell(raw: Any) -> dict[str, Any]:
         items = spec_["argv"]
         if not isinstance(items, list) or not items:
             raise ConfigError("shell.argv must be a non-empty list", path=("argv",))
-        out["argv"] = [
-            spec.scalar_str(item, ("argv", i), f"shell.argv[{i}]") for i, item in enumerate(items)
-        ]
+        out["argv"] = [spec.scalar_str(item, ("argv", i), f"shell.argv[{i}]") for i, item in enumerate(items)]
     else:
         command = spec.required_str(spec_, "command", KIND)
         try:
@@ -84,9 +82,7 @@ class Invocation:
     stdin: bool  # feed the raw body
 
 
-def build_invocation(
-    rendered: Mapping[str, Any], *, root: Path, base_env: Mapping[str, str]
-) -> Invocation:
+def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mapping[str, str]) -> Invocation:
     """The exact argv, cwd and environment for a rendered spec (touches the file system only
     to resolve paths)."""
     items = rendered.get("argv")

@@ -51,9 +51,7 @@ def normalize_terraform(raw: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"dir": spec.required_str(spec_, "dir", KIND)}
     command = spec.required_str(spec_, "command", KIND)
     if command not in COMMANDS:
-        raise ConfigError(
-            f"terraform.command must be one of {', '.join(COMMANDS)}", path=("command",)
-        )
+        raise ConfigError(f"terraform.command must be one of {', '.join(COMMANDS)}", path=("command",))
     out["command"] = command
     workspace = spec.optional_str(spec_, "workspace", KIND)
     if workspace is not None:
@@ -78,9 +76,7 @@ def concurrency_key(rendered: Mapping[str, Any]) -> str:
     return f"terraform:{directory}:{workspace}"
 
 
-def build_env(
-    base: Mapping[str, str], variables: Mapping[str, Any], workspace: str
-) -> dict[str, str]:
+def build_env(base: Mapping[str, str], variables: Mapping[str, Any], workspace: str) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in DROPPED_ENV and not k.startswith("TF_VAR_")}
     env.update(AUTOMATION_ENV)
     env["TF_WORKSPACE"] = workspace
@@ -144,10 +140,7 @@ class JsonLines:
 def readable_outputs(raw: bytes) -> dict[str, Any]:
     """`output -json` as {name: value}, with sensitive values replaced."""
     parsed = json.loads(raw or b"{}")
-    return {
-        name: SENSITIVE if item.get("sensitive") else item.get("value")
-        for name, item in parsed.items()
-    }
+    return {name: SENSITIVE if item.get("sensitive") else item.get("value") for name, item in parsed.items()}
 
 
 class TerraformRunner:
@@ -219,9 +212,7 @@ class TerraformRunner:
 
 async def _ensure_workspace(step: Step, binary: str, workspace: str, ctx: RunContext) -> RunResult:
     listed = bytearray()
-    result: RunResult = await step(
-        [binary, "workspace", "list", "-no-color"], on_output=listed.extend
-    )
+    result: RunResult = await step([binary, "workspace", "list", "-no-color"], on_output=listed.extend)
     if result.outcome != "succeeded":
         ctx.log.write(bytes(listed))
         return _failed_step(result, "workspace list")

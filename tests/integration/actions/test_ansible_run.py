@@ -110,9 +110,7 @@ async def test_server_secrets_reach_neither_the_play_nor_the_artifacts(
     log = harness.log_text()
     assert result.outcome == "succeeded", log
     assert "secret=[] run=run" in log
-    stored = [
-        p for p in ctx.work_dir.rglob("*") if p.is_file() and b"s3cret-value" in p.read_bytes()
-    ]
+    stored = [p for p in ctx.work_dir.rglob("*") if p.is_file() and b"s3cret-value" in p.read_bytes()]
     assert stored == []
 
 

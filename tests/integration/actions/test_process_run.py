@@ -106,9 +106,7 @@ async def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period(
 
 async def test_cancel_kills_the_whole_tree(harness) -> None:
     pidfile = harness.root / "pids"
-    script = harness.script(
-        "tree.sh", f"sleep 60 & echo $! >> {pidfile}\necho $$ >> {pidfile}\nsleep 60\n"
-    )
+    script = harness.script("tree.sh", f"sleep 60 & echo $! >> {pidfile}\necho $$ >> {pidfile}\nsleep 60\n")
     ctx = harness.ctx(timeout=None)
     task = asyncio.ensure_future(run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env))
     pids = await wait_pids(pidfile, 2)
@@ -121,9 +119,7 @@ async def test_cancel_kills_the_whole_tree(harness) -> None:
 
 async def test_processes_left_behind_after_a_normal_exit_are_stopped(harness) -> None:
     pidfile = harness.root / "pids"
-    script = harness.script(
-        "daemonize.sh", f"sleep 60 >/dev/null 2>&1 &\necho $! >> {pidfile}\nexit 0\n"
-    )
+    script = harness.script("daemonize.sh", f"sleep 60 >/dev/null 2>&1 &\necho $! >> {pidfile}\nexit 0\n")
     ctx = harness.ctx()
     result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
     assert result.outcome == "succeeded"
@@ -133,9 +129,9 @@ async def test_processes_left_behind_after_a_normal_exit_are_stopped(harness) ->
 
 async def test_output_is_in_the_log_while_the_process_runs(harness) -> None:
     ctx = harness.ctx()
-    argv = ["sh", "-c", "echo first; sleep 2; echo second"]
+    argv = ["sh", "-c", "echo first; sleep 1; echo second"]
     task = asyncio.ensure_future(run_process(argv, ctx=ctx, cwd=harness.root, env=ctx.env))
-    for _ in range(150):
+    for _ in range(80):
         await asyncio.sleep(0.01)
         if (harness.tmp / "run.log").exists() and harness.log_text() == "first\n":
             break

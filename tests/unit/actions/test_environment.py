@@ -48,9 +48,7 @@ def test_keeps_only_the_allow_list_and_pass_env() -> None:
 
 def test_secrets_never_pass() -> None:
     env = base_env(SERVER, [], IDS)
-    assert not {"GITHUB_WEBHOOK_SECRET", "HOOKRUNNER_ADMIN_TOKEN", "AWS_SECRET_ACCESS_KEY"} & set(
-        env
-    )
+    assert not {"GITHUB_WEBHOOK_SECRET", "HOOKRUNNER_ADMIN_TOKEN", "AWS_SECRET_ACCESS_KEY"} & set(env)
     assert "s3cret" not in env.values()
 
 

@@ -24,9 +24,7 @@ from hookrunner.errors import ActionError, ConfigError
         ("x ; rm -rf /", ["x", ";", "rm", "-rf", "/"]),  # no shell: just words
     ],
 )
-def test_command_is_split_before_templating_keeping_templates_whole(
-    command: str, argv: list[str]
-) -> None:
+def test_command_is_split_before_templating_keeping_templates_whole(command: str, argv: list[str]) -> None:
     assert split_command(command) == argv
 
 

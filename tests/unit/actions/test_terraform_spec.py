@@ -115,7 +115,5 @@ def test_json_lines_become_readable_across_chunk_boundaries() -> None:
 
 
 def test_sensitive_outputs_are_not_stored() -> None:
-    raw = json.dumps(
-        {"a": {"sensitive": False, "value": [1]}, "s": {"sensitive": True, "value": "x"}}
-    )
+    raw = json.dumps({"a": {"sensitive": False, "value": [1]}, "s": {"sensitive": True, "value": "x"}})
     assert readable_outputs(raw.encode()) == {"a": [1], "s": "(sensitive)"}
