@@ -22,6 +22,7 @@ from hookrunner.errors import ActionError, StoreUnavailable
 from hookrunner.logs import event
 from hookrunner.metrics import Metrics
 from hookrunner.payload import PayloadError, parse_body
+from hookrunner.retention import prune_run_dirs
 from hookrunner.retry import backoff_delay, should_retry
 from hookrunner.settings import Settings
 from hookrunner.store.base import TERMINAL, Finish, Run, Store
@@ -187,8 +188,11 @@ class Dispatcher:
                 if self.settings.keep and now - last_prune >= min(PRUNE_EVERY, self.settings.keep / 2):
                     last_prune = now
                     pruned = await self.store.prune(now - self.settings.keep)
-                    if pruned:
-                        event("store.pruned", deliveries=pruned)
+                    files = await asyncio.to_thread(
+                        prune_run_dirs, [self.settings.logs_dir, self.settings.work_dir],
+                        now - self.settings.keep, frozenset(self._active))
+                    if pruned or files:
+                        event("store.pruned", deliveries=pruned, run_dirs=files)
             except StoreUnavailable as exc:
                 event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
 
