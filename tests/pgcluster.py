@@ -70,19 +70,27 @@ class Cluster:
 
 
 def start(directory: Path | None = None, port: int | None = None) -> Cluster:
-    """Init `directory` if it holds no cluster yet, then start it on a free port."""
+    """Init `directory` if it holds no cluster yet, then start it (if not running)."""
     pg_bin = find_bin()
     d = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="hookrunner-pg-"))
     d.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(d, PG_USER, PG_USER)
         d.chmod(0o700)
+        if subprocess.run(_as_owner(["test", "-w", str(d)]), check=False).returncode != 0:
+            raise RuntimeError(f"user {PG_USER} cannot reach {d}: make its parents searchable")
     if not (d / "PG_VERSION").exists():
-        subprocess.run(
+        init = subprocess.run(
             _as_owner([str(pg_bin / "initdb"), "-D", str(d), "-U", PG_USER, "-A", "trust",
                        "--no-sync", "-E", "UTF8"]),
-            check=True, capture_output=True,
+            capture_output=True, text=True,
         )
+        if init.returncode != 0:
+            raise RuntimeError(f"initdb failed: {init.stdout}{init.stderr}")
+    status = subprocess.run(_as_owner([str(pg_bin / "pg_ctl"), "-D", str(d), "status"]),
+                            capture_output=True, check=False)
+    if status.returncode == 0:  # already running: line 4 of postmaster.pid is its port
+        return Cluster(d, int((d / "postmaster.pid").read_text().splitlines()[3]), pg_bin)
     port = port or free_port()
     opts = f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off"
     proc = subprocess.run(
