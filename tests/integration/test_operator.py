@@ -1,0 +1,155 @@
+"""What operators rely on: hot reload, readiness, metrics, structured logs, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.integration.conftest import GITHUB_SECRET, write_script
+from tests.serverproc import Server, post_github
+
+HOOK = """
+hooks:
+  github:
+    verify:
+      github:
+        secret: {env: GITHUB_WEBHOOK_SECRET}
+"""
+RULE = """
+rules:
+  - name: {name}
+    hook: github
+    run:
+      shell:
+        argv: ["scripts/ok.sh"]
+"""
+
+
+def _until(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.1)
+
+
+def _rule_names(server: Server) -> list[str]:
+    r = post_github(server.url, GITHUB_SECRET, {"x": 1})
+    assert r.status_code == 202
+    with server.admin() as c:
+        d = c.get(r.json()["status_url"]).json()
+    return sorted(m["rule"] for m in d["matches"])
+
+
+def test_rules_reload_on_change_and_a_broken_edit_keeps_the_live_rules(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    write_script(project, "ok.sh", "exit 0\n")
+    server = make_server(HOOK + RULE.format(name="first"))
+    assert _rule_names(server) == ["first"]
+    rules_file = project / "rules" / "rules.yaml"
+
+    rules_file.write_text(HOOK + RULE.format(name="second"))
+    _until(lambda: _rule_names(server) == ["second"])
+
+    rules_file.write_text(HOOK + RULE.format(name="third") + "    timeout: soon\n")
+    _until(lambda: httpx.get(server.url + "/readyz").json()["last_reload"] == "failed")
+    ready = httpx.get(server.url + "/readyz").json()
+    assert any("rules.yaml:" in e and "timeout" in e for e in ready["reload_errors"]), ready
+    assert _rule_names(server) == ["second"]  # still the last good rules
+    assert "rules.error" in server.output() and "rules.yaml:" in server.output()
+
+    # SIGHUP reloads too (here: after fixing the file without waiting for the watcher).
+    rules_file.write_text(HOOK + RULE.format(name="fourth"))
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    _until(lambda: _rule_names(server) == ["fourth"])
+    assert httpx.get(server.url + "/readyz").json()["last_reload"] == "ok"
+
+
+def test_metrics_count_deliveries_by_outcome_and_runs_by_status(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    write_script(project, "ok.sh", "exit 0\n")
+    server = make_server(HOOK + RULE.format(name="count-me"))
+    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}, delivery="m-1").json()["runs"][0]
+    assert post_github(server.url, GITHUB_SECRET, {"a": 1}, delivery="m-1").status_code == 200
+    assert post_github(server.url, "wrong", {"a": 1}).status_code == 401
+    server.wait_run(run_id)
+    text = httpx.get(server.url + "/metrics").text
+    assert 'hookrunner_deliveries_total{hook="github",outcome="accepted"} 1.0' in text
+    assert 'hookrunner_deliveries_total{hook="github",outcome="duplicate"} 1.0' in text
+    assert 'hookrunner_deliveries_total{hook="github",outcome="rejected_signature"} 1.0' in text
+    assert 'hookrunner_runs_finished_total{rule="count-me",status="succeeded"} 1.0' in text
+    assert "hookrunner_run_duration_seconds_count" in text
+    assert "hookrunner_run_start_delay_seconds_count 1.0" in text
+    assert "hookrunner_queue_depth" in text and "hookrunner_reload_failures_total 0.0" in text
+
+
+def test_json_logs_have_one_event_per_decision_and_no_secrets(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    write_script(project, "ok.sh", "exit 0\n")
+    server = make_server(HOOK + RULE.format(name="logged"), args=["--log-format", "json"])
+    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
+    post_github(server.url, "forged-secret", {"a": 1})
+    server.wait_run(run_id)
+    server.stop()
+    events = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    for expected in ("server.started", "delivery.accepted", "delivery.rejected", "run.started",
+                     "run.finished", "server.stopped"):
+        assert expected in names, names
+    finished = next(e for e in events if e["event"] == "run.finished")
+    assert finished["run_id"] == run_id and finished["status"] == "succeeded"
+    rejected = next(e for e in events if e["event"] == "delivery.rejected")
+    assert rejected["reason"] == "signature mismatch"
+    assert GITHUB_SECRET not in server.output() and "forged-secret" not in server.output()
+
+
+def test_keep_prunes_old_history_and_its_files(make_server: Callable[..., Server], project: Path) -> None:
+    write_script(project, "ok.sh", "echo hello\n")
+    server = make_server(HOOK + RULE.format(name="old"), args=["--keep", "2s"])
+    first = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()
+    server.wait_run(first["runs"][0])
+    assert (project / "data" / "logs" / first["runs"][0]).is_dir()
+    with server.admin() as c:
+        _until(lambda: c.get(first["status_url"]).status_code == 404, timeout=20)
+        assert c.get(f"/api/runs/{first['runs'][0]}").status_code == 404
+    _until(lambda: not (project / "data" / "logs" / first["runs"][0]).exists(), timeout=10)
+    # Newer history is still there, and the server keeps accepting.
+    second = post_github(server.url, GITHUB_SECRET, {"a": 2}).json()
+    assert server.wait_run(second["runs"][0])["status"] == "succeeded"
+
+
+def test_cli_runs_and_replay_work_on_the_store_of_a_running_server(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    write_script(project, "ok.sh", "echo replayed-ok\n")
+    server = make_server(HOOK + RULE.format(name="again"))
+    first = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()
+    server.wait_run(first["runs"][0])
+    env = {**os.environ, "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET}
+    base = [sys.executable, "-m", "hookrunner.cli"]
+    where = ["--data", str(project / "data")]
+    out = subprocess.run([*base, "replay", first["delivery_id"], "--rules", str(project / "rules"), *where],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    assert "1 run(s) queued" in out
+    new_run = out.strip().split()[-1]
+    assert new_run.startswith("run_") and new_run != first["runs"][0]
+    done = server.wait_run(new_run, timeout=10)  # the server picks it up by itself
+    assert done["status"] == "succeeded" and done["delivery_id"] == first["delivery_id"]
+    listing = subprocess.run([*base, "runs", "--limit", "5", *where], capture_output=True, text=True,
+                             env=env, check=True).stdout
+    assert new_run in listing and first["runs"][0] in listing and "succeeded" in listing
+    missing = subprocess.run([*base, "replay", "dlv_nope", "--rules", str(project / "rules"), *where],
+                             capture_output=True, text=True, env=env)
+    assert missing.returncode == 1 and "no delivery" in missing.stderr
