@@ -6,6 +6,7 @@ untouched since before the cut-off belongs to a run that ended before it.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -29,8 +30,6 @@ def prune_run_dirs(parents: list[Path], before: float, keep: frozenset[str] = fr
 def _newest_mtime(d: Path) -> float:
     newest = d.stat().st_mtime
     for p in d.rglob("*"):
-        try:
+        with contextlib.suppress(OSError):
             newest = max(newest, p.lstat().st_mtime)
-        except OSError:
-            pass
     return newest

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.serverproc import Server
 
 GITHUB_SECRET = "it's a secret to everybody"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
 from tests.integration.conftest import GITHUB_SECRET, write_script
 from tests.serverproc import Server, post_github
 
