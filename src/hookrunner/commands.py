@@ -60,7 +60,7 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     from hookrunner.rules.load import load_rules
     from hookrunner.rules.match import build_scope, evaluate
     from hookrunner.rules.report import format_explain, format_test
-    from hookrunner.verify.base import Headers
+    from hookrunner.verify.base import Headers, SignedRequest
 
     try:
         ruleset = load_rules(settings.rules, root=settings.root)
@@ -79,27 +79,14 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
         print(f"hookrunner: unknown hook {hook_id!r}; defined: {', '.join(sorted(ruleset.hooks))}",
               file=sys.stderr)
         return EXIT_FAIL
-    event = _event_from_headers(ruleset.hooks[hook_id].verify_kind, headers, payload)
+    # No signature to check in a dry run: take the event type the way the verifier reads it.
+    learned = ruleset.hooks[hook_id].verifier.learned(SignedRequest(headers=headers, body=body))
+    event = learned.event
     scope = build_scope(hook=hook_id, delivery_id="dry-run", received_at=time.time(),
                         headers=headers, query={}, payload=payload, event=event)
     results = evaluate(ruleset, hook_id, scope)
     print(format_test(results, scope) if mode == "test" else format_explain(results))
     return EXIT_OK
-
-
-def _event_from_headers(kind: str, headers: object, payload: object) -> str | None:
-    """The event a verifier would report, without checking a signature (dry runs have none)."""
-    from hookrunner.verify.base import Headers
-
-    assert isinstance(headers, Headers)
-    for name in ("X-GitHub-Event", "X-Gitlab-Event", "X-Gitea-Event", "X-Event-Key",
-                 "X-Shopify-Topic", "Linear-Event", "Sentry-Hook-Resource"):
-        if name in headers:
-            return headers.get(name)
-    if isinstance(payload, dict) and kind in ("stripe", "slack"):
-        value = payload.get("type")
-        return str(value) if value is not None else None
-    return None
 
 
 async def _open(settings: Settings):  # type: ignore[no-untyped-def]

@@ -86,8 +86,21 @@ class Verifier(Protocol):
         ...
 
     def verify(self, request: SignedRequest) -> Verified:
-        """Return what was learned, or raise `VerifyError(reason)`."""
+        """Check the request, then return `learned(request)`; or raise `VerifyError(reason)`."""
         ...
+
+    def learned(self, request: SignedRequest) -> Verified:
+        """The sender's delivery id and event type, read WITHOUT checking anything.
+
+        Only for what is already verified, or for dry runs (`hookrunner test`)."""
+        ...
+
+
+class LearnsNothing:
+    """For schemes whose requests carry no delivery id or event type."""
+
+    def learned(self, request: SignedRequest) -> Verified:
+        return Verified()
 
 
 class SecretSource(Protocol):
@@ -109,12 +122,15 @@ def register(name: str) -> Callable[[Factory], Factory]:
     return deco
 
 
-def check_options(options: Mapping[str, Any], allowed: Iterable[str], required: Iterable[str] = ()) -> None:
+def check_options(
+    options: Mapping[str, Any], allowed: Iterable[str], required: Iterable[str] = ()
+) -> None:
     """Reject unknown or missing option keys with a clear ConfigError."""
     allowed_set = set(allowed)
     for key in options:
         if key not in allowed_set:
-            raise ConfigError(f"unknown option {key!r}; expected one of: {', '.join(sorted(allowed_set))}")
+            expected = ", ".join(sorted(allowed_set))
+            raise ConfigError(f"unknown option {key!r}; expected one of: {expected}")
     for key in required:
         if key not in options:
             raise ConfigError(f"missing required option {key!r}")

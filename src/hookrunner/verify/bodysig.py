@@ -42,6 +42,7 @@ class BodySignature:
         return self.learned(request)
 
     def learned(self, request: SignedRequest) -> Verified:
+        """The delivery id and event type, read without checking (dry runs use it too)."""
         delivery_id = crypto.optional_header(request.headers, *self.id_headers)
         event = crypto.optional_header(request.headers, *self.event_headers)
         if (delivery_id is None and self.id_field) or (event is None and self.event_field):

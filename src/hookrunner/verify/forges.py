@@ -25,6 +25,10 @@ class GitLabVerifier:
         token = crypto.require_header(request.headers, GITLAB_TOKEN)
         if not crypto.constant_time_in(crypto.header_bytes(token), self.secrets):
             raise VerifyError("token mismatch")
+        return self.learned(request)
+
+    def learned(self, request: SignedRequest) -> Verified:
+        """The delivery id and event type, read without checking (dry runs use it too)."""
         # Idempotency-Key is the same across retries of one delivery (GitLab 17.4+). The older
         # X-Gitlab-Event-UUID is shared by recursive webhooks, so it is not a delivery id.
         return Verified(

@@ -10,7 +10,14 @@ from typing import Any, cast
 
 from hookrunner.errors import ConfigError, VerifyError
 from hookrunner.verify import crypto
-from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
+from hookrunner.verify.base import (
+    LearnsNothing,
+    SecretSource,
+    SignedRequest,
+    Verified,
+    check_options,
+    register,
+)
 
 DEFAULT_ALGORITHM = "sha256"
 DEFAULT_ENCODING = "hex"
@@ -19,7 +26,7 @@ AUTHORIZATION = "Authorization"
 
 
 @dataclass(frozen=True)
-class HmacVerifier:
+class HmacVerifier(LearnsNothing):
     secrets: tuple[bytes, ...]
     header: str
     algorithm: str = DEFAULT_ALGORITHM
@@ -47,7 +54,7 @@ class HmacVerifier:
         crypto.require_signature(
             self.secrets, message, [value], algorithm=self.algorithm, encoding=self.encoding
         )
-        return Verified()
+        return self.learned(request)
 
 
 @register("hmac")
@@ -77,7 +84,7 @@ def hmac(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
 
 
 @dataclass(frozen=True)
-class TokenVerifier:
+class TokenVerifier(LearnsNothing):
     """A shared secret sent as is, e.g. `Authorization: Bearer <token>` or `X-Token: <token>`."""
 
     secrets: tuple[bytes, ...]
@@ -100,7 +107,7 @@ class TokenVerifier:
             matched |= crypto.constant_time_in(crypto.header_bytes(candidate), self.secrets)
         if not matched:
             raise VerifyError("token mismatch")
-        return Verified()
+        return self.learned(request)
 
 
 @register("token")
@@ -113,7 +120,7 @@ def token(options: Mapping[str, Any], secrets: SecretSource) -> TokenVerifier:
 
 
 @dataclass(frozen=True)
-class BasicVerifier:
+class BasicVerifier(LearnsNothing):
     """HTTP Basic authentication; both parts compared in constant time, always both."""
 
     username: bytes
@@ -136,7 +143,7 @@ class BasicVerifier:
         password_ok = crypto.constant_time_in(password, self.passwords)
         if not (user_ok & password_ok):
             raise VerifyError("credentials mismatch")
-        return Verified()
+        return self.learned(request)
 
 
 @register("basic")
@@ -153,13 +160,13 @@ def basic(options: Mapping[str, Any], secrets: SecretSource) -> BasicVerifier:
 
 
 @dataclass(frozen=True)
-class NoneVerifier:
+class NoneVerifier(LearnsNothing):
     """Accepts everything: for trusted networks, with `allow_ips`. `check` warns about it."""
 
     secret_headers: tuple[str, ...] = ()
 
     def verify(self, request: SignedRequest) -> Verified:
-        return Verified()
+        return self.learned(request)
 
 
 @register("none")

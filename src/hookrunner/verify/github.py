@@ -28,6 +28,10 @@ class GitHubVerifier:
             value, ("sha256",) if name == SIGNATURE_256 else ("sha1",)
         )
         crypto.require_signature(self.secrets, request.body, [signature], algorithm=algorithm)
+        return self.learned(request)
+
+    def learned(self, request: SignedRequest) -> Verified:
+        """The delivery id and event type, read without checking (dry runs use it too)."""
         return Verified(
             delivery_id=crypto.optional_header(request.headers, "X-GitHub-Delivery"),
             event=crypto.optional_header(request.headers, "X-GitHub-Event"),

@@ -9,13 +9,20 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from hookrunner.verify import crypto
-from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
+from hookrunner.verify.base import (
+    LearnsNothing,
+    SecretSource,
+    SignedRequest,
+    Verified,
+    check_options,
+    register,
+)
 
 DEFAULT_HEADER = "X-Grafana-Alerting-Signature"
 
 
 @dataclass(frozen=True)
-class GrafanaVerifier:
+class GrafanaVerifier(LearnsNothing):
     secrets: tuple[bytes, ...]
     header: str = DEFAULT_HEADER
     timestamp_header: str | None = None
@@ -33,7 +40,7 @@ class GrafanaVerifier:
             crypto.check_window(crypto.parse_unix_timestamp(stamp), request.now, self.tolerance)
             message = crypto.header_bytes(stamp) + b":" + request.body
         crypto.require_signature(self.secrets, message, [signature])
-        return Verified()
+        return self.learned(request)
 
 
 @register("grafana")

@@ -72,6 +72,10 @@ class ZendeskVerifier:
             self.secrets, crypto.header_bytes(stamp) + request.body, [signature],
             encoding="base64",
         )
+        return self.learned(request)
+
+    def learned(self, request: SignedRequest) -> Verified:
+        """The delivery id and event type, read without checking (dry runs use it too)."""
         # X-Zendesk-Webhook-Id names the webhook (the same on every request), not the delivery.
         return Verified(
             delivery_id=crypto.optional_header(

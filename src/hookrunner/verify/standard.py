@@ -66,6 +66,11 @@ class StandardVerifier:
         )
         return Verified(delivery_id=msg_id)
 
+    def learned(self, request: SignedRequest) -> Verified:
+        """The delivery id and event type, read without checking (dry runs use it too)."""
+        id_name, _, _ = _header_set(request)
+        return Verified(delivery_id=crypto.optional_header(request.headers, id_name))
+
 
 def _header_set(request: SignedRequest) -> tuple[str, str, str]:
     for names in HEADER_SETS:

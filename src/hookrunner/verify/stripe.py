@@ -47,6 +47,10 @@ class StripeVerifier:
         crypto.check_window(crypto.parse_unix_timestamp(timestamp), request.now, self.tolerance)
         message = crypto.header_bytes(timestamp) + b"." + request.body
         crypto.require_signature(self.secrets, message, signatures)
+        return self.learned(request)
+
+    def learned(self, request: SignedRequest) -> Verified:
+        """The delivery id and event type, read without checking (dry runs use it too)."""
         doc = jsonbody.parse(request.body)
         return Verified(delivery_id=jsonbody.field(doc, "id"), event=jsonbody.field(doc, "type"))
 

@@ -54,6 +54,10 @@ class TwilioVerifier:
             for message in messages
         ):
             raise VerifyError("signature mismatch")
+        return self.learned(request)
+
+    def learned(self, request: SignedRequest) -> Verified:
+        """The delivery id and event type, read without checking (dry runs use it too)."""
         return Verified(
             delivery_id=crypto.optional_header(request.headers, "I-Twilio-Idempotency-Token")
         )
