@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 JITTER = 0.2  # +-20 % so retries of many runs failing together spread out
+MAX_EXPONENT = 60  # 2**60 backoffs are "forever" already; past it float() would overflow
 
 
 def should_retry(outcome: str, attempt: int, max_attempts: int, retry_on: tuple[str, ...]) -> bool:
@@ -15,9 +16,14 @@ def should_retry(outcome: str, attempt: int, max_attempts: int, retry_on: tuple[
 def backoff_delay(
     attempt: int, backoff: float, max_backoff: float, rand: random.Random | None = None
 ) -> float:
-    """Exponential: backoff * 2**(attempt-1), capped at max_backoff, with jitter."""
-    base = backoff * (2 ** max(attempt - 1, 0))
-    if max_backoff > 0:
-        base = min(base, max_backoff)
+    """Seconds before the attempt after `attempt` (1-based): backoff * 2**(attempt-1), +-JITTER.
+
+    `max_backoff` (when > 0) caps the delay after jitter, so it is a true upper bound; at the
+    cap the jitter only spreads retries downwards.
+    """
+    base = backoff * float(2 ** min(max(attempt - 1, 0), MAX_EXPONENT))
     r: float = (rand or random).uniform(1 - JITTER, 1 + JITTER)
-    return float(max(base * r, 0.0))
+    delay = base * r
+    if max_backoff > 0:
+        delay = min(delay, max_backoff)
+    return float(max(delay, 0.0))
