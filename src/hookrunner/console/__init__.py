@@ -1,0 +1,38 @@
+"""The web console, served at `/` next to the admin API (same token, or a login session).
+
+`routes` go into the app; `install(app)` gives the auth middleware the session check and the
+login redirect it consults.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from hookrunner.console import forms, pages
+from hookrunner.console.render import STATIC
+from hookrunner.console.sessions import Sessions
+
+__all__ = ["install", "routes"]
+
+routes: list[BaseRoute] = [
+    Route("/", pages.deliveries_page),
+    Route("/fragments/deliveries", pages.deliveries_rows),
+    Route("/deliveries/{id}", pages.delivery_page),
+    Route("/deliveries/{id}/replay", forms.replay, methods=["POST"]),
+    Route("/runs/{id}", pages.run_page),
+    Route("/runs/{id}/cancel", forms.cancel, methods=["POST"]),
+    Route("/rules", pages.rules_page),
+    Route("/login", forms.login_form, methods=["GET"]),
+    Route("/login", forms.login, methods=["POST"]),
+    Route("/logout", forms.logout, methods=["POST"]),
+    Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+]
+
+
+def install(app: Starlette) -> None:
+    sessions = Sessions()
+    app.state.console_sessions = sessions
+    app.state.session_ok = sessions.valid
+    app.state.login_redirect = forms.login_redirect

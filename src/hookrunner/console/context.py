@@ -1,0 +1,42 @@
+"""What every console handler needs: the gateway, the session, the shared page context."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+
+from hookrunner.auth import COOKIE
+from hookrunner.console.present import ago
+from hookrunner.console.sessions import Session, Sessions
+from hookrunner.gateway import Gateway
+
+
+def gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def sessions(request: Request) -> Sessions:
+    s: Sessions = request.app.state.console_sessions
+    return s
+
+
+def session(request: Request) -> Session | None:
+    return sessions(request).get(request.cookies.get(COOKIE))
+
+
+def base(request: Request, nav: str) -> dict[str, Any]:
+    """The layout's context: active tab, CSRF token, rules health, clock."""
+    s = session(request)
+    rules = gateway(request).rules
+    now = time.time()
+    return {
+        "nav": nav,
+        "csrf": s.csrf if s is not None else "",
+        "logged_in": s is not None,
+        "reload_failed": bool(rules.errors),
+        "now": now,
+        "ago": lambda ts: ago(ts, now),
+    }

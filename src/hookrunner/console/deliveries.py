@@ -1,0 +1,99 @@
+"""The deliveries list: filters, and the rows it shows (also served alone for live updates)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from starlette.datastructures import QueryParams
+
+from hookrunner.gateway import Gateway
+from hookrunner.store.base import RUN_STATUSES, Delivery, Run
+from hookrunner.units import parse_duration
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+SCAN_LIMIT = 1000  # newest deliveries looked at when a status or time filter thins them out
+RUNS_PER_ROW = 20
+NO_RUNS = "none"  # status filter: deliveries that matched no rule
+SINCE_CHOICES = ("15m", "1h", "6h", "24h", "7d")
+
+
+@dataclass(frozen=True)
+class Filters:
+    hook: str = ""
+    status: str = ""
+    since: str = ""
+    limit: int = DEFAULT_LIMIT
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def since_seconds(self) -> float | None:
+        return parse_duration(self.since) if self.since else None
+
+    def query(self) -> str:
+        return urlencode([(k, v) for k, v in (("hook", self.hook), ("status", self.status),
+                                                ("since", self.since)) if v])
+
+
+def parse_filters(q: QueryParams) -> Filters:
+    """Filters from the query string; a bad value is dropped and reported, never an error page."""
+    problems: list[str] = []
+    status = q.get("status", "")
+    if status and status not in (*RUN_STATUSES, NO_RUNS):
+        problems.append(f"unknown status {status!r}")
+        status = ""
+    since = q.get("since", "").strip()
+    if since:
+        try:
+            parse_duration(since)
+        except ValueError:
+            problems.append(f"since: expected a duration like 15m or 24h, got {since!r}")
+            since = ""
+    try:
+        limit = max(1, min(int(q.get("limit", DEFAULT_LIMIT)), MAX_LIMIT))
+    except ValueError:
+        limit = DEFAULT_LIMIT
+    return Filters(q.get("hook", "").strip(), status, since, limit, problems)
+
+
+@dataclass(frozen=True)
+class Row:
+    delivery: Delivery
+    runs: list[Run]
+
+    @property
+    def matched(self) -> list[str]:
+        return [str(m.get("rule")) for m in self.delivery.matches if m.get("matched")]
+
+
+async def rows(gw: Gateway, f: Filters) -> list[Row]:
+    store = gw.store
+    thinned = bool(f.status or f.since)
+    found = await store.list_deliveries(f.hook or None, SCAN_LIMIT if thinned else f.limit)
+    since = f.since_seconds
+    if since is not None:
+        cutoff = time.time() - since
+        found = [d for d in found if d.received_at >= cutoff]
+    with_status: set[str] | None = None
+    if f.status and f.status != NO_RUNS:
+        with_status = {r.delivery_id for r in await store.list_runs(status=f.status, limit=SCAN_LIMIT)}
+    out: list[Row] = []
+    for d in found:
+        if f.status == NO_RUNS and d.run_ids:
+            continue
+        if with_status is not None and d.id not in with_status:
+            continue
+        runs = await store.list_runs(delivery_id=d.id, limit=RUNS_PER_ROW) if d.run_ids else []
+        out.append(Row(d, sorted(runs, key=lambda r: r.seq)))
+        if len(out) >= f.limit:
+            break
+    return out
+
+
+def hook_choices(gw: Gateway, f: Filters) -> list[str]:
+    hooks = set(gw.rules.current.hooks) if gw.rules.current is not None else set()
+    if f.hook:
+        hooks.add(f.hook)
+    return sorted(hooks)

@@ -1,0 +1,160 @@
+"""The console's POSTs: login, logout, replay, cancel. Each checks the CSRF token (or a valid
+bearer token: a non-browser caller), and replay/cancel call what the API calls."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from urllib.parse import parse_qs, quote, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from hookrunner.auth import COOKIE, bearer_ok
+from hookrunner.console.context import base, gateway, session, sessions
+from hookrunner.console.pages import delivery_page
+from hookrunner.console.render import SECURITY_HEADERS, page
+from hookrunner.logs import event
+from hookrunner.replay import ReplayError, replay_delivery
+
+MAX_FORM = 16 * 1024  # bytes; the console's forms are a token and a field or two
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
+
+
+class FormError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A small url-encoded form (first value of each field)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            raise FormError(413, "form too large")
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        raise FormError(400, "unreadable form") from None
+    return {k: v[0] for k, v in fields.items()}
+
+
+def same_origin(request: Request) -> bool:
+    """A browser's Origin (when sent) must name this host: a second guard beside the token."""
+    origin = request.headers.get("origin")
+    if not origin:
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path on this site: never `//host` or `https://...` (no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    return target
+
+
+def login_redirect(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303,
+                            headers=SECURITY_HEADERS)
+
+
+def refused(request: Request, status: int, message: str) -> Response:
+    return page("error.html", status, **base(request, ""), title="Refused", message=message)
+
+
+async def checked_form(request: Request) -> dict[str, str]:
+    """The form of a console POST, once its origin and CSRF token (or bearer token) check out."""
+    form = await read_form(request)
+    if bearer_ok(request.headers.get("authorization"), request.app.state.admin_token):
+        return form
+    token = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
+    if not same_origin(request) or not sessions(request).csrf_ok(request.cookies.get(COOKIE), token):
+        raise FormError(403, "This form is stale or came from another page: reload and try again.")
+    return form
+
+
+def login_form(request: Request) -> Response:
+    if session(request) is not None:
+        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
+    return page("login.html", **base(request, "login"), next=safe_next(request.query_params.get("next")),
+                error="")
+
+
+async def login(request: Request) -> Response:
+    try:
+        form = await read_form(request)
+    except FormError as exc:
+        return refused(request, exc.status, exc.message)
+    target = safe_next(form.get("next"))
+    if not same_origin(request):
+        return refused(request, 403, "Log in from this server's own login page.")
+    token: str = request.app.state.admin_token
+    given = form.get("token", "").strip()
+    client = request.client.host if request.client else ""
+    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        event("console.login_refused", logging.WARNING, client=client)
+        return page("login.html", 401, **base(request, "login"), next=target,
+                    error="That is not the admin token.")
+    s = sessions(request).create()
+    event("console.login", client=client)
+    response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
+    response.set_cookie(COOKIE, s.id, httponly=True, samesite="strict", path="/",
+                        secure=request.url.scheme == "https")
+    return response
+
+
+async def logout(request: Request) -> Response:
+    try:
+        await checked_form(request)
+    except FormError as exc:
+        return refused(request, exc.status, exc.message)
+    sessions(request).end(request.cookies.get(COOKIE))
+    response = RedirectResponse("/login", status_code=303, headers=SECURITY_HEADERS)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+async def replay(request: Request) -> Response:
+    try:
+        await checked_form(request)
+    except FormError as exc:
+        return refused(request, exc.status, exc.message)
+    gw = gateway(request)
+    delivery_id = request.path_params["id"]
+    if gw.rules.current is None:
+        return await delivery_page(request, error="No rules are loaded: nothing to replay against.",
+                                   status_code=503)
+    try:
+        answer = await replay_delivery(gw.store, gw.rules.current, delivery_id,
+                                       gw.settings.default_timeout)
+    except ReplayError as exc:
+        return await delivery_page(request, error=f"Replay refused: {exc}", status_code=409)
+    if gw.dispatcher is not None:
+        gw.dispatcher.accepted(len(answer["runs"]))
+    event("console.replay", delivery_id=delivery_id, runs=len(answer["runs"]))
+    ids = ",".join(answer["runs"])
+    return RedirectResponse(f"/deliveries/{quote(delivery_id)}?replayed={quote(ids)}", status_code=303,
+                            headers=SECURITY_HEADERS)
+
+
+async def cancel(request: Request) -> Response:
+    try:
+        await checked_form(request)
+    except FormError as exc:
+        return refused(request, exc.status, exc.message)
+    gw = gateway(request)
+    run_id = request.path_params["id"]
+    if gw.dispatcher is not None:
+        status = await gw.dispatcher.request_cancel(run_id)
+    else:
+        status = await gw.store.request_cancel(run_id, time.time())
+    if status is None:
+        return refused(request, 404, "No run with that id.")
+    event("console.cancel", run_id=run_id, status=status)
+    return RedirectResponse(f"/runs/{quote(run_id)}", status_code=303, headers=SECURITY_HEADERS)

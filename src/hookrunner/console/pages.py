@@ -1,0 +1,140 @@
+"""The console's pages (GET): deliveries, a delivery, a run, the rules."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hookrunner.console import deliveries, present
+from hookrunner.console.context import base, gateway
+from hookrunner.console.redact import redact_spec
+from hookrunner.console.render import page
+from hookrunner.gateway import Gateway
+from hookrunner.store.base import RUN_STATUSES, TERMINAL, Run
+
+LOG_PAGE_LIMIT = 2 * 1024 * 1024  # bytes of a finished run's log put in the page; the API has all
+LIVE_POLL_MS = 2000  # how often the deliveries list asks for fresh rows
+
+
+def not_found(request: Request, what: str) -> Response:
+    return page("error.html", 404, **base(request, ""), title="Not found",
+                message=f"No {what} with that id (it may have been pruned).")
+
+
+async def deliveries_page(request: Request) -> Response:
+    gw = gateway(request)
+    f = deliveries.parse_filters(request.query_params)
+    return page("deliveries.html", **base(request, "deliveries"), filters=f,
+                rows=await deliveries.rows(gw, f), hooks=deliveries.hook_choices(gw, f),
+                statuses=[*RUN_STATUSES, deliveries.NO_RUNS], since_choices=deliveries.SINCE_CHOICES,
+                verifiers=_verifiers(gw), poll_ms=LIVE_POLL_MS)
+
+
+async def deliveries_rows(request: Request) -> Response:
+    """Just the table body, for the list's live refresh."""
+    gw = gateway(request)
+    f = deliveries.parse_filters(request.query_params)
+    return page("_delivery_rows.html", **base(request, "deliveries"), filters=f,
+                rows=await deliveries.rows(gw, f), verifiers=_verifiers(gw))
+
+
+def _verifiers(gw: Gateway) -> dict[str, str]:
+    """Hook id -> verifier kind (every stored delivery passed its hook's verifier)."""
+    current = gw.rules.current
+    return {h.id: h.verify_kind for h in current.hooks.values()} if current is not None else {}
+
+
+async def delivery_page(request: Request, *, notice: str = "", error: str = "",
+                        status_code: int = 200) -> Response:
+    gw = gateway(request)
+    d = await gw.store.get_delivery(request.path_params["id"])
+    if d is None:
+        return not_found(request, "delivery")
+    runs = sorted(await gw.store.list_runs(delivery_id=d.id, limit=500), key=lambda r: r.seq)
+    replayed = _replayed(request, runs)
+    if replayed is not None and not notice:
+        notice = (f"Replay queued {len(replayed)} run{'s' if len(replayed) != 1 else ''}."
+                  if replayed else "Replay matched no rule: nothing was queued.")
+    kind, payload = present.payload_view(d.body)
+    return page("delivery.html", status_code, **base(request, "deliveries"), d=d, runs=runs,
+                payload_kind=kind, payload=payload, notice=notice, error=error,
+                highlight=set(replayed or ()), rules=_rule_sources(gw),
+                verifier=_verifiers(gw).get(d.hook, ""))
+
+
+def _replayed(request: Request, runs: list[Run]) -> list[str] | None:
+    """The runs a replay just queued (named in the redirect), limited to this delivery's runs."""
+    raw = request.query_params.get("replayed")
+    if raw is None:
+        return None
+    ids = {r.id for r in runs}
+    return [i for i in raw.split(",") if i in ids]
+
+
+def _rule_sources(gw: Gateway) -> dict[str, str]:
+    current = gw.rules.current
+    if current is None:
+        return {}
+    return {r.name: present.source_text(r.source, gw.settings.rules) for r in current.rules}
+
+
+async def run_page(request: Request) -> Response:
+    gw = gateway(request)
+    run = await gw.store.get_run(request.path_params["id"])
+    if run is None:
+        return not_found(request, "run")
+    delivery = await gw.store.get_delivery(run.delivery_id)
+    attempts = await gw.store.attempts(run.id)
+    live = run.status not in TERMINAL
+    log = "" if live else await _finished_log(gw, run)
+    return page("run.html", **base(request, "deliveries"), run=run, delivery=delivery,
+                attempts=attempts, live=live, log=log,
+                spec=present.pretty_json(redact_spec(run.spec, run.action)),
+                outputs=present.pretty_json(redact_spec(run.outputs)) if run.outputs else "",
+                duration=present.run_duration(run, time.time()))
+
+
+async def _finished_log(gw: Gateway, run: Run) -> str:
+    if run.attempt < 1:
+        return ""
+    path = gw.settings.logs_dir / run.id / f"{run.attempt}.log"
+    if path.exists():
+        with open(path, "rb") as f:
+            data = f.read(LOG_PAGE_LIMIT + 1)
+        text = data[:LOG_PAGE_LIMIT].decode("utf-8", errors="replace")
+        if len(data) > LOG_PAGE_LIMIT:
+            text += f"\n… (cut at {LOG_PAGE_LIMIT} bytes: the full log is at /api/runs/{run.id}/log)"
+        return text
+    return await gw.store.get_log(run.id, run.attempt) or ""
+
+
+async def rules_page(request: Request) -> Response:
+    gw = gateway(request)
+    live = gw.rules
+    current = live.current
+    base_dir = gw.settings.rules
+    hooks: list[dict[str, Any]] = []
+    rules: list[dict[str, Any]] = []
+    if current is not None:
+        for h in sorted(current.hooks.values(), key=lambda h: h.id):
+            hooks.append({"id": h.id, "verify": h.verify_kind,
+                          "source": present.source_text(h.source, base_dir),
+                          "allow_ips": ", ".join(str(n) for n in h.allow_ips), "max_body": h.max_body,
+                          "rate_limit": h.rate_limit,
+                          "rules": [r.name for r in current.rules if h.id in r.hooks]})
+        for r in current.rules:
+            rules.append({"name": r.name, "hooks": ", ".join(r.hooks), "action": r.action_kind,
+                          "source": present.source_text(r.source, base_dir),
+                          "when": present.when_text(r.when), "timeout": r.timeout,
+                          "retry": r.retry.attempts,
+                          "concurrency": r.concurrency.policy if r.concurrency else "",
+                          "key": r.concurrency.key.source if r.concurrency else "",
+                          "description": r.description})
+    return page("rules.html", **base(request, "rules"), hooks=hooks, rules=rules,
+                errors=live.errors, loaded=current is not None, loaded_at=live.loaded_at,
+                last_attempt_at=live.last_attempt_at, rules_dir=str(base_dir),
+                warnings=list(current.warnings) if current is not None else [])
+

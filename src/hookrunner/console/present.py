@@ -1,0 +1,111 @@
+"""Pure display helpers for the console's templates: times, durations, conditions, payloads."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from hookrunner.rules.model import Source, When
+from hookrunner.store.base import TERMINAL, Run
+
+STATUS_CLASSES = {
+    "queued": "st-queued", "running": "st-running", "succeeded": "st-ok", "failed": "st-bad",
+    "timed_out": "st-bad", "canceled": "st-warn", "skipped": "st-muted",
+}
+JSON_INDENT = 2
+
+
+def fmt_time(ts: float | None) -> str:
+    """UTC, second precision: what an operator compares with server logs."""
+    if ts is None:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+
+def iso_time(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return ""
+    delta = max(0.0, now - ts)
+    if delta < 60:
+        return f"{delta:.0f}s ago"
+    if delta < 3600:
+        return f"{delta / 60:.0f}m ago"
+    if delta < 86400:
+        return f"{delta / 3600:.0f}h ago"
+    return f"{delta / 86400:.0f}d ago"
+
+
+def run_duration(run: Run, now: float) -> float | None:
+    """How long the current attempt ran (or has been running)."""
+    if run.started_at is None:
+        return None
+    end = run.finished_at if run.finished_at is not None else (None if run.status in TERMINAL else now)
+    return None if end is None else max(0.0, end - run.started_at)
+
+
+def status_class(status: str) -> str:
+    return STATUS_CLASSES.get(status, "st-muted")
+
+
+def condition_class(result: bool | None, error: str | None) -> str:
+    if error or result is None:
+        return "cond-error"
+    return "cond-true" if result else "cond-false"
+
+
+def when_text(when: When | None) -> str:
+    """The condition tree as one line: `all(a, any(b, c))`; `(always)` without a `when`."""
+    if when is None:
+        return "(always)"
+    if when.kind == "expr":
+        return when.expr.source if when.expr is not None else ""
+    inner = ", ".join(when_text(c) for c in when.children)
+    return f"{when.kind}({inner})"
+
+
+def source_text(source: Source, base: Path) -> str:
+    """`file:line`, the file relative to the rules directory where it lies under it."""
+    try:
+        name = str(Path(source.file).resolve().relative_to(base.resolve()))
+    except ValueError:
+        name = source.file
+    return f"{name}:{source.line}"
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=JSON_INDENT, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def payload_view(body: bytes) -> tuple[str, str]:
+    """(kind, text) of a stored body: `json` pretty-printed, `text`, or `binary` as base64."""
+    if not body:
+        return "empty", ""
+    try:
+        return "json", pretty_json(json.loads(body))
+    except ValueError:
+        pass
+    try:
+        return "text", body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary", base64.b64encode(body).decode()

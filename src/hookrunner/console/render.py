@@ -1,0 +1,46 @@
+"""The console's HTML: one autoescaping Jinja2 environment (not the rules sandbox: these
+templates are ours, the data in them is not, so everything is escaped) and the headers every
+page carries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.responses import HTMLResponse
+
+from hookrunner.console import present
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+
+# No inline script or style anywhere: the policy forbids it, so injected markup cannot run.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",  # pages hold payloads and the CSRF token
+}
+
+env = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(["html"], default_for_string=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+env.filters.update(
+    time=present.fmt_time, iso=present.iso_time, seconds=present.fmt_seconds,
+    status_class=present.status_class, pretty=present.pretty_json,
+)
+env.globals.update(condition_class=present.condition_class)
+
+
+def page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    html = env.get_template(template).render(**context)
+    return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)

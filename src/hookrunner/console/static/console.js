@@ -1,0 +1,174 @@
+// hookrunner console: live refresh of the deliveries list and live run output.
+// Plain JavaScript, no build step; everything the pages need works without it too.
+"use strict";
+
+const TERMINAL = new Set(["succeeded", "failed", "timed_out", "canceled", "skipped"]);
+const STATUS_CLASSES = {
+  queued: "st-queued", running: "st-running", succeeded: "st-ok", failed: "st-bad",
+  timed_out: "st-bad", canceled: "st-warn", skipped: "st-muted",
+};
+const RUN_POLL_MS = 1000;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function fmtTime(ts) {
+  if (ts === null || ts === undefined) return "—";
+  return new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19);
+}
+
+function fmtSeconds(s) {
+  if (s === null || s === undefined) return "—";
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
+  if (s < 120) return `${s.toFixed(1)} s`;
+  if (s < 7200) return `${(s / 60).toFixed(1)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+// A session that ended mid-page sends fetches to the login page: go there properly.
+function checkSession(resp) {
+  if (resp.redirected && new URL(resp.url).pathname === "/login") {
+    window.location.reload();
+    throw new Error("session ended");
+  }
+  return resp;
+}
+
+// ---- deliveries list -------------------------------------------------------------------
+
+function liveDeliveries() {
+  const table = document.getElementById("deliveries");
+  const body = document.getElementById("delivery-rows");
+  const toggle = document.getElementById("live");
+  const status = document.getElementById("live-status");
+  if (!table || !body || !toggle) return;
+  const url = table.dataset.rowsUrl;
+  const every = parseInt(table.dataset.pollMs, 10) || 2000;
+  let last = body.innerHTML;
+  async function tick() {
+    if (toggle.checked && !document.hidden) {
+      try {
+        const resp = checkSession(await fetch(url, { credentials: "same-origin" }));
+        if (resp.ok) {
+          const html = await resp.text();
+          if (html !== last) {
+            body.innerHTML = html;  // server-rendered and escaped, like the page itself
+            last = html;
+          }
+          status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+        } else {
+          status.textContent = `refresh failed: HTTP ${resp.status}`;
+        }
+      } catch (err) {
+        status.textContent = "refresh failed: server unreachable";
+      }
+    }
+    setTimeout(tick, every);
+  }
+  setTimeout(tick, every);
+}
+
+// ---- run detail ------------------------------------------------------------------------
+
+async function getRun(id) {
+  try {
+    const resp = checkSession(await fetch(`/api/runs/${encodeURIComponent(id)}`, { credentials: "same-origin" }));
+    return resp.ok ? await resp.json() : null;
+  } catch (err) {
+    return null;
+  }
+}
+
+function setText(id, text) {
+  const el = document.getElementById(id);
+  if (el) el.textContent = text;
+}
+
+function showRun(run) {
+  const badge = document.getElementById("run-status");
+  badge.textContent = run.status;
+  badge.className = `badge big ${STATUS_CLASSES[run.status] || "st-muted"}`;
+  badge.dataset.status = run.status;
+  setText("run-attempt", String(run.attempt));
+  setText("run-exit", run.exit_code === null ? "—" : String(run.exit_code));
+  setText("run-reason", run.reason || "—");
+  setText("run-started", fmtTime(run.started_at));
+  setText("run-finished", fmtTime(run.finished_at));
+  const end = run.finished_at ?? (TERMINAL.has(run.status) ? null : Date.now() / 1000);
+  setText("run-duration", run.started_at && end ? fmtSeconds(Math.max(0, end - run.started_at)) : "—");
+  if (TERMINAL.has(run.status)) {
+    const form = document.getElementById("cancel-form");
+    if (form) form.remove();
+  }
+}
+
+// Stream one attempt's log into <pre>: the server sends it chunked while the run runs.
+async function streamLog(id, attempt, pre, state) {
+  const resp = checkSession(await fetch(
+    `/api/runs/${encodeURIComponent(id)}/log?attempt=${attempt}`, { credentials: "same-origin" }));
+  if (!resp.ok || !resp.body) return;
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let first = true;
+  for (;;) {
+    const { done, value } = await reader.read();
+    const text = done ? decoder.decode() : decoder.decode(value, { stream: true });
+    if (first && (text || done)) {
+      pre.textContent = "";  // replace what an earlier read showed, without a blank flash
+      first = false;
+    }
+    if (text) {
+      const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.appendChild(document.createTextNode(text));
+      if (atBottom) pre.scrollTop = pre.scrollHeight;
+      state.textContent = "streaming…";
+    }
+    if (done) return;
+  }
+}
+
+async function liveRun() {
+  const box = document.getElementById("run");
+  if (!box || box.dataset.live !== "true") return;
+  const id = box.dataset.runId;
+  const pre = document.getElementById("log");
+  const state = document.getElementById("log-state");
+  let ended = false;
+  (async () => {  // status, exit code and timings, every second until the run ends
+    while (!ended) {
+      const run = await getRun(id);
+      if (run) {
+        showRun(run);
+        if (TERMINAL.has(run.status)) break;
+      }
+      await sleep(RUN_POLL_MS);
+    }
+  })();
+  for (;;) {
+    const run = await getRun(id);
+    if (!run) {
+      state.textContent = "server unreachable, retrying…";
+      await sleep(2000);
+      continue;
+    }
+    showRun(run);
+    if (run.status === "queued") {
+      state.textContent = "queued: waiting for a worker…";
+      await sleep(500);
+      continue;
+    }
+    try {
+      await streamLog(id, run.attempt, pre, state);
+    } catch (err) {
+      state.textContent = "stream interrupted, retrying…";
+    }
+    if (TERMINAL.has(run.status)) break;  // that read was the whole, final log
+    await sleep(300);
+  }
+  ended = true;
+  state.textContent = "finished";
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  liveDeliveries();
+  liveRun();
+});
