@@ -28,7 +28,7 @@ SCHEMES = ("http", "https")
 def normalize_http(raw: Any) -> dict[str, Any]:
     spec_ = spec.check_mapping(raw, KIND)
     spec.check_keys(spec_, KIND, KEYS)
-    out: dict[str, Any] = {"url": spec.required_str(spec_, "url", KIND)}
+    out: dict[str, Any] = {"url": _url_spec(spec_)}
     method = (spec.optional_str(spec_, "method", KIND) or DEFAULT_METHOD).upper()
     if method not in METHODS:
         raise ConfigError(f"http.method must be one of {', '.join(METHODS)}", path=("method",))
@@ -43,6 +43,29 @@ def normalize_http(raw: Any) -> dict[str, Any]:
     if "body" in spec_:
         out["body"] = spec.scalar_str(spec_["body"], ("body",), "http.body")
     return out
+
+
+def _url_spec(raw: Mapping[str, Any]) -> str | dict[str, str]:
+    """A URL template, or `{env: NAME}`: a URL kept out of the rules (it often holds a token)."""
+    value = raw.get("url")
+    if not isinstance(value, Mapping):
+        return spec.required_str(raw, "url", KIND)
+    name = value.get("env")
+    if set(value) != {"env"} or not isinstance(name, str) or not spec.ENV_NAME.match(name):
+        raise ConfigError("http.url must be a string or {env: NAME}", path=("url",))
+    return {"env": name}
+
+
+def resolve_url(value: Any, env: Mapping[str, str]) -> str:
+    """The rendered `url`; `{env: NAME}` is read from the action's environment (`--pass-env`)."""
+    if not isinstance(value, Mapping):
+        return stringify(value)
+    name = stringify(value.get("env"))
+    url = env.get(name, "")
+    if not url:
+        raise ActionError(f"http: url: {name} is not set in the action's environment "
+                          f"(serve --pass-env {name})")
+    return url
 
 
 def redacted(url: str) -> str:
@@ -64,7 +87,7 @@ class HttpRunner:
         return None
 
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
-        url = stringify(rendered.get("url"))
+        url = resolve_url(rendered.get("url"), ctx.env)
         if urlsplit(url).scheme not in SCHEMES or not urlsplit(url).hostname:
             raise ActionError(f"http: not an http(s) URL: {redacted(url)!r}")
         method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()
