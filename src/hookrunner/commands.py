@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from hookrunner.errors import ConfigErrors, HookrunnerError
 from hookrunner.settings import Settings
@@ -23,11 +24,21 @@ def serve(settings: Settings) -> int:
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+        http=_http_protocol(),
         ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None,
         timeout_graceful_shutdown=int(settings.grace) + 5, server_header=False,
     )
     uvicorn.Server(config).run()
     return EXIT_OK
+
+
+def _http_protocol() -> Any:
+    """httptools with a bounded request head (see httpproto); h11 bounds its own."""
+    try:
+        from hookrunner.httpproto import BoundedHttpToolsProtocol
+    except ImportError:  # httptools not installed: uvicorn picks h11
+        return "auto"
+    return BoundedHttpToolsProtocol
 
 
 def check(settings: Settings) -> int:
