@@ -1,0 +1,290 @@
+"""Several real nodes (`hookrunner serve --db postgresql://...`) sharing one database."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cluster_nodes import (
+    Nodes,
+    iter_runs,
+    post,
+    post_many,
+    query,
+    recording_script,
+    until,
+    wait_terminal,
+)
+from tests.integration.conftest import GITHUB_SECRET
+
+pytestmark = pytest.mark.postgres
+
+DELIVERIES = 300
+KEYED = 24
+CROSS_NODE = 20
+SANITY_DELAY = 5.0  # seconds: far above the 1 s poll, so only a stuck wake-up fails it
+
+
+@pytest.fixture
+def nodes(project: Path, postgres_db: str) -> Iterator[Nodes]:
+    cluster = Nodes(project, postgres_db)
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+def test_three_nodes_run_every_delivery_exactly_once(nodes: Nodes, project: Path) -> None:
+    """Hundreds of deliveries spread round robin over three nodes: each run executes once,
+    and every node takes a share of the work."""
+    recording_script(project, "work.sh", "sleep 0.02")
+    nodes.rules("""
+rules:
+  - name: work
+    hook: github
+    run: {shell: {argv: ["scripts/work.sh"]}}
+""")
+    servers = nodes.start("n1", "n2", "n3", workers=2)
+    answers = post_many(servers, [{"i": i} for i in range(DELIVERIES)])
+    assert Counter(r.status_code for r in answers) == {202: DELIVERIES}
+    run_ids = list(iter_runs(answers))
+    assert len(set(run_ids)) == DELIVERIES
+    final = wait_terminal(nodes.db, run_ids)
+    assert set(final.values()) == {"succeeded"}
+    started = [line[1] for line in nodes.lines("events") if line[0] == "start"]
+    assert Counter(started) == Counter(run_ids)  # each exactly once, nothing else
+    by_node = Counter(line[2] for line in nodes.lines("events") if line[0] == "start")
+    assert set(by_node) == {"n1", "n2", "n3"}, by_node
+
+
+def test_a_concurrency_key_never_overlaps_across_nodes(nodes: Nodes, project: Path) -> None:
+    """Runs of one key posted to all nodes run one at a time cluster-wide (by the scripts'
+    own start/end times), while another key's runs proceed alongside."""
+    recording_script(project, "keyed.sh", "sleep 0.05")
+    nodes.rules("""
+rules:
+  - name: keyed
+    hook: github
+    run: {shell: {argv: ["scripts/keyed.sh", "{{ payload.key }}"]}}
+    concurrency: {key: "{{ payload.key }}", policy: queue}
+""")
+    servers = nodes.start("n1", "n2", "n3")
+    answers = post_many(servers, [{"key": f"k{i % 2}"} for i in range(KEYED)])
+    run_ids = list(iter_runs(answers))
+    assert set(wait_terminal(nodes.db, run_ids).values()) == {"succeeded"}
+    key_of = dict(query(nodes.db, "SELECT id, concurrency_key FROM runs"))
+    spans: dict[str, dict[str, list[float]]] = {}
+    for _event, run_id, node, _attempt, at in nodes.lines("events"):
+        spans.setdefault(key_of[run_id], {}).setdefault(run_id, []).append(float(at))
+        assert node in ("n1", "n2", "n3")
+    nodes_used = {line[2] for line in nodes.lines("events")}
+    for key, runs in spans.items():
+        assert len(runs) == KEYED // 2, key
+        ordered = sorted((start, end) for start, end in runs.values())
+        for (_, end), (next_start, _) in itertools.pairwise(ordered):
+            assert next_start >= end, f"key {key}: a run started at {next_start} before {end}"
+    assert len(nodes_used) >= 2  # the key really was shared between nodes
+
+
+def test_the_same_delivery_id_on_two_nodes_is_accepted_once(nodes: Nodes, project: Path) -> None:
+    """A delivery id posted to two nodes (one after the other, or at the same moment to all
+    three) gets exactly one 202; the others answer 200 duplicate naming the same delivery."""
+    recording_script(project, "once.sh")
+    nodes.rules("""
+rules:
+  - name: once
+    hook: github
+    run: {shell: {argv: ["scripts/once.sh"]}}
+""")
+    n1, n2, n3 = nodes.start("n1", "n2", "n3")
+    first = post(n1, {"a": 1}, delivery="gh-delivery-1")
+    again = post(n2, {"a": 1}, delivery="gh-delivery-1")
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"]}
+
+    ids = [f"gh-race-{i}" for i in range(10)]
+    with ThreadPoolExecutor(30) as pool:
+        racing = list(pool.map(lambda job: post(job[0], {"a": 2}, delivery=job[1]),
+                               [(s, d) for d in ids for s in (n1, n2, n3)]))
+    for i in range(len(ids)):
+        trio = racing[3 * i:3 * i + 3]
+        assert sorted(r.status_code for r in trio) == [200, 200, 202]
+        accepted = next(r for r in trio if r.status_code == 202).json()["delivery_id"]
+        assert all(r.json()["delivery_id"] == accepted for r in trio)
+    run_ids = [*first.json()["runs"], *(rid for r in racing if r.status_code == 202
+                                        for rid in r.json()["runs"])]
+    wait_terminal(nodes.db, run_ids)
+    assert sorted(line[1] for line in nodes.lines("events") if line[0] == "start") == sorted(run_ids)
+
+
+def test_a_delivery_on_a_busy_node_starts_at_once_on_another(
+    nodes: Nodes, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With node A's only worker busy, deliveries posted to A are started by node B, woken by
+    NOTIFY rather than its poll; the delay from POST to the script's start is reported."""
+    release = project / "out" / "release"
+    recording_script(project, "block.sh",
+                     f'while [ ! -e "{release}" ]; do sleep 0.05; done', out="blocker")
+    recording_script(project, "quick.sh")
+    nodes.rules("""
+rules:
+  - name: block
+    hook: github
+    when: payload.block | default(false)
+    run: {shell: {argv: ["scripts/block.sh"]}}
+  - name: quick
+    hook: github
+    when: not (payload.block | default(false))
+    run: {shell: {argv: ["scripts/quick.sh"]}}
+""")
+    (a,) = nodes.start("a", workers=1)
+    blocker = post(a, {"block": True}).json()["runs"][0]
+    until(lambda: bool(nodes.lines("blocker")), 15, "the blocker started on a")
+    nodes.start("b")
+    try:
+        sent: dict[str, float] = {}
+        for i in range(CROSS_NODE):
+            before = time.time()
+            run_id = post(a, {"i": i}).json()["runs"][0]
+            sent[run_id] = before
+            until(lambda r=run_id: any(x[1] == r for x in nodes.lines("events")), 15,
+                  f"run {run_id} started")
+        starts = {x[1]: (x[2], float(x[4])) for x in nodes.lines("events") if x[0] == "start"}
+        assert {node for node, _ in starts.values()} == {"b"}
+        delays = sorted(starts[r][1] - sent[r] for r in sent)
+        with capsys.disabled():
+            print(f"\ncross-node start delay over {len(delays)} deliveries: "
+                  f"median {statistics.median(delays) * 1000:.1f} ms, "
+                  f"max {delays[-1] * 1000:.1f} ms")
+        assert delays[-1] < SANITY_DELAY
+    finally:
+        release.touch()
+    assert wait_terminal(nodes.db, [blocker])[blocker] == "succeeded"
+
+
+def _slow_rules(project: Path) -> str:
+    """`slow-retry` sleeps on attempt 1 and succeeds on attempt 2; `slow-once` has no retry.
+    Each script records its pid so the test can end it as a dead machine would."""
+    pids = project / "out" / "pids"
+    body = (f'echo $$ >> "{pids}"\n'
+            'if [ "$HOOKRUNNER_ATTEMPT" = 1 ]; then sleep 60; fi')
+    recording_script(project, "slow.sh", body)
+    return """
+rules:
+  - name: slow-retry
+    hook: github
+    when: payload.retry
+    run: {shell: {argv: ["scripts/slow.sh"]}}
+    retry: {attempts: 2, backoff: 0s}
+  - name: slow-once
+    hook: github
+    when: not payload.retry
+    run: {shell: {argv: ["scripts/slow.sh"]}}
+"""
+
+
+def test_a_killed_node_runs_are_retried_elsewhere_or_failed_after_the_lease(
+    nodes: Nodes, project: Path
+) -> None:
+    """SIGKILL of the node running two slow runs: after its lease expires, the run whose rule
+    has `retry` completes on the surviving node; the other ends `failed` (interrupted)."""
+    nodes.rules(_slow_rules(project))
+    (n1,) = nodes.start("n1")
+    retried = post(n1, {"retry": True}).json()["runs"][0]
+    once = post(n1, {"retry": False}).json()["runs"][0]
+    until(lambda: len(nodes.lines("events")) == 2, 15, "both runs started on n1")
+    (n2,) = nodes.start("n2")
+    killed_at = time.time()
+    n1.kill()
+    for pid in (project / "out" / "pids").read_text().split():  # the machine died with it
+        os.killpg(int(pid), signal.SIGKILL)
+
+    final = wait_terminal(nodes.db, [retried, once], timeout=30)
+    assert final == {retried: "succeeded", once: "failed"}
+    with n2.admin() as c:
+        doc = c.get(f"/api/runs/{once}").json()
+        assert doc["reason"] == "interrupted: lease of node n1 expired"
+        attempts = query(nodes.db, "SELECT attempt, node, status FROM attempts "
+                                   "WHERE run_id = %s ORDER BY attempt", [retried])
+    assert attempts == [(1, "n1", "failed"), (2, "n2", "succeeded")]
+    second = [x for x in nodes.lines("events") if x[1] == retried and x[3] == "2"]
+    assert [x[2] for x in second] == ["n2", "n2"]
+    print(f"failover: attempt 2 started {float(second[0][4]) - killed_at:.1f}s after SIGKILL")
+
+
+def test_a_node_that_lost_its_lease_stops_the_run(nodes: Nodes, project: Path) -> None:
+    """A node frozen past its lease (SIGSTOP: a network cut) finds, once it runs again, that
+    it lost the lease: it stops its copy of the run, which the other node took over."""
+    nodes.rules(_slow_rules(project))
+    (n1,) = nodes.start("n1")
+    run_id = post(n1, {"retry": True}).json()["runs"][0]
+    until(lambda: len(nodes.lines("events")) == 1, 15, "the run started on n1")
+    first_pid = int((project / "out" / "pids").read_text().split()[0])
+    nodes.start("n2")
+    assert n1.proc is not None
+    os.kill(n1.proc.pid, signal.SIGSTOP)
+    try:
+        assert wait_terminal(nodes.db, [run_id], timeout=30)[run_id] == "succeeded"
+    finally:
+        os.kill(n1.proc.pid, signal.SIGCONT)
+    # n1 renews within lease/3 of waking, learns the run is gone and kills its process group.
+    until(lambda: not _alive(first_pid), 15, "n1 stopped the run it no longer holds")
+    assert query(nodes.db, "SELECT attempt, node, status FROM attempts WHERE run_id = %s "
+                           "ORDER BY attempt", [run_id]) == [(1, "n1", "failed"),
+                                                             (2, "n2", "succeeded")]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie waiting for its parent counts as stopped.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def test_cli_runs_replay_and_cancel_work_against_the_cluster(nodes: Nodes, project: Path) -> None:
+    """`hookrunner runs/replay/cancel --db URL` act on the shared store: a replay is run by a
+    node, a cancel stops the run on whichever node holds it."""
+    nodes.rules(_slow_rules(project))
+    n1, _n2 = nodes.start("n1", "n2")
+    slow = post(n1, {"retry": False}).json()
+    run_id = slow["runs"][0]
+    until(lambda: len(nodes.lines("events")) == 1, 15, "the slow run started")
+    env = {**os.environ, "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET}
+    cli = [sys.executable, "-m", "hookrunner.cli"]
+    db = ["--db", nodes.db]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args, *db], capture_output=True, text=True, env=env,
+                              timeout=60)
+
+    canceled = run("cancel", run_id)
+    assert canceled.returncode == 0 and f"{run_id}: running" in canceled.stdout
+    final = wait_terminal(nodes.db, [run_id], timeout=15)
+    assert final[run_id] == "canceled"
+
+    replayed = run("replay", slow["delivery_id"], "--rules", str(project / "rules"))
+    assert replayed.returncode == 0, replayed.stderr
+    new_run = replayed.stdout.split()[-1]
+    until(lambda: len(nodes.lines("events")) == 2, 15, "a node picked up the replay")
+    assert run("cancel", new_run).returncode == 0
+    assert wait_terminal(nodes.db, [new_run], timeout=15)[new_run] == "canceled"
+
+    listing = run("runs", "--limit", "5")
+    assert listing.returncode == 0
+    assert run_id in listing.stdout and new_run in listing.stdout
+    assert "canceled" in listing.stdout
+    assert run("cancel", "run_nope").returncode == 1
