@@ -1,0 +1,62 @@
+"""Which address a request came from, and whether a hook's allow_ips admits it."""
+
+from __future__ import annotations
+
+import pytest
+
+from hookrunner.clientip import allowed, client_ip, parse_networks
+from hookrunner.rules.model import IPNetwork
+
+PROXY = parse_networks(["10.0.0.0/8", "fd00::/8"])
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "trusted", "expected"),
+    [
+        # No trusted proxies (the default): X-Forwarded-For is never believed.
+        ("203.0.113.9", ["198.51.100.1"], (), "203.0.113.9"),
+        ("10.0.0.1", ["198.51.100.1"], (), "10.0.0.1"),
+        # The peer is not a trusted proxy: its header is a client's claim, ignored.
+        ("203.0.113.9", ["198.51.100.1"], PROXY, "203.0.113.9"),
+        # A trusted proxy: the address it saw is the client.
+        ("10.0.0.1", ["198.51.100.1"], PROXY, "198.51.100.1"),
+        # A chain: walk from the right past trusted hops; a spoofed leftmost entry is ignored.
+        ("10.0.0.1", ["6.6.6.6, 198.51.100.1, 10.1.1.1"], PROXY, "198.51.100.1"),
+        # Several header lines count as one list, in order.
+        ("10.0.0.1", ["6.6.6.6", "198.51.100.1"], PROXY, "198.51.100.1"),
+        # A trusted proxy without the header: the proxy itself.
+        ("10.0.0.1", [], PROXY, "10.0.0.1"),
+        # Every hop trusted: the leftmost is the best we know.
+        ("10.0.0.1", ["10.2.2.2, 10.3.3.3"], PROXY, "10.2.2.2"),
+        # A garbage hop stops the walk: it is what the last trusted proxy saw.
+        ("10.0.0.1", ["198.51.100.1, not-an-ip"], PROXY, "not-an-ip"),
+        # IPv6 proxies.
+        ("fd00::1", ["2001:db8::7"], PROXY, "2001:db8::7"),
+        # Empty and whitespace entries are skipped.
+        ("10.0.0.1", [" , 198.51.100.1 ,"], PROXY, "198.51.100.1"),
+    ],
+)
+def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(
+    peer: str, xff: list[str], trusted: tuple[IPNetwork, ...], expected: str
+) -> None:
+    assert client_ip(peer, xff, trusted) == expected
+
+
+@pytest.mark.parametrize(
+    ("addr", "allow", "expected"),
+    [
+        ("203.0.113.9", [], True),  # no allow-list: everyone
+        ("192.30.252.17", ["192.30.252.0/22"], True),
+        ("192.30.256.1", ["192.30.252.0/22"], False),  # not an address at all
+        ("192.30.250.1", ["192.30.252.0/22"], False),
+        ("2001:db8::1", ["192.30.252.0/22", "2001:db8::/32"], True),
+        ("127.0.0.1", ["10.0.0.0/8"], False),
+        ("not-an-ip", ["0.0.0.0/0"], False),  # a garbage forwarded hop is never allowed
+        ("", ["0.0.0.0/0"], False),
+        ("10.1.2.3", ["10.1.2.3"], True),  # a bare address is a /32
+    ],
+)
+def test_allow_ips_admits_only_addresses_inside_its_networks(
+    addr: str, allow: list[str], expected: bool
+) -> None:
+    assert allowed(addr, parse_networks(allow)) is expected

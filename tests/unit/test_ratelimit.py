@@ -1,0 +1,50 @@
+"""Token buckets per (hook, client) over an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from hookrunner import ratelimit
+from hookrunner.ratelimit import RateLimiter
+
+KEY = ("hook", "198.51.100.1")
+
+
+def test_a_burst_passes_then_the_next_waits_for_one_token() -> None:
+    rl = RateLimiter()
+    assert [rl.take(KEY, 1.0, 3, 100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert rl.take(KEY, 1.0, 3, 100.0) == pytest.approx(1.0)
+    # Half a second later half a token has come back: half a second more to wait.
+    assert rl.take(KEY, 1.0, 3, 100.5) == pytest.approx(0.5)
+    assert rl.take(KEY, 1.0, 3, 101.0) == 0.0
+
+
+@pytest.mark.parametrize(("rate", "expected_wait"), [(10.0, 0.1), (1 / 60, 60.0), (0.0, 60.0)])
+def test_the_wait_is_the_time_until_one_token(rate: float, expected_wait: float) -> None:
+    rl = RateLimiter()
+    assert rl.take(KEY, rate, 1, 0.0) == 0.0
+    assert rl.take(KEY, rate, 1, 0.0) == pytest.approx(expected_wait)
+
+
+def test_tokens_refill_up_to_the_burst_only() -> None:
+    rl = RateLimiter()
+    rl.take(KEY, 1.0, 2, 0.0)
+    # An hour idle refills to the burst (2), not to 3600.
+    assert [rl.take(KEY, 1.0, 2, 3600.0) for _ in range(3)][2] > 0
+
+
+def test_clients_have_separate_buckets() -> None:
+    rl = RateLimiter()
+    assert rl.take(("h", "a"), 1.0, 1, 0.0) == 0.0
+    assert rl.take(("h", "a"), 1.0, 1, 0.0) > 0
+    assert rl.take(("h", "b"), 1.0, 1, 0.0) == 0.0
+    assert rl.take(("other", "a"), 1.0, 1, 0.0) == 0.0
+
+
+def test_the_number_of_buckets_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan from many addresses cannot grow memory without bound: oldest buckets go."""
+    monkeypatch.setattr(ratelimit, "MAX_BUCKETS", 100)
+    rl = RateLimiter()
+    for i in range(1000):
+        rl.take(("h", f"10.0.{i // 256}.{i % 256}"), 1.0, 1, 0.0)
+    assert len(rl._buckets) == 100
