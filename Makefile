@@ -9,12 +9,14 @@ export GITHUB_WEBHOOK_SECRET ?= demo-github-secret
 export MONITORING_SECRET ?= demo-monitoring-secret
 export GRAFANA_SECRET ?= demo-grafana-secret
 export STRIPE_SECRET ?= whsec_ZGVtby1zdHJpcGUtc2VjcmV0
-export NOTIFY_URL ?= http://127.0.0.1:9/notify
+export ALERTMANAGER_TOKEN ?= demo-alertmanager-token
+# Where the Stripe example posts: examples/scripts/notify-receiver.py listens there.
+export NOTIFY_URL ?= http://127.0.0.1:8099/notify
 
 .PHONY: run test lint typecheck unit integration bench clean setup system-deps
 
 run: $(STAMP)
-	$(BIN)/hookrunner serve
+	$(BIN)/hookrunner serve --pass-env NOTIFY_URL
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests bench
