@@ -13,10 +13,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hookrunner import api
+from hookrunner import api, console
 from hookrunner.auth import COOKIE, admin_token, bearer_ok
 from hookrunner.clientip import parse_networks
 from hookrunner.dispatch import Dispatcher
@@ -47,8 +47,11 @@ class AdminAuth:
         state = request.app.state
         token: str = state.admin_token
         checker = getattr(state, "session_ok", None)
+        # The cookie reads the API (the console's scripts do) but never changes anything
+        # there: the console's own POSTs check a CSRF token, the API's do not.
+        cookie_may = request.method in ("GET", "HEAD") or not scope["path"].startswith("/api/")
         if bearer_ok(request.headers.get("authorization"), token) or (
-            checker is not None and checker(request.cookies.get(COOKIE))
+            checker is not None and cookie_may and checker(request.cookies.get(COOKIE))
         ):
             await self.app(scope, receive, send)
             return
@@ -122,12 +125,13 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
             event("server.stopped", node=settings.node)
 
-    routes: list[Route] = [
+    routes: list[BaseRoute] = [
         Route("/hooks/{hook_id}", hooks, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         *api.routes,
+        *console.routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)])
     token, token_file = admin_token(settings.admin_token, settings.data)
@@ -136,4 +140,5 @@ def create_app(settings: Settings) -> Starlette:
               hint="set HOOKRUNNER_ADMIN_TOKEN to choose it")
     app.state.admin_token = token
     app.state.gateway = gw
+    console.install(app)
     return app

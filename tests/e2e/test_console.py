@@ -1,0 +1,285 @@
+"""The web console in a real headless Chromium against a real `hookrunner serve` subprocess:
+login, the deliveries list (live), a delivery's condition results, a run's live log, replay,
+cancel and the rules page. Screenshots land in test-artifacts/e2e/."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from tests.serverproc import ADMIN_TOKEN, Server, post_github
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
+SECRET = "e2e-github-secret"
+VIEWPORT = {"width": 1366, "height": 860}  # a laptop screen
+WAIT_MS = 20_000  # upper bound for anything the page waits on (never a sleep)
+
+RULES = """
+hooks:
+  github:
+    verify:
+      github:
+        secret: {env: GITHUB_WEBHOOK_SECRET}
+rules:
+  - name: deploy
+    hook: github
+    description: Deploys main; waits for the test's gate file between steps.
+    when: event == "push" and payload.ref == "refs/heads/main"
+    run:
+      shell:
+        argv: ["scripts/deploy.sh", "{{ payload.after }}"]
+  - name: long-job
+    hook: github
+    when: event == "push" and payload.ref == "refs/heads/long"
+    run:
+      shell:
+        argv: ["scripts/long.sh"]
+"""
+
+# Prints a line, then holds until the test opens its gate: the test sees output of a run that
+# is provably still running, without guessing at timing.
+DEPLOY = """#!/bin/sh
+echo "deploying $1"
+echo "step 1 of 3: fetch"
+n=0
+while [ ! -e "{gates}/$1" ]; do
+  n=$((n + 1)); [ $n -gt 600 ] && echo "gate never opened" && exit 3
+  sleep 0.05
+done
+echo "step 2 of 3: migrate"
+sleep 0.2
+echo "step 3 of 3: done"
+"""
+LONG = """#!/bin/sh
+echo "long job started"
+sleep 300
+echo "long job finished"
+"""
+
+_ids = itertools.count(1)
+expect.set_options(timeout=WAIT_MS)
+
+
+@pytest.fixture(scope="module")
+def gates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gates")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, gates: Path) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("console")
+    (root / "rules").mkdir()
+    (root / "rules" / "rules.yaml").write_text(RULES)
+    (root / "scripts").mkdir()
+    for name, text in (("deploy.sh", DEPLOY.format(gates=gates)), ("long.sh", LONG)):
+        (root / "scripts" / name).write_text(text)
+        (root / "scripts" / name).chmod(0o755)
+    srv = Server(root / "rules", root / "data", root, env={"GITHUB_WEBHOOK_SECRET": SECRET}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (its system-deps target runs "
+                    "`apt-get install chromium`)", pytrace=False)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    ctx.set_default_timeout(WAIT_MS)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def login(page: Page, server: Server, path: str = "/") -> None:
+    page.goto(server.url + path)
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#login-submit")
+    expect(page.locator("#logout")).to_be_visible()
+
+
+def push(server: Server, gates: Path, ref: str = "refs/heads/main", *, open_gate: bool = True
+         ) -> dict[str, Any]:
+    """Send a signed push; its deploy run passes the gate at once unless open_gate is False."""
+    commit = f"c{next(_ids):04d}{int(time.time() * 1000) % 100000}"
+    if open_gate:
+        (gates / commit).touch()
+    r = post_github(server.url, SECRET, {"ref": ref, "after": commit,
+                                         "repository": {"full_name": "octo/app"}},
+                    delivery=f"gh-{commit}")
+    assert r.status_code == 202, r.text
+    doc: dict[str, Any] = r.json()
+    doc["commit"] = commit
+    return doc
+
+
+def api_run(server: Server, run_id: str) -> dict[str, Any]:
+    with server.admin() as c:
+        doc: dict[str, Any] = c.get(f"/api/runs/{run_id}").json()
+        return doc
+
+
+def mark_page(page: Page) -> None:
+    """Tag this document, so a later check can prove the page updated without reloading."""
+    page.evaluate("window.__noReload = 'still here'")
+
+
+def assert_not_reloaded(page: Page) -> None:
+    assert page.evaluate("window.__noReload") == "still here"
+
+
+def test_login_refuses_a_wrong_token_and_admits_the_admin_token(
+    page: Page, context: BrowserContext, server: Server
+) -> None:
+    page.goto(server.url + "/rules")
+    expect(page).to_have_url(f"{server.url}/login?next=%2Frules")
+    page.fill("#token", "not-the-token")
+    page.click("#login-submit")
+    expect(page.locator("#login-error")).to_contain_text("not the admin token")
+    assert context.cookies() == []
+    shot(page, "01-login-refused")
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#login-submit")
+    expect(page).to_have_url(f"{server.url}/rules")  # back where the login was asked for
+    (cookie,) = context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert ADMIN_TOKEN not in cookie["value"]
+    page.click("#logout")
+    expect(page).to_have_url(f"{server.url}/login")
+    # The old session is over on the server too, not just forgotten by the browser.
+    r = httpx.get(server.url + "/api/runs", cookies={cookie["name"]: cookie["value"]})
+    assert r.status_code == 401
+
+
+def test_deliveries_list_shows_new_deliveries_live_with_their_runs(
+    page: Page, server: Server, gates: Path
+) -> None:
+    first = push(server, gates)
+    server.wait_run(first["runs"][0])
+    login(page, server)
+    row = page.locator(f"tr[data-id='{first['delivery_id']}']")
+    expect(row).to_contain_text("github")
+    expect(row).to_contain_text("push")
+    expect(row).to_contain_text("127.0.0.1")
+    expect(row).to_contain_text("deploy · succeeded")
+    mark_page(page)
+    later = push(server, gates, ref="refs/heads/dev")
+    expect(page.locator(f"tr[data-id='{later['delivery_id']}']")).to_contain_text("none")
+    assert_not_reloaded(page)
+    shot(page, "02-deliveries")
+    page.select_option("select[name=status]", "none")
+    page.click("#filters button[type=submit]")
+    expect(page.locator(f"tr[data-id='{later['delivery_id']}']")).to_be_visible()
+    expect(page.locator(f"tr[data-id='{first['delivery_id']}']")).to_have_count(0)
+
+
+def test_delivery_detail_shows_each_condition_result_and_value(
+    page: Page, server: Server, gates: Path
+) -> None:
+    miss = push(server, gates, ref="refs/heads/dev")
+    login(page, server, f"/deliveries/{miss['delivery_id']}")
+    deploy = page.locator("section.rule-eval[data-rule='deploy']")
+    expect(deploy).to_contain_text("no match")
+    ref_row = deploy.locator("tr", has_text='payload.ref == "refs/heads/main"')
+    expect(ref_row.locator("td.result")).to_have_text("false")
+    expect(ref_row).to_contain_text('"refs/heads/dev"')
+    event_row = deploy.locator("tr", has_text='event == "push"')
+    expect(event_row.locator("td.result")).to_have_text("true")
+    expect(page.locator("#payload")).to_contain_text('"ref": "refs/heads/dev"')
+    expect(page.locator("#headers")).to_contain_text("[redacted]")  # the signature header
+    expect(page.locator("#headers")).not_to_contain_text("sha256=")
+    shot(page, "03-delivery-no-match")
+
+
+def test_run_log_streams_while_the_run_is_still_running(
+    page: Page, server: Server, gates: Path
+) -> None:
+    held = push(server, gates, open_gate=False)
+    (run_id,) = held["runs"]
+    login(page, server, f"/runs/{run_id}")
+    mark_page(page)
+    log = page.locator("#log")
+    expect(log).to_contain_text("step 1 of 3: fetch")
+    # The script cannot pass its gate until this test opens it: it is running right now.
+    assert api_run(server, run_id)["status"] == "running"
+    expect(page.locator("#run-status")).to_have_text("running")
+    assert "step 2" not in log.inner_text()
+    expect(page.locator("#cancel")).to_be_visible()
+    shot(page, "04-run-streaming")
+    (gates / held["commit"]).touch()
+    expect(log).to_contain_text("step 3 of 3: done")
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(page.locator("#run-exit")).to_have_text("0")
+    expect(page.locator("#cancel")).to_have_count(0)
+    assert_not_reloaded(page)
+    expect(page.locator("#spec")).to_contain_text("scripts/deploy.sh")
+    shot(page, "05-run-finished")
+
+
+def test_replay_button_queues_a_new_run_of_the_delivery(
+    page: Page, server: Server, gates: Path
+) -> None:
+    hit = push(server, gates)
+    server.wait_run(hit["runs"][0])
+    login(page, server, f"/deliveries/{hit['delivery_id']}")
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    page.click("#replay")
+    expect(page.locator("#notice")).to_have_text("Replay queued 1 run.")
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    new = page.locator("#runs tr.highlight")
+    new_id = new.get_attribute("data-id")
+    assert new_id is not None and new_id != hit["runs"][0]
+    assert server.wait_run(new_id)["delivery_id"] == hit["delivery_id"]
+    shot(page, "06-replayed")
+    new.locator("a").first.click()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(page.locator("#log")).to_contain_text("step 3 of 3: done")
+
+
+def test_cancel_button_stops_a_long_run(page: Page, server: Server, gates: Path) -> None:
+    long = push(server, gates, ref="refs/heads/long")
+    (run_id,) = long["runs"]
+    login(page, server, f"/runs/{run_id}")
+    expect(page.locator("#log")).to_contain_text("long job started")
+    page.click("#cancel")
+    expect(page.locator("#run-status")).to_have_text("canceled")
+    assert api_run(server, run_id)["status"] == "canceled"
+    expect(page.locator("#log")).not_to_contain_text("long job finished")
+    shot(page, "07-run-canceled")
+
+
+def test_rules_page_lists_hooks_and_rules_with_their_source_lines(page: Page, server: Server) -> None:
+    login(page, server, "/rules")
+    expect(page.locator("#reload-ok")).to_contain_text("1 hooks, 2 rules")
+    expect(page.locator("#hook-github")).to_contain_text("rules.yaml:3")
+    expect(page.locator("#rule-deploy")).to_contain_text("rules.yaml:8")
+    expect(page.locator("#rule-deploy")).to_contain_text('payload.ref == "refs/heads/main"')
+    expect(page.locator("#rule-long-job")).to_contain_text("rules.yaml:15")
+    shot(page, "08-rules")
