@@ -25,6 +25,9 @@ def serve(settings: Settings) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False,
         http=_http_protocol(),
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; only --trusted-proxy
+        # decides that (hookrunner.clientip).
+        proxy_headers=False,
         ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None,
         timeout_graceful_shutdown=int(settings.grace) + 5, server_header=False,
     )

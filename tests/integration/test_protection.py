@@ -1,0 +1,115 @@
+"""Hook-level protection on a real server: allow_ips, --trusted-proxy, rate limits, max_body.
+
+Two servers on the same rules: one with the default (no trusted proxy: X-Forwarded-For is
+never believed) and one that trusts the loopback address as its reverse proxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serverproc import Server
+
+RULES = """
+hooks:
+  internal:
+    verify: {none: {}}
+    allow_ips: [10.0.0.0/8, "2001:db8::/32"]
+  limited:
+    verify: {none: {}}
+    rate_limit: {rate: 1/m, burst: 2}
+  shared-limit:
+    verify: {none: {}}
+    rate_limit: {rate: 1/m, burst: 1, per_client: false}
+  small:
+    verify: {none: {}}
+    max_body: 1KiB
+"""
+
+
+def _start(root: Path, args: list[str]) -> Server:
+    (root / "rules").mkdir()
+    (root / "rules" / "hooks.yaml").write_text(RULES)
+    return Server(root / "rules", root / "data", root, args=args).start()
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = _start(tmp_path_factory.mktemp("direct"), [])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = _start(tmp_path_factory.mktemp("proxied"), ["--trusted-proxy", "127.0.0.1/32"])
+    yield srv
+    srv.stop()
+
+
+def _post(server: Server, hook: str, body: bytes = b"{}", *, client: str | None = None,
+          headers: dict[str, str] | None = None) -> httpx.Response:
+    h = {"Content-Type": "application/json", **(headers or {})}
+    if client is not None:
+        h["X-Forwarded-For"] = client
+    return httpx.post(f"{server.url}/hooks/{hook}", content=body, headers=h, timeout=30)
+
+
+def test_an_address_outside_allow_ips_is_refused_with_403(direct: Server) -> None:
+    r = _post(direct, "internal")
+    assert r.status_code == 403 and r.json() == {"error": "address not allowed"}
+    assert 'reason="address not allowed" client=127.0.0.1' in direct.output()
+
+
+def test_forwarded_for_is_never_believed_by_default(direct: Server) -> None:
+    """Without --trusted-proxy anyone could claim to be 10.0.0.1 in a header."""
+    assert _post(direct, "internal", client="10.0.0.1").status_code == 403
+
+
+def test_forwarded_for_from_a_trusted_proxy_names_the_client(proxied: Server) -> None:
+    assert _post(proxied, "internal", client="10.1.2.3").status_code == 202
+    assert _post(proxied, "internal", client="2001:db8::5").status_code == 202
+    assert _post(proxied, "internal", client="203.0.113.7").status_code == 403
+    # A client that prepends a spoofed hop only fools itself: the proxy's entry is last.
+    assert _post(proxied, "internal", client="10.9.9.9, 203.0.113.7").status_code == 403
+    # The proxy itself (no header) is not inside allow_ips either.
+    assert _post(proxied, "internal").status_code == 403
+    with proxied.admin() as c:
+        deliveries = c.get("/api/deliveries", params={"hook": "internal"}).json()["deliveries"]
+    assert {d["client_ip"] for d in deliveries} == {"10.1.2.3", "2001:db8::5"}
+
+
+def test_a_rate_limited_hook_answers_429_with_retry_after(direct: Server) -> None:
+    assert [_post(direct, "limited").status_code for _ in range(2)] == [202, 202]
+    r = _post(direct, "limited")
+    assert r.status_code == 429 and r.json() == {"error": "rate limited"}
+    # 1/m: the next token is about a minute away.
+    assert 1 <= int(r.headers["Retry-After"]) <= 60
+
+
+def test_rate_limits_are_per_client_unless_the_hook_says_otherwise(proxied: Server) -> None:
+    assert [_post(proxied, "limited", client="198.51.100.1").status_code for _ in range(3)] == [
+        202, 202, 429]
+    assert _post(proxied, "limited", client="198.51.100.2").status_code == 202
+    # per_client: false is one bucket for the hook.
+    assert _post(proxied, "shared-limit", client="198.51.100.1").status_code == 202
+    assert _post(proxied, "shared-limit", client="198.51.100.2").status_code == 429
+
+
+def test_a_body_over_max_body_is_refused_with_413(direct: Server) -> None:
+    assert _post(direct, "small", b'{"a": "' + b"x" * 900 + b'"}').status_code == 202
+    r = _post(direct, "small", b'{"a": "' + b"x" * 1100 + b'"}')
+    assert r.status_code == 413 and r.json() == {"error": "body larger than 1024 bytes"}
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is counted while reading
+        for _ in range(20):
+            yield b" " * 100
+
+    r = httpx.post(f"{direct.url}/hooks/small", content=chunks(),
+                   headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 413
+    assert httpx.get(f"{direct.url}/healthz").status_code == 200
