@@ -238,6 +238,7 @@ def test_run_log_streams_while_the_run_is_still_running(
     expect(page.locator("#run-status")).to_have_text("succeeded")
     expect(page.locator("#run-exit")).to_have_text("0")
     expect(page.locator("#cancel")).to_have_count(0)
+    expect(page.locator("#attempts tbody tr").first).to_contain_text("succeeded")
     assert_not_reloaded(page)
     expect(page.locator("#spec")).to_contain_text("scripts/deploy.sh")
     shot(page, "05-run-finished")
@@ -257,6 +258,9 @@ def test_replay_button_queues_a_new_run_of_the_delivery(
     new_id = new.get_attribute("data-id")
     assert new_id is not None and new_id != hit["runs"][0]
     assert server.wait_run(new_id)["delivery_id"] == hit["delivery_id"]
+    mark_page(page)
+    expect(new.locator(".c-status")).to_have_text("succeeded")  # the page follows its runs
+    assert_not_reloaded(page)
     shot(page, "06-replayed")
     new.locator("a").first.click()
     expect(page.locator("#run-status")).to_have_text("succeeded")
@@ -279,6 +283,7 @@ def test_rules_page_lists_hooks_and_rules_with_their_source_lines(page: Page, se
     login(page, server, "/rules")
     expect(page.locator("#reload-ok")).to_contain_text("1 hooks, 2 rules")
     expect(page.locator("#hook-github")).to_contain_text("rules.yaml:3")
+    expect(page.locator("#hook-github")).to_contain_text("1 MiB")
     expect(page.locator("#rule-deploy")).to_contain_text("rules.yaml:8")
     expect(page.locator("#rule-deploy")).to_contain_text('payload.ref == "refs/heads/main"')
     expect(page.locator("#rule-long-job")).to_contain_text("rules.yaml:15")

@@ -95,10 +95,39 @@ function showRun(run) {
   setText("run-finished", fmtTime(run.finished_at));
   const end = run.finished_at ?? (TERMINAL.has(run.status) ? null : Date.now() / 1000);
   setText("run-duration", run.started_at && end ? fmtSeconds(Math.max(0, end - run.started_at)) : "—");
+  if (Array.isArray(run.attempts)) showAttempts(run.attempts);
   if (TERMINAL.has(run.status)) {
     const form = document.getElementById("cancel-form");
     if (form) form.remove();
   }
+}
+
+function cell(text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+
+function badge(status) {
+  const span = document.createElement("span");
+  span.className = `badge ${STATUS_CLASSES[status] || "st-muted"}`;
+  span.textContent = status;
+  return span;
+}
+
+function showAttempts(attempts) {
+  const body = document.querySelector("#attempts tbody");
+  if (!body || attempts.length === 0) return;
+  body.replaceChildren(...attempts.map((a) => {
+    const tr = document.createElement("tr");
+    const st = document.createElement("td");
+    st.appendChild(badge(a.status));
+    tr.append(cell(String(a.attempt)), cell(a.node, "mono"), st,
+      cell(a.exit_code === null ? "—" : String(a.exit_code), "mono"),
+      cell(fmtTime(a.started_at), "nowrap"), cell(fmtTime(a.finished_at), "nowrap"), cell(a.reason || ""));
+    return tr;
+  }));
 }
 
 // Stream one attempt's log into <pre>: the server sends it chunked while the run runs.
@@ -168,7 +197,46 @@ async function liveRun() {
   state.textContent = "finished";
 }
 
+// ---- delivery detail: its runs' status until they all end -------------------------------
+
+async function liveDeliveryRuns() {
+  const table = document.getElementById("runs");
+  if (!table) return;
+  const id = table.dataset.deliveryId;
+  const rowsById = new Map([...table.querySelectorAll("tbody tr[data-id]")].map((tr) => [tr.dataset.id, tr]));
+  const pending = () => [...rowsById.values()].some(
+    (tr) => !TERMINAL.has(tr.querySelector(".c-status").textContent.trim()));
+  while (pending()) {
+    await sleep(RUN_POLL_MS * 2);
+    let runs;
+    try {
+      const resp = checkSession(await fetch(
+        `/api/runs?delivery=${encodeURIComponent(id)}&limit=1000`, { credentials: "same-origin" }));
+      if (!resp.ok) continue;
+      runs = (await resp.json()).runs;
+    } catch (err) {
+      continue;
+    }
+    for (const run of runs) {
+      const tr = rowsById.get(run.id);
+      if (!tr) {
+        document.getElementById("new-runs").hidden = false;
+        continue;
+      }
+      const b = tr.querySelector(".c-status");
+      b.textContent = run.status;
+      b.className = `badge ${STATUS_CLASSES[run.status] || "st-muted"} c-status`;
+      tr.querySelector(".c-reason").textContent = run.reason || "";
+      tr.querySelector(".c-attempt").textContent = `${run.attempt}/${run.max_attempts}`;
+      tr.querySelector(".c-exit").textContent = run.exit_code === null ? "—" : String(run.exit_code);
+      tr.querySelector(".c-started").textContent = fmtTime(run.started_at);
+      tr.querySelector(".c-finished").textContent = fmtTime(run.finished_at);
+    }
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   liveDeliveries();
+  liveDeliveryRuns();
   liveRun();
 });
