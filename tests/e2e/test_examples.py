@@ -1,0 +1,201 @@
+"""The README's examples end to end: `make run`'s server on the shipped rules, `examples/send.sh`.
+
+The server runs on the real `rules/` with the Makefile's demo secrets and serve flags. Its
+`--root` is a copy of the repository's example files (examples/, playbooks/, terraform/), not
+the checkout itself: `terraform apply` writes state next to its configuration, and tests must
+not leave state in (or race other runs on) the working tree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.demo_env import REPO, demo_environ, makefile_serve_args
+from tests.serverproc import Server, free_port
+
+COPIED = ("examples", "playbooks", "terraform")
+GENERATED = shutil.ignore_patterns(".terraform", "terraform.tfstate.d", "*.tfstate*", ".terraform.lock.hcl")
+RUN_TIMEOUT = 90.0
+RECEIVER_START = 10.0
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("root")
+    for name in COPIED:
+        shutil.copytree(REPO / name, root / name, ignore=GENERATED)
+    return root
+
+
+@pytest.fixture(scope="module")
+def receiver(root: Path) -> Iterator[tuple[str, Path]]:
+    """The shipped examples/scripts/notify-receiver.py on a free port: (url, its output file)."""
+    port = free_port()
+    out = root.parent / "receiver.out"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "examples/scripts/notify-receiver.py"), str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + RECEIVER_START
+    while "listening" not in out.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/notify", out
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def env(receiver: tuple[str, Path]) -> dict[str, str]:
+    return demo_environ(NOTIFY_URL=receiver[0])
+
+
+@pytest.fixture(scope="module")
+def server(root: Path, env: dict[str, str]) -> Iterator[Server]:
+    srv = Server(REPO / "rules", root.parent / "data", root, env=env, args=makefile_serve_args()).start()
+    yield srv
+    srv.stop()
+
+
+def send(server: Server, env: dict[str, str], hook: str, payload: str) -> tuple[int, dict[str, Any]]:
+    """Run `examples/send.sh HOOK PAYLOAD` as the README does; (HTTP status, JSON answer)."""
+    done = subprocess.run(
+        ["sh", "examples/send.sh", hook, payload, "-w", "\n%{http_code}"],
+        cwd=REPO,
+        env={**env, "HOOKRUNNER_URL": server.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    body, _, status = done.stdout.rpartition("\n")
+    return int(status), json.loads(body)
+
+
+def run_log(server: Server, run_id: str) -> str:
+    with server.admin() as c:
+        return c.get(f"/api/runs/{run_id}/log").text
+
+
+def succeeded(server: Server, run_id: str) -> dict[str, Any]:
+    run = server.wait_run(run_id, timeout=RUN_TIMEOUT)
+    assert run["status"] == "succeeded", (run, run_log(server, run_id))
+    return run
+
+
+def test_github_push_redeploys_the_pushed_commit(server: Server, env: dict[str, str]) -> None:
+    status, answer = send(server, env, "github", "examples/payloads/github-push.json")
+    assert status == 202, answer
+    (run_id,) = answer["runs"]
+    assert succeeded(server, run_id)["rule"] == "redeploy-on-push"
+    log = run_log(server, run_id)
+    assert (
+        "deploying octocat/hello-world at 0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c (ref refs/heads/main)"
+        in log
+    )
+    assert "deployed" in log
+
+
+def test_github_pushes_to_one_repository_coalesce_and_never_overlap(
+    server: Server, env: dict[str, str]
+) -> None:
+    """Rapid pushes: the newest always deploys, older waiting ones are superseded, none overlap."""
+    run_ids = []
+    for _ in range(3):
+        status, answer = send(server, env, "github", "examples/payloads/github-push.json")
+        assert status == 202, answer
+        run_ids += answer["runs"]
+    succeeded(server, run_ids[-1])
+    runs = [server.wait_run(r, timeout=RUN_TIMEOUT) for r in run_ids]
+    for run in runs:
+        assert run["status"] in ("succeeded", "skipped"), run
+        if run["status"] == "skipped":
+            assert "superseded by run" in run["reason"], run
+    spans = sorted((r["started_at"], r["finished_at"]) for r in runs if r["status"] == "succeeded")
+    assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(spans)), spans
+
+
+def test_monitoring_alert_records_it_and_runs_the_scale_up_playbook(
+    server: Server, env: dict[str, str]
+) -> None:
+    status, answer = send(server, env, "monitoring", "examples/payloads/monitoring-overloaded.json")
+    assert status == 202, answer
+    runs = {succeeded(server, r)["rule"]: r for r in answer["runs"]}
+    assert set(runs) == {"log-every-alert", "scale-up-when-overloaded"}
+    assert "alert status: overloaded" in run_log(server, runs["log-every-alert"])
+    log = run_log(server, runs["scale-up-when-overloaded"])
+    assert '"msg": "scaling api to 4 replicas"' in log and "PLAY RECAP" in log
+
+
+def test_alertmanager_alert_scales_up_through_ansible(server: Server, env: dict[str, str]) -> None:
+    status, answer = send(server, env, "alertmanager", "examples/payloads/alertmanager-overloaded.json")
+    assert status == 202, answer
+    (run_id,) = answer["runs"]
+    run = succeeded(server, run_id)
+    assert run["rule"] == "scale-up-on-alert"
+    assert '"msg": "scaling api to 4 replicas"' in run_log(server, run_id)
+    assert run["outputs"]["stats"]["failures"] == {}
+
+
+def test_alertmanager_rejects_a_wrong_token(server: Server, env: dict[str, str]) -> None:
+    status, answer = send(
+        server,
+        {**env, "ALERTMANAGER_TOKEN": "not-the-token"},
+        "alertmanager",
+        "examples/payloads/alertmanager-overloaded.json",
+    )
+    assert (status, answer) == (401, {"error": "verification failed"})
+
+
+def test_grafana_alert_applies_terraform_in_the_env_workspace(
+    server: Server, env: dict[str, str], root: Path
+) -> None:
+    status, answer = send(server, env, "grafana", "examples/payloads/grafana-alert.json")
+    assert status == 202, answer
+    (run_id,) = answer["runs"]
+    run = succeeded(server, run_id)
+    assert run["rule"] == "apply-scaling-on-grafana-alert"
+    assert run["outputs"]["outputs"] == {
+        "service": "api",
+        "replicas": 6,
+        "environment": "staging",
+        "reason": "api CPU above 85% for 5m",
+    }
+    assert (root / "terraform/scaling/terraform.tfstate.d/staging/terraform.tfstate").is_file()
+    assert "Apply complete!" in run_log(server, run_id)
+
+
+def test_stripe_payment_failed_notifies_the_url_and_dedups_the_event(
+    server: Server, env: dict[str, str], receiver: tuple[str, Path]
+) -> None:
+    status, answer = send(server, env, "stripe", "examples/payloads/stripe-invoice-payment-failed.json")
+    assert status == 202, answer
+    (run_id,) = answer["runs"]
+    run = succeeded(server, run_id)
+    assert (run["rule"], run["outputs"]) == ("notify-payment-failed", {"status": 200})
+    received = receiver[1].read_text()
+    assert "POST /notify application/json" in received
+    body = json.loads(received.split("POST /notify application/json\n", 1)[1].splitlines()[0])
+    assert body == {
+        "text": "Payment failed: invoice DEMO-0042 for billing@example.com, 49.00 EUR due (attempt 2)",
+        "event": "evt_1QdemoPaymentFailed0001",
+        "invoice": "in_1QdemoInvoice000001",
+        "customer": "cus_DemoCustomer01",
+        "amount_due": 4900,
+        "currency": "eur",
+    }
+    # Stripe retries a delivery with the same event id: it runs nothing again.
+    again, dup = send(server, env, "stripe", "examples/payloads/stripe-invoice-payment-failed.json")
+    assert (again, dup) == (200, {"duplicate": True, "delivery_id": answer["delivery_id"]})
