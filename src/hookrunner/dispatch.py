@@ -3,6 +3,11 @@
 The dispatcher never trusts memory alone: what the store says is queued is claimed, a run
 whose node died (lease expired, or this node restarted) is decided again per its retry rule.
 Concurrency policies are applied inside the store's claim (cluster-wide keys).
+
+At-least-once: a run that this node had claimed but whose action had not started when the
+node died is queued again at once (it never ran); one whose action had started is retried
+per its rule (as a `failed` attempt) or ends `failed` with reason `interrupted: ...`, and
+whatever its processes left running is stopped first.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hookrunner import orphans
 from hookrunner.actions import RUNNERS
 from hookrunner.actions.base import RunContext, RunResult
 from hookrunner.actions.environment import base_env
@@ -40,8 +46,15 @@ class Dispatcher:
         self.store = store
         self.metrics = metrics
         self.node = settings.node
-        self.queued = 0  # approximate, refreshed from the store; used for --max-queued
+        # --max-queued: queued runs = the store's count at the last refresh, plus runs
+        # journaled since that refresh began, plus runs of accepts still being journaled.
+        # Never below the truth on one node (it may count a run twice until the next refresh).
+        self._store_queued = 0
+        self._journaled = 0  # runs journaled by this process, ever
+        self._journaled_at_refresh = 0
+        self._reserved = 0
         self._active: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._runs: dict[str, Run] = {}  # the claimed record of each active run
         self._cancel_reason: dict[str, str] = {}
         self._lost: set[str] = set()
         self._wake = asyncio.Event()
@@ -52,8 +65,15 @@ class Dispatcher:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for run in await self.store.release_node(self.node):
-            await self._interrupted(run, f"interrupted: node {self.node} restarted")
+        stale = await self.store.release_node(self.node)
+        left = orphans.find([r.id for r in stale], self.node)
+        if left:
+            event("dispatcher.orphans", logging.WARNING, runs=",".join(left),
+                  processes=sum(len(p) for p in left.values()))
+            await orphans.stop([pid for pids in left.values() for pid in pids])
+        for run in stale:
+            await self._interrupted(run, f"interrupted: node {self.node} restarted", local=True)
+        self._store_queued = (await self.store.counts()).get("queued", 0)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="hookrunner-claim"),
             asyncio.create_task(self._housekeeping(), name="hookrunner-housekeeping"),
@@ -64,13 +84,15 @@ class Dispatcher:
         """Stop claiming; let running runs finish up to `grace`, then cancel them cleanly."""
         self._stopping = True
         self._wake.set()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        tasks = {t.get_name(): t for t in self._tasks}
+        # The claim loop is not cancelled mid-claim: runs the store just handed over would be
+        # `running` with no process. It sees `_stopping` and ends after launching them.
+        if "hookrunner-claim" in tasks:
+            await tasks.pop("hookrunner-claim")
         running = [task for task, _ in self._active.values()]
         if running:
+            # Housekeeping goes on while draining: leases are renewed (another node must not
+            # take these runs over) and cancel requests are still honoured.
             event("dispatcher.draining", runs=len(running), grace=grace)
             limit = grace if grace is not None else self.settings.grace
             _, pending = await asyncio.wait(running, timeout=limit)
@@ -79,11 +101,34 @@ class Dispatcher:
                     self._cancel_reason.setdefault(run_id, "canceled: server shutting down")
                     cancel.set()
                 await asyncio.wait(pending)
+        for t in tasks.values():
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
 
     # -- entry points used by the HTTP layer ---------------------------------------------
 
-    def accepted(self, runs: int) -> None:
-        self.queued += runs
+    @property
+    def queued(self) -> int:
+        return (self._store_queued + self._journaled - self._journaled_at_refresh
+                + self._reserved)
+
+    def admit(self, runs: int) -> bool:
+        """Reserve room for `runs` new runs under --max-queued; False when the queue is full.
+
+        Called before journaling, with no await between the check and the reservation, so
+        concurrent requests cannot all slip past the bound. An empty queue admits any delivery.
+        """
+        queued = self.queued
+        if runs and queued and queued + runs > self.settings.max_queued:
+            return False
+        self._reserved += runs
+        return True
+
+    def accepted(self, runs: int, reserved: int = 0) -> None:
+        """`runs` were journaled (0 for a duplicate or a failed write); frees `reserved`."""
+        self._reserved -= reserved
+        self._journaled += runs
         if runs:
             self._wake.set()
 
@@ -138,21 +183,22 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            free = self.settings.workers - len(self._active)
-            claimed = 0
-            if free > 0:
-                try:
-                    runs = await self.store.claim(self.node, free, self.settings.lease, time.time())
-                except StoreUnavailable as exc:
-                    event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
-                    await asyncio.sleep(POLL)
-                    continue
-                claimed = len(runs)
-                for run in runs:
-                    self._launch(run)
-            if claimed and claimed == free:
+            # With every worker busy the claim still runs (limit 0): it applies `skip`,
+            # `replace` and `coalesce` to runs as they arrive, not when a worker frees up.
+            free = max(0, self.settings.workers - len(self._active))
+            try:
+                runs = await self.store.claim(self.node, free, self.settings.lease, time.time())
+            except StoreUnavailable as exc:
+                event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
+                await asyncio.sleep(POLL)
+                continue
+            for run in runs:
+                self._launch(run)
+            if runs and len(runs) == free:
                 continue  # there may be more due work; claim again once a worker frees up
             self._wake.clear()
+            if self._stopping:
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), await self._sleep_for())
 
@@ -175,15 +221,16 @@ class Dispatcher:
                     for run_id in await self.store.cancel_requests(self.node):
                         entry = self._active.get(run_id)
                         if entry is not None and not entry[1].is_set():
-                            self._cancel_reason.setdefault(run_id, "canceled by request")
+                            self._cancel_reason.setdefault(run_id, self._requested_reason(run_id))
                             entry[1].set()
                 if now - last_renew >= self.settings.lease / 3:
                     last_renew = now
                     await self._renew(now)
                     for run in await self.store.expired(now):
                         await self._interrupted(run, f"interrupted: lease of node {run.lease_owner} expired")
+                journaled = self._journaled
                 counts = await self.store.counts()
-                self.queued = counts.get("queued", 0)
+                self._store_queued, self._journaled_at_refresh = counts.get("queued", 0), journaled
                 self.metrics.queue_depth.set(self.queued)
                 if self.settings.keep and now - last_prune >= min(PRUNE_EVERY, self.settings.keep / 2):
                     last_prune = now
@@ -195,6 +242,13 @@ class Dispatcher:
                         event("store.pruned", deliveries=pruned, run_dirs=files)
             except StoreUnavailable as exc:
                 event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
+
+    def _requested_reason(self, run_id: str) -> str:
+        run = self._runs.get(run_id)
+        if run is not None and run.policy == "replace":
+            # The store flags a replaced run the same way as a cancel request.
+            return "canceled: replaced by a newer run of its key (or a cancel request)"
+        return "canceled by request"
 
     async def _renew(self, now: float) -> None:
         ids = list(self._active)
@@ -209,11 +263,17 @@ class Dispatcher:
                 self._active[run_id][1].set()
                 event("run.lease_lost", logging.WARNING, run_id=run_id)
 
-    async def _interrupted(self, run: Run, reason: str) -> None:
-        """A run whose process died with its node: retried per its rule, else failed."""
+    async def _interrupted(self, run: Run, reason: str, local: bool = False) -> None:
+        """A run whose process died with its node: retried per its rule, else failed.
+
+        `local`: the run was this node's, so its work dir tells whether the action started
+        (the dispatcher makes it just before starting the action); one that never started is
+        queued again at once whatever its rule says, since it never ran."""
         now = time.time()
         retry_at = None
-        if should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
+        if local and not self._work_dir(run).exists():
+            retry_at, reason = now, f"{reason} before its action started; queued again"
+        elif should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
         event("run.interrupted", logging.WARNING, run_id=run.id, rule=run.rule, reason=reason,
               retry=retry_at is not None)
@@ -223,10 +283,14 @@ class Dispatcher:
 
     # -- one run ---------------------------------------------------------------------------
 
+    def _work_dir(self, run: Run) -> Path:
+        return self.settings.work_dir / run.id / str(run.attempt)
+
     def _launch(self, run: Run) -> None:
         cancel = asyncio.Event()
         task = asyncio.create_task(self._execute(run, cancel), name=f"run-{run.id}")
         self._active[run.id] = (task, cancel)
+        self._runs[run.id] = run
         self.metrics.running.set(len(self._active))
 
     async def _execute(self, run: Run, cancel: asyncio.Event) -> None:
@@ -250,6 +314,7 @@ class Dispatcher:
             await self._record(run, result, started)
         finally:
             self._active.pop(run.id, None)
+            self._runs.pop(run.id, None)
             self._cancel_reason.pop(run.id, None)
             self.metrics.running.set(len(self._active))
             self._wake.set()
@@ -270,7 +335,7 @@ class Dispatcher:
                 payload = parse_body(body, Headers(delivery.headers).get("content-type"))
             except PayloadError:
                 payload = None
-        work = self.settings.work_dir / run.id / str(run.attempt)
+        work = self._work_dir(run)
         work.mkdir(parents=True, exist_ok=True, mode=0o700)
         env = base_env(self.settings.environ, self.settings.pass_env, {
             "HOOKRUNNER_RUN_ID": run.id, "HOOKRUNNER_DELIVERY_ID": run.delivery_id,

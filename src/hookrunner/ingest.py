@@ -32,6 +32,7 @@ ALWAYS_REDACT = ("authorization", "cookie", "proxy-authorization")
 REDACTED = "[redacted]"
 MAX_WAIT = 300.0  # seconds a ?wait= may hold a request open
 STORE_RETRY_AFTER = "5"
+QUEUE_FULL_RETRY_AFTER = "5"  # seconds; the queue drains at --workers runs at a time
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -114,6 +115,11 @@ def plan_runs(
     return [r.to_json() for r in results], runs
 
 
+def _queue_full(gw: Gateway, hook_id: str) -> JSONResponse:
+    gw.metrics.deliveries.labels(hook_id, "rejected_queue_full").inc()
+    return error(503, "queue full", headers={"Retry-After": QUEUE_FULL_RETRY_AFTER})
+
+
 async def accept(request: Request, gw: Gateway) -> Response:
     hook_id = request.path_params["hook_id"]
     ruleset = gw.rules.current
@@ -140,16 +146,16 @@ async def accept(request: Request, gw: Gateway) -> Response:
     now = time.time()
     if hook.rate_limit is not None:
         rl = hook.rate_limit
-        wait = gw.limiter.take((hook_id, ip if rl.per_client else ""), rl.rate, rl.burst, now)
-        if wait > 0:
+        delay = gw.limiter.take((hook_id, ip if rl.per_client else ""), rl.rate, rl.burst, now)
+        if delay > 0:
             m.labels(hook_id, "rejected_rate").inc()
-            return error(429, "rate limited", headers={"Retry-After": str(max(1, round(wait)))})
+            return error(429, "rate limited", headers={"Retry-After": str(max(1, round(delay)))})
 
     # Backpressure before journaling: past --max-queued nothing new is accepted, so nothing
-    # accepted is ever dropped.
+    # accepted is ever dropped. This early check spares reading the body of a full queue;
+    # the exact one (a reservation) is made once the delivery's runs are known.
     if gw.dispatcher is not None and gw.dispatcher.queued >= gw.settings.max_queued:
-        m.labels(hook_id, "rejected_queue_full").inc()
-        return error(503, "queue full", headers={"Retry-After": "5"})
+        return _queue_full(gw, hook_id)
 
     try:
         body = await _read_body(request, hook.max_body)
@@ -183,16 +189,29 @@ async def accept(request: Request, gw: Gateway) -> Response:
         dedup_key=_dedup_key(hook, verified, scope), event=verified.event, client_ip=ip,
         matches=matches,
     )
+    reserved = 0
+    if gw.dispatcher is not None:
+        if not gw.dispatcher.admit(len(runs)):
+            return _queue_full(gw, hook_id)
+        reserved = len(runs)
     try:
         result = await gw.store.accept(delivery, runs)
         gw.store_ok = True
     except StoreUnavailable as exc:
+        if gw.dispatcher is not None:
+            gw.dispatcher.accepted(0, reserved)
         gw.store_ok = False
         event("delivery.store_unavailable", logging.ERROR, hook=hook_id, error=str(exc))
         m.labels(hook_id, "rejected_store").inc()
         return error(503, "store unavailable", headers={"Retry-After": STORE_RETRY_AFTER})
+    except BaseException:
+        if gw.dispatcher is not None:
+            gw.dispatcher.accepted(0, reserved)  # a reservation must never leak
+        raise
 
     if result.duplicate:
+        if gw.dispatcher is not None:
+            gw.dispatcher.accepted(0, reserved)
         m.labels(hook_id, "duplicate").inc()
         event("delivery.duplicate", hook=hook_id, delivery_id=result.delivery_id)
         return JSONResponse({"duplicate": True, "delivery_id": result.delivery_id}, status_code=200)
@@ -201,7 +220,7 @@ async def accept(request: Request, gw: Gateway) -> Response:
     event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=verified.event,
           runs=",".join(f"{r.rule}={r.id}" for r in runs) or "-")
     if gw.dispatcher is not None:
-        gw.dispatcher.accepted(len(runs))
+        gw.dispatcher.accepted(len(runs), reserved)
     answer: dict[str, Any] = {
         "delivery_id": delivery_id,
         "runs": result.run_ids,

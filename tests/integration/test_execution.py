@@ -1,0 +1,274 @@
+"""Execution control on a real server: concurrency policies, timeouts, retries, cancel, ?wait=.
+
+The scripts record their own start/end times and pids; overlap and survival are measured from
+those records, never assumed from sleeps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.integration.conftest import GITHUB_SECRET
+from tests.integration.exec_support import (
+    HOOKS,
+    alive,
+    fire,
+    none_alive,
+    overlap,
+    record,
+    rule,
+    run_doc,
+    setup,
+    started,
+    wait_for,
+)
+from tests.serverproc import Server, github_signature, post_github
+
+
+def test_queue_runs_one_at_a_time_per_key_in_arrival_order_while_keys_overlap(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`queue`: runs of one key never overlap and start in arrival order; other keys run alongside."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("deploy", records,
+                                      '    concurrency: {key: "env-{{ payload.env }}", policy: queue}\n'))
+    order = ["a", "b", "a", "b", "a", "a"]
+    ids = [fire(server, env=env, sleep=0.3, tag=f"{env}{i}") for i, env in enumerate(order)]
+    docs = [server.wait_run(r) for r in ids]
+    assert {d["status"] for d in docs} == {"succeeded"}
+    assert {d["concurrency_key"] for d in docs} == {"env-a", "env-b"}
+    recs = {r: record(records, r) for r in ids}
+    for env in ("a", "b"):
+        mine = [recs[r] for r, e in zip(ids, order, strict=True) if e == env]
+        assert all(x is not None and x.end is not None for x in mine)
+        starts = [x.start for x in mine if x]
+        assert starts == sorted(starts), f"key env-{env} ran out of arrival order"
+        for x, y in itertools.pairwise(mine):
+            assert x is not None and y is not None and x.end is not None
+            assert y.start >= x.end, f"key env-{env} overlapped"
+    a = [recs[r] for r, e in zip(ids, order, strict=True) if e == "a"]
+    b = [recs[r] for r, e in zip(ids, order, strict=True) if e == "b"]
+    assert any(overlap(x, y) for x in a for y in b if x and y), "different keys never overlapped"
+
+
+def test_skip_with_a_static_key_drops_new_runs_while_one_runs(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`skip` with a key that is no template: a run arriving while one runs ends `skipped`."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("sync", records, "    concurrency: {key: sync, policy: skip}\n"))
+    first = fire(server, sleep=1.5, tag="first")
+    started(records, first)
+    second = fire(server, tag="second")
+    skipped = server.wait_run(second)
+    assert skipped["status"] == "skipped" and first in skipped["reason"]
+    assert skipped["concurrency_key"] == "sync" and record(records, second) is None
+    assert server.wait_run(first)["status"] == "succeeded"
+    third = fire(server, tag="third")  # the key is free again
+    assert server.wait_run(third)["status"] == "succeeded"
+
+
+def test_replace_cancels_the_running_tree_and_runs_the_new_one(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`replace`: the running run ends `canceled` with every process of it gone; the new one runs."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("build", records,
+                                      '    concurrency: {key: "{{ payload.branch }}", policy: replace}\n'))
+    old = fire(server, branch="main", sleep=60, child=1, tag="old")
+    old_rec = started(records, old)
+    wait_for("the grandchild pid", lambda: (record(records, old) or old_rec).children)
+    old_rec = record(records, old) or old_rec
+    assert all(alive(p) for p in old_rec.pids)
+    new = fire(server, branch="main", sleep=0, tag="new")
+    canceled = server.wait_run(old)
+    assert canceled["status"] == "canceled" and "replaced" in canceled["reason"]
+    assert none_alive(old_rec.pids)
+    assert server.wait_run(new)["status"] == "succeeded"
+    new_rec = record(records, new)
+    assert new_rec is not None and old_rec.end is None
+    assert new_rec.start >= canceled["finished_at"] - 0.05  # after the old tree was gone
+
+
+def test_coalesce_finishes_the_running_one_then_runs_only_the_newest(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`coalesce`: the running run finishes; of those that waited only the newest runs, the
+    others end `skipped`, each naming the newer run that superseded it."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("deploy", records,
+                                      "    concurrency: {key: deploy, policy: coalesce}\n"))
+    running = fire(server, sleep=1.5, tag="running")
+    started(records, running)
+    waiting = [fire(server, tag=f"w{i}") for i in range(4)]
+    assert server.wait_run(running)["status"] == "succeeded"
+    docs = [server.wait_run(r) for r in waiting]
+    assert docs[-1]["status"] == "succeeded"
+    for i, doc in enumerate(docs[:-1]):
+        assert doc["status"] == "skipped", doc
+        assert doc["superseded_by"] in waiting[i + 1:], doc
+        assert doc["superseded_by"] in doc["reason"]
+        assert record(records, waiting[i]) is None
+    first, last = record(records, running), record(records, waiting[-1])
+    assert first is not None and last is not None and first.end is not None
+    assert last.start >= first.end
+
+
+def test_a_key_holds_across_a_crash_and_restart(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """Runs queued behind a key before a SIGKILL wait their turn after the restart: the
+    interrupted run's processes are stopped first, then the queue goes on in order."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("deploy", records,
+                                      "    concurrency: {key: deploy, policy: queue}\n"))
+    holder = fire(server, sleep=60, child=1, tag="holder")
+    behind = [fire(server, sleep=0.3, tag=f"b{i}") for i in range(3)]
+    holder_rec = started(records, holder)
+    holder_rec = wait_for("the grandchild", lambda: (r := record(records, holder)) and r.children and r)
+    server.kill()
+    assert all(alive(p) for p in holder_rec.pids)  # a crash leaves the action running
+    server.start()
+    doc = server.wait_run(holder)
+    assert doc["status"] == "failed" and doc["reason"].startswith("interrupted"), doc
+    assert none_alive(holder_rec.pids)
+    recs = []
+    for r in behind:
+        assert server.wait_run(r)["status"] == "succeeded"
+        recs.append(record(records, r))
+    for x, y in itertools.pairwise(recs):
+        assert x is not None and y is not None and x.end is not None and y.start >= x.end
+    first = recs[0]
+    assert first is not None and first.start >= doc["finished_at"] - 0.05
+
+
+def test_timeout_ends_timed_out_with_the_whole_tree_gone(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`timeout`: the run ends `timed_out` and no process of it (grandchild included) survives."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("slow", records, "    timeout: 1s\n"))
+    run_id = fire(server, sleep=60, child=1)
+    rec = wait_for("the grandchild", lambda: (r := record(records, run_id)) and r.children and r)
+    doc = server.wait_run(run_id)
+    assert doc["status"] == "timed_out" and "timed out after 1s" in doc["reason"]
+    assert none_alive(rec.pids)
+    assert rec.end is None and doc["finished_at"] - doc["started_at"] >= 1.0
+
+
+def test_retry_records_each_attempt_with_exit_code_and_log(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`retry: {attempts: 3, backoff: 100ms}` on a failing script: three attempts, each with its
+    exit code and its own log; `on: [timed_out]` does not retry a plain failure."""
+    records = setup(project)
+    server = make_server(HOOKS
+                         + rule("flaky", records, "    retry: {attempts: 3, backoff: 100ms}\n")
+                         + rule("only-timeouts", records,
+                                "    retry: {attempts: 3, backoff: 100ms, on: [timed_out]}\n"))
+    flaky = fire(server, rule="flaky", exit=3)
+    doc = server.wait_run(flaky)
+    assert doc["status"] == "failed" and doc["attempt"] == 3 and doc["exit_code"] == 3
+    attempts = doc["attempts"]
+    assert [a["attempt"] for a in attempts] == [1, 2, 3]
+    assert [(a["status"], a["exit_code"]) for a in attempts] == [("failed", 3)] * 3
+    starts = [a["started_at"] for a in attempts]
+    ends = [a["finished_at"] for a in attempts]
+    for prev_end, nxt in zip(ends, starts[1:], strict=False):
+        assert nxt - prev_end >= 0.1 * 0.8  # backoff 100ms, then 200ms, +-20 % jitter
+    with server.admin() as c:
+        for n in (1, 2, 3):
+            log = c.get(f"/api/runs/{flaky}/log", params={"attempt": n}).text
+            assert f"attempt {n} of flaky" in log and f"attempt {n}/3" in log
+    assert [record(records, flaky, n) is not None for n in (1, 2, 3, 4)] == [True] * 3 + [False]
+
+    plain = fire(server, rule="only-timeouts", exit=1)
+    doc = server.wait_run(plain)
+    assert doc["status"] == "failed" and doc["attempt"] == 1 and len(doc["attempts"]) == 1
+
+
+def test_cancel_over_the_api_stops_the_tree(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`POST /api/runs/{id}/cancel` on a running run: `canceled`, every process of it gone."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("long", records))
+    run_id = fire(server, sleep=60, child=1)
+    rec = wait_for("the grandchild", lambda: (r := record(records, run_id)) and r.children and r)
+    with server.admin() as c:
+        answer = c.post(f"/api/runs/{run_id}/cancel")
+        assert answer.status_code == 202 and answer.json() == {"id": run_id, "status": "running"}
+        assert c.post("/api/runs/run_nope/cancel").status_code == 404
+    doc = server.wait_run(run_id)
+    assert doc["status"] == "canceled" and doc["reason"] == "canceled by request"
+    assert none_alive(rec.pids)
+
+
+def test_cancel_from_the_cli_is_picked_up_by_the_server(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`hookrunner cancel RUN` on the same --data, no server involved: the running server sees
+    the request, and the run ends `canceled` with its tree gone; a queued run is canceled at once."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("long", records,
+                                      "    concurrency: {key: one, policy: queue}\n"))
+    running = fire(server, sleep=60, child=1)
+    queued = fire(server, sleep=0)
+    rec = wait_for("the grandchild", lambda: (r := record(records, running)) and r.children and r)
+
+    def cli_cancel(run_id: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hookrunner.cli", "cancel", run_id, "--data", str(server.data)],
+            capture_output=True, text=True, timeout=30, env=server.env)
+
+    out = cli_cancel(queued)
+    assert out.returncode == 0 and f"{queued}: canceled" in out.stdout, out.stderr
+    doc = run_doc(server, queued)
+    assert doc["status"] == "canceled" and doc["reason"] == "canceled before it started"
+
+    out = cli_cancel(running)
+    assert out.returncode == 0 and f"{running}: running" in out.stdout, out.stderr
+    doc = server.wait_run(running, timeout=10)
+    assert doc["status"] == "canceled"
+    assert none_alive(rec.pids)
+    assert record(records, queued) is None
+    missing = cli_cancel("run_nope")
+    assert missing.returncode == 1 and "no run" in missing.stderr
+
+
+def test_wait_answers_with_status_exit_code_and_output_tail(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`?wait=10s` answers 200 once the runs ended; a run outlasting `?wait=1s` answers 202;
+    a malformed wait is a 400 and queues nothing."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("job", records))
+    r = post_github(server.url, GITHUB_SECRET, {"exit": 4, "tag": "waited"},
+                    params={"wait": "10s"})
+    assert r.status_code == 200, r.text
+    (run,) = r.json()["runs"]
+    assert run["status"] == "failed" and run["exit_code"] == 4
+    assert "attempt 1 of job tag waited" in run["output"]
+    assert r.json()["delivery_id"] and r.json()["status_url"]
+
+    slow = post_github(server.url, GITHUB_SECRET, {"sleep": 3}, params={"wait": "1s"})
+    assert slow.status_code == 202 and len(slow.json()["runs"]) == 1
+    assert isinstance(slow.json()["runs"][0], str)
+
+    with httpx.Client() as c:
+        for bad in ("soon", "-1s", "10x"):
+            body = b'{"tag": "never"}'
+            answer = c.post(f"{server.url}/hooks/github", params={"wait": bad}, content=body,
+                            headers={"X-Hub-Signature-256": github_signature(GITHUB_SECRET, body),
+                                     "Content-Type": "application/json",
+                                     "X-GitHub-Event": "push"})
+            assert answer.status_code == 400 and "wait" in answer.json()["error"]
+    with server.admin() as c:
+        runs = c.get("/api/runs").json()["runs"]
+    assert len(runs) == 2  # the bad requests queued nothing
