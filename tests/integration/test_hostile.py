@@ -1,0 +1,366 @@
+"""Hostile input against a real server: each gets a clear answer, nothing runs that should not,
+and the server stays up.
+
+Every test runs with a canary: a delivery accepted before the hostile requests whose action
+waits for the test to end. After the test the server must still answer /healthz and the canary
+must still run to success, so no hostile request broke the accept path or the dispatcher.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import GITHUB_SECRET, write_script
+from tests.serverproc import Server, post_github
+
+MAX_BODY = 64 * 1024
+SLOW_TOTAL = 64 * 1024 * 1024  # what the slow sender would send if never stopped
+SLOW_CHUNK = 16 * 1024
+SLOW_PAUSE = 0.002  # seconds between chunks: a slow sender, not a flood
+
+RULES = f"""
+hooks:
+  open:
+    verify: {{none: {{}}}}
+    max_body: {MAX_BODY}
+  roomy:
+    verify: {{none: {{}}}}
+  github:
+    verify:
+      github:
+        secret: {{env: GITHUB_WEBHOOK_SECRET}}
+rules:
+  - name: canary
+    hook: open
+    when: payload.kind | default("") == "canary"
+    run: {{shell: {{argv: ["scripts/canary.sh", "{{{{ payload.go }}}}"]}}}}
+  - name: args
+    hook: open
+    when: payload.kind | default("") == "args"
+    run:
+      shell:
+        argv: ["scripts/args.sh", "--", "{{{{ payload.value }}}}", "{{{{ payload.other }}}}"]
+  - name: command-string
+    hook: open
+    when: payload.kind | default("") == "command"
+    run:
+      shell:
+        command: scripts/args.sh -- {{{{ payload.value }}}} "x {{{{ payload.other }}}}"
+  - name: ls-after-separator
+    hook: open
+    when: payload.kind | default("") == "ls"
+    run: {{shell: {{argv: ["ls", "-d", "--", "{{{{ payload.path }}}}"]}}}}
+  - name: cwd-from-payload
+    hook: open
+    when: payload.kind | default("") == "cwd"
+    run: {{shell: {{argv: ["pwd"], cwd: "{{{{ payload.dir }}}}"}}}}
+  - name: program-from-payload
+    hook: open
+    when: payload.kind | default("") == "program"
+    run: {{shell: {{argv: ["{{{{ payload.program }}}}"]}}}}
+  - name: playbook-from-payload
+    hook: open
+    when: payload.kind | default("") == "playbook"
+    run: {{ansible: {{playbook: "{{{{ payload.playbook }}}}"}}}}
+  - name: terraform-dir-from-payload
+    hook: open
+    when: payload.kind | default("") == "terraform"
+    run: {{terraform: {{dir: "{{{{ payload.dir }}}}", command: plan}}}}
+  - name: key-from-payload
+    hook: open
+    when: payload.kind | default("") == "lookup"
+    run: {{shell: {{argv: ["scripts/args.sh", "{{{{ payload[payload.key] }}}}"]}}}}
+"""
+
+CANARY = """i=0
+while [ ! -e "$1" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+test -e "$1"
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("hostile")
+    (root / "rules").mkdir()
+    (root / "scripts").mkdir()
+    (root / "playbooks").mkdir()
+    (root / "rules" / "hostile.yaml").write_text(RULES)
+    write_script(root, "canary.sh", CANARY)
+    write_script(root, "args.sh", "printf '[%s]\\n' \"$@\"; echo \"argc=$#\"\n")
+    srv = Server(root / "rules", root / "data", root,
+                 env={"GITHUB_WEBHOOK_SECRET": GITHUB_SECRET}).start()
+    yield srv
+    srv.stop()
+
+
+def _post(server: Server, payload: Any, content_type: str = "application/json",
+          hook: str = "open", **kw: Any) -> httpx.Response:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return httpx.post(f"{server.url}/hooks/{hook}", content=body,
+                      headers={"Content-Type": content_type, **kw.pop("headers", {})},
+                      timeout=60, **kw)
+
+
+@pytest.fixture(autouse=True)
+def canary(server: Server, tmp_path: Path) -> Iterator[None]:
+    go = tmp_path / "go"
+    r = _post(server, {"kind": "canary", "go": str(go)})
+    assert r.status_code == 202, r.text
+    (run_id,) = r.json()["runs"]
+    yield
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    go.touch()
+    assert server.wait_run(run_id)["status"] == "succeeded"
+
+
+def _run_of(server: Server, r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code == 202, r.text
+    (run_id,) = r.json()["runs"]
+    return server.wait_run(run_id)
+
+
+def _log(server: Server, run_id: str) -> str:
+    with server.admin() as c:
+        return c.get(f"/api/runs/{run_id}/log").text
+
+
+# ---- bodies ----
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b'{"kind": "args", ', "application/json", 400),  # truncated JSON
+        (b"{'single': 'quotes'}", "application/json", 400),
+        (b"NaN-ish garbage", "text/plain", 400),
+        (b"<xml/>", "application/xml", 415),
+        (b"\x00\x01\x02", "application/octet-stream", 415),
+        (b'{"a": "\xff\xfe"}', "application/json", 400),  # invalid UTF-8
+        (b"payload=%7B%22a%22%3A", "application/x-www-form-urlencoded", 400),  # broken JSON
+        (b"[" * 100_000, "application/json", 400),  # deep nesting
+        (b'{"a":' * 100_000, "application/json", 400),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),  # deep but well-formed
+    ],
+    ids=["truncated", "quotes", "garbage", "xml", "binary", "utf8", "form-payload", "brackets",
+         "objects", "balanced"],
+)
+def test_a_body_the_hook_cannot_parse_gets_a_clear_4xx(
+    server: Server, body: bytes, content_type: str, status: int
+) -> None:
+    r = _post(server, body, content_type, hook="roomy")  # 1 MiB max_body
+    assert r.status_code == status, r.text
+    assert set(r.json()) == {"error"}
+
+
+def test_a_huge_body_sent_slowly_is_cut_off_at_max_body_without_buffering_it(
+    server: Server,
+) -> None:
+    """A chunked upload (no Content-Length) that would be 64 MiB: 413 arrives once just over
+    64 KiB is read, while the client is still sending, and the server's memory does not grow
+    by anything like the body size."""
+    assert server.proc is not None
+    rss_before = _rss_kib(server.proc.pid)
+    head = (b"POST /hooks/open HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    frame = b"%x\r\n" % SLOW_CHUNK + b" " * SLOW_CHUNK + b"\r\n"
+    sent = 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(head)
+        while sent < SLOW_TOTAL:
+            readable, _, _ = select.select([s], [], [], SLOW_PAUSE)
+            if readable:
+                break
+            s.sendall(frame)
+            sent += SLOW_CHUNK
+        answer = _read_head(s)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert sent < 8 * 1024 * 1024, f"the server let {sent} bytes in before answering"
+    grown = _rss_kib(server.proc.pid) - rss_before
+    assert grown < 16 * 1024, f"server RSS grew by {grown} KiB"
+
+
+def test_a_declared_oversize_body_is_refused_before_it_is_sent(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /hooks/open HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 1000000000\r\n\r\n{")
+        assert _read_head(s).startswith(b"HTTP/1.1 413 ")
+
+
+# ---- headers ----
+
+def _raw(server: Server, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(request)
+        return _read_head(s)
+
+
+def test_conflicting_duplicate_framing_headers_are_a_400(server: Server) -> None:
+    """Two Content-Length values, or Content-Length with chunked (request smuggling)."""
+    two_lengths = (b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: 2\r\nContent-Length: 30\r\n\r\n{}")
+    assert _raw(server, two_lengths).startswith(b"HTTP/1.1 400 ")
+    smuggle = (b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+    assert _raw(server, smuggle).startswith(b"HTTP/1.1 400 ")
+
+
+def test_duplicate_signature_headers_are_judged_by_the_first(server: Server) -> None:
+    """A second signature header cannot rescue a bad first one, nor spoil a good one."""
+    body = json.dumps({"ref": "x"}).encode()
+    good = post_github(server.url, GITHUB_SECRET, body).request.headers["X-Hub-Signature-256"]
+    bad = "sha256=" + "0" * 64
+    url = f"{server.url}/hooks/github"
+    for first, second, status in ((bad, good, 401), (good, bad, 202)):
+        headers = [("Content-Type", "application/json"), ("X-Hub-Signature-256", first),
+                   ("X-Hub-Signature-256", second)]
+        assert httpx.post(url, content=body, headers=headers, timeout=30).status_code == status
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"X-Big: " + b"a" * (1024 * 1024),  # one absurd header
+     b"".join(b"X-Many-%d: v\r\n" % i for i in range(20_000)).rstrip(b"\r\n"),  # many headers
+     b"X-Medium: " + b"a" * (100 * 1024)],  # arrives in one read: measured once complete
+    ids=["1MiB-header", "20000-headers", "100KiB-header"],
+)
+def test_absurd_headers_get_431_and_are_never_journaled(server: Server, header: bytes) -> None:
+    answer = _raw(server, b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
+                          b"\r\n" + header + b"\r\nContent-Length: 2\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"request headers too large" in answer
+
+
+def test_a_10kb_delivery_id_is_accepted_and_deduplicated_on_its_whole_value(
+    server: Server,
+) -> None:
+    long_id = secrets.token_hex(5 * 1024)  # 10 KiB of hex
+    first = post_github(server.url, GITHUB_SECRET, {"n": 1}, delivery=long_id)
+    assert first.status_code == 202, first.text
+    again = post_github(server.url, GITHUB_SECRET, {"n": 1}, delivery=long_id)
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    # Ids that differ only at the very end are different deliveries (hashed, not truncated).
+    other = post_github(server.url, GITHUB_SECRET, {"n": 1}, delivery=long_id[:-1] + "x")
+    assert other.status_code == 202
+    with server.admin() as c:
+        stored = c.get(first.json()["status_url"]).json()
+    assert stored["dedup_key"].startswith("sha256:") and len(stored["dedup_key"]) < 100
+
+
+# ---- payload values in actions ----
+
+EVIL = "; touch /tmp/pwned-{tag} $(touch /tmp/pwned-{tag}) `id` {{{{ 7*7 }}}} {{% raw %}}"
+
+
+def test_payload_values_stay_one_literal_argument_after_the_separator(server: Server) -> None:
+    """Shell metacharacters, a newline, Jinja markup and a leading '-' are each one argv item,
+    passed to the program as is: never through a shell, never templated again."""
+    tag = secrets.token_hex(4)
+    value, other = EVIL.format(tag=tag), "-rf /\nsecond line"
+    for kind in ("args", "command"):
+        run = _run_of(server, _post(server, {"kind": kind, "value": value, "other": other}))
+        assert run["status"] == "succeeded", run
+        log = _log(server, run["id"])
+        expected_other = other if kind == "args" else f"x {other}"
+        assert f"[--]\n[{value}]\n[{expected_other}]\nargc=3" in log, log
+    assert not Path(f"/tmp/pwned-{tag}").exists()
+
+
+def test_a_leading_dash_after_the_separator_is_an_operand_not_an_option(server: Server) -> None:
+    """`ls -d -- --version` looks for a file named --version instead of printing a version."""
+    run = _run_of(server, _post(server, {"kind": "ls", "path": "--version"}))
+    assert run["status"] == "failed" and run["exit_code"] != 0
+    log = _log(server, run["id"])
+    assert "--version" in log and "GNU coreutils" not in log
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"kind": "cwd", "dir": ".."}, "outside --root"),
+        ({"kind": "cwd", "dir": "/etc"}, "outside --root"),
+        ({"kind": "cwd", "dir": "scripts/../../.."}, "outside --root"),
+        ({"kind": "program", "program": "../../bin/sh"}, "outside --root"),
+        ({"kind": "playbook", "playbook": "../rules/hostile.yaml"}, "outside playbooks/"),
+        ({"kind": "playbook", "playbook": "/etc/passwd"}, "outside playbooks/"),
+        ({"kind": "terraform", "dir": "../.."}, "outside --root"),
+        ({"kind": "terraform", "dir": "/"}, "outside --root"),
+    ],
+    ids=["cwd-dotdot", "cwd-absolute", "cwd-nested-dotdot", "program-dotdot", "playbook-dotdot",
+         "playbook-absolute", "terraform-dotdot", "terraform-absolute"],
+)
+def test_paths_from_the_payload_cannot_leave_the_root(
+    server: Server, payload: dict[str, str], reason: str
+) -> None:
+    run = _run_of(server, _post(server, payload))
+    assert run["status"] == "failed", run
+    assert reason in run["reason"], run["reason"]
+
+
+@pytest.mark.parametrize("key", ["__class__", "__globals__", "__init__", "mro"])
+def test_a_payload_chosen_attribute_is_refused_at_render(server: Server, key: str) -> None:
+    """`payload[payload.key]` is allowed by `check`; what the key names is decided at render,
+    where the sandbox refuses internals and a missing key fails the run, never leaks."""
+    run = _run_of(server, _post(server, {"kind": "lookup", "key": key}))
+    assert run["status"] == "failed", run
+    assert run["reason"].startswith("template error"), run["reason"]
+    assert "<class" not in _log(server, run["id"]) + run["reason"]
+
+
+def test_sandbox_escapes_in_rules_files_are_refused_by_check(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "evil.yaml").write_text(
+        "hooks:\n  h:\n    verify: {none: {}}\n"            # lines 1-3
+        "rules:\n"                                          # 4
+        "  - name: a\n    hook: h\n"                        # 5-6
+        "    when: payload.__class__ is defined\n"          # 7
+        "    run: {shell: {argv: [echo]}}\n"                # 8
+        "  - name: b\n    hook: h\n"                        # 9-10
+        "    run: {shell: {argv: [echo, \"{{ payload.__globals__ }}\"]}}\n"  # 11
+        "  - name: c\n    hook: h\n"                        # 12-13
+        "    run: {shell: {argv: [echo, \"{{ cycler.__init__ }}\"]}}\n"      # 14
+        "  - name: d\n    hook: h\n"                        # 15-16
+        "    run: {shell: {argv: [echo, \"{{ ''.__class__.__mro__[1] }}\"]}}\n"  # 17
+    )
+    done = subprocess.run([sys.executable, "-m", "hookrunner.cli", "check", "--rules", str(rules)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 1, done
+    path = str(rules / "evil.yaml")
+    for line, name in ((7, "__class__"), (11, "__globals__"), (14, "__init__"), (17, "__mro__")):
+        assert any(e.startswith(f"{path}:{line}:") and name in e
+                   for e in done.stderr.splitlines()), done.stderr
+
+
+# ---- helpers ----
+
+def _read_head(s: socket.socket) -> bytes:
+    """Read until the end of a response head (or EOF)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
