@@ -1,0 +1,289 @@
+"""Ansible, Terraform and HTTP actions through signed webhooks on a real `hookrunner serve`.
+
+One server for the module (real uvicorn subprocess, SQLite, ansible-runner, the terraform CLI
+on PATH, an HTTP target on a loopback port started here). Each delivery is an HMAC-signed POST;
+`payload.action` picks the rule. Terraform configurations hold variables and outputs only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.serverproc import Server
+
+SECRET = "ops-hmac-secret"
+RUN_TIMEOUT = 90.0
+
+PROBE_PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Scale when the payload says so
+      when: webhook.monitoring_status == "overloaded"
+      ansible.builtin.copy:
+        dest: "{{ marker }}"
+        content: "{{ webhook.service }} replicas={{ replicas }} {{ webhook.monitoring_status }}\\n"
+        mode: "0600"
+    - name: Otherwise say why not
+      when: webhook.monitoring_status != "overloaded"
+      ansible.builtin.debug:
+        msg: "not scaling: status is {{ webhook.monitoring_status }}"
+"""
+
+FAILING_PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.fail:
+        msg: "refusing to scale {{ webhook.service }}"
+"""
+
+MAIN_TF = """
+variable "replicas" {
+  type = number
+  validation {
+    condition     = var.replicas < 10
+    error_message = "replicas must be below 10"
+  }
+}
+variable "service" { type = string }
+output "replicas" { value = var.replicas }
+output "service" { value = var.service }
+output "workspace" { value = terraform.workspace }
+"""
+
+RULES = """
+hooks:
+  ops:
+    verify:
+      hmac:
+        secret: {env: OPS_SECRET}
+        header: X-Signature
+        prefix: "sha256="
+rules:
+  - name: play
+    hook: ops
+    when: payload.action == "play"
+    run:
+      ansible:
+        playbook: probe.yml
+        extravars: {replicas: "{{ payload.replicas }}", marker: "{{ payload.marker }}"}
+  - name: play-fail
+    hook: ops
+    when: payload.action == "play-fail"
+    run:
+      ansible: {playbook: failing.yml}
+  - name: apply
+    hook: ops
+    when: payload.action == "apply"
+    run:
+      terraform:
+        dir: tf/app
+        command: apply
+        workspace: "{{ payload.env | default('default') }}"
+        vars: {replicas: "{{ payload.replicas }}", service: "{{ payload.service }}"}
+  - name: plan
+    hook: ops
+    when: payload.action == "plan"
+    run:
+      terraform:
+        dir: tf/app
+        command: plan
+        workspace: "{{ payload.env }}"
+        vars: {replicas: "{{ payload.replicas }}", service: "{{ payload.service }}"}
+  - name: notify
+    hook: ops
+    when: payload.action == "notify"
+    run:
+      http:
+        url: "TARGET/{{ payload.path }}"
+        method: POST
+        headers: {X-Hookrunner-Delivery: "{{ delivery_id }}"}
+        json: {text: "{{ payload.service }} is {{ payload.state }}", replicas: "{{ payload.replicas }}"}
+"""
+
+
+class Target(BaseHTTPRequestHandler):
+    """Records each request; `/fail` answers 500."""
+
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.received.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        failing = self.path == "/fail"
+        self.send_response(500 if failing else 200)
+        self.end_headers()
+        self.wfile.write(b"target is down\n" if failing else b"ok\n")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Target)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("root")
+    (root / "playbooks").mkdir()
+    (root / "playbooks" / "probe.yml").write_text(PROBE_PLAYBOOK)
+    (root / "playbooks" / "failing.yml").write_text(FAILING_PLAYBOOK)
+    (root / "tf" / "app").mkdir(parents=True)
+    (root / "tf" / "app" / "main.tf").write_text(MAIN_TF)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(root: Path, target: str) -> Iterator[Server]:
+    assert shutil.which("terraform"), "these tests need a terraform CLI on PATH (make setup installs one)"
+    rules = root.parent / "rules"
+    rules.mkdir()
+    (rules / "ops.yaml").write_text(RULES.replace("TARGET", target))
+    srv = Server(rules, root.parent / "data", root, env={"OPS_SECRET": SECRET}).start()
+    yield srv
+    srv.stop()
+
+
+def deliver(server: Server, payload: dict[str, Any]) -> list[str]:
+    """A signed delivery; its run ids."""
+    body = json.dumps(payload).encode()
+    sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    r = httpx.post(
+        f"{server.url}/hooks/ops",
+        content=body,
+        timeout=30,
+        headers={"Content-Type": "application/json", "X-Signature": sig},
+    )
+    assert r.status_code == 202, r.text
+    runs: list[str] = r.json()["runs"]
+    return runs
+
+
+def run_one(server: Server, payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Deliver, wait for its one run to end: (run record, its log)."""
+    (run_id,) = deliver(server, payload)
+    run = server.wait_run(run_id, timeout=RUN_TIMEOUT)
+    with server.admin() as c:
+        return run, c.get(f"/api/runs/{run_id}/log").text
+
+
+def state_outputs(state: Path) -> dict[str, Any]:
+    return {k: v["value"] for k, v in json.loads(state.read_text())["outputs"].items()}
+
+
+def test_playbook_sees_the_payload_as_webhook(server: Server, root: Path) -> None:
+    marker = root.parent / "scaled"
+    run, log = run_one(
+        server,
+        {
+            "action": "play",
+            "monitoring_status": "overloaded",
+            "service": "api",
+            "replicas": 4,
+            "marker": str(marker),
+        },
+    )
+    assert run["status"] == "succeeded", log
+    assert marker.read_text() == "api replicas=4 overloaded\n"
+    assert "PLAY RECAP" in log
+    assert run["outputs"]["stats"]["changed"] == {"localhost": 1}
+
+
+def test_playbook_condition_on_the_payload_can_hold_back_the_task(server: Server, root: Path) -> None:
+    marker = root.parent / "not-scaled"
+    run, log = run_one(
+        server,
+        {"action": "play", "monitoring_status": "ok", "service": "api", "replicas": 4, "marker": str(marker)},
+    )
+    assert run["status"] == "succeeded", log
+    assert "not scaling: status is ok" in log
+    assert not marker.exists()
+
+
+def test_failing_playbook_fails_the_run_with_the_reason_in_its_log(server: Server) -> None:
+    run, log = run_one(server, {"action": "play-fail", "service": "api"})
+    assert (run["status"], run["exit_code"], run["reason"]) == ("failed", 2, "exit 2")
+    assert "refusing to scale api" in log
+
+
+def test_apply_stores_outputs_made_of_payload_values(server: Server, root: Path) -> None:
+    run, log = run_one(server, {"action": "apply", "replicas": 3, "service": "api"})
+    assert run["status"] == "succeeded", log
+    assert run["outputs"]["outputs"] == {"replicas": 3, "service": "api", "workspace": "default"}
+    assert run["outputs"]["changes"]["operation"] == "apply"
+    assert "Apply complete!" in log
+    assert state_outputs(root / "tf/app/terraform.tfstate")["replicas"] == 3
+
+
+def test_each_payload_env_gets_its_own_workspace_and_state(server: Server, root: Path) -> None:
+    staging, prod = (
+        deliver(server, {"action": "apply", "env": env, "replicas": n, "service": "web"})[0]
+        for env, n in (("staging", 2), ("prod", 5))
+    )
+    for run_id, env, n in ((staging, "staging", 2), (prod, "prod", 5)):
+        run = server.wait_run(run_id, timeout=RUN_TIMEOUT)
+        assert run["status"] == "succeeded", run
+        assert run["outputs"]["outputs"] == {"replicas": n, "service": "web", "workspace": env}
+        state = root / "tf/app/terraform.tfstate.d" / env / "terraform.tfstate"
+        assert state_outputs(state) == {"replicas": n, "service": "web", "workspace": env}
+
+
+def test_plan_reports_changes_and_writes_no_state(server: Server, root: Path) -> None:
+    run, log = run_one(server, {"action": "plan", "env": "preview", "replicas": 7, "service": "api"})
+    assert run["status"] == "succeeded", log
+    assert run["outputs"]["changes"]["operation"] == "plan"
+    assert "outputs" not in run["outputs"]
+    assert "terraform plan (workspace preview)" in log
+    state = root / "tf/app/terraform.tfstate.d/preview/terraform.tfstate"
+    assert not state.exists(), state.read_text()
+
+
+def test_failing_apply_fails_the_run_with_the_reason_in_its_log(server: Server) -> None:
+    run, log = run_one(server, {"action": "apply", "env": "broken", "replicas": 12, "service": "api"})
+    assert run["status"] == "failed", log
+    assert run["reason"] == "apply: exit 1 (Invalid value for variable)", run["reason"]
+    assert "replicas must be below 10" in log
+    assert "outputs" not in run["outputs"]
+
+
+def test_http_action_posts_the_templated_json(server: Server) -> None:
+    Target.received.clear()
+    (run_id,) = deliver(
+        server, {"action": "notify", "path": "hook", "service": "api", "state": "degraded", "replicas": 3}
+    )
+    run = server.wait_run(run_id, timeout=RUN_TIMEOUT)
+    assert (run["status"], run["outputs"]) == ("succeeded", {"status": 200}), run
+    (request,) = Target.received
+    assert request["path"] == "/hook"
+    assert request["headers"]["Content-Type"] == "application/json"
+    assert request["headers"]["X-Hookrunner-Delivery"] == run["delivery_id"]
+    assert json.loads(request["body"]) == {"text": "api is degraded", "replicas": 3}
+
+
+def test_http_500_fails_the_run_with_the_answer_in_its_log(server: Server) -> None:
+    run, log = run_one(
+        server, {"action": "notify", "path": "fail", "service": "api", "state": "down", "replicas": 1}
+    )
+    assert (run["status"], run["reason"], run["outputs"]) == ("failed", "HTTP 500", {"status": 500}), log
+    assert "HTTP 500" in log and "target is down" in log
