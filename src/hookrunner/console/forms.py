@@ -81,7 +81,8 @@ async def checked_form(request: Request) -> dict[str, str]:
 
 def login_form(request: Request) -> Response:
     if session(request) is not None:
-        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
+        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303,
+                                headers=SECURITY_HEADERS)
     return page("login.html", **base(request, "login"), next=safe_next(request.query_params.get("next")),
                 error="")
 

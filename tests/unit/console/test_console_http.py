@@ -1,0 +1,242 @@
+"""The console in-process (Starlette TestClient, memory store): login, sessions, CSRF, and
+what the session cookie may and may not do."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from hookrunner.app import create_app
+from hookrunner.auth import COOKIE
+from hookrunner.console.forms import MAX_FORM
+from hookrunner.settings import Settings
+
+TOKEN = "unit-admin-token"
+RULES = """
+hooks:
+  h:
+    verify: {none: {}}
+rules:
+  - name: wait
+    hook: h
+    when: payload.kind == "wait"
+    run: {shell: {argv: ["sleep", "30"]}}
+  - name: quick
+    hook: h
+    when: payload.kind == "quick"
+    run: {shell: {argv: ["true"]}}
+"""
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "rules.yaml").write_text(RULES)
+    settings = Settings(rules=tmp_path / "rules", root=tmp_path, data=tmp_path / "data", db="memory:",
+                        admin_token=TOKEN, environ=dict(os.environ), grace=1.0)
+    with TestClient(create_app(settings), follow_redirects=False) as c:
+        yield c
+
+
+def log_in(c: TestClient) -> str:
+    """Log in; return the CSRF token of the session."""
+    r = c.post("/login", data={"token": TOKEN, "next": "/"})
+    assert r.status_code == 303, r.text
+    page = c.get("/")
+    m = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert m is not None
+    return m.group(1)
+
+
+def deliver(c: TestClient, kind: str) -> dict[str, object]:
+    r = c.post("/hooks/h", json={"kind": kind})
+    assert r.status_code == 202, r.text
+    doc: dict[str, object] = r.json()
+    return doc
+
+
+def wait_status(c: TestClient, run_id: str, status: str) -> None:
+    deadline = time.monotonic() + 15
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    while (got := c.get(f"/api/runs/{run_id}", headers=auth).json()["status"]) != status:
+        assert time.monotonic() < deadline, f"run {run_id} still {got}"
+        time.sleep(0.05)
+
+
+def test_console_pages_redirect_to_login_remembering_where_to_go(client: TestClient) -> None:
+    r = client.get("/rules?x=1")
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Frules%3Fx%3D1"
+
+
+def test_api_without_credentials_is_401_json_not_a_redirect(client: TestClient) -> None:
+    r = client.get("/api/runs")
+    assert r.status_code == 401 and r.json() == {"error": "admin token required"}
+
+
+def test_login_and_static_files_need_no_session(client: TestClient) -> None:
+    assert client.get("/login").status_code == 200
+    css = client.get("/static/console.css")
+    assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+
+
+@pytest.mark.parametrize("given", ["wrong", "", TOKEN + "x", TOKEN[:-1]])
+def test_a_wrong_token_is_refused_without_a_cookie(client: TestClient, given: str) -> None:
+    r = client.post("/login", data={"token": given, "next": "/"})
+    assert r.status_code == 401
+    assert "not the admin token" in r.text
+    assert "set-cookie" not in r.headers
+    assert client.get("/").status_code == 303
+
+
+def test_the_right_token_gives_an_httponly_strict_session_cookie(client: TestClient) -> None:
+    r = client.post("/login", data={"token": TOKEN, "next": "/rules"})
+    assert r.status_code == 303 and r.headers["location"] == "/rules"
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert TOKEN not in cookie
+    assert client.get("/rules").status_code == 200
+    assert client.get("/api/runs").status_code == 200  # the console's scripts read the API
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "rules"])
+def test_login_never_redirects_off_site(client: TestClient, target: str) -> None:
+    r = client.post("/login", data={"token": TOKEN, "next": target})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_login_posted_from_another_origin_is_refused(client: TestClient) -> None:
+    r = client.post("/login", data={"token": TOKEN}, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+
+
+def test_an_oversized_form_is_refused(client: TestClient) -> None:
+    r = client.post("/login", data={"token": "x" * (MAX_FORM + 1)})
+    assert r.status_code == 413
+
+
+def test_logout_ends_the_session_on_the_server(client: TestClient) -> None:
+    csrf = log_in(client)
+    sid = client.cookies[COOKIE]
+    r = client.post("/logout", data={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    client.cookies.set(COOKIE, sid)  # a copy of the cookie kept by someone is dead too
+    assert client.get("/").status_code == 303
+
+
+def test_logout_without_the_csrf_token_is_refused(client: TestClient) -> None:
+    log_in(client)
+    assert client.post("/logout", data={}).status_code == 403
+    assert client.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("csrf", [None, "", "forged"])
+def test_cancel_without_the_sessions_csrf_token_is_refused(client: TestClient, csrf: str | None) -> None:
+    log_in(client)
+    (run_id,) = deliver(client, "wait")["runs"]  # type: ignore[misc]
+    data = {} if csrf is None else {"csrf": csrf}
+    r = client.post(f"/runs/{run_id}/cancel", data=data)
+    assert r.status_code == 403 and "reload and try again" in r.text
+    assert client.get(f"/api/runs/{run_id}").json()["status"] in ("queued", "running")
+    client.post(f"/api/runs/{run_id}/cancel", headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def test_cancel_with_the_csrf_token_cancels_the_run(client: TestClient) -> None:
+    csrf = log_in(client)
+    (run_id,) = deliver(client, "wait")["runs"]  # type: ignore[misc]
+    r = client.post(f"/runs/{run_id}/cancel", data={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == f"/runs/{run_id}"
+    wait_status(client, run_id, "canceled")
+
+
+def test_csrf_token_in_a_header_is_accepted(client: TestClient) -> None:
+    csrf = log_in(client)
+    (run_id,) = deliver(client, "wait")["runs"]  # type: ignore[misc]
+    r = client.post(f"/runs/{run_id}/cancel", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 303
+    wait_status(client, run_id, "canceled")
+
+
+def test_a_console_post_from_another_origin_is_refused_even_with_the_token(client: TestClient) -> None:
+    csrf = log_in(client)
+    d = deliver(client, "quick")
+    r = client.post(f"/deliveries/{d['delivery_id']}/replay", data={"csrf": csrf},
+                    headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+
+
+def test_replay_with_the_csrf_token_queues_new_runs_and_shows_them(client: TestClient) -> None:
+    csrf = log_in(client)
+    d = deliver(client, "quick")
+    r = client.post(f"/deliveries/{d['delivery_id']}/replay", data={"csrf": csrf})
+    assert r.status_code == 303
+    location = r.headers["location"]
+    assert location.startswith(f"/deliveries/{d['delivery_id']}?replayed=run_")
+    new_run = location.rsplit("=", 1)[1]
+    assert new_run not in d["runs"]  # type: ignore[operator]
+    page = client.get(location)
+    assert "Replay queued 1 run." in page.text and f'data-id="{new_run}"' in page.text
+
+
+def test_replay_of_an_unknown_delivery_is_a_404_page(client: TestClient) -> None:
+    csrf = log_in(client)
+    r = client.post("/deliveries/dlv_nope/replay", data={"csrf": csrf})
+    assert r.status_code == 404
+
+
+def test_the_session_cookie_cannot_change_anything_through_the_api(client: TestClient) -> None:
+    """The API's POSTs check no CSRF token, so only a bearer token may drive them."""
+    log_in(client)
+    (run_id,) = deliver(client, "wait")["runs"]  # type: ignore[misc]
+    assert client.post(f"/api/runs/{run_id}/cancel").status_code == 401
+    r = client.post(f"/api/runs/{run_id}/cancel", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 202
+
+
+def test_a_bearer_token_drives_the_console_without_a_session(client: TestClient) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/", headers=auth).status_code == 200
+    (run_id,) = deliver(client, "wait")["runs"]  # type: ignore[misc]
+    assert client.post(f"/runs/{run_id}/cancel", headers=auth).status_code == 303
+    wait_status(client, run_id, "canceled")
+
+
+def test_pages_carry_a_strict_content_security_policy(client: TestClient) -> None:
+    log_in(client)
+    for path in ("/", "/rules", "/login"):
+        headers = client.get(path).headers
+        assert "script-src 'self'" in headers["content-security-policy"]
+        assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
+
+
+def test_hostile_payloads_are_escaped_in_the_pages(client: TestClient) -> None:
+    log_in(client)
+    r = client.post("/hooks/h", json={"kind": "<script>alert(1)</script>"},
+                    headers={"X-Evil": '"><img src=x onerror=alert(1)>'})
+    page = client.get(f"/deliveries/{r.json()['delivery_id']}").text
+    assert "<script>alert(1)" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_bad_filters_are_reported_not_fatal(client: TestClient) -> None:
+    log_in(client)
+    r = client.get("/?status=bogus&since=yesterday&limit=x")
+    assert r.status_code == 200
+    assert "unknown status" in r.text and "expected a duration" in r.text
+
+
+def test_filters_pick_deliveries_by_run_status(client: TestClient) -> None:
+    log_in(client)
+    quick = deliver(client, "quick")
+    none = deliver(client, "nothing")
+    wait_status(client, quick["runs"][0], "succeeded")  # type: ignore[index]
+    ok = client.get("/fragments/deliveries?status=succeeded").text
+    empty = client.get("/fragments/deliveries?status=none").text
+    assert quick["delivery_id"] in ok and none["delivery_id"] not in ok
+    assert none["delivery_id"] in empty and quick["delivery_id"] not in empty

@@ -1,0 +1,82 @@
+"""Display helpers: condition trees as text, payload views, sizes, durations, classes."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hookrunner.console import present
+from hookrunner.rules.model import Source, When
+
+SRC = Source("rules.yaml", 1)
+
+
+@dataclass
+class Expr:
+    source: str
+
+    def render(self, scope: Any) -> Any:
+        return None
+
+
+def leaf(text: str) -> When:
+    return When("expr", SRC, expr=Expr(text))
+
+
+@pytest.mark.parametrize(("when", "text"), [
+    (None, "(always)"),
+    (leaf('event == "push"'), 'event == "push"'),
+    (When("all", SRC, children=(leaf("a"), When("any", SRC, children=(leaf("b"), leaf("c"))))),
+     "all(a, any(b, c))"),
+    (When("not", SRC, children=(leaf("x"),)), "not(x)"),
+])
+def test_when_text(when: When | None, text: str) -> None:
+    assert present.when_text(when) == text
+
+
+@pytest.mark.parametrize(("body", "kind", "text"), [
+    (b"", "empty", ""),
+    (b'{"a":[1,2]}', "json", '{\n  "a": [\n    1,\n    2\n  ]\n}'),
+    (b"a=1&b=2", "text", "a=1&b=2"),
+    (b"\xff\xfe\x00", "binary", base64.b64encode(b"\xff\xfe\x00").decode()),
+])
+def test_payload_view(body: bytes, kind: str, text: str) -> None:
+    assert present.payload_view(body) == (kind, text)
+
+
+@pytest.mark.parametrize(("n", "text"), [
+    (512, "512 B"), (1024, "1 KiB"), (1536, "1.5 KiB"), (5 * 1024**2, "5 MiB"), (1024**3, "1 GiB"),
+])
+def test_fmt_size(n: int, text: str) -> None:
+    assert present.fmt_size(n) == text
+
+
+@pytest.mark.parametrize(("s", "text"), [
+    (None, "—"), (0.0123, "12 ms"), (4.25, "4.2 s"), (600, "10.0 min"), (7200, "2.0 h"),
+])
+def test_fmt_seconds(s: float | None, text: str) -> None:
+    assert present.fmt_seconds(s) == text
+
+
+@pytest.mark.parametrize(("result", "error", "cls"), [
+    (True, None, "cond-true"), (False, None, "cond-false"), (None, "undefined", "cond-error"),
+])
+def test_condition_class(result: bool | None, error: str | None, cls: str) -> None:
+    assert present.condition_class(result, error) == cls
+
+
+def test_source_text_is_relative_to_the_rules_dir_when_under_it(tmp_path: Path) -> None:
+    inside = Source(str(tmp_path / "rules" / "ci" / "a.yaml"), 7)
+    outside = Source("/elsewhere/b.yaml", 3)
+    assert present.source_text(inside, tmp_path / "rules") == "ci/a.yaml:7"
+    assert present.source_text(outside, tmp_path / "rules") == "/elsewhere/b.yaml:3"
+
+
+def test_times_are_utc() -> None:
+    assert present.fmt_time(0) == "1970-01-01 00:00:00"
+    assert present.iso_time(86400) == "1970-01-02T00:00:00Z"
+    assert present.fmt_time(None) == "—"

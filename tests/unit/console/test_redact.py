@@ -1,0 +1,54 @@
+"""The console hides secret-looking values of a rendered action (the store keeps them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hookrunner.console.redact import REDACTED, redact_spec, redact_url, secret_key
+
+
+@pytest.mark.parametrize(("name", "secret"), [
+    ("password", True), ("DB_PASSWORD", True), ("api_token", True), ("X-Auth-Token", True),
+    ("client_secret", True), ("Authorization", True), ("API-KEY", True), ("aws_credentials", True),
+    ("argv", False), ("url", False), ("replicas", False), ("DEPLOY_REF", False),
+])
+def test_secret_looking_key_names(name: str, secret: bool) -> None:
+    assert secret_key(name) is secret
+
+
+CASES: list[tuple[str, Any, str, Any]] = [
+    ("shell env token", {"argv": ["x"], "env": {"API_TOKEN": "t0k", "REF": "main"}}, "shell",
+     {"argv": ["x"], "env": {"API_TOKEN": REDACTED, "REF": "main"}}),
+    ("nested password", {"extravars": {"db": {"password": "pw", "host": "h"}}}, "ansible",
+     {"extravars": {"db": {"password": REDACTED, "host": "h"}}}),
+    ("secret key with a mapping value", {"secrets": {"a": "1", "b": "2"}}, "terraform",
+     {"secrets": {"a": REDACTED, "b": REDACTED}}),
+    ("every http header", {"url": "https://x/y", "headers": {"X-Trace": "abc", "Accept": "a/b"}}, "http",
+     {"url": "https://x/y", "headers": {"X-Trace": REDACTED, "Accept": REDACTED}}),
+    ("headers kept outside http", {"headers": {"A": "b"}}, "shell", {"headers": {"A": "b"}}),
+    ("url password", {"url": "https://bot:hunter2@api.example:8443/p?q=1"}, "http",
+     {"url": f"https://bot:{REDACTED}@api.example:8443/p?q=1"}),
+    ("lists walked", {"argv": [{"token": "t"}, "plain"]}, "shell", {"argv": [{"token": REDACTED}, "plain"]}),
+]
+
+
+@pytest.mark.parametrize(("what", "spec", "action", "shown"), CASES, ids=[c[0] for c in CASES])
+def test_redact_spec(what: str, spec: Any, action: str, shown: Any) -> None:
+    assert redact_spec(spec, action) == shown
+
+
+def test_redaction_leaves_the_stored_spec_untouched() -> None:
+    spec = {"env": {"TOKEN": "t"}}
+    redact_spec(spec, "shell")
+    assert spec == {"env": {"TOKEN": "t"}}
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("https://user@host/x", "https://user@host/x"),
+    ("plain text with a:b@c", "plain text with a:b@c"),
+    ("http://u:p@[::1]:8080/", f"http://u:{REDACTED}@[::1]:8080/"),
+])
+def test_redact_url(text: str, shown: str) -> None:
+    assert redact_url(text) == shown

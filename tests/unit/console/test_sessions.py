@@ -1,0 +1,82 @@
+"""Console sessions: random ids, idle and absolute expiry, CSRF tokens, a bounded table."""
+
+from __future__ import annotations
+
+import pytest
+
+from hookrunner.console import sessions as mod
+from hookrunner.console.sessions import Sessions
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_new_session_is_valid_and_ids_and_csrf_tokens_are_distinct() -> None:
+    s = Sessions()
+    a, b = s.create(), s.create()
+    assert s.valid(a.id) and s.valid(b.id)
+    assert len({a.id, b.id, a.csrf, b.csrf}) == 4
+
+
+@pytest.mark.parametrize("sid", [None, "", "made-up"])
+def test_unknown_or_missing_ids_are_not_sessions(sid: str | None) -> None:
+    s = Sessions()
+    s.create()
+    assert not s.valid(sid)
+
+
+def test_a_session_idle_too_long_ends_but_use_keeps_it_alive() -> None:
+    clock = Clock()
+    s = Sessions(clock)
+    kept, idle = s.create(), s.create()
+    for _ in range(3):
+        clock.now += mod.IDLE_TIMEOUT * 0.6
+        assert s.valid(kept.id)
+    assert not s.valid(idle.id)
+
+
+def test_a_session_ends_at_its_max_age_however_busy() -> None:
+    clock = Clock()
+    s = Sessions(clock)
+    a = s.create()
+    while clock.now + mod.IDLE_TIMEOUT / 2 < 1_000_000.0 + mod.MAX_AGE:
+        clock.now += mod.IDLE_TIMEOUT / 2
+        assert s.valid(a.id)
+    clock.now += mod.IDLE_TIMEOUT / 2
+    assert not s.valid(a.id)
+
+
+def test_ending_a_session_invalidates_it() -> None:
+    s = Sessions()
+    a = s.create()
+    s.end(a.id)
+    assert not s.valid(a.id) and len(s) == 0
+
+
+@pytest.mark.parametrize(("token", "ok"), [("right", True), ("wrong", False), ("", False), (None, False)])
+def test_csrf_token_must_be_the_sessions_own(token: str | None, ok: bool) -> None:
+    s = Sessions()
+    a = s.create()
+    given = a.csrf if token == "right" else token
+    assert s.csrf_ok(a.id, given) is ok
+
+
+def test_another_sessions_csrf_token_is_refused() -> None:
+    s = Sessions()
+    a, b = s.create(), s.create()
+    assert not s.csrf_ok(a.id, b.csrf)
+    assert not s.csrf_ok("made-up", a.csrf)
+
+
+def test_the_table_is_bounded_dropping_the_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mod, "MAX_SESSIONS", 3)
+    s = Sessions()
+    first = s.create()
+    rest = [s.create() for _ in range(3)]
+    assert len(s) == 3 and not s.valid(first.id)
+    assert all(s.valid(r.id) for r in rest)
