@@ -1,0 +1,220 @@
+"""`hookrunner test`, `explain` and `check` as a user runs them: subprocesses, real files.
+
+`test` and `explain` evaluate and render only: no script, playbook, terraform or HTTP call runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.demo_env import REPO, demo_environ, hookrunner
+
+RULES = """
+hooks:
+  ops:
+    verify:
+      hmac: {secret: {env: OPS_SECRET}, header: X-Signature}
+rules:
+  - name: touch
+    hook: ops
+    run:
+      shell: {argv: ["scripts/touch.sh", "{{ payload.marker }}"]}
+  - name: play
+    hook: ops
+    when: payload.kind == "scale"
+    run:
+      ansible:
+        playbook: scale_up.yml
+        extravars: {marker_file: "{{ payload.marker }}.ansible", replicas: "{{ payload.replicas }}"}
+  - name: apply
+    hook: ops
+    when: payload.kind == "scale"
+    run:
+      terraform:
+        dir: tf
+        command: apply
+        workspace: "{{ payload.env }}"
+        vars: {replicas: "{{ payload.replicas }}"}
+  - name: notify
+    hook: ops
+    when: payload.kind == "scale"
+    run:
+      http:
+        url: "TARGET/notify"
+        json: {text: "scaling to {{ payload.replicas }}"}
+  - name: never
+    hook: ops
+    when: payload.kind == "other"
+    run:
+      shell: {argv: ["scripts/touch.sh", "never"]}
+"""
+
+
+class Counter(BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_POST(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def target() -> Iterator[str]:
+    Counter.hits.clear()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Counter)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def project(tmp_path: Path, target: str) -> Path:
+    """A --root with one rule of each kind, each of which would leave a trace if it ran."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "ops.yaml").write_text(RULES.replace("TARGET", target))
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "touch.sh"
+    script.write_text('#!/bin/sh\ntouch "$1"\n')
+    script.chmod(0o755)
+    (tmp_path / "playbooks").mkdir()
+    shutil.copy(REPO / "playbooks" / "scale_up.yml", tmp_path / "playbooks" / "scale_up.yml")
+    (tmp_path / "tf").mkdir()
+    (tmp_path / "tf" / "main.tf").write_text(
+        'variable "replicas" {}\noutput "replicas" { value = var.replicas }\n'
+    )
+    return tmp_path
+
+
+def write_payload(path: Path, payload: object) -> str:
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+def test_test_prints_matching_rules_and_rendered_actions_and_runs_nothing(project: Path) -> None:
+    marker = project / "marker"
+    payload = write_payload(
+        project / "p.json", {"kind": "scale", "marker": str(marker), "replicas": 3, "env": "staging"}
+    )
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    done = hookrunner(
+        "test", "--hook", "ops", "--payload", payload, cwd=project, env=demo_environ(OPS_SECRET="s")
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.startswith("4 of 5 rule(s) match\n")
+    assert re.search(r"^✗ never  \(rules/ops\.yaml:\d+\)\n    not matched$", out, re.M), out
+    sections = {s.split("  ", 1)[0]: s for s in out.split("\n\n")[1:]}
+    assert f"    run: shell\n      argv:\n      - scripts/touch.sh\n      - {marker}" in sections["✓ touch"]
+    assert (
+        f"    run: ansible\n      playbook: scale_up.yml\n      extravars:\n"
+        f"        marker_file: {marker}.ansible\n        replicas: 3"
+    ) in sections["✓ play"]
+    assert (
+        "    run: terraform\n      dir: tf\n      command: apply\n      workspace: staging\n"
+        "      vars:\n        replicas: 3"
+    ) in sections["✓ apply"]
+    assert "    run: http\n" in sections["✓ notify"]
+    assert "/notify" in sections["✓ notify"] and "text: scaling to 3" in sections["✓ notify"]
+    # Nothing ran: no marker, no ansible marker, no terraform init or state, no HTTP request.
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before
+    assert not marker.exists() and not Path(f"{marker}.ansible").exists()
+    assert Counter.hits == []
+
+
+def test_test_shows_a_template_error_instead_of_an_action(project: Path) -> None:
+    payload = write_payload(project / "p.json", {"kind": "scale", "replicas": 3, "env": "staging"})
+    done = hookrunner(
+        "test", "--hook", "ops", "--payload", payload, cwd=project, env=demo_environ(OPS_SECRET="s")
+    )
+    assert done.returncode == 0, done.stderr
+    assert "! the action cannot be rendered: 'dict object' has no attribute 'marker'" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("hook", "payload_file", "expected"),
+    [
+        (
+            "github",
+            "github-push.json",
+            ["run: shell", "- octocat/hello-world", "concurrency: 'deploy-octocat/hello-world' (coalesce)"],
+        ),
+        ("monitoring", "monitoring-overloaded.json", ["run: shell", "run: ansible", "replicas: 4"]),
+        ("alertmanager", "alertmanager-overloaded.json", ["run: ansible", "playbook: scale_up.yml"]),
+        ("grafana", "grafana-alert.json", ["run: terraform", "workspace: staging", "replicas: '6'"]),
+        (
+            "stripe",
+            "stripe-invoice-payment-failed.json",
+            ["run: http", "env: NOTIFY_URL", "49.00 EUR due (attempt 2)"],
+        ),
+    ],
+)
+def test_test_renders_each_shipped_example(hook: str, payload_file: str, expected: list[str]) -> None:
+    headers = ["--header", "X-GitHub-Event: push"] if hook == "github" else []
+    done = hookrunner("test", "--hook", hook, "--payload", f"examples/payloads/{payload_file}", *headers)
+    assert done.returncode == 0, done.stderr
+    assert "! the action cannot be rendered" not in done.stdout
+    for text in expected:
+        assert text in done.stdout, done.stdout
+
+
+def test_explain_shows_every_rule_with_each_condition_and_its_value(tmp_path: Path) -> None:
+    payload = json.loads((REPO / "examples/payloads/monitoring-overloaded.json").read_text())
+    ok = write_payload(tmp_path / "ok.json", {**payload, "monitoring_status": "ok"})
+    done = hookrunner("explain", "--hook", "monitoring", "--payload", ok)
+    assert done.returncode == 0, done.stderr
+    assert re.search(
+        r"^✓ log-every-alert  \(rules/monitoring\.yaml:\d+\)  matched\n"
+        r"    \(no when: matches every delivery\)$",
+        done.stdout,
+        re.M,
+    ), done.stdout
+    assert re.search(
+        r"^✗ scale-up-when-overloaded  \(rules/monitoring\.yaml:\d+\)  not matched\n"
+        r'    ✗ payload\.monitoring_status == "overloaded"  "ok"$',
+        done.stdout,
+        re.M,
+    ), done.stdout
+
+
+def test_explain_splits_and_conditions_and_shows_the_value_that_failed(tmp_path: Path) -> None:
+    push = json.loads((REPO / "examples/payloads/github-push.json").read_text())
+    dev = write_payload(tmp_path / "dev.json", {**push, "ref": "refs/heads/dev"})
+    done = hookrunner("explain", "--hook", "github", "--payload", dev, "--header", "X-GitHub-Event: push")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert re.fullmatch(r"✗ redeploy-on-push  \(rules/github\.yaml:\d+\)  not matched", lines[0])
+    assert re.fullmatch(r'    ✓ event == "push" +"push"', lines[1])
+    assert re.fullmatch(r'    ✗ payload\.ref == "refs/heads/main" +"refs/heads/dev"', lines[2])
+
+
+def test_check_passes_on_the_shipped_rules_with_the_makefile_env() -> None:
+    done = hookrunner("check")
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"ok: \d+ hook\(s\), \d+ rule\(s\) from \d+ file\(s\)\n", done.stdout)
+
+
+def test_check_reports_file_and_line_of_each_error_in_a_broken_copy(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    grafana = rules / "grafana.yaml"
+    text = grafana.read_text()
+    assert "        command: apply\n" in text
+    grafana.write_text(text.replace("        command: apply\n", "        command: deploy\n"))
+    line = grafana.read_text().splitlines().index("        command: deploy") + 1
+    done = hookrunner("check", "--rules", str(rules))
+    assert done.returncode == 1, done.stdout
+    assert f"{grafana}:{line}: " in done.stderr, done.stderr
+    assert "terraform.command must be one of plan, apply, destroy" in done.stderr
