@@ -61,6 +61,11 @@ class Dispatcher:
         self._finished = asyncio.Condition()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Leases cannot be renewed while the store is down, so right after an outage every
+        # lease looks expired: recover others' runs only once their nodes had a lease's time
+        # to renew (else a run that is alive and well would be retried or failed).
+        self._store_down = False
+        self._reachable_since = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -93,8 +98,8 @@ class Dispatcher:
         if running:
             # Housekeeping goes on while draining: leases are renewed (another node must not
             # take these runs over) and cancel requests are still honoured.
-            event("dispatcher.draining", runs=len(running), grace=grace)
             limit = grace if grace is not None else self.settings.grace
+            event("dispatcher.draining", runs=len(running), grace=limit)
             _, pending = await asyncio.wait(running, timeout=limit)
             if pending:
                 for run_id, (_, cancel) in list(self._active.items()):
@@ -226,10 +231,14 @@ class Dispatcher:
                 if now - last_renew >= self.settings.lease / 3:
                     last_renew = now
                     await self._renew(now)
-                    for run in await self.store.expired(now):
-                        await self._interrupted(run, f"interrupted: lease of node {run.lease_owner} expired")
+                    if not self._store_down and now - self._reachable_since >= self.settings.lease:
+                        for run in await self.store.expired(now):
+                            await self._interrupted(
+                                run, f"interrupted: lease of node {run.lease_owner} expired")
                 journaled = self._journaled
                 counts = await self.store.counts()
+                if self._store_down:
+                    self._store_down, self._reachable_since = False, now
                 self._store_queued, self._journaled_at_refresh = counts.get("queued", 0), journaled
                 self.metrics.queue_depth.set(self.queued)
                 if self.settings.keep and now - last_prune >= min(PRUNE_EVERY, self.settings.keep / 2):
@@ -241,6 +250,7 @@ class Dispatcher:
                     if pruned or files:
                         event("store.pruned", deliveries=pruned, run_dirs=files)
             except StoreUnavailable as exc:
+                self._store_down = True
                 event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
 
     def _requested_reason(self, run_id: str) -> str:

@@ -56,6 +56,10 @@ DEFAULT_POOL_MIN = 1
 DEFAULT_POOL_MAX = 10
 DEFAULT_POOL_TIMEOUT = 5.0  # seconds to wait for a connection before StoreUnavailable
 DEFAULT_CONNECT_TIMEOUT = 5  # seconds, libpq connect_timeout
+# psycopg_pool retries a lost connection with doubling delays for `reconnect_timeout` (300 s
+# by default), so after a long outage a node kept answering 503 for about as long again.
+# Giving up early frees the slot; the next request grows the pool with an immediate attempt.
+DEFAULT_RECONNECT_TIMEOUT = 2.0  # seconds
 LISTEN_RETRY = 1.0  # seconds between attempts to re-establish LISTEN
 CHANNEL = "hookrunner_runs"
 # Advisory lock keys: any constant unlikely to collide with another application's.
@@ -75,6 +79,7 @@ class PostgresStore:
         self.url = url
         self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             url, min_size=min_size, max_size=max_size, timeout=timeout, open=False,
+            reconnect_timeout=DEFAULT_RECONNECT_TIMEOUT,
             check=AsyncConnectionPool.check_connection, connection_class=Conn,
             kwargs={"autocommit": True, "row_factory": dict_row,
                     "connect_timeout": DEFAULT_CONNECT_TIMEOUT},
