@@ -1,0 +1,91 @@
+"""`parse_body`: the raw body -> the `payload` of templates, or a clear 400/415."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hookrunner.payload import PayloadError, parse_body
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b'{"a": 1}', "application/json", {"a": 1}),
+        (b'{"a": 1}', "application/json; charset=utf-8", {"a": 1}),
+        (b'{"a": 1}', "APPLICATION/JSON", {"a": 1}),
+        (b'{"a": 1}', None, {"a": 1}),  # no content type: JSON is tried
+        (b'{"a": 1}', "application/vnd.github+json", {"a": 1}),
+        (b'{"a": 1}', "text/plain", {"a": 1}),  # some senders label JSON as text
+        (b"[1, 2]", "application/json", [1, 2]),
+        (b"", "application/json", {}),  # an empty body is an empty payload
+        (b"  \r\n", "application/xml", {}),
+        (b"a=1&b=&a=2", "application/x-www-form-urlencoded", {"a": "2", "b": ""}),
+        # GitHub's form-encoded deliveries: the JSON in `payload=` is unwrapped.
+        (b"payload=%7B%22ref%22%3A%22main%22%7D", "application/x-www-form-urlencoded",
+         {"ref": "main"}),
+        (b'{"s": "{{ 7*7 }}"}', "application/json", {"s": "{{ 7*7 }}"}),  # data, not template
+        ('{"é": "ü"}'.encode(), "application/json", {"é": "ü"}),
+    ],
+)
+def test_bodies_that_parse(body: bytes, content_type: str | None, expected: Any) -> None:
+    assert parse_body(body, content_type) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "message"),
+    [
+        (b'{"a": ', "application/json", 400, "not valid JSON"),
+        (b"{'a': 1}", "application/json", 400, "not valid JSON"),
+        (b"1" * 5000, "application/json", 400, "not valid JSON"),  # int digit limit
+        (b'{"a": "\xff"}', "application/json", 400, "not valid UTF-8"),
+        (b"a=\xff", "application/x-www-form-urlencoded", 400, "not valid UTF-8"),
+        (b"[" * 100_000, "application/json", 400, "nested too deeply"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "nested too deeply"),
+        (b'{"a":' * 100_000, None, 400, "nested too deeply"),
+        (b"payload=%7B", "application/x-www-form-urlencoded", 400, "not valid JSON"),
+        (b"<a/>", "application/xml", 415, "unsupported content type"),
+        (b"x", "multipart/form-data; boundary=x", 415, "unsupported content type"),
+        (b"\x00", "application/octet-stream", 415, "unsupported content type"),
+    ],
+)
+def test_bodies_that_do_not_parse_get_a_clear_status(
+    body: bytes, content_type: str | None, status: int, message: str
+) -> None:
+    with pytest.raises(PayloadError) as info:
+        parse_body(body, content_type)
+    assert info.value.status == status
+    assert message in info.value.message
+
+
+CONTENT_TYPES = st.one_of(
+    st.none(),
+    st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain",
+                     "application/cloudevents+json", "application/xml", "", ";", "json"]),
+    st.text(max_size=40),
+)
+JSONISH = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=20,
+).map(lambda v: repr(v).encode())  # Python repr: JSON-like, often not JSON
+BODIES = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    JSONISH,
+    st.integers(min_value=1, max_value=3000).map(lambda n: b"[" * n),
+    st.builds(lambda k, v: f"{k}={v}".encode(), st.text(max_size=20), st.text(max_size=20)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(body=BODIES, content_type=CONTENT_TYPES)
+def test_any_body_parses_or_raises_a_400_or_415(body: bytes, content_type: str | None) -> None:
+    try:
+        parse_body(body, content_type)
+    except PayloadError as exc:
+        assert exc.status in (400, 415) and exc.message
