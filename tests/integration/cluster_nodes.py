@@ -8,6 +8,9 @@ a real deployment) but has its own --data directory and --node name. Scripts und
 
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -124,3 +127,46 @@ def wait_terminal(db: str, run_ids: Sequence[str], timeout: float = 60.0) -> dic
 def iter_runs(responses: Sequence[httpx.Response]) -> Iterator[str]:
     for r in responses:
         yield from r.json()["runs"]
+
+
+def pg_ctl(cluster: Any, *args: str) -> None:
+    """Run pg_ctl on a throwaway cluster as its owner (initdb'd as `postgres` under root)."""
+    argv = [str(cluster.bin / "pg_ctl"), "-D", str(cluster.dir), *args]
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+
+class Load:
+    """Posts deliveries round robin from `parallel` threads until stopped; keeps every answer
+    with the time it was sent and received."""
+
+    def __init__(self, servers: Sequence[Server], parallel: int = 6) -> None:
+        self.servers, self.parallel = servers, parallel
+        self.answers: list[tuple[float, float, httpx.Response]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(i,), daemon=True)
+                         for i in range(parallel)]
+
+    def _loop(self, i: int) -> None:
+        n = 0
+        while not self._stop.is_set():
+            server = self.servers[(i + n) % len(self.servers)]
+            sent = time.time()
+            try:
+                answer = post(server, {"thread": i, "n": n})
+            except httpx.HTTPError:  # a connection-level failure counts as "not accepted"
+                continue
+            finally:
+                n += 1
+            self.answers.append((sent, time.time(), answer))
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=90)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -14,11 +15,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests import pgcluster
 from tests.integration.cluster_nodes import (
+    Load,
     Nodes,
     iter_runs,
+    pg_ctl,
     post,
     post_many,
     query,
@@ -37,6 +42,20 @@ SANITY_DELAY = 5.0  # seconds: far above the 1 s poll, so only a stuck wake-up f
 
 
 @pytest.fixture
+def own_cluster() -> Iterator[pgcluster.Cluster]:
+    """A PostgreSQL server of this test alone, which it may stop and start again."""
+    try:
+        cluster = pgcluster.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.dir, ignore_errors=True)
+
+
+@pytest.fixture
 def nodes(project: Path, postgres_db: str) -> Iterator[Nodes]:
     cluster = Nodes(project, postgres_db)
     try:
@@ -48,7 +67,7 @@ def nodes(project: Path, postgres_db: str) -> Iterator[Nodes]:
 def test_three_nodes_run_every_delivery_exactly_once(nodes: Nodes, project: Path) -> None:
     """Hundreds of deliveries spread round robin over three nodes: each run executes once,
     and every node takes a share of the work."""
-    recording_script(project, "work.sh", "sleep 0.02")
+    recording_script(project, "work.sh")
     nodes.rules("""
 rules:
   - name: work
@@ -288,3 +307,65 @@ def test_cli_runs_replay_and_cancel_work_against_the_cluster(nodes: Nodes, proje
     assert run_id in listing.stdout and new_run in listing.stdout
     assert "canceled" in listing.stdout
     assert run("cancel", "run_nope").returncode == 1
+
+
+def test_database_restart_under_load_loses_nothing_accepted(
+    project: Path, own_cluster: pgcluster.Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The database stops (pg_ctl -m fast) and restarts while two nodes take deliveries:
+    while it is down hooks answer 503 with Retry-After (never 202) and /readyz is not ready;
+    afterwards the nodes recover by themselves and every delivery that got 202 runs."""
+    nodes = Nodes(project, pgcluster.create_database(own_cluster.url))
+    try:
+        recording_script(project, "load.sh")
+        nodes.rules("""
+rules:
+  - name: load
+    hook: github
+    run: {shell: {argv: ["scripts/load.sh"]}}
+    retry: {attempts: 3, backoff: 0s}
+""")
+        servers = nodes.start("n1", "n2")
+        with Load(servers) as load:
+            until(lambda: len(load.answers) >= 40, 30, "load under way")
+            pg_ctl(own_cluster, "stop", "-m", "fast", "-w")
+            down = time.time()
+            with ThreadPoolExecutor(4) as pool:  # each waits out the pool timeout
+                probing = [pool.submit(post, s, {"probe": True}) for s in servers]
+                checking = [pool.submit(httpx.get, s.url + "/readyz", timeout=30)
+                            for s in servers]
+                probes = [f.result() for f in probing]
+                readiness = [f.result() for f in checking]
+            for probe, ready in zip(probes, readiness, strict=True):
+                assert probe.status_code == 503 and int(probe.headers["Retry-After"]) > 0
+                assert ready.status_code == 503 and ready.json()["store"] == "unreachable"
+            up = time.time()
+            pgcluster.start(own_cluster.dir, own_cluster.port)
+            for s in servers:
+                until(lambda s=s: httpx.get(s.url + "/readyz", timeout=30).status_code == 200,
+                      30, f"{s.url} ready again")
+            recovered = time.time()
+            until(lambda: sum(1 for sent, _, a in load.answers
+                              if sent > recovered and a.status_code == 202) >= 20,
+                  30, "deliveries accepted again after the restart")
+        answers = load.answers
+        codes = Counter(a.status_code for _, _, a in answers)
+        assert set(codes) <= {202, 503}, codes
+        assert all(int(a.headers["Retry-After"]) > 0 for _, _, a in answers if a.status_code == 503)
+        assert not [a for sent, got, a in answers
+                    if sent > down and got < up and a.status_code == 202]
+        accepted = [a.json() for _, _, a in answers if a.status_code == 202]
+        run_ids = [r for doc in accepted for r in doc["runs"]]
+        stored = query(nodes.db, "SELECT count(*) FROM deliveries WHERE id = ANY(%s)",
+                       [[doc["delivery_id"] for doc in accepted]])
+        assert stored == [(len(accepted),)]
+        final = wait_terminal(nodes.db, run_ids)
+        assert set(final.values()) == {"succeeded"}, Counter(final.values())
+        executed = Counter(x[1] for x in nodes.lines("events") if x[0] == "start")
+        assert set(run_ids) <= set(executed)
+        with capsys.disabled():
+            print(f"\ndatabase restart: {codes[202]} accepted, {codes[503]} answered 503, "
+                  f"{sum(n > 1 for n in executed.values())} run(s) executed more than once; "
+                  f"ready {recovered - up:.1f}s after the restart began")
+    finally:
+        nodes.stop_all()
