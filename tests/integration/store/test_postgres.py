@@ -6,11 +6,11 @@ import asyncio
 
 import psycopg
 import pytest
-from tests.integration.store.test_store import LEASE, T0, delivery, new_run
-from tests.pgcluster import free_port
 
 from hookrunner.errors import StoreUnavailable
 from hookrunner.store.postgres import PostgresStore
+from tests.integration.store.test_store import LEASE, T0, delivery, new_run
+from tests.pgcluster import free_port
 
 pytestmark = pytest.mark.postgres
 

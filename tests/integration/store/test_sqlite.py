@@ -7,9 +7,8 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
-from tests.integration.store.test_store import LEASE, T0, delivery, new_run
-
 from hookrunner.store.sqlite import SQLiteStore
+from tests.integration.store.test_store import LEASE, T0, delivery, new_run
 
 
 async def test_a_second_opener_writes_alongside_the_server(tmp_path: Path) -> None:
