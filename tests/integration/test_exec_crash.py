@@ -1,0 +1,212 @@
+"""Backpressure, crash and shutdown on a real server: nothing answered 202 is ever lost.
+
+Deliveries come from many client threads at once; the scripts record each start, so "ran"
+is what the processes themselves wrote down.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.integration.conftest import GITHUB_SECRET
+from tests.integration.exec_support import (
+    HOOKS,
+    all_records,
+    fire,
+    none_alive,
+    record,
+    rule,
+    run_doc,
+    setup,
+    started,
+    wait_for,
+)
+from tests.serverproc import Server, github_signature
+
+BURST = 300
+CLIENTS = 16
+
+
+def post(client: httpx.Client, server: Server, payload: dict[str, Any], delivery: str,
+         ) -> tuple[int, dict[str, Any], float, httpx.Headers]:
+    """(status, body, time answered, headers); status 0 when the server did not answer.
+
+    One client shared by the sending threads: a client per request spends more CPU on its TLS
+    context than the server spends on the delivery."""
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": "push",
+               "X-GitHub-Delivery": delivery,
+               "X-Hub-Signature-256": github_signature(GITHUB_SECRET, body)}
+    try:
+        r = client.post(f"{server.url}/hooks/github", content=body, headers=headers)
+    except httpx.HTTPError:
+        return 0, {}, time.time(), httpx.Headers()
+    return r.status_code, r.json(), time.time(), r.headers
+
+
+def client() -> httpx.Client:
+    return httpx.Client(timeout=30, limits=httpx.Limits(max_connections=CLIENTS))
+
+
+def settled(server: Server) -> list[dict[str, Any]] | None:
+    """All runs once none is queued or running, else None."""
+    with server.admin() as c:
+        runs: list[dict[str, Any]] = c.get("/api/runs", params={"limit": 1000}).json()["runs"]
+    return None if any(r["status"] in ("queued", "running") for r in runs) else runs
+
+
+def test_past_max_queued_hooks_answer_503_and_every_accepted_delivery_runs(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`--max-queued 5 --workers 1`: a concurrent burst gets 503 + Retry-After past the bound,
+    never more queued than the bound, and every delivery answered 202 runs."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("slow", records), args=["--max-queued", "5", "--workers", "1"])
+    with ThreadPoolExecutor(20) as pool, client() as c:
+        answers = list(pool.map(lambda i: post(c, server, {"sleep": 0.3, "tag": f"t{i}"}, f"bp-{i}"),
+                                range(20)))
+    accepted = [a for a in answers if a[0] == 202]
+    full = [a for a in answers if a[0] == 503]
+    assert len(accepted) + len(full) == 20, [a[0] for a in answers]
+    assert full and all(a[3].get("Retry-After") == "5" and a[1] == {"error": "queue full"}
+                        for a in full)
+    run_ids = [a[1]["runs"][0] for a in accepted]
+    docs = [server.wait_run(r) for r in run_ids]
+    assert {d["status"] for d in docs} == {"succeeded"}
+    recs = [record(records, r) for r in run_ids]
+    assert all(rec is not None for rec in recs)  # none lost
+    # The bound, measured: by the last 202, at most 5 were waiting, plus those already claimed.
+    last_accept = max(a[2] for a in accepted)
+    claimed_by_then = sum(1 for d in docs if d["started_at"] <= last_accept)
+    assert len(accepted) <= 5 + claimed_by_then
+    # Once drained, the hook accepts again.
+    after = fire(server, tag="after")
+    assert server.wait_run(after)["status"] == "succeeded"
+
+
+def test_sigkill_mid_burst_loses_no_accepted_delivery(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A burst of deliveries from concurrent clients, a SIGKILL of the server in the middle, a
+    restart on the same data dir: every delivery answered 202 ran at least once. Runs that were
+    running at the kill end `failed` (interrupted) without a retry rule, and are retried with one;
+    senders redelivering what got no answer are told it was a duplicate when it was journaled."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("plain", records, when="payload.n % 2 == 0")
+                         + rule("retried", records, "    retry: {attempts: 3, backoff: 100ms}\n",
+                                when="payload.n % 2 == 1"),
+                         args=["--workers", "8"])
+    answers: dict[int, tuple[int, dict[str, Any]]] = {}
+
+    def payload(i: int) -> dict[str, Any]:
+        return {"sleep": 0.05, "tag": f"t{i}", "n": i}  # odd n: the rule with retry
+    lock = threading.Lock()
+    killed = threading.Event()
+
+    def send(i: int) -> None:
+        status, body, _, _ = post(sender, server, payload(i), f"burst-{i}")
+        with lock:
+            answers[i] = (status, body)
+            if not killed.is_set() and sum(1 for s, _ in answers.values() if s == 202) >= BURST // 3:
+                killed.set()
+                server.kill()
+
+    with ThreadPoolExecutor(CLIENTS) as pool, client() as sender:
+        list(pool.map(send, range(BURST)))
+    assert killed.is_set()
+    lost_answers = [i for i, (s, _) in answers.items() if s != 202]
+    assert lost_answers, "the kill landed after the burst"
+    assert all(answers[i][0] == 0 for i in lost_answers)  # no answer at all, never an error
+
+    server.start()
+    # The senders redeliver what got no answer (same delivery id).
+    with ThreadPoolExecutor(CLIENTS) as pool, client() as sender:
+        again = dict(zip(lost_answers, pool.map(
+            lambda i: post(sender, server, payload(i), f"burst-{i}"), lost_answers), strict=True))
+    for i, (status, body, _, _) in again.items():
+        assert status in (200, 202), body
+        answers[i] = (status, body)
+    runs = wait_for("the queue to drain", lambda: settled(server), timeout=120)
+
+    by_id = {r["id"]: r for r in runs}
+    recs = all_records(records)
+    ran = {name.split(".")[0] for name in recs}
+    delivered: dict[str, list[str]] = {}  # delivery id -> its run ids
+    with server.admin() as c:
+        for status, body in answers.values():
+            dlv = body["delivery_id"]
+            if status == 202:
+                delivered[dlv] = body["runs"]
+            else:  # journaled before the kill, answered as a duplicate now
+                assert status == 200 and body["duplicate"] is True
+                delivered[dlv] = c.get(f"/api/deliveries/{dlv}").json()["runs"]
+    assert len(delivered) == BURST  # every delivery journaled exactly once
+    interrupted = {"plain": 0, "retried": 0}
+    for run_ids in delivered.values():
+        assert len(run_ids) == 1
+        for run_id in run_ids:
+            run = by_id[run_id]
+            if run["rule"] == "retried":
+                assert run["status"] == "succeeded" and run_id in ran, run
+                if run["attempt"] > 1:
+                    interrupted["retried"] += 1
+                    doc = run_doc(server, run_id)
+                    assert doc["attempts"][0]["reason"].startswith("interrupted"), doc
+            elif run["status"] == "failed":
+                assert run["reason"].startswith("interrupted"), run
+                interrupted["plain"] += 1
+            else:
+                assert run["status"] == "succeeded" and run_id in ran, run
+    print(f"burst {BURST}: {BURST - len(lost_answers)} answered before the kill, "
+          f"{len(lost_answers)} redelivered, interrupted {interrupted}")
+
+
+def test_sigterm_drains_within_grace_then_cancels_cleanly(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """SIGTERM: the server stops taking work (the listener closes, queued runs stay queued),
+    lets running runs finish within `HOOKRUNNER_GRACE`, then cancels the rest with their process
+    trees; what stayed queued runs after the restart."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("job", records), args=["--workers", "2"],
+                         env={"HOOKRUNNER_GRACE": "2s"})
+    short = fire(server, sleep=1, tag="short")
+    long = fire(server, sleep=60, child=1, tag="long")
+    waiting = fire(server, tag="waiting")
+    started(records, short)
+    long_rec = wait_for("the grandchild", lambda: (r := record(records, long)) and r.children and r)
+    assert run_doc(server, waiting)["status"] == "queued"
+    assert server.proc is not None
+    sent = time.time()
+    server.proc.send_signal(signal.SIGTERM)
+
+    def refused() -> bool:
+        try:
+            httpx.get(f"{server.url}/healthz", timeout=1)
+        except httpx.HTTPError:
+            return True
+        return False
+
+    wait_for("the listener to close", refused)
+    # uvicorn re-raises the signal once shut down, so the exit status says "by SIGTERM".
+    assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert none_alive(long_rec.pids)
+    short_rec = record(records, short)
+    assert short_rec is not None and short_rec.end is not None  # finished within the grace
+    assert record(records, waiting) is None  # never claimed while stopping
+
+    server.start()
+    doc = server.wait_run(long)
+    assert doc["status"] == "canceled" and doc["reason"] == "canceled: server shutting down"
+    assert doc["finished_at"] - sent >= 2.0  # it had the whole grace period
+    assert server.wait_run(short)["status"] == "succeeded"
+    assert server.wait_run(waiting)["status"] == "succeeded"
