@@ -31,8 +31,25 @@ def serve(settings: Settings) -> int:
         ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None,
         timeout_graceful_shutdown=int(settings.grace) + 5, server_header=False,
     )
-    uvicorn.Server(config).run()
+    _server(config, app).run()
     return EXIT_OK
+
+
+def _server(config: Any, app: Any) -> Any:
+    """uvicorn's server, but SIGTERM/SIGINT also stop the dispatcher taking work at once.
+
+    uvicorn first waits for open HTTP requests (a `?wait=` may take long) and only then runs
+    the lifespan shutdown; this way the grace period of running runs counts from the signal."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            dispatcher = app.state.gateway.dispatcher
+            if dispatcher is not None:
+                dispatcher.begin_stop_threadsafe()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 def _http_protocol() -> Any:

@@ -60,6 +60,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._finished = asyncio.Condition()
         self._stopping = False
+        self._drain: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # Leases cannot be renewed while the store is down, so right after an outage every
         # lease looks expired: recover others' runs only once their nodes had a lease's time
@@ -70,6 +72,7 @@ class Dispatcher:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         stale = await self.store.release_node(self.node)
         left = orphans.find([r.id for r in stale], self.node)
         if left:
@@ -85,31 +88,54 @@ class Dispatcher:
             asyncio.create_task(self._listen(), name="hookrunner-listen"),
         ]
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop claiming; let running runs finish up to `grace`, then cancel them cleanly."""
+    def begin_stop(self, grace: float | None = None) -> None:
+        """Stop taking work now, and start the drain: running runs get `grace` seconds (default
+        the `grace` setting) to finish, then are canceled. Safe to call more than once."""
         self._stopping = True
         self._wake.set()
+        if self._drain is None:
+            limit = grace if grace is not None else self.settings.grace
+            self._drain = asyncio.create_task(self._drain_runs(limit), name="hookrunner-drain")
+
+    def begin_stop_threadsafe(self) -> None:
+        """`begin_stop` from a signal handler or another thread (the server's SIGTERM)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.begin_stop)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; let running runs finish up to `grace`, then cancel them cleanly.
+
+        A drain begun by `begin_stop` (at SIGTERM, while the HTTP server still finishes its
+        requests) keeps its own deadline: the grace period counts from the signal."""
+        self.begin_stop(grace)
         tasks = {t.get_name(): t for t in self._tasks}
         # The claim loop is not cancelled mid-claim: runs the store just handed over would be
         # `running` with no process. It sees `_stopping` and ends after launching them.
         if "hookrunner-claim" in tasks:
             await tasks.pop("hookrunner-claim")
-        running = [task for task, _ in self._active.values()]
-        if running:
-            # Housekeeping goes on while draining: leases are renewed (another node must not
-            # take these runs over) and cancel requests are still honoured.
-            limit = grace if grace is not None else self.settings.grace
-            event("dispatcher.draining", runs=len(running), grace=limit)
-            _, pending = await asyncio.wait(running, timeout=limit)
-            if pending:
-                for run_id, (_, cancel) in list(self._active.items()):
-                    self._cancel_reason.setdefault(run_id, "canceled: server shutting down")
-                    cancel.set()
-                await asyncio.wait(pending)
+        assert self._drain is not None
+        await self._drain
         for t in tasks.values():
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+
+    async def _drain_runs(self, limit: float) -> None:
+        # Housekeeping goes on while draining: leases are renewed (another node must not take
+        # these runs over) and cancel requests are still honoured.
+        claim = next((t for t in self._tasks if t.get_name() == "hookrunner-claim"), None)
+        if claim is not None:
+            await asyncio.wait([claim])  # runs it launches while ending are drained too
+        running = [task for task, _ in self._active.values()]
+        if not running:
+            return
+        event("dispatcher.draining", runs=len(running), grace=limit)
+        _, pending = await asyncio.wait(running, timeout=limit)
+        if pending:
+            for run_id, (_, cancel) in list(self._active.items()):
+                self._cancel_reason.setdefault(run_id, "canceled: server shutting down")
+                cancel.set()
+            await asyncio.wait(pending)
 
     # -- entry points used by the HTTP layer ---------------------------------------------
 
@@ -252,6 +278,21 @@ class Dispatcher:
             except StoreUnavailable as exc:
                 self._store_down = True
                 event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
+            self._fence(time.time())
+
+    def _fence(self, now: float) -> None:
+        """Stop runs whose lease this node could not renew (network cut, store outage) a
+        renewal period before it expires: another node may take them over at expiry, and
+        ours must be gone by then."""
+        for run_id, run in list(self._runs.items()):
+            entry = self._active.get(run_id)
+            if (entry is None or run_id in self._lost or run.lease_expires is None
+                    or now < run.lease_expires - self.settings.lease / 3):
+                continue
+            self._lost.add(run_id)
+            self._cancel_reason[run_id] = "canceled: lease not renewed in time"
+            entry[1].set()
+            event("run.lease_lost", logging.WARNING, run_id=run_id, reason="not renewed")
 
     def _requested_reason(self, run_id: str) -> str:
         run = self._runs.get(run_id)
@@ -265,6 +306,9 @@ class Dispatcher:
         if not ids:
             return
         held = await self.store.renew(self.node, ids, self.settings.lease, now)
+        for run_id in held:
+            if run_id in self._runs:
+                self._runs[run_id].lease_expires = now + self.settings.lease
         for run_id in ids:
             if run_id not in held and run_id in self._active:
                 # Another node may run it now: stop ours and record nothing.

@@ -37,7 +37,7 @@ CLIENTS = 16
 
 
 def post(client: httpx.Client, server: Server, payload: dict[str, Any], delivery: str,
-         ) -> tuple[int, dict[str, Any], float, httpx.Headers]:
+         wait: str | None = None) -> tuple[int, dict[str, Any], float, httpx.Headers]:
     """(status, body, time answered, headers); status 0 when the server did not answer.
 
     One client shared by the sending threads: a client per request spends more CPU on its TLS
@@ -47,7 +47,8 @@ def post(client: httpx.Client, server: Server, payload: dict[str, Any], delivery
                "X-GitHub-Delivery": delivery,
                "X-Hub-Signature-256": github_signature(GITHUB_SECRET, body)}
     try:
-        r = client.post(f"{server.url}/hooks/github", content=body, headers=headers)
+        r = client.post(f"{server.url}/hooks/github", content=body, headers=headers,
+                        params={"wait": wait} if wait else None)
     except httpx.HTTPError:
         return 0, {}, time.time(), httpx.Headers()
     return r.status_code, r.json(), time.time(), r.headers
@@ -173,32 +174,43 @@ def test_sigkill_mid_burst_loses_no_accepted_delivery(
 def test_sigterm_drains_within_grace_then_cancels_cleanly(
     make_server: Callable[..., Server], project: Path
 ) -> None:
-    """SIGTERM: the server stops taking work (the listener closes, queued runs stay queued),
-    lets running runs finish within `HOOKRUNNER_GRACE`, then cancels the rest with their process
-    trees; what stayed queued runs after the restart."""
+    """SIGTERM: the server stops taking work at once (the listener closes, queued runs stay
+    queued even while a `?wait=` request is still being answered), lets running runs finish
+    within `HOOKRUNNER_GRACE` counted from the signal, then cancels the rest with their process
+    trees; the waiting request gets their final status, and what stayed queued runs after the
+    restart."""
     records = setup(project)
     server = make_server(HOOKS + rule("job", records), args=["--workers", "2"],
                          env={"HOOKRUNNER_GRACE": "2s"})
     short = fire(server, sleep=1, tag="short")
-    long = fire(server, sleep=60, child=1, tag="long")
-    waiting = fire(server, tag="waiting")
-    started(records, short)
-    long_rec = wait_for("the grandchild", lambda: (r := record(records, long)) and r.children and r)
-    assert run_doc(server, waiting)["status"] == "queued"
-    assert server.proc is not None
-    sent = time.time()
-    server.proc.send_signal(signal.SIGTERM)
+    waited: list[tuple[int, dict[str, Any], float, httpx.Headers]] = []
+    with client() as c:
+        holder = threading.Thread(target=lambda: waited.append(
+            post(c, server, {"sleep": 60, "child": 1, "tag": "long"}, "long", wait="30s")))
+        holder.start()
+        long_rec = wait_for("the long run and its grandchild", lambda: next(
+            (r for r in all_records(records).values() if r.tag == "long" and r.children), None))
+        waiting = fire(server, tag="waiting")
+        started(records, short)
+        assert run_doc(server, waiting)["status"] == "queued"
+        assert server.proc is not None
+        sent = time.time()
+        server.proc.send_signal(signal.SIGTERM)
 
-    def refused() -> bool:
-        try:
-            httpx.get(f"{server.url}/healthz", timeout=1)
-        except httpx.HTTPError:
-            return True
-        return False
+        def refused() -> bool:
+            try:
+                httpx.get(f"{server.url}/healthz", timeout=1)
+            except httpx.HTTPError:
+                return True
+            return False
 
-    wait_for("the listener to close", refused)
+        wait_for("the listener to close", refused)
+        holder.join(timeout=30)
     # uvicorn re-raises the signal once shut down, so the exit status says "by SIGTERM".
     assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    (status, body, answered, _), = waited
+    assert status == 200 and body["runs"][0]["status"] == "canceled", body
+    long = body["runs"][0]["id"]
     assert none_alive(long_rec.pids)
     short_rec = record(records, short)
     assert short_rec is not None and short_rec.end is not None  # finished within the grace
@@ -208,5 +220,7 @@ def test_sigterm_drains_within_grace_then_cancels_cleanly(
     doc = server.wait_run(long)
     assert doc["status"] == "canceled" and doc["reason"] == "canceled: server shutting down"
     assert doc["finished_at"] - sent >= 2.0  # it had the whole grace period
+    print(f"SIGTERM -> long run canceled after {doc['finished_at'] - sent:.2f}s, "
+          f"?wait answered after {answered - sent:.2f}s (grace 2s)")
     assert server.wait_run(short)["status"] == "succeeded"
     assert server.wait_run(waiting)["status"] == "succeeded"
