@@ -86,6 +86,7 @@ class Dispatcher:
             asyncio.create_task(self._claim_loop(), name="hookrunner-claim"),
             asyncio.create_task(self._housekeeping(), name="hookrunner-housekeeping"),
             asyncio.create_task(self._listen(), name="hookrunner-listen"),
+            asyncio.create_task(self._fencing(), name="hookrunner-fencing"),
         ]
 
     def begin_stop(self, grace: float | None = None) -> None:
@@ -278,6 +279,11 @@ class Dispatcher:
             except StoreUnavailable as exc:
                 self._store_down = True
                 event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
+
+    async def _fencing(self) -> None:
+        """Its own loop, so a store call that hangs (a network cut) cannot delay it."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING)
             self._fence(time.time())
 
     def _fence(self, now: float) -> None:
