@@ -60,6 +60,11 @@ DEFAULT_CONNECT_TIMEOUT = 5  # seconds, libpq connect_timeout
 # by default), so after a long outage a node kept answering 503 for about as long again.
 # Giving up early frees the slot; the next request grows the pool with an immediate attempt.
 DEFAULT_RECONNECT_TIMEOUT = 2.0  # seconds
+# A network cut leaves sockets open: without these a call could wait for the kernel's
+# retransmission limit (~15 min). libpq drops a connection after 10 s of unacknowledged
+# data, or an idle one after 5 + 3 * 2 s without keepalive answers.
+TCP_TIMEOUTS: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                                "keepalives_count": 3, "tcp_user_timeout": 10_000}
 LISTEN_RETRY = 1.0  # seconds between attempts to re-establish LISTEN
 CHANNEL = "hookrunner_runs"
 # Advisory lock keys: any constant unlikely to collide with another application's.
@@ -82,7 +87,7 @@ class PostgresStore:
             reconnect_timeout=DEFAULT_RECONNECT_TIMEOUT,
             check=AsyncConnectionPool.check_connection, connection_class=Conn,
             kwargs={"autocommit": True, "row_factory": dict_row,
-                    "connect_timeout": DEFAULT_CONNECT_TIMEOUT},
+                    "connect_timeout": DEFAULT_CONNECT_TIMEOUT, **TCP_TIMEOUTS},
         )
         self._timeout = timeout
         self._wake = asyncio.Event()
@@ -146,7 +151,8 @@ class PostgresStore:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=DEFAULT_CONNECT_TIMEOUT)
+                    self.url, autocommit=True, connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+                    **TCP_TIMEOUTS)
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._wake.set()  # whatever happened while we were not listening
