@@ -8,7 +8,9 @@ a real deployment) but has its own --data directory and --node name. Scripts und
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -47,12 +49,13 @@ class Nodes:
     def rules(self, text: str) -> None:
         (self.project / "rules" / "rules.yaml").write_text(HOOK + text)
 
-    def server(self, name: str, workers: int = 4, args: Sequence[str] = ()) -> Server:
-        """A node, not yet started."""
+    def server(self, name: str, workers: int = 4, args: Sequence[str] = (),
+               db: str | None = None) -> Server:
+        """A node, not yet started (`db`: another URL of the same database, e.g. a relay)."""
         server = Server(
             self.project / "rules", self.project / f"data-{name}", self.project,
             env={"GITHUB_WEBHOOK_SECRET": GITHUB_SECRET},
-            args=["--db", self.db, "--node", name, "--lease", self.lease,
+            args=["--db", db or self.db, "--node", name, "--lease", self.lease,
                   "--workers", str(workers), *args],
         )
         self.nodes[name] = server
@@ -170,3 +173,58 @@ class Load:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=90)
+
+
+class Relay:
+    """A TCP relay from a loopback port to PostgreSQL, for one node: `cut()` drops every
+    relayed connection and refuses new ones (that node's network to the database is gone)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self._cut = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, db: str) -> str:
+        return db.replace(f":{self.target}/", f":{self.port}/")
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if self._cut:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self._lock:
+                self._socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self._cut = True
+        with self._lock:
+            for s in self._socks:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()

@@ -22,6 +22,7 @@ from tests import pgcluster
 from tests.integration.cluster_nodes import (
     Load,
     Nodes,
+    Relay,
     iter_runs,
     pg_ctl,
     post,
@@ -262,6 +263,40 @@ def test_a_node_that_lost_its_lease_stops_the_run(nodes: Nodes, project: Path) -
     assert query(nodes.db, "SELECT attempt, node, status FROM attempts WHERE run_id = %s "
                            "ORDER BY attempt", [run_id]) == [(1, "n1", "failed"),
                                                              (2, "n2", "succeeded")]
+
+
+def test_a_node_cut_off_from_the_database_stops_its_run_before_another_takes_it(
+    nodes: Nodes, project: Path
+) -> None:
+    """A node whose connection to the database is cut cannot renew its lease: it stops its
+    run before the lease expires, and only then does the other node start the retry, so the
+    two attempts never overlap (by the scripts' own timestamps)."""
+    out = project / "out" / "events"
+    trap = f"trap 'echo term $HOOKRUNNER_RUN_ID $HOOKRUNNER_NODE $HOOKRUNNER_ATTEMPT " \
+           f"$(date +%s.%N) >> \"{out}\"; exit 143' TERM"
+    recording_script(project, "cut.sh", f'{trap}\nif [ "$HOOKRUNNER_ATTEMPT" = 1 ]; then '
+                                        "sleep 60 & wait $!; fi")
+    nodes.rules("""
+rules:
+  - name: cut
+    hook: github
+    run: {shell: {argv: ["scripts/cut.sh"]}}
+    retry: {attempts: 2, backoff: 0s}
+""")
+    port = int(nodes.db.rsplit(":", 1)[1].split("/")[0])
+    relay = Relay(port)
+    try:
+        n1 = nodes.server("n1", db=relay.url(nodes.db)).start()
+        run_id = post(n1, {"a": 1}).json()["runs"][0]
+        until(lambda: len(nodes.lines("events")) == 1, 15, "the run started on n1")
+        nodes.start("n2")
+        relay.cut()
+        assert wait_terminal(nodes.db, [run_id], timeout=30)[run_id] == "succeeded"
+    finally:
+        relay.close()
+    events = {(x[0], x[3]): (x[2], float(x[4])) for x in nodes.lines("events")}
+    assert events[("term", "1")][0] == "n1" and events[("start", "2")][0] == "n2"
+    assert events[("term", "1")][1] < events[("start", "2")][1]
 
 
 def _alive(pid: int) -> bool:
