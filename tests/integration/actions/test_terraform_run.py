@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -36,10 +37,10 @@ output "token" {
 }
 """
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("terraform") is None,
-    reason="no terraform binary on PATH (these tests need the real CLI; install terraform)",
-)
+@pytest.fixture(autouse=True)
+def _terraform_on_path() -> None:
+    # The real CLI is part of the test set-up (`make test` installs one where none is on PATH).
+    assert shutil.which("terraform"), "no terraform on PATH: run `make test`, which installs it"
 
 
 @pytest.fixture(autouse=True)
@@ -128,8 +129,9 @@ async def test_destroy(harness, tfdir: Path) -> None:
 
 
 async def test_missing_binary_fails_with_a_reason(harness, tfdir: Path) -> None:
-    if shutil.which("tofu"):
-        pytest.skip("tofu is installed here")
+    ctx = harness.ctx()
+    # A PATH that holds no tofu, whatever this machine has installed.
+    ctx = dataclasses.replace(ctx, env={**ctx.env, "PATH": str(tfdir)})
     spec = {"dir": "terraform/scaling", "command": "plan", "binary": "tofu"}
-    result = await TF.run(spec, harness.ctx())
+    result = await TF.run(spec, ctx)
     assert (result.outcome, result.reason) == ("failed", "tofu not found on PATH")
