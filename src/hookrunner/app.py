@@ -10,6 +10,7 @@ import signal
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -63,6 +64,12 @@ class AdminAuth:
             response = JSONResponse({"error": "admin token required"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (no such path, wrong method) answer JSON like every other error."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def healthz(request: Request) -> Response:
@@ -133,7 +140,8 @@ def create_app(settings: Settings) -> Starlette:
         *api.routes,
         *console.routes,
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)])
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)],
+                    exception_handlers={HTTPException: http_error})
     token, token_file = admin_token(settings.admin_token, settings.data)
     if token_file is not None:
         event("server.admin_token", logging.INFO, file=str(token_file),

@@ -98,10 +98,18 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
+def _refuse_callables(value: Any) -> Any:
+    """A function is never a value: rendering one would print its repr (a memory address)."""
+    if callable(value) and not isinstance(value, jinja2.Undefined):
+        raise SecurityError(f"{getattr(value, '__name__', 'object')} is a function, not a value")
+    return value
+
+
 def _make_env() -> _Environment:
     env = _Environment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
+        finalize=_refuse_callables,
         keep_trailing_newline=True,  # a YAML block scalar's final newline is part of the value
     )
     env.tests.update(match=_test_match, search=_test_search, glob=_test_glob,
@@ -136,6 +144,7 @@ def to_plain(value: Any) -> Any:
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [to_plain(v) for v in value]
+    _refuse_callables(value)
     return str(value)
 
 

@@ -234,3 +234,12 @@ def test_render_tree_renders_nested_specs() -> None:
 def test_describe(value: Any, text: str) -> None:
     """Values in explanations read like JSON."""
     assert describe(value) == text
+
+
+@pytest.mark.parametrize(
+    "source", ["{{ payload[payload.key] }}", "x-{{ payload[payload.key] }}", "{{ payload.items }}"]
+)
+def test_a_function_is_never_rendered_as_a_value(source: str) -> None:
+    """A payload key naming a dict method must fail the run, not print a memory address."""
+    with pytest.raises(TemplateError, match="is a function, not a value"):
+        compile_template(source).render({"payload": {"key": "items"}})
