@@ -104,7 +104,7 @@ def test_coalesce_finishes_the_running_one_then_runs_only_the_newest(
     records = setup(project)
     server = make_server(HOOKS + rule("deploy", records,
                                       "    concurrency: {key: deploy, policy: coalesce}\n"))
-    running = fire(server, sleep=1.5, tag="running")
+    running = fire(server, sleep=2, tag="running")
     started(records, running)
     waiting = [fire(server, tag=f"w{i}") for i in range(4)]
     assert server.wait_run(running)["status"] == "succeeded"
