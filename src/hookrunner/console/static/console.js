@@ -130,14 +130,15 @@ function showAttempts(attempts) {
   }));
 }
 
-// Stream one attempt's log into <pre>: the server sends it chunked while the run runs.
+// Stream one attempt's log into <pre> (the server sends it chunked while the run runs); true if any text came.
 async function streamLog(id, attempt, pre, state) {
   const resp = checkSession(await fetch(
     `/api/runs/${encodeURIComponent(id)}/log?attempt=${attempt}`, { credentials: "same-origin" }));
-  if (!resp.ok || !resp.body) return;
+  if (!resp.ok || !resp.body) return false;
   const reader = resp.body.getReader();
   const decoder = new TextDecoder();
   let first = true;
+  let got = false;
   for (;;) {
     const { done, value } = await reader.read();
     const text = done ? decoder.decode() : decoder.decode(value, { stream: true });
@@ -146,12 +147,13 @@ async function streamLog(id, attempt, pre, state) {
       first = false;
     }
     if (text) {
+      got = true;
       const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       pre.appendChild(document.createTextNode(text));
       if (atBottom) pre.scrollTop = pre.scrollHeight;
       state.textContent = "streaming…";
     }
-    if (done) return;
+    if (done) return got;
   }
 }
 
@@ -185,13 +187,15 @@ async function liveRun() {
       await sleep(500);
       continue;
     }
+    let got = false;
     try {
-      await streamLog(id, run.attempt, pre, state);
+      got = await streamLog(id, run.attempt, pre, state);
     } catch (err) {
       state.textContent = "stream interrupted, retrying…";
     }
     if (TERMINAL.has(run.status)) break;  // that read was the whole, final log
-    await sleep(300);
+    if (!got) state.textContent = `waiting for output (running on ${run.node || "a node"})…`;
+    await sleep(got ? 300 : 1000);
   }
   ended = true;
   state.textContent = "finished";
