@@ -44,10 +44,11 @@ system-deps:
 	fi
 
 # Figures, not tests (bench/README.md): both benchmarks run; exit 1 if a target was missed.
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	@command -v wrk >/dev/null && command -v webhook >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk webhook >/dev/null; }
-	$(BIN)/python bench/ingest.py; a=$$?; $(BIN)/python bench/e2e.py; b=$$?; exit $$((a | b))
+	$(BIN)/python bench/ingest.py; a=$$?; $(BIN)/python bench/e2e.py; b=$$?; \
+	  $(BIN)/python bench/cluster.py; c=$$?; exit $$((a | b | c))
 
 clean:
 	rm -rf $(VENV) .hookrunner .pytest_cache .mypy_cache .ruff_cache
