@@ -44,7 +44,7 @@ system-deps:
 	fi
 
 # Figures, not tests (bench/README.md): both benchmarks run; exit 1 if a target was missed.
-bench: $(STAMP) system-deps
+bench: $(STAMP)
 	@command -v wrk >/dev/null && command -v webhook >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk webhook >/dev/null; }
 	$(BIN)/python bench/ingest.py; a=$$?; $(BIN)/python bench/e2e.py; b=$$?; \
