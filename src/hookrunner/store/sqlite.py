@@ -187,7 +187,7 @@ class SQLiteStore:
             self._reader, connect, self.path, self._busy_timeout)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._writer.stop)
+        await self._writer.aclose()
         if self._reader is not None:
             conn = self._read_conn
             if conn is not None:
