@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -90,6 +92,8 @@ def is_alive(pid: int) -> bool:
 
 def group_alive(pgid: int) -> bool:
     """True if some live (non-zombie) process is still in group `pgid`."""
+    if not signal_group(pgid, 0):
+        return False  # the common case, decided without reading all of /proc
     if _PROC.is_dir():
         return any(pgrp == pgid and state not in ("Z", "X") for _, state, _, pgrp in _proc_stats())
     return signal_group(pgid, 0)
@@ -175,26 +179,15 @@ async def run_process(
     if deadline is None:
         deadline = deadline_for(ctx)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=str(cwd),
-            env=dict(env),
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # own session = own process group, killable as one
-        )
+        proc = await _Child.start(argv, cwd=cwd, env=env, with_stdin=stdin is not None)
     except OSError as exc:
         reason = _start_failure(argv, cwd, exc)
         ctx.log.note(reason)
         return RunResult("failed", reason=reason)
 
-    assert proc.stdout is not None
     pump = asyncio.ensure_future(_pump(proc.stdout, on_output or ctx.log.write))
-    feeder = None
     if stdin is not None:
-        assert proc.stdin is not None
-        feeder = asyncio.ensure_future(_feed(proc.stdin, stdin))
+        proc.feed(stdin)
     waiter = asyncio.ensure_future(proc.wait())
     canceller = asyncio.ensure_future(ctx.cancel.wait())
     stopped: Outcome | None = None
@@ -218,14 +211,12 @@ async def run_process(
     finally:
         if proc.returncode is None:  # we were cancelled ourselves: leave nothing behind
             signal_group(proc.pid, signal.SIGKILL)
-        for task in (canceller, feeder, pump):
-            if task is not None and not task.done():
+            proc.reap()
+        for task in (canceller, pump):
+            if not task.done():
                 task.cancel()
-        if not pump.done() or proc.returncode is None:
-            # A process outside the group still holds the pipe: stop reading it.
-            transport = getattr(proc, "_transport", None)
-            if transport is not None:
-                transport.close()
+        # A process outside the group may still hold the pipe: stop reading it either way.
+        proc.close()
 
     rc = proc.returncode
     assert rc is not None
@@ -241,13 +232,85 @@ async def _pump(stream: asyncio.StreamReader, sink: OutputHandler) -> None:
         sink(chunk)
 
 
-async def _feed(writer: asyncio.StreamWriter, data: bytes) -> None:
-    # The child may exit or close stdin without reading it all; that is its business.
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        writer.write(data)
-        await writer.drain()
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        writer.close()
+class _Child:
+    """A started action process: its stdout as an asyncio stream, its exit awaitable.
+
+    Started with `subprocess.Popen` (vfork) rather than the event loop's own spawn: under
+    uvloop that forks the whole server, measured at 1.7 ms of CPU per process against 0.25 ms
+    with a 50 MB heap, which was the largest cost per run. The exit is watched through a
+    pidfd, so nothing polls and no other code's SIGCHLD handling is involved.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdout: asyncio.StreamReader,
+                 transport: asyncio.BaseTransport) -> None:
+        self._popen = popen
+        self.stdout = stdout
+        self._transport = transport
+        self.pid = popen.pid
+
+    @classmethod
+    async def start(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str],
+                    with_stdin: bool) -> _Child:
+        popen = subprocess.Popen(
+            list(argv), cwd=str(cwd), env=dict(env),
+            stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,  # own session = own process group, killable as one
+        )
+        assert popen.stdout is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_CHUNK, loop=loop)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), popen.stdout)
+        return cls(popen, reader, transport)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel): a thread waits instead
+            return await asyncio.to_thread(self._popen.wait)
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        return self._popen.wait()  # reaps at once: it has exited
+
+    def feed(self, data: bytes) -> threading.Thread:
+        """Write `data` to stdin from a thread of its own, then close it. A child that exits
+        or closes stdin without reading it all ends the thread with EPIPE: its business."""
+        pipe = self._popen.stdin
+        assert pipe is not None
+
+        def write() -> None:
+            with contextlib.suppress(OSError):
+                pipe.write(data)
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+        thread = threading.Thread(target=write, name=f"hookrunner-stdin-{self.pid}", daemon=True)
+        thread.start()
+        return thread
+
+    def reap(self) -> None:
+        """Collect the exit status of a leader that was just SIGKILLed (no zombie left)."""
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            self._popen.wait(timeout=1.0)
+
+    def close(self) -> None:
+        self._transport.close()
 
 
 async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Future[None]) -> None:

@@ -206,9 +206,11 @@ class PostgresStore:
     async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
         async with self._tx() as conn:
             await conn.execute(Q["claim_lock"], {"lock": CLAIM_LOCK})
-            cur = await conn.execute(Q["claim_candidates"],
-                                     {"now": now, "window": limit + CLAIM_WINDOW})
-            candidates = [run_from_row(r) for r in await cur.fetchall()]
+            window = {"now": now, "limit": limit, "window": CLAIM_WINDOW}
+            rows = []
+            for query in ("claim_keyless", "claim_keyed"):
+                rows += await (await conn.execute(Q[query], window)).fetchall()
+            candidates = sorted((run_from_row(r) for r in rows), key=lambda r: r.seq)
             keys = sorted({c.concurrency_key for c in candidates if c.concurrency_key})
             running: list[Run] = []
             if keys:

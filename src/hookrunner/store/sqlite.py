@@ -97,17 +97,9 @@ def _add_runs(conn: sqlite3.Connection, runs: Sequence[NewRun]) -> None:
 
 
 def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: float) -> list[Run]:
-    rows = conn.execute(Q["claim_candidates"], {"now": now, "window": limit + CLAIM_WINDOW})
-    # Keyless runs past the first `limit` of them can neither be claimed this round (those
-    # come first) nor change a key's decision: skip decoding them (most of a deep queue's cost).
-    candidates: list[Run] = []
-    keyless = 0
-    for r in rows:
-        if r["concurrency_key"] is None:
-            if keyless >= limit:
-                continue
-            keyless += 1
-        candidates.append(run_from_row(r))
+    params = {"now": now, "limit": limit, "window": CLAIM_WINDOW}
+    rows = [*conn.execute(Q["claim_keyless"], params), *conn.execute(Q["claim_keyed"], params)]
+    candidates = sorted((run_from_row(r) for r in rows), key=lambda r: r.seq)
     if not candidates:
         return []
     running = [run_from_row(r) for r in conn.execute(Q["running_keyed"])]

@@ -37,9 +37,18 @@ SELECT delivery_id, id FROM runs WHERE delivery_id = ANY(%(ids)s) ORDER BY seq;
 -- name: claim_lock
 SELECT pg_advisory_xact_lock(%(lock)s);
 
--- name: claim_candidates
+-- name: claim_keyless
+-- Due runs without a key, only as many as the claim may take: the rest cannot be claimed
+-- this round and no policy looks at them.
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
-WHERE r.status = 'queued' AND r.next_attempt_at <= %(now)s
+WHERE r.status = 'queued' AND r.concurrency_key IS NULL AND r.next_attempt_at <= %(now)s
+ORDER BY r.seq LIMIT %(limit)s
+FOR UPDATE OF r SKIP LOCKED;
+
+-- name: claim_keyed
+-- Due runs with a key, up to a window: the policies decide among them.
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.status = 'queued' AND r.concurrency_key IS NOT NULL AND r.next_attempt_at <= %(now)s
 ORDER BY r.seq LIMIT %(window)s
 FOR UPDATE OF r SKIP LOCKED;
 

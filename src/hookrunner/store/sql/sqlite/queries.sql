@@ -21,9 +21,18 @@ VALUES (:id, :delivery_id, :rule, :action, :spec, 'queued', :concurrency_key, :p
 -- name: run_ids_of_delivery
 SELECT id FROM runs WHERE delivery_id = :delivery_id ORDER BY seq;
 
--- name: claim_candidates
+-- name: claim_keyless
+-- Due runs without a key, only as many as the claim may take: the rest cannot be claimed
+-- this round and no policy looks at them.
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
-WHERE r.status = 'queued' AND r.next_attempt_at <= :now ORDER BY r.seq LIMIT :window;
+WHERE r.status = 'queued' AND r.concurrency_key IS NULL AND r.next_attempt_at <= :now
+ORDER BY r.seq LIMIT :limit;
+
+-- name: claim_keyed
+-- Due runs with a key, up to a window: the policies decide among them.
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.status = 'queued' AND r.concurrency_key IS NOT NULL AND r.next_attempt_at <= :now
+ORDER BY r.seq LIMIT :window;
 
 -- name: running_keyed
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
