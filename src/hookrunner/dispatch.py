@@ -54,6 +54,9 @@ class Dispatcher:
         self._journaled_at_refresh = 0
         self._reserved = 0
         self._active: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        # Runs whose action has ended and whose result is being written: their worker slot
+        # is free again (the limit is on actions running, not on store writes).
+        self._recording: set[str] = set()
         self._runs: dict[str, Run] = {}  # the claimed record of each active run
         self._cancel_reason: dict[str, str] = {}
         self._lost: set[str] = set()
@@ -217,7 +220,7 @@ class Dispatcher:
         while not self._stopping:
             # With every worker busy the claim still runs (limit 0): it applies `skip`,
             # `replace` and `coalesce` to runs as they arrive, not when a worker frees up.
-            free = max(0, self.settings.workers - len(self._active))
+            free = max(0, self.settings.workers - len(self._active) + len(self._recording))
             try:
                 runs = await self.store.claim(self.node, free, self.settings.lease, time.time())
             except StoreUnavailable as exc:
@@ -370,9 +373,12 @@ class Dispatcher:
             result.reason = self._cancel_reason[run.id]
         log.note(f"{result.outcome}" + (f": {result.reason}" if result.reason else ""))
         log.close()
+        self._recording.add(run.id)
+        self._wake.set()
         try:
             await self._record(run, result, started)
         finally:
+            self._recording.discard(run.id)
             self._active.pop(run.id, None)
             self._runs.pop(run.id, None)
             self._cancel_reason.pop(run.id, None)
@@ -387,23 +393,22 @@ class Dispatcher:
         runner = RUNNERS.get(run.action)
         if runner is None:
             return RunResult("failed", None, f"unknown action type {run.action!r}")
-        delivery = await self.store.get_delivery(run.delivery_id)
-        body = delivery.body if delivery else b""
-        payload: Any = None
-        if delivery is not None:
-            try:
-                payload = parse_body(body, Headers(delivery.headers).get("content-type"))
-            except PayloadError:
-                payload = None
+        body, payload = b"", None
+        if runner.needs_delivery(run.spec):
+            delivery = await self.store.get_delivery(run.delivery_id)
+            if delivery is not None:
+                body = delivery.body
+                with contextlib.suppress(PayloadError):
+                    payload = parse_body(body, Headers(delivery.headers).get("content-type"))
         work = self._work_dir(run)
         work.mkdir(parents=True, exist_ok=True, mode=0o700)
         env = base_env(self.settings.environ, self.settings.pass_env, {
             "HOOKRUNNER_RUN_ID": run.id, "HOOKRUNNER_DELIVERY_ID": run.delivery_id,
-            "HOOKRUNNER_HOOK": delivery.hook if delivery else "", "HOOKRUNNER_RULE": run.rule,
+            "HOOKRUNNER_HOOK": run.hook, "HOOKRUNNER_RULE": run.rule,
             "HOOKRUNNER_ATTEMPT": str(run.attempt), "HOOKRUNNER_NODE": self.node,
         })
         ctx = RunContext(
-            run_id=run.id, delivery_id=run.delivery_id, hook=delivery.hook if delivery else "",
+            run_id=run.id, delivery_id=run.delivery_id, hook=run.hook,
             rule=run.rule, attempt=run.attempt, node=self.node, root=self.settings.root.resolve(),
             work_dir=work, env=env, timeout=run.timeout, cancel=cancel, log=log,
             raw_body=body, payload=payload,
@@ -429,13 +434,13 @@ class Dispatcher:
         finish = Finish(run_id=run.id, node=self.node, outcome=result.outcome,
                         exit_code=result.exit_code, reason=result.reason, outputs=result.outputs,
                         finished_at=now, retry_at=retry_at)
-        save_log = getattr(self.store, "save_log", None)
+        log_text = self.log_tail(run, self.settings.log_cap)
         for delay in (0.0, 0.5, 1, 2, 4, 8):  # the result must not be lost to a store hiccup
             await asyncio.sleep(delay)
             try:
-                await self.store.finish(finish)
-                if save_log is not None:
-                    await save_log(run.id, run.attempt, self.log_tail(run, self.settings.log_cap))
+                # Queued together, so the embedded store commits both in one transaction.
+                await asyncio.gather(self.store.finish(finish),
+                                     self.store.save_log(run.id, run.attempt, log_text))
                 return
             except StoreUnavailable as exc:
                 event("run.record_failed", logging.ERROR, run_id=run.id, error=str(exc))

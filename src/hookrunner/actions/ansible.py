@@ -149,6 +149,9 @@ class AnsibleRunner:
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_ansible(raw)
 
+    def needs_delivery(self, rendered: Mapping[str, Any]) -> bool:
+        return True  # the payload is always the extra var `webhook`
+
     def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
         return None
 

@@ -45,7 +45,7 @@ class RunContext:
     timeout: float | None  # seconds; None = no limit
     cancel: asyncio.Event  # set on cancel / replace / shutdown / lost lease
     log: LogSink
-    raw_body: bytes = b""
+    raw_body: bytes = b""  # filled only when the runner's `needs_delivery` says so
     payload: Any = None
 
 @dataclass
@@ -64,6 +64,10 @@ class Runner(Protocol):
 
     def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
         """A key the action always serializes on (terraform: dir + workspace), or None."""
+        ...
+
+    def needs_delivery(self, rendered: Mapping[str, Any]) -> bool:
+        """Whether `run` reads `ctx.raw_body` / `ctx.payload`; only then are they loaded."""
         ...
 
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:

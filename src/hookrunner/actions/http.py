@@ -83,6 +83,9 @@ class HttpRunner:
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_http(raw)
 
+    def needs_delivery(self, rendered: Mapping[str, Any]) -> bool:
+        return False
+
     def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
         return None
 

@@ -115,6 +115,9 @@ class ShellRunner:
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_shell(raw)
 
+    def needs_delivery(self, rendered: Mapping[str, Any]) -> bool:
+        return rendered.get("stdin") == "payload"
+
     def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
         return None
 

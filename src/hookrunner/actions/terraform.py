@@ -149,6 +149,9 @@ class TerraformRunner:
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_terraform(raw)
 
+    def needs_delivery(self, rendered: Mapping[str, Any]) -> bool:
+        return False
+
     def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
         return concurrency_key(rendered)
 
