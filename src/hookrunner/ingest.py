@@ -129,10 +129,11 @@ async def accept(request: Request, gw: Gateway) -> Response:
     if request.method != "POST":
         return error(405, "use POST", headers={"Allow": "POST"})
     m = gw.metrics.deliveries
+    query = dict(request.query_params) if request.scope["query_string"] else {}
     wait = 0.0
-    if "wait" in request.query_params:
+    if "wait" in query:
         try:
-            wait = min(parse_duration(request.query_params["wait"]), MAX_WAIT)
+            wait = min(parse_duration(query["wait"]), MAX_WAIT)
         except ValueError as exc:
             return error(400, f"wait: {exc}")
 
@@ -165,7 +166,7 @@ async def accept(request: Request, gw: Gateway) -> Response:
 
     headers = Headers(request.headers.items())
     signed = SignedRequest(headers=headers, body=body, url=str(request.url),
-                           query=dict(request.query_params), client_ip=ip, now=now)
+                           query=query, client_ip=ip, now=now)
     try:
         verified = hook.verifier.verify(signed)
     except VerifyError as exc:
@@ -182,7 +183,7 @@ async def accept(request: Request, gw: Gateway) -> Response:
 
     delivery_id = new_id("dlv")
     scope = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,
-                        query=dict(request.query_params), payload=payload, event=verified.event)
+                        query=query, payload=payload, event=verified.event)
     matches, runs = plan_runs(ruleset, hook_id, scope, delivery_id, now, gw.settings.default_timeout)
     delivery = NewDelivery(
         id=delivery_id, hook=hook_id, received_at=now, headers=_redact(headers, hook), body=body,

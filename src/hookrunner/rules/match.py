@@ -16,7 +16,7 @@ from typing import Any
 
 from hookrunner.errors import TemplateError
 from hookrunner.rules.model import Rule, Ruleset, When
-from hookrunner.templating import Expression, describe, render_tree
+from hookrunner.templating import Expression, Scope, describe, render_tree
 from hookrunner.verify.base import Headers
 
 __all__ = [
@@ -46,15 +46,15 @@ def build_scope(
         received_at = dt.datetime.fromtimestamp(received_at, dt.UTC)
     if isinstance(received_at, dt.datetime):
         received_at = received_at.isoformat()
-    return {
-        "payload": payload,
-        "headers": headers,
-        "query": dict(query or {}),
-        "event": event,
-        "hook": hook,
-        "delivery_id": delivery_id,
-        "received_at": received_at,
-    }
+    return Scope(
+        payload=payload,
+        headers=headers,
+        query=dict(query or {}),
+        event=event,
+        hook=hook,
+        delivery_id=delivery_id,
+        received_at=received_at,
+    )
 
 
 @dataclass(frozen=True)
