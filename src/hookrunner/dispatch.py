@@ -329,12 +329,12 @@ class Dispatcher:
     async def _interrupted(self, run: Run, reason: str, local: bool = False) -> None:
         """A run whose process died with its node: retried per its rule, else failed.
 
-        `local`: the run was this node's, so its work dir tells whether the action started
-        (the dispatcher makes it just before starting the action); one that never started is
+        `local`: the run was this node's, so its log file tells whether the action started
+        (the dispatcher creates it as it starts the attempt); one that never started is
         queued again at once whatever its rule says, since it never ran."""
         now = time.time()
         retry_at = None
-        if local and not self._work_dir(run).exists():
+        if local and not self.log_path(run.id, run.attempt).exists():
             retry_at, reason = now, f"{reason} before its action started; queued again"
         elif should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
@@ -400,8 +400,7 @@ class Dispatcher:
                 body = delivery.body
                 with contextlib.suppress(PayloadError):
                     payload = parse_body(body, Headers(delivery.headers).get("content-type"))
-        work = self._work_dir(run)
-        work.mkdir(parents=True, exist_ok=True, mode=0o700)
+        work = self._work_dir(run)  # made by the runners that use it (ansible)
         env = base_env(self.settings.environ, self.settings.pass_env, {
             "HOOKRUNNER_RUN_ID": run.id, "HOOKRUNNER_DELIVERY_ID": run.delivery_id,
             "HOOKRUNNER_HOOK": run.hook, "HOOKRUNNER_RULE": run.rule,

@@ -163,7 +163,7 @@ class AnsibleRunner:
             reason = f"playbook not found: {PLAYBOOK_DIR}/{rendered.get('playbook')}"
             ctx.log.note(reason)
             return RunResult("failed", reason=reason)
-        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        ctx.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=ctx.work_dir))  # mode 0700
         vars_file = run_dir / "extravars.yml"
         vars_file.write_text(extravars_yaml(rendered.get("extravars") or {}, ctx.payload))
