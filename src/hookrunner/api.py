@@ -109,7 +109,7 @@ async def run_log(request: Request) -> Response:
     if run is None:
         return _err(404, "no such run")
     attempt = int(request.query_params.get("attempt", run.attempt) or 1)
-    path = gw.settings.logs_dir / run.id / f"{max(attempt, 1)}.log"
+    path = gw.settings.log_path(run.id, attempt)
     if run.status not in TERMINAL and path.exists():
         return StreamingResponse(_follow(gw, run.id, path), media_type="text/plain; charset=utf-8")
     if path.exists():

@@ -195,11 +195,8 @@ class Dispatcher:
         return {"id": run.id, "rule": run.rule, "status": run.status, "exit_code": run.exit_code,
                 "reason": run.reason, "output": self.log_tail(run, OUTPUT_TAIL)}
 
-    def log_path(self, run_id: str, attempt: int) -> Path:
-        return self.settings.logs_dir / run_id / f"{max(attempt, 1)}.log"
-
     def log_tail(self, run: Run, size: int) -> str:
-        path = self.log_path(run.id, run.attempt)
+        path = self.settings.log_path(run.id, run.attempt)
         return tail(path, size) if path.exists() else ""
 
     # -- loops -----------------------------------------------------------------------------
@@ -334,7 +331,7 @@ class Dispatcher:
         queued again at once whatever its rule says, since it never ran."""
         now = time.time()
         retry_at = None
-        if local and not self.log_path(run.id, run.attempt).exists():
+        if local and not self.settings.log_path(run.id, run.attempt).exists():
             retry_at, reason = now, f"{reason} before its action started; queued again"
         elif should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
@@ -360,7 +357,7 @@ class Dispatcher:
         started = time.time()
         if run.attempt <= 1:
             self.metrics.start_latency.observe(max(0.0, started - run.created_at))
-        log = FileLog(self.log_path(run.id, run.attempt), self.settings.log_cap)
+        log = FileLog(self.settings.log_path(run.id, run.attempt), self.settings.log_cap)
         event("run.started", run_id=run.id, rule=run.rule, attempt=run.attempt, action=run.action)
         log.note(f"run {run.id} rule {run.rule} attempt {run.attempt}/{run.max_attempts} "
                  f"on node {self.node}")

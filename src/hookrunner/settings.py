@@ -62,6 +62,10 @@ class Settings:
     def logs_dir(self) -> Path:
         return self.data / "logs"
 
+    def log_path(self, run_id: str, attempt: int) -> Path:
+        """Where an attempt's output is kept (attempts count from 1)."""
+        return self.logs_dir / run_id / f"{max(attempt, 1)}.log"
+
     @property
     def work_dir(self) -> Path:
         return self.data / "work"

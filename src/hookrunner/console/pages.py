@@ -100,7 +100,7 @@ async def run_page(request: Request) -> Response:
 async def _finished_log(gw: Gateway, run: Run) -> str:
     if run.attempt < 1:
         return ""
-    path = gw.settings.logs_dir / run.id / f"{run.attempt}.log"
+    path = gw.settings.log_path(run.id, run.attempt)
     if path.exists():
         with open(path, "rb") as f:
             data = f.read(LOG_PAGE_LIMIT + 1)
