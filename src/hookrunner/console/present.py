@@ -10,6 +10,7 @@ from typing import Any
 
 from hookrunner.rules.model import Source, When
 from hookrunner.store.base import TERMINAL, Run
+from hookrunner.units import format_duration
 
 STATUS_CLASSES = {
     "queued": "st-queued", "running": "st-running", "succeeded": "st-ok", "failed": "st-bad",
@@ -32,15 +33,7 @@ def iso_time(ts: float | None) -> str:
 
 
 def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    return "—" if seconds is None else format_duration(seconds)
 
 
 def fmt_size(n: int) -> str:

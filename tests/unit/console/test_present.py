@@ -56,7 +56,7 @@ def test_fmt_size(n: int, text: str) -> None:
 
 
 @pytest.mark.parametrize(("s", "text"), [
-    (None, "—"), (0.0123, "12 ms"), (4.25, "4.2 s"), (600, "10.0 min"), (7200, "2.0 h"),
+    (None, "—"), (0.0123, "12ms"), (4.25, "4.2s"), (600, "10.0m"), (7200, "2.0h"),
 ])
 def test_fmt_seconds(s: float | None, text: str) -> None:
     assert present.fmt_seconds(s) == text
