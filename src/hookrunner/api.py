@@ -105,17 +105,19 @@ async def get_run(request: Request) -> Response:
 async def run_log(request: Request) -> Response:
     """The output of the run's current attempt; streams while it runs on this node."""
     gw = _gw(request)
+    asked = request.query_params.get("attempt")
+    if asked is not None and not asked.isdigit():
+        return _err(400, "attempt must be a number")
     run = await gw.store.get_run(request.path_params["id"])
     if run is None:
         return _err(404, "no such run")
-    attempt = int(request.query_params.get("attempt", run.attempt) or 1)
+    attempt = int(asked) if asked else run.attempt
     path = gw.settings.log_path(run.id, attempt)
     if run.status not in TERMINAL and path.exists():
         return StreamingResponse(_follow(gw, run.id, path), media_type="text/plain; charset=utf-8")
     if path.exists():
         return PlainTextResponse(path.read_text(errors="replace"))
-    get_log = getattr(gw.store, "get_log", None)
-    text = await get_log(run.id, attempt) if get_log is not None else None
+    text = await gw.store.get_log(run.id, attempt)
     return PlainTextResponse(text or "")
 
 

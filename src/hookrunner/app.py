@@ -72,6 +72,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """A bug answers JSON like every other error, without details (they are in the log)."""
+    return JSONResponse({"error": "internal error"}, status_code=500)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -111,6 +116,12 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.data.mkdir(parents=True, exist_ok=True)
         await store.open()
+        if not await store.lock_node(settings.node):
+            await store.close()
+            where = f"node name {settings.node!r}" if settings.db else f"--data {settings.data}"
+            event("server.refused", logging.ERROR, reason=f"another server has this {where}")
+            raise SystemExit(f"hookrunner: another server is running with this {where}; "
+                             "stop it first (or give this one its own)")
         rules.reload()
         gw.dispatcher = Dispatcher(settings, store, metrics_)
         await gw.dispatcher.start()
@@ -141,7 +152,7 @@ def create_app(settings: Settings) -> Starlette:
         *console.routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)],
-                    exception_handlers={HTTPException: http_error})
+                    exception_handlers={HTTPException: http_error, Exception: internal_error})
     token, token_file = admin_token(settings.admin_token, settings.data)
     if token_file is not None:
         event("server.admin_token", logging.INFO, file=str(token_file),

@@ -21,7 +21,10 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
         return configured, None
     path = data_dir / TOKEN_FILE
     if path.exists():
-        return path.read_text().strip(), path
+        token = path.read_text().strip()
+        if token:
+            return token, path
+        path.unlink()  # empty (e.g. a crash between create and write): never a valid token
     data_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -31,6 +34,7 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
 
 
 def bearer_ok(authorization: str | None, token: str) -> bool:
-    if not authorization or not authorization.startswith("Bearer "):
+    if not token or not authorization or not authorization.startswith("Bearer "):
         return False
-    return hmac.compare_digest(authorization[7:].strip().encode(), token.encode())
+    # No .strip(): it would remove characters (e.g. U+00A0) that HTTP itself keeps.
+    return hmac.compare_digest(authorization[7:].strip(" \t").encode(), token.encode())

@@ -241,7 +241,10 @@ class Dispatcher:
             return POLL
         if due is None:
             return POLL
-        return max(0.0, min(POLL, due - time.time()))
+        now = time.time()
+        # A due run that is still queued right after a claim is waiting for its key or a
+        # worker: a finish, accept or cancel wakes the loop, so do not spin on it meanwhile.
+        return POLL if due <= now else min(POLL, due - now)
 
     async def _housekeeping(self) -> None:
         last_renew = last_prune = 0.0
@@ -357,19 +360,7 @@ class Dispatcher:
         started = time.time()
         if run.attempt <= 1:
             self.metrics.start_latency.observe(max(0.0, started - run.created_at))
-        log = FileLog(self.settings.log_path(run.id, run.attempt), self.settings.log_cap)
-        event("run.started", run_id=run.id, rule=run.rule, attempt=run.attempt, action=run.action)
-        log.note(f"run {run.id} rule {run.rule} attempt {run.attempt}/{run.max_attempts} "
-                 f"on node {self.node}")
-        try:
-            result = await self._run_action(run, cancel, log)
-        except Exception as exc:  # a bug in a runner must not kill the dispatcher
-            logging.getLogger("hookrunner").exception("run.internal_error")
-            result = RunResult("failed", None, f"internal error: {type(exc).__name__}: {exc}")
-        if result.outcome == "canceled" and run.id in self._cancel_reason:
-            result.reason = self._cancel_reason[run.id]
-        log.note(f"{result.outcome}" + (f": {result.reason}" if result.reason else ""))
-        log.close()
+        result = await self._attempt(run, cancel)
         self._recording.add(run.id)
         self._wake.set()
         try:
@@ -383,6 +374,31 @@ class Dispatcher:
             self._wake.set()
             async with self._finished:
                 self._finished.notify_all()
+
+    async def _attempt(self, run: Run, cancel: asyncio.Event) -> RunResult:
+        """Run one attempt with its log; whatever goes wrong becomes a failed result."""
+        try:
+            log = FileLog(self.settings.log_path(run.id, run.attempt), self.settings.log_cap)
+        except OSError as exc:
+            event("run.log_unwritable", logging.ERROR, run_id=run.id, error=str(exc))
+            return RunResult("failed", None, f"cannot write the run log: {exc}")
+        event("run.started", run_id=run.id, rule=run.rule, attempt=run.attempt, action=run.action)
+        log.note(f"run {run.id} rule {run.rule} attempt {run.attempt}/{run.max_attempts} "
+                 f"on node {self.node}")
+        try:
+            result = await self._run_action(run, cancel, log)
+        except Exception as exc:  # a bug in a runner must not kill the dispatcher
+            logging.getLogger("hookrunner").exception("run.internal_error")
+            result = RunResult("failed", None, f"internal error: {type(exc).__name__}: {exc}")
+        if result.outcome == "canceled" and run.id in self._cancel_reason:
+            result.reason = self._cancel_reason[run.id]
+        log.note(f"{result.outcome}" + (f": {result.reason}" if result.reason else ""))
+        log.close()
+        if log.failed is not None:
+            event("run.log_failed", logging.ERROR, run_id=run.id, error=str(log.failed))
+            result.reason = (result.reason + "; " if result.reason else "") + (
+                f"log incomplete: {log.failed.strerror or log.failed}")
+        return result
 
     async def _run_action(self, run: Run, cancel: asyncio.Event, log: FileLog) -> RunResult:
         if "render_error" in run.spec:
@@ -430,7 +446,8 @@ class Dispatcher:
         finish = Finish(run_id=run.id, node=self.node, outcome=result.outcome,
                         exit_code=result.exit_code, reason=result.reason, outputs=result.outputs,
                         finished_at=now, retry_at=retry_at)
-        log_text = self.log_tail(run, self.settings.log_cap)
+        # PostgreSQL text cannot hold NUL; the file on disk keeps the output as it was.
+        log_text = self.log_tail(run, self.settings.log_cap).replace("\x00", "")
         for delay in (0.0, 0.5, 1, 2, 4, 8):  # the result must not be lost to a store hiccup
             await asyncio.sleep(delay)
             try:
@@ -440,3 +457,6 @@ class Dispatcher:
                 return
             except StoreUnavailable as exc:
                 event("run.record_failed", logging.ERROR, run_id=run.id, error=str(exc))
+            except Exception:  # a bug, not an outage: retrying will not help; the lease will
+                logging.getLogger("hookrunner").exception("run.record_failed")
+                return

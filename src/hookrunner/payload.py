@@ -6,6 +6,7 @@ GitHub's form-encoded deliveries carry the JSON in a `payload=` field; it is unw
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,11 +28,35 @@ def _media_type(content_type: str | None) -> str:
 
 def _json(text: str) -> Any:
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except RecursionError:
         raise PayloadError(400, "body is nested too deeply") from None
     except ValueError as exc:
         raise PayloadError(400, f"body is not valid JSON: {exc}") from None
+    # Only a `\u` escape can smuggle in a lone surrogate or NUL; most bodies skip the walk.
+    if "\\u" in text:
+        _check_storable(doc)
+    return doc
+
+
+# A lone surrogate is not text (SQLite cannot bind it, UTF-8 cannot encode it) and PostgreSQL
+# text cannot hold NUL: a value with either could never be journaled or shown, so refuse it.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_storable(value: Any) -> None:
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                raise PayloadError(400, "body holds a NUL character or a lone surrogate "
+                                        "(\\u0000, \\ud800-\\udfff), which cannot be stored")
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
 
 
 def parse_body(body: bytes, content_type: str | None) -> Any:
@@ -47,6 +72,7 @@ def parse_body(body: bytes, content_type: str | None) -> Any:
         fields = dict(parse_qsl(text, keep_blank_values=True))
         if set(fields) == {"payload"}:
             return _json(fields["payload"])
+        _check_storable(fields)
         return fields
     if media in ("", "application/json", "text/json", "text/plain") or media.endswith("+json"):
         return _json(text)

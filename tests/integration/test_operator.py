@@ -153,3 +153,20 @@ def test_cli_runs_and_replay_work_on_the_store_of_a_running_server(
     missing = subprocess.run([*base, "replay", "dlv_nope", "--rules", str(project / "rules"), *where],
                              capture_output=True, text=True, env=env)
     assert missing.returncode == 1 and "no delivery" in missing.stderr
+
+
+def test_a_second_server_on_the_same_data_dir_refuses_and_leaves_the_first_alone(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """Start-up recovers a node's interrupted runs, so a second server must not share it."""
+    write_script(project, "ok.sh", "sleep 2; echo done\n")
+    first = make_server(HOOK + RULE.format(name="long"))
+    run_id = post_github(first.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
+    second = Server(project / "rules", project / "data", project,
+                    env={"GITHUB_WEBHOOK_SECRET": GITHUB_SECRET})
+    try:
+        second.start()
+        raise AssertionError("the second server started")
+    except RuntimeError as exc:
+        assert "another server is running with this --data" in str(exc)
+    assert first.wait_run(run_id)["status"] == "succeeded"

@@ -25,3 +25,30 @@ def test_unknown_paths_and_methods_answer_json(tmp_path: Path, method: str, path
         r = client.request(method, path, headers={"Authorization": "Bearer t"})
     assert r.status_code == status
     assert set(r.json()) == {"error"}
+
+
+def _app(tmp_path: Path):  # type: ignore[no-untyped-def]
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    settings = load_settings({"rules": str(tmp_path / "rules"), "data": str(tmp_path / "data")},
+                             {"HOOKRUNNER_ADMIN_TOKEN": "t"})
+    return create_app(settings)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_an_internal_error_answers_json_without_details(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret detail")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        app.state.gateway.store.list_runs = broken
+        r = client.get("/api/runs", headers={"Authorization": "Bearer t"})
+    assert r.status_code == 500 and r.json() == {"error": "internal error"}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_bad_attempt_number_is_a_400(tmp_path: Path) -> None:
+    with TestClient(_app(tmp_path)) as client:
+        r = client.get("/api/runs/nope/log?attempt=x", headers={"Authorization": "Bearer t"})
+    assert r.status_code == 400 and r.json() == {"error": "attempt must be a number"}

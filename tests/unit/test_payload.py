@@ -89,3 +89,23 @@ def test_any_body_parses_or_raises_a_400_or_415(body: bytes, content_type: str |
         parse_body(body, content_type)
     except PayloadError as exc:
         assert exc.status in (400, 415) and exc.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": "\\ud800"}', b'{"a": "x\\u0000y"}', b'{"\\udfff": 1}', b'[["\\ud800"]]'],
+)
+def test_values_that_cannot_be_stored_are_refused_with_400(body: bytes) -> None:
+    """Lone surrogates and NUL can be neither bound by SQLite nor kept by PostgreSQL text."""
+    with pytest.raises(PayloadError) as info:
+        parse_body(body, "application/json")
+    assert info.value.status == 400 and "cannot be stored" in info.value.message
+
+
+def test_escaped_text_that_is_valid_unicode_is_kept() -> None:
+    assert parse_body(b'{"a": "\\u00e9\\ud83d\\ude00"}', "application/json") == {"a": "é😀"}
+
+
+def test_form_fields_with_nul_are_refused() -> None:
+    with pytest.raises(PayloadError):
+        parse_body(b"a=%00", "application/x-www-form-urlencoded")

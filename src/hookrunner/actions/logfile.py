@@ -20,6 +20,7 @@ class FileLog:
         self.cap_bytes = cap_bytes
         self.written = 0  # bytes of process output kept so far
         self.truncated = False
+        self.failed: OSError | None = None  # the write error that stopped the log, if any
         self._at_line_start = True
         self._lock = threading.Lock()  # ansible-runner's thread may write too
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,9 +69,17 @@ class FileLog:
         self._append(prefix + (NOTE_PREFIX + text.rstrip("\n") + "\n").encode())
 
     def _append(self, data: bytes) -> None:
-        if data:
+        if not data or self.failed:
+            return
+        try:
             self._file.write(data)  # unbuffered: visible to readers at once
-            self._at_line_start = data.endswith(b"\n")
+        except OSError as exc:
+            # Disk full or gone: keep the run going (its output is still drained so it never
+            # blocks on a full pipe) and say why its log stops here, once.
+            self.failed = exc
+            self.truncated = True
+            return
+        self._at_line_start = data.endswith(b"\n")
 
 
 def tail(path: Path | str, n_bytes: int) -> str:

@@ -157,6 +157,14 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def lock_node(self, node: str) -> bool:
+        """Claim `node`'s identity until close: False when another live server holds it.
+
+        A server recovers its node's interrupted runs at start-up, so two servers with one
+        identity (one --data dir, or one --node name on PostgreSQL) would stop each
+        other's actions."""
+        ...
+
     async def ping(self) -> bool:
         """True when the store answers; used by /readyz."""
         ...

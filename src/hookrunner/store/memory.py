@@ -40,6 +40,9 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
+    async def lock_node(self, node: str) -> bool:
+        return True  # one process by construction
+
     async def ping(self) -> bool:
         return True
 

@@ -92,6 +92,7 @@ class PostgresStore:
         self._timeout = timeout
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        self._node_conn: psycopg.AsyncConnection[Any] | None = None
 
     async def open(self) -> None:
         try:
@@ -109,6 +110,10 @@ class PostgresStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
+        if self._node_conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self._node_conn.close()  # releases the node lock
+            self._node_conn = None
         await self._pool.close()
 
     @contextlib.asynccontextmanager
@@ -146,6 +151,21 @@ class PostgresStore:
                                        {"version": version, "name": name, "now": time.time()})
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+
+    async def lock_node(self, node: str) -> bool:
+        # A session-level advisory lock on a connection of its own, held until close (or
+        # until that connection drops, when the node is likely gone anyway).
+        if self._node_conn is None:
+            try:
+                self._node_conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+                    **TCP_TIMEOUTS)
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+        cur = await self._node_conn.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"hookrunner-node:{node}",))
+        row = await cur.fetchone()
+        return bool(row and row[0])
 
     async def _listen(self) -> None:
         while True:

@@ -11,12 +11,13 @@ and `busy_timeout` makes each side wait for the other instead of failing.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from hookrunner.concurrency import decide
 from hookrunner.errors import StoreUnavailable
@@ -161,6 +162,7 @@ class SQLiteStore:
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._wake = asyncio.Event()
+        self._lock_file: IO[str] | None = None
 
     @property
     def commits(self) -> int:
@@ -178,7 +180,21 @@ class SQLiteStore:
         self._read_conn = await asyncio.get_running_loop().run_in_executor(
             self._reader, connect, self.path, self._busy_timeout)
 
+    async def lock_node(self, node: str) -> bool:
+        # One server per database file, whatever its --node: an flock next to the file is
+        # released by the kernel when the process dies, so a crash never leaves it stale.
+        if self._lock_file is None:
+            self._lock_file = open(self.path.with_name(self.path.name + ".lock"), "a")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
     async def close(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
         await self._writer.aclose()
         if self._reader is not None:
             conn = self._read_conn

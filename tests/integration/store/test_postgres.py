@@ -66,3 +66,18 @@ async def test_concurrent_claims_across_nodes_hold_keys(postgres_db: str) -> Non
         assert len(claimed) == len({r.id for r in claimed}) == 33
     finally:
         await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_one_server_per_node_name(postgres_db: str) -> None:
+    """lock_node: a node name is held by one store until it closes; other names are free."""
+    first, second = PostgresStore(postgres_db), PostgresStore(postgres_db)
+    await first.open()
+    await second.open()
+    try:
+        assert await first.lock_node("n1") is True
+        assert await second.lock_node("n1") is False
+        assert await second.lock_node("n2") is True
+        await first.close()
+        assert await second.lock_node("n1") is True
+    finally:
+        await second.close()

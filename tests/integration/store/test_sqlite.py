@@ -68,3 +68,17 @@ async def test_a_failing_job_does_not_sink_its_batch(tmp_path: Path) -> None:
         assert (await store.counts())["queued"] == 20
     finally:
         await store.close()
+
+
+async def test_one_server_per_database_file(tmp_path: Path) -> None:
+    """lock_node: a second store on the same file is refused until the first closes."""
+    first, second = SQLiteStore(tmp_path / "db"), SQLiteStore(tmp_path / "db")
+    await first.open()
+    await second.open()
+    try:
+        assert await first.lock_node("a") is True
+        assert await second.lock_node("b") is False
+        await first.close()
+        assert await second.lock_node("b") is True
+    finally:
+        await second.close()
