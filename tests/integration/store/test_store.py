@@ -182,6 +182,16 @@ async def test_queue_runs_one_at_a_time_in_order(store: Store) -> None:
     assert [r.id for r in await store.claim("n2", 5, LEASE, T0 + 6)] == [b]
 
 
+async def test_a_long_backlog_on_one_key_does_not_hide_other_keys(store: Store) -> None:
+    """Claims read a few runs per key: 600 waiting behind a busy key never starve key B."""
+    first = await enqueue(store, "a")
+    assert [r.id for r in await store.claim("n1", 1, LEASE, T0)] == [first]
+    d = delivery()
+    await store.accept(d, [new_run(d, "a") for _ in range(600)])
+    b = await enqueue(store, "b")
+    assert [r.id for r in await store.claim("n1", 7, LEASE, T0)] == [b]
+
+
 async def test_skip_drops_new_runs_while_one_runs(store: Store) -> None:
     """skip: a run arriving while its key runs ends skipped, naming the running run."""
     a = await enqueue(store, "k", "skip")

@@ -46,9 +46,18 @@ ORDER BY r.seq LIMIT %(limit)s
 FOR UPDATE OF r SKIP LOCKED;
 
 -- name: claim_keyed
--- Due runs with a key, up to a window: the policies decide among them.
+-- Due runs with a key: the first few of each key and its newest (what the policies decide
+-- on), so one key's long backlog never hides another key's runs.
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
-WHERE r.status = 'queued' AND r.concurrency_key IS NOT NULL AND r.next_attempt_at <= %(now)s
+WHERE r.id IN (
+    SELECT id FROM (
+        SELECT id,
+               ROW_NUMBER() OVER (PARTITION BY concurrency_key ORDER BY seq) AS head,
+               ROW_NUMBER() OVER (PARTITION BY concurrency_key ORDER BY seq DESC) AS tail
+        FROM runs
+        WHERE status = 'queued' AND concurrency_key IS NOT NULL AND next_attempt_at <= %(now)s
+    ) AS due WHERE head <= %(per_key)s OR tail = 1
+)
 ORDER BY r.seq LIMIT %(window)s
 FOR UPDATE OF r SKIP LOCKED;
 
