@@ -14,8 +14,9 @@ from starlette.routing import Route
 
 from hookrunner.errors import StoreUnavailable
 from hookrunner.gateway import Gateway
+from hookrunner.redact import redact_spec
 from hookrunner.replay import ReplayError, replay_delivery
-from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery
+from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Run
 
 MAX_LIMIT = 1000
 STREAM_POLL = 0.25  # seconds between looks at a growing log file
@@ -89,7 +90,14 @@ async def list_runs(request: Request) -> Response:
     runs = await _gw(request).store.list_runs(
         status=status, limit=_limit(request), delivery_id=request.query_params.get("delivery"),
         rule=request.query_params.get("rule"))
-    return JSONResponse({"runs": [r.to_json() for r in runs]})
+    return JSONResponse({"runs": [_run_json(r) for r in runs]})
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    """A run as the API shows it: secret-looking values of its action redacted."""
+    doc = run.to_json()
+    doc["spec"] = redact_spec(run.spec, run.action)
+    return doc
 
 
 async def get_run(request: Request) -> Response:
@@ -97,7 +105,7 @@ async def get_run(request: Request) -> Response:
     run = await gw.store.get_run(request.path_params["id"])
     if run is None:
         return _err(404, "no such run")
-    doc = run.to_json()
+    doc = _run_json(run)
     doc["attempts"] = [a.__dict__ for a in await gw.store.attempts(run.id)]
     return JSONResponse(doc)
 

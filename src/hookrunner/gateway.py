@@ -25,4 +25,3 @@ class Gateway:
     trusted: tuple[IPNetwork, ...] = ()
     limiter: RateLimiter = field(default_factory=RateLimiter)
     dispatcher: Dispatcher | None = None
-    store_ok: bool = True  # last store call succeeded; /readyz reports it

@@ -21,6 +21,7 @@ from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
 from hookrunner.logs import event
 from hookrunner.payload import PayloadError, parse_body
+from hookrunner.redact import REDACTED
 from hookrunner.rules.match import build_scope, evaluate, render_action, render_concurrency_key
 from hookrunner.rules.model import Hook, Rule, Ruleset
 from hookrunner.store.base import NewDelivery, NewRun
@@ -29,7 +30,6 @@ from hookrunner.verify.base import Headers, SignedRequest, Verified
 
 MAX_DEDUP_KEY = 200  # longer sender ids are stored as their sha256, so a 10 KB header is harmless
 ALWAYS_REDACT = ("authorization", "cookie", "proxy-authorization")
-REDACTED = "[redacted]"
 MAX_WAIT = 300.0  # seconds a ?wait= may hold a request open
 STORE_RETRY_AFTER = "5"
 QUEUE_FULL_RETRY_AFTER = "5"  # seconds; the queue drains at --workers runs at a time
@@ -197,11 +197,9 @@ async def accept(request: Request, gw: Gateway) -> Response:
         reserved = len(runs)
     try:
         result = await gw.store.accept(delivery, runs)
-        gw.store_ok = True
     except StoreUnavailable as exc:
         if gw.dispatcher is not None:
             gw.dispatcher.accepted(0, reserved)
-        gw.store_ok = False
         event("delivery.store_unavailable", logging.ERROR, hook=hook_id, error=str(exc))
         m.labels(hook_id, "rejected_store").inc()
         return error(503, "store unavailable", headers={"Retry-After": STORE_RETRY_AFTER})

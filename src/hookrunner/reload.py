@@ -51,8 +51,11 @@ class LiveRules:
         self.last_attempt_at = time.time()
         try:
             ruleset = load_rules(self.rules_dir, root=self.root)
-        except ConfigErrors as exc:
-            self.errors = [str(e) for e in exc.errors]
+        except Exception as exc:  # ConfigErrors, or a bug in loading: keep the live rules
+            if isinstance(exc, ConfigErrors):
+                self.errors = [str(e) for e in exc.errors]
+            else:
+                self.errors = [f"{self.rules_dir}: cannot load the rules: {type(exc).__name__}: {exc}"]
             for line in self.errors:
                 event("rules.error", logging.ERROR, error=line)
             event("rules.reload_failed", logging.ERROR, errors=len(self.errors),

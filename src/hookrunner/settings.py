@@ -116,4 +116,8 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
         raise ValueError("--log-format: expected text or json")
     if settings.workers < 1:
         raise ValueError("--workers: must be at least 1")
+    if settings.lease <= 0:
+        raise ValueError("--lease: must be longer than zero")
+    if settings.max_queued < 1:
+        raise ValueError("--max-queued: must be at least 1")
     return settings

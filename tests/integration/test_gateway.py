@@ -149,3 +149,21 @@ def test_sigkill_loses_no_accepted_delivery(
     assert all(r["status"] == "failed" for r in interrupted)
     assert len([c for c in accepted if (done / c).exists()]) >= 40 - len(interrupted)
     assert len(interrupted) <= 2
+
+
+def test_the_api_redacts_secret_looking_values_of_a_rendered_action(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    write_script(project, "deploy.sh", "exit 0\n")
+    rules = RULES.replace('env: {DEPLOY_REF: "{{ payload.ref }}"}',
+                          'env: {DEPLOY_REF: "{{ payload.ref }}", API_TOKEN: "{{ payload.token }}"}')
+    server = make_server(rules)
+    r = post_github(server.url, GITHUB_SECRET, {**PUSH, "token": "tok-123"})
+    run_id = r.json()["runs"][0]
+    server.wait_run(run_id)
+    with server.admin() as c:
+        one = c.get(f"/api/runs/{run_id}").json()
+        listed = c.get("/api/runs").json()["runs"][0]
+    for doc in (one, listed):
+        assert doc["spec"]["env"] == {"DEPLOY_REF": "refs/heads/main", "API_TOKEN": "[redacted]"}
+    assert "tok-123" not in json.dumps(one)

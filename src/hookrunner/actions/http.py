@@ -126,7 +126,7 @@ class HttpRunner:
 async def _request(method: str, url: str, kwargs: dict[str, Any], ctx: RunContext) -> RunResult:
     try:
         async with (
-            httpx.AsyncClient(timeout=None, follow_redirects=False) as client,
+            httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=False) as client,
             client.stream(method, url, **kwargs) as response,
         ):
             ctx.log.note(f"HTTP {response.status_code} {response.reason_phrase}".rstrip())

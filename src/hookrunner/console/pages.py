@@ -10,9 +10,9 @@ from starlette.responses import Response
 
 from hookrunner.console import deliveries, present
 from hookrunner.console.context import base, gateway
-from hookrunner.console.redact import redact_spec
 from hookrunner.console.render import page
 from hookrunner.gateway import Gateway
+from hookrunner.redact import redact_spec
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Run
 
 LOG_PAGE_LIMIT = 2 * 1024 * 1024  # bytes of a finished run's log put in the page; the API has all

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hookrunner.console.redact import REDACTED, redact_spec, redact_url, secret_key
+from hookrunner.redact import REDACTED, redact_spec, redact_url, secret_key
 
 
 @pytest.mark.parametrize(("name", "secret"), [

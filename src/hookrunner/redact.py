@@ -1,4 +1,4 @@
-"""Hide secret-looking values in a rendered action before the console shows it.
+"""Hide secret-looking values in a rendered action before the API or the console shows it.
 
 The store keeps the action as it ran (the dispatcher needs it); only its display is redacted.
 A key is secret-looking when its name contains one of SECRET_WORDS (so `API_TOKEN`,
