@@ -77,7 +77,7 @@ async def replay(request: Request) -> Response:
         answer = await replay_delivery(gw.store, gw.rules.current, request.path_params["id"],
                                        gw.settings.default_timeout)
     except ReplayError as exc:
-        return _err(404 if "no delivery" in str(exc) else 409, str(exc))
+        return _err(404 if exc.not_found else 409, str(exc))
     if gw.dispatcher is not None:
         gw.dispatcher.accepted(len(answer["runs"]))
     return JSONResponse(answer, status_code=202)

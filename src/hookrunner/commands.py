@@ -7,11 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hookrunner.errors import ConfigErrors, HookrunnerError
+from hookrunner.errors import ConfigErrors, HookrunnerError, StoreUnavailable
 from hookrunner.settings import Settings
+from hookrunner.store.base import RUN_STATUSES, Store
 
 EXIT_OK = 0
 EXIT_FAIL = 1
+EXIT_USAGE = 2
 
 
 def serve(settings: Settings) -> int:
@@ -63,18 +65,14 @@ def _http_protocol() -> Any:
 
 def check(settings: Settings) -> int:
     from hookrunner.rules.load import load_rules
+    from hookrunner.rules.report import format_check
 
     try:
         ruleset = load_rules(settings.rules, root=settings.root)
     except ConfigErrors as exc:
-        for e in exc.errors:
-            print(e, file=sys.stderr)
-        print(f"{len(exc.errors)} error(s) in {settings.rules}", file=sys.stderr)
+        print(format_check(exc), file=sys.stderr)
         return EXIT_FAIL
-    for w in ruleset.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    print(f"ok: {len(ruleset.hooks)} hook(s), {len(ruleset.rules)} rule(s) "
-          f"from {len(ruleset.files)} file(s)")
+    print(format_check(ruleset))
     return EXIT_OK
 
 
@@ -120,11 +118,22 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     return EXIT_OK
 
 
-async def _open(settings: Settings):  # type: ignore[no-untyped-def]
+class NoStore(HookrunnerError):
+    pass
+
+
+async def _open(settings: Settings) -> Store:
+    """The server's store, for the CLI. A missing SQLite file is an error, not a new store:
+    `runs --data typo` must not answer "no runs" from an empty database it just made."""
     from hookrunner.store import open_store
 
+    if not settings.db and not Path(settings.store_url).exists():
+        raise NoStore(f"no hookrunner store at {settings.store_url} (is --data right?)")
     store = open_store(settings.store_url)
-    await store.open()
+    try:
+        await store.open()
+    except StoreUnavailable as exc:
+        raise NoStore(str(exc)) from exc
     return store
 
 
@@ -138,7 +147,11 @@ async def replay(settings: Settings, delivery_id: str) -> int:
         for e in exc.errors:
             print(e, file=sys.stderr)
         return EXIT_FAIL
-    store = await _open(settings)
+    try:
+        store = await _open(settings)
+    except NoStore as exc:
+        print(f"hookrunner: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     try:
         answer = await replay_delivery(store, ruleset, delivery_id, settings.default_timeout)
     except ReplayError as exc:
@@ -156,7 +169,14 @@ def _ts(t: float | None) -> str:
 
 
 async def runs(settings: Settings, status: str | None, limit: int) -> int:
-    store = await _open(settings)
+    if status is not None and status not in RUN_STATUSES:
+        print(f"hookrunner: --status must be one of {', '.join(RUN_STATUSES)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        store = await _open(settings)
+    except NoStore as exc:
+        print(f"hookrunner: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     try:
         items = await store.list_runs(status=status, limit=limit)
     finally:
@@ -173,7 +193,11 @@ async def runs(settings: Settings, status: str | None, limit: int) -> int:
 
 
 async def cancel(settings: Settings, run_id: str) -> int:
-    store = await _open(settings)
+    try:
+        store = await _open(settings)
+    except NoStore as exc:
+        print(f"hookrunner: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     try:
         status = await store.request_cancel(run_id, time.time())
     finally:

@@ -15,7 +15,9 @@ from hookrunner.verify.base import Headers
 
 
 class ReplayError(HookrunnerError):
-    pass
+    def __init__(self, message: str, not_found: bool = False) -> None:
+        super().__init__(message)
+        self.not_found = not_found
 
 
 async def replay_delivery(
@@ -24,7 +26,7 @@ async def replay_delivery(
     """Queue the runs the current rules give for a stored delivery; return the JSON answer."""
     delivery = await store.get_delivery(delivery_id)
     if delivery is None:
-        raise ReplayError(f"no delivery {delivery_id!r}")
+        raise ReplayError(f"no delivery {delivery_id!r}", not_found=True)
     if delivery.hook not in ruleset.hooks:
         raise ReplayError(f"hook {delivery.hook!r} is no longer defined in the rules")
     headers = Headers(delivery.headers)

@@ -7,7 +7,8 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-DEFAULT_LOG_CAP = 10 * 1024 * 1024  # bytes of process output kept per run
+from hookrunner.settings import DEFAULT_LOG_CAP  # one default, named once
+
 NOTE_PREFIX = "[hookrunner] "
 _UTF8_CONTINUATION = range(0x80, 0xC0)
 
