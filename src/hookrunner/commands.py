@@ -92,7 +92,7 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     from hookrunner.verify.base import Headers, SignedRequest
 
     try:
-        ruleset = load_rules(settings.rules, root=settings.root)
+        ruleset = load_rules(settings.rules, root=settings.root, secrets_required=False)
         headers = Headers(_parse_header(h) for h in header_args)
         body = Path(payload_file).read_bytes()
         payload = parse_body(body, headers.get("content-type"))
@@ -142,7 +142,7 @@ async def replay(settings: Settings, delivery_id: str) -> int:
     from hookrunner.rules.load import load_rules
 
     try:
-        ruleset = load_rules(settings.rules, root=settings.root)
+        ruleset = load_rules(settings.rules, root=settings.root, secrets_required=False)
     except ConfigErrors as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)

@@ -70,10 +70,14 @@ class _Merged:
     refs: list[tuple[f.Ctx, Any, tuple[Any, ...], str]] = field(default_factory=list)
 
 
-def load_rules(rules_dir: Path, *, root: Path | None = None) -> Ruleset:
+def load_rules(
+    rules_dir: Path, *, root: Path | None = None, secrets_required: bool = True
+) -> Ruleset:
     """Load and merge every rules file under `rules_dir`; raise ConfigErrors listing all errors.
 
     `root` anchors relative `{file: ...}` secret paths (the server's `--root`).
+    `secrets_required=False` is for commands that verify no signature (`test`, `explain`,
+    `replay`): an unset secret variable or missing secret file is then not an error.
     """
     if not rules_dir.is_dir():
         raise ConfigErrors([ConfigError("rules directory does not exist", str(rules_dir), 0)])
@@ -86,7 +90,7 @@ def load_rules(rules_dir: Path, *, root: Path | None = None) -> Ruleset:
             sources.append((str(path), path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
             errors.append(ConfigError(f"cannot read: {exc}", str(path), 0))
-    return _load(sources, errors, root, empty_hint=str(rules_dir))
+    return _load(sources, errors, root, empty_hint=str(rules_dir), secrets_required=secrets_required)
 
 
 def load_rules_text(files: Mapping[str, str], *, root: Path | None = None) -> Ruleset:
@@ -95,11 +99,11 @@ def load_rules_text(files: Mapping[str, str], *, root: Path | None = None) -> Ru
 
 
 def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path | None,
-          empty_hint: str) -> Ruleset:
+          empty_hint: str, secrets_required: bool = True) -> Ruleset:
     import hookrunner.actions  # noqa: F401  (fills RUNNERS)
     from hookrunner.verify import resolve_secret
 
-    secrets = functools.partial(resolve_secret, root=root)
+    secrets = functools.partial(resolve_secret, root=root, required=secrets_required)
     merged = _Merged()
     ctxs: list[f.Ctx] = []
     for name, text in sources:

@@ -23,14 +23,26 @@ def is_literal(value: Any) -> bool:
     return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
+UNRESOLVED = b"\x00unresolved secret"  # stands in where a secret is not needed (dry runs)
+
+
 def resolve_secret(
-    value: Any, key: str = "secret", *, root: Path | None = None
+    value: Any, key: str = "secret", *, root: Path | None = None, required: bool = True
 ) -> list[bytes]:
     """Resolve `value` to one or more secrets; raise ConfigError (no file:line) if it cannot.
 
     `root` anchors relative `{file: ...}` paths (the server's `--root`); without it they are
-    relative to the working directory.
+    relative to the working directory. `required=False` (dry runs and CLI replays, which check
+    no signature) still checks the form, but a variable or file that is missing stands in as
+    UNRESOLVED instead of being an error.
     """
+    if not required:
+        try:
+            return resolve_secret(value, key, root=root)
+        except ConfigError as exc:
+            if "is not set" in exc.message or "does not exist" in exc.message:
+                return [UNRESOLVED]
+            raise
     if isinstance(value, list):
         if not value:
             raise ConfigError(f"{key}: the list of secrets is empty", path=(key,))
