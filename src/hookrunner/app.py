@@ -124,7 +124,11 @@ def create_app(settings: Settings) -> Starlette:
                              "stop it first (or give this one its own)")
         rules.reload()
         gw.dispatcher = Dispatcher(settings, store, metrics_)
-        await gw.dispatcher.start()
+        try:
+            await gw.dispatcher.start()
+        except BaseException:
+            await store.close()  # and so the lock: a failed start must not hold the identity
+            raise
         watcher = asyncio.create_task(rules.watch(), name="hookrunner-rules-watch")
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -218,6 +218,8 @@ class Dispatcher:
             # With every worker busy the claim still runs (limit 0): it applies `skip`,
             # `replace` and `coalesce` to runs as they arrive, not when a worker frees up.
             free = max(0, self.settings.workers - len(self._active) + len(self._recording))
+            # Cleared before the claim: a wake-up that arrives during it must not be lost.
+            self._wake.clear()
             try:
                 runs = await self.store.claim(self.node, free, self.settings.lease, time.time())
             except StoreUnavailable as exc:
@@ -228,7 +230,6 @@ class Dispatcher:
                 self._launch(run)
             if runs and len(runs) == free:
                 continue  # there may be more due work; claim again once a worker frees up
-            self._wake.clear()
             if self._stopping:
                 break
             with contextlib.suppress(TimeoutError):
@@ -319,8 +320,9 @@ class Dispatcher:
             if run_id in self._runs:
                 self._runs[run_id].lease_expires = now + self.settings.lease
         for run_id in ids:
-            if run_id not in held and run_id in self._active:
-                # Another node may run it now: stop ours and record nothing.
+            if run_id not in held and run_id in self._active and run_id not in self._recording:
+                # Another node may run it now: stop ours and record nothing. (A run being
+                # recorded is "not held" because its finish just committed: nothing to stop.)
                 self._lost.add(run_id)
                 self._cancel_reason[run_id] = "canceled: lease lost"
                 self._active[run_id][1].set()
@@ -367,6 +369,7 @@ class Dispatcher:
             await self._record(run, result, started)
         finally:
             self._recording.discard(run.id)
+            self._lost.discard(run.id)  # a late "not held" must not hide a later attempt
             self._active.pop(run.id, None)
             self._runs.pop(run.id, None)
             self._cancel_reason.pop(run.id, None)

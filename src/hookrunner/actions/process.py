@@ -260,8 +260,17 @@ class _Child:
         assert popen.stdout is not None
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=READ_CHUNK, loop=loop)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), popen.stdout)
+        try:
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader, loop=loop), popen.stdout)
+        except BaseException:  # cancelled (or failed) between start and watch: leave nothing
+            signal_group(popen.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                popen.wait(timeout=1.0)
+            for pipe in (popen.stdout, popen.stdin):
+                if pipe is not None:
+                    pipe.close()
+            raise
         return cls(popen, reader, transport)
 
     @property

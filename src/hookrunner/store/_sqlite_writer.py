@@ -64,7 +64,9 @@ class Writer:
         """Commit what is queued, then close the connection."""
         if self._flusher is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+                await asyncio.shield(self._flusher)
+        if self._pending:  # left by a flusher that was cancelled between batches
+            await self._flush()
         conn, io = self._conn, self._io
         self._conn = self._io = None
         if conn is not None and io is not None:
@@ -86,7 +88,9 @@ class Writer:
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: len(batch)]
-            await self._commit(batch)
+            # Shielded: a batch, once begun, always ends in COMMIT or ROLLBACK and settles
+            # its callers, even if this task is cancelled (loop shutdown, a cancelled close).
+            await asyncio.shield(self._commit(batch))
 
     async def _blocking(self, sql: str) -> None:
         assert self._conn is not None and self._io is not None
@@ -109,14 +113,12 @@ class Writer:
                 await self._blocking("BEGIN IMMEDIATE")
                 outcomes = _apply(conn, batch, isolate=True)
             await self._blocking("COMMIT")
-        except (sqlite3.Error, asyncio.CancelledError) as exc:
+        except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             error = StoreUnavailable(f"SQLite write failed: {exc}")
             _settle(batch, [(False, error)] * len(batch))
-            if isinstance(exc, asyncio.CancelledError):
-                raise
             return
         self.commits += 1
         self.jobs += len(batch)

@@ -70,8 +70,7 @@ CHANNEL = "hookrunner_runs"
 # Advisory lock keys: any constant unlikely to collide with another application's.
 MIGRATE_LOCK = 0x686F6F6B_6D6967  # "hookmig"
 CLAIM_LOCK = 0x686F6F6B_636C6D  # "hookclm"
-CLAIM_WINDOW = 5000  # keyed runs read per claim at most (see claim_keyed)
-PER_KEY_WINDOW = 20  # the first runs of each key read per claim, besides its newest
+PER_KEY_WINDOW = 20  # runs of a `queue` key read per claim, besides its newest
 Q = sql.queries("postgres")
 
 Conn = psycopg.AsyncConnection[DictRow]
@@ -227,7 +226,7 @@ class PostgresStore:
     async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
         async with self._tx() as conn:
             await conn.execute(Q["claim_lock"], {"lock": CLAIM_LOCK})
-            window = {"now": now, "limit": limit, "window": CLAIM_WINDOW, "per_key": PER_KEY_WINDOW}
+            window = {"now": now, "limit": limit, "per_key": PER_KEY_WINDOW}
             rows = []
             for query in ("claim_keyless", "claim_keyed"):
                 rows += await (await conn.execute(Q[query], window)).fetchall()

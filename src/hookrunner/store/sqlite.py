@@ -46,8 +46,7 @@ from hookrunner.store.base import (
 T = TypeVar("T")
 
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds a writer waits for another process's transaction
-CLAIM_WINDOW = 5000  # keyed runs read per claim at most (see claim_keyed)
-PER_KEY_WINDOW = 20  # the first runs of each key read per claim, besides its newest
+PER_KEY_WINDOW = 20  # runs of a `queue` key read per claim, besides its newest
 Q = sql.queries("sqlite")
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -99,7 +98,7 @@ def _add_runs(conn: sqlite3.Connection, runs: Sequence[NewRun]) -> None:
 
 
 def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: float) -> list[Run]:
-    params = {"now": now, "limit": limit, "window": CLAIM_WINDOW, "per_key": PER_KEY_WINDOW}
+    params = {"now": now, "limit": limit, "per_key": PER_KEY_WINDOW}
     rows = [*conn.execute(Q["claim_keyless"], params), *conn.execute(Q["claim_keyed"], params)]
     candidates = sorted((run_from_row(r) for r in rows), key=lambda r: r.seq)
     if not candidates:
@@ -193,10 +192,10 @@ class SQLiteStore:
         return True
 
     async def close(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()  # releases the lock
-            self._lock_file = None
         await self._writer.aclose()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock, once nothing more is written
+            self._lock_file = None
         if self._reader is not None:
             conn = self._read_conn
             if conn is not None:

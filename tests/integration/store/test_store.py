@@ -192,6 +192,24 @@ async def test_a_long_backlog_on_one_key_does_not_hide_other_keys(store: Store) 
     assert [r.id for r in await store.claim("n1", 7, LEASE, T0)] == [b]
 
 
+@pytest.mark.parametrize("policy", ["coalesce", "replace"])
+async def test_a_long_wait_list_still_runs_only_the_newest(store: Store, policy: str) -> None:
+    """coalesce/replace: 50 runs waiting behind a busy key: only the newest ever runs."""
+    first = await enqueue(store, "k", policy)
+    await store.claim("n1", 1, LEASE, T0)
+    d = delivery()
+    waiting = [new_run(d, "k", policy) for _ in range(50)]
+    await store.accept(d, waiting)
+    ran = []
+    for i in range(4):
+        await finish(store, first if i == 0 else ran[-1])
+        ran += [r.id for r in await store.claim("n1", 5, LEASE, T0 + i + 1)]
+        if not ran:
+            break
+    assert ran == [waiting[-1].id]
+    assert {await status(store, r.id) for r in waiting[:-1]} == {"skipped"}
+
+
 async def test_skip_drops_new_runs_while_one_runs(store: Store) -> None:
     """skip: a run arriving while its key runs ends skipped, naming the running run."""
     a = await enqueue(store, "k", "skip")

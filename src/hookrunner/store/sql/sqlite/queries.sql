@@ -29,19 +29,22 @@ WHERE r.status = 'queued' AND r.concurrency_key IS NULL AND r.next_attempt_at <=
 ORDER BY r.seq LIMIT :limit;
 
 -- name: claim_keyed
--- Due runs with a key: the first few of each key and its newest (what the policies decide
--- on), so one key's long backlog never hides another key's runs.
+-- Due runs with a key. A `queue` key needs only its first runs and its newest (whose policy
+-- is the key's); any other policy decides on all its waiting runs at once (skipping all but
+-- one), so those are read whole. One key's long queue never hides another key's runs.
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
 WHERE r.id IN (
     SELECT id FROM (
         SELECT id,
                ROW_NUMBER() OVER (PARTITION BY concurrency_key ORDER BY seq) AS head,
-               ROW_NUMBER() OVER (PARTITION BY concurrency_key ORDER BY seq DESC) AS tail
+               ROW_NUMBER() OVER (PARTITION BY concurrency_key ORDER BY seq DESC) AS tail,
+               FIRST_VALUE(policy) OVER (PARTITION BY concurrency_key ORDER BY seq DESC)
+                   AS key_policy
         FROM runs
         WHERE status = 'queued' AND concurrency_key IS NOT NULL AND next_attempt_at <= :now
-    ) AS due WHERE head <= :per_key OR tail = 1
+    ) AS due WHERE head <= :per_key OR tail = 1 OR key_policy <> 'queue'
 )
-ORDER BY r.seq LIMIT :window;
+ORDER BY r.seq;
 
 -- name: running_keyed
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
