@@ -70,6 +70,7 @@ CHANNEL = "hookrunner_runs"
 # Advisory lock keys: any constant unlikely to collide with another application's.
 MIGRATE_LOCK = 0x686F6F6B_6D6967  # "hookmig"
 CLAIM_LOCK = 0x686F6F6B_636C6D  # "hookclm"
+PRUNE_CHUNK = 200  # deliveries deleted per transaction when pruning
 PER_KEY_WINDOW = 20  # runs of a `queue` key read per claim, besides its newest
 Q = sql.queries("postgres")
 
@@ -342,6 +343,11 @@ class PostgresStore:
         return None if rows[0]["due"] is None else float(rows[0]["due"])
 
     async def prune(self, before: float) -> int:
-        async with self._conn() as conn:
-            cur = await conn.execute(Q["prune"], {"before": before})
-            return cur.rowcount
+        params = {"before": before, "chunk": PRUNE_CHUNK}
+        total = 0
+        while True:  # chunked: no long transaction holding locks on a busy cluster
+            async with self._conn() as conn:
+                n = (await conn.execute(Q["prune"], params)).rowcount
+            total += n
+            if n < PRUNE_CHUNK:
+                return total

@@ -46,6 +46,7 @@ from hookrunner.store.base import (
 T = TypeVar("T")
 
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds a writer waits for another process's transaction
+PRUNE_CHUNK = 200  # deliveries deleted per transaction when pruning
 PER_KEY_WINDOW = 20  # runs of a `queue` key read per claim, besides its newest
 Q = sql.queries("sqlite")
 
@@ -310,5 +311,10 @@ class SQLiteStore:
         return None if rows[0]["due"] is None else float(rows[0]["due"])
 
     async def prune(self, before: float) -> int:
-        return await self._writer.run(
-            lambda c: c.execute(Q["prune"], {"before": before}).rowcount)
+        params = {"before": before, "chunk": PRUNE_CHUNK}
+        total = 0
+        while True:  # one writer job per chunk: other jobs commit in between
+            n = await self._writer.run(lambda c: c.execute(Q["prune"], params).rowcount)
+            total += n
+            if n < PRUNE_CHUNK:
+                return total

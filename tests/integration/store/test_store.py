@@ -342,6 +342,16 @@ async def test_prune_deletes_only_finished_deliveries(store: Store) -> None:
     assert not (await store.accept(delivery(key="old"), [])).duplicate
 
 
+async def test_prune_removes_a_history_longer_than_one_chunk(store: Store) -> None:
+    """Pruning goes in chunks (short transactions) but removes everything that is due."""
+    for _ in range(450):
+        await store.accept(delivery(at=T0), [])
+    keep = delivery(at=T0 + 100)
+    await store.accept(keep, [])
+    assert await store.prune(T0 + 50) == 450
+    assert [d.id for d in await store.list_deliveries(limit=10)] == [keep.id]
+
+
 async def test_wait_for_work_wakes_on_accept(store: Store) -> None:
     """A waiting dispatcher wakes when a run is queued, and times out otherwise."""
     while await store.wait_for_work(0.3):

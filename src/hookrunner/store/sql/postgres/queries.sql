@@ -161,10 +161,16 @@ SELECT status, count(*) AS n FROM runs GROUP BY status;
 SELECT min(next_attempt_at) AS due FROM runs WHERE status = 'queued';
 
 -- name: prune
+-- At most `chunk` deliveries per statement: a long history is deleted in many short
+-- transactions, so accepts are never held up behind one huge delete.
 DELETE FROM deliveries
-WHERE received_at < %(before)s
-  AND NOT EXISTS (
-    SELECT 1 FROM runs r WHERE r.delivery_id = deliveries.id
-      AND (r.status IN ('queued', 'running') OR r.finished_at IS NULL
-           OR r.finished_at >= %(before)s)
-  );
+WHERE id IN (
+  SELECT id FROM deliveries
+  WHERE received_at < %(before)s
+    AND NOT EXISTS (
+      SELECT 1 FROM runs r WHERE r.delivery_id = deliveries.id
+        AND (r.status IN ('queued', 'running') OR r.finished_at IS NULL
+             OR r.finished_at >= %(before)s)
+    )
+  LIMIT %(chunk)s
+);
