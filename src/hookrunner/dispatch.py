@@ -261,6 +261,11 @@ class Dispatcher:
                             entry[1].set()
                 if now - last_renew >= self.settings.lease / 3:
                     last_renew = now
+                    if not await self.store.lock_node(self.node):
+                        # Our identity was lost (its lock's connection dropped) and another
+                        # server took it: it will recover "our" runs, so stop taking work.
+                        event("dispatcher.identity_lost", logging.ERROR, node=self.node)
+                        self.begin_stop()
                     await self._renew(now)
                     if not self._store_down and now - self._reachable_since >= self.settings.lease:
                         for run in await self.store.expired(now):

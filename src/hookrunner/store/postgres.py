@@ -94,6 +94,7 @@ class PostgresStore:
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._node_conn: psycopg.AsyncConnection[Any] | None = None
+        self._node_locked = False
 
     async def open(self) -> None:
         try:
@@ -114,7 +115,7 @@ class PostgresStore:
         if self._node_conn is not None:
             with contextlib.suppress(psycopg.Error):
                 await self._node_conn.close()  # releases the node lock
-            self._node_conn = None
+            self._node_conn, self._node_locked = None, False
         await self._pool.close()
 
     @contextlib.asynccontextmanager
@@ -156,6 +157,14 @@ class PostgresStore:
     async def lock_node(self, node: str) -> bool:
         # A session-level advisory lock on a connection of its own, held until close (or
         # until that connection drops, when the node is likely gone anyway).
+        if self._node_conn is not None and self._node_locked:
+            try:  # still held while its connection lives: check that it does
+                await self._node_conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                with contextlib.suppress(psycopg.Error):
+                    await self._node_conn.close()
+                self._node_conn, self._node_locked = None, False  # the lock went with it
         if self._node_conn is None:
             try:
                 self._node_conn = await psycopg.AsyncConnection.connect(
@@ -163,10 +172,16 @@ class PostgresStore:
                     **TCP_TIMEOUTS)
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
-        cur = await self._node_conn.execute(
-            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"hookrunner-node:{node}",))
-        row = await cur.fetchone()
-        return bool(row and row[0])
+        try:
+            cur = await self._node_conn.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                (f"hookrunner-node:{node}",))
+            row = await cur.fetchone()
+        except psycopg.Error as exc:
+            self._node_conn = None
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+        self._node_locked = bool(row and row[0])
+        return self._node_locked
 
     async def _listen(self) -> None:
         while True:

@@ -87,3 +87,26 @@ async def test_one_server_per_node_name(postgres_db: str) -> None:
             raise AssertionError("the node lock was not released when its store closed")
     finally:
         await second.close()
+
+
+async def test_a_node_lock_lost_with_its_connection_is_taken_again(postgres_db: str) -> None:
+    """lock_node re-checks: after its connection dies the lock is re-taken if still free."""
+    store = PostgresStore(postgres_db)
+    await store.open()
+    try:
+        assert await store.lock_node("n9") is True
+        with psycopg.connect(postgres_db, autocommit=True) as admin:  # kill the lock's session
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks "
+                          "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()")
+        for _ in range(50):
+            if await store.lock_node("n9"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the node lock was not taken again")
+        with psycopg.connect(postgres_db, autocommit=True) as admin:
+            held = admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                 "AND granted").fetchone()
+        assert held is not None and held[0] == 1
+    finally:
+        await store.close()
