@@ -137,6 +137,14 @@ async def _open(settings: Settings) -> Store:
     return store
 
 
+async def _open_or_say(settings: Settings) -> Store | None:
+    try:
+        return await _open(settings)
+    except NoStore as exc:
+        print(f"hookrunner: {exc}", file=sys.stderr)
+        return None
+
+
 async def replay(settings: Settings, delivery_id: str) -> int:
     from hookrunner.replay import ReplayError, replay_delivery
     from hookrunner.rules.load import load_rules
@@ -147,10 +155,8 @@ async def replay(settings: Settings, delivery_id: str) -> int:
         for e in exc.errors:
             print(e, file=sys.stderr)
         return EXIT_FAIL
-    try:
-        store = await _open(settings)
-    except NoStore as exc:
-        print(f"hookrunner: {exc}", file=sys.stderr)
+    store = await _open_or_say(settings)
+    if store is None:
         return EXIT_FAIL
     try:
         answer = await replay_delivery(store, ruleset, delivery_id, settings.default_timeout)
@@ -172,10 +178,8 @@ async def runs(settings: Settings, status: str | None, limit: int) -> int:
     if status is not None and status not in RUN_STATUSES:
         print(f"hookrunner: --status must be one of {', '.join(RUN_STATUSES)}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        store = await _open(settings)
-    except NoStore as exc:
-        print(f"hookrunner: {exc}", file=sys.stderr)
+    store = await _open_or_say(settings)
+    if store is None:
         return EXIT_FAIL
     try:
         items = await store.list_runs(status=status, limit=limit)
@@ -193,10 +197,8 @@ async def runs(settings: Settings, status: str | None, limit: int) -> int:
 
 
 async def cancel(settings: Settings, run_id: str) -> int:
-    try:
-        store = await _open(settings)
-    except NoStore as exc:
-        print(f"hookrunner: {exc}", file=sys.stderr)
+    store = await _open_or_say(settings)
+    if store is None:
         return EXIT_FAIL
     try:
         status = await store.request_cancel(run_id, time.time())
