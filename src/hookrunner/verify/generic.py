@@ -34,6 +34,7 @@ class HmacVerifier(LearnsNothing):
     prefix: str = ""
     timestamp_header: str | None = None
     tolerance: float = crypto.DEFAULT_TOLERANCE
+    timestamp_separator: bytes = b"."  # signed text is "{timestamp}{separator}{body}"
 
     @property
     def secret_headers(self) -> tuple[str, ...]:
@@ -50,7 +51,7 @@ class HmacVerifier(LearnsNothing):
         if self.timestamp_header:
             stamp = crypto.require_header(request.headers, self.timestamp_header)
             crypto.check_window(crypto.parse_unix_timestamp(stamp), request.now, self.tolerance)
-            message = crypto.header_bytes(stamp) + b"." + request.body
+            message = crypto.header_bytes(stamp) + self.timestamp_separator + request.body
         crypto.require_signature(
             self.secrets, message, [value], algorithm=self.algorithm, encoding=self.encoding
         )
