@@ -24,7 +24,10 @@ SELECT id FROM runs WHERE delivery_id = :delivery_id ORDER BY seq;
 -- name: claim_keyless
 -- Due runs without a key, only as many as the claim may take: the rest cannot be claimed
 -- this round and no policy looks at them.
-SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+-- (INDEXED BY: walking the partial index in seq order stops after `limit` rows; without
+-- statistics the planner would sort every due run instead.)
+SELECT r.*, d.hook FROM runs r INDEXED BY runs_queued_keyless
+JOIN deliveries d ON d.id = r.delivery_id
 WHERE r.status = 'queued' AND r.concurrency_key IS NULL AND r.next_attempt_at <= :now
 ORDER BY r.seq LIMIT :limit;
 
@@ -40,7 +43,7 @@ WHERE r.id IN (
                ROW_NUMBER() OVER (PARTITION BY concurrency_key ORDER BY seq DESC) AS tail,
                FIRST_VALUE(policy) OVER (PARTITION BY concurrency_key ORDER BY seq DESC)
                    AS key_policy
-        FROM runs
+        FROM runs INDEXED BY runs_queued_keyed
         WHERE status = 'queued' AND concurrency_key IS NOT NULL AND next_attempt_at <= :now
     ) AS due WHERE head <= :per_key OR tail = 1 OR key_policy <> 'queue'
 )
