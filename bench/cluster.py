@@ -35,6 +35,8 @@ import httpx
 import psycopg
 from common import (
     GITHUB_SECRET,
+    HOOK,
+    NO_MATCH_RULE,
     REPO,
     Proc,
     WrkResult,
@@ -54,21 +56,6 @@ from tests import pgcluster  # after the sys.path line: the repository root is n
 LEASE = "15s"
 DRAIN_TIMEOUT = 600.0  # seconds the nodes get to run the backlog of the actions scenario
 START_TIMEOUT = 10.0  # seconds a hand-off run gets to start
-HOOK = """
-hooks:
-  github:
-    verify:
-      github:
-        secret: {env: GITHUB_WEBHOOK_SECRET}
-    max_body: 5MiB
-"""
-NO_MATCH = HOOK + """
-rules:
-  - name: release-tags-only
-    hook: github
-    when: event == "push" and payload.ref is match("refs/tags/v.*")
-    run: {shell: {argv: ["true"]}}
-"""
 ACTION = HOOK + """
 rules:
   - name: record
@@ -182,7 +169,7 @@ def bench_ingest(base: Path, url: str, n: int, args: argparse.Namespace) -> Row:
     db = pgcluster.create_database(url)
     with ExitStack() as stack:
         procs = [stack.enter_context(running(p))
-                 for p in start_nodes(base, db, [f"n{i + 1}" for i in range(n)], NO_MATCH)]
+                 for p in start_nodes(base, db, [f"n{i + 1}" for i in range(n)], NO_MATCH_RULE)]
         result = wrk_all(procs, args, base / "wrk")
     return Row("ingest", n, result, len(result.delivery_ids), stored(db, result.delivery_ids))
 

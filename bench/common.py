@@ -33,6 +33,24 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PYTHON = sys.executable
 GITHUB_SECRET = "bench-only-github-secret"  # a benchmark secret, never a real one
+# The github hook every benchmark serves, and a rule that never matches (journal only).
+HOOK = """
+hooks:
+  github:
+    verify:
+      github:
+        secret: {env: GITHUB_WEBHOOK_SECRET}
+    max_body: 5MiB
+"""
+NO_MATCH_RULE = HOOK + """
+rules:
+  - name: release-tags-only
+    hook: github
+    when: event == "push" and payload.ref is match("refs/tags/v.*")
+    run:
+      shell:
+        argv: ["true"]
+"""
 BODY_SIZE = 5 * 1024 + 300  # ~5.4 KB, as the ceilings in findings.md were measured with
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
+    HOOK,
+    NO_MATCH_RULE,
     Proc,
     WrkResult,
     count_rows,
@@ -40,23 +42,6 @@ from common import (
 
 TARGET_RATIO = 0.75
 TARGET_RSS_MB = 100.0
-HOOK = """
-hooks:
-  github:
-    verify:
-      github:
-        secret: {env: GITHUB_WEBHOOK_SECRET}
-    max_body: 5MiB
-"""
-NO_MATCH_RULE = HOOK + """
-rules:
-  - name: release-tags-only
-    hook: github
-    when: event == "push" and payload.ref is match("refs/tags/v.*")
-    run:
-      shell:
-        argv: ["true"]
-"""
 TRUE_RULE = HOOK + """
 rules:
   - name: every-push

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from hookrunner.concurrency import decide
 from hookrunner.store._rows import CANCELED_BEFORE_START
+from hookrunner.store._wake import wait_event
 from hookrunner.store.base import (
     RUN_STATUSES,
     TERMINAL,
@@ -47,12 +48,7 @@ class MemoryStore:
         return True
 
     async def wait_for_work(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            return False
-        self._wake.clear()
-        return True
+        return await wait_event(self._wake, timeout)
 
     def _copy(self, run: Run) -> Run:
         out = copy.deepcopy(run)

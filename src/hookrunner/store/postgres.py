@@ -41,6 +41,7 @@ from hookrunner.store._rows import (
     run_from_row,
     run_params,
 )
+from hookrunner.store._wake import wait_event
 from hookrunner.store.base import (
     RUN_STATUSES,
     AcceptResult,
@@ -199,12 +200,7 @@ class PostgresStore:
             await asyncio.sleep(LISTEN_RETRY)
 
     async def wait_for_work(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            return False
-        self._wake.clear()
-        return True
+        return await wait_event(self._wake, timeout)
 
     async def ping(self) -> bool:
         try:

@@ -32,6 +32,7 @@ from hookrunner.store._rows import (
     run_params,
 )
 from hookrunner.store._sqlite_writer import DEFAULT_MAX_BATCH, Writer
+from hookrunner.store._wake import wait_event
 from hookrunner.store.base import (
     RUN_STATUSES,
     AcceptResult,
@@ -224,12 +225,7 @@ class SQLiteStore:
         return True
 
     async def wait_for_work(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            return False
-        self._wake.clear()
-        return True
+        return await wait_event(self._wake, timeout)
 
     async def accept(self, delivery: NewDelivery, runs: Sequence[NewRun]) -> AcceptResult:
         result = await self._writer.run(lambda c: _accept(c, delivery, runs))
