@@ -195,22 +195,19 @@ async def accept(request: Request, gw: Gateway) -> Response:
         if not gw.dispatcher.admit(len(runs)):
             return _queue_full(gw, hook_id)
         reserved = len(runs)
+    committed = 0
     try:
         result = await gw.store.accept(delivery, runs)
+        committed = 0 if result.duplicate else len(runs)
     except StoreUnavailable as exc:
-        if gw.dispatcher is not None:
-            gw.dispatcher.accepted(0, reserved)
         event("delivery.store_unavailable", logging.ERROR, hook=hook_id, error=str(exc))
         m.labels(hook_id, "rejected_store").inc()
         return error(503, "store unavailable", headers={"Retry-After": STORE_RETRY_AFTER})
-    except BaseException:
+    finally:
         if gw.dispatcher is not None:
-            gw.dispatcher.accepted(0, reserved)  # a reservation must never leak
-        raise
+            gw.dispatcher.accepted(committed, reserved)  # a reservation never leaks
 
     if result.duplicate:
-        if gw.dispatcher is not None:
-            gw.dispatcher.accepted(0, reserved)
         m.labels(hook_id, "duplicate").inc()
         event("delivery.duplicate", hook=hook_id, delivery_id=result.delivery_id)
         return JSONResponse({"duplicate": True, "delivery_id": result.delivery_id}, status_code=200)
@@ -218,8 +215,6 @@ async def accept(request: Request, gw: Gateway) -> Response:
     m.labels(hook_id, "accepted").inc()
     event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=verified.event,
           runs=",".join(f"{r.rule}={r.id}" for r in runs) or "-")
-    if gw.dispatcher is not None:
-        gw.dispatcher.accepted(len(runs), reserved)
     answer: dict[str, Any] = {
         "delivery_id": delivery_id,
         "runs": result.run_ids,
