@@ -131,6 +131,8 @@ def create_app(settings: Settings) -> Starlette:
             raise
         watcher = asyncio.create_task(rules.watch(), name="hookrunner-rules-watch")
         loop = asyncio.get_running_loop()
+        # Only a loop in the main thread can take signals (TestClient runs the app in another
+        # thread); there the file watcher still reloads, SIGHUP just is not wired.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, rules.reload)
         event("server.started", node=settings.node, workers=settings.workers,
