@@ -83,6 +83,9 @@ def _test_in_cidr(value: Any, net: str | list[str]) -> bool:
     return any(addr in _network(n) for n in nets)
 
 
+_DICT_ATTRS = frozenset(dir(dict))
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
@@ -97,6 +100,17 @@ class _Environment(ImmutableSandboxedEnvironment):
                 ):
                     raise SecurityError("repetition result is too large")
         return super().call_binop(context, operator, left, right)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # `payload.ref` on a JSON object: the sandbox tries the attribute first and reaches
+        # the key through a caught AttributeError (~1 us each). A key that is not a dict
+        # attribute name resolves the same either way, so take it directly.
+        if type(obj) is dict and attribute not in _DICT_ATTRS:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
 
 
 def _refuse_callables(value: Any) -> Any:
@@ -244,12 +258,17 @@ def _context_for(fn: TemplateExpression, scope: Mapping[str, Any]) -> Context:
     return scope.context
 
 
-def _evaluate(fn: TemplateExpression, scope: Mapping[str, Any]) -> Any:
-    """`fn(scope)`, in the scope's shared context (TemplateExpression.__call__ builds one)."""
+def _run(fn: TemplateExpression, scope: Mapping[str, Any]) -> Context:
+    """Render `fn` in the scope's shared context; its variables hold the results."""
     context = _context_for(fn, scope)
     for _ in fn._template.root_render_func(context):
         pass
-    return context.vars["result"]
+    return context
+
+
+def _evaluate(fn: TemplateExpression, scope: Mapping[str, Any]) -> Any:
+    """`fn(scope)`, in the scope's shared context (TemplateExpression.__call__ builds one)."""
+    return _run(fn, scope).vars["result"]
 
 
 def _call(
@@ -333,35 +352,60 @@ MISSING: Any = _Missing()  # the value of an undefined left operand, in explanat
 
 
 class Clause:
-    """One top-level `and`/`or` operand of a condition, evaluated alone for explanations."""
+    """One top-level `and`/`or` operand of a condition, evaluated alone for explanations.
 
-    __slots__ = ("_left", "_whole", "source")
+    Compiled as `{% set left = <left operand> %}{% set result = <clause, reading left> %}`:
+    one render yields both the truth and the left side's value (two renders cost twice)."""
+
+    __slots__ = ("_fn", "_has_left", "source")
 
     def __init__(self, source: str, node: nodes.Expr) -> None:
         self.source = source
-        self._whole = _compile_node(node)
-        left = _left_operand(node)
-        self._left = _compile_node(left) if left is not None else None
+        self._fn, self._has_left = _compile_clause(node)
 
     def evaluate(self, scope: Mapping[str, Any]) -> tuple[bool, Any]:
         """(truth of the clause, value of its left operand or of the clause itself)."""
-        value = _call(self._whole, scope, self.source)
-        truth = _truth(value, self.source)
-        if self._left is None:
-            return truth, value
         try:
-            return truth, _call(self._left, scope, self.source)
-        except TemplateError:  # `payload.x is defined` holds, yet `payload.x` alone fails
-            return truth, MISSING
+            context = _run(self._fn, scope)
+            value = context.vars["result"]
+            if isinstance(value, jinja2.Undefined):
+                value._fail_with_undefined_error()
+            left = context.vars[_LEFT] if self._has_left else value
+        except Exception as exc:  # a template can raise anything its values raise
+            raise _render_error(exc, self.source) from None
+        truth = _truth(value, self.source)
+        # `payload.x is defined` holds or fails, yet `payload.x` alone is undefined.
+        return truth, MISSING if isinstance(left, jinja2.Undefined) else left
 
 
-def _left_operand(node: nodes.Expr) -> nodes.Expr | None:
+_LEFT = "hookrunner_left"  # the template variable holding a clause's left operand
+
+
+def _compile_clause(node: nodes.Expr) -> tuple[TemplateExpression, bool]:
+    """The clause as a template that also stores its left operand (if it has one)."""
+    holder = _left_holder(node)
+    if holder is None:
+        return _compile_node(node), False
+    owner, attr = holder
+    left: nodes.Expr = getattr(owner, attr)
+    setattr(owner, attr, nodes.Name(_LEFT, "load", lineno=1))
+    body = [nodes.Assign(nodes.Name(_LEFT, "store"), left, lineno=1),
+            nodes.Assign(nodes.Name("result", "store"), node, lineno=1)]
+    try:
+        template = ENV.from_string(nodes.Template(body, lineno=1))
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(exc.message or str(exc)) from None
+    return TemplateExpression(template, undefined_to_none=False), True
+
+
+def _left_holder(node: nodes.Expr) -> tuple[nodes.Node, str] | None:
+    """The node and field that hold the left operand (`a` of `a == b`, `not a is x`)."""
     if isinstance(node, nodes.Not):
-        return _left_operand(node.node)
+        return _left_holder(node.node)
     if isinstance(node, nodes.Compare):
-        return node.expr
+        return node, "expr"
     if isinstance(node, nodes.Test):
-        return node.node
+        return node, "node"
     return None
 
 
@@ -375,7 +419,7 @@ def _truth(value: Any, source: str) -> bool:
 class Expression:
     """A compiled `when` expression."""
 
-    __slots__ = ("_clauses", "_fn", "source")
+    __slots__ = ("_clauses", "_fn", "_joiner", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -383,6 +427,7 @@ class Expression:
         _check_tree(tree)
         self._fn = _compile_node(tree)
         self._clauses: tuple[Clause, ...] | None = None
+        self._joiner: str | None = None
 
     def render(self, scope: Mapping[str, Any]) -> Any:
         return _call(self._fn, scope, self.source)
@@ -393,15 +438,29 @@ class Expression:
     def clauses(self) -> tuple[Clause, ...]:
         """The top-level and/or operands (compiled on first use: only explanations need them)."""
         if self._clauses is None:
-            self._clauses = tuple(_split(self.source))
+            clauses, self._joiner = _split(self.source)
+            self._clauses = tuple(clauses)
         return self._clauses
 
-    def __repr__(self) -> str:
-        return f"Expression({self.source!r})"
+    def verdict(self, truths: list[bool | None]) -> bool | None:
+        """The expression's truth from its clauses' (None: failed), as Jinja's short-circuit
+        would reach it; None where that needs the whole expression (mixed and/or, or an error
+        the verdict depends on: re-rendering the whole gives the error its exact text)."""
+        self.clauses()
+        stop = {"and": False, "or": True}.get(self._joiner or "")
+        if stop is None:
+            return None
+        for truth in truths:
+            if truth is None:
+                return None
+            if truth is stop:
+                return stop
+        return not stop
 
 
-def _split(source: str) -> list[Clause]:
-    """Split on the and/or at bracket depth 0, each part compiled alone.
+def _split(source: str) -> tuple[list[Clause], str | None]:
+    """Split on the and/or at bracket depth 0, each part compiled alone; and the one joiner
+    ("and"/"or", or "single"), None where they are mixed or the expression is not split.
 
     Jinja nodes carry no column offsets and no parentheses, so the tokens give the cut points.
     With mixed and/or (`a or b and c`) each operand is still reported on its own; the rule's
@@ -411,8 +470,9 @@ def _split(source: str) -> list[Clause]:
     whole = [Clause(source.strip(), _parse_expression(source))]
     tokens = list(ENV.lexer.tokeniter(source, None, state="variable"))
     if "".join(t[2] for t in tokens) != source:
-        return whole
+        return whole, None
     texts: list[str] = []
+    joiners: set[str] = set()
     pos = start = depth = 0
     for _, kind, value in tokens:
         if kind == "operator" and value in "([{":
@@ -420,18 +480,20 @@ def _split(source: str) -> list[Clause]:
         elif kind == "operator" and value in ")]}":
             depth -= 1
         elif kind == "name" and depth == 0 and value in ("if", "else"):
-            return whole
+            return whole, None
         elif kind == "name" and depth == 0 and value in ("and", "or"):
             texts.append(source[start:pos].strip())
+            joiners.add(value)
             start = pos + len(value)
         pos += len(value)
     texts.append(source[start:].strip())
     if len(texts) == 1:
-        return whole
+        return whole, "and"  # one clause: its truth is the verdict
     try:
-        return [Clause(text, _parse_expression(text)) for text in texts]
+        return ([Clause(text, _parse_expression(text)) for text in texts],
+                joiners.pop() if len(joiners) == 1 else None)
     except ConfigError:
-        return whole
+        return whole, None
 
 
 def compile_expression(text: str) -> Expression:

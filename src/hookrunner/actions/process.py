@@ -19,6 +19,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hookrunner.actions.base import Outcome, RunContext, RunResult
@@ -185,7 +186,7 @@ async def run_process(
         ctx.log.note(reason)
         return RunResult("failed", reason=reason)
 
-    pump = asyncio.ensure_future(_pump(proc.stdout, on_output or ctx.log.write))
+    pump = proc.read_output(on_output or ctx.log.write)
     if stdin is not None:
         proc.feed(stdin)
     waiter = asyncio.ensure_future(proc.wait())
@@ -227,51 +228,106 @@ async def run_process(
     return RunResult("failed", exit_code=rc if rc >= 0 else None, reason=exit_reason(rc))
 
 
-async def _pump(stream: asyncio.StreamReader, sink: OutputHandler) -> None:
-    while chunk := await stream.read(READ_CHUNK):
-        sink(chunk)
+_SPAWNER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hookrunner-spawn")
+
+
+async def _spawn_off_loop(spawn: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Run `spawn` on a spawner thread. vfork suspends the calling thread until the child has
+    exec'd, ~0.5 ms for bash (measured): on the event loop thread that stalled every request
+    and run for as long, and capped the runs started per second.
+
+    Cancelled while the spawner works, the process may still start: it is then killed and
+    reaped, so a cancelled start leaves nothing behind."""
+    loop = asyncio.get_running_loop()
+    started = loop.run_in_executor(_SPAWNER, spawn)
+    try:
+        return await asyncio.shield(started)
+    except asyncio.CancelledError:
+        started.add_done_callback(_kill_orphan)
+        raise
+
+
+def _kill_orphan(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    if started.cancelled() or started.exception() is not None:
+        return
+    popen = started.result()
+    signal_group(popen.pid, signal.SIGKILL)
+    for pipe in (popen.stdout, popen.stdin):
+        if pipe is not None:
+            pipe.close()
+    threading.Thread(target=popen.wait, name=f"hookrunner-reap-{popen.pid}", daemon=True).start()
 
 
 class _Child:
-    """A started action process: its stdout as an asyncio stream, its exit awaitable.
+    """A started action process: its output read into a sink on the loop, its exit awaitable.
 
-    Started with `subprocess.Popen` (vfork) rather than the event loop's own spawn: under
-    uvloop that forks the whole server, measured at 1.7 ms of CPU per process against 0.25 ms
-    with a 50 MB heap, which was the largest cost per run. The exit is watched through a
-    pidfd, so nothing polls and no other code's SIGCHLD handling is involved.
+    Started with `subprocess.Popen` (vfork, on a spawner thread) rather than the event loop's
+    own spawn: under uvloop that forks the whole server, measured at 1.7 ms of CPU per process
+    against 0.25 ms with a 50 MB heap, which was the largest cost per run. The exit is watched
+    through a pidfd, so nothing polls and no other code's SIGCHLD handling is involved.
+
+    The output pipe is read with `add_reader` on a descriptor this class alone owns and closes
+    once: uvloop's pipe transport closes its descriptor twice, and with processes started on
+    another thread the second close hit that thread's new pipe (seen as EBADF at start).
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], stdout: asyncio.StreamReader,
-                 transport: asyncio.BaseTransport) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], output_fd: int) -> None:
         self._popen = popen
-        self.stdout = stdout
-        self._transport = transport
+        self._fd = output_fd
         self.pid = popen.pid
 
     @classmethod
     async def start(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str],
                     with_stdin: bool) -> _Child:
-        popen = subprocess.Popen(
-            list(argv), cwd=str(cwd), env=dict(env),
-            stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,  # own session = own process group, killable as one
-        )
-        assert popen.stdout is not None
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=READ_CHUNK, loop=loop)
+        read_end, write_end = os.pipe()
+
+        def spawn() -> subprocess.Popen[bytes]:
+            try:
+                return subprocess.Popen(
+                    list(argv), cwd=str(cwd), env=dict(env),
+                    stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+                    stdout=write_end, stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own session = own process group, killable as one
+                )
+            finally:
+                os.close(write_end)  # the child has its copy: EOF comes when the group is done
+
         try:
-            transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader, loop=loop), popen.stdout)
-        except BaseException:  # cancelled (or failed) between start and watch: leave nothing
-            signal_group(popen.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                popen.wait(timeout=1.0)
-            for pipe in (popen.stdout, popen.stdin):
-                if pipe is not None:
-                    pipe.close()
+            popen = await _spawn_off_loop(spawn)
+        except BaseException:
+            os.close(read_end)
             raise
-        return cls(popen, reader, transport)
+        os.set_blocking(read_end, False)
+        return cls(popen, read_end)
+
+    def read_output(self, sink: OutputHandler) -> asyncio.Future[None]:
+        """Feed the output to `sink` as it arrives; the future resolves at end of output."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        fd = self._fd
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            try:
+                if data:
+                    sink(data)
+                    return
+            except Exception as exc:  # a sink that fails stops the reading, as an error
+                self.close()
+                if not done.done():
+                    done.set_exception(exc)
+                return
+            self.close()
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(fd, readable)
+        return done
 
     @property
     def returncode(self) -> int | None:
@@ -319,7 +375,12 @@ class _Child:
             self._popen.wait(timeout=1.0)
 
     def close(self) -> None:
-        self._transport.close()
+        """Stop reading the output (a process outside the group may still hold the pipe)."""
+        if self._fd >= 0:
+            with contextlib.suppress(Exception):  # the loop may be closing already
+                asyncio.get_running_loop().remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
 
 
 async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Future[None]) -> None:
