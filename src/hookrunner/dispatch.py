@@ -367,11 +367,11 @@ class Dispatcher:
         started = time.time()
         if run.attempt <= 1:
             self.metrics.start_latency.observe(max(0.0, started - run.created_at))
-        result = await self._attempt(run, cancel)
+        result, log_text = await self._attempt(run, cancel)
         self._recording.add(run.id)
         self._wake.set()
         try:
-            await self._record(run, result, started)
+            await self._record(run, result, started, log_text)
         finally:
             self._recording.discard(run.id)
             self._lost.discard(run.id)  # a late "not held" must not hide a later attempt
@@ -383,13 +383,15 @@ class Dispatcher:
             async with self._finished:
                 self._finished.notify_all()
 
-    async def _attempt(self, run: Run, cancel: asyncio.Event) -> RunResult:
-        """Run one attempt with its log; whatever goes wrong becomes a failed result."""
+    async def _attempt(self, run: Run, cancel: asyncio.Event) -> tuple[RunResult, str | None]:
+        """Run one attempt with its log; whatever goes wrong becomes a failed result. Also the
+        log's text, where it was small enough to keep in memory."""
+        path = self.settings.log_path(run.id, run.attempt)
         try:
-            log = FileLog(self.settings.log_path(run.id, run.attempt), self.settings.log_cap)
+            log = FileLog(path, self.settings.log_cap)
         except OSError as exc:
             event("run.log_unwritable", logging.ERROR, run_id=run.id, error=str(exc))
-            return RunResult("failed", None, f"cannot write the run log: {exc}")
+            return RunResult("failed", None, f"cannot write the run log: {exc}"), None
         event("run.started", run_id=run.id, rule=run.rule, attempt=run.attempt, action=run.action)
         log.note(f"run {run.id} rule {run.rule} attempt {run.attempt}/{run.max_attempts} "
                  f"on node {self.node}")
@@ -406,7 +408,7 @@ class Dispatcher:
             event("run.log_failed", logging.ERROR, run_id=run.id, error=str(log.failed))
             result.reason = (result.reason + "; " if result.reason else "") + (
                 f"log incomplete: {log.failed.strerror or log.failed}")
-        return result
+        return result, log.text()
 
     async def _run_action(self, run: Run, cancel: asyncio.Event, log: FileLog) -> RunResult:
         if "render_error" in run.spec:
@@ -438,7 +440,8 @@ class Dispatcher:
         except ActionError as exc:
             return RunResult("failed", None, str(exc))
 
-    async def _record(self, run: Run, result: RunResult, started: float) -> None:
+    async def _record(self, run: Run, result: RunResult, started: float,
+                      log_text: str | None) -> None:
         if run.id in self._lost:
             self._lost.discard(run.id)
             return
@@ -455,7 +458,9 @@ class Dispatcher:
                         exit_code=result.exit_code, reason=result.reason, outputs=result.outputs,
                         finished_at=now, retry_at=retry_at)
         # PostgreSQL text cannot hold NUL; the file on disk keeps the output as it was.
-        log_text = self.log_tail(run, self.settings.log_cap).replace("\x00", "")
+        if log_text is None:  # a large log: read back its kept part (capped) off the loop
+            log_text = await asyncio.to_thread(self.log_tail, run, self.settings.log_cap)
+        log_text = log_text.replace("\x00", "")
         for delay in (0.0, 0.5, 1, 2, 4, 8):  # the result must not be lost to a store hiccup
             await asyncio.sleep(delay)
             try:

@@ -10,6 +10,7 @@ from types import TracebackType
 from hookrunner.settings import DEFAULT_LOG_CAP  # one default, named once
 
 NOTE_PREFIX = "[hookrunner] "
+KEEP_IN_MEMORY = 64 * 1024  # a log up to this size is also kept in memory: no read-back
 _UTF8_CONTINUATION = range(0x80, 0xC0)
 
 
@@ -23,6 +24,7 @@ class FileLog:
         self.truncated = False
         self.failed: OSError | None = None  # the write error that stopped the log, if any
         self._at_line_start = True
+        self._copy: bytearray | None = bytearray()  # what was written, while it is small
         self._lock = threading.Lock()  # ansible-runner's thread may write too
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -53,6 +55,14 @@ class FileLog:
         with self._lock:
             self._file.close()
 
+    def text(self) -> str | None:
+        """The whole log as text if it is small enough to have been kept in memory, else None
+        (then `tail` reads it). Only what was written without error is kept."""
+        with self._lock:
+            if self._copy is None or len(self._copy) > self.cap_bytes:
+                return None
+            return self._copy.decode("utf-8", errors="replace")
+
     def __enter__(self) -> FileLog:
         return self
 
@@ -74,6 +84,10 @@ class FileLog:
             return
         try:
             self._file.write(data)  # unbuffered: visible to readers at once
+            if self._copy is not None:
+                self._copy += data
+                if len(self._copy) > KEEP_IN_MEMORY:
+                    self._copy = None
         except OSError as exc:
             # Disk full or gone: keep the run going (its output is still drained so it never
             # blocks on a full pipe) and say why its log stops here, once.

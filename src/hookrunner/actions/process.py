@@ -19,7 +19,6 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hookrunner.actions.base import Outcome, RunContext, RunResult
@@ -228,47 +227,19 @@ async def run_process(
     return RunResult("failed", exit_code=rc if rc >= 0 else None, reason=exit_reason(rc))
 
 
-_SPAWNER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hookrunner-spawn")
-
-
-async def _spawn_off_loop(spawn: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    """Run `spawn` on a spawner thread. vfork suspends the calling thread until the child has
-    exec'd, ~0.5 ms for bash (measured): on the event loop thread that stalled every request
-    and run for as long, and capped the runs started per second.
-
-    Cancelled while the spawner works, the process may still start: it is then killed and
-    reaped, so a cancelled start leaves nothing behind."""
-    loop = asyncio.get_running_loop()
-    started = loop.run_in_executor(_SPAWNER, spawn)
-    try:
-        return await asyncio.shield(started)
-    except asyncio.CancelledError:
-        started.add_done_callback(_kill_orphan)
-        raise
-
-
-def _kill_orphan(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:
-    if started.cancelled() or started.exception() is not None:
-        return
-    popen = started.result()
-    signal_group(popen.pid, signal.SIGKILL)
-    for pipe in (popen.stdout, popen.stdin):
-        if pipe is not None:
-            pipe.close()
-    threading.Thread(target=popen.wait, name=f"hookrunner-reap-{popen.pid}", daemon=True).start()
-
-
 class _Child:
     """A started action process: its output read into a sink on the loop, its exit awaitable.
 
-    Started with `subprocess.Popen` (vfork, on a spawner thread) rather than the event loop's
-    own spawn: under uvloop that forks the whole server, measured at 1.7 ms of CPU per process
-    against 0.25 ms with a 50 MB heap, which was the largest cost per run. The exit is watched
+    Started with `subprocess.Popen` (vfork) rather than the event loop's own spawn: under
+    uvloop that forks the whole server, measured at 1.7 ms of CPU per process against 0.25 ms
+    with a 50 MB heap, which was the largest cost per run. The exit is watched
     through a pidfd, so nothing polls and no other code's SIGCHLD handling is involved.
 
     The output pipe is read with `add_reader` on a descriptor this class alone owns and closes
-    once: uvloop's pipe transport closes its descriptor twice, and with processes started on
-    another thread the second close hit that thread's new pipe (seen as EBADF at start).
+    once: uvloop's pipe transport closes its descriptor twice (a second close can hit a
+    descriptor another thread just opened), and a stream reader costs more per read.
+    Starting on a thread instead was measured: no faster here, as GIL hand-offs cost what the
+    loop saved (vfork holds the caller ~0.5 ms until the child has exec'd).
     """
 
     def __init__(self, popen: subprocess.Popen[bytes], output_fd: int) -> None:
@@ -280,23 +251,18 @@ class _Child:
     async def start(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str],
                     with_stdin: bool) -> _Child:
         read_end, write_end = os.pipe()
-
-        def spawn() -> subprocess.Popen[bytes]:
-            try:
-                return subprocess.Popen(
-                    list(argv), cwd=str(cwd), env=dict(env),
-                    stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
-                    stdout=write_end, stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own session = own process group, killable as one
-                )
-            finally:
-                os.close(write_end)  # the child has its copy: EOF comes when the group is done
-
         try:
-            popen = await _spawn_off_loop(spawn)
+            popen = subprocess.Popen(
+                list(argv), cwd=str(cwd), env=dict(env),
+                stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+                stdout=write_end, stderr=subprocess.STDOUT,
+                start_new_session=True,  # own session = own process group, killable as one
+            )
         except BaseException:
             os.close(read_end)
             raise
+        finally:
+            os.close(write_end)  # the child has its copy: EOF comes when the group is done
         os.set_blocking(read_end, False)
         return cls(popen, read_end)
 
