@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hookrunner import api, console
 from hookrunner.auth import COOKIE, admin_token, bearer_ok
@@ -25,6 +25,7 @@ from hookrunner.gateway import Gateway
 from hookrunner.ingest import accept
 from hookrunner.logs import event
 from hookrunner.metrics import Metrics
+from hookrunner.rawhttp import ClientGone, error, send_answer
 from hookrunner.reload import LiveRules
 from hookrunner.settings import Settings
 from hookrunner.store import open_store
@@ -101,11 +102,44 @@ async def metrics(request: Request) -> Response:
     return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-async def hooks(request: Request) -> Response:
-    return await accept(request, request.app.state.gateway)
+HOOKS = "/hooks/"
 
 
-def create_app(settings: Settings) -> Starlette:
+class App(Starlette):
+    """Starlette, except that `/hooks/{id}` goes straight to the accept path (plain ASGI,
+    see rawhttp): it is the path under load, and the rest of the stack costs as much as
+    the work. Admin auth does not apply there; every other path is routed as usual."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(HOOKS):
+            hook_id = scope["path"][len(HOOKS):]
+            if hook_id and "/" not in hook_id:
+                await _hook(scope, receive, send, self.state.gateway, hook_id)
+                return
+        await super().__call__(scope, receive, send)
+
+
+async def _hook(scope: Scope, receive: Receive, send: Send, gw: Gateway, hook_id: str) -> None:
+    started = False
+
+    async def tracked(message: Message) -> None:
+        nonlocal started
+        started = True
+        await send(message)
+
+    head = scope["method"] == "HEAD"
+    try:
+        answer = await accept(scope, receive, gw, hook_id)
+        await send_answer(tracked, answer, head=head)
+    except ClientGone:
+        return
+    except Exception:
+        logging.getLogger("hookrunner").exception("http.internal_error")
+        if not started:
+            await send_answer(send, error(500, "internal error"), head=head)
+
+
+def create_app(settings: Settings) -> App:
     metrics_ = Metrics()
     rules = LiveRules(settings.rules, settings.root, on_failure=metrics_.reload_failures.inc)
     store = open_store(settings.store_url)
@@ -150,14 +184,13 @@ def create_app(settings: Settings) -> Starlette:
             event("server.stopped", node=settings.node)
 
     routes: list[BaseRoute] = [
-        Route("/hooks/{hook_id}", hooks, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         *api.routes,
         *console.routes,
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)],
+    app = App(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)],
                     exception_handlers={HTTPException: http_error, Exception: internal_error})
     token, token_file = admin_token(settings.admin_token, settings.data)
     if token_file is not None:

@@ -11,8 +11,7 @@ import logging
 import time
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope
 
 from hookrunner import clientip
 from hookrunner.actions import RUNNERS
@@ -21,6 +20,7 @@ from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
 from hookrunner.logs import event
 from hookrunner.payload import PayloadError, parse_body
+from hookrunner.rawhttp import Answer, TooLarge, error, headers_of, query_of, read_body, url_of
 from hookrunner.redact import REDACTED
 from hookrunner.rules.match import build_scope, evaluate, render_action, render_concurrency_key
 from hookrunner.rules.model import Hook, Rule, Ruleset
@@ -33,29 +33,6 @@ ALWAYS_REDACT = ("authorization", "cookie", "proxy-authorization")
 MAX_WAIT = 300.0  # seconds a ?wait= may hold a request open
 STORE_RETRY_AFTER = "5"
 QUEUE_FULL_RETRY_AFTER = "5"  # seconds; the queue drains at --workers runs at a time
-
-
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read at most `limit` bytes; stop reading (and answer 413) as soon as it is exceeded."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _redact(headers: Headers, hook: Hook) -> list[tuple[str, str]]:
@@ -115,21 +92,21 @@ def plan_runs(
     return [r.to_json() for r in results], runs
 
 
-def _queue_full(gw: Gateway, hook_id: str) -> JSONResponse:
+def _queue_full(gw: Gateway, hook_id: str) -> Answer:
     gw.metrics.deliveries.labels(hook_id, "rejected_queue_full").inc()
     return error(503, "queue full", headers={"Retry-After": QUEUE_FULL_RETRY_AFTER})
 
 
-async def accept(request: Request, gw: Gateway) -> Response:
-    hook_id = request.path_params["hook_id"]
+async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> Answer:
+    """The answer to one request to `/hooks/{hook_id}` (plain ASGI: see rawhttp)."""
     ruleset = gw.rules.current
     hook = ruleset.hooks.get(hook_id) if ruleset else None
     if hook is None or ruleset is None:
         return error(404, f"unknown hook {hook_id!r}")
-    if request.method != "POST":
+    if scope["method"] != "POST":
         return error(405, "use POST", headers={"Allow": "POST"})
     m = gw.metrics.deliveries
-    query = dict(request.query_params) if request.scope["query_string"] else {}
+    query = query_of(scope)
     wait = 0.0
     if "wait" in query:
         try:
@@ -137,8 +114,10 @@ async def accept(request: Request, gw: Gateway) -> Response:
         except ValueError as exc:
             return error(400, f"wait: {exc}")
 
-    peer = request.client.host if request.client else ""
-    ip = clientip.client_ip(peer, request.headers.getlist("x-forwarded-for"), gw.trusted)
+    headers = headers_of(scope)
+    client = scope.get("client")
+    peer = client[0] if client else ""
+    ip = clientip.client_ip(peer, headers.get_all("x-forwarded-for"), gw.trusted) if gw.trusted else peer
     if not clientip.allowed(ip, hook.allow_ips):
         event("delivery.rejected", logging.WARNING, hook=hook_id, reason="address not allowed", client=ip)
         m.labels(hook_id, "rejected_address").inc()
@@ -159,13 +138,12 @@ async def accept(request: Request, gw: Gateway) -> Response:
         return _queue_full(gw, hook_id)
 
     try:
-        body = await _read_body(request, hook.max_body)
-    except _TooLarge:
+        body = await read_body(receive, headers.get("content-length"), hook.max_body)
+    except TooLarge:
         m.labels(hook_id, "rejected_too_large").inc()
         return error(413, f"body larger than {hook.max_body} bytes")
 
-    headers = Headers(request.headers.items())
-    signed = SignedRequest(headers=headers, body=body, url=str(request.url),
+    signed = SignedRequest(headers=headers, body=body, url=url_of(scope, headers),
                            query=query, client_ip=ip, now=now)
     try:
         verified = hook.verifier.verify(signed)
@@ -182,12 +160,12 @@ async def accept(request: Request, gw: Gateway) -> Response:
         return error(exc.status, exc.message)
 
     delivery_id = new_id("dlv")
-    scope = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,
-                        query=query, payload=payload, event=verified.event)
-    matches, runs = plan_runs(ruleset, hook_id, scope, delivery_id, now, gw.settings.default_timeout)
+    scope_ = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,
+                         query=query, payload=payload, event=verified.event)
+    matches, runs = plan_runs(ruleset, hook_id, scope_, delivery_id, now, gw.settings.default_timeout)
     delivery = NewDelivery(
         id=delivery_id, hook=hook_id, received_at=now, headers=_redact(headers, hook), body=body,
-        dedup_key=_dedup_key(hook, verified, scope), event=verified.event, client_ip=ip,
+        dedup_key=_dedup_key(hook, verified, scope_), event=verified.event, client_ip=ip,
         matches=matches,
     )
     reserved = 0
@@ -210,7 +188,7 @@ async def accept(request: Request, gw: Gateway) -> Response:
     if result.duplicate:
         m.labels(hook_id, "duplicate").inc()
         event("delivery.duplicate", hook=hook_id, delivery_id=result.delivery_id)
-        return JSONResponse({"duplicate": True, "delivery_id": result.delivery_id}, status_code=200)
+        return Answer(200, {"duplicate": True, "delivery_id": result.delivery_id})
 
     m.labels(hook_id, "accepted").inc()
     event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=verified.event,
@@ -224,5 +202,5 @@ async def accept(request: Request, gw: Gateway) -> Response:
         finished = await gw.dispatcher.wait_for(result.run_ids, wait)
         if finished is not None:
             answer["runs"] = finished
-            return JSONResponse(answer, status_code=200)
-    return JSONResponse(answer, status_code=202)
+            return Answer(200, answer)
+    return Answer(202, answer)

@@ -18,17 +18,17 @@ from hookrunner.errors import ConfigError
 class Headers:
     """Case-insensitive, multi-valued request headers (as received, decoded latin-1)."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_first", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(k, v) for k, v in items]
+        # First value per lower-cased name: every verifier and template looks names up.
+        self._first: dict[str, str] = {}
+        for k, v in reversed(self._items):
+            self._first[k.lower()] = v
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        low = name.lower()
-        for k, v in self._items:
-            if k.lower() == low:
-                return v
-        return default
+        return self._first.get(name.lower(), default)
 
     def get_all(self, name: str) -> list[str]:
         low = name.lower()
