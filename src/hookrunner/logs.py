@@ -10,30 +10,84 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 LOGGER = logging.getLogger("hookrunner")
 
+LineFormat = Callable[[float, str, str, dict[str, Any]], str]
+
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    direct = _direct
+    if (direct is not None and LOGGER.isEnabledFor(level) and len(LOGGER.handlers) == 1
+            and LOGGER.handlers[0] is direct.handler):
+        direct.write(name, level, fields)
+        return
     LOGGER.log(level, name, extra={"fields": fields})
+
+
+class _Direct:
+    """The handler `setup_logging` installed, written to without a LogRecord: an event per
+    delivery went through ~30 us of logging machinery, a tenth of the accept path. The
+    line is the formatter's own; any other handler added later gets the usual path."""
+
+    def __init__(self, handler: logging.StreamHandler[Any], line: LineFormat) -> None:
+        self.handler = handler
+        self.line = line
+
+    def write(self, name: str, level: int, fields: dict[str, Any]) -> None:
+        text = self.line(time.time(), logging.getLevelName(level).lower(), name, fields) + "\n"
+        handler = self.handler
+        handler.acquire()
+        try:
+            handler.stream.write(text)
+            handler.stream.flush()
+        except Exception:  # a log that cannot be written must not fail the request
+            handler.handleError(logging.makeLogRecord({"msg": name}))
+        finally:
+            handler.release()
+
+
+_direct: _Direct | None = None
+_stamp: tuple[int, str] = (-1, "")  # (second, its text): one strftime per second
+
+
+def _timestamp(created: float) -> str:
+    global _stamp
+    second = int(created)
+    if _stamp[0] != second:
+        _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + "Z")
+    return _stamp[1]
+
+
+def _text_line(created: float, level: str, name: str, fields: dict[str, Any]) -> str:
+    parts = [_timestamp(created), level, name]
+    parts += [f"{k}={_text(v)}" for k, v in fields.items()]
+    return " ".join(parts)
+
+
+def _json_line(created: float, level: str, name: str, fields: dict[str, Any]) -> str:
+    doc: dict[str, Any] = {"ts": round(created, 3), "level": level, "event": name}
+    doc.update(fields)
+    return json.dumps(doc, default=str)
 
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = getattr(record, "fields", {})
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        parts = [f"{ts}Z", record.levelname.lower(), record.getMessage()]
-        parts += [f"{k}={_text(v)}" for k, v in fields.items()]
-        line = " ".join(parts)
+        line = _text_line(record.created, record.levelname.lower(), record.getMessage(),
+                          getattr(record, "fields", {}))
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
+_NEEDS_QUOTES = frozenset(' "=\n')
+
+
 def _text(value: Any) -> str:
     s = str(value)
-    return json.dumps(s) if (not s or any(c in s for c in " \"=\n")) else s
+    return json.dumps(s) if (not s or not _NEEDS_QUOTES.isdisjoint(s)) else s
 
 
 class _JsonFormatter(logging.Formatter):
@@ -50,8 +104,10 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
+    global _direct
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(level)
     LOGGER.propagate = False
+    _direct = _Direct(handler, _json_line if fmt == "json" else _text_line)
