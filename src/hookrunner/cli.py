@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--workers", type=int, help="actions run at once on this node (default 8)")
+    s.add_argument("--http-workers", type=int,
+                   help="processes accepting requests on the port (default 1; e.g. one per core)")
     s.add_argument("--pass-env", action="append", default=[], metavar="NAME",
                    help="pass this server environment variable to actions (repeatable)")
     s.add_argument("--node", help="this node's name (default the host name)")
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings_flags(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("rules", "root", "data", "db", "host", "port", "workers", "pass_env", "node",
+    names = ("rules", "root", "data", "db", "host", "port", "workers", "http_workers", "pass_env",
+             "node",
              "max_queued", "lease", "keep", "trusted_proxy", "log_format", "ssl_certfile",
              "ssl_keyfile")
     return {n: getattr(args, n) for n in names if hasattr(args, n)}

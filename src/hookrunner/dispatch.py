@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from hookrunner.actions import RUNNERS
 from hookrunner.actions.base import RunContext, RunResult
 from hookrunner.actions.environment import base_env
 from hookrunner.actions.logfile import FileLog, tail
+from hookrunner.budget import QueueBudget
 from hookrunner.errors import ActionError, StoreUnavailable
 from hookrunner.logs import event
 from hookrunner.metrics import Metrics
@@ -41,18 +43,16 @@ OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics,
+                 budget: QueueBudget | None = None, wake_fd: int | None = None) -> None:
+        """`budget` and `wake_fd` (the read end of the pipe other HTTP processes signal new
+        work on) are given when this server runs several processes (hookrunner.multiproc)."""
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.node = settings.node
-        # --max-queued: queued runs = the store's count at the last refresh, plus runs
-        # journaled since that refresh began, plus runs of accepts still being journaled.
-        # Never below the truth on one node (it may count a run twice until the next refresh).
-        self._store_queued = 0
-        self._journaled = 0  # runs journaled by this process, ever
-        self._journaled_at_refresh = 0
-        self._reserved = 0
+        self.budget = budget or QueueBudget()
+        self._wake_fd = wake_fd
         self._active: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         # Runs whose action has ended and whose result is being written: their worker slot
         # is free again (the limit is on actions running, not on store writes).
@@ -84,7 +84,9 @@ class Dispatcher:
             await orphans.stop([pid for pids in left.values() for pid in pids])
         for run in stale:
             await self._interrupted(run, f"interrupted: node {self.node} restarted", local=True)
-        self._store_queued = (await self.store.counts()).get("queued", 0)
+        self.budget.refresh((await self.store.counts()).get("queued", 0), self.budget.journaled())
+        if self._wake_fd is not None:
+            self._loop.add_reader(self._wake_fd, self._woken)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="hookrunner-claim"),
             asyncio.create_task(self._housekeeping(), name="hookrunner-housekeeping"),
@@ -123,6 +125,8 @@ class Dispatcher:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        if self._wake_fd is not None and self._loop is not None:
+            self._loop.remove_reader(self._wake_fd)
 
     async def _drain_runs(self, limit: float) -> None:
         # Housekeeping goes on while draining: leases are renewed (another node must not take
@@ -145,27 +149,26 @@ class Dispatcher:
 
     @property
     def queued(self) -> int:
-        return (self._store_queued + self._journaled - self._journaled_at_refresh
-                + self._reserved)
+        return self.budget.queued
 
     def admit(self, runs: int) -> bool:
         """Reserve room for `runs` new runs under --max-queued; False when the queue is full.
-
-        Called before journaling, with no await between the check and the reservation, so
-        concurrent requests cannot all slip past the bound. An empty queue admits any delivery.
-        """
-        queued = self.queued
-        if runs and queued and queued + runs > self.settings.max_queued:
-            return False
-        self._reserved += runs
-        return True
+        Called before journaling (see QueueBudget)."""
+        return self.budget.admit(runs, self.settings.max_queued)
 
     def accepted(self, runs: int, reserved: int = 0) -> None:
         """`runs` were journaled (0 for a duplicate or a failed write); frees `reserved`."""
-        self._reserved -= reserved
-        self._journaled += runs
+        self.budget.accepted(runs, reserved)
         if runs:
             self._wake.set()
+
+    def _woken(self) -> None:
+        """Another HTTP process journaled runs (or asked for a cancel): claim now."""
+        assert self._wake_fd is not None
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_fd, 4096):
+                pass
+        self._wake.set()
 
     async def request_cancel(self, run_id: str) -> str | None:
         status = await self.store.request_cancel(run_id, time.time())
@@ -271,11 +274,11 @@ class Dispatcher:
                         for run in await self.store.expired(now):
                             await self._interrupted(
                                 run, f"interrupted: lease of node {run.lease_owner} expired")
-                journaled = self._journaled
+                journaled = self.budget.journaled()
                 counts = await self.store.counts()
                 if self._store_down:
                     self._store_down, self._reachable_since = False, now
-                self._store_queued, self._journaled_at_refresh = counts.get("queued", 0), journaled
+                self.budget.refresh(counts.get("queued", 0), journaled)
                 self.metrics.queue_depth.set(self.queued)
                 if self.settings.keep and now - last_prune >= min(PRUNE_EVERY, self.settings.keep / 2):
                     last_prune = now

@@ -25,6 +25,7 @@ DEFAULT_LEASE = 15.0  # seconds; renewed every lease/3, so failover takes ~15 s 
 DEFAULT_TIMEOUT = 3600.0  # a rule without `timeout` may run for an hour
 DEFAULT_LOG_CAP = 10 * 1024 * 1024  # bytes of output kept per attempt
 DEFAULT_GRACE = 30.0  # seconds running actions get after SIGTERM before they are canceled
+MAX_HTTP_WORKERS = 64
 ENV_PREFIX = "HOOKRUNNER_"
 
 
@@ -37,6 +38,7 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     workers: int = DEFAULT_WORKERS
+    http_workers: int = 1  # processes accepting HTTP (more: see hookrunner.multiproc)
     pass_env: tuple[str, ...] = ()
     node: str = field(default_factory=socket.gethostname)
     max_queued: int = DEFAULT_MAX_QUEUED
@@ -73,7 +75,7 @@ class Settings:
 
 _LISTS = {"pass_env", "trusted_proxy"}
 _DURATIONS = {"lease", "keep", "default_timeout", "grace"}
-_INTS = {"port", "workers", "max_queued", "log_cap"}
+_INTS = {"port", "workers", "http_workers", "max_queued", "log_cap"}
 _PATHS = {"rules", "root", "data"}
 
 
@@ -116,6 +118,8 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
         raise ValueError("--log-format: expected text or json")
     if settings.workers < 1:
         raise ValueError("--workers: must be at least 1")
+    if not 1 <= settings.http_workers <= MAX_HTTP_WORKERS:
+        raise ValueError(f"--http-workers: must be 1 to {MAX_HTTP_WORKERS}")
     if settings.lease <= 0:
         raise ValueError("--lease: must be longer than zero")
     if settings.max_queued < 1:
