@@ -264,19 +264,58 @@ def run_wrk(url: str, body: bytes, headers: dict[str, str], *, connections: int 
 # --- /proc --------------------------------------------------------------------------------
 
 
+def server_pids(pid: int) -> list[int]:
+    """The server's own processes: `pid` and its direct children (with `--http-workers`, the
+    supervisor, the main process and the HTTP workers), not the actions they start."""
+    pids = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            pids += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    # Forked server processes keep the supervisor's command line; actions have their own.
+    own = _cmdline(pid)
+    return [pid, *(p for p in pids[1:] if _cmdline(p) == own)]
+
+
+def _cmdline(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b""
+
+
 def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
+    """The server's peak resident set (VmHWM), in MiB; with several processes, their sum
+    (pages they share are counted in each: an upper bound)."""
+    total = 0.0
+    for p in server_pids(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    if not total:
+        raise RuntimeError(f"no VmHWM for pid {pid}")
+    return total
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far (all its threads)."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rfind(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def pss_mb(pid: int) -> float:
+    """The server's proportional set size now (shared pages split between its processes)."""
+    total = 0.0
+    for p in server_pids(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+    return total
+
+
+def cpu_seconds(pid: int, pids: Sequence[int] | None = None) -> float:
+    """User + system CPU time the server has used so far (all threads of all its own
+    processes, not its actions). Pass `pids` (from `server_pids`) to count a fixed set."""
+    total = 0.0
+    for p in pids or server_pids(pid):
+        with contextlib.suppress(OSError):
+            raw = Path(f"/proc/{p}/stat").read_text()
+            fields = raw[raw.rfind(")") + 2:].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def load_average() -> float:

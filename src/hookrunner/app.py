@@ -28,7 +28,10 @@ from hookrunner.metrics import Metrics
 from hookrunner.rawhttp import ClientGone, error, send_answer
 from hookrunner.reload import LiveRules
 from hookrunner.settings import Settings
+from hookrunner.shared import Shared
 from hookrunner.store import open_store
+from hookrunner.upstream import Upstream
+from hookrunner.workerqueue import WorkerQueue
 
 PUBLIC_PREFIXES = ("/hooks/", "/healthz", "/readyz", "/metrics", "/login", "/static/")
 
@@ -108,13 +111,20 @@ HOOKS = "/hooks/"
 class App(Starlette):
     """Starlette, except that `/hooks/{id}` goes straight to the accept path (plain ASGI,
     see rawhttp): it is the path under load, and the rest of the stack costs as much as
-    the work. Admin auth does not apply there; every other path is routed as usual."""
+    the work. Admin auth does not apply there; every other path is routed as usual, or,
+    in an extra HTTP worker process, forwarded to the main process (`upstream`)."""
+
+    upstream: Upstream | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(HOOKS):
-            hook_id = scope["path"][len(HOOKS):]
-            if hook_id and "/" not in hook_id:
-                await _hook(scope, receive, send, self.state.gateway, hook_id)
+        if scope["type"] == "http":
+            if scope["path"].startswith(HOOKS):
+                hook_id = scope["path"][len(HOOKS):]
+                if hook_id and "/" not in hook_id:
+                    await _hook(scope, receive, send, self.state.gateway, hook_id)
+                    return
+            if self.upstream is not None:
+                await self.upstream(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -139,9 +149,13 @@ async def _hook(scope: Scope, receive: Receive, send: Send, gw: Gateway, hook_id
             await send_answer(send, error(500, "internal error"), head=head)
 
 
-def create_app(settings: Settings) -> App:
+def create_app(settings: Settings, shared: Shared | None = None, worker: bool = False) -> App:
+    """The app of one process. `shared` when the server runs `--http-workers` processes:
+    the main one (dispatcher, console, API) or, with `worker`, an extra one that accepts
+    hooks and forwards everything else to the main one (see multiproc)."""
     metrics_ = Metrics()
-    rules = LiveRules(settings.rules, settings.root, on_failure=metrics_.reload_failures.inc)
+    rules = LiveRules(settings.rules, settings.root,
+                      on_failure=None if worker else metrics_.reload_failures.inc)
     store = open_store(settings.store_url)
     gw = Gateway(settings=settings, store=store, rules=rules, metrics=metrics_,
                  trusted=parse_networks(settings.trusted_proxy))
@@ -150,27 +164,40 @@ def create_app(settings: Settings) -> App:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.data.mkdir(parents=True, exist_ok=True)
         await store.open()
-        if not await store.lock_node(settings.node):
+        dispatcher: Dispatcher | None = None
+        if worker:
+            assert shared is not None
+            gw.dispatcher = WorkerQueue(settings, store, shared)
+        elif not await store.lock_node(settings.node):
             await store.close()
             where = f"node name {settings.node!r}" if settings.db else f"--data {settings.data}"
             event("server.refused", logging.ERROR, reason=f"another server has this {where}")
             raise SystemExit(f"hookrunner: another server is running with this {where}; "
                              "stop it first (or give this one its own)")
         rules.reload()
-        gw.dispatcher = Dispatcher(settings, store, metrics_)
-        try:
-            await gw.dispatcher.start()
-        except BaseException:
-            await store.close()  # and so the lock: a failed start must not hold the identity
-            raise
+        if not worker:
+            gw.dispatcher = dispatcher = Dispatcher(
+                settings, store, metrics_, budget=shared.budget if shared else None,
+                wake_fd=shared.wake_r if shared else None)
+            try:
+                await dispatcher.start()
+            except BaseException:
+                await store.close()  # and so the lock: a failed start must not hold the identity
+                raise
         watcher = asyncio.create_task(rules.watch(), name="hookrunner-rules-watch")
         loop = asyncio.get_running_loop()
         # Only a loop in the main thread can take signals (TestClient runs the app in another
         # thread); there the file watcher still reloads, SIGHUP just is not wired.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, rules.reload)
-        event("server.started", node=settings.node, workers=settings.workers,
-              store="postgresql" if settings.db else str(settings.store_url))
+        if worker:
+            event("server.http_worker_started", node=settings.node)
+        else:
+            event("server.started", node=settings.node, workers=settings.workers,
+                  http_workers=settings.http_workers,
+                  store="postgresql" if settings.db else str(settings.store_url))
+            if shared is not None:
+                shared.announce_ready()
         try:
             yield
         finally:
@@ -179,9 +206,12 @@ def create_app(settings: Settings) -> App:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            await gw.dispatcher.stop()
+            if dispatcher is not None:
+                await dispatcher.stop()
+            if app_.upstream is not None:
+                await app_.upstream.aclose()
             await store.close()
-            event("server.stopped", node=settings.node)
+            event("server.http_worker_stopped" if worker else "server.stopped", node=settings.node)
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
@@ -190,8 +220,11 @@ def create_app(settings: Settings) -> App:
         *api.routes,
         *console.routes,
     ]
-    app = App(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)],
-                    exception_handlers={HTTPException: http_error, Exception: internal_error})
+    app = app_ = App(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)],
+                     exception_handlers={HTTPException: http_error, Exception: internal_error})
+    if worker:
+        assert shared is not None
+        app.upstream = Upstream(shared.upstream, tls=bool(settings.ssl_certfile))
     token, token_file = admin_token(settings.admin_token, settings.data)
     if token_file is not None:
         event("server.admin_token", logging.INFO, file=str(token_file),

@@ -14,17 +14,28 @@ from hookrunner.store.base import RUN_STATUSES, Store
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+EXIT_STARTUP = 3  # the server could not start (as uvicorn's own command says)
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
+    if settings.http_workers > 1:
+        from hookrunner import multiproc
 
+        return multiproc.serve(settings)
     from hookrunner.app import create_app
     from hookrunner.logs import setup_logging
 
     setup_logging(settings.log_format)
     app = create_app(settings)
-    config = uvicorn.Config(
+    server = _server(uvicorn_config(app, settings), app)
+    server.run()
+    return EXIT_OK if server.started else EXIT_STARTUP
+
+
+def uvicorn_config(app: Any, settings: Settings) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False,
         http=_http_protocol(),
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; only --trusted-proxy
@@ -33,8 +44,6 @@ def serve(settings: Settings) -> int:
         ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None,
         timeout_graceful_shutdown=int(settings.grace) + 5, server_header=False,
     )
-    _server(config, app).run()
-    return EXIT_OK
 
 
 def _server(config: Any, app: Any) -> Any:
@@ -46,9 +55,10 @@ def _server(config: Any, app: Any) -> Any:
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            dispatcher = app.state.gateway.dispatcher
-            if dispatcher is not None:
-                dispatcher.begin_stop_threadsafe()
+            # An extra HTTP worker process has no dispatcher of its own to stop.
+            stop = getattr(app.state.gateway.dispatcher, "begin_stop_threadsafe", None)
+            if stop is not None:
+                stop()
             super().handle_exit(sig, frame)
 
     return Server(config)

@@ -42,6 +42,38 @@ PRUNE_EVERY = 60.0
 OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
 
 
+async def wait_for_runs(
+    store: Store, settings: Settings, run_ids: list[str], timeout: float,
+    finished: asyncio.Condition | None = None, poll: float = 0.25,
+) -> list[dict[str, Any]] | None:
+    """Each run's status, exit code and output tail once all ended; None on timeout.
+    `finished` is notified by a dispatcher in this process; runs elsewhere are polled."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = [await store.get_run(r) for r in run_ids]
+        if all(r is not None and r.status in TERMINAL for r in runs):
+            return [_summary(settings, r) for r in runs if r is not None]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        if finished is None:
+            await asyncio.sleep(min(left, poll))
+            continue
+        async with finished:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), min(left, poll))
+
+
+def _summary(settings: Settings, run: Run) -> dict[str, Any]:
+    return {"id": run.id, "rule": run.rule, "status": run.status, "exit_code": run.exit_code,
+            "reason": run.reason, "output": log_tail(settings, run, OUTPUT_TAIL)}
+
+
+def log_tail(settings: Settings, run: Run, size: int) -> str:
+    path = settings.log_path(run.id, run.attempt)
+    return tail(path, size) if path.exists() else ""
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  budget: QueueBudget | None = None, wake_fd: int | None = None) -> None:
@@ -181,26 +213,10 @@ class Dispatcher:
 
     async def wait_for(self, run_ids: list[str], timeout: float) -> list[dict[str, Any]] | None:
         """Each run's status, exit code and output tail once all ended; None on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            runs = [await self.store.get_run(r) for r in run_ids]
-            if all(r is not None and r.status in TERMINAL for r in runs):
-                return [self._summary(r) for r in runs if r is not None]
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            async with self._finished:
-                # Local finishes notify at once; runs on other nodes are seen by the poll.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._finished.wait(), min(left, 0.25))
-
-    def _summary(self, run: Run) -> dict[str, Any]:
-        return {"id": run.id, "rule": run.rule, "status": run.status, "exit_code": run.exit_code,
-                "reason": run.reason, "output": self.log_tail(run, OUTPUT_TAIL)}
+        return await wait_for_runs(self.store, self.settings, run_ids, timeout, self._finished)
 
     def log_tail(self, run: Run, size: int) -> str:
-        path = self.settings.log_path(run.id, run.attempt)
-        return tail(path, size) if path.exists() else ""
+        return log_tail(self.settings, run, size)
 
     # -- loops -----------------------------------------------------------------------------
 

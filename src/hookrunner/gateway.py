@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from hookrunner.metrics import Metrics
 from hookrunner.ratelimit import RateLimiter
@@ -12,8 +12,21 @@ from hookrunner.rules.model import IPNetwork
 from hookrunner.settings import Settings
 from hookrunner.store.base import Store
 
-if TYPE_CHECKING:
-    from hookrunner.dispatch import Dispatcher
+
+class RunQueue(Protocol):
+    """What the HTTP layer asks of the run queue: the Dispatcher in its own process, a
+    WorkerQueue in an extra HTTP worker process."""
+
+    @property
+    def queued(self) -> int: ...
+
+    def admit(self, runs: int) -> bool: ...
+
+    def accepted(self, runs: int, reserved: int = 0) -> None: ...
+
+    async def request_cancel(self, run_id: str) -> str | None: ...
+
+    async def wait_for(self, run_ids: list[str], timeout: float) -> list[dict[str, Any]] | None: ...
 
 
 @dataclass
@@ -24,4 +37,4 @@ class Gateway:
     metrics: Metrics
     trusted: tuple[IPNetwork, ...] = ()
     limiter: RateLimiter = field(default_factory=RateLimiter)
-    dispatcher: Dispatcher | None = None
+    dispatcher: RunQueue | None = None

@@ -1,6 +1,13 @@
-"""Prometheus metrics, in a registry of our own so tests can create several apps."""
+"""Prometheus metrics, in a registry of our own so tests can create several apps.
+
+With `--http-workers` > 1 the processes of a server write their values to files under
+PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode, set up by multiproc before
+this module is imported) and /metrics, served by the main process, sums them.
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CollectorRegistry,
@@ -10,6 +17,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from hookrunner.shared import MULTIPROC_DIR
 
 # The *_created series double every counter's size for little use to operators.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -34,12 +44,19 @@ class Metrics:
         self.start_latency = Histogram(
             "hookrunner_run_start_delay_seconds", "Time from delivery to the run's start",
             buckets=LATENCY_BUCKETS, registry=r)
+        # Only the main process sets these; "livesum" adds nothing for the other processes.
         self.queue_depth = Gauge(
-            "hookrunner_queue_depth", "Runs waiting to run", registry=r)
+            "hookrunner_queue_depth", "Runs waiting to run", registry=r,
+            multiprocess_mode="livesum")
         self.running = Gauge(
-            "hookrunner_running", "Runs executing on this node", registry=r)
+            "hookrunner_running", "Runs executing on this node", registry=r,
+            multiprocess_mode="livesum")
         self.reload_failures = Counter(
             "hookrunner_reload_failures", "Rule reloads that failed validation", registry=r)
 
     def render(self) -> bytes:
+        if os.environ.get(MULTIPROC_DIR):
+            summed = CollectorRegistry()
+            MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
+            return generate_latest(summed)
         return generate_latest(self.registry)

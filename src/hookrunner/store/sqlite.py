@@ -160,7 +160,8 @@ class SQLiteStore:
     ) -> None:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
-        self._writer = Writer(lambda: connect(self.path, busy_timeout), max_batch)
+        self._writer = Writer(lambda: connect(self.path, busy_timeout), max_batch,
+                              lock_path=f"{self.path}-writelock")
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._wake = asyncio.Event()

@@ -1,0 +1,46 @@
+"""What the processes of one server share (`--http-workers` > 1), made before they fork.
+
+- `budget`: the --max-queued counters, in shared memory.
+- the wake pipe: an HTTP worker writes a byte once it journaled runs (or a cancel was asked
+  for); the main process's dispatcher reads it and claims at once.
+- `upstream`: the main process's Unix socket, where workers forward all but hooks.
+- the ready pipe: the main process writes a byte once it serves (its lifespan started), so
+  workers only start once the node's identity is taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from hookrunner.budget import QueueBudget
+
+# prometheus_client's multiprocess mode: where each process writes its values.
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@dataclass(frozen=True)
+class Shared:
+    budget: QueueBudget
+    wake_r: int
+    wake_w: int
+    ready_r: int
+    ready_w: int
+    upstream: str
+
+    @classmethod
+    def create(cls, upstream: str) -> Shared:
+        wake_r, wake_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        for fd in (wake_r, wake_w):
+            os.set_blocking(fd, False)
+        return cls(QueueBudget(shared=True), wake_r, wake_w, ready_r, ready_w, upstream)
+
+    def poke(self) -> None:
+        """Tell the dispatcher there is work (a full pipe already says so)."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wake_w, b"\0")
+
+    def announce_ready(self) -> None:
+        os.write(self.ready_w, b"1")
