@@ -5,11 +5,11 @@ GitHub's form-encoded deliveries carry the JSON in a `payload=` field; it is unw
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from hookrunner import jsoncodec
 from hookrunner.errors import HookrunnerError
 
 FORM = "application/x-www-form-urlencoded"
@@ -28,7 +28,7 @@ def _media_type(content_type: str | None) -> str:
 
 def _json(text: str) -> Any:
     try:
-        doc = jsoncodec.loads(text)
+        doc = json.loads(text)
     except RecursionError:
         raise PayloadError(400, "body is nested too deeply") from None
     except ValueError as exc:

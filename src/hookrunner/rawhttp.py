@@ -7,13 +7,13 @@ accept path speaks ASGI directly. Answers look exactly like the rest of the app'
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
-from hookrunner import jsoncodec
 from hookrunner.verify.base import Headers
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -40,7 +40,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> A
 
 def encode(doc: Any) -> bytes:
     """As Starlette's JSONResponse renders: compact, UTF-8."""
-    return jsoncodec.dumps_bytes(doc)
+    return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 async def send_answer(send: Send, answer: Answer, *, head: bool = False) -> None:
@@ -64,7 +64,7 @@ def query_of(scope: Scope) -> dict[str, str]:
 def url_of(scope: Scope, headers: Headers) -> str:
     """The full URL as the server saw it, as Starlette's `request.url` builds it."""
     scheme = scope.get("scheme", "http")
-    path = scope.get("root_path", "") + scope["path"]
+    path = scope["path"]  # (ASGI: it already includes any root_path)
     host = headers.get("host")
     if host is not None:
         url = f"{scheme}://{host}{path}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from hookrunner import jsoncodec
 from hookrunner.store.base import Attempt, Delivery, NewDelivery, NewRun, Run
 
 
@@ -28,13 +27,11 @@ def dumps(value: Any) -> str:
 
 
 def delivery_params(d: NewDelivery) -> dict[str, Any]:
-    # Headers and explanations hold only text: the fast encoder (payload values, which may
-    # be NaN, are never in them).
     return {
         "id": d.id, "hook": d.hook, "received_at": d.received_at,
-        "headers": jsoncodec.dumps(d.headers), "body": d.body,
+        "headers": dumps(d.headers), "body": d.body,
         "dedup_key": d.dedup_key, "event": d.event, "client_ip": d.client_ip,
-        "matches": jsoncodec.dumps(d.matches),
+        "matches": dumps(d.matches),
     }
 
 

@@ -1,0 +1,159 @@
+"""`serve --http-workers N`: a supervisor, the main process, N HTTP workers on one port.
+
+Real processes throughout: the server is started as a user would, deliveries are signed
+POSTs that land on whichever worker the kernel hands the connection to, and the admin API,
+the run log and /metrics are answered by the main process through a worker's forwarding.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tests.integration.conftest import GITHUB_SECRET, write_script
+from tests.serverproc import Server, post_github
+
+RULES = """
+hooks:
+  github:
+    verify:
+      github:
+        secret: {env: GITHUB_WEBHOOK_SECRET}
+rules:
+  - name: work
+    hook: github
+    when: event == "push"
+    run:
+      shell:
+        argv: ["scripts/work.sh", "{{ payload.tag }}", "{{ payload.sleep | default(0) }}"]
+"""
+
+
+def children(pid: int) -> set[int]:
+    kids: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        kids |= {int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()}
+    return kids
+
+
+def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def push(server: Server, tag: str, *, delivery: str | None = None, sleep: float = 0,
+         **kw: object) -> httpx.Response:
+    return post_github(server.url, GITHUB_SECRET, {"tag": tag, "sleep": sleep},
+                       delivery=delivery or f"d-{tag}", **kw)
+
+
+def script(project: Path) -> None:
+    write_script(project, "work.sh", 'echo "tag=$1"; sleep "$2"\n')
+
+
+def test_workers_accept_the_main_process_runs_and_answers_admin_requests(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    script(project)
+    server = make_server(RULES, args=["--http-workers", "2"])
+    assert server.proc is not None
+    pid = server.proc.pid
+    until(lambda: len(children(pid)) == 3, 10, "main + 2 workers")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: push(server, f"t{i}"), range(24)))
+    assert [a.status_code for a in answers] == [202] * 24
+    runs = [server.wait_run(a.json()["runs"][0]) for a in answers]
+    assert {r["status"] for r in runs} == {"succeeded"}
+    with server.admin() as c:  # forwarded to the main process by whichever worker took it
+        log = c.get(f"/api/runs/{runs[0]['id']}/log").text
+        assert "tag=t0" in log
+        assert c.get(f"/api/deliveries/{answers[3].json()['delivery_id']}").status_code == 200
+        assert httpx.get(server.url + "/api/runs").status_code == 401  # still guarded
+        metrics = c.get("/metrics").text
+    # Counted in every worker, summed by the main process.
+    assert 'hookrunner_deliveries_total{hook="github",outcome="accepted"} 24.0' in metrics
+    assert 'hookrunner_runs_finished_total{rule="work",status="succeeded"} 24.0' in metrics
+    # Dedup holds across processes: the same sender id, on any worker, runs nothing new.
+    again = [push(server, "t5") for _ in range(4)]
+    assert {a.status_code for a in again} == {200}
+    assert {a.json()["delivery_id"] for a in again} == {answers[5].json()["delivery_id"]}
+    # ?wait= on a worker: the answer carries the run's end, read from the store.
+    waited = push(server, "waited", params={"wait": "20s"})
+    assert waited.status_code == 200, waited.text
+    (summary,) = waited.json()["runs"]
+    assert summary["status"] == "succeeded" and "tag=waited" in summary["output"]
+
+
+def test_max_queued_is_one_bound_for_all_workers(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    script(project)
+    server = make_server(RULES, args=["--http-workers", "3", "--workers", "1", "--max-queued", "4"])
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda i: push(server, f"q{i}", sleep=0.3), range(20)))
+    accepted = [a for a in answers if a.status_code == 202]
+    full = [a for a in answers if a.status_code == 503]
+    assert len(accepted) + len(full) == 20
+    assert full and all(a.headers["Retry-After"] == "5" for a in full)
+    # One worker alone could admit 4 (+1 running); three with their own budgets could admit 15.
+    docs = [server.wait_run(a.json()["runs"][0], timeout=60) for a in accepted]
+    last_accept = max(d["created_at"] for d in docs)
+    started_by_then = sum(1 for d in docs if d["started_at"] <= last_accept)
+    assert len(accepted) <= 4 + started_by_then, (len(accepted), started_by_then)
+    assert {d["status"] for d in docs} == {"succeeded"}
+
+
+def test_a_worker_that_dies_is_replaced_and_the_server_stops_cleanly(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    script(project)
+    server = make_server(RULES, args=["--http-workers", "2"])
+    assert server.proc is not None
+    pid = server.proc.pid
+    until(lambda: len(children(pid)) == 3, 10, "main + 2 workers")
+    before = children(pid)
+    main = int(re.search(r"server.http_workers .*main_pid=(\d+)", server.output()).group(1))  # type: ignore[union-attr]
+    worker = min(before - {main})
+    os.kill(worker, signal.SIGKILL)
+    until(lambda: len(children(pid)) == 3 and worker not in children(pid), 15, "a replacement")
+    answers = [push(server, f"after{i}") for i in range(6)]
+    assert [a.status_code for a in answers] == [202] * 6
+    assert {server.wait_run(a.json()["runs"][0])["status"] for a in answers} == {"succeeded"}
+    assert "server.http_worker_exited" in server.output()
+    everyone = children(pid) | {pid}
+    server.stop()
+    assert server.proc.returncode in (0, 128 + signal.SIGTERM)
+    assert not [p for p in everyone if Path(f"/proc/{p}").exists()]
+    assert "server.stopped" in server.output()
+
+
+def test_a_crash_of_the_whole_server_loses_no_accepted_delivery(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """SIGKILL of every process (the process group) after deliveries were answered 202, then a
+    start on the same data dir with one process: each of them runs."""
+    script(project)
+    server = make_server(RULES, args=["--http-workers", "2", "--workers", "1"])
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: push(server, f"k{i}", sleep=0.2), range(16)))
+    accepted = [a.json()["runs"][0] for a in answers if a.status_code == 202]
+    assert len(accepted) == 16
+    server.kill()
+    again = Server(server.rules, server.data, server.root, env=server.env).start()
+    try:
+        docs = [again.wait_run(r, timeout=60) for r in accepted]
+    finally:
+        again.stop()
+    # Runs cut off mid-action end `failed (interrupted)` (no retry rule); none is lost.
+    assert all(d["status"] in ("succeeded", "failed") for d in docs)
+    assert sum(d["status"] == "succeeded" for d in docs) >= len(accepted) - 1
