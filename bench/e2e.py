@@ -38,6 +38,7 @@ from common import (
     machine,
     percentile,
     running,
+    server_pids,
     spawn,
     start_hookrunner,
     tree_size,
@@ -79,6 +80,7 @@ class Figures:
     peak_procs: int
     cpu_ms_per_action: float  # server CPU (its own process, not the actions) per action run
     pending: int = 0  # journaled runs still queued/running when the wait ended (they will run)
+    server_procs: int = 1  # the server's own processes (more with --http-workers)
     ok_ids: frozenset[str] = frozenset()
 
 
@@ -108,11 +110,11 @@ def wait_for_actions(proc: Proc, out: Path, expected: int) -> None:
     last_count, last_change = -1, time.monotonic()
     while time.monotonic() < deadline:
         count = len(lines_of(out))
-        if count >= expected and tree_size(proc.pid) <= 1:
+        if count >= expected and tree_size(proc.pid) <= len(server_pids(proc.pid)):
             return
         if count != last_count:
             last_count, last_change = count, time.monotonic()
-        elif time.monotonic() - last_change > SETTLE and tree_size(proc.pid) <= 1:
+        elif time.monotonic() - last_change > SETTLE and tree_size(proc.pid) <= len(server_pids(proc.pid)):
             return
         time.sleep(0.1)
 
@@ -145,14 +147,17 @@ def measure(name: str, proc: Proc, url: str, out: Path, args: argparse.Namespace
         cpu_ms_per_action=cpu * 1000 / len(starts) if starts else 0.0)
 
 
-def bench_hookrunner(args: argparse.Namespace, base: Path) -> Figures:
-    wd = base / "hookrunner"
+def bench_hookrunner(args: argparse.Namespace, base: Path, http_workers: int = 1) -> Figures:
+    name = "hookrunner" if http_workers == 1 else f"hookrunner x{http_workers}"
+    wd = base / name.replace(" ", "-")
     wd.mkdir()
     out = wd / "actions.txt"
+    extra = ["--http-workers", str(http_workers)] if http_workers > 1 else []
     proc = start_hookrunner(wd, RULES, env={"BENCH_OUT": str(out)},
-                            args=["--workers", str(args.workers), "--pass-env", "BENCH_OUT"])
+                            args=["--workers", str(args.workers), "--pass-env", "BENCH_OUT", *extra])
     with running(proc):
-        figures = measure("hookrunner", proc, proc.url + "/hooks/github", out, args, wd)
+        figures = measure(name, proc, proc.url + "/hooks/github", out, args, wd)
+        figures.server_procs = len(server_pids(proc.pid))
     # Stopped (runs in flight finished, or were marked): what the store still holds will run
     # on the next start, so it is late, not lost. Counted after the stop, nothing moves.
     figures.pending = count_rows(wd / "data" / "hookrunner.db", "runs", "status IN ('queued', 'running')")
@@ -188,14 +193,18 @@ def report(rows: list[Figures], args: argparse.Namespace, load: tuple[float, flo
               f"{dict(sorted(f.statuses.items()))}"
               + (f", {f.ran_twice} ran twice" if f.ran_twice else "")
               + (f", {f.pending} still queued (not lost: journaled)" if f.pending else ""))
-    hr = next(f for f in rows if f.name == "hookrunner")
     peer = next((f for f in rows if f.name == "webhook"), None)
-    ok = hr.lost == hr.pending == 0 and hr.answered_2xx == args.n and hr.peak_procs <= args.workers + 1
-    if peer is not None:
-        ok &= hr.actions_per_s >= peer.actions_per_s
-    print(f"targets: hookrunner actions/s >= webhook's, 0 lost, peak procs <= {args.workers + 1}: "
-          + ("met" if ok else "NOT met"))
-    return 0 if ok else 1
+    met = []
+    for hr in (f for f in rows if f.name.startswith("hookrunner")):
+        ok = (hr.lost == hr.pending == 0 and hr.answered_2xx == args.n
+              and hr.peak_procs <= args.workers + hr.server_procs)
+        if peer is not None:
+            ok &= hr.actions_per_s >= peer.actions_per_s
+        if ok:
+            met.append(hr.name)
+    print(f"targets: actions/s >= webhook's, 0 lost, peak procs <= --workers ({args.workers}) + the "
+          "server's own processes: " + (f"met by {', '.join(met)}" if met else "NOT met"))
+    return 0 if met else 1
 
 
 def main() -> int:
@@ -203,6 +212,8 @@ def main() -> int:
     p.add_argument("--n", type=int, default=1000, help="deliveries per server")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--workers", type=int, default=8, help="hookrunner --workers")
+    p.add_argument("--http-workers", type=int, default=2,
+                   help="also measure hookrunner --http-workers N (1: skip)")
     p.add_argument("--webhook", default=shutil.which("webhook") or "/usr/bin/webhook")
     p.add_argument("--no-webhook", action="store_true", help="measure hookrunner alone")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -210,6 +221,8 @@ def main() -> int:
     load_before = load_average()
     with workdir("hookrunner-bench-e2e-", keep=args.keep) as base:
         rows = [bench_hookrunner(args, base)]
+        if args.http_workers > 1:
+            rows.append(bench_hookrunner(args, base, args.http_workers))
         if not args.no_webhook:
             rows.append(bench_webhook(args, base))
         if args.keep:
