@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import shutil
 import signal
@@ -68,8 +69,12 @@ def _supervise(settings: Settings, runtime: Path) -> int:
         return EXIT_STARTUP
     upstream = _listen_unix(runtime / "main.sock")
     shared = Shared.create(str(runtime / "main.sock"))
-    # Imported here, before any fork: each child starts with it all loaded.
+    # Imported here, before any fork: each child starts with it all loaded, sharing those
+    # pages; frozen, so the children's garbage collector does not write to (and so copy) them.
     from hookrunner.app import create_app  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
     supervisor = os.getpid()
     stopping: list[int] = []
