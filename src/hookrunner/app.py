@@ -108,6 +108,10 @@ async def metrics(request: Request) -> Response:
 HOOKS = "/hooks/"
 
 
+async def _unreachable(request: Request) -> Response:
+    raise RuntimeError("/hooks/{id} is answered by App.__call__")
+
+
 class App(Starlette):
     """Starlette, except that `/hooks/{id}` goes straight to the accept path (plain ASGI,
     see rawhttp): it is the path under load, and the rest of the stack costs as much as
@@ -153,10 +157,10 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     """The app of one process. `shared` when the server runs `--http-workers` processes:
     the main one (dispatcher, console, API) or, with `worker`, an extra one that accepts
     hooks and forwards everything else to the main one (see multiproc)."""
-    metrics_ = Metrics()
+    metrics_ = Metrics(summed=shared is not None)
     rules = LiveRules(settings.rules, settings.root,
                       on_failure=None if worker else metrics_.reload_failures.inc)
-    store = open_store(settings.store_url)
+    store = open_store(settings.store_url, write_lock=shared is not None)
     gw = Gateway(settings=settings, store=store, rules=rules, metrics=metrics_,
                  trusted=parse_networks(settings.trusted_proxy))
 
@@ -214,6 +218,9 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
             event("server.http_worker_stopped" if worker else "server.stopped", node=settings.node)
 
     routes: list[BaseRoute] = [
+        # Never reached for /hooks/{id} itself (App takes it first); kept so that routing
+        # around it answers as before: `/hooks/gh/` redirects, other methods get 405.
+        Route("/hooks/{hook_id}", _unreachable, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),

@@ -4,57 +4,93 @@ queued = the store's count at the last refresh + runs journaled since that refre
 + runs of accepts still being journaled (reserved). Never below the truth on one node (a
 run may count twice until the next refresh). Admission checks and reserves in one step, so
 concurrent requests (or processes) cannot all slip past the bound.
+
+Shared (`--http-workers`): the counters live in shared memory, each process reserves in a
+slot of its own, and the lock is an `flock` each process opens for itself. The kernel drops
+the lock of a process that dies holding it, and the supervisor empties a dead worker's slot,
+so a crash mid-request neither blocks the others nor shrinks the queue for good.
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
-import multiprocessing
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+import os
 
-_STORE, _JOURNALED, _AT_REFRESH, _RESERVED = range(4)
+_STORE, _JOURNALED, _AT_REFRESH, _RESERVED = range(4)  # _RESERVED + slot, one per process
 
 
 class QueueBudget:
-    def __init__(self, shared: bool = False) -> None:
-        """`shared`: counters in shared memory under a process-shared lock, for processes
-        forked after this (see hookrunner.multiproc)."""
-        self._lock: AbstractContextManager[Any]
-        if shared:
-            self._mem: mmap.mmap | bytearray = mmap.mmap(-1, 8 * 4)  # anonymous, MAP_SHARED
-            self._lock = multiprocessing.get_context("fork").Lock()
-        else:
-            self._mem = bytearray(8 * 4)
-            self._lock = nullcontext()
+    def __init__(self, lock_path: str | None = None, slots: int = 1) -> None:
+        """`lock_path`: shared by the processes forked after this; each then calls `enter`."""
+        size = 8 * (_RESERVED + slots)
+        self._mem: mmap.mmap | bytearray = mmap.mmap(-1, size) if lock_path else bytearray(size)
         self._n = memoryview(self._mem).cast("q")
+        self._slots = slots
+        self._lock_path = lock_path
+        self._fd: int | None = None
+        self._slot = 0
+
+    def enter(self, slot: int) -> None:
+        """In a process of a shared budget: its own lock descriptor (a descriptor inherited
+        across fork would share the lock instead of competing for it) and reservation slot."""
+        assert self._lock_path is not None and 0 <= slot < self._slots
+        self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._slot = slot
 
     @property
     def queued(self) -> int:
         n = self._n
-        return n[_STORE] + n[_JOURNALED] - n[_AT_REFRESH] + n[_RESERVED]
+        reserved = sum(n[_RESERVED:_RESERVED + self._slots])
+        return n[_STORE] + n[_JOURNALED] - n[_AT_REFRESH] + reserved
 
     def admit(self, runs: int, limit: int) -> bool:
         """Reserve room for `runs` new runs; False when the queue is full. An empty queue
         admits any delivery."""
-        with self._lock:
+        self._lock()
+        try:
             queued = self.queued
             if runs and queued and queued + runs > limit:
                 return False
-            self._n[_RESERVED] += runs
+            self._n[_RESERVED + self._slot] += runs
             return True
+        finally:
+            self._unlock()
 
     def accepted(self, runs: int, reserved: int) -> None:
         """`runs` were journaled (0 for a duplicate or a failed write); frees `reserved`."""
-        with self._lock:
-            self._n[_RESERVED] -= reserved
+        self._lock()
+        try:
+            self._n[_RESERVED + self._slot] -= reserved
             self._n[_JOURNALED] += runs
+        finally:
+            self._unlock()
 
     def journaled(self) -> int:
         """Runs journaled ever: taken before a count of the store, handed to `refresh`."""
         return self._n[_JOURNALED]
 
     def refresh(self, store_queued: int, journaled_before_count: int) -> None:
-        with self._lock:
+        self._lock()
+        try:
             self._n[_STORE] = store_queued
             self._n[_AT_REFRESH] = journaled_before_count
+        finally:
+            self._unlock()
+
+    def release(self, slot: int) -> None:
+        """Forget the reservations of a process that died (its accepts never finished: what
+        it did journal is counted by the next refresh)."""
+        self._lock()
+        try:
+            self._n[_RESERVED + slot] = 0
+        finally:
+            self._unlock()
+
+    def _lock(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def _unlock(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)

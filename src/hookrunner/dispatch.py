@@ -84,7 +84,6 @@ class Dispatcher:
         self.metrics = metrics
         self.node = settings.node
         self.budget = budget or QueueBudget()
-        self._root = settings.root.resolve()  # once: a realpath per run measured ~5% of a run
         self._wake_fd = wake_fd
         self._active: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         # Runs whose action has ended and whose result is being written: their worker slot
@@ -451,7 +450,7 @@ class Dispatcher:
         })
         ctx = RunContext(
             run_id=run.id, delivery_id=run.delivery_id, hook=run.hook,
-            rule=run.rule, attempt=run.attempt, node=self.node, root=self._root,
+            rule=run.rule, attempt=run.attempt, node=self.node, root=self.settings.root.resolve(),
             work_dir=work, env=env, timeout=run.timeout, cancel=cancel, log=log,
             raw_body=body, payload=payload,
         )

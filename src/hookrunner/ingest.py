@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from starlette.datastructures import URL
 from starlette.types import Receive, Scope
 
 from hookrunner import clientip
@@ -20,7 +21,7 @@ from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
 from hookrunner.logs import event
 from hookrunner.payload import PayloadError, parse_body
-from hookrunner.rawhttp import Answer, TooLarge, error, headers_of, query_of, read_body, url_of
+from hookrunner.rawhttp import Answer, TooLarge, error, headers_of, query_of, read_body
 from hookrunner.redact import REDACTED
 from hookrunner.rules.match import build_scope, evaluate, render_action, render_concurrency_key
 from hookrunner.rules.model import Hook, Rule, Ruleset
@@ -143,8 +144,9 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
         m.labels(hook_id, "rejected_too_large").inc()
         return error(413, f"body larger than {hook.max_body} bytes")
 
-    signed = SignedRequest(headers=headers, body=body, url=url_of(scope, headers),
-                           query=query, client_ip=ip, now=now)
+    # The URL as Starlette builds it (escaping, Host checks), only for schemes that sign it.
+    url = str(URL(scope=scope)) if getattr(hook.verifier, "uses_url", False) else ""
+    signed = SignedRequest(headers=headers, body=body, url=url, query=query, client_ip=ip, now=now)
     try:
         verified = hook.verifier.verify(signed)
     except VerifyError as exc:

@@ -21,8 +21,8 @@ LineFormat = Callable[[float, str, str, dict[str, Any]], str]
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     direct = _direct
     if (direct is not None and LOGGER.isEnabledFor(level) and len(LOGGER.handlers) == 1
-            and LOGGER.handlers[0] is direct.handler):
-        direct.write(name, level, fields)
+            and LOGGER.handlers[0] is direct.handler and direct.takes(level)
+            and direct.write(name, level, fields)):
         return
     LOGGER.log(level, name, extra={"fields": fields})
 
@@ -36,8 +36,17 @@ class _Direct:
         self.handler = handler
         self.line = line
 
-    def write(self, name: str, level: int, fields: dict[str, Any]) -> None:
-        text = self.line(time.time(), logging.getLevelName(level).lower(), name, fields) + "\n"
+    def takes(self, level: int) -> bool:
+        """Only what the handler itself would pass: its level, and no filters."""
+        return level >= self.handler.level and not self.handler.filters
+
+    def write(self, name: str, level: int, fields: dict[str, Any]) -> bool:
+        """False if a field cannot be formatted: then logging's own path reports it."""
+        try:
+            text = self.line(time.time(), logging.getLevelName(level).lower(), name, fields)
+        except Exception:
+            return False
+        text += "\n"
         handler = self.handler
         handler.acquire()
         try:
@@ -47,6 +56,7 @@ class _Direct:
             handler.handleError(logging.makeLogRecord({"msg": name}))
         finally:
             handler.release()
+        return True
 
 
 _direct: _Direct | None = None

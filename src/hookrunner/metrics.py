@@ -29,7 +29,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, summed: bool = False) -> None:
+        """`summed`: render the values of every process of the server (multiproc)."""
+        self.summed = summed
         self.registry = CollectorRegistry()
         r = self.registry
         self.deliveries = Counter(
@@ -55,7 +57,7 @@ class Metrics:
             "hookrunner_reload_failures", "Rule reloads that failed validation", registry=r)
 
     def render(self) -> bytes:
-        if os.environ.get(MULTIPROC_DIR):
+        if self.summed and os.environ.get(MULTIPROC_DIR):
             summed = CollectorRegistry()
             MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
             return generate_latest(summed)

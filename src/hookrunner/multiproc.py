@@ -1,21 +1,22 @@
 """`serve --http-workers N`: N processes accept requests on one port.
 
 One Python process tops out at one core, and on the accept path that is the limit (verify,
-parse, match, journal). With N > 1 this process becomes a small supervisor, in the style of
-gunicorn's arbiter: it binds the port, then forks
+parse, match, journal). With `--http-workers N` this process becomes a small supervisor, in
+the style of gunicorn's arbiter: it binds the port, then forks
 
 - the main process: the whole server as with one process (dispatcher, console, API,
-  /metrics, the node's identity), also accepting on the port, and listening on a Unix
-  socket for the workers' forwarded requests;
-- N-1 HTTP workers, forked once the main process serves: each accepts on the same port,
-  handles `/hooks/{id}` itself (verify, match, journal, answer) and forwards every other
-  request to the main process (hookrunner.upstream).
+  /metrics, the node's identity), serving only a Unix socket, where the workers forward
+  every request that is not a hook;
+- N HTTP workers, once the main process serves: each accepts on the port, handles
+  `/hooks/{id}` itself (verify, match, journal, answer) and forwards every other request
+  to the main process (hookrunner.upstream).
 
 They share the --max-queued budget and a wake pipe (hookrunner.shared), and count metrics in
 prometheus_client's multiprocess files. The supervisor never runs an event loop or a thread,
 so forking a replacement for a worker that died is safe. SIGTERM/SIGINT/SIGHUP are passed to
-every process; the server's exit status is the main process's. Every child asks the kernel
-for SIGTERM if the supervisor dies.
+every process (SIGINT as SIGTERM: the children also get the terminal's own SIGINT, and a
+second SIGINT makes uvicorn skip the drain); the server's exit status is the main
+process's. Every child asks the kernel for SIGTERM if the supervisor dies.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def _supervise(settings: Settings, runtime: Path) -> int:
               f"{exc.strerror or exc}")
         return EXIT_STARTUP
     upstream = _listen_unix(runtime / "main.sock")
-    shared = Shared.create(str(runtime / "main.sock"))
+    shared = Shared.create(runtime, settings.http_workers)
+    shared.budget.enter(0)  # the supervisor's own lock descriptor, to empty a dead worker's slot
     # Imported here, before any fork: each child starts with it all loaded, sharing those
     # pages; frozen, so the children's garbage collector does not write to (and so copy) them.
     from hookrunner.app import create_app  # noqa: F401
@@ -78,60 +80,90 @@ def _supervise(settings: Settings, runtime: Path) -> int:
 
     supervisor = os.getpid()
     stopping: list[int] = []
+    workers: dict[int, int] = {}  # pid -> slot (1..N; the main process has slot 0)
+    main = -1
 
     def forward(sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGHUP:
             stopping.append(sig)
+            with contextlib.suppress(OSError):
+                port.close()  # stop taking connections that nobody would answer
+        passed = signal.SIGTERM if sig == signal.SIGINT else sig
         for pid in [main, *workers]:
             if pid > 0:  # never kill(-1, ...): that is every process we may signal
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
+                    os.kill(pid, passed)
 
-    workers: dict[int, int] = {}  # pid -> slot
-    main = _fork(supervisor, lambda: _run(settings, shared, [upstream], worker=False))
+    def fork(body: Callable[[], int]) -> int:
+        # Signals wait until the child has its own handlers (it must never run `forward`).
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            return _fork(supervisor, body)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+
+    main = fork(lambda: _run(settings, shared, [upstream], slot=0, close=[port]))
     os.close(shared.ready_w)  # so the main process's death reads as end of file
     for sig in FORWARDED:
         signal.signal(sig, forward)
     if not _wait_ready(shared):
         _, status = os.waitpid(main, 0)
-        return os.waitstatus_to_exitcode(status) or EXIT_STARTUP
+        return _exit_status(status) or EXIT_STARTUP
     upstream.close()  # only the main process accepts there
 
-    def start_worker(slot: int) -> None:
-        pid = _fork(supervisor, lambda: _run(settings, shared, [port], worker=True))
+    def start_worker(slot: int) -> bool:
+        try:
+            pid = fork(lambda: _run(settings, shared, [port], slot=slot))
+        except OSError as exc:  # EAGAIN: out of processes or memory for now
+            event("server.http_worker_not_started", slot=slot, error=str(exc))
+            return False
         workers[pid] = slot
+        return True
 
-    for slot in range(settings.http_workers):
+    for slot in range(1, settings.http_workers + 1):
         start_worker(slot)
     event("server.http_workers", processes=settings.http_workers, main_pid=main,
           worker_pids=",".join(str(p) for p in workers))
     code = 0
+    missing: list[int] = []  # slots whose worker could not be started again yet
     while True:
         try:
-            pid, status = os.wait()
+            pid, status = os.waitpid(-1, os.WNOHANG if missing else 0)
         except ChildProcessError:
             break
-        except InterruptedError:
+        if pid == 0:  # nothing exited: retry the missing workers
+            time.sleep(RESPAWN_DELAY)
+            missing = [slot for slot in missing if not (stopping or start_worker(slot))]
             continue
-        _mark_dead(pid)
+        slot = workers.pop(pid, -1)  # first: `forward` must not signal a reaped pid
         if pid == main:
-            code = os.waitstatus_to_exitcode(status)
+            main = -1
+        _mark_dead(pid)
+        if slot < 0:  # the main process
+            code = _exit_status(status)
             if not stopping:
                 event("server.main_exited", exit_code=code)
-            for worker in workers:
+            stopping.append(signal.SIGTERM)
+            with contextlib.suppress(OSError):
+                port.close()
+            for worker in list(workers):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker, signal.SIGTERM)
-            stopping.append(signal.SIGTERM)
-            main = -1
-        elif pid in workers:
-            slot = workers.pop(pid)
-            if not stopping and main > 0:
-                event("server.http_worker_exited", pid=pid,
-                      exit_code=os.waitstatus_to_exitcode(status), hint="replaced")
-                time.sleep(RESPAWN_DELAY)
-                if not stopping:
-                    start_worker(slot)
-    # -SIGTERM as the exit status of a server stopped by a signal is the usual 128+15 below.
+            missing = []
+            continue
+        shared.budget.release(slot)  # its accepts in flight never finished
+        if not stopping and main > 0:
+            event("server.http_worker_exited", pid=pid, exit_code=_exit_status(status),
+                  hint="replaced")
+            time.sleep(RESPAWN_DELAY)
+            if not stopping and not start_worker(slot):
+                missing.append(slot)
+    return code
+
+
+def _exit_status(status: int) -> int:
+    """As a shell reports it: a process killed by signal N exited 128+N."""
+    code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
 
 
@@ -159,6 +191,7 @@ def _fork(supervisor: int, body: Callable[[], int]) -> int:
     try:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # blocked around the fork
         _die_with_parent(supervisor)
         code = body()
     except SystemExit as exc:
@@ -179,11 +212,16 @@ def _die_with_parent(supervisor: int) -> None:
         os._exit(1)
 
 
-def _run(settings: Settings, shared: Shared, sockets: list[socket.socket], worker: bool) -> int:
+def _run(settings: Settings, shared: Shared, sockets: list[socket.socket], slot: int,
+         close: list[socket.socket] | None = None) -> int:
+    """A child: the main process (slot 0) or an HTTP worker, serving on `sockets`."""
     from hookrunner.app import create_app
     from hookrunner.commands import _server, uvicorn_config
 
-    app = create_app(settings, shared, worker=worker)
+    for sock in close or []:
+        sock.close()  # the port stays the workers': the main process never accepts there
+    shared.budget.enter(slot)
+    app = create_app(settings, shared, worker=slot > 0)
     server = _server(uvicorn_config(app, settings), app)
     server.run(sockets=sockets)
     return 0 if server.started else EXIT_STARTUP

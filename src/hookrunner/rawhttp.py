@@ -16,8 +16,6 @@ from starlette.types import Receive, Scope, Send
 
 from hookrunner.verify.base import Headers
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
 
 class ClientGone(Exception):
     """The client disconnected before its request was read: there is no one to answer."""
@@ -59,23 +57,6 @@ def query_of(scope: Scope) -> dict[str, str]:
     """The query string as a dict; a repeated name keeps its last value (as Starlette)."""
     raw: bytes = scope.get("query_string", b"")
     return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
-
-
-def url_of(scope: Scope, headers: Headers) -> str:
-    """The full URL as the server saw it, as Starlette's `request.url` builds it."""
-    scheme = scope.get("scheme", "http")
-    path = scope["path"]  # (ASGI: it already includes any root_path)
-    host = headers.get("host")
-    if host is not None:
-        url = f"{scheme}://{host}{path}"
-    elif scope.get("server") is not None:
-        name, port = scope["server"]
-        url = (f"{scheme}://{name}{path}" if port == _DEFAULT_PORTS.get(scheme)
-               else f"{scheme}://{name}:{port}{path}")
-    else:
-        url = path
-    query: bytes = scope.get("query_string", b"")
-    return f"{url}?{query.decode('latin-1')}" if query else url
 
 
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:

@@ -1,6 +1,6 @@
 """What the processes of one server share (`--http-workers` > 1), made before they fork.
 
-- `budget`: the --max-queued counters, in shared memory.
+- `budget`: the --max-queued counters, in shared memory (see QueueBudget).
 - the wake pipe: an HTTP worker writes a byte once it journaled runs (or a cancel was asked
   for); the main process's dispatcher reads it and claims at once.
 - `upstream`: the main process's Unix socket, where workers forward all but hooks.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from hookrunner.budget import QueueBudget
 
@@ -30,12 +31,15 @@ class Shared:
     upstream: str
 
     @classmethod
-    def create(cls, upstream: str) -> Shared:
+    def create(cls, runtime: Path, workers: int) -> Shared:
+        """In the supervisor's private directory `runtime`, for the main process (slot 0) and
+        `workers` HTTP workers (slots 1..workers)."""
         wake_r, wake_w = os.pipe()
         ready_r, ready_w = os.pipe()
         for fd in (wake_r, wake_w):
             os.set_blocking(fd, False)
-        return cls(QueueBudget(shared=True), wake_r, wake_w, ready_r, ready_w, upstream)
+        budget = QueueBudget(str(runtime / "budget.lock"), slots=workers + 1)
+        return cls(budget, wake_r, wake_w, ready_r, ready_w, str(runtime / "main.sock"))
 
     def poke(self) -> None:
         """Tell the dispatcher there is work (a full pipe already says so)."""

@@ -9,21 +9,32 @@ run log is a long response), with the client's address in X-Forwarded-For.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
-# Per-connection headers are not forwarded (RFC 9110 7.6.1); the server frames its own answer.
+from hookrunner.logs import event
+from hookrunner.rawhttp import ClientGone, TooLarge, read_body
+
+# Per-connection headers are not forwarded (RFC 9110 7.6.1); the server frames its own answer
+# and dates it. `expect: 100-continue` was answered by this server already.
 _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-                  b"transfer-encoding", b"upgrade"})
+                  b"transfer-encoding", b"upgrade", b"expect"})
+_OWN = frozenset({b"date", b"server"})  # this server's uvicorn adds its own
+MAX_BODY = 1024 * 1024  # the console's forms and the API's POSTs are tiny; hooks never come here
 
 
 class Upstream:
     def __init__(self, socket_path: str, tls: bool) -> None:
         # The main process listens on that socket with the same TLS settings as on the port;
-        # the hop never leaves this machine, so its certificate is not checked.
+        # the hop never leaves this machine, so its certificate is not checked. No pool
+        # bound: a followed log holds its connection for as long as the run goes on.
         self._client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=socket_path, verify=False, retries=1),
+            transport=httpx.AsyncHTTPTransport(
+                uds=socket_path, verify=False, retries=1,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=32)),
             base_url="https://hookrunner" if tls else "http://hookrunner",
             timeout=httpx.Timeout(None, connect=5.0), trust_env=False)
 
@@ -31,33 +42,47 @@ class Upstream:
         await self._client.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+        try:
+            await self._forward(scope, receive, send)
+        except ClientGone:
+            return
+        except Exception as exc:
+            event("http.forward_failed", logging.ERROR, path=scope["path"], error=repr(exc))
+            with contextlib.suppress(Exception):  # the answer may have begun already
+                await _answer(send, 502, b'{"error":"main process unreachable"}')
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Read (bounded) before forwarding: an unauthenticated client must not make a worker
+        # hold a large body, and the main process answers auth before reading one anyway.
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            await _answer(send, 413, b'{"error":"body too large"}')
+            return
+        try:
+            body = await read_body(receive, None, MAX_BODY)
+        except TooLarge:
+            await _answer(send, 413, b'{"error":"body too large"}')
+            return
         headers = [(k, v) for k, v in scope["headers"] if k not in _HOP]
         client = scope.get("client")
         if client:
             headers.append((b"x-forwarded-for", client[0].encode("latin-1")))
-        path = scope.get("raw_path") or scope["path"].encode()
-        query = scope.get("query_string", b"")
-        url = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-        request = self._client.build_request(scope["method"], url, headers=headers,
-                                             content=bytes(body))
+        # The path exactly as received: no dot-segment or `//host` reinterpretation on the way.
+        target = scope.get("raw_path") or scope["path"].encode()
+        query: bytes = scope.get("query_string", b"")
+        url = self._client.base_url.copy_with(raw_path=target + (b"?" + query if query else b""))
+        request = self._client.build_request(scope["method"], url, headers=headers, content=body)
         try:
             response = await self._client.send(request, stream=True)
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
+            event("http.forward_failed", logging.ERROR, path=scope["path"], error=repr(exc))
             await _answer(send, 502, b'{"error":"main process unreachable"}')
             return
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": [(k, v) for k, v in response.headers.raw
-                                    if k.lower() not in _HOP]})
+                                    if k.lower() not in _HOP and k.lower() not in _OWN]})
             chunks = response.aiter_raw().__aiter__()
             while True:
                 # A followed log may never end by itself: stop when the client leaves.

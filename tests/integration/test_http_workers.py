@@ -157,3 +157,29 @@ def test_a_crash_of_the_whole_server_loses_no_accepted_delivery(
     # Runs cut off mid-action end `failed (interrupted)` (no retry rule); none is lost.
     assert all(d["status"] in ("succeeded", "failed") for d in docs)
     assert sum(d["status"] == "succeeded" for d in docs) >= len(accepted) - 1
+
+
+def test_ctrl_c_drains_running_actions_and_admin_posts_are_forwarded(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """Ctrl-C reaches every process of the terminal's group (and the supervisor passes it
+    on): running actions still get their grace period, and the server stops cleanly."""
+    script(project)
+    server = make_server(RULES, args=["--http-workers", "2"])
+    assert server.proc is not None
+    long = push(server, "long", sleep=1.5).json()["runs"][0]
+    short = push(server, "short", sleep=30).json()["runs"][0]
+    with server.admin() as c:
+        until(lambda: c.get(f"/api/runs/{long}").json()["status"] == "running", 10, "a start")
+        # An admin POST, forwarded by a worker: cancel the 30 s run.
+        assert c.post(f"/api/runs/{short}/cancel").status_code in (200, 202)
+        # A body past the forwarding bound is refused by the worker itself.
+        too_big = c.post("/api/runs", content=b"x" * (2 * 1024 * 1024))
+        assert too_big.status_code == 413
+    assert server.wait_run(short)["status"] == "canceled"
+    os.killpg(server.proc.pid, signal.SIGINT)
+    server.proc.wait(timeout=30)
+    out = server.output()
+    (finished,) = [line for line in out.splitlines() if f"run.finished run_id={long}" in line]
+    assert "status=succeeded" in finished  # drained, not cut off
+    assert "server.stopped" in out

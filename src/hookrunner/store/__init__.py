@@ -10,11 +10,12 @@ MEMORY_URL = "memory:"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_store(url_or_path: str | Path) -> Store:
+def open_store(url_or_path: str | Path, write_lock: bool = False) -> Store:
     """The backend for `url_or_path` (not yet opened: the caller awaits `open()`).
 
     `postgresql://...` / `postgres://...` select PostgreSQL, `memory:` the in-memory store,
     anything else is the path of a SQLite file (normally `<data>/hookrunner.db`).
+    `write_lock`: SQLite writes of the processes of one server take turns (see SQLiteStore).
     """
     target = str(url_or_path)
     # Imported here so that using one backend never imports another's driver.
@@ -28,7 +29,7 @@ def open_store(url_or_path: str | Path) -> Store:
         return MemoryStore()
     from hookrunner.store.sqlite import SQLiteStore
 
-    return SQLiteStore(Path(target))
+    return SQLiteStore(Path(target), write_lock=write_lock)
 
 
 __all__ = ["MEMORY_URL", "Store", "open_store"]

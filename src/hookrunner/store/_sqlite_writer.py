@@ -14,10 +14,12 @@ instead of dozens). Only the two steps that may block run on the I/O thread: `BE
 IMMEDIATE` (it may wait for another process's write lock, e.g. the CLI) and `COMMIT` (the
 fsync). Two hand-offs per batch instead of one per statement.
 
-Between processes (`--http-workers`, the CLI), SQLite's own wait for the write lock is a
-sleep-and-retry (1, 2, 5, 10... ms): two busy writers measured no faster than one. So each
-transaction first takes an exclusive `flock` on `lock_path`, which the kernel hands over the
-moment the other side commits; SQLite's wait remains for writers that do not take it.
+Between the processes of one server (`--http-workers`), SQLite's own wait for the write
+lock is a sleep-and-retry (1, 2, 5, 10... ms): two busy writers measured no faster than one.
+So there each transaction first takes an exclusive `flock` on `lock_path`, which the kernel
+hands over the moment the other side commits. It is taken only by those processes (a
+stalled one is a stalled server either way); the CLI and a one-process server rely on
+SQLite's wait and its `busy_timeout`, as before.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class Writer:
                 self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                                         0o600)
         except BaseException:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
             self._io.shutdown()
             self._io = None
             raise
@@ -148,11 +153,12 @@ class Writer:
                 await self._blocking("BEGIN IMMEDIATE")
                 outcomes = _apply(conn, batch, isolate=True)
             await self._blocking("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: the lock file (e.g. ENOLCK)
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-            self._unlock()  # whichever step failed, the lock is not held past the batch
+            with contextlib.suppress(OSError):
+                self._unlock()  # whichever step failed, the lock is not held past the batch
             error = StoreUnavailable(f"SQLite write failed: {exc}")
             _settle(batch, [(False, error)] * len(batch))
             return

@@ -156,12 +156,14 @@ def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | 
 class SQLiteStore:
     def __init__(
         self, path: str | Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch: int = DEFAULT_MAX_BATCH, write_lock: bool = False,
     ) -> None:
+        """`write_lock`: the processes of one server (`--http-workers`) take turns writing
+        through a lock file (see _sqlite_writer); other writers rely on `busy_timeout`."""
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._writer = Writer(lambda: connect(self.path, busy_timeout), max_batch,
-                              lock_path=f"{self.path}-writelock")
+                              lock_path=f"{self.path}-writelock" if write_lock else None)
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._wake = asyncio.Event()

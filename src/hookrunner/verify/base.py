@@ -65,7 +65,9 @@ class SignedRequest:
 
     headers: Headers
     body: bytes
-    url: str = ""  # the full URL as the server saw it (scheme://host/path?query)
+    # The full URL as the server saw it (scheme://host/path?query); the accept path builds it
+    # only for a verifier whose class sets `uses_url = True` (else "").
+    url: str = ""
     query: Mapping[str, str] = field(default_factory=dict)
     client_ip: str = ""
     now: float = 0.0  # unix time, injected so checks are pure and testable

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import SplitResult, parse_qs, parse_qsl, urlsplit
 
 from hookrunner.errors import ConfigError, VerifyError
@@ -29,6 +29,7 @@ class TwilioVerifier:
     secrets: tuple[bytes, ...]
     url: str | None = None  # the public URL Twilio posts to, when a proxy rewrites it
     secret_headers: tuple[str, ...] = (SIGNATURE,)
+    uses_url: ClassVar[bool] = True  # the accept path builds the request URL only for this
 
     def verify(self, request: SignedRequest) -> Verified:
         signature = crypto.require_header(request.headers, SIGNATURE)
