@@ -18,16 +18,10 @@ from pathlib import Path
 import httpx
 
 from tests.integration.conftest import GITHUB_SECRET, write_script
+from tests.integration.exec_support import HOOKS
 from tests.serverproc import Server, post_github
 
-RULES = """
-hooks:
-  github:
-    verify:
-      github:
-        secret: {env: GITHUB_WEBHOOK_SECRET}
-rules:
-  - name: work
+RULES = HOOKS + """  - name: work
     hook: github
     when: event == "push"
     run:
@@ -61,14 +55,20 @@ def script(project: Path) -> None:
     write_script(project, "work.sh", 'echo "tag=$1"; sleep "$2"\n')
 
 
-def test_workers_accept_the_main_process_runs_and_answers_admin_requests(
-    make_server: Callable[..., Server], project: Path
-) -> None:
+def two_workers(make_server: Callable[..., Server], project: Path) -> tuple[Server, int]:
+    """A server with `--http-workers 2`, once its three processes are up; and its pid."""
     script(project)
     server = make_server(RULES, args=["--http-workers", "2"])
     assert server.proc is not None
     pid = server.proc.pid
     until(lambda: len(children(pid)) == 3, 10, "main + 2 workers")
+    return server, pid
+
+
+def test_workers_accept_the_main_process_runs_and_answers_admin_requests(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    server, _ = two_workers(make_server, project)
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda i: push(server, f"t{i}"), range(24)))
     assert [a.status_code for a in answers] == [202] * 24
@@ -116,11 +116,7 @@ def test_max_queued_is_one_bound_for_all_workers(
 def test_a_worker_that_dies_is_replaced_and_the_server_stops_cleanly(
     make_server: Callable[..., Server], project: Path
 ) -> None:
-    script(project)
-    server = make_server(RULES, args=["--http-workers", "2"])
-    assert server.proc is not None
-    pid = server.proc.pid
-    until(lambda: len(children(pid)) == 3, 10, "main + 2 workers")
+    server, pid = two_workers(make_server, project)
     before = children(pid)
     main = int(re.search(r"server.http_workers .*main_pid=(\d+)", server.output()).group(1))  # type: ignore[union-attr]
     worker = min(before - {main})
