@@ -36,9 +36,12 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> A
     return Answer(status, {"error": message}, headers or {})
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def encode(doc: Any) -> bytes:
     """As Starlette's JSONResponse renders: compact, UTF-8."""
-    return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(doc).encode()
 
 
 async def send_answer(send: Send, answer: Answer, *, head: bool = False) -> None:

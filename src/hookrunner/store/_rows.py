@@ -22,8 +22,11 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one instance: no per-call set-up
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def delivery_params(d: NewDelivery) -> dict[str, Any]:
