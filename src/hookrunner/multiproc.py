@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
 import os
 import shutil
 import signal
@@ -65,8 +66,8 @@ def _supervise(settings: Settings, runtime: Path) -> int:
         # faster, and would let a second server bind the same port without an error.)
         port = _listen_tcp(settings.host, settings.port)
     except OSError as exc:
-        event("server.refused", reason=f"cannot listen on {settings.host}:{settings.port}: "
-              f"{exc.strerror or exc}")
+        event("server.refused", logging.ERROR,
+              reason=f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
         return EXIT_STARTUP
     upstream = _listen_unix(runtime / "main.sock")
     shared = Shared.create(runtime, settings.http_workers)
@@ -115,7 +116,7 @@ def _supervise(settings: Settings, runtime: Path) -> int:
         try:
             pid = fork(lambda: _run(settings, shared, [port], slot=slot))
         except OSError as exc:  # EAGAIN: out of processes or memory for now
-            event("server.http_worker_not_started", slot=slot, error=str(exc))
+            event("server.http_worker_not_started", logging.ERROR, slot=slot, error=str(exc))
             return False
         workers[pid] = slot
         return True
@@ -142,7 +143,7 @@ def _supervise(settings: Settings, runtime: Path) -> int:
         if slot < 0:  # the main process
             code = _exit_status(status)
             if not stopping:
-                event("server.main_exited", exit_code=code)
+                event("server.main_exited", logging.ERROR, exit_code=code)
             stopping.append(signal.SIGTERM)
             with contextlib.suppress(OSError):
                 port.close()
@@ -153,8 +154,8 @@ def _supervise(settings: Settings, runtime: Path) -> int:
             continue
         shared.budget.release(slot)  # its accepts in flight never finished
         if not stopping and main > 0:
-            event("server.http_worker_exited", pid=pid, exit_code=_exit_status(status),
-                  hint="replaced")
+            event("server.http_worker_exited", logging.WARNING, pid=pid,
+                  exit_code=_exit_status(status), hint="replaced")
             time.sleep(RESPAWN_DELAY)
             if not stopping and not start_worker(slot):
                 missing.append(slot)
