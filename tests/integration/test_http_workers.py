@@ -19,7 +19,7 @@ import httpx
 
 from tests.integration.conftest import GITHUB_SECRET, write_script
 from tests.integration.exec_support import HOOKS
-from tests.serverproc import Server, post_github
+from tests.serverproc import ADMIN_TOKEN, Server, post_github
 
 RULES = HOOKS + """  - name: work
     hook: github
@@ -87,6 +87,14 @@ def test_workers_accept_the_main_process_runs_and_answers_admin_requests(
     again = [push(server, "t5") for _ in range(4)]
     assert {a.status_code for a in again} == {200}
     assert {a.json()["delivery_id"] for a in again} == {answers[5].json()["delivery_id"]}
+    # The console: its session lives in the main process, so it holds on every worker.
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        login = browser.post("/login", data={"token": ADMIN_TOKEN, "next": "/"})
+        assert login.status_code == 303, login.text
+        for _ in range(6):  # new connections: the kernel hands them to either worker
+            page = browser.get("/", headers={"Connection": "close"})
+            assert page.status_code == 200 and "Log in" not in page.text
+    assert "console.login client=127.0.0.1" in server.output()
     # ?wait= on a worker: the answer carries the run's end, read from the store.
     waited = push(server, "waited", params={"wait": "20s"})
     assert waited.status_code == 200, waited.text

@@ -97,7 +97,7 @@ async def login(request: Request) -> Response:
         return refused(request, 403, "Log in from this server's own login page.")
     token: str = request.app.state.admin_token
     given = form.get("token", "").strip()
-    client = request.client.host if request.client else ""
+    client = request.client.host if request.client else _forwarded_by_worker(request)
     if not given or not hmac.compare_digest(given.encode(), token.encode()):
         event("console.login_refused", logging.WARNING, client=client)
         return page("login.html", 401, **base(request, "login"), next=target,
@@ -159,3 +159,10 @@ async def cancel(request: Request) -> Response:
         return refused(request, 404, "No run with that id.")
     event("console.cancel", run_id=run_id, status=status)
     return RedirectResponse(f"/runs/{quote(run_id)}", status_code=303, headers=SECURITY_HEADERS)
+
+
+def _forwarded_by_worker(request: Request) -> str:
+    """No peer address: the request came over the main process's private Unix socket, so
+    an HTTP worker of this server forwarded it and appended the client's address last."""
+    hops = request.headers.getlist("x-forwarded-for")
+    return hops[-1].rsplit(",", 1)[-1].strip() if hops else ""
