@@ -215,9 +215,6 @@ class Dispatcher:
         """Each run's status, exit code and output tail once all ended; None on timeout."""
         return await wait_for_runs(self.store, self.settings, run_ids, timeout, self._finished)
 
-    def log_tail(self, run: Run, size: int) -> str:
-        return log_tail(self.settings, run, size)
-
     # -- loops -----------------------------------------------------------------------------
 
     async def _listen(self) -> None:
@@ -478,7 +475,7 @@ class Dispatcher:
                         finished_at=now, retry_at=retry_at)
         # PostgreSQL text cannot hold NUL; the file on disk keeps the output as it was.
         if log_text is None:  # a large log: read back its kept part (capped) off the loop
-            log_text = await asyncio.to_thread(self.log_tail, run, self.settings.log_cap)
+            log_text = await asyncio.to_thread(log_tail, self.settings, run, self.settings.log_cap)
         log_text = log_text.replace("\x00", "")
         for delay in (0.0, 0.5, 1, 2, 4, 8):  # the result must not be lost to a store hiccup
             await asyncio.sleep(delay)
