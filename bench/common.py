@@ -318,6 +318,16 @@ def cpu_seconds(pid: int, pids: Sequence[int] | None = None) -> float:
     return total
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat):
+    the difference over a run shows what everything together used, actions included."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = user + nice + system + irq + softirq + steal
+    return busy / tick, (busy + idle + iowait) / tick
+
+
 def load_average() -> float:
     """The 1-minute load average: other work on the machine lowers every figure."""
     return float(Path("/proc/loadavg").read_text().split()[0])

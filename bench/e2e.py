@@ -36,6 +36,7 @@ from common import (
     free_port,
     load_average,
     machine,
+    machine_cpu_seconds,
     percentile,
     running,
     server_pids,
@@ -79,6 +80,8 @@ class Figures:
     p99_ms: float
     peak_procs: int
     cpu_ms_per_action: float  # server CPU (its own process, not the actions) per action run
+    machine_ms_per_action: float = 0.0  # the whole machine's CPU (actions, client too) per action
+    machine_busy: float = 0.0  # share of all cores busy over the run
     pending: int = 0  # journaled runs still queued/running when the wait ended (they will run)
     server_procs: int = 1  # the server's own processes (more with --http-workers)
     ok_ids: frozenset[str] = frozenset()
@@ -122,11 +125,13 @@ def wait_for_actions(proc: Proc, out: Path, expected: int) -> None:
 def measure(name: str, proc: Proc, url: str, out: Path, args: argparse.Namespace,
             scratch: Path) -> Figures:
     cpu = cpu_seconds(proc.pid)
+    busy0, total0 = machine_cpu_seconds()
     with ProcessSampler(proc.pid) as sampler:
         answers = load(url, args, scratch)
         ok = {i for i, (_, status, _) in answers.items() if 200 <= status < 300}
         wait_for_actions(proc, out, len(ok))
     cpu = cpu_seconds(proc.pid) - cpu
+    busy1, total1 = machine_cpu_seconds()
     starts: dict[str, float] = {}
     twice = 0
     for bench_id, started in lines_of(out):
@@ -144,7 +149,9 @@ def measure(name: str, proc: Proc, url: str, out: Path, args: argparse.Namespace
         ran=len(starts), ran_twice=twice, lost=len(ok - starts.keys()), ok_ids=frozenset(ok),
         actions_per_s=len(starts) / span if span > 0 else 0.0,
         p50_ms=percentile(delays, 50), p99_ms=percentile(delays, 99), peak_procs=sampler.peak,
-        cpu_ms_per_action=cpu * 1000 / len(starts) if starts else 0.0)
+        cpu_ms_per_action=cpu * 1000 / len(starts) if starts else 0.0,
+        machine_ms_per_action=(busy1 - busy0) * 1000 / len(starts) if starts else 0.0,
+        machine_busy=(busy1 - busy0) / max(total1 - total0, 1e-9))
 
 
 def bench_hookrunner(args: argparse.Namespace, base: Path, http_workers: int = 1) -> Figures:
@@ -186,10 +193,12 @@ def report(rows: list[Figures], args: argparse.Namespace, load: tuple[float, flo
     print(f"load: {args.n} signed deliveries, {args.concurrency} at a time (loadgen.py); "
           f"hookrunner --workers {args.workers}")
     print(f"{'server':<11} {'2xx':>6} {'ran':>6} {'lost':>6} {'actions/s':>10} "
-          f"{'p50 ms':>8} {'p99 ms':>8} {'peak procs':>11} {'CPU ms/action':>14}  answers")
+          f"{'p50 ms':>8} {'p99 ms':>8} {'peak procs':>11} {'CPU ms/action':>14} "
+          f"{'machine ms/action':>18} {'busy':>5}  answers")
     for f in rows:
         print(f"{f.name:<11} {f.answered_2xx:6d} {f.ran:6d} {f.lost:6d} {f.actions_per_s:10.0f} "
-              f"{f.p50_ms:8.1f} {f.p99_ms:8.1f} {f.peak_procs:11d} {f.cpu_ms_per_action:14.2f}  "
+              f"{f.p50_ms:8.1f} {f.p99_ms:8.1f} {f.peak_procs:11d} {f.cpu_ms_per_action:14.2f} "
+              f"{f.machine_ms_per_action:18.2f} {f.machine_busy:5.0%}  "
               f"{dict(sorted(f.statuses.items()))}"
               + (f", {f.ran_twice} ran twice" if f.ran_twice else "")
               + (f", {f.pending} still queued (not lost: journaled)" if f.pending else ""))
