@@ -28,6 +28,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hookrunner.errors import ConfigError, TemplateError
+from hookrunner.fastclause import compile_fast
 
 __all__ = [
     "ENV", "MISSING", "Clause", "Constant", "Expression", "Template", "compile_expression",
@@ -355,16 +356,22 @@ class Clause:
     """One top-level `and`/`or` operand of a condition, evaluated alone for explanations.
 
     Compiled as `{% set left = <left operand> %}{% set result = <clause, reading left> %}`:
-    one render yields both the truth and the left side's value (two renders cost twice)."""
+    one render yields both the truth and the left side's value (two renders cost twice).
+    The commonest forms are decided without rendering (see fastclause)."""
 
-    __slots__ = ("_fn", "_has_left", "source")
+    __slots__ = ("_fast", "_fn", "_has_left", "source")
 
     def __init__(self, source: str, node: nodes.Expr) -> None:
         self.source = source
+        self._fast = compile_fast(node, ENV.tests)  # before _compile_clause rewrites `node`
         self._fn, self._has_left = _compile_clause(node)
 
     def evaluate(self, scope: Mapping[str, Any]) -> tuple[bool, Any]:
         """(truth of the clause, value of its left operand or of the clause itself)."""
+        if self._fast is not None:
+            decided = self._fast.evaluate(scope)
+            if decided is not None:
+                return decided
         try:
             context = _run(self._fn, scope)
             value = context.vars["result"]

@@ -1,0 +1,150 @@
+"""Clauses decided without rendering (hookrunner.fastclause) agree with their render:
+same truth, same left value, and where the render fails the fast path stands aside."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hookrunner.errors import TemplateError
+from hookrunner.rules import build_scope
+from hookrunner.templating import ENV, Clause, _parse_expression
+
+KEYS = ["ref", "a", "n", "action", "x-y", "_id", "items"]  # items: a dict method too
+scalars = (st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-2, 2, allow_nan=False)
+           | st.sampled_from(["", "push", "refs/tags/v1", "main", "10.0.0.7", "a*b"]))
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4), max_leaves=12)
+payloads = st.dictionaries(st.sampled_from(KEYS), json_values, min_size=1, max_size=6)
+
+
+def _step(key: str) -> str:
+    return f".{key}" if key.replace("_", "").isalnum() else f"[{json.dumps(key)}]"
+
+
+literals = st.sampled_from(['"push"', '"main"', '""', "1", "0", "1.5", "true", "false", "none",
+                            '["push", "main"]', "[1, 2]", '("a", 1)', '"refs"'])
+OPS = ["==", "!=", "<", "<=", ">", ">=", "in", "not in"]
+TESTS = ["match", "search", "glob", "in_cidr"]
+ARGS = ["refs/tags/v.*", "ma", "a*", "10.0.0.0/8", "x["]
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A payload and a clause on it, whose path mostly exists (else nothing is decided)."""
+    payload = draw(payloads)
+    name = draw(st.sampled_from(["payload"] * 6 + ["event", "headers", "hook", "nothing"]))
+    node: Any = payload if name == "payload" else None
+    keys: list[str] = []
+    for _ in range(draw(st.integers(1, 4))):
+        if isinstance(node, dict) and node and draw(st.integers(0, 4)):
+            key = draw(st.sampled_from(sorted(node)))
+        else:
+            key = draw(st.sampled_from(KEYS))
+        node = node.get(key) if isinstance(node, dict) else None
+        keys.append(key)
+        if not isinstance(node, dict) and draw(st.integers(0, 3)):
+            break  # mostly stop on a scalar: a path on into one decides nothing
+    path = name + "".join(_step(k) for k in keys)
+    if draw(st.booleans()):
+        clause = f"{path} {draw(st.sampled_from(OPS))} {draw(literals)}"
+    else:
+        clause = f"{path} is {draw(st.sampled_from(TESTS))}({json.dumps(draw(st.sampled_from(ARGS)))})"
+    return ("not " if draw(st.booleans()) else "") + clause, payload
+
+
+
+@st.composite
+def cases_on_scalars(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A clause whose path reaches a scalar of the payload: the fast path's own ground."""
+    keys = draw(st.lists(st.sampled_from(KEYS[:-1]), min_size=1, max_size=3))
+    nested: Any = draw(scalars)
+    for key in reversed(keys):
+        nested = {key: nested}
+    payload = {**draw(payloads), **nested}
+    path = "payload" + "".join(_step(k) for k in keys)
+    if draw(st.booleans()):
+        clause = f"{path} {draw(st.sampled_from(OPS))} {draw(literals)}"
+    else:
+        clause = f"{path} is {draw(st.sampled_from(TESTS))}({json.dumps(draw(st.sampled_from(ARGS)))})"
+    return ("not " if draw(st.booleans()) else "") + clause, payload
+
+def scope(payload: dict[str, Any]) -> dict[str, Any]:
+    return build_scope(hook="gh", delivery_id="d", received_at=0.0,
+                       headers=[("X-GitHub-Event", "push")], query={}, payload=payload,
+                       event="push")
+
+
+def rendered(source: str, sc: dict[str, Any]) -> tuple[bool, Any] | TemplateError:
+    clause = Clause(source, _parse_expression(source))
+    clause._fast = None  # the render alone: the definition
+    try:
+        return clause.evaluate(sc)
+    except TemplateError as exc:
+        return exc
+
+
+@settings(max_examples=500, deadline=None)
+@given(cases() | cases_on_scalars())
+def test_the_fast_path_agrees_with_the_render(case: tuple[str, dict[str, Any]]) -> None:
+    source, payload = case
+    try:
+        clause = Clause(source, _parse_expression(source))
+    except Exception:
+        return  # not a clause the loader would accept
+    sc = scope(payload)
+    fast = clause._fast.evaluate(sc) if clause._fast is not None else None
+    if fast is None:
+        return
+    expected = rendered(source, sc)
+    assert not isinstance(expected, TemplateError), (source, payload, fast, expected)
+    assert fast == expected and type(fast[1]) is type(expected[1]), (source, payload)
+
+
+@pytest.mark.parametrize("source", [
+    'event == "push"', 'payload.ref is match("refs/tags/v.*")', 'not payload.a == 1',
+    'payload.action in ["opened", "reopened"]', 'payload["x-y"].n != 2',
+    'payload.repository.name is glob("app-*")', 'payload.n >= 3',
+])
+def test_the_common_forms_take_the_fast_path(source: str) -> None:
+    payload = {"ref": "refs/tags/v2", "a": 1, "action": "opened", "x-y": {"n": 2}, "n": 4,
+               "repository": {"name": "app-web"}}
+    sc = scope(payload)
+    clause = Clause(source, _parse_expression(source))
+    assert clause._fast is not None
+    fast = clause.evaluate(sc)
+    assert sc.context is None  # type: ignore[attr-defined]  # no Jinja context was built
+    assert fast == rendered(source, scope(payload))
+
+
+@pytest.mark.parametrize("source, payload", [
+    ('payload.missing == 1', {}),  # undefined: the render's error, with its text
+    ('payload.items == 1', {"items": 1}),  # Jinja finds the dict method first
+    ('payload.n < "a"', {"n": 1}),  # a TypeError, reported by the render
+    ('payload.n == 1', {"n": [1]}),  # not a scalar
+    ('headers.x == 1', {}),  # not a JSON object
+])
+def test_anything_unsure_is_left_to_the_render(source: str, payload: dict[str, Any]) -> None:
+    clause = Clause(source, _parse_expression(source))
+    assert clause._fast is not None
+    assert clause._fast.evaluate(scope(payload)) is None
+    expected = rendered(source, scope(payload))
+    if isinstance(expected, TemplateError):
+        with pytest.raises(TemplateError, match=str(expected).split(" (in")[0][:20]):
+            clause.evaluate(scope(payload))
+    else:
+        assert clause.evaluate(scope(payload)) == expected
+
+
+@pytest.mark.parametrize("source", [
+    "payload.a", "payload.a == payload.b", "payload.a | length == 1", "1 < payload.a < 3",
+    "payload.a == -1", 'payload.a is defined', "range(3) == 1",
+])
+def test_other_forms_always_render(source: str) -> None:
+    assert Clause(source, _parse_expression(source))._fast is None
+    assert "match" in ENV.tests
