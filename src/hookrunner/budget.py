@@ -47,6 +47,8 @@ class QueueBudget:
     def admit(self, runs: int, limit: int) -> bool:
         """Reserve room for `runs` new runs; False when the queue is full. An empty queue
         admits any delivery."""
+        if not runs:
+            return True  # nothing to reserve: no lock (most deliveries match no rule)
         self._lock()
         try:
             queued = self.queued
@@ -59,6 +61,8 @@ class QueueBudget:
 
     def accepted(self, runs: int, reserved: int) -> None:
         """`runs` were journaled (0 for a duplicate or a failed write); frees `reserved`."""
+        if not runs and not reserved:
+            return
         self._lock()
         try:
             self._n[_RESERVED + self._slot] -= reserved
