@@ -14,6 +14,7 @@ text. tests/unit/rules/test_fastclause.py checks both agree on generated payload
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -112,7 +113,10 @@ def compile_fast(node: nodes.Expr, tests: Mapping[str, Any]) -> FastClause | Non
 def _literal(node: nodes.Expr) -> Any:
     """A constant scalar, or a list/tuple of them; _ABSENT for anything else."""
     if isinstance(node, nodes.Const):
-        return node.value if type(node.value) in _SCALARS else _ABSENT
+        value = node.value
+        if type(value) is float and not math.isfinite(value):
+            return _ABSENT  # `1e400`: Jinja writes it as the name `inf`, and the render fails
+        return value if type(value) in _SCALARS else _ABSENT
     if isinstance(node, nodes.List | nodes.Tuple):
         items = [_literal(item) for item in node.items]
         if any(item is _ABSENT for item in items):

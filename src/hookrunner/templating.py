@@ -15,6 +15,7 @@ import fnmatch
 import functools
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -167,8 +168,12 @@ def to_plain(value: Any) -> Any:
 # ---- static checks, so `hookrunner check` catches escapes before anything renders ----
 
 def _check_tree(tree: nodes.Node) -> None:
-    kinds = (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test)
+    kinds = (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test, nodes.Const)
     for node in [tree, *tree.find_all(kinds)]:  # find_all skips the root itself
+        if (isinstance(node, nodes.Const) and isinstance(node.value, float)
+                and not math.isfinite(node.value)):
+            # Jinja would write it as the name `inf`: every render would fail.
+            raise ConfigError("a number in the expression is too large for a float")
         name: Any = None
         if isinstance(node, nodes.Getattr):
             name = node.attr

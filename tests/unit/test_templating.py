@@ -166,6 +166,7 @@ def test_sandbox_refuses_at_render(text: str, scope: dict[str, Any]) -> None:
         ("{{ x is nosuchtest }}", "unknown test 'nosuchtest'"),
         ("{{ x is match('(') }}", "bad argument to test 'match'"),
         ("{{ x is in_cidr('10.0.0.300/8') }}", "bad argument to test 'in_cidr'"),
+        ("{{ x < 1e400 }}", "too large for a float"),  # would render as the name `inf`
     ],
 )
 def test_template_compile_errors(text: str, message: str) -> None:
@@ -174,7 +175,7 @@ def test_template_compile_errors(text: str, message: str) -> None:
         compile_template(text)
 
 
-@pytest.mark.parametrize("expr", ["", "a ==", "a b", "a }} {{ b", "x | nosuch"])
+@pytest.mark.parametrize("expr", ["", "a ==", "a b", "a }} {{ b", "x | nosuch", "a in [1e999]"])
 def test_expression_compile_errors(expr: str) -> None:
     """A malformed condition is a ConfigError."""
     with pytest.raises(ConfigError):

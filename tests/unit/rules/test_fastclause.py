@@ -15,8 +15,9 @@ from hookrunner.rules import build_scope
 from hookrunner.templating import ENV, Clause, _parse_expression
 
 KEYS = ["ref", "a", "n", "action", "x-y", "_id", "items"]  # items: a dict method too
-scalars = (st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-2, 2, allow_nan=False)
-           | st.sampled_from(["", "push", "refs/tags/v1", "main", "10.0.0.7", "a*b"]))
+scalars = (st.none() | st.booleans() | st.integers(-3, 3) | st.integers()
+           | st.floats(allow_nan=True, allow_infinity=True)  # json.loads takes NaN, Infinity
+           | st.sampled_from(["", "push", "refs/tags/v1", "main", "10.0.0.7", "a*b", "é", -0.0]))
 json_values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=3)
     | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4), max_leaves=12)
@@ -27,8 +28,9 @@ def _step(key: str) -> str:
     return f".{key}" if key.replace("_", "").isalnum() else f"[{json.dumps(key)}]"
 
 
-literals = st.sampled_from(['"push"', '"main"', '""', "1", "0", "1.5", "true", "false", "none",
-                            '["push", "main"]', "[1, 2]", '("a", 1)', '"refs"'])
+literals = st.sampled_from(['"push"', '"main"', '""', "1", "0", "1.5", "2.5e-1", "1e400", "-1",
+                            "true", "false", "none", "True", "None", '["push", "main"]',
+                            "[1, 2]", "[1e400]", '("a", 1)', "()", '"refs"', '"é"', "10**30"])
 OPS = ["==", "!=", "<", "<=", ">", ">=", "in", "not in"]
 TESTS = ["match", "search", "glob", "in_cidr"]
 ARGS = ["refs/tags/v.*", "ma", "a*", "10.0.0.0/8", "x["]
@@ -55,7 +57,7 @@ def cases(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         clause = f"{path} {draw(st.sampled_from(OPS))} {draw(literals)}"
     else:
         clause = f"{path} is {draw(st.sampled_from(TESTS))}({json.dumps(draw(st.sampled_from(ARGS)))})"
-    return ("not " if draw(st.booleans()) else "") + clause, payload
+    return "not " * draw(st.integers(0, 3)) + clause, payload
 
 
 
@@ -69,10 +71,53 @@ def cases_on_scalars(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     payload = {**draw(payloads), **nested}
     path = "payload" + "".join(_step(k) for k in keys)
     if draw(st.booleans()):
-        clause = f"{path} {draw(st.sampled_from(OPS))} {draw(literals)}"
+        same = _jinja_literal(nested_value(payload, keys))
+        literal = same if same is not None and draw(st.booleans()) else draw(literals)
+        clause = f"{path} {draw(st.sampled_from(OPS))} {literal}"
     else:
         clause = f"{path} is {draw(st.sampled_from(TESTS))}({json.dumps(draw(st.sampled_from(ARGS)))})"
-    return ("not " if draw(st.booleans()) else "") + clause, payload
+    return "not " * draw(st.integers(0, 3)) + clause, payload
+
+
+
+@st.composite
+def comparisons_on_scalars(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A comparison of a payload scalar with a literal of its own type: equal, or near it,
+    so that every operator is decided both ways (other types mostly raise: not decided)."""
+    key = draw(st.sampled_from(KEYS[:-1]))
+    value = draw(st.none() | st.booleans() | st.integers(0, 10**20) | st.text(max_size=4)
+                 | st.floats(0, 1e30, allow_nan=False, allow_infinity=False))
+    near: Any = value
+    if isinstance(value, str):
+        near = draw(st.sampled_from([value, value + "a", value[:-1], "a" + value]))
+    elif isinstance(value, int) and not isinstance(value, bool):
+        near = draw(st.sampled_from([value, value + 1, max(0, value - 1)]))
+    elif isinstance(value, float):
+        near = draw(st.sampled_from([value, value * 2, value / 2]))
+    literal = _jinja_literal(near)
+    if literal is None:
+        literal = "none"
+    op = draw(st.sampled_from(OPS[:6]))
+    return "not " * draw(st.integers(0, 2)) + f"payload.{key} {op} {literal}", {key: value}
+
+def nested_value(payload: dict[str, Any], keys: list[str]) -> Any:
+    value: Any = payload
+    for key in keys:
+        value = value[key]
+    return value
+
+
+def _jinja_literal(value: Any) -> str | None:
+    """The value as a Jinja literal (equal to it when rendered), where one exists."""
+    if value is None or isinstance(value, bool):
+        return {None: "none", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str) and '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return None
 
 def scope(payload: dict[str, Any]) -> dict[str, Any]:
     return build_scope(hook="gh", delivery_id="d", received_at=0.0,
@@ -89,8 +134,8 @@ def rendered(source: str, sc: dict[str, Any]) -> tuple[bool, Any] | TemplateErro
         return exc
 
 
-@settings(max_examples=500, deadline=None)
-@given(cases() | cases_on_scalars())
+@settings(max_examples=600, deadline=None)
+@given(cases() | cases_on_scalars() | comparisons_on_scalars())
 def test_the_fast_path_agrees_with_the_render(case: tuple[str, dict[str, Any]]) -> None:
     source, payload = case
     try:
@@ -110,6 +155,7 @@ def test_the_fast_path_agrees_with_the_render(case: tuple[str, dict[str, Any]]) 
     'event == "push"', 'payload.ref is match("refs/tags/v.*")', 'not payload.a == 1',
     'payload.action in ["opened", "reopened"]', 'payload["x-y"].n != 2',
     'payload.repository.name is glob("app-*")', 'payload.n >= 3',
+    'payload.action not in ["closed", "merged"]', 'not not payload.n > 3',
 ])
 def test_the_common_forms_take_the_fast_path(source: str) -> None:
     payload = {"ref": "refs/tags/v2", "a": 1, "action": "opened", "x-y": {"n": 2}, "n": 4,
@@ -144,6 +190,7 @@ def test_anything_unsure_is_left_to_the_render(source: str, payload: dict[str, A
 @pytest.mark.parametrize("source", [
     "payload.a", "payload.a == payload.b", "payload.a | length == 1", "1 < payload.a < 3",
     "payload.a == -1", 'payload.a is defined', "range(3) == 1",
+    "payload.a < 1e400", "payload.a in [1, 1e400]",  # Jinja renders `inf`: a NameError
 ])
 def test_other_forms_always_render(source: str) -> None:
     assert Clause(source, _parse_expression(source))._fast is None
