@@ -271,9 +271,16 @@ def server_pids(pid: int) -> list[int]:
     for task in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(OSError):
             pids += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    # Forked server processes keep the supervisor's command line; actions have their own.
+    # Forked server processes keep the supervisor's command line; actions have their own,
+    # except for the moment between vfork and exec: an action caught then (sharing the
+    # server's memory, so its VmHWM is the server's) still has it a moment later only if it
+    # is a server process.
     own = _cmdline(pid)
-    return [pid, *(p for p in pids[1:] if _cmdline(p) == own)]
+    same = [p for p in pids[1:] if _cmdline(p) == own]
+    if same:
+        time.sleep(0.02)
+        same = [p for p in same if _cmdline(p) == own]
+    return [pid, *same]
 
 
 def _cmdline(pid: int) -> bytes:
