@@ -56,6 +56,12 @@ class Settings:
     # only PATH, HOME, LANG, LC_*, TZ and --pass-env names from it.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        # Absolute from the start: actions run in other directories (ansible-playbook in its
+        # private data dir), so a relative work dir such as the default `./.hookrunner/work`
+        # would name a different place in each (the example playbook failed under `make run`).
+        object.__setattr__(self, "data", Path(self.data).absolute())
+
     @property
     def store_url(self) -> str:
         return self.db or str(self.data / "hookrunner.db")
