@@ -52,13 +52,7 @@ def cases(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         keys.append(key)
         if not isinstance(node, dict) and draw(st.integers(0, 3)):
             break  # mostly stop on a scalar: a path on into one decides nothing
-    path = name + "".join(_step(k) for k in keys)
-    if draw(st.booleans()):
-        clause = f"{path} {draw(st.sampled_from(OPS))} {draw(literals)}"
-    else:
-        clause = f"{path} is {draw(st.sampled_from(TESTS))}({json.dumps(draw(st.sampled_from(ARGS)))})"
-    return "not " * draw(st.integers(0, 3)) + clause, payload
-
+    return _clause_on(draw, name + "".join(_step(k) for k in keys)), payload
 
 
 @st.composite
@@ -70,14 +64,18 @@ def cases_on_scalars(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         nested = {key: nested}
     payload = {**draw(payloads), **nested}
     path = "payload" + "".join(_step(k) for k in keys)
+    return _clause_on(draw, path, _jinja_literal(nested_value(payload, keys))), payload
+
+
+def _clause_on(draw: st.DrawFn, path: str, same: str | None = None) -> str:
+    """A comparison with a literal (half the time `same`, the reached value's own, if given)
+    or a text test, on `path`, under 0-3 `not`s."""
     if draw(st.booleans()):
-        same = _jinja_literal(nested_value(payload, keys))
         literal = same if same is not None and draw(st.booleans()) else draw(literals)
         clause = f"{path} {draw(st.sampled_from(OPS))} {literal}"
     else:
         clause = f"{path} is {draw(st.sampled_from(TESTS))}({json.dumps(draw(st.sampled_from(ARGS)))})"
-    return "not " * draw(st.integers(0, 3)) + clause, payload
-
+    return "not " * draw(st.integers(0, 3)) + clause
 
 
 @st.composite
@@ -99,6 +97,7 @@ def comparisons_on_scalars(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         literal = "none"
     op = draw(st.sampled_from(OPS[:6]))
     return "not " * draw(st.integers(0, 2)) + f"payload.{key} {op} {literal}", {key: value}
+
 
 def nested_value(payload: dict[str, Any], keys: list[str]) -> Any:
     value: Any = payload
