@@ -35,8 +35,12 @@ class Server:
     """One gateway process. `start()` waits for /readyz; `kill()` is SIGKILL (a crash)."""
 
     def __init__(self, rules: Path, data: Path, root: Path, *, env: dict[str, str] | None = None,
-                 args: list[str] | None = None, port: int | None = None) -> None:
+                 args: list[str] | None = None, port: int | None = None,
+                 default_paths: bool = False) -> None:
+        """`default_paths`: started in `root` without --rules, --data or --root, as `make run`
+        does (then `rules` and `data` must be root/rules and root/.hookrunner)."""
         self.rules, self.data, self.root = rules, data, root
+        self.default_paths = default_paths
         self.port = port or free_port()
         self.env = {**os.environ, "HOOKRUNNER_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
         self.env.pop("TF_CLI_CONFIG_FILE", None)
@@ -66,10 +70,12 @@ class Server:
         raise RuntimeError(f"server did not become ready:\n{self.output()}")
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
+        paths = [] if self.default_paths else [
+            "--rules", str(self.rules), "--data", str(self.data), "--root", str(self.root)]
         return subprocess.Popen(
-            [sys.executable, "-m", "hookrunner.cli", "serve", "--rules", str(self.rules),
-             "--data", str(self.data), "--root", str(self.root), "--port", str(self.port),
+            [sys.executable, "-m", "hookrunner.cli", "serve", *paths, "--port", str(self.port),
              *self.args],
+            cwd=self.root if self.default_paths else None,
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 

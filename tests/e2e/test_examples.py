@@ -1,9 +1,11 @@
 """The README's examples end to end: `make run`'s server on the shipped rules, `examples/send.sh`.
 
-The server runs on the real `rules/` with the Makefile's demo secrets and serve flags. Its
-`--root` is a copy of the repository's example files (examples/, playbooks/, terraform/), not
-the checkout itself: `terraform apply` writes state next to its configuration, and tests must
-not leave state in (or race other runs on) the working tree.
+The server runs as `make run` starts it: the shipped rules, the Makefile's demo secrets and
+serve flags, and no --rules, --data or --root, so every path is its default, relative to the
+working directory (a relative data dir once broke the Ansible example). That directory is a
+copy of the repository's example files (rules/, examples/, playbooks/, terraform/), not the
+checkout itself: `terraform apply` writes state next to its configuration, and tests must not
+leave state in (or race other runs on) the working tree.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pytest
 from tests.e2e.demo_env import REPO, demo_environ, makefile_serve_args
 from tests.serverproc import Server, free_port
 
-COPIED = ("examples", "playbooks", "terraform")
+COPIED = ("rules", "examples", "playbooks", "terraform")
 GENERATED = shutil.ignore_patterns(".terraform", "terraform.tfstate.d", "*.tfstate*", ".terraform.lock.hcl")
 RUN_TIMEOUT = 90.0
 RECEIVER_START = 10.0
@@ -64,7 +66,8 @@ def env(receiver: tuple[str, Path]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(root: Path, env: dict[str, str]) -> Iterator[Server]:
-    srv = Server(REPO / "rules", root.parent / "data", root, env=env, args=makefile_serve_args()).start()
+    srv = Server(root / "rules", root / ".hookrunner", root, env=env, args=makefile_serve_args(),
+                 default_paths=True).start()
     yield srv
     srv.stop()
 
