@@ -192,6 +192,25 @@ async def test_a_long_backlog_on_one_key_does_not_hide_other_keys(store: Store) 
     assert [r.id for r in await store.claim("n1", 7, LEASE, T0)] == [b]
 
 
+async def test_a_busy_keys_policy_is_its_newest_due_runs_even_behind_a_queue(store: Store) -> None:
+    """A busy `queue` key's waiting runs are not even read by a claim, but a newer run of
+    another policy makes the key that policy's at once; one still waiting out a retry
+    backoff (not due) does not."""
+    first = await enqueue(store, "k")
+    await store.claim("n1", 1, LEASE, T0)
+    queued = [await enqueue(store, "k") for _ in range(3)]
+    assert await store.claim("n1", 5, LEASE, T0) == []
+    assert {await status(store, r) for r in queued} == {"queued"}
+    await enqueue(store, "k", "coalesce", at=T0 + 100)  # not due yet: the key stays `queue`
+    assert await store.claim("n1", 5, LEASE, T0) == []
+    assert {await status(store, r) for r in queued} == {"queued"}
+    newest = await enqueue(store, "k", "coalesce")
+    assert await store.claim("n1", 5, LEASE, T0) == []
+    assert {await status(store, r) for r in queued} == {"skipped"}
+    await finish(store, first)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 1)] == [newest]
+
+
 @pytest.mark.parametrize("policy", ["coalesce", "replace"])
 async def test_a_long_wait_list_still_runs_only_the_newest(store: Store, policy: str) -> None:
     """coalesce/replace: 50 runs waiting behind a busy key: only the newest ever runs."""

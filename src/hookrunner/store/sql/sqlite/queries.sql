@@ -35,6 +35,17 @@ ORDER BY r.seq LIMIT :limit;
 -- Due runs with a key. A `queue` key needs only its first runs and its newest (whose policy
 -- is the key's); any other policy decides on all its waiting runs at once (skipping all but
 -- one), so those are read whole. One key's long queue never hides another key's runs.
+-- A key that is running and whose newest waiting run is `queue` has nothing to decide, so
+-- its runs are left out before anything is sorted: with one busy key 10,000 deep, each claim
+-- (on the event loop) took ~30 ms sorting runs that could not move.
+WITH blocked AS (
+    SELECT DISTINCT b.concurrency_key AS k FROM runs b
+    WHERE b.status = 'running' AND b.concurrency_key IS NOT NULL
+      AND (SELECT q.policy FROM runs q
+           WHERE q.status = 'queued' AND q.concurrency_key = b.concurrency_key
+             AND q.next_attempt_at <= :now
+           ORDER BY q.seq DESC LIMIT 1) = 'queue'
+)
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
 WHERE r.id IN (
     SELECT id FROM (
@@ -45,6 +56,7 @@ WHERE r.id IN (
                    AS key_policy
         FROM runs INDEXED BY runs_queued_keyed
         WHERE status = 'queued' AND concurrency_key IS NOT NULL AND next_attempt_at <= :now
+          AND concurrency_key NOT IN (SELECT k FROM blocked)
     ) AS due WHERE head <= :per_key OR tail = 1 OR key_policy <> 'queue'
 )
 ORDER BY r.seq;
