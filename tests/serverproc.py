@@ -44,6 +44,9 @@ class Server:
         self.port = port or free_port()
         self.env = {**os.environ, "HOOKRUNNER_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
         self.env.pop("TF_CLI_CONFIG_FILE", None)
+        if default_paths:  # the defaults, whatever the developer's shell sets
+            for name in ("RULES", "DATA", "ROOT", "DB"):
+                self.env.pop(f"HOOKRUNNER_{name}", None)
         self.args = args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data.parent / f"server-{self.port}.log"
