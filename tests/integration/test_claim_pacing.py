@@ -15,6 +15,7 @@ from hookrunner.metrics import Metrics
 from hookrunner.settings import Settings
 from hookrunner.store.base import NewDelivery, NewRun
 from hookrunner.store.sqlite import SQLiteStore
+from tests.integration.store.test_store import status
 
 ids = itertools.count()
 
@@ -37,12 +38,6 @@ async def arrive(store: SQLiteStore, dispatcher: Dispatcher, argv: list[str]) ->
     await store.accept(d, [run])
     dispatcher.accepted(1)
     return run.id
-
-
-async def status(store: SQLiteStore, run_id: str) -> str:
-    run = await store.get_run(run_id)
-    assert run is not None
-    return run.status
 
 
 async def test_a_storm_behind_a_busy_key_is_claimed_at_a_bounded_rate(tmp_path: Path) -> None:
