@@ -21,7 +21,9 @@ from typing import Any
 
 from jinja2 import nodes
 
-_DICT_ATTRS = frozenset(dir(dict))
+# Names Jinja's attribute lookup finds on a dict before its keys (`payload.items` is the
+# method); any other name of a JSON object is its key. templating's getattr uses it too.
+DICT_ATTRS = frozenset(dir(dict))
 _SCALARS = (str, int, float, bool, type(None))
 _TESTS = ("match", "search", "glob", "in_cidr")
 
@@ -58,7 +60,7 @@ class FastClause:
         if value is _ABSENT:
             return None  # a global, or undefined: Jinja's to decide
         for key in self._path:
-            if type(value) is not dict or key in _DICT_ATTRS or key not in value:
+            if type(value) is not dict or key in DICT_ATTRS or key not in value:
                 return None
             value = value[key]
         if type(value) not in _SCALARS:

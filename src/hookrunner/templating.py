@@ -29,7 +29,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hookrunner.errors import ConfigError, TemplateError
-from hookrunner.fastclause import compile_fast
+from hookrunner.fastclause import DICT_ATTRS, compile_fast
 
 __all__ = [
     "ENV", "MISSING", "Clause", "Constant", "Expression", "Template", "compile_expression",
@@ -85,9 +85,6 @@ def _test_in_cidr(value: Any, net: str | list[str]) -> bool:
     return any(addr in _network(n) for n in nets)
 
 
-_DICT_ATTRS = frozenset(dir(dict))
-
-
 class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
@@ -107,7 +104,7 @@ class _Environment(ImmutableSandboxedEnvironment):
         # `payload.ref` on a JSON object: the sandbox tries the attribute first and reaches
         # the key through a caught AttributeError (~1 us each). A key that is not a dict
         # attribute name resolves the same either way, so take it directly.
-        if type(obj) is dict and attribute not in _DICT_ATTRS:
+        if type(obj) is dict and attribute not in DICT_ATTRS:
             try:
                 return obj[attribute]
             except KeyError:
@@ -472,7 +469,8 @@ class Expression:
 
 def _split(source: str) -> tuple[list[Clause], str | None]:
     """Split on the and/or at bracket depth 0, each part compiled alone; and the one joiner
-    ("and"/"or", or "single"), None where they are mixed or the expression is not split.
+    ("and"/"or"; "and" for a single clause), None where they are mixed or the expression is
+    not split.
 
     Jinja nodes carry no column offsets and no parentheses, so the tokens give the cut points.
     With mixed and/or (`a or b and c`) each operand is still reported on its own; the rule's
