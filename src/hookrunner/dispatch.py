@@ -75,8 +75,7 @@ def _summary(settings: Settings, run: Run) -> dict[str, Any]:
 
 
 def log_tail(settings: Settings, run: Run, size: int) -> str:
-    path = settings.log_path(run.id, run.attempt)
-    return tail(path, size) if path.exists() else ""
+    return tail(settings.log_path(run.id, run.attempt), size)  # '' while there is no log
 
 
 class Dispatcher:
@@ -136,8 +135,7 @@ class Dispatcher:
         """Stop taking work now, and start the drain: running runs get `grace` seconds (default
         the `grace` setting) to finish, then are canceled. Safe to call more than once."""
         self._stopping = True
-        self._wake.set()
-        self._freed.set()
+        self._wake_freed()
         if self._drain is None:
             limit = grace if grace is not None else self.settings.grace
             self._drain = asyncio.create_task(self._drain_runs(limit), name="hookrunner-drain")
@@ -201,6 +199,11 @@ class Dispatcher:
         if runs:
             self._wake.set()
 
+    def _wake_freed(self) -> None:
+        """A worker, a key or a run freed (or stopping): claim now, without the CLAIM_GAP."""
+        self._wake.set()
+        self._freed.set()
+
     def _woken(self) -> None:
         """Another HTTP process journaled runs (or asked for a cancel): claim now."""
         assert self._wake_fd is not None
@@ -215,8 +218,7 @@ class Dispatcher:
         if entry is not None:
             self._cancel_reason.setdefault(run_id, "canceled by request")
             entry[1].set()
-        self._wake.set()
-        self._freed.set()
+        self._wake_freed()
         return status
 
     async def wait_for(self, run_ids: list[str], timeout: float) -> list[dict[str, Any]] | None:
@@ -399,8 +401,7 @@ class Dispatcher:
             self.metrics.start_latency.observe(max(0.0, started - run.created_at))
         result, log_text = await self._attempt(run, cancel)
         self._recording.add(run.id)
-        self._wake.set()
-        self._freed.set()
+        self._wake_freed()
         try:
             await self._record(run, result, started, log_text)
         finally:
@@ -410,8 +411,7 @@ class Dispatcher:
             self._runs.pop(run.id, None)
             self._cancel_reason.pop(run.id, None)
             self.metrics.running.set(len(self._active))
-            self._wake.set()
-            self._freed.set()
+            self._wake_freed()
             async with self._finished:
                 self._finished.notify_all()
 
