@@ -81,3 +81,15 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     yield h
     for log in h.logs:
         log.close()
+
+
+@pytest.fixture(params=["posix_spawn", "popen"])
+def starter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way a process is started: glibc's posix_spawn on a thread, and the Popen fallback
+    used where glibc lacks it."""
+    from hookrunner.actions import spawn
+
+    if request.param == "posix_spawn" and not spawn.AVAILABLE:
+        pytest.skip("this libc has no posix_spawn_file_actions_addclosefrom_np")
+    monkeypatch.setattr(spawn, "AVAILABLE", request.param == "posix_spawn")
+    return str(request.param)

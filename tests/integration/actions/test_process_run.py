@@ -12,6 +12,9 @@ import pytest
 from hookrunner.actions import process
 from hookrunner.actions.process import is_alive, run_process
 
+# Every test here runs with each way of starting a process.
+pytestmark = pytest.mark.usefixtures("starter")
+
 
 def read_pids(path: Path, count: int, timeout: float = 5.0) -> list[int]:
     """Wait until the script has written `count` pids, one a line."""

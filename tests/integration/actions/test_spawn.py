@@ -1,0 +1,101 @@
+"""What an action process starts with, whichever way it is started (posix_spawn or Popen):
+its own session, exactly the given cwd, environment and stdin, no inherited descriptor, no
+signal ignored or blocked that Python itself ignores or blocks."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from hookrunner.actions import spawn
+from hookrunner.actions.process import run_process
+
+each_starter = pytest.mark.usefixtures("starter")
+
+PROBE = """
+import json, os
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines())
+print(json.dumps({
+    "pid": os.getpid(), "sid": os.getsid(0), "pgid": os.getpgid(0), "cwd": os.getcwd(),
+    "env": dict(os.environ), "stdin": os.readlink("/proc/self/fd/0"),
+    "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+}))
+"""
+
+
+@each_starter
+async def test_child_gets_its_own_session_cwd_env_and_nothing_else(harness, tmp_path: Path) -> None:
+    leaked = os.open(tmp_path / "leak", os.O_WRONLY | os.O_CREAT)
+    os.set_inheritable(leaked, True)  # what a careless library might leave open
+    try:
+        work = harness.root / "sub"
+        work.mkdir()
+        ctx = harness.ctx()
+        env = {"ONLY": "this", "PATH": "/usr/bin:/bin"}
+        result = await run_process([sys.executable, "-c", PROBE], ctx=ctx, cwd=work, env=env)
+    finally:
+        os.close(leaked)
+    assert result.outcome == "succeeded", harness.log_text()
+    seen = json.loads(harness.log_text())
+    assert seen["sid"] == seen["pgid"] == seen["pid"]  # leader of a new session and group
+    assert seen["cwd"] == str(work)
+    assert {k: v for k, v in seen["env"].items() if k != "LC_CTYPE"} == env  # Python may add LC_CTYPE
+    assert seen["stdin"] == "/dev/null"
+    assert leaked not in seen["fds"]
+    assert seen["fds"][:3] == [0, 1, 2] and len(seen["fds"]) <= 4  # + the listing's own
+
+
+@each_starter
+async def test_sigpipe_and_sigxfsz_are_back_to_default_and_nothing_is_blocked(harness) -> None:
+    script = harness.script("sig.sh", "grep -E '^Sig(Ign|Blk):' /proc/$$/status\n")
+    ctx = harness.ctx()
+    result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.outcome == "succeeded", harness.log_text()
+    masks = dict(line.split(":\t") for line in harness.log_text().splitlines())
+    ignored = int(masks["SigIgn"], 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (sig - 1)), f"{sig.name} ignored in the child"
+    assert int(masks["SigBlk"], 16) == 0
+
+
+@each_starter
+async def test_bare_name_is_found_on_the_childs_path_never_in_its_cwd(harness) -> None:
+    harness.script("tool", "echo ran-from-cwd\n")
+    bindir = harness.root / "bin"
+    harness.script("bin/other", "echo ran-from-path\n")
+    ctx = harness.ctx()
+    env = {"PATH": str(bindir)}
+    missing = await run_process(["tool"], ctx=ctx, cwd=harness.root, env=env)
+    assert (missing.outcome, missing.reason) == ("failed", "executable not found: tool")
+    found = await run_process(["other"], ctx=harness.ctx(name="two"), cwd=harness.root, env=env)
+    assert found.outcome == "succeeded"
+    assert harness.log_text("two") == "ran-from-path\n"
+    assert "ran-from-cwd" not in harness.log_text()
+
+
+@each_starter
+async def test_start_failures_name_their_cause(harness) -> None:
+    script = harness.script("ok.sh", "true\n")
+    plain = harness.root / "plain.txt"
+    plain.write_text("not a program\n")
+    ctx = harness.ctx()
+    gone = await run_process([str(script)], ctx=ctx, cwd=harness.root / "nope", env=ctx.env)
+    assert gone.outcome == "failed" and "nope" in gone.reason
+    assert "executable not found" not in gone.reason
+    denied = await run_process([str(plain)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert (denied.outcome, denied.reason) == ("failed", f"not executable: {plain}")
+
+
+def test_spawn_refuses_a_bare_name_not_on_path(tmp_path: Path) -> None:
+    if not spawn.AVAILABLE:
+        pytest.skip("this libc has no posix_spawn_file_actions_addclosefrom_np")
+    with pytest.raises(FileNotFoundError) as caught:
+        spawn.Spawn(["no-such-tool"], cwd=str(tmp_path), env={"PATH": str(tmp_path)},
+                    stdin_fd=0, output_fd=1)
+    assert caught.value.errno == errno.ENOENT and caught.value.filename == "no-such-tool"
