@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hookrunner.actions import spawn
@@ -254,24 +255,20 @@ class _Child:
     @classmethod
     async def start(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str],
                     with_stdin: bool) -> _Child:
-        if not spawn.AVAILABLE:
-            return cls._start_popen(argv, cwd=cwd, env=env, with_stdin=with_stdin)
         read_end, write_end = os.pipe()
         child_in, our_in = os.pipe() if with_stdin else (_devnull(), None)
+        popen: subprocess.Popen[bytes] | None = None
         try:
-            call = spawn.Spawn(argv, cwd=str(cwd), env=env, stdin_fd=child_in,
-                               output_fd=write_end)
-            # Shielded: if this task is cancelled meanwhile, the process still starts, and
-            # must be stopped rather than left running unwatched.
-            started = asyncio.get_running_loop().run_in_executor(None, call.call)
-            try:
-                pid = await asyncio.shield(started)
-            except asyncio.CancelledError:
-                with contextlib.suppress(OSError):
-                    orphan = await started
-                    signal_group(orphan, signal.SIGKILL)
-                    os.waitpid(orphan, 0)
-                raise
+            if spawn.AVAILABLE:
+                pid = await _posix_spawn(argv, cwd=str(cwd), env=env, stdin_fd=child_in,
+                                         output_fd=write_end)
+            else:
+                popen = subprocess.Popen(
+                    list(argv), cwd=str(cwd), env=dict(env), stdin=child_in,
+                    stdout=write_end, stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own session = own process group, killable as one
+                )
+                pid = popen.pid
         except BaseException:
             os.close(read_end)
             if our_in is not None:
@@ -282,29 +279,7 @@ class _Child:
             if our_in is not None:
                 os.close(child_in)
         os.set_blocking(read_end, False)
-        return cls(pid, read_end, our_in)
-
-    @classmethod
-    def _start_popen(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str],
-                     with_stdin: bool) -> _Child:
-        read_end, write_end = os.pipe()
-        try:
-            popen = subprocess.Popen(
-                list(argv), cwd=str(cwd), env=dict(env),
-                stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
-                stdout=write_end, stderr=subprocess.STDOUT,
-                start_new_session=True,  # own session = own process group, killable as one
-            )
-        except BaseException:
-            os.close(read_end)
-            raise
-        finally:
-            os.close(write_end)
-        os.set_blocking(read_end, False)
-        stdin_fd = os.dup(popen.stdin.fileno()) if popen.stdin is not None else None
-        if popen.stdin is not None:
-            popen.stdin.close()
-        return cls(popen.pid, read_end, stdin_fd, popen)
+        return cls(pid, read_end, our_in, popen)
 
     def read_output(self, sink: OutputHandler) -> asyncio.Future[None]:
         """Feed the output to `sink` as it arrives; the future resolves at end of output."""
@@ -345,9 +320,13 @@ class _Child:
             if self._popen is not None:
                 self._returncode = self._popen.wait() if block else self._popen.poll()
             else:
-                pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
-                if pid:
-                    self._returncode = os.waitstatus_to_exitcode(status)
+                try:
+                    pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+                except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): as Popen does
+                    self._returncode = 0
+                else:
+                    if pid:
+                        self._returncode = os.waitstatus_to_exitcode(status)
         return self._returncode
 
     async def wait(self) -> int:
@@ -378,7 +357,7 @@ class _Child:
         or closes stdin without reading it all ends the thread with EPIPE: its business."""
         fd, self._stdin_fd = self._stdin_fd, None
         assert fd is not None
-        pipe = os.fdopen(fd, "wb", buffering=0)
+        pipe = os.fdopen(fd, "wb")  # buffered: it retries a write a signal cut short
 
         def write() -> None:
             with contextlib.suppress(OSError):
@@ -407,6 +386,33 @@ class _Child:
         if self._stdin_fd is not None:  # never fed (it failed to start reading): close it
             os.close(self._stdin_fd)
             self._stdin_fd = None
+
+
+_SPAWNER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hookrunner-spawn")
+
+
+async def _posix_spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str],
+                       stdin_fd: int, output_fd: int) -> int:
+    """Start a process with the GIL released (see hookrunner.actions.spawn); its pid.
+
+    On its own threads, so spawning never waits behind other work on the default executor."""
+    call = spawn.Spawn(argv, cwd=cwd, env=env, stdin_fd=stdin_fd, output_fd=output_fd)
+    started = asyncio.get_running_loop().run_in_executor(_SPAWNER, call.call)
+    cancelled = False
+    # Cancelled while it starts (even twice): the process starts all the same, and the
+    # caller's descriptors are in use until it has; it must not be left running unwatched.
+    while not started.done():
+        try:
+            await asyncio.shield(started)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        with contextlib.suppress(OSError):
+            orphan = started.result()
+            signal_group(orphan, signal.SIGKILL)
+            os.waitpid(orphan, 0)
+        raise asyncio.CancelledError
+    return started.result()
 
 
 _DEVNULL: int | None = None

@@ -65,8 +65,15 @@ class Spawn:
         self.program = argv[0]
         self.cwd = cwd
         self._path = os.fsencode(_locate(argv[0], env))
-        self._argv = _strings([os.fsencode(a) for a in argv])
-        self._envp = _strings([os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()])
+        args = [os.fsencode(a) for a in argv]
+        pairs = [(os.fsencode(k), os.fsencode(v)) for k, v in env.items()]
+        # C strings end at a NUL: refuse what Popen refuses rather than cut an argument short.
+        if any(b"\0" in a for a in args) or any(b"\0" in k + v for k, v in pairs):
+            raise ValueError("embedded null byte")
+        if any(b"=" in k for k, _ in pairs):
+            raise ValueError("illegal environment variable name")
+        self._argv = _strings(args)
+        self._envp = _strings([k + b"=" + v for k, v in pairs])
         self._stdin_fd = stdin_fd
         self._output_fd = output_fd
 
@@ -76,8 +83,8 @@ class Spawn:
         assert libc is not None
         actions = ctypes.create_string_buffer(_STRUCT_BYTES)
         attr = ctypes.create_string_buffer(_STRUCT_BYTES)
-        if libc.posix_spawn_file_actions_init(actions) or libc.posix_spawnattr_init(attr):
-            raise OSError(ctypes.get_errno(), "posix_spawn: cannot initialise")
+        _check(libc.posix_spawn_file_actions_init(actions))
+        _check(libc.posix_spawnattr_init(attr))
         try:
             _check(libc.posix_spawn_file_actions_adddup2(actions, self._stdin_fd, 0))
             _check(libc.posix_spawn_file_actions_adddup2(actions, self._output_fd, 1))
@@ -101,7 +108,8 @@ class Spawn:
             libc.posix_spawnattr_destroy(attr)
         if err:
             # The child's chdir and its exec report through the same errno: name the culprit.
-            culprit = self.cwd if not os.path.isdir(self.cwd) else self.program
+            usable = os.path.isdir(self.cwd) and os.access(self.cwd, os.X_OK)
+            culprit = self.program if usable else self.cwd
             raise OSError(err, os.strerror(err), culprit)
         return pid.value
 

@@ -4,11 +4,13 @@ signal ignored or blocked that Python itself ignores or blocks."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,7 +54,9 @@ async def test_child_gets_its_own_session_cwd_env_and_nothing_else(harness, tmp_
 
 
 @each_starter
-async def test_sigpipe_and_sigxfsz_are_back_to_default_and_nothing_is_blocked(harness) -> None:
+async def test_sigpipe_and_sigxfsz_are_back_to_default_and_nothing_is_blocked(
+    harness, starter: str
+) -> None:
     script = harness.script("sig.sh", "grep -E '^Sig(Ign|Blk):' /proc/$$/status\n")
     ctx = harness.ctx()
     result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
@@ -61,7 +65,8 @@ async def test_sigpipe_and_sigxfsz_are_back_to_default_and_nothing_is_blocked(ha
     ignored = int(masks["SigIgn"], 16)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         assert not ignored & (1 << (sig - 1)), f"{sig.name} ignored in the child"
-    assert int(masks["SigBlk"], 16) == 0
+    if starter == "posix_spawn":  # sets the mask itself; Popen passes on its caller's mask
+        assert int(masks["SigBlk"], 16) == 0
 
 
 @each_starter
@@ -99,3 +104,53 @@ def test_spawn_refuses_a_bare_name_not_on_path(tmp_path: Path) -> None:
         spawn.Spawn(["no-such-tool"], cwd=str(tmp_path), env={"PATH": str(tmp_path)},
                     stdin_fd=0, output_fd=1)
     assert caught.value.errno == errno.ENOENT and caught.value.filename == "no-such-tool"
+
+
+def test_spawn_refuses_what_popen_refuses(tmp_path: Path) -> None:
+    if not spawn.AVAILABLE:
+        pytest.skip("this libc has no posix_spawn_file_actions_addclosefrom_np")
+    for argv, env in ((["/bin/echo", "a\0b"], {}), (["/bin/echo"], {"K": "v\0w"}),
+                      (["/bin/echo"], {"K=J": "v"})):
+        with pytest.raises(ValueError):
+            spawn.Spawn(argv, cwd=str(tmp_path), env=env, stdin_fd=0, output_fd=1)
+
+
+async def test_cancelled_twice_while_starting_leaves_no_process(
+    harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not spawn.AVAILABLE:
+        pytest.skip("this libc has no posix_spawn_file_actions_addclosefrom_np")
+    original = spawn.Spawn.call
+
+    def slow_call(self: spawn.Spawn) -> int:
+        time.sleep(0.3)  # the start is still under way when the cancels come
+        return original(self)
+
+    monkeypatch.setattr(spawn.Spawn, "call", slow_call)
+    marker = f"hookrunner-test-{os.getpid()}-{time.monotonic_ns()}"
+    ctx = harness.ctx()
+    task = asyncio.create_task(
+        run_process(["/bin/sleep", "30"], ctx=ctx, cwd=harness.root,
+                    env={**ctx.env, "MARKER": marker}))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Had the task not waited for the start, the descriptors it closed could be reused by
+    # now (here: by these files) and handed to a process nobody watches.
+    reused = [os.open(harness.tmp / f"reuse{i}", os.O_RDWR | os.O_CREAT) for i in range(8)]
+    await asyncio.sleep(0.5)  # past the slowed start
+    for fd in reused:
+        os.close(fd)
+    left = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in environ:
+                left.append(int(entry.name))
+    assert left == []
