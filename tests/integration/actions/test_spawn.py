@@ -19,6 +19,9 @@ from hookrunner.actions import spawn
 from hookrunner.actions.process import run_process
 
 each_starter = pytest.mark.usefixtures("starter")
+# Tests of the posix_spawn path itself; the Popen fallback has no such path to test.
+needs_posix_spawn = pytest.mark.skipif(
+    not spawn.AVAILABLE, reason="this libc has no posix_spawn_file_actions_addclosefrom_np")
 
 PROBE = """
 import json, os
@@ -97,29 +100,26 @@ async def test_start_failures_name_their_cause(harness) -> None:
     assert (denied.outcome, denied.reason) == ("failed", f"not executable: {plain}")
 
 
+@needs_posix_spawn
 def test_spawn_refuses_a_bare_name_not_on_path(tmp_path: Path) -> None:
-    if not spawn.AVAILABLE:
-        pytest.skip("this libc has no posix_spawn_file_actions_addclosefrom_np")
     with pytest.raises(FileNotFoundError) as caught:
         spawn.Spawn(["no-such-tool"], cwd=str(tmp_path), env={"PATH": str(tmp_path)},
                     stdin_fd=0, output_fd=1)
     assert caught.value.errno == errno.ENOENT and caught.value.filename == "no-such-tool"
 
 
+@needs_posix_spawn
 def test_spawn_refuses_what_popen_refuses(tmp_path: Path) -> None:
-    if not spawn.AVAILABLE:
-        pytest.skip("this libc has no posix_spawn_file_actions_addclosefrom_np")
     for argv, env in ((["/bin/echo", "a\0b"], {}), (["/bin/echo"], {"K": "v\0w"}),
                       (["/bin/echo"], {"K=J": "v"})):
         with pytest.raises(ValueError):
             spawn.Spawn(argv, cwd=str(tmp_path), env=env, stdin_fd=0, output_fd=1)
 
 
+@needs_posix_spawn
 async def test_cancelled_twice_while_starting_leaves_no_process(
     harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not spawn.AVAILABLE:
-        pytest.skip("this libc has no posix_spawn_file_actions_addclosefrom_np")
     original = spawn.Spawn.call
 
     def slow_call(self: spawn.Spawn) -> int:
