@@ -121,8 +121,12 @@ async def run_log(request: Request) -> Response:
         return _err(404, "no such run")
     attempt = int(asked) if asked else run.attempt
     path = gw.settings.log_path(run.id, attempt)
-    if run.status not in TERMINAL and path.exists():
-        return StreamingResponse(_follow(gw, run.id, path), media_type="text/plain; charset=utf-8")
+    if run.status not in TERMINAL:
+        # A young run's log is still in memory: followed, it goes to its file now.
+        live = gw.dispatcher.live_log(run.id, attempt) if gw.dispatcher is not None else None
+        if live is not None or path.exists():
+            return StreamingResponse(_follow(gw, run.id, path),
+                                     media_type="text/plain; charset=utf-8")
     if path.exists():
         return PlainTextResponse(path.read_text(errors="replace"))
     text = await gw.store.get_log(run.id, attempt)

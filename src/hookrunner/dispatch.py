@@ -33,6 +33,7 @@ from hookrunner.payload import PayloadError, parse_body
 from hookrunner.retention import prune_run_dirs
 from hookrunner.retry import backoff_delay, should_retry
 from hookrunner.settings import Settings
+from hookrunner.startmarks import StartMarks, marks_path
 from hookrunner.store.base import TERMINAL, Finish, Run, Store
 from hookrunner.verify.base import Headers
 
@@ -45,6 +46,9 @@ CLAIM_GAP = 0.02
 HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
 PRUNE_EVERY = 60.0
 OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
+# Seconds a run's log stays in memory before it is written to its file: most actions end
+# sooner and their log goes only into the store (see hookrunner.actions.logfile).
+LOG_TO_DISK_AFTER = 1.0
 
 
 async def wait_for_runs(
@@ -57,7 +61,7 @@ async def wait_for_runs(
     while True:
         runs = [await store.get_run(r) for r in run_ids]
         if all(r is not None and r.status in TERMINAL for r in runs):
-            return [_summary(settings, r) for r in runs if r is not None]
+            return [await _summary(store, settings, r) for r in runs if r is not None]
         left = deadline - time.monotonic()
         if left <= 0:
             return None
@@ -69,9 +73,14 @@ async def wait_for_runs(
                 await asyncio.wait_for(finished.wait(), min(left, poll))
 
 
-def _summary(settings: Settings, run: Run) -> dict[str, Any]:
+async def _summary(store: Store, settings: Settings, run: Run) -> dict[str, Any]:
+    path = settings.log_path(run.id, run.attempt)
+    if path.exists():
+        output = tail(path, OUTPUT_TAIL)
+    else:  # a short run's log is only in the store
+        output = (await store.get_log(run.id, run.attempt) or "")[-OUTPUT_TAIL:]
     return {"id": run.id, "rule": run.rule, "status": run.status, "exit_code": run.exit_code,
-            "reason": run.reason, "output": log_tail(settings, run, OUTPUT_TAIL)}
+            "reason": run.reason, "output": output}
 
 
 def log_tail(settings: Settings, run: Run, size: int) -> str:
@@ -94,6 +103,8 @@ class Dispatcher:
         # is free again (the limit is on actions running, not on store writes).
         self._recording: set[str] = set()
         self._runs: dict[str, Run] = {}  # the claimed record of each active run
+        self._logs: dict[str, FileLog] = {}  # the log of each run whose action is under way
+        self._marks = StartMarks(marks_path(settings.data, settings.node))
         self._cancel_reason: dict[str, str] = {}
         self._lost: set[str] = set()
         self._wake = asyncio.Event()
@@ -121,6 +132,7 @@ class Dispatcher:
             await orphans.stop([pid for pids in left.values() for pid in pids])
         for run in stale:
             await self._interrupted(run, f"interrupted: node {self.node} restarted", local=True)
+        self._marks.open()  # only now: a crash during the recovery above needs them again
         self.budget.refresh((await self.store.counts()).get("queued", 0), self.budget.journaled())
         if self._wake_fd is not None:
             self._loop.add_reader(self._wake_fd, self._woken)
@@ -164,6 +176,7 @@ class Dispatcher:
                 await t
         if self._wake_fd is not None and self._loop is not None:
             self._loop.remove_reader(self._wake_fd)
+        self._marks.close()
 
     async def _drain_runs(self, limit: float) -> None:
         # Housekeeping goes on while draining: leases are renewed (another node must not take
@@ -224,6 +237,15 @@ class Dispatcher:
     async def wait_for(self, run_ids: list[str], timeout: float) -> list[dict[str, Any]] | None:
         """Each run's status, exit code and output tail once all ended; None on timeout."""
         return await wait_for_runs(self.store, self.settings, run_ids, timeout, self._finished)
+
+    def live_log(self, run_id: str, attempt: int) -> Path | None:
+        """The log file of an attempt under way here, written to disk now if it was still only
+        in memory (someone follows it); None if that attempt is not running on this node."""
+        log = self._logs.get(run_id)
+        run = self._runs.get(run_id)
+        if log is None or run is None or run.attempt != attempt:
+            return None
+        return log.to_disk()
 
     # -- loops -----------------------------------------------------------------------------
 
@@ -368,12 +390,13 @@ class Dispatcher:
     async def _interrupted(self, run: Run, reason: str, local: bool = False) -> None:
         """A run whose process died with its node: retried per its rule, else failed.
 
-        `local`: the run was this node's, so its log file tells whether the action started
-        (the dispatcher creates it as it starts the attempt); one that never started is
+        `local`: the run was this node's, so its start marks tell whether the action started
+        (or its log file, written by versions before the marks); one that never started is
         queued again at once whatever its rule says, since it never ran."""
         now = time.time()
         retry_at = None
-        if local and not self.settings.log_path(run.id, run.attempt).exists():
+        if local and (run.id, run.attempt) not in self._marks.recorded and not (
+                self.settings.log_path(run.id, run.attempt).exists()):
             retry_at, reason = now, f"{reason} before its action started; queued again"
         elif should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
@@ -418,12 +441,16 @@ class Dispatcher:
     async def _attempt(self, run: Run, cancel: asyncio.Event) -> tuple[RunResult, str | None]:
         """Run one attempt with its log; whatever goes wrong becomes a failed result. Also the
         log's text, where it was small enough to keep in memory."""
-        path = self.settings.log_path(run.id, run.attempt)
         try:
-            log = FileLog(path, self.settings.log_cap)
-        except OSError as exc:
-            event("run.log_unwritable", logging.ERROR, run_id=run.id, error=str(exc))
-            return RunResult("failed", None, f"cannot write the run log: {exc}"), None
+            self._marks.mark(run.id, run.attempt)
+        except OSError as exc:  # a crash now could not tell that it started: do not start
+            event("run.mark_failed", logging.ERROR, run_id=run.id, error=str(exc))
+            return RunResult("failed", None, f"cannot record the start: {exc}"), None
+        log = FileLog(self.settings.log_path(run.id, run.attempt), self.settings.log_cap,
+                      deferred=True)
+        self._logs[run.id] = log
+        assert self._loop is not None
+        to_disk = self._loop.call_later(LOG_TO_DISK_AFTER, log.to_disk)
         event("run.started", run_id=run.id, rule=run.rule, attempt=run.attempt, action=run.action)
         log.note(f"run {run.id} rule {run.rule} attempt {run.attempt}/{run.max_attempts} "
                  f"on node {self.node}")
@@ -432,6 +459,10 @@ class Dispatcher:
         except Exception as exc:  # a bug in a runner must not kill the dispatcher
             logging.getLogger("hookrunner").exception("run.internal_error")
             result = RunResult("failed", None, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            to_disk.cancel()
+            self._logs.pop(run.id, None)
+            self._marks.done(run.id, run.attempt)
         if result.outcome == "canceled" and run.id in self._cancel_reason:
             result.reason = self._cancel_reason[run.id]
         log.note(f"{result.outcome}" + (f": {result.reason}" if result.reason else ""))
@@ -486,19 +517,18 @@ class Dispatcher:
         event("run.finished", run_id=run.id, rule=run.rule, attempt=run.attempt,
               status=result.outcome, exit_code=result.exit_code, reason=result.reason,
               retry_in=round(retry_at - now, 1) if retry_at else None)
-        finish = Finish(run_id=run.id, node=self.node, outcome=result.outcome,
-                        exit_code=result.exit_code, reason=result.reason, outputs=result.outputs,
-                        finished_at=now, retry_at=retry_at)
-        # PostgreSQL text cannot hold NUL; the file on disk keeps the output as it was.
         if log_text is None:  # a large log: read back its kept part (capped) off the loop
             log_text = await asyncio.to_thread(log_tail, self.settings, run, self.settings.log_cap)
-        log_text = log_text.replace("\x00", "")
+        finish = Finish(run_id=run.id, node=self.node, outcome=result.outcome,
+                        exit_code=result.exit_code, reason=result.reason, outputs=result.outputs,
+                        finished_at=now, retry_at=retry_at,
+                        # PostgreSQL text cannot hold NUL; a log file keeps the output as it was.
+                        log=log_text.replace("\x00", ""))
         for delay in (0.0, 0.5, 1, 2, 4, 8):  # the result must not be lost to a store hiccup
-            await asyncio.sleep(delay)
+            if delay:
+                await asyncio.sleep(delay)
             try:
-                # Queued together, so the embedded store commits both in one transaction.
-                await asyncio.gather(self.store.finish(finish),
-                                     self.store.save_log(run.id, run.attempt, log_text))
+                await self.store.finish(finish)
                 return
             except StoreUnavailable as exc:
                 event("run.record_failed", logging.ERROR, run_id=run.id, error=str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from hookrunner.metrics import Metrics
@@ -27,6 +28,8 @@ class RunQueue(Protocol):
     async def request_cancel(self, run_id: str) -> str | None: ...
 
     async def wait_for(self, run_ids: list[str], timeout: float) -> list[dict[str, Any]] | None: ...
+
+    def live_log(self, run_id: str, attempt: int) -> Path | None: ...
 
 
 @dataclass

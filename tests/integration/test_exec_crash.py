@@ -6,6 +6,7 @@ is what the processes themselves wrote down.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from hookrunner.store.base import NewDelivery, NewRun
+from hookrunner.store.sqlite import SQLiteStore
 from tests.integration.conftest import GITHUB_SECRET
 from tests.integration.exec_support import (
     HOOKS,
@@ -224,3 +227,58 @@ def test_sigterm_drains_within_grace_then_cancels_cleanly(
           f"?wait answered after {answered - sent:.2f}s (grace 2s)")
     assert server.wait_run(short)["status"] == "succeeded"
     assert server.wait_run(waiting)["status"] == "succeeded"
+
+
+def _claimed_before_a_crash(project: Path, records: Path, node: str) -> str:
+    """A run this node had claimed when it died: journaled and claimed in the store, with no
+    process ever started (the window between a claim and its start)."""
+    d = NewDelivery(id="dlv_crashed", hook="github", received_at=time.time(), headers=[],
+                    body=b"{}", dedup_key=None, event="push", client_ip="127.0.0.1",
+                    matches=[])
+    r = NewRun(id="run_crashed", delivery_id=d.id, rule="claimed", action="shell",
+               spec={"argv": ["scripts/rec.sh", "0", "0", "after"],
+                     "env": {"RECORDS": str(records), "CHILD": "0"}},
+               created_at=time.time())
+
+    async def crash() -> None:
+        store = SQLiteStore(project / "data" / "hookrunner.db")
+        await store.open()
+        await store.accept(d, [r])
+        assert [c.id for c in await store.claim(node, 1, 30.0, time.time())] == [r.id]
+        await store.close()
+
+    (project / "data").mkdir(exist_ok=True)
+    asyncio.run(crash())
+    return r.id
+
+
+def test_a_claimed_run_that_never_started_is_queued_again_at_restart(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """No start mark for it: the restarted node runs it now, whatever its rule's retries."""
+    records = setup(project)
+    run_id = _claimed_before_a_crash(project, records, "n1")
+    server = make_server(HOOKS + rule("claimed", records), args=["--node", "n1"])
+    doc = server.wait_run(run_id)
+    assert doc["status"] == "succeeded", doc
+    assert [(a["attempt"], a["status"]) for a in doc["attempts"]] == [(1, "failed"), (2, "succeeded")]
+    assert doc["attempts"][0]["reason"] == (
+        "interrupted: node n1 restarted before its action started; queued again")
+    assert record(records, run_id, attempt=2) is not None
+
+
+def test_a_claimed_run_marked_started_is_not_run_again_at_restart(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """Its start mark says its action had started: without a retry rule it ends `failed`
+    (interrupted), and nothing runs it a second time."""
+    records = setup(project)
+    run_id = _claimed_before_a_crash(project, records, "n1")
+    (project / "data" / "started-n1.marks").write_text(f"{run_id} 1\n")
+    server = make_server(HOOKS + rule("claimed", records), args=["--node", "n1"])
+    doc = server.wait_run(run_id)
+    assert (doc["status"], doc["reason"]) == ("failed", "interrupted: node n1 restarted"), doc
+    assert [a["attempt"] for a in doc["attempts"]] == [1]
+    assert all_records(records) == {}
+    # The marks were acted on: the file starts afresh, so a later restart does not read them.
+    assert (project / "data" / "started-n1.marks").read_text() == ""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from hookrunner.dispatch import LOG_TO_DISK_AFTER
 from tests.integration.conftest import GITHUB_SECRET, write_script
 from tests.serverproc import Server, post_github
 
@@ -116,7 +117,8 @@ def test_json_logs_have_one_event_per_decision_and_no_secrets(
 
 
 def test_keep_prunes_old_history_and_its_files(make_server: Callable[..., Server], project: Path) -> None:
-    write_script(project, "ok.sh", "echo hello\n")
+    # Long enough for its log to be written to disk (a shorter run's is only in the store).
+    write_script(project, "ok.sh", f"sleep {LOG_TO_DISK_AFTER + 0.5}; echo hello\n")
     server = make_server(HOOK + RULE.format(name="old"), args=["--keep", "2s"])
     first = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()
     server.wait_run(first["runs"][0])

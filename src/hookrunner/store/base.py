@@ -148,6 +148,7 @@ class Finish:
     outputs: dict[str, Any]
     finished_at: float
     retry_at: float | None = None  # not None: back to queued for attempt+1 at this time
+    log: str | None = None  # the attempt's output, kept with its record (None: keep what is)
 
 
 class Store(Protocol):
@@ -230,12 +231,9 @@ class Store(Protocol):
         """Delete deliveries (and their runs) finished before `before`; return how many."""
         ...
 
-    async def save_log(self, run_id: str, attempt: int, text: str) -> None:
-        """Copy an attempt's capped log into the store, so any node can serve it."""
-        ...
-
     async def get_log(self, run_id: str, attempt: int) -> str | None:
-        """The stored log of an attempt, or None when none was saved."""
+        """The log of an attempt saved with its `Finish` (capped), so any node can serve it;
+        None when none was saved."""
         ...
 
     async def wait_for_work(self, timeout: float) -> bool:

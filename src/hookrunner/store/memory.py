@@ -130,6 +130,8 @@ class MemoryStore:
                 a.status, a.exit_code, a.reason, a.finished_at = (
                     result.outcome, result.exit_code, result.reason, result.finished_at,
                 )
+                if result.log is not None:
+                    self._logs[(a.run_id, a.attempt)] = result.log
         r = self._held(result.node, result.run_id)
         if r is None:  # lost the lease: another node's decision stands
             return
@@ -192,9 +194,6 @@ class MemoryStore:
             (replace(a) for a in self._attempts.values() if a.run_id == run_id),
             key=lambda a: a.attempt,
         )
-
-    async def save_log(self, run_id: str, attempt: int, text: str) -> None:
-        self._logs[(run_id, attempt)] = text
 
     async def get_log(self, run_id: str, attempt: int) -> str | None:
         return self._logs.get((run_id, attempt))

@@ -279,7 +279,7 @@ class PostgresStore:
             "run_id": result.run_id, "node": result.node, "outcome": result.outcome,
             "exit_code": result.exit_code, "reason": result.reason,
             "outputs": dumps(result.outputs), "finished_at": result.finished_at,
-            "retry_at": result.retry_at,
+            "retry_at": result.retry_at, "log": result.log,
         }
         async with self._tx() as conn:
             await conn.execute(Q["finish_attempt"], params)
@@ -320,10 +320,6 @@ class PostgresStore:
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         return [attempt_from_row(r) for r in await self._rows("attempts", {"run_id": run_id})]
-
-    async def save_log(self, run_id: str, attempt: int, text: str) -> None:
-        async with self._conn() as conn:
-            await conn.execute(Q["save_log"], {"run_id": run_id, "attempt": attempt, "log": text})
 
     async def get_log(self, run_id: str, attempt: int) -> str | None:
         rows = await self._rows("get_log", {"run_id": run_id, "attempt": attempt})

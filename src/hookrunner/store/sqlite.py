@@ -139,7 +139,7 @@ def _finish(conn: sqlite3.Connection, f: Finish) -> None:
     params = {
         "run_id": f.run_id, "node": f.node, "outcome": f.outcome, "exit_code": f.exit_code,
         "reason": f.reason, "outputs": dumps(f.outputs), "finished_at": f.finished_at,
-        "retry_at": f.retry_at,
+        "retry_at": f.retry_at, "log": f.log,
     }
     conn.execute(Q["finish_attempt"], params)
     # Guarded by owner and status: a node that lost its lease cannot undo another's decision.
@@ -277,10 +277,6 @@ class SQLiteStore:
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         return [attempt_from_row(r) for r in await self._rows("attempts", {"run_id": run_id})]
-
-    async def save_log(self, run_id: str, attempt: int, text: str) -> None:
-        params = {"run_id": run_id, "attempt": attempt, "log": text}
-        await self._writer.run(lambda c: c.execute(Q["save_log"], params))
 
     async def get_log(self, run_id: str, attempt: int) -> str | None:
         rows = await self._rows("get_log", {"run_id": run_id, "attempt": attempt})

@@ -168,9 +168,11 @@ async def test_claim_order_limit_and_due_time(store: Store) -> None:
 
 
 async def finish(store: Store, run_id: str, node: str = "n1", outcome: str = "succeeded",
-                 at: float = T0 + 5, retry_at: float | None = None) -> None:
+                 at: float = T0 + 5, retry_at: float | None = None,
+                 log: str | None = None) -> None:
     await store.finish(Finish(run_id=run_id, node=node, outcome=outcome, exit_code=0,
-                              reason="", outputs={"x": 1}, finished_at=at, retry_at=retry_at))
+                              reason="", outputs={"x": 1}, finished_at=at, retry_at=retry_at,
+                              log=log))
 
 
 async def test_queue_runs_one_at_a_time_in_order(store: Store) -> None:
@@ -322,13 +324,21 @@ async def test_request_cancel(store: Store) -> None:
     assert await store.request_cancel("nope", T0) is None
 
 
-async def test_logs_are_stored_per_attempt(store: Store) -> None:
-    """An attempt's log saved by one node reads back on any node."""
-    a = await enqueue(store)
+async def test_logs_are_stored_per_attempt_with_its_finish(store: Store) -> None:
+    """An attempt's log is saved with its finish, by its own node only, and reads back on any
+    node; a finish without a log (an interrupted run) leaves the stored one alone."""
+    a = await enqueue(store, max_attempts=2)
     await store.claim("n1", 1, LEASE, T0)
-    await store.save_log(a, 1, "hello\nworld\n")
+    assert await store.get_log(a, 1) is None
+    await finish(store, a, outcome="failed", retry_at=T0 + 10, log="hello\nworld\n")
     assert await store.get_log(a, 1) == "hello\nworld\n"
     assert await store.get_log(a, 2) is None
+    await store.claim("n2", 1, LEASE, T0 + 10)
+    await finish(store, a, node="n1", log="late, from the old node")  # not its attempt
+    assert await store.get_log(a, 2) is None
+    await finish(store, a, node="n2", log=None)
+    assert await store.get_log(a, 2) is None
+    assert await store.get_log(a, 1) == "hello\nworld\n"
 
 
 async def test_counts_next_due_and_list_runs(store: Store) -> None:

@@ -1,10 +1,11 @@
-"""FileLog: appended, capped with one note, notes on a line of their own; tail()."""
+"""FileLog: appended, capped with one note, notes on a line of their own, deferred to disk
+until asked (or too large); tail()."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from hookrunner.actions.logfile import FileLog, tail
+from hookrunner.actions.logfile import KEEP_IN_MEMORY, FileLog, tail
 
 
 def test_cap_keeps_the_first_bytes_and_notes_once(tmp_path: Path) -> None:
@@ -43,3 +44,54 @@ def test_tail(tmp_path: Path) -> None:
     path.write_bytes("é".encode() * 10)  # 2 bytes each
     assert tail(path, 5) == "éé"  # the cut continuation byte is dropped
     assert tail(path, 1000) == "é" * 10
+
+
+def test_a_deferred_log_is_in_memory_until_asked_to_disk(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "1.log"
+    log = FileLog(path, cap_bytes=100, deferred=True)
+    log.note("started")
+    log.write(b"out\n")
+    assert not path.parent.exists() and not log.on_disk
+    assert log.to_disk() == path and log.on_disk
+    assert path.read_text() == "[hookrunner] started\nout\n"  # what it held, at once
+    log.write(b"more")
+    log.note("done")
+    log.close()
+    assert path.read_text() == "[hookrunner] started\nout\nmore\n[hookrunner] done\n"
+    assert log.text() == path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_deferred_log_that_ends_in_memory_never_creates_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "1.log"
+    log = FileLog(path, deferred=True)
+    log.write(b"short\n")
+    log.close()
+    assert log.to_disk() is None
+    assert not path.parent.exists()
+    assert log.text() == "short\n"
+
+
+def test_a_deferred_log_goes_to_disk_when_it_outgrows_memory(tmp_path: Path) -> None:
+    path = tmp_path / "1.log"
+    log = FileLog(path, deferred=True)
+    chunk = b"x" * 1000 + b"\n"
+    for _ in range(KEEP_IN_MEMORY // len(chunk) + 1):
+        log.write(chunk)
+    assert log.on_disk
+    log.close()
+    assert path.read_bytes() == chunk * (KEEP_IN_MEMORY // len(chunk) + 1)
+    assert log.text() is None  # too large to keep: read back from the file
+
+
+def test_a_deferred_log_that_cannot_reach_disk_says_so_and_keeps_what_it_had(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "run").write_text("a file where the log's directory should be")
+    log = FileLog(tmp_path / "run" / "1.log", deferred=True)
+    log.write(b"kept\n")
+    assert log.to_disk() is None
+    assert isinstance(log.failed, OSError) and log.truncated
+    log.write(b"lost\n")
+    log.close()
+    assert log.text() == "kept\n"

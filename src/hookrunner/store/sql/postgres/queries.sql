@@ -107,7 +107,7 @@ RETURNING id;
 
 -- name: finish_attempt
 UPDATE attempts SET status = %(outcome)s, exit_code = %(exit_code)s, reason = %(reason)s,
-                    finished_at = %(finished_at)s
+                    finished_at = %(finished_at)s, log = COALESCE(%(log)s, log)
 WHERE run_id = %(run_id)s AND node = %(node)s AND status = 'running';
 
 -- name: finish_run
@@ -151,9 +151,6 @@ ORDER BY r.seq DESC LIMIT %(limit)s;
 
 -- name: attempts
 SELECT * FROM attempts WHERE run_id = %(run_id)s ORDER BY attempt;
-
--- name: save_log
-UPDATE attempts SET log = %(log)s WHERE run_id = %(run_id)s AND attempt = %(attempt)s;
 
 -- name: get_log
 SELECT log FROM attempts WHERE run_id = %(run_id)s AND attempt = %(attempt)s;

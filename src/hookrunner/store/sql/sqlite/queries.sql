@@ -89,7 +89,7 @@ WHERE id = :id AND status = 'running' AND lease_owner = :node;
 
 -- name: finish_attempt
 UPDATE attempts SET status = :outcome, exit_code = :exit_code, reason = :reason,
-                    finished_at = :finished_at
+                    finished_at = :finished_at, log = COALESCE(:log, log)
 WHERE run_id = :run_id AND node = :node AND status = 'running';
 
 -- name: finish_run
@@ -133,9 +133,6 @@ ORDER BY r.seq DESC LIMIT :limit;
 
 -- name: attempts
 SELECT * FROM attempts WHERE run_id = :run_id ORDER BY attempt;
-
--- name: save_log
-UPDATE attempts SET log = :log WHERE run_id = :run_id AND attempt = :attempt;
 
 -- name: get_log
 SELECT log FROM attempts WHERE run_id = :run_id AND attempt = :attempt;

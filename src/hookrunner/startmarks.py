@@ -1,0 +1,82 @@
+"""Which attempts this node has started, in a small append-only file in the data dir.
+
+After a crash, the dispatcher tells the runs this node had claimed apart by it: one whose
+action never started is queued again at once (it never ran), one that started is retried per
+its rule or ends `failed (interrupted)`. Run logs told the same before they were deferred
+(hookrunner.actions.logfile); this costs one append per attempt and no inode.
+
+Lines are `<run id> <attempt>`; the file keeps only the attempts still running each time it
+outgrows COMPACT_AT (rewritten, then renamed into place). It is written without fsync, as the
+logs were: it survives the server's crash, not the machine's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+
+COMPACT_AT = 1024 * 1024  # bytes: ~35,000 attempts between rewrites
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def marks_path(data: Path, node: str) -> Path:
+    """One file per node name, so nodes sharing a data dir never read each other's."""
+    return data / f"started-{_UNSAFE.sub('_', node)}.marks"
+
+
+def read_marks(path: Path) -> set[tuple[str, int]]:
+    """The attempts recorded in `path` (none if it does not exist); a torn last line is
+    skipped."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return set()
+    found: set[tuple[str, int]] = set()
+    for line in text.splitlines():
+        run_id, _, attempt = line.partition(" ")
+        if run_id and attempt.isdigit():
+            found.add((run_id, int(attempt)))
+    return found
+
+
+class StartMarks:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.recorded = read_marks(path)  # from before this process: the crash's evidence
+        self._live: set[tuple[str, int]] = set()
+        self._fd = -1
+        self._size = 0
+
+    def open(self) -> None:
+        """Start a fresh file (call once what `recorded` says has been acted on)."""
+        self._rewrite()
+
+    def mark(self, run_id: str, attempt: int) -> None:
+        """Record that `attempt` of `run_id` starts now. OSError if it cannot be written."""
+        line = f"{run_id} {attempt}\n".encode()
+        os.write(self._fd, line)  # O_APPEND: one write, never interleaved
+        self._live.add((run_id, attempt))
+        self._size += len(line)
+        if self._size > COMPACT_AT:
+            with contextlib.suppress(OSError):  # the old file goes on growing meanwhile
+                self._rewrite()
+
+    def done(self, run_id: str, attempt: int) -> None:
+        self._live.discard((run_id, attempt))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _rewrite(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        text = "".join(f"{run_id} {attempt}\n" for run_id, attempt in sorted(self._live))
+        tmp.write_text(text)
+        tmp.replace(self.path)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.close()
+        self._fd, self._size = fd, len(text)

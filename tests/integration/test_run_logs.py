@@ -1,0 +1,164 @@
+"""Run logs: kept in memory while a run is young, on disk once it runs longer or is followed,
+saved with the run's record either way. Real SQLite store and real processes; the dispatcher
+in this process where the test needs to know when the file appears, a real server otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from hookrunner import dispatch
+from hookrunner.dispatch import Dispatcher
+from hookrunner.metrics import Metrics
+from hookrunner.settings import Settings
+from hookrunner.store.base import TERMINAL, NewDelivery, NewRun
+from hookrunner.store.sqlite import SQLiteStore
+from tests.integration.conftest import GITHUB_SECRET, write_script
+from tests.serverproc import Server, post_github
+
+ids = itertools.count()
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Settings, SQLiteStore, Dispatcher]]:
+    settings = Settings(data=tmp_path / "data", root=tmp_path, workers=2, node="n1", grace=1.0)
+    store = SQLiteStore(settings.store_url)
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    try:
+        yield settings, store, dispatcher
+    finally:
+        await dispatcher.stop(grace=1.0)
+        await store.close()
+
+
+async def arrive(store: SQLiteStore, dispatcher: Dispatcher, script: str) -> str:
+    n = next(ids)
+    d = NewDelivery(id=f"d-{n}", hook="h", received_at=time.time(), headers=[], body=b"{}",
+                    dedup_key=None, event=None, client_ip="", matches=[])
+    run = NewRun(id=f"r-{n}", delivery_id=d.id, rule="r", action="shell",
+                 spec={"argv": ["/bin/sh", "-c", script]}, created_at=time.time())
+    await store.accept(d, [run])
+    dispatcher.accepted(1)
+    return run.id
+
+
+async def until(check: Callable[[], object], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def ended(store: SQLiteStore, run_id: str) -> str:
+    async def status() -> str:
+        run = await store.get_run(run_id)
+        assert run is not None
+        return run.status
+
+    deadline = time.monotonic() + 20
+    while (s := await status()) not in TERMINAL:
+        assert time.monotonic() < deadline, s
+        await asyncio.sleep(0.01)
+    return s
+
+
+async def test_a_short_runs_log_goes_only_into_the_store(
+    running: tuple[Settings, SQLiteStore, Dispatcher],
+) -> None:
+    settings, store, dispatcher = running
+    run_id = await arrive(store, dispatcher, "echo out; echo err >&2")
+    assert await ended(store, run_id) == "succeeded"
+    log = await store.get_log(run_id, 1)
+    assert log is not None
+    assert log.startswith(f"[hookrunner] run {run_id} rule r attempt 1/1 on node n1\n")
+    assert "out\n" in log and "err\n" in log and log.endswith("[hookrunner] succeeded\n")
+    assert not settings.log_path(run_id, 1).exists()
+    assert not settings.logs_dir.exists()
+    (summary,) = await dispatcher.wait_for([run_id], 1.0) or []
+    assert summary["output"] == log
+
+
+async def test_a_followed_run_goes_to_disk_at_once_and_stays_there(
+    running: tuple[Settings, SQLiteStore, Dispatcher], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dispatch, "LOG_TO_DISK_AFTER", 60.0)  # only the reader moves it
+    settings, store, dispatcher = running
+    mark = tmp_path / "printed"
+    run_id = await arrive(store, dispatcher, f"echo first; touch {mark}; sleep 30")
+    await until(mark.exists)
+    path = settings.log_path(run_id, 1)
+    await asyncio.sleep(0.2)  # its output is read into the log
+    assert not path.exists()
+    assert dispatcher.live_log(run_id, 2) is None  # not the attempt under way
+    assert dispatcher.live_log(run_id, 1) == path
+    assert path.read_text().endswith("first\n")  # what it held so far, at once
+    await dispatcher.request_cancel(run_id)
+    assert await ended(store, run_id) == "canceled"
+    text = path.read_text()
+    assert text.endswith("first\n[hookrunner] canceled\n[hookrunner] canceled: canceled by request\n")
+    assert await store.get_log(run_id, 1) == text
+    assert dispatcher.live_log(run_id, 1) is None  # over
+
+
+async def test_a_run_still_going_after_a_while_is_written_to_disk(
+    running: tuple[Settings, SQLiteStore, Dispatcher], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dispatch, "LOG_TO_DISK_AFTER", 0.3)
+    settings, store, dispatcher = running
+    go = tmp_path / "go"
+    run_id = await arrive(store, dispatcher,
+                          f"echo first; while [ ! -e {go} ]; do sleep 0.05; done; echo second")
+    path = settings.log_path(run_id, 1)
+    await until(path.exists)
+    await until(lambda: path.read_text().endswith("first\n"))
+    go.touch()
+    assert await ended(store, run_id) == "succeeded"
+    text = path.read_text()
+    assert text.endswith("first\nsecond\n[hookrunner] succeeded\n")
+    assert await store.get_log(run_id, 1) == text
+
+
+def test_a_running_run_is_followed_live_over_the_api(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`GET /api/runs/{id}/log` streams a young run's output as it comes, then all of it."""
+    go = project / "go"
+    write_script(project, "slow.sh",
+                 f"echo first\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho second\n")
+    server = make_server("""
+hooks:
+  github:
+    verify: {github: {secret: {env: GITHUB_WEBHOOK_SECRET}}}
+rules:
+  - {name: slow, hook: github, run: {shell: {argv: [scripts/slow.sh]}}}
+""")
+    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
+    with server.admin() as c:
+        deadline = time.monotonic() + 20
+        while c.get(f"/api/runs/{run_id}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with c.stream("GET", f"/api/runs/{run_id}/log") as answer:
+            assert answer.status_code == 200
+            got = ""
+            chunks = answer.iter_text()
+            while "first\n" not in got:
+                got += next(chunks)
+            assert c.get(f"/api/runs/{run_id}").json()["status"] == "running"
+            go.touch()
+            got += "".join(chunks)
+        assert got.endswith("first\nsecond\n[hookrunner] succeeded\n")
+        assert c.get(f"/api/runs/{run_id}/log").text == got
+    short = post_github(server.url, GITHUB_SECRET, {"a": 2}, params={"wait": "10s"})
+    assert short.status_code == 200
+    (summary,) = short.json()["runs"]
+    assert summary["output"].endswith("first\nsecond\n[hookrunner] succeeded\n")

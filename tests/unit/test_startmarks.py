@@ -1,0 +1,58 @@
+"""Start marks: appended per attempt, read back after a crash, compacted to the live ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hookrunner import startmarks
+from hookrunner.startmarks import StartMarks, marks_path, read_marks
+
+
+def test_one_file_per_node_with_a_safe_name(tmp_path: Path) -> None:
+    assert marks_path(tmp_path, "web-1.example") == tmp_path / "started-web-1.example.marks"
+    assert marks_path(tmp_path, "../x y") == tmp_path / "started-.._x_y.marks"
+
+
+def test_marks_survive_into_the_next_process_until_it_opens_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "started-n1.marks"
+    first = StartMarks(path)
+    assert first.recorded == set()
+    first.open()
+    first.mark("run_a", 1)
+    first.mark("run_b", 2)
+    first.done("run_a", 1)  # done in memory; the file is append-only
+    # The process dies here (no close): the next one reads what was recorded.
+    second = StartMarks(path)
+    assert second.recorded == {("run_a", 1), ("run_b", 2)}
+    second.open()
+    assert path.read_text() == ""
+    assert second.recorded == {("run_a", 1), ("run_b", 2)}  # kept for the recovery in progress
+    second.close()
+    first.close()
+
+
+def test_a_torn_or_foreign_line_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "m"
+    path.write_text("run_a 1\nrun_b 2\nrun_c\n\ngarbage x\nrun_d 1")
+    assert read_marks(path) == {("run_a", 1), ("run_b", 2), ("run_d", 1)}
+    assert read_marks(tmp_path / "missing") == set()
+
+
+def test_the_file_is_compacted_to_the_attempts_still_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(startmarks, "COMPACT_AT", 200)
+    path = tmp_path / "m"
+    marks = StartMarks(path)
+    marks.open()
+    for n in range(50):
+        marks.mark(f"run_{n:03}", 1)
+        if n != 7:
+            marks.done(f"run_{n:03}", 1)
+    assert path.stat().st_size <= 200 + len("run_000 1\n")
+    assert ("run_007", 1) in read_marks(path)
+    assert ("run_049", 1) in read_marks(path)  # the last one, marked after the rewrite
+    assert len(read_marks(path)) < 50
+    marks.close()
