@@ -96,6 +96,7 @@ class Dispatcher:
         self.store = store
         self.metrics = metrics
         self.node = settings.node
+        self._root = settings.root.resolve()  # once: realpath is a stat per path component
         self.budget = budget or QueueBudget()
         self._wake_fd = wake_fd
         self._active: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
@@ -494,7 +495,7 @@ class Dispatcher:
         })
         ctx = RunContext(
             run_id=run.id, delivery_id=run.delivery_id, hook=run.hook,
-            rule=run.rule, attempt=run.attempt, node=self.node, root=self.settings.root.resolve(),
+            rule=run.rule, attempt=run.attempt, node=self.node, root=self._root,
             work_dir=work, env=env, timeout=run.timeout, cancel=cancel, log=log,
             raw_body=body, payload=payload,
         )

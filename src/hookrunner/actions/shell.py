@@ -84,7 +84,7 @@ class Invocation:
 
 def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mapping[str, str]) -> Invocation:
     """The exact argv, cwd and environment for a rendered spec (touches the file system only
-    to resolve paths)."""
+    to resolve paths). `root` is resolved already (once, not per run)."""
     items = rendered.get("argv")
     if not isinstance(items, Sequence) or isinstance(items, str) or not items:
         raise ActionError("shell: argv must be a non-empty list")
@@ -92,7 +92,7 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
     env = dict(base_env)
     env.update({name: stringify(v) for name, v in (rendered.get("env") or {}).items()})
     argv[0] = resolve_program(argv[0], root=root, path=env.get("PATH", ""))
-    cwd = confine(root, stringify(rendered["cwd"])) if rendered.get("cwd") else root.resolve()
+    cwd = confine(root, stringify(rendered["cwd"])) if rendered.get("cwd") else root
     return Invocation(argv=argv, cwd=cwd, env=env, stdin=rendered.get("stdin") == "payload")
 
 
