@@ -96,7 +96,6 @@ class Dispatcher:
         self.store = store
         self.metrics = metrics
         self.node = settings.node
-        self._root = settings.root.resolve()  # once: realpath is a stat per path component
         self.budget = budget or QueueBudget()
         self._wake_fd = wake_fd
         self._active: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
@@ -240,8 +239,9 @@ class Dispatcher:
         return await wait_for_runs(self.store, self.settings, run_ids, timeout, self._finished)
 
     def live_log(self, run_id: str, attempt: int) -> Path | None:
-        """The log file of an attempt under way here, written to disk now if it was still only
-        in memory (someone follows it); None if that attempt is not running on this node."""
+        """The log file of an attempt under way here (until its end is recorded), written to
+        disk now if it was still only in memory (someone follows it); None if that attempt is
+        not running on this node."""
         log = self._logs.get(run_id)
         run = self._runs.get(run_id)
         if log is None or run is None or run.attempt != attempt:
@@ -423,12 +423,16 @@ class Dispatcher:
         started = time.time()
         if run.attempt <= 1:
             self.metrics.start_latency.observe(max(0.0, started - run.created_at))
-        result, log_text = await self._attempt(run, cancel)
-        self._recording.add(run.id)
-        self._wake_freed()
         try:
+            result, log_text = await self._attempt(run, cancel)
+            self._recording.add(run.id)
+            self._wake_freed()
             await self._record(run, result, started, log_text)
         finally:
+            # Only once its end is recorded: until then a crash must still find it started,
+            # and a follower its log.
+            self._marks.done(run.id, run.attempt)
+            self._logs.pop(run.id, None)
             self._recording.discard(run.id)
             self._lost.discard(run.id)  # a late "not held" must not hide a later attempt
             self._active.pop(run.id, None)
@@ -462,8 +466,6 @@ class Dispatcher:
             result = RunResult("failed", None, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             to_disk.cancel()
-            self._logs.pop(run.id, None)
-            self._marks.done(run.id, run.attempt)
         if result.outcome == "canceled" and run.id in self._cancel_reason:
             result.reason = self._cancel_reason[run.id]
         log.note(f"{result.outcome}" + (f": {result.reason}" if result.reason else ""))
@@ -495,7 +497,8 @@ class Dispatcher:
         })
         ctx = RunContext(
             run_id=run.id, delivery_id=run.delivery_id, hook=run.hook,
-            rule=run.rule, attempt=run.attempt, node=self.node, root=self._root,
+            rule=run.rule, attempt=run.attempt, node=self.node,
+            root=self.settings.root.resolve(),  # per run: a deploy may switch a symlinked root
             work_dir=work, env=env, timeout=run.timeout, cancel=cancel, log=log,
             raw_body=body, payload=payload,
         )

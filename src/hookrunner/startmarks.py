@@ -13,6 +13,7 @@ logs were: it survives the server's crash, not the machine's.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 from pathlib import Path
@@ -27,14 +28,14 @@ def marks_path(data: Path, node: str) -> Path:
 
 
 def read_marks(path: Path) -> set[tuple[str, int]]:
-    """The attempts recorded in `path` (none if it does not exist); a torn last line is
-    skipped."""
+    """The attempts recorded in `path` (none if it does not exist). A line that is not whole
+    (no newline yet) or does not parse is skipped."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return set()
     found: set[tuple[str, int]] = set()
-    for line in text.splitlines():
+    for line in text.split("\n")[:-1]:
         run_id, _, attempt = line.partition(" ")
         if run_id and attempt.isdigit():
             found.add((run_id, int(attempt)))
@@ -56,7 +57,8 @@ class StartMarks:
     def mark(self, run_id: str, attempt: int) -> None:
         """Record that `attempt` of `run_id` starts now. OSError if it cannot be written."""
         line = f"{run_id} {attempt}\n".encode()
-        os.write(self._fd, line)  # O_APPEND: one write, never interleaved
+        if os.write(self._fd, line) != len(line):  # O_APPEND: one write, never interleaved
+            raise OSError(errno.ENOSPC, "start mark cut short")
         self._live.add((run_id, attempt))
         self._size += len(line)
         if self._size > COMPACT_AT:
@@ -72,11 +74,19 @@ class StartMarks:
             self._fd = -1
 
     def _rewrite(self) -> None:
+        """Replace the file with the live marks. Written through the descriptor kept
+        afterwards, then renamed: it either switches over whole or not at all."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        text = "".join(f"{run_id} {attempt}\n" for run_id, attempt in sorted(self._live))
-        tmp.write_text(text)
-        tmp.replace(self.path)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        data = "".join(f"{run_id} {attempt}\n" for run_id, attempt in sorted(self._live)).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
+                     0o600)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "start marks cut short")
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
         self.close()
-        self._fd, self._size = fd, len(text)
+        self._fd, self._size = fd, len(data)

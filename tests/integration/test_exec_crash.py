@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from hookrunner.dispatch import LOG_TO_DISK_AFTER
 from hookrunner.store.base import NewDelivery, NewRun
 from hookrunner.store.sqlite import SQLiteStore
 from tests.integration.conftest import GITHUB_SECRET
@@ -282,3 +283,24 @@ def test_a_claimed_run_marked_started_is_not_run_again_at_restart(
     assert all_records(records) == {}
     # The marks were acted on: the file starts afresh, so a later restart does not read them.
     assert (project / "data" / "started-n1.marks").read_text() == ""
+
+
+def test_a_run_killed_in_its_first_second_is_not_run_again(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """SIGKILL while a young run's log is still only in memory: its start mark alone tells the
+    restarted node that it started, so without a retry rule it ends `failed` (interrupted) and
+    starts no second time."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("young", records), args=["--node", "n1"])
+    run_id = fire(server, sleep=30)
+    first = started(records, run_id)
+    server.kill()
+    assert time.time() - first.start < LOG_TO_DISK_AFTER
+    assert not (project / "data" / "logs" / run_id).exists()  # the marks are the only evidence
+    server.start()
+    doc = server.wait_run(run_id)
+    assert (doc["status"], doc["reason"]) == ("failed", "interrupted: node n1 restarted"), doc
+    assert [a["attempt"] for a in doc["attempts"]] == [1]
+    assert none_alive(first.pids)
+    assert set(all_records(records)) == {f"{run_id}.1"}

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from hookrunner import dispatch
+from hookrunner import dispatch, startmarks
 from hookrunner.dispatch import Dispatcher
 from hookrunner.metrics import Metrics
 from hookrunner.settings import Settings
-from hookrunner.store.base import TERMINAL, NewDelivery, NewRun
+from hookrunner.startmarks import marks_path, read_marks
+from hookrunner.store.base import TERMINAL, Finish, NewDelivery, NewRun
 from hookrunner.store.sqlite import SQLiteStore
 from tests.integration.conftest import GITHUB_SECRET, write_script
 from tests.serverproc import Server, post_github
@@ -130,7 +131,9 @@ async def test_a_run_still_going_after_a_while_is_written_to_disk(
 def test_a_running_run_is_followed_live_over_the_api(
     make_server: Callable[..., Server], project: Path
 ) -> None:
-    """`GET /api/runs/{id}/log` streams a young run's output as it comes, then all of it."""
+    """`GET /api/runs/{id}/log` streams a running run's output as it comes, then all of it.
+    (Whether the follower or the timer put it on disk is up to this machine's speed; the
+    in-process test above pins the follower's part.)"""
     go = project / "go"
     write_script(project, "slow.sh",
                  f"echo first\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho second\n")
@@ -162,3 +165,47 @@ rules:
     assert short.status_code == 200
     (summary,) = short.json()["runs"]
     assert summary["output"].endswith("first\nsecond\n[hookrunner] succeeded\n")
+
+
+class HeldFinishStore(SQLiteStore):
+    """Holds each finish until `release` is set: the moment between an action's end and its
+    record, stretched."""
+
+    release: asyncio.Event
+    held: set[str]
+
+    async def finish(self, result: Finish) -> None:
+        self.held.add(result.run_id)
+        await self.release.wait()
+        await super().finish(result)
+
+
+async def test_until_its_end_is_recorded_a_run_stays_started_and_followable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An action that ended but whose finish is not committed yet: a crash now must still find
+    it started (even after the marks were compacted), and a follower must still get its log."""
+    monkeypatch.setattr(startmarks, "COMPACT_AT", 0)  # every mark rewrites the file
+    settings = Settings(data=tmp_path / "data", root=tmp_path, workers=2, node="n1", grace=1.0)
+    store = HeldFinishStore(settings.store_url)
+    store.release, store.held = asyncio.Event(), set()
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    try:
+        done = await arrive(store, dispatcher, "echo done")
+        await until(lambda: done in store.held)
+        later = await arrive(store, dispatcher, "sleep 30")  # its mark compacts the file
+        marks = marks_path(settings.data, "n1")
+        await until(lambda: (later, 1) in read_marks(marks))
+        assert (done, 1) in read_marks(marks)
+        path = dispatcher.live_log(done, 1)
+        assert path is not None
+        assert path.read_text().endswith("done\n[hookrunner] succeeded\n")
+        store.release.set()
+        assert await ended(store, done) == "succeeded"
+        assert dispatcher.live_log(done, 1) is None
+    finally:
+        store.release.set()
+        await dispatcher.stop(grace=1.0)
+        await store.close()

@@ -43,11 +43,13 @@ class FileLog:
             self._file = self._open()  # an OSError here is the caller's
 
     def to_disk(self) -> Path | None:
-        """Write the log to its file from now on (at once, what it holds so far); its path, or
-        None once it has ended without one or when the file cannot be written."""
+        """Write the log to its file from now on (at once, what it holds so far; all of it if
+        it has ended); its path, or None when the file cannot be written."""
         with self._lock:
-            if self._file is None and not self._closed and self.failed is None:
+            if self._file is None and self.failed is None:
                 self._spill()
+                if self._closed and self._file is not None:
+                    self._file.close()
             return self.path if self._file is not None else None
 
     @property
@@ -82,12 +84,11 @@ class FileLog:
                 self._file.close()
 
     def text(self) -> str | None:
-        """The whole log as text if it is small enough to have been kept in memory, else None
-        (then `tail` reads it). Only what was written without error is kept."""
+        """The whole log as text (its output capped, its notes) if it was small enough to keep
+        in memory, else None: then it is on disk, and `tail` reads it. Only what was written
+        without error is kept."""
         with self._lock:
-            if self._copy is None or len(self._copy) > self.cap_bytes:
-                return None
-            return self._copy.decode("utf-8", errors="replace")
+            return None if self._copy is None else self._copy.decode("utf-8", errors="replace")
 
     def __enter__(self) -> FileLog:
         return self

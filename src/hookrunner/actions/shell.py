@@ -84,7 +84,7 @@ class Invocation:
 
 def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mapping[str, str]) -> Invocation:
     """The exact argv, cwd and environment for a rendered spec (touches the file system only
-    to resolve paths). `root` is resolved already (once, not per run)."""
+    to resolve paths). `root` is resolved already (by the dispatcher, once per run)."""
     items = rendered.get("argv")
     if not isinstance(items, Sequence) or isinstance(items, str) or not items:
         raise ActionError("shell: argv must be a non-empty list")

@@ -62,14 +62,21 @@ def test_a_deferred_log_is_in_memory_until_asked_to_disk(tmp_path: Path) -> None
     assert path.stat().st_mode & 0o777 == 0o600
 
 
-def test_a_deferred_log_that_ends_in_memory_never_creates_a_file(tmp_path: Path) -> None:
+def test_a_deferred_log_that_ends_in_memory_creates_no_file_unless_followed(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "run" / "1.log"
-    log = FileLog(path, deferred=True)
+    log = FileLog(path, cap_bytes=4, deferred=True)
     log.write(b"short\n")
     log.close()
-    assert log.to_disk() is None
     assert not path.parent.exists()
-    assert log.text() == "short\n"
+    # Its output capped, the note kept: all of it goes to the store (no file to read back).
+    assert log.text() == "shor\n[hookrunner] output truncated at 4 bytes\n"
+    # Followed after its end (before it is recorded): written whole, and closed.
+    assert log.to_disk() == path
+    assert path.read_text() == log.text()
+    log.write(b"late")
+    assert path.read_text() == log.text()
 
 
 def test_a_deferred_log_goes_to_disk_when_it_outgrows_memory(tmp_path: Path) -> None:
