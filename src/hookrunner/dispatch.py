@@ -96,6 +96,11 @@ class Dispatcher:
         self.store = store
         self.metrics = metrics
         self.node = settings.node
+        # --root resolved once when no symlink is in its path: realpath costs a stat per path
+        # component and run. Through a symlink it is resolved per run (a deploy may switch a
+        # `current -> releases/N` link under a running server).
+        root = settings.root.resolve()
+        self._fixed_root = root if root == Path(os.path.abspath(settings.root)) else None
         self.budget = budget or QueueBudget()
         self._wake_fd = wake_fd
         self._active: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
@@ -498,7 +503,7 @@ class Dispatcher:
         ctx = RunContext(
             run_id=run.id, delivery_id=run.delivery_id, hook=run.hook,
             rule=run.rule, attempt=run.attempt, node=self.node,
-            root=self.settings.root.resolve(),  # per run: a deploy may switch a symlinked root
+            root=self._fixed_root or self.settings.root.resolve(),
             work_dir=work, env=env, timeout=run.timeout, cancel=cancel, log=log,
             raw_body=body, payload=payload,
         )

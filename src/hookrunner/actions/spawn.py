@@ -37,9 +37,9 @@ _NEEDED = (
 )
 
 
-def _load() -> ctypes.CDLL | None:
+def _load(kind: type[ctypes.CDLL]) -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = kind(None, use_errno=True)
     except OSError:
         return None
     if not all(hasattr(libc, name) for name in _NEEDED):
@@ -48,8 +48,12 @@ def _load() -> ctypes.CDLL | None:
     return libc
 
 
-_LIBC = _load()
-AVAILABLE = _LIBC is not None
+# posix_spawn itself through CDLL, which releases the GIL for the call; the dozen quick calls
+# that set it up and tear it down through PyDLL, which keeps it: each release is a chance
+# for the event loop to take the GIL and for this thread to wait for it back.
+_LIBC = _load(ctypes.CDLL)
+_QUICK = _load(ctypes.PyDLL)
+AVAILABLE = _LIBC is not None and _QUICK is not None
 
 
 def _strings(items: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
@@ -79,33 +83,33 @@ class Spawn:
 
     def call(self) -> int:
         """Start the process (the GIL is released meanwhile); its pid, or OSError."""
-        libc = _LIBC
-        assert libc is not None
+        libc, quick = _LIBC, _QUICK
+        assert libc is not None and quick is not None
         actions = ctypes.create_string_buffer(_STRUCT_BYTES)
         attr = ctypes.create_string_buffer(_STRUCT_BYTES)
-        _check(libc.posix_spawn_file_actions_init(actions))
-        _check(libc.posix_spawnattr_init(attr))
+        _check(quick.posix_spawn_file_actions_init(actions))
+        _check(quick.posix_spawnattr_init(attr))
         try:
-            _check(libc.posix_spawn_file_actions_adddup2(actions, self._stdin_fd, 0))
-            _check(libc.posix_spawn_file_actions_adddup2(actions, self._output_fd, 1))
-            _check(libc.posix_spawn_file_actions_adddup2(actions, self._output_fd, 2))
-            _check(libc.posix_spawn_file_actions_addchdir_np(actions, os.fsencode(self.cwd)))
-            _check(libc.posix_spawn_file_actions_addclosefrom_np(actions, 3))
+            _check(quick.posix_spawn_file_actions_adddup2(actions, self._stdin_fd, 0))
+            _check(quick.posix_spawn_file_actions_adddup2(actions, self._output_fd, 1))
+            _check(quick.posix_spawn_file_actions_adddup2(actions, self._output_fd, 2))
+            _check(quick.posix_spawn_file_actions_addchdir_np(actions, os.fsencode(self.cwd)))
+            _check(quick.posix_spawn_file_actions_addclosefrom_np(actions, 3))
             default = ctypes.create_string_buffer(_STRUCT_BYTES)
             mask = ctypes.create_string_buffer(_STRUCT_BYTES)
-            libc.sigemptyset(default)
-            libc.sigaddset(default, signal.SIGPIPE)
-            libc.sigaddset(default, signal.SIGXFSZ)
-            libc.sigemptyset(mask)
-            _check(libc.posix_spawnattr_setsigdefault(attr, default))
-            _check(libc.posix_spawnattr_setsigmask(attr, mask))
-            _check(libc.posix_spawnattr_setflags(attr, _SETSIGDEF | _SETSIGMASK | _SETSID))
+            quick.sigemptyset(default)
+            quick.sigaddset(default, signal.SIGPIPE)
+            quick.sigaddset(default, signal.SIGXFSZ)
+            quick.sigemptyset(mask)
+            _check(quick.posix_spawnattr_setsigdefault(attr, default))
+            _check(quick.posix_spawnattr_setsigmask(attr, mask))
+            _check(quick.posix_spawnattr_setflags(attr, _SETSIGDEF | _SETSIGMASK | _SETSID))
             pid = ctypes.c_int(0)
             err = libc.posix_spawn(ctypes.byref(pid), self._path, actions, attr,
                                    self._argv, self._envp)
         finally:
-            libc.posix_spawn_file_actions_destroy(actions)
-            libc.posix_spawnattr_destroy(attr)
+            quick.posix_spawn_file_actions_destroy(actions)
+            quick.posix_spawnattr_destroy(attr)
         if err:
             # The child's chdir and its exec report through the same errno: name the culprit.
             usable = os.path.isdir(self.cwd) and os.access(self.cwd, os.X_OK)
