@@ -211,6 +211,25 @@ def _raw(server: Server, request: bytes) -> bytes:
         return _read_head(s)
 
 
+def test_expect_100_continue_is_answered_before_the_body_is_sent(server: Server) -> None:
+    """A client that waits for `100 Continue` gets it at once (a hook's answer is written in
+    one piece, but nothing before it is held back), then the whole answer."""
+    body = b'{"kind": "none"}'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /hooks/open HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert _read_head(s) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        answer = _read_head(s)
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 202 "), answer
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        while len(rest) < length:
+            rest += s.recv(65536)
+    assert json.loads(rest)["runs"] == []
+
+
 def test_conflicting_duplicate_framing_headers_are_a_400(server: Server) -> None:
     """Two Content-Length values, or Content-Length with chunked (request smuggling)."""
     two_lengths = (b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
