@@ -207,7 +207,8 @@ async def run_process(
             ctx.log.note(reason)
             await _stop_group(proc.pid, waiter, pump)
         else:
-            await asyncio.wait({pump}, timeout=LINGER)
+            if not pump.done():  # mostly it is: the output ends as the leader exits
+                await asyncio.wait({pump}, timeout=LINGER)
             if group_alive(proc.pid):
                 ctx.log.note("stopping processes the action left running")
                 await _stop_group(proc.pid, waiter, pump)
