@@ -3,8 +3,9 @@
 A log may start in memory (`deferred`) and go to disk only when asked (`to_disk`): the
 dispatcher does so for runs still going after a second, for logs past `KEEP_IN_MEMORY`, and
 when someone follows the run. A run that ends sooner never creates a file: its log is saved
-with its record in the store. (Creating two inodes per run was a quarter of the dispatcher's
-CPU on this project's journal-less ext4, where freshly deleted inodes are scanned past.)
+with its record in the store. (Creating two inodes per run was a fifth of the server's CPU
+per action on this project's journal-less ext4, where freshly deleted inodes are scanned
+past.)
 """
 
 from __future__ import annotations
