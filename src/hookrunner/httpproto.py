@@ -33,10 +33,10 @@ CONTINUE = b"HTTP/1.1 100 "
 
 
 class _OneWrite:
-    """The transport as a hook's response cycle sees it: the head is held until the body
-    follows (a hook answers with both at once), so the answer leaves in one write: one
-    syscall and one TCP segment instead of two, for the sender too. `100 Continue` is never
-    held (the client waits for it), and closing sends what is held first."""
+    """The transport as the response cycle of a POST to a hook sees it: the head is held
+    until the body follows (a hook answers with both at once), so the answer leaves in one
+    write: one syscall and one TCP segment instead of two, for the sender too. `100 Continue`
+    is never held (the client waits for it), and closing sends what is held first."""
 
     __slots__ = ("_held", "_sent", "_transport")
 
@@ -84,7 +84,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse()
             return
         super().on_headers_complete()
-        if self.url.startswith(HOOKS):
+        # A POST to a hook: its answer always has a body to join (uvicorn writes none for HEAD).
+        if self.url.startswith(HOOKS) and self.scope["method"] == "POST":
             self.cycle.transport = _OneWrite(self.transport)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:

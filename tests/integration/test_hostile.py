@@ -230,6 +230,23 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(server: Server)
     assert json.loads(rest)["runs"] == []
 
 
+@pytest.mark.parametrize("method", [b"HEAD", b"GET", b"PUT"])
+def test_a_hook_asked_with_another_method_answers_405_at_once(server: Server, method: bytes) -> None:
+    """Whatever the method, the answer is sent whole (HEAD's has no body) and the connection
+    stays usable."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        for _ in range(2):
+            s.sendall(method + b" /hooks/open HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n")
+            head = _read_head(s)
+            assert head.startswith(b"HTTP/1.1 405 "), head
+            if method != b"HEAD":
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n\r\n")[0].split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:")))
+                rest = head.split(b"\r\n\r\n", 1)[1]
+                while len(rest) < length:
+                    rest += s.recv(65536)
+
+
 def test_conflicting_duplicate_framing_headers_are_a_400(server: Server) -> None:
     """Two Content-Length values, or Content-Length with chunked (request smuggling)."""
     two_lengths = (b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
