@@ -38,6 +38,7 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
     return uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False,
         http=_http_protocol(),
+        ws="none",  # no WebSocket endpoint: an upgrade request is an ordinary request
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; only --trusted-proxy
         # decides that (hookrunner.clientip).
         proxy_headers=False,

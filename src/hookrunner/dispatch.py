@@ -99,8 +99,10 @@ class Dispatcher:
         # --root resolved once when no symlink is in its path: realpath costs a stat per path
         # component and run. Through a symlink it is resolved per run (a deploy may switch a
         # `current -> releases/N` link under a running server).
+        # (`absolute()` keeps `..`, which the kernel takes after a symlink: such a root is
+        # resolved per run too.)
         root = settings.root.resolve()
-        self._fixed_root = root if root == Path(os.path.abspath(settings.root)) else None
+        self._fixed_root = root if root == settings.root.absolute() else None
         self.budget = budget or QueueBudget()
         self._wake_fd = wake_fd
         self._active: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}

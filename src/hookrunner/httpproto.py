@@ -83,9 +83,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes = size
             self._refuse()
             return
+        previous = self.cycle
         super().on_headers_complete()
-        # A POST to a hook: its answer always has a body to join (uvicorn writes none for HEAD).
-        if self.url.startswith(HOOKS) and self.scope["method"] == "POST":
+        # A POST to a hook: its answer always has a body to join (uvicorn writes none for
+        # HEAD). Only on a cycle made for this request (an upgrade makes none).
+        if (self.cycle is not previous and self.cycle is not None
+                and self.url.startswith(HOOKS) and self.scope["method"] == "POST"):
             self.cycle.transport = _OneWrite(self.transport)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:

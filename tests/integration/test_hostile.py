@@ -230,6 +230,27 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(server: Server)
     assert json.loads(rest)["runs"] == []
 
 
+def test_an_upgrade_request_to_a_hook_is_an_ordinary_request(server: Server) -> None:
+    """There is no WebSocket endpoint: `Upgrade: websocket` changes nothing, fresh or
+    pipelined behind another delivery on the same connection."""
+    body = b'{"kind": "none"}'
+    plain = (b"POST /hooks/open HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+             b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    upgrade = (b"POST /hooks/open HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+               b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: %d\r\n\r\n"
+               % len(body)) + body
+    for requests in ([upgrade], [plain, upgrade]):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"".join(requests))
+            data = b""
+            while data.count(b"HTTP/1.1 202 ") < len(requests):
+                chunk = s.recv(65536)
+                assert chunk, data
+                data += chunk
+        assert data.count(b"HTTP/1.1 ") == len(requests), data
+
+
 @pytest.mark.parametrize("method", [b"HEAD", b"GET", b"PUT"])
 def test_a_hook_asked_with_another_method_answers_405_at_once(server: Server, method: bytes) -> None:
     """Whatever the method, the answer is sent whole (HEAD's has no body) and the connection

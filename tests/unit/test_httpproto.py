@@ -43,7 +43,7 @@ def test_100_continue_is_never_held() -> None:
     w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     assert t.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
     w.write(b"HTTP/1.1 200 OK\r\n\r\n")
-    w.write(b"")  # an empty body (HEAD) still sends the head
+    w.write(b"")  # an empty body still sends the head
     assert t.writes[1:] == [b"HTTP/1.1 200 OK\r\n\r\n"]
 
 

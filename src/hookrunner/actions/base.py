@@ -39,7 +39,7 @@ class RunContext:
     rule: str
     attempt: int
     node: str
-    root: Path  # --root, resolved: relative paths resolve against it and may not leave it
+    root: Path  # --root, resolved (per run if a symlink is in it): paths resolve against it, inside it
     work_dir: Path  # private to this attempt, under --data; a runner that uses it creates it
     env: Mapping[str, str]  # the base environment for child processes (no server secrets)
     timeout: float | None  # seconds; None = no limit
