@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -55,12 +56,21 @@ def _server(config: Any, app: Any) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
+        interrupts = 0
+
         def handle_exit(self, sig: int, frame: Any) -> None:
-            # An extra HTTP worker process has no dispatcher of its own to stop.
+            if sig == signal.SIGINT:
+                self.interrupts += 1
+            # An extra HTTP worker process has no dispatcher of its own to stop. A second
+            # Ctrl-C cancels the running runs at once (cleanly, and recorded).
             stop = getattr(app.state.gateway.dispatcher, "begin_stop_threadsafe", None)
             if stop is not None:
-                stop()
-            super().handle_exit(sig, frame)
+                stop(now=self.interrupts > 1)
+            # Never uvicorn's forced exit (a SIGINT after a stop signal): it skips the
+            # lifespan shutdown, so nothing records how the running runs ended. With
+            # --http-workers the supervisor's SIGTERM can even reach a process before the
+            # terminal's SIGINT of the same Ctrl-C.
+            super().handle_exit(signal.SIGTERM, frame)
 
     return Server(config)
 

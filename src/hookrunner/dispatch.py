@@ -159,10 +159,13 @@ class Dispatcher:
             limit = grace if grace is not None else self.settings.grace
             self._drain = asyncio.create_task(self._drain_runs(limit), name="hookrunner-drain")
 
-    def begin_stop_threadsafe(self) -> None:
-        """`begin_stop` from a signal handler or another thread (the server's SIGTERM)."""
+    def begin_stop_threadsafe(self, now: bool = False) -> None:
+        """`begin_stop` from a signal handler or another thread (the server's SIGTERM);
+        `now`: cancel what is running at once instead of waiting out the grace period."""
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.begin_stop)
+            if now:
+                self._loop.call_soon_threadsafe(self._cancel_running)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let running runs finish up to `grace`, then cancel them cleanly.
@@ -197,10 +200,13 @@ class Dispatcher:
         event("dispatcher.draining", runs=len(running), grace=limit)
         _, pending = await asyncio.wait(running, timeout=limit)
         if pending:
-            for run_id, (_, cancel) in list(self._active.items()):
-                self._cancel_reason.setdefault(run_id, "canceled: server shutting down")
-                cancel.set()
+            self._cancel_running()
             await asyncio.wait(pending)
+
+    def _cancel_running(self) -> None:
+        for run_id, (_, cancel) in list(self._active.items()):
+            self._cancel_reason.setdefault(run_id, "canceled: server shutting down")
+            cancel.set()
 
     # -- entry points used by the HTTP layer ---------------------------------------------
 

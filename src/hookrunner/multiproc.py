@@ -15,7 +15,7 @@ They share the --max-queued budget and a wake pipe (hookrunner.shared), and coun
 prometheus_client's multiprocess files. The supervisor never runs an event loop or a thread,
 so forking a replacement for a worker that died is safe. SIGTERM/SIGINT/SIGHUP are passed to
 every process (SIGINT as SIGTERM: the children also get the terminal's own SIGINT, and a
-second SIGINT makes uvicorn skip the drain); the server's exit status is the main
+second Ctrl-C cancels the running runs at once); the server's exit status is the main
 process's. Every child asks the kernel for SIGTERM if the supervisor dies.
 """
 

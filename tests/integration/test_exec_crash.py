@@ -304,3 +304,44 @@ def test_a_run_killed_in_its_first_second_is_not_run_again(
     assert [a["attempt"] for a in doc["attempts"]] == [1]
     assert none_alive(first.pids)
     assert set(all_records(records)) == {f"{run_id}.1"}
+
+
+def test_a_ctrl_c_right_after_sigterm_still_drains(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """SIGTERM, then the SIGINT of one Ctrl-C (with --http-workers the supervisor's SIGTERM can
+    overtake the terminal's SIGINT): still one graceful stop, so the running run finishes."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("job", records))
+    run_id = fire(server, sleep=1.5)
+    started(records, run_id)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.send_signal(signal.SIGINT)
+    server.proc.wait(timeout=30)
+    finished = [line for line in server.output().splitlines()
+                if f"run.finished run_id={run_id}" in line]
+    assert len(finished) == 1 and "status=succeeded" in finished[0], server.output()[-2000:]
+    rec = record(records, run_id)
+    assert rec is not None and rec.end is not None
+
+
+def test_a_second_ctrl_c_cancels_the_running_runs_at_once(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """The first Ctrl-C drains (the run keeps its grace period); a second one cancels it at
+    once, cleanly and recorded, instead of waiting out the grace period."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("job", records), env={"HOOKRUNNER_GRACE": "60s"})
+    run_id = fire(server, sleep=60, child=1)
+    first = wait_for("the grandchild", lambda: (r := record(records, run_id)) and r.children and r)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert server.proc.poll() is None  # draining: the run has its grace period
+    server.proc.send_signal(signal.SIGINT)
+    server.proc.wait(timeout=20)  # the run's SIGTERM, at most 5 s to SIGKILL: not 60 s
+    finished = [line for line in server.output().splitlines()
+                if f"run.finished run_id={run_id}" in line]
+    assert len(finished) == 1 and "status=canceled" in finished[0], server.output()[-2000:]
+    assert none_alive(first.pids)
