@@ -14,6 +14,7 @@ from hookrunner import __version__
 EXIT_OK = 0
 EXIT_INVALID = 1  # rules invalid, or the command's subject was not found
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it (128 + SIGINT)
 
 
 def _store_flags(p: argparse.ArgumentParser) -> None:
@@ -104,7 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hookrunner import commands
 
     if args.command == "serve":
-        return commands.serve(settings)
+        try:
+            return commands.serve(settings)
+        except KeyboardInterrupt:  # Ctrl-C, once the server has stopped (uvicorn re-raises it)
+            return EXIT_INTERRUPTED
     if args.command == "check":
         return commands.check(settings)
     if args.command in ("test", "explain"):

@@ -71,6 +71,9 @@ def _server(config: Any, app: Any) -> Any:
             # --http-workers the supervisor's SIGTERM can even reach a process before the
             # terminal's SIGINT of the same Ctrl-C.
             super().handle_exit(signal.SIGTERM, frame)
+            captured = getattr(self, "_captured_signals", None)
+            if captured and sig != signal.SIGTERM:
+                captured[-1] = sig  # re-raised once stopped: the exit status says which
 
     return Server(config)
 
