@@ -14,21 +14,20 @@ from pathlib import Path
 
 from hookrunner.errors import ConfigErrors
 from hookrunner.logs import event
-from hookrunner.rules.load import load_rules
+from hookrunner.rules.load import load_rules, rules_files
 from hookrunner.rules.model import Ruleset
 
 POLL_INTERVAL = 1.0  # seconds between looks at the rules files' modification times
 
 
-def _fingerprint(rules_dir: Path) -> tuple[tuple[str, float, int], ...]:
-    files = sorted([*rules_dir.rglob("*.yaml"), *rules_dir.rglob("*.yml")]) if rules_dir.is_dir() else []
+def _fingerprint(rules_dir: Path) -> tuple[tuple[str, int, float, int], ...]:
     out = []
-    for f in files:
+    for f in rules_files(rules_dir):
         try:
-            st = f.stat()
+            st = f.stat()  # through a link: a ConfigMap update swaps the file it points to
         except OSError:
             continue
-        out.append((str(f), st.st_mtime, st.st_size))
+        out.append((str(f), st.st_ino, st.st_mtime, st.st_size))
     return tuple(out)
 
 
@@ -42,7 +41,7 @@ class LiveRules:
         self.errors: list[str] = []  # of the last failed reload; empty when it succeeded
         self.loaded_at: float | None = None
         self.last_attempt_at: float | None = None
-        self._fingerprint: tuple[tuple[str, float, int], ...] = ()
+        self._fingerprint: tuple[tuple[str, int, float, int], ...] = ()
         self._on_failure = on_failure
 
     def reload(self) -> bool:

@@ -112,8 +112,23 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
+# One instance: json.dumps with options builds an encoder per call (~5 us, twice a delivery).
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
+def _finalize(value: Any) -> Any:
+    """Each `{{ }}` of a longer template, before it becomes text.
+
+    A function is never a value: rendering one would print its repr (a memory address).
+    JSON's other values print as JSON (`true`, `null`, `{"a": 1}`), as they do where a
+    whole-value template becomes an argument (`actions.values.stringify`), rather than as
+    Python's `True`, `None`, `{'a': 1}`."""
+    if value is None or isinstance(value, bool | dict | list):
+        return _JSON.encode(to_plain(value))
+    return _refuse_callables(value)
+
+
 def _refuse_callables(value: Any) -> Any:
-    """A function is never a value: rendering one would print its repr (a memory address)."""
     if callable(value) and not isinstance(value, jinja2.Undefined):
         raise SecurityError(f"{getattr(value, '__name__', 'object')} is a function, not a value")
     return value
@@ -123,7 +138,7 @@ def _make_env() -> _Environment:
     env = _Environment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
-        finalize=_refuse_callables,
+        finalize=_finalize,
         keep_trailing_newline=True,  # a YAML block scalar's final newline is part of the value
     )
     env.tests.update(match=_test_match, search=_test_search, glob=_test_glob,
@@ -531,16 +546,12 @@ def render_tree(tree: Any, scope: Mapping[str, Any]) -> Any:
     return to_plain(tree)
 
 
-# One instance: json.dumps with options builds an encoder per call (~5 us, twice a delivery).
-_DESCRIBE = json.JSONEncoder(ensure_ascii=False, default=str)
-
-
 def describe(value: Any, limit: int = 200) -> str:
     """A short JSON-ish rendering of a value, for explanations."""
     if value is MISSING:
         return "undefined"
     try:
-        text = _DESCRIBE.encode(to_plain(value))
+        text = _JSON.encode(to_plain(value))
     except Exception:
         text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"

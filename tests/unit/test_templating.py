@@ -52,6 +52,15 @@ SCOPE: dict[str, Any] = {
         ("x {{ payload.evil }}", "x {{ 7*7 }}"),
         ("{{ payload._links.self }}", "x"),  # a single underscore is a legal payload key
         ("{{ '}}' }}", "}}"),
+        # Inside a longer string, JSON's values read as JSON, as a whole-value one does as an
+        # argument: never Python's True / None / {'k': ...}.
+        ("--force={{ payload.flag }}", "--force=true"),
+        ("e={{ none }}", "e=null"),
+        ("t={{ payload.tags }}", 't=["a", "b"]'),
+        ("r={{ payload.repository }}", 'r={"full_name": "acme/api"}'),
+        ("{{ payload.flag }}-{{ payload.replicas }}", "true-3"),
+        ("{{ payload.flag | string }}", "True"),  # asked for explicitly: Jinja's own text
+        ("x{{ payload.missing | default(none) | default('', true) }}", "x"),
     ],
 )
 def test_template_renders(text: str, expected: Any) -> None:

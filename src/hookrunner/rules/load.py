@@ -81,8 +81,7 @@ def load_rules(
     """
     if not rules_dir.is_dir():
         raise ConfigErrors([ConfigError("rules directory does not exist", str(rules_dir), 0)])
-    paths = sorted(p for p in rules_dir.rglob("*")
-                   if p.suffix in (".yaml", ".yml") and p.is_file())
+    paths = rules_files(rules_dir)
     sources: list[tuple[str, str]] = []
     errors: list[ConfigError] = []
     for path in paths:
@@ -91,6 +90,21 @@ def load_rules(
         except (OSError, UnicodeDecodeError) as exc:
             errors.append(ConfigError(f"cannot read: {exc}", str(path), 0))
     return _load(sources, errors, root, empty_hint=str(rules_dir), secrets_required=secrets_required)
+
+
+def rules_files(rules_dir: Path) -> list[Path]:
+    """The rules files under `rules_dir`, in load order: every `*.yaml` / `*.yml` file (a link
+    to one counts), skipping hidden files and directories. Those are editors' and tools'
+    copies (`.#x.yaml`, `.git/`), and a mounted Kubernetes ConfigMap keeps every file twice:
+    once as `x.yaml`, once in its hidden `..<timestamp>/` directory."""
+    if not rules_dir.is_dir():
+        return []
+    return sorted(
+        p for p in rules_dir.rglob("*")
+        if p.suffix in (".yaml", ".yml")
+        and not any(part.startswith(".") for part in p.relative_to(rules_dir).parts)
+        and p.is_file()
+    )
 
 
 def load_rules_text(files: Mapping[str, str], *, root: Path | None = None) -> Ruleset:

@@ -274,3 +274,38 @@ def test_missing_rules_directory_is_an_error(tmp_path: Path) -> None:
     """A rules directory that does not exist fails the load."""
     with pytest.raises(ConfigErrors, match="does not exist"):
         load_rules(tmp_path / "nope")
+
+
+def test_hidden_files_and_directories_are_skipped(tmp_path: Path) -> None:
+    """Editors' and tools' hidden copies (`.#x.yaml`, `.git/`, `.x.yaml.swp`-style names) are
+    not rules: a second copy of a hook would be a duplicate and fail the whole load."""
+    (tmp_path / "a.yaml").write_text(HOOK)
+    (tmp_path / ".a.yaml").write_text(HOOK)
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "a.yaml").write_text(HOOK)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".old").mkdir()
+    (tmp_path / "sub" / ".old" / "a.yml").write_text(HOOK)
+    ruleset = load_rules(tmp_path)
+    assert ruleset.files == (str(tmp_path / "a.yaml"),)
+
+
+def _configmap_version(mount: Path, name: str, text: str) -> None:
+    """What Kubernetes' atomic writer does to a mounted ConfigMap: the files in a new hidden
+    `..<timestamp>` directory, then `..data` switched to it by a rename; each key is a link
+    `x.yaml -> ..data/x.yaml`, made once."""
+    version = mount / name
+    version.mkdir()
+    (version / "gh.yaml").write_text(text)
+    (mount / "..data_tmp").symlink_to(name)
+    (mount / "..data_tmp").rename(mount / "..data")
+    if not (mount / "gh.yaml").is_symlink():
+        (mount / "gh.yaml").symlink_to("..data/gh.yaml")
+
+
+def test_a_mounted_configmap_loads_each_file_once(tmp_path: Path) -> None:
+    """The layout of a Kubernetes ConfigMap volume: the rules load through the links, once."""
+    _configmap_version(tmp_path, "..2026_11_29_08_00_00.1", HOOK)
+    ruleset = load_rules(tmp_path)
+    assert ruleset.files == (str(tmp_path / "gh.yaml"),)
+    assert list(ruleset.hooks) == ["gh"]
