@@ -6,6 +6,7 @@ GitHub's form-encoded deliveries carry the JSON in a `payload=` field; it is unw
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 from urllib.parse import parse_qsl
@@ -26,9 +27,29 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def _not_json(token: str) -> Any:
+    raise ValueError(f"{token} is not a JSON number")
+
+
+def _finite(token: str) -> float:
+    value = float(token)
+    if math.isinf(value):
+        raise ValueError(f"{token} is out of range")
+    return value
+
+
+# Only an exponent of three digits can overflow a float (1.8e308): most bodies skip the check.
+_BIG_EXPONENT = re.compile(r"[0-9][eE][+-]?[0-9]{3}")
+
+
 def _json(text: str) -> Any:
+    # NaN and Infinity are not JSON (Python's parser takes them): no store, API or sender
+    # could carry them on, so they are refused like any other invalid JSON.
     try:
-        doc = json.loads(text)
+        if _BIG_EXPONENT.search(text):
+            doc = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+        else:
+            doc = json.loads(text, parse_constant=_not_json)
     except RecursionError:
         raise PayloadError(400, "body is nested too deeply") from None
     except ValueError as exc:

@@ -165,7 +165,11 @@ def to_plain(value: Any) -> Any:
     """A native render result as JSON-able data; an undefined anywhere inside is an error."""
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):  # `'nan' | float`: JSON, the stores and the API have none
+            raise ValueError(f"{value} is not a finite number")
         return value
     if isinstance(value, str):
         return str(value)  # drops Markup and other str subclasses

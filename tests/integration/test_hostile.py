@@ -79,6 +79,10 @@ rules:
     hook: open
     when: payload.kind | default("") == "terraform"
     run: {{terraform: {{dir: "{{{{ payload.dir }}}}", command: plan}}}}
+  - name: number-from-payload
+    hook: open
+    when: payload.kind | default("") == "float"
+    run: {{shell: {{argv: ["scripts/args.sh", "{{{{ payload.value | float }}}}"]}}}}
   - name: key-from-payload
     hook: open
     when: payload.kind | default("") == "lookup"
@@ -152,9 +156,11 @@ def _log(server: Server, run_id: str) -> str:
         (b"[" * 100_000, "application/json", 400),  # deep nesting
         (b'{"a":' * 100_000, "application/json", 400),
         (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),  # deep but well-formed
+        (b'{"kind": "args", "a": NaN}', "application/json", 400),  # not JSON, though Python's
+        (b'{"kind": "args", "a": 1e999999}', "application/json", 400),  # parser takes both
     ],
     ids=["truncated", "quotes", "garbage", "xml", "binary", "utf8", "form-payload", "brackets",
-         "objects", "balanced"],
+         "objects", "balanced", "nan", "overflow"],
 )
 def test_a_body_the_hook_cannot_parse_gets_a_clear_4xx(
     server: Server, body: bytes, content_type: str, status: int
@@ -427,3 +433,19 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("value", ["nan", "-inf", "1e999"])
+def test_a_template_that_makes_a_non_finite_number_fails_its_run_and_the_api_still_answers(
+    server: Server, value: str,
+) -> None:
+    """`'nan' | float` is a float JSON has no word for: the run fails with a template error
+    rather than storing a value that every listing of runs would then fail to write."""
+    r = _post(server, {"kind": "float", "value": value})
+    run = _run_of(server, r)
+    assert run["status"] == "failed"
+    assert "template error" in run["reason"] and "finite" in run["reason"], run["reason"]
+    with server.admin() as c:
+        assert c.get(f"/api/runs/{run['id']}").status_code == 200
+        assert c.get(f"/api/deliveries/{r.json()['delivery_id']}").status_code == 200
+        assert c.get("/api/runs").status_code == 200
