@@ -1,9 +1,13 @@
 """--max-queued accounting, in one process or shared by the processes of one server.
 
 queued = the store's count at the last refresh + runs journaled since that refresh began
-+ runs of accepts still being journaled (reserved). Never below the truth on one node (a
-run may count twice until the next refresh). Admission checks and reserves in one step, so
-concurrent requests (or processes) cannot all slip past the bound.
+- runs this node's dispatcher claimed since then + runs of accepts still being journaled
+(reserved). Admission checks and reserves in one step, so concurrent requests (or processes)
+cannot all slip past the bound. Between refreshes (every HOUSEKEEPING) the figure may be a
+little high (a run journaled during the count counts twice; runs a claim skipped still count)
+or, rarely, low by one claim (one that committed just before the count was read, but was
+handed back just after): the next refresh corrects either. Without the claims, a small
+--max-queued refused deliveries while nothing was queued at all.
 
 Shared (`--http-workers`): the counters live in shared memory, each process reserves in a
 slot of its own, and the lock is an `flock` each process opens for itself. The kernel drops
@@ -17,7 +21,8 @@ import fcntl
 import mmap
 import os
 
-_STORE, _JOURNALED, _AT_REFRESH, _RESERVED = range(4)  # _RESERVED + slot, one per process
+# Counters in shared memory; _RESERVED + slot: one per process.
+_STORE, _JOURNALED, _AT_REFRESH, _CLAIMED, _CLAIMED_AT_REFRESH, _RESERVED = range(6)
 
 
 class QueueBudget:
@@ -42,7 +47,8 @@ class QueueBudget:
     def queued(self) -> int:
         n = self._n
         reserved = sum(n[_RESERVED:_RESERVED + self._slots])
-        return n[_STORE] + n[_JOURNALED] - n[_AT_REFRESH] + reserved
+        since = n[_JOURNALED] - n[_AT_REFRESH] - (n[_CLAIMED] - n[_CLAIMED_AT_REFRESH])
+        return max(0, n[_STORE] + since) + reserved
 
     def admit(self, runs: int, limit: int) -> bool:
         """Reserve room for `runs` new runs; False when the queue is full. An empty queue
@@ -70,15 +76,25 @@ class QueueBudget:
         finally:
             self._unlock()
 
-    def journaled(self) -> int:
-        """Runs journaled ever: taken before a count of the store, handed to `refresh`."""
-        return self._n[_JOURNALED]
+    def claimed(self, runs: int) -> None:
+        """The dispatcher took `runs` off the queue."""
+        if runs:
+            self._lock()
+            try:
+                self._n[_CLAIMED] += runs
+            finally:
+                self._unlock()
 
-    def refresh(self, store_queued: int, journaled_before_count: int) -> None:
+    def snapshot(self) -> tuple[int, int]:
+        """Runs journaled and claimed ever: taken before a count of the store, handed to
+        `refresh` with it."""
+        return self._n[_JOURNALED], self._n[_CLAIMED]
+
+    def refresh(self, store_queued: int, before_count: tuple[int, int]) -> None:
         self._lock()
         try:
             self._n[_STORE] = store_queued
-            self._n[_AT_REFRESH] = journaled_before_count
+            self._n[_AT_REFRESH], self._n[_CLAIMED_AT_REFRESH] = before_count
         finally:
             self._unlock()
 

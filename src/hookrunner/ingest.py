@@ -19,7 +19,7 @@ from hookrunner.actions import RUNNERS
 from hookrunner.errors import StoreUnavailable, TemplateError, VerifyError
 from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
-from hookrunner.logs import event
+from hookrunner.logs import Throttled, event
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.rawhttp import Answer, TooLarge, error, headers_of, query_of, read_body
 from hookrunner.redact import REDACTED
@@ -93,8 +93,14 @@ def plan_runs(
     return [r.to_json() for r in results], runs
 
 
+# A full queue refuses every delivery for a while: one line a second says so, with a count.
+_queue_full_log = Throttled("delivery.rejected", logging.WARNING)
+
+
 def _queue_full(gw: Gateway, hook_id: str) -> Answer:
     gw.metrics.deliveries.labels(hook_id, "rejected_queue_full").inc()
+    _queue_full_log(hook=hook_id, reason="queue full", queued=gw.dispatcher.queued
+                    if gw.dispatcher is not None else None, max_queued=gw.settings.max_queued)
     return error(503, "queue full", headers={"Retry-After": QUEUE_FULL_RETRY_AFTER})
 
 

@@ -27,6 +27,24 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     LOGGER.log(level, name, extra={"fields": fields})
 
 
+class Throttled:
+    """An event that may fire thousands of times a second (a refusal under overload): the
+    first is logged at once, the rest at most once per `every` seconds, with how many there
+    were (`count`) since the last line."""
+
+    def __init__(self, name: str, level: int, every: float = 1.0) -> None:
+        self.name, self.level, self.every = name, level, every
+        self._last = float("-inf")
+        self._count = 0
+
+    def __call__(self, **fields: Any) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            event(self.name, self.level, count=self._count, **fields)
+            self._last, self._count = now, 0
+
+
 class _Direct:
     """The handler `setup_logging` installed, written to without a LogRecord: an event per
     delivery went through ~30 us of logging machinery, a tenth of the accept path. The

@@ -84,6 +84,10 @@ def test_past_max_queued_hooks_answer_503_and_every_accepted_delivery_runs(
     assert len(accepted) + len(full) == 20, [a[0] for a in answers]
     assert full and all(a[3].get("Retry-After") == "5" and a[1] == {"error": "queue full"}
                         for a in full)
+    # Logged, but not a line per refusal: the first at once, then one a second with a count.
+    logged = [line for line in server.output().splitlines()
+              if "delivery.rejected" in line and "queue full" in line]
+    assert 1 <= len(logged) <= 3 and "count=1" in logged[0], logged
     run_ids = [a[1]["runs"][0] for a in accepted]
     docs = [server.wait_run(r) for r in run_ids]
     assert {d["status"] for d in docs} == {"succeeded"}
@@ -96,6 +100,21 @@ def test_past_max_queued_hooks_answer_503_and_every_accepted_delivery_runs(
     # Once drained, the hook accepts again.
     after = fire(server, tag="after")
     assert server.wait_run(after)["status"] == "succeeded"
+
+
+def test_a_small_max_queued_admits_one_delivery_after_another_when_none_waits(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`--max-queued 2 --workers 1`, deliveries sent one after another, each waited for: the
+    queue never holds anything, so none may be refused (runs the dispatcher claimed since the
+    last count of the store count as gone, not as queued)."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("quick", records), args=["--max-queued", "2", "--workers", "1"])
+    with client() as c:
+        answers = [post(c, server, {"sleep": 0, "tag": f"q{i}"}, f"seq-{i}", wait="10s")
+                   for i in range(8)]
+    assert [a[0] for a in answers] == [200] * 8, [(a[0], a[1]) for a in answers]
+    assert all(a[1]["runs"][0]["status"] == "succeeded" for a in answers)
 
 
 def test_sigkill_mid_burst_loses_no_accepted_delivery(

@@ -72,8 +72,25 @@ def test_budget_admits_up_to_the_bound_and_counts_refreshes() -> None:
     assert not b.admit(2, limit=4)  # 3 + 2 > 4
     b.accepted(3, reserved=3)
     assert b.queued == 3
-    b.refresh(store_queued=1, journaled_before_count=b.journaled())
+    b.refresh(store_queued=1, before_count=b.snapshot())
     assert b.queued == 1
+
+
+def test_budget_counts_claimed_runs_off_the_queue_between_refreshes() -> None:
+    """A small bound must not fill up with runs that already left the queue: one delivery
+    at a time, each run claimed before the next arrives, never comes near the bound."""
+    b = QueueBudget()
+    for _ in range(10):
+        assert b.admit(1, limit=2)
+        b.accepted(1, reserved=1)
+        b.claimed(1)
+        assert b.queued == 0
+    before = b.snapshot()  # a refresh whose count still saw 2 of them queued...
+    b.claimed(2)  # ...which a claim took meanwhile
+    b.refresh(store_queued=2, before_count=before)
+    assert b.queued == 0
+    b.claimed(5)  # more claimed than counted (runs from another node's accepts): never < 0
+    assert b.queued == 0 and b.admit(2, limit=2) and b.queued == 2
     empty = QueueBudget()
     assert empty.admit(50, limit=4)  # an empty queue admits any delivery
 
