@@ -1,19 +1,28 @@
-"""uvicorn's httptools protocol with a bound on the request head (request line + headers).
+"""uvicorn's httptools protocol with bounds on what a request may hold and how long it takes.
 
 httptools accumulates a header of any size in memory before the app sees it: a client could
 send a 1 GB header. Past `MAX_HEAD_BYTES` without the head being complete, this protocol
 answers 431, stops reading into the parser (further input is discarded, never buffered) and
 closes the connection after a short linger, so the client can still read the answer. A head
 that arrives in one read is measured exactly once it is complete.
+
+uvicorn has no deadline for a request to arrive: a client that sends its head or its body a
+byte at a time (or stops halfway) holds a connection and a task forever. A request not
+received whole `READ_TIMEOUT` after its first byte is answered 408 (if nothing was answered
+yet) and its connection closed. One sweep a second per server checks every connection, so a
+request costs two timestamps, not a timer of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import weakref
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from hookrunner.logs import event
 
@@ -27,6 +36,16 @@ REFUSAL = (
     b"connection: close\r\n\r\n" + BODY
 )
 
+
+READ_TIMEOUT = 60.0  # seconds from a request's first byte until its body is complete
+SWEEP_EVERY = 1.0  # seconds between checks of every connection's deadline
+LATE_BODY = b'{"error": "request not received in time"}'
+LATE = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"content-type: application/json\r\n"
+    b"content-length: " + str(len(LATE_BODY)).encode() + b"\r\n"
+    b"connection: close\r\n\r\n" + LATE_BODY
+)
 
 HOOKS = b"/hooks/"
 CONTINUE = b"HTTP/1.1 100 "
@@ -69,11 +88,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._in_head = True  # until the first request's headers are complete
         self._refused = False
+        self._reading_since: float | None = None  # a request's first byte, until it is whole
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        _sweep_soon(self.server_state)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
+        self._reading_since = time.monotonic()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -96,8 +121,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._reading_since = None
         if not self._refused:
             super().on_message_complete()
+
+    def check_deadline(self, now: float) -> None:
+        """Past READ_TIMEOUT still reading a request: answer 408 (unless its answer has
+        begun, e.g. a 413 while the body still flows) and close."""
+        since = self._reading_since
+        if (since is None or now - since < READ_TIMEOUT or self._refused
+                or self.transport.is_closing()):
+            return
+        self._reading_since = None
+        self._refused = True  # whatever still arrives is dropped
+        client = self.client[0] if self.client else ""
+        event("http.request_timeout", logging.WARNING, client=client,
+              seconds=round(now - since, 1), phase="head" if self._in_head else "body")
+        cycle = None if self._in_head else self.cycle  # no cycle of its own before the head
+        if cycle is None or not cycle.response_started:
+            self.transport.write(LATE)
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -117,3 +160,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         asyncio.get_running_loop().call_later(LINGER, self.transport.close)
+
+
+_SWEPT: weakref.WeakSet[ServerState] = weakref.WeakSet()  # servers whose sweep is armed
+
+
+def _sweep_soon(state: ServerState) -> None:
+    """Arm the sweep of one server's connections: it re-arms itself while any are open."""
+    if state in _SWEPT:
+        return
+    _SWEPT.add(state)
+    loop = asyncio.get_running_loop()
+
+    def sweep() -> None:
+        now = time.monotonic()
+        for conn in list(state.connections):
+            if isinstance(conn, BoundedHttpToolsProtocol):
+                conn.check_deadline(now)
+        if state.connections:
+            loop.call_later(SWEEP_EVERY, sweep)
+        else:
+            _SWEPT.discard(state)
+
+    loop.call_later(SWEEP_EVERY, sweep)
