@@ -206,7 +206,9 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
         "runs": result.run_ids,
         "status_url": f"/api/deliveries/{delivery_id}",
     }
-    if wait > 0 and result.run_ids and gw.dispatcher is not None:
+    if wait > 0 and gw.dispatcher is not None:
+        if not result.run_ids:
+            return Answer(200, answer)  # no rule matched: nothing is left to wait for
         finished = await gw.dispatcher.wait_for(result.run_ids, wait)
         if finished is not None:
             answer["runs"] = finished

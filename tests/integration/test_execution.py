@@ -261,6 +261,11 @@ def test_wait_answers_with_status_exit_code_and_output_tail(
     assert slow.status_code == 202 and len(slow.json()["runs"]) == 1
     assert isinstance(slow.json()["runs"][0], str)
 
+    # No rule matched: nothing to wait for, so it is done at once.
+    unmatched = post_github(server.url, GITHUB_SECRET, {"rule": "none-such"},
+                            params={"wait": "10s"})
+    assert unmatched.status_code == 200 and unmatched.json()["runs"] == [], unmatched.text
+
     with httpx.Client() as c:
         for bad in ("soon", "-1s", "10x"):
             body = b'{"tag": "never"}'
