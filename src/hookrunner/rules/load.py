@@ -219,7 +219,14 @@ def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: Any) 
 def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[str, Any] | None:
     from hookrunner.verify import VERIFIERS, is_literal
 
-    spec = f.mapping(ctx, raw, "verify", f"hook {hook_id!r} verify")
+    spec: LineDict | None
+    if isinstance(raw.get("verify"), str):
+        # `verify: none` reads as naturally as `verify: {none: {}}` and means the same (a
+        # verifier with options then says which one it lacks).
+        spec = LineDict({raw["verify"]: None})
+        spec.line = raw.line_of("verify")
+    else:
+        spec = f.mapping(ctx, raw, "verify", f"hook {hook_id!r} verify")
     if spec is None:
         return None
     if len(spec) != 1:
@@ -232,7 +239,10 @@ def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[st
         ctx.error(spec, (name,), f"hook {hook_id!r}: unknown verifier {name!r}; expected one "
                   f"of: {', '.join(sorted(VERIFIERS))}")
         return None
-    options = spec[name] if spec[name] is not None else LineDict()
+    options = spec[name]
+    if options is None:  # `{github: }` or `github` alone: errors point at where it is named
+        options = LineDict()
+        options.line = spec.line_of(name)
     if not isinstance(options, Mapping):
         ctx.error(spec, (name,), f"hook {hook_id!r}: verify.{name} options must be a mapping")
         return None

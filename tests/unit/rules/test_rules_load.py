@@ -309,3 +309,15 @@ def test_a_mounted_configmap_loads_each_file_once(tmp_path: Path) -> None:
     ruleset = load_rules(tmp_path)
     assert ruleset.files == (str(tmp_path / "gh.yaml"),)
     assert list(ruleset.hooks) == ["gh"]
+
+
+def test_a_verifier_named_alone_is_the_verifier_without_options() -> None:
+    """`verify: none` means `verify: {none: {}}` (and still draws the warning); a verifier
+    that needs options says which, at the line of `verify`."""
+    ruleset = load_rules_text({"r.yaml": "hooks:\n  h:\n    verify: none\n"})
+    assert ruleset.hooks["h"].verify_kind == "none"
+    assert any("uses verifier 'none'" in w and "r.yaml:3" in w for w in ruleset.warnings)
+    errors = errors_of({"r.yaml": "hooks:\n  h:\n    verify: github\n"})
+    assert len(errors) == 1 and errors[0].startswith("r.yaml:3:") and "secret" in errors[0]
+    errors = errors_of({"r.yaml": "hooks:\n  h:\n    verify: nonesuch\n"})
+    assert len(errors) == 1 and "unknown verifier 'nonesuch'" in errors[0]
