@@ -34,7 +34,11 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
 
 
 def bearer_ok(authorization: str | None, token: str) -> bool:
-    if not token or not authorization or not authorization.startswith("Bearer "):
+    if not token or not authorization:
+        return False
+    scheme, _, credentials = authorization.partition(" ")
+    # The scheme is case-insensitive (RFC 7235 2.1): `bearer tok` is as good as `Bearer tok`.
+    if scheme.lower() != "bearer":
         return False
     # No .strip(): it would remove characters (e.g. U+00A0) that HTTP itself keeps.
-    return hmac.compare_digest(authorization[7:].strip(" \t").encode(), token.encode())
+    return hmac.compare_digest(credentials.strip(" \t").encode(), token.encode())
