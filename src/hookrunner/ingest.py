@@ -153,7 +153,9 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
         # The reason is logged for the operator; the sender only learns that it failed.
         event("delivery.rejected", logging.WARNING, hook=hook_id, reason=exc.reason, client=ip)
         m.labels(hook_id, "rejected_signature").inc()
-        return error(401, "verification failed")
+        challenge = getattr(hook.verifier, "challenge", None)
+        return error(401, "verification failed",
+                     headers={"WWW-Authenticate": challenge} if challenge else None)
 
     try:
         payload = parse_body(body, headers.get("content-type"))
