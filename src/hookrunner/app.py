@@ -219,7 +219,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
 
     routes: list[BaseRoute] = [
         # Never reached for /hooks/{id} itself (App takes it first); kept so that routing
-        # around it answers as before: `/hooks/gh/` redirects, other methods get 405.
+        # around it answers as before (other methods get 405).
         Route("/hooks/{hook_id}", _unreachable, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -229,6 +229,9 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     ]
     app = app_ = App(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)],
                      exception_handlers={HTTPException: http_error, Exception: internal_error})
+    # No slash redirects: `/hooks/gh/` would answer 307 to a Location built from the client's
+    # Host header. An unknown path is a 404 like any other (the console links exact paths).
+    app.router.redirect_slashes = False
     if worker:
         assert shared is not None
         app.upstream = Upstream(shared.upstream, tls=bool(settings.ssl_certfile))

@@ -45,3 +45,13 @@ def test_the_admin_api_takes_the_bearer_scheme_in_any_case(make_server: Callable
         assert r.status_code == 200, scheme
     refused = httpx.get(f"{server.url}/api/runs", headers={"Authorization": "bearer nope"})
     assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_trailing_slash_is_a_404_never_a_redirect(make_server: Callable[..., Server]) -> None:
+    server = make_server(RULES, env=ENV)
+    forged = {"Host": "evil.example"}
+    for method, path in (("POST", "/hooks/open/"), ("GET", "/api/runs/"), ("GET", "/rules/")):
+        r = httpx.request(method, server.url + path, headers={
+            **forged, "Authorization": f"Bearer {ADMIN_TOKEN}"}, json={} if method == "POST" else None)
+        assert r.status_code == 404, (path, r.status_code)
+        assert "location" not in r.headers and r.json() == {"error": "Not Found"}
