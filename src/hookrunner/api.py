@@ -46,6 +46,7 @@ def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
     }
     if full:
         doc["headers"] = d.headers
+        doc["query"] = d.query
         doc["matches"] = d.matches
         try:
             doc["payload"] = json.loads(d.body) if d.body else None
