@@ -11,6 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
+from hookrunner.private import private_dir
+
 TOKEN_FILE = "admin-token"
 COOKIE = "hookrunner_session"
 
@@ -25,7 +27,7 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
         if token:
             return token, path
         path.unlink()  # empty (e.g. a crash between create and write): never a valid token
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -102,3 +102,42 @@ def test_a_delivery_keeps_its_query_for_replay_and_hides_secrets(
     stored = _stored_bytes(project / "data")
     for secret in [*SECRETS.values(), "q-s3cret"]:
         assert secret.encode() not in stored, secret
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_the_data_dir_database_and_logs_are_private(make_server: Callable[..., Server], project: Path,
+                                                   tmp_path: Path) -> None:
+    """What hookrunner creates under --data is its owner's alone (0700 / 0600), the SQLite
+    -wal and -shm files and run logs included; a data dir the operator made open is left so,
+    with a warning."""
+    data = tmp_path / "made" / "data"  # hookrunner creates it (Server makes only its own dir)
+    (project / "rules" / "rules.yaml").write_text(RULES + """
+  - {name: slow, hook: open, when: payload.slow, run: {shell: {argv: [sh, -c, "sleep 1.5; echo x"]}}}
+""")
+    server = Server(project / "rules", tmp_path / "srv" / "unused", project, env=ENV,
+                    args=["--data", str(data)])
+    server.start()
+    try:
+        r = httpx.post(f"{server.url}/hooks/open", json={"slow": True}, params={"wait": "20s"})
+        assert r.status_code == 200, r.text
+        assert list((data / "logs").rglob("*.log"))  # a run going past a second is on disk
+        assert _mode(data) == 0o700
+        files = list(data.rglob("*"))
+        assert {p.name for p in files} >= {"hookrunner.db", "hookrunner.db-wal", "hookrunner.db-shm"}
+        for p in files:
+            assert _mode(p) == (0o700 if p.is_dir() else 0o600), (p, oct(_mode(p)))
+        assert "data_dir_not_private" not in server.output()
+    finally:
+        server.stop()
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o755)
+    server = Server(project / "rules", open_dir, project, env=ENV)
+    server.start()
+    server.stop()
+    assert _mode(open_dir) == 0o755  # never chmod-ed behind the operator's back
+    assert "server.data_dir_not_private" in server.output()
+    assert _mode(open_dir / "hookrunner.db") == 0o600
