@@ -57,7 +57,7 @@ class Server:
         return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
-        self.data.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.log_path, "ab") as log:
             self.proc = self._spawn(log)
         deadline = time.monotonic() + START_TIMEOUT

@@ -46,6 +46,7 @@ def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
     }
     if full:
         doc["headers"] = d.headers
+        doc["query"] = d.query
         doc["matches"] = d.matches
         try:
             doc["payload"] = json.loads(d.body) if d.body else None
@@ -111,7 +112,12 @@ async def get_run(request: Request) -> Response:
 
 
 async def run_log(request: Request) -> Response:
-    """The output of the run's current attempt; streams while it runs on this node."""
+    """The output of an attempt (default: the run's current one).
+
+    A run not started yet is waited for, then followed like a running one; a running attempt
+    streams until it ends (live from this node's file; from another node, once its log is
+    stored). An ended attempt answers at once. The wait lasts while the client stays
+    connected (Starlette cancels the stream when it leaves)."""
     gw = _gw(request)
     asked = request.query_params.get("attempt")
     if asked is not None and not asked.isdigit():
@@ -120,20 +126,55 @@ async def run_log(request: Request) -> Response:
     if run is None:
         return _err(404, "no such run")
     attempt = int(asked) if asked else run.attempt
-    path = gw.settings.log_path(run.id, attempt)
-    if run.status not in TERMINAL:
-        # A young run's log is still in memory: followed, it goes to its file now.
-        live = gw.dispatcher.live_log(run.id, attempt) if gw.dispatcher is not None else None
-        if live is not None or path.exists():
-            return StreamingResponse(_follow(gw, run.id, path),
-                                     media_type="text/plain; charset=utf-8")
-    if path.exists():
-        return PlainTextResponse(path.read_text(errors="replace"))
-    text = await gw.store.get_log(run.id, attempt)
-    return PlainTextResponse(text or "")
+    if asked and not 1 <= attempt <= run.attempt:
+        return _err(404, f"no attempt {attempt} of this run")
+    if _under_way(run, attempt):
+        return StreamingResponse(_stream(gw, run.id, attempt),
+                                 media_type="text/plain; charset=utf-8")
+    return PlainTextResponse(await _ended_log(gw, run.id, attempt))
 
 
-async def _follow(gw: Gateway, run_id: str, path: Any) -> AsyncIterator[bytes]:
+def _under_way(run: Run, attempt: int) -> bool:
+    """Not started yet (attempt 0, still queued), or that attempt is running."""
+    if attempt == 0:
+        return run.status not in TERMINAL
+    return run.status == "running" and run.attempt == attempt
+
+
+async def _ended_log(gw: Gateway, run_id: str, attempt: int) -> str:
+    path = gw.settings.log_path(run_id, attempt)
+    if attempt and path.exists():
+        return path.read_text(errors="replace")
+    return await gw.store.get_log(run_id, attempt) or ""
+
+
+async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes]:
+    """Wait for the attempt to start (attempt 0: the run's first), then follow it."""
+    while True:
+        run = await gw.store.get_run(run_id)
+        if run is None:
+            return
+        if attempt == 0 and run.attempt > 0:
+            attempt = run.attempt
+        if not _under_way(run, attempt):
+            # Ended (or canceled / skipped before it started): what is stored, if anything.
+            text = await _ended_log(gw, run_id, attempt)
+            if text:
+                yield text.encode()
+            return
+        if attempt:
+            # A young run's log is still in memory: followed, it goes to its file now.
+            live = gw.dispatcher.live_log(run_id, attempt) if gw.dispatcher is not None else None
+            path = gw.settings.log_path(run_id, attempt)
+            if live is not None or path.exists():
+                async for chunk in _follow(gw, run_id, attempt, path):
+                    yield chunk
+                return
+        # Queued, or running elsewhere (or just claimed here, its log not open yet).
+        await asyncio.sleep(STREAM_POLL)
+
+
+async def _follow(gw: Gateway, run_id: str, attempt: int, path: Any) -> AsyncIterator[bytes]:
     with open(path, "rb") as f:
         while True:
             chunk = f.read(65536)
@@ -141,7 +182,7 @@ async def _follow(gw: Gateway, run_id: str, path: Any) -> AsyncIterator[bytes]:
                 yield chunk
                 continue
             run = await gw.store.get_run(run_id)
-            if run is None or run.status in TERMINAL:
+            if run is None or not _under_way(run, attempt):
                 rest = f.read()
                 if rest:
                     yield rest

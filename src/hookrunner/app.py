@@ -25,6 +25,7 @@ from hookrunner.gateway import Gateway
 from hookrunner.ingest import accept
 from hookrunner.logs import event
 from hookrunner.metrics import Metrics
+from hookrunner.private import open_to_others, private_dir
 from hookrunner.rawhttp import ClientGone, error, send_answer
 from hookrunner.reload import LiveRules
 from hookrunner.settings import Settings
@@ -153,6 +154,17 @@ async def _hook(scope: Scope, receive: Receive, send: Send, gw: Gateway, hook_id
             await send_answer(send, error(500, "internal error"), head=head)
 
 
+def _data_dir(settings: Settings) -> None:
+    """Create --data private, or warn when the operator's own lets others in."""
+    if settings.data.exists():
+        mode = open_to_others(settings.data)
+        if mode is not None:
+            event("server.data_dir_not_private", logging.WARNING, path=str(settings.data),
+                  mode=f"{mode:04o}", hint="it holds payloads and logs: chmod 700 it")
+    private_dir(settings.data)
+    private_dir(settings.logs_dir)
+
+
 def create_app(settings: Settings, shared: Shared | None = None, worker: bool = False) -> App:
     """The app of one process. `shared` when the server runs `--http-workers` processes:
     the main one (dispatcher, console, API) or, with `worker`, an extra one that accepts
@@ -166,7 +178,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        settings.data.mkdir(parents=True, exist_ok=True)
+        _data_dir(settings)
         await store.open()
         dispatcher: Dispatcher | None = None
         if worker:
@@ -219,7 +231,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
 
     routes: list[BaseRoute] = [
         # Never reached for /hooks/{id} itself (App takes it first); kept so that routing
-        # around it answers as before: `/hooks/gh/` redirects, other methods get 405.
+        # around it answers as before (other methods get 405).
         Route("/hooks/{hook_id}", _unreachable, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -229,6 +241,9 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     ]
     app = app_ = App(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)],
                      exception_handlers={HTTPException: http_error, Exception: internal_error})
+    # No slash redirects: `/hooks/gh/` would answer 307 to a Location built from the client's
+    # Host header. An unknown path is a 404 like any other (the console links exact paths).
+    app.router.redirect_slashes = False
     if worker:
         assert shared is not None
         app.upstream = Upstream(shared.upstream, tls=bool(settings.ssl_certfile))

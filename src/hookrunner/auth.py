@@ -11,6 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
+from hookrunner.private import private_dir
+
 TOKEN_FILE = "admin-token"
 COOKIE = "hookrunner_session"
 
@@ -25,7 +27,7 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
         if token:
             return token, path
         path.unlink()  # empty (e.g. a crash between create and write): never a valid token
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -34,7 +36,11 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
 
 
 def bearer_ok(authorization: str | None, token: str) -> bool:
-    if not token or not authorization or not authorization.startswith("Bearer "):
+    if not token or not authorization:
+        return False
+    scheme, _, credentials = authorization.partition(" ")
+    # The scheme is case-insensitive (RFC 7235 2.1): `bearer tok` is as good as `Bearer tok`.
+    if scheme.lower() != "bearer":
         return False
     # No .strip(): it would remove characters (e.g. U+00A0) that HTTP itself keeps.
-    return hmac.compare_digest(authorization[7:].strip(" \t").encode(), token.encode())
+    return hmac.compare_digest(credentials.strip(" \t").encode(), token.encode())

@@ -21,24 +21,18 @@ from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
 from hookrunner.logs import Throttled, event
 from hookrunner.payload import PayloadError, parse_body
-from hookrunner.rawhttp import Answer, TooLarge, error, headers_of, query_of, read_body
-from hookrunner.redact import REDACTED
+from hookrunner.rawhttp import Answer, TooLarge, error, headers_of, query_pairs, read_body
+from hookrunner.redact import redact_pairs
 from hookrunner.rules.match import build_scope, evaluate, render_action, render_concurrency_key
 from hookrunner.rules.model import Hook, Rule, Ruleset
 from hookrunner.store.base import NewDelivery, NewRun
 from hookrunner.units import parse_duration
-from hookrunner.verify.base import Headers, SignedRequest, Verified
+from hookrunner.verify.base import SignedRequest, Verified
 
 MAX_DEDUP_KEY = 200  # longer sender ids are stored as their sha256, so a 10 KB header is harmless
-ALWAYS_REDACT = ("authorization", "cookie", "proxy-authorization")
 MAX_WAIT = 300.0  # seconds a ?wait= may hold a request open
 STORE_RETRY_AFTER = "5"
 QUEUE_FULL_RETRY_AFTER = "5"  # seconds; the queue drains at --workers runs at a time
-
-
-def _redact(headers: Headers, hook: Hook) -> list[tuple[str, str]]:
-    secret = {h.lower() for h in hook.secret_headers} | set(ALWAYS_REDACT)
-    return [(k, REDACTED if k.lower() in secret else v) for k, v in headers.items()]
 
 
 def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any]) -> str | None:
@@ -113,7 +107,8 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
     if scope["method"] != "POST":
         return error(405, "use POST", headers={"Allow": "POST"})
     m = gw.metrics.deliveries
-    query = query_of(scope)
+    sent_query = query_pairs(scope)
+    query = dict(sent_query)  # a repeated name keeps its last value (as Starlette)
     wait = 0.0
     if "wait" in query:
         try:
@@ -159,7 +154,9 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
         # The reason is logged for the operator; the sender only learns that it failed.
         event("delivery.rejected", logging.WARNING, hook=hook_id, reason=exc.reason, client=ip)
         m.labels(hook_id, "rejected_signature").inc()
-        return error(401, "verification failed")
+        challenge = getattr(hook.verifier, "challenge", None)
+        return error(401, "verification failed",
+                     headers={"WWW-Authenticate": challenge} if challenge else None)
 
     try:
         payload = parse_body(body, headers.get("content-type"))
@@ -172,9 +169,10 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
                          query=query, payload=payload, event=verified.event)
     matches, runs = plan_runs(ruleset, hook_id, scope_, delivery_id, now, gw.settings.default_timeout)
     delivery = NewDelivery(
-        id=delivery_id, hook=hook_id, received_at=now, headers=_redact(headers, hook), body=body,
+        id=delivery_id, hook=hook_id, received_at=now,
+        headers=redact_pairs(headers.items(), hook.secret_headers), body=body,
         dedup_key=_dedup_key(hook, verified, scope_), event=verified.event, client_ip=ip,
-        matches=matches,
+        matches=matches, query=redact_pairs(sent_query),
     )
     reserved = 0
     if gw.dispatcher is not None:

@@ -56,10 +56,15 @@ def headers_of(scope: Scope) -> Headers:
     return Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
 
 
+def query_pairs(scope: Scope) -> list[tuple[str, str]]:
+    """The query string's (name, value) pairs, decoded, in order."""
+    raw: bytes = scope.get("query_string", b"")
+    return parse_qsl(raw.decode("latin-1"), keep_blank_values=True) if raw else []
+
+
 def query_of(scope: Scope) -> dict[str, str]:
     """The query string as a dict; a repeated name keeps its last value (as Starlette)."""
-    raw: bytes = scope.get("query_string", b"")
-    return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
+    return dict(query_pairs(scope))
 
 
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:

@@ -1,26 +1,51 @@
-"""Hide secret-looking values in a rendered action before the API or the console shows it.
+"""Hide secret-looking values: of a rendered action before the API or the console shows it,
+and of a delivery's headers and query parameters before they are stored.
 
 The store keeps the action as it ran (the dispatcher needs it); only its display is redacted.
-A key is secret-looking when its name contains one of SECRET_WORDS (so `API_TOKEN`,
-`db_password`, `X-Auth-Token` all count); every value of an http action's `headers` is hidden,
+A delivery's request is redacted before it is journaled (nothing secret in the store), so a
+replay sees `[redacted]` there too.
+
+One rule names what is secret-looking (`secret_key`), for action keys, header names and
+query parameter names alike: a name containing one of SECRET_WORDS (`API_TOKEN`,
+`db_password`, `X-Auth-Token`, `Stripe-Signature`, `X-Api-Key`, `Cookie`), or with one of
+SECRET_PARTS as a whole `-`/`_`-separated part (`X-Auth`, `sig`), or exactly `key` (the
+query parameter of many API keys). Every value of an http action's `headers` is hidden,
 and so is the password part of a URL.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
 SECRET_WORDS = ("password", "passwd", "token", "secret", "authorization", "api_key", "apikey",
-                "private_key", "credential", "cookie")
+                "private_key", "access_key", "credential", "cookie", "session", "signature",
+                "hmac")
+# Parts too short to look for inside longer words (`author`, `design`).
+SECRET_PARTS = frozenset({"auth", "sig", "pwd"})
+SECRET_NAMES = frozenset({"key"})
+# Named like secrets, but they are senders' delivery ids (kept as the delivery's dedup key).
+NOT_SECRET = frozenset({"i_twilio_idempotency_token"})
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@")
+_PARTS = re.compile(r"[^a-z0-9]+")
 
 
 def secret_key(name: str) -> bool:
     lowered = name.lower().replace("-", "_")
-    return any(w in lowered for w in SECRET_WORDS)
+    if lowered in NOT_SECRET:
+        return False
+    return (lowered in SECRET_NAMES or any(w in lowered for w in SECRET_WORDS)
+            or not SECRET_PARTS.isdisjoint(_PARTS.split(lowered)))
+
+
+def redact_pairs(pairs: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """Headers or query parameters with secret-looking values (and those named in `also`,
+    case-insensitive: a verifier's own headers) replaced by REDACTED."""
+    named = {a.lower() for a in also}
+    return [(k, REDACTED if k.lower() in named or secret_key(k) else v) for k, v in pairs]
 
 
 def redact_spec(spec: Any, action: str = "") -> Any:

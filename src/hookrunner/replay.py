@@ -36,7 +36,7 @@ async def replay_delivery(
         raise ReplayError(f"stored body cannot be parsed: {exc.message}") from None
     now = time.time()
     scope = build_scope(hook=delivery.hook, delivery_id=delivery.id, received_at=delivery.received_at,
-                        headers=headers, query={}, payload=payload, event=delivery.event)
+                        headers=headers, query=dict(delivery.query), payload=payload, event=delivery.event)
     matches, runs = plan_runs(ruleset, delivery.hook, scope, delivery.id, now, default_timeout)
     if runs:
         await store.add_runs(runs)

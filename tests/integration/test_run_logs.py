@@ -209,3 +209,45 @@ async def test_until_its_end_is_recorded_a_run_stays_started_and_followable(
         store.release.set()
         await dispatcher.stop(grace=1.0)
         await store.close()
+
+
+def test_a_queued_runs_log_waits_for_it_to_start_then_streams(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """Following the run id of a 202 works even while the run waits its turn: the answer
+    waits, then streams the run's output to its end. A run canceled before it started ends
+    the wait with what is stored (nothing); an attempt that does not exist is a 404."""
+    go = project / "go"
+    write_script(project, "hold.sh", f"while [ ! -e {go} ]; do sleep 0.05; done\necho held\n")
+    server = make_server("""
+hooks:
+  github:
+    verify: {github: {secret: {env: GITHUB_WEBHOOK_SECRET}}}
+rules:
+  - {name: hold, hook: github, when: payload.hold, run: {shell: {argv: [scripts/hold.sh]}}}
+  - {name: next, hook: github, when: not payload.hold, run: {shell: {argv: [echo, next-out]}}}
+""", args=["--workers", "1"])
+    holder = post_github(server.url, GITHUB_SECRET, {"hold": True}).json()["runs"][0]
+    queued = post_github(server.url, GITHUB_SECRET, {"hold": False}).json()["runs"][0]
+    doomed = post_github(server.url, GITHUB_SECRET, {"hold": False}).json()["runs"][0]
+    with server.admin() as c:
+        deadline = time.monotonic() + 20
+        while c.get(f"/api/runs/{holder}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert c.get(f"/api/runs/{queued}").json()["status"] == "queued"
+        for bad in ("0", "1", "2"):
+            missing = c.get(f"/api/runs/{queued}/log", params={"attempt": bad})
+            assert missing.status_code == 404 and "error" in missing.json()
+        with c.stream("GET", f"/api/runs/{doomed}/log") as answer:
+            assert answer.status_code == 200
+            assert c.post(f"/api/runs/{doomed}/cancel").status_code == 202
+            assert answer.read() == b""
+        with c.stream("GET", f"/api/runs/{queued}/log") as answer:
+            assert answer.status_code == 200
+            assert c.get(f"/api/runs/{queued}").json()["status"] == "queued"
+            go.touch()
+            got = answer.read().decode()
+        assert got.startswith("[hookrunner] run ") and got.endswith("next-out\n[hookrunner] succeeded\n")
+        assert c.get(f"/api/runs/{queued}/log?attempt=1").text == got
+        assert c.get(f"/api/runs/{queued}/log?attempt=2").status_code == 404

@@ -1,4 +1,5 @@
-"""The console hides secret-looking values of a rendered action (the store keeps them)."""
+"""Secret-looking values are hidden: a rendered action's in what the console shows (the store
+keeps them), a delivery's headers and query parameters before they are stored."""
 
 from __future__ import annotations
 
@@ -6,13 +7,21 @@ from typing import Any
 
 import pytest
 
-from hookrunner.redact import REDACTED, redact_spec, redact_url, secret_key
+from hookrunner.redact import REDACTED, redact_pairs, redact_spec, redact_url, secret_key
 
 
 @pytest.mark.parametrize(("name", "secret"), [
     ("password", True), ("DB_PASSWORD", True), ("api_token", True), ("X-Auth-Token", True),
     ("client_secret", True), ("Authorization", True), ("API-KEY", True), ("aws_credentials", True),
     ("argv", False), ("url", False), ("replicas", False), ("DEPLOY_REF", False),
+    # Header and query parameter names: the same rule.
+    ("X-Gitlab-Token", True), ("X-Api-Key", True), ("Stripe-Signature", True),
+    ("X-Hub-Signature-256", True), ("X-Shopify-Hmac-Sha256", True), ("Cookie", True),
+    ("Proxy-Authorization", True), ("X-Session-Id", True), ("X-Auth", True), ("sig", True),
+    ("access_token", True), ("key", True), ("apikey", True),
+    ("DEPLOY_AUTHOR", False), ("design", False), ("X-Event-Key", False), ("Idempotency-Key", False),
+    ("I-Twilio-Idempotency-Token", False), ("X-GitHub-Delivery", False), ("Content-Type", False),
+    ("env", False), ("bodySHA256", False), ("wait", False),
 ])
 def test_secret_looking_key_names(name: str, secret: bool) -> None:
     assert secret_key(name) is secret
@@ -52,3 +61,11 @@ def test_redaction_leaves_the_stored_spec_untouched() -> None:
 ])
 def test_redact_url(text: str, shown: str) -> None:
     assert redact_url(text) == shown
+
+
+def test_redact_pairs_hides_secret_names_and_the_named_ones_keeping_order() -> None:
+    pairs = [("X-Sig-Custom", "s"), ("X-Api-Key", "k"), ("Accept", "a"), ("x-custom", "c"),
+             ("X-Api-Key", "k2")]
+    assert redact_pairs(pairs, also=["X-CUSTOM"]) == [
+        ("X-Sig-Custom", REDACTED), ("X-Api-Key", REDACTED), ("Accept", "a"),
+        ("x-custom", REDACTED), ("X-Api-Key", REDACTED)]

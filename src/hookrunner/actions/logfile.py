@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from hookrunner.private import PRIVATE_FILE, private_dir
 from hookrunner.settings import DEFAULT_LOG_CAP  # one default, named once
 
 NOTE_PREFIX = "[hookrunner] "
@@ -108,8 +109,8 @@ class FileLog:
         self._append(prefix + (NOTE_PREFIX + text.rstrip("\n") + "\n").encode())
 
     def _open(self) -> BinaryIO:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        private_dir(self.path.parent)  # logs hold whatever the action printed
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
         return os.fdopen(fd, "ab", buffering=0)
 
     def _spill(self) -> None:

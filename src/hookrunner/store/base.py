@@ -39,6 +39,9 @@ class NewDelivery:
     event: str | None
     client_ip: str
     matches: list[dict[str, Any]]  # per-rule explanation, JSON-able (see rules.match)
+    # The query parameters as sent (hookrunner's own `wait` too), secrets redacted: a replay
+    # evaluates `query` with them.
+    query: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class Delivery:
     matches: list[dict[str, Any]]
     run_ids: list[str] = field(default_factory=list)
     replay_of: str | None = None
+    query: list[tuple[str, str]] = field(default_factory=list)  # [] for rows from before 0003
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ class MemoryStore:
             id=delivery.id, hook=delivery.hook, received_at=delivery.received_at,
             headers=list(delivery.headers), body=delivery.body, dedup_key=delivery.dedup_key,
             event=delivery.event, client_ip=delivery.client_ip,
-            matches=copy.deepcopy(delivery.matches),
+            matches=copy.deepcopy(delivery.matches), query=list(delivery.query),
         )
         ids = self._add(runs)
         if ids:

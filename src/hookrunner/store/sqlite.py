@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from typing import IO, Any, TypeVar
 
 from hookrunner.concurrency import decide
 from hookrunner.errors import StoreUnavailable
+from hookrunner.private import PRIVATE_FILE, private_dir, private_file
 from hookrunner.store import sql
 from hookrunner.store._rows import (
     CANCELED_BEFORE_START,
@@ -176,7 +178,8 @@ class SQLiteStore:
 
     async def open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            private_file(self.path)  # before SQLite makes it 0644 (payloads are in it)
             self._writer.start()
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
@@ -189,7 +192,9 @@ class SQLiteStore:
         # One server per database file, whatever its --node: an flock next to the file is
         # released by the kernel when the process dies, so a crash never leaves it stale.
         if self._lock_file is None:
-            self._lock_file = open(self.path.with_name(self.path.name + ".lock"), "a")  # noqa: SIM115
+            fd = os.open(self.path.with_name(self.path.name + ".lock"),
+                         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, PRIVATE_FILE)
+            self._lock_file = os.fdopen(fd, "a")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

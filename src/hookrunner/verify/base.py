@@ -82,6 +82,9 @@ class Verified:
 
 
 class Verifier(Protocol):
+    """Optional class attributes, read with getattr: `uses_url` (see SignedRequest.url) and
+    `challenge`, the `WWW-Authenticate` value sent with this verifier's 401."""
+
     @property
     def secret_headers(self) -> tuple[str, ...]:
         """Header names whose values are redacted when the delivery is stored."""

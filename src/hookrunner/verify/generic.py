@@ -6,7 +6,7 @@ import binascii
 import hmac as _hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from hookrunner.errors import ConfigError, VerifyError
 from hookrunner.verify import crypto
@@ -23,6 +23,7 @@ DEFAULT_ALGORITHM = "sha256"
 DEFAULT_ENCODING = "hex"
 DEFAULT_TOKEN_HEADER = "Authorization"
 AUTHORIZATION = "Authorization"
+REALM = "hookrunner"  # named in the WWW-Authenticate challenge of a refused request
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,11 @@ class TokenVerifier(LearnsNothing):
     def secret_headers(self) -> tuple[str, ...]:
         return (self.header,)
 
+    @property
+    def challenge(self) -> str | None:
+        """RFC 7235 wants a challenge with every 401; one exists only for Authorization."""
+        return f'Bearer realm="{REALM}"' if self.header.lower() == "authorization" else None
+
     def verify(self, request: SignedRequest) -> Verified:
         value = crypto.require_header(request.headers, self.header)
         scheme, _, rest = value.partition(" ")
@@ -127,6 +133,7 @@ class BasicVerifier(LearnsNothing):
     username: bytes
     passwords: tuple[bytes, ...]
     secret_headers: tuple[str, ...] = (AUTHORIZATION,)
+    challenge: ClassVar[str] = f'Basic realm="{REALM}"'  # with every 401 (RFC 7235, 7617)
 
     def verify(self, request: SignedRequest) -> Verified:
         value = crypto.require_header(request.headers, AUTHORIZATION)

@@ -110,3 +110,25 @@ async def test_a_node_lock_lost_with_its_connection_is_taken_again(postgres_db: 
         assert held is not None and held[0] == 1
     finally:
         await store.close()
+
+
+async def test_a_delivery_from_before_the_query_column_reads_with_an_empty_query(
+    postgres_db: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Migration 0003 adds the query to a database with history; old rows get none."""
+    every = sql.migrations("postgres")
+    monkeypatch.setattr(sql, "migrations", lambda backend: every[:2])
+    old = PostgresStore(postgres_db)
+    await old.open()
+    await old.close()
+    with psycopg.connect(postgres_db) as conn:
+        conn.execute("INSERT INTO deliveries (id, hook, received_at, headers, body, client_ip, matches)"
+                     " VALUES ('d-old', 'gh', 1.0, '[]', '\\x7b7d', '', '[]')")
+    monkeypatch.undo()
+    store = PostgresStore(postgres_db)
+    await store.open()
+    try:
+        got = await store.get_delivery("d-old")
+        assert got is not None and got.query == []
+    finally:
+        await store.close()

@@ -7,6 +7,8 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from hookrunner.store import sql
 from hookrunner.store.sqlite import SQLiteStore
 from tests.integration.store.test_store import LEASE, T0, delivery, new_run
@@ -82,3 +84,26 @@ async def test_one_server_per_database_file(tmp_path: Path) -> None:
         assert await second.lock_node("b") is True
     finally:
         await second.close()
+
+
+async def test_a_delivery_from_before_the_query_column_reads_with_an_empty_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Migration 0003 adds the query to a database with history; old rows get none."""
+    path = tmp_path / "hookrunner.db"
+    every = sql.migrations("sqlite")
+    monkeypatch.setattr(sql, "migrations", lambda backend: every[:2])
+    old = SQLiteStore(path)
+    await old.open()
+    await old.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO deliveries (id, hook, received_at, headers, body, client_ip, matches)"
+                     " VALUES ('d-old', 'gh', 1.0, '[]', x'7b7d', '', '[]')")
+    monkeypatch.undo()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        got = await store.get_delivery("d-old")
+        assert got is not None and got.query == []
+    finally:
+        await store.close()

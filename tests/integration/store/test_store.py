@@ -54,6 +54,7 @@ def delivery(hook: str = "gh", key: str | None = None, at: float = T0) -> NewDel
         id=f"d-{uuid.uuid4().hex[:10]}", hook=hook, received_at=at,
         headers=[("X-Event", "push"), ("X-Sig", "[redacted]")], body=b"\x00{\"a\": 1}\xff",
         dedup_key=key, event="push", client_ip="192.0.2.1", matches=[{"rule": "r", "ok": True}],
+        query=[("env", "prod"), ("env", "é b"), ("token", "[redacted]"), ("wait", "")],
     )
 
 
@@ -90,6 +91,7 @@ async def test_accept_stores_delivery_and_runs(store: Store) -> None:
     got = await store.get_delivery(d.id)
     assert got is not None
     assert (got.body, got.headers, got.matches) == (d.body, d.headers, d.matches)
+    assert got.query == d.query  # in order, repeats kept
     assert got.run_ids == result.run_ids
     run = await store.get_run(runs[1].id)
     assert run is not None

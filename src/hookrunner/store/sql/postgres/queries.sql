@@ -9,9 +9,10 @@ SELECT version FROM schema_migrations;
 INSERT INTO schema_migrations (version, name, applied_at) VALUES (%(version)s, %(name)s, %(now)s);
 
 -- name: insert_delivery
-INSERT INTO deliveries (id, hook, received_at, headers, body, dedup_key, event, client_ip, matches)
+INSERT INTO deliveries (id, hook, received_at, headers, body, dedup_key, event, client_ip, matches,
+                        query_params)
 VALUES (%(id)s, %(hook)s, %(received_at)s, %(headers)s::jsonb, %(body)s, %(dedup_key)s,
-        %(event)s, %(client_ip)s, %(matches)s::jsonb)
+        %(event)s, %(client_ip)s, %(matches)s::jsonb, %(query_params)s::jsonb)
 ON CONFLICT (hook, dedup_key) DO NOTHING
 RETURNING id;
 

@@ -8,8 +8,10 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :nam
 SELECT id FROM deliveries WHERE hook = :hook AND dedup_key = :dedup_key;
 
 -- name: insert_delivery
-INSERT INTO deliveries (id, hook, received_at, headers, body, dedup_key, event, client_ip, matches)
-VALUES (:id, :hook, :received_at, :headers, :body, :dedup_key, :event, :client_ip, :matches)
+INSERT INTO deliveries (id, hook, received_at, headers, body, dedup_key, event, client_ip, matches,
+                        query_params)
+VALUES (:id, :hook, :received_at, :headers, :body, :dedup_key, :event, :client_ip, :matches,
+        :query_params)
 ON CONFLICT (hook, dedup_key) DO NOTHING;
 
 -- name: insert_run

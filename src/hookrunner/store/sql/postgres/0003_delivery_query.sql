@@ -1,0 +1,3 @@
+-- The query parameters of a delivery (list of [name, value], secrets redacted), so a replay
+-- evaluates `query` as the original did. Rows from before: none, an empty query.
+ALTER TABLE deliveries ADD COLUMN query_params JSONB NOT NULL DEFAULT '[]';

@@ -1,0 +1,143 @@
+"""The HTTP surface against a real server: auth challenges, routing, what a stored delivery
+keeps (query, redacted headers) and shows, and the modes of what it writes to disk."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.serverproc import ADMIN_TOKEN, Server
+
+RULES = """
+hooks:
+  open: {verify: {none: {}}}
+  basic: {verify: {basic: {username: ops, password: {env: BASIC_PW}}}}
+  tok: {verify: {token: {secret: {env: TOK}}}}
+rules:
+  - {name: any, hook: open, run: {shell: {argv: ["true"]}}}
+  - {name: prod, hook: open, when: 'query.env == "prod"', run: {shell: {argv: ["true"]}}}
+"""
+ENV = {"BASIC_PW": "pw-1", "TOK": "tok-1"}
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_a_refused_basic_or_bearer_hook_names_its_scheme(make_server: Callable[..., Server]) -> None:
+    server = make_server(RULES, env=ENV)
+    for headers in ({}, {"Authorization": _basic("ops", "wrong")}):
+        r = httpx.post(f"{server.url}/hooks/basic", json={}, headers=headers)
+        assert r.status_code == 401 and r.json() == {"error": "verification failed"}
+        assert r.headers["www-authenticate"] == 'Basic realm="hookrunner"'
+    good = httpx.post(f"{server.url}/hooks/basic", json={},
+                      headers={"Authorization": _basic("ops", "pw-1")})
+    assert good.status_code == 202 and "www-authenticate" not in good.headers
+    r = httpx.post(f"{server.url}/hooks/tok", json={}, headers={"Authorization": "Bearer no"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == 'Bearer realm="hookrunner"'
+
+
+def test_the_admin_api_takes_the_bearer_scheme_in_any_case(make_server: Callable[..., Server]) -> None:
+    server = make_server(RULES, env=ENV)
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        r = httpx.get(f"{server.url}/api/runs", headers={"Authorization": f"{scheme} {ADMIN_TOKEN}"})
+        assert r.status_code == 200, scheme
+    refused = httpx.get(f"{server.url}/api/runs", headers={"Authorization": "bearer nope"})
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_trailing_slash_is_a_404_never_a_redirect(make_server: Callable[..., Server]) -> None:
+    server = make_server(RULES, env=ENV)
+    forged = {"Host": "evil.example"}
+    for method, path in (("POST", "/hooks/open/"), ("GET", "/api/runs/"), ("GET", "/rules/")):
+        r = httpx.request(method, server.url + path, headers={
+            **forged, "Authorization": f"Bearer {ADMIN_TOKEN}"}, json={} if method == "POST" else None)
+        assert r.status_code == 404, (path, r.status_code)
+        assert "location" not in r.headers and r.json() == {"error": "Not Found"}
+
+
+SECRETS = {"X-Gitlab-Token": "gl-s3cret", "X-Api-Key": "api-s3cret", "X-Auth-Token": "auth-s3cret",
+           "Stripe-Signature": "t=1,v1=sig-s3cret", "Cookie": "sid=cookie-s3cret"}
+
+
+def _stored_bytes(data: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in data.glob("hookrunner.db*") if p.is_file())
+
+
+def test_a_delivery_keeps_its_query_for_replay_and_hides_secrets(
+    make_server: Callable[..., Server], project: Path,
+) -> None:
+    """The query is stored as sent (`wait` too) and a replay, over the API or the CLI,
+    matches on it as the original did; secret-looking headers and query parameters are
+    redacted before they are stored, whatever the hook's verifier."""
+    server = make_server(RULES, env=ENV)
+    r = httpx.post(f"{server.url}/hooks/open?env=prod&sig=q-s3cret&wait=10s", json={"a": 1},
+                   headers={**SECRETS, "X-Event-Key": "repo:push"})
+    assert r.status_code == 200, r.text
+    delivery_id = r.json()["delivery_id"]
+    with server.admin() as c:
+        doc = c.get(f"/api/deliveries/{delivery_id}").json()
+        assert doc["matched"] == ["any", "prod"]
+        assert doc["query"] == [["env", "prod"], ["sig", "[redacted]"], ["wait", "10s"]]
+        headers = {k.lower(): v for k, v in doc["headers"]}
+        assert all(headers[name.lower()] == "[redacted]" for name in SECRETS)
+        assert headers["x-event-key"] == "repo:push"
+        replayed = c.post(f"/api/deliveries/{delivery_id}/replay")
+        assert replayed.status_code == 202
+        assert [m["rule"] for m in replayed.json()["matches"] if m["matched"]] == ["any", "prod"]
+        assert len(replayed.json()["runs"]) == 2
+        page = c.get(f"/deliveries/{delivery_id}").text
+        assert 'id="query"' in page and "prod" in page
+    cli = subprocess.run(
+        [sys.executable, "-m", "hookrunner.cli", "replay", delivery_id,
+         "--rules", str(project / "rules"), "--data", str(project / "data")],
+        capture_output=True, text=True, env={**os.environ, **ENV})
+    assert cli.returncode == 0 and "2 run(s) queued" in cli.stdout, cli.stderr
+    stored = _stored_bytes(project / "data")
+    for secret in [*SECRETS.values(), "q-s3cret"]:
+        assert secret.encode() not in stored, secret
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_the_data_dir_database_and_logs_are_private(make_server: Callable[..., Server], project: Path,
+                                                   tmp_path: Path) -> None:
+    """What hookrunner creates under --data is its owner's alone (0700 / 0600), the SQLite
+    -wal and -shm files and run logs included; a data dir the operator made open is left so,
+    with a warning."""
+    data = tmp_path / "made" / "data"  # hookrunner creates it (Server makes only its own dir)
+    (project / "rules" / "rules.yaml").write_text(RULES + """
+  - {name: slow, hook: open, when: payload.slow, run: {shell: {argv: [sh, -c, "sleep 1.5; echo x"]}}}
+""")
+    server = Server(project / "rules", tmp_path / "srv" / "unused", project, env=ENV,
+                    args=["--data", str(data)])
+    server.start()
+    try:
+        r = httpx.post(f"{server.url}/hooks/open", json={"slow": True}, params={"wait": "20s"})
+        assert r.status_code == 200, r.text
+        assert list((data / "logs").rglob("*.log"))  # a run going past a second is on disk
+        assert _mode(data) == 0o700
+        files = list(data.rglob("*"))
+        assert {p.name for p in files} >= {"hookrunner.db", "hookrunner.db-wal", "hookrunner.db-shm"}
+        for p in files:
+            assert _mode(p) == (0o700 if p.is_dir() else 0o600), (p, oct(_mode(p)))
+        assert "data_dir_not_private" not in server.output()
+    finally:
+        server.stop()
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o755)
+    server = Server(project / "rules", open_dir, project, env=ENV)
+    server.start()
+    server.stop()
+    assert _mode(open_dir) == 0o755  # never chmod-ed behind the operator's back
+    assert "server.data_dir_not_private" in server.output()
+    assert _mode(open_dir / "hookrunner.db") == 0o600

@@ -1,0 +1,30 @@
+"""The admin bearer token: the scheme is case-insensitive (RFC 7235), the token is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from hookrunner.auth import bearer_ok
+
+TOKEN = "s3cret-Token"
+
+
+@pytest.mark.parametrize(("header", "ok"), [
+    (f"Bearer {TOKEN}", True),
+    (f"bearer {TOKEN}", True),
+    (f"BEARER {TOKEN}", True),
+    (f"bEaReR \t{TOKEN}\t", True),
+    (f"Bearer {TOKEN.lower()}", False),
+    (f"Basic {TOKEN}", False),
+    (f"Bearer{TOKEN}", False),
+    (TOKEN, False),
+    ("Bearer ", False),
+    ("", False),
+    (None, False),
+])
+def test_bearer_scheme_any_case_token_exact(header: str | None, ok: bool) -> None:
+    assert bearer_ok(header, TOKEN) is ok
+
+
+def test_no_configured_token_accepts_nothing() -> None:
+    assert bearer_ok("Bearer ", "") is False
