@@ -63,7 +63,11 @@ class AdminAuth:
             return
         login = getattr(state, "login_redirect", None)
         response: Response
-        if login is not None and not scope["path"].startswith("/api/") and request.method == "GET":
+        # A browser (it asks for HTML, and sent no token) is shown the login form; a script or
+        # a client that sent a wrong token hears 401, as the API answers.
+        if (login is not None and not scope["path"].startswith("/api/")
+                and request.method == "GET" and "authorization" not in request.headers
+                and "text/html" in request.headers.get("accept", "")):
             response = login(request)
         else:
             response = JSONResponse({"error": "admin token required"}, status_code=401,

@@ -40,7 +40,9 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     (tmp_path / "rules" / "rules.yaml").write_text(RULES)
     settings = Settings(rules=tmp_path / "rules", root=tmp_path, data=tmp_path / "data", db="memory:",
                         admin_token=TOKEN, environ=dict(os.environ), grace=1.0)
-    with TestClient(create_app(settings), follow_redirects=False) as c:
+    # A browser: it asks for HTML (a script that does not is answered 401, see below).
+    with TestClient(create_app(settings), follow_redirects=False,
+                    headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}) as c:
         yield c
 
 
@@ -77,6 +79,21 @@ def test_console_pages_redirect_to_login_remembering_where_to_go(client: TestCli
 def test_api_without_credentials_is_401_json_not_a_redirect(client: TestClient) -> None:
     r = client.get("/api/runs")
     assert r.status_code == 401 and r.json() == {"error": "admin token required"}
+
+
+@pytest.mark.parametrize("headers", [
+    {"Accept": "*/*"},  # curl, httpx, requests
+    {"Accept": "application/json"},
+    {"Accept": "text/html", "Authorization": "Bearer wrong"},  # a token was sent: it is wrong
+    {"Accept": "text/html", "Authorization": "Basic dXNlcjpwdw=="},
+])
+def test_the_console_answers_a_script_or_a_wrong_token_401_not_a_login_form(
+    client: TestClient, headers: dict[str, str],
+) -> None:
+    r = client.get("/", headers=headers)
+    assert r.status_code == 401 and r.json() == {"error": "admin token required"}
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert client.get("/", headers={**headers, "Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
 def test_login_and_static_files_need_no_session(client: TestClient) -> None:
