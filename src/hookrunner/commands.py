@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hookrunner.errors import ConfigErrors, HookrunnerError, StoreUnavailable
+from hookrunner.errors import ConfigErrors, HookrunnerError, StartupRefused, StoreUnavailable
 from hookrunner.settings import Settings
 from hookrunner.store.base import RUN_STATUSES, Store
 
@@ -19,17 +21,36 @@ EXIT_STARTUP = 3  # the server could not start (as uvicorn's own command says)
 
 
 def serve(settings: Settings) -> int:
-    if settings.http_workers > 1:
-        from hookrunner import multiproc
+    from hookrunner import preflight
+    from hookrunner.logs import event, setup_logging
 
-        return multiproc.serve(settings)
-    from hookrunner.app import create_app
-    from hookrunner.logs import setup_logging
-
+    try:
+        preflight.check_files(settings)
+    except preflight.UsageError as exc:
+        print(f"hookrunner: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     setup_logging(settings.log_format)
+    try:
+        preflight.data_dir(settings)
+        preflight.tls(settings)
+        if settings.http_workers > 1:
+            from hookrunner import multiproc
+
+            return multiproc.serve(settings)
+        sock = preflight.listen(settings.host, settings.port)
+    except StartupRefused as exc:
+        event("server.refused", logging.ERROR, reason=str(exc))
+        return EXIT_STARTUP
+    from hookrunner.app import create_app
+
+    settings = replace(settings, port=sock.getsockname()[1])  # --port 0: the one it got
     app = create_app(settings)
     server = _server(uvicorn_config(app, settings), app)
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:  # uvicorn's exit when the app did not start
+        if exc.code != EXIT_STARTUP or getattr(app.state, "refused", None) is None:
+            raise
     return EXIT_OK if server.started else EXIT_STARTUP
 
 
@@ -48,12 +69,26 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
     )
 
 
+class _QuietRefusal(logging.Filter):
+    """Once the app has said why it does not start (app.refuse), uvicorn's own account
+    (the lifespan's traceback, "Application startup failed") adds only noise."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(self.app.state, "refused", None) is None
+
+
 def _server(config: Any, app: Any) -> Any:
     """uvicorn's server, but SIGTERM/SIGINT also stop the dispatcher taking work at once.
 
     uvicorn first waits for open HTTP requests (a `?wait=` may take long) and only then runs
     the lifespan shutdown; this way the grace period of running runs counts from the signal."""
     import uvicorn
+
+    logging.getLogger("uvicorn.error").addFilter(_QuietRefusal(app))
 
     class Server(uvicorn.Server):
         interrupts = 0
@@ -153,6 +188,13 @@ async def _open(settings: Settings) -> Store:
 
     if not settings.db and not Path(settings.store_url).exists():
         raise NoStore(f"no hookrunner store at {settings.store_url} (is --data right?)")
+    if settings.db:
+        from hookrunner.preflight import reach_postgres
+
+        try:
+            await reach_postgres(settings.db, need_schema=True)
+        except StartupRefused as exc:
+            raise NoStore(str(exc)) from None
     store = open_store(settings.store_url)
     try:
         await store.open()
