@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import sys
@@ -142,6 +143,15 @@ def _parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def _read_payload(name: str) -> bytes:
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        why = {errno.ENOENT: "no such file", errno.EISDIR: "is a directory",
+               errno.EACCES: "permission denied"}.get(exc.errno or 0, exc.strerror or str(exc))
+        raise HookrunnerError(f"cannot read --payload {name}: {why}") from None
+
+
 def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, header_args: list[str]) -> int:
     """`test` and `explain`: match (and render) against a payload file; runs nothing."""
     from hookrunner.payload import PayloadError, parse_body
@@ -150,18 +160,21 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     from hookrunner.rules.report import format_explain, format_test
     from hookrunner.verify.base import Headers, SignedRequest
 
+    # The command line first: a typo there is a usage error (2), whatever the rules say.
+    try:
+        headers = Headers(_parse_header(h) for h in header_args)
+        body = _read_payload(payload_file)
+        payload = parse_body(body, headers.get("content-type"))
+    except HookrunnerError as exc:
+        msg = f"cannot parse --payload {payload_file}: {exc.message}" \
+            if isinstance(exc, PayloadError) else str(exc)
+        print(f"hookrunner: {msg}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         ruleset = load_rules(settings.rules, root=settings.root, secrets_required=False)
-        headers = Headers(_parse_header(h) for h in header_args)
-        body = Path(payload_file).read_bytes()
-        payload = parse_body(body, headers.get("content-type"))
     except ConfigErrors as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)
-        return EXIT_FAIL
-    except (HookrunnerError, OSError) as exc:
-        msg = exc.message if isinstance(exc, PayloadError) else str(exc)
-        print(f"hookrunner: {msg}", file=sys.stderr)
         return EXIT_FAIL
     if hook_id not in ruleset.hooks:
         print(f"hookrunner: unknown hook {hook_id!r}; defined: {', '.join(sorted(ruleset.hooks))}",
@@ -220,6 +233,10 @@ async def replay(settings: Settings, delivery_id: str) -> int:
     except ConfigErrors as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)
+        # The CLI matches against its own --rules, not the running server's live rules.
+        print(f"hookrunner: replay matches the delivery against the rules in --rules "
+              f"{settings.rules} (default ./rules): point it at the server's rules directory, "
+              "or replay through the server (POST /api/deliveries/ID/replay)", file=sys.stderr)
         return EXIT_FAIL
     store = await _open_or_say(settings)
     if store is None:
