@@ -284,11 +284,22 @@ async def cancel(settings: Settings, run_id: str) -> int:
     if store is None:
         return EXIT_FAIL
     try:
+        before = await store.get_run(run_id)
         status = await store.request_cancel(run_id, time.time())
     finally:
         await store.close()
     if status is None:
         print(f"hookrunner: no run {run_id!r}", file=sys.stderr)
         return EXIT_FAIL
-    print(f"{run_id}: {status}")
+    print(f"{run_id}: {cancel_outcome(before.status if before else None, status)}")
     return EXIT_OK
+
+
+def cancel_outcome(before: str | None, after: str) -> str:
+    """What a cancel did, from the run's status before and after it. Nothing left to cancel
+    is still success (exit 0): afterwards the run is not running either way."""
+    if after == "running":
+        return "cancel requested (running; the server stops it within a second)"
+    if after == "canceled" and before != "canceled":
+        return "canceled (was queued)"
+    return f"already {after}: nothing to cancel"
