@@ -157,7 +157,7 @@ async def _hook(scope: Scope, receive: Receive, send: Send, gw: Gateway, hook_id
 
 def refuse(app: Starlette, reason: str) -> None:
     """Report why the server does not start, once: uvicorn's own account of the failed
-    lifespan (a traceback) is then silenced (see commands.quiet_refusal)."""
+    lifespan (a traceback) is then silenced (commands._QuietRefusal)."""
     app.state.refused = reason
     event("server.refused", logging.ERROR, reason=reason)
 
