@@ -21,14 +21,16 @@ from hookrunner import api, console
 from hookrunner.auth import COOKIE, admin_token, bearer_ok
 from hookrunner.clientip import parse_networks
 from hookrunner.dispatch import Dispatcher
+from hookrunner.errors import StartupRefused, StoreUnavailable
 from hookrunner.gateway import Gateway
 from hookrunner.ingest import accept
 from hookrunner.logs import event
 from hookrunner.metrics import Metrics
+from hookrunner.preflight import reach_postgres
 from hookrunner.private import open_to_others, private_dir
 from hookrunner.rawhttp import ClientGone, error, send_answer
 from hookrunner.reload import LiveRules
-from hookrunner.settings import Settings
+from hookrunner.settings import POSTGRES_SCHEMES, Settings
 from hookrunner.shared import Shared
 from hookrunner.store import open_store
 from hookrunner.upstream import Upstream
@@ -169,6 +171,13 @@ def _data_dir(settings: Settings) -> None:
     private_dir(settings.logs_dir)
 
 
+def refuse(app: Starlette, reason: str) -> None:
+    """Report why the server does not start, once: uvicorn's own account of the failed
+    lifespan (a traceback) is then silenced (commands._QuietRefusal)."""
+    app.state.refused = reason
+    event("server.refused", logging.ERROR, reason=reason)
+
+
 def create_app(settings: Settings, shared: Shared | None = None, worker: bool = False) -> App:
     """The app of one process. `shared` when the server runs `--http-workers` processes:
     the main one (dispatcher, console, API) or, with `worker`, an extra one that accepts
@@ -180,20 +189,31 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     gw = Gateway(settings=settings, store=store, rules=rules, metrics=metrics_,
                  trusted=parse_networks(settings.trusted_proxy))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def _open_store() -> None:
         _data_dir(settings)
-        await store.open()
-        dispatcher: Dispatcher | None = None
+        if settings.db.startswith(POSTGRES_SCHEMES):
+            await reach_postgres(settings.db, need_schema=False)
+        try:
+            await store.open()
+        except StoreUnavailable as exc:
+            raise StartupRefused(f"cannot open the store: {exc}") from None
         if worker:
             assert shared is not None
             gw.dispatcher = WorkerQueue(settings, store, shared)
         elif not await store.lock_node(settings.node):
             await store.close()
             where = f"node name {settings.node!r}" if settings.db else f"--data {settings.data}"
-            event("server.refused", logging.ERROR, reason=f"another server has this {where}")
-            raise SystemExit(f"hookrunner: another server is running with this {where}; "
-                             "stop it first (or give this one its own)")
+            raise StartupRefused(f"another server is running with this {where}; "
+                                 "stop it first (or give this one its own)")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await _open_store()
+        except StartupRefused as exc:
+            refuse(app_, str(exc))
+            raise
+        dispatcher: Dispatcher | None = None
         rules.reload()
         if not worker:
             gw.dispatcher = dispatcher = Dispatcher(
@@ -213,7 +233,8 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         if worker:
             event("server.http_worker_started", node=settings.node)
         else:
-            event("server.started", node=settings.node, workers=settings.workers,
+            event("server.started", node=settings.node, listen=f"{settings.host}:{settings.port}",
+                  workers=settings.workers,
                   http_workers=settings.http_workers,
                   store="postgresql" if settings.db else str(settings.store_url))
             if shared is not None:

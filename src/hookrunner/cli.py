@@ -24,6 +24,18 @@ def _store_flags(p: argparse.ArgumentParser) -> None:
 
 def _rules_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", help="directory of *.yaml rules (default ./rules)")
+    # `{file: ...}` secrets and action paths resolve against it, as in `serve`.
+    p.add_argument("--root", help="base of relative paths in rules (default .)")
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _payload_flags(p: argparse.ArgumentParser) -> None:
@@ -42,7 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the gateway")
     _rules_flag(s)
-    s.add_argument("--root", help="base of relative paths in rules (default .)")
     _store_flags(s)
     s.add_argument("--host")
     s.add_argument("--port", type=int)
@@ -76,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ru = sub.add_parser("runs", help="recent runs, a line each")
     ru.add_argument("--status")
-    ru.add_argument("--limit", type=int, default=20)
+    ru.add_argument("--limit", type=_at_least_one, default=20, help="at most this many (default 20)")
     _store_flags(ru)
 
     ca = sub.add_parser("cancel", help="cancel a queued or running run")
@@ -85,12 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The settings each command reads (from its flags and their HOOKRUNNER_* variables): a
+# variable meant for `serve` must not break `check`. `serve` reads them all.
+_RULES = ("rules", "root")
+_STORE = ("data", "db")
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "check": _RULES, "test": _RULES, "explain": _RULES,
+    "replay": (*_RULES, *_STORE, "default_timeout"), "runs": _STORE, "cancel": _STORE,
+}
+
+
 def _settings_flags(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("rules", "root", "data", "db", "host", "port", "workers", "http_workers", "pass_env",
-             "node",
-             "max_queued", "lease", "keep", "trusted_proxy", "log_format", "ssl_certfile",
-             "ssl_keyfile")
-    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+    return {k: v for k, v in vars(args).items() if k not in ("command", "delivery_id", "run_id")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hookrunner.settings import load_settings
 
     try:
-        settings = load_settings(_settings_flags(args), os.environ)
+        settings = load_settings(_settings_flags(args), os.environ,
+                                 COMMAND_SETTINGS.get(args.command))
     except ValueError as exc:
         print(f"hookrunner: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hookrunner.errors import ConfigErrors, HookrunnerError, StoreUnavailable
+from hookrunner.errors import ConfigErrors, HookrunnerError, StartupRefused, StoreUnavailable
 from hookrunner.settings import Settings
 from hookrunner.store.base import RUN_STATUSES, Store
 
@@ -19,17 +22,36 @@ EXIT_STARTUP = 3  # the server could not start (as uvicorn's own command says)
 
 
 def serve(settings: Settings) -> int:
-    if settings.http_workers > 1:
-        from hookrunner import multiproc
+    from hookrunner import preflight
+    from hookrunner.logs import event, setup_logging
 
-        return multiproc.serve(settings)
-    from hookrunner.app import create_app
-    from hookrunner.logs import setup_logging
-
+    try:
+        preflight.check_files(settings)
+    except preflight.UsageError as exc:
+        print(f"hookrunner: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     setup_logging(settings.log_format)
+    try:
+        preflight.data_dir(settings)
+        preflight.tls(settings)
+        if settings.http_workers > 1:
+            from hookrunner import multiproc
+
+            return multiproc.serve(settings)
+        sock = preflight.listen(settings.host, settings.port)
+    except StartupRefused as exc:
+        event("server.refused", logging.ERROR, reason=str(exc))
+        return EXIT_STARTUP
+    from hookrunner.app import create_app
+
+    settings = replace(settings, port=sock.getsockname()[1])  # --port 0: the one it got
     app = create_app(settings)
     server = _server(uvicorn_config(app, settings), app)
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:  # uvicorn's exit when the app did not start
+        if exc.code != EXIT_STARTUP or getattr(app.state, "refused", None) is None:
+            raise
     return EXIT_OK if server.started else EXIT_STARTUP
 
 
@@ -48,12 +70,26 @@ def uvicorn_config(app: Any, settings: Settings) -> Any:
     )
 
 
+class _QuietRefusal(logging.Filter):
+    """Once the app has said why it does not start (app.refuse), uvicorn's own account
+    (the lifespan's traceback, "Application startup failed") adds only noise."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(self.app.state, "refused", None) is None
+
+
 def _server(config: Any, app: Any) -> Any:
     """uvicorn's server, but SIGTERM/SIGINT also stop the dispatcher taking work at once.
 
     uvicorn first waits for open HTTP requests (a `?wait=` may take long) and only then runs
     the lifespan shutdown; this way the grace period of running runs counts from the signal."""
     import uvicorn
+
+    logging.getLogger("uvicorn.error").addFilter(_QuietRefusal(app))
 
     class Server(uvicorn.Server):
         interrupts = 0
@@ -107,6 +143,15 @@ def _parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def _read_payload(name: str) -> bytes:
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        why = {errno.ENOENT: "no such file", errno.EISDIR: "is a directory",
+               errno.EACCES: "permission denied"}.get(exc.errno or 0, exc.strerror or str(exc))
+        raise HookrunnerError(f"cannot read --payload {name}: {why}") from None
+
+
 def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, header_args: list[str]) -> int:
     """`test` and `explain`: match (and render) against a payload file; runs nothing."""
     from hookrunner.payload import PayloadError, parse_body
@@ -115,18 +160,21 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     from hookrunner.rules.report import format_explain, format_test
     from hookrunner.verify.base import Headers, SignedRequest
 
+    # The command line first: a typo there is a usage error (2), whatever the rules say.
+    try:
+        headers = Headers(_parse_header(h) for h in header_args)
+        body = _read_payload(payload_file)
+        payload = parse_body(body, headers.get("content-type"))
+    except HookrunnerError as exc:
+        msg = f"cannot parse --payload {payload_file}: {exc.message}" \
+            if isinstance(exc, PayloadError) else str(exc)
+        print(f"hookrunner: {msg}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         ruleset = load_rules(settings.rules, root=settings.root, secrets_required=False)
-        headers = Headers(_parse_header(h) for h in header_args)
-        body = Path(payload_file).read_bytes()
-        payload = parse_body(body, headers.get("content-type"))
     except ConfigErrors as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)
-        return EXIT_FAIL
-    except (HookrunnerError, OSError) as exc:
-        msg = exc.message if isinstance(exc, PayloadError) else str(exc)
-        print(f"hookrunner: {msg}", file=sys.stderr)
         return EXIT_FAIL
     if hook_id not in ruleset.hooks:
         print(f"hookrunner: unknown hook {hook_id!r}; defined: {', '.join(sorted(ruleset.hooks))}",
@@ -153,6 +201,13 @@ async def _open(settings: Settings) -> Store:
 
     if not settings.db and not Path(settings.store_url).exists():
         raise NoStore(f"no hookrunner store at {settings.store_url} (is --data right?)")
+    if settings.db:
+        from hookrunner.preflight import reach_postgres
+
+        try:
+            await reach_postgres(settings.db, need_schema=True)
+        except StartupRefused as exc:
+            raise NoStore(str(exc)) from None
     store = open_store(settings.store_url)
     try:
         await store.open()
@@ -178,6 +233,10 @@ async def replay(settings: Settings, delivery_id: str) -> int:
     except ConfigErrors as exc:
         for e in exc.errors:
             print(e, file=sys.stderr)
+        # The CLI matches against its own --rules, not the running server's live rules.
+        print(f"hookrunner: replay matches the delivery against the rules in --rules "
+              f"{settings.rules} (default ./rules): point it at the server's rules directory, "
+              "or replay through the server (POST /api/deliveries/ID/replay)", file=sys.stderr)
         return EXIT_FAIL
     store = await _open_or_say(settings)
     if store is None:
@@ -225,11 +284,22 @@ async def cancel(settings: Settings, run_id: str) -> int:
     if store is None:
         return EXIT_FAIL
     try:
+        before = await store.get_run(run_id)
         status = await store.request_cancel(run_id, time.time())
     finally:
         await store.close()
     if status is None:
         print(f"hookrunner: no run {run_id!r}", file=sys.stderr)
         return EXIT_FAIL
-    print(f"{run_id}: {status}")
+    print(f"{run_id}: {cancel_outcome(before.status if before else None, status)}")
     return EXIT_OK
+
+
+def cancel_outcome(before: str | None, after: str) -> str:
+    """What a cancel did, from the run's status before and after it. Nothing left to cancel
+    is still success (exit 0): afterwards the run is not running either way."""
+    if after == "running":
+        return "cancel requested (running; the server stops it within a second)"
+    if after == "canceled" and before != "canceled":
+        return "canceled (was queued)"
+    return f"already {after}: nothing to cancel"

@@ -52,3 +52,8 @@ class ActionError(HookrunnerError):
 
 class StoreUnavailable(HookrunnerError):
     """The store cannot be reached; the accept path answers 503 rather than 202."""
+
+
+class StartupRefused(HookrunnerError):
+    """`serve` cannot start as configured (port in use, identity taken, store unreachable):
+    reported as one `server.refused` line, exit status 3."""

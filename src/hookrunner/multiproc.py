@@ -34,10 +34,13 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from hookrunner.errors import StartupRefused
 from hookrunner.logs import event, setup_logging
+from hookrunner.preflight import listen
 from hookrunner.settings import Settings
 from hookrunner.shared import MULTIPROC_DIR, Shared
 
@@ -64,11 +67,11 @@ def _supervise(settings: Settings, runtime: Path) -> int:
     try:
         # One socket shared by the workers. (A socket each with SO_REUSEPORT was measured no
         # faster, and would let a second server bind the same port without an error.)
-        port = _listen_tcp(settings.host, settings.port)
-    except OSError as exc:
-        event("server.refused", logging.ERROR,
-              reason=f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+        port = listen(settings.host, settings.port)
+    except StartupRefused as exc:
+        event("server.refused", logging.ERROR, reason=str(exc))
         return EXIT_STARTUP
+    settings = replace(settings, port=port.getsockname()[1])  # --port 0: the one it got
     upstream = _listen_unix(runtime / "main.sock")
     shared = Shared.create(runtime, settings.http_workers)
     shared.budget.enter(0)  # the supervisor's own lock descriptor, to empty a dead worker's slot
@@ -166,13 +169,6 @@ def _exit_status(status: int) -> int:
     """As a shell reports it: a process killed by signal N exited 128+N."""
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
-
-
-def _listen_tcp(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def _listen_unix(path: Path) -> socket.socket:

@@ -6,8 +6,9 @@ environment in once, here.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,22 @@ _LISTS = {"pass_env", "trusted_proxy"}
 _DURATIONS = {"lease", "keep", "default_timeout", "grace"}
 _INTS = {"port", "workers", "http_workers", "max_queued", "log_cap"}
 _PATHS = {"rules", "root", "data"}
+# Settings no flag sets: only their variable does (see the README).
+ENV_ONLY = frozenset({"admin_token", "default_timeout", "log_cap", "grace"})
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+MAX_PORT = 65535
+
+
+def setting_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(Settings) if f.name != "environ")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -93,41 +110,75 @@ def _coerce(name: str, value: Any) -> Any:
     if name in _DURATIONS:
         return parse_duration(value)
     if name in _INTS:
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"expected a whole number{_INT_RANGES.get(name, '')}, "
+                             f"got {value!r}") from None
     if name in _PATHS:
         return Path(value)
     return value
 
 
-def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+_INT_RANGES = {"port": f" from 0 to {MAX_PORT}", "workers": " of at least 1",
+               "http_workers": f" from 1 to {MAX_HTTP_WORKERS}", "max_queued": " of at least 1",
+               "log_cap": " of bytes"}
+
+
+def _check(name: str, value: Any) -> None:
+    """Raise ValueError (what is expected) for a value that cannot be right."""
+    if name == "port" and not 0 <= value <= MAX_PORT:
+        raise ValueError(f"expected a whole number from 0 to {MAX_PORT}, got {value}")
+    if name in ("workers", "max_queued") and value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    if name == "http_workers" and not 1 <= value <= MAX_HTTP_WORKERS:
+        raise ValueError(f"must be 1 to {MAX_HTTP_WORKERS}, got {value}")
+    if name == "log_cap" and value < 1:
+        raise ValueError(f"must be at least 1 byte, got {value}")
+    if name in ("lease", "default_timeout") and value <= 0:
+        raise ValueError("must be longer than zero")
+    if name == "log_format" and value not in ("text", "json"):
+        raise ValueError("expected text or json")
+    if name == "node" and not value.strip():
+        raise ValueError("must not be empty")
+    if name == "db" and not value.startswith(POSTGRES_SCHEMES):
+        # Never echo the value: a URL may hold a password.
+        raise ValueError("expected a postgresql://... (or postgres://...) URL; the embedded "
+                         "SQLite store is chosen with --data DIR")
+    if name == "trusted_proxy":
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an address or network "
+                                 "(e.g. 10.0.0.0/8 or 192.0.2.1)") from None
+
+
+def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str],
+                  names: Collection[str] | None = None) -> Settings:
     """Flags given (not None, not empty lists) win over `HOOKRUNNER_<FLAG>`, which wins over
-    defaults. Raises ValueError naming the flag on a bad value."""
+    defaults. Only the settings in `names` (default: all) are read: a command never fails
+    on a variable meant for another. Raises ValueError naming the flag or the variable
+    that holds a bad value."""
     values: dict[str, Any] = {}
-    for f in fields(Settings):
-        if f.name == "environ":
-            continue
-        flag = flags.get(f.name)
-        env_value = environ.get(ENV_PREFIX + f.name.upper())
+    source: dict[str, str] = {}
+    for name in names if names is not None else setting_names():
+        flag = flags.get(name)
+        env_value = environ.get(env_name(name))
         raw: Any = None
         if flag is not None and flag != [] and flag != ():
-            raw = flag
+            raw, source[name] = flag, flag_name(name)
         elif env_value not in (None, ""):
-            raw = env_value
+            raw, source[name] = env_value, env_name(name)
         if raw is None:
             continue
         try:
-            values[f.name] = _coerce(f.name, raw)
+            values[name] = _coerce(name, raw)
+            _check(name, values[name])
         except ValueError as exc:
-            raise ValueError(f"--{f.name.replace('_', '-')}: {exc}") from exc
+            raise ValueError(f"{source[name]}: {exc}") from exc
     settings = replace(Settings(), **values, environ=dict(environ))
-    if settings.log_format not in ("text", "json"):
-        raise ValueError("--log-format: expected text or json")
-    if settings.workers < 1:
-        raise ValueError("--workers: must be at least 1")
-    if not 1 <= settings.http_workers <= MAX_HTTP_WORKERS:
-        raise ValueError(f"--http-workers: must be 1 to {MAX_HTTP_WORKERS}")
-    if settings.lease <= 0:
-        raise ValueError("--lease: must be longer than zero")
-    if settings.max_queued < 1:
-        raise ValueError("--max-queued: must be at least 1")
+    if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
+        raise ValueError("--ssl-certfile and --ssl-keyfile (HOOKRUNNER_SSL_CERTFILE, "
+                         "HOOKRUNNER_SSL_KEYFILE) go together: give both or neither")
     return settings

@@ -134,9 +134,25 @@ def _refuse_callables(value: Any) -> Any:
     return value
 
 
+class _Undefined(jinja2.StrictUndefined):
+    """Jinja names a missing key of one of our objects by its module path ("'hookrunner.verify
+    .base.Headers object' has no attribute 'X-Foo'"); such a class says it plainly instead,
+    through its `missing_message` (a format string taking the name)."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        missing = getattr(type(self._undefined_obj), "missing_message", None)
+        if isinstance(missing, str) and isinstance(self._undefined_name, str):
+            return missing.format(self._undefined_name)
+        message: str = super()._undefined_message
+        return message
+
+
 def _make_env() -> _Environment:
     env = _Environment(
-        undefined=jinja2.StrictUndefined,
+        undefined=_Undefined,
         autoescape=False,
         finalize=_finalize,
         keep_trailing_newline=True,  # a YAML block scalar's final newline is part of the value

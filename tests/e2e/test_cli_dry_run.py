@@ -218,3 +218,75 @@ def test_check_reports_file_and_line_of_each_error_in_a_broken_copy(tmp_path: Pa
     assert done.returncode == 1, done.stdout
     assert f"{grafana}:{line}: " in done.stderr, done.stderr
     assert "terraform.command must be one of plan, apply, destroy" in done.stderr
+
+
+HEADER_RULES = """
+hooks:
+  h:
+    verify:
+      token: {secret: {file: secrets/token}}
+rules:
+  - name: by-header
+    hook: h
+    when: headers["X-Foo"] == "a"
+    run: {shell: {argv: ["true"]}}
+"""
+
+
+@pytest.fixture
+def secret_project(tmp_path: Path) -> Path:
+    """Rules whose secret is a `{file: ...}` relative to --root."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(HEADER_RULES)
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "token").write_text("t0ken\n")
+    (tmp_path / "elsewhere").mkdir()
+    return tmp_path
+
+
+def test_check_resolves_file_secrets_against_root(secret_project: Path) -> None:
+    """As `serve --root X` would: from another directory only --root finds the secret."""
+    rules = str(secret_project / "rules")
+    elsewhere = secret_project / "elsewhere"
+    done = hookrunner("check", "--rules", rules, "--root", str(secret_project), cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    done = hookrunner("check", "--rules", rules, cwd=elsewhere)
+    assert done.returncode == 1 and "secrets/token" in done.stderr, done.stderr
+    env = {**demo_environ(), "HOOKRUNNER_ROOT": str(secret_project)}
+    assert hookrunner("check", "--rules", rules, cwd=elsewhere, env=env).returncode == 0
+
+
+def test_dry_run_command_line_mistakes_are_usage_errors(secret_project: Path) -> None:
+    payload = write_payload(secret_project / "p.json", {})
+    base = ["--hook", "h", "--rules", str(secret_project / "rules")]
+    for args, text in (
+        (["--payload", payload, "--header", "NoColon"], "--header 'NoColon': expected 'Name: value'"),
+        (["--payload", "nofile.json"], "cannot read --payload nofile.json: no such file"),
+        (["--payload", str(secret_project)], f"cannot read --payload {secret_project}: is a directory"),
+    ):
+        for command in ("test", "explain"):
+            done = hookrunner(command, *base, *args, cwd=secret_project)
+            assert done.returncode == 2, (args, done.stderr)
+            assert done.stderr == f"hookrunner: {text}\n"
+
+
+def test_explain_says_which_header_the_request_lacks(secret_project: Path) -> None:
+    payload = write_payload(secret_project / "p.json", {})
+    done = hookrunner("explain", "--hook", "h", "--payload", payload, cwd=secret_project)
+    assert done.returncode == 0, done.stderr
+    assert "the request has no header 'X-Foo'" in done.stdout
+    assert "hookrunner." not in done.stdout  # no internal type names
+
+
+def test_check_names_what_is_wrong_without_internal_type_names(tmp_path: Path) -> None:
+    (tmp_path / "rules").write_text("")
+    done = hookrunner("check", "--rules", str(tmp_path / "rules"))
+    assert done.returncode == 1 and f"{tmp_path / 'rules'}:0: is not a directory" in done.stderr
+    (tmp_path / "rules").unlink()
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text(
+        'hooks: {h: {verify: {none: {}}}}\n'
+        'rules: [{name: r, hook: h, run: {shell: {argv: ["a", {b: 1}]}}}]\n')
+    done = hookrunner("check", "--rules", str(tmp_path / "rules"))
+    assert done.returncode == 1
+    assert "run.shell.argv[1] must be a string, got a mapping" in done.stderr, done.stderr

@@ -5,13 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.serverproc import Server
 
 CLI = [sys.executable, "-m", "hookrunner.cli"]
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+def _run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=60,
+                          env={**os.environ, **env})
 
 
 def test_a_wrong_data_dir_is_an_error_not_an_empty_store(tmp_path: Path) -> None:
@@ -38,3 +47,103 @@ def test_dry_runs_need_no_secrets_in_the_shell(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "redeploy-on-push" in done.stdout and "matched" in done.stdout
+
+
+def test_a_db_that_is_not_postgresql_is_a_usage_error_and_creates_nothing(tmp_path: Path) -> None:
+    for args in (["runs"], ["cancel", "run_x"], ["replay", "dlv_x", "--rules", str(tmp_path)]):
+        done = _run(*args, "--db", str(tmp_path / "typo.db"), cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "--db: expected a postgresql://... (or postgres://...) URL" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_postgresql_database_without_a_store_is_an_error_not_a_new_store(
+    tmp_path: Path, postgres_db: str
+) -> None:
+    for args in (["runs"], ["cancel", "run_x"]):
+        done = _run(*args, "--db", postgres_db, cwd=tmp_path)
+        assert done.returncode == 1, (args, done.stderr)
+        assert "no hookrunner store in PostgreSQL at" in done.stderr, done.stderr
+    with psycopg.connect(postgres_db) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert tables.fetchone() == (0,)  # nothing was created
+
+
+def test_runs_limit_below_1_is_a_usage_error(tmp_path: Path) -> None:
+    for limit in ("0", "-1"):
+        done = _run("runs", "--limit", limit, "--data", str(tmp_path), cwd=tmp_path)
+        assert done.returncode == 2 and f"--limit: must be at least 1, got {limit}" in done.stderr
+
+
+def test_variables_of_serve_flags_do_not_break_other_commands(tmp_path: Path) -> None:
+    env = {"HOOKRUNNER_PORT": "abc", "HOOKRUNNER_LOG_FORMAT": "xml", "HOOKRUNNER_TRUSTED_PROXY": "x"}
+    done = _run("runs", "--data", str(tmp_path / "typo"), cwd=tmp_path, **env)
+    assert done.returncode == 1 and "no hookrunner store at" in done.stderr, done.stderr
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text("hooks: {h: {verify: {none: {}}}}\n")
+    done = _run("check", cwd=tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+
+
+def test_replay_without_rules_explains_which_rules_it_matches_against(tmp_path: Path) -> None:
+    done = _run("replay", "dlv_x", "--data", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "rules directory does not exist" in done.stderr
+    assert "replay matches the delivery against the rules in --rules rules" in done.stderr
+    assert "the server's rules directory" in done.stderr
+
+
+CANCEL_RULES = """
+hooks:
+  h:
+    verify: {none: {}}
+rules:
+  - name: slow
+    hook: h
+    when: payload.slow | default(false)
+    run: {shell: {argv: ["sleep", "30"]}}
+    concurrency: {key: one}
+  - name: quick
+    hook: h
+    when: not (payload.slow | default(false))
+    run: {shell: {argv: ["true"]}}
+"""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(CANCEL_RULES)
+    started = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    yield started
+    started.stop()
+
+
+def test_cancel_says_what_it_did(tmp_path: Path, server: Server) -> None:
+    def post(payload: dict[str, bool]) -> str:
+        answer = httpx.post(f"{server.url}/hooks/h", json=payload, timeout=30)
+        run: str = answer.json()["runs"][0]
+        return run
+
+    def cancel(run_id: str) -> str:
+        done = _run("cancel", run_id, "--data", str(tmp_path / "data"), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    quick = post({})
+    assert server.wait_run(quick)["status"] == "succeeded"
+    assert cancel(quick) == f"{quick}: already succeeded: nothing to cancel\n"
+
+    running, waiting = post({"slow": True}), post({"slow": True})  # one key: the second waits
+    deadline = time.monotonic() + 30
+    with server.admin() as api:
+        while api.get(f"/api/runs/{running}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert cancel(waiting) == f"{waiting}: canceled (was queued)\n"
+    assert cancel(running) == (f"{running}: cancel requested (running; the server stops it "
+                               "within a second)\n")
+    assert server.wait_run(running, timeout=10)["status"] == "canceled"
+    assert cancel(waiting) == f"{waiting}: already canceled: nothing to cancel\n"
+    done = _run("cancel", "run_nope", "--data", str(tmp_path / "data"), cwd=tmp_path)
+    assert done.returncode == 1 and "no run 'run_nope'" in done.stderr

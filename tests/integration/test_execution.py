@@ -228,12 +228,12 @@ def test_cancel_from_the_cli_is_picked_up_by_the_server(
             capture_output=True, text=True, timeout=30, env=server.env)
 
     out = cli_cancel(queued)
-    assert out.returncode == 0 and f"{queued}: canceled" in out.stdout, out.stderr
+    assert out.returncode == 0 and f"{queued}: canceled (was queued)" in out.stdout, out.stderr
     doc = run_doc(server, queued)
     assert doc["status"] == "canceled" and doc["reason"] == "canceled before it started"
 
     out = cli_cancel(running)
-    assert out.returncode == 0 and f"{running}: running" in out.stdout, out.stderr
+    assert out.returncode == 0 and f"{running}: cancel requested (running;" in out.stdout, out.stderr
     doc = server.wait_run(running, timeout=10)
     assert doc["status"] == "canceled"
     assert none_alive(rec.pids)

@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from hookrunner.errors import ConfigError
+from hookrunner.rules.fields import type_name
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SCALARS = (str, int, float)  # YAML numbers are accepted where a string is expected
@@ -14,7 +15,7 @@ SCALARS = (str, int, float)  # YAML numbers are accepted where a string is expec
 
 def check_mapping(raw: Any, kind: str) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{kind}: expected a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"{kind}: expected a mapping, got {type_name(raw)}")
     return raw
 
 
@@ -28,7 +29,7 @@ def check_keys(raw: Mapping[str, Any], kind: str, allowed: Collection[str]) -> N
 def scalar_str(value: Any, path: tuple[str | int, ...], what: str) -> str:
     """A string, or a number as its string; anything else is a ConfigError at `path`."""
     if isinstance(value, bool) or not isinstance(value, SCALARS):
-        raise ConfigError(f"{what} must be a string, got {type(value).__name__}", path=path)
+        raise ConfigError(f"{what} must be a string, got {type_name(value)}", path=path)
     return value if isinstance(value, str) else str(value)
 
 

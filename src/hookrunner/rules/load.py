@@ -80,7 +80,8 @@ def load_rules(
     `replay`): an unset secret variable or missing secret file is then not an error.
     """
     if not rules_dir.is_dir():
-        raise ConfigErrors([ConfigError("rules directory does not exist", str(rules_dir), 0)])
+        why = "is not a directory" if rules_dir.exists() else "rules directory does not exist"
+        raise ConfigErrors([ConfigError(why, str(rules_dir), 0)])
     paths = rules_files(rules_dir)
     sources: list[tuple[str, str]] = []
     errors: list[ConfigError] = []

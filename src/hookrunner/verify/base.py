@@ -19,6 +19,7 @@ class Headers:
     """Case-insensitive, multi-valued request headers (as received, decoded latin-1)."""
 
     __slots__ = ("_first", "_items")
+    missing_message = "the request has no header {!r}"  # for templates (hookrunner.templating)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(k, v) for k, v in items]

@@ -1,0 +1,105 @@
+"""What `serve` checks before it starts anything, so that a mistake is one line, not a
+traceback: `UsageError` is a flag that cannot be right (exit 2), `StartupRefused` a
+server that cannot start as configured (exit 3)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from hookrunner.errors import HookrunnerError, StartupRefused
+from hookrunner.private import private_dir
+from hookrunner.settings import Settings
+
+
+class UsageError(HookrunnerError):
+    pass
+
+
+def check_files(settings: Settings) -> None:
+    """Files named by flags must exist (a typo is a usage error, not a failed start)."""
+    for flag, name in (("--ssl-certfile", settings.ssl_certfile),
+                       ("--ssl-keyfile", settings.ssl_keyfile)):
+        if name and not Path(name).exists():
+            raise UsageError(f"{flag} {name}: no such file")
+
+
+def data_dir(settings: Settings) -> None:
+    path = settings.data
+    if path.exists() and not path.is_dir():
+        raise StartupRefused(f"--data {path} is not a directory")
+    try:
+        private_dir(path)  # what it creates is 0700 (hookrunner.private)
+    except OSError as exc:
+        raise StartupRefused(f"cannot create --data {path}: {exc.strerror or exc}") from None
+
+
+def tls(settings: Settings) -> None:
+    """Load the certificate and key once, as uvicorn will, to report a bad pair in one line."""
+    if not settings.ssl_certfile:
+        return
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    except ssl.SSLError as exc:
+        why = f" ({exc.reason.lower().replace('_', ' ')})" if exc.reason else ""
+        raise StartupRefused(
+            f"cannot load --ssl-certfile {settings.ssl_certfile} with --ssl-keyfile "
+            f"{settings.ssl_keyfile}: they must be a PEM certificate and its private key{why}"
+        ) from None
+    except OSError as exc:
+        raise StartupRefused(f"cannot read the TLS certificate or key: "
+                             f"{exc.strerror or exc}") from None
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket (port 0: any free port). Bound before the app starts, so a port
+    in use stops the start before the store is opened or `server.started` is logged."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartupRefused(f"cannot listen on {host}:{port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def postgres_target(url: str) -> str:
+    """host:port/database of a URL, for messages: never its password."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "localhost"
+    return f"{host}:{port or 5432}{parts.path or '/'}"
+
+
+async def reach_postgres(url: str, need_schema: bool) -> None:
+    """One plain connection first: psycopg's pool would retry noisily for seconds and then
+    fail with a pool timeout that does not say why. `need_schema`: the CLI's store
+    commands must find a hookrunner database, never create one."""
+    import psycopg
+
+    where = postgres_target(url)
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=5, autocommit=True)
+    except psycopg.Error as exc:
+        # libpq's first line says why (refused, unknown host, authentication); the rest is
+        # hints. It never contains the password, but scrub it in case a URL was echoed.
+        why = (str(exc).strip().splitlines() or ["connection failed"])[0]
+        password = urlsplit(url).password
+        if password:
+            why = why.replace(password, "***")
+        raise StartupRefused(f"cannot reach PostgreSQL at {where}: {why}") from None
+    async with conn:
+        if need_schema:
+            cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                raise StartupRefused(f"no hookrunner store in PostgreSQL at {where} "
+                                     "(is --db right? a server creates it on its first start)")

@@ -1,0 +1,155 @@
+"""`serve` mistakes as a user makes them: one line and the documented exit status (2 bad
+usage, 3 cannot start), never a traceback. Each starts the real command."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serverproc import ADMIN_TOKEN, Server, free_port
+
+CLI = [sys.executable, "-m", "hookrunner.cli"]
+RULES = """
+hooks:
+  h:
+    verify: {none: {}}
+rules:
+  - name: r
+    hook: h
+    run: {shell: {argv: ["true"]}}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(RULES)
+    return tmp_path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKRUNNER_")}
+    return {**env, "HOOKRUNNER_ADMIN_TOKEN": ADMIN_TOKEN, **extra}
+
+
+def serve(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`serve` expected to stop by itself (a server that starts would time out here)."""
+    port = [] if "HOOKRUNNER_PORT" in env else ["--port", str(free_port())]
+    return subprocess.run([*CLI, "serve", *port, *args], cwd=project,
+                          env=_env(**env), capture_output=True, text=True, timeout=30)
+
+
+def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> str:
+    out = done.stdout + done.stderr
+    assert done.returncode == code, out
+    assert "Traceback" not in out and "Application startup failed" not in out, out
+    assert "server.started" not in out, out
+    lines = [line for line in out.splitlines()
+             if line.startswith("hookrunner:") or " server.refused " in line]
+    assert len(lines) == 1, out
+    for text in texts:
+        assert text in lines[0], out
+    return lines[0]
+
+
+@pytest.mark.parametrize(("args", "env", "texts"), [
+    (["--trusted-proxy", "not-a-cidr"], {}, ["--trusted-proxy: 'not-a-cidr' is not an address"]),
+    ([], {"HOOKRUNNER_TRUSTED_PROXY": "bad"}, ["HOOKRUNNER_TRUSTED_PROXY: 'bad' is not"]),
+    (["--port", "99999"], {}, ["--port: expected a whole number from 0 to 65535, got 99999"]),
+    (["--port=-5"], {}, ["--port: expected a whole number from 0 to 65535, got -5"]),
+    ([], {"HOOKRUNNER_PORT": "abc"},
+     ["HOOKRUNNER_PORT: expected a whole number from 0 to 65535, got 'abc'"]),
+    ([], {"HOOKRUNNER_GRACE": "soon"}, ["HOOKRUNNER_GRACE: expected a duration"]),
+    ([], {"HOOKRUNNER_LOG_CAP": "big"}, ["HOOKRUNNER_LOG_CAP: expected a whole number"]),
+    (["--db", "mysql://x/y"], {}, ["--db: expected a postgresql://", "--data DIR"]),
+    ([], {"HOOKRUNNER_DB": "/tmp/some.db"}, ["HOOKRUNNER_DB: expected a postgresql://"]),
+    (["--node", ""], {}, ["--node: must not be empty"]),
+    (["--ssl-certfile", "/nonexist.pem", "--ssl-keyfile", "/nonexist.key"], {},
+     ["--ssl-certfile /nonexist.pem: no such file"]),
+    (["--ssl-certfile", "/etc/hostname"], {}, ["--ssl-certfile and --ssl-keyfile", "go together"]),
+    ([], {"HOOKRUNNER_SSL_KEYFILE": "/etc/hostname"}, ["go together"]),
+])
+def test_bad_usage_is_one_line_and_exit_2(project: Path, args: list[str], env: dict[str, str],
+                                           texts: list[str]) -> None:
+    line = one_line(serve(project, *args, **env), 2, *texts)
+    assert "--grace" not in line and "--log-cap" not in line  # no such flags
+    assert not (project / ".hookrunner").exists()  # refused before anything was created
+
+
+def test_a_certificate_that_does_not_load_is_exit_3(project: Path) -> None:
+    (project / "cert.pem").write_text("not a certificate\n")
+    (project / "key.pem").write_text("not a key\n")
+    one_line(serve(project, "--ssl-certfile", "cert.pem", "--ssl-keyfile", "key.pem"), 3,
+             "server.refused", "cannot load --ssl-certfile cert.pem", "PEM certificate")
+
+
+@pytest.mark.parametrize(("data", "text"), [
+    ("/proc/nope", "cannot create --data /proc/nope: No such file or directory"),
+    ("a-file", "is not a directory"),
+])
+def test_a_data_dir_that_cannot_be_used_is_exit_3(project: Path, data: str, text: str) -> None:
+    (project / "a-file").write_text("")
+    one_line(serve(project, "--data", data), 3, "server.refused", text)
+
+
+def test_an_unreachable_postgresql_is_one_line_without_the_password(project: Path) -> None:
+    with socket.socket() as s:  # a port that is certainly closed: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        url = f"postgresql://hr:s3cret-pw@127.0.0.1:{s.getsockname()[1]}/x"
+        done = serve(project, "--db", url)
+    line = one_line(done, 3, "server.refused", "cannot reach PostgreSQL at 127.0.0.1:",
+                    "Connection refused")
+    assert "s3cret-pw" not in done.stdout + done.stderr, line
+    assert "pool" not in done.stdout + done.stderr  # no psycopg pool retries
+
+
+def test_a_port_in_use_stops_the_start_before_it_is_announced(project: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        done = subprocess.run([*CLI, "serve", "--port", str(port)], cwd=project, env=_env(),
+                              capture_output=True, text=True, timeout=60)
+    one_line(done, 3, "server.refused", f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+@pytest.fixture
+def running(project: Path) -> Iterator[Server]:
+    server = Server(project / "rules", project / "data", project).start()
+    yield server
+    server.stop()
+
+
+def test_a_second_server_on_the_same_data_is_one_line(project: Path, running: Server) -> None:
+    for extra in ([], ["--http-workers", "2"]):
+        done = serve(project, "--data", str(project / "data"), *extra)
+        one_line(done, 3, "server.refused", "another server is running with this --data")
+    assert httpx.get(running.url + "/readyz").status_code == 200  # the first is untouched
+
+
+def test_port_0_takes_a_free_port_and_logs_which(project: Path) -> None:
+    log = project / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*CLI, "serve", "--port", "0"], cwd=project, env=_env(),
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"server\.started .*listen=127\.0\.0\.1:(\d+)",
+                                      log.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        port = int(found.group(1))
+        assert port > 0
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
