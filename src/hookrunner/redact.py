@@ -15,6 +15,7 @@ and so is the password part of a URL.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -34,11 +35,20 @@ _PARTS = re.compile(r"[^a-z0-9]+")
 
 
 def secret_key(name: str) -> bool:
+    # Every header of every delivery is judged: the same few dozen names, so remember them
+    # (~1 us each otherwise); a long, made-up name is judged afresh and never kept.
+    return _judged(name) if len(name) <= 64 else _judge(name)
+
+
+def _judge(name: str) -> bool:
     lowered = name.lower().replace("-", "_")
     if lowered in NOT_SECRET:
         return False
     return (lowered in SECRET_NAMES or any(w in lowered for w in SECRET_WORDS)
             or not SECRET_PARTS.isdisjoint(_PARTS.split(lowered)))
+
+
+_judged = functools.lru_cache(maxsize=1024)(_judge)
 
 
 def redact_pairs(pairs: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> list[tuple[str, str]]:

@@ -69,3 +69,16 @@ def test_redact_pairs_hides_secret_names_and_the_named_ones_keeping_order() -> N
     assert redact_pairs(pairs, also=["X-CUSTOM"]) == [
         ("X-Sig-Custom", REDACTED), ("X-Api-Key", REDACTED), ("Accept", "a"),
         ("x-custom", REDACTED), ("X-Api-Key", REDACTED)]
+
+
+def test_a_long_made_up_name_is_judged_but_never_remembered() -> None:
+    """Names are remembered (every delivery has the same few dozen), but only short ones: a
+    client's 60 KB header names must not pile up in memory."""
+    from hookrunner.redact import _judged, secret_key
+
+    long_name = "X-" + "a" * 100 + "-Token"
+    before = _judged.cache_info().currsize
+    assert secret_key(long_name) and secret_key("X-" + "b" * 100) is False
+    assert _judged.cache_info().currsize == before
+    assert secret_key("X-Api-Key") and secret_key("X-Api-Key")
+    assert _judged.cache_info().hits >= 1
