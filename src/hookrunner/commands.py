@@ -38,17 +38,17 @@ def serve(settings: Settings) -> int:
             from hookrunner import multiproc
 
             return multiproc.serve(settings)
-        sock = preflight.listen(settings.host, settings.port)
+        sockets = preflight.listen(settings.host, settings.port)
     except StartupRefused as exc:
         event("server.refused", logging.ERROR, reason=str(exc))
         return EXIT_STARTUP
     from hookrunner.app import create_app
 
-    settings = replace(settings, port=sock.getsockname()[1])  # --port 0: the one it got
+    settings = replace(settings, port=sockets[0].getsockname()[1])  # --port 0: the one it got
     app = create_app(settings)
     server = _server(uvicorn_config(app, settings), app)
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=sockets)
     except SystemExit as exc:  # uvicorn's exit when the app did not start
         if exc.code != EXIT_STARTUP or getattr(app.state, "refused", None) is None:
             raise

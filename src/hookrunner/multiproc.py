@@ -67,11 +67,11 @@ def _supervise(settings: Settings, runtime: Path) -> int:
     try:
         # One socket shared by the workers. (A socket each with SO_REUSEPORT was measured no
         # faster, and would let a second server bind the same port without an error.)
-        port = listen(settings.host, settings.port)
+        ports = listen(settings.host, settings.port)
     except StartupRefused as exc:
         event("server.refused", logging.ERROR, reason=str(exc))
         return EXIT_STARTUP
-    settings = replace(settings, port=port.getsockname()[1])  # --port 0: the one it got
+    settings = replace(settings, port=ports[0].getsockname()[1])  # --port 0: the one it got
     upstream = _listen_unix(runtime / "main.sock")
     shared = Shared.create(runtime, settings.http_workers)
     shared.budget.enter(0)  # the supervisor's own lock descriptor, to empty a dead worker's slot
@@ -90,8 +90,9 @@ def _supervise(settings: Settings, runtime: Path) -> int:
     def forward(sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGHUP:
             stopping.append(sig)
-            with contextlib.suppress(OSError):
-                port.close()  # stop taking connections that nobody would answer
+            for port in ports:  # stop taking connections that nobody would answer
+                with contextlib.suppress(OSError):
+                    port.close()
         passed = signal.SIGTERM if sig == signal.SIGINT else sig
         for pid in [main, *workers]:
             if pid > 0:  # never kill(-1, ...): that is every process we may signal
@@ -106,7 +107,7 @@ def _supervise(settings: Settings, runtime: Path) -> int:
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
 
-    main = fork(lambda: _run(settings, shared, [upstream], slot=0, close=[port]))
+    main = fork(lambda: _run(settings, shared, [upstream], slot=0, close=ports))
     os.close(shared.ready_w)  # so the main process's death reads as end of file
     for sig in FORWARDED:
         signal.signal(sig, forward)
@@ -117,7 +118,7 @@ def _supervise(settings: Settings, runtime: Path) -> int:
 
     def start_worker(slot: int) -> bool:
         try:
-            pid = fork(lambda: _run(settings, shared, [port], slot=slot))
+            pid = fork(lambda: _run(settings, shared, ports, slot=slot))
         except OSError as exc:  # EAGAIN: out of processes or memory for now
             event("server.http_worker_not_started", logging.ERROR, slot=slot, error=str(exc))
             return False
@@ -148,8 +149,9 @@ def _supervise(settings: Settings, runtime: Path) -> int:
             if not stopping:
                 event("server.main_exited", logging.ERROR, exit_code=code)
             stopping.append(signal.SIGTERM)
-            with contextlib.suppress(OSError):
-                port.close()
+            for port in ports:
+                with contextlib.suppress(OSError):
+                    port.close()
             for worker in list(workers):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker, signal.SIGTERM)

@@ -29,11 +29,11 @@ def check_files(settings: Settings) -> None:
 
 def data_dir(settings: Settings) -> None:
     path = settings.data
-    if path.exists() and not path.is_dir():
-        raise StartupRefused(f"--data {path} is not a directory")
     try:
+        if path.exists() and not path.is_dir():
+            raise StartupRefused(f"--data {path} is not a directory")
         private_dir(path)  # what it creates is 0700 (hookrunner.private)
-    except OSError as exc:
+    except OSError as exc:  # e.g. a parent it may not search
         raise StartupRefused(f"cannot create --data {path}: {exc.strerror or exc}") from None
 
 
@@ -55,17 +55,34 @@ def tls(settings: Settings) -> None:
                              f"{exc.strerror or exc}") from None
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """The listening socket (port 0: any free port). Bound before the app starts, so a port
-    in use stops the start before the store is opened or `server.started` is logged."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+def listen(host: str, port: int) -> list[socket.socket]:
+    """The listening sockets: one per address `host` resolves to (`localhost`: 127.0.0.1 and
+    ::1, as uvicorn binds them), all on one port (port 0: any free one, the first picks).
+    Bound before the app starts, so a port in use stops the start before the store is
+    opened or `server.started` is logged. Connections wait in the backlog meanwhile."""
     try:
-        sock = socket.create_server((host, port), family=family, backlog=2048)
-    except OSError as exc:
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise StartupRefused(f"cannot listen on {host}:{port}: {why}") from None
-    sock.set_inheritable(True)
-    return sock
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupRefused(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    addresses = list(dict.fromkeys((family, sockaddr[:2]) for family, *_, sockaddr in infos))
+    sockets: list[socket.socket] = []
+    try:
+        for family, (address, _) in addresses:
+            chosen = sockets[0].getsockname()[1] if sockets else port
+            try:
+                sock = socket.create_server((address, chosen), family=family, backlog=2048,
+                                            dualstack_ipv6=False)
+            except OSError as exc:
+                why = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise StartupRefused(f"cannot listen on {host}:{chosen}: {why}") from None
+            sock.set_inheritable(True)
+            sockets.append(sock)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def postgres_target(url: str) -> str:

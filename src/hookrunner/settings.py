@@ -145,6 +145,11 @@ def _check(name: str, value: Any) -> None:
         # Never echo the value: a URL may hold a password.
         raise ValueError("expected a postgresql://... (or postgres://...) URL; the embedded "
                          "SQLite store is chosen with --data DIR")
+    if name == "db" and value.split("/", 3)[2].count("@") > 1:
+        # `user:p@ss@host`: the URL parser would take `ss@host` for the host, and libpq's
+        # error ("cannot resolve host ss@host") would then print part of the password.
+        raise ValueError("the URL has more than one '@' before the host: write an '@' in the "
+                         "user name or password as %40")
     if name == "trusted_proxy":
         for cidr in value:
             try:

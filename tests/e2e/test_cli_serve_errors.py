@@ -72,6 +72,9 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> 
     ([], {"HOOKRUNNER_LOG_CAP": "big"}, ["HOOKRUNNER_LOG_CAP: expected a whole number"]),
     (["--db", "mysql://x/y"], {}, ["--db: expected a postgresql://", "--data DIR"]),
     ([], {"HOOKRUNNER_DB": "/tmp/some.db"}, ["HOOKRUNNER_DB: expected a postgresql://"]),
+    # An unescaped '@' in the password: refused before libpq could echo part of it.
+    (["--db", "postgresql://u:p@Sup3rS3cret@127.0.0.1/db"], {}, ["--db: the URL has more "
+                                                                  "than one '@'", "%40"]),
     (["--node", ""], {}, ["--node: must not be empty"]),
     (["--ssl-certfile", "/nonexist.pem", "--ssl-keyfile", "/nonexist.key"], {},
      ["--ssl-certfile /nonexist.pem: no such file"]),
@@ -82,6 +85,7 @@ def test_bad_usage_is_one_line_and_exit_2(project: Path, args: list[str], env: d
                                            texts: list[str]) -> None:
     line = one_line(serve(project, *args, **env), 2, *texts)
     assert "--grace" not in line and "--log-cap" not in line  # no such flags
+    assert "Sup3rS3cret" not in line
     assert not (project / ".hookrunner").exists()  # refused before anything was created
 
 
