@@ -108,6 +108,9 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
         return error(405, "use POST", headers={"Allow": "POST"})
     m = gw.metrics.deliveries
     sent_query = query_pairs(scope)
+    if any("\x00" in name or "\x00" in value for name, value in sent_query):
+        # `%00`: PostgreSQL text cannot hold NUL, so the delivery could not be journaled.
+        return error(400, "the query string holds a NUL character (%00), which cannot be stored")
     query = dict(sent_query)  # a repeated name keeps its last value (as Starlette)
     wait = 0.0
     if "wait" in query:

@@ -449,3 +449,19 @@ def test_a_template_that_makes_a_non_finite_number_fails_its_run_and_the_api_sti
         assert c.get(f"/api/runs/{run['id']}").status_code == 200
         assert c.get(f"/api/deliveries/{r.json()['delivery_id']}").status_code == 200
         assert c.get("/api/runs").status_code == 200
+
+
+@pytest.mark.parametrize("query", ["x=%00", "%00=1", "a=1&b=x%00y"])
+def test_a_nul_in_the_query_string_is_a_400_and_nothing_is_journaled(
+    server: Server, query: str,
+) -> None:
+    """The query is stored with the delivery; PostgreSQL text cannot hold NUL, so such a
+    request is refused on every store alike, before anything is journaled."""
+    with server.admin() as c:
+        before = len(c.get("/api/deliveries", params={"limit": 1000}).json()["deliveries"])
+    r = httpx.post(f"{server.url}/hooks/open?{query}", content=b'{"kind": "args"}',
+                   headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and "NUL" in r.json()["error"], r.text
+    with server.admin() as c:
+        after = len(c.get("/api/deliveries", params={"limit": 1000}).json()["deliveries"])
+    assert after == before

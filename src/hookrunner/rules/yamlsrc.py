@@ -8,6 +8,7 @@ A key written twice in one mapping is an error (PyYAML silently keeps the last o
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -83,8 +84,18 @@ def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Any:
     data.extend(loader.construct_object(child, deep=True) for child in node.value)
 
 
+def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> Any:
+    value = yaml.SafeLoader.construct_yaml_float(loader, node)
+    if not math.isfinite(value):  # `.inf`, `.nan`: JSON, the stores and actions have none
+        loader.problems.append(ConfigError(
+            f"{node.value!r} is not a finite number", loader.file, node.start_mark.line + 1))
+        return 0.0
+    return value
+
+
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 # YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans, which
 # would turn `retry: {on: [failed]}` into the key True.

@@ -321,3 +321,15 @@ def test_a_verifier_named_alone_is_the_verifier_without_options() -> None:
     assert len(errors) == 1 and errors[0].startswith("r.yaml:3:") and "secret" in errors[0]
     errors = errors_of({"r.yaml": "hooks:\n  h:\n    verify: nonesuch\n"})
     assert len(errors) == 1 and "unknown verifier 'nonesuch'" in errors[0]
+
+
+def test_non_finite_numbers_are_errors_at_their_line() -> None:
+    """YAML's `.inf` and `.nan` are floats JSON has no word for: a run could never be stored
+    or shown with one, so `check` refuses them where they are written."""
+    errors = errors_of(one("""
+        rules:
+          - name: r
+            hook: gh
+            run: {http: {url: "http://x", json: {a: .inf, b: 1.5, c: -.Inf, d: .NaN}}}
+        """))
+    assert errors == [f"r.yaml:8: {v!r} is not a finite number" for v in (".inf", "-.Inf", ".NaN")]
