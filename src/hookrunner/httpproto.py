@@ -7,10 +7,13 @@ closes the connection after a short linger, so the client can still read the ans
 that arrives in one read is measured exactly once it is complete.
 
 uvicorn has no deadline for a request to arrive: a client that sends its head or its body a
-byte at a time (or stops halfway) holds a connection and a task forever. A request not
-received whole `READ_TIMEOUT` after its first byte is answered 408 (if nothing was answered
-yet) and its connection closed. One sweep a second per server checks every connection, so a
-request costs two timestamps, not a timer of its own.
+byte at a time (or stops halfway), or connects and sends nothing, holds a connection (and a
+task) forever. A request not received whole `READ_TIMEOUT` after its first byte is answered
+408 and its connection closed; a new connection that sends nothing in that time is closed.
+The clock stops while the client waits for an earlier answer on the same connection (a
+pipelined request, which uvicorn stops reading meanwhile) and starts again after it, so a
+408 is never sent in place of another request's answer. One sweep a second per server checks
+every connection, so a request costs two timestamps, not a timer of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from hookrunner.logs import event
+from hookrunner.logs import Throttled, event
 
 MAX_HEAD_BYTES = 64 * 1024  # GitHub & co. send < 4 KiB; nginx allows 4 x 8 KiB by default
 LINGER = 2.0  # seconds a refused connection is drained before it is closed
@@ -46,6 +49,9 @@ LATE = (
     b"content-length: " + str(len(LATE_BODY)).encode() + b"\r\n"
     b"connection: close\r\n\r\n" + LATE_BODY
 )
+
+# A slow-client flood would log a line per connection: one a second, with a count.
+_late_log = Throttled("http.request_timeout", logging.WARNING)
 
 HOOKS = b"/hooks/"
 CONTINUE = b"HTTP/1.1 100 "
@@ -88,10 +94,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._in_head = True  # until the first request's headers are complete
         self._refused = False
-        self._reading_since: float | None = None  # a request's first byte, until it is whole
+        # When the client started on what it owes: a request's first byte (until it is
+        # whole), or the connection itself (until a first byte). None: nothing owed.
+        self._reading_since: float | None = None
+        self._begun = False  # a request has begun on this connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._reading_since = time.monotonic()
         _sweep_soon(self.server_state)
 
     def on_message_begin(self) -> None:
@@ -99,6 +109,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._reading_since = time.monotonic()
+        self._begun = True
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -125,20 +136,34 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if not self._refused:
             super().on_message_complete()
 
+    def on_response_complete(self) -> None:
+        if self._reading_since is not None:  # a pipelined request waited for this answer
+            self._reading_since = time.monotonic()
+        super().on_response_complete()
+
+    def _awaiting_an_answer(self) -> bool:
+        """The client waits for an earlier request's answer on this connection: a request
+        queued behind it (uvicorn reads no further meanwhile), or a head arriving while it
+        is being made. (While a request's own body arrives, its cycle is `self.cycle`.)"""
+        if self.pipeline:
+            return True
+        return self._in_head and self.cycle is not None and not self.cycle.response_complete
+
     def check_deadline(self, now: float) -> None:
         """Past READ_TIMEOUT still reading a request: answer 408 (unless its answer has
-        begun, e.g. a 413 while the body still flows) and close."""
+        begun, e.g. a 413 while the body still flows) and close; a connection that never
+        sent a byte is closed."""
         since = self._reading_since
         if (since is None or now - since < READ_TIMEOUT or self._refused
-                or self.transport.is_closing()):
+                or self.transport.is_closing() or self._awaiting_an_answer()):
             return
         self._reading_since = None
         self._refused = True  # whatever still arrives is dropped
-        client = self.client[0] if self.client else ""
-        event("http.request_timeout", logging.WARNING, client=client,
-              seconds=round(now - since, 1), phase="head" if self._in_head else "body")
-        cycle = None if self._in_head else self.cycle  # no cycle of its own before the head
-        if cycle is None or not cycle.response_started:
+        phase = "body" if not self._in_head else "head" if self._begun else "connection"
+        _late_log(client=self.client[0] if self.client else "", phase=phase,
+                  seconds=round(now - since, 1))
+        cycle = self.cycle if phase == "body" else None  # a head has no cycle of its own yet
+        if phase != "connection" and (cycle is None or not cycle.response_started):
             self.transport.write(LATE)
         self.transport.close()
 
@@ -176,7 +201,10 @@ def _sweep_soon(state: ServerState) -> None:
         now = time.monotonic()
         for conn in list(state.connections):
             if isinstance(conn, BoundedHttpToolsProtocol):
-                conn.check_deadline(now)
+                try:
+                    conn.check_deadline(now)
+                except Exception:  # one odd connection must not end the sweep for all
+                    logging.getLogger("hookrunner").exception("http.sweep_failed")
         if state.connections:
             loop.call_later(SWEEP_EVERY, sweep)
         else:

@@ -30,6 +30,8 @@ class App:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if scope["path"] == "/slow":  # an answer that takes longer than the deadline
+            await asyncio.sleep(DEADLINE * 2.5)
         try:
             body = await read_body(receive, None, 1 << 20)
         except ClientGone:
@@ -121,3 +123,33 @@ def test_a_slow_sender_that_finishes_in_time_and_an_idle_connection_are_left_alo
         s.sendall(HEAD + b"Content-Length: 2\r\n\r\n{}")
         assert s.recv(65536).startswith(b"HTTP/1.1 202 ")
     assert app.ends == ["read 4", "read 2"]
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(
+    server: tuple[int, App],
+) -> None:
+    port, app = server
+    with _connect(port) as s:
+        t0 = time.monotonic()
+        data, closed = _read_all(s)
+    assert data == b"" and DEADLINE <= closed - t0 < DEADLINE + 3
+    assert app.ends == []
+
+
+def test_a_pipelined_request_waits_for_the_answer_before_it_and_never_takes_its_place(
+    server: tuple[int, App],
+) -> None:
+    """A slow answer (2.5 deadlines) with a stalled request queued behind it: the slow one
+    gets its own answer; the stalled one's clock starts only once that answer is out, and
+    then ends in a 408."""
+    port, app = server
+    with _connect(port) as s:
+        s.sendall(b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
+                  + HEAD + b"Content-Length: 10\r\n\r\n12345")
+        t0 = time.monotonic()
+        data, closed = _read_all(s)
+    first, _, rest = data.partition(b"{}")
+    assert first.startswith(b"HTTP/1.1 202 "), data
+    assert rest.startswith(b"HTTP/1.1 408 "), data
+    assert DEADLINE * 2.5 + DEADLINE <= closed - t0 < DEADLINE * 2.5 + DEADLINE + 3
+    assert app.ends[0] == "read 2"
