@@ -20,6 +20,7 @@ from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Run
 
 MAX_LIMIT = 1000
 STREAM_POLL = 0.25  # seconds between looks at a growing log file
+STREAM_WAIT_MAX = 1.0  # seconds between looks at a run waiting to start, at most
 
 
 def _gw(request: Request) -> Gateway:
@@ -117,10 +118,11 @@ async def run_log(request: Request) -> Response:
     A run not started yet is waited for, then followed like a running one; a running attempt
     streams until it ends (live from this node's file; from another node, once its log is
     stored). An ended attempt answers at once. The wait lasts while the client stays
-    connected (Starlette cancels the stream when it leaves)."""
+    connected (Starlette cancels the stream when it leaves), and ends when the server stops:
+    a queued run will not start before it restarts."""
     gw = _gw(request)
     asked = request.query_params.get("attempt")
-    if asked is not None and not asked.isdigit():
+    if asked is not None and not (asked.isascii() and asked.isdigit() and len(asked) <= 9):
         return _err(400, "attempt must be a number")
     run = await gw.store.get_run(request.path_params["id"])
     if run is None:
@@ -150,6 +152,7 @@ async def _ended_log(gw: Gateway, run_id: str, attempt: int) -> str:
 
 async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes]:
     """Wait for the attempt to start (attempt 0: the run's first), then follow it."""
+    pause = STREAM_POLL
     while True:
         run = await gw.store.get_run(run_id)
         if run is None:
@@ -170,8 +173,12 @@ async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes
                 async for chunk in _follow(gw, run_id, attempt, path):
                     yield chunk
                 return
-        # Queued, or running elsewhere (or just claimed here, its log not open yet).
-        await asyncio.sleep(STREAM_POLL)
+        # Queued, or running elsewhere (or just claimed here, its log not open yet). A server
+        # shutting down starts nothing more: end rather than hold up its exit.
+        if getattr(gw.dispatcher, "stopping", False):
+            return
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, STREAM_WAIT_MAX)  # a long queue: one look a second per client
 
 
 async def _follow(gw: Gateway, run_id: str, attempt: int, path: Any) -> AsyncIterator[bytes]:

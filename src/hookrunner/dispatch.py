@@ -152,6 +152,11 @@ class Dispatcher:
             asyncio.create_task(self._fencing(), name="hookrunner-fencing"),
         ]
 
+    @property
+    def stopping(self) -> bool:
+        """Taking no more work: the server is shutting down."""
+        return self._stopping
+
     def begin_stop(self, grace: float | None = None) -> None:
         """Stop taking work now, and start the drain: running runs get `grace` seconds (default
         the `grace` setting) to finish, then are canceled. Safe to call more than once."""

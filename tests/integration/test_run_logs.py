@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -251,3 +252,37 @@ rules:
         assert got.startswith("[hookrunner] run ") and got.endswith("next-out\n[hookrunner] succeeded\n")
         assert c.get(f"/api/runs/{queued}/log?attempt=1").text == got
         assert c.get(f"/api/runs/{queued}/log?attempt=2").status_code == 404
+
+
+def test_a_client_waiting_for_a_queued_runs_log_does_not_hold_up_a_shutdown(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """SIGTERM: the server starts nothing more, so a follower of a queued run is answered
+    (with nothing) at once rather than kept until uvicorn gives up on it; the exit is clean."""
+    write_script(project, "hold.sh", "sleep 30\n")
+    server = make_server("""
+hooks:
+  github:
+    verify: {github: {secret: {env: GITHUB_WEBHOOK_SECRET}}}
+rules:
+  - {name: hold, hook: github, run: {shell: {argv: [scripts/hold.sh]}}}
+""", args=["--workers", "1"], env={"HOOKRUNNER_GRACE": "1s"})
+    holder = post_github(server.url, GITHUB_SECRET, {}).json()["runs"][0]
+    queued = post_github(server.url, GITHUB_SECRET, {}).json()["runs"][0]
+    with server.admin() as c:
+        deadline = time.monotonic() + 20
+        while c.get(f"/api/runs/{holder}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for bad in ("²", "1" * 5000, "-1", "1.0"):
+            assert c.get(f"/api/runs/{queued}/log", params={"attempt": bad}).status_code == 400
+        with c.stream("GET", f"/api/runs/{queued}/log") as answer:
+            assert answer.status_code == 200
+            assert server.proc is not None
+            t0 = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            assert answer.read() == b""
+            assert server.proc.wait(timeout=20) in (143, -signal.SIGTERM)  # re-raised
+    assert time.monotonic() - t0 < 6  # the 1 s grace, the record of the canceled run
+    out = server.output()
+    assert "Traceback" not in out and "CancelledError" not in out, out[-2000:]

@@ -24,9 +24,10 @@ function fmtSeconds(s) {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
-// A session that ended mid-page sends fetches to the login page: go there properly.
+// A session that ended mid-page: a fetch (it does not ask for HTML) is answered 401, or sent
+// to the login page; reloading the page (a browser's request) shows the login form.
 function checkSession(resp) {
-  if (resp.redirected && new URL(resp.url).pathname === "/login") {
+  if (resp.status === 401 || (resp.redirected && new URL(resp.url).pathname === "/login")) {
     window.location.reload();
     throw new Error("session ended");
   }
