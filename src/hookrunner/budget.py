@@ -3,11 +3,12 @@
 queued = the store's count at the last refresh + runs journaled since that refresh began
 - runs this node's dispatcher claimed since then + runs of accepts still being journaled
 (reserved). Admission checks and reserves in one step, so concurrent requests (or processes)
-cannot all slip past the bound. Between refreshes (every HOUSEKEEPING) the figure may be a
-little high (a run journaled during the count counts twice; runs a claim skipped still count)
-or, rarely, low by one claim (one that committed just before the count was read, but was
-handed back just after): the next refresh corrects either. Without the claims, a small
---max-queued refused deliveries while nothing was queued at all.
+cannot all slip past the bound. The dispatcher counts the store and claims one at a time, so
+a claim is either in the count or subtracted after it, never both. Between refreshes (every
+HOUSEKEEPING) the figure may be a little high (a run journaled during the count counts twice;
+runs a claim skipped still count) or low (a replay from the CLI, which only the next count
+sees): the next refresh corrects either. Without the claims, a small --max-queued refused
+deliveries while nothing was queued at all.
 
 Shared (`--http-workers`): the counters live in shared memory, each process reserves in a
 slot of its own, and the lock is an `flock` each process opens for itself. The kernel drops
@@ -77,11 +78,16 @@ class QueueBudget:
             self._unlock()
 
     def claimed(self, runs: int) -> None:
-        """The dispatcher took `runs` off the queue."""
+        """The dispatcher took `runs` off the queue. No more than the estimate holds: runs
+        it never counted (a replay from the CLI, a retry come due) must not become credit
+        that lets later deliveries past the bound until the next refresh."""
         if runs:
             self._lock()
             try:
-                self._n[_CLAIMED] += runs
+                n = self._n
+                estimate = n[_STORE] + n[_JOURNALED] - n[_AT_REFRESH] - (
+                    n[_CLAIMED] - n[_CLAIMED_AT_REFRESH])
+                n[_CLAIMED] += min(runs, max(0, estimate))
             finally:
                 self._unlock()
 

@@ -119,6 +119,7 @@ class Dispatcher:
         self._freed = asyncio.Event()  # a worker, a key or a run freed, or stopping: claim now
         self._finished = asyncio.Condition()
         self._stopping = False
+        self._counting = asyncio.Lock()  # a claim and a count of the queue, one at a time
         self._drain: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -291,12 +292,14 @@ class Dispatcher:
             self._wake.clear()
             self._freed.clear()
             try:
-                runs = await self.store.claim(self.node, free, self.settings.lease, time.time())
+                async with self._counting:
+                    runs = await self.store.claim(self.node, free, self.settings.lease,
+                                                  time.time())
+                    self.budget.claimed(len(runs))
             except StoreUnavailable as exc:
                 event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
                 await asyncio.sleep(POLL)
                 continue
-            self.budget.claimed(len(runs))
             for run in runs:
                 self._launch(run)
             if runs and len(runs) == free:
@@ -347,11 +350,12 @@ class Dispatcher:
                         for run in await self.store.expired(now):
                             await self._interrupted(
                                 run, f"interrupted: lease of node {run.lease_owner} expired")
-                before = self.budget.snapshot()
-                counts = await self.store.counts()
+                async with self._counting:  # never across a claim (see QueueBudget)
+                    before = self.budget.snapshot()
+                    counts = await self.store.counts()
+                    self.budget.refresh(counts.get("queued", 0), before)
                 if self._store_down:
                     self._store_down, self._reachable_since = False, now
-                self.budget.refresh(counts.get("queued", 0), before)
                 self.metrics.queue_depth.set(self.queued)
                 if self.settings.keep and now - last_prune >= min(PRUNE_EVERY, self.settings.keep / 2):
                     last_prune = now
