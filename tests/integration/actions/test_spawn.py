@@ -60,7 +60,9 @@ async def test_child_gets_its_own_session_cwd_env_and_nothing_else(harness, tmp_
 async def test_sigpipe_and_sigxfsz_are_back_to_default_and_nothing_is_blocked(
     harness, starter: str
 ) -> None:
-    script = harness.script("sig.sh", "grep -E '^Sig(Ign|Blk):' /proc/$$/status\n")
+    # exec: the process the action started reads its own masks (exec keeps them). Reading
+    # the shell's own from a child caught bash mid-wait, with its signals blocked.
+    script = harness.script("sig.sh", "exec grep -E '^Sig(Ign|Blk):' /proc/self/status\n")
     ctx = harness.ctx()
     result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
     assert result.outcome == "succeeded", harness.log_text()
