@@ -300,6 +300,8 @@ class Dispatcher:
                 event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
                 await asyncio.sleep(POLL)
                 continue
+            if runs:
+                runs = await self._fresh_leases(runs)
             for run in runs:
                 self._launch(run)
             if runs and len(runs) == free:
@@ -314,6 +316,31 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), await self._sleep_for())
 
+    async def _fresh_leases(self, runs: list[Run]) -> list[Run]:
+        """The claimed runs whose lease is good to start on. A claim that waited long for the
+        store (an outage, a pool at its limit) wrote leases from when it was asked: renew
+        those now rather than start an action the fence stops at once; one that expired
+        meanwhile and is another node's by now is not started here."""
+        now = time.time()
+        stale = [r.id for r in runs
+                 if r.lease_expires is not None
+                 and now >= r.lease_expires - self.settings.lease / 3]
+        if not stale:
+            return runs
+        try:
+            held = await self.store.renew(self.node, stale, self.settings.lease, now)
+        except StoreUnavailable:
+            return runs  # down again: started as before; the fence stops them if it lasts
+        kept = []
+        for r in runs:
+            if r.id in stale:
+                if r.id not in held:
+                    event("run.lease_lost", logging.WARNING, run_id=r.id, reason="claim too slow")
+                    continue
+                r.lease_expires = now + self.settings.lease
+            kept.append(r)
+        return kept
+
     async def _sleep_for(self) -> float:
         try:
             due = await self.store.next_due()
@@ -326,10 +353,16 @@ class Dispatcher:
         # worker: a finish, accept or cancel wakes the loop, so do not spin on it meanwhile.
         return POLL if due <= now else min(POLL, due - now)
 
+    @property
+    def _tick(self) -> float:
+        """Seconds between housekeeping rounds: finer with a short --lease, so a renewal
+        missed in a store hiccup is retried well before the fence (lease/3 before expiry)."""
+        return min(HOUSEKEEPING, self.settings.lease / 8)
+
     async def _housekeeping(self) -> None:
         last_renew = last_prune = 0.0
         while True:
-            await asyncio.sleep(HOUSEKEEPING)
+            await asyncio.sleep(self._tick)
             now = time.time()
             try:
                 if self._active:
@@ -339,13 +372,13 @@ class Dispatcher:
                             self._cancel_reason.setdefault(run_id, self._requested_reason(run_id))
                             entry[1].set()
                 if now - last_renew >= self.settings.lease / 3:
-                    last_renew = now
                     if not await self.store.lock_node(self.node):
                         # Our identity was lost (its lock's connection dropped) and another
                         # server took it: it will recover "our" runs, so stop taking work.
                         event("dispatcher.identity_lost", logging.ERROR, node=self.node)
                         self.begin_stop()
                     await self._renew(now)
+                    last_renew = now  # only once renewed: a failed renewal is tried next round
                     if not self._store_down and now - self._reachable_since >= self.settings.lease:
                         for run in await self.store.expired(now):
                             await self._interrupted(
@@ -372,7 +405,7 @@ class Dispatcher:
     async def _fencing(self) -> None:
         """Its own loop, so a store call that hangs (a network cut) cannot delay it."""
         while True:
-            await asyncio.sleep(HOUSEKEEPING)
+            await asyncio.sleep(self._tick)
             self._fence(time.time())
 
     def _fence(self, now: float) -> None:
