@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import logging
 
 import httpx
@@ -26,6 +27,16 @@ _OWN = frozenset({b"date", b"server"})  # this server's uvicorn adds its own
 MAX_BODY = 1024 * 1024  # the console's forms and the API's POSTs are tiny; hooks never come here
 
 
+class _NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that keeps nothing: `Set-Cookie` passes to the visitor, not into it."""
+
+    def __init__(self) -> None:
+        super().__init__(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        return None
+
+
 class Upstream:
     def __init__(self, socket_path: str, tls: bool) -> None:
         # The main process listens on that socket with the same TLS settings as on the port;
@@ -36,7 +47,10 @@ class Upstream:
                 uds=socket_path, verify=False, retries=1,
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=32)),
             base_url="https://hookrunner" if tls else "http://hookrunner",
-            timeout=httpx.Timeout(None, connect=5.0), trust_env=False)
+            timeout=httpx.Timeout(None, connect=5.0), trust_env=False,
+            # One client forwards every visitor's requests: it must never keep a cookie (a
+            # jar would hand one admin's session to every later request without one).
+            cookies=_NoCookies())
 
     async def aclose(self) -> None:
         await self._client.aclose()

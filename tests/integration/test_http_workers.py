@@ -95,6 +95,12 @@ def test_workers_accept_the_main_process_runs_and_answers_admin_requests(
             page = browser.get("/", headers={"Connection": "close"})
             assert page.status_code == 200 and "Log in" not in page.text
     assert "console.login client=127.0.0.1" in server.output()
+    # The workers' way to the main process keeps no cookie: the session stays the browser's.
+    # (A cookie jar there once handed it to every later request without one.)
+    for _ in range(8):
+        with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+            assert anonymous.get("/api/runs").status_code == 401
+            assert anonymous.get("/", headers={"Accept": "text/html"}).status_code == 303
     # ?wait= on a worker: the answer carries the run's end, read from the store.
     waited = push(server, "waited", params={"wait": "20s"})
     assert waited.status_code == 200, waited.text
