@@ -17,6 +17,8 @@ STATUS_CLASSES = {
     "timed_out": "st-bad", "canceled": "st-warn", "skipped": "st-muted",
 }
 JSON_INDENT = 2
+PRETTY_MAX = 64 * 1024  # bytes of body pretty-printed at most (see payload_view)
+VIEW_MAX = 512 * 1024  # characters of a payload shown on a page
 
 
 def fmt_time(ts: float | None) -> str:
@@ -99,14 +101,32 @@ def pretty_json(value: Any) -> str:
 
 
 def payload_view(body: bytes) -> tuple[str, str]:
-    """(kind, text) of a stored body: `json` pretty-printed, `text`, or `binary` as base64."""
+    """(kind, text) of a stored body: `json` pretty-printed, `text`, or `binary` as base64.
+
+    Bounded, so a page stays a page: indentation grows with depth times width (a 1 MB body
+    nested 250 deep printed as 260 MB), so only a body up to PRETTY_MAX is pretty-printed,
+    and what is shown stops at VIEW_MAX with a note of what was left out."""
     if not body:
         return "empty", ""
     try:
-        return "json", pretty_json(json.loads(body))
-    except ValueError:
-        pass
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        doc = _NOT_JSON
+    if doc is not _NOT_JSON:
+        if len(body) <= PRETTY_MAX:
+            return "json", _capped(pretty_json(doc))
+        return "json, as sent (too large to indent)", _capped(body.decode("utf-8", "replace"))
     try:
-        return "text", body.decode("utf-8")
+        return "text", _capped(body.decode("utf-8"))
     except UnicodeDecodeError:
-        return "binary", base64.b64encode(body).decode()
+        return "binary", _capped(base64.b64encode(body).decode())
+
+
+_NOT_JSON = object()
+
+
+def _capped(text: str) -> str:
+    if len(text) <= VIEW_MAX:
+        return text
+    return (text[:VIEW_MAX] + f"\n… {len(text) - VIEW_MAX:,} more characters not shown "
+            "(the whole body: GET /api/deliveries/<id>)")

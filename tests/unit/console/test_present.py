@@ -48,6 +48,20 @@ def test_payload_view(body: bytes, kind: str, text: str) -> None:
     assert present.payload_view(body) == (kind, text)
 
 
+def test_a_payload_view_stays_page_sized_however_the_body_is_shaped() -> None:
+    """1 MB nested 250 deep printed as 260 MB once; now neither deep nor long bodies make a
+    page larger than VIEW_MAX and a note."""
+    deep = b"[" * 250 + b",".join([b"1"] * 520_000) + b"]" * 250
+    kind, text = present.payload_view(deep)
+    assert kind.startswith("json, as sent") and len(text) < present.VIEW_MAX + 200
+    assert text.endswith("(the whole body: GET /api/deliveries/<id>)")
+    small_deep = b"[" * 250 + b",".join([b"1"] * 10_000) + b"]" * 250  # pretty: 5 MB uncut
+    kind, text = present.payload_view(small_deep)
+    assert kind == "json" and len(text) < present.VIEW_MAX + 200 and "more characters" in text
+    kind, text = present.payload_view(b"x" * 2_000_000)
+    assert kind == "text" and len(text) < present.VIEW_MAX + 200
+
+
 @pytest.mark.parametrize(("n", "text"), [
     (512, "512 B"), (1024, "1 KiB"), (1536, "1.5 KiB"), (5 * 1024**2, "5 MiB"), (1024**3, "1 GiB"),
 ])
