@@ -70,20 +70,29 @@ class Row:
 
 async def rows(gw: Gateway, f: Filters) -> list[Row]:
     store = gw.store
-    thinned = bool(f.status or f.since)
-    found = await store.list_deliveries(f.hook or None, SCAN_LIMIT if thinned else f.limit)
     since = f.since_seconds
-    if since is not None:
-        cutoff = time.time() - since
-        found = [d for d in found if d.received_at >= cutoff]
-    with_status: set[str] | None = None
+    cutoff = time.time() - since if since is not None else None
+    found: list[Delivery]
     if f.status and f.status != NO_RUNS:
-        with_status = {r.delivery_id for r in await store.list_runs(status=f.status, limit=SCAN_LIMIT)}
+        # From the runs with that status (newest first), however old their deliveries: a
+        # failed run behind a thousand newer deliveries is still found.
+        found = []
+        for delivery_id in dict.fromkeys(
+                r.delivery_id for r in await store.list_runs(status=f.status, limit=SCAN_LIMIT)):
+            d = await store.get_delivery(delivery_id)
+            if (d is not None and (not f.hook or d.hook == f.hook)
+                    and (cutoff is None or d.received_at >= cutoff)):
+                found.append(d)
+                if len(found) >= f.limit:
+                    break
+    else:
+        thinned = bool(f.status or f.since)
+        found = await store.list_deliveries(f.hook or None, SCAN_LIMIT if thinned else f.limit)
+        if cutoff is not None:
+            found = [d for d in found if d.received_at >= cutoff]
     out: list[Row] = []
     for d in found:
         if f.status == NO_RUNS and d.run_ids:
-            continue
-        if with_status is not None and d.id not in with_status:
             continue
         runs = await store.list_runs(delivery_id=d.id, limit=RUNS_PER_ROW) if d.run_ids else []
         out.append(Row(d, sorted(runs, key=lambda r: r.seq)))

@@ -31,6 +31,10 @@ rules:
     hook: h
     when: payload.kind == "quick"
     run: {shell: {argv: ["true"]}}
+  - name: broken
+    hook: h
+    when: payload.kind == "broken"
+    run: {shell: {argv: ["false"]}}
 """
 
 
@@ -257,3 +261,24 @@ def test_filters_pick_deliveries_by_run_status(client: TestClient) -> None:
     empty = client.get("/fragments/deliveries?status=none").text
     assert quick["delivery_id"] in ok and none["delivery_id"] not in ok
     assert none["delivery_id"] in empty and quick["delivery_id"] not in empty
+
+
+def test_a_status_filter_finds_runs_behind_many_newer_deliveries(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The filter starts from the runs with that status, not from the newest deliveries:
+    one failure behind more newer deliveries than are scanned is still listed."""
+    from hookrunner.console import deliveries
+
+    monkeypatch.setattr(deliveries, "SCAN_LIMIT", 3)
+    log_in(client)
+    failed = deliver(client, "broken")
+    wait_status(client, failed["runs"][0], "failed")  # type: ignore[index]
+    newer = [deliver(client, "quick") for _ in range(5)]
+    for d in newer:
+        wait_status(client, d["runs"][0], "succeeded")  # type: ignore[index]
+    page = client.get("/fragments/deliveries?status=failed").text
+    assert failed["delivery_id"] in page
+    assert not any(d["delivery_id"] in page for d in newer)
+    assert failed["delivery_id"] not in client.get(
+        "/fragments/deliveries?status=failed&hook=other").text
