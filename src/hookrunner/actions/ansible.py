@@ -38,6 +38,7 @@ from hookrunner.actions.environment import VENV_BIN, with_path_entry
 from hookrunner.actions.paths import confine
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ConfigError
+from hookrunner.private import private_dir
 
 KIND = "ansible"
 KEYS = ("playbook", "inventory", "limit", "tags", "check", "extravars")
@@ -163,7 +164,7 @@ class AnsibleRunner:
             reason = f"playbook not found: {PLAYBOOK_DIR}/{rendered.get('playbook')}"
             ctx.log.note(reason)
             return RunResult("failed", reason=reason)
-        ctx.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(ctx.work_dir)  # every directory it makes 0700 (mkdir -p: only the last)
         run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=ctx.work_dir))  # mode 0700
         vars_file = run_dir / "extravars.yml"
         vars_file.write_text(extravars_yaml(rendered.get("extravars") or {}, ctx.payload))

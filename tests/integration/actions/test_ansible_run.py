@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import shutil
 import time
 from pathlib import Path
@@ -157,3 +159,18 @@ async def test_timeout_stops_the_playbook_and_its_workers(harness, playbooks: Pa
     result = await asyncio.wait_for(task, 20)
     assert (result.outcome, result.reason) == ("timed_out", "timed out after 4s")
     assert not is_alive(task_pid)
+
+
+async def test_the_work_directories_it_makes_are_private(harness, playbooks: Path) -> None:
+    """<data>/work/<run>/<attempt>: every level ansible's run makes is 0700, whatever the
+    umask (the play's artifacts hold its extra vars: the payload)."""
+    base = harness.tmp / "fresh-data" / "work"
+    ctx = dataclasses.replace(harness.ctx(payload={}), work_dir=base / "run_x" / "1")
+    old = os.umask(0o022)
+    try:
+        result = await ANSIBLE.run({"playbook": "env_probe.yml"}, ctx)
+    finally:
+        os.umask(old)
+    assert result.outcome == "succeeded", harness.log_text()
+    for d in (base.parent, base, base / "run_x", base / "run_x" / "1"):
+        assert d.stat().st_mode & 0o777 == 0o700, d
