@@ -436,4 +436,9 @@ async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Futu
         await asyncio.sleep(POLL_INTERVAL)
     signal_group(pgid, signal.SIGKILL)
     await waiter
-    await asyncio.wait({pump}, timeout=DRAIN_AFTER_KILL)
+    # SIGKILL is sent, not yet done: on a busy machine a member may still be running for a
+    # moment. The run ends once its tree is gone, not merely doomed.
+    until = loop.time() + DRAIN_AFTER_KILL
+    while group_alive(pgid) and loop.time() < until:
+        await asyncio.sleep(POLL_INTERVAL / 5)
+    await asyncio.wait({pump}, timeout=max(0.0, until - loop.time()))
