@@ -387,6 +387,8 @@ class Dispatcher:
                     before = self.budget.snapshot()
                     counts = await self.store.counts()
                     self.budget.refresh(counts.get("queued", 0), before)
+                for status, n in counts.items():
+                    self.metrics.runs_stored.labels(status).set(n)
                 if self._store_down:
                     self._store_down, self._reachable_since = False, now
                 self.metrics.queue_depth.set(self.queued)

@@ -53,6 +53,10 @@ class Metrics:
         self.running = Gauge(
             "hookrunner_running", "Runs executing on this node", registry=r,
             multiprocess_mode="livesum")
+        self.runs_stored = Gauge(
+            "hookrunner_runs_stored", "Runs in the store by status (all nodes; skipped and "
+            "canceled-before-start included, which never reach runs_finished), until pruned",
+            ["status"], registry=r, multiprocess_mode="livesum")
         self.reload_failures = Counter(
             "hookrunner_reload_failures", "Rule reloads that failed validation", registry=r)
 

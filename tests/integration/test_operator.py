@@ -93,6 +93,13 @@ def test_metrics_count_deliveries_by_outcome_and_runs_by_status(
     assert "hookrunner_run_duration_seconds_count" in text
     assert "hookrunner_run_start_delay_seconds_count 1.0" in text
     assert "hookrunner_queue_depth" in text and "hookrunner_reload_failures_total 0.0" in text
+    # Every status, from the store (skipped and canceled-before-start never "finish" here).
+    until = time.monotonic() + 10
+    while 'hookrunner_runs_stored{status="succeeded"} 1.0' not in text:
+        assert time.monotonic() < until, text
+        time.sleep(0.2)
+        text = httpx.get(server.url + "/metrics").text
+    assert 'hookrunner_runs_stored{status="skipped"} 0.0' in text
 
 
 def test_json_logs_have_one_event_per_decision_and_no_secrets(
