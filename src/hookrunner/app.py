@@ -61,7 +61,8 @@ class AdminAuth:
         if bearer_ok(request.headers.get("authorization"), token) or (
             checker is not None and cookie_may and checker(request.cookies.get(COOKIE))
         ):
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send if not scope["path"].startswith("/api/")
+                           else _private_answer(send))
             return
         login = getattr(state, "login_redirect", None)
         response: Response
@@ -75,6 +76,21 @@ class AdminAuth:
             response = JSONResponse({"error": "admin token required"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
+
+
+_PRIVATE = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+
+
+def _private_answer(send: Send) -> Send:
+    """The admin API's answers hold payloads and logs (and a session cookie can read them, as
+    the console's pages): never cached, never sniffed into another type."""
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            names = {k.lower() for k, _ in message.get("headers", [])}
+            extra = [(k, v) for k, v in _PRIVATE if k not in names]
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+    return wrapped
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -92,9 +108,15 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+READY_TIMEOUT = 2.0  # seconds: a probe hears "unreachable" before a typical 3 s timeout
+
+
 async def readyz(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    store_ok = await gw.store.ping()
+    try:
+        store_ok = await asyncio.wait_for(gw.store.ping(), READY_TIMEOUT)
+    except TimeoutError:  # a database that does not answer (its pool waits 5 s for one)
+        store_ok = False
     rules = gw.rules
     doc = {
         "store": "ok" if store_ok else "unreachable",

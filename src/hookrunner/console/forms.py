@@ -44,7 +44,10 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 def same_origin(request: Request) -> bool:
-    """A browser's Origin (when sent) must name this host: a second guard beside the token."""
+    """A browser's Origin (when sent) must name this host, and its Sec-Fetch-Site must not
+    say another site sent the form: second guards beside the CSRF token."""
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return False
     origin = request.headers.get("origin")
     if not origin:
         return True

@@ -282,3 +282,50 @@ def test_a_status_filter_finds_runs_behind_many_newer_deliveries(
     assert not any(d["delivery_id"] in page for d in newer)
     assert failed["delivery_id"] not in client.get(
         "/fragments/deliveries?status=failed&hook=other").text
+
+
+def test_a_form_another_site_sent_is_refused_even_with_the_token(client: TestClient) -> None:
+    """Sec-Fetch-Site: cross-site (what a browser sends for a form posted from another site)
+    is refused like a foreign Origin, a guard beside the CSRF token."""
+    csrf = log_in(client)
+    (run_id,) = deliver(client, "wait")["runs"]  # type: ignore[misc]
+    r = client.post(f"/runs/{run_id}/cancel", data={"csrf": csrf},
+                    headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    assert client.get(f"/api/runs/{run_id}").json()["status"] in ("queued", "running")
+    r = client.post(f"/runs/{run_id}/cancel", data={"csrf": csrf},
+                    headers={"Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 303
+
+
+def test_api_answers_are_never_cached_or_sniffed(client: TestClient) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for path in ("/api/runs", "/api/deliveries", "/api/runs/nope"):
+        r = client.get(path, headers=auth)
+        assert r.headers["cache-control"] == "no-store", path
+        assert r.headers["x-content-type-options"] == "nosniff", path
+
+
+def test_readyz_answers_in_time_when_the_store_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database that accepts no connection (PostgreSQL's pool waits 5 s for one) must not
+    make a probe with a 3 s timeout time out: /readyz says unreachable within 2 s."""
+    import asyncio
+
+    from hookrunner.store.memory import MemoryStore
+
+    async def hangs(self: MemoryStore) -> bool:
+        await asyncio.sleep(30)
+        return True
+
+    monkeypatch.setattr(MemoryStore, "ping", hangs)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "rules.yaml").write_text(RULES)
+    settings = Settings(rules=tmp_path / "rules", root=tmp_path, data=tmp_path / "data",
+                        db="memory:", admin_token=TOKEN, environ=dict(os.environ), grace=1.0)
+    with TestClient(create_app(settings)) as c:
+        t0 = time.monotonic()
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["store"] == "unreachable"
+        assert time.monotonic() - t0 < 3.0
