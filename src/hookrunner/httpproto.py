@@ -31,24 +31,20 @@ from hookrunner.logs import Throttled, event
 
 MAX_HEAD_BYTES = 64 * 1024  # GitHub & co. send < 4 KiB; nginx allows 4 x 8 KiB by default
 LINGER = 2.0  # seconds a refused connection is drained before it is closed
-BODY = b'{"error": "request headers too large"}'
-REFUSAL = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-type: application/json\r\n"
-    b"content-length: " + str(len(BODY)).encode() + b"\r\n"
-    b"connection: close\r\n\r\n" + BODY
-)
 
 
+def _last_answer(status: bytes, error: bytes) -> bytes:
+    """A whole JSON error answer written straight to the transport, before it is closed."""
+    body = b'{"error": "' + error + b'"}'
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+            + body)
+
+
+REFUSAL = _last_answer(b"431 Request Header Fields Too Large", b"request headers too large")
 READ_TIMEOUT = 60.0  # seconds from a request's first byte until its body is complete
 SWEEP_EVERY = 1.0  # seconds between checks of every connection's deadline
-LATE_BODY = b'{"error": "request not received in time"}'
-LATE = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"content-type: application/json\r\n"
-    b"content-length: " + str(len(LATE_BODY)).encode() + b"\r\n"
-    b"connection: close\r\n\r\n" + LATE_BODY
-)
+LATE = _last_answer(b"408 Request Timeout", b"request not received in time")
 
 # A slow-client flood would log a line per connection: one a second, with a count.
 _late_log = Throttled("http.request_timeout", logging.WARNING)
