@@ -383,14 +383,19 @@ class Dispatcher:
                         for run in await self.store.expired(now):
                             await self._interrupted(
                                 run, f"interrupted: lease of node {run.lease_owner} expired")
-                async with self._counting:  # never across a claim (see QueueBudget)
-                    before = self.budget.snapshot()
-                    counts = await self.store.counts()
-                    self.budget.refresh(counts.get("queued", 0), before)
-                for status, n in counts.items():
-                    self.metrics.runs_stored.labels(status).set(n)
-                if self._store_down:
-                    self._store_down, self._reachable_since = False, now
+                # Never across a claim (see QueueBudget), and never long behind one, which may
+                # hang in an outage while the renewals above must go on: next round then.
+                if await self._acquire(self._counting, self._tick):
+                    try:
+                        before = self.budget.snapshot()
+                        counts = await self.store.counts()
+                        self.budget.refresh(counts.get("queued", 0), before)
+                    finally:
+                        self._counting.release()
+                    for status, n in counts.items():
+                        self.metrics.runs_stored.labels(status).set(n)
+                    if self._store_down:
+                        self._store_down, self._reachable_since = False, now
                 self.metrics.queue_depth.set(self.queued)
                 if self.settings.keep and now - last_prune >= min(PRUNE_EVERY, self.settings.keep / 2):
                     last_prune = now
@@ -403,6 +408,14 @@ class Dispatcher:
             except StoreUnavailable as exc:
                 self._store_down = True
                 event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
+
+    @staticmethod
+    async def _acquire(lock: asyncio.Lock, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(lock.acquire(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def _fencing(self) -> None:
         """Its own loop, so a store call that hangs (a network cut) cannot delay it."""

@@ -4,6 +4,7 @@ Neither may cost a healthy run its life: the fence is for outages, not for blips
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -33,7 +34,11 @@ class Hiccups(SQLiteStore):
             raise StoreUnavailable("injected hiccup")
         return await super().renew(node, run_ids, lease, now)
 
+    hang: asyncio.Event | None = None  # claims wait for it (a pool with no connection free)
+
     async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
+        if self.hang is not None:
+            await self.hang.wait()
         return await super().claim(node, limit, lease, now - self.claim_delay)
 
 
@@ -77,3 +82,23 @@ async def test_a_claim_that_waited_long_renews_its_leases_before_starting(
     assert time.monotonic() - t0 >= 1.5
     run = await store.get_run(run_id)
     assert run is not None and run.reason == ""
+
+
+async def test_a_claim_that_hangs_does_not_hold_up_the_renewals(
+    cluster: tuple[Hiccups, Dispatcher],
+) -> None:
+    """The queue count waits for a claim (they must not overlap), but only briefly: a claim
+    stuck in an outage must not stop the running runs' leases from being renewed."""
+    store, dispatcher = cluster
+    first = await arrive(store, dispatcher, "sleep 3")
+    deadline = time.monotonic() + 10
+    while (run := await store.get_run(first)) is None or run.status != "running":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    store.hang = asyncio.Event()
+    second = await arrive(store, dispatcher, "true")  # its claim hangs, holding the lock
+    try:
+        assert await ended(store, first) == "succeeded"
+    finally:
+        store.hang.set()
+    assert await ended(store, second) == "succeeded"
