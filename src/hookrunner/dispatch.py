@@ -534,6 +534,8 @@ class Dispatcher:
                  f"on node {self.node}")
         try:
             result = await self._run_action(run, cancel, log)
+            if result.outcome in ("canceled", "timed_out"):
+                await self._stop_stragglers(run, log)
         except Exception as exc:  # a bug in a runner must not kill the dispatcher
             logging.getLogger("hookrunner").exception("run.internal_error")
             result = RunResult("failed", None, f"internal error: {type(exc).__name__}: {exc}")
@@ -579,6 +581,16 @@ class Dispatcher:
             return await runner.run(run.spec, ctx)
         except ActionError as exc:
             return RunResult("failed", None, str(exc))
+
+    async def _stop_stragglers(self, run: Run, log: FileLog) -> None:
+        """A canceled or timed-out run's processes must all be gone, also those that left its
+        process group for a session of their own (`setsid`, a daemon's double fork; ansible's
+        workers before the play reported its pid): each still carries the run's id."""
+        left = (await asyncio.to_thread(orphans.find, [run.id], self.node)).get(run.id)
+        if left:
+            log.note(f"stopping {len(left)} process(es) of the run outside its process group")
+            event("run.stragglers", logging.WARNING, run_id=run.id, processes=len(left))
+            await orphans.stop(left)
 
     async def _record(self, run: Run, result: RunResult, started: float,
                       log_text: str | None) -> None:

@@ -230,7 +230,7 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
                 stopped = "timed_out"
                 reason = f"timed out after {process.format_seconds(ctx.timeout or 0.0)}"
             ctx.log.note(reason)
-            await _stop(job, done)
+            await _stop(job, done, ctx)
     finally:
         canceller.cancel()
         if not done.done():  # we were cancelled ourselves: leave nothing behind
@@ -255,10 +255,16 @@ def _resolve(done: asyncio.Future[None]) -> None:
         done.set_result(None)
 
 
-async def _stop(job: _Job, done: asyncio.Future[None]) -> None:
+async def _stop(job: _Job, done: asyncio.Future[None], ctx: RunContext) -> None:
     """SIGTERM ansible-playbook (it stops its own workers), grace period, then kill the rest."""
-    if job.pid is None:  # not started far enough to report a pid: runner kills its group
+    if job.pid is None:
+        # Not far enough to have reported a pid, and the runner only kills the playbook's own
+        # group (at its next poll, seconds away): stop what carries the run's id now.
+        from hookrunner import orphans  # not at import: orphans imports the actions package
+
         job.kill_now.set()
+        found = await asyncio.to_thread(orphans.find, [ctx.run_id], ctx.node)
+        await orphans.stop(found.get(ctx.run_id, []), grace=process.GRACE_PERIOD)
         await done
         return
     tree = process.descendants(job.pid)  # workers live in sessions of their own

@@ -174,3 +174,30 @@ async def test_the_work_directories_it_makes_are_private(harness, playbooks: Pat
     assert result.outcome == "succeeded", harness.log_text()
     for d in (base.parent, base, base / "run_x", base / "run_x" / "1"):
         assert d.stat().st_mode & 0o777 == 0o700, d
+
+
+async def test_a_cancel_before_the_play_reports_its_pid_still_stops_everything(
+    harness, playbooks: Path,
+) -> None:
+    """In its first moments ansible-playbook has reported no pid, and the runner would only
+    kill the playbook's own group seconds later (its workers live in sessions of their own):
+    everything that carries the run's id is stopped at once instead."""
+    from hookrunner import orphans
+
+    pidfile = harness.tmp / "task.pid"
+    ctx = harness.ctx(timeout=None, name="early")
+    spec = {"playbook": "sleeper.yml", "extravars": {"pidfile": str(pidfile)}}
+    task = asyncio.ensure_future(ANSIBLE.run(spec, ctx))
+    for _ in range(400):  # ansible-playbook is up, long before its first event
+        if orphans.find(["early"], "test"):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("ansible-playbook never started")
+    started = time.monotonic()
+    ctx.cancel.set()
+    result = await asyncio.wait_for(task, 15)
+    assert (result.outcome, result.reason) == ("canceled", "canceled")
+    assert time.monotonic() - started < 4
+    await asyncio.sleep(0.5)  # what it could still have started meanwhile
+    assert orphans.find(["early"], "test") == {}

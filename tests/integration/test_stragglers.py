@@ -1,0 +1,78 @@
+"""A canceled or timed-out run leaves no process behind, not even one that left its process
+group for a session of its own: real processes, found afterwards by pid."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hookrunner.actions.process import is_alive
+from hookrunner.dispatch import Dispatcher
+from hookrunner.metrics import Metrics
+from hookrunner.settings import Settings
+from hookrunner.store.sqlite import SQLiteStore
+from tests.integration.test_run_logs import arrive, ended
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, Dispatcher]]:
+    settings = Settings(data=tmp_path / "data", root=tmp_path, workers=2, node="n1", grace=1.0,
+                        environ={"PATH": "/usr/bin:/bin"})
+    store = SQLiteStore(settings.store_url)
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    try:
+        yield store, dispatcher
+    finally:
+        await dispatcher.stop(grace=1.0)
+        await store.close()
+
+
+async def _pid(path: Path) -> int:
+    deadline = time.monotonic() + 10
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, "the detached process never started"
+        await asyncio.sleep(0.02)
+    return int(path.read_text())
+
+
+async def test_a_canceled_run_stops_a_process_that_started_its_own_session(
+    running: tuple[SQLiteStore, Dispatcher], tmp_path: Path,
+) -> None:
+    store, dispatcher = running
+    pidfile = tmp_path / "detached.pid"
+    run_id = await arrive(store, dispatcher,
+                          f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 300' & sleep 300")
+    detached = await _pid(pidfile)
+    assert await dispatcher.request_cancel(run_id) is not None
+    assert await ended(store, run_id) == "canceled"
+    deadline = time.monotonic() + 5
+    while is_alive(detached):
+        assert time.monotonic() < deadline, "the detached process outlived its canceled run"
+        await asyncio.sleep(0.05)
+    log = await store.get_log(run_id, 1) or ""
+    assert "outside its process group" in log
+
+
+async def test_a_run_that_ends_by_itself_leaves_a_deliberately_detached_process_alone(
+    running: tuple[SQLiteStore, Dispatcher], tmp_path: Path,
+) -> None:
+    """`setsid cmd &` is how a script starts something meant to outlive it (a service): only
+    a cancel or a timeout stops everything carrying the run's id."""
+    store, dispatcher = running
+    pidfile = tmp_path / "service.pid"
+    run_id = await arrive(store, dispatcher, f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 300' &")
+    service = await _pid(pidfile)
+    try:
+        assert await ended(store, run_id) == "succeeded"
+        await asyncio.sleep(0.3)
+        assert is_alive(service)
+    finally:
+        os.kill(service, signal.SIGKILL)
