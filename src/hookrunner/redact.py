@@ -19,7 +19,7 @@ import functools
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
 SECRET_WORDS = ("password", "passwd", "token", "secret", "authorization", "api_key", "apikey",
@@ -30,7 +30,7 @@ SECRET_PARTS = frozenset({"auth", "sig", "pwd"})
 SECRET_NAMES = frozenset({"key"})
 # Named like secrets, but they are senders' delivery ids (kept as the delivery's dedup key).
 NOT_SECRET = frozenset({"i_twilio_idempotency_token"})
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@")
+_URL_START = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _PARTS = re.compile(r"[^a-z0-9]+")
 
 
@@ -87,15 +87,24 @@ def _hide(value: Any) -> Any:
 
 
 def redact_url(text: str) -> str:
-    """`https://user:pw@host/x` -> `https://user:[redacted]@host/x`; other text unchanged."""
-    if not _URL.match(text):
+    """`https://user:pw@host/x?api_key=k&ref=main` ->
+    `https://user:[redacted]@host/x?api_key=[redacted]&ref=main`; other text unchanged."""
+    if not _URL_START.match(text):
         return text
-    parts = urlsplit(text)
-    if parts.password is None:
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:  # not a URL after all
         return text
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    netloc = f"{parts.username or ''}:{REDACTED}@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        netloc = f"{parts.username or ''}:{REDACTED}@{host}"
+        if port is not None:
+            netloc += f":{port}"
+        parts = parts._replace(netloc=netloc)
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if any(secret_key(name) for name, _ in pairs):
+            parts = parts._replace(query=urlencode(redact_pairs(pairs), safe="[]"))
+    return urlunsplit(parts)

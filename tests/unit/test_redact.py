@@ -82,3 +82,14 @@ def test_a_long_made_up_name_is_judged_but_never_remembered() -> None:
     assert _judged.cache_info().currsize == before
     assert secret_key("X-Api-Key") and secret_key("X-Api-Key")
     assert _judged.cache_info().hits >= 1
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://h/x?api_key=S3CR3T&ref=main", "https://h/x?api_key=[redacted]&ref=main"),
+    ("http://u:pw@h:8/x?token=t&sig=s", "http://u:[redacted]@h:8/x?token=[redacted]&sig=[redacted]"),
+    ("https://h/x?ref=main&n=1", "https://h/x?ref=main&n=1"),  # nothing secret: as written
+    ("http://[::1", "http://[::1"),  # not a URL after all: left alone, no error
+])
+def test_secret_query_parameters_of_a_url_are_hidden(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert redact_spec({"url": url}, "http") == {"url": shown}

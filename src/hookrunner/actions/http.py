@@ -70,11 +70,23 @@ def resolve_url(value: Any, env: Mapping[str, str]) -> str:
 
 def redacted(url: str) -> str:
     """The URL without credentials or query (either may hold a token), for the log."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # `http://[::1`, a port past 65535: say no more than the scheme
+        return f"{url.partition(':')[0][:16]}:<not a valid URL>"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _valid(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError past 65535
+    except ValueError:
+        return False
+    return parts.scheme in SCHEMES and bool(parts.hostname) and url.isprintable()
 
 
 class HttpRunner:
@@ -91,10 +103,14 @@ class HttpRunner:
 
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
         url = resolve_url(rendered.get("url"), ctx.env)
-        if urlsplit(url).scheme not in SCHEMES or not urlsplit(url).hostname:
+        if not _valid(url):
             raise ActionError(f"http: not an http(s) URL: {redacted(url)!r}")
         method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()
-        headers = {k: stringify(v) for k, v in (rendered.get("headers") or {}).items()}
+        # Values as UTF-8 (a payload's `é` is no reason to fail); CR/LF is still refused.
+        headers = {k: stringify(v).encode() for k, v in (rendered.get("headers") or {}).items()}
+        for name, value in headers.items():
+            if b"\r" in value or b"\n" in value or b"\0" in value:  # never quote it: a token
+                raise ActionError(f"http: header {name} holds a line break or NUL")
         kwargs: dict[str, Any] = {"headers": headers}
         if "json" in rendered:
             kwargs["json"] = rendered["json"]
@@ -143,6 +159,11 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], ctx: RunContex
                     ctx.log.write(b"\n")
     except httpx.HTTPError as exc:
         reason = f"request failed: {type(exc).__name__}: {exc}".rstrip(": ")
+        ctx.log.note(reason)
+        return RunResult("failed", reason=reason)
+    except (httpx.InvalidURL, ValueError) as exc:
+        # A URL or header value httpx refuses; its message may quote the value (a token).
+        reason = f"request failed: the URL or a header value is not valid ({type(exc).__name__})"
         ctx.log.note(reason)
         return RunResult("failed", reason=reason)
     status = response.status_code

@@ -107,3 +107,24 @@ async def test_connection_refused_is_failed(harness) -> None:
 async def test_non_http_url_is_refused(harness) -> None:
     with pytest.raises(ActionError):
         await HTTP.run({"url": "file:///etc/passwd"}, harness.ctx())
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999/", "http://127.0.0.1/\r\nX-In: 1"])
+async def test_a_url_that_is_not_valid_is_a_clear_failure(harness, url: str) -> None:
+    """A URL from a payload is anyone's: refused as an action error (the run fails with it),
+    never an internal error with a traceback."""
+    with pytest.raises(ActionError, match="not an http\\(s\\) URL"):
+        await HTTP.run({"url": url}, harness.ctx())
+
+
+async def test_header_values_go_as_utf8_and_an_invalid_one_is_a_clear_failure(
+    harness, server: str,
+) -> None:
+    result = await HTTP.run({"url": f"{server}/ok", "headers": {"X-Val": "é ü 日本"}}, harness.ctx())
+    assert result.outcome == "succeeded", harness.log_text()
+    (req,) = Handler.seen
+    assert req["headers"]["X-Val"].encode("latin-1").decode() == "é ü 日本"
+    with pytest.raises(ActionError, match="header X-Val holds a line break") as info:
+        await HTTP.run({"url": f"{server}/ok", "headers": {"X-Val": "a\r\nX-In: 1 s3cret"}},
+                       harness.ctx(name="two"))
+    assert "s3cret" not in str(info.value)
