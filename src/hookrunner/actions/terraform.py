@@ -35,7 +35,7 @@ BINARIES = ("terraform", "tofu")
 DEFAULT_BINARY = "terraform"
 DEFAULT_WORKSPACE = "default"
 VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+WORKSPACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,89}")  # fullmatch: no "\n" end
 SENSITIVE = "(sensitive)"  # stands in for sensitive output values in the run record
 # Set for every command: no prompts, no "run terraform apply" hints, no version check calls.
 AUTOMATION_ENV = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
@@ -163,7 +163,7 @@ class TerraformRunner:
         if not workdir.is_dir():
             raise ActionError(f"terraform: dir {rendered.get('dir')!r} is not a directory")
         workspace = stringify(rendered.get("workspace") or DEFAULT_WORKSPACE)
-        if not WORKSPACE_NAME.match(workspace):
+        if not WORKSPACE_NAME.fullmatch(workspace):
             raise ActionError(f"terraform: invalid workspace name {workspace!r}")
         var_files = [confine(ctx.root, stringify(f)) for f in rendered.get("var_files") or []]
         env = build_env(ctx.env, rendered.get("vars") or {}, workspace)
@@ -191,7 +191,7 @@ class TerraformRunner:
                 if result.outcome != "succeeded":
                     return _failed_step(result, "init")
             if workspace != DEFAULT_WORKSPACE:
-                result = await _ensure_workspace(setup_step, binary, workspace, ctx)
+                result = await _ensure_workspace(setup_step, binary, workspace, ctx, workdir)
                 if result.outcome != "succeeded":
                     return result
 
@@ -213,7 +213,8 @@ class TerraformRunner:
         return result
 
 
-async def _ensure_workspace(step: Step, binary: str, workspace: str, ctx: RunContext) -> RunResult:
+async def _ensure_workspace(step: Step, binary: str, workspace: str, ctx: RunContext,
+                            workdir: Path) -> RunResult:
     listed = bytearray()
     result: RunResult = await step([binary, "workspace", "list", "-no-color"], on_output=listed.extend)
     if result.outcome != "succeeded":
@@ -223,7 +224,17 @@ async def _ensure_workspace(step: Step, binary: str, workspace: str, ctx: RunCon
     if workspace in names:
         return result
     ctx.log.note(f"creating workspace {workspace}")
-    result = await step([binary, "workspace", "new", "-no-color", workspace])
+    # `workspace new` also selects it (.terraform/environment): put the dir's selection back,
+    # so a person's `terraform apply` there later does not land in a payload's workspace.
+    selected = workdir / ".terraform" / "environment"
+    before = selected.read_bytes() if selected.exists() else None
+    try:
+        result = await step([binary, "workspace", "new", "-no-color", workspace])
+    finally:
+        if before is None:
+            selected.unlink(missing_ok=True)
+        else:
+            selected.write_bytes(before)
     return result if result.outcome == "succeeded" else _failed_step(result, "workspace new")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hookrunner.actions import RUNNERS
+from hookrunner.errors import ActionError
 
 TF = RUNNERS["terraform"]
 MAIN_TF = """
@@ -97,6 +98,20 @@ async def test_each_workspace_value_gets_its_own_state(harness, tfdir: Path) -> 
     assert sorted(p.name for p in (tfdir / "terraform.tfstate.d").iterdir()) == ["prod", "staging"]
     assert "creating workspace staging" in harness.log_text("staging1")
     assert "creating workspace" not in harness.log_text("staging2")
+    # Creating one selected nothing: a person's `terraform apply` in the dir stays on default.
+    assert not (tfdir / ".terraform" / "environment").exists()
+
+
+@pytest.mark.parametrize("ws", ["dev\n", "w" * 91, "../x", "a b", "-help", ""])
+async def test_a_workspace_name_terraform_would_refuse_is_refused_first(
+    harness, tfdir: Path, ws: str,
+) -> None:
+    spec = {"dir": "terraform/scaling", "command": "plan", "workspace": ws, "vars": {"replicas": 1}}
+    if ws == "":  # no name: the default workspace, as with no `workspace` at all
+        assert (await TF.run(spec, harness.ctx())).outcome == "succeeded", harness.log_text()
+        return
+    with pytest.raises(ActionError, match="invalid workspace name"):
+        await TF.run(spec, harness.ctx())
 
 
 async def test_failing_apply_is_failed_with_the_reason_in_the_log(harness, tfdir: Path) -> None:
