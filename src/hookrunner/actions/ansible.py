@@ -38,7 +38,7 @@ from hookrunner.actions.environment import VENV_BIN, with_path_entry
 from hookrunner.actions.paths import confine
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ConfigError
-from hookrunner.private import private_dir
+from hookrunner.private import private_dir, private_file
 
 KIND = "ansible"
 KEYS = ("playbook", "inventory", "limit", "tags", "check", "extravars")
@@ -167,6 +167,7 @@ class AnsibleRunner:
         private_dir(ctx.work_dir)  # every directory it makes 0700 (mkdir -p: only the last)
         run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=ctx.work_dir))  # mode 0700
         vars_file = run_dir / "extravars.yml"
+        private_file(vars_file)  # 0600 before anything is in it: it holds the whole payload
         vars_file.write_text(extravars_yaml(rendered.get("extravars") or {}, ctx.payload))
         envvars = build_envvars(ctx.env, run_dir, inventory=inventory_path is not None)
         cmdline = ["-e", f"@{vars_file}"]

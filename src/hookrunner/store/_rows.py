@@ -15,6 +15,7 @@ class RowLike(Protocol):
 
 
 CANCELED_BEFORE_START = "canceled before it started"
+CANCELED_BEFORE_RETRY = "canceled while waiting for its next attempt"
 
 
 def _json(value: Any) -> Any:

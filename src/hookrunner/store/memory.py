@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from hookrunner.concurrency import decide
-from hookrunner.store._rows import CANCELED_BEFORE_START
+from hookrunner.store._rows import CANCELED_BEFORE_RETRY, CANCELED_BEFORE_START
 from hookrunner.store._wake import wait_event
 from hookrunner.store.base import (
     RUN_STATUSES,
@@ -160,7 +160,8 @@ class MemoryStore:
         if r is None:
             return None
         if r.status == "queued":
-            r.status, r.reason, r.finished_at = "canceled", CANCELED_BEFORE_START, now
+            r.status, r.finished_at = "canceled", now
+            r.reason = CANCELED_BEFORE_RETRY if r.attempt > 0 else CANCELED_BEFORE_START
         elif r.status == "running":
             r.cancel_requested = True
         self._wake.set()

@@ -33,6 +33,7 @@ from hookrunner.concurrency import decide
 from hookrunner.errors import StoreUnavailable
 from hookrunner.store import sql
 from hookrunner.store._rows import (
+    CANCELED_BEFORE_RETRY,
     CANCELED_BEFORE_START,
     attempt_from_row,
     delivery_from_row,
@@ -297,7 +298,8 @@ class PostgresStore:
     async def request_cancel(self, run_id: str, now: float) -> str | None:
         async with self._tx() as conn:
             await conn.execute(Q["cancel_queued"],
-                               {"id": run_id, "now": now, "reason": CANCELED_BEFORE_START})
+                               {"id": run_id, "now": now, "reason": CANCELED_BEFORE_START,
+                               "retry_reason": CANCELED_BEFORE_RETRY})
             await conn.execute(Q["flag_cancel"], {"id": run_id})
             cur = await conn.execute(Q["run_status"], {"id": run_id})
             row = await cur.fetchone()

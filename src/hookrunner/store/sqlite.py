@@ -25,6 +25,7 @@ from hookrunner.errors import StoreUnavailable
 from hookrunner.private import PRIVATE_FILE, private_dir, private_file
 from hookrunner.store import sql
 from hookrunner.store._rows import (
+    CANCELED_BEFORE_RETRY,
     CANCELED_BEFORE_START,
     attempt_from_row,
     delivery_from_row,
@@ -149,7 +150,8 @@ def _finish(conn: sqlite3.Connection, f: Finish) -> None:
 
 
 def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | None:
-    conn.execute(Q["cancel_queued"], {"id": run_id, "now": now, "reason": CANCELED_BEFORE_START})
+    conn.execute(Q["cancel_queued"], {"id": run_id, "now": now, "reason": CANCELED_BEFORE_START,
+                                      "retry_reason": CANCELED_BEFORE_RETRY})
     conn.execute(Q["flag_cancel"], {"id": run_id})
     row = conn.execute(Q["run_status"], {"id": run_id}).fetchone()
     return None if row is None else str(row[0])

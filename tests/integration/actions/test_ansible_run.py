@@ -174,6 +174,8 @@ async def test_the_work_directories_it_makes_are_private(harness, playbooks: Pat
     assert result.outcome == "succeeded", harness.log_text()
     for d in (base.parent, base, base / "run_x", base / "run_x" / "1"):
         assert d.stat().st_mode & 0o777 == 0o700, d
+    (extravars,) = (base / "run_x" / "1").rglob("extravars.yml")
+    assert extravars.stat().st_mode & 0o777 == 0o600
 
 
 async def test_a_cancel_before_the_play_reports_its_pid_still_stops_everything(

@@ -326,6 +326,22 @@ async def test_request_cancel(store: Store) -> None:
     assert await store.request_cancel("nope", T0) is None
 
 
+async def test_a_cancel_between_attempts_says_so(store: Store) -> None:
+    """A run waiting for its retry did run: "before it started" would be wrong."""
+    a = await enqueue(store, max_attempts=3)
+    b = await enqueue(store)
+    await store.claim("n1", 2, LEASE, T0)
+    await finish(store, a, outcome="failed", retry_at=T0 + 60)
+    assert await store.request_cancel(a, T0 + 1) == "canceled"
+    run = await store.get_run(a)
+    assert run is not None and run.reason == "canceled while waiting for its next attempt"
+    await finish(store, b)
+    c = await enqueue(store, at=T0 + 100)
+    assert await store.request_cancel(c, T0 + 2) == "canceled"
+    run = await store.get_run(c)
+    assert run is not None and run.reason == "canceled before it started"
+
+
 async def test_logs_are_stored_per_attempt_with_its_finish(store: Store) -> None:
     """An attempt's log is saved with its finish, by its own node only, and reads back on any
     node; a finish without a log (an interrupted run) leaves the stored one alone."""

@@ -131,7 +131,8 @@ SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
 WHERE r.status = 'running' AND r.lease_owner = %(node)s ORDER BY r.seq;
 
 -- name: cancel_queued
-UPDATE runs SET status = 'canceled', reason = %(reason)s, finished_at = %(now)s
+UPDATE runs SET status = 'canceled',
+    reason = CASE WHEN attempt > 0 THEN %(retry_reason)s ELSE %(reason)s END, finished_at = %(now)s
 WHERE id = %(id)s AND status = 'queued';
 
 -- name: run_status

@@ -114,7 +114,8 @@ SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
 WHERE r.status = 'running' AND r.lease_owner = :node ORDER BY r.seq;
 
 -- name: cancel_queued
-UPDATE runs SET status = 'canceled', reason = :reason, finished_at = :now
+UPDATE runs SET status = 'canceled',
+    reason = CASE WHEN attempt > 0 THEN :retry_reason ELSE :reason END, finished_at = :now
 WHERE id = :id AND status = 'queued';
 
 -- name: run_status
