@@ -44,6 +44,8 @@ POLL = 0.5  # seconds: the longest a replay written by the CLI waits to be seen 
 # back to back (measured: 30,000-45,000 runs behind one busy key, 1,600 req/s accepted
 # without the gap, 2,100 with it).
 CLAIM_GAP = 0.02
+RECORD_RETRY_MAX = 8.0  # seconds between tries to write a run's result, at most
+RECORD_TRIES_WHEN_STOPPING = 3  # a stopping server gives up on a store that is down
 HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
 PRUNE_EVERY = 60.0
 OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
@@ -379,7 +381,8 @@ class Dispatcher:
                         self.begin_stop()
                     await self._renew(now)
                     last_renew = now  # only once renewed: a failed renewal is tried next round
-                    if not self._store_down and now - self._reachable_since >= self.settings.lease:
+                    if (self.store.shared and not self._store_down
+                            and now - self._reachable_since >= self.settings.lease):
                         for run in await self.store.expired(now):
                             await self._interrupted(
                                 run, f"interrupted: lease of node {run.lease_owner} expired")
@@ -426,7 +429,10 @@ class Dispatcher:
     def _fence(self, now: float) -> None:
         """Stop runs whose lease this node could not renew (network cut, store outage) a
         renewal period before it expires: another node may take them over at expiry, and
-        ours must be gone by then."""
+        ours must be gone by then. Only on a shared store: with one server nobody else
+        can take a run over, and stopping it would only lose its work."""
+        if not self.store.shared:
+            return
         for run_id, run in list(self._runs.items()):
             entry = self._active.get(run_id)
             if (entry is None or run_id in self._lost or run.lease_expires is None
@@ -613,14 +619,23 @@ class Dispatcher:
                         finished_at=now, retry_at=retry_at,
                         # PostgreSQL text cannot hold NUL; a log file keeps the output as it was.
                         log=log_text.replace("\x00", ""))
-        for delay in (0.0, 0.5, 1, 2, 4, 8):  # the result must not be lost to a store hiccup
+        # The result must not be lost to a store outage (a full disk, a lock, a network cut):
+        # tried until it is written, every RECORD_RETRY_MAX at most, its lease renewed all the
+        # while. Given up only once the server stops: then the start mark tells the next start.
+        delay, tries = 0.0, 0
+        while True:
             if delay:
                 await asyncio.sleep(delay)
             try:
                 await self.store.finish(finish)
                 return
             except StoreUnavailable as exc:
-                event("run.record_failed", logging.ERROR, run_id=run.id, error=str(exc))
+                tries += 1
+                event("run.record_failed", logging.ERROR, run_id=run.id, error=str(exc),
+                      tries=tries)
             except Exception:  # a bug, not an outage: retrying will not help; the lease will
                 logging.getLogger("hookrunner").exception("run.record_failed")
                 return
+            if self._stopping and tries >= RECORD_TRIES_WHEN_STOPPING:
+                return
+            delay = min(RECORD_RETRY_MAX, max(0.5, delay * 2))

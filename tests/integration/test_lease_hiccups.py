@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from hookrunner import dispatch
 from hookrunner.dispatch import Dispatcher
 from hookrunner.errors import StoreUnavailable
 from hookrunner.metrics import Metrics
 from hookrunner.settings import Settings
-from hookrunner.store.base import Run
+from hookrunner.store.base import Finish, Run
 from hookrunner.store.sqlite import SQLiteStore
 from tests.integration.test_run_logs import arrive, ended
 
@@ -23,7 +24,9 @@ LEASE = 2.0
 
 
 class Hiccups(SQLiteStore):
+    shared = True  # as PostgreSQL: leases decide, so renewals and the fence are exercised
     renew_failures = 0  # the next renewals that fail, as in a store hiccup
+    finish_failures = 0  # the next writes of a run's result that fail
     claim_delay = 0.0  # seconds a claim seems to have waited for the store
     renewals = 0
 
@@ -36,17 +39,28 @@ class Hiccups(SQLiteStore):
 
     hang: asyncio.Event | None = None  # claims wait for it (a pool with no connection free)
 
+    async def finish(self, result: Finish) -> None:
+        if self.finish_failures:
+            self.finish_failures -= 1
+            raise StoreUnavailable("injected: disk full")
+        await super().finish(result)
+
     async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
         if self.hang is not None:
             await self.hang.wait()
         return await super().claim(node, limit, lease, now - self.claim_delay)
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Hiccups, Dispatcher]]:
+class OneServer(Hiccups):
+    shared = False  # SQLite as it is: one server per file, nobody to hand a run to
+
+
+@pytest.fixture(params=[Hiccups])
+async def cluster(request: pytest.FixtureRequest,
+                  tmp_path: Path) -> AsyncIterator[tuple[Hiccups, Dispatcher]]:
     settings = Settings(data=tmp_path / "data", root=tmp_path, workers=2, node="n1", grace=1.0,
                         lease=LEASE)
-    store = Hiccups(settings.store_url)
+    store = request.param(settings.store_url)
     await store.open()
     dispatcher = Dispatcher(settings, store, Metrics())
     await dispatcher.start()
@@ -102,3 +116,35 @@ async def test_a_claim_that_hangs_does_not_hold_up_the_renewals(
     finally:
         store.hang.set()
     assert await ended(store, second) == "succeeded"
+
+
+@pytest.mark.parametrize("cluster", [OneServer], indirect=True)
+async def test_one_server_never_stops_a_run_for_a_lease_it_could_not_renew(
+    cluster: tuple[Hiccups, Dispatcher],
+) -> None:
+    """A full disk or a locked file for longer than the lease: with one server nobody could
+    take the run over, so it runs to its end (and is recorded when the store is back)."""
+    store, dispatcher = cluster
+    store.renew_failures = 1000
+    run_id = await arrive(store, dispatcher, "sleep 3")
+    assert await ended(store, run_id) == "succeeded"
+    run = await store.get_run(run_id)
+    assert run is not None and run.attempt == 1 and run.reason == ""
+
+
+@pytest.mark.parametrize("cluster", [Hiccups, OneServer], indirect=True)
+async def test_a_result_is_written_however_long_the_store_refuses_it(
+    cluster: tuple[Hiccups, Dispatcher], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The action ended; writing its result keeps failing (disk full) for longer than the
+    old give-up: the result is still recorded once the store takes it, never turned into
+    an interrupted run that is failed or run again."""
+    monkeypatch.setattr(dispatch, "RECORD_RETRY_MAX", 0.1)
+    store, dispatcher = cluster
+    store.finish_failures = 12
+    run_id = await arrive(store, dispatcher, "echo done")
+    assert await ended(store, run_id) == "succeeded"
+    assert store.finish_failures == 0
+    run = await store.get_run(run_id)
+    assert run is not None and run.attempt == 1
+    assert [a.status for a in await store.attempts(run_id)] == ["succeeded"]

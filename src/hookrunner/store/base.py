@@ -156,6 +156,11 @@ class Finish:
 
 
 class Store(Protocol):
+    # Several nodes share it, so a run's lease decides who runs it: renewed, fenced, taken
+    # over when it expires. A store of one server (SQLite: one per file) has no one to hand a
+    # run to, so a lease that lapsed in an outage must not stop the run.
+    shared: bool
+
     async def open(self) -> None:
         """Connect, apply migrations (once, even with several nodes starting together)."""
         ...

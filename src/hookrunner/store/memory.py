@@ -26,6 +26,8 @@ from hookrunner.store.base import (
 
 
 class MemoryStore:
+    shared = False  # see Store.shared
+
     def __init__(self) -> None:
         self._deliveries: dict[str, Delivery] = {}
         self._dedup: dict[tuple[str, str], str] = {}

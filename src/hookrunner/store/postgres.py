@@ -80,6 +80,8 @@ Conn = psycopg.AsyncConnection[DictRow]
 
 
 class PostgresStore:
+    shared = True  # see Store.shared
+
     def __init__(
         self, url: str, min_size: int = DEFAULT_POOL_MIN, max_size: int = DEFAULT_POOL_MAX,
         timeout: float = DEFAULT_POOL_TIMEOUT,

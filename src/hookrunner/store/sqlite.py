@@ -158,6 +158,8 @@ def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | 
 
 
 class SQLiteStore:
+    shared = False  # see Store.shared
+
     def __init__(
         self, path: str | Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         max_batch: int = DEFAULT_MAX_BATCH, write_lock: bool = False,
