@@ -33,6 +33,8 @@ def data_dir(settings: Settings) -> None:
         if path.exists() and not path.is_dir():
             raise StartupRefused(f"--data {path} is not a directory")
         private_dir(path)  # what it creates is 0700 (hookrunner.private)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise StartupRefused(f"--data {path} is not writable by this user")
     except OSError as exc:  # e.g. a parent it may not search
         raise StartupRefused(f"cannot create --data {path}: {exc.strerror or exc}") from None
 

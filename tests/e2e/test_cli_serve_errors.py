@@ -99,6 +99,7 @@ def test_a_certificate_that_does_not_load_is_exit_3(project: Path) -> None:
 @pytest.mark.parametrize(("data", "text"), [
     ("/proc/nope", "cannot create --data /proc/nope: No such file or directory"),
     ("a-file", "is not a directory"),
+    ("/proc/sys", "--data /proc/sys is not writable by this user"),  # read-only even for root
 ])
 def test_a_data_dir_that_cannot_be_used_is_exit_3(project: Path, data: str, text: str) -> None:
     (project / "a-file").write_text("")
