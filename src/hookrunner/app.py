@@ -108,6 +108,7 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+SERVER_BUSY_TIMEOUT = 3.0  # seconds; see create_app
 READY_TIMEOUT = 2.0  # seconds: a probe hears "unreachable" before a typical 3 s timeout
 
 
@@ -207,7 +208,10 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     metrics_ = Metrics(summed=shared is not None)
     rules = LiveRules(settings.rules, settings.root,
                       on_failure=None if worker else metrics_.reload_failures.inc)
-    store = open_store(settings.store_url, write_lock=shared is not None)
+    # A sender gives up after ~10 s (GitHub): a write that waits for another process's lock
+    # (a CLI command) answers 503 with Retry-After well before that.
+    store = open_store(settings.store_url, write_lock=shared is not None,
+                       busy_timeout=SERVER_BUSY_TIMEOUT)
     gw = Gateway(settings=settings, store=store, rules=rules, metrics=metrics_,
                  trusted=parse_networks(settings.trusted_proxy))
 

@@ -10,12 +10,14 @@ MEMORY_URL = "memory:"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_store(url_or_path: str | Path, write_lock: bool = False) -> Store:
+def open_store(url_or_path: str | Path, write_lock: bool = False,
+               busy_timeout: float | None = None) -> Store:
     """The backend for `url_or_path` (not yet opened: the caller awaits `open()`).
 
     `postgresql://...` / `postgres://...` select PostgreSQL, `memory:` the in-memory store,
     anything else is the path of a SQLite file (normally `<data>/hookrunner.db`).
     `write_lock`: SQLite writes of the processes of one server take turns (see SQLiteStore).
+    `busy_timeout`: seconds a SQLite write waits for another process's lock (default 10).
     """
     target = str(url_or_path)
     # Imported here so that using one backend never imports another's driver.
@@ -29,7 +31,9 @@ def open_store(url_or_path: str | Path, write_lock: bool = False) -> Store:
         return MemoryStore()
     from hookrunner.store.sqlite import SQLiteStore
 
-    return SQLiteStore(Path(target), write_lock=write_lock)
+    if busy_timeout is None:
+        return SQLiteStore(Path(target), write_lock=write_lock)
+    return SQLiteStore(Path(target), busy_timeout=busy_timeout, write_lock=write_lock)
 
 
 __all__ = ["MEMORY_URL", "Store", "open_store"]

@@ -50,11 +50,14 @@ class _Job:
 class Writer:
     def __init__(
         self, connect: Callable[[], sqlite3.Connection], max_batch: int = DEFAULT_MAX_BATCH,
-        lock_path: str | None = None,
+        lock_path: str | None = None, db_path: str | None = None,
     ) -> None:
         self._connect = connect
         self._max_batch = max_batch
         self._lock_path = lock_path
+        self._db_path = db_path  # checked before each batch: see _same_file
+        self._db_id: tuple[int, int] | None = None
+        self.failing = False  # the last batch failed (readiness reads it)
         self._lock_fd: int | None = None
         self._conn: sqlite3.Connection | None = None
         self._io: ThreadPoolExecutor | None = None
@@ -67,6 +70,9 @@ class Writer:
         self._io = ThreadPoolExecutor(1, thread_name_prefix="hookrunner-sqlite-io")
         try:
             self._conn = self._io.submit(self._connect).result()
+            if self._db_path is not None:
+                st = os.stat(self._db_path)
+                self._db_id = (st.st_dev, st.st_ino)
             if self._lock_path is not None:
                 self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                                         0o600)
@@ -132,6 +138,18 @@ class Writer:
         if not begin:
             self._unlock()
 
+    def _same_file(self) -> None:
+        """The database file is still the one opened: if its directory was deleted (or the
+        file replaced), SQLite goes on writing to an unlinked inode that no restart will
+        see, and a 202 would promise what is already lost. OSError: the caller's refusal."""
+        if self._db_id is not None:
+            try:
+                st = os.stat(self._db_path or "")
+            except FileNotFoundError:
+                raise OSError(f"the database file {self._db_path} was removed") from None
+            if (st.st_dev, st.st_ino) != self._db_id:
+                raise OSError(f"the database file {self._db_path} was replaced")
+
     def _unlock(self) -> None:
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -142,6 +160,7 @@ class Writer:
             _settle(batch, [(False, StoreUnavailable("the SQLite store is closed"))] * len(batch))
             return
         try:
+            self._same_file()
             await self._blocking("BEGIN IMMEDIATE")
             try:
                 # Optimistic: no savepoints (they cost ~15% per job). If a job fails, the
@@ -159,9 +178,11 @@ class Writer:
                     conn.execute("ROLLBACK")
             with contextlib.suppress(OSError):
                 self._unlock()  # whichever step failed, the lock is not held past the batch
+            self.failing = True
             error = StoreUnavailable(f"SQLite write failed: {exc}")
             _settle(batch, [(False, error)] * len(batch))
             return
+        self.failing = False
         self.commits += 1
         self.jobs += len(batch)
         _settle(batch, outcomes)

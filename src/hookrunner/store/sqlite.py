@@ -169,7 +169,8 @@ class SQLiteStore:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._writer = Writer(lambda: connect(self.path, busy_timeout), max_batch,
-                              lock_path=f"{self.path}-writelock" if write_lock else None)
+                              lock_path=f"{self.path}-writelock" if write_lock else None,
+                              db_path=str(self.path))
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._wake = asyncio.Event()
@@ -230,6 +231,10 @@ class SQLiteStore:
         return await self._read(lambda c: c.execute(Q[query], params).fetchall())
 
     async def ping(self) -> bool:
+        """Readable, and the last write went through: a full disk, a lock held elsewhere or
+        a deleted file fail writes while reads still work, and hooks answer 503 then."""
+        if self._writer.failing:
+            return False
         try:
             await self._read(lambda c: c.execute("SELECT 1").fetchone())
         except StoreUnavailable:
