@@ -116,6 +116,7 @@ class Dispatcher:
         self._logs: dict[str, FileLog] = {}  # the log of each run whose action is under way
         self._marks = StartMarks(marks_path(settings.data, settings.node))
         self._cancel_reason: dict[str, str] = {}
+        self._renewed: dict[str, float] = {}  # run id -> its lease's last start, monotonic
         self._lost: set[str] = set()
         self._wake = asyncio.Event()
         self._freed = asyncio.Event()  # a worker, a key or a run freed, or stopping: claim now
@@ -384,6 +385,8 @@ class Dispatcher:
                     if (self.store.shared and not self._store_down
                             and now - self._reachable_since >= self.settings.lease):
                         for run in await self.store.expired(now):
+                            if run.id in self._active:  # alive here: a clock step, not a death
+                                continue
                             await self._interrupted(
                                 run, f"interrupted: lease of node {run.lease_owner} expired")
                 # Never across a claim (see QueueBudget), and never long behind one, which may
@@ -424,19 +427,22 @@ class Dispatcher:
         """Its own loop, so a store call that hangs (a network cut) cannot delay it."""
         while True:
             await asyncio.sleep(self._tick)
-            self._fence(time.time())
+            self._fence()
 
-    def _fence(self, now: float) -> None:
+    def _fence(self) -> None:
         """Stop runs whose lease this node could not renew (network cut, store outage) a
         renewal period before it expires: another node may take them over at expiry, and
         ours must be gone by then. Only on a shared store: with one server nobody else
         can take a run over, and stopping it would only lose its work."""
         if not self.store.shared:
             return
-        for run_id, run in list(self._runs.items()):
+        # On the monotonic clock: a step of the wall clock (NTP) must not stop runs here.
+        mono = time.monotonic()
+        for run_id in list(self._runs):
             entry = self._active.get(run_id)
-            if (entry is None or run_id in self._lost or run.lease_expires is None
-                    or now < run.lease_expires - self.settings.lease / 3):
+            renewed = self._renewed.get(run_id)
+            if (entry is None or run_id in self._lost or renewed is None
+                    or mono - renewed < self.settings.lease - self.settings.lease / 3):
                 continue
             self._lost.add(run_id)
             self._cancel_reason[run_id] = "canceled: lease not renewed in time"
@@ -454,10 +460,12 @@ class Dispatcher:
         ids = list(self._active)
         if not ids:
             return
+        mono = time.monotonic()
         held = await self.store.renew(self.node, ids, self.settings.lease, now)
         for run_id in held:
             if run_id in self._runs:
                 self._runs[run_id].lease_expires = now + self.settings.lease
+                self._renewed[run_id] = mono
         for run_id in ids:
             if run_id not in held and run_id in self._active and run_id not in self._recording:
                 # Another node may run it now: stop ours and record nothing. (A run being
@@ -496,6 +504,10 @@ class Dispatcher:
         task = asyncio.create_task(self._execute(run, cancel), name=f"run-{run.id}")
         self._active[run.id] = (task, cancel)
         self._runs[run.id] = run
+        # When its lease began, on the monotonic clock (see _fence).
+        age = 0.0 if run.lease_expires is None else max(
+            0.0, time.time() - (run.lease_expires - self.settings.lease))
+        self._renewed[run.id] = time.monotonic() - age
         self.metrics.running.set(len(self._active))
 
     async def _execute(self, run: Run, cancel: asyncio.Event) -> None:
@@ -516,6 +528,7 @@ class Dispatcher:
             self._lost.discard(run.id)  # a late "not held" must not hide a later attempt
             self._active.pop(run.id, None)
             self._runs.pop(run.id, None)
+            self._renewed.pop(run.id, None)
             self._cancel_reason.pop(run.id, None)
             self.metrics.running.set(len(self._active))
             self._wake_freed()

@@ -148,3 +148,21 @@ async def test_a_result_is_written_however_long_the_store_refuses_it(
     run = await store.get_run(run_id)
     assert run is not None and run.attempt == 1
     assert [a.status for a in await store.attempts(run_id)] == ["succeeded"]
+
+
+async def test_a_step_of_the_wall_clock_stops_no_run(
+    cluster: tuple[Hiccups, Dispatcher], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NTP stepping the clock a minute ahead mid-run: the fence counts on the monotonic
+    clock, and a node never takes its own live run for a dead one."""
+    store, dispatcher = cluster
+    run_id = await arrive(store, dispatcher, "sleep 2")
+    deadline = time.monotonic() + 10
+    while (run := await store.get_run(run_id)) is None or run.status != "running":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 60)
+    assert await ended(store, run_id) == "succeeded"
+    run = await store.get_run(run_id)
+    assert run is not None and run.attempt == 1 and run.reason == ""
