@@ -14,11 +14,10 @@ import pytest
 from hookrunner import dispatch
 from hookrunner.dispatch import Dispatcher
 from hookrunner.errors import StoreUnavailable
-from hookrunner.metrics import Metrics
 from hookrunner.settings import Settings
 from hookrunner.store.base import Finish, Run
 from hookrunner.store.sqlite import SQLiteStore
-from tests.integration.test_run_logs import arrive, ended
+from tests.integration.test_run_logs import arrive, dispatching, ended, until_running
 
 LEASE = 2.0
 
@@ -61,14 +60,8 @@ async def cluster(request: pytest.FixtureRequest,
     settings = Settings(data=tmp_path / "data", root=tmp_path, workers=2, node="n1", grace=1.0,
                         lease=LEASE)
     store = request.param(settings.store_url)
-    await store.open()
-    dispatcher = Dispatcher(settings, store, Metrics())
-    await dispatcher.start()
-    try:
+    async with dispatching(settings, store) as dispatcher:
         yield store, dispatcher
-    finally:
-        await dispatcher.stop(grace=1.0)
-        await store.close()
 
 
 async def test_a_renewal_that_fails_once_is_retried_before_the_fence(
@@ -105,10 +98,7 @@ async def test_a_claim_that_hangs_does_not_hold_up_the_renewals(
     stuck in an outage must not stop the running runs' leases from being renewed."""
     store, dispatcher = cluster
     first = await arrive(store, dispatcher, "sleep 3")
-    deadline = time.monotonic() + 10
-    while (run := await store.get_run(first)) is None or run.status != "running":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await until_running(store, first)
     store.hang = asyncio.Event()
     second = await arrive(store, dispatcher, "true")  # its claim hangs, holding the lock
     try:
@@ -157,10 +147,7 @@ async def test_a_step_of_the_wall_clock_stops_no_run(
     clock, and a node never takes its own live run for a dead one."""
     store, dispatcher = cluster
     run_id = await arrive(store, dispatcher, "sleep 2")
-    deadline = time.monotonic() + 10
-    while (run := await store.get_run(run_id)) is None or run.status != "running":
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await until_running(store, run_id)
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + 60)
     assert await ended(store, run_id) == "succeeded"

@@ -5,6 +5,7 @@ in this process where the test needs to know when the file appears, a real serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import signal
 import time
@@ -56,6 +57,26 @@ async def until(check: Callable[[], object], timeout: float = 20.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def dispatching(settings: Settings, store: SQLiteStore) -> AsyncIterator[Dispatcher]:
+    """`store` opened and a dispatcher started on it; both closed after."""
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop(grace=1.0)
+        await store.close()
+
+
+async def until_running(store: SQLiteStore, run_id: str) -> None:
+    deadline = time.monotonic() + 10
+    while (run := await store.get_run(run_id)) is None or run.status != "running":
+        assert time.monotonic() < deadline, "the run never started"
+        await asyncio.sleep(0.02)
 
 
 async def ended(store: SQLiteStore, run_id: str) -> str:

@@ -14,10 +14,9 @@ import pytest
 
 from hookrunner.actions.process import is_alive
 from hookrunner.dispatch import Dispatcher
-from hookrunner.metrics import Metrics
 from hookrunner.settings import Settings
 from hookrunner.store.sqlite import SQLiteStore
-from tests.integration.test_run_logs import arrive, ended
+from tests.integration.test_run_logs import arrive, dispatching, ended
 
 
 @pytest.fixture
@@ -25,14 +24,8 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, Dispatcher
     settings = Settings(data=tmp_path / "data", root=tmp_path, workers=2, node="n1", grace=1.0,
                         environ={"PATH": "/usr/bin:/bin"})
     store = SQLiteStore(settings.store_url)
-    await store.open()
-    dispatcher = Dispatcher(settings, store, Metrics())
-    await dispatcher.start()
-    try:
+    async with dispatching(settings, store) as dispatcher:
         yield store, dispatcher
-    finally:
-        await dispatcher.stop(grace=1.0)
-        await store.close()
 
 
 async def _pid(path: Path) -> int:
