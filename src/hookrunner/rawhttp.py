@@ -62,10 +62,6 @@ def query_pairs(scope: Scope) -> list[tuple[str, str]]:
     return parse_qsl(raw.decode("latin-1"), keep_blank_values=True) if raw else []
 
 
-def query_of(scope: Scope) -> dict[str, str]:
-    """The query string as a dict; a repeated name keeps its last value (as Starlette)."""
-    return dict(query_pairs(scope))
-
 
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """The body, at most `limit` bytes: past it (declared or read) raise TooLarge at once."""
