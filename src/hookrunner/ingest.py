@@ -87,8 +87,9 @@ def plan_runs(
     return [r.to_json() for r in results], runs
 
 
-# A full queue refuses every delivery for a while: one line a second says so, with a count.
-_queue_full_log = Throttled("delivery.rejected", logging.WARNING)
+# A full queue refuses every delivery for a while: one line a second per hook says so, with a
+# count (hooks are configured names, so their number is bounded).
+_queue_full_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 
 
 def _queue_full(gw: Gateway, hook_id: str) -> Answer:

@@ -30,19 +30,23 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
 class Throttled:
     """An event that may fire thousands of times a second (a refusal under overload): the
     first is logged at once, the rest at most once per `every` seconds, with how many there
-    were (`count`) since the last line."""
+    were (`count`) since the last line. With `per`, each value of that field (a hook id) has
+    its own clock and count, so a flood on one hook cannot hide another's; only use it for a
+    field whose values are bounded (configured names, not client input)."""
 
-    def __init__(self, name: str, level: int, every: float = 1.0) -> None:
-        self.name, self.level, self.every = name, level, every
-        self._last = float("-inf")
-        self._count = 0
+    def __init__(self, name: str, level: int, every: float = 1.0, per: str | None = None) -> None:
+        self.name, self.level, self.every, self.per = name, level, every, per
+        self._last: dict[Any, float] = {}
+        self._count: dict[Any, int] = {}
 
     def __call__(self, **fields: Any) -> None:
-        self._count += 1
+        key = fields.get(self.per) if self.per is not None else None
+        count = self._count.get(key, 0) + 1
         now = time.monotonic()
-        if now - self._last >= self.every:
-            event(self.name, self.level, count=self._count, **fields)
-            self._last, self._count = now, 0
+        if now - self._last.get(key, float("-inf")) >= self.every:
+            event(self.name, self.level, count=count, **fields)
+            self._last[key], count = now, 0
+        self._count[key] = count
 
 
 class _Direct:

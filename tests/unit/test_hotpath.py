@@ -153,3 +153,26 @@ def test_direct_events_write_the_formatters_line(fmt: str) -> None:
     else:
         assert direct.split(" ", 1)[1] == through_logging.split(" ", 1)[1]
         assert 'note="two words" n=3' in direct
+
+
+def test_throttled_events_count_per_hook_so_one_flood_cannot_hide_another(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    logs.setup_logging("json")
+    handler = logs.LOGGER.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    out = io.StringIO()
+    handler.stream = out
+    clock = [100.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    refused = logs.Throttled("delivery.rejected", logging.WARNING, per="hook")
+    try:
+        for _ in range(5):
+            refused(hook="a")
+        refused(hook="b")  # its first refusal is logged at once, not folded into a's
+        clock[0] += 1.0
+        refused(hook="a")
+    finally:
+        logs.LOGGER.handlers[:] = []
+        logs._direct = None
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(x["hook"], x["count"]) for x in lines] == [("a", 1), ("b", 1), ("a", 5)]

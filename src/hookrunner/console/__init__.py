@@ -7,14 +7,28 @@ login redirect it consults.
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from hookrunner.console import forms, pages
 from hookrunner.console.render import STATIC
 from hookrunner.console.sessions import Sessions
 
 __all__ = ["install", "routes"]
+
+
+class _Files(StaticFiles):
+    """StaticFiles, minus its path normalisation's one surprise: `/static/app.js/` served
+    the file (no URL outside the console's own names should answer 200)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if scope["path"].endswith("/"):
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)
+
 
 routes: list[BaseRoute] = [
     Route("/", pages.deliveries_page),
@@ -27,7 +41,7 @@ routes: list[BaseRoute] = [
     Route("/login", forms.login_form, methods=["GET"]),
     Route("/login", forms.login, methods=["POST"]),
     Route("/logout", forms.logout, methods=["POST"]),
-    Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+    Mount("/static", app=_Files(directory=STATIC), name="static"),
 ]
 
 

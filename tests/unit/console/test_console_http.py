@@ -104,6 +104,8 @@ def test_login_and_static_files_need_no_session(client: TestClient) -> None:
     assert client.get("/login").status_code == 200
     css = client.get("/static/console.css")
     assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+    for other in ("/static/console.css/", "/static/", "/static/nope.css"):
+        assert client.get(other).status_code == 404, other
 
 
 @pytest.mark.parametrize("given", ["wrong", "", TOKEN + "x", TOKEN[:-1]])
