@@ -22,7 +22,7 @@ from hookrunner.ids import new_id
 from hookrunner.logs import Throttled, event
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.rawhttp import Answer, TooLarge, error, headers_of, query_pairs, read_body
-from hookrunner.redact import redact_pairs
+from hookrunner.redact import hide_values, redact_pairs, secret_values
 from hookrunner.rules.match import build_scope, evaluate, render_action, render_concurrency_key
 from hookrunner.rules.model import Hook, Rule, Ruleset
 from hookrunner.store.base import NewDelivery, NewRun
@@ -81,10 +81,19 @@ def plan_runs(
     ruleset: Ruleset, hook_id: str, scope: dict[str, Any], delivery_id: str, now: float,
     default_timeout: float,
 ) -> tuple[list[dict[str, Any]], list[NewRun]]:
-    """Match the hook's rules and render a run per matching rule (used by ingest and replay)."""
+    """Match the hook's rules and render a run per matching rule (used by ingest and replay).
+    The explanations are returned as stored: with secret header and query values hidden."""
     results = evaluate(ruleset, hook_id, scope)
     runs = [_new_run(r.rule, delivery_id, scope, now, default_timeout) for r in results if r.matched]
-    return [r.to_json() for r in results], runs
+    matches = [r.to_json() for r in results]
+    # Only a condition that names `headers` or `query` can show one of their values.
+    if any("headers" in c["source"] or "query" in c["source"]
+           for m in matches for c in m["conditions"]):
+        hook = ruleset.hooks.get(hook_id)
+        secrets = secret_values([*scope["headers"].items(), *scope["query"].items()],
+                                hook.secret_headers if hook is not None else ())
+        matches = [hide_values(m, secrets) for m in matches]
+    return matches, runs
 
 
 # A full queue refuses every delivery for a while: one line a second per hook says so, with a

@@ -22,6 +22,10 @@ hooks:
 rules:
   - {name: any, hook: open, run: {shell: {argv: ["true"]}}}
   - {name: prod, hook: open, when: 'query.env == "prod"', run: {shell: {argv: ["true"]}}}
+  - name: keyed
+    hook: open
+    when: ['headers["X-Api-Key"] == "other"', 'query.sig ~ "x" == "no"', 'headers', 'query']
+    run: {shell: {argv: ["true"]}}
 """
 ENV = {"BASIC_PW": "pw-1", "TOK": "tok-1"}
 
@@ -84,6 +88,11 @@ def test_a_delivery_keeps_its_query_for_replay_and_hides_secrets(
     with server.admin() as c:
         doc = c.get(f"/api/deliveries/{delivery_id}").json()
         assert doc["matched"] == ["any", "prod"]
+        # The explanation of a rule that compares secret values shows none of them.
+        keyed = next(m for m in doc["matches"] if m["rule"] == "keyed")
+        values = [c["value"] for c in keyed["conditions"]]
+        assert values[:2] == ['"[redacted]"', '"[redacted]x"'], values
+        assert all("s3cret" not in v for v in values) and "[redacted]" in values[3], values
         assert doc["query"] == [["env", "prod"], ["sig", "[redacted]"], ["wait", "10s"]]
         headers = {k.lower(): v for k, v in doc["headers"]}
         assert all(headers[name.lower()] == "[redacted]" for name in SECRETS)
