@@ -95,6 +95,31 @@ def command_argv(binary: str, command: str, var_files: list[Path]) -> list[str]:
     return argv
 
 
+class TextErrors:
+    """Passes plain (`-no-color`) output through to the log unchanged and remembers its
+    `Error: <summary>` lines, so a failed init says why in its reason, not only in the log."""
+
+    # What init says before the real errors when the configuration is invalid.
+    PREAMBLE = "Terraform encountered problems"
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self._write = write
+        self._partial = b""
+        self._errors: list[str] = []
+
+    def feed(self, data: bytes) -> None:
+        self._write(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()[:4096]  # only the start of a line matters
+        for line in lines:
+            if line.startswith(b"Error: "):
+                self._errors.append(line[7:].decode(errors="replace").strip())
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for e in self._errors if not e.startswith(self.PREAMBLE)] or self._errors
+
+
 class JsonLines:
     """Turns `-json` output into readable log lines; remembers errors and the change summary."""
 
@@ -187,9 +212,11 @@ class TerraformRunner:
         async with _init_locks.setdefault(workdir, asyncio.Lock()):
             if not (workdir / ".terraform").is_dir():
                 ctx.log.note(f"{binary_name} init")
-                result = await setup_step([binary, "init", "-input=false", "-no-color"])
+                init_out = TextErrors(ctx.log.write)
+                result = await setup_step([binary, "init", "-input=false", "-no-color"],
+                                          on_output=init_out.feed)
                 if result.outcome != "succeeded":
-                    return _failed_step(result, "init")
+                    return _failed_step(result, "init", init_out.errors)
             if workspace != DEFAULT_WORKSPACE:
                 result = await _ensure_workspace(setup_step, binary, workspace, ctx, workdir)
                 if result.outcome != "succeeded":

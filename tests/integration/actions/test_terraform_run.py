@@ -150,3 +150,12 @@ async def test_missing_binary_fails_with_a_reason(harness, tfdir: Path) -> None:
     spec = {"dir": "terraform/scaling", "command": "plan", "binary": "tofu"}
     result = await TF.run(spec, ctx)
     assert (result.outcome, result.reason) == ("failed", "tofu not found on PATH")
+
+
+async def test_a_failed_init_names_terraforms_error(harness, tfdir: Path) -> None:
+    (tfdir / "main.tf").write_text('resource "x" {\n')  # no closing brace
+    result = await TF.run({"dir": "terraform/scaling", "command": "plan"}, harness.ctx())
+    assert result.outcome == "failed"
+    assert result.reason == "init: exit 1 (Unclosed configuration block)", result.reason
+    log = harness.log_text()
+    assert "Error: Unclosed configuration block" in log and "\n\n" in log  # output as it came
