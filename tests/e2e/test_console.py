@@ -50,7 +50,7 @@ rules:
 # is provably still running, without guessing at timing.
 DEPLOY = """#!/bin/sh
 echo "deploying $1"
-echo "step 1 of 3: fetch"
+printf '\033[1;32mstep 1 of 3: fetch\033[0m\a\n'
 n=0
 while [ ! -e "{gates}/$1" ]; do
   n=$((n + 1)); [ $n -gt 600 ] && echo "gate never opened" && exit 3
@@ -226,7 +226,9 @@ def test_run_log_streams_while_the_run_is_still_running(
     login(page, server, f"/runs/{run_id}")
     mark_page(page)
     log = page.locator("#log")
-    expect(log).to_contain_text("step 1 of 3: fetch")
+    # Streamed: the colour escapes are dropped, the bell is shown as a control picture.
+    expect(log).to_contain_text("step 1 of 3: fetch\u2407")
+    assert "[1;32m" not in log.inner_text() and "\x1b" not in log.inner_text()
     # The script cannot pass its gate until this test opens it: it is running right now.
     assert api_run(server, run_id)["status"] == "running"
     expect(page.locator("#run-status")).to_have_text("running")
@@ -242,6 +244,9 @@ def test_run_log_streams_while_the_run_is_still_running(
     assert_not_reloaded(page)
     expect(page.locator("#spec")).to_contain_text("scripts/deploy.sh")
     shot(page, "05-run-finished")
+    page.reload()  # the finished log, rendered by the server this time
+    expect(log).to_contain_text("step 1 of 3: fetch\u2407")
+    assert "[1;32m" not in log.inner_text() and "\x1b" not in log.inner_text()
 
 
 def test_replay_button_queues_a_new_run_of_the_delivery(

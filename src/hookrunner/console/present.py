@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,18 @@ STATUS_CLASSES = {
 JSON_INDENT = 2
 PRETTY_MAX = 64 * 1024  # bytes of body pretty-printed at most (see payload_view)
 VIEW_MAX = 512 * 1024  # characters of a payload shown on a page
+# Terminal escapes in run output (colours, titles): dropped, as a CI log viewer without colour
+# support does. console.js does the same to streamed output.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+# Other control characters (tab, newline and carriage return aside) become their visible
+# "control pictures" (U+2400..): the output shows where they were instead of hiding them.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def visible_log(text: str) -> str:
+    """Run output as a page shows it: terminal escapes dropped, other controls made visible."""
+    text = _ESCAPES.sub("", text)
+    return _CONTROLS.sub(lambda m: chr(0x2421 if m[0] == "\x7f" else 0x2400 + ord(m[0])), text)
 
 
 def fmt_time(ts: float | None) -> str:

@@ -94,3 +94,13 @@ def test_times_are_utc() -> None:
     assert present.fmt_time(0) == "1970-01-01 00:00:00"
     assert present.iso_time(86400) == "1970-01-02T00:00:00Z"
     assert present.fmt_time(None) == "—"
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("\x1b[1;31merror\x1b[0m: x\n", "error: x\n"),
+    ("\x1b]0;title\x07done\tok\r\n", "done\tok\r\n"),
+    ("nul\x00 bell\x07 esc\x1b del\x7f", "nul\u2400 bell\u2407 esc\u241b del\u2421"),
+    ("plain ünïcode — text", "plain ünïcode — text"),
+])
+def test_run_output_drops_terminal_escapes_and_shows_other_controls(raw: str, shown: str) -> None:
+    assert present.visible_log(raw) == shown

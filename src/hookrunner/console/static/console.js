@@ -131,6 +131,15 @@ function showAttempts(attempts) {
   }));
 }
 
+// Run output as the page shows it (present.visible_log on the server): terminal escapes
+// dropped, other control characters (tab, newline, CR aside) shown as control pictures.
+const ESCAPES = /\x1b\[[0-?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)/g;
+const CONTROLS = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g;
+function visibleLog(text) {
+  return text.replace(ESCAPES, "").replace(CONTROLS,
+    (c) => String.fromCharCode(c === "\x7f" ? 0x2421 : 0x2400 + c.charCodeAt(0)));
+}
+
 // Stream one attempt's log into <pre> (the server sends it chunked while the run runs); true if any text came.
 async function streamLog(id, attempt, pre, state) {
   const resp = checkSession(await fetch(
@@ -150,7 +159,7 @@ async function streamLog(id, attempt, pre, state) {
     if (text) {
       got = true;
       const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      pre.appendChild(document.createTextNode(text));
+      pre.appendChild(document.createTextNode(visibleLog(text)));
       if (atBottom) pre.scrollTop = pre.scrollHeight;
       state.textContent = "streaming…";
     }
