@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from hookrunner.store.base import Run
 
 Skip = tuple[Run, str, str | None]  # (run, reason, superseded_by)
+Replace = tuple[Run, str]  # (a running run to cancel, the run that replaces it)
 
 
 @dataclass
 class Decision:
     claim: list[Run] = field(default_factory=list)
     skip: list[Skip] = field(default_factory=list)
-    cancel: list[Run] = field(default_factory=list)
+    cancel: list[Replace] = field(default_factory=list)
 
 
 @dataclass
@@ -40,7 +41,7 @@ class _KeyPlan:
     claim: Run | None = None
     skip: list[Skip] = field(default_factory=list)  # decided regardless of the claim
     skip_if_claimed: list[Skip] = field(default_factory=list)  # only once `claim` really runs
-    cancel: list[Run] = field(default_factory=list)
+    cancel: list[Replace] = field(default_factory=list)
 
 
 def skip_reason(holder: Run) -> str:
@@ -60,7 +61,7 @@ def _plan_key(waiting: list[Run], running: list[Run]) -> _KeyPlan:
         plan.skip = [(r, superseded_reason(newest), newest.id) for r in waiting[:-1]]
         if running:
             if policy == "replace":
-                plan.cancel = [r for r in running if not r.cancel_requested]
+                plan.cancel = [(r, newest.id) for r in running if not r.cancel_requested]
         else:
             plan.claim = newest
         return plan

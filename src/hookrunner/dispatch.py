@@ -369,10 +369,11 @@ class Dispatcher:
             now = time.time()
             try:
                 if self._active:
-                    for run_id in await self.store.cancel_requests(self.node):
+                    for run_id, by in (await self.store.cancel_requests(self.node)).items():
                         entry = self._active.get(run_id)
                         if entry is not None and not entry[1].is_set():
-                            self._cancel_reason.setdefault(run_id, self._requested_reason(run_id))
+                            self._cancel_reason.setdefault(
+                                run_id, f"canceled: replaced by run {by}" if by else "canceled by request")
                             entry[1].set()
                 if now - last_renew >= self.settings.lease / 3:
                     if not await self.store.lock_node(self.node):
@@ -448,13 +449,6 @@ class Dispatcher:
             self._cancel_reason[run_id] = "canceled: lease not renewed in time"
             entry[1].set()
             event("run.lease_lost", logging.WARNING, run_id=run_id, reason="not renewed")
-
-    def _requested_reason(self, run_id: str) -> str:
-        run = self._runs.get(run_id)
-        if run is not None and run.policy == "replace":
-            # The store flags a replaced run the same way as a cancel request.
-            return "canceled: replaced by a newer run of its key (or a cancel request)"
-        return "canceled by request"
 
     async def _renew(self, now: float) -> None:
         ids = list(self._active)

@@ -88,7 +88,8 @@ def test_replace_cancels_the_running_tree_and_runs_the_new_one(
     assert all(alive(p) for p in old_rec.pids)
     new = fire(server, branch="main", sleep=0, tag="new")
     canceled = server.wait_run(old)
-    assert canceled["status"] == "canceled" and "replaced" in canceled["reason"]
+    assert canceled["status"] == "canceled"
+    assert (canceled["reason"], canceled["superseded_by"]) == (f"canceled: replaced by run {new}", new)
     assert none_alive(old_rec.pids)
     assert server.wait_run(new)["status"] == "succeeded"
     new_rec = record(records, new)

@@ -34,7 +34,7 @@ class Case:
     limit: int = 10
     claim: list[str] = field(default_factory=list)
     skip: list[tuple[str, str | None]] = field(default_factory=list)  # (id, superseded_by)
-    cancel: list[str] = field(default_factory=list)
+    cancel: list[tuple[str, str]] = field(default_factory=list)  # (running, replaced by)
 
 
 CASES = [
@@ -68,10 +68,10 @@ CASES = [
     # replace
     Case("replace: the running run is canceled and the newest waits",
          [run("a", 2, policy="replace")], [running("r", 1, policy="replace")],
-         cancel=["r"]),
+         cancel=[("r", "a")]),
     Case("replace: older waiting runs are superseded by the newest",
          [run("a", 2, policy="replace"), run("b", 3, policy="replace")],
-         [running("r", 1, policy="replace")], skip=[("a", "b")], cancel=["r"]),
+         [running("r", 1, policy="replace")], skip=[("a", "b")], cancel=[("r", "b")]),
     Case("replace: a cancel already requested is not requested again",
          [run("a", 2, policy="replace")],
          [running("r", 1, policy="replace", cancel_requested=True)]),
@@ -103,7 +103,7 @@ def test_decide(case: Case) -> None:
     d = decide(case.candidates, case.running, case.limit)
     assert [r.id for r in d.claim] == case.claim
     assert sorted((r.id, sup) for r, _, sup in d.skip) == sorted(case.skip)
-    assert [r.id for r in d.cancel] == case.cancel
+    assert [(r.id, by) for r, by in d.cancel] == case.cancel
 
 
 def test_skip_reason_names_the_running_run() -> None:

@@ -211,8 +211,9 @@ class Store(Protocol):
         """Queued: canceled at once. Running: flag it for its node. Returns the new status."""
         ...
 
-    async def cancel_requests(self, node: str) -> set[str]:
-        """Ids of runs owned by `node` whose cancel was requested."""
+    async def cancel_requests(self, node: str) -> dict[str, str | None]:
+        """Runs owned by `node` whose cancel was requested: id -> the id of the run that
+        replaces it (policy `replace`), or None (a cancel request)."""
         ...
 
     async def get_run(self, run_id: str) -> Run | None: ...

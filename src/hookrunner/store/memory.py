@@ -102,8 +102,8 @@ class MemoryStore:
             r.status, r.reason, r.superseded_by, r.finished_at = (
                 "skipped", reason, superseded_by, now,
             )
-        for r in decision.cancel:
-            r.cancel_requested = True
+        for r, by in decision.cancel:
+            r.cancel_requested, r.superseded_by = True, by
         for r in decision.claim:
             r.status, r.attempt, r.started_at, r.finished_at = "running", r.attempt + 1, now, None
             r.lease_owner, r.lease_expires, r.exit_code = node, now + lease, None
@@ -169,9 +169,9 @@ class MemoryStore:
         self._wake.set()
         return r.status
 
-    async def cancel_requests(self, node: str) -> set[str]:
+    async def cancel_requests(self, node: str) -> dict[str, str | None]:
         return {
-            r.id for r in self._runs.values()
+            r.id: r.superseded_by for r in self._runs.values()
             if r.status == "running" and r.lease_owner == node and r.cancel_requested
         }
 

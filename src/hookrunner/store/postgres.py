@@ -260,7 +260,7 @@ class PostgresStore:
                 for query, params in (
                     ("skip_run", [{"id": r.id, "reason": why, "superseded_by": sup, "now": now}
                                   for r, why, sup in decision.skip]),
-                    ("flag_cancel", [{"id": r.id} for r in decision.cancel]),
+                    ("flag_cancel", [{"id": r.id, "by": by} for r, by in decision.cancel]),
                     ("start_run", [{"id": r.id, "now": now, "node": node,
                                     "lease_expires": r.lease_expires} for r in decision.claim]),
                     ("insert_attempt", [{"run_id": r.id, "attempt": r.attempt, "node": node,
@@ -302,14 +302,14 @@ class PostgresStore:
             await conn.execute(Q["cancel_queued"],
                                {"id": run_id, "now": now, "reason": CANCELED_BEFORE_START,
                                "retry_reason": CANCELED_BEFORE_RETRY})
-            await conn.execute(Q["flag_cancel"], {"id": run_id})
+            await conn.execute(Q["flag_cancel"], {"id": run_id, "by": None})
             cur = await conn.execute(Q["run_status"], {"id": run_id})
             row = await cur.fetchone()
             await conn.execute(Q["notify"])
         return None if row is None else str(row["status"])
 
-    async def cancel_requests(self, node: str) -> set[str]:
-        return {r["id"] for r in await self._rows("cancel_requests", {"node": node})}
+    async def cancel_requests(self, node: str) -> dict[str, str | None]:
+        return {r["id"]: r["superseded_by"] for r in await self._rows("cancel_requests", {"node": node})}
 
     async def get_run(self, run_id: str) -> Run | None:
         rows = await self._rows("get_run", {"id": run_id})

@@ -114,7 +114,7 @@ def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: f
         {"id": r.id, "reason": reason, "superseded_by": sup, "now": now}
         for r, reason, sup in decision.skip
     ])
-    conn.executemany(Q["flag_cancel"], [{"id": r.id} for r in decision.cancel])
+    conn.executemany(Q["flag_cancel"], [{"id": r.id, "by": by} for r, by in decision.cancel])
     for r in decision.claim:
         r.status, r.attempt, r.started_at, r.finished_at, r.exit_code = (
             "running", r.attempt + 1, now, None, None)
@@ -152,7 +152,7 @@ def _finish(conn: sqlite3.Connection, f: Finish) -> None:
 def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | None:
     conn.execute(Q["cancel_queued"], {"id": run_id, "now": now, "reason": CANCELED_BEFORE_START,
                                       "retry_reason": CANCELED_BEFORE_RETRY})
-    conn.execute(Q["flag_cancel"], {"id": run_id})
+    conn.execute(Q["flag_cancel"], {"id": run_id, "by": None})
     row = conn.execute(Q["run_status"], {"id": run_id}).fetchone()
     return None if row is None else str(row[0])
 
@@ -275,8 +275,8 @@ class SQLiteStore:
         self._wake.set()
         return status
 
-    async def cancel_requests(self, node: str) -> set[str]:
-        return {r[0] for r in await self._rows("cancel_requests", {"node": node})}
+    async def cancel_requests(self, node: str) -> dict[str, str | None]:
+        return {r[0]: r[1] for r in await self._rows("cancel_requests", {"node": node})}
 
     async def get_run(self, run_id: str) -> Run | None:
         rows = await self._rows("get_run", {"id": run_id})

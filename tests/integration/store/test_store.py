@@ -250,7 +250,11 @@ async def test_replace_cancels_the_running_run(store: Store) -> None:
     await store.claim("n1", 5, LEASE, T0)
     b, c = await enqueue(store, "k", "replace"), await enqueue(store, "k", "replace")
     assert await store.claim("n2", 5, LEASE, T0) == []
-    assert await store.cancel_requests("n1") == {a}
+    assert await store.cancel_requests("n1") == {a: c}  # replaced by the newest waiting run
+    run_a = await store.get_run(a)
+    assert run_a is not None and run_a.superseded_by == c
+    await store.request_cancel(a, T0 + 1)  # a cancel request later keeps what replaced it
+    assert await store.cancel_requests("n1") == {a: c}
     run_b = await store.get_run(b)
     assert run_b is not None
     assert (run_b.status, run_b.superseded_by) == ("skipped", c)
@@ -264,7 +268,7 @@ async def test_coalesce_runs_only_the_newest_waiting(store: Store) -> None:
     await store.claim("n1", 5, LEASE, T0)
     b, c = await enqueue(store, "k", "coalesce"), await enqueue(store, "k", "coalesce")
     assert await store.claim("n1", 5, LEASE, T0) == []
-    assert await store.cancel_requests("n1") == set()
+    assert await store.cancel_requests("n1") == {}
     await finish(store, a)
     assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 6)] == [c]
     run_b = await store.get_run(b)
@@ -321,8 +325,8 @@ async def test_request_cancel(store: Store) -> None:
     assert await store.request_cancel(b, T0 + 1) == "canceled"
     assert await status(store, b) == "canceled"
     assert await store.request_cancel(a, T0 + 1) == "running"
-    assert await store.cancel_requests("n1") == {a}
-    assert await store.cancel_requests("n2") == set()
+    assert await store.cancel_requests("n1") == {a: None}  # requested, not replaced
+    assert await store.cancel_requests("n2") == {}
     assert await store.request_cancel("nope", T0) is None
 
 

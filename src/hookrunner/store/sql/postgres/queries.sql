@@ -86,7 +86,9 @@ UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(super
 WHERE id = %(id)s AND status = 'queued';
 
 -- name: flag_cancel
-UPDATE runs SET cancel_requested = TRUE WHERE id = %(id)s AND status = 'running';
+-- %(by)s is the run replacing it (policy replace), NULL for a cancel request.
+UPDATE runs SET cancel_requested = TRUE, superseded_by = COALESCE(%(by)s, superseded_by)
+WHERE id = %(id)s AND status = 'running';
 
 -- name: start_run
 UPDATE runs SET status = 'running', attempt = attempt + 1, started_at = %(now)s,
@@ -139,7 +141,7 @@ WHERE id = %(id)s AND status = 'queued';
 SELECT status FROM runs WHERE id = %(id)s;
 
 -- name: cancel_requests
-SELECT id FROM runs WHERE status = 'running' AND lease_owner = %(node)s AND cancel_requested;
+SELECT id, superseded_by FROM runs WHERE status = 'running' AND lease_owner = %(node)s AND cancel_requested;
 
 -- name: get_run
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id WHERE r.id = %(id)s;

@@ -73,7 +73,9 @@ UPDATE runs SET status = 'skipped', reason = :reason, superseded_by = :supersede
 WHERE id = :id AND status = 'queued';
 
 -- name: flag_cancel
-UPDATE runs SET cancel_requested = 1 WHERE id = :id AND status = 'running';
+-- :by is the run replacing it (policy replace), NULL for a cancel request.
+UPDATE runs SET cancel_requested = 1, superseded_by = COALESCE(:by, superseded_by)
+WHERE id = :id AND status = 'running';
 
 -- name: start_run
 UPDATE runs SET status = 'running', attempt = attempt + 1, started_at = :now,
@@ -122,7 +124,7 @@ WHERE id = :id AND status = 'queued';
 SELECT status FROM runs WHERE id = :id;
 
 -- name: cancel_requests
-SELECT id FROM runs WHERE status = 'running' AND lease_owner = :node AND cancel_requested = 1;
+SELECT id, superseded_by FROM runs WHERE status = 'running' AND lease_owner = :node AND cancel_requested = 1;
 
 -- name: get_run
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id WHERE r.id = :id;
