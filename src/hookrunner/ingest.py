@@ -170,6 +170,11 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
         challenge = getattr(hook.verifier, "challenge", None)
         return error(401, "verification failed",
                      headers={"WWW-Authenticate": challenge} if challenge else None)
+    if verified.reply is not None:
+        # A sender's set-up handshake (Slack's url_verification), not a delivery.
+        event("delivery.handshake", hook=hook_id, event_type=verified.event)
+        m.labels(hook_id, "handshake").inc()
+        return Answer(200, dict(verified.reply))
 
     try:
         payload = parse_body(body, headers.get("content-type"))

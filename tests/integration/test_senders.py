@@ -248,3 +248,22 @@ def test_no_secret_or_token_is_stored_with_a_delivery(server: Server) -> None:
             assert basic_header not in raw, path
             for old, new in SECRETS.values():
                 assert old.encode() not in raw and new.encode() not in raw, path
+
+
+def test_slacks_url_verification_is_answered_with_its_challenge_and_not_journaled(
+        server: Server) -> None:
+    """Slack sends `url_verification` when a Request URL is set and sends nothing else until
+    it gets the challenge back; a forged one gets a 401, as any forged request."""
+    sender = BY_ID["slack"]
+    body = json.dumps({"token": "x", "challenge": "3eZbrw1aBm2rZgRN",
+                       "type": "url_verification"}).encode()
+    forged = _post(server, sender, body=body, secret="forged")
+    assert forged.status_code == 401 and "3eZbrw1aBm2rZgRN" not in forged.text
+    with server.admin() as c:
+        before = c.get("/api/deliveries?hook=slack&limit=1000").json()
+    r = _post(server, sender, body=body)
+    assert r.status_code == 200 and r.json() == {"challenge": "3eZbrw1aBm2rZgRN"}
+    assert r.headers["content-type"].startswith("application/json")
+    with server.admin() as c:
+        assert c.get("/api/deliveries?hook=slack&limit=1000").json() == before
+    assert "delivery.handshake" in server.output()

@@ -76,10 +76,13 @@ class SignedRequest:
 
 @dataclass(frozen=True)
 class Verified:
-    """What a successful verification learned: the sender's delivery id and event type."""
+    """What a successful verification learned: the sender's delivery id and event type, and
+    `reply`, where the request is a sender's set-up handshake (Slack's `url_verification`)
+    that wants this JSON back instead of being a delivery: nothing is journaled or run."""
 
     delivery_id: str | None = None
     event: str | None = None
+    reply: Mapping[str, Any] | None = None
 
 
 class Verifier(Protocol):

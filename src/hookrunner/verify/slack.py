@@ -1,7 +1,9 @@
 """Slack: `X-Slack-Signature: v0=<hex>` over "v0:{X-Slack-Request-Timestamp}:{body}".
 
 Events API bodies are JSON (dedup on `event_id`); slash commands and interactivity post form
-bodies, which have no delivery id here (a hook can set `dedup:` for those).
+bodies, which have no delivery id here (a hook can set `dedup:` for those). The Events API's
+`url_verification` request is answered with its `challenge`, as Slack requires before it
+sends any event to a Request URL.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from hookrunner.errors import VerifyError
 from hookrunner.verify import crypto, jsonbody
@@ -39,10 +42,25 @@ class SlackVerifier:
     def learned(self, request: SignedRequest) -> Verified:
         """The delivery id and event type, read without checking (dry runs use it too)."""
         doc = jsonbody.parse(request.body)
+        if doc is None:
+            return _learned_from_form(request.body)
+        challenge = jsonbody.field(doc, "challenge")
+        if jsonbody.field(doc, "type") == "url_verification" and challenge is not None:
+            return Verified(event="url_verification", reply={"challenge": challenge})
         return Verified(
             delivery_id=jsonbody.field(doc, "event_id"),
             event=jsonbody.field(doc, "event", "type") or jsonbody.field(doc, "type"),
         )
+
+
+def _learned_from_form(body: bytes) -> Verified:
+    """Interactivity posts `payload=<JSON>` (its `type`: `block_actions`, `view_submission`,
+    ...); a slash command posts fields, `command` naming it (`/deploy`)."""
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    if "payload" in fields:
+        return Verified(event=jsonbody.field(jsonbody.parse(fields["payload"][0].encode()), "type"))
+    command = fields.get("command")
+    return Verified(event=(command[0] or None) if command else None)
 
 
 @register("slack")

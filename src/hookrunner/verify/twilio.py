@@ -68,12 +68,18 @@ class TwilioVerifier:
             if not request_url:
                 raise VerifyError("request URL unknown")
             return request_url
-        # The configured URL replaces scheme, host and path; the query (where bodySHA256 lives)
-        # still comes from the request unless the configured URL has its own.
+        # The configured URL replaces scheme, host and path; the query still comes from the
+        # request unless the configured URL has its own. Twilio adds bodySHA256 to the URL it
+        # was given for a JSON body, so that parameter comes from the request either way.
         _, sep, query = request_url.partition("?")
-        if "?" in self.url or not sep:
+        if not sep:
             return self.url
-        return f"{self.url}?{query}"
+        if "?" not in self.url:
+            return f"{self.url}?{query}"
+        body_hash = parse_qs(query, keep_blank_values=True).get(BODY_HASH_PARAM)
+        if body_hash is None or BODY_HASH_PARAM in parse_qs(urlsplit(self.url).query):
+            return self.url
+        return f"{self.url}&{BODY_HASH_PARAM}={body_hash[-1]}"
 
 
 def _form_suffix(body: bytes) -> str:

@@ -28,7 +28,8 @@ DOC_SIG = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
 def test_documented_example_verifies_and_has_no_delivery_id() -> None:
     verifier = make("slack", secret=DOC_SECRET)
     headers = {"X-Slack-Signature": DOC_SIG, "X-Slack-Request-Timestamp": DOC_TS}
-    assert verifier.verify(request(DOC_BODY, headers, now=float(DOC_TS) + 60)) == Verified()
+    assert verifier.verify(request(DOC_BODY, headers, now=float(DOC_TS) + 60)) == Verified(
+        None, "/webhook-collect")
 
 
 EVENT = json.dumps(
@@ -67,7 +68,25 @@ def test_slack(headers: dict[str, str], body: bytes, reason: str | None) -> None
         assert info.value.reason == reason
 
 
-def test_url_verification_event_falls_back_to_top_level_type() -> None:
-    body = b'{"type":"url_verification","challenge":"c"}'
+def test_url_verification_is_answered_with_its_challenge() -> None:
+    body = b'{"token":"t","type":"url_verification","challenge":"3eZbrw1aBm2rZgRN"}'
     result = make("slack", secret="s").verify(request(body, signed(int(NOW), body=body)))
-    assert result == Verified(None, "url_verification")
+    assert result == Verified(None, "url_verification", reply={"challenge": "3eZbrw1aBm2rZgRN"})
+    with pytest.raises(VerifyError):  # only once signed: a forged handshake gets nothing
+        make("slack", secret="s").verify(request(body, signed(int(NOW), secret="x", body=body)))
+
+
+def test_event_type_falls_back_to_top_level_type() -> None:
+    body = b'{"type":"app_rate_limited","team_id":"T1"}'
+    result = make("slack", secret="s").verify(request(body, signed(int(NOW), body=body)))
+    assert result == Verified(None, "app_rate_limited")
+
+
+@pytest.mark.parametrize(("body", "event"), [
+    (b"payload=" + b'%7B%22type%22%3A%22block_actions%22%2C%22user%22%3A%7B%7D%7D', "block_actions"),
+    (DOC_BODY.encode(), "/webhook-collect"),  # a slash command: its name
+    (b"text=hi", None),
+])
+def test_form_bodies_name_their_interaction_type_or_command(body: bytes, event: str | None) -> None:
+    result = make("slack", secret="s").verify(request(body, signed(int(NOW), body=body)))
+    assert result == Verified(None, event)

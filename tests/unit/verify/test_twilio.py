@@ -88,9 +88,17 @@ def test_url_option_replaces_what_the_proxy_rewrote() -> None:
     req = request(FORM, {"X-Twilio-Signature": EXPECTED},
                   url="http://10.0.0.5:8080/hooks/sms?foo=1&bar=2")
     assert verifier.verify(req) == Verified()
-    # A configured URL with a query is used exactly.
+    # A configured URL with a query is used exactly...
     verifier = make("twilio", secret=TOKEN, url=URL)
     assert verifier.verify(request(FORM, {"X-Twilio-Signature": EXPECTED}, url="")) == Verified()
+    # ...but for a JSON body Twilio appends bodySHA256 to it: that comes from the request.
+    json_req = request(JSON_BODY, {"X-Twilio-Signature": JSON_EXPECTED},
+                       url=f"http://10.0.0.5:8080/hooks/sms?foo=1&bar=2&bodySHA256={BODY_HASH}")
+    assert verifier.verify(json_req) == Verified()
+    tampered = request(JSON_BODY + " ", {"X-Twilio-Signature": JSON_EXPECTED},
+                       url=f"http://10.0.0.5:8080/hooks/sms?foo=1&bar=2&bodySHA256={BODY_HASH}")
+    with pytest.raises(VerifyError, match="body hash mismatch"):
+        verifier.verify(tampered)
 
 
 def test_bad_url_option() -> None:
