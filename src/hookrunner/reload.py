@@ -1,4 +1,5 @@
-"""The live rules: loaded at start, reloaded when a rules file changes or on SIGHUP.
+"""The live rules: loaded at start, reloaded when a rules file or a `{file: ...}` secret
+changes (a rotated secret is picked up the same way), or on SIGHUP.
 
 A reload that fails validation keeps the rules that were live; its errors are logged as
 `file:line: message` and shown by /readyz and the console.
@@ -19,16 +20,19 @@ from hookrunner.rules.model import Ruleset
 
 POLL_INTERVAL = 1.0  # seconds between looks at the rules files' modification times
 
+Stat = tuple[str, int, float, int]
 
-def _fingerprint(rules_dir: Path) -> tuple[tuple[str, int, float, int], ...]:
-    out = []
-    for f in rules_files(rules_dir):
-        try:
-            st = f.stat()  # through a link: a ConfigMap update swaps the file it points to
-        except OSError:
-            continue
-        out.append((str(f), st.st_ino, st.st_mtime, st.st_size))
-    return tuple(out)
+
+def _stat(path: Path) -> Stat | None:
+    try:
+        st = path.stat()  # through a link: a ConfigMap or Secret update swaps its target
+    except OSError:
+        return None
+    return (str(path), st.st_ino, st.st_mtime, st.st_size)
+
+
+def _fingerprint(rules_dir: Path) -> tuple[Stat, ...]:
+    return tuple(s for s in map(_stat, rules_files(rules_dir)) if s is not None)
 
 
 class LiveRules:
@@ -41,15 +45,23 @@ class LiveRules:
         self.errors: list[str] = []  # of the last failed reload; empty when it succeeded
         self.loaded_at: float | None = None
         self.last_attempt_at: float | None = None
-        self._fingerprint: tuple[tuple[str, int, float, int], ...] = ()
+        self._fingerprint: tuple[Stat, ...] = ()
+        # The secret files the last load read, as they were just before it read them.
+        self._secrets: dict[Path, Stat | None] = {}
         self._on_failure = on_failure
 
     def reload(self) -> bool:
         """Load the rules; on failure keep the live ones. Returns whether the load succeeded."""
         self._fingerprint = _fingerprint(self.rules_dir)
         self.last_attempt_at = time.time()
+        secrets: dict[Path, Stat | None] = {}
+        self._secrets = secrets
+
+        def about_to_read(path: Path) -> None:
+            secrets.setdefault(path, _stat(path))
+
         try:
-            ruleset = load_rules(self.rules_dir, root=self.root)
+            ruleset = load_rules(self.rules_dir, root=self.root, on_secret_file=about_to_read)
         except Exception as exc:  # ConfigErrors, or a bug in loading: keep the live rules
             if isinstance(exc, ConfigErrors):
                 self.errors = [str(e) for e in exc.errors]
@@ -72,7 +84,8 @@ class LiveRules:
         return True
 
     def changed(self) -> bool:
-        return _fingerprint(self.rules_dir) != self._fingerprint
+        return (_fingerprint(self.rules_dir) != self._fingerprint
+                or any(_stat(p) != seen for p, seen in self._secrets.items()))
 
     async def watch(self) -> None:
         """Reload whenever the files change; runs until cancelled."""

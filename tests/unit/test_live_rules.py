@@ -1,10 +1,17 @@
-"""LiveRules noticing changes on a real filesystem, including a ConfigMap's atomic update."""
+"""LiveRules noticing changes on a real filesystem, including a ConfigMap's atomic update
+and a rotated secret file."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
+import pytest
+
+from hookrunner.errors import VerifyError
 from hookrunner.reload import LiveRules
+from hookrunner.verify.base import Headers, SignedRequest
 
 HOOK = "hooks:\n  {name}:\n    verify: {{none: {{}}}}\n"
 
@@ -44,3 +51,49 @@ def test_hidden_files_neither_load_nor_count_as_changes(tmp_path: Path) -> None:
     assert live.changed()
     assert live.reload()
     assert live.current is not None and sorted(live.current.hooks) == ["aa", "bb"]
+
+
+GH_FILE_SECRET = "hooks:\n  gh:\n    verify: {github: {secret: [{env: GH_OLD}, {file: secrets/gh}]}}\n"
+
+
+def _signed_by(live: LiveRules, secret: bytes) -> bool:
+    assert live.current is not None
+    sig = "sha256=" + hmac.new(secret, b"{}", hashlib.sha256).hexdigest()
+    try:
+        live.current.hooks["gh"].verifier.verify(
+            SignedRequest(Headers([("X-Hub-Signature-256", sig)]), b"{}"))
+    except VerifyError:
+        return False
+    return True
+
+
+def test_a_rotated_secret_file_is_noticed_and_loaded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret file changes like a rules file does: rewritten, swapped by a Kubernetes
+    Secret's link, or created after a load that failed for want of it."""
+    monkeypatch.setenv("GH_OLD", "env-secret")
+    rules, root = tmp_path / "rules", tmp_path / "root"
+    rules.mkdir()
+    (root / "secrets").mkdir(parents=True)
+    (rules / "gh.yaml").write_text(GH_FILE_SECRET)
+    live = LiveRules(rules, root=root)
+    assert not live.reload()  # secrets/gh does not exist yet
+    (root / "secrets" / "gh").write_text("first\n")
+    assert live.changed() and live.reload()
+    assert _signed_by(live, b"first") and _signed_by(live, b"env-secret")
+    assert not live.changed()
+    (root / "secrets" / "gh").write_text("second\n")
+    assert live.changed() and live.reload()
+    assert _signed_by(live, b"second") and not _signed_by(live, b"first")
+    # A mounted Secret: the file is a link whose target directory is swapped.
+    (root / "secrets" / "gh").unlink()
+    for version, value in (("..v1", "third"), ("..v2", "fourth")):
+        (root / "secrets" / version).mkdir()
+        (root / "secrets" / version / "gh").write_text(value)
+        (root / "secrets" / "..data_tmp").symlink_to(version)
+        (root / "secrets" / "..data_tmp").rename(root / "secrets" / "..data")
+        if not (root / "secrets" / "gh").is_symlink():
+            (root / "secrets" / "gh").symlink_to("..data/gh")
+        assert live.changed() and live.reload()
+        assert _signed_by(live, value.encode())
+        assert not live.changed()

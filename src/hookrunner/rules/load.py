@@ -19,11 +19,10 @@ Rule keys: `name`, `hook`, `when`, `run`, `timeout`, `retry`, `concurrency`, `de
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,13 +70,16 @@ class _Merged:
 
 
 def load_rules(
-    rules_dir: Path, *, root: Path | None = None, secrets_required: bool = True
+    rules_dir: Path, *, root: Path | None = None, secrets_required: bool = True,
+    on_secret_file: Callable[[Path], None] | None = None,
 ) -> Ruleset:
     """Load and merge every rules file under `rules_dir`; raise ConfigErrors listing all errors.
 
     `root` anchors relative `{file: ...}` secret paths (the server's `--root`).
     `secrets_required=False` is for commands that verify no signature (`test`, `explain`,
     `replay`): an unset secret variable or missing secret file is then not an error.
+    `on_secret_file` is told each `{file: ...}` secret path just before it is read (the
+    server watches them), whether or not the load then succeeds.
     """
     if not rules_dir.is_dir():
         why = "is not a directory" if rules_dir.exists() else "rules directory does not exist"
@@ -90,7 +92,8 @@ def load_rules(
             sources.append((str(path), path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
             errors.append(ConfigError(f"cannot read: {exc}", str(path), 0))
-    return _load(sources, errors, root, empty_hint=str(rules_dir), secrets_required=secrets_required)
+    return _load(sources, errors, root, empty_hint=str(rules_dir), secrets_required=secrets_required,
+                 on_secret_file=on_secret_file)
 
 
 def rules_files(rules_dir: Path) -> list[Path]:
@@ -114,11 +117,17 @@ def load_rules_text(files: Mapping[str, str], *, root: Path | None = None) -> Ru
 
 
 def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path | None,
-          empty_hint: str, secrets_required: bool = True) -> Ruleset:
+          empty_hint: str, secrets_required: bool = True,
+          on_secret_file: Callable[[Path], None] | None = None) -> Ruleset:
     import hookrunner.actions  # noqa: F401  (fills RUNNERS)
-    from hookrunner.verify import resolve_secret
+    from hookrunner.verify import resolve_secret, secret_files
 
-    secrets = functools.partial(resolve_secret, root=root, required=secrets_required)
+    def secrets(value: Any, key: str = "secret") -> list[bytes]:
+        if on_secret_file is not None:
+            for path in secret_files(value, root):
+                on_secret_file(path)
+        return resolve_secret(value, key, root=root, required=secrets_required)
+
     merged = _Merged()
     ctxs: list[f.Ctx] = []
     for name, text in sources:
@@ -227,13 +236,14 @@ def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[st
         spec = LineDict({raw["verify"]: None})
         spec.line = raw.line_of("verify")
     else:
-        spec = f.mapping(ctx, raw, "verify", f"hook {hook_id!r} verify")
+        spec = f.mapping(ctx, raw, "verify", f"hook {hook_id!r}: verify")
     if spec is None:
         return None
     if len(spec) != 1:
-        names = ", ".join(map(str, spec)) or "none"
-        ctx.error(raw, ("verify",), f"hook {hook_id!r}: verify must name exactly one verifier, "
-                  f"got: {names}")
+        # Not "got: none": that reads as the verifier named `none`.
+        got = f"got {len(spec)}: {', '.join(map(str, spec))}" if spec else "it names none"
+        ctx.error(raw, ("verify",), f"hook {hook_id!r}: verify must name exactly one verifier "
+                  f"(github, hmac, token, none, ...); {got}")
         return None
     name = next(iter(spec))
     if name not in VERIFIERS:

@@ -15,6 +15,7 @@ from hookrunner.verify import (  # noqa: F401
     twilio,
 )
 from hookrunner.verify.base import VERIFIERS, Verified, Verifier, register
-from hookrunner.verify.secrets import is_literal, resolve_secret
+from hookrunner.verify.secrets import is_literal, resolve_secret, secret_files
 
-__all__ = ["VERIFIERS", "Verified", "Verifier", "is_literal", "register", "resolve_secret"]
+__all__ = ["VERIFIERS", "Verified", "Verifier", "is_literal", "register", "resolve_secret",
+           "secret_files"]

@@ -138,8 +138,9 @@ def check_options(
     allowed_set = set(allowed)
     for key in options:
         if key not in allowed_set:
-            expected = ", ".join(sorted(allowed_set))
-            raise ConfigError(f"unknown option {key!r}; expected one of: {expected}")
+            expected = (f"expected one of: {', '.join(sorted(allowed_set))}" if allowed_set
+                        else "this verifier takes no options")
+            raise ConfigError(f"unknown option {key!r}; {expected}", path=(key,))
     for key in required:
         if key not in options:
             raise ConfigError(f"missing required option {key!r}")

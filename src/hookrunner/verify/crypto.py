@@ -175,6 +175,16 @@ def option_tolerance(options: Mapping[str, Any], default: float = DEFAULT_TOLERA
     return tolerance
 
 
+def option_window(options: Mapping[str, Any]) -> tuple[str | None, float]:
+    """`timestamp_header` and `tolerance` of a scheme where the timestamp is optional: a
+    tolerance alone would look like replay protection while nothing checks it."""
+    header = option_str(options, "timestamp_header")
+    if header is None and "tolerance" in options:
+        raise ConfigError("tolerance: has no effect without timestamp_header (name the header "
+                          "that carries the sender's timestamp)", path=("tolerance",))
+    return header, option_tolerance(options)
+
+
 def option_str(
     options: Mapping[str, Any], key: str, default: str | None = None, choices: Sequence[str] = ()
 ) -> str | None:

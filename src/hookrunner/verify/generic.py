@@ -69,6 +69,7 @@ def hmac(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
     prefix = options.get("prefix") or ""
     if not isinstance(prefix, str):
         raise ConfigError("prefix: expected a string", path=("prefix",))
+    header, tolerance = crypto.option_window(options)
     return HmacVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),
         header=cast(str, crypto.option_str(options, "header")),
@@ -80,8 +81,8 @@ def hmac(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
             crypto.option_str(options, "encoding", DEFAULT_ENCODING, ("hex", "base64")),
         ),
         prefix=prefix,
-        timestamp_header=crypto.option_str(options, "timestamp_header"),
-        tolerance=crypto.option_tolerance(options),
+        timestamp_header=header,
+        tolerance=tolerance,
     )
 
 

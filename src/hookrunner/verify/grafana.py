@@ -19,10 +19,11 @@ def grafana(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
     check_options(
         options, ("secret", "header", "timestamp_header", "tolerance"), required=("secret",)
     )
+    timestamp_header, tolerance = crypto.option_window(options)
     return HmacVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),
         header=cast(str, crypto.option_str(options, "header", DEFAULT_HEADER)),
-        timestamp_header=crypto.option_str(options, "timestamp_header"),
-        tolerance=crypto.option_tolerance(options),
+        timestamp_header=timestamp_header,
+        tolerance=tolerance,
         timestamp_separator=b":",
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 from hookrunner.errors import ConfigError
 
-__all__ = ["is_literal", "resolve_secret"]
+__all__ = ["is_literal", "resolve_secret", "secret_files"]
 
 
 def is_literal(value: Any) -> bool:
@@ -21,6 +21,20 @@ def is_literal(value: Any) -> bool:
     if isinstance(value, list):
         return any(is_literal(item) for item in value)
     return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def secret_files(value: Any, root: Path | None = None) -> list[Path]:
+    """The files a `secret` option reads (`{file: PATH}`, in a rotation list too), so a
+    server can watch them: a rotated secret file is picked up like a changed rules file."""
+    items = value if isinstance(value, list) else [value]
+    return [_secret_path(item["file"], root) for item in items
+            if isinstance(item, Mapping) and set(item) == {"file"}
+            and isinstance(item["file"], str) and item["file"]]
+
+
+def _secret_path(path: str, root: Path | None) -> Path:
+    full = Path(path)
+    return root / full if root is not None and not full.is_absolute() else full
 
 
 UNRESOLVED = b"\x00unresolved secret"  # stands in where a secret is not needed (dry runs)
@@ -68,12 +82,15 @@ def _resolve_one(value: Any, key: str, root: Path | None) -> list[bytes]:
     if isinstance(value, bool) or value is None:
         raise ConfigError(f"{key}: expected {{env: NAME}}, {{file: PATH}} or a string",
                           path=(key,))
-    if isinstance(value, str | int | float):
-        # A literal (YAML may turn an all-digit secret into a number: keep its text).
-        text = str(value)
-        if not text:
+    if isinstance(value, int | float):
+        # YAML reads 0123 as 83, 0x1F as 31 and 12_345 as 12345: the text written is gone,
+        # and a secret silently different from it would refuse every request.
+        raise ConfigError(f"{key}: a number; write a literal secret as a quoted string "
+                          "(YAML reads some digits as a different number)", path=(key,))
+    if isinstance(value, str):
+        if not value:
             raise ConfigError(f"{key}: the secret is empty", path=(key,))
-        return [text.encode()]
+        return [value.encode()]
     if isinstance(value, Mapping):
         if set(value) == {"env"}:
             return [_from_env(value["env"], key)]
@@ -99,9 +116,7 @@ def _from_env(name: Any, key: str) -> bytes:
 def _from_file(path: Any, key: str, root: Path | None) -> bytes:
     if not isinstance(path, str) or not path:
         raise ConfigError(f"{key}: file must be a path", path=(key,))
-    full = Path(path)
-    if root is not None and not full.is_absolute():
-        full = root / full
+    full = _secret_path(path, root)
     try:
         data = full.read_bytes()
     except FileNotFoundError:

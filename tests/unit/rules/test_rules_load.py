@@ -120,7 +120,19 @@ def test_rule_errors_name_file_and_line(text: str, expected: str) -> None:
 HOOK_ERROR_CASES = [
     ("no verify", "  h:\n    max_body: 1MiB\n", "r.yaml:2: hook 'h': 'verify' is required"),
     ("two verifiers", "  h:\n    verify: {none: {}, token: {secret: x}}\n",
-     "r.yaml:3: hook 'h': verify must name exactly one verifier, got: none, token"),
+     "r.yaml:3: hook 'h': verify must name exactly one verifier (github, hmac, token, none, ...);"
+     " got 2: none, token"),
+    ("no verifier", "  h:\n    verify: {}\n",
+     "r.yaml:3: hook 'h': verify must name exactly one verifier (github, hmac, token, none, ...);"
+     " it names none"),
+    ("verify without a value", "  h:\n    verify:\n", "r.yaml:3: hook 'h': verify must be a mapping"),
+    ("an unknown option at its own line",
+     "  h:\n    verify:\n      stripe:\n        secret: {env: X}\n        tolerence: 1m\n",
+     "r.yaml:6: hook 'h': verify.stripe: unknown option 'tolerence'; expected one of: secret, tolerance"),
+    ("an option of none", "  h:\n    verify: {none: {foo: 1}}\n",
+     "r.yaml:3: hook 'h': verify.none: unknown option 'foo'; this verifier takes no options"),
+    ("an unquoted number as a secret", "  h:\n    verify:\n      token: {secret: 0123}\n",
+     "r.yaml:4: hook 'h': verify.token: secret: a number; write a literal secret as a quoted string"),
     ("unknown verifier", "  h:\n    verify:\n      pgp: {}\n",
      "r.yaml:4: hook 'h': unknown verifier 'pgp'; expected one of:"),
     ("verifier option", "  h:\n    verify:\n      hmac:\n        secret: x\n        header: X-S\n"

@@ -81,8 +81,8 @@ def test_hmac_rejects(options: dict[str, Any], headers: dict[str, str], reason: 
         {"secret": "k"},  # header is required
         {"secret": "k", "header": "X", "algorithm": "md5"},
         {"secret": "k", "header": "X", "encoding": "base32"},
-        {"secret": "k", "header": "X", "tolerance": "soon"},
-        {"secret": "k", "header": "X", "tolerance": 0},
+        {"secret": "k", "header": "X", "timestamp_header": "T", "tolerance": "soon"},
+        {"secret": "k", "header": "X", "timestamp_header": "T", "tolerance": 0},
         {"secret": "k", "header": "X", "prefix": 3},
         {"secret": "k", "header": "X", "extra": 1},
         {"header": "X"},
@@ -91,6 +91,14 @@ def test_hmac_rejects(options: dict[str, Any], headers: dict[str, str], reason: 
 def test_hmac_bad_options(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         make("hmac", **options)
+
+
+@pytest.mark.parametrize("verifier", ["hmac", "grafana"])
+def test_a_tolerance_without_a_timestamp_header_is_refused(verifier: str) -> None:
+    """It would read as replay protection while nothing checks a timestamp."""
+    with pytest.raises(ConfigError, match="no effect without timestamp_header") as info:
+        make(verifier, secret="k", header="X", tolerance="1m")
+    assert info.value.path == ("tolerance",)
 
 
 def test_hmac_redacts_its_header() -> None:

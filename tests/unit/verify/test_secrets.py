@@ -61,11 +61,18 @@ def test_empty_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_literal_and_list_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOOKRUNNER_TEST_SECRET", "new")
-    assert resolve_secret(["old", {"env": "HOOKRUNNER_TEST_SECRET"}, 1234]) == [
+    assert resolve_secret(["old", {"env": "HOOKRUNNER_TEST_SECRET"}, "0123"]) == [
         b"old",
         b"new",
-        b"1234",
+        b"0123",
     ]
+
+
+@pytest.mark.parametrize("number", [83, 31, 12345, 1.5])  # what YAML made of 0123, 0x1F, 12_345
+def test_an_unquoted_number_is_refused_not_silently_changed(number: float) -> None:
+    with pytest.raises(ConfigError, match="quoted string") as info:
+        resolve_secret(["ok", number])
+    assert info.value.path == ("secret", 1) and str(number) not in info.value.message
 
 
 def test_error_in_a_list_names_its_index() -> None:
