@@ -9,7 +9,7 @@ variable "service" {
 
   validation {
     condition     = can(regex("^[a-z][a-z0-9-]{0,62}$", var.service))
-    error_message = "service must be a lowercase name (letters, digits, dashes)."
+    error_message = "Service must be a lowercase name (letters, digits, dashes)."
   }
 }
 
@@ -18,8 +18,8 @@ variable "replicas" {
   description = "Desired replica count (the alert's `replicas` label)"
 
   validation {
-    condition     = var.replicas >= 1 && var.replicas <= 20 && floor(var.replicas) == var.replicas
-    error_message = "replicas must be a whole number from 1 to 20."
+    condition     = var.replicas >= 1 && var.replicas <= 20 && can(regex("^[0-9]+$", tostring(var.replicas)))
+    error_message = "Replicas must be a whole number from 1 to 20."
   }
 }
 

@@ -56,7 +56,7 @@ variable "replicas" {
   type = number
   validation {
     condition     = var.replicas < 10
-    error_message = "replicas must be below 10"
+    error_message = "Replicas must be below 10."
   }
 }
 variable "service" { type = string }
@@ -263,7 +263,7 @@ def test_failing_apply_fails_the_run_with_the_reason_in_its_log(server: Server) 
     run, log = run_one(server, {"action": "apply", "env": "broken", "replicas": 12, "service": "api"})
     assert run["status"] == "failed", log
     assert run["reason"] == "apply: exit 1 (Invalid value for variable)", run["reason"]
-    assert "replicas must be below 10" in log
+    assert "Replicas must be below 10." in log
     assert "outputs" not in run["outputs"]
 
 

@@ -17,7 +17,7 @@ variable "replicas" {
   type = number
   validation {
     condition     = var.replicas < 10
-    error_message = "replicas must be below 10"
+    error_message = "Replicas must be below 10."
   }
 }
 variable "name" {
@@ -121,7 +121,7 @@ async def test_failing_apply_is_failed_with_the_reason_in_the_log(harness, tfdir
     assert result.reason == "apply: exit 1 (Invalid value for variable)"
     log = harness.log_text()
     assert "Error: Invalid value for variable" in log
-    assert "  replicas must be below 10" in log
+    assert "  Replicas must be below 10." in log
 
 
 async def test_var_files_under_root(harness, tfdir: Path) -> None:
@@ -153,9 +153,9 @@ async def test_missing_binary_fails_with_a_reason(harness, tfdir: Path) -> None:
 
 
 async def test_a_failed_init_names_terraforms_error(harness, tfdir: Path) -> None:
-    (tfdir / "main.tf").write_text('resource "x" {\n')  # no closing brace
+    (tfdir / "main.tf").write_text('resource "x" {}\n')  # a resource needs two labels
     result = await TF.run({"dir": "terraform/scaling", "command": "plan"}, harness.ctx())
     assert result.outcome == "failed"
-    assert result.reason == "init: exit 1 (Unclosed configuration block)", result.reason
+    assert result.reason == "init: exit 1 (Missing name for resource)", result.reason
     log = harness.log_text()
-    assert "Error: Unclosed configuration block" in log and "\n\n" in log  # output as it came
+    assert "Error: Missing name for resource" in log and "\n\n" in log  # output as it came
