@@ -13,10 +13,14 @@ export ALERTMANAGER_TOKEN ?= demo-alertmanager-token
 # Where the Stripe example posts: examples/scripts/notify-receiver.py listens there.
 export NOTIFY_URL ?= http://127.0.0.1:8099/notify
 
-.PHONY: run test lint typecheck unit integration bench clean setup system-deps
+.PHONY: run check test lint typecheck unit integration bench clean setup system-deps
 
 run: $(STAMP)
 	$(BIN)/hookrunner serve --pass-env NOTIFY_URL
+
+# The example rules, with the demo secrets above.
+check: $(STAMP)
+	$(BIN)/hookrunner check
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests bench
@@ -43,7 +47,7 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# Figures, not tests (bench/README.md): both benchmarks run; exit 1 if a target was missed.
+# Figures, not tests (bench/README.md): ingest, e2e and cluster; exit 1 if a target was missed.
 bench: $(STAMP)
 	@command -v wrk >/dev/null && command -v webhook >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk webhook >/dev/null; }

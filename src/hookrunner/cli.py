@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from hookrunner import __version__
 
@@ -15,6 +15,25 @@ EXIT_OK = 0
 EXIT_INVALID = 1  # rules invalid, or the command's subject was not found
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it (128 + SIGINT)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line starting `hookrunner:`, as every other usage
+    error of hookrunner, not the whole usage block:
+    `hookrunner: serve: argument --port: invalid int value: 'abc' (see ...)`."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.partition(" ")[2]
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_USAGE, f"hookrunner: {where}{message} (see `{self.prog} --help`)\n")
+
+
+STATUSES = "queued, running, succeeded, failed, timed_out, canceled, skipped"
+SERVE_EPILOG = (
+    "Every flag also reads from HOOKRUNNER_<FLAG> (HOOKRUNNER_DB, HOOKRUNNER_WORKERS, ...); "
+    "flags win. Variables without a flag: HOOKRUNNER_ADMIN_TOKEN (the API's and console's "
+    "bearer token; default: generated into <data>/admin-token), HOOKRUNNER_GRACE (30s), "
+    "HOOKRUNNER_DEFAULT_TIMEOUT (1h), HOOKRUNNER_LOG_CAP (bytes of output kept per attempt).")
 
 
 def _store_flags(p: argparse.ArgumentParser) -> None:
@@ -47,30 +66,32 @@ def _payload_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hookrunner", description="Signed webhooks -> YAML rules -> durable queue -> actions.")
     parser.add_argument("--version", action="version", version=f"hookrunner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the gateway")
+    s = sub.add_parser("serve", help="run the gateway", epilog=SERVE_EPILOG)
     _rules_flag(s)
     _store_flags(s)
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
+    s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any free port)")
     s.add_argument("--workers", type=int, help="actions run at once on this node (default 8)")
     s.add_argument("--http-workers", type=int,
                    help="processes accepting requests on the port (default 1; e.g. one per core)")
     s.add_argument("--pass-env", action="append", default=[], metavar="NAME",
                    help="pass this server environment variable to actions (repeatable)")
     s.add_argument("--node", help="this node's name (default the host name)")
-    s.add_argument("--max-queued", type=int, help="queued runs past which hooks answer 503")
+    s.add_argument("--max-queued", type=int,
+                   help="queued runs past which hooks answer 503 (default 10000)")
     s.add_argument("--lease", help="run lease length on the shared store (default 15s)")
-    s.add_argument("--keep", help="prune history older than this, e.g. 30d")
+    s.add_argument("--keep", help="prune history that ended longer ago than this, e.g. 30d "
+                   "(default: keep everything)")
     s.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
                    help="believe X-Forwarded-For from these addresses (repeatable)")
-    s.add_argument("--log-format", choices=["text", "json"])
-    s.add_argument("--ssl-certfile")
-    s.add_argument("--ssl-keyfile")
+    s.add_argument("--log-format", choices=["text", "json"], help="default text")
+    s.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (with --ssl-keyfile)")
+    s.add_argument("--ssl-keyfile", help="the certificate's private key")
 
     c = sub.add_parser("check", help="validate the rules")
     _rules_flag(c)
@@ -86,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_flags(r)
 
     ru = sub.add_parser("runs", help="recent runs, a line each")
-    ru.add_argument("--status")
+    ru.add_argument("--status", help=f"only runs with this status: {STATUSES}")
     ru.add_argument("--limit", type=_at_least_one, default=20, help="at most this many (default 20)")
     _store_flags(ru)
 

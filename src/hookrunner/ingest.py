@@ -99,6 +99,8 @@ def plan_runs(
 # A full queue refuses every delivery for a while: one line a second per hook says so, with a
 # count (hooks are configured names, so their number is bounded).
 _queue_full_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+# So are a flood's rate-limited requests (the line names the last client refused).
+_rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 
 
 def _queue_full(gw: Gateway, hook_id: str) -> Answer:
@@ -144,6 +146,7 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
         delay = gw.limiter.take((hook_id, ip if rl.per_client else ""), rl.rate, rl.burst, now)
         if delay > 0:
             m.labels(hook_id, "rejected_rate").inc()
+            _rate_limited_log(hook=hook_id, reason="rate limited", client=ip)
             return error(429, "rate limited", headers={"Retry-After": str(max(1, round(delay)))})
 
     # Backpressure before journaling: past --max-queued nothing new is accepted, so nothing

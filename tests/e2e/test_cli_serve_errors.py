@@ -66,6 +66,9 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> 
     ([], {"HOOKRUNNER_TRUSTED_PROXY": "bad"}, ["HOOKRUNNER_TRUSTED_PROXY: 'bad' is not"]),
     (["--port", "99999"], {}, ["--port: expected a whole number from 0 to 65535, got 99999"]),
     (["--port=-5"], {}, ["--port: expected a whole number from 0 to 65535, got -5"]),
+    # What argparse itself refuses is one line too, not its usage block.
+    (["--port", "abc"], {}, ["hookrunner: serve: argument --port: invalid int value: 'abc'"]),
+    (["--log-format", "xml"], {}, ["argument --log-format: invalid choice: 'xml'"]),
     ([], {"HOOKRUNNER_PORT": "abc"},
      ["HOOKRUNNER_PORT: expected a whole number from 0 to 65535, got 'abc'"]),
     ([], {"HOOKRUNNER_GRACE": "soon"}, ["HOOKRUNNER_GRACE: expected a duration"]),

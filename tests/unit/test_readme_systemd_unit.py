@@ -27,6 +27,7 @@ def unit() -> dict[str, str]:
 def test_the_unit_has_no_end_of_line_comments_and_keeps_its_promises() -> None:
     settings = unit()
     assert settings["KillMode"] == "mixed"
+    assert settings["StateDirectoryMode"] == "0700"  # else every start warns: data dir not private
     assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert settings["WorkingDirectory"] == "/srv/hookrunner"
     assert "hookrunner serve" in settings["ExecStart"]
