@@ -8,6 +8,10 @@
 # Signs with the demo secrets the Makefile sets; override them the same way you started the server.
 # Extra arguments go to curl (e.g. --url-query wait=30s ... or -i).
 set -eu
+if [ $# -lt 2 ]; then
+  echo "usage: examples/send.sh HOOK PAYLOAD_FILE [curl arguments...] (hooks: github, monitoring, alertmanager, grafana, stripe)" >&2
+  exit 2
+fi
 hook="$1"; body="$2"; shift 2; url="${HOOKRUNNER_URL:-http://127.0.0.1:8080}"
 hmac_hex() { openssl dgst -sha256 -hmac "$1" | sed 's/^.* //'; }
 case "$hook" in

@@ -82,7 +82,8 @@ def format_explain(results: Sequence[RuleResult]) -> str:
         lines.append(f"{_header(r)}  {verdict}")
         if r.rule.when is None:
             lines.append("    (no when: matches every delivery)")
-        if r.error:
+        # The rule's error is most often one condition's, shown on that condition's line.
+        if r.error and all(c.error != r.error for c in r.conditions):
             lines.append(f"    {ERR} {r.error}")
         texts = [(f"[{c.within}] " if c.within else "") + c.source for c in r.conditions]
         width = max(map(len, texts), default=0)

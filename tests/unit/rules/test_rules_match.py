@@ -169,3 +169,6 @@ def test_report_texts() -> None:
     assert '✓ event == "push"' in explained and "4" in explained
     failing = evaluate(ruleset_with('when: payload.ref == "main"\n'), "gh", scope())
     assert '✗ payload.ref == "main"  "refs/heads/dev"' in format_explain(failing)
+    # A condition's error is shown once, on its line, not again as the rule's.
+    erring = format_explain(evaluate(ruleset_with('when: payload.nope == "x"\n'), "gh", scope()))
+    assert erring.count("has no attribute 'nope'") == 1, erring
