@@ -66,6 +66,10 @@ def _new_run(
             key = RUNNERS[rule.action_kind].implicit_concurrency_key(spec)
     except TemplateError as exc:
         spec = {"render_error": str(exc)}
+    except Exception as exc:  # a bug here must cost this run, not the accepted delivery
+        event("run.render_internal_error", logging.ERROR, rule=rule.name,
+              error=f"{type(exc).__name__}: {exc}")
+        spec = {"render_error": f"internal error while rendering: {type(exc).__name__}"}
     retry = rule.retry
     return NewRun(
         id=new_id("run"), delivery_id=delivery_id, rule=rule.name, action=rule.action_kind,

@@ -3,7 +3,8 @@
 - `compile_expression(text)`: a `when` condition; `render(scope)` returns its native value.
 - `compile_template(text)`: a string of `run`, `dedup` or a concurrency `key`. A string that is
   exactly one `{{ expr }}` renders to the expression's native value (`"{{ payload.replicas }}"`
-  stays an int); a string without `{{`/`{%` is a constant; anything else renders to a string.
+  stays an int); a string without `{{`, `{%` or a whole `{# comment #}` is a constant;
+  anything else renders to a string.
 - Payload values are data: Jinja never re-renders a value, so a payload `{{ 7*7 }}` stays literal.
 - Every render failure (undefined name, sandbox refusal, bad types) raises `TemplateError`;
   every compile failure raises `ConfigError` (no file/line: the loader adds them).
@@ -17,7 +18,7 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MappingView
 from typing import Any
 
 import jinja2
@@ -38,6 +39,8 @@ __all__ = [
 
 MAX_REPEAT = 1_000_000  # largest string/list a template may build with `*` (memory guard)
 MAX_POWER = 10_000  # largest exponent for `**` (a huge int is a CPU guard)
+MAX_DIGITS = 4300  # Python writes no longer int (sys.get_int_max_str_digits): JSON, argv, ...
+_MAX_INT = 10**MAX_DIGITS - 1
 _SINGLE_EXPR = re.compile(r"^\{\{-?(.*?)-?\}\}$", re.DOTALL)
 _REFUSED_GLOBALS = ("cycler", "joiner", "lipsum")  # useless here, and classic escape footholds
 
@@ -123,9 +126,23 @@ def _finalize(value: Any) -> Any:
     JSON's other values print as JSON (`true`, `null`, `{"a": 1}`), as they do where a
     whole-value template becomes an argument (`actions.values.stringify`), rather than as
     Python's `True`, `None`, `{'a': 1}`."""
-    if value is None or isinstance(value, bool | dict | list):
+    if value is None or isinstance(value, bool | dict | list) or _sequence_like(value):
         return _JSON.encode(to_plain(value))
+    if isinstance(value, int):
+        _check_int(value)
     return _refuse_callables(value)
+
+
+def _sequence_like(value: Any) -> bool:
+    """What Jinja's filters and Python hand back for a list: `map`/`select`/`unique`/`reverse`
+    give generators, `(1, 2)` a tuple, `range()` a range, `d.keys()` a view. Written as a
+    JSON list, never as `<generator object ...>` (a memory address) or `dict_keys([...])`."""
+    return isinstance(value, tuple | set | frozenset | range | Iterator | MappingView)
+
+
+def _check_int(value: int) -> None:
+    if value.bit_length() >= _MAX_INT.bit_length() and abs(value) > _MAX_INT:
+        raise ValueError(f"a number of more than {MAX_DIGITS} digits cannot be written out")
 
 
 def _refuse_callables(value: Any) -> Any:
@@ -181,7 +198,10 @@ def to_plain(value: Any) -> Any:
     """A native render result as JSON-able data; an undefined anywhere inside is an error."""
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        _check_int(value)
         return value
     if isinstance(value, float):
         if not math.isfinite(value):  # `'nan' | float`: JSON, the stores and the API have none
@@ -191,7 +211,7 @@ def to_plain(value: Any) -> Any:
         return str(value)  # drops Markup and other str subclasses
     if isinstance(value, Mapping):
         return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
+    if isinstance(value, list) or _sequence_like(value):
         return [to_plain(v) for v in value]
     _refuse_callables(value)
     return str(value)
@@ -550,7 +570,8 @@ def compile_expression(text: str) -> Expression:
 
 def compile_template(text: str) -> Constant | Template:
     """Compile a templated string; raise ConfigError on bad syntax or a refused name."""
-    if "{{" not in text and "{%" not in text:
+    # A whole `{# comment #}` counts too: with or without a `{{ }}` beside it, it is dropped.
+    if "{{" not in text and "{%" not in text and "#}" not in text.partition("{#")[2]:
         return Constant(text)
     return Template(text)
 
@@ -572,6 +593,9 @@ def describe(value: Any, limit: int = 200) -> str:
         return "undefined"
     try:
         text = _JSON.encode(to_plain(value))
-    except Exception:
-        text = repr(value)
+    except Exception as exc:
+        try:
+            text = repr(value)
+        except Exception:  # an int past MAX_DIGITS has no repr either
+            text = f"({exc})"
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -87,6 +87,26 @@ rules:
     hook: open
     when: payload.kind | default("") == "lookup"
     run: {{shell: {{argv: ["scripts/args.sh", "{{{{ payload[payload.key] }}}}"]}}}}
+  - name: big-number
+    hook: open
+    when: payload.kind | default("") == "big"
+    run: {{shell: {{argv: ["scripts/args.sh", "{{{{ payload.n + 1 }}}}"]}}}}
+  - name: big-number-in-when
+    hook: open
+    when: payload.kind | default("") == "bigwhen" and payload.n * 10 > 5
+    run: {{shell: {{argv: ["true"]}}}}
+  - name: sequences
+    hook: open
+    when: payload.kind | default("") == "sequences"
+    run:
+      shell:
+        argv: ["scripts/args.sh", "{{{{ payload.commits | map(attribute='id') }}}}",
+               "t={{{{ (1, 2) }}}}", "{{{{ payload.commits[0].keys() }}}}", "a{{# note #}}b"]
+        env: {{IDS: "{{{{ payload.commits | map(attribute='id') | unique }}}}"}}
+  - name: nul-from-template
+    hook: open
+    when: payload.kind | default("") == "nul"
+    run: {{shell: {{argv: ["scripts/args.sh", "x{{{{ '%c' % 0 }}}}y"]}}}}
 """
 
 CANARY = """i=0
@@ -465,3 +485,36 @@ def test_a_nul_in_the_query_string_is_a_400_and_nothing_is_journaled(
     with server.admin() as c:
         after = len(c.get("/api/deliveries", params={"limit": 1000}).json()["deliveries"])
     assert after == before
+
+
+BIG = int("9" * 4300)  # the longest number JSON parsing takes; one more digit is a 400
+
+
+def test_a_number_too_long_to_write_fails_its_run_and_loses_no_delivery(server: Server) -> None:
+    """`payload.n + 1` on a 4300-digit number cannot be written out (Python's limit); once
+    it was a 500 that lost the whole delivery, every other rule's run with it."""
+    run = _run_of(server, _post(server, {"kind": "big", "n": BIG}))
+    assert run["status"] == "failed" and "more than 4300 digits" in run["reason"], run["reason"]
+    # A condition that never decides (the `and` is false) still shows its value: no 500.
+    r = _post(server, {"kind": "other", "n": BIG})
+    assert r.status_code == 202 and r.json()["runs"] == [], r.text
+    with server.admin() as c:
+        doc = c.get(f"/api/deliveries/{r.json()['delivery_id']}").json()
+    shown = [cond["value"] for m in doc["matches"] if m["rule"] == "big-number-in-when"
+             for cond in m["conditions"]]
+    assert any("more than 4300 digits" in v for v in shown), shown
+
+
+def test_sequences_print_as_json_lists_never_as_python_objects(server: Server) -> None:
+    r = _post(server, {"kind": "sequences", "commits": [{"id": "a1"}, {"id": "b2"}, {"id": "a1"}]})
+    run = _run_of(server, r)
+    assert run["status"] == "succeeded", run
+    printed = [x for x in _log(server, run["id"]).splitlines() if not x.startswith("[hookrunner]")]
+    assert printed[:4] == ['[["a1", "b2", "a1"]]', "[t=[1, 2]]", '[["id"]]', "[ab]"], printed
+    assert run["spec"]["env"]["IDS"] == ["a1", "b2"], run["spec"]  # stored native; given as JSON
+
+
+def test_a_nul_byte_made_by_a_template_fails_the_run_with_a_reason(server: Server) -> None:
+    run = _run_of(server, _post(server, {"kind": "nul"}))
+    assert run["status"] == "failed"
+    assert run["reason"] == "argument 1 of the command contains a NUL byte", run["reason"]

@@ -61,6 +61,7 @@ SCOPE: dict[str, Any] = {
         ("{{ payload.flag }}-{{ payload.replicas }}", "true-3"),
         ("{{ payload.flag | string }}", "True"),  # asked for explicitly: Jinja's own text
         ("x{{ payload.missing | default(none) | default('', true) }}", "x"),
+        ("a{# a comment #}b", "ab"),  # as it is beside a `{{ }}`
     ],
 )
 def test_template_renders(text: str, expected: Any) -> None:
@@ -68,9 +69,9 @@ def test_template_renders(text: str, expected: Any) -> None:
     assert compile_template(text).render(SCOPE) == expected
 
 
-@pytest.mark.parametrize("text", ["plain", "a { b } c", "{# not a comment here", ""])
+@pytest.mark.parametrize("text", ["plain", "a { b } c", "{# not a comment here", "#} {#", ""])
 def test_string_without_jinja_is_a_constant(text: str) -> None:
-    """A string without `{{`/`{%` is not parsed by Jinja at all."""
+    """A string without `{{`, `{%` or a whole comment is not parsed by Jinja at all."""
     compiled = compile_template(text)
     assert isinstance(compiled, Constant)
     assert compiled.render({}) == text

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from hookrunner.actions import spawn
 from hookrunner.actions.base import Outcome, RunContext, RunResult
+from hookrunner.errors import ActionError
 
 GRACE_PERIOD = 5.0  # seconds between SIGTERM and SIGKILL
 LINGER = 0.5  # after the leader exits, seconds its output may still arrive before sweeping
@@ -256,6 +257,7 @@ class _Child:
     @classmethod
     async def start(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str],
                     with_stdin: bool) -> _Child:
+        _check_strings(argv, env)
         read_end, write_end = os.pipe()
         child_in, our_in = os.pipe() if with_stdin else (_devnull(), None)
         popen: subprocess.Popen[bytes] | None = None
@@ -387,6 +389,19 @@ class _Child:
         if self._stdin_fd is not None:  # never fed (it failed to start reading): close it
             os.close(self._stdin_fd)
             self._stdin_fd = None
+
+
+def _check_strings(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """What no process can be given, as the run's reason (a template can render a NUL:
+    `'%c' % 0`); the value is not quoted, as it may be a secret."""
+    for i, arg in enumerate(argv):
+        if "\0" in arg:
+            raise ActionError(f"argument {i} of the command contains a NUL byte")
+    for name, value in env.items():
+        if "\0" in name or "=" in name or not name:
+            raise ActionError(f"environment variable name {name!r} is not valid")
+        if "\0" in value:
+            raise ActionError(f"environment variable {name} contains a NUL byte")
 
 
 _SPAWNER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hookrunner-spawn")

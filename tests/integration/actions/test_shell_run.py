@@ -58,3 +58,13 @@ async def test_missing_program_fails_with_a_reason(harness) -> None:
     result = await SHELL.run({"argv": ["scripts/missing.sh"]}, harness.ctx())
     assert result.outcome == "failed"
     assert result.reason.startswith("executable not found:")
+
+
+@pytest.mark.parametrize(("rendered", "why"), [
+    ({"argv": ["echo", "a\0b"]}, "argument 1 of the command contains a NUL byte"),
+    ({"argv": ["echo"], "env": {"X": "a\0b"}}, "environment variable X contains a NUL byte"),
+])
+async def test_a_nul_byte_a_template_made_is_a_clear_error(harness, rendered, why) -> None:
+    """A template can render one (`'%c' % 0`); no process can take it."""
+    with pytest.raises(ActionError, match=why):
+        await SHELL.run(rendered, harness.ctx())
