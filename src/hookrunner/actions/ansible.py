@@ -37,7 +37,7 @@ from hookrunner.actions.base import Outcome, RunContext, RunResult, register
 from hookrunner.actions.environment import VENV_BIN, with_path_entry
 from hookrunner.actions.paths import confine
 from hookrunner.actions.values import stringify
-from hookrunner.errors import ConfigError
+from hookrunner.errors import ActionError, ConfigError
 from hookrunner.private import private_dir, private_file
 
 KIND = "ansible"
@@ -48,6 +48,9 @@ PEXPECT_TIMEOUT = 0.5  # seconds between cancel-callback polls (5 s default = sl
 UTF8_LOCALE = "C.UTF-8"  # LC_ALL=C makes ansible refuse to start
 # Quiet, colourless output; no "implicit localhost" warnings where no inventory is given.
 FIXED_ENV = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
+# ansible-runner turns SSH host key checking off unless told otherwise; hookrunner leaves it
+# to Ansible (on, unless ansible.cfg or a --pass-env'd ANSIBLE_HOST_KEY_CHECKING says off).
+HOST_KEY_CHECKING = "ANSIBLE_HOST_KEY_CHECKING"
 IMPLICIT_LOCALHOST_ENV = {
     "ANSIBLE_LOCALHOST_WARNING": "False",
     "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
@@ -79,6 +82,28 @@ def normalize_ansible(raw: Any) -> dict[str, Any]:
     return out
 
 
+def host_pattern(limit: Any) -> str | None:
+    """`limit` as Ansible's host pattern (a list renders as `a,b`). `@file` is refused: it makes
+    Ansible read any file it names, and a payload value in a templated limit could name one
+    (its lines come back as warnings in the run log)."""
+    if limit is None or limit == "" or limit == []:
+        return None
+    items = limit if isinstance(limit, list) else [limit]
+    pattern = ",".join(stringify(i) for i in items)
+    if any(part.strip().lstrip("!&").startswith("@")
+           for part in pattern.replace(":", ",").split(",")):
+        raise ActionError("ansible: limit names a file ('@...'); only host patterns are allowed")
+    return pattern
+
+
+def tag_list(tags: Any) -> list[str]:
+    """`tags` items, where a templated item may render to a list of tags."""
+    out: list[str] = []
+    for item in tags if isinstance(tags, list) else [tags] if tags else []:
+        out += [stringify(t) for t in item] if isinstance(item, list) else [stringify(item)]
+    return [t for t in out if t]
+
+
 def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) -> dict[str, str]:
     env = dict(base)
     env["PATH"] = with_path_entry(env.get("PATH") or os.defpath, VENV_BIN, first=True)
@@ -97,33 +122,35 @@ def _is_utf8(locale: str) -> bool:
     return locale.lower().replace("-", "").endswith("utf8")
 
 
-class _Unsafe(str):
-    """A string Ansible must not template (YAML `!unsafe`)."""
+class _Unsafe(dict[str, Any]):
+    """A mapping Ansible must not template anything in (YAML `!unsafe` on the mapping)."""
 
 
 class _UnsafeDumper(yaml.SafeDumper):
     pass
 
 
-_UnsafeDumper.add_representer(_Unsafe, lambda dumper, data: dumper.represent_scalar("!unsafe", str(data)))
+# The one tag goes on the whole document, not on each string: ansible-core 2.19 resolves an
+# `!unsafe` scalar again as if it were unquoted, so `!unsafe 'yes'` became true and
+# `!unsafe '0x10'` 16. Inside an unsafe mapping, each value keeps its own quoted type.
+_UnsafeDumper.add_representer(_Unsafe, lambda dumper, data: dumper.represent_mapping("!unsafe", dict(data)))
 
 
-def _mark_unsafe(value: Any) -> Any:
-    if isinstance(value, str):
-        return _Unsafe(value)
+def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {stringify(k): _mark_unsafe(v) for k, v in value.items()}
+        return {stringify(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_mark_unsafe(v) for v in value]
-    if value is None or isinstance(value, bool | int | float):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
         return value
-    return _Unsafe(stringify(value))
+    return stringify(value)
 
 
 def extravars_yaml(extravars: Mapping[str, Any], payload: Any) -> str:
-    """The extra vars file: the rule's extravars plus `webhook`, every string `!unsafe`."""
-    data = {**extravars, PAYLOAD_VAR: payload}
-    return yaml.dump(_mark_unsafe(data), Dumper=_UnsafeDumper, allow_unicode=True)
+    """The extra vars file: the rule's extravars plus `webhook`, none of it ever templated
+    by Ansible, every string arriving as the same string."""
+    data = _plain({**extravars, PAYLOAD_VAR: payload})
+    return yaml.dump(_Unsafe(data), Dumper=_UnsafeDumper, allow_unicode=True)
 
 
 def private_env(prepared: Mapping[str, Any], wanted: Mapping[str, str]) -> dict[str, Any]:
@@ -160,8 +187,15 @@ class AnsibleRunner:
         playbook = confine(ctx.root, stringify(rendered.get("playbook")), base=PLAYBOOK_DIR)
         inventory = rendered.get("inventory")
         inventory_path = confine(ctx.root, stringify(inventory)) if inventory else None
+        limit, tags = host_pattern(rendered.get("limit")), tag_list(rendered.get("tags"))
+        reason = ""
         if not playbook.is_file():
             reason = f"playbook not found: {PLAYBOOK_DIR}/{rendered.get('playbook')}"
+        elif inventory_path is not None and not inventory_path.exists():
+            # ansible-runner would take the text as an inline host list, a host of that name.
+            reason = (f"inventory not found: {inventory} (a file or directory under --root; "
+                      "inline host lists are not supported)")
+        if reason:
             ctx.log.note(reason)
             return RunResult("failed", reason=reason)
         private_dir(ctx.work_dir)  # every directory it makes 0700 (mkdir -p: only the last)
@@ -173,13 +207,12 @@ class AnsibleRunner:
         cmdline = ["-e", f"@{vars_file}"]
         if rendered.get("check"):
             cmdline.append("--check")
-        tags = rendered.get("tags")
         kwargs: dict[str, Any] = {
             "private_data_dir": str(run_dir / "runner"),
             "playbook": str(playbook),
             "inventory": str(inventory_path) if inventory_path else None,
-            "limit": stringify(rendered["limit"]) if rendered.get("limit") else None,
-            "tags": ",".join(stringify(t) for t in tags) if tags else None,
+            "limit": limit,
+            "tags": ",".join(tags) if tags else None,
             "envvars": envvars,
             "cmdline": shlex.join(cmdline),
             "quiet": True,  # ansible-runner would echo the playbook on our stdout
@@ -208,6 +241,8 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
         try:
             runner = init_runner(**kwargs, event_handler=on_event, cancel_callback=job.kill_now.is_set)
             runner.config.env = private_env(runner.config.env, envvars)
+            if HOST_KEY_CHECKING not in envvars:
+                runner.config.env.pop(HOST_KEY_CHECKING, None)
             runner.run()
             job.rc, job.status, job.stats = runner.rc, runner.status, runner.stats
         except Exception as exc:  # ansible-runner's own errors: report, do not crash

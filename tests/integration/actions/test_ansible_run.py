@@ -88,6 +88,63 @@ async def test_payload_strings_are_never_templated_by_ansible(harness, playbooks
     assert "uid=" not in log
 
 
+TYPES = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug:
+        msg: "{{ item }}={{ lookup('vars', item) | type_debug }}:{{ lookup('vars', item) }}"
+      loop: [yes_, hex, octal, decimal, date, nul, num, flag, tmpl]
+"""
+
+
+async def test_strings_arrive_as_the_same_strings_and_other_values_keep_their_type(
+        harness, playbooks: Path) -> None:
+    """YAML would read `yes`, `0x10`, `0123`, `1.10`, `2024-01-01` and `~` as other types."""
+    (playbooks / "types.yml").write_text(TYPES)
+    extravars = {"yes_": "yes", "hex": "0x10", "octal": "0123", "decimal": "1.10",
+                 "date": "2024-01-01", "nul": "~", "num": 3, "flag": False,
+                 "tmpl": "{{ 7 * 7 }}"}
+    result = await ANSIBLE.run({"playbook": "types.yml", "extravars": extravars}, harness.ctx())
+    log = harness.log_text()
+    assert result.outcome == "succeeded", log
+    for line in ["yes_=str:yes", "hex=str:0x10", "octal=str:0123", "decimal=str:1.10",
+                 "date=str:2024-01-01", "nul=str:~", "num=int:3", "flag=bool:False",
+                 "tmpl=str:{{ 7 * 7 }}"]:
+        assert line in log, (line, log)
+
+
+HOSTS = """
+- hosts: all
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug:
+        msg: "on {{ inventory_hostname }} checking=[{{ lookup('env', 'ANSIBLE_HOST_KEY_CHECKING') }}]"
+"""
+
+
+async def test_inventory_limit_and_tags_as_an_operator_writes_them(harness, playbooks: Path) -> None:
+    (playbooks / "hosts.yml").write_text(HOSTS)
+    (harness.root / "inv").mkdir()
+    (harness.root / "inv" / "hosts.ini").write_text("[web]\nweb1\nweb2\n[db]\ndb1\n")
+    spec = {"playbook": "hosts.yml", "inventory": "inv/hosts.ini", "limit": ["web1", "db1"],
+            "tags": [["all"]]}
+    result = await ANSIBLE.run(spec, harness.ctx(name="ok"))
+    log = harness.log_text("ok")
+    assert result.outcome == "succeeded", log
+    assert "on web1" in log and "on db1" in log and "on web2" not in log
+    # SSH host keys are checked, as Ansible does by default (ansible-runner turns it off).
+    assert "checking=[]" in log
+    # A wrong inventory path: not a host named like the path, but a failed run.
+    typo = await ANSIBLE.run({**spec, "inventory": "inv/hosts.in"}, harness.ctx(name="typo"))
+    assert typo.outcome == "failed" and typo.reason.startswith("inventory not found: inv/hosts.in")
+    # A payload value in a templated limit cannot make Ansible read a file.
+    with pytest.raises(ActionError, match="names a file"):
+        await ANSIBLE.run({**spec, "limit": "web-x,@/etc/passwd"}, harness.ctx(name="file"))
+
+
 async def test_check_mode_changes_nothing(harness, playbooks: Path) -> None:
     marker = harness.tmp / "marker"
     spec = {"playbook": "scale_up.yml", "check": True, "extravars": {"marker_file": str(marker)}}

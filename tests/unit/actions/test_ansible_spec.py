@@ -9,9 +9,16 @@ from typing import Any
 import pytest
 import yaml
 
-from hookrunner.actions.ansible import build_envvars, extravars_yaml, normalize_ansible, private_env
+from hookrunner.actions.ansible import (
+    build_envvars,
+    extravars_yaml,
+    host_pattern,
+    normalize_ansible,
+    private_env,
+    tag_list,
+)
 from hookrunner.actions.environment import VENV_BIN
-from hookrunner.errors import ConfigError
+from hookrunner.errors import ActionError, ConfigError
 
 
 def test_normalize_accepts_a_full_spec() -> None:
@@ -48,21 +55,20 @@ class _Loader(yaml.SafeLoader):
     pass
 
 
-_Loader.add_constructor("!unsafe", lambda loader, node: ("unsafe", loader.construct_scalar(node)))
+_Loader.add_constructor(
+    "!unsafe", lambda loader, node: ("unsafe", loader.construct_mapping(node, deep=True)))
 
 
-def test_every_string_of_the_extra_vars_is_unsafe() -> None:
-    payload = {"service": "{{ lookup('pipe', 'id') }}", "n": 3, "ok": True, "l": ["a", None]}
-    text = extravars_yaml({"replicas": "3"}, payload)
-    assert yaml.load(text, Loader=_Loader) == {
-        "replicas": ("unsafe", "3"),
-        "webhook": {
-            "service": ("unsafe", "{{ lookup('pipe', 'id') }}"),
-            "n": 3,
-            "ok": True,
-            "l": [("unsafe", "a"), None],
-        },
-    }
+def test_the_whole_extra_vars_mapping_is_unsafe_and_strings_stay_quoted() -> None:
+    payload = {"service": "{{ lookup('pipe', 'id') }}", "n": 3, "ok": True, "l": ["yes", None]}
+    text = extravars_yaml({"replicas": "3", "hex": "0x10"}, payload)
+    assert text.startswith("!unsafe\n")  # one tag, on the document (see extravars_yaml)
+    assert yaml.load(text, Loader=_Loader) == ("unsafe", {
+        "replicas": "3",
+        "hex": "0x10",
+        "webhook": {"service": "{{ lookup('pipe', 'id') }}", "n": 3, "ok": True,
+                    "l": ["yes", None]},
+    })
 
 
 def test_envvars_put_the_venv_first_force_utf8_and_keep_temp_in_the_run_dir(tmp_path: Path) -> None:
@@ -91,3 +97,23 @@ def test_private_env_drops_what_came_from_the_server(monkeypatch: pytest.MonkeyP
         "HOME": "/root",
         "ANSIBLE_STDOUT_CALLBACK": "awx_display",
     }
+
+
+@pytest.mark.parametrize(("limit", "pattern"), [
+    (None, None), ("", None), ("web-eu", "web-eu"), (["web1", "web2"], "web1,web2"),
+    ("web-x,all", "web-x,all"),  # a host pattern: the README says to check payload values
+])
+def test_limit_is_a_host_pattern(limit: Any, pattern: str | None) -> None:
+    assert host_pattern(limit) == pattern
+
+
+@pytest.mark.parametrize("limit", ["@/etc/passwd", "web-x,@/etc/passwd", "web:@f", "x, !@f",
+                                   ["a", "&@f"]])
+def test_a_limit_that_names_a_file_is_refused(limit: Any) -> None:
+    with pytest.raises(ActionError, match="names a file"):
+        host_pattern(limit)
+
+
+def test_tags_rendered_as_a_list_are_each_a_tag() -> None:
+    assert tag_list(["scale", ["b", "c"], ""]) == ["scale", "b", "c"]
+    assert tag_list("one") == ["one"] and tag_list(None) == []
