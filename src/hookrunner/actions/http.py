@@ -68,8 +68,10 @@ def resolve_url(value: Any, env: Mapping[str, str]) -> str:
     return url
 
 
-def redacted(url: str) -> str:
-    """The URL without credentials or query (either may hold a token), for the log."""
+def redacted(url: str, *, path: bool = True) -> str:
+    """The URL without credentials or query (either may hold a token), for the log; without
+    its path too where `path` is False: a URL kept in `{env: NAME}` is kept there because it
+    is a secret, and Slack's or Teams' incoming webhooks carry their token in the path."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -77,7 +79,7 @@ def redacted(url: str) -> str:
             host = f"{host}:{parts.port}"
     except ValueError:  # `http://[::1`, a port past 65535: say no more than the scheme
         return f"{url.partition(':')[0][:16]}:<not a valid URL>"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return urlunsplit((parts.scheme, host, parts.path if path else "/...", "", ""))
 
 
 def _valid(url: str) -> bool:
@@ -103,8 +105,11 @@ class HttpRunner:
 
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
         url = resolve_url(rendered.get("url"), ctx.env)
+        source = rendered.get("url")
+        from_env = isinstance(source, Mapping)
+        shown = redacted(url, path=not from_env) + (f" (${source['env']})" if from_env else "")
         if not _valid(url):
-            raise ActionError(f"http: not an http(s) URL: {redacted(url)!r}")
+            raise ActionError(f"http: not an http(s) URL: {shown}")
         method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()
         # Values as UTF-8 (a payload's `é` is no reason to fail); CR/LF is still refused.
         headers = {k: stringify(v).encode() for k, v in (rendered.get("headers") or {}).items()}
@@ -116,7 +121,7 @@ class HttpRunner:
             kwargs["json"] = rendered["json"]
         elif "body" in rendered:
             kwargs["content"] = stringify(rendered["body"]).encode()
-        ctx.log.note(f"{method} {redacted(url)}")
+        ctx.log.note(f"{method} {shown}")
 
         loop = asyncio.get_running_loop()
         deadline = deadline_for(ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -64,6 +65,18 @@ async def test_post_json_succeeds_and_logs_the_answer(harness, server: str) -> N
     log = harness.log_text()
     assert log == f'[hookrunner] POST {server}/ok\n[hookrunner] HTTP 200 OK\nanswer:{{"a":[1]}}\n'
     assert "token=abc" not in log
+
+
+async def test_a_url_kept_in_the_environment_is_logged_without_its_path(harness, server: str) -> None:
+    """`{env: NOTIFY_URL}` holds a secret URL: Slack's and Teams' tokens are in the path."""
+    ctx = harness.ctx()
+    ctx = dataclasses.replace(ctx, env={**ctx.env, "NOTIFY_URL": f"{server}/services/T0KEN-s3cret"})
+    result = await HTTP.run(HTTP.normalize({"url": {"env": "NOTIFY_URL"}, "json": {}}), ctx)
+    assert result.outcome == "succeeded"
+    assert Handler.seen[0]["path"] == "/services/T0KEN-s3cret"
+    log = harness.log_text()
+    assert log.startswith(f"[hookrunner] POST {server}/... ($NOTIFY_URL)\n"), log
+    assert "s3cret" not in log
 
 
 async def test_body_is_sent_as_is(harness, server: str) -> None:
