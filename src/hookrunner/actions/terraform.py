@@ -83,8 +83,25 @@ def build_env(base: Mapping[str, str], variables: Mapping[str, Any], workspace: 
     for name, value in variables.items():
         if not VAR_NAME.match(name):
             raise ActionError(f"terraform: invalid variable name {name!r}")
-        env[f"TF_VAR_{name}"] = stringify(value)
+        env[f"TF_VAR_{name}"] = stringify(_escape_templates(value) if _complex(value) else value)
     return env
+
+
+def _complex(value: Any) -> bool:
+    return isinstance(value, Mapping | list | tuple)
+
+
+def _escape_templates(value: Any) -> Any:
+    """A list or object var reaches Terraform as an HCL expression (its JSON text), where a
+    string's `${...}` and `%{...}` would be evaluated: `$${` and `%%{` keep them literal, as
+    a payload value must stay. A plain string var is taken as is (and must not be escaped)."""
+    if isinstance(value, str):
+        return value.replace("${", "$${").replace("%{", "%%{")
+    if isinstance(value, Mapping):
+        return {k: _escape_templates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escape_templates(v) for v in value]
+    return value
 
 
 def command_argv(binary: str, command: str, var_files: list[Path]) -> list[str]:

@@ -159,3 +159,30 @@ async def test_a_failed_init_names_terraforms_error(harness, tfdir: Path) -> Non
     assert result.reason == "init: exit 1 (Missing name for resource)", result.reason
     log = harness.log_text()
     assert "Error: Missing name for resource" in log and "\n\n" in log  # output as it came
+
+
+COMPLEX_TF = """
+variable "l" { type = list(string) }
+variable "m" { type = map(string) }
+variable "a" { type = any }
+variable "s" { type = string }
+output "l" { value = var.l }
+output "m" { value = var.m }
+output "a" { value = var.a }
+output "s" { value = var.s }
+"""
+
+
+async def test_payload_strings_in_list_and_object_vars_are_never_evaluated(harness) -> None:
+    """A list or object var is an HCL expression to Terraform: `${...}` in its strings would
+    run (`${1+1}` became "2"); they arrive as the literal text, as in a plain string var."""
+    d = harness.root / "terraform" / "complex"
+    d.mkdir(parents=True)
+    (d / "main.tf").write_text(COMPLEX_TF)
+    values = {"l": ["${1+1}", "%{ if true }T%{ endif }", "$${x}", 'q"b\\c\nd'],
+              "m": {"k": "${path.module}", "k2": '${upper("v")}'},
+              "a": {"n": [1, {"z": "${2*3}"}]}, "s": '${file("/etc/passwd")}'}
+    result = await TF.run({"dir": "terraform/complex", "command": "apply", "vars": values},
+                          harness.ctx())
+    assert result.outcome == "succeeded", harness.log_text()
+    assert result.outputs["outputs"] == values
