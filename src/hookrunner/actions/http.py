@@ -106,8 +106,10 @@ class HttpRunner:
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
         url = resolve_url(rendered.get("url"), ctx.env)
         source = rendered.get("url")
-        from_env = isinstance(source, Mapping)
-        shown = redacted(url, path=not from_env) + (f" (${source['env']})" if from_env else "")
+        if isinstance(source, Mapping):
+            shown = f"{redacted(url, path=False)} (${source.get('env')})"
+        else:
+            shown = redacted(url)
         if not _valid(url):
             raise ActionError(f"http: not an http(s) URL: {shown}")
         method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()
