@@ -29,6 +29,7 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from hookrunner import bounds
 from hookrunner.errors import ConfigError, TemplateError
 from hookrunner.fastclause import DICT_ATTRS, compile_fast
 
@@ -37,17 +38,11 @@ __all__ = [
     "compile_template", "render_tree", "to_plain",
 ]
 
-MAX_REPEAT = 1_000_000  # largest string/list a template may build with `*` (memory guard)
-MAX_POWER = 10_000  # largest exponent for `**` (a huge int is a CPU guard)
 MAX_DIGITS = 4300  # Python writes no longer int (sys.get_int_max_str_digits): JSON, argv, ...
 _MAX_INT = 10**MAX_DIGITS - 1
 _SINGLE_EXPR = re.compile(r"^\{\{-?(.*?)-?\}\}$", re.DOTALL)
-_REFUSED_GLOBALS = ("cycler", "joiner", "lipsum")  # useless here, and classic escape footholds
-
-
-@functools.lru_cache(maxsize=1024)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+# Useless here, and classic footholds: escapes, or (namespace) a value doubled in a loop.
+_REFUSED_GLOBALS = ("cycler", "joiner", "lipsum", "namespace")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -66,12 +61,12 @@ def _text(value: Any) -> str | None:
 
 def _test_match(value: Any, pattern: str) -> bool:
     text = _text(value)
-    return text is not None and _regex(pattern).match(text) is not None
+    return text is not None and bounds.regex_find(pattern, text, anchored=True)
 
 
 def _test_search(value: Any, pattern: str) -> bool:
     text = _text(value)
-    return text is not None and _regex(pattern).search(text) is not None
+    return text is not None and bounds.regex_find(pattern, text, anchored=False)
 
 
 def _test_glob(value: Any, pattern: str) -> bool:
@@ -89,19 +84,17 @@ def _test_in_cidr(value: Any, net: str | list[str]) -> bool:
 
 
 class _Environment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    # Intercepted, so each is checked (hookrunner.bounds); `%` also is never folded at compile
+    # time then (`'%999999999d' % 1` built a gigabyte in `check`).
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        # The sandbox bounds `range()` but not `'x' * 10**12`: bound repetition and powers.
-        if operator == "**" and isinstance(right, int) and abs(right) > MAX_POWER:
-            raise SecurityError(f"exponent {right} is too large")
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(n, int) and (
-                    len(seq) * n > MAX_REPEAT
-                ):
-                    raise SecurityError("repetition result is too large")
+        bounds.check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        bounds.check_call(__obj, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # `payload.ref` on a JSON object: the sandbox tries the attribute first and reaches
@@ -176,6 +169,8 @@ def _make_env() -> _Environment:
     )
     env.tests.update(match=_test_match, search=_test_search, glob=_test_glob,
                      in_cidr=_test_in_cidr)
+    env.filters.update(bounds.bounded_filters(env.filters))
+    env.globals["range"] = bounds.bounded_range
     for name in _REFUSED_GLOBALS:
         env.globals.pop(name, None)
     return env
@@ -255,10 +250,10 @@ def _check_call(node: nodes.Filter | nodes.Test) -> None:
     arg = node.args[0].value
     try:
         if node.name in ("match", "search") and isinstance(arg, str):
-            _regex(arg)
+            bounds.compile_regex(arg)
         elif node.name == "in_cidr" and isinstance(arg, str):
             _network(arg)
-    except (re.error, ValueError) as exc:
+    except bounds.REGEX_ERRORS as exc:
         raise ConfigError(f"bad argument to {kind} {node.name!r}: {exc}") from None
 
 
@@ -319,8 +314,12 @@ def _context_for(fn: TemplateExpression, scope: Mapping[str, Any]) -> Context:
 def _run(fn: TemplateExpression, scope: Mapping[str, Any]) -> Context:
     """Render `fn` in the scope's shared context; its variables hold the results."""
     context = _context_for(fn, scope)
-    for _ in fn._template.root_render_func(context):
-        pass
+    token = bounds.start_render()
+    try:
+        for _ in fn._template.root_render_func(context):
+            pass
+    finally:
+        bounds.end_render(token)
     return context
 
 
@@ -392,10 +391,13 @@ class Template:
         if self._native is not None:
             return _call(self._native, scope, self.source, plain=True)
         assert self._template is not None
+        token = bounds.start_render()
         try:
             return self._template.render(scope)
         except Exception as exc:
             raise _render_error(exc, self.source) from None
+        finally:
+            bounds.end_render(token)
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"

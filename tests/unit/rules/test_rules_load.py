@@ -345,3 +345,14 @@ def test_non_finite_numbers_are_errors_at_their_line() -> None:
             run: {http: {url: "http://x", json: {a: .inf, b: 1.5, c: -.Inf, d: .NaN}}}
         """))
     assert errors == [f"r.yaml:8: {v!r} is not a finite number" for v in (".inf", "-.Inf", ".NaN")]
+
+
+def test_yaml_aliases_that_expand_past_the_bound_are_an_error_not_a_stall() -> None:
+    lines = ['l0: &l0 ["a", "b", "c", "d", "e", "f", "g", "h", "i", "{{ payload.a }}"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 8)]
+    errors = errors_of({"r.yaml": "\n".join(lines) + "\n"})
+    assert errors == ["r.yaml:0: the file holds more than 200000 values once its YAML aliases "
+                      "(*name) are expanded"], errors
+    # A few aliases, as people use them (shared settings), are fine.
+    ruleset = load_rules_text({"r.yaml": "hooks:\n  a: &v {verify: none}\n  b: *v\n"})
+    assert sorted(ruleset.hooks) == ["a", "b"]

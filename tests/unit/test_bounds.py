@@ -1,0 +1,67 @@
+"""What a template may build: each way of turning a small payload into a huge string, number,
+loop or regex search is refused before it runs, with a reason; ordinary uses still work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hookrunner.errors import TemplateError
+from hookrunner.templating import compile_expression, compile_template
+
+BIG = 2_000_000_000
+
+
+@pytest.mark.parametrize(("text", "scope", "why"), [
+    ("{{ p.s | center(p.w) }}", {"s": "a", "w": BIG}, "center"),
+    ("{{ p.s.center(p.w) }}", {"s": "a", "w": BIG}, "center"),
+    ("{{ p.s.ljust(p.w) }}{{ p.s.zfill(p.w) }}", {"s": "a", "w": BIG}, "too large"),
+    ("{{ p.s | replace('a', 'a' * 1000000) }}", {"s": "a" * 2000}, "replace"),
+    ("{{ p.s.replace('a', p.r) }}", {"s": "a" * 2000, "r": "b" * 1000}, "replace"),
+    ("{{ (['a' * 1000000] * 1000) | join }}", {}, "join"),
+    ("{{ ''.join(['a' * 1000000] * 1000) }}", {}, "join"),
+    ("{{ p.s | indent(p.w) }}", {"s": "a\n" * 1000, "w": 100000}, "indent"),
+    ("{{ ('%' ~ p.w ~ 'd') | format(1) }}", {"w": BIG}, "width"),
+    ("{{ '%999999999d' % 1 }}", {}, "width"),
+    ("{{ '%*d' % (p.w, 1) }}", {"w": BIG}, "'*' width"),
+    ("{{ '{:>999999999}'.format(1) }}", {}, "width"),
+    ("{{ '{:{}}'.format(1, p.w) }}", {"w": BIG}, "nested"),
+    ("{{ ((p.b ** 10000) ** p.e) > 0 }}", {"b": 10, "e": 1000}, "**"),
+    ("{{ p.b ** p.e }}", {"b": 10, "e": 100000}, "**"),
+    ("{{ [1] | batch(p.n, 0) | list }}", {"n": BIG}, "batch"),
+    ("{% for i in range(p.n) %}{% for j in range(p.n) %}{% endfor %}{% endfor %}x",
+     {"n": 20000}, "loops take more than"),
+    ("{% set ns = namespace(s='a') %}{{ ns.s }}", {}, "namespace"),
+    ("{{ p.s is match('(a|aa)+$') }}", {"s": "a" * 40 + "!"}, "regular expression took longer"),
+    ("{{ p.s is search(p.re) }}", {"s": "a" * 40 + "!", "re": "(a|aa)+$"}, "took longer"),
+])
+def test_what_would_be_too_large_or_too_slow_is_refused(text: str, scope: dict[str, Any],
+                                                       why: str) -> None:
+    with pytest.raises(TemplateError, match=r"refused by the sandbox|undefined") as info:
+        compile_template(text).render({"p": scope})
+    assert why in str(info.value), info.value
+
+
+def test_a_constant_format_is_not_built_when_the_rule_is_compiled() -> None:
+    """Jinja folds constants at compile time: `check` itself built a gigabyte here."""
+    condition = compile_expression("'%999999999d' % 1 != ''")  # compiles at once, builds nothing
+    with pytest.raises(TemplateError, match="width"):
+        condition.render({})
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("{{ p.s | center(9) }}", "ab".center(9)),
+    ("{{ p.s.rjust(4, '0') }}", "00ab"),
+    ("{{ p.l | join(',') }}", "a,b,c"),
+    ("{{ '%05.1f' % 3.14159 }}", "003.1"),
+    ("{{ '{:>4}'.format(p.s) }}", "  ab"),
+    ("{{ 2 ** 64 }}", 18446744073709551616),
+    ("{% for i in range(3) %}{% for j in range(2) %}{{ i }}{{ j }} {% endfor %}{% endfor %}",
+     "00 01 10 11 20 21 "),
+    ("{{ p.l | batch(2) | list }}", [["a", "b"], ["c"]]),
+    ("{{ p.s | replace('a', 'xx') }}", "xxb"),
+    ("{{ p.s is match('a+b$') }}", True),
+])
+def test_ordinary_uses_still_work(text: str, shown: Any) -> None:
+    assert compile_template(text).render({"p": {"s": "ab", "l": ["a", "b", "c"]}}) == shown
