@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, MappingView
 from typing import Any
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.environment import TemplateExpression
 from jinja2.exceptions import SecurityError
 from jinja2.parser import Parser
@@ -214,7 +214,19 @@ def to_plain(value: Any) -> Any:
 
 # ---- static checks, so `hookrunner check` catches escapes before anything renders ----
 
+# Statements a rule's template has no use for: there are no template files to include,
+# import or extend, and a recursive macro can double a string at each call.
+_REFUSED_STATEMENTS = {
+    nodes.Include: "{% include %}", nodes.Import: "{% import %}",
+    nodes.FromImport: "{% from ... import %}", nodes.Extends: "{% extends %}",
+    nodes.Macro: "{% macro %}", nodes.CallBlock: "{% call %}",
+}
+
+
 def _check_tree(tree: nodes.Node) -> None:
+    for kind, statement in _REFUSED_STATEMENTS.items():
+        if isinstance(tree, kind) or next(tree.find_all(kind), None) is not None:
+            raise ConfigError(f"{statement} is not available in rules")
     kinds = (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test, nodes.Const)
     for node in [tree, *tree.find_all(kinds)]:  # find_all skips the root itself
         if (isinstance(node, nodes.Const) and isinstance(node.value, float)
@@ -239,22 +251,50 @@ def _check_tree(tree: nodes.Node) -> None:
             _check_call(node)
 
 
+_OUR_TESTS = ("match", "search", "glob", "in_cidr")
+
+
 def _check_call(node: nodes.Filter | nodes.Test) -> None:
     kind = "filter" if isinstance(node, nodes.Filter) else "test"
     known = ENV.filters if kind == "filter" else ENV.tests
     if node.name not in known:
         raise ConfigError(f"unknown {kind} {node.name!r}")
-    # A constant regex or network is checked now rather than on the first delivery.
-    if not node.args or not isinstance(node.args[0], nodes.Const):
+    if isinstance(node, nodes.Filter):
+        _check_constant(node)
+    if node.name not in _OUR_TESTS:
         return
-    arg = node.args[0].value
+    if len(node.args) != 1 or node.kwargs or node.dyn_args or node.dyn_kwargs:
+        what = "a network (or a list of them)" if node.name == "in_cidr" else "a pattern"
+        raise ConfigError(f"test {node.name!r} takes one argument: {what}")
+    # A constant pattern or network is checked now rather than on the first delivery.
     try:
-        if node.name in ("match", "search") and isinstance(arg, str):
+        arg = node.args[0].as_const()
+    except nodes.Impossible:
+        return
+    try:
+        if node.name == "in_cidr":
+            nets = arg if isinstance(arg, list | tuple) else [arg]
+            if not nets or not all(isinstance(n, str) for n in nets):
+                raise ValueError("expected a network or a list of networks, as strings")
+            for net in nets:
+                _network(net)
+        elif not isinstance(arg, str):
+            raise ValueError(f"expected a string, got {type(arg).__name__}")
+        elif node.name != "glob":
             bounds.compile_regex(arg)
-        elif node.name == "in_cidr" and isinstance(arg, str):
-            _network(arg)
     except bounds.REGEX_ERRORS as exc:
         raise ConfigError(f"bad argument to {kind} {node.name!r}: {exc}") from None
+
+
+def _check_constant(node: nodes.Filter) -> None:
+    """A filter of constants is computed when the template is compiled: a result that cannot
+    be written back as Python (`'nan' | float`) made every render fail with a NameError."""
+    try:
+        value = node.as_const()
+    except Exception:  # Impossible, or the filter refusing these constants: left to render
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{value} is not a finite number (JSON has no such value)")
 
 
 def _syntax_error(exc: jinja2.TemplateSyntaxError, text: str) -> ConfigError:
@@ -342,10 +382,23 @@ def _call(
 
 # ---- compiled objects (the `Compiled` protocol of rules.model) ----
 
+def _names(tree: nodes.Node) -> frozenset[str]:
+    """The names a template or expression reads from its scope (not its own `set`/`for`
+    variables, nor globals such as `range`): the rules loader checks them against the scope."""
+    template = tree if isinstance(tree, nodes.Template) else nodes.Template(
+        [nodes.Output([tree], lineno=1)], lineno=1)
+    template.set_environment(ENV)
+    names = set(meta.find_undeclared_variables(template))
+    # `self` is Jinja's reference to the template itself: never a value of a delivery.
+    names.update(n.name for n in tree.find_all(nodes.Name) if n.name == "self")
+    return frozenset(names)
+
+
 class Constant:
     """A string with no Jinja in it: rendered as is."""
 
     __slots__ = ("source",)
+    names: frozenset[str] = frozenset()
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -361,7 +414,7 @@ class Template:
     """A string with Jinja in it; renders to a string, or to a native value if it is a single
     `{{ expr }}`."""
 
-    __slots__ = ("_native", "_template", "source")
+    __slots__ = ("_native", "_template", "names", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -370,6 +423,7 @@ class Template:
         except jinja2.TemplateSyntaxError as exc:
             raise _syntax_error(exc, source) from None
         _check_tree(tree)
+        self.names = _names(tree)
         self._native: TemplateExpression | None = None
         self._template: jinja2.Template | None = None
         m = _SINGLE_EXPR.match(source)
@@ -485,12 +539,13 @@ def _truth(value: Any, source: str) -> bool:
 class Expression:
     """A compiled `when` expression."""
 
-    __slots__ = ("_clauses", "_fn", "_joiner", "source")
+    __slots__ = ("_clauses", "_fn", "_joiner", "names", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         tree = _parse_expression(source)
         _check_tree(tree)
+        self.names = _names(tree)
         self._fn = _compile_node(tree)
         self._clauses: tuple[Clause, ...] | None = None
         self._joiner: str | None = None

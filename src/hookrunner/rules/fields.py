@@ -11,13 +11,35 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from hookrunner.errors import ConfigError
-from hookrunner.rules.model import Source, When
+from hookrunner.rules.model import SCOPE_NAMES, Source, When
 from hookrunner.rules.yamlsrc import LineDict, LineList, line_of
-from hookrunner.templating import Constant, Template, compile_expression, compile_template
+from hookrunner.templating import Constant, Expression, Template, compile_expression
+from hookrunner.templating import compile_template as _compile_template
 from hookrunner.units import parse_duration, parse_size
 
 T = TypeVar("T")
 WHEN_GROUPS = ("all", "any", "not")
+
+
+def _known_names(compiled: Constant | Template | Expression) -> None:
+    """A name outside the scope is a typo (`paylaod.ref`): it would be undefined on every
+    delivery, so the rule would never match or its runs would always fail."""
+    unknown = sorted(compiled.names.difference(SCOPE_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown name {unknown[0]!r}; a template sees "
+                          f"{', '.join(SCOPE_NAMES)}")
+
+
+def compile_template(text: str) -> Constant | Template:
+    compiled = _compile_template(text)
+    _known_names(compiled)
+    return compiled
+
+
+def _compile_when(text: str) -> Expression:
+    compiled = compile_expression(text)
+    _known_names(compiled)
+    return compiled
 
 
 @dataclass
@@ -167,7 +189,7 @@ def when(ctx: Ctx, parent: Any, key: Any) -> When | None:
     value, src = parent[key], ctx.source(parent, key)
     if isinstance(value, str):
         try:
-            return When("expr", src, expr=compile_expression(value))
+            return When("expr", src, expr=_compile_when(value))
         except ConfigError as exc:
             ctx.error(parent, (key,), f"when: {exc.message}")
             return None

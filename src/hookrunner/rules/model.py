@@ -17,6 +17,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_MAX_BODY = 1024 * 1024  # 1 MiB, per the contract
 
 
+# The names every `when` and template of a rule sees (rules.match.build_scope makes them).
+SCOPE_NAMES = ("payload", "headers", "query", "event", "hook", "delivery_id", "received_at")
+
+
 @dataclass(frozen=True)
 class Source:
     file: str

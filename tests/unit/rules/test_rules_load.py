@@ -106,6 +106,30 @@ ERROR_CASES = [
      "    timeout: 1s\n    timeout: 2s\n", "r.yaml:9: duplicate key 'timeout' (first written "
      "at line 8)"),
     ("yaml syntax", "rules: [\n", "r.yaml:5: YAML syntax error"),
+    # Templates that could never work are refused here, not on every delivery.
+    ("a misspelt name in when", "rules:\n  - name: a\n    hook: gh\n    when: paylaod.ref == 'x'\n"
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when: unknown name 'paylaod'; a template sees "
+     "payload, headers, query, event, hook, delivery_id, received_at"),
+    ("a misspelt name in run", "rules:\n  - name: a\n    hook: gh\n"
+     "    run: {shell: {argv: [x, '{{ self.r }}']}}\n", "r.yaml:7: rule 'a': run.shell.argv[1]: "
+     "unknown name 'self'"),
+    ("include", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x, \"{% include 'f' %}\"]}}\n",
+     "r.yaml:7: rule 'a': run.shell.argv[1]: {% include %} is not available in rules"),
+    ("macro", "rules:\n  - name: a\n    hook: gh\n"
+     "    run: {shell: {argv: [x, '{% macro m() %}{% endmacro %}']}}\n",
+     "r.yaml:7: rule 'a': run.shell.argv[1]: {% macro %} is not available in rules"),
+    ("a test without its argument", "rules:\n  - name: a\n    hook: gh\n"
+     "    when: payload.ref is match\n    run: {shell: {argv: [x]}}\n",
+     "r.yaml:7: when: test 'match' takes one argument: a pattern"),
+    ("a pattern that is not a string", "rules:\n  - name: a\n    hook: gh\n"
+     "    when: payload.ref is match(1)\n    run: {shell: {argv: [x]}}\n",
+     "r.yaml:7: when: bad argument to test 'match': expected a string, got int"),
+    ("a bad network in a list", "rules:\n  - name: a\n    hook: gh\n"
+     "    when: headers.ip is in_cidr(['10.0.0.0/8', 'bogus'])\n    run: {shell: {argv: [x]}}\n",
+     "r.yaml:7: when: bad argument to test 'in_cidr'"),
+    ("a constant that is not a finite number", "rules:\n  - name: a\n    hook: gh\n"
+     "    run: {shell: {argv: [x, \"{{ 'nan' | float }}\"]}}\n",
+     "r.yaml:7: rule 'a': run.shell.argv[1]: nan is not a finite number"),
 ]
 
 

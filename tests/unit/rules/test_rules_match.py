@@ -73,7 +73,7 @@ def test_when_forms(when: str, matched: bool) -> None:
     "when",
     [
         "when: payload.nothing == 1\n",
-        "when: nothing\n",
+        "when: query.nothing\n",
         'when:\n  all:\n    - event == "push"\n    - payload.nothing\n',
         "when: payload.ref.upper.x\n",
     ],
