@@ -18,6 +18,8 @@ from hookrunner.errors import ActionError, ConfigError
 
 KIND = "http"
 KEYS = ("url", "method", "headers", "json", "body")
+URL_ENV = "url_env"  # where `url: {env: NAME}` goes (see _env_ref)
+HEADERS_ENV = "headers_env"  # where `headers: {X: {env: NAME}}` go
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_METHOD = "POST"
 RESPONSE_LOG_CAP = 64 * 1024  # bytes of the response body copied into the run log
@@ -28,14 +30,30 @@ SCHEMES = ("http", "https")
 def normalize_http(raw: Any) -> dict[str, Any]:
     spec_ = spec.check_mapping(raw, KIND)
     spec.check_keys(spec_, KIND, KEYS)
-    out: dict[str, Any] = {"url": _url_spec(spec_)}
+    out: dict[str, Any] = {}
+    url = spec_.get("url")
+    if isinstance(url, Mapping):
+        out[URL_ENV] = _env_ref(url, "http.url", ("url",))
+    else:
+        out["url"] = spec.required_str(spec_, "url", KIND)
     method = (spec.optional_str(spec_, "method", KIND) or DEFAULT_METHOD).upper()
     if method not in METHODS:
         raise ConfigError(f"http.method must be one of {', '.join(METHODS)}", path=("method",))
     out["method"] = method
-    headers = spec.str_map(spec_, "headers", KIND, names=HEADER_NAME)
-    if headers is not None:
-        out["headers"] = headers
+    headers = spec_.get("headers")
+    if isinstance(headers, Mapping):
+        # Template values as any other strings; `{env: NAME}` ones apart (see _env_ref).
+        templates = {k: v for k, v in headers.items() if not isinstance(v, Mapping)}
+        plain = spec.str_map({"headers": templates}, "headers", KIND, names=HEADER_NAME)
+        refs = spec.str_map({"headers": {k: _env_ref(v, f"http.headers.{k}", ("headers", k))
+                                         for k, v in headers.items() if k not in templates}},
+                            "headers", KIND, names=HEADER_NAME)
+        if plain:
+            out["headers"] = plain
+        if refs:
+            out[HEADERS_ENV] = refs
+    elif headers is not None:
+        spec.str_map(spec_, "headers", KIND)  # says what is wrong with it
     if "json" in spec_ and "body" in spec_:
         raise ConfigError("http: give 'json' or 'body', not both", path=("body",))
     if "json" in spec_:
@@ -45,26 +63,32 @@ def normalize_http(raw: Any) -> dict[str, Any]:
     return out
 
 
-def _url_spec(raw: Mapping[str, Any]) -> str | dict[str, str]:
-    """A URL template, or `{env: NAME}`: a URL kept out of the rules (it often holds a token)."""
-    value = raw.get("url")
-    if not isinstance(value, Mapping):
-        return spec.required_str(raw, "url", KIND)
-    name = value.get("env")
-    if set(value) != {"env"} or not isinstance(name, str) or not spec.ENV_NAME.match(name):
-        raise ConfigError("http.url must be a string or {env: NAME}", path=("url",))
-    return {"env": name}
+def _env_ref(value: Any, where: str, path: tuple[str, ...]) -> str:
+    """`{env: NAME}` -> NAME: a value kept out of the rules (a token, a token-bearing URL),
+    read from the action's environment (`serve --pass-env NAME`) when the run starts. Kept
+    under keys of their own (URL_ENV, HEADERS_ENV), which no template writes: a payload
+    rendering `{"env": "X"}` into `url` cannot make the run read a variable."""
+    name = value.get("env") if isinstance(value, Mapping) else None
+    if not isinstance(value, Mapping) or set(value) != {"env"} or not isinstance(name, str) \
+            or not spec.ENV_NAME.match(name):
+        raise ConfigError(f"{where} must be a string or {{env: NAME}}", path=path)
+    return name
 
 
-def resolve_url(value: Any, env: Mapping[str, str]) -> str:
-    """The rendered `url`; `{env: NAME}` is read from the action's environment (`--pass-env`)."""
-    if not isinstance(value, Mapping):
-        return stringify(value)
-    name = stringify(value.get("env"))
-    url = env.get(name, "")
-    if not url:
-        raise ActionError(f"http: url: {name} is not set in the action's environment "
+def from_env(name: Any, env: Mapping[str, str], where: str) -> str:
+    found = env.get(stringify(name), "")
+    if not found:
+        raise ActionError(f"http: {where}: {name} is not set in the action's environment "
                           f"(serve --pass-env {name})")
+    return found
+
+
+def resolve_url(rendered: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    if URL_ENV in rendered:
+        return from_env(rendered[URL_ENV], env, "url")
+    url = rendered.get("url")
+    if not isinstance(url, str):  # a template that gave an object, say
+        raise ActionError(f"http: url must be a string, got {type(url).__name__}")
     return url
 
 
@@ -104,10 +128,9 @@ class HttpRunner:
         return None
 
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
-        url = resolve_url(rendered.get("url"), ctx.env)
-        source = rendered.get("url")
-        if isinstance(source, Mapping):
-            shown = f"{redacted(url, path=False)} (${source.get('env')})"
+        url = resolve_url(rendered, ctx.env)
+        if URL_ENV in rendered:
+            shown = f"{redacted(url, path=False)} (${rendered[URL_ENV]})"
         else:
             shown = redacted(url)
         if not _valid(url):
@@ -115,6 +138,8 @@ class HttpRunner:
         method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()
         # Values as UTF-8 (a payload's `é` is no reason to fail); CR/LF is still refused.
         headers = {k: stringify(v).encode() for k, v in (rendered.get("headers") or {}).items()}
+        headers.update({k: from_env(v, ctx.env, f"header {k}").encode()
+                        for k, v in (rendered.get(HEADERS_ENV) or {}).items()})
         for name, value in headers.items():
             if b"\r" in value or b"\n" in value or b"\0" in value:  # never quote it: a token
                 raise ActionError(f"http: header {name} holds a line break or NUL")

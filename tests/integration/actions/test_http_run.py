@@ -70,10 +70,15 @@ async def test_post_json_succeeds_and_logs_the_answer(harness, server: str) -> N
 async def test_a_url_kept_in_the_environment_is_logged_without_its_path(harness, server: str) -> None:
     """`{env: NOTIFY_URL}` holds a secret URL: Slack's and Teams' tokens are in the path."""
     ctx = harness.ctx()
-    ctx = dataclasses.replace(ctx, env={**ctx.env, "NOTIFY_URL": f"{server}/services/T0KEN-s3cret"})
-    result = await HTTP.run(HTTP.normalize({"url": {"env": "NOTIFY_URL"}, "json": {}}), ctx)
+    ctx = dataclasses.replace(ctx, env={**ctx.env, "NOTIFY_URL": f"{server}/services/T0KEN-s3cret",
+                                        "API_TOKEN": "Bearer tok-s3cret"})
+    spec = HTTP.normalize({"url": {"env": "NOTIFY_URL"}, "json": {},
+                           "headers": {"Authorization": {"env": "API_TOKEN"}, "X-Run": "1"}})
+    result = await HTTP.run(spec, ctx)
     assert result.outcome == "succeeded"
     assert Handler.seen[0]["path"] == "/services/T0KEN-s3cret"
+    assert Handler.seen[0]["headers"]["Authorization"] == "Bearer tok-s3cret"
+    assert Handler.seen[0]["headers"]["X-Run"] == "1"
     log = harness.log_text()
     assert log.startswith(f"[hookrunner] POST {server}/... ($NOTIFY_URL)\n"), log
     assert "s3cret" not in log
