@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -12,12 +14,13 @@ import httpx
 
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
+from hookrunner.actions.paths import confine
 from hookrunner.actions.process import deadline_for, format_seconds
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
 
 KIND = "http"
-KEYS = ("url", "method", "headers", "json", "body")
+KEYS = ("url", "method", "headers", "json", "body", "ca")
 URL_ENV = "url_env"  # where `url: {env: NAME}` goes (see _env_ref)
 HEADERS_ENV = "headers_env"  # where `headers: {X: {env: NAME}}` go
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -60,7 +63,25 @@ def normalize_http(raw: Any) -> dict[str, Any]:
         out["json"] = spec_["json"]
     if "body" in spec_:
         out["body"] = spec.scalar_str(spec_["body"], ("body",), "http.body")
+    ca = spec.optional_str(spec_, "ca", KIND)
+    if ca is not None:
+        if "{{" in ca or "{%" in ca:
+            raise ConfigError("http.ca is the path of a CA bundle, not a template", path=("ca",))
+        out["ca"] = ca
     return out
+
+
+def trust(ca: Any, root: Path) -> ssl.SSLContext | bool:
+    """The certificates an https answer must chain to: the system's, or `ca` (a PEM bundle;
+    a relative path is under --root) for an internal CA."""
+    if not ca:
+        return True
+    path = Path(stringify(ca))
+    path = path if path.is_absolute() else confine(root, str(path))
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise ActionError(f"http: ca: cannot load {ca}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _env_ref(value: Any, where: str, path: tuple[str, ...]) -> str:
@@ -152,7 +173,8 @@ class HttpRunner:
 
         loop = asyncio.get_running_loop()
         deadline = deadline_for(ctx)
-        request = asyncio.ensure_future(_request(method, url, kwargs, ctx))
+        verify = trust(rendered.get("ca"), ctx.root)
+        request = asyncio.ensure_future(_request(method, url, kwargs, verify, ctx))
         canceller = asyncio.ensure_future(ctx.cancel.wait())
         try:
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
@@ -171,10 +193,12 @@ class HttpRunner:
         return request.result()
 
 
-async def _request(method: str, url: str, kwargs: dict[str, Any], ctx: RunContext) -> RunResult:
+async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SSLContext | bool,
+                   ctx: RunContext) -> RunResult:
     try:
         async with (
-            httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=False) as client,
+            httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=False,
+                              verify=verify) as client,
             client.stream(method, url, **kwargs) as response,
         ):
             ctx.log.note(f"HTTP {response.status_code} {response.reason_phrase}".rstrip())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -146,3 +148,32 @@ async def test_header_values_go_as_utf8_and_an_invalid_one_is_a_clear_failure(
         await HTTP.run({"url": f"{server}/ok", "headers": {"X-Val": "a\r\nX-In: 1 s3cret"}},
                        harness.ctx(name="two"))
     assert "s3cret" not in str(info.value)
+
+
+@pytest.fixture
+def tls_server(tmp_path) -> Iterator[tuple[str, str]]:
+    """An https server whose certificate no system CA signed (an internal service)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    Handler.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"https://127.0.0.1:{httpd.server_address[1]}", str(cert)
+    httpd.shutdown()
+    httpd.server_close()
+
+
+async def test_an_internal_ca_is_trusted_when_the_rule_names_its_bundle(harness, tls_server) -> None:
+    url, cert = tls_server
+    refused = await HTTP.run(HTTP.normalize({"url": f"{url}/ok"}), harness.ctx(name="system"))
+    assert refused.outcome == "failed" and "CERTIFICATE_VERIFY_FAILED" in refused.reason
+    trusted = await HTTP.run(HTTP.normalize({"url": f"{url}/ok", "ca": cert}), harness.ctx(name="ca"))
+    assert trusted.outcome == "succeeded", harness.log_text("ca")
+    with pytest.raises(ActionError, match="ca: cannot load"):
+        await HTTP.run(HTTP.normalize({"url": f"{url}/ok", "ca": "/nonexistent.pem"}), harness.ctx())

@@ -53,3 +53,10 @@ def test_a_url_template_that_renders_an_object_is_not_an_env_reference() -> None
 def test_unset_env_url_names_the_variable_and_the_flag(env: dict[str, str]) -> None:
     with pytest.raises(ActionError, match=r"NOTIFY_URL is not set .*--pass-env NOTIFY_URL"):
         resolve_url({URL_ENV: "NOTIFY_URL"}, env)
+
+
+def test_ca_is_a_path_not_a_template() -> None:
+    assert normalize_http({"url": "https://x", "ca": "certs/internal.pem"})["ca"] == "certs/internal.pem"
+    with pytest.raises(ConfigError, match="not a template") as info:
+        normalize_http({"url": "https://x", "ca": "{{ payload.ca }}"})
+    assert info.value.path == ("ca",)
