@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, MappingView
 from typing import Any
 
 import jinja2
-from jinja2 import meta, nodes
+from jinja2 import nodes
 from jinja2.environment import TemplateExpression
 from jinja2.exceptions import SecurityError
 from jinja2.parser import Parser
@@ -383,15 +383,16 @@ def _call(
 # ---- compiled objects (the `Compiled` protocol of rules.model) ----
 
 def _names(tree: nodes.Node) -> frozenset[str]:
-    """The names a template or expression reads from its scope (not its own `set`/`for`
-    variables, nor globals such as `range`): the rules loader checks them against the scope."""
-    template = tree if isinstance(tree, nodes.Template) else nodes.Template(
-        [nodes.Output([tree], lineno=1)], lineno=1)
-    template.set_environment(ENV)
-    names = set(meta.find_undeclared_variables(template))
-    # `self` is Jinja's reference to the template itself: never a value of a delivery.
-    names.update(n.name for n in tree.find_all(nodes.Name) if n.name == "self")
-    return frozenset(names)
+    """The names a template or expression reads from its scope: the rules loader checks them
+    against the scope. A name the template itself assigns anywhere (`set`, a `for` target,
+    `with`) is its own, even where Jinja would find it unset on some path (`{% if %}{% set z
+    %}{% endif %}{{ z | default('') }}`); globals (`range`, `dict`) and `loop` are Jinja's."""
+    found = list(tree.find_all(nodes.Name))
+    if isinstance(tree, nodes.Name):
+        found.append(tree)
+    stored = {n.name for n in found if n.ctx in ("store", "param")}
+    loaded = {n.name for n in found if n.ctx == "load"}
+    return frozenset(loaded - stored - set(ENV.globals) - {"loop"})
 
 
 class Constant:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -380,3 +381,22 @@ def test_yaml_aliases_that_expand_past_the_bound_are_an_error_not_a_stall() -> N
     # A few aliases, as people use them (shared settings), are fine.
     ruleset = load_rules_text({"r.yaml": "hooks:\n  a: &v {verify: none}\n  b: *v\n"})
     assert sorted(ruleset.hooks) == ["a", "b"]
+
+
+@pytest.mark.parametrize("template", [
+    "{% if payload.a %}{% set z = payload.a %}{% endif %}{{ z | default('none') }}",
+    "{% if payload.a %}{% set z = 1 %}{% else %}{% set z = 2 %}{% endif %}{{ z }}",
+    "{% if payload.a %}{% set z = 1 %}{% endif %}{{ z is defined }}",
+    "{% for c in payload.commits %}{{ loop.index }}:{{ c.id }} {% endfor %}",
+    "{% for k, v in payload.items() if v %}{{ k }}{% else %}none{% endfor %}",
+    "{% set x %}{{ hook }}{% endset %}{% with y = x %}{{ y }}{% endwith %}",
+    "{{ range(3) | list }}{{ dict(a=1) }}{{ received_at }}{{ delivery_id }}",
+])
+def test_names_a_template_assigns_itself_are_not_unknown(template: str) -> None:
+    ruleset = load_rules_text({"r.yaml": HOOK + textwrap.dedent(f"""
+        rules:
+          - name: a
+            hook: gh
+            run: {{shell: {{argv: [x, {json.dumps(template)}]}}}}
+        """)})
+    assert [r.name for r in ruleset.rules] == ["a"]
