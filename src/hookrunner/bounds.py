@@ -15,7 +15,7 @@ import functools
 import math
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import regex
@@ -23,12 +23,13 @@ from jinja2.exceptions import SecurityError
 
 MAX_TEXT = 1_000_000  # longest string or list a template may build, in characters or items
 MAX_INT_BITS = 64 * 1024  # largest integer a template may compute (~19,700 digits)
-MAX_ITERATIONS = 1_000_000  # range() items over one render (nested loops multiply)
+MAX_ITERATIONS = 1_000_000  # loop steps over one render (nested loops multiply)
 REGEX_TIMEOUT = 0.05  # seconds one `match`/`search` may take
 _CACHED_PATTERN = 1000  # longer patterns (a payload may choose one) are compiled, not cached
 
-_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("hookrunner_range_budget")
-_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("hookrunner_loop_budget")
+STEPS = "hookrunner_steps"  # the global every `{% for %}` iterates through (see templating)
+CONCAT = "hookrunner_concat"  # the global every `a ~ b` becomes
 
 
 def _refuse(what: str) -> SecurityError:
@@ -40,13 +41,36 @@ def _check_size(n: int, what: str) -> None:
         raise _refuse(what)
 
 
+def _weight(value: Any) -> int:
+    """About how many characters `value` is as text: strings their length, containers their
+    items' weight (walked only until past MAX_TEXT), anything else a number's worth."""
+    total, todo = 0, [value]
+    while todo and total <= MAX_TEXT:
+        item = todo.pop()
+        if isinstance(item, str | bytes):
+            total += len(item) + 2
+        elif isinstance(item, list | tuple):
+            total += 2 + len(item)
+            todo.extend(item)
+        elif isinstance(item, dict):
+            total += 2 + 2 * len(item)
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        else:
+            total += 8
+    return total
+
+
 # ---- operators ----
 
 def check_binop(operator: str, left: Any, right: Any) -> None:
     if operator == "*":
         for seq, n in ((left, right), (right, left)):
-            if isinstance(seq, str | list | tuple) and isinstance(n, int):
-                _check_size(len(seq) * n, "the repetition's result")
+            if isinstance(seq, str | bytes | list | tuple) and isinstance(n, int) and n > 1:
+                # A list's weight, not its length: `['x' * 10**6] * 10**6` is a terabyte of
+                # text once written out, though a million items.
+                _check_size((len(seq) if isinstance(seq, str | bytes) else _weight(seq)) * n,
+                            "the repetition's result")
     elif (operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0
           and abs(left) > 1 and right * math.log2(abs(left)) > MAX_INT_BITS):
         # |left| ** right has about right * log2|left| bits: refuse before computing it.
@@ -56,12 +80,33 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
 
 
 def _check_percent_format(fmt: str) -> None:
-    for width, precision in _PERCENT_SPEC.findall(fmt):
-        for n in (width, precision):
-            if n == "*":
+    """Each `%` conversion's width and precision, read as CPython does: a `%(key)` may hold
+    nested parentheses, so a regex cannot find where the key ends."""
+    i, end = 0, len(fmt)
+    while (i := fmt.find("%", i)) != -1:
+        i += 1
+        if i < end and fmt[i] == "(":
+            depth = 1
+            i += 1
+            while i < end and depth:
+                depth += {"(": 1, ")": -1}.get(fmt[i], 0)
+                i += 1
+        while i < end and fmt[i] in "#0- +":
+            i += 1
+        for _ in ("width", "precision"):
+            start = i
+            while i < end and (fmt[i].isdigit() or fmt[i] == "*"):
+                i += 1
+            number = fmt[start:i]
+            if "*" in number:
                 raise SecurityError("a '*' width in a % format is not allowed")
-            if n and int(n) > MAX_TEXT:
-                raise _refuse(f"a width of {n}")
+            if number and int(number) > MAX_TEXT:
+                raise _refuse(f"a width of {number}")
+            if i < end and fmt[i] == ".":
+                i += 1
+            else:
+                break
+        i += 1  # the conversion character (a `%%` included)
 
 
 def _check_format_string(fmt: str) -> None:
@@ -87,10 +132,10 @@ def _width_arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str, pos:
 
 
 def check_call(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """A call of a bound `str` method from a template (`'x'.center(10 ** 9)`). The sandbox
-    hands out `str.format` wrapped; the bound method is the wrapper's `__wrapped__`."""
+    """A call of a bound `str` (or `bytes`) method from a template (`'x'.center(10 ** 9)`).
+    The sandbox hands out `str.format` wrapped; the bound method is its `__wrapped__`."""
     owner = getattr(getattr(obj, "__wrapped__", obj), "__self__", None)
-    if not isinstance(owner, str):
+    if not isinstance(owner, str | bytes):
         return
     name = getattr(obj, "__name__", "")
     if name in ("center", "ljust", "rjust", "zfill"):
@@ -100,19 +145,24 @@ def check_call(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> No
     elif name == "expandtabs":
         size = _width_arg(args, kwargs, "tabsize")
         if isinstance(size, int):
-            _check_size(owner.count("\t") * size + len(owner), "expandtabs()")
+            tabs = owner.count("\t") if isinstance(owner, str) else owner.count(b"\t")
+            _check_size(tabs * size + len(owner), "expandtabs()")
     elif name == "replace" and len(args) >= 2:
         _check_replace(owner, args[0], args[1], args[2] if len(args) > 2 else -1)
     elif name == "join" and args:
         _check_join(owner, args[0])
-    elif name in ("format", "format_map"):
+    elif name in ("format", "format_map") and isinstance(owner, str):
         _check_format_string(owner)
+    elif name == "translate" and args and isinstance(args[0], dict):
+        longest = max((_weight(v) for v in args[0].values()), default=1)
+        _check_size(len(owner) * longest, "translate()'s result")
 
 
 def _check_replace(text: Any, old: Any, new: Any, count: Any = -1) -> None:
-    if not (isinstance(text, str) and isinstance(old, str) and isinstance(new, str)):
+    if not (isinstance(text, str | bytes) and type(old) is type(text) and type(new) is type(text)):
         return
-    hits = text.count(old) if old else len(text) + 1
+    same_kind: Any = text  # str with str, bytes with bytes (checked just above)
+    hits = same_kind.count(old) if old else len(text) + 1
     if isinstance(count, int) and count >= 0:
         hits = min(hits, count)
     _check_size(len(text) + hits * (len(new) - len(old)), "replace()'s result")
@@ -121,10 +171,10 @@ def _check_replace(text: Any, old: Any, new: Any, count: Any = -1) -> None:
 def _check_join(separator: Any, items: Any) -> None:
     if not isinstance(items, list | tuple):
         return  # a generator: bounded by what it is drawn from
-    sep = len(separator) if isinstance(separator, str) else 0
+    sep = len(separator) if isinstance(separator, str | bytes) else 0
     total = sep * max(0, len(items) - 1)
     for item in items:
-        total += len(item) if isinstance(item, str) else 16
+        total += _weight(item)
         _check_size(total, "join()'s result")
 
 
@@ -154,8 +204,22 @@ def _replace(eval_ctx: Any, value: Any, old: Any, new: Any, count: Any = None) -
 
 
 def _join(eval_ctx: Any, value: Any, d: Any = "", attribute: Any = None) -> None:
-    if attribute is None:
-        _check_join(d, value)
+    if attribute is not None and isinstance(value, list | tuple):
+        path = str(attribute).split(".")
+        value = [_item_at(v, path) for v in value]
+    _check_join(d, value)
+
+
+def _item_at(value: Any, path: list[str]) -> Any:
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _wordwrap(environment: Any, s: Any, width: Any = 79, break_long_words: Any = True,
+              wrapstring: Any = None, *_: Any, **__: Any) -> None:
+    if isinstance(s, str) and isinstance(wrapstring, str) and isinstance(width, int):
+        _check_size(len(s) + (len(s) // max(1, width) + 1) * len(wrapstring), "wordwrap()")
 
 
 def _format(value: Any, *args: Any, **kwargs: Any) -> None:
@@ -175,7 +239,7 @@ def _slice(value: Any, slices: Any, fill_with: Any = None) -> None:
 
 _FILTER_CHECKS: dict[str, Callable[..., None]] = {
     "center": _center, "indent": _indent, "replace": _replace, "join": _join,
-    "format": _format, "batch": _batch, "slice": _slice,
+    "format": _format, "batch": _batch, "slice": _slice, "wordwrap": _wordwrap,
 }
 
 
@@ -188,7 +252,7 @@ def bounded_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
 # ---- loops ----
 
 def start_render() -> contextvars.Token[list[int]]:
-    """A fresh range() budget for one render; `end_render(token)` afterwards."""
+    """A fresh loop budget for one render; `end_render(token)` afterwards."""
     return _budget.set([MAX_ITERATIONS])
 
 
@@ -196,18 +260,35 @@ def end_render(token: contextvars.Token[list[int]]) -> None:
     _budget.reset(token)
 
 
-def bounded_range(*args: int) -> range:
-    """`range()` charged against the render's budget: two nested `range(100000)` loops are
-    10 ** 10 iterations, though each range is within the sandbox's own bound."""
-    rng = range(*args)
-    budget = _budget.get(None)
-    if budget is not None:
-        budget[0] -= len(rng)
+def steps(iterable: Any) -> Iterator[Any]:
+    """What a `{% for %}` loops over, each item charged against the render's budget: two
+    nested loops over 100,000 items are 10 ** 10 steps, though each list is small enough."""
+    budget = _budget.get(None) or [MAX_ITERATIONS]
+    for item in iterable:
+        budget[0] -= 1
         if budget[0] < 0:
             raise SecurityError(f"the template's loops take more than {MAX_ITERATIONS} steps")
-    elif len(rng) > MAX_ITERATIONS:
-        raise SecurityError(f"range() of more than {MAX_ITERATIONS} items")
-    return rng
+        yield item
+
+
+def concat(*parts: Any) -> str:
+    """`a ~ b ~ ...`, as Jinja writes it (each part as text), refused past MAX_TEXT."""
+    texts = [p if isinstance(p, str) else str(p) for p in parts]
+    _check_size(sum(map(len, texts)), "the joined text (~)")
+    return "".join(texts)
+
+
+def joined(pieces: Iterable[str]) -> str:
+    """A render's output pieces, joined, refused once past MAX_TEXT (each piece is bounded,
+    but a loop can yield a million of them)."""
+    out: list[str] = []
+    total = 0
+    for piece in pieces:
+        total += len(piece)
+        if total > MAX_TEXT:
+            raise _refuse("the rendered text")
+        out.append(piece)
+    return "".join(out)
 
 
 # ---- regular expressions (the `match` and `search` tests) ----

@@ -19,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping, MappingView
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import jinja2
 from jinja2 import nodes
@@ -28,6 +28,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from hookrunner import bounds
 from hookrunner.errors import ConfigError, TemplateError
@@ -170,7 +171,8 @@ def _make_env() -> _Environment:
     env.tests.update(match=_test_match, search=_test_search, glob=_test_glob,
                      in_cidr=_test_in_cidr)
     env.filters.update(bounds.bounded_filters(env.filters))
-    env.globals["range"] = bounds.bounded_range
+    env.globals[bounds.STEPS] = bounds.steps
+    env.globals[bounds.CONCAT] = bounds.concat
     for name in _REFUSED_GLOBALS:
         env.globals.pop(name, None)
     return env
@@ -214,8 +216,34 @@ def to_plain(value: Any) -> Any:
 
 # ---- static checks, so `hookrunner check` catches escapes before anything renders ----
 
+class _Bounded(NodeTransformer):
+    """Rewrites a parsed template before it is compiled, so the checks of hookrunner.bounds
+    see what no sandbox hook does: each `{% for x in items %}` iterates
+    `hookrunner_steps(items)` (one budget step per item), and each `a ~ b` is
+    `hookrunner_concat(a, b)` (a doubling `~` in a loop is refused past the size bound)."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = nodes.Call(nodes.Name(bounds.STEPS, "load"), [node.iter], [], None, None,
+                               lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return nodes.Call(nodes.Name(bounds.CONCAT, "load"), list(node.nodes), [], None, None,
+                          lineno=node.lineno)
+
+
+_N = TypeVar("_N", bound=nodes.Node)
+
+
+def _bound(tree: _N) -> _N:
+    """The tree, rewritten (a root `a ~ b` becomes a call: an expression either way)."""
+    return cast(_N, _Bounded().visit(tree))
+
+
 # Statements a rule's template has no use for: there are no template files to include,
-# import or extend, and a recursive macro can double a string at each call.
+# import or extend, and a recursive macro or loop can double a string at each call.
 _REFUSED_STATEMENTS = {
     nodes.Include: "{% include %}", nodes.Import: "{% import %}",
     nodes.FromImport: "{% from ... import %}", nodes.Extends: "{% extends %}",
@@ -227,6 +255,8 @@ def _check_tree(tree: nodes.Node) -> None:
     for kind, statement in _REFUSED_STATEMENTS.items():
         if isinstance(tree, kind) or next(tree.find_all(kind), None) is not None:
             raise ConfigError(f"{statement} is not available in rules")
+    if any(loop.recursive for loop in tree.find_all(nodes.For)):
+        raise ConfigError("{% for ... recursive %} is not available in rules")
     kinds = (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test, nodes.Const)
     for node in [tree, *tree.find_all(kinds)]:  # find_all skips the root itself
         if (isinstance(node, nodes.Const) and isinstance(node.value, float)
@@ -316,7 +346,7 @@ def _parse_expression(text: str) -> nodes.Expr:
 
 
 def _compile_node(expr: nodes.Expr) -> TemplateExpression:
-    body = [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)]
+    body = [nodes.Assign(nodes.Name("result", "store"), _bound(expr), lineno=1)]
     try:
         template = ENV.from_string(nodes.Template(body, lineno=1))
     except jinja2.TemplateSyntaxError as exc:  # e.g. an unknown filter
@@ -434,7 +464,7 @@ class Template:
             self._native = _compile_node(_parse_expression(m.group(1)))
             return  # compiling costs ~0.5 ms: only the form that will render
         try:
-            self._template = ENV.from_string(tree)
+            self._template = ENV.from_string(_bound(tree))
         except jinja2.TemplateSyntaxError as exc:
             raise _syntax_error(exc, source) from None
 
@@ -448,7 +478,8 @@ class Template:
         assert self._template is not None
         token = bounds.start_render()
         try:
-            return self._template.render(scope)
+            context = self._template.new_context(dict(scope))
+            return bounds.joined(self._template.root_render_func(context))
         except Exception as exc:
             raise _render_error(exc, self.source) from None
         finally:
@@ -504,6 +535,7 @@ _LEFT = "hookrunner_left"  # the template variable holding a clause's left opera
 
 def _compile_clause(node: nodes.Expr) -> tuple[TemplateExpression, bool]:
     """The clause as a template that also stores its left operand (if it has one)."""
+    node = _bound(node)
     holder = _left_holder(node)
     if holder is None:
         return _compile_node(node), False

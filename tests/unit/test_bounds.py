@@ -33,6 +33,20 @@ BIG = 2_000_000_000
     ("{% for i in range(p.n) %}{% for j in range(p.n) %}{% endfor %}{% endfor %}x",
      {"n": 20000}, "loops take more than"),
     ("{% set ns = namespace(s='a') %}{{ ns.s }}", {}, "namespace"),
+    # Found in review: loops over anything, weight rather than length, and other amplifiers.
+    ("{% for a in p.xs %}{% for b in p.xs %}{% endfor %}{% endfor %}x", {"xs": [0] * 3000},
+     "loops take more than"),
+    ("{% for i in [0] * 50000 %}{% for j in [0] * 50000 %}{% endfor %}{% endfor %}", {},
+     "loops take more than"),
+    ("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", {}, "rendered text"),
+    ("{{ ['x' * 1000000] * 1000000 }}", {}, "repetition"),
+    ("{{ ([[0] * 1000000] * 60000) | join }}", {}, "too large"),
+    ("{{ ([{'a': 'x' * 1000000}] * 2000) | join(attribute='a') }}", {}, "join"),
+    ("{% set a = 'x' * 1000000 %}{% set a = a ~ a %}{{ a | length }}", {}, "(~)"),
+    ("{{ ('x' * 1000000).translate({120: 'y' * 1000000}) }}", {}, "translate"),
+    ("{{ ('x' * 100000) | wordwrap(1, true, 'y' * 1000) }}", {}, "wordwrap"),
+    ("{{ 'x'.encode().center(2000000000) }}", {}, "center"),
+    ("{{ '%(a(b)c)999999999s' % {'a(b)c': 1} }}", {}, "width"),
     ("{{ p.s is match('(a|aa)+$') }}", {"s": "a" * 40 + "!"}, "regular expression took longer"),
     ("{{ p.s is search(p.re) }}", {"s": "a" * 40 + "!", "re": "(a|aa)+$"}, "took longer"),
 ])
@@ -62,6 +76,10 @@ def test_a_constant_format_is_not_built_when_the_rule_is_compiled() -> None:
     ("{{ p.l | batch(2) | list }}", [["a", "b"], ["c"]]),
     ("{{ p.s | replace('a', 'xx') }}", "xxb"),
     ("{{ p.s is match('a+b$') }}", True),
+    ("{{ '%s-%s' % (p.s, 1) }}{{ '%(x)05d' % {'x': 7} }}{{ '100%% %s' % 'ok' }}", "ab-100007100% ok"),
+    ("{{ p.s ~ '-' ~ p.l | join('+') }}", "ab-a+b+c"),
+    ("{% for c in p.l %}{{ loop.index }}{{ c }}{% endfor %}", "1a2b3c"),
+    ("{{ p.l | map('upper') | join }}", "ABC"),
 ])
 def test_ordinary_uses_still_work(text: str, shown: Any) -> None:
     assert compile_template(text).render({"p": {"s": "ab", "l": ["a", "b", "c"]}}) == shown
