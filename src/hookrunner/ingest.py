@@ -89,13 +89,13 @@ def plan_runs(
     The explanations are returned as stored: with secret header and query values hidden."""
     results = evaluate(ruleset, hook_id, scope)
     runs = [_new_run(r.rule, delivery_id, scope, now, default_timeout) for r in results if r.matched]
-    matches = [r.to_json() for r in results]
-    # Only a condition that names `headers` or `query` can show one of their values.
-    if any("headers" in c["source"] or "query" in c["source"]
-           for m in matches for c in m["conditions"]):
-        hook = ruleset.hooks.get(hook_id)
-        secrets = secret_values([*scope["headers"].items(), *scope["query"].items()],
-                                hook.secret_headers if hook is not None else ())
+    matches = [r.to_json() for r in results]  # secret-named reads are hidden there
+    # The verifier's own headers need not be named like secrets (a `token` hook's `X-Shared`):
+    # their values are hidden by text wherever a condition showed one.
+    hook = ruleset.hooks.get(hook_id)
+    if hook is not None and hook.secret_headers and any(
+            "headers" in c["source"] for m in matches for c in m["conditions"]):
+        secrets = secret_values(scope["headers"].items(), hook.secret_headers)
         matches = [hide_values(m, secrets) for m in matches]
     return matches, runs
 

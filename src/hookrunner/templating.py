@@ -33,6 +33,7 @@ from jinja2.visitor import NodeTransformer
 from hookrunner import bounds
 from hookrunner.errors import ConfigError, TemplateError
 from hookrunner.fastclause import DICT_ATTRS, compile_fast
+from hookrunner.redact import secret_key
 
 __all__ = [
     "ENV", "MISSING", "Clause", "Constant", "Expression", "Template", "compile_expression",
@@ -497,6 +498,40 @@ class _Missing:
 MISSING: Any = _Missing()  # the value of an undefined left operand, in explanations
 
 
+_REQUEST = ("headers", "query")
+_LOOKUPS = ("get", "get_all")  # `headers.get("X-Api-Key")`: the key is the call's argument
+
+
+def reads_secret(tree: nodes.Node) -> bool:
+    """Whether an expression may show a secret header or query value: it reads one named like
+    a secret (`headers["X-Api-Key"]`, `query.token`, `headers.get("Authorization")`), a key
+    it computes (`headers[payload.k]`), or the whole `headers`/`query`. Its explanation is
+    then stored without values: whatever it derived (`.split(' ')[1]`, `| lower`, `[:8]`)
+    could be the secret or part of it."""
+    parents: dict[int, nodes.Node] = {}
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        for child in node.iter_child_nodes():
+            parents[id(child)] = node
+            todo.append(child)
+    for name in [tree, *tree.find_all(nodes.Name)]:
+        if not isinstance(name, nodes.Name) or name.name not in _REQUEST:
+            continue
+        parent = parents.get(id(name))
+        key: Any = None
+        if isinstance(parent, nodes.Getattr) and parent.node is name:
+            key = parent.attr
+            call = parents.get(id(parent))
+            if key in _LOOKUPS and isinstance(call, nodes.Call) and call.node is parent:
+                key = call.args[0].value if call.args and isinstance(call.args[0], nodes.Const) else None
+        elif isinstance(parent, nodes.Getitem) and parent.node is name:
+            key = parent.arg.value if isinstance(parent.arg, nodes.Const) else None
+        if not isinstance(key, str) or secret_key(key):
+            return True
+    return False
+
+
 class Clause:
     """One top-level `and`/`or` operand of a condition, evaluated alone for explanations.
 
@@ -504,10 +539,11 @@ class Clause:
     one render yields both the truth and the left side's value (two renders cost twice).
     The commonest forms are decided without rendering (see fastclause)."""
 
-    __slots__ = ("_fast", "_fn", "_has_left", "source")
+    __slots__ = ("_fast", "_fn", "_has_left", "reads_secret", "source")
 
     def __init__(self, source: str, node: nodes.Expr) -> None:
         self.source = source
+        self.reads_secret = reads_secret(node)
         self._fast = compile_fast(node, ENV.tests)  # before _compile_clause rewrites `node`
         self._fn, self._has_left = _compile_clause(node)
 

@@ -254,3 +254,24 @@ def test_a_function_is_never_rendered_as_a_value(source: str) -> None:
     """A payload key naming a dict method must fail the run, not print a memory address."""
     with pytest.raises(TemplateError, match="is a function, not a value"):
         compile_template(source).render({"payload": {"key": "items"}})
+
+
+@pytest.mark.parametrize(("source", "secret"), [
+    ('headers["X-GitHub-Event"] == "push"', False),
+    ('query.env == "prod"', False),
+    ('headers.get("X-Event") == 1', False),
+    ('payload.a == 1 and event == "push"', False),
+    ('headers.authorization.split(" ")[1] == "x"', True),
+    ('headers["Authorization"] | replace("Bearer ", "")', True),
+    ('headers["X-Api-Key"] | lower == "k"', True),
+    ("query.token[:12]", True),
+    ('headers.get("X-Api-Key") == 1', True),
+    ("headers[payload.k]", True),  # a computed key: could be any header
+    ('"token" in query', True),  # the whole query
+    ("headers", True),
+])
+def test_which_conditions_read_a_secret_value(source: str, secret: bool) -> None:
+    """Their stored explanation keeps the result but not the value (rules.match)."""
+    from hookrunner.templating import _parse_expression, reads_secret
+
+    assert reads_secret(_parse_expression(source)) is secret

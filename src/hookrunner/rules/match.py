@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hookrunner.errors import TemplateError
+from hookrunner.redact import REDACTED
 from hookrunner.rules.model import Rule, Ruleset, When
 from hookrunner.templating import Expression, Scope, describe, render_tree
 from hookrunner.verify.base import Headers
@@ -66,10 +67,16 @@ class ConditionResult:
     value: str = ""  # the left side's value (or the operand's own), JSON-ish: `"refs/heads/dev"`
     error: str | None = None
     within: str = ""  # enclosing when groups, e.g. `any > not`; "" at the top
+    hidden: bool = False  # it reads a secret header or query value (templating.reads_secret)
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "result": self.result, "value": self.value,
-                "error": self.error, "within": self.within}
+        """As stored with the delivery: a hidden condition keeps its result, not its value."""
+        value, error = self.value, self.error
+        if self.hidden:
+            value = REDACTED
+            error = None if error is None else f"{REDACTED} (the condition reads a secret value)"
+        return {"source": self.source, "result": self.result, "value": value,
+                "error": error, "within": self.within}
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,10 @@ class RuleResult:
     error: str | None = None  # why the verdict could not be reached (then matched is False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"rule": self.rule.name, "matched": self.matched, "error": self.error,
+        error = self.error
+        if error is not None and any(c.hidden for c in self.conditions):
+            error = f"{REDACTED} (a condition reads a secret value)"
+        return {"rule": self.rule.name, "matched": self.matched, "error": error,
                 "conditions": [c.to_json() for c in self.conditions]}
 
 
@@ -130,9 +140,11 @@ def _judge(when: When, scope: Mapping[str, Any], within: str, out: list[Conditio
         for clause in when.expr.clauses():
             try:
                 result, value = clause.evaluate(scope)
-                out.append(ConditionResult(clause.source, result, describe(value), None, within))
+                out.append(ConditionResult(clause.source, result, describe(value), None, within,
+                                           clause.reads_secret))
             except TemplateError as exc:
-                out.append(ConditionResult(clause.source, None, "", str(exc), within))
+                out.append(ConditionResult(clause.source, None, "", str(exc), within,
+                                           clause.reads_secret))
         verdict = when.expr.verdict([c.result for c in out[first:]])
         return when.expr.test(scope) if verdict is None else verdict
     inner = f"{within} > {when.kind}" if within else when.kind
