@@ -121,6 +121,8 @@ def _finalize(value: Any) -> Any:
     JSON's other values print as JSON (`true`, `null`, `{"a": 1}`), as they do where a
     whole-value template becomes an argument (`actions.values.stringify`), rather than as
     Python's `True`, `None`, `{'a': 1}`."""
+    if type(value) is str:  # the commonest by far: past the checks below (~0.6 us)
+        return value
     if value is None or isinstance(value, bool | dict | list) or _sequence_like(value):
         return _JSON.encode(to_plain(value))
     if isinstance(value, int):

@@ -97,8 +97,8 @@ def _escape_templates(value: Any) -> Any:
     a payload value must stay. A plain string var is taken as is (and must not be escaped)."""
     if isinstance(value, str):
         return value.replace("${", "$${").replace("%{", "%%{")
-    if isinstance(value, Mapping):
-        return {k: _escape_templates(v) for k, v in value.items()}
+    if isinstance(value, Mapping):  # a quoted key is a template too
+        return {_escape_templates(str(k)): _escape_templates(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_escape_templates(v) for v in value]
     return value

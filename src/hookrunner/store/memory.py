@@ -139,6 +139,8 @@ class MemoryStore:
             return
         r.exit_code, r.reason, r.outputs = result.exit_code, result.reason, dict(result.outputs)
         r.lease_expires = None
+        if result.outcome != "canceled" or result.retry_at is not None:
+            r.superseded_by = None  # replaced only if the cancel is how it ended
         if result.retry_at is not None:
             r.status, r.next_attempt_at, r.lease_owner = "queued", result.retry_at, None
         else:

@@ -180,7 +180,7 @@ async def test_payload_strings_in_list_and_object_vars_are_never_evaluated(harne
     d.mkdir(parents=True)
     (d / "main.tf").write_text(COMPLEX_TF)
     values = {"l": ["${1+1}", "%{ if true }T%{ endif }", "$${x}", 'q"b\\c\nd'],
-              "m": {"k": "${path.module}", "k2": '${upper("v")}'},
+              "m": {"k": "${path.module}", "k2": '${upper("v")}', "${1+1}": "key"},
               "a": {"n": [1, {"z": "${2*3}"}]}, "s": '${file("/etc/passwd")}'}
     result = await TF.run({"dir": "terraform/complex", "command": "apply", "vars": values},
                           harness.ctx())

@@ -260,6 +260,19 @@ async def test_replace_cancels_the_running_run(store: Store) -> None:
     assert (run_b.status, run_b.superseded_by) == ("skipped", c)
     await finish(store, a, outcome="canceled")
     assert [r.id for r in await store.claim("n2", 5, LEASE, T0 + 6)] == [c]
+    run_a = await store.get_run(a)
+    assert run_a is not None and (run_a.status, run_a.superseded_by) == ("canceled", c)
+
+
+async def test_a_replaced_run_that_finished_first_names_no_replacement(store: Store) -> None:
+    """The cancel came too late: it succeeded, and says nothing about being replaced."""
+    a = await enqueue(store, "k", "replace")
+    await store.claim("n1", 5, LEASE, T0)
+    await enqueue(store, "k", "replace")
+    await store.claim("n2", 5, LEASE, T0)
+    await finish(store, a, outcome="succeeded")
+    run_a = await store.get_run(a)
+    assert run_a is not None and (run_a.status, run_a.superseded_by) == ("succeeded", None)
 
 
 async def test_coalesce_runs_only_the_newest_waiting(store: Store) -> None:

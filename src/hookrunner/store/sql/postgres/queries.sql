@@ -115,13 +115,15 @@ WHERE run_id = %(run_id)s AND node = %(node)s AND status = 'running';
 
 -- name: finish_run
 UPDATE runs SET status = %(outcome)s, exit_code = %(exit_code)s, reason = %(reason)s,
-                outputs = %(outputs)s::jsonb, finished_at = %(finished_at)s, lease_expires = NULL
+                outputs = %(outputs)s::jsonb, finished_at = %(finished_at)s, lease_expires = NULL,
+                -- replaced (see flag_cancel) only if the cancel is how it ended
+                superseded_by = CASE WHEN %(outcome)s = 'canceled' THEN superseded_by END
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s;
 
 -- name: requeue_run
 UPDATE runs SET status = 'queued', exit_code = %(exit_code)s, reason = %(reason)s,
                 outputs = %(outputs)s::jsonb, next_attempt_at = %(retry_at)s,
-                lease_owner = NULL, lease_expires = NULL
+                lease_owner = NULL, lease_expires = NULL, superseded_by = NULL
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s;
 
 -- name: expired

@@ -98,13 +98,15 @@ WHERE run_id = :run_id AND node = :node AND status = 'running';
 
 -- name: finish_run
 UPDATE runs SET status = :outcome, exit_code = :exit_code, reason = :reason,
-                outputs = :outputs, finished_at = :finished_at, lease_expires = NULL
+                outputs = :outputs, finished_at = :finished_at, lease_expires = NULL,
+                -- replaced (see flag_cancel) only if the cancel is how it ended
+                superseded_by = CASE WHEN :outcome = 'canceled' THEN superseded_by END
 WHERE id = :run_id AND status = 'running' AND lease_owner = :node;
 
 -- name: requeue_run
 UPDATE runs SET status = 'queued', exit_code = :exit_code, reason = :reason,
                 outputs = :outputs, next_attempt_at = :retry_at, lease_owner = NULL,
-                lease_expires = NULL
+                lease_expires = NULL, superseded_by = NULL
 WHERE id = :run_id AND status = 'running' AND lease_owner = :node;
 
 -- name: expired
