@@ -265,7 +265,10 @@ def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[st
         ctx.warn(spec, (name,), f"hook {hook_id!r} uses verifier 'none': anyone who can reach "
                  "it can trigger its rules")
     try:
-        return name, VERIFIERS[name](options, secrets)
+        verifier = VERIFIERS[name](options, secrets)
+        for warning in getattr(verifier, "config_warnings", ()):
+            ctx.warn(options, ("tolerance",), f"hook {hook_id!r}: verify.{name}: {warning}")
+        return name, verifier
     except ConfigError as exc:
         ctx.error(options, exc.path, f"hook {hook_id!r}: verify.{name}: {exc.message}")
     except (TypeError, ValueError) as exc:  # a factory that did not expect this input

@@ -84,6 +84,23 @@ def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Any:
     data.extend(loader.construct_object(child, deep=True) for child in node.value)
 
 
+class WrittenInt(int):
+    """An int that YAML read from other text than its own digits (`0123` is 83, `0x1F` 31,
+    `12_345` 12345): where the text matters (a secret), the loader can tell."""
+
+    written: str
+
+    def __new__(cls, value: int, written: str) -> WrittenInt:
+        self = super().__new__(cls, value)
+        self.written = written
+        return self
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> Any:
+    value = yaml.SafeLoader.construct_yaml_int(loader, node)
+    return value if node.value == str(value) else WrittenInt(value, node.value)
+
+
 def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> Any:
     value = yaml.SafeLoader.construct_yaml_float(loader, node)
     if not math.isfinite(value):  # `.inf`, `.nan`: JSON, the stores and actions have none
@@ -96,6 +113,7 @@ def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> Any:
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 _Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 # YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans, which
 # would turn `retry: {on: [failed]}` into the key True.

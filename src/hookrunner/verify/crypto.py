@@ -175,14 +175,18 @@ def option_tolerance(options: Mapping[str, Any], default: float = DEFAULT_TOLERA
     return tolerance
 
 
-def option_window(options: Mapping[str, Any]) -> tuple[str | None, float]:
-    """`timestamp_header` and `tolerance` of a scheme where the timestamp is optional: a
-    tolerance alone would look like replay protection while nothing checks it."""
+WINDOW_WITHOUT_TIMESTAMP = ("tolerance has no effect without timestamp_header: nothing "
+                            "refuses a replayed request (name the header with the sender's "
+                            "timestamp)")
+
+
+def option_window(options: Mapping[str, Any]) -> tuple[str | None, float, tuple[str, ...]]:
+    """`timestamp_header` and `tolerance` of a scheme where the timestamp is optional, and
+    a warning where a tolerance alone would look like replay protection while nothing checks
+    it (a warning: configurations written before it was noticed still load)."""
     header = option_str(options, "timestamp_header")
-    if header is None and "tolerance" in options:
-        raise ConfigError("tolerance: has no effect without timestamp_header (name the header "
-                          "that carries the sender's timestamp)", path=("tolerance",))
-    return header, option_tolerance(options)
+    warnings = (WINDOW_WITHOUT_TIMESTAMP,) if header is None and "tolerance" in options else ()
+    return header, option_tolerance(options), warnings
 
 
 def option_str(

@@ -36,6 +36,7 @@ class HmacVerifier(LearnsNothing):
     timestamp_header: str | None = None
     tolerance: float = crypto.DEFAULT_TOLERANCE
     timestamp_separator: bytes = b"."  # signed text is "{timestamp}{separator}{body}"
+    config_warnings: tuple[str, ...] = ()  # for `check` (see rules.load)
 
     @property
     def secret_headers(self) -> tuple[str, ...]:
@@ -69,7 +70,7 @@ def hmac(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
     prefix = options.get("prefix") or ""
     if not isinstance(prefix, str):
         raise ConfigError("prefix: expected a string", path=("prefix",))
-    header, tolerance = crypto.option_window(options)
+    header, tolerance, warnings = crypto.option_window(options)
     return HmacVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),
         header=cast(str, crypto.option_str(options, "header")),
@@ -83,6 +84,7 @@ def hmac(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
         prefix=prefix,
         timestamp_header=header,
         tolerance=tolerance,
+        config_warnings=warnings,
     )
 
 

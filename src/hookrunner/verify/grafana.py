@@ -19,11 +19,12 @@ def grafana(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
     check_options(
         options, ("secret", "header", "timestamp_header", "tolerance"), required=("secret",)
     )
-    timestamp_header, tolerance = crypto.option_window(options)
+    timestamp_header, tolerance, warnings = crypto.option_window(options)
     return HmacVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),
         header=cast(str, crypto.option_str(options, "header", DEFAULT_HEADER)),
         timestamp_header=timestamp_header,
         tolerance=tolerance,
         timestamp_separator=b":",
+        config_warnings=warnings,
     )

@@ -82,11 +82,13 @@ def _resolve_one(value: Any, key: str, root: Path | None) -> list[bytes]:
     if isinstance(value, bool) or value is None:
         raise ConfigError(f"{key}: expected {{env: NAME}}, {{file: PATH}} or a string",
                           path=(key,))
-    if isinstance(value, int | float):
-        # YAML reads 0123 as 83, 0x1F as 31 and 12_345 as 12345: the text written is gone,
-        # and a secret silently different from it would refuse every request.
-        raise ConfigError(f"{key}: a number; write a literal secret as a quoted string "
-                          "(YAML reads some digits as a different number)", path=(key,))
+    if isinstance(value, float) or getattr(value, "written", None) is not None:
+        # YAML reads 0123 as 83, 0x1F as 31 and 12_345 as 12345: a secret silently different
+        # from what was written would refuse every request.
+        raise ConfigError(f"{key}: YAML reads this as a number, not as the text written; "
+                          "quote a literal secret", path=(key,))
+    if isinstance(value, int):
+        return [str(value).encode()]  # all digits, as written (`secret: 12345678`)
     if isinstance(value, str):
         if not value:
             raise ConfigError(f"{key}: the secret is empty", path=(key,))

@@ -157,7 +157,8 @@ HOOK_ERROR_CASES = [
     ("an option of none", "  h:\n    verify: {none: {foo: 1}}\n",
      "r.yaml:3: hook 'h': verify.none: unknown option 'foo'; this verifier takes no options"),
     ("an unquoted number as a secret", "  h:\n    verify:\n      token: {secret: 0123}\n",
-     "r.yaml:4: hook 'h': verify.token: secret: a number; write a literal secret as a quoted string"),
+     "r.yaml:4: hook 'h': verify.token: secret: YAML reads this as a number, not as the text "
+     "written; quote a literal secret"),
     ("unknown verifier", "  h:\n    verify:\n      pgp: {}\n",
      "r.yaml:4: hook 'h': unknown verifier 'pgp'; expected one of:"),
     ("verifier option", "  h:\n    verify:\n      hmac:\n        secret: x\n        header: X-S\n"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from hookrunner.errors import ConfigError
+from hookrunner.rules.yamlsrc import WrittenInt
 from hookrunner.verify.secrets import is_literal, resolve_secret
 
 
@@ -61,18 +62,20 @@ def test_empty_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_literal_and_list_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOOKRUNNER_TEST_SECRET", "new")
-    assert resolve_secret(["old", {"env": "HOOKRUNNER_TEST_SECRET"}, "0123"]) == [
+    assert resolve_secret(["old", {"env": "HOOKRUNNER_TEST_SECRET"}, "0123", 12345678]) == [
         b"old",
         b"new",
         b"0123",
+        b"12345678",  # all digits, written as they are read: kept (older configs have these)
     ]
 
 
-@pytest.mark.parametrize("number", [83, 31, 12345, 1.5])  # what YAML made of 0123, 0x1F, 12_345
-def test_an_unquoted_number_is_refused_not_silently_changed(number: float) -> None:
-    with pytest.raises(ConfigError, match="quoted string") as info:
+@pytest.mark.parametrize("number", [WrittenInt(83, "0123"), WrittenInt(31, "0x1F"),
+                                    WrittenInt(12345, "12_345"), 1.5])
+def test_a_number_yaml_read_differently_is_refused_not_silently_changed(number: float) -> None:
+    with pytest.raises(ConfigError, match="quote a literal secret") as info:
         resolve_secret(["ok", number])
-    assert info.value.path == ("secret", 1) and str(number) not in info.value.message
+    assert info.value.path == ("secret", 1) and str(number) not in info.value.message.split(": ", 1)[1]
 
 
 def test_error_in_a_list_names_its_index() -> None:
