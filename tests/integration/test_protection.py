@@ -90,10 +90,11 @@ def test_a_rate_limited_hook_answers_429_with_retry_after(direct: Server) -> Non
     # 1/m: the next token is about a minute away.
     assert 1 <= int(r.headers["Retry-After"]) <= 60
     assert _post(direct, "limited").status_code == 429
-    # Logged as the other refusals, but a flood is not a line per request.
+    # Logged as the other refusals, but a flood is not a line per request: the first at once,
+    # the next only a second later (two here only if this machine took that long between).
     refused = [line for line in direct.output().splitlines()
                if "delivery.rejected" in line and "rate limited" in line]
-    assert len(refused) == 1 and "hook=limited" in refused[0], refused
+    assert 1 <= len(refused) <= 2 and "hook=limited" in refused[0], refused
 
 
 def test_rate_limits_are_per_client_unless_the_hook_says_otherwise(proxied: Server) -> None:
