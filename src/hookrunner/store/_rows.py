@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from hookrunner.store.base import Attempt, Delivery, NewDelivery, NewRun, Run
@@ -16,6 +17,21 @@ class RowLike(Protocol):
 
 CANCELED_BEFORE_START = "canceled before it started"
 CANCELED_BEFORE_RETRY = "canceled while waiting for its next attempt"
+
+
+# Listing filters: parameter name -> column (store/sql/*/queries.sql: list_runs, list_deliveries).
+RUN_FILTERS = {"status": "r.status", "delivery_id": "r.delivery_id", "rule": "r.rule"}
+DELIVERY_FILTERS = {"hook": "hook"}
+
+
+def listing(template: str, filters: dict[str, str], params: dict[str, Any],
+            placeholder: Callable[[str], str]) -> str:
+    """A listing query with a condition for each filter given and none for the others, so
+    each form has a plan that uses its index (`col = :x` only where `x` is set)."""
+    conds = [f"{column} = {placeholder(name)}" for name, column in filters.items()
+             if params.get(name) is not None]
+    where = f"WHERE {' AND '.join(conds)}" if conds else ""
+    return template.replace("{where}", where).replace("{limit}", placeholder("limit"))
 
 
 def _json(value: Any) -> Any:

@@ -230,7 +230,12 @@ class Store(Protocol):
     async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]: ...
 
     async def counts(self) -> dict[str, int]:
-        """Runs by status (for metrics and --max-queued)."""
+        """Runs by status (for metrics): a scan of every run, so not too often."""
+        ...
+
+    async def queued(self) -> int:
+        """Runs waiting to start (for --max-queued, twice a second): an index lookup, however
+        long the history."""
         ...
 
     async def next_due(self) -> float | None:

@@ -212,6 +212,9 @@ class MemoryStore:
         out.sort(key=lambda d: d.received_at, reverse=True)
         return [copy.deepcopy(d) for d in out[:limit]]
 
+    async def queued(self) -> int:
+        return sum(1 for r in self._runs.values() if r.status == "queued")
+
     async def counts(self) -> dict[str, int]:
         out = dict.fromkeys(RUN_STATUSES, 0)
         for r in self._runs.values():

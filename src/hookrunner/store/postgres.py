@@ -35,10 +35,13 @@ from hookrunner.store import sql
 from hookrunner.store._rows import (
     CANCELED_BEFORE_RETRY,
     CANCELED_BEFORE_START,
+    DELIVERY_FILTERS,
+    RUN_FILTERS,
     attempt_from_row,
     delivery_from_row,
     delivery_params,
     dumps,
+    listing,
     run_from_row,
     run_params,
 )
@@ -136,8 +139,11 @@ class PostgresStore:
             yield conn
 
     async def _rows(self, query: str, params: dict[str, Any]) -> list[DictRow]:
+        return await self._query(Q[query], params)
+
+    async def _query(self, sql: str, params: dict[str, Any]) -> list[DictRow]:
         async with self._conn() as conn:
-            cur = await conn.execute(Q[query], params)
+            cur = await conn.execute(sql, params)
             return await cur.fetchall()
 
     @staticmethod
@@ -320,7 +326,8 @@ class PostgresStore:
         rule: str | None = None,
     ) -> list[Run]:
         params = {"status": status, "limit": limit, "delivery_id": delivery_id, "rule": rule}
-        return [run_from_row(r) for r in await self._rows("list_runs", params)]
+        sql = listing(Q["list_runs"], RUN_FILTERS, params, lambda name: f"%({name})s")
+        return [run_from_row(r) for r in await self._query(sql, params)]
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         return [attempt_from_row(r) for r in await self._rows("attempts", {"run_id": run_id})]
@@ -341,8 +348,12 @@ class PostgresStore:
         return found[0] if found else None
 
     async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]:
-        return await self._with_run_ids(
-            await self._rows("list_deliveries", {"hook": hook, "limit": limit}))
+        params = {"hook": hook, "limit": limit}
+        sql = listing(Q["list_deliveries"], DELIVERY_FILTERS, params, lambda name: f"%({name})s")
+        return await self._with_run_ids(await self._query(sql, params))
+
+    async def queued(self) -> int:
+        return int((await self._rows("count_queued", {}))[0]["n"])
 
     async def counts(self) -> dict[str, int]:
         out = dict.fromkeys(RUN_STATUSES, 0)

@@ -27,10 +27,13 @@ from hookrunner.store import sql
 from hookrunner.store._rows import (
     CANCELED_BEFORE_RETRY,
     CANCELED_BEFORE_START,
+    DELIVERY_FILTERS,
+    RUN_FILTERS,
     attempt_from_row,
     delivery_from_row,
     delivery_params,
     dumps,
+    listing,
     run_from_row,
     run_params,
 )
@@ -157,6 +160,15 @@ def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | 
     return None if row is None else str(row[0])
 
 
+def _readable(path: Path) -> bool:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        conn.close()
+    return True
+
+
 class SQLiteStore:
     shared = False  # see Store.shared
 
@@ -235,11 +247,12 @@ class SQLiteStore:
         a deleted file fail writes while reads still work, and hooks answer 503 then."""
         if self._writer.failing:
             return False
+        # On a connection of its own: the reader thread may be busy with an admin listing of
+        # a long history for seconds, which says nothing about whether the store is up.
         try:
-            await self._read(lambda c: c.execute("SELECT 1").fetchone())
-        except StoreUnavailable:
+            return await asyncio.to_thread(_readable, self.path)
+        except sqlite3.Error:
             return False
-        return True
 
     async def wait_for_work(self, timeout: float) -> bool:
         return await wait_event(self._wake, timeout)
@@ -287,7 +300,8 @@ class SQLiteStore:
         rule: str | None = None,
     ) -> list[Run]:
         params = {"status": status, "limit": limit, "delivery_id": delivery_id, "rule": rule}
-        return [run_from_row(r) for r in await self._rows("list_runs", params)]
+        sql = listing(Q["list_runs"], RUN_FILTERS, params, lambda name: f":{name}")
+        return [run_from_row(r) for r in await self._read(lambda c: c.execute(sql, params).fetchall())]
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         return [attempt_from_row(r) for r in await self._rows("attempts", {"run_id": run_id})]
@@ -304,11 +318,17 @@ class SQLiteStore:
         return await self._read(read)
 
     async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]:
+        params = {"hook": hook, "limit": limit}
+        sql = listing(Q["list_deliveries"], DELIVERY_FILTERS, params, lambda name: f":{name}")
+
         def read(c: sqlite3.Connection) -> list[Delivery]:
-            rows = c.execute(Q["list_deliveries"], {"hook": hook, "limit": limit}).fetchall()
+            rows = c.execute(sql, params).fetchall()
             return [delivery_from_row(r, _run_ids(c, r["id"])) for r in rows]
 
         return await self._read(read)
+
+    async def queued(self) -> int:
+        return int((await self._rows("count_queued", {}))[0]["n"])
 
     async def counts(self) -> dict[str, int]:
         out = dict.fromkeys(RUN_STATUSES, 0)

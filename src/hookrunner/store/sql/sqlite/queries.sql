@@ -132,11 +132,10 @@ SELECT id, superseded_by FROM runs WHERE status = 'running' AND lease_owner = :n
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id WHERE r.id = :id;
 
 -- name: list_runs
+-- The filters given are added by the store (store/_rows.listing): `(:x IS NULL OR col = :x)`
+-- would keep SQLite from its indexes, and PostgreSQL's generic plans too.
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
-WHERE (:status IS NULL OR r.status = :status)
-  AND (:delivery_id IS NULL OR r.delivery_id = :delivery_id)
-  AND (:rule IS NULL OR r.rule = :rule)
-ORDER BY r.seq DESC LIMIT :limit;
+{where} ORDER BY r.seq DESC LIMIT {limit};
 
 -- name: attempts
 SELECT * FROM attempts WHERE run_id = :run_id ORDER BY attempt;
@@ -148,11 +147,13 @@ SELECT log FROM attempts WHERE run_id = :run_id AND attempt = :attempt;
 SELECT * FROM deliveries WHERE id = :id;
 
 -- name: list_deliveries
-SELECT * FROM deliveries WHERE (:hook IS NULL OR hook = :hook)
-ORDER BY received_at DESC LIMIT :limit;
+SELECT * FROM deliveries {where} ORDER BY received_at DESC LIMIT {limit};
 
 -- name: counts
 SELECT status, count(*) AS n FROM runs GROUP BY status;
+
+-- name: count_queued
+SELECT count(*) AS n FROM runs WHERE status = 'queued';
 
 -- name: next_due
 SELECT min(next_attempt_at) AS due FROM runs WHERE status = 'queued';
