@@ -27,7 +27,7 @@ from hookrunner.actions.environment import base_env
 from hookrunner.actions.logfile import FileLog, tail
 from hookrunner.budget import QueueBudget
 from hookrunner.errors import ActionError, StoreUnavailable
-from hookrunner.logs import event
+from hookrunner.logs import Throttled, event
 from hookrunner.metrics import Metrics
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.retention import prune_run_dirs
@@ -51,6 +51,8 @@ PRUNE_EVERY = 60.0
 # Counting stored runs by status (hookrunner_runs_stored) scans every run: 88 ms at a million.
 # The next count waits this many times as long as the last took (~1 % of a core at most).
 STATS_BACKOFF = 100
+# An outage is noticed twice a second: one line a second, with a count, is enough.
+_store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR)
 OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
 # Seconds a run's log stays in memory before it is written to its file: most actions end
 # sooner and their log goes only into the store (see hookrunner.actions.logfile).
@@ -303,7 +305,7 @@ class Dispatcher:
                                                   time.time())
                     self.budget.claimed(len(runs))
             except StoreUnavailable as exc:
-                event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
+                _store_down_log(error=str(exc))
                 await asyncio.sleep(POLL)
                 continue
             if runs:
@@ -419,7 +421,7 @@ class Dispatcher:
                         event("store.pruned", deliveries=pruned, run_dirs=files)
             except StoreUnavailable as exc:
                 self._store_down = True
-                event("dispatcher.store_unavailable", logging.ERROR, error=str(exc))
+                _store_down_log(error=str(exc))
 
     @staticmethod
     async def _acquire(lock: asyncio.Lock, timeout: float) -> bool:
@@ -547,7 +549,8 @@ class Dispatcher:
         self._logs[run.id] = log
         assert self._loop is not None
         to_disk = self._loop.call_later(LOG_TO_DISK_AFTER, log.to_disk)
-        event("run.started", run_id=run.id, rule=run.rule, attempt=run.attempt, action=run.action)
+        event("run.started", run_id=run.id, rule=run.rule, attempt=run.attempt, action=run.action,
+              delivery_id=run.delivery_id, hook=run.hook or None)
         log.note(f"run {run.id} rule {run.rule} attempt {run.attempt}/{run.max_attempts} "
                  f"on node {self.node}")
         try:
@@ -623,6 +626,7 @@ class Dispatcher:
         self.metrics.run_duration.labels(run.rule).observe(now - started)
         event("run.finished", run_id=run.id, rule=run.rule, attempt=run.attempt,
               status=result.outcome, exit_code=result.exit_code, reason=result.reason,
+              seconds=round(now - started, 3), delivery_id=run.delivery_id,
               retry_in=round(retry_at - now, 1) if retry_at else None)
         if log_text is None:  # a large log: read back its kept part (capped) off the loop
             log_text = await asyncio.to_thread(log_tail, self.settings, run, self.settings.log_cap)

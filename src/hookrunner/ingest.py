@@ -103,7 +103,9 @@ def plan_runs(
 # A full queue refuses every delivery for a while: one line a second per hook says so, with a
 # count (hooks are configured names, so their number is bounded).
 _queue_full_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
-# So are a flood's rate-limited requests (the line names the last client refused).
+# So are a flood's rate-limited requests (the line names the last client refused), and
+# deliveries refused while the store is down (a full disk: a line per request before).
+_store_down_log = Throttled("delivery.store_unavailable", logging.ERROR, per="hook")
 _rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 
 
@@ -209,7 +211,7 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
         result = await gw.store.accept(delivery, runs)
         committed = 0 if result.duplicate else len(runs)
     except StoreUnavailable as exc:
-        event("delivery.store_unavailable", logging.ERROR, hook=hook_id, error=str(exc))
+        _store_down_log(hook=hook_id, error=str(exc))
         m.labels(hook_id, "rejected_store").inc()
         return error(503, "store unavailable", headers={"Retry-After": STORE_RETRY_AFTER})
     finally:
@@ -218,12 +220,13 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
 
     if result.duplicate:
         m.labels(hook_id, "duplicate").inc()
-        event("delivery.duplicate", hook=hook_id, delivery_id=result.delivery_id)
+        event("delivery.duplicate", hook=hook_id, delivery_id=result.delivery_id,
+              sender_id=delivery.dedup_key)
         return Answer(200, {"duplicate": True, "delivery_id": result.delivery_id})
 
     m.labels(hook_id, "accepted").inc()
     event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=verified.event,
-          runs=",".join(f"{r.rule}={r.id}" for r in runs) or "-")
+          sender_id=delivery.dedup_key, runs=",".join(f"{r.rule}={r.id}" for r in runs) or "-")
     answer: dict[str, Any] = {
         "delivery_id": delivery_id,
         "runs": result.run_ids,

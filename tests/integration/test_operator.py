@@ -107,7 +107,7 @@ def test_json_logs_have_one_event_per_decision_and_no_secrets(
 ) -> None:
     write_script(project, "ok.sh", "exit 0\n")
     server = make_server(HOOK + RULE.format(name="logged"), args=["--log-format", "json"])
-    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
+    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}, delivery="gh-guid-1").json()["runs"][0]
     post_github(server.url, "forged-secret", {"a": 1})
     server.wait_run(run_id)
     server.stop()
@@ -118,6 +118,12 @@ def test_json_logs_have_one_event_per_decision_and_no_secrets(
         assert expected in names, names
     finished = next(e for e in events if e["event"] == "run.finished")
     assert finished["run_id"] == run_id and finished["status"] == "succeeded"
+    # One delivery can be followed through the log both ways, with the sender's own id.
+    accepted = next(e for e in events if e["event"] == "delivery.accepted")
+    started = next(e for e in events if e["event"] == "run.started")
+    assert started["delivery_id"] == finished["delivery_id"] == accepted["delivery_id"]
+    assert run_id in accepted["runs"] and accepted["sender_id"] == "gh-guid-1"
+    assert isinstance(finished["seconds"], float)
     rejected = next(e for e in events if e["event"] == "delivery.rejected")
     assert rejected["reason"] == "signature mismatch"
     assert GITHUB_SECRET not in server.output() and "forged-secret" not in server.output()
