@@ -39,6 +39,16 @@ def _err(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _unknown_params(request: Request, known: tuple[str, ...]) -> JSONResponse | None:
+    """A 400 for a parameter the listing does not take: `?status=failed` on deliveries, or a
+    paging parameter, silently gave the unfiltered first page."""
+    unknown = sorted(set(request.query_params) - set(known))
+    if unknown:
+        return _err(400, f"unknown parameter {unknown[0]!r}; this listing takes "
+                         f"{', '.join(known)}")
+    return None
+
+
 def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "id": d.id, "hook": d.hook, "received_at": d.received_at, "event": d.event,
@@ -60,6 +70,8 @@ def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
 
 
 async def list_deliveries(request: Request) -> Response:
+    if (refused := _unknown_params(request, ("hook", "limit"))) is not None:
+        return refused
     ds = await _gw(request).store.list_deliveries(request.query_params.get("hook"), _limit(request))
     return JSONResponse({"deliveries": [delivery_json(d, full=False) for d in ds]})
 
@@ -86,6 +98,8 @@ async def replay(request: Request) -> Response:
 
 
 async def list_runs(request: Request) -> Response:
+    if (refused := _unknown_params(request, ("status", "rule", "delivery", "limit"))) is not None:
+        return refused
     status = request.query_params.get("status")
     if status and status not in RUN_STATUSES:
         return _err(400, f"status must be one of {', '.join(RUN_STATUSES)}")

@@ -154,3 +154,14 @@ def test_the_data_dir_database_and_logs_are_private(make_server: Callable[..., S
     assert _mode(open_dir) == 0o755  # never chmod-ed behind the operator's back
     assert "server.data_dir_not_private" in server.output()
     assert _mode(open_dir / "hookrunner.db") == 0o600
+
+
+def test_a_listing_refuses_parameters_it_does_not_take(make_server: Callable[..., Server]) -> None:
+    """`?status=` on deliveries, or a paging parameter, used to give the unfiltered list."""
+    server = make_server(RULES, env=ENV)
+    with server.admin() as c:
+        r = c.get("/api/deliveries", params={"status": "failed"})
+        assert r.status_code == 400
+        assert r.json() == {"error": "unknown parameter 'status'; this listing takes hook, limit"}
+        assert c.get("/api/runs", params={"offset": "100"}).status_code == 400
+        assert c.get("/api/runs", params={"status": "failed", "limit": "5"}).status_code == 200
