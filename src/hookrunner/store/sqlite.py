@@ -161,7 +161,8 @@ def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | 
 
 
 def _readable(path: Path) -> bool:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    # as_uri() escapes what a URI would misread in a path (`?`, `#`, `%`, spaces).
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     finally:

@@ -107,3 +107,22 @@ async def test_a_delivery_from_before_the_query_column_reads_with_an_empty_query
         assert got is not None and got.query == []
     finally:
         await store.close()
+
+
+async def test_ping_answers_while_the_reader_is_busy_with_a_long_listing(tmp_path: Path) -> None:
+    """/readyz: an admin listing of a long history holds the reader thread for seconds; that
+    says nothing about whether the store is up (it made /readyz answer 503)."""
+    import time
+
+    path = tmp_path / "odd dir?#%" / "hookrunner.db"  # a path a URI would misread
+    path.parent.mkdir()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        busy = asyncio.ensure_future(store._read(lambda conn: time.sleep(3)))  # the listing
+        await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(store.ping(), timeout=1.0) is True
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["odd dir?#%"]  # no stray file
+        await busy
+    finally:
+        await store.close()
