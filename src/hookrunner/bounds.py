@@ -15,6 +15,7 @@ import functools
 import math
 import re
 import string
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -27,7 +28,30 @@ MAX_ITERATIONS = 1_000_000  # loop steps over one render (nested loops multiply)
 REGEX_TIMEOUT = 0.05  # seconds one `match`/`search` may take
 _CACHED_PATTERN = 1000  # longer patterns (a payload may choose one) are compiled, not cached
 
-_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("hookrunner_loop_budget")
+RENDER_SECONDS = 0.5  # wall-clock time one render may take (checked between operations)
+
+
+class _Render:
+    """One render's budget: loop steps left, and when it must have ended."""
+
+    __slots__ = ("deadline", "steps")
+
+    def __init__(self) -> None:
+        self.steps = MAX_ITERATIONS
+        self.deadline = time.monotonic() + RENDER_SECONDS
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise SecurityError(f"the template took longer than {RENDER_SECONDS} s")
+
+
+_render: contextvars.ContextVar[_Render] = contextvars.ContextVar("hookrunner_render")
+
+
+def _check_time() -> None:
+    state = _render.get(None)
+    if state is not None:
+        state.check_time()
 STEPS = "hookrunner_steps"  # the global every `{% for %}` iterates through (see templating)
 CONCAT = "hookrunner_concat"  # the global every `a ~ b` becomes
 
@@ -64,7 +88,13 @@ def _weight(value: Any) -> int:
 # ---- operators ----
 
 def check_binop(operator: str, left: Any, right: Any) -> None:
-    if operator == "*":
+    _check_time()
+    if operator == "+" and isinstance(left, str | bytes | list | tuple) and type(left) is type(right):
+        _check_size(_weight(left) + _weight(right), "the sum")  # `s + s` doubles like `~`
+    elif operator == "*" and isinstance(left, int) and isinstance(right, int):
+        if abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+            raise _refuse("the product")
+    elif operator == "*":
         for seq, n in ((left, right), (right, left)):
             if isinstance(seq, str | bytes | list | tuple) and isinstance(n, int) and n > 1:
                 # A list's weight, not its length: `['x' * 10**6] * 10**6` is a terabyte of
@@ -77,6 +107,9 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
         raise _refuse("the power's result")  # (not the operand: it may be too long to print)
     elif operator == "%" and isinstance(left, str):
         _check_percent_format(left)
+        values = right.values() if isinstance(right, dict) else (
+            right if isinstance(right, tuple) else (right,))
+        _check_fields(left.count("%"), values)
 
 
 def _check_percent_format(fmt: str) -> None:
@@ -109,6 +142,12 @@ def _check_percent_format(fmt: str) -> None:
         i += 1  # the conversion character (a `%%` included)
 
 
+def _check_fields(fields: int, values: Iterable[Any]) -> None:
+    """A format's result: each field may repeat a value (`'{0}{0}{0}'`, `'%(a)s%(a)s'`)."""
+    if fields:
+        _check_size(fields * max((_weight(v) for v in values), default=0), "the formatted text")
+
+
 def _check_format_string(fmt: str) -> None:
     """`str.format` specs: no width past MAX_TEXT, no width taken from an argument."""
     try:
@@ -132,6 +171,11 @@ def _width_arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str, pos:
 
 
 def check_call(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    _check_time()
+    _check_str_method(obj, args, kwargs)
+
+
+def _check_str_method(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
     """A call of a bound `str` (or `bytes`) method from a template (`'x'.center(10 ** 9)`).
     The sandbox hands out `str.format` wrapped; the bound method is its `__wrapped__`."""
     owner = getattr(getattr(obj, "__wrapped__", obj), "__self__", None)
@@ -153,6 +197,10 @@ def check_call(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> No
         _check_join(owner, args[0])
     elif name in ("format", "format_map") and isinstance(owner, str):
         _check_format_string(owner)
+        values = [*args, *kwargs.values()]
+        if name == "format_map" and args and isinstance(args[0], dict):
+            values = list(args[0].values())
+        _check_fields(owner.count("{"), values)
     elif name == "translate" and args and isinstance(args[0], dict):
         longest = max((_weight(v) for v in args[0].values()), default=1)
         _check_size(len(owner) * longest, "translate()'s result")
@@ -181,6 +229,7 @@ def _check_join(separator: Any, items: Any) -> None:
 def _bounded_filter(name: str, check: Callable[..., None], filter_: Callable[..., Any]) -> Any:
     @functools.wraps(filter_)
     def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_time()
         check(*args, **kwargs)
         return filter_(*args, **kwargs)
 
@@ -208,6 +257,37 @@ def _join(eval_ctx: Any, value: Any, d: Any = "", attribute: Any = None) -> None
         path = str(attribute).split(".")
         value = [_item_at(v, path) for v in value]
     _check_join(d, value)
+
+
+def _bounded_join(join: Callable[..., Any]) -> Callable[..., Any]:
+    """`join` of a generator (`|map('replace', '', big)|join`) is weighed item by item as it
+    is drawn, not after: each item may be far bigger than what it was made from."""
+    @functools.wraps(join)
+    def bounded(eval_ctx: Any, value: Any, d: Any = "", attribute: Any = None) -> Any:
+        _check_time()
+        if not isinstance(value, list | tuple | str | dict):
+            drawn, total = [], 0
+            for item in value:
+                total += _weight(item) + (len(d) if isinstance(d, str) else 0)
+                _check_size(total, "join()'s result")
+                drawn.append(item)
+            value = drawn
+        _join(eval_ctx, value, d, attribute)
+        return join(eval_ctx, value, d, attribute)
+
+    return bounded
+
+
+def _sum(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> None:
+    if not isinstance(start, int | float):
+        # Summing lists or strings copies the total at each step: quadratic, in C.
+        raise SecurityError("sum() of lists or strings is not available; use join or batch")
+
+
+def _serialized(value: Any, *_: Any, **__: Any) -> None:
+    """`|string`, `|tojson`, `|pprint`: a nested list of one big string is cheap to hold (the
+    same string many times) and huge once written out."""
+    _check_size(_weight(value), "the written-out value")
 
 
 def _item_at(value: Any, path: list[str]) -> Any:
@@ -239,43 +319,60 @@ def _slice(value: Any, slices: Any, fill_with: Any = None) -> None:
 
 _FILTER_CHECKS: dict[str, Callable[..., None]] = {
     "center": _center, "indent": _indent, "replace": _replace, "join": _join,
-    "format": _format, "batch": _batch, "slice": _slice, "wordwrap": _wordwrap,
+    "format": _format, "batch": _batch, "slice": _slice, "wordwrap": _wordwrap, "sum": _sum,
+    "string": _serialized, "pprint": _serialized,
 }
 
 
 def bounded_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
     """The filters that can build a large value from small inputs, each checked first."""
-    return {name: _bounded_filter(name, check, filters[name])
-            for name, check in _FILTER_CHECKS.items() if name in filters}
+    bounded = {name: _bounded_filter(name, check, filters[name])
+               for name, check in _FILTER_CHECKS.items() if name in filters}
+    bounded["join"] = _bounded_join(filters["join"])
+    if "tojson" in filters:
+        bounded["tojson"] = _bounded_filter("tojson", lambda env, v, *a, **k: _serialized(v),
+                                            filters["tojson"])
+    return bounded
+
+
+def check_written(value: Any) -> None:
+    """A value about to be written out as text (JSON): refused past MAX_TEXT."""
+    if isinstance(value, list | tuple | dict | set | frozenset):
+        _check_size(_weight(value), "the written-out value")
 
 
 # ---- loops ----
 
-def start_render() -> contextvars.Token[list[int]]:
-    """A fresh loop budget for one render; `end_render(token)` afterwards."""
-    return _budget.set([MAX_ITERATIONS])
+def start_render() -> contextvars.Token[_Render]:
+    """A fresh budget for one render; `end_render(token)` afterwards."""
+    return _render.set(_Render())
 
 
-def end_render(token: contextvars.Token[list[int]]) -> None:
-    _budget.reset(token)
+def end_render(token: contextvars.Token[_Render]) -> None:
+    _render.reset(token)
 
 
 def steps(iterable: Any) -> Iterator[Any]:
     """What a `{% for %}` loops over, each item charged against the render's budget: two
-    nested loops over 100,000 items are 10 ** 10 steps, though each list is small enough."""
-    budget = _budget.get(None) or [MAX_ITERATIONS]
+    nested loops over 100,000 items are 10 ** 10 steps, though each list is small enough.
+    Every step also looks at the clock: a step may do a lot (a regex, a big `upper()`)."""
+    state = _render.get(None)
+    if state is None:
+        raise SecurityError("a loop outside a render")  # every render sets its budget
     for item in iterable:
-        budget[0] -= 1
-        if budget[0] < 0:
+        state.steps -= 1
+        if state.steps < 0:
             raise SecurityError(f"the template's loops take more than {MAX_ITERATIONS} steps")
+        state.check_time()
         yield item
 
 
 def concat(*parts: Any) -> str:
-    """`a ~ b ~ ...`, as Jinja writes it (each part as text), refused past MAX_TEXT."""
-    texts = [p if isinstance(p, str) else str(p) for p in parts]
-    _check_size(sum(map(len, texts)), "the joined text (~)")
-    return "".join(texts)
+    """`a ~ b ~ ...`, as Jinja writes it (each part as text), refused past MAX_TEXT: weighed
+    before any part is written out (a nested list of one big string is small until then)."""
+    _check_time()
+    _check_size(sum(map(_weight, parts)), "the joined text (~)")
+    return "".join(p if isinstance(p, str) else str(p) for p in parts)
 
 
 def joined(pieces: Iterable[str]) -> str:
@@ -306,9 +403,12 @@ def regex_find(pattern: str, text: str, *, anchored: bool) -> bool:
     """`match` or `search`, bounded in time: a backtracking pattern (`(a|aa)+$`) on a payload
     value would otherwise run for minutes on the event loop."""
     compiled = compile_regex(pattern)
+    state = _render.get(None)
+    limit = REGEX_TIMEOUT if state is None else min(
+        REGEX_TIMEOUT, max(0.001, state.deadline - time.monotonic()))
     try:
-        found = (compiled.match(text, timeout=REGEX_TIMEOUT) if anchored
-                 else compiled.search(text, timeout=REGEX_TIMEOUT))
+        found = (compiled.match(text, timeout=limit) if anchored
+                 else compiled.search(text, timeout=limit))
     except TimeoutError:
         raise SecurityError(f"the regular expression took longer than {REGEX_TIMEOUT} s "
                             "on this value") from None

@@ -88,7 +88,7 @@ def _test_in_cidr(value: Any, net: str | list[str]) -> bool:
 class _Environment(ImmutableSandboxedEnvironment):
     # Intercepted, so each is checked (hookrunner.bounds); `%` also is never folded at compile
     # time then (`'%999999999d' % 1` built a gigabyte in `check`).
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"+", "*", "**", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         bounds.check_binop(operator, left, right)
@@ -124,6 +124,7 @@ def _finalize(value: Any) -> Any:
     if type(value) is str:  # the commonest by far: past the checks below (~0.6 us)
         return value
     if value is None or isinstance(value, bool | dict | list) or _sequence_like(value):
+        bounds.check_written(value)
         return _JSON.encode(to_plain(value))
     if isinstance(value, int):
         _check_int(value)
@@ -251,6 +252,8 @@ _REFUSED_STATEMENTS = {
     nodes.Include: "{% include %}", nodes.Import: "{% import %}",
     nodes.FromImport: "{% from ... import %}", nodes.Extends: "{% extends %}",
     nodes.Macro: "{% macro %}", nodes.CallBlock: "{% call %}",
+    # Block bodies render outside the output's size check (bounds.joined).
+    nodes.AssignBlock: "{% set %}...{% endset %}", nodes.FilterBlock: "{% filter %}",
 }
 
 
@@ -260,6 +263,10 @@ def _check_tree(tree: nodes.Node) -> None:
             raise ConfigError(f"{statement} is not available in rules")
     if any(loop.recursive for loop in tree.find_all(nodes.For)):
         raise ConfigError("{% for ... recursive %} is not available in rules")
+    # The rewritten loops and `~` call these by name: a template must not redefine them.
+    for used in tree.find_all(nodes.Name):
+        if used.name.startswith("hookrunner_"):
+            raise ConfigError(f"the name {used.name!r} is reserved")
     kinds = (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test, nodes.Const)
     for node in [tree, *tree.find_all(kinds)]:  # find_all skips the root itself
         if (isinstance(node, nodes.Const) and isinstance(node.value, float)
@@ -408,7 +415,10 @@ def _call(
         value = _evaluate(fn, scope)
         if isinstance(value, jinja2.Undefined):
             value._fail_with_undefined_error()
-        return to_plain(value) if plain else value
+        if plain:
+            bounds.check_written(value)  # it is stored and given to the action as JSON
+            return to_plain(value)
+        return value
     except Exception as exc:  # a template can raise anything its values raise
         raise _render_error(exc, source) from None
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hookrunner.errors import TemplateError
+from hookrunner.errors import ConfigError, TemplateError
 from hookrunner.templating import compile_expression, compile_template
 
 BIG = 2_000_000_000
@@ -49,12 +49,38 @@ BIG = 2_000_000_000
     ("{{ '%(a(b)c)999999999s' % {'a(b)c': 1} }}", {}, "width"),
     ("{{ p.s is match('(a|aa)+$') }}", {"s": "a" * 40 + "!"}, "regular expression took longer"),
     ("{{ p.s is search(p.re) }}", {"s": "a" * 40 + "!", "re": "(a|aa)+$"}, "took longer"),
+    # Found in the second review.
+    ("{{ (range(100000) | map('string') | map('replace', '', 'x' * 1000) | join) | length }}",
+     {}, "join"),
+    ("{% set s = 'a' * 1000000 %}{{ (s + s) | length }}", {}, "sum"),
+    ("{{ ('{0}' * 300).format('a' * 1000000) | length }}", {}, "formatted"),
+    ("{{ ('%(a)s' * 300) % {'a': 'a' * 1000000} }}", {}, "formatted"),
+    ("{% set s = 'x' * 1000000 %}{% set l = [s, s, s] %}{{ l | string | length }}", {},
+     "written-out"),
+    ("{% set s = 'x' * 1000000 %}{% set l = [s, s, s] %}{{ l }}", {}, "written-out"),
+    ("{{ (2 ** 65000 - 1) * (2 ** 65000 - 1) }}", {}, "product"),
+    ("{% set hookrunner_steps = ''.join %}{% for c in 'ab' %}{% endfor %}", {}, "reserved"),
+    ("{{ range(1000) | batch(1) | sum(start=[]) }}", {}, "sum()"),
+    ("{% for i in range(100000) %}{% if ('a' * 24 ~ 'b') is match('(a|aa)+$') %}{% endif %}"
+     "{% endfor %}", {}, "took longer"),
 ])
 def test_what_would_be_too_large_or_too_slow_is_refused(text: str, scope: dict[str, Any],
                                                        why: str) -> None:
+    try:
+        compiled = compile_template(text)
+    except ConfigError as exc:  # refused when the rule is loaded: as good
+        assert why in exc.message, exc.message
+        return
     with pytest.raises(TemplateError, match=r"refused by the sandbox|undefined") as info:
-        compile_template(text).render({"p": scope})
+        compiled.render({"p": scope})
     assert why in str(info.value), info.value
+
+
+@pytest.mark.parametrize("text", ["{% set x %}a{% endset %}{{ x }}",
+                                  "{% filter upper %}a{% endfilter %}"])
+def test_block_bodies_are_not_available(text: str) -> None:
+    with pytest.raises(ConfigError, match="not available in rules"):
+        compile_template(text)
 
 
 def test_a_constant_format_is_not_built_when_the_rule_is_compiled() -> None:

@@ -390,7 +390,7 @@ def test_yaml_aliases_that_expand_past_the_bound_are_an_error_not_a_stall() -> N
     "{% if payload.a %}{% set z = 1 %}{% endif %}{{ z is defined }}",
     "{% for c in payload.commits %}{{ loop.index }}:{{ c.id }} {% endfor %}",
     "{% for k, v in payload.items() if v %}{{ k }}{% else %}none{% endfor %}",
-    "{% set x %}{{ hook }}{% endset %}{% with y = x %}{{ y }}{% endwith %}",
+    "{% set x = hook %}{% with y = x %}{{ y }}{% endwith %}",
     "{{ range(3) | list }}{{ dict(a=1) }}{{ received_at }}{{ delivery_id }}",
 ])
 def test_names_a_template_assigns_itself_are_not_unknown(template: str) -> None:
