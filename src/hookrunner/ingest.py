@@ -22,7 +22,7 @@ from hookrunner.ids import new_id
 from hookrunner.logs import Throttled, event
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.rawhttp import Answer, TooLarge, error, headers_of, query_pairs, read_body
-from hookrunner.redact import hide_values, redact_pairs, secret_values
+from hookrunner.redact import redact_pairs
 from hookrunner.rules.match import build_scope, evaluate, render_action, render_concurrency_key
 from hookrunner.rules.model import Hook, Rule, Ruleset
 from hookrunner.store.base import NewDelivery, NewRun
@@ -89,15 +89,9 @@ def plan_runs(
     The explanations are returned as stored: with secret header and query values hidden."""
     results = evaluate(ruleset, hook_id, scope)
     runs = [_new_run(r.rule, delivery_id, scope, now, default_timeout) for r in results if r.matched]
-    matches = [r.to_json() for r in results]  # secret-named reads are hidden there
-    # The verifier's own headers need not be named like secrets (a `token` hook's `X-Shared`):
-    # their values are hidden by text wherever a condition showed one.
     hook = ruleset.hooks.get(hook_id)
-    if hook is not None and hook.secret_headers and any(
-            "headers" in c["source"] for m in matches for c in m["conditions"]):
-        secrets = secret_values(scope["headers"].items(), hook.secret_headers)
-        matches = [hide_values(m, secrets) for m in matches]
-    return matches, runs
+    secret = hook.secret_header_names if hook is not None else frozenset()
+    return [r.to_json(secret) for r in results], runs
 
 
 # A full queue refuses every delivery for a while: one line a second per hook says so, with a

@@ -12,15 +12,13 @@ SECRET_PARTS as a whole `-`/`_`-separated part (`X-Auth`, `sig`), or exactly `ke
 query parameter of many API keys). Every value of an http action's `headers` is hidden,
 and so is the password part of a URL.
 
-A delivery's rule explanations show each condition's value, which may be a secret header's
-(a rule comparing `X-Api-Key` with a literal): those values are found by text
-(`secret_values`, `hide_values`) before the explanation is stored.
+A delivery's rule explanations show each condition's value: one that reads a secret-named
+header or query value is stored without it (templating.request_keys, rules.match).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -61,46 +59,6 @@ def redact_pairs(pairs: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> 
     case-insensitive: a verifier's own headers) replaced by REDACTED."""
     named = {a.lower() for a in also}
     return [(k, REDACTED if k.lower() in named or secret_key(k) else v) for k, v in pairs]
-
-
-# Shorter values are left: hiding every "1" or "yes" in an explanation would hide too much.
-MIN_HIDDEN = 4
-
-
-def secret_values(pairs: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> tuple[str, ...]:
-    """The values `redact_pairs` would hide, as they may appear in text: raw and JSON-escaped,
-    longest first (so a longer secret goes before one it contains)."""
-    named = {a.lower() for a in also}
-    found = {v for k, v in pairs if len(v) >= MIN_HIDDEN and (k.lower() in named or secret_key(k))}
-    forms = found | {json.dumps(v, ensure_ascii=False)[1:-1] for v in found}
-    return tuple(sorted(forms, key=len, reverse=True))
-
-
-def hide_values(value: Any, secrets: tuple[str, ...]) -> Any:
-    """A copy of `value` (JSON-like) with every occurrence of a secret in its strings replaced
-    by REDACTED, including a secret's start cut off by a truncating `…`."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        return _hide_text(value, secrets)
-    if isinstance(value, dict):
-        return {k: hide_values(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [hide_values(v, secrets) for v in value]
-    return value
-
-
-def _hide_text(text: str, secrets: tuple[str, ...]) -> str:
-    for s in secrets:
-        if s in text:
-            text = text.replace(s, REDACTED)
-    if text.endswith("…"):
-        head = text[:-1]
-        for s in secrets:
-            for n in range(len(s) - 1, MIN_HIDDEN - 1, -1):
-                if head.endswith(s[:n]):
-                    return head[:-n] + REDACTED + "…"
-    return text
 
 
 def redact_spec(spec: Any, action: str = "") -> Any:

@@ -514,12 +514,10 @@ _REQUEST = ("headers", "query")
 _LOOKUPS = ("get", "get_all")  # `headers.get("X-Api-Key")`: the key is the call's argument
 
 
-def reads_secret(tree: nodes.Node) -> bool:
-    """Whether an expression may show a secret header or query value: it reads one named like
-    a secret (`headers["X-Api-Key"]`, `query.token`, `headers.get("Authorization")`), a key
-    it computes (`headers[payload.k]`), or the whole `headers`/`query`. Its explanation is
-    then stored without values: whatever it derived (`.split(' ')[1]`, `| lower`, `[:8]`)
-    could be the secret or part of it."""
+def request_keys(tree: nodes.Node) -> frozenset[str] | None:
+    """The header and query keys (lower-cased) an expression reads the values of, or None
+    where it may read any: the whole `headers`/`query`, a key it computes
+    (`headers[payload.k]`), or a method such as `items()`. `'X' in headers` reads no value."""
     parents: dict[int, nodes.Node] = {}
     todo = [tree]
     while todo:
@@ -527,21 +525,35 @@ def reads_secret(tree: nodes.Node) -> bool:
         for child in node.iter_child_nodes():
             parents[id(child)] = node
             todo.append(child)
+    keys: set[str] = set()
     for name in [tree, *tree.find_all(nodes.Name)]:
         if not isinstance(name, nodes.Name) or name.name not in _REQUEST:
             continue
         parent = parents.get(id(name))
         key: Any = None
         if isinstance(parent, nodes.Getattr) and parent.node is name:
-            key = parent.attr
             call = parents.get(id(parent))
-            if key in _LOOKUPS and isinstance(call, nodes.Call) and call.node is parent:
+            if parent.attr in _LOOKUPS and isinstance(call, nodes.Call) and call.node is parent:
                 key = call.args[0].value if call.args and isinstance(call.args[0], nodes.Const) else None
+            elif parent.attr not in DICT_ATTRS:  # `items`, `values`, `copy`: the whole object
+                key = parent.attr
         elif isinstance(parent, nodes.Getitem) and parent.node is name:
             key = parent.arg.value if isinstance(parent.arg, nodes.Const) else None
-        if not isinstance(key, str) or secret_key(key):
-            return True
-    return False
+        elif isinstance(parent, nodes.Operand) and parent.op in ("in", "notin"):
+            compare = parents.get(id(parent))
+            if isinstance(compare, nodes.Compare) and isinstance(compare.expr, nodes.Const):
+                continue  # a membership test of a literal name: no value is read
+        if not isinstance(key, str):
+            return None
+        keys.add(key.lower())
+    return frozenset(keys)
+
+
+def reads_secret(keys: frozenset[str] | None, also: frozenset[str] = frozenset()) -> bool:
+    """Whether an explanation of what reads `keys` may show a secret: a secret-named header
+    or query value, one of `also` (a verifier's own headers), or any value (None). Whatever
+    it derived (`.split(' ')[1]`, `| lower`, `[:8]`) could be the secret or part of it."""
+    return keys is None or any(k in also or secret_key(k) for k in keys)
 
 
 class Clause:
@@ -551,11 +563,11 @@ class Clause:
     one render yields both the truth and the left side's value (two renders cost twice).
     The commonest forms are decided without rendering (see fastclause)."""
 
-    __slots__ = ("_fast", "_fn", "_has_left", "reads_secret", "source")
+    __slots__ = ("_fast", "_fn", "_has_left", "keys", "source")
 
     def __init__(self, source: str, node: nodes.Expr) -> None:
         self.source = source
-        self.reads_secret = reads_secret(node)
+        self.keys = request_keys(node)  # what its explanation may show (see reads_secret)
         self._fast = compile_fast(node, ENV.tests)  # before _compile_clause rewrites `node`
         self._fn, self._has_left = _compile_clause(node)
 

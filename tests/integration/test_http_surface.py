@@ -19,6 +19,7 @@ hooks:
   open: {verify: {none: {}}}
   basic: {verify: {basic: {username: ops, password: {env: BASIC_PW}}}}
   tok: {verify: {token: {secret: {env: TOK}}}}
+  shared: {verify: {token: {secret: {env: TOK}, header: X-Shared}}}
 rules:
   - {name: any, hook: open, run: {shell: {argv: ["true"]}}}
   - {name: prod, hook: open, when: 'query.env == "prod"', run: {shell: {argv: ["true"]}}}
@@ -26,7 +27,11 @@ rules:
     hook: open
     when: ['headers["X-Api-Key"] == "other"', 'query.sig ~ "x" == "no"', 'headers', 'query',
            'headers.get("X-Auth-Token") | lower == "x"', 'query.sig[:3] == "q"',
-           'headers["X-Event-Key"] == "repo:push"']
+           'headers["X-Event-Key"] == "repo:push"', "'X-Api-Key' in headers"]
+    run: {shell: {argv: ["true"]}}
+  - name: shared
+    hook: shared
+    when: ['headers["X-Shared"][:3] == "zzz"', 'headers["X-Missing-Token"] == "x"']
     run: {shell: {argv: ["true"]}}
 """
 ENV = {"BASIC_PW": "pw-1", "TOK": "tok-1"}
@@ -95,8 +100,9 @@ def test_a_delivery_keeps_its_query_for_replay_and_hides_secrets(
         values = [c["value"] for c in keyed["conditions"]]
         # Whatever it derived from a secret (lower-cased, a slice) is hidden with it; the
         # condition reading an ordinary header still shows its value.
-        assert values == ["[redacted]"] * 6 + ['"repo:push"'], values
-        assert [c["result"] for c in keyed["conditions"]] == [False, False, True, True, False, False, True]
+        assert values == ["[redacted]"] * 6 + ['"repo:push"', '"X-Api-Key"'], values
+        assert [c["result"] for c in keyed["conditions"]] == [
+            False, False, True, True, False, False, True, True]
         assert doc["query"] == [["env", "prod"], ["sig", "[redacted]"], ["wait", "10s"]]
         headers = {k.lower(): v for k, v in doc["headers"]}
         assert all(headers[name.lower()] == "[redacted]" for name in SECRETS)
@@ -115,6 +121,14 @@ def test_a_delivery_keeps_its_query_for_replay_and_hides_secrets(
     stored = _stored_bytes(project / "data")
     for secret in [*SECRETS.values(), "q-s3cret"]:
         assert secret.encode() not in stored, secret
+    # The verifier's own header is a secret whatever its name; a missing header is just that.
+    shared = httpx.post(f"{server.url}/hooks/shared", json={}, headers={"X-Shared": "tok-1"})
+    assert shared.status_code == 202, shared.text
+    with server.admin() as c:
+        doc = c.get(f"/api/deliveries/{shared.json()['delivery_id']}").json()
+    conditions = doc["matches"][0]["conditions"]
+    assert conditions[0]["value"] == "[redacted]" and "tok" not in str(doc["matches"])
+    assert conditions[1]["error"].startswith("the request has no header 'X-Missing-Token'")
 
 
 def _mode(path: Path) -> int:

@@ -267,11 +267,27 @@ def test_a_function_is_never_rendered_as_a_value(source: str) -> None:
     ("query.token[:12]", True),
     ('headers.get("X-Api-Key") == 1', True),
     ("headers[payload.k]", True),  # a computed key: could be any header
-    ('"token" in query', True),  # the whole query
+    ('"token" in query and query', True),  # the whole query
     ("headers", True),
+    # Found in review: the object's methods read every value.
+    ("(query.items() | first)[1] == 'q'", True),
+    ("headers.items() | map('last') | join", True),
+    ("payload.x in headers.values()", True),
+    ("headers.copy() is defined", True),
+    # A membership test of a literal name reads no value.
+    ("'Authorization' in headers", False),
+    ("'token' not in query", False),
 ])
 def test_which_conditions_read_a_secret_value(source: str, secret: bool) -> None:
     """Their stored explanation keeps the result but not the value (rules.match)."""
-    from hookrunner.templating import _parse_expression, reads_secret
+    from hookrunner.templating import _parse_expression, reads_secret, request_keys
 
-    assert reads_secret(_parse_expression(source)) is secret
+    assert reads_secret(request_keys(_parse_expression(source))) is secret
+
+
+def test_a_verifiers_own_header_is_secret_whatever_its_name() -> None:
+    from hookrunner.templating import _parse_expression, reads_secret, request_keys
+
+    keys = request_keys(_parse_expression('headers["X-Shared"][:8] == "x"'))
+    assert keys == frozenset({"x-shared"})
+    assert not reads_secret(keys) and reads_secret(keys, frozenset({"x-shared"}))

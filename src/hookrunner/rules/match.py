@@ -17,8 +17,11 @@ from typing import Any
 from hookrunner.errors import TemplateError
 from hookrunner.redact import REDACTED
 from hookrunner.rules.model import Rule, Ruleset, When
-from hookrunner.templating import Expression, Scope, describe, render_tree
+from hookrunner.templating import Expression, Scope, describe, reads_secret, render_tree
 from hookrunner.verify.base import Headers
+
+# How a missing header reads (verify.base.Headers): it names the header, never a value.
+MISSING_HEADER = Headers.missing_message.split("{", 1)[0]
 
 __all__ = [
     "ConditionResult", "RuleResult", "build_scope", "evaluate", "evaluate_rule",
@@ -67,14 +70,19 @@ class ConditionResult:
     value: str = ""  # the left side's value (or the operand's own), JSON-ish: `"refs/heads/dev"`
     error: str | None = None
     within: str = ""  # enclosing when groups, e.g. `any > not`; "" at the top
-    hidden: bool = False  # it reads a secret header or query value (templating.reads_secret)
+    keys: frozenset[str] | None = frozenset()  # header/query keys read (templating.request_keys)
 
-    def to_json(self) -> dict[str, Any]:
-        """As stored with the delivery: a hidden condition keeps its result, not its value."""
+    def hidden(self, secret_headers: frozenset[str] = frozenset()) -> bool:
+        return reads_secret(self.keys, secret_headers)
+
+    def to_json(self, secret_headers: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """As stored with the delivery: a condition that may show a secret keeps its result,
+        not its value (nor an error, unless it is only that a header is missing)."""
         value, error = self.value, self.error
-        if self.hidden:
+        if self.hidden(secret_headers):
             value = REDACTED
-            error = None if error is None else f"{REDACTED} (the condition reads a secret value)"
+            if error is not None and not error.startswith(MISSING_HEADER):
+                error = f"{REDACTED} (the condition reads a secret value)"
         return {"source": self.source, "result": self.result, "value": value,
                 "error": error, "within": self.within}
 
@@ -86,12 +94,14 @@ class RuleResult:
     conditions: list[ConditionResult] = field(default_factory=list)
     error: str | None = None  # why the verdict could not be reached (then matched is False)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, secret_headers: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """`secret_headers`: the hook's verifier's own headers, lower-cased (a `token` hook's
+        `X-Shared` need not be named like a secret)."""
         error = self.error
-        if error is not None and any(c.hidden for c in self.conditions):
+        if error is not None and any(c.hidden(secret_headers) for c in self.conditions):
             error = f"{REDACTED} (a condition reads a secret value)"
         return {"rule": self.rule.name, "matched": self.matched, "error": error,
-                "conditions": [c.to_json() for c in self.conditions]}
+                "conditions": [c.to_json(secret_headers) for c in self.conditions]}
 
 
 def evaluate(
@@ -141,10 +151,10 @@ def _judge(when: When, scope: Mapping[str, Any], within: str, out: list[Conditio
             try:
                 result, value = clause.evaluate(scope)
                 out.append(ConditionResult(clause.source, result, describe(value), None, within,
-                                           clause.reads_secret))
+                                           clause.keys))
             except TemplateError as exc:
                 out.append(ConditionResult(clause.source, None, "", str(exc), within,
-                                           clause.reads_secret))
+                                           clause.keys))
         verdict = when.expr.verdict([c.result for c in out[first:]])
         return when.expr.test(scope) if verdict is None else verdict
     inner = f"{within} > {when.kind}" if within else when.kind

@@ -61,6 +61,11 @@ class Hook:
     rate_limit: RateLimit | None = None
     secret_headers: tuple[str, ...] = ()  # headers to redact when storing (signatures, tokens)
 
+    @property
+    def secret_header_names(self) -> frozenset[str]:
+        """`secret_headers`, lower-cased (as templating.request_keys gives header names)."""
+        return frozenset(h.lower() for h in self.secret_headers)
+
 
 @dataclass(frozen=True)
 class When:
