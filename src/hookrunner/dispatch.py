@@ -51,6 +51,7 @@ PRUNE_EVERY = 60.0
 # Counting stored runs by status (hookrunner_runs_stored) scans every run: 88 ms at a million.
 # The next count waits this many times as long as the last took (~1 % of a core at most).
 STATS_BACKOFF = 100
+STATS_MAX_WAIT = 60.0
 # An outage is noticed twice a second: one line a second, with a count, is enough.
 _store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR)
 OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
@@ -407,7 +408,10 @@ class Dispatcher:
                         started = time.monotonic()
                         for status, n in (await self.store.counts()).items():
                             self.metrics.runs_stored.labels(status).set(n)
-                        stats_due = now + (time.monotonic() - started) * STATS_BACKOFF
+                        # Timed with any wait behind other reads: capped, so one slow admin
+                        # listing does not leave the metric stale for long.
+                        stats_due = now + min(STATS_MAX_WAIT,
+                                              (time.monotonic() - started) * STATS_BACKOFF)
                     if self._store_down:
                         self._store_down, self._reachable_since = False, now
                 self.metrics.queue_depth.set(self.queued)

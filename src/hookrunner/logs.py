@@ -120,7 +120,9 @@ _NEEDS_QUOTES = frozenset(' "=\n')
 
 def _text(value: Any) -> str:
     s = str(value)
-    return json.dumps(s) if (not s or not _NEEDS_QUOTES.isdisjoint(s)) else s
+    # Quoted (JSON-escaped) where a space or `=` would split it, and wherever a character is
+    # not printable: a sender's id with `\r` or ESC would forge lines or drive terminals.
+    return json.dumps(s) if (not s or not _NEEDS_QUOTES.isdisjoint(s) or not s.isprintable()) else s
 
 
 class _JsonFormatter(logging.Formatter):

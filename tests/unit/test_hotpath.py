@@ -177,3 +177,9 @@ def test_throttled_events_count_per_hook_so_one_flood_cannot_hide_another(
         logs._direct = None
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(x["hook"], x["count"]) for x in lines] == [("a", 1), ("b", 1), ("a", 5)]
+
+
+def test_text_log_values_with_control_characters_are_quoted() -> None:
+    """A sender's id is the sender's text: `\\r` or ESC must not reach the log raw."""
+    assert logs._text("gh-1") == "gh-1"
+    assert logs._text("a\rb") == '"a\\rb"' and logs._text("\x1b[31m") == '"\\u001b[31m"'

@@ -426,3 +426,12 @@ async def test_wait_for_work_wakes_on_accept(store: Store) -> None:
     await enqueue(store)
     assert await asyncio.wait_for(waiter, 5) is True
     assert await store.ping() is True
+
+
+async def test_queued_is_the_queued_count_of_counts(store: Store) -> None:
+    """What --max-queued reads twice a second: an index lookup, the same number as counts()."""
+    await enqueue(store)
+    await enqueue(store)
+    await enqueue(store, at=T0 + 100)  # waiting for a retry time is still queued
+    await store.claim("n1", 1, LEASE, T0)
+    assert await store.queued() == (await store.counts())["queued"] == 2
