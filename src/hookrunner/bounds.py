@@ -29,23 +29,40 @@ REGEX_TIMEOUT = 0.05  # seconds one `match`/`search` may take
 _CACHED_PATTERN = 1000  # longer patterns (a payload may choose one) are compiled, not cached
 
 RENDER_SECONDS = 0.5  # wall-clock time one render may take (checked between operations)
+DELIVERY_SECONDS = 1.0  # ... and all the renders of one delivery together (see `delivery`)
 
 
 class _Render:
     """One render's budget: loop steps left, and when it must have ended."""
 
-    __slots__ = ("deadline", "steps")
+    __slots__ = ("deadline", "limit", "steps")
 
     def __init__(self) -> None:
         self.steps = MAX_ITERATIONS
         self.deadline = time.monotonic() + RENDER_SECONDS
+        self.limit = f"the template took longer than {RENDER_SECONDS} s"
+        shared = _delivery.get(None)
+        if shared is not None and shared < self.deadline:
+            self.deadline = shared
+            self.limit = f"the delivery's templates took longer than {DELIVERY_SECONDS} s"
 
     def check_time(self) -> None:
         if time.monotonic() > self.deadline:
-            raise SecurityError(f"the template took longer than {RENDER_SECONDS} s")
+            raise SecurityError(self.limit)
 
 
 _render: contextvars.ContextVar[_Render] = contextvars.ContextVar("hookrunner_render")
+_delivery: contextvars.ContextVar[float] = contextvars.ContextVar("hookrunner_delivery")
+
+
+def start_delivery() -> contextvars.Token[float]:
+    """Every render until `end_delivery(token)` shares one deadline too: a hook with many
+    conditions and templates could otherwise take RENDER_SECONDS for each of them."""
+    return _delivery.set(time.monotonic() + DELIVERY_SECONDS)
+
+
+def end_delivery(token: contextvars.Token[float]) -> None:
+    _delivery.reset(token)
 
 
 def _check_time() -> None:
@@ -410,6 +427,8 @@ def regex_find(pattern: str, text: str, *, anchored: bool) -> bool:
         found = (compiled.match(text, timeout=limit) if anchored
                  else compiled.search(text, timeout=limit))
     except TimeoutError:
+        if state is not None and limit < REGEX_TIMEOUT:
+            state.check_time()  # the render's own time ran out: say that
         raise SecurityError(f"the regular expression took longer than {REGEX_TIMEOUT} s "
                             "on this value") from None
     return found is not None

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.datastructures import URL
 from starlette.types import Receive, Scope
 
-from hookrunner import clientip
+from hookrunner import bounds, clientip
 from hookrunner.actions import RUNNERS
 from hookrunner.errors import StoreUnavailable, TemplateError, VerifyError
 from hookrunner.gateway import Gateway
@@ -87,8 +87,13 @@ def plan_runs(
 ) -> tuple[list[dict[str, Any]], list[NewRun]]:
     """Match the hook's rules and render a run per matching rule (used by ingest and replay).
     The explanations are returned as stored: with secret header and query values hidden."""
-    results = evaluate(ruleset, hook_id, scope)
-    runs = [_new_run(r.rule, delivery_id, scope, now, default_timeout) for r in results if r.matched]
+    token = bounds.start_delivery()
+    try:
+        results = evaluate(ruleset, hook_id, scope)
+        runs = [_new_run(r.rule, delivery_id, scope, now, default_timeout)
+                for r in results if r.matched]
+    finally:
+        bounds.end_delivery(token)
     hook = ruleset.hooks.get(hook_id)
     secret = hook.secret_header_names if hook is not None else frozenset()
     return [r.to_json(secret) for r in results], runs

@@ -109,3 +109,22 @@ def test_a_constant_format_is_not_built_when_the_rule_is_compiled() -> None:
 ])
 def test_ordinary_uses_still_work(text: str, shown: Any) -> None:
     assert compile_template(text).render({"p": {"s": "ab", "l": ["a", "b", "c"]}}) == shown
+
+
+def test_the_renders_of_one_delivery_share_a_deadline() -> None:
+    """Each condition may take up to 0.5 s; a delivery's renders together no more than 1 s."""
+    from hookrunner import bounds
+
+    slow = compile_template("{% for i in range(100000) %}{% if ('a' * 16 ~ 'b') is "
+                            "match('(a|aa)+$') %}{% endif %}{% endfor %}")
+    token = bounds.start_delivery()
+    try:
+        reasons = []
+        for _ in range(4):
+            with pytest.raises(TemplateError) as info:
+                slow.render({})
+            reasons.append(str(info.value))
+    finally:
+        bounds.end_delivery(token)
+    assert "took longer than 0.5 s" in reasons[0]
+    assert "the delivery's templates took longer than 1.0 s" in reasons[-1], reasons
