@@ -29,7 +29,9 @@ REGEX_TIMEOUT = 0.05  # seconds one `match`/`search` may take
 _CACHED_PATTERN = 1000  # longer patterns (a payload may choose one) are compiled, not cached
 
 RENDER_SECONDS = 0.5  # wall-clock time one render may take (checked between operations)
-DELIVERY_SECONDS = 1.0  # ... and all the renders of one delivery together (see `delivery`)
+DELIVERY_SECONDS = 1.0  # ... and all the renders of one delivery together (start_delivery)
+STEPS = "hookrunner_steps"  # the global every `{% for %}` iterates through (see templating)
+CONCAT = "hookrunner_concat"  # the global every `a ~ b` becomes
 
 
 class _Render:
@@ -69,8 +71,6 @@ def _check_time() -> None:
     state = _render.get(None)
     if state is not None:
         state.check_time()
-STEPS = "hookrunner_steps"  # the global every `{% for %}` iterates through (see templating)
-CONCAT = "hookrunner_concat"  # the global every `a ~ b` becomes
 
 
 def _refuse(what: str) -> SecurityError:
@@ -187,9 +187,15 @@ def _width_arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str, pos:
     return args[pos] if len(args) > pos else kwargs.get(name)
 
 
-def check_call(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+def check_call(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Checks a call from a template; the arguments to make it with (a generator given to
+    `str.join` is drawn here, under the bound, as the `join` filter's is)."""
     _check_time()
+    if (args and getattr(obj, "__name__", "") == "join"
+            and isinstance(getattr(obj, "__self__", None), str | bytes)):
+        args = (_drawn(args[0], len(obj.__self__)), *args[1:])
     _check_str_method(obj, args, kwargs)
+    return args
 
 
 def _check_str_method(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
@@ -233,9 +239,22 @@ def _check_replace(text: Any, old: Any, new: Any, count: Any = -1) -> None:
     _check_size(len(text) + hits * (len(new) - len(old)), "replace()'s result")
 
 
+def _drawn(items: Any, separator: int) -> Any:
+    """What is to be joined, as a list: a generator (`|map('replace', '', big)`) weighed item by
+    item as it is drawn, each item possibly far bigger than what it was made from."""
+    if isinstance(items, list | tuple | str | dict):
+        return items
+    drawn, total = [], 0
+    for item in items:
+        total += _weight(item) + separator
+        _check_size(total, "join()'s result")
+        drawn.append(item)
+    return drawn
+
+
 def _check_join(separator: Any, items: Any) -> None:
     if not isinstance(items, list | tuple):
-        return  # a generator: bounded by what it is drawn from
+        return  # a string or a dict: no bigger than itself
     sep = len(separator) if isinstance(separator, str | bytes) else 0
     total = sep * max(0, len(items) - 1)
     for item in items:
@@ -243,7 +262,7 @@ def _check_join(separator: Any, items: Any) -> None:
         _check_size(total, "join()'s result")
 
 
-def _bounded_filter(name: str, check: Callable[..., None], filter_: Callable[..., Any]) -> Any:
+def _bounded_filter(check: Callable[..., None], filter_: Callable[..., Any]) -> Any:
     @functools.wraps(filter_)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         _check_time()
@@ -282,13 +301,7 @@ def _bounded_join(join: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(join)
     def bounded(eval_ctx: Any, value: Any, d: Any = "", attribute: Any = None) -> Any:
         _check_time()
-        if not isinstance(value, list | tuple | str | dict):
-            drawn, total = [], 0
-            for item in value:
-                total += _weight(item) + (len(d) if isinstance(d, str) else 0)
-                _check_size(total, "join()'s result")
-                drawn.append(item)
-            value = drawn
+        value = _drawn(value, len(d) if isinstance(d, str) else 0)
         _join(eval_ctx, value, d, attribute)
         return join(eval_ctx, value, d, attribute)
 
@@ -335,7 +348,7 @@ def _slice(value: Any, slices: Any, fill_with: Any = None) -> None:
 
 
 _FILTER_CHECKS: dict[str, Callable[..., None]] = {
-    "center": _center, "indent": _indent, "replace": _replace, "join": _join,
+    "center": _center, "indent": _indent, "replace": _replace,
     "format": _format, "batch": _batch, "slice": _slice, "wordwrap": _wordwrap, "sum": _sum,
     "string": _serialized, "pprint": _serialized,
 }
@@ -343,11 +356,11 @@ _FILTER_CHECKS: dict[str, Callable[..., None]] = {
 
 def bounded_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
     """The filters that can build a large value from small inputs, each checked first."""
-    bounded = {name: _bounded_filter(name, check, filters[name])
+    bounded = {name: _bounded_filter(check, filters[name])
                for name, check in _FILTER_CHECKS.items() if name in filters}
-    bounded["join"] = _bounded_join(filters["join"])
+    bounded["join"] = _bounded_join(filters["join"])  # it replaces a generator by a list
     if "tojson" in filters:
-        bounded["tojson"] = _bounded_filter("tojson", lambda env, v, *a, **k: _serialized(v),
+        bounded["tojson"] = _bounded_filter(lambda env, v, *a, **k: _serialized(v),
                                             filters["tojson"])
     return bounded
 

@@ -52,6 +52,8 @@ BIG = 2_000_000_000
     # Found in the second review.
     ("{{ (range(100000) | map('string') | map('replace', '', 'x' * 1000) | join) | length }}",
      {}, "join"),
+    ("{{ ''.join(range(100000) | map('string') | map('replace', '', 'x' * 1000)) }}", {},
+     "join"),
     ("{% set s = 'a' * 1000000 %}{{ (s + s) | length }}", {}, "sum"),
     ("{{ ('{0}' * 300).format('a' * 1000000) | length }}", {}, "formatted"),
     ("{{ ('%(a)s' * 300) % {'a': 'a' * 1000000} }}", {}, "formatted"),
@@ -106,6 +108,7 @@ def test_a_constant_format_is_not_built_when_the_rule_is_compiled() -> None:
     ("{{ p.s ~ '-' ~ p.l | join('+') }}", "ab-a+b+c"),
     ("{% for c in p.l %}{{ loop.index }}{{ c }}{% endfor %}", "1a2b3c"),
     ("{{ p.l | map('upper') | join }}", "ABC"),
+    ("{{ '-'.join(p.l | map('upper')) }}", "A-B-C"),
 ])
 def test_ordinary_uses_still_work(text: str, shown: Any) -> None:
     assert compile_template(text).render({"p": {"s": "ab", "l": ["a", "b", "c"]}}) == shown

@@ -97,11 +97,12 @@ class RuleResult:
     def to_json(self, secret_headers: frozenset[str] = frozenset()) -> dict[str, Any]:
         """`secret_headers`: the hook's verifier's own headers, lower-cased (a `token` hook's
         `X-Shared` need not be named like a secret)."""
+        conditions = [c.to_json(secret_headers) for c in self.conditions]
         error = self.error
-        if error is not None and any(c.hidden(secret_headers) for c in self.conditions):
+        if error is not None and any(c["value"] == REDACTED for c in conditions):  # hidden ones
             error = f"{REDACTED} (a condition reads a secret value)"
         return {"rule": self.rule.name, "matched": self.matched, "error": error,
-                "conditions": [c.to_json(secret_headers) for c in self.conditions]}
+                "conditions": conditions}
 
 
 def evaluate(

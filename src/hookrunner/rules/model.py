@@ -5,6 +5,7 @@ Built by `rules.load`; read by ingest (hooks, matching, rendering) and the conso
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,9 +62,10 @@ class Hook:
     rate_limit: RateLimit | None = None
     secret_headers: tuple[str, ...] = ()  # headers to redact when storing (signatures, tokens)
 
-    @property
+    @functools.cached_property
     def secret_header_names(self) -> frozenset[str]:
-        """`secret_headers`, lower-cased (as templating.request_keys gives header names)."""
+        """`secret_headers`, lower-cased (as templating.request_keys gives header names);
+        computed once per hook, not per delivery."""
         return frozenset(h.lower() for h in self.secret_headers)
 
 
