@@ -45,6 +45,8 @@ class VerifyError(HookrunnerError):
 class TemplateError(HookrunnerError):
     """A template or condition failed at render time (undefined name, sandbox refusal, ...)."""
 
+    source: str | None = None  # the failing template's text, where known
+
 
 class ActionError(HookrunnerError):
     """A rendered action is not allowed to run (path outside --root, bad value, ...)."""

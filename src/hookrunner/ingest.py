@@ -22,10 +22,11 @@ from hookrunner.ids import new_id
 from hookrunner.logs import Throttled, event
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.rawhttp import Answer, TooLarge, error, headers_of, query_pairs, read_body
-from hookrunner.redact import redact_pairs
+from hookrunner.redact import HIDDEN_PATHS, redact_pairs
 from hookrunner.rules.match import build_scope, evaluate, render_action, render_concurrency_key
 from hookrunner.rules.model import Hook, Rule, Ruleset
 from hookrunner.store.base import NewDelivery, NewRun
+from hookrunner.templating import reads_secret
 from hookrunner.units import parse_duration
 from hookrunner.verify.base import SignedRequest, Verified
 
@@ -53,19 +54,33 @@ def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any]) -> str | N
 
 
 def _new_run(
-    rule: Rule, delivery_id: str, scope: dict[str, Any], now: float, default_timeout: float
+    rule: Rule, delivery_id: str, scope: dict[str, Any], now: float, default_timeout: float,
+    secret: frozenset[str] = frozenset(),
 ) -> NewRun:
     """Render the rule's action for this delivery. A template error is an error of that run:
-    the run is journaled with the error and fails when it is dispatched."""
+    the run is journaled with the error and fails when it is dispatched.
+
+    A template reading a secret-named header or query value, or one of `secret` (the hook's
+    verifier headers), may render the secret: its place in the spec is listed under
+    HIDDEN_PATHS for the API and console to hide (redact.redact_spec), and its error, which
+    may quote the value, is stored without the message."""
     spec: dict[str, Any]
     key: str | None = None
+    reads = [r for r in rule.request_reads if reads_secret(r.keys, secret)]
     try:
         spec = render_action(rule, scope)
         key = render_concurrency_key(rule, scope)
         if key is None:
             key = RUNNERS[rule.action_kind].implicit_concurrency_key(spec)
+        hidden = [list(r.path) for r in reads if r.path is not None]
+        if hidden:
+            spec[HIDDEN_PATHS] = hidden
     except TemplateError as exc:
-        spec = {"render_error": str(exc)}
+        message = str(exc)
+        if any(r.source == exc.source for r in reads):
+            message = (f"in {exc.source!r}: the message is hidden, since this template reads a "
+                       "secret header or query value (`hookrunner test` shows it)")
+        spec = {"render_error": message}
     except Exception as exc:  # a bug here must cost this run, not the accepted delivery
         event("run.render_internal_error", logging.ERROR, rule=rule.name,
               error=f"{type(exc).__name__}: {exc}")
@@ -90,12 +105,12 @@ def plan_runs(
     token = bounds.start_delivery()
     try:
         results = evaluate(ruleset, hook_id, scope)
-        runs = [_new_run(r.rule, delivery_id, scope, now, default_timeout)
+        hook = ruleset.hooks.get(hook_id)
+        secret = hook.secret_header_names if hook is not None else frozenset()
+        runs = [_new_run(r.rule, delivery_id, scope, now, default_timeout, secret)
                 for r in results if r.matched]
     finally:
         bounds.end_delivery(token)
-    hook = ruleset.hooks.get(hook_id)
-    secret = hook.secret_header_names if hook is not None else frozenset()
     return [r.to_json(secret) for r in results], runs
 
 

@@ -8,9 +8,9 @@ replay sees `[redacted]` there too.
 One rule names what is secret-looking (`secret_key`), for action keys, header names and
 query parameter names alike: a name containing one of SECRET_WORDS (`API_TOKEN`,
 `db_password`, `X-Auth-Token`, `Stripe-Signature`, `X-Api-Key`, `Cookie`), or with one of
-SECRET_PARTS as a whole `-`/`_`-separated part (`X-Auth`, `sig`), or exactly `key` (the
-query parameter of many API keys). Every value of an http action's `headers` is hidden,
-and so is the password part of a URL.
+SECRET_PARTS as a whole `-`/`_`-separated part (`X-Auth`, `sig`, `X-Pass`), or exactly `key`
+or `code` (query parameters of API keys, Azure Functions' key). Every value of an http
+action's `headers` is hidden, and so is the password part of a URL.
 
 A delivery's rule explanations show each condition's value: one that reads a secret-named
 header or query value is stored without it (templating.request_keys, rules.match).
@@ -25,12 +25,20 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "[redacted]"
-SECRET_WORDS = ("password", "passwd", "token", "secret", "authorization", "api_key", "apikey",
-                "private_key", "access_key", "credential", "cookie", "session", "signature",
-                "hmac")
-# Parts too short to look for inside longer words (`author`, `design`).
-SECRET_PARTS = frozenset({"auth", "sig", "pwd"})
-SECRET_NAMES = frozenset({"key"})
+# Where a rendered action lists the places of its values rendered from secret request values.
+HIDDEN_PATHS = "hidden_paths"
+# An http action's environment references (actions.http URL_ENV, HEADERS_ENV): variable
+# names, shown as they are (the values never enter the spec).
+ENV_NAMES = frozenset({"url_env", "headers_env"})
+SECRET_WORDS = ("password", "passwd", "passphrase", "token", "secret", "authorization",
+                "authentication", "api_key", "apikey", "private_key", "access_key", "credential",
+                "cookie", "session", "signature", "hmac", "jwt", "bearer", "functions_key",
+                "subscription_key", "signing_key", "webhook_key", "client_key", "master_key")
+# Parts too short to look for inside longer words (`author`, `design`, `bypass`). Not `key`:
+# `X-Event-Key` (Bitbucket's event) and `Idempotency-Key` are no secrets.
+SECRET_PARTS = frozenset({"auth", "sig", "pwd", "pass"})
+# `?code=` is Azure Functions' key parameter (or an OAuth code), as a whole name only.
+SECRET_NAMES = frozenset({"key", "code"})
 # Named like secrets, but they are senders' delivery ids (kept as the delivery's dedup key).
 NOT_SECRET = frozenset({"i_twilio_idempotency_token"})
 _URL_START = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -62,8 +70,30 @@ def redact_pairs(pairs: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> 
 
 
 def redact_spec(spec: Any, action: str = "") -> Any:
-    """A copy of `spec` with secret values replaced by REDACTED."""
-    return _walk(spec, headers_secret=action == "http")
+    """A copy of `spec` with secret values replaced by REDACTED: those under secret-looking
+    keys, and those at the HIDDEN_PATHS the spec lists (values rendered from secret headers
+    or query parameters: ingest._new_run)."""
+    shown = _walk(spec, headers_secret=action == "http")
+    if isinstance(shown, dict) and isinstance(spec, dict):
+        if action == "http":
+            shown.update({k: spec[k] for k in ENV_NAMES if k in spec})
+        for path in shown.pop(HIDDEN_PATHS, None) or ():
+            _hide_at(shown, path)
+    return shown
+
+
+def _hide_at(tree: Any, path: Any) -> None:
+    if not isinstance(path, list) or not path:
+        return
+    *parents, last = path
+    for step in parents:
+        try:
+            tree = tree[step]
+        except (KeyError, IndexError, TypeError):
+            return
+    in_list = isinstance(tree, list) and isinstance(last, int) and -len(tree) <= last < len(tree)
+    if in_list or (isinstance(tree, dict) and last in tree):
+        tree[last] = REDACTED
 
 
 def _walk(value: Any, *, headers_secret: bool) -> Any:

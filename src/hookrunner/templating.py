@@ -192,7 +192,9 @@ def _render_error(exc: Exception, source: str) -> TemplateError:
         why = f"refused by the sandbox: {exc}"
     else:
         why = f"{type(exc).__name__}: {exc}"
-    return TemplateError(f"{why} (in {source!r})")
+    error = TemplateError(f"{why} (in {source!r})")
+    error.source = source
+    return error
 
 
 def to_plain(value: Any) -> Any:
@@ -443,6 +445,7 @@ class Constant:
 
     __slots__ = ("source",)
     names: frozenset[str] = frozenset()
+    keys: frozenset[str] | None = frozenset()  # the request values it reads (request_keys)
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -458,7 +461,7 @@ class Template:
     """A string with Jinja in it; renders to a string, or to a native value if it is a single
     `{{ expr }}`."""
 
-    __slots__ = ("_native", "_template", "names", "source")
+    __slots__ = ("_native", "_template", "keys", "names", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -468,6 +471,7 @@ class Template:
             raise _syntax_error(exc, source) from None
         _check_tree(tree)
         self.names = _names(tree)
+        self.keys = request_keys(tree)
         self._native: TemplateExpression | None = None
         self._template: jinja2.Template | None = None
         m = _SINGLE_EXPR.match(source)

@@ -33,6 +33,23 @@ rules:
     hook: shared
     when: ['headers["X-Shared"][:3] == "zzz"', 'headers["X-Missing-Token"] == "x"']
     run: {shell: {argv: ["true"]}}
+  - name: renders-secret
+    hook: shared
+    when: payload.render | default(false)
+    run:
+      shell:
+        argv: [sh, -c, 'test $(printf %s "$1$3$FROM_HEADER" | md5sum | cut -c1-12) = 5b6385654c6b
+                        && echo "ran for $2"', sh,
+               "{{ headers['X-Shared'] }}", "{{ payload.ref }}", "{{ query.token | default('') }}"]
+        env: {FROM_HEADER: "{{ headers['X-Shared'] | lower }}", REF: "{{ payload.ref }}"}
+  - name: fails-on-secret
+    hook: shared
+    when: payload.fail | default(false)
+    run: {shell: {argv: ["echo", "{{ payload[headers['X-Shared']] }}"]}}
+  - name: fails-plainly
+    hook: shared
+    when: payload.fail | default(false)
+    run: {shell: {argv: ["echo", "{{ payload.nothing.here }}"]}}
 """
 ENV = {"BASIC_PW": "pw-1", "TOK": "tok-1"}
 
@@ -129,6 +146,44 @@ def test_a_delivery_keeps_its_query_for_replay_and_hides_secrets(
     conditions = doc["matches"][0]["conditions"]
     assert conditions[0]["value"] == "[redacted]" and "tok" not in str(doc["matches"])
     assert conditions[1]["error"].startswith("the request has no header 'X-Missing-Token'")
+
+
+# The action's check that it got the values (by digest: its text is shown, the values not).
+SECRET_CHECK = ('test $(printf %s "$1$3$FROM_HEADER" | md5sum | cut -c1-12) = 5b6385654c6b'
+                ' && echo "ran for $2"')
+
+
+def test_values_rendered_from_secret_headers_are_hidden_where_runs_are_shown(
+    make_server: Callable[..., Server],
+) -> None:
+    """The action runs with the verifier header's value; the API, the console and a failed
+    render's stored reason never show it (or what a template derived from it)."""
+    server = make_server(RULES, env=ENV)
+    r = httpx.post(f"{server.url}/hooks/shared?wait=10s&token=q-t0k", headers={"X-Shared": "tok-1"},
+                   json={"render": True, "ref": "main"})
+    assert r.status_code == 200, r.text
+    run = r.json()["runs"][0]
+    assert run["status"] == "succeeded" and "ran for main" in run["output"]  # with the values
+    with server.admin() as c:
+        shown = c.get(f"/api/runs/{run['id']}").json()
+        page = c.get(f"/runs/{run['id']}").text
+    assert shown["spec"] == {
+        "argv": ["sh", "-c", SECRET_CHECK, "sh", "[redacted]", "main", "[redacted]"],
+        "env": {"FROM_HEADER": "[redacted]", "REF": "main"},
+    }, shown["spec"]
+    assert "tok-1" not in page and "q-t0k" not in page and "hidden_paths" not in page
+
+    r = httpx.post(f"{server.url}/hooks/shared?wait=10s", headers={"X-Shared": "tok-1"},
+                   json={"fail": True})
+    assert r.status_code == 200 and "tok-1" not in r.text, r.text
+    runs = {x["rule"]: x for x in r.json()["runs"]}
+    hidden, plain = runs["fails-on-secret"], runs["fails-plainly"]
+    assert hidden["status"] == plain["status"] == "failed"
+    assert "the message is hidden" in hidden["reason"], hidden
+    assert "nothing" in plain["reason"] and "hidden" not in plain["reason"], plain
+    with server.admin() as c:
+        listing = c.get("/api/runs?limit=100").text
+    assert "tok-1" not in listing and "tok-1" not in server.output()
 
 
 def _mode(path: Path) -> int:

@@ -25,6 +25,11 @@ from hookrunner.redact import (
     ("X-Hub-Signature-256", True), ("X-Shopify-Hmac-Sha256", True), ("Cookie", True),
     ("Proxy-Authorization", True), ("X-Session-Id", True), ("X-Auth", True), ("sig", True),
     ("access_token", True), ("key", True), ("apikey", True),
+    # Common services' key headers and parameters (Azure Functions, API Management, JWTs).
+    ("X-Functions-Key", True), ("Ocp-Apim-Subscription-Key", True), ("X-Webhook-Key", True),
+    ("X-Signing-Key", True), ("X-Passphrase", True), ("X-Pass", True), ("X-Jwt", True),
+    ("X-Bearer", True), ("Authentication", True), ("code", True), ("x-functions-key", True),
+    ("pass", True), ("jwt", True), ("bypass", False), ("X-Error-Code", False), ("passenger", False),
     ("DEPLOY_AUTHOR", False), ("design", False), ("X-Event-Key", False), ("Idempotency-Key", False),
     ("I-Twilio-Idempotency-Token", False), ("X-GitHub-Delivery", False), ("Content-Type", False),
     ("env", False), ("bodySHA256", False), ("wait", False),
@@ -46,6 +51,17 @@ CASES: list[tuple[str, Any, str, Any]] = [
     ("url password", {"url": "https://bot:hunter2@api.example:8443/p?q=1"}, "http",
      {"url": f"https://bot:{REDACTED}@api.example:8443/p?q=1"}),
     ("lists walked", {"argv": [{"token": "t"}, "plain"]}, "shell", {"argv": [{"token": REDACTED}, "plain"]}),
+    # Variable names, not values: shown as they are, whatever the header is called.
+    ("http env references", {"url_env": "HOOK_URL", "headers_env": {"Authorization": "CI_TOKEN"}},
+     "http", {"url_env": "HOOK_URL", "headers_env": {"Authorization": "CI_TOKEN"}}),
+    ("env references only at the top", {"json": {"headers_env": {"Authorization": "x"}}}, "http",
+     {"json": {"headers_env": {"Authorization": REDACTED}}}),
+    # Values rendered from secret request values (ingest lists where they are).
+    ("hidden paths", {"argv": ["a", "s3", "b"], "env": {"X": "s3", "Y": "y"}, "json": {"l": [{"v": 1}]},
+                      "hidden_paths": [["argv", 1], ["env", "X"], ["json", "l", 0, "v"],
+                                       ["gone", 1], ["argv", 9], "junk"]},
+     "shell", {"argv": ["a", REDACTED, "b"], "env": {"X": REDACTED, "Y": "y"},
+               "json": {"l": [{"v": REDACTED}]}}),
 ]
 
 

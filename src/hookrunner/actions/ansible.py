@@ -3,7 +3,8 @@
 ansible-runner starts `ansible-playbook` itself (pexpect) in a thread of its own; stopping it
 goes through `actions.process`. The pitfalls measured in findings.md, and what is done here:
 - it seeds the child environment with the server's `os.environ` (hook secrets) and stores it
-  in `artifacts/<id>/command`: the prepared environment is cut back to the action's own;
+  in `artifacts/<id>/command`: the prepared environment is cut back to the action's own, and
+  the file is removed once the playbook has started;
 - ansible-playbook must be on PATH: the interpreter's bin dir goes first;
 - 2.19 workers start their own session, so killing the playbook's group leaves them: on
   cancel/timeout the playbook pid gets SIGTERM (ansible stops its workers), then after the
@@ -169,6 +170,18 @@ class _Job:
     status: str = ""
     stats: dict[str, Any] | None = None
     error: str = ""
+    command_file: Path | None = None  # ansible-runner's record of the command and its env
+
+    def forget_command(self) -> None:
+        """Remove `artifacts/<id>/command`: ansible-runner writes the whole environment there
+        (the `--pass-env` values), whatever `suppress_env_files` says, and the run's work dir
+        is kept until --keep. Done at the first event and again at the end."""
+        if self.command_file is not None:
+            try:
+                self.command_file.unlink(missing_ok=True)
+            except OSError:
+                return
+            self.command_file = None
 
 
 class AnsibleRunner:
@@ -231,6 +244,7 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
     def on_event(event: dict[str, Any]) -> bool:  # runner thread
         if job.pid is None and isinstance(event.get("pid"), int):
             job.pid = event["pid"]
+        job.forget_command()
         text = event.get("stdout")
         if text:
             data = (text.replace("\r\n", "\n") + "\n").encode()
@@ -243,11 +257,13 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
             runner.config.env = private_env(runner.config.env, envvars)
             if HOST_KEY_CHECKING not in envvars:
                 runner.config.env.pop(HOST_KEY_CHECKING, None)
+            job.command_file = Path(runner.config.artifact_dir) / "command"
             runner.run()
             job.rc, job.status, job.stats = runner.rc, runner.status, runner.stats
         except Exception as exc:  # ansible-runner's own errors: report, do not crash
             job.error = f"ansible-runner: {exc}"
         finally:
+            job.forget_command()
             loop.call_soon_threadsafe(_resolve, done)
 
     threading.Thread(target=work, name=f"ansible-{ctx.run_id}", daemon=True).start()

@@ -39,7 +39,6 @@ WORKSPACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,89}")  # fullmatch: n
 SENSITIVE = "(sensitive)"  # stands in for sensitive output values in the run record
 # Set for every command: no prompts, no "run terraform apply" hints, no version check calls.
 AUTOMATION_ENV = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
-DROPPED_ENV = ("TF_CLI_CONFIG_FILE",)  # may point at a missing file: a warning per command
 
 Step = Callable[..., Awaitable[RunResult]]
 _init_locks: dict[Path, asyncio.Lock] = {}  # one init / workspace creation per dir at a time
@@ -77,7 +76,9 @@ def concurrency_key(rendered: Mapping[str, Any]) -> str:
 
 
 def build_env(base: Mapping[str, str], variables: Mapping[str, Any], workspace: str) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in DROPPED_ENV and not k.startswith("TF_VAR_")}
+    # `base` holds only what the operator passed (`--pass-env`): a TF_VAR_ there is a variable
+    # kept out of the rules and payloads (a password); the rule's own `vars` win.
+    env = dict(base)
     env.update(AUTOMATION_ENV)
     env["TF_WORKSPACE"] = workspace
     for name, value in variables.items():

@@ -93,6 +93,19 @@ class Concurrency:
     policy: Literal["queue", "skip", "replace", "coalesce"] = "queue"
 
 
+Path = tuple[str | int, ...]  # where a value sits in a rendered action: keys and indexes
+
+
+@dataclass(frozen=True)
+class RequestRead:
+    """A template of a rule's action (or its concurrency key: `path` None) that reads header
+    or query values: `keys` lower-cased, None where it may read any (templating.request_keys)."""
+
+    path: Path | None
+    source: str
+    keys: frozenset[str] | None
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -105,6 +118,27 @@ class Rule:
     retry: Retry = field(default_factory=Retry)
     concurrency: Concurrency | None = None
     description: str = ""
+
+    @functools.cached_property
+    def request_reads(self) -> tuple[RequestRead, ...]:
+        """Its templates that read request values, found once per rule (not per run)."""
+        found: list[RequestRead] = []
+        todo: list[tuple[Path, Any]] = [((), self.action)]
+        while todo:
+            path, node = todo.pop()
+            if isinstance(node, Mapping):
+                todo.extend(((*path, str(k)), v) for k, v in node.items())
+            elif isinstance(node, list | tuple):
+                todo.extend(((*path, i), v) for i, v in enumerate(node))
+            elif hasattr(node, "source"):
+                keys = getattr(node, "keys", None)
+                if keys is None or keys:
+                    found.append(RequestRead(path, node.source, keys))
+        if self.concurrency is not None:
+            keys = getattr(self.concurrency.key, "keys", None)
+            if keys is None or keys:
+                found.append(RequestRead(None, self.concurrency.key.source, keys))
+        return tuple(found)
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,21 @@ async def test_server_secrets_reach_neither_the_play_nor_the_artifacts(
     assert stored == []
 
 
+async def test_passed_env_values_are_not_left_in_the_artifacts(
+    harness, playbooks: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ansible-runner writes the whole environment to `artifacts/<id>/command`, whatever
+    `suppress_env_files` says; the work dir is kept until --keep, so that file is removed."""
+    monkeypatch.setenv("DEPLOY_KEY", "passed-s3cret")
+    ctx = harness.ctx(payload={}, pass_env=("DEPLOY_KEY",))
+    assert ctx.env["DEPLOY_KEY"] == "passed-s3cret"  # the play gets it
+    result = await ANSIBLE.run({"playbook": "env_probe.yml"}, ctx)
+    assert result.outcome == "succeeded", harness.log_text()
+    assert list(ctx.work_dir.rglob("command")) == []
+    stored = [p for p in ctx.work_dir.rglob("*") if p.is_file() and b"passed-s3cret" in p.read_bytes()]
+    assert stored == []
+
+
 async def test_playbook_outside_playbooks_dir_is_refused(harness, playbooks: Path) -> None:
     (harness.root / "other.yml").write_text(FAILING)
     with pytest.raises(ActionError):

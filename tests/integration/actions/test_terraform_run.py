@@ -73,6 +73,21 @@ async def test_apply_passes_vars_and_stores_outputs(harness, tfdir: Path) -> Non
     assert not list(harness.root.rglob("*.tfvars*"))  # vars never land in a file
 
 
+async def test_a_passed_tf_var_reaches_terraform_and_the_rules_vars_win(
+    harness, tfdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --pass-env TF_VAR_token` keeps a secret variable out of the rules and payloads."""
+    monkeypatch.setenv("TF_VAR_token", "from-env")
+    monkeypatch.setenv("TF_VAR_name", "env-name")
+    (tfdir / "main.tf").write_text(MAIN_TF + 'output "token_length" { value = nonsensitive(length(var.token)) }\n')
+    ctx = harness.ctx(pass_env=("TF_VAR_token", "TF_VAR_name"))
+    spec = {"dir": "terraform/scaling", "command": "apply", "vars": {"replicas": 1, "name": "rule"}}
+    result = await TF.run(spec, ctx)
+    assert result.outcome == "succeeded", harness.log_text()
+    outputs = result.outputs["outputs"]
+    assert outputs["token_length"] == len("from-env") and outputs["name"] == "rule"
+
+
 async def test_plan_runs_nothing_and_reports_changes(harness, tfdir: Path) -> None:
     result = await TF.run(
         {"dir": "terraform/scaling", "command": "plan", "vars": {"replicas": 2}}, harness.ctx()

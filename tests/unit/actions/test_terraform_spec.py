@@ -66,11 +66,15 @@ def test_concurrency_key_is_dir_and_workspace(rendered: dict[str, Any], key: str
     assert concurrency_key(rendered) == key
 
 
-def test_env_carries_vars_and_automation_flags_and_drops_cli_config() -> None:
-    base = {"PATH": "/bin", "TF_CLI_CONFIG_FILE": "/nope", "TF_VAR_stale": "x"}
+def test_env_carries_vars_and_automation_flags_and_what_was_passed() -> None:
+    # `base` is the action's environment: only names the operator passed (--pass-env).
+    base = {"PATH": "/bin", "TF_CLI_CONFIG_FILE": "/etc/tf.rc", "TF_VAR_db_password": "pw",
+            "TF_VAR_name": "passed"}
     env = build_env(base, {"replicas": 3, "tags": {"a": "b"}, "name": "web"}, "prod")
     assert env == {
         "PATH": "/bin",
+        "TF_CLI_CONFIG_FILE": "/etc/tf.rc",
+        "TF_VAR_db_password": "pw",
         "TF_IN_AUTOMATION": "1",
         "TF_INPUT": "0",
         "CHECKPOINT_DISABLE": "1",
