@@ -99,6 +99,7 @@ def _server(config: Any, app: Any) -> Any:
                 self.interrupts += 1
             # An extra HTTP worker process has no dispatcher of its own to stop. A second
             # Ctrl-C cancels the running runs at once (cleanly, and recorded).
+            app.state.gateway.stopping = True
             stop = getattr(app.state.gateway.dispatcher, "begin_stop_threadsafe", None)
             if stop is not None:
                 stop(now=self.interrupts > 1)

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,11 @@ LOG_TO_DISK_AFTER = 1.0
 async def wait_for_runs(
     store: Store, settings: Settings, run_ids: list[str], timeout: float,
     finished: asyncio.Condition | None = None, poll: float = 0.25,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> list[dict[str, Any]] | None:
-    """Each run's status, exit code and output tail once all ended; None on timeout.
+    """Each run's status, exit code and output tail once all ended; None on timeout, and as
+    soon as the server is `stopping` with a run still queued (it starts only after a
+    restart: the caller answers 202 now, not a 500 when shutdown stops waiting for it).
     `finished` is notified by a dispatcher in this process; runs elsewhere are polled."""
     deadline = time.monotonic() + timeout
     while True:
@@ -72,7 +76,7 @@ async def wait_for_runs(
         if all(r is not None and r.status in TERMINAL for r in runs):
             return [await _summary(store, settings, r) for r in runs if r is not None]
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or (stopping() and any(r is None or r.status == "queued" for r in runs)):
             return None
         if finished is None:
             await asyncio.sleep(min(left, poll))
@@ -264,9 +268,11 @@ class Dispatcher:
         self._wake_freed()
         return status
 
-    async def wait_for(self, run_ids: list[str], timeout: float) -> list[dict[str, Any]] | None:
+    async def wait_for(self, run_ids: list[str], timeout: float,
+                       stopping: Callable[[], bool] = lambda: False) -> list[dict[str, Any]] | None:
         """Each run's status, exit code and output tail once all ended; None on timeout."""
-        return await wait_for_runs(self.store, self.settings, run_ids, timeout, self._finished)
+        return await wait_for_runs(self.store, self.settings, run_ids, timeout, self._finished,
+                                   stopping=lambda: self._stopping or stopping())
 
     def live_log(self, run_id: str, attempt: int) -> Path | None:
         """The log file of an attempt under way here (until its end is recorded), written to

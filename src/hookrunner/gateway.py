@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,6 +13,10 @@ from hookrunner.reload import LiveRules
 from hookrunner.rules.model import IPNetwork
 from hookrunner.settings import Settings
 from hookrunner.store.base import Store
+
+
+def _never() -> bool:
+    return False
 
 
 class RunQueue(Protocol):
@@ -27,7 +32,8 @@ class RunQueue(Protocol):
 
     async def request_cancel(self, run_id: str) -> str | None: ...
 
-    async def wait_for(self, run_ids: list[str], timeout: float) -> list[dict[str, Any]] | None: ...
+    async def wait_for(self, run_ids: list[str], timeout: float,
+                       stopping: Callable[[], bool] = _never) -> list[dict[str, Any]] | None: ...
 
     def live_log(self, run_id: str, attempt: int) -> Path | None: ...
 
@@ -41,3 +47,6 @@ class Gateway:
     trusted: tuple[IPNetwork, ...] = ()
     limiter: RateLimiter = field(default_factory=RateLimiter)
     dispatcher: RunQueue | None = None
+    # The server got SIGTERM/SIGINT: a `?wait` stops waiting for runs that will not start
+    # before it stops (commands._server sets it, from the signal handler).
+    stopping: bool = False

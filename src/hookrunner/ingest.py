@@ -249,7 +249,7 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
     if wait > 0 and gw.dispatcher is not None:
         if not result.run_ids:
             return Answer(200, answer)  # no rule matched: nothing is left to wait for
-        finished = await gw.dispatcher.wait_for(result.run_ids, wait)
+        finished = await gw.dispatcher.wait_for(result.run_ids, wait, lambda: gw.stopping)
         if finished is not None:
             answer["runs"] = finished
             return Answer(200, answer)

@@ -8,6 +8,7 @@ asked for), and learns how runs ended from the store, as another node would.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,10 @@ class WorkerQueue:
         self._shared.poke()
         return status
 
-    async def wait_for(self, run_ids: list[str], timeout: float) -> list[dict[str, Any]] | None:
-        return await wait_for_runs(self.store, self.settings, run_ids, timeout, poll=POLL)
+    async def wait_for(self, run_ids: list[str], timeout: float,
+                       stopping: Callable[[], bool] = lambda: False) -> list[dict[str, Any]] | None:
+        return await wait_for_runs(self.store, self.settings, run_ids, timeout, poll=POLL,
+                                   stopping=stopping)
 
     def live_log(self, run_id: str, attempt: int) -> Path | None:
         return None  # runs run in the main process, which serves the API

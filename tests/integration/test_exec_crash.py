@@ -216,6 +216,12 @@ def test_sigterm_drains_within_grace_then_cancels_cleanly(
         waiting = fire(server, tag="waiting")
         started(records, short)
         assert run_doc(server, waiting)["status"] == "queued"
+        # A `?wait` whose run is queued behind them: it will not start before the restart.
+        queued_wait: list[tuple[int, dict[str, Any], float, httpx.Headers]] = []
+        queued_holder = threading.Thread(target=lambda: queued_wait.append(
+            post(c, server, {"sleep": 0, "tag": "queued-wait"}, "queued-wait", wait="30s")))
+        queued_holder.start()
+        wait_for("the queued ?wait run", lambda: _run_count(server) >= 4)
         assert server.proc is not None
         sent = time.time()
         server.proc.send_signal(signal.SIGTERM)
@@ -229,6 +235,13 @@ def test_sigterm_drains_within_grace_then_cancels_cleanly(
 
         wait_for("the listener to close", refused)
         holder.join(timeout=30)
+        queued_holder.join(timeout=30)
+    # It hears 202 with its run id as soon as the server stops (not a 500 when shutdown gives
+    # up on the request); the run stays queued and runs after the restart.
+    (status, body, answered, _), = queued_wait
+    assert status == 202 and len(body["runs"]) == 1, (status, body)
+    assert answered - sent < 2.0, answered - sent
+    queued_run = body["runs"][0]
     # uvicorn re-raises the signal once shut down, so the exit status says "by SIGTERM".
     assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
     (status, body, answered, _), = waited
@@ -247,6 +260,12 @@ def test_sigterm_drains_within_grace_then_cancels_cleanly(
           f"?wait answered after {answered - sent:.2f}s (grace 2s)")
     assert server.wait_run(short)["status"] == "succeeded"
     assert server.wait_run(waiting)["status"] == "succeeded"
+    assert server.wait_run(queued_run)["status"] == "succeeded"
+
+
+def _run_count(server: Server) -> int:
+    with server.admin() as c:
+        return len(c.get("/api/runs").json()["runs"])
 
 
 def _claimed_before_a_crash(project: Path, records: Path, node: str) -> str:

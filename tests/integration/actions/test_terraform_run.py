@@ -79,7 +79,8 @@ async def test_a_passed_tf_var_reaches_terraform_and_the_rules_vars_win(
     """`serve --pass-env TF_VAR_token` keeps a secret variable out of the rules and payloads."""
     monkeypatch.setenv("TF_VAR_token", "from-env")
     monkeypatch.setenv("TF_VAR_name", "env-name")
-    (tfdir / "main.tf").write_text(MAIN_TF + 'output "token_length" { value = nonsensitive(length(var.token)) }\n')
+    length = 'output "token_length" { value = nonsensitive(length(var.token)) }\n'
+    (tfdir / "main.tf").write_text(MAIN_TF + length)
     ctx = harness.ctx(pass_env=("TF_VAR_token", "TF_VAR_name"))
     spec = {"dir": "terraform/scaling", "command": "apply", "vars": {"replicas": 1, "name": "rule"}}
     result = await TF.run(spec, ctx)
