@@ -10,6 +10,10 @@ runs that are running on any node, then writes the decision. Per concurrency key
 - `coalesce` the running run finishes; then only the newest of the waiting runs runs, the
              others are skipped, superseded by the newest.
 
+For `replace` and `coalesce`, "the others" include older runs waiting for a retry (queued,
+not yet due): the store skips them too (`Decision.supersede`), or an old commit's retry
+would run after, or even cancel, the newer one.
+
 A key's policy is the policy of its newest waiting run (the rule that fired last decides
 what happens to the runs already there); runs without a key are always claimable.
 A retry (attempt > 0) is never dropped by `skip`: it waits for the key like `queue`.
@@ -31,6 +35,9 @@ class Decision:
     claim: list[Run] = field(default_factory=list)
     skip: list[Skip] = field(default_factory=list)
     cancel: list[Replace] = field(default_factory=list)
+    # Newest runs of replace/coalesce keys: the store skips their key's older queued runs
+    # that are not due yet (in a retry's backoff), superseded by them.
+    supersede: list[Run] = field(default_factory=list)
 
 
 @dataclass
@@ -42,6 +49,7 @@ class _KeyPlan:
     skip: list[Skip] = field(default_factory=list)  # decided regardless of the claim
     skip_if_claimed: list[Skip] = field(default_factory=list)  # only once `claim` really runs
     cancel: list[Replace] = field(default_factory=list)
+    supersede: Run | None = None
 
 
 def skip_reason(holder: Run) -> str:
@@ -59,6 +67,7 @@ def _plan_key(waiting: list[Run], running: list[Run]) -> _KeyPlan:
     if policy in ("replace", "coalesce"):
         # Only the newest waiting run survives, whether the key is busy or free.
         plan.skip = [(r, superseded_reason(newest), newest.id) for r in waiting[:-1]]
+        plan.supersede = newest
         if running:
             if policy == "replace":
                 plan.cancel = [(r, newest.id) for r in running if not r.cancel_requested]
@@ -103,6 +112,8 @@ def decide(candidates: list[Run], running: list[Run], limit: int) -> Decision:
     for plan in sorted(plans + free, key=lambda p: p.first_seq):
         decision.skip.extend(plan.skip)
         decision.cancel.extend(plan.cancel)
+        if plan.supersede is not None:
+            decision.supersede.append(plan.supersede)
         if plan.claim is not None and len(decision.claim) < limit:
             decision.claim.append(plan.claim)
             decision.skip.extend(plan.skip_if_claimed)

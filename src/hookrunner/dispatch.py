@@ -630,7 +630,10 @@ class Dispatcher:
             return
         now = time.time()
         retry_at = None
-        if should_retry(result.outcome, run.attempt, run.max_attempts, run.retry_on):
+        # A run whose cancel this node has seen is not retried (nor one the store knows was
+        # asked to stop: its finish record ends it canceled, see Store.finish).
+        if run.id not in self._cancel_reason and should_retry(
+                result.outcome, run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
         self.metrics.runs.labels(run.rule, result.outcome).inc()
         self.metrics.run_duration.labels(run.rule).observe(now - started)

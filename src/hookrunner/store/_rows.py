@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from hookrunner.concurrency import Decision, superseded_reason
 from hookrunner.store.base import Attempt, Delivery, NewDelivery, NewRun, Run
 
 
@@ -17,6 +18,8 @@ class RowLike(Protocol):
 
 CANCELED_BEFORE_START = "canceled before it started"
 CANCELED_BEFORE_RETRY = "canceled while waiting for its next attempt"
+# An attempt that ended (failed, or its node died) after a cancel was asked for: no retry.
+CANCELED_INSTEAD_OF_RETRY = "canceled by request (its last attempt ended first; not retried)"
 
 
 # Listing filters: parameter name -> column (store/sql/*/queries.sql: list_runs, list_deliveries).
@@ -53,6 +56,12 @@ def delivery_params(d: NewDelivery) -> dict[str, Any]:
         "dedup_key": d.dedup_key, "event": d.event, "client_ip": d.client_ip,
         "matches": dumps(d.matches), "query_params": dumps(d.query),
     }
+
+
+def supersede_params(decision: Decision, now: float) -> list[dict[str, Any]]:
+    """The `supersede_waiting` statement's parameters, one set per newest run."""
+    return [{"id": r.id, "key": r.concurrency_key, "seq": r.seq, "now": now,
+             "reason": superseded_reason(r)} for r in decision.supersede]
 
 
 def run_params(r: NewRun, now: float) -> dict[str, Any]:

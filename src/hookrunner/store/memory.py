@@ -9,8 +9,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from hookrunner.concurrency import decide
-from hookrunner.store._rows import CANCELED_BEFORE_RETRY, CANCELED_BEFORE_START
+from hookrunner.concurrency import decide, superseded_reason
+from hookrunner.store._rows import (
+    CANCELED_BEFORE_RETRY,
+    CANCELED_BEFORE_START,
+    CANCELED_INSTEAD_OF_RETRY,
+)
 from hookrunner.store._wake import wait_event
 from hookrunner.store.base import (
     RUN_STATUSES,
@@ -102,6 +106,12 @@ class MemoryStore:
             r.status, r.reason, r.superseded_by, r.finished_at = (
                 "skipped", reason, superseded_by, now,
             )
+        for newest in decision.supersede:  # as the SQL stores' supersede_waiting
+            for r in self._runs.values():
+                if (r.status == "queued" and r.concurrency_key == newest.concurrency_key
+                        and r.seq < newest.seq and r.next_attempt_at > now):
+                    r.status, r.reason, r.superseded_by, r.finished_at = (
+                        "skipped", superseded_reason(newest), newest.id, now)
         for r, by in decision.cancel:
             r.cancel_requested, r.superseded_by = True, by
         for r in decision.claim:
@@ -139,6 +149,12 @@ class MemoryStore:
             return
         r.exit_code, r.reason, r.outputs = result.exit_code, result.reason, dict(result.outputs)
         r.lease_expires = None
+        if result.retry_at is not None and r.cancel_requested:  # never retried (sqlite.py)
+            r.status, r.finished_at = "canceled", result.finished_at
+            r.reason = (f"canceled: replaced by run {r.superseded_by}" if r.superseded_by
+                        else CANCELED_INSTEAD_OF_RETRY)
+            self._wake.set()
+            return
         if result.outcome != "canceled" or result.retry_at is not None:
             r.superseded_by = None  # replaced only if the cancel is how it ended
         if result.retry_at is not None:

@@ -35,6 +35,7 @@ from hookrunner.store import sql
 from hookrunner.store._rows import (
     CANCELED_BEFORE_RETRY,
     CANCELED_BEFORE_START,
+    CANCELED_INSTEAD_OF_RETRY,
     DELIVERY_FILTERS,
     RUN_FILTERS,
     attempt_from_row,
@@ -44,6 +45,7 @@ from hookrunner.store._rows import (
     listing,
     run_from_row,
     run_params,
+    supersede_params,
 )
 from hookrunner.store._wake import wait_event
 from hookrunner.store.base import (
@@ -266,6 +268,7 @@ class PostgresStore:
                 for query, params in (
                     ("skip_run", [{"id": r.id, "reason": why, "superseded_by": sup, "now": now}
                                   for r, why, sup in decision.skip]),
+                    ("supersede_waiting", supersede_params(decision, now)),
                     ("flag_cancel", [{"id": r.id, "by": by} for r, by in decision.cancel]),
                     ("start_run", [{"id": r.id, "now": now, "node": node,
                                     "lease_expires": r.lease_expires} for r in decision.claim]),
@@ -293,8 +296,12 @@ class PostgresStore:
         async with self._tx() as conn:
             await conn.execute(Q["finish_attempt"], params)
             # Guarded by owner and status: a node that lost its lease cannot undo another's.
-            await conn.execute(Q["finish_run" if result.retry_at is None else "requeue_run"],
-                               params)
+            if result.retry_at is None:
+                await conn.execute(Q["finish_run"], params)
+            else:  # one of the two applies: queued again, or canceled if a cancel was asked for
+                await conn.execute(Q["requeue_run"], params)
+                await conn.execute(Q["cancel_retry"],
+                                   {**params, "cancel_reason": CANCELED_INSTEAD_OF_RETRY})
             await conn.execute(Q["notify"])  # its key is free now, or it is queued again
 
     async def expired(self, now: float) -> list[Run]:

@@ -27,6 +27,7 @@ from hookrunner.store import sql
 from hookrunner.store._rows import (
     CANCELED_BEFORE_RETRY,
     CANCELED_BEFORE_START,
+    CANCELED_INSTEAD_OF_RETRY,
     DELIVERY_FILTERS,
     RUN_FILTERS,
     attempt_from_row,
@@ -36,6 +37,7 @@ from hookrunner.store._rows import (
     listing,
     run_from_row,
     run_params,
+    supersede_params,
 )
 from hookrunner.store._sqlite_writer import DEFAULT_MAX_BATCH, Writer
 from hookrunner.store._wake import wait_event
@@ -117,6 +119,7 @@ def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: f
         {"id": r.id, "reason": reason, "superseded_by": sup, "now": now}
         for r, reason, sup in decision.skip
     ])
+    conn.executemany(Q["supersede_waiting"], supersede_params(decision, now))
     conn.executemany(Q["flag_cancel"], [{"id": r.id, "by": by} for r, by in decision.cancel])
     for r in decision.claim:
         r.status, r.attempt, r.started_at, r.finished_at, r.exit_code = (
@@ -149,7 +152,11 @@ def _finish(conn: sqlite3.Connection, f: Finish) -> None:
     }
     conn.execute(Q["finish_attempt"], params)
     # Guarded by owner and status: a node that lost its lease cannot undo another's decision.
-    conn.execute(Q["finish_run" if f.retry_at is None else "requeue_run"], params)
+    if f.retry_at is None:
+        conn.execute(Q["finish_run"], params)
+    else:  # one of the two applies: queued again, or canceled if a cancel was asked for
+        conn.execute(Q["requeue_run"], params)
+        conn.execute(Q["cancel_retry"], {**params, "cancel_reason": CANCELED_INSTEAD_OF_RETRY})
 
 
 def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | None:

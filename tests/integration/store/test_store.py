@@ -289,6 +289,64 @@ async def test_coalesce_runs_only_the_newest_waiting(store: Store) -> None:
     assert (run_b.status, run_b.superseded_by) == ("skipped", c)
 
 
+@pytest.mark.parametrize("policy", ["replace", "coalesce"])
+async def test_a_newer_run_supersedes_an_older_one_waiting_for_its_retry(
+    store: Store, policy: str
+) -> None:
+    """The older run failed and waits out its backoff when the newer one arrives: it is
+    skipped, superseded by the newer run, and never runs after it (nor cancels it)."""
+    old = await enqueue(store, "k", policy, max_attempts=3)
+    await store.claim("n1", 5, LEASE, T0)
+    await finish(store, old, outcome="failed", at=T0 + 1, retry_at=T0 + 20)
+    new = await enqueue(store, "k", policy, at=T0 + 2)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 2)] == [new]
+    run_old = await store.get_run(old)
+    assert run_old is not None
+    assert (run_old.status, run_old.superseded_by) == ("skipped", new)
+    assert run_old.reason == f"skipped: superseded by run {new}"
+    assert await store.claim("n1", 5, LEASE, T0 + 30) == []  # its retry time: nothing
+    assert await store.cancel_requests("n1") == {}
+
+
+async def test_a_queue_key_keeps_an_older_run_waiting_for_its_retry(store: Store) -> None:
+    old = await enqueue(store, "k", "queue", max_attempts=3)
+    await store.claim("n1", 5, LEASE, T0)
+    await finish(store, old, outcome="failed", at=T0 + 1, retry_at=T0 + 20)
+    new = await enqueue(store, "k", "queue", at=T0 + 2)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 2)] == [new]
+    await finish(store, new, at=T0 + 3)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 30)] == [old]
+
+
+async def test_a_run_asked_to_cancel_is_not_retried(store: Store) -> None:
+    """The cancel was asked for, but the attempt ended (failed, or its node died) before the
+    server stopped it: it ends canceled, and no further attempt starts."""
+    a = await enqueue(store, max_attempts=3)
+    await store.claim("n1", 5, LEASE, T0)
+    assert await store.request_cancel(a, T0 + 1) == "running"
+    await finish(store, a, outcome="failed", at=T0 + 2, retry_at=T0 + 3)
+    run = await store.get_run(a)
+    assert run is not None and run.status == "canceled", run
+    assert run.reason == "canceled by request (its last attempt ended first; not retried)"
+    assert run.finished_at == T0 + 2
+    attempts = await store.attempts(a)
+    assert [(x.attempt, x.status) for x in attempts] == [(1, "failed")]
+    assert await store.claim("n1", 5, LEASE, T0 + 10) == []
+
+
+async def test_a_replaced_run_whose_attempt_failed_is_not_retried(store: Store) -> None:
+    a = await enqueue(store, "k", "replace", max_attempts=3)
+    await store.claim("n1", 5, LEASE, T0)
+    c = await enqueue(store, "k", "replace")
+    await store.claim("n1", 5, LEASE, T0)
+    assert await store.cancel_requests("n1") == {a: c}
+    await finish(store, a, outcome="failed", at=T0 + 2, retry_at=T0 + 3)
+    run_a = await store.get_run(a)
+    assert run_a is not None
+    assert (run_a.status, run_a.reason) == ("canceled", f"canceled: replaced by run {c}")
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 10)] == [c]
+
+
 async def test_lease_renew_and_expiry(store: Store) -> None:
     """Only the owner renews; a lease not renewed in time shows up as expired."""
     a, b = await enqueue(store), await enqueue(store)

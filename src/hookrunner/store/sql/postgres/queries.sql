@@ -85,6 +85,13 @@ UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(super
                 finished_at = %(now)s
 WHERE id = %(id)s AND status = 'queued';
 
+-- name: supersede_waiting
+-- A replace/coalesce key's older runs waiting for a retry (concurrency.Decision.supersede).
+UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(id)s,
+                finished_at = %(now)s
+WHERE status = 'queued' AND concurrency_key = %(key)s AND seq < %(seq)s
+  AND next_attempt_at > %(now)s;
+
 -- name: flag_cancel
 -- %(by)s is the run replacing it (policy replace), NULL for a cancel request.
 UPDATE runs SET cancel_requested = TRUE, superseded_by = COALESCE(%(by)s, superseded_by)
@@ -121,10 +128,19 @@ UPDATE runs SET status = %(outcome)s, exit_code = %(exit_code)s, reason = %(reas
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s;
 
 -- name: requeue_run
+-- Never a run whose cancel was asked for (or that was replaced): cancel_retry ends it.
 UPDATE runs SET status = 'queued', exit_code = %(exit_code)s, reason = %(reason)s,
                 outputs = %(outputs)s::jsonb, next_attempt_at = %(retry_at)s,
                 lease_owner = NULL, lease_expires = NULL, superseded_by = NULL
-WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s;
+WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s
+  AND NOT cancel_requested;
+
+-- name: cancel_retry
+UPDATE runs SET status = 'canceled', exit_code = %(exit_code)s, outputs = %(outputs)s::jsonb,
+                finished_at = %(finished_at)s, lease_expires = NULL,
+                reason = CASE WHEN superseded_by IS NULL THEN %(cancel_reason)s
+                              ELSE 'canceled: replaced by run ' || superseded_by END
+WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s AND cancel_requested;
 
 -- name: expired
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id

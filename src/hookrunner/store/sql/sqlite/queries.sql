@@ -72,6 +72,11 @@ UPDATE runs SET status = 'skipped', reason = :reason, superseded_by = :supersede
                 finished_at = :now
 WHERE id = :id AND status = 'queued';
 
+-- name: supersede_waiting
+-- A replace/coalesce key's older runs waiting for a retry (concurrency.Decision.supersede).
+UPDATE runs SET status = 'skipped', reason = :reason, superseded_by = :id, finished_at = :now
+WHERE status = 'queued' AND concurrency_key = :key AND seq < :seq AND next_attempt_at > :now;
+
 -- name: flag_cancel
 -- :by is the run replacing it (policy replace), NULL for a cancel request.
 UPDATE runs SET cancel_requested = 1, superseded_by = COALESCE(:by, superseded_by)
@@ -104,10 +109,18 @@ UPDATE runs SET status = :outcome, exit_code = :exit_code, reason = :reason,
 WHERE id = :run_id AND status = 'running' AND lease_owner = :node;
 
 -- name: requeue_run
+-- Never a run whose cancel was asked for (or that was replaced): cancel_retry ends it.
 UPDATE runs SET status = 'queued', exit_code = :exit_code, reason = :reason,
                 outputs = :outputs, next_attempt_at = :retry_at, lease_owner = NULL,
                 lease_expires = NULL, superseded_by = NULL
-WHERE id = :run_id AND status = 'running' AND lease_owner = :node;
+WHERE id = :run_id AND status = 'running' AND lease_owner = :node AND cancel_requested = 0;
+
+-- name: cancel_retry
+UPDATE runs SET status = 'canceled', exit_code = :exit_code, outputs = :outputs,
+                finished_at = :finished_at, lease_expires = NULL,
+                reason = CASE WHEN superseded_by IS NULL THEN :cancel_reason
+                              ELSE 'canceled: replaced by run ' || superseded_by END
+WHERE id = :run_id AND status = 'running' AND lease_owner = :node AND cancel_requested = 1;
 
 -- name: expired
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
