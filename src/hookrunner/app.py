@@ -33,7 +33,7 @@ from hookrunner.reload import LiveRules
 from hookrunner.settings import POSTGRES_SCHEMES, Settings
 from hookrunner.shared import Shared
 from hookrunner.store import open_store
-from hookrunner.upstream import Upstream
+from hookrunner.upstream import Upstream, forwardable
 from hookrunner.workerqueue import WorkerQueue
 
 PUBLIC_PREFIXES = ("/hooks/", "/healthz", "/readyz", "/metrics", "/login", "/static/")
@@ -158,15 +158,21 @@ class App(Starlette):
     in an extra HTTP worker process, forwarded to the main process (`upstream`)."""
 
     upstream: Upstream | None = None
+    # The main process of `--http-workers`: every request it gets was forwarded by a worker,
+    # which answers hooks itself; a hook path here came by another way (a proxy's rewrite).
+    hooks_elsewhere = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if scope["path"].startswith(HOOKS):
                 hook_id = scope["path"][len(HOOKS):]
+                if self.hooks_elsewhere:
+                    await send_answer(send, error(404, "not found"), head=scope["method"] == "HEAD")
+                    return
                 if hook_id and "/" not in hook_id:
                     await _hook(scope, receive, send, self.state.gateway, hook_id)
                     return
-            if self.upstream is not None:
+            elif self.upstream is not None and forwardable(scope):
                 await self.upstream(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
@@ -307,6 +313,8 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     if worker:
         assert shared is not None
         app.upstream = Upstream(shared.upstream, tls=bool(settings.ssl_certfile))
+    elif shared is not None:
+        app.hooks_elsewhere = True
     token, token_file = admin_token(settings.admin_token, settings.data)
     if token_file is not None:
         event("server.admin_token", logging.INFO, file=str(token_file),

@@ -42,12 +42,21 @@ def _last_answer(status: bytes, error: bytes) -> bytes:
 
 
 REFUSAL = _last_answer(b"431 Request Header Fields Too Large", b"request headers too large")
+# httptools stops parsing at the end of the head of a request that asks to switch protocols
+# (`Connection: upgrade`: curl --http2 on http://, a WebSocket): its body would never be
+# read, and the request would reach the app with an empty one. No protocol is switched to
+# here, so such a request is refused before anything sees it.
+NO_UPGRADE = _last_answer(b"400 Bad Request", b"protocol upgrades are not supported: send the "
+                          b"request without Connection: upgrade (plain HTTP/1.1)")
+MALFORMED = _last_answer(b"400 Bad Request", b"invalid HTTP request")
 READ_TIMEOUT = 60.0  # seconds from a request's first byte until its body is complete
 SWEEP_EVERY = 1.0  # seconds between checks of every connection's deadline
 LATE = _last_answer(b"408 Request Timeout", b"request not received in time")
 
 # A slow-client flood would log a line per connection: one a second, with a count.
 _late_log = Throttled("http.request_timeout", logging.WARNING)
+_malformed_log = Throttled("http.invalid_request", logging.WARNING)
+_upgrade_log = Throttled("http.upgrade_refused", logging.WARNING)
 
 HOOKS = b"/hooks/"
 CONTINUE = b"HTTP/1.1 100 "
@@ -94,6 +103,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # whole), or the connection itself (until a first byte). None: nothing owed.
         self._reading_since: float | None = None
         self._begun = False  # a request has begun on this connection
+        self._eof = False  # the client half-closed after a whole request: answer, then close
+        self._held_refusal: bytes | None = None  # written once the earlier answers are
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -107,6 +118,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_since = time.monotonic()
         self._begun = True
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # After the head, a field is a chunked body's trailer: uvicorn would add it to the
+        # request's headers (the list is the scope's), where a client could slip in an
+        # `X-Forwarded-For` or a signature behind its proxy's back. Trailers are dropped.
+        if self._in_head:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         self._in_head = False
         # A head that arrived in one read is only measured here: the exact size counts.
@@ -114,6 +132,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if size > MAX_HEAD_BYTES:
             self._head_bytes = size
             self._refuse()
+            return
+        if self.parser.should_upgrade():
+            _upgrade_log(client=self.client[0] if self.client else "",
+                         upgrade=(self._get_upgrade() or b"").decode("latin-1")[:40])
+            self._refuse(NO_UPGRADE)
             return
         previous = self.cycle
         super().on_headers_complete()
@@ -136,6 +159,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._reading_since is not None:  # a pipelined request waited for this answer
             self._reading_since = time.monotonic()
         super().on_response_complete()
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            return
+        if self._held_refusal is not None:
+            answer, self._held_refusal = self._held_refusal, None
+            self._write_refusal(answer)
+        elif self._eof:
+            self.transport.close()  # the last answer the half-closed client waited for
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio allows True
+        """The client closed its sending side (`shutdown(SHUT_WR)`, `nc -N`): one that sent a
+        whole request still reads the answer, and a delivery journaled meanwhile must not go
+        unanswered (the sender would send it again). Otherwise the connection closes."""
+        answering = self.cycle is not None and not self.cycle.response_complete
+        if answering and self._reading_since is None and not self._refused:
+            self._eof = True
+            return True
+        return None
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what httptools cannot parse, as JSON like every other error,
+        and its log line throttled (a scanner would write one per request)."""
+        _malformed_log(client=self.client[0] if self.client else "")
+        self.transport.write(MALFORMED)
+        self.transport.close()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        pass  # refused in on_headers_complete, and logged there
 
     def _awaiting_an_answer(self) -> bool:
         """The client waits for an earlier request's answer on this connection: a request
@@ -173,11 +223,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 and not self.transport.is_closing()):
             self._refuse()
 
-    def _refuse(self) -> None:
+    def _refuse(self, answer: bytes = REFUSAL) -> None:
         self._refused = True
-        client = self.client[0] if self.client else ""
-        event("http.head_too_large", logging.WARNING, client=client, bytes=self._head_bytes)
-        self.transport.write(REFUSAL)
+        if answer is REFUSAL:
+            client = self.client[0] if self.client else ""
+            event("http.head_too_large", logging.WARNING, client=client, bytes=self._head_bytes)
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            # An earlier request on this connection is still being answered (pipelined):
+            # its answer goes first, and is not cut off by closing.
+            self._held_refusal = answer
+            return
+        self._write_refusal(answer)
+
+    def _write_refusal(self, answer: bytes) -> None:
+        self.transport.write(answer)
         if self.transport.can_write_eof():
             self.transport.write_eof()
         asyncio.get_running_loop().call_later(LINGER, self.transport.close)

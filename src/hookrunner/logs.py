@@ -138,6 +138,35 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+# uvicorn's own warnings that hookrunner.httpproto logs itself, as throttled events.
+_UVICORN_LOGGED = frozenset({"Invalid HTTP request received.", "Unsupported upgrade request."})
+
+
+class _FromUvicorn(logging.Handler):
+    """uvicorn's `uvicorn.error` lines as hookrunner's own (`http.server_message`): without it
+    they went to Python's last-resort handler, bare text in a JSON log, one per request a
+    client could provoke. Throttled per message (uvicorn's are a fixed few); a traceback is
+    kept."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._throttled: dict[str, Throttled] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message in _UVICORN_LOGGED or message.startswith("No supported WebSocket library"):
+            return
+        if record.exc_info:
+            LOGGER.log(record.levelno, "http.server_error", exc_info=record.exc_info,
+                       extra={"fields": {"message": message}})
+            return
+        if message not in self._throttled and len(self._throttled) < 100:
+            self._throttled[message] = Throttled("http.server_message", record.levelno)
+        throttled = self._throttled.get(message)
+        if throttled is not None:
+            throttled(message=message)
+
+
 def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     global _direct
     handler = logging.StreamHandler(sys.stderr)
@@ -146,3 +175,6 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     LOGGER.setLevel(level)
     LOGGER.propagate = False
     _direct = _Direct(handler, _json_line if fmt == "json" else _text_line)
+    server = logging.getLogger("uvicorn.error")
+    server.handlers[:] = [_FromUvicorn()]
+    server.propagate = False

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import http.cookiejar
 import logging
+from urllib.parse import unquote_to_bytes
 
 import httpx
 from starlette.types import Message, Receive, Scope, Send
@@ -25,6 +26,18 @@ _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"tr
                   b"transfer-encoding", b"upgrade", b"expect"})
 _OWN = frozenset({b"date", b"server"})  # this server's uvicorn adds its own
 MAX_BODY = 1024 * 1024  # the console's forms and the API's POSTs are tiny; hooks never come here
+
+
+def forwardable(scope: Scope) -> bool:
+    """Whether the main process would get the path this server got. httpx removes `.` and
+    `..` segments (`/x/../hooks/gh` would arrive as `/hooks/gh`), and cannot send a target
+    that is not a path (`OPTIONS *`): those are answered here, by the same routes and auth
+    as in the main process, which is what one process answers too."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    if not raw.startswith(b"/"):
+        return False
+    segments = unquote_to_bytes(raw.split(b"?", 1)[0]).split(b"/")
+    return b"." not in segments and b".." not in segments
 
 
 class _NoCookies(http.cookiejar.CookieJar):
@@ -77,7 +90,10 @@ class Upstream:
         except TooLarge:
             await _answer(send, 413, b'{"error":"body too large"}')
             return
-        headers = [(k, v) for k, v in scope["headers"] if k not in _HOP]
+        # One Host (h11 refuses to send two; uvicorn took the request with both).
+        hosts = [v for k, v in scope["headers"] if k == b"host"][:1]
+        headers = [(k, v) for k, v in scope["headers"] if k not in _HOP and k != b"host"]
+        headers += [(b"host", h) for h in hosts]
         client = scope.get("client")
         if client:
             headers.append((b"x-forwarded-for", client[0].encode("latin-1")))

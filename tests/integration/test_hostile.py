@@ -256,25 +256,118 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(server: Server)
     assert json.loads(rest)["runs"] == []
 
 
-def test_an_upgrade_request_to_a_hook_is_an_ordinary_request(server: Server) -> None:
-    """There is no WebSocket endpoint: `Upgrade: websocket` changes nothing, fresh or
-    pipelined behind another delivery on the same connection."""
-    body = b'{"kind": "none"}'
+def _answers(s: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    """Read `count` whole answers (head, body) off a connection."""
+    data, out = b"", []
+    while len(out) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, (out, data)
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), b"0"))
+        while len(data) < length:
+            chunk = s.recv(65536)
+            assert chunk, (out, head, data)
+            data += chunk
+        out.append((head, data[:length]))
+        data = data[length:]
+    return out
+
+
+def _deliveries(server: Server) -> int:
+    with server.admin() as c:
+        return len(c.get("/api/deliveries", params={"hook": "open", "limit": 1000}).json()["deliveries"])
+
+
+def test_an_upgrade_request_is_refused_and_never_journaled(server: Server) -> None:
+    """No protocol is switched to, and httptools reads no body past an upgrade request's head
+    (curl --http2 on http://, a WebSocket): it was accepted with an empty payload. Now it
+    is refused with a reason, and a request before it on the connection is answered."""
+    body = b'{"kind": "none", "important": "data"}'
     plain = (b"POST /hooks/open HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
              b"Content-Length: %d\r\n\r\n" % len(body)) + body
-    upgrade = (b"POST /hooks/open HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-               b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: %d\r\n\r\n"
-               % len(body)) + body
-    for requests in ([upgrade], [plain, upgrade]):
+    upgrades = [
+        (b"POST /hooks/open HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+         b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: %d\r\n\r\n"
+         % len(body)) + body,
+        (b"POST /hooks/open HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+         b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+         b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n"
+         b"Content-Length: %d\r\n\r\n" % len(body)) + body,
+    ]
+    before = _deliveries(server)
+    for upgrade in upgrades:
+        for requests in ([upgrade], [plain, upgrade]):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                s.sendall(b"".join(requests))
+                answers = _answers(s, len(requests))
+            *first, (head, refused) = answers
+            assert [h.split(b" ")[1] for h, _ in first] == [b"202"] * len(first), answers
+            assert head.startswith(b"HTTP/1.1 400 "), answers
+            assert b"Connection: upgrade" in json.loads(refused)["error"].encode(), refused
+    assert _deliveries(server) == before + 2  # the plain ones only
+    assert "http.upgrade_refused" in server.output()
+    assert "Unsupported upgrade" not in server.output() and "WebSocket library" not in server.output()
+
+
+def test_chunked_trailer_fields_are_not_request_headers(server: Server) -> None:
+    """A trailer is not part of the head: it neither signs a request nor is stored with it."""
+    body = json.dumps({"ref": "x"}).encode()
+    signature = post_github(server.url, GITHUB_SECRET, body).request.headers["X-Hub-Signature-256"]
+    chunked = b"%x\r\n%s\r\n0\r\n" % (len(body), body)
+    signed_in_trailer = (b"POST /hooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n" + chunked
+                         + b"X-Hub-Signature-256: " + signature.encode() + b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(signed_in_trailer)
+        (head, _), = _answers(s, 1)
+    assert head.startswith(b"HTTP/1.1 401 "), head
+    trailer = (b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"X-Forwarded-For: 10.1.2.3\r\n"
+               b"X-Trailing: yes\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(trailer)
+        (head, answer), = _answers(s, 1)
+    assert head.startswith(b"HTTP/1.1 202 "), head
+    with server.admin() as c:
+        stored = c.get(f"/api/deliveries/{json.loads(answer)['delivery_id']}").json()
+    names = {k.lower() for k, _ in stored["headers"]}
+    assert "x-trailing" not in names and "x-forwarded-for" not in names, stored["headers"]
+    assert stored["payload"] == {"ref": "x"}
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(server: Server) -> None:
+    """`nc -N`, shutdown(SHUT_WR): the delivery is journaled, so its 202 must reach the
+    sender (which would otherwise send it again)."""
+    body = b'{"kind": "none"}'
+    request = (b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    for _ in range(3):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-            s.sendall(b"".join(requests))
-            data = b""
-            while data.count(b"HTTP/1.1 202 ") < len(requests):
-                chunk = s.recv(65536)
-                assert chunk, data
-                data += chunk
-        assert data.count(b"HTTP/1.1 ") == len(requests), data
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+            (head, answer), = _answers(s, 1)
+            assert head.startswith(b"HTTP/1.1 202 ") and b"delivery_id" in answer, head
+            assert s.recv(1) == b""  # then the server closes
+    # Half a request, then EOF: closed at once, nothing journaled.
+    before = _deliveries(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(request[:-3])
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(65536) == b""
+    assert _deliveries(server) == before
+
+
+def test_a_request_httptools_cannot_parse_gets_a_json_400_and_one_log_line(server: Server) -> None:
+    for _ in range(5):
+        answer = _raw(server, b"GARBAGE\r\n\r\n")
+        head = answer.partition(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 400 ") and b"application/json" in head, answer
+    assert "Invalid HTTP request received." not in server.output()
+    assert server.output().count("http.invalid_request") >= 1
 
 
 @pytest.mark.parametrize("method", [b"HEAD", b"GET", b"PUT"])

@@ -7,9 +7,12 @@ the run log and /metrics are answered by the main process through a worker's for
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -200,3 +203,44 @@ def test_ctrl_c_drains_running_actions_and_admin_posts_are_forwarded(
     (finished,) = [line for line in out.splitlines() if f"run.finished run_id={long}" in line]
     assert "status=succeeded" in finished  # drained, not cut off
     assert "server.stopped" in out
+
+
+def _raw_answer(server: Server, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def test_odd_targets_are_answered_as_one_process_answers_them(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """What the forwarding to the main process would change is answered by the worker:
+    httpx removes dot segments (`/x/../hooks/github` became a hook there, with httpx's own
+    headers and no client address) and cannot send `OPTIONS *`; a second Host header is
+    not forwarded (h11 refuses two)."""
+    server, _ = two_workers(make_server, project)
+    body = b'{"tag": "odd"}'
+    signed = b"sha256=" + hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest().encode()
+    with server.admin() as c:
+        before = len(c.get("/api/deliveries").json()["deliveries"])
+    for path, status in ((b"/hooks/./github", b"404"), (b"/x/../hooks/github", b"401"),
+                         (b"/x/%2e%2e/hooks/github", b"401"), (b"/hooks/github/..", b"404")):
+        for _ in range(4):  # whichever worker takes the connection
+            answer = _raw_answer(server, b"POST " + path + b" HTTP/1.1\r\nHost: t\r\n"
+                                 b"Content-Type: application/json\r\nX-GitHub-Event: push\r\n"
+                                 b"X-Hub-Signature-256: " + signed + b"\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            assert answer.startswith(b"HTTP/1.1 " + status + b" "), (path, answer)
+    with server.admin() as c:
+        assert len(c.get("/api/deliveries").json()["deliveries"]) == before
+    options = _raw_answer(server, b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert not options.startswith(b"HTTP/1.1 502 "), options
+    twice = _raw_answer(server, b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert twice.startswith(b"HTTP/1.1 200 "), twice
+    assert "http.forward_failed" not in server.output()
