@@ -25,6 +25,9 @@ def check_files(settings: Settings) -> None:
                        ("--ssl-keyfile", settings.ssl_keyfile)):
         if name and not Path(name).exists():
             raise UsageError(f"{flag} {name}: no such file")
+    # Every relative path of every action resolves against it: without it each run fails.
+    if not settings.root.is_dir():
+        raise UsageError(f"--root {settings.root}: no such directory")
 
 
 def data_dir(settings: Settings) -> None:

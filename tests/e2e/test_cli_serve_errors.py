@@ -82,6 +82,8 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> 
     (["--ssl-certfile", "/nonexist.pem", "--ssl-keyfile", "/nonexist.key"], {},
      ["--ssl-certfile /nonexist.pem: no such file"]),
     (["--ssl-certfile", "/etc/hostname"], {}, ["--ssl-certfile and --ssl-keyfile", "go together"]),
+    # Every run would fail on it ("working directory ... is not usable").
+    (["--root", "/nonexistent_root"], {}, ["--root /nonexistent_root: no such directory"]),
     ([], {"HOOKRUNNER_SSL_KEYFILE": "/etc/hostname"}, ["go together"]),
 ])
 def test_bad_usage_is_one_line_and_exit_2(project: Path, args: list[str], env: dict[str, str],

@@ -88,7 +88,7 @@ def test_variables_of_serve_flags_do_not_break_other_commands(tmp_path: Path) ->
 def test_replay_without_rules_explains_which_rules_it_matches_against(tmp_path: Path) -> None:
     done = _run("replay", "dlv_x", "--data", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 1
-    assert "rules directory does not exist" in done.stderr
+    assert "does not exist (give it with --rules DIR)" in done.stderr
     assert "replay matches the delivery against the rules in --rules rules" in done.stderr
     assert "the server's rules directory" in done.stderr
 

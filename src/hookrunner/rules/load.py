@@ -82,16 +82,28 @@ def load_rules(
     server watches them), whether or not the load then succeeds.
     """
     if not rules_dir.is_dir():
-        why = "is not a directory" if rules_dir.exists() else "rules directory does not exist"
+        where = rules_dir.absolute()
+        why = (f"the rules directory {where} is not a directory" if rules_dir.exists() else
+               f"the rules directory {where} does not exist (give it with --rules DIR)")
         raise ConfigErrors([ConfigError(why, str(rules_dir), 0)])
     paths = rules_files(rules_dir)
     sources: list[tuple[str, str]] = []
     errors: list[ConfigError] = []
+    if root is not None and not root.is_dir():
+        errors.append(ConfigError(f"--root {root.absolute()} is not a directory: relative paths "
+                                  "in rules resolve against it", str(rules_dir), 0))
     for path in paths:
         try:
-            sources.append((str(path), path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(ConfigError(f"cannot read: {exc}", str(path), 0))
+            data = path.read_bytes()
+        except OSError as exc:  # a dangling link: a broken deploy, not a file to skip
+            errors.append(ConfigError(f"cannot read: {exc.strerror or exc}", str(path), 0))
+            continue
+        try:
+            sources.append((str(path), data.decode("utf-8")))
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            errors.append(ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})",
+                                      str(path), line))
     return _load(sources, errors, root, empty_hint=str(rules_dir), secrets_required=secrets_required,
                  on_secret_file=on_secret_file)
 
@@ -107,7 +119,7 @@ def rules_files(rules_dir: Path) -> list[Path]:
         p for p in rules_dir.rglob("*")
         if p.suffix in (".yaml", ".yml")
         and not any(part.startswith(".") for part in p.relative_to(rules_dir).parts)
-        and p.is_file()
+        and (p.is_file() or p.is_symlink())  # a dangling link is reported, not skipped
     )
 
 

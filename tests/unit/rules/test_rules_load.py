@@ -314,6 +314,26 @@ def test_missing_rules_directory_is_an_error(tmp_path: Path) -> None:
         load_rules(tmp_path / "nope")
 
 
+def test_what_cannot_be_loaded_is_named_with_its_line(tmp_path: Path) -> None:
+    """A dangling link is a broken deploy (a ConfigMap key gone), not a file to skip; text that
+    is not UTF-8 is reported at its line; a --root that does not exist is an error."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "ok.yaml").write_text("hooks: {h: {verify: {none: {}}}}\n")
+    (rules / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    (rules / "latin.yaml").write_bytes(b"# one\n# caf\xe9\nhooks: {}\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path / "no-root")
+    found = sorted(f"{Path(e.file).name}:{e.line}: {e.message}" for e in caught.value.errors)
+    assert found == [
+        "gone.yaml:0: cannot read: No such file or directory",
+        "latin.yaml:2: not UTF-8 text (byte 0xe9)",
+        f"rules:0: --root {tmp_path / 'no-root'} is not a directory: relative paths in rules "
+        "resolve against it",
+    ], found
+
+
+
 def test_hidden_files_and_directories_are_skipped(tmp_path: Path) -> None:
     """Editors' and tools' hidden copies (`.#x.yaml`, `.git/`, `.x.yaml.swp`-style names) are
     not rules: a second copy of a hook would be a duplicate and fail the whole load."""
