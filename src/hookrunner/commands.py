@@ -292,7 +292,15 @@ async def cancel(settings: Settings, run_id: str) -> int:
     if status is None:
         print(f"hookrunner: no run {run_id!r}", file=sys.stderr)
         return EXIT_FAIL
-    print(f"{run_id}: {cancel_outcome(before.status if before else None, status)}")
+    outcome = cancel_outcome(before.status if before else None, status)
+    if status == "running" and not settings.db:
+        from hookrunner.store.sqlite import served
+
+        if not served(Path(settings.store_url)):
+            outcome = ("cancel requested (running when its server stopped, and no server runs "
+                       "on this --data now: the next start stops what is left of it, and it "
+                       "is not run again)")
+    print(f"{run_id}: {outcome}")
     return EXIT_OK
 
 

@@ -147,3 +147,17 @@ def test_cancel_says_what_it_did(tmp_path: Path, server: Server) -> None:
     assert cancel(waiting) == f"{waiting}: already canceled: nothing to cancel\n"
     done = _run("cancel", "run_nope", "--data", str(tmp_path / "data"), cwd=tmp_path)
     assert done.returncode == 1 and "no run 'run_nope'" in done.stderr
+
+    # The server died with the run running: no server will stop it "within a second".
+    orphan = post({"slow": True})
+    with server.admin() as api:
+        while api.get(f"/api/runs/{orphan}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    server.kill()
+    assert cancel(orphan) == (
+        f"{orphan}: cancel requested (running when its server stopped, and no server runs on "
+        "this --data now: the next start stops what is left of it, and it is not run again)\n")
+    server.start()
+    doc = server.wait_run(orphan, timeout=30)
+    assert doc["status"] in ("failed", "canceled") and len(doc["attempts"]) == 1, doc

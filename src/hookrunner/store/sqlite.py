@@ -177,6 +177,21 @@ def _readable(path: Path) -> bool:
     return True
 
 
+def served(db: Path) -> bool:
+    """Whether a server holds this database (its `lock_node` flock); False when none does."""
+    try:
+        fd = os.open(db.with_name(db.name + ".lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it the shared lock, if it was taken
+    return False
+
+
 class SQLiteStore:
     shared = False  # see Store.shared
 
