@@ -29,10 +29,9 @@ def _gw(request: Request) -> Gateway:
 
 
 def _limit(request: Request, default: int = 50) -> int:
-    try:
-        return max(1, min(int(request.query_params.get("limit", default)), MAX_LIMIT))
-    except ValueError:
-        return default
+    """`?limit=` (checked by _unknown_params: a whole number of at least 1), at most MAX_LIMIT."""
+    given = request.query_params.get("limit", str(default))
+    return min(int(given), MAX_LIMIT) if len(given) <= 6 else MAX_LIMIT
 
 
 def _err(status: int, message: str) -> JSONResponse:
@@ -46,6 +45,14 @@ def _unknown_params(request: Request, known: tuple[str, ...]) -> JSONResponse | 
     if unknown:
         return _err(400, f"unknown parameter {unknown[0]!r}; this listing takes "
                          f"{', '.join(known)}")
+    # An empty filter (`?status=$S` with S unset) matched nothing: "no runs" was a lie.
+    empty = sorted(k for k, v in request.query_params.multi_items() if not v.strip())
+    if empty:
+        return _err(400, f"{empty[0]} is empty: leave it out to list them all")
+    limit = request.query_params.get("limit")
+    if limit is not None and not (limit.isascii() and limit.isdigit() and limit.strip("0")):
+        return _err(400, f"limit must be a whole number of at least 1 (at most {MAX_LIMIT} "
+                         f"are listed), got {limit[:20]!r}")
     return None
 
 

@@ -19,8 +19,10 @@ COOKIE = "hookrunner_session"
 
 def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
     """The token, and the file it was read from or written to (None when configured)."""
-    if configured:
-        return configured, None
+    # A trailing newline or space (a Kubernetes Secret, an EnvironmentFile) can never arrive
+    # in an Authorization header (HTTP trims it): kept, it locked everyone out, unlogged.
+    if configured.strip():
+        return configured.strip(), None
     path = data_dir / TOKEN_FILE
     if path.exists():
         token = path.read_text().strip()

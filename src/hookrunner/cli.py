@@ -47,6 +47,9 @@ def _rules_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="base of relative paths in rules (default .)")
 
 
+MAX_COUNT = 10**9
+
+
 def _at_least_one(text: str) -> int:
     try:
         value = int(text)
@@ -54,6 +57,8 @@ def _at_least_one(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value > MAX_COUNT:  # SQLite integers end at 2**63
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT}, got {text[:20]}")
     return value
 
 

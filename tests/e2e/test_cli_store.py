@@ -73,6 +73,11 @@ def test_runs_limit_below_1_is_a_usage_error(tmp_path: Path) -> None:
     for limit in ("0", "-1"):
         done = _run("runs", "--limit", limit, "--data", str(tmp_path), cwd=tmp_path)
         assert done.returncode == 2 and f"--limit: must be at least 1, got {limit}" in done.stderr
+    # Past SQLite's integers: a one-line usage error, not a traceback.
+    for limit in ("99999999999999999999999", "9223372036854775808"):
+        done = _run("runs", "--limit", limit, "--data", str(tmp_path), cwd=tmp_path)
+        assert done.returncode == 2 and "--limit: must be at most 1000000000" in done.stderr
+        assert "Traceback" not in done.stderr
 
 
 def test_variables_of_serve_flags_do_not_break_other_commands(tmp_path: Path) -> None:

@@ -234,3 +234,11 @@ def test_a_listing_refuses_parameters_it_does_not_take(make_server: Callable[...
         assert r.json() == {"error": "unknown parameter 'status'; this listing takes hook, limit"}
         assert c.get("/api/runs", params={"offset": "100"}).status_code == 400
         assert c.get("/api/runs", params={"status": "failed", "limit": "5"}).status_code == 200
+        # An empty filter matched nothing; a bad limit silently became 50 (or 1).
+        for params in ({"status": ""}, {"rule": ""}, {"delivery": " "}, {"limit": ""},
+                       {"limit": "abc"}, {"limit": "0"}, {"limit": "-5"}, {"limit": "1e9"},
+                       {"limit": "３"}):
+            r = c.get("/api/runs", params=params)
+            assert r.status_code == 400 and "error" in r.json(), (params, r.text)
+        assert c.get("/api/deliveries", params={"hook": ""}).status_code == 400
+        assert c.get("/api/runs", params={"limit": "9" * 5000}).status_code == 200  # at most 1000

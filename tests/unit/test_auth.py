@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from hookrunner.auth import bearer_ok
+from hookrunner.auth import admin_token, bearer_ok
 
 TOKEN = "s3cret-Token"
 
@@ -28,3 +30,17 @@ def test_bearer_scheme_any_case_token_exact(header: str | None, ok: bool) -> Non
 
 def test_no_configured_token_accepts_nothing() -> None:
     assert bearer_ok("Bearer ", "") is False
+
+
+@pytest.mark.parametrize("configured", ["tok\n", " tok ", "tok\r\n", "\ttok"])
+def test_a_configured_token_loses_the_whitespace_no_header_can_carry(
+    configured: str, tmp_path: Path
+) -> None:
+    token, file = admin_token(configured, tmp_path)
+    assert (token, file) == ("tok", None)
+    assert bearer_ok("Bearer tok", token)
+
+
+def test_a_blank_configured_token_is_no_token(tmp_path: Path) -> None:
+    token, file = admin_token("  \n", tmp_path)
+    assert file == tmp_path / "admin-token" and len(token) >= 32
