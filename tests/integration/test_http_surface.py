@@ -237,7 +237,7 @@ def test_a_listing_refuses_parameters_it_does_not_take(make_server: Callable[...
         # An empty filter matched nothing; a bad limit silently became 50 (or 1).
         for params in ({"status": ""}, {"rule": ""}, {"delivery": " "}, {"limit": ""},
                        {"limit": "abc"}, {"limit": "0"}, {"limit": "-5"}, {"limit": "1e9"},
-                       {"limit": "３"}):
+                       {"limit": "\uff13"}):
             r = c.get("/api/runs", params=params)
             assert r.status_code == 400 and "error" in r.json(), (params, r.text)
         assert c.get("/api/deliveries", params={"hook": ""}).status_code == 400
