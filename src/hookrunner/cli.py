@@ -68,6 +68,8 @@ def _payload_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--payload", required=True, help="file with the request body (JSON or form)")
     p.add_argument("--header", action="append", default=[], metavar="'Name: value'",
                    help="a request header (repeatable), e.g. 'X-GitHub-Event: push'")
+    p.add_argument("--query", action="append", default=[], metavar="'name=value'",
+                   help="a query parameter of the hook's URL (repeatable), e.g. 'env=prod'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return commands.check(settings)
     if args.command in ("test", "explain"):
-        return commands.dry_run(settings, args.command, args.hook, args.payload, args.header)
+        return commands.dry_run(settings, args.command, args.hook, args.payload, args.header,
+                                args.query)
     if args.command == "replay":
         return asyncio.run(commands.replay(settings, args.delivery_id))
     if args.command == "runs":

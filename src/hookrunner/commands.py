@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,13 @@ def check(settings: Settings) -> int:
     return EXIT_OK
 
 
+def _parse_query(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise HookrunnerError(f"--query {text!r}: expected 'name=value'")
+    return name, value
+
+
 def _parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
@@ -153,17 +161,20 @@ def _read_payload(name: str) -> bytes:
         raise HookrunnerError(f"cannot read --payload {name}: {why}") from None
 
 
-def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, header_args: list[str]) -> int:
-    """`test` and `explain`: match (and render) against a payload file; runs nothing."""
+def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, header_args: list[str],
+            query_args: Sequence[str] = ()) -> int:
+    """`test` and `explain`: match (and render) against a payload file; runs nothing. `test`
+    exits 1 when a matching rule's action cannot be rendered (a CI check catches it)."""
     from hookrunner.payload import PayloadError, parse_body
     from hookrunner.rules.load import load_rules
     from hookrunner.rules.match import build_scope, evaluate
-    from hookrunner.rules.report import format_explain, format_test
+    from hookrunner.rules.report import dry_run_report, format_explain
     from hookrunner.verify.base import Headers, SignedRequest
 
     # The command line first: a typo there is a usage error (2), whatever the rules say.
     try:
         headers = Headers(_parse_header(h) for h in header_args)
+        query = dict(_parse_query(q) for q in query_args)
         body = _read_payload(payload_file)
         payload = parse_body(body, headers.get("content-type"))
     except HookrunnerError as exc:
@@ -185,10 +196,14 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     learned = ruleset.hooks[hook_id].verifier.learned(SignedRequest(headers=headers, body=body))
     event = learned.event
     scope = build_scope(hook=hook_id, delivery_id="dry-run", received_at=time.time(),
-                        headers=headers, query={}, payload=payload, event=event)
+                        headers=headers, query=query, payload=payload, event=event)
     results = evaluate(ruleset, hook_id, scope)
-    print(format_test(results, scope) if mode == "test" else format_explain(results))
-    return EXIT_OK
+    if mode != "test":
+        print(format_explain(results))
+        return EXIT_OK
+    report = dry_run_report(results, scope)
+    print(report.text)
+    return EXIT_FAIL if report.unrenderable else EXIT_OK
 
 
 class NoStore(HookrunnerError):

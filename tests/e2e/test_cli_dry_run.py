@@ -134,13 +134,31 @@ def test_test_prints_matching_rules_and_rendered_actions_and_runs_nothing(projec
     assert Counter.hits == []
 
 
-def test_test_shows_a_template_error_instead_of_an_action(project: Path) -> None:
+def test_test_shows_a_template_error_instead_of_an_action_and_exits_1(project: Path) -> None:
+    """Exit 1, so that a CI check of rules against sample payloads catches it."""
     payload = write_payload(project / "p.json", {"kind": "scale", "replicas": 3, "env": "staging"})
     done = hookrunner(
         "test", "--hook", "ops", "--payload", payload, cwd=project, env=demo_environ(OPS_SECRET="s")
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr
     assert "! the action cannot be rendered: 'dict object' has no attribute 'marker'" in done.stdout
+
+
+def test_test_and_explain_take_query_parameters(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text(
+        'hooks: {h: {verify: {none: {}}}}\n'
+        'rules: [{name: prod, hook: h, when: \'query.env == "prod"\', '
+        'run: {shell: {argv: [echo, "{{ query.env }}"]}}}]\n')
+    payload = write_payload(tmp_path / "p.json", {})
+    base = ["--rules", str(tmp_path / "rules"), "--hook", "h", "--payload", payload]
+    done = hookrunner("test", *base, "--query", "env=prod", "--query", "x=")
+    assert done.returncode == 0 and "1 of 1 rule(s) match" in done.stdout, done.stdout
+    assert "- prod" in done.stdout
+    done = hookrunner("explain", *base)
+    assert done.returncode == 0 and "✗ prod" in done.stdout, done.stdout
+    done = hookrunner("test", *base, "--query", "env")
+    assert done.returncode == 2 and "--query 'env': expected 'name=value'" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -281,7 +299,9 @@ def test_explain_says_which_header_the_request_lacks(secret_project: Path) -> No
 def test_check_names_what_is_wrong_without_internal_type_names(tmp_path: Path) -> None:
     (tmp_path / "rules").write_text("")
     done = hookrunner("check", "--rules", str(tmp_path / "rules"))
-    assert done.returncode == 1 and f"{tmp_path / 'rules'}:0: is not a directory" in done.stderr
+    assert done.returncode == 1
+    assert f"{tmp_path / 'rules'}:0: the rules directory {tmp_path / 'rules'} is not a directory" \
+        in done.stderr, done.stderr
     (tmp_path / "rules").unlink()
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "a.yaml").write_text(

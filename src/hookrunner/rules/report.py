@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -12,7 +13,7 @@ from hookrunner.rules.match import RuleResult, render_action, render_concurrency
 from hookrunner.rules.model import Ruleset
 from hookrunner.units import format_duration
 
-__all__ = ["format_check", "format_explain", "format_test"]
+__all__ = ["DryRunReport", "dry_run_report", "format_check", "format_explain", "format_test"]
 
 YES, NO, ERR = "✓", "✗", "!"
 
@@ -39,12 +40,26 @@ def _header(r: RuleResult) -> str:
     return f"{mark} {r.rule.name}  ({r.rule.source})"
 
 
+UNRENDERABLE = "the action cannot be rendered"
+
+
+@dataclass(frozen=True)
+class DryRunReport:
+    text: str
+    unrenderable: int  # matching rules whose action cannot be rendered for this payload
+
+
 def format_test(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> str:
     """Which rules match, and each matching rule's rendered action. Runs nothing."""
+    return dry_run_report(results, scope).text
+
+
+def dry_run_report(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> DryRunReport:
     if not results:
-        return "no rules for this hook"
+        return DryRunReport("no rules for this hook", 0)
     matched = [r for r in results if r.matched]
     lines = [f"{len(matched)} of {len(results)} rule(s) match"]
+    failed = 0
     for r in results:
         lines.append("")
         lines.append(_header(r))
@@ -56,7 +71,8 @@ def format_test(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> str:
             action = render_action(rule, scope)
             key = render_concurrency_key(rule, scope)
         except TemplateError as exc:
-            lines.append(f"    {ERR} the action cannot be rendered: {exc}")
+            lines.append(f"    {ERR} {UNRENDERABLE}: {exc}")
+            failed += 1
             continue
         lines.append(f"    run: {rule.action_kind}")
         lines += _dump(action, "      ")
@@ -67,7 +83,7 @@ def format_test(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> str:
         if rule.retry.attempts > 1:
             lines.append(f"    retry: {rule.retry.attempts} attempts, backoff "
                          f"{format_duration(rule.retry.backoff)}")
-    return "\n".join(lines)
+    return DryRunReport("\n".join(lines), failed)
 
 
 def format_explain(results: Sequence[RuleResult]) -> str:
