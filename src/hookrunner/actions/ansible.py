@@ -186,6 +186,7 @@ class _Job:
 
 class AnsibleRunner:
     kind = KIND
+    paths = (("playbook", PLAYBOOK_DIR), ("inventory", ""))
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_ansible(raw)

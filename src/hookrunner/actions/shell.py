@@ -111,6 +111,7 @@ def resolve_program(program: str, *, root: Path, path: str) -> str:
 
 class ShellRunner:
     kind = KIND
+    paths = (("cwd", ""),)  # (key, base under --root) of paths a rule names (rules.load)
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_shell(raw)

@@ -188,6 +188,7 @@ def readable_outputs(raw: bytes) -> dict[str, Any]:
 
 class TerraformRunner:
     kind = KIND
+    paths = (("dir", ""), ("var_files", ""))
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_terraform(raw)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hookrunner.errors import ConfigError
@@ -49,6 +50,7 @@ class Ctx:
     file: str
     errors: list[ConfigError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    root: Path | None = None  # --root, where the paths rules name must stay
 
     def line(self, node: Any, *path: Any) -> int:
         return line_of(node, path)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hookrunner.errors import ConfigError, ConfigErrors
+from hookrunner.errors import ActionError, ConfigError, ConfigErrors
 from hookrunner.rules import fields as f
 from hookrunner.rules.model import (
     DEFAULT_MAX_BODY,
@@ -143,7 +143,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
     merged = _Merged()
     ctxs: list[f.Ctx] = []
     for name, text in sources:
-        ctx = f.Ctx(name)
+        ctx = f.Ctx(name, root=root)
         ctxs.append(ctx)
         data, problems = parse_yaml(text, name)
         ctx.errors.extend(problems)
@@ -404,7 +404,31 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
         return None
     n = len(ctx.errors)
     tree = f.compile_leaves(ctx, normalized, body, (), fallback, f"{what}: run.{kind}")
+    if ctx.root is not None:
+        _literal_paths(ctx, kind, tree, body, fallback, what)
     return None if len(ctx.errors) > n else (kind, tree)
+
+
+def _literal_paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
+                   what: str) -> None:
+    """A path written without a template that leaves --root (`cwd: /etc`, `dir: ../x`) can
+    never run: an error now, not a failed run later. Templated paths are checked per run."""
+    from hookrunner.actions.base import RUNNERS
+    from hookrunner.actions.paths import confine
+
+    assert ctx.root is not None
+    for key, base in getattr(RUNNERS[kind], "paths", ()):
+        value = tree.get(key)
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            if not isinstance(item, Constant):
+                continue
+            try:
+                confine(ctx.root, item.source, base=base)
+            except ActionError as exc:
+                path = (key, i) if isinstance(value, list) else (key,)
+                ctx.errors.append(ConfigError(f"{what}: run.{kind}.{key}: {exc}", ctx.file,
+                                              line_of(body, path, fallback)))
 
 
 def _retry(ctx: f.Ctx, raw: LineDict, what: str) -> Retry | None:

@@ -421,3 +421,46 @@ def test_names_a_template_assigns_itself_are_not_unknown(template: str) -> None:
             run: {{shell: {{argv: [x, {json.dumps(template)}]}}}}
         """)})
     assert [r.name for r in ruleset.rules] == ["a"]
+
+
+def test_literal_paths_outside_root_are_check_errors(tmp_path: Path) -> None:
+    """They could never run; a templated path is judged per run (the payload decides)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(PATHS_RULES)
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path)
+    found = [f"{e.line}: {e.message}" for e in caught.value.errors]
+    assert found == [
+        "5: rule 'a': run.shell.cwd: path '/etc' is outside --root",
+        "10: rule 'b': run.ansible.playbook: path '/etc/passwd' is outside playbooks/ under --root",
+        "16: rule 'c': run.terraform.dir: path '../outside' is outside --root",
+        "18: rule 'c': run.terraform.var_files: path '../../x.tfvars' is outside --root",
+    ], found
+
+
+PATHS_RULES = """hooks: {h: {verify: {none: {}}}}
+rules:
+  - name: a
+    hook: h
+    run: {shell: {argv: ["true"], cwd: /etc}}
+  - name: b
+    hook: h
+    run:
+      ansible:
+        playbook: /etc/passwd
+  - name: c
+    hook: h
+    run:
+      terraform:
+        command: plan
+        dir: ../outside
+        var_files: [ok.tfvars,
+                    ../../x.tfvars]
+  - name: d
+    hook: h
+    run: {shell: {argv: ["true"], cwd: "{{ payload.dir }}"}}
+  - name: e
+    hook: h
+    run: {ansible: {playbook: site.yml}}
+"""
