@@ -200,7 +200,7 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
         return Answer(200, dict(verified.reply))
 
     try:
-        payload = parse_body(body, headers.get("content-type"))
+        payload = parse_body(body, headers.get("content-type"), headers.get("content-encoding"))
     except PayloadError as exc:
         m.labels(hook_id, "rejected_body").inc()
         return error(exc.status, exc.message)

@@ -5,6 +5,7 @@ GitHub's form-encoded deliveries carry the JSON in a `payload=` field; it is unw
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
@@ -75,15 +76,41 @@ def _check_storable(value: Any) -> None:
             todo.extend(item)
 
 
-def parse_body(body: bytes, content_type: str | None) -> Any:
-    """Raise PayloadError(415) for a media type no hook can parse, (400) for a malformed body."""
+def _charset(content_type: str | None) -> str | None:
+    for param in (content_type or "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def parse_body(body: bytes, content_type: str | None, content_encoding: str | None = None) -> Any:
+    """Raise PayloadError(415) for a media type, charset or content encoding no hook can
+    parse, (400) for a malformed body. A UTF-8 byte order mark is ignored (RFC 8259 8.1)."""
     media = _media_type(content_type)
+    encoding = (content_encoding or "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise PayloadError(415, f"content encoding {encoding[:40]!r} is not supported; send the "
+                                "body uncompressed")
+    # A declared charset is honoured (an old Java client's ISO-8859-1); UTF-8 otherwise.
+    charset = _charset(content_type) or "utf-8"
+    unsupported = PayloadError(415, f"charset {charset[:40]!r} is not supported; send UTF-8")
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError, TypeError):
+        raise unsupported from None
+    if not getattr(info, "_is_text_encoding", True):  # rot13, zlib, base64: not charsets
+        raise unsupported
     if not body.strip():
         return {}
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PayloadError(400, "body is not valid UTF-8") from None
+        text = body.decode(info.name)
+    except UnicodeError:
+        name = "UTF-8" if info.name == "utf-8" else info.name
+        raise PayloadError(400, f"body is not valid {name}") from None
+    except LookupError:
+        raise unsupported from None
+    text = text.removeprefix("\ufeff")
     if media == FORM:
         fields = dict(parse_qsl(text, keep_blank_values=True))
         if set(fields) == {"payload"}:

@@ -59,6 +59,9 @@ def test_bodies_that_parse(body: bytes, content_type: str | None, expected: Any)
         (b'{"a": -2.5E+400}', "application/json", 400, "2.5E+400 is out of range"),
         (b"payload=%7B%22a%22%3ANaN%7D", "application/x-www-form-urlencoded", 400, "NaN"),
         (b"\x00", "application/octet-stream", 415, "unsupported content type"),
+        (b"{}", "application/json; charset=klingon", 415, "charset 'klingon' is not supported"),
+        (b"{}", "application/json; charset=rot13", 415, "charset 'rot13' is not supported"),
+        (b"\xff{}", "application/json", 400, "body is not valid UTF-8"),
     ],
 )
 def test_bodies_that_do_not_parse_get_a_clear_status(
@@ -118,3 +121,19 @@ def test_escaped_text_that_is_valid_unicode_is_kept() -> None:
 def test_form_fields_with_nul_are_refused() -> None:
     with pytest.raises(PayloadError):
         parse_body(b"a=%00", "application/x-www-form-urlencoded")
+
+
+def test_a_declared_charset_and_a_byte_order_mark_are_honoured() -> None:
+    assert parse_body('{"a": "café"}'.encode("latin-1"), "application/json; charset=ISO-8859-1") \
+        == {"a": "café"}
+    assert parse_body(b'\xef\xbb\xbf{"a": 1}', "application/json") == {"a": 1}
+    assert parse_body(b'\xef\xbb\xbfa=1', "application/x-www-form-urlencoded") == {"a": "1"}
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate", "GZIP "])
+def test_a_compressed_body_is_refused_naming_its_encoding(encoding: str) -> None:
+    with pytest.raises(PayloadError) as info:
+        parse_body(b"\x1f\x8b\x08\x00", "application/json", encoding)
+    assert info.value.status == 415
+    assert f"content encoding {encoding.strip().lower()!r} is not supported" in info.value.message
+    assert parse_body(b"{}", "application/json", "identity") == {}
