@@ -574,7 +574,10 @@ class Dispatcher:
             to_disk.cancel()
         if result.outcome == "canceled" and run.id in self._cancel_reason:
             result.reason = self._cancel_reason[run.id]
-        log.note(f"{result.outcome}" + (f": {result.reason}" if result.reason else ""))
+        # `canceled: replaced by ...` and `canceled by request` already say how it ended.
+        said = result.reason.startswith(result.outcome)
+        log.note(result.reason if said else f"{result.outcome}" + (
+            f": {result.reason}" if result.reason else ""))
         log.close()
         if log.failed is not None:
             event("run.log_failed", logging.ERROR, run_id=run.id, error=str(log.failed))

@@ -95,7 +95,8 @@ def string(ctx: Ctx, parent: Any, key: Any, what: str) -> str | None:
     value = parent[key]
     if isinstance(value, str) and value.strip():
         return value
-    ctx.error(parent, (key,), f"{what} must be a non-empty string, got {type_name(value)}")
+    got = "an empty one" if isinstance(value, str) else type_name(value)
+    ctx.error(parent, (key,), f"{what} must be a non-empty string, got {got}")
     return None
 
 

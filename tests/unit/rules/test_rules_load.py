@@ -464,3 +464,13 @@ rules:
     hook: h
     run: {ansible: {playbook: site.yml}}
 """
+
+
+def test_an_empty_literal_concurrency_key_is_a_check_error(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\n"
+        "rules: [{name: r, hook: h, run: {shell: {argv: [\"true\"]}}, concurrency: {key: ' '}}]\n")
+    with pytest.raises(ConfigErrors, match="key is empty; leave it out to use the rule's name"):
+        load_rules(rules, root=tmp_path)
