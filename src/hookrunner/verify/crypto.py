@@ -95,17 +95,22 @@ def header_bytes(value: str) -> bytes:
 def require_header(headers: Headers, name: str) -> str:
     value = headers.get(name)
     if value is None or not value.strip():
-        raise VerifyError(f"missing header {name}")
+        raise VerifyError(f"{'missing' if value is None else 'empty'} header {name}")
     return value.strip()
 
 
 def first_header(headers: Headers, names: Sequence[str]) -> tuple[str, str]:
     """(name, value) of the first of `names` present; VerifyError naming the first if none."""
+    empty = None
     for name in names:
         value = headers.get(name)
         if value is not None and value.strip():
             return name, value.strip()
-    raise VerifyError(f"missing header {names[0]}")
+        if value is not None and empty is None:
+            empty = name
+    # The first of a repeated header is the one judged (a second cannot rescue it): say that
+    # it was there but empty, not that it was missing.
+    raise VerifyError(f"empty header {empty}" if empty else f"missing header {names[0]}")
 
 
 def optional_header(headers: Headers, *names: str) -> str | None:

@@ -23,6 +23,7 @@ BODY = b'{"object_kind":"push","webhookEvent":"jira:issue_created"}'
         ({"X-Gitlab-Token": "nope"}, "tok", "token mismatch"),
         ({"X-Gitlab-Token": "to"}, "tok", "token mismatch"),
         ({}, "tok", "missing header X-Gitlab-Token"),
+        ({"X-Gitlab-Token": " "}, "tok", "empty header X-Gitlab-Token"),
     ],
 )
 def test_gitlab(
