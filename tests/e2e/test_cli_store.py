@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -166,3 +167,25 @@ def test_cancel_says_what_it_did(tmp_path: Path, server: Server) -> None:
     server.start()
     doc = server.wait_run(orphan, timeout=30)
     assert doc["status"] in ("failed", "canceled") and len(doc["attempts"]) == 1, doc
+
+
+def test_runs_reads_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
+    """A listing takes no write lock (it waited out the busy timeout behind a writer)."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(CANCEL_RULES)
+    server = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    try:
+        httpx.post(f"{server.url}/hooks/h", json={}, timeout=30)
+    finally:
+        server.stop()
+    writer = sqlite3.connect(tmp_path / "data" / "hookrunner.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        done = _run("runs", "--data", str(tmp_path / "data"), cwd=tmp_path)
+        took = time.monotonic() - started
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert done.returncode == 0 and "quick" in done.stdout, done.stderr
+    assert took < 5, took  # not the 10 s busy timeout

@@ -86,6 +86,21 @@ def _migrate(conn: sqlite3.Connection) -> None:
                          {"version": version, "name": name, "now": time.time()})
 
 
+def _behind(path: Path) -> bool:
+    """Whether a migration is still to be applied (read-only; any doubt says yes)."""
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return True
+    try:
+        applied = {row[0] for row in conn.execute(Q["applied_migrations"])}
+    except sqlite3.Error:  # no migrations table yet (a new file)
+        return True
+    finally:
+        conn.close()
+    return any(version not in applied for version, _, _ in sql.migrations("sqlite"))
+
+
 def _run_ids(conn: sqlite3.Connection, delivery_id: str) -> list[str]:
     return [r[0] for r in conn.execute(Q["run_ids_of_delivery"], {"delivery_id": delivery_id})]
 
@@ -223,7 +238,10 @@ class SQLiteStore:
             self._writer.start()
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
-        await self._writer.run(_migrate)
+        # Only a database behind on its migrations takes the write lock here: `hookrunner
+        # runs` waited out a busy writer's transaction (up to the busy timeout) to read.
+        if await asyncio.to_thread(_behind, self.path):
+            await self._writer.run(_migrate)
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="hookrunner-sqlite-read")
         self._read_conn = await asyncio.get_running_loop().run_in_executor(
             self._reader, connect, self.path, self._busy_timeout)
