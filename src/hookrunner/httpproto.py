@@ -168,11 +168,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # the last answer the half-closed client waited for
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio allows True
-        """The client closed its sending side (`shutdown(SHUT_WR)`, `nc -N`): one that sent a
-        whole request still reads the answer, and a delivery journaled meanwhile must not go
-        unanswered (the sender would send it again). Otherwise the connection closes."""
+        """The client closed its sending side: `shutdown(SHUT_WR)` (`nc -N`), or it left
+        (`close()`): both look the same here. A hook delivery sent whole is answered as soon
+        as it is journaled (milliseconds), so its answer is still written: a sender that
+        only half-closed would otherwise send it again. Anything else that may wait long (a
+        `?wait`, a followed log) is treated as gone, as before: kept open, every client
+        that left would hold a socket and a task until its wait ran out."""
         answering = self.cycle is not None and not self.cycle.response_complete
-        if answering and self._reading_since is None and not self._refused:
+        if (answering and self._reading_since is None and not self._refused and not self.pipeline
+                and self.url.startswith(HOOKS) and self.scope.get("method") == "POST"
+                and b"wait=" not in self.url):
             self._eof = True
             return True
         return None

@@ -6,10 +6,12 @@ as soon as the delivery and its runs are committed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from starlette.datastructures import URL
 from starlette.types import Receive, Scope
@@ -21,7 +23,16 @@ from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
 from hookrunner.logs import Throttled, event
 from hookrunner.payload import PayloadError, parse_body
-from hookrunner.rawhttp import Answer, TooLarge, error, headers_of, query_pairs, read_body
+from hookrunner.rawhttp import (
+    Answer,
+    ClientGone,
+    TooLarge,
+    disconnected,
+    error,
+    headers_of,
+    query_pairs,
+    read_body,
+)
 from hookrunner.redact import HIDDEN_PATHS, redact_pairs
 from hookrunner.rules.match import build_scope, evaluate, render_action, render_concurrency_key
 from hookrunner.rules.model import Hook, Rule, Ruleset
@@ -30,6 +41,7 @@ from hookrunner.templating import reads_secret
 from hookrunner.units import parse_duration
 from hookrunner.verify.base import SignedRequest, Verified
 
+T = TypeVar("T")
 MAX_DEDUP_KEY = 200  # longer sender ids are stored as their sha256, so a 10 KB header is harmless
 MAX_WAIT = 300.0  # seconds a ?wait= may hold a request open
 STORE_RETRY_AFTER = "5"
@@ -128,6 +140,22 @@ def _queue_full(gw: Gateway, hook_id: str) -> Answer:
     _queue_full_log(hook=hook_id, reason="queue full", queued=gw.dispatcher.queued
                     if gw.dispatcher is not None else None, max_queued=gw.settings.max_queued)
     return error(503, "queue full", headers={"Retry-After": QUEUE_FULL_RETRY_AFTER})
+
+
+async def _unless_gone(waiting: Coroutine[Any, Any, T], receive: Receive) -> T:
+    """`waiting`'s result; ClientGone as soon as the client leaves (a `?wait` polled the store
+    until its end, up to 5 minutes, for a client long gone)."""
+    wait = asyncio.ensure_future(waiting)
+    gone = asyncio.ensure_future(disconnected(receive))
+    try:
+        await asyncio.wait({wait, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not wait.done():
+            wait.cancel()
+    if not wait.done() or wait.cancelled():
+        raise ClientGone
+    return wait.result()
 
 
 async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> Answer:
@@ -249,7 +277,8 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
     if wait > 0 and gw.dispatcher is not None:
         if not result.run_ids:
             return Answer(200, answer)  # no rule matched: nothing is left to wait for
-        finished = await gw.dispatcher.wait_for(result.run_ids, wait, lambda: gw.stopping)
+        finished = await _unless_gone(
+            gw.dispatcher.wait_for(result.run_ids, wait, lambda: gw.stopping), receive)
         if finished is not None:
             answer["runs"] = finished
             return Answer(200, answer)

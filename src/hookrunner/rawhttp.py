@@ -18,7 +18,13 @@ from hookrunner.verify.base import Headers
 
 
 class ClientGone(Exception):
-    """The client disconnected before its request was read: there is no one to answer."""
+    """The client disconnected before its answer: there is no one to answer."""
+
+
+async def disconnected(receive: Receive) -> None:
+    """Returns once the client has gone (after its body was read, nothing else arrives)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class TooLarge(Exception):

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hookrunner.errors import ConfigErrors
-from hookrunner.logs import event
+from hookrunner.logs import Throttled, event
 from hookrunner.rules.load import load_rules, rules_files
 from hookrunner.rules.model import Ruleset
 
 POLL_INTERVAL = 1.0  # seconds between looks at the rules files' modification times
+_watch_failed = Throttled("rules.watch_failed", logging.ERROR, every=60.0)
 
 Stat = tuple[str, int, float, int]
 
@@ -91,5 +92,10 @@ class LiveRules:
         """Reload whenever the files change; runs until cancelled."""
         while True:
             await asyncio.sleep(POLL_INTERVAL)
-            if self.changed():
-                self.reload()
+            # One failed look (a directory deleted mid-scan, no file descriptors left) must
+            # not end the watching: the task is only awaited at shutdown, so it died silently.
+            try:
+                if self.changed():
+                    self.reload()
+            except Exception as exc:
+                _watch_failed(error=f"{type(exc).__name__}: {exc}")

@@ -18,7 +18,7 @@ import httpx
 from starlette.types import Message, Receive, Scope, Send
 
 from hookrunner.logs import event
-from hookrunner.rawhttp import ClientGone, TooLarge, read_body
+from hookrunner.rawhttp import ClientGone, TooLarge, disconnected, read_body
 
 # Per-connection headers are not forwarded (RFC 9110 7.6.1); the server frames its own answer
 # and dates it. `expect: 100-continue` was answered by this server already.
@@ -108,7 +108,7 @@ class Upstream:
             event("http.forward_failed", logging.ERROR, path=scope["path"], error=repr(exc))
             await _answer(send, 502, b'{"error":"main process unreachable"}')
             return
-        gone = asyncio.ensure_future(_disconnected(receive))
+        gone = asyncio.ensure_future(disconnected(receive))
         try:
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": [(k, v) for k, v in response.headers.raw
@@ -130,11 +130,6 @@ class Upstream:
         finally:
             gone.cancel()
             await response.aclose()
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def _answer(send: Send, status: int, body: bytes) -> None:

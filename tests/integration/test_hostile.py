@@ -8,6 +8,7 @@ must still run to success, so no hostile request broke the accept path or the di
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ import select
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import GITHUB_SECRET, write_script
-from tests.serverproc import Server, post_github
+from tests.serverproc import ADMIN_TOKEN, Server, post_github
 
 MAX_BODY = 64 * 1024
 SLOW_TOTAL = 64 * 1024 * 1024  # what the slow sender would send if never stopped
@@ -611,3 +613,43 @@ def test_a_nul_byte_made_by_a_template_fails_the_run_with_a_reason(server: Serve
     run = _run_of(server, _post(server, {"kind": "nul"}))
     assert run["status"] == "failed"
     assert run["reason"] == "argument 1 of the command contains a NUL byte", run["reason"]
+
+
+def _close_waits(port: int) -> int:
+    """Server sockets on `port` whose client has closed while the server has not (CLOSE_WAIT)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in list(f)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if int(local.rsplit(":", 1)[1], 16) == port and state == "08":
+                    count += 1
+    return count
+
+
+def test_clients_that_leave_a_wait_or_a_followed_log_free_their_sockets(
+    server: Server, tmp_path: Path
+) -> None:
+    """A client that closes (FIN) while its `?wait` or followed log has no answer yet is gone:
+    its socket and task are freed at once, not when the wait runs out (each held a file
+    descriptor: enough of them and the server could accept nothing)."""
+    go = tmp_path / "go-late"
+    r = _post(server, {"kind": "canary", "go": str(go)})
+    (run_id,) = r.json()["runs"]
+    body = json.dumps({"kind": "canary", "go": str(go)}).encode()
+    waits = (b"POST /hooks/open?wait=60s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+             b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    follow = (b"GET /api/runs/" + run_id.encode() + b"/log HTTP/1.1\r\nHost: t\r\n"
+              b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n\r\n")
+    try:
+        for request in [waits] * 8 + [follow] * 8:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+                s.sendall(request)
+                time.sleep(0.05)
+        deadline = time.monotonic() + 5
+        while _close_waits(server.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _close_waits(server.port) == 0
+    finally:
+        go.touch()
+    assert server.wait_run(run_id)["status"] == "succeeded"

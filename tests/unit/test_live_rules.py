@@ -3,14 +3,18 @@ and a rotated secret file."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import os
 from pathlib import Path
 
 import pytest
 
+from hookrunner import reload
 from hookrunner.errors import VerifyError
 from hookrunner.reload import LiveRules
+from hookrunner.rules.load import rules_files
 from hookrunner.verify.base import Headers, SignedRequest
 
 HOOK = "hooks:\n  {name}:\n    verify: {{none: {{}}}}\n"
@@ -97,3 +101,56 @@ def test_a_rotated_secret_file_is_noticed_and_loaded(
         assert live.changed() and live.reload()
         assert _signed_by(live, value.encode())
         assert not live.changed()
+
+
+async def test_the_watcher_outlives_a_failed_look_at_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory deleted while it is scanned (a ConfigMap update), or no file descriptor
+    left: the look fails, is logged, and the next one still notices changes (the task died
+    silently, and no edit or secret rotation was loaded again)."""
+    (tmp_path / "a.yaml").write_text(HOOK.format(name="first"))
+    live = LiveRules(tmp_path)
+    live.reload()
+    real = reload.rules_files
+    failures = iter([OSError(24, "Too many open files"), FileNotFoundError(2, "gone")])
+
+    def flaky(rules_dir: Path) -> list[Path]:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real(rules_dir)
+
+    monkeypatch.setattr(reload, "rules_files", flaky)
+    monkeypatch.setattr(reload, "POLL_INTERVAL", 0.02)
+    watcher = asyncio.create_task(live.watch())
+    try:
+        await asyncio.sleep(0.2)
+        (tmp_path / "a.yaml").write_text(HOOK.format(name="second"))
+        for _ in range(100):
+            if live.current is not None and "second" in live.current.hooks:
+                break
+            await asyncio.sleep(0.02)
+        assert live.current is not None and "second" in live.current.hooks
+        assert not watcher.done()
+    finally:
+        watcher.cancel()
+
+
+def test_hidden_directories_are_never_entered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ConfigMap's `..<timestamp>/` directories come and go while it updates."""
+    (tmp_path / "a.yaml").write_text(HOOK.format(name="a"))
+    (tmp_path / "..2024_01_01").mkdir()
+    (tmp_path / "..2024_01_01" / "b.yaml").write_text(HOOK.format(name="b"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.yml").write_text(HOOK.format(name="c"))
+    entered: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path: object) -> object:
+        entered.append(str(path))
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert rules_files(tmp_path) == [tmp_path / "a.yaml", tmp_path / "sub" / "c.yml"]
+    assert not any("..2024" in p for p in entered), entered

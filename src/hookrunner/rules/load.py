@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -115,12 +116,18 @@ def rules_files(rules_dir: Path) -> list[Path]:
     once as `x.yaml`, once in its hidden `..<timestamp>/` directory."""
     if not rules_dir.is_dir():
         return []
-    return sorted(
-        p for p in rules_dir.rglob("*")
-        if p.suffix in (".yaml", ".yml")
-        and not any(part.startswith(".") for part in p.relative_to(rules_dir).parts)
-        and (p.is_file() or p.is_symlink())  # a dangling link is reported, not skipped
-    )
+    found: list[Path] = []
+    # os.walk: hidden directories are pruned before they are entered (a ConfigMap deletes its
+    # old `..<timestamp>/` while it updates: rglob failed walking into it), and a directory
+    # that vanishes mid-walk is skipped, not an error. Links to directories are not followed.
+    for top, dirs, files in os.walk(rules_dir):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(top, name)
+            if path.suffix in (".yaml", ".yml") and not name.startswith(".") and (
+                    path.is_file() or path.is_symlink()):  # a dangling link is reported
+                found.append(path)
+    return sorted(found)
 
 
 def load_rules_text(files: Mapping[str, str], *, root: Path | None = None) -> Ruleset:
