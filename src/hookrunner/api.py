@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from hookrunner.errors import StoreUnavailable
 from hookrunner.gateway import Gateway
-from hookrunner.redact import redact_spec
+from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Run
 
@@ -120,6 +120,7 @@ def _run_json(run: Run) -> dict[str, Any]:
     """A run as the API shows it: secret-looking values of its action redacted."""
     doc = run.to_json()
     doc["spec"] = redact_spec(run.spec, run.action)
+    doc["concurrency_key"] = shown_key(run.concurrency_key, run.spec)
     return doc
 
 

@@ -31,6 +31,7 @@ from hookrunner.errors import ActionError, StoreUnavailable
 from hookrunner.logs import Throttled, event
 from hookrunner.metrics import Metrics
 from hookrunner.payload import PayloadError, parse_body
+from hookrunner.redact import hidden_values, scrub
 from hookrunner.retention import prune_run_dirs
 from hookrunner.retry import backoff_delay, should_retry
 from hookrunner.settings import Settings
@@ -557,6 +558,7 @@ class Dispatcher:
         log = FileLog(self.settings.log_path(run.id, run.attempt), self.settings.log_cap,
                       deferred=True)
         self._logs[run.id] = log
+        log.hidden = hidden_values(run.spec)
         assert self._loop is not None
         to_disk = self._loop.call_later(LOG_TO_DISK_AFTER, log.to_disk)
         event("run.started", run_id=run.id, rule=run.rule, attempt=run.attempt, action=run.action,
@@ -574,6 +576,8 @@ class Dispatcher:
             to_disk.cancel()
         if result.outcome == "canceled" and run.id in self._cancel_reason:
             result.reason = self._cancel_reason[run.id]
+        if log.hidden:  # an error may quote a value rendered from a secret (a path, a URL)
+            result.reason = scrub(result.reason, log.hidden)
         # `canceled: replaced by ...` and `canceled by request` already say how it ended.
         said = result.reason.startswith(result.outcome)
         log.note(result.reason if said else f"{result.outcome}" + (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Coroutine
@@ -33,7 +34,7 @@ from hookrunner.rawhttp import (
     query_pairs,
     read_body,
 )
-from hookrunner.redact import HIDDEN_PATHS, redact_pairs
+from hookrunner.redact import HIDDEN_KEY, HIDDEN_PATHS, redact_pairs
 from hookrunner.rules.match import build_scope, evaluate, render_action, render_concurrency_key
 from hookrunner.rules.model import Hook, Rule, Ruleset
 from hookrunner.store.base import NewDelivery, NewRun
@@ -49,20 +50,29 @@ QUEUE_FULL_RETRY_AFTER = "5"  # seconds; the queue drains at --workers runs at a
 
 
 def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any]) -> str | None:
-    key: Any = verified.delivery_id
+    """The delivery's key for duplicates: the hook's `dedup` template, else (and where that
+    fails or renders empty, e.g. GitHub's `ping` has no `head_commit`) the sender's id."""
+    key: Any = None
+    hidden = False
     if hook.dedup is not None:
         try:
             key = hook.dedup.render(scope)
         except TemplateError as exc:
-            # A dedup template that does not apply to this payload: no dedup, but say so.
-            event("delivery.dedup_template_failed", logging.WARNING, hook=hook.id, error=str(exc))
-            key = None
+            _dedup_failed_log(hook=hook.id, error=str(exc))
+        # Stored and shown (API, console, logs): one read from a secret is kept as a digest.
+        hidden = reads_secret(getattr(hook.dedup, "keys", None), hook.secret_header_names)
+    if key is None or key == "":
+        key, hidden = verified.delivery_id, False
     if key is None or key == "":
         return None
-    text = str(key)
-    if len(text) > MAX_DEDUP_KEY:
+    # JSON's spelling for what is not text (`true`, not Python's `True`).
+    text = key if isinstance(key, str) else json.dumps(key, sort_keys=True, default=str)
+    if len(text) > MAX_DEDUP_KEY or hidden:
         text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     return text
+
+
+_dedup_failed_log = Throttled("delivery.dedup_template_failed", logging.WARNING, per="hook")
 
 
 def _new_run(
@@ -87,6 +97,8 @@ def _new_run(
         hidden = [list(r.path) for r in reads if r.path is not None]
         if hidden:
             spec[HIDDEN_PATHS] = hidden
+        if any(r.path is None for r in reads):  # the concurrency key: shown as [redacted]
+            spec[HIDDEN_KEY] = True
     except TemplateError as exc:
         message = str(exc)
         if any(r.source == exc.source for r in reads):

@@ -19,6 +19,7 @@ header or query value is stored without it (templating.request_keys, rules.match
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -74,12 +75,65 @@ def redact_spec(spec: Any, action: str = "") -> Any:
     keys, and those at the HIDDEN_PATHS the spec lists (values rendered from secret headers
     or query parameters: ingest._new_run)."""
     shown = _walk(spec, headers_secret=action == "http")
+    if isinstance(shown, dict):
+        shown.pop(HIDDEN_KEY, None)
     if isinstance(shown, dict) and isinstance(spec, dict):
         if action == "http":
             shown.update({k: spec[k] for k in ENV_NAMES if k in spec})
         for path in shown.pop(HIDDEN_PATHS, None) or ():
             _hide_at(shown, path)
     return shown
+
+
+HIDDEN_KEY = "hidden_concurrency_key"  # true: the run's concurrency key read a secret
+MIN_SCRUBBED = 4  # shorter values are not scrubbed from text: they would garble it
+
+
+def shown_key(key: str | None, spec: Any) -> str | None:
+    """A run's concurrency key as the API and the console show it."""
+    hidden = key is not None and isinstance(spec, dict) and spec.get(HIDDEN_KEY)
+    return REDACTED if hidden else key
+
+
+def hidden_values(spec: Any) -> tuple[str, ...]:
+    """The texts at a spec's HIDDEN_PATHS (as the action gets them), longest first."""
+    found: set[str] = set()
+    if isinstance(spec, dict):
+        for path in spec.get(HIDDEN_PATHS) or ():
+            value: Any = spec
+            for step in path if isinstance(path, list) else ():
+                try:
+                    value = value[step]
+                except (KeyError, IndexError, TypeError):
+                    value = None
+                    break
+            for text in _texts(value):
+                if len(text) >= MIN_SCRUBBED:
+                    found.add(text)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def _texts(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _texts(v)] + [json.dumps(value)]
+    if isinstance(value, list):
+        return [t for v in value for t in _texts(v)] + [json.dumps(value)]
+    return [json.dumps(value)]
+
+
+def scrub(text: str, values: tuple[str, ...]) -> str:
+    """`text` with each of `values` (and its repr, as an error message quotes it) replaced."""
+    for value in values:
+        if value in text:
+            text = text.replace(value, REDACTED)
+        quoted = repr(value)[1:-1]
+        if quoted != value and quoted in text:
+            text = text.replace(quoted, REDACTED)
+    return text
 
 
 def _hide_at(tree: Any, path: Any) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.serverproc import ADMIN_TOKEN, Server
+from tests.serverproc import ADMIN_TOKEN, Server, post_github
 
 RULES = """
 hooks:
@@ -20,6 +20,12 @@ hooks:
   basic: {verify: {basic: {username: ops, password: {env: BASIC_PW}}}}
   tok: {verify: {token: {secret: {env: TOK}}}}
   shared: {verify: {token: {secret: {env: TOK}, header: X-Shared}}}
+  gh:
+    verify: {github: {secret: {env: TOK}}}
+    dedup: "{{ payload.head_commit.id }}"
+  keyed:
+    verify: {token: {secret: {env: TOK}, header: X-Shared}}
+    dedup: "{{ headers['X-Shared'] }}-{{ payload.n }}"
 rules:
   - {name: any, hook: open, run: {shell: {argv: ["true"]}}}
   - {name: prod, hook: open, when: 'query.env == "prod"', run: {shell: {argv: ["true"]}}}
@@ -46,6 +52,10 @@ rules:
     hook: shared
     when: payload.fail | default(false)
     run: {shell: {argv: ["echo", "{{ payload[headers['X-Shared']] }}"]}}
+  - name: key-and-path-from-secret
+    hook: keyed
+    concurrency: {key: "k-{{ headers['X-Shared'] }}"}
+    run: {shell: {argv: ["true"], cwd: "/x/{{ headers['X-Shared'] }}"}}
   - name: fails-plainly
     hook: shared
     when: payload.fail | default(false)
@@ -148,6 +158,23 @@ def test_a_delivery_keeps_its_query_for_replay_and_hides_secrets(
     assert conditions[1]["error"].startswith("the request has no header 'X-Missing-Token'")
 
 
+def test_a_dedup_template_that_does_not_apply_falls_back_to_the_senders_id(
+    make_server: Callable[..., Server],
+) -> None:
+    """GitHub's `ping` has no `head_commit`: the delivery id still dedups it (it turned dedup
+    off); values that are not text are keyed as JSON (`true` is not the string "True")."""
+    server = make_server(RULES, env=ENV)
+    first = post_github(server.url, "tok-1", {"zen": "x"}, event="ping", delivery="D1", hook="gh")
+    again = post_github(server.url, "tok-1", {"zen": "x"}, event="ping", delivery="D1", hook="gh")
+    assert first.status_code == 202 and again.status_code == 200, (first.text, again.text)
+    assert again.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"]}
+    assert "delivery.dedup_template_failed" in server.output()
+    keyed_true = post_github(server.url, "tok-1", {"head_commit": {"id": True}}, delivery="D2", hook="gh")
+    keyed_text = post_github(server.url, "tok-1", {"head_commit": {"id": "True"}}, delivery="D3",
+                             hook="gh")
+    assert keyed_true.status_code == keyed_text.status_code == 202
+
+
 # The action's check that it got the values (by digest: its text is shown, the values not).
 SECRET_CHECK = ('test $(printf %s "$1$3$FROM_HEADER" | md5sum | cut -c1-12) = 5b6385654c6b'
                 ' && echo "ran for $2"')
@@ -184,6 +211,24 @@ def test_values_rendered_from_secret_headers_are_hidden_where_runs_are_shown(
     with server.admin() as c:
         listing = c.get("/api/runs?limit=100").text
     assert "tok-1" not in listing and "tok-1" not in server.output()
+
+    # A concurrency key, an error quoting a rendered path, a dedup key: the same rule.
+    r = httpx.post(f"{server.url}/hooks/keyed?wait=10s", headers={"X-Shared": "tok-1"}, json={"n": 1})
+    assert r.status_code == 200, r.text
+    run = r.json()["runs"][0]
+    assert run["reason"] == "path '[redacted]' is outside --root", run
+    again = httpx.post(f"{server.url}/hooks/keyed", headers={"X-Shared": "tok-1"}, json={"n": 1})
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    with server.admin() as c:
+        shown = c.get(f"/api/runs/{run['id']}").json()
+        log = c.get(f"/api/runs/{run['id']}/log").text
+        page = c.get(f"/runs/{run['id']}").text
+        delivery = c.get(f"/api/deliveries/{r.json()['delivery_id']}").json()
+        deliveries = c.get("/api/deliveries").text
+    assert shown["concurrency_key"] == "[redacted]" and shown["spec"]["cwd"] == "[redacted]"
+    assert delivery["dedup_key"].startswith("sha256:")
+    for text in (str(shown), log, page, str(delivery), deliveries, server.output()):
+        assert "tok-1" not in text, text
 
 
 def _mode(path: Path) -> int:

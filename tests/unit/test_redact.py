@@ -9,9 +9,11 @@ import pytest
 
 from hookrunner.redact import (
     REDACTED,
+    hidden_values,
     redact_pairs,
     redact_spec,
     redact_url,
+    scrub,
     secret_key,
 )
 
@@ -115,3 +117,15 @@ def test_a_long_made_up_name_is_judged_but_never_remembered() -> None:
 def test_secret_query_parameters_of_a_url_are_hidden(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert redact_spec({"url": url}, "http") == {"url": shown}
+
+
+def test_values_rendered_from_secrets_are_scrubbed_from_messages() -> None:
+    spec = {"argv": ["x", "s3cret-1"], "cwd": "/w/s3cret-1", "env": {"A": "ab"},
+            "json": {"k": [1, 2]}, "hidden_paths": [["argv", 1], ["cwd"], ["env", "A"], ["json"]]}
+    values = hidden_values(spec)
+    assert {"/w/s3cret-1", '{"k": [1, 2]}', "s3cret-1"} <= set(values)
+    assert "ab" not in values  # too short: scrubbing it would garble messages
+    assert scrub("path '/w/s3cret-1' is outside --root", values) == "path '[redacted]' is outside --root"
+    assert scrub("executable not found: s3cret-1\\n", values) == "executable not found: [redacted]\\n"
+    assert scrub("nothing here", values) == "nothing here"
+    assert hidden_values({"argv": ["x"]}) == ()

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from hookrunner.private import PRIVATE_FILE, private_dir
+from hookrunner.redact import scrub
 from hookrunner.settings import DEFAULT_LOG_CAP  # one default, named once
 
 NOTE_PREFIX = "[hookrunner] "
@@ -41,6 +42,9 @@ class FileLog:
         self._lock = threading.Lock()  # ansible-runner's thread may write too
         self._file: BinaryIO | None = None
         self._closed = False
+        # Values rendered from secret request values (redact.hidden_values): hookrunner's own
+        # notes quote rendered values (a path, a URL); they are scrubbed from them.
+        self.hidden: tuple[str, ...] = ()
         if not deferred:
             self._file = self._open()  # an OSError here is the caller's
 
@@ -77,7 +81,7 @@ class FileLog:
     def note(self, text: str) -> None:
         with self._lock:
             if not self._closed:
-                self._note(text)
+                self._note(scrub(text, self.hidden) if self.hidden else text)
 
     def close(self) -> None:
         with self._lock:

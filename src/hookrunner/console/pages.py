@@ -12,7 +12,7 @@ from hookrunner.console import deliveries, present
 from hookrunner.console.context import base, gateway
 from hookrunner.console.render import page
 from hookrunner.gateway import Gateway
-from hookrunner.redact import redact_spec
+from hookrunner.redact import redact_spec, shown_key
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Run
 
 LOG_PAGE_LIMIT = 2 * 1024 * 1024  # bytes of a finished run's log put in the page; the API has all
@@ -92,6 +92,7 @@ async def run_page(request: Request) -> Response:
     log = "" if live else await _finished_log(gw, run)
     return page("run.html", **base(request, "deliveries"), run=run, delivery=delivery,
                 attempts=attempts, live=live, log=log,
+                key=shown_key(run.concurrency_key, run.spec),
                 spec=present.pretty_json(redact_spec(run.spec, run.action)),
                 outputs=present.pretty_json(redact_spec(run.outputs)) if run.outputs else "",
                 duration=present.run_duration(run, time.time()))
