@@ -45,7 +45,8 @@ REFUSAL = _last_answer(b"431 Request Header Fields Too Large", b"request headers
 # httptools stops parsing at the end of the head of a request that asks to switch protocols
 # (`Connection: upgrade`: curl --http2 on http://, a WebSocket): its body would never be
 # read, and the request would reach the app with an empty one. No protocol is switched to
-# here, so such a request is refused before anything sees it.
+# here, so such a request with a body is refused before anything sees it (one without is
+# answered as plain HTTP/1.1, then its connection closes).
 NO_UPGRADE = _last_answer(b"400 Bad Request", b"protocol upgrades are not supported: send the "
                           b"request without Connection: upgrade (plain HTTP/1.1)")
 MALFORMED = _last_answer(b"400 Bad Request", b"invalid HTTP request")
@@ -133,7 +134,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes = size
             self._refuse()
             return
-        if self.parser.should_upgrade():
+        upgrade = self.parser.should_upgrade()
+        if upgrade and _has_body(self.headers):
             _upgrade_log(client=self.client[0] if self.client else "",
                          upgrade=(self._get_upgrade() or b"").decode("latin-1")[:40])
             self._refuse(NO_UPGRADE)
@@ -145,6 +147,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if (self.cycle is not previous and self.cycle is not None
                 and self.url.startswith(HOOKS) and self.scope["method"] == "POST"):
             self.cycle.transport = _OneWrite(self.transport)  # type: ignore[assignment]
+        if upgrade and self.cycle is not previous and self.cycle is not None:
+            # Answered as plain HTTP/1.1 (`curl --http2` to /healthz, Java's HttpClient); the
+            # parser reads nothing after an upgrade request, so the connection then closes.
+            self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -174,6 +180,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         only half-closed would otherwise send it again. Anything else that may wait long (a
         `?wait`, a followed log) is treated as gone, as before: kept open, every client
         that left would hold a socket and a task until its wait ran out."""
+        if self.scheme == "https":
+            return None  # asyncio's TLS closes anyway (and warns, per connection, if asked not to)
+        if self._held_refusal is not None:  # earlier answers first, then the refusal, then close
+            self._eof = True
+            return True
         answering = self.cycle is not None and not self.cycle.response_complete
         if (answering and self._reading_since is None and not self._refused and not self.pipeline
                 and self.url.startswith(HOOKS) and self.scope.get("method") == "POST"
@@ -186,8 +197,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's answer to what httptools cannot parse, as JSON like every other error,
         and its log line throttled (a scanner would write one per request)."""
         _malformed_log(client=self.client[0] if self.client else "")
-        self.transport.write(MALFORMED)
-        self.transport.close()
+        self._refuse(MALFORMED)  # after the answers of the requests before it
 
     def _unsupported_upgrade_warning(self) -> None:
         pass  # refused in on_headers_complete, and logged there
@@ -245,6 +255,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         asyncio.get_running_loop().call_later(LINGER, self.transport.close)
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b" 0")):
+            return True
+    return False
 
 
 _SWEPT: weakref.WeakSet[ServerState] = weakref.WeakSet()  # servers whose sweep is armed

@@ -312,6 +312,14 @@ def test_an_upgrade_request_is_refused_and_never_journaled(server: Server) -> No
             assert b"Connection: upgrade" in json.loads(refused)["error"].encode(), refused
     assert _deliveries(server) == before + 2  # the plain ones only
     assert "http.upgrade_refused" in server.output()
+    # Without a body nothing is lost: answered as HTTP/1.1 (curl --http2, Java's HttpClient).
+    for upgrade in (b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk",
+                    b"Connection: Upgrade\r\nUpgrade: websocket"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + upgrade + b"\r\n\r\n")
+            (head, answer), = _answers(s, 1)
+            assert head.startswith(b"HTTP/1.1 200 ") and b"ok" in answer, head
+            assert s.recv(1) == b""  # then closed: nothing after an upgrade request is read
     assert "Unsupported upgrade" not in server.output() and "WebSocket library" not in server.output()
 
 
@@ -370,6 +378,18 @@ def test_a_request_httptools_cannot_parse_gets_a_json_400_and_one_log_line(serve
         assert head.startswith(b"HTTP/1.1 400 ") and b"application/json" in head, answer
     assert "Invalid HTTP request received." not in server.output()
     assert server.output().count("http.invalid_request") >= 1
+    # Behind a delivery on the same connection: the delivery's answer first, then the 400.
+    body = b'{"kind": "none"}'
+    plain = (b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+             b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    for tail in (b"GARBAGE\r\n\r\n", b"GARBAGE\r\n\r\n", b""):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(plain + tail)
+            s.shutdown(socket.SHUT_WR)
+            answers = _answers(s, 2 if tail else 1)
+        assert answers[0][0].startswith(b"HTTP/1.1 202 "), answers
+        if tail:
+            assert answers[1][0].startswith(b"HTTP/1.1 400 "), answers
 
 
 @pytest.mark.parametrize("method", [b"HEAD", b"GET", b"PUT"])
