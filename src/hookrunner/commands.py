@@ -130,7 +130,7 @@ def check(settings: Settings) -> int:
     from hookrunner.rules.report import format_check
 
     try:
-        ruleset = load_rules(settings.rules, root=settings.root)
+        ruleset = load_rules(settings.rules, root=settings.root, strict=True)
     except ConfigErrors as exc:
         print(format_check(exc), file=sys.stderr)
         return EXIT_FAIL

@@ -154,3 +154,14 @@ def test_hidden_directories_are_never_entered(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(os, "scandir", scandir)
     assert rules_files(tmp_path) == [tmp_path / "a.yaml", tmp_path / "sub" / "c.yml"]
     assert not any("..2024" in p for p in entered), entered
+
+
+def test_a_linked_rules_directory_is_loaded_once_and_a_loop_is_no_loop(tmp_path: Path) -> None:
+    rules, team = tmp_path / "rules", tmp_path / "team"
+    rules.mkdir()
+    team.mkdir()
+    (rules / "a.yaml").write_text(HOOK.format(name="a"))
+    (team / "b.yaml").write_text(HOOK.format(name="b"))
+    (rules / "team").symlink_to(team)
+    (team / "back").symlink_to(rules)  # a loop
+    assert rules_files(rules) == [rules / "a.yaml", rules / "team" / "b.yaml"]

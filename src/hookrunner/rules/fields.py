@@ -51,6 +51,7 @@ class Ctx:
     errors: list[ConfigError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     root: Path | None = None  # --root, where the paths rules name must stay
+    strict: bool = False  # `check`: see load.load_rules
 
     def line(self, node: Any, *path: Any) -> int:
         return line_of(node, path)

@@ -72,7 +72,7 @@ class _Merged:
 
 def load_rules(
     rules_dir: Path, *, root: Path | None = None, secrets_required: bool = True,
-    on_secret_file: Callable[[Path], None] | None = None,
+    on_secret_file: Callable[[Path], None] | None = None, strict: bool = False,
 ) -> Ruleset:
     """Load and merge every rules file under `rules_dir`; raise ConfigErrors listing all errors.
 
@@ -81,6 +81,10 @@ def load_rules(
     `replay`): an unset secret variable or missing secret file is then not an error.
     `on_secret_file` is told each `{file: ...}` secret path just before it is read (the
     server watches them), whether or not the load then succeeds.
+    `strict` (`hookrunner check`): what can only fail at run time, or is only a moment's state
+    of a deploy, is an error too: a literal path outside --root, a dangling link (a ConfigMap
+    key being removed). Elsewhere those are warnings: one such rule must not stop a server's
+    other rules from loading.
     """
     if not rules_dir.is_dir():
         where = rules_dir.absolute()
@@ -90,6 +94,7 @@ def load_rules(
     paths = rules_files(rules_dir)
     sources: list[tuple[str, str]] = []
     errors: list[ConfigError] = []
+    warnings: list[str] = []
     if root is not None and not root.is_dir():
         errors.append(ConfigError(f"--root {root.absolute()} is not a directory: relative paths "
                                   "in rules resolve against it", str(rules_dir), 0))
@@ -97,7 +102,11 @@ def load_rules(
         try:
             data = path.read_bytes()
         except OSError as exc:  # a dangling link: a broken deploy, not a file to skip
-            errors.append(ConfigError(f"cannot read: {exc.strerror or exc}", str(path), 0))
+            problem = ConfigError(f"cannot read: {exc.strerror or exc}", str(path), 0)
+            if strict or not path.is_symlink():
+                errors.append(problem)
+            else:
+                warnings.append(f"{problem} (skipped)")
             continue
         try:
             sources.append((str(path), data.decode("utf-8")))
@@ -106,12 +115,12 @@ def load_rules(
             errors.append(ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})",
                                       str(path), line))
     return _load(sources, errors, root, empty_hint=str(rules_dir), secrets_required=secrets_required,
-                 on_secret_file=on_secret_file)
+                 on_secret_file=on_secret_file, strict=strict, warnings=warnings)
 
 
 def rules_files(rules_dir: Path) -> list[Path]:
     """The rules files under `rules_dir`, in load order: every `*.yaml` / `*.yml` file (a link
-    to one counts), skipping hidden files and directories. Those are editors' and tools'
+    to one, or to a directory of them, counts), skipping hidden files and directories. Those are editors' and tools'
     copies (`.#x.yaml`, `.git/`), and a mounted Kubernetes ConfigMap keeps every file twice:
     once as `x.yaml`, once in its hidden `..<timestamp>/` directory."""
     if not rules_dir.is_dir():
@@ -119,8 +128,15 @@ def rules_files(rules_dir: Path) -> list[Path]:
     found: list[Path] = []
     # os.walk: hidden directories are pruned before they are entered (a ConfigMap deletes its
     # old `..<timestamp>/` while it updates: rglob failed walking into it), and a directory
-    # that vanishes mid-walk is skipped, not an error. Links to directories are not followed.
-    for top, dirs, files in os.walk(rules_dir):
+    # that vanishes mid-walk is skipped, not an error. A link to a directory is followed (a
+    # team's rules linked in), each real directory once (a link back up is no loop).
+    seen: set[str] = set()
+    for top, dirs, files in os.walk(rules_dir, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             path = Path(top, name)
@@ -137,7 +153,8 @@ def load_rules_text(files: Mapping[str, str], *, root: Path | None = None) -> Ru
 
 def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path | None,
           empty_hint: str, secrets_required: bool = True,
-          on_secret_file: Callable[[Path], None] | None = None) -> Ruleset:
+          on_secret_file: Callable[[Path], None] | None = None, strict: bool = False,
+          warnings: list[str] | None = None) -> Ruleset:
     import hookrunner.actions  # noqa: F401  (fills RUNNERS)
     from hookrunner.verify import resolve_secret, secret_files
 
@@ -150,7 +167,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
     merged = _Merged()
     ctxs: list[f.Ctx] = []
     for name, text in sources:
-        ctx = f.Ctx(name, root=root)
+        ctx = f.Ctx(name, root=root, strict=strict)
         ctxs.append(ctx)
         data, problems = parse_yaml(text, name)
         ctx.errors.extend(problems)
@@ -160,7 +177,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
         if hook_id not in merged.hook_sources:
             known = ", ".join(sorted(merged.hook_sources)) or "none are defined"
             ctx.error(node, path, f"unknown hook {hook_id!r}; defined hooks: {known}")
-    warnings = [w for c in ctxs for w in c.warnings]
+    warnings = [*(warnings or []), *(w for c in ctxs for w in c.warnings)]
     used = {h for r in merged.rules for h in r.hooks}
     warnings += [f"{src}: hook {hid!r} has no rules: its deliveries are stored but run nothing"
                  for hid, src in merged.hook_sources.items() if hid not in used]
@@ -419,7 +436,8 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
 def _literal_paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
                    what: str) -> None:
     """A path written without a template that leaves --root (`cwd: /etc`, `dir: ../x`) can
-    never run: an error now, not a failed run later. Templated paths are checked per run."""
+    never run: a `check` error (a warning where the server loads rules), not only a failed
+    run later. Templated paths are checked per run."""
     from hookrunner.actions.base import RUNNERS
     from hookrunner.actions.paths import confine
 
@@ -434,8 +452,12 @@ def _literal_paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallb
                 confine(ctx.root, item.source, base=base)
             except ActionError as exc:
                 path = (key, i) if isinstance(value, list) else (key,)
-                ctx.errors.append(ConfigError(f"{what}: run.{kind}.{key}: {exc}", ctx.file,
-                                              line_of(body, path, fallback)))
+                problem = ConfigError(f"{what}: run.{kind}.{key}: {exc}", ctx.file,
+                                      line_of(body, path, fallback))
+                if ctx.strict:
+                    ctx.errors.append(problem)
+                else:  # its runs fail; the other rules load (a warning where rules load)
+                    ctx.warnings.append(f"{problem}: its runs will fail")
 
 
 def _retry(ctx: f.Ctx, raw: LineDict, what: str) -> Retry | None:

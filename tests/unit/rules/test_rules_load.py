@@ -323,7 +323,7 @@ def test_what_cannot_be_loaded_is_named_with_its_line(tmp_path: Path) -> None:
     (rules / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
     (rules / "latin.yaml").write_bytes(b"# one\n# caf\xe9\nhooks: {}\n")
     with pytest.raises(ConfigErrors) as caught:
-        load_rules(rules, root=tmp_path / "no-root")
+        load_rules(rules, root=tmp_path / "no-root", strict=True)
     found = sorted(f"{Path(e.file).name}:{e.line}: {e.message}" for e in caught.value.errors)
     assert found == [
         "gone.yaml:0: cannot read: No such file or directory",
@@ -428,8 +428,12 @@ def test_literal_paths_outside_root_are_check_errors(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "r.yaml").write_text(PATHS_RULES)
+    # Where the server loads rules, one such rule does not stop the others: a warning.
+    loaded = load_rules(rules, root=tmp_path)
+    assert [r.name for r in loaded.rules] == ["a", "b", "c", "d", "e"]
+    assert sum("is outside" in w and "its runs will fail" in w for w in loaded.warnings) == 4
     with pytest.raises(ConfigErrors) as caught:
-        load_rules(rules, root=tmp_path)
+        load_rules(rules, root=tmp_path, strict=True)
     found = [f"{e.line}: {e.message}" for e in caught.value.errors]
     assert found == [
         "5: rule 'a': run.shell.cwd: path '/etc' is outside --root",
@@ -474,3 +478,14 @@ def test_an_empty_literal_concurrency_key_is_a_check_error(tmp_path: Path) -> No
         "rules: [{name: r, hook: h, run: {shell: {argv: [\"true\"]}}, concurrency: {key: ' '}}]\n")
     with pytest.raises(ConfigErrors, match="key is empty; leave it out to use the rule's name"):
         load_rules(rules, root=tmp_path)
+
+
+def test_a_dangling_link_is_skipped_with_a_warning_where_the_server_loads(tmp_path: Path) -> None:
+    """A ConfigMap key being removed: kubelet swaps `..data` before it deletes the link."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "ok.yaml").write_text("hooks: {h: {verify: {none: {}}}}\n")
+    (rules / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    loaded = load_rules(rules, root=tmp_path)
+    assert list(loaded.hooks) == ["h"]
+    assert any("gone.yaml:0: cannot read" in w and "skipped" in w for w in loaded.warnings)
