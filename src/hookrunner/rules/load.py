@@ -121,8 +121,8 @@ def load_rules(
 def rules_files(rules_dir: Path) -> list[Path]:
     """The rules files under `rules_dir`, in load order: every `*.yaml` / `*.yml` file (a link
     to one, or to a directory of them, counts), skipping hidden files and directories. Those
-    are editors' and tools' copies (`.#x.yaml`, `.git/`), and a mounted Kubernetes ConfigMap keeps every file twice:
-    once as `x.yaml`, once in its hidden `..<timestamp>/` directory."""
+    are editors' and tools' copies (`.#x.yaml`, `.git/`), and a mounted Kubernetes ConfigMap
+    keeps every file twice: once as `x.yaml`, once in its hidden `..<timestamp>/` directory."""
     if not rules_dir.is_dir():
         return []
     found: list[Path] = []
