@@ -312,6 +312,10 @@ class PostgresStore:
 
     async def request_cancel(self, run_id: str, now: float) -> str | None:
         async with self._tx() as conn:
+            # The row first: a finish that is requeueing it commits before this reads its
+            # status (otherwise the cancel saw `running`, its flag then missed `queued`, and
+            # the retry ran anyway).
+            await conn.execute(Q["lock_run"], {"id": run_id})
             await conn.execute(Q["cancel_queued"],
                                {"id": run_id, "now": now, "reason": CANCELED_BEFORE_START,
                                "retry_reason": CANCELED_BEFORE_RETRY})

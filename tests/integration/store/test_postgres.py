@@ -132,3 +132,29 @@ async def test_a_delivery_from_before_the_query_column_reads_with_an_empty_query
         assert got is not None and got.query == []
     finally:
         await store.close()
+
+
+async def test_a_cancel_racing_a_requeue_still_cancels(postgres_db: str) -> None:
+    """A node's finish is requeueing the run for a retry (not committed yet) when a cancel
+    comes: the cancel waits for it and ends the queued run, instead of reading `running`,
+    missing the flag on the now queued row, and letting the retry run."""
+    store = PostgresStore(postgres_db)
+    await store.open()
+    try:
+        d = delivery()
+        run = new_run(d, max_attempts=3)
+        await store.accept(d, [run])
+        await store.claim("n1", 5, LEASE, T0)
+        with psycopg.connect(postgres_db, autocommit=False) as finishing:
+            finishing.execute(
+                "UPDATE runs SET status = 'queued', next_attempt_at = %s, lease_owner = NULL "
+                "WHERE id = %s AND status = 'running'", (T0 + 60, run.id))
+            cancel = asyncio.ensure_future(store.request_cancel(run.id, T0 + 1))
+            await asyncio.sleep(0.5)
+            assert not cancel.done()  # waiting for the finish's row lock
+            finishing.commit()
+        assert await asyncio.wait_for(cancel, 10) == "canceled"
+        got = await store.get_run(run.id)
+        assert got is not None and got.status == "canceled"
+    finally:
+        await store.close()

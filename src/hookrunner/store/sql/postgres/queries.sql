@@ -92,6 +92,9 @@ UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(id)s,
 WHERE status = 'queued' AND concurrency_key = %(key)s AND seq < %(seq)s
   AND next_attempt_at > %(now)s;
 
+-- name: lock_run
+SELECT id FROM runs WHERE id = %(id)s FOR UPDATE;
+
 -- name: flag_cancel
 -- %(by)s is the run replacing it (policy replace), NULL for a cancel request.
 UPDATE runs SET cancel_requested = TRUE, superseded_by = COALESCE(%(by)s, superseded_by)
