@@ -30,7 +30,7 @@ def _gw(request: Request) -> Gateway:
 
 def _limit(request: Request, default: int = 50) -> int:
     """`?limit=` (checked by _unknown_params: a whole number of at least 1), at most MAX_LIMIT."""
-    given = request.query_params.get("limit", str(default))
+    given = request.query_params.get("limit", str(default)).lstrip("0")
     return min(int(given), MAX_LIMIT) if len(given) <= 6 else MAX_LIMIT
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 from collections.abc import AsyncIterator
 
@@ -113,9 +114,9 @@ READY_TIMEOUT = 2.0  # seconds: a probe hears "unreachable" before a typical 3 s
 
 
 def _where(error: str) -> str:
-    """`rules/a.yaml:12: message` -> `rules/a.yaml:12`."""
+    """`rules/a.yaml:12: message` -> `rules/a.yaml:12`; an error without a place: none."""
     head, sep, _ = error.partition(": ")
-    return head if sep else "(see the log)"
+    return head if sep and re.fullmatch(r".+:\d+", head) else "(see the log)"
 
 
 async def readyz(request: Request) -> Response:

@@ -60,6 +60,7 @@ OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
 # Seconds a run's log stays in memory before it is written to its file: most actions end
 # sooner and their log goes only into the store (see hookrunner.actions.logfile).
 LOG_TO_DISK_AFTER = 1.0
+CANCEL_ASKED = ("canceled by request", "canceled: replaced")  # reasons of an asked-for cancel
 
 
 async def wait_for_runs(
@@ -637,10 +638,11 @@ class Dispatcher:
             return
         now = time.time()
         retry_at = None
-        # A run whose cancel this node has seen is not retried (nor one the store knows was
-        # asked to stop: its finish record ends it canceled, see Store.finish).
-        if run.id not in self._cancel_reason and should_retry(
-                result.outcome, run.attempt, run.max_attempts, run.retry_on):
+        # A run asked to cancel (or replaced) that this node has seen is not retried (nor one
+        # the store knows of: its finish record ends it canceled, see Store.finish). One
+        # stopped by the shutdown is retried after the restart, as ever.
+        asked = self._cancel_reason.get(run.id, "").startswith(CANCEL_ASKED)
+        if not asked and should_retry(result.outcome, run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
         self.metrics.runs.labels(run.rule, result.outcome).inc()
         self.metrics.run_duration.labels(run.rule).observe(now - started)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -192,18 +193,22 @@ def _readable(path: Path) -> bool:
     return True
 
 
+_FLOCK = re.compile(r"FLOCK\s+\S+\s+\S+\s+\d+\s+([0-9a-f]+):([0-9a-f]+):(\d+)")
+
+
 def served(db: Path) -> bool:
-    """Whether a server holds this database (its `lock_node` flock); False when none does."""
+    """Whether a server holds this database (its `lock_node` flock), read from /proc/locks:
+    trying the lock, even for an instant, could make a server starting then refuse to."""
     try:
-        fd = os.open(db.with_name(db.name + ".lock"), os.O_RDONLY | os.O_CLOEXEC)
+        st = os.stat(db.with_name(db.name + ".lock"))
+        locks = Path("/proc/locks").read_text()
     except OSError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # and with it the shared lock, if it was taken
+    for m in _FLOCK.finditer(locks):
+        major, minor, inode = int(m[1], 16), int(m[2], 16), int(m[3])
+        if (inode == st.st_ino and major == os.major(st.st_dev)
+                and minor == os.minor(st.st_dev)):
+            return True
     return False
 
 
