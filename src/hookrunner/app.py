@@ -271,7 +271,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         # Only a loop in the main thread can take signals (TestClient runs the app in another
         # thread); there the file watcher still reloads, SIGHUP just is not wired.
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, rules.reload)
+            loop.add_signal_handler(signal.SIGHUP, rules.request_reload)
         if worker:
             event("server.http_worker_started", node=settings.node)
         else:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from hookrunner.errors import ConfigErrors
@@ -36,6 +37,16 @@ def _fingerprint(rules_dir: Path) -> tuple[Stat, ...]:
     return tuple(s for s in map(_stat, rules_files(rules_dir)) if s is not None)
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """What one load found: the rules (None: they failed), the errors, and what was read."""
+
+    ruleset: Ruleset | None
+    errors: list[str]
+    fingerprint: tuple[Stat, ...]
+    secrets: dict[Path, Stat | None]
+
+
 class LiveRules:
     def __init__(
         self, rules_dir: Path, root: Path | None = None, on_failure: Callable[[], None] | None = None
@@ -50,13 +61,39 @@ class LiveRules:
         # The secret files the last load read, as they were just before it read them.
         self._secrets: dict[Path, Stat | None] = {}
         self._on_failure = on_failure
+        self._loading = False  # a reload_async is under way
+        self._again = False  # and another was asked for meanwhile
+        self._pending: asyncio.Future[None] | None = None  # SIGHUP's, kept from the GC
 
     def reload(self) -> bool:
-        """Load the rules; on failure keep the live ones. Returns whether the load succeeded."""
-        self._fingerprint = _fingerprint(self.rules_dir)
-        self.last_attempt_at = time.time()
+        """Load the rules now, on this thread; on failure keep the live ones. Returns whether
+        the load succeeded. (The server's own reloads go through `reload_async`.)"""
+        return self._apply(self._load())
+
+    async def reload_async(self) -> None:
+        """Load on a thread, so hooks go on being answered with the live rules meanwhile (a
+        thousand rules take seconds to compile); a reload asked for while one runs (SIGHUPs
+        in a row) makes one more, not one each."""
+        if self._loading:
+            self._again = True
+            return
+        self._loading = True
+        try:
+            while True:
+                self._again = False
+                self._apply(await asyncio.to_thread(self._load))
+                if not self._again:
+                    return
+        finally:
+            self._loading = False
+
+    def request_reload(self) -> None:
+        """SIGHUP's handler: a reload, in the background."""
+        self._pending = asyncio.ensure_future(self.reload_async())
+
+    def _load(self) -> _Loaded:
+        fingerprint = _fingerprint(self.rules_dir)
         secrets: dict[Path, Stat | None] = {}
-        self._secrets = secrets
 
         def about_to_read(path: Path) -> None:
             secrets.setdefault(path, _stat(path))
@@ -65,9 +102,17 @@ class LiveRules:
             ruleset = load_rules(self.rules_dir, root=self.root, on_secret_file=about_to_read)
         except Exception as exc:  # ConfigErrors, or a bug in loading: keep the live rules
             if isinstance(exc, ConfigErrors):
-                self.errors = [str(e) for e in exc.errors]
+                errors = [str(e) for e in exc.errors]
             else:
-                self.errors = [f"{self.rules_dir}: cannot load the rules: {type(exc).__name__}: {exc}"]
+                errors = [f"{self.rules_dir}: cannot load the rules: {type(exc).__name__}: {exc}"]
+            return _Loaded(None, errors, fingerprint, secrets)
+        return _Loaded(ruleset, [], fingerprint, secrets)
+
+    def _apply(self, loaded: _Loaded) -> bool:
+        self._fingerprint, self._secrets = loaded.fingerprint, loaded.secrets
+        self.last_attempt_at = time.time()
+        if loaded.ruleset is None:
+            self.errors = loaded.errors
             for line in self.errors:
                 event("rules.error", logging.ERROR, error=line)
             event("rules.reload_failed", logging.ERROR, errors=len(self.errors),
@@ -75,6 +120,7 @@ class LiveRules:
             if self._on_failure:
                 self._on_failure()
             return False
+        ruleset = loaded.ruleset
         self.current = ruleset
         self.errors = []
         self.loaded_at = time.time()
@@ -83,6 +129,9 @@ class LiveRules:
         event("rules.loaded", hooks=len(ruleset.hooks), rules=len(ruleset.rules),
               files=len(ruleset.files))
         return True
+
+    def _look(self) -> tuple[tuple[Stat, ...], list[Stat | None]]:
+        return _fingerprint(self.rules_dir), [_stat(p) for p in self._secrets]
 
     def changed(self) -> bool:
         return (_fingerprint(self.rules_dir) != self._fingerprint
@@ -95,7 +144,14 @@ class LiveRules:
             # One failed look (a directory deleted mid-scan, no file descriptors left) must
             # not end the watching: the task is only awaited at shutdown, so it died silently.
             try:
-                if self.changed():
-                    self.reload()
+                if not self.changed():
+                    continue
+                # Loaded once the files have stood still for a poll: a file caught halfway
+                # through being written (a generator, `rsync --inplace`) would be the live
+                # rules for a while (a rule missing, or a truncated file's hooks gone).
+                seen = self._look()
+                await asyncio.sleep(POLL_INTERVAL)
+                if self._look() == seen:
+                    await self.reload_async()
             except Exception as exc:
                 _watch_failed(error=f"{type(exc).__name__}: {exc}")

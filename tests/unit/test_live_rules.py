@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,56 @@ def test_a_linked_rules_directory_is_loaded_once_and_a_loop_is_no_loop(tmp_path:
     (rules / "team").symlink_to(team)
     (team / "back").symlink_to(rules)  # a loop
     assert rules_files(rules) == [rules / "a.yaml", rules / "team" / "b.yaml"]
+
+
+async def test_reloads_run_off_the_event_loop_and_pile_ups_make_one_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload compiles every template (seconds for a thousand rules): on a thread, so hooks
+    are answered meanwhile; five SIGHUPs in a row are two loads, not five."""
+    (tmp_path / "a.yaml").write_text(HOOK.format(name="a"))
+    live = LiveRules(tmp_path)
+    loads: list[int] = []
+    real = live._load
+
+    def counted() -> object:
+        loads.append(threading.get_ident())
+        return real()
+
+    monkeypatch.setattr(live, "_load", counted)
+    await asyncio.gather(*(live.reload_async() for _ in range(5)))
+    assert len(loads) == 2 and threading.get_ident() not in loads
+    assert live.current is not None and "a" in live.current.hooks
+
+
+async def test_a_file_still_being_written_is_loaded_once_it_stands_still(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written in two steps (a generator, `rsync --inplace`): never live half-written."""
+    monkeypatch.setattr(reload, "POLL_INTERVAL", 0.3)
+    path = tmp_path / "a.yaml"
+    path.write_text(HOOK.format(name="first"))
+    live = LiveRules(tmp_path)
+    live.reload()
+    noticed = asyncio.Event()
+    real_look = live._look
+
+    def look() -> tuple[tuple[reload.Stat, ...], list[reload.Stat | None]]:
+        noticed.set()  # the watcher saw a change and waits for the files to stand still
+        return real_look()
+
+    monkeypatch.setattr(live, "_look", look)
+    watcher = asyncio.create_task(live.watch())
+    try:
+        path.write_text(HOOK.format(name="a"))  # the first half of the new file
+        await asyncio.wait_for(noticed.wait(), 10)
+        assert live.current is not None and set(live.current.hooks) == {"first"}
+        path.write_text(HOOK.format(name="a") + HOOK.format(name="b").replace("hooks:\n", ""))
+        for _ in range(500):
+            assert live.current is not None and set(live.current.hooks) != {"a"}
+            if "b" in live.current.hooks:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        watcher.cancel()
+    assert live.current is not None and set(live.current.hooks) == {"a", "b"}
