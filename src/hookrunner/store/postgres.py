@@ -84,6 +84,12 @@ Q = sql.queries("postgres")
 Conn = psycopg.AsyncConnection[DictRow]
 
 
+def _holds_nul(params: dict[str, Any]) -> bool:
+    """A value from a URL (`/runs/a%00b`, `?hook=%00`) with a NUL in it: PostgreSQL text
+    cannot hold one (a 500 and a traceback); SQLite just finds no such row."""
+    return any(isinstance(v, str) and "\x00" in v for v in params.values())
+
+
 class PostgresStore:
     shared = True  # see Store.shared
 
@@ -144,6 +150,8 @@ class PostgresStore:
         return await self._query(Q[query], params)
 
     async def _query(self, sql: str, params: dict[str, Any]) -> list[DictRow]:
+        if _holds_nul(params):  # no text column holds NUL: nothing matches (psycopg refuses it)
+            return []
         async with self._conn() as conn:
             cur = await conn.execute(sql, params)
             return await cur.fetchall()
@@ -311,6 +319,8 @@ class PostgresStore:
         return [run_from_row(r) for r in await self._rows("running_on_node", {"node": node})]
 
     async def request_cancel(self, run_id: str, now: float) -> str | None:
+        if _holds_nul({"id": run_id}):
+            return None
         async with self._tx() as conn:
             # The row first: a finish that is requeueing it commits before this reads its
             # status (otherwise the cancel saw `running`, its flag then missed `queued`, and

@@ -493,3 +493,17 @@ async def test_queued_is_the_queued_count_of_counts(store: Store) -> None:
     await enqueue(store, at=T0 + 100)  # waiting for a retry time is still queued
     await store.claim("n1", 1, LEASE, T0)
     assert await store.queued() == (await store.counts())["queued"] == 2
+
+
+async def test_ids_and_filters_with_a_nul_find_nothing(store: Store) -> None:
+    """From a URL (`/runs/a%00b`, `?hook=%00`): PostgreSQL text cannot hold NUL, and the
+    driver's refusal was a 500 with a traceback; every store answers "no such thing"."""
+    await enqueue(store)
+    assert await store.get_run("a\x00b") is None
+    assert await store.get_delivery("a\x00b") is None
+    assert await store.attempts("a\x00b") == []
+    assert await store.get_log("a\x00b", 1) is None
+    assert await store.request_cancel("a\x00b", T0) is None
+    assert await store.list_runs(rule="\x00") == []
+    assert await store.list_runs(delivery_id="x\x00") == []
+    assert await store.list_deliveries(hook="\x00") == []
