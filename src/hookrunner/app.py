@@ -69,8 +69,10 @@ class AdminAuth:
         response: Response
         # A browser (it asks for HTML, and sent no token) is shown the login form; a script or
         # a client that sent a wrong token hears 401, as the API answers.
+        # A console button pressed after the session ended (a restart) is a POST: back to the
+        # login form too, then to the page it was on.
         if (login is not None and not scope["path"].startswith("/api/")
-                and request.method == "GET" and "authorization" not in request.headers
+                and request.method in ("GET", "POST") and "authorization" not in request.headers
                 and "text/html" in request.headers.get("accept", "")):
             response = login(request)
         else:

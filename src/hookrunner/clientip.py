@@ -20,6 +20,11 @@ def _in(addr: str, nets: Sequence[IPNetwork]) -> bool:
     return any(ip in n for n in nets)
 
 
+def trusted(peer: str, nets: Sequence[IPNetwork]) -> bool:
+    """Whether the peer is one of the --trusted-proxy networks."""
+    return _in(peer, nets)
+
+
 def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[IPNetwork]) -> str:
     """Walk X-Forwarded-For from the right while the hop is a trusted proxy: the first
     untrusted address is the client. Without trusted proxies the header is never believed."""

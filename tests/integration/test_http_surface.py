@@ -287,3 +287,48 @@ def test_a_listing_refuses_parameters_it_does_not_take(make_server: Callable[...
             assert r.status_code == 400 and "error" in r.json(), (params, r.text)
         assert c.get("/api/deliveries", params={"hook": ""}).status_code == 400
         assert c.get("/api/runs", params={"limit": "9" * 5000}).status_code == 200  # at most 1000
+
+
+def test_the_console_behind_a_tls_terminating_proxy(make_server: Callable[..., Server]) -> None:
+    """nginx rewrites Host and terminates TLS: with it in --trusted-proxy, the login is
+    taken from the public origin (X-Forwarded-Host), the cookie is Secure
+    (X-Forwarded-Proto), and the log names the browser, not the proxy."""
+    server = make_server(RULES, env=ENV, args=["--trusted-proxy", "127.0.0.1/32"])
+    proxied = {"Host": "127.0.0.1:1", "Origin": "https://hooks.example.com",
+               "X-Forwarded-Host": "hooks.example.com", "X-Forwarded-Proto": "https",
+               "X-Forwarded-For": "203.0.113.9"}
+    r = httpx.post(server.url + "/login", data={"token": ADMIN_TOKEN, "next": "/rules"},
+                   headers=proxied)
+    assert r.status_code == 303 and r.headers["location"] == "/rules", r.text
+    assert "secure" in r.headers["set-cookie"].lower()
+    assert "console.login client=203.0.113.9" in server.output()
+    # Another origin is still refused, and says what a proxy must send.
+    r = httpx.post(server.url + "/login", data={"token": ADMIN_TOKEN},
+                   headers={**proxied, "Origin": "https://evil.example"})
+    assert r.status_code == 403 and "X-Forwarded-Host" in r.text
+
+
+def test_console_login_guessing_is_slowed_and_logged_once_a_second(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(RULES, env=ENV)
+    statuses = [httpx.post(server.url + "/login", data={"token": "guess"}).status_code
+                for _ in range(30)]
+    assert statuses[:20] == [401] * 20 and 429 in statuses[20:], statuses
+    assert server.output().count("console.login_refused") <= 3
+
+
+def test_a_console_button_pressed_without_a_session_goes_to_the_login_form(
+    make_server: Callable[..., Server],
+) -> None:
+    """After a restart the page's session is gone: its Cancel leads to the login form and
+    back to the page, not to a JSON 401."""
+    server = make_server(RULES, env=ENV)
+    r = httpx.post(server.url + "/runs/run_x/cancel", data={"csrf": "stale"},
+                   headers={"Accept": "text/html", "Referer": server.url + "/runs/run_x"})
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fruns%2Frun_x"
+    r = httpx.post(server.url + "/runs/run_x/cancel", data={"csrf": "stale"},
+                   headers={"Accept": "text/html", "Referer": "https://evil.example/x"})
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=%2F"
+    r = httpx.post(server.url + "/runs/run_x/cancel", data={"csrf": "stale"})  # a script
+    assert r.status_code == 401

@@ -11,11 +11,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from hookrunner import clientip
 from hookrunner.auth import COOKIE, bearer_ok
 from hookrunner.console.context import base, gateway, session, sessions
 from hookrunner.console.pages import delivery_page
 from hookrunner.console.render import SECURITY_HEADERS, page
-from hookrunner.logs import event
+from hookrunner.logs import Throttled, event
 from hookrunner.replay import ReplayError, replay_delivery
 
 MAX_FORM = 16 * 1024  # bytes; the console's forms are a token and a field or two
@@ -51,7 +52,43 @@ def same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if not origin:
         return True
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    return urlsplit(origin).netloc in (request.headers.get("host", ""), public_host(request))
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else _forwarded_by_worker(request)
+
+
+def _via_trusted_proxy(request: Request) -> bool:
+    trusted = gateway(request).trusted
+    return bool(trusted) and clientip.trusted(_peer(request), trusted)
+
+
+def _last(request: Request, header: str) -> str:
+    values = request.headers.getlist(header)
+    return values[-1].rsplit(",", 1)[-1].strip() if values else ""
+
+
+def public_host(request: Request) -> str:
+    """The host the browser used: `X-Forwarded-Host` from a --trusted-proxy (one that
+    rewrites Host, as nginx does by default), else Host."""
+    forwarded = _last(request, "x-forwarded-host") if _via_trusted_proxy(request) else ""
+    return forwarded or request.headers.get("host", "")
+
+
+def public_scheme(request: Request) -> str:
+    """https where a --trusted-proxy terminated TLS (`X-Forwarded-Proto`), else as received."""
+    forwarded = _last(request, "x-forwarded-proto").lower() if _via_trusted_proxy(request) else ""
+    return forwarded if forwarded in ("http", "https") else request.url.scheme
+
+
+def client_address(request: Request) -> str:
+    """The browser's address, behind a --trusted-proxy too (as hooks see it)."""
+    hops = request.headers.getlist("x-forwarded-for")
+    if request.client is None:  # forwarded by an HTTP worker, which appended the peer
+        hops = hops[:-1]
+    trusted = gateway(request).trusted
+    return clientip.client_ip(_peer(request), hops, trusted) if trusted else _peer(request)
 
 
 def safe_next(target: str | None) -> str:
@@ -62,7 +99,14 @@ def safe_next(target: str | None) -> str:
 
 
 def login_redirect(request: Request) -> Response:
+    """To the login form, and from there back: to this page, or for a form sent without a
+    session (a button pressed after a restart) to the page the form was on."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET":
+        referer = urlsplit(request.headers.get("referer", ""))
+        same = referer.netloc in (request.headers.get("host", ""), public_host(request))
+        target = safe_next((referer.path + (f"?{referer.query}" if referer.query else ""))
+                           if same else "/")
     return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303,
                             headers=SECURITY_HEADERS)
 
@@ -97,20 +141,32 @@ async def login(request: Request) -> Response:
         return refused(request, exc.status, exc.message)
     target = safe_next(form.get("next"))
     if not same_origin(request):
-        return refused(request, 403, "Log in from this server's own login page.")
+        return refused(request, 403, "Log in from this server's own login page. (Behind a "
+                       "proxy that rewrites Host: have it send X-Forwarded-Host, and list it "
+                       "in --trusted-proxy.)")
     token: str = request.app.state.admin_token
     given = form.get("token", "").strip()
-    client = request.client.host if request.client else _forwarded_by_worker(request)
+    client = client_address(request)
+    # Guessing: 20 tries at once, then one a second per address (a 429 says when).
+    delay = gateway(request).limiter.take(("console-login", client), 1.0, 20, time.time())
+    if delay > 0:
+        _login_refused_log(client=client, reason="too many tries")
+        return page("login.html", 429, **base(request, "login"), next=target,
+                    error=f"Too many tries: wait {max(1, round(delay))} s.")
     if not given or not hmac.compare_digest(given.encode(), token.encode()):
-        event("console.login_refused", logging.WARNING, client=client)
+        _login_refused_log(client=client, reason="wrong token")
         return page("login.html", 401, **base(request, "login"), next=target,
                     error="That is not the admin token.")
     s = sessions(request).create()
     event("console.login", client=client)
     response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
     response.set_cookie(COOKIE, s.id, httponly=True, samesite="strict", path="/",
-                        secure=request.url.scheme == "https")
+                        secure=public_scheme(request) == "https")
     return response
+
+
+# A guesser would write a line per try: one a second, with a count (naming the last client).
+_login_refused_log = Throttled("console.login_refused", logging.WARNING)
 
 
 async def logout(request: Request) -> Response:
