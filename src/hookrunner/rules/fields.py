@@ -215,8 +215,11 @@ def when(ctx: Ctx, parent: Any, key: Any) -> When | None:
             child = when(ctx, value, op)
             return When("not", ctx.source(value, op), children=(child,)) if child else None
         items = value[op]
+        if isinstance(items, str | LineDict):  # one condition: a `when` of its own
+            child = when(ctx, value, op)
+            return When(op, ctx.source(value, op), children=(child,)) if child else None
         if not isinstance(items, LineList):
-            ctx.error(value, (op,), f"when.{op} must be a list of conditions")
+            ctx.error(value, (op,), f"when.{op} must be a condition or a list of them")
             return None
         return _group(ctx, op, items, value, op, ctx.source(value, op))
     ctx.error(parent, (key,), "when must be an expression string, a list of them, or a mapping "

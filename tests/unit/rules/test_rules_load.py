@@ -10,6 +10,7 @@ import pytest
 
 from hookrunner.errors import ConfigErrors
 from hookrunner.rules import load_rules, load_rules_text
+from hookrunner.rules.match import build_scope, evaluate
 from hookrunner.rules.model import DEFAULT_MAX_BODY, RateLimit, Retry
 from hookrunner.templating import Constant, Template
 
@@ -73,8 +74,8 @@ ERROR_CASES = [
     ("nested bad when", "rules:\n  - name: a\n    hook: gh\n    when:\n      any:\n        - a\n"
      "        - not:\n            all: [b, 'c ==']\n    run: {shell: {argv: [x]}}\n",
      "r.yaml:11: when: template syntax error"),
-    ("when not a list", "rules:\n  - name: a\n    hook: gh\n    when: {any: a}\n"
-     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when.any must be a list of conditions"),
+    ("when any of a number", "rules:\n  - name: a\n    hook: gh\n    when: {any: 3}\n"
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when.any must be a condition or a list of them"),
     ("when number", "rules:\n  - name: a\n    hook: gh\n    when: 3\n"
      "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when must be an expression string"),
     ("empty when", "rules:\n  - name: a\n    hook: gh\n    when: []\n"
@@ -489,3 +490,23 @@ def test_a_dangling_link_is_skipped_with_a_warning_where_the_server_loads(tmp_pa
     loaded = load_rules(rules, root=tmp_path)
     assert list(loaded.hooks) == ["h"]
     assert any("gone.yaml:0: cannot read" in w and "skipped" in w for w in loaded.warnings)
+
+
+def test_any_and_all_take_one_condition_as_well_as_a_list(tmp_path: Path) -> None:
+    """The contract: a mapping key's value is again a `when` (a string, list or mapping)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\n"
+        "rules:\n"
+        "  - {name: a, hook: h, when: {any: 'payload.a == 1'}, run: {shell: {argv: ['true']}}}\n"
+        "  - {name: b, hook: h, when: {all: {not: 'payload.a == 1'}}, run: {shell: {argv: ['true']}}}\n")
+    loaded = load_rules(rules, root=tmp_path)
+    scope = build_scope(hook="h", delivery_id="d", received_at=0.0, headers={}, query={},
+                        payload={"a": 1}, event=None)
+    assert [r.matched for r in evaluate(loaded, "h", scope)] == [True, False]
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\n"
+        "rules: [{name: a, hook: h, when: {any: 3}, run: {shell: {argv: ['true']}}}]\n")
+    with pytest.raises(ConfigErrors, match="when"):
+        load_rules(rules, root=tmp_path)
