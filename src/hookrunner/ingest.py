@@ -145,6 +145,9 @@ _queue_full_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # deliveries refused while the store is down (a full disk: a line per request before).
 _store_down_log = Throttled("delivery.store_unavailable", logging.ERROR, per="hook")
 _rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+# A rule whose `when` errs (the stored explanation's error: secrets hidden), once a minute per
+# rule (rule names are configured, so bounded).
+_condition_error_log = Throttled("rule.condition_error", logging.WARNING, every=60.0, per="rule")
 
 
 def _queue_full(gw: Gateway, hook_id: str) -> Answer:
@@ -249,6 +252,11 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
     scope_ = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,
                          query=query, payload=payload, event=verified.event)
     matches, runs = plan_runs(ruleset, hook_id, scope_, delivery_id, now, gw.settings.default_timeout)
+    for explained in matches:
+        if explained.get("error") is not None:  # a `when` with a typo never matches: say so
+            gw.metrics.condition_errors.labels(explained["rule"]).inc()
+            _condition_error_log(rule=explained["rule"], hook=hook_id, delivery_id=delivery_id,
+                                 error=explained["error"])
     delivery = NewDelivery(
         id=delivery_id, hook=hook_id, received_at=now,
         headers=redact_pairs(headers.items(), hook.secret_headers), body=body,

@@ -59,6 +59,9 @@ class Metrics:
             ["status"], registry=r, multiprocess_mode="livesum")
         self.reload_failures = Counter(
             "hookrunner_reload_failures", "Rule reloads that failed validation", registry=r)
+        self.condition_errors = Counter(
+            "hookrunner_condition_errors", "Deliveries whose rule's when could not be evaluated "
+            "(an undefined field, a type mismatch): the rule did not match", ["rule"], registry=r)
 
     def render(self) -> bytes:
         if self.summed and os.environ.get(MULTIPROC_DIR):

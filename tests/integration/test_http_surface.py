@@ -52,6 +52,7 @@ rules:
     hook: shared
     when: payload.fail | default(false)
     run: {shell: {argv: ["echo", "{{ payload[headers['X-Shared']] }}"]}}
+  - {name: typo, hook: tok, when: 'payload.nothing.here == 1', run: {shell: {argv: ["true"]}}}
   - name: key-and-path-from-secret
     hook: keyed
     concurrency: {key: "k-{{ headers['X-Shared'] }}"}
@@ -332,3 +333,16 @@ def test_a_console_button_pressed_without_a_session_goes_to_the_login_form(
     assert r.status_code == 303 and r.headers["location"] == "/login?next=%2F"
     r = httpx.post(server.url + "/runs/run_x/cancel", data={"csrf": "stale"})  # a script
     assert r.status_code == 401
+
+
+def test_a_when_that_errs_is_logged_and_counted(make_server: Callable[..., Server]) -> None:
+    """It never matches; without a line or a metric nobody would know (webhook logs these)."""
+    server = make_server(RULES, env=ENV)
+    for _ in range(3):
+        r = httpx.post(f"{server.url}/hooks/tok", json={}, headers={"Authorization": "Bearer tok-1"})
+        assert r.status_code == 202 and r.json()["runs"] == [], r.text
+    assert server.output().count("rule.condition_error") == 1  # once a minute per rule
+    line = next(x for x in server.output().splitlines() if "rule.condition_error" in x)
+    assert "rule=typo" in line and "hook=tok" in line and "nothing" in line, line
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'hookrunner_condition_errors_total{rule="typo"} 3.0' in metrics
