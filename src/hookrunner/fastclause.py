@@ -21,8 +21,8 @@ from typing import Any
 
 from jinja2 import nodes
 
-# Names Jinja's attribute lookup finds on a dict before its keys (`payload.items` is the
-# method); any other name of a JSON object is its key. templating's getattr uses it too.
+# Names of dict methods: `payload.items` is the key where the object has one (templating's
+# getattr), else the method; such paths are left to Jinja. templating.request_keys uses it too.
 DICT_ATTRS = frozenset(dir(dict))
 _SCALARS = (str, int, float, bool, type(None))
 _TESTS = ("match", "search", "glob", "in_cidr")

@@ -100,12 +100,13 @@ class _Environment(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # `payload.ref` on a JSON object: the sandbox tries the attribute first and reaches
-        # the key through a caught AttributeError (~1 us each). A key that is not a dict
-        # attribute name resolves the same either way, so take it directly.
-        if type(obj) is dict and attribute not in DICT_ATTRS:
+        # the key through a caught AttributeError (~1 us each): the key is taken directly.
+        # A key wins over a dict method of its name too: Jira's `changelog.items` is the
+        # list, not `dict.items` (which `payload.items` still is where there is no such key).
+        if type(obj) is dict:
             try:
                 return obj[attribute]
-            except KeyError:
+            except (KeyError, TypeError):
                 pass
         return super().getattr(obj, attribute)
 
@@ -745,6 +746,8 @@ def describe(value: Any, limit: int = 200) -> str:
     """A short JSON-ish rendering of a value, for explanations."""
     if value is MISSING:
         return "undefined"
+    if callable(value) and not isinstance(value, jinja2.Undefined):
+        return "(a function, not a value)"  # never a repr with a memory address
     try:
         text = _JSON.encode(to_plain(value))
     except Exception as exc:

@@ -291,3 +291,14 @@ def test_a_verifiers_own_header_is_secret_whatever_its_name() -> None:
     keys = request_keys(_parse_expression('headers["X-Shared"][:8] == "x"'))
     assert keys == frozenset({"x-shared"})
     assert not reads_secret(keys) and reads_secret(keys, frozenset({"x-shared"}))
+
+
+def test_a_payload_key_named_like_a_dict_method_is_the_key() -> None:
+    """Jira sends `changelog.items`: the list, not `dict.items`; without such a key the
+    name is still the method, and an explanation shows no Python repr of it."""
+    scope = {"payload": {"changelog": {"items": [{"field": "status"}]}, "keys": 2}}
+    assert compile_expression("payload.changelog.items | length == 1").test(scope) is True
+    assert compile_expression("payload.keys == 2").test(scope) is True
+    assert compile_template("{{ payload.changelog.items[0].field }}").render(scope) == "status"
+    assert compile_template("{{ payload.changelog.keys() | list }}").render(scope) == ["items"]
+    assert describe({}.values) == "(a function, not a value)"
