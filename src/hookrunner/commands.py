@@ -315,6 +315,10 @@ async def cancel(settings: Settings, run_id: str) -> int:
             outcome = ("cancel requested (running when its server stopped, and no server runs "
                        "on this --data now: the next start stops what is left of it, and it "
                        "is not run again)")
+    elif (status == "running" and before is not None and before.lease_expires is not None
+          and before.lease_expires < time.time()):
+        outcome = (f"cancel requested (its node {before.lease_owner} has stopped renewing its "
+                   "lease: the node that takes the run over ends it, and it is not run again)")
     print(f"{run_id}: {outcome}")
     return EXIT_OK
 

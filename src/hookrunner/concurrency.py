@@ -70,7 +70,10 @@ def _plan_key(waiting: list[Run], running: list[Run]) -> _KeyPlan:
         plan.supersede = newest
         if running:
             if policy == "replace":
-                plan.cancel = [(r, newest.id) for r in running if not r.cancel_requested]
+                # One already being replaced is told of the newest replacer too: the one it
+                # named may itself have been superseded (skipped) meanwhile.
+                plan.cancel = [(r, newest.id) for r in running if not r.cancel_requested
+                               or r.superseded_by not in (None, newest.id)]
         else:
             plan.claim = newest
         return plan

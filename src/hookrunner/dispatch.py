@@ -638,18 +638,17 @@ class Dispatcher:
             return
         now = time.time()
         retry_at = None
-        # A run asked to cancel (or replaced) that this node has seen is not retried (nor one
-        # the store knows of: its finish record ends it canceled, see Store.finish). One
-        # stopped by the shutdown is retried after the restart, as ever.
-        asked = self._cancel_reason.get(run.id, "").startswith(CANCEL_ASKED)
-        if not asked and should_retry(result.outcome, run.attempt, run.max_attempts, run.retry_on):
+        if should_retry(result.outcome, run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
+        # A run asked to cancel (or replaced) is not retried: the store's finish ends it
+        # canceled (Store.finish: cancel_retry). Its log line says so already.
+        asked = self._cancel_reason.get(run.id, "").startswith(CANCEL_ASKED)
         self.metrics.runs.labels(run.rule, result.outcome).inc()
         self.metrics.run_duration.labels(run.rule).observe(now - started)
         event("run.finished", run_id=run.id, rule=run.rule, attempt=run.attempt,
               status=result.outcome, exit_code=result.exit_code, reason=result.reason,
               seconds=round(now - started, 3), delivery_id=run.delivery_id,
-              retry_in=round(retry_at - now, 1) if retry_at else None)
+              retry_in=round(retry_at - now, 1) if retry_at and not asked else None)
         if log_text is None:  # a large log: read back its kept part (capped) off the loop
             log_text = await asyncio.to_thread(log_tail, self.settings, run, self.settings.log_cap)
         finish = Finish(run_id=run.id, node=self.node, outcome=result.outcome,

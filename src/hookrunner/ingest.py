@@ -297,8 +297,11 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
     if wait > 0 and gw.dispatcher is not None:
         if not result.run_ids:
             return Answer(200, answer)  # no rule matched: nothing is left to wait for
-        finished = await _unless_gone(
-            gw.dispatcher.wait_for(result.run_ids, wait, lambda: gw.stopping), receive)
+        try:
+            finished = await _unless_gone(
+                gw.dispatcher.wait_for(result.run_ids, wait, lambda: gw.stopping), receive)
+        except StoreUnavailable:  # the delivery is journaled: 202, never a 500 to resend on
+            finished = None
         if finished is not None:
             answer["runs"] = finished
             return Answer(200, answer)

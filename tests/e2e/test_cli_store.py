@@ -14,6 +14,8 @@ import httpx
 import psycopg
 import pytest
 
+from hookrunner.store.postgres import PostgresStore
+from tests.integration.store.test_store import delivery, new_run
 from tests.serverproc import Server
 
 CLI = [sys.executable, "-m", "hookrunner.cli"]
@@ -189,3 +191,23 @@ def test_runs_reads_while_another_process_holds_the_write_lock(tmp_path: Path) -
         writer.close()
     assert done.returncode == 0 and "quick" in done.stdout, done.stderr
     assert took < 5, took  # not the 10 s busy timeout
+
+
+@pytest.mark.postgres
+async def test_cancel_on_postgresql_says_when_the_runs_node_is_gone(
+    tmp_path: Path, postgres_db: str
+) -> None:
+    """Its lease has run out: no node stops it "within a second"; the one that takes it over
+    ends it (and does not retry it)."""
+    store = PostgresStore(postgres_db)
+    await store.open()
+    try:
+        d = delivery()
+        run = new_run(d, max_attempts=3)
+        await store.accept(d, [run])
+        await store.claim("gone-node", 5, 15.0, time.time() - 60)  # its lease ran out 45 s ago
+    finally:
+        await store.close()
+    done = _run("cancel", run.id, "--db", postgres_db, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "its node gone-node has stopped renewing its lease" in done.stdout, done.stdout

@@ -116,6 +116,7 @@ class MemoryStore:
             r.cancel_requested, r.superseded_by = True, by
         for r in decision.claim:
             r.status, r.attempt, r.started_at, r.finished_at = "running", r.attempt + 1, now, None
+            r.reason = ""  # the previous attempt's is in its attempt record
             r.lease_owner, r.lease_expires, r.exit_code = node, now + lease, None
             self._attempts[(r.id, r.attempt)] = Attempt(
                 run_id=r.id, attempt=r.attempt, node=node, status="running",

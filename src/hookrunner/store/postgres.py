@@ -269,8 +269,8 @@ class PostgresStore:
                 running = [run_from_row(r) for r in await cur.fetchall()]
             decision = decide(candidates, running, limit)
             for r in decision.claim:
-                r.status, r.attempt, r.started_at, r.finished_at, r.exit_code = (
-                    "running", r.attempt + 1, now, None, None)
+                r.status, r.attempt, r.started_at, r.finished_at, r.exit_code, r.reason = (
+                    "running", r.attempt + 1, now, None, None, "")
                 r.lease_owner, r.lease_expires = node, now + lease
             async with conn.cursor() as c:
                 for query, params in (

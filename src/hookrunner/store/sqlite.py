@@ -138,8 +138,8 @@ def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: f
     conn.executemany(Q["supersede_waiting"], supersede_params(decision, now))
     conn.executemany(Q["flag_cancel"], [{"id": r.id, "by": by} for r, by in decision.cancel])
     for r in decision.claim:
-        r.status, r.attempt, r.started_at, r.finished_at, r.exit_code = (
-            "running", r.attempt + 1, now, None, None)
+        r.status, r.attempt, r.started_at, r.finished_at, r.exit_code, r.reason = (
+            "running", r.attempt + 1, now, None, None, "")
         r.lease_owner, r.lease_expires = node, now + lease
     conn.executemany(Q["start_run"], [
         {"id": r.id, "now": now, "node": node, "lease_expires": r.lease_expires}

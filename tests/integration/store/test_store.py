@@ -327,7 +327,8 @@ async def test_a_run_asked_to_cancel_is_not_retried(store: Store) -> None:
     await finish(store, a, outcome="failed", at=T0 + 2, retry_at=T0 + 3)
     run = await store.get_run(a)
     assert run is not None and run.status == "canceled", run
-    assert run.reason == "canceled by request (its last attempt ended first; not retried)"
+    assert run.reason == ("canceled by request (not retried: its attempt ended, or its node "
+                          "stopped, before the cancel reached it)")
     assert run.finished_at == T0 + 2
     attempts = await store.attempts(a)
     assert [(x.attempt, x.status) for x in attempts] == [(1, "failed")]
@@ -507,3 +508,30 @@ async def test_ids_and_filters_with_a_nul_find_nothing(store: Store) -> None:
     assert await store.list_runs(rule="\x00") == []
     assert await store.list_runs(delivery_id="x\x00") == []
     assert await store.list_deliveries(hook="\x00") == []
+
+
+async def test_a_new_attempt_does_not_show_the_last_ones_reason(store: Store) -> None:
+    """`running, attempt 2 (exit 1)` read as a failure of the attempt under way."""
+    a = await enqueue(store, max_attempts=3)
+    await store.claim("n1", 5, LEASE, T0)
+    await store.finish(Finish(run_id=a, node="n1", outcome="failed", exit_code=1,
+                              reason="exit 1", outputs={}, finished_at=T0 + 1, retry_at=T0 + 2))
+    (run,) = await store.claim("n1", 5, LEASE, T0 + 3)
+    assert (run.attempt, run.reason) == (2, "")
+    stored = await store.get_run(a)
+    assert stored is not None and (stored.status, stored.reason) == ("running", "")
+    assert [x.reason for x in await store.attempts(a)] == ["exit 1", ""]
+
+
+async def test_a_run_being_replaced_names_the_newest_replacement(store: Store) -> None:
+    """b replaced a, then c superseded b before a had stopped: a names c, the run that runs."""
+    a = await enqueue(store, "k", "replace")
+    await store.claim("n1", 5, LEASE, T0)
+    b = await enqueue(store, "k", "replace")
+    await store.claim("n1", 5, LEASE, T0)
+    assert await store.cancel_requests("n1") == {a: b}
+    c = await enqueue(store, "k", "replace")
+    await store.claim("n1", 5, LEASE, T0)
+    assert await store.cancel_requests("n1") == {a: c}
+    run_b = await store.get_run(b)
+    assert run_b is not None and (run_b.status, run_b.superseded_by) == ("skipped", c)

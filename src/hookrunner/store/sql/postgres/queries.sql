@@ -102,7 +102,7 @@ WHERE id = %(id)s AND status = 'running';
 
 -- name: start_run
 UPDATE runs SET status = 'running', attempt = attempt + 1, started_at = %(now)s,
-                finished_at = NULL, exit_code = NULL, lease_owner = %(node)s,
+                finished_at = NULL, exit_code = NULL, reason = '', lease_owner = %(node)s,
                 lease_expires = %(lease_expires)s
 WHERE id = %(id)s AND status = 'queued';
 

@@ -84,7 +84,7 @@ WHERE id = :id AND status = 'running';
 
 -- name: start_run
 UPDATE runs SET status = 'running', attempt = attempt + 1, started_at = :now,
-                finished_at = NULL, exit_code = NULL, lease_owner = :node,
+                finished_at = NULL, exit_code = NULL, reason = '', lease_owner = :node,
                 lease_expires = :lease_expires
 WHERE id = :id AND status = 'queued';
 
