@@ -195,7 +195,10 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     # No signature to check in a dry run: take the event type the way the verifier reads it.
     learned = ruleset.hooks[hook_id].verifier.learned(SignedRequest(headers=headers, body=body))
     event = learned.event
-    scope = build_scope(hook=hook_id, delivery_id="dry-run", received_at=time.time(),
+    if headers.get("content-type") is None:  # as senders send it: rules may read it
+        headers = Headers([*headers.items(), ("Content-Type", "application/json")])
+    # An id like the server's (`delivery_id is match("dlv_")` must hold here too).
+    scope = build_scope(hook=hook_id, delivery_id="dlv_dry_run", received_at=time.time(),
                         headers=headers, query=query, payload=payload, event=event)
     results = evaluate(ruleset, hook_id, scope)
     if mode != "test":

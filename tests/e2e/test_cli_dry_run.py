@@ -310,3 +310,20 @@ def test_check_names_what_is_wrong_without_internal_type_names(tmp_path: Path) -
     done = hookrunner("check", "--rules", str(tmp_path / "rules"))
     assert done.returncode == 1
     assert "run.shell.argv[1] must be a string, got a mapping" in done.stderr, done.stderr
+
+
+def test_test_shows_the_arguments_the_process_gets(tmp_path: Path) -> None:
+    """Each argument one text, JSON for what is not text (as the server runs it), not YAML that
+    reads as several arguments; the scope as the server's: a `dlv_` id, a Content-Type."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text(
+        'hooks: {h: {verify: {none: {}}}}\n'
+        'rules: [{name: r, hook: h, when: \'delivery_id is match("dlv_") and '
+        'headers["Content-Type"] == "application/json"\', '
+        'run: {shell: {argv: [echo, "{{ payload.nul }}", "{{ payload.obj }}", "{{ payload.list }}"],'
+        ' env: {OBJ: "{{ payload.obj }}"}}}}]\n')
+    payload = write_payload(tmp_path / "p.json", {"nul": None, "obj": {"a": 1}, "list": ["a", "b"]})
+    done = hookrunner("test", "--rules", str(tmp_path / "rules"), "--hook", "h", "--payload", payload)
+    assert done.returncode == 0 and "1 of 1 rule(s) match" in done.stdout, done.stdout
+    for line in ("- 'null'", """- '{"a": 1}'""", """- '["a", "b"]'""", """OBJ: '{"a": 1}'"""):
+        assert line in done.stdout, done.stdout

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from hookrunner.actions.values import stringify
 from hookrunner.errors import ConfigErrors, TemplateError
 from hookrunner.rules.match import RuleResult, render_action, render_concurrency_key
 from hookrunner.rules.model import Ruleset
@@ -33,6 +34,19 @@ def _dump(value: Any, indent: str) -> list[str]:
     text = yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False,
                           width=100)
     return [indent + line for line in text.rstrip("\n").splitlines()]
+
+
+def _as_run(kind: str, action: dict[str, Any]) -> dict[str, Any]:
+    """A shell action's arguments and environment as the process gets them: each one text
+    (`{"a": 1}`, `null`, `["a", "b"]` are JSON), not YAML that reads as several arguments."""
+    if kind != "shell":
+        return action
+    shown = dict(action)
+    if isinstance(shown.get("argv"), list):
+        shown["argv"] = [stringify(v) for v in shown["argv"]]
+    if isinstance(shown.get("env"), dict):
+        shown["env"] = {k: stringify(v) for k, v in shown["env"].items()}
+    return shown
 
 
 def _header(r: RuleResult) -> str:
@@ -75,7 +89,7 @@ def dry_run_report(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> D
             failed += 1
             continue
         lines.append(f"    run: {rule.action_kind}")
-        lines += _dump(action, "      ")
+        lines += _dump(_as_run(rule.action_kind, action), "      ")
         if rule.concurrency is not None:
             lines.append(f"    concurrency: {key!r} ({rule.concurrency.policy})")
         if rule.timeout is not None:
