@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hookrunner.rules.model import Source, When
+from hookrunner.rules.model import RateLimit, Source, When
 from hookrunner.store.base import TERMINAL, Run
 from hookrunner.units import format_duration
 
@@ -88,6 +88,18 @@ def condition_class(result: bool | None, error: str | None) -> str:
     if error or result is None:
         return "cond-error"
     return "cond-true" if result else "cond-false"
+
+
+def rate_text(limit: RateLimit) -> str:
+    """`10/m, burst 1, per client` (as written in rules), not `0.16666666666666666/s`."""
+    for unit, seconds in (("s", 1), ("m", 60), ("h", 3600)):
+        per = limit.rate * seconds
+        if per >= 1 and abs(per - round(per)) < 1e-9:
+            rate = f"{round(per)}/{unit}"
+            break
+    else:
+        rate = f"{limit.rate:.3g}/s"
+    return f"{rate}, burst {limit.burst}, " + ("per client" if limit.per_client else "whole hook")
 
 
 def when_text(when: When | None) -> str:

@@ -37,7 +37,7 @@ env = Environment(
 env.filters.update(
     time=present.fmt_time, iso=present.iso_time, seconds=present.fmt_seconds,
     status_class=present.status_class, pretty=present.pretty_json, size=present.fmt_size,
-    visible=present.visible_log,
+    visible=present.visible_log, rate=present.rate_text,
 )
 env.globals.update(condition_class=present.condition_class)
 

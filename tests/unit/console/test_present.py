@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hookrunner.console import present
-from hookrunner.rules.model import Source, When
+from hookrunner.rules.model import RateLimit, Source, When
 
 SRC = Source("rules.yaml", 1)
 
@@ -104,3 +104,14 @@ def test_times_are_utc() -> None:
 ])
 def test_run_output_drops_terminal_escapes_and_shows_other_controls(raw: str, shown: str) -> None:
     assert present.visible_log(raw) == shown
+
+
+@pytest.mark.parametrize(("rate", "burst", "per_client", "text"), [
+    (10.0, 20, True, "10/s, burst 20, per client"),
+    (1 / 6, 1, True, "10/m, burst 1, per client"),
+    (2 / 3600, 5, False, "2/h, burst 5, whole hook"),
+    (0.3, 1, True, "18/m, burst 1, per client"),
+    (1 / 7, 1, True, "0.143/s, burst 1, per client"),
+])
+def test_rate_text(rate: float, burst: int, per_client: bool, text: str) -> None:
+    assert present.rate_text(RateLimit(rate, burst, per_client)) == text
