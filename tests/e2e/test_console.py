@@ -51,11 +51,13 @@ rules:
 DEPLOY = """#!/bin/sh
 echo "deploying $1"
 printf '\033[1;32mstep 1 of 3: fetch\033[0m\a\n'
+printf '\033[3'  # an escape cut in two: its rest comes after the gate, in another chunk
 n=0
 while [ ! -e "{gates}/$1" ]; do
   n=$((n + 1)); [ $n -gt 600 ] && echo "gate never opened" && exit 3
   sleep 0.05
 done
+printf '1mgate open\033[0m\n'
 echo "step 2 of 3: migrate"
 sleep 0.2
 echo "step 3 of 3: done"
@@ -233,10 +235,13 @@ def test_run_log_streams_while_the_run_is_still_running(
     assert api_run(server, run_id)["status"] == "running"
     expect(page.locator("#run-status")).to_have_text("running")
     assert "step 2" not in log.inner_text()
+    assert "\u241b" not in log.inner_text()  # the half escape is held, not shown as ␛[3
     expect(page.locator("#cancel")).to_be_visible()
     shot(page, "04-run-streaming")
     (gates / held["commit"]).touch()
     expect(log).to_contain_text("step 3 of 3: done")
+    expect(log).to_contain_text("gate open\nstep 2 of 3")
+    assert "\u241b" not in log.inner_text() and "[31m" not in log.inner_text()
     expect(page.locator("#run-status")).to_have_text("succeeded")
     expect(page.locator("#run-exit")).to_have_text("0")
     expect(page.locator("#cancel")).to_have_count(0)

@@ -331,3 +331,13 @@ def test_readyz_answers_in_time_when_the_store_does_not(
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["store"] == "unreachable"
         assert time.monotonic() - t0 < 3.0
+
+
+def test_each_attempt_links_to_its_own_output(client: TestClient) -> None:
+    """The page follows the last attempt; why the first one failed is one click away."""
+    log_in(client)
+    (run_id,) = deliver(client, "quick")["runs"]  # type: ignore[misc]
+    wait_status(client, run_id, "succeeded")
+    page = client.get(f"/runs/{run_id}").text
+    assert f'href="/api/runs/{run_id}/log?attempt=1"' in page
+    assert client.get(f"/api/runs/{run_id}/log?attempt=1").status_code == 200  # by the cookie

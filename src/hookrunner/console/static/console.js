@@ -96,7 +96,7 @@ function showRun(run) {
   setText("run-finished", fmtTime(run.finished_at));
   const end = run.finished_at ?? (TERMINAL.has(run.status) ? null : Date.now() / 1000);
   setText("run-duration", run.started_at && end ? fmtSeconds(Math.max(0, end - run.started_at)) : "—");
-  if (Array.isArray(run.attempts)) showAttempts(run.attempts);
+  if (Array.isArray(run.attempts)) showAttempts(run.id, run.attempts);
   if (TERMINAL.has(run.status)) {
     const form = document.getElementById("cancel-form");
     if (form) form.remove();
@@ -117,16 +117,22 @@ function badge(status) {
   return span;
 }
 
-function showAttempts(attempts) {
+function showAttempts(runId, attempts) {
   const body = document.querySelector("#attempts tbody");
   if (!body || attempts.length === 0) return;
   body.replaceChildren(...attempts.map((a) => {
     const tr = document.createElement("tr");
     const st = document.createElement("td");
     st.appendChild(badge(a.status));
+    const log = document.createElement("td");
+    const link = document.createElement("a");
+    link.href = `/api/runs/${encodeURIComponent(runId)}/log?attempt=${a.attempt}`;
+    link.textContent = "output";
+    log.appendChild(link);
     tr.append(cell(String(a.attempt)), cell(a.node, "mono"), st,
       cell(a.exit_code === null ? "—" : String(a.exit_code), "mono"),
-      cell(fmtTime(a.started_at), "nowrap"), cell(fmtTime(a.finished_at), "nowrap"), cell(a.reason || ""));
+      cell(fmtTime(a.started_at), "nowrap"), cell(fmtTime(a.finished_at), "nowrap"), cell(a.reason || ""),
+      log);
     return tr;
   }));
 }
@@ -135,6 +141,8 @@ function showAttempts(attempts) {
 // dropped, other control characters (tab, newline, CR aside) shown as control pictures.
 const ESCAPES = /\x1b\[[0-?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)/g;
 const CONTROLS = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g;
+// The start of an escape sequence at the very end of a chunk (its rest is in the next one).
+const PARTIAL_ESCAPE = /\x1b(?:\[[0-?]*[ -\/]*|\][^\x07\x1b]*)?$/;
 function visibleLog(text) {
   return text.replace(ESCAPES, "").replace(CONTROLS,
     (c) => String.fromCharCode(c === "\x7f" ? 0x2421 : 0x2400 + c.charCodeAt(0)));
@@ -149,9 +157,16 @@ async function streamLog(id, attempt, pre, state) {
   const decoder = new TextDecoder();
   let first = true;
   let got = false;
+  let held = "";  // an escape sequence cut by the chunk's end: shown once whole
   for (;;) {
     const { done, value } = await reader.read();
-    const text = done ? decoder.decode() : decoder.decode(value, { stream: true });
+    let text = held + (done ? decoder.decode() : decoder.decode(value, { stream: true }));
+    held = "";
+    const cut = done ? -1 : text.search(PARTIAL_ESCAPE);
+    if (cut >= 0 && text.length - cut < 256) {  // a stray ESC never holds back much
+      held = text.slice(cut);
+      text = text.slice(0, cut);
+    }
     if (first && (text || done)) {
       pre.textContent = "";  // replace what an earlier read showed, without a blank flash
       first = false;
