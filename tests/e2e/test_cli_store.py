@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from hookrunner.store.postgres import PostgresStore
-from tests.integration.store.test_store import delivery, new_run
+from tests.integration.store.test_store import claimed
 from tests.serverproc import Server
 
 CLI = [sys.executable, "-m", "hookrunner.cli"]
@@ -202,10 +202,7 @@ async def test_cancel_on_postgresql_says_when_the_runs_node_is_gone(
     store = PostgresStore(postgres_db)
     await store.open()
     try:
-        d = delivery()
-        run = new_run(d, max_attempts=3)
-        await store.accept(d, [run])
-        await store.claim("gone-node", 5, 15.0, time.time() - 60)  # its lease ran out 45 s ago
+        run = await claimed(store, "gone-node", 15.0, time.time() - 60)  # its lease ran out
     finally:
         await store.close()
     done = _run("cancel", run.id, "--db", postgres_db, cwd=tmp_path)

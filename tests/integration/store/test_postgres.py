@@ -10,7 +10,7 @@ import pytest
 from hookrunner.errors import StoreUnavailable
 from hookrunner.store import sql
 from hookrunner.store.postgres import PostgresStore
-from tests.integration.store.test_store import LEASE, T0, delivery, new_run
+from tests.integration.store.test_store import LEASE, T0, claimed, delivery, new_run
 from tests.pgcluster import free_port
 
 pytestmark = pytest.mark.postgres
@@ -141,10 +141,7 @@ async def test_a_cancel_racing_a_requeue_still_cancels(postgres_db: str) -> None
     store = PostgresStore(postgres_db)
     await store.open()
     try:
-        d = delivery()
-        run = new_run(d, max_attempts=3)
-        await store.accept(d, [run])
-        await store.claim("n1", 5, LEASE, T0)
+        run = await claimed(store)
         with psycopg.connect(postgres_db, autocommit=False) as finishing:
             finishing.execute(
                 "UPDATE runs SET status = 'queued', next_attempt_at = %s, lease_owner = NULL "

@@ -75,6 +75,16 @@ async def enqueue(store: Store, key: str | None = None, policy: str = "queue",
     return r.id
 
 
+async def claimed(store: Store, node: str = "n1", lease: float = LEASE, at: float = T0,
+                  attempts: int = 3) -> NewRun:
+    """A retryable run, accepted and claimed by `node` at `at`."""
+    d = delivery()
+    run = new_run(d, max_attempts=attempts)
+    await store.accept(d, [run])
+    await store.claim(node, 5, lease, at)
+    return run
+
+
 async def status(store: Store, run_id: str) -> str:
     run = await store.get_run(run_id)
     assert run is not None
