@@ -23,6 +23,7 @@ import logging
 import time
 import weakref
 from typing import Any
+from urllib.parse import parse_qsl
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -188,7 +189,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         answering = self.cycle is not None and not self.cycle.response_complete
         if (answering and self._reading_since is None and not self._refused and not self.pipeline
                 and self.url.startswith(HOOKS) and self.scope.get("method") == "POST"
-                and b"wait=" not in self.url):
+                and not _waits(self.url)):
             self._eof = True
             return True
         return None
@@ -255,6 +256,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         asyncio.get_running_loop().call_later(LINGER, self.transport.close)
+
+
+def _waits(target: bytes) -> bool:
+    """Whether a request target asks to `?wait` (as ingest reads it: `%77ait` too)."""
+    query = target.partition(b"?")[2].decode("latin-1")
+    return any(name == "wait" for name, _ in parse_qsl(query, keep_blank_values=True))
 
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:

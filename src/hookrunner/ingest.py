@@ -55,12 +55,13 @@ def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any]) -> str | N
     key: Any = None
     hidden = False
     if hook.dedup is not None:
+        # Stored and shown (API, console, logs): one read from a secret is kept as a digest.
+        hidden = reads_secret(getattr(hook.dedup, "keys", None), hook.secret_header_names)
         try:
             key = hook.dedup.render(scope)
         except TemplateError as exc:
-            _dedup_failed_log(hook=hook.id, error=str(exc))
-        # Stored and shown (API, console, logs): one read from a secret is kept as a digest.
-        hidden = reads_secret(getattr(hook.dedup, "keys", None), hook.secret_header_names)
+            _dedup_failed_log(hook=hook.id, error="(hidden: the template reads a secret header "
+                              "or query value)" if hidden else str(exc))
     if key is None or key == "":
         key, hidden = verified.delivery_id, False
     if key is None or key == "":
@@ -92,12 +93,15 @@ def _new_run(
     try:
         spec = render_action(rule, scope)
         key = render_concurrency_key(rule, scope)
-        if key is None:
+        implicit = key is None
+        if implicit:
             key = RUNNERS[rule.action_kind].implicit_concurrency_key(spec)
         hidden = [list(r.path) for r in reads if r.path is not None]
         if hidden:
             spec[HIDDEN_PATHS] = hidden
-        if any(r.path is None for r in reads):  # the concurrency key: shown as [redacted]
+        # The concurrency key shows as [redacted] where its template read a secret, or where
+        # the action made it from its spec (terraform's dir and workspace) and any value is.
+        if any(r.path is None for r in reads) or (implicit and key is not None and hidden):
             spec[HIDDEN_KEY] = True
     except TemplateError as exc:
         message = str(exc)

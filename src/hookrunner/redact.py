@@ -110,6 +110,8 @@ def hidden_values(spec: Any) -> tuple[str, ...]:
             for text in _texts(value):
                 if len(text) >= MIN_SCRUBBED:
                     found.add(text)
+                    if _URL_START.match(text):  # as an http action logs it (log_url)
+                        found.add(log_url(text))
     return tuple(sorted(found, key=len, reverse=True))
 
 
@@ -134,6 +136,20 @@ def scrub(text: str, values: tuple[str, ...]) -> str:
         if quoted != value and quoted in text:
             text = text.replace(quoted, REDACTED)
     return text
+
+
+def log_url(url: str, *, path: bool = True) -> str:
+    """The URL without credentials or query (either may hold a token), for the log; without
+    its path too where `path` is False: a URL kept in `{env: NAME}` is kept there because it
+    is a secret, and Slack's or Teams' incoming webhooks carry their token in the path."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # `http://[::1`, a port past 65535: say no more than the scheme
+        return f"{url.partition(':')[0][:16]}:<not a valid URL>"
+    return urlunsplit((parts.scheme, host, parts.path if path else "/...", "", ""))
 
 
 def _hide_at(tree: Any, path: Any) -> None:

@@ -144,7 +144,8 @@ class LiveRules:
             # One failed look (a directory deleted mid-scan, no file descriptors left) must
             # not end the watching: the task is only awaited at shutdown, so it died silently.
             try:
-                if not self.changed():
+                # While a load runs, its files are being read: the next poll after it looks.
+                if self._loading or not self.changed():
                     continue
                 # Loaded once the files have stood still for a poll: a file caught halfway
                 # through being written (a generator, `rsync --inplace`) would be the live

@@ -659,10 +659,12 @@ def test_clients_that_leave_a_wait_or_a_followed_log_free_their_sockets(
     body = json.dumps({"kind": "canary", "go": str(go)}).encode()
     waits = (b"POST /hooks/open?wait=60s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
              b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    # `%77ait` is `wait` once decoded: as much a wait.
+    encoded = waits.replace(b"?wait=", b"?%77ait=")
     follow = (b"GET /api/runs/" + run_id.encode() + b"/log HTTP/1.1\r\nHost: t\r\n"
               b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n\r\n")
     try:
-        for request in [waits] * 8 + [follow] * 8:
+        for request in [waits] * 8 + [encoded] * 4 + [follow] * 8:
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
                 s.sendall(request)
                 time.sleep(0.05)

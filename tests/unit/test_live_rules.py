@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,35 @@ async def test_a_file_still_being_written_is_loaded_once_it_stands_still(
     finally:
         watcher.cancel()
     assert live.current is not None and set(live.current.hooks) == {"a", "b"}
+
+
+async def test_the_watcher_does_not_pile_loads_onto_a_slow_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a load runs, the watcher (which compares with the files before it) waits."""
+    monkeypatch.setattr(reload, "POLL_INTERVAL", 0.05)
+    (tmp_path / "a.yaml").write_text(HOOK.format(name="a"))
+    live = LiveRules(tmp_path)
+    live.reload()
+    loads: list[float] = []
+    real = live._load
+
+    def slow() -> object:
+        loads.append(time.monotonic())
+        time.sleep(0.6)
+        return real()
+
+    monkeypatch.setattr(live, "_load", slow)
+    watcher = asyncio.create_task(live.watch())
+    try:
+        (tmp_path / "a.yaml").write_text(HOOK.format(name="b"))
+        live.request_reload()
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if live.current is not None and "b" in live.current.hooks and not live._loading:
+                break
+        await asyncio.sleep(0.3)  # polls after the load: the files are as it read them
+    finally:
+        watcher.cancel()
+    assert live.current is not None and "b" in live.current.hooks
+    assert len(loads) <= 2, loads

@@ -8,7 +8,7 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -18,6 +18,7 @@ from hookrunner.actions.paths import confine
 from hookrunner.actions.process import deadline_for, format_seconds
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
+from hookrunner.redact import log_url
 
 KIND = "http"
 KEYS = ("url", "method", "headers", "json", "body", "ca")
@@ -113,20 +114,6 @@ def resolve_url(rendered: Mapping[str, Any], env: Mapping[str, str]) -> str:
     return url
 
 
-def redacted(url: str, *, path: bool = True) -> str:
-    """The URL without credentials or query (either may hold a token), for the log; without
-    its path too where `path` is False: a URL kept in `{env: NAME}` is kept there because it
-    is a secret, and Slack's or Teams' incoming webhooks carry their token in the path."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-    except ValueError:  # `http://[::1`, a port past 65535: say no more than the scheme
-        return f"{url.partition(':')[0][:16]}:<not a valid URL>"
-    return urlunsplit((parts.scheme, host, parts.path if path else "/...", "", ""))
-
-
 def _valid(url: str) -> bool:
     try:
         parts = urlsplit(url)
@@ -150,10 +137,8 @@ class HttpRunner:
 
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
         url = resolve_url(rendered, ctx.env)
-        if URL_ENV in rendered:
-            shown = f"{redacted(url, path=False)} (${rendered[URL_ENV]})"
-        else:
-            shown = redacted(url)
+        shown = (f"{log_url(url, path=False)} (${rendered[URL_ENV]})" if URL_ENV in rendered
+                 else log_url(url))
         if not _valid(url):
             raise ActionError(f"http: not an http(s) URL: {shown}")
         method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()

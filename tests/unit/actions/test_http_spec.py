@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from hookrunner.actions.http import normalize_http, redacted
+from hookrunner.actions.http import normalize_http
 from hookrunner.errors import ConfigError
+from hookrunner.redact import log_url as redacted
 
 
 @pytest.mark.parametrize(
