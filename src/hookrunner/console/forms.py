@@ -4,6 +4,7 @@ bearer token: a non-browser caller), and replay/cancel call what the API calls."
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import time
 from urllib.parse import parse_qs, quote, urlsplit
@@ -148,7 +149,8 @@ async def login(request: Request) -> Response:
     given = form.get("token", "").strip()
     client = client_address(request)
     # Guessing: 20 tries at once, then one a second per address (a 429 says when).
-    delay = gateway(request).limiter.take(("console-login", client), 1.0, 20, time.time())
+    delay = gateway(request).limiter.take(("console-login", _login_bucket(client)), 1.0, 20,
+                                          time.time())
     if delay > 0:
         _login_refused_log(client=client, reason="too many tries")
         return page("login.html", 429, **base(request, "login"), next=target,
@@ -163,6 +165,17 @@ async def login(request: Request) -> Response:
     response.set_cookie(COOKIE, s.id, httponly=True, samesite="strict", path="/",
                         secure=public_scheme(request) == "https")
     return response
+
+
+def _login_bucket(client: str) -> str:
+    """An IPv6 client guesses from a /64 (one host's usual share): one bucket for all of it."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return client
 
 
 # A guesser would write a line per try: one a second, with a count (naming the last client).

@@ -209,6 +209,18 @@ def served(db: Path) -> bool:
         if (inode == st.st_ino and major == os.major(st.st_dev)
                 and minor == os.minor(st.st_dev)):
             return True
+    # Not listed: none, or one /proc/locks cannot show (another PID namespace, overlayfs's
+    # other device number). Then an instant's try of the lock tells.
+    try:
+        fd = os.open(db.with_name(db.name + ".lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
     return False
 
 
