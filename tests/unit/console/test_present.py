@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from hookrunner.console import present
+from hookrunner.console.forms import _login_bucket
 from hookrunner.rules.model import RateLimit, Source, When
 
 SRC = Source("rules.yaml", 1)
@@ -118,8 +119,6 @@ def test_rate_text(rate: float, burst: int, per_client: bool, text: str) -> None
 
 
 def test_login_tries_are_counted_per_ipv4_address_and_per_ipv6_64() -> None:
-    from hookrunner.console.forms import _login_bucket
-
     assert _login_bucket("2001:db8::1") == _login_bucket("2001:db8::ffff:2") == "2001:db8::/64"
     assert _login_bucket("2001:db8:0:1::1") != _login_bucket("2001:db8::1")
     assert _login_bucket("192.0.2.7") == "192.0.2.7" and _login_bucket("") == ""
