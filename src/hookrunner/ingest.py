@@ -56,7 +56,7 @@ def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any]) -> str | N
     hidden = False
     if hook.dedup is not None:
         # Stored and shown (API, console, logs): one read from a secret is kept as a digest.
-        hidden = reads_secret(getattr(hook.dedup, "keys", None), hook.secret_header_names)
+        hidden = hook.dedup_reads_secret
         try:
             key = hook.dedup.render(scope)
         except TemplateError as exc:

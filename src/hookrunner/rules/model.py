@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from hookrunner.templating import reads_secret
 from hookrunner.verify.base import Verifier
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -61,6 +62,13 @@ class Hook:
     dedup: Compiled | None = None
     rate_limit: RateLimit | None = None
     secret_headers: tuple[str, ...] = ()  # headers to redact when storing (signatures, tokens)
+
+    @functools.cached_property
+    def dedup_reads_secret(self) -> bool:
+        """Whether `dedup` may render a secret header or query value (then it is stored as a
+        digest); judged once per hook, not per delivery."""
+        return self.dedup is not None and reads_secret(
+            getattr(self.dedup, "keys", None), self.secret_header_names)
 
     @functools.cached_property
     def secret_header_names(self) -> frozenset[str]:
