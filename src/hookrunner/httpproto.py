@@ -78,6 +78,8 @@ class _OneWrite:
         self._sent = False  # the head went out: from here on every write passes straight
 
     def write(self, data: bytes) -> None:
+        if self._transport.is_closing():
+            return  # the client is gone (its connection_lost is on its way): nothing to say
         if self._held is not None:
             data, self._held, self._sent = self._held + data, None, True
         elif not self._sent and not data.startswith(CONTINUE):
@@ -86,7 +88,7 @@ class _OneWrite:
         self._transport.write(data)
 
     def close(self) -> None:
-        if self._held is not None:
+        if self._held is not None and not self._transport.is_closing():
             self._transport.write(self._held)
             self._held = None
         self._transport.close()
@@ -187,9 +189,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._eof = True
             return True
         answering = self.cycle is not None and not self.cycle.response_complete
-        if (answering and self._reading_since is None and not self._refused and not self.pipeline
-                and self.url.startswith(HOOKS) and self.scope.get("method") == "POST"
-                and not _waits(self.url)):
+        pending = [self.cycle, *(cycle for cycle, _ in self.pipeline)]
+        if (answering and self._reading_since is None and not self._refused
+                and all(c is not None and _answered_soon(c.scope) for c in pending)):
             self._eof = True
             return True
         return None
@@ -258,10 +260,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         asyncio.get_running_loop().call_later(LINGER, self.transport.close)
 
 
-def _waits(target: bytes) -> bool:
-    """Whether a request target asks to `?wait` (as ingest reads it: `%77ait` too)."""
-    query = target.partition(b"?")[2].decode("latin-1")
-    return any(name == "wait" for name, _ in parse_qsl(query, keep_blank_values=True))
+def _answered_soon(scope: Any) -> bool:
+    """A hook delivery without `?wait` (as ingest reads it: `%77ait` too): answered once it
+    is journaled, in milliseconds."""
+    if scope.get("method") != "POST" or not scope.get("path", "").startswith("/hooks/"):
+        return False
+    query = scope.get("query_string", b"").decode("latin-1")
+    return all(name != "wait" for name, _ in parse_qsl(query, keep_blank_values=True))
 
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
