@@ -505,7 +505,7 @@ class Dispatcher:
               retry=retry_at is not None)
         await self.store.finish(Finish(
             run_id=run.id, node=run.lease_owner or self.node, outcome="failed", exit_code=None,
-            reason=reason, outputs={}, finished_at=now, retry_at=retry_at))
+            reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt))
 
     # -- one run ---------------------------------------------------------------------------
 
@@ -653,7 +653,7 @@ class Dispatcher:
             log_text = await asyncio.to_thread(log_tail, self.settings, run, self.settings.log_cap)
         finish = Finish(run_id=run.id, node=self.node, outcome=result.outcome,
                         exit_code=result.exit_code, reason=result.reason, outputs=result.outputs,
-                        finished_at=now, retry_at=retry_at,
+                        finished_at=now, retry_at=retry_at, attempt=run.attempt,
                         # PostgreSQL text cannot hold NUL; a log file keeps the output as it was.
                         log=log_text.replace("\x00", ""))
         # The result must not be lost to a store outage (a full disk, a lock, a network cut):

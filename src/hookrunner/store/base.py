@@ -153,6 +153,9 @@ class Finish:
     finished_at: float
     retry_at: float | None = None  # not None: back to queued for attempt+1 at this time
     log: str | None = None  # the attempt's output, kept with its record (None: keep what is)
+    # The attempt this ends (None: whichever is running): a finish sent again after its
+    # first commit's answer was lost must not end the next attempt, claimed meanwhile.
+    attempt: int | None = None
 
 
 class Store(Protocol):

@@ -139,14 +139,15 @@ class MemoryStore:
 
     async def finish(self, result: Finish) -> None:
         for a in self._attempts.values():
-            if a.run_id == result.run_id and a.node == result.node and a.status == "running":
+            if (a.run_id == result.run_id and a.node == result.node and a.status == "running"
+                    and result.attempt in (None, a.attempt)):
                 a.status, a.exit_code, a.reason, a.finished_at = (
                     result.outcome, result.exit_code, result.reason, result.finished_at,
                 )
                 if result.log is not None:
                     self._logs[(a.run_id, a.attempt)] = result.log
         r = self._held(result.node, result.run_id)
-        if r is None:  # lost the lease: another node's decision stands
+        if r is None or result.attempt not in (None, r.attempt):  # another's decision stands
             return
         r.exit_code, r.reason, r.outputs = result.exit_code, result.reason, dict(result.outputs)
         r.lease_expires = None

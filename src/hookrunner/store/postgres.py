@@ -299,7 +299,7 @@ class PostgresStore:
             "run_id": result.run_id, "node": result.node, "outcome": result.outcome,
             "exit_code": result.exit_code, "reason": result.reason,
             "outputs": dumps(result.outputs), "finished_at": result.finished_at,
-            "retry_at": result.retry_at, "log": result.log,
+            "retry_at": result.retry_at, "log": result.log, "attempt": result.attempt,
         }
         async with self._tx() as conn:
             await conn.execute(Q["finish_attempt"], params)

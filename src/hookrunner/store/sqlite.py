@@ -164,6 +164,7 @@ def _finish(conn: sqlite3.Connection, f: Finish) -> None:
     params = {
         "run_id": f.run_id, "node": f.node, "outcome": f.outcome, "exit_code": f.exit_code,
         "reason": f.reason, "outputs": dumps(f.outputs), "finished_at": f.finished_at,
+        "attempt": f.attempt,
         "retry_at": f.retry_at, "log": f.log,
     }
     conn.execute(Q["finish_attempt"], params)

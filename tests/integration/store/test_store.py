@@ -545,3 +545,19 @@ async def test_a_run_being_replaced_names_the_newest_replacement(store: Store) -
     assert await store.cancel_requests("n1") == {a: c}
     run_b = await store.get_run(b)
     assert run_b is not None and (run_b.status, run_b.superseded_by) == ("skipped", c)
+
+
+async def test_a_finish_sent_again_does_not_end_the_next_attempt(store: Store) -> None:
+    """Its first commit went through, but its answer was lost (a dropped connection): the
+    dispatcher sends it again, after the run was claimed for its next attempt."""
+    a = await enqueue(store, max_attempts=3)
+    await store.claim("n1", 5, LEASE, T0)
+    first = Finish(run_id=a, node="n1", outcome="failed", exit_code=1, reason="exit 1",
+                   outputs={}, finished_at=T0 + 1, retry_at=T0 + 1, attempt=1)
+    await store.finish(first)
+    (run,) = await store.claim("n1", 5, LEASE, T0 + 2)
+    assert run.attempt == 2
+    await store.finish(first)  # again
+    got = await store.get_run(a)
+    assert got is not None and (got.status, got.attempt) == ("running", 2)
+    assert [(x.attempt, x.status) for x in await store.attempts(a)] == [(1, "failed"), (2, "running")]

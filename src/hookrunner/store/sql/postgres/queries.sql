@@ -121,14 +121,16 @@ RETURNING id;
 -- name: finish_attempt
 UPDATE attempts SET status = %(outcome)s, exit_code = %(exit_code)s, reason = %(reason)s,
                     finished_at = %(finished_at)s, log = COALESCE(%(log)s, log)
-WHERE run_id = %(run_id)s AND node = %(node)s AND status = 'running';
+WHERE run_id = %(run_id)s AND node = %(node)s AND status = 'running'
+  AND attempt = COALESCE(%(attempt)s::integer, attempt);
 
 -- name: finish_run
 UPDATE runs SET status = %(outcome)s, exit_code = %(exit_code)s, reason = %(reason)s,
                 outputs = %(outputs)s::jsonb, finished_at = %(finished_at)s, lease_expires = NULL,
                 -- replaced (see flag_cancel) only if the cancel is how it ended
                 superseded_by = CASE WHEN %(outcome)s = 'canceled' THEN superseded_by END
-WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s;
+WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s
+  AND attempt = COALESCE(%(attempt)s::integer, attempt);
 
 -- name: requeue_run
 -- Never a run whose cancel was asked for (or that was replaced): cancel_retry ends it.
@@ -136,14 +138,15 @@ UPDATE runs SET status = 'queued', exit_code = %(exit_code)s, reason = %(reason)
                 outputs = %(outputs)s::jsonb, next_attempt_at = %(retry_at)s,
                 lease_owner = NULL, lease_expires = NULL, superseded_by = NULL
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s
-  AND NOT cancel_requested;
+  AND NOT cancel_requested AND attempt = COALESCE(%(attempt)s::integer, attempt);
 
 -- name: cancel_retry
 UPDATE runs SET status = 'canceled', exit_code = %(exit_code)s, outputs = %(outputs)s::jsonb,
                 finished_at = %(finished_at)s, lease_expires = NULL,
                 reason = CASE WHEN superseded_by IS NULL THEN %(cancel_reason)s
                               ELSE 'canceled: replaced by run ' || superseded_by END
-WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s AND cancel_requested;
+WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s AND cancel_requested
+  AND attempt = COALESCE(%(attempt)s::integer, attempt);
 
 -- name: expired
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id

@@ -99,28 +99,32 @@ WHERE id = :id AND status = 'running' AND lease_owner = :node;
 -- name: finish_attempt
 UPDATE attempts SET status = :outcome, exit_code = :exit_code, reason = :reason,
                     finished_at = :finished_at, log = COALESCE(:log, log)
-WHERE run_id = :run_id AND node = :node AND status = 'running';
+WHERE run_id = :run_id AND node = :node AND status = 'running'
+  AND attempt = COALESCE(:attempt, attempt);
 
 -- name: finish_run
 UPDATE runs SET status = :outcome, exit_code = :exit_code, reason = :reason,
                 outputs = :outputs, finished_at = :finished_at, lease_expires = NULL,
                 -- replaced (see flag_cancel) only if the cancel is how it ended
                 superseded_by = CASE WHEN :outcome = 'canceled' THEN superseded_by END
-WHERE id = :run_id AND status = 'running' AND lease_owner = :node;
+WHERE id = :run_id AND status = 'running' AND lease_owner = :node
+  AND attempt = COALESCE(:attempt, attempt);
 
 -- name: requeue_run
 -- Never a run whose cancel was asked for (or that was replaced): cancel_retry ends it.
 UPDATE runs SET status = 'queued', exit_code = :exit_code, reason = :reason,
                 outputs = :outputs, next_attempt_at = :retry_at, lease_owner = NULL,
                 lease_expires = NULL, superseded_by = NULL
-WHERE id = :run_id AND status = 'running' AND lease_owner = :node AND cancel_requested = 0;
+WHERE id = :run_id AND status = 'running' AND lease_owner = :node AND cancel_requested = 0
+  AND attempt = COALESCE(:attempt, attempt);
 
 -- name: cancel_retry
 UPDATE runs SET status = 'canceled', exit_code = :exit_code, outputs = :outputs,
                 finished_at = :finished_at, lease_expires = NULL,
                 reason = CASE WHEN superseded_by IS NULL THEN :cancel_reason
                               ELSE 'canceled: replaced by run ' || superseded_by END
-WHERE id = :run_id AND status = 'running' AND lease_owner = :node AND cancel_requested = 1;
+WHERE id = :run_id AND status = 'running' AND lease_owner = :node AND cancel_requested = 1
+  AND attempt = COALESCE(:attempt, attempt);
 
 -- name: expired
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
