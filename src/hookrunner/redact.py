@@ -100,13 +100,7 @@ def hidden_values(spec: Any) -> tuple[str, ...]:
     found: set[str] = set()
     if isinstance(spec, dict):
         for path in spec.get(HIDDEN_PATHS) or ():
-            value: Any = spec
-            for step in path if isinstance(path, list) else ():
-                try:
-                    value = value[step]
-                except (KeyError, IndexError, TypeError):
-                    value = None
-                    break
+            value = _follow(spec, path) if isinstance(path, list) else None
             for text in _texts(value):
                 if len(text) >= MIN_SCRUBBED:
                     found.add(text)
@@ -152,15 +146,21 @@ def log_url(url: str, *, path: bool = True) -> str:
     return urlunsplit((parts.scheme, host, parts.path if path else "/...", "", ""))
 
 
+def _follow(tree: Any, steps: list[Any]) -> Any:
+    """The value at `steps` (keys and indexes) in `tree`, or None where there is none."""
+    for step in steps:
+        try:
+            tree = tree[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return tree
+
+
 def _hide_at(tree: Any, path: Any) -> None:
     if not isinstance(path, list) or not path:
         return
     *parents, last = path
-    for step in parents:
-        try:
-            tree = tree[step]
-        except (KeyError, IndexError, TypeError):
-            return
+    tree = _follow(tree, parents)
     in_list = isinstance(tree, list) and isinstance(last, int) and -len(tree) <= last < len(tree)
     if in_list or (isinstance(tree, dict) and last in tree):
         tree[last] = REDACTED
