@@ -9,6 +9,7 @@ import logging
 import re
 import signal
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,12 +25,12 @@ from hookrunner.clientip import parse_networks
 from hookrunner.dispatch import Dispatcher
 from hookrunner.errors import StartupRefused, StoreUnavailable
 from hookrunner.gateway import Gateway
-from hookrunner.ingest import accept
+from hookrunner.ingest import accept, accept_body, admit
 from hookrunner.logs import event
 from hookrunner.metrics import Metrics
 from hookrunner.preflight import reach_postgres
 from hookrunner.private import open_to_others, private_dir
-from hookrunner.rawhttp import ClientGone, error, send_answer
+from hookrunner.rawhttp import Answer, ClientGone, answer_parts, error, send_answer
 from hookrunner.reload import LiveRules
 from hookrunner.settings import POSTGRES_SCHEMES, Settings
 from hookrunner.shared import Shared
@@ -164,6 +165,7 @@ class App(Starlette):
     # The main process of `--http-workers`: every request it gets was forwarded by a worker,
     # which answers hooks itself; a hook path here came by another way (a proxy's rewrite).
     hooks_elsewhere = False
+    hook_lane: HookLane | None = None  # hooks answered by the HTTP protocol (httpproto)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -179,6 +181,29 @@ class App(Starlette):
                 await self.upstream(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+class HookLane:
+    """The accept path as httpproto's hook lane calls it: the whole request at once."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def max_body(self, hook_id: str) -> int | None:
+        ruleset = self.gw.rules.current
+        hook = ruleset.hooks.get(hook_id) if ruleset is not None else None
+        return hook.max_body if hook is not None else None
+
+    async def answer(self, scope: dict[str, Any], body: bytes,
+                     hook_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        try:
+            admitted = admit(scope, self.gw, hook_id)
+            answer = admitted if isinstance(admitted, Answer) else await accept_body(
+                scope, admitted, body, self.gw, hook_id, None)
+        except Exception:
+            logging.getLogger("hookrunner").exception("http.internal_error")
+            answer = error(500, "internal error")
+        return (answer.status, *answer_parts(answer))
 
 
 async def _hook(scope: Scope, receive: Receive, send: Send, gw: Gateway, hook_id: str) -> None:
@@ -318,6 +343,8 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         app.upstream = Upstream(shared.upstream, tls=bool(settings.ssl_certfile))
     elif shared is not None:
         app.hooks_elsewhere = True
+    if not app.hooks_elsewhere:
+        app.hook_lane = HookLane(gw)
     token, token_file = admin_token(settings.admin_token, settings.data)
     if token_file is not None:
         event("server.admin_token", logging.INFO, file=str(token_file),

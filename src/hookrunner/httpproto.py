@@ -22,12 +22,14 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from hookrunner.hooklane import Lane, LaneCycle, answer_bytes, declared_length, hook_id_of
 from hookrunner.logs import Throttled, event
 
 MAX_HEAD_BYTES = 64 * 1024  # GitHub & co. send < 4 KiB; nginx allows 4 x 8 KiB by default
@@ -109,6 +111,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._begun = False  # a request has begun on this connection
         self._eof = False  # the client half-closed after a whole request: answer, then close
         self._held_refusal: bytes | None = None  # written once the earlier answers are
+        # The app's hook lane (hooklane); None behind any wrapper uvicorn put around the app.
+        self._lane: Lane | None = getattr(self.app, "hook_lane", None)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -143,6 +147,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                          upgrade=(self._get_upgrade() or b"").decode("latin-1")[:40])
             self._refuse(NO_UPGRADE)
             return
+        if not upgrade and self._take_lane():
+            return
         previous = self.cycle
         super().on_headers_complete()
         # A POST to a hook: its answer always has a body to join (uvicorn writes none for
@@ -155,14 +161,67 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # parser reads nothing after an upgrade request, so the connection then closes.
             self.cycle.keep_alive = False
 
+    def _take_lane(self) -> bool:
+        """Whether this request goes the hook lane (see hooklane); if so, its cycle is set."""
+        lane = self._lane
+        if (lane is None or self.expect_100_continue or self.pipeline or self.root_path
+                or (self.cycle is not None and not self.cycle.response_complete)
+                or self.parser.get_method() != b"POST" or not self.url.startswith(b"/hooks/")):
+            return False
+        parsed = httptools.parse_url(self.url)
+        query: bytes = parsed.query or b""
+        hook_id = hook_id_of(parsed.path, query)
+        if hook_id is None:
+            return False
+        length, limit = declared_length(self.headers), lane.max_body(hook_id)
+        if length is None or limit is None or length > limit:
+            return False  # the usual path answers 413 before the body arrives (or 404)
+        version = self.parser.get_http_version()
+        scope = self.scope
+        scope["method"] = "POST"
+        if version != "1.1":
+            scope["http_version"] = version
+        scope["path"] = parsed.path.decode("ascii")
+        scope["raw_path"] = parsed.path
+        scope["query_string"] = query
+        keep_alive = version != "1.0" and self.parser.should_keep_alive()
+        self.cycle = LaneCycle(cast(dict[str, Any], scope), hook_id, keep_alive)  # type: ignore[assignment]
+        return True
+
     def on_body(self, body: bytes) -> None:
-        if not self._refused:
+        if self._refused:
+            return
+        cycle: Any = self.cycle  # uvicorn's own, or a LaneCycle in its place
+        if type(cycle) is LaneCycle:
+            cycle.body += body  # within max_body: its declared length was
+        else:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._reading_since = None
-        if not self._refused:
+        if self._refused:
+            return
+        cycle: Any = self.cycle
+        if type(cycle) is LaneCycle:
+            task = self.loop.create_task(self._answer_lane(cycle))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)  # a graceful shutdown waits for it, as for an ASGI cycle
+        else:
             super().on_message_complete()
+
+    async def _answer_lane(self, cycle: LaneCycle) -> None:
+        assert self._lane is not None
+        body, cycle.body = bytes(cycle.body), bytearray()
+        status, headers, content = await self._lane.answer(cycle.scope, body, cycle.hook_id)
+        if cycle.disconnected or self.transport.is_closing():
+            return  # the client left: journaled all the same (as on the usual path)
+        cycle.response_started = True
+        self.transport.write(answer_bytes(STATUS_LINE[status], self.server_state.default_headers,
+                                          headers, cycle.keep_alive, content))
+        cycle.response_complete = True
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
 
     def on_response_complete(self) -> None:
         if self._reading_since is not None:  # a pipelined request waited for this answer

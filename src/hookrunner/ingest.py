@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.datastructures import URL
@@ -40,7 +41,7 @@ from hookrunner.rules.model import Hook, Rule, Ruleset
 from hookrunner.store.base import NewDelivery, NewRun
 from hookrunner.templating import reads_secret
 from hookrunner.units import parse_duration
-from hookrunner.verify.base import SignedRequest, Verified
+from hookrunner.verify.base import Headers, SignedRequest, Verified
 
 T = TypeVar("T")
 MAX_DEDUP_KEY = 200  # longer sender ids are stored as their sha256, so a 10 KB header is harmless
@@ -177,8 +178,23 @@ async def _unless_gone(waiting: Coroutine[Any, Any, T], receive: Receive) -> T:
     return wait.result()
 
 
-async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> Answer:
-    """The answer to one request to `/hooks/{hook_id}` (plain ASGI: see rawhttp)."""
+@dataclass(slots=True)
+class Admitted:
+    """A request to a hook that passed every check made before its body is read."""
+
+    hook: Hook
+    ruleset: Ruleset
+    headers: Headers
+    sent_query: list[tuple[str, str]]
+    query: dict[str, str]
+    wait: float
+    ip: str
+    now: float
+
+
+def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
+    """The checks made on a request's head, before its body is read: hook, method, query,
+    address, rate and queue room. An Answer is a refusal."""
     ruleset = gw.rules.current
     hook = ruleset.hooks.get(hook_id) if ruleset else None
     if hook is None or ruleset is None:
@@ -221,13 +237,30 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
     # the exact one (a reservation) is made once the delivery's runs are known.
     if gw.dispatcher is not None and gw.dispatcher.queued >= gw.settings.max_queued:
         return _queue_full(gw, hook_id)
+    return Admitted(hook, ruleset, headers, sent_query, query, wait, ip, now)
 
+
+async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> Answer:
+    """The answer to one request to `/hooks/{hook_id}` (plain ASGI: see rawhttp)."""
+    admitted = admit(scope, gw, hook_id)
+    if isinstance(admitted, Answer):
+        return admitted
+    hook = admitted.hook
     try:
-        body = await read_body(receive, headers.get("content-length"), hook.max_body)
+        body = await read_body(receive, admitted.headers.get("content-length"), hook.max_body)
     except TooLarge:
-        m.labels(hook_id, "rejected_too_large").inc()
+        gw.metrics.deliveries.labels(hook_id, "rejected_too_large").inc()
         return error(413, f"body larger than {hook.max_body} bytes")
+    return await accept_body(scope, admitted, body, gw, hook_id, receive)
 
+
+async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway, hook_id: str,
+                      receive: Receive | None) -> Answer:
+    """The rest, once the body is read: verify, parse, match, journal. Without `receive`
+    (httpproto's hook lane, which takes no `?wait`) a client leaving is not watched for."""
+    hook, ruleset, headers, query = admitted.hook, admitted.ruleset, admitted.headers, admitted.query
+    sent_query, wait, ip, now = admitted.sent_query, admitted.wait, admitted.ip, admitted.now
+    m = gw.metrics.deliveries
     # The URL as Starlette builds it (escaping, Host checks), only for schemes that sign it.
     url = str(URL(scope=scope)) if getattr(hook.verifier, "uses_url", False) else ""
     signed = SignedRequest(headers=headers, body=body, url=url, query=query, client_ip=ip, now=now)
@@ -301,9 +334,9 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
     if wait > 0 and gw.dispatcher is not None:
         if not result.run_ids:
             return Answer(200, answer)  # no rule matched: nothing is left to wait for
+        waiting = gw.dispatcher.wait_for(result.run_ids, wait, lambda: gw.stopping)
         try:
-            finished = await _unless_gone(
-                gw.dispatcher.wait_for(result.run_ids, wait, lambda: gw.stopping), receive)
+            finished = await (waiting if receive is None else _unless_gone(waiting, receive))
         except StoreUnavailable:  # the delivery is journaled: 202, never a 500 to resend on
             finished = None
         if finished is not None:

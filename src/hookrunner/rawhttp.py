@@ -50,10 +50,16 @@ def encode(doc: Any) -> bytes:
     return _ENCODER.encode(doc).encode()
 
 
-async def send_answer(send: Send, answer: Answer, *, head: bool = False) -> None:
+def answer_parts(answer: Answer) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The answer's headers and body, as written."""
     body = encode(answer.doc)
     raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items()]
+    return raw, body
+
+
+async def send_answer(send: Send, answer: Answer, *, head: bool = False) -> None:
+    raw, body = answer_parts(answer)
     await send({"type": "http.response.start", "status": answer.status, "headers": raw})
     await send({"type": "http.response.body", "body": b"" if head else body})
 

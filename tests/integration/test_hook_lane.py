@@ -1,0 +1,144 @@
+"""The hook lane (hooklane, httpproto) against a real server: a delivery it takes is answered
+exactly as one the usual ASGI path takes, in order with the others on its connection."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.serverproc import Server
+
+RULES = """
+hooks:
+  open:
+    verify: {none: {}}
+    max_body: 1000
+rules:
+  - name: noted
+    hook: open
+    when: payload.kind == "run"
+    run: {shell: {argv: ["true", "{{ payload.kind }}"]}}
+"""
+BODY = b'{"kind": "run"}'
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root: Path = tmp_path_factory.mktemp("lane")
+    (root / "rules").mkdir()
+    (root / "rules" / "lane.yaml").write_text(RULES)
+    srv = Server(root / "rules", root / "data", root).start()
+    yield srv
+    srv.stop()
+
+
+def lane(body: bytes = BODY, target: bytes = b"/hooks/open", extra: bytes = b"",
+         media: bytes = b"application/json") -> bytes:
+    """A request the lane takes: a declared length within max_body."""
+    return (b"POST " + target + b" HTTP/1.1\r\nHost: t\r\nContent-Type: " + media + b"\r\n"
+            + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def chunked(body: bytes = BODY) -> bytes:
+    """The same delivery, chunked: the lane leaves it to the usual path."""
+    return (b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+
+
+def answers(s: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    data, out = b"", []
+    while len(out) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, (out, data)
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), b"0"))
+        while len(data) < length:
+            chunk = s.recv(65536)
+            assert chunk, (out, head, data)
+            data += chunk
+        out.append((head, data[:length]))
+        data = data[length:]
+    return out
+
+
+def exchange(server: Server, request: bytes, count: int = 1) -> list[tuple[bytes, bytes]]:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(request)
+        return answers(s, count)
+
+
+def shape(head: bytes) -> tuple[bytes, list[bytes]]:
+    status, *lines = head.split(b"\r\n")
+    return status, [line.split(b":")[0].lower() for line in lines]
+
+
+def test_a_lane_answer_is_the_usual_paths_answer(server: Server) -> None:
+    (lane_head, lane_body), = exchange(server, lane())
+    (usual_head, usual_body), = exchange(server, chunked())
+    assert shape(lane_head) == shape(usual_head) == (
+        b"HTTP/1.1 202 Accepted", [b"date", b"content-length", b"content-type"])
+    a, b = json.loads(lane_body), json.loads(usual_body)
+    assert a.keys() == b.keys() == {"delivery_id", "runs", "status_url"}
+    assert len(a["runs"]) == len(b["runs"]) == 1
+    with server.admin() as c:
+        for doc in (a, b):
+            stored = c.get(f"/api/deliveries/{doc['delivery_id']}").json()
+            assert stored["payload"] == {"kind": "run"}
+            assert [m["rule"] for m in stored["matches"] if m["matched"]] == ["noted"]
+
+
+def test_refusals_the_lane_leaves_alone_are_answered_as_before(server: Server) -> None:
+    (head, body), = exchange(server, lane(target=b"/hooks/nope"))
+    assert head.startswith(b"HTTP/1.1 404 ") and b"unknown hook" in body
+    (head, body), = exchange(server, lane(body=b'{"kind": "' + b"x" * 1000 + b'"}'))
+    assert head.startswith(b"HTTP/1.1 413 ")
+    (head, body), = exchange(server, lane(body=b"{not json"))
+    assert head.startswith(b"HTTP/1.1 400 ") and b"not valid JSON" in body
+    (head, body), = exchange(server, lane(body=b"<x/>", media=b"text/xml"))
+    assert head.startswith(b"HTTP/1.1 415 ")
+
+
+def test_pipelined_requests_are_answered_in_order_whichever_path_takes_them(server: Server) -> None:
+    requests = [lane(), b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", chunked(),
+                lane(target=b"/hooks/nope"), lane()]
+    got = exchange(server, b"".join(requests), len(requests))
+    statuses = [head.split(b"\r\n")[0] for head, _ in got]
+    assert statuses == [b"HTTP/1.1 202 Accepted", b"HTTP/1.1 200 OK", b"HTTP/1.1 202 Accepted",
+                        b"HTTP/1.1 404 Not Found", b"HTTP/1.1 202 Accepted"], statuses
+    ids = [json.loads(body)["delivery_id"] for head, body in got if b" 202 " in head]
+    assert len(set(ids)) == 3
+
+
+@pytest.mark.parametrize("request_", [
+    lane(extra=b"Connection: close\r\n"),
+    lane().replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+])
+def test_a_connection_asked_closed_is_closed_after_the_answer(server: Server,
+                                                               request_: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(request_)
+        (head, _), = answers(s, 1)
+        assert b"\r\nconnection: close" in head.lower() and b" 202 " in head
+        assert s.recv(1) == b""
+
+
+def test_a_client_gone_before_its_answer_still_has_its_delivery_journaled(server: Server) -> None:
+    with server.admin() as c:
+        before = len(c.get("/api/deliveries", params={"hook": "open", "limit": 1000}).json()["deliveries"])
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.sendall(lane())  # then reset at once
+    (head, _), = exchange(server, lane())  # the server is fine
+    assert b" 202 " in head
+    with server.admin() as c:
+        after = len(c.get("/api/deliveries", params={"hook": "open", "limit": 1000}).json()["deliveries"])
+    assert after == before + 6
+    assert "http.internal_error" not in server.output() and "Traceback" not in server.output()
