@@ -123,3 +123,23 @@ def post_github(url: str, secret: str, payload: dict[str, Any] | bytes, *, event
     if delivery:
         headers["X-GitHub-Delivery"] = delivery
     return httpx.post(f"{url}/hooks/{hook}", content=body, headers=headers, timeout=60, **kw)
+
+
+def read_answers(s: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    """Read `count` whole HTTP answers (head, body) off a raw connection."""
+    data, out = b"", []
+    while len(out) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, (out, data)
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), b"0"))
+        while len(data) < length:
+            chunk = s.recv(65536)
+            assert chunk, (out, head, data)
+            data += chunk
+        out.append((head, data[:length]))
+        data = data[length:]
+    return out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serverproc import Server
+from tests.serverproc import Server, read_answers
 
 RULES = """
 hooks:
@@ -49,29 +49,10 @@ def chunked(body: bytes = BODY) -> bytes:
             b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
 
 
-def answers(s: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
-    data, out = b"", []
-    while len(out) < count:
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            assert chunk, (out, data)
-            data += chunk
-        head, _, data = data.partition(b"\r\n\r\n")
-        length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), b"0"))
-        while len(data) < length:
-            chunk = s.recv(65536)
-            assert chunk, (out, head, data)
-            data += chunk
-        out.append((head, data[:length]))
-        data = data[length:]
-    return out
-
-
 def exchange(server: Server, request: bytes, count: int = 1) -> list[tuple[bytes, bytes]]:
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(request)
-        return answers(s, count)
+        return read_answers(s, count)
 
 
 def shape(head: bytes) -> tuple[bytes, list[bytes]]:
@@ -124,7 +105,7 @@ def test_a_connection_asked_closed_is_closed_after_the_answer(server: Server,
                                                                request_: bytes) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(request_)
-        (head, _), = answers(s, 1)
+        (head, _), = read_answers(s, 1)
         assert b"\r\nconnection: close" in head.lower() and b" 202 " in head
         assert s.recv(1) == b""
 

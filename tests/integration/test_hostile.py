@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import GITHUB_SECRET, write_script
-from tests.serverproc import ADMIN_TOKEN, Server, post_github
+from tests.serverproc import ADMIN_TOKEN, Server, post_github, read_answers
 
 MAX_BODY = 64 * 1024
 SLOW_TOTAL = 64 * 1024 * 1024  # what the slow sender would send if never stopped
@@ -258,26 +258,6 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(server: Server)
     assert json.loads(rest)["runs"] == []
 
 
-def _answers(s: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
-    """Read `count` whole answers (head, body) off a connection."""
-    data, out = b"", []
-    while len(out) < count:
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            assert chunk, (out, data)
-            data += chunk
-        head, _, data = data.partition(b"\r\n\r\n")
-        length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), b"0"))
-        while len(data) < length:
-            chunk = s.recv(65536)
-            assert chunk, (out, head, data)
-            data += chunk
-        out.append((head, data[:length]))
-        data = data[length:]
-    return out
-
-
 def _deliveries(server: Server) -> int:
     with server.admin() as c:
         return len(c.get("/api/deliveries", params={"hook": "open", "limit": 1000}).json()["deliveries"])
@@ -305,7 +285,7 @@ def test_an_upgrade_request_is_refused_and_never_journaled(server: Server) -> No
         for requests in ([upgrade], [plain, upgrade]):
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
                 s.sendall(b"".join(requests))
-                answers = _answers(s, len(requests))
+                answers = read_answers(s, len(requests))
             *first, (head, refused) = answers
             assert [h.split(b" ")[1] for h, _ in first] == [b"202"] * len(first), answers
             assert head.startswith(b"HTTP/1.1 400 "), answers
@@ -317,7 +297,7 @@ def test_an_upgrade_request_is_refused_and_never_journaled(server: Server) -> No
                     b"Connection: Upgrade\r\nUpgrade: websocket"):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + upgrade + b"\r\n\r\n")
-            (head, answer), = _answers(s, 1)
+            (head, answer), = read_answers(s, 1)
             assert head.startswith(b"HTTP/1.1 200 ") and b"ok" in answer, head
             assert s.recv(1) == b""  # then closed: nothing after an upgrade request is read
     assert "Unsupported upgrade" not in server.output() and "WebSocket library" not in server.output()
@@ -333,14 +313,14 @@ def test_chunked_trailer_fields_are_not_request_headers(server: Server) -> None:
                          + b"X-Hub-Signature-256: " + signature.encode() + b"\r\n\r\n")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(signed_in_trailer)
-        (head, _), = _answers(s, 1)
+        (head, _), = read_answers(s, 1)
     assert head.startswith(b"HTTP/1.1 401 "), head
     trailer = (b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"X-Forwarded-For: 10.1.2.3\r\n"
                b"X-Trailing: yes\r\n\r\n")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(trailer)
-        (head, answer), = _answers(s, 1)
+        (head, answer), = read_answers(s, 1)
     assert head.startswith(b"HTTP/1.1 202 "), head
     with server.admin() as c:
         stored = c.get(f"/api/deliveries/{json.loads(answer)['delivery_id']}").json()
@@ -359,7 +339,7 @@ def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(serve
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall(request * count)
             s.shutdown(socket.SHUT_WR)
-            answers = _answers(s, count)
+            answers = read_answers(s, count)
             for head, answer in answers:
                 assert head.startswith(b"HTTP/1.1 202 ") and b"delivery_id" in answer, head
             assert s.recv(1) == b""  # then the server closes
@@ -388,7 +368,7 @@ def test_a_request_httptools_cannot_parse_gets_a_json_400_and_one_log_line(serve
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall(plain + tail)
             s.shutdown(socket.SHUT_WR)
-            answers = _answers(s, 2 if tail else 1)
+            answers = read_answers(s, 2 if tail else 1)
         assert answers[0][0].startswith(b"HTTP/1.1 202 "), answers
         if tail:
             assert answers[1][0].startswith(b"HTTP/1.1 400 "), answers
@@ -573,7 +553,7 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.mark.parametrize("value", ["nan", "-inf", "1e999"])
-def test_a_template_that_makes_a_non_finite_number_fails_its_run_and_the_api_still_answers(
+def test_a_template_that_makes_a_non_finite_number_fails_its_run_and_the_api_stillread_answers(
     server: Server, value: str,
 ) -> None:
     """`'nan' | float` is a float JSON has no word for: the run fails with a template error
