@@ -25,6 +25,7 @@ from hookrunner.clientip import parse_networks
 from hookrunner.dispatch import Dispatcher
 from hookrunner.errors import StartupRefused, StoreUnavailable
 from hookrunner.gateway import Gateway
+from hookrunner.hooklane import Admission, Parts
 from hookrunner.ingest import accept, accept_body, admit
 from hookrunner.logs import event
 from hookrunner.metrics import Metrics
@@ -184,26 +185,34 @@ class App(Starlette):
 
 
 class HookLane:
-    """The accept path as httpproto's hook lane calls it: the whole request at once."""
+    """The accept path as httpproto's hook lane calls it: the head's checks, then the rest
+    once the whole body is in."""
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
-    def max_body(self, hook_id: str) -> int | None:
+    def admit(self, scope: dict[str, Any], hook_id: str, length: int) -> Admission | None:
         ruleset = self.gw.rules.current
         hook = ruleset.hooks.get(hook_id) if ruleset is not None else None
-        return hook.max_body if hook is not None else None
-
-    async def answer(self, scope: dict[str, Any], body: bytes,
-                     hook_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if hook is None or length > hook.max_body:
+            return None
         try:
             admitted = admit(scope, self.gw, hook_id)
-            answer = admitted if isinstance(admitted, Answer) else await accept_body(
-                scope, admitted, body, self.gw, hook_id, None)
         except Exception:
             logging.getLogger("hookrunner").exception("http.internal_error")
-            answer = error(500, "internal error")
-        return (answer.status, *answer_parts(answer))
+            admitted = error(500, "internal error")
+        if isinstance(admitted, Answer):
+            return Admission(refusal=(admitted.status, *answer_parts(admitted)))
+        return Admission(admitted=(scope, admitted, hook_id))
+
+    async def answer(self, admitted: Any, body: bytes) -> Parts:
+        scope, checked, hook_id = admitted
+        try:
+            answer = await accept_body(scope, checked, body, self.gw, hook_id, None)
+            return (answer.status, *answer_parts(answer))
+        except Exception:
+            logging.getLogger("hookrunner").exception("http.internal_error")
+            return (500, *answer_parts(error(500, "internal error")))
 
 
 async def _hook(scope: Scope, receive: Receive, send: Send, gw: Gateway, hook_id: str) -> None:

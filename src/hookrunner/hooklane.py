@@ -16,21 +16,35 @@ seen.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 HOOKS = b"/hooks/"
 
 
+Parts = tuple[int, list[tuple[bytes, bytes]], bytes]  # an answer's status, headers and body
+
+
+@dataclass(slots=True)
+class Admission:
+    """A lane request that passed the checks made on its head (`admitted`, handed back to
+    `Lane.answer`), or their refusal, written at once: the body is then read and dropped,
+    never held, as on the usual path."""
+
+    admitted: Any = None
+    refusal: Parts | None = None
+
+
 class Lane(Protocol):
     """What the app offers the protocol (app.HookLane)."""
 
-    def max_body(self, hook_id: str) -> int | None:
-        """The hook's body limit; None if there is no such hook (the usual path says so)."""
+    def admit(self, scope: dict[str, Any], hook_id: str, length: int) -> Admission | None:
+        """The head's checks (address, rate, queue room...); None, with nothing counted,
+        if the usual path must answer (no such hook, or a body over its `max_body`)."""
 
-    async def answer(self, scope: dict[str, Any], body: bytes,
-                     hook_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Status, headers and body of the answer; never raises (a bug answers 500)."""
+    async def answer(self, admitted: Any, body: bytes) -> Parts:
+        """The answer to an admitted request; never raises (a bug answers 500)."""
 
 
 class _Unwatched:
@@ -46,15 +60,15 @@ _UNWATCHED = _Unwatched()
 
 
 class LaneCycle:
-    __slots__ = ("body", "disconnected", "hook_id", "keep_alive", "response_complete",
+    __slots__ = ("admitted", "body", "disconnected", "keep_alive", "response_complete",
                  "response_started", "scope")
 
     message_event = _UNWATCHED
 
-    def __init__(self, scope: dict[str, Any], hook_id: str, keep_alive: bool) -> None:
+    def __init__(self, scope: dict[str, Any], keep_alive: bool, admitted: Any) -> None:
         self.scope = scope
-        self.hook_id = hook_id
         self.keep_alive = keep_alive
+        self.admitted = admitted
         self.body = bytearray()
         self.disconnected = False
         self.response_started = False
@@ -71,7 +85,7 @@ def hook_id_of(path: bytes, query: bytes) -> str | None:
     hook = path[len(HOOKS):]
     if not hook or b"/" in hook or hook in (b".", b".."):
         return None
-    if query and b"ait" in query.lower() and any(
+    if query and (b"%" in query or b"ait" in query.lower()) and any(
             name == "wait" for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)):
         return None
     try:

@@ -173,19 +173,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         hook_id = hook_id_of(parsed.path, query)
         if hook_id is None:
             return False
-        length, limit = declared_length(self.headers), lane.max_body(hook_id)
-        if length is None or limit is None or length > limit:
-            return False  # the usual path answers 413 before the body arrives (or 404)
+        length = declared_length(self.headers)
+        if length is None:
+            return False  # chunked or unclear: the usual path
         version = self.parser.get_http_version()
-        scope = self.scope
+        scope = cast(dict[str, Any], self.scope)
         scope["method"] = "POST"
         if version != "1.1":
             scope["http_version"] = version
         scope["path"] = parsed.path.decode("ascii")
         scope["raw_path"] = parsed.path
         scope["query_string"] = query
+        # The head's checks, as on the usual path: a refusal (403, 429, 503...) is answered
+        # before the body arrives, and the body is then dropped as it comes, never held.
+        admission = lane.admit(scope, hook_id, length)
+        if admission is None:
+            return False  # unknown hook, or a body over max_body: the usual path answers
         keep_alive = version != "1.0" and self.parser.should_keep_alive()
-        self.cycle = LaneCycle(cast(dict[str, Any], scope), hook_id, keep_alive)  # type: ignore[assignment]
+        cycle = LaneCycle(scope, keep_alive, admission.admitted)
+        self.cycle = cycle  # type: ignore[assignment]
+        if admission.refusal is not None:
+            self._write_lane_answer(cycle, *admission.refusal)
         return True
 
     def on_body(self, body: bytes) -> None:
@@ -193,7 +201,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         cycle: Any = self.cycle  # uvicorn's own, or a LaneCycle in its place
         if type(cycle) is LaneCycle:
-            cycle.body += body  # within max_body: its declared length was
+            if not cycle.response_complete:  # else refused: dropped as it comes
+                cycle.body += body  # within max_body: its declared length was
         else:
             super().on_body(body)
 
@@ -203,18 +212,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         cycle: Any = self.cycle
         if type(cycle) is LaneCycle:
-            task = self.loop.create_task(self._answer_lane(cycle))
-            task.add_done_callback(self.tasks.discard)
-            self.tasks.add(task)  # a graceful shutdown waits for it, as for an ASGI cycle
+            if not cycle.response_complete:
+                task = self.loop.create_task(self._answer_lane(cycle))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)  # a graceful shutdown waits for it, as for an ASGI cycle
         else:
             super().on_message_complete()
 
     async def _answer_lane(self, cycle: LaneCycle) -> None:
         assert self._lane is not None
-        body, cycle.body = bytes(cycle.body), bytearray()
-        status, headers, content = await self._lane.answer(cycle.scope, body, cycle.hook_id)
-        if cycle.disconnected or self.transport.is_closing():
-            return  # the client left: journaled all the same (as on the usual path)
+        try:
+            body, cycle.body = bytes(cycle.body), bytearray()
+            parts = await self._lane.answer(cycle.admitted, body)
+            if not cycle.disconnected and self.flow.write_paused:
+                await self.flow.drain()  # a client that does not read: no answers pile up
+            if cycle.disconnected or self.transport.is_closing():
+                return  # the client left: journaled all the same (as on the usual path)
+            self._write_lane_answer(cycle, *parts)
+        except BaseException as exc:  # as uvicorn's cycle: never leave the connection hanging
+            if not isinstance(exc, asyncio.CancelledError):
+                logging.getLogger("hookrunner").exception("http.internal_error")
+            if not cycle.response_complete:
+                self.transport.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    def _write_lane_answer(self, cycle: LaneCycle, status: int,
+                           headers: list[tuple[bytes, bytes]], content: bytes) -> None:
         cycle.response_started = True
         self.transport.write(answer_bytes(STATUS_LINE[status], self.server_state.default_headers,
                                           headers, cycle.keep_alive, content))

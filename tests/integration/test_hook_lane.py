@@ -17,6 +17,9 @@ hooks:
   open:
     verify: {none: {}}
     max_body: 1000
+  fenced:
+    verify: {none: {}}
+    allow_ips: [10.0.0.0/8]
 rules:
   - name: noted
     hook: open
@@ -123,3 +126,18 @@ def test_a_client_gone_before_its_answer_still_has_its_delivery_journaled(server
         after = len(c.get("/api/deliveries", params={"hook": "open", "limit": 1000}).json()["deliveries"])
     assert after == before + 6
     assert "http.internal_error" not in server.output() and "Traceback" not in server.output()
+
+
+def test_a_refusal_of_the_head_is_answered_before_the_body_and_the_body_is_not_kept(
+        server: Server) -> None:
+    """As on the usual path: a sender refused by address (or rate, or a full queue) is told
+    at once, without sending (or the server holding) its body first."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /hooks/fenced HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100000\r\n\r\n")  # and no body yet
+        (head, body), = read_answers(s, 1)
+        assert head.startswith(b"HTTP/1.1 403 ") and b"address not allowed" in body
+        s.sendall(b"x" * 100000)  # dropped as it comes; the connection goes on
+        s.sendall(lane())
+        (head, _), = read_answers(s, 1)
+        assert head.startswith(b"HTTP/1.1 202 "), head

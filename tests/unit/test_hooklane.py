@@ -27,6 +27,9 @@ def test_plain_hook_targets_are_taken(path: bytes, query: bytes, hook: str) -> N
     (b"/hooks/github", b"wait=5s"),  # ?wait watches for the client leaving (ASGI)
     (b"/hooks/github", b"x=1&wait="),
     (b"/hooks/github", b"%77ait=5s"),
+    (b"/hooks/github", b"w%61it=5s"),  # escaped so that no `ait` shows
+    (b"/hooks/github", b"wa%69t=5s"),
+    (b"/hooks/github", b"%77%61%69%74=5s"),
     (b"/hooks/github", b"WAIT=1&wait=2"),
     (b"/hooks/gh\xc3\xa9", b""),
 ])
