@@ -146,9 +146,7 @@ class HttpRunner:
         headers = {k: stringify(v).encode() for k, v in (rendered.get("headers") or {}).items()}
         headers.update({k: from_env(v, ctx.env, f"header {k}").encode()
                         for k, v in (rendered.get(HEADERS_ENV) or {}).items()})
-        for name, value in headers.items():
-            if b"\r" in value or b"\n" in value or b"\0" in value:  # never quote it: a token
-                raise ActionError(f"http: header {name} holds a line break or NUL")
+        headers = {name: _header_value(name, value) for name, value in headers.items()}
         kwargs: dict[str, Any] = {"headers": headers}
         if "json" in rendered:
             kwargs["json"] = rendered["json"]
@@ -178,6 +176,18 @@ class HttpRunner:
         return request.result()
 
 
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _header_value(name: str, value: bytes) -> bytes:
+    """A header value as HTTP has it: without the spaces and tabs around it (an env file's
+    trailing space), and never with a control character, refused without quoting the value
+    (it may be a token)."""
+    if _CONTROL.search(value):
+        raise ActionError(f"http: header {name} holds a line break or another control character")
+    return value.strip(b" \t")
+
+
 async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SSLContext | bool,
                    ctx: RunContext) -> RunResult:
     try:
@@ -198,6 +208,11 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
             else:
                 if piece and not piece.endswith(b"\n"):
                     ctx.log.write(b"\n")
+    except httpx.LocalProtocolError as exc:
+        # The client refused what it was to send (h11 quotes the header value: a token).
+        reason = f"request failed: the request could not be sent ({type(exc).__name__})"
+        ctx.log.note(reason)
+        return RunResult("failed", reason=reason)
     except httpx.HTTPError as exc:
         reason = f"request failed: {type(exc).__name__}: {exc}".rstrip(": ")
         ctx.log.note(reason)

@@ -177,3 +177,22 @@ async def test_an_internal_ca_is_trusted_when_the_rule_names_its_bundle(harness,
     assert trusted.outcome == "succeeded", harness.log_text("ca")
     with pytest.raises(ActionError, match="ca: cannot load"):
         await HTTP.run(HTTP.normalize({"url": f"{url}/ok", "ca": "/nonexistent.pem"}), harness.ctx())
+
+
+async def test_a_header_value_is_sent_without_surrounding_spaces_and_never_quoted_in_an_error(
+    harness, server: str,
+) -> None:
+    """An env file's trailing space in a token is no reason to fail, and h11's refusal of a
+    value (it quotes the value) never reaches the run's reason or log."""
+    result = await HTTP.run({"url": f"{server}/ok", "headers": {"Authorization": " Bearer s3cret \t"}},
+                            harness.ctx())
+    assert result.outcome == "succeeded", harness.log_text()
+    (req,) = Handler.seen
+    assert req["headers"]["Authorization"] == "Bearer s3cret"
+    with pytest.raises(ActionError, match="header X-Val holds a line break or another control") as info:
+        await HTTP.run({"url": f"{server}/ok", "headers": {"X-Val": "s3cret\x01"}}, harness.ctx(name="ctl"))
+    assert "s3cret" not in str(info.value)
+    ctx = harness.ctx(name="name")
+    result = await HTTP.run({"url": f"{server}/ok", "headers": {"X Bad": "s3cret"}}, ctx)
+    assert result.outcome == "failed" and "could not be sent" in result.reason, result.reason
+    assert "s3cret" not in result.reason and "s3cret" not in harness.log_text(name="name")
