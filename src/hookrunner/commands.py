@@ -280,6 +280,8 @@ async def runs(settings: Settings, status: str | None, limit: int) -> int:
     if status is not None and status not in RUN_STATUSES:
         print(f"hookrunner: --status must be one of {', '.join(RUN_STATUSES)}", file=sys.stderr)
         return EXIT_USAGE
+    from hookrunner.logs import terminal_safe
+
     store = await _open_or_say(settings)
     if store is None:
         return EXIT_FAIL
@@ -292,7 +294,7 @@ async def runs(settings: Settings, status: str | None, limit: int) -> int:
         took = f"{r.finished_at - r.started_at:.1f}s" if r.finished_at and r.started_at else "-"
         print(f"{r.id}  {r.status:<9}  {_ts(r.created_at)}  {r.rule}  attempt={r.attempt}  "
               f"exit={code}  took={took}  delivery={r.delivery_id}"
-              + (f"  ({r.reason})" if r.reason else ""))
+              + (f"  ({terminal_safe(r.reason)})" if r.reason else ""))
     if not items:
         print("no runs", file=sys.stderr)
     return EXIT_OK

@@ -118,6 +118,14 @@ class _TextFormatter(logging.Formatter):
 _NEEDS_QUOTES = frozenset(' "=\n')
 
 
+def terminal_safe(text: str) -> str:
+    """`text` with every character that is not printable (ESC, BEL, a newline...) written as
+    its escape: a payload's value in a reason must not drive the operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+
+
 def _text(value: Any) -> str:
     s = str(value)
     # Quoted (JSON-escaped) where a space or `=` would split it, and wherever a character is

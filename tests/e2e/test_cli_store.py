@@ -208,3 +208,27 @@ async def test_cancel_on_postgresql_says_when_the_runs_node_is_gone(
     done = _run("cancel", run.id, "--db", postgres_db, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "its node gone-node has stopped renewing its lease" in done.stdout, done.stdout
+
+
+def test_runs_shows_a_reason_with_terminal_escapes_escaped(tmp_path: Path) -> None:
+    """A reason can quote a payload's value (a program path a template made): its ESC and BEL
+    must not reach the operator's terminal as they are."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text("""
+hooks: {h: {verify: {none: {}}}}
+rules:
+  - name: esc
+    hook: h
+    run: {shell: {argv: ["scripts/{{ payload.script }}"]}}
+""")
+    server = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    try:
+        answer = httpx.post(f"{server.url}/hooks/h?wait=20s",
+                            json={"script": "x\x1b]0;pwned\x07\x1b[31mRED"}, timeout=30)
+        assert answer.json()["runs"][0]["status"] == "failed", answer.text
+    finally:
+        server.stop()
+    done = _run("runs", "--data", str(tmp_path / "data"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stdout
+    assert "x\\u001b]0;pwned\\u0007\\u001b[31mRED" in done.stdout, done.stdout
