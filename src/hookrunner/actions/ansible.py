@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import shutil
 import signal
 import tempfile
 import threading
@@ -253,8 +254,10 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
         return True  # keep the event in artifacts: stats are read from there
 
     def work() -> None:  # runner thread
+        artifacts: Path | None = None
         try:
             runner = init_runner(**kwargs, event_handler=on_event, cancel_callback=job.kill_now.is_set)
+            artifacts = Path(runner.config.artifact_dir).parent  # <private_data_dir>/artifacts
             runner.config.env = private_env(runner.config.env, envvars)
             if HOST_KEY_CHECKING not in envvars:
                 runner.config.env.pop(HOST_KEY_CHECKING, None)
@@ -265,6 +268,10 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
             job.error = f"ansible-runner: {exc}"
         finally:
             job.forget_command()
+            if artifacts is not None:
+                # Its stdout and job events hold the whole output, past the log's cap, and
+                # would stay until --keep: the run log and stats (read above) are the record.
+                shutil.rmtree(artifacts, ignore_errors=True)
             loop.call_soon_threadsafe(_resolve, done)
 
     threading.Thread(target=work, name=f"ansible-{ctx.run_id}", daemon=True).start()

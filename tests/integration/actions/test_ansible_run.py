@@ -275,3 +275,13 @@ async def test_a_cancel_before_the_play_reports_its_pid_still_stops_everything(
     assert time.monotonic() - started < 4
     await asyncio.sleep(0.5)  # what it could still have started meanwhile
     assert orphans.find(["early"], "test") == {}
+
+
+async def test_ansible_runners_artifacts_are_not_kept(harness, playbooks: Path) -> None:
+    """They hold the whole output (past the run log's cap) and stay until --keep: the run
+    log and the stats are the record."""
+    ctx = harness.ctx(payload=OVERLOADED)
+    result = await ANSIBLE.run({"playbook": "failing.yml"}, ctx)
+    assert result.outputs["stats"]["failures"] == {"localhost": 1}  # read before they went
+    assert "deliberate failure for api" in harness.log_text()
+    assert [p for p in ctx.work_dir.rglob("*") if p.name in ("artifacts", "job_events", "stdout")] == []
