@@ -139,6 +139,8 @@ class HttpRunner:
         url = resolve_url(rendered, ctx.env)
         shown = (f"{log_url(url, path=False)} (${rendered[URL_ENV]})" if URL_ENV in rendered
                  else log_url(url))
+        if not url.isprintable():  # the shown form would hide what is wrong with it
+            raise ActionError("http: the URL holds a line break or another control character")
         if not _valid(url):
             raise ActionError(f"http: not an http(s) URL: {shown}")
         method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()
@@ -147,6 +149,10 @@ class HttpRunner:
         headers.update({k: from_env(v, ctx.env, f"header {k}").encode()
                         for k, v in (rendered.get(HEADERS_ENV) or {}).items()})
         headers = {name: _header_value(name, value) for name, value in headers.items()}
+        if urlsplit(url).username is not None and any(
+                name.lower() == "authorization" for name in headers):
+            raise ActionError("http: the URL carries credentials and the rule sets an "
+                              "Authorization header: httpx would send the URL's; keep one")
         kwargs: dict[str, Any] = {"headers": headers}
         if "json" in rendered:
             kwargs["json"] = rendered["json"]
@@ -176,6 +182,13 @@ class HttpRunner:
         return request.result()
 
 
+# What httpx's errors without a message mean (a reset connection says only "ReadError").
+_UNSAID: dict[type[Exception], str] = {
+    httpx.ReadError: "the connection was closed or reset while the answer was read",
+    httpx.WriteError: "the connection was closed or reset while the request was sent",
+    httpx.RemoteProtocolError: "the server broke the HTTP protocol (or closed the connection)",
+    httpx.ConnectError: "could not connect",
+}
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -214,7 +227,8 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
         ctx.log.note(reason)
         return RunResult("failed", reason=reason)
     except httpx.HTTPError as exc:
-        reason = f"request failed: {type(exc).__name__}: {exc}".rstrip(": ")
+        said = str(exc) or _UNSAID.get(type(exc), "")
+        reason = f"request failed: {type(exc).__name__}: {said}".rstrip(": ")
         ctx.log.note(reason)
         return RunResult("failed", reason=reason)
     except (httpx.InvalidURL, ValueError) as exc:

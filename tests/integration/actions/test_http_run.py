@@ -129,12 +129,50 @@ async def test_non_http_url_is_refused(harness) -> None:
         await HTTP.run({"url": "file:///etc/passwd"}, harness.ctx())
 
 
-@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999/", "http://127.0.0.1/\r\nX-In: 1"])
-async def test_a_url_that_is_not_valid_is_a_clear_failure(harness, url: str) -> None:
+@pytest.mark.parametrize(("url", "said"), [
+    ("http://[::1", "not an http\\(s\\) URL"), ("http://127.0.0.1:99999/", "not an http\\(s\\) URL"),
+    ("http://127.0.0.1/\r\nX-In: 1", "the URL holds a line break or another control character"),
+])
+async def test_a_url_that_is_not_valid_is_a_clear_failure(harness, url: str, said: str) -> None:
     """A URL from a payload is anyone's: refused as an action error (the run fails with it),
     never an internal error with a traceback."""
-    with pytest.raises(ActionError, match="not an http\\(s\\) URL"):
+    with pytest.raises(ActionError, match=said):
         await HTTP.run({"url": url}, harness.ctx())
+
+
+async def test_credentials_in_the_url_and_an_authorization_header_are_refused(
+    harness, server: str,
+) -> None:
+    """httpx would send the URL's credentials and drop the rule's header, silently."""
+    url = server.replace("http://", "http://u:pw@") + "/ok"
+    with pytest.raises(ActionError, match="carries credentials and the rule sets an Authorization"):
+        await HTTP.run({"url": url, "headers": {"authorization": "Bearer x"}}, harness.ctx())
+    assert Handler.seen == []
+    result = await HTTP.run({"url": url}, harness.ctx(name="alone"))  # credentials alone are fine
+    assert result.outcome == "succeeded"
+
+
+async def test_a_connection_reset_says_so(harness) -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def reset_one() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()
+
+    thread = threading.Thread(target=reset_one, daemon=True)
+    thread.start()
+    try:
+        result = await HTTP.run({"url": f"http://127.0.0.1:{port}/"}, harness.ctx())
+    finally:
+        thread.join(5)
+        listener.close()
+    assert result.outcome == "failed"
+    assert "closed or reset" in result.reason or "broke the HTTP protocol" in result.reason, result.reason
 
 
 async def test_header_values_go_as_utf8_and_an_invalid_one_is_a_clear_failure(
