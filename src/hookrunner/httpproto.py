@@ -218,6 +218,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.tasks.add(task)  # a graceful shutdown waits for it, as for an ASGI cycle
         else:
             super().on_message_complete()
+        if (cycle is not None and cycle.response_complete and not self.pipeline
+                and self.timeout_keep_alive_task is None and not self.transport.is_closing()):
+            # Answered before its body came (a refusal): the keep-alive clock armed then was
+            # stopped by the body's arrival, and nothing would start it again.
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     async def _answer_lane(self, cycle: LaneCycle) -> None:
         assert self._lane is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,24 @@ def test_a_refusal_of_the_head_is_answered_before_the_body_and_the_body_is_not_k
         s.sendall(lane())
         (head, _), = read_answers(s, 1)
         assert head.startswith(b"HTTP/1.1 202 "), head
+
+
+@pytest.mark.parametrize("framing", ["lane", "chunked"])
+def test_a_connection_refused_before_its_body_is_closed_once_idle(server: Server, framing: str) -> None:
+    """A refusal answered on the head arms the idle clock; the body arriving later stopped
+    it, and nothing started it again: the connection stayed open for good (either path)."""
+    body = b"x" * 3000
+    if framing == "lane":
+        head = b"POST /hooks/fenced HTTP/1.1\r\nHost: t\r\nContent-Length: 3000\r\n\r\n"
+        rest = body
+    else:
+        head = b"POST /hooks/fenced HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        rest = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(head)
+        (answer, _), = read_answers(s, 1)
+        assert answer.startswith(b"HTTP/1.1 403 "), answer
+        s.sendall(rest)  # after the answer
+        started = time.monotonic()
+        assert s.recv(1) == b""  # closed by the server once idle
+        assert time.monotonic() - started < 20
