@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from hookrunner.concurrency import Decision, superseded_reason
+from hookrunner.redact import redact_pairs
 from hookrunner.store.base import Attempt, Delivery, NewDelivery, NewRun, Run
 
 
@@ -93,12 +94,15 @@ def run_from_row(row: RowLike) -> Run:
 
 
 def delivery_from_row(row: RowLike, run_ids: list[str]) -> Delivery:
+    # Redacted again as read: a delivery stored by a version that redacted fewer names (or
+    # none) must not show them now that they are known to be secrets.
     return Delivery(
         id=row["id"], hook=row["hook"], received_at=row["received_at"],
-        headers=[(h[0], h[1]) for h in _json(row["headers"])], body=bytes(row["body"]),
+        headers=redact_pairs((h[0], h[1]) for h in _json(row["headers"])),
+        body=bytes(row["body"]),
         dedup_key=row["dedup_key"], event=row["event"], client_ip=row["client_ip"],
         matches=_json(row["matches"]), run_ids=run_ids, replay_of=row["replay_of"],
-        query=[(q[0], q[1]) for q in _json(row["query_params"])],
+        query=redact_pairs((q[0], q[1]) for q in _json(row["query_params"])),
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from hookrunner.concurrency import decide, superseded_reason
+from hookrunner.redact import redact_pairs
 from hookrunner.store._rows import (
     CANCELED_BEFORE_RETRY,
     CANCELED_BEFORE_START,
@@ -83,9 +84,9 @@ class MemoryStore:
             self._dedup[(delivery.hook, delivery.dedup_key)] = delivery.id
         self._deliveries[delivery.id] = Delivery(
             id=delivery.id, hook=delivery.hook, received_at=delivery.received_at,
-            headers=list(delivery.headers), body=delivery.body, dedup_key=delivery.dedup_key,
-            event=delivery.event, client_ip=delivery.client_ip,
-            matches=copy.deepcopy(delivery.matches), query=list(delivery.query),
+            headers=redact_pairs(delivery.headers), body=delivery.body,  # as the SQL stores read
+            dedup_key=delivery.dedup_key, event=delivery.event, client_ip=delivery.client_ip,
+            matches=copy.deepcopy(delivery.matches), query=redact_pairs(delivery.query),
         )
         ids = self._add(runs)
         if ids:

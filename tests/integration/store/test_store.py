@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -561,3 +562,17 @@ async def test_a_finish_sent_again_does_not_end_the_next_attempt(store: Store) -
     got = await store.get_run(a)
     assert got is not None and (got.status, got.attempt) == ("running", 2)
     assert [(x.attempt, x.status) for x in await store.attempts(a)] == [(1, "failed"), (2, "running")]
+
+
+async def test_a_delivery_stored_unredacted_is_shown_redacted(store: Store) -> None:
+    """An older version redacted fewer names (or none): what it stored in clear is hidden
+    as it is read, whatever the backend."""
+    d = dataclasses.replace(delivery(), headers=[("X-Api-Key", "s3cret-h"), ("X-Event", "push")],
+                            query=[("token", "s3cret-q"), ("env", "prod")])
+    await store.accept(d, [])
+    got = await store.get_delivery(d.id)
+    assert got is not None
+    assert got.headers == [("X-Api-Key", "[redacted]"), ("X-Event", "push")]
+    assert got.query == [("token", "[redacted]"), ("env", "prod")]
+    (listed,) = [x for x in await store.list_deliveries(None, 10) if x.id == d.id]
+    assert "s3cret" not in repr(listed)
