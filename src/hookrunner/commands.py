@@ -229,7 +229,7 @@ async def _open(settings: Settings) -> Store:
             raise NoStore(str(exc)) from None
     store = open_store(settings.store_url)
     try:
-        await store.open()
+        await store.open(migrate=False)  # a server running an older version may be on it
     except StoreUnavailable as exc:
         raise NoStore(str(exc)) from exc
     return store

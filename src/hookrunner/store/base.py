@@ -164,8 +164,10 @@ class Store(Protocol):
     # run to, so a lease that lapsed in an outage must not stop the run.
     shared: bool
 
-    async def open(self) -> None:
-        """Connect, apply migrations (once, even with several nodes starting together)."""
+    async def open(self, migrate: bool = True) -> None:
+        """Connect, apply migrations (once, even with several nodes starting together).
+        Without `migrate` (the CLI), a database a migration is missing from is refused:
+        changing the schema is a server's start's work, not a listing's."""
         ...
 
     async def close(self) -> None: ...

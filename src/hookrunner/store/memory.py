@@ -42,7 +42,7 @@ class MemoryStore:
         self._seq = itertools.count(1)
         self._wake = asyncio.Event()
 
-    async def open(self) -> None:
+    async def open(self, migrate: bool = True) -> None:
         return None
 
     async def close(self) -> None:

@@ -31,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from hookrunner.concurrency import decide
 from hookrunner.errors import StoreUnavailable
+from hookrunner.logs import event
 from hookrunner.store import sql
 from hookrunner.store._rows import (
     CANCELED_BEFORE_RETRY,
@@ -111,14 +112,18 @@ class PostgresStore:
         self._node_conn: psycopg.AsyncConnection[Any] | None = None
         self._node_locked = False
 
-    async def open(self) -> None:
+    async def open(self, migrate: bool = True) -> None:
         try:
             await self._pool.open(wait=True, timeout=self._timeout)
         except psycopg.OperationalError as exc:
             await self._pool.close()
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
-        async with self._conn() as conn:
-            await self._migrate(conn)
+        try:
+            async with self._conn() as conn:
+                await self._migrate(conn, migrate)
+        except StoreUnavailable:
+            await self._pool.close()
+            raise
         self._listener = asyncio.create_task(self._listen(), name="hookrunner-pg-listen")
 
     async def close(self) -> None:
@@ -157,20 +162,26 @@ class PostgresStore:
             return await cur.fetchall()
 
     @staticmethod
-    async def _migrate(conn: Conn) -> None:
+    async def _migrate(conn: Conn, migrate: bool = True) -> None:
         await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
         try:
             await conn.execute(Q["create_migrations_table"])
             cur = await conn.execute(Q["applied_migrations"])
             applied = {row["version"] for row in await cur.fetchall()}
-            for version, name, script in sql.migrations("postgres"):
-                if version in applied:
-                    continue
+            newer = sql.newer_schema("postgres", applied)
+            if newer is not None:
+                raise StoreUnavailable(newer)
+            missing = [m for m in sql.migrations("postgres") if m[0] not in applied]
+            if missing and not migrate:
+                raise StoreUnavailable(sql.OLDER_SCHEMA)
+            for version, name, script in missing:
                 async with conn.transaction():
                     for statement in sql.statements(script):
                         await conn.execute(statement.encode())
                     await conn.execute(Q["record_migration"],
                                        {"version": version, "name": name, "now": time.time()})
+            if missing:
+                event("store.migrated", applied=",".join(name for _, name, _ in missing))
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
 

@@ -23,6 +23,7 @@ from typing import IO, Any, TypeVar
 
 from hookrunner.concurrency import decide
 from hookrunner.errors import StoreUnavailable
+from hookrunner.logs import event
 from hookrunner.private import PRIVATE_FILE, private_dir, private_file
 from hookrunner.store import sql
 from hookrunner.store._rows import (
@@ -76,30 +77,47 @@ def connect(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.C
     return conn
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def _migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply what is missing; the names of the migrations applied."""
     conn.execute(_MIGRATIONS_TABLE)
     applied = {row[0] for row in conn.execute(Q["applied_migrations"])}
+    newer = sql.newer_schema("sqlite", applied)
+    if newer is not None:
+        raise NewerSchema(newer)
+    done = []
     for version, name, script in sql.migrations("sqlite"):
         if version not in applied:
             for statement in sql.statements(script):
                 conn.execute(statement)
             conn.execute(Q["record_migration"],
                          {"version": version, "name": name, "now": time.time()})
+            done.append(name)
+    return done
 
 
-def _behind(path: Path) -> bool:
-    """Whether a migration is still to be applied (read-only; any doubt says yes)."""
+def _applied(path: Path) -> set[int] | None:
+    """The migrations applied to the file (read-only); None where that cannot be read."""
     try:
         conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
     except sqlite3.Error:
-        return True
+        return None
     try:
-        applied = {row[0] for row in conn.execute(Q["applied_migrations"])}
+        return {row[0] for row in conn.execute(Q["applied_migrations"])}
     except sqlite3.Error:  # no migrations table yet (a new file)
-        return True
+        return None
     finally:
         conn.close()
-    return any(version not in applied for version, _, _ in sql.migrations("sqlite"))
+
+
+def _behind(applied: set[int] | None) -> bool:
+    """Whether _migrate has work (or a refusal) to make; any doubt says yes."""
+    return (applied is None
+            or any(version not in applied for version, _, _ in sql.migrations("sqlite"))
+            or sql.newer_schema("sqlite", applied) is not None)
+
+
+class NewerSchema(Exception):
+    """The database's schema is not this version's, and is not to be migrated here."""
 
 
 def _run_ids(conn: sqlite3.Connection, delivery_id: str) -> list[str]:
@@ -249,7 +267,7 @@ class SQLiteStore:
         """Write transactions committed so far (group commit makes it far below the jobs)."""
         return self._writer.commits
 
-    async def open(self) -> None:
+    async def open(self, migrate: bool = True) -> None:
         try:
             private_dir(self.path.parent)
             private_file(self.path)  # before SQLite makes it 0644 (payloads are in it)
@@ -258,8 +276,18 @@ class SQLiteStore:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         # Only a database behind on its migrations takes the write lock here: `hookrunner
         # runs` waited out a busy writer's transaction (up to the busy timeout) to read.
-        if await asyncio.to_thread(_behind, self.path):
-            await self._writer.run(_migrate)
+        applied = await asyncio.to_thread(_applied, self.path)
+        if _behind(applied) and not migrate:
+            await self._writer.aclose()
+            raise StoreUnavailable(sql.newer_schema("sqlite", applied or set()) or sql.OLDER_SCHEMA)
+        if _behind(applied):
+            try:
+                done = await self._writer.run(_migrate)
+            except NewerSchema as exc:
+                await self._writer.aclose()
+                raise StoreUnavailable(str(exc)) from None
+            if done:
+                event("store.migrated", path=str(self.path), applied=",".join(done))
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="hookrunner-sqlite-read")
         self._read_conn = await asyncio.get_running_loop().run_in_executor(
             self._reader, connect, self.path, self._busy_timeout)

@@ -35,3 +35,19 @@ def statements(script: str) -> list[str]:
     """Split a migration into statements (no triggers or string literals holding `;`)."""
     lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def newer_schema(backend: str, applied: set[int]) -> str | None:
+    """Why a database whose schema a newer hookrunner migrated cannot be used by this one
+    (its queries may miss columns, or write rows the newer one misreads); None if it can."""
+    known = max((version for version, _, _ in migrations(backend)), default=0)
+    newest = max(applied, default=0)
+    if newest <= known:
+        return None
+    return (f"the database was upgraded by a newer hookrunner (schema version {newest}; this "
+            f"version knows up to {known}): run that version, or restore a backup from before "
+            "the upgrade")
+
+
+OLDER_SCHEMA = ("the database is from an older hookrunner (a schema migration is missing): "
+                "start `hookrunner serve` of this version once to upgrade it, then try again")

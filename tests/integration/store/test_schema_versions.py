@@ -1,0 +1,77 @@
+"""A database's schema against this version's: newer is refused (a downgrade would write rows
+the newer version misreads), and an older one is migrated by a server's start, never by the
+CLI (every other test's fresh store shows a server's migrations)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from hookrunner.errors import StoreUnavailable
+from hookrunner.store import open_store
+
+CLI = [sys.executable, "-m", "hookrunner.cli"]
+
+
+async def _made(target: str) -> None:
+    store = open_store(target)
+    await store.open()
+    await store.close()
+
+
+def _sql(target: str, statement: str) -> list[tuple[int, ...]]:
+    if target.startswith("postgresql"):
+        with psycopg.connect(target, autocommit=True) as conn:
+            cur = conn.execute(statement.encode())
+            return cur.fetchall() if cur.description else []
+    with sqlite3.connect(target, isolation_level=None) as conn:
+        return conn.execute(statement).fetchall()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "data" / "hookrunner.db")
+    url: str = request.getfixturevalue("postgres_db")
+    return url
+
+
+async def test_a_schema_a_newer_version_migrated_is_refused(target: str) -> None:
+    await _made(target)
+    _sql(target, "INSERT INTO schema_migrations (version, name, applied_at) "
+                 "VALUES (999, '0999_future.sql', 0)")
+    for migrate in (True, False):
+        store = open_store(target)
+        with pytest.raises(StoreUnavailable, match="upgraded by a newer hookrunner \\(schema "
+                                                   "version 999; this version knows up to"):
+            await store.open(migrate=migrate)
+
+
+async def test_the_cli_does_not_migrate_an_older_schema(target: str) -> None:
+    await _made(target)
+    (newest,), = _sql(target, "SELECT max(version) FROM schema_migrations")
+    _sql(target, f"DELETE FROM schema_migrations WHERE version = {newest}")
+    store = open_store(target)
+    with pytest.raises(StoreUnavailable, match=r"from an older hookrunner .* start `hookrunner "
+                                               r"serve` of this version once"):
+        await store.open(migrate=False)
+    assert _sql(target, "SELECT max(version) FROM schema_migrations") == [(newest - 1,)]
+
+
+def test_runs_on_a_newer_schema_says_why_and_changes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    db = data / "hookrunner.db"
+    asyncio.run(_made(str(db)))
+    _sql(str(db), "INSERT INTO schema_migrations (version, name, applied_at) "
+                  "VALUES (999, '0999_future.sql', 0)")
+    done = subprocess.run([*CLI, "runs", "--data", str(data)], capture_output=True, text=True,
+                          timeout=60, env=os.environ)
+    assert done.returncode == 1, done
+    assert "upgraded by a newer hookrunner (schema version 999" in done.stderr, done.stderr
