@@ -14,8 +14,9 @@ from starlette.routing import Route
 
 from hookrunner.errors import StoreUnavailable
 from hookrunner.gateway import Gateway
+from hookrunner.ingest import QUEUE_FULL_RETRY_AFTER
 from hookrunner.redact import redact_spec, shown_key
-from hookrunner.replay import ReplayError, replay_delivery
+from hookrunner.replay import ReplayError, replay_delivery, replayed
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Run
 
 MAX_LIMIT = 1000
@@ -34,8 +35,8 @@ def _limit(request: Request, default: int = 50) -> int:
     return min(int(given), MAX_LIMIT) if len(given) <= 6 else MAX_LIMIT
 
 
-def _err(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _err(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _unknown_params(request: Request, known: tuple[str, ...]) -> JSONResponse | None:
@@ -96,11 +97,12 @@ async def replay(request: Request) -> Response:
         return _err(503, "no rules loaded")
     try:
         answer = await replay_delivery(gw.store, gw.rules.current, request.path_params["id"],
-                                       gw.settings.default_timeout)
+                                       gw.settings.default_timeout, gw.dispatcher)
     except ReplayError as exc:
+        if exc.full:
+            return _err(503, str(exc), headers={"Retry-After": QUEUE_FULL_RETRY_AFTER})
         return _err(404 if exc.not_found else 409, str(exc))
-    if gw.dispatcher is not None:
-        gw.dispatcher.accepted(len(answer["runs"]))
+    replayed(gw, answer, via="api")
     return JSONResponse(answer, status_code=202)
 
 

@@ -269,6 +269,10 @@ async def replay(settings: Settings, delivery_id: str) -> int:
         await store.close()
     runs = answer["runs"]
     print(f"replayed {delivery_id}: {len(runs)} run(s) queued" + (": " + " ".join(runs) if runs else ""))
+    for explained in answer["matches"]:  # a `when` that errs never matches: say why
+        if explained.get("error") is not None:
+            print(f"hookrunner: rule {explained['rule']}: its when could not be evaluated: "
+                  f"{explained['error']}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -56,6 +56,10 @@ class StoreUnavailable(HookrunnerError):
     """The store cannot be reached; the accept path answers 503 rather than 202."""
 
 
+class DeliveryGone(HookrunnerError):
+    """Runs were added to a delivery that is no longer stored (pruned meanwhile)."""
+
+
 class StartupRefused(HookrunnerError):
     """`serve` cannot start as configured (port in use, identity taken, store unreachable):
     reported as one `server.refused` line, exit status 3."""

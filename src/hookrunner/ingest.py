@@ -155,6 +155,16 @@ _rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 _condition_error_log = Throttled("rule.condition_error", logging.WARNING, every=60.0, per="rule")
 
 
+def report_condition_errors(gw: Gateway, matches: list[dict[str, Any]], delivery_id: str,
+                            hook_id: str | None = None) -> None:
+    """A `when` with a typo never matches: say so (log, metric), for a delivery or a replay."""
+    for explained in matches:
+        if explained.get("error") is not None:
+            gw.metrics.condition_errors.labels(explained["rule"]).inc()
+            _condition_error_log(rule=explained["rule"], hook=hook_id, delivery_id=delivery_id,
+                                 error=explained["error"])
+
+
 def _queue_full(gw: Gateway, hook_id: str) -> Answer:
     gw.metrics.deliveries.labels(hook_id, "rejected_queue_full").inc()
     _queue_full_log(hook=hook_id, reason="queue full", queued=gw.dispatcher.queued
@@ -289,11 +299,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
     scope_ = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,
                          query=query, payload=payload, event=verified.event)
     matches, runs = plan_runs(ruleset, hook_id, scope_, delivery_id, now, gw.settings.default_timeout)
-    for explained in matches:
-        if explained.get("error") is not None:  # a `when` with a typo never matches: say so
-            gw.metrics.condition_errors.labels(explained["rule"]).inc()
-            _condition_error_log(rule=explained["rule"], hook=hook_id, delivery_id=delivery_id,
-                                 error=explained["error"])
+    report_condition_errors(gw, matches, delivery_id, hook_id)
     delivery = NewDelivery(
         id=delivery_id, hook=hook_id, received_at=now,
         headers=redact_pairs(headers.items(), hook.secret_headers), body=body,

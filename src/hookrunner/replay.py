@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hookrunner.errors import HookrunnerError
-from hookrunner.ingest import plan_runs
+from hookrunner.errors import DeliveryGone, HookrunnerError
+from hookrunner.gateway import Gateway, RunQueue
+from hookrunner.ingest import plan_runs, report_condition_errors
+from hookrunner.logs import event
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.rules.match import build_scope
 from hookrunner.rules.model import Ruleset
@@ -15,15 +17,18 @@ from hookrunner.verify.base import Headers
 
 
 class ReplayError(HookrunnerError):
-    def __init__(self, message: str, not_found: bool = False) -> None:
+    def __init__(self, message: str, not_found: bool = False, full: bool = False) -> None:
         super().__init__(message)
         self.not_found = not_found
+        self.full = full  # --max-queued: try again later
 
 
 async def replay_delivery(
-    store: Store, ruleset: Ruleset, delivery_id: str, default_timeout: float
+    store: Store, ruleset: Ruleset, delivery_id: str, default_timeout: float,
+    queue: RunQueue | None = None,
 ) -> dict[str, Any]:
-    """Queue the runs the current rules give for a stored delivery; return the JSON answer."""
+    """Queue the runs the current rules give for a stored delivery; return the JSON answer.
+    With the server's `queue`, they count against --max-queued as a hook's would."""
     delivery = await store.get_delivery(delivery_id)
     if delivery is None:
         raise ReplayError(f"no delivery {delivery_id!r}", not_found=True)
@@ -39,5 +44,26 @@ async def replay_delivery(
                         headers=headers, query=dict(delivery.query), payload=payload, event=delivery.event)
     matches, runs = plan_runs(ruleset, delivery.hook, scope, delivery.id, now, default_timeout)
     if runs:
-        await store.add_runs(runs)
+        reserved = committed = 0
+        if queue is not None:
+            if not queue.admit(len(runs)):
+                raise ReplayError("queue full (--max-queued): try again once it drains", full=True)
+            reserved = len(runs)
+        try:
+            await store.add_runs(runs)
+            committed = len(runs)
+        except DeliveryGone:
+            raise ReplayError(f"no delivery {delivery_id!r} (pruned meanwhile)",
+                              not_found=True) from None
+        finally:
+            if queue is not None:
+                queue.accepted(committed, reserved)
     return {"delivery_id": delivery.id, "runs": [r.id for r in runs], "matches": matches}
+
+
+def replayed(gw: Gateway, answer: dict[str, Any], via: str) -> None:
+    """Log a replay made through the server (the API or the console), and report the `when`
+    errors its matching met, as the accept path does."""
+    event("delivery.replayed", delivery_id=answer["delivery_id"], via=via,
+          runs=",".join(answer["runs"]) or "-")
+    report_condition_errors(gw, answer["matches"], answer["delivery_id"])

@@ -190,3 +190,35 @@ def test_a_second_server_on_the_same_data_dir_refuses_and_leaves_the_first_alone
     except RuntimeError as exc:
         assert "another server is running with this --data" in str(exc)
     assert first.wait_run(run_id)["status"] == "succeeded"
+
+
+def test_api_replays_count_against_max_queued_and_report_condition_errors(
+        make_server: Callable[..., Server]) -> None:
+    """A replay queues runs as a hook would: past --max-queued it is a 503 with Retry-After,
+    and it is logged; a `when` that errs on replay is logged and counted as on ingest."""
+    rules = """
+hooks: {h: {verify: {none: {}}}}
+rules:
+  - name: slow
+    hook: h
+    when: payload.kind == "slow"
+    concurrency: {key: k}
+    run: {shell: {argv: ["sleep", "5"]}}
+  - name: typo
+    hook: h
+    when: payload.kind == "slow" and payload.nosuch.deep > 0
+    run: {shell: {argv: ["true"]}}
+"""
+    server = make_server(rules, args=["--max-queued", "2", "--workers", "1"])
+    first = httpx.post(f"{server.url}/hooks/h", json={"kind": "slow"}, timeout=30).json()
+    with server.admin() as c:
+        answer = c.post(f"/api/deliveries/{first['delivery_id']}/replay")  # queued: 1
+        assert answer.status_code == 202, answer.text
+        assert httpx.post(f"{server.url}/hooks/h", json={"kind": "slow"}, timeout=30).status_code == 202
+        answer = c.post(f"/api/deliveries/{first['delivery_id']}/replay")  # queued: 2, full
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] and "queue full" in answer.json()["error"]
+        metrics = c.get("/metrics").text
+    assert f"delivery.replayed delivery_id={first['delivery_id']} via=api" in server.output()
+    # Two deliveries and the replay that went through (the refused one matched nothing).
+    assert 'hookrunner_condition_errors_total{rule="typo"} 3.0' in metrics, metrics

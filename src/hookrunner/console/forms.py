@@ -18,7 +18,7 @@ from hookrunner.console.context import base, gateway, session, sessions
 from hookrunner.console.pages import delivery_page
 from hookrunner.console.render import SECURITY_HEADERS, page
 from hookrunner.logs import Throttled, event
-from hookrunner.replay import ReplayError, replay_delivery
+from hookrunner.replay import ReplayError, replay_delivery, replayed
 
 MAX_FORM = 16 * 1024  # bytes; the console's forms are a token and a field or two
 CSRF_FIELD = "csrf"
@@ -205,12 +205,11 @@ async def replay(request: Request) -> Response:
                                    status_code=503)
     try:
         answer = await replay_delivery(gw.store, gw.rules.current, delivery_id,
-                                       gw.settings.default_timeout)
+                                       gw.settings.default_timeout, gw.dispatcher)
     except ReplayError as exc:
-        return await delivery_page(request, error=f"Replay refused: {exc}", status_code=409)
-    if gw.dispatcher is not None:
-        gw.dispatcher.accepted(len(answer["runs"]))
-    event("console.replay", delivery_id=delivery_id, runs=len(answer["runs"]))
+        return await delivery_page(request, error=f"Replay refused: {exc}",
+                                   status_code=503 if exc.full else 409)
+    replayed(gw, answer, via="console")
     ids = ",".join(answer["runs"])
     return RedirectResponse(f"/deliveries/{quote(delivery_id)}?replayed={quote(ids)}", status_code=303,
                             headers=SECURITY_HEADERS)

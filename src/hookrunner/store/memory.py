@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from hookrunner.concurrency import decide, superseded_reason
+from hookrunner.errors import DeliveryGone
 from hookrunner.redact import redact_pairs
 from hookrunner.store._rows import (
     CANCELED_BEFORE_RETRY,
@@ -94,6 +95,8 @@ class MemoryStore:
         return AcceptResult(delivery.id, False, ids)
 
     async def add_runs(self, runs: Sequence[NewRun]) -> None:
+        if any(r.delivery_id not in self._deliveries for r in runs):
+            raise DeliveryGone(runs[0].delivery_id)
         self._add(runs)
         self._wake.set()
 

@@ -30,7 +30,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from hookrunner.concurrency import decide
-from hookrunner.errors import StoreUnavailable
+from hookrunner.errors import DeliveryGone, StoreUnavailable
 from hookrunner.logs import event
 from hookrunner.store import sql
 from hookrunner.store._rows import (
@@ -262,8 +262,11 @@ class PostgresStore:
             await conn.execute(Q["notify"])  # delivered at commit
 
     async def add_runs(self, runs: Sequence[NewRun]) -> None:
-        async with self._tx() as conn:
-            await self._insert_runs(conn, runs)
+        try:
+            async with self._tx() as conn:
+                await self._insert_runs(conn, runs)
+        except psycopg.errors.ForeignKeyViolation:  # the delivery: pruned since it was read
+            raise DeliveryGone(runs[0].delivery_id if runs else "") from None
 
     async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
         async with self._tx() as conn:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from hookrunner.concurrency import decide
-from hookrunner.errors import StoreUnavailable
+from hookrunner.errors import DeliveryGone, StoreUnavailable
 from hookrunner.logs import event
 from hookrunner.private import PRIVATE_FILE, private_dir, private_file
 from hookrunner.store import sql
@@ -138,7 +138,10 @@ def _accept(conn: sqlite3.Connection, d: NewDelivery, runs: Sequence[NewRun]) ->
 
 def _add_runs(conn: sqlite3.Connection, runs: Sequence[NewRun]) -> None:
     now = time.time()
-    conn.executemany(Q["insert_run"], [run_params(r, now) for r in runs])
+    try:
+        conn.executemany(Q["insert_run"], [run_params(r, now) for r in runs])
+    except sqlite3.IntegrityError:  # the delivery's foreign key: pruned since it was read
+        raise DeliveryGone(runs[0].delivery_id if runs else "") from None
 
 
 def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: float) -> list[Run]:

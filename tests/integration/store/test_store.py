@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hookrunner.errors import DeliveryGone
 from hookrunner.store import open_store
 from hookrunner.store.base import Finish, NewDelivery, NewRun, Store
 
@@ -576,3 +577,14 @@ async def test_a_delivery_stored_unredacted_is_shown_redacted(store: Store) -> N
     assert got.query == [("token", "[redacted]"), ("env", "prod")]
     (listed,) = [x for x in await store.list_deliveries(None, 10) if x.id == d.id]
     assert "s3cret" not in repr(listed)
+
+
+async def test_runs_added_to_a_delivery_pruned_meanwhile_say_so(store: Store) -> None:
+    """A replay reads the delivery, then adds its runs: a prune between the two leaves the
+    runs nothing to belong to (a foreign key failure was a 500)."""
+    d = delivery()
+    await store.accept(d, [])
+    await store.prune(T0 + 10)
+    assert await store.get_delivery(d.id) is None
+    with pytest.raises(DeliveryGone):
+        await store.add_runs([new_run(d)])
