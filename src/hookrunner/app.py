@@ -150,6 +150,7 @@ async def metrics(request: Request) -> Response:
 
 
 HOOKS = "/hooks/"
+SHORT_KEEP = 24 * 3600.0  # a --keep below a day is warned about (senders redeliver for days)
 
 
 async def _unreachable(request: Request) -> Response:
@@ -317,6 +318,10 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                   store="postgresql" if settings.db else str(settings.store_url))
             if shared is not None:
                 shared.announce_ready()
+            if settings.keep and settings.keep < SHORT_KEEP:
+                event("server.keep_short", logging.WARNING, keep_seconds=settings.keep,
+                      hint="dedup forgets a delivery once it is pruned: a sender's redelivery "
+                           "after that runs the rules again (Stripe retries for 3 days)")
         try:
             yield
         finally:

@@ -109,7 +109,15 @@ def parse_body(body: bytes, content_type: str | None, content_encoding: str | No
         text = body.decode(LEGACY_CHARSETS[charset])
     text = text.removeprefix("\ufeff")
     if media == FORM:
-        fields = dict(parse_qsl(text, keep_blank_values=True))
+        # Percent-escaped bytes are in the labelled legacy charset (an HTML form's
+        # accept-charset), else UTF-8: bytes that are neither are refused, not made `�`.
+        charset = LEGACY_CHARSETS.get(_charset(content_type) or "", "utf-8")
+        try:
+            fields = dict(parse_qsl(text, keep_blank_values=True, encoding=charset,
+                                    errors="strict"))
+        except UnicodeDecodeError:
+            raise PayloadError(400, "a form field's percent-escaped bytes are not valid UTF-8 "
+                                    "(label a legacy charset: `; charset=iso-8859-1`)") from None
         if set(fields) == {"payload"}:
             return _json(fields["payload"])
         _check_storable(fields)

@@ -222,3 +222,9 @@ rules:
     assert f"delivery.replayed delivery_id={first['delivery_id']} via=api" in server.output()
     # Two deliveries and the replay that went through (the refused one matched nothing).
     assert 'hookrunner_condition_errors_total{rule="typo"} 3.0' in metrics, metrics
+
+
+def test_a_keep_shorter_than_a_day_is_warned_about(make_server: Callable[..., Server]) -> None:
+    rules = "hooks: {h: {verify: {none: {}}}}\nrules: []\n"
+    server = make_server(rules, args=["--keep", "10m"])
+    assert "server.keep_short" in server.output() and "keep_seconds=600" in server.output()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hookrunner.payload import PayloadError, parse_body
+from hookrunner.payload import FORM, PayloadError, parse_body
 
 
 @pytest.mark.parametrize(
@@ -140,3 +140,14 @@ def test_a_compressed_body_is_refused_naming_its_encoding(encoding: str) -> None
     assert info.value.status == 415
     assert f"content encoding {encoding.strip().lower()!r} is not supported" in info.value.message
     assert parse_body(b"{}", "application/json", "identity") == {}
+
+
+def test_percent_escaped_form_bytes_follow_the_labelled_charset_or_are_refused() -> None:
+    """An HTML form with accept-charset=ISO-8859-1 sends `%E9` for é: decoded per the label,
+    never turned into U+FFFD without a word."""
+    latin = "application/x-www-form-urlencoded; charset=ISO-8859-1"
+    assert parse_body(b"name=Jos%E9", latin) == {"name": "José"}
+    assert parse_body(b"name=Jos%C3%A9", FORM) == {"name": "José"}
+    with pytest.raises(PayloadError, match="percent-escaped bytes are not valid UTF-8") as info:
+        parse_body(b"name=Jos%E9", FORM)
+    assert info.value.status == 400
