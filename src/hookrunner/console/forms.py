@@ -211,7 +211,9 @@ async def replay(request: Request) -> Response:
                                    status_code=503 if exc.full else 409)
     replayed(gw, answer, via="console")
     ids = ",".join(answer["runs"])
-    return RedirectResponse(f"/deliveries/{quote(delivery_id)}?replayed={quote(ids)}", status_code=303,
+    erred = ",".join(m["rule"] for m in answer["matches"] if m.get("error") is not None)
+    return RedirectResponse(f"/deliveries/{quote(delivery_id)}?replayed={quote(ids)}"
+                            + (f"&erred={quote(erred)}" if erred else ""), status_code=303,
                             headers=SECURITY_HEADERS)
 
 

@@ -58,11 +58,23 @@ async def delivery_page(request: Request, *, notice: str = "", error: str = "",
     if replayed is not None and not notice:
         notice = (f"Replay queued {len(replayed)} run{'s' if len(replayed) != 1 else ''}."
                   if replayed else "Replay matched no rule: nothing was queued.")
+        erred = _erred(request, gw)
+        if erred:
+            notice += (f" The condition (when) of {', '.join(erred)} could not be evaluated (the log's "
+                       "rule.condition_error line says why).")
     kind, payload = present.payload_view(d.body)
     return page("delivery.html", status_code, **base(request, "deliveries"), d=d, runs=runs,
                 payload_kind=kind, payload=payload, notice=notice, error=error,
                 highlight=set(replayed or ()), rules=_rule_sources(gw),
                 verifier=_verifiers(gw).get(d.hook, ""))
+
+
+def _erred(request: Request, gw: Gateway) -> list[str]:
+    """The rules whose `when` erred on the replay just made (named in the redirect), limited
+    to rules that exist: a crafted link cannot put other words on the page."""
+    current = gw.rules.current
+    names = {r.name for r in current.rules} if current is not None else set()
+    return [n for n in request.query_params.get("erred", "").split(",") if n in names]
 
 
 def _replayed(request: Request, runs: list[Run]) -> list[str] | None:

@@ -35,6 +35,10 @@ rules:
     hook: h
     when: payload.kind == "broken"
     run: {shell: {argv: ["false"]}}
+  - name: typo
+    hook: h
+    when: 'payload.nosuch.deep > 0 if payload.kind == "typo" else false'
+    run: {shell: {argv: ["true"]}}
 """
 
 
@@ -341,3 +345,15 @@ def test_each_attempt_links_to_its_own_output(client: TestClient) -> None:
     page = client.get(f"/runs/{run_id}").text
     assert f'href="/api/runs/{run_id}/log?attempt=1"' in page
     assert client.get(f"/api/runs/{run_id}/log?attempt=1").status_code == 200  # by the cookie
+
+
+def test_a_replay_whose_when_errs_says_so(client: TestClient) -> None:
+    csrf = log_in(client)
+    d = deliver(client, "typo")
+    r = client.post(f"/deliveries/{d['delivery_id']}/replay", data={"csrf": csrf})
+    assert r.status_code == 303 and "erred=typo" in r.headers["location"]
+    page = client.get(r.headers["location"])
+    assert "Replay matched no rule" in page.text
+    assert "could not be evaluated" in page.text and "typo" in page.text
+    crafted = client.get(f"/deliveries/{d['delivery_id']}?replayed=&erred=Call%20us%20now")
+    assert "Call us now" not in crafted.text
