@@ -160,13 +160,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("test", "explain"):
         return commands.dry_run(settings, args.command, args.hook, args.payload, args.header,
                                 args.query)
-    if args.command == "replay":
-        return asyncio.run(commands.replay(settings, args.delivery_id))
-    if args.command == "runs":
-        return asyncio.run(commands.runs(settings, args.status, args.limit))
-    if args.command == "cancel":
-        return asyncio.run(commands.cancel(settings, args.run_id))
+    store_commands = {
+        "replay": lambda: commands.replay(settings, args.delivery_id),
+        "runs": lambda: commands.runs(settings, args.status, args.limit),
+        "cancel": lambda: commands.cancel(settings, args.run_id),
+    }
+    if args.command in store_commands:
+        try:
+            return asyncio.run(store_commands[args.command]())
+        except Exception as exc:  # the database said no (a role without the rights, a lock)
+            if not _database_error(exc):
+                raise
+            print(f"hookrunner: the database refused: {type(exc).__name__}: {exc}".rstrip(),
+                  file=sys.stderr)
+            return 1
     return EXIT_USAGE
+
+
+def _database_error(exc: Exception) -> bool:
+    """An error of SQLite or PostgreSQL itself, not a bug of ours: one line, not a traceback."""
+    import sqlite3
+
+    try:
+        import psycopg
+    except ImportError:
+        return isinstance(exc, sqlite3.Error)
+    return isinstance(exc, sqlite3.Error | psycopg.Error)
 
 
 if __name__ == "__main__":

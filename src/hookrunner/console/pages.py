@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -11,6 +12,7 @@ from starlette.responses import Response
 from hookrunner.console import deliveries, present
 from hookrunner.console.context import base, gateway
 from hookrunner.console.render import page
+from hookrunner.errors import StoreUnavailable
 from hookrunner.gateway import Gateway
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Run
@@ -22,6 +24,26 @@ LIVE_POLL_MS = 2000  # how often the deliveries list asks for fresh rows
 def not_found(request: Request, what: str) -> Response:
     return page("error.html", 404, **base(request, ""), title="Not found",
                 message=f"No {what} with that id (it may have been pruned).")
+
+
+def store_unavailable(request: Request) -> Response:
+    """The store cannot be reached (a database outage): a page that says so, as the API's 503."""
+    response = page("error.html", 503, **base(request, ""), title="Store unavailable",
+                    message="The database cannot be reached right now. Hooks answer 503 with "
+                            "Retry-After meanwhile; this page works again once it is back.")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """`handler`, with a store outage answered 503 (it was a 500 with a traceback)."""
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except StoreUnavailable:
+            return store_unavailable(request)
+    endpoint.__name__ = handler.__name__
+    return endpoint
 
 
 async def deliveries_page(request: Request) -> Response:

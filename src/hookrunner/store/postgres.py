@@ -163,6 +163,20 @@ class PostgresStore:
 
     @staticmethod
     async def _migrate(conn: Conn, migrate: bool = True) -> None:
+        if not migrate:  # the CLI: read only (no lock to wait on, no DDL a read-only role lacks)
+            try:
+                cur = await conn.execute(Q["applied_migrations"])
+                applied = {row["version"] for row in await cur.fetchall()}
+            except psycopg.errors.UndefinedTable:
+                applied = set()
+            except psycopg.Error as exc:
+                raise StoreUnavailable(f"cannot read the schema version: {exc}") from None
+            problem = sql.newer_schema("postgres", applied) or (
+                sql.OLDER_SCHEMA if any(v not in applied for v, _, _ in sql.migrations("postgres"))
+                else None)
+            if problem is not None:
+                raise StoreUnavailable(problem)
+            return
         await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
         try:
             await conn.execute(Q["create_migrations_table"])
@@ -172,8 +186,6 @@ class PostgresStore:
             if newer is not None:
                 raise StoreUnavailable(newer)
             missing = [m for m in sql.migrations("postgres") if m[0] not in applied]
-            if missing and not migrate:
-                raise StoreUnavailable(sql.OLDER_SCHEMA)
             for version, name, script in missing:
                 async with conn.transaction():
                     for statement in sql.statements(script):

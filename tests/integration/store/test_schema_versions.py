@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -75,3 +76,25 @@ def test_runs_on_a_newer_schema_says_why_and_changes_nothing(tmp_path: Path) -> 
                           timeout=60, env=os.environ)
     assert done.returncode == 1, done
     assert "upgraded by a newer hookrunner (schema version 999" in done.stderr, done.stderr
+
+
+@pytest.mark.postgres
+def test_runs_works_for_a_role_that_may_only_read_and_write_rows(postgres_db: str) -> None:
+    """A least-privilege ops role (no CREATE on the schema, PostgreSQL 15's default for
+    non-owners): the CLI reads the schema version, it does not take the migration lock or
+    run DDL (it crashed with a traceback)."""
+    asyncio.run(_made(postgres_db))
+    role = "hr_ops_" + os.urandom(4).hex()
+    _sql(postgres_db, f"CREATE ROLE {role} LOGIN")
+    _sql(postgres_db, f"GRANT USAGE ON SCHEMA public TO {role}")
+    _sql(postgres_db, f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}")
+    try:
+        parts = urlsplit(postgres_db)
+        url = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+        done = subprocess.run([*CLI, "runs", "--db", url], capture_output=True, text=True,
+                              timeout=60, env=os.environ)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        _sql(postgres_db, f"DROP OWNED BY {role}")
+        _sql(postgres_db, f"DROP ROLE {role}")

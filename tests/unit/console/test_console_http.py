@@ -357,3 +357,22 @@ def test_a_replay_whose_when_errs_says_so(client: TestClient) -> None:
     assert "could not be evaluated" in page.text and "typo" in page.text
     crafted = client.get(f"/deliveries/{d['delivery_id']}?replayed=&erred=Call%20us%20now")
     assert "Call us now" not in crafted.text
+
+
+def test_a_store_outage_is_a_503_page_not_a_500(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hookrunner.errors import StoreUnavailable
+
+    log_in(client)
+    d = deliver(client, "quick")
+    store = client.app.state.gateway.store  # type: ignore[attr-defined]
+
+    async def down(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("PostgreSQL unavailable: connection refused")
+
+    for name in ("list_deliveries", "get_delivery", "get_run", "list_runs"):
+        monkeypatch.setattr(store, name, down)
+    for path in ("/", "/fragments/deliveries", f"/deliveries/{d['delivery_id']}",
+                 f"/runs/{d['runs'][0]}"):  # type: ignore[index]
+        r = client.get(path)
+        assert r.status_code == 503, (path, r.status_code)
+        assert r.headers["retry-after"] == "5" and "database cannot be reached" in r.text
