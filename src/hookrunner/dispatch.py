@@ -422,7 +422,7 @@ class Dispatcher:
                                               (time.monotonic() - started) * STATS_BACKOFF)
                     if self._store_down:
                         self._store_down, self._reachable_since = False, now
-                self.metrics.queue_depth.set(self.queued)
+                        event("store.available", node=self.node)  # the outage's errors end
                 if self.settings.keep and now - last_prune >= min(PRUNE_EVERY, self.settings.keep / 2):
                     last_prune = now
                     pruned = await self.store.prune(now - self.settings.keep)
@@ -434,6 +434,9 @@ class Dispatcher:
             except StoreUnavailable as exc:
                 self._store_down = True
                 _store_down_log(error=str(exc))
+            # Also in an outage: the figure the hooks admit by (it was left as sampled while
+            # a request held a reservation, until the store came back).
+            self.metrics.queue_depth.set(self.queued)
 
     @staticmethod
     async def _acquire(lock: asyncio.Lock, timeout: float) -> bool:

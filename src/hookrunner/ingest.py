@@ -150,6 +150,7 @@ _queue_full_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # deliveries refused while the store is down (a full disk: a line per request before).
 _store_down_log = Throttled("delivery.store_unavailable", logging.ERROR, per="hook")
 _rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+_body_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # A rule whose `when` errs (the stored explanation's error: secrets hidden), once a minute per
 # rule (rule names are configured, so bounded).
 _condition_error_log = Throttled("rule.condition_error", logging.WARNING, every=60.0, per="rule")
@@ -260,6 +261,7 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
         body = await read_body(receive, admitted.headers.get("content-length"), hook.max_body)
     except TooLarge:
         gw.metrics.deliveries.labels(hook_id, "rejected_too_large").inc()
+        _body_refused_log(hook=hook_id, reason="body too large", client=admitted.ip)
         return error(413, f"body larger than {hook.max_body} bytes")
     return await accept_body(scope, admitted, body, gw, hook_id, receive)
 
@@ -293,13 +295,13 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         payload = parse_body(body, headers.get("content-type"), headers.get("content-encoding"))
     except PayloadError as exc:
         m.labels(hook_id, "rejected_body").inc()
+        _body_refused_log(hook=hook_id, reason=exc.message[:200], client=ip)
         return error(exc.status, exc.message)
 
     delivery_id = new_id("dlv")
     scope_ = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,
                          query=query, payload=payload, event=verified.event)
     matches, runs = plan_runs(ruleset, hook_id, scope_, delivery_id, now, gw.settings.default_timeout)
-    report_condition_errors(gw, matches, delivery_id, hook_id)
     delivery = NewDelivery(
         id=delivery_id, hook=hook_id, received_at=now,
         headers=redact_pairs(headers.items(), hook.secret_headers), body=body,
@@ -330,6 +332,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         return Answer(200, {"duplicate": True, "delivery_id": result.delivery_id})
 
     m.labels(hook_id, "accepted").inc()
+    report_condition_errors(gw, matches, delivery_id, hook_id)  # only a delivery now stored
     event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=verified.event,
           sender_id=delivery.dedup_key, runs=",".join(f"{r.rule}={r.id}" for r in runs) or "-")
     answer: dict[str, Any] = {

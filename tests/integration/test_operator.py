@@ -228,3 +228,34 @@ def test_a_keep_shorter_than_a_day_is_warned_about(make_server: Callable[..., Se
     rules = "hooks: {h: {verify: {none: {}}}}\nrules: []\n"
     server = make_server(rules, args=["--keep", "10m"])
     assert "server.keep_short" in server.output() and "keep_seconds=600" in server.output()
+
+
+def test_condition_errors_count_stored_deliveries_and_body_refusals_are_logged(
+        make_server: Callable[..., Server]) -> None:
+    """A duplicate is not a delivery: its rule's `when` error was counted (and logged with an
+    id that names nothing). A refused body said nothing in the log."""
+    rules = """
+hooks: {h: {verify: {none: {}}, dedup: "{{ payload.id }}", max_body: 100}}
+rules:
+  - name: typo
+    hook: h
+    when: payload.nosuch.deep > 0
+    run: {shell: {argv: ["true"]}}
+"""
+    server = make_server(rules)
+    for _ in range(2):
+        assert httpx.post(f"{server.url}/hooks/h", json={"id": "same"}, timeout=30).status_code in (200, 202)
+    with server.admin() as c:
+        metrics = c.get("/metrics").text
+    assert 'hookrunner_condition_errors_total{rule="typo"} 1.0' in metrics, metrics
+    bad = httpx.post(f"{server.url}/hooks/h", content=b'{"kind":', timeout=30,
+                     headers={"Content-Type": "application/json"})
+    assert bad.status_code == 400
+    big = httpx.post(f"{server.url}/hooks/h", content=b"x" * 500, timeout=30,
+                     headers={"Content-Type": "application/json"})
+    assert big.status_code == 413
+    time.sleep(1.1)  # one line a second per hook: the second refusal's line comes after it
+    bad = httpx.post(f"{server.url}/hooks/h", content=b'{"kind":', timeout=30,
+                     headers={"Content-Type": "application/json"})
+    out = server.output()
+    assert "delivery.rejected" in out and "body is not valid JSON" in out, out[-2000:]
