@@ -1,8 +1,8 @@
 """The hook lane: a delivery answered by the HTTP protocol itself, without an ASGI cycle.
 
-A POST to `/hooks/{id}` is the one request under load, and uvicorn's ASGI cycle (a task, an
-event, message dicts, header checks) cost about as much as verifying and parsing the push
-(measured). The protocol (httpproto) takes the plainest such requests itself: a known hook,
+A POST to `/hooks/{id}` is the one request under load, and uvicorn's ASGI cycle costs a task,
+an event, four message dicts and header checks per request (measured: ~4-10 % of the server's
+CPU per delivery, within this VM's noise). The protocol (httpproto) takes the plainest such requests itself: a known hook,
 a declared body within the hook's `max_body`, no `?wait`, no `Expect: 100-continue`, no
 upgrade, and no earlier answer still owed on the connection. It reads the whole body, runs
 the same accept path (ingest) and writes the answer in one piece. Anything else goes the
