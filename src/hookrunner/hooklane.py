@@ -2,11 +2,12 @@
 
 A POST to `/hooks/{id}` is the one request under load, and uvicorn's ASGI cycle costs a task,
 an event, four message dicts and header checks per request (measured: ~4-10 % of the server's
-CPU per delivery, within this VM's noise). The protocol (httpproto) takes the plainest such requests itself: a known hook,
-a declared body within the hook's `max_body`, no `?wait`, no `Expect: 100-continue`, no
-upgrade, and no earlier answer still owed on the connection. It reads the whole body, runs
-the same accept path (ingest) and writes the answer in one piece. Anything else goes the
-usual way, so both give the same answers, and a request the lane cannot take loses nothing.
+CPU per delivery, within this VM's noise). The protocol (httpproto) takes the plainest such
+requests itself: a known hook, a declared body within the hook's `max_body`, no `?wait`, no
+`Expect: 100-continue`, no upgrade, and no earlier answer still owed on the connection. It
+reads the whole body, runs the same accept path (ingest) and writes the answer in one piece.
+Anything else goes the usual way, so both give the same answers, and a request the lane
+cannot take loses nothing.
 
 `LaneCycle` stands in for uvicorn's RequestResponseCycle while a lane request is being
 answered, with the attributes uvicorn's protocol reads: so a request pipelined behind it
