@@ -8,6 +8,7 @@ A key written twice in one mapping is an error (PyYAML silently keeps the last o
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from typing import Any
@@ -40,16 +41,30 @@ class LineList(list[Any]):
         return lines[index] if 0 <= index < len(lines) else self.line
 
 
+# Line breaks to YAML that no editor or `grep -n` counts as one: after one, every line YAML
+# reports would be one too far.
+_EXOTIC_BREAKS = re.compile("[\x85\u2028\u2029]")
+_BREAKS = re.compile(r"\r\n|\r|\n")
+
+
 class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str, file: str) -> None:
         super().__init__(stream)
         self.file = file
         self.problems: list[ConfigError] = []
+        self._breaks = ([m.end() for m in _BREAKS.finditer(stream)]
+                        if _EXOTIC_BREAKS.search(stream) else None)
+
+    def line_at(self, mark: yaml.Mark) -> int:
+        """The 1-based line of `mark`, as an editor counts lines."""
+        if self._breaks is None:
+            return int(mark.line) + 1
+        return bisect.bisect_right(self._breaks, mark.index) + 1
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
     data = LineDict()
-    data.line = node.start_mark.line + 1
+    data.line = loader.line_at(node.start_mark)
     data.key_lines = {}
     yield data
     # Duplicates are looked for among the keys written here; `<<` merged keys may be overridden.
@@ -58,7 +73,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
         if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
             continue
         key = loader.construct_object(key_node)
-        line = key_node.start_mark.line + 1
+        line = loader.line_at(key_node.start_mark)
         if key in seen:
             loader.problems.append(ConfigError(
                 f"duplicate key {key!r} (first written at line {seen[key]})", loader.file, line))
@@ -70,16 +85,16 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
             hash(key)
         except TypeError:
             loader.problems.append(ConfigError(
-                "a mapping key must be a scalar", loader.file, key_node.start_mark.line + 1))
+                "a mapping key must be a scalar", loader.file, loader.line_at(key_node.start_mark)))
             continue
         data[key] = loader.construct_object(value_node, deep=True)
-        data.key_lines[key] = key_node.start_mark.line + 1
+        data.key_lines[key] = loader.line_at(key_node.start_mark)
 
 
 def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Any:
     data = LineList()
-    data.line = node.start_mark.line + 1
-    data.item_lines = [child.start_mark.line + 1 for child in node.value]
+    data.line = loader.line_at(node.start_mark)
+    data.item_lines = [loader.line_at(child.start_mark) for child in node.value]
     yield data
     data.extend(loader.construct_object(child, deep=True) for child in node.value)
 
@@ -105,7 +120,7 @@ def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> Any:
     value = yaml.SafeLoader.construct_yaml_float(loader, node)
     if not math.isfinite(value):  # `.inf`, `.nan`: JSON, the stores and actions have none
         loader.problems.append(ConfigError(
-            f"{node.value!r} is not a finite number", loader.file, node.start_mark.line + 1))
+            f"{node.value!r} is not a finite number", loader.file, loader.line_at(node.start_mark)))
         return 0.0
     return value
 
@@ -150,16 +165,28 @@ def _too_many_values(data: Any) -> bool:
 
 def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
     """The document's data and every problem found (a syntax error ends parsing)."""
-    loader = _Loader(text, file)
+    try:
+        loader = _Loader(text, file)  # its reader refuses control characters at once
+    except yaml.reader.ReaderError as exc:
+        line = len(_BREAKS.findall(text[: exc.position])) + 1
+        what = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        return None, [ConfigError(
+            f"a control character ({what}) that YAML does not allow: write it as an escape in a "
+            "double-quoted string (\"\\x01\")", file, line)]
     try:
         data = loader.get_single_data()
         if _too_many_values(data):
             return None, [ConfigError(
                 f"the file holds more than {MAX_VALUES} values once its YAML aliases (*name) "
                 "are expanded", file, 0)]
+    except RecursionError:  # where the reader stopped: the deep part, or the file's end
+        last = max(1, len(_BREAKS.findall(text)))
+        return None, [ConfigError(
+            "nested too deeply (hundreds of levels of lists or mappings)", file,
+            min(loader.line_at(loader.get_mark()), last))]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 0
+        line = loader.line_at(mark) if mark else 0
         what = " ".join(p for p in (exc.context, exc.problem) if p)
         return None, [ConfigError(f"YAML syntax error: {what}", file, line)]
     except yaml.YAMLError as exc:

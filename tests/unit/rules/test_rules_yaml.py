@@ -70,3 +70,28 @@ def test_syntax_error_has_a_line() -> None:
     """A YAML syntax error ends parsing with its line."""
     data, problems = parse_yaml("a: 1\nb: 2\n  c: 3\n", "f.yaml")
     assert data is None and str(problems[0]).startswith("f.yaml:3: YAML syntax error")
+
+
+def test_deep_nesting_is_an_error_at_a_line_not_a_crash() -> None:
+    data, problems = parse_yaml("hooks: {}\nrules: " + "[" * 300 + "]" * 300 + "\n", "a.yaml")
+    assert data is None
+    (p,) = problems
+    assert (p.file, p.line) == ("a.yaml", 2) and "nested too deeply" in p.message
+
+
+def test_a_control_character_is_an_error_at_its_line_not_a_crash() -> None:
+    data, problems = parse_yaml('hooks:\n  h1:\n    description: "a\x01b"\n', "a.yaml")
+    assert data is None
+    (p,) = problems
+    assert p.line == 3 and "control character (#x0001)" in p.message
+
+
+@pytest.mark.parametrize("odd", ["\u2028", "\u2029", "\x85"])
+def test_lines_count_as_an_editor_counts_them_past_unicode_line_separators(odd: str) -> None:
+    """YAML takes U+2028, U+2029 and NEL for line breaks; no editor or `grep -n` does."""
+    text = f'hooks:\n  h1:\n    description: "x{odd}y"\n    max_body: lots\nrules: []\n'
+    data, problems = parse_yaml(text, "a.yaml")
+    assert problems == []
+    assert line_of(data, ("hooks", "h1", "max_body")) == 4
+    crlf = text.replace("\n", "\r\n")
+    assert line_of(parse_yaml(crlf, "a.yaml")[0], ("hooks", "h1", "max_body")) == 4
