@@ -195,7 +195,9 @@ def when(ctx: Ctx, parent: Any, key: Any) -> When | None:
         try:
             return When("expr", src, expr=_compile_when(value))
         except ConfigError as exc:
-            ctx.error(parent, (key,), f"when: {exc.message}")
+            braced = value.strip().startswith("{{") and value.strip().endswith("}}")
+            hint = " (a when is an expression already: write it without {{ }})" if braced else ""
+            ctx.error(parent, (key,), f"when: {exc.message}{hint}")
             return None
     if isinstance(value, LineList):
         return _group(ctx, "all", value, parent, key, src)

@@ -219,6 +219,10 @@ def _file(ctx: f.Ctx, data: Any, merged: _Merged, secrets: Any) -> None:
 
 def _hook_entry(ctx: f.Ctx, hooks: LineDict, hook_id: Any, merged: _Merged, secrets: Any) -> None:
     src = ctx.source(hooks, hook_id)
+    if isinstance(hook_id, int | float | bool) or hook_id is None:
+        ctx.error(hooks, (hook_id,), f"hook id {hook_id!r} is not text to YAML: quote it "
+                  f"('{hook_id}')")
+        return
     if not isinstance(hook_id, str) or not HOOK_ID.match(hook_id):
         ctx.error(hooks, (hook_id,), f"bad hook id {hook_id!r}: use letters, digits, '_', '.', "
                   "'-' (it is the URL path /hooks/<id>)")

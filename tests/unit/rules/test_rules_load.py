@@ -510,3 +510,12 @@ def test_any_and_all_take_one_condition_as_well_as_a_list(tmp_path: Path) -> Non
         "rules: [{name: a, hook: h, when: {any: 3}, run: {shell: {argv: ['true']}}}]\n")
     with pytest.raises(ConfigErrors, match="when"):
         load_rules(rules, root=tmp_path)
+
+
+def test_common_slips_get_a_hint() -> None:
+    """A number as a hook id, and a `when` written as a template, say what to write."""
+    (msg,) = errors_of({"a.yaml": "hooks:\n  123:\n    verify: {none: {}}\nrules: []\n"})
+    assert msg.startswith("a.yaml:2:") and "hook id 123 is not text to YAML: quote it ('123')" in msg
+    (msg,) = errors_of({"a.yaml": 'hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n    hook: h\n'
+                                  '    when: "{{ payload.a == 1 }}"\n    run: {shell: {argv: ["true"]}}\n'})
+    assert msg.startswith("a.yaml:6:") and "write it without {{ }}" in msg
