@@ -171,9 +171,7 @@ class PostgresStore:
                 applied = set()
             except psycopg.Error as exc:
                 raise StoreUnavailable(f"cannot read the schema version: {exc}") from None
-            problem = sql.newer_schema("postgres", applied) or (
-                sql.OLDER_SCHEMA if any(v not in applied for v, _, _ in sql.migrations("postgres"))
-                else None)
+            problem = sql.schema_problem("postgres", applied)
             if problem is not None:
                 raise StoreUnavailable(problem)
             return

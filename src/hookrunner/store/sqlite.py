@@ -109,13 +109,6 @@ def _applied(path: Path) -> set[int] | None:
         conn.close()
 
 
-def _behind(applied: set[int] | None) -> bool:
-    """Whether _migrate has work (or a refusal) to make; any doubt says yes."""
-    return (applied is None
-            or any(version not in applied for version, _, _ in sql.migrations("sqlite"))
-            or sql.newer_schema("sqlite", applied) is not None)
-
-
 class NewerSchema(Exception):
     """The database's schema is not this version's, and is not to be migrated here."""
 
@@ -279,11 +272,11 @@ class SQLiteStore:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         # Only a database behind on its migrations takes the write lock here: `hookrunner
         # runs` waited out a busy writer's transaction (up to the busy timeout) to read.
-        applied = await asyncio.to_thread(_applied, self.path)
-        if _behind(applied) and not migrate:
+        problem = sql.schema_problem("sqlite", await asyncio.to_thread(_applied, self.path))
+        if problem is not None and not migrate:
             await self._writer.aclose()
-            raise StoreUnavailable(sql.newer_schema("sqlite", applied or set()) or sql.OLDER_SCHEMA)
-        if _behind(applied):
+            raise StoreUnavailable(problem)
+        if problem is not None:  # _migrate applies what is missing, or refuses a newer schema
             try:
                 done = await self._writer.run(_migrate)
             except NewerSchema as exc:

@@ -51,3 +51,15 @@ def newer_schema(backend: str, applied: set[int]) -> str | None:
 
 OLDER_SCHEMA = ("the database is from an older hookrunner (a schema migration is missing): "
                 "start `hookrunner serve` of this version once to upgrade it, then try again")
+
+
+def schema_problem(backend: str, applied: set[int] | None) -> str | None:
+    """Why this version cannot use a database as it is, without migrating it (newer, or a
+    migration missing; `applied` None: no schema yet); None when it can."""
+    if applied is None:
+        return OLDER_SCHEMA
+    if (newer := newer_schema(backend, applied)) is not None:
+        return newer
+    if any(version not in applied for version, _, _ in migrations(backend)):
+        return OLDER_SCHEMA
+    return None
