@@ -12,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from hookrunner.errors import StoreUnavailable
 from hookrunner.gateway import Gateway
 from hookrunner.ingest import QUEUE_FULL_RETRY_AFTER
 from hookrunner.redact import redact_spec, shown_key
@@ -233,28 +232,12 @@ async def cancel(request: Request) -> Response:
     return JSONResponse({"id": run_id, "status": status}, status_code=202)
 
 
-async def _store_guard(request: Request, handler: Any) -> Response:
-    try:
-        response: Response = await handler(request)
-        return response
-    except StoreUnavailable:
-        return JSONResponse({"error": "store unavailable"}, status_code=503,
-                            headers={"Retry-After": "5"})
-
-
-def _guarded(handler: Any) -> Any:
-    async def endpoint(request: Request) -> Response:
-        return await _store_guard(request, handler)
-    endpoint.__name__ = handler.__name__
-    return endpoint
-
-
 routes = [
-    Route("/api/deliveries", _guarded(list_deliveries)),
-    Route("/api/deliveries/{id}", _guarded(get_delivery)),
-    Route("/api/deliveries/{id}/replay", _guarded(replay), methods=["POST"]),
-    Route("/api/runs", _guarded(list_runs)),
-    Route("/api/runs/{id}", _guarded(get_run)),
-    Route("/api/runs/{id}/log", _guarded(run_log)),
-    Route("/api/runs/{id}/cancel", _guarded(cancel), methods=["POST"]),
+    Route("/api/deliveries", list_deliveries),
+    Route("/api/deliveries/{id}", get_delivery),
+    Route("/api/deliveries/{id}/replay", replay, methods=["POST"]),
+    Route("/api/runs", list_runs),
+    Route("/api/runs/{id}", get_run),
+    Route("/api/runs/{id}/log", run_log),
+    Route("/api/runs/{id}/cancel", cancel, methods=["POST"]),
 ]

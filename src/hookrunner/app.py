@@ -104,6 +104,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """The store cannot be reached (a database outage, a held lock), on any page or API call:
+    503 with Retry-After, as a hook answers; a browser gets the console's page saying so."""
+    if "text/html" in request.headers.get("accept", "") and not request.url.path.startswith("/api/"):
+        return console.store_unavailable(request)
+    return JSONResponse({"error": "store unavailable"}, status_code=503,
+                        headers={"Retry-After": "5"})
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     """A bug answers JSON like every other error, without details (they are in the log)."""
     return JSONResponse({"error": "internal error"}, status_code=500)
@@ -348,7 +357,8 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         *console.routes,
     ]
     app = app_ = App(routes=routes, lifespan=lifespan, middleware=[Middleware(AdminAuth)],
-                     exception_handlers={HTTPException: http_error, Exception: internal_error})
+                     exception_handlers={HTTPException: http_error, StoreUnavailable: store_unavailable,
+                                         Exception: internal_error})
     # No slash redirects: `/hooks/gh/` would answer 307 to a Location built from the client's
     # Host header. An unknown path is a 404 like any other (the console links exact paths).
     app.router.redirect_slashes = False

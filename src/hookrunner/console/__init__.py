@@ -14,10 +14,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from hookrunner.console import forms, pages
+from hookrunner.console.pages import store_unavailable
 from hookrunner.console.render import STATIC
 from hookrunner.console.sessions import Sessions
 
-__all__ = ["install", "routes"]
+__all__ = ["install", "routes", "store_unavailable"]
 
 
 class _Files(StaticFiles):
@@ -31,12 +32,12 @@ class _Files(StaticFiles):
 
 
 routes: list[BaseRoute] = [
-    Route("/", pages.guarded(pages.deliveries_page)),
-    Route("/fragments/deliveries", pages.guarded(pages.deliveries_rows)),
-    Route("/deliveries/{id}", pages.guarded(pages.delivery_page)),
-    Route("/deliveries/{id}/replay", pages.guarded(forms.replay), methods=["POST"]),
-    Route("/runs/{id}", pages.guarded(pages.run_page)),
-    Route("/runs/{id}/cancel", pages.guarded(forms.cancel), methods=["POST"]),
+    Route("/", pages.deliveries_page),
+    Route("/fragments/deliveries", pages.deliveries_rows),
+    Route("/deliveries/{id}", pages.delivery_page),
+    Route("/deliveries/{id}/replay", forms.replay, methods=["POST"]),
+    Route("/runs/{id}", pages.run_page),
+    Route("/runs/{id}/cancel", forms.cancel, methods=["POST"]),
     Route("/rules", pages.rules_page),
     Route("/login", forms.login_form, methods=["GET"]),
     Route("/login", forms.login, methods=["POST"]),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -12,7 +11,6 @@ from starlette.responses import Response
 from hookrunner.console import deliveries, present
 from hookrunner.console.context import base, gateway
 from hookrunner.console.render import page
-from hookrunner.errors import StoreUnavailable
 from hookrunner.gateway import Gateway
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Run
@@ -33,17 +31,6 @@ def store_unavailable(request: Request) -> Response:
                             "Retry-After meanwhile; this page works again once it is back.")
     response.headers["Retry-After"] = "5"
     return response
-
-
-def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """`handler`, with a store outage answered 503 (it was a 500 with a traceback)."""
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except StoreUnavailable:
-            return store_unavailable(request)
-    endpoint.__name__ = handler.__name__
-    return endpoint
 
 
 async def deliveries_page(request: Request) -> Response:

@@ -376,3 +376,7 @@ def test_a_store_outage_is_a_503_page_not_a_500(client: TestClient, monkeypatch:
         r = client.get(path)
         assert r.status_code == 503, (path, r.status_code)
         assert r.headers["retry-after"] == "5" and "database cannot be reached" in r.text
+    # The API (a script): the same outage as JSON.
+    r = client.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}", "Accept": "*/*"})
+    assert (r.status_code, r.json(), r.headers["retry-after"]) == (
+        503, {"error": "store unavailable"}, "5")
