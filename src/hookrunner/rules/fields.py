@@ -188,8 +188,10 @@ def compile_leaves(
     return tree
 
 
-def when(ctx: Ctx, parent: Any, key: Any) -> When | None:
-    """A `when`: an expression, a list of them (all), or {all|any: [...]} / {not: when}."""
+def when(ctx: Ctx, parent: Any, key: Any, what: str = "") -> When | None:
+    """A `when`: an expression, a list of them (all), or {all|any: [...]} / {not: when}.
+    `what` (e.g. "rule 'deploy'") starts each message, as the rule's other errors do."""
+    pre = f"{what}: " if what else ""
     value, src = parent[key], ctx.source(parent, key)
     if isinstance(value, str):
         try:
@@ -197,43 +199,45 @@ def when(ctx: Ctx, parent: Any, key: Any) -> When | None:
         except ConfigError as exc:
             braced = value.strip().startswith("{{") and value.strip().endswith("}}")
             hint = " (a when is an expression already: write it without {{ }})" if braced else ""
-            ctx.error(parent, (key,), f"when: {exc.message}{hint}")
+            ctx.error(parent, (key,), f"{pre}when: {exc.message}{hint}")
             return None
     if isinstance(value, LineList):
-        return _group(ctx, "all", value, parent, key, src)
+        return _group(ctx, "all", value, parent, key, src, what)
     if isinstance(value, LineDict):
         keys = list(value)
         bad = next((k for k in keys if k not in WHEN_GROUPS), None)
         if bad is not None:
-            ctx.error(value, (bad,), f"unknown when key {bad!r}; expected one of: "
+            ctx.error(value, (bad,), f"{pre}unknown when key {bad!r}; expected one of: "
                       f"{', '.join(WHEN_GROUPS)}")
             return None
         if len(keys) != 1:
-            ctx.error(parent, (key,), "a when mapping must have exactly one key of: "
+            ctx.error(parent, (key,), f"{pre}a when mapping must have exactly one key of: "
                       f"{', '.join(WHEN_GROUPS)}; got {', '.join(keys) or 'none'}")
             return None
         op = next(iter(value))
         if op == "not":
-            child = when(ctx, value, op)
+            child = when(ctx, value, op, what)
             return When("not", ctx.source(value, op), children=(child,)) if child else None
         items = value[op]
         if isinstance(items, str | LineDict):  # one condition: a `when` of its own
-            child = when(ctx, value, op)
+            child = when(ctx, value, op, what)
             return When(op, ctx.source(value, op), children=(child,)) if child else None
         if not isinstance(items, LineList):
-            ctx.error(value, (op,), f"when.{op} must be a condition or a list of them")
+            ctx.error(value, (op,), f"{pre}when.{op} must be a condition or a list of them")
             return None
-        return _group(ctx, op, items, value, op, ctx.source(value, op))
-    ctx.error(parent, (key,), "when must be an expression string, a list of them, or a mapping "
-              f"with one key of: {', '.join(WHEN_GROUPS)}; got {type_name(value)}")
+        return _group(ctx, op, items, value, op, ctx.source(value, op), what)
+    ctx.error(parent, (key,), f"{pre}when must be an expression string, a list of them, or a "
+              f"mapping with one key of: {', '.join(WHEN_GROUPS)}; got {type_name(value)}")
     return None
 
 
-def _group(ctx: Ctx, op: Any, items: LineList, parent: Any, key: Any, src: Source) -> When | None:
+def _group(ctx: Ctx, op: Any, items: LineList, parent: Any, key: Any, src: Source,
+           what: str) -> When | None:
     if not items:
-        ctx.error(parent, (key,), "when: an empty list of conditions")
+        pre = f"{what}: " if what else ""
+        ctx.error(parent, (key,), f"{pre}when: an empty list of conditions")
         return None
-    children = [when(ctx, items, i) for i in range(len(items))]
+    children = [when(ctx, items, i, what) for i in range(len(items))]
     if any(c is None for c in children):
         return None
     return When(op, src, children=tuple(c for c in children if c is not None))

@@ -387,7 +387,7 @@ def _rule(ctx: f.Ctx, rules: LineList, i: int, merged: _Merged) -> Rule | None:
     for j, hook_id in enumerate(hooks or []):
         path = ("hook", j) if isinstance(raw["hook"], list) else ("hook",)
         merged.refs.append((ctx, raw, path, hook_id))
-    condition = f.when(ctx, raw, "when") if "when" in raw else None
+    condition = f.when(ctx, raw, "when", what) if "when" in raw else None
     action = _run(ctx, raw, what) if "run" in raw else None
     kw: dict[str, Any] = {}
     if "timeout" in raw:

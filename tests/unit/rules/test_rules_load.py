@@ -63,23 +63,23 @@ ERROR_CASES = [
      "        argv: [x]\n        env:\n          A: '{{ x.__class__ }}'\n",
      "r.yaml:11: rule 'a': run.shell.env.A: access to '__class__' is not allowed"),
     ("bad when syntax", "rules:\n  - name: a\n    hook: gh\n    when: a ==\n"
-     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when: template syntax error"),
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: rule 'a': when: template syntax error"),
     ("bad when list item", "rules:\n  - name: a\n    hook: gh\n    when:\n      - a\n      - b c\n"
-     "    run: {shell: {argv: [x]}}\n", "r.yaml:9: when: template syntax error"),
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:9: rule 'a': when: template syntax error"),
     ("unknown when key", "rules:\n  - name: a\n    hook: gh\n    when:\n      maybe: [a]\n"
-     "    run: {shell: {argv: [x]}}\n", "r.yaml:8: unknown when key 'maybe'; expected one of: "
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:8: rule 'a': unknown when key 'maybe'; expected one of: "
      "all, any, not"),
     ("two when keys", "rules:\n  - name: a\n    hook: gh\n    when: {all: [a], any: [b]}\n"
-     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: a when mapping must have exactly one key"),
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: rule 'a': a when mapping must have exactly one key"),
     ("nested bad when", "rules:\n  - name: a\n    hook: gh\n    when:\n      any:\n        - a\n"
      "        - not:\n            all: [b, 'c ==']\n    run: {shell: {argv: [x]}}\n",
-     "r.yaml:11: when: template syntax error"),
+     "r.yaml:11: rule 'a': when: template syntax error"),
     ("when any of a number", "rules:\n  - name: a\n    hook: gh\n    when: {any: 3}\n"
-     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when.any must be a condition or a list of them"),
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: rule 'a': when.any must be a condition or a list of them"),
     ("when number", "rules:\n  - name: a\n    hook: gh\n    when: 3\n"
-     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when must be an expression string"),
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: rule 'a': when must be an expression string"),
     ("empty when", "rules:\n  - name: a\n    hook: gh\n    when: []\n"
-     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when: an empty list of conditions"),
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: rule 'a': when: an empty list of conditions"),
     ("bad timeout", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
      "    timeout: soon\n", "r.yaml:8: rule 'a' timeout: expected a duration"),
     ("zero timeout", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
@@ -110,7 +110,7 @@ ERROR_CASES = [
     ("yaml syntax", "rules: [\n", "r.yaml:5: YAML syntax error"),
     # Templates that could never work are refused here, not on every delivery.
     ("a misspelt name in when", "rules:\n  - name: a\n    hook: gh\n    when: paylaod.ref == 'x'\n"
-     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: when: unknown name 'paylaod'; a template sees "
+     "    run: {shell: {argv: [x]}}\n", "r.yaml:7: rule 'a': when: unknown name 'paylaod'; a template sees "
      "payload, headers, query, event, hook, delivery_id, received_at"),
     ("a misspelt name in run", "rules:\n  - name: a\n    hook: gh\n"
      "    run: {shell: {argv: [x, '{{ self.r }}']}}\n", "r.yaml:7: rule 'a': run.shell.argv[1]: "
@@ -122,13 +122,13 @@ ERROR_CASES = [
      "r.yaml:7: rule 'a': run.shell.argv[1]: {% macro %} is not available in rules"),
     ("a test without its argument", "rules:\n  - name: a\n    hook: gh\n"
      "    when: payload.ref is match\n    run: {shell: {argv: [x]}}\n",
-     "r.yaml:7: when: test 'match' takes one argument: a pattern"),
+     "r.yaml:7: rule 'a': when: test 'match' takes one argument: a pattern"),
     ("a pattern that is not a string", "rules:\n  - name: a\n    hook: gh\n"
      "    when: payload.ref is match(1)\n    run: {shell: {argv: [x]}}\n",
-     "r.yaml:7: when: bad argument to test 'match': expected a string, got int"),
+     "r.yaml:7: rule 'a': when: bad argument to test 'match': expected a string, got int"),
     ("a bad network in a list", "rules:\n  - name: a\n    hook: gh\n"
      "    when: headers.ip is in_cidr(['10.0.0.0/8', 'bogus'])\n    run: {shell: {argv: [x]}}\n",
-     "r.yaml:7: when: bad argument to test 'in_cidr'"),
+     "r.yaml:7: rule 'a': when: bad argument to test 'in_cidr'"),
     ("a constant that is not a finite number", "rules:\n  - name: a\n    hook: gh\n"
      "    run: {shell: {argv: [x, \"{{ 'nan' | float }}\"]}}\n",
      "r.yaml:7: rule 'a': run.shell.argv[1]: nan is not a finite number"),
