@@ -269,7 +269,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     hooks and forwards everything else to the main one (see multiproc)."""
     metrics_ = Metrics(summed=shared is not None)
     rules = LiveRules(settings.rules, settings.root,
-                      on_failure=None if worker else metrics_.reload_failures.inc)
+                      on_failure=None if worker else metrics_.reload_failures.inc, quiet=worker)
     # A sender gives up after ~10 s (GitHub): a write that waits for another process's lock
     # (a CLI command) answers 503 with Retry-After well before that.
     store = open_store(settings.store_url, write_lock=shared is not None,
@@ -370,7 +370,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     if not app.hooks_elsewhere:
         app.hook_lane = HookLane(gw)
     token, token_file = admin_token(settings.admin_token, settings.data)
-    if token_file is not None:
+    if token_file is not None and not worker:  # the main process says it once
         event("server.admin_token", logging.INFO, file=str(token_file),
               hint="set HOOKRUNNER_ADMIN_TOKEN to choose it")
     app.state.admin_token = token

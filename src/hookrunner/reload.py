@@ -49,8 +49,11 @@ class _Loaded:
 
 class LiveRules:
     def __init__(
-        self, rules_dir: Path, root: Path | None = None, on_failure: Callable[[], None] | None = None
+        self, rules_dir: Path, root: Path | None = None, on_failure: Callable[[], None] | None = None,
+        quiet: bool = False,
     ) -> None:
+        """`quiet`: an HTTP worker's copy (--http-workers). The main process reads the same
+        files and logs what it found; a line from every process would say it N+1 times."""
         self.rules_dir = rules_dir
         self.root = root
         self.current: Ruleset | None = None
@@ -64,6 +67,7 @@ class LiveRules:
         self._loading = False  # a reload_async is under way
         self._again = False  # and another was asked for meanwhile
         self._pending: asyncio.Future[None] | None = None  # SIGHUP's, kept from the GC
+        self._quiet = quiet
 
     def reload(self) -> bool:
         """Load the rules now, on this thread; on failure keep the live ones. Returns whether
@@ -111,11 +115,13 @@ class LiveRules:
     def _apply(self, loaded: _Loaded) -> bool:
         self._fingerprint, self._secrets = loaded.fingerprint, loaded.secrets
         self.last_attempt_at = time.time()
+        error, warning, info = ((logging.DEBUG,) * 3 if self._quiet
+                                else (logging.ERROR, logging.WARNING, logging.INFO))
         if loaded.ruleset is None:
             self.errors = loaded.errors
             for line in self.errors:
-                event("rules.error", logging.ERROR, error=line)
-            event("rules.reload_failed", logging.ERROR, errors=len(self.errors),
+                event("rules.error", error, error=line)
+            event("rules.reload_failed", error, errors=len(self.errors),
                   kept="previous rules" if self.current else "no rules")
             if self._on_failure:
                 self._on_failure()
@@ -125,8 +131,8 @@ class LiveRules:
         self.errors = []
         self.loaded_at = time.time()
         for w in ruleset.warnings:
-            event("rules.warning", logging.WARNING, warning=w)
-        event("rules.loaded", hooks=len(ruleset.hooks), rules=len(ruleset.rules),
+            event("rules.warning", warning, warning=w)
+        event("rules.loaded", info, hooks=len(ruleset.hooks), rules=len(ruleset.rules),
               files=len(ruleset.files))
         return True
 

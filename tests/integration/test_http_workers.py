@@ -244,3 +244,29 @@ def test_odd_targets_are_answered_as_one_process_answers_them(
     twice = _raw_answer(server, b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
     assert twice.startswith(b"HTTP/1.1 200 "), twice
     assert "http.forward_failed" not in server.output()
+
+
+def test_the_rules_are_reported_once_not_once_per_process(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """Every process loads the rules; only the main one says what it found."""
+    server, _ = two_workers(make_server, project)
+    assert server.output().count("rules.loaded") == 1, server.output()
+    rules = project / "rules" / "rules.yaml"
+    rules.write_text(rules.read_text() + "  - name: [\n")  # a YAML error: the reload fails
+    until(lambda: "rules.reload_failed" in server.output(), 10, "the failed reload")
+    time.sleep(1.5)  # the workers' watchers have looked too (they look every second)
+    log = server.output()
+    assert log.count("rules.reload_failed") == 1 and log.count("rules.error") == 1, log
+    assert push(server, "still").status_code == 202  # the live rules serve on in every process
+
+
+def test_a_generated_admin_token_is_reported_once(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    script(project)
+    server = make_server(RULES, args=["--http-workers", "2"], env={"HOOKRUNNER_ADMIN_TOKEN": ""})
+    assert server.proc is not None
+    until(lambda: len(children(server.proc.pid)) == 3, 10, "main + 2 workers")  # type: ignore[union-attr]
+    until(lambda: server.output().count("server.http_worker_started") == 2, 10, "both workers")
+    assert server.output().count("server.admin_token") == 1, server.output()
