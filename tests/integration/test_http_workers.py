@@ -267,6 +267,7 @@ def test_a_generated_admin_token_is_reported_once(
     script(project)
     server = make_server(RULES, args=["--http-workers", "2"], env={"HOOKRUNNER_ADMIN_TOKEN": ""})
     assert server.proc is not None
-    until(lambda: len(children(server.proc.pid)) == 3, 10, "main + 2 workers")  # type: ignore[union-attr]
+    pid = server.proc.pid
+    until(lambda: len(children(pid)) == 3, 10, "main + 2 workers")
     until(lambda: server.output().count("server.http_worker_started") == 2, 10, "both workers")
     assert server.output().count("server.admin_token") == 1, server.output()
