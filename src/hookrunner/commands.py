@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import signal
 import sys
@@ -195,6 +196,10 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     # No signature to check in a dry run: take the event type the way the verifier reads it.
     learned = ruleset.hooks[hook_id].verifier.learned(SignedRequest(headers=headers, body=body))
     event = learned.event
+    if learned.reply is not None:  # as the server does: a handshake is answered, not matched
+        print(f"{event} is a handshake: the server answers it with {json.dumps(learned.reply)} "
+              "and journals and runs nothing (no rule is matched)")
+        return EXIT_OK
     if headers.get("content-type") is None:  # as senders send it: rules may read it
         headers = Headers([*headers.items(), ("Content-Type", "application/json")])
     # An id like the server's (`delivery_id is match("dlv_")` must hold here too).

@@ -52,6 +52,46 @@ def test_dry_runs_need_no_secrets_in_the_shell(tmp_path: Path) -> None:
     assert "redeploy-on-push" in done.stdout and "matched" in done.stdout
 
 
+def test_dry_runs_pass_over_secret_files_they_cannot_read_or_that_are_empty(tmp_path: Path) -> None:
+    """An operator's shell, where the server's secret files are root's or not filled in."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "a-directory").mkdir()  # unreadable as a file, even for root
+    (rules / "r.yaml").write_text(
+        "hooks:\n  a: {verify: {github: {secret: {file: empty}}}}\n"
+        "  b: {verify: {github: {secret: {file: a-directory}}}}\n"
+        "rules:\n  - {name: r, hook: [a, b], run: {shell: {argv: [echo, '{{ event }}']}}}\n")
+    (tmp_path / "p.json").write_text("{}")
+    for command in ("test", "explain"):
+        done = _run(command, "--rules", str(rules), "--root", str(tmp_path), "--hook", "a",
+                    "--payload", str(tmp_path / "p.json"), cwd=tmp_path)
+        assert done.returncode == 0 and "r" in done.stdout, (command, done.stderr)
+    done = _run("check", "--rules", str(rules), "--root", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 1 and "secret file empty is empty" in done.stderr, done.stderr
+    assert "cannot read secret file a-directory" in done.stderr
+
+
+def test_a_dry_run_of_a_handshake_says_the_server_runs_nothing(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text("hooks:\n  slack: {verify: {slack: {secret: {env: UNSET_X}}}}\n"
+                                  "rules:\n  - {name: all, hook: slack, run: {shell: {argv: [x]}}}\n")
+    (tmp_path / "uv.json").write_text('{"type": "url_verification", "challenge": "abc"}')
+    (tmp_path / "ssl.txt").write_text("ssl_check=1&token=x")
+    for command in ("test", "explain"):
+        done = _run(command, "--rules", str(rules), "--hook", "slack", "--payload",
+                    str(tmp_path / "uv.json"), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == ('url_verification is a handshake: the server answers it with '
+                               '{"challenge": "abc"} and journals and runs nothing '
+                               '(no rule is matched)\n')
+    done = _run("test", "--rules", str(rules), "--hook", "slack", "--payload",
+                str(tmp_path / "ssl.txt"), "--header",
+                "Content-Type: application/x-www-form-urlencoded", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("ssl_check is a handshake"), done
+
+
 def test_a_db_that_is_not_postgresql_is_a_usage_error_and_creates_nothing(tmp_path: Path) -> None:
     for args in (["runs"], ["cancel", "run_x"], ["replay", "dlv_x", "--rules", str(tmp_path)]):
         done = _run(*args, "--db", str(tmp_path / "typo.db"), cwd=tmp_path)

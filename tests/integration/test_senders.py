@@ -267,3 +267,15 @@ def test_slacks_url_verification_is_answered_with_its_challenge_and_not_journale
     with server.admin() as c:
         assert c.get("/api/deliveries?hook=slack&limit=1000").json() == before
     assert "delivery.handshake" in server.output()
+
+
+def test_a_slash_commands_ssl_check_is_answered_and_not_journaled(server: Server) -> None:
+    sender = BY_ID["slack"]
+    body = b"ssl_check=1&token=x"
+    with server.admin() as c:
+        before = c.get("/api/deliveries?hook=slack&limit=1000").json()
+    assert _post(server, sender, body=body, secret="forged").status_code == 401
+    r = _post(server, sender, body=body)
+    assert r.status_code == 200 and r.json() == {}
+    with server.admin() as c:
+        assert c.get("/api/deliveries?hook=slack&limit=1000").json() == before

@@ -100,17 +100,16 @@ def require_header(headers: Headers, name: str) -> str:
 
 
 def first_header(headers: Headers, names: Sequence[str]) -> tuple[str, str]:
-    """(name, value) of the first of `names` present; VerifyError naming the first if none."""
-    empty = None
+    """(name, value) of the first of `names` present; VerifyError if none is, or if the first
+    present is empty: a later name cannot stand in for it (GitHub's legacy SHA-1 header is
+    checked only when the SHA-256 one is absent), as a second copy of a header cannot."""
     for name in names:
         value = headers.get(name)
-        if value is not None and value.strip():
+        if value is not None:
+            if not value.strip():
+                raise VerifyError(f"empty header {name}")
             return name, value.strip()
-        if value is not None and empty is None:
-            empty = name
-    # The first of a repeated header is the one judged (a second cannot rescue it): say that
-    # it was there but empty, not that it was missing.
-    raise VerifyError(f"empty header {empty}" if empty else f"missing header {names[0]}")
+    raise VerifyError(f"missing header {names[0]}")
 
 
 def optional_header(headers: Headers, *names: str) -> str | None:

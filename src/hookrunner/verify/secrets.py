@@ -40,6 +40,11 @@ def _secret_path(path: str, root: Path | None) -> Path:
 UNRESOLVED = b"\x00unresolved secret"  # stands in where a secret is not needed (dry runs)
 
 
+class SecretUnavailable(ConfigError):
+    """The secret is written correctly, but its value cannot be had here: a variable not set,
+    a file missing, unreadable or empty (a dry run in an operator's shell)."""
+
+
 def resolve_secret(
     value: Any, key: str = "secret", *, root: Path | None = None, required: bool = True
 ) -> list[bytes]:
@@ -47,16 +52,14 @@ def resolve_secret(
 
     `root` anchors relative `{file: ...}` paths (the server's `--root`); without it they are
     relative to the working directory. `required=False` (dry runs and CLI replays, which check
-    no signature) still checks the form, but a variable or file that is missing stands in as
-    UNRESOLVED instead of being an error.
+    no signature) still checks the form, but a value that cannot be had (SecretUnavailable)
+    stands in as UNRESOLVED instead of being an error.
     """
     if not required:
         try:
             return resolve_secret(value, key, root=root)
-        except ConfigError as exc:
-            if "is not set" in exc.message or "does not exist" in exc.message:
-                return [UNRESOLVED]
-            raise
+        except SecretUnavailable:
+            return [UNRESOLVED]
     if isinstance(value, list):
         if not value:
             raise ConfigError(f"{key}: the list of secrets is empty", path=(key,))
@@ -67,8 +70,8 @@ def resolve_secret(
             try:
                 out.extend(_resolve_one(item, key, root))
             except ConfigError as exc:
-                raise ConfigError(f"{key}[{i}]: {_strip_key(exc.message, key)}",
-                                  path=(key, i)) from None
+                raise type(exc)(f"{key}[{i}]: {_strip_key(exc.message, key)}",
+                                path=(key, i)) from None
         return out
     return _resolve_one(value, key, root)
 
@@ -109,10 +112,11 @@ def _from_env(name: Any, key: str) -> bytes:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{key}: env must name an environment variable", path=(key,))
     # Read once at load: a reload picks up a rotated value.
-    secret = os.environ.get(name, "")
+    secret = _without_newline(os.environ.get(name, "").encode())
     if not secret:
-        raise ConfigError(f"{key}: environment variable {name} is not set or empty", path=(key,))
-    return secret.encode()
+        raise SecretUnavailable(f"{key}: environment variable {name} is not set or empty",
+                                path=(key,))
+    return secret
 
 
 def _from_file(path: Any, key: str, root: Path | None) -> bytes:
@@ -122,15 +126,22 @@ def _from_file(path: Any, key: str, root: Path | None) -> bytes:
     try:
         data = full.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{key}: secret file {path} does not exist", path=(key,)) from None
+        raise SecretUnavailable(f"{key}: secret file {path} does not exist", path=(key,)) from None
     except OSError as exc:
-        raise ConfigError(f"{key}: cannot read secret file {path}: {exc.strerror}",
-                          path=(key,)) from None
-    # Editors and `echo` add one trailing newline; anything else is part of the secret.
-    if data.endswith(b"\r\n"):
-        data = data[:-2]
-    elif data.endswith(b"\n"):
-        data = data[:-1]
+        raise SecretUnavailable(f"{key}: cannot read secret file {path}: {exc.strerror}",
+                                path=(key,)) from None
+    data = _without_newline(data)
     if not data:
-        raise ConfigError(f"{key}: secret file {path} is empty", path=(key,))
+        raise SecretUnavailable(f"{key}: secret file {path} is empty", path=(key,))
+    return data
+
+
+def _without_newline(data: bytes) -> bytes:
+    """Editors and `echo` add one trailing newline, to a file and to a variable made from one
+    (`$(cat f)` drops it, `echo tok | base64` into a Kubernetes secret keeps it); a header
+    cannot carry one, and the sender signs without it. Anything else is part of the secret."""
+    if data.endswith(b"\r\n"):
+        return data[:-2]
+    if data.endswith(b"\n"):
+        return data[:-1]
     return data

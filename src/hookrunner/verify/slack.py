@@ -3,7 +3,8 @@
 Events API bodies are JSON (dedup on `event_id`); slash commands and interactivity post form
 bodies, which have no delivery id here (a hook can set `dedup:` for those). The Events API's
 `url_verification` request is answered with its `challenge`, as Slack requires before it
-sends any event to a Request URL.
+sends any event to a Request URL, and a slash command's `ssl_check=1` with a 200: both are
+handshakes, not deliveries.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def _learned_from_form(body: bytes) -> Verified:
     """Interactivity posts `payload=<JSON>` (its `type`: `block_actions`, `view_submission`,
     ...); a slash command posts fields, `command` naming it (`/deploy`)."""
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    if fields.get("ssl_check") == ["1"]:
+        # Slack checking a slash command's certificate: answered 200, nothing journaled or run.
+        return Verified(event="ssl_check", reply={})
     if "payload" in fields:
         return Verified(event=jsonbody.field(jsonbody.parse(fields["payload"][0].encode()), "type"))
     command = fields.get("command")

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hookrunner.errors import ConfigError
+from hookrunner.errors import ConfigError, VerifyError
 from hookrunner.verify import crypto
 from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
 
@@ -60,10 +60,11 @@ class StandardVerifier:
         stamp = crypto.require_header(request.headers, ts_name)
         value = crypto.require_header(request.headers, sig_name)
         crypto.check_window(crypto.parse_unix_timestamp(stamp), request.now, self.tolerance)
+        signatures = _v1_signatures(value.split())
+        if not signatures:  # no `v1,` entry: not a key problem, as "mismatch" would suggest
+            raise VerifyError(f"malformed signature header (no v1 entry in {sig_name})")
         message = crypto.header_bytes(f"{msg_id}.{stamp}.") + request.body
-        crypto.require_signature(
-            self.keys, message, _v1_signatures(value.split()), encoding="base64"
-        )
+        crypto.require_signature(self.keys, message, signatures, encoding="base64")
         return Verified(delivery_id=msg_id)
 
     def learned(self, request: SignedRequest) -> Verified:

@@ -54,7 +54,12 @@ class TwilioVerifier:
             )
             for message in messages
         ):
-            raise VerifyError("signature mismatch")
+            # The URL is the usual culprit (a proxy's scheme, host or port): name the one
+            # checked, without its query or any user:password (either may hold a secret).
+            host = parts.hostname or ""
+            where = f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+            hint = "" if self.url else "; set url: to the URL Twilio posts to"
+            raise VerifyError(f"signature mismatch (URL checked: {where}{hint})")
         return self.learned(request)
 
     def learned(self, request: SignedRequest) -> Verified:

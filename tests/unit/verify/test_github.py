@@ -48,6 +48,10 @@ def test_documented_vector_verifies() -> None:
         ({"X-Hub-Signature-256": hexmac("s", BODY)}, BODY, "s", "malformed signature header"),
         ({"X-Hub-Signature-256": "sha256=zz"}, BODY, "s", "signature mismatch"),
         (IDS, BODY, "s", "missing header X-Hub-Signature-256"),
+        # Present but empty: the legacy header does not stand in (it is used only when the
+        # SHA-256 one is absent).
+        ({"X-Hub-Signature-256": " ", "X-Hub-Signature": "sha1=" + hexmac("s", BODY, "sha1")},
+         BODY, "s", "empty header X-Hub-Signature-256"),
     ],
 )
 def test_table(

@@ -44,6 +44,23 @@ def test_file_secret_strips_one_trailing_newline(
     assert resolve_secret({"file": str(path)}) == [expected]
 
 
+@pytest.mark.parametrize(("value", "expected"), [("tok\n", b"tok"), ("tok\r\n", b"tok"),
+                                                ("tok\n\n", b"tok\n"), (" tok ", b" tok ")])
+def test_env_secret_strips_one_trailing_newline_as_a_file_does(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bytes
+) -> None:
+    """`echo tok | base64` into a Kubernetes Secret, injected as a variable, ends in a newline
+    that no sender signs with (and that no header can carry)."""
+    monkeypatch.setenv("HOOKRUNNER_TEST_SECRET", value)
+    assert resolve_secret({"env": "HOOKRUNNER_TEST_SECRET"}) == [expected]
+
+
+def test_an_env_secret_of_only_a_newline_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOKRUNNER_TEST_SECRET", "\n")
+    with pytest.raises(ConfigError, match="not set or empty"):
+        resolve_secret({"env": "HOOKRUNNER_TEST_SECRET"})
+
+
 def test_relative_file_resolves_against_root(tmp_path: Path) -> None:
     (tmp_path / "gh").write_bytes(b"x\n")
     assert resolve_secret({"file": "gh"}, root=tmp_path) == [b"x"]

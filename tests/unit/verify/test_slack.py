@@ -76,6 +76,19 @@ def test_url_verification_is_answered_with_its_challenge() -> None:
         make("slack", secret="s").verify(request(body, signed(int(NOW), secret="x", body=body)))
 
 
+def test_a_slash_commands_ssl_check_is_a_handshake_once_signed() -> None:
+    """Slack posts `ssl_check=1` to a slash command's URL to check its certificate: a 200,
+    never a delivery that would run the hook's rules."""
+    body = b"ssl_check=1&token=t"
+    result = make("slack", secret="s").verify(request(body, signed(int(NOW), body=body)))
+    assert result == Verified(None, "ssl_check", reply={})
+    with pytest.raises(VerifyError):
+        make("slack", secret="s").verify(request(body, signed(int(NOW), secret="x", body=body)))
+    other = b"ssl_check=0&command=%2Fdeploy"
+    assert make("slack", secret="s").verify(request(other, signed(int(NOW), body=other))) == \
+        Verified(None, "/deploy")
+
+
 def test_event_type_falls_back_to_top_level_type() -> None:
     body = b'{"type":"app_rate_limited","team_id":"T1"}'
     result = make("slack", secret="s").verify(request(body, signed(int(NOW), body=body)))

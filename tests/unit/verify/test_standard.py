@@ -74,7 +74,12 @@ def signed(ts: int, key: bytes = KEY, body: bytes = b"{}", msg_id: str = "m1") -
         ({k: v for k, v in signed(int(NOW)).items() if k != "webhook-id"}, b"{}",
          "missing header webhook-id"),
         ({}, b"{}", "missing header webhook-id"),
-        ({**signed(int(NOW)), "webhook-signature": "v1a,abc"}, b"{}", "signature mismatch"),
+        ({**signed(int(NOW)), "webhook-signature": "v1a,abc"}, b"{}",
+         "malformed signature header (no v1 entry in webhook-signature)"),
+        # The signature without its `v1,`: malformed, not a wrong key.
+        ({**signed(int(NOW)), "webhook-signature": signed(int(NOW))["webhook-signature"][3:]},
+         b"{}", "malformed signature header (no v1 entry in webhook-signature)"),
+        ({**signed(int(NOW)), "webhook-signature": "v1a,abc v1,AAAA"}, b"{}", "signature mismatch"),
     ],
 )
 def test_standard(headers: dict[str, str], body: bytes, reason: str | None) -> None:

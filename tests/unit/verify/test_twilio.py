@@ -30,6 +30,8 @@ BODY_HASH = "0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620"
 JSON_EXPECTED = "a9nBmqA0ju/hNViExpshrM61xv4="
 
 FORM = urlencode(PARAMS)
+MISMATCH = ("signature mismatch (URL checked: https://mycompany.com/myapp.php; "
+            "set url: to the URL Twilio posts to)")
 
 
 @pytest.mark.parametrize(
@@ -57,8 +59,12 @@ def test_sdk_vectors(url: str, body: str, signature: str) -> None:
 @pytest.mark.parametrize(
     ("url", "body", "signature", "reason"),
     [
-        (URL, FORM + "&Extra=1", EXPECTED, "signature mismatch"),
-        (URL.replace("foo=1", "foo=2"), FORM, EXPECTED, "signature mismatch"),
+        (URL, FORM + "&Extra=1", EXPECTED, MISMATCH),
+        (URL.replace("foo=1", "foo=2"), FORM, EXPECTED, MISMATCH),
+        # The URL checked is named, without its query or credentials (either may be secret).
+        (URL.replace("https://", "https://user:pw@").replace(".com", ".com:8443"), FORM, EXPECTED,
+         "signature mismatch (URL checked: https://mycompany.com:8443/myapp.php; "
+         "set url: to the URL Twilio posts to)"),
         (f"{URL}&bodySHA256={BODY_HASH}", JSON_BODY + " ", JSON_EXPECTED, "body hash mismatch"),
         (f"{URL}&bodySHA256={'0' * 64}", JSON_BODY, JSON_EXPECTED, "body hash mismatch"),
         ("", FORM, EXPECTED, "request URL unknown"),

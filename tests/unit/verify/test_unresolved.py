@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,15 @@ def test_unset_secrets_stand_in_only_when_not_required() -> None:
         resolve_secret(MISSING)
     with pytest.raises(ConfigError, match="expected exactly one of"):
         resolve_secret({"env": "A", "file": "B"}, required=False)  # the form is still checked
+
+
+def test_a_secret_file_that_cannot_be_read_or_is_empty_stands_in_too(tmp_path: Path) -> None:
+    """An operator's dry run, where the server's secret files are root's (0600) or not filled
+    in yet: the form is right, only the value cannot be had here."""
+    (tmp_path / "empty").write_bytes(b"\n")
+    (tmp_path / "a-directory").mkdir()  # unreadable as a file, even for root
+    for name in ("empty", "a-directory"):
+        with pytest.raises(ConfigError):
+            resolve_secret({"file": name}, root=tmp_path)
+        assert resolve_secret({"file": name}, root=tmp_path, required=False) == [UNRESOLVED]
+    assert resolve_secret(["s", {"file": "empty"}], root=tmp_path, required=False) == [UNRESOLVED]
