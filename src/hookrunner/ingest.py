@@ -19,7 +19,6 @@ from starlette.datastructures import URL
 from starlette.types import Receive, Scope
 
 from hookrunner import bounds, clientip
-from hookrunner.actions import RUNNERS
 from hookrunner.errors import StoreUnavailable, TemplateError, VerifyError
 from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
@@ -36,7 +35,7 @@ from hookrunner.rawhttp import (
     read_body,
 )
 from hookrunner.redact import HIDDEN_KEY, HIDDEN_PATHS, redact_pairs
-from hookrunner.rules.match import build_scope, evaluate, render_action, render_concurrency_key
+from hookrunner.rules.match import build_scope, concurrency_key, evaluate, render_action
 from hookrunner.rules.model import Hook, Rule, Ruleset
 from hookrunner.store.base import NewDelivery, NewRun
 from hookrunner.templating import reads_secret
@@ -93,10 +92,7 @@ def _new_run(
     reads = [r for r in rule.request_reads if reads_secret(r.keys, secret)]
     try:
         spec = render_action(rule, scope)
-        key = render_concurrency_key(rule, scope)
-        implicit = key is None
-        if implicit:
-            key = RUNNERS[rule.action_kind].implicit_concurrency_key(spec)
+        key, implicit = concurrency_key(rule, scope, spec)
         hidden = [list(r.path) for r in reads if r.path is not None]
         if hidden:
             spec[HIDDEN_PATHS] = hidden

@@ -153,7 +153,8 @@ async def rules_page(request: Request) -> Response:
                           "when": present.when_text(r.when), "timeout": r.timeout,
                           "retry": r.retry.attempts,
                           "concurrency": r.concurrency.policy if r.concurrency else "",
-                          "key": r.concurrency.key.source if r.concurrency else "",
+                          "key": (r.concurrency.key.source if r.concurrency.key is not None
+                                  else "(default)") if r.concurrency else "",
                           "description": r.description})
     return page("rules.html", **base(request, "rules"), hooks=hooks, rules=rules,
                 errors=live.errors, loaded=current is not None, loaded_at=live.loaded_at,

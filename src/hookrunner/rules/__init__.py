@@ -7,16 +7,17 @@ from hookrunner.rules.match import (
     ConditionResult,
     RuleResult,
     build_scope,
+    concurrency_key,
     evaluate,
     evaluate_rule,
     render_action,
-    render_concurrency_key,
 )
 from hookrunner.rules.model import Hook, Rule, Ruleset
 from hookrunner.rules.report import format_check, format_explain, format_test
 
 __all__ = [
-    "ConditionResult", "Hook", "Rule", "RuleResult", "Ruleset", "build_scope", "evaluate",
+    "ConditionResult", "Hook", "Rule", "RuleResult", "Ruleset", "build_scope", "concurrency_key",
+    "evaluate",
     "evaluate_rule", "format_check", "format_explain", "format_test", "load_rules",
-    "load_rules_text", "render_action", "render_concurrency_key",
+    "load_rules_text", "render_action",
 ]

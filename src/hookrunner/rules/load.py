@@ -498,14 +498,18 @@ def _concurrency(ctx: f.Ctx, raw: LineDict, what: str, name: str) -> Concurrency
         return None
     what = f"{what} concurrency"
     f.known_keys(ctx, node, CONCURRENCY_KEYS, what)
-    key = f.template(ctx, node, "key", f"{what} key") if "key" in node else Constant(name)
-    if isinstance(key, Constant) and not key.source.strip():
-        # Every run would fail with "concurrency key rendered empty".
-        ctx.error(node, ("key",), f"{what}: key is empty; leave it out to use the rule's name")
-        return None
+    key = None
+    if "key" in node:
+        key = f.template(ctx, node, "key", f"{what} key")
+        if key is None:
+            return None
+        if isinstance(key, Constant) and not key.source.strip():
+            # Every run would fail with "concurrency key rendered empty".
+            ctx.error(node, ("key",), f"{what}: key is empty; leave it out to use the rule's name")
+            return None
     policy = node.get("policy", "queue")
     if policy not in POLICIES:
         ctx.error(node, ("policy",), f"{what}: unknown policy {policy!r}; expected one of: "
                   f"{', '.join(POLICIES)}")
         return None
-    return Concurrency(key=key, policy=policy) if key is not None else None
+    return Concurrency(key=key, policy=policy)

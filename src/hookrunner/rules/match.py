@@ -24,8 +24,8 @@ from hookrunner.verify.base import Headers
 MISSING_HEADER = Headers.missing_message.split("{", 1)[0]
 
 __all__ = [
-    "ConditionResult", "RuleResult", "build_scope", "evaluate", "evaluate_rule",
-    "render_action", "render_concurrency_key",
+    "ConditionResult", "RuleResult", "build_scope", "concurrency_key", "evaluate",
+    "evaluate_rule", "render_action",
 ]
 
 
@@ -189,11 +189,21 @@ def render_action(rule: Rule, scope: Mapping[str, Any]) -> dict[str, Any]:
     return rendered
 
 
-def render_concurrency_key(rule: Rule, scope: Mapping[str, Any]) -> str | None:
-    """The rule's concurrency key for this delivery, or None; raises TemplateError."""
-    if rule.concurrency is None:
-        return None
-    value = rule.concurrency.key.render(scope)
-    if value is None or value == "":
-        raise TemplateError(f"concurrency key {rule.concurrency.key.source!r} rendered empty")
-    return str(value)
+def concurrency_key(rule: Rule, scope: Mapping[str, Any],
+                    spec: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """The key a run of `rule` is held under, for this delivery and its rendered `spec`, and
+    whether the action made it from the spec. A rule's own `key`, rendered; else the action's
+    implicit key (terraform's dir + workspace), which a rule giving only a `policy` keeps;
+    else the rule's name where the rule has `concurrency`; else None. Raises TemplateError."""
+    from hookrunner.actions import RUNNERS  # imports (registers) every runner; not at the top
+
+    given = rule.concurrency.key if rule.concurrency is not None else None
+    if given is not None:
+        value = given.render(scope)
+        if value is None or value == "":
+            raise TemplateError(f"concurrency key {given.source!r} rendered empty")
+        return str(value), False
+    implicit = RUNNERS[rule.action_kind].implicit_concurrency_key(spec)
+    if implicit is not None:
+        return implicit, True
+    return (rule.name if rule.concurrency is not None else None), False

@@ -97,7 +97,7 @@ class Retry:
 
 @dataclass(frozen=True)
 class Concurrency:
-    key: Compiled
+    key: Compiled | None  # None: not given (the action's implicit key, else the rule's name)
     policy: Literal["queue", "skip", "replace", "coalesce"] = "queue"
 
 
@@ -142,7 +142,7 @@ class Rule:
                 keys = getattr(node, "keys", None)
                 if keys is None or keys:
                     found.append(RequestRead(path, node.source, keys))
-        if self.concurrency is not None:
+        if self.concurrency is not None and self.concurrency.key is not None:
             keys = getattr(self.concurrency.key, "keys", None)
             if keys is None or keys:
                 found.append(RequestRead(None, self.concurrency.key.source, keys))

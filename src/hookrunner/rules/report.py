@@ -10,7 +10,7 @@ import yaml
 
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ConfigErrors, TemplateError
-from hookrunner.rules.match import RuleResult, render_action, render_concurrency_key
+from hookrunner.rules.match import RuleResult, concurrency_key, render_action
 from hookrunner.rules.model import Ruleset
 from hookrunner.units import format_duration
 
@@ -83,15 +83,16 @@ def dry_run_report(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> D
         rule = r.rule
         try:
             action = render_action(rule, scope)
-            key = render_concurrency_key(rule, scope)
+            key, _ = concurrency_key(rule, scope, action)
         except TemplateError as exc:
             lines.append(f"    {ERR} {UNRENDERABLE}: {exc}")
             failed += 1
             continue
         lines.append(f"    run: {rule.action_kind}")
         lines += _dump(_as_run(rule.action_kind, action), "      ")
-        if rule.concurrency is not None:
-            lines.append(f"    concurrency: {key!r} ({rule.concurrency.policy})")
+        if key is not None:
+            policy = rule.concurrency.policy if rule.concurrency is not None else "queue"
+            lines.append(f"    concurrency: {key!r} ({policy})")
         if rule.timeout is not None:
             lines.append(f"    timeout: {format_duration(rule.timeout)}")
         if rule.retry.attempts > 1:

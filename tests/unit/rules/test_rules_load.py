@@ -12,7 +12,7 @@ from hookrunner.errors import ConfigErrors
 from hookrunner.rules import load_rules, load_rules_text
 from hookrunner.rules.match import build_scope, evaluate
 from hookrunner.rules.model import DEFAULT_MAX_BODY, RateLimit, Retry
-from hookrunner.templating import Constant, Template
+from hookrunner.templating import Template
 
 HOOK = """\
 hooks:
@@ -257,8 +257,7 @@ def test_a_valid_file_loads_into_the_model() -> None:
     assert deploy.concurrency is not None and deploy.concurrency.policy == "coalesce"
     assert both.hooks == ("gh", "open") and both.when is None
     assert [t.source for t in both.action["argv"]] == ["echo", "{{ payload.a }} b", "c"]
-    assert both.concurrency is not None and both.concurrency.key.source == "both"
-    assert isinstance(both.concurrency.key, Constant)
+    assert both.concurrency is not None and both.concurrency.key is None  # the rule's name
     assert [r.name for r in ruleset.rules_for("open")] == ["both"]
 
 

@@ -10,13 +10,13 @@ import pytest
 from hookrunner.errors import TemplateError
 from hookrunner.rules import (
     build_scope,
+    concurrency_key,
     evaluate,
     format_check,
     format_explain,
     format_test,
     load_rules_text,
     render_action,
-    render_concurrency_key,
 )
 from hookrunner.rules.model import Ruleset
 
@@ -130,7 +130,7 @@ def test_render_action_keeps_native_values_and_payload_literal() -> None:
     assert render_action(rule, scope()) == {
         "argv": ["deploy", 4, "r=4", "{{ 7*7 }}"], "env": {"REPO": "acme/api"},
     }
-    assert render_concurrency_key(rule, scope()) == "deploy-acme/api"
+    assert concurrency_key(rule, scope(), render_action(rule, scope())) == ("deploy-acme/api", False)
 
 
 def test_render_errors_are_template_errors() -> None:
@@ -140,12 +140,30 @@ def test_render_errors_are_template_errors() -> None:
     with pytest.raises(TemplateError, match="nothing"):
         render_action(rs.rules[0], scope())
     with pytest.raises(TemplateError, match="nope"):
-        render_concurrency_key(rs.rules[0], scope())
+        concurrency_key(rs.rules[0], scope(), {})
 
 
 def test_no_concurrency_means_no_key() -> None:
     """A rule without concurrency has no key of its own."""
-    assert render_concurrency_key(ruleset_with("").rules[0], scope()) is None
+    rule = ruleset_with("").rules[0]
+    assert concurrency_key(rule, scope(), render_action(rule, scope())) == (None, False)
+
+
+def test_a_policy_without_a_key_holds_the_rules_name_or_the_actions_own_key() -> None:
+    """`concurrency: {policy: ...}` alone: the rule's name; but terraform's dir + workspace
+    key stays (applies of other workspaces must not be skipped, nor two on one dir overlap)."""
+    rule = ruleset_with("", extra="    concurrency: {policy: skip}\n").rules[0]
+    assert concurrency_key(rule, scope(), render_action(rule, scope())) == ("r", False)
+    tf = ruleset_with("", run='{terraform: {dir: tf/x, command: apply, workspace: '
+                      '"{{ payload.replicas }}"}}',
+                      extra="    concurrency: {policy: coalesce}\n").rules[0]
+    assert concurrency_key(tf, scope(), render_action(tf, scope())) == ("terraform:tf/x:4", True)
+    bare = ruleset_with("", run="{terraform: {dir: tf/x, command: apply}}").rules[0]
+    assert concurrency_key(bare, scope(), render_action(bare, scope())) == \
+        ("terraform:tf/x:default", True)
+    own = ruleset_with("", run="{terraform: {dir: tf/x, command: apply}}",
+                       extra="    concurrency: {key: mine}\n").rules[0]
+    assert concurrency_key(own, scope(), render_action(own, scope())) == ("mine", False)
 
 
 def test_headers_in_scope_are_case_insensitive() -> None:
