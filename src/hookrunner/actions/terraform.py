@@ -13,6 +13,7 @@ dir may overlap (the implicit concurrency key is dir + workspace).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from typing import Any
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.paths import confine
-from hookrunner.actions.process import deadline_for, run_process
+from hookrunner.actions.process import deadline_for, format_seconds, run_process
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
 
@@ -37,6 +38,7 @@ DEFAULT_WORKSPACE = "default"
 VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 WORKSPACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,89}")  # fullmatch: no "\n" end
 SENSITIVE = "(sensitive)"  # stands in for sensitive output values in the run record
+MAX_OUTPUTS = 1024 * 1024  # bytes of `output -json` stored with a run
 # Set for every command: no prompts, no "run terraform apply" hints, no version check calls.
 AUTOMATION_ENV = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
 
@@ -180,6 +182,18 @@ class JsonLines:
         self._write(text.encode() + b"\n")
 
 
+class Capped:
+    """Output kept up to `cap` bytes, and counted past it."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.total, self.data = cap, 0, bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        if len(self.data) <= self.cap:
+            self.data += data[: self.cap + 1 - len(self.data)]
+
+
 def readable_outputs(raw: bytes) -> dict[str, Any]:
     """`output -json` as {name: value}, with sensitive values replaced."""
     parsed = json.loads(raw or b"{}")
@@ -228,7 +242,13 @@ class TerraformRunner:
         async def setup_step(argv: list[str], **kw: Any) -> RunResult:
             return await step(argv, env=setup_env, **kw)
 
-        async with _init_locks.setdefault(workdir, asyncio.Lock()):
+        lock = _init_locks.setdefault(workdir, asyncio.Lock())
+        if lock.locked():
+            ctx.log.note("waiting for another run's init of this dir")
+        stopped = await _acquire(lock, ctx, deadline)
+        if stopped is not None:
+            return stopped
+        try:
             if not (workdir / ".terraform").is_dir():
                 ctx.log.note(f"{binary_name} init")
                 init_out = TextErrors(ctx.log.write)
@@ -240,6 +260,8 @@ class TerraformRunner:
                 result = await _ensure_workspace(setup_step, binary, workspace, ctx, workdir)
                 if result.outcome != "succeeded":
                     return result
+        finally:
+            lock.release()
 
         ctx.log.note(f"{binary_name} {command} (workspace {workspace})")
         parser = JsonLines(ctx.log.write)
@@ -250,13 +272,51 @@ class TerraformRunner:
         if result.outcome != "succeeded":
             return _failed_step(result, command, parser.errors)
         if command == "apply":
-            captured = bytearray()
-            out = await step([binary, "output", "-no-color", "-json"], on_output=captured.extend)
+            captured = Capped(MAX_OUTPUTS)
+            out = await step([binary, "output", "-no-color", "-json"], on_output=captured.feed)
             if out.outcome != "succeeded":
-                ctx.log.write(bytes(captured))
+                ctx.log.write(bytes(captured.data))
                 return _failed_step(out, "output")
-            result.outputs["outputs"] = readable_outputs(bytes(captured))
+            if captured.total > MAX_OUTPUTS:  # kept in every listing of runs: not megabytes
+                note = (f"not stored: `output -json` is {captured.total} bytes, over "
+                        f"{MAX_OUTPUTS} (read them with `terraform output`)")
+                ctx.log.note(f"outputs {note}")
+                result.outputs["outputs"] = note
+            else:
+                result.outputs["outputs"] = readable_outputs(bytes(captured.data))
         return result
+
+
+async def _acquire(lock: asyncio.Lock, ctx: RunContext, deadline: float | None) -> RunResult | None:
+    """Take `lock` as a step runs: the run's cancel or deadline ends the wait (another run's
+    init may hang on a backend). None once held; else the run's end, canceled or timed out."""
+    loop = asyncio.get_running_loop()
+    acquire = asyncio.ensure_future(lock.acquire())
+    canceller = asyncio.ensure_future(ctx.cancel.wait())
+    timeout = None if deadline is None else max(0.0, deadline - loop.time())
+    try:
+        await asyncio.wait({acquire, canceller}, timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this run's task cancelled meanwhile: never leave the lock held
+        canceller.cancel()
+        if acquire.done() and not acquire.cancelled() and acquire.exception() is None:
+            lock.release()
+        else:
+            acquire.cancel()  # a cancelled acquire never holds the lock
+        raise
+    canceller.cancel()
+    if not acquire.done():
+        acquire.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquire
+    if acquire.cancelled() or acquire.exception() is not None:
+        if ctx.cancel.is_set():
+            ctx.log.note("canceled")
+            return RunResult("canceled", reason="canceled")
+        reason = f"timed out after {format_seconds(ctx.timeout or 0.0)}"
+        ctx.log.note(reason)
+        return RunResult("timed_out", reason=reason)
+    return None
 
 
 async def _ensure_workspace(step: Step, binary: str, workspace: str, ctx: RunContext,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -202,3 +204,57 @@ async def test_payload_strings_in_list_and_object_vars_are_never_evaluated(harne
                           harness.ctx())
     assert result.outcome == "succeeded", harness.log_text()
     assert result.outputs["outputs"] == values
+
+
+async def test_a_run_waiting_for_another_runs_init_of_its_dir_can_be_canceled_or_time_out(
+    harness,
+) -> None:
+    """Runs on two workspaces of one dir take turns at `init`. One whose init hangs (a backend
+    that never answers) must not make the other deaf to its cancel or its timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # connections wait in the backlog, never answered
+    port = listener.getsockname()[1]
+    d = harness.root / "terraform" / "hangs"
+    d.mkdir(parents=True)
+    (d / "main.tf").write_text('terraform {\n  backend "http" {\n'
+                               f'    address = "http://127.0.0.1:{port}/state"\n  }}\n}}\n')
+    spec = {"dir": "terraform/hangs", "command": "plan"}
+    try:
+        hung_ctx = harness.ctx(timeout=60, name="hung")
+        hung = asyncio.ensure_future(TF.run(spec, hung_ctx))
+        while "terraform init" not in harness.log_text("hung"):
+            await asyncio.sleep(0.05)
+        waiting_ctx = harness.ctx(timeout=60, name="waiting")
+        waiting = asyncio.ensure_future(TF.run({**spec, "workspace": "other"}, waiting_ctx))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        waiting_ctx.cancel.set()
+        result = await asyncio.wait_for(waiting, 5)
+        assert (result.outcome, result.reason) == ("canceled", "canceled")
+        assert "waiting for another run's init of this dir" in harness.log_text("waiting")
+        late = await asyncio.wait_for(TF.run(spec, harness.ctx(timeout=0.5, name="late")), 5)
+        assert (late.outcome, late.reason) == ("timed_out", "timed out after 0.5s")
+        assert not hung.done()  # the lock is still the hung init's, as it should be
+        hung_ctx.cancel.set()
+        assert (await asyncio.wait_for(hung, 30)).outcome == "canceled"
+    finally:
+        listener.close()
+
+
+async def test_outputs_over_the_cap_are_not_stored(harness) -> None:
+    """`output -json` is stored with the run and listed with it: megabytes of it would be in
+    every `GET /api/runs` and in memory. Past MAX_OUTPUTS the run says so instead."""
+    from hookrunner.actions.terraform import MAX_OUTPUTS
+
+    d = harness.root / "terraform" / "big"
+    d.mkdir(parents=True)
+    (d / "main.tf").write_text('output "big" {\n'
+                               '  value = join("", [for i in range(600) : format("%02048d", i)])\n'
+                               '}\noutput "small" { value = "s" }\n')
+    result = await TF.run({"dir": "terraform/big", "command": "apply"}, harness.ctx())
+    assert result.outcome == "succeeded", result.reason
+    note = result.outputs["outputs"]
+    assert isinstance(note, str) and note.startswith("not stored: `output -json` is ") \
+        and f"over {MAX_OUTPUTS}" in note, note
+    assert f"outputs {note}" in harness.log_text()
