@@ -45,6 +45,10 @@ from hookrunner.private import private_dir, private_file
 KIND = "ansible"
 KEYS = ("playbook", "inventory", "limit", "tags", "check", "extravars")
 PLAYBOOK_DIR = "playbooks"
+# A templated inventory stays in here: anywhere else under --root a payload value could name
+# a script (Ansible runs an executable inventory), a directory of them, or a secret file that
+# Ansible's INI parser would print back as host names.
+INVENTORY_DIR = "inventories"
 PAYLOAD_VAR = "webhook"
 PEXPECT_TIMEOUT = 0.5  # seconds between cancel-callback polls (5 s default = slow cancels)
 UTF8_LOCALE = "C.UTF-8"  # LC_ALL=C makes ansible refuse to start
@@ -188,6 +192,7 @@ class _Job:
 class AnsibleRunner:
     kind = KIND
     paths = (("playbook", PLAYBOOK_DIR), ("inventory", ""))
+    templated_paths = (("inventory", INVENTORY_DIR),)  # (key, dir its templated value stays in)
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_ansible(raw)

@@ -432,20 +432,36 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
         return None
     n = len(ctx.errors)
     tree = f.compile_leaves(ctx, normalized, body, (), fallback, f"{what}: run.{kind}")
-    if ctx.root is not None:
-        _literal_paths(ctx, kind, tree, body, fallback, what)
+    _paths(ctx, kind, tree, body, fallback, what)
     return None if len(ctx.errors) > n else (kind, tree)
 
 
-def _literal_paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
-                   what: str) -> None:
-    """A path written without a template that leaves --root (`cwd: /etc`, `dir: ../x`) can
-    never run: a `check` error (a warning where the server loads rules), not only a failed
-    run later. Templated paths are checked per run."""
+def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
+           what: str) -> None:
+    """Paths whose every run would fail: one written without a template that leaves --root
+    (`cwd: /etc`, `dir: ../x`), or a templated one outside the directory its key keeps
+    templated values in (ansible's `inventory`: inventories/). A `check` error (a warning
+    where the server loads rules), not only failed runs later. Templated values are also
+    checked per run (their payload values)."""
     from hookrunner.actions.base import RUNNERS
     from hookrunner.actions.paths import confine
 
-    assert ctx.root is not None
+    def problem(message: str, path: tuple[str | int, ...]) -> None:
+        error = ConfigError(f"{what}: run.{kind}.{message}", ctx.file, line_of(body, path, fallback))
+        if ctx.strict:
+            ctx.errors.append(error)
+        else:  # its runs fail; the other rules load (a warning where rules load)
+            ctx.warnings.append(f"{error}: its runs will fail")
+
+    for key, base in getattr(RUNNERS[kind], "templated_paths", ()):
+        item = tree.get(key)
+        if item is not None and not isinstance(item, Constant) \
+                and not item.source.startswith(base.rstrip("/") + "/"):
+            problem(f"{key}: a templated {key} must start with {base}/ (e.g. "
+                    f"\"{base}/{{{{ payload.env }}}}.ini\"): elsewhere a payload value could name "
+                    "any file under --root", (key,))
+    if ctx.root is None:
+        return
     for key, base in getattr(RUNNERS[kind], "paths", ()):
         value = tree.get(key)
         items = value if isinstance(value, list) else [value]
@@ -455,13 +471,7 @@ def _literal_paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallb
             try:
                 confine(ctx.root, item.source, base=base)
             except ActionError as exc:
-                path = (key, i) if isinstance(value, list) else (key,)
-                problem = ConfigError(f"{what}: run.{kind}.{key}: {exc}", ctx.file,
-                                      line_of(body, path, fallback))
-                if ctx.strict:
-                    ctx.errors.append(problem)
-                else:  # its runs fail; the other rules load (a warning where rules load)
-                    ctx.warnings.append(f"{problem}: its runs will fail")
+                problem(f"{key}: {exc}", (key, i) if isinstance(value, list) else (key,))
 
 
 def _retry(ctx: f.Ctx, raw: LineDict, what: str) -> Retry | None:

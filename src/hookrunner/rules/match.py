@@ -10,6 +10,7 @@ An error (an undefined name, a sandbox refusal) makes the rule not match; it nev
 from __future__ import annotations
 
 import datetime as dt
+import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,14 @@ from typing import Any
 from hookrunner.errors import TemplateError
 from hookrunner.redact import REDACTED
 from hookrunner.rules.model import Rule, Ruleset, When
-from hookrunner.templating import Expression, Scope, describe, reads_secret, render_tree
+from hookrunner.templating import (
+    Constant,
+    Expression,
+    Scope,
+    describe,
+    reads_secret,
+    render_tree,
+)
 from hookrunner.verify.base import Headers
 
 # How a missing header reads (verify.base.Headers): it names the header, never a value.
@@ -186,7 +194,21 @@ def render_action(rule: Rule, scope: Mapping[str, Any]) -> dict[str, Any]:
     """The rule's `run.<kind>` spec rendered for this delivery; raises TemplateError."""
     rendered = render_tree(rule.action, scope)
     assert isinstance(rendered, dict)
+    from hookrunner.actions import RUNNERS  # imports (registers) every runner; not at the top
+
+    for key, base in getattr(RUNNERS[rule.action_kind], "templated_paths", ()):
+        value = rendered.get(key)
+        if value and not isinstance(rule.action.get(key), Constant) \
+                and not within(str(value), base):
+            raise TemplateError(f"{key}: a templated {key} must name a path under {base}/ "
+                                "(relative, without ..), whatever the payload says")
     return rendered
+
+
+def within(path: str, base: str) -> bool:
+    """Whether `path`, as text, names something under the relative directory `base`."""
+    normal = posixpath.normpath(path)
+    return not normal.startswith("/") and normal.startswith(base.rstrip("/") + "/")
 
 
 def concurrency_key(rule: Rule, scope: Mapping[str, Any],

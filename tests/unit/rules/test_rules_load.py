@@ -470,6 +470,28 @@ rules:
 """
 
 
+def test_a_templated_inventory_outside_inventories_is_a_check_error(tmp_path: Path) -> None:
+    """A payload value choosing any path under --root would make Ansible run an executable
+    there (a dynamic inventory) or print a secret file back as host names."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - {name: a, hook: h, run: {ansible: {playbook: p.yml, inventory: '{{ payload.inv }}'}}}\n"
+        "  - {name: b, hook: h, run: {ansible: {playbook: p.yml, "
+        "inventory: 'inventories/{{ payload.env }}.ini'}}}\n"
+        "  - {name: c, hook: h, run: {ansible: {playbook: p.yml, inventory: inv/hosts.ini}}}\n")
+    loaded = load_rules(rules, root=tmp_path)
+    assert [r.name for r in loaded.rules] == ["a", "b", "c"]
+    assert [w for w in loaded.warnings if "run.ansible.inventory" in w] == [
+        f"{rules / 'r.yaml'}:3: rule 'a': run.ansible.inventory: a templated inventory must "
+        'start with inventories/ (e.g. "inventories/{{ payload.env }}.ini"): elsewhere a payload '
+        "value could name any file under --root: its runs will fail"]
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path, strict=True)
+    assert [e.line for e in caught.value.errors] == [3]
+
+
 def test_an_empty_literal_concurrency_key_is_a_check_error(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     rules.mkdir()

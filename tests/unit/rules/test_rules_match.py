@@ -133,6 +133,26 @@ def test_render_action_keeps_native_values_and_payload_literal() -> None:
     assert concurrency_key(rule, scope(), render_action(rule, scope())) == ("deploy-acme/api", False)
 
 
+@pytest.mark.parametrize(("inventory", "env", "ok"), [
+    ("inventories/{{ payload.env }}.ini", "prod", True),
+    ("inventories/{{ payload.env }}", "prod/hosts.yml", True),
+    ("inventories/{{ payload.env }}.ini", "../secrets/gh", False),
+    ("inventories/{{ payload.env }}", "../../etc/passwd", False),
+    ("inventories/{{ payload.env }}", "", False),  # the directory itself: every script in it
+    ("{{ payload.env }}", "/srv/root/inventories/x.ini", False),  # absolute: not as written
+    ("inv/hosts.ini", "../anything", True),  # literal: the operator's own choice
+])
+def test_a_templated_inventory_stays_under_inventories(inventory: str, env: str, ok: bool) -> None:
+    rule = ruleset_with("", run=f'{{ansible: {{playbook: p.yml, inventory: "{inventory}"}}}}').rules[0]
+    payload = {**PAYLOAD, "env": env}
+    if ok:
+        assert render_action(rule, scope(payload))["inventory"]
+    else:
+        with pytest.raises(TemplateError, match="a templated inventory must name a path under "
+                           "inventories/"):
+            render_action(rule, scope(payload))
+
+
 def test_render_errors_are_template_errors() -> None:
     """An undefined name while rendering an action raises TemplateError for that run."""
     rs = ruleset_with("", run='{shell: {argv: ["{{ payload.nothing }}"]}}',
