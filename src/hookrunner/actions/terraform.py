@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -39,6 +40,7 @@ VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 WORKSPACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,89}")  # fullmatch: no "\n" end
 SENSITIVE = "(sensitive)"  # stands in for sensitive output values in the run record
 MAX_OUTPUTS = 1024 * 1024  # bytes of `output -json` stored with a run
+INIT_STAMP = ".terraform/hookrunner-init"  # the init_stamp of the files the last init saw
 # Set for every command: no prompts, no "run terraform apply" hints, no version check calls.
 AUTOMATION_ENV = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
 
@@ -249,13 +251,15 @@ class TerraformRunner:
         if stopped is not None:
             return stopped
         try:
-            if not (workdir / ".terraform").is_dir():
+            stamp = init_stamp(workdir)
+            if not _initialized(workdir, stamp):
                 ctx.log.note(f"{binary_name} init")
                 init_out = TextErrors(ctx.log.write)
                 result = await setup_step([binary, "init", "-input=false", "-no-color"],
                                           on_output=init_out.feed)
                 if result.outcome != "succeeded":
                     return _failed_step(result, "init", init_out.errors)
+                _mark_initialized(workdir, stamp)
             if workspace != DEFAULT_WORKSPACE:
                 result = await _ensure_workspace(setup_step, binary, workspace, ctx, workdir)
                 if result.outcome != "succeeded":
@@ -285,6 +289,38 @@ class TerraformRunner:
             else:
                 result.outputs["outputs"] = readable_outputs(bytes(captured.data))
         return result
+
+
+def init_stamp(workdir: Path) -> str:
+    """What `init` depends on, as a fingerprint: every `.tf`, `.tf.json` and the lock file
+    (name, size, mtime), local modules' too. A module or provider added to the files changes
+    it, and the next run runs `init` again (an existing `.terraform/` alone would say "done",
+    and every run would fail with "Module not installed" until someone ran init by hand)."""
+    seen = []
+    for top, dirs, files in os.walk(workdir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .terraform, .git
+        for name in sorted(files):
+            if name.endswith((".tf", ".tf.json")) or name == ".terraform.lock.hcl":
+                with contextlib.suppress(OSError):
+                    st = os.stat(os.path.join(top, name))
+                    seen.append(f"{os.path.relpath(os.path.join(top, name), workdir)}"
+                                f":{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(seen).encode()).hexdigest()
+
+
+def _initialized(workdir: Path, stamp: str) -> bool:
+    try:
+        return (workdir / INIT_STAMP).read_text() == stamp
+    except OSError:
+        return False
+
+
+def _mark_initialized(workdir: Path, stamp: str) -> None:
+    """Kept in `.terraform/` (made here when init made none: a configuration without
+    providers or modules), so a dir is not initialized again on every run."""
+    with contextlib.suppress(OSError):  # at worst, init runs again next time
+        (workdir / ".terraform").mkdir(exist_ok=True)
+        (workdir / INIT_STAMP).write_text(stamp)
 
 
 async def _acquire(lock: asyncio.Lock, ctx: RunContext, deadline: float | None) -> RunResult | None:

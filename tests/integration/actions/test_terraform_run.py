@@ -258,3 +258,28 @@ async def test_outputs_over_the_cap_are_not_stored(harness) -> None:
     assert isinstance(note, str) and note.startswith("not stored: `output -json` is ") \
         and f"over {MAX_OUTPUTS}" in note, note
     assert f"outputs {note}" in harness.log_text()
+
+
+async def test_init_runs_again_when_the_configuration_changes_and_not_on_every_run(
+    harness,
+) -> None:
+    """A configuration without providers leaves no `.terraform/`; one that gains a module
+    needs `init` again, though `.terraform/` exists by then."""
+    d = harness.root / "terraform" / "grows"
+    d.mkdir(parents=True)
+    (d / "main.tf").write_text('output "a" { value = "a" }\n')
+    spec = {"dir": "terraform/grows", "command": "apply"}
+    first = await TF.run(spec, harness.ctx(name="first"))
+    assert first.outcome == "succeeded", first.reason
+    assert "terraform init" in harness.log_text("first")
+    again = await TF.run(spec, harness.ctx(name="again"))
+    assert again.outcome == "succeeded", again.reason
+    assert "terraform init" not in harness.log_text("again")
+    (d / "m").mkdir()
+    (d / "m" / "main.tf").write_text('output "b" { value = "b" }\n')
+    (d / "main.tf").write_text('module "m" { source = "./m" }\n'
+                               'output "a" { value = module.m.b }\n')
+    grown = await TF.run(spec, harness.ctx(name="grown"))
+    assert grown.outcome == "succeeded", grown.reason
+    assert "terraform init" in harness.log_text("grown")
+    assert grown.outputs["outputs"] == {"a": "b"}
