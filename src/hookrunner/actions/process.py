@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -32,6 +33,7 @@ LINGER = 0.5  # after the leader exits, seconds its output may still arrive befo
 DRAIN_AFTER_KILL = 1.0  # seconds to read what is left after SIGKILL before giving up
 POLL_INTERVAL = 0.05  # seconds between checks whether a group has gone
 READ_CHUNK = 64 * 1024
+MAX_ARG_STRLEN = 128 * 1024  # Linux: bytes of one argument or NAME=value, its NUL included
 
 OutputHandler = Callable[[bytes], None]
 
@@ -148,9 +150,22 @@ def exit_reason(returncode: int) -> str:
         return f"killed by signal {-returncode}"
 
 
-def _start_failure(argv: Sequence[str], cwd: Path | str, exc: OSError) -> str:
+def _start_failure(argv: Sequence[str], cwd: Path | str, env: Mapping[str, str],
+                   exc: OSError) -> str:
     if exc.filename is not None and str(exc.filename) == str(cwd):
         return f"working directory {cwd} is not usable: {exc.strerror}"
+    if exc.errno == errno.E2BIG:
+        # Name what is too long (not its value: it may be a secret); Linux takes at most
+        # MAX_ARG_STRLEN bytes per argument or NAME=value, and about a quarter of the stack
+        # limit for all of them.
+        longest = [f"argument {i}" for i, a in enumerate(argv)
+                   if len(os.fsencode(a)) >= MAX_ARG_STRLEN]
+        longest += [f"environment variable {k}" for k, v in env.items()
+                    if len(os.fsencode(f"{k}={v}")) >= MAX_ARG_STRLEN]
+        what = (f"{', '.join(longest)} is over {MAX_ARG_STRLEN // 1024} KiB, the most Linux "
+                "takes for one" if longest else "the arguments and environment together are "
+                "too large")
+        return f"cannot start {argv[0]}: {what}"
     if isinstance(exc, FileNotFoundError):
         return f"executable not found: {argv[0]}"
     if isinstance(exc, PermissionError):
@@ -185,7 +200,7 @@ async def run_process(
     try:
         proc = await _Child.start(argv, cwd=cwd, env=env, with_stdin=stdin is not None)
     except OSError as exc:
-        reason = _start_failure(argv, cwd, exc)
+        reason = _start_failure(argv, cwd, env, exc)
         ctx.log.note(reason)
         return RunResult("failed", reason=reason)
 

@@ -64,6 +64,21 @@ async def test_missing_executable_is_a_failed_result(harness) -> None:
     assert "[hookrunner] executable not found: /nonexistent/tool" in harness.log_text()
 
 
+async def test_an_argument_or_variable_too_long_for_linux_is_named_not_quoted(harness) -> None:
+    """E2BIG ("Argument list too long") says which one, without its value (maybe a secret)."""
+    ctx = harness.ctx()
+    big = "x" * 200_000
+    result = await run_process(["echo", "a", big], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.reason == "cannot start echo: argument 2 is over 128 KiB, the most Linux " \
+        "takes for one", result.reason
+    env = {**ctx.env, "TF_VAR_s": big}
+    result = await run_process(["echo"], ctx=ctx, cwd=harness.root, env=env)
+    assert result.outcome == "failed" and result.reason == (
+        "cannot start echo: environment variable TF_VAR_s is over 128 KiB, the most Linux "
+        "takes for one"), result.reason
+    assert big not in harness.log_text()
+
+
 async def test_missing_cwd_is_a_failed_result(harness) -> None:
     ctx = harness.ctx()
     missing = harness.root / "nope"
