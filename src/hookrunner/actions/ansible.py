@@ -50,6 +50,8 @@ PLAYBOOK_DIR = "playbooks"
 # Ansible's INI parser would print back as host names.
 INVENTORY_DIR = "inventories"
 PAYLOAD_VAR = "webhook"
+ANSIBLE_ERRORS = ("ERROR!", "[ERROR]:", "ansible-playbook: error:")  # its own error lines
+FAILURE_CHARS = 300  # of the first failure, in the run's reason
 PEXPECT_TIMEOUT = 0.5  # seconds between cancel-callback polls (5 s default = slow cancels)
 UTF8_LOCALE = "C.UTF-8"  # LC_ALL=C makes ansible refuse to start
 # Quiet, colourless output; no "implicit localhost" warnings where no inventory is given.
@@ -176,6 +178,27 @@ class _Job:
     stats: dict[str, Any] | None = None
     error: str = ""
     command_file: Path | None = None  # ansible-runner's record of the command and its env
+    failure: str = ""  # the first failed task, or ansible's own error line: for the reason
+
+    def note(self, event: Mapping[str, Any], text: str) -> None:
+        """Remember what went wrong first, so the run's reason says more than `exit 2`."""
+        if self.failure:
+            return
+        data = event.get("event_data") or {}
+        kind = event.get("event")
+        if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            res = data.get("res")
+            res = res if isinstance(res, Mapping) else {}
+            msg = str(res.get("msg") or res.get("stderr") or "").strip().split("\n", 1)[0]
+            what = "unreachable" if kind == "runner_on_unreachable" else \
+                f"task {data.get('task', '?')!r} failed"
+            self.failure = f"{what} on {data.get('host', '?')}" + (f": {msg}" if msg else "")
+        else:  # a playbook that does not parse, a bad option: ansible's own error line
+            for line in text.splitlines():
+                if line.startswith(ANSIBLE_ERRORS):
+                    self.failure = line.strip()
+                    break
+        self.failure = self.failure[:FAILURE_CHARS]
 
     def forget_command(self) -> None:
         """Remove `artifacts/<id>/command`: ansible-runner writes the whole environment there
@@ -253,6 +276,7 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
             job.pid = event["pid"]
         job.forget_command()
         text = event.get("stdout")
+        job.note(event, text or "")
         if text:
             data = (text.replace("\r\n", "\n") + "\n").encode()
             loop.call_soon_threadsafe(ctx.log.write, data)
@@ -312,6 +336,8 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
     if job.status == "successful" and job.rc == 0:
         return RunResult("succeeded", exit_code=0, outputs=outputs)
     reason = process.exit_reason(job.rc) if job.rc is not None else job.status
+    if job.failure:
+        reason += f" ({job.failure})"
     return RunResult("failed", exit_code=job.rc, reason=reason, outputs=outputs)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -155,9 +156,21 @@ async def test_check_mode_changes_nothing(harness, playbooks: Path) -> None:
 
 async def test_failing_playbook_is_failed(harness, playbooks: Path) -> None:
     result = await ANSIBLE.run({"playbook": "failing.yml"}, harness.ctx(payload=OVERLOADED))
-    assert (result.outcome, result.exit_code, result.reason) == ("failed", 2, "exit 2")
+    # The first failed task is in the reason, not only in the log.
+    assert (result.outcome, result.exit_code, result.reason) == (
+        "failed", 2, "exit 2 (task 'ansible.builtin.fail' failed on localhost: "
+        "deliberate failure for api)")
     assert "deliberate failure for api" in harness.log_text()
     assert result.outputs["stats"]["failures"] == {"localhost": 1}
+
+
+async def test_a_playbook_that_does_not_parse_says_so_in_the_reason(
+    harness, playbooks: Path
+) -> None:
+    (playbooks / "broken.yml").write_text("- hosts: localhost\n  tasks: [\n")
+    result = await ANSIBLE.run({"playbook": "broken.yml"}, harness.ctx(payload=OVERLOADED))
+    assert result.outcome == "failed" and result.exit_code == 4, result.reason
+    assert re.fullmatch(r"exit 4 \((ERROR!|\[ERROR\]:) .+\)", result.reason), result.reason
 
 
 async def test_server_secrets_reach_neither_the_play_nor_the_artifacts(
