@@ -35,7 +35,7 @@ from hookrunner.redact import hidden_values, scrub
 from hookrunner.retention import prune_run_dirs
 from hookrunner.retry import backoff_delay, should_retry
 from hookrunner.settings import Settings
-from hookrunner.startmarks import StartMarks, marks_path
+from hookrunner.startmarks import StartMarks, marks_path, read_marks
 from hookrunner.store.base import TERMINAL, Finish, Run, Store
 from hookrunner.verify.base import Headers
 
@@ -149,13 +149,27 @@ class Dispatcher:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         stale = await self.store.release_node(self.node)
-        left = orphans.find([r.id for r in stale], self.node)
+        # On SQLite these may carry another node name: the same data dir, started before
+        # under another host name (a container's). Their processes and start marks are found
+        # under that name.
+        owners = {r.lease_owner or self.node for r in stale}
+        left: dict[str, list[int]] = {}
+        for owner in owners:
+            left.update(orphans.find([r.id for r in stale if (r.lease_owner or self.node) == owner],
+                                     owner))
         if left:
             event("dispatcher.orphans", logging.WARNING, runs=",".join(left),
                   processes=sum(len(p) for p in left.values()))
             await orphans.stop([pid for pids in left.values() for pid in pids])
+        others = {owner: marks_path(self.settings.data, owner) for owner in owners - {self.node}}
+        recorded = set(self._marks.recorded).union(*(read_marks(p) for p in others.values()))
         for run in stale:
-            await self._interrupted(run, f"interrupted: node {self.node} restarted", local=True)
+            owner = run.lease_owner or self.node
+            reason = f"interrupted: node {owner} restarted" + (
+                "" if owner == self.node else f" (as node {self.node})")
+            await self._interrupted(run, reason, recorded=recorded)
+        for path in others.values():
+            path.unlink(missing_ok=True)  # acted on: another start must not read them again
         self._marks.open()  # only now: a crash during the recovery above needs them again
         before = self.budget.snapshot()
         self.budget.refresh(await self.store.queued(), before)
@@ -491,15 +505,17 @@ class Dispatcher:
                 self._active[run_id][1].set()
                 event("run.lease_lost", logging.WARNING, run_id=run_id)
 
-    async def _interrupted(self, run: Run, reason: str, local: bool = False) -> None:
+    async def _interrupted(self, run: Run, reason: str,
+                           recorded: set[tuple[str, int]] | None = None) -> None:
         """A run whose process died with its node: retried per its rule, else failed.
 
-        `local`: the run was this node's, so its start marks tell whether the action started
-        (or its log file, written by versions before the marks); one that never started is
-        queued again at once whatever its rule says, since it never ran."""
+        `recorded`: the start marks of the node it ran on, where this server can read them
+        (its own data dir); with them, or its log file (written by versions before the
+        marks), an action that never started is queued again at once whatever its rule says,
+        since it never ran."""
         now = time.time()
         retry_at = None
-        if local and (run.id, run.attempt) not in self._marks.recorded and not (
+        if recorded is not None and (run.id, run.attempt) not in recorded and not (
                 self.settings.log_path(run.id, run.attempt).exists()):
             retry_at, reason = now, f"{reason} before its action started; queued again"
         elif should_retry("failed", run.attempt, run.max_attempts, run.retry_on):

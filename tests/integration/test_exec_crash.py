@@ -24,6 +24,7 @@ from hookrunner.store.sqlite import SQLiteStore
 from tests.integration.conftest import GITHUB_SECRET
 from tests.integration.exec_support import (
     HOOKS,
+    alive,
     all_records,
     fire,
     none_alive,
@@ -321,6 +322,34 @@ def test_a_claimed_run_marked_started_is_not_run_again_at_restart(
     assert all_records(records) == {}
     # The marks were acted on: the file starts afresh, so a later restart does not read them.
     assert (project / "data" / "started-n1.marks").read_text() == ""
+
+
+def test_sqlite_recovers_runs_left_by_the_same_data_dir_under_another_node_name(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`--node` defaults to the host name, which a new container changes. One server uses a
+    SQLite data dir, so what it left running is this start's to recover, under any name:
+    its marks read, its processes stopped, its concurrency key freed."""
+    records = setup(project)
+    never = _claimed_before_a_crash(project, records, "old-host")
+    key = "    concurrency: {key: k}\n"
+    server = make_server(HOOKS + rule("claimed", records) + rule("held", records, key),
+                         args=["--node", "old-host"])
+    assert server.wait_run(never)["status"] == "succeeded"
+    held = fire(server, rule="held", sleep=30)
+    rec = started(records, held)
+    server.kill()  # the action lives on, in a session of its own
+    assert alive(rec.pid)
+    server.args = ["--node", "new-host"]
+    server.start()
+    doc = server.wait_run(held)
+    assert (doc["status"], doc["reason"]) == (
+        "failed", "interrupted: node old-host restarted (as node new-host)"), doc
+    assert none_alive(rec.pids)  # stopped first thing
+    assert "dispatcher.orphans" in server.output()
+    after = fire(server, rule="held", sleep=0)  # the key is free again
+    assert server.wait_run(after)["status"] == "succeeded"
+    assert not (project / "data" / "started-old-host.marks").exists()
 
 
 def test_a_run_killed_in_its_first_second_is_not_run_again(

@@ -209,7 +209,8 @@ class Store(Protocol):
         ...
 
     async def release_node(self, node: str) -> list[Run]:
-        """Running runs owned by `node` (used at start-up on one node: they were interrupted)."""
+        """The running runs a server starting as `node` must recover (they were interrupted):
+        on PostgreSQL those `node` owns; on SQLite, which one server uses, every one."""
         ...
 
     async def request_cancel(self, run_id: str, now: float) -> str | None:

@@ -176,10 +176,8 @@ class MemoryStore:
         ]
 
     async def release_node(self, node: str) -> list[Run]:
-        return [
-            self._copy(r) for r in self._runs.values()
-            if r.status == "running" and r.lease_owner == node
-        ]
+        # Not shared, as SQLite: every run left running is the starting server's.
+        return [self._copy(r) for r in self._runs.values() if r.status == "running"]
 
     async def request_cancel(self, run_id: str, now: float) -> str | None:
         r = self._runs.get(run_id)

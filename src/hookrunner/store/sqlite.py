@@ -364,7 +364,9 @@ class SQLiteStore:
         return [run_from_row(r) for r in await self._rows("expired", {"now": now})]
 
     async def release_node(self, node: str) -> list[Run]:
-        return [run_from_row(r) for r in await self._rows("running_on_node", {"node": node})]
+        # One server uses a SQLite database (lock_node): every run left running is its own,
+        # whatever node name it ran under (a container's host name changes at each start).
+        return [run_from_row(r) for r in await self._rows("running", {})]
 
     async def request_cancel(self, run_id: str, now: float) -> str | None:
         status = await self._writer.run(lambda c: _request_cancel(c, run_id, now))

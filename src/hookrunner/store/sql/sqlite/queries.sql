@@ -130,9 +130,9 @@ WHERE id = :run_id AND status = 'running' AND lease_owner = :node AND cancel_req
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
 WHERE r.status = 'running' AND r.lease_expires < :now ORDER BY r.seq;
 
--- name: running_on_node
+-- name: running
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
-WHERE r.status = 'running' AND r.lease_owner = :node ORDER BY r.seq;
+WHERE r.status = 'running' ORDER BY r.seq;
 
 -- name: cancel_queued
 UPDATE runs SET status = 'canceled',
