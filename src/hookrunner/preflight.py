@@ -21,25 +21,26 @@ class UsageError(HookrunnerError):
 
 def check_files(settings: Settings) -> None:
     """Files named by flags must exist (a typo is a usage error, not a failed start)."""
-    for flag, name in (("--ssl-certfile", settings.ssl_certfile),
-                       ("--ssl-keyfile", settings.ssl_keyfile)):
+    for key, name in (("ssl_certfile", settings.ssl_certfile),
+                      ("ssl_keyfile", settings.ssl_keyfile)):
         if name and not Path(name).exists():
-            raise UsageError(f"{flag} {name}: no such file")
+            raise UsageError(f"{settings.given_as(key)} {name}: no such file")
     # Every relative path of every action resolves against it: without it each run fails.
     if not settings.root.is_dir():
-        raise UsageError(f"--root {settings.root}: no such directory")
+        raise UsageError(f"{settings.given_as('root')} {settings.root}: no such directory")
 
 
 def data_dir(settings: Settings) -> None:
     path = settings.data
     try:
         if path.exists() and not path.is_dir():
-            raise StartupRefused(f"--data {path} is not a directory")
+            raise StartupRefused(f"{settings.given_as('data')} {path} is not a directory")
         private_dir(path)  # what it creates is 0700 (hookrunner.private)
         if not os.access(path, os.W_OK | os.X_OK):
-            raise StartupRefused(f"--data {path} is not writable by this user")
+            raise StartupRefused(f"{settings.given_as('data')} {path} is not writable by this user")
     except OSError as exc:  # e.g. a parent it may not search
-        raise StartupRefused(f"cannot create --data {path}: {exc.strerror or exc}") from None
+        raise StartupRefused(f"cannot create {settings.given_as('data')} {path}: "
+                             f"{exc.strerror or exc}") from None
 
 
 def tls(settings: Settings) -> None:
@@ -115,7 +116,7 @@ async def reach_postgres(url: str, need_schema: bool) -> None:
         # hints. It never contains the password, but scrub it in case a URL was echoed.
         why = (str(exc).strip().splitlines() or ["connection failed"])[0]
         password = urlsplit(url).password
-        if password:
+        if password and len(password) >= 4:  # a shorter one would garble the message itself
             why = why.replace(password, "***")
         raise StartupRefused(f"cannot reach PostgreSQL at {where}: {why}") from None
     async with conn:

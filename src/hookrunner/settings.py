@@ -7,6 +7,7 @@ environment in once, here.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -56,12 +57,19 @@ class Settings:
     # The server's own environment, handed to the action environment builder, which keeps
     # only PATH, HOME, LANG, LC_*, TZ and --pass-env names from it.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # Where each given setting came from (`--root`, `HOOKRUNNER_ROOT`), for messages.
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Absolute from the start: actions run in other directories (ansible-playbook in its
         # private data dir), so a relative work dir such as the default `./.hookrunner/work`
         # would name a different place in each (the example playbook failed under `make run`).
         object.__setattr__(self, "data", Path(self.data).absolute())
+
+    def given_as(self, name: str) -> str:
+        """The flag or variable a setting was given by (its flag when left to its default),
+        so a message names what the user wrote."""
+        return self.sources.get(name) or flag_name(name)
 
     @property
     def store_url(self) -> str:
@@ -91,7 +99,7 @@ MAX_PORT = 65535
 
 
 def setting_names() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(Settings) if f.name != "environ")
+    return tuple(f.name for f in fields(Settings) if f.name not in ("environ", "sources"))
 
 
 def env_name(name: str) -> str:
@@ -145,11 +153,18 @@ def _check(name: str, value: Any) -> None:
         # Never echo the value: a URL may hold a password.
         raise ValueError("expected a postgresql://... (or postgres://...) URL; the embedded "
                          "SQLite store is chosen with --data DIR")
-    if name == "db" and value.split("/", 3)[2].count("@") > 1:
-        # `user:p@ss@host`: the URL parser would take `ss@host` for the host, and libpq's
-        # error ("cannot resolve host ss@host") would then print part of the password.
-        raise ValueError("the URL has more than one '@' before the host: write an '@' in the "
-                         "user name or password as %40")
+    if name == "db":
+        authority, *rest = re.split(r"[/?#]", value.split("://", 1)[1], maxsplit=1)
+        if authority.count("@") > 1:
+            # `user:p@ss@host`: the URL parser would take `ss@host` for the host, and libpq's
+            # error ("cannot resolve host ss@host") would then print part of the password.
+            raise ValueError("the URL has more than one '@' before the host: write an '@' in "
+                             "the user name or password as %40")
+        if "@" not in authority and rest and "@" in rest[0]:
+            # `user:pa/ss@host`: the host part ends at the `/`, so `ss@host/db` would be taken
+            # for the database (`?`, `#`: for the options), and messages would quote it.
+            raise ValueError("the URL has an '@' after its host part: write a '/', '?' or '#' "
+                             "in the user name or password as %2F, %3F or %23")
     if name == "trusted_proxy":
         for cidr in value:
             try:
@@ -171,10 +186,15 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str],
         flag = flags.get(name)
         env_value = environ.get(env_name(name))
         raw: Any = None
+        if flag == "":
+            # `--host "$BIND"` with BIND unset: an empty host would listen on every interface,
+            # an empty --rules or --data mean the working directory. Never what was meant.
+            raise ValueError(f"{flag_name(name)}: empty; leave the flag out for the default")
         if flag is not None and flag != [] and flag != ():
             raw, source[name] = flag, flag_name(name)
-        elif env_value not in (None, ""):
-            raw, source[name] = env_value, env_name(name)
+        elif env_value is not None and env_value.strip():
+            # A variable's surrounding spaces are a quoting slip (`HOST="127.0.0.1 "`).
+            raw, source[name] = env_value.strip(), env_name(name)
         if raw is None:
             continue
         try:
@@ -182,7 +202,7 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str],
             _check(name, values[name])
         except ValueError as exc:
             raise ValueError(f"{source[name]}: {exc}") from exc
-    settings = replace(Settings(), **values, environ=dict(environ))
+    settings = replace(Settings(), **values, environ=dict(environ), sources=source)
     if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
         raise ValueError("--ssl-certfile and --ssl-keyfile (HOOKRUNNER_SSL_CERTFILE, "
                          "HOOKRUNNER_SSL_KEYFILE) go together: give both or neither")

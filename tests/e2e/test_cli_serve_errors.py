@@ -78,7 +78,17 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> 
     # An unescaped '@' in the password: refused before libpq could echo part of it.
     (["--db", "postgresql://u:p@Sup3rS3cret@127.0.0.1/db"], {}, ["--db: the URL has more "
                                                                   "than one '@'", "%40"]),
-    (["--node", ""], {}, ["--node: must not be empty"]),
+    # An empty flag (`--host "$BIND"` with BIND unset) is not the default: an empty host
+    # listened on every interface.
+    (["--node", ""], {}, ["--node: empty; leave the flag out for the default"]),
+    (["--host", ""], {}, ["--host: empty; leave the flag out for the default"]),
+    (["--rules", ""], {}, ["--rules: empty"]),
+    (["--data", ""], {}, ["--data: empty"]),
+    # A '/' in the password: the host part would end there, and the rest be quoted.
+    (["--db", "postgresql://u:Sup3rS3cret/x@127.0.0.1/db"], {},
+     ["--db: the URL has an '@' after its host part", "%2F"]),
+    # A message names the variable a bad value came from.
+    ([], {"HOOKRUNNER_ROOT": "/nonexistent_root"}, ["HOOKRUNNER_ROOT /nonexistent_root: no such"]),
     (["--ssl-certfile", "/nonexist.pem", "--ssl-keyfile", "/nonexist.key"], {},
      ["--ssl-certfile /nonexist.pem: no such file"]),
     (["--ssl-certfile", "/etc/hostname"], {}, ["--ssl-certfile and --ssl-keyfile", "go together"]),
