@@ -96,7 +96,10 @@ class LiveRules:
         self._pending = asyncio.ensure_future(self.reload_async())
 
     def _load(self) -> _Loaded:
-        fingerprint = _fingerprint(self.rules_dir)
+        try:
+            fingerprint = _fingerprint(self.rules_dir)
+        except OSError:  # cannot list it now: load_rules says why; () differs from any next look
+            fingerprint = ()
         secrets: dict[Path, Stat | None] = {}
 
         def about_to_read(path: Path) -> None:

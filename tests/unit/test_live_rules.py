@@ -252,3 +252,29 @@ async def test_the_watcher_does_not_pile_loads_onto_a_slow_one(
         watcher.cancel()
     assert live.current is not None and "b" in live.current.hooks
     assert len(loads) <= 2, loads
+
+
+def test_out_of_file_descriptors_is_a_failed_reload_not_an_empty_ruleset(tmp_path: Path) -> None:
+    """Listing the directory failing (EMFILE under a connection flood) looked like a directory
+    with no rules files: the live rules were replaced by none, and hooks answered 404."""
+    import resource
+
+    (tmp_path / "sub").mkdir()  # os.walk needs a descriptor for each directory it lists
+    (tmp_path / "sub" / "gh.yaml").write_text(HOOK.format(name="gh"))
+    live = LiveRules(tmp_path)
+    assert live.reload() and live.current is not None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        with pytest.raises(OSError):
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        assert not live.reload()  # a failed reload...
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert live.current is not None and "gh" in live.current.hooks  # ...keeps the live rules
+    assert live.errors and "cannot list the rules directory" in live.errors[0], live.errors
+    assert live.reload() and "gh" in live.current.hooks  # and the next one loads them again

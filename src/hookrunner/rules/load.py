@@ -91,7 +91,11 @@ def load_rules(
         why = (f"the rules directory {where} is not a directory" if rules_dir.exists() else
                f"the rules directory {where} does not exist (give it with --rules DIR)")
         raise ConfigErrors([ConfigError(why, str(rules_dir), 0)])
-    paths = rules_files(rules_dir)
+    try:
+        paths = rules_files(rules_dir)
+    except OSError as exc:  # no descriptor left, no permission: not "no rules", a failure
+        why = f"cannot list the rules directory {exc.filename or rules_dir}: {exc.strerror or exc}"
+        raise ConfigErrors([ConfigError(why, str(rules_dir), 0)]) from None
     sources: list[tuple[str, str]] = []
     errors: list[ConfigError] = []
     warnings: list[str] = []
@@ -131,7 +135,13 @@ def rules_files(rules_dir: Path) -> list[Path]:
     # that vanishes mid-walk is skipped, not an error. A link to a directory is followed (a
     # team's rules linked in), each real directory once (a link back up is no loop).
     seen: set[str] = set()
-    for top, dirs, files in os.walk(rules_dir, followlinks=True):
+    problems: list[OSError] = []
+
+    def failed(exc: OSError) -> None:  # a directory that vanished mid-walk is no problem
+        if not isinstance(exc, FileNotFoundError | NotADirectoryError):
+            problems.append(exc)
+
+    for top, dirs, files in os.walk(rules_dir, followlinks=True, onerror=failed):
         real = os.path.realpath(top)
         if real in seen:
             dirs[:] = []
@@ -143,6 +153,8 @@ def rules_files(rules_dir: Path) -> list[Path]:
             if path.suffix in (".yaml", ".yml") and not name.startswith(".") and (
                     path.is_file() or path.is_symlink()):  # a dangling link is reported
                 found.append(path)
+    if problems:  # out of descriptors (EMFILE), no permission: an empty list would be taken
+        raise problems[0]  # for "no rules" and replace the live ones
     return sorted(found)
 
 
