@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -48,6 +49,7 @@ POLL = 0.5  # seconds: the longest a replay written by the CLI waits to be seen 
 CLAIM_GAP = 0.02
 RECORD_RETRY_MAX = 8.0  # seconds between tries to write a run's result, at most
 RECORD_TRIES_WHEN_STOPPING = 3  # a stopping server gives up on a store that is down
+SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
 HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
 PRUNE_EVERY = 60.0
 # Counting stored runs by status (hookrunner_runs_stored) scans every run: 88 ms at a million.
@@ -693,5 +695,15 @@ class Dispatcher:
                 logging.getLogger("hookrunner").exception("run.record_failed")
                 return
             if self._stopping and tries >= RECORD_TRIES_WHEN_STOPPING:
+                # The next start takes it for interrupted (and a retry rule runs it again):
+                # say which result was lost, and how it had ended.
+                event("run.result_abandoned", logging.ERROR, run_id=run.id, status=result.outcome,
+                      exit_code=result.exit_code)
                 return
+            if finish.log is not None and len(finish.log) > SHORT_LOG:
+                # A full disk may take the result but not a copy of megabytes of output (the
+                # log file has it all): the status must not be lost for want of the copy.
+                finish = dataclasses.replace(finish, log=(
+                    f"[hookrunner] the store refused the whole log; its last {SHORT_LOG} "
+                    f"characters follow (the log file has it all)\n{finish.log[-SHORT_LOG:]}"))
             delay = min(RECORD_RETRY_MAX, max(0.5, delay * 2))

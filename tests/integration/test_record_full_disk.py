@@ -1,0 +1,50 @@
+"""A run's result written to a store that is full: the result (status, exit code) must not be
+lost for want of room for a copy of megabytes of output, or the next start would take the
+run for interrupted and a retry rule would run a succeeded action again. A real SQLite store
+made full by `max_page_count`, the dispatcher in this process, a real shell action."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from hookrunner.dispatch import SHORT_LOG, Dispatcher
+from hookrunner.metrics import Metrics
+from hookrunner.settings import Settings
+from hookrunner.store.base import NewDelivery, NewRun
+from hookrunner.store.sqlite import SQLiteStore
+
+
+async def test_a_result_the_store_refuses_whole_is_written_with_a_shorter_log(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
+    store = SQLiteStore(tmp_path / "hookrunner.db")
+    await store.open()
+    d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
+                    dedup_key=None, event=None, client_ip="", matches=[])
+    run = NewRun(id="r-1", delivery_id=d.id, rule="r", action="shell",
+                 spec={"argv": ["sh", "-c", "head -c 2000000 /dev/zero | tr '\\0' x; echo; "
+                                "echo done"]},
+                 created_at=time.time())
+    await store.accept(d, [run])
+    conn = store._writer._conn  # the writer's own connection: the limit is per connection
+    assert conn is not None
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 600_000 // size}")  # room for ~600 KB
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (got := await store.get_run("r-1")) is None or got.status in ("queued", "running"):
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.05)
+        assert (got.status, got.exit_code) == ("succeeded", 0), got
+        log = await store.get_log("r-1", 1)
+        assert log is not None and log.startswith("[hookrunner] the store refused the whole log")
+        assert len(log) < SHORT_LOG + 200 and "done" in log
+    finally:
+        await dispatcher.stop(grace=1.0)
+        await store.close()
