@@ -436,7 +436,9 @@ class Dispatcher:
                         # listing does not leave the metric stale for long.
                         stats_due = now + min(STATS_MAX_WAIT,
                                               (time.monotonic() - started) * STATS_BACKOFF)
-                    if self._store_down:
+                    # Reads going through says little (they do on a full disk): only once
+                    # the store takes writes again has the outage ended.
+                    if self._store_down and await self.store.ping():
                         self._store_down, self._reachable_since = False, now
                         event("store.available", node=self.node)  # the outage's errors end
                 if self.settings.keep and now - last_prune >= min(PRUNE_EVERY, self.settings.keep / 2):

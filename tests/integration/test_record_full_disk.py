@@ -1,4 +1,4 @@
-"""A run's result written to a store that is full: the result (status, exit code) must not be
+"""A store that is full. A run's result written to it: the result (status, exit code) must not be
 lost for want of room for a copy of megabytes of output, or the next start would take the
 run for interrupted and a retry rule would run a succeeded action again. A real SQLite store
 made full by `max_page_count`, the dispatcher in this process, a real shell action."""
@@ -47,4 +47,33 @@ async def test_a_result_the_store_refuses_whole_is_written_with_a_shorter_log(
         assert len(log) < SHORT_LOG + 200 and "done" in log
     finally:
         await dispatcher.stop(grace=1.0)
+        await store.close()
+
+
+async def test_a_full_store_is_not_ready_until_a_write_goes_through(tmp_path: Path) -> None:
+    """A claim that finds nothing commits on a full disk too: that said "ok" to /readyz. And
+    an idle server must find out by itself when the disk has room again."""
+    from hookrunner.errors import StoreUnavailable
+
+    store = SQLiteStore(tmp_path / "hookrunner.db")
+    await store.open()
+    try:
+        conn = store._writer._conn
+        assert conn is not None
+        conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+        big = NewDelivery(id="d-big", hook="h", received_at=time.time(), headers=[],
+                          body=b"x" * 100_000, dedup_key=None, event=None, client_ip="", matches=[])
+        try:
+            await store.accept(big, [])
+        except StoreUnavailable as exc:
+            assert "full" in str(exc), exc
+        else:
+            raise AssertionError("the full store took the delivery")
+        assert not await store.ping()
+        assert await store.claim("n1", 5, 15.0, time.time()) == []  # commits, writes nothing
+        assert not await store.ping()  # still full: not ready
+        conn.execute("PRAGMA max_page_count = 1073741823")  # room again
+        assert await store.ping()  # found by its own write, with no delivery to try it
+        await store.accept(big, [])
+    finally:
         await store.close()

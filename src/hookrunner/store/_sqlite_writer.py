@@ -159,6 +159,7 @@ class Writer:
         if conn is None:
             _settle(batch, [(False, StoreUnavailable("the SQLite store is closed"))] * len(batch))
             return
+        changes = conn.total_changes
         try:
             self._same_file()
             await self._blocking("BEGIN IMMEDIATE")
@@ -182,7 +183,10 @@ class Writer:
             error = StoreUnavailable(f"SQLite write failed: {exc}")
             _settle(batch, [(False, error)] * len(batch))
             return
-        self.failing = False
+        if conn.total_changes != changes:
+            # Only a batch that wrote says writes go through: on a full disk a claim that
+            # found nothing commits all the same (and /readyz said "ok" after each one).
+            self.failing = False
         self.commits += 1
         self.jobs += len(batch)
         _settle(batch, outcomes)

@@ -11,6 +11,7 @@ and `busy_timeout` makes each side wait for the other instead of failing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import re
@@ -198,6 +199,14 @@ def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | 
     return None if row is None else str(row[0])
 
 
+def _probe_write(conn: sqlite3.Connection) -> None:
+    """A write the size of a delivery, undone in its own transaction: it needs the room one
+    would (an update of a row in place may go through where a delivery cannot)."""
+    conn.execute("INSERT INTO schema_migrations (version, name, applied_at) "
+                 "VALUES (-1, hex(zeroblob(32768)), 0)")
+    conn.execute("DELETE FROM schema_migrations WHERE version = -1")
+
+
 def _readable(path: Path) -> bool:
     # as_uri() escapes what a URI would misread in a path (`?`, `#`, `%`, spaces).
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
@@ -329,7 +338,13 @@ class SQLiteStore:
         """Readable, and the last write went through: a full disk, a lock held elsewhere or
         a deleted file fail writes while reads still work, and hooks answer 503 then."""
         if self._writer.failing:
-            return False
+            # Try a write that changes a page, as a delivery's would (a write that changes
+            # nothing goes through on a full disk): an idle server's /readyz would otherwise
+            # stay 503, and a load balancer send it nothing to write, for good.
+            with contextlib.suppress(StoreUnavailable):
+                await self._writer.run(_probe_write)
+            if self._writer.failing:
+                return False
         # On a connection of its own: the reader thread may be busy with an admin listing of
         # a long history for seconds, which says nothing about whether the store is up.
         try:
