@@ -167,10 +167,15 @@ def _under_way(run: Run, attempt: int) -> bool:
 
 
 async def _ended_log(gw: Gateway, run_id: str, attempt: int) -> str:
+    """The file, which holds all of a large log; the record's copy where the file holds
+    less (a disk that filled up while the run wrote it, or another node's run)."""
+    stored = await gw.store.get_log(run_id, attempt)
     path = gw.settings.log_path(run_id, attempt)
     if attempt and path.exists():
-        return path.read_text(errors="replace")
-    return await gw.store.get_log(run_id, attempt) or ""
+        text = path.read_text(errors="replace")
+        if stored is None or len(text) >= len(stored):
+            return text
+    return stored or ""
 
 
 async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes]:

@@ -607,11 +607,13 @@ class Dispatcher:
         log.note(result.reason if said else f"{result.outcome}" + (
             f": {result.reason}" if result.reason else ""))
         log.close()
+        text = log.text()
         if log.failed is not None:
             event("run.log_failed", logging.ERROR, run_id=run.id, error=str(log.failed))
-            result.reason = (result.reason + "; " if result.reason else "") + (
-                f"log incomplete: {log.failed.strerror or log.failed}")
-        return result, log.text()
+            if text is None:  # else kept whole in memory, and saved with the record
+                result.reason = (result.reason + "; " if result.reason else "") + (
+                    f"log incomplete: {log.failed.strerror or log.failed}")
+        return result, text
 
     async def _run_action(self, run: Run, cancel: asyncio.Event, log: FileLog) -> RunResult:
         if "render_error" in run.spec:

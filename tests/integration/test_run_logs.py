@@ -108,6 +108,30 @@ async def test_a_short_runs_log_goes_only_into_the_store(
     assert summary["output"] == log
 
 
+async def test_the_api_serves_the_records_log_where_the_file_holds_less(
+    running: tuple[Settings, SQLiteStore, Dispatcher],
+) -> None:
+    """A disk that filled up while the run wrote its file: the file stops, the record has
+    the whole (small) log, and the API must not serve the stump."""
+    from types import SimpleNamespace
+
+    from hookrunner.api import _ended_log
+
+    settings, store, dispatcher = running
+    run_id = await arrive(store, dispatcher, "echo one; echo two")
+    assert await ended(store, run_id) == "succeeded"
+    stored = await store.get_log(run_id, 1)
+    assert stored is not None and "two" in stored
+    gw = SimpleNamespace(settings=settings, store=store)
+    assert await _ended_log(gw, run_id, 1) == stored  # type: ignore[arg-type]
+    path = settings.log_path(run_id, 1)
+    path.parent.mkdir(parents=True)
+    path.write_text(stored[:10])  # the file as the full disk left it
+    assert await _ended_log(gw, run_id, 1) == stored  # type: ignore[arg-type]
+    path.write_text(stored + "more than the record kept\n")  # a large log: the file has all
+    assert (await _ended_log(gw, run_id, 1)).endswith("more than the record kept\n")  # type: ignore[arg-type]
+
+
 async def test_a_followed_run_goes_to_disk_at_once_and_stays_there(
     running: tuple[Settings, SQLiteStore, Dispatcher], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

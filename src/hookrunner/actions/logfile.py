@@ -128,28 +128,29 @@ class FileLog:
 
     def _failed(self, exc: OSError) -> None:
         # Disk full or gone: keep the run going (its output is still drained so it never
-        # blocks on a full pipe) and say why its log stops here, once.
+        # blocks on a full pipe). The file stops here; a small log goes on in memory and is
+        # saved with the run's record whole.
         self.failed = exc
-        self.truncated = True
+        if self._copy is None:
+            self.truncated = True
 
     def _append(self, data: bytes) -> None:
-        if not data or self.failed:
+        if not data:
             return
-        if self._file is None and self._copy is not None and (
+        if self._file is None and self.failed is None and self._copy is not None and (
                 len(self._copy) + len(data) > KEEP_IN_MEMORY):
             self._spill()  # too large to keep only in memory
-            if self.failed:
-                return
-        try:
-            if self._file is not None:
+        if self._file is not None and self.failed is None:
+            try:
                 self._file.write(data)  # unbuffered: visible to readers at once
-            if self._copy is not None:
-                self._copy += data
-                if len(self._copy) > KEEP_IN_MEMORY:
-                    self._copy = None
-        except OSError as exc:
-            self._failed(exc)
-            return
+            except OSError as exc:
+                self._failed(exc)
+        if self._copy is not None:  # kept on when the file fails: the record gets it whole
+            self._copy += data
+            if len(self._copy) > KEEP_IN_MEMORY:
+                self._copy = None
+                if self.failed is not None:
+                    self.truncated = True  # neither the file nor the memory holds more
         self._at_line_start = data.endswith(b"\n")
 
 

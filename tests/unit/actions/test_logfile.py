@@ -91,14 +91,38 @@ def test_a_deferred_log_goes_to_disk_when_it_outgrows_memory(tmp_path: Path) -> 
     assert log.text() is None  # too large to keep: read back from the file
 
 
-def test_a_deferred_log_that_cannot_reach_disk_says_so_and_keeps_what_it_had(
+def test_a_deferred_log_that_cannot_reach_disk_says_so_and_keeps_its_output_in_memory(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "run").write_text("a file where the log's directory should be")
     log = FileLog(tmp_path / "run" / "1.log", deferred=True)
     log.write(b"kept\n")
     assert log.to_disk() is None
-    assert isinstance(log.failed, OSError) and log.truncated
-    log.write(b"lost\n")
+    assert isinstance(log.failed, OSError) and not log.truncated
+    log.write(b"also kept\n")  # saved with the run's record
     log.close()
-    assert log.text() == "kept\n"
+    assert log.text() == "kept\nalso kept\n"
+
+
+def test_a_log_file_that_fills_the_disk_goes_on_in_memory(tmp_path: Path) -> None:
+    """The file fails (ENOSPC from /dev/full); a log small enough for memory is still whole
+    there, for the run's record; a larger one stops, as the file did."""
+    log = FileLog(tmp_path / "1.log", deferred=True)
+    log.write(b"first\n")
+    assert log.to_disk() is not None and log._file is not None
+    log._file.close()
+    log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 (the log closes it)
+    log.write(b"second\n")
+    assert isinstance(log.failed, OSError) and not log.truncated
+    log.note("succeeded")
+    log.close()
+    assert log.text() == "first\nsecond\n[hookrunner] succeeded\n"
+    assert (tmp_path / "1.log").read_text() == "first\n"
+    big = FileLog(tmp_path / "2.log", deferred=True)
+    big.write(b"x\n")
+    assert big.to_disk() is not None and big._file is not None
+    big._file.close()
+    big._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115
+    big.write(b"y" * (KEEP_IN_MEMORY + 1))
+    assert big.truncated and big.text() is None
+    big.close()
