@@ -169,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return asyncio.run(store_commands[args.command]())
         except Exception as exc:  # the database said no (a role without the rights, a lock)
+            from hookrunner.errors import StoreUnavailable
+
+            if isinstance(exc, StoreUnavailable):  # a full disk, a lock held too long
+                print(f"hookrunner: {exc}", file=sys.stderr)
+                return 1
             if not _database_error(exc):
                 raise
             print(f"hookrunner: the database refused: {type(exc).__name__}: {exc}".rstrip(),

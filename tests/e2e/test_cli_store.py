@@ -233,6 +233,23 @@ def test_runs_reads_while_another_process_holds_the_write_lock(tmp_path: Path) -
     assert took < 5, took  # not the 10 s busy timeout
 
 
+def test_a_write_the_store_refuses_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """`cancel` (and `replay`) write: a lock held past the busy timeout, or a full disk."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(CANCEL_RULES)
+    Server(tmp_path / "rules", tmp_path / "data", tmp_path).start().stop()  # makes the store
+    writer = sqlite3.connect(tmp_path / "data" / "hookrunner.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        done = _run("cancel", "run_x", "--data", str(tmp_path / "data"), cwd=tmp_path)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert done.returncode == 1, done
+    assert done.stderr.startswith("hookrunner: SQLite write failed: database is locked"), done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
 @pytest.mark.postgres
 async def test_cancel_on_postgresql_says_when_the_runs_node_is_gone(
     tmp_path: Path, postgres_db: str
