@@ -9,6 +9,7 @@ import logging
 import re
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -269,7 +270,8 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     hooks and forwards everything else to the main one (see multiproc)."""
     metrics_ = Metrics(summed=shared is not None)
     rules = LiveRules(settings.rules, settings.root,
-                      on_failure=None if worker else metrics_.reload_failures.inc, quiet=worker)
+                      on_failure=None if worker else metrics_.reload_failures.inc, quiet=worker,
+                      copy=Path(shared.upstream).with_name("rules-copy") if shared else None)
     # A sender gives up after ~10 s (GitHub): a write that waits for another process's lock
     # (a CLI command) answers 503 with Retry-After well before that.
     store = open_store(settings.store_url, write_lock=shared is not None,

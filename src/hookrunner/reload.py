@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hookrunner import rulescopy
 from hookrunner.errors import ConfigErrors
 from hookrunner.logs import Throttled, event
 from hookrunner.rules.load import load_rules, rules_files
@@ -22,7 +23,7 @@ from hookrunner.rules.model import Ruleset
 POLL_INTERVAL = 1.0  # seconds between looks at the rules files' modification times
 _watch_failed = Throttled("rules.watch_failed", logging.ERROR, every=60.0)
 
-Stat = tuple[str, int, float, int]
+Stat = rulescopy.Stat
 
 
 def _stat(path: Path) -> Stat | None:
@@ -50,10 +51,12 @@ class _Loaded:
 class LiveRules:
     def __init__(
         self, rules_dir: Path, root: Path | None = None, on_failure: Callable[[], None] | None = None,
-        quiet: bool = False,
+        quiet: bool = False, copy: Path | None = None,
     ) -> None:
         """`quiet`: an HTTP worker's copy (--http-workers). The main process reads the same
-        files and logs what it found; a line from every process would say it N+1 times."""
+        files and logs what it found; a line from every process would say it N+1 times.
+        `copy` (--http-workers, see rulescopy): the main process keeps a copy of each load
+        that succeeds there; a worker that finds the files broken at its start loads it."""
         self.rules_dir = rules_dir
         self.root = root
         self.current: Ruleset | None = None
@@ -68,11 +71,28 @@ class LiveRules:
         self._again = False  # and another was asked for meanwhile
         self._pending: asyncio.Future[None] | None = None  # SIGHUP's, kept from the GC
         self._quiet = quiet
+        self._copy = copy
 
     def reload(self) -> bool:
         """Load the rules now, on this thread; on failure keep the live ones. Returns whether
         the load succeeded. (The server's own reloads go through `reload_async`.)"""
-        return self._apply(self._load())
+        loaded = self._apply(self._load())
+        if not loaded and self.current is None and self._quiet and self._copy is not None:
+            self._load_copy(self._copy)
+        return loaded
+
+    def _load_copy(self, copy: Path) -> None:
+        """A worker starting while the files do not load: the rules the main process serves.
+        The files are still watched; the first load of them that succeeds replaces these."""
+        try:
+            ruleset = load_rules(copy, root=self.root) if copy.is_dir() else None
+        except ConfigErrors:
+            ruleset = None
+        if ruleset is not None:
+            self.current, self.loaded_at = ruleset, time.time()
+            event("rules.loaded_copy", logging.WARNING, hooks=len(ruleset.hooks),
+                  rules=len(ruleset.rules), why="the rules files do not load; serving the "
+                  "rules the main process loaded last")
 
     async def reload_async(self) -> None:
         """Load on a thread, so hooks go on being answered with the live rules meanwhile (a
@@ -113,6 +133,8 @@ class LiveRules:
             else:
                 errors = [f"{self.rules_dir}: cannot load the rules: {type(exc).__name__}: {exc}"]
             return _Loaded(None, errors, fingerprint, secrets)
+        if self._copy is not None and not self._quiet:  # here: off the event loop
+            rulescopy.save(self.rules_dir, fingerprint, self._copy, _stat)
         return _Loaded(ruleset, [], fingerprint, secrets)
 
     def _apply(self, loaded: _Loaded) -> bool:

@@ -271,3 +271,25 @@ def test_a_generated_admin_token_is_reported_once(
     until(lambda: len(children(pid)) == 3, 10, "main + 2 workers")
     until(lambda: server.output().count("server.http_worker_started") == 2, 10, "both workers")
     assert server.output().count("server.admin_token") == 1, server.output()
+
+
+def test_a_worker_started_while_the_rules_files_are_broken_serves_the_live_rules(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A failed reload keeps the live rules in every process; a worker replacing one that
+    died has none yet, and from the broken files it would answer 404 to half the senders."""
+    server, pid = two_workers(make_server, project)
+    rules = project / "rules" / "rules.yaml"
+    rules.write_text(rules.read_text() + "  - name: [\n")
+    until(lambda: "rules.reload_failed" in server.output(), 10, "the failed reload")
+    main = int(re.search(r"server.http_workers .*main_pid=(\d+)", server.output()).group(1))  # type: ignore[union-attr]
+    for worker in sorted(children(pid) - {main}):  # both: every worker is a replacement
+        os.kill(worker, signal.SIGKILL)
+        until(lambda w=worker: len(children(pid)) == 3 and w not in children(pid), 15,  # type: ignore[misc]
+              "a replacement")
+    until(lambda: server.output().count("rules.loaded_copy") == 2, 10, "both on the copy")
+    answers = [push(server, f"broken{i}") for i in range(8)]
+    assert [a.status_code for a in answers] == [202] * 8
+    rules.write_text(rules.read_text().replace("  - name: [\n", ""))  # fixed: loaded by all
+    until(lambda: server.output().count("rules.loaded hooks=") >= 2, 10, "the fixed files")
+    assert [push(server, f"fixed{i}").status_code for i in range(4)] == [202] * 4
