@@ -49,6 +49,8 @@ POLL = 0.5  # seconds: the longest a replay written by the CLI waits to be seen 
 CLAIM_GAP = 0.02
 RECORD_RETRY_MAX = 8.0  # seconds between tries to write a run's result, at most
 RECORD_TRIES_WHEN_STOPPING = 3  # a stopping server gives up on a store that is down
+NOT_STARTED_TRIES = 5  # extra attempts for a run whose process could not start (EMFILE)
+NOT_STARTED_DELAY = 5.0  # seconds before such a run is tried again
 SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
 HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
 PRUNE_EVERY = 60.0
@@ -663,7 +665,12 @@ class Dispatcher:
             return
         now = time.time()
         retry_at = None
-        if should_retry(result.outcome, run.attempt, run.max_attempts, run.retry_on):
+        if result.not_started and run.attempt < run.max_attempts + NOT_STARTED_TRIES:
+            # Nothing ran, whatever the rule's retries say: as a run whose claim a crash cut
+            # short, it is queued again (a few times: a lasting shortage fails it).
+            retry_at = now + NOT_STARTED_DELAY
+            result.reason += "; nothing ran: queued again"
+        elif should_retry(result.outcome, run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
         # A run asked to cancel (or replaced) is not retried: the store's finish ends it
         # canceled (Store.finish: cancel_retry). Its log line says so already.

@@ -54,6 +54,9 @@ class RunResult:
     exit_code: int | None = None
     reason: str = ""  # one line for the run record, e.g. "exit 2" or "HTTP 500"
     outputs: dict[str, Any] = field(default_factory=dict)  # terraform outputs, ansible stats, ...
+    # Nothing of the action ran: its process could not start for want of a resource (file
+    # descriptors, processes, memory), which a later try may have. Queued again.
+    not_started: bool = False
 
 class Runner(Protocol):
     kind: str

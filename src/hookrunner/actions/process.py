@@ -33,6 +33,8 @@ LINGER = 0.5  # after the leader exits, seconds its output may still arrive befo
 DRAIN_AFTER_KILL = 1.0  # seconds to read what is left after SIGKILL before giving up
 POLL_INTERVAL = 0.05  # seconds between checks whether a group has gone
 READ_CHUNK = 64 * 1024
+# A process that cannot start for want of these may start later (EMFILE under a flood).
+SHORT_OF = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 MAX_ARG_STRLEN = 128 * 1024  # Linux: bytes of one argument or NAME=value, its NUL included
 
 OutputHandler = Callable[[bytes], None]
@@ -202,7 +204,7 @@ async def run_process(
     except OSError as exc:
         reason = _start_failure(argv, cwd, env, exc)
         ctx.log.note(reason)
-        return RunResult("failed", reason=reason)
+        return RunResult("failed", reason=reason, not_started=exc.errno in SHORT_OF)
 
     pump = proc.read_output(on_output or ctx.log.write)
     if stdin is not None:

@@ -1,4 +1,4 @@
-"""A store that is full. A run's result written to it: the result (status, exit code) must not be
+"""Running short of disk or descriptors. A run's result written to a full store: the result (status, exit code) must not be
 lost for want of room for a copy of megabytes of output, or the next start would take the
 run for interrupted and a retry rule would run a succeeded action again. A real SQLite store
 made full by `max_page_count`, the dispatcher in this process, a real shell action."""
@@ -6,8 +6,13 @@ made full by `max_page_count`, the dispatcher in this process, a real shell acti
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import resource
 import time
 from pathlib import Path
+
+import pytest
 
 from hookrunner.dispatch import SHORT_LOG, Dispatcher
 from hookrunner.metrics import Metrics
@@ -76,4 +81,52 @@ async def test_a_full_store_is_not_ready_until_a_write_goes_through(tmp_path: Pa
         assert await store.ping()  # found by its own write, with no delivery to try it
         await store.accept(big, [])
     finally:
+        await store.close()
+
+
+async def test_a_run_whose_process_cannot_start_for_want_of_descriptors_is_queued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EMFILE under a flood: nothing of the action ran, so it is queued again, as a run whose
+    claim a crash cut short, not failed for good."""
+    from hookrunner import dispatch
+
+    monkeypatch.setattr(dispatch, "NOT_STARTED_DELAY", 0.3)
+    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
+    store = SQLiteStore(tmp_path / "hookrunner.db")
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    try:
+        d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
+                        dedup_key=None, event=None, client_ip="", matches=[])
+        run = NewRun(id="r-1", delivery_id=d.id, rule="r", action="shell",
+                     spec={"argv": ["true"]}, created_at=time.time())
+        await store.accept(d, [run])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        with contextlib.suppress(OSError):
+            while True:  # every descriptor taken: the child's pipe cannot be made
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        dispatcher.accepted(1)
+        deadline = time.monotonic() + 20
+        while not (attempts := await store.attempts("r-1")) or attempts[0].status == "running":
+            assert time.monotonic() < deadline, attempts
+            await asyncio.sleep(0.05)
+        for fd in held:
+            os.close(fd)
+        held.clear()
+        while (got := await store.get_run("r-1")) is None or got.status in ("queued", "running"):
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.05)
+        assert got.status == "succeeded", got
+        first = (await store.attempts("r-1"))[0]
+        assert first.status == "failed" and first.reason.endswith("; nothing ran: queued again")
+        assert "Too many open files" in first.reason, first.reason
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        await dispatcher.stop(grace=1.0)
         await store.close()
