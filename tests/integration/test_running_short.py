@@ -1,7 +1,8 @@
-"""Running short of disk or descriptors. A run's result written to a full store: the result (status, exit code) must not be
-lost for want of room for a copy of megabytes of output, or the next start would take the
-run for interrupted and a retry rule would run a succeeded action again. A real SQLite store
-made full by `max_page_count`, the dispatcher in this process, a real shell action."""
+"""Running short of disk or file descriptors, with a real SQLite store (made full by
+`max_page_count`), the dispatcher in this process and real processes. A result must not be
+lost for want of room for a copy of its output (the next start would take the run for
+interrupted, and a retry rule would run a succeeded action again); a full store is not
+ready until a write goes through; a run that could not start is queued again."""
 
 from __future__ import annotations
 
