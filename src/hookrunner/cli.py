@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -140,6 +141,11 @@ def _settings_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        # Until the server takes SIGHUP as "reload" (once its loop runs), its default action
+        # would kill it: a `systemctl reload` right after a start. The rules load at the
+        # start anyway; the files are watched too.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from hookrunner.settings import load_settings
 
     try:

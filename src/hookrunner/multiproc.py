@@ -188,8 +188,8 @@ def _fork(supervisor: int, body: Callable[[], int]) -> int:
         return pid
     code = 1
     try:
-        for sig in FORWARDED:
-            signal.signal(sig, signal.SIG_DFL)
+        for sig in FORWARDED:  # SIGHUP (reload) is taken once the child's loop runs
+            signal.signal(sig, signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # blocked around the fork
         _die_with_parent(supervisor)
         code = body()

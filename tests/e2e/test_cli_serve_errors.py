@@ -3,8 +3,10 @@ usage, 3 cannot start), never a traceback. Each starts the real command."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -170,6 +172,44 @@ def test_port_0_takes_a_free_port_and_logs_which(project: Path) -> None:
         port = int(found.group(1))
         assert port > 0
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_while_starting_does_not_kill_the_server(project: Path, workers: int) -> None:
+    """`systemctl reload` right after a start: from the moment `serve` runs (its first
+    instructions make SIGHUP harmless) until the loop takes it as "reload"."""
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--http-workers", str(workers)],
+                            cwd=project, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+
+        def handled(pid: int) -> bool:
+            fields = dict(line.split(":", 1) for line in
+                          Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+            return bool((int(fields["SigIgn"], 16) | int(fields["SigCgt"], 16)) & 1)
+
+        while not handled(proc.pid):  # the interpreter's own start is out of our hands
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        hups = 0
+        while True:
+            proc.send_signal(signal.SIGHUP)
+            hups += 1
+            assert proc.poll() is None, f"killed by SIGHUP number {hups}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGHUP)  # a reload now
+        time.sleep(0.5)
+        assert proc.poll() is None
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
     finally:
         proc.terminate()
         proc.wait(timeout=30)
