@@ -32,8 +32,12 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
     private_dir(data_dir)
     token = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    except OSError:  # a full disk: leave no empty file behind
+        path.unlink(missing_ok=True)
+        raise
     return token, path
 
 

@@ -10,6 +10,7 @@ import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from hookrunner.auth import TOKEN_FILE, admin_token
 from hookrunner.errors import HookrunnerError, StartupRefused
 from hookrunner.private import private_dir
 from hookrunner.settings import Settings
@@ -40,6 +41,11 @@ def data_dir(settings: Settings) -> None:
             raise StartupRefused(f"{settings.given_as('data')} {path} is not writable by this user")
     except OSError as exc:  # e.g. a parent it may not search
         raise StartupRefused(f"cannot create {settings.given_as('data')} {path}: "
+                             f"{exc.strerror or exc}") from None
+    try:  # made here, where a failure is one line (a full disk), not in the app's set-up
+        admin_token(settings.admin_token, path)
+    except OSError as exc:
+        raise StartupRefused(f"cannot write the admin token to {path / TOKEN_FILE}: "
                              f"{exc.strerror or exc}") from None
 
 

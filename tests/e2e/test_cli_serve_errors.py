@@ -123,6 +123,18 @@ def test_a_data_dir_that_cannot_be_used_is_exit_3(project: Path, data: str, text
     one_line(serve(project, "--data", data), 3, "server.refused", text)
 
 
+def test_an_admin_token_that_cannot_be_written_is_exit_3(project: Path) -> None:
+    """A full disk (here: a dangling link where the file goes) when no HOOKRUNNER_ADMIN_TOKEN
+    is set: one line, not a traceback from the app's set-up."""
+    data = project / ".hookrunner"
+    data.mkdir(mode=0o700)
+    (data / "admin-token").symlink_to(project / "nowhere" / "token")
+    env = {k: v for k, v in _env().items() if k != "HOOKRUNNER_ADMIN_TOKEN"}
+    done = subprocess.run([*CLI, "serve", "--port", str(free_port())], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=30)
+    one_line(done, 3, "server.refused", "cannot write the admin token to")
+
+
 def test_an_unreachable_postgresql_is_one_line_without_the_password(project: Path) -> None:
     with socket.socket() as s:  # a port that is certainly closed: bound, never listening
         s.bind(("127.0.0.1", 0))
