@@ -31,3 +31,5 @@ def test_the_unit_has_no_end_of_line_comments_and_keeps_its_promises() -> None:
     assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert settings["WorkingDirectory"] == "/srv/hookrunner"
     assert "hookrunner serve" in settings["ExecStart"]
+    assert settings["SuccessExitStatus"] == "143"  # --http-workers' exit on SIGTERM
+    assert settings["RestartSec"] == "5s" and settings["StartLimitIntervalSec"] == "0"
