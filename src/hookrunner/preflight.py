@@ -49,13 +49,26 @@ def data_dir(settings: Settings) -> None:
                              f"{exc.strerror or exc}") from None
 
 
+class _Encrypted(Exception):
+    """The key needs a passphrase."""
+
+
 def tls(settings: Settings) -> None:
     """Load the certificate and key once, as uvicorn will, to report a bad pair in one line."""
     if not settings.ssl_certfile:
         return
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+
+    def no_passphrase() -> str:  # else OpenSSL asks on the terminal, and the start hangs
+        raise _Encrypted
+
     try:
-        context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+        context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile, password=no_passphrase)
+    except _Encrypted:
+        raise StartupRefused(
+            f"{settings.given_as('ssl_keyfile')} {settings.ssl_keyfile} is encrypted: hookrunner "
+            "takes an unencrypted key (openssl pkey -in KEY -out PLAIN; keep it mode 0600)"
+        ) from None
     except ssl.SSLError as exc:
         why = f" ({exc.reason.lower().replace('_', ' ')})" if exc.reason else ""
         raise StartupRefused(

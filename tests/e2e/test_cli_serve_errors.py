@@ -113,6 +113,16 @@ def test_a_certificate_that_does_not_load_is_exit_3(project: Path) -> None:
              "server.refused", "cannot load --ssl-certfile cert.pem", "PEM certificate")
 
 
+def test_an_encrypted_key_is_exit_3_not_a_passphrase_prompt(project: Path) -> None:
+    """OpenSSL would ask for the passphrase on the terminal, and the start hang there."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-passout", "pass:x",
+                    "-keyout", str(project / "key.pem"), "-out", str(project / "cert.pem"),
+                    "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    done = serve(project, "--ssl-certfile", "cert.pem", "--ssl-keyfile", "key.pem")
+    one_line(done, 3, "server.refused", "--ssl-keyfile key.pem is encrypted")
+    assert "pass phrase" not in done.stdout + done.stderr
+
+
 @pytest.mark.parametrize(("data", "text"), [
     ("/proc/nope", "cannot create --data /proc/nope: No such file or directory"),
     ("a-file", "is not a directory"),
