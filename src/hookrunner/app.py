@@ -333,6 +333,10 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                 event("server.keep_short", logging.WARNING, keep_seconds=settings.keep,
                       hint="dedup forgets a delivery once it is pruned: a sender's redelivery "
                            "after that runs the rules again (Stripe retries for 3 days)")
+            unset = [n for n in settings.pass_env if n not in settings.environ]
+            if unset:  # a typo, or a variable the unit's EnvironmentFile does not set
+                event("server.pass_env_unset", logging.WARNING, names=",".join(unset),
+                      hint="--pass-env names a variable this server's environment does not have")
         try:
             yield
         finally:

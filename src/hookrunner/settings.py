@@ -95,6 +95,7 @@ _PATHS = {"rules", "root", "data"}
 # Settings no flag sets: only their variable does (see the README).
 ENV_ONLY = frozenset({"admin_token", "default_timeout", "log_cap", "grace"})
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PORT = 65535
 
 
@@ -111,10 +112,9 @@ def flag_name(name: str) -> str:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if name in _LISTS:
-        if isinstance(value, str):
-            return tuple(v for v in value.replace(",", " ").split() if v)
-        return tuple(value)
+    if name in _LISTS:  # `--pass-env A,B`, `--pass-env A --pass-env B`, `HOOKRUNNER_PASS_ENV="A B"`
+        items = [value] if isinstance(value, str) else list(value)
+        return tuple(v for item in items for v in str(item).replace(",", " ").split() if v)
     if name in _DURATIONS:
         return parse_duration(value)
     if name in _INTS:
@@ -165,6 +165,10 @@ def _check(name: str, value: Any) -> None:
             # for the database (`?`, `#`: for the options), and messages would quote it.
             raise ValueError("the URL has an '@' after its host part: write a '/', '?' or '#' "
                              "in the user name or password as %2F, %3F or %23")
+    if name == "pass_env":
+        for item in value:
+            if not ENV_NAME.fullmatch(item):
+                raise ValueError(f"{item!r} is not an environment variable name")
     if name == "trusted_proxy":
         for cidr in value:
             try:

@@ -83,6 +83,8 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> 
     # An empty flag (`--host "$BIND"` with BIND unset) is not the default: an empty host
     # listened on every interface.
     (["--node", ""], {}, ["--node: empty; leave the flag out for the default"]),
+    (["--pass-env", "A=B"], {}, ["--pass-env: 'A=B' is not an environment variable name"]),
+    (["--pass-env", "A-B"], {}, ["--pass-env: 'A-B' is not an environment variable name"]),
     (["--host", ""], {}, ["--host: empty; leave the flag out for the default"]),
     (["--rules", ""], {}, ["--rules: empty"]),
     (["--data", ""], {}, ["--data: empty"]),
@@ -235,3 +237,20 @@ def test_sighup_while_starting_does_not_kill_the_server(project: Path, workers: 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_pass_env_takes_commas_as_its_variable_does_and_warns_of_unset_names(
+    project: Path,
+) -> None:
+    from hookrunner.settings import load_settings
+
+    flags = {"pass_env": ["FOO,BAR", "BAZ"]}
+    assert load_settings(flags, {}, ["pass_env"]).pass_env == ("FOO", "BAR", "BAZ")
+    assert load_settings({}, {"HOOKRUNNER_PASS_ENV": "FOO, BAR"}, ["pass_env"]).pass_env == (
+        "FOO", "BAR")
+    server = Server(project / "rules", project / "data", project,
+                    env={"FOO": "1"}, args=["--pass-env", "FOO,NOPE_UNSET_X"]).start()
+    try:
+        assert re.search(r"server\.pass_env_unset .*names=NOPE_UNSET_X", server.output())
+    finally:
+        server.stop()
