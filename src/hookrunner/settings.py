@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from hookrunner.units import parse_duration
+from hookrunner.units import parse_duration, parse_size
 
 DEFAULT_RULES = "./rules"
 DEFAULT_ROOT = "."
@@ -90,12 +90,15 @@ class Settings:
 
 _LISTS = {"pass_env", "trusted_proxy"}
 _DURATIONS = {"lease", "keep", "default_timeout", "grace"}
-_INTS = {"port", "workers", "http_workers", "max_queued", "log_cap"}
+_INTS = {"port", "workers", "http_workers", "max_queued"}
+_SIZES = {"log_cap"}
 _PATHS = {"rules", "root", "data"}
 # Settings no flag sets: only their variable does (see the README).
 ENV_ONLY = frozenset({"admin_token", "default_timeout", "log_cap", "grace"})
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MIN_LEASE = 1.0  # seconds
+MAX_NODE = 200  # characters
 MAX_PORT = 65535
 
 
@@ -117,6 +120,8 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(v for item in items for v in str(item).replace(",", " ").split() if v)
     if name in _DURATIONS:
         return parse_duration(value)
+    if name in _SIZES:
+        return parse_size(value)
     if name in _INTS:
         try:
             return int(value)
@@ -129,8 +134,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 _INT_RANGES = {"port": f" from 0 to {MAX_PORT}", "workers": " of at least 1",
-               "http_workers": f" from 1 to {MAX_HTTP_WORKERS}", "max_queued": " of at least 1",
-               "log_cap": " of bytes"}
+               "http_workers": f" from 1 to {MAX_HTTP_WORKERS}", "max_queued": " of at least 1"}
 
 
 def _check(name: str, value: Any) -> None:
@@ -143,12 +147,17 @@ def _check(name: str, value: Any) -> None:
         raise ValueError(f"must be 1 to {MAX_HTTP_WORKERS}, got {value}")
     if name == "log_cap" and value < 1:
         raise ValueError(f"must be at least 1 byte, got {value}")
-    if name in ("lease", "default_timeout") and value <= 0:
+    if name == "default_timeout" and value <= 0:
         raise ValueError("must be longer than zero")
+    if name == "lease" and value < MIN_LEASE:
+        # Renewed every third of it: a lease of 1ms kept an idle server busy at a full core.
+        raise ValueError(f"must be at least {MIN_LEASE:g}s, got {value:g}s")
     if name == "log_format" and value not in ("text", "json"):
         raise ValueError("expected text or json")
     if name == "node" and not value.strip():
         raise ValueError("must not be empty")
+    if name == "node" and len(value) > MAX_NODE:  # it names files: started-<node>.marks
+        raise ValueError(f"at most {MAX_NODE} characters, got {len(value)}")
     if name == "db" and not value.startswith(POSTGRES_SCHEMES):
         # Never echo the value: a URL may hold a password.
         raise ValueError("expected a postgresql://... (or postgres://...) URL; the embedded "

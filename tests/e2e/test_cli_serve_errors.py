@@ -74,7 +74,9 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> 
     ([], {"HOOKRUNNER_PORT": "abc"},
      ["HOOKRUNNER_PORT: expected a whole number from 0 to 65535, got 'abc'"]),
     ([], {"HOOKRUNNER_GRACE": "soon"}, ["HOOKRUNNER_GRACE: expected a duration"]),
-    ([], {"HOOKRUNNER_LOG_CAP": "big"}, ["HOOKRUNNER_LOG_CAP: expected a whole number"]),
+    ([], {"HOOKRUNNER_LOG_CAP": "big"}, ["HOOKRUNNER_LOG_CAP: expected a size like 512KiB"]),
+    (["--lease", "1ms"], {}, ["--lease: must be at least 1s, got 0.001s"]),
+    (["--node", "n" * 201], {}, ["--node: at most 200 characters, got 201"]),
     (["--db", "mysql://x/y"], {}, ["--db: expected a postgresql://", "--data DIR"]),
     ([], {"HOOKRUNNER_DB": "/tmp/some.db"}, ["HOOKRUNNER_DB: expected a postgresql://"]),
     # An unescaped '@' in the password: refused before libpq could echo part of it.
