@@ -23,6 +23,7 @@ import ipaddress
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from hookrunner.templating import Constant
 
 __all__ = ["load_rules", "load_rules_text"]
 
+MAX_RULES_FILE = 16 * 1024 * 1024  # bytes: thousands of rules fit in far less
 FILE_KEYS = ("hooks", "rules")
 HOOK_KEYS = ("verify", "allow_ips", "max_body", "dedup", "rate_limit", "description")
 RULE_KEYS = ("name", "hook", "when", "run", "timeout", "retry", "concurrency", "description")
@@ -104,6 +106,13 @@ def load_rules(
                                   "in rules resolve against it", str(rules_dir), 0))
     for path in paths:
         try:
+            st = path.stat()
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RULES_FILE:
+                # `x.yaml -> /dev/zero` (or a FIFO) would be read for ever, into memory.
+                why = ("not a regular file" if not stat.S_ISREG(st.st_mode) else
+                       f"larger than {MAX_RULES_FILE // (1024 * 1024)} MiB")
+                errors.append(ConfigError(f"cannot load: {why}", str(path), 0))
+                continue
             data = path.read_bytes()
         except OSError as exc:  # a dangling link: a broken deploy, not a file to skip
             problem = ConfigError(f"cannot read: {exc.strerror or exc}", str(path), 0)

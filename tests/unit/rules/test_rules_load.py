@@ -540,3 +540,19 @@ def test_common_slips_get_a_hint() -> None:
     (msg,) = errors_of({"a.yaml": 'hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n    hook: h\n'
                                   '    when: "{{ payload.a == 1 }}"\n    run: {shell: {argv: ["true"]}}\n'})
     assert msg.startswith("a.yaml:6:") and "write it without {{ }}" in msg
+
+
+def test_a_device_or_a_huge_file_is_an_error_not_read_for_ever(tmp_path: Path) -> None:
+    """`zero.yaml -> /dev/zero` took gigabytes in seconds; a reload would do the same."""
+    from hookrunner.rules.load import MAX_RULES_FILE
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "zero.yaml").symlink_to("/dev/zero")
+    (rules / "huge.yaml").write_bytes(b"#" * (MAX_RULES_FILE + 1))
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path)
+    assert sorted(str(e) for e in caught.value.errors) == [
+        f"{rules / 'huge.yaml'}:0: cannot load: larger than 16 MiB",
+        f"{rules / 'zero.yaml'}:0: cannot load: not a regular file",
+    ]
