@@ -282,7 +282,8 @@ async def replay(settings: Settings, delivery_id: str) -> int:
 
 
 def _ts(t: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+    """UTC, as the logs and the console give times: one clock to compare them by."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else "-"
 
 
 async def runs(settings: Settings, status: str | None, limit: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -231,6 +232,12 @@ def test_runs_reads_while_another_process_holds_the_write_lock(tmp_path: Path) -
         writer.close()
     assert done.returncode == 0 and "quick" in done.stdout, done.stderr
     assert took < 5, took  # not the 10 s busy timeout
+    # Times in UTC, as the logs give them, whatever the shell's zone.
+    zoned = _run("runs", "--data", str(tmp_path / "data"), cwd=tmp_path, TZ="America/New_York")
+    shown = re.search(r"  (\d{4}-\d\d-\d\dT\d\d:\d\d):\d\dZ  ", zoned.stdout)
+    assert shown, zoned.stdout
+    near = {time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - s)) for s in range(0, 600, 30)}
+    assert shown.group(1) in near, (shown.group(1), near)
 
 
 def test_a_write_the_store_refuses_is_one_line_not_a_traceback(tmp_path: Path) -> None:
