@@ -30,7 +30,7 @@ from hookrunner.hooklane import Admission, Parts
 from hookrunner.ingest import accept, accept_body, admit
 from hookrunner.logs import event
 from hookrunner.metrics import Metrics
-from hookrunner.preflight import reach_postgres
+from hookrunner.preflight import postgres_target, reach_postgres
 from hookrunner.private import open_to_others, private_dir
 from hookrunner.rawhttp import Answer, ClientGone, answer_parts, error, send_answer
 from hookrunner.reload import LiveRules
@@ -323,10 +323,15 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         if worker:
             event("server.http_worker_started", node=settings.node)
         else:
-            event("server.started", node=settings.node, listen=f"{settings.host}:{settings.port}",
+            scheme = "https" if settings.ssl_certfile else "http"
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            event("server.started", node=settings.node, listen=f"{scheme}://{host}:{settings.port}",
                   workers=settings.workers,
                   http_workers=settings.http_workers,
-                  store="postgresql" if settings.db else str(settings.store_url))
+                  # Where the data is, never a password.
+                  store=f"postgresql://{postgres_target(settings.db)}" if settings.db
+                  else str(settings.store_url),
+                  rules=str(settings.rules.absolute()), root=str(settings.root.absolute()))
             if shared is not None:
                 shared.announce_ready()
             if settings.keep and settings.keep < SHORT_KEEP:

@@ -238,7 +238,7 @@ class Dispatcher:
         running = [task for task, _ in self._active.values()]
         if not running:
             return
-        event("dispatcher.draining", runs=len(running), grace=limit)
+        event("dispatcher.draining", runs=len(running), grace_seconds=round(limit, 1))
         _, pending = await asyncio.wait(running, timeout=limit)
         if pending:
             self._cancel_running()

@@ -191,7 +191,7 @@ def test_port_0_takes_a_free_port_and_logs_which(project: Path) -> None:
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
-        while not (found := re.search(r"server\.started .*listen=127\.0\.0\.1:(\d+)",
+        while not (found := re.search(r"server\.started .*listen=http://127\.0\.0\.1:(\d+)",
                                       log.read_text())):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
