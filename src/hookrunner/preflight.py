@@ -96,8 +96,12 @@ def listen(host: str, port: int) -> list[socket.socket]:
         for family, (address, _) in addresses:
             chosen = sockets[0].getsockname()[1] if sockets else port
             try:
-                sock = socket.create_server((address, chosen), family=family, backlog=2048,
-                                            dualstack_ipv6=False)
+                # `--host ::` is every address, IPv4 too (as Linux has it by default); other
+                # IPv6 addresses only themselves.
+                sock = socket.create_server(
+                    (address, chosen), family=family, backlog=2048,
+                    dualstack_ipv6=address == "::" and len(addresses) == 1
+                    and socket.has_dualstack_ipv6())
             except OSError as exc:
                 why = os.strerror(exc.errno) if exc.errno else str(exc)
                 raise StartupRefused(f"cannot listen on {host}:{chosen}: {why}") from None

@@ -256,3 +256,14 @@ def test_pass_env_takes_commas_as_its_variable_does_and_warns_of_unset_names(
         assert re.search(r"server\.pass_env_unset .*names=NOPE_UNSET_X", server.output())
     finally:
         server.stop()
+
+
+def test_host_double_colon_listens_on_ipv4_and_ipv6(project: Path) -> None:
+    if not socket.has_dualstack_ipv6():
+        pytest.skip("no dual-stack IPv6 on this machine")
+    server = Server(project / "rules", project / "data", project, args=["--host", "::"]).start()
+    try:  # start() waited for 127.0.0.1
+        assert httpx.get(f"http://[::1]:{server.port}/healthz", timeout=5).status_code == 200
+        assert f"listen=http://[::]:{server.port}" in server.output()
+    finally:
+        server.stop()
