@@ -483,16 +483,35 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
                     "any file under --root", (key,))
     if ctx.root is None:
         return
-    for key, base in getattr(RUNNERS[kind], "paths", ()):
+    def missing(message: str, path: tuple[str | int, ...]) -> None:
+        # A warning even for `check`: the deploy may bring the file after the rules.
+        line = line_of(body, path, fallback)
+        ctx.warnings.append(f"{ctx.file}:{line}: {what}: run.{kind}.{message}: its runs will "
+                            "fail until it does")
+
+    paths = list(getattr(RUNNERS[kind], "paths", ()))
+    argv = tree.get("argv")
+    if kind == "shell" and isinstance(argv, list) and argv:  # a program under --root
+        first = argv[0]
+        if isinstance(first, Constant) and "/" in first.source and \
+                not first.source.startswith("/"):
+            paths.append(("argv", ""))
+    for key, base in paths:
         value = tree.get(key)
         items = value if isinstance(value, list) else [value]
-        for i, item in enumerate(items):
+        for i, item in enumerate(items[:1] if key == "argv" else items):
             if not isinstance(item, Constant):
                 continue
+            where = (key, i) if isinstance(value, list) else (key,)
             try:
-                confine(ctx.root, item.source, base=base)
+                found = confine(ctx.root, item.source, base=base)
             except ActionError as exc:
-                problem(f"{key}: {exc}", (key, i) if isinstance(value, list) else (key,))
+                problem(f"{key}: {exc}", where)
+                continue
+            if not found.exists():
+                under = f"{base.rstrip('/')}/ under --root" if base else "--root"
+                missing(f"{key}{f'[{i}]' if isinstance(value, list) else ''}: "
+                        f"{item.source!r} does not exist under {under}", where)
 
 
 def _retry(ctx: f.Ctx, raw: LineDict, what: str) -> Retry | None:

@@ -483,7 +483,7 @@ def test_a_templated_inventory_outside_inventories_is_a_check_error(tmp_path: Pa
         "  - {name: c, hook: h, run: {ansible: {playbook: p.yml, inventory: inv/hosts.ini}}}\n")
     loaded = load_rules(rules, root=tmp_path)
     assert [r.name for r in loaded.rules] == ["a", "b", "c"]
-    assert [w for w in loaded.warnings if "run.ansible.inventory" in w] == [
+    assert [w for w in loaded.warnings if "a templated inventory" in w] == [
         f"{rules / 'r.yaml'}:3: rule 'a': run.ansible.inventory: a templated inventory must "
         'start with inventories/ (e.g. "inventories/{{ payload.env }}.ini"): elsewhere a payload '
         "value could name any file under --root: its runs will fail"]
@@ -556,3 +556,31 @@ def test_a_device_or_a_huge_file_is_an_error_not_read_for_ever(tmp_path: Path) -
         f"{rules / 'huge.yaml'}:0: cannot load: larger than 16 MiB",
         f"{rules / 'zero.yaml'}:0: cannot load: not a regular file",
     ]
+
+
+def test_literal_paths_that_do_not_exist_are_warnings_even_for_check(tmp_path: Path) -> None:
+    """Every run would fail (`executable not found`, `playbook not found`...), found only when
+    a delivery came; but a deploy may bring the files after the rules: a warning."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "there.sh").write_text("#!/bin/sh\n")
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - {name: a, hook: h, run: {shell: {argv: [scripts/missing.sh, scripts/x]}}}\n"
+        "  - {name: b, hook: h, run: {shell: {argv: [scripts/there.sh], cwd: nodir}}}\n"
+        "  - {name: c, hook: h, run: {ansible: {playbook: nope.yml}}}\n"
+        "  - {name: d, hook: h, run: {terraform: {dir: tf/none, command: plan}}}\n"
+        "  - {name: e, hook: h, run: {shell: {argv: ['true', '{{ payload.x }}']}}}\n")
+    loaded = load_rules(rules, root=tmp_path, strict=True)  # warnings, not errors
+    found = [w.split(": ", 1)[1] for w in loaded.warnings if "does not exist" in w]
+    assert found == [
+        "rule 'a': run.shell.argv[0]: 'scripts/missing.sh' does not exist under --root: its "
+        "runs will fail until it does",
+        "rule 'b': run.shell.cwd: 'nodir' does not exist under --root: its runs will fail "
+        "until it does",
+        "rule 'c': run.ansible.playbook: 'nope.yml' does not exist under playbooks/ under "
+        "--root: its runs will fail until it does",
+        "rule 'd': run.terraform.dir: 'tf/none' does not exist under --root: its runs will "
+        "fail until it does",
+    ], found
