@@ -7,9 +7,11 @@
 #   examples/send.sh stripe        examples/payloads/stripe-invoice-payment-failed.json
 # Signs with the demo secrets the Makefile sets; override them the same way you started the server.
 # Extra arguments go to curl (e.g. --url-query wait=30s ... or -i).
+# The server is at $HOOKRUNNER_URL (default http://127.0.0.1:8080): set it when the server
+# listens elsewhere (HOOKRUNNER_PORT=9090 make run -> HOOKRUNNER_URL=http://127.0.0.1:9090).
 set -eu
 if [ $# -lt 2 ]; then
-  echo "usage: examples/send.sh HOOK PAYLOAD_FILE [curl arguments...] (hooks: github, monitoring, alertmanager, grafana, stripe)" >&2
+  echo "usage: examples/send.sh HOOK PAYLOAD_FILE [curl arguments...] (hooks: github, monitoring, alertmanager, grafana, stripe; server: \$HOOKRUNNER_URL, default http://127.0.0.1:8080)" >&2
   exit 2
 fi
 hook="$1"; body="$2"; shift 2; url="${HOOKRUNNER_URL:-http://127.0.0.1:8080}"
