@@ -6,6 +6,7 @@ command; the token is written to a 0600 file and never logged.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import secrets
@@ -21,9 +22,12 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
     """The token, and the file it was read from or written to (None when configured)."""
     # A trailing newline or space (a Kubernetes Secret, an EnvironmentFile) can never arrive
     # in an Authorization header (HTTP trims it): kept, it locked everyone out, unlogged.
-    if configured.strip():
-        return configured.strip(), None
     path = data_dir / TOKEN_FILE
+    if configured.strip():
+        with contextlib.suppress(OSError):  # a token generated before one was configured:
+            if path.read_text().strip() != configured.strip():  # `cat` would give a wrong one
+                path.unlink()
+        return configured.strip(), None
     if path.exists():
         token = path.read_text().strip()
         if token:

@@ -44,3 +44,18 @@ def test_a_configured_token_loses_the_whitespace_no_header_can_carry(
 def test_a_blank_configured_token_is_no_token(tmp_path: Path) -> None:
     token, file = admin_token("  \n", tmp_path)
     assert file == tmp_path / "admin-token" and len(token) >= 32
+
+
+def test_a_configured_token_removes_a_generated_one_that_is_no_longer_in_use(
+    tmp_path: Path,
+) -> None:
+    """`TOKEN=$(cat .hookrunner/admin-token)` (the README's line) must not hand out a token
+    the server no longer takes."""
+    generated, _ = admin_token("", tmp_path)
+    assert (tmp_path / "admin-token").exists()
+    assert admin_token("configured", tmp_path) == ("configured", None)
+    assert not (tmp_path / "admin-token").exists()
+    (tmp_path / "admin-token").write_text("same\n")  # the same token: kept
+    admin_token("same", tmp_path)
+    assert (tmp_path / "admin-token").read_text() == "same\n"
+    assert generated != "configured"
