@@ -270,7 +270,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     hooks and forwards everything else to the main one (see multiproc)."""
     metrics_ = Metrics(summed=shared is not None)
     rules = LiveRules(settings.rules, settings.root,
-                      on_failure=None if worker else metrics_.reload_failures.inc, quiet=worker,
+                      on_result=None if worker else metrics_.rules_loaded, quiet=worker,
                       copy=Path(shared.upstream).with_name("rules-copy") if shared else None)
     # A sender gives up after ~10 s (GitHub): a write that waits for another process's lock
     # (a CLI command) answers 503 with Retry-After well before that.

@@ -59,9 +59,18 @@ class Metrics:
             ["status"], registry=r, multiprocess_mode="livesum")
         self.reload_failures = Counter(
             "hookrunner_reload_failures", "Rule reloads that failed validation", registry=r)
+        self.reload_failed = Gauge(
+            "hookrunner_rules_reload_failed", "1 while the last load of the rules failed (the "
+            "rules before it are live), else 0", registry=r, multiprocess_mode="livemax")
         self.condition_errors = Counter(
             "hookrunner_condition_errors", "Deliveries whose rule's when could not be evaluated "
             "(an undefined field, a type mismatch): the rule did not match", ["rule"], registry=r)
+
+    def rules_loaded(self, ok: bool) -> None:
+        """A load of the rules ended: alerts want the state, not only a count of failures."""
+        self.reload_failed.set(0 if ok else 1)
+        if not ok:
+            self.reload_failures.inc()
 
     def render(self) -> bytes:
         if self.summed and os.environ.get(MULTIPROC_DIR):

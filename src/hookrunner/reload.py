@@ -50,8 +50,9 @@ class _Loaded:
 
 class LiveRules:
     def __init__(
-        self, rules_dir: Path, root: Path | None = None, on_failure: Callable[[], None] | None = None,
-        quiet: bool = False, copy: Path | None = None,
+        self, rules_dir: Path, root: Path | None = None,
+        on_result: Callable[[bool], None] | None = None, quiet: bool = False,
+        copy: Path | None = None,
     ) -> None:
         """`quiet`: an HTTP worker's copy (--http-workers). The main process reads the same
         files and logs what it found; a line from every process would say it N+1 times.
@@ -66,7 +67,7 @@ class LiveRules:
         self._fingerprint: tuple[Stat, ...] = ()
         # The secret files the last load read, as they were just before it read them.
         self._secrets: dict[Path, Stat | None] = {}
-        self._on_failure = on_failure
+        self._on_result = on_result  # told whether each load succeeded (the metrics)
         self._loading = False  # a reload_async is under way
         self._again = False  # and another was asked for meanwhile
         self._pending: asyncio.Future[None] | None = None  # SIGHUP's, kept from the GC
@@ -148,10 +149,12 @@ class LiveRules:
                 event("rules.error", error, error=line)
             event("rules.reload_failed", error, errors=len(self.errors),
                   kept="previous rules" if self.current else "no rules")
-            if self._on_failure:
-                self._on_failure()
+            if self._on_result:
+                self._on_result(False)
             return False
         ruleset = loaded.ruleset
+        if self._on_result:
+            self._on_result(True)
         self.current = ruleset
         self.errors = []
         self.loaded_at = time.time()

@@ -105,6 +105,14 @@ def test_metrics_count_deliveries_by_outcome_and_runs_by_status(
         time.sleep(0.2)
         text = httpx.get(server.url + "/metrics").text
     assert 'hookrunner_runs_stored{status="skipped"} 0.0' in text
+    assert "hookrunner_rules_reload_failed 0.0" in text
+    rules = project / "rules" / "rules.yaml"
+    rules.write_text(rules.read_text() + "  - name: [\n")  # the state, for an alert: failed
+    while "hookrunner_rules_reload_failed 1.0" not in text:
+        assert time.monotonic() < until + 10, text
+        time.sleep(0.2)
+        text = httpx.get(server.url + "/metrics").text
+    assert "hookrunner_reload_failures_total 1.0" in text
 
 
 def test_json_logs_have_one_event_per_decision_and_no_secrets(
