@@ -6,6 +6,7 @@ fields are printed as given.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -38,15 +39,40 @@ class Throttled:
         self.name, self.level, self.every, self.per = name, level, every, per
         self._last: dict[Any, float] = {}
         self._count: dict[Any, int] = {}
+        self._fields: dict[Any, dict[str, Any]] = {}  # of the last one held back
+        # The flush due per key, on the loop that scheduled it (tests run several loops).
+        self._flushes: dict[Any, tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = {}
 
     def __call__(self, **fields: Any) -> None:
         key = fields.get(self.per) if self.per is not None else None
         count = self._count.get(key, 0) + 1
         now = time.monotonic()
-        if now - self._last.get(key, float("-inf")) >= self.every:
+        last = self._last.get(key, float("-inf"))
+        if now - last >= self.every:
             event(self.name, self.level, count=count, **fields)
             self._last[key], count = now, 0
+        else:
+            # Held back: said once its second is over, even if no other one comes (a burst
+            # of 40 refusals logged 1, and the 39 were never told).
+            self._fields[key] = fields
+            self._schedule(key, last + self.every - now)
         self._count[key] = count
+
+    def _schedule(self, key: Any, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (the CLI): the next call says it, as before
+            return
+        if self._flushes.get(key, (None,))[0] is loop:
+            return  # one is due already (a flush pops itself)
+        self._flushes[key] = (loop, loop.call_later(max(0.0, delay), self._flush, key))
+
+    def _flush(self, key: Any) -> None:
+        self._flushes.pop(key, None)
+        count, fields = self._count.get(key, 0), self._fields.pop(key, None)
+        if count and fields is not None:
+            event(self.name, self.level, count=count, **fields)
+            self._last[key], self._count[key] = time.monotonic(), 0
 
 
 class _Direct:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -183,3 +184,22 @@ def test_text_log_values_with_control_characters_are_quoted() -> None:
     """A sender's id is the sender's text: `\\r` or ESC must not reach the log raw."""
     assert logs._text("gh-1") == "gh-1"
     assert logs._text("a\rb") == '"a\\rb"' and logs._text("\x1b[31m") == '"\\u001b[31m"'
+
+
+async def test_a_burst_held_back_is_told_once_its_second_is_over_with_no_later_event() -> None:
+    """40 refusals in a burst logged `count=1`, and the other 39 were never told."""
+    logs.setup_logging("json")
+    handler = logs.LOGGER.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    out = io.StringIO()
+    handler.stream = out
+    refused = logs.Throttled("delivery.rejected", logging.WARNING, every=0.2, per="hook")
+    try:
+        for i in range(40):
+            refused(hook="a", client=f"c{i}")
+        await asyncio.sleep(0.4)
+    finally:
+        logs.LOGGER.handlers[:] = []
+        logs._direct = None
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(x["count"], x["client"]) for x in lines] == [(1, "c0"), (39, "c39")]
