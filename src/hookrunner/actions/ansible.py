@@ -187,12 +187,11 @@ class _Job:
         data = event.get("event_data") or {}
         kind = event.get("event")
         if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-            res = data.get("res")
-            res = res if isinstance(res, Mapping) else {}
-            msg = str(res.get("msg") or res.get("stderr") or "").strip().split("\n", 1)[0]
+            # The task and host, not its message: a command's stderr may hold a token, and
+            # the reason goes into the server's log (the run's own log has the message).
             what = "unreachable" if kind == "runner_on_unreachable" else \
                 f"task {data.get('task', '?')!r} failed"
-            self.failure = f"{what} on {data.get('host', '?')}" + (f": {msg}" if msg else "")
+            self.failure = f"{what} on {data.get('host', '?')}"
         else:  # a playbook that does not parse, a bad option: ansible's own error line
             for line in text.splitlines():
                 if line.startswith(ANSIBLE_ERRORS):
