@@ -19,7 +19,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ INIT_STAMP = ".terraform/hookrunner-init"  # the init_stamp of the files the las
 AUTOMATION_ENV = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
 
 Step = Callable[..., Awaitable[RunResult]]
-_init_locks: dict[Path, asyncio.Lock] = {}  # one init / workspace creation per dir at a time
 
 
 def normalize_terraform(raw: Any) -> dict[str, Any]:
@@ -236,37 +235,50 @@ class TerraformRunner:
 
         # init and workspace commands run without TF_WORKSPACE: it may not exist yet.
         setup_env = {k: v for k, v in env.items() if k != "TF_WORKSPACE"}
+        started = False  # a process of this run has started: from then on something ran
 
         async def step(argv: list[str], **kw: Any) -> RunResult:
+            nonlocal started
             kw.setdefault("env", env)
-            return await run_process(argv, ctx=ctx, cwd=workdir, deadline=deadline, **kw)
+            result = await run_process(argv, ctx=ctx, cwd=workdir, deadline=deadline, **kw)
+            if started:  # an apply that ran must never be queued again as "nothing ran"
+                result.not_started = False
+            started = started or not result.not_started
+            return result
 
         async def setup_step(argv: list[str], **kw: Any) -> RunResult:
             return await step(argv, env=setup_env, **kw)
 
-        lock = _init_locks.setdefault(workdir, asyncio.Lock())
-        if lock.locked():
-            ctx.log.note("waiting for another run's init of this dir")
-        stopped = await _acquire(lock, ctx, deadline)
-        if stopped is not None:
-            return stopped
-        try:
-            stamp = init_stamp(workdir)
-            if not _initialized(workdir, stamp):
-                ctx.log.note(f"{binary_name} init")
-                init_out = TextErrors(ctx.log.write)
-                result = await setup_step([binary, "init", "-input=false", "-no-color"],
-                                          on_output=init_out.feed)
-                if result.outcome != "succeeded":
-                    return _failed_step(result, "init", init_out.errors)
-                _mark_initialized(workdir, stamp)
-            if workspace != DEFAULT_WORKSPACE:
-                result = await _ensure_workspace(setup_step, binary, workspace, ctx, workdir)
-                if result.outcome != "succeeded":
-                    return result
-        finally:
-            lock.release()
+        # Runs of one dir and workspace never overlap on a node, whatever their concurrency
+        # keys and policies say (their state and its lock are one); runs of one dir take
+        # turns at init.
+        async with _RUNS.hold((workdir, workspace), ctx, deadline,
+                              "waiting for another run of this dir and workspace") as stopped:
+            if stopped is not None:
+                return stopped
+            async with _INITS.hold(workdir, ctx, deadline,
+                                   "waiting for another run's init of this dir") as stopped:
+                if stopped is not None:
+                    return stopped
+                stamp = await asyncio.to_thread(init_stamp, workdir)
+                if not _initialized(workdir, stamp):
+                    ctx.log.note(f"{binary_name} init")
+                    init_out = TextErrors(ctx.log.write)
+                    result = await setup_step([binary, "init", "-input=false", "-no-color"],
+                                              on_output=init_out.feed)
+                    if result.outcome != "succeeded":
+                        return _failed_step(result, "init", init_out.errors)
+                    # Again: init writes .terraform.lock.hcl and learns the modules' dirs.
+                    _mark_initialized(workdir, await asyncio.to_thread(init_stamp, workdir))
+                if workspace != DEFAULT_WORKSPACE:
+                    result = await _ensure_workspace(setup_step, binary, workspace, ctx, workdir)
+                    if result.outcome != "succeeded":
+                        return result
+            return await self._command(step, binary, binary_name, command, workspace,
+                                       var_files, ctx)
 
+    async def _command(self, step: Step, binary: str, binary_name: str, command: str,
+                       workspace: str, var_files: list[Path], ctx: RunContext) -> RunResult:
         ctx.log.note(f"{binary_name} {command} (workspace {workspace})")
         parser = JsonLines(ctx.log.write)
         result = await step(command_argv(binary, command, var_files), on_output=parser.feed)
@@ -293,18 +305,27 @@ class TerraformRunner:
 
 def init_stamp(workdir: Path) -> str:
     """What `init` depends on, as a fingerprint: every `.tf`, `.tf.json` and the lock file
-    (name, size, mtime), local modules' too. A module or provider added to the files changes
-    it, and the next run runs `init` again (an existing `.terraform/` alone would say "done",
-    and every run would fail with "Module not installed" until someone ran init by hand)."""
+    (name, size, mtime) of the dir, and of the local modules init found elsewhere
+    (`source = "../modules/x"`, from `.terraform/modules/modules.json`). A module or provider
+    added to them changes it, and the next run runs `init` again (an existing `.terraform/`
+    alone would say "done", and every run would fail with "Module not installed" until
+    someone ran init by hand). Touches the disk: call it off the event loop."""
+    tops = [workdir.resolve()]
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        manifest = json.loads((workdir / ".terraform" / "modules" / "modules.json").read_text())
+        for module in manifest.get("Modules") or []:
+            found = (workdir / str(module.get("Dir") or "")).resolve()
+            if ".terraform" not in found.parts and not any(found.is_relative_to(t) for t in tops):
+                tops.append(found)
     seen = []
-    for top, dirs, files in os.walk(workdir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .terraform, .git
-        for name in sorted(files):
-            if name.endswith((".tf", ".tf.json")) or name == ".terraform.lock.hcl":
-                with contextlib.suppress(OSError):
-                    st = os.stat(os.path.join(top, name))
-                    seen.append(f"{os.path.relpath(os.path.join(top, name), workdir)}"
-                                f":{st.st_size}:{st.st_mtime_ns}")
+    for top in tops:
+        for here, dirs, files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .terraform, .git
+            for name in sorted(files):
+                if name.endswith((".tf", ".tf.json")) or name == ".terraform.lock.hcl":
+                    with contextlib.suppress(OSError):
+                        st = os.stat(os.path.join(here, name))
+                        seen.append(f"{os.path.join(here, name)}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(seen).encode()).hexdigest()
 
 
@@ -321,6 +342,43 @@ def _mark_initialized(workdir: Path, stamp: str) -> None:
     with contextlib.suppress(OSError):  # at worst, init runs again next time
         (workdir / ".terraform").mkdir(exist_ok=True)
         (workdir / INIT_STAMP).write_text(stamp)
+
+
+class _Turns:
+    """One holder at a time per key (a dir, or a dir and workspace). The wait obeys the run's
+    cancel and deadline, as a step does (another run's init may hang on a backend); a key's
+    lock is forgotten once no one holds or waits for it (payload workspaces are many)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Any, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Any, ctx: RunContext, deadline: float | None,
+                   waiting: str) -> AsyncIterator[RunResult | None]:
+        """Yields None once held; else the run's end (canceled, timed out) while waiting."""
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            if lock.locked():
+                ctx.log.note(waiting)
+            stopped = await _acquire(lock, ctx, deadline)
+            if stopped is not None:
+                yield stopped
+                return
+            try:
+                yield None
+            finally:
+                lock.release()
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+_RUNS = _Turns()  # per (dir, workspace): a whole run
+_INITS = _Turns()  # per dir: init and workspace creation
 
 
 async def _acquire(lock: asyncio.Lock, ctx: RunContext, deadline: float | None) -> RunResult | None:

@@ -214,18 +214,19 @@ def within(path: str, base: str) -> bool:
 def concurrency_key(rule: Rule, scope: Mapping[str, Any],
                     spec: Mapping[str, Any]) -> tuple[str | None, bool]:
     """The key a run of `rule` is held under, for this delivery and its rendered `spec`, and
-    whether the action made it from the spec. A rule's own `key`, rendered; else the action's
-    implicit key (terraform's dir + workspace), which a rule giving only a `policy` keeps;
-    else the rule's name where the rule has `concurrency`; else None. Raises TemplateError."""
-    from hookrunner.actions import RUNNERS  # imports (registers) every runner; not at the top
-
-    given = rule.concurrency.key if rule.concurrency is not None else None
-    if given is not None:
+    whether the action made it from the spec. With `concurrency`: its `key`, rendered, or
+    the rule's name. Without: the action's implicit key (terraform's dir + workspace), with
+    policy `queue`, or None. (A policy on an implicit key would reach other rules' runs of
+    that dir: a `replace` there canceled their applies.) Raises TemplateError."""
+    if rule.concurrency is not None:
+        given = rule.concurrency.key
+        if given is None:
+            return rule.name, False
         value = given.render(scope)
         if value is None or value == "":
             raise TemplateError(f"concurrency key {given.source!r} rendered empty")
         return str(value), False
+    from hookrunner.actions import RUNNERS  # imports (registers) every runner; not at the top
+
     implicit = RUNNERS[rule.action_kind].implicit_concurrency_key(spec)
-    if implicit is not None:
-        return implicit, True
-    return (rule.name if rule.concurrency is not None else None), False
+    return implicit, implicit is not None

@@ -97,7 +97,7 @@ class Retry:
 
 @dataclass(frozen=True)
 class Concurrency:
-    key: Compiled | None  # None: not given (the action's implicit key, else the rule's name)
+    key: Compiled | None  # None: not given (the rule's name)
     policy: Literal["queue", "skip", "replace", "coalesce"] = "queue"
 
 

@@ -235,6 +235,9 @@ async def test_a_run_waiting_for_another_runs_init_of_its_dir_can_be_canceled_or
         assert "waiting for another run's init of this dir" in harness.log_text("waiting")
         late = await asyncio.wait_for(TF.run(spec, harness.ctx(timeout=0.5, name="late")), 5)
         assert (late.outcome, late.reason) == ("timed_out", "timed out after 0.5s")
+        # The same dir and workspace waits for the whole run, whatever its concurrency key:
+        # two applies on one state never overlap on a node.
+        assert "waiting for another run of this dir and workspace" in harness.log_text("late")
         assert not hung.done()  # the lock is still the hung init's, as it should be
         hung_ctx.cancel.set()
         assert (await asyncio.wait_for(hung, 30)).outcome == "canceled"

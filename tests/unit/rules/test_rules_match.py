@@ -169,18 +169,21 @@ def test_no_concurrency_means_no_key() -> None:
     assert concurrency_key(rule, scope(), render_action(rule, scope())) == (None, False)
 
 
-def test_a_policy_without_a_key_holds_the_rules_name_or_the_actions_own_key() -> None:
-    """`concurrency: {policy: ...}` alone: the rule's name; but terraform's dir + workspace
-    key stays (applies of other workspaces must not be skipped, nor two on one dir overlap)."""
+def test_a_policy_without_a_key_holds_the_rules_name_and_only_a_rule_without_one_the_implicit_key(
+) -> None:
+    """`concurrency: {policy: ...}` alone keys on the rule's name, for terraform too: on its
+    implicit dir + workspace key the policy would reach other rules' runs of that dir (a
+    `replace` canceled their applies). A terraform rule without `concurrency` queues on it."""
     rule = ruleset_with("", extra="    concurrency: {policy: skip}\n").rules[0]
     assert concurrency_key(rule, scope(), render_action(rule, scope())) == ("r", False)
     tf = ruleset_with("", run='{terraform: {dir: tf/x, command: apply, workspace: '
                       '"{{ payload.replicas }}"}}',
                       extra="    concurrency: {policy: coalesce}\n").rules[0]
-    assert concurrency_key(tf, scope(), render_action(tf, scope())) == ("terraform:tf/x:4", True)
-    bare = ruleset_with("", run="{terraform: {dir: tf/x, command: apply}}").rules[0]
+    assert concurrency_key(tf, scope(), render_action(tf, scope())) == ("r", False)
+    bare = ruleset_with("", run="{terraform: {dir: tf/x, command: apply, workspace: "
+                        '"{{ payload.replicas }}"}}').rules[0]
     assert concurrency_key(bare, scope(), render_action(bare, scope())) == \
-        ("terraform:tf/x:default", True)
+        ("terraform:tf/x:4", True)
     own = ruleset_with("", run="{terraform: {dir: tf/x, command: apply}}",
                        extra="    concurrency: {key: mine}\n").rules[0]
     assert concurrency_key(own, scope(), render_action(own, scope())) == ("mine", False)
