@@ -19,6 +19,7 @@ Rule keys: `name`, `hook`, `when`, `run`, `timeout`, `retry`, `concurrency`, `de
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
 import os
@@ -131,6 +132,13 @@ def load_rules(
                  on_secret_file=on_secret_file, strict=strict, warnings=warnings)
 
 
+def _same(path: Any, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except (OSError, TypeError, ValueError):
+        return False
+
+
 def rules_files(rules_dir: Path) -> list[Path]:
     """The rules files under `rules_dir`, in load order: every `*.yaml` / `*.yml` file (a link
     to one, or to a directory of them, counts), skipping hidden files and directories. Those
@@ -146,8 +154,12 @@ def rules_files(rules_dir: Path) -> list[Path]:
     seen: set[str] = set()
     problems: list[OSError] = []
 
-    def failed(exc: OSError) -> None:  # a directory that vanished mid-walk is no problem
-        if not isinstance(exc, FileNotFoundError | NotADirectoryError):
+    def failed(exc: OSError) -> None:
+        # Out of descriptors or memory, or the rules directory itself unreadable: a failure.
+        # A subdirectory that vanished mid-walk, or that is not ours to read (a volume's
+        # root-owned `lost+found`), is skipped, as it always was.
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM) or _same(exc.filename,
+                                                                               rules_dir):
             problems.append(exc)
 
     for top, dirs, files in os.walk(rules_dir, followlinks=True, onerror=failed):
