@@ -45,6 +45,7 @@ DEFAULT_MAX_BATCH = 256  # jobs per transaction; bounds one commit's latency
 class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     future: asyncio.Future[Any]
+    grows: bool = False  # it adds rows (a delivery): its commit shows there is room
 
 
 class Writer:
@@ -101,12 +102,14 @@ class Writer:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], grows: bool = False) -> T:
+        """`fn` in the next batch's transaction. `grows`: it adds rows, so its commit shows
+        the store takes writes again (an update in place goes through on a full disk)."""
         if self._conn is None:
             raise StoreUnavailable("the SQLite store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append(_Job(fn, future))
+        self._pending.append(_Job(fn, future, grows))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush(), name="hookrunner-sqlite-flush")
         return await future
@@ -159,7 +162,6 @@ class Writer:
         if conn is None:
             _settle(batch, [(False, StoreUnavailable("the SQLite store is closed"))] * len(batch))
             return
-        changes = conn.total_changes
         try:
             self._same_file()
             await self._blocking("BEGIN IMMEDIATE")
@@ -183,9 +185,10 @@ class Writer:
             error = StoreUnavailable(f"SQLite write failed: {exc}")
             _settle(batch, [(False, error)] * len(batch))
             return
-        if conn.total_changes != changes:
-            # Only a batch that wrote says writes go through: on a full disk a claim that
-            # found nothing commits all the same (and /readyz said "ok" after each one).
+        if any(job.grows and ok for job, (ok, _) in zip(batch, outcomes, strict=True)):
+            # Only a batch that added rows says writes go through: on a full disk a claim
+            # that found nothing, or a lease renewed in place, commits all the same (and
+            # /readyz said "ok" after each one).
             self.failing = False
         self.commits += 1
         self.jobs += len(batch)

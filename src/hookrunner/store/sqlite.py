@@ -342,7 +342,7 @@ class SQLiteStore:
             # nothing goes through on a full disk): an idle server's /readyz would otherwise
             # stay 503, and a load balancer send it nothing to write, for good.
             with contextlib.suppress(StoreUnavailable):
-                await self._writer.run(_probe_write)
+                await self._writer.run(_probe_write, grows=True)
             if self._writer.failing:
                 return False
         # On a connection of its own: the reader thread may be busy with an admin listing of
@@ -356,7 +356,7 @@ class SQLiteStore:
         return await wait_event(self._wake, timeout)
 
     async def accept(self, delivery: NewDelivery, runs: Sequence[NewRun]) -> AcceptResult:
-        result = await self._writer.run(lambda c: _accept(c, delivery, runs))
+        result = await self._writer.run(lambda c: _accept(c, delivery, runs), grows=True)
         if result.run_ids and not result.duplicate:
             self._wake.set()
         return result
