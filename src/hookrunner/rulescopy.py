@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,28 +20,34 @@ Stat = tuple[str, int, float, int]  # (path, inode, mtime, size) as the reload s
 
 def save(rules_dir: Path, loaded: Sequence[Stat], dest: Path,
          stat: Callable[[Path], Stat | None]) -> bool:
-    """Copy the files of a load that succeeded into `dest` (replacing the last copy), unless
-    one changed since it was read: then a reload follows, and its copy. Whether it did."""
-    tmp = dest.with_name(dest.name + ".new")
-    old = dest.with_name(dest.name + ".old")
+    """Copy the files of a load that succeeded into a new version, and point the link `dest`
+    at it (a worker reading the copy meanwhile keeps the version it opened: the one before
+    is kept until the next copy). Skipped if a file changed since it was read: a reload
+    follows, and its copy. Whether it copied."""
+    if not loaded:  # nothing listed (or the listing failed): never a copy of no rules
+        return False
+    version = dest.with_name(f"{dest.name}.{time.time_ns()}")
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(mode=0o700)
+        version.mkdir(mode=0o700)
         for seen in loaded:
             path = Path(seen[0])
             data = path.read_bytes()
             if stat(path) != seen:
+                shutil.rmtree(version, ignore_errors=True)
                 return False
-            target = tmp / os.path.relpath(path, rules_dir)
+            target = version / os.path.relpath(path, rules_dir)
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             target.write_bytes(data)
-        shutil.rmtree(old, ignore_errors=True)
+        link = dest.with_name(dest.name + ".link")
         with contextlib.suppress(FileNotFoundError):
-            dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-        return True
+            link.unlink()
+        link.symlink_to(version.name)
+        previous = os.readlink(dest) if dest.is_symlink() else None
+        os.replace(link, dest)  # atomic: a worker sees the old version or the new one
     except OSError:
+        shutil.rmtree(version, ignore_errors=True)
         return False  # a worker started later loads the files themselves, as before
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    for old in dest.parent.glob(f"{dest.name}.*"):
+        if old.name not in (version.name, previous, f"{dest.name}.link"):
+            shutil.rmtree(old, ignore_errors=True)
+    return True

@@ -1,0 +1,43 @@
+"""The copy of the last good rules that --http-workers' replacement workers start from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hookrunner import rulescopy
+from hookrunner.reload import _stat
+
+
+def _loaded(rules: Path) -> list[rulescopy.Stat]:
+    return [s for s in (_stat(p) for p in sorted(rules.rglob("*.yaml"))) if s is not None]
+
+
+def test_each_copy_is_a_version_behind_one_link_and_the_one_before_is_kept(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    (rules / "team").mkdir(parents=True)
+    (rules / "a.yaml").write_text("a: 1\n")
+    (rules / "team" / "b.yaml").write_text("b: 1\n")
+    dest = tmp_path / "rules-copy"
+    assert rulescopy.save(rules, _loaded(rules), dest, _stat)
+    assert (dest / "team" / "b.yaml").read_text() == "b: 1\n" and dest.is_symlink()
+    first = os.readlink(dest)
+    (rules / "a.yaml").write_text("a: 2\n")
+    assert rulescopy.save(rules, _loaded(rules), dest, _stat)
+    assert (dest / "a.yaml").read_text() == "a: 2\n"
+    assert (tmp_path / first).is_dir()  # a worker still reading it is not cut short
+    assert rulescopy.save(rules, _loaded(rules), dest, _stat)
+    assert not (tmp_path / first).exists()  # two behind: gone
+    assert len(list(tmp_path.glob("rules-copy.*"))) == 2
+
+
+def test_no_copy_of_nothing_nor_of_files_changed_since_their_load(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "a.yaml").write_text("a: 1\n")
+    dest = tmp_path / "rules-copy"
+    assert not rulescopy.save(rules, [], dest, _stat)  # a listing that failed
+    seen = _loaded(rules)
+    (rules / "a.yaml").write_text("a: 22\n")  # changed after the load read it
+    assert not rulescopy.save(rules, seen, dest, _stat)
+    assert not dest.exists() and not list(tmp_path.glob("rules-copy.*"))
