@@ -345,8 +345,11 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         try:
             yield
         finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
+                # Not its default action (death) while running actions drain: a reload
+                # asked for during a stop must not cut their grace period short.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

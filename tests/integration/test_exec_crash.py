@@ -415,3 +415,23 @@ def test_a_second_ctrl_c_cancels_the_running_runs_at_once(
                 if f"run.finished run_id={run_id}" in line]
     assert len(finished) == 1 and "status=canceled" in finished[0], server.output()[-2000:]
     assert none_alive(first.pids)
+
+
+def test_a_sighup_while_running_actions_drain_at_a_stop_does_not_cut_them_short(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`systemctl reload` during a `stop`: once the loop no longer takes SIGHUP as "reload",
+    its default action would kill the server, and the draining runs with it."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("job", records), env={"HOOKRUNNER_GRACE": "30s"})
+    run_id = fire(server, rule="job", sleep=2)
+    started(records, run_id)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    server.proc.send_signal(signal.SIGHUP)
+    assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    rec = record(records, run_id)
+    assert rec is not None and rec.end is not None  # it ran to its end
+    server.start()
+    assert server.wait_run(run_id)["status"] == "succeeded"
