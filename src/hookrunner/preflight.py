@@ -139,8 +139,11 @@ async def reach_postgres(url: str, need_schema: bool) -> None:
         # hints. It never contains the password, but scrub it in case a URL was echoed.
         why = (str(exc).strip().splitlines() or ["connection failed"])[0]
         password = urlsplit(url).password
-        if password and len(password) >= 4:  # a shorter one would garble the message itself
-            why = why.replace(password, "***")
+        if password and password in why:
+            # Replaced where it is long enough to be told apart; a short one would garble
+            # the message itself ("res***onse"), so then the message goes.
+            why = why.replace(password, "***") if len(password) >= 4 else (
+                "connection failed (libpq's message is not shown: it may hold the password)")
         raise StartupRefused(f"cannot reach PostgreSQL at {where}: {why}") from None
     async with conn:
         if need_schema:

@@ -169,9 +169,13 @@ def _check(name: str, value: Any) -> None:
             # error ("cannot resolve host ss@host") would then print part of the password.
             raise ValueError("the URL has more than one '@' before the host: write an '@' in "
                              "the user name or password as %40")
-        if "@" not in authority and rest and "@" in rest[0]:
-            # `user:pa/ss@host`: the host part ends at the `/`, so `ss@host/db` would be taken
-            # for the database (`?`, `#`: for the options), and messages would quote it.
+        port = authority.rsplit(":", 1)[1] if ":" in authority.rsplit("]", 1)[-1] else ""
+        path = re.split(r"[?#]", rest[0], maxsplit=1)[0] if rest else ""
+        if "@" not in authority and rest and "@" in rest[0] and (
+                (port and not port.isdigit()) or "@" in path):
+            # `user:pa/ss@host`: the host part ends at the `/` (`user` the host, `pa` its
+            # port), so `ss@host/db` would be taken for the database (`?`, `#`: for the
+            # options), and messages would quote it. (`?user=app@server` is an option.)
             raise ValueError("the URL has an '@' after its host part: write a '/', '?' or '#' "
                              "in the user name or password as %2F, %3F or %23")
     if name == "pass_env":

@@ -158,6 +158,12 @@ def test_an_unreachable_postgresql_is_one_line_without_the_password(project: Pat
                     "Connection refused")
     assert "s3cret-pw" not in done.stdout + done.stderr, line
     assert "pool" not in done.stdout + done.stderr  # no psycopg pool retries
+    # A password too short to replace ("p" is in "port"): the message goes, not the password.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        done = serve(project, "--db", f"postgresql://hr:p@127.0.0.1:{s.getsockname()[1]}/x")
+    line = one_line(done, 3, "server.refused", "cannot reach PostgreSQL at 127.0.0.1:")
+    assert "***" not in line and "it may hold the password" in line, line
 
 
 def test_a_port_in_use_stops_the_start_before_it_is_announced(project: Path) -> None:

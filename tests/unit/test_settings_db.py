@@ -1,0 +1,32 @@
+"""`--db` URLs: refused where a password's `@`, `/`, `?` or `#` would cut the URL short and
+have part of it quoted in messages; accepted where an `@` is an option's (`?user=a@b`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hookrunner.settings import load_settings
+
+
+@pytest.mark.parametrize(("url", "ok"), [
+    ("postgresql://hookrunner:Secr/etPart@127.0.0.1:1/hookrunner", False),
+    ("postgresql://u:pa?sxyzw@host/db", False),
+    ("postgresql://u:pa#sxyzw@host/db", False),
+    ("postgresql://u:1234/secret@host/db", False),
+    ("postgresql://u:p@ss@host/db", False),
+    ("postgresql://host/db?user=app@server", True),
+    ("postgresql://host:5432/db?user=a@b", True),
+    ("postgresql:///db?host=/run/postgresql&user=a@b", True),
+    ("postgresql://u:p%2Fw@[::1]:5432/db", True),
+    ("postgres://u:pw@h/db", True),
+])
+def test_db_urls(url: str, ok: bool) -> None:
+    if ok:
+        assert load_settings({"db": url}, {}, ["db"]).db == url
+        return
+    with pytest.raises(ValueError) as caught:
+        load_settings({"db": url}, {}, ["db"])
+    message = str(caught.value)
+    assert message.startswith("--db: the URL has ") and "%" in message
+    for secret in ("etPart", "sxyzw", "secret", "ss@host"):
+        assert secret not in message
