@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hookrunner import api, console
-from hookrunner.auth import COOKIE, admin_token, bearer_ok
+from hookrunner.auth import COOKIE, admin_token, bearer_ok, forget_stale_token
 from hookrunner.clientip import parse_networks
 from hookrunner.dispatch import Dispatcher
 from hookrunner.errors import StartupRefused, StoreUnavailable
@@ -295,6 +295,8 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
             where = f"node name {settings.node!r}" if settings.db else f"--data {settings.data}"
             raise StartupRefused(f"another server is running with this {where}; "
                                  "stop it first (or give this one its own)")
+        else:
+            forget_stale_token(settings.admin_token, settings.data)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

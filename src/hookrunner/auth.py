@@ -24,9 +24,6 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
     # in an Authorization header (HTTP trims it): kept, it locked everyone out, unlogged.
     path = data_dir / TOKEN_FILE
     if configured.strip():
-        with contextlib.suppress(OSError):  # a token generated before one was configured:
-            if path.read_text().strip() != configured.strip():  # `cat` would give a wrong one
-                path.unlink()
         return configured.strip(), None
     if path.exists():
         token = path.read_text().strip()
@@ -43,6 +40,17 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
         path.unlink(missing_ok=True)
         raise
     return token, path
+
+
+def forget_stale_token(configured: str, data_dir: Path) -> None:
+    """A token generated before one was configured: `cat`-ing the file would hand out a token
+    the server refuses. Removed by the server that holds the data dir, never by one about to
+    be refused (it would remove the running server's file)."""
+    path = data_dir / TOKEN_FILE
+    if configured.strip():
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() != configured.strip():
+                path.unlink()
 
 
 def bearer_ok(authorization: str | None, token: str) -> bool:

@@ -190,6 +190,24 @@ def test_a_second_server_on_the_same_data_is_one_line(project: Path, running: Se
     assert httpx.get(running.url + "/readyz").status_code == 200  # the first is untouched
 
 
+def test_a_refused_second_server_leaves_the_first_ones_token_file(project: Path) -> None:
+    """Started by mistake with another HOOKRUNNER_ADMIN_TOKEN: refused, and the running
+    server's generated token file is still there to `cat`."""
+    env = {k: v for k, v in _env().items() if k != "HOOKRUNNER_ADMIN_TOKEN"}
+    first = Server(project / "rules", project / "data", project)
+    first.env.pop("HOOKRUNNER_ADMIN_TOKEN")
+    first.start()
+    try:
+        token = (project / "data" / "admin-token").read_text()
+        done = subprocess.run([*CLI, "serve", "--port", str(free_port()), "--data",
+                               str(project / "data")], cwd=project, capture_output=True,
+                              text=True, timeout=30, env={**env, "HOOKRUNNER_ADMIN_TOKEN": "x"})
+        one_line(done, 3, "server.refused", "another server is running")
+        assert (project / "data" / "admin-token").read_text() == token
+    finally:
+        first.stop()
+
+
 def test_port_0_takes_a_free_port_and_logs_which(project: Path) -> None:
     log = project / "serve.log"
     with open(log, "w") as out:
