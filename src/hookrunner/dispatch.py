@@ -51,6 +51,7 @@ RECORD_RETRY_MAX = 8.0  # seconds between tries to write a run's result, at most
 RECORD_TRIES_WHEN_STOPPING = 3  # a stopping server gives up on a store that is down
 NOT_STARTED_TRIES = 5  # extra attempts for a run whose process could not start (EMFILE)
 NOT_STARTED_DELAY = 5.0  # seconds before such a run is tried again
+NOT_STARTED = "; nothing ran: queued again"  # ends such an attempt's reason
 SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
 HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
 PRUNE_EVERY = 60.0
@@ -658,6 +659,13 @@ class Dispatcher:
             event("run.stragglers", logging.WARNING, run_id=run.id, processes=len(left))
             await orphans.stop(left)
 
+    async def _not_started(self, run_id: str) -> int:
+        try:
+            attempts = await self.store.attempts(run_id)
+        except StoreUnavailable:
+            return 0
+        return sum(a.reason.endswith(NOT_STARTED) for a in attempts)
+
     async def _record(self, run: Run, result: RunResult, started: float,
                       log_text: str | None) -> None:
         if run.id in self._lost:
@@ -669,9 +677,14 @@ class Dispatcher:
             # Nothing ran, whatever the rule's retries say: as a run whose claim a crash cut
             # short, it is queued again (a few times: a lasting shortage fails it).
             retry_at = now + NOT_STARTED_DELAY
-            result.reason += "; nothing ran: queued again"
-        elif should_retry(result.outcome, run.attempt, run.max_attempts, run.retry_on):
-            retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
+            result.reason += NOT_STARTED
+        else:
+            spent = run.attempt
+            if spent >= run.max_attempts and spent > 1 and result.outcome in run.retry_on:
+                # Attempts that never started are not the rule's retries.
+                spent -= await self._not_started(run.id)
+            if should_retry(result.outcome, spent, run.max_attempts, run.retry_on):
+                retry_at = now + backoff_delay(spent, run.backoff, run.max_backoff)
         # A run asked to cancel (or replaced) is not retried: the store's finish ends it
         # canceled (Store.finish: cancel_retry). Its log line says so already.
         asked = self._cancel_reason.get(run.id, "").startswith(CANCEL_ASKED)

@@ -103,8 +103,13 @@ async def test_a_run_whose_process_cannot_start_for_want_of_descriptors_is_queue
     try:
         d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
                         dedup_key=None, event=None, client_ip="", matches=[])
+        # Fails its first real attempt, then succeeds: with two attempts by its rule, the one
+        # that never started must not count as one of them.
+        marker = tmp_path / "ran-once"
         run = NewRun(id="r-1", delivery_id=d.id, rule="r", action="shell",
-                     spec={"argv": ["true"]}, created_at=time.time())
+                     spec={"argv": ["sh", "-c", f"test -e {marker} || {{ touch {marker}; exit 1; }}"]},
+                     created_at=time.time(), max_attempts=2, backoff=0.1, max_backoff=0.1,
+                     retry_on=("failed",))
         await store.accept(d, [run])
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
         with contextlib.suppress(OSError):
@@ -122,9 +127,11 @@ async def test_a_run_whose_process_cannot_start_for_want_of_descriptors_is_queue
             assert time.monotonic() < deadline, got
             await asyncio.sleep(0.05)
         assert got.status == "succeeded", got
-        first = (await store.attempts("r-1"))[0]
-        assert first.status == "failed" and first.reason.endswith("; nothing ran: queued again")
-        assert "Too many open files" in first.reason, first.reason
+        attempts = await store.attempts("r-1")
+        assert [a.status for a in attempts] == ["failed", "failed", "succeeded"], attempts
+        assert attempts[0].reason.endswith("; nothing ran: queued again")
+        assert "Too many open files" in attempts[0].reason, attempts[0].reason
+        assert attempts[1].reason == "exit 1"
     finally:
         for fd in held:
             os.close(fd)
