@@ -12,6 +12,12 @@ from typing import Any, NoReturn
 
 from hookrunner import __version__
 
+if sys.argv[1:2] == ["serve"]:
+    # As early as `serve` can: until the server takes SIGHUP as "reload" (once its loop
+    # runs), its default action would kill it (a `systemctl reload` right after a start).
+    # The rules load at the start anyway, and the files are watched.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
 EXIT_OK = 0
 EXIT_INVALID = 1  # rules invalid, or the command's subject was not found
 EXIT_USAGE = 2
@@ -141,11 +147,6 @@ def _settings_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        # Until the server takes SIGHUP as "reload" (once its loop runs), its default action
-        # would kill it: a `systemctl reload` right after a start. The rules load at the
-        # start anyway; the files are watched too.
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from hookrunner.settings import load_settings
 
     try:
