@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hookrunner.units import parse_duration, parse_size
 
@@ -178,6 +179,14 @@ def _check(name: str, value: Any) -> None:
             # options), and messages would quote it. (`?user=app@server` is an option.)
             raise ValueError("the URL has an '@' after its host part: write a '/', '?' or '#' "
                              "in the user name or password as %2F, %3F or %23")
+        try:  # what libpq would be given, and messages name: never a wrong host or port
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            raise ValueError("its host part cannot be read: an IPv6 address goes in brackets "
+                             "([::1]), and a port is a number from 1 to 65535") from None
+        if port == 0:
+            raise ValueError("its port must be a number from 1 to 65535")
     if name == "pass_env":
         for item in value:
             if not ENV_NAME.fullmatch(item):

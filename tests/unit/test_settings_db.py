@@ -19,6 +19,12 @@ from hookrunner.settings import load_settings
     ("postgresql:///db?host=/run/postgresql&user=a@b", True),
     ("postgresql://u:p%2Fw@[::1]:5432/db", True),
     ("postgres://u:pw@h/db", True),
+    ("postgresql://u:pw@[::1]:5432/db", True),
+    # Read wrongly, they named another host or port, or ended in a traceback.
+    ("postgresql://u:secret@[::1/db", False),
+    ("postgresql://u:secret@h:99999/db", False),
+    ("postgresql://u:secret@h:abc/db", False),
+    ("postgresql://u:secret@::1/db", False),
 ])
 def test_db_urls(url: str, ok: bool) -> None:
     if ok:
@@ -27,6 +33,6 @@ def test_db_urls(url: str, ok: bool) -> None:
     with pytest.raises(ValueError) as caught:
         load_settings({"db": url}, {}, ["db"])
     message = str(caught.value)
-    assert message.startswith("--db: the URL has ") and "%" in message
+    assert message.startswith(("--db: the URL has ", "--db: its host part cannot be read"))
     for secret in ("etPart", "sxyzw", "secret", "ss@host"):
         assert secret not in message
