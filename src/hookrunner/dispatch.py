@@ -175,6 +175,14 @@ class Dispatcher:
             await self._interrupted(run, reason, recorded=recorded)
         for path in others.values():
             path.unlink(missing_ok=True)  # acted on: another start must not read them again
+        if not self.store.shared:
+            # One server per SQLite data dir: other names' marks are stale (a container's
+            # host name changes at each start: a file each, for ever). Nodes sharing a data
+            # dir on PostgreSQL keep theirs.
+            own = marks_path(self.settings.data, self.node)
+            for path in self.settings.data.glob("started-*.marks*"):
+                if path.name not in (own.name, own.name + ".tmp"):
+                    path.unlink(missing_ok=True)
         self._marks.open()  # only now: a crash during the recovery above needs them again
         before = self.budget.snapshot()
         self.budget.refresh(await self.store.queued(), before)
@@ -528,7 +536,8 @@ class Dispatcher:
         elif should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
         event("run.interrupted", logging.WARNING, run_id=run.id, rule=run.rule, reason=reason,
-              retry=retry_at is not None)
+              # A cancel asked for meanwhile ends it canceled (Store.finish), not retried.
+              retry=retry_at is not None and not run.cancel_requested)
         await self.store.finish(Finish(
             run_id=run.id, node=run.lease_owner or self.node, outcome="failed", exit_code=None,
             reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt))

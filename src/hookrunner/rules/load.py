@@ -171,8 +171,10 @@ def rules_files(rules_dir: Path) -> list[Path]:
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             path = Path(top, name)
+            # Any entry but a directory: a dangling link, a FIFO or a device is reported
+            # when it is loaded, not skipped in silence.
             if path.suffix in (".yaml", ".yml") and not name.startswith(".") and (
-                    path.is_file() or path.is_symlink()):  # a dangling link is reported
+                    path.is_symlink() or not path.is_dir()):
                 found.append(path)
     if problems:  # out of descriptors (EMFILE), no permission: an empty list would be taken
         raise problems[0]  # for "no rules" and replace the live ones

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -550,9 +551,11 @@ def test_a_device_or_a_huge_file_is_an_error_not_read_for_ever(tmp_path: Path) -
     rules.mkdir()
     (rules / "zero.yaml").symlink_to("/dev/zero")
     (rules / "huge.yaml").write_bytes(b"#" * (MAX_RULES_FILE + 1))
+    os.mkfifo(rules / "fifo.yaml")  # was skipped in silence
     with pytest.raises(ConfigErrors) as caught:
         load_rules(rules, root=tmp_path)
     assert sorted(str(e) for e in caught.value.errors) == [
+        f"{rules / 'fifo.yaml'}:0: cannot load: not a regular file",
         f"{rules / 'huge.yaml'}:0: cannot load: larger than 16 MiB",
         f"{rules / 'zero.yaml'}:0: cannot load: not a regular file",
     ]
