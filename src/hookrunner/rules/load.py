@@ -490,9 +490,10 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
 
     for key, base in getattr(RUNNERS[kind], "templated_paths", ()):
         item = tree.get(key)
-        if item is not None and not isinstance(item, Constant) \
-                and not item.source.startswith(base.rstrip("/") + "/"):
-            problem(f"{key}: a templated {key} must start with {base}/ (e.g. "
+        if item is not None and not isinstance(item, Constant) and (
+                not item.source.startswith(base.rstrip("/") + "/")
+                or ".." in item.source.split("/")):
+            problem(f"{key}: a templated {key} must start with {base}/, without `..` (e.g. "
                     f"\"{base}/{{{{ payload.env }}}}.ini\"): elsewhere a payload value could name "
                     "any file under --root", (key,))
     if ctx.root is None:

@@ -206,9 +206,11 @@ def render_action(rule: Rule, scope: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def within(path: str, base: str) -> bool:
-    """Whether `path`, as text, names something under the relative directory `base`."""
+    """Whether `path`, as text, names something under the relative directory `base`, with
+    no `..` on the way (even one that stays inside: the rule says where, not the payload)."""
     normal = posixpath.normpath(path)
-    return not normal.startswith("/") and normal.startswith(base.rstrip("/") + "/")
+    return (".." not in path.split("/") and not normal.startswith("/")
+            and normal.startswith(base.rstrip("/") + "/"))
 
 
 def concurrency_key(rule: Rule, scope: Mapping[str, Any],

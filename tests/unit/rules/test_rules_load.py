@@ -481,16 +481,18 @@ def test_a_templated_inventory_outside_inventories_is_a_check_error(tmp_path: Pa
         "  - {name: a, hook: h, run: {ansible: {playbook: p.yml, inventory: '{{ payload.inv }}'}}}\n"
         "  - {name: b, hook: h, run: {ansible: {playbook: p.yml, "
         "inventory: 'inventories/{{ payload.env }}.ini'}}}\n"
-        "  - {name: c, hook: h, run: {ansible: {playbook: p.yml, inventory: inv/hosts.ini}}}\n")
+        "  - {name: c, hook: h, run: {ansible: {playbook: p.yml, inventory: inv/hosts.ini}}}\n"
+        "  - {name: d, hook: h, run: {ansible: {playbook: p.yml, "
+        "inventory: 'inventories/../{{ payload.env }}'}}}\n")
     loaded = load_rules(rules, root=tmp_path)
-    assert [r.name for r in loaded.rules] == ["a", "b", "c"]
-    assert [w for w in loaded.warnings if "a templated inventory" in w] == [
+    assert [r.name for r in loaded.rules] == ["a", "b", "c", "d"]
+    assert [w for w in loaded.warnings if "a templated inventory" in w][:1] == [
         f"{rules / 'r.yaml'}:3: rule 'a': run.ansible.inventory: a templated inventory must "
-        'start with inventories/ (e.g. "inventories/{{ payload.env }}.ini"): elsewhere a payload '
-        "value could name any file under --root: its runs will fail"]
+        'start with inventories/, without `..` (e.g. "inventories/{{ payload.env }}.ini"): '
+        "elsewhere a payload value could name any file under --root: its runs will fail"]
     with pytest.raises(ConfigErrors) as caught:
         load_rules(rules, root=tmp_path, strict=True)
-    assert [e.line for e in caught.value.errors] == [3]
+    assert [e.line for e in caught.value.errors] == [3, 6]
 
 
 def test_an_empty_literal_concurrency_key_is_a_check_error(tmp_path: Path) -> None:

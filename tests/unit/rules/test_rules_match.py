@@ -141,6 +141,7 @@ def test_render_action_keeps_native_values_and_payload_literal() -> None:
     ("inventories/{{ payload.env }}", "", False),  # the directory itself: every script in it
     ("{{ payload.env }}", "/srv/root/inventories/x.ini", False),  # absolute: not as written
     ("inv/hosts.ini", "../anything", True),  # literal: the operator's own choice
+    ("inventories/sub/{{ payload.env }}", "../x.ini", False),  # stays inside, but not as written
 ])
 def test_a_templated_inventory_stays_under_inventories(inventory: str, env: str, ok: bool) -> None:
     rule = ruleset_with("", run=f'{{ansible: {{playbook: p.yml, inventory: "{inventory}"}}}}').rules[0]
