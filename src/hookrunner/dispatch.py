@@ -738,5 +738,6 @@ class Dispatcher:
                 # log file has it all): the status must not be lost for want of the copy.
                 finish = dataclasses.replace(finish, log=(
                     f"[hookrunner] the store refused the whole log; its last {SHORT_LOG} "
-                    f"characters follow (the log file has it all)\n{finish.log[-SHORT_LOG:]}"))
+                    f"characters follow (the log file holds more, unless the disk was full "
+                    f"for it too)\n{finish.log[-SHORT_LOG:]}"))
             delay = min(RECORD_RETRY_MAX, max(0.5, delay * 2))
