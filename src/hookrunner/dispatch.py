@@ -29,7 +29,7 @@ from hookrunner.actions.environment import base_env
 from hookrunner.actions.logfile import FileLog, tail
 from hookrunner.budget import QueueBudget
 from hookrunner.errors import ActionError, StoreUnavailable
-from hookrunner.logs import Throttled, event
+from hookrunner.logs import Throttled, event, settle_throttled
 from hookrunner.metrics import Metrics
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.redact import hidden_values, scrub
@@ -451,7 +451,9 @@ class Dispatcher:
                     # the store takes writes again has the outage ended.
                     if self._store_down and await self.store.ping():
                         self._store_down, self._reachable_since = False, now
-                        event("store.available", node=self.node)  # the outage's errors end
+                        if self.store.shared:  # SQLite's writer says it, for every outage
+                            settle_throttled()
+                            event("store.available", node=self.node)  # its errors end
                 if self.settings.keep and now - last_prune >= min(PRUNE_EVERY, self.settings.keep / 2):
                     last_prune = now
                     pruned = await self.store.prune(now - self.settings.keep)

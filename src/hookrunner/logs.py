@@ -28,6 +28,16 @@ def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     LOGGER.log(level, name, extra={"fields": fields})
 
 
+_THROTTLED: list[Throttled] = []  # every one made (module-level: a handful)
+
+
+def settle_throttled() -> None:
+    """Say every held-back count now: an outage's refusals before `store.available`, not
+    after it (where they read as a new outage)."""
+    for throttled in _THROTTLED:
+        throttled.settle()
+
+
 class Throttled:
     """An event that may fire thousands of times a second (a refusal under overload): the
     first is logged at once, the rest at most once per `every` seconds, with how many there
@@ -37,6 +47,7 @@ class Throttled:
 
     def __init__(self, name: str, level: int, every: float = 1.0, per: str | None = None) -> None:
         self.name, self.level, self.every, self.per = name, level, every, per
+        _THROTTLED.append(self)
         self._last: dict[Any, float] = {}
         self._count: dict[Any, int] = {}
         self._fields: dict[Any, dict[str, Any]] = {}  # of the last one held back
@@ -66,6 +77,14 @@ class Throttled:
         if self._flushes.get(key, (None,))[0] is loop:
             return  # one is due already (a flush pops itself)
         self._flushes[key] = (loop, loop.call_later(max(0.0, delay), self._flush, key))
+
+    def settle(self) -> None:
+        """Say what is held back now (before a line that ends what they were about)."""
+        for key in list(self._fields):
+            pending = self._flushes.pop(key, None)
+            if pending is not None:
+                pending[1].cancel()
+            self._flush(key)
 
     def _flush(self, key: Any) -> None:
         self._flushes.pop(key, None)

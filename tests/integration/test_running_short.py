@@ -56,7 +56,9 @@ async def test_a_result_the_store_refuses_whole_is_written_with_a_shorter_log(
         await store.close()
 
 
-async def test_a_full_store_is_not_ready_until_a_write_goes_through(tmp_path: Path) -> None:
+async def test_a_full_store_is_not_ready_until_a_write_goes_through(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
     """A claim that finds nothing commits on a full disk too: that said "ok" to /readyz. And
     an idle server must find out by itself when the disk has room again."""
     from hookrunner.errors import StoreUnavailable
@@ -78,8 +80,10 @@ async def test_a_full_store_is_not_ready_until_a_write_goes_through(tmp_path: Pa
         assert not await store.ping()
         assert await store.claim("n1", 5, 15.0, time.time()) == []  # commits, writes nothing
         assert not await store.ping()  # still full: not ready
+        assert "store.available" not in caplog.messages
         conn.execute("PRAGMA max_page_count = 1073741823")  # room again
         assert await store.ping()  # found by its own write, with no delivery to try it
+        assert caplog.messages.count("store.available") == 1  # the end of the outage, told
         await store.accept(big, [])
     finally:
         await store.close()

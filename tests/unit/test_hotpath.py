@@ -203,3 +203,26 @@ async def test_a_burst_held_back_is_told_once_its_second_is_over_with_no_later_e
         logs._direct = None
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(x["count"], x["client"]) for x in lines] == [(1, "c0"), (39, "c39")]
+
+
+async def test_held_back_events_are_said_at_once_before_a_line_that_ends_them() -> None:
+    """`store.available` must follow the outage's refusals, not come before their count."""
+    logs.setup_logging("json")
+    handler = logs.LOGGER.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    out = io.StringIO()
+    handler.stream = out
+    down = logs.Throttled("delivery.store_unavailable", logging.ERROR, every=60.0, per="hook")
+    try:
+        for _ in range(3):
+            down(hook="a")
+        logs.settle_throttled()
+        logs.event("store.available")
+        await asyncio.sleep(0)
+    finally:
+        logs.LOGGER.handlers[:] = []
+        logs._direct = None
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(x["event"], x.get("count")) for x in lines] == [
+        ("delivery.store_unavailable", 1), ("delivery.store_unavailable", 2),
+        ("store.available", None)]

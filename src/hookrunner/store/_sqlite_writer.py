@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from hookrunner.errors import StoreUnavailable
+from hookrunner.logs import event, settle_throttled
 
 T = TypeVar("T")
 
@@ -189,6 +190,9 @@ class Writer:
             # Only a batch that added rows says writes go through: on a full disk a claim
             # that found nothing, or a lease renewed in place, commits all the same (and
             # /readyz said "ok" after each one).
+            if self.failing:  # the outage ends here, whoever saw it (a hook, the dispatcher)
+                settle_throttled()
+                event("store.available", store="sqlite")
             self.failing = False
         self.commits += 1
         self.jobs += len(batch)
