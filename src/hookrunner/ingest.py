@@ -205,6 +205,9 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
     ruleset = gw.rules.current
     hook = ruleset.hooks.get(hook_id) if ruleset else None
     if hook is None or ruleset is None:
+        if gw.rules.degraded:  # the other processes serve it (reload.LiveRules._load_copy)
+            return error(503, "rules not loaded in this process; retry",
+                         headers={"Retry-After": STORE_RETRY_AFTER})
         return error(404, f"unknown hook {hook_id!r}")
     if scope["method"] != "POST":
         return error(405, "use POST", headers={"Allow": "POST"})

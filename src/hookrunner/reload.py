@@ -73,6 +73,9 @@ class LiveRules:
         self._pending: asyncio.Future[None] | None = None  # SIGHUP's, kept from the GC
         self._quiet = quiet
         self._copy = copy
+        # A worker that could load neither the files nor the main process's copy of them:
+        # the others serve the hooks, so this one must not answer 404 (see _load_copy).
+        self.degraded = False
 
     def reload(self) -> bool:
         """Load the rules now, on this thread; on failure keep the live ones. Returns whether
@@ -83,12 +86,21 @@ class LiveRules:
         return loaded
 
     def _load_copy(self, copy: Path) -> None:
-        """A worker starting while the files do not load: the rules the main process serves.
-        The files are still watched; the first load of them that succeeds replaces these."""
+        """A worker starting while the files do not load: the rules the main process serves,
+        with the secret files as they were when it loaded them (a secret rotated since must
+        not pass here and fail in the other processes). The files are still watched; the
+        first load of them that succeeds replaces these. If the copy does not load either,
+        `degraded`: hooks are refused with 503, not 404 (the other processes serve them)."""
+        kept = copy / rulescopy.ROOT
         try:
-            ruleset = load_rules(copy, root=self.root) if copy.is_dir() else None
-        except ConfigErrors:
-            ruleset = None
+            ruleset = load_rules(copy, root=kept if kept.is_dir() else self.root) \
+                if copy.is_dir() else None
+        except ConfigErrors as exc:
+            event("rules.copy_failed", logging.WARNING, error=str(exc.errors[0]),
+                  why="the rules files and the main process's copy of them do not load: "
+                      "hooks are answered 503 until the files load")
+            self.degraded = True
+            return
         if ruleset is not None:
             self.current, self.loaded_at = ruleset, time.time()
             event("rules.loaded_copy", logging.WARNING, hooks=len(ruleset.hooks),
@@ -135,7 +147,7 @@ class LiveRules:
                 errors = [f"{self.rules_dir}: cannot load the rules: {type(exc).__name__}: {exc}"]
             return _Loaded(None, errors, fingerprint, secrets)
         if self._copy is not None and not self._quiet:  # here: off the event loop
-            rulescopy.save(self.rules_dir, fingerprint, self._copy, _stat)
+            rulescopy.save(self.rules_dir, fingerprint, self._copy, _stat, secrets, self.root)
         return _Loaded(ruleset, [], fingerprint, secrets)
 
     def _apply(self, loaded: _Loaded) -> bool:
@@ -155,7 +167,7 @@ class LiveRules:
         ruleset = loaded.ruleset
         if self._on_result:
             self._on_result(True)
-        self.current = ruleset
+        self.current, self.degraded = ruleset, False
         self.errors = []
         self.loaded_at = time.time()
         for w in ruleset.warnings:

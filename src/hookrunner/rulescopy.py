@@ -12,14 +12,18 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 Stat = tuple[str, int, float, int]  # (path, inode, mtime, size) as the reload saw each file
 
 
+ROOT = ".root"  # in a copy: the `{file:}` secrets under --root that its load read
+
+
 def save(rules_dir: Path, loaded: Sequence[Stat], dest: Path,
-         stat: Callable[[Path], Stat | None]) -> bool:
+         stat: Callable[[Path], Stat | None],
+         secrets: Mapping[Path, Stat | None], root: Path | None) -> bool:
     """Copy the files of a load that succeeded into a new version, and point the link `dest`
     at it (a worker reading the copy meanwhile keeps the version it opened: the one before
     is kept until the next copy). Skipped if a file changed since it was read: a reload
@@ -38,6 +42,17 @@ def save(rules_dir: Path, loaded: Sequence[Stat], dest: Path,
             target = version / os.path.relpath(path, rules_dir)
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             target.write_bytes(data)
+        for path, read in secrets.items():  # as the load read them (else: skip the copy)
+            if root is None or read is None or not _under(path, root):
+                continue  # an absolute path elsewhere is read from where it is
+            data = path.read_bytes()
+            if stat(path) != read:
+                shutil.rmtree(version, ignore_errors=True)
+                return False
+            target = version / ROOT / os.path.relpath(path, root)
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            target.write_bytes(data)
+            target.chmod(0o600)
         link = dest.with_name(dest.name + ".link")
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
@@ -51,3 +66,7 @@ def save(rules_dir: Path, loaded: Sequence[Stat], dest: Path,
         if old.name not in (version.name, previous, f"{dest.name}.link"):
             shutil.rmtree(old, ignore_errors=True)
     return True
+
+
+def _under(path: Path, root: Path) -> bool:
+    return not os.path.relpath(path, root).startswith("..")

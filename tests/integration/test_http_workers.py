@@ -293,3 +293,78 @@ def test_a_worker_started_while_the_rules_files_are_broken_serves_the_live_rules
     rules.write_text(rules.read_text().replace("  - name: [\n", ""))  # fixed: loaded by all
     until(lambda: server.output().count("rules.loaded hooks=") >= 2, 10, "the fixed files")
     assert [push(server, f"fixed{i}").status_code for i in range(4)] == [202] * 4
+
+
+def test_a_replacement_worker_keeps_the_secret_the_others_verify_with(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """Broken rules files and a rotated secret meanwhile: the main process and the workers
+    that were running keep the old secret (their reloads fail); a replacement must too,
+    or a delivery's fate depends on the process that took it, also once the file is gone."""
+    (project / "sec").write_text("oldsecret\n")
+    rules_text = HOOKS_TOKEN = """
+hooks:
+  t:
+    verify: {token: {secret: {file: sec}, header: X-Token}}
+rules:
+  - {name: echo, hook: t, run: {shell: {argv: ["true"]}}}
+"""
+    server = make_server(rules_text, args=["--http-workers", "2"])
+    assert server.proc is not None
+    pid = server.proc.pid
+    until(lambda: len(children(pid)) == 3, 10, "main + 2 workers")
+    rules = project / "rules" / "rules.yaml"
+    rules.write_text(HOOKS_TOKEN + "  - name: [\n")
+    until(lambda: "rules.reload_failed" in server.output(), 10, "the failed reload")
+    (project / "sec").write_text("newsecret\n")
+    main = int(re.search(r"server.http_workers .*main_pid=(\d+)", server.output()).group(1))  # type: ignore[union-attr]
+
+    def replace_workers() -> None:
+        for worker in sorted(children(pid) - {main}):
+            os.kill(worker, signal.SIGKILL)
+            until(lambda w=worker: len(children(pid)) == 3 and w not in children(pid), 15,  # type: ignore[misc]
+                  "a replacement")
+
+    def statuses(token: str) -> set[int]:
+        return {httpx.post(f"{server.url}/hooks/t", json={}, headers={"X-Token": token},
+                           timeout=10).status_code for _ in range(12)}
+
+    replace_workers()
+    until(lambda: server.output().count("rules.loaded_copy") >= 2, 10, "both on the copy")
+    assert statuses("oldsecret") == {202}
+    assert statuses("newsecret") == {401}
+    (project / "sec").unlink()
+    replace_workers()
+    until(lambda: server.output().count("rules.loaded_copy") >= 4, 10, "both on the copy")
+    assert statuses("oldsecret") == {202}  # the copy keeps the secret the load read
+
+
+def test_a_replacement_worker_that_can_load_nothing_answers_503_not_404(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """An absolute secret path (not kept in the copy) gone as well as the rules broken: the
+    other processes serve the hook, so this one says "retry", never "unknown hook"."""
+    secret = project / "abs-sec"
+    secret.write_text("s3cret\n")
+    text = f"""
+hooks:
+  t:
+    verify: {{token: {{secret: {{file: {secret}}}, header: X-Token}}}}
+rules:
+  - {{name: echo, hook: t, run: {{shell: {{argv: ["true"]}}}}}}
+"""
+    server = make_server(text, args=["--http-workers", "2"])
+    assert server.proc is not None
+    pid = server.proc.pid
+    until(lambda: len(children(pid)) == 3, 10, "main + 2 workers")
+    (project / "rules" / "rules.yaml").write_text(text + "  - name: [\n")
+    until(lambda: "rules.reload_failed" in server.output(), 10, "the failed reload")
+    secret.unlink()
+    main = int(re.search(r"server.http_workers .*main_pid=(\d+)", server.output()).group(1))  # type: ignore[union-attr]
+    for worker in sorted(children(pid) - {main}):
+        os.kill(worker, signal.SIGKILL)
+        until(lambda w=worker: len(children(pid)) == 3 and w not in children(pid), 15,  # type: ignore[misc]
+              "a replacement")
+    until(lambda: server.output().count("rules.copy_failed") >= 2, 10, "both degraded")
+    r = httpx.post(f"{server.url}/hooks/t", json={}, headers={"X-Token": "s3cret"}, timeout=10)
+    assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text

@@ -19,14 +19,14 @@ def test_each_copy_is_a_version_behind_one_link_and_the_one_before_is_kept(tmp_p
     (rules / "a.yaml").write_text("a: 1\n")
     (rules / "team" / "b.yaml").write_text("b: 1\n")
     dest = tmp_path / "rules-copy"
-    assert rulescopy.save(rules, _loaded(rules), dest, _stat)
+    assert rulescopy.save(rules, _loaded(rules), dest, _stat, {}, None)
     assert (dest / "team" / "b.yaml").read_text() == "b: 1\n" and dest.is_symlink()
     first = os.readlink(dest)
     (rules / "a.yaml").write_text("a: 2\n")
-    assert rulescopy.save(rules, _loaded(rules), dest, _stat)
+    assert rulescopy.save(rules, _loaded(rules), dest, _stat, {}, None)
     assert (dest / "a.yaml").read_text() == "a: 2\n"
     assert (tmp_path / first).is_dir()  # a worker still reading it is not cut short
-    assert rulescopy.save(rules, _loaded(rules), dest, _stat)
+    assert rulescopy.save(rules, _loaded(rules), dest, _stat, {}, None)
     assert not (tmp_path / first).exists()  # two behind: gone
     assert len(list(tmp_path.glob("rules-copy.*"))) == 2
 
@@ -36,8 +36,8 @@ def test_no_copy_of_nothing_nor_of_files_changed_since_their_load(tmp_path: Path
     rules.mkdir()
     (rules / "a.yaml").write_text("a: 1\n")
     dest = tmp_path / "rules-copy"
-    assert not rulescopy.save(rules, [], dest, _stat)  # a listing that failed
+    assert not rulescopy.save(rules, [], dest, _stat, {}, None)  # a listing that failed
     seen = _loaded(rules)
     (rules / "a.yaml").write_text("a: 22\n")  # changed after the load read it
-    assert not rulescopy.save(rules, seen, dest, _stat)
+    assert not rulescopy.save(rules, seen, dest, _stat, {}, None)
     assert not dest.exists() and not list(tmp_path.glob("rules-copy.*"))
