@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -157,27 +159,37 @@ def test_direct_events_write_the_formatters_line(fmt: str) -> None:
         assert direct.rstrip().endswith('note="two words" n=3')  # no `event_type=None`
 
 
-def test_throttled_events_count_per_hook_so_one_flood_cannot_hide_another(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@contextlib.contextmanager
+def json_log() -> Iterator[io.StringIO]:
+    """The JSON log lines events write, captured; logging put back as it was."""
     logs.setup_logging("json")
     handler = logs.LOGGER.handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     out = io.StringIO()
     handler.stream = out
+    try:
+        yield out
+    finally:
+        logs.LOGGER.handlers[:] = []
+        logs._direct = None
+
+
+def events_in(out: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_throttled_events_count_per_hook_so_one_flood_cannot_hide_another(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
     monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
     refused = logs.Throttled("delivery.rejected", logging.WARNING, per="hook")
-    try:
+    with json_log() as out:
         for _ in range(5):
             refused(hook="a")
         refused(hook="b")  # its first refusal is logged at once, not folded into a's
         clock[0] += 1.0
         refused(hook="a")
-    finally:
-        logs.LOGGER.handlers[:] = []
-        logs._direct = None
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [(x["hook"], x["count"]) for x in lines] == [("a", 1), ("b", 1), ("a", 5)]
+    assert [(x["hook"], x["count"]) for x in events_in(out)] == [("a", 1), ("b", 1), ("a", 5)]
 
 
 def test_text_log_values_with_control_characters_are_quoted() -> None:
@@ -188,41 +200,23 @@ def test_text_log_values_with_control_characters_are_quoted() -> None:
 
 async def test_a_burst_held_back_is_told_once_its_second_is_over_with_no_later_event() -> None:
     """40 refusals in a burst logged `count=1`, and the other 39 were never told."""
-    logs.setup_logging("json")
-    handler = logs.LOGGER.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    out = io.StringIO()
-    handler.stream = out
     refused = logs.Throttled("delivery.rejected", logging.WARNING, every=0.2, per="hook")
-    try:
+    with json_log() as out:
         for i in range(40):
             refused(hook="a", client=f"c{i}")
         await asyncio.sleep(0.4)
-    finally:
-        logs.LOGGER.handlers[:] = []
-        logs._direct = None
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [(x["count"], x["client"]) for x in lines] == [(1, "c0"), (39, "c39")]
+    assert [(x["count"], x["client"]) for x in events_in(out)] == [(1, "c0"), (39, "c39")]
 
 
 async def test_held_back_events_are_said_at_once_before_a_line_that_ends_them() -> None:
     """`store.available` must follow the outage's refusals, not come before their count."""
-    logs.setup_logging("json")
-    handler = logs.LOGGER.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    out = io.StringIO()
-    handler.stream = out
     down = logs.Throttled("delivery.store_unavailable", logging.ERROR, every=60.0, per="hook")
-    try:
+    with json_log() as out:
         for _ in range(3):
             down(hook="a")
         logs.settle_throttled()
         logs.event("store.available")
         await asyncio.sleep(0)
-    finally:
-        logs.LOGGER.handlers[:] = []
-        logs._direct = None
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [(x["event"], x.get("count")) for x in lines] == [
+    assert [(x["event"], x.get("count")) for x in events_in(out)] == [
         ("delivery.store_unavailable", 1), ("delivery.store_unavailable", 2),
         ("store.available", None)]

@@ -15,7 +15,7 @@ import httpx
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.paths import confine
-from hookrunner.actions.process import deadline_for, format_seconds
+from hookrunner.actions.process import deadline_for, stopped
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
 from hookrunner.redact import log_url
@@ -173,12 +173,7 @@ class HttpRunner:
             if not request.done():
                 request.cancel()
         if not request.done() or request.cancelled():
-            if ctx.cancel.is_set():
-                ctx.log.note("canceled")
-                return RunResult("canceled", reason="canceled")
-            reason = f"timed out after {format_seconds(ctx.timeout or 0.0)}"
-            ctx.log.note(reason)
-            return RunResult("timed_out", reason=reason)
+            return stopped(ctx)
         return request.result()
 
 

@@ -143,6 +143,17 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def stopped(ctx: RunContext) -> RunResult:
+    """The end of a run that was waiting (for a lock, an HTTP answer) when its cancel or its
+    deadline came, noted in its log."""
+    if ctx.cancel.is_set():
+        ctx.log.note("canceled")
+        return RunResult("canceled", reason="canceled")
+    reason = f"timed out after {format_seconds(ctx.timeout or 0.0)}"
+    ctx.log.note(reason)
+    return RunResult("timed_out", reason=reason)
+
+
 def exit_reason(returncode: int) -> str:
     if returncode >= 0:
         return f"exit {returncode}"

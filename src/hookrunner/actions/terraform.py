@@ -26,7 +26,7 @@ from typing import Any
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.paths import confine
-from hookrunner.actions.process import deadline_for, format_seconds, run_process
+from hookrunner.actions.process import deadline_for, run_process, stopped
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
 
@@ -404,12 +404,7 @@ async def _acquire(lock: asyncio.Lock, ctx: RunContext, deadline: float | None) 
         with contextlib.suppress(asyncio.CancelledError):
             await acquire
     if acquire.cancelled() or acquire.exception() is not None:
-        if ctx.cancel.is_set():
-            ctx.log.note("canceled")
-            return RunResult("canceled", reason="canceled")
-        reason = f"timed out after {format_seconds(ctx.timeout or 0.0)}"
-        ctx.log.note(reason)
-        return RunResult("timed_out", reason=reason)
+        return stopped(ctx)
     return None
 
 
