@@ -173,12 +173,10 @@ class Dispatcher:
             reason = f"interrupted: node {owner} restarted" + (
                 "" if owner == self.node else f" (as node {self.node})")
             await self._interrupted(run, reason, recorded=recorded)
-        for path in others.values():
-            path.unlink(missing_ok=True)  # acted on: another start must not read them again
         if not self.store.shared:
-            # One server per SQLite data dir: other names' marks are stale (a container's
-            # host name changes at each start: a file each, for ever). Nodes sharing a data
-            # dir on PostgreSQL keep theirs.
+            # One server per SQLite data dir: other names' marks were acted on above, or are
+            # stale (a container's host name changes at each start: a file each, for ever).
+            # Nodes sharing a data dir on PostgreSQL keep theirs (and recover only their own).
             own = marks_path(self.settings.data, self.node)
             for path in self.settings.data.glob("started-*.marks*"):
                 if path.name not in (own.name, own.name + ".tmp"):
