@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import resource
 import time
@@ -57,12 +58,15 @@ async def test_a_result_the_store_refuses_whole_is_written_with_a_shorter_log(
 
 
 async def test_a_full_store_is_not_ready_until_a_write_goes_through(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A claim that finds nothing commits on a full disk too: that said "ok" to /readyz. And
     an idle server must find out by itself when the disk has room again."""
+    from hookrunner import logs
     from hookrunner.errors import StoreUnavailable
 
+    monkeypatch.setattr(logs, "_direct", None)  # events through logging, where caplog sees them
+    caplog.set_level(logging.INFO, logger="hookrunner")
     store = SQLiteStore(tmp_path / "hookrunner.db")
     await store.open()
     try:

@@ -210,13 +210,14 @@ async def test_a_burst_held_back_is_told_once_its_second_is_over_with_no_later_e
 
 async def test_held_back_events_are_said_at_once_before_a_line_that_ends_them() -> None:
     """`store.available` must follow the outage's refusals, not come before their count."""
-    down = logs.Throttled("delivery.store_unavailable", logging.ERROR, every=60.0, per="hook")
+    down = logs.Throttled("test.store_unavailable", logging.ERROR, every=60.0, per="hook")
     with json_log() as out:
         for _ in range(3):
             down(hook="a")
         logs.settle_throttled()
         logs.event("store.available")
         await asyncio.sleep(0)
-    assert [(x["event"], x.get("count")) for x in events_in(out)] == [
-        ("delivery.store_unavailable", 1), ("delivery.store_unavailable", 2),
-        ("store.available", None)]
+    # (Other throttled events held back by earlier tests are said too: they are not these.)
+    ours = [x for x in events_in(out) if x["event"] in ("test.store_unavailable", "store.available")]
+    assert [(x["event"], x.get("count")) for x in ours] == [
+        ("test.store_unavailable", 1), ("test.store_unavailable", 2), ("store.available", None)]
