@@ -225,6 +225,14 @@ async def _open(settings: Settings) -> Store:
 
     if not settings.db and not Path(settings.store_url).exists():
         raise NoStore(f"no hookrunner store at {settings.store_url} (is --data right?)")
+    if settings.db and settings.sources.get("data") == "--data" \
+            and settings.sources.get("db") != "--db":
+        # Both name a store: the database wins, as for `serve` (where --data holds the logs).
+        # Say so, or `runs --data X` would list another store's runs without a word.
+        from hookrunner.preflight import postgres_target
+
+        print(f"hookrunner: using the PostgreSQL store of {settings.given_as('db')} "
+              f"({postgres_target(settings.db)}), not --data", file=sys.stderr)
     if settings.db:
         from hookrunner.preflight import reach_postgres
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -111,6 +112,19 @@ def test_a_postgresql_database_without_a_store_is_an_error_not_a_new_store(
     with psycopg.connect(postgres_db) as conn:
         tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
         assert tables.fetchone() == (0,)  # nothing was created
+
+
+def test_a_data_flag_with_a_db_variable_says_which_store_it_reads(tmp_path: Path) -> None:
+    """`runs --data X` with HOOKRUNNER_DB exported read PostgreSQL without a word."""
+    with socket.socket() as s:  # a port that is certainly closed
+        s.bind(("127.0.0.1", 0))
+        url = f"postgresql://u:pw-x@127.0.0.1:{s.getsockname()[1]}/db"
+        done = _run("runs", "--data", str(tmp_path), cwd=tmp_path, HOOKRUNNER_DB=url)
+        quiet = _run("runs", cwd=tmp_path, HOOKRUNNER_DB=url)
+    assert done.stderr.startswith("hookrunner: using the PostgreSQL store of HOOKRUNNER_DB "
+                                  "(127.0.0.1:"), done.stderr
+    assert "not --data" in done.stderr and "pw-x" not in done.stderr
+    assert "using the PostgreSQL store" not in quiet.stderr  # no --data given: nothing to say
 
 
 def test_runs_limit_below_1_is_a_usage_error(tmp_path: Path) -> None:
