@@ -141,13 +141,16 @@ async def login(request: Request) -> Response:
     except FormError as exc:
         return refused(request, exc.status, exc.message)
     target = safe_next(form.get("next"))
+    client = client_address(request)
     if not same_origin(request):
-        return refused(request, 403, "Log in from this server's own login page. (Behind a "
-                       "proxy that rewrites Host: have it send X-Forwarded-Host, and list it "
-                       "in --trusted-proxy.)")
+        origin, here = request.headers.get("origin", "-"), public_host(request)
+        _login_refused_log(client=client, reason="another origin", origin=origin, host=here)
+        return refused(request, 403, f"Log in from this server's own login page: the form came "
+                       f"from {origin}, and this server is {here}. (Behind a proxy that "
+                       "rewrites Host: have it send X-Forwarded-Host with the port the browser "
+                       "used, and list it in --trusted-proxy.)")
     token: str = request.app.state.admin_token
     given = form.get("token", "").strip()
-    client = client_address(request)
     # Guessing: 20 tries at once, then one a second per address (a 429 says when).
     delay = gateway(request).limiter.take(("console-login", _login_bucket(client)), 1.0, 20,
                                           time.time())
@@ -179,7 +182,8 @@ def _login_bucket(client: str) -> str:
 
 
 # A guesser would write a line per try: one a second, with a count (naming the last client).
-_login_refused_log = Throttled("console.login_refused", logging.WARNING)
+# Per reason (three of them): a line's count is of refusals for that reason, not of any.
+_login_refused_log = Throttled("console.login_refused", logging.WARNING, per="reason")
 
 
 async def logout(request: Request) -> Response:

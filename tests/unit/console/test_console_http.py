@@ -3,6 +3,7 @@ what the session cookie may and may not do."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -138,9 +139,20 @@ def test_login_never_redirects_off_site(client: TestClient, target: str) -> None
     assert r.status_code == 303 and r.headers["location"] == "/"
 
 
-def test_login_posted_from_another_origin_is_refused(client: TestClient) -> None:
+def test_login_posted_from_another_origin_is_refused(
+    client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused, logged, and saying which origins were compared (a proxy that drops the port
+    of the public URL: the operator must see that from the page or the log)."""
+    from hookrunner import logs
+
+    monkeypatch.setattr(logs, "_direct", None)
+    caplog.set_level(logging.WARNING, logger="hookrunner")
     r = client.post("/login", data={"token": TOKEN}, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403 and "set-cookie" not in r.headers
+    assert "the form came from https://evil.example, and this server is testserver" in r.text
+    refused = [rec for rec in caplog.records if rec.getMessage() == "console.login_refused"]
+    assert refused and refused[0].fields["reason"] == "another origin"  # type: ignore[attr-defined]
 
 
 def test_an_oversized_form_is_refused(client: TestClient) -> None:
