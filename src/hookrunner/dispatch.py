@@ -535,11 +535,13 @@ class Dispatcher:
             retry_at, reason = now, f"{reason} before its action started; queued again"
         elif should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
+        outcome = "failed"
+        if run.cancel_requested:  # asked for while its server was down: what it was asked
+            outcome, reason, retry_at = "canceled", f"canceled by request ({reason})", None
         event("run.interrupted", logging.WARNING, run_id=run.id, rule=run.rule, reason=reason,
-              # A cancel asked for meanwhile ends it canceled (Store.finish), not retried.
-              retry=retry_at is not None and not run.cancel_requested)
+              retry=retry_at is not None)
         await self.store.finish(Finish(
-            run_id=run.id, node=run.lease_owner or self.node, outcome="failed", exit_code=None,
+            run_id=run.id, node=run.lease_owner or self.node, outcome=outcome, exit_code=None,
             reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt))
 
     # -- one run ---------------------------------------------------------------------------
