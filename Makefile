@@ -54,5 +54,6 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py; a=$$?; $(BIN)/python bench/e2e.py; b=$$?; \
 	  $(BIN)/python bench/cluster.py; c=$$?; exit $$((a | b | c))
 
+# The build only: .hookrunner (the database, history, dedup memory, admin token) is data.
 clean:
-	rm -rf $(VENV) .hookrunner .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

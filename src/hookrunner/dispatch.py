@@ -245,7 +245,8 @@ class Dispatcher:
         running = [task for task, _ in self._active.values()]
         if not running:
             return
-        event("dispatcher.draining", runs=len(running), grace_seconds=round(limit, 1))
+        event("dispatcher.draining", runs=len(running), grace_seconds=round(limit, 1),
+              hint="a second Ctrl-C or SIGTERM cancels them at once")
         _, pending = await asyncio.wait(running, timeout=limit)
         if pending:
             self._cancel_running()
