@@ -162,6 +162,11 @@ class Dispatcher:
         for owner in owners:
             left.update(orphans.find([r.id for r in stale if (r.lease_owner or self.node) == owner],
                                      owner))
+        # And what this node started before its crash that another node took over when the
+        # lease ran out (PostgreSQL): no longer its runs, but still its processes, beside
+        # their retries.
+        left.update(orphans.find([run_id for run_id, _ in self._marks.recorded
+                                  if run_id not in left], self.node))
         if left:
             event("dispatcher.orphans", logging.WARNING, runs=",".join(left),
                   processes=sum(len(p) for p in left.values()))
@@ -538,7 +543,9 @@ class Dispatcher:
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
         outcome = "failed"
         if run.cancel_requested:  # asked for while its server was down: what it was asked
-            outcome, reason, retry_at = "canceled", f"canceled by request ({reason})", None
+            asked = f"canceled: replaced by run {run.superseded_by}" if run.superseded_by \
+                else "canceled by request"
+            outcome, reason, retry_at = "canceled", f"{asked} ({reason})", None
         event("run.interrupted", logging.WARNING, run_id=run.id, rule=run.rule, reason=reason,
               retry=retry_at is not None)
         await self.store.finish(Finish(

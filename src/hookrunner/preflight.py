@@ -8,7 +8,7 @@ import os
 import socket
 import ssl
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from hookrunner.auth import TOKEN_FILE, admin_token
 from hookrunner.errors import HookrunnerError, StartupRefused
@@ -125,6 +125,22 @@ def postgres_target(url: str) -> str:
     return f"{host}:{port or 5432}{parts.path or '/'}"
 
 
+def scrub_passwords(message: str, url: str) -> str:
+    """`message` without the URL's passwords: the user-info one and a `?password=` (libpq
+    quotes a malformed option's value), as written and decoded. A short one would garble
+    the message ("res***onse"), so then the message goes."""
+    parts = urlsplit(url)
+    written = [parts.password or ""] + [
+        value for name, _, value in (p.partition("=") for p in parts.query.split("&"))
+        if name == "password"]
+    for password in {w for p in written if p for w in (p, unquote(p))}:
+        if password in message:
+            if len(password) < 4:
+                return "connection failed (the message is not shown: it may hold the password)"
+            message = message.replace(password, "***")
+    return message
+
+
 async def reach_postgres(url: str, need_schema: bool) -> None:
     """One plain connection first: psycopg's pool would retry noisily for seconds and then
     fail with a pool timeout that does not say why. `need_schema`: the CLI's store
@@ -137,13 +153,7 @@ async def reach_postgres(url: str, need_schema: bool) -> None:
     except psycopg.Error as exc:
         # libpq's first line says why (refused, unknown host, authentication); the rest is
         # hints. It never contains the password, but scrub it in case a URL was echoed.
-        why = (str(exc).strip().splitlines() or ["connection failed"])[0]
-        password = urlsplit(url).password
-        if password and password in why:
-            # Replaced where it is long enough to be told apart; a short one would garble
-            # the message itself ("res***onse"), so then the message goes.
-            why = why.replace(password, "***") if len(password) >= 4 else (
-                "connection failed (libpq's message is not shown: it may hold the password)")
+        why = scrub_passwords((str(exc).strip().splitlines() or ["connection failed"])[0], url)
         raise StartupRefused(f"cannot reach PostgreSQL at {where}: {why}") from None
     async with conn:
         if need_schema:

@@ -127,6 +127,17 @@ def test_a_data_flag_with_a_db_variable_says_which_store_it_reads(tmp_path: Path
     assert "using the PostgreSQL store" not in quiet.stderr  # no --data given: nothing to say
 
 
+@pytest.mark.parametrize("password", ["SeKr1t%ZZXYZ", "SeKr1t XYZ", "SeKr1tXYZ"])
+def test_a_password_given_as_an_option_is_never_printed(tmp_path: Path, password: str) -> None:
+    """libpq quotes a malformed option's value: `?password=` was printed whole."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"postgresql://hr@127.0.0.1:{s.getsockname()[1]}/hr?password={password}"
+        done = _run("runs", "--db", url, cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.startswith("hookrunner: "), done
+    assert "SeKr1t" not in done.stdout + done.stderr, done.stderr
+
+
 def test_runs_limit_below_1_is_a_usage_error(tmp_path: Path) -> None:
     for limit in ("0", "-1"):
         done = _run("runs", "--limit", limit, "--data", str(tmp_path), cwd=tmp_path)
