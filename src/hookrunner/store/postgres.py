@@ -124,6 +124,11 @@ class PostgresStore:
         except StoreUnavailable:
             await self._pool.close()
             raise
+        except psycopg.Error as exc:  # no right to create tables, a read-only server
+            await self._pool.close()
+            why = (str(exc).strip().splitlines() or [""])[0]
+            raise StoreUnavailable(f"cannot set up the schema: {type(exc).__name__}: {why}") \
+                from None
         self._listener = asyncio.create_task(self._listen(), name="hookrunner-pg-listen")
 
     async def close(self) -> None:
@@ -177,7 +182,10 @@ class PostgresStore:
             return
         await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
         try:
-            await conn.execute(Q["create_migrations_table"])
+            cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            row = await cur.fetchone()
+            if not (row and next(iter(row.values()))):  # a current schema needs no CREATE right
+                await conn.execute(Q["create_migrations_table"])
             cur = await conn.execute(Q["applied_migrations"])
             applied = {row["version"] for row in await cur.fetchall()}
             newer = sql.newer_schema("postgres", applied)

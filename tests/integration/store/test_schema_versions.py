@@ -17,6 +17,8 @@ import pytest
 
 from hookrunner.errors import StoreUnavailable
 from hookrunner.store import open_store
+from tests import pgcluster
+from tests.serverproc import Server
 
 CLI = [sys.executable, "-m", "hookrunner.cli"]
 
@@ -95,6 +97,47 @@ def test_runs_works_for_a_role_that_may_only_read_and_write_rows(postgres_db: st
                               timeout=60, env=os.environ)
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr
+    finally:
+        _sql(postgres_db, f"DROP OWNED BY {role}")
+        _sql(postgres_db, f"DROP ROLE {role}")
+
+
+@pytest.mark.postgres
+def test_serve_starts_for_a_role_that_may_only_read_and_write_rows_on_a_current_schema(
+    postgres_db: str, tmp_path: Path,
+) -> None:
+    """A current schema needs no CREATE right (its table was created at every start), and a
+    database the server cannot set up is one line, not a traceback."""
+    asyncio.run(_made(postgres_db))
+    role = "hr_app_" + os.urandom(4).hex()
+    _sql(postgres_db, f"CREATE ROLE {role} LOGIN")
+    _sql(postgres_db, f"GRANT USAGE ON SCHEMA public TO {role}")
+    _sql(postgres_db, f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+    _sql(postgres_db, f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\n"
+        "rules:\n  - {name: r, hook: h, run: {shell: {argv: [\"true\"]}}}\n")
+    parts = urlsplit(postgres_db)
+    url = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    try:
+        server = Server(tmp_path / "rules", tmp_path / "data", tmp_path,
+                        args=["--db", url, "--node", "least-privilege"]).start()
+        server.stop()
+        # A fresh database it may not create tables in: refused in one line.
+        fresh = pgcluster.create_database(postgres_db)
+        try:
+            _sql(fresh, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            bare = urlunsplit(urlsplit(fresh)._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+            done = subprocess.run([*CLI, "serve", "--db", bare, "--data", str(tmp_path / "d2"),
+                                   "--rules", str(tmp_path / "rules"), "--root", str(tmp_path),
+                                   "--port", "0"], capture_output=True, text=True, timeout=60,
+                                  env=os.environ)
+            out = done.stdout + done.stderr
+            assert done.returncode == 3 and "Traceback" not in out, out
+            assert "cannot set up the schema: InsufficientPrivilege" in out, out
+        finally:
+            pgcluster.drop_database(fresh)
     finally:
         _sql(postgres_db, f"DROP OWNED BY {role}")
         _sql(postgres_db, f"DROP ROLE {role}")
