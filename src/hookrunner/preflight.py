@@ -115,14 +115,19 @@ def listen(host: str, port: int) -> list[socket.socket]:
 
 
 def postgres_target(url: str) -> str:
-    """host:port/database of a URL, for messages: never its password."""
-    parts = urlsplit(url)
+    """host:port/database of a URL as libpq reads it (`?host=`, `?dbname=`, several hosts),
+    for messages: never its password."""
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    host = parts.hostname or "localhost"
-    return f"{host}:{port or 5432}{parts.path or '/'}"
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(url)
+    except Exception:  # libpq cannot read it either: name no place rather than a wrong one
+        return "(a URL libpq cannot read)"
+    hosts = str(info.get("host") or "localhost")
+    port = str(info.get("port") or "5432")
+    database = str(info.get("dbname") or info.get("user") or "")
+    shown = ",".join(f"[{h}]" if ":" in h else h for h in hosts.split(","))
+    return f"{shown}:{port}/{database}"
 
 
 def scrub_passwords(message: str, url: str) -> str:

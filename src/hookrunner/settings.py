@@ -181,7 +181,8 @@ def _check(name: str, value: Any) -> None:
                              "in the user name or password as %2F, %3F or %23")
         try:  # what libpq would be given, and messages name: never a wrong host or port
             parts = urlsplit(value)
-            port = parts.port
+            # libpq's several hosts (`h1:5432,h2:5432/db`, for failover) are its to read.
+            port = parts.port if "," not in authority else None
         except ValueError:
             raise ValueError("its host part cannot be read: an IPv6 address goes in brackets "
                              "([::1]), and a port is a number from 1 to 65535") from None

@@ -36,3 +36,22 @@ def test_db_urls(url: str, ok: bool) -> None:
     assert message.startswith(("--db: the URL has ", "--db: its host part cannot be read"))
     for secret in ("etPart", "sxyzw", "secret", "ss@host"):
         assert secret not in message
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://hr:PW@/hr?host=/tmp/x/pgdata&port=55510", "/tmp/x/pgdata:55510/hr"),
+    ("postgresql://hr:PW@127.0.0.1:55510/hr?dbname=hr2", "127.0.0.1:55510/hr2"),
+    ("postgresql://hr:PW@127.0.0.2,127.0.0.1/hr?port=55510", "127.0.0.2,127.0.0.1:55510/hr"),
+    ("postgresql://hr:PW@[::1]:55510/hr", "[::1]:55510/hr"),
+    ("postgresql://hr:PW@%2Ftmp%2Fsock/hr", "/tmp/sock:5432/hr"),
+    ("postgresql://hr:PW@h/", "h:5432/hr"),  # the database named after the user, as libpq does
+])
+def test_messages_name_the_database_libpq_uses(url: str, shown: str) -> None:
+    from hookrunner.preflight import postgres_target
+
+    assert postgres_target(url) == shown and "PW" not in postgres_target(url)
+
+
+def test_several_hosts_for_failover_are_taken() -> None:
+    url = "postgresql://hr:pw@127.0.0.1:5432,127.0.0.2:5432/hr"
+    assert load_settings({"db": url}, {}, ["db"]).db == url
