@@ -220,6 +220,19 @@ class _FromUvicorn(logging.Handler):
             throttled(message=message)
 
 
+class _FromDriver(logging.Handler):
+    """psycopg's pool lines (`store.driver_message`): in an outage it says several a second,
+    multi-line, in its own format (bare text in a JSON log). One line a second at most, with
+    a count and the last message; hookrunner's own `*.store_unavailable` lines say the rest."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._throttled = Throttled("store.driver_message", logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._throttled(logger=record.name, message=record.getMessage())
+
+
 def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     global _direct
     handler = logging.StreamHandler(sys.stderr)
@@ -231,3 +244,6 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     server = logging.getLogger("uvicorn.error")
     server.handlers[:] = [_FromUvicorn()]
     server.propagate = False
+    driver = logging.getLogger("psycopg")
+    driver.handlers[:] = [_FromDriver()]
+    driver.propagate = False

@@ -221,3 +221,14 @@ async def test_held_back_events_are_said_at_once_before_a_line_that_ends_them() 
     ours = [x for x in events_in(out) if x["event"] in ("test.store_unavailable", "store.available")]
     assert [(x["event"], x.get("count")) for x in ours] == [
         ("test.store_unavailable", 1), ("test.store_unavailable", 2), ("store.available", None)]
+
+
+def test_the_database_drivers_lines_are_hookrunners_own_and_throttled() -> None:
+    """psycopg's pool wrote 207 bare, multi-line lines into a JSON log in an outage."""
+    with json_log() as out:
+        for i in range(5):
+            logging.getLogger("psycopg.pool").warning("error connecting in 'pool-1': refused\n"
+                                                      "\tIs the server running? (%d)", i)
+    (line,) = events_in(out)
+    assert line["event"] == "store.driver_message" and line["logger"] == "psycopg.pool"
+    assert line["message"].startswith("error connecting in 'pool-1'")
