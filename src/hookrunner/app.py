@@ -165,7 +165,12 @@ async def readyz(request: Request) -> Response:
         # have the messages.
         "reload_errors": [_where(e) for e in rules.errors],
     }
-    ready = store_ok and rules.current is not None
+    # Stopping (a SIGTERM, or its node name taken over by another server): it takes no more
+    # work, so a load balancer should send it none.
+    stopping = bool(getattr(gw.dispatcher, "stopping", False))
+    if stopping:
+        doc["stopping"] = True
+    ready = store_ok and rules.current is not None and not stopping
     return JSONResponse(doc, status_code=200 if ready else 503)
 
 
