@@ -16,6 +16,7 @@ from hookrunner.gateway import Gateway
 from hookrunner.ingest import QUEUE_FULL_RETRY_AFTER
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery, replayed
+from hookrunner.runlog import ended_log
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Run
 
 MAX_LIMIT = 1000
@@ -167,15 +168,7 @@ def _under_way(run: Run, attempt: int) -> bool:
 
 
 async def _ended_log(gw: Gateway, run_id: str, attempt: int) -> str:
-    """The file, which holds all of a large log; the record's copy where the file holds
-    less (a disk that filled up while the run wrote it, or another node's run)."""
-    stored = await gw.store.get_log(run_id, attempt)
-    path = gw.settings.log_path(run_id, attempt)
-    if attempt and path.exists():
-        text = path.read_text(errors="replace")
-        if stored is None or len(text) >= len(stored):
-            return text
-    return stored or ""
+    return await ended_log(gw.store, gw.settings.log_path(run_id, attempt), run_id, attempt)
 
 
 async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes]:

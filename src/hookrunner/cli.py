@@ -122,8 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ru = sub.add_parser("runs", help="recent runs, a line each")
     ru.add_argument("--status", help=f"only runs with this status: {STATUSES}")
+    ru.add_argument("--rule", help="only runs of this rule")
+    ru.add_argument("--delivery", metavar="ID", help="only runs of this delivery")
     ru.add_argument("--limit", type=_at_least_one, default=20, help="at most this many (default 20)")
     _store_flags(ru)
+
+    lg = sub.add_parser("log", help="a run's output (its current attempt, or --attempt N)")
+    lg.add_argument("run_id")
+    lg.add_argument("--attempt", type=_at_least_one, help="that attempt's output (from 1)")
+    _store_flags(lg)
 
     ca = sub.add_parser("cancel", help="cancel a queued or running run")
     ca.add_argument("run_id")
@@ -138,6 +145,7 @@ _STORE = ("data", "db")
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "check": _RULES, "test": _RULES, "explain": _RULES,
     "replay": (*_RULES, *_STORE, "default_timeout"), "runs": _STORE, "cancel": _STORE,
+    "log": _STORE,
 }
 
 
@@ -169,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 args.query)
     store_commands = {
         "replay": lambda: commands.replay(settings, args.delivery_id),
-        "runs": lambda: commands.runs(settings, args.status, args.limit),
+        "runs": lambda: commands.runs(settings, args.status, args.limit, args.rule,
+                                      args.delivery),
+        "log": lambda: commands.show_log(settings, args.run_id, args.attempt),
         "cancel": lambda: commands.cancel(settings, args.run_id),
     }
     if args.command in store_commands:

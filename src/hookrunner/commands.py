@@ -294,7 +294,8 @@ def _ts(t: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else "-"
 
 
-async def runs(settings: Settings, status: str | None, limit: int) -> int:
+async def runs(settings: Settings, status: str | None, limit: int, rule: str | None = None,
+               delivery: str | None = None) -> int:
     if status is not None and status not in RUN_STATUSES:
         print(f"hookrunner: --status must be one of {', '.join(RUN_STATUSES)}", file=sys.stderr)
         return EXIT_USAGE
@@ -304,7 +305,8 @@ async def runs(settings: Settings, status: str | None, limit: int) -> int:
     if store is None:
         return EXIT_FAIL
     try:
-        items = await store.list_runs(status=status, limit=limit)
+        items = await store.list_runs(status=status, limit=limit, rule=rule,
+                                      delivery_id=delivery)
     finally:
         await store.close()
     for r in items:
@@ -316,6 +318,49 @@ async def runs(settings: Settings, status: str | None, limit: int) -> int:
     if not items:
         print("no runs", file=sys.stderr)
     return EXIT_OK
+
+
+async def show_log(settings: Settings, run_id: str, attempt: int | None) -> int:
+    """A run's output, as `GET /api/runs/ID/log` gives it once the attempt has ended; of a
+    running attempt, what its log file holds so far (a run under a second old has none yet:
+    its log is still in the server's memory)."""
+    from hookrunner.runlog import ended_log
+
+    store = await _open_or_say(settings)
+    if store is None:
+        return EXIT_FAIL
+    try:
+        run = await store.get_run(run_id)
+        if run is None:
+            print(f"hookrunner: no run {run_id!r}", file=sys.stderr)
+            return EXIT_FAIL
+        if attempt is not None and attempt > run.attempt:
+            print(f"hookrunner: run {run_id} has {run.attempt} attempt(s)"
+                  + (" (it has not started)" if run.attempt == 0 else ""), file=sys.stderr)
+            return EXIT_FAIL
+        shown = attempt or run.attempt
+        text = await ended_log(store, settings.log_path(run_id, shown), run_id, shown) \
+            if shown else ""
+    finally:
+        await store.close()
+    if run.attempt == 0:
+        print(f"hookrunner: run {run_id} is {run.status}: it never started, so it has no output",
+              file=sys.stderr)
+    elif run.status == "running" and shown == run.attempt:
+        print(f"hookrunner: run {run_id} is still running (on node {run.lease_owner}): its "
+              "output so far, as far as its log file on this machine holds it; "
+              f"GET /api/runs/{run_id}/log follows it", file=sys.stderr)
+    sys.stdout.write(_for_terminal(text) if sys.stdout.isatty() else text)
+    return EXIT_OK
+
+
+def _for_terminal(text: str) -> str:
+    """An action's output may carry a payload's escape sequences: on a terminal, control
+    characters other than newlines and tabs are shown escaped, not obeyed."""
+    from hookrunner.logs import terminal_safe
+
+    return "\n".join("\t".join(terminal_safe(part) for part in line.split("\t"))
+                     for line in text.split("\n"))
 
 
 async def cancel(settings: Settings, run_id: str) -> int:

@@ -323,3 +323,72 @@ rules:
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stdout
     assert "x\\u001b]0;pwned\\u0007\\u001b[31mRED" in done.stdout, done.stdout
+
+
+LOG_RULES = r"""
+hooks: {h: {verify: {none: {}}}}
+rules:
+  - name: echo
+    hook: h
+    run:
+      shell:
+        argv: ['/bin/sh', '-c', 'printf ''hello\033[31mred\n''; echo "$0"', '{{ payload.x }}']
+  - name: big
+    hook: h
+    run: {shell: {argv: ["/bin/sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; echo END"]}}
+  - name: slow
+    hook: h
+    when: payload.slow | default(false)
+    run: {shell: {argv: ["/bin/sh", "-c", "echo first; sleep 30"]}}
+"""
+
+
+def test_runs_filters_and_log_shows_a_runs_output(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(LOG_RULES)
+    data = str(tmp_path / "data")
+    server = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    try:
+        answer = httpx.post(f"{server.url}/hooks/h?wait=20s", json={"x": "a;b"}, timeout=30)
+        echo, big = (r["id"] for r in answer.json()["runs"])
+        delivery = answer.json()["delivery_id"]
+        other = httpx.post(f"{server.url}/hooks/h?wait=20s", json={"x": "c"}, timeout=30).json()
+
+        listed = _run("runs", "--rule", "echo", "--data", data, cwd=tmp_path).stdout.splitlines()
+        assert len(listed) == 2 and all("  echo  " in line for line in listed), listed
+        listed = _run("runs", "--delivery", delivery, "--data", data, cwd=tmp_path).stdout
+        assert sorted(line.split()[0] for line in listed.splitlines()) == sorted([echo, big])
+        assert other["delivery_id"] not in listed
+
+        shown = _run("log", echo, "--data", data, cwd=tmp_path)
+        assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+        # Not a terminal: the output as the action wrote it, between hookrunner's notes.
+        assert "\nhello\x1b[31mred\na;b\n[hookrunner] succeeded\n" in shown.stdout, shown.stdout
+        assert shown.stdout.startswith(f"[hookrunner] run {echo} rule echo attempt 1/1")
+        whole = _run("log", big, "--data", data, cwd=tmp_path).stdout  # past what memory keeps
+        assert "x" * 300000 + "END\n" in whole, len(whole)
+
+        slow = httpx.post(f"{server.url}/hooks/h", json={"slow": True}, timeout=30).json()
+        with server.admin() as api:
+            slow_run = next(r for r in slow["runs"]
+                            if api.get(f"/api/runs/{r}").json()["rule"] == "slow")
+        deadline = time.monotonic() + 20
+        while "first" not in (live := _run("log", slow_run, "--data", data, cwd=tmp_path)).stdout:
+            assert time.monotonic() < deadline, live
+            time.sleep(0.2)
+        assert live.returncode == 0 and "is still running (on node " in live.stderr, live.stderr
+        with server.admin() as api:
+            api.post(f"/api/runs/{slow_run}/cancel")
+        assert server.wait_run(slow_run)["status"] == "canceled"
+    finally:
+        server.stop()
+    for args, said in ((["log", echo, "--attempt", "2"], f"run {echo} has 1 attempt(s)"),
+                       (["log", "run_nope"], "no run 'run_nope'")):
+        done = _run(*args, "--data", data, cwd=tmp_path)
+        assert done.returncode == 1 and said in done.stderr, (args, done.stderr)
+
+
+def test_log_on_a_terminal_shows_control_characters_escaped() -> None:
+    from hookrunner.commands import _for_terminal
+
+    assert _for_terminal("a\x1b[31mb\n\tc\x07\n") == "a\\u001b[31mb\n\tc\\u0007\n"
