@@ -30,7 +30,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from hookrunner import runtimedir
 from hookrunner.errors import StartupRefused
 from hookrunner.logs import event, setup_logging
 from hookrunner.preflight import listen
@@ -51,19 +51,24 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def serve(settings: Settings) -> int:
-    runtime = Path(tempfile.mkdtemp(prefix="hookrunner-"))
+    swept = runtimedir.sweep()
+    runtime, owner = runtimedir.create()
     try:
-        return _supervise(settings, runtime)
+        return _supervise(settings, runtime, swept)
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+        os.close(owner)
 
 
-def _supervise(settings: Settings, runtime: Path) -> int:
+def _supervise(settings: Settings, runtime: Path, swept: list[Path]) -> int:
     if "prometheus_client" in sys.modules:  # its value class is chosen at import
         raise RuntimeError("prometheus_client was imported before multiprocess mode was set")
     (runtime / "metrics").mkdir()
     os.environ[MULTIPROC_DIR] = str(runtime / "metrics")
     setup_logging(settings.log_format)
+    if swept:
+        event("server.runtime_swept", dirs=len(swept), parent=str(swept[0].parent),
+              hint="left by --http-workers servers that were killed")
     try:
         # One socket shared by the workers. (A socket each with SO_REUSEPORT was measured no
         # faster, and would let a second server bind the same port without an error.)

@@ -368,3 +368,25 @@ rules:
     until(lambda: server.output().count("rules.copy_failed") >= 2, 10, "both degraded")
     r = httpx.post(f"{server.url}/hooks/t", json={}, headers={"X-Token": "s3cret"}, timeout=10)
     assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+
+
+def test_a_killed_servers_private_directory_is_swept_at_the_next_start(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """SIGKILL leaves the supervisor's temporary directory (sockets, locks, metrics files):
+    the next `--http-workers` server removes it, and nothing it did not make."""
+    tmp = project / "tmp"
+    tmp.mkdir()
+    (tmp / "hookrunner-made-by-someone-else").mkdir()  # no owner.lock: not ours to remove
+    script(project)
+    server = make_server(RULES, args=["--http-workers", "2"], env={"TMPDIR": str(tmp)})
+    (first,) = [d for d in tmp.iterdir() if (d / "owner.lock").exists()]
+    server.kill()
+    assert first.exists()
+    again = make_server(RULES, args=["--http-workers", "2"], env={"TMPDIR": str(tmp)})
+    assert not first.exists()
+    assert (tmp / "hookrunner-made-by-someone-else").exists()
+    assert "server.runtime_swept dirs=1" in again.output()
+    (second,) = [d for d in tmp.iterdir() if (d / "owner.lock").exists()]
+    again.stop()
+    assert not second.exists()  # a clean stop removes its own
