@@ -177,6 +177,7 @@ class _Job:
     status: str = ""
     stats: dict[str, Any] | None = None
     error: str = ""
+    not_started: bool = False  # the error came before ansible-playbook started
     command_file: Path | None = None  # ansible-runner's record of the command and its env
     failure: str = ""  # the first failed task, or ansible's own error line: for the reason
 
@@ -240,11 +241,17 @@ class AnsibleRunner:
         if reason:
             ctx.log.note(reason)
             return RunResult("failed", reason=reason)
-        private_dir(ctx.work_dir)  # every directory it makes 0700 (mkdir -p: only the last)
-        run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=ctx.work_dir))  # mode 0700
-        vars_file = run_dir / "extravars.yml"
-        private_file(vars_file)  # 0600 before anything is in it: it holds the whole payload
-        vars_file.write_text(extravars_yaml(rendered.get("extravars") or {}, ctx.payload))
+        try:
+            private_dir(ctx.work_dir)  # every directory it makes 0700 (mkdir -p: only the last)
+            run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=ctx.work_dir))  # mode 0700
+            vars_file = run_dir / "extravars.yml"
+            private_file(vars_file)  # 0600 before anything is in it: it holds the whole payload
+            vars_file.write_text(extravars_yaml(rendered.get("extravars") or {}, ctx.payload))
+            (run_dir / "runner").mkdir(mode=0o700)
+        except OSError as exc:  # a full disk, or no descriptor left (then it may run later)
+            reason = f"cannot prepare the run in {ctx.work_dir}: {exc.strerror or exc}"
+            ctx.log.note(reason)
+            return RunResult("failed", reason=reason, not_started=exc.errno in process.SHORT_OF)
         envvars = build_envvars(ctx.env, run_dir, inventory=inventory_path is not None)
         cmdline = ["-e", f"@{vars_file}"]
         if rendered.get("check"):
@@ -261,7 +268,6 @@ class AnsibleRunner:
             "suppress_env_files": True,  # env/envvars would hold pass-env values
             "settings": {"pexpect_timeout": PEXPECT_TIMEOUT},
         }
-        (run_dir / "runner").mkdir(mode=0o700)
         return await _drive(kwargs, envvars, ctx)
 
 
@@ -281,10 +287,14 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
             loop.call_soon_threadsafe(ctx.log.write, data)
         return True  # keep the event in artifacts: stats are read from there
 
+    def on_status(data: dict[str, Any], runner_config: Any = None) -> None:  # runner thread
+        job.status = str(data.get("status", ""))  # "running": the playbook is starting now
+
     def work() -> None:  # runner thread
         artifacts: Path | None = None
         try:
-            runner = init_runner(**kwargs, event_handler=on_event, cancel_callback=job.kill_now.is_set)
+            runner = init_runner(**kwargs, event_handler=on_event, status_handler=on_status,
+                                 cancel_callback=job.kill_now.is_set)
             artifacts = Path(runner.config.artifact_dir).parent  # <private_data_dir>/artifacts
             runner.config.env = private_env(runner.config.env, envvars)
             if HOST_KEY_CHECKING not in envvars:
@@ -294,6 +304,8 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
             job.rc, job.status, job.stats = runner.rc, runner.status, runner.stats
         except Exception as exc:  # ansible-runner's own errors: report, do not crash
             job.error = f"ansible-runner: {exc}"
+            job.not_started = isinstance(exc, OSError) and exc.errno in process.SHORT_OF and (
+                job.status != "running" or spawn_failed(exc))
         finally:
             job.forget_command()
             if artifacts is not None:
@@ -330,7 +342,7 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
         return RunResult(stopped, exit_code=None, reason=reason)
     if job.error:
         ctx.log.note(job.error)
-        return RunResult("failed", reason=job.error)
+        return RunResult("failed", reason=job.error, not_started=job.not_started)
     outputs = {"stats": job.stats} if job.stats is not None else {}
     if job.status == "successful" and job.rc == 0:
         return RunResult("succeeded", exit_code=0, outputs=outputs)
@@ -338,6 +350,24 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
     if job.failure:
         reason += f" ({job.failure})"
     return RunResult("failed", exit_code=job.rc, reason=reason, outputs=outputs)
+
+
+# Where pexpect starts a process (ptyprocess forks, then reports a failed exec through a
+# pipe): an error raised in these never had a playbook running.
+_SPAWNING = {("ptyprocess.ptyprocess", "spawn"), ("pexpect.pty_spawn", "_spawn"),
+             ("pexpect.pty_spawn", "_spawnpty")}
+
+
+def spawn_failed(exc: BaseException) -> bool:
+    """`exc` was raised while pexpect was starting ansible-playbook (no descriptor for its
+    pty, no process slot), not once it ran: so nothing of the playbook ran."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if (frame.f_globals.get("__name__"), frame.f_code.co_name) in _SPAWNING:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _resolve(done: asyncio.Future[None]) -> None:

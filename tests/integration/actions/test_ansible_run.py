@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import errno
 import os
 import re
+import resource
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -297,3 +301,58 @@ async def test_ansible_runners_artifacts_are_not_kept(harness, playbooks: Path) 
     assert result.outputs["stats"]["failures"] == {"localhost": 1}  # read before they went
     assert "deliberate failure for api" in harness.log_text()
     assert [p for p in ctx.work_dir.rglob("*") if p.name in ("artifacts", "job_events", "stdout")] == []
+
+
+@contextlib.contextmanager
+def no_descriptors_left() -> Iterator[None]:
+    """Every file descriptor taken (under a lowered limit), as under a connection flood."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_play_that_cannot_start_for_want_of_descriptors_is_not_started(
+    harness, playbooks: Path,
+) -> None:
+    """EMFILE: nothing of the play ran, so the dispatcher queues it again (as for a shell
+    action) instead of failing it for good."""
+    ctx = harness.ctx(payload=OVERLOADED)
+    with no_descriptors_left():
+        result = await ANSIBLE.run({"playbook": "scale_up.yml"}, ctx)
+    assert (result.outcome, result.not_started) == ("failed", True), result
+    assert "Too many open files" in result.reason
+    again = await ANSIBLE.run({"playbook": "scale_up.yml"}, harness.ctx(payload=OVERLOADED))
+    assert again.outcome == "succeeded", again
+
+
+def test_an_error_starting_the_playbook_is_told_from_one_after_it_started(tmp_path: Path) -> None:
+    """pexpect's own spawn failing means no process; an error anywhere else may come after
+    the playbook ran, and must not have it run again."""
+    import pexpect
+
+    from hookrunner.actions.ansible import spawn_failed
+
+    with no_descriptors_left():
+        try:
+            pexpect.spawn("/bin/true")
+        except OSError as exc:
+            starting = exc
+        else:
+            raise AssertionError("spawned without a descriptor")
+        try:
+            open(tmp_path / "x", "w")  # noqa: SIM115
+        except OSError as exc:
+            elsewhere = exc
+        else:
+            raise AssertionError("opened without a descriptor")
+    assert starting.errno == elsewhere.errno == errno.EMFILE
+    assert spawn_failed(starting) and not spawn_failed(elsewhere)
