@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -29,6 +30,7 @@ from tests.integration.cluster_nodes import (
     post_many,
     query,
     recording_script,
+    statuses,
     until,
     wait_terminal,
 )
@@ -404,3 +406,54 @@ rules:
                   f"ready {recovered - up:.1f}s after the restart began")
     finally:
         nodes.stop_all()
+
+
+def test_a_node_restarted_under_its_name_stops_what_it_left_of_runs_taken_over(
+    nodes: Nodes, project: Path
+) -> None:
+    """n1 dies (SIGKILL of the server alone: its action lives on), n2 takes the run over
+    when the lease runs out and retries it. n1's next start stops its old process of that
+    run, which is no longer n1's in the database but is still running beside the retry."""
+    nodes.rules(_slow_rules(project))
+    (n1,) = nodes.start("n1")
+    run_id = post(n1, {"retry": True}).json()["runs"][0]
+    until(lambda: len(nodes.lines("events")) == 1, 15, "the run started on n1")
+    old = int((project / "out" / "pids").read_text().split()[0])
+    nodes.start("n2")
+    n1.kill()
+    assert wait_terminal(nodes.db, [run_id], timeout=30)[run_id] == "succeeded"  # on n2
+    assert _alive(old)  # nobody stopped it: n2 cannot see n1's processes
+    n1.start()
+    until(lambda: not _alive(old), 15, "n1's start stopped its old process of the run")
+    assert "dispatcher.orphans" in n1.output()
+
+
+def test_a_run_replaced_while_its_node_is_dead_ends_as_replaced(
+    nodes: Nodes, project: Path
+) -> None:
+    """`replace` asks the running run to stop; its node is dead, so the node that takes it
+    over when the lease runs out ends it, saying it was replaced (not "canceled by
+    request"), and then the new run goes."""
+    pids = project / "out" / "pids"
+    recording_script(project, "long.sh", f'echo $$ >> "{pids}"\nsleep "$1"')
+    nodes.rules("""
+rules:
+  - name: deploy
+    hook: github
+    run: {shell: {argv: ["scripts/long.sh", "{{ payload.sleep }}"]}}
+    concurrency: {key: deploy, policy: replace}
+""")
+    n1, n2 = nodes.start("n1", "n2")
+    first = post(n1, {"sleep": 60}).json()["runs"][0]
+    until(lambda: statuses(nodes.db, [first])[first] == "running", 15, "the first run started")
+    holder = query(nodes.db, "SELECT lease_owner FROM runs WHERE id = %s", [first])[0][0]
+    dead, alive = (n1, n2) if holder == "n1" else (n2, n1)
+    dead.kill()
+    for pid in pids.read_text().split():  # the machine died with it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid), signal.SIGKILL)
+    second = post(alive, {"sleep": 0}).json()["runs"][0]
+    final = wait_terminal(nodes.db, [first, second], timeout=30)
+    assert final == {first: "canceled", second: "succeeded"}, final
+    reason = query(nodes.db, "SELECT reason FROM runs WHERE id = %s", [first])[0][0]
+    assert reason.startswith(f"canceled: replaced by run {second} (interrupted: "), reason
