@@ -15,7 +15,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -212,7 +212,9 @@ class App(Starlette):
             elif self.upstream is not None and forwardable(scope):
                 await self.upstream(scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+        # A client gone (or its body unparsable) while a form is read: no one to answer.
+        with contextlib.suppress(ClientDisconnect):
+            await super().__call__(scope, receive, send)
 
 
 class HookLane:

@@ -257,9 +257,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._reading_since is not None:  # a pipelined request waited for this answer
             self._reading_since = time.monotonic()
         super().on_response_complete()
-        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete
+                             and not self.cycle.disconnected):
             return
-        if self._held_refusal is not None:
+        if self._held_refusal is not None and not self.transport.is_closing():
             answer, self._held_refusal = self._held_refusal, None
             self._write_refusal(answer)
         elif self._eof:
@@ -289,7 +290,24 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's answer to what httptools cannot parse, as JSON like every other error,
         and its log line throttled (a scanner would write one per request)."""
         _malformed_log(client=self.client[0] if self.client else "")
-        self._refuse(MALFORMED)  # after the answers of the requests before it
+        cycle: Any = self.cycle  # the newest request's (pipelined ones too)
+        if self._in_head or cycle is None:
+            self._refuse(MALFORMED)  # a head: after the answers of the requests before it
+            return
+        # The newest request's body does not parse (a bad chunk size, an unknown transfer
+        # coding): that request gets the 400 (after the answers of the requests before it;
+        # none if its own answer has begun) and the connection closes. Its app is told the
+        # client left, so it neither waits for the rest of the body nor answers as well.
+        self._refused = True
+        if not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if cycle.response_started:
+            self.transport.close()
+        elif self.pipeline:
+            self._held_refusal = MALFORMED
+        else:
+            self._write_refusal(MALFORMED)
 
     def _unsupported_upgrade_warning(self) -> None:
         pass  # refused in on_headers_complete, and logged there

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -346,3 +348,48 @@ def test_a_when_that_errs_is_logged_and_counted(make_server: Callable[..., Serve
     assert "rule=typo" in line and "hook=tok" in line and "nothing" in line, line
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'hookrunner_condition_errors_total{rule="typo"} 3.0' in metrics
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    """Everything the server writes until it closes the connection (at most 10 s)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_a_body_that_does_not_parse_gets_one_400_and_the_connection_closes(
+    make_server: Callable[..., Server],
+) -> None:
+    """A bad chunk size or an unknown transfer coding in the body of a signed hook, the
+    login form or a route that reads no body: one answer per request, the connection
+    closed, nothing left open on the server (no signature needed to cause it)."""
+    server = make_server(RULES, env=ENV)
+    assert server.proc is not None
+    fds = len(os.listdir(f"/proc/{server.proc.pid}/fd"))
+    head = b"Host: x\r\nContent-Type: application/json\r\n"
+    bad = {
+        "chunk size": b"POST /hooks/gh HTTP/1.1\r\n" + head
+        + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "coding": b"POST /hooks/gh HTTP/1.1\r\n" + head + b"Transfer-Encoding: gzip\r\n\r\nabc",
+        "login": b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "no body read": b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    }
+    for what, request in [*bad.items()] * 5:
+        answer = _exchange(server.port, request)
+        assert answer.count(b"HTTP/1.1 ") == 1, (what, answer)
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"invalid HTTP request" in answer, answer
+    # Pipelined behind a good request: that one's answer first, then the 400, then the close.
+    answer = _exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + bad["login"])
+    assert answer.count(b"HTTP/1.1 ") == 2 and answer.startswith(b"HTTP/1.1 200 "), answer
+    assert answer.index(b"HTTP/1.1 400 ") > answer.index(b'{"status":"ok"}'), answer
+    deadline = time.monotonic() + 10
+    while len(os.listdir(f"/proc/{server.proc.pid}/fd")) > fds:
+        assert time.monotonic() < deadline, "connections left open"
+        time.sleep(0.1)
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 10  # no connection holds up the stop
+    assert "Traceback" not in server.output(), server.output()
