@@ -39,13 +39,24 @@ def _err(status: int, message: str, headers: dict[str, str] | None = None) -> JS
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _unknown_params(request: Request, known: tuple[str, ...]) -> JSONResponse | None:
-    """A 400 for a parameter the listing does not take: `?status=failed` on deliveries, or a
-    paging parameter, silently gave the unfiltered first page."""
+def _odd_params(request: Request, known: tuple[str, ...]) -> JSONResponse | None:
+    """A 400 for a parameter the endpoint does not take (`?status=failed` on deliveries, or
+    a paging parameter, silently gave the unfiltered first page), or one given twice (which
+    of them would count?)."""
     unknown = sorted(set(request.query_params) - set(known))
     if unknown:
-        return _err(400, f"unknown parameter {unknown[0]!r}; this listing takes "
-                         f"{', '.join(known)}")
+        takes = f"takes {', '.join(known)}" if known else "takes no parameters"
+        return _err(400, f"unknown parameter {unknown[0]!r}; this endpoint {takes}")
+    repeated = sorted(k for k in known if len(request.query_params.getlist(k)) > 1)
+    if repeated:
+        return _err(400, f"{repeated[0]} is given more than once")
+    return None
+
+
+def _unknown_params(request: Request, known: tuple[str, ...]) -> JSONResponse | None:
+    """`_odd_params`, and a listing's filters and limit checked."""
+    if (refused := _odd_params(request, known)) is not None:
+        return refused
     # An empty filter (`?status=$S` with S unset) matched nothing: "no runs" was a lie.
     empty = sorted(k for k, v in request.query_params.multi_items() if not v.strip())
     if empty:
@@ -85,6 +96,8 @@ async def list_deliveries(request: Request) -> Response:
 
 
 async def get_delivery(request: Request) -> Response:
+    if (refused := _odd_params(request, ())) is not None:
+        return refused
     d = await _gw(request).store.get_delivery(request.path_params["id"])
     if d is None:
         return _err(404, "no such delivery")
@@ -127,6 +140,8 @@ def _run_json(run: Run) -> dict[str, Any]:
 
 
 async def get_run(request: Request) -> Response:
+    if (refused := _odd_params(request, ())) is not None:
+        return refused
     gw = _gw(request)
     run = await gw.store.get_run(request.path_params["id"])
     if run is None:
@@ -144,6 +159,8 @@ async def run_log(request: Request) -> Response:
     stored). An ended attempt answers at once. The wait lasts while the client stays
     connected (Starlette cancels the stream when it leaves), and ends when the server stops:
     a queued run will not start before it restarts."""
+    if (refused := _odd_params(request, ("attempt",))) is not None:
+        return refused
     gw = _gw(request)
     asked = request.query_params.get("attempt")
     if asked is not None and not (asked.isascii() and asked.isdigit() and len(asked) <= 9):

@@ -61,4 +61,11 @@ def bearer_ok(authorization: str | None, token: str) -> bool:
     if scheme.lower() != "bearer":
         return False
     # No .strip(): it would remove characters (e.g. U+00A0) that HTTP itself keeps.
-    return hmac.compare_digest(credentials.strip(" \t").encode(), token.encode())
+    given = credentials.strip(" \t")
+    try:
+        # The header's own bytes (Starlette decoded them as latin-1): a client sends a
+        # non-ASCII token as UTF-8, as the token is compared.
+        raw = given.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = given.encode()
+    return hmac.compare_digest(raw, token.encode())

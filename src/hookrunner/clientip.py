@@ -12,9 +12,45 @@ def parse_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
+def plain(addr: str) -> str:
+    """An IPv4 client of a dual-stack listener (`--host ::`) arrives as `::ffff:a.b.c.d`:
+    its IPv4 address, which allow lists, proxies, rate limits and the history name."""
+    if "::ffff:" not in addr.lower():
+        return addr
+    try:
+        mapped = ipaddress.IPv6Address(addr).ipv4_mapped
+    except ValueError:
+        return addr
+    return str(mapped) if mapped is not None else addr
+
+
+def _hop(text: str) -> str:
+    """An X-Forwarded-For entry as an address: some proxies add the client's port
+    (`198.51.100.7:51234`, `[2001:db8::1]:443`)."""
+    if text.startswith("[") and "]" in text:
+        return plain(text[1:text.index("]")])
+    if text.count(":") == 1:
+        return text.partition(":")[0]
+    return plain(text)
+
+
+def bucket(addr: str) -> str:
+    """The client a per-client limit counts: an IPv6 host usually has a whole /64 to send
+    from, so it is one client; an IPv4 address is one."""
+    if ":" not in addr:
+        return addr
+    try:
+        address = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return addr
+
+
 def _in(addr: str, nets: Sequence[IPNetwork]) -> bool:
     try:
-        ip = ipaddress.ip_address(addr)
+        ip = ipaddress.ip_address(plain(addr))
     except ValueError:
         return False
     return any(ip in n for n in nets)
@@ -28,9 +64,10 @@ def trusted(peer: str, nets: Sequence[IPNetwork]) -> bool:
 def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[IPNetwork]) -> str:
     """Walk X-Forwarded-For from the right while the hop is a trusted proxy: the first
     untrusted address is the client. Without trusted proxies the header is never believed."""
+    peer = plain(peer)
     if not trusted or not _in(peer, trusted):
         return peer
-    hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+    hops = [_hop(h.strip()) for value in forwarded_for for h in value.split(",") if h.strip()]
     current = peer
     for hop in reversed(hops):
         if not _in(current, trusted):

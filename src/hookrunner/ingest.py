@@ -24,6 +24,7 @@ from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
 from hookrunner.logs import Throttled, event
 from hookrunner.payload import PayloadError, parse_body
+from hookrunner.ratelimit import retry_after
 from hookrunner.rawhttp import (
     Answer,
     ClientGone,
@@ -227,7 +228,8 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
     headers = headers_of(scope)
     client = scope.get("client")
     peer = client[0] if client else ""
-    ip = clientip.client_ip(peer, headers.get_all("x-forwarded-for"), gw.trusted) if gw.trusted else peer
+    ip = clientip.client_ip(peer, headers.get_all("x-forwarded-for"), gw.trusted) \
+        if gw.trusted else clientip.plain(peer)
     if not clientip.allowed(ip, hook.allow_ips):
         event("delivery.rejected", logging.WARNING, hook=hook_id, reason="address not allowed", client=ip)
         m.labels(hook_id, "rejected_address").inc()
@@ -236,11 +238,12 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
     now = time.time()
     if hook.rate_limit is not None:
         rl = hook.rate_limit
-        delay = gw.limiter.take((hook_id, ip if rl.per_client else ""), rl.rate, rl.burst, now)
+        delay = gw.limiter.take((hook_id, clientip.bucket(ip) if rl.per_client else ""),
+                                rl.rate, rl.burst, now)
         if delay > 0:
             m.labels(hook_id, "rejected_rate").inc()
             _rate_limited_log(hook=hook_id, reason="rate limited", client=ip)
-            return error(429, "rate limited", headers={"Retry-After": str(max(1, round(delay)))})
+            return error(429, "rate limited", headers={"Retry-After": retry_after(delay)})
 
     # Backpressure before journaling: past --max-queued nothing new is accepted, so nothing
     # accepted is ever dropped. This early check spares reading the body of a full queue;

@@ -2,31 +2,66 @@
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
-MAX_BUCKETS = 10_000  # forget the oldest clients past this, so a scan cannot grow memory
+MAX_BUCKETS = 10_000  # clients remembered at most, so a scan cannot grow memory
+SWEEP_EVERY = 1.0  # seconds between sweeps of refilled buckets when full
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
     tokens: float
     at: float
+    rate: float
+    burst: float
+
+    def full(self, now: float) -> bool:
+        return self.tokens + (now - self.at) * self.rate >= self.burst
 
 
 class RateLimiter:
+    """Keys are (scope, client): a hook's id or "console-login", and the client's bucket
+    ("" for a limit shared by every client)."""
+
     def __init__(self) -> None:
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        # A shared limit (one per hook) is never forgotten: a flood from many addresses
+        # must not reset the limit it is held to.
+        self._shared: dict[tuple[str, str], _Bucket] = {}
+        self._clients: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()  # LRU first
+        self._swept_at = float("-inf")
 
     def take(self, key: tuple[str, str], rate: float, burst: int, now: float) -> float:
         """Take one token; return 0 if allowed, else seconds until a token is available."""
-        b = self._buckets.get(key)
+        buckets = self._clients if key[1] else self._shared
+        b = buckets.get(key)
         if b is None:
-            if len(self._buckets) >= MAX_BUCKETS:
-                self._buckets.pop(next(iter(self._buckets)))
-            b = self._buckets[key] = _Bucket(float(burst), now)
+            if buckets is self._clients and len(self._clients) >= MAX_BUCKETS:
+                self._make_room(now)
+            b = buckets[key] = _Bucket(float(burst), now, rate, float(burst))
+        elif buckets is self._clients:
+            self._clients.move_to_end(key)
         b.tokens = min(float(burst), b.tokens + (now - b.at) * rate)
         b.at = now
         if b.tokens >= 1.0:
             b.tokens -= 1.0
             return 0.0
         return (1.0 - b.tokens) / rate if rate > 0 else 60.0
+
+    def _make_room(self, now: float) -> None:
+        """Forget the clients whose buckets have filled up again (a new bucket would be the
+        same), at most once a second; failing that, the least recently seen: never one
+        still being held back for having just sent."""
+        if now - self._swept_at >= SWEEP_EVERY:
+            self._swept_at = now
+            for key in [k for k, b in self._clients.items() if b.full(now)]:
+                del self._clients[key]
+        while len(self._clients) >= MAX_BUCKETS:
+            self._clients.popitem(last=False)
+
+
+def retry_after(delay: float) -> str:
+    """A `Retry-After` for `delay` seconds: whole seconds, rounded up (rounded down, a
+    client that waits exactly that long is refused again)."""
+    return str(max(1, math.ceil(delay)))

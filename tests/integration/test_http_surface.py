@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.serverproc import ADMIN_TOKEN, Server, post_github
 
@@ -279,8 +280,20 @@ def test_a_listing_refuses_parameters_it_does_not_take(make_server: Callable[...
     with server.admin() as c:
         r = c.get("/api/deliveries", params={"status": "failed"})
         assert r.status_code == 400
-        assert r.json() == {"error": "unknown parameter 'status'; this listing takes hook, limit"}
+        assert r.json() == {"error": "unknown parameter 'status'; this endpoint takes hook, limit"}
         assert c.get("/api/runs", params={"offset": "100"}).status_code == 400
+        # Given twice: which would count? (The last did, silently.)
+        r = c.get("/api/runs?status=failed&status=succeeded")
+        assert r.status_code == 400 and r.json() == {"error": "status is given more than once"}
+        # One run, one delivery, a log: they take nothing else either.
+        posted = httpx.post(f"{server.url}/hooks/open", json={}, timeout=30).json()
+        run = server.wait_run(posted["runs"][0])
+        for path in (f"/api/runs/{run['id']}?foo=1", f"/api/runs/{run['id']}/log?foo=1",
+                     f"/api/deliveries/{run['delivery_id']}?foo=1",
+                     f"/api/runs/{run['id']}/log?attempt=1&attempt=1"):
+            r = c.get(path)
+            assert r.status_code == 400 and "error" in r.json(), (path, r.text)
+        assert c.get(f"/api/runs/{run['id']}/log?attempt=1").status_code == 200
         assert c.get("/api/runs", params={"status": "failed", "limit": "5"}).status_code == 200
         # An empty filter matched nothing; a bad limit silently became 50 (or 1).
         for params in ({"status": ""}, {"rule": ""}, {"delivery": " "}, {"limit": ""},
@@ -393,3 +406,47 @@ def test_a_body_that_does_not_parse_gets_one_400_and_the_connection_closes(
     server.stop()
     assert time.monotonic() - started < 10  # no connection holds up the stop
     assert "Traceback" not in server.output(), server.output()
+
+
+def test_an_admin_token_with_non_ascii_characters_works_for_the_api(
+    make_server: Callable[..., Server],
+) -> None:
+    """curl sends it as UTF-8, as the console's login form does; the API compared the
+    header's latin-1 reading of those bytes, and refused it."""
+    token = "pässwort-ü"
+    server = make_server(RULES, env={**ENV, "HOOKRUNNER_ADMIN_TOKEN": token})
+    ok = httpx.get(f"{server.url}/api/runs", timeout=30,
+                   headers={"Authorization": f"Bearer {token}".encode()})
+    assert ok.status_code == 200, ok.text
+    wrong = httpx.get(f"{server.url}/api/runs", timeout=30,
+                      headers={"Authorization": "Bearer pässwort-u".encode()})
+    assert wrong.status_code == 401
+
+
+def test_ipv4_clients_of_a_dual_stack_listener_are_their_ipv4_addresses(
+    make_server: Callable[..., Server],
+) -> None:
+    """`--host ::` sees an IPv4 client as ::ffff:127.0.0.1: an IPv4 allow list refused it,
+    and the history named it so."""
+    if not socket.has_dualstack_ipv6():
+        pytest.skip("no dual-stack IPv6 on this machine")
+    rules = RULES.replace("  open: {verify: {none: {}}}",
+                          "  open: {verify: {none: {}}, allow_ips: [127.0.0.0/8]}")
+    server = make_server(rules, env=ENV, args=["--host", "::"])
+    answer = httpx.post(f"{server.url}/hooks/open", json={}, timeout=30)
+    assert answer.status_code == 202, answer.text
+    with server.admin() as c:
+        doc = c.get(f"/api/deliveries/{answer.json()['delivery_id']}").json()
+    assert doc["client_ip"] == "127.0.0.1"
+
+
+def test_a_refused_console_login_says_when_to_try_again(make_server: Callable[..., Server]) -> None:
+    server = make_server(RULES, env=ENV)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        for _ in range(30):
+            r = c.post("/login", data={"token": "wrong"}, headers={"Origin": server.url})
+            if r.status_code == 429:
+                break
+        assert r.status_code == 429, r.text
+        assert r.headers["Retry-After"] == "1"
+        assert "Too many tries: wait 1 s." in r.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hookrunner.clientip import allowed, client_ip, parse_networks
+from hookrunner.clientip import allowed, bucket, client_ip, parse_networks, plain
 from hookrunner.rules.model import IPNetwork
 
 PROXY = parse_networks(["10.0.0.0/8", "fd00::/8"])
@@ -34,6 +34,15 @@ PROXY = parse_networks(["10.0.0.0/8", "fd00::/8"])
         ("fd00::1", ["2001:db8::7"], PROXY, "2001:db8::7"),
         # Empty and whitespace entries are skipped.
         ("10.0.0.1", [" , 198.51.100.1 ,"], PROXY, "198.51.100.1"),
+        # A dual-stack listener's IPv4 peer (::ffff:a.b.c.d) is its IPv4 address, to the
+        # trusted networks and in the answer; so are such hops.
+        ("::ffff:10.0.0.1", ["198.51.100.1"], PROXY, "198.51.100.1"),
+        ("::ffff:203.0.113.9", [], (), "203.0.113.9"),
+        ("10.0.0.1", ["::ffff:198.51.100.1"], PROXY, "198.51.100.1"),
+        # A proxy that adds the client's port.
+        ("10.0.0.1", ["198.51.100.1:51234"], PROXY, "198.51.100.1"),
+        ("10.0.0.1", ["[2001:db8::7]:443"], PROXY, "2001:db8::7"),
+        ("10.0.0.1", ["10.2.2.2:80, 198.51.100.1:9"], PROXY, "198.51.100.1"),
     ],
 )
 def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(
@@ -60,3 +69,18 @@ def test_allow_ips_admits_only_addresses_inside_its_networks(
     addr: str, allow: list[str], expected: bool
 ) -> None:
     assert allowed(addr, parse_networks(allow)) is expected
+
+
+def test_an_ipv4_mapped_address_is_matched_as_ipv4() -> None:
+    assert plain("::ffff:127.0.0.1") == "127.0.0.1"
+    assert plain("::FFFF:7f00:1") == "127.0.0.1"
+    assert plain("2001:db8::ffff:1") == "2001:db8::ffff:1"
+    assert plain("::ffff:not") == "::ffff:not"
+    assert allowed("::ffff:127.0.0.1", parse_networks(["127.0.0.0/8"]))
+
+
+def test_a_per_client_limit_and_login_tries_count_an_ipv6_host_by_its_64() -> None:
+    assert bucket("2001:db8:1:2:aaaa::1") == bucket("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert bucket("2001:db8:1:3::1") != bucket("2001:db8:1:2::1")
+    assert bucket("198.51.100.1") == "198.51.100.1"
+    assert bucket("not-an-ip") == "not-an-ip" and bucket("") == ""

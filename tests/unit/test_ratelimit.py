@@ -42,9 +42,43 @@ def test_clients_have_separate_buckets() -> None:
 
 
 def test_the_number_of_buckets_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A scan from many addresses cannot grow memory without bound: oldest buckets go."""
+    """A scan from many addresses cannot grow memory without bound."""
     monkeypatch.setattr(ratelimit, "MAX_BUCKETS", 100)
     rl = RateLimiter()
     for i in range(1000):
         rl.take(("h", f"10.0.{i // 256}.{i % 256}"), 1.0, 1, 0.0)
-    assert len(rl._buckets) == 100
+    assert len(rl._clients) == 100
+
+
+def test_a_flood_of_clients_never_resets_a_shared_limit_or_a_held_back_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The oldest bucket went first: 10,000 other addresses reset a hook-wide limit, or
+    the limit of a client that had just been refused."""
+    monkeypatch.setattr(ratelimit, "MAX_BUCKETS", 100)
+    rl = RateLimiter()
+    assert rl.take(("all", ""), 1 / 3600, 1, 0.0) == 0.0  # one an hour, for everyone
+    assert rl.take(KEY, 1 / 3600, 1, 0.0) == 0.0
+    for i in range(1000):
+        rl.take(("h", f"10.0.{i // 256}.{i % 256}"), 1.0, 1, 1.0)
+        rl.take(KEY, 1 / 3600, 1, 1.0)  # it keeps trying: it stays the most recent
+    assert rl.take(("all", ""), 1 / 3600, 1, 2.0) > 3000
+    assert rl.take(KEY, 1 / 3600, 1, 2.0) > 3000
+
+
+def test_clients_whose_buckets_filled_up_again_are_forgotten_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ratelimit, "MAX_BUCKETS", 3)
+    rl = RateLimiter()
+    rl.take(("h", "held"), 1 / 3600, 1, 0.0)  # empty for an hour: the oldest, but kept
+    rl.take(("h", "a"), 1.0, 1, 0.0)
+    rl.take(("h", "b"), 1.0, 1, 0.0)
+    rl.take(("h", "c"), 1.0, 1, 10.0)  # a and b are full again by now: both go
+    assert set(rl._clients) == {("h", "held"), ("h", "c")}
+    assert rl.take(("h", "held"), 1 / 3600, 1, 10.0) > 3000
+
+
+@pytest.mark.parametrize(("delay", "header"), [(0.2, "1"), (1.0, "1"), (36.4, "37"), (60.0, "60")])
+def test_retry_after_is_rounded_up(delay: float, header: str) -> None:
+    assert ratelimit.retry_after(delay) == header

@@ -4,7 +4,6 @@ bearer token: a non-browser caller), and replay/cancel call what the API calls."
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import time
 from urllib.parse import parse_qs, quote, urlsplit
@@ -18,6 +17,7 @@ from hookrunner.console.context import base, gateway, session, sessions
 from hookrunner.console.pages import delivery_page
 from hookrunner.console.render import SECURITY_HEADERS, page
 from hookrunner.logs import Throttled, event
+from hookrunner.ratelimit import retry_after
 from hookrunner.replay import ReplayError, replay_delivery, replayed
 
 MAX_FORM = 16 * 1024  # bytes; the console's forms are a token and a field or two
@@ -89,7 +89,7 @@ def client_address(request: Request) -> str:
     if request.client is None:  # forwarded by an HTTP worker, which appended the peer
         hops = hops[:-1]
     trusted = gateway(request).trusted
-    return clientip.client_ip(_peer(request), hops, trusted) if trusted else _peer(request)
+    return clientip.client_ip(_peer(request), hops, trusted)
 
 
 def safe_next(target: str | None) -> str:
@@ -152,12 +152,15 @@ async def login(request: Request) -> Response:
     token: str = request.app.state.admin_token
     given = form.get("token", "").strip()
     # Guessing: 20 tries at once, then one a second per address (a 429 says when).
-    delay = gateway(request).limiter.take(("console-login", _login_bucket(client)), 1.0, 20,
+    delay = gateway(request).limiter.take(("console-login", clientip.bucket(client)), 1.0, 20,
                                           time.time())
     if delay > 0:
         _login_refused_log(client=client, reason="too many tries")
-        return page("login.html", 429, **base(request, "login"), next=target,
-                    error=f"Too many tries: wait {max(1, round(delay))} s.")
+        wait = retry_after(delay)
+        answer = page("login.html", 429, **base(request, "login"), next=target,
+                      error=f"Too many tries: wait {wait} s.")
+        answer.headers["Retry-After"] = wait
+        return answer
     if not given or not hmac.compare_digest(given.encode(), token.encode()):
         _login_refused_log(client=client, reason="wrong token")
         return page("login.html", 401, **base(request, "login"), next=target,
@@ -168,17 +171,6 @@ async def login(request: Request) -> Response:
     response.set_cookie(COOKIE, s.id, httponly=True, samesite="strict", path="/",
                         secure=public_scheme(request) == "https")
     return response
-
-
-def _login_bucket(client: str) -> str:
-    """An IPv6 client guesses from a /64 (one host's usual share): one bucket for all of it."""
-    try:
-        address = ipaddress.ip_address(client)
-    except ValueError:
-        return client
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return client
 
 
 # A guesser would write a line per try: one a second, with a count (naming the last client).

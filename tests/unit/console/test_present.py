@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from hookrunner.console import present
-from hookrunner.console.forms import _login_bucket
 from hookrunner.rules.model import RateLimit, Source, When
 
 SRC = Source("rules.yaml", 1)
@@ -117,8 +116,3 @@ def test_run_output_drops_terminal_escapes_and_shows_other_controls(raw: str, sh
 def test_rate_text(rate: float, burst: int, per_client: bool, text: str) -> None:
     assert present.rate_text(RateLimit(rate, burst, per_client)) == text
 
-
-def test_login_tries_are_counted_per_ipv4_address_and_per_ipv6_64() -> None:
-    assert _login_bucket("2001:db8::1") == _login_bucket("2001:db8::ffff:2") == "2001:db8::/64"
-    assert _login_bucket("2001:db8:0:1::1") != _login_bucket("2001:db8::1")
-    assert _login_bucket("192.0.2.7") == "192.0.2.7" and _login_bucket("") == ""
