@@ -15,8 +15,9 @@ not yet due): the store skips them too (`Decision.supersede`), or an old commit'
 would run after, or even cancel, the newer one.
 
 A key's policy is the policy of its newest waiting run (the rule that fired last decides
-what happens to the runs already there); runs without a key are always claimable.
-A retry (attempt > 0) is never dropped by `skip`: it waits for the key like `queue`.
+what happens to the runs already there), except that a new `skip` run decides only for
+itself; runs without a key are always claimable. A retry (attempt > 0) is never dropped by
+`skip`: it waits for the key like `queue`.
 """
 
 from __future__ import annotations
@@ -61,15 +62,40 @@ def superseded_reason(newest: Run) -> str:
 
 
 def _plan_key(waiting: list[Run], running: list[Run]) -> _KeyPlan:
+    # A new `skip` run decides only for itself: ended while the key is busy, or by the run
+    # that takes the key now. The other waiting runs go by their own newest's policy (a
+    # skip run arriving must not drop queued runs, or a replacement that already had the
+    # running run canceled).
+    skippers = [r for r in waiting if r.policy == "skip" and r.attempt == 0]
+    others = [r for r in waiting if not (r.policy == "skip" and r.attempt == 0)]
+    if not others:
+        plan = _KeyPlan(first_seq=waiting[0].seq)
+        if running:
+            plan.skip = [(r, skip_reason(running[0]), None) for r in skippers]
+        else:
+            plan.claim = skippers[0]
+            plan.skip_if_claimed = [(r, skip_reason(plan.claim), None) for r in skippers[1:]]
+        return plan
+    plan = _plan_others(others, running)
+    plan.first_seq = waiting[0].seq
+    if running:
+        plan.skip += [(r, skip_reason(running[0]), None) for r in skippers]
+    elif plan.claim is not None:
+        plan.skip_if_claimed += [(r, skip_reason(plan.claim), None) for r in skippers]
+    return plan
+
+
+def _plan_others(waiting: list[Run], running: list[Run]) -> _KeyPlan:
+    """The waiting runs of a key other than new `skip` runs (a skip rule's retry waits for
+    the key as `queue` does)."""
     plan = _KeyPlan(first_seq=waiting[0].seq)
     newest = waiting[-1]
-    policy = newest.policy
-    if policy in ("replace", "coalesce"):
+    if newest.policy in ("replace", "coalesce"):
         # Only the newest waiting run survives, whether the key is busy or free.
         plan.skip = [(r, superseded_reason(newest), newest.id) for r in waiting[:-1]]
         plan.supersede = newest
         if running:
-            if policy == "replace":
+            if newest.policy == "replace":
                 # One already being replaced is told of the newest replacer too: the one it
                 # named may itself have been superseded (skipped) meanwhile.
                 plan.cancel = [(r, newest.id) for r in running if not r.cancel_requested
@@ -77,17 +103,7 @@ def _plan_key(waiting: list[Run], running: list[Run]) -> _KeyPlan:
         else:
             plan.claim = newest
         return plan
-    if policy == "skip":
-        if running:
-            holder = running[0]
-            plan.skip = [(r, skip_reason(holder), None) for r in waiting if r.attempt == 0]
-            return plan
-        plan.claim = waiting[0]
-        plan.skip_if_claimed = [
-            (r, skip_reason(plan.claim), None) for r in waiting[1:] if r.attempt == 0
-        ]
-        return plan
-    # queue (and any unknown policy: the safe default)
+    # queue (a skip rule's retries, and any unknown policy: the safe default)
     if not running:
         plan.claim = waiting[0]
     return plan

@@ -278,3 +278,35 @@ def test_wait_answers_with_status_exit_code_and_output_tail(
     with server.admin() as c:
         runs = c.get("/api/runs").json()["runs"]
     assert len(runs) == 2  # the bad requests queued nothing
+
+
+def test_a_skip_run_never_drops_the_waiting_runs_of_other_rules_on_its_key(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """An automatic deploy (`skip`) and a forced one (`replace`) share a key: the forced one
+    cancels the running deploy, and an automatic one arriving just after it is skipped,
+    not the replacement (it was: nothing ran on the key). Queued runs of the key are not
+    dropped by a skip run either."""
+    records = setup(project)
+    server = make_server(HOOKS
+                         + rule("auto", records, "    concurrency: {key: K, policy: skip}\n")
+                         + rule("force", records, "    concurrency: {key: K, policy: replace}\n")
+                         + rule("migrate", records, "    concurrency: {key: K, policy: queue}\n"))
+    running = fire(server, rule="auto", sleep=60, tag="running")
+    started(records, running)
+    forced = fire(server, rule="force", sleep=1, tag="forced")
+    late = fire(server, rule="auto", tag="late")
+    assert server.wait_run(running)["status"] == "canceled"
+    assert server.wait_run(forced)["status"] == "succeeded"
+    assert server.wait_run(late)["status"] == "skipped"
+    # A queue run holds the key; two more queue runs wait; a skip run arriving is skipped
+    # and the two still run, in order.
+    first = fire(server, rule="migrate", sleep=1, tag="m1")
+    started(records, first)
+    queued = [fire(server, rule="migrate", tag=f"m{i}") for i in (2, 3)]
+    assert server.wait_run(fire(server, rule="auto", tag="auto"))["status"] == "skipped"
+    docs = [server.wait_run(r) for r in [first, *queued]]
+    assert [d["status"] for d in docs] == ["succeeded"] * 3, docs
+    recs = [record(records, r) for r in [first, *queued]]
+    assert all(r is not None and r.end is not None for r in recs)
+    assert recs[0].start < recs[1].start < recs[2].start  # type: ignore[union-attr]

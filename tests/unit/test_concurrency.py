@@ -95,6 +95,20 @@ CASES = [
     Case("a key's policy is its newest waiting run's",
          [run("a", 2, policy="queue"), run("b", 3, policy="coalesce")],
          [running("r", 1, policy="queue")], skip=[("a", "b")]),
+    # A new skip run decides only for itself (it dropped every waiting run of its key).
+    Case("mixed: a skip run does not drop a replacement that had the running run canceled",
+         [run("rp", 2, policy="replace"), run("sk", 3, policy="skip")],
+         [running("r", 1, policy="skip", cancel_requested=True)], skip=[("sk", None)]),
+    Case("mixed: a skip run does not drop the queued runs of its key",
+         [run("q2", 2), run("q3", 3), run("sk", 4, policy="skip")],
+         [running("q1", 1)], skip=[("sk", None)]),
+    Case("mixed: on a free key the queued run goes first and the skip run is skipped",
+         [run("q", 1), run("sk", 2, policy="skip")], claim=["q"], skip=[("sk", None)]),
+    Case("mixed: without a claim slot a skip run behind a queued one waits",
+         [run("n", 1, None), run("q", 2), run("sk", 3, policy="skip")], limit=1, claim=["n"]),
+    Case("mixed: the replacement still replaces with a skip run arriving after it",
+         [run("rp", 2, policy="replace"), run("sk", 3, policy="skip")],
+         [running("r", 1, policy="skip")], skip=[("sk", None)], cancel=[("r", "rp")]),
 ]
 
 
