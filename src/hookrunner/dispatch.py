@@ -158,19 +158,18 @@ class Dispatcher:
         # under another host name (a container's). Their processes and start marks are found
         # under that name.
         owners = {r.lease_owner or self.node for r in stale}
-        left: dict[str, list[int]] = {}
-        for owner in owners:
-            left.update(orphans.find([r.id for r in stale if (r.lease_owner or self.node) == owner],
-                                     owner))
+        runs: dict[str, set[str]] = {owner: set() for owner in owners}
+        for r in stale:
+            runs[r.lease_owner or self.node].add(r.id)
         # And what this node started before its crash that another node took over when the
         # lease ran out (PostgreSQL): no longer its runs, but still its processes, beside
         # their retries.
-        left.update(orphans.find([run_id for run_id, _ in self._marks.recorded
-                                  if run_id not in left], self.node))
+        runs.setdefault(self.node, set()).update(run_id for run_id, _ in self._marks.recorded)
+        left = orphans.find_all(runs)
         if left:
             event("dispatcher.orphans", logging.WARNING, runs=",".join(left),
                   processes=sum(len(p) for p in left.values()))
-            await orphans.stop([pid for pids in left.values() for pid in pids])
+            await orphans.stop(runs, left)
         others = {owner: marks_path(self.settings.data, owner) for owner in owners - {self.node}}
         recorded = set(self._marks.recorded).union(*(read_marks(p) for p in others.values()))
         for run in stale:
@@ -672,11 +671,13 @@ class Dispatcher:
         """A canceled or timed-out run's processes must all be gone, also those that left its
         process group for a session of their own (`setsid`, a daemon's double fork; ansible's
         workers before the play reported its pid): each still carries the run's id."""
-        left = (await asyncio.to_thread(orphans.find, [run.id], self.node)).get(run.id)
-        if left:
-            log.note(f"stopping {len(left)} process(es) of the run outside its process group")
-            event("run.stragglers", logging.WARNING, run_id=run.id, processes=len(left))
-            await orphans.stop(left)
+        runs = {self.node: [run.id]}
+        found = await asyncio.to_thread(orphans.find_all, runs)
+        if found:
+            count = len(found[run.id])
+            log.note(f"stopping {count} process(es) of the run outside its process group")
+            event("run.stragglers", logging.WARNING, run_id=run.id, processes=count)
+            await orphans.stop(runs, found)
 
     async def _not_started(self, run_id: str) -> int:
         try:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from hookrunner.actions.process import is_alive, signal_process
 
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 POLL = 0.05
+LOOK_EVERY = 0.25  # seconds between looks for new processes while the known ones live
+KILL_ROUNDS = 50  # looks (POLL apart) that SIGKILL what they find, before giving up
 
 _PROC = Path("/proc")
 
@@ -33,28 +35,56 @@ def _environ(pid_dir: Path) -> dict[bytes, bytes]:
 
 def find(run_ids: Collection[str], node: str) -> dict[str, list[int]]:
     """Live pids per run id among `run_ids` that were started on `node`."""
-    wanted = {r.encode() for r in run_ids}
+    return find_all({node: run_ids})
+
+
+def find_all(runs: Mapping[str, Collection[str]]) -> dict[str, list[int]]:
+    """Live pids per run id, for run ids per node name (one pass over /proc)."""
+    wanted = {(node.encode(), r.encode()) for node, ids in runs.items() for r in ids}
     found: dict[str, list[int]] = {}
     if not wanted or not _PROC.is_dir():
         return found
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
             continue
-        env = _environ(entry)
+        env = _environ(entry)  # {} for a zombie: it has no memory left to read
         run_id = env.get(b"HOOKRUNNER_RUN_ID")
-        if run_id in wanted and env.get(b"HOOKRUNNER_NODE") == node.encode():
+        if run_id is not None and (env.get(b"HOOKRUNNER_NODE", b""), run_id) in wanted:
             found.setdefault(run_id.decode(), []).append(int(entry.name))
     return found
 
 
-async def stop(pids: Collection[int], grace: float = STOP_GRACE) -> None:
-    """SIGTERM each pid, wait up to `grace` for all to go, then SIGKILL what is left."""
-    for pid in pids:
+def _pids(found: Mapping[str, list[int]]) -> set[int]:
+    return {pid for pids in found.values() for pid in pids}
+
+
+async def stop(runs: Mapping[str, Collection[str]], found: Mapping[str, list[int]],
+               grace: float = STOP_GRACE) -> None:
+    """Stop every process of these runs (run ids per node name): SIGTERM those `found` (a
+    look just made), up to `grace` for them to go, then SIGKILL. The processes are looked for
+    again all along: what one starts meanwhile (a TERM trap that forks, a respawning loop) is
+    stopped too, and it ends only once a look finds none (or after KILL_ROUNDS of SIGKILL)."""
+    seen = _pids(found)
+    for pid in seen:
         signal_process(pid, signal.SIGTERM)
     loop = asyncio.get_running_loop()
     until = loop.time() + grace
-    while loop.time() < until and any(is_alive(p) for p in pids):
+    look_at = loop.time() + LOOK_EVERY
+    while loop.time() < until:
         await asyncio.sleep(POLL)
-    for pid in pids:
-        if is_alive(pid):
+        if loop.time() < look_at and any(is_alive(p) for p in seen):
+            continue
+        live = _pids(await asyncio.to_thread(find_all, runs))
+        if not live:
+            return
+        for pid in live - seen:  # started since the last look
+            signal_process(pid, signal.SIGTERM)
+        seen |= live
+        look_at = loop.time() + LOOK_EVERY
+    for _ in range(KILL_ROUNDS):
+        live = _pids(await asyncio.to_thread(find_all, runs))
+        if not live:
+            return
+        for pid in live:
             signal_process(pid, signal.SIGKILL)
+        await asyncio.sleep(POLL)

@@ -69,3 +69,28 @@ async def test_a_run_that_ends_by_itself_leaves_a_deliberately_detached_process_
         assert is_alive(service)
     finally:
         os.kill(service, signal.SIGKILL)
+
+
+async def test_what_a_straggler_starts_while_it_is_being_stopped_is_stopped_too(
+    running: tuple[SQLiteStore, Dispatcher], tmp_path: Path,
+) -> None:
+    """A detached loop that answers SIGTERM by starting another process, and ignores it:
+    the process it starts during the stop's grace carries the run's id too, and must not
+    outlive the run (it did: only the pids of one look were killed)."""
+    from hookrunner import orphans
+
+    store, dispatcher = running
+    pidfile, spawned = tmp_path / "loop.pid", tmp_path / "spawned.pid"
+    script = tmp_path / "loop.sh"
+    script.write_text(f"trap 'sleep 300 & echo $! >> {spawned}' TERM\necho $$ > {pidfile}\n"
+                      "while true; do sleep 0.1; done\n")
+    # Detached from the run's output too (which closes when the run ends: a write to it
+    # would end the loop with SIGPIPE before its trap).
+    run_id = await arrive(store, dispatcher, f"setsid bash {script} >/dev/null 2>&1 & sleep 300")
+    await _pid(pidfile)
+    assert await dispatcher.request_cancel(run_id) is not None
+    assert await ended(store, run_id) == "canceled"
+    assert spawned.exists(), "the loop's TERM trap never ran"
+    late = [int(p) for p in spawned.read_text().split()]
+    assert not any(is_alive(p) for p in late), late
+    assert orphans.find([run_id], "n1") == {}

@@ -383,8 +383,9 @@ async def _stop(job: _Job, done: asyncio.Future[None], ctx: RunContext) -> None:
         from hookrunner import orphans  # not at import: orphans imports the actions package
 
         job.kill_now.set()
-        found = await asyncio.to_thread(orphans.find, [ctx.run_id], ctx.node)
-        await orphans.stop(found.get(ctx.run_id, []), grace=process.GRACE_PERIOD)
+        runs = {ctx.node: [ctx.run_id]}
+        found = await asyncio.to_thread(orphans.find_all, runs)
+        await orphans.stop(runs, found, grace=process.GRACE_PERIOD)
         await done
         return
     tree = process.descendants(job.pid)  # workers live in sessions of their own
