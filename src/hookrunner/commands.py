@@ -84,31 +84,35 @@ class _QuietRefusal(logging.Filter):
         return getattr(self.app.state, "refused", None) is None
 
 
-def _server(config: Any, app: Any) -> Any:
+def _server(config: Any, app: Any, supervised: bool = False) -> Any:
     """uvicorn's server, but SIGTERM/SIGINT also stop the dispatcher taking work at once.
 
     uvicorn first waits for open HTTP requests (a `?wait=` may take long) and only then runs
-    the lifespan shutdown; this way the grace period of running runs counts from the signal."""
+    the lifespan shutdown; this way the grace period of running runs counts from the signal.
+    `supervised`: a process of `--http-workers`, which its supervisor passes every stop
+    signal to as SIGTERM."""
     import uvicorn
 
     logging.getLogger("uvicorn.error").addFilter(_QuietRefusal(app))
 
     class Server(uvicorn.Server):
-        interrupts = 0
+        stops = 0
 
         def handle_exit(self, sig: int, frame: Any) -> None:
-            if sig == signal.SIGINT:
-                self.interrupts += 1
+            if supervised and sig == signal.SIGINT:
+                # The terminal's own copy of a Ctrl-C, which the supervisor passes on as
+                # SIGTERM too: counted once, from the supervisor.
+                return
+            self.stops += 1
             # An extra HTTP worker process has no dispatcher of its own to stop. A second
-            # Ctrl-C cancels the running runs at once (cleanly, and recorded).
+            # stop signal (Ctrl-C or SIGTERM) cancels the running runs at once (cleanly, and
+            # recorded).
             app.state.gateway.stopping = True
             stop = getattr(app.state.gateway.dispatcher, "begin_stop_threadsafe", None)
             if stop is not None:
-                stop(now=self.interrupts > 1)
+                stop(now=self.stops > 1)
             # Never uvicorn's forced exit (a SIGINT after a stop signal): it skips the
-            # lifespan shutdown, so nothing records how the running runs ended. With
-            # --http-workers the supervisor's SIGTERM can even reach a process before the
-            # terminal's SIGINT of the same Ctrl-C.
+            # lifespan shutdown, so nothing records how the running runs ended.
             super().handle_exit(signal.SIGTERM, frame)
             captured = getattr(self, "_captured_signals", None)
             if captured and sig != signal.SIGTERM:

@@ -226,7 +226,7 @@ def _run(settings: Settings, shared: Shared, sockets: list[socket.socket], slot:
         sock.close()  # the port stays the workers': the main process never accepts there
     shared.budget.enter(slot)
     app = create_app(settings, shared, worker=slot > 0)
-    server = _server(uvicorn_config(app, settings), app)
+    server = _server(uvicorn_config(app, settings), app, supervised=True)
     server.run(sockets=sockets)
     return 0 if server.started else EXIT_STARTUP
 

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.integration.conftest import GITHUB_SECRET, write_script
 from tests.integration.exec_support import HOOKS
@@ -390,3 +391,38 @@ def test_a_killed_servers_private_directory_is_swept_at_the_next_start(
     (second,) = [d for d in tmp.iterdir() if (d / "owner.lock").exists()]
     again.stop()
     assert not second.exists()  # a clean stop removes its own
+
+
+@pytest.mark.parametrize(("to_group", "sig"), [(True, signal.SIGINT), (False, signal.SIGINT),
+                                            (False, signal.SIGTERM)])
+def test_a_second_stop_signal_cancels_at_once(
+    make_server: Callable[..., Server], project: Path, to_group: bool, sig: int,
+) -> None:
+    """A Ctrl-C reaches every process (the terminal's SIGINT, and the supervisor's SIGTERM):
+    that is one stop, which drains (the test above). A second one cancels at once, whether
+    it is a Ctrl-C or a signal to the supervisor alone (`kill`, `systemctl stop`), which the
+    children only hear of as the supervisor's SIGTERM (they did not count those)."""
+    script(project)
+    server = make_server(RULES, args=["--http-workers", "2"], env={"HOOKRUNNER_GRACE": "60s"})
+    assert server.proc is not None
+    run_id = push(server, "long", sleep=60).json()["runs"][0]
+    with server.admin() as c:
+        until(lambda: c.get(f"/api/runs/{run_id}").json()["status"] == "running", 10, "a start")
+
+    def stop() -> None:
+        assert server.proc is not None
+        if to_group:
+            os.killpg(server.proc.pid, sig)
+        else:
+            server.proc.send_signal(sig)
+
+    stop()
+    time.sleep(0.5)
+    assert server.proc.poll() is None  # draining
+    started = time.monotonic()
+    stop()
+    server.proc.wait(timeout=30)
+    assert time.monotonic() - started < 15  # the run's stop (SIGTERM, 5 s, SIGKILL), not 60 s
+    (finished,) = [line for line in server.output().splitlines()
+                   if f"run.finished run_id={run_id}" in line]
+    assert "status=canceled" in finished
