@@ -66,6 +66,7 @@ OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
 # sooner and their log goes only into the store (see hookrunner.actions.logfile).
 LOG_TO_DISK_AFTER = 1.0
 CANCEL_ASKED = ("canceled by request", "canceled: replaced")  # reasons of an asked-for cancel
+REPLACED = "canceled: replaced by run "
 
 
 async def wait_for_runs(
@@ -417,7 +418,7 @@ class Dispatcher:
                         entry = self._active.get(run_id)
                         if entry is not None and not entry[1].is_set():
                             self._cancel_reason.setdefault(
-                                run_id, f"canceled: replaced by run {by}" if by else "canceled by request")
+                                run_id, f"{REPLACED}{by}" if by else "canceled by request")
                             entry[1].set()
                 if now - last_renew >= self.settings.lease / 3:
                     if not await self.store.lock_node(self.node):
@@ -620,7 +621,7 @@ class Dispatcher:
         finally:
             to_disk.cancel()
         if result.outcome == "canceled" and run.id in self._cancel_reason:
-            result.reason = self._cancel_reason[run.id]
+            result.reason = await self._replaced_by_newest(run.id, self._cancel_reason[run.id])
         if log.hidden:  # an error may quote a value rendered from a secret (a path, a URL)
             result.reason = scrub(result.reason, log.hidden)
         # `canceled: replaced by ...` and `canceled by request` already say how it ended.
@@ -666,6 +667,17 @@ class Dispatcher:
             return await runner.run(run.spec, ctx)
         except ActionError as exc:
             return RunResult("failed", None, str(exc))
+
+    async def _replaced_by_newest(self, run_id: str, reason: str) -> str:
+        """A run replaced while it stopped may have been replaced again (the first replacer
+        itself superseded): its reason names the run its `superseded_by` names."""
+        if not reason.startswith(REPLACED):
+            return reason
+        with contextlib.suppress(StoreUnavailable):
+            current = await self.store.get_run(run_id)
+            if current is not None and current.superseded_by:
+                return f"{REPLACED}{current.superseded_by}"
+        return reason
 
     async def _stop_stragglers(self, run: Run, log: FileLog) -> None:
         """A canceled or timed-out run's processes must all be gone, also those that left its

@@ -9,12 +9,13 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from tests.integration.conftest import GITHUB_SECRET
+from tests.integration.conftest import GITHUB_SECRET, write_script
 from tests.integration.exec_support import (
     HOOKS,
     alive,
@@ -310,3 +311,28 @@ def test_a_skip_run_never_drops_the_waiting_runs_of_other_rules_on_its_key(
     recs = [record(records, r) for r in [first, *queued]]
     assert all(r is not None and r.end is not None for r in recs)
     assert recs[0].start < recs[1].start < recs[2].start  # type: ignore[union-attr]
+
+
+def test_a_run_replaced_twice_while_it_stops_names_the_run_that_replaced_it_last(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A ignores SIGTERM (5 s to SIGKILL); B replaces it, then C replaces B before A is gone:
+    A's reason named B, which never ran, while its superseded_by named C."""
+    write_script(project, "stubborn.sh", "trap '' TERM\nsleep \"$1\"\n")
+    server = make_server(HOOKS + """
+  - name: deploy
+    hook: github
+    run: {shell: {argv: ["scripts/stubborn.sh", "{{ payload.sleep }}"]}}
+    concurrency: {key: deploy, policy: replace}
+""")
+    a = fire(server, sleep=60)
+    wait_for("A running", lambda: run_doc(server, a)["status"] == "running")
+    b = fire(server, sleep=0)
+    time.sleep(1)
+    c = fire(server, sleep=0)
+    doc_a = server.wait_run(a, timeout=30)
+    assert doc_a["status"] == "canceled" and doc_a["superseded_by"] == c, doc_a
+    assert doc_a["reason"] == f"canceled: replaced by run {c}", doc_a
+    doc_b = server.wait_run(b)
+    assert (doc_b["status"], doc_b["superseded_by"]) == ("skipped", c), doc_b
+    assert server.wait_run(c)["status"] == "succeeded"
