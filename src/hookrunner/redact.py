@@ -10,7 +10,8 @@ query parameter names alike: a name containing one of SECRET_WORDS (`API_TOKEN`,
 `db_password`, `X-Auth-Token`, `Stripe-Signature`, `X-Api-Key`, `Cookie`), or with one of
 SECRET_PARTS as a whole `-`/`_`-separated part (`X-Auth`, `sig`, `X-Pass`), or exactly `key`
 or `code` (query parameters of API keys, Azure Functions' key). Every value of an http
-action's `headers` is hidden, and so is the password part of a URL.
+action's `headers` is hidden, and so is the password part of a URL (or its user name,
+where it has no password: then that is the credential).
 
 A delivery's rule explanations show each condition's value: one that reads a secret-named
 header or query value is stored without it (templating.request_keys, rules.match).
@@ -191,7 +192,9 @@ def _hide(value: Any) -> Any:
 
 def redact_url(text: str) -> str:
     """`https://user:pw@host/x?api_key=k&ref=main` ->
-    `https://user:[redacted]@host/x?api_key=[redacted]&ref=main`; other text unchanged."""
+    `https://user:[redacted]@host/x?api_key=[redacted]&ref=main`; a user name without a
+    password is the credential itself (`https://ghp_token@github.com/...`, Stripe's
+    `sk_live_...:`), and is hidden instead. Other text unchanged."""
     if not _URL_START.match(text):
         return text
     try:
@@ -199,10 +202,11 @@ def redact_url(text: str) -> str:
         port = parts.port
     except ValueError:  # not a URL after all
         return text
-    if parts.password is not None:
+    if parts.username is not None or parts.password is not None:
         host = parts.hostname or ""
         host = f"[{host}]" if ":" in host else host
-        netloc = f"{parts.username or ''}:{REDACTED}@{host}"
+        netloc = f"{parts.username or ''}:{REDACTED}@{host}" if parts.password \
+            else f"{REDACTED}@{host}"
         if port is not None:
             netloc += f":{port}"
         parts = parts._replace(netloc=netloc)

@@ -56,6 +56,10 @@ rules:
     when: payload.fail | default(false)
     run: {shell: {argv: ["echo", "{{ payload[headers['X-Shared']] }}"]}}
   - {name: typo, hook: tok, when: 'payload.nothing.here == 1', run: {shell: {argv: ["true"]}}}
+  - name: clones
+    hook: open
+    when: payload.repo | default(false)
+    run: {shell: {argv: ["true", "{{ payload.repo }}"]}}
   - name: key-and-path-from-secret
     hook: keyed
     concurrency: {key: "k-{{ headers['X-Shared'] }}"}
@@ -450,3 +454,19 @@ def test_a_refused_console_login_says_when_to_try_again(make_server: Callable[..
         assert r.status_code == 429, r.text
         assert r.headers["Retry-After"] == "1"
         assert "Too many tries: wait 1 s." in r.text
+
+
+def test_a_token_as_a_urls_user_name_is_hidden_where_runs_are_shown(
+    make_server: Callable[..., Server],
+) -> None:
+    """`git clone https://<token>@github.com/...`: the user name is the credential."""
+    server = make_server(RULES, env=ENV)
+    repo = "https://ghp_S3CR3T@github.com/o/r.git"
+    r = httpx.post(f"{server.url}/hooks/open?wait=10s", json={"repo": repo}, timeout=30)
+    run = next(x for x in r.json()["runs"] if x["rule"] == "clones")
+    assert run["status"] == "succeeded"
+    with server.admin() as c:
+        shown = c.get(f"/api/runs/{run['id']}").json()
+        page = c.get(f"/runs/{run['id']}").text
+    assert shown["spec"]["argv"] == ["true", "https://[redacted]@github.com/o/r.git"]
+    assert "ghp_S3CR3T" not in page

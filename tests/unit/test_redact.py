@@ -79,7 +79,11 @@ def test_redaction_leaves_the_stored_spec_untouched() -> None:
 
 
 @pytest.mark.parametrize(("text", "shown"), [
-    ("https://user@host/x", "https://user@host/x"),
+    # A user name alone is the credential (a token as GitHub and GitLab take it, Stripe's key
+    # with an empty password): hidden, not shown as a name.
+    ("https://user@host/x", f"https://{REDACTED}@host/x"),
+    ("https://ghp_S3CR3T@github.com/o/r.git", f"https://{REDACTED}@github.com/o/r.git"),
+    ("http://sk_live_S3CR3T:@h:8/", f"http://{REDACTED}@h:8/"),
     ("plain text with a:b@c", "plain text with a:b@c"),
     ("http://u:p@[::1]:8080/", f"http://u:{REDACTED}@[::1]:8080/"),
 ])
