@@ -198,12 +198,14 @@ def _header_value(name: str, value: bytes) -> bytes:
 
 async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SSLContext | bool,
                    ctx: RunContext) -> RunResult:
+    status: int | None = None  # once the answer's status line is in
     try:
         async with (
             httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=False,
                               verify=verify) as client,
             client.stream(method, url, **kwargs) as response,
         ):
+            status = response.status_code
             ctx.log.note(f"HTTP {response.status_code} {response.reason_phrase}".rstrip())
             kept, piece = 0, b""
             async for chunk in response.aiter_bytes():
@@ -216,26 +218,35 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
             else:
                 if piece and not piece.endswith(b"\n"):
                     ctx.log.write(b"\n")
-    except httpx.LocalProtocolError as exc:
-        # The client refused what it was to send (h11 quotes the header value: a token).
-        reason = f"request failed: the request could not be sent ({type(exc).__name__})"
-        ctx.log.note(reason)
-        return RunResult("failed", reason=reason)
     except httpx.HTTPError as exc:
+        if status is None or isinstance(exc, httpx.LocalProtocolError):
+            return _not_answered(exc, ctx)
+        # The status is in and the endpoint has acted on the request; only the body (which
+        # is not needed, as for one cut at the cap) broke off: the status decides, and a
+        # retry does not send a non-idempotent request again.
         said = str(exc) or _UNSAID.get(type(exc), "")
-        reason = f"request failed: {type(exc).__name__}: {said}".rstrip(": ")
-        ctx.log.note(reason)
-        return RunResult("failed", reason=reason)
+        ctx.log.note(f"the answer's body broke off: {type(exc).__name__}: {said}".rstrip(": "))
     except (httpx.InvalidURL, ValueError) as exc:
         # A URL or header value httpx refuses; its message may quote the value (a token).
         reason = f"request failed: the URL or a header value is not valid ({type(exc).__name__})"
         ctx.log.note(reason)
         return RunResult("failed", reason=reason)
-    status = response.status_code
+    assert status is not None
     outputs = {"status": status}
     if 200 <= status < 300:
         return RunResult("succeeded", outputs=outputs)
     return RunResult("failed", reason=f"HTTP {status}", outputs=outputs)
+
+
+def _not_answered(exc: httpx.HTTPError, ctx: RunContext) -> RunResult:
+    if isinstance(exc, httpx.LocalProtocolError):
+        # The client refused what it was to send (h11 quotes the header value: a token).
+        reason = f"request failed: the request could not be sent ({type(exc).__name__})"
+    else:
+        said = str(exc) or _UNSAID.get(type(exc), "")
+        reason = f"request failed: {type(exc).__name__}: {said}".rstrip(": ")
+    ctx.log.note(reason)
+    return RunResult("failed", reason=reason)
 
 
 register(HttpRunner())

@@ -32,12 +32,14 @@ class Handler(BaseHTTPRequestHandler):
         )
         if self.path.startswith("/slow"):
             time.sleep(3)
-        status = 500 if self.path.startswith("/fail") else 200
+        status = 500 if self.path.startswith(("/fail", "/cut-fail")) else 200
         out = b"x" * 200_000 if self.path.startswith("/big") else b"answer:" + body
         self.send_response(status)
-        self.send_header("Content-Length", str(len(out)))
+        self.send_header("Content-Length", str(len(out) + (100 if "/cut" in self.path else 0)))
         self.end_headers()
-        self.wfile.write(out)
+        self.wfile.write(out)  # /cut: 100 bytes short, then the connection closes
+        if "/cut" in self.path:
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = _answer
 
@@ -96,6 +98,19 @@ async def test_500_is_failed(harness, server: str) -> None:
     result = await HTTP.run({"url": f"{server}/fail", "method": "GET"}, harness.ctx())
     assert (result.outcome, result.reason, result.outputs) == ("failed", "HTTP 500", {"status": 500})
     assert "[hookrunner] HTTP 500 Internal Server Error" in harness.log_text()
+
+
+async def test_a_2xx_answer_whose_body_breaks_off_is_the_status_not_a_failure(
+    harness, server: str,
+) -> None:
+    """The endpoint acted on the request and said so; only the body broke off. As a failure,
+    a retry rule sent a non-idempotent request again."""
+    result = await HTTP.run(HTTP.normalize({"url": f"{server}/cut", "json": {}}), harness.ctx())
+    assert (result.outcome, result.outputs) == ("succeeded", {"status": 200}), result
+    assert "the answer's body broke off: RemoteProtocolError" in harness.log_text()
+    failed = await HTTP.run(HTTP.normalize({"url": f"{server}/cut-fail", "json": {}}),
+                            harness.ctx())
+    assert (failed.outcome, failed.reason, failed.outputs) == ("failed", "HTTP 500", {"status": 500})
 
 
 async def test_large_answer_is_cut_in_the_log(harness, server: str) -> None:
