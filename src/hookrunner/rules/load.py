@@ -527,6 +527,35 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
                 under = f"{base.rstrip('/')}/ under --root" if base else "--root"
                 missing(f"{key}{f'[{i}]' if isinstance(value, list) else ''}: "
                         f"{item.source!r} does not exist under {under}", where)
+    ca = tree.get("ca") if kind == "http" else None
+    if isinstance(ca, Constant):
+        _ca_bundle(ctx.root, ca.source, problem, missing)
+
+
+def _ca_bundle(root: Path, source: str, problem: Callable[[str, tuple[str | int, ...]], None],
+               missing: Callable[[str, tuple[str | int, ...]], None]) -> None:
+    """An http action's `ca`: absolute, or a path under --root, that loads as CA
+    certificates (every https run fails otherwise)."""
+    import ssl
+
+    from hookrunner.actions.paths import confine
+
+    path = Path(source)
+    if not path.is_absolute():
+        try:
+            path = confine(root, source)
+        except ActionError as exc:
+            problem(f"ca: {exc}", ("ca",))
+            return
+    if not path.exists():
+        missing(f"ca: {source!r} does not exist" + ("" if Path(source).is_absolute()
+                                                     else " under --root"), ("ca",))
+        return
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        problem(f"ca: {source!r} does not load as CA certificates (PEM): "
+                f"{getattr(exc, 'strerror', None) or exc}", ("ca",))
 
 
 def _retry(ctx: f.Ctx, raw: LineDict, what: str) -> Retry | None:

@@ -589,3 +589,42 @@ def test_literal_paths_that_do_not_exist_are_warnings_even_for_check(tmp_path: P
         "rule 'd': run.terraform.dir: 'tf/none' does not exist under --root: its runs will "
         "fail until it does",
     ], found
+
+
+def test_an_http_ca_bundle_is_checked_as_the_runs_would_load_it(tmp_path: Path) -> None:
+    """Outside --root, or not CA certificates: every https run fails; an error. Missing: a
+    warning (the deploy may bring it). An absolute path is the operator's."""
+    import subprocess
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=ca", "-keyout", str(tmp_path / "k.pem"),
+                    "-out", str(tmp_path / "good.pem")], check=True, capture_output=True)
+    url = "url: 'https://x.example/'"
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        f"  - {{name: a, hook: h, run: {{http: {{{url}, ca: ../cert.pem}}}}}}\n"
+        f"  - {{name: b, hook: h, run: {{http: {{{url}, ca: bad.pem}}}}}}\n"
+        f"  - {{name: c, hook: h, run: {{http: {{{url}, ca: nope.pem}}}}}}\n"
+        f"  - {{name: d, hook: h, run: {{http: {{{url}, ca: good.pem}}}}}}\n"
+        f"  - {{name: e, hook: h, run: {{http: {{{url}, ca: {tmp_path / 'good.pem'}}}}}}}\n"
+        f"  - {{name: f, hook: h, run: {{http: {{{url}, ca: /nope/ca.pem}}}}}}\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path, strict=True)
+    errors = [str(e).split(": ", 1)[1] for e in caught.value.errors]
+    assert len(errors) == 2, errors
+    assert errors[0] == "rule 'a': run.http.ca: path '../cert.pem' is outside --root"
+    assert errors[1].startswith("rule 'b': run.http.ca: 'bad.pem' does not load as CA "
+                                "certificates (PEM): ")
+    (rules / "r.yaml").write_text("\n".join(
+        line for line in (rules / "r.yaml").read_text().splitlines()
+        if "name: a," not in line and "name: b," not in line) + "\n")
+    loaded = load_rules(rules, root=tmp_path, strict=True)
+    found = [w.split(": ", 1)[1] for w in loaded.warnings if "does not exist" in w]
+    assert found == [
+        "rule 'c': run.http.ca: 'nope.pem' does not exist under --root: its runs will fail "
+        "until it does",
+        "rule 'f': run.http.ca: '/nope/ca.pem' does not exist: its runs will fail until it does",
+    ], found
