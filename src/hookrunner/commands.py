@@ -84,29 +84,32 @@ class _QuietRefusal(logging.Filter):
         return getattr(self.app.state, "refused", None) is None
 
 
-def _server(config: Any, app: Any, supervised: bool = False) -> Any:
+def _server(config: Any, app: Any, stop_signal: int | None = None) -> Any:
     """uvicorn's server, but SIGTERM/SIGINT also stop the dispatcher taking work at once.
 
     uvicorn first waits for open HTTP requests (a `?wait=` may take long) and only then runs
     the lifespan shutdown; this way the grace period of running runs counts from the signal.
-    `supervised`: a process of `--http-workers`, which its supervisor passes every stop
-    signal to as SIGTERM."""
+    A second stop cancels the running runs at once (cleanly, and recorded).
+
+    `stop_signal`: a process of `--http-workers`. Its supervisor passes each stop asked of
+    the server on as this signal, and only those are counted: one Ctrl-C, or one signal to
+    the whole process group, also reaches each process itself (the same stop again). A
+    SIGTERM or SIGINT to this process alone (or its supervisor's death) is a first stop."""
     import uvicorn
 
     logging.getLogger("uvicorn.error").addFilter(_QuietRefusal(app))
 
     class Server(uvicorn.Server):
         stops = 0
+        stopping = False
 
         def handle_exit(self, sig: int, frame: Any) -> None:
-            if supervised and sig == signal.SIGINT:
-                # The terminal's own copy of a Ctrl-C, which the supervisor passes on as
-                # SIGTERM too: counted once, from the supervisor.
-                return
-            self.stops += 1
-            # An extra HTTP worker process has no dispatcher of its own to stop. A second
-            # stop signal (Ctrl-C or SIGTERM) cancels the running runs at once (cleanly, and
-            # recorded).
+            if stop_signal is None or sig == stop_signal:
+                self.stops += 1
+            elif self.stopping:
+                return  # another copy of the stop under way
+            self.stopping = True
+            # An extra HTTP worker process has no dispatcher of its own to stop.
             app.state.gateway.stopping = True
             stop = getattr(app.state.gateway.dispatcher, "begin_stop_threadsafe", None)
             if stop is not None:
@@ -115,8 +118,13 @@ def _server(config: Any, app: Any, supervised: bool = False) -> Any:
             # lifespan shutdown, so nothing records how the running runs ended.
             super().handle_exit(signal.SIGTERM, frame)
             captured = getattr(self, "_captured_signals", None)
-            if captured and sig != signal.SIGTERM:
+            if captured and sig == signal.SIGINT and stop_signal is None:
                 captured[-1] = sig  # re-raised once stopped: the exit status says which
+
+        def run(self, *args: Any, **kwargs: Any) -> None:
+            if stop_signal is not None:
+                signal.signal(stop_signal, self.handle_exit)
+            super().run(*args, **kwargs)
 
     return Server(config)
 

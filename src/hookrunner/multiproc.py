@@ -13,10 +13,11 @@ the style of gunicorn's arbiter: it binds the port, then forks
 
 They share the --max-queued budget and a wake pipe (hookrunner.shared), and count metrics in
 prometheus_client's multiprocess files. The supervisor never runs an event loop or a thread,
-so forking a replacement for a worker that died is safe. SIGTERM/SIGINT/SIGHUP are passed to
-every process (SIGINT as SIGTERM: the children also get the terminal's own SIGINT, and a
-second Ctrl-C cancels the running runs at once); the server's exit status is the main
-process's. Every child asks the kernel for SIGTERM if the supervisor dies.
+so forking a replacement for a worker that died is safe. SIGHUP is passed to every process;
+SIGTERM and SIGINT as STOP_SIGNAL, which the children count as stops (a second one cancels
+the running runs at once), while the copy of a group-wide signal (a Ctrl-C) each also gets
+itself is the same stop. The server's exit status is the main process's. Every child asks
+the kernel for SIGTERM if the supervisor dies.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ EXIT_STARTUP = 3
 RESPAWN_DELAY = 1.0  # seconds before a worker that died is replaced (no tight crash loop)
 PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_SIGNAL = signal.SIGUSR2  # a stop the supervisor passes on (commands._server counts them)
 
 
 def serve(settings: Settings) -> int:
@@ -98,7 +100,10 @@ def _supervise(settings: Settings, runtime: Path, swept: list[Path]) -> int:
             for port in ports:  # stop taking connections that nobody would answer
                 with contextlib.suppress(OSError):
                     port.close()
-        passed = signal.SIGTERM if sig == signal.SIGINT else sig
+        # A stop goes on as STOP_SIGNAL, which the children count (one per stop asked of
+        # the server); the SIGTERM or SIGINT they get themselves from a whole group's
+        # signal (a Ctrl-C, `kill %1`, systemd) is the same stop again.
+        passed = STOP_SIGNAL if sig in (signal.SIGTERM, signal.SIGINT) else sig
         for pid in [main, *workers]:
             if pid > 0:  # never kill(-1, ...): that is every process we may signal
                 with contextlib.suppress(ProcessLookupError):
@@ -226,7 +231,7 @@ def _run(settings: Settings, shared: Shared, sockets: list[socket.socket], slot:
         sock.close()  # the port stays the workers': the main process never accepts there
     shared.budget.enter(slot)
     app = create_app(settings, shared, worker=slot > 0)
-    server = _server(uvicorn_config(app, settings), app, supervised=True)
+    server = _server(uvicorn_config(app, settings), app, stop_signal=STOP_SIGNAL)
     server.run(sockets=sockets)
     return 0 if server.started else EXIT_STARTUP
 

@@ -393,15 +393,15 @@ def test_a_killed_servers_private_directory_is_swept_at_the_next_start(
     assert not second.exists()  # a clean stop removes its own
 
 
-@pytest.mark.parametrize(("to_group", "sig"), [(True, signal.SIGINT), (False, signal.SIGINT),
-                                            (False, signal.SIGTERM)])
+@pytest.mark.parametrize(("to_group", "sig"), [(True, signal.SIGINT), (True, signal.SIGTERM),
+                                            (False, signal.SIGINT), (False, signal.SIGTERM)])
 def test_a_second_stop_signal_cancels_at_once(
     make_server: Callable[..., Server], project: Path, to_group: bool, sig: int,
 ) -> None:
-    """A Ctrl-C reaches every process (the terminal's SIGINT, and the supervisor's SIGTERM):
-    that is one stop, which drains (the test above). A second one cancels at once, whether
-    it is a Ctrl-C or a signal to the supervisor alone (`kill`, `systemctl stop`), which the
-    children only hear of as the supervisor's SIGTERM (they did not count those)."""
+    """A Ctrl-C, or a SIGTERM to the whole group (`kill %1`, systemd's default KillMode),
+    reaches every process twice (itself, and as the supervisor passes it on): that is one
+    stop, which drains. A second one cancels at once, whether it goes to the group or to the
+    supervisor alone (`kill PID`), which the children only hear of from the supervisor."""
     script(project)
     server = make_server(RULES, args=["--http-workers", "2"], env={"HOOKRUNNER_GRACE": "60s"})
     assert server.proc is not None
@@ -417,8 +417,9 @@ def test_a_second_stop_signal_cancels_at_once(
             server.proc.send_signal(sig)
 
     stop()
-    time.sleep(0.5)
-    assert server.proc.poll() is None  # draining
+    time.sleep(1.0)
+    assert server.proc.poll() is None  # draining (canceled at once, it was gone in 0.1 s)
+    assert f"run.finished run_id={run_id}" not in server.output()
     started = time.monotonic()
     stop()
     server.proc.wait(timeout=30)
@@ -426,3 +427,25 @@ def test_a_second_stop_signal_cancels_at_once(
     (finished,) = [line for line in server.output().splitlines()
                    if f"run.finished run_id={run_id}" in line]
     assert "status=canceled" in finished
+
+
+def test_the_two_copies_of_one_stop_count_once_even_handled_apart(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A signal to the whole group reaches the main process itself and through the
+    supervisor; arriving together they may merge into one, but handled apart they were
+    counted as two stops, and the running run was canceled at once."""
+    script(project)
+    server = make_server(RULES, args=["--http-workers", "2"], env={"HOOKRUNNER_GRACE": "60s"})
+    assert server.proc is not None
+    run_id = push(server, "long", sleep=3).json()["runs"][0]
+    with server.admin() as c:
+        until(lambda: c.get(f"/api/runs/{run_id}").json()["status"] == "running", 10, "a start")
+    main = int(re.search(r"main_pid=(\d+)", server.output()).group(1))  # type: ignore[union-attr]
+    os.kill(main, signal.SIGTERM)  # the group's copy, first
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)  # the supervisor passes it on
+    server.proc.wait(timeout=30)
+    (finished,) = [line for line in server.output().splitlines()
+                   if f"run.finished run_id={run_id}" in line]
+    assert "status=succeeded" in finished  # drained, not canceled
