@@ -33,11 +33,6 @@ def _environ(pid_dir: Path) -> dict[bytes, bytes]:
     return {k: v for k, _, v in pairs}
 
 
-def find(run_ids: Collection[str], node: str) -> dict[str, list[int]]:
-    """Live pids per run id among `run_ids` that were started on `node`."""
-    return find_all({node: run_ids})
-
-
 def find_all(runs: Mapping[str, Collection[str]]) -> dict[str, list[int]]:
     """Live pids per run id, for run ids per node name (one pass over /proc)."""
     wanted = {(node.encode(), r.encode()) for node, ids in runs.items() for r in ids}

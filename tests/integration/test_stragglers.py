@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hookrunner import orphans
 from hookrunner.actions.process import is_alive
 from hookrunner.dispatch import Dispatcher
 from hookrunner.settings import Settings
@@ -77,8 +78,6 @@ async def test_what_a_straggler_starts_while_it_is_being_stopped_is_stopped_too(
     """A detached loop that answers SIGTERM by starting another process, and ignores it:
     the process it starts during the stop's grace carries the run's id too, and must not
     outlive the run (it did: only the pids of one look were killed)."""
-    from hookrunner import orphans
-
     store, dispatcher = running
     pidfile, spawned = tmp_path / "loop.pid", tmp_path / "spawned.pid"
     script = tmp_path / "loop.sh"
@@ -93,4 +92,4 @@ async def test_what_a_straggler_starts_while_it_is_being_stopped_is_stopped_too(
     assert spawned.exists(), "the loop's TERM trap never ran"
     late = [int(p) for p in spawned.read_text().split()]
     assert not any(is_alive(p) for p in late), late
-    assert orphans.find([run_id], "n1") == {}
+    assert orphans.find_all({"n1": [run_id]}) == {}

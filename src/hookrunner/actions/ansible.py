@@ -177,6 +177,7 @@ class _Job:
     status: str = ""
     stats: dict[str, Any] | None = None
     error: str = ""
+    spawning: bool = False  # ansible-runner went on to start ansible-playbook
     not_started: bool = False  # the error came before ansible-playbook started
     command_file: Path | None = None  # ansible-runner's record of the command and its env
     failure: str = ""  # the first failed task, or ansible's own error line: for the reason
@@ -288,7 +289,9 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
         return True  # keep the event in artifacts: stats are read from there
 
     def on_status(data: dict[str, Any], runner_config: Any = None) -> None:  # runner thread
-        job.status = str(data.get("status", ""))  # "running": the playbook is starting now
+        job.status = str(data.get("status", ""))
+        if job.status == "running":  # the playbook starts now; never unset, even once it ended
+            job.spawning = True
 
     def work() -> None:  # runner thread
         artifacts: Path | None = None
@@ -305,7 +308,7 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
         except Exception as exc:  # ansible-runner's own errors: report, do not crash
             job.error = f"ansible-runner: {exc}"
             job.not_started = isinstance(exc, OSError) and exc.errno in process.SHORT_OF and (
-                job.status != "running" or spawn_failed(exc))
+                not job.spawning or spawn_failed(exc))
         finally:
             job.forget_command()
             if artifacts is not None:

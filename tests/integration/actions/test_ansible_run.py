@@ -13,10 +13,14 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pexpect
 import pytest
 
+from hookrunner import orphans
 from hookrunner.actions import RUNNERS
+from hookrunner.actions.ansible import spawn_failed
 from hookrunner.actions.process import is_alive
 from hookrunner.errors import ActionError
 
@@ -272,14 +276,12 @@ async def test_a_cancel_before_the_play_reports_its_pid_still_stops_everything(
     """In its first moments ansible-playbook has reported no pid, and the runner would only
     kill the playbook's own group seconds later (its workers live in sessions of their own):
     everything that carries the run's id is stopped at once instead."""
-    from hookrunner import orphans
-
     pidfile = harness.tmp / "task.pid"
     ctx = harness.ctx(timeout=None, name="early")
     spec = {"playbook": "sleeper.yml", "extravars": {"pidfile": str(pidfile)}}
     task = asyncio.ensure_future(ANSIBLE.run(spec, ctx))
     for _ in range(400):  # ansible-playbook is up, long before its first event
-        if orphans.find(["early"], "test"):
+        if orphans.find_all({"test": ["early"]}):
             break
         await asyncio.sleep(0.01)
     else:
@@ -290,7 +292,7 @@ async def test_a_cancel_before_the_play_reports_its_pid_still_stops_everything(
     assert (result.outcome, result.reason) == ("canceled", "canceled")
     assert time.monotonic() - started < 4
     await asyncio.sleep(0.5)  # what it could still have started meanwhile
-    assert orphans.find(["early"], "test") == {}
+    assert orphans.find_all({"test": ["early"]}) == {}
 
 
 async def test_ansible_runners_artifacts_are_not_kept(harness, playbooks: Path) -> None:
@@ -337,10 +339,6 @@ async def test_a_play_that_cannot_start_for_want_of_descriptors_is_not_started(
 def test_an_error_starting_the_playbook_is_told_from_one_after_it_started(tmp_path: Path) -> None:
     """pexpect's own spawn failing means no process; an error anywhere else may come after
     the playbook ran, and must not have it run again."""
-    import pexpect
-
-    from hookrunner.actions.ansible import spawn_failed
-
     with no_descriptors_left():
         try:
             pexpect.spawn("/bin/true")
@@ -356,3 +354,23 @@ def test_an_error_starting_the_playbook_is_told_from_one_after_it_started(tmp_pa
             raise AssertionError("opened without a descriptor")
     assert starting.errno == elsewhere.errno == errno.EMFILE
     assert spawn_failed(starting) and not spawn_failed(elsewhere)
+
+
+async def test_a_play_that_ran_is_never_taken_for_not_started(
+    harness, playbooks: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Descriptors run out once the play has ended, as ansible-runner writes its `status`
+    file (made to fail here: freed descriptors make a real shortage land elsewhere each
+    time). The play ran, so the attempt fails as usual and is not queued again."""
+    real_open = os.open
+
+    def short_of_descriptors(path: Any, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(os.sep + "status") and "artifacts" in str(path):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", short_of_descriptors)
+    result = await ANSIBLE.run({"playbook": "scale_up.yml"}, harness.ctx(payload=OVERLOADED))
+    assert "PLAY RECAP" in harness.log_text()  # it ran
+    assert result.outcome == "failed" and not result.not_started, result
+    assert "Too many open files" in result.reason, result
