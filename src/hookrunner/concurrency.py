@@ -80,6 +80,11 @@ def _plan_key(waiting: list[Run], running: list[Run]) -> _KeyPlan:
     plan.first_seq = waiting[0].seq
     if running:
         plan.skip += [(r, skip_reason(running[0]), None) for r in skippers]
+    elif skippers and skippers[0].seq < others[0].seq:
+        # A free key, and a skip run came first: it runs, the others wait for it (a
+        # `replace` among them then cancels it, as it would any running run).
+        plan.claim = skippers[0]
+        plan.skip_if_claimed = [(r, skip_reason(plan.claim), None) for r in skippers[1:]]
     elif plan.claim is not None:
         plan.skip_if_claimed += [(r, skip_reason(plan.claim), None) for r in skippers]
     return plan
