@@ -305,6 +305,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if cycle.response_started:
             self.transport.close()
         elif self.pipeline:
+            # Queued behind earlier answers (uvicorn appends to the left): its turn runs no
+            # app, so a route that acts without reading its body (a cancel) does not act.
+            if self.pipeline[0][0] is cycle:
+                self.pipeline[0] = (cycle, _no_app)
             self._held_refusal = MALFORMED
         else:
             self._write_refusal(MALFORMED)
@@ -365,6 +369,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         asyncio.get_running_loop().call_later(LINGER, self.transport.close)
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    """The turn of a pipelined request refused before it started: nothing to do."""
 
 
 def _answered_soon(scope: Any) -> bool:

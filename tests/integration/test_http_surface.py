@@ -56,6 +56,10 @@ rules:
     when: payload.fail | default(false)
     run: {shell: {argv: ["echo", "{{ payload[headers['X-Shared']] }}"]}}
   - {name: typo, hook: tok, when: 'payload.nothing.here == 1', run: {shell: {argv: ["true"]}}}
+  - name: sleeper
+    hook: open
+    when: payload.sleep | default(false)
+    run: {shell: {argv: ["sleep", "{{ payload.sleep }}"]}}
   - name: clones
     hook: open
     when: payload.repo | default(false)
@@ -367,6 +371,12 @@ def test_a_when_that_errs_is_logged_and_counted(make_server: Callable[..., Serve
     assert 'hookrunner_condition_errors_total{rule="typo"} 3.0' in metrics
 
 
+def _rule_of(server: Server, run_id: str) -> str:
+    with server.admin() as c:
+        rule: str = c.get(f"/api/runs/{run_id}").json()["rule"]
+    return rule
+
+
 def _exchange(port: int, request: bytes) -> bytes:
     """Everything the server writes until it closes the connection (at most 10 s)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -398,14 +408,28 @@ def test_a_body_that_does_not_parse_gets_one_400_and_the_connection_closes(
         answer = _exchange(server.port, request)
         assert answer.count(b"HTTP/1.1 ") == 1, (what, answer)
         assert answer.startswith(b"HTTP/1.1 400 ") and b"invalid HTTP request" in answer, answer
-    # Pipelined behind a good request: that one's answer first, then the 400, then the close.
-    answer = _exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + bad["login"])
-    assert answer.count(b"HTTP/1.1 ") == 2 and answer.startswith(b"HTTP/1.1 200 "), answer
-    assert answer.index(b"HTTP/1.1 400 ") > answer.index(b'{"status":"ok"}'), answer
+    # Pipelined behind good requests: their answers first, in order, then the 400, then the
+    # close; and the bad one's route never runs (a cancel that reads no body would act).
+    good = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer = _exchange(server.port, good + good + bad["login"])
+    assert answer.count(b"HTTP/1.1 ") == 3 and answer.startswith(b"HTTP/1.1 200 "), answer
+    assert answer.index(b"HTTP/1.1 400 ") > answer.rindex(b'{"status":"ok"}'), answer
     deadline = time.monotonic() + 10
     while len(os.listdir(f"/proc/{server.proc.pid}/fd")) > fds:
         assert time.monotonic() < deadline, "connections left open"
         time.sleep(0.1)
+    posted = httpx.post(f"{server.url}/hooks/open", json={"sleep": 30}, timeout=30).json()
+    slow = next(r for r in posted["runs"] if _rule_of(server, r) == "sleeper")
+    cancel = (f"POST /api/runs/{slow}/cancel HTTP/1.1\r\nHost: x\r\n"
+              f"Authorization: Bearer {ADMIN_TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "zz\r\n").encode()
+    answer = _exchange(server.port, good + cancel)
+    assert answer.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 400 " in answer, answer
+    time.sleep(1.5)  # a cancel is acted on within a second
+    with server.admin() as c:
+        assert c.get(f"/api/runs/{slow}").json()["status"] in ("queued", "running")
+        c.post(f"/api/runs/{slow}/cancel")
+    assert server.wait_run(slow)["status"] == "canceled"
     started = time.monotonic()
     server.stop()
     assert time.monotonic() - started < 10  # no connection holds up the stop
