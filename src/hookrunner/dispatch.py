@@ -104,6 +104,10 @@ async def _summary(store: Store, settings: Settings, run: Run) -> dict[str, Any]
             "reason": run.reason, "output": output}
 
 
+def _pid_list(pids: set[int]) -> str:
+    return ",".join(str(p) for p in sorted(pids))
+
+
 def log_tail(settings: Settings, run: Run, size: int) -> str:
     return tail(settings.log_path(run.id, run.attempt), size)  # '' while there is no log
 
@@ -170,7 +174,9 @@ class Dispatcher:
         if left:
             event("dispatcher.orphans", logging.WARNING, runs=",".join(left),
                   processes=sum(len(p) for p in left.values()))
-            await orphans.stop(runs, left)
+            if stuck := await orphans.stop(runs, left):
+                event("dispatcher.orphans_left", logging.ERROR, pids=_pid_list(stuck),
+                      hint="they survived SIGKILL (stuck in the kernel?): check them")
         others = {owner: marks_path(self.settings.data, owner) for owner in owners - {self.node}}
         recorded = set(self._marks.recorded).union(*(read_marks(p) for p in others.values()))
         for run in stale:
@@ -689,7 +695,11 @@ class Dispatcher:
             count = len(found[run.id])
             log.note(f"stopping {count} process(es) of the run outside its process group")
             event("run.stragglers", logging.WARNING, run_id=run.id, processes=count)
-            await orphans.stop(runs, found)
+            if stuck := await orphans.stop(runs, found):
+                log.note(f"{len(stuck)} process(es) of the run survived SIGKILL: "
+                         f"{_pid_list(stuck)}")
+                event("run.stragglers_left", logging.ERROR, run_id=run.id,
+                      pids=_pid_list(stuck), hint="stuck in the kernel? check them")
 
     async def _not_started(self, run_id: str) -> int:
         try:

@@ -54,11 +54,12 @@ def _pids(found: Mapping[str, list[int]]) -> set[int]:
 
 
 async def stop(runs: Mapping[str, Collection[str]], found: Mapping[str, list[int]],
-               grace: float = STOP_GRACE) -> None:
+               grace: float = STOP_GRACE) -> set[int]:
     """Stop every process of these runs (run ids per node name): SIGTERM those `found` (a
     look just made), up to `grace` for them to go, then SIGKILL. The processes are looked for
     again all along: what one starts meanwhile (a TERM trap that forks, a respawning loop) is
-    stopped too, and it ends only once a look finds none (or after KILL_ROUNDS of SIGKILL)."""
+    stopped too, and it ends once a look finds none. What is still found after KILL_ROUNDS
+    of SIGKILL (a process stuck in the kernel: a dead NFS server) is returned."""
     seen = _pids(found)
     for pid in seen:
         signal_process(pid, signal.SIGTERM)
@@ -71,7 +72,7 @@ async def stop(runs: Mapping[str, Collection[str]], found: Mapping[str, list[int
             continue
         live = _pids(await asyncio.to_thread(find_all, runs))
         if not live:
-            return
+            return live
         for pid in live - seen:  # started since the last look
             signal_process(pid, signal.SIGTERM)
         seen |= live
@@ -79,7 +80,8 @@ async def stop(runs: Mapping[str, Collection[str]], found: Mapping[str, list[int
     for _ in range(KILL_ROUNDS):
         live = _pids(await asyncio.to_thread(find_all, runs))
         if not live:
-            return
+            return live
         for pid in live:
             signal_process(pid, signal.SIGKILL)
         await asyncio.sleep(POLL)
+    return _pids(await asyncio.to_thread(find_all, runs))

@@ -93,3 +93,24 @@ async def test_what_a_straggler_starts_while_it_is_being_stopped_is_stopped_too(
     late = [int(p) for p in spawned.read_text().split()]
     assert not any(is_alive(p) for p in late), late
     assert orphans.find_all({"n1": [run_id]}) == {}
+
+
+async def test_a_straggler_that_cannot_be_killed_is_named_not_passed_over(
+    running: tuple[SQLiteStore, Dispatcher], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process stuck in the kernel outlives SIGKILL; here, one that ignores SIGTERM with no
+    SIGKILL rounds left stands in for it. The run's log says so, and so does the server's."""
+    store, dispatcher = running
+    monkeypatch.setattr(orphans, "KILL_ROUNDS", 0)
+    pidfile = tmp_path / "stuck.pid"
+    script = tmp_path / "stuck.sh"
+    script.write_text(f"trap '' TERM\necho $$ > {pidfile}\nwhile true; do sleep 0.1; done\n")
+    run_id = await arrive(store, dispatcher, f"setsid bash {script} >/dev/null 2>&1 & sleep 300")
+    stuck = await _pid(pidfile)
+    try:
+        assert await dispatcher.request_cancel(run_id) is not None
+        assert await ended(store, run_id) == "canceled"
+        log = await store.get_log(run_id, 1) or ""
+        assert "process(es) of the run survived SIGKILL: " in log and str(stuck) in log, log
+    finally:
+        os.kill(stuck, signal.SIGKILL)

@@ -388,7 +388,8 @@ async def _stop(job: _Job, done: asyncio.Future[None], ctx: RunContext) -> None:
         job.kill_now.set()
         runs = {ctx.node: [ctx.run_id]}
         found = await asyncio.to_thread(orphans.find_all, runs)
-        await orphans.stop(runs, found, grace=process.GRACE_PERIOD)
+        if stuck := await orphans.stop(runs, found, grace=process.GRACE_PERIOD):
+            ctx.log.note(f"{len(stuck)} process(es) of the run survived SIGKILL")
         await done
         return
     tree = process.descendants(job.pid)  # workers live in sessions of their own
