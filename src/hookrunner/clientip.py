@@ -15,7 +15,7 @@ def parse_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
 def plain(addr: str) -> str:
     """An IPv4 client of a dual-stack listener (`--host ::`) arrives as `::ffff:a.b.c.d`:
     its IPv4 address, which allow lists, proxies, rate limits and the history name."""
-    if "::ffff:" not in addr.lower():
+    if ":" not in addr:
         return addr
     try:
         mapped = ipaddress.IPv6Address(addr).ipv4_mapped

@@ -42,6 +42,7 @@ class RateLimiter:
             b = buckets[key] = _Bucket(float(burst), now, rate, float(burst))
         elif buckets is self._clients:
             self._clients.move_to_end(key)
+        b.rate, b.burst = rate, float(burst)  # a reload may have changed the hook's limit
         b.tokens = min(float(burst), b.tokens + (now - b.at) * rate)
         b.at = now
         if b.tokens >= 1.0:
@@ -51,8 +52,8 @@ class RateLimiter:
 
     def _make_room(self, now: float) -> None:
         """Forget the clients whose buckets have filled up again (a new bucket would be the
-        same), at most once a second; failing that, the least recently seen: never one
-        still being held back for having just sent."""
+        same), at most once a second; failing that, the least recently seen (one that keeps
+        sending stays: only 10,000 others sending since its last try push it out)."""
         if now - self._swept_at >= SWEEP_EVERY:
             self._swept_at = now
             for key in [k for k, b in self._clients.items() if b.full(now)]:

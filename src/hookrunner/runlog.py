@@ -11,7 +11,7 @@ from hookrunner.store.base import Store
 def _read(path: Path) -> str | None:
     try:
         return path.read_text(errors="replace")
-    except FileNotFoundError:
+    except OSError:  # none (an attempt that ended within a second), or unreadable now
         return None
 
 

@@ -17,6 +17,7 @@ import pytest
 from hookrunner import dispatch, startmarks
 from hookrunner.dispatch import Dispatcher
 from hookrunner.metrics import Metrics
+from hookrunner.runlog import ended_log
 from hookrunner.settings import Settings
 from hookrunner.startmarks import marks_path, read_marks
 from hookrunner.store.base import TERMINAL, Finish, NewDelivery, NewRun
@@ -112,24 +113,23 @@ async def test_the_api_serves_the_records_log_where_the_file_holds_less(
     running: tuple[Settings, SQLiteStore, Dispatcher],
 ) -> None:
     """A disk that filled up while the run wrote its file: the file stops, the record has
-    the whole (small) log, and the API must not serve the stump."""
-    from types import SimpleNamespace
-
-    from hookrunner.api import _ended_log
-
+    the whole (small) log, and the API (and `hookrunner log`) must not serve the stump; nor
+    fail where the file cannot be read."""
     settings, store, dispatcher = running
     run_id = await arrive(store, dispatcher, "echo one; echo two")
     assert await ended(store, run_id) == "succeeded"
     stored = await store.get_log(run_id, 1)
     assert stored is not None and "two" in stored
-    gw = SimpleNamespace(settings=settings, store=store)
-    assert await _ended_log(gw, run_id, 1) == stored  # type: ignore[arg-type]
     path = settings.log_path(run_id, 1)
+    assert await ended_log(store, path, run_id, 1) == stored
     path.parent.mkdir(parents=True)
     path.write_text(stored[:10])  # the file as the full disk left it
-    assert await _ended_log(gw, run_id, 1) == stored  # type: ignore[arg-type]
+    assert await ended_log(store, path, run_id, 1) == stored
     path.write_text(stored + "more than the record kept\n")  # a large log: the file has all
-    assert (await _ended_log(gw, run_id, 1)).endswith("more than the record kept\n")  # type: ignore[arg-type]
+    assert (await ended_log(store, path, run_id, 1)).endswith("more than the record kept\n")
+    path.unlink()
+    path.mkdir()  # unreadable as a file (EISDIR): was a 500
+    assert await ended_log(store, path, run_id, 1) == stored
 
 
 async def test_a_followed_run_goes_to_disk_at_once_and_stays_there(

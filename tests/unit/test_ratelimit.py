@@ -82,3 +82,11 @@ def test_clients_whose_buckets_filled_up_again_are_forgotten_first(
 @pytest.mark.parametrize(("delay", "header"), [(0.2, "1"), (1.0, "1"), (36.4, "37"), (60.0, "60")])
 def test_retry_after_is_rounded_up(delay: float, header: str) -> None:
     assert ratelimit.retry_after(delay) == header
+
+
+def test_a_reloaded_limit_applies_to_the_buckets_already_there() -> None:
+    rl = RateLimiter()
+    assert rl.take(KEY, 1.0, 1, 0.0) == 0.0
+    assert rl.take(KEY, 1.0, 5, 0.0) > 0  # no token yet: the burst grows as tokens come
+    assert [rl.take(KEY, 1.0, 5, 10.0) for _ in range(5)] == [0.0] * 5
+    assert rl._clients[KEY].burst == 5.0 and rl._clients[KEY].full(20.0)

@@ -224,8 +224,7 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
         # The status is in and the endpoint has acted on the request; only the body (which
         # is not needed, as for one cut at the cap) broke off: the status decides, and a
         # retry does not send a non-idempotent request again.
-        said = str(exc) or _UNSAID.get(type(exc), "")
-        ctx.log.note(f"the answer's body broke off: {type(exc).__name__}: {said}".rstrip(": "))
+        ctx.log.note(f"the answer's body broke off: {_said(exc)}")
     except (httpx.InvalidURL, ValueError) as exc:
         # A URL or header value httpx refuses; its message may quote the value (a token).
         reason = f"request failed: the URL or a header value is not valid ({type(exc).__name__})"
@@ -243,10 +242,14 @@ def _not_answered(exc: httpx.HTTPError, ctx: RunContext) -> RunResult:
         # The client refused what it was to send (h11 quotes the header value: a token).
         reason = f"request failed: the request could not be sent ({type(exc).__name__})"
     else:
-        said = str(exc) or _UNSAID.get(type(exc), "")
-        reason = f"request failed: {type(exc).__name__}: {said}".rstrip(": ")
+        reason = f"request failed: {_said(exc)}"
     ctx.log.note(reason)
     return RunResult("failed", reason=reason)
+
+
+def _said(exc: httpx.HTTPError) -> str:
+    said = str(exc) or _UNSAID.get(type(exc), "")
+    return f"{type(exc).__name__}: {said}".rstrip(": ")
 
 
 register(HttpRunner())
