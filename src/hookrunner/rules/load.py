@@ -530,6 +530,29 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
     ca = tree.get("ca") if kind == "http" else None
     if isinstance(ca, Constant):
         _ca_bundle(ctx.root, ca.source, problem, missing)
+    if kind == "shell" and isinstance(argv, list) and argv and isinstance(argv[0], Constant) \
+            and argv[0].source and "/" not in argv[0].source:
+        _on_path(ctx, argv[0].source, tree.get("env"), line_of(body, ("argv", 0), fallback),
+                 what)
+
+
+def _on_path(ctx: f.Ctx, program: str, env: Any, line: int, what: str) -> None:
+    """A bare program name is looked up on the action's PATH when it runs: where the rules
+    load, this process's own (with the rule's `env: {PATH: ...}` if it sets one), which is
+    the server's. `check` may run where PATH differs: a warning, never an error."""
+    import shutil
+
+    from hookrunner.actions.environment import VENV_BIN, with_path_entry
+
+    declared = env.get("PATH") if isinstance(env, dict) else None
+    if declared is not None and not isinstance(declared, Constant):
+        return  # templated: known per run only
+    path = declared.source if declared is not None else \
+        with_path_entry(os.environ.get("PATH") or os.defpath, VENV_BIN)
+    if shutil.which(program, path=path) is None:
+        ctx.warnings.append(f"{ctx.file}:{line}: {what}: run.shell.argv[0]: {program!r} is not "
+                            f"on PATH ({path}): its runs will fail where the server's PATH "
+                            "lacks it too")
 
 
 def _ca_bundle(root: Path, source: str, problem: Callable[[str, tuple[str | int, ...]], None],

@@ -628,3 +628,27 @@ def test_an_http_ca_bundle_is_checked_as_the_runs_would_load_it(tmp_path: Path) 
         "until it does",
         "rule 'f': run.http.ca: '/nope/ca.pem' does not exist: its runs will fail until it does",
     ], found
+
+
+def test_a_bare_program_missing_from_path_is_a_warning(tmp_path: Path) -> None:
+    """`argv: [deploy-tol]` (a typo) failed every run with `executable not found`, found only
+    when a delivery came. The PATH where the rules load is the server's (actions get it)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (tmp_path / "bin").mkdir()
+    tool = tmp_path / "bin" / "own-tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - {name: a, hook: h, run: {shell: {argv: [deploy-tol, x]}}}\n"
+        "  - {name: b, hook: h, run: {shell: {argv: [sh]}}}\n"
+        f"  - {{name: c, hook: h, run: {{shell: {{argv: [own-tool], env: {{PATH: {tmp_path / 'bin'}}}}}}}}}\n"
+        "  - {name: d, hook: h, run: {shell: {argv: ['true'], env: {PATH: /nowhere}}}}\n"
+        "  - {name: e, hook: h, run: {shell: {argv: ['{{ payload.tool }}']}}}\n")
+    loaded = load_rules(rules, root=tmp_path, strict=True)
+    found = [w.split(": ", 1)[1] for w in loaded.warnings if "not on PATH" in w]
+    assert len(found) == 2, found
+    assert found[0].startswith("rule 'a': run.shell.argv[0]: 'deploy-tol' is not on PATH (")
+    assert found[1] == ("rule 'd': run.shell.argv[0]: 'true' is not on PATH (/nowhere): its "
+                        "runs will fail where the server's PATH lacks it too")
