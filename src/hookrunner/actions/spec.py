@@ -27,10 +27,14 @@ def check_keys(raw: Mapping[str, Any], kind: str, allowed: Collection[str]) -> N
 
 
 def scalar_str(value: Any, path: tuple[str | int, ...], what: str) -> str:
-    """A string, or a number as its string; anything else is a ConfigError at `path`."""
+    """A string, or a number as it was written (`0755`, `3.10`, `12:30` stay so: YAML would
+    make them 493, 3.1 and 750); anything else is a ConfigError at `path`."""
     if isinstance(value, bool) or not isinstance(value, SCALARS):
         raise ConfigError(f"{what} must be a string, got {type_name(value)}", path=path)
-    return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return value
+    written = getattr(value, "written", None)  # rules.yamlsrc.WrittenInt / WrittenFloat
+    return written if isinstance(written, str) else str(value)
 
 
 def optional_str(raw: Mapping[str, Any], key: str, kind: str) -> str | None:

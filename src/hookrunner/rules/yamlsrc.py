@@ -101,11 +101,24 @@ def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Any:
 
 class WrittenInt(int):
     """An int that YAML read from other text than its own digits (`0123` is 83, `0x1F` 31,
-    `12_345` 12345): where the text matters (a secret), the loader can tell."""
+    `12_345` 12345, `12:30` 750): where the text matters (a secret, an argument), the loader
+    can tell."""
 
     written: str
 
     def __new__(cls, value: int, written: str) -> WrittenInt:
+        self = super().__new__(cls, value)
+        self.written = written
+        return self
+
+
+class WrittenFloat(float):
+    """A float that YAML read from other text than its own (`3.10` is 3.1, `1e3` 1000.0):
+    where a string is expected (an argument), the text as written is taken."""
+
+    written: str
+
+    def __new__(cls, value: float, written: str) -> WrittenFloat:
         self = super().__new__(cls, value)
         self.written = written
         return self
@@ -122,7 +135,7 @@ def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> Any:
         loader.problems.append(ConfigError(
             f"{node.value!r} is not a finite number", loader.file, loader.line_at(node.start_mark)))
         return 0.0
-    return value
+    return value if node.value == str(value) else WrittenFloat(value, node.value)
 
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)

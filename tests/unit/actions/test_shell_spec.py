@@ -9,6 +9,7 @@ import pytest
 
 from hookrunner.actions.shell import build_invocation, normalize_shell, split_command
 from hookrunner.errors import ActionError, ConfigError
+from hookrunner.rules.yamlsrc import parse_yaml
 
 
 @pytest.mark.parametrize(
@@ -122,3 +123,16 @@ def test_cwd_defaults_to_root_and_may_not_leave_it(tmp_path: Path) -> None:
     assert build_invocation({"argv": ["x"]}, root=tmp_path, base_env={}).cwd == tmp_path.resolve()
     with pytest.raises(ActionError):
         build_invocation({"argv": ["x"], "cwd": "/etc"}, root=tmp_path, base_env={})
+
+
+def test_numbers_in_arguments_and_env_stay_as_written() -> None:
+    """YAML reads 0755 as 493, 3.10 as 3.1 and 12:30 as 750: an argument is text, and the
+    action got the number's text instead of what the rule says."""
+    data, problems = parse_yaml(
+        "argv: [chmod, 0755, 3.10, '12:30', 12:30, 1_000, 1e3, 7, 1.5, 0x1F]\n"
+        "env: {UMASK: 0022, N: 42}\n", "r.yaml")
+    assert problems == []
+    spec = normalize_shell(data)
+    assert spec["argv"] == ["chmod", "0755", "3.10", "12:30", "12:30", "1_000", "1e3", "7", "1.5",
+                            "0x1F"]
+    assert spec["env"] == {"UMASK": "0022", "N": "42"}
