@@ -16,6 +16,7 @@ from typing import Any
 
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
+from hookrunner.actions.environment import ID_PREFIX
 from hookrunner.actions.paths import confine
 from hookrunner.actions.process import run_process
 from hookrunner.actions.values import stringify
@@ -63,6 +64,12 @@ def normalize_shell(raw: Any) -> dict[str, Any]:
             raise ConfigError("shell.command is empty", path=("command",))
     env = spec.str_map(spec_, "env", KIND, names=spec.ENV_NAME)
     if env is not None:
+        for name in env:
+            if name.startswith(ID_PREFIX):
+                # A run's processes are found by HOOKRUNNER_RUN_ID (cancel, timeout, crash
+                # recovery): a rule, let alone a payload, must not set it.
+                raise ConfigError(f"shell.env.{name}: {ID_PREFIX}* variables are hookrunner's "
+                                  "own (the run's identity)", path=("env", name))
         out["env"] = env
     cwd = spec.optional_str(spec_, "cwd", KIND)
     if cwd is not None:
@@ -90,7 +97,8 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
         raise ActionError("shell: argv must be a non-empty list")
     argv = [stringify(item) for item in items]
     env = dict(base_env)
-    env.update({name: stringify(v) for name, v in (rendered.get("env") or {}).items()})
+    env.update({name: stringify(v) for name, v in (rendered.get("env") or {}).items()
+                if not name.startswith(ID_PREFIX)})  # a spec stored before they were refused
     argv[0] = resolve_program(argv[0], root=root, path=env.get("PATH", ""))
     cwd = confine(root, stringify(rendered["cwd"])) if rendered.get("cwd") else root
     return Invocation(argv=argv, cwd=cwd, env=env, stdin=rendered.get("stdin") == "payload")

@@ -136,3 +136,14 @@ def test_numbers_in_arguments_and_env_stay_as_written() -> None:
     assert spec["argv"] == ["chmod", "0755", "3.10", "12:30", "12:30", "1_000", "1e3", "7", "1.5",
                             "0x1F"]
     assert spec["env"] == {"UMASK": "0022", "N": "42"}
+
+
+def test_a_rule_cannot_set_the_runs_own_variables() -> None:
+    """HOOKRUNNER_RUN_ID finds a run's processes at cancel and timeout: a rule setting it
+    (from a payload value, even) hid detached processes from them."""
+    with pytest.raises(ConfigError, match="HOOKRUNNER_RUN_ID: HOOKRUNNER_\\* variables are"):
+        normalize_shell({"argv": ["true"], "env": {"HOOKRUNNER_RUN_ID": "{{ payload.id }}"}})
+    # A spec stored before that was refused: the run's own values win.
+    inv = build_invocation({"argv": ["true"], "env": {"HOOKRUNNER_RUN_ID": "fake", "X": "1"}},
+                           root=Path("/"), base_env={"PATH": "/bin", "HOOKRUNNER_RUN_ID": "r1"})
+    assert inv.env["HOOKRUNNER_RUN_ID"] == "r1" and inv.env["X"] == "1"
