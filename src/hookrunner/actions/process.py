@@ -180,10 +180,28 @@ def _start_failure(argv: Sequence[str], cwd: Path | str, env: Mapping[str, str],
                 "too large")
         return f"cannot start {argv[0]}: {what}"
     if isinstance(exc, FileNotFoundError):
-        return f"executable not found: {argv[0]}"
+        return _not_found(argv[0])
     if isinstance(exc, PermissionError):
         return f"not executable: {argv[0]}"
     return f"cannot start {argv[0]}: {exc.strerror or exc}"
+
+
+def _not_found(program: str) -> str:
+    """ENOENT from exec: the program, or (it is there) the interpreter its `#!` line names."""
+    try:
+        with open(program, "rb") as f:
+            first = f.readline(256)
+    except OSError:
+        return f"executable not found: {program}"
+    if not first.startswith(b"#!"):
+        return f"cannot start {program}: a file it needs (a shared library?) is missing"
+    interpreter = first[2:].strip(b" \t\n").split(b" ")[0]
+    shown = interpreter.decode(errors="replace").replace("\r", "")
+    if interpreter.endswith(b"\r"):
+        return (f"cannot start {program}: its #! line ends with a carriage return (Windows line "
+                f"endings: convert the file, e.g. with dos2unix), so its interpreter "
+                f"{shown}\\r is not found")
+    return f"cannot start {program}: the interpreter its #! line names is not found: {shown}"
 
 
 async def run_process(

@@ -64,6 +64,25 @@ async def test_missing_executable_is_a_failed_result(harness) -> None:
     assert "[hookrunner] executable not found: /nonexistent/tool" in harness.log_text()
 
 
+async def test_a_script_whose_interpreter_is_missing_says_so(harness) -> None:
+    """The script is there; exec says ENOENT for its #! interpreter (a file saved with Windows
+    line endings: `#!/bin/bash\r`): "executable not found" sent people looking for the
+    script."""
+    ctx = harness.ctx()
+    crlf, other = harness.root / "crlf.sh", harness.root / "other.py"
+    crlf.write_bytes(b"#!/bin/bash\r\necho hi\r\n")
+    other.write_bytes(b"#!/usr/bin/python9 -u\nprint(1)\n")
+    for script in (crlf, other):
+        script.chmod(0o755)
+    result = await run_process([str(crlf)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.reason == (f"cannot start {crlf}: its #! line ends with a carriage return "
+                             "(Windows line endings: convert the file, e.g. with dos2unix), so "
+                             "its interpreter /bin/bash\\r is not found"), result.reason
+    result = await run_process([str(other)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.reason == (f"cannot start {other}: the interpreter its #! line names is not "
+                             "found: /usr/bin/python9"), result.reason
+
+
 async def test_an_argument_or_variable_too_long_for_linux_is_named_not_quoted(harness) -> None:
     """E2BIG ("Argument list too long") says which one, without its value (maybe a secret)."""
     ctx = harness.ctx()
