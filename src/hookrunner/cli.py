@@ -154,6 +154,17 @@ def _settings_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader of our output left (`hookrunner runs | head -1`): end as a command-line
+        # tool killed by SIGPIPE would, without a traceback (nor one at exit, flushing).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from hookrunner.settings import load_settings
 

@@ -392,3 +392,18 @@ def test_log_on_a_terminal_shows_control_characters_escaped() -> None:
     from hookrunner.commands import _for_terminal
 
     assert _for_terminal("a\x1b[31mb\n\tc\x07\n") == "a\\u001b[31mb\n\tc\\u0007\n"
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback(tmp_path: Path) -> None:
+    """`hookrunner test ... | head -1`, `hookrunner log RUN | head`: the reader leaves."""
+    repo = Path(__file__).resolve().parents[2]
+    command = " ".join([*CLI, "test", "--rules", str(repo / "rules"), "--root", str(repo),
+                        "--hook", "github", "--payload",
+                        str(repo / "examples/payloads/github-push.json"),
+                        "--header", "'X-GitHub-Event: push'"])
+    for _ in range(3):  # the reader leaves at a different moment each time
+        done = subprocess.run(["bash", "-c", f"{command} | head -c 1 >/dev/null; "
+                               "echo \"status=${PIPESTATUS[0]}\""],
+                              capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+        assert done.stdout.strip() in ("status=0", "status=141"), done.stdout
