@@ -151,11 +151,24 @@ def _refuse_callables(value: Any) -> Any:
 
 
 class _Undefined(jinja2.StrictUndefined):
-    """Jinja names a missing key of one of our objects by its module path ("'hookrunner.verify
+    """Strict: a missing value used as a value (compared, printed, iterated) is an error that
+    names it, so a typo shows. But a path through it stays undefined, so `payload.pull_request
+    .merged | default(false)` and `payload.a.b is defined` work on a push with no
+    pull_request, naming `pull_request` where it does fail.
+
+    Jinja names a missing key of one of our objects by its module path ("'hookrunner.verify
     .base.Headers object' has no attribute 'X-Foo'"); such a class says it plainly instead,
     through its `missing_message` (a format string taking the name)."""
 
     __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name[:2] == "__":
+            raise AttributeError(name)
+        return self
+
+    def __getitem__(self, key: Any) -> Any:
+        return self
 
     @property
     def _undefined_message(self) -> str:

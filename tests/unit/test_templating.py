@@ -302,3 +302,24 @@ def test_a_payload_key_named_like_a_dict_method_is_the_key() -> None:
     assert compile_template("{{ payload.changelog.items[0].field }}").render(scope) == "status"
     assert compile_template("{{ payload.changelog.keys() | list }}").render(scope) == ["items"]
     assert describe({}.values) == "(a function, not a value)"
+
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    ("payload.pull_request.merged | default(false)", False),
+    ("payload.pull_request.labels | default([]) | length == 0", True),
+    ("payload.pull_request.merged is defined", False),
+    ("payload.pull_request['merged'] is not defined", True),
+    ("payload.replicas is defined", True),
+])
+def test_a_path_through_a_missing_value_is_undefined_not_an_error(expr: str,
+                                                                   expected: bool) -> None:
+    """`| default` and `is defined` at the end of a path whose middle is missing (a push has
+    no pull_request): a newcomer's first guess, which raised "no attribute 'pull_request'"."""
+    assert compile_expression(expr).test(SCOPE) is expected
+
+
+@pytest.mark.parametrize("expr", ["payload.pull_request.merged", "payload.pull_request.x == 1",
+                                  "payload.pull_request.labels | length > 0"])
+def test_using_such_a_value_still_names_what_is_missing(expr: str) -> None:
+    with pytest.raises(TemplateError, match="has no attribute 'pull_request'"):
+        compile_expression(expr).test(SCOPE)
