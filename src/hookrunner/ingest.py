@@ -148,6 +148,8 @@ _queue_full_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 _store_down_log = Throttled("delivery.store_unavailable", logging.ERROR, per="hook")
 _rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 _body_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+# Refused while no rules are loaded: one line a second in all (a hook id is the client's here).
+_no_rules_log = Throttled("delivery.no_rules", logging.ERROR)
 # A rule whose `when` errs (the stored explanation's error: secrets hidden), once a minute per
 # rule (rule names are configured, so bounded).
 _condition_error_log = Throttled("rule.condition_error", logging.WARNING, every=60.0, per="rule")
@@ -209,6 +211,13 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
         if gw.rules.degraded:  # the other processes serve it (reload.LiveRules._load_copy)
             return error(503, "rules not loaded in this process; retry",
                          headers={"Retry-After": STORE_RETRY_AFTER})
+        if ruleset is None:
+            # Started with rules files that do not load: whether this hook exists is not
+            # known, and a 404 tells senders it does not (some then stop sending). A 503
+            # asks them to retry, and the delivery arrives once the files are fixed.
+            _no_rules_log(hook=hook_id)
+            return error(503, "no rules are loaded (the rules files have errors; see "
+                              "/readyz); retry", headers={"Retry-After": STORE_RETRY_AFTER})
         return error(404, f"unknown hook {hook_id!r}")
     if scope["method"] != "POST":
         return error(405, "use POST", headers={"Allow": "POST"})

@@ -267,3 +267,35 @@ rules:
                      headers={"Content-Type": "application/json"})
     out = server.output()
     assert "delivery.rejected" in out and "body is not valid JSON" in out, out[-2000:]
+
+
+def test_a_start_with_rules_that_do_not_load_asks_senders_to_retry(project: Path) -> None:
+    """A restart after a bad edit: every hook answered 404 (`unknown hook`), which tells a
+    sender the hook does not exist; a 503 with Retry-After has it deliver again, and once
+    the file is fixed the delivery goes through."""
+    write_script(project, "ok.sh", "exit 0\n")
+    rules_file = project / "rules" / "rules.yaml"
+    rules_file.write_text(HOOK + RULE.format(name="first") + "    bogus: 1\n")
+    server = Server(project / "rules", project / "data", project,
+                    env={"GITHUB_WEBHOOK_SECRET": GITHUB_SECRET})
+    server.data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(server.log_path, "ab") as log:
+        server.proc = server._spawn(log)
+    try:
+        _until(lambda: _answers(server.url + "/healthz"))
+        assert httpx.get(server.url + "/readyz").status_code == 503
+        r = post_github(server.url, GITHUB_SECRET, {"x": 1})
+        assert r.status_code == 503 and r.headers["Retry-After"], r.text
+        assert "no rules are loaded" in r.json()["error"]
+        assert "delivery.no_rules" in server.output()
+        rules_file.write_text(HOOK + RULE.format(name="first"))
+        _until(lambda: post_github(server.url, GITHUB_SECRET, {"x": 2}).status_code == 202)
+    finally:
+        server.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
