@@ -66,6 +66,7 @@ OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
 # sooner and their log goes only into the store (see hookrunner.actions.logfile).
 LOG_TO_DISK_AFTER = 1.0
 CANCEL_ASKED = ("canceled by request", "canceled: replaced")  # reasons of an asked-for cancel
+SHUTTING_DOWN = "canceled: server shutting down"
 REPLACED = "canceled: replaced by run "
 
 
@@ -265,7 +266,7 @@ class Dispatcher:
 
     def _cancel_running(self) -> None:
         for run_id, (_, cancel) in list(self._active.items()):
-            self._cancel_reason.setdefault(run_id, "canceled: server shutting down")
+            self._cancel_reason.setdefault(run_id, SHUTTING_DOWN)
             cancel.set()
 
     # -- entry points used by the HTTP layer ---------------------------------------------
@@ -720,6 +721,12 @@ class Dispatcher:
             # short, it is queued again (a few times: a lasting shortage fails it).
             retry_at = now + NOT_STARTED_DELAY
             result.reason += NOT_STARTED
+        elif result.outcome == "canceled" and self._cancel_reason.get(run.id) == SHUTTING_DOWN:
+            # Cut short by a stop, not by its own doing: retried per its rule as a run a
+            # crash cut short is, at the next start (a planned stop no worse than a crash).
+            if should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
+                retry_at = now
+                result.reason += "; queued again: its rule retries, as after a crash"
         else:
             spent = run.attempt
             if spent >= run.max_attempts and spent > 1 and result.outcome in run.retry_on:

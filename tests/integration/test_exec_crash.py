@@ -22,7 +22,7 @@ import pytest
 from hookrunner.dispatch import LOG_TO_DISK_AFTER
 from hookrunner.store.base import NewDelivery, NewRun
 from hookrunner.store.sqlite import SQLiteStore
-from tests.integration.conftest import GITHUB_SECRET
+from tests.integration.conftest import GITHUB_SECRET, write_script
 from tests.integration.exec_support import (
     HOOKS,
     alive,
@@ -36,7 +36,7 @@ from tests.integration.exec_support import (
     started,
     wait_for,
 )
-from tests.serverproc import Server, github_signature
+from tests.serverproc import Server, github_signature, post_github
 
 BURST = 300
 CLIENTS = 16
@@ -438,3 +438,38 @@ def test_a_sighup_while_running_actions_drain_at_a_stop_does_not_cut_them_short(
     assert rec is not None and rec.end is not None  # it ran to its end
     server.start()
     assert server.wait_run(run_id)["status"] == "succeeded"
+
+
+def test_a_run_a_stop_cuts_short_is_retried_per_its_rule_as_after_a_crash(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A planned stop (an upgrade) cancels what outlives the grace period: with `retry`, the
+    run ended canceled for good, where a crash would have had it retried."""
+    write_script(project, "once.sh",
+                 'echo "attempt $HOOKRUNNER_ATTEMPT"\n'
+                 'if [ "$HOOKRUNNER_ATTEMPT" = 1 ]; then sleep 60; fi\n')
+    server = make_server(HOOKS + """
+  - name: retried
+    hook: github
+    when: payload.retry
+    run: {shell: {argv: ["scripts/once.sh"]}}
+    retry: {attempts: 2, backoff: 1h}
+  - name: once
+    hook: github
+    when: not payload.retry
+    run: {shell: {argv: ["scripts/once.sh"]}}
+""", env={"HOOKRUNNER_GRACE": "1s"})
+    retried = post_github(server.url, GITHUB_SECRET, {"retry": True}).json()["runs"][0]
+    once = post_github(server.url, GITHUB_SECRET, {"retry": False}).json()["runs"][0]
+    with server.admin() as c:
+        wait_for("both running", lambda: all(
+            c.get(f"/api/runs/{r}").json()["status"] == "running" for r in (retried, once)))
+    server.stop()
+    server.start()
+    doc = server.wait_run(retried)
+    assert doc["status"] == "succeeded" and doc["attempt"] == 2, doc  # no 1h backoff: not its fault
+    assert doc["attempts"][0]["status"] == "canceled"
+    assert doc["attempts"][0]["reason"] == ("canceled: server shutting down; queued again: its "
+                                            "rule retries, as after a crash")
+    doc = server.wait_run(once)
+    assert (doc["status"], doc["reason"]) == ("canceled", "canceled: server shutting down")
