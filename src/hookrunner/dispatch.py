@@ -738,6 +738,8 @@ class Dispatcher:
         # canceled (Store.finish: cancel_retry). Its log line says so already.
         asked = self._cancel_reason.get(run.id, "").startswith(CANCEL_ASKED)
         self.metrics.runs.labels(run.rule, result.outcome).inc()
+        if retry_at is None or asked:  # asked to cancel: the store ends it instead of retrying
+            self.metrics.runs_ended.labels(run.rule, result.outcome).inc()
         self.metrics.run_duration.labels(run.rule).observe(now - started)
         event("run.finished", run_id=run.id, rule=run.rule, attempt=run.attempt,
               status=result.outcome, exit_code=result.exit_code, reason=result.reason,

@@ -40,6 +40,10 @@ class Metrics:
         self.runs = Counter(
             "hookrunner_runs_finished", "Run attempts finished, by rule and status",
             ["rule", "status"], registry=r)
+        # What to alert on: a retried attempt that failed counts above, not here.
+        self.runs_ended = Counter(
+            "hookrunner_runs_ended", "Runs ended for good (no retry to come), by rule and "
+            "status", ["rule", "status"], registry=r)
         self.run_duration = Histogram(
             "hookrunner_run_duration_seconds", "Duration of run attempts", ["rule"],
             buckets=DURATION_BUCKETS, registry=r)

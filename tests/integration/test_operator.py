@@ -299,3 +299,20 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_runs_ended_counts_a_retried_run_once_by_how_it_ended(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """runs_finished counts attempts: an alert on its failures pages for every retry that
+    then succeeded. runs_ended counts each run once, when nothing more is to come."""
+    write_script(project, "flaky.sh", '[ "$HOOKRUNNER_ATTEMPT" -gt 1 ]\n')
+    server = make_server(HOOK + RULE.format(name="flaky").replace("ok.sh", "flaky.sh")
+                         + "    retry: {attempts: 2, backoff: 0s}\n")
+    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
+    assert server.wait_run(run_id)["status"] == "succeeded"
+    text = httpx.get(server.url + "/metrics").text
+    assert 'hookrunner_runs_finished_total{rule="flaky",status="failed"} 1.0' in text
+    assert 'hookrunner_runs_finished_total{rule="flaky",status="succeeded"} 1.0' in text
+    assert 'hookrunner_runs_ended_total{rule="flaky",status="succeeded"} 1.0' in text
+    assert 'hookrunner_runs_ended_total{rule="flaky",status="failed"}' not in text
