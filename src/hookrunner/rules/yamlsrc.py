@@ -199,8 +199,12 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
             min(loader.line_at(loader.get_mark()), last))]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark is not None and "end of stream" in (exc.problem or ""):
+            mark = exc.context_mark  # an unclosed quote or bracket: where it opened
         line = loader.line_at(mark) if mark else 0
         what = " ".join(p for p in (exc.context, exc.problem) if p)
+        if exc.problem == "mapping values are not allowed here":
+            what += " (a value holding ': ', such as a `when` expression, must be quoted)"
         return None, [ConfigError(f"YAML syntax error: {what}", file, line)]
     except yaml.YAMLError as exc:
         return None, [ConfigError(f"YAML error: {exc}", file, 0)]

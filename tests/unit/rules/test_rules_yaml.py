@@ -72,6 +72,16 @@ def test_syntax_error_has_a_line() -> None:
     assert data is None and str(problems[0]).startswith("f.yaml:3: YAML syntax error")
 
 
+def test_an_unclosed_quote_is_placed_where_it_opens_not_past_the_end() -> None:
+    data, problems = parse_yaml('a: 1\nb: "open\nc: 3\nd: 4\n', "f.yaml")
+    assert data is None and str(problems[0]).startswith("f.yaml:2: YAML syntax error")
+
+
+def test_an_unquoted_colon_in_a_value_says_to_quote_it() -> None:
+    data, problems = parse_yaml('when: payload.a == 1 and event: push\n', "f.yaml")
+    assert data is None and "must be quoted" in str(problems[0]), problems
+
+
 def test_deep_nesting_is_an_error_at_a_line_not_a_crash() -> None:
     data, problems = parse_yaml("hooks: {}\nrules: " + "[" * 300 + "]" * 300 + "\n", "a.yaml")
     assert data is None
