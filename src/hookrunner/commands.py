@@ -182,7 +182,7 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     from hookrunner.rules.load import load_rules
     from hookrunner.rules.match import build_scope, evaluate
     from hookrunner.rules.report import dry_run_report, format_explain
-    from hookrunner.verify.base import Headers, SignedRequest
+    from hookrunner.verify.base import Headers, LearnsNothing, SignedRequest
 
     # The command line first: a typo there is a usage error (2), whatever the rules say.
     try:
@@ -206,8 +206,13 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
               file=sys.stderr)
         return EXIT_FAIL
     # No signature to check in a dry run: take the event type the way the verifier reads it.
-    learned = ruleset.hooks[hook_id].verifier.learned(SignedRequest(headers=headers, body=body))
+    verifier = ruleset.hooks[hook_id].verifier
+    learned = verifier.learned(SignedRequest(headers=headers, body=body))
     event = learned.event
+    if event is None and getattr(type(verifier), "learned", None) is not LearnsNothing.learned:
+        print("hookrunner: note: `event` is null: none of the headers given carries the "
+              "sender's event type (GitHub's X-GitHub-Event, GitLab's X-Gitlab-Event...; the "
+              "README's Senders section names each): add it with --header", file=sys.stderr)
     if learned.reply is not None:  # as the server does: a handshake is answered, not matched
         print(f"{event} is a handshake: the server answers it with {json.dumps(learned.reply)} "
               "and journals and runs nothing (no rule is matched)")

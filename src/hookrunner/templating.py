@@ -630,10 +630,16 @@ def _compile_clause(node: nodes.Expr) -> tuple[TemplateExpression, bool]:
 
 
 def _left_holder(node: nodes.Expr) -> tuple[nodes.Node, str] | None:
-    """The node and field that hold the left operand (`a` of `a == b`, `not a is x`)."""
+    """The node and field that hold the operand an explanation shows: the left one (`a` of
+    `a == b`, `not a is x`), or the right one where the left is a literal."""
     if isinstance(node, nodes.Not):
         return _left_holder(node.node)
     if isinstance(node, nodes.Compare):
+        if isinstance(node.expr, nodes.Const) and len(node.ops) == 1 \
+                and not isinstance(node.ops[0].expr, nodes.Const):
+            # `'dba' in payload.alerts | map(...)`: the value worth showing is the list
+            # searched, not the literal (which read as "it was dba, so why false?").
+            return node.ops[0], "expr"
         return node, "expr"
     if isinstance(node, nodes.Test):
         return node, "node"

@@ -407,3 +407,17 @@ def test_output_cut_short_by_its_reader_is_no_traceback(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60)
         assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
         assert done.stdout.strip() in ("status=0", "status=141"), done.stdout
+
+
+def test_a_dry_run_without_the_event_header_says_why_event_is_null(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    args = ["explain", "--rules", str(repo / "rules"), "--root", str(repo), "--payload"]
+    done = _run(*args, str(repo / "examples/payloads/github-push.json"), "--hook", "github",
+                cwd=tmp_path)
+    assert done.returncode == 0 and "`event` is null" in done.stderr, done.stderr
+    done = _run(*args, str(repo / "examples/payloads/github-push.json"), "--hook", "github",
+                "--header", "X-GitHub-Event: push", cwd=tmp_path)
+    assert "`event` is null" not in done.stderr, done.stderr
+    done = _run(*args, str(repo / "examples/payloads/monitoring-overloaded.json"),
+                "--hook", "monitoring", cwd=tmp_path)  # hmac: no event type to carry
+    assert "`event` is null" not in done.stderr, done.stderr

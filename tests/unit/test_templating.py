@@ -218,6 +218,10 @@ def test_expression_compile_errors(expr: str) -> None:
         ),
         # a conditional expression is not split: its `and` is not a top-level operand
         ("1 if payload.flag and event else 0", [("1 if payload.flag and event else 0", True, 1)]),
+        # a literal on the left: the value shown is what it was looked for in
+        ('"main" in payload.ref and 4 > payload.replicas',
+         [('"main" in payload.ref', True, "refs/heads/main"),
+          ("4 > payload.replicas", True, 3)]),
     ],
 )
 def test_clauses_report_each_operand(expr: str, clauses: list[tuple[str, bool, Any]]) -> None:
