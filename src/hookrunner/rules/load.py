@@ -527,6 +527,13 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
                 under = f"{base.rstrip('/')}/ under --root" if base else "--root"
                 missing(f"{key}{f'[{i}]' if isinstance(value, list) else ''}: "
                         f"{item.source!r} does not exist under {under}", where)
+            elif key == "argv" and found.is_file() and not os.access(found, os.X_OK):
+                line = line_of(body, where, fallback)
+                ctx.warnings.append(f"{ctx.file}:{line}: {what}: run.shell.argv[0]: "
+                                    f"{item.source!r} is not executable (chmod +x it): its "
+                                    "runs will fail until it is")
+    if kind == "shell" and isinstance(argv, list):
+        _shell_operators(ctx, argv, body, fallback, what)
     ca = tree.get("ca") if kind == "http" else None
     if isinstance(ca, Constant):
         _ca_bundle(ctx.root, ca.source, problem, missing)
@@ -534,6 +541,21 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
             and argv[0].source and "/" not in argv[0].source:
         _on_path(ctx, argv[0].source, tree.get("env"), line_of(body, ("argv", 0), fallback),
                  what)
+
+
+_OPERATORS = frozenset({"|", "||", "&&", ";", ">", ">>", "<", "2>&1", "&"})
+
+
+def _shell_operators(ctx: f.Ctx, argv: list[Any], body: Any, fallback: int, what: str) -> None:
+    """`command: "build | tee log"` passes `|` and `tee` as arguments: no shell runs it."""
+    for i, item in enumerate(argv[1:], start=1):
+        if isinstance(item, Constant) and item.source in _OPERATORS:
+            line = line_of(body, ("argv", i), line_of(body, ("command",), fallback))
+            ctx.warnings.append(
+                f"{ctx.file}:{line}: {what}: run.shell: {item.source!r} is passed to the "
+                "program as an argument: no shell runs the action (for a pipeline or a "
+                "redirection, write argv: [sh, -c, '...'])")
+            return
 
 
 def _on_path(ctx: f.Ctx, program: str, env: Any, line: int, what: str) -> None:

@@ -652,3 +652,23 @@ def test_a_bare_program_missing_from_path_is_a_warning(tmp_path: Path) -> None:
     assert found[0].startswith("rule 'a': run.shell.argv[0]: 'deploy-tol' is not on PATH (")
     assert found[1] == ("rule 'd': run.shell.argv[0]: 'true' is not on PATH (/nowhere): its "
                         "runs will fail where the server's PATH lacks it too")
+
+
+def test_a_script_without_its_execute_bit_and_shell_operators_are_warnings(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "plain.sh").write_text("#!/bin/sh\n")  # no chmod +x
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - {name: a, hook: h, run: {shell: {argv: [scripts/plain.sh]}}}\n"
+        "  - {name: b, hook: h, run: {shell: {command: 'echo hello | tr a-z A-Z'}}}\n"
+        "  - {name: c, hook: h, run: {shell: {argv: [echo, '{{ payload.x }}', '|x']}}}\n")
+    loaded = load_rules(rules, root=tmp_path, strict=True)
+    found = sorted(w.split(": ", 1)[1] for w in loaded.warnings if "rule '" in w)
+    assert found == [
+        "rule 'a': run.shell.argv[0]: 'scripts/plain.sh' is not executable (chmod +x it): its "
+        "runs will fail until it is",
+        "rule 'b': run.shell: '|' is passed to the program as an argument: no shell runs the "
+        "action (for a pipeline or a redirection, write argv: [sh, -c, '...'])",
+    ], found
