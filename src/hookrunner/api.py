@@ -105,12 +105,15 @@ async def get_delivery(request: Request) -> Response:
 
 
 async def replay(request: Request) -> Response:
+    if (refused := _odd_params(request, ("rule",))) is not None:
+        return refused
     gw = _gw(request)
     if gw.rules.current is None:
         return _err(503, "no rules loaded")
     try:
         answer = await replay_delivery(gw.store, gw.rules.current, request.path_params["id"],
-                                       gw.settings.default_timeout, gw.dispatcher)
+                                       gw.settings.default_timeout, gw.dispatcher,
+                                       rule=request.query_params.get("rule"))
     except ReplayError as exc:
         if exc.full:
             return _err(503, str(exc), headers={"Retry-After": QUEUE_FULL_RETRY_AFTER})

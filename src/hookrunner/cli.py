@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="enqueue a stored delivery again against the current rules")
     r.add_argument("delivery_id")
+    r.add_argument("--rule", help="only this rule's run (e.g. the one that failed)")
     _rules_flag(r)
     _store_flags(r)
 
@@ -187,7 +188,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return commands.dry_run(settings, args.command, args.hook, args.payload, args.header,
                                 args.query)
     store_commands = {
-        "replay": lambda: commands.replay(settings, args.delivery_id),
+        "replay": lambda: commands.replay(settings, args.delivery_id, args.rule),
         "runs": lambda: commands.runs(settings, args.status, args.limit, args.rule,
                                       args.delivery),
         "log": lambda: commands.show_log(settings, args.run_id, args.attempt),

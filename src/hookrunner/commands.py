@@ -273,7 +273,7 @@ async def _open_or_say(settings: Settings) -> Store | None:
         return None
 
 
-async def replay(settings: Settings, delivery_id: str) -> int:
+async def replay(settings: Settings, delivery_id: str, rule: str | None = None) -> int:
     from hookrunner.replay import ReplayError, replay_delivery
     from hookrunner.rules.load import load_rules
 
@@ -291,7 +291,8 @@ async def replay(settings: Settings, delivery_id: str) -> int:
     if store is None:
         return EXIT_FAIL
     try:
-        answer = await replay_delivery(store, ruleset, delivery_id, settings.default_timeout)
+        answer = await replay_delivery(store, ruleset, delivery_id, settings.default_timeout,
+                                       rule=rule)
     except ReplayError as exc:
         print(f"hookrunner: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -299,6 +300,9 @@ async def replay(settings: Settings, delivery_id: str) -> int:
         await store.close()
     runs = answer["runs"]
     print(f"replayed {delivery_id}: {len(runs)} run(s) queued" + (": " + " ".join(runs) if runs else ""))
+    if rule is not None and not runs:
+        print(f"hookrunner: rule {rule!r} does not match the delivery now (hookrunner explain "
+              "shows why)", file=sys.stderr)
     for explained in answer["matches"]:  # a `when` that errs never matches: say why
         if explained.get("error") is not None:
             print(f"hookrunner: rule {explained['rule']}: its when could not be evaluated: "

@@ -25,15 +25,19 @@ class ReplayError(HookrunnerError):
 
 async def replay_delivery(
     store: Store, ruleset: Ruleset, delivery_id: str, default_timeout: float,
-    queue: RunQueue | None = None,
+    queue: RunQueue | None = None, rule: str | None = None,
 ) -> dict[str, Any]:
     """Queue the runs the current rules give for a stored delivery; return the JSON answer.
-    With the server's `queue`, they count against --max-queued as a hook's would."""
+    With the server's `queue`, they count against --max-queued as a hook's would. `rule`:
+    only that rule's run (re-running one failed action of a delivery, not all of them)."""
     delivery = await store.get_delivery(delivery_id)
     if delivery is None:
         raise ReplayError(f"no delivery {delivery_id!r}", not_found=True)
     if delivery.hook not in ruleset.hooks:
         raise ReplayError(f"hook {delivery.hook!r} is no longer defined in the rules")
+    if rule is not None and rule not in {r.name for r in ruleset.rules_for(delivery.hook)}:
+        names = ", ".join(sorted(r.name for r in ruleset.rules_for(delivery.hook))) or "none"
+        raise ReplayError(f"no rule {rule!r} for hook {delivery.hook!r} (its rules: {names})")
     headers = Headers(delivery.headers)
     try:
         payload = parse_body(delivery.body, headers.get("content-type"))
@@ -43,6 +47,9 @@ async def replay_delivery(
     scope = build_scope(hook=delivery.hook, delivery_id=delivery.id, received_at=delivery.received_at,
                         headers=headers, query=dict(delivery.query), payload=payload, event=delivery.event)
     matches, runs = plan_runs(ruleset, delivery.hook, scope, delivery.id, now, default_timeout)
+    if rule is not None:
+        runs = [r for r in runs if r.rule == rule]
+        matches = [m for m in matches if m.get("rule") == rule]
     if runs:
         reserved = committed = 0
         if queue is not None:

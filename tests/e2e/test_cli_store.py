@@ -421,3 +421,31 @@ def test_a_dry_run_without_the_event_header_says_why_event_is_null(tmp_path: Pat
     done = _run(*args, str(repo / "examples/payloads/monitoring-overloaded.json"),
                 "--hook", "monitoring", cwd=tmp_path)  # hmac: no event type to carry
     assert "`event` is null" not in done.stderr, done.stderr
+
+
+def test_replay_of_one_rule_runs_only_that_rules_action(tmp_path: Path) -> None:
+    """Fixing one failed action of a delivery re-runs that one, not every rule it matched."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(LOG_RULES)
+    data = str(tmp_path / "data")
+    server = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    try:
+        answer = httpx.post(f"{server.url}/hooks/h?wait=20s", json={"x": "a"}, timeout=30).json()
+        delivery = answer["delivery_id"]
+        with server.admin() as c:
+            r = c.post(f"/api/deliveries/{delivery}/replay?rule=echo")
+            assert r.status_code == 202 and len(r.json()["runs"]) == 1, r.text
+            assert c.get(f"/api/runs/{r.json()['runs'][0]}").json()["rule"] == "echo"
+            r = c.post(f"/api/deliveries/{delivery}/replay?rule=nope")
+            assert r.status_code == 409 and "its rules: big, echo, slow" in r.text, r.text
+    finally:
+        server.stop()
+    done = _run("replay", delivery, "--rule", "big", "--rules", str(tmp_path / "rules"),
+                "--data", data, cwd=tmp_path)
+    assert done.returncode == 0 and "1 run(s) queued" in done.stdout, done
+    done = _run("replay", delivery, "--rule", "slow", "--rules", str(tmp_path / "rules"),
+                "--data", data, cwd=tmp_path)  # its `when` does not hold for this payload
+    assert "0 run(s) queued" in done.stdout and "does not match the delivery now" in done.stderr
+    done = _run("replay", delivery, "--rule", "nope", "--rules", str(tmp_path / "rules"),
+                "--data", data, cwd=tmp_path)
+    assert done.returncode == 1 and "no rule 'nope' for hook 'h'" in done.stderr, done.stderr
