@@ -337,7 +337,10 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
               f"exit={code}  took={took}  delivery={r.delivery_id}"
               + (f"  ({terminal_safe(r.reason)})" if r.reason else ""))
     if not items:
-        print("no runs", file=sys.stderr)
+        asked = [f"{what} {value!r}" for what, value in
+                 (("status", status), ("rule", rule), ("delivery", delivery)) if value]
+        print("no runs" + (f" of {', '.join(asked)} (is the name right?)" if asked else ""),
+              file=sys.stderr)
     return EXIT_OK
 
 
