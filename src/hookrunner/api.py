@@ -107,6 +107,7 @@ async def get_delivery(request: Request) -> Response:
 async def replay(request: Request) -> Response:
     if (refused := _odd_params(request, ("rule",))) is not None:
         return refused
+    await _whole_request(request)
     gw = _gw(request)
     if gw.rules.current is None:
         return _err(503, "no rules loaded")
@@ -238,7 +239,15 @@ async def _follow(gw: Gateway, run_id: str, attempt: int, path: Any) -> AsyncIte
             await asyncio.sleep(STREAM_POLL)
 
 
+async def _whole_request(request: Request) -> None:
+    """Read (and drop) the request's body before acting: one that turns out not to parse
+    (a bad chunk) is answered 400, and the route, told the client left, must not have acted
+    (ClientDisconnect, which the app lets end the request quietly)."""
+    await request.body()
+
+
 async def cancel(request: Request) -> Response:
+    await _whole_request(request)
     gw = _gw(request)
     run_id = request.path_params["id"]
     if gw.dispatcher is not None:

@@ -14,14 +14,16 @@ def parse_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
 
 def plain(addr: str) -> str:
     """An IPv4 client of a dual-stack listener (`--host ::`) arrives as `::ffff:a.b.c.d`:
-    its IPv4 address, which allow lists, proxies, rate limits and the history name."""
+    its IPv4 address, which allow lists, proxies, rate limits and the history name; an IPv6
+    address in its one canonical spelling."""
     if ":" not in addr:
         return addr
     try:
-        mapped = ipaddress.IPv6Address(addr).ipv4_mapped
+        ip = ipaddress.IPv6Address(addr)
     except ValueError:
         return addr
-    return str(mapped) if mapped is not None else addr
+    # One spelling per address (`2001:DB8:0::1` is 2001:db8::1), as the history stores it.
+    return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
 
 
 def _hop(text: str) -> str:

@@ -29,6 +29,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from hookrunner.clientip import plain
 from hookrunner.hooklane import Lane, LaneCycle, answer_bytes, declared_length, hook_id_of
 from hookrunner.logs import Throttled, event
 
@@ -114,6 +115,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # The app's hook lane (hooklane); None behind any wrapper uvicorn put around the app.
         self._lane: Lane | None = getattr(self.app, "hook_lane", None)
 
+    def _client_shown(self) -> str:
+        """The peer as the log names it elsewhere (an IPv4 client of `--host ::` as IPv4)."""
+        return plain(self.client[0]) if self.client else ""
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._reading_since = time.monotonic()
@@ -141,9 +146,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes = size
             self._refuse()
             return
+        if not _chunked_only(self.headers):
+            # A transfer coding other than `chunked` (`gzip`, `gzip, chunked`): httptools
+            # would read such a body as plain bytes, or fail on it only after the app had
+            # started (and a route that reads no body, a cancel, had acted). Refused before.
+            _malformed_log(client=self._client_shown())
+            self._refuse(MALFORMED)
+            return
         upgrade = self.parser.should_upgrade()
         if upgrade and _has_body(self.headers):
-            _upgrade_log(client=self.client[0] if self.client else "",
+            _upgrade_log(client=self._client_shown(),
                          upgrade=(self._get_upgrade() or b"").decode("latin-1")[:40])
             self._refuse(NO_UPGRADE)
             return
@@ -289,7 +301,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to what httptools cannot parse, as JSON like every other error,
         and its log line throttled (a scanner would write one per request)."""
-        _malformed_log(client=self.client[0] if self.client else "")
+        if self._refused:
+            return  # refused already (its head, its transfer coding): answered once
+        _malformed_log(client=self._client_shown())
         cycle: Any = self.cycle  # the newest request's (pipelined ones too)
         if self._in_head or cycle is None:
             self._refuse(MALFORMED)  # a head: after the answers of the requests before it
@@ -335,7 +349,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_since = None
         self._refused = True  # whatever still arrives is dropped
         phase = "body" if not self._in_head else "head" if self._begun else "connection"
-        _late_log(client=self.client[0] if self.client else "", phase=phase,
+        _late_log(client=self._client_shown(), phase=phase,
                   seconds=round(now - since, 1))
         cycle = self.cycle if phase == "body" else None  # a head has no cycle of its own yet
         if phase != "connection" and (cycle is None or not cycle.response_started):
@@ -355,7 +369,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, answer: bytes = REFUSAL) -> None:
         self._refused = True
         if answer is REFUSAL:
-            client = self.client[0] if self.client else ""
+            client = self._client_shown()
             event("http.head_too_large", logging.WARNING, client=client, bytes=self._head_bytes)
         if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
             # An earlier request on this connection is still being answered (pipelined):
@@ -382,6 +396,13 @@ def _answered_soon(scope: Any) -> bool:
         return False
     query = scope.get("query_string", b"").decode("latin-1")
     return all(name != "wait" for name, _ in parse_qsl(query, keep_blank_values=True))
+
+
+def _chunked_only(headers: list[tuple[bytes, bytes]]) -> bool:
+    """No Transfer-Encoding, or exactly `chunked` (over one header or several)."""
+    codings = [t.strip().lower() for name, value in headers if name == b"transfer-encoding"
+               for t in value.split(b",") if t.strip()]
+    return not codings or codings == [b"chunked"]
 
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -636,14 +636,22 @@ def _left_holder(node: nodes.Expr) -> tuple[nodes.Node, str] | None:
         return _left_holder(node.node)
     if isinstance(node, nodes.Compare):
         if isinstance(node.expr, nodes.Const) and len(node.ops) == 1 \
-                and not isinstance(node.ops[0].expr, nodes.Const):
+                and not isinstance(node.ops[0].expr, nodes.Const) \
+                and not _reads_request(node.ops[0].expr):
             # `'dba' in payload.alerts | map(...)`: the value worth showing is the list
-            # searched, not the literal (which read as "it was dba, so why false?").
+            # searched, not the literal (which read as "it was dba, so why false?"). Not
+            # `'X-Api-Key' in headers`: that shows no header's value, and must not.
             return node.ops[0], "expr"
         return node, "expr"
     if isinstance(node, nodes.Test):
         return node, "node"
     return None
+
+
+def _reads_request(node: nodes.Node) -> bool:
+    """The expression reads `headers` or `query` (which may hold secrets)."""
+    names = [node] if isinstance(node, nodes.Name) else list(node.find_all(nodes.Name))
+    return any(n.name in ("headers", "query") for n in names)
 
 
 def _truth(value: Any, source: str) -> bool:

@@ -425,6 +425,20 @@ def test_a_body_that_does_not_parse_gets_one_400_and_the_connection_closes(
               "zz\r\n").encode()
     answer = _exchange(server.port, good + cancel)
     assert answer.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 400 " in answer, answer
+    # Alone on its connection too: its route reads the body before it acts.
+    answer = _exchange(server.port, cancel)
+    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 400 "), answer
+    coded = cancel.replace(b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip")
+    answer = _exchange(server.port, coded)
+    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 400 "), answer
+    # A coding before `chunked` was read as plain bytes, and the delivery journaled.
+    gzip_chunked = (b"POST /hooks/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                    b"\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+    for request in (gzip_chunked, gzip_chunked.replace(
+            b"Transfer-Encoding: gzip, chunked",
+            b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked")):
+        answer = _exchange(server.port, request)
+        assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1, answer
     time.sleep(1.5)  # a cancel is acted on within a second
     with server.admin() as c:
         assert c.get(f"/api/runs/{slow}").json()["status"] in ("queued", "running")

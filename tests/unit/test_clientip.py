@@ -75,6 +75,7 @@ def test_an_ipv4_mapped_address_is_matched_as_ipv4() -> None:
     assert plain("::ffff:127.0.0.1") == "127.0.0.1"
     assert plain("::FFFF:7f00:1") == "127.0.0.1"
     assert plain("2001:db8::ffff:1") == "2001:db8::ffff:1"
+    assert plain("2001:DB8:0:0::1") == "2001:db8::1"
     assert plain("::ffff:not") == "::ffff:not"
     assert plain("0:0:0:0:0:ffff:198.51.100.7") == "198.51.100.7"
     assert allowed("::ffff:127.0.0.1", parse_networks(["127.0.0.0/8"]))

@@ -327,3 +327,11 @@ def test_a_path_through_a_missing_value_is_undefined_not_an_error(expr: str,
 def test_using_such_a_value_still_names_what_is_missing(expr: str) -> None:
     with pytest.raises(TemplateError, match="has no attribute 'pull_request'"):
         compile_expression(expr).test(SCOPE)
+
+
+@pytest.mark.parametrize("expr", ["'X-Api-Key' in headers", "'k' in query", "'t' in headers.get('X', '')"])
+def test_a_literal_looked_up_in_the_request_shows_no_request_value(expr: str) -> None:
+    """`'X-Api-Key' in headers` would show every header (a token among them)."""
+    scope = {**SCOPE, "headers": {"X-Api-Key": "s3cret"}, "query": {"k": "s3cret"}}
+    (clause,) = compile_expression(expr).clauses()
+    assert "s3cret" not in repr(clause.evaluate(scope))
