@@ -307,8 +307,7 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
             job.rc, job.status, job.stats = runner.rc, runner.status, runner.stats
         except Exception as exc:  # ansible-runner's own errors: report, do not crash
             job.error = f"ansible-runner: {exc}"
-            job.not_started = isinstance(exc, OSError) and exc.errno in process.SHORT_OF and (
-                not job.spawning or spawn_failed(exc))
+            job.not_started = _short_of(exc) and (not job.spawning or spawn_failed(exc))
         finally:
             job.forget_command()
             if artifacts is not None:
@@ -359,6 +358,13 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
 # pipe): an error raised in these never had a playbook running.
 _SPAWNING = {("ptyprocess.ptyprocess", "spawn"), ("pexpect.pty_spawn", "_spawn"),
              ("pexpect.pty_spawn", "_spawnpty")}
+
+
+def _short_of(exc: BaseException) -> bool:
+    """Out of descriptors, processes or memory. Python's pty.openpty() turns EMFILE into
+    OSError("out of pty devices") with no errno, when its fallback finds none either."""
+    return isinstance(exc, OSError) and (
+        exc.errno in process.SHORT_OF or (exc.errno is None and "out of pty devices" in str(exc)))
 
 
 def spawn_failed(exc: BaseException) -> bool:

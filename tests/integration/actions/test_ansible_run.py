@@ -11,7 +11,7 @@ import re
 import resource
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 
 from hookrunner import orphans
 from hookrunner.actions import RUNNERS
-from hookrunner.actions.ansible import spawn_failed
+from hookrunner.actions.ansible import _short_of, spawn_failed
 from hookrunner.actions.process import is_alive
 from hookrunner.errors import ActionError
 
@@ -306,16 +306,22 @@ async def test_ansible_runners_artifacts_are_not_kept(harness, playbooks: Path) 
 
 
 @contextlib.contextmanager
-def no_descriptors_left() -> Iterator[None]:
-    """Every file descriptor taken (under a lowered limit), as under a connection flood."""
+def no_descriptors_left() -> Iterator[Callable[[int], None]]:
+    """Every file descriptor taken (under a lowered limit), as under a connection flood;
+    what it yields gives `n` of them back."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     held: list[int] = []
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    def free(n: int) -> None:
+        for _ in range(n):
+            os.close(held.pop())
+
     try:
         with contextlib.suppress(OSError):
             while True:
                 held.append(os.open(os.devnull, os.O_RDONLY))
-        yield
+        yield free
     finally:
         for fd in held:
             os.close(fd)
@@ -354,6 +360,21 @@ def test_an_error_starting_the_playbook_is_told_from_one_after_it_started(tmp_pa
             raise AssertionError("opened without a descriptor")
     assert starting.errno == elsewhere.errno == errno.EMFILE
     assert spawn_failed(starting) and not spawn_failed(elsewhere)
+
+
+def test_a_pty_that_cannot_be_opened_for_want_of_descriptors_is_a_shortage() -> None:
+    """With a descriptor or two free, Python's openpty() falls back and then says "out of pty
+    devices" with no errno: the same shortage, under another name (it failed the run)."""
+    with no_descriptors_left() as free:
+        free(2)
+        try:
+            pexpect.spawn("/bin/true")
+        except OSError as exc:
+            failed = exc
+        else:
+            raise AssertionError("spawned without a pty")
+    assert str(failed) == "out of pty devices" and failed.errno is None
+    assert spawn_failed(failed) and _short_of(failed)
 
 
 async def test_a_play_that_ran_is_never_taken_for_not_started(
