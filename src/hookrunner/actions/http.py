@@ -163,7 +163,8 @@ class HttpRunner:
         loop = asyncio.get_running_loop()
         deadline = deadline_for(ctx)
         verify = trust(rendered.get("ca"), ctx.root)
-        request = asyncio.ensure_future(_request(method, url, kwargs, verify, ctx))
+        answered: list[int] = []  # the status, once the answer's head is in
+        request = asyncio.ensure_future(_request(method, url, kwargs, verify, ctx, answered))
         canceller = asyncio.ensure_future(ctx.cancel.wait())
         try:
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
@@ -173,6 +174,13 @@ class HttpRunner:
             if not request.done():
                 request.cancel()
         if not request.done() or request.cancelled():
+            if answered and not ctx.cancel.is_set():
+                # Timed out reading a body that stalls after its status: the endpoint has
+                # acted on the request, so its status decides, as for a body that breaks off
+                # (a retry would send a non-idempotent request again).
+                ctx.log.note(f"the answer's body did not end within the timeout "
+                             f"({ctx.timeout:g}s): the status decides")
+                return _by_status(answered[0])
             return stopped(ctx)
         return request.result()
 
@@ -197,7 +205,7 @@ def _header_value(name: str, value: bytes) -> bytes:
 
 
 async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SSLContext | bool,
-                   ctx: RunContext) -> RunResult:
+                   ctx: RunContext, answered: list[int]) -> RunResult:
     status: int | None = None  # once the answer's status line is in
     try:
         async with (
@@ -206,6 +214,7 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
             client.stream(method, url, **kwargs) as response,
         ):
             status = response.status_code
+            answered.append(status)
             ctx.log.note(f"HTTP {response.status_code} {response.reason_phrase}".rstrip())
             kept, piece = 0, b""
             async for chunk in response.aiter_bytes():
@@ -231,6 +240,10 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
         ctx.log.note(reason)
         return RunResult("failed", reason=reason)
     assert status is not None
+    return _by_status(status)
+
+
+def _by_status(status: int) -> RunResult:
     outputs = {"status": status}
     if 200 <= status < 300:
         return RunResult("succeeded", outputs=outputs)

@@ -32,6 +32,15 @@ class Handler(BaseHTTPRequestHandler):
         )
         if self.path.startswith("/slow"):
             time.sleep(3)
+        if self.path.startswith("/stall"):  # the head and a little, then nothing for a while
+            self.send_response(500 if "fail" in self.path else 200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"partial")
+            self.wfile.flush()
+            time.sleep(3)
+            self.close_connection = True
+            return
         status = 500 if self.path.startswith(("/fail", "/cut-fail")) else 200
         out = b"x" * 200_000 if self.path.startswith("/big") else b"answer:" + body
         self.send_response(status)
@@ -122,6 +131,23 @@ async def test_large_answer_is_cut_in_the_log(harness, server: str) -> None:
 async def test_timeout(harness, server: str) -> None:
     result = await HTTP.run({"url": f"{server}/slow"}, harness.ctx(timeout=0.5))
     assert (result.outcome, result.reason) == ("timed_out", "timed out after 0.5s")
+
+
+async def test_a_body_that_stalls_after_its_status_ends_by_the_status_at_the_timeout(
+    harness, server: str,
+) -> None:
+    """The endpoint acted and said 200; the body then stalls past the rule's timeout. As
+    `timed_out`, a retry rule sent the request again."""
+    result = await HTTP.run({"url": f"{server}/stall"}, harness.ctx(timeout=0.5))
+    assert (result.outcome, result.outputs) == ("succeeded", {"status": 200}), result
+    assert "the answer's body did not end within the timeout (0.5s)" in harness.log_text()
+    result = await HTTP.run({"url": f"{server}/stall-fail"}, harness.ctx(timeout=0.5))
+    assert (result.outcome, result.reason) == ("failed", "HTTP 500"), result
+    ctx = harness.ctx()
+    task = asyncio.ensure_future(HTTP.run({"url": f"{server}/stall"}, ctx))
+    await asyncio.sleep(0.3)
+    ctx.cancel.set()
+    assert (await asyncio.wait_for(task, 2)).outcome == "canceled"  # asked for: canceled
 
 
 async def test_cancel(harness, server: str) -> None:
