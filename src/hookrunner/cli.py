@@ -57,6 +57,13 @@ def _rules_flag(p: argparse.ArgumentParser) -> None:
 MAX_COUNT = 10**9
 
 
+def _not_empty(text: str) -> str:
+    """A filter given empty (`--rule "$RULE"` with RULE unset) would find nothing."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty (leave the flag out for all)")
+    return text
+
+
 def _at_least_one(text: str) -> int:
     try:
         value = int(text)
@@ -117,14 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="enqueue a stored delivery again against the current rules")
     r.add_argument("delivery_id")
-    r.add_argument("--rule", help="only this rule's run (e.g. the one that failed)")
+    r.add_argument("--rule", type=_not_empty, help="only this rule's run (e.g. the one that failed)")
     _rules_flag(r)
     _store_flags(r)
 
     ru = sub.add_parser("runs", help="recent runs, a line each")
     ru.add_argument("--status", help=f"only runs with this status: {STATUSES}")
-    ru.add_argument("--rule", help="only runs of this rule")
-    ru.add_argument("--delivery", metavar="ID", help="only runs of this delivery")
+    ru.add_argument("--rule", type=_not_empty, help="only runs of this rule")
+    ru.add_argument("--delivery", type=_not_empty, metavar="ID", help="only runs of this delivery")
     ru.add_argument("--limit", type=_at_least_one, default=20, help="at most this many (default 20)")
     _store_flags(ru)
 

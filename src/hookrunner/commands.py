@@ -54,7 +54,11 @@ def serve(settings: Settings) -> int:
     except SystemExit as exc:  # uvicorn's exit when the app did not start
         if exc.code != EXIT_STARTUP or getattr(app.state, "refused", None) is None:
             raise
-    return EXIT_OK if server.started else EXIT_STARTUP
+    if not server.started:
+        return EXIT_STARTUP
+    # Stopped by a signal that uvicorn's re-raise did not end us with (one this process
+    # inherited as ignored: a shell's background job ignores SIGINT): the status says so.
+    return 128 + server.exit_signal if server.exit_signal else EXIT_OK
 
 
 def uvicorn_config(app: Any, settings: Settings) -> Any:
@@ -102,8 +106,12 @@ def _server(config: Any, app: Any, stop_signal: int | None = None) -> Any:
     class Server(uvicorn.Server):
         stops = 0
         stopping = False
+        interrupted_only = True  # every stop so far a Ctrl-C: the exit status says 130
+        exit_signal = 0
 
         def handle_exit(self, sig: int, frame: Any) -> None:
+            if sig != signal.SIGINT or stop_signal is not None:
+                self.interrupted_only = False
             if stop_signal is None or sig == stop_signal:
                 self.stops += 1
             elif self.stopping:
@@ -117,9 +125,10 @@ def _server(config: Any, app: Any, stop_signal: int | None = None) -> Any:
             # Never uvicorn's forced exit (a SIGINT after a stop signal): it skips the
             # lifespan shutdown, so nothing records how the running runs ended.
             super().handle_exit(signal.SIGTERM, frame)
+            self.exit_signal = signal.SIGINT if self.interrupted_only else signal.SIGTERM
             captured = getattr(self, "_captured_signals", None)
-            if captured and sig == signal.SIGINT and stop_signal is None:
-                captured[-1] = sig  # re-raised once stopped: the exit status says which
+            if captured:  # re-raised once stopped, one of them: the exit status says which
+                captured[:] = [self.exit_signal]
 
         def run(self, *args: Any, **kwargs: Any) -> None:
             if stop_signal is not None:

@@ -3,8 +3,8 @@ servers that were killed (SIGKILL, OOM) before they could remove their own.
 
 A directory is in use while some process holds the flock on its `owner.lock`: the
 supervisor takes it before anything else is made there, and its children inherit it, so a
-directory stays while any process of its server lives. A directory without that file (not
-made by this code) or of another user is never touched.
+directory stays while any process of its server lives. Only `hookrunner-*` directories of
+this user with that file are looked at (one made by hand so would be taken for a server's).
 """
 
 from __future__ import annotations

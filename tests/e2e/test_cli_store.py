@@ -449,3 +449,10 @@ def test_replay_of_one_rule_runs_only_that_rules_action(tmp_path: Path) -> None:
     done = _run("replay", delivery, "--rule", "nope", "--rules", str(tmp_path / "rules"),
                 "--data", data, cwd=tmp_path)
     assert done.returncode == 1 and "no rule 'nope' for hook 'h'" in done.stderr, done.stderr
+
+
+def test_an_empty_filter_is_a_usage_error(tmp_path: Path) -> None:
+    """`--rule "$RULE"` with RULE unset listed nothing, as if there were no runs."""
+    for flag in ("--rule", "--delivery"):
+        done = _run("runs", flag, "", "--data", str(tmp_path), cwd=tmp_path)
+        assert done.returncode == 2 and "must not be empty" in done.stderr, done.stderr

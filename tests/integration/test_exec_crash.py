@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -473,3 +475,38 @@ def test_a_run_a_stop_cuts_short_is_retried_per_its_rule_as_after_a_crash(
                                             "rule retries, as after a crash")
     doc = server.wait_run(once)
     assert (doc["status"], doc["reason"]) == ("canceled", "canceled: server shutting down")
+
+
+def test_ctrl_c_twice_says_130_even_where_sigint_was_inherited_ignored(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A shell's background job starts with SIGINT ignored: uvicorn's re-raise of it at the
+    end then did nothing, and the server said 0 after two Ctrl-Cs."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("job", records))
+    server.stop()
+    assert server.proc is not None
+    with open(server.log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hookrunner.cli", "serve", "--rules", str(server.rules),
+             "--data", str(server.data), "--root", str(server.root), "--port", str(server.port)],
+            env=server.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_for("ready", lambda: _ready(server.url))
+        run_id = fire(server, sleep=30)
+        started(records, run_id)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
