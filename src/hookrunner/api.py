@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery, replayed
 from hookrunner.runlog import ended_log
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Run
+from hookrunner.waiting import waiting_for
 
 MAX_LIMIT = 1000
 STREAM_POLL = 0.25  # seconds between looks at a growing log file
@@ -152,6 +154,9 @@ async def get_run(request: Request) -> Response:
         return _err(404, "no such run")
     doc = _run_json(run)
     doc["attempts"] = [a.__dict__ for a in await gw.store.attempts(run.id)]
+    if run.status == "queued":
+        running = await gw.store.list_runs(status="running", limit=MAX_LIMIT)
+        doc["waiting"] = waiting_for(run, running, time.time())
     return JSONResponse(doc)
 
 

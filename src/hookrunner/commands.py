@@ -337,13 +337,22 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
     try:
         items = await store.list_runs(status=status, limit=limit, rule=rule,
                                       delivery_id=delivery)
+        running = await store.list_runs(status="running", limit=1000) \
+            if any(r.status == "queued" for r in items) else []
     finally:
         await store.close()
+    from hookrunner.waiting import describe, waiting_for
+
+    now = time.time()
     for r in items:
         code = "-" if r.exit_code is None else str(r.exit_code)
         took = f"{r.finished_at - r.started_at:.1f}s" if r.finished_at and r.started_at else "-"
+        if r.status == "running" and r.started_at:
+            took = f"{now - r.started_at:.1f}s so far"
+        waits = describe(waiting_for(r, running, now), _ts)
         print(f"{r.id}  {r.status:<9}  {_ts(r.created_at)}  {r.rule}  attempt={r.attempt}  "
               f"exit={code}  took={took}  delivery={r.delivery_id}"
+              + (f"  waiting for {waits}" if waits else "")
               + (f"  ({terminal_safe(r.reason)})" if r.reason else ""))
     if not items:
         asked = [f"{what} {value!r}" for what, value in

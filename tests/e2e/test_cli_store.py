@@ -456,3 +456,54 @@ def test_an_empty_filter_is_a_usage_error(tmp_path: Path) -> None:
     for flag in ("--rule", "--delivery"):
         done = _run("runs", flag, "", "--data", str(tmp_path), cwd=tmp_path)
         assert done.returncode == 2 and "must not be empty" in done.stderr, done.stderr
+
+
+def test_a_queued_run_says_what_it_waits_for(tmp_path: Path) -> None:
+    """On call: why is this run not running? Its key's holder, its retry's time."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text("""
+hooks: {h: {verify: {none: {}}}}
+rules:
+  - name: keyed
+    hook: h
+    when: not (payload.fail | default(false))
+    run: {shell: {argv: [sleep, "{{ payload.sleep }}"]}}
+    concurrency: {key: K}
+  - name: failing
+    hook: h
+    when: payload.fail | default(false)
+    run: {shell: {argv: ["false"]}}
+    retry: {attempts: 2, backoff: 1h}
+""")
+    data = str(tmp_path / "data")
+    server = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    try:
+        holder = httpx.post(f"{server.url}/hooks/h", json={"sleep": 30}, timeout=30).json()["runs"][0]
+        waiter = httpx.post(f"{server.url}/hooks/h", json={"sleep": 0}, timeout=30).json()["runs"][0]
+        retrying = httpx.post(f"{server.url}/hooks/h", json={"fail": True},
+                              timeout=30).json()["runs"][0]
+        with server.admin() as c:
+            deadline = time.monotonic() + 20
+            while (c.get(f"/api/runs/{holder}").json()["status"] != "running"
+                   or c.get(f"/api/runs/{retrying}").json()["attempt"] != 1
+                   or c.get(f"/api/runs/{retrying}").json()["status"] != "queued"):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert c.get(f"/api/runs/{waiter}").json()["waiting"] == {
+                "for": "concurrency key", "held_by": holder}
+            waiting = c.get(f"/api/runs/{retrying}").json()["waiting"]
+            assert waiting["for"] == "retry" and waiting["at"] > time.time() + 3000, waiting
+            assert "waiting" not in c.get(f"/api/runs/{holder}").json()
+            assert f"its concurrency key, held by {holder}" in c.get(f"/runs/{waiter}").text
+        listed = _run("runs", "--data", data, cwd=tmp_path).stdout
+        line = next(x for x in listed.splitlines() if x.startswith(waiter))
+        assert f"waiting for its concurrency key, held by {holder}" in line, line
+        line = next(x for x in listed.splitlines() if x.startswith(retrying))
+        assert "waiting for retry at 20" in line, line
+        line = next(x for x in listed.splitlines() if x.startswith(holder))
+        assert "s so far" in line, line
+        with server.admin() as c:
+            c.post(f"/api/runs/{holder}/cancel")
+        server.wait_run(waiter)
+    finally:
+        server.stop()

@@ -14,6 +14,8 @@ from hookrunner.console.render import page
 from hookrunner.gateway import Gateway
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Run
+from hookrunner.waiting import describe as describe_waiting
+from hookrunner.waiting import waiting_for
 
 LOG_PAGE_LIMIT = 2 * 1024 * 1024  # bytes of a finished run's log put in the page; the API has all
 LIVE_POLL_MS = 2000  # how often the deliveries list asks for fresh rows
@@ -111,12 +113,16 @@ async def run_page(request: Request) -> Response:
     attempts = await gw.store.attempts(run.id)
     live = run.status not in TERMINAL
     log = "" if live else await _finished_log(gw, run)
+    waiting = None
+    if run.status == "queued":
+        running = await gw.store.list_runs(status="running", limit=1000)
+        waiting = describe_waiting(waiting_for(run, running, time.time()), present.iso_time)
     return page("run.html", **base(request, "deliveries"), run=run, delivery=delivery,
                 attempts=attempts, live=live, log=log,
                 key=shown_key(run.concurrency_key, run.spec),
                 spec=present.pretty_json(redact_spec(run.spec, run.action)),
                 outputs=present.pretty_json(redact_spec(run.outputs)) if run.outputs else "",
-                duration=present.run_duration(run, time.time()))
+                duration=present.run_duration(run, time.time()), waiting=waiting)
 
 
 async def _finished_log(gw: Gateway, run: Run) -> str:
