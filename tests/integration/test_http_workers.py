@@ -393,6 +393,16 @@ def test_a_killed_servers_private_directory_is_swept_at_the_next_start(
     assert not second.exists()  # a clean stop removes its own
 
 
+def _running(make_server: Callable[..., Server], project: Path, sleep: float) -> tuple[Server, str]:
+    """A `--http-workers 2` server with a 60 s grace period, running one run of `sleep` s."""
+    script(project)
+    server = make_server(RULES, args=["--http-workers", "2"], env={"HOOKRUNNER_GRACE": "60s"})
+    run_id = push(server, "long", sleep=sleep).json()["runs"][0]
+    with server.admin() as c:
+        until(lambda: c.get(f"/api/runs/{run_id}").json()["status"] == "running", 10, "a start")
+    return server, run_id
+
+
 @pytest.mark.parametrize(("to_group", "sig"), [(True, signal.SIGINT), (True, signal.SIGTERM),
                                             (False, signal.SIGINT), (False, signal.SIGTERM)])
 def test_a_second_stop_signal_cancels_at_once(
@@ -402,12 +412,7 @@ def test_a_second_stop_signal_cancels_at_once(
     reaches every process twice (itself, and as the supervisor passes it on): that is one
     stop, which drains. A second one cancels at once, whether it goes to the group or to the
     supervisor alone (`kill PID`), which the children only hear of from the supervisor."""
-    script(project)
-    server = make_server(RULES, args=["--http-workers", "2"], env={"HOOKRUNNER_GRACE": "60s"})
-    assert server.proc is not None
-    run_id = push(server, "long", sleep=60).json()["runs"][0]
-    with server.admin() as c:
-        until(lambda: c.get(f"/api/runs/{run_id}").json()["status"] == "running", 10, "a start")
+    server, run_id = _running(make_server, project, sleep=60)
 
     def stop() -> None:
         assert server.proc is not None
@@ -435,12 +440,8 @@ def test_the_two_copies_of_one_stop_count_once_even_handled_apart(
     """A signal to the whole group reaches the main process itself and through the
     supervisor; arriving together they may merge into one, but handled apart they were
     counted as two stops, and the running run was canceled at once."""
-    script(project)
-    server = make_server(RULES, args=["--http-workers", "2"], env={"HOOKRUNNER_GRACE": "60s"})
+    server, run_id = _running(make_server, project, sleep=3)
     assert server.proc is not None
-    run_id = push(server, "long", sleep=3).json()["runs"][0]
-    with server.admin() as c:
-        until(lambda: c.get(f"/api/runs/{run_id}").json()["status"] == "running", 10, "a start")
     main = int(re.search(r"main_pid=(\d+)", server.output()).group(1))  # type: ignore[union-attr]
     os.kill(main, signal.SIGTERM)  # the group's copy, first
     time.sleep(0.3)
