@@ -151,24 +151,14 @@ def _refuse_callables(value: Any) -> Any:
 
 
 class _Undefined(jinja2.StrictUndefined):
-    """Strict: a missing value used as a value (compared, printed, iterated) is an error that
-    names it, so a typo shows. But a path through it stays undefined, so `payload.pull_request
-    .merged | default(false)` and `payload.a.b is defined` work on a push with no
-    pull_request, naming `pull_request` where it does fail.
+    """Strict: a missing value is an error that names it, so a typo shows (a path through
+    it too: a lenient one let `payload.typo.x is not none` match every delivery).
 
     Jinja names a missing key of one of our objects by its module path ("'hookrunner.verify
     .base.Headers object' has no attribute 'X-Foo'"); such a class says it plainly instead,
     through its `missing_message` (a format string taking the name)."""
 
     __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        if name[:2] == "__":
-            raise AttributeError(name)
-        return self
-
-    def __getitem__(self, key: Any) -> Any:
-        return self
 
     @property
     def _undefined_message(self) -> str:
@@ -630,28 +620,14 @@ def _compile_clause(node: nodes.Expr) -> tuple[TemplateExpression, bool]:
 
 
 def _left_holder(node: nodes.Expr) -> tuple[nodes.Node, str] | None:
-    """The node and field that hold the operand an explanation shows: the left one (`a` of
-    `a == b`, `not a is x`), or the right one where the left is a literal."""
+    """The node and field that hold the left operand (`a` of `a == b`, `not a is x`)."""
     if isinstance(node, nodes.Not):
         return _left_holder(node.node)
     if isinstance(node, nodes.Compare):
-        if isinstance(node.expr, nodes.Const) and len(node.ops) == 1 \
-                and not isinstance(node.ops[0].expr, nodes.Const) \
-                and not _reads_request(node.ops[0].expr):
-            # `'dba' in payload.alerts | map(...)`: the value worth showing is the list
-            # searched, not the literal (which read as "it was dba, so why false?"). Not
-            # `'X-Api-Key' in headers`: that shows no header's value, and must not.
-            return node.ops[0], "expr"
         return node, "expr"
     if isinstance(node, nodes.Test):
         return node, "node"
     return None
-
-
-def _reads_request(node: nodes.Node) -> bool:
-    """The expression reads `headers` or `query` (which may hold secrets)."""
-    names = [node] if isinstance(node, nodes.Name) else list(node.find_all(nodes.Name))
-    return any(n.name in ("headers", "query") for n in names)
 
 
 def _truth(value: Any, source: str) -> bool:
