@@ -174,12 +174,14 @@ class HttpRunner:
             if not request.done():
                 request.cancel()
         if not request.done() or request.cancelled():
-            if answered and not ctx.cancel.is_set():
-                # Timed out reading a body that stalls after its status: the endpoint has
-                # acted on the request, so its status decides, as for a body that breaks off
-                # (a retry would send a non-idempotent request again).
-                ctx.log.note(f"the answer's body did not end within the timeout "
-                             f"({ctx.timeout:g}s): the status decides")
+            if answered:
+                # Stopped reading a body that stalls after its status (the timeout, a cancel,
+                # the server's stop): the endpoint has acted on the request, so its status
+                # decides, as for a body that breaks off (a retry, or the requeue of a stop,
+                # would send a non-idempotent request again).
+                why = "a cancel came" if ctx.cancel.is_set() else \
+                    f"the timeout ({ctx.timeout:g}s) ran out"
+                ctx.log.note(f"the answer's body had not ended when {why}: the status decides")
                 return _by_status(answered[0])
             return stopped(ctx)
         return request.result()

@@ -140,14 +140,16 @@ async def test_a_body_that_stalls_after_its_status_ends_by_the_status_at_the_tim
     `timed_out`, a retry rule sent the request again."""
     result = await HTTP.run({"url": f"{server}/stall"}, harness.ctx(timeout=0.5))
     assert (result.outcome, result.outputs) == ("succeeded", {"status": 200}), result
-    assert "the answer's body did not end within the timeout (0.5s)" in harness.log_text()
+    assert "the answer's body had not ended when the timeout (0.5s) ran out: the status " \
+        "decides" in harness.log_text()
     result = await HTTP.run({"url": f"{server}/stall-fail"}, harness.ctx(timeout=0.5))
     assert (result.outcome, result.reason) == ("failed", "HTTP 500"), result
     ctx = harness.ctx()
     task = asyncio.ensure_future(HTTP.run({"url": f"{server}/stall"}, ctx))
     await asyncio.sleep(0.3)
-    ctx.cancel.set()
-    assert (await asyncio.wait_for(task, 2)).outcome == "canceled"  # asked for: canceled
+    ctx.cancel.set()  # the operator's, or the server's stop: the endpoint has acted all the same
+    result = await asyncio.wait_for(task, 2)
+    assert (result.outcome, result.outputs) == ("succeeded", {"status": 200}), result
 
 
 async def test_cancel(harness, server: str) -> None:
