@@ -507,3 +507,16 @@ rules:
         server.wait_run(waiter)
     finally:
         server.stop()
+
+
+def test_a_dry_run_shows_typed_numbers_written_in_yaml_s_other_forms(tmp_path: Path) -> None:
+    """`json: {v: 3.10, m: 0755}` keeps YAML's numbers (3.1, 493); `test` crashed on them."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n  - name: web\n    hook: h\n"
+        "    run: {http: {url: 'http://127.0.0.1:9/x', json: {v: 3.10, m: 0755}}}\n")
+    (tmp_path / "p.json").write_text("{}")
+    done = _run("test", "--rules", str(tmp_path / "rules"), "--root", str(tmp_path),
+                "--hook", "h", "--payload", str(tmp_path / "p.json"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "v: 3.1\n" in done.stdout and "m: 493\n" in done.stdout, done.stdout

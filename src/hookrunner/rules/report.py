@@ -30,9 +30,23 @@ def format_check(result: Ruleset | ConfigErrors) -> str:
     return "\n".join(lines)
 
 
+def _numbers(value: Any) -> Any:
+    """YAML's `0755`/`3.10` as the numbers a typed value (json, extravars) holds: the rules'
+    WrittenInt/WrittenFloat, which safe_dump cannot write (the stored spec is JSON: plain)."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
 def _dump(value: Any, indent: str) -> list[str]:
-    text = yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False,
-                          width=100)
+    text = yaml.safe_dump(_numbers(value), sort_keys=False, allow_unicode=True,
+                          default_flow_style=False, width=100)
     return [indent + line for line in text.rstrip("\n").splitlines()]
 
 
