@@ -675,6 +675,12 @@ class Dispatcher:
         except ActionError as exc:
             return RunResult("failed", None, str(exc))
 
+    async def _cancel_asked(self, run_id: str) -> bool:
+        with contextlib.suppress(StoreUnavailable):
+            current = await self.store.get_run(run_id)
+            return current is not None and current.cancel_requested
+        return False
+
     async def _replaced_by_newest(self, run_id: str, reason: str) -> str:
         """A run replaced while it stopped may have been replaced again (the first replacer
         itself superseded): its reason names the run its `superseded_by` names."""
@@ -723,10 +729,14 @@ class Dispatcher:
             result.reason += NOT_STARTED
         elif result.outcome == "canceled" and self._cancel_reason.get(run.id) == SHUTTING_DOWN:
             # Cut short by a stop, not by its own doing: retried per its rule as a run a
-            # crash cut short is, at the next start (a planned stop no worse than a crash).
+            # crash cut short is, at the next start (a planned stop no worse than a crash);
+            # unless a cancel was asked for meanwhile (then the store ends it canceled).
             if should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
-                retry_at = now
-                result.reason += "; queued again: its rule retries, as after a crash"
+                if await self._cancel_asked(run.id):
+                    self._cancel_reason[run.id] = CANCEL_ASKED[0]
+                else:
+                    retry_at = now
+                    result.reason += "; queued again: its rule retries, as after a crash"
         else:
             spent = run.attempt
             if spent >= run.max_attempts and spent > 1 and result.outcome in run.retry_on:

@@ -510,3 +510,33 @@ def _ready(url: str) -> bool:
         return httpx.get(url + "/readyz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_cancel_asked_while_a_stop_cuts_a_retrying_run_short_is_not_a_requeue(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """The stop's grace runs out, the run ignores SIGTERM for 5 s, and meanwhile an operator
+    cancels it: the store ends it canceled, and the log must not say it was queued again."""
+    write_script(project, "stubborn.sh", "trap '' TERM\nsleep 40\n")
+    server = make_server(HOOKS + """
+  - name: stubborn
+    hook: github
+    run: {shell: {argv: ["scripts/stubborn.sh"]}}
+    retry: {attempts: 3}
+""", env={"HOOKRUNNER_GRACE": "1s"})
+    run_id = post_github(server.url, GITHUB_SECRET, {}).json()["runs"][0]
+    with server.admin() as c:
+        wait_for("running", lambda: c.get(f"/api/runs/{run_id}").json()["status"] == "running")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(2.5)  # past the grace: its SIGTERM is sent, SIGKILL in 5 s
+    done = subprocess.run([sys.executable, "-m", "hookrunner.cli", "cancel", run_id,
+                           "--data", str(server.data)], capture_output=True, text=True,
+                          env=server.env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    server.proc.wait(timeout=30)
+    (finished,) = [line for line in server.output().splitlines()
+                   if f"run.finished run_id={run_id}" in line]
+    assert "queued again" not in finished and "status=canceled" in finished, finished
+    server.start()
+    assert server.wait_run(run_id)["status"] == "canceled"
