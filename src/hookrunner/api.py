@@ -109,6 +109,8 @@ async def get_delivery(request: Request) -> Response:
 async def replay(request: Request) -> Response:
     if (refused := _odd_params(request, ("rule",))) is not None:
         return refused
+    if request.query_params.get("rule", "x").strip() == "":
+        return _err(400, "rule is empty: leave it out to replay every rule")
     await _whole_request(request)
     gw = _gw(request)
     if gw.rules.current is None:

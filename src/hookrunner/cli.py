@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="enqueue a stored delivery again against the current rules")
     r.add_argument("delivery_id")
-    r.add_argument("--rule", type=_not_empty, help="only this rule's run (e.g. the one that failed)")
+    r.add_argument("--rule", type=_not_empty, action="append",
+                   help="only this rule's run (e.g. the one that failed)")
     _rules_flag(r)
     _store_flags(r)
 
@@ -163,7 +164,9 @@ def _settings_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is a BrokenPipeError
+        return code
     except BrokenPipeError:
         # The reader of our output left (`hookrunner runs | head -1`): end as a command-line
         # tool killed by SIGPIPE would, without a traceback (nor one at exit, flushing).
@@ -194,8 +197,13 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command in ("test", "explain"):
         return commands.dry_run(settings, args.command, args.hook, args.payload, args.header,
                                 args.query)
+    if args.command == "replay" and args.rule and len(args.rule) > 1:
+        print("hookrunner: replay: --rule is given more than once (one rule per replay)",
+              file=sys.stderr)
+        return EXIT_USAGE
     store_commands = {
-        "replay": lambda: commands.replay(settings, args.delivery_id, args.rule),
+        "replay": lambda: commands.replay(settings, args.delivery_id,
+                                          args.rule[0] if args.rule else None),
         "runs": lambda: commands.runs(settings, args.status, args.limit, args.rule,
                                       args.delivery),
         "log": lambda: commands.show_log(settings, args.run_id, args.attempt),

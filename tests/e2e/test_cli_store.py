@@ -438,6 +438,7 @@ def test_replay_of_one_rule_runs_only_that_rules_action(tmp_path: Path) -> None:
             assert c.get(f"/api/runs/{r.json()['runs'][0]}").json()["rule"] == "echo"
             r = c.post(f"/api/deliveries/{delivery}/replay?rule=nope")
             assert r.status_code == 409 and "its rules: big, echo, slow" in r.text, r.text
+            assert c.post(f"/api/deliveries/{delivery}/replay?rule=").status_code == 400
     finally:
         server.stop()
     done = _run("replay", delivery, "--rule", "big", "--rules", str(tmp_path / "rules"),
@@ -449,6 +450,18 @@ def test_replay_of_one_rule_runs_only_that_rules_action(tmp_path: Path) -> None:
     done = _run("replay", delivery, "--rule", "nope", "--rules", str(tmp_path / "rules"),
                 "--data", data, cwd=tmp_path)
     assert done.returncode == 1 and "no rule 'nope' for hook 'h'" in done.stderr, done.stderr
+    done = _run("replay", delivery, "--rule", "big", "--rule", "echo", "--rules",
+                str(tmp_path / "rules"), "--data", data, cwd=tmp_path)
+    assert done.returncode == 2 and "more than once" in done.stderr, done.stderr
+    # A long log cut short by its reader: no traceback (141, or 0 where Python's write ended
+    # with the part the pipe took, as `cat` may).
+    big = next(line.split()[0] for line in _run("runs", "--rule", "big", "--status",
+                                                 "succeeded", "--data", data,
+                                                 cwd=tmp_path).stdout.splitlines())
+    piped = subprocess.run(["bash", "-c", " ".join([*CLI, "log", big, "--data", data])
+                            + " | head -c 10 >/dev/null; echo ${PIPESTATUS[0]}"],
+                           capture_output=True, text=True, timeout=60)
+    assert piped.stdout.strip() in ("0", "141") and "Traceback" not in piped.stderr, piped
 
 
 def test_an_empty_filter_is_a_usage_error(tmp_path: Path) -> None:

@@ -572,9 +572,10 @@ def _on_path(ctx: f.Ctx, program: str, env: Any, line: int, what: str) -> None:
     path = declared.source if declared is not None else \
         with_path_entry(os.environ.get("PATH") or os.defpath, VENV_BIN)
     if shutil.which(program, path=path) is None:
+        fails = "until it is there" if declared is not None else \
+            "where the server's PATH lacks it too"
         ctx.warnings.append(f"{ctx.file}:{line}: {what}: run.shell.argv[0]: {program!r} is not "
-                            f"on PATH ({path}): its runs will fail where the server's PATH "
-                            "lacks it too")
+                            f"on PATH ({path}): its runs will fail {fails}")
 
 
 def _ca_bundle(root: Path, source: str, problem: Callable[[str, tuple[str | int, ...]], None],

@@ -651,7 +651,7 @@ def test_a_bare_program_missing_from_path_is_a_warning(tmp_path: Path) -> None:
     assert len(found) == 2, found
     assert found[0].startswith("rule 'a': run.shell.argv[0]: 'deploy-tol' is not on PATH (")
     assert found[1] == ("rule 'd': run.shell.argv[0]: 'true' is not on PATH (/nowhere): its "
-                        "runs will fail where the server's PATH lacks it too")
+                        "runs will fail until it is there")
 
 
 def test_a_script_without_its_execute_bit_and_shell_operators_are_warnings(tmp_path: Path) -> None:
