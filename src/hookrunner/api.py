@@ -111,7 +111,8 @@ async def replay(request: Request) -> Response:
         return refused
     if request.query_params.get("rule", "x").strip() == "":
         return _err(400, "rule is empty: leave it out to replay every rule")
-    await _whole_request(request)
+    if (too_big := await _whole_request(request)) is not None:
+        return too_big
     gw = _gw(request)
     if gw.rules.current is None:
         return _err(503, "no rules loaded")
@@ -246,15 +247,24 @@ async def _follow(gw: Gateway, run_id: str, attempt: int, path: Any) -> AsyncIte
             await asyncio.sleep(STREAM_POLL)
 
 
-async def _whole_request(request: Request) -> None:
+MAX_ACTION_BODY = 64 * 1024  # cancel and replay take no body: a little is let through
+
+
+async def _whole_request(request: Request) -> JSONResponse | None:
     """Read (and drop) the request's body before acting: one that turns out not to parse
     (a bad chunk) is answered 400, and the route, told the client left, must not have acted
-    (ClientDisconnect, which the app lets end the request quietly)."""
-    await request.body()
+    (ClientDisconnect, which the app lets end the request quietly). A 413 past the bound."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_ACTION_BODY:
+            return _err(413, f"this endpoint takes no body (at most {MAX_ACTION_BODY} bytes)")
+    return None
 
 
 async def cancel(request: Request) -> Response:
-    await _whole_request(request)
+    if (refused := await _whole_request(request)) is not None:
+        return refused
     gw = _gw(request)
     run_id = request.path_params["id"]
     if gw.dispatcher is not None:

@@ -312,6 +312,7 @@ async def replay(settings: Settings, delivery_id: str, rule: str | None = None) 
     if rule is not None and not runs:
         print(f"hookrunner: rule {rule!r} does not match the delivery now (hookrunner explain "
               "shows why)", file=sys.stderr)
+        return EXIT_FAIL
     for explained in answer["matches"]:  # a `when` that errs never matches: say why
         if explained.get("error") is not None:
             print(f"hookrunner: rule {explained['rule']}: its when could not be evaluated: "

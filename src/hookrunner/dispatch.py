@@ -555,6 +555,8 @@ class Dispatcher:
             outcome, reason, retry_at = "canceled", f"{asked} ({reason})", None
         event("run.interrupted", logging.WARNING, run_id=run.id, rule=run.rule, reason=reason,
               retry=retry_at is not None)
+        if retry_at is None:
+            self.metrics.runs_ended.labels(run.rule, outcome).inc()
         await self.store.finish(Finish(
             run_id=run.id, node=run.lease_owner or self.node, outcome=outcome, exit_code=None,
             reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt))
@@ -734,6 +736,7 @@ class Dispatcher:
             if should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
                 if await self._cancel_asked(run.id):
                     self._cancel_reason[run.id] = CANCEL_ASKED[0]
+                    result.reason = f"{CANCEL_ASKED[0]} (while the server was stopping)"
                 else:
                     retry_at = now
                     result.reason += "; queued again: its rule retries, as after a crash"
@@ -748,8 +751,10 @@ class Dispatcher:
         # canceled (Store.finish: cancel_retry). Its log line says so already.
         asked = self._cancel_reason.get(run.id, "").startswith(CANCEL_ASKED)
         self.metrics.runs.labels(run.rule, result.outcome).inc()
-        if retry_at is None or asked:  # asked to cancel: the store ends it instead of retrying
+        if retry_at is None:
             self.metrics.runs_ended.labels(run.rule, result.outcome).inc()
+        elif asked:  # asked to cancel: the store ends it canceled instead of retrying it
+            self.metrics.runs_ended.labels(run.rule, "canceled").inc()
         self.metrics.run_duration.labels(run.rule).observe(now - started)
         event("run.finished", run_id=run.id, rule=run.rule, attempt=run.attempt,
               status=result.outcome, exit_code=result.exit_code, reason=result.reason,

@@ -200,6 +200,8 @@ def _fork(supervisor: int, body: Callable[[], int]) -> int:
     try:
         for sig in FORWARDED:  # SIGHUP (reload) is taken once the child's loop runs
             signal.signal(sig, signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
+        # A stop passed on before the server takes it (Server.run): as SIGTERM then.
+        signal.signal(STOP_SIGNAL, _stop_as_sigterm)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # blocked around the fork
         _die_with_parent(supervisor)
         code = body()
@@ -212,6 +214,11 @@ def _fork(supervisor: int, body: Callable[[], int]) -> int:
         sys.stderr.flush()
         os._exit(code)
     return 0  # not reached
+
+
+def _stop_as_sigterm(sig: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _die_with_parent(supervisor: int) -> None:

@@ -209,11 +209,11 @@ def to_plain(value: Any) -> Any:
         return value
     if isinstance(value, int):
         _check_int(value)
-        return value
+        return int(value)  # drops the rules' WrittenInt (it neither copies nor pickles)
     if isinstance(value, float):
         if not math.isfinite(value):  # `'nan' | float`: JSON, the stores and the API have none
             raise ValueError(f"{value} is not a finite number")
-        return value
+        return float(value)
     if isinstance(value, str):
         return str(value)  # drops Markup and other str subclasses
     if isinstance(value, Mapping):

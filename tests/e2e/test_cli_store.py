@@ -439,6 +439,9 @@ def test_replay_of_one_rule_runs_only_that_rules_action(tmp_path: Path) -> None:
             r = c.post(f"/api/deliveries/{delivery}/replay?rule=nope")
             assert r.status_code == 409 and "its rules: big, echo, slow" in r.text, r.text
             assert c.post(f"/api/deliveries/{delivery}/replay?rule=").status_code == 400
+            # It takes no body: a large one is refused before anything is replayed.
+            r = c.post(f"/api/deliveries/{delivery}/replay", content=b"x" * 100_000)
+            assert r.status_code == 413, r.text
     finally:
         server.stop()
     done = _run("replay", delivery, "--rule", "big", "--rules", str(tmp_path / "rules"),
@@ -447,6 +450,7 @@ def test_replay_of_one_rule_runs_only_that_rules_action(tmp_path: Path) -> None:
     done = _run("replay", delivery, "--rule", "slow", "--rules", str(tmp_path / "rules"),
                 "--data", data, cwd=tmp_path)  # its `when` does not hold for this payload
     assert "0 run(s) queued" in done.stdout and "does not match the delivery now" in done.stderr
+    assert done.returncode == 1  # `replay --rule X ID && ...` must not read it as done
     done = _run("replay", delivery, "--rule", "nope", "--rules", str(tmp_path / "rules"),
                 "--data", data, cwd=tmp_path)
     assert done.returncode == 1 and "no rule 'nope' for hook 'h'" in done.stderr, done.stderr

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 
 from hookrunner.errors import ConfigError, TemplateError
+from hookrunner.rules.yamlsrc import parse_yaml
 from hookrunner.templating import (
     Constant,
     compile_expression,
@@ -330,3 +332,12 @@ def test_a_literal_looked_up_in_the_request_shows_no_request_value(expr: str) ->
     scope = {**SCOPE, "headers": {"X-Api-Key": "s3cret"}, "query": {"k": "s3cret"}}
     (clause,) = compile_expression(expr).clauses()
     assert "s3cret" not in repr(clause.evaluate(scope))
+
+
+def test_a_rendered_number_is_a_plain_number_whatever_yaml_read() -> None:
+    """The rules' WrittenFloat (`3.10`) reached stored specs: it neither copies nor pickles
+    (the memory store's deepcopy failed) nor dumps as YAML (ansible's extravars)."""
+    data, _ = parse_yaml("json: {v: 3.10, m: 0755}\n", "r.yaml")
+    rendered = render_tree({"json": dict(data["json"])}, SCOPE)
+    assert type(rendered["json"]["v"]) is float and type(rendered["json"]["m"]) is int
+    assert copy.deepcopy(rendered) == {"json": {"v": 3.1, "m": 493}}

@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -188,14 +190,20 @@ def _start_failure(argv: Sequence[str], cwd: Path | str, env: Mapping[str, str],
 
 def _not_found(program: str) -> str:
     """ENOENT from exec: the program, or (it is there) the interpreter its `#!` line names."""
+    if "/" not in program:  # a bare name not on PATH (resolve_program kept it as written)
+        return f"executable not found: {program}"
     try:
-        with open(program, "rb") as f:
-            first = f.readline(256)
+        fd = os.open(program, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never a FIFO's wait
+        try:
+            first = os.read(fd, 256) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        finally:
+            os.close(fd)
     except OSError:
         return f"executable not found: {program}"
+    first = first.split(b"\n", 1)[0] + b"\n"
     if not first.startswith(b"#!"):
         return f"cannot start {program}: a file it needs (a shared library?) is missing"
-    interpreter = first[2:].strip(b" \t\n").split(b" ")[0]
+    interpreter = re.split(rb"[ \t]+", first[2:].strip(b" \t\n"))[0]  # the kernel's split
     shown = interpreter.decode(errors="replace").replace("\r", "")
     if interpreter.endswith(b"\r"):
         return (f"cannot start {program}: its #! line ends with a carriage return (Windows line "

@@ -16,7 +16,7 @@ from typing import Any
 
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
-from hookrunner.actions.environment import ID_PREFIX
+from hookrunner.actions.environment import ID_KEYS, ID_PREFIX
 from hookrunner.actions.paths import confine
 from hookrunner.actions.process import run_process
 from hookrunner.actions.values import stringify
@@ -24,6 +24,7 @@ from hookrunner.errors import ActionError, ConfigError
 
 KIND = "shell"
 KEYS = ("argv", "command", "env", "cwd", "stdin")
+ID_NAMES = frozenset(ID_PREFIX + key.upper() for key in ID_KEYS)  # HOOKRUNNER_RUN_ID, ...
 STDIN_SOURCES = ("payload",)
 
 # Jinja2 markup is kept whole while splitting `command`: `{{ a }}` must not become 3 words.
@@ -65,11 +66,11 @@ def normalize_shell(raw: Any) -> dict[str, Any]:
     env = spec.str_map(spec_, "env", KIND, names=spec.ENV_NAME)
     if env is not None:
         for name in env:
-            if name.startswith(ID_PREFIX):
+            if name in ID_NAMES:
                 # A run's processes are found by HOOKRUNNER_RUN_ID (cancel, timeout, crash
                 # recovery): a rule, let alone a payload, must not set it.
-                raise ConfigError(f"shell.env.{name}: {ID_PREFIX}* variables are hookrunner's "
-                                  "own (the run's identity)", path=("env", name))
+                raise ConfigError(f"shell.env.{name}: the run's identity is hookrunner's own "
+                                  f"({', '.join(sorted(ID_NAMES))})", path=("env", name))
         out["env"] = env
     cwd = spec.optional_str(spec_, "cwd", KIND)
     if cwd is not None:
@@ -98,7 +99,7 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
     argv = [stringify(item) for item in items]
     env = dict(base_env)
     env.update({name: stringify(v) for name, v in (rendered.get("env") or {}).items()
-                if not name.startswith(ID_PREFIX)})  # a spec stored before they were refused
+                if name not in ID_NAMES})  # a spec stored before they were refused
     argv[0] = resolve_program(argv[0], root=root, path=env.get("PATH", ""))
     cwd = confine(root, stringify(rendered["cwd"])) if rendered.get("cwd") else root
     return Invocation(argv=argv, cwd=cwd, env=env, stdin=rendered.get("stdin") == "payload")

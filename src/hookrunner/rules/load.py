@@ -543,7 +543,8 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
                  what)
 
 
-_OPERATORS = frozenset({"|", "||", "&&", ";", ">", ">>", "<", "2>&1", "&"})
+# Not `;` (`find -exec ... ;`), `<` (`expr 1 < 2`) or `&`: arguments often enough.
+_OPERATORS = frozenset({"|", "||", "&&", ">", ">>", "2>&1"})
 
 
 def _shell_operators(ctx: f.Ctx, argv: list[Any], body: Any, fallback: int, what: str) -> None:

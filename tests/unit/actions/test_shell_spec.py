@@ -141,8 +141,11 @@ def test_numbers_in_arguments_and_env_stay_as_written() -> None:
 def test_a_rule_cannot_set_the_runs_own_variables() -> None:
     """HOOKRUNNER_RUN_ID finds a run's processes at cancel and timeout: a rule setting it
     (from a payload value, even) hid detached processes from them."""
-    with pytest.raises(ConfigError, match="HOOKRUNNER_RUN_ID: HOOKRUNNER_\\* variables are"):
+    with pytest.raises(ConfigError, match="HOOKRUNNER_RUN_ID: the run's identity is "):
         normalize_shell({"argv": ["true"], "env": {"HOOKRUNNER_RUN_ID": "{{ payload.id }}"}})
+    # A name of the user's own under the prefix is theirs (a rule of an earlier version).
+    assert normalize_shell({"argv": ["true"], "env": {"HOOKRUNNER_DEBUG": "1"}})["env"] == {
+        "HOOKRUNNER_DEBUG": "1"}
     # A spec stored before that was refused: the run's own values win.
     inv = build_invocation({"argv": ["true"], "env": {"HOOKRUNNER_RUN_ID": "fake", "X": "1"}},
                            root=Path("/"), base_env={"PATH": "/bin", "HOOKRUNNER_RUN_ID": "r1"})
