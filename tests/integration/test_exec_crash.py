@@ -375,6 +375,9 @@ def test_a_run_killed_in_its_first_second_is_not_run_again(
     assert [a["attempt"] for a in doc["attempts"]] == [1]
     assert none_alive(first.pids)
     assert set(all_records(records)) == {f"{run_id}.1"}
+    # Ended for good by the crash: what an alert on runs_ended's failures must see.
+    metrics = httpx.get(server.url + "/metrics", timeout=30).text
+    assert 'hookrunner_runs_ended_total{rule="young",status="failed"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("signals", [(signal.SIGTERM, signal.SIGTERM),
