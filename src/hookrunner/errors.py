@@ -29,9 +29,10 @@ class ConfigError(HookrunnerError):
 class ConfigErrors(HookrunnerError):
     """Several config errors found in one load; all are reported, not just the first."""
 
-    def __init__(self, errors: list[ConfigError]) -> None:
+    def __init__(self, errors: list[ConfigError], warnings: list[str] | None = None) -> None:
         super().__init__("\n".join(str(e) for e in errors))
         self.errors = errors
+        self.warnings = warnings or []  # found beside them (check shows both)
 
 
 class VerifyError(HookrunnerError):

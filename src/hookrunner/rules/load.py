@@ -222,7 +222,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
     errors += sorted((e for c in ctxs for e in c.errors),
                      key=lambda e: (order.get(e.file, -1), e.line))
     if errors:
-        raise ConfigErrors(errors)
+        raise ConfigErrors(errors, warnings)
     return Ruleset(hooks=merged.hooks, rules=tuple(merged.rules),
                    files=tuple(name for name, _ in sources), warnings=tuple(warnings))
 

@@ -23,7 +23,8 @@ def format_check(result: Ruleset | ConfigErrors) -> str:
     """Errors as `file:line: message` and a count; or warnings and a one-line summary."""
     if isinstance(result, ConfigErrors):
         lines = [str(e) for e in result.errors]
-        return "\n".join([*lines, f"{len(lines)} error(s)"])
+        return "\n".join([*(f"warning: {w}" for w in result.warnings), *lines,
+                          f"{len(lines)} error(s)"])
     lines = [f"warning: {w}" for w in result.warnings]
     lines.append(f"ok: {len(result.hooks)} hook(s), {len(result.rules)} rule(s) from "
                  f"{len(result.files)} file(s)")

@@ -13,6 +13,7 @@ from hookrunner.errors import ConfigErrors
 from hookrunner.rules import load_rules, load_rules_text
 from hookrunner.rules.match import build_scope, evaluate
 from hookrunner.rules.model import DEFAULT_MAX_BODY, RateLimit, Retry
+from hookrunner.rules.report import format_check
 from hookrunner.templating import Template
 
 HOOK = """\
@@ -672,3 +673,18 @@ def test_a_script_without_its_execute_bit_and_shell_operators_are_warnings(tmp_p
         "rule 'b': run.shell: '|' is passed to the program as an argument: no shell runs the "
         "action (for a pipeline or a redirection, write argv: [sh, -c, '...'])",
     ], found
+
+
+def test_check_shows_the_warnings_beside_the_errors(tmp_path: Path) -> None:
+    """A file with an error hid every warning until the error was fixed."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - {name: a, hook: h, run: {shell: {argv: [scripts/missing.sh]}}}\n"
+        "  - {name: b, hook: h, timeout: soon, run: {shell: {argv: ['true']}}}\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path, strict=True)
+    shown = format_check(caught.value)
+    assert "warning: " in shown and "'scripts/missing.sh' does not exist" in shown, shown
+    assert shown.endswith("1 error(s)"), shown
