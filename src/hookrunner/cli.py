@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--attempt", type=_at_least_one, help="that attempt's output (from 1)")
     _store_flags(lg)
 
+    de = sub.add_parser("delivery", help="a stored delivery as JSON: headers (secrets "
+                        "redacted), query, payload, each rule's evaluation, its runs")
+    de.add_argument("delivery_id")
+    _store_flags(de)
+
     ca = sub.add_parser("cancel", help="cancel a queued or running run")
     ca.add_argument("run_id")
     _store_flags(ca)
@@ -154,7 +159,7 @@ _STORE = ("data", "db")
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "check": _RULES, "test": _RULES, "explain": _RULES,
     "replay": (*_RULES, *_STORE, "default_timeout"), "runs": _STORE, "cancel": _STORE,
-    "log": _STORE,
+    "log": _STORE, "delivery": _STORE,
 }
 
 
@@ -207,6 +212,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "runs": lambda: commands.runs(settings, args.status, args.limit, args.rule,
                                       args.delivery),
         "log": lambda: commands.show_log(settings, args.run_id, args.attempt),
+        "delivery": lambda: commands.show_delivery(settings, args.delivery_id),
         "cancel": lambda: commands.cancel(settings, args.run_id),
     }
     if args.command in store_commands:

@@ -397,6 +397,25 @@ async def show_log(settings: Settings, run_id: str, attempt: int | None) -> int:
     return EXIT_OK
 
 
+async def show_delivery(settings: Settings, delivery_id: str) -> int:
+    """What `GET /api/deliveries/ID` answers, from the store (no server or token needed), as
+    indented JSON (which writes control characters escaped: safe on a terminal)."""
+    from hookrunner.api import delivery_json
+
+    store = await _open_or_say(settings)
+    if store is None:
+        return EXIT_FAIL
+    try:
+        found = await store.get_delivery(delivery_id)
+    finally:
+        await store.close()
+    if found is None:
+        print(f"hookrunner: no delivery {delivery_id!r}", file=sys.stderr)
+        return EXIT_FAIL
+    print(json.dumps(delivery_json(found), indent=2))
+    return EXIT_OK
+
+
 def _for_terminal(text: str) -> str:
     """An action's output may carry a payload's escape sequences: on a terminal, control
     characters other than newlines and tabs are shown escaped, not obeyed."""

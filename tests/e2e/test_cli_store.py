@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -537,3 +538,25 @@ def test_a_dry_run_shows_typed_numbers_written_in_yaml_s_other_forms(tmp_path: P
                 "--hook", "h", "--payload", str(tmp_path / "p.json"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "v: 3.1\n" in done.stdout and "m: 493\n" in done.stdout, done.stdout
+
+
+def test_delivery_shows_a_stored_delivery_without_a_token(tmp_path: Path) -> None:
+    """On call, from the shell: the payload and headers behind `delivery=dlv_...`."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(LOG_RULES)
+    data = str(tmp_path / "data")
+    server = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    try:
+        answer = httpx.post(f"{server.url}/hooks/h?wait=20s", json={"x": "a\x1b[31m"},
+                            headers={"X-Api-Key": "s3cret-key"}, timeout=30).json()
+    finally:
+        server.stop()
+    done = _run("delivery", answer["delivery_id"], "--data", data, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "s3cret-key" not in done.stdout and "\x1b" not in done.stdout, done.stdout
+    doc = json.loads(done.stdout)
+    assert doc["payload"] == {"x": "a\x1b[31m"} and doc["hook"] == "h"
+    assert sorted(doc["runs"]) == sorted(r["id"] for r in answer["runs"])
+    assert dict((k.lower(), v) for k, v in doc["headers"])["x-api-key"] == "[redacted]"
+    done = _run("delivery", "dlv_nope", "--data", data, cwd=tmp_path)
+    assert done.returncode == 1 and "no delivery 'dlv_nope'" in done.stderr
