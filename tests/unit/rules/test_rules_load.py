@@ -597,8 +597,7 @@ def test_an_http_ca_bundle_is_checked_as_the_runs_would_load_it(tmp_path: Path) 
     warning (the deploy may bring it). An absolute path is the operator's."""
     import subprocess
 
-    rules = tmp_path / "rules"
-    rules.mkdir()
+    rules = _rules_dir(tmp_path)
     (tmp_path / "bad.pem").write_text("not a certificate\n")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=ca", "-keyout", str(tmp_path / "k.pem"),
@@ -634,8 +633,7 @@ def test_an_http_ca_bundle_is_checked_as_the_runs_would_load_it(tmp_path: Path) 
 def test_a_bare_program_missing_from_path_is_a_warning(tmp_path: Path) -> None:
     """`argv: [deploy-tol]` (a typo) failed every run with `executable not found`, found only
     when a delivery came. The PATH where the rules load is the server's (actions get it)."""
-    rules = tmp_path / "rules"
-    rules.mkdir()
+    rules = _rules_dir(tmp_path)
     (tmp_path / "bin").mkdir()
     tool = tmp_path / "bin" / "own-tool"
     tool.write_text("#!/bin/sh\n")
@@ -656,8 +654,7 @@ def test_a_bare_program_missing_from_path_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_a_script_without_its_execute_bit_and_shell_operators_are_warnings(tmp_path: Path) -> None:
-    rules = tmp_path / "rules"
-    rules.mkdir()
+    rules = _rules_dir(tmp_path)
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "plain.sh").write_text("#!/bin/sh\n")  # no chmod +x
     (rules / "r.yaml").write_text(
@@ -677,8 +674,7 @@ def test_a_script_without_its_execute_bit_and_shell_operators_are_warnings(tmp_p
 
 def test_check_shows_the_warnings_beside_the_errors(tmp_path: Path) -> None:
     """A file with an error hid every warning until the error was fixed."""
-    rules = tmp_path / "rules"
-    rules.mkdir()
+    rules = _rules_dir(tmp_path)
     (rules / "r.yaml").write_text(
         "hooks: {h: {verify: {none: {}}}}\nrules:\n"
         "  - {name: a, hook: h, run: {shell: {argv: [scripts/missing.sh]}}}\n"
@@ -688,3 +684,9 @@ def test_check_shows_the_warnings_beside_the_errors(tmp_path: Path) -> None:
     shown = format_check(caught.value)
     assert "warning: " in shown and "'scripts/missing.sh' does not exist" in shown, shown
     assert shown.endswith("1 error(s)"), shown
+
+
+def _rules_dir(tmp_path: Path) -> Path:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    return rules
