@@ -123,6 +123,10 @@ def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) ->
     env["ANSIBLE_HOME"] = str(run_dir / "ansible_home")
     env["ANSIBLE_LOCAL_TEMP"] = str(run_dir / "tmp" / "local")
     env["ANSIBLE_REMOTE_TEMP"] = str(run_dir / "tmp" / "remote")
+    # A module unpacks itself into the system temp dir and removes it when it ends: a canceled
+    # or timed-out run left ~130 KB in /tmp for good. Unless --pass-env names TMPDIR, that goes
+    # in the run's own dir instead, which retention prunes with it.
+    env.setdefault("TMPDIR", str(run_dir / "tmp" / "modules"))
     return env
 
 
@@ -249,6 +253,7 @@ class AnsibleRunner:
             private_file(vars_file)  # 0600 before anything is in it: it holds the whole payload
             vars_file.write_text(extravars_yaml(rendered.get("extravars") or {}, ctx.payload))
             (run_dir / "runner").mkdir(mode=0o700)
+            (run_dir / "tmp" / "modules").mkdir(mode=0o700, parents=True)
         except OSError as exc:  # a full disk, or no descriptor left (then it may run later)
             reason = f"cannot prepare the run in {ctx.work_dir}: {exc.strerror or exc}"
             ctx.log.note(reason)

@@ -240,6 +240,8 @@ async def test_cancel_stops_the_playbook_and_its_workers(harness, playbooks: Pat
     assert time.monotonic() - started < 8
     assert not is_alive(task_pid)
     assert "[hookrunner] canceled" in harness.log_text()
+    # The killed module's unpacked payload stays in the run's own dir, not in /tmp for good.
+    assert list(ctx.work_dir.glob("ansible-*/tmp/modules/ansible_*_payload_*"))
 
 
 async def test_timeout_stops_the_playbook_and_its_workers(harness, playbooks: Path) -> None:

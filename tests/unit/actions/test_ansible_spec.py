@@ -75,9 +75,13 @@ def test_envvars_put_the_venv_first_force_utf8_and_keep_temp_in_the_run_dir(tmp_
     env = build_envvars({"PATH": f"/usr/bin:{VENV_BIN}", "LC_ALL": "C"}, tmp_path, inventory=False)
     assert env["PATH"] == f"{VENV_BIN}:/usr/bin"
     assert env["LC_ALL"] == env["LANG"] == "C.UTF-8"
-    for name in ("ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP", "ANSIBLE_REMOTE_TEMP"):
+    for name in ("ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP", "ANSIBLE_REMOTE_TEMP", "TMPDIR"):
         assert Path(env[name]).is_relative_to(tmp_path)
     assert env["ANSIBLE_LOCALHOST_WARNING"] == "False"
+
+
+def test_a_passed_tmpdir_is_kept(tmp_path: Path) -> None:
+    assert build_envvars({"TMPDIR": "/big"}, tmp_path, inventory=True)["TMPDIR"] == "/big"
 
 
 def test_a_utf8_locale_is_kept(tmp_path: Path) -> None:
