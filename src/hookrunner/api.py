@@ -15,10 +15,12 @@ from starlette.routing import Route
 
 from hookrunner.gateway import Gateway
 from hookrunner.ingest import QUEUE_FULL_RETRY_AFTER
+from hookrunner.payload import MAX_DEPTH, body_text, deeper_than
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery, replayed
 from hookrunner.runlog import ended_log
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Run
+from hookrunner.verify.base import Headers
 from hookrunner.waiting import waiting_for
 
 MAX_LIMIT = 1000
@@ -80,13 +82,21 @@ def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
         doc["headers"] = d.headers
         doc["query"] = d.query
         doc["matches"] = d.matches
-        try:
-            doc["payload"] = json.loads(d.body) if d.body else None
-        except ValueError:
+        # Decoded as it was accepted (a labelled legacy charset too); JSON shown as JSON,
+        # other text as text, other bytes in base64.
+        text = body_text(d.body, Headers(d.headers).get("content-type"))
+        if text is None:
+            doc["payload_base64"] = base64.b64encode(d.body).decode()
+        elif not text.strip(" \t\r\n"):
+            doc["payload"] = None
+        else:
             try:
-                doc["payload"] = d.body.decode("utf-8")
-            except UnicodeDecodeError:
-                doc["payload_base64"] = base64.b64encode(d.body).decode()
+                doc["payload"] = json.loads(text)
+            except (ValueError, RecursionError):  # a form body; one stored before MAX_DEPTH
+                doc["payload"] = text
+            else:
+                if deeper_than(doc["payload"], MAX_DEPTH):  # the same: JSON could not write it
+                    doc["payload"] = text
     return doc
 
 

@@ -14,6 +14,13 @@ from urllib.parse import parse_qsl
 from hookrunner.errors import HookrunnerError
 
 FORM = "application/x-www-form-urlencoded"
+# Levels of arrays and objects a JSON body may have: far past any sender's (GitHub's pushes
+# have ~6), and far below what the rest can take. Templates, Ansible's YAML and the API's
+# JSON writer fail somewhere between ~300 and ~1,000 levels, and the parser itself only
+# where Python's recursion limit trips, which depends on how deep its caller already is.
+MAX_DEPTH = 128
+TOO_DEEP = f"body is nested too deeply (more than {MAX_DEPTH} levels of arrays and objects)"
+MAX_TOKEN = 40  # characters of a bad number quoted back (a 900,000-digit one was, whole)
 
 
 class PayloadError(HookrunnerError):
@@ -27,6 +34,10 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def _quoted(token: str) -> str:
+    return token if len(token) <= MAX_TOKEN else f"{token[:MAX_TOKEN]}... ({len(token)} characters)"
+
+
 def _not_json(token: str) -> Any:
     raise ValueError(f"{token} is not a JSON number")
 
@@ -34,8 +45,21 @@ def _not_json(token: str) -> Any:
 def _finite(token: str) -> float:
     value = float(token)
     if math.isinf(value):
-        raise ValueError(f"{token} is out of range")
+        raise ValueError(f"{_quoted(token)} is out of range")
     return value
+
+
+def deeper_than(doc: Any, limit: int) -> bool:
+    """Whether `doc` has more than `limit` levels of lists and dicts (without recursion)."""
+    todo: list[tuple[Any, int]] = [(doc, 1)] if isinstance(doc, dict | list) else []
+    while todo:
+        item, depth = todo.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                todo.append((child, depth + 1))
+    return False
 
 
 def _json(text: str) -> Any:
@@ -46,9 +70,15 @@ def _json(text: str) -> Any:
     try:
         doc = json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except RecursionError:
-        raise PayloadError(400, "body is nested too deeply") from None
+        raise PayloadError(400, TOO_DEEP) from None
     except ValueError as exc:
-        raise PayloadError(400, f"body is not valid JSON: {exc}") from None
+        message = str(exc)
+        if "integer string conversion" in message:  # Python's advice, not a sender's
+            message = "a number has more than 4300 digits"
+        raise PayloadError(400, f"body is not valid JSON: {message}") from None
+    # Only a body with more brackets than MAX_DEPTH can be that deep: most skip the walk.
+    if text.count("[") + text.count("{") > MAX_DEPTH and deeper_than(doc, MAX_DEPTH):
+        raise PayloadError(400, TOO_DEEP)
     # Only a `\u` escape can smuggle in a lone surrogate or NUL; most bodies skip the walk.
     if "\\u" in text:
         _check_storable(doc)
@@ -88,6 +118,21 @@ def _charset(content_type: str | None) -> str | None:
     return None
 
 
+def body_text(body: bytes, content_type: str | None) -> str | None:
+    """The body as text without its byte order mark, or None for bytes that are not text.
+
+    JSON is UTF-8 whatever a charset says (RFC 8259 8.1, 11): senders label UTF-8 as
+    ISO-8859-1 often enough that a label is only believed for bytes that are not UTF-8."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        charset = _charset(content_type)
+        if charset not in LEGACY_CHARSETS:
+            return None
+        text = body.decode(LEGACY_CHARSETS[charset])
+    return text.removeprefix("\ufeff")
+
+
 def parse_body(body: bytes, content_type: str | None, content_encoding: str | None = None) -> Any:
     """Raise PayloadError(415) for a media type or content encoding no hook can parse, (400)
     for a malformed body. A UTF-8 byte order mark is ignored (RFC 8259 8.1)."""
@@ -96,18 +141,11 @@ def parse_body(body: bytes, content_type: str | None, content_encoding: str | No
     if encoding not in ("", "identity"):
         raise PayloadError(415, f"content encoding {encoding[:40]!r} is not supported; send the "
                                 "body uncompressed")
-    if not body.strip():
+    text = body_text(body, content_type)
+    if text is None:
+        raise PayloadError(400, "body is not valid UTF-8")
+    if not text.strip(" \t\r\n"):  # JSON's whitespace, or only a byte order mark
         return {}
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        # JSON is UTF-8 whatever a charset says (RFC 8259 8.1, 11): senders label UTF-8 as
-        # ISO-8859-1 often enough that a label is only believed for bytes that are not UTF-8.
-        charset = _charset(content_type)
-        if charset not in LEGACY_CHARSETS:
-            raise PayloadError(400, "body is not valid UTF-8") from None
-        text = body.decode(LEGACY_CHARSETS[charset])
-    text = text.removeprefix("\ufeff")
     if media == FORM:
         # Percent-escaped bytes are in the labelled legacy charset (an HTML form's
         # accept-charset), else UTF-8: bytes that are neither are refused, not made `�`.

@@ -134,7 +134,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def _post(server: Server, payload: Any, content_type: str = "application/json",
           hook: str = "open", **kw: Any) -> httpx.Response:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    body = payload if isinstance(payload, bytes | Iterator) else json.dumps(payload).encode()
     return httpx.post(f"{server.url}/hooks/{hook}", content=body,
                       headers={"Content-Type": content_type, **kw.pop("headers", {})},
                       timeout=60, **kw)
@@ -582,6 +582,24 @@ def test_a_nul_in_the_query_string_is_a_400_and_nothing_is_journaled(
     with server.admin() as c:
         after = len(c.get("/api/deliveries", params={"limit": 1000}).json()["deliveries"])
     assert after == before
+
+
+def test_a_deep_body_is_refused_on_every_path_and_a_legacy_charset_one_shows_as_text(
+    server: Server,
+) -> None:
+    """975 levels: the hook lane answered 202 (then the API 500 and the run an internal
+    error), `?wait` and chunked requests 400, as the stack's depth decided."""
+    deep = b'{"kind": "other", "v":' + b"[" * 974 + b"]" * 974 + b"}"
+    chunked = iter([deep[:100], deep[100:]])
+    for r in (_post(server, deep), _post(server, deep, params={"wait": "1s"}),
+              _post(server, chunked)):
+        assert r.status_code == 400 and "nested too deeply" in r.json()["error"], r.text
+    latin = '{"kind": "other", "v": "café"}'.encode("latin-1")
+    r = _post(server, latin, content_type="application/json; charset=iso-8859-1")
+    assert r.status_code == 202, r.text
+    with server.admin() as c:
+        doc = c.get(f"/api/deliveries/{r.json()['delivery_id']}").json()
+    assert doc["payload"] == {"kind": "other", "v": "café"}, doc  # was base64 only
 
 
 BIG = int("9" * 4300)  # the longest number JSON parsing takes; one more digit is a 400

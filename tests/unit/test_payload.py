@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hookrunner.payload import FORM, PayloadError, parse_body
+from hookrunner.payload import FORM, MAX_DEPTH, TOO_DEEP, PayloadError, deeper_than, parse_body
 
 
 @pytest.mark.parametrize(
@@ -151,3 +152,43 @@ def test_percent_escaped_form_bytes_follow_the_labelled_charset_or_are_refused()
     with pytest.raises(PayloadError, match="percent-escaped bytes are not valid UTF-8") as info:
         parse_body(b"name=Jos%E9", FORM)
     assert info.value.status == 400
+
+
+def nested(levels: int) -> bytes:
+    """`{"v": [[...]]}`: `levels` levels of arrays and objects in all."""
+    return b'{"v":' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", FORM])
+def test_nesting_has_one_bound_whatever_the_stack(content_type: str) -> None:
+    """Past ~300 levels templates, Ansible's YAML and the API's JSON writer failed on a body
+    that was accepted, and where the parser itself gave up hung on the caller's stack depth."""
+    def body(levels: int) -> bytes:
+        doc = nested(levels)
+        return doc if content_type != FORM else b"payload=" + quote(doc).encode()
+    assert parse_body(body(MAX_DEPTH), content_type)["v"] is not None
+    for levels in (MAX_DEPTH + 1, 975, 5_000):
+        with pytest.raises(PayloadError) as info:
+            parse_body(body(levels), content_type)
+        assert info.value.message == TOO_DEEP
+    # Brackets inside strings count for the quick look only, never as depth.
+    assert parse_body(b'{"s": "' + b"[" * 1000 + b'"}', content_type="application/json")
+
+
+def test_scalars_and_shallow_wide_bodies_are_not_too_deep() -> None:
+    assert not deeper_than("[[[", 1) and not deeper_than(7, 0)
+    wide = {"a": [[1]] * 1000}
+    assert not deeper_than(wide, 3) and deeper_than(wide, 2)
+
+
+def test_a_bad_number_is_not_quoted_back_whole() -> None:
+    for body, shown in ((b'{"v": ' + b"9" * 900_000 + b'.5}', "... (900002 characters) is out of range"),
+                        (b'{"v": ' + b"9" * 5000 + b"}", "a number has more than 4300 digits")):
+        with pytest.raises(PayloadError) as info:
+            parse_body(body, "application/json")
+        assert shown in info.value.message and len(info.value.message) < 200, info.value.message
+
+
+@pytest.mark.parametrize("body", [b"\xef\xbb\xbf", b"\xef\xbb\xbf \r\n", b" \t"])
+def test_only_a_byte_order_mark_is_an_empty_body(body: bytes) -> None:
+    assert parse_body(body, "application/json") == {}
