@@ -397,12 +397,12 @@ def steps(iterable: Any) -> Iterator[Any]:
         yield item
 
 
-def concat(*parts: Any) -> str:
-    """`a ~ b ~ ...`, as Jinja writes it (each part as text), refused past MAX_TEXT: weighed
+def concat(*parts: Any, write: Callable[[Any], str] = str) -> str:
+    """`a ~ b ~ ...`, each part written as text by `write`, refused past MAX_TEXT: weighed
     before any part is written out (a nested list of one big string is small until then)."""
     _check_time()
     _check_size(sum(map(_weight, parts)), "the joined text (~)")
-    return "".join(p if isinstance(p, str) else str(p) for p in parts)
+    return "".join(p if isinstance(p, str) else write(p) for p in parts)
 
 
 def joined(pieces: Iterable[str]) -> str:

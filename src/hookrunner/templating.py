@@ -25,6 +25,7 @@ import jinja2
 from jinja2 import nodes
 from jinja2.environment import TemplateExpression
 from jinja2.exceptions import SecurityError
+from jinja2.filters import do_urlencode
 from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -132,6 +133,32 @@ def _finalize(value: Any) -> Any:
     return _refuse_callables(value)
 
 
+def as_text(value: Any) -> str:
+    """A value as text, as `{{ }}` writes it (`_finalize`): JSON's values as JSON."""
+    written = _finalize(value)
+    return written if isinstance(written, str) else str(written)
+
+
+def _spelled(value: Any) -> Any:
+    """JSON's `null`, `true`, objects and lists as JSON text, where `str()` would write
+    Python's `None`, `True`, `{'a': 1}`."""
+    return as_text(value) if value is None or isinstance(value, bool | dict | list) else value
+
+
+def _urlencode(value: Any) -> str:
+    """Jinja's, with JSON's spelling for a scalar (`?v=null`, not `None`); a list must be
+    of [name, value] pairs (Jinja's own message was "cannot unpack non-iterable int")."""
+    if isinstance(value, list | tuple) and not all(
+            isinstance(p, list | tuple) and len(p) == 2 for p in value):
+        raise ValueError("urlencode takes text, a mapping, or a list of [name, value] pairs; "
+                         "for a list as JSON text: `| tojson | urlencode`")
+    if isinstance(value, dict | list | tuple):
+        value = {_spelled(k): _spelled(v) for k, v in
+                 (value.items() if isinstance(value, dict) else value)}
+        return str(do_urlencode(value))
+    return str(do_urlencode(_spelled(value)))
+
+
 def _sequence_like(value: Any) -> bool:
     """What Jinja's filters and Python hand back for a list: `map`/`select`/`unique`/`reverse`
     give generators, `(1, 2)` a tuple, `range()` a range, `d.keys()` a view. Written as a
@@ -178,9 +205,10 @@ def _make_env() -> _Environment:
     )
     env.tests.update(match=_test_match, search=_test_search, glob=_test_glob,
                      in_cidr=_test_in_cidr)
+    env.filters["urlencode"] = _urlencode
     env.filters.update(bounds.bounded_filters(env.filters))
     env.globals[bounds.STEPS] = bounds.steps
-    env.globals[bounds.CONCAT] = bounds.concat
+    env.globals[bounds.CONCAT] = functools.partial(bounds.concat, write=as_text)
     for name in _REFUSED_GLOBALS:
         env.globals.pop(name, None)
     return env

@@ -62,6 +62,12 @@ SCOPE: dict[str, Any] = {
         ("r={{ payload.repository }}", 'r={"full_name": "acme/api"}'),
         ("{{ payload.flag }}-{{ payload.replicas }}", "true-3"),
         ("{{ payload.flag | string }}", "True"),  # asked for explicitly: Jinja's own text
+        # `~` joins as `{{ }}{{ }}` does; `urlencode` spells as JSON (`?v=None` was sent).
+        ("{{ 'x' ~ payload.flag ~ none ~ payload.tags }}", 'xtruenull["a", "b"]'),
+        ("?v={{ none | urlencode }}&f={{ payload.flag | urlencode }}", "?v=null&f=true"),
+        ("{{ {'a': none, 'b': [1]} | urlencode }}", "a=null&b=%5B1%5D"),
+        ("{{ [['a', true], ['b', 2]] | urlencode }}", "a=true&b=2"),
+        ("{{ payload.tags | tojson | urlencode }}", "%5B%22a%22%2C%20%22b%22%5D"),
         ("x{{ payload.missing | default(none) | default('', true) }}", "x"),
         ("a{# a comment #}b", "ab"),  # as it is beside a `{{ }}`
     ],
@@ -341,3 +347,8 @@ def test_a_rendered_number_is_a_plain_number_whatever_yaml_read() -> None:
     rendered = render_tree({"json": dict(data["json"])}, SCOPE)
     assert type(rendered["json"]["v"]) is float and type(rendered["json"]["m"]) is int
     assert copy.deepcopy(rendered) == {"json": {"v": 3.1, "m": 493}}
+
+
+def test_urlencode_of_a_list_that_is_not_pairs_says_what_it_takes() -> None:
+    with pytest.raises(TemplateError, match=r"list of \[name, value\] pairs.*tojson"):
+        compile_template("{{ payload.tags | urlencode }}").render(SCOPE)

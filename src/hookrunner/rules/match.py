@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hookrunner.actions.values import stringify
 from hookrunner.errors import TemplateError
 from hookrunner.redact import REDACTED
 from hookrunner.rules.model import Rule, Ruleset, When
@@ -226,8 +227,9 @@ def concurrency_key(rule: Rule, scope: Mapping[str, Any],
             return rule.name, False
         value = given.render(scope)
         if value is None or value == "":
-            raise TemplateError(f"concurrency key {given.source!r} rendered empty")
-        return str(value), False
+            what = "null (a missing or null value)" if value is None else "empty"
+            raise TemplateError(f"concurrency key {given.source!r} rendered {what}")
+        return stringify(value), False  # `true`, `{"a": 1}`: JSON, as in argv, not Python
     from hookrunner.actions import RUNNERS  # imports (registers) every runner; not at the top
 
     implicit = RUNNERS[rule.action_kind].implicit_concurrency_key(spec)

@@ -164,6 +164,21 @@ def test_render_errors_are_template_errors() -> None:
         concurrency_key(rs.rules[0], scope(), {})
 
 
+@pytest.mark.parametrize(("value", "key"), [
+    (True, "true"), ({"b": 1, "a": [True, None]}, '{"b": 1, "a": [true, null]}'),
+    ([1, "a", None], '[1, "a", null]'), (7, "7"), ("x", "x")])
+def test_a_key_from_a_value_that_is_not_text_is_its_json(value: Any, key: str) -> None:
+    """As the same value is written in argv (`True` and `{'b': 1, ...}` were stored)."""
+    rule = ruleset_with("", extra='    concurrency: {key: "{{ payload.v }}"}\n').rules[0]
+    assert concurrency_key(rule, scope({"v": value}), {}) == (key, False)
+
+
+def test_a_key_from_a_null_value_says_null() -> None:
+    rule = ruleset_with("", extra='    concurrency: {key: "{{ payload.v }}"}\n').rules[0]
+    with pytest.raises(TemplateError, match="rendered null"):
+        concurrency_key(rule, scope({"v": None}), {})
+
+
 def test_no_concurrency_means_no_key() -> None:
     """A rule without concurrency has no key of its own."""
     rule = ruleset_with("").rules[0]
