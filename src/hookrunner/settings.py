@@ -138,6 +138,43 @@ _INT_RANGES = {"port": f" from 0 to {MAX_PORT}", "workers": " of at least 1",
                "http_workers": f" from 1 to {MAX_HTTP_WORKERS}", "max_queued": " of at least 1"}
 
 
+def _check_db_url(value: str) -> None:
+    """Refuse a PostgreSQL URL that libpq would read otherwise than it was meant: where a
+    password's `@`, `/`, `?` or `#` cuts it short, messages would quote part of it."""
+    found = re.search(r"[/?#]", after := value.split("://", 1)[1])
+    authority = after[:found.start()] if found else after
+    tail = after[found.end():] if found else ""
+    if authority.count("@") > 1:
+        # `user:p@ss@host`: the URL parser would take `ss@host` for the host, and libpq's
+        # error ("cannot resolve host ss@host") would then print part of the password.
+        raise ValueError("the URL has more than one '@' before the host: write an '@' in "
+                         "the user name or password as %40")
+    host = authority.rsplit("@", 1)[-1]
+    written_port = host.rsplit(":", 1)[1] if ":" in host.rsplit("]", 1)[-1] else ""
+    path = re.split(r"[?#]", tail, maxsplit=1)[0] if found and found.group() == "/" else ""
+    # After a `?` or `#`: options are `name=value`, and no name has an `@`.
+    names = [] if not found or found.group() == "/" else \
+        [item.split("=", 1)[0] for item in re.split(r"[&#]", tail)]
+    if "@" in path or any("@" in n for n in names) or (
+            "@" in tail and written_port and not written_port.isdigit()):
+        # `user:pa/ss@host`: the host part ends at the `/` (`user` the host, `pa` its
+        # port), so `ss@host/db` would be taken for the database (`?`, `#`: for the
+        # options), and messages would quote it; `user:p@ss/w@host` (or `?w@host`) the
+        # same, with `ss` the host. (`?user=app@server` is an option; a database name
+        # with an `@` is written %40.)
+        raise ValueError("the URL has an '@' after its host part: write a '/', '?' or '#' "
+                         "in the user name or password as %2F, %3F or %23")
+    try:  # what libpq would be given, and messages name: never a wrong host or port
+        parts = urlsplit(value)
+        # libpq's several hosts (`h1:5432,h2:5432/db`, for failover) are its to read.
+        port = parts.port if "," not in authority else None
+    except ValueError:
+        raise ValueError("its host part cannot be read: an IPv6 address goes in brackets "
+                         "([::1]), and a port is a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError("its port must be a number from 1 to 65535")
+
+
 def _check(name: str, value: Any) -> None:
     """Raise ValueError (what is expected) for a value that cannot be right."""
     if name == "port" and not 0 <= value <= MAX_PORT:
@@ -164,30 +201,7 @@ def _check(name: str, value: Any) -> None:
         raise ValueError("expected a postgresql://... (or postgres://...) URL; the embedded "
                          "SQLite store is chosen with --data DIR")
     if name == "db":
-        authority, *rest = re.split(r"[/?#]", value.split("://", 1)[1], maxsplit=1)
-        if authority.count("@") > 1:
-            # `user:p@ss@host`: the URL parser would take `ss@host` for the host, and libpq's
-            # error ("cannot resolve host ss@host") would then print part of the password.
-            raise ValueError("the URL has more than one '@' before the host: write an '@' in "
-                             "the user name or password as %40")
-        port = authority.rsplit(":", 1)[1] if ":" in authority.rsplit("]", 1)[-1] else ""
-        path = re.split(r"[?#]", rest[0], maxsplit=1)[0] if rest else ""
-        if "@" not in authority and rest and "@" in rest[0] and (
-                (port and not port.isdigit()) or "@" in path):
-            # `user:pa/ss@host`: the host part ends at the `/` (`user` the host, `pa` its
-            # port), so `ss@host/db` would be taken for the database (`?`, `#`: for the
-            # options), and messages would quote it. (`?user=app@server` is an option.)
-            raise ValueError("the URL has an '@' after its host part: write a '/', '?' or '#' "
-                             "in the user name or password as %2F, %3F or %23")
-        try:  # what libpq would be given, and messages name: never a wrong host or port
-            parts = urlsplit(value)
-            # libpq's several hosts (`h1:5432,h2:5432/db`, for failover) are its to read.
-            port = parts.port if "," not in authority else None
-        except ValueError:
-            raise ValueError("its host part cannot be read: an IPv6 address goes in brackets "
-                             "([::1]), and a port is a number from 1 to 65535") from None
-        if port == 0:
-            raise ValueError("its port must be a number from 1 to 65535")
+        _check_db_url(value)
     if name == "pass_env":
         for item in value:
             if not ENV_NAME.fullmatch(item):

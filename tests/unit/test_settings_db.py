@@ -14,6 +14,11 @@ from hookrunner.settings import load_settings
     ("postgresql://u:pa#sxyzw@host/db", False),
     ("postgresql://u:1234/secret@host/db", False),
     ("postgresql://u:p@ss@host/db", False),
+    # One '@' and one '/' in it: `ss` was taken for the host, and named in the messages.
+    ("postgresql://hookrunner:p@ss/w@127.0.0.1:18500/hookrunner", False),
+    ("postgresql://u:pa@ss?w@host/db", False),
+    ("postgresql://host?user=a@b", True),
+    ("postgresql://u:pw@host?user=a@b", True),
     ("postgresql://host/db?user=app@server", True),
     ("postgresql://host:5432/db?user=a@b", True),
     ("postgresql:///db?host=/run/postgresql&user=a@b", True),
