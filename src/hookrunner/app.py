@@ -305,18 +305,20 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         _data_dir(settings)
         if settings.db.startswith(POSTGRES_SCHEMES):
             await reach_postgres(settings.db, need_schema=False)
+        # The identity first: opening the store migrates its schema, which must not change
+        # under an older server still running on it (a deploy that starts the new one early).
         try:
+            if not worker and not await store.lock_node(settings.node):
+                await store.close()
+                where = f"node name {settings.node!r}" if settings.db else f"--data {settings.data}"
+                raise StartupRefused(f"another server is running with this {where}; "
+                                     "stop it first (or give this one its own)")
             await store.open()
         except StoreUnavailable as exc:
             raise StartupRefused(f"cannot open the store: {exc}") from None
         if worker:
             assert shared is not None
             gw.dispatcher = WorkerQueue(settings, store, shared)
-        elif not await store.lock_node(settings.node):
-            await store.close()
-            where = f"node name {settings.node!r}" if settings.db else f"--data {settings.data}"
-            raise StartupRefused(f"another server is running with this {where}; "
-                                 "stop it first (or give this one its own)")
         else:
             forget_stale_token(settings.admin_token, settings.data)
 

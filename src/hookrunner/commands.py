@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
+import pwd
 import signal
 import sys
 import time
@@ -244,13 +246,32 @@ class NoStore(HookrunnerError):
     pass
 
 
+def _readable_store(path: Path) -> None:
+    """Raise NoStore where the SQLite file is missing, or this user may not read it (the
+    data dir is the server's user's, 0700: an operator's own `runs` met a traceback)."""
+    try:
+        found = path.exists()
+    except PermissionError:
+        found = None
+    if found is False:
+        raise NoStore(f"no hookrunner store at {path} (is --data right?)")
+    if found is None or not os.access(path, os.R_OK):
+        denied = path.parent if found is None else path
+        try:
+            owner = f" ({pwd.getpwuid(denied.stat().st_uid).pw_name}'s)"
+        except (OSError, KeyError):
+            owner = ""
+        raise NoStore(f"cannot read {denied}{owner}: permission denied; run this as the "
+                      "server's user (e.g. `sudo -u <user> hookrunner ...`)")
+
+
 async def _open(settings: Settings) -> Store:
     """The server's store, for the CLI. A missing SQLite file is an error, not a new store:
     `runs --data typo` must not answer "no runs" from an empty database it just made."""
     from hookrunner.store import open_store
 
-    if not settings.db and not Path(settings.store_url).exists():
-        raise NoStore(f"no hookrunner store at {settings.store_url} (is --data right?)")
+    if not settings.db:
+        _readable_store(Path(settings.store_url))
     if settings.db and settings.sources.get("data") == "--data" \
             and settings.sources.get("db") != "--db":
         # Both name a store: the database wins, as for `serve` (where --data holds the logs).

@@ -4,12 +4,16 @@ usage, 3 cannot start), never a traceback. Each starts the real command."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,3 +295,64 @@ def test_host_double_colon_listens_on_ipv4_and_ipv6(project: Path) -> None:
         assert f"listen=http://[::]:{server.port}" in server.output()
     finally:
         server.stop()
+
+
+def test_a_refused_server_leaves_the_store_unopened(project: Path) -> None:
+    """Opening migrates the schema: that happened before the refusal, under an older server
+    still running on the data dir (a deploy starting the new version early)."""
+    data = project / "data"
+    data.mkdir(mode=0o700)
+    with open(data / "hookrunner.db.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running server holds it
+        one_line(serve(project, "--data", str(data)), 3, "another server is running")
+    assert not (data / "hookrunner.db").exists()
+
+
+def test_a_lock_file_that_cannot_be_opened_is_one_line(project: Path) -> None:
+    (project / "data" / "hookrunner.db.lock").mkdir(parents=True)
+    one_line(serve(project, "--data", str(project / "data")), 3,
+             "cannot open the store", "hookrunner.db.lock: Is a directory")
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another user can enter (pytest's own are 0700), for runs as nobody."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to act as another user")
+    if subprocess.run([*NOBODY, *CLI, "--version"], capture_output=True).returncode != 0:
+        pytest.skip("this checkout is not readable by other users")
+    path = Path(tempfile.mkdtemp(prefix="hookrunner-perm-"))
+    path.chmod(0o755)
+    (path / "rules").mkdir()
+    (path / "rules" / "h.yaml").write_text(RULES)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_a_database_file_the_server_cannot_write_is_refused_at_start(shared_dir: Path) -> None:
+    """Restored as root: the server started, and answered every hook 503 for good."""
+    data = shared_dir / "data"
+    data.mkdir(mode=0o700)
+    sqlite3.connect(data / "hookrunner.db").close()
+    os.chown(data, 65534, 65534)
+    done = subprocess.run([*NOBODY, *CLI, "serve", "--port", str(free_port()), "--data",
+                           str(data), "--rules", str(shared_dir / "rules"), "--root",
+                           str(shared_dir)], env=_env(), capture_output=True, text=True,
+                          timeout=30, cwd=shared_dir)
+    one_line(done, 3, "hookrunner.db is not writable by this user", "belongs to uid 0")
+
+
+def test_store_commands_on_a_data_dir_this_user_cannot_read_say_so(shared_dir: Path) -> None:
+    data = shared_dir / "data"
+    data.mkdir(mode=0o700)
+    sqlite3.connect(data / "hookrunner.db").close()
+    for args in (["runs"], ["log", "run_x"], ["delivery", "dlv_x"], ["cancel", "run_x"]):
+        done = subprocess.run([*NOBODY, *CLI, *args, "--data", str(data)], env=_env(),
+                              capture_output=True, text=True, timeout=30, cwd=shared_dir)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr == (f"hookrunner: cannot read {data} (root's): permission denied; "
+                               "run this as the server's user (e.g. `sudo -u <user> "
+                               "hookrunner ...`)\n"), done.stderr

@@ -173,7 +173,8 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def lock_node(self, node: str) -> bool:
-        """Claim `node`'s identity until close: False when another live server holds it.
+        """Claim `node`'s identity until close (before `open` too, which migrates): False
+        when another live server holds it.
 
         A server recovers its node's interrupted runs at start-up, so two servers with one
         identity (one --data dir, or one --node name on PostgreSQL) would stop each

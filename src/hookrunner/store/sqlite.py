@@ -96,6 +96,16 @@ def _migrate(conn: sqlite3.Connection) -> list[str]:
     return done
 
 
+def _unwritable(path: Path) -> str | None:
+    """What to say of the file (the database, or its -wal or -shm) this user cannot write:
+    one restored or copied as root, say."""
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and not os.access(file, os.W_OK):
+            return (f"{file} is not writable by this user (uid {os.geteuid()}; it belongs to "
+                    f"uid {file.stat().st_uid}): chown it to the server's user")
+    return None
+
+
 def _applied(path: Path) -> set[int] | None:
     """The migrations applied to the file (read-only); None where that cannot be read."""
     try:
@@ -276,9 +286,14 @@ class SQLiteStore:
         try:
             private_dir(self.path.parent)
             private_file(self.path)  # before SQLite makes it 0644 (payloads are in it)
-            self._writer.start()
+            # The server's: SQLite would open it read-only, and fail every write.
+            unwritable = _unwritable(self.path) if migrate else None
+            if unwritable is None:
+                self._writer.start()
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        if unwritable is not None:
+            raise StoreUnavailable(unwritable)
         # Only a database behind on its migrations takes the write lock here: `hookrunner
         # runs` waited out a busy writer's transaction (up to the busy timeout) to read.
         problem = sql.schema_problem("sqlite", await asyncio.to_thread(_applied, self.path))
@@ -301,8 +316,12 @@ class SQLiteStore:
         # One server per database file, whatever its --node: an flock next to the file is
         # released by the kernel when the process dies, so a crash never leaves it stale.
         if self._lock_file is None:
-            fd = os.open(self.path.with_name(self.path.name + ".lock"),
-                         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, PRIVATE_FILE)
+            lock = self.path.with_name(self.path.name + ".lock")
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                             PRIVATE_FILE)
+            except OSError as exc:
+                raise StoreUnavailable(f"cannot open {lock}: {exc.strerror or exc}") from None
             self._lock_file = os.fdopen(fd, "a")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
