@@ -91,18 +91,25 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _check_storable(value: Any) -> None:
+    if unstorable(value):
+        raise PayloadError(400, "body holds a NUL character or a lone surrogate "
+                                "(\\u0000, \\ud800-\\udfff), which cannot be stored")
+
+
+def unstorable(value: Any) -> bool:
+    """Whether a text in `value` (a key too) holds a NUL or a lone surrogate."""
     todo = [value]
     while todo:
         item = todo.pop()
         if isinstance(item, str):
             if _UNSTORABLE.search(item):
-                raise PayloadError(400, "body holds a NUL character or a lone surrogate "
-                                        "(\\u0000, \\ud800-\\udfff), which cannot be stored")
+                return True
         elif isinstance(item, dict):
             todo.extend(item.keys())
             todo.extend(item.values())
-        elif isinstance(item, list):
+        elif isinstance(item, list | tuple):
             todo.extend(item)
+    return False
 
 
 # Single-byte charsets an old client may really send (any byte decodes in them).

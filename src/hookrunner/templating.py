@@ -773,6 +773,9 @@ def render_tree(tree: Any, scope: Mapping[str, Any]) -> Any:
     return to_plain(tree)
 
 
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
 def describe(value: Any, limit: int = 200) -> str:
     """A short JSON-ish rendering of a value, for explanations."""
     if value is MISSING:
@@ -786,4 +789,5 @@ def describe(value: Any, limit: int = 200) -> str:
             text = repr(value)
         except Exception:  # an int past MAX_DIGITS has no repr either
             text = f"({exc})"
+    text = _NOT_TEXT.sub("\ufffd", text)  # what a store could not hold (`'%c' % 0`)
     return text if len(text) <= limit else text[: limit - 1] + "…"

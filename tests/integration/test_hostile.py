@@ -40,6 +40,9 @@ hooks:
     max_body: {MAX_BODY}
   roomy:
     verify: {{none: {{}}}}
+  odd:
+    verify: {{none: {{}}}}
+    dedup: "{{{{ payload.kind }}}}{{{{ '%c' % payload.n }}}}"
   github:
     verify:
       github:
@@ -109,6 +112,15 @@ rules:
     hook: open
     when: payload.kind | default("") == "nul"
     run: {{shell: {{argv: ["scripts/args.sh", "x{{{{ '%c' % 0 }}}}y"]}}}}
+  - name: unstorable-key
+    hook: odd
+    when: payload.kind | default("") == "key"
+    run: {{shell: {{argv: ["true"]}}}}
+    concurrency: {{key: "{{{{ '%c' % payload.n }}}}"}}
+  - name: unstorable-env
+    hook: odd
+    when: payload.kind | default("") == "env" and ('%c' % payload.n) != "x"  # explained too
+    run: {{shell: {{argv: ["true"], env: {{A: "{{{{ '%c' % payload.n }}}}"}}}}}}
 """
 
 CANARY = """i=0
@@ -632,7 +644,24 @@ def test_sequences_print_as_json_lists_never_as_python_objects(server: Server) -
 def test_a_nul_byte_made_by_a_template_fails_the_run_with_a_reason(server: Server) -> None:
     run = _run_of(server, _post(server, {"kind": "nul"}))
     assert run["status"] == "failed"
-    assert run["reason"] == "argument 1 of the command contains a NUL byte", run["reason"]
+    assert "renders a NUL character or a lone surrogate" in run["reason"], run["reason"]
+
+
+@pytest.mark.parametrize("kind", ["key", "env"])
+def test_a_template_making_text_that_cannot_be_stored_fails_its_run_not_the_delivery(
+    server: Server, kind: str,
+) -> None:
+    """A lone surrogate or a NUL from `'%c' % n` in a concurrency key or a dedup template
+    (SQLite), or anywhere in the action (PostgreSQL's jsonb): a 500, the delivery lost."""
+    for n in (0xD800, 0):
+        r = _post(server, {"kind": kind, "n": n}, hook="odd")
+        run = _run_of(server, r)
+        assert run["status"] == "failed" and "cannot be stored" in run["reason"], run
+        with server.admin() as c:
+            doc = c.get(f"/api/deliveries/{r.json()['delivery_id']}").json()
+        assert doc["dedup_key"].startswith("sha256:"), doc  # stored as a digest
+        again = _post(server, {"kind": kind, "n": n}, hook="odd")
+        assert again.status_code == 200 and again.json()["duplicate"], again.text
 
 
 def _close_waits(port: int) -> int:
