@@ -26,6 +26,7 @@ RUN_STATUSES: tuple[str, ...] = (
 )
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "canceled", "skipped"})
 Policy = Literal["queue", "skip", "replace", "coalesce"]
+LISTED_SPEC = 65536  # bytes of a run's spec a listing carries (store/sql/*/queries.sql: list_runs)
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,10 @@ class Store(Protocol):
     async def list_runs(
         self, status: str | None = None, limit: int = 50, delivery_id: str | None = None,
         rule: str | None = None,
-    ) -> list[Run]: ...
+    ) -> list[Run]:
+        """The newest runs first. A rendered action (`spec`) of more than LISTED_SPEC bytes
+        of JSON is `{"omitted_bytes": N}` here, with its hidden-key mark: `get_run` has it."""
+        ...
 
     async def attempts(self, run_id: str) -> list[Attempt]: ...
 

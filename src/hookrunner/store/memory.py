@@ -11,14 +11,16 @@ from dataclasses import replace
 
 from hookrunner.concurrency import decide, superseded_reason
 from hookrunner.errors import DeliveryGone
-from hookrunner.redact import redact_pairs
+from hookrunner.redact import HIDDEN_KEY, redact_pairs
 from hookrunner.store._rows import (
     CANCELED_BEFORE_RETRY,
     CANCELED_BEFORE_START,
     CANCELED_INSTEAD_OF_RETRY,
+    dumps,
 )
 from hookrunner.store._wake import wait_event
 from hookrunner.store.base import (
+    LISTED_SPEC,
     RUN_STATUSES,
     TERMINAL,
     AcceptResult,
@@ -212,7 +214,7 @@ class MemoryStore:
             and (rule is None or r.rule == rule)
         ]
         out.sort(key=lambda r: r.seq, reverse=True)
-        return [self._copy(r) for r in out[:limit]]
+        return [_listed(self._copy(r)) for r in out[:limit]]
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         return sorted(
@@ -264,3 +266,11 @@ class MemoryStore:
                     del self._attempts[key]
                     self._logs.pop(key, None)
         return len(gone)
+
+
+def _listed(run: Run) -> Run:
+    """As the SQL stores list it (LISTED_SPEC)."""
+    size = len(dumps(run.spec))
+    if size > LISTED_SPEC:
+        run.spec = {"omitted_bytes": size, HIDDEN_KEY: bool(run.spec.get(HIDDEN_KEY))}
+    return run

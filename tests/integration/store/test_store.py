@@ -12,7 +12,8 @@ import pytest
 
 from hookrunner.errors import DeliveryGone
 from hookrunner.store import open_store
-from hookrunner.store.base import Finish, NewDelivery, NewRun, Store
+from hookrunner.redact import HIDDEN_KEY
+from hookrunner.store.base import LISTED_SPEC, Finish, NewDelivery, NewRun, Store
 
 T0 = 1_000.0
 LEASE = 30.0
@@ -462,6 +463,27 @@ async def test_counts_next_due_and_list_runs(store: Store) -> None:
     assert [r.id for r in await store.list_runs(status="running")] == [a]
     assert [r.id for r in await store.list_runs(limit=1)] == [b]
     assert await store.list_runs(rule="other") == []
+
+
+@pytest.mark.parametrize("hidden_key", [True, False])
+async def test_a_listing_carries_a_large_action_as_its_size_only(
+    store: Store, hidden_key: bool,
+) -> None:
+    """An action forwarding a whole payload made each listing megabytes (and the server's
+    memory with it); the run itself still has it whole."""
+    d = delivery()
+    big_spec = {"url": "http://x/", "json": {"all": "é" * LISTED_SPEC}, HIDDEN_KEY: hidden_key}
+    big = dataclasses.replace(new_run(d, "k"), spec=big_spec)
+    small = new_run(d)
+    await store.accept(d, [big, small])
+    listed = {r.id: r for r in await store.list_runs()}
+    size = listed[big.id].spec["omitted_bytes"]
+    assert size > LISTED_SPEC and listed[big.id].spec == {"omitted_bytes": size,
+                                                          HIDDEN_KEY: hidden_key}
+    assert listed[big.id].concurrency_key == "k" and listed[big.id].status == "queued"
+    assert listed[small.id].spec == {"argv": ["echo", "hi"]}
+    whole = await store.get_run(big.id)
+    assert whole is not None and whole.spec == big_spec
 
 
 async def test_prune_deletes_only_finished_deliveries(store: Store) -> None:

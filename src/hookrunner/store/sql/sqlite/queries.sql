@@ -151,7 +151,19 @@ SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id WHERE r
 -- name: list_runs
 -- The filters given are added by the store (store/_rows.listing): `(:x IS NULL OR col = :x)`
 -- would keep SQLite from its indexes, and PostgreSQL's generic plans too.
-SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+-- A listing carries a rendered action of at most 64 KiB (one forwarding a whole payload was
+-- megabytes in each listing, and in the server's memory): a larger one is its size, with
+-- its hidden-key mark (redact.HIDDEN_KEY); store/base.LISTED_SPEC says so for the memory store.
+SELECT r.seq, r.id, r.delivery_id, r.rule, r.action,
+       CASE WHEN length(r.spec) <= 65536 THEN r.spec
+            ELSE json_object('omitted_bytes', length(r.spec), 'hidden_concurrency_key',
+                             json(CASE WHEN instr(r.spec, '"hidden_concurrency_key":true') THEN 'true'
+                                       ELSE 'false' END)) END AS spec,
+       r.status, r.attempt, r.concurrency_key, r.policy, r.timeout, r.max_attempts,
+       r.backoff, r.max_backoff, r.retry_on, r.created_at, r.next_attempt_at, r.started_at,
+       r.finished_at, r.exit_code, r.reason, r.outputs, r.lease_owner, r.lease_expires,
+       r.cancel_requested, r.superseded_by, d.hook
+FROM runs r JOIN deliveries d ON d.id = r.delivery_id
 {where} ORDER BY r.seq DESC LIMIT {limit};
 
 -- name: attempts
