@@ -64,12 +64,29 @@ def normalize_http(raw: Any) -> dict[str, Any]:
         out["json"] = spec_["json"]
     if "body" in spec_:
         out["body"] = spec.scalar_str(spec_["body"], ("body",), "http.body")
+    if isinstance(headers, Mapping) and any(str(k).lower() == "authorization" for k in headers) \
+            and _literal_credentials(out.get("url", "")):
+        raise ConfigError(CREDENTIALS_TWICE, path=("url",))  # every run would fail on it
     ca = spec.optional_str(spec_, "ca", KIND)
     if ca is not None:
         if "{{" in ca or "{%" in ca:
             raise ConfigError("http.ca is the path of a CA bundle, not a template", path=("ca",))
         out["ca"] = ca
     return out
+
+
+CREDENTIALS_TWICE = ("http: the URL carries credentials and the rule sets an Authorization "
+                     "header: httpx would send the URL's; keep one")
+
+
+def _literal_credentials(url: str) -> bool:
+    """Whether a URL written without templates has a user name (`https://u:p@host/`)."""
+    if "{" in url:
+        return False
+    try:
+        return urlsplit(url).username is not None
+    except ValueError:
+        return False
 
 
 def trust(ca: Any, root: Path) -> ssl.SSLContext | bool:
@@ -151,8 +168,7 @@ class HttpRunner:
         headers = {name: _header_value(name, value) for name, value in headers.items()}
         if urlsplit(url).username is not None and any(
                 name.lower() == "authorization" for name in headers):
-            raise ActionError("http: the URL carries credentials and the rule sets an "
-                              "Authorization header: httpx would send the URL's; keep one")
+            raise ActionError(CREDENTIALS_TWICE)
         kwargs: dict[str, Any] = {"headers": headers}
         if "json" in rendered:
             kwargs["json"] = rendered["json"]

@@ -34,6 +34,11 @@ def test_normalize_accepts(raw: dict[str, Any], expected: dict[str, Any]) -> Non
         ({"url": "u", "json": {}, "body": "x"}, "not both", ("body",)),
         ({"url": "u", "headers": {"Bad Header": "1"}}, "invalid name", ("headers", "Bad Header")),
         ({"url": "u", "timeout": 5}, "unknown key 'timeout'", ("timeout",)),
+        # Every run would fail on it: refused by `check` instead.
+        ({"url": "https://u:p@h/", "headers": {"authorization": "Bearer x"}},
+         "the URL carries credentials and the rule sets an Authorization header", ("url",)),
+        ({"url": "https://u@h/", "headers": {"Authorization": {"env": "T"}}},
+         "keep one", ("url",)),
     ],
 )
 def test_normalize_rejects(raw: dict[str, Any], message: str, path: tuple[Any, ...]) -> None:
@@ -41,6 +46,11 @@ def test_normalize_rejects(raw: dict[str, Any], message: str, path: tuple[Any, .
         normalize_http(raw)
     assert message in err.value.message
     assert err.value.path == path
+
+
+def test_credentials_that_only_a_payload_may_put_in_the_url_are_left_to_the_run() -> None:
+    for url in ("https://{{ payload.auth }}@h/", "https://h/", "https://[bad/"):
+        assert normalize_http({"url": url, "headers": {"Authorization": "x"}})["url"] == url
 
 
 def test_redacted_drops_credentials_and_query() -> None:
