@@ -140,8 +140,9 @@ def _timestamp(created: float) -> str:
 
 def _text_line(created: float, level: str, name: str, fields: dict[str, Any]) -> str:
     parts = [_timestamp(created), level, name]
-    # A field without a value is left out (`event_type=None` is Python, not a log value).
-    parts += [f"{k}={_text(v)}" for k, v in fields.items() if v is not None]
+    # A field without a value is left out (`event_type=None` is Python, not a log value;
+    # `reason=""` of a run that succeeded says nothing).
+    parts += [f"{k}={_text(v)}" for k, v in fields.items() if v is not None and v != ""]
     return " ".join(parts)
 
 

@@ -232,3 +232,9 @@ def test_the_database_drivers_lines_are_hookrunners_own_and_throttled() -> None:
     (line,) = events_in(out)
     assert line["event"] == "store.driver_message" and line["logger"] == "psycopg.pool"
     assert line["message"].startswith("error connecting in 'pool-1'")
+
+
+def test_text_log_lines_leave_out_fields_without_a_value() -> None:
+    line = logs._text_line(0.0, "info", "run.finished", {"status": "succeeded", "reason": "",
+                                                          "retry_in": None, "exit_code": 0})
+    assert line.endswith("info run.finished status=succeeded exit_code=0"), line
