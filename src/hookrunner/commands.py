@@ -324,16 +324,17 @@ async def replay(settings: Settings, delivery_id: str, rule: str | None = None) 
         answer = await replay_delivery(store, ruleset, delivery_id, settings.default_timeout,
                                        rule=rule)
     except ReplayError as exc:
-        print(f"hookrunner: {exc}", file=sys.stderr)
+        where = f" (read from --rules {settings.rules})" if exc.of_rules else ""
+        print(f"hookrunner: {exc}{where}", file=sys.stderr)
         return EXIT_FAIL
     finally:
         await store.close()
     runs = answer["runs"]
-    print(f"replayed {delivery_id}: {len(runs)} run(s) queued" + (": " + " ".join(runs) if runs else ""))
-    if rule is not None and not runs:
+    if rule is not None and not runs:  # nothing was queued: only the reason
         print(f"hookrunner: rule {rule!r} does not match the delivery now (hookrunner explain "
-              "shows why)", file=sys.stderr)
+              "shows why); nothing was queued", file=sys.stderr)
         return EXIT_FAIL
+    print(f"replayed {delivery_id}: {len(runs)} run(s) queued" + (": " + " ".join(runs) if runs else ""))
     for explained in answer["matches"]:  # a `when` that errs never matches: say why
         if explained.get("error") is not None:
             print(f"hookrunner: rule {explained['rule']}: its when could not be evaluated: "

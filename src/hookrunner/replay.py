@@ -17,10 +17,12 @@ from hookrunner.verify.base import Headers
 
 
 class ReplayError(HookrunnerError):
-    def __init__(self, message: str, not_found: bool = False, full: bool = False) -> None:
+    def __init__(self, message: str, not_found: bool = False, full: bool = False,
+                 of_rules: bool = False) -> None:
         super().__init__(message)
         self.not_found = not_found
         self.full = full  # --max-queued: try again later
+        self.of_rules = of_rules  # what the rules say: the CLI names the directory it read
 
 
 async def replay_delivery(
@@ -34,10 +36,12 @@ async def replay_delivery(
     if delivery is None:
         raise ReplayError(f"no delivery {delivery_id!r}", not_found=True)
     if delivery.hook not in ruleset.hooks:
-        raise ReplayError(f"hook {delivery.hook!r} is no longer defined in the rules")
+        raise ReplayError(f"hook {delivery.hook!r} is not defined in the rules (removed since, "
+                          "or these are not the server's rules)", of_rules=True)
     if rule is not None and rule not in {r.name for r in ruleset.rules_for(delivery.hook)}:
         names = ", ".join(sorted(r.name for r in ruleset.rules_for(delivery.hook))) or "none"
-        raise ReplayError(f"no rule {rule!r} for hook {delivery.hook!r} (its rules: {names})")
+        raise ReplayError(f"no rule {rule!r} for hook {delivery.hook!r} (its rules: {names})",
+                          of_rules=True)
     headers = Headers(delivery.headers)
     try:
         payload = parse_body(delivery.body, headers.get("content-type"))

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from hookrunner.errors import DeliveryGone
-from hookrunner.store import open_store
 from hookrunner.redact import HIDDEN_KEY
+from hookrunner.store import open_store
 from hookrunner.store.base import LISTED_SPEC, Finish, NewDelivery, NewRun, Store
 
 T0 = 1_000.0
