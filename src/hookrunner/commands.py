@@ -367,12 +367,20 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
     from hookrunner.waiting import describe, waiting_for
 
     now = time.time()
+    unserved = False  # SQLite: queued runs wait for a server to start, not for a worker
+    if any(r.status in ("queued", "running") for r in items) and not settings.db:
+        from hookrunner.store.sqlite import served
+
+        unserved = not served(Path(settings.store_url))
     for r in items:
         code = "-" if r.exit_code is None else str(r.exit_code)
         took = f"{r.finished_at - r.started_at:.1f}s" if r.finished_at and r.started_at else "-"
         if r.status == "running" and r.started_at:
-            took = f"{now - r.started_at:.1f}s so far"
+            took = "-, its server has stopped" if unserved else f"{now - r.started_at:.1f}s so far"
         waits = describe(waiting_for(r, running, now), _ts)
+        if waits and unserved:
+            waits = "a server: none runs on this --data" + (
+                f" (then {waits})" if not waits.startswith("a free worker") else "")
         print(f"{r.id}  {r.status:<9}  {_ts(r.created_at)}  {r.rule}  attempt={r.attempt}  "
               f"exit={code}  took={took}  delivery={r.delivery_id}"
               + (f"  waiting for {waits}" if waits else "")

@@ -532,6 +532,10 @@ rules:
         server.wait_run(waiter)
     finally:
         server.stop()
+    # With no server on the data dir, that is what a queued run waits for first.
+    listed = _run("runs", "--data", data, cwd=tmp_path).stdout
+    line = next(x for x in listed.splitlines() if x.startswith(retrying))
+    assert "waiting for a server: none runs on this --data (then retry at 20" in line, line
 
 
 def test_a_dry_run_shows_typed_numbers_written_in_yaml_s_other_forms(tmp_path: Path) -> None:
