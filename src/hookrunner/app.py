@@ -277,6 +277,21 @@ def _data_dir(settings: Settings) -> None:
                   mode=f"{mode:04o}", hint="it holds payloads and logs: chmod 700 it")
     private_dir(settings.data)
     private_dir(settings.logs_dir)
+    if not settings.db and _emptied(Path(settings.store_url), settings.logs_dir, settings.data):
+        raise StartupRefused(f"{settings.store_url} is empty (0 bytes), but runs have started "
+                             f"with {settings.data} (their logs or start marks are there): the "
+                             "file was truncated or replaced; restore it from a backup, or "
+                             "remove it to start a new, empty store")
+
+
+def _emptied(db: Path, logs: Path, data: Path) -> bool:
+    """A database file of 0 bytes where runs have been: starting on it would make a new,
+    empty store, and forget every queued run and every delivery id that dedup holds."""
+    try:
+        return db.stat().st_size == 0 and (
+            any(logs.iterdir()) or any(data.glob("started-*.marks*")))
+    except OSError:
+        return False
 
 
 def refuse(app: Starlette, reason: str) -> None:

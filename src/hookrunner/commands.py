@@ -255,6 +255,9 @@ def _readable_store(path: Path) -> None:
         found = None
     if found is False:
         raise NoStore(f"no hookrunner store at {path} (is --data right?)")
+    if found and path.stat().st_size == 0:  # (read below as "from an older hookrunner")
+        raise NoStore(f"{path} is empty (0 bytes): no server has started on it yet, or it was "
+                      "truncated (restore it from a backup)")
     if found is None or not os.access(path, os.R_OK):
         denied = path.parent if found is None else path
         try:

@@ -356,3 +356,28 @@ def test_store_commands_on_a_data_dir_this_user_cannot_read_say_so(shared_dir: P
         assert done.stderr == (f"hookrunner: cannot read {data} (root's): permission denied; "
                                "run this as the server's user (e.g. `sudo -u <user> "
                                "hookrunner ...`)\n"), done.stderr
+
+
+def test_a_database_emptied_under_its_history_is_refused_not_started_afresh(
+    project: Path,
+) -> None:
+    """0 bytes where runs have started: a new store would forget every queued run and every
+    id dedup holds. `runs` said "from an older hookrunner: start serve to upgrade it"."""
+    data = project / "data"
+    server = Server(project / "rules", data, project).start()
+    try:
+        assert httpx.post(f"{server.url}/hooks/h", json={}, timeout=30).status_code == 202
+    finally:
+        server.stop()
+    (data / "hookrunner.db").write_bytes(b"")
+    for name in ("hookrunner.db-wal", "hookrunner.db-shm"):
+        (data / name).unlink(missing_ok=True)
+    one_line(serve(project, "--data", str(data)), 3, "hookrunner.db is empty (0 bytes), but runs "
+             "have started", "restore it from a backup, or remove it")
+    done = subprocess.run([*CLI, "runs", "--data", str(data)], cwd=project, env=_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and done.stderr.startswith(
+        f"hookrunner: {data / 'hookrunner.db'} is empty (0 bytes)"), done.stderr
+    (data / "hookrunner.db").unlink()  # as the message says: a new store
+    server.start()
+    server.stop()
