@@ -345,6 +345,13 @@ async def replay(settings: Settings, delivery_id: str, rule: str | None = None) 
     return EXIT_OK
 
 
+def _took(start: float | None, end: float) -> str:
+    if not start:
+        return "-"
+    # Times are wall-clock: one stepped back (or another node's, ahead) gave `-315359998.9s`.
+    return f"{end - start:.1f}s" if end >= start else "? (the clock moved back meanwhile)"
+
+
 def _ts(t: float | None) -> str:
     """UTC, as the logs and the console give times: one clock to compare them by."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else "-"
@@ -377,9 +384,9 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
         unserved = not served(Path(settings.store_url))
     for r in items:
         code = "-" if r.exit_code is None else str(r.exit_code)
-        took = f"{r.finished_at - r.started_at:.1f}s" if r.finished_at and r.started_at else "-"
+        took = _took(r.started_at, r.finished_at) if r.finished_at else "-"
         if r.status == "running" and r.started_at:
-            took = "-, its server has stopped" if unserved else f"{now - r.started_at:.1f}s so far"
+            took = "-, its server has stopped" if unserved else f"{_took(r.started_at, now)} so far"
         waits = describe(waiting_for(r, running, now), _ts)
         if waits and unserved:
             waits = "a server: none runs on this --data" + (

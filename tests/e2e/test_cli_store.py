@@ -571,3 +571,10 @@ def test_delivery_shows_a_stored_delivery_without_a_token(tmp_path: Path) -> Non
     assert dict((k.lower(), v) for k, v in doc["headers"])["x-api-key"] == "[redacted]"
     done = _run("delivery", "dlv_nope", "--data", data, cwd=tmp_path)
     assert done.returncode == 1 and "no delivery 'dlv_nope'" in done.stderr
+
+
+def test_a_duration_across_a_clock_step_is_not_shown_negative() -> None:
+    from hookrunner.commands import _took
+
+    assert _took(10.0, 12.34) == "2.3s" and _took(None, 3.0) == "-"
+    assert _took(1e9, 1.0) == "? (the clock moved back meanwhile)"  # was `-999999999.0s`
