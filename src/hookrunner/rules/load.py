@@ -103,8 +103,10 @@ def load_rules(
     errors: list[ConfigError] = []
     warnings: list[str] = []
     if root is not None and not root.is_dir():
+        # Once, not of each path the rules name under it (and not as `rules:0:`).
         errors.append(ConfigError(f"--root {root.absolute()} is not a directory: relative paths "
-                                  "in rules resolve against it", str(rules_dir), 0))
+                                  "in rules resolve against it"))
+        root = None
     for path in paths:
         try:
             st = path.stat()

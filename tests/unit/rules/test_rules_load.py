@@ -326,14 +326,26 @@ def test_what_cannot_be_loaded_is_named_with_its_line(tmp_path: Path) -> None:
     (rules / "latin.yaml").write_bytes(b"# one\n# caf\xe9\nhooks: {}\n")
     with pytest.raises(ConfigErrors) as caught:
         load_rules(rules, root=tmp_path / "no-root", strict=True)
-    found = sorted(f"{Path(e.file).name}:{e.line}: {e.message}" for e in caught.value.errors)
+    found = sorted(str(e).replace(f"{rules}/", "") for e in caught.value.errors)
     assert found == [
+        f"--root {tmp_path / 'no-root'} is not a directory: relative paths in rules "
+        "resolve against it",  # once, without a `rules:0:` place
         "gone.yaml:0: cannot read: No such file or directory",
         "latin.yaml:2: not UTF-8 text (byte 0xe9)",
-        f"rules:0: --root {tmp_path / 'no-root'} is not a directory: relative paths in rules "
-        "resolve against it",
     ], found
 
+
+
+def test_a_missing_root_is_one_error_not_a_warning_per_path(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n  - name: a\n    hook: h\n"
+        "    run: {shell: {argv: [scripts/x.sh], cwd: sub}}\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(tmp_path / "rules", root=tmp_path / "no-root")
+    assert [e.message.split(" is ")[0] for e in caught.value.errors] == [
+        f"--root {tmp_path / 'no-root'}"]
+    assert not [w for w in caught.value.warnings if "--root" in w], caught.value.warnings
 
 
 def test_hidden_files_and_directories_are_skipped(tmp_path: Path) -> None:
