@@ -692,6 +692,18 @@ class Expression:
             self._clauses = tuple(clauses)
         return self._clauses
 
+    def decided_at(self, truths: list[bool | None]) -> int | None:
+        """Where a plain and/or of clauses is settled (the first false of an `and`, the first
+        true of an `or`): Jinja never evaluates the clauses after it."""
+        self.clauses()
+        stop = {"and": False, "or": True}.get(self._joiner or "")
+        for i, truth in enumerate(truths):
+            if truth is None or stop is None:
+                return None
+            if truth is stop:
+                return i
+        return None
+
     def verdict(self, truths: list[bool | None]) -> bool | None:
         """The expression's truth from its clauses' (None: failed), as Jinja's short-circuit
         would reach it; None where that needs the whole expression (mixed and/or, or an error

@@ -85,8 +85,10 @@ def status_class(status: str) -> str:
 
 
 def condition_class(result: bool | None, error: str | None) -> str:
-    if error or result is None:
+    if error:
         return "cond-error"
+    if result is None:  # not evaluated: an earlier clause of its and/or decided
+        return "cond-skipped"
     return "cond-true" if result else "cond-false"
 
 

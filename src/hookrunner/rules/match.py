@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import posixpath
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hookrunner.actions.values import stringify
@@ -96,6 +96,9 @@ class ConditionResult:
                 "error": error, "within": self.within}
 
 
+NOT_NEEDED = "(not evaluated: a clause before it decided)"
+
+
 @dataclass(frozen=True)
 class RuleResult:
     rule: Rule
@@ -165,24 +168,40 @@ def _judge(when: When, scope: Mapping[str, Any], within: str, out: list[Conditio
             except TemplateError as exc:
                 out.append(ConditionResult(clause.source, None, "", str(exc), within,
                                            clause.keys))
-        verdict = when.expr.verdict([c.result for c in out[first:]])
+        truths = [c.result for c in out[first:]]
+        settled = when.expr.decided_at(truths)
+        if settled is not None:
+            _not_needed(out, first + settled + 1)
+        verdict = when.expr.verdict(truths)
         return when.expr.test(scope) if verdict is None else verdict
     inner = f"{within} > {when.kind}" if within else when.kind
     # a top-level list is an implicit `all`: not worth a label
     inner = within if when.kind == "all" and not within else inner
     outcomes: list[bool | TemplateError] = []
+    ends: list[int] = []  # where each child's conditions end in `out`
     for child in when.children:
         try:
             outcomes.append(_judge(child, scope, inner, out))
         except TemplateError as exc:
             outcomes.append(exc)
+        ends.append(len(out))
     if when.kind == "not":
         return not _settle(outcomes[0])
     stop = when.kind == "any"  # any: the first true settles it; all: the first false
-    for outcome in outcomes:
+    for outcome, end in zip(outcomes, ends, strict=True):
         if _settle(outcome) is stop:
+            _not_needed(out, end)
             return stop
     return not stop
+
+
+def _not_needed(out: list[ConditionResult], start: int) -> None:
+    """A condition from `start` on that failed did so only where the verdict never evaluates
+    it (past the clause that settled an and/or, an `all` or an `any`): the README's own guard
+    `payload.pr is defined and payload.pr.merged` showed as an error."""
+    for i in range(start, len(out)):
+        if out[i].error is not None:
+            out[i] = replace(out[i], result=None, error=None, value=NOT_NEEDED)
 
 
 def _settle(outcome: bool | TemplateError) -> bool:

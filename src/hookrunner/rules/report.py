@@ -16,7 +16,7 @@ from hookrunner.units import format_duration
 
 __all__ = ["DryRunReport", "dry_run_report", "format_check", "format_explain", "format_test"]
 
-YES, NO, ERR = "✓", "✗", "!"
+YES, NO, ERR, SKIPPED = "✓", "✗", "!", "-"
 
 
 def format_check(result: Ruleset | ConfigErrors) -> str:
@@ -134,7 +134,7 @@ def format_explain(results: Sequence[RuleResult]) -> str:
         texts = [(f"[{c.within}] " if c.within else "") + c.source for c in r.conditions]
         width = max(map(len, texts), default=0)
         for c, text in zip(r.conditions, texts, strict=True):
-            mark = ERR if c.result is None else YES if c.result else NO
+            mark = (ERR if c.error else SKIPPED) if c.result is None else YES if c.result else NO
             detail = f"error: {c.error}" if c.error else c.value
             lines.append(f"    {mark} {text.ljust(width)}  {detail}")
     return "\n".join(lines)

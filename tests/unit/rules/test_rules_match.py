@@ -18,6 +18,7 @@ from hookrunner.rules import (
     load_rules_text,
     render_action,
 )
+from hookrunner.rules.match import NOT_NEEDED
 from hookrunner.rules.model import Ruleset
 
 PAYLOAD = {"ref": "refs/heads/dev", "repository": {"full_name": "acme/api"}, "replicas": 4,
@@ -105,13 +106,28 @@ def test_explain_reports_each_clause_and_left_value() -> None:
 
 def test_explain_labels_groups_and_records_clause_errors() -> None:
     """Conditions inside any/not say so; a clause that fails shows its error."""
-    rs = ruleset_with('when:\n  any:\n    - event == "push"\n    - not: payload.nothing == 1\n')
+    rs = ruleset_with('when:\n  any:\n    - event == "tag"\n    - not: payload.nothing == 1\n')
     [result] = evaluate(rs, "gh", scope())
-    assert result.matched is True
+    assert result.matched is False and result.error is not None
     first, second = result.conditions
-    assert (first.within, first.result) == ("any", True)
+    assert (first.within, first.result) == ("any", False)
     assert (second.within, second.result) == ("any > not", None)
     assert second.error is not None and "nothing" in second.error
+
+
+@pytest.mark.parametrize("when", [
+    "when: payload.pull_request is defined and payload.pull_request.merged\n",
+    "when:\n  - payload.pull_request is defined\n  - payload.pull_request.merged\n",
+    'when:\n  any:\n    - event == "push"\n    - not: payload.nothing == 1\n',
+    'when: event == "push" or payload.nothing.deeper\n',
+])
+def test_a_clause_the_verdict_never_evaluates_is_not_shown_as_an_error(when: str) -> None:
+    """The README's own guard showed its second clause as an error on every push."""
+    [result] = evaluate(ruleset_with(when), "gh", scope(), explain=True)
+    assert result.error is None
+    *_, last = result.conditions
+    assert (last.result, last.error, last.value) == (None, None, NOT_NEEDED), last
+    assert format_explain([result]).splitlines()[-1].lstrip().startswith("- ")
 
 
 def test_evaluate_without_explanations() -> None:
