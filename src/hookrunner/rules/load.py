@@ -542,7 +542,11 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
     if kind == "shell" and isinstance(argv, list) and argv and isinstance(argv[0], Constant) \
             and argv[0].source and "/" not in argv[0].source:
         _on_path(ctx, argv[0].source, tree.get("env"), line_of(body, ("argv", 0), fallback),
-                 what)
+                 what, "run.shell.argv[0]")
+    binary = tree.get("binary", Constant("terraform")) if kind == "terraform" else None
+    if isinstance(binary, Constant) and binary.source:  # `binary: tofu` where none is
+        _on_path(ctx, binary.source, None, line_of(body, ("binary",), fallback), what,
+                 "run.terraform.binary")
 
 
 # Not `;` (`find -exec ... ;`), `<` (`expr 1 < 2`) or `&`: arguments often enough.
@@ -561,7 +565,7 @@ def _shell_operators(ctx: f.Ctx, argv: list[Any], body: Any, fallback: int, what
             return
 
 
-def _on_path(ctx: f.Ctx, program: str, env: Any, line: int, what: str) -> None:
+def _on_path(ctx: f.Ctx, program: str, env: Any, line: int, what: str, field: str) -> None:
     """A bare program name is looked up on the action's PATH when it runs: where the rules
     load, this process's own (with the rule's `env: {PATH: ...}` if it sets one), which is
     the server's. `check` may run where PATH differs: a warning, never an error."""
@@ -577,7 +581,7 @@ def _on_path(ctx: f.Ctx, program: str, env: Any, line: int, what: str) -> None:
     if shutil.which(program, path=path) is None:
         fails = "until it is there" if declared is not None else \
             "where the server's PATH lacks it too"
-        ctx.warnings.append(f"{ctx.file}:{line}: {what}: run.shell.argv[0]: {program!r} is not "
+        ctx.warnings.append(f"{ctx.file}:{line}: {what}: {field}: {program!r} is not "
                             f"on PATH ({path}): its runs will fail {fails}")
 
 

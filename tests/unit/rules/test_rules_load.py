@@ -665,6 +665,23 @@ def test_a_bare_program_missing_from_path_is_a_warning(tmp_path: Path) -> None:
                         "runs will fail until it is there")
 
 
+def test_a_terraform_binary_missing_from_path_is_a_warning(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`binary: tofu` where only terraform is installed: `check` said ok."""
+    rules = _rules_dir(tmp_path)
+    (tmp_path / "tf").mkdir()
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - {name: a, hook: h, run: {terraform: {dir: tf, command: plan, binary: tofu}}}\n"
+        "  - {name: b, hook: h, run: {terraform: {dir: tf, command: plan}}}\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    loaded = load_rules(rules, root=tmp_path, strict=True)
+    found = [w.split(": ", 1)[1] for w in loaded.warnings if "not on PATH" in w]
+    # (`terraform` itself may be in the venv's bin, which actions get on their PATH.)
+    assert [f.split(" is not")[0] for f in found if "'a'" in f] == [
+        "rule 'a': run.terraform.binary: 'tofu'"]
+
+
 def test_a_script_without_its_execute_bit_and_shell_operators_are_warnings(tmp_path: Path) -> None:
     rules = _rules_dir(tmp_path)
     (tmp_path / "scripts").mkdir()
