@@ -40,7 +40,7 @@ rules:
     run: {shell: {argv: ["true"]}}
   - name: shared
     hook: shared
-    when: ['headers["X-Shared"][:3] == "zzz"', 'headers["X-Missing-Token"] == "x"']
+    when: ['headers["X-Shared"][:3] == "tok"', 'headers["X-Missing-Token"] == "x"']
     run: {shell: {argv: ["true"]}}
   - name: renders-secret
     hook: shared
@@ -166,7 +166,7 @@ def test_a_delivery_keeps_its_query_for_replay_and_hides_secrets(
     with server.admin() as c:
         doc = c.get(f"/api/deliveries/{shared.json()['delivery_id']}").json()
     conditions = doc["matches"][0]["conditions"]
-    assert conditions[0]["value"] == "[redacted]" and "tok" not in str(doc["matches"])
+    assert conditions[0]["value"] == "[redacted]" and "tok-1" not in str(doc["matches"])
     assert conditions[1]["error"].startswith("the request has no header 'X-Missing-Token'")
 
 
