@@ -748,8 +748,12 @@ class Dispatcher:
             if should_retry(result.outcome, spent, run.max_attempts, run.retry_on):
                 retry_at = now + backoff_delay(spent, run.backoff, run.max_backoff)
         # A run asked to cancel (or replaced) is not retried: the store's finish ends it
-        # canceled (Store.finish: cancel_retry). Its log line says so already.
-        asked = self._cancel_reason.get(run.id, "").startswith(CANCEL_ASKED)
+        # canceled (Store.finish: cancel_retry). Its log line says so already. One asked for
+        # in the store that this node has not seen yet (polled every half second: a CLI
+        # cancel, a replace flagged by a claim) is looked up, or the metric missed it and
+        # the log promised a retry that never came.
+        asked = self._cancel_reason.get(run.id, "").startswith(CANCEL_ASKED) or (
+            retry_at is not None and await self._cancel_asked(run.id))
         self.metrics.runs.labels(run.rule, result.outcome).inc()
         if retry_at is None:
             self.metrics.runs_ended.labels(run.rule, result.outcome).inc()
@@ -759,7 +763,8 @@ class Dispatcher:
         event("run.finished", run_id=run.id, rule=run.rule, attempt=run.attempt,
               status=result.outcome, exit_code=result.exit_code, reason=result.reason,
               seconds=round(now - started, 3), delivery_id=run.delivery_id,
-              retry_in=round(retry_at - now, 1) if retry_at and not asked else None)
+              retry_in=round(retry_at - now, 1) if retry_at and not asked else None,
+              then="canceled (asked meanwhile: not retried)" if retry_at and asked else None)
         if log_text is None:  # a large log: read back its kept part (capped) off the loop
             log_text = await asyncio.to_thread(log_tail, self.settings, run, self.settings.log_cap)
         finish = Finish(run_id=run.id, node=self.node, outcome=result.outcome,

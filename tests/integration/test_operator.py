@@ -316,3 +316,24 @@ def test_runs_ended_counts_a_retried_run_once_by_how_it_ended(
     assert 'hookrunner_runs_finished_total{rule="flaky",status="succeeded"} 1.0' in text
     assert 'hookrunner_runs_ended_total{rule="flaky",status="succeeded"} 1.0' in text
     assert 'hookrunner_runs_ended_total{rule="flaky",status="failed"}' not in text
+
+
+def test_a_cancel_asked_just_before_a_failing_attempt_ends_counts_the_run_canceled(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A cancel reaches a node within half a second; an attempt that failed first was about
+    to be retried: the store ended the run canceled, but the metric never counted it, and
+    the log said `retry_in=30`."""
+    write_script(project, "cancel-me.sh",
+                 f'"{sys.executable}" -m hookrunner.cli cancel "$HOOKRUNNER_RUN_ID" '
+                 f'--data "{project / "data"}" >/dev/null\nexit 1\n')
+    server = make_server(HOOK + RULE.format(name="doomed").replace("ok.sh", "cancel-me.sh")
+                         + "    retry: {attempts: 3, backoff: 30s}\n")
+    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
+    doc = server.wait_run(run_id)
+    assert (doc["status"], doc["attempt"]) == ("canceled", 1), doc
+    text = httpx.get(server.url + "/metrics").text
+    assert 'hookrunner_runs_ended_total{rule="doomed",status="canceled"} 1.0' in text, text
+    line = next(x for x in server.output().splitlines()
+                if "run.finished" in x and run_id in x)
+    assert "retry_in" not in line, line
