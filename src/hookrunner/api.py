@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +14,7 @@ from starlette.routing import Route
 
 from hookrunner.gateway import Gateway
 from hookrunner.ingest import QUEUE_FULL_RETRY_AFTER
-from hookrunner.payload import MAX_DEPTH, body_text, deeper_than
+from hookrunner.payload import PayloadError, body_text, parse_body
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery, replayed
 from hookrunner.runlog import ended_log
@@ -82,21 +81,19 @@ def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
         doc["headers"] = d.headers
         doc["query"] = d.query
         doc["matches"] = d.matches
-        # Decoded as it was accepted (a labelled legacy charset too); JSON shown as JSON,
-        # other text as text, other bytes in base64.
-        text = body_text(d.body, Headers(d.headers).get("content-type"))
+        # As the rules saw it (JSON, form fields: `curl -d '{...}'` sends a form, whatever
+        # it looks like); what does not parse as its type as text, other bytes in base64.
+        content_type = Headers(d.headers).get("content-type")
+        text = body_text(d.body, content_type)
         if text is None:
             doc["payload_base64"] = base64.b64encode(d.body).decode()
         elif not text.strip(" \t\r\n"):
             doc["payload"] = None
         else:
             try:
-                doc["payload"] = json.loads(text)
-            except (ValueError, RecursionError):  # a form body; one stored before MAX_DEPTH
+                doc["payload"] = parse_body(d.body, content_type)
+            except PayloadError:  # an unknown type; one stored before MAX_DEPTH
                 doc["payload"] = text
-            else:
-                if deeper_than(doc["payload"], MAX_DEPTH):  # the same: JSON could not write it
-                    doc["payload"] = text
     return doc
 
 

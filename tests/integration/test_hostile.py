@@ -612,6 +612,11 @@ def test_a_deep_body_is_refused_on_every_path_and_a_legacy_charset_one_shows_as_
     with server.admin() as c:
         doc = c.get(f"/api/deliveries/{r.json()['delivery_id']}").json()
     assert doc["payload"] == {"kind": "other", "v": "café"}, doc  # was base64 only
+    # `curl -d '{...}'` sends a form: shown as the form fields the rules saw, not as JSON.
+    r = _post(server, b'{"kind": "other"}', content_type="application/x-www-form-urlencoded")
+    with server.admin() as c:
+        doc = c.get(f"/api/deliveries/{r.json()['delivery_id']}").json()
+    assert doc["payload"] == {'{"kind": "other"}': ""}, doc
 
 
 BIG = int("9" * 4300)  # the longest number JSON parsing takes; one more digit is a 400
