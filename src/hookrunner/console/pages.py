@@ -14,6 +14,7 @@ from hookrunner.console.render import page
 from hookrunner.gateway import Gateway
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Run
+from hookrunner.verify.base import Headers
 from hookrunner.waiting import describe as describe_waiting
 from hookrunner.waiting import waiting_for
 
@@ -73,7 +74,7 @@ async def delivery_page(request: Request, *, notice: str = "", error: str = "",
         if erred:
             notice += (f" The condition (when) of {', '.join(erred)} could not be evaluated (the log's "
                        "rule.condition_error line says why).")
-    kind, payload = present.payload_view(d.body)
+    kind, payload = present.payload_view(d.body, Headers(d.headers).get("content-type"))
     return page("delivery.html", status_code, **base(request, "deliveries"), d=d, runs=runs,
                 payload_kind=kind, payload=payload, notice=notice, error=error,
                 highlight=set(replayed or ()), rules=_rule_sources(gw),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
+from hookrunner.payload import FORM, PayloadError, parse_body
 from hookrunner.rules.model import RateLimit, Source, When
 from hookrunner.store.base import TERMINAL, Run
 from hookrunner.units import format_duration
@@ -127,14 +129,19 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=JSON_INDENT, ensure_ascii=False, sort_keys=False, default=str)
 
 
-def payload_view(body: bytes) -> tuple[str, str]:
-    """(kind, text) of a stored body: `json` pretty-printed, `text`, or `binary` as base64.
+def payload_view(body: bytes, content_type: str | None = None) -> tuple[str, str]:
+    """(kind, text) of a stored body: `json` pretty-printed, a form's fields as the rules see
+    them (`curl -d '{...}'` sends a form), `text`, or `binary` as base64.
 
     Bounded, so a page stays a page: indentation grows with depth times width (a 1 MB body
     nested 250 deep printed as 260 MB), so only a body up to PRETTY_MAX is pretty-printed,
     and what is shown stops at VIEW_MAX with a note of what was left out."""
     if not body:
         return "empty", ""
+    if (content_type or "").split(";")[0].strip().lower() == FORM and len(body) <= PRETTY_MAX:
+        with contextlib.suppress(PayloadError):
+            return "form fields, as the rules see them", _capped(
+                pretty_json(parse_body(body, content_type)))
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):

@@ -48,6 +48,16 @@ def test_payload_view(body: bytes, kind: str, text: str) -> None:
     assert present.payload_view(body) == (kind, text)
 
 
+def test_a_form_body_is_shown_as_the_fields_the_rules_see() -> None:
+    """`curl -d '{"n": 4}'` sends a form: shown as JSON, it hid why `payload.n` was undefined."""
+    form = "application/x-www-form-urlencoded"
+    assert present.payload_view(b'{"n": 4}', form) == (
+        "form fields, as the rules see them", '{\n  "{\\"n\\": 4}": ""\n}')
+    assert present.payload_view(b"a=1&b=2", f"{form}; charset=utf-8")[1] == (
+        '{\n  "a": "1",\n  "b": "2"\n}')
+    assert present.payload_view(b'{"n": 4}', "application/json")[0] == "json"
+
+
 def test_a_payload_view_stays_page_sized_however_the_body_is_shaped() -> None:
     """1 MB nested 250 deep printed as 260 MB once; now neither deep nor long bodies make a
     page larger than VIEW_MAX and a note."""
