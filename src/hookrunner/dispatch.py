@@ -55,6 +55,7 @@ NOT_STARTED = "; nothing ran: queued again"  # ends such an attempt's reason
 SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
 HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
 PRUNE_EVERY = 60.0
+PRUNE_PROGRESS = 10.0  # seconds between the progress lines of a long prune
 # Counting stored runs by status (hookrunner_runs_stored) scans every run: 88 ms at a million.
 # The next count waits this many times as long as the last took (~1 % of a core at most).
 STATS_BACKOFF = 100
@@ -203,6 +204,7 @@ class Dispatcher:
             asyncio.create_task(self._housekeeping(), name="hookrunner-housekeeping"),
             asyncio.create_task(self._listen(), name="hookrunner-listen"),
             asyncio.create_task(self._fencing(), name="hookrunner-fencing"),
+            asyncio.create_task(self._pruning(), name="hookrunner-prune"),
         ]
 
     @property
@@ -415,7 +417,7 @@ class Dispatcher:
         return min(HOUSEKEEPING, self.settings.lease / 8)
 
     async def _housekeeping(self) -> None:
-        last_renew = last_prune = stats_due = 0.0
+        last_renew = stats_due = 0.0
         while True:
             await asyncio.sleep(self._tick)
             now = time.time()
@@ -465,20 +467,41 @@ class Dispatcher:
                         if self.store.shared:  # SQLite's writer says it, for every outage
                             settle_throttled()
                             event("store.available", node=self.node)  # its errors end
-                if self.settings.keep and now - last_prune >= min(PRUNE_EVERY, self.settings.keep / 2):
-                    last_prune = now
-                    pruned = await self.store.prune(now - self.settings.keep)
-                    files = await asyncio.to_thread(
-                        prune_run_dirs, [self.settings.logs_dir, self.settings.work_dir],
-                        now - self.settings.keep, frozenset(self._active))
-                    if pruned or files:
-                        event("store.pruned", deliveries=pruned, run_dirs=files)
             except StoreUnavailable as exc:
                 self._store_down = True
                 _store_down_log(error=str(exc))
             # Also in an outage: the figure the hooks admit by (it was left as sampled while
             # a request held a reservation, until the store came back).
             self.metrics.queue_depth.set(self.queued)
+
+    async def _pruning(self) -> None:
+        """Retention (--keep), on a task of its own: a first prune of a long history takes
+        minutes, and housekeeping must go on meanwhile (on PostgreSQL a lease not renewed
+        for that long stopped the node's own runs; a cancel from the shell waited)."""
+        while self.settings.keep:
+            try:
+                await self._prune_once(self.settings.keep)
+            except StoreUnavailable as exc:  # housekeeping tells the outage and its end
+                _store_down_log(error=str(exc))
+            await asyncio.sleep(min(PRUNE_EVERY, self.settings.keep / 2))
+
+    async def _prune_once(self, keep: float) -> None:
+        now = time.time()
+        started = told = time.monotonic()
+
+        def progress(so_far: int) -> None:  # a line every PRUNE_PROGRESS seconds
+            nonlocal told
+            if time.monotonic() - told >= PRUNE_PROGRESS:
+                told = time.monotonic()
+                event("store.pruning", deliveries_so_far=so_far, seconds=round(told - started))
+
+        pruned = await self.store.prune(now - keep, progress)
+        files = await asyncio.to_thread(
+            prune_run_dirs, [self.settings.logs_dir, self.settings.work_dir], now - keep,
+            frozenset(self._active))
+        if pruned or files:
+            event("store.pruned", deliveries=pruned, run_dirs=files,
+                  seconds=round(time.monotonic() - started, 1))
 
     @staticmethod
     async def _acquire(lock: asyncio.Lock, timeout: float) -> bool:

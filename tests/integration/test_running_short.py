@@ -13,6 +13,7 @@ import os
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,5 +145,51 @@ async def test_a_run_whose_process_cannot_start_for_want_of_descriptors_is_queue
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        await dispatcher.stop(grace=1.0)
+        await store.close()
+
+
+class _LongHistory(SQLiteStore):
+    """A store whose prune takes as long as a first one of a long history does (97 s for
+    1.2M deliveries, measured): the prune itself is the real one, after the wait."""
+
+    pruning = asyncio.Event()
+
+    async def prune(self, before: float, progress: Any = None) -> int:
+        self.pruning.set()
+        await asyncio.sleep(30)
+        return await super().prune(before, progress)
+
+
+async def test_a_long_prune_holds_up_neither_a_cancel_from_the_shell_nor_the_leases(
+    tmp_path: Path,
+) -> None:
+    """The prune ran inside housekeeping: a cancel from the CLI waited for its end, and on
+    PostgreSQL the lease renewals did too, until the fence stopped the node's own runs."""
+    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0,
+                        keep=3600.0, lease=3.0)
+    store = _LongHistory(tmp_path / "hookrunner.db")
+    await store.open()
+    d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
+                    dedup_key=None, event=None, client_ip="", matches=[])
+    await store.accept(d, [NewRun(id="r-1", delivery_id=d.id, rule="r", action="shell",
+                                  spec={"argv": ["sleep", "30"]}, created_at=time.time())])
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    try:
+        await asyncio.wait_for(store.pruning.wait(), 10)
+        deadline = time.monotonic() + 10
+        while (got := await store.get_run("r-1")) is None or got.status != "running":
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(3.0)  # past the lease: renewed meanwhile, so still its own
+        assert (await store.get_run("r-1")).lease_expires > time.time()  # type: ignore[union-attr]
+        await store.request_cancel("r-1", time.time())  # as `hookrunner cancel` does
+        asked = time.monotonic()
+        while (got := await store.get_run("r-1")) is None or got.status == "running":
+            assert time.monotonic() - asked < 3, "the cancel waited for the prune"
+            await asyncio.sleep(0.05)
+        assert got.status == "canceled", got
+    finally:
         await dispatcher.stop(grace=1.0)
         await store.close()

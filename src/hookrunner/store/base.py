@@ -16,7 +16,7 @@ Semantics every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -253,8 +253,10 @@ class Store(Protocol):
         """Earliest next_attempt_at of a queued run, so the dispatcher can sleep until then."""
         ...
 
-    async def prune(self, before: float) -> int:
-        """Delete deliveries (and their runs) finished before `before`; return how many."""
+    async def prune(self, before: float, progress: Callable[[int], None] | None = None) -> int:
+        """Delete deliveries (and their runs) finished before `before`; return how many.
+        In chunks, with `progress` told the count so far after each (a first prune of a
+        long history takes minutes)."""
         ...
 
     async def get_log(self, run_id: str, attempt: int) -> str | None:

@@ -6,7 +6,7 @@ import asyncio
 import copy
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from hookrunner.concurrency import decide, superseded_reason
@@ -247,7 +247,7 @@ class MemoryStore:
         due = [r.next_attempt_at for r in self._runs.values() if r.status == "queued"]
         return min(due) if due else None
 
-    async def prune(self, before: float) -> int:
+    async def prune(self, before: float, progress: Callable[[int], None] | None = None) -> int:
         gone = []
         for d in self._deliveries.values():
             runs = [self._runs[i] for i in d.run_ids]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -417,7 +417,7 @@ class PostgresStore:
         rows = await self._rows("next_due", {})
         return None if rows[0]["due"] is None else float(rows[0]["due"])
 
-    async def prune(self, before: float) -> int:
+    async def prune(self, before: float, progress: Callable[[int], None] | None = None) -> int:
         params = {"before": before, "chunk": PRUNE_CHUNK}
         total = 0
         while True:  # chunked: no long transaction holding locks on a busy cluster
@@ -426,3 +426,5 @@ class PostgresStore:
             total += n
             if n < PRUNE_CHUNK:
                 return total
+            if progress is not None:
+                progress(total)

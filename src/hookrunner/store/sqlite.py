@@ -458,7 +458,7 @@ class SQLiteStore:
         rows = await self._rows("next_due", {})
         return None if rows[0]["due"] is None else float(rows[0]["due"])
 
-    async def prune(self, before: float) -> int:
+    async def prune(self, before: float, progress: Callable[[int], None] | None = None) -> int:
         params = {"before": before, "chunk": PRUNE_CHUNK}
         total = 0
         while True:  # one writer job per chunk: other jobs commit in between
@@ -466,3 +466,5 @@ class SQLiteStore:
             total += n
             if n < PRUNE_CHUNK:
                 return total
+            if progress is not None:
+                progress(total)
