@@ -154,6 +154,10 @@ _rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 _body_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # Refused while no rules are loaded: one line a second in all (a hook id is the client's here).
 _no_rules_log = Throttled("delivery.no_rules", logging.ERROR)
+# A sender still posting to a renamed hook (webhook logs "hook not found"): one line a second
+# in all, naming the last id asked for (the client's, so cut short).
+_unknown_hook_log = Throttled("delivery.rejected", logging.WARNING)
+MAX_LOGGED_ID = 100
 # A rule whose `when` errs (the stored explanation's error: secrets hidden), once a minute per
 # rule (rule names are configured, so bounded).
 _condition_error_log = Throttled("rule.condition_error", logging.WARNING, every=60.0, per="rule")
@@ -222,6 +226,8 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
             _no_rules_log(hook=hook_id)
             return error(503, "no rules are loaded (the rules files have errors; see "
                               "/readyz); retry", headers={"Retry-After": STORE_RETRY_AFTER})
+        gw.metrics.unknown_hooks.inc()
+        _unknown_hook_log(hook=hook_id[:MAX_LOGGED_ID], reason="unknown hook")
         return error(404, f"unknown hook {hook_id!r}")
     if scope["method"] != "POST":
         return error(405, "use POST", headers={"Allow": "POST"})

@@ -66,6 +66,10 @@ class Metrics:
         self.reload_failed = Gauge(
             "hookrunner_rules_reload_failed", "1 while the last load of the rules failed (the "
             "rules before it are live), else 0", registry=r, multiprocess_mode="livemax")
+        # No hook label: the id is the client's (a counter per random path would grow).
+        self.unknown_hooks = Counter(
+            "hookrunner_unknown_hook_requests", "Requests to /hooks/ ids the rules do not "
+            "define (404): a sender still posting to a renamed hook", registry=r)
         self.condition_errors = Counter(
             "hookrunner_condition_errors", "Deliveries whose rule's when could not be evaluated "
             "(an undefined field, a type mismatch): the rule did not match", ["rule"], registry=r)

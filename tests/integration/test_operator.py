@@ -337,3 +337,16 @@ def test_a_cancel_asked_just_before_a_failing_attempt_ends_counts_the_run_cancel
     line = next(x for x in server.output().splitlines()
                 if "run.finished" in x and run_id in x)
     assert "retry_in" not in line, line
+
+
+def test_requests_to_an_unknown_hook_are_logged_and_counted(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A sender still posting to a renamed hook was invisible: no line, no metric."""
+    write_script(project, "ok.sh", "exit 0\n")
+    server = make_server(HOOK + RULE.format(name="r"))
+    for _ in range(3):
+        assert httpx.post(f"{server.url}/hooks/old-name", json={}).status_code == 404
+    assert "hookrunner_unknown_hook_requests_total 3.0" in httpx.get(server.url + "/metrics").text
+    _until(lambda: any("delivery.rejected" in x and "hook=old-name" in x
+                       and 'reason="unknown hook"' in x for x in server.output().splitlines()))
