@@ -23,7 +23,7 @@ from hookrunner.errors import StoreUnavailable, TemplateError, VerifyError
 from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
 from hookrunner.logs import Throttled, event
-from hookrunner.payload import PayloadError, parse_body, unstorable
+from hookrunner.payload import PayloadError, parse_body
 from hookrunner.ratelimit import retry_after
 from hookrunner.rawhttp import (
     Answer,
@@ -69,8 +69,8 @@ def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any]) -> str | N
         return None
     # JSON's spelling for what is not text (`true`, not Python's `True`).
     text = key if isinstance(key, str) else json.dumps(key, sort_keys=True, default=str)
-    if len(text) > MAX_DEDUP_KEY or hidden or unstorable(text):  # a NUL: stored as a digest
-        text = "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    if len(text) > MAX_DEDUP_KEY or hidden:
+        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     return text
 
 
@@ -93,11 +93,7 @@ def _new_run(
     reads = [r for r in rule.request_reads if reads_secret(r.keys, secret)]
     try:
         spec = render_action(rule, scope)
-        rendered_key, implicit = concurrency_key(rule, scope, spec)
-        if unstorable(spec) or unstorable(rendered_key):  # `'%c' % 0`, say
-            raise TemplateError("the action or its concurrency key renders a NUL character "
-                                "or a lone surrogate, which cannot be stored")
-        key = rendered_key
+        key, implicit = concurrency_key(rule, scope, spec)
         hidden = [list(r.path) for r in reads if r.path is not None]
         if hidden:
             spec[HIDDEN_PATHS] = hidden

@@ -229,6 +229,15 @@ def _render_error(exc: Exception, source: str) -> TemplateError:
     return error
 
 
+def _storable(text: str) -> str:
+    """`text`, unless it holds what no store can: a NUL (PostgreSQL text) or a lone surrogate
+    (not UTF-8). A payload has neither (payload.parse_body); a template can make them
+    (`'%c' % 0`), and a run or key holding one failed the whole delivery with a 500."""
+    if "\x00" in text or (not text.isascii() and _NOT_TEXT.search(text)):
+        raise ValueError("renders a NUL character or a lone surrogate, which cannot be stored")
+    return text
+
+
 def to_plain(value: Any) -> Any:
     """A native render result as JSON-able data; an undefined anywhere inside is an error."""
     if isinstance(value, jinja2.Undefined):
@@ -243,9 +252,9 @@ def to_plain(value: Any) -> Any:
             raise ValueError(f"{value} is not a finite number")
         return float(value)
     if isinstance(value, str):
-        return str(value)  # drops Markup and other str subclasses
+        return _storable(str(value))  # drops Markup and other str subclasses
     if isinstance(value, Mapping):
-        return {str(k): to_plain(v) for k, v in value.items()}
+        return {_storable(str(k)): to_plain(v) for k, v in value.items()}
     if isinstance(value, list) or _sequence_like(value):
         return [to_plain(v) for v in value]
     _refuse_callables(value)
@@ -528,7 +537,7 @@ class Template:
         token = bounds.start_render()
         try:
             context = self._template.new_context(dict(scope))
-            return bounds.joined(self._template.root_render_func(context))
+            return _storable(bounds.joined(self._template.root_render_func(context)))
         except Exception as exc:
             raise _render_error(exc, self.source) from None
         finally:
@@ -776,8 +785,13 @@ def compile_template(text: str) -> Constant | Template:
 
 def render_tree(tree: Any, scope: Mapping[str, Any]) -> Any:
     """Render a nested dict/list whose leaves are compiled templates or plain values."""
-    if isinstance(tree, Constant | Template | Expression):
-        return to_plain(tree.render(scope))
+    if isinstance(tree, Template):
+        return tree.render(scope)  # plain, and checked by _storable, as it rendered
+    if isinstance(tree, Constant | Expression):
+        try:
+            return to_plain(tree.render(scope))
+        except ValueError as exc:
+            raise _render_error(exc, tree.source) from None
     if isinstance(tree, Mapping):
         return {str(k): render_tree(v, scope) for k, v in tree.items()}
     if isinstance(tree, list | tuple):

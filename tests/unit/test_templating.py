@@ -352,3 +352,17 @@ def test_a_rendered_number_is_a_plain_number_whatever_yaml_read() -> None:
 def test_urlencode_of_a_list_that_is_not_pairs_says_what_it_takes() -> None:
     with pytest.raises(TemplateError, match=r"list of \[name, value\] pairs.*tojson"):
         compile_template("{{ payload.tags | urlencode }}").render(SCOPE)
+
+
+@pytest.mark.parametrize("text", [
+    "{{ '%c' % 0 }}", "x{{ '%c' % 55296 }}y", "{{ ['%c' % 0] }}", "{{ {('%c' % 0): 1} }}",
+    "{{ 'a' ~ ('%c' % 56320) }}",
+])
+def test_text_no_store_can_hold_is_a_template_error(text: str) -> None:
+    """A NUL (PostgreSQL text) or a lone surrogate (not UTF-8) in a run, a key or a dedup
+    failed the whole delivery with a 500: it fails that template instead, naming it."""
+    with pytest.raises(TemplateError, match="cannot be stored") as caught:
+        render_tree({"argv": [compile_template(text)]}, SCOPE)
+    assert text in str(caught.value)
+    assert render_tree({"argv": [compile_template("{{ '%c' % 233 }}😀")]}, SCOPE) == {
+        "argv": ["é😀"]}  # other text, and whole surrogate pairs, are text
