@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from hookrunner.gateway import Gateway
 from hookrunner.ingest import QUEUE_FULL_RETRY_AFTER
-from hookrunner.payload import PayloadError, body_text, parse_body
+from hookrunner.payload import PayloadError, body_text, deeper_than, parse_body
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery, replayed
 from hookrunner.runlog import ended_log
@@ -25,6 +25,7 @@ from hookrunner.waiting import waiting_for
 MAX_LIMIT = 1000
 STREAM_POLL = 0.25  # seconds between looks at a growing log file
 STREAM_WAIT_MAX = 1.0  # seconds between looks at a run waiting to start, at most
+SHOWN_DEPTH = 400  # levels of a payload shown as JSON; deeper, as text (see delivery_json)
 
 
 def _gw(request: Request) -> Gateway:
@@ -92,8 +93,11 @@ def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
         else:
             try:
                 doc["payload"] = parse_body(d.body, content_type)
-            except PayloadError:  # an unknown type; one stored before MAX_DEPTH
+            except PayloadError:  # an unknown type
                 doc["payload"] = text
+            else:  # a JSON writer would give up (a 500) on what the parser just took
+                if deeper_than(doc["payload"], SHOWN_DEPTH):
+                    doc["payload"] = text
     return doc
 
 

@@ -222,6 +222,8 @@ def _render_error(exc: Exception, source: str) -> TemplateError:
         why = exc.message or "undefined value"
     elif isinstance(exc, SecurityError):
         why = f"refused by the sandbox: {exc}"
+    elif isinstance(exc, RecursionError):  # a payload value hundreds of levels deep
+        why = "a value is nested too deeply (hundreds of levels of lists or objects) to use here"
     else:
         why = f"{type(exc).__name__}: {exc}"
     error = TemplateError(f"{why} (in {source!r})")

@@ -366,3 +366,11 @@ def test_text_no_store_can_hold_is_a_template_error(text: str) -> None:
     assert text in str(caught.value)
     assert render_tree({"argv": [compile_template("{{ '%c' % 233 }}😀")]}, SCOPE) == {
         "argv": ["é😀"]}  # other text, and whole surrogate pairs, are text
+
+
+def test_a_value_too_deep_to_template_says_so() -> None:
+    deep: Any = 1
+    for _ in range(2_000):
+        deep = [deep]
+    with pytest.raises(TemplateError, match="nested too deeply"):
+        compile_template("x{{ payload.v }}").render({"payload": {"v": deep}})

@@ -40,6 +40,7 @@ from hookrunner.actions.environment import VENV_BIN, with_path_entry
 from hookrunner.actions.paths import confine
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
+from hookrunner.payload import deeper_than
 from hookrunner.private import private_dir, private_file
 
 KIND = "ansible"
@@ -50,6 +51,7 @@ PLAYBOOK_DIR = "playbooks"
 # Ansible's INI parser would print back as host names.
 INVENTORY_DIR = "inventories"
 PAYLOAD_VAR = "webhook"
+MAX_VARS_DEPTH = 200  # levels of arrays and objects in the extra vars (see run)
 ANSIBLE_ERRORS = ("ERROR!", "[ERROR]:", "ansible-playbook: error:")  # its own error lines
 FAILURE_CHARS = 300  # of the first failure, in the run's reason
 PEXPECT_TIMEOUT = 0.5  # seconds between cancel-callback polls (5 s default = slow cancels)
@@ -243,6 +245,11 @@ class AnsibleRunner:
             # ansible-runner would take the text as an inline host list, a host of that name.
             reason = (f"inventory not found: {inventory} (a file or directory under --root; "
                       "inline host lists are not supported)")
+        elif deeper_than([ctx.payload, rendered.get("extravars")], MAX_VARS_DEPTH):
+            # Ansible's YAML reader gave up at ~300 levels (exit 4), and the vars file's
+            # writer here at ~480 (a RecursionError: an internal error, a long traceback).
+            reason = (f"the payload or extravars are nested more than {MAX_VARS_DEPTH} levels "
+                      "deep: Ansible cannot read such extra vars")
         if reason:
             ctx.log.note(reason)
             return RunResult("failed", reason=reason)

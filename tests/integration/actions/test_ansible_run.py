@@ -397,3 +397,15 @@ async def test_a_play_that_ran_is_never_taken_for_not_started(
     assert "PLAY RECAP" in harness.log_text()  # it ran
     assert result.outcome == "failed" and not result.not_started, result
     assert "Too many open files" in result.reason, result
+
+
+async def test_a_payload_too_deep_for_ansible_fails_with_a_reason(harness, playbooks: Path) -> None:
+    """Ansible's YAML reader gave up at ~300 levels (exit 4), the vars file's writer at ~480
+    (an internal error with a 3,000-line traceback in the server log)."""
+    deep: Any = 1
+    for _ in range(480):
+        deep = [deep]
+    result = await ANSIBLE.run({"playbook": "env_probe.yml"}, harness.ctx(payload={"v": deep}))
+    assert result.outcome == "failed"
+    assert result.reason == ("the payload or extravars are nested more than 200 levels deep: "
+                             "Ansible cannot read such extra vars"), result.reason
