@@ -244,8 +244,8 @@ class Dispatcher:
         await self._drain
         for t in tasks.values():
             t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        # One that ended with an error raised it here, and the rest were left running.
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
         if self._wake_fd is not None and self._loop is not None:
             self._loop.remove_reader(self._wake_fd)
         self._marks.close()
@@ -481,8 +481,11 @@ class Dispatcher:
         while self.settings.keep:
             try:
                 await self._prune_once(self.settings.keep)
-            except StoreUnavailable as exc:  # housekeeping tells the outage and its end
+            except StoreUnavailable as exc:  # housekeeping tells the outage's end
+                self._store_down = True
                 _store_down_log(error=str(exc))
+            except Exception as exc:  # a data dir it cannot list, a bug: retention goes on
+                event("store.prune_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(min(PRUNE_EVERY, self.settings.keep / 2))
 
     async def _prune_once(self, keep: float) -> None:

@@ -193,3 +193,31 @@ async def test_a_long_prune_holds_up_neither_a_cancel_from_the_shell_nor_the_lea
     finally:
         await dispatcher.stop(grace=1.0)
         await store.close()
+
+
+class _PruneFails(SQLiteStore):
+    async def prune(self, before: float, progress: Any = None) -> int:
+        raise RuntimeError("no such column: x")  # as a bug, or a database it cannot read
+
+
+async def test_a_prune_that_fails_is_logged_and_the_stop_still_ends_everything(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The prune task ended silently on such an error, and the stop then raised it, leaving
+    the other tasks running and the store open."""
+    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0,
+                        keep=3600.0)
+    store = _PruneFails(tmp_path / "hookrunner.db")
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    with caplog.at_level(logging.ERROR, logger="hookrunner"):
+        await dispatcher.start()
+        deadline = time.monotonic() + 10
+        while "store.prune_failed" not in caplog.text:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await dispatcher.stop(grace=1.0)  # raised the task's error before
+    assert all(t.done() for t in dispatcher._tasks)
+    failed = next(r for r in caplog.records if r.getMessage() == "store.prune_failed")
+    assert failed.fields == {"error": "RuntimeError: no such column: x"}  # type: ignore[attr-defined]
+    await store.close()
