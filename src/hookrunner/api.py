@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from hookrunner.gateway import Gateway
 from hookrunner.ingest import QUEUE_FULL_RETRY_AFTER
-from hookrunner.payload import PayloadError, body_text, deeper_than, parse_body
+from hookrunner.payload import SHOWN_DEPTH, as_received, deeper_than
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery, replayed
 from hookrunner.runlog import ended_log
@@ -25,7 +25,6 @@ from hookrunner.waiting import waiting_for
 MAX_LIMIT = 1000
 STREAM_POLL = 0.25  # seconds between looks at a growing log file
 STREAM_WAIT_MAX = 1.0  # seconds between looks at a run waiting to start, at most
-SHOWN_DEPTH = 400  # levels of a payload shown as JSON; deeper, as text (see delivery_json)
 
 
 def _gw(request: Request) -> Gateway:
@@ -82,22 +81,14 @@ def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
         doc["headers"] = d.headers
         doc["query"] = d.query
         doc["matches"] = d.matches
-        # As the rules saw it (JSON, form fields: `curl -d '{...}'` sends a form, whatever
-        # it looks like); what does not parse as its type as text, other bytes in base64.
-        content_type = Headers(d.headers).get("content-type")
-        text = body_text(d.body, content_type)
-        if text is None:
+        # As the rules saw it: `curl -d '{...}'` sends a form, whatever it looks like.
+        kind, value = as_received(d.body, Headers(d.headers).get("content-type"))
+        if kind == "binary":
             doc["payload_base64"] = base64.b64encode(d.body).decode()
-        elif not text.strip(" \t\r\n"):
-            doc["payload"] = None
+        elif kind in ("json", "form") and deeper_than(value, SHOWN_DEPTH):
+            doc["payload"] = d.body.decode("utf-8", "replace")  # JSON writers give up there
         else:
-            try:
-                doc["payload"] = parse_body(d.body, content_type)
-            except PayloadError:  # an unknown type
-                doc["payload"] = text
-            else:  # a JSON writer would give up (a 500) on what the parser just took
-                if deeper_than(doc["payload"], SHOWN_DEPTH):
-                    doc["payload"] = text
+            doc["payload"] = value
     return doc
 
 

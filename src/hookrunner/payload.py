@@ -19,6 +19,7 @@ FORM = "application/x-www-form-urlencoded"
 # ~50 us; what cannot take a deep value says so instead (deeper_than: the ansible action,
 # the API's display; templates fail with a template error).
 TOO_DEEP = "body is nested too deeply"
+SHOWN_DEPTH = 400  # levels of a stored payload shown as JSON (the API, the console); then text
 MAX_TOKEN = 40  # characters of a bad number quoted back (a 900,000-digit one was, whole)
 
 
@@ -139,7 +140,6 @@ def body_text(body: bytes, content_type: str | None) -> str | None:
 def parse_body(body: bytes, content_type: str | None, content_encoding: str | None = None) -> Any:
     """Raise PayloadError(415) for a media type or content encoding no hook can parse, (400)
     for a malformed body. A UTF-8 byte order mark is ignored (RFC 8259 8.1)."""
-    media = _media_type(content_type)
     encoding = (content_encoding or "").strip().lower()
     if encoding not in ("", "identity"):
         raise PayloadError(415, f"content encoding {encoding[:40]!r} is not supported; send the "
@@ -149,6 +149,26 @@ def parse_body(body: bytes, content_type: str | None, content_encoding: str | No
         raise PayloadError(400, "body is not valid UTF-8")
     if not text.strip(" \t\r\n"):  # JSON's whitespace, or only a byte order mark
         return {}
+    return _parse(text, content_type)[1]
+
+
+def as_received(body: bytes, content_type: str | None) -> tuple[str, Any]:
+    """A stored body for display, as the rules saw it: ("json", the payload) (a form's
+    `payload=` field unwrapped too), ("form", its fields), ("text", the text) where it does
+    not parse as its type, ("binary", None) where it is not text, ("empty", None)."""
+    text = body_text(body, content_type)
+    if text is None:
+        return "binary", None
+    if not text.strip(" \t\r\n"):
+        return "empty", None
+    try:
+        return _parse(text, content_type)
+    except PayloadError:
+        return "text", text
+
+
+def _parse(text: str, content_type: str | None) -> tuple[str, Any]:
+    media = _media_type(content_type)
     if media == FORM:
         # Percent-escaped bytes are in the labelled legacy charset (an HTML form's
         # accept-charset), else UTF-8: bytes that are neither are refused, not made `�`.
@@ -160,9 +180,9 @@ def parse_body(body: bytes, content_type: str | None, content_encoding: str | No
             raise PayloadError(400, "a form field's percent-escaped bytes are not valid UTF-8 "
                                     "(label a legacy charset: `; charset=iso-8859-1`)") from None
         if set(fields) == {"payload"}:
-            return _json(fields["payload"])
+            return "json", _json(fields["payload"])
         _check_storable(fields)
-        return fields
+        return "form", fields
     if media in ("", "application/json", "text/json", "text/plain") or media.endswith("+json"):
-        return _json(text)
+        return "json", _json(text)
     raise PayloadError(415, f"unsupported content type {media!r}; send JSON or form fields")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-from hookrunner.payload import FORM, PayloadError, parse_body
+from hookrunner.payload import SHOWN_DEPTH, as_received, deeper_than
 from hookrunner.rules.model import RateLimit, Source, When
 from hookrunner.store.base import TERMINAL, Run
 from hookrunner.units import format_duration
@@ -136,27 +135,19 @@ def payload_view(body: bytes, content_type: str | None = None) -> tuple[str, str
     Bounded, so a page stays a page: indentation grows with depth times width (a 1 MB body
     nested 250 deep printed as 260 MB), so only a body up to PRETTY_MAX is pretty-printed,
     and what is shown stops at VIEW_MAX with a note of what was left out."""
-    if not body:
+    kind, value = as_received(body, content_type)
+    if kind == "empty":
         return "empty", ""
-    if (content_type or "").split(";")[0].strip().lower() == FORM and len(body) <= PRETTY_MAX:
-        with contextlib.suppress(PayloadError):
-            return "form fields, as the rules see them", _capped(
-                pretty_json(parse_body(body, content_type)))
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        doc = _NOT_JSON
-    if doc is not _NOT_JSON:
-        if len(body) <= PRETTY_MAX:
-            return "json", _capped(pretty_json(doc))
-        return "json, as sent (too large to indent)", _capped(body.decode("utf-8", "replace"))
-    try:
-        return "text", _capped(body.decode("utf-8"))
-    except UnicodeDecodeError:
+    if kind == "binary":
         return "binary", _capped(base64.b64encode(body).decode())
+    if kind == "text":
+        return "text", _capped(value)
+    label = "form fields, as the rules see them" if kind == "form" else "json"
+    if len(body) <= PRETTY_MAX and not deeper_than(value, SHOWN_DEPTH):
+        return label, _capped(pretty_json(value))
+    return f"{label}, as sent (too large to indent)", _capped(body.decode("utf-8", "replace"))
 
 
-_NOT_JSON = object()
 
 
 def _capped(text: str) -> str:

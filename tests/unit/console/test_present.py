@@ -56,6 +56,11 @@ def test_a_form_body_is_shown_as_the_fields_the_rules_see() -> None:
     assert present.payload_view(b"a=1&b=2", f"{form}; charset=utf-8")[1] == (
         '{\n  "a": "1",\n  "b": "2"\n}')
     assert present.payload_view(b'{"n": 4}', "application/json")[0] == "json"
+    # As the API shows them: a legacy charset decoded, GitHub's payload= field unwrapped.
+    latin = '{"v": "café"}'.encode("latin-1")
+    assert present.payload_view(latin, "application/json; charset=iso-8859-1") == (
+        "json", '{\n  "v": "café"\n}')
+    assert present.payload_view(b"payload=%7B%22a%22%3A1%7D", form) == ("json", '{\n  "a": 1\n}')
 
 
 def test_a_payload_view_stays_page_sized_however_the_body_is_shaped() -> None:
