@@ -679,7 +679,7 @@ def _truth(value: Any, source: str) -> bool:
 class Expression:
     """A compiled `when` expression."""
 
-    __slots__ = ("_clauses", "_fn", "_joiner", "names", "source")
+    __slots__ = ("_clauses", "_fn", "_ops", "names", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -688,7 +688,7 @@ class Expression:
         self.names = _names(tree)
         self._fn = _compile_node(tree)
         self._clauses: tuple[Clause, ...] | None = None
-        self._joiner: str | None = None
+        self._ops: list[str] | None = None  # the and/or between the clauses, in order
 
     def render(self, scope: Mapping[str, Any]) -> Any:
         return _call(self._fn, scope, self.source)
@@ -699,42 +699,48 @@ class Expression:
     def clauses(self) -> tuple[Clause, ...]:
         """The top-level and/or operands (compiled on first use: only explanations need them)."""
         if self._clauses is None:
-            clauses, self._joiner = _split(self.source)
+            clauses, self._ops = _split(self.source)
             self._clauses = tuple(clauses)
         return self._clauses
 
-    def decided_at(self, truths: list[bool | None]) -> int | None:
-        """Where a plain and/or of clauses is settled (the first false of an `and`, the first
-        true of an `or`): Jinja never evaluates the clauses after it."""
-        self.clauses()
-        stop = {"and": False, "or": True}.get(self._joiner or "")
-        for i, truth in enumerate(truths):
-            if truth is None or stop is None:
-                return None
-            if truth is stop:
-                return i
-        return None
+    def not_evaluated(self, truths: list[bool | None]) -> list[int]:
+        """The clauses Jinja never evaluates, given each one's truth (None: it failed)."""
+        return self._short_circuit(truths)[1]
 
     def verdict(self, truths: list[bool | None]) -> bool | None:
         """The expression's truth from its clauses' (None: failed), as Jinja's short-circuit
-        would reach it; None where that needs the whole expression (mixed and/or, or an error
-        the verdict depends on: re-rendering the whole gives the error its exact text)."""
+        reaches it; None where that needs the whole expression (not split, or an error the
+        verdict depends on: re-rendering the whole gives the error its exact text)."""
+        return self._short_circuit(truths)[0]
+
+    def _short_circuit(self, truths: list[bool | None]) -> tuple[bool | None, list[int]]:
+        """Jinja's `a and b or c`: `and` chains (it binds closer) joined by `or`. An `and`
+        chain stops at its first false clause, the `or` at its first true chain."""
         self.clauses()
-        stop = {"and": False, "or": True}.get(self._joiner or "")
-        if stop is None:
-            return None
-        for truth in truths:
-            if truth is None:
-                return None
-            if truth is stop:
-                return stop
-        return not stop
+        if self._ops is None:
+            return None, []
+        chains: list[list[int]] = [[0]]
+        for i, op in enumerate(self._ops, start=1):
+            if op == "or":
+                chains.append([i])
+            else:
+                chains[-1].append(i)
+        skipped: list[int] = []
+        for c, chain in enumerate(chains):
+            for j, i in enumerate(chain):
+                if truths[i] is None:  # evaluated, and failed: the whole decides
+                    return None, skipped
+                if not truths[i]:
+                    skipped += chain[j + 1:]
+                    break
+            else:
+                return True, skipped + [i for rest in chains[c + 1:] for i in rest]
+        return False, skipped
 
 
-def _split(source: str) -> tuple[list[Clause], str | None]:
-    """Split on the and/or at bracket depth 0, each part compiled alone; and the one joiner
-    ("and"/"or"; "and" for a single clause), None where they are mixed or the expression is
-    not split.
+def _split(source: str) -> tuple[list[Clause], list[str] | None]:
+    """Split on the and/or at bracket depth 0, each part compiled alone; and the joiners
+    between them, in order ([] for a single clause), None where the expression is not split.
 
     Jinja nodes carry no column offsets and no parentheses, so the tokens give the cut points.
     With mixed and/or (`a or b and c`) each operand is still reported on its own; the rule's
@@ -746,7 +752,7 @@ def _split(source: str) -> tuple[list[Clause], str | None]:
     if "".join(t[2] for t in tokens) != source:
         return whole, None
     texts: list[str] = []
-    joiners: set[str] = set()
+    joiners: list[str] = []
     pos = start = depth = 0
     for _, kind, value in tokens:
         if kind == "operator" and value in "([{":
@@ -757,15 +763,14 @@ def _split(source: str) -> tuple[list[Clause], str | None]:
             return whole, None
         elif kind == "name" and depth == 0 and value in ("and", "or"):
             texts.append(source[start:pos].strip())
-            joiners.add(value)
+            joiners.append(value)
             start = pos + len(value)
         pos += len(value)
     texts.append(source[start:].strip())
     if len(texts) == 1:
-        return whole, "and"  # one clause: its truth is the verdict
+        return whole, []  # one clause: its truth is the verdict
     try:
-        return ([Clause(text, _parse_expression(text)) for text in texts],
-                joiners.pop() if len(joiners) == 1 else None)
+        return [Clause(text, _parse_expression(text)) for text in texts], joiners
     except ConfigError:
         return whole, None
 

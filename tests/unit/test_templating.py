@@ -374,3 +374,22 @@ def test_a_value_too_deep_to_template_says_so() -> None:
         deep = [deep]
     with pytest.raises(TemplateError, match="nested too deeply"):
         compile_template("x{{ payload.v }}").render({"payload": {"v": deep}})
+
+
+@pytest.mark.parametrize("source", [
+    "payload.a and payload.b or payload.c", "payload.a or payload.b and payload.c",
+    "not payload.a or payload.b and not payload.c or payload.a",
+    "payload.a and payload.b and payload.c or payload.b",
+])
+def test_mixed_and_or_is_read_from_its_clauses_as_jinja_does(source: str) -> None:
+    """`and` binds closer than `or`: the verdict and what is never evaluated follow."""
+    import itertools
+
+    expr = compile_expression(source)
+    for a, b, c in itertools.product([True, False], repeat=3):
+        scope = {"payload": {"a": a, "b": b, "c": c}}
+        truths: list[bool | None] = [cl.evaluate(scope)[0] for cl in expr.clauses()]
+        assert expr.verdict(truths) == expr.test(scope), (a, b, c)
+        # What it skips, Jinja never reads: the same verdict with those clauses failing.
+        failing = [None if i in expr.not_evaluated(truths) else t for i, t in enumerate(truths)]
+        assert expr.verdict(failing) == expr.test(scope), (a, b, c)

@@ -169,9 +169,7 @@ def _judge(when: When, scope: Mapping[str, Any], within: str, out: list[Conditio
                 out.append(ConditionResult(clause.source, None, "", str(exc), within,
                                            clause.keys))
         truths = [c.result for c in out[first:]]
-        settled = when.expr.decided_at(truths)
-        if settled is not None:
-            _not_needed(out, first + settled + 1)
+        _not_needed(out, (first + i for i in when.expr.not_evaluated(truths)))
         verdict = when.expr.verdict(truths)
         return when.expr.test(scope) if verdict is None else verdict
     inner = f"{within} > {when.kind}" if within else when.kind
@@ -190,16 +188,16 @@ def _judge(when: When, scope: Mapping[str, Any], within: str, out: list[Conditio
     stop = when.kind == "any"  # any: the first true settles it; all: the first false
     for outcome, end in zip(outcomes, ends, strict=True):
         if _settle(outcome) is stop:
-            _not_needed(out, end)
+            _not_needed(out, range(end, len(out)))
             return stop
     return not stop
 
 
-def _not_needed(out: list[ConditionResult], start: int) -> None:
-    """A condition from `start` on that failed did so only where the verdict never evaluates
-    it (past the clause that settled an and/or, an `all` or an `any`): the README's own guard
+def _not_needed(out: list[ConditionResult], indices: Iterable[int]) -> None:
+    """A condition among `indices` that failed did so only where the verdict never evaluates
+    it (past what settled an and/or, an `all` or an `any`): the README's own guard
     `payload.pr is defined and payload.pr.merged` showed as an error."""
-    for i in range(start, len(out)):
+    for i in indices:
         if out[i].error is not None:
             out[i] = replace(out[i], result=None, error=None, value=NOT_NEEDED)
 
