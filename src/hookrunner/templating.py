@@ -146,16 +146,17 @@ def _spelled(value: Any) -> Any:
 
 
 def _urlencode(value: Any) -> str:
-    """Jinja's, with JSON's spelling for a scalar (`?v=null`, not `None`); a list must be
-    of [name, value] pairs (Jinja's own message was "cannot unpack non-iterable int")."""
-    if isinstance(value, list | tuple) and not all(
-            isinstance(p, list | tuple) and len(p) == 2 for p in value):
-        raise ValueError("urlencode takes text, a mapping, or a list of [name, value] pairs; "
-                         "for a list as JSON text: `| tojson | urlencode`")
-    if isinstance(value, dict | list | tuple):
-        value = {_spelled(k): _spelled(v) for k, v in
-                 (value.items() if isinstance(value, dict) else value)}
-        return str(do_urlencode(value))
+    """Jinja's, with JSON's spelling for values (`?v=null`, not `None`). A mapping, or a list
+    of [name, value] pairs (a name may repeat: `tag=a&tag=b`), else one value; a list of
+    anything else says what it takes (Jinja's "cannot unpack non-iterable int" did not)."""
+    if isinstance(value, Mapping):
+        value = value.items()
+    if isinstance(value, list | tuple) or _sequence_like(value):
+        pairs = list(value)
+        if not all(isinstance(p, list | tuple) and len(p) == 2 for p in pairs):
+            raise ValueError("urlencode takes text, a mapping, or a list of [name, value] "
+                             "pairs; for a list as JSON text: `| tojson | urlencode`")
+        return str(do_urlencode([(_spelled(k), _spelled(v)) for k, v in pairs]))
     return str(do_urlencode(_spelled(value)))
 
 

@@ -67,6 +67,8 @@ SCOPE: dict[str, Any] = {
         ("?v={{ none | urlencode }}&f={{ payload.flag | urlencode }}", "?v=null&f=true"),
         ("{{ {'a': none, 'b': [1]} | urlencode }}", "a=null&b=%5B1%5D"),
         ("{{ [['a', true], ['b', 2]] | urlencode }}", "a=true&b=2"),
+        ("{{ [['tag', 'a'], ['tag', 'b']] | urlencode }}", "tag=a&tag=b"),  # names may repeat
+        ("{{ {'x': none}.items() | urlencode }}", "x=null"),
         ("{{ payload.tags | tojson | urlencode }}", "%5B%22a%22%2C%20%22b%22%5D"),
         ("x{{ payload.missing | default(none) | default('', true) }}", "x"),
         ("a{# a comment #}b", "ab"),  # as it is beside a `{{ }}`
