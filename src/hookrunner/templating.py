@@ -241,8 +241,9 @@ def _storable(text: str) -> str:
     return text
 
 
-def to_plain(value: Any) -> Any:
-    """A native render result as JSON-able data; an undefined anywhere inside is an error."""
+def to_plain(value: Any, storable: bool = True) -> Any:
+    """A native render result as JSON-able data; an undefined anywhere inside is an error,
+    and so (unless not `storable`: an explanation's value) is text no store can hold."""
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
     if value is None or isinstance(value, bool):
@@ -254,12 +255,13 @@ def to_plain(value: Any) -> Any:
         if not math.isfinite(value):  # `'nan' | float`: JSON, the stores and the API have none
             raise ValueError(f"{value} is not a finite number")
         return float(value)
-    if isinstance(value, str):
-        return _storable(str(value))  # drops Markup and other str subclasses
+    if isinstance(value, str):  # str(): drops Markup and other str subclasses
+        return _storable(str(value)) if storable else str(value)
     if isinstance(value, Mapping):
-        return {_storable(str(k)): to_plain(v) for k, v in value.items()}
+        return {(_storable(str(k)) if storable else str(k)): to_plain(v, storable)
+                for k, v in value.items()}
     if isinstance(value, list) or _sequence_like(value):
-        return [to_plain(v) for v in value]
+        return [to_plain(v, storable) for v in value]
     _refuse_callables(value)
     return str(value)
 
@@ -817,7 +819,7 @@ def describe(value: Any, limit: int = 200) -> str:
     if callable(value) and not isinstance(value, jinja2.Undefined):
         return "(a function, not a value)"  # never a repr with a memory address
     try:
-        text = _JSON.encode(to_plain(value))
+        text = _JSON.encode(to_plain(value, storable=False))  # shown as U+FFFD below
     except Exception as exc:
         try:
             text = repr(value)

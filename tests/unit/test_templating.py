@@ -395,3 +395,9 @@ def test_mixed_and_or_is_read_from_its_clauses_as_jinja_does(source: str) -> Non
         # What it skips, Jinja never reads: the same verdict with those clauses failing.
         failing = [None if i in expr.not_evaluated(truths) else t for i, t in enumerate(truths)]
         assert expr.verdict(failing) == expr.test(scope), (a, b, c)
+
+
+def test_an_explanation_shows_text_no_store_can_hold_as_json_not_python() -> None:
+    """Python's repr (`{'\\x00': 1, 'b': None}`) was shown once to_plain refused it."""
+    assert describe({"\x00": 1, "b": None}) == '{"\\u0000": 1, "b": null}'
+    assert describe("\ud800x") == '"\ufffdx"'
