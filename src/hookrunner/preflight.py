@@ -42,6 +42,12 @@ def data_dir(settings: Settings) -> None:
     except OSError as exc:  # e.g. a parent it may not search
         raise StartupRefused(f"cannot create {settings.given_as('data')} {path}: "
                              f"{exc.strerror or exc}") from None
+    if not settings.db:
+        from hookrunner.store.sqlite import served
+
+        if served(Path(settings.store_url)):  # before a token file is made for nothing
+            raise StartupRefused(f"another server is running with this --data {path}; "
+                                 "stop it first (or give this one its own)")
     try:  # made here, where a failure is one line (a full disk), not in the app's set-up
         admin_token(settings.admin_token, path)
     except OSError as exc:

@@ -381,3 +381,14 @@ def test_a_database_emptied_under_its_history_is_refused_not_started_afresh(
     (data / "hookrunner.db").unlink()  # as the message says: a new store
     server.start()
     server.stop()
+
+
+def test_a_refused_server_writes_no_token_file_for_nothing(project: Path, running: Server) -> None:
+    """The running server has its token from the environment: the refused one generated a
+    file anyway, and `cat data/admin-token` then gave a token the running server refused."""
+    env = {k: v for k, v in _env().items() if k != "HOOKRUNNER_ADMIN_TOKEN"}
+    done = subprocess.run([*CLI, "serve", "--port", str(free_port()), "--data",
+                           str(project / "data")], cwd=project, capture_output=True, text=True,
+                          timeout=30, env=env)
+    one_line(done, 3, "server.refused", "another server is running with this --data")
+    assert not (project / "data" / "admin-token").exists()

@@ -59,6 +59,7 @@ T = TypeVar("T")
 
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds a writer waits for another process's transaction
 PRUNE_CHUNK = 200  # deliveries deleted per transaction when pruning
+LOCK_TRIES, LOCK_TRY_EVERY = 5, 0.05  # lock_node: a store command's instant look may hold it
 PER_KEY_WINDOW = 20  # runs of a `queue` key read per claim, besides its newest
 Q = sql.queries("sqlite")
 
@@ -323,11 +324,14 @@ class SQLiteStore:
             except OSError as exc:
                 raise StoreUnavailable(f"cannot open {lock}: {exc.strerror or exc}") from None
             self._lock_file = os.fdopen(fd, "a")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
+        # Tried for a moment: `hookrunner runs` may hold it shared for an instant (served).
+        for _ in range(LOCK_TRIES):
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                await asyncio.sleep(LOCK_TRY_EVERY)
+        return False
 
     async def close(self) -> None:
         await self._writer.aclose()
