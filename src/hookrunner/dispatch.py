@@ -704,9 +704,10 @@ class Dispatcher:
             return RunResult("failed", None, str(exc))
 
     async def _cancel_asked(self, run_id: str) -> bool:
+        """Whether a cancel of this node's running run is asked for in the store (the narrow
+        query housekeeping polls, not the whole run with its spec)."""
         with contextlib.suppress(StoreUnavailable):
-            current = await self.store.get_run(run_id)
-            return current is not None and current.cancel_requested
+            return run_id in await self.store.cancel_requests(self.node)
         return False
 
     async def _replaced_by_newest(self, run_id: str, reason: str) -> str:
