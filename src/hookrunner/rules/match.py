@@ -10,12 +10,12 @@ An error (an undefined name, a sandbox refusal) makes the rule not match; it nev
 from __future__ import annotations
 
 import datetime as dt
+import json
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hookrunner.actions.values import stringify
 from hookrunner.errors import TemplateError
 from hookrunner.redact import REDACTED
 from hookrunner.rules.model import Rule, Ruleset, When
@@ -246,7 +246,10 @@ def concurrency_key(rule: Rule, scope: Mapping[str, Any],
         if value is None or value == "":
             what = "null (a missing or null value)" if value is None else "empty"
             raise TemplateError(f"concurrency key {given.source!r} rendered {what}")
-        return stringify(value), False  # `true`, `{"a": 1}`: JSON, as in argv, not Python
+        # JSON, as in argv, not Python (`True`); an object's keys sorted, so one object
+        # is one key whatever order a sender writes it in (as a dedup key is).
+        return (value if isinstance(value, str) else
+                json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)), False
     from hookrunner.actions import RUNNERS  # imports (registers) every runner; not at the top
 
     implicit = RUNNERS[rule.action_kind].implicit_concurrency_key(spec)

@@ -186,7 +186,7 @@ def test_render_errors_are_template_errors() -> None:
 
 
 @pytest.mark.parametrize(("value", "key"), [
-    (True, "true"), ({"b": 1, "a": [True, None]}, '{"b": 1, "a": [true, null]}'),
+    (True, "true"), ({"b": 1, "a": [True, None]}, '{"a": [true, null], "b": 1}'),
     ([1, "a", None], '[1, "a", null]'), (7, "7"), ("x", "x")])
 def test_a_key_from_a_value_that_is_not_text_is_its_json(value: Any, key: str) -> None:
     """As the same value is written in argv (`True` and `{'b': 1, ...}` were stored)."""
