@@ -330,6 +330,8 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                                      "stop it first (or give this one its own)")
             await store.open()
         except StoreUnavailable as exc:
+            with contextlib.suppress(Exception):
+                await store.close()  # and so the lock: a failed start must not hold the identity
             raise StartupRefused(f"cannot open the store: {exc}") from None
         if worker:
             assert shared is not None
