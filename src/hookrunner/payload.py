@@ -155,12 +155,12 @@ def parse_body(body: bytes, content_type: str | None, content_encoding: str | No
 def as_received(body: bytes, content_type: str | None) -> tuple[str, Any]:
     """A stored body for display, as the rules saw it: ("json", the payload) (a form's
     `payload=` field unwrapped too), ("form", its fields), ("text", the text) where it does
-    not parse as its type, ("binary", None) where it is not text, ("empty", None)."""
+    not parse as its type, ("binary", None) where it is not text, ("empty", {})."""
     text = body_text(body, content_type)
     if text is None:
         return "binary", None
     if not text.strip(" \t\r\n"):
-        return "empty", None
+        return "empty", {}
     try:
         return _parse(text, content_type)
     except PayloadError:

@@ -28,7 +28,8 @@ def check_files(settings: Settings) -> None:
             raise UsageError(f"{settings.given_as(key)} {name}: no such file")
     # Every relative path of every action resolves against it: without it each run fails.
     if not settings.root.is_dir():
-        raise UsageError(f"{settings.given_as('root')} {settings.root}: no such directory")
+        what = "not a directory" if settings.root.exists() else "no such directory"
+        raise UsageError(f"{settings.given_as('root')} {settings.root}: {what}")
 
 
 def data_dir(settings: Settings) -> None:

@@ -156,9 +156,9 @@ SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id WHERE r
 -- its hidden-key mark (redact.HIDDEN_KEY); store/base.LISTED_SPEC says so for the memory store.
 SELECT r.seq, r.id, r.delivery_id, r.rule, r.action,
        CASE WHEN length(r.spec) <= 65536 THEN r.spec
-            ELSE json_object('omitted_bytes', length(r.spec), 'hidden_concurrency_key',
-                             json(CASE WHEN instr(r.spec, '"hidden_concurrency_key":true') THEN 'true'
-                                       ELSE 'false' END)) END AS spec,
+            ELSE '{"omitted_bytes":' || length(r.spec) || ',"hidden_concurrency_key":' ||
+                 CASE WHEN instr(r.spec, '"hidden_concurrency_key":true') THEN 'true' ELSE 'false' END
+                 || '}' END AS spec,
        r.status, r.attempt, r.concurrency_key, r.policy, r.timeout, r.max_attempts,
        r.backoff, r.max_backoff, r.retry_on, r.created_at, r.next_attempt_at, r.started_at,
        r.finished_at, r.exit_code, r.reason, r.outputs, r.lease_owner, r.lease_expires,
