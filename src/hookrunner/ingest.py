@@ -48,6 +48,7 @@ MAX_DEDUP_KEY = 200  # longer sender ids are stored as their sha256, so a 10 KB 
 MAX_WAIT = 300.0  # seconds a ?wait= may hold a request open
 STORE_RETRY_AFTER = "5"
 QUEUE_FULL_RETRY_AFTER = "5"  # seconds; the queue drains at --workers runs at a time
+MAX_LOGGED_ID = 100  # characters of an unknown hook id logged (the client's text)
 
 
 def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any]) -> str | None:
@@ -153,7 +154,6 @@ _no_rules_log = Throttled("delivery.no_rules", logging.ERROR)
 # A sender still posting to a renamed hook (webhook logs "hook not found"): one line a second
 # in all, naming the last id asked for (the client's, so cut short).
 _unknown_hook_log = Throttled("delivery.rejected", logging.WARNING)
-MAX_LOGGED_ID = 100
 # A rule whose `when` errs (the stored explanation's error: secrets hidden), once a minute per
 # rule (rule names are configured, so bounded).
 _condition_error_log = Throttled("rule.condition_error", logging.WARNING, every=60.0, per="rule")

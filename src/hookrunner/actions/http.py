@@ -29,6 +29,8 @@ DEFAULT_METHOD = "POST"
 RESPONSE_LOG_CAP = 64 * 1024  # bytes of the response body copied into the run log
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 SCHEMES = ("http", "https")
+CREDENTIALS_TWICE = ("http: the URL carries credentials and the rule sets an Authorization "
+                     "header: httpx would send the URL's; keep one")
 
 
 def normalize_http(raw: Any) -> dict[str, Any]:
@@ -73,10 +75,6 @@ def normalize_http(raw: Any) -> dict[str, Any]:
             raise ConfigError("http.ca is the path of a CA bundle, not a template", path=("ca",))
         out["ca"] = ca
     return out
-
-
-CREDENTIALS_TWICE = ("http: the URL carries credentials and the rule sets an Authorization "
-                     "header: httpx would send the URL's; keep one")
 
 
 def _literal_credentials(url: str) -> bool:
