@@ -249,10 +249,15 @@ class NoStore(HookrunnerError):
 def _readable_store(path: Path) -> None:
     """Raise NoStore where the SQLite file is missing, or this user may not read it (the
     data dir is the server's user's, 0700: an operator's own `runs` met a traceback)."""
+    found: bool | None = True
     try:
-        found = path.exists()
-    except PermissionError:
+        os.stat(path)
+    except FileNotFoundError:
+        found = False
+    except PermissionError:  # (newer Pythons' exists() says False for it)
         found = None
+    except OSError:
+        found = False
     if found is False:
         raise NoStore(f"no hookrunner store at {path} (is --data right?)")
     if found and path.stat().st_size == 0:  # (read below as "from an older hookrunner")
