@@ -61,6 +61,9 @@ PRUNE_PROGRESS = 10.0  # seconds between the progress lines of a long prune
 STATS_BACKOFF = 100
 STATS_MAX_WAIT = 60.0
 # An outage is noticed twice a second: one line a second, with a count, is enough.
+# A run dir retention cannot remove (or a dir it cannot list) is met every round: once a
+# minute at most.
+_prune_dirs_log = Throttled("store.prune_failed", logging.WARNING, every=60.0)
 _store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR)
 OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
 # Seconds a run's log stays in memory before it is written to its file: most actions end
@@ -98,9 +101,11 @@ async def wait_for_runs(
 
 async def _summary(store: Store, settings: Settings, run: Run) -> dict[str, Any]:
     path = settings.log_path(run.id, run.attempt)
-    if path.exists():
-        output = tail(path, OUTPUT_TAIL)
-    else:  # a short run's log is only in the store
+    try:
+        output = tail(path, OUTPUT_TAIL) if path.exists() else None
+    except OSError:  # an unreadable logs dir: the stored copy, never a 500 after the 202
+        output = None
+    if output is None:  # a short run's log is only in the store
         output = (await store.get_log(run.id, run.attempt) or "")[-OUTPUT_TAIL:]
     return {"id": run.id, "rule": run.rule, "status": run.status, "exit_code": run.exit_code,
             "reason": run.reason, "output": output}
@@ -499,12 +504,14 @@ class Dispatcher:
                 event("store.pruning", deliveries_so_far=so_far, seconds=round(told - started))
 
         pruned = await self.store.prune(now - keep, progress)
-        files = await asyncio.to_thread(
+        files, problems = await asyncio.to_thread(
             prune_run_dirs, [self.settings.logs_dir, self.settings.work_dir], now - keep,
             frozenset(self._active))
         if pruned or files:
             event("store.pruned", deliveries=pruned, run_dirs=files,
                   seconds=round(time.monotonic() - started, 1))
+        for problem in problems:
+            _prune_dirs_log(error=problem)
 
     @staticmethod
     async def _acquire(lock: asyncio.Lock, timeout: float) -> bool:

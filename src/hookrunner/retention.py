@@ -11,20 +11,29 @@ import shutil
 from pathlib import Path
 
 
-def prune_run_dirs(parents: list[Path], before: float, keep: frozenset[str] = frozenset()) -> int:
-    """Remove run directories last modified before `before` (except `keep`); return how many."""
-    removed = 0
+def prune_run_dirs(parents: list[Path], before: float,
+                   keep: frozenset[str] = frozenset()) -> tuple[int, list[str]]:
+    """Remove run directories last modified before `before` (except `keep`): how many went,
+    and what could not be done (each parent on its own: one it cannot list spares none)."""
+    removed, problems = 0, []
     for parent in parents:
-        if not parent.is_dir():
+        try:
+            entries = list(parent.iterdir()) if parent.is_dir() else []
+        except OSError as exc:
+            problems.append(f"cannot list {parent}: {exc.strerror or exc}")
             continue
-        for d in parent.iterdir():
+        for d in entries:
             try:
-                if d.name not in keep and d.is_dir() and _newest_mtime(d) < before:
-                    shutil.rmtree(d, ignore_errors=True)
-                    removed += 1
+                if d.name in keep or d.is_symlink() or not d.is_dir() or _newest_mtime(d) >= before:
+                    continue
+                shutil.rmtree(d, ignore_errors=True)
             except OSError:
                 continue  # vanished or unreadable: try again next time
-    return removed
+            if d.exists():  # counted only once gone (an immutable file keeps it)
+                problems.append(f"cannot remove {d}")
+            else:
+                removed += 1
+    return removed, problems
 
 
 def _newest_mtime(d: Path) -> float:

@@ -142,7 +142,8 @@ def as_text(value: Any) -> str:
 def _spelled(value: Any) -> Any:
     """JSON's `null`, `true`, objects and lists as JSON text, where `str()` would write
     Python's `None`, `True`, `{'a': 1}`."""
-    return as_text(value) if value is None or isinstance(value, bool | dict | list) else value
+    return as_text(value) if value is None or isinstance(value, bool | dict | list) \
+        or _sequence_like(value) else value
 
 
 def _urlencode(value: Any) -> str:
@@ -820,6 +821,8 @@ def describe(value: Any, limit: int = 200) -> str:
         return "(a function, not a value)"  # never a repr with a memory address
     try:
         text = _JSON.encode(to_plain(value, storable=False))  # shown as U+FFFD below
+    except RecursionError:
+        return "(nested too deeply to show)"
     except Exception as exc:
         try:
             text = repr(value)

@@ -69,6 +69,8 @@ SCOPE: dict[str, Any] = {
         ("{{ [['a', true], ['b', 2]] | urlencode }}", "a=true&b=2"),
         ("{{ [['tag', 'a'], ['tag', 'b']] | urlencode }}", "tag=a&tag=b"),  # names may repeat
         ("{{ {'x': none}.items() | urlencode }}", "x=null"),
+        ("{{ {'ids': payload.tags | map('upper'), 't': (1, none)} | urlencode }}",
+         "ids=%5B%22A%22%2C+%22B%22%5D&t=%5B1%2C+null%5D"),  # was <generator object ...>
         ("{{ payload.tags | tojson | urlencode }}", "%5B%22a%22%2C%20%22b%22%5D"),
         ("x{{ payload.missing | default(none) | default('', true) }}", "x"),
         ("a{# a comment #}b", "ab"),  # as it is beside a `{{ }}`
@@ -401,3 +403,10 @@ def test_an_explanation_shows_text_no_store_can_hold_as_json_not_python() -> Non
     """Python's repr (`{'\\x00': 1, 'b': None}`) was shown once to_plain refused it."""
     assert describe({"\x00": 1, "b": None}) == '{"\\u0000": 1, "b": null}'
     assert describe("\ud800x") == '"\ufffdx"'
+
+
+def test_an_explanation_of_a_value_too_deep_to_write_says_so() -> None:
+    deep: Any = 1
+    for _ in range(2_000):
+        deep = {"a": deep}
+    assert describe(deep) == "(nested too deeply to show)"  # was Python's repr

@@ -1,0 +1,39 @@
+"""`prune_run_dirs`: the per-run directories retention removes, counted only once gone."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from hookrunner.retention import prune_run_dirs
+
+OLD = time.time() - 7200
+
+
+def _run_dir(parent: Path, name: str, mtime: float) -> Path:
+    d = parent / name
+    d.mkdir(parents=True)
+    (d / "1.log").write_text("x")
+    for p in (d / "1.log", d):
+        os.utime(p, (mtime, mtime))
+    return d
+
+
+def test_old_dirs_go_new_ones_kept_ones_and_links_stay(tmp_path: Path) -> None:
+    logs, work = tmp_path / "logs", tmp_path / "work"
+    old = _run_dir(logs, "run_old", OLD)
+    new = _run_dir(logs, "run_new", time.time())
+    running = _run_dir(work, "run_busy", OLD)
+    target = _run_dir(tmp_path / "elsewhere", "t", OLD)
+    (logs / "run_link").symlink_to(target)  # never followed out of the data dir
+    removed, problems = prune_run_dirs([logs, work, tmp_path / "missing"], time.time() - 3600,
+                                       frozenset({"run_busy"}))
+    assert (removed, problems) == (1, [])
+    assert not old.exists() and new.exists() and running.exists() and target.exists()
+
+
+def test_a_parent_that_is_not_a_directory_is_skipped(tmp_path: Path) -> None:
+    (tmp_path / "logs").write_text("")
+    _run_dir(tmp_path / "work", "run_old", OLD)
+    assert prune_run_dirs([tmp_path / "logs", tmp_path / "work"], time.time()) == (1, [])
