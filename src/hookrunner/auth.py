@@ -32,13 +32,18 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
         path.unlink()  # empty (e.g. a crash between create and write): never a valid token
     private_dir(data_dir)
     token = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole aside, then linked in place (which fails if one is there): a server
+    # starting at the same moment never reads this file empty (and removes it as such).
+    aside = path.with_name(f".{TOKEN_FILE}.{os.getpid()}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
-    except OSError:  # a full disk: leave no empty file behind
-        path.unlink(missing_ok=True)
-        raise
+        os.link(aside, path)
+    except FileExistsError:  # the other one's came first: both use it
+        token = path.read_text().strip()
+    finally:  # a full disk too: leave no half-written file behind
+        aside.unlink(missing_ok=True)
     return token, path
 
 

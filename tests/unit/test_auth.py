@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,19 @@ def test_a_configured_token_removes_a_generated_one_that_is_no_longer_in_use(
     forget_stale_token("same", tmp_path)
     assert (tmp_path / "admin-token").read_text() == "same\n"
     assert generated != "configured"
+
+
+def test_two_servers_generating_at_once_both_use_the_first_token_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The file was created empty, then written: a server starting at the same moment read
+    it empty, removed it and wrote its own, and the first ran with a token not in the file."""
+    real_link = os.link
+
+    def other_server_first(src: str, dst: str) -> None:
+        Path(dst).write_text("the-other-one\n")  # it linked its whole file in just now
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", other_server_first)
+    assert admin_token("", tmp_path) == ("the-other-one", tmp_path / "admin-token")
+    assert [p.name for p in tmp_path.iterdir()] == ["admin-token"]  # no file left aside
