@@ -23,7 +23,7 @@ from hookrunner.errors import StoreUnavailable, TemplateError, VerifyError
 from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
 from hookrunner.logs import Throttled, event
-from hookrunner.payload import PayloadError, parse_body
+from hookrunner.payload import PayloadError, as_storable, parse_body, unstorable
 from hookrunner.ratelimit import retry_after
 from hookrunner.rawhttp import (
     Answer,
@@ -70,8 +70,10 @@ def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any]) -> str | N
         return None
     # JSON's spelling for what is not text (`true`, not Python's `True`).
     text = key if isinstance(key, str) else json.dumps(key, sort_keys=True, default=str)
-    if len(text) > MAX_DEDUP_KEY or hidden:
-        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    # A sender's id read from the body (Stripe's `id`, in a form a JSON check never saw) may
+    # hold a NUL or a lone surrogate: kept as a digest, where it failed the delivery (a 500).
+    if len(text) > MAX_DEDUP_KEY or hidden or unstorable(text):
+        text = "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return text
 
 
@@ -316,13 +318,15 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         return error(exc.status, exc.message)
 
     delivery_id = new_id("dlv")
+    # Read from the body by some verifiers (Stripe's `type`), unchecked as the id is.
+    event_type = as_storable(verified.event) if verified.event is not None else None
     scope_ = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,
-                         query=query, payload=payload, event=verified.event)
+                         query=query, payload=payload, event=event_type)
     matches, runs = plan_runs(ruleset, hook_id, scope_, delivery_id, now, gw.settings.default_timeout)
     delivery = NewDelivery(
         id=delivery_id, hook=hook_id, received_at=now,
         headers=redact_pairs(headers.items(), hook.secret_headers), body=body,
-        dedup_key=_dedup_key(hook, verified, scope_), event=verified.event, client_ip=ip,
+        dedup_key=_dedup_key(hook, verified, scope_), event=event_type, client_ip=ip,
         matches=matches, query=redact_pairs(sent_query),
     )
     reserved = 0
@@ -350,7 +354,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
 
     m.labels(hook_id, "accepted").inc()
     report_condition_errors(gw, matches, delivery_id, hook_id)  # only a delivery now stored
-    event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=verified.event,
+    event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=event_type,
           sender_id=delivery.dedup_key, runs=",".join(f"{r.rule}={r.id}" for r in runs) or "-")
     answer: dict[str, Any] = {
         "delivery_id": delivery_id,

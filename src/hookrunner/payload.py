@@ -93,6 +93,11 @@ def _check_storable(value: Any) -> None:
                                 "(\\u0000, \\ud800-\\udfff), which cannot be stored")
 
 
+def as_storable(text: str) -> str:
+    """`text` with any NUL or lone surrogate made U+FFFD (a sender's event name, say)."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 def unstorable(value: Any) -> bool:
     """Whether a text in `value` (a key too) holds a NUL or a lone surrogate."""
     todo = [value]

@@ -279,3 +279,20 @@ def test_a_slash_commands_ssl_check_is_answered_and_not_journaled(server: Server
     assert r.status_code == 200 and r.json() == {}
     with server.admin() as c:
         assert c.get("/api/deliveries?hook=slack&limit=1000").json() == before
+
+
+def test_a_sender_id_or_event_no_store_can_hold_is_kept_not_a_500(server: Server) -> None:
+    """Stripe's id and type are read from the body by the verifier: sent as a form (as
+    `curl -d` does), no JSON check saw their `\\ud800` or `\\u0000`, and the delivery was a
+    500. The id is kept as a digest (dedup still holds), the event with U+FFFD."""
+    sender = BY_ID["stripe"]
+    body = b'{"id": "evt_\\ud800", "type": "charge.\\u0000x", "seq": 1}'
+    headers = {**sender.sign(SECRETS["stripe"][1], body, int(time.time()), "-"),
+               "Content-Type": "application/x-www-form-urlencoded"}
+    first = httpx.post(f"{server.url}/hooks/stripe", content=body, headers=headers, timeout=30)
+    assert first.status_code == 202, first.text
+    with server.admin() as c:
+        doc = c.get(f"/api/deliveries/{first.json()['delivery_id']}").json()
+    assert doc["dedup_key"].startswith("sha256:") and doc["event"] == "charge.\ufffdx", doc
+    again = httpx.post(f"{server.url}/hooks/stripe", content=body, headers=headers, timeout=30)
+    assert again.status_code == 200 and again.json()["duplicate"], again.text
