@@ -7,14 +7,18 @@ command; the token is written to a 0600 file and never logged.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from hookrunner.private import private_dir
 
 TOKEN_FILE = "admin-token"
+ASIDE_PREFIX = f".{TOKEN_FILE}."  # a token being written (admin_token); a crash may leave one
+NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV)  # vfat, some FUSE/SMB
 COOKIE = "hookrunner_session"
 
 
@@ -32,19 +36,33 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
         path.unlink()  # empty (e.g. a crash between create and write): never a valid token
     private_dir(data_dir)
     token = secrets.token_urlsafe(24)
-    # Written whole aside, then linked in place (which fails if one is there): a server
-    # starting at the same moment never reads this file empty (and removes it as such).
-    aside = path.with_name(f".{TOKEN_FILE}.{os.getpid()}")
-    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Written whole aside (a name of its own, 0600), then linked in place, which fails if one
+    # is there: a server starting at the same moment never reads this file empty (and
+    # removes it as such). Where the file system has no hard links, created in place.
+    fd, aside = tempfile.mkstemp(prefix=ASIDE_PREFIX, dir=data_dir)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         os.link(aside, path)
     except FileExistsError:  # the other one's came first: both use it
         token = path.read_text().strip()
+    except OSError as exc:
+        if exc.errno not in NO_LINKS:
+            raise
+        _write_in_place(path, token)
     finally:  # a full disk too: leave no half-written file behind
-        aside.unlink(missing_ok=True)
+        os.unlink(aside)
     return token, path
+
+
+def _write_in_place(path: Path, token: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def forget_stale_token(configured: str, data_dir: Path) -> None:
@@ -52,6 +70,9 @@ def forget_stale_token(configured: str, data_dir: Path) -> None:
     the server refuses. Removed by the server that holds the data dir, never by one about to
     be refused (it would remove the running server's file)."""
     path = data_dir / TOKEN_FILE
+    for left in data_dir.glob(ASIDE_PREFIX + "*"):  # a crash while one was written
+        with contextlib.suppress(OSError):
+            left.unlink()
     if configured.strip():
         with contextlib.suppress(OSError):
             if path.read_text().strip() != configured.strip():

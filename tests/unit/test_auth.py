@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -77,3 +78,23 @@ def test_two_servers_generating_at_once_both_use_the_first_token_written(
     monkeypatch.setattr(os, "link", other_server_first)
     assert admin_token("", tmp_path) == ("the-other-one", tmp_path / "admin-token")
     assert [p.name for p in tmp_path.iterdir()] == ["admin-token"]  # no file left aside
+
+
+def test_where_the_file_system_has_no_hard_links_the_token_is_written_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_links(src: str, dst: str) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")  # as vfat answers
+
+    monkeypatch.setattr(os, "link", no_links)
+    token, path = admin_token("", tmp_path)
+    assert path == tmp_path / "admin-token" and path.read_text() == token + "\n"
+    assert path.stat().st_mode & 0o777 == 0o600 and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_token_left_aside_by_a_crash_is_removed_by_the_server_holding_the_data_dir(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".admin-token.abc123").write_text("half\n")
+    forget_stale_token("", tmp_path)
+    assert list(tmp_path.iterdir()) == []
