@@ -61,10 +61,10 @@ PRUNE_PROGRESS = 10.0  # seconds between the progress lines of a long prune
 STATS_BACKOFF = 100
 STATS_MAX_WAIT = 60.0
 # An outage is noticed twice a second: one line a second, with a count, is enough.
+_store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR)
 # A run dir retention cannot remove (or a dir it cannot list) is met every round: once a
 # minute at most.
-_prune_dirs_log = Throttled("store.prune_failed", logging.WARNING, every=60.0)
-_store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR)
+_prune_dirs_log = Throttled("store.prune_dirs_failed", logging.WARNING, every=60.0)
 OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
 # Seconds a run's log stays in memory before it is written to its file: most actions end
 # sooner and their log goes only into the store (see hookrunner.actions.logfile).
@@ -243,14 +243,21 @@ class Dispatcher:
         tasks = {t.get_name(): t for t in self._tasks}
         # The claim loop is not cancelled mid-claim: runs the store just handed over would be
         # `running` with no process. It sees `_stopping` and ends after launching them.
-        if "hookrunner-claim" in tasks:
-            await tasks.pop("hookrunner-claim")
+        claim = tasks.pop("hookrunner-claim", None)
+        if claim is not None:
+            await asyncio.wait([claim])
         assert self._drain is not None
         await self._drain
         for t in tasks.values():
             t.cancel()
-        # One that ended with an error raised it here, and the rest were left running.
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        # Each one ended, and one that ended with an error said so (awaited one by one, the
+        # first error stopped the rest, left running with the store about to close).
+        ended = await asyncio.gather(claim or asyncio.sleep(0), *tasks.values(),
+                                     return_exceptions=True)
+        for task, result in zip([claim, *tasks.values()], ended, strict=True):
+            if isinstance(result, Exception) and task is not None:
+                logging.getLogger("hookrunner").error(
+                    "dispatcher.task_failed %s", task.get_name(), exc_info=result)
         if self._wake_fd is not None and self._loop is not None:
             self._loop.remove_reader(self._wake_fd)
         self._marks.close()

@@ -26,14 +26,24 @@ def prune_run_dirs(parents: list[Path], before: float,
             try:
                 if d.name in keep or d.is_symlink() or not d.is_dir() or _newest_mtime(d) >= before:
                     continue
-                shutil.rmtree(d, ignore_errors=True)
-            except OSError:
-                continue  # vanished or unreadable: try again next time
-            if d.exists():  # counted only once gone (an immutable file keeps it)
-                problems.append(f"cannot remove {d}")
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            except OSError as exc:
+                problems.append(f"cannot read {d}: {exc.strerror or exc}")
+                continue
+            failed = _remove(d)
+            if failed:  # counted only once gone (an immutable file keeps it)
+                problems.append(f"cannot remove {d} ({failed})")
             else:
                 removed += 1
     return removed, problems
+
+
+def _remove(d: Path) -> str:
+    """Remove the tree; the first thing that would not go, and why ("" when all went)."""
+    failed: list[str] = []
+    shutil.rmtree(d, onerror=lambda _f, path, info: failed.append(f"{path}: {info[1]}"))
+    return failed[0] if failed else ""
 
 
 def _newest_mtime(d: Path) -> float:

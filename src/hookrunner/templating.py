@@ -707,19 +707,12 @@ class Expression:
             self._clauses = tuple(clauses)
         return self._clauses
 
-    def not_evaluated(self, truths: list[bool | None]) -> list[int]:
-        """The clauses Jinja never evaluates, given each one's truth (None: it failed)."""
-        return self._short_circuit(truths)[1]
-
-    def verdict(self, truths: list[bool | None]) -> bool | None:
-        """The expression's truth from its clauses' (None: failed), as Jinja's short-circuit
-        reaches it; None where that needs the whole expression (not split, or an error the
-        verdict depends on: re-rendering the whole gives the error its exact text)."""
-        return self._short_circuit(truths)[0]
-
-    def _short_circuit(self, truths: list[bool | None]) -> tuple[bool | None, list[int]]:
-        """Jinja's `a and b or c`: `and` chains (it binds closer) joined by `or`. An `and`
-        chain stops at its first false clause, the `or` at its first true chain."""
+    def short_circuit(self, truths: list[bool | None]) -> tuple[bool | None, list[int]]:
+        """From each clause's truth (None: it failed): the expression's truth as Jinja
+        reaches it (None where that needs the whole expression: not split, or an error the
+        verdict depends on, whose exact text re-rendering the whole gives), and the clauses
+        Jinja never evaluates. `a and b or c`: `and` chains (it binds closer) joined by `or`;
+        an `and` chain stops at its first false clause, the `or` at its first true chain."""
         self.clauses()
         if self._ops is None:
             return None, []

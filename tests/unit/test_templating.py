@@ -393,10 +393,20 @@ def test_mixed_and_or_is_read_from_its_clauses_as_jinja_does(source: str) -> Non
     for a, b, c in itertools.product([True, False], repeat=3):
         scope = {"payload": {"a": a, "b": b, "c": c}}
         truths: list[bool | None] = [cl.evaluate(scope)[0] for cl in expr.clauses()]
-        assert expr.verdict(truths) == expr.test(scope), (a, b, c)
-        # What it skips, Jinja never reads: the same verdict with those clauses failing.
-        failing = [None if i in expr.not_evaluated(truths) else t for i, t in enumerate(truths)]
-        assert expr.verdict(failing) == expr.test(scope), (a, b, c)
+        verdict, skipped = expr.short_circuit(truths)
+        assert verdict == expr.test(scope), (a, b, c)
+        # Exactly the clauses Jinja never reads: each one made to fail when read tells.
+        read = []
+        clauses = [cl.source for cl in expr.clauses()]
+        for i in range(len(clauses)):
+            parts = [f"(payload.read.x and ({c}))" if j == i else c for j, c in enumerate(clauses)]
+            probe = parts[0] + "".join(f" {op} {p}" for op, p in zip(expr._ops or [], parts[1:],
+                                                                     strict=True))
+            try:
+                compile_expression(probe).test(scope)
+            except TemplateError:
+                read.append(i)
+        assert skipped == [i for i in range(len(truths)) if i not in read], (a, b, c)
 
 
 def test_an_explanation_shows_text_no_store_can_hold_as_json_not_python() -> None:

@@ -245,7 +245,7 @@ class AnsibleRunner:
             # ansible-runner would take the text as an inline host list, a host of that name.
             reason = (f"inventory not found: {inventory} (a file or directory under --root; "
                       "inline host lists are not supported)")
-        elif deeper_than([ctx.payload, rendered.get("extravars")], MAX_VARS_DEPTH):
+        elif any(deeper_than(v, MAX_VARS_DEPTH) for v in (ctx.payload, rendered.get("extravars"))):
             # Ansible's YAML reader gave up at ~300 levels (exit 4), and the vars file's
             # writer here at ~480 (a RecursionError: an internal error, a long traceback).
             reason = (f"the payload or extravars are nested more than {MAX_VARS_DEPTH} levels "

@@ -168,9 +168,8 @@ def _judge(when: When, scope: Mapping[str, Any], within: str, out: list[Conditio
             except TemplateError as exc:
                 out.append(ConditionResult(clause.source, None, "", str(exc), within,
                                            clause.keys))
-        truths = [c.result for c in out[first:]]
-        _not_needed(out, (first + i for i in when.expr.not_evaluated(truths)))
-        verdict = when.expr.verdict(truths)
+        verdict, skipped = when.expr.short_circuit([c.result for c in out[first:]])
+        _not_needed(out, (first + i for i in skipped))
         return when.expr.test(scope) if verdict is None else verdict
     inner = f"{within} > {when.kind}" if within else when.kind
     # a top-level list is an implicit `all`: not worth a label

@@ -228,7 +228,8 @@ def _readable(path: Path) -> bool:
     return True
 
 
-_FLOCK = re.compile(r"FLOCK\s+\S+\s+\S+\s+\d+\s+([0-9a-f]+):([0-9a-f]+):(\d+)")
+# A server's exclusive lock: a store command's instant shared look (below) is READ.
+_FLOCK = re.compile(r"FLOCK\s+\S+\s+WRITE\s+\d+\s+([0-9a-f]+):([0-9a-f]+):(\d+)")
 
 
 def served(db: Path) -> bool:
@@ -236,9 +237,12 @@ def served(db: Path) -> bool:
     trying the lock, even for an instant, could make a server starting then refuse to."""
     try:
         st = os.stat(db.with_name(db.name + ".lock"))
-        locks = Path("/proc/locks").read_text()
     except OSError:
         return False
+    try:
+        locks = Path("/proc/locks").read_text()
+    except OSError:  # not Linux, or a hardened /proc: the try below tells
+        locks = ""
     for m in _FLOCK.finditer(locks):
         major, minor, inode = int(m[1], 16), int(m[2], 16), int(m[3])
         if (inode == st.st_ino and major == os.major(st.st_dev)
@@ -325,12 +329,13 @@ class SQLiteStore:
                 raise StoreUnavailable(f"cannot open {lock}: {exc.strerror or exc}") from None
             self._lock_file = os.fdopen(fd, "a")
         # Tried for a moment: `hookrunner runs` may hold it shared for an instant (served).
-        for _ in range(LOCK_TRIES):
+        for tried in range(1, LOCK_TRIES + 1):
             try:
                 fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return True
             except BlockingIOError:
-                await asyncio.sleep(LOCK_TRY_EVERY)
+                if tried < LOCK_TRIES:
+                    await asyncio.sleep(LOCK_TRY_EVERY)
         return False
 
     async def close(self) -> None:
