@@ -39,7 +39,7 @@ from hookrunner.redact import HIDDEN_KEY, HIDDEN_PATHS, redact_pairs
 from hookrunner.rules.match import build_scope, concurrency_key, evaluate, render_action
 from hookrunner.rules.model import Hook, Rule, Ruleset
 from hookrunner.store.base import NewDelivery, NewRun
-from hookrunner.templating import reads_secret
+from hookrunner.templating import null_parts_fail, reads_secret
 from hookrunner.units import parse_duration
 from hookrunner.verify.base import Headers, SignedRequest, Verified
 
@@ -60,11 +60,12 @@ def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any]) -> str | N
         # Stored and shown (API, console, logs): one read from a secret is kept as a digest.
         hidden = hook.dedup_reads_secret
         try:
-            key = hook.dedup.render(scope)
+            with null_parts_fail():
+                key = hook.dedup.render(scope)
         except TemplateError as exc:
             _dedup_failed_log(hook=hook.id, error="(hidden: the template reads a secret header "
                               "or query value)" if hidden else str(exc))
-    if key is None or key == "":
+    if key is None or key in ("", [], {}) or key is False:  # nothing of the event's own
         key, hidden = verified.delivery_id, False
     if key is None or key == "":
         return None
@@ -348,9 +349,15 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
 
     if result.duplicate:
         m.labels(hook_id, "duplicate").inc()
+        # The sender's own id too, where a `dedup` template made the key (two events with
+        # one key: a template on a field they share).
         event("delivery.duplicate", hook=hook_id, delivery_id=result.delivery_id,
-              sender_id=delivery.dedup_key)
-        return Answer(200, {"duplicate": True, "delivery_id": result.delivery_id})
+              sender_id=delivery.dedup_key, sender_delivery=verified.delivery_id
+              if hook.dedup is not None and verified.delivery_id != delivery.dedup_key else None)
+        dup: dict[str, Any] = {"duplicate": True, "delivery_id": result.delivery_id,
+                               "status_url": f"/api/deliveries/{result.delivery_id}"}
+        # A `?wait` retry (its first try timed out) waits for the first one's runs.
+        return await _waited(gw, dup, result.run_ids, wait, receive) or Answer(200, dup)
 
     m.labels(hook_id, "accepted").inc()
     report_condition_errors(gw, matches, delivery_id, hook_id)  # only a delivery now stored
@@ -361,15 +368,20 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         "runs": result.run_ids,
         "status_url": f"/api/deliveries/{delivery_id}",
     }
-    if wait > 0 and gw.dispatcher is not None:
-        if not result.run_ids:
-            return Answer(200, answer)  # no rule matched: nothing is left to wait for
-        waiting = gw.dispatcher.wait_for(result.run_ids, wait, lambda: gw.stopping)
+    if wait > 0 and gw.dispatcher is not None and not result.run_ids:
+        return Answer(200, answer)  # no rule matched: nothing is left to wait for
+    return await _waited(gw, answer, result.run_ids, wait, receive) or Answer(202, answer)
+
+
+async def _waited(gw: Gateway, answer: dict[str, Any], run_ids: list[str], wait: float,
+                  receive: Receive | None) -> Answer | None:
+    """`?wait`: 200 with the runs' ends once they have all ended in time, else None."""
+    if wait > 0 and gw.dispatcher is not None and run_ids:
+        waiting = gw.dispatcher.wait_for(run_ids, wait, lambda: gw.stopping)
         try:
             finished = await (waiting if receive is None else _unless_gone(waiting, receive))
         except StoreUnavailable:  # the delivery is journaled: 202, never a 500 to resend on
             finished = None
         if finished is not None:
-            answer["runs"] = finished
-            return Answer(200, answer)
-    return Answer(202, answer)
+            return Answer(200, {**answer, "runs": finished})
+    return None

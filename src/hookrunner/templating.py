@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import fnmatch
 import functools
 import ipaddress
@@ -116,6 +118,21 @@ class _Environment(ImmutableSandboxedEnvironment):
 _JSON = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
+# Set while a hook's `dedup` renders: a `{{ }}` giving null (a field this event lacks or
+# leaves null) would make one key of every such event, and drop all but the first.
+_NULL_PART_FAILS: contextvars.ContextVar[bool] = contextvars.ContextVar("null_fails",
+                                                                         default=False)
+
+
+@contextlib.contextmanager
+def null_parts_fail() -> Iterator[None]:
+    token = _NULL_PART_FAILS.set(True)
+    try:
+        yield
+    finally:
+        _NULL_PART_FAILS.reset(token)
+
+
 def _finalize(value: Any) -> Any:
     """Each `{{ }}` of a longer template, before it becomes text.
 
@@ -125,6 +142,9 @@ def _finalize(value: Any) -> Any:
     Python's `True`, `None`, `{'a': 1}`."""
     if type(value) is str:  # the commonest by far: past the checks below (~0.6 us)
         return value
+    if value is None and _NULL_PART_FAILS.get():
+        raise ValueError("a {{ }} of it renders null (a field this event lacks or leaves "
+                         "null): one key for every such event would drop all but the first")
     if value is None or isinstance(value, bool | dict | list) or _sequence_like(value):
         bounds.check_written(value)
         return _JSON.encode(to_plain(value))

@@ -133,7 +133,8 @@ rules:
     first = post(n1, {"a": 1}, delivery="gh-delivery-1")
     again = post(n2, {"a": 1}, delivery="gh-delivery-1")
     assert first.status_code == 202 and again.status_code == 200
-    assert again.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"]}
+    assert again.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"],
+                            "status_url": f"/api/deliveries/{first.json()['delivery_id']}"}
 
     ids = [f"gh-race-{i}" for i in range(10)]
     with ThreadPoolExecutor(30) as pool:

@@ -110,7 +110,8 @@ def test_duplicate_delivery_runs_once_even_across_restart(
     assert forged.status_code == 401
     again = post_github(server.url, GITHUB_SECRET, PUSH, delivery="same-id")
     assert again.status_code == 200
-    assert again.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"]}
+    assert again.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"],
+                            "status_url": f"/api/deliveries/{first.json()['delivery_id']}"}
     server.wait_run(first.json()["runs"][0])
     server.stop()
     server.start()

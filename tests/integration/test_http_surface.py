@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.conftest import write_script
 from tests.serverproc import ADMIN_TOKEN, Server, post_github
 
 RULES = """
@@ -179,12 +180,50 @@ def test_a_dedup_template_that_does_not_apply_falls_back_to_the_senders_id(
     first = post_github(server.url, "tok-1", {"zen": "x"}, event="ping", delivery="D1", hook="gh")
     again = post_github(server.url, "tok-1", {"zen": "x"}, event="ping", delivery="D1", hook="gh")
     assert first.status_code == 202 and again.status_code == 200, (first.text, again.text)
-    assert again.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"]}
+    dlv = first.json()["delivery_id"]
+    assert again.json() == {"duplicate": True, "delivery_id": dlv,
+                            "status_url": f"/api/deliveries/{dlv}"}
     assert "delivery.dedup_template_failed" in server.output()
     keyed_true = post_github(server.url, "tok-1", {"head_commit": {"id": True}}, delivery="D2", hook="gh")
     keyed_text = post_github(server.url, "tok-1", {"head_commit": {"id": "True"}}, delivery="D3",
                              hook="gh")
     assert keyed_true.status_code == keyed_text.status_code == 202
+    # Two events whose key field is null, empty or false are two events (the second was
+    # dropped as a duplicate): the sender's ids key them.
+    for n, value in enumerate((None, [], {}, False)):
+        a = post_github(server.url, "tok-1", {"head_commit": {"id": value}}, delivery=f"E{n}a",
+                        hook="gh")
+        b = post_github(server.url, "tok-1", {"head_commit": {"id": value}}, delivery=f"E{n}b",
+                        hook="gh")
+        assert a.status_code == b.status_code == 202, (value, b.text)
+    # ... so is a null part of a longer key (`42-null`).
+    for d in ("F1", "F2"):
+        r = httpx.post(f"{server.url}/hooks/keyed", headers={"X-Shared": "tok-1",
+                       "X-GitHub-Delivery": d}, json={"n": None})
+        assert r.status_code == 202, r.text
+
+
+def test_a_wait_retry_of_an_accepted_delivery_waits_for_its_runs(
+    make_server: Callable[..., Server], project: Path,
+) -> None:
+    """A sender whose `?wait` timed out retries: it got a bare duplicate at once, with no
+    word of how the runs it started ended."""
+    write_script(project, "slow.sh", "sleep 1; echo done\n")
+    server = make_server(RULES + """
+  - name: slow
+    hook: gh
+    when: payload.slow | default(false)
+    run: {shell: {argv: [scripts/slow.sh]}}
+""", env=ENV)
+    body = {"slow": True, "head_commit": {"id": "W1"}}
+    first = post_github(server.url, "tok-1", body, delivery="W1", hook="gh")
+    assert first.status_code == 202, first.text
+    again = post_github(server.url, "tok-1", body, delivery="W1", hook="gh",
+                        params={"wait": "20s"})
+    assert again.status_code == 200, again.text
+    doc = again.json()
+    assert doc["duplicate"] is True and doc["delivery_id"] == first.json()["delivery_id"]
+    assert [r["status"] for r in doc["runs"]] == ["succeeded"] and "done" in doc["runs"][0]["output"]
 
 
 # The action's check that it got the values (by digest: its text is shown, the values not).

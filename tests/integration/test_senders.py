@@ -194,7 +194,8 @@ def test_a_replayed_delivery_is_answered_as_a_duplicate(server: Server, sender: 
     retry = _post(server, sender, delivery=delivery, body=body, secret=SECRETS[sender.hook][0])
     for r in (again, retry):
         assert r.status_code == 200, r.text
-        assert r.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"]}
+        assert r.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"],
+                            "status_url": f"/api/deliveries/{first.json()['delivery_id']}"}
 
 
 def test_a_forged_request_never_marks_a_delivery_id_as_seen(server: Server) -> None:

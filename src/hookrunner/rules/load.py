@@ -51,6 +51,7 @@ __all__ = ["load_rules", "load_rules_text"]
 MAX_RULES_FILE = 16 * 1024 * 1024  # bytes: thousands of rules fit in far less
 FILE_KEYS = ("hooks", "rules")
 HOOK_KEYS = ("verify", "allow_ips", "max_body", "dedup", "rate_limit", "description")
+NEW_PER_DELIVERY = frozenset({"delivery_id", "received_at"})  # scope names a dedup must not read
 RULE_KEYS = ("name", "hook", "when", "run", "timeout", "retry", "concurrency", "description")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
 RETRY_ON = ("failed", "timed_out")
@@ -291,7 +292,13 @@ def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: Any) 
     if "max_body" in raw:
         kw["max_body"] = f.size(ctx, raw, "max_body", f"{what} max_body") or DEFAULT_MAX_BODY
     if "dedup" in raw:
-        kw["dedup"] = f.template(ctx, raw, "dedup", f"{what} dedup")
+        kw["dedup"] = dedup = f.template(ctx, raw, "dedup", f"{what} dedup")
+        fresh = sorted(NEW_PER_DELIVERY & getattr(dedup, "names", frozenset()))
+        if fresh:  # hookrunner's own, new each time: a retry never matches
+            ctx.warnings.append(
+                f"{ctx.file}:{raw.line_of('dedup')}: {what} dedup: reads {fresh[0]}, "
+                "which is new for each delivery (hookrunner's own): no retry will ever be a "
+                "duplicate; use the sender's id (the default) or a field of the payload")
     if "rate_limit" in raw:
         kw["rate_limit"] = _rate_limit(ctx, raw, what)
     if "description" in raw:

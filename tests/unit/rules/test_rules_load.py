@@ -719,3 +719,11 @@ def _rules_dir(tmp_path: Path) -> Path:
     rules = tmp_path / "rules"
     rules.mkdir()
     return rules
+
+
+def test_a_dedup_reading_hookrunners_own_new_ids_is_a_warning() -> None:
+    """`dedup: "{{ delivery_id }}"` made every retry a new delivery, with `check` saying ok."""
+    loaded = load_rules_text({"r.yaml": "hooks:\n  h:\n    verify: {none: {}}\n"
+                                        "    dedup: '{{ delivery_id }}'\nrules: []\n"})
+    assert any("dedup: reads delivery_id, which is new for each delivery" in w
+               for w in loaded.warnings), loaded.warnings
