@@ -12,12 +12,14 @@ import hmac
 import os
 import secrets
 import tempfile
+import time
 from pathlib import Path
 
 from hookrunner.private import private_dir
 
 TOKEN_FILE = "admin-token"
 ASIDE_PREFIX = f".{TOKEN_FILE}."  # a token being written (admin_token); a crash may leave one
+ASIDE_STALE = 60.0  # seconds after which such a file is a crash's leftover
 NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV)  # vfat, some FUSE/SMB
 COOKIE = "hookrunner_session"
 
@@ -49,20 +51,26 @@ def admin_token(configured: str, data_dir: Path) -> tuple[str, Path | None]:
     except OSError as exc:
         if exc.errno not in NO_LINKS:
             raise
-        _write_in_place(path, token)
+        token = _write_in_place(path, token)
     finally:  # a full disk too: leave no half-written file behind
-        os.unlink(aside)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(aside)
     return token, path
 
 
-def _write_in_place(path: Path, token: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _write_in_place(path: Path, token: str) -> str:
+    """Without hard links (not race-free: one starting at the same moment may read it empty)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # the other one's came first: both use it
+        return path.read_text().strip()
     try:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
     except OSError:
         path.unlink(missing_ok=True)
         raise
+    return token
 
 
 def forget_stale_token(configured: str, data_dir: Path) -> None:
@@ -70,9 +78,10 @@ def forget_stale_token(configured: str, data_dir: Path) -> None:
     the server refuses. Removed by the server that holds the data dir, never by one about to
     be refused (it would remove the running server's file)."""
     path = data_dir / TOKEN_FILE
-    for left in data_dir.glob(ASIDE_PREFIX + "*"):  # a crash while one was written
-        with contextlib.suppress(OSError):
-            left.unlink()
+    for left in data_dir.glob(ASIDE_PREFIX + "*"):  # a crash while one was written, a while
+        with contextlib.suppress(OSError):           # ago (not one being written now)
+            if time.time() - left.stat().st_mtime > ASIDE_STALE:
+                left.unlink()
     if configured.strip():
         with contextlib.suppress(OSError):
             if path.read_text().strip() != configured.strip():

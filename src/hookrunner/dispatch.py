@@ -256,8 +256,8 @@ class Dispatcher:
                                      return_exceptions=True)
         for task, result in zip([claim, *tasks.values()], ended, strict=True):
             if isinstance(result, Exception) and task is not None:
-                logging.getLogger("hookrunner").error(
-                    "dispatcher.task_failed %s", task.get_name(), exc_info=result)
+                event("dispatcher.task_failed", logging.ERROR, task=task.get_name(),
+                      error=f"{type(result).__name__}: {result}")
         if self._wake_fd is not None and self._loop is not None:
             self._loop.remove_reader(self._wake_fd)
         self._marks.close()

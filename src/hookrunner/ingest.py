@@ -351,13 +351,20 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         m.labels(hook_id, "duplicate").inc()
         # The sender's own id too, where a `dedup` template made the key (two events with
         # one key: a template on a field they share).
+        own = verified.delivery_id
         event("delivery.duplicate", hook=hook_id, delivery_id=result.delivery_id,
-              sender_id=delivery.dedup_key, sender_delivery=verified.delivery_id
-              if hook.dedup is not None and verified.delivery_id != delivery.dedup_key else None)
+              sender_id=delivery.dedup_key, sender_delivery=own[:MAX_DEDUP_KEY]
+              if own and hook.dedup is not None and own != delivery.dedup_key else None)
         dup: dict[str, Any] = {"duplicate": True, "delivery_id": result.delivery_id,
+                               "runs": result.run_ids,
                                "status_url": f"/api/deliveries/{result.delivery_id}"}
-        # A `?wait` retry (its first try timed out) waits for the first one's runs.
-        return await _waited(gw, dup, result.run_ids, wait, receive) or Answer(200, dup)
+        # A `?wait` retry (its first try timed out) waits for the first one's runs: their
+        # ends, not their output (a key may be guessed where the verifier signs no id).
+        waited = await _waited(gw, dup, result.run_ids, wait, receive)
+        if waited is not None:
+            waited.doc["runs"] = [{k: v for k, v in r.items() if k != "output"}
+                                  for r in waited.doc["runs"]]
+        return waited or Answer(200, dup)
 
     m.labels(hook_id, "accepted").inc()
     report_condition_errors(gw, matches, delivery_id, hook_id)  # only a delivery now stored

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 
 def prune_run_dirs(parents: list[Path], before: float,
@@ -42,8 +43,13 @@ def prune_run_dirs(parents: list[Path], before: float,
 def _remove(d: Path) -> str:
     """Remove the tree; the first thing that would not go, and why ("" when all went)."""
     failed: list[str] = []
-    shutil.rmtree(d, onerror=lambda _f, path, info: failed.append(f"{path}: {info[1]}"))
-    return failed[0] if failed else ""
+
+    def note(_f: Any, path: str, info: Any) -> None:
+        if not isinstance(info[1], FileNotFoundError):  # gone meanwhile is gone
+            failed.append(f"{path}: {info[1]}")
+
+    shutil.rmtree(d, onerror=note)  # (3.11 has no onexc)
+    return failed[0] if failed and d.exists() else ""
 
 
 def _newest_mtime(d: Path) -> float:

@@ -134,6 +134,7 @@ rules:
     again = post(n2, {"a": 1}, delivery="gh-delivery-1")
     assert first.status_code == 202 and again.status_code == 200
     assert again.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"],
+                            "runs": first.json()["runs"],
                             "status_url": f"/api/deliveries/{first.json()['delivery_id']}"}
 
     ids = [f"gh-race-{i}" for i in range(10)]

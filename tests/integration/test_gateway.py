@@ -111,6 +111,7 @@ def test_duplicate_delivery_runs_once_even_across_restart(
     again = post_github(server.url, GITHUB_SECRET, PUSH, delivery="same-id")
     assert again.status_code == 200
     assert again.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"],
+                            "runs": first.json()["runs"],
                             "status_url": f"/api/deliveries/{first.json()['delivery_id']}"}
     server.wait_run(first.json()["runs"][0])
     server.stop()

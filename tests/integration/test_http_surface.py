@@ -181,7 +181,7 @@ def test_a_dedup_template_that_does_not_apply_falls_back_to_the_senders_id(
     again = post_github(server.url, "tok-1", {"zen": "x"}, event="ping", delivery="D1", hook="gh")
     assert first.status_code == 202 and again.status_code == 200, (first.text, again.text)
     dlv = first.json()["delivery_id"]
-    assert again.json() == {"duplicate": True, "delivery_id": dlv,
+    assert again.json() == {"duplicate": True, "delivery_id": dlv, "runs": [],
                             "status_url": f"/api/deliveries/{dlv}"}
     assert "delivery.dedup_template_failed" in server.output()
     keyed_true = post_github(server.url, "tok-1", {"head_commit": {"id": True}}, delivery="D2", hook="gh")
@@ -223,7 +223,8 @@ def test_a_wait_retry_of_an_accepted_delivery_waits_for_its_runs(
     assert again.status_code == 200, again.text
     doc = again.json()
     assert doc["duplicate"] is True and doc["delivery_id"] == first.json()["delivery_id"]
-    assert [r["status"] for r in doc["runs"]] == ["succeeded"] and "done" in doc["runs"][0]["output"]
+    assert [r["status"] for r in doc["runs"]] == ["succeeded"]
+    assert "output" not in doc["runs"][0]  # their ends, not their output: a key may be guessed
 
 
 # The action's check that it got the values (by digest: its text is shown, the values not).

@@ -195,6 +195,7 @@ def test_a_replayed_delivery_is_answered_as_a_duplicate(server: Server, sender: 
     for r in (again, retry):
         assert r.status_code == 200, r.text
         assert r.json() == {"duplicate": True, "delivery_id": first.json()["delivery_id"],
+                            "runs": first.json()["runs"],
                             "status_url": f"/api/deliveries/{first.json()['delivery_id']}"}
 
 

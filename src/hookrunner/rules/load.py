@@ -297,7 +297,7 @@ def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: Any) 
         if fresh:  # hookrunner's own, new each time: a retry never matches
             ctx.warnings.append(
                 f"{ctx.file}:{raw.line_of('dedup')}: {what} dedup: reads {fresh[0]}, "
-                "which is new for each delivery (hookrunner's own): no retry will ever be a "
+                "which is new for each delivery (hookrunner's own): a retry may never be a "
                 "duplicate; use the sender's id (the default) or a field of the payload")
     if "rate_limit" in raw:
         kw["rate_limit"] = _rate_limit(ctx, raw, what)
