@@ -201,4 +201,6 @@ def test_stripe_payment_failed_notifies_the_url_and_dedups_the_event(
     }
     # Stripe retries a delivery with the same event id: it runs nothing again.
     again, dup = send(server, env, "stripe", "examples/payloads/stripe-invoice-payment-failed.json")
-    assert (again, dup) == (200, {"duplicate": True, "delivery_id": answer["delivery_id"]})
+    assert (again, dup) == (200, {"duplicate": True, "delivery_id": answer["delivery_id"],
+                                  "runs": answer["runs"],
+                                  "status_url": f"/api/deliveries/{answer['delivery_id']}"})
