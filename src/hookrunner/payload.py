@@ -84,7 +84,7 @@ def _json(text: str) -> Any:
 
 # A lone surrogate is not text (SQLite cannot bind it, UTF-8 cannot encode it) and PostgreSQL
 # text cannot hold NUL: a value with either could never be journaled or shown, so refuse it.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _check_storable(value: Any) -> None:
@@ -95,7 +95,7 @@ def _check_storable(value: Any) -> None:
 
 def as_storable(text: str) -> str:
     """`text` with any NUL or lone surrogate made U+FFFD (a sender's event name, say)."""
-    return _UNSTORABLE.sub("\ufffd", text)
+    return UNSTORABLE.sub("\ufffd", text)
 
 
 def unstorable(value: Any) -> bool:
@@ -104,7 +104,7 @@ def unstorable(value: Any) -> bool:
     while todo:
         item = todo.pop()
         if isinstance(item, str):
-            if _UNSTORABLE.search(item):
+            if UNSTORABLE.search(item):
                 return True
         elif isinstance(item, dict):
             todo.extend(item.keys())

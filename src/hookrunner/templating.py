@@ -36,6 +36,7 @@ from jinja2.visitor import NodeTransformer
 from hookrunner import bounds
 from hookrunner.errors import ConfigError, TemplateError
 from hookrunner.fastclause import DICT_ATTRS, compile_fast
+from hookrunner.payload import UNSTORABLE, as_storable
 from hookrunner.redact import secret_key
 
 __all__ = [
@@ -257,7 +258,7 @@ def _storable(text: str) -> str:
     """`text`, unless it holds what no store can: a NUL (PostgreSQL text) or a lone surrogate
     (not UTF-8). A payload has neither (payload.parse_body); a template can make them
     (`'%c' % 0`), and a run or key holding one failed the whole delivery with a 500."""
-    if "\x00" in text or (not text.isascii() and _NOT_TEXT.search(text)):
+    if "\x00" in text or (not text.isascii() and UNSTORABLE.search(text)):
         raise ValueError("renders a NUL character or a lone surrogate, which cannot be stored")
     return text
 
@@ -823,9 +824,6 @@ def render_tree(tree: Any, scope: Mapping[str, Any]) -> Any:
     return to_plain(tree)
 
 
-_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
-
-
 def describe(value: Any, limit: int = 200) -> str:
     """A short JSON-ish rendering of a value, for explanations."""
     if value is MISSING:
@@ -841,5 +839,5 @@ def describe(value: Any, limit: int = 200) -> str:
             text = repr(value)
         except Exception:  # an int past MAX_DIGITS has no repr either
             text = f"({exc})"
-    text = _NOT_TEXT.sub("\ufffd", text)  # what a store could not hold (`'%c' % 0`)
+    text = as_storable(text)  # what a store could not hold (`'%c' % 0`)
     return text if len(text) <= limit else text[: limit - 1] + "…"
