@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hookrunner import orphans
+from hookrunner import aio, orphans
 from hookrunner.actions import RUNNERS
 from hookrunner.actions.base import RunContext, RunResult
 from hookrunner.actions.environment import base_env
@@ -96,7 +96,8 @@ async def wait_for_runs(
             continue
         async with finished:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), min(left, poll))
+                async with asyncio.timeout(min(left, poll)):  # see hookrunner.aio
+                    await finished.wait()
 
 
 async def _summary(store: Store, settings: Settings, run: Run) -> dict[str, Any]:
@@ -380,10 +381,8 @@ class Dispatcher:
             if not runs:
                 # Nothing could run: until something frees, arrivals re-claim at most every
                 # CLAIM_GAP (their wake-ups are kept meanwhile; a freed worker cuts it short).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._freed.wait(), CLAIM_GAP)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), await self._sleep_for())
+                await aio.wait_event(self._freed, CLAIM_GAP)
+            await aio.wait_event(self._wake, await self._sleep_for())
 
     async def _fresh_leases(self, runs: list[Run]) -> list[Run]:
         """The claimed runs whose lease is good to start on. A claim that waited long for the
@@ -458,7 +457,7 @@ class Dispatcher:
                                 run, f"interrupted: lease of node {run.lease_owner} expired")
                 # Never across a claim (see QueueBudget), and never long behind one, which may
                 # hang in an outage while the renewals above must go on: next round then.
-                if await self._acquire(self._counting, self._tick):
+                if await aio.acquire(self._counting, self._tick):
                     try:
                         before = self.budget.snapshot()
                         self.budget.refresh(await self.store.queued(), before)
@@ -519,14 +518,6 @@ class Dispatcher:
                   seconds=round(time.monotonic() - started, 1))
         for problem in problems:
             _prune_dirs_log(error=problem)
-
-    @staticmethod
-    async def _acquire(lock: asyncio.Lock, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(lock.acquire(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     async def _fencing(self) -> None:
         """Its own loop, so a store call that hangs (a network cut) cannot delay it."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from hookrunner import aio
+
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     """True (and the event cleared) when set within `timeout`; False when the time ran out."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
+    if not await aio.wait_event(event, timeout):
         return False
     event.clear()
     return True

@@ -1,0 +1,61 @@
+"""hookrunner.aio: waits with a time limit that keep a cancellation.
+
+The race is made exactly: the awaited thing completes and the task is cancelled before the
+task runs again. Python 3.11's `asyncio.wait_for` returned normally there, so the dispatcher's
+listener loop never ended and the server's stop hung."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hookrunner import aio
+from hookrunner.store._wake import wait_event as store_wait_event
+
+
+async def test_wait_event_says_whether_the_event_was_set_in_time() -> None:
+    event = asyncio.Event()
+    assert await aio.wait_event(event, 0.01) is False
+    event.set()
+    assert await aio.wait_event(event, 0.01) is True
+    assert event.is_set()  # left as it is: the caller decides
+
+
+async def test_the_stores_wait_clears_the_event_it_was_woken_by() -> None:
+    event = asyncio.Event()
+    event.set()
+    assert await store_wait_event(event, 0.01) is True
+    assert not event.is_set()
+    assert await store_wait_event(event, 0.01) is False
+
+
+@pytest.mark.parametrize("wait", [aio.wait_event, store_wait_event])
+async def test_a_cancel_in_the_step_the_event_is_set_is_kept(wait: object) -> None:
+    event = asyncio.Event()
+    task = asyncio.create_task(wait(event, 10))  # type: ignore[operator]
+    await asyncio.sleep(0)  # the task now waits on the event
+    event.set()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_acquire_takes_the_lock_or_says_it_could_not() -> None:
+    lock = asyncio.Lock()
+    assert await aio.acquire(lock, 0.01) is True and lock.locked()
+    assert await aio.acquire(lock, 0.01) is False and lock.locked()
+    lock.release()
+    assert not lock.locked()
+
+
+async def test_a_cancel_in_the_step_the_lock_is_freed_is_kept_and_leaves_it_free() -> None:
+    lock = asyncio.Lock()
+    await lock.acquire()
+    task = asyncio.create_task(aio.acquire(lock, 10))
+    await asyncio.sleep(0)  # the task now waits for the lock
+    lock.release()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not lock.locked()  # not taken for a task that is gone
