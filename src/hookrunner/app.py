@@ -10,7 +10,7 @@ import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hookrunner import api, console
+from hookrunner import api, console, flocks
 from hookrunner.auth import COOKIE, admin_token, bearer_ok, forget_stale_token
 from hookrunner.clientip import parse_networks
 from hookrunner.dispatch import Dispatcher
@@ -30,7 +30,7 @@ from hookrunner.hooklane import Admission, Parts
 from hookrunner.ingest import accept, accept_body, admit
 from hookrunner.logs import event
 from hookrunner.metrics import Metrics
-from hookrunner.preflight import postgres_target, reach_postgres
+from hookrunner.preflight import data_dir_shared, postgres_target, reach_postgres
 from hookrunner.private import open_to_others, private_dir
 from hookrunner.rawhttp import Answer, ClientGone, answer_parts, error, send_answer
 from hookrunner.reload import LiveRules
@@ -322,6 +322,8 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
             await reach_postgres(settings.db, need_schema=False)
         # The identity first: opening the store migrates its schema, which must not change
         # under an older server still running on it (a deploy that starts the new one early).
+        if settings.db and not worker:
+            await _lock_data_dir()
         try:
             if not worker and not await store.lock_node(settings.node):
                 await store.close()
@@ -339,11 +341,28 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         else:
             forget_stale_token(settings.admin_token, settings.data)
 
+    data_lock: list[IO[str]] = []  # held while serving (PostgreSQL: one node per --data)
+
+    async def _lock_data_dir() -> None:
+        try:
+            file = flocks.open_lock(settings.data_lock)
+        except OSError as exc:
+            raise StartupRefused(f"cannot open {settings.data_lock}: {exc.strerror or exc}") from None
+        if not await flocks.take(file):
+            file.close()
+            raise StartupRefused(data_dir_shared(settings))
+        data_lock.append(file)
+
+    def _unlock_data_dir() -> None:
+        while data_lock:
+            data_lock.pop().close()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
             await _open_store()
         except StartupRefused as exc:
+            _unlock_data_dir()
             refuse(app_, str(exc))
             raise
         dispatcher: Dispatcher | None = None
@@ -356,6 +375,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                 await dispatcher.start()
             except BaseException:
                 await store.close()  # and so the lock: a failed start must not hold the identity
+                _unlock_data_dir()
                 raise
         watcher = asyncio.create_task(rules.watch(), name="hookrunner-rules-watch")
         loop = asyncio.get_running_loop()
@@ -401,6 +421,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
             if app_.upstream is not None:
                 await app_.upstream.aclose()
             await store.close()
+            _unlock_data_dir()
             event("server.http_worker_stopped" if worker else "server.stopped", node=settings.node)
 
     routes: list[BaseRoute] = [

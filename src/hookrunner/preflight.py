@@ -10,6 +10,7 @@ import ssl
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from hookrunner import flocks
 from hookrunner.auth import TOKEN_FILE, admin_token
 from hookrunner.errors import HookrunnerError, StartupRefused
 from hookrunner.private import private_dir
@@ -43,17 +44,25 @@ def data_dir(settings: Settings) -> None:
     except OSError as exc:  # e.g. a parent it may not search
         raise StartupRefused(f"cannot create {settings.given_as('data')} {path}: "
                              f"{exc.strerror or exc}") from None
+    # Before a token file is made for nothing.
     if not settings.db:
         from hookrunner.store.sqlite import served
 
-        if served(Path(settings.store_url)):  # before a token file is made for nothing
+        if served(Path(settings.store_url)):
             raise StartupRefused(f"another server is running with this --data {path}; "
                                  "stop it first (or give this one its own)")
+    elif flocks.held(settings.data_lock):
+        raise StartupRefused(data_dir_shared(settings))
     try:  # made here, where a failure is one line (a full disk), not in the app's set-up
         admin_token(settings.admin_token, path)
     except OSError as exc:
         raise StartupRefused(f"cannot write the admin token to {path / TOKEN_FILE}: "
                              f"{exc.strerror or exc}") from None
+
+
+def data_dir_shared(settings: Settings) -> str:
+    return (f"another node is running with this --data {settings.data}; each node needs its "
+            "own (its retention would remove the other's run logs and work dirs)")
 
 
 class _Encrypted(Exception):

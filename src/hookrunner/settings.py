@@ -80,6 +80,11 @@ class Settings:
     def logs_dir(self) -> Path:
         return self.data / "logs"
 
+    @property
+    def data_lock(self) -> Path:
+        """On PostgreSQL, held by the node serving with this --data (hookrunner.flocks)."""
+        return self.data / "node.lock"
+
     def log_path(self, run_id: str, attempt: int) -> Path:
         """Where an attempt's output is kept (attempts count from 1)."""
         return self.logs_dir / run_id / f"{max(attempt, 1)}.log"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import shutil
@@ -35,6 +36,7 @@ from tests.integration.cluster_nodes import (
     wait_terminal,
 )
 from tests.integration.conftest import GITHUB_SECRET
+from tests.serverproc import Server
 
 pytestmark = pytest.mark.postgres
 
@@ -459,3 +461,40 @@ rules:
     assert final == {first: "canceled", second: "succeeded"}, final
     reason = query(nodes.db, "SELECT reason FROM runs WHERE id = %s", [first])[0][0]
     assert reason.startswith(f"canceled: replaced by run {second} (interrupted: "), reason
+
+
+def _second_node_on(project: Path, nodes: Nodes, data: Path) -> Server:
+    return Server(project / "rules", data, project, env={"GITHUB_WEBHOOK_SECRET": GITHUB_SECRET},
+                  args=["--db", nodes.db, "--node", "second", "--lease", "2s"])
+
+
+def test_a_second_node_on_the_same_data_dir_is_refused(nodes: Nodes, project: Path) -> None:
+    """A node's retention removes the run dirs of any run it does not run itself: a second
+    node sharing its --data would remove the first one's running runs' work dirs."""
+    nodes.rules(_slow_rules(project))
+    (first,) = nodes.start("first")
+    with pytest.raises(RuntimeError, match="exited 3") as refused:
+        _second_node_on(project, nodes, first.data).start()
+    assert "another node is running with this --data" in str(refused.value)
+    assert "Traceback" not in str(refused.value)
+    assert httpx.get(first.url + "/readyz").status_code == 200  # the first is untouched
+    first.stop()
+    second = _second_node_on(project, nodes, first.data).start()  # freed with the first
+    second.stop()
+
+
+def test_a_node_refused_the_data_dir_at_start_leaves_the_store_alone(
+        nodes: Nodes, project: Path) -> None:
+    """The lock is taken again as the server starts (two started at the same moment both
+    pass the first look): one held shared passes that look and is caught there."""
+    nodes.rules(_slow_rules(project))
+    data = project / "data-held"
+    data.mkdir(mode=0o700)
+    with open(data / "node.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        with pytest.raises(RuntimeError, match="exited 3") as refused:
+            _second_node_on(project, nodes, data).start()
+    out = str(refused.value)
+    assert "another node is running with this --data" in out and "Traceback" not in out
+    assert not query(nodes.db, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND database = "
+                               "(SELECT oid FROM pg_database WHERE datname = current_database())")

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -22,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from hookrunner import flocks
 from hookrunner.concurrency import decide
 from hookrunner.errors import DeliveryGone, StoreUnavailable
 from hookrunner.logs import event
-from hookrunner.private import PRIVATE_FILE, private_dir, private_file
+from hookrunner.private import private_dir, private_file
 from hookrunner.store import sql
 from hookrunner.store._rows import (
     CANCELED_BEFORE_RETRY,
@@ -59,7 +58,6 @@ T = TypeVar("T")
 
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds a writer waits for another process's transaction
 PRUNE_CHUNK = 200  # deliveries deleted per transaction when pruning
-LOCK_TRIES, LOCK_TRY_EVERY = 5, 0.05  # lock_node: a store command's instant look may hold it
 PER_KEY_WINDOW = 20  # runs of a `queue` key read per claim, besides its newest
 Q = sql.queries("sqlite")
 
@@ -228,39 +226,9 @@ def _readable(path: Path) -> bool:
     return True
 
 
-# A server's exclusive lock: a store command's instant shared look (below) is READ.
-_FLOCK = re.compile(r"FLOCK\s+\S+\s+WRITE\s+\d+\s+([0-9a-f]+):([0-9a-f]+):(\d+)")
-
-
 def served(db: Path) -> bool:
-    """Whether a server holds this database (its `lock_node` flock), read from /proc/locks:
-    trying the lock, even for an instant, could make a server starting then refuse to."""
-    try:
-        st = os.stat(db.with_name(db.name + ".lock"))
-    except OSError:
-        return False
-    try:
-        locks = Path("/proc/locks").read_text()
-    except OSError:  # not Linux, or a hardened /proc: the try below tells
-        locks = ""
-    for m in _FLOCK.finditer(locks):
-        major, minor, inode = int(m[1], 16), int(m[2], 16), int(m[3])
-        if (inode == st.st_ino and major == os.major(st.st_dev)
-                and minor == os.minor(st.st_dev)):
-            return True
-    # Not listed: none, or one /proc/locks cannot show (another PID namespace, overlayfs's
-    # other device number). Then an instant's try of the lock tells.
-    try:
-        fd = os.open(db.with_name(db.name + ".lock"), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    """Whether a server holds this database (its `lock_node` flock)."""
+    return flocks.held(db.with_name(db.name + ".lock"))
 
 
 class SQLiteStore:
@@ -318,25 +286,14 @@ class SQLiteStore:
             self._reader, connect, self.path, self._busy_timeout)
 
     async def lock_node(self, node: str) -> bool:
-        # One server per database file, whatever its --node: an flock next to the file is
-        # released by the kernel when the process dies, so a crash never leaves it stale.
+        # One server per database file, whatever its --node (hookrunner.flocks).
         if self._lock_file is None:
             lock = self.path.with_name(self.path.name + ".lock")
             try:
-                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                             PRIVATE_FILE)
+                self._lock_file = flocks.open_lock(lock)
             except OSError as exc:
                 raise StoreUnavailable(f"cannot open {lock}: {exc.strerror or exc}") from None
-            self._lock_file = os.fdopen(fd, "a")
-        # Tried for a moment: `hookrunner runs` may hold it shared for an instant (served).
-        for tried in range(1, LOCK_TRIES + 1):
-            try:
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if tried < LOCK_TRIES:
-                    await asyncio.sleep(LOCK_TRY_EVERY)
-        return False
+        return await flocks.take(self._lock_file)
 
     async def close(self) -> None:
         await self._writer.aclose()
