@@ -503,16 +503,19 @@ class Dispatcher:
         now = time.time()
         started = told = time.monotonic()
 
-        def progress(so_far: int) -> None:  # a line every PRUNE_PROGRESS seconds
-            nonlocal told
-            if time.monotonic() - told >= PRUNE_PROGRESS:
-                told = time.monotonic()
-                event("store.pruning", deliveries_so_far=so_far, seconds=round(told - started))
+        def progress(what: str) -> Callable[[int], None]:  # a line every PRUNE_PROGRESS seconds
+            def tell(so_far: int) -> None:  # (the run dirs' from a thread: event() locks)
+                nonlocal told
+                if time.monotonic() - told >= PRUNE_PROGRESS:
+                    told = time.monotonic()
+                    event("store.pruning", **{f"{what}_so_far": so_far},
+                          seconds=round(told - started))
+            return tell
 
-        pruned = await self.store.prune(now - keep, progress)
+        pruned = await self.store.prune(now - keep, progress("deliveries"))
         files, problems = await asyncio.to_thread(
             prune_run_dirs, [self.settings.logs_dir, self.settings.work_dir], now - keep,
-            frozenset(self._active))
+            frozenset(self._active), progress("run_dirs"))
         if pruned or files:
             event("store.pruned", deliveries=pruned, run_dirs=files,
                   seconds=round(time.monotonic() - started, 1))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-def prune_run_dirs(parents: list[Path], before: float,
-                   keep: frozenset[str] = frozenset()) -> tuple[int, list[str]]:
+def prune_run_dirs(parents: list[Path], before: float, keep: frozenset[str] = frozenset(),
+                   progress: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
     """Remove run directories last modified before `before` (except `keep`): how many went,
-    and what could not be done (each parent on its own: one it cannot list spares none)."""
+    and what could not be done (each parent on its own: one it cannot list spares none).
+    `progress` is told the count so far after each one."""
     removed, problems = 0, []
     for parent in parents:
         try:
@@ -37,6 +39,8 @@ def prune_run_dirs(parents: list[Path], before: float,
                 problems.append(f"cannot remove {d} ({failed})")
             else:
                 removed += 1
+                if progress is not None:
+                    progress(removed)
     return removed, problems
 
 

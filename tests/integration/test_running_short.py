@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from hookrunner import dispatch
 from hookrunner.dispatch import SHORT_LOG, Dispatcher
 from hookrunner.metrics import Metrics
 from hookrunner.settings import Settings
@@ -221,3 +222,35 @@ async def test_a_prune_that_fails_is_logged_and_the_stop_still_ends_everything(
     failed = next(r for r in caplog.records if r.getMessage() == "store.prune_failed")
     assert failed.fields == {"error": "RuntimeError: no such column: x"}  # type: ignore[attr-defined]
     await store.close()
+
+
+async def test_a_long_prune_of_run_dirs_says_how_far_it_has_got(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run dirs' part of a first prune (a directory walk per run: minutes for a long
+    history) said nothing until it ended."""
+    monkeypatch.setattr(dispatch, "PRUNE_PROGRESS", 0.0)  # a line after every one
+    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0,
+                        keep=3600.0)
+    old = time.time() - 7200
+    for i in range(5):
+        d = settings.logs_dir / f"run_{i}"
+        d.mkdir(parents=True)
+        os.utime(d, (old, old))
+    store = SQLiteStore(tmp_path / "hookrunner.db")
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    with caplog.at_level(logging.INFO, logger="hookrunner"):
+        await dispatcher.start()
+        deadline = time.monotonic() + 10
+        while "store.pruned" not in caplog.text:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await dispatcher.stop(grace=1.0)
+    await store.close()
+    said = [r.fields["run_dirs_so_far"] for r in caplog.records  # type: ignore[attr-defined]
+            if r.getMessage() == "store.pruning" and "run_dirs_so_far" in r.fields]  # type: ignore[attr-defined]
+    assert said == [1, 2, 3, 4, 5]
+    pruned = next(r for r in caplog.records if r.getMessage() == "store.pruned")
+    assert pruned.fields["run_dirs"] == 5  # type: ignore[attr-defined]
+    assert not any(settings.logs_dir.iterdir())
