@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from hookrunner import __version__
@@ -76,10 +76,10 @@ def _at_least_one(text: str) -> int:
     return value
 
 
-def _payload_flags(p: argparse.ArgumentParser) -> None:
+def _payload_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
     _rules_flag(p)
-    p.add_argument("--hook", required=True, help="hook id")
-    p.add_argument("--payload", required=True, help="file with the request body (JSON or form)")
+    p.add_argument("--hook", required=required, help="hook id")
+    p.add_argument("--payload", required=required, help="file with the request body (JSON or form)")
     p.add_argument("--header", action="append", default=[], metavar="'Name: value'",
                    help="a request header (repeatable), e.g. 'X-GitHub-Event: push'")
     p.add_argument("--query", action="append", default=[], metavar="'name=value'",
@@ -120,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("test", help="dry run: which rules match, and the rendered actions")
     _payload_flags(t)
     e = sub.add_parser("explain", help="every rule of a hook, each condition's result and value")
-    _payload_flags(e)
+    _payload_flags(e, required=False)  # or --delivery: the request as it was received
+    e.add_argument("--delivery", type=_not_empty, metavar="DELIVERY_ID",
+                   help="a stored delivery instead of --hook/--payload (with --data or --db)")
+    _store_flags(e)
 
     r = sub.add_parser("replay", help="enqueue a stored delivery again against the current rules")
     r.add_argument("delivery_id")
@@ -184,9 +187,16 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from hookrunner.settings import load_settings
 
+    keys = COMMAND_SETTINGS.get(args.command)
+    if args.command == "explain":
+        problem = _explain_source(args)
+        if problem:
+            print(f"hookrunner: explain: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.delivery:  # reads the store: its flags and HOOKRUNNER_DB count only then
+            keys = (*_RULES, *_STORE)
     try:
-        settings = load_settings(_settings_flags(args), os.environ,
-                                 COMMAND_SETTINGS.get(args.command))
+        settings = load_settings(_settings_flags(args), os.environ, keys)
     except ValueError as exc:
         print(f"hookrunner: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -199,6 +209,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return EXIT_INTERRUPTED
     if args.command == "check":
         return commands.check(settings)
+    if args.command == "explain" and args.delivery:
+        return _store_command(lambda: commands.explain_delivery(settings, args.delivery))
     if args.command in ("test", "explain"):
         return commands.dry_run(settings, args.command, args.hook, args.payload, args.header,
                                 args.query)
@@ -216,20 +228,41 @@ def _main(argv: Sequence[str] | None) -> int:
         "cancel": lambda: commands.cancel(settings, args.run_id),
     }
     if args.command in store_commands:
-        try:
-            return asyncio.run(store_commands[args.command]())
-        except Exception as exc:  # the database said no (a role without the rights, a lock)
-            from hookrunner.errors import StoreUnavailable
-
-            if isinstance(exc, StoreUnavailable):  # a full disk, a lock held too long
-                print(f"hookrunner: {exc}", file=sys.stderr)
-                return 1
-            if not _database_error(exc):
-                raise
-            print(f"hookrunner: the database refused: {type(exc).__name__}: {exc}".rstrip(),
-                  file=sys.stderr)
-            return 1
+        return _store_command(store_commands[args.command])
     return EXIT_USAGE
+
+
+def _explain_source(args: argparse.Namespace) -> str | None:
+    """What is wrong with how `explain` was told its request, if anything."""
+    if args.delivery:
+        given = [f for f, v in (("--hook", args.hook), ("--payload", args.payload),
+                                ("--header", args.header), ("--query", args.query)) if v]
+        if given:
+            return (f"--delivery takes the request as it was received: leave out "
+                    f"{', '.join(given)}")
+        return None
+    if args.data or args.db:
+        return "--data and --db only go with --delivery"
+    missing = [f for f, v in (("--hook", args.hook), ("--payload", args.payload)) if not v]
+    if missing:
+        return f"the following arguments are required: {', '.join(missing)} (or --delivery ID)"
+    return None
+
+
+def _store_command(command: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        return asyncio.run(command())
+    except Exception as exc:  # the database said no (a role without the rights, a lock)
+        from hookrunner.errors import StoreUnavailable
+
+        if isinstance(exc, StoreUnavailable):  # a full disk, a lock held too long
+            print(f"hookrunner: {exc}", file=sys.stderr)
+            return 1
+        if not _database_error(exc):
+            raise
+        print(f"hookrunner: the database refused: {type(exc).__name__}: {exc}".rstrip(),
+              file=sys.stderr)
+        return 1
 
 
 def _database_error(exc: Exception) -> bool:

@@ -242,6 +242,51 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     return EXIT_FAIL if report.unrenderable else EXIT_OK
 
 
+async def explain_delivery(settings: Settings, delivery_id: str) -> int:
+    """`explain --delivery`: a stored delivery's request (headers, query, body, event, as
+    received) against the current rules: why a rule did or did not match it, after a fix."""
+    from hookrunner.payload import PayloadError, parse_body
+    from hookrunner.rules.load import load_rules
+    from hookrunner.rules.match import build_scope, evaluate
+    from hookrunner.rules.report import format_explain
+    from hookrunner.verify.base import Headers
+
+    try:
+        ruleset = load_rules(settings.rules, root=settings.root, secrets_required=False)
+    except ConfigErrors as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        return EXIT_FAIL
+    store = await _open_or_say(settings)
+    if store is None:
+        return EXIT_FAIL
+    try:
+        delivery = await store.get_delivery(delivery_id)
+    finally:
+        await store.close()
+    if delivery is None:
+        print(f"hookrunner: no delivery {delivery_id!r}", file=sys.stderr)
+        return EXIT_FAIL
+    if delivery.hook not in ruleset.hooks:
+        print(f"hookrunner: hook {delivery.hook!r} of {delivery_id} is not defined in the rules "
+              f"in --rules {settings.rules} (removed since, or not the server's rules)",
+              file=sys.stderr)
+        return EXIT_FAIL
+    headers = Headers(delivery.headers)
+    try:
+        payload = parse_body(delivery.body, headers.get("content-type"))
+    except PayloadError as exc:
+        print(f"hookrunner: the stored body cannot be parsed: {exc.message}", file=sys.stderr)
+        return EXIT_FAIL
+    scope = build_scope(hook=delivery.hook, delivery_id=delivery.id,
+                        received_at=delivery.received_at, headers=headers,
+                        query=dict(delivery.query), payload=payload, event=delivery.event)
+    sent = f", event {delivery.event}" if delivery.event is not None else ""
+    print(f"{delivery.id} (hook {delivery.hook}{sent}) against the rules in {settings.rules}:")
+    print(format_explain(evaluate(ruleset, delivery.hook, scope)))
+    return EXIT_OK
+
+
 class NoStore(HookrunnerError):
     pass
 

@@ -578,3 +578,59 @@ def test_a_duration_across_a_clock_step_is_not_shown_negative() -> None:
 
     assert _took(10.0, 12.34) == "2.3s" and _took(None, 3.0) == "-"
     assert _took(1e9, 1.0) == "? (the clock moved back meanwhile)"  # was `-999999999.0s`
+
+
+EXPLAINED_RULES = """
+hooks:
+  h: {verify: {none: {}}}
+rules:
+  - name: main-only
+    hook: h
+    when:
+      all:
+        - payload.ref == "refs/heads/main"
+        - query.env == "prod"
+    run: {shell: {argv: ["true"]}}
+"""
+
+
+def test_explain_reads_a_stored_delivery_against_the_rules_as_they_are_now(tmp_path: Path) -> None:
+    """Why did that delivery not deploy, and would it with the fixed rule? Without copying
+    its payload out of the API into a file, and with its query and headers as received."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(EXPLAINED_RULES)
+    server = Server(rules, tmp_path / "data", tmp_path).start()
+    try:
+        answer = httpx.post(f"{server.url}/hooks/h?env=prod", json={"ref": "refs/heads/dev"},
+                            headers={"X-GitHub-Event": "push"}, timeout=30).json()
+    finally:
+        server.stop()
+    dlv = answer["delivery_id"]
+    assert answer["runs"] == []
+    store = ["--data", str(tmp_path / "data"), "--rules", str(rules)]
+    done = _run("explain", "--delivery", dlv, *store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"{dlv} (hook h) against the rules in {rules}:"
+    assert "main-only" in lines[1] and "not matched" in lines[1]
+    assert '"refs/heads/dev"' in lines[2] and lines[2].lstrip().startswith("✗")
+    assert lines[3].lstrip().startswith("✓") and '"prod"' in lines[3]
+    (rules / "r.yaml").write_text(EXPLAINED_RULES.replace("refs/heads/main", "refs/heads/dev"))
+    done = _run("explain", "--delivery", dlv, *store, cwd=tmp_path)
+    assert done.returncode == 0 and " matched" in done.stdout.splitlines()[1], done.stdout
+    done = _run("explain", "--delivery", "dlv_nope", *store, cwd=tmp_path)
+    assert done.returncode == 1 and "no delivery 'dlv_nope'" in done.stderr
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--delivery", "dlv_x", "--hook", "h"], "--delivery takes the request as it was received: "
+                                             "leave out --hook"),
+    (["--hook", "h", "--data", "d"], "--data and --db only go with --delivery"),
+    (["--hook", "h"], "the following arguments are required: --payload (or --delivery ID)"),
+    ([], "the following arguments are required: --hook, --payload (or --delivery ID)"),
+])
+def test_explain_takes_a_payload_or_a_delivery_not_both(tmp_path: Path, args: list[str],
+                                                        said: str) -> None:
+    done = _run("explain", *args, cwd=tmp_path)
+    assert done.returncode == 2 and f"hookrunner: explain: {said}" in done.stderr, done.stderr
