@@ -55,6 +55,7 @@ NOT_STARTED = "; nothing ran: queued again"  # ends such an attempt's reason
 SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
 HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
 PRUNE_EVERY = 60.0
+RECANCEL_EVERY = 1.0  # seconds: stop() cancels its loops again while one has not ended
 PRUNE_PROGRESS = 10.0  # seconds between the progress lines of a long prune
 # Counting stored runs by status (hookrunner_runs_stored) scans every run: 88 ms at a million.
 # The next count waits this many times as long as the last took (~1 % of a core at most).
@@ -249,16 +250,23 @@ class Dispatcher:
             await asyncio.wait([claim])
         assert self._drain is not None
         await self._drain
-        for t in tasks.values():
-            t.cancel()
-        # Each one ended, and one that ended with an error said so (awaited one by one, the
+        # Cancelled again until they end: a library's own wait_for (psycopg_pool's, on a
+        # connection handed over in the same step) can swallow a cancellation, as ours did
+        # (hookrunner.aio), and a loop that ends only by cancellation would then run on.
+        pending = set(tasks.values())
+        while pending:
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL_EVERY)
+        # Each one ended; one that ended with an error says so (awaited one by one, the
         # first error stopped the rest, left running with the store about to close).
-        ended = await asyncio.gather(claim or asyncio.sleep(0), *tasks.values(),
-                                     return_exceptions=True)
-        for task, result in zip([claim, *tasks.values()], ended, strict=True):
-            if isinstance(result, Exception) and task is not None:
+        for task in [claim, *tasks.values()]:
+            if task is None or task.cancelled():
+                continue
+            error = task.exception()
+            if isinstance(error, Exception):
                 event("dispatcher.task_failed", logging.ERROR, task=task.get_name(),
-                      error=f"{type(result).__name__}: {result}")
+                      error=f"{type(error).__name__}: {error}")
         if self._wake_fd is not None and self._loop is not None:
             self._loop.remove_reader(self._wake_fd)
         self._marks.close()

@@ -254,3 +254,40 @@ async def test_a_long_prune_of_run_dirs_says_how_far_it_has_got(
     pruned = next(r for r in caplog.records if r.getMessage() == "store.pruned")
     assert pruned.fields["run_dirs"] == 5  # type: ignore[attr-defined]
     assert not any(settings.logs_dir.iterdir())
+
+
+class _SwallowsACancel(SQLiteStore):
+    """A store whose wait swallows one cancellation, as psycopg_pool's connection wait does
+    when a connection is handed over in the step the task is cancelled (its own wait_for)."""
+
+    swallowed = False
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        try:
+            await asyncio.sleep(timeout)
+        except asyncio.CancelledError:
+            if self.swallowed:
+                raise
+            type(self).swallowed = True
+            return True
+        return False
+
+
+async def test_a_loop_whose_cancellation_a_library_swallowed_still_ends_at_the_stop(
+    tmp_path: Path,
+) -> None:
+    """stop() cancelled each loop once and awaited it without a bound: the listener ran on
+    after losing its cancellation, and the stop never ended."""
+    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
+    store = _SwallowsACancel(tmp_path / "hookrunner.db")
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    await asyncio.sleep(0.1)  # the listener now waits in the store
+    try:
+        async with asyncio.timeout(20):  # a hang fails here instead of hanging the suite
+            await dispatcher.stop(grace=1.0)
+    finally:
+        await store.close()
+    assert store.swallowed
+    assert all(t.done() for t in dispatcher._tasks)
