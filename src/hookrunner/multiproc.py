@@ -127,13 +127,22 @@ def _supervise(settings: Settings, runtime: Path, swept: list[Path]) -> int:
     upstream.close()  # only the main process accepts there
 
     def start_worker(slot: int) -> bool:
+        """False when it could not start, or the server is stopping: a worker forked after
+        `forward` closed the ports got closed sockets (a traceback, at a stop during the
+        start). Decided with the signals held, and the new pid listed before `forward` runs."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         try:
-            pid = fork(lambda: _run(settings, shared, ports, slot=slot))
-        except OSError as exc:  # EAGAIN: out of processes or memory for now
-            event("server.http_worker_not_started", logging.ERROR, slot=slot, error=str(exc))
-            return False
-        workers[pid] = slot
-        return True
+            if stopping:
+                return False
+            try:
+                pid = _fork(supervisor, lambda: _run(settings, shared, ports, slot=slot))
+            except OSError as exc:  # EAGAIN: out of processes or memory for now
+                event("server.http_worker_not_started", logging.ERROR, slot=slot, error=str(exc))
+                return False
+            workers[pid] = slot
+            return True
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
 
     for slot in range(1, settings.http_workers + 1):
         start_worker(slot)

@@ -450,3 +450,26 @@ def test_the_two_copies_of_one_stop_count_once_even_handled_apart(
     (finished,) = [line for line in server.output().splitlines()
                    if f"run.finished run_id={run_id}" in line]
     assert "status=succeeded" in finished  # drained, not canceled
+
+
+def test_a_stop_while_the_workers_are_being_started_is_quiet(project: Path) -> None:
+    """SIGTERM the moment the main process is up: the supervisor closed the listening ports
+    and went on forking workers, which died on the closed sockets with a traceback (2 tries
+    in 10 here). The moment is a race: tried several times."""
+    (project / "rules" / "rules.yaml").write_text(RULES)
+    for attempt in range(8):
+        server = Server(project / "rules", project / f"data-{attempt}", project,
+                        env={"GITHUB_WEBHOOK_SECRET": GITHUB_SECRET},
+                        args=["--http-workers", "2"])
+        server.data.mkdir(mode=0o700)
+        with open(server.log_path, "ab") as log:
+            server.proc = server._spawn(log)
+        deadline = time.monotonic() + 30
+        while "server.started" not in server.output():
+            assert time.monotonic() < deadline and server.proc.poll() is None, server.output()
+            time.sleep(0.002)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) in (0, 128 + signal.SIGTERM), server.output()
+        out = server.output()
+        assert "Traceback" not in out and "Bad file descriptor" not in out, out
+        assert "server.stopped" in out
