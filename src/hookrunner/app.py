@@ -322,7 +322,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
             await reach_postgres(settings.db, need_schema=False)
         # The identity first: opening the store migrates its schema, which must not change
         # under an older server still running on it (a deploy that starts the new one early).
-        if settings.db and not worker:
+        if not worker:
             await _lock_data_dir()
         try:
             if not worker and not await store.lock_node(settings.node):
@@ -341,14 +341,19 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         else:
             forget_stale_token(settings.admin_token, settings.data)
 
-    data_lock: list[IO[str]] = []  # held while serving (PostgreSQL: one node per --data)
+    data_lock: list[IO[str]] = []  # held while serving: one server per --data, either store
 
     async def _lock_data_dir() -> None:
         try:
             file = flocks.open_lock(settings.data_lock)
         except OSError as exc:
             raise StartupRefused(f"cannot open {settings.data_lock}: {exc.strerror or exc}") from None
-        if not await flocks.take(file):
+        try:
+            taken = await flocks.take(file)
+        except OSError as exc:  # ENOLCK: a network file system without locking
+            file.close()
+            raise StartupRefused(f"cannot lock {settings.data_lock}: {exc.strerror or exc}") from None
+        if not taken:
             file.close()
             raise StartupRefused(data_dir_shared(settings))
         data_lock.append(file)
@@ -364,6 +369,9 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         except StartupRefused as exc:
             _unlock_data_dir()
             refuse(app_, str(exc))
+            raise
+        except BaseException:
+            _unlock_data_dir()
             raise
         dispatcher: Dispatcher | None = None
         rules.reload()

@@ -64,6 +64,12 @@ def _not_empty(text: str) -> str:
     return text
 
 
+def _an_id(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _at_least_one(text: str) -> int:
     try:
         value = int(text)
@@ -121,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _payload_flags(t)
     e = sub.add_parser("explain", help="every rule of a hook, each condition's result and value")
     _payload_flags(e, required=False)  # or --delivery: the request as it was received
-    e.add_argument("--delivery", type=_not_empty, metavar="DELIVERY_ID",
+    e.add_argument("--delivery", type=_an_id, metavar="DELIVERY_ID",
                    help="a stored delivery instead of --hook/--payload (with --data or --db)")
     _store_flags(e)
 
@@ -234,16 +240,18 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _explain_source(args: argparse.Namespace) -> str | None:
     """What is wrong with how `explain` was told its request, if anything."""
-    if args.delivery:
+    # Given at all, even empty (`--hook "$HOOK"` with HOOK unset): `is not None`.
+    if args.delivery is not None:
         given = [f for f, v in (("--hook", args.hook), ("--payload", args.payload),
-                                ("--header", args.header), ("--query", args.query)) if v]
+                                ("--header", args.header or None), ("--query", args.query or None))
+                 if v is not None]
         if given:
             return (f"--delivery takes the request as it was received: leave out "
                     f"{', '.join(given)}")
         return None
-    if args.data or args.db:
+    if args.data is not None or args.db is not None:
         return "--data and --db only go with --delivery"
-    missing = [f for f, v in (("--hook", args.hook), ("--payload", args.payload)) if not v]
+    missing = [f for f, v in (("--hook", args.hook), ("--payload", args.payload)) if v is None]
     if missing:
         return f"the following arguments are required: {', '.join(missing)} (or --delivery ID)"
     return None

@@ -246,6 +246,7 @@ async def explain_delivery(settings: Settings, delivery_id: str) -> int:
     """`explain --delivery`: a stored delivery's request (headers, query, body, event, as
     received) against the current rules: why a rule did or did not match it, after a fix."""
     from hookrunner.payload import PayloadError, parse_body
+    from hookrunner.redact import REDACTED
     from hookrunner.rules.load import load_rules
     from hookrunner.rules.match import build_scope, evaluate
     from hookrunner.rules.report import format_explain
@@ -283,7 +284,12 @@ async def explain_delivery(settings: Settings, delivery_id: str) -> int:
                         query=dict(delivery.query), payload=payload, event=delivery.event)
     sent = f", event {delivery.event}" if delivery.event is not None else ""
     print(f"{delivery.id} (hook {delivery.hook}{sent}) against the rules in {settings.rules}:")
-    print(format_explain(evaluate(ruleset, delivery.hook, scope)))
+    text = format_explain(evaluate(ruleset, delivery.hook, scope))
+    print(text)
+    if REDACTED in text:  # matched as it arrived, maybe: the secret was not stored
+        print(f"hookrunner: note: {REDACTED} is a secret-looking header or query value, which "
+              "is not stored: a condition on it cannot decide here as it did on arrival "
+              "(`hookrunner delivery` shows how it was decided then)", file=sys.stderr)
     return EXIT_OK
 
 

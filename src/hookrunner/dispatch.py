@@ -196,7 +196,7 @@ class Dispatcher:
         if not self.store.shared:
             # One server per SQLite data dir: other names' marks were acted on above, or are
             # stale (a container's host name changes at each start: a file each, for ever).
-            # Nodes sharing a data dir on PostgreSQL keep theirs (and recover only their own).
+            # On PostgreSQL other names' marks are left alone.
             own = marks_path(self.settings.data, self.node)
             for path in self.settings.data.glob("started-*.marks*"):
                 if path.name not in (own.name, own.name + ".tmp"):

@@ -51,7 +51,7 @@ def data_dir(settings: Settings) -> None:
         if served(Path(settings.store_url)):
             raise StartupRefused(f"another server is running with this --data {path}; "
                                  "stop it first (or give this one its own)")
-    elif flocks.held(settings.data_lock):
+    if flocks.held(settings.data_lock):  # any server, on either store (see flocks)
         raise StartupRefused(data_dir_shared(settings))
     try:  # made here, where a failure is one line (a full disk), not in the app's set-up
         admin_token(settings.admin_token, path)
@@ -61,8 +61,9 @@ def data_dir(settings: Settings) -> None:
 
 
 def data_dir_shared(settings: Settings) -> str:
-    return (f"another node is running with this --data {settings.data}; each node needs its "
-            "own (its retention would remove the other's run logs and work dirs)")
+    return (f"another server is running with this --data {settings.data}; each server needs "
+            "its own (its retention would remove the other's run logs and work dirs, its start "
+            "the other's start marks)")
 
 
 class _Encrypted(Exception):

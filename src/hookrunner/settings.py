@@ -82,7 +82,7 @@ class Settings:
 
     @property
     def data_lock(self) -> Path:
-        """On PostgreSQL, held by the node serving with this --data (hookrunner.flocks)."""
+        """Held by the server serving with this --data, on either store (hookrunner.flocks)."""
         return self.data / "node.lock"
 
     def log_path(self, run_id: str, attempt: int) -> Path:

@@ -591,6 +591,10 @@ rules:
         - payload.ref == "refs/heads/main"
         - query.env == "prod"
     run: {shell: {argv: ["true"]}}
+  - name: tok
+    hook: h
+    when: '"token" in query and query.token == "abc"'
+    run: {shell: {argv: ["true"]}}
 """
 
 
@@ -604,6 +608,7 @@ def test_explain_reads_a_stored_delivery_against_the_rules_as_they_are_now(tmp_p
     try:
         answer = httpx.post(f"{server.url}/hooks/h?env=prod", json={"ref": "refs/heads/dev"},
                             headers={"X-GitHub-Event": "push"}, timeout=30).json()
+        secret = httpx.post(f"{server.url}/hooks/h?token=abc", json={}, timeout=30).json()
     finally:
         server.stop()
     dlv = answer["delivery_id"]
@@ -619,8 +624,14 @@ def test_explain_reads_a_stored_delivery_against_the_rules_as_they_are_now(tmp_p
     (rules / "r.yaml").write_text(EXPLAINED_RULES.replace("refs/heads/main", "refs/heads/dev"))
     done = _run("explain", "--delivery", dlv, *store, cwd=tmp_path)
     assert done.returncode == 0 and " matched" in done.stdout.splitlines()[1], done.stdout
+    assert "note:" not in done.stderr
     done = _run("explain", "--delivery", "dlv_nope", *store, cwd=tmp_path)
     assert done.returncode == 1 and "no delivery 'dlv_nope'" in done.stderr
+    # It ran `tok` on arrival; the token was not stored, so now it cannot match: said so.
+    assert len(secret["runs"]) == 1
+    done = _run("explain", "--delivery", secret["delivery_id"], *store, cwd=tmp_path)
+    assert done.returncode == 0 and 'query.token == "abc"  "[redacted]"' in done.stdout
+    assert "note: [redacted] is a secret-looking header or query value" in done.stderr
 
 
 @pytest.mark.parametrize(("args", "said"), [
@@ -628,9 +639,14 @@ def test_explain_reads_a_stored_delivery_against_the_rules_as_they_are_now(tmp_p
                                              "leave out --hook"),
     (["--hook", "h", "--data", "d"], "--data and --db only go with --delivery"),
     (["--hook", "h"], "the following arguments are required: --payload (or --delivery ID)"),
+    (["--delivery", "dlv_x", "--hook", ""], "--delivery takes the request as it was received: "
+                                            "leave out --hook"),
+    (["--hook", "h", "--payload", "p.json", "--data", ""], "--data and --db only go with --delivery"),
+    (["--delivery", ""], "argument --delivery: must not be empty"),
     ([], "the following arguments are required: --hook, --payload (or --delivery ID)"),
 ])
 def test_explain_takes_a_payload_or_a_delivery_not_both(tmp_path: Path, args: list[str],
                                                         said: str) -> None:
     done = _run("explain", *args, cwd=tmp_path)
-    assert done.returncode == 2 and f"hookrunner: explain: {said}" in done.stderr, done.stderr
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+    assert "leave the flag out" not in done.stderr

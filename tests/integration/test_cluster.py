@@ -475,7 +475,7 @@ def test_a_second_node_on_the_same_data_dir_is_refused(nodes: Nodes, project: Pa
     (first,) = nodes.start("first")
     with pytest.raises(RuntimeError, match="exited 3") as refused:
         _second_node_on(project, nodes, first.data).start()
-    assert "another node is running with this --data" in str(refused.value)
+    assert "another server is running with this --data" in str(refused.value)
     assert "Traceback" not in str(refused.value)
     assert httpx.get(first.url + "/readyz").status_code == 200  # the first is untouched
     first.stop()
@@ -495,6 +495,31 @@ def test_a_node_refused_the_data_dir_at_start_leaves_the_store_alone(
         with pytest.raises(RuntimeError, match="exited 3") as refused:
             _second_node_on(project, nodes, data).start()
     out = str(refused.value)
-    assert "another node is running with this --data" in out and "Traceback" not in out
+    assert "another server is running with this --data" in out and "Traceback" not in out
     assert not query(nodes.db, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND database = "
                                "(SELECT oid FROM pg_database WHERE datname = current_database())")
+
+
+def test_an_sqlite_server_and_a_node_never_share_a_data_dir(nodes: Nodes, project: Path) -> None:
+    """`serve` without --db in a shell with HOOKRUNNER_DATA set: the SQLite server's start
+    removed the node's start marks (its crash-time evidence), and retention each other's
+    run dirs. Refused in both orders."""
+    nodes.rules(_slow_rules(project))
+    (node,) = nodes.start("pg")
+    marks = sorted(p.name for p in node.data.glob("started-*.marks"))
+    sqlite = Server(project / "rules", node.data, project,
+                    env={"GITHUB_WEBHOOK_SECRET": GITHUB_SECRET})
+    with pytest.raises(RuntimeError, match="exited 3") as refused:
+        sqlite.start()
+    assert "another server is running with this --data" in str(refused.value)
+    assert sorted(p.name for p in node.data.glob("started-*.marks")) == marks and marks
+    node.stop()
+    alone = project / "data-sqlite"
+    sqlite = Server(project / "rules", alone, project,
+                    env={"GITHUB_WEBHOOK_SECRET": GITHUB_SECRET}).start()
+    try:
+        with pytest.raises(RuntimeError, match="exited 3") as refused:
+            _second_node_on(project, nodes, alone).start()
+        assert "another server is running with this --data" in str(refused.value)
+    finally:
+        sqlite.stop()

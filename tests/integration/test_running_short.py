@@ -268,7 +268,7 @@ class _SwallowsACancel(SQLiteStore):
         except asyncio.CancelledError:
             if self.swallowed:
                 raise
-            type(self).swallowed = True
+            self.swallowed = True
             return True
         return False
 
