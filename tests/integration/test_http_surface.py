@@ -376,10 +376,15 @@ def test_console_login_guessing_is_slowed_and_logged_once_a_second(
     make_server: Callable[..., Server],
 ) -> None:
     server = make_server(RULES, env=ENV)
+    started = time.monotonic()
     statuses = [httpx.post(server.url + "/login", data={"token": "guess"}).status_code
                 for _ in range(30)]
     assert statuses[:20] == [401] * 20 and 429 in statuses[20:], statuses
-    assert server.output().count("console.login_refused") <= 3
+    out = server.output()
+    seconds = int(time.monotonic() - started)  # a loaded machine takes seconds for 30
+    for reason in ("wrong token", "too many tries"):  # each the first at once, then 1 a second
+        lines = [x for x in out.splitlines() if "console.login_refused" in x and reason in x]
+        assert 1 <= len(lines) <= 2 + seconds, out
 
 
 def test_a_console_button_pressed_without_a_session_goes_to_the_login_form(
