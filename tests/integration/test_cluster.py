@@ -310,8 +310,11 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie waiting for its parent counts as stopped.
-    stat = Path(f"/proc/{pid}/stat").read_text()
+    # A zombie waiting for its parent counts as stopped (and may be reaped meanwhile).
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
     return stat[stat.rfind(")") + 2] != "Z"
 
 

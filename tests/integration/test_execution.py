@@ -64,7 +64,7 @@ def test_skip_with_a_static_key_drops_new_runs_while_one_runs(
     """`skip` with a key that is no template: a run arriving while one runs ends `skipped`."""
     records = setup(project)
     server = make_server(HOOKS + rule("sync", records, "    concurrency: {key: sync, policy: skip}\n"))
-    first = fire(server, sleep=1.5, tag="first")
+    first = fire(server, sleep=5, tag="first")  # outlasts the next POST on a loaded machine
     started(records, first)
     second = fire(server, tag="second")
     skipped = server.wait_run(second)
@@ -106,7 +106,7 @@ def test_coalesce_finishes_the_running_one_then_runs_only_the_newest(
     records = setup(project)
     server = make_server(HOOKS + rule("deploy", records,
                                       "    concurrency: {key: deploy, policy: coalesce}\n"))
-    running = fire(server, sleep=2, tag="running")
+    running = fire(server, sleep=6, tag="running")  # outlasts 4 POSTs on a loaded machine
     started(records, running)
     waiting = [fire(server, tag=f"w{i}") for i in range(4)]
     assert server.wait_run(running)["status"] == "succeeded"
@@ -295,14 +295,14 @@ def test_a_skip_run_never_drops_the_waiting_runs_of_other_rules_on_its_key(
                          + rule("migrate", records, "    concurrency: {key: K, policy: queue}\n"))
     running = fire(server, rule="auto", sleep=60, tag="running")
     started(records, running)
-    forced = fire(server, rule="force", sleep=1, tag="forced")
+    forced = fire(server, rule="force", sleep=5, tag="forced")  # holds K past the next POST
     late = fire(server, rule="auto", tag="late")
     assert server.wait_run(running)["status"] == "canceled"
     assert server.wait_run(forced)["status"] == "succeeded"
     assert server.wait_run(late)["status"] == "skipped"
     # A queue run holds the key; two more queue runs wait; a skip run arriving is skipped
     # and the two still run, in order.
-    first = fire(server, rule="migrate", sleep=1, tag="m1")
+    first = fire(server, rule="migrate", sleep=6, tag="m1")  # holds K past three POSTs
     started(records, first)
     queued = [fire(server, rule="migrate", tag=f"m{i}") for i in (2, 3)]
     assert server.wait_run(fire(server, rule="auto", tag="auto"))["status"] == "skipped"
