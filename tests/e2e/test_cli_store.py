@@ -259,7 +259,7 @@ def test_runs_reads_while_another_process_holds_the_write_lock(tmp_path: Path) -
         writer.execute("ROLLBACK")
         writer.close()
     assert done.returncode == 0 and "quick" in done.stdout, done.stderr
-    assert took < 5, took  # not the 10 s busy timeout
+    assert took < 8, took  # not the 10 s busy timeout
     # Times in UTC, as the logs give them, whatever the shell's zone.
     zoned = _run("runs", "--data", str(tmp_path / "data"), cwd=tmp_path, TZ="America/New_York")
     shown = re.search(r"  (\d{4}-\d\d-\d\dT\d\d:\d\d):\d\dZ  ", zoned.stdout)

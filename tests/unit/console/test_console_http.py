@@ -350,7 +350,7 @@ def test_readyz_answers_in_time_when_the_store_does_not(
         t0 = time.monotonic()
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["store"] == "unreachable"
-        assert time.monotonic() - t0 < 3.0
+        assert time.monotonic() - t0 < 4.5  # its 2 s bound, not the store's 5 s hang
 
 
 def test_readyz_is_not_ready_once_the_server_stops_taking_work(tmp_path: Path) -> None:
