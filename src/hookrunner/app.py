@@ -125,6 +125,7 @@ async def healthz(request: Request) -> Response:
 
 SERVER_BUSY_TIMEOUT = 3.0  # seconds; see create_app
 READY_TIMEOUT = 2.0  # seconds: a probe hears "unreachable" before a typical 3 s timeout
+STORE_CLOSE_WAIT = 15.0  # seconds: closing a store that does not answer (a frozen database)
 
 
 def _where(error: str) -> str:
@@ -428,7 +429,11 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                 await dispatcher.stop()
             if app_.upstream is not None:
                 await app_.upstream.aclose()
-            await store.close()
+            try:  # bounded: a database that does not answer must not keep the process alive
+                async with asyncio.timeout(STORE_CLOSE_WAIT):
+                    await store.close()
+            except TimeoutError:
+                event("store.close_timed_out", logging.WARNING, seconds=STORE_CLOSE_WAIT)
             _unlock_data_dir()
             event("server.http_worker_stopped" if worker else "server.stopped", node=settings.node)
 

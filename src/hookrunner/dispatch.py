@@ -55,6 +55,9 @@ NOT_STARTED = "; nothing ran: queued again"  # ends such an attempt's reason
 SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
 HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
 PRUNE_EVERY = 60.0
+# Seconds a stop waits on a store that does not answer, past the grace: a table lock or a
+# frozen database kept a stopping server alive until it answered.
+STORE_STOP_WAIT = 10.0
 RECANCEL_EVERY = 1.0  # seconds: stop() cancels its loops again while one has not ended
 PRUNE_PROGRESS = 10.0  # seconds between the progress lines of a long prune
 # Counting stored runs by status (hookrunner_runs_stored) scans every run: 88 ms at a million.
@@ -243,13 +246,11 @@ class Dispatcher:
         requests) keeps its own deadline: the grace period counts from the signal."""
         self.begin_stop(grace)
         tasks = {t.get_name(): t for t in self._tasks}
-        # The claim loop is not cancelled mid-claim: runs the store just handed over would be
-        # `running` with no process. It sees `_stopping` and ends after launching them.
         claim = tasks.pop("hookrunner-claim", None)
-        if claim is not None:
-            await asyncio.wait([claim])
         assert self._drain is not None
-        await self._drain
+        await self._drain  # which waits for the claim loop to end (see _drain_runs)
+        if claim is not None and not claim.done():  # stuck on a store that does not answer
+            tasks[claim.get_name()] = claim
         # Cancelled again until they end: a library's own wait_for (psycopg_pool's, on a
         # connection handed over in the same step) can swallow a cancellation, as ours did
         # (hookrunner.aio), and a loop that ends only by cancellation would then run on.
@@ -274,18 +275,47 @@ class Dispatcher:
     async def _drain_runs(self, limit: float) -> None:
         # Housekeeping goes on while draining: leases are renewed (another node must not take
         # these runs over) and cancel requests are still honoured.
+        deadline = time.monotonic() + limit
         claim = next((t for t in self._tasks if t.get_name() == "hookrunner-claim"), None)
+        stuck: set[asyncio.Task[None]] = set()
         if claim is not None:
-            await asyncio.wait([claim])  # runs it launches while ending are drained too
+            # The claim loop is not cancelled mid-claim: runs the store just handed over would
+            # be `running` with no process. It sees `_stopping` and ends after launching them
+            # (drained too), unless the store does not answer it (then stop() cancels it).
+            _, stuck = await asyncio.wait([claim], timeout=limit)
         running = [task for task, _ in self._active.values()]
-        if not running:
+        pending: set[asyncio.Task[None]] = set()
+        if running:
+            event("dispatcher.draining", runs=len(running), grace_seconds=round(limit, 1),
+                  hint="a second Ctrl-C or SIGTERM cancels them at once")
+            _, pending = await asyncio.wait(running, timeout=max(0.0, deadline - time.monotonic()))
+            if pending:
+                self._cancel_running()
+        if not (pending or stuck):
             return
-        event("dispatcher.draining", runs=len(running), grace_seconds=round(limit, 1),
-              hint="a second Ctrl-C or SIGTERM cancels them at once")
-        _, pending = await asyncio.wait(running, timeout=limit)
-        if pending:
+        # Canceled runs' processes go at once; their results, and the claim, wait on a store
+        # that may not answer (a table lock, a frozen database): not waited for without end.
+        _, left = await asyncio.wait(pending | stuck, timeout=STORE_STOP_WAIT)
+        if claim is not None and claim in left:
+            event("dispatcher.store_not_answering", logging.WARNING,
+                  waited_seconds=round(limit + STORE_STOP_WAIT),
+                  hint="stopping without it (a lock held, a database that does not answer); "
+                       "what it owes is settled at the next start")
+        if self._active:  # one the claim launched meanwhile is canceled at once
             self._cancel_running()
-            await asyncio.wait(pending)
+            _, late = await asyncio.wait([t for t, _ in self._active.values()],
+                                         timeout=STORE_STOP_WAIT if not left else 0)
+            left |= late
+        runs = {t for t in left if t is not claim}
+        if runs:
+            ids = sorted(run_id for run_id, (task, _) in self._active.items() if task in runs)
+            event("run.result_abandoned", logging.ERROR, run_ids=",".join(ids),
+                  reason="the store did not answer while stopping",
+                  hint="the next start takes them for interrupted")
+            while runs:
+                for t in runs:
+                    t.cancel()
+                _, runs = await asyncio.wait(runs, timeout=RECANCEL_EVERY)
 
     def _cancel_running(self) -> None:
         for run_id, (_, cancel) in list(self._active.items()):

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from tests import pgcluster
@@ -526,3 +527,33 @@ def test_an_sqlite_server_and_a_node_never_share_a_data_dir(nodes: Nodes, projec
         assert "another server is running with this --data" in str(refused.value)
     finally:
         sqlite.stop()
+
+
+def test_a_stop_ends_while_the_database_does_not_answer(nodes: Nodes, project: Path) -> None:
+    """A table lock held elsewhere (a migration, VACUUM FULL, a stuck transaction) during a
+    stop: the claim loop, waiting on a query, kept the server alive until the lock went, and
+    so did a canceled run whose result could not be written. That run is settled at the next
+    start, as after a crash."""
+    nodes.rules(_slow_rules(project))
+    node = nodes.server("n1", args=["--lease", "60s"])  # not lost while the lock is held
+    node.env["HOOKRUNNER_GRACE"] = "1s"
+    node.start()
+    assert node.proc is not None
+    run_id = post(node, {"retry": False}).json()["runs"][0]
+    until(lambda: len(nodes.lines("events")) == 1, 15, "the slow run started")
+    with psycopg.connect(nodes.db) as locker:
+        locker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+        time.sleep(1.5)  # the claim loop's next query now waits on the lock
+        node.proc.send_signal(signal.SIGTERM)
+        try:
+            code = node.proc.wait(timeout=40)  # the grace + the store's 10 s + closing it
+        except subprocess.TimeoutExpired:
+            code = None
+        locker.rollback()
+    assert code in (0, -signal.SIGTERM), node.output()
+    assert "dispatcher.store_not_answering" in node.output()
+    assert f"run.result_abandoned run_ids={run_id}" in node.output()
+    assert statuses(nodes.db, [run_id])[run_id] == "running"  # nothing could be written
+    node.start()
+    final = wait_terminal(nodes.db, [run_id], timeout=30)
+    assert final[run_id] == "failed", final  # interrupted; no retry in its rule
