@@ -23,6 +23,9 @@ EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_STARTUP = 3  # the server could not start (as uvicorn's own command says)
+# A `?wait=` answers by the grace and this many seconds into a stop: before uvicorn's
+# cut-off at the grace + 5 s (timeout_graceful_shutdown below).
+WAIT_ANSWER_MARGIN = 2.0
 
 
 def serve(settings: Settings) -> int:
@@ -120,7 +123,10 @@ def _server(config: Any, app: Any, stop_signal: int | None = None) -> Any:
                 return  # another copy of the stop under way
             self.stopping = True
             # An extra HTTP worker process has no dispatcher of its own to stop.
-            app.state.gateway.stopping = True
+            gw = app.state.gateway
+            gw.stopping = True
+            if gw.answer_by is None:  # see ingest._stop_deadline
+                gw.answer_by = time.monotonic() + gw.settings.grace + WAIT_ANSWER_MARGIN
             stop = getattr(app.state.gateway.dispatcher, "begin_stop_threadsafe", None)
             if stop is not None:
                 stop(now=self.stops > 1)

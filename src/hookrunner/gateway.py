@@ -50,3 +50,5 @@ class Gateway:
     # The server got SIGTERM/SIGINT: a `?wait` stops waiting for runs that will not start
     # before it stops (commands._server sets it, from the signal handler).
     stopping: bool = False
+    # Monotonic time by which a `?wait=` answers during a stop, whatever it waits for.
+    answer_by: float | None = None

@@ -46,6 +46,7 @@ from hookrunner.verify.base import Headers, SignedRequest, Verified
 T = TypeVar("T")
 MAX_DEDUP_KEY = 200  # longer sender ids are stored as their sha256, so a 10 KB header is harmless
 MAX_WAIT = 300.0  # seconds a ?wait= may hold a request open
+STOP_POLL = 0.25  # seconds between a ?wait's looks at whether a stop has begun
 STORE_RETRY_AFTER = "5"
 QUEUE_FULL_RETRY_AFTER = "5"  # seconds; the queue drains at --workers runs at a time
 MAX_LOGGED_ID = 100  # characters of an unknown hook id logged (the client's text)
@@ -179,20 +180,36 @@ def _queue_full(gw: Gateway, hook_id: str) -> Answer:
     return error(503, "queue full", headers={"Retry-After": QUEUE_FULL_RETRY_AFTER})
 
 
-async def _unless_gone(waiting: Coroutine[Any, Any, T], receive: Receive) -> T:
+async def _unless_ended(waiting: Coroutine[Any, Any, T], receive: Receive | None,
+                        gw: Gateway) -> T | None:
     """`waiting`'s result; ClientGone as soon as the client leaves (a `?wait` polled the store
-    until its end, up to 5 minutes, for a client long gone)."""
+    until its end, up to 5 minutes, for a client long gone); None at a stop's deadline."""
     wait = asyncio.ensure_future(waiting)
-    gone = asyncio.ensure_future(disconnected(receive))
+    gone = asyncio.ensure_future(disconnected(receive)) if receive is not None else None
+    late = asyncio.ensure_future(_stop_deadline(gw))
     try:
-        await asyncio.wait({wait, gone}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({wait, late, *([gone] if gone else [])},
+                           return_when=asyncio.FIRST_COMPLETED)
     finally:
-        gone.cancel()
+        for other in (gone, late):
+            if other is not None:
+                other.cancel()
         if not wait.done():
             wait.cancel()
-    if not wait.done() or wait.cancelled():
+    if wait.done() and not wait.cancelled():
+        return wait.result()
+    if gone is not None and gone.done():
         raise ClientGone
-    return wait.result()
+    return None
+
+
+async def _stop_deadline(gw: Gateway) -> None:
+    """Returns once a stop has lasted the grace and 2 s more: by then the runs have ended or
+    been canceled, and a wait still going is stuck on a store that does not answer. Before
+    uvicorn's cut-off (grace + 5 s), which cancels it into a 500 for a journaled delivery."""
+    while gw.answer_by is None or time.monotonic() < gw.answer_by:
+        await asyncio.sleep(STOP_POLL if gw.answer_by is None
+                            else max(0.01, gw.answer_by - time.monotonic()))
 
 
 @dataclass(slots=True)
@@ -386,7 +403,7 @@ async def _waited(gw: Gateway, answer: dict[str, Any], run_ids: list[str], wait:
     if wait > 0 and gw.dispatcher is not None and run_ids:
         waiting = gw.dispatcher.wait_for(run_ids, wait, lambda: gw.stopping)
         try:
-            finished = await (waiting if receive is None else _unless_gone(waiting, receive))
+            finished = await _unless_ended(waiting, receive, gw)
         except StoreUnavailable:  # the delivery is journaled: 202, never a 500 to resend on
             finished = None
         if finished is not None:
