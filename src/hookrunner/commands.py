@@ -13,11 +13,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hookrunner.errors import ConfigErrors, HookrunnerError, StartupRefused, StoreUnavailable
 from hookrunner.settings import Settings
-from hookrunner.store.base import RUN_STATUSES, Store
+from hookrunner.store.base import RUN_STATUSES, Delivery, Store
+
+if TYPE_CHECKING:  # the commands import what they use as they run: a quick CLI start
+    from hookrunner.rules.model import Ruleset
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -196,7 +199,6 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     """`test` and `explain`: match (and render) against a payload file; runs nothing. `test`
     exits 1 when a matching rule's action cannot be rendered (a CI check catches it)."""
     from hookrunner.payload import PayloadError, parse_body
-    from hookrunner.rules.load import load_rules
     from hookrunner.rules.match import build_scope, evaluate
     from hookrunner.rules.report import dry_run_report, format_explain
     from hookrunner.verify.base import Headers, LearnsNothing, SignedRequest
@@ -212,11 +214,8 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
             if isinstance(exc, PayloadError) else str(exc)
         print(f"hookrunner: {msg}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        ruleset = load_rules(settings.rules, root=settings.root, secrets_required=False)
-    except ConfigErrors as exc:
-        for e in exc.errors:
-            print(e, file=sys.stderr)
+    ruleset = _operator_rules(settings)
+    if ruleset is None:
         return EXIT_FAIL
     if hook_id not in ruleset.hooks:
         print(f"hookrunner: unknown hook {hook_id!r}; defined: {', '.join(sorted(ruleset.hooks))}",
@@ -253,26 +252,15 @@ async def explain_delivery(settings: Settings, delivery_id: str) -> int:
     received) against the current rules: why a rule did or did not match it, after a fix."""
     from hookrunner.payload import PayloadError, parse_body
     from hookrunner.redact import REDACTED
-    from hookrunner.rules.load import load_rules
     from hookrunner.rules.match import build_scope, evaluate
     from hookrunner.rules.report import format_explain
     from hookrunner.verify.base import Headers
 
-    try:
-        ruleset = load_rules(settings.rules, root=settings.root, secrets_required=False)
-    except ConfigErrors as exc:
-        for e in exc.errors:
-            print(e, file=sys.stderr)
+    ruleset = _operator_rules(settings)
+    if ruleset is None:
         return EXIT_FAIL
-    store = await _open_or_say(settings)
-    if store is None:
-        return EXIT_FAIL
-    try:
-        delivery = await store.get_delivery(delivery_id)
-    finally:
-        await store.close()
+    delivery = await _stored_delivery(settings, delivery_id)
     if delivery is None:
-        print(f"hookrunner: no delivery {delivery_id!r}", file=sys.stderr)
         return EXIT_FAIL
     if delivery.hook not in ruleset.hooks:
         print(f"hookrunner: hook {delivery.hook!r} of {delivery_id} is not defined in the rules "
@@ -297,6 +285,19 @@ async def explain_delivery(settings: Settings, delivery_id: str) -> int:
               "is not stored: a condition on it cannot decide here as it did on arrival "
               "(`hookrunner delivery` shows how it was decided then)", file=sys.stderr)
     return EXIT_OK
+
+
+def _operator_rules(settings: Settings) -> Ruleset | None:
+    """The rules for a command that runs nothing (secrets need not be readable from an
+    operator's shell); None once their errors were printed."""
+    from hookrunner.rules.load import load_rules
+
+    try:
+        return load_rules(settings.rules, root=settings.root, secrets_required=False)
+    except ConfigErrors as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        return None
 
 
 class NoStore(HookrunnerError):
@@ -370,13 +371,9 @@ async def _open_or_say(settings: Settings) -> Store | None:
 
 async def replay(settings: Settings, delivery_id: str, rule: str | None = None) -> int:
     from hookrunner.replay import ReplayError, replay_delivery
-    from hookrunner.rules.load import load_rules
 
-    try:
-        ruleset = load_rules(settings.rules, root=settings.root, secrets_required=False)
-    except ConfigErrors as exc:
-        for e in exc.errors:
-            print(e, file=sys.stderr)
+    ruleset = _operator_rules(settings)
+    if ruleset is None:
         # The CLI matches against its own --rules, not the running server's live rules.
         print(f"hookrunner: replay matches the delivery against the rules in --rules "
               f"{settings.rules} (default ./rules): point it at the server's rules directory, "
@@ -504,18 +501,25 @@ async def show_delivery(settings: Settings, delivery_id: str) -> int:
     indented JSON (which writes control characters escaped: safe on a terminal)."""
     from hookrunner.api import delivery_json
 
+    found = await _stored_delivery(settings, delivery_id)
+    if found is None:
+        return EXIT_FAIL
+    print(json.dumps(delivery_json(found), indent=2))
+    return EXIT_OK
+
+
+async def _stored_delivery(settings: Settings, delivery_id: str) -> Delivery | None:
+    """The delivery from the store; None once the reason it is not there was printed."""
     store = await _open_or_say(settings)
     if store is None:
-        return EXIT_FAIL
+        return None
     try:
         found = await store.get_delivery(delivery_id)
     finally:
         await store.close()
     if found is None:
         print(f"hookrunner: no delivery {delivery_id!r}", file=sys.stderr)
-        return EXIT_FAIL
-    print(json.dumps(delivery_json(found), indent=2))
-    return EXIT_OK
+    return found
 
 
 def _for_terminal(text: str) -> str:

@@ -196,6 +196,13 @@ async def test_a_long_prune_holds_up_neither_a_cancel_from_the_shell_nor_the_lea
         await store.close()
 
 
+async def _until_logged(caplog: pytest.LogCaptureFixture, name: str) -> None:
+    deadline = time.monotonic() + 10
+    while name not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        await asyncio.sleep(0.05)
+
+
 class _PruneFails(SQLiteStore):
     async def prune(self, before: float, progress: Any = None) -> int:
         raise RuntimeError("no such column: x")  # as a bug, or a database it cannot read
@@ -213,10 +220,7 @@ async def test_a_prune_that_fails_is_logged_and_the_stop_still_ends_everything(
     dispatcher = Dispatcher(settings, store, Metrics())
     with caplog.at_level(logging.ERROR, logger="hookrunner"):
         await dispatcher.start()
-        deadline = time.monotonic() + 10
-        while "store.prune_failed" not in caplog.text:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await _until_logged(caplog, "store.prune_failed")
         await dispatcher.stop(grace=1.0)  # raised the task's error before
     assert all(t.done() for t in dispatcher._tasks)
     failed = next(r for r in caplog.records if r.getMessage() == "store.prune_failed")
@@ -242,10 +246,7 @@ async def test_a_long_prune_of_run_dirs_says_how_far_it_has_got(
     dispatcher = Dispatcher(settings, store, Metrics())
     with caplog.at_level(logging.INFO, logger="hookrunner"):
         await dispatcher.start()
-        deadline = time.monotonic() + 10
-        while "store.pruned" not in caplog.text:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await _until_logged(caplog, "store.pruned")
         await dispatcher.stop(grace=1.0)
     await store.close()
     said = [r.fields["run_dirs_so_far"] for r in caplog.records  # type: ignore[attr-defined]
