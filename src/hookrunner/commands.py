@@ -250,11 +250,11 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
 async def explain_delivery(settings: Settings, delivery_id: str) -> int:
     """`explain --delivery`: a stored delivery's request (headers, query, body, event, as
     received) against the current rules: why a rule did or did not match it, after a fix."""
-    from hookrunner.payload import PayloadError, parse_body
+    from hookrunner.payload import PayloadError
     from hookrunner.redact import REDACTED
-    from hookrunner.rules.match import build_scope, evaluate
+    from hookrunner.replay import stored_scope
+    from hookrunner.rules.match import evaluate
     from hookrunner.rules.report import format_explain
-    from hookrunner.verify.base import Headers
 
     ruleset = _operator_rules(settings)
     if ruleset is None:
@@ -267,15 +267,11 @@ async def explain_delivery(settings: Settings, delivery_id: str) -> int:
               f"in --rules {settings.rules} (removed since, or not the server's rules)",
               file=sys.stderr)
         return EXIT_FAIL
-    headers = Headers(delivery.headers)
     try:
-        payload = parse_body(delivery.body, headers.get("content-type"))
+        scope = stored_scope(delivery)
     except PayloadError as exc:
         print(f"hookrunner: the stored body cannot be parsed: {exc.message}", file=sys.stderr)
         return EXIT_FAIL
-    scope = build_scope(hook=delivery.hook, delivery_id=delivery.id,
-                        received_at=delivery.received_at, headers=headers,
-                        query=dict(delivery.query), payload=payload, event=delivery.event)
     sent = f", event {delivery.event}" if delivery.event is not None else ""
     print(f"{delivery.id} (hook {delivery.hook}{sent}) against the rules in {settings.rules}:")
     text = format_explain(evaluate(ruleset, delivery.hook, scope))

@@ -2,8 +2,8 @@
 
 The kernel releases an flock when its process dies, so a crash never leaves one stale. It
 guards what one server at a time may use: an SQLite database (its `.lock` file next to it)
-and, on PostgreSQL, a node's --data directory (run logs, work dirs, start marks), which a
-second node would share by mistake and prune under the first."""
+and, whichever the store, a --data directory (`node.lock`: run logs, work dirs and start
+marks, which a second server would share by mistake and prune under the first)."""
 
 from __future__ import annotations
 

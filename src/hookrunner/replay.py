@@ -12,7 +12,7 @@ from hookrunner.logs import event
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.rules.match import build_scope
 from hookrunner.rules.model import Ruleset
-from hookrunner.store.base import Store
+from hookrunner.store.base import Delivery, Store
 from hookrunner.verify.base import Headers
 
 
@@ -23,6 +23,17 @@ class ReplayError(HookrunnerError):
         self.not_found = not_found
         self.full = full  # --max-queued: try again later
         self.of_rules = of_rules  # what the rules say: the CLI names the directory it read
+
+
+def stored_scope(delivery: Delivery) -> dict[str, Any]:
+    """What the rules see of a stored delivery: its request as received (secret-looking
+    headers and query values as stored, `[redacted]`). PayloadError for a body that no longer
+    parses."""
+    headers = Headers(delivery.headers)
+    payload = parse_body(delivery.body, headers.get("content-type"))
+    return build_scope(hook=delivery.hook, delivery_id=delivery.id,
+                       received_at=delivery.received_at, headers=headers,
+                       query=dict(delivery.query), payload=payload, event=delivery.event)
 
 
 async def replay_delivery(
@@ -42,14 +53,11 @@ async def replay_delivery(
         names = ", ".join(sorted(r.name for r in ruleset.rules_for(delivery.hook))) or "none"
         raise ReplayError(f"no rule {rule!r} for hook {delivery.hook!r} (its rules: {names})",
                           of_rules=True)
-    headers = Headers(delivery.headers)
     try:
-        payload = parse_body(delivery.body, headers.get("content-type"))
+        scope = stored_scope(delivery)
     except PayloadError as exc:
         raise ReplayError(f"stored body cannot be parsed: {exc.message}") from None
     now = time.time()
-    scope = build_scope(hook=delivery.hook, delivery_id=delivery.id, received_at=delivery.received_at,
-                        headers=headers, query=dict(delivery.query), payload=payload, event=delivery.event)
     matches, runs = plan_runs(ruleset, delivery.hook, scope, delivery.id, now, default_timeout)
     if rule is not None:
         runs = [r for r in runs if r.rule == rule]
