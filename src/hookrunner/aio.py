@@ -22,8 +22,9 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     return True
 
 
-async def acquire(lock: asyncio.Lock, timeout: float) -> bool:
-    """True with `lock` held when it was acquired within `timeout` seconds."""
+async def acquire(lock: asyncio.Lock | asyncio.Semaphore, timeout: float) -> bool:
+    """True with `lock` held (a slot of a semaphore) when it was acquired within `timeout`
+    seconds."""
     try:
         async with asyncio.timeout(timeout):
             await lock.acquire()

@@ -15,6 +15,10 @@ Cluster-wide correctness:
   each store LISTENs on a dedicated connection and `wait_for_work` wakes on it.
 Connection loss surfaces as `StoreUnavailable` (the HTTP layer answers 503); the pool checks
 each connection before lending it and reconnects when the server is back.
+
+Listings (the admin API's, the console's, the CLI's) take at most half the pool at once: a
+burst of them, or a few slow ones, would otherwise hold every connection while hooks waited
+for one (503s) and lease renewals failed (runs stopped early, run again elsewhere).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from hookrunner.aio import acquire
 from hookrunner.concurrency import decide
 from hookrunner.errors import DeliveryGone, StoreUnavailable
 from hookrunner.logs import event
@@ -107,6 +112,8 @@ class PostgresStore:
                     "connect_timeout": DEFAULT_CONNECT_TIMEOUT, **TCP_TIMEOUTS},
         )
         self._timeout = timeout
+        self._listing_slots = max(1, max_size // 2)
+        self._listings = asyncio.Semaphore(self._listing_slots)
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._node_conn: psycopg.AsyncConnection[Any] | None = None
@@ -155,6 +162,19 @@ class PostgresStore:
     async def _tx(self) -> AsyncIterator[Conn]:
         async with self._conn() as conn, conn.transaction():
             yield conn
+
+    @contextlib.asynccontextmanager
+    async def _listing(self) -> AsyncIterator[None]:
+        """A listing's share of the pool (see the module's doc), waited for as long as the
+        pool's own timeout; past it the caller gets a 503 like any other full pool."""
+        if not await acquire(self._listings, self._timeout):
+            raise StoreUnavailable(f"PostgreSQL busy: {self._listing_slots} listings are being "
+                                   f"read already (at most half the pool, so that hooks and "
+                                   f"runs keep theirs)")
+        try:
+            yield
+        finally:
+            self._listings.release()
 
     async def _rows(self, query: str, params: dict[str, Any]) -> list[DictRow]:
         return await self._query(Q[query], params)
@@ -380,7 +400,9 @@ class PostgresStore:
     ) -> list[Run]:
         params = {"status": status, "limit": limit, "delivery_id": delivery_id, "rule": rule}
         sql = listing(Q["list_runs"], RUN_FILTERS, params, lambda name: f"%({name})s")
-        return [run_from_row(r) for r in await self._query(sql, params)]
+        async with self._listing():
+            rows = await self._query(sql, params)
+        return [run_from_row(r) for r in rows]
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         return [attempt_from_row(r) for r in await self._rows("attempts", {"run_id": run_id})]
@@ -403,7 +425,8 @@ class PostgresStore:
     async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]:
         params = {"hook": hook, "limit": limit}
         sql = listing(Q["list_deliveries"], DELIVERY_FILTERS, params, lambda name: f"%({name})s")
-        return await self._with_run_ids(await self._query(sql, params))
+        async with self._listing():
+            return await self._with_run_ids(await self._query(sql, params))
 
     async def queued(self) -> int:
         return int((await self._rows("count_queued", {}))[0]["n"])

@@ -155,3 +155,46 @@ async def test_a_cancel_racing_a_requeue_still_cancels(postgres_db: str) -> None
         assert got is not None and got.status == "canceled"
     finally:
         await store.close()
+
+
+async def test_listings_stuck_on_the_database_leave_connections_for_leases(
+        postgres_db: str) -> None:
+    """Listings take at most half the pool: with more of them stuck on a lock than the pool
+    holds, a lease renewal still gets a connection at once (before: it waited for the pool's
+    timeout and failed, and the run would have been stopped), and the listings that waited
+    for their share finish once the lock goes."""
+    store = PostgresStore(postgres_db, max_size=4, timeout=4.0)
+    await store.open()
+    try:
+        run = await claimed(store)
+        with psycopg.connect(postgres_db) as locker:
+            locker.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+            listings = [asyncio.create_task(store.list_deliveries()) for _ in range(8)]
+            await asyncio.sleep(0.5)
+            assert not any(t.done() for t in listings)  # each one on the lock, or in line
+            renewed = await asyncio.wait_for(store.renew("n1", [run.id], LEASE, T0 + 1), 2.0)
+            assert renewed == {run.id}
+            locker.rollback()
+        for found in await asyncio.gather(*listings):
+            assert [d.id for d in found] == [run.delivery_id]
+    finally:
+        await store.close()
+
+
+async def test_a_listing_waiting_past_the_pool_timeout_is_store_unavailable(
+        postgres_db: str) -> None:
+    """A listing that cannot get its share within the pool's timeout is a 503, as a full
+    pool is, and says why."""
+    store = PostgresStore(postgres_db, max_size=2, timeout=1.0)
+    await store.open()
+    try:
+        with psycopg.connect(postgres_db) as locker:
+            locker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+            stuck = asyncio.create_task(store.list_runs())
+            await asyncio.sleep(0.3)
+            with pytest.raises(StoreUnavailable, match="listings are being read already"):
+                await store.list_runs()
+            locker.rollback()
+        assert await stuck == []
+    finally:
+        await store.close()
