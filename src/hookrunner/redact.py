@@ -1,7 +1,8 @@
 """Hide secret-looking values: of a rendered action before the API or the console shows it,
 and of a delivery's headers and query parameters before they are stored.
 
-The store keeps the action as it ran (the dispatcher needs it); only its display is redacted.
+The store keeps the action as it runs (the dispatcher needs it) until the run ends, and then
+only with its hidden values redacted (ended_spec, below); its display is always redacted.
 A delivery's request is redacted before it is journaled (nothing secret in the store), so a
 replay sees `[redacted]` there too.
 
@@ -215,3 +216,41 @@ def redact_url(text: str) -> str:
         if any(secret_key(name) for name, _ in pairs):
             parts = parts._replace(query=urlencode(redact_pairs(pairs), safe="[]"))
     return urlunsplit(parts)
+
+
+# A run's stored spec holds the real values at its HIDDEN_PATHS (and its concurrency key the
+# real key, under HIDDEN_KEY) only while the run may still run: every statement that ends a
+# run stores them through these (SQLite: as SQL functions of the connection; PostgreSQL: the
+# same functions in migration 0006; the memory store calls them). They never raise: a spec
+# they cannot read is kept as it is rather than fail the statement that ends the run.
+
+def ended_spec(spec: Any) -> Any:
+    """`spec` with the values at its HIDDEN_PATHS replaced by REDACTED (in place; returned)."""
+    if isinstance(spec, dict):
+        for path in spec.get(HIDDEN_PATHS) or ():
+            _hide_at(spec, path)
+    return spec
+
+
+def ended_spec_text(text: Any) -> Any:
+    """ended_spec of a spec stored as JSON text (SQLite's column)."""
+    if not isinstance(text, str) or f'"{HIDDEN_PATHS}"' not in text:
+        return text  # most runs: nothing to do, and no parse
+    try:
+        spec = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(ended_spec(spec), separators=(",", ":"))
+
+
+def ended_key(spec: Any, key: Any) -> Any:
+    """A run's concurrency key as it is kept once the run has ended: REDACTED where it was
+    rendered from a secret (HIDDEN_KEY)."""
+    if isinstance(spec, str):
+        if f'"{HIDDEN_KEY}"' not in spec:
+            return key
+        try:
+            spec = json.loads(spec)
+        except ValueError:
+            return key
+    return REDACTED if key is not None and shown_key(key, spec) == REDACTED else key

@@ -1,14 +1,21 @@
 """Secret-looking values are hidden: a rendered action's in what the console shows (the store
-keeps them), a delivery's headers and query parameters before they are stored."""
+keeps them while the run may run), a delivery's headers and query parameters before they are
+stored."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from hookrunner.redact import (
+    HIDDEN_KEY,
+    HIDDEN_PATHS,
     REDACTED,
+    ended_key,
+    ended_spec,
+    ended_spec_text,
     hidden_values,
     redact_pairs,
     redact_spec,
@@ -133,3 +140,29 @@ def test_values_rendered_from_secrets_are_scrubbed_from_messages() -> None:
     assert scrub("executable not found: s3cret-1\\n", values) == "executable not found: [redacted]\\n"
     assert scrub("nothing here", values) == "nothing here"
     assert hidden_values({"argv": ["x"]}) == ()
+
+
+def test_an_ended_spec_keeps_no_value_at_its_hidden_paths() -> None:
+    """What a run keeps once it ends: its hidden values redacted, the rest as it ran; a
+    path that leads nowhere is left alone, and a spec that cannot be read is kept as is."""
+    spec = {"argv": ["deploy", "tok-123", "x"], "env": {"T": "tok-123"},
+            HIDDEN_PATHS: [["argv", 1], ["env", "T"], ["argv", 9], ["nope", "x"], "bad", []]}
+    ended = ended_spec(json.loads(json.dumps(spec)))
+    assert ended["argv"] == ["deploy", REDACTED, "x"]
+    assert ended["env"] == {"T": REDACTED}
+    assert ended[HIDDEN_PATHS] == spec[HIDDEN_PATHS]
+    assert json.loads(ended_spec_text(json.dumps(spec))) == ended
+    plain = json.dumps({"argv": ["echo", "hi"]})
+    assert ended_spec_text(plain) is plain  # no parse where nothing is hidden
+    named = json.dumps({"argv": ["echo", "hidden_paths"]})
+    assert json.loads(ended_spec_text(named)) == {"argv": ["echo", "hidden_paths"]}
+    assert ended_spec_text('{"hidden_paths": [') == '{"hidden_paths": ['
+    assert ended_spec_text(None) is None
+
+
+def test_an_ended_run_keeps_its_key_unless_a_secret_made_it() -> None:
+    assert ended_key(json.dumps({HIDDEN_KEY: True}), "tok-123") == REDACTED
+    assert ended_key({HIDDEN_KEY: True}, "tok-123") == REDACTED
+    assert ended_key({HIDDEN_KEY: True}, None) is None
+    assert ended_key(json.dumps({"argv": []}), "main") == "main"
+    assert ended_key("not json " + HIDDEN_KEY, "main") == "main"

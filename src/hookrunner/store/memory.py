@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from hookrunner.concurrency import decide, superseded_reason
 from hookrunner.errors import DeliveryGone
-from hookrunner.redact import HIDDEN_KEY, redact_pairs
+from hookrunner.redact import HIDDEN_KEY, ended_key, ended_spec, redact_pairs
 from hookrunner.store._rows import (
     CANCELED_BEFORE_RETRY,
     CANCELED_BEFORE_START,
@@ -112,12 +112,14 @@ class MemoryStore:
             r.status, r.reason, r.superseded_by, r.finished_at = (
                 "skipped", reason, superseded_by, now,
             )
+            _ended(r)
         for newest in decision.supersede:  # as the SQL stores' supersede_waiting
             for r in self._runs.values():
                 if (r.status == "queued" and r.concurrency_key == newest.concurrency_key
                         and r.seq < newest.seq and r.next_attempt_at > now):
                     r.status, r.reason, r.superseded_by, r.finished_at = (
                         "skipped", superseded_reason(newest), newest.id, now)
+                    _ended(r)
         for r, by in decision.cancel:
             r.cancel_requested, r.superseded_by = True, by
         for r in decision.claim:
@@ -161,6 +163,7 @@ class MemoryStore:
             r.status, r.finished_at = "canceled", result.finished_at
             r.reason = (f"canceled: replaced by run {r.superseded_by}" if r.superseded_by
                         else CANCELED_INSTEAD_OF_RETRY)
+            _ended(r)
             self._wake.set()
             return
         if result.outcome != "canceled" or result.retry_at is not None:
@@ -169,6 +172,7 @@ class MemoryStore:
             r.status, r.next_attempt_at, r.lease_owner = "queued", result.retry_at, None
         else:
             r.status, r.finished_at = result.outcome, result.finished_at
+            _ended(r)
         self._wake.set()
 
     async def expired(self, now: float) -> list[Run]:
@@ -188,6 +192,7 @@ class MemoryStore:
         if r.status == "queued":
             r.status, r.finished_at = "canceled", now
             r.reason = CANCELED_BEFORE_RETRY if r.attempt > 0 else CANCELED_BEFORE_START
+            _ended(r)
         elif r.status == "running":
             r.cancel_requested = True
         self._wake.set()
@@ -274,3 +279,9 @@ def _listed(run: Run) -> Run:
     if size > LISTED_SPEC:
         run.spec = {"omitted_bytes": size, HIDDEN_KEY: bool(run.spec.get(HIDDEN_KEY))}
     return run
+
+
+def _ended(r: Run) -> None:
+    """What a run keeps once it has ended, as the SQL stores' statements that end it."""
+    r.spec = ended_spec(r.spec)
+    r.concurrency_key = ended_key(r.spec, r.concurrency_key)

@@ -25,6 +25,7 @@ from hookrunner.concurrency import decide
 from hookrunner.errors import DeliveryGone, StoreUnavailable
 from hookrunner.logs import event
 from hookrunner.private import private_dir, private_file
+from hookrunner.redact import ended_key, ended_spec_text
 from hookrunner.store import sql
 from hookrunner.store._rows import (
     CANCELED_BEFORE_RETRY,
@@ -70,6 +71,9 @@ def connect(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.C
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
                            check_same_thread=False)
     conn.row_factory = sqlite3.Row
+    # What the statements that end a run store (queries.sql; redact.ended_spec says why).
+    conn.create_function("hookrunner_ended_spec", 1, ended_spec_text, deterministic=True)
+    conn.create_function("hookrunner_ended_key", 2, ended_key, deterministic=True)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")

@@ -613,3 +613,76 @@ async def test_runs_added_to_a_delivery_pruned_meanwhile_say_so(store: Store) ->
     assert await store.get_delivery(d.id) is None
     with pytest.raises(DeliveryGone):
         await store.add_runs([new_run(d)])
+
+
+SECRET = "s3cret-token-value"
+
+
+async def secret_run(store: Store, policy: str = "queue", attempts: int = 1) -> str:
+    """A run whose argv and concurrency key were rendered from a secret request header."""
+    d = delivery()
+    run = dataclasses.replace(
+        new_run(d, SECRET, policy, max_attempts=attempts),
+        spec={"argv": ["deploy", SECRET, "--env", "prod"], "hidden_paths": [["argv", 1]],
+              HIDDEN_KEY: True})
+    await store.accept(d, [run])
+    return run.id
+
+
+async def kept(store: Store, run_id: str) -> tuple[Any, str | None]:
+    run = await store.get_run(run_id)
+    assert run is not None
+    return run.spec["argv"], run.concurrency_key
+
+
+SCRUBBED = (["deploy", "[redacted]", "--env", "prod"], "[redacted]")
+
+
+async def test_an_ended_run_keeps_no_value_rendered_from_a_secret(store: Store) -> None:
+    """The real value stays while the run may run (queued, running, waiting for its retry),
+    and is gone from its spec and key once it ends, however it ends."""
+    ran = await secret_run(store, attempts=2)
+    assert await kept(store, ran) == (["deploy", SECRET, "--env", "prod"], SECRET)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0)] == [ran]
+    await finish(store, ran, outcome="failed", retry_at=T0 + 6)
+    assert await kept(store, ran) == (["deploy", SECRET, "--env", "prod"], SECRET)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 7)] == [ran]
+    await finish(store, ran, at=T0 + 8)
+    assert await status(store, ran) == "succeeded"
+    assert await kept(store, ran) == SCRUBBED
+
+    canceled = await secret_run(store)
+    assert await store.request_cancel(canceled, T0 + 9) == "canceled"
+    assert await kept(store, canceled) == SCRUBBED
+
+
+async def test_a_skipped_or_superseded_run_keeps_no_value_rendered_from_a_secret(
+        store: Store) -> None:
+    """skip: the run that finds its key busy; coalesce: the runs the newest supersedes."""
+    running = await secret_run(store, "skip")
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0)] == [running]
+    skipped = await secret_run(store, "skip")
+    assert await store.claim("n1", 5, LEASE, T0 + 1) == []
+    assert await status(store, skipped) == "skipped"
+    assert await kept(store, skipped) == SCRUBBED
+    assert await kept(store, running) == (["deploy", SECRET, "--env", "prod"], SECRET)
+    await finish(store, running, at=T0 + 2)
+
+    first = await secret_run(store, "coalesce")
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 2)] == [first]
+    older, newest = await secret_run(store, "coalesce"), await secret_run(store, "coalesce")
+    await finish(store, first, at=T0 + 3)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 4)] == [newest]
+    assert await status(store, older) == "skipped"
+    assert await kept(store, older) == SCRUBBED
+    assert await kept(store, first) == SCRUBBED
+
+
+async def test_a_run_canceled_instead_of_its_retry_keeps_no_value_rendered_from_a_secret(
+        store: Store) -> None:
+    run = await secret_run(store, attempts=3)
+    await store.claim("n1", 5, LEASE, T0)
+    assert await store.request_cancel(run, T0 + 1) == "running"
+    await finish(store, run, outcome="failed", retry_at=T0 + 6)
+    assert await status(store, run) == "canceled"
+    assert await kept(store, run) == SCRUBBED

@@ -32,9 +32,23 @@ def queries(backend: str) -> dict[str, str]:
 
 
 def statements(script: str) -> list[str]:
-    """Split a migration into statements (no triggers or string literals holding `;`)."""
+    """Split a migration into statements at `;`, except inside a `$$`-quoted function body
+    (no string literal may hold a `;`)."""
     lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    found, current = [], ""
+    # Between the `$$` marks (odd pieces) a `;` is the function's own.
+    for i, piece in enumerate("\n".join(lines).split("$$")):
+        if i % 2:
+            current += f"$${piece}$$"
+            continue
+        first, *rest = piece.split(";")
+        current += first
+        if rest:
+            found.append(current)
+            *middle, current = rest
+            found.extend(middle)
+    found.append(current)
+    return [s.strip() for s in found if s.strip()]
 
 
 def newer_schema(backend: str, applied: set[int]) -> str | None:

@@ -82,13 +82,17 @@ WHERE r.status = 'running' AND r.concurrency_key = ANY(%(keys)s) ORDER BY r.seq;
 
 -- name: skip_run
 UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(superseded_by)s,
-                finished_at = %(now)s
+                finished_at = %(now)s,
+                spec = hookrunner_ended_spec(spec),
+                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = %(id)s AND status = 'queued';
 
 -- name: supersede_waiting
 -- A replace/coalesce key's older runs waiting for a retry (concurrency.Decision.supersede).
 UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(id)s,
-                finished_at = %(now)s
+                finished_at = %(now)s,
+                spec = hookrunner_ended_spec(spec),
+                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE status = 'queued' AND concurrency_key = %(key)s AND seq < %(seq)s
   AND next_attempt_at > %(now)s;
 
@@ -128,7 +132,9 @@ WHERE run_id = %(run_id)s AND node = %(node)s AND status = 'running'
 UPDATE runs SET status = %(outcome)s, exit_code = %(exit_code)s, reason = %(reason)s,
                 outputs = %(outputs)s::jsonb, finished_at = %(finished_at)s, lease_expires = NULL,
                 -- replaced (see flag_cancel) only if the cancel is how it ended
-                superseded_by = CASE WHEN %(outcome)s = 'canceled' THEN superseded_by END
+                superseded_by = CASE WHEN %(outcome)s = 'canceled' THEN superseded_by END,
+                spec = hookrunner_ended_spec(spec),
+                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s
   AND attempt = COALESCE(%(attempt)s::integer, attempt);
 
@@ -144,7 +150,9 @@ WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s
 UPDATE runs SET status = 'canceled', exit_code = %(exit_code)s, outputs = %(outputs)s::jsonb,
                 finished_at = %(finished_at)s, lease_expires = NULL,
                 reason = CASE WHEN superseded_by IS NULL THEN %(cancel_reason)s
-                              ELSE 'canceled: replaced by run ' || superseded_by END
+                              ELSE 'canceled: replaced by run ' || superseded_by END,
+                spec = hookrunner_ended_spec(spec),
+                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s AND cancel_requested
   AND attempt = COALESCE(%(attempt)s::integer, attempt);
 
@@ -158,7 +166,9 @@ WHERE r.status = 'running' AND r.lease_owner = %(node)s ORDER BY r.seq;
 
 -- name: cancel_queued
 UPDATE runs SET status = 'canceled',
-    reason = CASE WHEN attempt > 0 THEN %(retry_reason)s ELSE %(reason)s END, finished_at = %(now)s
+    reason = CASE WHEN attempt > 0 THEN %(retry_reason)s ELSE %(reason)s END, finished_at = %(now)s,
+                spec = hookrunner_ended_spec(spec),
+                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = %(id)s AND status = 'queued';
 
 -- name: run_status
