@@ -9,7 +9,7 @@ and retry). Standard library only, so it runs without the venv.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_PORT = 8099
@@ -34,7 +34,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_PORT
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("port", nargs="?", type=int, default=DEFAULT_PORT,
+                        help=f"port to listen on, on 127.0.0.1 (default {DEFAULT_PORT})")
+    port = parser.parse_args().port
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     print(f"listening on http://127.0.0.1:{server.server_port}/", flush=True)
     try:

@@ -152,6 +152,9 @@ _queue_full_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # deliveries refused while the store is down (a full disk: a line per request before).
 _store_down_log = Throttled("delivery.store_unavailable", logging.ERROR, per="hook")
 _rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+# A body refused for its size, and one refused for what it holds (the line says the last
+# one's reason): apart, so that one kind never hides the other under its reason.
+_too_large_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 _body_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # Refused while no rules are loaded: one line a second in all (a hook id is the client's here).
 _no_rules_log = Throttled("delivery.no_rules", logging.ERROR)
@@ -298,7 +301,7 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
         body = await read_body(receive, admitted.headers.get("content-length"), hook.max_body)
     except TooLarge:
         gw.metrics.deliveries.labels(hook_id, "rejected_too_large").inc()
-        _body_refused_log(hook=hook_id, reason="body too large", client=admitted.ip)
+        _too_large_log(hook=hook_id, reason="body too large", client=admitted.ip)
         return error(413, f"body larger than {hook.max_body} bytes")
     return await accept_body(scope, admitted, body, gw, hook_id, receive)
 

@@ -39,6 +39,13 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_the_receiver_explains_itself() -> None:
+    """`--help` prints its usage (it crashed, reading `--help` as the port)."""
+    done = subprocess.run([sys.executable, str(REPO / "examples/scripts/notify-receiver.py"),
+                           "--help"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "usage:" in done.stdout and "[port]" in done.stdout, done
+
+
 @pytest.fixture(scope="module")
 def receiver(root: Path) -> Iterator[tuple[str, Path]]:
     """The shipped examples/scripts/notify-receiver.py on a free port: (url, its output file)."""

@@ -259,10 +259,18 @@ rules:
     bad = httpx.post(f"{server.url}/hooks/h", content=b'{"kind":', timeout=30,
                      headers={"Content-Type": "application/json"})
     assert bad.status_code == 400
+    xml = httpx.post(f"{server.url}/hooks/h", content=b"<a/>", timeout=30,
+                     headers={"Content-Type": "application/xml"})
+    assert xml.status_code == 415
     big = httpx.post(f"{server.url}/hooks/h", content=b"x" * 500, timeout=30,
                      headers={"Content-Type": "application/json"})
     assert big.status_code == 413
-    time.sleep(1.1)  # one line a second per hook: the second refusal's line comes after it
+    time.sleep(1.5)  # one line a second per hook: the held-back refusal's line comes after it
+    # A body too large and one that does not parse are counted apart: neither is said
+    # under the other's reason.
+    rejected = [x for x in server.output().splitlines() if "delivery.rejected" in x]
+    assert any("unsupported content type" in x for x in rejected), rejected
+    assert any("body too large" in x and "count=1 " in x for x in rejected), rejected
     bad = httpx.post(f"{server.url}/hooks/h", content=b'{"kind":', timeout=30,
                      headers={"Content-Type": "application/json"})
     out = server.output()

@@ -117,6 +117,10 @@ def from_env(name: Any, env: Mapping[str, str], where: str) -> str:
     if not found:
         raise ActionError(f"http: {where}: {name} is not set in the action's environment "
                           f"(serve --pass-env {name})")
+    try:  # bytes that are not UTF-8 reach Python as lone surrogates: not sendable
+        found.encode()
+    except UnicodeEncodeError:
+        raise ActionError(f"http: {where}: {name} is not valid UTF-8") from None
     return found
 
 

@@ -97,6 +97,22 @@ async def test_a_url_kept_in_the_environment_is_logged_without_its_path(harness,
     assert "s3cret" not in log
 
 
+async def test_an_environment_value_that_is_not_utf8_fails_the_run_plainly(
+        harness, server: str) -> None:
+    """Bytes that are not UTF-8 (an env file's) reach Python as lone surrogates: a plain
+    failure naming the variable, not an internal error with a traceback, and nothing sent."""
+    ctx = harness.ctx()
+    ctx = dataclasses.replace(ctx, env={**ctx.env, "API_TOKEN": "tok\udcff\udcfe-s3cret",
+                                        "NOTIFY_URL": f"{server}/ok\udcff"})
+    header = HTTP.normalize({"url": f"{server}/ok", "headers": {"X-K": {"env": "API_TOKEN"}}})
+    with pytest.raises(ActionError, match=r"^http: header X-K: API_TOKEN is not valid UTF-8$"):
+        await HTTP.run(header, ctx)
+    url = HTTP.normalize({"url": {"env": "NOTIFY_URL"}})
+    with pytest.raises(ActionError, match=r"^http: url: NOTIFY_URL is not valid UTF-8$"):
+        await HTTP.run(url, ctx)
+    assert Handler.seen == []
+
+
 async def test_body_is_sent_as_is(harness, server: str) -> None:
     result = await HTTP.run({"url": f"{server}/ok", "method": "PUT", "body": "plain text"}, harness.ctx())
     assert result.outcome == "succeeded"
