@@ -551,6 +551,11 @@ async def cancel(settings: Settings, run_id: str) -> int:
           and before.lease_expires < time.time()):
         outcome = (f"cancel requested (its node {before.lease_owner} has stopped renewing its "
                    "lease: the node that takes the run over ends it, and it is not run again)")
+    elif status == "running" and before is not None and before.lease_owner:
+        # From here it cannot tell a live node from one that died within its lease.
+        outcome = (f"cancel requested (running on node {before.lease_owner}, which stops it "
+                   "within a second; if that node is down, the node that takes the run over "
+                   "when its lease expires ends it, and it is not run again)")
     print(f"{run_id}: {outcome}")
     return EXIT_OK
 

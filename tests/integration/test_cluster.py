@@ -337,7 +337,9 @@ def test_cli_runs_replay_and_cancel_work_against_the_cluster(nodes: Nodes, proje
                               timeout=60)
 
     canceled = run("cancel", run_id)
-    assert canceled.returncode == 0 and f"{run_id}: cancel requested (running;" in canceled.stdout
+    assert canceled.returncode == 0, canceled.stderr
+    assert f"{run_id}: cancel requested (running on node " in canceled.stdout, canceled.stdout
+    assert "if that node is down, the node that takes the run over" in canceled.stdout
     final = wait_terminal(nodes.db, [run_id], timeout=15)
     assert final[run_id] == "canceled"
 
