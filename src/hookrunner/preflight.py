@@ -4,6 +4,7 @@ server that cannot start as configured (exit 3)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import ssl
@@ -121,6 +122,9 @@ def listen(host: str, port: int) -> list[socket.socket]:
                     and socket.has_dualstack_ipv6())
             except OSError as exc:
                 why = os.strerror(exc.errno) if exc.errno else str(exc)
+                if exc.errno == errno.EADDRINUSE:
+                    why += (" (another process listens there: stop it, or choose another "
+                            "port with --port or HOOKRUNNER_PORT)")
                 raise StartupRefused(f"cannot listen on {host}:{chosen}: {why}") from None
             sock.set_inheritable(True)
             sockets.append(sock)

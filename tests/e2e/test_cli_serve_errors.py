@@ -177,7 +177,8 @@ def test_a_port_in_use_stops_the_start_before_it_is_announced(project: Path) -> 
         port = s.getsockname()[1]
         done = subprocess.run([*CLI, "serve", "--port", str(port)], cwd=project, env=_env(),
                               capture_output=True, text=True, timeout=60)
-    one_line(done, 3, "server.refused", f"cannot listen on 127.0.0.1:{port}: Address already in use")
+    one_line(done, 3, "server.refused", f"cannot listen on 127.0.0.1:{port}: Address already in use",
+             "choose another port with --port or HOOKRUNNER_PORT")
 
 
 @pytest.fixture
