@@ -10,7 +10,7 @@ import pwd
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -242,9 +242,22 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     if mode != "test":
         print(format_explain(results))
         return EXIT_OK
-    report = dry_run_report(results, scope)
+    report = dry_run_report(results, scope, _refusal(settings))
     print(report.text)
     return EXIT_FAIL if report.unrenderable else EXIT_OK
+
+
+def _refusal(settings: Settings) -> Callable[[str, Mapping[str, Any]], str | None]:
+    """What the server's runner would refuse of a rendered action, against --root."""
+    from hookrunner.actions import RUNNERS
+
+    root = Path(settings.root).resolve()
+
+    def refusal(kind: str, rendered: Mapping[str, Any]) -> str | None:
+        runner = RUNNERS.get(kind)
+        return runner.refusal(rendered, root) if runner is not None else None
+
+    return refusal
 
 
 async def explain_delivery(settings: Settings, delivery_id: str) -> int:

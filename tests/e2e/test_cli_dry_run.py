@@ -327,3 +327,54 @@ def test_test_shows_the_arguments_the_process_gets(tmp_path: Path) -> None:
     assert done.returncode == 0 and "1 of 1 rule(s) match" in done.stdout, done.stdout
     for line in ("- 'null'", """- '{"a": 1}'""", """- '["a", "b"]'""", """OBJ: '{"a": 1}'"""):
         assert line in done.stdout, done.stdout
+
+
+REFUSED_RULES = """
+hooks:
+  ops:
+    verify: none
+rules:
+  - name: outside
+    hook: ops
+    run:
+      shell: {argv: ["scripts/touch.sh", "x"], cwd: "{{ payload.dir }}"}
+  - name: limit
+    hook: ops
+    run:
+      ansible: {playbook: scale_up.yml, limit: "{{ payload.hosts }}"}
+  - name: workspace
+    hook: ops
+    run:
+      terraform: {dir: tf, command: apply, workspace: "{{ payload.env }}"}
+  - name: header
+    hook: ops
+    run:
+      http: {url: "TARGET/notify", headers: {X-Env: "{{ payload.env }}"}}
+  - name: fine
+    hook: ops
+    run:
+      http: {url: {env: NOTIFY_URL}, headers: {Authorization: {env: CI_TOKEN}}}
+"""
+
+
+def test_test_says_which_actions_the_server_would_refuse_and_exits_1(
+        project: Path, target: str) -> None:
+    """A path outside --root, a limit naming a file, a bad workspace name, a header with a
+    line break: rendered fine, but the server's runner refuses each before starting it; the
+    dry run says so with the runner's own reason. `{env: ...}` values are not read (the
+    CLI's environment is not the server's), so they are no refusal."""
+    (project / "rules" / "ops.yaml").write_text(REFUSED_RULES.replace("TARGET", target))
+    payload = write_payload(project / "p.json",
+                            {"dir": "../", "hosts": "@/etc/passwd", "env": "a\nb"})
+    done = hookrunner("test", "--hook", "ops", "--payload", payload, cwd=project,
+                      env=demo_environ())
+    assert done.returncode == 1, done.stderr
+    sections = {s.split("  ", 1)[0]: s for s in done.stdout.split("\n\n")[1:]}
+    refused = "    ! the server would refuse to run it: "
+    assert f"{refused}path '../' is outside --root" in sections["✓ outside"], done.stdout
+    assert f"{refused}ansible: limit names a file" in sections["✓ limit"], done.stdout
+    assert f"{refused}terraform: invalid workspace name 'a\\nb'" in sections["✓ workspace"]
+    assert (f"{refused}http: header X-Env holds a line break or another control character"
+            in sections["✓ header"]), done.stdout
+    assert "!" not in sections["✓ fine"], done.stdout
+    assert Counter.hits == []

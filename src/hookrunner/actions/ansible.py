@@ -106,6 +106,32 @@ def host_pattern(limit: Any) -> str | None:
     return pattern
 
 
+@dataclass(frozen=True)
+class _Placed:
+    playbook: Path
+    inventory: Path | None
+    limit: str | None
+    tags: list[str]
+    missing: str  # why the play cannot start for want of a file ("" when all are there)
+
+
+def _placed(rendered: Mapping[str, Any], root: Path) -> _Placed:
+    """The play's files under `root` and its host pattern and tags; ActionError for what may
+    not be named (a path outside root, a limit naming a file)."""
+    playbook = confine(root, stringify(rendered.get("playbook")), base=PLAYBOOK_DIR)
+    inventory = rendered.get("inventory")
+    inventory_path = confine(root, stringify(inventory)) if inventory else None
+    limit, tags = host_pattern(rendered.get("limit")), tag_list(rendered.get("tags"))
+    missing = ""
+    if not playbook.is_file():
+        missing = f"playbook not found: {PLAYBOOK_DIR}/{rendered.get('playbook')}"
+    elif inventory_path is not None and not inventory_path.exists():
+        # ansible-runner would take the text as an inline host list, a host of that name.
+        missing = (f"inventory not found: {inventory} (a file or directory under --root; "
+                   "inline host lists are not supported)")
+    return _Placed(playbook, inventory_path, limit, tags, missing)
+
+
 def tag_list(tags: Any) -> list[str]:
     """`tags` items, where a templated item may render to a list of tags."""
     out: list[str] = []
@@ -233,19 +259,19 @@ class AnsibleRunner:
     def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
         return None
 
+    def refusal(self, rendered: Mapping[str, Any], root: Path) -> str | None:
+        try:
+            return _placed(rendered, root).missing or None
+        except ActionError as exc:
+            return str(exc)
+
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
-        playbook = confine(ctx.root, stringify(rendered.get("playbook")), base=PLAYBOOK_DIR)
-        inventory = rendered.get("inventory")
-        inventory_path = confine(ctx.root, stringify(inventory)) if inventory else None
-        limit, tags = host_pattern(rendered.get("limit")), tag_list(rendered.get("tags"))
-        reason = ""
-        if not playbook.is_file():
-            reason = f"playbook not found: {PLAYBOOK_DIR}/{rendered.get('playbook')}"
-        elif inventory_path is not None and not inventory_path.exists():
-            # ansible-runner would take the text as an inline host list, a host of that name.
-            reason = (f"inventory not found: {inventory} (a file or directory under --root; "
-                      "inline host lists are not supported)")
-        elif any(deeper_than(v, MAX_VARS_DEPTH) for v in (ctx.payload, rendered.get("extravars"))):
+        placed = _placed(rendered, ctx.root)
+        playbook, inventory_path = placed.playbook, placed.inventory
+        limit, tags = placed.limit, placed.tags
+        reason = placed.missing
+        if not reason and any(deeper_than(v, MAX_VARS_DEPTH)
+                              for v in (ctx.payload, rendered.get("extravars"))):
             # Ansible's YAML reader gave up at ~300 levels (exit 4), and the vars file's
             # writer here at ~480 (a RecursionError: an internal error, a long traceback).
             reason = (f"the payload or extravars are nested more than {MAX_VARS_DEPTH} levels "

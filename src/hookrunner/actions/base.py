@@ -73,6 +73,13 @@ class Runner(Protocol):
         """Whether `run` reads `ctx.raw_body` / `ctx.payload`; only then are they loaded."""
         ...
 
+    def refusal(self, rendered: Mapping[str, Any], root: Path) -> str | None:
+        """Why `run` would refuse this spec before starting anything (a path outside root, a
+        bad name, a header with a line break), from the spec and the files under `root`
+        alone; None where it would start. `hookrunner test` says it; `run` makes the same
+        checks. The server's environment is not consulted (the CLI's is not the server's)."""
+        ...
+
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
         """Execute; raise ActionError for a spec that may not run (path outside root, ...)."""
         ...

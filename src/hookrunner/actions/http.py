@@ -154,28 +154,16 @@ class HttpRunner:
     def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
         return None
 
+    def refusal(self, rendered: Mapping[str, Any], root: Path) -> str | None:
+        try:
+            _prepare(rendered, _UNREAD_ENV)
+            trust(rendered.get("ca"), root)
+        except ActionError as exc:
+            return str(exc)
+        return None
+
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
-        url = resolve_url(rendered, ctx.env)
-        shown = (f"{log_url(url, path=False)} (${rendered[URL_ENV]})" if URL_ENV in rendered
-                 else log_url(url))
-        if not url.isprintable():  # the shown form would hide what is wrong with it
-            raise ActionError("http: the URL holds a line break or another control character")
-        if not _valid(url):
-            raise ActionError(f"http: not an http(s) URL: {shown}")
-        method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()
-        # Values as UTF-8 (a payload's `é` is no reason to fail); CR/LF is still refused.
-        headers = {k: stringify(v).encode() for k, v in (rendered.get("headers") or {}).items()}
-        headers.update({k: from_env(v, ctx.env, f"header {k}").encode()
-                        for k, v in (rendered.get(HEADERS_ENV) or {}).items()})
-        headers = {name: _header_value(name, value) for name, value in headers.items()}
-        if urlsplit(url).username is not None and any(
-                name.lower() == "authorization" for name in headers):
-            raise ActionError(CREDENTIALS_TWICE)
-        kwargs: dict[str, Any] = {"headers": headers}
-        if "json" in rendered:
-            kwargs["json"] = rendered["json"]
-        elif "body" in rendered:
-            kwargs["content"] = stringify(rendered["body"]).encode()
+        method, url, shown, kwargs = _prepare(rendered, ctx.env)
         ctx.log.note(f"{method} {shown}")
 
         loop = asyncio.get_running_loop()
@@ -203,6 +191,45 @@ class HttpRunner:
                 return _by_status(answered[0])
             return stopped(ctx)
         return request.result()
+
+
+def _prepare(rendered: Mapping[str, Any], env: Mapping[str, str]
+             ) -> tuple[str, str, str, dict[str, Any]]:
+    """The method, URL, URL as logged, and httpx's arguments; ActionError for a request
+    that may not be sent."""
+    url = resolve_url(rendered, env)
+    shown = (f"{log_url(url, path=False)} (${rendered[URL_ENV]})" if URL_ENV in rendered
+             else log_url(url))
+    if not url.isprintable():  # the shown form would hide what is wrong with it
+        raise ActionError("http: the URL holds a line break or another control character")
+    if not _valid(url):
+        raise ActionError(f"http: not an http(s) URL: {shown}")
+    method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()
+    # Values as UTF-8 (a payload's `é` is no reason to fail); CR/LF is still refused.
+    headers = {k: stringify(v).encode() for k, v in (rendered.get("headers") or {}).items()}
+    headers.update({k: from_env(v, env, f"header {k}").encode()
+                    for k, v in (rendered.get(HEADERS_ENV) or {}).items()})
+    headers = {name: _header_value(name, value) for name, value in headers.items()}
+    if urlsplit(url).username is not None and any(
+            name.lower() == "authorization" for name in headers):
+        raise ActionError(CREDENTIALS_TWICE)
+    kwargs: dict[str, Any] = {"headers": headers}
+    if "json" in rendered:
+        kwargs["json"] = rendered["json"]
+    elif "body" in rendered:
+        kwargs["content"] = stringify(rendered["body"]).encode()
+    return method, url, shown, kwargs
+
+
+class _UnreadEnv(dict[str, str]):
+    """What a dry run reads for `{env: NAME}`: a plain stand-in (an http URL, a header value
+    without credentials), since the CLI's environment is not the server's."""
+
+    def get(self, key: str, default: Any = None) -> str:
+        return "https://env.invalid/"
+
+
+_UNREAD_ENV = _UnreadEnv()
 
 
 # What httpx's errors without a message mean (a reset connection says only "ReadError").

@@ -311,7 +311,7 @@ class _Child:
     @classmethod
     async def start(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str],
                     with_stdin: bool) -> _Child:
-        _check_strings(argv, env)
+        check_strings(argv, env)
         read_end, write_end = os.pipe()
         child_in, our_in = os.pipe() if with_stdin else (_devnull(), None)
         popen: subprocess.Popen[bytes] | None = None
@@ -445,7 +445,7 @@ class _Child:
             self._stdin_fd = None
 
 
-def _check_strings(argv: Sequence[str], env: Mapping[str, str]) -> None:
+def check_strings(argv: Sequence[str], env: Mapping[str, str]) -> None:
     """What no process can be given, as the run's reason (a template can render a NUL:
     `'%c' % 0`); the value is not quoted, as it may be a secret."""
     for i, arg in enumerate(argv):

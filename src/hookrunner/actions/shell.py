@@ -6,6 +6,7 @@ argument whatever it contains (`; rm -rf /`, `$(id)`, newlines, a leading `-`).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -18,7 +19,7 @@ from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.environment import ID_KEYS, ID_PREFIX
 from hookrunner.actions.paths import confine
-from hookrunner.actions.process import run_process
+from hookrunner.actions.process import check_strings, run_process
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
 
@@ -129,6 +130,14 @@ class ShellRunner:
         return rendered.get("stdin") == "payload"
 
     def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
+        return None
+
+    def refusal(self, rendered: Mapping[str, Any], root: Path) -> str | None:
+        try:
+            inv = build_invocation(rendered, root=root, base_env={"PATH": os.defpath})
+            check_strings(inv.argv, inv.env)
+        except ActionError as exc:
+            return str(exc)
         return None
 
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:

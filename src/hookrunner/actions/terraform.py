@@ -214,17 +214,15 @@ class TerraformRunner:
     def implicit_concurrency_key(self, rendered: Mapping[str, Any]) -> str | None:
         return concurrency_key(rendered)
 
+    def refusal(self, rendered: Mapping[str, Any], root: Path) -> str | None:
+        try:
+            _target(rendered, root)
+        except ActionError as exc:
+            return str(exc)
+        return None
+
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
-        command = stringify(rendered.get("command"))
-        if command not in COMMANDS:
-            raise ActionError(f"terraform: unknown command {command!r}")
-        workdir = confine(ctx.root, stringify(rendered.get("dir")))
-        if not workdir.is_dir():
-            raise ActionError(f"terraform: dir {rendered.get('dir')!r} is not a directory")
-        workspace = stringify(rendered.get("workspace") or DEFAULT_WORKSPACE)
-        if not WORKSPACE_NAME.fullmatch(workspace):
-            raise ActionError(f"terraform: invalid workspace name {workspace!r}")
-        var_files = [confine(ctx.root, stringify(f)) for f in rendered.get("var_files") or []]
+        command, workdir, workspace, var_files = _target(rendered, ctx.root)
         env = build_env(ctx.env, rendered.get("vars") or {}, workspace)
         binary_name = stringify(rendered.get("binary") or DEFAULT_BINARY)
         binary = shutil.which(binary_name, path=env.get("PATH", ""))
@@ -441,3 +439,19 @@ def _failed_step(result: RunResult, step: str, errors: list[str] | None = None) 
 
 
 register(TerraformRunner())
+
+
+def _target(rendered: Mapping[str, Any], root: Path) -> tuple[str, Path, str, list[Path]]:
+    """The command, its dir and var files under `root`, and the workspace; ActionError for
+    what may not run."""
+    command = stringify(rendered.get("command"))
+    if command not in COMMANDS:
+        raise ActionError(f"terraform: unknown command {command!r}")
+    workdir = confine(root, stringify(rendered.get("dir")))
+    if not workdir.is_dir():
+        raise ActionError(f"terraform: dir {rendered.get('dir')!r} is not a directory")
+    workspace = stringify(rendered.get("workspace") or DEFAULT_WORKSPACE)
+    if not WORKSPACE_NAME.fullmatch(workspace):
+        raise ActionError(f"terraform: invalid workspace name {workspace!r}")
+    var_files = [confine(root, stringify(f)) for f in rendered.get("var_files") or []]
+    return command, workdir, workspace, var_files

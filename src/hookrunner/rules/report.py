@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,12 +70,15 @@ def _header(r: RuleResult) -> str:
 
 
 UNRENDERABLE = "the action cannot be rendered"
+REFUSED = "the server would refuse to run it"
+# Why a rendered action would be refused before it starts (actions.base.Runner.refusal).
+Refusal = Callable[[str, Mapping[str, Any]], "str | None"]
 
 
 @dataclass(frozen=True)
 class DryRunReport:
     text: str
-    unrenderable: int  # matching rules whose action cannot be rendered for this payload
+    unrenderable: int  # matching rules whose action cannot be rendered, or would be refused
 
 
 def format_test(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> str:
@@ -83,7 +86,8 @@ def format_test(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> str:
     return dry_run_report(results, scope).text
 
 
-def dry_run_report(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> DryRunReport:
+def dry_run_report(results: Sequence[RuleResult], scope: Mapping[str, Any],
+                   refusal: Refusal | None = None) -> DryRunReport:
     if not results:
         return DryRunReport("no rules for this hook", 0)
     matched = [r for r in results if r.matched]
@@ -105,6 +109,10 @@ def dry_run_report(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> D
             continue
         lines.append(f"    run: {rule.action_kind}")
         lines += _dump(_as_run(rule.action_kind, action), "      ")
+        refused = refusal(rule.action_kind, action) if refusal is not None else None
+        if refused:
+            lines.append(f"    {ERR} {REFUSED}: {refused}")
+            failed += 1
         if key is not None:
             policy = rule.concurrency.policy if rule.concurrency is not None else "queue"
             lines.append(f"    concurrency: {key!r} ({policy})")
