@@ -23,7 +23,7 @@ from hookrunner.errors import StoreUnavailable, TemplateError, VerifyError
 from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
 from hookrunner.logs import Throttled, event
-from hookrunner.payload import PayloadError, as_storable, parse_body, unstorable
+from hookrunner.payload import PayloadError, as_storable, form_json_hint, parse_body, unstorable
 from hookrunner.ratelimit import retry_after
 from hookrunner.rawhttp import (
     Answer,
@@ -167,13 +167,16 @@ _condition_error_log = Throttled("rule.condition_error", logging.WARNING, every=
 
 
 def report_condition_errors(gw: Gateway, matches: list[dict[str, Any]], delivery_id: str,
-                            hook_id: str | None = None) -> None:
-    """A `when` with a typo never matches: say so (log, metric), for a delivery or a replay."""
+                            hook_id: str | None = None, payload: Any = None,
+                            content_type: str | None = None) -> None:
+    """A `when` with a typo never matches: say so (log, metric), for a delivery or a replay;
+    with a hint where the body was JSON sent as a form (payload.form_json_hint)."""
     for explained in matches:
         if explained.get("error") is not None:
             gw.metrics.condition_errors.labels(explained["rule"]).inc()
             _condition_error_log(rule=explained["rule"], hook=hook_id, delivery_id=delivery_id,
-                                 error=explained["error"])
+                                 error=explained["error"],
+                                 hint=form_json_hint(payload, content_type))
 
 
 def _queue_full(gw: Gateway, hook_id: str) -> Answer:
@@ -387,7 +390,8 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         return waited or Answer(200, dup)
 
     m.labels(hook_id, "accepted").inc()
-    report_condition_errors(gw, matches, delivery_id, hook_id)  # only a delivery now stored
+    report_condition_errors(gw, matches, delivery_id, hook_id,  # only a delivery now stored
+                            payload, headers.get("content-type"))
     event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=event_type,
           sender_id=delivery.dedup_key, runs=",".join(f"{r.rule}={r.id}" for r in runs) or "-")
     answer: dict[str, Any] = {

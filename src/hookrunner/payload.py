@@ -191,3 +191,17 @@ def _parse(text: str, content_type: str | None) -> tuple[str, Any]:
     if media in ("", "application/json", "text/json", "text/plain") or media.endswith("+json"):
         return "json", _json(text)
     raise PayloadError(415, f"unsupported content type {media!r}; send JSON or form fields")
+
+
+FORM_JSON_HINT = ("the body was read as form fields (Content-Type: " + FORM + ", what `curl -d` "
+                  "sends) and its one field's name is JSON: send it with "
+                  "-H 'Content-Type: application/json'")
+
+
+def form_json_hint(payload: Any, content_type: str | None) -> str | None:
+    """A hint for the commonest first-try mistake: JSON posted as a form (`curl -d '{...}'`
+    without a Content-Type), whose payload is then `{"{...}": ""}` and matches no rule."""
+    if _media_type(content_type) != FORM or not isinstance(payload, dict) or len(payload) != 1:
+        return None
+    ((name, value),) = payload.items()
+    return FORM_JSON_HINT if value == "" and name.lstrip()[:1] in ("{", "[") else None

@@ -358,3 +358,25 @@ def test_requests_to_an_unknown_hook_are_logged_and_counted(
     assert "hookrunner_unknown_hook_requests_total 3.0" in httpx.get(server.url + "/metrics").text
     _until(lambda: any("delivery.rejected" in x and "hook=old-name" in x
                        and 'reason="unknown hook"' in x for x in server.output().splitlines()))
+
+
+def test_json_sent_as_a_form_is_named_in_the_condition_error(
+        make_server: Callable[..., Server]) -> None:
+    """`curl -d '{...}'` without a Content-Type posts a form whose one field's name is the
+    JSON: the rule cannot match, and its condition error says why and what to send."""
+    rules = """
+hooks: {monitoring: {verify: {none: {}}}}
+rules:
+  - name: scale
+    hook: monitoring
+    when: payload.monitoring_status == "overloaded"
+    run: {shell: {argv: ["true"]}}
+"""
+    server = make_server(rules)
+    answer = httpx.post(f"{server.url}/hooks/monitoring", timeout=30,
+                        content=b'{"monitoring_status": "overloaded"}',
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 202 and answer.json()["runs"] == []
+    _until(lambda: "rule.condition_error" in server.output(), 10)
+    line = next(x for x in server.output().splitlines() if "rule.condition_error" in x)
+    assert "hint=" in line and "-H 'Content-Type: application/json'" in line, line

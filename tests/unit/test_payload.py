@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hookrunner.payload import FORM, PayloadError, deeper_than, parse_body
+from hookrunner.payload import FORM, FORM_JSON_HINT, PayloadError, deeper_than, form_json_hint, parse_body
 
 
 @pytest.mark.parametrize(
@@ -178,3 +178,17 @@ def test_a_bad_number_is_not_quoted_back_whole() -> None:
 @pytest.mark.parametrize("body", [b"\xef\xbb\xbf", b"\xef\xbb\xbf \r\n", b" \t"])
 def test_only_a_byte_order_mark_is_an_empty_body(body: bytes) -> None:
     assert parse_body(body, "application/json") == {}
+
+
+@pytest.mark.parametrize(("payload", "content_type", "hinted"), [
+    ({'{"a": 1}': ""}, "application/x-www-form-urlencoded", True),
+    ({' [1, 2]': ""}, "application/x-www-form-urlencoded; charset=utf-8", True),
+    ({'{"a": 1}': "x"}, "application/x-www-form-urlencoded", False),  # a real field
+    ({"a": "", "b": ""}, "application/x-www-form-urlencoded", False),
+    ({"name": ""}, "application/x-www-form-urlencoded", False),
+    ({'{"a": 1}': ""}, "application/json", False),
+    ({'{"a": 1}': ""}, None, False),
+])
+def test_json_posted_as_a_form_gets_a_hint(payload: Any, content_type: str | None,
+                                          hinted: bool) -> None:
+    assert (form_json_hint(payload, content_type) == FORM_JSON_HINT) is hinted
