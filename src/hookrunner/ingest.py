@@ -167,7 +167,7 @@ _condition_error_log = Throttled("rule.condition_error", logging.WARNING, every=
 
 
 def report_condition_errors(gw: Gateway, matches: list[dict[str, Any]], delivery_id: str,
-                            hook_id: str | None = None, payload: Any = None,
+                            hook_id: str | None = None, body: bytes = b"",
                             content_type: str | None = None) -> None:
     """A `when` with a typo never matches: say so (log, metric), for a delivery or a replay;
     with a hint where the body was JSON sent as a form (payload.form_json_hint)."""
@@ -176,7 +176,7 @@ def report_condition_errors(gw: Gateway, matches: list[dict[str, Any]], delivery
             gw.metrics.condition_errors.labels(explained["rule"]).inc()
             _condition_error_log(rule=explained["rule"], hook=hook_id, delivery_id=delivery_id,
                                  error=explained["error"],
-                                 hint=form_json_hint(payload, content_type))
+                                 hint=form_json_hint(body, content_type))
 
 
 def _queue_full(gw: Gateway, hook_id: str) -> Answer:
@@ -391,7 +391,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
 
     m.labels(hook_id, "accepted").inc()
     report_condition_errors(gw, matches, delivery_id, hook_id,  # only a delivery now stored
-                            payload, headers.get("content-type"))
+                            body, headers.get("content-type"))
     event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=event_type,
           sender_id=delivery.dedup_key, runs=",".join(f"{r.rule}={r.id}" for r in runs) or "-")
     answer: dict[str, Any] = {

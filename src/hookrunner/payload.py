@@ -194,14 +194,13 @@ def _parse(text: str, content_type: str | None) -> tuple[str, Any]:
 
 
 FORM_JSON_HINT = ("the body was read as form fields (Content-Type: " + FORM + ", what `curl -d` "
-                  "sends) and its one field's name is JSON: send it with "
-                  "-H 'Content-Type: application/json'")
+                  "sends), but it is JSON: send it with -H 'Content-Type: application/json'")
 
 
-def form_json_hint(payload: Any, content_type: str | None) -> str | None:
+def form_json_hint(body: bytes, content_type: str | None) -> str | None:
     """A hint for the commonest first-try mistake: JSON posted as a form (`curl -d '{...}'`
-    without a Content-Type), whose payload is then `{"{...}": ""}` and matches no rule."""
-    if _media_type(content_type) != FORM or not isinstance(payload, dict) or len(payload) != 1:
+    without a Content-Type), whose payload is then `{"{...}": ""}` (or split at its `&`s and
+    `=`s) and matches no rule. No form a sender makes starts with `{` or `[`."""
+    if _media_type(content_type) != FORM or body.lstrip()[:1] not in (b"{", b"["):
         return None
-    ((name, value),) = payload.items()
-    return FORM_JSON_HINT if value == "" and name.lstrip()[:1] in ("{", "[") else None
+    return FORM_JSON_HINT

@@ -20,6 +20,7 @@ header or query value is stored without it (templating.request_keys, rules.match
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -226,9 +227,11 @@ def redact_url(text: str) -> str:
 
 def ended_spec(spec: Any) -> Any:
     """`spec` with the values at its HIDDEN_PATHS replaced by REDACTED (in place; returned)."""
-    if isinstance(spec, dict):
-        for path in spec.get(HIDDEN_PATHS) or ():
-            _hide_at(spec, path)
+    paths = spec.get(HIDDEN_PATHS) if isinstance(spec, dict) else None
+    if isinstance(paths, list):
+        for path in paths:
+            with contextlib.suppress(Exception):  # a path of a shape no template makes
+                _hide_at(spec, path)
     return spec
 
 
@@ -237,20 +240,21 @@ def ended_spec_text(text: Any) -> Any:
     if not isinstance(text, str) or f'"{HIDDEN_PATHS}"' not in text:
         return text  # most runs: nothing to do, and no parse
     try:
-        spec = json.loads(text)
-    except ValueError:
+        return json.dumps(ended_spec(json.loads(text)), separators=(",", ":"))
+    except Exception:  # never fail the statement that ends the run
         return text
-    return json.dumps(ended_spec(spec), separators=(",", ":"))
+
+
+# How the stored spec (compact JSON: store._rows.dumps) says its key was made from a secret;
+# read as text, since the spec may be megabytes (an http body) and this runs on every end.
+_HIDDEN_KEY_TEXT = f'"{HIDDEN_KEY}":true'
 
 
 def ended_key(spec: Any, key: Any) -> Any:
     """A run's concurrency key as it is kept once the run has ended: REDACTED where it was
     rendered from a secret (HIDDEN_KEY)."""
-    if isinstance(spec, str):
-        if f'"{HIDDEN_KEY}"' not in spec:
-            return key
-        try:
-            spec = json.loads(spec)
-        except ValueError:
-            return key
-    return REDACTED if key is not None and shown_key(key, spec) == REDACTED else key
+    if key is None:
+        return None
+    hidden = _HIDDEN_KEY_TEXT in spec if isinstance(spec, str) else \
+        shown_key(key, spec) == REDACTED
+    return REDACTED if hidden else key

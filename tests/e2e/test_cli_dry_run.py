@@ -378,3 +378,31 @@ def test_test_says_which_actions_the_server_would_refuse_and_exits_1(
             in sections["✓ header"]), done.stdout
     assert "!" not in sections["✓ fine"], done.stdout
     assert Counter.hits == []
+
+
+def test_test_leaves_files_not_there_yet_to_checks_warnings(project: Path) -> None:
+    """A CA bundle that only the server has (an absolute path), a playbook or terraform dir
+    a deploy brings later: `check` warns of them; a dry run is no refusal (exit 0)."""
+    (project / "rules" / "ops.yaml").write_text("""
+hooks:
+  ops:
+    verify: none
+rules:
+  - name: ca
+    hook: ops
+    run:
+      http: {url: "https://internal.example/notify", ca: /etc/hookrunner/no-such-ca.pem}
+  - name: later-playbook
+    hook: ops
+    run:
+      ansible: {playbook: later.yml}
+  - name: later-dir
+    hook: ops
+    run:
+      terraform: {dir: later, command: apply}
+""")
+    payload = write_payload(project / "p.json", {})
+    done = hookrunner("test", "--hook", "ops", "--payload", payload, cwd=project,
+                      env=demo_environ())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "refuse" not in done.stdout, done.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hookrunner.store import sql
 
 
@@ -27,3 +29,8 @@ def test_every_migration_splits_into_whole_statements() -> None:
         for _, name, script in sql.migrations(backend):
             for statement in sql.statements(script):
                 assert statement.count("$$") % 2 == 0, (name, statement)
+
+
+def test_a_dollar_quote_left_open_is_an_error_not_a_guess() -> None:
+    with pytest.raises(ValueError, match="odd number"):
+        sql.statements("SELECT '$$'; SELECT 1;")

@@ -261,9 +261,10 @@ class AnsibleRunner:
 
     def refusal(self, rendered: Mapping[str, Any], root: Path) -> str | None:
         try:
-            return _placed(rendered, root).missing or None
+            _placed(rendered, root)  # a file not there yet is `check`'s warning, not this
         except ActionError as exc:
             return str(exc)
+        return None
 
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
         placed = _placed(rendered, ctx.root)

@@ -223,6 +223,8 @@ class TerraformRunner:
 
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
         command, workdir, workspace, var_files = _target(rendered, ctx.root)
+        if not workdir.is_dir():  # not in _target: a dir not there yet is `check`'s warning
+            raise ActionError(f"terraform: dir {rendered.get('dir')!r} is not a directory")
         env = build_env(ctx.env, rendered.get("vars") or {}, workspace)
         binary_name = stringify(rendered.get("binary") or DEFAULT_BINARY)
         binary = shutil.which(binary_name, path=env.get("PATH", ""))
@@ -443,13 +445,11 @@ register(TerraformRunner())
 
 def _target(rendered: Mapping[str, Any], root: Path) -> tuple[str, Path, str, list[Path]]:
     """The command, its dir and var files under `root`, and the workspace; ActionError for
-    what may not run."""
+    what may not be named (a path outside root, an unknown command, a bad workspace name)."""
     command = stringify(rendered.get("command"))
     if command not in COMMANDS:
         raise ActionError(f"terraform: unknown command {command!r}")
     workdir = confine(root, stringify(rendered.get("dir")))
-    if not workdir.is_dir():
-        raise ActionError(f"terraform: dir {rendered.get('dir')!r} is not a directory")
     workspace = stringify(rendered.get("workspace") or DEFAULT_WORKSPACE)
     if not WORKSPACE_NAME.fullmatch(workspace):
         raise ActionError(f"terraform: invalid workspace name {workspace!r}")

@@ -151,9 +151,9 @@ class PostgresStore:
         await self._pool.close()
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Conn]:
+    async def _conn(self, timeout: float | None = None) -> AsyncIterator[Conn]:
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(timeout=timeout) as conn:
                 yield conn
         except psycopg.OperationalError as exc:  # includes PoolTimeout and lost connections
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
@@ -164,25 +164,28 @@ class PostgresStore:
             yield conn
 
     @contextlib.asynccontextmanager
-    async def _listing(self) -> AsyncIterator[None]:
-        """A listing's share of the pool (see the module's doc), waited for as long as the
-        pool's own timeout; past it the caller gets a 503 like any other full pool."""
+    async def _listing(self) -> AsyncIterator[float]:
+        """A listing's share of the pool (see the module's doc), waited for within the pool's
+        own timeout; past it the caller gets a 503 like any other full pool. Yields what is
+        left of that timeout, for the wait for a connection."""
+        deadline = time.monotonic() + self._timeout
         if not await acquire(self._listings, self._timeout):
             raise StoreUnavailable(f"PostgreSQL busy: {self._listing_slots} listings are being "
                                    f"read already (at most half the pool, so that hooks and "
                                    f"runs keep theirs)")
         try:
-            yield
+            yield max(0.001, deadline - time.monotonic())
         finally:
             self._listings.release()
 
     async def _rows(self, query: str, params: dict[str, Any]) -> list[DictRow]:
         return await self._query(Q[query], params)
 
-    async def _query(self, sql: str, params: dict[str, Any]) -> list[DictRow]:
+    async def _query(self, sql: str, params: dict[str, Any],
+                     timeout: float | None = None) -> list[DictRow]:
         if _holds_nul(params):  # no text column holds NUL: nothing matches (psycopg refuses it)
             return []
-        async with self._conn() as conn:
+        async with self._conn(timeout) as conn:
             cur = await conn.execute(sql, params)
             return await cur.fetchall()
 
@@ -400,8 +403,8 @@ class PostgresStore:
     ) -> list[Run]:
         params = {"status": status, "limit": limit, "delivery_id": delivery_id, "rule": rule}
         sql = listing(Q["list_runs"], RUN_FILTERS, params, lambda name: f"%({name})s")
-        async with self._listing():
-            rows = await self._query(sql, params)
+        async with self._listing() as left:
+            rows = await self._query(sql, params, left)
         return [run_from_row(r) for r in rows]
 
     async def attempts(self, run_id: str) -> list[Attempt]:
@@ -425,8 +428,8 @@ class PostgresStore:
     async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]:
         params = {"hook": hook, "limit": limit}
         sql = listing(Q["list_deliveries"], DELIVERY_FILTERS, params, lambda name: f"%({name})s")
-        async with self._listing():
-            return await self._with_run_ids(await self._query(sql, params))
+        async with self._listing() as left:
+            return await self._with_run_ids(await self._query(sql, params, left))
 
     async def queued(self) -> int:
         return int((await self._rows("count_queued", {}))[0]["n"])

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from hookrunner.errors import StoreUnavailable
+from hookrunner.redact import ended_spec
 from hookrunner.store import sql
 from hookrunner.store.postgres import PostgresStore
 from tests.integration.store.test_store import LEASE, T0, claimed, delivery, new_run
@@ -198,3 +202,31 @@ async def test_a_listing_waiting_past_the_pool_timeout_is_store_unavailable(
         assert await stuck == []
     finally:
         await store.close()
+
+
+
+ENDED_SPECS: list[dict[str, Any]] = [
+    {"argv": ["a", "tok"], "hidden_paths": [["argv", 1]]},
+    {"headers": {"Authorization": "tok", "X": "1"}, "hidden_paths": [["headers", "Authorization"]]},
+    {"json": {"a": {"b": ["x", "tok"]}}, "hidden_paths": [["json", "a", "b", 1]]},
+    {"json": {"a": None}, "hidden_paths": [["json", "a"]]},
+    {"argv": ["a"], "hidden_paths": [["argv", 5], ["nope", "x"], ["argv", -1]]},
+    {"argv": ["a", "tok"]},
+    {"argv": ["a", "tok"], "hidden_paths": "argv"},
+    {"argv": ["a", "tok"], "hidden_paths": [[], "x", None, ["argv", 1]]},
+    {"render_error": "in '{{ x }}': the message is hidden"},
+]
+
+
+@pytest.mark.parametrize("spec", ENDED_SPECS)
+async def test_the_database_function_ends_a_spec_as_the_python_one_does(
+        postgres_db: str, spec: dict[str, Any]) -> None:
+    """Migration 0006's hookrunner_ended_spec and redact.ended_spec (SQLite's and the memory
+    store's) agree on every shape of path a template makes, and on malformed ones."""
+    store = PostgresStore(postgres_db)
+    await store.open()  # migrates
+    await store.close()
+    with psycopg.connect(postgres_db) as conn:
+        row = conn.execute("SELECT hookrunner_ended_spec(%s)", (Jsonb(spec),)).fetchone()
+    assert row is not None
+    assert row[0] == ended_spec(copy.deepcopy(spec))

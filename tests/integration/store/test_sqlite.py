@@ -126,3 +126,4 @@ async def test_ping_answers_while_the_reader_is_busy_with_a_long_listing(tmp_pat
         await busy
     finally:
         await store.close()
+

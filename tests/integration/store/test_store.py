@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 from hookrunner.errors import DeliveryGone
 from hookrunner.redact import HIDDEN_KEY
-from hookrunner.store import open_store
+from hookrunner.store import open_store, sql
 from hookrunner.store.base import LISTED_SPEC, Finish, NewDelivery, NewRun, Store
 
 T0 = 1_000.0
@@ -686,3 +688,35 @@ async def test_a_run_canceled_instead_of_its_retry_keeps_no_value_rendered_from_
     await finish(store, run, outcome="failed", retry_at=T0 + 6)
     assert await status(store, run) == "canceled"
     assert await kept(store, run) == SCRUBBED
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_migration_0006_redacts_what_runs_that_had_ended_kept(
+    kind: str, tmp_path: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Runs that ended before the upgrade lose the values rendered from secrets they kept;
+    a run that may still run keeps them."""
+    target = str(tmp_path / "hookrunner.db") if kind == "sqlite" else \
+        request.getfixturevalue("postgres_db")
+    every = sql.migrations(kind)
+    assert every[5][1] == "0006_ended_runs.sql"
+    monkeypatch.setattr(sql, "migrations", lambda backend: every[:5])
+    old = open_store(target)
+    await old.open()
+    ended, queued = await secret_run(old), await secret_run(old)
+    await old.close()
+    raw = f"UPDATE runs SET status = 'failed' WHERE id = '{ended}'"  # the test's own id
+    if kind == "sqlite":
+        with sqlite3.connect(target) as conn:
+            conn.execute(raw)
+    else:
+        with psycopg.connect(target) as conn:
+            conn.execute(raw.encode())
+    monkeypatch.undo()
+    store = open_store(target)
+    await store.open()
+    try:
+        assert await kept(store, ended) == SCRUBBED
+        assert await kept(store, queued) == (["deploy", SECRET, "--env", "prod"], SECRET)
+    finally:
+        await store.close()

@@ -35,9 +35,12 @@ def statements(script: str) -> list[str]:
     """Split a migration into statements at `;`, except inside a `$$`-quoted function body
     (no string literal may hold a `;`)."""
     lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
+    pieces = "\n".join(lines).split("$$")
+    if len(pieces) % 2 == 0:  # a `$$` left open: its statements cannot be told apart
+        raise ValueError("a migration has an odd number of `$$`")
     found, current = [], ""
     # Between the `$$` marks (odd pieces) a `;` is the function's own.
-    for i, piece in enumerate("\n".join(lines).split("$$")):
+    for i, piece in enumerate(pieces):
         if i % 2:
             current += f"$${piece}$$"
             continue

@@ -10,12 +10,15 @@ DECLARE
     steps text[];
     ended jsonb := spec;
 BEGIN
-    IF jsonb_typeof(spec) <> 'object' OR jsonb_typeof(spec -> 'hidden_paths') <> 'array' THEN
+    -- IS DISTINCT FROM: a spec without hidden_paths (NULL) returns here, not below.
+    IF jsonb_typeof(spec) IS DISTINCT FROM 'object'
+       OR jsonb_typeof(spec -> 'hidden_paths') IS DISTINCT FROM 'array' THEN
         RETURN spec;
     END IF;
     BEGIN
         FOR path IN SELECT jsonb_array_elements(spec -> 'hidden_paths') LOOP
-            CONTINUE WHEN jsonb_typeof(path) <> 'array' OR jsonb_array_length(path) = 0;
+            CONTINUE WHEN jsonb_typeof(path) IS DISTINCT FROM 'array'
+                          OR jsonb_array_length(path) = 0;
             steps := ARRAY(SELECT jsonb_array_elements_text(path));
             CONTINUE WHEN ended #> steps IS NULL;
             ended := jsonb_set(ended, steps, '"[redacted]"'::jsonb, false);
@@ -32,3 +35,9 @@ LANGUAGE sql IMMUTABLE AS $$
                      AND spec -> 'hidden_concurrency_key' = 'true'::jsonb
                 THEN '[redacted]' ELSE key END
 $$;
+
+-- Runs that ended before this version: the same, once.
+UPDATE runs SET spec = hookrunner_ended_spec(spec),
+                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
+WHERE status IN ('succeeded', 'failed', 'timed_out', 'canceled', 'skipped')
+  AND spec ? 'hidden_paths';

@@ -70,14 +70,18 @@ WHERE r.status = 'running' AND r.concurrency_key IS NOT NULL ORDER BY r.seq;
 -- name: skip_run
 UPDATE runs SET status = 'skipped', reason = :reason, superseded_by = :superseded_by,
                 finished_at = :now,
-                spec = hookrunner_ended_spec(spec),
+                -- (the function's Python call only where there is something to hide)
+                spec = CASE WHEN instr(spec, '"hidden_paths"') > 0
+                            THEN hookrunner_ended_spec(spec) ELSE spec END,
                 concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = :id AND status = 'queued';
 
 -- name: supersede_waiting
 -- A replace/coalesce key's older runs waiting for a retry (concurrency.Decision.supersede).
 UPDATE runs SET status = 'skipped', reason = :reason, superseded_by = :id, finished_at = :now,
-                spec = hookrunner_ended_spec(spec),
+                -- (the function's Python call only where there is something to hide)
+                spec = CASE WHEN instr(spec, '"hidden_paths"') > 0
+                            THEN hookrunner_ended_spec(spec) ELSE spec END,
                 concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE status = 'queued' AND concurrency_key = :key AND seq < :seq AND next_attempt_at > :now;
 
@@ -111,7 +115,9 @@ UPDATE runs SET status = :outcome, exit_code = :exit_code, reason = :reason,
                 outputs = :outputs, finished_at = :finished_at, lease_expires = NULL,
                 -- replaced (see flag_cancel) only if the cancel is how it ended
                 superseded_by = CASE WHEN :outcome = 'canceled' THEN superseded_by END,
-                spec = hookrunner_ended_spec(spec),
+                -- (the function's Python call only where there is something to hide)
+                spec = CASE WHEN instr(spec, '"hidden_paths"') > 0
+                            THEN hookrunner_ended_spec(spec) ELSE spec END,
                 concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = :run_id AND status = 'running' AND lease_owner = :node
   AND attempt = COALESCE(:attempt, attempt);
@@ -129,7 +135,9 @@ UPDATE runs SET status = 'canceled', exit_code = :exit_code, outputs = :outputs,
                 finished_at = :finished_at, lease_expires = NULL,
                 reason = CASE WHEN superseded_by IS NULL THEN :cancel_reason
                               ELSE 'canceled: replaced by run ' || superseded_by END,
-                spec = hookrunner_ended_spec(spec),
+                -- (the function's Python call only where there is something to hide)
+                spec = CASE WHEN instr(spec, '"hidden_paths"') > 0
+                            THEN hookrunner_ended_spec(spec) ELSE spec END,
                 concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = :run_id AND status = 'running' AND lease_owner = :node AND cancel_requested = 1
   AND attempt = COALESCE(:attempt, attempt);
@@ -145,7 +153,9 @@ WHERE r.status = 'running' ORDER BY r.seq;
 -- name: cancel_queued
 UPDATE runs SET status = 'canceled',
     reason = CASE WHEN attempt > 0 THEN :retry_reason ELSE :reason END, finished_at = :now,
-                spec = hookrunner_ended_spec(spec),
+                -- (the function's Python call only where there is something to hide)
+                spec = CASE WHEN instr(spec, '"hidden_paths"') > 0
+                            THEN hookrunner_ended_spec(spec) ELSE spec END,
                 concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = :id AND status = 'queued';
 
