@@ -124,6 +124,10 @@ def log_tail(settings: Settings, run: Run, size: int) -> str:
     return tail(settings.log_path(run.id, run.attempt), size)  # '' while there is no log
 
 
+# A refusal no attempt can change (RunResult.final), where the rule would have retried.
+NOT_RETRIED = " (not retried: every attempt of this action would be refused the same)"
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, store: Store, metrics: Metrics,
                  budget: QueueBudget | None = None, wake_fd: int | None = None) -> None:
@@ -720,7 +724,8 @@ class Dispatcher:
 
     async def _run_action(self, run: Run, cancel: asyncio.Event, log: FileLog) -> RunResult:
         if "render_error" in run.spec:
-            return RunResult("failed", None, f"template error: {run.spec['render_error']}")
+            return RunResult("failed", None, f"template error: {run.spec['render_error']}",
+                             final=True)
         runner = RUNNERS.get(run.action)
         if runner is None:
             return RunResult("failed", None, f"unknown action type {run.action!r}")
@@ -747,7 +752,9 @@ class Dispatcher:
         try:
             return await runner.run(run.spec, ctx)
         except ActionError as exc:
-            return RunResult("failed", None, str(exc))
+            # Refused by the spec alone (not by a file or variable a retry may find): final.
+            return RunResult("failed", None, str(exc),
+                             final=runner.refusal(run.spec, ctx.root) is not None)
 
     async def _cancel_asked(self, run_id: str) -> bool:
         """Whether a cancel of this node's running run is asked for in the store (the narrow
@@ -819,7 +826,10 @@ class Dispatcher:
                 # Attempts that never started are not the rule's retries.
                 spent -= await self._not_started(run.id)
             if should_retry(result.outcome, spent, run.max_attempts, run.retry_on):
-                retry_at = now + backoff_delay(spent, run.backoff, run.max_backoff)
+                if result.final:
+                    result.reason += NOT_RETRIED
+                else:
+                    retry_at = now + backoff_delay(spent, run.backoff, run.max_backoff)
         # A run asked to cancel (or replaced) is not retried: the store's finish ends it
         # canceled (Store.finish: cancel_retry). Its log line says so already. One asked for
         # in the store that this node has not seen yet (polled every half second: a CLI

@@ -195,6 +195,45 @@ def test_retry_records_each_attempt_with_exit_code_and_log(
     assert doc["status"] == "failed" and doc["attempt"] == 1 and len(doc["attempts"]) == 1
 
 
+def test_an_action_refused_for_what_it_says_is_not_retried(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A path outside --root from the payload, or a template error: every attempt of the
+    same stored action would be refused the same, so the rule's retries are not spent on
+    it (one attempt, and the reason says why). A script that fails is retried as before."""
+    retry = "    retry: {attempts: 3, backoff: 100ms}\n"
+    server = make_server(HOOKS + f"""
+  - name: outside
+    hook: github
+    when: payload.case == "outside"
+    run: {{shell: {{argv: ["true"], cwd: "{{{{ payload.dir }}}}"}}}}
+{retry}
+  - name: typo
+    hook: github
+    when: payload.case == "typo"
+    run: {{shell: {{argv: ["true", "{{{{ payload.nosuch.field }}}}"]}}}}
+{retry}
+  - name: fails
+    hook: github
+    when: payload.case == "fails"
+    run: {{shell: {{argv: ["false"]}}}}
+{retry}""")
+    ids = {}
+    for case in ("outside", "typo", "fails"):
+        answer = post_github(server.url, GITHUB_SECRET, {"case": case, "dir": "../"})
+        assert answer.status_code == 202, answer.text
+        (ids[case],) = answer.json()["runs"]
+    for case in ("outside", "typo"):
+        doc = server.wait_run(ids[case])
+        assert (doc["status"], doc["attempt"], len(doc["attempts"])) == ("failed", 1, 1), doc
+        assert doc["reason"].endswith("(not retried: every attempt of this action would be "
+                                      "refused the same)"), doc["reason"]
+    assert "is outside --root" in server.wait_run(ids["outside"])["reason"]
+    assert server.wait_run(ids["typo"])["reason"].startswith("template error: ")
+    doc = server.wait_run(ids["fails"])
+    assert (doc["status"], doc["attempt"]) == ("failed", 3), doc
+
+
 def test_cancel_over_the_api_stops_the_tree(
     make_server: Callable[..., Server], project: Path
 ) -> None:
