@@ -168,12 +168,13 @@ _condition_error_log = Throttled("rule.condition_error", logging.WARNING, every=
 
 def report_condition_errors(gw: Gateway, matches: list[dict[str, Any]], delivery_id: str,
                             hook_id: str | None = None, body: bytes = b"",
-                            content_type: str | None = None) -> None:
+                            headers: Headers | None = None) -> None:
     """A `when` with a typo never matches: say so (log, metric), for a delivery or a replay;
     with a hint where the body was JSON sent as a form (payload.form_json_hint)."""
     for explained in matches:
         if explained.get("error") is not None:
             gw.metrics.condition_errors.labels(explained["rule"]).inc()
+            content_type = headers.get("content-type") if headers is not None else None
             _condition_error_log(rule=explained["rule"], hook=hook_id, delivery_id=delivery_id,
                                  error=explained["error"],
                                  hint=form_json_hint(body, content_type))
@@ -390,8 +391,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         return waited or Answer(200, dup)
 
     m.labels(hook_id, "accepted").inc()
-    report_condition_errors(gw, matches, delivery_id, hook_id,  # only a delivery now stored
-                            body, headers.get("content-type"))
+    report_condition_errors(gw, matches, delivery_id, hook_id, body, headers)  # only if stored
     event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=event_type,
           sender_id=delivery.dedup_key, runs=",".join(f"{r.rule}={r.id}" for r in runs) or "-")
     answer: dict[str, Any] = {
