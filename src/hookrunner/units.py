@@ -1,4 +1,5 @@
-"""Durations (`500ms`, `30s`, `10m`, `1h`, `30d`, or seconds) and sizes (`512KiB`, `5MiB`, bytes)."""
+"""Durations (`500ms`, `30s`, `10m`, `1h`, `30d`, `2h30m`, or seconds) and sizes (`512KiB`,
+`5MiB`, bytes)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# Go's (and so many ops tools') compound form: `2h30m`, `1m30s`, `1d12h`.
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_COMPOUND = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*){2,}$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|KB|MB|GB|K|M|G)?\s*$")
 _SIZE_UNITS = {
     None: 1, "B": 1,
@@ -27,7 +31,9 @@ def parse_duration(value: object) -> float:
         m = _DURATION.match(value)
         if m:
             return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    raise ValueError(f"expected a duration like 500ms, 30s, 10m, 1h, 30d, got {value!r}")
+        if _COMPOUND.match(value):
+            return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(value))
+    raise ValueError(f"expected a duration like 500ms, 30s, 10m, 1h, 2h30m, 30d, got {value!r}")
 
 
 def parse_size(value: object) -> int:

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from hookrunner.errors import ConfigError
-from hookrunner.rules.fields import type_name
+from hookrunner.rules.fields import not_a_string, type_name
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SCALARS = (str, int, float)  # YAML numbers are accepted where a string is expected
@@ -30,7 +30,7 @@ def scalar_str(value: Any, path: tuple[str | int, ...], what: str) -> str:
     """A string, or a number as it was written (`0755`, `3.10`, `12:30` stay so: YAML would
     make them 493, 3.1 and 750); anything else is a ConfigError at `path`."""
     if isinstance(value, bool) or not isinstance(value, SCALARS):
-        raise ConfigError(f"{what} must be a string, got {type_name(value)}", path=path)
+        raise ConfigError(not_a_string(what, value), path=path)
     if isinstance(value, str):
         return value
     written = getattr(value, "written", None)  # rules.yamlsrc.WrittenInt / WrittenFloat

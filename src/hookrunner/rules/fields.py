@@ -77,6 +77,13 @@ def type_name(value: Any) -> str:
         type(value), type(value).__name__)
 
 
+def not_a_string(what: str, value: Any) -> str:
+    """`what` must be a string, and why a YAML writer may have made it something else."""
+    hint = (" (YAML reads an unquoted true, false, yes, no, on or off as one: quote it, "
+            "e.g. \"true\")") if isinstance(value, bool) else ""
+    return f"{what} must be a string, got {type_name(value)}{hint}"
+
+
 def mapping(ctx: Ctx, parent: Any, key: Any, what: str) -> LineDict | None:
     value = parent[key]
     if isinstance(value, LineDict):
@@ -158,7 +165,7 @@ def template(ctx: Ctx, parent: Any, key: Any, what: str) -> Constant | Template 
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        ctx.error(parent, (key,), f"{what} must be a string, got {type_name(value)}")
+        ctx.error(parent, (key,), not_a_string(what, value))
         return None
     try:
         return compile_template(value)

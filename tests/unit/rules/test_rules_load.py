@@ -82,6 +82,9 @@ ERROR_CASES = [
      "    run: {shell: {argv: [x]}}\n", "r.yaml:7: rule 'a': when must be an expression string"),
     ("empty when", "rules:\n  - name: a\n    hook: gh\n    when: []\n"
      "    run: {shell: {argv: [x]}}\n", "r.yaml:7: rule 'a': when: an empty list of conditions"),
+    ("unquoted true in argv", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [true]}}\n",
+     "r.yaml:7: rule 'a': run.shell.argv[0] must be a string, got a boolean (YAML reads an unquoted "
+     "true, false, yes, no, on or off as one: quote it, e.g. \"true\")"),
     ("bad timeout", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
      "    timeout: soon\n", "r.yaml:8: rule 'a' timeout: expected a duration"),
     ("zero timeout", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
