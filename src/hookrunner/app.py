@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hookrunner import api, console, flocks
 from hookrunner.auth import COOKIE, admin_token, bearer_ok, forget_stale_token
 from hookrunner.clientip import parse_networks
+from hookrunner.console.forms import client_address, guess_wait, wrong_guess
 from hookrunner.dispatch import Dispatcher
 from hookrunner.errors import StartupRefused, StoreUnavailable
 from hookrunner.gateway import Gateway
@@ -32,6 +33,7 @@ from hookrunner.logs import event
 from hookrunner.metrics import Metrics
 from hookrunner.preflight import data_dir_shared, postgres_target, reach_postgres
 from hookrunner.private import open_to_others, private_dir
+from hookrunner.ratelimit import retry_after
 from hookrunner.rawhttp import Answer, ClientGone, answer_parts, error, send_answer
 from hookrunner.reload import LiveRules
 from hookrunner.settings import POSTGRES_SCHEMES, Settings
@@ -40,6 +42,7 @@ from hookrunner.store import open_store
 from hookrunner.upstream import Upstream, forwardable
 from hookrunner.workerqueue import WorkerQueue
 
+MIN_ADMIN_TOKEN = 16  # characters of a chosen admin token below which the start warns
 PUBLIC_PREFIXES = ("/hooks/", "/healthz", "/readyz", "/metrics", "/login", "/static/")
 
 
@@ -62,14 +65,27 @@ class AdminAuth:
         # The cookie reads the API (the console's scripts do) but never changes anything
         # there: the console's own POSTs check a CSRF token, the API's do not.
         cookie_may = request.method in ("GET", "HEAD") or not scope["path"].startswith("/api/")
-        if bearer_ok(request.headers.get("authorization"), token) or (
+        authorization = request.headers.get("authorization")
+        response: Response
+        # A bearer token is a try at the admin token, counted with the login form's (a right
+        # one costs nothing); while this address must wait, no try is judged.
+        client = client_address(request) if authorization is not None else ""
+        if authorization is not None and (delay := guess_wait(request, client)) > 0:
+            wait = retry_after(delay)
+            response = JSONResponse(
+                {"error": f"too many wrong admin tokens from this address: wait {wait} s"},
+                status_code=429, headers={"Retry-After": wait, **dict(_PRIVATE_HEADERS)})
+            await response(scope, receive, send)
+            return
+        if bearer_ok(authorization, token) or (
             checker is not None and cookie_may and checker(request.cookies.get(COOKIE))
         ):
             await self.app(scope, receive, send if not scope["path"].startswith("/api/")
                            else _private_answer(send))
             return
+        if authorization is not None:
+            wrong_guess(request, client)
         login = getattr(state, "login_redirect", None)
-        response: Response
         # A browser (it asks for HTML, and sent no token) is shown the login form; a script or
         # a client that sent a wrong token hears 401, as the API answers.
         # A console button pressed after the session ended (a restart) is a POST: back to the
@@ -80,11 +96,12 @@ class AdminAuth:
             response = login(request)
         else:
             response = JSONResponse({"error": "admin token required"}, status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})
+                                    headers={"WWW-Authenticate": "Bearer", **_PRIVATE_HEADERS})
         await response(scope, receive, send)
 
 
-_PRIVATE = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+_PRIVATE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_PRIVATE = [(k.lower().encode(), v.encode()) for k, v in _PRIVATE_HEADERS.items()]
 
 
 def _private_answer(send: Send) -> Send:
@@ -464,6 +481,11 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     if token_file is not None and not worker:  # the main process says it once
         event("server.admin_token", logging.INFO, file=str(token_file),
               hint="set HOOKRUNNER_ADMIN_TOKEN to choose it")
+    elif len(token) < MIN_ADMIN_TOKEN and not worker:
+        # Guesses are throttled per address (console.forms), not across addresses.
+        event("server.admin_token_short", logging.WARNING, length=len(token),
+              hint=f"HOOKRUNNER_ADMIN_TOKEN has fewer than {MIN_ADMIN_TOKEN} characters: "
+                   "use a long random one (openssl rand -base64 24)")
     app.state.admin_token = token
     app.state.gateway = gw
     console.install(app)

@@ -22,7 +22,7 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Keys are (scope, client): a hook's id or "console-login", and the client's bucket
+    """Keys are (scope, client): a hook's id or "admin-token", and the client's bucket
     ("" for a limit shared by every client)."""
 
     def __init__(self) -> None:
@@ -49,6 +49,14 @@ class RateLimiter:
             b.tokens -= 1.0
             return 0.0
         return (1.0 - b.tokens) / rate if rate > 0 else 60.0
+
+    def waiting(self, key: tuple[str, str], rate: float, now: float) -> float:
+        """Seconds until `take` would allow `key` one (0: now), without taking it."""
+        b = (self._clients if key[1] else self._shared).get(key)
+        if b is None:
+            return 0.0
+        tokens = min(b.burst, b.tokens + (now - b.at) * rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / rate if rate > 0 else 60.0
 
     def _make_room(self, now: float) -> None:
         """Forget the clients whose buckets have filled up again (a new bucket would be the

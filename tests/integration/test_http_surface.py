@@ -544,6 +544,43 @@ def test_a_refused_console_login_says_when_to_try_again(make_server: Callable[..
         assert "Too many tries: wait 1 s." in r.text
 
 
+def test_wrong_admin_tokens_count_with_login_tries_and_a_right_one_costs_none(
+    make_server: Callable[..., Server],
+) -> None:
+    """A bearer token is a try at the admin token as the login form's is: 20 wrong ones at
+    once, then one a second per address, counted together. While the address must wait no
+    try is judged (a right one would say it was right); a right token never costs a try."""
+    server = make_server(RULES, env=ENV)
+    right = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert all(c.get("/api/runs", headers=right).status_code == 200 for _ in range(30))
+        refused = c.get("/api/runs")  # no token: no try
+        assert refused.status_code == 401
+        assert refused.headers["cache-control"] == "no-store"
+        assert refused.headers["x-content-type-options"] == "nosniff"
+        statuses = []
+        for _ in range(40):
+            statuses.append(c.get("/api/runs", headers={"Authorization": "Bearer wrong"}))
+            if statuses[-1].status_code == 429:
+                break
+        assert [r.status_code for r in statuses[:19]] == [401] * 19
+        throttled = statuses[-1]
+        assert throttled.status_code == 429 and throttled.headers["retry-after"] == "1"
+        assert "too many wrong admin tokens" in throttled.json()["error"]
+        assert c.get("/api/runs", headers=right).status_code == 429  # not judged meanwhile
+        login = c.post("/login", data={"token": ADMIN_TOKEN}, headers={"Origin": server.url})
+        assert login.status_code == 429  # the login form shares the count
+        assert c.get("/api/runs").status_code == 401  # a request without a token is no try
+    time.sleep(1.2)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.get("/api/runs", headers=right).status_code == 200
+
+
+def test_a_short_chosen_admin_token_is_warned_about(make_server: Callable[..., Server]) -> None:
+    server = make_server(RULES, env={**ENV, "HOOKRUNNER_ADMIN_TOKEN": "abc"})
+    assert "server.admin_token_short length=3" in server.output(), server.output()[-2000:]
+
+
 def test_a_token_as_a_urls_user_name_is_hidden_where_runs_are_shown(
     make_server: Callable[..., Server],
 ) -> None:

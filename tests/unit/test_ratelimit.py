@@ -90,3 +90,15 @@ def test_a_reloaded_limit_applies_to_the_buckets_already_there() -> None:
     assert rl.take(KEY, 1.0, 5, 0.0) > 0  # no token yet: the burst grows as tokens come
     assert [rl.take(KEY, 1.0, 5, 10.0) for _ in range(5)] == [0.0] * 5
     assert rl._clients[KEY].burst == 5.0 and rl._clients[KEY].full(20.0)
+
+
+def test_waiting_says_when_a_take_would_be_allowed_without_taking() -> None:
+    limiter = RateLimiter()
+    key = ("admin-token", "192.0.2.1")
+    assert limiter.waiting(key, 1.0, 0.0) == 0.0  # never seen: free
+    for _ in range(2):
+        assert limiter.take(key, 1.0, 2, 0.0) == 0.0
+    assert limiter.waiting(key, 1.0, 0.0) == pytest.approx(1.0)
+    assert limiter.waiting(key, 1.0, 0.0) == pytest.approx(1.0)  # asking took nothing
+    assert limiter.waiting(key, 1.0, 0.5) == pytest.approx(0.5)
+    assert limiter.waiting(key, 1.0, 1.0) == 0.0

@@ -135,6 +135,26 @@ def login_form(request: Request) -> Response:
                 error="")
 
 
+# Guessing the admin token, at the login form or as a bearer token anywhere, counted together
+# per address: 20 wrong tries at once, then one a second. While an address must wait, its
+# tries are not judged at all (a right one would tell a guesser it was right); a right token
+# costs no try.
+GUESS_RATE, GUESS_BURST = 1.0, 20
+
+
+def _guess_key(client: str) -> tuple[str, str]:
+    return ("admin-token", clientip.bucket(client))
+
+
+def guess_wait(request: Request, client: str) -> float:
+    """Seconds before `client` may try the admin token again (0: now)."""
+    return gateway(request).limiter.waiting(_guess_key(client), GUESS_RATE, time.time())
+
+
+def wrong_guess(request: Request, client: str) -> None:
+    gateway(request).limiter.take(_guess_key(client), GUESS_RATE, GUESS_BURST, time.time())
+
+
 async def login(request: Request) -> Response:
     try:
         form = await read_form(request)
@@ -151,9 +171,7 @@ async def login(request: Request) -> Response:
                        "used, and list it in --trusted-proxy.)")
     token: str = request.app.state.admin_token
     given = form.get("token", "").strip()
-    # Guessing: 20 tries at once, then one a second per address (a 429 says when).
-    delay = gateway(request).limiter.take(("console-login", clientip.bucket(client)), 1.0, 20,
-                                          time.time())
+    delay = guess_wait(request, client)
     if delay > 0:
         _login_refused_log(client=client, reason="too many tries")
         wait = retry_after(delay)
@@ -162,6 +180,7 @@ async def login(request: Request) -> Response:
         answer.headers["Retry-After"] = wait
         return answer
     if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        wrong_guess(request, client)
         _login_refused_log(client=client, reason="wrong token")
         return page("login.html", 401, **base(request, "login"), next=target,
                     error="That is not the admin token.")
