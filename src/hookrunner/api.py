@@ -23,6 +23,7 @@ from hookrunner.verify.base import Headers
 from hookrunner.waiting import waiting_for
 
 MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50  # a listing without ?limit=
 STREAM_POLL = 0.25  # seconds between looks at a growing log file
 STREAM_WAIT_MAX = 1.0  # seconds between looks at a run waiting to start, at most
 
@@ -32,7 +33,7 @@ def _gw(request: Request) -> Gateway:
     return gw
 
 
-def _limit(request: Request, default: int = 50) -> int:
+def _limit(request: Request, default: int = DEFAULT_LIMIT) -> int:
     """`?limit=` (checked by _unknown_params: a whole number of at least 1), at most MAX_LIMIT."""
     given = request.query_params.get("limit", str(default)).lstrip("0")
     return min(int(given), MAX_LIMIT) if len(given) <= 6 else MAX_LIMIT
@@ -63,7 +64,8 @@ def _unknown_params(request: Request, known: tuple[str, ...]) -> JSONResponse | 
     # An empty filter (`?status=$S` with S unset) matched nothing: "no runs" was a lie.
     empty = sorted(k for k, v in request.query_params.multi_items() if not v.strip())
     if empty:
-        return _err(400, f"{empty[0]} is empty: leave it out to list them all")
+        unset = f"the default, {DEFAULT_LIMIT}" if empty[0] == "limit" else "no filter by it"
+        return _err(400, f"{empty[0]} is empty: leave it out for {unset}")
     limit = request.query_params.get("limit")
     if limit is not None and not (limit.isascii() and limit.isdigit() and limit.strip("0")):
         return _err(400, f"limit must be a whole number of at least 1 (at most {MAX_LIMIT} "

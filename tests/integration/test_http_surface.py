@@ -350,6 +350,11 @@ def test_a_listing_refuses_parameters_it_does_not_take(make_server: Callable[...
             r = c.get("/api/runs", params=params)
             assert r.status_code == 400 and "error" in r.json(), (params, r.text)
         assert c.get("/api/deliveries", params={"hook": ""}).status_code == 400
+        # Each says what leaving it out does.
+        assert c.get("/api/runs", params={"limit": ""}).json() == {
+            "error": "limit is empty: leave it out for the default, 50"}
+        assert c.get("/api/runs", params={"rule": ""}).json() == {
+            "error": "rule is empty: leave it out for no filter by it"}
         assert c.get("/api/runs", params={"limit": "9" * 5000}).status_code == 200  # at most 1000
 
 
