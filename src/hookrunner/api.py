@@ -267,6 +267,8 @@ async def _whole_request(request: Request) -> JSONResponse | None:
 
 
 async def cancel(request: Request) -> Response:
+    if (refused := _odd_params(request, ())) is not None:
+        return refused
     if (refused := await _whole_request(request)) is not None:
         return refused
     gw = _gw(request)

@@ -350,6 +350,8 @@ def test_a_listing_refuses_parameters_it_does_not_take(make_server: Callable[...
             r = c.get("/api/runs", params=params)
             assert r.status_code == 400 and "error" in r.json(), (params, r.text)
         assert c.get("/api/deliveries", params={"hook": ""}).status_code == 400
+        r = c.post(f"/api/runs/{run['id']}/cancel?x=1")  # a change too: nothing done
+        assert r.status_code == 400 and "takes no parameters" in r.json()["error"], r.text
         # Each says what leaving it out does.
         assert c.get("/api/runs", params={"limit": ""}).json() == {
             "error": "limit is empty: leave it out for the default, 50"}
