@@ -29,10 +29,28 @@ _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+# Bidirectional controls (overrides, isolates, marks) reorder what follows them: a value
+# `evil\u202etxt.exe` reads `evilexe.txt`. Written out as their code point instead.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _picture(m: re.Match[str]) -> str:
+    return chr(0x2421 if m[0] == "\x7f" else 0x2400 + ord(m[0]))
+
+
 def visible_log(text: str) -> str:
     """Run output as a page shows it: terminal escapes dropped, other controls made visible."""
-    text = _ESCAPES.sub("", text)
-    return _CONTROLS.sub(lambda m: chr(0x2421 if m[0] == "\x7f" else 0x2400 + ord(m[0])), text)
+    return _CONTROLS.sub(_picture, _ESCAPES.sub("", text))
+
+
+def shown(value: Any) -> Any:
+    """Every value a page writes (the templates' `finalize`): a payload's, a header's or a
+    reason's control characters as their pictures (ESC as ␛: a value is shown as it is,
+    not as a terminal would), bidirectional controls as `<U+202E>`. Tab, newline and
+    carriage return stay."""
+    if isinstance(value, str):
+        value = _BIDI.sub(lambda m: f"<U+{ord(m[0]):04X}>", _CONTROLS.sub(_picture, value))
+    return value
 
 
 def fmt_time(ts: float | None) -> str:

@@ -31,6 +31,7 @@ env = Environment(
     loader=FileSystemLoader(TEMPLATES),
     autoescape=select_autoescape(["html"], default_for_string=True),
     undefined=StrictUndefined,
+    finalize=present.shown,  # no control character or bidi override reaches a page raw
     trim_blocks=True,
     lstrip_blocks=True,
 )

@@ -263,6 +263,20 @@ def test_hostile_payloads_are_escaped_in_the_pages(client: TestClient) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
+def test_control_characters_and_bidi_overrides_are_shown_not_obeyed(client: TestClient) -> None:
+    """A payload value and a query value with a terminal escape, a bell, a right-to-left
+    override and an isolate: shown as their pictures and code points, never raw."""
+    log_in(client)
+    tricky = "\x1b[31mRED\x07 evil\u202etxt.exe a\u2066b"
+    r = client.post("/hooks/h", params={"q": tricky}, json={"kind": tricky})
+    page = client.get(f"/deliveries/{r.json()['delivery_id']}").text
+    for raw in ("\x1b", "\x07", "\u202e", "\u2066"):
+        assert raw not in page, repr(raw)
+    assert "␛[31mRED␇ evil&lt;U+202E&gt;txt.exe a&lt;U+2066&gt;b" in page  # the query's
+    # The payload is shown as its JSON, which escapes the controls itself.
+    assert "\\u001b[31mRED\\u0007 evil&lt;U+202E&gt;txt.exe a&lt;U+2066&gt;b" in page
+
+
 def test_bad_filters_are_reported_not_fatal(client: TestClient) -> None:
     log_in(client)
     r = client.get("/?status=bogus&since=yesterday&limit=x")
