@@ -74,7 +74,7 @@ class AdminAuth:
             wait = retry_after(delay)
             response = JSONResponse(
                 {"error": f"too many wrong admin tokens from this address: wait {wait} s"},
-                status_code=429, headers={"Retry-After": wait, **dict(_PRIVATE_HEADERS)})
+                status_code=429, headers={"Retry-After": wait, **_PRIVATE_HEADERS})
             await response(scope, receive, send)
             return
         if bearer_ok(authorization, token) or (
