@@ -65,6 +65,7 @@ SENDERS = [
     Sender("twilio", "twilio", signers.twilio(TWILIO_PUBLIC_URL), form=True,
            options=f"url: {TWILIO_PUBLIC_URL}"),
     Sender("grafana", "grafana", signers.grafana, delivery_id=False),
+    Sender("grafana-blank", "grafana", signers.grafana_blank_header, delivery_id=False),
     Sender("grafana-ts", "grafana", signers.grafana_ts, timestamped=True, delivery_id=False,
            options="timestamp_header: X-Grafana-Alerting-Timestamp\ntolerance: 5m"),
     Sender("hmac", "hmac", signers.hmac_sha512_b64, delivery_id=False,

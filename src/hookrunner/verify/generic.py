@@ -37,13 +37,18 @@ class HmacVerifier(LearnsNothing):
     tolerance: float = crypto.DEFAULT_TOLERANCE
     timestamp_separator: bytes = b"."  # signed text is "{timestamp}{separator}{body}"
     config_warnings: tuple[str, ...] = ()  # for `check` (see rules.load)
+    # Read where `header` is absent: another name the sender's default may have (Grafana).
+    also_header: str | None = None
 
     @property
     def secret_headers(self) -> tuple[str, ...]:
-        return (self.header,)
+        return (self.header,) if self.also_header is None else (self.header, self.also_header)
 
     def verify(self, request: SignedRequest) -> Verified:
-        value = crypto.require_header(request.headers, self.header)
+        if self.also_header is None:
+            value = crypto.require_header(request.headers, self.header)
+        else:
+            value = crypto.first_header(request.headers, (self.header, self.also_header))[1]
         if self.prefix:
             # Case-insensitive: some senders write `SHA256=` where the docs say `sha256=`.
             if not value.lower().startswith(self.prefix.lower()):

@@ -12,6 +12,9 @@ from hookrunner.verify.base import SecretSource, check_options, register
 from hookrunner.verify.generic import HmacVerifier
 
 DEFAULT_HEADER = "X-Grafana-Alerting-Signature"
+# Where the contact point's "Header" field is left blank, some Grafana versions sign into this
+# one instead (grafana/alerting http/hmac.go's defaultHeaderName), whatever the UI suggests.
+BLANK_FIELD_HEADER = "X-Grafana-Alert-Signature"
 
 
 @register("grafana")
@@ -20,9 +23,11 @@ def grafana(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
         options, ("secret", "header", "timestamp_header", "tolerance"), required=("secret",)
     )
     timestamp_header, tolerance, warnings = crypto.option_window(options)
+    header = cast(str | None, crypto.option_str(options, "header"))
     return HmacVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),
-        header=cast(str, crypto.option_str(options, "header", DEFAULT_HEADER)),
+        header=header or DEFAULT_HEADER,
+        also_header=None if header else BLANK_FIELD_HEADER,
         timestamp_header=timestamp_header,
         tolerance=tolerance,
         timestamp_separator=b":",

@@ -27,6 +27,16 @@ TS = int(NOW)
          "signature mismatch"),
         ({}, {"X-Grafana-Alerting-Signature": hexmac("h", BODY)}, BODY, "signature mismatch"),
         ({}, {}, BODY, "missing header X-Grafana-Alerting-Signature"),
+        # A blank "Header" field in the contact point: grafana/alerting signs into its own
+        # default name, which some versions spell without "ing".
+        ({}, {"X-Grafana-Alert-Signature": hexmac("g", BODY)}, BODY, None),
+        ({}, {"X-Grafana-Alert-Signature": hexmac("h", BODY)}, BODY, "signature mismatch"),
+        # The first name present is the one checked: the other cannot stand in for it.
+        ({}, {"X-Grafana-Alerting-Signature": hexmac("h", BODY),
+              "X-Grafana-Alert-Signature": hexmac("g", BODY)}, BODY, "signature mismatch"),
+        # A chosen header name is the only one read.
+        ({"header": "X-Sig"}, {"X-Grafana-Alert-Signature": hexmac("g", BODY)}, BODY,
+         "missing header X-Sig"),
         # With a timestamp header, a "." separator (the generic hmac form) is not Grafana's.
         ({"timestamp_header": "X-Ts"},
          {"X-Grafana-Alerting-Signature": hexmac("g", f"{TS}.".encode() + BODY),
@@ -51,3 +61,10 @@ def test_grafana(
         with pytest.raises(VerifyError) as info:
             verifier.verify(request(body, headers))
         assert info.value.reason == reason
+
+
+def test_both_default_names_are_secret_headers() -> None:
+    """Both default names are redacted in the stored headers; a chosen name alone."""
+    assert make("grafana", secret="g").secret_headers == (
+        "X-Grafana-Alerting-Signature", "X-Grafana-Alert-Signature")
+    assert make("grafana", secret="g", header="X-Sig").secret_headers == ("X-Sig",)
