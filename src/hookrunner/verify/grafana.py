@@ -5,7 +5,7 @@ section HMAC signature). The generic `hmac` scheme with Grafana's defaults."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from hookrunner.verify import crypto
 from hookrunner.verify.base import SecretSource, check_options, register
@@ -23,7 +23,7 @@ def grafana(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
         options, ("secret", "header", "timestamp_header", "tolerance"), required=("secret",)
     )
     timestamp_header, tolerance, warnings = crypto.option_window(options)
-    header = cast(str | None, crypto.option_str(options, "header"))
+    header = crypto.option_str(options, "header")
     return HmacVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),
         header=header or DEFAULT_HEADER,
