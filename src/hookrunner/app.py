@@ -295,21 +295,42 @@ def _data_dir(settings: Settings) -> None:
                   mode=f"{mode:04o}", hint="it holds payloads and logs: chmod 700 it")
     private_dir(settings.data)
     private_dir(settings.logs_dir)
-    if not settings.db and _emptied(Path(settings.store_url), settings.logs_dir, settings.data):
-        raise StartupRefused(f"{settings.store_url} is empty (0 bytes), but runs have started "
-                             f"with {settings.data} (their logs or start marks are there): the "
-                             "file was truncated or replaced; restore it from a backup, or "
-                             "remove it to start a new, empty store")
+    if not settings.db:
+        lost = _lost(Path(settings.store_url), settings.logs_dir, settings.data)
+        if lost is not None:
+            raise StartupRefused(lost)
 
 
-def _emptied(db: Path, logs: Path, data: Path) -> bool:
-    """A database file of 0 bytes where runs have been: starting on it would make a new,
-    empty store, and forget every queued run and every delivery id that dedup holds."""
+def _lost(db: Path, logs: Path, data: Path) -> str | None:
+    """Why the database file is not the one earlier runs were recorded in, if it is not:
+    empty (0 bytes) or missing where a server has run (its start marks, runs' logs or a
+    write-ahead log are there). Starting on it would make a new, empty store, and forget
+    every queued run and every delivery id that dedup holds."""
     try:
-        return db.stat().st_size == 0 and (
-            any(logs.iterdir()) or any(data.glob("started-*.marks*")))
+        size: int | None = db.stat().st_size
+    except FileNotFoundError:
+        size = None
     except OSError:
-        return False
+        return None  # the store's own open says what is wrong
+    if size:
+        return None
+    wal = db.with_name(db.name + "-wal")
+    try:
+        history = (any(logs.iterdir()) or any(data.glob("started-*.marks*"))
+                   or (size is None and wal.exists() and wal.stat().st_size > 0))
+    except OSError:
+        return None
+    if not history:
+        return None
+    saved = sorted(data.glob(db.name + ".saved-*"))
+    restore = (f"restore it: move {saved[-1]} (saved by the server that saw it go) to {db}, "
+               "with no -wal or -shm file beside it, or restore a backup" if saved and
+               size is None else "restore it from a backup")
+    what, how = ("is empty (0 bytes)", "truncated or replaced") if size == 0 else (
+        "does not exist", "deleted")
+    return (f"{db} {what}, but a server has run with {data} (start marks, runs' logs or a "
+            f"write-ahead log are there): the file was {how}; {restore}, or move {data} aside "
+            "to start a new, empty store")
 
 
 def refuse(app: Starlette, reason: str) -> None:

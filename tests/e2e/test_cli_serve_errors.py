@@ -373,15 +373,56 @@ def test_a_database_emptied_under_its_history_is_refused_not_started_afresh(
     (data / "hookrunner.db").write_bytes(b"")
     for name in ("hookrunner.db-wal", "hookrunner.db-shm"):
         (data / name).unlink(missing_ok=True)
-    one_line(serve(project, "--data", str(data)), 3, "hookrunner.db is empty (0 bytes), but runs "
-             "have started", "restore it from a backup, or remove it")
+    one_line(serve(project, "--data", str(data)), 3, "hookrunner.db is empty (0 bytes), but a "
+             "server has run with", "restore it from a backup, or move")
     done = subprocess.run([*CLI, "runs", "--data", str(data)], cwd=project, env=_env(),
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and done.stderr.startswith(
         f"hookrunner: {data / 'hookrunner.db'} is empty (0 bytes)"), done.stderr
-    (data / "hookrunner.db").unlink()  # as the message says: a new store
+    # Removed rather than restored, it is still not a new store where one has run.
+    (data / "hookrunner.db").unlink()
+    one_line(serve(project, "--data", str(data)), 3, "hookrunner.db does not exist, but a "
+             "server has run with", "the file was deleted; restore it from a backup, or move")
+    data.rename(project / "data.old")  # as the message says: a new store
     server.start()
     server.stop()
+
+
+def test_a_database_deleted_under_a_running_server_is_saved_and_the_restart_refused(
+    project: Path,
+) -> None:
+    """The server still held the deleted file: it saves it, refuses the restart that would
+    have started afresh, and the saved copy put back keeps every run and every dedup id."""
+    (project / "rules" / "h.yaml").write_text(RULES.replace(
+        "verify: {none: {}}", "verify: {none: {}}\n    dedup: '{{ payload.at }}'"))
+    data = project / "data"
+    server = Server(project / "rules", data, project).start()
+    try:
+        first = httpx.post(f"{server.url}/hooks/h", json={"at": 1}, timeout=30)
+        assert first.status_code == 202, first.text
+        assert server.wait_run(first.json()["runs"][0])["status"] == "succeeded"
+        (data / "hookrunner.db").unlink()
+        refused = httpx.post(f"{server.url}/hooks/h", json={"at": 2}, timeout=30)
+        assert refused.status_code == 503, refused.text
+    finally:
+        server.stop()
+    saved = list(data.glob("hookrunner.db.saved-*"))
+    assert len(saved) == 1 and saved[0].stat().st_mode & 0o777 == 0o600, saved
+    assert "store.database_saved" in server.output(), server.output()
+    one_line(serve(project, "--data", str(data)), 3, "hookrunner.db does not exist",
+             f"restore it: move {saved[0]} (saved by the server that saw it go)")
+    for name in ("hookrunner.db-wal", "hookrunner.db-shm"):
+        (data / name).unlink(missing_ok=True)
+    saved[0].rename(data / "hookrunner.db")
+    server.start()
+    try:
+        again = httpx.post(f"{server.url}/hooks/h", json={"at": 1}, timeout=30)
+        assert again.status_code == 200 and again.json()["delivery_id"] == \
+            first.json()["delivery_id"], again.text
+        runs = server.admin().get("/api/runs").json()
+        assert sorted(r["id"] for r in runs["runs"]) == sorted(first.json()["runs"])
+    finally:
+        server.stop()
 
 
 def test_a_refused_server_writes_no_token_file_for_nothing(project: Path, running: Server) -> None:

@@ -27,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ class Writer:
         self._lock_path = lock_path
         self._db_path = db_path  # checked before each batch: see _same_file
         self._db_id: tuple[int, int] | None = None
+        self._saved = False  # a lost database file was saved (or tried): see _save
         self.failing = False  # the last batch failed (readiness reads it)
         self._lock_fd: int | None = None
         self._conn: sqlite3.Connection | None = None
@@ -142,17 +145,43 @@ class Writer:
         if not begin:
             self._unlock()
 
-    def _same_file(self) -> None:
+    async def _same_file(self) -> None:
         """The database file is still the one opened: if its directory was deleted (or the
         file replaced), SQLite goes on writing to an unlinked inode that no restart will
-        see, and a 202 would promise what is already lost. OSError: the caller's refusal."""
+        see, and a 202 would promise what is already lost. OSError: the caller's refusal.
+        The first time, what this connection still holds is saved beside (see _save)."""
         if self._db_id is not None:
             try:
                 st = os.stat(self._db_path or "")
             except FileNotFoundError:
+                await self._save("removed")
                 raise OSError(f"the database file {self._db_path} was removed") from None
             if (st.st_dev, st.st_ino) != self._db_id:
+                await self._save("replaced")
                 raise OSError(f"the database file {self._db_path} was replaced")
+
+    async def _save(self, how: str) -> None:
+        """Copy the lost database, which only this open connection still reaches, to a new
+        private file beside it, once: a restart would otherwise start on a new, empty store
+        and forget every queued run and every delivery id that dedup holds."""
+        if self._saved or self._db_path is None or self._conn is None or self._io is None:
+            return
+        self._saved = True
+        target = saved_path(self._db_path, time.time())
+        try:
+            # VACUUM INTO takes an empty file, so the copy is 0600 from the start, as the
+            # database is, and an earlier save is never written over (O_EXCL).
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            conn = self._conn
+            await asyncio.get_running_loop().run_in_executor(
+                self._io, conn.execute, "VACUUM INTO ?", (target,))
+        except (OSError, sqlite3.Error) as exc:
+            event("store.database_not_saved", logging.ERROR, path=self._db_path, how=how,
+                  error=str(exc))
+            return
+        event("store.database_saved", logging.WARNING, path=self._db_path, how=how,
+              saved=target, hint=f"stop the server, then move {target} to {self._db_path} "
+                                 "(with no -wal or -shm file beside it) and start it again")
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -164,7 +193,7 @@ class Writer:
             _settle(batch, [(False, StoreUnavailable("the SQLite store is closed"))] * len(batch))
             return
         try:
-            self._same_file()
+            await self._same_file()
             await self._blocking("BEGIN IMMEDIATE")
             try:
                 # Optimistic: no savepoints (they cost ~15% per job). If a job fails, the
@@ -216,6 +245,11 @@ def _apply(conn: sqlite3.Connection, batch: list[_Job], isolate: bool) -> list[t
         if isolate:
             conn.execute("RELEASE job")
     return outcomes
+
+
+def saved_path(db_path: str, now: float) -> str:
+    """Where a lost database is saved: `hookrunner.db.saved-20261130T071500Z`."""
+    return f"{db_path}.saved-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}"
 
 
 class _JobFailed(Exception):
