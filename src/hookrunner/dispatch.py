@@ -33,7 +33,7 @@ from hookrunner.logs import Throttled, event, settle_throttled
 from hookrunner.metrics import Metrics
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.redact import hidden_values, scrub
-from hookrunner.retention import prune_run_dirs
+from hookrunner.retention import remove_run_dirs, stale_run_dirs
 from hookrunner.retry import backoff_delay, should_retry
 from hookrunner.settings import Settings
 from hookrunner.startmarks import StartMarks, marks_path, read_marks
@@ -555,9 +555,14 @@ class Dispatcher:
             return tell
 
         pruned = await self.store.prune(now - keep, progress("deliveries"))
-        files, problems = await asyncio.to_thread(
-            prune_run_dirs, [self.settings.logs_dir, self.settings.work_dir], now - keep,
-            frozenset(self._active), progress("run_dirs"))
+        stale, problems = await asyncio.to_thread(
+            stale_run_dirs, [self.settings.logs_dir, self.settings.work_dir], now - keep,
+            frozenset(self._active))
+        # A run still stored keeps its files, however old they are (a retry's wait).
+        known = await self.store.known_runs(sorted({d.name for d in stale}))
+        files, failed = await asyncio.to_thread(
+            remove_run_dirs, [d for d in stale if d.name not in known], progress("run_dirs"))
+        problems += failed
         if pruned or files:
             event("store.pruned", deliveries=pruned, run_dirs=files,
                   seconds=round(time.monotonic() - started, 1))

@@ -1,7 +1,9 @@
 """History retention (--keep): the store prunes rows; this prunes the per-run files.
 
-Run logs live in `<data>/logs/<run>/` and work dirs in `<data>/work/<run>/`; a directory
-untouched since before the cut-off belongs to a run that ended before it.
+Run logs live in `<data>/logs/<run>/` and work dirs in `<data>/work/<run>/`. A directory
+untouched since before the cut-off goes once its run is no longer in the store: a run waiting
+for its retry, or one of a delivery kept for another run's sake, keeps its files as its
+delivery is kept whole.
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ def prune_run_dirs(parents: list[Path], before: float, keep: frozenset[str] = fr
     """Remove run directories last modified before `before` (except `keep`): how many went,
     and what could not be done (each parent on its own: one it cannot list spares none).
     `progress` is told the count so far after each one."""
-    removed, problems = 0, []
+    stale, problems = stale_run_dirs(parents, before, keep)
+    removed, failed = remove_run_dirs(stale, progress)
+    return removed, problems + failed
+
+
+def stale_run_dirs(parents: list[Path], before: float,
+                   keep: frozenset[str] = frozenset()) -> tuple[list[Path], list[str]]:
+    """The run directories last modified before `before`, except `keep` (their names), and
+    what could not be read."""
+    stale, problems = [], []
     for parent in parents:
         try:
             entries = list(parent.iterdir()) if parent.is_dir() else []
@@ -34,13 +45,23 @@ def prune_run_dirs(parents: list[Path], before: float, keep: frozenset[str] = fr
             except OSError as exc:
                 problems.append(f"cannot read {d}: {exc.strerror or exc}")
                 continue
-            failed = _remove(d)
-            if failed:  # counted only once gone (an immutable file keeps it)
-                problems.append(f"cannot remove {d} ({failed})")
-            else:
-                removed += 1
-                if progress is not None:
-                    progress(removed)
+            stale.append(d)
+    return stale, problems
+
+
+def remove_run_dirs(dirs: list[Path], progress: Callable[[int], None] | None = None,
+                    ) -> tuple[int, list[str]]:
+    """Remove each directory: how many went (counted only once gone: an immutable file keeps
+    it), and what would not go."""
+    removed, problems = 0, []
+    for d in dirs:
+        failed = _remove(d)
+        if failed:
+            problems.append(f"cannot remove {d} ({failed})")
+        else:
+            removed += 1
+            if progress is not None:
+                progress(removed)
     return removed, problems
 
 

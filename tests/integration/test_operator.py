@@ -158,6 +158,37 @@ def test_keep_prunes_old_history_and_its_files(make_server: Callable[..., Server
     assert server.wait_run(second["runs"][0])["status"] == "succeeded"
 
 
+def test_keep_spares_the_files_of_a_run_waiting_for_its_retry(
+    make_server: Callable[..., Server], project: Path,
+) -> None:
+    """Its delivery is kept whole while it waits, so its first attempt's log dir stays too,
+    however old: a prune that removed a later delivery's files spared it."""
+    write_script(project, "ok.sh", f"sleep {LOG_TO_DISK_AFTER + 0.5}; echo out; "
+                                   "test -n \"$FAIL\" && exit 1; exit 0\n")
+    server = make_server(HOOK + """
+rules:
+  - name: retried
+    hook: github
+    when: payload.fail is defined
+    retry: {attempts: 2, backoff: 5m}
+    run: {shell: {argv: ["scripts/ok.sh"], env: {FAIL: "1"}}}
+  - name: once
+    hook: github
+    when: payload.fail is not defined
+    run: {shell: {argv: ["scripts/ok.sh"]}}
+""", args=["--keep", "2s"])
+    waiting = post_github(server.url, GITHUB_SECRET, {"fail": 1}).json()["runs"][0]
+    with server.admin() as c:
+        _until(lambda: c.get(f"/api/runs/{waiting}").json()["attempt"] == 1
+               and c.get(f"/api/runs/{waiting}").json()["status"] == "queued", timeout=20)
+        time.sleep(2.5)  # its files are now older than --keep
+        later = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()
+        server.wait_run(later["runs"][0])
+        _until(lambda: not (project / "data" / "logs" / later["runs"][0]).exists(), timeout=20)
+        assert (project / "data" / "logs" / waiting).is_dir()
+        assert c.get(f"/api/runs/{waiting}").json()["status"] == "queued"
+
+
 def test_cli_runs_and_replay_work_on_the_store_of_a_running_server(
     make_server: Callable[..., Server], project: Path
 ) -> None:

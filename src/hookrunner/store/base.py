@@ -26,6 +26,7 @@ RUN_STATUSES: tuple[str, ...] = (
 )
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "canceled", "skipped"})
 Policy = Literal["queue", "skip", "replace", "coalesce"]
+KNOWN_CHUNK = 500  # run ids per known_runs query
 LISTED_SPEC = 65536  # bytes of a run's spec a listing carries (store/sql/*/queries.sql: list_runs)
 
 
@@ -257,6 +258,10 @@ class Store(Protocol):
         """Delete deliveries (and their runs) finished before `before`; return how many.
         In chunks, with `progress` told the count so far after each (a first prune of a
         long history takes minutes)."""
+        ...
+
+    async def known_runs(self, run_ids: Sequence[str]) -> set[str]:
+        """Those of `run_ids` the store still holds (retention keeps their run dirs)."""
         ...
 
     async def get_log(self, run_id: str, attempt: int) -> str | None:

@@ -252,6 +252,9 @@ class MemoryStore:
         due = [r.next_attempt_at for r in self._runs.values() if r.status == "queued"]
         return min(due) if due else None
 
+    async def known_runs(self, run_ids: Sequence[str]) -> set[str]:
+        return {i for i in run_ids if i in self._runs}
+
     async def prune(self, before: float, progress: Callable[[int], None] | None = None) -> int:
         gone = []
         for d in self._deliveries.values():

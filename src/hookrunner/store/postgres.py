@@ -55,6 +55,7 @@ from hookrunner.store._rows import (
 )
 from hookrunner.store._wake import wait_event
 from hookrunner.store.base import (
+    KNOWN_CHUNK,
     RUN_STATUSES,
     AcceptResult,
     Attempt,
@@ -442,6 +443,13 @@ class PostgresStore:
     async def next_due(self) -> float | None:
         rows = await self._rows("next_due", {})
         return None if rows[0]["due"] is None else float(rows[0]["due"])
+
+    async def known_runs(self, run_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(run_ids), KNOWN_CHUNK):
+            rows = await self._rows("known_runs", {"ids": list(run_ids[i:i + KNOWN_CHUNK])})
+            found.update(r["id"] for r in rows)
+        return found
 
     async def prune(self, before: float, progress: Callable[[int], None] | None = None) -> int:
         params = {"before": before, "chunk": PRUNE_CHUNK}

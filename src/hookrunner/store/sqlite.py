@@ -45,6 +45,7 @@ from hookrunner.store._rows import (
 from hookrunner.store._sqlite_writer import DEFAULT_MAX_BATCH, Writer
 from hookrunner.store._wake import wait_event
 from hookrunner.store.base import (
+    KNOWN_CHUNK,
     RUN_STATUSES,
     AcceptResult,
     Attempt,
@@ -427,6 +428,13 @@ class SQLiteStore:
     async def next_due(self) -> float | None:
         rows = await self._rows("next_due", {})
         return None if rows[0]["due"] is None else float(rows[0]["due"])
+
+    async def known_runs(self, run_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(run_ids), KNOWN_CHUNK):
+            ids = dumps(list(run_ids[i:i + KNOWN_CHUNK]))
+            found.update(r[0] for r in await self._rows("known_runs", {"ids": ids}))
+        return found
 
     async def prune(self, before: float, progress: Callable[[int], None] | None = None) -> int:
         params = {"before": before, "chunk": PRUNE_CHUNK}

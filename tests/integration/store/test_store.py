@@ -15,7 +15,7 @@ import pytest
 from hookrunner.errors import DeliveryGone
 from hookrunner.redact import HIDDEN_KEY
 from hookrunner.store import open_store, sql
-from hookrunner.store.base import LISTED_SPEC, Finish, NewDelivery, NewRun, Store
+from hookrunner.store.base import KNOWN_CHUNK, LISTED_SPEC, Finish, NewDelivery, NewRun, Store
 
 T0 = 1_000.0
 LEASE = 30.0
@@ -502,6 +502,17 @@ async def test_prune_deletes_only_finished_deliveries(store: Store) -> None:
     assert await store.get_run(r_old.id) is None
     assert await status(store, active) == "queued"
     assert not (await store.accept(delivery(key="old"), [])).duplicate
+    # What retention asks before it removes run dirs: the pruned run is no longer known.
+    assert await store.known_runs([r_old.id, active, "run_never"]) == {active}
+
+
+async def test_known_runs_goes_past_one_query(store: Store) -> None:
+    d = delivery()
+    runs = [new_run(d) for _ in range(KNOWN_CHUNK + 3)]
+    await store.accept(d, runs)
+    ids = [r.id for r in runs]
+    assert await store.known_runs([*ids, "run_gone"]) == set(ids)
+    assert await store.known_runs([]) == set()
 
 
 async def test_prune_removes_a_history_longer_than_one_chunk(store: Store) -> None:

@@ -165,6 +165,10 @@ SELECT status FROM runs WHERE id = :id;
 -- name: cancel_requests
 SELECT id, superseded_by FROM runs WHERE status = 'running' AND lease_owner = :node AND cancel_requested = 1;
 
+-- name: known_runs
+-- Which of a list of run ids are still stored (retention's run dirs).
+SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(:ids));
+
 -- name: get_run
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id WHERE r.id = :id;
 
