@@ -848,7 +848,9 @@ class Dispatcher:
         elif asked:  # asked to cancel: the store ends it canceled instead of retrying it
             self.metrics.runs_ended.labels(run.rule, "canceled").inc()
         self.metrics.run_duration.labels(run.rule).observe(now - started)
-        event("run.finished", run_id=run.id, rule=run.rule, attempt=run.attempt,
+        # A failing action is what an operator filtering at warning must still see.
+        level = logging.WARNING if result.outcome in ("failed", "timed_out") else logging.INFO
+        event("run.finished", level, run_id=run.id, rule=run.rule, attempt=run.attempt,
               status=result.outcome, exit_code=result.exit_code, reason=result.reason,
               seconds=round(now - started, 3), delivery_id=run.delivery_id,
               retry_in=round(retry_at - now, 1) if retry_at and not asked else None,

@@ -118,11 +118,14 @@ def test_metrics_count_deliveries_by_outcome_and_runs_by_status(
 def test_json_logs_have_one_event_per_decision_and_no_secrets(
     make_server: Callable[..., Server], project: Path
 ) -> None:
-    write_script(project, "ok.sh", "exit 0\n")
-    server = make_server(HOOK + RULE.format(name="logged"), args=["--log-format", "json"])
+    write_script(project, "ok.sh", 'test -z "$(cat)" || exit 0; exit 3\n')
+    rules = HOOK + RULE.format(name="logged") + '        stdin: payload\n'
+    server = make_server(rules, args=["--log-format", "json"])
     run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}, delivery="gh-guid-1").json()["runs"][0]
     post_github(server.url, "forged-secret", {"a": 1})
     server.wait_run(run_id)
+    failing = post_github(server.url, GITHUB_SECRET, b"").json()["runs"][0]
+    assert server.wait_run(failing)["status"] == "failed"
     server.stop()
     events = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
     names = [e["event"] for e in events]
@@ -131,6 +134,10 @@ def test_json_logs_have_one_event_per_decision_and_no_secrets(
         assert expected in names, names
     finished = next(e for e in events if e["event"] == "run.finished")
     assert finished["run_id"] == run_id and finished["status"] == "succeeded"
+    assert finished["level"] == "info"
+    # A failing action is a warning: a log filtered to warnings still shows it.
+    failed = next(e for e in events if e["event"] == "run.finished" and e["run_id"] == failing)
+    assert failed["level"] == "warning" and failed["exit_code"] == 3, failed
     # One delivery can be followed through the log both ways, with the sender's own id.
     accepted = next(e for e in events if e["event"] == "delivery.accepted")
     started = next(e for e in events if e["event"] == "run.started")
