@@ -42,7 +42,7 @@ SERVE_EPILOG = (
     "Every flag also reads from HOOKRUNNER_<FLAG> (HOOKRUNNER_DB, HOOKRUNNER_WORKERS, ...); "
     "flags win. Variables without a flag: HOOKRUNNER_ADMIN_TOKEN (the API's and console's "
     "bearer token; default: generated into <data>/admin-token), HOOKRUNNER_GRACE (30s), "
-    "HOOKRUNNER_DEFAULT_TIMEOUT (1h), HOOKRUNNER_LOG_CAP (bytes of output kept per attempt).")
+    "HOOKRUNNER_DEFAULT_TIMEOUT (1h), HOOKRUNNER_LOG_CAP (10MiB: output kept per attempt).")
 
 
 def _store_flags(p: argparse.ArgumentParser) -> None:

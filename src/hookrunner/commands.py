@@ -501,6 +501,11 @@ async def show_log(settings: Settings, run_id: str, attempt: int | None) -> int:
         print(f"hookrunner: run {run_id} is still running (on node {run.lease_owner}): its "
               "output so far, as far as its log file on this machine holds it; "
               f"GET /api/runs/{run_id}/log follows it", file=sys.stderr)
+    elif not text:  # an ended attempt's log holds hookrunner's own lines at least
+        print(f"hookrunner: attempt {shown} of run {run_id} left no log, in the store or in "
+              "this machine's log files: its server stopped (a crash, a kill) before saving it "
+              f"(with several nodes, look in logs/{run_id}/ under the --data of the node that "
+              "ran it)", file=sys.stderr)
     sys.stdout.write(_for_terminal(text) if sys.stdout.isatty() else text)
     return EXIT_OK
 

@@ -389,6 +389,31 @@ def test_runs_filters_and_log_shows_a_runs_output(tmp_path: Path) -> None:
         assert done.returncode == 1 and said in done.stderr, (args, done.stderr)
 
 
+def test_log_of_an_attempt_its_killed_server_never_saved_says_so(tmp_path: Path) -> None:
+    """Killed before the output was saved anywhere (it is kept in memory for its first
+    second): `log` printed nothing and exited 0, as if the action had printed nothing."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(LOG_RULES)
+    data = str(tmp_path / "data")
+    server = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    slow = httpx.post(f"{server.url}/hooks/h", json={"slow": True, "x": ""}, timeout=30).json()
+    with server.admin() as api:
+        slow_run = next(r for r in slow["runs"] if api.get(f"/api/runs/{r}").json()["rule"] == "slow")
+        deadline = time.monotonic() + 20
+        while api.get(f"/api/runs/{slow_run}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    server.kill()
+    server.start()  # recovers it: failed (interrupted)
+    try:
+        assert server.wait_run(slow_run)["status"] == "failed"
+    finally:
+        server.stop()
+    done = _run("log", slow_run, "--data", data, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout == "", done
+    assert done.stderr.startswith(f"hookrunner: attempt 1 of run {slow_run} left no log"), done
+
+
 def test_log_on_a_terminal_shows_control_characters_escaped() -> None:
     from hookrunner.commands import _for_terminal
 
