@@ -173,7 +173,7 @@ async def readyz(request: Request) -> Response:
     store_ok = ping in done and not ping.cancelled() and ping.exception() is None \
         and bool(ping.result())
     rules = gw.rules
-    doc = {
+    doc: dict[str, Any] = {
         "store": "ok" if store_ok else "unreachable",
         "rules": "loaded" if rules.current is not None else "not loaded",
         "rules_loaded_at": rules.loaded_at,
@@ -183,6 +183,9 @@ async def readyz(request: Request) -> Response:
         # have the messages.
         "reload_errors": [_where(e) for e in rules.errors],
     }
+    unavailable = rules.current.unavailable if rules.current is not None else {}
+    if unavailable:  # answered 503; the other hooks serve, so the server stays ready
+        doc["unavailable_hooks"] = {h: _where(why) for h, why in unavailable.items()}
     # Stopping (a SIGTERM, or its node name taken over by another server): it takes no more
     # work, so a load balancer should send it none.
     stopping = bool(getattr(gw.dispatcher, "stopping", False))

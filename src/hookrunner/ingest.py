@@ -158,6 +158,8 @@ _too_large_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 _body_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # Refused while no rules are loaded: one line a second in all (a hook id is the client's here).
 _no_rules_log = Throttled("delivery.no_rules", logging.ERROR)
+_unavailable_log = Throttled("delivery.hook_unavailable", logging.ERROR)
+UNAVAILABLE_RETRY_AFTER = "60"  # seconds: its secret comes with a restart, not in a moment
 # A sender still posting to a renamed hook (webhook logs "hook not found"): one line a second
 # in all, naming the last id asked for (the client's, so cut short).
 _unknown_hook_log = Throttled("delivery.rejected", logging.WARNING)
@@ -254,6 +256,15 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
         return error(404, f"unknown hook {hook_id!r}")
     if scope["method"] != "POST":
         return error(405, "use POST", headers={"Allow": "POST"})
+    if hook.unavailable is not None:
+        # Its secret could not be read when the rules loaded: a 503 asks the sender to retry,
+        # and the delivery arrives once it can be verified (reload.LiveRules._load).
+        gw.metrics.deliveries.labels(hook_id, "rejected_unavailable").inc()
+        _unavailable_log(hook=hook_id, reason="its secret could not be read when the rules "
+                                              "loaded (see rules.hook_unavailable)")
+        return error(503, "this hook is unavailable: its secret could not be read when the "
+                          "rules loaded (see /readyz); retry",
+                     headers={"Retry-After": UNAVAILABLE_RETRY_AFTER})
     m = gw.metrics.deliveries
     sent_query = query_pairs(scope)
     if any("\x00" in name or "\x00" in value for name, value in sent_query):

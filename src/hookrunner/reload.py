@@ -38,6 +38,10 @@ def _fingerprint(rules_dir: Path) -> tuple[Stat, ...]:
     return tuple(s for s in map(_stat, rules_files(rules_dir)) if s is not None)
 
 
+def _every(hook_id: str) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class _Loaded:
     """What one load found: the rules (None: they failed), the errors, and what was read."""
@@ -93,8 +97,8 @@ class LiveRules:
         `degraded`: hooks are refused with 503, not 404 (the other processes serve them)."""
         kept = copy / rulescopy.ROOT
         try:
-            ruleset = load_rules(copy, root=kept if kept.is_dir() else self.root) \
-                if copy.is_dir() else None
+            ruleset = load_rules(copy, root=kept if kept.is_dir() else self.root,
+                                 defer_secrets=_every) if copy.is_dir() else None
         except ConfigErrors as exc:
             event("rules.copy_failed", logging.WARNING, error=str(exc.errors[0]),
                   why="the rules files and the main process's copy of them do not load: "
@@ -138,8 +142,15 @@ class LiveRules:
         def about_to_read(path: Path) -> None:
             secrets.setdefault(path, _stat(path))
 
+        # A hook whose secret cannot be read (a variable not set in the unit's environment)
+        # is loaded unavailable, not an error, where there is nothing to keep instead: at the
+        # start, or a hook already unavailable. Elsewhere the reload fails and keeps the live
+        # hook with its secret (a secret file caught mid-rotation).
+        live = self.current
+        defer = _every if live is None else live.unavailable.__contains__
         try:
-            ruleset = load_rules(self.rules_dir, root=self.root, on_secret_file=about_to_read)
+            ruleset = load_rules(self.rules_dir, root=self.root, on_secret_file=about_to_read,
+                                 defer_secrets=defer)
         except Exception as exc:  # ConfigErrors, or a bug in loading: keep the live rules
             if isinstance(exc, ConfigErrors):
                 errors = [str(e) for e in exc.errors]
@@ -172,8 +183,12 @@ class LiveRules:
         self.loaded_at = time.time()
         for w in ruleset.warnings:
             event("rules.warning", warning, warning=w)
+        for hook_id, why in ruleset.unavailable.items():
+            event("rules.hook_unavailable", error, hook=hook_id, error=why,
+                  then="its deliveries are answered 503 until the rules load with its secret "
+                       "(a variable: restart the server with it set)")
         event("rules.loaded", info, hooks=len(ruleset.hooks), rules=len(ruleset.rules),
-              files=len(ruleset.files))
+              files=len(ruleset.files), unavailable=len(ruleset.unavailable) or None)
         return True
 
     def _look(self) -> tuple[tuple[Stat, ...], list[Stat | None]]:

@@ -340,6 +340,33 @@ def test_a_start_with_rules_that_do_not_load_asks_senders_to_retry(project: Path
         server.stop()
 
 
+def test_a_hook_whose_secret_is_unset_at_the_start_is_unavailable_alone(
+    make_server: Callable[..., Server],
+) -> None:
+    """A new hook whose variable is missing from the unit's environment: a restart loaded no
+    rules at all, and every hook answered 503 until the next restart."""
+    server = make_server(HOOK + """
+  stripe:
+    verify: {stripe: {secret: {env: HR_NEVER_SET}}}
+""" + RULE.format(name="first").replace("argv: [\"scripts/ok.sh\"]", "argv: [\"true\"]"))
+    ready = httpx.get(server.url + "/readyz")
+    assert ready.status_code == 200, ready.text
+    # Where, not why: /readyz needs no token.
+    assert list(ready.json()["unavailable_hooks"]) == ["stripe"], ready.text
+    assert ready.json()["unavailable_hooks"]["stripe"].endswith("rules/rules.yaml:9"), ready.text
+    refused = httpx.post(server.url + "/hooks/stripe", json={}, timeout=10)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "60", refused.text
+    assert "this hook is unavailable" in refused.json()["error"]
+    assert "HR_NEVER_SET" not in refused.text  # the why is the operator's, not the sender's
+    assert post_github(server.url, GITHUB_SECRET, {"x": 1}).status_code == 202
+    out = server.output()
+    assert "rules.hook_unavailable" in out and "HR_NEVER_SET is not set" in out, out
+    assert 'outcome="rejected_unavailable"' in httpx.get(server.url + "/metrics").text
+    with server.admin() as c:
+        page = c.get("/rules").text
+    assert "Unavailable hooks" in page and "HR_NEVER_SET" in page
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200

@@ -83,9 +83,11 @@ def test_a_rotated_secret_file_is_noticed_and_loaded(
     (root / "secrets").mkdir(parents=True)
     (rules / "gh.yaml").write_text(GH_FILE_SECRET)
     live = LiveRules(rules, root=root)
-    assert not live.reload()  # secrets/gh does not exist yet
+    # secrets/gh does not exist yet: at the start, the hook loads unavailable (answered 503)
+    assert live.reload() and live.current is not None and list(live.current.unavailable) == ["gh"]
     (root / "secrets" / "gh").write_text("first\n")
     assert live.changed() and live.reload()
+    assert live.current is not None and live.current.unavailable == {}
     assert _signed_by(live, b"first") and _signed_by(live, b"env-secret")
     assert not live.changed()
     (root / "secrets" / "gh").write_text("second\n")
@@ -103,6 +105,66 @@ def test_a_rotated_secret_file_is_noticed_and_loaded(
         assert live.changed() and live.reload()
         assert _signed_by(live, value.encode())
         assert not live.changed()
+
+
+ENV_HOOKS = """
+hooks:
+  gh:
+    verify: {github: {secret: {env: HR_TEST_UNSET}}}
+  open:
+    verify: {none: {}}
+rules:
+  - {name: r, hook: [gh, open], run: {shell: {argv: ["true"]}}}
+"""
+
+
+def test_a_secret_unset_at_the_start_leaves_only_its_hook_unavailable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hook added with its variable missing from the unit's environment: at a restart, no
+    rules loaded at all and every hook answered 503. Now that hook alone is unavailable."""
+    monkeypatch.delenv("HR_TEST_UNSET", raising=False)
+    (tmp_path / "a.yaml").write_text(ENV_HOOKS)
+    live = LiveRules(tmp_path)
+    assert live.reload() and live.current is not None and live.errors == []
+    assert sorted(live.current.hooks) == ["gh", "open"]
+    assert live.current.unavailable == {"gh": f"{tmp_path / 'a.yaml'}:4: hook 'gh': verify.github: "
+                                              "secret: environment variable HR_TEST_UNSET is "
+                                              "not set or empty"}
+    assert live.current.hooks["open"].unavailable is None
+    with pytest.raises(VerifyError):  # were a delivery ever to reach it, nothing verifies
+        live.current.hooks["gh"].verifier.verify(SignedRequest(Headers([]), b"{}"))
+    # A reload with it still unset changes nothing for it: the rest reloads.
+    (tmp_path / "a.yaml").write_text(ENV_HOOKS + "  - {name: r2, hook: open, run: {shell: "
+                                                 "{argv: [\"true\"]}}}\n")
+    assert live.reload() and [r.name for r in live.current.rules] == ["r", "r2"]
+    assert list(live.current.unavailable) == ["gh"]
+    # A hook added by a reload with its secret unset fails the reload, as any error: the
+    # live rules stay (the contract's "a reload that fails validation keeps the live rules").
+    (tmp_path / "b.yaml").write_text("hooks:\n  new:\n    verify: {token: {secret: {env: "
+                                     "HR_TEST_UNSET}}}\n")
+    assert not live.reload() and "new" not in live.current.hooks
+    assert any("HR_TEST_UNSET is not set" in e for e in live.errors), live.errors
+    (tmp_path / "b.yaml").unlink()
+    monkeypatch.setenv("HR_TEST_UNSET", "now-set")  # (a restart, for a variable)
+    assert live.reload() and live.current.unavailable == {}
+    assert _signed_by(live, b"now-set")
+
+
+def test_a_live_hook_whose_secret_file_goes_keeps_its_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a hook with nothing better to keep is loaded unavailable: a live one whose
+    secret file is caught mid-rotation keeps verifying with the secret it has."""
+    monkeypatch.setenv("GH_OLD", "env-secret")
+    rules, root = tmp_path / "rules", tmp_path / "root"
+    rules.mkdir()
+    (root / "secrets").mkdir(parents=True)
+    (root / "secrets" / "gh").write_text("first\n")
+    (rules / "gh.yaml").write_text(GH_FILE_SECRET)
+    live = LiveRules(rules, root=root)
+    assert live.reload() and _signed_by(live, b"first")
+    (root / "secrets" / "gh").unlink()
+    assert not live.reload() and _signed_by(live, b"first")
+    assert live.current is not None and live.current.unavailable == {}
 
 
 async def test_the_watcher_outlives_a_failed_look_at_the_files(

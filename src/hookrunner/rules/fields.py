@@ -52,6 +52,10 @@ class Ctx:
     warnings: list[str] = field(default_factory=list)
     root: Path | None = None  # --root, where the paths rules name must stay
     strict: bool = False  # `check`: see load.load_rules
+    # Hooks whose unreadable secret makes them unavailable rather than an error (see
+    # load.load_rules `defer_secrets`), and why each is: `file:line: message`.
+    defer_secrets: Callable[[str], bool] | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def line(self, node: Any, *path: Any) -> int:
         return line_of(node, path)

@@ -77,6 +77,7 @@ class _Merged:
 def load_rules(
     rules_dir: Path, *, root: Path | None = None, secrets_required: bool = True,
     on_secret_file: Callable[[Path], None] | None = None, strict: bool = False,
+    defer_secrets: Callable[[str], bool] | None = None,
 ) -> Ruleset:
     """Load and merge every rules file under `rules_dir`; raise ConfigErrors listing all errors.
 
@@ -89,6 +90,9 @@ def load_rules(
     of a deploy, is an error too: a literal path outside --root, a dangling link (a ConfigMap
     key being removed). Elsewhere those are warnings: one such rule must not stop a server's
     other rules from loading.
+    `defer_secrets` (the server): a hook it names whose secret cannot be read (a variable not
+    set, a file missing or empty) is not an error but loaded unavailable (`Hook.unavailable`):
+    it answers 503, and the other hooks serve.
     """
     if not rules_dir.is_dir():
         where = rules_dir.absolute()
@@ -132,7 +136,8 @@ def load_rules(
             errors.append(ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})",
                                       str(path), line))
     return _load(sources, errors, root, empty_hint=str(rules_dir), secrets_required=secrets_required,
-                 on_secret_file=on_secret_file, strict=strict, warnings=warnings)
+                 on_secret_file=on_secret_file, strict=strict, warnings=warnings,
+                 defer_secrets=defer_secrets)
 
 
 def _same(path: Any, other: Path) -> bool:
@@ -192,7 +197,8 @@ def load_rules_text(files: Mapping[str, str], *, root: Path | None = None) -> Ru
 def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path | None,
           empty_hint: str, secrets_required: bool = True,
           on_secret_file: Callable[[Path], None] | None = None, strict: bool = False,
-          warnings: list[str] | None = None) -> Ruleset:
+          warnings: list[str] | None = None,
+          defer_secrets: Callable[[str], bool] | None = None) -> Ruleset:
     import hookrunner.actions  # noqa: F401  (fills RUNNERS)
     from hookrunner.verify import resolve_secret, secret_files
 
@@ -205,7 +211,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
     merged = _Merged()
     ctxs: list[f.Ctx] = []
     for name, text in sources:
-        ctx = f.Ctx(name, root=root, strict=strict)
+        ctx = f.Ctx(name, root=root, strict=strict, defer_secrets=defer_secrets)
         ctxs.append(ctx)
         data, problems = parse_yaml(text, name)
         ctx.errors.extend(problems)
@@ -307,11 +313,14 @@ def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: Any) 
         return None
     kind, obj = verifier
     return Hook(id=hook_id, verify_kind=kind, verifier=obj, source=src,
-                secret_headers=tuple(getattr(obj, "secret_headers", ())), **kw)
+                secret_headers=tuple(getattr(obj, "secret_headers", ())),
+                unavailable=ctx.unavailable.get(hook_id), **kw)
 
 
 def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[str, Any] | None:
     from hookrunner.verify import VERIFIERS, is_literal
+    from hookrunner.verify.base import Unavailable
+    from hookrunner.verify.secrets import SecretUnavailable
 
     spec: LineDict | None
     if isinstance(raw.get("verify"), str):
@@ -353,6 +362,13 @@ def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[st
         for warning in getattr(verifier, "config_warnings", ()):
             ctx.warn(options, ("tolerance",), f"hook {hook_id!r}: verify.{name}: {warning}")
         return name, verifier
+    except SecretUnavailable as exc:
+        message = f"hook {hook_id!r}: verify.{name}: {exc.message}"
+        if ctx.defer_secrets is None or not ctx.defer_secrets(hook_id):
+            ctx.error(options, exc.path, message)
+            return None
+        ctx.unavailable[hook_id] = f"{ctx.file}:{ctx.line(options, *exc.path)}: {message}"
+        return name, Unavailable()
     except ConfigError as exc:
         ctx.error(options, exc.path, f"hook {hook_id!r}: verify.{name}: {exc.message}")
     except (TypeError, ValueError) as exc:  # a factory that did not expect this input

@@ -62,6 +62,9 @@ class Hook:
     dedup: Compiled | None = None
     rate_limit: RateLimit | None = None
     secret_headers: tuple[str, ...] = ()  # headers to redact when storing (signatures, tokens)
+    # `file:line: message`: its secret could not be read when the rules loaded, so it refuses
+    # every delivery with 503 (load.load_rules `defer_secrets`); None: it verifies.
+    unavailable: str | None = None
 
     @functools.cached_property
     def dedup_reads_secret(self) -> bool:
@@ -155,6 +158,11 @@ class Ruleset:
     rules: tuple[Rule, ...]
     files: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # `file:line: message`, e.g. a literal secret
+
+    @functools.cached_property
+    def unavailable(self) -> dict[str, str]:
+        """The hooks left unavailable by a secret that could not be read, and why."""
+        return {i: h.unavailable for i, h in self.hooks.items() if h.unavailable is not None}
 
     def rules_for(self, hook_id: str) -> list[Rule]:
         return [r for r in self.rules if hook_id in r.hooks]

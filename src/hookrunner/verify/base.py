@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hookrunner.errors import ConfigError
+from hookrunner.errors import ConfigError, VerifyError
 
 
 class Headers:
@@ -110,6 +110,16 @@ class LearnsNothing:
 
     def learned(self, request: SignedRequest) -> Verified:
         return Verified()
+
+
+class Unavailable(LearnsNothing):
+    """A hook whose secret could not be read when the rules loaded (Hook.unavailable): its
+    deliveries are refused before this is reached; were one not, it would verify nothing."""
+
+    secret_headers: tuple[str, ...] = ()
+
+    def verify(self, request: SignedRequest) -> Verified:
+        raise VerifyError("its secret could not be read when the rules loaded")
 
 
 class SecretSource(Protocol):
