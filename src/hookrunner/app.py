@@ -319,7 +319,7 @@ def _lost(db: Path, logs: Path, data: Path) -> str | None:
         return None
     wal = db.with_name(db.name + "-wal")
     try:
-        history = (any(logs.iterdir()) or any(data.glob("started-*.marks*"))
+        history = (any(logs.glob("run_*")) or any(data.glob("started-*.marks*"))
                    or (size is None and wal.exists() and wal.stat().st_size > 0))
     except OSError:
         return None
@@ -327,13 +327,13 @@ def _lost(db: Path, logs: Path, data: Path) -> str | None:
         return None
     saved = sorted(data.glob(db.name + ".saved-*"))
     restore = (f"restore it: move {saved[-1]} (saved by the server that saw it go) to {db}, "
-               "with no -wal or -shm file beside it, or restore a backup" if saved and
-               size is None else "restore it from a backup")
+               "with no -wal or -shm file beside it, or restore a backup" if saved
+               else "restore it from a backup")
     what, how = ("is empty (0 bytes)", "truncated or replaced") if size == 0 else (
         "does not exist", "deleted")
     return (f"{db} {what}, but a server has run with {data} (start marks, runs' logs or a "
             f"write-ahead log are there): the file was {how}; {restore}, or move {data} aside "
-            "to start a new, empty store")
+            "to start a new, empty store (as for a --data used before with a PostgreSQL --db)")
 
 
 def refuse(app: Starlette, reason: str) -> None:
@@ -354,7 +354,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     # A sender gives up after ~10 s (GitHub): a write that waits for another process's lock
     # (a CLI command) answers 503 with Retry-After well before that.
     store = open_store(settings.store_url, write_lock=shared is not None,
-                       busy_timeout=SERVER_BUSY_TIMEOUT)
+                       busy_timeout=SERVER_BUSY_TIMEOUT, save_lost=not worker)
     gw = Gateway(settings=settings, store=store, rules=rules, metrics=metrics_,
                  trusted=parse_networks(settings.trusted_proxy))
 

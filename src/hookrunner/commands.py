@@ -503,9 +503,10 @@ async def show_log(settings: Settings, run_id: str, attempt: int | None) -> int:
               f"GET /api/runs/{run_id}/log follows it", file=sys.stderr)
     elif not text:  # an ended attempt's log holds hookrunner's own lines at least
         print(f"hookrunner: attempt {shown} of run {run_id} left no log, in the store or in "
-              "this machine's log files: its server stopped (a crash, a kill) before saving it "
-              f"(with several nodes, look in logs/{run_id}/ under the --data of the node that "
-              "ran it)", file=sys.stderr)
+              "this machine's log files: its server stopped (a crash, a kill) before saving it, "
+              "or it never got to start its action (its reason, in `hookrunner runs`, says); "
+              f"with several nodes, look in logs/{run_id}/ under the --data of the node that "
+              "ran it", file=sys.stderr)
     sys.stdout.write(_for_terminal(text) if sys.stdout.isatty() else text)
     return EXIT_OK
 

@@ -559,7 +559,9 @@ class Dispatcher:
             stale_run_dirs, [self.settings.logs_dir, self.settings.work_dir], now - keep,
             frozenset(self._active))
         # A run still stored keeps its files, however old they are (a retry's wait).
-        known = await self.store.known_runs(sorted({d.name for d in stale}))
+        # (Only names a run id could have: one that is not text to the store, a stray
+        # directory, must not fail every prune.)
+        known = await self.store.known_runs(sorted({d.name for d in stale if d.name.isascii()}))
         files, failed = await asyncio.to_thread(
             remove_run_dirs, [d for d in stale if d.name not in known], progress("run_dirs"))
         problems += failed

@@ -405,30 +405,42 @@ def test_a_database_emptied_under_its_history_is_refused_not_started_afresh(
     server.stop()
 
 
+@pytest.mark.parametrize(("how", "workers"), [("removed", 1), ("replaced", 1), ("removed", 2)])
 def test_a_database_deleted_under_a_running_server_is_saved_and_the_restart_refused(
-    project: Path,
+    project: Path, how: str, workers: int,
 ) -> None:
-    """The server still held the deleted file: it saves it, refuses the restart that would
-    have started afresh, and the saved copy put back keeps every run and every dedup id."""
+    """The server still held the deleted file: it saves it (once, whatever the number of
+    processes), refuses the restart that would have started afresh, and the saved copy put
+    back keeps every run and every dedup id."""
     (project / "rules" / "h.yaml").write_text(RULES.replace(
         "verify: {none: {}}", "verify: {none: {}}\n    dedup: '{{ payload.at }}'"))
     data = project / "data"
-    server = Server(project / "rules", data, project).start()
+    server = Server(project / "rules", data, project,
+                    args=["--http-workers", str(workers)]).start()
     try:
         first = httpx.post(f"{server.url}/hooks/h", json={"at": 1}, timeout=30)
         assert first.status_code == 202, first.text
         assert server.wait_run(first.json()["runs"][0])["status"] == "succeeded"
         (data / "hookrunner.db").unlink()
-        refused = httpx.post(f"{server.url}/hooks/h", json={"at": 2}, timeout=30)
-        assert refused.status_code == 503, refused.text
+        if how == "replaced":
+            (data / "hookrunner.db").write_bytes(b"")
+        for _ in range(2 * workers):  # answered at once: the copy is made meanwhile
+            refused = httpx.post(f"{server.url}/hooks/h", json={"at": 2}, timeout=30)
+            assert refused.status_code == 503, refused.text
+        deadline = time.monotonic() + 20
+        while "store.database_saved" not in server.output():
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
     finally:
         server.stop()
-    saved = list(data.glob("hookrunner.db.saved-*"))
+    saved = list(data.glob("hookrunner.db.sav*"))
     assert len(saved) == 1 and saved[0].stat().st_mode & 0o777 == 0o600, saved
-    assert "store.database_saved" in server.output(), server.output()
-    one_line(serve(project, "--data", str(data)), 3, "hookrunner.db does not exist",
+    assert ".saved-" in saved[0].name and server.output().count("store.database_saved") == 1
+    assert "store.database_not_saved" not in server.output()
+    one_line(serve(project, "--data", str(data)), 3,
+             "hookrunner.db does not exist" if how == "removed" else "is empty (0 bytes)",
              f"restore it: move {saved[0]} (saved by the server that saw it go)")
-    for name in ("hookrunner.db-wal", "hookrunner.db-shm"):
+    for name in ("hookrunner.db", "hookrunner.db-wal", "hookrunner.db-shm"):
         (data / name).unlink(missing_ok=True)
     saved[0].rename(data / "hookrunner.db")
     server.start()

@@ -66,3 +66,8 @@ def test_a_deleted_data_dir_is_a_503_never_a_202_into_a_lost_file(
         assert status == 503 and headers.get("retry-after") == "5"
     assert _ready(server) == 503
     assert "was removed" in server.output()
+    # Nowhere to save a copy of it: said, and no half copy (the directory is gone too).
+    deadline = time.monotonic() + 10
+    while "store.database_not_saved" not in server.output():
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.1)

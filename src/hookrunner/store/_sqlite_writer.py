@@ -42,6 +42,7 @@ from hookrunner.logs import event, settle_throttled
 T = TypeVar("T")
 
 DEFAULT_MAX_BATCH = 256  # jobs per transaction; bounds one commit's latency
+SAVE_AGAIN_AFTER = 60.0  # seconds between tries to save a lost database file
 
 
 @dataclass
@@ -54,14 +55,17 @@ class _Job:
 class Writer:
     def __init__(
         self, connect: Callable[[], sqlite3.Connection], max_batch: int = DEFAULT_MAX_BATCH,
-        lock_path: str | None = None, db_path: str | None = None,
+        lock_path: str | None = None, db_path: str | None = None, save_lost: bool = False,
     ) -> None:
         self._connect = connect
         self._max_batch = max_batch
         self._lock_path = lock_path
         self._db_path = db_path  # checked before each batch: see _same_file
         self._db_id: tuple[int, int] | None = None
-        self._saved = False  # a lost database file was saved (or tried): see _save
+        self._save_lost = save_lost  # save a lost database file (the server's main process)
+        self._saved = False  # it was saved: see _save
+        self._saving: asyncio.Task[None] | None = None
+        self._save_again_at = 0.0  # monotonic: after a failed save
         self.failing = False  # the last batch failed (readiness reads it)
         self._lock_fd: int | None = None
         self._conn: sqlite3.Connection | None = None
@@ -96,6 +100,9 @@ class Writer:
                 await asyncio.shield(self._flusher)
         if self._pending:  # left by a flusher that was cancelled between batches
             await self._flush()
+        if self._saving is not None:  # the last copy of a lost database: let it finish
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._saving)
         conn, io = self._conn, self._io
         self._conn = self._io = None
         if conn is not None and io is not None:
@@ -145,42 +152,55 @@ class Writer:
         if not begin:
             self._unlock()
 
-    async def _same_file(self) -> None:
+    def _same_file(self) -> None:
         """The database file is still the one opened: if its directory was deleted (or the
         file replaced), SQLite goes on writing to an unlinked inode that no restart will
         see, and a 202 would promise what is already lost. OSError: the caller's refusal.
-        The first time, what this connection still holds is saved beside (see _save)."""
+        What this connection still holds is then saved beside it, meanwhile (see _save)."""
         if self._db_id is not None:
             try:
                 st = os.stat(self._db_path or "")
             except FileNotFoundError:
-                await self._save("removed")
+                self._start_save("removed")
                 raise OSError(f"the database file {self._db_path} was removed") from None
             if (st.st_dev, st.st_ino) != self._db_id:
-                await self._save("replaced")
+                self._start_save("replaced")
                 raise OSError(f"the database file {self._db_path} was replaced")
+
+    def _start_save(self, how: str) -> None:
+        """A save in the background (a large database takes seconds, and the batch waiting
+        on this check must hear its 503 now): once it succeeds, not again; after a failure,
+        tried again a minute later at the earliest (a disk full until space is freed)."""
+        if not self._save_lost or self._saved or self._db_path is None:
+            return
+        if self._saving is not None and not self._saving.done():
+            return
+        if time.monotonic() < self._save_again_at:
+            return
+        self._saving = asyncio.get_running_loop().create_task(
+            self._save(how), name="hookrunner-sqlite-save")
 
     async def _save(self, how: str) -> None:
         """Copy the lost database, which only this open connection still reaches, to a new
-        private file beside it, once: a restart would otherwise start on a new, empty store
-        and forget every queued run and every delivery id that dedup holds."""
-        if self._saved or self._db_path is None or self._conn is None or self._io is None:
+        private file beside it: a restart would otherwise start on a new, empty store and
+        forget every queued run and every delivery id that dedup holds. Written under a
+        temporary name, made durable, then renamed: a `.saved-` file is always whole."""
+        conn, io, db_path = self._conn, self._io, self._db_path
+        if conn is None or io is None or db_path is None:
+            return
+        target = saved_path(db_path, time.time())
+        partial = target.replace(".saved-", ".saving-")
+        try:
+            await asyncio.get_running_loop().run_in_executor(io, _copy_into, conn, partial,
+                                                             target)
+        except (OSError, sqlite3.Error) as exc:
+            self._save_again_at = time.monotonic() + SAVE_AGAIN_AFTER
+            event("store.database_not_saved", logging.ERROR, path=db_path, how=how,
+                  error=str(exc), then=f"tried again in {SAVE_AGAIN_AFTER:.0f} s at the earliest")
             return
         self._saved = True
-        target = saved_path(self._db_path, time.time())
-        try:
-            # VACUUM INTO takes an empty file, so the copy is 0600 from the start, as the
-            # database is, and an earlier save is never written over (O_EXCL).
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-            conn = self._conn
-            await asyncio.get_running_loop().run_in_executor(
-                self._io, conn.execute, "VACUUM INTO ?", (target,))
-        except (OSError, sqlite3.Error) as exc:
-            event("store.database_not_saved", logging.ERROR, path=self._db_path, how=how,
-                  error=str(exc))
-            return
-        event("store.database_saved", logging.WARNING, path=self._db_path, how=how,
-              saved=target, hint=f"stop the server, then move {target} to {self._db_path} "
+        event("store.database_saved", logging.WARNING, path=db_path, how=how,
+              saved=target, hint=f"stop the server, then move {target} to {db_path} "
                                  "(with no -wal or -shm file beside it) and start it again")
 
     def _unlock(self) -> None:
@@ -193,7 +213,7 @@ class Writer:
             _settle(batch, [(False, StoreUnavailable("the SQLite store is closed"))] * len(batch))
             return
         try:
-            await self._same_file()
+            self._same_file()
             await self._blocking("BEGIN IMMEDIATE")
             try:
                 # Optimistic: no savepoints (they cost ~15% per job). If a job fails, the
@@ -245,6 +265,31 @@ def _apply(conn: sqlite3.Connection, batch: list[_Job], isolate: bool) -> list[t
         if isolate:
             conn.execute("RELEASE job")
     return outcomes
+
+
+def _copy_into(conn: sqlite3.Connection, partial: str, target: str) -> None:
+    """VACUUM INTO an empty file made 0600 first (as the database is), fsync'd, renamed to
+    `target` and its directory synced. O_EXCL: another copy is never written over."""
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    try:
+        conn.execute("VACUUM INTO ?", (partial,))  # (it does not sync what it writes)
+        _fsync(partial)
+        if os.path.exists(target):
+            raise FileExistsError(f"{target} exists")
+        os.rename(partial, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)  # never a half copy left to be taken for a whole one
+        raise
+    _fsync(os.path.dirname(target) or ".")
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def saved_path(db_path: str, now: float) -> str:

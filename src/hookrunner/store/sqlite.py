@@ -241,15 +241,17 @@ class SQLiteStore:
 
     def __init__(
         self, path: str | Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-        max_batch: int = DEFAULT_MAX_BATCH, write_lock: bool = False,
+        max_batch: int = DEFAULT_MAX_BATCH, write_lock: bool = False, save_lost: bool = False,
     ) -> None:
         """`write_lock`: the processes of one server (`--http-workers`) take turns writing
-        through a lock file (see _sqlite_writer); other writers rely on `busy_timeout`."""
+        through a lock file (see _sqlite_writer); other writers rely on `busy_timeout`.
+        `save_lost`: the file deleted under it, it saves a copy of what it holds (the
+        server's main process only: one copy)."""
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._writer = Writer(lambda: connect(self.path, busy_timeout), max_batch,
                               lock_path=f"{self.path}-writelock" if write_lock else None,
-                              db_path=str(self.path))
+                              db_path=str(self.path), save_lost=save_lost)
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._wake = asyncio.Event()
