@@ -1,7 +1,8 @@
 """Pure matching: which rules of a hook match a delivery, and why.
 
 The rule's verdict comes from evaluating its `when` tree as written (Jinja's own short-circuit
-inside an expression, and in order with short-circuit for `all`/`any`). The explanation
+inside an expression; for `all`/`any`, the first child that decides it, a child that fails
+deciding only where no other does). The explanation
 evaluates every top-level and/or operand of every expression on its own, so it can show each
 condition's result and the value of its left side even where the verdict did not need it.
 An error (an undefined name, a sandbox refusal) makes the rule not match; it never escapes.
@@ -146,9 +147,19 @@ def _holds(when: When, scope: Mapping[str, Any]) -> bool:
         return when.expr.test(scope)
     if when.kind == "not":
         return not _holds(when.children[0], scope)
-    if when.kind == "any":
-        return any(_holds(c, scope) for c in when.children)
-    return all(_holds(c, scope) for c in when.children)
+    # all/any: the first child that decides it settles it; one that fails only where none
+    # does (`any` of conditions for two event types: each errs on the other's payload).
+    stop = when.kind == "any"
+    failed: TemplateError | None = None
+    for child in when.children:
+        try:
+            if _holds(child, scope) is stop:
+                return stop
+        except TemplateError as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
+    return not stop
 
 
 def _judge(when: When, scope: Mapping[str, Any], within: str, out: list[ConditionResult]) -> bool:
@@ -185,10 +196,15 @@ def _judge(when: When, scope: Mapping[str, Any], within: str, out: list[Conditio
     if when.kind == "not":
         return not _settle(outcomes[0])
     stop = when.kind == "any"  # any: the first true settles it; all: the first false
+    failed: TemplateError | None = None
     for outcome, end in zip(outcomes, ends, strict=True):
-        if _settle(outcome) is stop:
+        if isinstance(outcome, TemplateError):  # counts only where no other child decides
+            failed = failed or outcome
+        elif outcome is stop:
             _not_needed(out, range(end, len(out)))
             return stop
+    if failed is not None:
+        raise failed
     return not stop
 
 

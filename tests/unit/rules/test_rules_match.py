@@ -135,6 +135,30 @@ def test_a_clause_the_verdict_never_evaluates_is_not_shown_as_an_error(when: str
     assert any(x.lstrip().startswith("- ") for x in format_explain([result]).splitlines())
 
 
+@pytest.mark.parametrize(("when", "matched", "failed"), [
+    # One rule for two events: each alternative errs on the other's payload. The one that
+    # errs came first and vetoed the one that held.
+    ('when:\n  any:\n    - payload.pull_request.merged == true\n    - event == "push"\n',
+     True, False),
+    ('when:\n  any:\n    - payload.nothing == 1\n    - not: payload.nothing == 2\n    - '
+     'payload.replicas == 4\n', True, False),
+    # None holds: the error is the verdict, as before (a typo must show).
+    ('when:\n  any:\n    - payload.nothing == 1\n    - event == "tag"\n', False, True),
+    # all: a child that is false decides, wherever the one that errs is.
+    ('when:\n  all:\n    - payload.nothing == 1\n    - event == "tag"\n', False, False),
+    ('when:\n  all:\n    - payload.nothing == 1\n    - event == "push"\n', False, True),
+])
+def test_a_failing_child_of_all_or_any_counts_only_where_no_other_decides(
+        when: str, matched: bool, failed: bool) -> None:
+    for explain in (True, False):
+        [result] = evaluate(ruleset_with(when), "gh", scope(), explain=explain)
+        assert (result.matched, result.error is not None) == (matched, failed), (explain, result)
+    [result] = evaluate(ruleset_with(when), "gh", scope())
+    if matched:  # the failing alternative is still shown, with its error
+        assert any(c.error and ("nothing" in c.error or "pull_request" in c.error)
+                   for c in result.conditions), result.conditions
+
+
 def test_evaluate_without_explanations() -> None:
     """explain=False gives verdicts only."""
     [result] = evaluate(ruleset_with('when: event == "push"\n'), "gh", scope(), explain=False)
