@@ -635,12 +635,15 @@ class Clause:
     one render yields both the truth and the left side's value (two renders cost twice).
     The commonest forms are decided without rendering (see fastclause)."""
 
-    __slots__ = ("_fast", "_fn", "_has_left", "keys", "source")
+    __slots__ = ("_fast", "_fn", "_has_left", "compared", "keys", "source", "text_vs_other")
 
     def __init__(self, source: str, node: nodes.Expr) -> None:
         self.source = source
         self.keys = request_keys(node)  # what its explanation may show (see reads_secret)
         self._fast = compile_fast(node, ENV.tests)  # before _compile_clause rewrites `node`
+        # `x == <constant>` / `x != <constant>`: the constant (see type_mismatch)
+        self.compared = _compared_constant(node)
+        self.text_vs_other = _text_vs_other(node, self.compared)  # (before the rewrite too)
         self._fn, self._has_left = _compile_clause(node)
 
     def evaluate(self, scope: Mapping[str, Any]) -> tuple[bool, Any]:
@@ -663,6 +666,57 @@ class Clause:
 
 
 _LEFT = "hookrunner_left"  # the template variable holding a clause's left operand
+_NONE = object()  # no constant compared
+
+
+def _compared_constant(node: nodes.Expr) -> Any:
+    """The constant of `x == c` or `x != c` (a literal number, string, boolean or none), else
+    _NONE."""
+    if isinstance(node, nodes.Compare) and len(node.ops) == 1 and node.ops[0].op in ("eq", "ne"):
+        right = node.ops[0].expr
+        if isinstance(right, nodes.Const) and (right.value is None or isinstance(
+                right.value, bool | int | float | str)):
+            return right.value
+    return _NONE
+
+
+def _text_vs_other(node: nodes.Expr, compared: Any) -> bool:
+    """`query.x == 1`, `headers["X-Count"] != true`: query and header values are always text,
+    so such a clause never holds (never fails) whatever is sent (a `check` warning)."""
+    if not isinstance(node, nodes.Compare) or compared is _NONE or isinstance(compared, str):
+        return False
+    left = node.expr
+    return isinstance(left, nodes.Getattr | nodes.Getitem) and isinstance(left.node, nodes.Name) \
+        and left.node.name in ("query", "headers")
+
+
+def _json_kind(value: Any) -> str | None:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return None
+
+
+def type_mismatch(clause: Clause, left: Any) -> str | None:
+    """Why `x == c` can never hold for this `x`: `(a boolean, compared with a string: never
+    equal)`, for an explanation (`payload.merged == "true"` on a JSON `true` is a silent
+    no-match otherwise); None where the kinds agree or no constant is compared."""
+    right = clause.compared
+    if right is _NONE or left is MISSING:
+        return None
+    mine, theirs = _json_kind(left), _json_kind(right)
+    if mine is None or theirs is None or mine == theirs:
+        return None
+    return f"({mine}, compared with {theirs}: never equal)"
 
 
 def _compile_clause(node: nodes.Expr) -> tuple[TemplateExpression, bool]:

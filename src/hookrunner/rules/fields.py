@@ -6,6 +6,7 @@ every problem of every file rather than the first.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,12 +207,19 @@ def when(ctx: Ctx, parent: Any, key: Any, what: str = "") -> When | None:
     value, src = parent[key], ctx.source(parent, key)
     if isinstance(value, str):
         try:
-            return When("expr", src, expr=_compile_when(value))
+            compiled = _compile_when(value)
         except ConfigError as exc:
             braced = value.strip().startswith("{{") and value.strip().endswith("}}")
             hint = " (a when is an expression already: write it without {{ }})" if braced else ""
             ctx.error(parent, (key,), f"{pre}when: {exc.message}{hint}")
             return None
+        for clause in compiled.clauses():
+            if clause.text_vs_other:
+                ctx.warn(parent, (key,), f"{pre}when: {clause.source}: query and header values "
+                         f"are always text, never equal to {json.dumps(clause.compared)}: "
+                         f"compare with a string ({_quoted(clause.compared)}), or convert "
+                         "(`| int`)")
+        return When("expr", src, expr=compiled)
     if isinstance(value, LineList):
         return _group(ctx, "all", value, parent, key, src, what)
     if isinstance(value, LineDict):
@@ -240,6 +248,11 @@ def when(ctx: Ctx, parent: Any, key: Any, what: str = "") -> When | None:
     ctx.error(parent, (key,), f"{pre}when must be an expression string, a list of them, or a "
               f"mapping with one key of: {', '.join(WHEN_GROUPS)}; got {type_name(value)}")
     return None
+
+
+def _quoted(constant: Any) -> str:
+    """`true` -> `"true"`, `3` -> `"3"`: the string a query or header would carry."""
+    return f'"{json.dumps(constant)}"'
 
 
 def _group(ctx: Ctx, op: Any, items: LineList, parent: Any, key: Any, src: Source,

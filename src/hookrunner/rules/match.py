@@ -27,6 +27,7 @@ from hookrunner.templating import (
     describe,
     reads_secret,
     render_tree,
+    type_mismatch,
 )
 from hookrunner.verify.base import Headers
 
@@ -174,7 +175,9 @@ def _judge(when: When, scope: Mapping[str, Any], within: str, out: list[Conditio
         for clause in when.expr.clauses():
             try:
                 result, value = clause.evaluate(scope)
-                out.append(ConditionResult(clause.source, result, describe(value), None, within,
+                mismatch = type_mismatch(clause, value)
+                shown = describe(value) if mismatch is None else f"{describe(value)} {mismatch}"
+                out.append(ConditionResult(clause.source, result, shown, None, within,
                                            clause.keys))
             except TemplateError as exc:
                 out.append(ConditionResult(clause.source, None, "", str(exc), within,

@@ -730,3 +730,18 @@ def test_a_dedup_reading_hookrunners_own_new_ids_is_a_warning() -> None:
                                         "    dedup: '{{ delivery_id }}'\nrules: []\n"})
     assert any("dedup: reads delivery_id, which is new for each delivery" in w
                for w in loaded.warnings), loaded.warnings
+
+
+def test_a_query_or_header_compared_with_a_number_or_boolean_is_a_warning() -> None:
+    """Their values are always text: `query.dry_run == true` never holds, whatever is sent."""
+    ruleset = load_rules_text({"r.yaml": (
+        "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n    hook: h\n"
+        "    when: query.dry_run == true and headers[\"X-Count\"] != 3 and query.x == \"1\" "
+        "and payload.n == 1\n    run: {shell: {argv: [x]}}\n")})
+    found = [w for w in ruleset.warnings if "always text" in w]
+    assert found == [
+        "r.yaml:6: rule 'r': when: query.dry_run == true: query and header values are always "
+        "text, never equal to true: compare with a string (\"true\"), or convert (`| int`)",
+        "r.yaml:6: rule 'r': when: headers[\"X-Count\"] != 3: query and header values are "
+        "always text, never equal to 3: compare with a string (\"3\"), or convert (`| int`)",
+    ], ruleset.warnings

@@ -159,6 +159,33 @@ def test_a_failing_child_of_all_or_any_counts_only_where_no_other_decides(
                    for c in result.conditions), result.conditions
 
 
+@pytest.mark.parametrize(("when", "payload", "value"), [
+    # `payload.merged == "true"` on a JSON true: a silent no-match, now said.
+    ('when: payload.merged == "true"\n', {"merged": True},
+     'true (a boolean, compared with a string: never equal)'),
+    ('when: payload.count != "3"\n', {"count": 3}, '3 (a number, compared with a string: never equal)'),
+    ('when: payload.on == 1\n', {"on": True}, 'true (a boolean, compared with a number: never equal)'),
+    ('when: payload.count == 3.0\n', {"count": 3}, '3'),  # numbers are numbers
+    ('when: payload.name == "x"\n', {"name": "y"}, '"y"'),
+    ('when: payload.name == none\n', {"name": None}, 'null'),
+    ('when: payload.name is defined and payload.name == "x"\n', {}, NOT_NEEDED),
+])
+def test_an_explanation_says_when_a_comparison_can_never_hold(
+        when: str, payload: dict[str, Any], value: str) -> None:
+    [result] = evaluate(ruleset_with(when), "gh", scope(payload))
+    assert result.conditions[-1].value == value, result.conditions
+
+
+def test_a_comparison_reading_a_secret_header_shows_no_kind() -> None:
+    rs = load_rules_text({"r.yaml": "hooks:\n  gh:\n    verify: {token: {secret: s, header: X-Key}}\n"
+                          "rules:\n  - {name: r, hook: gh, when: 'headers[\"X-Key\"] == \"no\"', "
+                          "run: {shell: {argv: [x]}}}\n"})
+    [result] = evaluate(rs, "gh", build_scope(hook="gh", delivery_id="d", received_at=0.0,
+                                              headers=[("X-Key", "s")], query={}, payload={},
+                                              event=None))
+    assert result.to_json(frozenset({"x-key"}))["conditions"][0]["value"] == "[redacted]"
+
+
 def test_evaluate_without_explanations() -> None:
     """explain=False gives verdicts only."""
     [result] = evaluate(ruleset_with('when: event == "push"\n'), "gh", scope(), explain=False)
