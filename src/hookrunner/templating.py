@@ -738,10 +738,17 @@ def _compile_clause(node: nodes.Expr) -> tuple[TemplateExpression, bool]:
 
 
 def _left_holder(node: nodes.Expr) -> tuple[nodes.Node, str] | None:
-    """The node and field that hold the left operand (`a` of `a == b`, `not a is x`)."""
+    """The node and field that hold the operand an explanation shows: the left one (`a` of
+    `a == b`, `not a is x`), or the right one of `"literal" in b`."""
     if isinstance(node, nodes.Not):
         return _left_holder(node.node)
     if isinstance(node, nodes.Compare):
+        if isinstance(node.expr, nodes.Const) and len(node.ops) == 1 \
+                and node.ops[0].op in ("in", "notin") and not any(
+                    n.name in ("headers", "query") for n in node.ops[0].find_all(nodes.Name)):
+            # `"dba" in payload.teams`: the teams are the news (never `'X-Key' in headers`:
+            # every header, a token among them)
+            return node.ops[0], "expr"
         return node, "expr"
     if isinstance(node, nodes.Test):
         return node, "node"

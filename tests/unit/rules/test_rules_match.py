@@ -176,6 +176,14 @@ def test_an_explanation_says_when_a_comparison_can_never_hold(
     assert result.conditions[-1].value == value, result.conditions
 
 
+def test_a_literal_in_a_field_shows_the_field() -> None:
+    """`"[deploy]" in payload.message` showed "[deploy]": the message is what the author
+    needs to see."""
+    rs = ruleset_with('when: \'"[deploy]" in payload.msg or "dba" not in payload.teams\'\n')
+    [result] = evaluate(rs, "gh", scope({"msg": "fix things", "teams": ["dba"]}))
+    assert [c.value for c in result.conditions] == ['"fix things"', '["dba"]']
+
+
 def test_a_comparison_reading_a_secret_header_shows_no_kind() -> None:
     rs = load_rules_text({"r.yaml": "hooks:\n  gh:\n    verify: {token: {secret: s, header: X-Key}}\n"
                           "rules:\n  - {name: r, hook: gh, when: 'headers[\"X-Key\"] == \"no\"', "
