@@ -7,6 +7,7 @@ every problem of every file rather than the first.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,16 @@ def _known_names(compiled: Constant | Template | Expression) -> None:
     delivery, so the rule would never match or its runs would always fail."""
     unknown = sorted(compiled.names.difference(SCOPE_NAMES))
     if unknown:
-        raise ConfigError(f"unknown name {unknown[0]!r}; a template sees "
-                          f"{', '.join(SCOPE_NAMES)}")
+        name = unknown[0]
+        # `payload.metadata.tenant-id` reads as `payload.metadata.tenant - id`
+        dashed = re.search(rf"\.(\w+)\s*-\s*{re.escape(name)}\b", getattr(compiled, "source", ""))
+        key = f"{dashed.group(1)}-{name}" if dashed else ""
+        hint = f" (a key with '-' in it needs brackets: [\"{key}\"], not .{key})" if dashed else ""
+        if not dashed and re.search(rf"/\s*{re.escape(name)}\b", getattr(compiled, "source", "")):
+            hint = (" (a key with '/' or '.' in it needs brackets: "
+                    "payload.labels[\"app.kubernetes.io/name\"])")
+        raise ConfigError(f"unknown name {name!r}; a template sees "
+                          f"{', '.join(SCOPE_NAMES)}{hint}")
 
 
 def compile_template(text: str) -> Constant | Template:

@@ -745,3 +745,18 @@ def test_a_query_or_header_compared_with_a_number_or_boolean_is_a_warning() -> N
         "r.yaml:6: rule 'r': when: headers[\"X-Count\"] != 3: query and header values are "
         "always text, never equal to 3: compare with a string (\"3\"), or convert (`| int`)",
     ], ruleset.warnings
+
+
+@pytest.mark.parametrize(("when", "hint"), [
+    ('payload.metadata.tenant-id == "a"', '(a key with \'-\' in it needs brackets: ["tenant-id"], '
+                                          'not .tenant-id)'),
+    ('payload.labels.app.kubernetes.io/name == "a"', "(a key with '/' or '.' in it needs "
+                                                      "brackets: "),
+])
+def test_an_unknown_name_from_a_key_with_a_dash_or_slash_says_to_use_brackets(
+        when: str, hint: str) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                                   f"    hook: h\n    when: '{when}'\n"
+                                   "    run: {shell: {argv: [x]}}\n"})
+    assert hint in str(caught.value.errors[0]), caught.value.errors
