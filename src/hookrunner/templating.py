@@ -249,6 +249,11 @@ def _render_error(exc: Exception, source: str) -> TemplateError:
         why = "a value is nested too deeply (hundreds of levels of lists or objects) to use here"
     else:
         why = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TypeError) and re.search(
+                r"not supported between instances of '(str|NoneType)' and '(int|float)'|"
+                r"not supported between instances of '(int|float)' and '(str|NoneType)'", str(exc)):
+            # `payload.value > 90` where the sender writes "97.5"
+            why += " (a number compared with text or null: convert it, `| float`, `| int`)"
     error = TemplateError(f"{why} (in {source!r})")
     error.source = source
     return error

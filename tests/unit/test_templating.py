@@ -420,3 +420,11 @@ def test_an_explanation_of_a_value_too_deep_to_write_says_so() -> None:
     for _ in range(2_000):
         deep = {"a": deep}
     assert describe(deep) == "(nested too deeply to show)"  # was Python's repr
+
+
+@pytest.mark.parametrize(("expr", "payload"), [("payload.v > 90", {"v": "97.5"}),
+                                               ("payload.v <= 90", {"v": None}),
+                                               ("90 < payload.v", {"v": "1"})])
+def test_a_number_compared_with_text_says_to_convert_it(expr: str, payload: Any) -> None:
+    with pytest.raises(TemplateError, match=r"convert it, `\| float`, `\| int`"):
+        compile_expression(expr).test({**SCOPE, "payload": payload})
