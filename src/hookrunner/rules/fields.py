@@ -215,6 +215,11 @@ def when(ctx: Ctx, parent: Any, key: Any, what: str = "") -> When | None:
     pre = f"{what}: " if what else ""
     value, src = parent[key], ctx.source(parent, key)
     if isinstance(value, str):
+        if key in getattr(parent, "folded_dash", ()):
+            ctx.error(parent, (key,), f"{pre}when: a line of it starts with '- ', which YAML "
+                      f"joins to the line before ({value!r}): for a list of conditions, start "
+                      "the list on the line after `when:`, each item on its own line")
+            return None
         try:
             compiled = _compile_when(value)
         except ConfigError as exc:

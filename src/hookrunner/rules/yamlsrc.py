@@ -25,6 +25,9 @@ class LineDict(dict[Any, Any]):
 
     line: int = 0
     key_lines: dict[Any, int]
+    # Keys whose plain (unquoted) value runs on to a line starting with `- `: YAML folds
+    # `when: a\n  - b` into "a - b", where a list was meant (fields.when refuses it).
+    folded_dash: frozenset[Any] = frozenset()
 
     def line_of(self, key: Any) -> int:
         return self.key_lines.get(key, self.line) if hasattr(self, "key_lines") else self.line
@@ -45,6 +48,7 @@ class LineList(list[Any]):
 # reports would be one too far.
 _EXOTIC_BREAKS = re.compile("[\x85\u2028\u2029]")
 _BREAKS = re.compile(r"\r\n|\r|\n")
+_DASH_LINE = re.compile(r"\n[ \t]*- ")
 
 
 class _Loader(yaml.SafeLoader):
@@ -89,6 +93,11 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
             continue
         data[key] = loader.construct_object(value_node, deep=True)
         data.key_lines[key] = loader.line_at(key_node.start_mark)
+        if isinstance(value_node, yaml.ScalarNode) and value_node.style is None \
+                and value_node.start_mark.line != value_node.end_mark.line \
+                and _DASH_LINE.search(loader.buffer, value_node.start_mark.index,
+                                      value_node.end_mark.index):
+            data.folded_dash = data.folded_dash | {key}
 
 
 def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Any:

@@ -760,3 +760,23 @@ def test_an_unknown_name_from_a_key_with_a_dash_or_slash_says_to_use_brackets(
                                    f"    hook: h\n    when: '{when}'\n"
                                    "    run: {shell: {argv: [x]}}\n"})
     assert hint in str(caught.value.errors[0]), caught.value.errors
+
+
+def test_a_list_item_folded_into_a_when_is_an_error() -> None:
+    """`when: a` then `  - b` on the next line: YAML reads "a - b", which `check` passed and
+    which never matched (a subtraction)."""
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                                   "    hook: h\n    when: payload.severity >= 4\n"
+                                   "      - payload.count > 2\n    run: {shell: {argv: [x]}}\n"})
+    assert [str(e) for e in caught.value.errors] == [
+        "r.yaml:6: rule 'r': when: a line of it starts with '- ', which YAML joins to the line "
+        "before ('payload.severity >= 4 - payload.count > 2'): for a list of conditions, start "
+        "the list on the line after `when:`, each item on its own line"]
+    # A subtraction written across lines otherwise, and a quoted one, still load.
+    load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                               "    hook: h\n    when: payload.a - payload.b > 2\n      and x\n"
+                               "    run: {shell: {argv: [x]}}\n".replace("and x", "and payload.c")})
+    load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                               "    hook: h\n    when: 'payload.a\n      - payload.b > 2'\n"
+                               "    run: {shell: {argv: [x]}}\n"})
