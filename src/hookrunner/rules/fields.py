@@ -225,6 +225,9 @@ def when(ctx: Ctx, parent: Any, key: Any, what: str = "") -> When | None:
         except ConfigError as exc:
             braced = value.strip().startswith("{{") and value.strip().endswith("}}")
             hint = " (a when is an expression already: write it without {{ }})" if braced else ""
+            if not hint and (value.count('"') % 2 or value.count("'") % 2):
+                hint = (" (a quote is not closed: in a value YAML reads unquoted, ' #' starts "
+                        "a comment and cuts the rest off; quote the whole value)")
             ctx.error(parent, (key,), f"{pre}when: {exc.message}{hint}")
             return None
         for clause in compiled.clauses():

@@ -214,6 +214,10 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
         what = " ".join(p for p in (exc.context, exc.problem) if p)
         if exc.problem == "mapping values are not allowed here":
             what += " (a value holding ': ', such as a `when` expression, must be quoted)"
+        elif "found '<scalar>'" in (exc.problem or "") and exc.context == "while parsing a block mapping":
+            # `when: "dba" in payload.teams`: YAML took "dba" as the whole value
+            what += (" (a value that starts with a quote ends where the quote closes: quote "
+                     "the whole value, `when: '\"dba\" in payload.teams'`)")
         return None, [ConfigError(f"YAML syntax error: {what}", file, line)]
     except yaml.YAMLError as exc:
         return None, [ConfigError(f"YAML error: {exc}", file, 0)]

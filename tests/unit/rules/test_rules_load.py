@@ -780,3 +780,15 @@ def test_a_list_item_folded_into_a_when_is_an_error() -> None:
     load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
                                "    hook: h\n    when: 'payload.a\n      - payload.b > 2'\n"
                                "    run: {shell: {argv: [x]}}\n"})
+
+
+@pytest.mark.parametrize(("when", "hint"), [
+    ('payload.title is search("fix #123")', "' #' starts a comment and cuts the rest off"),
+    ('"dba" in payload.teams', "a value that starts with a quote ends where the quote closes"),
+])
+def test_a_when_cut_short_by_yaml_says_to_quote_it(when: str, hint: str) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                                   f"    hook: h\n    when: {when}\n"
+                                   "    run: {shell: {argv: [x]}}\n"})
+    assert hint in str(caught.value.errors[0]), caught.value.errors
