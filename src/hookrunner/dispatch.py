@@ -362,6 +362,11 @@ class Dispatcher:
         if entry is not None:
             self._cancel_reason.setdefault(run_id, "canceled by request")
             entry[1].set()
+        if status is not None:
+            # A run running here ends with its own run.finished; one that was waiting ends
+            # now, in the store, and this line is its only one.
+            event("run.cancel_requested", run_id=run_id, status=status,
+                  then="stopping it" if entry is not None else None)
         self._wake_freed()
         return status
 
@@ -405,13 +410,15 @@ class Dispatcher:
             self._freed.clear()
             try:
                 async with self._counting:
-                    runs = await self.store.claim(self.node, free, self.settings.lease,
-                                                  time.time())
-                    self.budget.claimed(len(runs))
+                    claimed = await self.store.claim(self.node, free, self.settings.lease,
+                                                     time.time())
+                    self.budget.claimed(len(claimed))
             except StoreUnavailable as exc:
                 _store_down_log(error=str(exc))
                 await asyncio.sleep(POLL)
                 continue
+            self._skipped(claimed.skipped)
+            runs: list[Run] = claimed
             if runs:
                 runs = await self._fresh_leases(runs)
             for run in runs:
@@ -425,6 +432,14 @@ class Dispatcher:
                 # CLAIM_GAP (their wake-ups are kept meanwhile; a freed worker cuts it short).
                 await aio.wait_event(self._freed, CLAIM_GAP)
             await aio.wait_event(self._wake, await self._sleep_for())
+
+    def _skipped(self, skipped: list[tuple[Run, str]]) -> None:
+        """Runs a claim ended without starting them (a `skip` or `coalesce` key): a line each,
+        as for a run that ran, so a run id in `delivery.accepted` is followed to its end."""
+        for run, reason in skipped:
+            self.metrics.runs_ended.labels(run.rule, "skipped").inc()
+            event("run.finished", run_id=run.id, rule=run.rule, attempt=run.attempt,
+                  status="skipped", reason=reason, delivery_id=run.delivery_id)
 
     async def _fresh_leases(self, runs: list[Run]) -> list[Run]:
         """The claimed runs whose lease is good to start on. A claim that waited long for the

@@ -120,6 +120,10 @@ def test_coalesce_finishes_the_running_one_then_runs_only_the_newest(
     first, last = record(records, running), record(records, waiting[-1])
     assert first is not None and last is not None and first.end is not None
     assert last.start >= first.end
+    # Each run that never started still ends in the log (they were only in delivery.accepted).
+    for run_id in waiting[:-1]:
+        ends = [x for x in server.output().splitlines() if f"run.finished run_id={run_id}" in x]
+        assert len(ends) == 1 and "status=skipped" in ends[0], ends
 
 
 def test_a_key_holds_across_a_crash_and_restart(
@@ -249,6 +253,26 @@ def test_cancel_over_the_api_stops_the_tree(
     doc = server.wait_run(run_id)
     assert doc["status"] == "canceled" and doc["reason"] == "canceled by request"
     assert none_alive(rec.pids)
+
+
+def test_a_queued_run_canceled_over_the_api_ends_in_the_log(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """It never starts, so no run.finished: its cancel is its only line (it had none)."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("long", records, "    concurrency: {key: k}\n"))
+    first = fire(server, sleep=60)
+    waiting = fire(server, sleep=0)
+    wait_for("the first run", lambda: record(records, first))
+    with server.admin() as c:
+        answer = c.post(f"/api/runs/{waiting}/cancel")
+        assert answer.json() == {"id": waiting, "status": "canceled"}, answer.text
+        c.post(f"/api/runs/{first}/cancel")
+    lines = [x for x in server.output().splitlines() if f"run_id={waiting}" in x]
+    assert len(lines) == 1 and "run.cancel_requested" in lines[0] and "status=canceled" in lines[0]
+    server.wait_run(first)
+    assert [x for x in server.output().splitlines()
+            if f"run.cancel_requested run_id={first}" in x and "then=\"stopping it\"" in x]
 
 
 def test_cancel_from_the_cli_is_picked_up_by_the_server(

@@ -135,6 +135,19 @@ class Delivery:
     query: list[tuple[str, str]] = field(default_factory=list)  # [] for rows from before 0003
 
 
+class Claimed(list[Run]):
+    """The runs a claim moved to running, as a list; `skipped`: the runs it ended `skipped`
+    meanwhile (a `skip` or `coalesce` key), with why, which never start and so are logged
+    by the dispatcher that claimed (one line per run's end, as for a run that ran)."""
+
+    skipped: list[tuple[Run, str]]
+
+    def __init__(self, claimed: Sequence[Run] = (),
+                 skipped: Sequence[tuple[Run, str]] = ()) -> None:
+        super().__init__(claimed)
+        self.skipped = list(skipped)
+
+
 @dataclass(frozen=True)
 class AcceptResult:
     delivery_id: str
@@ -195,7 +208,7 @@ class Store(Protocol):
         """Queue more runs for an existing delivery (replay)."""
         ...
 
-    async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
+    async def claim(self, node: str, limit: int, lease: float, now: float) -> Claimed:
         """Move runnable queued runs to running for `node`, applying concurrency policies."""
         ...
 

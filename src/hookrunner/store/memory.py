@@ -25,6 +25,7 @@ from hookrunner.store.base import (
     TERMINAL,
     AcceptResult,
     Attempt,
+    Claimed,
     Delivery,
     Finish,
     NewDelivery,
@@ -102,7 +103,7 @@ class MemoryStore:
         self._add(runs)
         self._wake.set()
 
-    async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
+    async def claim(self, node: str, limit: int, lease: float, now: float) -> Claimed:
         candidates = [
             r for r in self._runs.values() if r.status == "queued" and r.next_attempt_at <= now
         ]
@@ -130,7 +131,8 @@ class MemoryStore:
                 run_id=r.id, attempt=r.attempt, node=node, status="running",
                 exit_code=None, reason="", started_at=now, finished_at=None,
             )
-        return [self._copy(r) for r in decision.claim]
+        return Claimed([self._copy(r) for r in decision.claim],
+                       [(self._copy(r), why) for r, why, _ in decision.skip])
 
     def _held(self, node: str, run_id: str) -> Run | None:
         r = self._runs.get(run_id)

@@ -59,6 +59,7 @@ from hookrunner.store.base import (
     RUN_STATUSES,
     AcceptResult,
     Attempt,
+    Claimed,
     Delivery,
     Finish,
     NewDelivery,
@@ -310,7 +311,7 @@ class PostgresStore:
         except psycopg.errors.ForeignKeyViolation:  # the delivery: pruned since it was read
             raise DeliveryGone(runs[0].delivery_id if runs else "") from None
 
-    async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
+    async def claim(self, node: str, limit: int, lease: float, now: float) -> Claimed:
         async with self._tx() as conn:
             await conn.execute(Q["claim_lock"], {"lock": CLAIM_LOCK})
             window = {"now": now, "limit": limit, "per_key": PER_KEY_WINDOW}
@@ -343,7 +344,7 @@ class PostgresStore:
                         await c.executemany(Q[query], params)
             if decision.cancel:
                 await conn.execute(Q["notify"])  # other nodes poll cancel_requests on wake
-        return decision.claim
+        return Claimed(decision.claim, [(r, why) for r, why, _ in decision.skip])
 
     async def renew(self, node: str, run_ids: Sequence[str], lease: float, now: float) -> set[str]:
         rows = await self._rows("renew", {"ids": list(run_ids), "node": node,

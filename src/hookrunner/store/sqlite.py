@@ -49,6 +49,7 @@ from hookrunner.store.base import (
     RUN_STATUSES,
     AcceptResult,
     Attempt,
+    Claimed,
     Delivery,
     Finish,
     NewDelivery,
@@ -152,12 +153,12 @@ def _add_runs(conn: sqlite3.Connection, runs: Sequence[NewRun]) -> None:
         raise DeliveryGone(runs[0].delivery_id if runs else "") from None
 
 
-def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: float) -> list[Run]:
+def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: float) -> Claimed:
     params = {"now": now, "limit": limit, "per_key": PER_KEY_WINDOW}
     rows = [*conn.execute(Q["claim_keyless"], params), *conn.execute(Q["claim_keyed"], params)]
     candidates = sorted((run_from_row(r) for r in rows), key=lambda r: r.seq)
     if not candidates:
-        return []
+        return Claimed()
     running = [run_from_row(r) for r in conn.execute(Q["running_keyed"])]
     decision = decide(candidates, running, limit)
     conn.executemany(Q["skip_run"], [
@@ -177,7 +178,7 @@ def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: f
     conn.executemany(Q["insert_attempt"], [
         {"run_id": r.id, "attempt": r.attempt, "node": node, "now": now} for r in decision.claim
     ])
-    return decision.claim
+    return Claimed(decision.claim, [(r, why) for r, why, _ in decision.skip])
 
 
 def _renew(conn: sqlite3.Connection, node: str, ids: Sequence[str], expires: float) -> set[str]:
@@ -357,7 +358,7 @@ class SQLiteStore:
         await self._writer.run(lambda c: _add_runs(c, runs))
         self._wake.set()
 
-    async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
+    async def claim(self, node: str, limit: int, lease: float, now: float) -> Claimed:
         return await self._writer.run(lambda c: _claim(c, node, limit, lease, now))
 
     async def renew(self, node: str, run_ids: Sequence[str], lease: float, now: float) -> set[str]:

@@ -256,10 +256,13 @@ async def test_skip_drops_new_runs_while_one_runs(store: Store) -> None:
     a = await enqueue(store, "k", "skip")
     await store.claim("n1", 5, LEASE, T0)
     b = await enqueue(store, "k", "skip")
-    assert await store.claim("n1", 5, LEASE, T0) == []
+    claimed = await store.claim("n1", 5, LEASE, T0)
+    assert claimed == []
     run = await store.get_run(b)
     assert run is not None
     assert (run.status, run.reason) == ("skipped", f"skipped: run {a} was running")
+    # Told to the dispatcher, which logs the end of a run that never starts.
+    assert [(r.id, why) for r, why in claimed.skipped] == [(b, f"skipped: run {a} was running")]
 
 
 async def test_replace_cancels_the_running_run(store: Store) -> None:
