@@ -34,6 +34,9 @@ env = Environment(
     finalize=present.shown,  # no control character or bidi override reaches a page raw
     trim_blocks=True,
     lstrip_blocks=True,
+    # Read once, at the start, as the code is: templates changed on disk under a running
+    # server (an upgrade in place) met the code they were not written for (500s).
+    auto_reload=False,
 )
 env.filters.update(
     time=present.fmt_time, iso=present.iso_time, seconds=present.fmt_seconds,
@@ -46,3 +49,7 @@ env.globals.update(condition_class=present.condition_class)
 def page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     html = env.get_template(template).render(**context)
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+for _name in env.list_templates():  # all of them now, none at the first request
+    env.get_template(_name)
