@@ -96,7 +96,8 @@ class _QuietRefusal(logging.Filter):
         return getattr(self.app.state, "refused", None) is None
 
 
-def _server(config: Any, app: Any, stop_signal: int | None = None) -> Any:
+def _server(config: Any, app: Any, stop_signal: int | None = None,
+            main_gone_signal: int | None = None) -> Any:
     """uvicorn's server, but SIGTERM/SIGINT also stop the dispatcher taking work at once.
 
     uvicorn first waits for open HTTP requests (a `?wait=` may take long) and only then runs
@@ -106,7 +107,10 @@ def _server(config: Any, app: Any, stop_signal: int | None = None) -> Any:
     `stop_signal`: a process of `--http-workers`. Its supervisor passes each stop asked of
     the server on as this signal, and only those are counted: one Ctrl-C, or one signal to
     the whole process group, also reaches each process itself (the same stop again). A
-    SIGTERM or SIGINT to this process alone (or its supervisor's death) is a first stop."""
+    SIGTERM or SIGINT to this process alone (or its supervisor's death) is a first stop.
+    `main_gone_signal`: an HTTP worker's main process died. Nothing will end the runs a
+    `?wait` waits for, so it stops and answers them at once (a `202`): waiting out the grace
+    period kept the supervisor, and so the server, from being restarted."""
     import uvicorn
 
     logging.getLogger("uvicorn.error").addFilter(_QuietRefusal(app))
@@ -141,9 +145,15 @@ def _server(config: Any, app: Any, stop_signal: int | None = None) -> Any:
             if captured:  # re-raised once stopped, one of them: the exit status says which
                 captured[:] = [self.exit_signal]
 
+        def main_gone(self, sig: int, frame: Any) -> None:
+            app.state.gateway.answer_by = time.monotonic()  # see ingest._stop_deadline
+            self.handle_exit(signal.SIGTERM, frame)
+
         def run(self, *args: Any, **kwargs: Any) -> None:
             if stop_signal is not None:
                 signal.signal(stop_signal, self.handle_exit)
+            if main_gone_signal is not None:
+                signal.signal(main_gone_signal, self.main_gone)
             super().run(*args, **kwargs)
 
     return Server(config)

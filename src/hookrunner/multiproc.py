@@ -50,6 +50,7 @@ RESPAWN_DELAY = 1.0  # seconds before a worker that died is replaced (no tight c
 PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STOP_SIGNAL = signal.SIGUSR2  # a stop the supervisor passes on (commands._server counts them)
+MAIN_GONE_SIGNAL = signal.SIGUSR1  # to the workers: the main process died, stop at once
 
 
 def serve(settings: Settings) -> int:
@@ -165,15 +166,18 @@ def _supervise(settings: Settings, runtime: Path, swept: list[Path]) -> int:
         _mark_dead(pid)
         if slot < 0:  # the main process
             code = _exit_status(status)
-            if not stopping:
+            died = not stopping
+            if died:
                 event("server.main_exited", logging.ERROR, exit_code=code)
             stopping.append(signal.SIGTERM)
             for port in ports:
                 with contextlib.suppress(OSError):
                     port.close()
+            # Died (not a stop): the workers' `?wait`s can never end, so they answer now.
+            gone = MAIN_GONE_SIGNAL if died else signal.SIGTERM
             for worker in list(workers):
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker, signal.SIGTERM)
+                    os.kill(worker, gone)
             missing = []
             continue
         shared.budget.release(slot)  # its accepts in flight never finished
@@ -247,7 +251,8 @@ def _run(settings: Settings, shared: Shared, sockets: list[socket.socket], slot:
         sock.close()  # the port stays the workers': the main process never accepts there
     shared.budget.enter(slot)
     app = create_app(settings, shared, worker=slot > 0)
-    server = _server(uvicorn_config(app, settings), app, stop_signal=STOP_SIGNAL)
+    server = _server(uvicorn_config(app, settings), app, stop_signal=STOP_SIGNAL,
+                     main_gone_signal=MAIN_GONE_SIGNAL if slot > 0 else None)
     server.run(sockets=sockets)
     return 0 if server.started else EXIT_STARTUP
 

@@ -110,6 +110,9 @@ class LiveRules:
             event("rules.loaded_copy", logging.WARNING, hooks=len(ruleset.hooks),
                   rules=len(ruleset.rules), why="the rules files do not load; serving the "
                   "rules the main process loaded last")
+            for hook_id, why in ruleset.unavailable.items():  # (a secret file gone since)
+                event("rules.hook_unavailable", logging.ERROR, hook=hook_id, error=why,
+                      then="this process answers its deliveries 503 until the files load")
 
     async def reload_async(self) -> None:
         """Load on a thread, so hooks go on being answered with the live rules meanwhile (a

@@ -158,6 +158,30 @@ def test_a_worker_that_dies_is_replaced_and_the_server_stops_cleanly(
     assert "server.stopped" in server.output()
 
 
+def test_a_dead_main_process_stops_the_server_at_once_though_a_wait_is_pending(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """Killed with a `?wait` pending on a worker: nothing could end the run it waited for,
+    yet the worker waited out the grace period (30 s), with the port closed and the
+    supervisor, the unit's main process, alive: no restart for that long."""
+    server, _ = two_workers(make_server, project)
+    main = int(re.search(r"server.http_workers .*main_pid=(\d+)", server.output()).group(1))  # type: ignore[union-attr]
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(push, server, "waits", sleep=40, params={"wait": "120s"})
+        until(lambda: "run.started" in server.output(), 15, "the run")
+        t0 = time.monotonic()
+        os.kill(main, signal.SIGKILL)
+        assert server.proc is not None
+        server.proc.wait(timeout=40)
+        took = time.monotonic() - t0
+        answer = waiting.result(timeout=40)
+    assert took < 10, took  # the default grace is 30 s
+    assert answer.status_code == 202, answer.text  # journaled: told, not waited for
+    assert "server.main_exited" in server.output()
+    server.start()  # the next start stops the dead main process's action (its start marks)
+    server.stop()
+
+
 def test_a_crash_of_the_whole_server_loses_no_accepted_delivery(
     make_server: Callable[..., Server], project: Path
 ) -> None:
@@ -340,21 +364,26 @@ rules:
     assert statuses("oldsecret") == {202}  # the copy keeps the secret the load read
 
 
-def test_a_replacement_worker_that_can_load_nothing_answers_503_not_404(
+def test_a_replacement_worker_without_a_hooks_secret_refuses_that_hook_alone(
     make_server: Callable[..., Server], project: Path
 ) -> None:
     """An absolute secret path (not kept in the copy) gone as well as the rules broken: the
-    other processes serve the hook, so this one says "retry", never "unknown hook"."""
+    replacement loads the copy with that hook unavailable (503, never 404) and serves the
+    others. And a copy that does not load at all: every hook 503 in that process."""
     secret = project / "abs-sec"
     secret.write_text("s3cret\n")
+    tmp = project / "tmp"
+    tmp.mkdir()
     text = f"""
 hooks:
   t:
     verify: {{token: {{secret: {{file: {secret}}}, header: X-Token}}}}
+  open:
+    verify: {{none: {{}}}}
 rules:
-  - {{name: echo, hook: t, run: {{shell: {{argv: ["true"]}}}}}}
+  - {{name: echo, hook: [t, open], run: {{shell: {{argv: ["true"]}}}}}}
 """
-    server = make_server(text, args=["--http-workers", "2"])
+    server = make_server(text, args=["--http-workers", "2"], env={"TMPDIR": str(tmp)})
     assert server.proc is not None
     pid = server.proc.pid
     until(lambda: len(children(pid)) == 3, 10, "main + 2 workers")
@@ -362,12 +391,26 @@ rules:
     until(lambda: "rules.reload_failed" in server.output(), 10, "the failed reload")
     secret.unlink()
     main = int(re.search(r"server.http_workers .*main_pid=(\d+)", server.output()).group(1))  # type: ignore[union-attr]
-    for worker in sorted(children(pid) - {main}):
-        os.kill(worker, signal.SIGKILL)
-        until(lambda w=worker: len(children(pid)) == 3 and w not in children(pid), 15,  # type: ignore[misc]
-              "a replacement")
-    until(lambda: server.output().count("rules.copy_failed") >= 2, 10, "both degraded")
+
+    def replace_workers() -> None:
+        for worker in sorted(children(pid) - {main}):
+            os.kill(worker, signal.SIGKILL)
+            until(lambda w=worker: len(children(pid)) == 3 and w not in children(pid), 15,  # type: ignore[misc]
+                  "a replacement")
+
+    replace_workers()
+    until(lambda: server.output().count("rules.loaded_copy") >= 2, 10, "both from the copy")
+    assert "rules.hook_unavailable" in server.output()
     r = httpx.post(f"{server.url}/hooks/t", json={}, headers={"X-Token": "s3cret"}, timeout=10)
+    assert r.status_code == 503 and r.headers["retry-after"] == "60", r.text
+    assert httpx.post(f"{server.url}/hooks/open", json={}, timeout=10).status_code == 202
+    # The copy itself broken: nothing loads in the replacements, which say "retry".
+    (copy,) = tmp.glob("hookrunner-*/rules-copy")
+    for f in copy.resolve().glob("*.yaml"):
+        f.write_text("hooks: [\n")
+    replace_workers()
+    until(lambda: server.output().count("rules.copy_failed") >= 2, 10, "both degraded")
+    r = httpx.post(f"{server.url}/hooks/open", json={}, timeout=10)
     assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
 
 
