@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from hookrunner.retention import remove_run_dirs, stale_run_dirs
 from hookrunner.retry import backoff_delay, should_retry
 from hookrunner.settings import Settings
 from hookrunner.startmarks import StartMarks, marks_path, read_marks
-from hookrunner.store.base import TERMINAL, Finish, Run, Store
+from hookrunner.store.base import TERMINAL, Finish, Run, Skipped, Store
 from hookrunner.verify.base import Headers
 
 POLL = 0.5  # seconds: the longest a replay written by the CLI waits to be seen (cancel:
@@ -362,7 +362,7 @@ class Dispatcher:
         if entry is not None:
             self._cancel_reason.setdefault(run_id, "canceled by request")
             entry[1].set()
-        if status is not None:
+        if status in ("canceled", "running"):  # (not one that had already ended otherwise)
             # A run running here ends with its own run.finished; one that was waiting ends
             # now, in the store, and this line is its only one.
             event("run.cancel_requested", run_id=run_id, status=status,
@@ -417,7 +417,7 @@ class Dispatcher:
                 _store_down_log(error=str(exc))
                 await asyncio.sleep(POLL)
                 continue
-            self._skipped(claimed.skipped)
+            self._skipped(getattr(claimed, "skipped", ()))
             runs: list[Run] = claimed
             if runs:
                 runs = await self._fresh_leases(runs)
@@ -433,13 +433,13 @@ class Dispatcher:
                 await aio.wait_event(self._freed, CLAIM_GAP)
             await aio.wait_event(self._wake, await self._sleep_for())
 
-    def _skipped(self, skipped: list[tuple[Run, str]]) -> None:
-        """Runs a claim ended without starting them (a `skip` or `coalesce` key): a line each,
-        as for a run that ran, so a run id in `delivery.accepted` is followed to its end."""
-        for run, reason in skipped:
+    def _skipped(self, skipped: Iterable[Skipped]) -> None:
+        """Runs a claim ended without starting them (store.base.Claimed): a line each, as for
+        a run that ran, so a run id in `delivery.accepted` is followed to its end."""
+        for run in skipped:
             self.metrics.runs_ended.labels(run.rule, "skipped").inc()
             event("run.finished", run_id=run.id, rule=run.rule, attempt=run.attempt,
-                  status="skipped", reason=reason, delivery_id=run.delivery_id)
+                  status="skipped", reason=run.reason, delivery_id=run.delivery_id)
 
     async def _fresh_leases(self, runs: list[Run]) -> list[Run]:
         """The claimed runs whose lease is good to start on. A claim that waited long for the

@@ -256,15 +256,6 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
         return error(404, f"unknown hook {hook_id!r}")
     if scope["method"] != "POST":
         return error(405, "use POST", headers={"Allow": "POST"})
-    if hook.unavailable is not None:
-        # Its secret could not be read when the rules loaded: a 503 asks the sender to retry,
-        # and the delivery arrives once it can be verified (reload.LiveRules._load).
-        gw.metrics.deliveries.labels(hook_id, "rejected_unavailable").inc()
-        _unavailable_log(hook=hook_id, reason="its secret could not be read when the rules "
-                                              "loaded (see rules.hook_unavailable)")
-        return error(503, "this hook is unavailable: its secret could not be read when the "
-                          "rules loaded (see /readyz); retry",
-                     headers={"Retry-After": UNAVAILABLE_RETRY_AFTER})
     m = gw.metrics.deliveries
     sent_query = query_pairs(scope)
     if any("\x00" in name or "\x00" in value for name, value in sent_query):
@@ -287,6 +278,16 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
         event("delivery.rejected", logging.WARNING, hook=hook_id, reason="address not allowed", client=ip)
         m.labels(hook_id, "rejected_address").inc()
         return error(403, "address not allowed")
+    if hook.unavailable is not None:
+        # Its secret could not be read when the rules loaded: a 503 asks the sender to retry,
+        # and the delivery arrives once it can be verified (reload.LiveRules._load). (After
+        # the address check: an address not allowed learns nothing of the hook's state.)
+        m.labels(hook_id, "rejected_unavailable").inc()
+        _unavailable_log(hook=hook_id, reason="its secret could not be read when the rules "
+                                              "loaded (see rules.hook_unavailable)")
+        return error(503, "this hook is unavailable: its secret could not be read when the "
+                          "rules loaded (see /readyz); retry",
+                     headers={"Retry-After": UNAVAILABLE_RETRY_AFTER})
 
     now = time.time()
     if hook.rate_limit is not None:

@@ -166,18 +166,17 @@ def _supervise(settings: Settings, runtime: Path, swept: list[Path]) -> int:
         _mark_dead(pid)
         if slot < 0:  # the main process
             code = _exit_status(status)
-            died = not stopping
-            if died:
+            if not stopping:
                 event("server.main_exited", logging.ERROR, exit_code=code)
             stopping.append(signal.SIGTERM)
             for port in ports:
                 with contextlib.suppress(OSError):
                     port.close()
-            # Died (not a stop): the workers' `?wait`s can never end, so they answer now.
-            gone = MAIN_GONE_SIGNAL if died else signal.SIGTERM
+            # Whether it died or stopped: nothing will end the runs the workers' `?wait`s
+            # wait for now, so they answer at once (a stop under way is not counted again).
             for worker in list(workers):
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker, gone)
+                    os.kill(worker, MAIN_GONE_SIGNAL)
             missing = []
             continue
         shared.budget.release(slot)  # its accepts in flight never finished
@@ -213,8 +212,10 @@ def _fork(supervisor: int, body: Callable[[], int]) -> int:
     try:
         for sig in FORWARDED:  # SIGHUP (reload) is taken once the child's loop runs
             signal.signal(sig, signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
-        # A stop passed on before the server takes it (Server.run): as SIGTERM then.
+        # A stop passed on before the server takes it (Server.run): as SIGTERM then. So is a
+        # worker told its main process is gone (its default action would kill it silently).
         signal.signal(STOP_SIGNAL, _stop_as_sigterm)
+        signal.signal(MAIN_GONE_SIGNAL, _stop_as_sigterm)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # blocked around the fork
         _die_with_parent(supervisor)
         code = body()

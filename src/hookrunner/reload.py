@@ -149,8 +149,11 @@ class LiveRules:
         # is loaded unavailable, not an error, where there is nothing to keep instead: at the
         # start, or a hook already unavailable. Elsewhere the reload fails and keeps the live
         # hook with its secret (a secret file caught mid-rotation).
+        # (A worker with the main process's copy to fall back on does not: the copy has the
+        # secret files as the main process verifies with them.)
         live = self.current
-        defer = _every if live is None else live.unavailable.__contains__
+        defer = (None if self._quiet and self._copy is not None else _every) if live is None \
+            else live.unavailable.__contains__
         try:
             ruleset = load_rules(self.rules_dir, root=self.root, on_secret_file=about_to_read,
                                  defer_secrets=defer)

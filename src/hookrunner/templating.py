@@ -688,7 +688,8 @@ def _compared_constant(node: nodes.Expr) -> Any:
 def _text_vs_other(node: nodes.Expr, compared: Any) -> bool:
     """`query.x == 1`, `headers["X-Count"] != true`: query and header values are always text,
     so such a clause never holds (never fails) whatever is sent (a `check` warning)."""
-    if not isinstance(node, nodes.Compare) or compared is _NONE or isinstance(compared, str):
+    if not isinstance(node, nodes.Compare) or compared is _NONE or compared is None \
+            or isinstance(compared, str):
         return False
     left = node.expr
     return isinstance(left, nodes.Getattr | nodes.Getitem) and isinstance(left.node, nodes.Name) \
@@ -717,6 +718,11 @@ def type_mismatch(clause: Clause, left: Any) -> str | None:
     no-match otherwise); None where the kinds agree or no constant is compared."""
     right = clause.compared
     if right is _NONE or left is MISSING:
+        return None
+    try:
+        if left == right:  # (Python's true == 1 holds: no "never equal" then)
+            return None
+    except Exception:
         return None
     mine, theirs = _json_kind(left), _json_kind(right)
     if mine is None or theirs is None or mine == theirs:

@@ -348,16 +348,21 @@ def test_a_hook_whose_secret_is_unset_at_the_start_is_unavailable_alone(
     server = make_server(HOOK + """
   stripe:
     verify: {stripe: {secret: {env: HR_NEVER_SET}}}
+  closed:
+    verify: {stripe: {secret: {env: HR_NEVER_SET}}}
+    allow_ips: [10.9.9.0/24]
 """ + RULE.format(name="first").replace("argv: [\"scripts/ok.sh\"]", "argv: [\"true\"]"))
     ready = httpx.get(server.url + "/readyz")
     assert ready.status_code == 200, ready.text
     # Where, not why: /readyz needs no token.
-    assert list(ready.json()["unavailable_hooks"]) == ["stripe"], ready.text
+    assert sorted(ready.json()["unavailable_hooks"]) == ["closed", "stripe"], ready.text
     assert ready.json()["unavailable_hooks"]["stripe"].endswith("rules/rules.yaml:9"), ready.text
     refused = httpx.post(server.url + "/hooks/stripe", json={}, timeout=10)
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "60", refused.text
     assert "this hook is unavailable" in refused.json()["error"]
     assert "HR_NEVER_SET" not in refused.text  # the why is the operator's, not the sender's
+    # An address the hook does not allow learns nothing of its state.
+    assert httpx.post(server.url + "/hooks/closed", json={}, timeout=10).status_code == 403
     assert post_github(server.url, GITHUB_SECRET, {"x": 1}).status_code == 202
     out = server.output()
     assert "rules.hook_unavailable" in out and "HR_NEVER_SET is not set" in out, out

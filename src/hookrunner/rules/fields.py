@@ -31,10 +31,10 @@ def _known_names(compiled: Constant | Template | Expression) -> None:
     if unknown:
         name = unknown[0]
         # `payload.metadata.tenant-id` reads as `payload.metadata.tenant - id`
-        dashed = re.search(rf"\.(\w+)\s*-\s*{re.escape(name)}\b", getattr(compiled, "source", ""))
+        dashed = re.search(rf"\.(\w+)-{re.escape(name)}\b", getattr(compiled, "source", ""))
         key = f"{dashed.group(1)}-{name}" if dashed else ""
         hint = f" (a key with '-' in it needs brackets: [\"{key}\"], not .{key})" if dashed else ""
-        if not dashed and re.search(rf"/\s*{re.escape(name)}\b", getattr(compiled, "source", "")):
+        if not dashed and re.search(rf"\w/{re.escape(name)}\b", getattr(compiled, "source", "")):
             hint = (" (a key with '/' or '.' in it needs brackets: "
                     "payload.labels[\"app.kubernetes.io/name\"])")
         raise ConfigError(f"unknown name {name!r}; a template sees "
@@ -232,10 +232,12 @@ def when(ctx: Ctx, parent: Any, key: Any, what: str = "") -> When | None:
             return None
         for clause in compiled.clauses():
             if clause.text_vs_other:
+                convert = "" if isinstance(clause.compared, bool) else (
+                    ", or convert (`| float`)" if isinstance(clause.compared, float)
+                    else ", or convert (`| int`)")
                 ctx.warn(parent, (key,), f"{pre}when: {clause.source}: query and header values "
                          f"are always text, never equal to {json.dumps(clause.compared)}: "
-                         f"compare with a string ({_quoted(clause.compared)}), or convert "
-                         "(`| int`)")
+                         f"compare with a string ({_quoted(clause.compared)}){convert}")
         return When("expr", src, expr=compiled)
     if isinstance(value, LineList):
         return _group(ctx, "all", value, parent, key, src, what)

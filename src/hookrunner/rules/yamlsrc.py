@@ -38,6 +38,7 @@ class LineList(list[Any]):
 
     line: int = 0
     item_lines: list[int]
+    folded_dash: frozenset[int] = frozenset()  # items folded as LineDict.folded_dash says
 
     def line_of(self, index: int) -> int:
         lines = getattr(self, "item_lines", [])
@@ -93,17 +94,23 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
             continue
         data[key] = loader.construct_object(value_node, deep=True)
         data.key_lines[key] = loader.line_at(key_node.start_mark)
-        if isinstance(value_node, yaml.ScalarNode) and value_node.style is None \
-                and value_node.start_mark.line != value_node.end_mark.line \
-                and _DASH_LINE.search(loader.buffer, value_node.start_mark.index,
-                                      value_node.end_mark.index):
+        if _folded_dash(loader, value_node):
             data.folded_dash = data.folded_dash | {key}
+
+
+def _folded_dash(loader: _Loader, node: yaml.Node) -> bool:
+    """A plain scalar that runs on to a line starting with `- ` (see LineDict.folded_dash)."""
+    return isinstance(node, yaml.ScalarNode) and node.style is None \
+        and node.start_mark.line != node.end_mark.line \
+        and _DASH_LINE.search(loader.buffer, node.start_mark.index, node.end_mark.index) is not None
 
 
 def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Any:
     data = LineList()
     data.line = loader.line_at(node.start_mark)
     data.item_lines = [loader.line_at(child.start_mark) for child in node.value]
+    data.folded_dash = frozenset(i for i, child in enumerate(node.value)
+                                 if _folded_dash(loader, child))
     yield data
     data.extend(loader.construct_object(child, deep=True) for child in node.value)
 
@@ -214,7 +221,8 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
         what = " ".join(p for p in (exc.context, exc.problem) if p)
         if exc.problem == "mapping values are not allowed here":
             what += " (a value holding ': ', such as a `when` expression, must be quoted)"
-        elif "found '<scalar>'" in (exc.problem or "") and exc.context == "while parsing a block mapping":
+        elif ("found '<scalar>'" in (exc.problem or "") and mark is not None
+              and text[:mark.index].rstrip(" \t")[-1:] in ("'", '"')):
             # `when: "dba" in payload.teams`: YAML took "dba" as the whole value
             what += (" (a value that starts with a quote ends where the quote closes: quote "
                      "the whole value, `when: '\"dba\" in payload.teams'`)")

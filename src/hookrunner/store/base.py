@@ -135,17 +135,32 @@ class Delivery:
     query: list[tuple[str, str]] = field(default_factory=list)  # [] for rows from before 0003
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A run a claim ended `skipped` without starting it, and why."""
+
+    id: str
+    rule: str
+    delivery_id: str
+    attempt: int
+    reason: str
+
+
 class Claimed(list[Run]):
     """The runs a claim moved to running, as a list; `skipped`: the runs it ended `skipped`
-    meanwhile (a `skip` or `coalesce` key), with why, which never start and so are logged
-    by the dispatcher that claimed (one line per run's end, as for a run that ran)."""
+    meanwhile (a `skip` or `coalesce` key, a `replace`/`coalesce` key's runs waiting for a
+    retry), which never start and so are logged by the dispatcher that claimed (one line
+    per run's end, as for a run that ran)."""
 
-    skipped: list[tuple[Run, str]]
+    skipped: list[Skipped]
 
-    def __init__(self, claimed: Sequence[Run] = (),
-                 skipped: Sequence[tuple[Run, str]] = ()) -> None:
+    def __init__(self, claimed: Sequence[Run] = (), skipped: Sequence[Skipped] = ()) -> None:
         super().__init__(claimed)
         self.skipped = list(skipped)
+
+
+def skipped(run: Run, reason: str) -> Skipped:
+    return Skipped(run.id, run.rule, run.delivery_id, run.attempt, reason)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from hookrunner.store.base import (
     NewDelivery,
     NewRun,
     Run,
+    skipped,
 )
 
 
@@ -114,6 +115,7 @@ class MemoryStore:
                 "skipped", reason, superseded_by, now,
             )
             _ended(r)
+        ended = [skipped(r, why) for r, why, _ in decision.skip]
         for newest in decision.supersede:  # as the SQL stores' supersede_waiting
             for r in self._runs.values():
                 if (r.status == "queued" and r.concurrency_key == newest.concurrency_key
@@ -121,6 +123,7 @@ class MemoryStore:
                     r.status, r.reason, r.superseded_by, r.finished_at = (
                         "skipped", superseded_reason(newest), newest.id, now)
                     _ended(r)
+                    ended.append(skipped(r, r.reason))
         for r, by in decision.cancel:
             r.cancel_requested, r.superseded_by = True, by
         for r in decision.claim:
@@ -131,8 +134,7 @@ class MemoryStore:
                 run_id=r.id, attempt=r.attempt, node=node, status="running",
                 exit_code=None, reason="", started_at=now, finished_at=None,
             )
-        return Claimed([self._copy(r) for r in decision.claim],
-                       [(self._copy(r), why) for r, why, _ in decision.skip])
+        return Claimed([self._copy(r) for r in decision.claim], ended)
 
     def _held(self, node: str, run_id: str) -> Run | None:
         r = self._runs.get(run_id)

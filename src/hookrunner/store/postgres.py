@@ -65,6 +65,8 @@ from hookrunner.store.base import (
     NewDelivery,
     NewRun,
     Run,
+    Skipped,
+    skipped,
 )
 
 DEFAULT_POOL_MIN = 1
@@ -329,11 +331,15 @@ class PostgresStore:
                 r.status, r.attempt, r.started_at, r.finished_at, r.exit_code, r.reason = (
                     "running", r.attempt + 1, now, None, None, "")
                 r.lease_owner, r.lease_expires = node, now + lease
+            ended = [skipped(r, why) for r, why, _ in decision.skip]
+            for newest in supersede_params(decision, now):  # (a row each it ended)
+                cur = await conn.execute(Q["supersede_waiting"], newest)
+                ended += [Skipped(row["id"], row["rule"], row["delivery_id"], row["attempt"],
+                                  row["reason"]) for row in await cur.fetchall()]
             async with conn.cursor() as c:
                 for query, params in (
                     ("skip_run", [{"id": r.id, "reason": why, "superseded_by": sup, "now": now}
                                   for r, why, sup in decision.skip]),
-                    ("supersede_waiting", supersede_params(decision, now)),
                     ("flag_cancel", [{"id": r.id, "by": by} for r, by in decision.cancel]),
                     ("start_run", [{"id": r.id, "now": now, "node": node,
                                     "lease_expires": r.lease_expires} for r in decision.claim]),
@@ -344,7 +350,7 @@ class PostgresStore:
                         await c.executemany(Q[query], params)
             if decision.cancel:
                 await conn.execute(Q["notify"])  # other nodes poll cancel_requests on wake
-        return Claimed(decision.claim, [(r, why) for r, why, _ in decision.skip])
+        return Claimed(decision.claim, ended)
 
     async def renew(self, node: str, run_ids: Sequence[str], lease: float, now: float) -> set[str]:
         rows = await self._rows("renew", {"ids": list(run_ids), "node": node,

@@ -55,6 +55,8 @@ from hookrunner.store.base import (
     NewDelivery,
     NewRun,
     Run,
+    Skipped,
+    skipped,
 )
 
 T = TypeVar("T")
@@ -165,7 +167,9 @@ def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: f
         {"id": r.id, "reason": reason, "superseded_by": sup, "now": now}
         for r, reason, sup in decision.skip
     ])
-    conn.executemany(Q["supersede_waiting"], supersede_params(decision, now))
+    ended = [skipped(r, why) for r, why, _ in decision.skip]
+    for params in supersede_params(decision, now):  # (a row each it ended: RETURNING)
+        ended += [Skipped(*row) for row in conn.execute(Q["supersede_waiting"], params)]
     conn.executemany(Q["flag_cancel"], [{"id": r.id, "by": by} for r, by in decision.cancel])
     for r in decision.claim:
         r.status, r.attempt, r.started_at, r.finished_at, r.exit_code, r.reason = (
@@ -178,7 +182,7 @@ def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: f
     conn.executemany(Q["insert_attempt"], [
         {"run_id": r.id, "attempt": r.attempt, "node": node, "now": now} for r in decision.claim
     ])
-    return Claimed(decision.claim, [(r, why) for r, why, _ in decision.skip])
+    return Claimed(decision.claim, ended)
 
 
 def _renew(conn: sqlite3.Connection, node: str, ids: Sequence[str], expires: float) -> set[str]:

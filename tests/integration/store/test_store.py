@@ -262,7 +262,7 @@ async def test_skip_drops_new_runs_while_one_runs(store: Store) -> None:
     assert run is not None
     assert (run.status, run.reason) == ("skipped", f"skipped: run {a} was running")
     # Told to the dispatcher, which logs the end of a run that never starts.
-    assert [(r.id, why) for r, why in claimed.skipped] == [(b, f"skipped: run {a} was running")]
+    assert [(r.id, r.reason) for r in claimed.skipped] == [(b, f"skipped: run {a} was running")]
 
 
 async def test_replace_cancels_the_running_run(store: Store) -> None:
@@ -320,11 +320,14 @@ async def test_a_newer_run_supersedes_an_older_one_waiting_for_its_retry(
     await store.claim("n1", 5, LEASE, T0)
     await finish(store, old, outcome="failed", at=T0 + 1, retry_at=T0 + 20)
     new = await enqueue(store, "k", policy, at=T0 + 2)
-    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 2)] == [new]
+    claimed = await store.claim("n1", 5, LEASE, T0 + 2)
+    assert [r.id for r in claimed] == [new]
     run_old = await store.get_run(old)
     assert run_old is not None
     assert (run_old.status, run_old.superseded_by) == ("skipped", new)
     assert run_old.reason == f"skipped: superseded by run {new}"
+    assert [(r.id, r.attempt, r.reason) for r in claimed.skipped] == [
+        (old, 1, f"skipped: superseded by run {new}")]  # for the dispatcher's log line
     assert await store.claim("n1", 5, LEASE, T0 + 30) == []  # its retry time: nothing
     assert await store.cancel_requests("n1") == {}
 

@@ -94,7 +94,8 @@ UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(id)s,
                 spec = hookrunner_ended_spec(spec),
                 concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE status = 'queued' AND concurrency_key = %(key)s AND seq < %(seq)s
-  AND next_attempt_at > %(now)s;
+  AND next_attempt_at > %(now)s
+RETURNING id, rule, delivery_id, attempt, reason;
 
 -- name: lock_run
 SELECT id FROM runs WHERE id = %(id)s FOR UPDATE;

@@ -83,7 +83,8 @@ UPDATE runs SET status = 'skipped', reason = :reason, superseded_by = :id, finis
                 spec = CASE WHEN instr(spec, '"hidden_paths"') > 0
                             THEN hookrunner_ended_spec(spec) ELSE spec END,
                 concurrency_key = hookrunner_ended_key(spec, concurrency_key)
-WHERE status = 'queued' AND concurrency_key = :key AND seq < :seq AND next_attempt_at > :now;
+WHERE status = 'queued' AND concurrency_key = :key AND seq < :seq AND next_attempt_at > :now
+RETURNING id, rule, delivery_id, attempt, reason;
 
 -- name: flag_cancel
 -- :by is the run replacing it (policy replace), NULL for a cancel request.
