@@ -70,6 +70,7 @@ class Server:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.kill()  # never left running behind a failed test (it was, for the whole session)
         raise RuntimeError(f"server did not become ready:\n{self.output()}")
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
