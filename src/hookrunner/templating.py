@@ -56,27 +56,33 @@ def _network(net: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(net, strict=False)
 
 
-def _text(value: Any) -> str | None:
-    """The string a text test looks at: strings and numbers; anything else never matches."""
+def _text(value: Any, test: str) -> str | None:
+    """The string a text test looks at: strings and numbers; null, a boolean or a missing value
+    never matches. A list or an object is an error: `payload.tags is glob("prod*")` was
+    silently false where the author meant any of its items."""
     if isinstance(value, str):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
+    if isinstance(value, list | tuple | Mapping):
+        kind = "an object" if isinstance(value, Mapping) else "a list"
+        raise ValueError(f"`is {test}` tests text, and this value is {kind}: test its items, "
+                         f"`| select(\"{test}\", ...) | list`")
     return None
 
 
 def _test_match(value: Any, pattern: str) -> bool:
-    text = _text(value)
+    text = _text(value, "match")
     return text is not None and bounds.regex_find(pattern, text, anchored=True)
 
 
 def _test_search(value: Any, pattern: str) -> bool:
-    text = _text(value)
+    text = _text(value, "search")
     return text is not None and bounds.regex_find(pattern, text, anchored=False)
 
 
 def _test_glob(value: Any, pattern: str) -> bool:
-    text = _text(value)
+    text = _text(value, "glob")
     return text is not None and fnmatch.fnmatchcase(text, pattern)
 
 

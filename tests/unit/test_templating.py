@@ -98,7 +98,6 @@ def test_string_without_jinja_is_a_constant(text: str) -> None:
         ('payload.ref is glob("refs/heads/*")', True),
         ('payload.ref is glob("refs/tags/*")', False),
         ('payload.replicas is match("3")', True),  # numbers are matched as their text
-        ('payload.tags is match("a")', False),  # non-text never matches
         ('payload.ip is in_cidr("10.0.0.0/8")', True),
         ('payload.ip is in_cidr("192.168.0.0/16")', False),
         ('payload.ip is in_cidr(["192.168.0.0/16", "10.1.0.0/16"])', True),
@@ -428,3 +427,12 @@ def test_an_explanation_of_a_value_too_deep_to_write_says_so() -> None:
 def test_a_number_compared_with_text_says_to_convert_it(expr: str, payload: Any) -> None:
     with pytest.raises(TemplateError, match=r"convert it, `\| float`, `\| int`"):
         compile_expression(expr).test({**SCOPE, "payload": payload})
+
+
+@pytest.mark.parametrize("expr", ['payload.tags is match("a")', 'payload.tags is glob("a*")',
+                                  'payload.meta is search("x")'])
+def test_a_text_test_on_a_list_or_object_says_to_test_its_items(expr: str) -> None:
+    """`payload.tags is glob("prod*")` was silently false: the author meant its items."""
+    with pytest.raises(TemplateError, match=r"tests text, and this value is (a list|an object): "
+                                            r"test its items"):
+        compile_expression(expr).test({**SCOPE, "payload": {"tags": ["a"], "meta": {"x": 1}}})
