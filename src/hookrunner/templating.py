@@ -225,6 +225,20 @@ class _Undefined(jinja2.StrictUndefined):
         return message
 
 
+_CASE_FILTERS = ("upper", "lower", "title", "capitalize")
+
+
+def _not_of_null(name: str, fn: Any) -> Any:
+    """`| upper` of null made "NONE" (`deploy.sh NONE`): an error that says to give a default."""
+    @functools.wraps(fn)
+    def wrapped(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if value is None:
+            raise ValueError(f"`| {name}` of null (a field that is null): give a default first, "
+                             f"`| default(\"\", true) | {name}`")
+        return fn(value, *args, **kwargs)
+    return wrapped
+
+
 def _make_env() -> _Environment:
     env = _Environment(
         undefined=_Undefined,
@@ -235,6 +249,8 @@ def _make_env() -> _Environment:
     env.tests.update(match=_test_match, search=_test_search, glob=_test_glob,
                      in_cidr=_test_in_cidr)
     env.filters["urlencode"] = _urlencode
+    for name in _CASE_FILTERS:
+        env.filters[name] = _not_of_null(name, env.filters[name])
     env.filters.update(bounds.bounded_filters(env.filters))
     env.globals[bounds.STEPS] = bounds.steps
     env.globals[bounds.CONCAT] = functools.partial(bounds.concat, write=as_text)
