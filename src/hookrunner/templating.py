@@ -747,7 +747,8 @@ def type_mismatch(clause: Clause, left: Any) -> str | None:
     except Exception:
         return None
     mine, theirs = _json_kind(left), _json_kind(right)
-    if mine is None or theirs is None or mine == theirs:
+    if mine is None or theirs is None or mine == theirs \
+            or {mine, theirs} == {"a boolean", "a number"}:  # (true == 1 holds: not "never")
         return None
     return f"({mine}, compared with {theirs}: never equal)"
 

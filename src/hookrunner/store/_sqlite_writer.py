@@ -156,16 +156,16 @@ class Writer:
         """The database file is still the one opened: if its directory was deleted (or the
         file replaced), SQLite goes on writing to an unlinked inode that no restart will
         see, and a 202 would promise what is already lost. OSError: the caller's refusal.
-        What this connection still holds is then saved beside it, meanwhile (see _save)."""
+        Checked under the write lock (after BEGIN IMMEDIATE): a process that checked before
+        waiting for the lock committed into the lost file after it had been saved. What this
+        connection still holds is then saved beside it, meanwhile (see _save)."""
         if self._db_id is not None:
             try:
                 st = os.stat(self._db_path or "")
             except FileNotFoundError:
-                self._start_save("removed")
-                raise OSError(f"the database file {self._db_path} was removed") from None
+                raise _FileLost("removed", self._db_path) from None
             if (st.st_dev, st.st_ino) != self._db_id:
-                self._start_save("replaced")
-                raise OSError(f"the database file {self._db_path} was replaced")
+                raise _FileLost("replaced", self._db_path)
 
     def _start_save(self, how: str) -> None:
         """A save in the background (a large database takes seconds, and the batch waiting
@@ -192,7 +192,7 @@ class Writer:
         partial = target.replace(".saved-", ".saving-")
         try:
             await asyncio.get_running_loop().run_in_executor(io, _copy_into, conn, partial,
-                                                             target)
+                                                             target, self._lock_fd)
         except (OSError, sqlite3.Error) as exc:
             self._save_again_at = time.monotonic() + SAVE_AGAIN_AFTER
             event("store.database_not_saved", logging.ERROR, path=db_path, how=how,
@@ -213,8 +213,8 @@ class Writer:
             _settle(batch, [(False, StoreUnavailable("the SQLite store is closed"))] * len(batch))
             return
         try:
-            self._same_file()
             await self._blocking("BEGIN IMMEDIATE")
+            self._same_file()
             try:
                 # Optimistic: no savepoints (they cost ~15% per job). If a job fails, the
                 # batch is rolled back and replayed with one savepoint per job; jobs are
@@ -231,6 +231,8 @@ class Writer:
                     conn.execute("ROLLBACK")
             with contextlib.suppress(OSError):
                 self._unlock()  # whichever step failed, the lock is not held past the batch
+            if isinstance(exc, _FileLost):  # (once rolled back: VACUUM takes no transaction)
+                self._start_save(exc.how)
             self.failing = True
             error = StoreUnavailable(f"SQLite write failed: {exc}")
             _settle(batch, [(False, error)] * len(batch))
@@ -267,10 +269,13 @@ def _apply(conn: sqlite3.Connection, batch: list[_Job], isolate: bool) -> list[t
     return outcomes
 
 
-def _copy_into(conn: sqlite3.Connection, partial: str, target: str) -> None:
+def _copy_into(conn: sqlite3.Connection, partial: str, target: str, lock_fd: int | None) -> None:
     """VACUUM INTO an empty file made 0600 first (as the database is), fsync'd, renamed to
-    `target` and its directory synced. O_EXCL: another copy is never written over."""
+    `target` and its directory synced. O_EXCL: another copy is never written over. Under the
+    processes' write lock (`--http-workers`), so no commit of theirs lands after the copy."""
     os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    if lock_fd is not None:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
     try:
         conn.execute("VACUUM INTO ?", (partial,))  # (it does not sync what it writes)
         _fsync(partial)
@@ -281,6 +286,9 @@ def _copy_into(conn: sqlite3.Connection, partial: str, target: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(partial)  # never a half copy left to be taken for a whole one
         raise
+    finally:
+        if lock_fd is not None:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
     _fsync(os.path.dirname(target) or ".")
 
 
@@ -295,6 +303,14 @@ def _fsync(path: str) -> None:
 def saved_path(db_path: str, now: float) -> str:
     """Where a lost database is saved: `hookrunner.db.saved-20261130T071500Z`."""
     return f"{db_path}.saved-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}"
+
+
+class _FileLost(OSError):
+    """The database file was removed or replaced under the open connection (see _same_file)."""
+
+    def __init__(self, how: str, path: str | None) -> None:
+        super().__init__(f"the database file {path} was {how}")
+        self.how = how
 
 
 class _JobFailed(Exception):

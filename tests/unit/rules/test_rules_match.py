@@ -164,7 +164,8 @@ def test_a_failing_child_of_all_or_any_counts_only_where_no_other_decides(
     ('when: payload.merged == "true"\n', {"merged": True},
      'true (a boolean, compared with a string: never equal)'),
     ('when: payload.count != "3"\n', {"count": 3}, '3 (a number, compared with a string: never equal)'),
-    ('when: payload.on == 2\n', {"on": True}, 'true (a boolean, compared with a number: never equal)'),
+    ('when: payload.on == 2\n', {"on": True}, 'true'),  # true == 1 holds: no "never"
+    ('when: payload.on == "yes"\n', {"on": True}, 'true (a boolean, compared with a string: never equal)'),
     ('when: payload.count == 3.0\n', {"count": 3}, '3'),  # numbers are numbers
     ('when: payload.on == 1\n', {"on": True}, 'true'),  # Python's true == 1 holds: no note
     ('when: payload.name == "x"\n', {"name": "y"}, '"y"'),
