@@ -199,9 +199,15 @@ class Writer:
                   error=str(exc), then=f"tried again in {SAVE_AGAIN_AFTER:.0f} s at the earliest")
             return
         self._saved = True
+        # The lost file's write-ahead log is still beside its path: a restart would apply it
+        # to whatever file is there now (a replacement read as "malformed", yet answering
+        # 202 at first). Moved aside, as a restore needs anyway.
+        moved = await asyncio.get_running_loop().run_in_executor(io, _move_stale_sidecars,
+                                                                 db_path, target)
         event("store.database_saved", logging.WARNING, path=db_path, how=how,
-              saved=target, hint=f"stop the server, then move {target} to {db_path} "
-                                 "(with no -wal or -shm file beside it) and start it again")
+              saved=target, moved_aside=",".join(moved) or None,
+              hint=f"stop the server, then move {target} to {db_path} "
+                   "(with no -wal or -shm file beside it) and start it again")
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -290,6 +296,29 @@ def _copy_into(conn: sqlite3.Connection, partial: str, target: str, lock_fd: int
         if lock_fd is not None:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
     _fsync(os.path.dirname(target) or ".")
+
+
+def _move_stale_sidecars(db_path: str, target: str) -> list[str]:
+    """Rename `-wal` and `-shm` beside `db_path` to `.lost-<time>` where they are the very
+    files this process has open (so they belong to the lost database, not to a pair copied
+    in); what was moved. Linux's /proc/self/fd tells which files are open."""
+    stamp = target.rsplit(".saved-", 1)[-1]
+    open_ids: set[tuple[int, int]] = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError, ValueError):
+                if os.readlink(f"/proc/self/fd/{fd}").startswith(db_path + "-"):
+                    st = os.fstat(int(fd))
+                    open_ids.add((st.st_dev, st.st_ino))
+    moved = []
+    for suffix in ("-wal", "-shm"):
+        path = db_path + suffix
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) in open_ids:
+                os.rename(path, f"{path}.lost-{stamp}")
+                moved.append(os.path.basename(path))
+    return moved
 
 
 def _fsync(path: str) -> None:
