@@ -19,6 +19,7 @@ from hookrunner.errors import ConfigErrors
 from hookrunner.logs import Throttled, event
 from hookrunner.rules.load import load_rules, rules_files
 from hookrunner.rules.model import Ruleset
+from hookrunner.verify.secrets import SecretUnavailable
 
 POLL_INTERVAL = 1.0  # seconds between looks at the rules files' modification times
 _watch_failed = Throttled("rules.watch_failed", logging.ERROR, every=60.0)
@@ -50,6 +51,7 @@ class _Loaded:
     errors: list[str]
     fingerprint: tuple[Stat, ...]
     secrets: dict[Path, Stat | None]
+    only_secrets: bool = False  # it failed only for secrets it could not read
 
 
 class LiveRules:
@@ -84,12 +86,15 @@ class LiveRules:
     def reload(self) -> bool:
         """Load the rules now, on this thread; on failure keep the live ones. Returns whether
         the load succeeded. (The server's own reloads go through `reload_async`.)"""
-        loaded = self._apply(self._load())
+        attempt = self._load()
+        loaded = self._apply(attempt)
         if not loaded and self.current is None and self._quiet and self._copy is not None:
-            self._load_copy(self._copy)
+            # Only a secret it could not read (a hook the main process has unavailable too):
+            # the main process has said so; this is no news to log again.
+            self._load_copy(self._copy, news=not attempt.only_secrets)
         return loaded
 
-    def _load_copy(self, copy: Path) -> None:
+    def _load_copy(self, copy: Path, news: bool = True) -> None:
         """A worker starting while the files do not load: the rules the main process serves,
         with the secret files as they were when it loaded them (a secret rotated since must
         not pass here and fail in the other processes). The files are still watched; the
@@ -107,11 +112,12 @@ class LiveRules:
             return
         if ruleset is not None:
             self.current, self.loaded_at = ruleset, time.time()
-            event("rules.loaded_copy", logging.WARNING, hooks=len(ruleset.hooks),
+            warning, error = (logging.WARNING, logging.ERROR) if news else (logging.DEBUG,) * 2
+            event("rules.loaded_copy", warning, hooks=len(ruleset.hooks),
                   rules=len(ruleset.rules), why="the rules files do not load; serving the "
                   "rules the main process loaded last")
             for hook_id, why in ruleset.unavailable.items():  # (a secret file gone since)
-                event("rules.hook_unavailable", logging.ERROR, hook=hook_id, error=why,
+                event("rules.hook_unavailable", error, hook=hook_id, error=why,
                       then="this process answers its deliveries 503 until the files load")
 
     async def reload_async(self) -> None:
@@ -160,9 +166,11 @@ class LiveRules:
         except Exception as exc:  # ConfigErrors, or a bug in loading: keep the live rules
             if isinstance(exc, ConfigErrors):
                 errors = [str(e) for e in exc.errors]
+                only = all(isinstance(e, SecretUnavailable) for e in exc.errors)
             else:
                 errors = [f"{self.rules_dir}: cannot load the rules: {type(exc).__name__}: {exc}"]
-            return _Loaded(None, errors, fingerprint, secrets)
+                only = False
+            return _Loaded(None, errors, fingerprint, secrets, only)
         if self._copy is not None and not self._quiet:  # here: off the event loop
             rulescopy.save(self.rules_dir, fingerprint, self._copy, _stat, secrets, self.root)
         return _Loaded(ruleset, [], fingerprint, secrets)

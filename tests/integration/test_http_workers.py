@@ -414,6 +414,24 @@ rules:
     assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
 
 
+def test_a_hook_unavailable_at_the_start_is_reported_once_not_by_every_worker(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """Each worker said `rules.loaded_copy` ("the rules files do not load", though they
+    do) and repeated the main process's `rules.hook_unavailable`."""
+    rules = RULES.replace("hooks:", "hooks:\n  unset:\n    verify: {token: {secret: "
+                                    "{env: HR_NEVER_SET_EITHER}}}", 1)
+    server = make_server(rules, args=["--http-workers", "2"])
+    assert server.proc is not None
+    pid = server.proc.pid
+    until(lambda: len(children(pid)) == 3, 10, "main + 2 workers")
+    for _ in range(6):  # whichever worker takes it: the same answer
+        r = httpx.post(f"{server.url}/hooks/unset", json={}, timeout=10)
+        assert r.status_code == 503 and r.headers["retry-after"] == "60", r.text
+    out = server.output()
+    assert out.count(" rules.hook_unavailable hook=") == 1 and "rules.loaded_copy" not in out, out
+
+
 def test_a_killed_servers_private_directory_is_swept_at_the_next_start(
     make_server: Callable[..., Server], project: Path
 ) -> None:

@@ -365,7 +365,8 @@ def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[st
     except SecretUnavailable as exc:
         message = f"hook {hook_id!r}: verify.{name}: {exc.message}"
         if ctx.defer_secrets is None or not ctx.defer_secrets(hook_id):
-            ctx.error(options, exc.path, message)
+            # (its kind kept: reload.LiveRules tells a load that failed only for secrets)
+            ctx.errors.append(SecretUnavailable(message, ctx.file, ctx.line(options, *exc.path)))
             return None
         ctx.unavailable[hook_id] = f"{ctx.file}:{ctx.line(options, *exc.path)}: {message}"
         return name, Unavailable()
