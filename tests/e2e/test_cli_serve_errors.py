@@ -406,6 +406,13 @@ def test_a_database_emptied_under_its_history_is_refused_not_started_afresh(
     server.stop()
 
 
+def _until_logged(server: Server, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while what not in server.output():
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize(("how", "workers"), [("removed", 1), ("replaced", 1), ("removed", 2)])
 def test_a_database_deleted_under_a_running_server_is_saved_and_the_restart_refused(
     project: Path, how: str, workers: int,
@@ -428,10 +435,7 @@ def test_a_database_deleted_under_a_running_server_is_saved_and_the_restart_refu
         for _ in range(2 * workers):  # answered at once: the copy is made meanwhile
             refused = httpx.post(f"{server.url}/hooks/h", json={"at": 2}, timeout=30)
             assert refused.status_code == 503, refused.text
-        deadline = time.monotonic() + 20
-        while "store.database_saved" not in server.output():
-            assert time.monotonic() < deadline, server.output()
-            time.sleep(0.1)
+        _until_logged(server, "store.database_saved")
     finally:
         server.stop()
     saved = list(data.glob("hookrunner.db.sav*"))
@@ -485,10 +489,7 @@ def test_no_202_of_a_burst_is_missing_from_the_copy_of_a_database_replaced_under
         os.replace(other, data / "hookrunner.db")
         for t in threads:
             t.join()
-        deadline = time.monotonic() + 20
-        while "store.database_saved" not in server.output():
-            assert time.monotonic() < deadline, server.output()
-            time.sleep(0.1)
+        _until_logged(server, "store.database_saved")
     finally:
         server.stop()
     (saved,) = data.glob("hookrunner.db.saved-*")
