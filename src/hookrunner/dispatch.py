@@ -357,12 +357,16 @@ class Dispatcher:
         self._wake.set()
 
     async def request_cancel(self, run_id: str) -> str | None:
+        before = await self.store.get_run(run_id)  # (to log a cancel that acts, once)
         status = await self.store.request_cancel(run_id, time.time())
         entry = self._active.get(run_id)
         if entry is not None:
             self._cancel_reason.setdefault(run_id, "canceled by request")
             entry[1].set()
-        if status in ("canceled", "running"):  # (not one that had already ended otherwise)
+        acted = before is not None and (
+            (status == "canceled" and before.status != "canceled")
+            or (status == "running" and not before.cancel_requested))
+        if acted:  # (not one that had ended, nor a cancel asked for again)
             # A run running here ends with its own run.finished; one that was waiting ends
             # now, in the store, and this line is its only one.
             event("run.cancel_requested", run_id=run_id, status=status,

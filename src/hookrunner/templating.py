@@ -66,7 +66,7 @@ def _text(value: Any, test: str) -> str | None:
         return str(value)
     if isinstance(value, list | tuple | Mapping):
         kind = "an object" if isinstance(value, Mapping) else "a list"
-        raise ValueError(f"`is {test}` tests text, and this value is {kind}: test its items, "
+        raise Explained(f"`is {test}` tests text, and this value is {kind}: test its items, "
                          f"`| select(\"{test}\", ...) | list`")
     return None
 
@@ -233,7 +233,7 @@ def _not_of_null(name: str, fn: Any) -> Any:
     @functools.wraps(fn)
     def wrapped(value: Any, *args: Any, **kwargs: Any) -> Any:
         if value is None:
-            raise ValueError(f"`| {name}` of null (a field that is null): give a default first, "
+            raise Explained(f"`| {name}` of null (a field that is null): give a default first, "
                              f"`| default(\"\", true) | {name}`")
         return fn(value, *args, **kwargs)
     return wrapped
@@ -262,6 +262,10 @@ def _make_env() -> _Environment:
 ENV = _make_env()
 
 
+class Explained(ValueError):
+    """A refusal of hookrunner's own that says what to do: shown without a class name."""
+
+
 def _render_error(exc: Exception, source: str) -> TemplateError:
     if isinstance(exc, jinja2.UndefinedError):
         why = exc.message or "undefined value"
@@ -269,6 +273,8 @@ def _render_error(exc: Exception, source: str) -> TemplateError:
         why = f"refused by the sandbox: {exc}"
     elif isinstance(exc, RecursionError):  # a payload value hundreds of levels deep
         why = "a value is nested too deeply (hundreds of levels of lists or objects) to use here"
+    elif isinstance(exc, Explained):
+        why = str(exc)
     else:
         why = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, TypeError) and re.search(
@@ -697,13 +703,23 @@ _NONE = object()  # no constant compared
 
 
 def _compared_constant(node: nodes.Expr) -> Any:
-    """The constant of `x == c` or `x != c` (a literal number, string, boolean or none), else
-    _NONE."""
+    """The constant of `x == c` or `x != c`, or of `c == x` (a literal number, string, boolean
+    or none; `-1` too), else _NONE."""
     if isinstance(node, nodes.Compare) and len(node.ops) == 1 and node.ops[0].op in ("eq", "ne"):
-        right = node.ops[0].expr
-        if isinstance(right, nodes.Const) and (right.value is None or isinstance(
-                right.value, bool | int | float | str)):
-            return right.value
+        for side in (node.ops[0].expr, node.expr):
+            value = _constant(side)
+            if value is not _NONE:
+                return value
+    return _NONE
+
+
+def _constant(node: nodes.Expr) -> Any:
+    if isinstance(node, nodes.Neg) and isinstance(node.node, nodes.Const) \
+            and isinstance(node.node.value, int | float) and not isinstance(node.node.value, bool):
+        return -node.node.value
+    if isinstance(node, nodes.Const) and (node.value is None or isinstance(
+            node.value, bool | int | float | str)):
+        return node.value
     return _NONE
 
 
@@ -713,9 +729,10 @@ def _text_vs_other(node: nodes.Expr, compared: Any) -> bool:
     if not isinstance(node, nodes.Compare) or compared is _NONE or compared is None \
             or isinstance(compared, str):
         return False
-    left = node.expr
-    return isinstance(left, nodes.Getattr | nodes.Getitem) and isinstance(left.node, nodes.Name) \
-        and left.node.name in ("query", "headers")
+    sides = (node.expr, node.ops[0].expr)  # either way round: `1 == query.n` too
+    return any(isinstance(side, nodes.Getattr | nodes.Getitem)
+               and isinstance(side.node, nodes.Name) and side.node.name in ("query", "headers")
+               for side in sides)
 
 
 def _json_kind(value: Any) -> str | None:

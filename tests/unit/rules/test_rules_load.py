@@ -801,3 +801,13 @@ def test_a_when_cut_short_by_yaml_says_to_quote_it(when: str, hint: str) -> None
         assert hint[1:] not in str(caught.value.errors[0]), caught.value.errors
     else:
         assert hint in str(caught.value.errors[0]), caught.value.errors
+
+
+def test_the_text_warning_reads_a_constant_either_way_round_and_negative_numbers() -> None:
+    ruleset = load_rules_text({"r.yaml": (
+        "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n    hook: h\n"
+        "    when: 1 == query.n and query.m == -1 and \"1\" == query.k\n"
+        "    run: {shell: {argv: [x]}}\n")})
+    found = [w.split(": query and header")[0].rsplit(": ", 1)[-1]
+             for w in ruleset.warnings if "always text" in w]
+    assert found == ["1 == query.n", "query.m == -1"], ruleset.warnings
