@@ -157,9 +157,11 @@ class LiveRules:
         # hook with its secret (a secret file caught mid-rotation).
         # (A worker with the main process's copy to fall back on does not: the copy has the
         # secret files as the main process verifies with them.)
-        live = self.current
-        defer = (None if self._quiet and self._copy is not None else _every) if live is None \
-            else live.unavailable.__contains__
+        defer: Callable[[str], bool] | None = _every
+        if self.current is not None:
+            defer = self.current.unavailable.__contains__
+        elif self._quiet and self._copy is not None:
+            defer = None
         try:
             ruleset = load_rules(self.rules_dir, root=self.root, on_secret_file=about_to_read,
                                  defer_secrets=defer)

@@ -758,11 +758,6 @@ def type_mismatch(clause: Clause, left: Any) -> str | None:
     right = clause.compared
     if right is _NONE or left is MISSING:
         return None
-    try:
-        if left == right:  # (Python's true == 1 holds: no "never equal" then)
-            return None
-    except Exception:
-        return None
     mine, theirs = _json_kind(left), _json_kind(right)
     if mine is None or theirs is None or mine == theirs \
             or {mine, theirs} == {"a boolean", "a number"}:  # (true == 1 holds: not "never")

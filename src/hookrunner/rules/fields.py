@@ -29,12 +29,13 @@ def _known_names(compiled: Constant | Template | Expression) -> None:
     delivery, so the rule would never match or its runs would always fail."""
     unknown = sorted(compiled.names.difference(SCOPE_NAMES))
     if unknown:
-        name = unknown[0]
+        name, source = unknown[0], getattr(compiled, "source", "")
         # `payload.metadata.tenant-id` reads as `payload.metadata.tenant - id`
-        dashed = re.search(rf"\.(\w+)-{re.escape(name)}\b", getattr(compiled, "source", ""))
-        key = f"{dashed.group(1)}-{name}" if dashed else ""
-        hint = f" (a key with '-' in it needs brackets: [\"{key}\"], not .{key})" if dashed else ""
-        if not dashed and re.search(rf"\w/{re.escape(name)}\b", getattr(compiled, "source", "")):
+        hint = ""
+        if dashed := re.search(rf"\.(\w+)-{re.escape(name)}\b", source):
+            key = f"{dashed.group(1)}-{name}"
+            hint = f" (a key with '-' in it needs brackets: [\"{key}\"], not .{key})"
+        elif re.search(rf"\w/{re.escape(name)}\b", source):
             hint = (" (a key with '/' or '.' in it needs brackets: "
                     "payload.labels[\"app.kubernetes.io/name\"])")
         raise ConfigError(f"unknown name {name!r}; a template sees "
