@@ -88,11 +88,32 @@ def _test_glob(value: Any, pattern: str) -> bool:
 
 def _test_in_cidr(value: Any, net: str | list[str]) -> bool:
     nets = [net] if isinstance(net, str) else list(net)
+    text = _text(value, "in_cidr")
+    if text is None:
+        return False
     try:
-        addr = ipaddress.ip_address(str(value).strip())
+        addr = ipaddress.ip_address(text.strip())
     except ValueError:
+        if _holds_addresses(text):
+            # `X-Forwarded-For: 203.0.113.9, 10.0.0.1` was silently in no network.
+            raise Explained("`is in_cidr` tests one address, and this value holds several: "
+                            "test its items, `....split(\",\") | map(\"trim\") | "
+                            "select(\"in_cidr\", ...) | list`") from None
         return False  # not an address: not in any network
     return any(addr in _network(n) for n in nets)
+
+
+def _holds_addresses(text: str) -> bool:
+    """Whether text is a comma- or space-separated list of IP addresses."""
+    parts = [part for part in re.split(r"[,\s]+", text) if part]
+    if len(parts) < 2:
+        return False
+    try:
+        for part in parts:
+            ipaddress.ip_address(part)
+    except ValueError:
+        return False
+    return True
 
 
 class _Environment(ImmutableSandboxedEnvironment):
@@ -723,16 +744,30 @@ def _constant(node: nodes.Expr) -> Any:
     return _NONE
 
 
-def _text_vs_other(node: nodes.Expr, compared: Any) -> bool:
-    """`query.x == 1`, `headers["X-Count"] != true`: query and header values are always text,
-    so such a clause never holds (never fails) whatever is sent (a `check` warning)."""
-    if not isinstance(node, nodes.Compare) or compared is _NONE or compared is None \
-            or isinstance(compared, str):
-        return False
-    sides = (node.expr, node.ops[0].expr)  # either way round: `1 == query.n` too
-    return any(isinstance(side, nodes.Getattr | nodes.Getitem)
-               and isinstance(side.node, nodes.Name) and side.node.name in ("query", "headers")
-               for side in sides)
+def _text_vs_other(node: nodes.Expr, compared: Any) -> Any:
+    """`query.x == 1`, `headers["X-Count"] != true`, `query.n in [1, 2]`: query and header
+    values are always text, so such a clause never holds (or never fails) whatever is sent (a
+    `check` warning). The number or boolean compared with, else None."""
+    if not isinstance(node, nodes.Compare) or len(node.ops) != 1:
+        return None
+    op = node.ops[0]
+    if op.op in ("in", "notin") and isinstance(op.expr, nodes.List | nodes.Tuple) \
+            and _query_or_header(node.expr):
+        items = (_constant(item) for item in op.expr.items)
+        return next((item for item in items if _not_text(item)), None)
+    if not _not_text(compared):
+        return None
+    # either way round: `1 == query.n` too
+    return compared if _query_or_header(node.expr) or _query_or_header(op.expr) else None
+
+
+def _not_text(value: Any) -> bool:
+    return value is not _NONE and value is not None and not isinstance(value, str)
+
+
+def _query_or_header(node: nodes.Expr) -> bool:
+    return isinstance(node, nodes.Getattr | nodes.Getitem) and isinstance(node.node, nodes.Name) \
+        and node.node.name in ("query", "headers")
 
 
 def _json_kind(value: Any) -> str | None:

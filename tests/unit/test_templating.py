@@ -430,12 +430,28 @@ def test_a_number_compared_with_text_says_to_convert_it(expr: str, payload: Any)
 
 
 @pytest.mark.parametrize("expr", ['payload.tags is match("a")', 'payload.tags is glob("a*")',
-                                  'payload.meta is search("x")'])
+                                  'payload.meta is search("x")', 'payload.tags is in_cidr("10.0.0.0/8")'])
 def test_a_text_test_on_a_list_or_object_says_to_test_its_items(expr: str) -> None:
     """`payload.tags is glob("prod*")` was silently false: the author meant its items."""
     with pytest.raises(TemplateError, match=r"^`is \w+` tests text, and this value is (a list|an object): "
                                             r"test its items"):
         compile_expression(expr).test({**SCOPE, "payload": {"tags": ["a"], "meta": {"x": 1}}})
+
+
+@pytest.mark.parametrize("value", ["203.0.113.9, 10.0.0.1", "10.0.0.1 10.0.0.2", "10.0.0.1,::1"])
+def test_in_cidr_of_several_addresses_says_to_test_the_items(value: str) -> None:
+    """`headers["X-Forwarded-For"] is in_cidr(...)` on a proxied request was silently false."""
+    with pytest.raises(TemplateError, match=r"^`is in_cidr` tests one address, and this value holds "
+                                            r"several: test its items"):
+        compile_expression('payload.ip is in_cidr("10.0.0.0/8")').test({**SCOPE, "payload": {"ip": value}})
+    # The hint's form works on that value.
+    items = compile_template('{{ payload.ip.split(",") | map("trim") | select("in_cidr", "10.0.0.0/8") '
+                             '| list }}')
+    assert items.render({**SCOPE, "payload": {"ip": "203.0.113.9, 10.0.0.1"}}) == ["10.0.0.1"]
+    # Text that is not a list of addresses stays simply false.
+    for text in ["web-1, web-2", "not an address", "10.0.0.1 or so"]:
+        assert compile_expression('payload.ip is in_cidr("10.0.0.0/8")').test(
+            {**SCOPE, "payload": {"ip": text}}) is False
 
 
 @pytest.mark.parametrize("name", ["upper", "lower", "title", "capitalize"])

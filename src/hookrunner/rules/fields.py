@@ -232,13 +232,14 @@ def when(ctx: Ctx, parent: Any, key: Any, what: str = "") -> When | None:
             ctx.error(parent, (key,), f"{pre}when: {exc.message}{hint}")
             return None
         for clause in compiled.clauses():
-            if clause.text_vs_other:
-                convert = "" if isinstance(clause.compared, bool) else (
-                    ", or convert (`| float`)" if isinstance(clause.compared, float)
+            other = clause.text_vs_other
+            if other is not None:
+                convert = "" if isinstance(other, bool) else (
+                    ", or convert (`| float`)" if isinstance(other, float)
                     else ", or convert (`| int`)")
                 ctx.warn(parent, (key,), f"{pre}when: {clause.source}: query and header values "
-                         f"are always text, never equal to {json.dumps(clause.compared)}: "
-                         f"compare with a string ({_quoted(clause.compared)}){convert}")
+                         f"are always text, never equal to {json.dumps(other)}: "
+                         f"compare with a string ({_quoted(other)}){convert}")
         return When("expr", src, expr=compiled)
     if isinstance(value, LineList):
         return _group(ctx, "all", value, parent, key, src, what)

@@ -290,6 +290,14 @@ def test_hook_without_rules_is_a_warning() -> None:
             in ruleset.warnings)
 
 
+def test_a_rule_with_an_error_does_not_also_draw_hook_without_rules() -> None:
+    """The error names the rule's fault; "hook has no rules" beside it sent readers astray."""
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules_text({"r.yaml": HOOK + "rules:\n  - {name: a, hook: gh, run: {shell: {argv: x}}}\n"})
+    assert caught.value.errors and not any("has no rules" in w for w in caught.value.warnings), \
+        caught.value.warnings
+
+
 def test_yaml_11_booleans_stay_strings() -> None:
     """`on` is a key, not True (YAML 1.2 booleans)."""
     ruleset = load_rules_text(one("rules:\n  - name: a\n    hook: gh\n"
@@ -811,3 +819,16 @@ def test_the_text_warning_reads_a_constant_either_way_round_and_negative_numbers
     found = [w.split(": query and header")[0].rsplit(": ", 1)[-1]
              for w in ruleset.warnings if "always text" in w]
     assert found == ["1 == query.n", "query.m == -1"], ruleset.warnings
+
+
+def test_the_text_warning_reads_a_list_of_constants_after_in() -> None:
+    """`query.n in [1, 2]` never holds either: each value is text."""
+    ruleset = load_rules_text({"r.yaml": (
+        "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n    hook: h\n"
+        "    when: query.n in [\"1\", 2] and headers[\"X-A\"] not in (true,) and query.k in [\"a\", \"b\"]"
+        " and payload.n in [1, 2]\n"
+        "    run: {shell: {argv: [x]}}\n")})
+    found = [w.split(": query and header")[0].rsplit(": ", 1)[-1] + w.split("never equal to ")[1]
+             for w in ruleset.warnings if "always text" in w]
+    assert found == ['query.n in ["1", 2]2: compare with a string ("2"), or convert (`| int`)',
+                     'headers["X-A"] not in (true,)true: compare with a string ("true")'], ruleset.warnings
