@@ -222,7 +222,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
             known = ", ".join(sorted(merged.hook_sources)) or "none are defined"
             ctx.error(node, path, f"unknown hook {hook_id!r}; defined hooks: {known}")
     warnings = [*(warnings or []), *(w for c in ctxs for w in c.warnings)]
-    used = {h for r in merged.rules for h in r.hooks}
+    used = {hook_id for *_, hook_id in merged.refs}  # a rule with an error names its hook too
     warnings += [f"{src}: hook {hid!r} has no rules: its deliveries are stored but run nothing"
                  for hid, src in merged.hook_sources.items() if hid not in used]
     if not sources and not errors:
