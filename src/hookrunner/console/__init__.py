@@ -7,28 +7,13 @@ login redirect it consults.
 from __future__ import annotations
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.routing import BaseRoute, Route
 
-from hookrunner.console import forms, pages
+from hookrunner.console import forms, pages, static
 from hookrunner.console.pages import store_unavailable
-from hookrunner.console.render import STATIC
 from hookrunner.console.sessions import Sessions
 
 __all__ = ["install", "routes", "store_unavailable"]
-
-
-class _Files(StaticFiles):
-    """StaticFiles, minus its path normalisation's one surprise: `/static/app.js/` served
-    the file (no URL outside the console's own names should answer 200)."""
-
-    async def get_response(self, path: str, scope: Scope) -> Response:
-        if scope["path"].endswith("/"):
-            raise HTTPException(status_code=404)
-        return await super().get_response(path, scope)
 
 
 routes: list[BaseRoute] = [
@@ -42,7 +27,7 @@ routes: list[BaseRoute] = [
     Route("/login", forms.login_form, methods=["GET"]),
     Route("/login", forms.login, methods=["POST"]),
     Route("/logout", forms.logout, methods=["POST"]),
-    Mount("/static", app=_Files(directory=STATIC), name="static"),
+    Route("/static/{name}", static.serve),
 ]
 
 

@@ -10,10 +10,9 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.responses import HTMLResponse
 
-from hookrunner.console import present
+from hookrunner.console import present, static
 
 TEMPLATES = Path(__file__).parent / "templates"
-STATIC = Path(__file__).parent / "static"
 
 # No inline script or style anywhere: the policy forbids it, so injected markup cannot run.
 SECURITY_HEADERS = {
@@ -43,7 +42,7 @@ env.filters.update(
     status_class=present.status_class, pretty=present.pretty_json, size=present.fmt_size,
     visible=present.visible_log, rate=present.rate_text,
 )
-env.globals.update(condition_class=present.condition_class)
+env.globals.update(condition_class=present.condition_class, static_url=static.url)
 
 
 def page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

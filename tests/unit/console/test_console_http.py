@@ -113,6 +113,33 @@ def test_login_and_static_files_need_no_session(client: TestClient) -> None:
         assert client.get(other).status_code == 404, other
 
 
+def test_static_files_are_the_ones_read_at_the_start_and_their_urls_carry_a_hash(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upgrade in place replaced console.js under a running server, which then served the
+    new script with the old pages; a browser could keep the old one under the new pages."""
+    from hookrunner.console import static
+
+    page = client.get("/login").text
+    assert static.url("console.js") in page and static.url("console.css") in page
+    assert re.search(r'src="/static/console\.js\?v=[0-9a-f]{10}"', page)
+
+    def no_disk(*_: object, **__: object) -> None:
+        raise AssertionError("a static file was read from disk at a request")
+
+    monkeypatch.setattr(Path, "open", no_disk)
+    monkeypatch.setattr(Path, "read_bytes", no_disk)
+    monkeypatch.setattr(os, "stat", no_disk)
+    served = client.get(static.url("console.js"))
+    assert served.status_code == 200
+    monkeypatch.undo()
+    assert served.content == (static.DIRECTORY / "console.js").read_bytes()
+    assert served.headers["content-type"].startswith("text/javascript")
+    again = client.get("/static/console.js", headers={"If-None-Match": served.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    assert client.head("/static/console.css").status_code == 200
+
+
 @pytest.mark.parametrize("given", ["wrong", "", TOKEN + "x", TOKEN[:-1]])
 def test_a_wrong_token_is_refused_without_a_cookie(client: TestClient, given: str) -> None:
     r = client.post("/login", data={"token": given, "next": "/"})
