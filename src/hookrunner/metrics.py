@@ -84,5 +84,16 @@ class Metrics:
         if self.summed and os.environ.get(MULTIPROC_DIR):
             summed = CollectorRegistry()
             MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
-            return generate_latest(summed)
+            text = generate_latest(summed)
+            return text + self._absent_headers(text)
         return generate_latest(self.registry)
+
+    def _absent_headers(self, text: bytes) -> bytes:
+        """The HELP and TYPE lines of the metrics the summed text lacks: the multiprocess
+        files hold a labelled metric only from its first sample, where one process shows it
+        from the start (a dashboard or an alert on it saw "no such metric")."""
+        shown = {line.split(b" ")[2] for line in text.splitlines() if line.startswith(b"# TYPE ")}
+        ours = generate_latest(self.registry).splitlines()
+        extra = [line for line in ours if line.startswith((b"# HELP ", b"# TYPE "))
+                 and line.split(b" ")[2] not in shown]
+        return b"".join(line + b"\n" for line in extra)

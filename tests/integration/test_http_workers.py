@@ -87,6 +87,9 @@ def test_workers_accept_the_main_process_runs_and_answers_admin_requests(
     # Counted in every worker, summed by the main process.
     assert 'hookrunner_deliveries_total{hook="github",outcome="accepted"} 24.0' in metrics
     assert 'hookrunner_runs_finished_total{rule="work",status="succeeded"} 24.0' in metrics
+    # A labelled metric with no sample yet is described, as one process describes it.
+    assert "# TYPE hookrunner_condition_errors_total counter\n" in metrics
+    assert metrics.count("# TYPE hookrunner_deliveries_total counter") == 1
     # Dedup holds across processes: the same sender id, on any worker, runs nothing new.
     again = [push(server, "t5") for _ in range(4)]
     assert {a.status_code for a in again} == {200}
