@@ -99,8 +99,10 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
 
 
 def _folded_dash(loader: _Loader, node: yaml.Node) -> bool:
-    """A plain scalar that runs on to a line starting with `- ` (see LineDict.folded_dash)."""
-    return isinstance(node, yaml.ScalarNode) and node.style is None \
+    """A plain scalar, or a `>`/`|` block, that runs on to a line starting with `- ` (see
+    LineDict.folded_dash; in a block the line stays, and Jinja reads it as a subtraction too).
+    A quoted value is taken as written."""
+    return isinstance(node, yaml.ScalarNode) and node.style in (None, ">", "|") \
         and node.start_mark.line != node.end_mark.line \
         and _DASH_LINE.search(loader.buffer, node.start_mark.index, node.end_mark.index) is not None
 

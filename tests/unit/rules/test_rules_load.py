@@ -780,7 +780,14 @@ def test_a_list_item_folded_into_a_when_is_an_error() -> None:
     assert [str(e) for e in caught.value.errors] == [
         "r.yaml:6: rule 'r': when: a line of it starts with '- ', which YAML joins to the line "
         "before ('payload.severity >= 4 - payload.count > 2'): for a list of conditions, start "
-        "the list on the line after `when:`, each item on its own line"]
+        "the list on the line after `when:`, each item on its own line (for a subtraction, "
+        "end the line before with the `-`, or quote the value)"]
+    for block in (">", "|", ">-"):  # a block keeps the line, and Jinja subtracts across it
+        with pytest.raises(ConfigErrors) as caught:
+            load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                                       f"    hook: h\n    when: {block}\n      payload.severity >= 4\n"
+                                       "      - payload.count > 2\n    run: {shell: {argv: [x]}}\n"})
+        assert "a line of it starts with '- '" in str(caught.value.errors[0]), caught.value.errors
     with pytest.raises(ConfigErrors) as caught:  # the same inside a list's item
         load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
                                    "    hook: h\n    when:\n      any:\n        - payload.a == 1\n"
@@ -792,6 +799,9 @@ def test_a_list_item_folded_into_a_when_is_an_error() -> None:
                                "    run: {shell: {argv: [x]}}\n".replace("and x", "and payload.c")})
     load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
                                "    hook: h\n    when: 'payload.a\n      - payload.b > 2'\n"
+                               "    run: {shell: {argv: [x]}}\n"})
+    load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                               "    hook: h\n    when: >\n      payload.a -\n      payload.b > 2\n"
                                "    run: {shell: {argv: [x]}}\n"})
 
 
