@@ -82,6 +82,12 @@ def _json(text: str) -> Any:
     return doc
 
 
+def parse_json(text: str) -> Any:
+    """JSON text carried inside a payload (a template's `| from_json`), held to the body's
+    rules: no NaN, nothing no store could hold. PayloadError says why not."""
+    return _json(text)
+
+
 # A lone surrogate is not text (SQLite cannot bind it, UTF-8 cannot encode it) and PostgreSQL
 # text cannot hold NUL: a value with either could never be journaled or shown, so refuse it.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

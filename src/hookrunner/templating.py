@@ -36,8 +36,9 @@ from jinja2.visitor import NodeTransformer
 from hookrunner import bounds
 from hookrunner.errors import ConfigError, TemplateError
 from hookrunner.fastclause import DICT_ATTRS, compile_fast
-from hookrunner.payload import UNSTORABLE, as_storable
+from hookrunner.payload import UNSTORABLE, PayloadError, as_storable, parse_json
 from hookrunner.redact import secret_key
+from hookrunner.verify.base import Headers
 
 __all__ = [
     "ENV", "MISSING", "Clause", "Constant", "Expression", "Template", "compile_expression",
@@ -173,6 +174,8 @@ def _finalize(value: Any) -> Any:
     if value is None and _NULL_PART_FAILS.get():
         raise ValueError("a {{ }} of it renders null (a field this event lacks or leaves "
                          "null): one key for every such event would drop all but the first")
+    if isinstance(value, Headers):
+        value = value.as_dict()
     if value is None or isinstance(value, bool | dict | list) or _sequence_like(value):
         bounds.check_written(value)
         return _JSON.encode(to_plain(value))
@@ -260,6 +263,24 @@ def _not_of_null(name: str, fn: Any) -> Any:
     return wrapped
 
 
+def _from_json(value: Any) -> Any:
+    """`payload.data | from_json`: JSON sent as text inside a field, a form field beside
+    others or a query parameter (adnanh/webhook's parse-parameters-as-json)."""
+    if not isinstance(value, str):
+        raise Explained(f"`| from_json` reads JSON text, and this value is "
+                        f"{_json_kind(value) or type(value).__name__}")
+    try:
+        return parse_json(value)
+    except PayloadError as exc:
+        raise Explained("`| from_json`: " + exc.message.replace("body is", "the text is")) from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Headers):
+        return value.as_dict()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _make_env() -> _Environment:
     env = _Environment(
         undefined=_Undefined,
@@ -270,6 +291,9 @@ def _make_env() -> _Environment:
     env.tests.update(match=_test_match, search=_test_search, glob=_test_glob,
                      in_cidr=_test_in_cidr)
     env.filters["urlencode"] = _urlencode
+    env.filters["from_json"] = _from_json
+    # `{{ headers | tojson }}`: the request's headers as the JSON object `{{ headers }}` writes.
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _json_default}
     for name in _CASE_FILTERS:
         env.filters[name] = _not_of_null(name, env.filters[name])
     env.filters.update(bounds.bounded_filters(env.filters))
@@ -333,6 +357,8 @@ def to_plain(value: Any, storable: bool = True) -> Any:
         return float(value)
     if isinstance(value, str):  # str(): drops Markup and other str subclasses
         return _storable(str(value)) if storable else str(value)
+    if isinstance(value, Headers):
+        value = value.as_dict()
     if isinstance(value, Mapping):
         return {(_storable(str(k)) if storable else str(k)): to_plain(v, storable)
                 for k, v in value.items()}

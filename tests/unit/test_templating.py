@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 
 from hookrunner.errors import ConfigError, TemplateError
+from hookrunner.rules.match import build_scope
 from hookrunner.rules.yamlsrc import parse_yaml
 from hookrunner.templating import (
     Constant,
@@ -463,3 +465,32 @@ def test_a_case_filter_of_null_says_to_give_a_default(name: str) -> None:
         {**SCOPE, "payload": {"env": None}}) == ""
     assert compile_template(f"{{{{ payload.env | {name} }}}}").render(
         {**SCOPE, "payload": {"env": "prod env"}}) != ""
+
+
+def test_the_request_headers_are_written_as_a_json_object() -> None:
+    """`{{ headers }}` (webhook's entire-headers) gave the class's Python repr, and `| tojson`
+    failed every run while `check` passed it."""
+    scope = build_scope(hook="h", delivery_id="d", received_at=0, query={}, payload={}, event=None,
+                        headers=[("X-GitHub-Event", "push"), ("Accept", "*/*"), ("x-github-event", "2")])
+    assert compile_template("{{ headers }}").render(scope) == {"X-GitHub-Event": "push", "Accept": "*/*"}
+    assert compile_template("h={{ headers }}").render(scope) == \
+        'h={"X-GitHub-Event": "push", "Accept": "*/*"}'
+    assert json.loads(compile_template("{{ headers | tojson }}").render(scope)) == {
+        "X-GitHub-Event": "push", "Accept": "*/*"}
+    assert compile_template('{{ {"h": headers} }}').render(scope) == {"h": {"X-GitHub-Event": "push",
+                                                                          "Accept": "*/*"}}
+
+
+def test_from_json_reads_json_sent_as_text_inside_a_field() -> None:
+    """webhook's parse-parameters-as-json: a form field beside others, or a query parameter."""
+    scope = build_scope(hook="h", delivery_id="d", received_at=0, headers=[], event=None,
+                        query={"j": '{"a": [1, 2]}'},
+                        payload={"data": '{"state": "passed", "n": 1.5}', "bad": "{x", "nan": "NaN", "n": 3})
+    assert compile_template("{{ payload.data | from_json }}").render(scope) == {"state": "passed", "n": 1.5}
+    assert compile_template("{{ query.j | from_json }}").render(scope) == {"a": [1, 2]}
+    assert compile_expression('(payload.data | from_json).state == "passed"').test(scope) is True
+    for field, message in [("bad", r"^`\| from_json`: the text is not valid JSON: Expecting property"),
+                           ("nan", r"^`\| from_json`: the text is not valid JSON: NaN"),
+                           ("n", r"^`\| from_json` reads JSON text, and this value is a number")]:
+        with pytest.raises(TemplateError, match=message):
+            compile_template(f"{{{{ payload.{field} | from_json }}}}").render(scope)

@@ -47,6 +47,17 @@ class Headers:
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
 
+    def as_dict(self) -> dict[str, str]:
+        """Each name once, spelled as first sent, with the value `get` reads: what a template
+        writes for `{{ headers }}` (JSON, not this class's repr)."""
+        out: dict[str, str] = {}
+        seen: set[str] = set()
+        for k, v in self._items:
+            if k.lower() not in seen:
+                seen.add(k.lower())
+                out[k] = v
+        return out
+
     def keys(self) -> list[str]:
         return [k for k, _ in self._items]
 
