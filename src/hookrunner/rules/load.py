@@ -354,7 +354,7 @@ def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[st
         if key in options and is_literal(options[key]):
             ctx.warn(options, (key,), f"hook {hook_id!r}: a literal {key} is written in the "
                      "rules file; prefer {env: NAME} or {file: PATH}")
-    if name == "none":
+    if name == "none" and "allow_ips" not in raw:  # with it, the addresses are the check
         ctx.warn(spec, (name,), f"hook {hook_id!r} uses verifier 'none': anyone who can reach "
                  "it can trigger its rules")
     try:
