@@ -92,6 +92,8 @@ def _payload_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="a request header (repeatable), e.g. 'X-GitHub-Event: push'")
     p.add_argument("--query", action="append", default=[], metavar="'name=value'",
                    help="a query parameter of the hook's URL (repeatable), e.g. 'env=prod'")
+    p.add_argument("--client-ip", metavar="ADDRESS",
+                   help="the sender's address, as `client_ip` (default: null)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,7 +223,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return _store_command(lambda: commands.explain_delivery(settings, args.delivery))
     if args.command in ("test", "explain"):
         return commands.dry_run(settings, args.command, args.hook, args.payload, args.header,
-                                args.query)
+                                args.query, args.client_ip)
     if args.command == "replay" and args.rule and len(args.rule) > 1:
         print("hookrunner: replay: --rule is given more than once (one rule per replay)",
               file=sys.stderr)
@@ -245,7 +247,8 @@ def _explain_source(args: argparse.Namespace) -> str | None:
     # Given at all, even empty (`--hook "$HOOK"` with HOOK unset): `is not None`.
     if args.delivery is not None:
         given = [f for f, v in (("--hook", args.hook), ("--payload", args.payload),
-                                ("--header", args.header or None), ("--query", args.query or None))
+                                ("--header", args.header or None), ("--query", args.query or None),
+                                ("--client-ip", args.client_ip))
                  if v is not None]
         if given:
             return (f"--delivery takes the request as it was received: leave out "

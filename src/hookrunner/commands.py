@@ -181,6 +181,18 @@ def check(settings: Settings) -> int:
     return EXIT_OK
 
 
+def _parse_address(text: str) -> str:
+    import ipaddress
+
+    from hookrunner.clientip import plain
+
+    try:
+        ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise HookrunnerError(f"--client-ip {text!r}: not an IP address") from None
+    return plain(text.strip())
+
+
 def _parse_query(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -205,7 +217,7 @@ def _read_payload(name: str) -> bytes:
 
 
 def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, header_args: list[str],
-            query_args: Sequence[str] = ()) -> int:
+            query_args: Sequence[str] = (), client_ip: str | None = None) -> int:
     """`test` and `explain`: match (and render) against a payload file; runs nothing. `test`
     exits 1 when a matching rule's action cannot be rendered (a CI check catches it)."""
     from hookrunner.payload import PayloadError, parse_body
@@ -217,6 +229,8 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     try:
         headers = Headers(_parse_header(h) for h in header_args)
         query = dict(_parse_query(q) for q in query_args)
+        if client_ip is not None:
+            client_ip = _parse_address(client_ip)
         body = _read_payload(payload_file)
         payload = parse_body(body, headers.get("content-type"))
     except HookrunnerError as exc:
@@ -247,7 +261,8 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
         headers = Headers([*headers.items(), ("Content-Type", "application/json")])
     # An id like the server's (`delivery_id is match("dlv_")` must hold here too).
     scope = build_scope(hook=hook_id, delivery_id="dlv_dry_run", received_at=time.time(),
-                        headers=headers, query=query, payload=payload, event=event)
+                        headers=headers, query=query, payload=payload, event=event,
+                        client_ip=client_ip)
     results = evaluate(ruleset, hook_id, scope)
     if mode != "test":
         print(format_explain(results))

@@ -33,7 +33,8 @@ def stored_scope(delivery: Delivery) -> dict[str, Any]:
     payload = parse_body(delivery.body, headers.get("content-type"))
     return build_scope(hook=delivery.hook, delivery_id=delivery.id,
                        received_at=delivery.received_at, headers=headers,
-                       query=dict(delivery.query), payload=payload, event=delivery.event)
+                       query=dict(delivery.query), payload=payload, event=delivery.event,
+                       client_ip=delivery.client_ip or None)
 
 
 async def replay_delivery(

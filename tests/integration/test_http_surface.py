@@ -602,3 +602,51 @@ def test_a_token_as_a_urls_user_name_is_hidden_where_runs_are_shown(
         page = c.get(f"/runs/{run['id']}").text
     assert shown["spec"]["argv"] == ["true", "https://[redacted]@github.com/o/r.git"]
     assert "ghp_S3CR3T" not in page
+
+
+CLIENT_IP_RULES = """
+hooks:
+  ops: {verify: none}
+rules:
+  - name: office-or-token
+    hook: ops
+    when:
+      any:
+        - client_ip is in_cidr("203.0.113.0/24")
+        - headers["X-Token"] | default("") == "let-me-in"
+    run: {shell: {argv: [scripts/who.sh, "{{ client_ip }}"]}}
+"""
+
+
+def test_conditions_and_templates_see_the_senders_address_and_a_replay_keeps_it(
+    make_server: Callable[..., Server], project: Path,
+) -> None:
+    """webhook's ip-whitelist inside a rule (an address or a token): allow_ips alone cannot
+    say "or". `client_ip` is the address as judged past --trusted-proxy hops."""
+    write_script(project, "who.sh", 'echo "from=$1"\n')
+    server = make_server(CLIENT_IP_RULES, args=["--trusted-proxy", "127.0.0.1/32"])
+    office = httpx.post(f"{server.url}/hooks/ops", json={},
+                        headers={"X-Forwarded-For": "203.0.113.7"})
+    elsewhere = httpx.post(f"{server.url}/hooks/ops", json={},
+                           headers={"X-Forwarded-For": "198.51.100.1"})
+    token = httpx.post(f"{server.url}/hooks/ops", json={},
+                       headers={"X-Forwarded-For": "198.51.100.1", "X-Token": "let-me-in"})
+    assert [len(r.json()["runs"]) for r in (office, elsewhere, token)] == [1, 0, 1]
+    with server.admin() as c:
+        assert server.wait_run(office.json()["runs"][0])["status"] == "succeeded"
+        assert "from=203.0.113.7" in c.get(f"/api/runs/{office.json()['runs'][0]}/log").text
+        # A replay is judged on the address stored with the delivery, not the replayer's.
+        replayed = c.post(f"/api/deliveries/{office.json()['delivery_id']}/replay").json()
+        assert [m["rule"] for m in replayed["matches"] if m["matched"]] == ["office-or-token"]
+        assert c.post(f"/api/deliveries/{elsewhere.json()['delivery_id']}/replay").json()["runs"] == []
+    # A dry run takes the address as a flag; without it, client_ip is null (and no match here).
+    (project / "body.json").write_text("{}")
+    base = [sys.executable, "-m", "hookrunner.cli", "explain", "--rules", str(project / "rules"),
+            "--hook", "ops", "--payload", str(project / "body.json")]
+    given = subprocess.run([*base, "--client-ip", "203.0.113.9"], capture_output=True, text=True)
+    shown = '✓ [any] client_ip is in_cidr("203.0.113.0/24")           "203.0.113.9"'
+    assert given.returncode == 0 and shown in given.stdout, given.stdout + given.stderr
+    unknown = subprocess.run(base, capture_output=True, text=True)
+    assert unknown.returncode == 0 and "✗ office-or-token" in unknown.stdout, unknown.stdout
+    bad = subprocess.run([*base, "--client-ip", "web-1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--client-ip 'web-1': not an IP address" in bad.stderr

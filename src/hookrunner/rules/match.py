@@ -49,11 +49,14 @@ def build_scope(
     query: Mapping[str, str] | None,
     payload: Any,
     event: str | None,
+    client_ip: str | None = None,
 ) -> dict[str, Any]:
     """The names visible to `when` and every template (see the contract's table).
 
     `headers` is case-insensitive (`headers["x-github-event"]`); `received_at` is an ISO-8601
-    UTC string (a unix time or datetime is converted).
+    UTC string (a unix time or datetime is converted). `client_ip`: the sender's address as
+    the server judged it (past --trusted-proxy hops), as allow_ips and the store see it; null
+    in a dry run not given one.
     """
     if not isinstance(headers, Headers):
         headers = Headers(headers.items() if isinstance(headers, Mapping) else headers)
@@ -69,6 +72,7 @@ def build_scope(
         hook=hook,
         delivery_id=delivery_id,
         received_at=received_at,
+        client_ip=client_ip,
     )
 
 

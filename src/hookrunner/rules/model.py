@@ -20,7 +20,8 @@ DEFAULT_MAX_BODY = 1024 * 1024  # 1 MiB, per the contract
 
 
 # The names every `when` and template of a rule sees (rules.match.build_scope makes them).
-SCOPE_NAMES = ("payload", "headers", "query", "event", "hook", "delivery_id", "received_at")
+SCOPE_NAMES = ("payload", "headers", "query", "event", "hook", "delivery_id", "received_at",
+               "client_ip")
 
 
 @dataclass(frozen=True)

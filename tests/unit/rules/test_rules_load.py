@@ -401,7 +401,8 @@ def test_a_verifier_named_alone_is_the_verifier_without_options() -> None:
     assert ruleset.hooks["h"].verify_kind == "none"
     assert any("uses verifier 'none'" in w and "r.yaml:3" in w for w in ruleset.warnings)
     # With allow_ips (Bitbucket's way: its addresses are the check) there is nothing to warn of.
-    ruleset = load_rules_text({"r.yaml": "hooks:\n  h:\n    verify: none\n    allow_ips: [104.192.136.0/21]\n"})
+    ruleset = load_rules_text({"r.yaml": "hooks:\n  h:\n    verify: none\n"
+                                         "    allow_ips: [104.192.136.0/21]\n"})
     assert not any("uses verifier 'none'" in w for w in ruleset.warnings), ruleset.warnings
     errors = errors_of({"r.yaml": "hooks:\n  h:\n    verify: github\n"})
     assert len(errors) == 1 and errors[0].startswith("r.yaml:3:") and "secret" in errors[0]
