@@ -364,7 +364,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         id=delivery_id, hook=hook_id, received_at=now,
         headers=redact_pairs(headers.items(), hook.secret_headers), body=body,
         dedup_key=_dedup_key(hook, verified, scope_), event=event_type, client_ip=ip,
-        matches=matches, query=redact_pairs(sent_query),
+        matches=matches, query=redact_pairs(sent_query, hook.secret_query),
     )
     reserved = 0
     if gw.dispatcher is not None:

@@ -650,3 +650,40 @@ def test_conditions_and_templates_see_the_senders_address_and_a_replay_keeps_it(
     assert unknown.returncode == 0 and "✗ office-or-token" in unknown.stdout, unknown.stdout
     bad = subprocess.run([*base, "--client-ip", "web-1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--client-ip 'web-1': not an IP address" in bad.stderr
+
+
+QUERY_TOKEN_RULES = """
+hooks:
+  url-only:
+    verify: {token: {secret: {env: URL_TOKEN}, query: k}}
+rules:
+  - name: prod
+    hook: url-only
+    when: [query.env == "prod", query.k | length > 3]
+    run: {shell: {argv: [scripts/ok.sh]}}
+"""
+
+
+def test_a_token_in_the_query_verifies_and_is_never_stored(
+    make_server: Callable[..., Server], project: Path,
+) -> None:
+    """A sender that can only put its secret in the URL (webhook's `url` source with a match
+    rule): the token verifier reads it, and it is redacted as the verifier's header would be,
+    though `k` does not look secret by its name."""
+    write_script(project, "ok.sh", "echo ok\n")
+    secret = "url-t0ken-5ecret"
+    server = make_server(QUERY_TOKEN_RULES, env={"URL_TOKEN": secret})
+    url = f"{server.url}/hooks/url-only"
+    assert httpx.post(f"{url}?env=prod", json={}).status_code == 401
+    assert httpx.post(f"{url}?env=prod&k=wrong", json={}).status_code == 401
+    assert httpx.post(f"{url}?env=prod", json={}, headers={"Authorization": f"Bearer {secret}"}
+                      ).status_code == 401  # the header does not stand in for it
+    r = httpx.post(f"{url}?env=prod&k={secret}", json={})
+    assert r.status_code == 202 and len(r.json()["runs"]) == 1, r.text
+    assert server.wait_run(r.json()["runs"][0])["status"] == "succeeded"
+    with server.admin() as c:
+        doc = c.get(f"/api/deliveries/{r.json()['delivery_id']}").json()
+    assert doc["query"] == [["env", "prod"], ["k", "[redacted]"]]
+    assert [cond["value"] for cond in doc["matches"][0]["conditions"]] == ['"prod"', "[redacted]"]
+    assert secret.encode() not in _stored_bytes(project / "data")
+    assert "delivery.accepted" in server.output() and secret not in server.output()

@@ -314,6 +314,7 @@ def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: Any) 
     kind, obj = verifier
     return Hook(id=hook_id, verify_kind=kind, verifier=obj, source=src,
                 secret_headers=tuple(getattr(obj, "secret_headers", ())),
+                secret_query=tuple(getattr(obj, "secret_query", ())),
                 unavailable=ctx.unavailable.get(hook_id), **kw)
 
 

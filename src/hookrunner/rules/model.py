@@ -63,6 +63,7 @@ class Hook:
     dedup: Compiled | None = None
     rate_limit: RateLimit | None = None
     secret_headers: tuple[str, ...] = ()  # headers to redact when storing (signatures, tokens)
+    secret_query: tuple[str, ...] = ()  # query parameters likewise (a `token` read from the URL)
     # `file:line: message`: its secret could not be read when the rules loaded, so it refuses
     # every delivery with 503 (load.load_rules `defer_secrets`); None: it verifies.
     unavailable: str | None = None
@@ -76,9 +77,9 @@ class Hook:
 
     @functools.cached_property
     def secret_header_names(self) -> frozenset[str]:
-        """`secret_headers`, lower-cased (as templating.request_keys gives header names);
-        computed once per hook, not per delivery."""
-        return frozenset(h.lower() for h in self.secret_headers)
+        """`secret_headers` and `secret_query`, lower-cased (as templating.request_keys gives
+        header and query names); computed once per hook, not per delivery."""
+        return frozenset(h.lower() for h in (*self.secret_headers, *self.secret_query))
 
 
 @dataclass(frozen=True)

@@ -95,21 +95,37 @@ def hmac(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
 
 @dataclass(frozen=True)
 class TokenVerifier(LearnsNothing):
-    """A shared secret sent as is, e.g. `Authorization: Bearer <token>` or `X-Token: <token>`."""
+    """A shared secret sent as is, e.g. `Authorization: Bearer <token>` or `X-Token: <token>`;
+    or, from a sender that can only put it in the URL, as the query parameter `query`."""
 
     secrets: tuple[bytes, ...]
     header: str = DEFAULT_TOKEN_HEADER
+    query: str | None = None
 
     @property
     def secret_headers(self) -> tuple[str, ...]:
-        return (self.header,)
+        return (self.header,) if self.query is None else ()
+
+    @property
+    def secret_query(self) -> tuple[str, ...]:
+        return (self.query,) if self.query is not None else ()
 
     @property
     def challenge(self) -> str | None:
         """RFC 7235 wants a challenge with every 401; one exists only for Authorization."""
-        return f'Bearer realm="{REALM}"' if self.header.lower() == "authorization" else None
+        if self.query is not None or self.header.lower() != "authorization":
+            return None
+        return f'Bearer realm="{REALM}"'
 
     def verify(self, request: SignedRequest) -> Verified:
+        if self.query is not None:
+            token = request.query.get(self.query)
+            if not token:
+                raise VerifyError(f"{'missing' if token is None else 'empty'} query parameter "
+                                  f"{self.query}")
+            if not crypto.constant_time_in(token.encode(), self.secrets):
+                raise VerifyError("token mismatch")
+            return self.learned(request)
         value = crypto.require_header(request.headers, self.header)
         scheme, _, rest = value.partition(" ")
         # `Bearer <token>` is accepted in any header; the bare value is tried too, so a token
@@ -127,10 +143,13 @@ class TokenVerifier(LearnsNothing):
 
 @register("token")
 def token(options: Mapping[str, Any], secrets: SecretSource) -> TokenVerifier:
-    check_options(options, ("secret", "header"), required=("secret",))
+    check_options(options, ("secret", "header", "query"), required=("secret",))
+    if "header" in options and "query" in options:
+        raise ConfigError("give header or query, not both", path=("query",))
     return TokenVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),
         header=cast(str, crypto.option_str(options, "header", DEFAULT_TOKEN_HEADER)),
+        query=crypto.option_str(options, "query", None),
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from hookrunner.errors import ConfigError, VerifyError
 from hookrunner.verify import crypto
-from hookrunner.verify.base import Verified
+from hookrunner.verify.base import Headers, SignedRequest, Verified
 
 from .conftest import NOW, b64mac, hexmac, make, request
 
@@ -135,6 +135,28 @@ def test_token_reasons() -> None:
         verifier.verify(request())
     with pytest.raises(VerifyError, match=r"^token mismatch$"):
         verifier.verify(request(b"", {"Authorization": "Bearer nope"}))
+
+
+def test_token_from_the_query() -> None:
+    """For senders that can only put a secret in the URL (`?key=...`): the parameter is the
+    verifier's own, redacted like its header would be, and a header does not stand in for it."""
+    verifier = make("token", secret=["old", "tok"], query="key")
+    assert verifier.secret_query == ("key",) and verifier.secret_headers == ()
+    assert verifier.challenge is None
+
+    def sent(query: dict[str, str], headers: dict[str, str] | None = None) -> Any:
+        return SignedRequest(headers=Headers((headers or {}).items()), body=b"", query=query, now=NOW)
+
+    assert verifier.verify(sent({"key": "tok"})) == Verified()
+    assert verifier.verify(sent({"key": "old"})) == Verified()
+    for query, headers, reason in [({}, {"Authorization": "Bearer tok"}, "missing query parameter key"),
+                                   ({"key": ""}, None, "empty query parameter key"),
+                                   ({"key": "tok2"}, None, "token mismatch"),
+                                   ({"KEY": "tok"}, None, "missing query parameter key")]:
+        with pytest.raises(VerifyError, match=f"^{reason}$"):
+            verifier.verify(sent(query, headers))
+    with pytest.raises(ConfigError, match="give header or query, not both"):
+        make("token", secret="tok", query="key", header="X-Token")
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
