@@ -427,6 +427,10 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                 await store.close()  # and so the lock: a failed start must not hold the identity
                 _unlock_data_dir()
                 raise
+            if gw.stopping:
+                # Stopped while the store opened (a long migration): there was no dispatcher
+                # to tell then, and one must not start actions now.
+                dispatcher.begin_stop()
         watcher = asyncio.create_task(rules.watch(), name="hookrunner-rules-watch")
         loop = asyncio.get_running_loop()
         # Only a loop in the main thread can take signals (TestClient runs the app in another

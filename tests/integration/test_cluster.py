@@ -22,6 +22,7 @@ import httpx
 import psycopg
 import pytest
 
+from hookrunner.store.postgres import MIGRATE_LOCK
 from tests import pgcluster
 from tests.integration.cluster_nodes import (
     Load,
@@ -569,3 +570,29 @@ def test_a_stop_ends_while_the_database_does_not_answer(nodes: Nodes, project: P
     node.start()
     final = wait_terminal(nodes.db, [run_id], timeout=30)
     assert final[run_id] == "failed", final  # interrupted; no retry in its rule
+
+
+def test_a_stop_while_the_store_opens_starts_no_action(nodes: Nodes, project: Path) -> None:
+    """SIGTERM during an upgrade's long migration (here: another node holds the migration
+    lock) was acted on only after the dispatcher had started queued runs: there was no
+    dispatcher yet to tell. The start now ends without starting any."""
+    nodes.rules(_slow_rules(project))
+    first = nodes.server("n1", workers=1).start()
+    run_ids = [post(first, {"retry": False, "n": i}).json()["runs"][0] for i in range(3)]
+    until(lambda: len(nodes.lines("events")) == 1, 15, "the first run started")
+    first.kill()
+    second = nodes.server("n1", workers=1)
+    second.data.mkdir(parents=True, exist_ok=True)
+    with psycopg.connect(nodes.db, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+        with open(second.log_path, "ab") as log:
+            second.proc = second._spawn(log)
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        until(lambda: query(nodes.db, waiting)[0][0] == 1, 15, "the start waits to migrate")
+        second.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the signal handled while the store is still opening
+        holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+    assert second.proc.wait(timeout=30) in (0, -signal.SIGTERM), second.output()
+    assert "server.started" in second.output() and "run.started" not in second.output()
+    assert len(nodes.lines("events")) == 1  # no action started at the stopped start
+    assert sorted(statuses(nodes.db, run_ids).values()) == ["failed", "queued", "queued"]

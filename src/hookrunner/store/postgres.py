@@ -219,12 +219,23 @@ class PostgresStore:
             if newer is not None:
                 raise StoreUnavailable(newer)
             missing = [m for m in sql.migrations("postgres") if m[0] not in applied]
+            if missing and applied:
+                event("store.migrating", pending=",".join(name for _, name, _ in missing),
+                      hint=sql.MIGRATING_HINT)
             for version, name, script in missing:
-                async with conn.transaction():
-                    for statement in sql.statements(script):
-                        await conn.execute(statement.encode())
-                    await conn.execute(Q["record_migration"],
-                                       {"version": version, "name": name, "now": time.time()})
+                try:
+                    async with conn.transaction():
+                        for statement in sql.statements(script):
+                            await conn.execute(statement.encode())
+                        await conn.execute(Q["record_migration"],
+                                           {"version": version, "name": name, "now": time.time()})
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    why = (str(exc).strip().splitlines() or [""])[0]
+                    raise StoreUnavailable(
+                        f"cannot apply migration {name} ({why}): the role needs CREATE on the "
+                        "schema, to add its tables, indexes and functions (the README's "
+                        "'Running several nodes' shows a role that owns the database); "
+                        "nothing of it was applied") from None
             if missing:
                 event("store.migrated", applied=",".join(name for _, name, _ in missing))
         finally:

@@ -281,11 +281,15 @@ class SQLiteStore:
             raise StoreUnavailable(unwritable)
         # Only a database behind on its migrations takes the write lock here: `hookrunner
         # runs` waited out a busy writer's transaction (up to the busy timeout) to read.
-        problem = sql.schema_problem("sqlite", await asyncio.to_thread(_applied, self.path))
+        applied = await asyncio.to_thread(_applied, self.path)
+        problem = sql.schema_problem("sqlite", applied)
         if problem is not None and not migrate:
             await self._writer.aclose()
             raise StoreUnavailable(problem)
         if problem is not None:  # _migrate applies what is missing, or refuses a newer schema
+            if applied:  # an upgrade (not a new file): on a big database it takes a while
+                event("store.migrating", path=str(self.path),
+                      pending=",".join(sql.pending("sqlite", applied)), hint=sql.MIGRATING_HINT)
             try:
                 done = await self._writer.run(_migrate)
             except NewerSchema as exc:

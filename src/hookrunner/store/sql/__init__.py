@@ -66,6 +66,9 @@ def newer_schema(backend: str, applied: set[int]) -> str | None:
             "the upgrade")
 
 
+# Logged before an upgrade's migrations (store.migrating): until they end the port is not
+# open, for minutes on a database of millions of rows.
+MIGRATING_HINT = "the server listens once they are applied (a large database takes a while)"
 OLDER_SCHEMA = ("the database is from an older hookrunner (a schema migration is missing): "
                 "start `hookrunner serve` of this version once to upgrade it, then try again")
 
@@ -80,3 +83,8 @@ def schema_problem(backend: str, applied: set[int] | None) -> str | None:
     if any(version not in applied for version, _, _ in migrations(backend)):
         return OLDER_SCHEMA
     return None
+
+
+def pending(backend: str, applied: set[int]) -> list[str]:
+    """The file names of the migrations not applied yet, in order."""
+    return [name for version, name, _ in migrations(backend) if version not in applied]
