@@ -124,6 +124,20 @@ def test_serve_starts_for_a_role_that_may_only_read_and_write_rows_on_a_current_
         server = Server(tmp_path / "rules", tmp_path / "data", tmp_path,
                         args=["--db", url, "--node", "least-privilege"]).start()
         server.stop()
+        # An upgrade whose migration needs CREATE (functions): it names itself and the right.
+        (newest, name), = _sql(postgres_db, "SELECT version, name FROM schema_migrations "
+                                            "ORDER BY version DESC LIMIT 1")
+        _sql(postgres_db, f"DELETE FROM schema_migrations WHERE version = {newest}")
+        done = subprocess.run([*CLI, "serve", "--db", url, "--data", str(tmp_path / "d1"),
+                               "--rules", str(tmp_path / "rules"), "--root", str(tmp_path),
+                               "--port", "0", "--node", "least-privilege"],
+                              capture_output=True, text=True, timeout=60, env=os.environ)
+        out = done.stdout + done.stderr
+        assert done.returncode == 3 and "Traceback" not in out, out
+        assert f"store.migrating pending={name}" in out, out
+        assert f"cannot apply migration {name} (permission denied for schema public): the role " \
+               "needs CREATE on the schema" in out, out
+        assert _sql(postgres_db, "SELECT max(version) FROM schema_migrations") == [(newest - 1,)]
         # A fresh database it may not create tables in: refused in one line.
         fresh = pgcluster.create_database(postgres_db)
         try:
@@ -141,3 +155,25 @@ def test_serve_starts_for_a_role_that_may_only_read_and_write_rows_on_a_current_
     finally:
         _sql(postgres_db, f"DROP OWNED BY {role}")
         _sql(postgres_db, f"DROP ROLE {role}")
+
+
+def test_an_upgrade_says_it_migrates_before_it_does(tmp_path: Path) -> None:
+    """A large database's migrations take minutes with the port closed: the log said
+    nothing until they ended."""
+    data = tmp_path / "data"
+    asyncio.run(_made(str(data / "hookrunner.db")))
+    (newest, name), = _sql(str(data / "hookrunner.db"), "SELECT version, name FROM schema_migrations "
+                                                       "ORDER BY version DESC LIMIT 1")
+    _sql(str(data / "hookrunner.db"), f"DELETE FROM schema_migrations WHERE version = {newest}")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text("hooks: {h: {verify: {none: {}}}}\n")
+    server = Server(tmp_path / "rules", data, tmp_path).start()
+    server.stop()
+    lines = server.output().splitlines()
+    migrating = next(i for i, line in enumerate(lines) if "store.migrating" in line)
+    migrated = next(i for i, line in enumerate(lines) if "store.migrated" in line)
+    assert migrating < migrated and f"pending={name}" in lines[migrating], lines
+    # A new database is created, not upgraded: nothing to warn of.
+    fresh = Server(tmp_path / "rules", tmp_path / "fresh", tmp_path).start()
+    fresh.stop()
+    assert "store.migrating" not in fresh.output()
