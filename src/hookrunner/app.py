@@ -289,9 +289,10 @@ async def _hook(scope: Scope, receive: Receive, send: Send, gw: Gateway, hook_id
             await send_answer(send, error(500, "internal error"), head=head)
 
 
-def _data_dir(settings: Settings) -> None:
-    """Create --data private, or warn when the operator's own lets others in."""
-    if settings.data.exists():
+def _data_dir(settings: Settings, worker: bool = False) -> None:
+    """Create --data private, or warn when the operator's own lets others in (once: the
+    main process says it, not each HTTP worker too)."""
+    if settings.data.exists() and not worker:
         mode = open_to_others(settings.data)
         if mode is not None:
             event("server.data_dir_not_private", logging.WARNING, path=str(settings.data),
@@ -359,7 +360,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                  trusted=parse_networks(settings.trusted_proxy))
 
     async def _open_store() -> None:
-        _data_dir(settings)
+        _data_dir(settings, worker)
         if settings.db.startswith(POSTGRES_SCHEMES):
             await reach_postgres(settings.db, need_schema=False)
         # The identity first: opening the store migrates its schema, which must not change

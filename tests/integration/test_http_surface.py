@@ -320,6 +320,11 @@ def test_the_data_dir_database_and_logs_are_private(make_server: Callable[..., S
     assert _mode(open_dir) == 0o755  # never chmod-ed behind the operator's back
     assert "server.data_dir_not_private" in server.output()
     assert _mode(open_dir / "hookrunner.db") == 0o600
+    # Said once by a server of several processes, not by each HTTP worker too.
+    workers = Server(project / "rules", open_dir, project, env=ENV, args=["--http-workers", "2"])
+    workers.start()
+    workers.stop()
+    assert workers.output().count("server.data_dir_not_private") == 1, workers.output()
 
 
 def test_a_listing_refuses_parameters_it_does_not_take(make_server: Callable[..., Server]) -> None:
