@@ -659,9 +659,16 @@ class Dispatcher:
               retry=retry_at is not None)
         if retry_at is None:
             self.metrics.runs_ended.labels(run.rule, outcome).inc()
+        # What the attempt wrote before its node died, where that node's disk is this one's:
+        # kept with the record, as an ended attempt's is, so every node can show it.
+        log = None
+        if self.settings.log_path(run.id, run.attempt).exists():
+            log = (await asyncio.to_thread(log_tail, self.settings, run, self.settings.log_cap)
+                   ).replace("\x00", "")
         await self.store.finish(Finish(
             run_id=run.id, node=run.lease_owner or self.node, outcome=outcome, exit_code=None,
-            reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt))
+            reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt,
+            log=log))
 
     # -- one run ---------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from tests.integration.cluster_nodes import (
     until,
     wait_terminal,
 )
-from tests.integration.conftest import GITHUB_SECRET
+from tests.integration.conftest import GITHUB_SECRET, write_script
 from tests.serverproc import Server
 
 pytestmark = pytest.mark.postgres
@@ -596,3 +596,25 @@ def test_a_stop_while_the_store_opens_starts_no_action(nodes: Nodes, project: Pa
     assert "server.started" in second.output() and "run.started" not in second.output()
     assert len(nodes.lines("events")) == 1  # no action started at the stopped start
     assert sorted(statuses(nodes.db, run_ids).values()) == ["failed", "queued", "queued"]
+
+
+def test_the_output_of_a_run_its_node_recovers_is_readable_on_every_node(
+    nodes: Nodes, project: Path
+) -> None:
+    """A node restarted after a crash ends its interrupted runs; their output is on its disk
+    only, and another node answered an empty log for them."""
+    write_script(project, "talk.sh", 'echo "before the crash $HOOKRUNNER_ATTEMPT"\nsleep 60\n')
+    nodes.rules("""
+rules:
+  - {name: talk, hook: github, run: {shell: {argv: ["scripts/talk.sh"]}}}
+""")
+    n2 = nodes.server("n2", args=["--lease", "60s"]).start()  # no take-over: n2 recovers it
+    run_id = post(n2, {}).json()["runs"][0]
+    log = project / "data-n2" / "logs" / run_id / "1.log"
+    until(lambda: log.exists() and "before the crash" in log.read_text(), 15, "it printed on n2")
+    n1 = nodes.server("n1", args=["--lease", "60s"]).start()
+    n2.kill()
+    n2.start()
+    assert wait_terminal(nodes.db, [run_id], timeout=30)[run_id] == "failed"
+    with n1.admin() as c:
+        assert "before the crash 1" in c.get(f"/api/runs/{run_id}/log").text
