@@ -188,8 +188,11 @@ async def run_log(request: Request) -> Response:
     if asked and not 1 <= attempt <= run.attempt:
         return _err(404, f"no attempt {attempt} of this run")
     if _under_way(run, attempt):
+        # nginx buffers a proxied answer by default: a followed log came all at once, at
+        # the run's end. This header turns that off for this answer alone.
         return StreamingResponse(_stream(gw, run.id, attempt),
-                                 media_type="text/plain; charset=utf-8")
+                                 media_type="text/plain; charset=utf-8",
+                                 headers={"X-Accel-Buffering": "no"})
     return PlainTextResponse(await _ended_log(gw, run.id, attempt))
 
 

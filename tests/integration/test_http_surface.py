@@ -382,6 +382,14 @@ def test_the_console_behind_a_tls_terminating_proxy(make_server: Callable[..., S
     r = httpx.post(server.url + "/login", data={"token": ADMIN_TOKEN},
                    headers={**proxied, "Origin": "https://evil.example"})
     assert r.status_code == 403 and "X-Forwarded-Host" in r.text
+    # A proxy that sends no X-Forwarded-Proto: the form's https page still makes it Secure;
+    # a plain-http login is not.
+    without_proto = {k: v for k, v in proxied.items() if k != "X-Forwarded-Proto"}
+    r = httpx.post(server.url + "/login", data={"token": ADMIN_TOKEN}, headers=without_proto)
+    assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
+    r = httpx.post(server.url + "/login", data={"token": ADMIN_TOKEN},
+                   headers={**without_proto, "Origin": "http://hooks.example.com"})
+    assert r.status_code == 303 and "secure" not in r.headers["set-cookie"].lower()
 
 
 def test_console_login_guessing_is_slowed_and_logged_once_a_second(

@@ -198,6 +198,8 @@ rules:
             time.sleep(0.01)
         with c.stream("GET", f"/api/runs/{run_id}/log") as answer:
             assert answer.status_code == 200
+            # nginx would otherwise buffer it to the end (its proxy_buffering default).
+            assert answer.headers["x-accel-buffering"] == "no"
             got = ""
             chunks = answer.iter_text()
             while "first\n" not in got:

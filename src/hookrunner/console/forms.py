@@ -187,8 +187,11 @@ async def login(request: Request) -> Response:
     s = sessions(request).create()
     event("console.login", client=client)
     response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
-    response.set_cookie(COOKIE, s.id, httponly=True, samesite="strict", path="/",
-                        secure=public_scheme(request) == "https")
+    # The form's own page was https (its Origin says so, checked above) behind a proxy that
+    # sends no X-Forwarded-Proto: the cookie is Secure all the same.
+    https = public_scheme(request) == "https" or \
+        request.headers.get("origin", "").lower().startswith("https://")
+    response.set_cookie(COOKIE, s.id, httponly=True, samesite="strict", path="/", secure=https)
     return response
 
 
