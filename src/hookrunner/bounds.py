@@ -37,10 +37,11 @@ CONCAT = "hookrunner_concat"  # the global every `a ~ b` becomes
 class _Render:
     """One render's budget: loop steps left, and when it must have ended."""
 
-    __slots__ = ("deadline", "limit", "steps")
+    __slots__ = ("deadline", "limit", "parsed", "steps")
 
     def __init__(self) -> None:
         self.steps = MAX_ITERATIONS
+        self.parsed = MAX_TEXT  # characters `| from_json` may still read
         self.deadline = time.monotonic() + RENDER_SECONDS
         self.limit = f"the template took longer than {RENDER_SECONDS} s"
         shared = _delivery.get(None)
@@ -347,10 +348,21 @@ def _slice(value: Any, slices: Any, fill_with: Any = None) -> None:
         _check_size(slices, f"slice({slices})")
 
 
+def _from_json(value: Any, *_: Any, **__: Any) -> None:
+    """The JSON one render parses, in all: its values take ~20 times their text's memory,
+    and a template may call the filter many times on one large field."""
+    state = _render.get(None)
+    if state is not None and isinstance(value, str):
+        state.parsed -= len(value)
+        if state.parsed < 0:
+            raise SecurityError(f"`| from_json` of more than {MAX_TEXT} characters in one "
+                                "template would be too large")
+
+
 _FILTER_CHECKS: dict[str, Callable[..., None]] = {
     "center": _center, "indent": _indent, "replace": _replace,
     "format": _format, "batch": _batch, "slice": _slice, "wordwrap": _wordwrap, "sum": _sum,
-    "string": _serialized, "pprint": _serialized,
+    "string": _serialized, "pprint": _serialized, "from_json": _from_json,
 }
 
 

@@ -358,7 +358,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
     # Read from the body by some verifiers (Stripe's `type`), unchecked as the id is.
     event_type = as_storable(verified.event) if verified.event is not None else None
     scope_ = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,
-                         query=query, payload=payload, event=event_type, client_ip=ip)
+                         query=query, payload=payload, event=event_type, client_ip=ip or None)
     matches, runs = plan_runs(ruleset, hook_id, scope_, delivery_id, now, gw.settings.default_timeout)
     delivery = NewDelivery(
         id=delivery_id, hook=hook_id, received_at=now,

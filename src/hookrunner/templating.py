@@ -92,26 +92,36 @@ def _test_in_cidr(value: Any, net: str | list[str]) -> bool:
     text = _text(value, "in_cidr")
     if text is None:
         return False
+    text = text.strip()
     try:
-        addr = ipaddress.ip_address(text.strip())
+        # (a sender's megabyte of text is not parsed as one address)
+        addr = ipaddress.ip_address(text) if len(text) <= _LONGEST_ADDRESS else None
     except ValueError:
+        addr = None
+    if addr is None:
         if _holds_addresses(text):
             # `X-Forwarded-For: 203.0.113.9, 10.0.0.1` was silently in no network.
             raise Explained("`is in_cidr` tests one address, and this value holds several: "
                             "test its items, `....split(\",\") | map(\"trim\") | "
-                            "select(\"in_cidr\", ...) | list`") from None
+                            "select(\"in_cidr\", ...) | list`")
         return False  # not an address: not in any network
     return any(addr in _network(n) for n in nets)
 
 
+# An IPv6 address with a zone (`fe80::1%eth0`) is the longest text an address may be.
+_LONGEST_ADDRESS = 64
+_FIRST_TWO = re.compile(r"\s*([^,\s]{1,64})[,\s]+([^,\s]{1,64})(?:[,\s]|$)")
+
+
 def _holds_addresses(text: str) -> bool:
-    """Whether text is a comma- or space-separated list of IP addresses."""
-    parts = [part for part in re.split(r"[,\s]+", text) if part]
-    if len(parts) < 2:
+    """Whether text starts as a comma- or space-separated list of IP addresses (its first
+    two items are: a sender's text is not read further)."""
+    m = _FIRST_TWO.match(text)
+    if m is None:
         return False
     try:
-        for part in parts:
-            ipaddress.ip_address(part)
+        ipaddress.ip_address(m.group(1))
+        ipaddress.ip_address(m.group(2))
     except ValueError:
         return False
     return True
@@ -201,6 +211,8 @@ def _urlencode(value: Any) -> str:
     """Jinja's, with JSON's spelling for values (`?v=null`, not `None`). A mapping, or a list
     of [name, value] pairs (a name may repeat: `tag=a&tag=b`), else one value; a list of
     anything else says what it takes (Jinja's "cannot unpack non-iterable int" did not)."""
+    if isinstance(value, Headers):
+        value = value.as_dict()
     if isinstance(value, Mapping):
         value = value.items()
     if isinstance(value, list | tuple) or _sequence_like(value):
@@ -272,7 +284,8 @@ def _from_json(value: Any) -> Any:
     try:
         return parse_json(value)
     except PayloadError as exc:
-        raise Explained("`| from_json`: " + exc.message.replace("body is", "the text is")) from None
+        why = exc.message.replace("body is", "the text is").replace("body holds", "the text holds")
+        raise Explained("`| from_json`: " + why) from None
 
 
 def _json_default(value: Any) -> Any:

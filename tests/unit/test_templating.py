@@ -450,6 +450,11 @@ def test_in_cidr_of_several_addresses_says_to_test_the_items(value: str) -> None
     items = compile_template('{{ payload.ip.split(",") | map("trim") | select("in_cidr", "10.0.0.0/8") '
                              '| list }}')
     assert items.render({**SCOPE, "payload": {"ip": "203.0.113.9, 10.0.0.1"}}) == ["10.0.0.1"]
+    # A sender's long text is read no further than its first two items (the whole of it, a
+    # megabyte, was parsed on the event loop), so what follows them does not matter.
+    long = "203.0.113.9, 10.0.0.1, " + "not an address, " * 100_000
+    with pytest.raises(TemplateError, match="holds several"):
+        compile_expression('payload.ip is in_cidr("10.0.0.0/8")').test({**SCOPE, "payload": {"ip": long}})
     # Text that is not a list of addresses stays simply false.
     for text in ["web-1, web-2", "not an address", "10.0.0.1 or so"]:
         assert compile_expression('payload.ip is in_cidr("10.0.0.0/8")').test(
@@ -479,6 +484,9 @@ def test_the_request_headers_are_written_as_a_json_object() -> None:
         "X-GitHub-Event": "push", "Accept": "*/*"}
     assert compile_template('{{ {"h": headers} }}').render(scope) == {"h": {"X-GitHub-Event": "push",
                                                                           "Accept": "*/*"}}
+    assert json.loads(compile_template("{{ headers | string }}").render(scope))["Accept"] == "*/*"
+    assert compile_template("{{ headers | urlencode }}").render(scope) == \
+        "X-GitHub-Event=push&Accept=%2A%2F%2A"
 
 
 def test_from_json_reads_json_sent_as_text_inside_a_field() -> None:
@@ -489,6 +497,11 @@ def test_from_json_reads_json_sent_as_text_inside_a_field() -> None:
     assert compile_template("{{ payload.data | from_json }}").render(scope) == {"state": "passed", "n": 1.5}
     assert compile_template("{{ query.j | from_json }}").render(scope) == {"a": [1, 2]}
     assert compile_expression('(payload.data | from_json).state == "passed"').test(scope) is True
+    # What one render parses is bounded: its values take ~20 times their text's memory.
+    big = {"big": "[" + ",".join(["[]"] * 300_000) + "]"}
+    with pytest.raises(TemplateError, match=r"`\| from_json` of more than 1000000 characters"):
+        compile_template("{{ (payload.big | from_json | length) + (payload.big | from_json | length) }}"
+                         ).render({**scope, "payload": big})
     for field, message in [("bad", r"^`\| from_json`: the text is not valid JSON: Expecting property"),
                            ("nan", r"^`\| from_json`: the text is not valid JSON: NaN"),
                            ("n", r"^`\| from_json` reads JSON text, and this value is a number")]:

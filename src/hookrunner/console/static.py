@@ -45,6 +45,7 @@ async def serve(request: Request) -> Response:
     if found is None:
         raise HTTPException(status_code=404)
     headers = {"ETag": found.etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
-    if found.etag in request.headers.get("if-none-match", ""):
+    asked = request.headers.get("if-none-match", "")
+    if found.etag in asked or asked.strip() == "*":
         return Response(status_code=304, headers=headers)
     return Response(found.body, media_type=found.media_type, headers=headers)

@@ -218,7 +218,8 @@ def when(ctx: Ctx, parent: Any, key: Any, what: str = "") -> When | None:
     if isinstance(value, str):
         if key in getattr(parent, "folded_dash", ()):
             ctx.error(parent, (key,), f"{pre}when: a line of it starts with '- ', which YAML "
-                      f"joins to the line before ({value!r}): for a list of conditions, start "
+                      f"keeps in the one expression ({value!r}), a subtraction to Jinja: for "
+                      "a list of conditions, start "
                       "the list on the line after `when:`, each item on its own line (for "
                       "a subtraction, end the line before with the `-`, or quote the value)")
             return None

@@ -305,6 +305,11 @@ def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: Any) 
                 f"{ctx.file}:{raw.line_of('dedup')}: {what} dedup: reads {fresh[0]}, "
                 "which is new for each delivery (hookrunner's own): a retry may never be a "
                 "duplicate; use the sender's id (the default) or a field of the payload")
+        elif "client_ip" in getattr(dedup, "names", frozenset()):
+            ctx.warnings.append(
+                f"{ctx.file}:{raw.line_of('dedup')}: {what} dedup: reads client_ip, which a "
+                "sender's retry need not share (senders post from pools of addresses): a "
+                "retry may not be a duplicate; use the sender's id or a field of the payload")
     if "rate_limit" in raw:
         kw["rate_limit"] = _rate_limit(ctx, raw, what)
     if "description" in raw:

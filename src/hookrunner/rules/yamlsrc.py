@@ -49,7 +49,8 @@ class LineList(list[Any]):
 # reports would be one too far.
 _EXOTIC_BREAKS = re.compile("[\x85\u2028\u2029]")
 _BREAKS = re.compile(r"\r\n|\r|\n")
-_DASH_LINE = re.compile(r"\n[ \t]*- ")
+# `- ` then what starts a condition (a name, `(`, a quote): `- 1` is a negative number.
+_DASH_LINE = re.compile(r"\n[ \t]*- [ \t]*[A-Za-z_(\"']")
 
 
 class _Loader(yaml.SafeLoader):

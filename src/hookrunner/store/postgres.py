@@ -220,7 +220,7 @@ class PostgresStore:
                 raise StoreUnavailable(newer)
             missing = [m for m in sql.migrations("postgres") if m[0] not in applied]
             if missing and applied:
-                event("store.migrating", pending=",".join(name for _, name, _ in missing),
+                event("store.migrating", pending=",".join(sql.pending("postgres", applied)),
                       hint=sql.MIGRATING_HINT)
             for version, name, script in missing:
                 try:
@@ -231,11 +231,15 @@ class PostgresStore:
                                            {"version": version, "name": name, "now": time.time()})
                 except psycopg.errors.InsufficientPrivilege as exc:
                     why = (str(exc).strip().splitlines() or [""])[0]
+                    # ALTER TABLE and CREATE INDEX need the table's owner; a new function
+                    # or table needs CREATE on the schema.
+                    need = ("to own the tables (run this start once as the role that created "
+                            "them)") if "must be owner" in why else (
+                        "CREATE on the schema, to add its tables, indexes and functions")
                     raise StoreUnavailable(
-                        f"cannot apply migration {name} ({why}): the role needs CREATE on the "
-                        "schema, to add its tables, indexes and functions (the README's "
-                        "'Running several nodes' shows a role that owns the database); "
-                        "nothing of it was applied") from None
+                        f"cannot apply migration {name} ({why}): the role needs {need}; the "
+                        "README's 'Running several nodes' shows a role that owns the "
+                        "database; nothing of it was applied") from None
             if missing:
                 event("store.migrated", applied=",".join(name for _, name, _ in missing))
         finally:

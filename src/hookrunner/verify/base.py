@@ -8,6 +8,7 @@ turns `{env: X}` / `{file: P}` / a list of those into the secret values. It retu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,6 +47,9 @@ class Headers:
 
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
+
+    def __str__(self) -> str:  # `{{ headers | string }}`: as `{{ headers }}` writes them
+        return json.dumps(self.as_dict(), ensure_ascii=False)
 
     def as_dict(self) -> dict[str, str]:
         """Each name once, spelled as first sent, with the value `get` reads: what a template

@@ -146,6 +146,9 @@ def token(options: Mapping[str, Any], secrets: SecretSource) -> TokenVerifier:
     check_options(options, ("secret", "header", "query"), required=("secret",))
     if "header" in options and "query" in options:
         raise ConfigError("give header or query, not both", path=("query",))
+    if options.get("query") == "wait":  # read as a duration before any verifier runs
+        raise ConfigError("query: 'wait' is hookrunner's own parameter (?wait=30s); name "
+                          "another", path=("query",))
     return TokenVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),
         header=cast(str, crypto.option_str(options, "header", DEFAULT_TOKEN_HEADER)),

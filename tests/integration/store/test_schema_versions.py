@@ -138,6 +138,17 @@ def test_serve_starts_for_a_role_that_may_only_read_and_write_rows_on_a_current_
         assert f"cannot apply migration {name} (permission denied for schema public): the role " \
                "needs CREATE on the schema" in out, out
         assert _sql(postgres_db, "SELECT max(version) FROM schema_migrations") == [(newest - 1,)]
+        # With CREATE, an index on a table it does not own: the right it lacks is ownership.
+        _sql(postgres_db, f"GRANT CREATE ON SCHEMA public TO {role}")
+        _sql(postgres_db, f"DELETE FROM schema_migrations WHERE version >= {newest - 1}")
+        done = subprocess.run([*CLI, "serve", "--db", url, "--data", str(tmp_path / "d1"),
+                               "--rules", str(tmp_path / "rules"), "--root", str(tmp_path),
+                               "--port", "0", "--node", "least-privilege"],
+                              capture_output=True, text=True, timeout=60, env=os.environ)
+        out = done.stdout + done.stderr
+        assert done.returncode == 3 and "(must be owner of table" in out, out
+        assert "the role needs to own the tables (run this start once as the role that created" \
+            in out, out
         # A fresh database it may not create tables in: refused in one line.
         fresh = pgcluster.create_database(postgres_db)
         try:

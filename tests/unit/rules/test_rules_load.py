@@ -742,6 +742,10 @@ def test_a_dedup_reading_hookrunners_own_new_ids_is_a_warning() -> None:
                                         "    dedup: '{{ delivery_id }}'\nrules: []\n"})
     assert any("dedup: reads delivery_id, which is new for each delivery" in w
                for w in loaded.warnings), loaded.warnings
+    loaded = load_rules_text({"r.yaml": "hooks:\n  h:\n    verify: {none: {}}\n"
+                                        "    dedup: '{{ client_ip }}-{{ payload.id }}'\nrules: []\n"})
+    assert any("dedup: reads client_ip, which a sender's retry need not share" in w
+               for w in loaded.warnings), loaded.warnings
 
 
 def test_a_query_or_header_compared_with_a_number_or_boolean_is_a_warning() -> None:
@@ -782,8 +786,9 @@ def test_a_list_item_folded_into_a_when_is_an_error() -> None:
                                    "    hook: h\n    when: payload.severity >= 4\n"
                                    "      - payload.count > 2\n    run: {shell: {argv: [x]}}\n"})
     assert [str(e) for e in caught.value.errors] == [
-        "r.yaml:6: rule 'r': when: a line of it starts with '- ', which YAML joins to the line "
-        "before ('payload.severity >= 4 - payload.count > 2'): for a list of conditions, start "
+        "r.yaml:6: rule 'r': when: a line of it starts with '- ', which YAML keeps in the one "
+        "expression ('payload.severity >= 4 - payload.count > 2'), a subtraction to Jinja: for a "
+        "list of conditions, start "
         "the list on the line after `when:`, each item on its own line (for a subtraction, "
         "end the line before with the `-`, or quote the value)"]
     for block in (">", "|", ">-"):  # a block keeps the line, and Jinja subtracts across it
@@ -807,6 +812,10 @@ def test_a_list_item_folded_into_a_when_is_an_error() -> None:
     load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
                                "    hook: h\n    when: >\n      payload.a -\n      payload.b > 2\n"
                                "    run: {shell: {argv: [x]}}\n"})
+    # A negative number starting a line is not a list item.
+    for when in ("|\n      payload.b in [\n      - 1, 2]", "|\n      payload.a >\n      - 1"):
+        load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                                   f"    hook: h\n    when: {when}\n    run: {{shell: {{argv: [x]}}}}\n"})
 
 
 @pytest.mark.parametrize(("when", "hint"), [

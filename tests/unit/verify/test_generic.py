@@ -157,6 +157,8 @@ def test_token_from_the_query() -> None:
             verifier.verify(sent(query, headers))
     with pytest.raises(ConfigError, match="give header or query, not both"):
         make("token", secret="tok", query="key", header="X-Token")
+    with pytest.raises(ConfigError, match="'wait' is hookrunner's own parameter"):
+        make("token", secret="tok", query="wait")
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
