@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import resource
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,51 @@ async def test_a_run_whose_process_cannot_start_for_want_of_descriptors_is_queue
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        await dispatcher.stop(grace=1.0)
+        await store.close()
+
+
+async def test_a_run_that_cannot_get_a_thread_to_spawn_from_is_queued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under systemd's TasksMax (or without memory for a thread's stack) the spawner thread
+    could not start: the run failed for good with "can't start new thread", where nothing
+    ran and a fork's EAGAIN queues it again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hookrunner.actions import process
+
+    monkeypatch.setattr(dispatch, "NOT_STARTED_DELAY", 0.3)
+    monkeypatch.setattr(process, "_SPAWNER", ThreadPoolExecutor(max_workers=4))  # no thread yet
+    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
+    store = SQLiteStore(tmp_path / "hookrunner.db")
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    try:
+        d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
+                        dedup_key=None, event=None, client_ip="", matches=[])
+        run = NewRun(id="r-1", delivery_id=d.id, rule="r", action="shell",
+                     spec={"argv": ["sh", "-c", "echo ran"]}, created_at=time.time())
+        await store.accept(d, [run])
+        threading.stack_size(2**46)  # no thread can map such a stack: pthread_create fails
+        try:
+            dispatcher.accepted(1)
+            deadline = time.monotonic() + 20
+            while not (attempts := await store.attempts("r-1")) or attempts[0].status == "running":
+                assert time.monotonic() < deadline, attempts
+                await asyncio.sleep(0.05)
+        finally:
+            threading.stack_size(0)
+        while (got := await store.get_run("r-1")) is None or got.status in ("queued", "running"):
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.05)
+        assert got.status == "succeeded", got
+        attempts = await store.attempts("r-1")
+        assert [a.status for a in attempts] == ["failed", "succeeded"], attempts
+        assert "can't start new thread to spawn it" in attempts[0].reason, attempts[0].reason
+        assert attempts[0].reason.endswith("; nothing ran: queued again"), attempts[0].reason
+    finally:
         await dispatcher.stop(grace=1.0)
         await store.close()
 

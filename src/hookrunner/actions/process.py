@@ -467,7 +467,10 @@ async def _posix_spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str],
 
     On its own threads, so spawning never waits behind other work on the default executor."""
     call = spawn.Spawn(argv, cwd=cwd, env=env, stdin_fd=stdin_fd, output_fd=output_fd)
-    started = asyncio.get_running_loop().run_in_executor(_SPAWNER, call.call)
+    try:
+        started = asyncio.get_running_loop().run_in_executor(_SPAWNER, call.call)
+    except RuntimeError as exc:  # no thread to spawn from (a TasksMax, no memory): as a fork's
+        raise OSError(errno.EAGAIN, f"{exc} to spawn it") from None  # EAGAIN, nothing ran
     cancelled = False
     # Cancelled while it starts (even twice): the process starts all the same, and the
     # caller's descriptors are in use until it has; it must not be left running unwatched.
