@@ -718,7 +718,10 @@ class Dispatcher:
             self._marks.mark(run.id, run.attempt)
         except OSError as exc:  # a crash now could not tell that it started: do not start
             event("run.mark_failed", logging.ERROR, run_id=run.id, error=str(exc))
-            return RunResult("failed", None, f"cannot record the start: {exc}"), None
+            # Nothing ran: queued again as a process that could not start is (a full disk
+            # may have room again), not failed for good.
+            return RunResult("failed", None, f"cannot record the start: {exc}",
+                             not_started=True), None
         log = FileLog(self.settings.log_path(run.id, run.attempt), self.settings.log_cap,
                       deferred=True)
         self._logs[run.id] = log

@@ -196,6 +196,49 @@ async def test_a_run_that_cannot_get_a_thread_to_spawn_from_is_queued_again(
         await store.close()
 
 
+async def test_a_run_whose_start_cannot_be_recorded_is_queued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start mark (what tells a crash that the action had started) could not be written,
+    on a full disk: the action is not started then, so nothing ran; it was failed for good."""
+    import errno
+
+    monkeypatch.setattr(dispatch, "NOT_STARTED_DELAY", 0.3)
+    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
+    store = SQLiteStore(tmp_path / "hookrunner.db")
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    marks = dispatcher._marks
+    real_mark, failures = marks.mark, [1]
+
+    def mark(run_id: str, attempt: int) -> None:  # the disk is full once
+        if failures:
+            failures.pop()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_mark(run_id, attempt)
+
+    monkeypatch.setattr(marks, "mark", mark)
+    try:
+        d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
+                        dedup_key=None, event=None, client_ip="", matches=[])
+        run = NewRun(id="r-1", delivery_id=d.id, rule="r", action="shell",
+                     spec={"argv": ["sh", "-c", "echo ran"]}, created_at=time.time())
+        await store.accept(d, [run])
+        dispatcher.accepted(1)
+        deadline = time.monotonic() + 20
+        while (got := await store.get_run("r-1")) is None or got.status in ("queued", "running"):
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.05)
+        attempts = await store.attempts("r-1")
+        assert got.status == "succeeded" and [a.status for a in attempts] == ["failed", "succeeded"]
+        assert attempts[0].reason.startswith("cannot record the start: [Errno 28]"), attempts[0].reason
+        assert attempts[0].reason.endswith("; nothing ran: queued again"), attempts[0].reason
+    finally:
+        await dispatcher.stop(grace=1.0)
+        await store.close()
+
+
 class _LongHistory(SQLiteStore):
     """A store whose prune takes as long as a first one of a long history does (97 s for
     1.2M deliveries, measured): the prune itself is the real one, after the wait."""
