@@ -424,9 +424,13 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                 wake_fd=shared.wake_r if shared else None)
             try:
                 await dispatcher.start()
-            except BaseException:
+            except BaseException as exc:
                 await store.close()  # and so the lock: a failed start must not hold the identity
                 _unlock_data_dir()
+                if isinstance(exc, StoreUnavailable):  # recording the runs a crash left
+                    why = f"cannot settle the runs left running: {exc}"
+                    refuse(app_, why)
+                    raise StartupRefused(why) from None
                 raise
             if gw.stopping:
                 # Stopped while the store opened (a long migration): there was no dispatcher

@@ -4,13 +4,16 @@ nothing is answered 202 that is not stored."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.serverproc import Server
 
@@ -71,3 +74,54 @@ def test_a_deleted_data_dir_is_a_503_never_a_202_into_a_lost_file(
     while "store.database_not_saved" not in server.output():
         assert time.monotonic() < deadline, server.output()
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _small_disk(where: Path, size: str) -> Iterator[Path]:
+    """A file system of its own for --data (tmpfs: as root, as the tests run)."""
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(directory: Path) -> Path:
+    """Take every free block of directory's file system; the file that does it."""
+    filler = directory / "filler"
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    return filler
+
+
+def test_a_full_disk_is_told_by_readyz_before_a_delivery_fails_and_refuses_a_start(
+    project: Path, tmp_path: Path,
+) -> None:
+    """/readyz said ok on a full disk until the first delivery failed (a balancer kept sending
+    to it); a start there died of SIGBUS with nothing logged, or printed a traceback."""
+    (project / "rules" / "rules.yaml").write_text(RULES)
+    with _small_disk(tmp_path / "disk", "8m") as disk:
+        # --data is the file system's root: the test's server log, beside it, is not on it.
+        server = Server(project / "rules", disk, project).start()
+        try:
+            assert _post(server)[0] == 202 and _ready(server) == 200
+            filler = _fill(disk)
+            assert _ready(server) == 503  # no delivery has failed yet
+            filler.unlink()
+            deadline = time.monotonic() + 10
+            while _ready(server) != 200:
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.2)
+            assert _post(server)[0] == 202
+        finally:
+            server.stop()
+        _fill(disk)
+        refused = Server(project / "rules", disk, project)
+        with pytest.raises(RuntimeError, match="exited 3"):
+            refused.start()
+        out = refused.output()
+        assert "server.refused" in out and "is full (" in out and "free some space" in out, out
+        assert "Traceback" not in out

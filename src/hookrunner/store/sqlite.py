@@ -218,12 +218,30 @@ def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | 
     return None if row is None else str(row[0])
 
 
+# Below this much room, SQLite's next write may fail (and a start, which maps the `-shm`
+# file, die of SIGBUS): a start is refused, and /readyz tries a write before saying ready.
+LOW_SPACE = 1024 * 1024
+
+
+def free_bytes(directory: Path) -> int:
+    """Room left for this process's writes in `directory` (root may use reserved blocks)."""
+    st = os.statvfs(directory)
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+
+
 def _probe_write(conn: sqlite3.Connection) -> None:
     """A write the size of a delivery, undone in its own transaction: it needs the room one
     would (an update of a row in place may go through where a delivery cannot)."""
     conn.execute("INSERT INTO schema_migrations (version, name, applied_at) "
                  "VALUES (-1, hex(zeroblob(32768)), 0)")
     conn.execute("DELETE FROM schema_migrations WHERE version = -1")
+
+
+def _low_on_space(directory: Path) -> bool:
+    try:
+        return free_bytes(directory) < LOW_SPACE
+    except OSError:
+        return False  # (the file's own checks say what is wrong with the directory)
 
 
 def _readable(path: Path) -> bool:
@@ -338,10 +356,12 @@ class SQLiteStore:
     async def ping(self) -> bool:
         """Readable, and the last write went through: a full disk, a lock held elsewhere or
         a deleted file fail writes while reads still work, and hooks answer 503 then."""
-        if self._writer.failing:
+        if self._writer.failing or await asyncio.to_thread(_low_on_space, self.path.parent):
             # Try a write that changes a page, as a delivery's would (a write that changes
             # nothing goes through on a full disk): an idle server's /readyz would otherwise
-            # stay 503, and a load balancer send it nothing to write, for good.
+            # stay 503, and a load balancer send it nothing to write, for good. And on a
+            # disk about full, before a delivery finds out (the file's free pages may
+            # still take it: then it is ready).
             with contextlib.suppress(StoreUnavailable):
                 await self._writer.run(_probe_write, grows=True)
             if self._writer.failing:
