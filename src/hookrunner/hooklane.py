@@ -47,6 +47,9 @@ class Lane(Protocol):
     async def answer(self, admitted: Any, body: bytes) -> Parts:
         """The answer to an admitted request; never raises (a bug answers 500)."""
 
+    def out_of_memory(self, admitted: Any) -> Parts:
+        """The answer when its body could not even be copied (503, Retry-After)."""
+
 
 class _Unwatched:
     """uvicorn sets a cycle's `message_event` when the client leaves; nothing waits on it."""

@@ -240,8 +240,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     async def _answer_lane(self, cycle: LaneCycle) -> None:
         assert self._lane is not None
         try:
-            body, cycle.body = bytes(cycle.body), bytearray()
-            parts = await self._lane.answer(cycle.admitted, body)
+            try:
+                body, cycle.body = bytes(cycle.body), bytearray()
+            except MemoryError:  # bodies at once past the memory there is: a sender retries
+                cycle.body = bytearray()
+                parts = self._lane.out_of_memory(cycle.admitted)
+            else:
+                parts = await self._lane.answer(cycle.admitted, body)
             if not cycle.disconnected and self.flow.write_paused:
                 await self.flow.drain()  # a client that does not read: no answers pile up
             if cycle.disconnected or self.transport.is_closing():
