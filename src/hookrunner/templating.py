@@ -978,7 +978,7 @@ def compile_expression(text: str) -> Expression:
     """Compile a `when` expression; raise ConfigError on bad syntax or a refused name."""
     if not text.strip():
         raise ConfigError("empty expression")
-    return Expression(text)
+    return _reused(Expression, text)
 
 
 def compile_template(text: str) -> Constant | Template:
@@ -986,7 +986,43 @@ def compile_template(text: str) -> Constant | Template:
     # A whole `{# comment #}` counts too: with or without a `{{ }}` beside it, it is dropped.
     if "{{" not in text and "{%" not in text and "#}" not in text.partition("{#")[2]:
         return Constant(text)
-    return Template(text)
+    return _reused(Template, text)
+
+
+# Within a load of the rules (`reusing_compiled`): what this load compiled so far, by kind
+# and source. _LAST_LOAD: what the last load used, for the next one.
+_THIS_LOAD: contextvars.ContextVar[dict[tuple[type, str], Any] | None] = contextvars.ContextVar(
+    "this_load", default=None)
+_LAST_LOAD: dict[tuple[type, str], Any] = {}
+_C = TypeVar("_C", Expression, Template)
+
+
+def _reused(kind: type[_C], text: str) -> _C:
+    this = _THIS_LOAD.get()
+    if this is None:
+        return kind(text)
+    key = (kind, text)
+    found = this.get(key) or _LAST_LOAD.get(key)
+    if found is None:
+        found = kind(text)  # errors are not kept: each load reports its own
+    this[key] = found
+    return cast(_C, found)
+
+
+@contextlib.contextmanager
+def reusing_compiled() -> Iterator[None]:
+    """A load of the rules takes an expression or template of the same text as compiled
+    already, by itself or the load before (they hold no state of a rule or a delivery):
+    compiling costs ~7 ms a rule, so a reload of 1,000 unchanged rules took ~7 s. Only what
+    this load used is kept for the next."""
+    global _LAST_LOAD
+    this: dict[tuple[type, str], Any] = {}
+    token = _THIS_LOAD.set(this)
+    try:
+        yield
+    finally:
+        _THIS_LOAD.reset(token)
+    _LAST_LOAD = this
 
 
 def render_tree(tree: Any, scope: Mapping[str, Any]) -> Any:

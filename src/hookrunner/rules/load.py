@@ -44,7 +44,7 @@ from hookrunner.rules.model import (
     Source,
 )
 from hookrunner.rules.yamlsrc import LineDict, LineList, line_of, parse_yaml
-from hookrunner.templating import Constant
+from hookrunner.templating import Constant, reusing_compiled
 
 __all__ = ["load_rules", "load_rules_text"]
 
@@ -210,13 +210,14 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
 
     merged = _Merged()
     ctxs: list[f.Ctx] = []
-    for name, text in sources:
-        ctx = f.Ctx(name, root=root, strict=strict, defer_secrets=defer_secrets)
-        ctxs.append(ctx)
-        data, problems = parse_yaml(text, name)
-        ctx.errors.extend(problems)
-        if data is not None:
-            _file(ctx, data, merged, secrets)
+    with reusing_compiled():  # a reload recompiles only the texts that changed
+        for name, text in sources:
+            ctx = f.Ctx(name, root=root, strict=strict, defer_secrets=defer_secrets)
+            ctxs.append(ctx)
+            data, problems = parse_yaml(text, name)
+            ctx.errors.extend(problems)
+            if data is not None:
+                _file(ctx, data, merged, secrets)
     for ctx, node, path, hook_id in merged.refs:
         if hook_id not in merged.hook_sources:
             known = ", ".join(sorted(merged.hook_sources)) or "none are defined"

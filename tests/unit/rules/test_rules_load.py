@@ -855,3 +855,28 @@ def test_the_text_warning_reads_a_list_of_constants_after_in() -> None:
              for w in ruleset.warnings if "always text" in w]
     assert found == ['query.n in ["1", 2]2: compare with a string ("2"), or convert (`| int`)',
                      'headers["X-A"] not in (true,)true: compare with a string ("true")'], ruleset.warnings
+
+
+def test_a_reload_takes_what_the_last_load_compiled_and_keeps_no_more() -> None:
+    """Compiling is ~7 ms a rule: a reload of 1,000 unchanged rules took ~7 s. Compiled
+    expressions and templates hold no state of a rule, so the same text is the same object,
+    within a load and from the one before; a changed text is compiled anew."""
+    from hookrunner import templating
+
+    def text(ref: str) -> dict[str, str]:
+        return {"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n"
+                          f"  - {{name: a, hook: h, when: 'payload.ref == \"{ref}\"', "
+                          "run: {shell: {argv: [x, '{{ payload.after }}']}}}\n"
+                          f"  - {{name: b, hook: h, when: 'payload.ref == \"{ref}\"', "
+                          "run: {shell: {argv: [x, '{{ payload.after }}']}}}\n"}
+
+    first = load_rules_text(text("main"))
+    a, b = first.rules
+    assert a.when is not None and b.when is not None and a.when.expr is b.when.expr
+    again = load_rules_text(text("main"))
+    assert again.rules[0].when is not None and again.rules[0].when.expr is a.when.expr
+    assert again.rules[0].action["argv"][1] is a.action["argv"][1]
+    changed = load_rules_text(text("dev"))
+    assert changed.rules[0].when is not None and changed.rules[0].when.expr is not a.when.expr
+    assert changed.rules[0].action["argv"][1] is a.action["argv"][1]  # that text is unchanged
+    assert (templating.Expression, 'payload.ref == "main"') not in templating._LAST_LOAD
