@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from hookrunner.rules.model import IPNetwork
+if TYPE_CHECKING:  # (rules.model's templates read addresses with this module)
+    from hookrunner.rules.model import IPNetwork
 
 
 def parse_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
@@ -26,7 +28,7 @@ def plain(addr: str) -> str:
     return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
 
 
-def _hop(text: str) -> str:
+def hop(text: str) -> str:
     """An X-Forwarded-For entry as an address: some proxies add the client's port
     (`198.51.100.7:51234`, `[2001:db8::1]:443`)."""
     if text.startswith("[") and "]" in text:
@@ -69,13 +71,25 @@ def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[IPNetwo
     peer = plain(peer)
     if not trusted or not _in(peer, trusted):
         return peer
-    hops = [_hop(h.strip()) for value in forwarded_for for h in value.split(",") if h.strip()]
+    hops = [hop(h.strip()) for value in forwarded_for for h in value.split(",") if h.strip()]
     current = peer
-    for hop in reversed(hops):
+    for address in reversed(hops):
         if not _in(current, trusted):
             break
-        current = hop
+        if not _is_address(address):
+            # What a trusted proxy passed on unchecked (`garbage`, a client's own header):
+            # no address at all. The last hop that is one, that proxy, stands for it.
+            break
+        current = address
     return current
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def allowed(addr: str, allow: Sequence[IPNetwork]) -> bool:

@@ -28,8 +28,14 @@ PROXY = parse_networks(["10.0.0.0/8", "fd00::/8"])
         ("10.0.0.1", [], PROXY, "10.0.0.1"),
         # Every hop trusted: the leftmost is the best we know.
         ("10.0.0.1", ["10.2.2.2, 10.3.3.3"], PROXY, "10.2.2.2"),
-        # A garbage hop stops the walk: it is what the last trusted proxy saw.
-        ("10.0.0.1", ["198.51.100.1, not-an-ip"], PROXY, "not-an-ip"),
+        # A hop that is no address (a client's own header passed on unchecked, `unknown`)
+        # stops the walk: the last trusted proxy, which passed it, stands for the client;
+        # the text is never the client's address (it was stored, rate-limited and templated
+        # as such: 30,000 characters of it, or markup).
+        ("10.0.0.1", ["198.51.100.1, not-an-ip"], PROXY, "10.0.0.1"),
+        ("10.0.0.1", ["not-an-ip, 10.2.2.2"], PROXY, "10.2.2.2"),
+        ("10.0.0.1", ["<script>alert(1)</script>"], PROXY, "10.0.0.1"),
+        ("10.0.0.1", ["g" * 30_000], PROXY, "10.0.0.1"),
         # IPv6 proxies.
         ("fd00::1", ["2001:db8::7"], PROXY, "2001:db8::7"),
         # Empty and whitespace entries are skipped.
