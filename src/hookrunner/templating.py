@@ -791,6 +791,12 @@ def _not_text(value: Any) -> bool:
 
 
 def _query_or_header(node: nodes.Expr) -> bool:
+    """`query.x`, `headers["X"]`, `query.get("x")`, or `client_ip`: a value that is text."""
+    if isinstance(node, nodes.Name):
+        return node.name == "client_ip"
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) \
+            and node.node.attr == "get" and not node.args[1:] and not node.kwargs:
+        node = node.node
     return isinstance(node, nodes.Getattr | nodes.Getitem) and isinstance(node.node, nodes.Name) \
         and node.node.name in ("query", "headers")
 

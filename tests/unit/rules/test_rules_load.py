@@ -837,11 +837,13 @@ def test_a_when_cut_short_by_yaml_says_to_quote_it(when: str, hint: str) -> None
 def test_the_text_warning_reads_a_constant_either_way_round_and_negative_numbers() -> None:
     ruleset = load_rules_text({"r.yaml": (
         "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n    hook: h\n"
-        "    when: 1 == query.n and query.m == -1 and \"1\" == query.k\n"
+        "    when: 1 == query.n and query.m == -1 and \"1\" == query.k and query.get(\"g\") == 2"
+        " and client_ip == 3 and query.get(\"d\", 0) == 0\n"
         "    run: {shell: {argv: [x]}}\n")})
     found = [w.split(": query and header")[0].rsplit(": ", 1)[-1]
              for w in ruleset.warnings if "always text" in w]
-    assert found == ["1 == query.n", "query.m == -1"], ruleset.warnings
+    assert found == ["1 == query.n", "query.m == -1", 'query.get("g") == 2', "client_ip == 3"], \
+        ruleset.warnings
 
 
 def test_the_text_warning_reads_a_list_of_constants_after_in() -> None:
