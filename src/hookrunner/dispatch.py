@@ -371,6 +371,8 @@ class Dispatcher:
             # now, in the store, and this line is its only one.
             event("run.cancel_requested", run_id=run_id, status=status,
                   then="stopping it" if entry is not None else None)
+            if status == "canceled" and before is not None:  # ended here and now, for good
+                self.metrics.runs_ended.labels(before.rule, "canceled").inc()
         self._wake_freed()
         return status
 

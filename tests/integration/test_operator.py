@@ -417,6 +417,27 @@ def test_a_cancel_asked_just_before_a_failing_attempt_ends_counts_the_run_cancel
     assert "retry_in" not in line, line
 
 
+def test_a_queued_run_canceled_over_the_api_counts_as_ended_canceled(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A run canceled before it started ended in the store (runs_stored said so), but
+    runs_ended never counted it: an alert adding up its `canceled` series came short."""
+    go = project / "go"
+    write_script(project, "hold.sh", f"while [ ! -e {go} ]; do sleep 0.05; done\n")
+    server = make_server(HOOK + RULE.format(name="held").replace("ok.sh", "hold.sh")
+                         + "    concurrency: {key: one, policy: queue}\n")
+    first, second = (post_github(server.url, GITHUB_SECRET, {"n": i}).json()["runs"][0]
+                     for i in range(2))
+    with server.admin() as c:
+        answer = c.post(f"/api/runs/{second}/cancel")
+        assert answer.status_code == 202 and answer.json()["status"] == "canceled", answer.text
+        go.touch()
+    assert server.wait_run(first)["status"] == "succeeded"
+    text = httpx.get(server.url + "/metrics").text
+    assert 'hookrunner_runs_ended_total{rule="held",status="canceled"} 1.0' in text, text
+    assert 'hookrunner_runs_ended_total{rule="held",status="succeeded"} 1.0' in text, text
+
+
 def test_requests_to_an_unknown_hook_are_logged_and_counted(
     make_server: Callable[..., Server], project: Path
 ) -> None:
