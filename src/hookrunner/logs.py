@@ -156,8 +156,8 @@ class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = _text_line(record.created, record.levelname.lower(), record.getMessage(),
                           getattr(record, "fields", {}))
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        if record.exc_info:  # one line per event, as everywhere: a field, its newlines escaped
+            line += f" exception={_text(self.formatException(record.exc_info))}"
         return line
 
 

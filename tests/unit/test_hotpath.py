@@ -159,6 +159,31 @@ def test_direct_events_write_the_formatters_line(fmt: str) -> None:
         assert direct.rstrip().endswith('note="two words" n=3')  # no `event_type=None`
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_an_exception_stays_in_its_events_one_line(fmt: str) -> None:
+    """A text log put the traceback on lines of its own: one event, many lines, which a
+    line-based collector splits into nonsense events."""
+    logs.setup_logging(fmt)
+    handler = logs.LOGGER.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    out = io.StringIO()
+    handler.stream = out
+    try:
+        try:
+            raise ZeroDivisionError("division by zero")
+        except ZeroDivisionError:
+            logs.LOGGER.exception("http.internal_error")
+    finally:
+        logs.LOGGER.handlers[:] = []
+        logs._direct = None
+    (line,) = out.getvalue().splitlines()
+    if fmt == "json":
+        assert "ZeroDivisionError: division by zero" in json.loads(line)["exception"]
+    else:
+        assert ' http.internal_error exception="Traceback (most recent call last):\\n' in line
+        assert line.endswith('ZeroDivisionError: division by zero"')
+
+
 @contextlib.contextmanager
 def json_log() -> Iterator[io.StringIO]:
     """The JSON log lines events write, captured; logging put back as it was."""
