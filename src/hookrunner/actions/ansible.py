@@ -54,6 +54,7 @@ PAYLOAD_VAR = "webhook"
 MAX_VARS_DEPTH = 200  # levels of arrays and objects in the extra vars (see run)
 ANSIBLE_ERRORS = ("ERROR!", "[ERROR]:", "ansible-playbook: error:")  # its own error lines
 FAILURE_CHARS = 300  # of the first failure, in the run's reason
+KEPT_FAILURES = 50  # host failures remembered for the reason (a play over many hosts)
 PEXPECT_TIMEOUT = 0.5  # seconds between cancel-callback polls (5 s default = slow cancels)
 UTF8_LOCALE = "C.UTF-8"  # LC_ALL=C makes ansible refuse to start
 # Quiet, colourless output; no "implicit localhost" warnings where no inventory is given.
@@ -148,9 +149,11 @@ def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) ->
     env.update(FIXED_ENV)
     if not inventory:
         env.update(IMPLICIT_LOCALHOST_ENV)
-    env["ANSIBLE_HOME"] = str(run_dir / "ansible_home")
-    env["ANSIBLE_LOCAL_TEMP"] = str(run_dir / "tmp" / "local")
-    env["ANSIBLE_REMOTE_TEMP"] = str(run_dir / "tmp" / "remote")
+    # Private to the run unless --pass-env names them. No ANSIBLE_REMOTE_TEMP: that path is
+    # made on every managed host (a path of this machine's data dir failed each SSH task of a
+    # user who may not create it, and beat the project's remote_tmp).
+    env.setdefault("ANSIBLE_HOME", str(run_dir / "ansible_home"))
+    env.setdefault("ANSIBLE_LOCAL_TEMP", str(run_dir / "tmp" / "local"))
     # A module unpacks itself into the system temp dir and removes it when it ends: a canceled
     # or timed-out run left ~130 KB in /tmp for good. Unless --pass-env names TMPDIR, that goes
     # in the run's own dir instead, which retention prunes with it.
@@ -212,26 +215,43 @@ class _Job:
     spawning: bool = False  # ansible-runner went on to start ansible-playbook
     not_started: bool = False  # the error came before ansible-playbook started
     command_file: Path | None = None  # ansible-runner's record of the command and its env
-    failure: str = ""  # the first failed task, or ansible's own error line: for the reason
+    # (host, what) of failed tasks and unreachable hosts, in order, the first few; and
+    # ansible's own error line: for the run's reason (`failure`).
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    error_line: str = ""
 
     def note(self, event: Mapping[str, Any], text: str) -> None:
-        """Remember what went wrong first, so the run's reason says more than `exit 2`."""
-        if self.failure:
-            return
+        """Remember what went wrong, so the run's reason says more than `exit 2`."""
         data = event.get("event_data") or {}
         kind = event.get("event")
         if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            if len(self.failed) >= KEPT_FAILURES:
+                return
             # The task and host, not its message: a command's stderr may hold a token, and
-            # the reason goes into the server's log (the run's own log has the message).
+            # the reason goes into the server's log (the run's own log has the message). Nor
+            # the name of a no_log task: a templated name may show the secret it hides.
+            res = data.get("res")
+            hidden = isinstance(res, Mapping) and "censored" in res  # (what no_log leaves)
             what = "unreachable" if kind == "runner_on_unreachable" else \
-                f"task {data.get('task', '?')!r} failed"
-            self.failure = f"{what} on {data.get('host', '?')}"
-        else:  # a playbook that does not parse, a bad option: ansible's own error line
+                "a no_log task failed" if hidden else f"task {data.get('task', '?')!r} failed"
+            self.failed.append((str(data.get("host", "?")), what))
+        elif not self.error_line:  # a playbook that does not parse, a bad option
             for line in text.splitlines():
                 if line.startswith(ANSIBLE_ERRORS):
-                    self.failure = line.strip()
+                    self.error_line = line.strip()
                     break
-        self.failure = self.failure[:FAILURE_CHARS]
+
+    @property
+    def failure(self) -> str:
+        """What failed the play: the first failure of a host the final stats count as failed
+        or unreachable (a failure a `rescue` handled, or an `ignore_unreachable` host, did
+        not fail it), else the first failure, else ansible's own error line."""
+        stats = self.stats or {}
+        counted = {*(stats.get("failures") or {}), *(stats.get("dark") or {})}
+        chosen = next(((h, w) for h, w in self.failed if h in counted), None) or (
+            self.failed[0] if self.failed else None)
+        text = f"{chosen[1]} on {chosen[0]}" if chosen else self.error_line
+        return text[:FAILURE_CHARS]
 
     def forget_command(self) -> None:
         """Remove `artifacts/<id>/command`: ansible-runner writes the whole environment there
@@ -298,6 +318,10 @@ class AnsibleRunner:
             cmdline.append("--check")
         kwargs: dict[str, Any] = {
             "private_data_dir": str(run_dir / "runner"),
+            # The play runs in --root, as `ansible-playbook` run from the project does: the
+            # project's ansible.cfg (roles_path, collections_path, inventory...) is read, and a
+            # relative path in a passed ANSIBLE_* variable means the same as there.
+            "project_dir": str(ctx.root),
             "playbook": str(playbook),
             "inventory": str(inventory_path) if inventory_path else None,
             "limit": limit,

@@ -409,3 +409,64 @@ async def test_a_payload_too_deep_for_ansible_fails_with_a_reason(harness, playb
     assert result.outcome == "failed"
     assert result.reason == ("the payload or extravars are nested more than 200 levels deep: "
                              "Ansible cannot read such extra vars"), result.reason
+
+
+async def test_the_play_runs_in_root_with_the_projects_ansible_cfg(harness, playbooks: Path) -> None:
+    """A team's ansible.cfg at the project root (roles_path...) was never read: the play ran
+    in ansible-runner's private dir, so `roles: [common]` was "not found"; and a path of the
+    data dir given as the remote temp dir was made on every managed host."""
+    (harness.root / "ansible.cfg").write_text("[defaults]\nroles_path = team_roles\n")
+    tasks = harness.root / "team_roles" / "common" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "main.yml").write_text(
+        "- ansible.builtin.debug:\n    msg: \"role ran in {{ lookup('pipe', 'pwd') }}\"\n"
+        "- ansible.builtin.debug:\n    msg: \"remote tmp [{{ lookup('env', 'ANSIBLE_REMOTE_TEMP') }}]\"\n")
+    (playbooks / "with_role.yml").write_text(
+        "- hosts: localhost\n  connection: local\n  gather_facts: false\n  roles: [common]\n")
+    result = await ANSIBLE.run({"playbook": "with_role.yml"}, harness.ctx())
+    log = harness.log_text()
+    assert result.outcome == "succeeded", log
+    assert f"role ran in {harness.root}" in log
+    assert "remote tmp []" in log  # Ansible's own default (~/.ansible/tmp), not a local path
+
+
+RESCUED = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - block:
+        - name: try primary mirror
+          ansible.builtin.fail: {msg: primary down}
+          when: inventory_hostname == "h1"
+      rescue:
+        - ansible.builtin.debug: {msg: rescued}
+    - name: real failure
+      ansible.builtin.fail: {msg: broken}
+      when: inventory_hostname == "h2"
+"""
+NO_LOG = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars: {credential: "S3cr3t-Value"}
+  tasks:
+    - name: "rotate {{ credential }}"
+      ansible.builtin.fail: {msg: "cannot rotate {{ credential }}"}
+      no_log: true
+"""
+
+
+async def test_the_reason_names_the_failure_that_failed_the_play(harness, playbooks: Path) -> None:
+    """A failure a `rescue` handled came first and was named, though the recap had that host
+    `failed=0 rescued=1`; a no_log task's templated name put its secret in the reason (and so
+    in the server log and the API)."""
+    (harness.root / "inv.ini").write_text("h1 ansible_connection=local\nh2 ansible_connection=local\n")
+    (playbooks / "rescued.yml").write_text(RESCUED)
+    (playbooks / "no_log.yml").write_text(NO_LOG)
+    result = await ANSIBLE.run({"playbook": "rescued.yml", "inventory": "inv.ini"},
+                               harness.ctx(name="rescued"))
+    assert (result.outcome, result.reason) == ("failed", "exit 2 (task 'real failure' failed on h2)"), \
+        harness.log_text("rescued")
+    assert result.outputs["stats"]["rescued"] == {"h1": 1}
+    hidden = await ANSIBLE.run({"playbook": "no_log.yml"}, harness.ctx(name="no_log"))
+    assert (hidden.outcome, hidden.reason) == ("failed", "exit 2 (a no_log task failed on localhost)")

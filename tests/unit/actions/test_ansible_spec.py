@@ -75,9 +75,18 @@ def test_envvars_put_the_venv_first_force_utf8_and_keep_temp_in_the_run_dir(tmp_
     env = build_envvars({"PATH": f"/usr/bin:{VENV_BIN}", "LC_ALL": "C"}, tmp_path, inventory=False)
     assert env["PATH"] == f"{VENV_BIN}:/usr/bin"
     assert env["LC_ALL"] == env["LANG"] == "C.UTF-8"
-    for name in ("ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP", "ANSIBLE_REMOTE_TEMP", "TMPDIR"):
+    for name in ("ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP", "TMPDIR"):
         assert Path(env[name]).is_relative_to(tmp_path)
     assert env["ANSIBLE_LOCALHOST_WARNING"] == "False"
+    # Made on every managed host: a path of this machine's data dir failed each SSH task.
+    assert "ANSIBLE_REMOTE_TEMP" not in env
+
+
+def test_ansible_variables_passed_by_the_operator_win(tmp_path: Path) -> None:
+    passed = {"ANSIBLE_HOME": "/srv/ansible", "ANSIBLE_LOCAL_TEMP": "/srv/tmp",
+              "ANSIBLE_REMOTE_TEMP": "~/.ansible/tmp"}
+    env = build_envvars(passed, tmp_path, inventory=True)
+    assert {k: env[k] for k in passed} == passed
 
 
 def test_a_passed_tmpdir_is_kept(tmp_path: Path) -> None:
