@@ -221,8 +221,13 @@ async def run_process(
     stdin: bytes | None = None,
     on_output: OutputHandler | None = None,
     deadline: float | None = None,
+    interrupt: tuple[signal.Signals, float] | None = None,
 ) -> RunResult:
     """Run `argv` to the end, its deadline, or the run's cancel event.
+
+    `interrupt`: on a cancel or timeout, send this signal to the leader alone and give it
+    this long to end by itself before the group is stopped (a program that must stop its own
+    children in order: Terraform, whose providers die mid-call from a SIGTERM to the group).
 
     Output goes to `on_output` (default: `ctx.log.write`). `deadline` is an event-loop time
     shared by several processes of one run (see `deadline_for`); default: `ctx.timeout` from now.
@@ -260,6 +265,8 @@ async def run_process(
                 stopped = "timed_out"
                 reason = f"timed out after {format_seconds(ctx.timeout or 0.0)}"
             ctx.log.note(reason)
+            if interrupt is not None:
+                await _interrupt_leader(proc.pid, waiter, *interrupt, ctx)
             await _stop_group(proc.pid, waiter, pump)
         else:
             if not pump.done():  # mostly it is: the output ends as the leader exits
@@ -497,6 +504,16 @@ def _devnull() -> int:
     if _DEVNULL is None:
         _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     return _DEVNULL
+
+
+async def _interrupt_leader(pid: int, waiter: asyncio.Future[int], sig: signal.Signals,
+                            grace: float, ctx: RunContext) -> None:
+    """`sig` to the group's leader alone; up to `grace` for it to exit by itself."""
+    ctx.log.note(f"sent {sig.name} to {pid}: waiting up to {format_seconds(grace)} for it to "
+                 "stop its work itself")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    await asyncio.wait({waiter}, timeout=grace)
 
 
 async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Future[None]) -> None:

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,11 @@ VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 WORKSPACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,89}")  # fullmatch: no "\n" end
 SENSITIVE = "(sensitive)"  # stands in for sensitive output values in the run record
 MAX_OUTPUTS = 1024 * 1024  # bytes of `output -json` stored with a run
+# A cancel or timeout interrupts Terraform alone (SIGINT, as Ctrl-C does) and gives it this
+# long to stop: it lets the provider calls under way return and records their results in
+# the state. A SIGTERM to the whole group killed the providers mid-call, and a resource
+# created just then was missing from the state. Then the group is stopped as any action's.
+STOP_GRACE = 60.0
 INIT_STAMP = ".terraform/hookrunner-init"  # the init_stamp of the files the last init saw
 # Set for every command: no prompts, no "run terraform apply" hints, no version check calls.
 AUTOMATION_ENV = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
@@ -281,7 +287,11 @@ class TerraformRunner:
                        workspace: str, var_files: list[Path], ctx: RunContext) -> RunResult:
         ctx.log.note(f"{binary_name} {command} (workspace {workspace})")
         parser = JsonLines(ctx.log.write)
-        result = await step(command_argv(binary, command, var_files), on_output=parser.feed)
+        # Only the command that changes things is interrupted gently: init, plan, output and
+        # workspace steps change no resource, and a hung backend must not hold a cancel.
+        gently = (signal.SIGINT, STOP_GRACE) if command != "plan" else None
+        result = await step(command_argv(binary, command, var_files), on_output=parser.feed,
+                            interrupt=gently)
         parser.flush()
         if parser.changes is not None:
             result.outputs["changes"] = parser.changes
@@ -291,7 +301,8 @@ class TerraformRunner:
             captured = Capped(MAX_OUTPUTS)
             out = await step([binary, "output", "-no-color", "-json"], on_output=captured.feed)
             if out.outcome != "succeeded":
-                ctx.log.write(bytes(captured.data))
+                if not _is_json(bytes(captured.data)):  # its error; the outputs document
+                    ctx.log.write(bytes(captured.data))  # (a cancel just after) holds secrets
                 return _failed_step(out, "output")
             if captured.total > MAX_OUTPUTS:  # kept in every listing of runs: not megabytes
                 note = (f"not stored: `output -json` is {captured.total} bytes, over "
@@ -301,6 +312,14 @@ class TerraformRunner:
             else:
                 result.outputs["outputs"] = readable_outputs(bytes(captured.data))
         return result
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
 
 
 def init_stamp(workdir: Path) -> str:
@@ -359,7 +378,7 @@ class _Turns:
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
         try:
-            if lock.locked():
+            if lock.locked() or users:  # (held, or about to be: its holder's acquire is queued)
                 ctx.log.note(waiting)
             stopped = await _acquire(lock, ctx, deadline)
             if stopped is not None:

@@ -230,3 +230,33 @@ def test_env_is_exactly_what_was_given(harness) -> None:
         assert "HOOKRUNNER_TEST_SECRET" not in ctx.env
     finally:
         del os.environ["HOOKRUNNER_TEST_SECRET"]
+
+
+async def test_an_interrupt_lets_the_leader_stop_its_children_before_the_group_is_stopped(
+    harness,
+) -> None:
+    """Terraform's way: a cancel sent SIGTERM to the whole group, and its providers died in
+    the middle of a call (a resource created then was never recorded). With `interrupt`, the
+    leader alone gets the signal and the time to end its children's work itself."""
+    import signal
+
+    script = harness.script("leader.sh", (
+        "sh -c 'trap \"\" INT TERM; sleep 0.5; echo child finished its call' &\n"
+        "child=$!\n"
+        "trap 'echo leader interrupted; wait $child; echo leader done; exit 130' INT\n"
+        "echo started\n"
+        "wait $child; sleep 30\n"))
+    ctx = harness.ctx()
+    task = asyncio.ensure_future(run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env,
+                                             interrupt=(signal.SIGINT, 10.0)))
+    deadline = time.monotonic() + 10
+    while "started" not in harness.log_text():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    ctx.cancel.set()
+    result = await task
+    log = harness.log_text()
+    assert result.outcome == "canceled", log
+    assert "sent SIGINT to" in log
+    assert log.index("leader interrupted") < log.index("child finished its call") \
+        < log.index("leader done"), log

@@ -286,3 +286,15 @@ async def test_init_runs_again_when_the_configuration_changes_and_not_on_every_r
     assert grown.outcome == "succeeded", grown.reason
     assert "terraform init" in harness.log_text("grown")
     assert grown.outputs["outputs"] == {"a": "b"}
+
+
+async def test_two_runs_of_one_dir_started_together_say_that_one_waits(harness, tfdir: Path) -> None:
+    """They took turns, but the second said nothing of its wait when both started at once
+    (the first had not taken the turn yet when the second looked)."""
+    spec = {"dir": "terraform/scaling", "command": "apply", "vars": {"replicas": "2"}}
+    first, second = await asyncio.gather(TF.run(spec, harness.ctx(name="first")),
+                                         TF.run(spec, harness.ctx(name="second")))
+    assert first.outcome == second.outcome == "succeeded", harness.log_text("second")
+    notes = [name for name in ("first", "second")
+             if "waiting for another run of this dir and workspace" in harness.log_text(name)]
+    assert notes == ["second"], notes
