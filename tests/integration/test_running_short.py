@@ -171,8 +171,9 @@ async def test_a_run_that_cannot_get_a_thread_to_spawn_from_is_queued_again(
     try:
         d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
                         dedup_key=None, event=None, client_ip="", matches=[])
+        ran = tmp_path / "ran"
         run = NewRun(id="r-1", delivery_id=d.id, rule="r", action="shell",
-                     spec={"argv": ["sh", "-c", "echo ran"]}, created_at=time.time())
+                     spec={"argv": ["sh", "-c", f"echo ran >> {ran}"]}, created_at=time.time())
         await store.accept(d, [run])
         threading.stack_size(2**46)  # no thread can map such a stack: pthread_create fails
         try:
@@ -191,6 +192,10 @@ async def test_a_run_that_cannot_get_a_thread_to_spawn_from_is_queued_again(
         assert [a.status for a in attempts] == ["failed", "succeeded"], attempts
         assert "can't start new thread to spawn it" in attempts[0].reason, attempts[0].reason
         assert attempts[0].reason.endswith("; nothing ran: queued again"), attempts[0].reason
+        # The refused spawn stayed queued in the pool, and ran at the next one's thread:
+        # twice, the first time unwatched.
+        await asyncio.sleep(0.3)
+        assert ran.read_text() == "ran\n"
     finally:
         await dispatcher.stop(grace=1.0)
         await store.close()

@@ -13,6 +13,7 @@ itself, whatever it left running in its group is stopped the same way: a run own
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import os
@@ -474,10 +475,25 @@ async def _posix_spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str],
 
     On its own threads, so spawning never waits behind other work on the default executor."""
     call = spawn.Spawn(argv, cwd=cwd, env=env, stdin_fd=stdin_fd, output_fd=output_fd)
+    spawned: concurrent.futures.Future[int] = concurrent.futures.Future()
+
+    def work() -> None:  # a spawner thread
+        if spawned.set_running_or_notify_cancel():  # (not if given up below)
+            try:
+                spawned.set_result(call.call())
+            except BaseException as exc:
+                spawned.set_exception(exc)
+
     try:
-        started = asyncio.get_running_loop().run_in_executor(_SPAWNER, call.call)
-    except RuntimeError as exc:  # no thread to spawn from (a TasksMax, no memory): as a fork's
-        raise OSError(errno.EAGAIN, f"{exc} to spawn it") from None  # EAGAIN, nothing ran
+        _SPAWNER.submit(work)
+    except RuntimeError as exc:
+        # No thread to spawn from (a TasksMax, no memory for a stack): as a fork's EAGAIN,
+        # nothing ran. The work is queued all the same, for the next thread: cancelled, it
+        # never runs (it would start the action later, unwatched, on descriptors closed by
+        # then). Unless a busy thread took it meanwhile: then its result stands.
+        if spawned.cancel():
+            raise OSError(errno.EAGAIN, f"{exc} to spawn it") from None
+    started = asyncio.wrap_future(spawned)
     cancelled = False
     # Cancelled while it starts (even twice): the process starts all the same, and the
     # caller's descriptors are in use until it has; it must not be left running unwatched.
