@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hookrunner import aio, orphans
-from hookrunner.actions import RUNNERS
+from hookrunner.actions import RUNNERS, process
 from hookrunner.actions.base import RunContext, RunResult
 from hookrunner.actions.environment import base_env
 from hookrunner.actions.logfile import FileLog, tail
@@ -58,6 +58,9 @@ PRUNE_EVERY = 60.0
 # Seconds a stop waits on a store that does not answer, past the grace: a table lock or a
 # frozen database kept a stopping server alive until it answered.
 STORE_STOP_WAIT = 10.0
+# The longest a canceled action takes to stop: an interrupt's grace, then the group's.
+ACTION_STOP_WAIT = process.INTERRUPT_GRACE_MAX + process.GRACE_PERIOD + process.DRAIN_AFTER_KILL
+POLL_STOPPED = 0.1  # seconds between looks at which canceled runs still stop their actions
 RECANCEL_EVERY = 1.0  # seconds: stop() cancels its loops again while one has not ended
 PRUNE_PROGRESS = 10.0  # seconds between the progress lines of a long prune
 # Counting stored runs by status (hookrunner_runs_stored) scans every run: 88 ms at a million.
@@ -297,8 +300,10 @@ class Dispatcher:
                 self._cancel_running()
         if not (pending or stuck):
             return
-        # Canceled runs' processes go at once; their results, and the claim, wait on a store
-        # that may not answer (a table lock, a frozen database): not waited for without end.
+        # Canceled runs' processes go within their stop budget (an interrupted Terraform's
+        # grace, then the group's); their results, and the claim, wait on a store that may
+        # not answer (a table lock, a frozen database): not waited for without end.
+        await self._actions_stopped(pending)
         _, left = await asyncio.wait(pending | stuck, timeout=STORE_STOP_WAIT)
         if claim is not None and claim in left:
             event("dispatcher.store_not_answering", logging.WARNING,
@@ -314,12 +319,23 @@ class Dispatcher:
         if runs:
             ids = sorted(run_id for run_id, (task, _) in self._active.items() if task in runs)
             event("run.result_abandoned", logging.ERROR, run_ids=",".join(ids),
-                  reason="the store did not answer while stopping",
+                  reason="not ended while stopping (its action still stopping, or the store "
+                         "not answering)",
                   hint="the next start takes them for interrupted")
             while runs:
                 for t in runs:
                     t.cancel()
                 _, runs = await asyncio.wait(runs, timeout=RECANCEL_EVERY)
+
+    async def _actions_stopped(self, runs: set[asyncio.Task[None]]) -> None:
+        """Wait until each canceled run's action has stopped (its result is being recorded,
+        or it ended), within ACTION_STOP_WAIT: an interrupted Terraform was killed 10 s into
+        its grace. What waits on the store then gets STORE_STOP_WAIT, as before."""
+        run_of = {task: run_id for run_id, (task, _) in self._active.items()}
+        until = time.monotonic() + ACTION_STOP_WAIT
+        while (acting := {t for t in runs if not t.done() and run_of.get(t) not in self._recording}) \
+                and time.monotonic() < until:
+            await asyncio.wait(acting, timeout=min(POLL_STOPPED, until - time.monotonic()))
 
     def _cancel_running(self) -> None:
         for run_id, (_, cancel) in list(self._active.items()):

@@ -32,6 +32,9 @@ from hookrunner.actions.base import Outcome, RunContext, RunResult
 from hookrunner.errors import ActionError
 
 GRACE_PERIOD = 5.0  # seconds between SIGTERM and SIGKILL
+# The longest a run_process `interrupt` may give a leader before its group is stopped: a
+# stopping server waits this much more for its canceled runs (dispatch._drain_runs).
+INTERRUPT_GRACE_MAX = 20.0
 LINGER = 0.5  # after the leader exits, seconds its output may still arrive before sweeping
 DRAIN_AFTER_KILL = 1.0  # seconds to read what is left after SIGKILL before giving up
 POLL_INTERVAL = 0.05  # seconds between checks whether a group has gone
@@ -524,7 +527,9 @@ def _devnull() -> int:
 
 async def _interrupt_leader(pid: int, waiter: asyncio.Future[int], sig: signal.Signals,
                             grace: float, ctx: RunContext) -> None:
-    """`sig` to the group's leader alone; up to `grace` for it to exit by itself."""
+    """`sig` to the group's leader alone; up to `grace` (INTERRUPT_GRACE_MAX at most) for it
+    to exit by itself."""
+    grace = min(grace, INTERRUPT_GRACE_MAX)
     ctx.log.note(f"sent {sig.name} to {pid}: waiting up to {format_seconds(grace)} for it to "
                  "stop its work itself")
     with contextlib.suppress(ProcessLookupError):

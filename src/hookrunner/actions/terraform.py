@@ -27,7 +27,7 @@ from typing import Any
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.paths import confine
-from hookrunner.actions.process import deadline_for, run_process, stopped
+from hookrunner.actions.process import INTERRUPT_GRACE_MAX, deadline_for, run_process, stopped
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
 
@@ -45,7 +45,7 @@ MAX_OUTPUTS = 1024 * 1024  # bytes of `output -json` stored with a run
 # long to stop: it lets the provider calls under way return and records their results in
 # the state. A SIGTERM to the whole group killed the providers mid-call, and a resource
 # created just then was missing from the state. Then the group is stopped as any action's.
-STOP_GRACE = 60.0
+STOP_GRACE = INTERRUPT_GRACE_MAX
 INIT_STAMP = ".terraform/hookrunner-init"  # the init_stamp of the files the last init saw
 # Set for every command: no prompts, no "run terraform apply" hints, no version check calls.
 AUTOMATION_ENV = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
