@@ -159,6 +159,7 @@ class Dispatcher:
         self._cancel_reason: dict[str, str] = {}
         self._renewed: dict[str, float] = {}  # run id -> its lease's last start, monotonic
         self._lost: set[str] = set()
+        self._cancels = asyncio.Lock()  # one cancel request at a time (request_cancel)
         self._wake = asyncio.Event()
         self._freed = asyncio.Event()  # a worker, a key or a run freed, or stopping: claim now
         self._finished = asyncio.Condition()
@@ -373,8 +374,9 @@ class Dispatcher:
         self._wake.set()
 
     async def request_cancel(self, run_id: str) -> str | None:
-        before = await self.store.get_run(run_id)  # (to log a cancel that acts, once)
-        status = await self.store.request_cancel(run_id, time.time())
+        async with self._cancels:  # two at once both saw it queued, and both counted its end
+            before = await self.store.get_run(run_id)  # (to log a cancel that acts, once)
+            status = await self.store.request_cancel(run_id, time.time())
         entry = self._active.get(run_id)
         if entry is not None:
             self._cancel_reason.setdefault(run_id, "canceled by request")
