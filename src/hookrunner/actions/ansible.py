@@ -54,7 +54,7 @@ PAYLOAD_VAR = "webhook"
 MAX_VARS_DEPTH = 200  # levels of arrays and objects in the extra vars (see run)
 ANSIBLE_ERRORS = ("ERROR!", "[ERROR]:", "ansible-playbook: error:")  # its own error lines
 FAILURE_CHARS = 300  # of the first failure, in the run's reason
-KEPT_FAILURES = 50  # host failures remembered for the reason (a play over many hosts)
+KEPT_FAILURES = 50  # hosts whose failures are remembered for the reason (a play over many)
 PEXPECT_TIMEOUT = 0.5  # seconds between cancel-callback polls (5 s default = slow cancels)
 UTF8_LOCALE = "C.UTF-8"  # LC_ALL=C makes ansible refuse to start
 # Quiet, colourless output; no "implicit localhost" warnings where no inventory is given.
@@ -215,9 +215,9 @@ class _Job:
     spawning: bool = False  # ansible-runner went on to start ansible-playbook
     not_started: bool = False  # the error came before ansible-playbook started
     command_file: Path | None = None  # ansible-runner's record of the command and its env
-    # (host, what) of failed tasks and unreachable hosts, in order, the first few; and
-    # ansible's own error line: for the run's reason (`failure`).
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    # Each host's last failed task or unreachable state (hosts in the order they first
+    # failed, the first few), and ansible's own error line: for the run's reason (`failure`).
+    failed: dict[str, str] = field(default_factory=dict)
     error_line: str = ""
 
     def note(self, event: Mapping[str, Any], text: str) -> None:
@@ -225,16 +225,16 @@ class _Job:
         data = event.get("event_data") or {}
         kind = event.get("event")
         if kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-            if len(self.failed) >= KEPT_FAILURES:
+            host = str(data.get("host", "?"))
+            if host not in self.failed and len(self.failed) >= KEPT_FAILURES:
                 return
             # The task and host, not its message: a command's stderr may hold a token, and
             # the reason goes into the server's log (the run's own log has the message). Nor
             # the name of a no_log task: a templated name may show the secret it hides.
             res = data.get("res")
             hidden = isinstance(res, Mapping) and "censored" in res  # (what no_log leaves)
-            what = "unreachable" if kind == "runner_on_unreachable" else \
+            self.failed[host] = "unreachable" if kind == "runner_on_unreachable" else \
                 "a no_log task failed" if hidden else f"task {data.get('task', '?')!r} failed"
-            self.failed.append((str(data.get("host", "?")), what))
         elif not self.error_line:  # a playbook that does not parse, a bad option
             for line in text.splitlines():
                 if line.startswith(ANSIBLE_ERRORS):
@@ -243,14 +243,14 @@ class _Job:
 
     @property
     def failure(self) -> str:
-        """What failed the play: the first failure of a host the final stats count as failed
-        or unreachable (a failure a `rescue` handled, or an `ignore_unreachable` host, did
-        not fail it), else the first failure, else ansible's own error line."""
+        """What failed the play: the last failure of the first host the final stats count
+        as failed or unreachable (one a `rescue` handled, or an `ignore_unreachable` host, did
+        not fail it; after a failure that counts, a host runs nothing more), else the first
+        host's failure, else ansible's own error line."""
         stats = self.stats or {}
         counted = {*(stats.get("failures") or {}), *(stats.get("dark") or {})}
-        chosen = next(((h, w) for h, w in self.failed if h in counted), None) or (
-            self.failed[0] if self.failed else None)
-        text = f"{chosen[1]} on {chosen[0]}" if chosen else self.error_line
+        host = next((h for h in self.failed if h in counted), next(iter(self.failed), None))
+        text = f"{self.failed[host]} on {host}" if host is not None else self.error_line
         return text[:FAILURE_CHARS]
 
     def forget_command(self) -> None:
@@ -308,11 +308,17 @@ class AnsibleRunner:
             vars_file.write_text(extravars_yaml(rendered.get("extravars") or {}, ctx.payload))
             (run_dir / "runner").mkdir(mode=0o700)
             (run_dir / "tmp" / "modules").mkdir(mode=0o700, parents=True)
+            if inventory_path is None:
+                # No inventory in the rule means the implicit localhost alone, as it always
+                # did: an empty one beats the project's ansible.cfg `inventory =`, now read
+                # (the play runs in --root), where `hosts: all` would reach its hosts.
+                inventory_path = run_dir / "no-inventory"
+                inventory_path.touch(mode=0o600)
         except OSError as exc:  # a full disk, or no descriptor left (then it may run later)
             reason = f"cannot prepare the run in {ctx.work_dir}: {exc.strerror or exc}"
             ctx.log.note(reason)
             return RunResult("failed", reason=reason, not_started=exc.errno in process.SHORT_OF)
-        envvars = build_envvars(ctx.env, run_dir, inventory=inventory_path is not None)
+        envvars = build_envvars(ctx.env, run_dir, inventory=placed.inventory is not None)
         cmdline = ["-e", f"@{vars_file}"]
         if rendered.get("check"):
             cmdline.append("--check")

@@ -428,6 +428,18 @@ async def test_the_play_runs_in_root_with_the_projects_ansible_cfg(harness, play
     assert result.outcome == "succeeded", log
     assert f"role ran in {harness.root}" in log
     assert "remote tmp []" in log  # Ansible's own default (~/.ansible/tmp), not a local path
+    # The cfg's inventory is not the rule's: without one in the rule, only the implicit
+    # localhost exists, as before (`hosts: all` reaching the project's hosts would be new).
+    (harness.root / "ansible.cfg").write_text("[defaults]\ninventory = prod.ini\n")
+    (harness.root / "prod.ini").write_text("prodweb1 ansible_connection=local\n")
+    (playbooks / "everywhere.yml").write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks: [{ansible.builtin.debug: {msg: 'on {{ "
+        "inventory_hostname }}'}}]\n")
+    everywhere = await ANSIBLE.run({"playbook": "everywhere.yml"}, harness.ctx(name="all"))
+    assert everywhere.outcome == "succeeded" and "prodweb1" not in harness.log_text("all")
+    with_it = await ANSIBLE.run({"playbook": "everywhere.yml", "inventory": "prod.ini"},
+                                harness.ctx(name="given"))
+    assert with_it.outcome == "succeeded" and "on prodweb1" in harness.log_text("given")
 
 
 RESCUED = """
@@ -443,6 +455,19 @@ RESCUED = """
     - name: real failure
       ansible.builtin.fail: {msg: broken}
       when: inventory_hostname == "h2"
+"""
+RESCUED_THEN_FAILED = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - block:
+        - name: try primary mirror
+          ansible.builtin.fail: {msg: primary down}
+      rescue:
+        - ansible.builtin.debug: {msg: rescued}
+    - name: real failure
+      ansible.builtin.fail: {msg: broken}
 """
 NO_LOG = """
 - hosts: localhost
@@ -468,5 +493,8 @@ async def test_the_reason_names_the_failure_that_failed_the_play(harness, playbo
     assert (result.outcome, result.reason) == ("failed", "exit 2 (task 'real failure' failed on h2)"), \
         harness.log_text("rescued")
     assert result.outputs["stats"]["rescued"] == {"h1": 1}
+    (playbooks / "rescued_then_failed.yml").write_text(RESCUED_THEN_FAILED)
+    same_host = await ANSIBLE.run({"playbook": "rescued_then_failed.yml"}, harness.ctx(name="same"))
+    assert same_host.reason == "exit 2 (task 'real failure' failed on localhost)", same_host
     hidden = await ANSIBLE.run({"playbook": "no_log.yml"}, harness.ctx(name="no_log"))
     assert (hidden.outcome, hidden.reason) == ("failed", "exit 2 (a no_log task failed on localhost)")
