@@ -192,8 +192,13 @@ def test_deliveries_list_shows_new_deliveries_live_with_their_runs(
     expect(row).to_contain_text("127.0.0.1")
     expect(row).to_contain_text("deploy · succeeded")
     mark_page(page)
+    # A keyboard user on a row's link keeps it while rows arrive above (every refresh put
+    # the focus back on the page's body: the rows were swapped whole).
+    focused = row.locator("a").last
+    focused.focus()
     later = push(server, gates, ref="refs/heads/dev")
     expect(page.locator(f"tr[data-id='{later['delivery_id']}']")).to_contain_text("none")
+    expect(focused).to_be_focused()
     assert_not_reloaded(page)
     shot(page, "02-deliveries")
     page.select_option("select[name=status]", "none")
@@ -225,6 +230,8 @@ def test_run_log_streams_while_the_run_is_still_running(
 ) -> None:
     held = push(server, gates, open_gate=False)
     (run_id,) = held["runs"]
+    log_reads: list[str] = []
+    page.on("request", lambda r: log_reads.append(r.url) if f"/api/runs/{run_id}/log" in r.url else None)
     login(page, server, f"/runs/{run_id}")
     mark_page(page)
     log = page.locator("#log")
@@ -246,6 +253,8 @@ def test_run_log_streams_while_the_run_is_still_running(
     expect(page.locator("#run-exit")).to_have_text("0")
     expect(page.locator("#cancel")).to_have_count(0)
     expect(page.locator("#attempts tbody tr").first).to_contain_text("succeeded")
+    expect(page.locator("#log-state")).to_have_text("finished")
+    assert len(log_reads) == 1, log_reads  # read once to its end, not again from the start
     assert_not_reloaded(page)
     expect(page.locator("#spec")).to_contain_text("scripts/deploy.sh")
     shot(page, "05-run-finished")

@@ -44,7 +44,7 @@ function liveDeliveries() {
   if (!table || !body || !toggle) return;
   const url = table.dataset.rowsUrl;
   const every = parseInt(table.dataset.pollMs, 10) || 2000;
-  let last = body.innerHTML;
+  let last = null;
   async function tick() {
     if (toggle.checked && !document.hidden) {
       try {
@@ -52,7 +52,7 @@ function liveDeliveries() {
         if (resp.ok) {
           const html = await resp.text();
           if (html !== last) {
-            body.innerHTML = html;  // server-rendered and escaped, like the page itself
+            mergeRows(body, html);
             last = html;
           }
           status.textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -66,6 +66,29 @@ function liveDeliveries() {
     setTimeout(tick, every);
   }
   setTimeout(tick, every);
+}
+
+// The refreshed rows (server-rendered and escaped, like the page itself) merged into the
+// table: a row that did not change is left as it is (the keyboard focus on one of its links
+// stays), and rows added above the reader do not move what the reader looks at.
+function mergeRows(body, html) {
+  const fresh = document.createElement("tbody");
+  fresh.innerHTML = html;
+  const old = new Map([...body.children].filter((tr) => tr.dataset.id).map((tr) => [tr.dataset.id, tr]));
+  const anchor = [...body.children].find((tr) => tr.getBoundingClientRect().bottom > 0);
+  const anchorTop = anchor ? anchor.getBoundingClientRect().top : 0;
+  const rows = [...fresh.children].map((tr) => {
+    const kept = tr.dataset.id && old.get(tr.dataset.id);
+    return kept && kept.outerHTML === tr.outerHTML ? kept : tr;
+  });
+  const keep = new Set(rows);
+  for (const tr of [...body.children]) if (!keep.has(tr)) tr.remove();
+  rows.forEach((tr, i) => {
+    if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
+  });
+  if (anchor && anchor.isConnected && window.scrollY > 0) {
+    window.scrollBy(0, anchor.getBoundingClientRect().top - anchorTop);
+  }
 }
 
 // ---- run detail ------------------------------------------------------------------------
@@ -182,6 +205,14 @@ async function streamLog(id, attempt, pre, state) {
   }
 }
 
+// What a queued run waits for (the API's `waiting`), as the page says it (waiting.describe).
+function waitingText(waiting) {
+  if (!waiting) return "a free worker";
+  if (waiting.for === "retry") return `retry at ${fmtTime(waiting.at)}`;
+  if (waiting.for === "concurrency key") return `its concurrency key, held by ${waiting.held_by}`;
+  return "a free worker";
+}
+
 async function liveRun() {
   const box = document.getElementById("run");
   if (!box || box.dataset.live !== "true") return;
@@ -199,6 +230,7 @@ async function liveRun() {
       await sleep(RUN_POLL_MS);
     }
   })();
+  let whole = 0;  // the attempt whose log was read to its end: not read again
   for (;;) {
     const run = await getRun(id);
     if (!run) {
@@ -207,18 +239,26 @@ async function liveRun() {
       continue;
     }
     showRun(run);
+    if (whole === run.attempt && run.status !== "queued") {
+      if (TERMINAL.has(run.status)) break;  // (its end is recorded a moment after the log's)
+      await sleep(300);
+      continue;
+    }
     if (run.status === "queued") {
-      state.textContent = "queued: waiting for a worker…";
+      const why = waitingText(run.waiting);
+      state.textContent = `queued: waiting for ${why}…`;
+      setText("run-waiting", why);
       await sleep(500);
       continue;
     }
     let got = false;
     try {
       got = await streamLog(id, run.attempt, pre, state);
+      whole = run.attempt;
     } catch (err) {
       state.textContent = "stream interrupted, retrying…";
     }
-    if (TERMINAL.has(run.status)) break;  // that read was the whole, final log
+    if (whole === run.attempt && TERMINAL.has(run.status)) break;  // the whole, final log
     if (!got) state.textContent = `waiting for output (running on ${run.node || "a node"})…`;
     await sleep(got ? 300 : 1000);
   }
