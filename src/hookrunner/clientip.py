@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -28,13 +29,24 @@ def plain(addr: str) -> str:
     return str(ip.ipv4_mapped) if ip.ipv4_mapped is not None else str(ip)
 
 
+# Where a hop is no address (`unknown`, text a client sent that a proxy passed on): the client
+# is unknown, and no allow_ips admits it (the trusted proxy's own address might).
+UNKNOWN = "unknown"
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
 def hop(text: str) -> str:
     """An X-Forwarded-For entry as an address: some proxies add the client's port
-    (`198.51.100.7:51234`, `[2001:db8::1]:443`)."""
-    if text.startswith("[") and "]" in text:
-        return plain(text[1:text.index("]")])
+    (`198.51.100.7:51234`, `[2001:db8::1]:443`). Anything else after the address is not a
+    port: the text is returned as it is (no address: `10.0.0.1:$(id)` is not 10.0.0.1)."""
+    if text.startswith("["):
+        inside, bracket, port = text[1:].partition("]")
+        if bracket and (not port or (port[0] == ":" and _PORT.fullmatch(port[1:]))):
+            return plain(inside)
+        return text
     if text.count(":") == 1:
-        return text.partition(":")[0]
+        address, _, port = text.partition(":")
+        return address if _PORT.fullmatch(port) else text
     return plain(text)
 
 
@@ -77,9 +89,10 @@ def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[IPNetwo
         if not _in(current, trusted):
             break
         if not _is_address(address):
-            # What a trusted proxy passed on unchecked (`garbage`, a client's own header):
-            # no address at all. The last hop that is one, that proxy, stands for it.
-            break
+            # What a trusted proxy passed on unchecked (`garbage`, a client's own header,
+            # Squid's `unknown`): no address at all, so no allow_ips may admit it (the proxy
+            # itself might), and its text is not stored, logged or templated.
+            return UNKNOWN
         current = address
     return current
 

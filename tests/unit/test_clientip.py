@@ -28,14 +28,16 @@ PROXY = parse_networks(["10.0.0.0/8", "fd00::/8"])
         ("10.0.0.1", [], PROXY, "10.0.0.1"),
         # Every hop trusted: the leftmost is the best we know.
         ("10.0.0.1", ["10.2.2.2, 10.3.3.3"], PROXY, "10.2.2.2"),
-        # A hop that is no address (a client's own header passed on unchecked, `unknown`)
-        # stops the walk: the last trusted proxy, which passed it, stands for the client;
-        # the text is never the client's address (it was stored, rate-limited and templated
-        # as such: 30,000 characters of it, or markup).
-        ("10.0.0.1", ["198.51.100.1, not-an-ip"], PROXY, "10.0.0.1"),
-        ("10.0.0.1", ["not-an-ip, 10.2.2.2"], PROXY, "10.2.2.2"),
-        ("10.0.0.1", ["<script>alert(1)</script>"], PROXY, "10.0.0.1"),
-        ("10.0.0.1", ["g" * 30_000], PROXY, "10.0.0.1"),
+        # A hop that is no address (a client's own header passed on unchecked, Squid's
+        # `unknown`) stops the walk: the client is `unknown`, whom no allow_ips admits (the
+        # proxy's own address might); the text was stored, rate-limited and templated as the
+        # client's address (30,000 characters of it, or markup).
+        ("10.0.0.1", ["198.51.100.1, not-an-ip"], PROXY, "unknown"),
+        ("10.0.0.1", ["not-an-ip, 10.2.2.2"], PROXY, "unknown"),
+        ("10.0.0.1", ["<script>alert(1)</script>"], PROXY, "unknown"),
+        ("10.0.0.1", ["g" * 30_000], PROXY, "unknown"),
+        ("10.0.0.1", ["198.51.100.1:$(id)"], PROXY, "unknown"),  # not a port
+        ("10.0.0.1", ["[2001:db8::7]x"], PROXY, "unknown"),
         # IPv6 proxies.
         ("fd00::1", ["2001:db8::7"], PROXY, "2001:db8::7"),
         # Empty and whitespace entries are skipped.
@@ -63,6 +65,7 @@ def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(
         ("203.0.113.9", [], True),  # no allow-list: everyone
         ("192.30.252.17", ["192.30.252.0/22"], True),
         ("192.30.256.1", ["192.30.252.0/22"], False),  # not an address at all
+        ("unknown", ["0.0.0.0/0", "::/0"], False),  # a hop that was no address
         ("192.30.250.1", ["192.30.252.0/22"], False),
         ("2001:db8::1", ["192.30.252.0/22", "2001:db8::/32"], True),
         ("127.0.0.1", ["10.0.0.0/8"], False),

@@ -460,6 +460,7 @@ def test_in_cidr_of_several_items_says_to_test_the_items(value: str) -> None:
 @pytest.mark.parametrize(("value", "inside"), [
     ("10.1.2.3", True), (" 10.1.2.3 ", True), ("10.1.2.3:443", True), ("::ffff:10.1.2.3", True),
     ("[::ffff:10.1.2.3]:443", True), ("203.0.113.9", False), ("web-1", False), ("", False),
+    ("10.1.2.3:$(id)", False), ("[10.1.2.3]x", False), ("10.1.2.3:", False),  # no port after it
     ("x" * 1_000_000, False),
 ])
 def test_in_cidr_reads_one_address_as_allow_ips_does(value: str, inside: bool) -> None:
