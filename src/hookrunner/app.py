@@ -28,7 +28,7 @@ from hookrunner.dispatch import Dispatcher
 from hookrunner.errors import StartupRefused, StoreUnavailable
 from hookrunner.gateway import Gateway
 from hookrunner.hooklane import Admission, Parts
-from hookrunner.ingest import accept, accept_body, admit
+from hookrunner.ingest import accept, accept_body, admit, out_of_memory
 from hookrunner.logs import event
 from hookrunner.metrics import Metrics
 from hookrunner.preflight import data_dir_shared, postgres_target, reach_postgres
@@ -264,21 +264,12 @@ class HookLane:
         try:
             answer = await accept_body(scope, checked, body, self.gw, hook_id, None)
             return (answer.status, *answer_parts(answer))
-        except MemoryError:
-            return self.out_of_memory(admitted)
         except Exception:
             logging.getLogger("hookrunner").exception("http.internal_error")
             return (500, *answer_parts(error(500, "internal error")))
 
     def out_of_memory(self, admitted: Any) -> Parts:
-        return (503, *answer_parts(_out_of_memory(admitted[2])))
-
-
-def _out_of_memory(hook_id: str) -> Answer:
-    """Large bodies at once past the process's memory: a sender retries a 503 (GitHub does
-    not retry a 500), and the others' deliveries go on."""
-    event("delivery.rejected", logging.WARNING, hook=hook_id, reason="out of memory")
-    return error(503, "out of memory: try again later", headers={"Retry-After": "5"})
+        return (503, *answer_parts(out_of_memory(admitted[2])))
 
 
 async def _hook(scope: Scope, receive: Receive, send: Send, gw: Gateway, hook_id: str) -> None:
@@ -295,9 +286,6 @@ async def _hook(scope: Scope, receive: Receive, send: Send, gw: Gateway, hook_id
         await send_answer(tracked, answer, head=head)
     except ClientGone:
         return
-    except MemoryError:
-        if not started:
-            await send_answer(send, _out_of_memory(hook_id), head=head)
     except Exception:
         logging.getLogger("hookrunner").exception("http.internal_error")
         if not started:

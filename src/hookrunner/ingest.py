@@ -307,6 +307,15 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
     return Admitted(hook, ruleset, headers, sent_query, query, wait, ip, now)
 
 
+def out_of_memory(hook_id: str) -> Answer:
+    """Large bodies at once past the process's memory, before anything is journaled: a
+    sender retries a 503 (GitHub does not retry a 500), and the others' deliveries go on.
+    (Past the journal, a MemoryError is an internal error like any other: the delivery is
+    stored, and a 503 would have it sent again.)"""
+    event("delivery.rejected", logging.WARNING, hook=hook_id, reason="out of memory")
+    return error(503, "out of memory: try again later", headers={"Retry-After": "5"})
+
+
 async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> Answer:
     """The answer to one request to `/hooks/{hook_id}` (plain ASGI: see rawhttp)."""
     admitted = admit(scope, gw, hook_id)
@@ -315,6 +324,8 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
     hook = admitted.hook
     try:
         body = await read_body(receive, admitted.headers.get("content-length"), hook.max_body)
+    except MemoryError:
+        return out_of_memory(hook_id)
     except TooLarge:
         gw.metrics.deliveries.labels(hook_id, "rejected_too_large").inc()
         _too_large_log(hook=hook_id, reason="body too large", client=admitted.ip)
@@ -349,6 +360,8 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
 
     try:
         payload = parse_body(body, headers.get("content-type"), headers.get("content-encoding"))
+    except MemoryError:
+        return out_of_memory(hook_id)
     except PayloadError as exc:
         m.labels(hook_id, "rejected_body").inc()
         _body_refused_log(hook=hook_id, reason=exc.message[:200], client=ip)
@@ -359,7 +372,11 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
     event_type = as_storable(verified.event) if verified.event is not None else None
     scope_ = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,
                          query=query, payload=payload, event=event_type, client_ip=ip or None)
-    matches, runs = plan_runs(ruleset, hook_id, scope_, delivery_id, now, gw.settings.default_timeout)
+    try:
+        matches, runs = plan_runs(ruleset, hook_id, scope_, delivery_id, now,
+                                  gw.settings.default_timeout)
+    except MemoryError:
+        return out_of_memory(hook_id)
     delivery = NewDelivery(
         id=delivery_id, hook=hook_id, received_at=now,
         headers=redact_pairs(headers.items(), hook.secret_headers), body=body,

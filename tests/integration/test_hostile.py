@@ -736,6 +736,10 @@ def test_a_body_past_the_memory_there_is_is_a_503_to_retry_and_the_server_goes_o
                        headers={"Content-Type": "application/json"})
         assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
         assert r.json() == {"error": "out of memory: try again later"}
+        # The same on the usual path (a `?wait` is not the hook lane's), before the journal.
+        waited = httpx.post(f"{server.url}/hooks/big?wait=1s", content=body, timeout=60,
+                            headers={"Content-Type": "application/json"})
+        assert waited.status_code == 503, waited.text
         small = httpx.post(f"{server.url}/hooks/big", json={"small": 1}, timeout=30)
         assert small.status_code == 202, small.text
         assert 'delivery.rejected hook=big reason="out of memory"' in server.output()

@@ -11,7 +11,8 @@ goes through `actions.process`. The pitfalls measured in findings.md, and what i
   grace period the cancel callback lets runner SIGKILL the group and leftover descendants
   are killed by pid;
 - a fresh private_data_dir per run (env files of a reused dir keep old keys), C.UTF-8,
-  ANSIBLE_HOME / LOCAL_TEMP / REMOTE_TEMP inside it, implicit localhost when no inventory.
+  ANSIBLE_HOME and LOCAL_TEMP inside it unless passed, the play run in --root (the project's
+  ansible.cfg), implicit localhost alone when the rule names no inventory.
 
 Payload data must never be Jinja to Ansible: `{{ lookup('pipe', 'id') }}` in a webhook field
 would run on this host. Extra vars are therefore written as YAML with every string `!unsafe`.

@@ -301,8 +301,10 @@ class TerraformRunner:
             captured = Capped(MAX_OUTPUTS)
             out = await step([binary, "output", "-no-color", "-json"], on_output=captured.feed)
             if out.outcome != "succeeded":
-                if not _is_json(bytes(captured.data)):  # its error; the outputs document
-                    ctx.log.write(bytes(captured.data))  # (a cancel just after) holds secrets
+                # Its error, not the outputs document, whole or cut short by a cancel: that
+                # holds the sensitive values in clear.
+                if not bytes(captured.data).lstrip().startswith(b"{"):
+                    ctx.log.write(bytes(captured.data))
                 return _failed_step(out, "output")
             if captured.total > MAX_OUTPUTS:  # kept in every listing of runs: not megabytes
                 note = (f"not stored: `output -json` is {captured.total} bytes, over "
@@ -312,14 +314,6 @@ class TerraformRunner:
             else:
                 result.outputs["outputs"] = readable_outputs(bytes(captured.data))
         return result
-
-
-def _is_json(data: bytes) -> bool:
-    try:
-        json.loads(data)
-    except ValueError:
-        return False
-    return True
 
 
 def init_stamp(workdir: Path) -> str:
