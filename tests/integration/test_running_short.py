@@ -13,6 +13,7 @@ import os
 import resource
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -96,59 +97,79 @@ async def test_a_full_store_is_not_ready_until_a_write_goes_through(
         await store.close()
 
 
-async def test_a_run_whose_process_cannot_start_for_want_of_descriptors_is_queued_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """EMFILE under a flood: nothing of the action ran, so it is queued again, as a run whose
-    claim a crash cut short, not failed for good."""
-    from hookrunner import dispatch
-
+@contextlib.asynccontextmanager
+async def _dispatching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
+        tuple[SQLiteStore, Dispatcher]]:
+    """A store and a dispatcher of one worker; a run that did not start is tried again soon."""
     monkeypatch.setattr(dispatch, "NOT_STARTED_DELAY", 0.3)
     settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
     store = SQLiteStore(tmp_path / "hookrunner.db")
     await store.open()
     dispatcher = Dispatcher(settings, store, Metrics())
     await dispatcher.start()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    held: list[int] = []
     try:
-        d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
-                        dedup_key=None, event=None, client_ip="", matches=[])
-        # Fails its first real attempt, then succeeds: with two attempts by its rule, the one
-        # that never started must not count as one of them.
-        marker = tmp_path / "ran-once"
-        run = NewRun(id="r-1", delivery_id=d.id, rule="r", action="shell",
-                     spec={"argv": ["sh", "-c", f"test -e {marker} || {{ touch {marker}; exit 1; }}"]},
-                     created_at=time.time(), max_attempts=2, backoff=0.1, max_backoff=0.1,
-                     retry_on=("failed",))
-        await store.accept(d, [run])
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
-        with contextlib.suppress(OSError):
-            while True:  # every descriptor taken: the child's pipe cannot be made
-                held.append(os.open(os.devnull, os.O_RDONLY))
-        dispatcher.accepted(1)
-        deadline = time.monotonic() + 20
-        while not (attempts := await store.attempts("r-1")) or attempts[0].status == "running":
-            assert time.monotonic() < deadline, attempts
-            await asyncio.sleep(0.05)
-        for fd in held:
-            os.close(fd)
-        held.clear()
-        while (got := await store.get_run("r-1")) is None or got.status in ("queued", "running"):
-            assert time.monotonic() < deadline, got
-            await asyncio.sleep(0.05)
-        assert got.status == "succeeded", got
-        attempts = await store.attempts("r-1")
-        assert [a.status for a in attempts] == ["failed", "failed", "succeeded"], attempts
-        assert attempts[0].reason.endswith("; nothing ran: queued again")
-        assert "Too many open files" in attempts[0].reason, attempts[0].reason
-        assert attempts[1].reason == "exit 1"
+        yield store, dispatcher
     finally:
-        for fd in held:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         await dispatcher.stop(grace=1.0)
         await store.close()
+
+
+async def _accept_one(store: SQLiteStore, argv: list[str], **kw: Any) -> None:
+    """Run `r-1` (of delivery `d-1`), a shell action, queued."""
+    d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
+                    dedup_key=None, event=None, client_ip="", matches=[])
+    await store.accept(d, [NewRun(id="r-1", delivery_id=d.id, rule="r", action="shell",
+                                  spec={"argv": argv}, created_at=time.time(), **kw)])
+
+
+async def _first_attempt_ended(store: SQLiteStore, deadline: float) -> None:
+    while not (attempts := await store.attempts("r-1")) or attempts[0].status == "running":
+        assert time.monotonic() < deadline, attempts
+        await asyncio.sleep(0.05)
+
+
+async def _ended(store: SQLiteStore, deadline: float) -> Any:
+    while (got := await store.get_run("r-1")) is None or got.status in ("queued", "running"):
+        assert time.monotonic() < deadline, got
+        await asyncio.sleep(0.05)
+    return got
+
+
+async def test_a_run_whose_process_cannot_start_for_want_of_descriptors_is_queued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EMFILE under a flood: nothing of the action ran, so it is queued again, as a run whose
+    claim a crash cut short, not failed for good."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
+        try:
+            # Fails its first real attempt, then succeeds: with two attempts by its rule, the
+            # one that never started must not count as one of them.
+            marker = tmp_path / "ran-once"
+            await _accept_one(store, ["sh", "-c", f"test -e {marker} || {{ touch {marker}; exit 1; }}"],
+                              max_attempts=2, backoff=0.1, max_backoff=0.1, retry_on=("failed",))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+            with contextlib.suppress(OSError):
+                while True:  # every descriptor taken: the child's pipe cannot be made
+                    held.append(os.open(os.devnull, os.O_RDONLY))
+            dispatcher.accepted(1)
+            deadline = time.monotonic() + 20
+            await _first_attempt_ended(store, deadline)
+            for fd in held:
+                os.close(fd)
+            held.clear()
+            got = await _ended(store, deadline)
+            assert got.status == "succeeded", got
+            attempts = await store.attempts("r-1")
+            assert [a.status for a in attempts] == ["failed", "failed", "succeeded"], attempts
+            assert attempts[0].reason.endswith("; nothing ran: queued again")
+            assert "Too many open files" in attempts[0].reason, attempts[0].reason
+            assert attempts[1].reason == "exit 1"
+        finally:
+            for fd in held:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_a_run_that_cannot_get_a_thread_to_spawn_from_is_queued_again(
@@ -161,32 +182,18 @@ async def test_a_run_that_cannot_get_a_thread_to_spawn_from_is_queued_again(
 
     from hookrunner.actions import process
 
-    monkeypatch.setattr(dispatch, "NOT_STARTED_DELAY", 0.3)
     monkeypatch.setattr(process, "_SPAWNER", ThreadPoolExecutor(max_workers=4))  # no thread yet
-    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
-    store = SQLiteStore(tmp_path / "hookrunner.db")
-    await store.open()
-    dispatcher = Dispatcher(settings, store, Metrics())
-    await dispatcher.start()
-    try:
-        d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
-                        dedup_key=None, event=None, client_ip="", matches=[])
+    async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
         ran = tmp_path / "ran"
-        run = NewRun(id="r-1", delivery_id=d.id, rule="r", action="shell",
-                     spec={"argv": ["sh", "-c", f"echo ran >> {ran}"]}, created_at=time.time())
-        await store.accept(d, [run])
+        await _accept_one(store, ["sh", "-c", f"echo ran >> {ran}"])
         threading.stack_size(2**46)  # no thread can map such a stack: pthread_create fails
         try:
             dispatcher.accepted(1)
             deadline = time.monotonic() + 20
-            while not (attempts := await store.attempts("r-1")) or attempts[0].status == "running":
-                assert time.monotonic() < deadline, attempts
-                await asyncio.sleep(0.05)
+            await _first_attempt_ended(store, deadline)
         finally:
             threading.stack_size(0)
-        while (got := await store.get_run("r-1")) is None or got.status in ("queued", "running"):
-            assert time.monotonic() < deadline, got
-            await asyncio.sleep(0.05)
+        got = await _ended(store, deadline)
         assert got.status == "succeeded", got
         attempts = await store.attempts("r-1")
         assert [a.status for a in attempts] == ["failed", "succeeded"], attempts
@@ -196,9 +203,6 @@ async def test_a_run_that_cannot_get_a_thread_to_spawn_from_is_queued_again(
         # twice, the first time unwatched.
         await asyncio.sleep(0.3)
         assert ran.read_text() == "ran\n"
-    finally:
-        await dispatcher.stop(grace=1.0)
-        await store.close()
 
 
 async def test_a_run_whose_start_cannot_be_recorded_is_queued_again(
@@ -208,40 +212,24 @@ async def test_a_run_whose_start_cannot_be_recorded_is_queued_again(
     on a full disk: the action is not started then, so nothing ran; it was failed for good."""
     import errno
 
-    monkeypatch.setattr(dispatch, "NOT_STARTED_DELAY", 0.3)
-    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
-    store = SQLiteStore(tmp_path / "hookrunner.db")
-    await store.open()
-    dispatcher = Dispatcher(settings, store, Metrics())
-    await dispatcher.start()
-    marks = dispatcher._marks
-    real_mark, failures = marks.mark, [1]
+    async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
+        marks = dispatcher._marks
+        real_mark, failures = marks.mark, [1]
 
-    def mark(run_id: str, attempt: int) -> None:  # the disk is full once
-        if failures:
-            failures.pop()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_mark(run_id, attempt)
+        def mark(run_id: str, attempt: int) -> None:  # the disk is full once
+            if failures:
+                failures.pop()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real_mark(run_id, attempt)
 
-    monkeypatch.setattr(marks, "mark", mark)
-    try:
-        d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
-                        dedup_key=None, event=None, client_ip="", matches=[])
-        run = NewRun(id="r-1", delivery_id=d.id, rule="r", action="shell",
-                     spec={"argv": ["sh", "-c", "echo ran"]}, created_at=time.time())
-        await store.accept(d, [run])
+        monkeypatch.setattr(marks, "mark", mark)
+        await _accept_one(store, ["sh", "-c", "echo ran"])
         dispatcher.accepted(1)
-        deadline = time.monotonic() + 20
-        while (got := await store.get_run("r-1")) is None or got.status in ("queued", "running"):
-            assert time.monotonic() < deadline, got
-            await asyncio.sleep(0.05)
+        got = await _ended(store, time.monotonic() + 20)
         attempts = await store.attempts("r-1")
         assert got.status == "succeeded" and [a.status for a in attempts] == ["failed", "succeeded"]
         assert attempts[0].reason.startswith("cannot record the start: [Errno 28]"), attempts[0].reason
         assert attempts[0].reason.endswith("; nothing ran: queued again"), attempts[0].reason
-    finally:
-        await dispatcher.stop(grace=1.0)
-        await store.close()
 
 
 class _LongHistory(SQLiteStore):

@@ -163,19 +163,11 @@ def test_direct_events_write_the_formatters_line(fmt: str) -> None:
 def test_an_exception_stays_in_its_events_one_line(fmt: str) -> None:
     """A text log put the traceback on lines of its own: one event, many lines, which a
     line-based collector splits into nonsense events."""
-    logs.setup_logging(fmt)
-    handler = logs.LOGGER.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    out = io.StringIO()
-    handler.stream = out
-    try:
+    with captured_log(fmt) as out:
         try:
             raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             logs.LOGGER.exception("http.internal_error")
-    finally:
-        logs.LOGGER.handlers[:] = []
-        logs._direct = None
     (line,) = out.getvalue().splitlines()
     if fmt == "json":
         assert "ZeroDivisionError: division by zero" in json.loads(line)["exception"]
@@ -185,9 +177,9 @@ def test_an_exception_stays_in_its_events_one_line(fmt: str) -> None:
 
 
 @contextlib.contextmanager
-def json_log() -> Iterator[io.StringIO]:
-    """The JSON log lines events write, captured; logging put back as it was."""
-    logs.setup_logging("json")
+def captured_log(fmt: str = "json") -> Iterator[io.StringIO]:
+    """The log lines events write, captured; logging put back as it was."""
+    logs.setup_logging(fmt)
     handler = logs.LOGGER.handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     out = io.StringIO()
@@ -208,7 +200,7 @@ def test_throttled_events_count_per_hook_so_one_flood_cannot_hide_another(
     clock = [100.0]
     monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
     refused = logs.Throttled("delivery.rejected", logging.WARNING, per="hook")
-    with json_log() as out:
+    with captured_log() as out:
         for _ in range(5):
             refused(hook="a")
         refused(hook="b")  # its first refusal is logged at once, not folded into a's
@@ -226,7 +218,7 @@ def test_text_log_values_with_control_characters_are_quoted() -> None:
 async def test_a_burst_held_back_is_told_once_its_second_is_over_with_no_later_event() -> None:
     """40 refusals in a burst logged `count=1`, and the other 39 were never told."""
     refused = logs.Throttled("delivery.rejected", logging.WARNING, every=0.2, per="hook")
-    with json_log() as out:
+    with captured_log() as out:
         for i in range(40):
             refused(hook="a", client=f"c{i}")
         await asyncio.sleep(0.4)
@@ -236,7 +228,7 @@ async def test_a_burst_held_back_is_told_once_its_second_is_over_with_no_later_e
 async def test_held_back_events_are_said_at_once_before_a_line_that_ends_them() -> None:
     """`store.available` must follow the outage's refusals, not come before their count."""
     down = logs.Throttled("test.store_unavailable", logging.ERROR, every=60.0, per="hook")
-    with json_log() as out:
+    with captured_log() as out:
         for _ in range(3):
             down(hook="a")
         logs.settle_throttled()
@@ -250,7 +242,7 @@ async def test_held_back_events_are_said_at_once_before_a_line_that_ends_them() 
 
 def test_the_database_drivers_lines_are_hookrunners_own_and_throttled() -> None:
     """psycopg's pool wrote 207 bare, multi-line lines into a JSON log in an outage."""
-    with json_log() as out:
+    with captured_log() as out:
         for i in range(5):
             logging.getLogger("psycopg.pool").warning("error connecting in 'pool-1': refused\n"
                                                       "\tIs the server running? (%d)", i)

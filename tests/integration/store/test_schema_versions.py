@@ -80,6 +80,15 @@ def test_runs_on_a_newer_schema_says_why_and_changes_nothing(tmp_path: Path) -> 
     assert "upgraded by a newer hookrunner (schema version 999" in done.stderr, done.stderr
 
 
+def _refused_start(db: str, root: Path, data: str) -> tuple[int, str]:
+    """`serve` on `db` (expected to refuse): its exit status and all it printed."""
+    done = subprocess.run([*CLI, "serve", "--db", db, "--data", str(root / data),
+                           "--rules", str(root / "rules"), "--root", str(root), "--port", "0",
+                           "--node", "least-privilege"],
+                          capture_output=True, text=True, timeout=60, env=os.environ)
+    return done.returncode, done.stdout + done.stderr
+
+
 @pytest.mark.postgres
 def test_runs_works_for_a_role_that_may_only_read_and_write_rows(postgres_db: str) -> None:
     """A least-privilege ops role (no CREATE on the schema, PostgreSQL 15's default for
@@ -128,12 +137,8 @@ def test_serve_starts_for_a_role_that_may_only_read_and_write_rows_on_a_current_
         (newest, name), = _sql(postgres_db, "SELECT version, name FROM schema_migrations "
                                             "ORDER BY version DESC LIMIT 1")
         _sql(postgres_db, f"DELETE FROM schema_migrations WHERE version = {newest}")
-        done = subprocess.run([*CLI, "serve", "--db", url, "--data", str(tmp_path / "d1"),
-                               "--rules", str(tmp_path / "rules"), "--root", str(tmp_path),
-                               "--port", "0", "--node", "least-privilege"],
-                              capture_output=True, text=True, timeout=60, env=os.environ)
-        out = done.stdout + done.stderr
-        assert done.returncode == 3 and "Traceback" not in out, out
+        code, out = _refused_start(url, tmp_path, "d1")
+        assert code == 3 and "Traceback" not in out, out
         assert f"store.migrating pending={name}" in out, out
         assert f"cannot apply migration {name} (permission denied for schema public): the role " \
                "needs CREATE on the schema" in out, out
@@ -141,12 +146,8 @@ def test_serve_starts_for_a_role_that_may_only_read_and_write_rows_on_a_current_
         # With CREATE, an index on a table it does not own: the right it lacks is ownership.
         _sql(postgres_db, f"GRANT CREATE ON SCHEMA public TO {role}")
         _sql(postgres_db, f"DELETE FROM schema_migrations WHERE version >= {newest - 1}")
-        done = subprocess.run([*CLI, "serve", "--db", url, "--data", str(tmp_path / "d1"),
-                               "--rules", str(tmp_path / "rules"), "--root", str(tmp_path),
-                               "--port", "0", "--node", "least-privilege"],
-                              capture_output=True, text=True, timeout=60, env=os.environ)
-        out = done.stdout + done.stderr
-        assert done.returncode == 3 and "(must be owner of table" in out, out
+        code, out = _refused_start(url, tmp_path, "d1")
+        assert code == 3 and "(must be owner of table" in out, out
         assert "the role needs to own the tables (run this start once as the role that created" \
             in out, out
         # A fresh database it may not create tables in: refused in one line.
@@ -154,12 +155,8 @@ def test_serve_starts_for_a_role_that_may_only_read_and_write_rows_on_a_current_
         try:
             _sql(fresh, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
             bare = urlunsplit(urlsplit(fresh)._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
-            done = subprocess.run([*CLI, "serve", "--db", bare, "--data", str(tmp_path / "d2"),
-                                   "--rules", str(tmp_path / "rules"), "--root", str(tmp_path),
-                                   "--port", "0"], capture_output=True, text=True, timeout=60,
-                                  env=os.environ)
-            out = done.stdout + done.stderr
-            assert done.returncode == 3 and "Traceback" not in out, out
+            code, out = _refused_start(bare, tmp_path, "d2")
+            assert code == 3 and "Traceback" not in out, out
             assert "cannot set up the schema: InsufficientPrivilege" in out, out
         finally:
             pgcluster.drop_database(fresh)
