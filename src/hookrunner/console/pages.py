@@ -113,7 +113,15 @@ async def run_page(request: Request) -> Response:
     delivery = await gw.store.get_delivery(run.delivery_id)
     attempts = await gw.store.attempts(run.id)
     live = run.status not in TERMINAL
-    log = "" if live else await _finished_log(gw, run)
+    # `?attempt=N`: an earlier attempt's output, shown as the page shows output (its link
+    # opened the API's raw text: terminal escapes and bidi controls as they came).
+    asked = request.query_params.get("attempt", "")
+    shown = int(asked) if asked.isascii() and asked.isdigit() and len(asked) < 6 else run.attempt
+    if not 1 <= shown <= run.attempt or (live and shown == run.attempt):
+        shown = run.attempt
+    else:
+        live = False
+    log = "" if live else await _finished_log(gw, run, shown)
     waiting = None
     if run.status == "queued":
         running = await gw.store.list_runs(status="running", limit=1000)
@@ -123,21 +131,22 @@ async def run_page(request: Request) -> Response:
                 key=shown_key(run.concurrency_key, run.spec),
                 spec=present.pretty_json(redact_spec(run.spec, run.action)),
                 outputs=present.pretty_json(redact_spec(run.outputs)) if run.outputs else "",
-                duration=present.run_duration(run, time.time()), waiting=waiting)
+                duration=present.run_duration(run, time.time()), waiting=waiting, shown=shown)
 
 
-async def _finished_log(gw: Gateway, run: Run) -> str:
-    if run.attempt < 1:
+async def _finished_log(gw: Gateway, run: Run, attempt: int) -> str:
+    if attempt < 1:
         return ""
-    path = gw.settings.log_path(run.id, run.attempt)
+    path = gw.settings.log_path(run.id, attempt)
     if path.exists():
         with open(path, "rb") as f:
             data = f.read(LOG_PAGE_LIMIT + 1)
         text = data[:LOG_PAGE_LIMIT].decode("utf-8", errors="replace")
         if len(data) > LOG_PAGE_LIMIT:
-            text += f"\n… (cut at {LOG_PAGE_LIMIT} bytes: the full log is at /api/runs/{run.id}/log)"
+            text += (f"\n… (cut at {LOG_PAGE_LIMIT} bytes: the full log is at "
+                     f"/api/runs/{run.id}/log?attempt={attempt})")
         return text
-    return await gw.store.get_log(run.id, run.attempt) or ""
+    return await gw.store.get_log(run.id, attempt) or ""
 
 
 async def rules_page(request: Request) -> Response:

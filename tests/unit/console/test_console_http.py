@@ -40,6 +40,17 @@ rules:
     hook: h
     when: 'payload.nosuch.deep > 0 if payload.kind == "typo" else false'
     run: {shell: {argv: ["true"]}}
+  - name: retried
+    hook: h
+    when: payload.kind == "retried"
+    run:
+      shell:
+        argv:
+          - sh
+          - -c
+          - printf "attempt %s \\033[31mred\\033[0m evil\\342\\200\\256txt\\n" $HOOKRUNNER_ATTEMPT;
+            [ $HOOKRUNNER_ATTEMPT -gt 1 ]
+    retry: {attempts: 2, backoff: 0s}
 """
 
 
@@ -417,7 +428,7 @@ def test_each_attempt_links_to_its_own_output(client: TestClient) -> None:
     (run_id,) = deliver(client, "quick")["runs"]  # type: ignore[misc]
     wait_status(client, run_id, "succeeded")
     page = client.get(f"/runs/{run_id}").text
-    assert f'href="/api/runs/{run_id}/log?attempt=1"' in page
+    assert f'href="/runs/{run_id}?attempt=1"' in page  # the console's view of it (below)
     assert client.get(f"/api/runs/{run_id}/log?attempt=1").status_code == 200  # by the cookie
 
 
@@ -454,3 +465,19 @@ def test_a_store_outage_is_a_503_page_not_a_500(client: TestClient, monkeypatch:
     r = client.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}", "Accept": "*/*"})
     assert (r.status_code, r.json(), r.headers["retry-after"]) == (
         503, {"error": "store unavailable"}, "5")
+
+
+def test_an_earlier_attempts_output_is_shown_as_the_page_shows_output(client: TestClient) -> None:
+    """Its link opened the API's raw text: a terminal escape and a bidi override as they came
+    (`evil<U+202E>txt` read `eviltxt` reversed), and no console around it."""
+    log_in(client)
+    run_id = str(deliver(client, "retried")["runs"][0])  # type: ignore[index]
+    wait_status(client, run_id, "succeeded")
+    latest = client.get(f"/runs/{run_id}").text
+    assert f'href="/runs/{run_id}?attempt=1"' in latest and "attempt 2" in latest
+    first = client.get(f"/runs/{run_id}?attempt=1")
+    assert first.status_code == 200
+    assert "Output of attempt 1" in first.text and "attempt 1 red evil&lt;U+202E&gt;txt" in first.text
+    assert "\x1b" not in first.text and "\u202e" not in first.text
+    for odd in ("0", "3", "x", "9" * 20):  # not an attempt of this run: the latest one
+        assert "attempt 2 red" in client.get(f"/runs/{run_id}?attempt={odd}").text

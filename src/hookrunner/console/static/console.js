@@ -149,7 +149,7 @@ function showAttempts(runId, attempts) {
     st.appendChild(badge(a.status));
     const log = document.createElement("td");
     const link = document.createElement("a");
-    link.href = `/api/runs/${encodeURIComponent(runId)}/log?attempt=${a.attempt}`;
+    link.href = `/runs/${encodeURIComponent(runId)}?attempt=${a.attempt}`;
     link.textContent = "output";
     log.appendChild(link);
     tr.append(cell(String(a.attempt)), cell(a.node, "mono"), st,
