@@ -330,7 +330,7 @@ class AnsibleRunner:
             # relative path in a passed ANSIBLE_* variable means the same as there.
             "project_dir": str(ctx.root),
             "playbook": str(playbook),
-            "inventory": str(inventory_path) if inventory_path else None,
+            "inventory": str(inventory_path),
             "limit": limit,
             "tags": ",".join(tags) if tags else None,
             "envvars": envvars,

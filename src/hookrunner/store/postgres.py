@@ -219,9 +219,9 @@ class PostgresStore:
             if newer is not None:
                 raise StoreUnavailable(newer)
             missing = [m for m in sql.migrations("postgres") if m[0] not in applied]
+            names = ",".join(name for _, name, _ in missing)
             if missing and applied:
-                event("store.migrating", pending=",".join(sql.pending("postgres", applied)),
-                      hint=sql.MIGRATING_HINT)
+                event("store.migrating", pending=names, hint=sql.MIGRATING_HINT)
             for version, name, script in missing:
                 try:
                     async with conn.transaction():
@@ -241,7 +241,7 @@ class PostgresStore:
                         "README's 'Running several nodes' shows a role that owns the "
                         "database; nothing of it was applied") from None
             if missing:
-                event("store.migrated", applied=",".join(name for _, name, _ in missing))
+                event("store.migrated", applied=names)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
 
