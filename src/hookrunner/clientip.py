@@ -88,7 +88,7 @@ def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[IPNetwo
     for address in reversed(hops):
         if not _in(current, trusted):
             break
-        if not _is_address(address):
+        if not is_address(address):
             # What a trusted proxy passed on unchecked (`garbage`, a client's own header,
             # Squid's `unknown`): no address at all, so no allow_ips may admit it (the proxy
             # itself might), and its text is not stored, logged or templated.
@@ -97,7 +97,7 @@ def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[IPNetwo
     return current
 
 
-def _is_address(text: str) -> bool:
+def is_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -182,14 +182,10 @@ def check(settings: Settings) -> int:
 
 
 def _parse_address(text: str) -> str:
-    import ipaddress
+    from hookrunner.clientip import is_address, plain
 
-    from hookrunner.clientip import plain
-
-    try:
-        ipaddress.ip_address(text.strip())
-    except ValueError:
-        raise HookrunnerError(f"--client-ip {text!r}: not an IP address") from None
+    if not is_address(text.strip()):
+        raise HookrunnerError(f"--client-ip {text!r}: not an IP address")
     return plain(text.strip())
 
 
