@@ -368,6 +368,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         return error(exc.status, exc.message)
 
     delivery_id = new_id("dlv")
+    headers = headers.as_utf8()  # verified on the wire bytes; read as text from here
     # Read from the body by some verifiers (Stripe's `type`), unchecked as the id is.
     event_type = as_storable(verified.event) if verified.event is not None else None
     scope_ = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,

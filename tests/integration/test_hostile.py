@@ -108,6 +108,10 @@ rules:
         argv: ["scripts/args.sh", "{{{{ payload.commits | map(attribute='id') }}}}",
                "t={{{{ (1, 2) }}}}", "{{{{ payload.commits[0].keys() }}}}", "a{{# note #}}b"]
         env: {{IDS: "{{{{ payload.commits | map(attribute='id') | unique }}}}"}}
+  - name: header-values
+    hook: open
+    when: payload.kind | default("") == "header"
+    run: {{shell: {{argv: ["scripts/args.sh", "{{{{ headers['X-Author'] }}}}"]}}}}
   - name: nul-from-template
     hook: open
     when: payload.kind | default("") == "nul"
@@ -472,6 +476,26 @@ def test_payload_values_stay_one_literal_argument_after_the_separator(server: Se
         expected_other = other if kind == "args" else f"x {other}"
         assert f"[--]\n[{value}]\n[{expected_other}]\nargc=3" in log, log
     assert not Path(f"/tmp/pwned-{tag}").exists()
+
+
+def test_utf8_header_values_are_read_as_utf8_and_other_bytes_as_received(server: Server) -> None:
+    """HTTP servers decode header bytes as latin-1; a UTF-8 name in a header reached templates
+    and the store as `JÃ¼rgen`. A value that is no UTF-8 (byte 0xE9 alone) stays as received."""
+    body = json.dumps({"kind": "header"}).encode()
+    request = (b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               b"X-Author: J\xc3\xbcrgen \xe2\x9c\x93\r\nX-Latin: caf\xe9\r\n"
+               b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(request)
+        (head, answer), = read_answers(s, 1)
+    assert head.startswith(b"HTTP/1.1 202 "), head
+    (run_id,) = json.loads(answer)["runs"]
+    assert server.wait_run(run_id)["status"] == "succeeded"
+    assert "[J\u00fcrgen \u2713]" in _log(server, run_id)
+    with server.admin() as c:
+        stored = c.get(f"/api/deliveries/{json.loads(answer)['delivery_id']}").json()
+    values = dict(stored["headers"])
+    assert values["x-author"] == "J\u00fcrgen \u2713" and values["x-latin"] == "caf\u00e9", values
 
 
 def test_a_leading_dash_after_the_separator_is_an_operand_not_an_option(server: Server) -> None:

@@ -65,6 +65,15 @@ class Headers:
     def keys(self) -> list[str]:
         return [k for k, _ in self._items]
 
+    def as_utf8(self) -> Headers:
+        """The values as text: a value whose wire bytes are UTF-8 read as UTF-8, others as
+        received. HTTP servers decode header bytes as latin-1, which verifiers need (the
+        exact bytes), but templates, the store and the console want `Jürgen`, not
+        `JÃ¼rgen`. Idempotent for text that was already read this way."""
+        if all(v.isascii() for _, v in self._items):
+            return self
+        return Headers((k, _utf8(v)) for k, v in self._items)
+
     def __iter__(self) -> Any:
         return iter(self.keys())
 
@@ -73,6 +82,15 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
+
+
+def _utf8(value: str) -> str:
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
 
 
 @dataclass(frozen=True)
