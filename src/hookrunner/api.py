@@ -94,11 +94,25 @@ def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
     return doc
 
 
+def _next(ids: list[str], limit: int) -> str | None:
+    """A listing's cursor for its next page: its last id, where the page is full."""
+    return ids[-1] if ids and len(ids) >= limit else None
+
+
+def _gone_cursor(what: str, before: str) -> JSONResponse:
+    return _err(400, f"before: no {what} {before[:80]!r} is stored (an id from a listing's "
+                     f"`next`; it may have been removed by --keep since)")
+
+
 async def list_deliveries(request: Request) -> Response:
-    if (refused := _unknown_params(request, ("hook", "limit"))) is not None:
+    if (refused := _unknown_params(request, ("hook", "limit", "before"))) is not None:
         return refused
-    ds = await _gw(request).store.list_deliveries(request.query_params.get("hook"), _limit(request))
-    return JSONResponse({"deliveries": [delivery_json(d, full=False) for d in ds]})
+    store, limit, before = _gw(request).store, _limit(request), request.query_params.get("before")
+    ds = await store.list_deliveries(request.query_params.get("hook"), limit, before=before)
+    if not ds and before is not None and await store.get_delivery(before) is None:
+        return _gone_cursor("delivery", before)
+    return JSONResponse({"deliveries": [delivery_json(d, full=False) for d in ds],
+                         "next": _next([d.id for d in ds], limit)})
 
 
 async def get_delivery(request: Request) -> Response:
@@ -133,15 +147,20 @@ async def replay(request: Request) -> Response:
 
 
 async def list_runs(request: Request) -> Response:
-    if (refused := _unknown_params(request, ("status", "rule", "delivery", "limit"))) is not None:
+    known = ("status", "rule", "delivery", "limit", "before")
+    if (refused := _unknown_params(request, known)) is not None:
         return refused
     status = request.query_params.get("status")
     if status and status not in RUN_STATUSES:
         return _err(400, f"status must be one of {', '.join(RUN_STATUSES)}")
-    runs = await _gw(request).store.list_runs(
-        status=status, limit=_limit(request), delivery_id=request.query_params.get("delivery"),
-        rule=request.query_params.get("rule"))
-    return JSONResponse({"runs": [_run_json(r) for r in runs]})
+    store, limit, before = _gw(request).store, _limit(request), request.query_params.get("before")
+    runs = await store.list_runs(
+        status=status, limit=limit, delivery_id=request.query_params.get("delivery"),
+        rule=request.query_params.get("rule"), before=before)
+    if not runs and before is not None and await store.get_run(before) is None:
+        return _gone_cursor("run", before)
+    return JSONResponse({"runs": [_run_json(r) for r in runs],
+                         "next": _next([r.id for r in runs], limit)})
 
 
 def _run_json(run: Run) -> dict[str, Any]:

@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--rule", type=_not_empty, help="only runs of this rule")
     ru.add_argument("--delivery", type=_not_empty, metavar="ID", help="only runs of this delivery")
     ru.add_argument("--limit", type=_at_least_one, default=20, help="at most this many (default 20)")
+    ru.add_argument("--before", type=_not_empty, metavar="RUN_ID",
+                    help="the runs listed after this one (the next page; newest first)")
     _store_flags(ru)
 
     lg = sub.add_parser("log", help="a run's output (its current attempt, or --attempt N)")
@@ -232,7 +234,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "replay": lambda: commands.replay(settings, args.delivery_id,
                                           args.rule[0] if args.rule else None),
         "runs": lambda: commands.runs(settings, args.status, args.limit, args.rule,
-                                      args.delivery),
+                                      args.delivery, args.before),
         "log": lambda: commands.show_log(settings, args.run_id, args.attempt),
         "delivery": lambda: commands.show_delivery(settings, args.delivery_id),
         "cancel": lambda: commands.cancel(settings, args.run_id),

@@ -447,7 +447,7 @@ def _ts(t: float | None) -> str:
 
 
 async def runs(settings: Settings, status: str | None, limit: int, rule: str | None = None,
-               delivery: str | None = None) -> int:
+               delivery: str | None = None, before: str | None = None) -> int:
     if status is not None and status not in RUN_STATUSES:
         print(f"hookrunner: --status must be one of {', '.join(RUN_STATUSES)}", file=sys.stderr)
         return EXIT_USAGE
@@ -458,7 +458,11 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
         return EXIT_FAIL
     try:
         items = await store.list_runs(status=status, limit=limit, rule=rule,
-                                      delivery_id=delivery)
+                                      delivery_id=delivery, before=before)
+        if not items and before is not None and await store.get_run(before) is None:
+            print(f"hookrunner: --before: no run {before!r} is stored (it may have been "
+                  "removed by --keep since)", file=sys.stderr)
+            return EXIT_FAIL
         running = await store.list_runs(status="running", limit=1000) \
             if any(r.status == "queued" for r in items) else []
     finally:
@@ -487,8 +491,11 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
     if not items:
         asked = [f"{what} {value!r}" for what, value in
                  (("status", status), ("rule", rule), ("delivery", delivery)) if value]
-        print("no runs" + (f" of {', '.join(asked)} (is the name right?)" if asked else ""),
-              file=sys.stderr)
+        older = f" older than {before}" if before else ""
+        print(f"no runs{older}" + (f" of {', '.join(asked)} (is the name right?)"
+                                   if asked and not before else ""), file=sys.stderr)
+    elif len(items) >= limit:  # on stderr: a script reading the lines is not disturbed
+        print(f"(older runs: the same with --before {items[-1].id})", file=sys.stderr)
     return EXIT_OK
 
 

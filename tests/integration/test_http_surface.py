@@ -4,7 +4,9 @@ keeps (query, redacted headers) and shows, and the modes of what it writes to di
 from __future__ import annotations
 
 import base64
+import html
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -333,7 +335,8 @@ def test_a_listing_refuses_parameters_it_does_not_take(make_server: Callable[...
     with server.admin() as c:
         r = c.get("/api/deliveries", params={"status": "failed"})
         assert r.status_code == 400
-        assert r.json() == {"error": "unknown parameter 'status'; this endpoint takes hook, limit"}
+        assert r.json() == {
+            "error": "unknown parameter 'status'; this endpoint takes hook, limit, before"}
         assert c.get("/api/runs", params={"offset": "100"}).status_code == 400
         # Given twice: which would count? (The last did, silently.)
         r = c.get("/api/runs?status=failed&status=succeeded")
@@ -363,6 +366,49 @@ def test_a_listing_refuses_parameters_it_does_not_take(make_server: Callable[...
         assert c.get("/api/runs", params={"rule": ""}).json() == {
             "error": "rule is empty: leave it out for no filter by it"}
         assert c.get("/api/runs", params={"limit": "9" * 5000}).status_code == 200  # at most 1000
+
+
+def test_listings_page_back_through_the_whole_history(make_server: Callable[..., Server],
+                                                      project: Path) -> None:
+    """The newest 1,000 were all the API, the console or `hookrunner runs` could list: an
+    older delivery could only be found by its id. Each pages on with `before`."""
+    server = make_server(RULES, env=ENV)
+    posted = [httpx.post(f"{server.url}/hooks/open", json={"n": i}, timeout=30).json()
+              for i in range(7)]
+    newest_first = [p["delivery_id"] for p in reversed(posted)]
+    runs_newest_first = [p["runs"][0] for p in reversed(posted)]
+    with server.admin() as c:
+        for path, key, expected in (("/api/deliveries", "deliveries", newest_first),
+                                    ("/api/runs", "runs", runs_newest_first)):
+            seen: list[str] = []
+            params = {"limit": "3"}
+            while True:
+                page = c.get(path, params=params).json()
+                seen += [item["id"] for item in page[key]]
+                if page["next"] is None:
+                    break
+                assert page["next"] == seen[-1]
+                params = {"limit": "3", "before": page["next"]}
+            assert seen == expected, (path, page)
+        r = c.get("/api/deliveries", params={"before": "dlv_gone"})
+        assert r.status_code == 400 and "dlv_gone" in r.json()["error"], r.text
+        assert c.get("/api/runs", params={"before": "run_gone"}).status_code == 400
+        # The console: an "older" link on a full page, the rest behind it, none after.
+        first = c.get("/", params={"limit": "4"}).text
+        assert re.findall(r'<tr data-id="([^"]+)"', first) == newest_first[:4]
+        older = re.search(r'href="/\?([^"]*)" id="older"', first)
+        assert older is not None, first
+        second = c.get("/?" + html.unescape(older.group(1))).text
+        assert re.findall(r'<tr data-id="([^"]+)"', second) == newest_first[4:]
+        assert 'id="older"' not in second and "Newest" in second
+    cli = [sys.executable, "-m", "hookrunner.cli", "runs", "--data", str(project / "data")]
+    page = subprocess.run([*cli, "--limit", "5"], capture_output=True, text=True, check=True)
+    assert f"--before {runs_newest_first[4]}" in page.stderr
+    rest = subprocess.run([*cli, "--limit", "5", "--before", runs_newest_first[4]],
+                          capture_output=True, text=True, check=True)
+    assert [line.split()[0] for line in rest.stdout.splitlines()] == runs_newest_first[5:]
+    gone = subprocess.run([*cli, "--before", "run_gone"], capture_output=True, text=True)
+    assert gone.returncode == 1 and "run_gone" in gone.stderr
 
 
 def test_the_console_behind_a_tls_terminating_proxy(make_server: Callable[..., Server]) -> None:

@@ -27,6 +27,7 @@ class Filters:
     since: str = ""
     limit: int = DEFAULT_LIMIT
     problems: list[str] = field(default_factory=list)
+    before: str = ""  # the page after this delivery (the "older" link); the form starts anew
 
     @property
     def since_seconds(self) -> float | None:
@@ -35,6 +36,13 @@ class Filters:
     def query(self) -> str:
         return urlencode([(k, v) for k, v in (("hook", self.hook), ("status", self.status),
                                                 ("since", self.since)) if v])
+
+    def page_query(self, before: str | None = None) -> str:
+        """This page's query (the live refresh's), or with `before` the next older page's."""
+        cursor = self.before if before is None else before
+        more = [("limit", str(self.limit))] if self.limit != DEFAULT_LIMIT else []
+        more += [("before", cursor)] if cursor else []
+        return "&".join(q for q in (self.query(), urlencode(more)) if q)
 
 
 def parse_filters(q: QueryParams) -> Filters:
@@ -55,7 +63,8 @@ def parse_filters(q: QueryParams) -> Filters:
         limit = max(1, min(int(q.get("limit", DEFAULT_LIMIT)), MAX_LIMIT))
     except ValueError:
         limit = DEFAULT_LIMIT
-    return Filters(q.get("hook", "").strip(), status, since, limit, problems)
+    return Filters(q.get("hook", "").strip(), status, since, limit, problems,
+                   q.get("before", "").strip())
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,9 @@ async def rows(gw: Gateway, f: Filters) -> list[Row]:
     since = f.since_seconds
     cutoff = time.time() - since if since is not None else None
     found: list[Delivery]
+    cursor = await store.get_delivery(f.before) if f.before else None
+    if f.before and cursor is None:
+        return []  # removed by --keep since its page was shown: nothing older is left either
     if f.status and f.status != NO_RUNS:
         # From the runs with that status (newest first), however old their deliveries: a
         # failed run behind a thousand newer deliveries is still found.
@@ -81,13 +93,15 @@ async def rows(gw: Gateway, f: Filters) -> list[Row]:
                 r.delivery_id for r in await store.list_runs(status=f.status, limit=SCAN_LIMIT)):
             d = await store.get_delivery(delivery_id)
             if (d is not None and (not f.hook or d.hook == f.hook)
-                    and (cutoff is None or d.received_at >= cutoff)):
+                    and (cutoff is None or d.received_at >= cutoff)
+                    and (cursor is None or (d.received_at, d.id) < (cursor.received_at, cursor.id))):
                 found.append(d)
                 if len(found) >= f.limit:
                     break
     else:
         thinned = bool(f.status or f.since)
-        found = await store.list_deliveries(f.hook or None, SCAN_LIMIT if thinned else f.limit)
+        found = await store.list_deliveries(f.hook or None, SCAN_LIMIT if thinned else f.limit,
+                                            before=cursor.id if cursor is not None else None)
         if cutoff is not None:
             found = [d for d in found if d.received_at >= cutoff]
     out: list[Row] = []

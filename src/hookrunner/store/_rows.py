@@ -25,16 +25,22 @@ CANCELED_INSTEAD_OF_RETRY = ("canceled by request (not retried: its attempt ende
 
 
 # Listing filters: parameter name -> column (store/sql/*/queries.sql: list_runs, list_deliveries).
-RUN_FILTERS = {"status": "r.status", "delivery_id": "r.delivery_id", "rule": "r.rule"}
-DELIVERY_FILTERS = {"hook": "hook"}
+# A filter is a column compared for equality, or a condition with `{}` for its placeholder.
+# `before` (a listing's cursor: the last id of the page before) takes what comes after that
+# row in the listing's order; an id no longer stored lists nothing.
+RUN_FILTERS = {"status": "r.status", "delivery_id": "r.delivery_id", "rule": "r.rule",
+               "before": "r.seq < (SELECT seq FROM runs WHERE id = {})"}
+DELIVERY_FILTERS = {"hook": "hook", "before": "(received_at, id) < "
+                    "(SELECT received_at, id FROM deliveries WHERE id = {})"}
 
 
 def listing(template: str, filters: dict[str, str], params: dict[str, Any],
             placeholder: Callable[[str], str]) -> str:
     """A listing query with a condition for each filter given and none for the others, so
     each form has a plan that uses its index (`col = :x` only where `x` is set)."""
-    conds = [f"{column} = {placeholder(name)}" for name, column in filters.items()
-             if params.get(name) is not None]
+    conds = [column.format(placeholder(name)) if "{}" in column
+             else f"{column} = {placeholder(name)}"
+             for name, column in filters.items() if params.get(name) is not None]
     where = f"WHERE {' AND '.join(conds)}" if conds else ""
     return template.replace("{where}", where).replace("{limit}", placeholder("limit"))
 

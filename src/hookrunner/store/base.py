@@ -257,17 +257,22 @@ class Store(Protocol):
 
     async def list_runs(
         self, status: str | None = None, limit: int = 50, delivery_id: str | None = None,
-        rule: str | None = None,
+        rule: str | None = None, before: str | None = None,
     ) -> list[Run]:
-        """The newest runs first. A rendered action (`spec`) of more than LISTED_SPEC bytes
-        of JSON is `{"omitted_bytes": N}` here, with its hidden-key mark: `get_run` has it."""
+        """The newest runs first; with `before` (a run id), those listed after it. A rendered
+        action (`spec`) of more than LISTED_SPEC bytes of JSON is `{"omitted_bytes": N}` here,
+        with its hidden-key mark: `get_run` has it."""
         ...
 
     async def attempts(self, run_id: str) -> list[Attempt]: ...
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
 
-    async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]: ...
+    async def list_deliveries(self, hook: str | None = None, limit: int = 50,
+                              before: str | None = None) -> list[Delivery]:
+        """The newest first (by time received, then id); with `before` (a delivery id), those
+        listed after it."""
+        ...
 
     async def counts(self) -> dict[str, int]:
         """Runs by status (for metrics): a scan of every run, so not too often."""

@@ -214,7 +214,7 @@ class MemoryStore:
 
     async def list_runs(
         self, status: str | None = None, limit: int = 50, delivery_id: str | None = None,
-        rule: str | None = None,
+        rule: str | None = None, before: str | None = None,
     ) -> list[Run]:
         out = [
             r for r in self._runs.values()
@@ -222,6 +222,9 @@ class MemoryStore:
             and (delivery_id is None or r.delivery_id == delivery_id)
             and (rule is None or r.rule == rule)
         ]
+        if before is not None:
+            cursor = self._runs.get(before)
+            out = [r for r in out if cursor is not None and r.seq < cursor.seq]
         out.sort(key=lambda r: r.seq, reverse=True)
         return [_listed(self._copy(r)) for r in out[:limit]]
 
@@ -238,9 +241,14 @@ class MemoryStore:
         d = self._deliveries.get(delivery_id)
         return copy.deepcopy(d) if d else None
 
-    async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]:
+    async def list_deliveries(self, hook: str | None = None, limit: int = 50,
+                              before: str | None = None) -> list[Delivery]:
         out = [d for d in self._deliveries.values() if hook is None or d.hook == hook]
-        out.sort(key=lambda d: d.received_at, reverse=True)
+        if before is not None:
+            cursor = self._deliveries.get(before)
+            out = [d for d in out if cursor is not None
+                   and (d.received_at, d.id) < (cursor.received_at, cursor.id)]
+        out.sort(key=lambda d: (d.received_at, d.id), reverse=True)
         return [copy.deepcopy(d) for d in out[:limit]]
 
     async def queued(self) -> int:

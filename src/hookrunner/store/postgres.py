@@ -422,9 +422,10 @@ class PostgresStore:
 
     async def list_runs(
         self, status: str | None = None, limit: int = 50, delivery_id: str | None = None,
-        rule: str | None = None,
+        rule: str | None = None, before: str | None = None,
     ) -> list[Run]:
-        params = {"status": status, "limit": limit, "delivery_id": delivery_id, "rule": rule}
+        params = {"status": status, "limit": limit, "delivery_id": delivery_id, "rule": rule,
+                  "before": before}
         sql = listing(Q["list_runs"], RUN_FILTERS, params, lambda name: f"%({name})s")
         async with self._listing() as left:
             rows = await self._query(sql, params, left)
@@ -448,8 +449,9 @@ class PostgresStore:
         found = await self._with_run_ids(await self._rows("get_delivery", {"id": delivery_id}))
         return found[0] if found else None
 
-    async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]:
-        params = {"hook": hook, "limit": limit}
+    async def list_deliveries(self, hook: str | None = None, limit: int = 50,
+                              before: str | None = None) -> list[Delivery]:
+        params = {"hook": hook, "limit": limit, "before": before}
         sql = listing(Q["list_deliveries"], DELIVERY_FILTERS, params, lambda name: f"%({name})s")
         async with self._listing() as left:
             return await self._with_run_ids(await self._query(sql, params, left))

@@ -418,9 +418,10 @@ class SQLiteStore:
 
     async def list_runs(
         self, status: str | None = None, limit: int = 50, delivery_id: str | None = None,
-        rule: str | None = None,
+        rule: str | None = None, before: str | None = None,
     ) -> list[Run]:
-        params = {"status": status, "limit": limit, "delivery_id": delivery_id, "rule": rule}
+        params = {"status": status, "limit": limit, "delivery_id": delivery_id, "rule": rule,
+                  "before": before}
         sql = listing(Q["list_runs"], RUN_FILTERS, params, lambda name: f":{name}")
         return [run_from_row(r) for r in await self._read(lambda c: c.execute(sql, params).fetchall())]
 
@@ -438,8 +439,9 @@ class SQLiteStore:
 
         return await self._read(read)
 
-    async def list_deliveries(self, hook: str | None = None, limit: int = 50) -> list[Delivery]:
-        params = {"hook": hook, "limit": limit}
+    async def list_deliveries(self, hook: str | None = None, limit: int = 50,
+                              before: str | None = None) -> list[Delivery]:
+        params = {"hook": hook, "limit": limit, "before": before}
         sql = listing(Q["list_deliveries"], DELIVERY_FILTERS, params, lambda name: f":{name}")
 
         def read(c: sqlite3.Connection) -> list[Delivery]:

@@ -473,6 +473,30 @@ async def test_counts_next_due_and_list_runs(store: Store) -> None:
     assert await store.list_runs(rule="other") == []
 
 
+async def test_listings_page_with_a_cursor_through_ties_and_filters(store: Store) -> None:
+    """`before` (the last id of a page) lists what comes after it, newest first, every item
+    once, deliveries received at the same instant included; a cursor no longer stored (or
+    never) lists nothing."""
+    ds = [delivery(hook="gh" if i % 3 else "gl", at=T0 + i // 2) for i in range(9)]
+    for d in ds:
+        await store.accept(d, [new_run(d)])
+    whole = [d.id for d in await store.list_deliveries(limit=100)]
+    assert len(whole) == 9
+    paged: list[str] = []
+    before = None
+    while page := await store.list_deliveries(limit=2, before=before):
+        paged += [d.id for d in page]
+        before = page[-1].id
+    assert paged == whole
+    gh = [d.id for d in await store.list_deliveries(hook="gh", limit=100)]
+    assert [d.id for d in await store.list_deliveries(hook="gh", limit=100, before=gh[1])] == gh[2:]
+    runs = [r.id for r in await store.list_runs(limit=100)]
+    assert [r.id for r in await store.list_runs(limit=3, before=runs[2])] == runs[3:6]
+    assert [r.id for r in await store.list_runs(rule="r", limit=100, before=runs[7])] == runs[8:]
+    assert await store.list_deliveries(before="d-none") == []
+    assert await store.list_runs(before="r-none") == []
+
+
 @pytest.mark.parametrize("hidden_key", [True, False])
 async def test_a_listing_carries_a_large_action_as_its_size_only(
     store: Store, hidden_key: bool,

@@ -212,7 +212,7 @@ SELECT log FROM attempts WHERE run_id = %(run_id)s AND attempt = %(attempt)s;
 SELECT * FROM deliveries WHERE id = %(id)s;
 
 -- name: list_deliveries
-SELECT * FROM deliveries {where} ORDER BY received_at DESC LIMIT {limit};
+SELECT * FROM deliveries {where} ORDER BY received_at DESC, id DESC LIMIT {limit};
 
 -- name: counts
 SELECT status, count(*) AS n FROM runs GROUP BY status;

@@ -201,7 +201,7 @@ SELECT log FROM attempts WHERE run_id = :run_id AND attempt = :attempt;
 SELECT * FROM deliveries WHERE id = :id;
 
 -- name: list_deliveries
-SELECT * FROM deliveries {where} ORDER BY received_at DESC LIMIT {limit};
+SELECT * FROM deliveries {where} ORDER BY received_at DESC, id DESC LIMIT {limit};
 
 -- name: counts
 SELECT status, count(*) AS n FROM runs GROUP BY status;
