@@ -26,6 +26,7 @@ MAX_TEXT = 1_000_000  # longest string or list a template may build, in characte
 MAX_INT_BITS = 64 * 1024  # largest integer a template may compute (~19,700 digits)
 MAX_ITERATIONS = 1_000_000  # loop steps over one render (nested loops multiply)
 REGEX_TIMEOUT = 0.05  # seconds one `match`/`search` may take
+REGEX_GIL_KEPT = 65536  # characters of text matched without letting go of the GIL
 _CACHED_PATTERN = 1000  # longer patterns (a payload may choose one) are compiled, not cached
 
 RENDER_SECONDS = 0.5  # wall-clock time one render may take (checked between operations)
@@ -448,9 +449,13 @@ def regex_find(pattern: str, text: str, *, anchored: bool) -> bool:
     state = _render.get(None)
     limit = REGEX_TIMEOUT if state is None else min(
         REGEX_TIMEOUT, max(0.001, state.deadline - time.monotonic()))
+    # `regex` lets go of the GIL while it matches a str; on the event loop, getting it back
+    # waits for the thread that took it (~20 us measured, for a 1 us match). A long text
+    # still lets go: the store's writer may work meanwhile.
+    concurrent = len(text) > REGEX_GIL_KEPT
     try:
-        found = (compiled.match(text, timeout=limit) if anchored
-                 else compiled.search(text, timeout=limit))
+        found = (compiled.match(text, timeout=limit, concurrent=concurrent) if anchored
+                 else compiled.search(text, timeout=limit, concurrent=concurrent))
     except TimeoutError:
         if state is not None and limit < REGEX_TIMEOUT:
             state.check_time()  # the render's own time ran out: say that

@@ -255,3 +255,30 @@ def test_text_log_lines_leave_out_fields_without_a_value() -> None:
     line = logs._text_line(0.0, "info", "run.finished", {"status": "succeeded", "reason": "",
                                                           "retry_in": None, "exit_code": 0})
     assert line.endswith("info run.finished status=succeeded exit_code=0"), line
+
+
+@pytest.mark.parametrize("size", [0, 1, 2047, 2048, 5400, 70_000])
+@pytest.mark.parametrize("algorithm", ["sha1", "sha256", "sha512"])
+def test_a_signature_made_in_pieces_is_the_one_shot_hmac(size: int, algorithm: str) -> None:
+    """crypto.sign hashes in pieces that keep the GIL (and copies a keyed state made once):
+    the result must be exactly hmac.digest's, whatever the size and whichever the secret."""
+    import hmac
+
+    from hookrunner.verify.crypto import sign
+
+    message = os.urandom(size)
+    for secret in (b"", b"k", os.urandom(200)):  # a key longer than a block is hashed first
+        assert sign(secret, message, algorithm) == hmac.digest(secret, message, algorithm)
+        assert sign(secret, message + b"x", algorithm) != hmac.digest(secret, message, algorithm)
+
+
+def test_a_long_text_is_matched_as_a_short_one() -> None:
+    """bounds.regex_find keeps the GIL for a short text and lets go of it for a long one:
+    both give the same answers."""
+    from hookrunner.bounds import REGEX_GIL_KEPT, regex_find
+
+    for text in ("refs/tags/v1.2", "refs/tags/v1" + "x" * REGEX_GIL_KEPT):
+        assert regex_find("refs/tags/v.*", text, anchored=True)
+        assert regex_find("tags/v[0-9]", text, anchored=False)
+        assert not regex_find("tags/v[0-9]", text, anchored=True)
+        assert not regex_find("refs/heads/", text, anchored=False)
