@@ -95,8 +95,9 @@ def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
 
 
 def _next(ids: list[str], limit: int) -> str | None:
-    """A listing's cursor for its next page: its last id, where the page is full."""
-    return ids[-1] if ids and len(ids) >= limit else None
+    """A listing's cursor for its next page (its last id), where one more than `limit` was
+    found: a full last page has none."""
+    return ids[limit - 1] if len(ids) > limit else None
 
 
 def _gone_cursor(what: str, before: str) -> JSONResponse:
@@ -108,10 +109,10 @@ async def list_deliveries(request: Request) -> Response:
     if (refused := _unknown_params(request, ("hook", "limit", "before"))) is not None:
         return refused
     store, limit, before = _gw(request).store, _limit(request), request.query_params.get("before")
-    ds = await store.list_deliveries(request.query_params.get("hook"), limit, before=before)
+    ds = await store.list_deliveries(request.query_params.get("hook"), limit + 1, before=before)
     if not ds and before is not None and await store.get_delivery(before) is None:
         return _gone_cursor("delivery", before)
-    return JSONResponse({"deliveries": [delivery_json(d, full=False) for d in ds],
+    return JSONResponse({"deliveries": [delivery_json(d, full=False) for d in ds[:limit]],
                          "next": _next([d.id for d in ds], limit)})
 
 
@@ -155,11 +156,11 @@ async def list_runs(request: Request) -> Response:
         return _err(400, f"status must be one of {', '.join(RUN_STATUSES)}")
     store, limit, before = _gw(request).store, _limit(request), request.query_params.get("before")
     runs = await store.list_runs(
-        status=status, limit=limit, delivery_id=request.query_params.get("delivery"),
+        status=status, limit=limit + 1, delivery_id=request.query_params.get("delivery"),
         rule=request.query_params.get("rule"), before=before)
     if not runs and before is not None and await store.get_run(before) is None:
         return _gone_cursor("run", before)
-    return JSONResponse({"runs": [_run_json(r) for r in runs],
+    return JSONResponse({"runs": [_run_json(r) for r in runs[:limit]],
                          "next": _next([r.id for r in runs], limit)})
 
 

@@ -457,8 +457,9 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
     if store is None:
         return EXIT_FAIL
     try:
-        items = await store.list_runs(status=status, limit=limit, rule=rule,
+        items = await store.list_runs(status=status, limit=limit + 1, rule=rule,
                                       delivery_id=delivery, before=before)
+        more, items = len(items) > limit, items[:limit]
         if not items and before is not None and await store.get_run(before) is None:
             print(f"hookrunner: --before: no run {before!r} is stored (it may have been "
                   "removed by --keep since)", file=sys.stderr)
@@ -492,9 +493,10 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
         asked = [f"{what} {value!r}" for what, value in
                  (("status", status), ("rule", rule), ("delivery", delivery)) if value]
         older = f" older than {before}" if before else ""
-        print(f"no runs{older}" + (f" of {', '.join(asked)} (is the name right?)"
-                                   if asked and not before else ""), file=sys.stderr)
-    elif len(items) >= limit:  # on stderr: a script reading the lines is not disturbed
+        named = asked and not before and not (status and len(asked) == 1)
+        print(f"no runs{older}" + (f" of {', '.join(asked)}" if asked else "")
+              + (" (is the name right?)" if named else ""), file=sys.stderr)
+    elif more:  # on stderr: a script reading the lines is not disturbed
         print(f"(older runs: the same with --before {items[-1].id})", file=sys.stderr)
     return EXIT_OK
 

@@ -390,6 +390,8 @@ def test_listings_page_back_through_the_whole_history(make_server: Callable[...,
                 assert page["next"] == seen[-1]
                 params = {"limit": "3", "before": page["next"]}
             assert seen == expected, (path, page)
+            whole = c.get(path, params={"limit": "7"}).json()  # a full page, and no more
+            assert [item["id"] for item in whole[key]] == expected and whole["next"] is None
         r = c.get("/api/deliveries", params={"before": "dlv_gone"})
         assert r.status_code == 400 and "dlv_gone" in r.json()["error"], r.text
         assert c.get("/api/runs", params={"before": "run_gone"}).status_code == 400
@@ -407,6 +409,8 @@ def test_listings_page_back_through_the_whole_history(make_server: Callable[...,
     rest = subprocess.run([*cli, "--limit", "5", "--before", runs_newest_first[4]],
                           capture_output=True, text=True, check=True)
     assert [line.split()[0] for line in rest.stdout.splitlines()] == runs_newest_first[5:]
+    assert "older runs" not in subprocess.run([*cli, "--limit", "7"], capture_output=True,
+                                              text=True, check=True).stderr
     gone = subprocess.run([*cli, "--before", "run_gone"], capture_output=True, text=True)
     assert gone.returncode == 1 and "run_gone" in gone.stderr
 

@@ -78,7 +78,9 @@ class Row:
 
 
 async def rows(gw: Gateway, f: Filters) -> list[Row]:
+    """The page's rows, and one more where there are more (the "older" link's sign)."""
     store = gw.store
+    want = f.limit + 1
     since = f.since_seconds
     cutoff = time.time() - since if since is not None else None
     found: list[Delivery]
@@ -96,11 +98,11 @@ async def rows(gw: Gateway, f: Filters) -> list[Row]:
                     and (cutoff is None or d.received_at >= cutoff)
                     and (cursor is None or (d.received_at, d.id) < (cursor.received_at, cursor.id))):
                 found.append(d)
-                if len(found) >= f.limit:
+                if len(found) >= want:
                     break
     else:
         thinned = bool(f.status or f.since)
-        found = await store.list_deliveries(f.hook or None, SCAN_LIMIT if thinned else f.limit,
+        found = await store.list_deliveries(f.hook or None, SCAN_LIMIT if thinned else want,
                                             before=cursor.id if cursor is not None else None)
         if cutoff is not None:
             found = [d for d in found if d.received_at >= cutoff]
@@ -110,7 +112,7 @@ async def rows(gw: Gateway, f: Filters) -> list[Row]:
             continue
         runs = await store.list_runs(delivery_id=d.id, limit=RUNS_PER_ROW) if d.run_ids else []
         out.append(Row(d, sorted(runs, key=lambda r: r.seq)))
-        if len(out) >= f.limit:
+        if len(out) >= want:
             break
     return out
 

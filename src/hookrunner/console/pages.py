@@ -39,8 +39,9 @@ def store_unavailable(request: Request) -> Response:
 async def deliveries_page(request: Request) -> Response:
     gw = gateway(request)
     f = deliveries.parse_filters(request.query_params)
+    rows = await deliveries.rows(gw, f)
     return page("deliveries.html", **base(request, "deliveries"), filters=f,
-                rows=await deliveries.rows(gw, f), hooks=deliveries.hook_choices(gw, f),
+                rows=rows[:f.limit], older=len(rows) > f.limit, hooks=deliveries.hook_choices(gw, f),
                 statuses=[*RUN_STATUSES, deliveries.NO_RUNS], since_choices=deliveries.SINCE_CHOICES,
                 verifiers=_verifiers(gw), poll_ms=LIVE_POLL_MS)
 
@@ -50,7 +51,7 @@ async def deliveries_rows(request: Request) -> Response:
     gw = gateway(request)
     f = deliveries.parse_filters(request.query_params)
     return page("_delivery_rows.html", **base(request, "deliveries"), filters=f,
-                rows=await deliveries.rows(gw, f), verifiers=_verifiers(gw))
+                rows=(await deliveries.rows(gw, f))[:f.limit], verifiers=_verifiers(gw))
 
 
 def _verifiers(gw: Gateway) -> dict[str, str]:
