@@ -142,6 +142,8 @@ def log_url(url: str, *, path: bool = True) -> str:
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
+        if ":" in host:  # IPv6, as the URL writes it
+            host = f"[{host}]"
         if parts.port:
             host = f"{host}:{parts.port}"
     except ValueError:  # `http://[::1`, a port past 65535: say no more than the scheme

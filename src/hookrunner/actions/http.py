@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import ssl
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib import request as urlrequest
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -23,6 +26,14 @@ from hookrunner.redact import log_url
 KIND = "http"
 KEYS = ("url", "method", "headers", "json", "body", "ca")
 URL_ENV = "url_env"  # where `url: {env: NAME}` goes (see _env_ref)
+# The scheme and host a templated url writes out (`https://ci.example.com`), which a value
+# may not change (see fixed_part, _pinned). Written by normalize from the rule's own text,
+# under a key no template writes.
+URL_FIXED = "url_fixed"
+TEMPLATE_START = re.compile(r"\{[{%#]")
+EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
+HOLE = "\ufffc"  # where a `{{ ... }}` is, in URL_FIXED (no character of a URL's host)
 HEADERS_ENV = "headers_env"  # where `headers: {X: {env: NAME}}` go
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_METHOD = "POST"
@@ -42,6 +53,9 @@ def normalize_http(raw: Any) -> dict[str, Any]:
         out[URL_ENV] = _env_ref(url, "http.url", ("url",))
     else:
         out["url"] = spec.required_str(spec_, "url", KIND)
+        fixed = fixed_part(out["url"])
+        if fixed:
+            out[URL_FIXED] = fixed
     method = (spec.optional_str(spec_, "method", KIND) or DEFAULT_METHOD).upper()
     if method not in METHODS:
         raise ConfigError(f"http.method must be one of {', '.join(METHODS)}", path=("method",))
@@ -77,6 +91,66 @@ def normalize_http(raw: Any) -> dict[str, Any]:
     return out
 
 
+def fixed_part(url: str) -> str | None:
+    """The scheme and host of a templated URL as its rule writes them, each `{{ ... }}` in
+    the host as HOLE (`https://ci.example.com`, `https://HOLE.example.com`, `http://hostHOLE`
+    where the path's template follows the host at once). None where the URL has no template
+    or the rule does not write its scheme, or a `{% %}` block is in its host: there a value
+    may name any host, as the rule says."""
+    if TEMPLATE_START.search(url) is None:
+        return None
+    skeleton = EXPRESSION.sub(HOLE, COMMENT.sub("", url.strip()))
+    try:
+        parts = urlsplit(skeleton)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in SCHEMES or not parts.netloc or "{%" in parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def host_left_open(url: str) -> bool:
+    """Whether a template goes on with a host the rule has begun (`http://api.example.com{{
+    payload.path }}`): a value could then move the request to another host (`.evil.example`,
+    `:8443`). `check` warns: the path should start with a literal `/`."""
+    fixed = fixed_part(url)
+    return fixed is not None and fixed.endswith(HOLE) and fixed.count(HOLE) == 1 and \
+        not fixed.endswith("://" + HOLE)
+
+
+def _pinned(url: str, fixed: str) -> bool:
+    """Whether `url` keeps the scheme and host its rule writes (`fixed`, see fixed_part): a
+    templated part of the host may be any text but no `@` (credentials a value would add,
+    `http://host{{ path }}` with a path of `@evil.example/`), and no `/`, `?` or `#`."""
+    try:
+        got = urlsplit(url)
+    except ValueError:
+        return False
+    scheme, _, netloc = fixed.partition("://")
+    pattern = "[^@/?#\\\\]*".join(re.escape(piece) for piece in netloc.split(HOLE))
+    return got.scheme.lower() == scheme.lower() and \
+        re.fullmatch(pattern, got.netloc, re.IGNORECASE) is not None
+
+
+def _dot_segment(url: str) -> bool:
+    """Whether the URL's path has a `..` segment (`%2e%2e` too), which the client resolves
+    before sending: `/builds/{{ id | urlencode }}` with an id of `../../admin` would be
+    `/admin` (urlencode keeps `/`)."""
+    path = urlsplit(url).path
+    return any(unquote(segment) == ".." for segment in path.split("/"))
+
+
+def literal_problem(url: str) -> str | None:
+    """What is wrong with a URL written without templates (every run would be refused)."""
+    if TEMPLATE_START.search(url):
+        return None
+    try:  # shown as the log shows it: a rule's URL may carry credentials
+        _check_url(url.strip(), log_url(url.strip()))
+    except ActionError as exc:
+        return str(exc).removeprefix("http: ")
+    return None
+
+
 def _literal_credentials(url: str) -> bool:
     """Whether a URL written without templates has a user name (`https://u:p@host/`)."""
     if "{" in url:
@@ -87,17 +161,38 @@ def _literal_credentials(url: str) -> bool:
         return False
 
 
-def trust(ca: Any, root: Path) -> ssl.SSLContext | bool:
+def trust(ca: Any, root: Path) -> ssl.SSLContext:
     """The certificates an https answer must chain to: the system's, or `ca` (a PEM bundle;
-    a relative path is under --root) for an internal CA."""
+    a relative path is under --root) for an internal CA. Each is loaded once (a context
+    costs ~30 ms of CPU: once a run, it was most of an http run's cost), and a `ca` file
+    again when it changes."""
     if not ca:
-        return True
+        return _system_trust()
     path = Path(stringify(ca))
     path = path if path.is_absolute() else confine(root, str(path))
     try:
-        return ssl.create_default_context(cafile=str(path))
+        stat = path.stat()
+        return _bundle_trust(str(path), stat.st_mtime_ns, stat.st_size)
     except (OSError, ssl.SSLError) as exc:
         raise ActionError(f"http: ca: cannot load {ca}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+@functools.cache
+def _system_trust() -> ssl.SSLContext:
+    """The system's CA store (Debian's ca-certificates, where `update-ca-certificates` puts
+    an internal CA), as curl trusts; certifi's bundle (httpx's own default) only where the
+    system has none."""
+    context = ssl.create_default_context()
+    if not context.cert_store_stats().get("x509_ca"):
+        import certifi
+
+        context = ssl.create_default_context(cafile=certifi.where())
+    return context
+
+
+@functools.lru_cache(maxsize=32)
+def _bundle_trust(path: str, mtime_ns: int, size: int) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=path)
 
 
 def _env_ref(value: Any, where: str, path: tuple[str, ...]) -> str:
@@ -140,6 +235,17 @@ def _valid(url: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in SCHEMES and bool(parts.hostname) and url.isprintable()
+
+
+def _check_url(url: str, shown: str) -> None:
+    """ActionError for a URL that may not be requested (`shown` is how the log shows it)."""
+    if not url.isprintable():  # the shown form would hide what is wrong with it
+        raise ActionError("http: the URL holds a line break or another control character")
+    if not _valid(url):
+        raise ActionError(f"http: not an http(s) URL: {shown}")
+    if _dot_segment(url):
+        raise ActionError(f"http: the URL's path has a `..` segment, which would be sent as "
+                          f"another path: {shown}")
 
 
 class HttpRunner:
@@ -196,19 +302,23 @@ def _prepare(rendered: Mapping[str, Any], env: Mapping[str, str]
              ) -> tuple[str, str, str, dict[str, Any]]:
     """The method, URL, URL as logged, and httpx's arguments; ActionError for a request
     that may not be sent."""
-    url = resolve_url(rendered, env)
+    # Spaces around it (an env file's, a template's) are no part of it, as for a browser.
+    url = resolve_url(rendered, env).strip(" \t\r\n")
     shown = (f"{log_url(url, path=False)} (${rendered[URL_ENV]})" if URL_ENV in rendered
              else log_url(url))
-    if not url.isprintable():  # the shown form would hide what is wrong with it
-        raise ActionError("http: the URL holds a line break or another control character")
-    if not _valid(url):
-        raise ActionError(f"http: not an http(s) URL: {shown}")
+    _check_url(url, shown)
+    fixed = rendered.get(URL_FIXED)
+    if isinstance(fixed, str) and not _pinned(url, fixed):
+        raise ActionError(f"http: a templated value changed the scheme or host that the rule "
+                          f"writes out ({log_url(fixed)}): {shown}")
     method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()
     # Values as UTF-8 (a payload's `é` is no reason to fail); CR/LF is still refused.
     headers = {k: stringify(v).encode() for k, v in (rendered.get("headers") or {}).items()}
     headers.update({k: from_env(v, env, f"header {k}").encode()
                     for k, v in (rendered.get(HEADERS_ENV) or {}).items()})
     headers = {name: _header_value(name, value) for name, value in headers.items()}
+    if not any(name.lower() == "accept-encoding" for name in headers):
+        headers["Accept-Encoding"] = b"identity"  # the log shows the body as it comes
     if urlsplit(url).username is not None and any(
             name.lower() == "authorization" for name in headers):
         raise ActionError(CREDENTIALS_TWICE)
@@ -250,29 +360,62 @@ def _header_value(name: str, value: bytes) -> bytes:
     return value.strip(b" \t")
 
 
-async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SSLContext | bool,
+def proxy_for(url: str, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The proxy the action's environment names for `url` (`serve --pass-env HTTPS_PROXY`,
+    read as curl reads it: `<scheme>_proxy`, then `all_proxy`, either case, none for a host
+    in `no_proxy`), with the variable's name; None for none. The server's own environment is
+    never read (it is not the action's)."""
+    def var(name: str) -> tuple[str, str] | None:
+        for each in (name, name.upper()):
+            if env.get(each, "").strip():
+                return each, env[each].strip()
+        return None
+
+    parts = urlsplit(url)
+    found = var(f"{parts.scheme}_proxy") or var("all_proxy")
+    if found is None:
+        return None
+    bypass = var("no_proxy")
+    if bypass is not None and parts.hostname is not None:
+        # urllib's own reading of no_proxy (`*`, domain suffixes, host:port); not in typeshed.
+        bypassed = urlrequest.proxy_bypass_environment(  # type: ignore[attr-defined]
+            parts.netloc.rpartition("@")[2], {"no": bypass[1]})
+        if bypassed:
+            return None
+    return found
+
+
+def _decoder(encoding: str) -> Any:
+    """A zlib decompressor for a Content-Encoding, None for none (`identity`), or False for
+    one whose body is not shown: more than one, or one the standard library cannot read."""
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return None
+    if name in ("gzip", "x-gzip"):
+        return zlib.decompressobj(wbits=31)
+    if name == "deflate":
+        return zlib.decompressobj(wbits=47)  # zlib-wrapped, as the RFC says (or gzip)
+    return False
+
+
+async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SSLContext,
                    ctx: RunContext, answered: list[int]) -> RunResult:
     status: int | None = None  # once the answer's status line is in
+    proxy = proxy_for(url, ctx.env)
+    if proxy is not None:
+        ctx.log.note(f"through the proxy {log_url(proxy[1])} (${proxy[0]})")
     try:
         async with (
             httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=False,
-                              verify=verify) as client,
+                              verify=verify, proxy=proxy[1] if proxy else None) as client,
             client.stream(method, url, **kwargs) as response,
         ):
             status = response.status_code
             answered.append(status)
             ctx.log.note(f"HTTP {response.status_code} {response.reason_phrase}".rstrip())
-            kept, piece = 0, b""
-            async for chunk in response.aiter_bytes():
-                piece = chunk[: RESPONSE_LOG_CAP - kept]
-                ctx.log.write(piece)
-                kept += len(piece)
-                if kept >= RESPONSE_LOG_CAP:
-                    ctx.log.note(f"response body cut at {RESPONSE_LOG_CAP} bytes")
-                    break
-            else:
-                if piece and not piece.endswith(b"\n"):
-                    ctx.log.write(b"\n")
+            if 300 <= status < 400 and response.headers.get("location"):
+                ctx.log.note(f"Location: {log_url(response.headers['location'])}")
+            await _log_body(response, ctx)
     except httpx.HTTPError as exc:
         if status is None or isinstance(exc, httpx.LocalProtocolError):
             return _not_answered(exc, ctx)
@@ -287,6 +430,33 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
         return RunResult("failed", reason=reason)
     assert status is not None
     return _by_status(status)
+
+
+async def _log_body(response: httpx.Response, ctx: RunContext) -> None:
+    """The first RESPONSE_LOG_CAP bytes of the answer into the run log. Read as sent and
+    unpacked here, at most that much: httpx would unpack a whole network read at once, and
+    a few KB of gzip can unpack to gigabytes."""
+    encoding = response.headers.get("content-encoding", "")
+    decoder = _decoder(encoding)
+    if decoder is False:
+        ctx.log.note(f"the answer's body is {encoding}-encoded: not shown")
+        return
+    kept, piece = 0, b""
+    async for chunk in response.aiter_raw():
+        room = RESPONSE_LOG_CAP - kept
+        try:
+            piece = decoder.decompress(decoder.unconsumed_tail + chunk, room) if decoder \
+                else chunk[:room]
+        except zlib.error:
+            ctx.log.note(f"the answer's body is not valid {encoding}: not shown further")
+            return
+        ctx.log.write(piece)
+        kept += len(piece)
+        if kept >= RESPONSE_LOG_CAP:
+            ctx.log.note(f"response body cut at {RESPONSE_LOG_CAP} bytes")
+            return
+    if piece and not piece.endswith(b"\n"):
+        ctx.log.write(b"\n")
 
 
 def _by_status(status: int) -> RunResult:

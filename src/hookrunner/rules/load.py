@@ -529,6 +529,8 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
             problem(f"{key}: a templated {key} must start with {base}/, without `..` (e.g. "
                     f"\"{base}/{{{{ payload.env }}}}.ini\"): elsewhere a payload value could name "
                     "any file under --root", (key,))
+    if kind == "http":
+        _http_url(ctx, tree, body, fallback, what, problem)
     if ctx.root is None:
         return
     def missing(message: str, path: tuple[str | int, ...]) -> None:
@@ -614,6 +616,31 @@ def _on_path(ctx: f.Ctx, program: str, env: Any, line: int, what: str, field: st
             "where the server's PATH lacks it too"
         ctx.warnings.append(f"{ctx.file}:{line}: {what}: {field}: {program!r} is not "
                             f"on PATH ({path}): its runs will fail {fails}")
+
+
+def _http_url(ctx: f.Ctx, tree: dict[str, Any], body: Any, fallback: int, what: str,
+              problem: Callable[[str, tuple[str | int, ...]], None]) -> None:
+    """An http action's url and header values written without templates that every run
+    would refuse (`ftp://...`, a port past 65535, a line break), and a url whose template
+    goes on with the host the rule begins (a warning: a value could change the host)."""
+    from hookrunner.actions.http import host_left_open, literal_problem
+
+    url = tree.get("url")
+    if isinstance(url, Constant):
+        said = literal_problem(url.source)
+        if said is not None:
+            problem(f"url: {said}", ("url",))
+    elif url is not None and host_left_open(url.source):
+        line = line_of(body, ("url",), fallback)
+        ctx.warnings.append(
+            f"{ctx.file}:{line}: {what}: run.http.url: a template goes on with the host "
+            f"({url.source[:80]!r}): a value could move the request to another host "
+            "(`.evil.example/`; a `@` is refused): start the path with a literal `/`")
+    headers = tree.get("headers")
+    for name, value in (headers.items() if isinstance(headers, dict) else ()):
+        if isinstance(value, Constant) and any(c in value.source for c in "\r\n\x00"):
+            problem(f"headers.{name}: holds a line break or another control character",
+                    ("headers", name))
 
 
 def _ca_bundle(root: Path, source: str, problem: Callable[[str, tuple[str | int, ...]], None],

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import gzip
 import json
 import ssl
 import subprocess
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,6 +45,9 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(8)  # far past the tests' timeout, even on a loaded machine
             self.close_connection = True
             return
+        if self.path.startswith(("/gzip", "/bomb", "/double", "/redirect")):
+            self._encoded()
+            return
         status = 500 if self.path.startswith(("/fail", "/cut-fail")) else 200
         out = b"x" * 200_000 if self.path.startswith("/big") else b"answer:" + body
         self.send_response(status)
@@ -50,10 +57,37 @@ class Handler(BaseHTTPRequestHandler):
         if "/cut" in self.path:
             self.close_connection = True
 
+    def _encoded(self) -> None:
+        """Answers that ignore `Accept-Encoding: identity`, and a redirect."""
+        if self.path.startswith("/redirect"):
+            self.send_response(302)
+            self.send_header("Location", "https://other.example/next?token=s3cret")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = {"/gzip": gzip.compress(b"hello, gzip\n"), "/bomb": _bomb(),
+                "/double": gzip.compress(gzip.compress(b"twice\n"))}[self.path]
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip, gzip" if self.path == "/double" else "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     do_GET = do_POST = do_PUT = _answer
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+BOMB_MB = 200
+
+
+@functools.cache
+def _bomb() -> bytes:
+    """~200 KB of gzip that unpacks to 200 MB of zeros."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    mb = bytes(1024 * 1024)
+    return b"".join([*(packer.compress(mb) for _ in range(BOMB_MB)), packer.flush()])
 
 
 @pytest.fixture
@@ -298,3 +332,104 @@ async def test_a_header_value_is_sent_without_surrounding_spaces_and_never_quote
     result = await HTTP.run({"url": f"{server}/ok", "headers": {"X Bad": "s3cret"}}, ctx)
     assert result.outcome == "failed" and "could not be sent" in result.reason, result.reason
     assert "s3cret" not in result.reason and "s3cret" not in harness.log_text(name="name")
+
+
+async def test_an_answer_is_asked_for_unpacked_and_one_packed_anyway_is_unpacked_within_the_cap(
+        harness, server: str) -> None:
+    """httpx unpacked each network read whole: a 200 KB gzip answer took 200 MB of the
+    server's memory before the log's cap applied (a thousand times that, gigabytes, froze it).
+    The log shows at most its cap of the unpacked body; a body packed twice is not shown."""
+    result = await HTTP.run({"url": f"{server}/gzip", "method": "GET"}, harness.ctx(name="gz"))
+    assert result.outcome == "succeeded"
+    assert Handler.seen[0]["headers"]["Accept-Encoding"] == "identity"
+    assert harness.log_text("gz").endswith("HTTP 200 OK\nhello, gzip\n")
+    _bomb()  # made before measuring
+    tracemalloc.start()
+    try:
+        bomb = await HTTP.run({"url": f"{server}/bomb", "method": "GET"}, harness.ctx(name="bomb"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert bomb.outcome == "succeeded"
+    assert peak < 16 * 1024 * 1024, peak  # the cap and a read or two, not 200 MB
+    log = harness.log_text("bomb")
+    assert log.count("\0") == 64 * 1024 and "response body cut at 65536 bytes" in log
+    double = await HTTP.run({"url": f"{server}/double", "method": "GET"}, harness.ctx(name="two"))
+    assert double.outcome == "succeeded"
+    assert "the answer's body is gzip, gzip-encoded: not shown" in harness.log_text("two")
+    # A rule asking for a packing of its own is given the body as it comes, unpacked too.
+    own = await HTTP.run({"url": f"{server}/gzip", "method": "GET",
+                          "headers": {"Accept-Encoding": "gzip"}}, harness.ctx(name="own"))
+    assert own.outcome == "succeeded" and harness.log_text("own").endswith("hello, gzip\n")
+    assert Handler.seen[-1]["headers"]["Accept-Encoding"] == "gzip"
+
+
+async def test_a_redirect_names_where_it_points_without_its_query(harness, server: str) -> None:
+    result = await HTTP.run({"url": f"{server}/redirect", "method": "GET"}, harness.ctx())
+    assert (result.outcome, result.reason) == ("failed", "HTTP 302")
+    log = harness.log_text()
+    assert "[hookrunner] Location: https://other.example/next\n" in log and "s3cret" not in log
+
+
+@pytest.mark.parametrize(("value", "refused"), [
+    ("/echo/ok", False),
+    ("@localhost:{port}/echo", True),  # the rule's host as a user name, another host
+    ("/../../admin", True),
+    ("/%2e%2e/admin", True),
+])
+async def test_a_value_templated_after_the_host_cannot_change_the_host_or_climb_the_path(
+        harness, server: str, value: str, refused: bool) -> None:
+    """`url: "http://host:port{{ payload.path }}"` with a path of `@evil/` went to `evil`,
+    with the rule's secret headers; `{{ id | urlencode }}` keeps `/`, so `../..` reached
+    another path of the endpoint."""
+    port = server.rsplit(":", 1)[1]
+    spec = HTTP.normalize({"url": server + "{{ payload.path }}",
+                           "headers": {"X-Key": "s3cret"}})
+    rendered = {**spec, "url": server + value.format(port=port)}
+    if refused:
+        with pytest.raises(ActionError, match=r"changed the scheme or host|has a `\.\.` segment"):
+            await HTTP.run(rendered, harness.ctx())
+        assert Handler.seen == []
+    else:
+        assert (await HTTP.run(rendered, harness.ctx())).outcome == "succeeded"
+        assert Handler.seen[0]["path"] == "/echo/ok"
+
+
+async def test_spaces_around_a_url_are_no_part_of_it(harness, server: str) -> None:
+    """An env file's or a template's space: the trailing one went into the path (`/ok%20`),
+    a leading one failed with httpx's "missing an 'http://' protocol"."""
+    result = await HTTP.run({"url": f"  {server}/ok \n"}, harness.ctx())
+    assert result.outcome == "succeeded", harness.log_text()
+    assert Handler.seen[0]["path"] == "/ok"
+
+
+async def test_a_proxy_passed_to_the_action_is_used_and_no_proxy_respected(
+        harness, server: str) -> None:
+    """A team behind an egress proxy passes it as curl reads it (`--pass-env http_proxy`);
+    the server's own environment is never read."""
+    ctx = harness.ctx(name="proxied")
+    ctx = dataclasses.replace(ctx, env={**ctx.env, "http_proxy": server,
+                                        "NO_PROXY": "direct.example"})
+    result = await HTTP.run({"url": "http://service.example/ok?token=abc"}, ctx)
+    assert result.outcome == "succeeded", harness.log_text("proxied")
+    assert Handler.seen[0]["path"] == "http://service.example/ok?token=abc"  # a proxy's request
+    assert f"through the proxy {server} ($http_proxy)" in harness.log_text("proxied")
+    bypass = dataclasses.replace(ctx, env={**ctx.env, "NO_PROXY": "127.0.0.1"})
+    direct = await HTTP.run({"url": f"{server}/ok"}, bypass)
+    assert direct.outcome == "succeeded" and Handler.seen[1]["path"] == "/ok"
+
+
+def test_trust_is_loaded_once_and_a_changed_bundle_again(tmp_path) -> None:
+    """A context cost ~30 ms of CPU, made for every run: most of an http run's cost."""
+    from hookrunner.actions.http import trust
+
+    assert trust(None, tmp_path) is trust(None, tmp_path)
+    assert trust(None, tmp_path).cert_store_stats()["x509_ca"] > 0  # the system's, or certifi's
+    cert = tmp_path / "ca.pem"
+    for name in ("first", "second"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", f"/CN={name}", "-keyout", str(tmp_path / "k.pem"),
+                        "-out", str(cert)], check=True, capture_output=True)
+        loaded = trust("ca.pem", tmp_path)
+        assert trust("ca.pem", tmp_path) is loaded
+        assert [c["subject"] for c in loaded.get_ca_certs()] == [((("commonName", name),),)]

@@ -55,3 +55,4 @@ def test_credentials_that_only_a_payload_may_put_in_the_url_are_left_to_the_run(
 
 def test_redacted_drops_credentials_and_query() -> None:
     assert redacted("https://user:pw@example.com:8443/a/b?token=t#f") == "https://example.com:8443/a/b"
+    assert redacted("http://[::1]:8080/x?t=1") == "http://[::1]:8080/x"  # brackets kept

@@ -657,6 +657,40 @@ def test_an_http_ca_bundle_is_checked_as_the_runs_would_load_it(tmp_path: Path) 
     ], found
 
 
+def test_an_http_url_or_header_every_run_would_refuse_is_a_check_error(tmp_path: Path) -> None:
+    """`check` said ok to a literal `ftp://` URL (and a port past 65535, a line break): every
+    run was refused. A template going on with the host the rule begins is a warning."""
+    rules = _rules_dir(tmp_path)
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - {name: a, hook: h, run: {http: {url: 'ftp://x.example/'}}}\n"
+        "  - {name: b, hook: h, run: {http: {url: 'http://u:pw@x.example:99999/'}}}\n"
+        "  - {name: c, hook: h, run: {http: {url: \"http://x.example/a\\r\\nb\"}}}\n"
+        "  - {name: d, hook: h, run: {http: {url: 'http://x.example/a/../b'}}}\n"
+        "  - {name: e, hook: h, run: {http: {url: 'http://x.example/', headers: {X: \"a\\nb\"}}}}\n"
+        "  - {name: f, hook: h, run: {http: {url: 'http://x.example{{ payload.p }}'}}}\n"
+        "  - {name: g, hook: h, run: {http: {url: 'http://x.example/{{ payload.p }}'}}}\n"
+        "  - {name: i, hook: h, run: {http: {url: 'https://{{ payload.region }}.x.example/'}}}\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path, strict=True)
+    errors = [str(e).split(": ", 1)[1] for e in caught.value.errors]
+    assert errors == [
+        "rule 'a': run.http.url: not an http(s) URL: ftp://x.example/",
+        "rule 'b': run.http.url: not an http(s) URL: http:<not a valid URL>",  # no password
+        "rule 'c': run.http.url: the URL holds a line break or another control character",
+        "rule 'd': run.http.url: the URL's path has a `..` segment, which would be sent as "
+        "another path: http://x.example/a/../b",
+        "rule 'e': run.http.headers.X: holds a line break or another control character",
+    ], errors
+    (rules / "r.yaml").write_text("\n".join(
+        line for line in (rules / "r.yaml").read_text().splitlines()
+        if not any(f"name: {n}," in line for n in "abcde")) + "\n")
+    loaded = load_rules(rules, root=tmp_path, strict=True)
+    found = [w.split(": ", 1)[1] for w in loaded.warnings if "run.http" in w]
+    assert len(found) == 1 and found[0].startswith("rule 'f': run.http.url: a template goes "
+                                                   "on with the host"), found
+
+
 def test_a_bare_program_missing_from_path_is_a_warning(tmp_path: Path) -> None:
     """`argv: [deploy-tol]` (a typo) failed every run with `executable not found`, found only
     when a delivery came. The PATH where the rules load is the server's (actions get it)."""
