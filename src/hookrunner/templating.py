@@ -280,6 +280,18 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+_LISTED = "hookrunner_listed"  # the global that keeps an iterator's items (see _listed)
+
+
+def _listed(value: Any) -> Any:
+    """A left operand as the clause and its explanation see it: an iterator (what `map` and
+    `select` give) as the list of its items, since `"dba" in it` uses them up and the
+    explanation showed `[]`; anything else as it is."""
+    if isinstance(value, Iterator) and not isinstance(value, str | bytes):
+        return list(value)
+    return value
+
+
 def _make_env() -> _Environment:
     env = _Environment(
         undefined=_Undefined,
@@ -297,6 +309,7 @@ def _make_env() -> _Environment:
         env.filters[name] = _not_of_null(name, env.filters[name])
     env.filters.update(bounds.bounded_filters(env.filters))
     env.globals[bounds.STEPS] = bounds.steps
+    env.globals[_LISTED] = _listed
     env.globals[bounds.CONCAT] = functools.partial(bounds.concat, write=as_text)
     for name in _REFUSED_GLOBALS:
         env.globals.pop(name, None)
@@ -840,7 +853,8 @@ def _compile_clause(node: nodes.Expr) -> tuple[TemplateExpression, bool]:
     owner, attr = holder
     left: nodes.Expr = getattr(owner, attr)
     setattr(owner, attr, nodes.Name(_LEFT, "load", lineno=1))
-    body = [nodes.Assign(nodes.Name(_LEFT, "store"), left, lineno=1),
+    listed = nodes.Call(nodes.Name(_LISTED, "load"), [left], [], None, None, lineno=1)
+    body = [nodes.Assign(nodes.Name(_LEFT, "store"), listed, lineno=1),
             nodes.Assign(nodes.Name("result", "store"), node, lineno=1)]
     try:
         template = ENV.from_string(nodes.Template(body, lineno=1))

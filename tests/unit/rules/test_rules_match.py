@@ -186,6 +186,17 @@ def test_a_literal_in_a_field_shows_the_field() -> None:
     assert [c.value for c in result.conditions] == ['"fix things"', '["dba"]']
 
 
+def test_a_mapped_field_is_shown_as_the_list_that_was_tested() -> None:
+    """`"dba" in payload.alerts | map(...)` showed `[]`: the `in` had used up the map's
+    items before the explanation showed them. The verdicts were right, and stay so."""
+    rs = ruleset_with("when: '\"dba\" in payload.alerts | map(attribute=\"team\", default=\"\")'\n")
+    for teams, matched in ((["web", None, "dba"], True), (["web"], False)):
+        alerts = [{"team": t} if t else {} for t in teams]
+        [result] = evaluate(rs, "gh", scope({"alerts": alerts}))
+        shown = '["web", "", "dba"]' if matched else '["web"]'
+        assert (result.matched, result.conditions[0].value) == (matched, shown), result
+
+
 def test_a_comparison_reading_a_secret_header_shows_no_kind() -> None:
     rs = load_rules_text({"r.yaml": "hooks:\n  gh:\n    verify: {token: {secret: s, header: X-Key}}\n"
                           "rules:\n  - {name: r, hook: gh, when: 'headers[\"X-Key\"] == \"no\"', "
