@@ -514,7 +514,12 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     if not app.hooks_elsewhere:
         app.hook_lane = HookLane(gw)
     token, token_file = admin_token(settings.admin_token, settings.data)
-    if token_file is not None and not worker:  # the main process says it once
+    if token_file is not None and not worker and settings.db:
+        # Every node makes its own: behind a balancer every other API call is a 401.
+        event("server.admin_token_per_node", logging.WARNING, file=str(token_file),
+              hint="nodes sharing a database need one token: set the same "
+                   "HOOKRUNNER_ADMIN_TOKEN on every node")
+    elif token_file is not None and not worker:  # the main process says it once
         event("server.admin_token", logging.INFO, file=str(token_file),
               hint="set HOOKRUNNER_ADMIN_TOKEN to choose it")
     elif len(token) < MIN_ADMIN_TOKEN and not worker:

@@ -85,5 +85,5 @@ def replayed(gw: Gateway, answer: dict[str, Any], via: str) -> None:
     """Log a replay made through the server (the API or the console), and report the `when`
     errors its matching met, as the accept path does."""
     event("delivery.replayed", delivery_id=answer["delivery_id"], via=via,
-          runs=",".join(answer["runs"]) or "-")
+          runs=",".join(answer["runs"]) or None)
     report_condition_errors(gw, answer["matches"], answer["delivery_id"])

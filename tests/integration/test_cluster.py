@@ -618,3 +618,17 @@ rules:
     assert wait_terminal(nodes.db, [run_id], timeout=30)[run_id] == "failed"
     with n1.admin() as c:
         assert "before the crash 1" in c.get(f"/api/runs/{run_id}/log").text
+
+
+def test_a_node_that_makes_its_own_admin_token_on_a_shared_database_says_so(
+        nodes: Nodes, project: Path) -> None:
+    """Each node made a token of its own: behind a balancer every other API call was a 401."""
+    nodes.rules("rules: []\n")
+    node = Server(project / "rules", project / "data-own", project,
+                  env={"GITHUB_WEBHOOK_SECRET": GITHUB_SECRET, "HOOKRUNNER_ADMIN_TOKEN": ""},
+                  args=["--db", nodes.db, "--node", "own-token"])
+    nodes.nodes["own-token"] = node
+    node.start()
+    node.stop()
+    assert "server.admin_token_per_node" in node.output(), node.output()
+    assert "HOOKRUNNER_ADMIN_TOKEN on every node" in node.output()
