@@ -422,16 +422,22 @@ async def replay(settings: Settings, delivery_id: str, rule: str | None = None) 
     finally:
         await store.close()
     runs = answer["runs"]
+    for explained in answer["matches"]:  # a `when` that errs never matches: say why
+        if explained.get("error") is not None:
+            print(f"hookrunner: rule {explained['rule']}: its when could not be evaluated: "
+                  f"{explained['error']}", file=sys.stderr)
+    for name in answer["no_longer_matched"]:
+        print(f"hookrunner: rule {name} matched this delivery when it arrived and does not "
+              "now (hookrunner explain --delivery shows why)", file=sys.stderr)
+    if answer.get("note"):
+        print(f"hookrunner: note: {answer['note']}", file=sys.stderr)
     if rule is not None and not runs:  # nothing was queued: only the reason
         print(f"hookrunner: rule {rule!r} does not match the delivery now (hookrunner explain "
               "shows why); nothing was queued", file=sys.stderr)
         return EXIT_FAIL
     print(f"replayed {delivery_id}: {len(runs)} run(s) queued" + (": " + " ".join(runs) if runs else ""))
-    for explained in answer["matches"]:  # a `when` that errs never matches: say why
-        if explained.get("error") is not None:
-            print(f"hookrunner: rule {explained['rule']}: its when could not be evaluated: "
-                  f"{explained['error']}", file=sys.stderr)
-    return EXIT_OK
+    # Nothing queued, where rules ran for it on arrival: not what a replay was asked for.
+    return EXIT_FAIL if not runs and answer["no_longer_matched"] else EXIT_OK
 
 
 def _took(start: float | None, end: float) -> str:

@@ -10,6 +10,7 @@ from hookrunner.gateway import Gateway, RunQueue
 from hookrunner.ingest import plan_runs, report_condition_errors
 from hookrunner.logs import event
 from hookrunner.payload import PayloadError, parse_body
+from hookrunner.redact import REDACTED
 from hookrunner.rules.match import build_scope
 from hookrunner.rules.model import Ruleset
 from hookrunner.store.base import Delivery, Store
@@ -63,6 +64,13 @@ async def replay_delivery(
     if rule is not None:
         runs = [r for r in runs if r.rule == rule]
         matches = [m for m in matches if m.get("rule") == rule]
+    # Rules that matched on arrival and do not now (changed since, or deciding on a value
+    # stored redacted): a replay that queues nothing must not look like a replay that worked.
+    current = {r.name for r in ruleset.rules_for(delivery.hook)}
+    matched_now = {m.get("rule") for m in matches if m.get("matched")}
+    no_longer = sorted(str(m.get("rule")) for m in delivery.matches
+                       if m.get("matched") and m.get("rule") in current
+                       and m.get("rule") not in matched_now and (rule is None or m.get("rule") == rule))
     if runs:
         reserved = committed = 0
         if queue is not None:
@@ -78,7 +86,20 @@ async def replay_delivery(
         finally:
             if queue is not None:
                 queue.accepted(committed, reserved)
-    return {"delivery_id": delivery.id, "runs": [r.id for r in runs], "matches": matches}
+    answer: dict[str, Any] = {"delivery_id": delivery.id, "runs": [r.id for r in runs],
+                              "matches": matches, "no_longer_matched": no_longer}
+    if no_longer and reads_redacted(delivery):
+        answer["note"] = NOTE_REDACTED
+    return answer
+
+
+NOTE_REDACTED = (f"a secret-looking header or query value is stored as {REDACTED}, not as "
+                 "sent: a condition on it cannot decide as it did on arrival")
+
+
+def reads_redacted(delivery: Delivery) -> bool:
+    """Whether the stored request holds a value stored redacted (see NOTE_REDACTED)."""
+    return any(value == REDACTED for _, value in (*delivery.headers, *delivery.query))
 
 
 def replayed(gw: Gateway, answer: dict[str, Any], via: str) -> None:

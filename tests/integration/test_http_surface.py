@@ -368,6 +368,36 @@ def test_a_listing_refuses_parameters_it_does_not_take(make_server: Callable[...
         assert c.get("/api/runs", params={"limit": "9" * 5000}).status_code == 200  # at most 1000
 
 
+def test_a_replay_says_which_rules_matched_on_arrival_and_do_not_now(
+        make_server: Callable[..., Server], project: Path) -> None:
+    """A rule deciding on a secret-looking header matched on arrival; the header is stored
+    `[redacted]`, so a replay queued nothing and said `0 run(s) queued`, exit 0."""
+    server = make_server("""
+hooks:
+  open: {verify: {none: {}}}
+rules:
+  - {name: with-key, hook: open, when: 'headers["X-Api-Key"] | default("") == "k1"',
+     run: {shell: {argv: ["true"]}}}
+  - {name: always, hook: open, when: 'payload.all | default(false)', run: {shell: {argv: ["true"]}}}
+""")
+    posted = httpx.post(f"{server.url}/hooks/open", json={}, headers={"X-Api-Key": "k1"}).json()
+    assert len(posted["runs"]) == 1
+    delivery_id = posted["delivery_id"]
+    with server.admin() as c:
+        answer = c.post(f"/api/deliveries/{delivery_id}/replay").json()
+        assert (answer["runs"], answer["no_longer_matched"]) == ([], ["with-key"])
+        assert "stored as [redacted]" in answer["note"]
+        page = c.post(f"/deliveries/{delivery_id}/replay", follow_redirects=True).text
+        assert "with-key matched it on arrival and does not now" in page, page
+    cli = subprocess.run(
+        [sys.executable, "-m", "hookrunner.cli", "replay", delivery_id,
+         "--rules", str(project / "rules"), "--data", str(project / "data")],
+        capture_output=True, text=True)
+    assert cli.returncode == 1 and "0 run(s) queued" in cli.stdout, (cli.stdout, cli.stderr)
+    assert "rule with-key matched this delivery when it arrived and does not now" in cli.stderr
+    assert "stored as [redacted]" in cli.stderr
+
+
 def test_listings_page_back_through_the_whole_history(make_server: Callable[..., Server],
                                                       project: Path) -> None:
     """The newest 1,000 were all the API, the console or `hookrunner runs` could list: an

@@ -230,8 +230,10 @@ async def replay(request: Request) -> Response:
     replayed(gw, answer, via="console")
     ids = ",".join(answer["runs"])
     erred = ",".join(m["rule"] for m in answer["matches"] if m.get("error") is not None)
+    gone = ",".join(answer["no_longer_matched"])
     return RedirectResponse(f"/deliveries/{quote(delivery_id)}?replayed={quote(ids)}"
-                            + (f"&erred={quote(erred)}" if erred else ""), status_code=303,
+                            + (f"&erred={quote(erred)}" if erred else "")
+                            + (f"&unmatched={quote(gone)}" if gone else ""), status_code=303,
                             headers=SECURITY_HEADERS)
 
 

@@ -13,6 +13,7 @@ from hookrunner.console.context import base, gateway
 from hookrunner.console.render import page
 from hookrunner.gateway import Gateway
 from hookrunner.redact import redact_spec, shown_key
+from hookrunner.replay import NOTE_REDACTED, reads_redacted
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Run
 from hookrunner.verify.base import Headers
 from hookrunner.waiting import describe as describe_waiting
@@ -75,6 +76,11 @@ async def delivery_page(request: Request, *, notice: str = "", error: str = "",
         if erred:
             notice += (f" The condition (when) of {', '.join(erred)} could not be evaluated (the log's "
                        "rule.condition_error line says why).")
+        unmatched = _erred(request, gw, "unmatched")
+        if unmatched:
+            notice += (f" {', '.join(unmatched)} matched it on arrival and does not now (see "
+                       "the conditions below)" + (f"; {NOTE_REDACTED}." if reads_redacted(d)
+                                                  else "."))
     kind, payload = present.payload_view(d.body, Headers(d.headers).get("content-type"))
     return page("delivery.html", status_code, **base(request, "deliveries"), d=d, runs=runs,
                 payload_kind=kind, payload=payload, notice=notice, error=error,
@@ -82,12 +88,13 @@ async def delivery_page(request: Request, *, notice: str = "", error: str = "",
                 verifier=_verifiers(gw).get(d.hook, ""))
 
 
-def _erred(request: Request, gw: Gateway) -> list[str]:
-    """The rules whose `when` erred on the replay just made (named in the redirect), limited
-    to rules that exist: a crafted link cannot put other words on the page."""
+def _erred(request: Request, gw: Gateway, key: str = "erred") -> list[str]:
+    """The rules whose `when` erred on the replay just made (or with `unmatched`, that
+    matched on arrival and not now; named in the redirect), limited to rules that exist: a
+    crafted link cannot put other words on the page."""
     current = gw.rules.current
     names = {r.name for r in current.rules} if current is not None else set()
-    return [n for n in request.query_params.get("erred", "").split(",") if n in names]
+    return [n for n in request.query_params.get(key, "").split(",") if n in names]
 
 
 def _replayed(request: Request, runs: list[Run]) -> list[str] | None:
