@@ -241,8 +241,16 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
         print(f"hookrunner: unknown hook {hook_id!r}; defined: {', '.join(sorted(ruleset.hooks))}",
               file=sys.stderr)
         return EXIT_FAIL
+    hook = ruleset.hooks[hook_id]
+    from hookrunner.clientip import allowed
+
+    refused = client_ip is not None and bool(hook.allow_ips) and \
+        not allowed(client_ip, hook.allow_ips)
+    if refused:  # said, and the rules still shown; `test` exits 1 (nothing would run)
+        print(f"hookrunner: {client_ip} is not in hook {hook_id!r}'s allow_ips: the server "
+              "answers a request from it 403, and journals and runs nothing", file=sys.stderr)
     # No signature to check in a dry run: take the event type the way the verifier reads it.
-    verifier = ruleset.hooks[hook_id].verifier
+    verifier = hook.verifier
     learned = verifier.learned(SignedRequest(headers=headers, body=body))
     event = learned.event
     if event is None and getattr(type(verifier), "learned", None) is not LearnsNothing.learned:
@@ -265,7 +273,7 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
         return EXIT_OK
     report = dry_run_report(results, scope, _refusal(settings))
     print(report.text)
-    return EXIT_FAIL if report.unrenderable else EXIT_OK
+    return EXIT_FAIL if report.unrenderable or refused else EXIT_OK
 
 
 def _refusal(settings: Settings) -> Callable[[str, Mapping[str, Any]], str | None]:

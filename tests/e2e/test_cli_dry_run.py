@@ -161,6 +161,24 @@ def test_test_and_explain_take_query_parameters(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--query 'env': expected 'name=value'" in done.stderr
 
 
+def test_a_client_ip_the_hooks_allow_ips_refuses_is_said_and_test_exits_1(tmp_path: Path) -> None:
+    """A dry run from an address the server answers 403 said "1 of 1 rule(s) match"."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text(
+        'hooks: {h: {verify: {none: {}}, allow_ips: [192.30.252.0/22]}}\n'
+        'rules: [{name: any, hook: h, run: {shell: {argv: ["true"]}}}]\n')
+    payload = write_payload(tmp_path / "p.json", {})
+    base = ["--rules", str(tmp_path / "rules"), "--hook", "h", "--payload", payload]
+    outside = hookrunner("test", *base, "--client-ip", "127.0.0.1")
+    assert outside.returncode == 1 and "1 of 1 rule(s) match" in outside.stdout, outside.stdout
+    assert "127.0.0.1 is not in hook 'h''s allow_ips: the server answers a request from it " \
+           "403" in outside.stderr, outside.stderr
+    explained = hookrunner("explain", *base, "--client-ip", "127.0.0.1")
+    assert explained.returncode == 0 and "allow_ips" in explained.stderr
+    inside = hookrunner("test", *base, "--client-ip", "192.30.252.7")
+    assert inside.returncode == 0 and "allow_ips" not in inside.stderr, inside.stderr
+
+
 @pytest.mark.parametrize(
     ("hook", "payload_file", "expected"),
     [
