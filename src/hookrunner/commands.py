@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hookrunner.errors import ConfigErrors, HookrunnerError, StartupRefused, StoreUnavailable
 from hookrunner.settings import Settings
-from hookrunner.store.base import RUN_STATUSES, Delivery, Store
+from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Store
 
 if TYPE_CHECKING:  # the commands import what they use as they run: a quick CLI start
     from hookrunner.rules.model import Ruleset
@@ -480,6 +480,10 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
             return EXIT_FAIL
         running = await store.list_runs(status="running", limit=1000) \
             if any(r.status == "queued" for r in items) else []
+        # An ended run took what its last attempt took (one canceled while it waited for
+        # its retry ended later than that ran).
+        lasts = {r.id: (await store.attempts(r.id))[-1:] for r in items
+                 if r.status in TERMINAL and r.attempt > 0}
     finally:
         await store.close()
     from hookrunner.waiting import describe, waiting_for
@@ -493,6 +497,9 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
     for r in items:
         code = "-" if r.exit_code is None else str(r.exit_code)
         took = _took(r.started_at, r.finished_at) if r.finished_at else "-"
+        if lasts.get(r.id) and lasts[r.id][0].finished_at is not None:
+            last = lasts[r.id][0]
+            took = _took(last.started_at, last.finished_at or 0.0)
         if r.status == "running" and r.started_at:
             took = "-, its server has stopped" if unserved else f"{_took(r.started_at, now)} so far"
         waits = describe(waiting_for(r, running, now), _ts)

@@ -222,6 +222,30 @@ def test_cli_runs_and_replay_work_on_the_store_of_a_running_server(
     assert missing.returncode == 1 and "no delivery" in missing.stderr
 
 
+def test_a_run_canceled_while_it_waits_for_its_retry_took_what_its_attempt_took(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`took=` (and the console's Duration) counted up to the cancel: 22.9s for an attempt
+    of 0.008 s that failed and waited for its retry."""
+    write_script(project, "ok.sh", "exit 1\n")
+    server = make_server(HOOK + RULE.format(name="flaky")
+                         + "    retry: {attempts: 3, backoff: 1h}\n")
+    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
+    with server.admin() as c:
+        _until(lambda: c.get(f"/api/runs/{run_id}").json()["attempt"] == 1
+               and c.get(f"/api/runs/{run_id}").json()["status"] == "queued")
+        time.sleep(2.5)
+        assert c.post(f"/api/runs/{run_id}/cancel").status_code == 202
+        assert server.wait_run(run_id)["status"] == "canceled"
+        page = c.get(f"/runs/{run_id}").text
+    took = re.search(r"took=(\d+\.\d)s", subprocess.run(
+        [sys.executable, "-m", "hookrunner.cli", "runs", "--data", str(project / "data")],
+        capture_output=True, text=True, check=True).stdout)
+    assert took is not None and float(took.group(1)) < 2.0, took
+    duration = re.search(r'id="run-duration">([^<]*)<', page)
+    assert duration is not None and not duration.group(1).startswith(("2", "3")), page
+
+
 def test_a_second_server_on_the_same_data_dir_refuses_and_leaves_the_first_alone(
     make_server: Callable[..., Server], project: Path
 ) -> None:

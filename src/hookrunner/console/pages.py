@@ -139,7 +139,8 @@ async def run_page(request: Request) -> Response:
                 key=shown_key(run.concurrency_key, run.spec),
                 spec=present.pretty_json(redact_spec(run.spec, run.action)),
                 outputs=present.pretty_json(redact_spec(run.outputs)) if run.outputs else "",
-                duration=present.run_duration(run, time.time()), waiting=waiting, shown=shown)
+                duration=present.run_duration(run, time.time(), attempts), waiting=waiting,
+                shown=shown)
 
 
 async def _finished_log(gw: Gateway, run: Run, attempt: int) -> str:

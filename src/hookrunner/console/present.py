@@ -6,12 +6,13 @@ import base64
 import json
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hookrunner.payload import SHOWN_DEPTH, as_received, deeper_than
 from hookrunner.rules.model import RateLimit, Source, When
-from hookrunner.store.base import TERMINAL, Run
+from hookrunner.store.base import TERMINAL, Attempt, Run
 from hookrunner.units import format_duration
 
 STATUS_CLASSES = {
@@ -91,8 +92,12 @@ def ago(ts: float | None, now: float) -> str:
     return f"{delta / 86400:.0f}d ago"
 
 
-def run_duration(run: Run, now: float) -> float | None:
-    """How long the current attempt ran (or has been running)."""
+def run_duration(run: Run, now: float, attempts: Sequence[Attempt] = ()) -> float | None:
+    """How long the current attempt ran (or has been running). An ended run's is its last
+    attempt's own: one canceled while it waited for its retry ended later than that ran."""
+    last = attempts[-1] if attempts else None
+    if run.status in TERMINAL and last is not None and last.finished_at is not None:
+        return max(0.0, last.finished_at - last.started_at)
     if run.started_at is None:
         return None
     end = run.finished_at if run.finished_at is not None else (None if run.status in TERMINAL else now)

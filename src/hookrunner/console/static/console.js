@@ -118,7 +118,13 @@ function showRun(run) {
   setText("run-started", fmtTime(run.started_at));
   setText("run-finished", fmtTime(run.finished_at));
   const end = run.finished_at ?? (TERMINAL.has(run.status) ? null : Date.now() / 1000);
-  setText("run-duration", run.started_at && end ? fmtSeconds(Math.max(0, end - run.started_at)) : "—");
+  // An ended run took what its last attempt took (as the page says when it is made).
+  const last = Array.isArray(run.attempts) && run.attempts.length ? run.attempts[run.attempts.length - 1] : null;
+  if (TERMINAL.has(run.status) && last && last.finished_at) {
+    setText("run-duration", fmtSeconds(Math.max(0, last.finished_at - last.started_at)));
+  } else {
+    setText("run-duration", run.started_at && end ? fmtSeconds(Math.max(0, end - run.started_at)) : "—");
+  }
   if (Array.isArray(run.attempts)) showAttempts(run.id, run.attempts);
   if (TERMINAL.has(run.status)) {
     const form = document.getElementById("cancel-form");
