@@ -80,7 +80,8 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     if value > MAX_COUNT:  # SQLite integers end at 2**63
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT}, got {text[:20]}")
+        cut = "…" if len(text) > 20 else ""
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT}, got {text[:20]}{cut}")
     return value
 
 

@@ -98,12 +98,12 @@ def load_rules(
         where = rules_dir.absolute()
         why = (f"the rules directory {where} is not a directory" if rules_dir.exists() else
                f"the rules directory {where} does not exist (give it with --rules DIR)")
-        raise ConfigErrors([ConfigError(why, str(rules_dir), 0)])
+        raise ConfigErrors([ConfigError(why)])
     try:
         paths = rules_files(rules_dir)
     except OSError as exc:  # no descriptor left, no permission: not "no rules", a failure
         why = f"cannot list the rules directory {exc.filename or rules_dir}: {exc.strerror or exc}"
-        raise ConfigErrors([ConfigError(why, str(rules_dir), 0)]) from None
+        raise ConfigErrors([ConfigError(why)]) from None
     sources: list[tuple[str, str]] = []
     errors: list[ConfigError] = []
     warnings: list[str] = []

@@ -68,6 +68,22 @@ class _Loader(yaml.SafeLoader):
         return bisect.bisect_right(self._breaks, mark.index) + 1
 
 
+def _in_flow(text: str, index: int) -> bool:
+    """Whether `index` is inside a `[...]` or `{...}` opened earlier on its line (outside
+    quotes, roughly): where YAML's flow syntax gives unquoted text its own meaning."""
+    start = text.rfind("\n", 0, index) + 1
+    depth, quote = 0, ""
+    for char in text[start:index]:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return depth > 0
+
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
     data = LineDict()
     data.line = loader.line_at(node.start_mark)
@@ -229,6 +245,12 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
             # `when: "dba" in payload.teams`: YAML took "dba" as the whole value
             what += (" (a value that starts with a quote ends where the quote closes: quote "
                      "the whole value, `when: '\"dba\" in payload.teams'`)")
+        elif mark is not None and _in_flow(text, mark.index):
+            # `any: [a, headers["X"] | default("")]`: a `[`, `]`, `,`, `|` ends or breaks an
+            # unquoted item of a [...] list (or {...} mapping)
+            what += (" (inside [...] or {...}, an item holding `[`, `]`, `{`, `}`, `,`, `|` "
+                     "or `: ` must be quoted: `any: ['a == 1', 'headers[\"X\"] == \"y\"']`, "
+                     "or write the list one `- item` a line)")
         return None, [ConfigError(f"YAML syntax error: {what}", file, line)]
     except yaml.YAMLError as exc:
         return None, [ConfigError(f"YAML error: {exc}", file, 0)]

@@ -856,6 +856,11 @@ def test_a_list_item_folded_into_a_when_is_an_error() -> None:
     ('payload.title is search("fix #123")', "' #' starts a comment and cuts the rest off"),
     ('"dba" in payload.teams', "a value that starts with a quote ends where the quote closes"),
     ('[a] or x', "!a value that starts with a quote"),  # no quote: no such hint
+    # The README's own example said so, unquoted items in a [...] list.
+    ('{any: [client_ip is in_cidr("10.0.0.0/8"), headers["X"] | default("") == "y"]}',
+     "inside [...] or {...}, an item holding"),
+    ('{any: [client_ip is in_cidr("10.0.0.0/8"), headers["X"] == "y"]}',
+     "inside [...] or {...}, an item holding"),
 ])
 def test_a_when_cut_short_by_yaml_says_to_quote_it(when: str, hint: str) -> None:
     with pytest.raises(ConfigErrors) as caught:
