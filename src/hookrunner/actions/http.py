@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import re
 import ssl
 import zlib
@@ -478,7 +479,22 @@ def _not_answered(exc: httpx.HTTPError, ctx: RunContext) -> RunResult:
 
 def _said(exc: httpx.HTTPError) -> str:
     said = str(exc) or _UNSAID.get(type(exc), "")
+    cause = _os_cause(exc)
+    if cause is not None and cause not in said:  # "All connection attempts failed": why
+        said = f"{said} ({cause})" if said else cause
     return f"{type(exc).__name__}: {said}".rstrip(": ")
+
+
+def _os_cause(exc: BaseException) -> str | None:
+    """The operating system's word on a failure httpx wraps (`connection refused`)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno is not None and cause.errno > 0:
+            return os.strerror(cause.errno).lower()
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 register(HttpRunner())

@@ -219,7 +219,9 @@ async def test_cancel(harness, server: str) -> None:
 async def test_connection_refused_is_failed(harness) -> None:
     result = await HTTP.run({"url": "http://127.0.0.1:9/x"}, harness.ctx())
     assert result.outcome == "failed"
-    assert result.reason.startswith("request failed: ConnectError")
+    # httpx says only "All connection attempts failed": the system's reason is added.
+    assert result.reason == "request failed: ConnectError: All connection attempts failed " \
+                            "(connection refused)", result.reason
 
 
 async def test_non_http_url_is_refused(harness) -> None:
