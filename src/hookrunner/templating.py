@@ -284,9 +284,10 @@ _LISTED = "hookrunner_listed"  # the global that keeps an iterator's items (see 
 
 
 def _listed(value: Any) -> Any:
-    """A left operand as the clause and its explanation see it: an iterator (what `map` and
-    `select` give) as the list of its items, since `"dba" in it` uses them up and the
-    explanation showed `[]`; anything else as it is."""
+    """The operand of `"dba" in <it>` as the clause and its explanation see it: an iterator
+    (what `map` and `select` give) as the list of its items, since the `in` used them up and
+    the explanation showed `[]` (`in` finds the same in either); anything else as it is.
+    Only there: `map(...) == [...]` is false of an iterator, as the whole `when` says."""
     if isinstance(value, Iterator) and not isinstance(value, str | bytes):
         return list(value)
     return value
@@ -853,8 +854,9 @@ def _compile_clause(node: nodes.Expr) -> tuple[TemplateExpression, bool]:
     owner, attr = holder
     left: nodes.Expr = getattr(owner, attr)
     setattr(owner, attr, nodes.Name(_LEFT, "load", lineno=1))
-    listed = nodes.Call(nodes.Name(_LISTED, "load"), [left], [], None, None, lineno=1)
-    body = [nodes.Assign(nodes.Name(_LEFT, "store"), listed, lineno=1),
+    if isinstance(owner, nodes.Operand):  # `"dba" in <iterator>`: the `in` uses it up
+        left = nodes.Call(nodes.Name(_LISTED, "load"), [left], [], None, None, lineno=1)
+    body = [nodes.Assign(nodes.Name(_LEFT, "store"), left, lineno=1),
             nodes.Assign(nodes.Name("result", "store"), node, lineno=1)]
     try:
         template = ENV.from_string(nodes.Template(body, lineno=1))

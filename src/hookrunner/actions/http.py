@@ -110,25 +110,24 @@ def fixed_part(url: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def host_left_open(url: str) -> bool:
-    """Whether a template goes on with a host the rule has begun (`http://api.example.com{{
-    payload.path }}`): a value could then move the request to another host (`.evil.example`,
-    `:8443`). `check` warns: the path should start with a literal `/`."""
-    fixed = fixed_part(url)
-    return fixed is not None and fixed.endswith(HOLE) and fixed.count(HOLE) == 1 and \
-        not fixed.endswith("://" + HOLE)
-
-
 def _pinned(url: str, fixed: str) -> bool:
-    """Whether `url` keeps the scheme and host its rule writes (`fixed`, see fixed_part): a
-    templated part of the host may be any text but no `@` (credentials a value would add,
-    `http://host{{ path }}` with a path of `@evil.example/`), and no `/`, `?` or `#`."""
+    """Whether `url` keeps the scheme and host its rule writes (`fixed`, see fixed_part). A
+    templated part of the host may be any text but `@` (credentials a value would add),
+    `/`, `?`, `#` or `\\`; one that ends the host right after text the rule writes
+    (`http://api.example.com{{ payload.path }}`) adds nothing to it, since there the rule
+    means a path (`.evil.example/`, `:8443` or `1:9000` would move the request, with the
+    rule's headers, to another host or port); after a `:` it is a port, digits."""
     try:
         got = urlsplit(url)
     except ValueError:
         return False
     scheme, _, netloc = fixed.partition("://")
-    pattern = "[^@/?#\\\\]*".join(re.escape(piece) for piece in netloc.split(HOLE))
+    pieces = netloc.split(HOLE)
+    holes = ["[^@/?#\\\\]*"] * (len(pieces) - 1)
+    if len(pieces) > 1 and pieces[-1] == "" and pieces[-2]:  # the host ends with a template
+        holes[-1] = "[0-9]*" if pieces[-2].endswith(":") else \
+            holes[-1] if pieces[-2][-1] in ".-" else ""
+    pattern = "".join(re.escape(piece) + hole for piece, hole in zip(pieces, [*holes, ""], strict=True))
     return got.scheme.lower() == scheme.lower() and \
         re.fullmatch(pattern, got.netloc, re.IGNORECASE) is not None
 
@@ -136,9 +135,11 @@ def _pinned(url: str, fixed: str) -> bool:
 def _dot_segment(url: str) -> bool:
     """Whether the URL's path has a `..` segment (`%2e%2e` too), which the client resolves
     before sending: `/builds/{{ id | urlencode }}` with an id of `../../admin` would be
-    `/admin` (urlencode keeps `/`)."""
+    `/admin` (urlencode keeps `/`). Read decoded too, split at `/` and `\\`: an endpoint
+    that decodes `%2F` before routing reads `..%2F..%2Fadmin` so."""
     path = urlsplit(url).path
-    return any(unquote(segment) == ".." for segment in path.split("/"))
+    return any(part == ".." for segment in path.split("/")
+               for part in re.split(r"[/\\]", unquote(segment)))
 
 
 def literal_problem(url: str) -> str | None:
@@ -182,13 +183,17 @@ def trust(ca: Any, root: Path) -> ssl.SSLContext:
 def _system_trust() -> ssl.SSLContext:
     """The system's CA store (Debian's ca-certificates, where `update-ca-certificates` puts
     an internal CA), as curl trusts; certifi's bundle (httpx's own default) only where the
-    system has none."""
-    context = ssl.create_default_context()
-    if not context.cert_store_stats().get("x509_ca"):
+    system has none. OpenSSL's own paths, not SSL_CERT_FILE/SSL_CERT_DIR: the server's
+    environment is not the action's."""
+    paths = ssl.get_default_verify_paths()
+    cafile = paths.openssl_cafile if os.path.isfile(paths.openssl_cafile) else None
+    capath = paths.openssl_capath if os.path.isdir(paths.openssl_capath) and \
+        any(os.scandir(paths.openssl_capath)) else None
+    if cafile is None and capath is None:
         import certifi
 
-        context = ssl.create_default_context(cafile=certifi.where())
-    return context
+        cafile = certifi.where()
+    return ssl.create_default_context(cafile=cafile, capath=capath)
 
 
 @functools.lru_cache(maxsize=32)
@@ -312,6 +317,7 @@ def _prepare(rendered: Mapping[str, Any], env: Mapping[str, str]
     if isinstance(fixed, str) and not _pinned(url, fixed):
         raise ActionError(f"http: a templated value changed the scheme or host that the rule "
                           f"writes out ({log_url(fixed)}): {shown}")
+    proxy_for(url, env)  # a proxy that cannot be used: refused before anything is sent
     method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()
     # Values as UTF-8 (a payload's `é` is no reason to fail); CR/LF is still refused.
     headers = {k: stringify(v).encode() for k, v in (rendered.get("headers") or {}).items()}
@@ -376,6 +382,16 @@ def proxy_for(url: str, env: Mapping[str, str]) -> tuple[str, str] | None:
     found = var(f"{parts.scheme}_proxy") or var("all_proxy")
     if found is None:
         return None
+    name, proxy = found
+    if "://" not in proxy:
+        proxy = f"http://{proxy}"  # `proxy.internal:3128`, as curl reads it
+    scheme = proxy.partition("://")[0].lower()
+    if scheme not in SCHEMES:
+        raise ActionError(f"http: ${name} names a {scheme} proxy: only http:// and https:// "
+                          "proxies are supported")
+    if not _valid(proxy):
+        raise ActionError(f"http: ${name} is not a proxy URL: {log_url(proxy)}")
+    found = (name, proxy)
     bypass = var("no_proxy")
     if bypass is not None and parts.hostname is not None:
         # urllib's own reading of no_proxy (`*`, domain suffixes, host:port); not in typeshed.

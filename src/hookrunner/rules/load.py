@@ -530,7 +530,7 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
                     f"\"{base}/{{{{ payload.env }}}}.ini\"): elsewhere a payload value could name "
                     "any file under --root", (key,))
     if kind == "http":
-        _http_url(ctx, tree, body, fallback, what, problem)
+        _http_url(tree, problem)
     if ctx.root is None:
         return
     def missing(message: str, path: tuple[str | int, ...]) -> None:
@@ -618,24 +618,17 @@ def _on_path(ctx: f.Ctx, program: str, env: Any, line: int, what: str, field: st
                             f"on PATH ({path}): its runs will fail {fails}")
 
 
-def _http_url(ctx: f.Ctx, tree: dict[str, Any], body: Any, fallback: int, what: str,
+def _http_url(tree: dict[str, Any],
               problem: Callable[[str, tuple[str | int, ...]], None]) -> None:
     """An http action's url and header values written without templates that every run
-    would refuse (`ftp://...`, a port past 65535, a line break), and a url whose template
-    goes on with the host the rule begins (a warning: a value could change the host)."""
-    from hookrunner.actions.http import host_left_open, literal_problem
+    would refuse (`ftp://...`, a port past 65535, a line break)."""
+    from hookrunner.actions.http import literal_problem
 
     url = tree.get("url")
     if isinstance(url, Constant):
         said = literal_problem(url.source)
         if said is not None:
             problem(f"url: {said}", ("url",))
-    elif url is not None and host_left_open(url.source):
-        line = line_of(body, ("url",), fallback)
-        ctx.warnings.append(
-            f"{ctx.file}:{line}: {what}: run.http.url: a template goes on with the host "
-            f"({url.source[:80]!r}): a value could move the request to another host "
-            "(`.evil.example/`; a `@` is refused): start the path with a literal `/`")
     headers = tree.get("headers")
     for name, value in (headers.items() if isinstance(headers, dict) else ()):
         if isinstance(value, Constant) and any(c in value.source for c in "\r\n\x00"):
