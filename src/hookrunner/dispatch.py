@@ -69,6 +69,7 @@ STATS_BACKOFF = 100
 STATS_MAX_WAIT = 60.0
 # An outage is noticed twice a second: one line a second, with a count, is enough.
 _store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR)
+STALL_AFTER = 2  # housekeeping rounds a renewal may be late by before it counts as a stall
 # A run dir retention cannot remove (or a dir it cannot list) is met every round: once a
 # minute at most.
 _prune_dirs_log = Throttled("store.prune_dirs_failed", logging.WARNING, every=60.0)
@@ -173,6 +174,10 @@ class Dispatcher:
         # to renew (else a run that is alive and well would be retried or failed).
         self._store_down = False
         self._reachable_since = 0.0
+        # When this node last renewed its leases (monotonic): a store that hangs instead of
+        # failing (a frozen database) holds every node's renewals alike, so one renewal
+        # late by more than STALL_AFTER rounds counts as an outage too.
+        self._renewed_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -217,6 +222,7 @@ class Dispatcher:
         self.budget.refresh(await self.store.queued(), before)
         if self._wake_fd is not None:
             self._loop.add_reader(self._wake_fd, self._woken)
+        self._renewed_at = time.monotonic()  # the start's own work is no stall
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="hookrunner-claim"),
             asyncio.create_task(self._housekeeping(), name="hookrunner-housekeeping"),
@@ -522,13 +528,22 @@ class Dispatcher:
                                 run_id, f"{REPLACED}{by}" if by else "canceled by request")
                             entry[1].set()
                 if now - last_renew >= self.settings.lease / 3:
-                    if not await self.store.lock_node(self.node):
-                        # Our identity was lost (its lock's connection dropped) and another
-                        # server took it: it will recover "our" runs, so stop taking work.
-                        event("dispatcher.identity_lost", logging.ERROR, node=self.node)
-                        self.begin_stop()
+                    identity_error: StoreUnavailable | None = None
+                    try:
+                        if not await self.store.lock_node(self.node):
+                            # Our identity was lost (its lock's connection dropped) and another
+                            # server took it: it will recover "our" runs, so stop taking work.
+                            event("dispatcher.identity_lost", logging.ERROR, node=self.node)
+                            self.begin_stop()
+                    except StoreUnavailable as exc:
+                        # Its own connection (no slot for it, say): the pool's may work, and
+                        # this node's leases must go on being renewed meanwhile.
+                        identity_error = exc
                     await self._renew(now)
                     last_renew = now  # only once renewed: a failed renewal is tried next round
+                    self._renewal_went_through()
+                    if identity_error is not None:
+                        raise identity_error  # said, and no takeover while it lasts
                     if (self.store.shared and not self._store_down
                             and now - self._reachable_since >= self.settings.lease):
                         for run in await self.store.expired(now):
@@ -565,6 +580,19 @@ class Dispatcher:
             # Also in an outage: the figure the hooks admit by (it was left as sampled while
             # a request held a reservation, until the store came back).
             self.metrics.queue_depth.set(self.queued)
+
+    def _renewal_went_through(self) -> None:
+        """A renewal late by more than a few rounds (the store hung, or this process did):
+        other nodes could not renew theirs either, so their runs may look expired while
+        they run well. Take none over until they had a lease's time to renew again."""
+        mono = time.monotonic()
+        late = mono - self._renewed_at - self.settings.lease / 3
+        if late > STALL_AFTER * self._tick and self.store.shared:
+            self._reachable_since = time.time()  # (`now` is the round's start, before it)
+            event("dispatcher.store_stalled", logging.WARNING, node=self.node,
+                  seconds=round(mono - self._renewed_at, 1),
+                  hint="renewals were held up: no other node's run is taken over for a lease")
+        self._renewed_at = mono
 
     async def _pruning(self) -> None:
         """Retention (--keep), on a task of its own: a first prune of a long history takes
@@ -629,6 +657,7 @@ class Dispatcher:
             entry = self._active.get(run_id)
             renewed = self._renewed.get(run_id)
             if (entry is None or run_id in self._lost or renewed is None
+                    or run_id in self._recording  # its action has ended: nothing to stop
                     or mono - renewed < self.settings.lease - self.settings.lease / 3):
                 continue
             self._lost.add(run_id)

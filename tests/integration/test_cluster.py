@@ -632,3 +632,57 @@ def test_a_node_that_makes_its_own_admin_token_on_a_shared_database_says_so(
     node.stop()
     assert "server.admin_token_per_node" in node.output(), node.output()
     assert "HOOKRUNNER_ADMIN_TOKEN on every node" in node.output()
+
+
+FREEZE = 12.0  # seconds: 3 leases, past the pool timeout (5 s) the records wait out
+
+
+def _postgres_pids(cluster: pgcluster.Cluster) -> list[int]:
+    """The cluster's postmaster and every process it started."""
+    head = int((cluster.dir / "postmaster.pid").read_text().split()[0])
+    children = Path(f"/proc/{head}/task/{head}/children").read_text().split()
+    return [head, *map(int, children)]
+
+
+def test_a_database_that_hangs_for_leases_takes_over_no_run_that_ended_well(
+    project: Path, own_cluster: pgcluster.Cluster
+) -> None:
+    """A frozen database (every PostgreSQL process stopped, not dead) held every node's
+    renewals. At the thaw a node took over the runs of another at once: their actions had
+    ended well and were waiting to be recorded, and ran a second time. Now a node whose
+    renewals were held up waits a lease before it takes any over, and a run whose action
+    has ended is not fenced."""
+    nodes = Nodes(project, pgcluster.create_database(own_cluster.url), lease="4s")
+    try:
+        recording_script(project, "quick.sh", "sleep 0.3")
+        nodes.rules("""
+rules:
+  - name: quick
+    hook: github
+    run: {shell: {argv: ["scripts/quick.sh"]}}
+    retry: {attempts: 3, backoff: 0s}
+""")
+        # n2 runs them all; n1 is idle, so its first call in the freeze is its identity
+        # lock's, on a connection of its own, which hangs (the pool's time out and say so).
+        busy = nodes.start("n2")[0]
+        run_ids = list(iter_runs(post_many([busy], [{"n": i} for i in range(6)])))
+        until(lambda: len([x for x in nodes.lines("events") if x[0] == "start"]) >= 6, 30,
+              "every action started")
+        servers = [busy, *nodes.start("n1")]
+        pids = _postgres_pids(own_cluster)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(FREEZE)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        final = wait_terminal(nodes.db, run_ids)
+        assert set(final.values()) == {"succeeded"}, final
+        starts = Counter(x[1] for x in nodes.lines("events") if x[0] == "start")
+        assert all(starts[r] == 1 for r in run_ids), starts
+        attempts = query(nodes.db, "SELECT max(attempt) FROM runs WHERE id = ANY(%s)", [run_ids])
+        assert attempts == [(1,)], attempts
+        assert any("dispatcher.store_stalled" in s.output() for s in servers)
+    finally:
+        nodes.stop_all()

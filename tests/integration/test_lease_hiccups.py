@@ -37,6 +37,22 @@ class Hiccups(SQLiteStore):
         return await super().renew(node, run_ids, lease, now)
 
     hang: asyncio.Event | None = None  # claims wait for it (a pool with no connection free)
+    identity_fails = False  # the node's lock connection cannot be made (no slot for it)
+    identity_hang = 0.0  # seconds the next identity check hangs (a frozen database)
+    expired_asks: list[float]  # each test's own (set where it looks)
+
+    async def lock_node(self, node: str) -> bool:
+        if self.identity_hang:
+            hang, self.identity_hang = self.identity_hang, 0.0
+            await asyncio.sleep(hang)
+        if self.identity_fails:
+            raise StoreUnavailable("injected: remaining connection slots are reserved")
+        return await super().lock_node(node)
+
+    async def expired(self, now: float) -> list[Run]:
+        if hasattr(self, "expired_asks"):
+            self.expired_asks.append(now)
+        return await super().expired(now)
 
     async def finish(self, result: Finish) -> None:
         if self.finish_failures:
@@ -153,3 +169,37 @@ async def test_a_step_of_the_wall_clock_stops_no_run(
     assert await ended(store, run_id) == "succeeded"
     run = await store.get_run(run_id)
     assert run is not None and run.attempt == 1 and run.reason == ""
+
+
+async def test_leases_are_renewed_while_the_identity_lock_cannot_be_held(
+    cluster: tuple[Hiccups, Dispatcher],
+) -> None:
+    """PostgreSQL with no connection slot left for the node's own lock: the renewals were
+    skipped with it, and the node fenced its own healthy runs after two thirds of a lease."""
+    store, dispatcher = cluster
+    store.expired_asks = []
+    store.identity_fails = True
+    run_id = await arrive(store, dispatcher, "sleep 3")
+    assert await ended(store, run_id) == "succeeded"
+    run = await store.get_run(run_id)
+    assert run is not None and run.attempt == 1 and run.reason == ""
+    assert store.expired_asks == []  # no takeover while the node cannot say who it is
+
+
+async def test_a_renewal_held_up_by_a_hung_store_defers_takeovers_by_a_lease(
+    cluster: tuple[Hiccups, Dispatcher], capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A frozen database holds every node's renewals alike: right after it, other nodes'
+    leases look expired while their runs are well. No takeover for a lease after a stall."""
+    store, _ = cluster
+    store.expired_asks = []
+    await asyncio.sleep(LEASE * 1.2)  # a lease of good renewals: takeovers are looked for
+    assert store.expired_asks
+    store.identity_hang = LEASE * 2
+    await asyncio.sleep(LEASE * 2 + 0.2)
+    resumed = time.time()
+    store.expired_asks.clear()
+    await asyncio.sleep(LEASE * 0.8)
+    assert store.expired_asks == [], "took over right after the stall"
+    await asyncio.sleep(LEASE * 0.6)
+    assert store.expired_asks and min(store.expired_asks) >= resumed + LEASE * 0.9
