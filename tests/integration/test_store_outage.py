@@ -125,3 +125,32 @@ def test_a_full_disk_is_told_by_readyz_before_a_delivery_fails_and_refuses_a_sta
         out = refused.output()
         assert "server.refused" in out and "is full (" in out and "free some space" in out, out
         assert "Traceback" not in out
+
+
+@pytest.mark.postgres
+def test_postgresql_refusing_writes_is_told_by_readyz_until_a_write_goes_through(
+    make_server: Callable[..., Server], postgres_db: str,
+) -> None:
+    """A full tablespace (or a statement timeout) failed every delivery with 503 while
+    /readyz said ok: its check was `SELECT 1`, and a load balancer kept sending. After a
+    failed write it tries a delivery's insert, undone."""
+    import psycopg
+
+    server = make_server(RULES, args=["--db", postgres_db])
+    assert _post(server)[0] == 202 and _ready(server) == 200
+    with psycopg.connect(postgres_db, autocommit=True) as conn:
+        conn.execute("""
+            CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
+                  USING ERRCODE = 'disk_full'; END $$;
+            CREATE TRIGGER refuse_all BEFORE INSERT ON deliveries FOR EACH ROW EXECUTE FUNCTION refuse();
+        """)
+        try:
+            status, headers, _ = _post(server)
+            assert status == 503 and headers.get("retry-after") == "5"
+            assert _ready(server) == 503
+            assert _ready(server) == 503  # the probe's write is refused too
+        finally:
+            conn.execute("DROP TRIGGER refuse_all ON deliveries; DROP FUNCTION refuse()")
+    assert _ready(server) == 200  # without a delivery first: the probe's write went through
+    assert _post(server)[0] == 202

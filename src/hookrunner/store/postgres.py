@@ -100,6 +100,11 @@ def _holds_nul(params: dict[str, Any]) -> bool:
     return any(isinstance(v, str) and "\x00" in v for v in params.values())
 
 
+# The readiness probe's write (see PostgresStore.ping): a delivery of 32 KiB, rolled back.
+PROBE = NewDelivery(id="dlv_readiness_probe", hook="-", received_at=0.0, headers=[],
+                    body=bytes(32768), dedup_key=None, event=None, client_ip="",
+                    matches=[])
+
 class PostgresStore:
     shared = True  # see Store.shared
 
@@ -122,6 +127,7 @@ class PostgresStore:
         self._listener: asyncio.Task[None] | None = None
         self._node_conn: psycopg.AsyncConnection[Any] | None = None
         self._node_locked = False
+        self._writes_failing = False  # the last write transaction failed (see ping)
 
     async def open(self, migrate: bool = True) -> None:
         try:
@@ -164,8 +170,13 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[Conn]:
-        async with self._conn() as conn, conn.transaction():
-            yield conn
+        try:
+            async with self._conn() as conn, conn.transaction():
+                yield conn
+        except StoreUnavailable:
+            self._writes_failing = True  # (a full tablespace, a statement timeout): see ping
+            raise
+        self._writes_failing = False
 
     @contextlib.asynccontextmanager
     async def _listing(self) -> AsyncIterator[float]:
@@ -293,11 +304,19 @@ class PostgresStore:
         return await wait_event(self._wake, timeout)
 
     async def ping(self) -> bool:
+        """Reachable, and, after a write failed, writable: a full tablespace or a statement
+        timeout fails every delivery while `SELECT 1` goes through, and a load balancer
+        must hear it (as from SQLite's ping). The probe is a delivery's insert, undone."""
         try:
             async with self._conn() as conn:
-                await conn.execute("SELECT 1")
-        except StoreUnavailable:
+                if not self._writes_failing:
+                    await conn.execute("SELECT 1")
+                    return True
+                async with conn.transaction(force_rollback=True):
+                    await conn.execute(Q["insert_delivery"], delivery_params(PROBE))
+        except (StoreUnavailable, psycopg.OperationalError):
             return False
+        self._writes_failing = False
         return True
 
     async def accept(self, delivery: NewDelivery, runs: Sequence[NewRun]) -> AcceptResult:
