@@ -154,3 +154,40 @@ def test_postgresql_refusing_writes_is_told_by_readyz_until_a_write_goes_through
             conn.execute("DROP TRIGGER refuse_all ON deliveries; DROP FUNCTION refuse()")
     assert _ready(server) == 200  # without a delivery first: the probe's write went through
     assert _post(server)[0] == 202
+
+
+@pytest.mark.postgres
+def test_a_pool_that_cannot_connect_says_why(
+    make_server: Callable[..., Server], postgres_db: str,
+) -> None:
+    """A password changed (or no connection slot left) while serving: senders got 503 and
+    the log said only "couldn't get a connection after 5.00 sec"; libpq's reason was in a
+    driver line apart. The refusal now carries it."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    role = f"hr_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_db, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
+    parts = urlsplit(postgres_db)
+    as_role = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    server = make_server(RULES, args=["--db", as_role])
+    assert _post(server)[0] == 202
+    with psycopg.connect(postgres_db, autocommit=True) as conn:
+        conn.execute(f"ALTER ROLE {role} NOLOGIN")
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE usename = %s", (role,))
+        try:
+            deadline = time.monotonic() + 30
+            while "the last connection attempt" not in server.output():
+                assert time.monotonic() < deadline, server.output()[-3000:]
+                assert _post(server)[0] == 503
+            assert f'role \\"{role}\\" is not permitted to log in' in server.output() or \
+                f'role "{role}" is not permitted to log in' in server.output()
+        finally:
+            conn.execute(f"ALTER ROLE {role} LOGIN")
+    deadline = time.monotonic() + 30
+    while _post(server)[0] != 202:
+        assert time.monotonic() < deadline

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -94,6 +95,25 @@ Q = sql.queries("postgres")
 Conn = psycopg.AsyncConnection[DictRow]
 
 
+class _Connection(psycopg.AsyncConnection[DictRow]):
+    """The pool's connections. A pool that cannot connect says only "couldn't get a
+    connection after 5.00 sec"; this keeps why the last try failed (a password changed,
+    no connection slot left) for the StoreUnavailable that operators read."""
+
+    last_refusal = ""
+
+    @classmethod
+    async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+        try:
+            connection = await super().connect(conninfo, **kwargs)
+        except psycopg.OperationalError as exc:
+            said = " ".join(str(exc).split())  # libpq's lines, as one
+            _Connection.last_refusal = said[:300]
+            raise
+        _Connection.last_refusal = ""
+        return connection
+
+
 def _holds_nul(params: dict[str, Any]) -> bool:
     """A value from a URL (`/runs/a%00b`, `?hook=%00`) with a NUL in it: PostgreSQL text
     cannot hold one (a 500 and a traceback); SQLite just finds no such row."""
@@ -116,7 +136,7 @@ class PostgresStore:
         self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             url, min_size=min_size, max_size=max_size, timeout=timeout, open=False,
             reconnect_timeout=DEFAULT_RECONNECT_TIMEOUT,
-            check=AsyncConnectionPool.check_connection, connection_class=Conn,
+            check=AsyncConnectionPool.check_connection, connection_class=_Connection,
             kwargs={"autocommit": True, "row_factory": dict_row,
                     "connect_timeout": DEFAULT_CONNECT_TIMEOUT, **TCP_TIMEOUTS},
         )
@@ -165,7 +185,11 @@ class PostgresStore:
         try:
             async with self._pool.connection(timeout=timeout) as conn:
                 yield conn
-        except psycopg.OperationalError as exc:  # includes PoolTimeout and lost connections
+        except psycopg_pool.PoolTimeout as exc:
+            why = f" (the last connection attempt: {_Connection.last_refusal})" \
+                if _Connection.last_refusal else ""
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}{why}") from exc
+        except psycopg.OperationalError as exc:  # lost connections, a full disk, timeouts
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
 
     @contextlib.asynccontextmanager
