@@ -533,14 +533,17 @@ def test_an_sqlite_server_and_a_node_never_share_a_data_dir(nodes: Nodes, projec
         sqlite.stop()
 
 
-def test_a_stop_ends_while_the_database_does_not_answer(nodes: Nodes, project: Path) -> None:
-    """A table lock held elsewhere (a migration, VACUUM FULL, a stuck transaction) during a
-    stop: the claim loop, waiting on a query, kept the server alive until the lock went, and
+def test_a_stop_ends_while_the_database_does_not_answer(
+        project: Path, own_cluster: pgcluster.Cluster) -> None:
+    """A database that does not answer (frozen; a table lock held elsewhere did so too,
+    until the pool's lock_timeout) during a stop: the claim loop, waiting on a query, kept
+    the server alive until it answered, and
     so did a canceled run whose result could not be written. That run is settled at the next
     start, as after a crash. A `?wait` request polling the store for its run got a 500 at
     uvicorn's cut-off, for a delivery that was journaled: 202 now."""
+    nodes = Nodes(project, pgcluster.create_database(own_cluster.url))
     nodes.rules(_slow_rules(project))
-    node = nodes.server("n1", args=["--lease", "60s"])  # not lost while the lock is held
+    node = nodes.server("n1", args=["--lease", "60s"])  # not lost while it does not answer
     node.env["HOOKRUNNER_GRACE"] = "1s"
     node.start()
     assert node.proc is not None
@@ -550,16 +553,25 @@ def test_a_stop_ends_while_the_database_does_not_answer(nodes: Nodes, project: P
         post(node, {"retry": False, "n": 2}, params={"wait": "60s"})))
     waiter.start()
     until(lambda: len(nodes.lines("events")) == 2, 15, "both slow runs started")
-    with psycopg.connect(nodes.db) as locker:
-        locker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
-        time.sleep(1.5)  # the claim loop's next query now waits on the lock
+    locker = psycopg.connect(nodes.db)
+    locker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+    time.sleep(1.5)  # the claim loop's next query now waits on the lock
+    # ...and the server stops answering (frozen) before the pool's lock_timeout ends it.
+    frozen = _postgres_pids(own_cluster)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
         node.proc.send_signal(signal.SIGTERM)
         try:
             code = node.proc.wait(timeout=40)  # the grace + the store's 10 s + closing it
         except subprocess.TimeoutExpired:
             code = None
         waiter.join(timeout=30)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
         locker.rollback()
+        locker.close()
     assert code in (0, -signal.SIGTERM), node.output()
     assert "dispatcher.store_not_answering" in node.output()
     (answer,) = waited
@@ -567,9 +579,12 @@ def test_a_stop_ends_while_the_database_does_not_answer(nodes: Nodes, project: P
     abandoned = next(x for x in node.output().splitlines() if "run.result_abandoned" in x)
     assert run_id in abandoned and answer.json()["runs"][0] in abandoned, abandoned
     assert statuses(nodes.db, [run_id])[run_id] == "running"  # nothing could be written
-    node.start()
-    final = wait_terminal(nodes.db, [run_id], timeout=30)
-    assert final[run_id] == "failed", final  # interrupted; no retry in its rule
+    try:
+        node.start()
+        final = wait_terminal(nodes.db, [run_id], timeout=30)
+        assert final[run_id] == "failed", final  # interrupted; no retry in its rule
+    finally:
+        nodes.stop_all()
 
 
 def test_a_stop_while_the_store_opens_starts_no_action(nodes: Nodes, project: Path) -> None:

@@ -191,3 +191,22 @@ def test_a_pool_that_cannot_connect_says_why(
     deadline = time.monotonic() + 30
     while _post(server)[0] != 202:
         assert time.monotonic() < deadline
+
+
+@pytest.mark.postgres
+def test_a_postgresql_table_locked_by_hand_is_a_timely_503(
+    make_server: Callable[..., Server], postgres_db: str,
+) -> None:
+    """`LOCK TABLE deliveries` (or VACUUM FULL) for 30 s held a delivery's answer 29 s, past
+    a sender's 10 s timeout: a sender without a delivery id sent it again and it ran twice."""
+    import psycopg
+
+    server = make_server(RULES, args=["--db", postgres_db])
+    assert _post(server)[0] == 202
+    with psycopg.connect(postgres_db) as holder:  # a transaction: the lock lasts until its end
+        holder.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        status, headers, took = _post(server)
+        assert status == 503 and headers.get("retry-after") == "5", (status, headers)
+        assert took < 9, took
+        holder.rollback()
+    assert _post(server)[0] == 202

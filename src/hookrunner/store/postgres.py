@@ -95,6 +95,17 @@ Q = sql.queries("postgres")
 Conn = psycopg.AsyncConnection[DictRow]
 
 
+# How long a statement of the pool's waits for a lock: a table locked by hand (`LOCK TABLE`,
+# `VACUUM FULL`, a migration run elsewhere) held a delivery's answer for as long, past a
+# sender's 10 s timeout (a sender without a delivery id then sent it again: run twice).
+# Past it, hooks answer 503 with Retry-After.
+LOCK_TIMEOUT = "5s"
+
+
+async def _bounded_lock_waits(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+
+
 class _Connection(psycopg.AsyncConnection[DictRow]):
     """The pool's connections. A pool that cannot connect says only "couldn't get a
     connection after 5.00 sec"; this keeps why the last try failed (a password changed,
@@ -137,6 +148,7 @@ class PostgresStore:
             url, min_size=min_size, max_size=max_size, timeout=timeout, open=False,
             reconnect_timeout=DEFAULT_RECONNECT_TIMEOUT,
             check=AsyncConnectionPool.check_connection, connection_class=_Connection,
+            configure=_bounded_lock_waits,
             kwargs={"autocommit": True, "row_factory": dict_row,
                     "connect_timeout": DEFAULT_CONNECT_TIMEOUT, **TCP_TIMEOUTS},
         )
@@ -242,6 +254,8 @@ class PostgresStore:
             if problem is not None:
                 raise StoreUnavailable(problem)
             return
+        # Another node's migration, or one waiting for the tables' users: as long as it takes.
+        await conn.execute("SET lock_timeout = 0")
         await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
         try:
             cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
@@ -279,6 +293,7 @@ class PostgresStore:
                 event("store.migrated", applied=names)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+            await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
 
     async def lock_node(self, node: str) -> bool:
         # A session-level advisory lock on a connection of its own, held until close (or
