@@ -70,6 +70,9 @@ _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"""
 
 
+WAL_KEPT = 4 * 1024 * 1024  # bytes of the -wal file kept between bursts (journal_size_limit)
+
+
 def connect(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:
     # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE itself.
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
@@ -79,6 +82,9 @@ def connect(path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.C
     conn.create_function("hookrunner_ended_spec", 1, ended_spec_text, deterministic=True)
     conn.create_function("hookrunner_ended_key", 2, ended_key, deterministic=True)
     conn.execute("PRAGMA journal_mode=WAL")
+    # The -wal file kept the size of its largest burst for good (21 MB beside an empty
+    # store, after --keep pruned everything): cut back to this once a checkpoint empties it.
+    conn.execute(f"PRAGMA journal_size_limit={WAL_KEPT}")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")

@@ -127,3 +127,24 @@ async def test_ping_answers_while_the_reader_is_busy_with_a_long_listing(tmp_pat
     finally:
         await store.close()
 
+
+
+async def test_the_wal_file_shrinks_back_after_a_burst(tmp_path: Path) -> None:
+    """The -wal file kept the size of its largest burst (21 MB beside an emptied store)."""
+    from hookrunner.store.sqlite import WAL_KEPT
+
+    store = SQLiteStore(str(tmp_path / "data" / "hookrunner.db"))
+    await store.open()
+    try:
+        wal = tmp_path / "data" / "hookrunner.db-wal"
+        big = [dataclasses.replace(delivery(), body=bytes(256 * 1024)) for _ in range(80)]
+        await asyncio.gather(*(store.accept(d, [new_run(d)]) for d in big))
+        assert wal.stat().st_size > WAL_KEPT * 3  # 20 MB in one go: past the checkpoints
+        for _ in range(3):  # writes after a checkpoint start the file again, cut to the limit
+            d = delivery()
+            await store.accept(d, [new_run(d)])
+            with sqlite3.connect(tmp_path / "data" / "hookrunner.db") as other:
+                other.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        assert wal.stat().st_size <= WAL_KEPT, wal.stat().st_size
+    finally:
+        await store.close()
