@@ -341,7 +341,9 @@ class _UnreadEnv(dict[str, str]):
     """What a dry run reads for `{env: NAME}`: a plain stand-in (an http URL, a header value
     without credentials), since the CLI's environment is not the server's."""
 
-    def get(self, key: str, default: Any = None) -> str:
+    def get(self, key: str, default: Any = None) -> Any:
+        if key.lower().endswith("_proxy"):  # which proxies the server passes is unknown
+            return default
         return "https://env.invalid/"
 
 
@@ -374,8 +376,9 @@ def proxy_for(url: str, env: Mapping[str, str]) -> tuple[str, str] | None:
     never read (it is not the action's)."""
     def var(name: str) -> tuple[str, str] | None:
         for each in (name, name.upper()):
-            if env.get(each, "").strip():
-                return each, env[each].strip()
+            value = (env.get(each) or "").strip()
+            if value:
+                return each, value
         return None
 
     parts = urlsplit(url)
