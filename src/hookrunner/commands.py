@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hookrunner.errors import ConfigErrors, HookrunnerError, StartupRefused, StoreUnavailable
 from hookrunner.settings import Settings
-from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Store
+from hookrunner.store.base import RUN_STATUSES, Delivery, Store
 
 if TYPE_CHECKING:  # the commands import what they use as they run: a quick CLI start
     from hookrunner.rules.model import Ruleset
@@ -482,8 +482,10 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
             if any(r.status == "queued" for r in items) else []
         # An ended run took what its last attempt took (one canceled while it waited for
         # its retry ended later than that ran).
-        lasts = {r.id: (await store.attempts(r.id))[-1:] for r in items
-                 if r.status in TERMINAL and r.attempt > 0}
+        # (A query each: only for runs that ended between attempts, as a cancel during a
+        # retry's wait does, and for the first page's worth of them.)
+        lasts = {r.id: (await store.attempts(r.id))[-1:]
+                 for r in [r for r in items if r.status == "canceled" and r.attempt > 0][:100]}
     finally:
         await store.close()
     from hookrunner.waiting import describe, waiting_for
