@@ -445,6 +445,39 @@ def test_listings_page_back_through_the_whole_history(make_server: Callable[...,
     assert gone.returncode == 1 and "run_gone" in gone.stderr
 
 
+def test_the_console_pages_a_run_status_filter_by_run_without_gaps_or_repeats(
+        make_server: Callable[..., Server]) -> None:
+    """With a run status filter rows come in run order, and a replay puts an old delivery
+    first: paging by delivery then skipped the nine between (review)."""
+    server = make_server("""
+hooks:
+  open: {verify: {none: {}}}
+rules:
+  - {name: fails, hook: open, run: {shell: {argv: ["false"]}}}
+""")
+    posted = [httpx.post(f"{server.url}/hooks/open", json={"n": i}, timeout=30).json()
+              for i in range(10)]
+    with server.admin() as c:
+        assert c.post(f"/api/deliveries/{posted[0]['delivery_id']}/replay").status_code == 202
+        posted += [httpx.post(f"{server.url}/hooks/open", json={"n": i}, timeout=30).json()
+                   for i in range(10, 14)]
+        runs = [r for p in posted for r in p["runs"]]
+        for run_id in runs:
+            assert server.wait_run(run_id)["status"] == "failed"
+        shown: list[str] = []
+        query = "status=failed&limit=5"
+        for _ in range(10):
+            page = c.get(f"/?{query}").text
+            shown += re.findall(r'<tr data-id="([^"]+)"', page)
+            older = re.search(r'href="/\?([^"]*)" id="older"', page)
+            if older is None:
+                break
+            query = html.unescape(older.group(1))
+    ids = [p["delivery_id"] for p in posted]
+    # By their newest failed run: the four last, the replayed first one, then the rest.
+    assert shown == [*reversed(ids[10:]), ids[0], *reversed(ids[1:10])], shown
+
+
 def test_the_console_behind_a_tls_terminating_proxy(make_server: Callable[..., Server]) -> None:
     """nginx rewrites Host and terminates TLS: with it in --trusted-proxy, the login is
     taken from the public origin (X-Forwarded-Host), the cookie is Secure

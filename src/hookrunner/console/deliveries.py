@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from starlette.datastructures import QueryParams
 
 from hookrunner.gateway import Gateway
-from hookrunner.store.base import RUN_STATUSES, Delivery, Run
+from hookrunner.store.base import RUN_STATUSES, Delivery, Run, Store
 from hookrunner.units import parse_duration
 
 DEFAULT_LIMIT = 50
@@ -71,6 +71,12 @@ def parse_filters(q: QueryParams) -> Filters:
 class Row:
     delivery: Delivery
     runs: list[Run]
+    via: str | None = None  # with a run status filter: the run (of that status) it came by
+
+    @property
+    def cursor(self) -> str:
+        """What the "older" link pages on after this row (see rows)."""
+        return self.via or self.delivery.id
 
     @property
     def matched(self) -> list[str]:
@@ -78,40 +84,63 @@ class Row:
 
 
 async def rows(gw: Gateway, f: Filters) -> list[Row]:
-    """The page's rows, and one more where there are more (the "older" link's sign)."""
+    """The page's rows, and one more where there are more (the "older" link's sign). Pages
+    go on from `f.before`: a delivery id, or with a run status filter a run id (see
+    _by_run_status)."""
+    if f.status and f.status != NO_RUNS:
+        return await _by_run_status(gw.store, f)
     store = gw.store
     want = f.limit + 1
     since = f.since_seconds
     cutoff = time.time() - since if since is not None else None
-    found: list[Delivery]
     cursor = await store.get_delivery(f.before) if f.before else None
     if f.before and cursor is None:
         return []  # removed by --keep since its page was shown: nothing older is left either
-    if f.status and f.status != NO_RUNS:
-        # From the runs with that status (newest first), however old their deliveries: a
-        # failed run behind a thousand newer deliveries is still found.
-        found = []
-        for delivery_id in dict.fromkeys(
-                r.delivery_id for r in await store.list_runs(status=f.status, limit=SCAN_LIMIT)):
-            d = await store.get_delivery(delivery_id)
-            if (d is not None and (not f.hook or d.hook == f.hook)
-                    and (cutoff is None or d.received_at >= cutoff)
-                    and (cursor is None or (d.received_at, d.id) < (cursor.received_at, cursor.id))):
-                found.append(d)
-                if len(found) >= want:
-                    break
-    else:
-        thinned = bool(f.status or f.since)
-        found = await store.list_deliveries(f.hook or None, SCAN_LIMIT if thinned else want,
-                                            before=cursor.id if cursor is not None else None)
-        if cutoff is not None:
-            found = [d for d in found if d.received_at >= cutoff]
+    thinned = bool(f.status or f.since)
+    found = await store.list_deliveries(f.hook or None, SCAN_LIMIT if thinned else want,
+                                        before=cursor.id if cursor is not None else None)
+    if cutoff is not None:
+        found = [d for d in found if d.received_at >= cutoff]
     out: list[Row] = []
     for d in found:
         if f.status == NO_RUNS and d.run_ids:
             continue
         runs = await store.list_runs(delivery_id=d.id, limit=RUNS_PER_ROW) if d.run_ids else []
         out.append(Row(d, sorted(runs, key=lambda r: r.seq)))
+        if len(out) >= want:
+            break
+    return out
+
+
+async def _by_run_status(store: Store, f: Filters) -> list[Row]:
+    """Deliveries in the order of their newest run with that status (newest first), however
+    old the deliveries: a failed run behind a thousand newer deliveries is still found, and
+    a replayed old delivery comes where its new run does. Paged by run: `f.before` is the
+    run the last row came by, and a delivery with a run of that status after it was shown
+    on an earlier page."""
+    want = f.limit + 1
+    since = f.since_seconds
+    cutoff = time.time() - since if since is not None else None
+    after = await store.get_run(f.before) if f.before else None
+    if f.before and after is None:
+        return []  # removed by --keep since its page was shown
+    scanned = await store.list_runs(status=f.status, limit=SCAN_LIMIT,
+                                    before=after.id if after is not None else None)
+    out: list[Row] = []
+    seen: set[str] = set()
+    for run in scanned:  # newest first: a delivery comes by its newest run of the status
+        delivery_id, via = run.delivery_id, run.id
+        if delivery_id in seen:
+            continue
+        seen.add(delivery_id)
+        d = await store.get_delivery(delivery_id)
+        if d is None or (f.hook and d.hook != f.hook) or (
+                cutoff is not None and d.received_at < cutoff):
+            continue
+        runs = await store.list_runs(delivery_id=d.id, limit=RUNS_PER_ROW)
+        if after is not None and any(r.status == f.status and r.seq >= after.seq for r in runs):
+            continue  # its newest such run is newer than the cursor: shown already
+        out.append(Row(d, sorted(runs, key=lambda r: r.seq), via=via))
         if len(out) >= want:
             break
     return out
