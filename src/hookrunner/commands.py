@@ -434,9 +434,13 @@ async def replay(settings: Settings, delivery_id: str, rule: str | None = None) 
         if explained.get("error") is not None:
             print(f"hookrunner: rule {explained['rule']}: its when could not be evaluated: "
                   f"{explained['error']}", file=sys.stderr)
+    names = {r.name for r in ruleset.rules}
     for name in answer["no_longer_matched"]:
         print(f"hookrunner: rule {name} matched this delivery when it arrived and does not "
-              "now (hookrunner explain --delivery shows why)", file=sys.stderr)
+              "now (hookrunner explain --delivery shows why)" if name in names else
+              f"hookrunner: rule {name} matched this delivery when it arrived and is not in "
+              f"--rules {settings.rules} (renamed or removed since, or these are not the "
+              "server's rules)", file=sys.stderr)
     if answer.get("note"):
         print(f"hookrunner: note: {answer['note']}", file=sys.stderr)
     if rule is not None and not runs:  # nothing was queued: only the reason

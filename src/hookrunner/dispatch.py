@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hookrunner import aio, orphans
 from hookrunner.actions import RUNNERS, process
@@ -70,6 +71,9 @@ STATS_MAX_WAIT = 60.0
 # An outage is noticed twice a second: one line a second, with a count, is enough.
 _store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR)
 STALL_AFTER = 2  # housekeeping rounds a renewal may be late by before it counts as a stall
+START_STORE_WAIT = 60.0  # seconds a start tries a shared store's settling again
+T = TypeVar("T")
+_start_wait_log = Throttled("dispatcher.start_waiting_for_store", logging.WARNING, every=10.0)
 # A run dir retention cannot remove (or a dir it cannot list) is met every round: once a
 # minute at most.
 _prune_dirs_log = Throttled("store.prune_dirs_failed", logging.WARNING, every=60.0)
@@ -181,9 +185,25 @@ class Dispatcher:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    async def _patiently(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A store call of the start, tried again for up to START_STORE_WAIT on a shared
+        store: a table locked by hand (the pool's lock_timeout ends each wait at 5 s) or a
+        database restarting beside a rolling restart is no reason to refuse the start. On
+        SQLite (a full disk) the start is refused at once, as before."""
+        deadline = time.monotonic() + START_STORE_WAIT
+        while True:
+            try:
+                return await call()
+            except StoreUnavailable as exc:
+                if not self.store.shared or time.monotonic() >= deadline:
+                    raise
+                _start_wait_log(error=str(exc), hint=f"tried again for up to "
+                                f"{START_STORE_WAIT:g}s before the start is refused")
+                await asyncio.sleep(1.0)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        stale = await self.store.release_node(self.node)
+        stale = await self._patiently(lambda: self.store.release_node(self.node))
         # On SQLite these may carry another node name: the same data dir, started before
         # under another host name (a container's). Their processes and start marks are found
         # under that name.
@@ -208,7 +228,8 @@ class Dispatcher:
             owner = run.lease_owner or self.node
             reason = f"interrupted: node {owner} restarted" + (
                 "" if owner == self.node else f" (as node {self.node})")
-            await self._interrupted(run, reason, recorded=recorded)
+            await self._patiently(functools.partial(self._interrupted, run, reason,
+                                                    recorded=recorded))
         if not self.store.shared:
             # One server per SQLite data dir: other names' marks were acted on above, or are
             # stale (a container's host name changes at each start: a file each, for ever).
@@ -219,7 +240,7 @@ class Dispatcher:
                     path.unlink(missing_ok=True)
         self._marks.open()  # only now: a crash during the recovery above needs them again
         before = self.budget.snapshot()
-        self.budget.refresh(await self.store.queued(), before)
+        self.budget.refresh(await self._patiently(self.store.queued), before)
         if self._wake_fd is not None:
             self._loop.add_reader(self._wake_fd, self._woken)
         self._renewed_at = time.monotonic()  # the start's own work is no stall
@@ -706,8 +727,6 @@ class Dispatcher:
             outcome, reason, retry_at = "canceled", f"{asked} ({reason})", None
         event("run.interrupted", logging.WARNING, run_id=run.id, rule=run.rule, reason=reason,
               retry=retry_at is not None)
-        if retry_at is None:
-            self.metrics.runs_ended.labels(run.rule, outcome).inc()
         # What the attempt wrote before its node died, where that node's disk is this one's:
         # kept with the record, as an ended attempt's is, so every node can show it.
         log = None
@@ -718,6 +737,8 @@ class Dispatcher:
             run_id=run.id, node=run.lease_owner or self.node, outcome=outcome, exit_code=None,
             reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt,
             log=log))
+        if retry_at is None:  # (once written: a start tries a finish again in an outage)
+            self.metrics.runs_ended.labels(run.rule, outcome).inc()
 
     # -- one run ---------------------------------------------------------------------------
 

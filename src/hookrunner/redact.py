@@ -34,6 +34,7 @@ HIDDEN_PATHS = "hidden_paths"
 # An http action's environment references (actions.http URL_ENV, HEADERS_ENV): variable
 # names, shown as they are (the values never enter the spec).
 ENV_NAMES = frozenset({"url_env", "headers_env"})
+URL_FIXED = "url_fixed"  # actions.http URL_FIXED: kept with the run, never shown
 SECRET_WORDS = ("password", "passwd", "passphrase", "token", "secret", "authorization",
                 "authentication", "api_key", "apikey", "private_key", "access_key", "credential",
                 "cookie", "session", "signature", "hmac", "jwt", "bearer", "functions_key",
@@ -80,6 +81,7 @@ def redact_spec(spec: Any, action: str = "") -> Any:
     shown = _walk(spec, headers_secret=action == "http")
     if isinstance(shown, dict):
         shown.pop(HIDDEN_KEY, None)
+        shown.pop(URL_FIXED, None)  # the http action's own check (actions.http), not the rule's
     if isinstance(shown, dict) and isinstance(spec, dict):
         if action == "http":
             shown.update({k: spec[k] for k in ENV_NAMES if k in spec})

@@ -66,11 +66,11 @@ async def replay_delivery(
         matches = [m for m in matches if m.get("rule") == rule]
     # Rules that matched on arrival and do not now (changed since, or deciding on a value
     # stored redacted): a replay that queues nothing must not look like a replay that worked.
-    current = {r.name for r in ruleset.rules_for(delivery.hook)}
+    # A rule gone from these rules is named too (renamed, or not the server's rules).
     matched_now = {m.get("rule") for m in matches if m.get("matched")}
     no_longer = sorted(str(m.get("rule")) for m in delivery.matches
-                       if m.get("matched") and m.get("rule") in current
-                       and m.get("rule") not in matched_now and (rule is None or m.get("rule") == rule))
+                       if m.get("matched") and m.get("rule") not in matched_now
+                       and (rule is None or m.get("rule") == rule))
     if runs:
         reserved = committed = 0
         if queue is not None:

@@ -396,6 +396,17 @@ rules:
     assert cli.returncode == 1 and "0 run(s) queued" in cli.stdout, (cli.stdout, cli.stderr)
     assert "rule with-key matched this delivery when it arrived and does not now" in cli.stderr
     assert "stored as [redacted]" in cli.stderr
+    # Against rules where it is gone (renamed, or not the server's): said too.
+    renamed = project / "renamed"
+    renamed.mkdir()
+    (renamed / "r.yaml").write_text((project / "rules" / "rules.yaml").read_text()
+                                   .replace("with-key", "with-key-2"))
+    cli = subprocess.run(
+        [sys.executable, "-m", "hookrunner.cli", "replay", delivery_id,
+         "--rules", str(renamed), "--data", str(project / "data")],
+        capture_output=True, text=True)
+    assert cli.returncode == 1 and "rule with-key matched this delivery when it arrived and " \
+        "is not in --rules" in cli.stderr, cli.stderr
 
 
 def test_listings_page_back_through_the_whole_history(make_server: Callable[..., Server],

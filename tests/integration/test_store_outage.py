@@ -149,6 +149,7 @@ def test_postgresql_refusing_writes_is_told_by_readyz_until_a_write_goes_through
             status, headers, _ = _post(server)
             assert status == 503 and headers.get("retry-after") == "5"
             assert _ready(server) == 503
+            time.sleep(2)  # housekeeping writes meanwhile (they go through): still not ready
             assert _ready(server) == 503  # the probe's write is refused too
         finally:
             conn.execute("DROP TRIGGER refuse_all ON deliveries; DROP FUNCTION refuse()")
@@ -210,3 +211,28 @@ def test_a_postgresql_table_locked_by_hand_is_a_timely_503(
         assert took < 9, took
         holder.rollback()
     assert _post(server)[0] == 202
+
+
+@pytest.mark.postgres
+def test_a_node_starting_while_a_table_is_locked_by_hand_waits_for_it(
+    make_server: Callable[..., Server], postgres_db: str,
+) -> None:
+    """With the pool's 5 s lock_timeout a start during `VACUUM FULL` (or a hand lock) was
+    refused: settling the runs left running gave up. It tries again, for up to a minute."""
+    import threading
+
+    import psycopg
+
+    first = make_server(RULES, args=["--db", postgres_db])  # the schema, made
+    first.stop()
+    holder = psycopg.connect(postgres_db)
+    holder.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+    releaser = threading.Timer(8.0, holder.rollback)
+    releaser.start()
+    try:
+        server = make_server(RULES, args=["--db", postgres_db])
+        assert "dispatcher.start_waiting_for_store" in server.output(), server.output()
+        assert _post(server)[0] == 202
+    finally:
+        releaser.join()
+        holder.close()

@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from hookrunner import redact
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.paths import confine
@@ -30,7 +31,7 @@ URL_ENV = "url_env"  # where `url: {env: NAME}` goes (see _env_ref)
 # The scheme and host a templated url writes out (`https://ci.example.com`), which a value
 # may not change (see fixed_part, _pinned). Written by normalize from the rule's own text,
 # under a key no template writes.
-URL_FIXED = "url_fixed"
+URL_FIXED = redact.URL_FIXED
 TEMPLATE_START = re.compile(r"\{[{%#]")
 EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
@@ -94,20 +95,29 @@ def normalize_http(raw: Any) -> dict[str, Any]:
 
 def fixed_part(url: str) -> str | None:
     """The scheme and host of a templated URL as its rule writes them, each `{{ ... }}` in
-    the host as HOLE (`https://ci.example.com`, `https://HOLE.example.com`, `http://hostHOLE`
-    where the path's template follows the host at once). None where the URL has no template
-    or the rule does not write its scheme, or a `{% %}` block is in its host: there a value
-    may name any host, as the rule says."""
+    them as HOLE (`https://ci.example.com`, `https://HOLE.example.com`, `http://hostHOLE`
+    where the path's template follows the host at once; templates side by side are one
+    HOLE). None where the URL has no template, or the rule writes no `://` before the first
+    `/`, or a `{% %}` block is in its host: there a value may name any host, as the rule
+    says."""
     if TEMPLATE_START.search(url) is None:
         return None
     skeleton = EXPRESSION.sub(HOLE, COMMENT.sub("", url.strip()))
-    try:
-        parts = urlsplit(skeleton)
-    except ValueError:
+    while HOLE + HOLE in skeleton:
+        skeleton = skeleton.replace(HOLE + HOLE, HOLE)
+    scheme, sep, rest = skeleton.partition("://")
+    if not sep or not scheme or any(c in scheme for c in "/?#"):
         return None
-    if parts.scheme.lower() not in SCHEMES or not parts.netloc or "{%" in parts.netloc:
+    netloc = re.split(r"[/?#\\]", rest, maxsplit=1)[0]
+    if not netloc or "{%" in netloc:
         return None
-    return f"{parts.scheme}://{parts.netloc}"
+    return f"{scheme}://{netloc}"
+
+
+def _shown_fixed(fixed: str) -> str:
+    """URL_FIXED as a refusal says it: without a user's part, templates as `{{…}}`."""
+    scheme, _, netloc = fixed.partition("://")
+    return f"{scheme}://{netloc.rpartition('@')[2]}".replace(HOLE, "{{…}}")
 
 
 def _pinned(url: str, fixed: str) -> bool:
@@ -122,6 +132,10 @@ def _pinned(url: str, fixed: str) -> bool:
     except ValueError:
         return False
     scheme, _, netloc = fixed.partition("://")
+    if HOLE in scheme:  # `http{{ s }}://host/`: any scheme the client takes, the same host
+        if got.scheme.lower() not in SCHEMES:
+            return False
+        scheme = got.scheme
     pieces = netloc.split(HOLE)
     holes = ["[^@/?#\\\\]*"] * (len(pieces) - 1)
     if len(pieces) > 1 and pieces[-1] == "" and pieces[-2]:  # the host ends with a template
@@ -316,7 +330,7 @@ def _prepare(rendered: Mapping[str, Any], env: Mapping[str, str]
     fixed = rendered.get(URL_FIXED)
     if isinstance(fixed, str) and not _pinned(url, fixed):
         raise ActionError(f"http: a templated value changed the scheme or host that the rule "
-                          f"writes out ({log_url(fixed)}): {shown}")
+                          f"writes out ({_shown_fixed(fixed)}): {shown}")
     proxy_for(url, env)  # a proxy that cannot be used: refused before anything is sent
     method = stringify(rendered.get("method") or DEFAULT_METHOD).upper()
     # Values as UTF-8 (a payload's `é` is no reason to fail); CR/LF is still refused.

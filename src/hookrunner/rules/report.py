@@ -10,6 +10,7 @@ import yaml
 
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ConfigErrors, TemplateError
+from hookrunner.redact import URL_FIXED
 from hookrunner.rules.match import RuleResult, concurrency_key, render_action
 from hookrunner.rules.model import Ruleset
 from hookrunner.units import format_duration
@@ -54,6 +55,8 @@ def _dump(value: Any, indent: str) -> list[str]:
 def _as_run(kind: str, action: dict[str, Any]) -> dict[str, Any]:
     """A shell action's arguments and environment as the process gets them: each one text
     (`{"a": 1}`, `null`, `["a", "b"]` are JSON), not YAML that reads as several arguments."""
+    if kind == "http":  # its own check's note (actions.http URL_FIXED), not the rule's
+        return {k: v for k, v in action.items() if k != URL_FIXED}
     if kind != "shell":
         return action
     shown = dict(action)

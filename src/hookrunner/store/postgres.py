@@ -212,7 +212,6 @@ class PostgresStore:
         except StoreUnavailable:
             self._writes_failing = True  # (a full tablespace, a statement timeout): see ping
             raise
-        self._writes_failing = False
 
     @contextlib.asynccontextmanager
     async def _listing(self) -> AsyncIterator[float]:
@@ -369,6 +368,7 @@ class PostgresStore:
                 cur = await conn.execute(Q["run_ids_of_delivery"], {"delivery_id": row["id"]})
                 return AcceptResult(row["id"], True, [r["id"] for r in await cur.fetchall()])
             await self._insert_runs(conn, runs)
+        self._writes_failing = False  # a delivery went in (another write says less: see ping)
         return AcceptResult(delivery.id, False, [r.id for r in runs])
 
     @staticmethod

@@ -485,3 +485,21 @@ def test_the_servers_ssl_cert_file_does_not_decide_trust(tmp_path, monkeypatch) 
         assert context.cert_store_stats()["x509_ca"] == with_system.cert_store_stats()["x509_ca"] > 0
     finally:
         http._system_trust.cache_clear()
+
+
+@pytest.mark.parametrize(("template", "rendered"), [
+    # Templates side by side after the host (review: the pieces between were empty, and the
+    # value went to another port with the rule's headers).
+    ("{host}{{{{ payload.a }}}}{{{{ payload.b }}}}", "{host}:{port}/echo"),
+    # A template in the scheme turned the pinning off.
+    ("http{{{{ payload.s }}}}://127.0.0.1:{port}/x", "http://localhost:{port}/#://127.0.0.1:{port}/x"),
+])
+async def test_templates_side_by_side_or_in_the_scheme_keep_the_rules_host(
+        harness, server: str, template: str, rendered: str) -> None:
+    host, port = server.rsplit(":", 1)
+    spec = HTTP.normalize({"url": template.format(host=host, port=port),
+                           "headers": {"X-Key": "s3cret"}})
+    with pytest.raises(ActionError, match=r"changed the scheme or host that the rule writes out "
+                                          r"\(http[^)]*127\.0\.0\.1[^)]*\)"):
+        await HTTP.run({**spec, "url": rendered.format(host=host, port=port)}, harness.ctx())
+    assert Handler.seen == []
