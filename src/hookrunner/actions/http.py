@@ -11,7 +11,6 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib import request as urlrequest
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -410,26 +409,55 @@ def proxy_for(url: str, env: Mapping[str, str]) -> tuple[str, str] | None:
         raise ActionError(f"http: ${name} is not a proxy URL: {log_url(proxy)}")
     found = (name, proxy)
     bypass = var("no_proxy")
-    if bypass is not None and parts.hostname is not None:
-        # urllib's own reading of no_proxy (`*`, domain suffixes, host:port); not in typeshed.
-        bypassed = urlrequest.proxy_bypass_environment(  # type: ignore[attr-defined]
-            parts.netloc.rpartition("@")[2], {"no": bypass[1]})
-        if bypassed:
-            return None
+    if bypass is not None and parts.hostname is not None and _bypassed(
+            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), bypass[1]):
+        return None
     return found
 
 
-def _decoder(encoding: str) -> Any:
-    """A zlib decompressor for a Content-Encoding, None for none (`identity`), or False for
-    one whose body is not shown: more than one, or one the standard library cannot read."""
+def _bypassed(host: str, port: int, no_proxy: str) -> bool:
+    """Whether `no_proxy` (curl's reading: `*`, a name and its subdomains with or without a
+    leading dot, an address, IPv6 bare or in brackets, each with an optional `:port`) lists
+    the host. urllib's reading missed `::1` and a port the URL leaves implicit."""
+    host = host.lower().rstrip(".")
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        want_port: int | None = None
+        if entry.startswith("["):  # [v6] or [v6]:port
+            name, _, rest = entry[1:].partition("]")
+            if rest.startswith(":") and rest[1:].isdigit():
+                want_port = int(rest[1:])
+        elif entry.count(":") == 1 and entry.rsplit(":", 1)[1].isdigit():
+            name, _, number = entry.rpartition(":")
+            want_port = int(number)
+        else:
+            name = entry  # a name, an IPv4 address or a bare IPv6 one
+        name = name.lstrip(".").rstrip(".")
+        if want_port is not None and want_port != port:
+            continue
+        if host == name or host.endswith("." + name):
+            return True
+    return False
+
+
+NOT_SHOWN = -1  # _wbits: an encoding whose body the log does not show
+
+
+def _wbits(encoding: str) -> int | None:
+    """zlib's window bits for a Content-Encoding, None for none (`identity`), or NOT_SHOWN
+    for one whose body is not shown: more than one, or one the standard library cannot
+    read."""
     name = encoding.strip().lower()
     if name in ("", "identity"):
         return None
     if name in ("gzip", "x-gzip"):
-        return zlib.decompressobj(wbits=31)
+        return 31
     if name == "deflate":
-        return zlib.decompressobj(wbits=47)  # zlib-wrapped, as the RFC says (or gzip)
-    return False
+        return 47  # zlib-wrapped, as the RFC says (or gzip)
+    return NOT_SHOWN
 
 
 async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SSLContext,
@@ -471,16 +499,24 @@ async def _log_body(response: httpx.Response, ctx: RunContext) -> None:
     unpacked here, at most that much: httpx would unpack a whole network read at once, and
     a few KB of gzip can unpack to gigabytes."""
     encoding = response.headers.get("content-encoding", "")
-    decoder = _decoder(encoding)
-    if decoder is False:
+    wbits = _wbits(encoding)
+    if wbits == NOT_SHOWN:
         ctx.log.note(f"the answer's body is {encoding}-encoded: not shown")
         return
-    kept, piece = 0, b""
+    decoder = zlib.decompressobj(wbits=wbits) if wbits is not None else None
+    kept, piece, sent = 0, b"", False
     async for chunk in response.aiter_raw():
+        sent = sent or bool(chunk)
         room = RESPONSE_LOG_CAP - kept
         try:
-            piece = decoder.decompress(decoder.unconsumed_tail + chunk, room) if decoder \
-                else chunk[:room]
+            if decoder is None:
+                piece = chunk[:room]
+            else:
+                piece = decoder.decompress(decoder.unconsumed_tail + chunk, room)
+                while decoder.eof and decoder.unused_data and len(piece) < room and wbits:
+                    # gzip's members one after another (`cat a.gz b.gz`): one text
+                    rest, decoder = decoder.unused_data, zlib.decompressobj(wbits=wbits)
+                    piece += decoder.decompress(rest, room - len(piece))
         except zlib.error:
             ctx.log.note(f"the answer's body is not valid {encoding}: not shown further")
             return
@@ -491,6 +527,8 @@ async def _log_body(response: httpx.Response, ctx: RunContext) -> None:
             return
     if piece and not piece.endswith(b"\n"):
         ctx.log.write(b"\n")
+    if decoder is not None and not decoder.eof and sent:
+        ctx.log.note(f"the answer's {encoding} body ended before its end")
 
 
 def _by_status(status: int) -> RunResult:

@@ -66,7 +66,10 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         body = {"/gzip": gzip.compress(b"hello, gzip\n"), "/bomb": _bomb(),
-                "/double": gzip.compress(gzip.compress(b"twice\n"))}[self.path]
+                "/double": gzip.compress(gzip.compress(b"twice\n")),
+                "/gzip-members": gzip.compress(b"part1 ") + gzip.compress(b"part2\n"),
+                "/gzip-cut": gzip.compress(" ".join(map(str, range(3000))).encode())[:-30],
+                }[self.path]
         self.send_response(200)
         self.send_header("Content-Encoding", "gzip, gzip" if self.path == "/double" else "gzip")
         self.send_header("Content-Length", str(len(body)))
@@ -364,6 +367,11 @@ async def test_an_answer_is_asked_for_unpacked_and_one_packed_anyway_is_unpacked
                           "headers": {"Accept-Encoding": "gzip"}}, harness.ctx(name="own"))
     assert own.outcome == "succeeded" and harness.log_text("own").endswith("hello, gzip\n")
     assert Handler.seen[-1]["headers"]["Accept-Encoding"] == "gzip"
+    # Members one after another are one text; a stream cut short says so.
+    await HTTP.run({"url": f"{server}/gzip-members", "method": "GET"}, harness.ctx(name="m"))
+    assert harness.log_text("m").endswith("HTTP 200 OK\npart1 part2\n"), harness.log_text("m")
+    await HTTP.run({"url": f"{server}/gzip-cut", "method": "GET"}, harness.ctx(name="cut"))
+    assert "the answer's gzip body ended before its end" in harness.log_text("cut")
 
 
 async def test_a_redirect_names_where_it_points_without_its_query(harness, server: str) -> None:

@@ -56,3 +56,21 @@ def test_credentials_that_only_a_payload_may_put_in_the_url_are_left_to_the_run(
 def test_redacted_drops_credentials_and_query() -> None:
     assert redacted("https://user:pw@example.com:8443/a/b?token=t#f") == "https://example.com:8443/a/b"
     assert redacted("http://[::1]:8080/x?t=1") == "http://[::1]:8080/x"  # brackets kept
+
+
+@pytest.mark.parametrize(("host", "port", "no_proxy", "bypassed"), [
+    ("::1", 80, "localhost,127.0.0.1,::1", True),  # curl's usual list: urllib missed `::1`
+    ("::1", 9, "[::1]:9", True),
+    ("api.example.com", 443, "api.example.com:443", True),  # the URL's port left implicit
+    ("api.example.com", 443, "api.example.com:8443", False),
+    ("x.example.com", 80, ".example.com", True),
+    ("example.com", 80, "example.com", True),
+    ("badexample.com", 80, "example.com", False),
+    ("10.0.0.1", 80, "*", True),
+    ("10.0.0.1", 80, " , ", False),
+])
+def test_no_proxy_is_read_as_curl_reads_it(host: str, port: int, no_proxy: str,
+                                           bypassed: bool) -> None:
+    from hookrunner.actions.http import _bypassed
+
+    assert _bypassed(host, port, no_proxy) is bypassed
