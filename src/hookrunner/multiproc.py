@@ -41,7 +41,7 @@ from types import FrameType
 from hookrunner import runtimedir
 from hookrunner.errors import StartupRefused
 from hookrunner.logs import event, setup_logging
-from hookrunner.preflight import listen
+from hookrunner.preflight import listen, tls
 from hookrunner.settings import Settings
 from hookrunner.shared import MULTIPROC_DIR, Shared
 
@@ -80,6 +80,11 @@ def _supervise(settings: Settings, runtime: Path, swept: list[Path]) -> int:
         event("server.refused", logging.ERROR, reason=str(exc))
         return EXIT_STARTUP
     settings = replace(settings, port=ports[0].getsockname()[1])  # --port 0: the one it got
+    try:
+        settings = _tls_in_memory(settings)
+    except StartupRefused as exc:
+        event("server.refused", logging.ERROR, reason=str(exc))
+        return EXIT_STARTUP
     upstream = _listen_unix(runtime / "main.sock")
     shared = Shared.create(runtime, settings.http_workers)
     shared.budget.enter(0)  # the supervisor's own lock descriptor, to empty a dead worker's slot
@@ -187,6 +192,31 @@ def _supervise(settings: Settings, runtime: Path, swept: list[Path]) -> int:
             if not stopping and not start_worker(slot):
                 missing.append(slot)
     return code
+
+
+def _tls_in_memory(settings: Settings) -> Settings:
+    """The certificate and key as the start read and checked them, in memory files every
+    process loads: a worker started later (replacing one that died) read the files on disk
+    again, and served a renewed certificate beside the old one, died at every start on a
+    pair caught half-renewed, or asked for a new key's passphrase on the terminal. Kept out
+    of the actions (close-on-exec); a renewal takes a restart, as for one process."""
+    if not settings.ssl_certfile:
+        return settings
+    def held(field: str, path: str) -> str:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise StartupRefused(f"cannot read {settings.given_as(field)} {path}: "
+                                 f"{exc.strerror or exc}") from None
+        fd = os.memfd_create(f"hookrunner-{field}")  # MFD_CLOEXEC
+        os.write(fd, data)
+        return f"/proc/self/fd/{fd}"
+
+    key = settings.ssl_keyfile
+    kept = replace(settings, ssl_certfile=held("ssl_certfile", settings.ssl_certfile),
+                   ssl_keyfile=held("ssl_keyfile", key) if key else key)
+    tls(kept)  # what was read is a pair (the files may have changed since the first check)
+    return kept
 
 
 def _exit_status(status: int) -> int:
