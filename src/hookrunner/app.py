@@ -222,6 +222,12 @@ class App(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if not forwardable(scope):
+                # No route has a `.` or `..` segment, nor a target that is no path (`OPTIONS
+                # *`): not found, in every process alike, and no token is judged (a worker
+                # answering such a path itself judged tries with a limit of its own).
+                await send_answer(send, error(404, "not found"), head=scope["method"] == "HEAD")
+                return
             if scope["path"].startswith(HOOKS):
                 hook_id = scope["path"][len(HOOKS):]
                 if self.hooks_elsewhere:
@@ -230,7 +236,7 @@ class App(Starlette):
                 if hook_id and "/" not in hook_id:
                     await _hook(scope, receive, send, self.state.gateway, hook_id)
                     return
-            elif self.upstream is not None and forwardable(scope):
+            elif self.upstream is not None:
                 await self.upstream(scope, receive, send)
                 return
         # A client gone (or its body unparsable) while a form is read: no one to answer.
