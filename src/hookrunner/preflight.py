@@ -93,12 +93,17 @@ def tls(settings: Settings) -> None:
         ) from None
     except ssl.SSLError as exc:
         why = f" ({exc.reason.lower().replace('_', ' ')})" if exc.reason else ""
+        order = (" (a chain file must start with the server's own certificate, then its "
+                 "intermediates)") if exc.reason == "KEY_VALUES_MISMATCH" else ""
         raise StartupRefused(
             f"cannot load --ssl-certfile {settings.ssl_certfile} with --ssl-keyfile "
             f"{settings.ssl_keyfile}: they must be a PEM certificate and its private key{why}"
+            f"{order}"
         ) from None
     except OSError as exc:
-        raise StartupRefused(f"cannot read the TLS certificate or key: "
+        which = f" {exc.filename}" if exc.filename else \
+            f" ({settings.ssl_certfile}, {settings.ssl_keyfile})"
+        raise StartupRefused(f"cannot read the TLS certificate or key{which}: "
                              f"{exc.strerror or exc}") from None
 
 

@@ -122,6 +122,23 @@ def test_a_certificate_that_does_not_load_is_exit_3(project: Path) -> None:
              "server.refused", "cannot load --ssl-certfile cert.pem", "PEM certificate")
 
 
+def test_a_chain_in_the_wrong_order_or_a_directory_says_so(project: Path) -> None:
+    """A chain with the intermediate first read as "key values mismatch" alone; a directory
+    given as the certificate said "Is a directory" without naming it."""
+    make = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    subprocess.run([*make, "-subj", "/CN=ca", "-keyout", str(project / "ca.key"),
+                    "-out", str(project / "ca.pem")], check=True, capture_output=True)
+    subprocess.run([*make, "-subj", "/CN=localhost", "-keyout", str(project / "key.pem"),
+                    "-out", str(project / "leaf.pem")], check=True, capture_output=True)
+    (project / "chain.pem").write_text((project / "ca.pem").read_text()
+                                       + (project / "leaf.pem").read_text())
+    one_line(serve(project, "--ssl-certfile", "chain.pem", "--ssl-keyfile", "key.pem"), 3,
+             "server.refused", "must start with the server's own certificate")
+    (project / "certs").mkdir()
+    one_line(serve(project, "--ssl-certfile", "certs", "--ssl-keyfile", "key.pem"), 3,
+             "server.refused", "cannot read the TLS certificate or key (certs, key.pem)")
+
+
 def test_an_encrypted_key_is_exit_3_not_a_passphrase_prompt(project: Path) -> None:
     """OpenSSL would ask for the passphrase on the terminal, and the start hang there."""
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-passout", "pass:x",
