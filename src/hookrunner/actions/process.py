@@ -42,6 +42,7 @@ READ_CHUNK = 64 * 1024
 # A process that cannot start for want of these may start later (EMFILE under a flood).
 SHORT_OF = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 MAX_ARG_STRLEN = 128 * 1024  # Linux: bytes of one argument or NAME=value, its NUL included
+_ARG_MAX = os.sysconf("SC_ARG_MAX")  # all of them, with their pointers (a stack limit's 1/4)
 
 OutputHandler = Callable[[bytes], None]
 
@@ -188,7 +189,12 @@ def _start_failure(argv: Sequence[str], cwd: Path | str, env: Mapping[str, str],
     if isinstance(exc, FileNotFoundError):
         return _not_found(argv[0])
     if isinstance(exc, PermissionError):
+        if os.path.isdir(argv[0]):
+            return f"not executable: {argv[0]} is a directory"
         return f"not executable: {argv[0]}"
+    if exc.errno == errno.ENOEXEC:  # no `#!` line (or a byte-order mark before it), or empty
+        return (f"cannot start {argv[0]}: it is no program the system can run: a script needs "
+                "a `#!` line first (`#!/bin/sh`), with nothing before it")
     return f"cannot start {argv[0]}: {exc.strerror or exc}"
 
 
@@ -459,14 +465,29 @@ class _Child:
 def check_strings(argv: Sequence[str], env: Mapping[str, str]) -> None:
     """What no process can be given, as the run's reason (a template can render a NUL:
     `'%c' % 0`); the value is not quoted, as it may be a secret."""
+    total = 0
     for i, arg in enumerate(argv):
         if "\0" in arg:
             raise ActionError(f"argument {i} of the command contains a NUL byte")
+        size = len(os.fsencode(arg)) + 1
+        if size > MAX_ARG_STRLEN:  # (every attempt would fail with E2BIG: refused, once)
+            raise ActionError(f"argument {i} is over {MAX_ARG_STRLEN // 1024} KiB, the most "
+                              "Linux takes for one (give a large value on stdin: `stdin: "
+                              "payload`)")
+        total += size + 8
     for name, value in env.items():
         if "\0" in name or "=" in name or not name:
             raise ActionError(f"environment variable name {name!r} is not valid")
         if "\0" in value:
             raise ActionError(f"environment variable {name} contains a NUL byte")
+        size = len(os.fsencode(name)) + len(os.fsencode(value)) + 2
+        if size > MAX_ARG_STRLEN:
+            raise ActionError(f"environment variable {name} is over {MAX_ARG_STRLEN // 1024} "
+                              "KiB, the most Linux takes for one")
+        total += size + 8
+    if total > _ARG_MAX:
+        raise ActionError(f"the arguments and environment together are {total // 1024} KiB, "
+                          f"more than this machine takes ({_ARG_MAX // 1024} KiB)")
 
 
 _SPAWNER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hookrunner-spawn")
@@ -541,6 +562,7 @@ async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Futu
     """SIGTERM the group, wait up to the grace period for it to go, SIGKILL, reap the leader."""
     loop = asyncio.get_running_loop()
     signal_group(pgid, signal.SIGTERM)
+    signal_group(pgid, signal.SIGCONT)  # a stopped member runs its handler (else only KILL)
     until = loop.time() + GRACE_PERIOD
     while loop.time() < until and not (waiter.done() and not group_alive(pgid)):
         await asyncio.sleep(POLL_INTERVAL)

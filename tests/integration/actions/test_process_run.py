@@ -11,6 +11,7 @@ import pytest
 
 from hookrunner.actions import process
 from hookrunner.actions.process import is_alive, run_process
+from hookrunner.errors import ActionError
 
 # Every test here runs with each way of starting a process.
 pytestmark = pytest.mark.usefixtures("starter")
@@ -84,17 +85,20 @@ async def test_a_script_whose_interpreter_is_missing_says_so(harness) -> None:
 
 
 async def test_an_argument_or_variable_too_long_for_linux_is_named_not_quoted(harness) -> None:
-    """E2BIG ("Argument list too long") says which one, without its value (maybe a secret)."""
+    """E2BIG ("Argument list too long") says which one, without its value (maybe a secret),
+    before the start: a refusal every attempt would meet (it was retried per the rule)."""
     ctx = harness.ctx()
     big = "x" * 200_000
-    result = await run_process(["echo", "a", big], ctx=ctx, cwd=harness.root, env=ctx.env)
-    assert result.reason == "cannot start echo: argument 2 is over 128 KiB, the most Linux " \
-        "takes for one", result.reason
+    with pytest.raises(ActionError, match=r"^argument 2 is over 128 KiB, the most Linux "
+                                          r"takes for one \(give a large value on stdin"):
+        await run_process(["echo", "a", big], ctx=ctx, cwd=harness.root, env=ctx.env)
     env = {**ctx.env, "TF_VAR_s": big}
-    result = await run_process(["echo"], ctx=ctx, cwd=harness.root, env=env)
-    assert result.outcome == "failed" and result.reason == (
-        "cannot start echo: environment variable TF_VAR_s is over 128 KiB, the most Linux "
-        "takes for one"), result.reason
+    with pytest.raises(ActionError, match=r"^environment variable TF_VAR_s is over 128 KiB"):
+        await run_process(["echo"], ctx=ctx, cwd=harness.root, env=env)
+    many = {**ctx.env, **{f"V{i}": "y" * 1500 for i in range(2000)}}  # 3 MB in all
+    with pytest.raises(ActionError, match=r"^the arguments and environment together are \d+ "
+                                          r"KiB, more than this machine takes"):
+        await run_process(["echo"], ctx=ctx, cwd=harness.root, env=many)
     assert big not in harness.log_text()
 
 
@@ -260,3 +264,30 @@ async def test_an_interrupt_lets_the_leader_stop_its_children_before_the_group_i
     assert "sent SIGINT to" in log
     assert log.index("leader interrupted") < log.index("child finished its call") \
         < log.index("leader done"), log
+
+
+async def test_a_script_without_its_first_line_or_a_directory_says_what_is_wrong(harness) -> None:
+    """A script without `#!` (or with a byte-order mark before it) failed with "Exec format
+    error" alone; a directory as the program with "not executable"."""
+    ctx = harness.ctx()
+    plain = harness.root / "plain.sh"
+    plain.write_bytes(b"\xef\xbb\xbf#!/bin/sh\necho hi\n")
+    plain.chmod(0o755)
+    result = await run_process([str(plain)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert "a script needs a `#!` line first" in result.reason, result.reason
+    (harness.root / "adir").mkdir()
+    result = await run_process([str(harness.root / "adir")], ctx=ctx, cwd=harness.root,
+                               env=ctx.env)
+    assert result.reason.endswith("adir is a directory"), result.reason
+
+
+async def test_a_stopped_process_gets_its_sigterm_handled(harness) -> None:
+    """SIGTERM went without SIGCONT: a stopped process could not run its handler, and was
+    killed 5 s later every time."""
+    ctx = harness.ctx(timeout=1.0)
+    script = harness.root / "stops.sh"
+    script.write_text("#!/bin/bash\ntrap 'echo handled; exit 0' TERM\nkill -STOP $$\nsleep 30\n")
+    script.chmod(0o755)
+    result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.outcome == "timed_out"
+    assert "handled" in harness.log_text()  # its trap ran: not killed 5 s later instead
