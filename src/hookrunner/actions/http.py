@@ -407,12 +407,11 @@ def proxy_for(url: str, env: Mapping[str, str]) -> tuple[str, str] | None:
                           "proxies are supported")
     if not _valid(proxy):
         raise ActionError(f"http: ${name} is not a proxy URL: {log_url(proxy)}")
-    found = (name, proxy)
     bypass = var("no_proxy")
     if bypass is not None and parts.hostname is not None and _bypassed(
             parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), bypass[1]):
         return None
-    return found
+    return name, proxy
 
 
 def _bypassed(host: str, port: int, no_proxy: str) -> bool:
@@ -503,19 +502,20 @@ async def _log_body(response: httpx.Response, ctx: RunContext) -> None:
     if wbits == NOT_SHOWN:
         ctx.log.note(f"the answer's body is {encoding}-encoded: not shown")
         return
-    decoder = zlib.decompressobj(wbits=wbits) if wbits is not None else None
+    unpacker = None if wbits is None else functools.partial(zlib.decompressobj, wbits=wbits)
+    decoder = None if unpacker is None else unpacker()
     kept, piece, sent = 0, b"", False
     async for chunk in response.aiter_raw():
         sent = sent or bool(chunk)
         room = RESPONSE_LOG_CAP - kept
         try:
-            if decoder is None:
+            if decoder is None or unpacker is None:
                 piece = chunk[:room]
             else:
                 piece = decoder.decompress(decoder.unconsumed_tail + chunk, room)
-                while decoder.eof and decoder.unused_data and len(piece) < room and wbits:
+                while decoder.eof and decoder.unused_data and len(piece) < room:
                     # gzip's members one after another (`cat a.gz b.gz`): one text
-                    rest, decoder = decoder.unused_data, zlib.decompressobj(wbits=wbits)
+                    rest, decoder = decoder.unused_data, unpacker()
                     piece += decoder.decompress(rest, room - len(piece))
         except zlib.error:
             ctx.log.note(f"the answer's body is not valid {encoding}: not shown further")

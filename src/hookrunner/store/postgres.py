@@ -292,7 +292,7 @@ class PostgresStore:
                 event("store.migrated", applied=names)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
-            await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+            await _bounded_lock_waits(conn)  # as the pool sets it
 
     async def lock_node(self, node: str) -> bool:
         # A session-level advisory lock on a connection of its own, held until close (or
