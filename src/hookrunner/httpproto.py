@@ -54,6 +54,9 @@ REFUSAL = _last_answer(b"431 Request Header Fields Too Large", b"request headers
 NO_UPGRADE = _last_answer(b"400 Bad Request", b"protocol upgrades are not supported: send the "
                           b"request without Connection: upgrade (plain HTTP/1.1)")
 MALFORMED = _last_answer(b"400 Bad Request", b"invalid HTTP request")
+# RFC 9112 3.2: an HTTP/1.1 request without a Host header, or with several, is a 400. A
+# proxy that dropped it, or smuggled a second one, is better told than guessed at.
+NO_HOST = _last_answer(b"400 Bad Request", b"exactly one Host header is required")
 READ_TIMEOUT = 60.0  # seconds from a request's first byte until its body is complete
 SWEEP_EVERY = 1.0  # seconds between checks of every connection's deadline
 LATE = _last_answer(b"408 Request Timeout", b"request not received in time")
@@ -152,6 +155,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # started (and a route that reads no body, a cancel, had acted). Refused before.
             _malformed_log(client=self._client_shown())
             self._refuse(MALFORMED)
+            return
+        if _hosts(self.headers) != 1 and self.parser.get_http_version() == "1.1":
+            _malformed_log(client=self._client_shown(), reason="host_header")
+            self._refuse(NO_HOST)
             return
         upgrade = self.parser.should_upgrade()
         if upgrade and _has_body(self.headers):
@@ -408,6 +415,10 @@ def _chunked_only(headers: list[tuple[bytes, bytes]]) -> bool:
     codings = [t.strip().lower() for name, value in headers if name == b"transfer-encoding"
                for t in value.split(b",") if t.strip()]
     return not codings or codings == [b"chunked"]
+
+
+def _hosts(headers: list[tuple[bytes, bytes]]) -> int:
+    return sum(1 for name, _ in headers if name == b"host")
 
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -644,6 +644,28 @@ def test_a_body_that_does_not_parse_gets_one_400_and_the_connection_closes(
     assert "Traceback" not in server.output(), server.output()
 
 
+def test_an_http_1_1_request_needs_exactly_one_host_header(
+    make_server: Callable[..., Server],
+) -> None:
+    """RFC 9112: none or two is a 400 that says so, on the hook lane and elsewhere, and the
+    connection closes; HTTP/1.0 needs none."""
+    server = make_server(RULES, env=ENV)
+    body = b'{"a": 1}'
+    hook = (b"POST /hooks/open HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n")
+    for request in (hook + b"\r\n" + body,
+                    hook + b"Host: a\r\nHost: b\r\n\r\n" + body,
+                    b"GET /healthz HTTP/1.1\r\n\r\n"):
+        answer = _exchange(server.port, request)
+        assert answer.count(b"HTTP/1.1 ") == 1, answer
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"exactly one Host header is required" in answer, answer
+    answer = _exchange(server.port, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"ok"' in answer, answer
+    answer = _exchange(server.port, hook.replace(b"HTTP/1.1", b"HTTP/1.0") + b"\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 202 "), answer
+    assert "http.invalid_request" in server.output() and "reason=host_header" in server.output()
+
+
 def test_an_admin_token_with_non_ascii_characters_works_for_the_api(
     make_server: Callable[..., Server],
 ) -> None:
