@@ -35,7 +35,7 @@ from hookrunner.metrics import Metrics
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.redact import hidden_values, scrub
 from hookrunner.retention import remove_run_dirs, stale_run_dirs
-from hookrunner.retry import backoff_delay, should_retry
+from hookrunner.retry import backoff_delay, retry_delay, should_retry
 from hookrunner.settings import Settings
 from hookrunner.startmarks import StartMarks, marks_path, read_marks
 from hookrunner.store.base import TERMINAL, Finish, Run, Skipped, Store
@@ -933,9 +933,10 @@ class Dispatcher:
                 spent -= await self._not_started(run.id)
             if should_retry(result.outcome, spent, run.max_attempts, run.retry_on):
                 if result.final:
-                    result.reason += NOT_RETRIED
+                    result.reason += result.final_note or NOT_RETRIED
                 else:
-                    retry_at = now + backoff_delay(spent, run.backoff, run.max_backoff)
+                    retry_at = now + retry_delay(spent, run.backoff, run.max_backoff,
+                                                 result.retry_after)
         # A run asked to cancel (or replaced) is not retried: the store's finish ends it
         # canceled (Store.finish: cancel_retry). Its log line says so already. One asked for
         # in the store that this node has not seen yet (polled every half second: a CLI

@@ -27,3 +27,13 @@ def backoff_delay(
     if max_backoff > 0:
         delay = min(delay, max_backoff)
     return float(max(delay, 0.0))
+
+
+def retry_delay(attempt: int, backoff: float, max_backoff: float, asked: float | None,
+                rand: random.Random | None = None) -> float:
+    """backoff_delay, or what the other end asked for (Retry-After) where that is longer;
+    `max_backoff` (when > 0) bounds both, so a sender cannot park a run for a day."""
+    delay = backoff_delay(attempt, backoff, max_backoff, rand)
+    if asked is not None and asked > delay:
+        delay = min(asked, max_backoff) if max_backoff > 0 else asked
+    return delay

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -113,17 +115,31 @@ rules:
         method: POST
         headers: {X-Hookrunner-Delivery: "{{ delivery_id }}"}
         json: {text: "{{ payload.service }} is {{ payload.state }}", replicas: "{{ payload.replicas }}"}
+  - name: notify-retried
+    hook: ops
+    when: payload.action == "notify-retried"
+    retry: {attempts: 3, backoff: 100ms, max_backoff: 5s}
+    run:
+      http: {url: "TARGET/{{ payload.path }}", json: {n: 1}}
 """
 
 
 class Target(BaseHTTPRequestHandler):
-    """Records each request; `/fail` answers 500."""
+    """Records each request; `/fail` answers 500, `/status/N?after=S` N with Retry-After S."""
 
     received: list[dict[str, Any]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.received.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        self.received.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                              "at": time.monotonic()})
+        if self.path.startswith("/status/"):  # /status/429?after=1: that status, Retry-After 1
+            status, _, after = self.path.removeprefix("/status/").partition("?after=")
+            self.send_response(int(status))
+            if after:
+                self.send_header("Retry-After", after)
+            self.end_headers()
+            return
         failing = self.path == "/fail"
         self.send_response(500 if failing else 200)
         self.end_headers()
@@ -288,3 +304,25 @@ def test_http_500_fails_the_run_with_the_answer_in_its_log(server: Server) -> No
     )
     assert (run["status"], run["reason"], run["outputs"]) == ("failed", "HTTP 500", {"status": 500}), log
     assert "HTTP 500" in log and "target is down" in log
+
+
+def test_an_http_4xx_is_not_retried_and_a_retry_after_is_waited_for(server: Server) -> None:
+    """A 404 comes back the same for the same request: one attempt, the reason says why. A
+    429's Retry-After (1 s) is waited for, not the rule's 100 ms backoff; a 503 without one
+    is retried at the backoff."""
+    Target.received.clear()
+    run, log = run_one(server, {"action": "notify-retried", "path": "status/404"})
+    assert (run["status"], len(run["attempts"])) == ("failed", 1), run
+    assert run["reason"].startswith("HTTP 404 (not retried: a 4xx answer says the request"), run
+    Target.received.clear()
+    run, log = run_one(server, {"action": "notify-retried", "path": "status/429?after=1"})
+    assert (run["status"], len(run["attempts"])) == ("failed", 3), run
+    assert run["reason"] == "HTTP 429", run
+    assert "[hookrunner] Retry-After: 1s" in log, log
+    times = [r["at"] for r in Target.received]
+    assert len(times) == 3 and all(b - a >= 0.95 for a, b in itertools.pairwise(times)), times
+    Target.received.clear()
+    run, _ = run_one(server, {"action": "notify-retried", "path": "status/503"})
+    assert (run["status"], run["reason"], len(run["attempts"])) == ("failed", "HTTP 503", 3), run
+    times = [r["at"] for r in Target.received]
+    assert len(times) == 3 and times[-1] - times[0] < 2, times

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from hookrunner.retry import JITTER, backoff_delay, should_retry
+from hookrunner.actions.http import retry_after_seconds
+from hookrunner.retry import JITTER, backoff_delay, retry_delay, should_retry
 
 ON_BOTH = ("failed", "timed_out")
 
@@ -86,3 +87,40 @@ def test_capped_jitter_never_exceeds_the_cap() -> None:
     delays = [backoff_delay(7, 10.0, 700.0, rand) for _ in range(500)]  # base 640
     assert max(delays) == 700.0 and min(delays) >= 640.0 * (1 - JITTER)
     assert len({round(d, 3) for d in delays if d < 700.0}) > 100
+
+
+@pytest.mark.parametrize(("asked", "expected"), [
+    (None, (8.0, 12.0)),  # the backoff, jittered
+    (3.0, (8.0, 12.0)),  # shorter than the backoff: the backoff
+    (30.0, (30.0, 30.0)),  # longer: what was asked
+    (86400.0, (60.0, 60.0)),  # past max_backoff: the cap
+])
+def test_retry_delay_takes_a_longer_retry_after_within_the_cap(
+    asked: float | None, expected: tuple[float, float],
+) -> None:
+    for seed in range(20):
+        delay = retry_delay(1, 10.0, 60.0, asked, random.Random(seed))
+        assert expected[0] <= delay <= expected[1], (asked, delay)
+
+
+def test_retry_delay_without_a_cap_takes_what_was_asked() -> None:
+    assert retry_delay(1, 1.0, 0.0, 500.0, random.Random(1)) == 500.0
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("120", 120.0),
+    (" 7 ", 7.0),
+    ("0", 0.0),
+    ("99999999999999999999", 1e9),
+    ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),  # an HTTP date, 30 s after `now`
+    ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # past: at once
+    ("Wed, 21 Oct 2015 07:28:30 -0000", 30.0),
+    ("-5", None),
+    ("1.5", None),
+    ("soon", None),
+    ("", None),
+    ("\u0661\u0662", None),  # Arabic-Indic digits are digits to str.isdigit, not to HTTP
+])
+def test_retry_after_is_seconds_or_an_http_date(value: str, expected: float | None) -> None:
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert retry_after_seconds(value, now) == expected

@@ -60,6 +60,11 @@ class RunResult:
     # Refused for what the stored action itself says (a template error, a path outside
     # --root): every later attempt of the same spec would be refused the same, so none is made.
     final: bool = False
+    # Why, when it is not such a refusal (an http 4xx): added to the reason if the rule retries.
+    final_note: str = ""
+    # Seconds the other end asked to be left alone (an http answer's Retry-After): a retry
+    # waits at least this long, within the rule's max_backoff.
+    retry_after: float | None = None
 
 class Runner(Protocol):
     kind: str

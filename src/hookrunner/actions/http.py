@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import functools
 import os
 import re
 import ssl
+import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -293,7 +296,7 @@ class HttpRunner:
         loop = asyncio.get_running_loop()
         deadline = deadline_for(ctx)
         verify = trust(rendered.get("ca"), ctx.root)
-        answered: list[int] = []  # the status, once the answer's head is in
+        answered: list[RunResult] = []  # what the status decides, once the answer's head is in
         request = asyncio.ensure_future(_request(method, url, kwargs, verify, ctx, answered))
         canceller = asyncio.ensure_future(ctx.cancel.wait())
         try:
@@ -312,7 +315,7 @@ class HttpRunner:
                 why = "a cancel came" if ctx.cancel.is_set() else \
                     f"the timeout ({ctx.timeout:g}s) ran out"
                 ctx.log.note(f"the answer's body had not ended when {why}: the status decides")
-                return _by_status(answered[0])
+                return answered[0]
             return stopped(ctx)
         return request.result()
 
@@ -460,7 +463,7 @@ def _wbits(encoding: str) -> int | None:
 
 
 async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SSLContext,
-                   ctx: RunContext, answered: list[int]) -> RunResult:
+                   ctx: RunContext, answered: list[RunResult]) -> RunResult:
     status: int | None = None  # once the answer's status line is in
     proxy = proxy_for(url, ctx.env)
     if proxy is not None:
@@ -472,10 +475,10 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
             client.stream(method, url, **kwargs) as response,
         ):
             status = response.status_code
-            answered.append(status)
             ctx.log.note(f"HTTP {response.status_code} {response.reason_phrase}".rstrip())
             if 300 <= status < 400 and response.headers.get("location"):
                 ctx.log.note(f"Location: {log_url(response.headers['location'])}")
+            answered.append(_by_status(status, response.headers.get("retry-after"), ctx))
             await _log_body(response, ctx)
     except httpx.HTTPError as exc:
         if status is None or isinstance(exc, httpx.LocalProtocolError):
@@ -489,8 +492,8 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
         reason = f"request failed: the URL or a header value is not valid ({type(exc).__name__})"
         ctx.log.note(reason)
         return RunResult("failed", reason=reason)
-    assert status is not None
-    return _by_status(status)
+    assert answered
+    return answered[0]
 
 
 async def _log_body(response: httpx.Response, ctx: RunContext) -> None:
@@ -531,11 +534,43 @@ async def _log_body(response: httpx.Response, ctx: RunContext) -> None:
         ctx.log.note(f"the answer's {encoding} body ended before its end")
 
 
-def _by_status(status: int) -> RunResult:
+# Client errors a retry can change: a timeout, "too early", "too many requests".
+RETRIED_4XX = frozenset({408, 425, 429})
+NOT_RETRIED_STATUS = (" (not retried: a {} answer says the request itself is refused, and a"
+                      " retry would send the same one)")
+
+
+def _by_status(status: int, retry_after: str | None, ctx: RunContext) -> RunResult:
+    """The run's outcome as the answer's status decides it. A 3xx (not followed) and a 4xx
+    other than RETRIED_4XX come back the same for the same request, so they are not retried;
+    a `Retry-After` sets the least wait before a retry."""
     outputs = {"status": status}
     if 200 <= status < 300:
         return RunResult("succeeded", outputs=outputs)
-    return RunResult("failed", reason=f"HTTP {status}", outputs=outputs)
+    if 300 <= status < 500 and status not in RETRIED_4XX:
+        return RunResult("failed", reason=f"HTTP {status}", outputs=outputs, final=True,
+                         final_note=NOT_RETRIED_STATUS.format(f"{status // 100}xx"))
+    wait = None if retry_after is None else retry_after_seconds(retry_after, time.time())
+    if wait is not None:
+        ctx.log.note(f"Retry-After: {wait:g}s")
+    elif retry_after is not None:
+        ctx.log.note("Retry-After is neither seconds nor an HTTP date: ignored")
+    return RunResult("failed", reason=f"HTTP {status}", outputs=outputs, retry_after=wait)
+
+
+def retry_after_seconds(value: str, now: float) -> float | None:
+    """A `Retry-After` value (RFC 9110 10.2.3: whole seconds, or an HTTP date) as seconds
+    from `now`, 0 for a date past; None for anything else."""
+    value = value.strip()
+    if value.isdigit() and value.isascii():
+        return float(min(int(value), 10**9))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # `-0000`: RFC 5322's "no zone known"; HTTP dates are GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, round(when.timestamp() - now, 3))
 
 
 def _not_answered(exc: httpx.HTTPError, ctx: RunContext) -> RunResult:
