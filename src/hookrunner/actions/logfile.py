@@ -22,11 +22,16 @@ from hookrunner.settings import DEFAULT_LOG_CAP  # one default, named once
 
 NOTE_PREFIX = "[hookrunner] "
 KEEP_IN_MEMORY = 64 * 1024  # a log up to this size is also kept in memory: no read-back
+# Of output past the cap, its end is kept (where a failing script says why), up to this much
+# and a quarter of the cap: the log holds the start, a note, and the end.
+TAIL_KEPT = 256 * 1024
 _UTF8_CONTINUATION = range(0x80, 0xC0)
 
 
 class FileLog:
-    """`LogSink` writing to `path`. Process output stops at `cap_bytes`; notes always go in.
+    """`LogSink` writing to `path`. Process output is kept up to `cap_bytes`: its start, and
+    past that its last `tail_bytes`, held in memory and written when a note or the end
+    comes, after a note that says how much was dropped; notes always go in.
 
     `deferred`: kept in memory until `to_disk()` (or until it outgrows KEEP_IN_MEMORY)."""
 
@@ -34,8 +39,11 @@ class FileLog:
                  deferred: bool = False) -> None:
         self.path = Path(path)
         self.cap_bytes = cap_bytes
-        self.written = 0  # bytes of process output kept so far
+        self.tail_bytes = min(cap_bytes // 4, TAIL_KEPT)
+        self.written = 0  # bytes of process output written so far
         self.truncated = False
+        self._tail = bytearray()  # output past the cap's head, its end kept (not yet written)
+        self._dropped = 0  # bytes of output past the head that were let go
         self.failed: OSError | None = None  # the write error that stopped the log, if any
         self._at_line_start = True
         self._copy: bytearray | None = bytearray()  # what was written, while it is small
@@ -66,9 +74,12 @@ class FileLog:
         if not data:
             return
         with self._lock:
-            if self.truncated or self._closed:
+            if self._closed:
                 return
-            room = self.cap_bytes - self.written
+            if self.truncated:
+                self._keep_end(data)
+                return
+            room = self.cap_bytes - self.tail_bytes - self.written
             if len(data) <= room:
                 self._append(data)
                 self.written += len(data)
@@ -76,15 +87,21 @@ class FileLog:
             self._append(data[:room])
             self.written += room
             self.truncated = True
-            self._note(f"output truncated at {self.cap_bytes} bytes")
+            self._note(f"output truncated at {self.cap_bytes} bytes: the rest is kept as its"
+                       f" last {self.tail_bytes} bytes, written when the output ends"
+                       if self.tail_bytes else f"output truncated at {self.cap_bytes} bytes")
+            self._keep_end(data[room:])
 
     def note(self, text: str) -> None:
         with self._lock:
             if not self._closed:
+                self._write_end()
                 self._note(scrub(text, self.hidden) if self.hidden else text)
 
     def close(self) -> None:
         with self._lock:
+            if not self._closed:
+                self._write_end()
             self._closed = True
             if self._file is not None:
                 self._file.close()
@@ -106,6 +123,26 @@ class FileLog:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _keep_end(self, data: bytes) -> None:
+        self._tail += data
+        if len(self._tail) > 2 * self.tail_bytes:  # trimmed in batches: amortized O(1)
+            cut = len(self._tail) - self.tail_bytes
+            self._dropped += cut
+            del self._tail[:cut]
+
+    def _write_end(self) -> None:
+        """The end of output kept past the cap, after a note of what was dropped."""
+        if not self.tail_bytes or (not self._tail and not self._dropped):
+            return
+        cut = max(0, len(self._tail) - self.tail_bytes)
+        while cut < len(self._tail) and self._tail[cut] in _UTF8_CONTINUATION:
+            cut += 1  # not from the middle of a character
+        end, dropped = bytes(self._tail[cut:]), self._dropped + cut
+        self._tail, self._dropped = bytearray(), 0
+        if dropped:
+            self._note(f"{dropped} bytes of output dropped here; the last {len(end)} follow")
+        self._append(end)
 
     def _note(self, text: str) -> None:
         # A note always starts on a line of its own, even after a partial line of output.

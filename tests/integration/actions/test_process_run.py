@@ -182,15 +182,20 @@ async def test_output_is_in_the_log_while_the_process_runs(harness) -> None:
     assert harness.log_text() == "first\nsecond\n"
 
 
-async def test_log_is_capped_with_one_note(harness) -> None:
+async def test_log_is_capped_keeping_its_start_and_its_end(harness) -> None:
     ctx = harness.ctx(cap=1000)
-    argv = ["sh", "-c", "i=0; while [ $i -lt 500 ]; do echo 0123456789; i=$((i+1)); done"]
+    argv = ["sh", "-c", 'i=0; while [ $i -lt 500 ]; do echo "line $i"; i=$((i+1)); done;'
+            ' echo "the end: why it failed" >&2']
     result = await run_process(argv, ctx=ctx, cwd=harness.root, env=ctx.env)
     assert result.outcome == "succeeded"
+    ctx.log.note("succeeded")  # as the dispatcher's last note: the kept end goes before it
     data = (harness.tmp / "run.log").read_bytes()
-    body, note = data[:1000], data[1000:]
-    assert body == (b"0123456789\n" * 100)[:1000]
-    assert note == b"\n[hookrunner] output truncated at 1000 bytes\n"
+    out = b"".join(b"line %d\n" % i for i in range(500)) + b"the end: why it failed\n"
+    assert out[749:750] == b"\n"  # the start ends on a line
+    assert data.startswith(out[:750] + b"[hookrunner] output truncated at 1000 bytes:"), data
+    dropped = len(out) - 1000
+    assert data.endswith(b"\n[hookrunner] %d bytes of output dropped here; the last 250 follow\n"
+                         % dropped + out[-250:] + b"[hookrunner] succeeded\n"), data
 
 
 async def test_stdin_bytes_reach_the_process(harness) -> None:

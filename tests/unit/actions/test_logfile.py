@@ -8,16 +8,41 @@ from pathlib import Path
 from hookrunner.actions.logfile import KEEP_IN_MEMORY, FileLog, tail
 
 
-def test_cap_keeps_the_first_bytes_and_notes_once(tmp_path: Path) -> None:
+def test_cap_keeps_the_start_and_the_end_with_what_was_dropped_between(tmp_path: Path) -> None:
     path = tmp_path / "log"
-    with FileLog(path, cap_bytes=10) as log:
-        log.write(b"12345")
-        log.write(b"67890abc")
-        log.write(b"more")
+    with FileLog(path, cap_bytes=40) as log:  # the last 10 bytes (a quarter) past the first 30
+        for i in range(20):
+            log.write(b"line %02d\n" % i)  # 8 bytes each
+        assert path.read_text() == (
+            "line 00\nline 01\nline 02\nline 0"
+            "\n[hookrunner] output truncated at 40 bytes: the rest is kept as its last 10 bytes,"
+            " written when the output ends\n")
         log.note("timed out after 1s")
+        log.write(b"late\n")
     assert path.read_text() == (
-        "1234567890\n[hookrunner] output truncated at 10 bytes\n[hookrunner] timed out after 1s\n"
-    )
+        "line 00\nline 01\nline 02\nline 0"
+        "\n[hookrunner] output truncated at 40 bytes: the rest is kept as its last 10 bytes,"
+        " written when the output ends\n"
+        "[hookrunner] 120 bytes of output dropped here; the last 10 follow\n"
+        "8\nline 19\n"
+        "[hookrunner] timed out after 1s\n"
+        "late\n")
+
+
+def test_the_kept_end_starts_on_a_whole_character(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with FileLog(path, cap_bytes=40) as log:
+        log.write(b"x" * 30 + "é".encode() * 40)  # 2 bytes each: the 10th byte from the end
+        log.write(b"!")  # is the middle of one
+    assert path.read_text().endswith("; the last 9 follow\n" + "é" * 4 + "!")
+
+
+def test_a_tiny_cap_keeps_only_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with FileLog(path, cap_bytes=3) as log:
+        log.write(b"abcdef")
+        log.note("done")
+    assert path.read_text() == "abc\n[hookrunner] output truncated at 3 bytes\n[hookrunner] done\n"
 
 
 def test_note_after_partial_line_starts_a_new_line(tmp_path: Path) -> None:
@@ -66,12 +91,12 @@ def test_a_deferred_log_that_ends_in_memory_creates_no_file_unless_followed(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "run" / "1.log"
-    log = FileLog(path, cap_bytes=4, deferred=True)
+    log = FileLog(path, cap_bytes=3, deferred=True)
     log.write(b"short\n")
     log.close()
     assert not path.parent.exists()
     # Its output capped, the note kept: all of it goes to the store (no file to read back).
-    assert log.text() == "shor\n[hookrunner] output truncated at 4 bytes\n"
+    assert log.text() == "sho\n[hookrunner] output truncated at 3 bytes\n"
     # Followed after its end (before it is recorded): written whole, and closed.
     assert log.to_disk() == path
     assert path.read_text() == log.text()
