@@ -41,6 +41,11 @@ def serve(settings: Settings) -> int:
         print(f"hookrunner: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(settings.log_format)
+    from hookrunner.procguard import not_dumpable
+
+    if (why := not_dumpable()) is not None and why != "not on Linux":
+        event("server.still_dumpable", logging.WARNING, reason=why,
+              effect="actions may read this server's environment and memory")
     try:
         preflight.data_dir(settings)
         preflight.tls(settings)
