@@ -21,7 +21,6 @@ import re
 import signal
 import stat
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -321,7 +320,8 @@ class _Child:
                  popen: subprocess.Popen[bytes] | None = None) -> None:
         self.pid = pid
         self._fd = output_fd
-        self._stdin_fd = stdin_fd  # our end of its stdin pipe, if it reads one
+        self._stdin_fd = stdin_fd  # our end of its stdin pipe, if it reads one (until closed)
+        self._feeding = memoryview(b"")  # what is still to be written to it
         self._popen = popen  # the fallback's handle: it must do the reaping itself
         self._returncode: int | None = None
 
@@ -426,22 +426,45 @@ class _Child:
         assert code is not None
         return code
 
-    def feed(self, data: bytes) -> threading.Thread:
-        """Write `data` to stdin from a thread of its own, then close it. A child that exits
-        or closes stdin without reading it all ends the thread with EPIPE: its business."""
-        fd, self._stdin_fd = self._stdin_fd, None
+    def feed(self, data: bytes) -> None:
+        """Write `data` to stdin from the loop as the child reads it, then close it. A child
+        that exits or closes stdin without reading it all ends the feed (EPIPE: its
+        business); so does the run's end (`close`), even where a process it left behind
+        holds the pipe without reading (a thread blocked in write() would stay for good)."""
+        fd = self._stdin_fd
         assert fd is not None
-        pipe = os.fdopen(fd, "wb")  # buffered: it retries a write a signal cut short
+        os.set_blocking(fd, False)
+        self._feeding = memoryview(data)
+        if not self._feed_some():
+            asyncio.get_running_loop().add_writer(fd, self._feed_more)
 
-        def write() -> None:
-            with contextlib.suppress(OSError):
-                pipe.write(data)
-            with contextlib.suppress(OSError):
-                pipe.close()
+    def _feed_some(self) -> bool:
+        """Write what the pipe takes now; True when the feed is over (stdin closed)."""
+        fd = self._stdin_fd
+        assert fd is not None
+        try:
+            while self._feeding:
+                self._feeding = self._feeding[os.write(fd, self._feeding):]
+        except BlockingIOError:
+            return False
+        except OSError:
+            pass  # EPIPE: it stopped reading
+        self._stop_feeding(registered=False)
+        return True
 
-        thread = threading.Thread(target=write, name=f"hookrunner-stdin-{self.pid}", daemon=True)
-        thread.start()
-        return thread
+    def _feed_more(self) -> None:
+        fd = self._stdin_fd
+        if fd is not None and self._feed_some():
+            asyncio.get_running_loop().remove_writer(fd)
+
+    def _stop_feeding(self, *, registered: bool) -> None:
+        fd, self._stdin_fd, self._feeding = self._stdin_fd, None, memoryview(b"")
+        if fd is None:
+            return
+        if registered:
+            with contextlib.suppress(Exception):  # the loop may be closing already
+                asyncio.get_running_loop().remove_writer(fd)
+        os.close(fd)
 
     def reap(self) -> None:
         """Collect the exit status of a leader that was just SIGKILLed (no zombie left)."""
@@ -457,9 +480,8 @@ class _Child:
                 asyncio.get_running_loop().remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
-        if self._stdin_fd is not None:  # never fed (it failed to start reading): close it
-            os.close(self._stdin_fd)
-            self._stdin_fd = None
+        # Still feeding at the end (a process it left holds stdin unread), or never fed.
+        self._stop_feeding(registered=self._stdin_fd is not None and bool(self._feeding))
 
 
 def check_strings(argv: Sequence[str], env: Mapping[str, str]) -> None:

@@ -206,6 +206,45 @@ async def test_stdin_bytes_reach_the_process(harness) -> None:
     assert harness.log_text().strip() == str(len(body))
 
 
+async def _descriptors_after_a_first_run(harness) -> int:
+    """Open descriptors once the spawner's own (made on its first use) are open."""
+    ctx = harness.ctx(name="first")
+    ctx.log.close()
+    await run_process(["true"], ctx=ctx, cwd=harness.root, env=ctx.env, stdin=b"")
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_stdin_not_read_by_the_process_ends_the_feed(harness) -> None:
+    ctxs = [harness.ctx(name=f"run{i}") for i in range(2)]  # each opens its log
+    fds = await _descriptors_after_a_first_run(harness)
+    for ctx, argv in zip(ctxs, (["true"], ["sh", "-c", "head -c 100000 >/dev/null; exec 0<&-"
+                                           "; sleep 0.2"]), strict=True):
+        result = await run_process(argv, ctx=ctx, cwd=harness.root, env=ctx.env,
+                                   stdin=b"y" * 4_000_000)
+        assert result.outcome == "succeeded", (argv, result)
+        assert len(os.listdir("/proc/self/fd")) == fds
+
+
+async def test_stdin_held_unread_by_a_process_left_behind_is_let_go_at_the_end(harness) -> None:
+    """A detached daemon (setsid, so not stopped with the group) keeps the stdin pipe open
+    and never reads it: the feed ends with the run, and nothing of it stays open here."""
+    ctx = harness.ctx()
+    pidfile = harness.root / "daemon.pid"
+    fds = await _descriptors_after_a_first_run(harness)
+    body = b"x" * 4_000_000  # far past a pipe's buffer
+    # Through fd 3: sh gives a background job /dev/null for stdin, before its own redirections.
+    script = f"exec 3<&0; setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' <&3 & sleep 0.3"
+    started = time.monotonic()
+    result = await run_process(["sh", "-c", script], ctx=ctx, cwd=harness.root, env=ctx.env,
+                               stdin=body)
+    try:
+        assert result.outcome == "succeeded", result
+        assert time.monotonic() - started < 10
+        assert len(os.listdir("/proc/self/fd")) == fds
+    finally:
+        os.kill(int(pidfile.read_text()), 9)
+
+
 async def test_already_canceled_run_starts_nothing(harness) -> None:
     ctx = harness.ctx()
     ctx.cancel.set()
