@@ -37,7 +37,7 @@ from hookrunner.ratelimit import retry_after
 from hookrunner.rawhttp import Answer, ClientGone, answer_parts, error, send_answer
 from hookrunner.reload import LiveRules
 from hookrunner.settings import POSTGRES_SCHEMES, Settings
-from hookrunner.shared import Shared
+from hookrunner.shared import RELOAD_SIGNAL, Shared, ask_supervisor_to_reload
 from hookrunner.store import open_store
 from hookrunner.upstream import Upstream, forwardable
 from hookrunner.workerqueue import WorkerQueue
@@ -450,7 +450,11 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         # Only a loop in the main thread can take signals (TestClient runs the app in another
         # thread); there the file watcher still reloads, SIGHUP just is not wired.
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, rules.request_reload)
+            if shared is None:
+                loop.add_signal_handler(signal.SIGHUP, rules.request_reload)
+            else:
+                loop.add_signal_handler(RELOAD_SIGNAL, rules.request_reload)
+                loop.add_signal_handler(signal.SIGHUP, ask_supervisor_to_reload)
         if worker:
             event("server.http_worker_started", node=settings.node)
         else:
@@ -478,6 +482,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
+                loop.remove_signal_handler(RELOAD_SIGNAL)
                 # Not its default action (death) while running actions drain: a reload
                 # asked for during a stop must not cut their grace period short.
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)

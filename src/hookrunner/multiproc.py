@@ -13,7 +13,8 @@ the style of gunicorn's arbiter: it binds the port, then forks
 
 They share the --max-queued budget and a wake pipe (hookrunner.shared), and count metrics in
 prometheus_client's multiprocess files. The supervisor never runs an event loop or a thread,
-so forking a replacement for a worker that died is safe. SIGHUP is passed to every process;
+so forking a replacement for a worker that died is safe. SIGHUP is passed to every process
+(as RELOAD_SIGNAL; one sent to a child comes up to the supervisor first);
 SIGTERM and SIGINT as STOP_SIGNAL, which the children count as stops (a second one cancels
 the running runs at once), while the copy of a group-wide signal (a Ctrl-C) each also gets
 itself is the same stop. The server's exit status is the main process's. Every child asks
@@ -43,7 +44,7 @@ from hookrunner.errors import StartupRefused
 from hookrunner.logs import event, setup_logging
 from hookrunner.preflight import listen, tls
 from hookrunner.settings import Settings
-from hookrunner.shared import MULTIPROC_DIR, Shared
+from hookrunner.shared import MULTIPROC_DIR, RELOAD_SIGNAL, Shared
 
 EXIT_STARTUP = 3
 RESPAWN_DELAY = 1.0  # seconds before a worker that died is replaced (no tight crash loop)
@@ -109,7 +110,7 @@ def _supervise(settings: Settings, runtime: Path, swept: list[Path]) -> int:
         # A stop goes on as STOP_SIGNAL, which the children count (one per stop asked of
         # the server); the SIGTERM or SIGINT they get themselves from a whole group's
         # signal (a Ctrl-C, `kill %1`, systemd) is the same stop again.
-        passed = STOP_SIGNAL if sig in (signal.SIGTERM, signal.SIGINT) else sig
+        passed = STOP_SIGNAL if sig in (signal.SIGTERM, signal.SIGINT) else RELOAD_SIGNAL
         for pid in [main, *workers]:
             if pid > 0:  # never kill(-1, ...): that is every process we may signal
                 with contextlib.suppress(ProcessLookupError):
@@ -152,8 +153,8 @@ def _supervise(settings: Settings, runtime: Path, swept: list[Path]) -> int:
 
     for slot in range(1, settings.http_workers + 1):
         start_worker(slot)
-    event("server.http_workers", processes=settings.http_workers, main_pid=main,
-          worker_pids=",".join(str(p) for p in workers))
+    event("server.http_workers", processes=settings.http_workers, supervisor_pid=supervisor,
+          main_pid=main, worker_pids=",".join(str(p) for p in workers))
     code = 0
     missing: list[int] = []  # slots whose worker could not be started again yet
     while True:

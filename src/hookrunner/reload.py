@@ -32,7 +32,9 @@ def _stat(path: Path) -> Stat | None:
         st = path.stat()  # through a link: a ConfigMap or Secret update swaps its target
     except OSError:
         return None
-    return (str(path), st.st_ino, st.st_mtime, st.st_size)
+    # The change time too: `cp -p` or `rsync -t` of a file of the same size keeps its
+    # modification time (reproducible builds give every file one), not its change time.
+    return (str(path), st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 def _fingerprint(rules_dir: Path) -> tuple[Stat, ...]:
@@ -173,6 +175,14 @@ class LiveRules:
                 errors = [f"{self.rules_dir}: cannot load the rules: {type(exc).__name__}: {exc}"]
                 only = False
             return _Loaded(None, errors, fingerprint, secrets, only)
+        if not ruleset.files and self.current is not None:
+            # Live rules, then a directory with no rules files: a deploy that empties it
+            # before copying (`rm rules/*; cp new/* rules/`), caught in between. Loaded, every
+            # hook would answer 404 meanwhile, and some senders stop sending after those.
+            return _Loaded(None, [f"{self.rules_dir}: no *.yaml or *.yml rules files now; the"
+                                  " live rules are kept until some are there (to serve no"
+                                  " rules, leave a file with `rules: []`)"],
+                           fingerprint, secrets)
         if self._copy is not None and not self._quiet:  # here: off the event loop
             rulescopy.save(self.rules_dir, fingerprint, self._copy, _stat, secrets, self.root)
         return _Loaded(ruleset, [], fingerprint, secrets)

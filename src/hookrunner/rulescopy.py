@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-Stat = tuple[str, int, float, int]  # (path, inode, mtime, size) as the reload saw each file
+# (path, inode, mtime ns, ctime ns, size) as the reload saw each file
+Stat = tuple[str, int, int, int, int]
 
 
 ROOT = ".root"  # in a copy: the `{file:}` secrets under --root that its load read

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,17 @@ from hookrunner.budget import QueueBudget
 
 # prometheus_client's multiprocess mode: where each process writes its values.
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# The supervisor's "reload the rules" to every process. Not SIGHUP: a SIGHUP sent to one
+# of them (the pid a log line names, not the supervisor's) is passed up to the supervisor, so
+# every process reloads, and none twice. SIGURG's default action is to ignore it: a process
+# not yet taking it is not killed.
+RELOAD_SIGNAL = signal.SIGURG
+
+
+def ask_supervisor_to_reload() -> None:
+    """A SIGHUP in a process of `--http-workers`: to its supervisor, which passes it to all."""
+    with contextlib.suppress(OSError):
+        os.kill(os.getppid(), signal.SIGHUP)
 
 
 @dataclass(frozen=True)

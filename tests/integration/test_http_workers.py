@@ -545,3 +545,35 @@ def test_a_stop_while_the_workers_are_being_started_is_quiet(project: Path) -> N
         out = server.output()
         assert "Traceback" not in out and "Bad file descriptor" not in out, out
         assert "server.stopped" in out
+
+
+def test_a_sighup_to_any_process_reloads_every_process(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """systemd signals the supervisor (its MAINPID), but an operator may signal the main
+    process the log names, or a worker: each passes it up, and every process reloads."""
+    server, pid = two_workers(make_server, project)
+    until(lambda: server.output().count("server.http_worker_started") == 2, 10, "both workers")
+    log = server.output()
+    main = int(re.search(r"server.http_workers .*main_pid=(\d+)", log).group(1))  # type: ignore[union-attr]
+    assert f"supervisor_pid={pid} " in log, log
+    worker = min(children(pid) - {main})
+    rules = project / "rules" / "rules.yaml"
+    for n, target in enumerate((worker, main, pid), start=2):
+        loaded = server.output().count("rules.loaded hooks=")
+        rules.write_text(RULES.replace("name: work\n", f"name: work{n}\n"))
+        os.kill(target, signal.SIGHUP)
+        # The main process reloads (it logs; workers are quiet), even for a worker's signal.
+        until(lambda c=loaded: server.output().count("rules.loaded hooks=") > c, 10,  # type: ignore[misc]
+              f"the main process's reload after a SIGHUP to {target}")
+        until(lambda n=n: all(_rule_of(server, push(server, f"t{n}-{i}", delivery=f"s{n}-{i}"))
+                              == f"work{n}" for i in range(6)), 10, "every worker's reload")  # type: ignore[misc]
+    assert server.proc is not None and server.proc.poll() is None
+    assert len(children(pid)) == 3  # no process died of a signal it did not take yet
+
+
+def _rule_of(server: Server, answer: httpx.Response) -> str:
+    assert answer.status_code == 202, answer.text
+    with server.admin() as c:
+        rule: str = c.get(f"/api/runs/{answer.json()['runs'][0]}").json()["rule"]
+    return rule

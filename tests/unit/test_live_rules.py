@@ -340,3 +340,39 @@ def test_out_of_file_descriptors_is_a_failed_reload_not_an_empty_ruleset(tmp_pat
     assert live.current is not None and "gh" in live.current.hooks  # ...keeps the live rules
     assert live.errors and "cannot list the rules directory" in live.errors[0], live.errors
     assert live.reload() and "gh" in live.current.hooks  # and the next one loads them again
+
+
+def test_an_edit_that_keeps_the_size_and_the_modification_time_is_noticed(tmp_path: Path) -> None:
+    """`cp -p` (or `rsync -t`) of a file from a reproducible build: same size, same mtime, same
+    inode (written in place). Only its change time tells."""
+    path = tmp_path / "gh.yaml"
+    path.write_text(HOOK.format(name="aa"))
+    os.utime(path, ns=(315532800 * 10**9, 315532800 * 10**9))
+    live = LiveRules(tmp_path)
+    assert live.reload() and live.current is not None and list(live.current.hooks) == ["aa"]
+    time.sleep(0.01)  # a change time of its own, on a clock that ticks coarsely
+    with open(path, "r+") as f:  # in place, as cp -p over an existing file does
+        f.write(HOOK.format(name="bb"))
+    os.utime(path, ns=(315532800 * 10**9, 315532800 * 10**9))
+    assert live.changed() and live.reload()
+    assert list(live.current.hooks) == ["bb"]
+
+
+def test_a_directory_emptied_under_live_rules_keeps_them(tmp_path: Path) -> None:
+    """`rm rules/*; cp new/* rules/`: in between, hooks answered 404. At the start there is
+    nothing to keep, and an empty directory loads as no rules (with a warning)."""
+    path = tmp_path / "gh.yaml"
+    path.write_text(HOOK.format(name="aa"))
+    live = LiveRules(tmp_path)
+    assert live.reload() and live.current is not None
+    path.unlink()
+    assert live.changed() and not live.reload()
+    assert list(live.current.hooks) == ["aa"]
+    assert "no *.yaml or *.yml rules files now; the live rules are kept" in live.errors[0]
+    (tmp_path / "other.yaml").write_text(HOOK.format(name="bb"))
+    assert live.changed() and live.reload() and list(live.current.hooks) == ["bb"]
+    assert live.errors == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fresh = LiveRules(empty)
+    assert fresh.reload() and fresh.current is not None and fresh.current.hooks == {}
