@@ -210,6 +210,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
 
     merged = _Merged()
     ctxs: list[f.Ctx] = []
+    unparsed = False  # a file whose YAML did not parse: its rules are unknown, not absent
     with reusing_compiled():  # a reload recompiles only the texts that changed
         for name, text in sources:
             ctx = f.Ctx(name, root=root, strict=strict, defer_secrets=defer_secrets)
@@ -218,6 +219,8 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
             ctx.errors.extend(problems)
             if data is not None:
                 _file(ctx, data, merged, secrets)
+            else:
+                unparsed = True
     for ctx, node, path, hook_id in merged.refs:
         if hook_id not in merged.hook_sources:
             known = ", ".join(sorted(merged.hook_sources)) or "none are defined"
@@ -225,7 +228,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
     warnings = [*(warnings or []), *(w for c in ctxs for w in c.warnings)]
     used = {hook_id for *_, hook_id in merged.refs}  # a rule with an error names its hook too
     warnings += [f"{src}: hook {hid!r} has no rules: its deliveries are stored but run nothing"
-                 for hid, src in merged.hook_sources.items() if hid not in used]
+                 for hid, src in merged.hook_sources.items() if hid not in used and not unparsed]
     if not sources and not errors:
         warnings.append(f"{empty_hint}: no *.yaml or *.yml rules files")
     order = {ctx.file: i for i, ctx in enumerate(ctxs)}

@@ -298,6 +298,14 @@ def test_a_rule_with_an_error_does_not_also_draw_hook_without_rules() -> None:
         caught.value.warnings
 
 
+def test_a_rules_file_that_does_not_parse_draws_no_hook_without_rules() -> None:
+    """Its rules are unknown, not absent: the other file's hook was warned about too."""
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules_text({"hooks.yaml": HOOK, "r.yaml": "rules:\n  - name: [\n"})
+    assert caught.value.errors and not any("has no rules" in w for w in caught.value.warnings), \
+        caught.value.warnings
+
+
 def test_yaml_11_booleans_stay_strings() -> None:
     """`on` is a key, not True (YAML 1.2 booleans)."""
     ruleset = load_rules_text(one("rules:\n  - name: a\n    hook: gh\n"
