@@ -264,6 +264,8 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
     query = dict(sent_query)  # a repeated name keeps its last value (as Starlette)
     wait = 0.0
     if "wait" in query:
+        if sum(name == "wait" for name, _ in sent_query) > 1:  # which one was meant?
+            return error(400, "wait: given more than once")
         try:
             wait = min(parse_duration(query["wait"]), MAX_WAIT)
         except ValueError as exc:

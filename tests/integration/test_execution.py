@@ -334,13 +334,15 @@ def test_wait_answers_with_status_exit_code_and_output_tail(
     assert unmatched.status_code == 200 and unmatched.json()["runs"] == [], unmatched.text
 
     with httpx.Client() as c:
-        for bad in ("soon", "-1s", "10x"):
+        for bad in ("soon", "-1s", "10x", ["1s", "3s"]):  # the last: which one was meant?
             body = b'{"tag": "never"}'
             answer = c.post(f"{server.url}/hooks/github", params={"wait": bad}, content=body,
                             headers={"X-Hub-Signature-256": github_signature(GITHUB_SECRET, body),
                                      "Content-Type": "application/json",
                                      "X-GitHub-Event": "push"})
             assert answer.status_code == 400 and "wait" in answer.json()["error"]
+            if isinstance(bad, list):
+                assert answer.json()["error"] == "wait: given more than once"
     with server.admin() as c:
         runs = c.get("/api/runs").json()["runs"]
     assert len(runs) == 2  # the bad requests queued nothing
