@@ -116,6 +116,7 @@ class MemoryStore:
             )
             _ended(r)
         ended = [skipped(r, why) for r, why, _ in decision.skip]
+        repoint = {r.id: sup for r, _, sup in decision.skip if sup is not None}
         for newest in decision.supersede:  # as the SQL stores' supersede_waiting
             for r in self._runs.values():
                 if (r.status == "queued" and r.concurrency_key == newest.concurrency_key
@@ -124,6 +125,12 @@ class MemoryStore:
                         "skipped", superseded_reason(newest), newest.id, now)
                     _ended(r)
                     ended.append(skipped(r, r.reason))
+                    repoint[r.id] = newest.id
+        for r in self._runs.values() if repoint else ():  # as repoint_superseded
+            by = repoint.get(r.superseded_by or "")
+            if by is not None and r.status in ("skipped", "canceled"):
+                r.reason = r.reason.replace(r.superseded_by or "", by)
+                r.superseded_by = by
         for r, by in decision.cancel:
             r.cancel_requested, r.superseded_by = True, by
         for r in decision.claim:

@@ -285,6 +285,55 @@ async def test_replace_cancels_the_running_run(store: Store) -> None:
     assert run_a is not None and (run_a.status, run_a.superseded_by) == ("canceled", c)
 
 
+@pytest.mark.parametrize("policy", ["coalesce", "replace"])
+async def test_runs_skipped_in_a_burst_name_the_run_that_ran_not_a_chain(
+    store: Store, policy: str,
+) -> None:
+    """Arrivals in several claims while one run holds the key: each claim skips the waiting
+    runs for its newest, which the next claim skips in turn. Every skipped run (and the
+    replaced one) ends naming the run that ran, as does its reason."""
+    first = await enqueue(store, "k", policy)
+    await store.claim("n1", 5, LEASE, T0)
+    skipped_ids: list[str] = []
+    for wave in range(3):
+        skipped_ids += [await enqueue(store, "k", policy) for _ in range(3)]
+        assert await store.claim("n1", 5, LEASE, T0 + wave) == []
+    last = await enqueue(store, "k", policy)
+    await finish(store, first, outcome="canceled" if policy == "replace" else "succeeded")
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 6)] == [last]
+    for run_id in skipped_ids:
+        run = await store.get_run(run_id)
+        assert run is not None
+        assert (run.status, run.superseded_by, run.reason) == (
+            "skipped", last, f"skipped: superseded by run {last}"), run_id
+    if policy == "replace":
+        run = await store.get_run(first)
+        assert run is not None and (run.status, run.superseded_by) == ("canceled", last)
+
+
+async def test_a_run_waiting_for_its_retry_names_the_run_that_ran_after_a_burst(
+    store: Store,
+) -> None:
+    """Superseded while it waited for its retry, by a run that was superseded in turn."""
+    old = await enqueue(store, "k", "coalesce", max_attempts=3)
+    await store.claim("n1", 5, LEASE, T0)
+    await finish(store, old, outcome="failed", at=T0 + 1, retry_at=T0 + 100)
+    holder = await enqueue(store, "k", "queue")  # the key is free between attempts
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 2)] == [holder]
+    interim = await enqueue(store, "k", "coalesce")
+    assert await store.claim("n1", 5, LEASE, T0 + 3) == []
+    assert (await store.get_run(old)).superseded_by == interim  # type: ignore[union-attr]
+    last = await enqueue(store, "k", "coalesce")
+    assert await store.claim("n1", 5, LEASE, T0 + 4) == []
+    await finish(store, holder, at=T0 + 5)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 6)] == [last]
+    for run_id in (old, interim):
+        run = await store.get_run(run_id)
+        assert run is not None
+        assert (run.status, run.superseded_by, run.reason) == (
+            "skipped", last, f"skipped: superseded by run {last}"), run_id
+
+
 async def test_a_replaced_run_that_finished_first_names_no_replacement(store: Store) -> None:
     """The cancel came too late: it succeeded, and says nothing about being replaced."""
     a = await enqueue(store, "k", "replace")

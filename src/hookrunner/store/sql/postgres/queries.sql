@@ -87,6 +87,12 @@ UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(super
                 concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = %(id)s AND status = 'queued';
 
+-- name: repoint_superseded
+-- Runs that ended naming run `id` as what superseded them name run `by` instead, which has
+-- just superseded `id` in turn: a skipped run names the run that ran, not a chain of skipped ones.
+UPDATE runs SET superseded_by = %(by)s, reason = replace(reason, %(id)s, %(by)s)
+WHERE superseded_by = %(id)s AND status IN ('skipped', 'canceled');
+
 -- name: supersede_waiting
 -- A replace/coalesce key's older runs waiting for a retry (concurrency.Decision.supersede).
 UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(id)s,

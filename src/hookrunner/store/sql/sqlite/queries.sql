@@ -76,6 +76,12 @@ UPDATE runs SET status = 'skipped', reason = :reason, superseded_by = :supersede
                 concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = :id AND status = 'queued';
 
+-- name: repoint_superseded
+-- Runs that ended naming run `id` as what superseded them name run `by` instead, which has
+-- just superseded `id` in turn: a skipped run names the run that ran, not a chain of skipped ones.
+UPDATE runs SET superseded_by = :by, reason = replace(reason, :id, :by)
+WHERE superseded_by = :id AND status IN ('skipped', 'canceled');
+
 -- name: supersede_waiting
 -- A replace/coalesce key's older runs waiting for a retry (concurrency.Decision.supersede).
 UPDATE runs SET status = 'skipped', reason = :reason, superseded_by = :id, finished_at = :now,
