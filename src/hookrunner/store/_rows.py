@@ -72,12 +72,9 @@ def supersede_params(decision: Decision, now: float) -> list[dict[str, Any]]:
              "reason": superseded_reason(r)} for r in decision.supersede]
 
 
-def repoint_params(decision: Decision, superseded: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """The `repoint_superseded` statement's parameters: each run a claim skipped in favour of a
-    newer one (`superseded`: those `supersede_waiting` ended, with their newest), so that the
-    runs naming it name the newer one."""
-    return [*({"id": r.id, "by": sup} for r, _, sup in decision.skip if sup is not None),
-            *({"id": run_id, "by": by} for run_id, by in superseded)]
+def repoint_params(decision: Decision) -> list[dict[str, Any]]:
+    """The `repoint_superseded` statement's parameters: each replace/coalesce run that starts."""
+    return [{"by": r.id} for r in decision.claim if r.policy in ("replace", "coalesce")]
 
 
 def run_params(r: NewRun, now: float) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from hookrunner.store._rows import (
     CANCELED_BEFORE_START,
     CANCELED_INSTEAD_OF_RETRY,
     dumps,
+    repoint_params,
 )
 from hookrunner.store._wake import wait_event
 from hookrunner.store.base import (
@@ -104,6 +105,21 @@ class MemoryStore:
         self._add(runs)
         self._wake.set()
 
+    def _repoint(self, by: str) -> None:
+        """As the SQL stores' repoint_superseded: what names a skipped run on the way to
+        `by` names `by`."""
+        chain, todo = set(), [by]
+        while todo:
+            named = todo.pop()
+            for r in self._runs.values():
+                if r.superseded_by == named and r.status == "skipped" and r.id not in chain:
+                    chain.add(r.id)
+                    todo.append(r.id)
+        for r in self._runs.values():
+            if r.superseded_by in chain and r.status in ("skipped", "canceled"):
+                r.reason = r.reason.replace(r.superseded_by, by)
+                r.superseded_by = by
+
     async def claim(self, node: str, limit: int, lease: float, now: float) -> Claimed:
         candidates = [
             r for r in self._runs.values() if r.status == "queued" and r.next_attempt_at <= now
@@ -116,7 +132,6 @@ class MemoryStore:
             )
             _ended(r)
         ended = [skipped(r, why) for r, why, _ in decision.skip]
-        repoint = {r.id: sup for r, _, sup in decision.skip if sup is not None}
         for newest in decision.supersede:  # as the SQL stores' supersede_waiting
             for r in self._runs.values():
                 if (r.status == "queued" and r.concurrency_key == newest.concurrency_key
@@ -125,14 +140,10 @@ class MemoryStore:
                         "skipped", superseded_reason(newest), newest.id, now)
                     _ended(r)
                     ended.append(skipped(r, r.reason))
-                    repoint[r.id] = newest.id
-        for r in self._runs.values() if repoint else ():  # as repoint_superseded
-            by = repoint.get(r.superseded_by or "")
-            if by is not None and r.status in ("skipped", "canceled"):
-                r.reason = r.reason.replace(r.superseded_by or "", by)
-                r.superseded_by = by
         for r, by in decision.cancel:
             r.cancel_requested, r.superseded_by = True, by
+        for params in repoint_params(decision):  # as repoint_superseded
+            self._repoint(params["by"])
         for r in decision.claim:
             r.status, r.attempt, r.started_at, r.finished_at = "running", r.attempt + 1, now, None
             r.reason = ""  # the previous attempt's is in its attempt record

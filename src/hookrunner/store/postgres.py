@@ -406,19 +406,16 @@ class PostgresStore:
                     "running", r.attempt + 1, now, None, None, "")
                 r.lease_owner, r.lease_expires = node, now + lease
             ended = [skipped(r, why) for r, why, _ in decision.skip]
-            superseded: list[tuple[str, str]] = []
             for newest in supersede_params(decision, now):  # (a row each it ended)
                 cur = await conn.execute(Q["supersede_waiting"], newest)
-                swept = [Skipped(row["id"], row["rule"], row["delivery_id"], row["attempt"],
-                                 row["reason"]) for row in await cur.fetchall()]
-                ended += swept
-                superseded += [(s.id, newest["id"]) for s in swept]
+                ended += [Skipped(row["id"], row["rule"], row["delivery_id"], row["attempt"],
+                                  row["reason"]) for row in await cur.fetchall()]
             async with conn.cursor() as c:
                 for query, params in (
                     ("skip_run", [{"id": r.id, "reason": why, "superseded_by": sup, "now": now}
                                   for r, why, sup in decision.skip]),
-                    ("repoint_superseded", repoint_params(decision, superseded)),
                     ("flag_cancel", [{"id": r.id, "by": by} for r, by in decision.cancel]),
+                    ("repoint_superseded", repoint_params(decision)),
                     ("start_run", [{"id": r.id, "now": now, "node": node,
                                     "lease_expires": r.lease_expires} for r in decision.claim]),
                     ("insert_attempt", [{"run_id": r.id, "attempt": r.attempt, "node": node,

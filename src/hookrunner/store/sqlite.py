@@ -175,12 +175,9 @@ def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: f
         for r, reason, sup in decision.skip
     ])
     ended = [skipped(r, why) for r, why, _ in decision.skip]
-    superseded: list[tuple[str, str]] = []
-    for newest in supersede_params(decision, now):  # (a row each it ended: RETURNING)
-        swept = [Skipped(*row) for row in conn.execute(Q["supersede_waiting"], newest)]
-        ended += swept
-        superseded += [(s.id, newest["id"]) for s in swept]
-    conn.executemany(Q["repoint_superseded"], repoint_params(decision, superseded))
+    for params in supersede_params(decision, now):  # (a row each it ended: RETURNING)
+        ended += [Skipped(*row) for row in conn.execute(Q["supersede_waiting"], params)]
+    conn.executemany(Q["repoint_superseded"], repoint_params(decision))
     conn.executemany(Q["flag_cancel"], [{"id": r.id, "by": by} for r, by in decision.cancel])
     for r in decision.claim:
         r.status, r.attempt, r.started_at, r.finished_at, r.exit_code, r.reason = (

@@ -88,10 +88,20 @@ UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(super
 WHERE id = %(id)s AND status = 'queued';
 
 -- name: repoint_superseded
--- Runs that ended naming run `id` as what superseded them name run `by` instead, which has
--- just superseded `id` in turn: a skipped run names the run that ran, not a chain of skipped ones.
-UPDATE runs SET superseded_by = %(by)s, reason = replace(reason, %(id)s, %(by)s)
-WHERE superseded_by = %(id)s AND status IN ('skipped', 'canceled');
+-- Run `by` (of a replace/coalesce key) starts: the runs skipped on the way to it name it,
+-- not each other. Under a burst each claim supersedes the waiting run again, so a skipped run
+-- named the next waiting run, itself skipped later: the chain of skipped runs that leads to
+-- `by` is followed back (each step by the superseded_by index) and everything naming one of
+-- them (skipped, or a replaced run that ended canceled) names `by`. Once per run that starts,
+-- over its own burst only: runs that ran end a chain.
+WITH RECURSIVE chain(id) AS (
+    SELECT id FROM runs WHERE superseded_by = %(by)s AND status = 'skipped'
+    UNION
+    SELECT r.id FROM runs r JOIN chain c ON r.superseded_by = c.id WHERE r.status = 'skipped'
+)
+UPDATE runs SET superseded_by = %(by)s, reason = replace(reason, superseded_by, %(by)s)
+WHERE id IN (SELECT r.id FROM chain c JOIN runs r ON r.superseded_by = c.id
+             WHERE r.status IN ('skipped', 'canceled'));
 
 -- name: supersede_waiting
 -- A replace/coalesce key's older runs waiting for a retry (concurrency.Decision.supersede).
