@@ -373,11 +373,12 @@ class _Child:
                     sink(data)
                     return
             except Exception as exc:  # a sink that fails stops the reading, as an error
-                self.close()
+                self.close_output()
                 if not done.done():
                     done.set_exception(exc)
                 return
-            self.close()
+            # Only the output: a child may close its stdout and go on reading its stdin.
+            self.close_output()
             if not done.done():
                 done.set_result(None)
 
@@ -435,11 +436,14 @@ class _Child:
         assert fd is not None
         os.set_blocking(fd, False)
         self._feeding = memoryview(data)
-        if not self._feed_some():
+        if self._feed_some():
+            self._stop_feeding(registered=False)
+        else:
             asyncio.get_running_loop().add_writer(fd, self._feed_more)
 
     def _feed_some(self) -> bool:
-        """Write what the pipe takes now; True when the feed is over (stdin closed)."""
+        """Write what the pipe takes now; True when the feed is over (all written, or the
+        child stopped reading: EPIPE)."""
         fd = self._stdin_fd
         assert fd is not None
         try:
@@ -449,15 +453,14 @@ class _Child:
             return False
         except OSError:
             pass  # EPIPE: it stopped reading
-        self._stop_feeding(registered=False)
         return True
 
     def _feed_more(self) -> None:
-        fd = self._stdin_fd
-        if fd is not None and self._feed_some():
-            asyncio.get_running_loop().remove_writer(fd)
+        if self._stdin_fd is not None and self._feed_some():
+            self._stop_feeding(registered=True)
 
     def _stop_feeding(self, *, registered: bool) -> None:
+        """Close stdin, its writer removed first (a closed number may be reused at once)."""
         fd, self._stdin_fd, self._feeding = self._stdin_fd, None, memoryview(b"")
         if fd is None:
             return
@@ -474,14 +477,18 @@ class _Child:
                 time.sleep(0.01)
 
     def close(self) -> None:
-        """Stop reading the output (a process outside the group may still hold the pipe)."""
+        """At the run's end: stop reading the output (a process outside the group may still
+        hold the pipe) and stop feeding stdin (one may hold it unread)."""
+        self.close_output()
+        # Still feeding at the end (a process it left holds stdin unread), or never fed.
+        self._stop_feeding(registered=self._stdin_fd is not None and bool(self._feeding))
+
+    def close_output(self) -> None:
         if self._fd >= 0:
             with contextlib.suppress(Exception):  # the loop may be closing already
                 asyncio.get_running_loop().remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
-        # Still feeding at the end (a process it left holds stdin unread), or never fed.
-        self._stop_feeding(registered=self._stdin_fd is not None and bool(self._feeding))
 
 
 def check_strings(argv: Sequence[str], env: Mapping[str, str]) -> None:

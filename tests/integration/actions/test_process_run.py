@@ -206,6 +206,22 @@ async def test_stdin_bytes_reach_the_process(harness) -> None:
     assert harness.log_text().strip() == str(len(body))
 
 
+@pytest.mark.parametrize("script", [
+    "cat > {out}",  # its output pipe ends at once: cat writes to a file
+    "exec >/dev/null 2>&1; sleep 0.3; cat > {out}",  # sends its output elsewhere, then reads
+])
+async def test_stdin_arrives_whole_when_the_output_ends_first(harness, script: str) -> None:
+    """The end of the output is not the end of the run: stdin is fed on (it was cut at one
+    pipe buffer, 64 KiB, and the run still succeeded)."""
+    ctx = harness.ctx()
+    out = harness.root / "payload.bin"
+    body = b"z" * 1_000_000
+    result = await run_process(["sh", "-c", script.format(out=out)], ctx=ctx, cwd=harness.root,
+                               env=ctx.env, stdin=body)
+    assert result.outcome == "succeeded", result
+    assert out.stat().st_size == len(body)
+
+
 async def _descriptors_after_a_first_run(harness) -> int:
     """Open descriptors once the spawner's own (made on its first use) are open."""
     ctx = harness.ctx(name="first")
