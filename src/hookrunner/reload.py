@@ -175,7 +175,7 @@ class LiveRules:
                 errors = [f"{self.rules_dir}: cannot load the rules: {type(exc).__name__}: {exc}"]
                 only = False
             return _Loaded(None, errors, fingerprint, secrets, only)
-        if not ruleset.files and self.current is not None:
+        if not ruleset.files and self._keeps_rules():
             # Live rules, then a directory with no rules files: a deploy that empties it
             # before copying (`rm rules/*; cp new/* rules/`), caught in between. Loaded, every
             # hook would answer 404 meanwhile, and some senders stop sending after those.
@@ -186,6 +186,13 @@ class LiveRules:
         if self._copy is not None and not self._quiet:  # here: off the event loop
             rulescopy.save(self.rules_dir, fingerprint, self._copy, _stat, secrets, self.root)
         return _Loaded(ruleset, [], fingerprint, secrets)
+
+    def _keeps_rules(self) -> bool:
+        """Whether a directory with no rules files is a failed load here: there are live
+        rules from files to keep, or (a worker starting) the main process's copy of them."""
+        if self.current is not None:
+            return bool(self.current.files)
+        return self._quiet and self._copy is not None and self._copy.is_dir()
 
     def _apply(self, loaded: _Loaded) -> bool:
         self._fingerprint, self._secrets = loaded.fingerprint, loaded.secrets

@@ -29,11 +29,15 @@ def backoff_delay(
     return float(max(delay, 0.0))
 
 
+ASKED_CAP = 600.0  # seconds: the most a Retry-After adds where max_backoff is 0 (its default)
+
+
 def retry_delay(attempt: int, backoff: float, max_backoff: float, asked: float | None,
                 rand: random.Random | None = None) -> float:
-    """backoff_delay, or what the other end asked for (Retry-After) where that is longer;
-    `max_backoff` (when > 0) bounds both, so a sender cannot park a run for a day."""
+    """backoff_delay, or what the other end asked for (Retry-After) where that is longer,
+    within `max_backoff` (ASKED_CAP where that is 0): the answering server cannot park a run
+    for longer than the rule allows."""
     delay = backoff_delay(attempt, backoff, max_backoff, rand)
     if asked is not None and asked > delay:
-        delay = min(asked, max_backoff) if max_backoff > 0 else asked
+        delay = max(delay, min(asked, max_backoff if max_backoff > 0 else ASKED_CAP))
     return delay

@@ -376,3 +376,4 @@ def test_a_directory_emptied_under_live_rules_keeps_them(tmp_path: Path) -> None
     empty.mkdir()
     fresh = LiveRules(empty)
     assert fresh.reload() and fresh.current is not None and fresh.current.hooks == {}
+    assert fresh.reload() and fresh.errors == []  # a SIGHUP while it stays empty: no failure

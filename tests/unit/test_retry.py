@@ -103,8 +103,9 @@ def test_retry_delay_takes_a_longer_retry_after_within_the_cap(
         assert expected[0] <= delay <= expected[1], (asked, delay)
 
 
-def test_retry_delay_without_a_cap_takes_what_was_asked() -> None:
-    assert retry_delay(1, 1.0, 0.0, 500.0, random.Random(1)) == 500.0
+def test_retry_delay_without_a_cap_takes_what_was_asked_up_to_ten_minutes() -> None:
+    assert retry_delay(1, 0.0, 0.0, 500.0, random.Random(1)) == 500.0
+    assert retry_delay(1, 0.0, 0.0, 1e9, random.Random(1)) == 600.0
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -112,6 +113,9 @@ def test_retry_delay_without_a_cap_takes_what_was_asked() -> None:
     (" 7 ", 7.0),
     ("0", 0.0),
     ("99999999999999999999", 1e9),
+    ("9" * 5000, 1e9),  # past int()'s 4,300 digits
+    ("000000000000007", 7.0),
+    ("Fri, 31 Dec 9999 23:59:59 -2359", 1e9),
     ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),  # an HTTP date, 30 s after `now`
     ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # past: at once
     ("Wed, 21 Oct 2015 07:28:30 -0000", 30.0),

@@ -534,6 +534,7 @@ async def _log_body(response: httpx.Response, ctx: RunContext) -> None:
         ctx.log.note(f"the answer's {encoding} body ended before its end")
 
 
+MAX_RETRY_AFTER = 1e9  # seconds: "never" already (the rule's max_backoff bounds the wait)
 # Client errors a retry can change: a timeout, "too early", "too many requests".
 RETRIED_4XX = frozenset({408, 425, 429})
 NOT_RETRIED_STATUS = (" (not retried: a {} answer says the request itself is refused, and a"
@@ -563,14 +564,15 @@ def retry_after_seconds(value: str, now: float) -> float | None:
     from `now`, 0 for a date past; None for anything else."""
     value = value.strip()
     if value.isdigit() and value.isascii():
-        return float(min(int(value), 10**9))
+        digits = value.lstrip("0") or "0"  # (int() of 4,300 digits or more raises)
+        return float(int(digits)) if len(digits) <= 9 else MAX_RETRY_AFTER
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # `-0000`: RFC 5322's "no zone known"; HTTP dates are GMT
         when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, round(when.timestamp() - now, 3))
+    return min(max(0.0, round(when.timestamp() - now, 3)), MAX_RETRY_AFTER)
 
 
 def _not_answered(exc: httpx.HTTPError, ctx: RunContext) -> RunResult:
