@@ -88,7 +88,7 @@ class FileLog:
             self.written += room
             self.truncated = True
             self._note(f"output truncated at {self.cap_bytes} bytes: the rest is kept as its"
-                       f" last {self.tail_bytes} bytes, written when the output ends"
+                       f" last {self.tail_bytes} bytes, written at the end or the next note"
                        if self.tail_bytes else f"output truncated at {self.cap_bytes} bytes")
             self._keep_end(data[room:])
 

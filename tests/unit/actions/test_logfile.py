@@ -16,13 +16,13 @@ def test_cap_keeps_the_start_and_the_end_with_what_was_dropped_between(tmp_path:
         assert path.read_text() == (
             "line 00\nline 01\nline 02\nline 0"
             "\n[hookrunner] output truncated at 40 bytes: the rest is kept as its last 10 bytes,"
-            " written when the output ends\n")
+            " written at the end or the next note\n")
         log.note("timed out after 1s")
         log.write(b"late\n")
     assert path.read_text() == (
         "line 00\nline 01\nline 02\nline 0"
         "\n[hookrunner] output truncated at 40 bytes: the rest is kept as its last 10 bytes,"
-        " written when the output ends\n"
+        " written at the end or the next note\n"
         "[hookrunner] 120 bytes of output dropped here; the last 10 follow\n"
         "8\nline 19\n"
         "[hookrunner] timed out after 1s\n"
