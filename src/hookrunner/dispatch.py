@@ -625,9 +625,14 @@ class Dispatcher:
             except StoreUnavailable as exc:  # housekeeping tells the outage's end
                 self._store_down = True
                 _store_down_log(error=str(exc))
+                event("store.prune_failed", logging.ERROR, error=str(exc),
+                      then=f"tried again in {self._prune_every():g}s")
             except Exception as exc:  # a data dir it cannot list, a bug: retention goes on
                 event("store.prune_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(min(PRUNE_EVERY, self.settings.keep / 2))
+            await asyncio.sleep(self._prune_every())
+
+    def _prune_every(self) -> float:
+        return min(PRUNE_EVERY, (self.settings.keep or 0.0) / 2)
 
     async def _prune_once(self, keep: float) -> None:
         now = time.time()

@@ -148,3 +148,25 @@ async def test_the_wal_file_shrinks_back_after_a_burst(tmp_path: Path) -> None:
         assert wal.stat().st_size <= WAL_KEPT, wal.stat().st_size
     finally:
         await store.close()
+
+
+async def test_pruning_frees_room_without_first_writing_what_it_deletes(tmp_path: Path) -> None:
+    """With SQLite's secure_delete on (Debian's build), deleting 8 MB of bodies first wrote
+    8 MB of zeroed pages to the -wal file: a prune on a nearly full disk filled it and never
+    pruned. The bodies' pages go to the free list as they are."""
+    db = tmp_path / "data" / "hookrunner.db"
+    store = SQLiteStore(str(db))
+    await store.open()
+    try:
+        bodies = [dataclasses.replace(delivery(), body=bytes(100 * 1024)) for _ in range(80)]
+        for d in bodies:
+            await store.accept(d, [])
+        with sqlite3.connect(db) as other:  # an empty -wal to measure from
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        wal = tmp_path / "data" / "hookrunner.db-wal"
+        assert await store.prune(T0 + 1) == 80
+        assert wal.stat().st_size < 1024 * 1024, wal.stat().st_size  # not the 8 MB deleted
+        with sqlite3.connect(db) as other:
+            assert other.execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
+    finally:
+        await store.close()
