@@ -191,7 +191,12 @@ async def readyz(request: Request) -> Response:
     stopping = bool(getattr(gw.dispatcher, "stopping", False))
     if stopping:
         doc["stopping"] = True
-    ready = store_ok and rules.current is not None and not stopping
+    # No run can start (the data dir's disk is full): deliveries are still stored, and run
+    # once there is room, but this node should get no more work meanwhile.
+    no_room: str | None = getattr(gw.dispatcher, "no_room", None)
+    if no_room is not None:
+        doc["runs"] = no_room
+    ready = store_ok and rules.current is not None and not stopping and no_room is None
     return JSONResponse(doc, status_code=200 if ready else 503)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import functools
 import logging
 import os
@@ -53,6 +54,7 @@ RECORD_TRIES_WHEN_STOPPING = 3  # a stopping server gives up on a store that is 
 NOT_STARTED_TRIES = 5  # extra attempts for a run whose process could not start (EMFILE)
 NOT_STARTED_DELAY = 5.0  # seconds before such a run is tried again
 NOT_STARTED = "; nothing ran: queued again"  # ends such an attempt's reason
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
 HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
 PRUNE_EVERY = 60.0
@@ -177,6 +179,8 @@ class Dispatcher:
         # lease looks expired: recover others' runs only once their nodes had a lease's time
         # to renew (else a run that is alive and well would be retried or failed).
         self._store_down = False
+        # Why no run can start (the data dir's disk is full), for /readyz; None: they can.
+        self.no_room: str | None = None
         self._reachable_since = 0.0
         # When this node last renewed its leases (monotonic): a store that hangs instead of
         # failing (a frozen database) holds every node's renewals alike, so one renewal
@@ -459,6 +463,9 @@ class Dispatcher:
             # Cleared before the claim: a wake-up that arrives during it must not be lost.
             self._wake.clear()
             self._freed.clear()
+            if self.no_room is not None and not self._room_again():
+                await aio.wait_event(self._freed, NOT_STARTED_DELAY)  # (a stop sets it)
+                continue
             try:
                 async with self._counting:
                     claimed = await self.store.claim(self.node, free, self.settings.lease,
@@ -483,6 +490,16 @@ class Dispatcher:
                 # CLAIM_GAP (their wake-ups are kept meanwhile; a freed worker cuts it short).
                 await aio.wait_event(self._freed, CLAIM_GAP)
             await aio.wait_event(self._wake, await self._sleep_for())
+
+    def _room_again(self) -> bool:
+        """After a start mark found the disk full: whether one can be written now."""
+        try:
+            self._marks.probe()
+        except OSError:
+            return False
+        event("dispatcher.room_again", was=self.no_room)
+        self.no_room = None
+        return True
 
     def _skipped(self, skipped: Iterable[Skipped]) -> None:
         """Runs a claim ended without starting them (store.base.Claimed): a line each, as for
@@ -793,10 +810,16 @@ class Dispatcher:
             self._marks.mark(run.id, run.attempt)
         except OSError as exc:  # a crash now could not tell that it started: do not start
             event("run.mark_failed", logging.ERROR, run_id=run.id, error=str(exc))
-            # Nothing ran: queued again as a process that could not start is (a full disk
-            # may have room again), not failed for good.
+            no_room = exc.errno in NO_ROOM
+            if no_room and self.no_room is None:
+                self.no_room = f"cannot record a run's start: {exc.strerror or exc}"
+                event("dispatcher.no_room", logging.ERROR, data=str(self.settings.data),
+                      error=str(exc), then="no run starts until it has room again (checked "
+                      f"every {NOT_STARTED_DELAY:g}s); the queued runs wait")
+            # Nothing ran: queued again as a process that could not start is, not failed for
+            # good: for as long as the disk is full, else a few times.
             return RunResult("failed", None, f"cannot record the start: {exc}",
-                             not_started=True), None
+                             not_started=True, waits_for_room=no_room), None
         log = FileLog(self.settings.log_path(run.id, run.attempt), self.settings.log_cap,
                       deferred=True)
         self._logs[run.id] = log
@@ -915,7 +938,8 @@ class Dispatcher:
             return
         now = time.time()
         retry_at = None
-        if result.not_started and run.attempt < run.max_attempts + NOT_STARTED_TRIES:
+        if result.not_started and (result.waits_for_room
+                                   or run.attempt < run.max_attempts + NOT_STARTED_TRIES):
             # Nothing ran, whatever the rule's retries say: as a run whose claim a crash cut
             # short, it is queued again (a few times: a lasting shortage fails it).
             retry_at = now + NOT_STARTED_DELAY

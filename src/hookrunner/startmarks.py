@@ -65,6 +65,13 @@ class StartMarks:
             with contextlib.suppress(OSError):  # the old file goes on growing meanwhile
                 self._rewrite()
 
+    def probe(self) -> None:
+        """Whether a mark can be written now: OSError (ENOSPC) if not. An empty line, which
+        read_marks skips."""
+        if os.write(self._fd, b"\n") != 1:
+            raise OSError(errno.ENOSPC, "start marks full")
+        self._size += 1
+
     def done(self, run_id: str, attempt: int) -> None:
         self._live.discard((run_id, attempt))
 

@@ -232,6 +232,39 @@ async def test_a_run_whose_start_cannot_be_recorded_is_queued_again(
         assert attempts[0].reason.endswith("; nothing ran: queued again"), attempts[0].reason
 
 
+async def test_runs_wait_while_the_disk_is_full_however_long_not_failed_after_five_tries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full disk where the database still had free pages (left by pruning): deliveries were
+    stored and answered 202, and every run failed for good after 5 tries without running.
+    The marks file's descriptor is /dev/full here: every write is a real ENOSPC."""
+    async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
+        marks = dispatcher._marks
+        saved = os.dup(marks._fd)
+        full = os.open("/dev/full", os.O_WRONLY)
+        try:
+            os.dup2(full, marks._fd)
+            await _accept_one(store, ["sh", "-c", "echo ran"], max_attempts=1)
+            dispatcher.accepted(1)
+            deadline = time.monotonic() + 20
+            while dispatcher.no_room is None:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert "No space left on device" in dispatcher.no_room
+            await asyncio.sleep(3.0)  # ten times NOT_STARTED_DELAY: past 5 tries by far
+            got = await store.get_run("r-1")
+            assert got is not None and got.status == "queued", got
+            # Claims wait for room: one try, not one per 0.3 s.
+            assert len(await store.attempts("r-1")) <= 2
+        finally:
+            os.dup2(saved, marks._fd)
+            os.close(saved)
+            os.close(full)
+        got = await _ended(store, time.monotonic() + 20)
+        assert got.status == "succeeded", got
+        assert dispatcher.no_room is None
+
+
 class _LongHistory(SQLiteStore):
     """A store whose prune takes as long as a first one of a long history does (97 s for
     1.2M deliveries, measured): the prune itself is the real one, after the wait."""

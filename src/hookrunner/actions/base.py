@@ -57,6 +57,8 @@ class RunResult:
     # Nothing of the action ran: its process could not start for want of a resource (file
     # descriptors, processes, memory), which a later try may have. Queued again.
     not_started: bool = False
+    # ...because the disk is full: queued again for as long as that lasts (not a few times).
+    waits_for_room: bool = False
     # Refused for what the stored action itself says (a template error, a path outside
     # --root): every later attempt of the same spec would be refused the same, so none is made.
     final: bool = False
