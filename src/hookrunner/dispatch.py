@@ -851,10 +851,23 @@ class Dispatcher:
         text = log.text()
         if log.failed is not None:
             event("run.log_failed", logging.ERROR, run_id=run.id, error=str(log.failed))
-            if text is None:  # else kept whole in memory, and saved with the record
+            from_file = text is None  # (its gap, if it has one, is the record's too)
+            if not log.complete:
+                # A file with a gap it could not note (the disk stayed full): the record gets
+                # what the file has, and the note, and the file goes (it would be what the
+                # API serves, without them; and it takes room). A gap it noted stays.
+                if text is None:
+                    text = await asyncio.to_thread(self._log_with_loss, run, log)
+                with contextlib.suppress(OSError):
+                    log.path.unlink()
+            if from_file or not log.complete:
                 result.reason = (result.reason + "; " if result.reason else "") + (
                     f"log incomplete: {log.failed.strerror or log.failed}")
         return result, text
+
+    def _log_with_loss(self, run: Run, log: FileLog) -> str:
+        loss = log.loss_text()
+        return log_tail(self.settings, run, self.settings.log_cap - len(loss)) + loss
 
     async def _run_action(self, run: Run, cancel: asyncio.Event, log: FileLog) -> RunResult:
         if "render_error" in run.spec:

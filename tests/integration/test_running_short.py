@@ -265,6 +265,34 @@ async def test_runs_wait_while_the_disk_is_full_however_long_not_failed_after_fi
         assert dispatcher.no_room is None
 
 
+async def test_a_log_that_fills_the_disk_for_good_says_so_in_the_runs_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Output lost to a full disk was told only by the run's reason: the log (file and
+    record) ended mid-line, without a note and without its end. The record now has what the
+    file got, a note of what it did not, and the end; the file, lacking them, goes."""
+    async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
+        await _accept_one(store, ["sh", "-c", "echo start; sleep 1.5; head -c 200000 /dev/zero"
+                                              " | tr '\\0' y; echo; echo end"])
+        dispatcher.accepted(1)
+        deadline = time.monotonic() + 20
+        while (log := dispatcher._logs.get("r-1")) is None or not log.on_disk:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        real = log._file
+        assert real is not None
+        log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115: the disk is full now
+        real.close()
+        got = await _ended(store, deadline)
+        assert got.status == "succeeded" and got.reason.startswith("log incomplete: No space"), got
+        kept = await store.get_log("r-1", 1)
+        assert kept is not None and "start\n" in kept, kept
+        assert kept.endswith("[hookrunner] 200005 bytes of output could not be written to the "
+                             "log file here (No space left on device)\n[hookrunner] succeeded"
+                             "\n"), kept[-300:]
+        assert not log.path.exists()  # the API serves the record, with the note
+
+
 class _LongHistory(SQLiteStore):
     """A store whose prune takes as long as a first one of a long history does (97 s for
     1.2M deliveries, measured): the prune itself is the real one, after the wait."""

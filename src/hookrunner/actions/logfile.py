@@ -44,7 +44,10 @@ class FileLog:
         self.truncated = False
         self._tail = bytearray()  # output past the cap's head, its end kept (not yet written)
         self._dropped = 0  # bytes of output past the head that were let go
-        self.failed: OSError | None = None  # the write error that stopped the log, if any
+        self.failed: OSError | None = None  # the last write error of the log file, if any
+        self._lost_bytes = 0  # output the file missed since it last took a write
+        self._unwritten: list[str] = []  # notes it missed meanwhile
+        self._file_at_line_start = True
         self._at_line_start = True
         self._copy: bytearray | None = bytearray()  # what was written, while it is small
         self._lock = threading.Lock()  # ansible-runner's thread may write too
@@ -60,7 +63,7 @@ class FileLog:
         """Write the log to its file from now on (at once, what it holds so far; all of it if
         it has ended); its path, or None when the file cannot be written."""
         with self._lock:
-            if self._file is None and self.failed is None:
+            if self._file is None:
                 self._spill()
                 if self._closed and self._file is not None:
                     self._file.close()
@@ -108,10 +111,13 @@ class FileLog:
 
     def text(self) -> str | None:
         """The whole log as text (its output capped, its notes) if it was small enough to keep
-        in memory, else None: then it is on disk, and `tail` reads it. Only what was written
-        without error is kept."""
+        in memory, else None: then it is on disk, and `tail` reads it (with `loss_text`
+        after it, where the file is not `complete`)."""
         with self._lock:
-            return None if self._copy is None else self._copy.decode("utf-8", errors="replace")
+            if self._copy is None:
+                return None
+            text = self._copy.decode("utf-8", errors="replace")
+            return text + self.loss_text() if self._file is None else text
 
     def __enter__(self) -> FileLog:
         return self
@@ -147,7 +153,7 @@ class FileLog:
     def _note(self, text: str) -> None:
         # A note always starts on a line of its own, even after a partial line of output.
         prefix = b"" if self._at_line_start else b"\n"
-        self._append(prefix + (NOTE_PREFIX + text.rstrip("\n") + "\n").encode())
+        self._append(prefix + (NOTE_PREFIX + text.rstrip("\n") + "\n").encode(), note=True)
 
     def _open(self) -> BinaryIO:
         private_dir(self.path.parent)  # logs hold whatever the action printed
@@ -158,36 +164,77 @@ class FileLog:
         """Open the file and write what the memory holds (under the lock)."""
         try:
             self._file = self._open()
-            if self._copy:
-                self._file.write(self._copy)
         except OSError as exc:
-            self._failed(exc)
+            self.failed = exc
+            return
+        if self._copy:
+            self._lost_bytes += self._write_all(bytes(self._copy))
 
-    def _failed(self, exc: OSError) -> None:
-        # Disk full or gone: keep the run going (its output is still drained so it never
-        # blocks on a full pipe). The file stops here; a small log goes on in memory and is
-        # saved with the run's record whole.
-        self.failed = exc
-        if self._copy is None:
-            self.truncated = True
+    def _write_all(self, data: bytes) -> int:
+        """Into the file, all of it (a full disk first writes part, then refuses); how many
+        bytes it did not take."""
+        assert self._file is not None
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._file.write(view) or 0:]  # unbuffered: readers see it at once
+        except OSError as exc:
+            # Disk full or gone: the run goes on (its output is still drained, so it never
+            # blocks on a full pipe); what the file misses is counted, and said there once
+            # the file takes writes again, or with the run's record (loss_text).
+            self.failed = exc
+            if len(view) < len(data):
+                self._file_at_line_start = False  # (whatever made it in ends mid-line)
+            return len(view)
+        self._file_at_line_start = data.endswith(b"\n")
+        return 0
 
-    def _append(self, data: bytes) -> None:
+    def _to_file(self, data: bytes, note: bool) -> None:
+        if self._lost_bytes or self._unwritten:
+            if self._write_all(self.loss_text().encode()):
+                self._missed(data, note, len(data))
+                return
+            self._lost_bytes, self._unwritten = 0, []
+        if missed := self._write_all(data):
+            self._missed(data, note, missed)
+
+    def _missed(self, data: bytes, note: bool, count: int) -> None:
+        if note:  # (whole, even if part of it made it in)
+            self._unwritten.append(data.decode("utf-8", errors="replace").lstrip("\n"))
+        else:
+            self._lost_bytes += count
+
+    def loss_text(self) -> str:
+        """What the file misses, as text to put where it stops: a note of the output that
+        could not be written, and hookrunner's own notes that could not ('' if none)."""
+        if not self._lost_bytes and not self._unwritten:
+            return ""
+        why = (self.failed.strerror or str(self.failed)) if self.failed else "write failed"
+        start = "" if self._file_at_line_start else "\n"
+        lost = (f"{start}{NOTE_PREFIX}{self._lost_bytes} bytes of output could not be written "
+                f"to the log file here ({why})\n") if self._lost_bytes else start
+        return lost + "".join(self._unwritten)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the file holds the whole log (False: a full disk kept some of it out)."""
+        return not self._lost_bytes and not self._unwritten
+
+    def _append(self, data: bytes, note: bool = False) -> None:
         if not data:
             return
-        if self._file is None and self.failed is None and self._copy is not None and (
+        if self._file is None and self._copy is not None and (
                 len(self._copy) + len(data) > KEEP_IN_MEMORY):
-            self._spill()  # too large to keep only in memory
-        if self._file is not None and self.failed is None:
-            try:
-                self._file.write(data)  # unbuffered: visible to readers at once
-            except OSError as exc:
-                self._failed(exc)
+            self._spill()  # too large to keep only in memory (tried again if it failed)
+        if self._file is not None:
+            self._to_file(data, note)
         if self._copy is not None:  # kept on when the file fails: the record gets it whole
-            self._copy += data
-            if len(self._copy) > KEEP_IN_MEMORY:
-                self._copy = None
-                if self.failed is not None:
-                    self.truncated = True  # neither the file nor the memory holds more
+            if self._file is None and len(self._copy) + len(data) > KEEP_IN_MEMORY:
+                self._missed(data, note, len(data))  # no file for it, and no room in memory
+            else:
+                self._copy += data
+                if len(self._copy) > KEEP_IN_MEMORY:
+                    self._copy = None
         self._at_line_start = data.endswith(b"\n")
 
 

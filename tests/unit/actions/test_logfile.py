@@ -131,7 +131,8 @@ def test_a_deferred_log_that_cannot_reach_disk_says_so_and_keeps_its_output_in_m
 
 def test_a_log_file_that_fills_the_disk_goes_on_in_memory(tmp_path: Path) -> None:
     """The file fails (ENOSPC from /dev/full); a log small enough for memory is still whole
-    there, for the run's record; a larger one stops, as the file did."""
+    there, for the run's record; of a larger one the record gets what the file has, and a
+    note of what it lacks."""
     log = FileLog(tmp_path / "1.log", deferred=True)
     log.write(b"first\n")
     assert log.to_disk() is not None and log._file is not None
@@ -149,5 +150,28 @@ def test_a_log_file_that_fills_the_disk_goes_on_in_memory(tmp_path: Path) -> Non
     big._file.close()
     big._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115
     big.write(b"y" * (KEEP_IN_MEMORY + 1))
-    assert big.truncated and big.text() is None
+    big.note("succeeded")
     big.close()
+    assert big.text() is None and not big.complete  # the record gets the file's part...
+    assert big.loss_text() == (  # ...and this after it
+        f"[hookrunner] {KEEP_IN_MEMORY + 1} bytes of output could not be written to the log"
+        " file here (No space left on device)\n[hookrunner] succeeded\n")
+
+
+def test_a_log_file_takes_writes_again_once_there_is_room_and_says_what_it_missed(
+    tmp_path: Path,
+) -> None:
+    log = FileLog(tmp_path / "1.log")
+    log.write(b"before\npartial")
+    real = log._file
+    log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 (closed below)
+    log.write(b" line\n" + b"z" * 100_000)  # lost: the disk is full
+    log.note("timed out after 1s")  # lost too, for now
+    log._file.close()
+    log._file = real  # room again
+    log.write(b"after\n")
+    log.close()
+    assert log.complete and isinstance(log.failed, OSError)
+    assert (tmp_path / "1.log").read_text() == (
+        "before\npartial\n[hookrunner] 100006 bytes of output could not be written to the log"
+        " file here (No space left on device)\n[hookrunner] timed out after 1s\nafter\n")
