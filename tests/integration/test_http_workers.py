@@ -251,7 +251,7 @@ def test_odd_targets_are_answered_as_one_process_answers_them(
     """What the forwarding to the main process would change is answered by the worker:
     httpx removes dot segments (`/x/../hooks/github` became a hook there, with httpx's own
     headers and no client address) and cannot send `OPTIONS *`; a second Host header is
-    not forwarded (h11 refuses two)."""
+    a 400 in the worker (h11 would refuse to forward it)."""
     server, _ = two_workers(make_server, project)
     body = b'{"tag": "odd"}'
     signed = b"sha256=" + hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest().encode()
@@ -278,7 +278,7 @@ def test_odd_targets_are_answered_as_one_process_answers_them(
     with server.admin() as c:
         assert c.get("/api/runs").status_code == 200  # nothing counted against this address
     twice = _raw_answer(server, b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
-    assert twice.startswith(b"HTTP/1.1 200 "), twice
+    assert twice.startswith(b"HTTP/1.1 400 ") and b"exactly one Host header" in twice, twice
     assert "http.forward_failed" not in server.output()
 
 
