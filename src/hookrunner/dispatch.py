@@ -71,7 +71,8 @@ PRUNE_PROGRESS = 10.0  # seconds between the progress lines of a long prune
 STATS_BACKOFF = 100
 STATS_MAX_WAIT = 60.0
 # An outage is noticed twice a second: one line a second, with a count, is enough.
-_store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR)
+# An outage: the first line at once, then one every 10 s with how many there were.
+_store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR, every=10.0)
 STALL_AFTER = 2  # housekeeping rounds a renewal may be late by before it counts as a stall
 START_STORE_WAIT = 60.0  # seconds a start tries a shared store's settling again
 T = TypeVar("T")
