@@ -281,7 +281,7 @@ async def test_a_log_that_fills_the_disk_for_good_says_so_in_the_runs_record(
             await asyncio.sleep(0.05)
         real = log._file
         assert real is not None
-        log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115: the disk is full now
+        log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 (the disk is full now)
         real.close()
         got = await _ended(store, deadline)
         assert got.status == "succeeded" and got.reason.startswith("log incomplete: No space"), got
