@@ -173,8 +173,9 @@ async def readyz(request: Request) -> Response:
     store_ok = ping in done and not ping.cancelled() and ping.exception() is None \
         and bool(ping.result())
     rules = gw.rules
+    trouble = None if store_ok else getattr(gw.store, "trouble", None)
     doc: dict[str, Any] = {
-        "store": "ok" if store_ok else "unreachable",
+        "store": "ok" if store_ok else f"unreachable ({trouble})" if trouble else "unreachable",
         "rules": "loaded" if rules.current is not None else "not loaded",
         "rules_loaded_at": rules.loaded_at,
         "last_reload": "failed" if rules.errors else "ok",

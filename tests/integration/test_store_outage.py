@@ -110,6 +110,8 @@ def test_a_full_disk_is_told_by_readyz_before_a_delivery_fails_and_refuses_a_sta
             assert _post(server)[0] == 202 and _ready(server) == 200
             filler = _fill(disk)
             assert _ready(server) == 503  # no delivery has failed yet
+            ready = httpx.get(f"{server.url}/readyz", timeout=10).json()
+            assert ready["store"] == "unreachable (disk full)", ready
             filler.unlink()
             deadline = time.monotonic() + 10
             while _ready(server) != 200:

@@ -285,6 +285,7 @@ class SQLiteStore:
         server's main process only: one copy)."""
         self.path = Path(path)
         self._busy_timeout = busy_timeout
+        self.trouble: str | None = None  # why the last ping failed, in words /readyz may show
         self._writer = Writer(lambda: connect(self.path, busy_timeout), max_batch,
                               lock_path=f"{self.path}-writelock" if write_lock else None,
                               db_path=str(self.path), save_lost=save_lost)
@@ -369,7 +370,9 @@ class SQLiteStore:
     async def ping(self) -> bool:
         """Readable, and the last write went through: a full disk, a lock held elsewhere or
         a deleted file fail writes while reads still work, and hooks answer 503 then."""
-        if self._writer.failing or await asyncio.to_thread(_low_on_space, self.path.parent):
+        failing = self._writer.failing
+        low = not failing and await asyncio.to_thread(_low_on_space, self.path.parent)
+        if failing or low:
             # Try a write that changes a page, as a delivery's would (a write that changes
             # nothing goes through on a full disk): an idle server's /readyz would otherwise
             # stay 503, and a load balancer send it nothing to write, for good. And on a
@@ -378,7 +381,11 @@ class SQLiteStore:
             with contextlib.suppress(StoreUnavailable):
                 await self._writer.run(_probe_write, grows=True)
             if self._writer.failing:
+                # What /readyz may say of it (it needs no token: no path, no message).
+                self.trouble = "disk full" if low or await asyncio.to_thread(
+                    _low_on_space, self.path.parent) else "writes fail"
                 return False
+        self.trouble = None
         # On a connection of its own: the reader thread may be busy with an admin listing of
         # a long history for seconds, which says nothing about whether the store is up.
         try:
