@@ -28,7 +28,7 @@ from hookrunner import aio, orphans
 from hookrunner.actions import RUNNERS, process
 from hookrunner.actions.base import RunContext, RunResult
 from hookrunner.actions.environment import base_env
-from hookrunner.actions.logfile import FileLog, tail
+from hookrunner.actions.logfile import NOTES_ROOM, FileLog, tail
 from hookrunner.budget import QueueBudget
 from hookrunner.errors import ActionError, StoreUnavailable
 from hookrunner.logs import Throttled, event, settle_throttled
@@ -754,7 +754,7 @@ class Dispatcher:
         # kept with the record, as an ended attempt's is, so every node can show it.
         log = None
         if self.settings.log_path(run.id, run.attempt).exists():
-            log = (await asyncio.to_thread(log_tail, self.settings, run, self.settings.log_cap)
+            log = (await asyncio.to_thread(log_tail, self.settings, run, self._record_cap)
                    ).replace("\x00", "")
         await self.store.finish(Finish(
             run_id=run.id, node=run.lease_owner or self.node, outcome=outcome, exit_code=None,
@@ -866,9 +866,15 @@ class Dispatcher:
                     f"log incomplete: {log.failed.strerror or log.failed}")
         return result, text
 
+    @property
+    def _record_cap(self) -> int:
+        """How much of a log file the run's record takes: the whole file (its capped output
+        and its notes), unless its notes pass NOTES_ROOM; then its end."""
+        return self.settings.log_cap + NOTES_ROOM
+
     def _log_with_loss(self, run: Run, log: FileLog) -> str:
         loss = log.loss_text()
-        return log_tail(self.settings, run, self.settings.log_cap - len(loss)) + loss
+        return log_tail(self.settings, run, max(0, self._record_cap - len(loss))) + loss
 
     async def _run_action(self, run: Run, cancel: asyncio.Event, log: FileLog) -> RunResult:
         if "render_error" in run.spec:
@@ -1001,7 +1007,7 @@ class Dispatcher:
               retry_in=round(retry_at - now, 1) if retry_at and not asked else None,
               then="canceled (asked meanwhile: not retried)" if retry_at and asked else None)
         if log_text is None:  # a large log: read back its kept part (capped) off the loop
-            log_text = await asyncio.to_thread(log_tail, self.settings, run, self.settings.log_cap)
+            log_text = await asyncio.to_thread(log_tail, self.settings, run, self._record_cap)
         finish = Finish(run_id=run.id, node=self.node, outcome=result.outcome,
                         exit_code=result.exit_code, reason=result.reason, outputs=result.outputs,
                         finished_at=now, retry_at=retry_at, attempt=run.attempt,

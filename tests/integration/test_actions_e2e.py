@@ -313,7 +313,8 @@ def test_an_http_4xx_is_not_retried_and_a_retry_after_is_waited_for(server: Serv
     Target.received.clear()
     run, log = run_one(server, {"action": "notify-retried", "path": "status/404"})
     assert (run["status"], len(run["attempts"])) == ("failed", 1), run
-    assert run["reason"].startswith("HTTP 404 (not retried: a 4xx answer says the request"), run
+    assert run["reason"] == ("HTTP 404 (not retried: the same request would get the same 4xx"
+                             " answer; only a 5xx, 408, 425 or 429 is retried)"), run
     Target.received.clear()
     run, log = run_one(server, {"action": "notify-retried", "path": "status/429?after=1"})
     assert (run["status"], len(run["attempts"])) == ("failed", 3), run

@@ -270,7 +270,8 @@ async def test_a_log_that_fills_the_disk_for_good_says_so_in_the_runs_record(
 ) -> None:
     """Output lost to a full disk was told only by the run's reason: the log (file and
     record) ended mid-line, without a note and without its end. The record now has what the
-    file got, a note of what it did not, and the end; the file, lacking them, goes."""
+    file got, a note of what it did not with that output's end (as much as a capped log
+    keeps), and the end; the file, lacking them, goes."""
     async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
         await _accept_one(store, ["sh", "-c", "echo start; sleep 1.5; head -c 200000 /dev/zero"
                                               " | tr '\\0' y; echo; echo end"])
@@ -287,9 +288,9 @@ async def test_a_log_that_fills_the_disk_for_good_says_so_in_the_runs_record(
         assert got.status == "succeeded" and got.reason.startswith("log incomplete: No space"), got
         kept = await store.get_log("r-1", 1)
         assert kept is not None and "start\n" in kept, kept
-        assert kept.endswith("[hookrunner] 200005 bytes of output could not be written to the "
-                             "log file here (No space left on device)\n[hookrunner] succeeded"
-                             "\n"), kept[-300:]
+        assert "[hookrunner] 200005 bytes of output could not be written to the log file here" \
+               " (No space left on device); the last 200005 follow\nyyy" in kept, kept[:300]
+        assert kept.endswith("yyy\nend\n[hookrunner] succeeded\n"), kept[-300:]  # the end too
         assert not log.path.exists()  # the API serves the record, with the note
 
 

@@ -537,8 +537,8 @@ async def _log_body(response: httpx.Response, ctx: RunContext) -> None:
 MAX_RETRY_AFTER = 1e9  # seconds: "never" already (the rule's max_backoff bounds the wait)
 # Client errors a retry can change: a timeout, "too early", "too many requests".
 RETRIED_4XX = frozenset({408, 425, 429})
-NOT_RETRIED_STATUS = (" (not retried: a {} answer says the request itself is refused, and a"
-                      " retry would send the same one)")
+NOT_RETRIED_STATUS = (" (not retried: the same request would get the same {} answer; only a"
+                      " 5xx, 408, 425 or 429 is retried)")
 
 
 def _by_status(status: int, retry_after: str | None, ctx: RunContext) -> RunResult:
@@ -553,7 +553,7 @@ def _by_status(status: int, retry_after: str | None, ctx: RunContext) -> RunResu
                          final_note=NOT_RETRIED_STATUS.format(f"{status // 100}xx"))
     wait = None if retry_after is None else retry_after_seconds(retry_after, time.time())
     if wait is not None:
-        ctx.log.note(f"Retry-After: {wait:g}s")
+        ctx.log.note(f"Retry-After: {wait:.0f}s" if wait >= 1e6 else f"Retry-After: {wait:g}s")
     elif retry_after is not None:
         ctx.log.note("Retry-After is neither seconds nor an HTTP date: ignored")
     return RunResult("failed", reason=f"HTTP {status}", outputs=outputs, retry_after=wait)

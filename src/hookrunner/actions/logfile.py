@@ -25,13 +25,18 @@ KEEP_IN_MEMORY = 64 * 1024  # a log up to this size is also kept in memory: no r
 # Of output past the cap, its end is kept (where a failing script says why), up to this much
 # and a quarter of the cap: the log holds the start, a note, and the end.
 TAIL_KEPT = 256 * 1024
+# What a capped log holds besides its capped output (hookrunner's notes: the run's first line,
+# Terraform's steps, what was dropped): the run's record reads this much past the cap, so it
+# holds what the file does.
+NOTES_ROOM = 64 * 1024
 _UTF8_CONTINUATION = range(0x80, 0xC0)
 
 
 class FileLog:
     """`LogSink` writing to `path`. Process output is kept up to `cap_bytes`: its start, and
-    past that its last `tail_bytes`, held in memory and written when a note or the end
-    comes, after a note that says how much was dropped; notes always go in.
+    past that, the log's last `tail_bytes` (output and notes alike, in order), held in memory
+    and written when the log closes; where something was dropped, notes say how much and
+    where. Output within the cap reads as it came.
 
     `deferred`: kept in memory until `to_disk()` (or until it outgrows KEEP_IN_MEMORY)."""
 
@@ -40,12 +45,20 @@ class FileLog:
         self.path = Path(path)
         self.cap_bytes = cap_bytes
         self.tail_bytes = min(cap_bytes // 4, TAIL_KEPT)
-        self.written = 0  # bytes of process output written so far
-        self.truncated = False
-        self._tail = bytearray()  # output past the cap's head, its end kept (not yet written)
-        self._dropped = 0  # bytes of output past the head that were let go
+        self.written = 0  # bytes of process output written in the log's start so far
+        self.truncated = False  # output went past the start: the rest goes to `_tail` first
+        # Output past the start, not yet written: its end (`_tail`), where it begins in that
+        # output (`_tail_base`), how much there was, and hookrunner's notes meanwhile, each
+        # with the output position it came at (written in place, or before what is dropped).
+        self._tail = bytearray()
+        self._tail_base = 0
+        self._past = 0
+        self._tail_notes: list[tuple[int, bytes]] = []
+        self._tail_at_line_start = True
+        self._told = False  # the note that the middle goes was written
         self.failed: OSError | None = None  # the last write error of the log file, if any
         self._lost_bytes = 0  # output the file missed since it last took a write
+        self._missed_end = bytearray()  # the end of that output (up to tail_bytes)
         self._unwritten: list[str] = []  # notes it missed meanwhile
         self._file_at_line_start = True
         self._at_line_start = True
@@ -90,16 +103,21 @@ class FileLog:
             self._append(data[:room])
             self.written += room
             self.truncated = True
-            self._note(f"output truncated at {self.cap_bytes} bytes: the rest is kept as its"
-                       f" last {self.tail_bytes} bytes, written at the end or the next note"
-                       if self.tail_bytes else f"output truncated at {self.cap_bytes} bytes")
+            self._tail_at_line_start = self._at_line_start
             self._keep_end(data[room:])
 
     def note(self, text: str) -> None:
         with self._lock:
-            if not self._closed:
-                self._write_end()
-                self._note(scrub(text, self.hidden) if self.hidden else text)
+            if self._closed:
+                return
+            text = scrub(text, self.hidden) if self.hidden else text
+            if self.truncated and self.tail_bytes:  # placed with the output around it later
+                prefix = b"" if self._tail_at_line_start else b"\n"
+                self._tail_notes.append(
+                    (self._past, prefix + (NOTE_PREFIX + text.rstrip("\n") + "\n").encode()))
+                self._tail_at_line_start = True
+            else:
+                self._note(text)
 
     def close(self) -> None:
         with self._lock:
@@ -132,23 +150,50 @@ class FileLog:
 
     def _keep_end(self, data: bytes) -> None:
         self._tail += data
+        self._past += len(data)
+        self._tail_at_line_start = data.endswith(b"\n")
+        if len(self._tail) <= self.tail_bytes:
+            return
+        if not self._told:  # something will be dropped: said where, at once (to followers)
+            self._told = True
+            self._note(f"output past {self.cap_bytes} bytes: after its first "
+                       f"{self.cap_bytes - self.tail_bytes}, only its last {self.tail_bytes} "
+                       "bytes are kept, written when the run ends"
+                       if self.tail_bytes else f"output truncated at {self.cap_bytes} bytes")
         if len(self._tail) > 2 * self.tail_bytes:  # trimmed in batches: amortized O(1)
             cut = len(self._tail) - self.tail_bytes
-            self._dropped += cut
+            self._tail_base += cut
             del self._tail[:cut]
 
     def _write_end(self) -> None:
-        """The end of output kept past the cap, after a note of what was dropped."""
-        if not self.tail_bytes or (not self._tail and not self._dropped):
+        """The output past the start, with the notes that came meanwhile in their places:
+        whole if it fits the cap, else its end after a note of what was dropped (the notes
+        that came during the dropped part before that note)."""
+        if not self.tail_bytes or not self._past:
+            for _, note in self._tail_notes:
+                self._append(note)
+            self._tail_notes = []
             return
         cut = max(0, len(self._tail) - self.tail_bytes)
-        while cut < len(self._tail) and self._tail[cut] in _UTF8_CONTINUATION:
+        while (self._tail_base or cut) and cut < len(self._tail) \
+                and self._tail[cut] in _UTF8_CONTINUATION:
             cut += 1  # not from the middle of a character
-        end, dropped = bytes(self._tail[cut:]), self._dropped + cut
-        self._tail, self._dropped = bytearray(), 0
-        if dropped:
-            self._note(f"{dropped} bytes of output dropped here; the last {len(end)} follow")
-        self._append(end)
+        kept_from = self._tail_base + cut  # output position where the kept end begins
+        end = bytes(self._tail[cut:])
+        notes, self._tail_notes = self._tail_notes, []
+        self._tail = bytearray()
+        at = 0
+        if kept_from:
+            for pos, note in notes:
+                if pos <= kept_from:
+                    self._append(note.lstrip(b"\n"))  # (after the note above: a line start)
+            self._note(f"{kept_from} bytes of output dropped here; the last {len(end)} follow")
+            notes = [(pos, note) for pos, note in notes if pos > kept_from]
+        for pos, note in notes:
+            self._append(end[at:pos - kept_from])
+            self._append(note)
+            at = pos - kept_from
+        self._append(end[at:])
 
     def _note(self, text: str) -> None:
         # A note always starts on a line of its own, even after a partial line of output.
@@ -194,15 +239,19 @@ class FileLog:
             if self._write_all(self.loss_text().encode()):
                 self._missed(data, note, len(data))
                 return
-            self._lost_bytes, self._unwritten = 0, []
+            self._lost_bytes, self._unwritten, self._missed_end = 0, [], bytearray()
         if missed := self._write_all(data):
             self._missed(data, note, missed)
 
     def _missed(self, data: bytes, note: bool, count: int) -> None:
         if note:  # (whole, even if part of it made it in)
             self._unwritten.append(data.decode("utf-8", errors="replace").lstrip("\n"))
-        else:
-            self._lost_bytes += count
+            return
+        self._lost_bytes += count
+        if self.tail_bytes:  # its end is kept, for where the file takes writes again or the record
+            self._missed_end += data[len(data) - count:]
+            if len(self._missed_end) > 2 * self.tail_bytes:
+                del self._missed_end[:len(self._missed_end) - self.tail_bytes]
 
     def loss_text(self) -> str:
         """What the file misses, as text to put where it stops: a note of the output that
@@ -211,8 +260,20 @@ class FileLog:
             return ""
         why = (self.failed.strerror or str(self.failed)) if self.failed else "write failed"
         start = "" if self._file_at_line_start else "\n"
+        if not self._lost_bytes:
+            return start + "".join(self._unwritten)
+        end = bytes(self._missed_end[-self.tail_bytes:]) if self.tail_bytes else b""
+        skip = 0
+        while skip < len(end) and end[skip] in _UTF8_CONTINUATION:
+            skip += 1
+        shown = end[skip:].decode("utf-8", errors="replace")
         lost = (f"{start}{NOTE_PREFIX}{self._lost_bytes} bytes of output could not be written "
-                f"to the log file here ({why})\n") if self._lost_bytes else start
+                f"to the log file here ({why})")
+        if shown:
+            lost += f"; the last {len(end) - skip} follow\n{shown}" + (
+                "" if shown.endswith("\n") else "\n")
+        else:
+            lost += "\n"
         return lost + "".join(self._unwritten)
 
     @property

@@ -188,11 +188,13 @@ async def test_log_is_capped_keeping_its_start_and_its_end(harness) -> None:
             ' echo "the end: why it failed" >&2']
     result = await run_process(argv, ctx=ctx, cwd=harness.root, env=ctx.env)
     assert result.outcome == "succeeded"
-    ctx.log.note("succeeded")  # as the dispatcher's last note: the kept end goes before it
+    ctx.log.note("succeeded")  # as the dispatcher's last note and close: the end is written
+    ctx.log.close()  # type: ignore[attr-defined]
     data = (harness.tmp / "run.log").read_bytes()
     out = b"".join(b"line %d\n" % i for i in range(500)) + b"the end: why it failed\n"
     assert out[749:750] == b"\n"  # the start ends on a line
-    assert data.startswith(out[:750] + b"[hookrunner] output truncated at 1000 bytes:"), data
+    assert data.startswith(out[:750] + b"[hookrunner] output past 1000 bytes: after its first"
+                           b" 750, only its last 250 bytes are kept"), data
     dropped = len(out) - 1000
     assert data.endswith(b"\n[hookrunner] %d bytes of output dropped here; the last 250 follow\n"
                          % dropped + out[-250:] + b"[hookrunner] succeeded\n"), data

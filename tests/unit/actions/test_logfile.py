@@ -10,23 +10,37 @@ from hookrunner.actions.logfile import KEEP_IN_MEMORY, FileLog, tail
 
 def test_cap_keeps_the_start_and_the_end_with_what_was_dropped_between(tmp_path: Path) -> None:
     path = tmp_path / "log"
-    with FileLog(path, cap_bytes=40) as log:  # the last 10 bytes (a quarter) past the first 30
-        for i in range(20):
-            log.write(b"line %02d\n" % i)  # 8 bytes each
-        assert path.read_text() == (
-            "line 00\nline 01\nline 02\nline 0"
-            "\n[hookrunner] output truncated at 40 bytes: the rest is kept as its last 10 bytes,"
-            " written at the end or the next note\n")
-        log.note("timed out after 1s")
+    out = b"".join(b"line %02d\n" % i for i in range(100))  # 800 bytes
+    with FileLog(path, cap_bytes=400) as log:  # the first 300, the last 100 (a quarter)
+        log.write(out[:500])
+        assert path.read_bytes() == out[:300] + (
+            b"\n[hookrunner] output past 400 bytes: after its first 300, only its last 100 bytes"
+            b" are kept, written when the run ends\n")  # said at once, to a follower
+        log.note("the first note")  # in the dropped part: kept, before the drop's note
+        log.write(out[500:])
+        log.note("timed out after 1s")  # in the kept end: in its place
         log.write(b"late\n")
-    assert path.read_text() == (
-        "line 00\nline 01\nline 02\nline 0"
-        "\n[hookrunner] output truncated at 40 bytes: the rest is kept as its last 10 bytes,"
-        " written at the end or the next note\n"
-        "[hookrunner] 120 bytes of output dropped here; the last 10 follow\n"
-        "8\nline 19\n"
-        "[hookrunner] timed out after 1s\n"
-        "late\n")
+    note = b"[hookrunner] timed out after 1s\n"
+    end = (out[500:] + note + b"late\n")[-100 - len(note):]  # 100 bytes of output, and the note
+    assert path.read_bytes() == out[:300] + (
+        b"\n[hookrunner] output past 400 bytes: after its first 300, only its last 100 bytes"
+        b" are kept, written when the run ends\n"
+        b"[hookrunner] the first note\n"
+        b"[hookrunner] 405 bytes of output dropped here; the last 100 follow\n") + end
+
+
+def test_output_within_the_cap_reads_as_it_came_with_its_notes_in_place(tmp_path: Path) -> None:
+    """Past the start but within the cap: held until the end, then written whole, without a
+    note of truncation (one was written with nothing dropped, and a newline added)."""
+    path = tmp_path / "log"
+    out = bytes(range(33, 123)) * 4 + b"\n"  # 361 bytes, one line
+    with FileLog(path, cap_bytes=400) as log:
+        log.write(out[:350])
+        log.note("a note mid-line")
+        log.write(out[350:])
+        log.note("succeeded")
+    assert path.read_bytes() == (out[:350] + b"\n[hookrunner] a note mid-line\n" + out[350:]
+                                 + b"[hookrunner] succeeded\n")
 
 
 def test_the_kept_end_starts_on_a_whole_character(tmp_path: Path) -> None:
@@ -153,15 +167,16 @@ def test_a_log_file_that_fills_the_disk_goes_on_in_memory(tmp_path: Path) -> Non
     big.note("succeeded")
     big.close()
     assert big.text() is None and not big.complete  # the record gets the file's part...
-    assert big.loss_text() == (  # ...and this after it
+    assert big.loss_text() == (  # ...and this after it: what it missed, its end kept
         f"[hookrunner] {KEEP_IN_MEMORY + 1} bytes of output could not be written to the log"
-        " file here (No space left on device)\n[hookrunner] succeeded\n")
+        f" file here (No space left on device); the last {KEEP_IN_MEMORY + 1} follow\n"
+        + "y" * (KEEP_IN_MEMORY + 1) + "\n[hookrunner] succeeded\n")
 
 
 def test_a_log_file_takes_writes_again_once_there_is_room_and_says_what_it_missed(
     tmp_path: Path,
 ) -> None:
-    log = FileLog(tmp_path / "1.log")
+    log = FileLog(tmp_path / "1.log", cap_bytes=400_000)  # keeps the last 100,000 it missed
     log.write(b"before\npartial")
     real = log._file
     log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 (closed below)
@@ -174,4 +189,5 @@ def test_a_log_file_takes_writes_again_once_there_is_room_and_says_what_it_misse
     assert log.complete and isinstance(log.failed, OSError)
     assert (tmp_path / "1.log").read_text() == (
         "before\npartial\n[hookrunner] 100006 bytes of output could not be written to the log"
-        " file here (No space left on device)\n[hookrunner] timed out after 1s\nafter\n")
+        " file here (No space left on device); the last 100000 follow\n" + "z" * 100_000
+        + "\n[hookrunner] timed out after 1s\nafter\n")
