@@ -88,9 +88,25 @@ async def replay_delivery(
                 queue.accepted(committed, reserved)
     answer: dict[str, Any] = {"delivery_id": delivery.id, "runs": [r.id for r in runs],
                               "matches": matches, "no_longer_matched": no_longer}
-    if no_longer and reads_redacted(delivery):
+    if no_longer and reads_redacted(delivery) and any(
+            _reads_request(ruleset, name) for name in no_longer):
         answer["note"] = NOTE_REDACTED
     return answer
+
+
+def _reads_request(ruleset: Ruleset, name: str) -> bool:
+    """Whether rule `name`'s `when` reads headers or the query (where a value may be stored
+    redacted); a rule these rules lack may, for all we know."""
+    rule = next((r for r in ruleset.rules if r.name == name), None)
+    if rule is None:
+        return True
+    todo = [rule.when] if rule.when is not None else []
+    while todo:
+        when = todo.pop()
+        if not {"headers", "query"}.isdisjoint(getattr(when.expr, "names", ())):
+            return True
+        todo.extend(when.children)
+    return False
 
 
 NOTE_REDACTED = (f"a secret-looking header or query value is stored as {REDACTED}, not as "

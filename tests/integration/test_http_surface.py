@@ -407,6 +407,21 @@ rules:
         capture_output=True, text=True)
     assert cli.returncode == 1 and "rule with-key matched this delivery when it arrived and " \
         "is not in --rules" in cli.stderr, cli.stderr
+    # A rule on the payload alone that no longer matches: no note about redacted values,
+    # though the delivery has one (every signed delivery has: its signature header).
+    payload_only = httpx.post(f"{server.url}/hooks/open", json={"all": True},
+                              headers={"Authorization": "Bearer s3cret"}).json()
+    changed = project / "changed"
+    changed.mkdir()
+    (changed / "r.yaml").write_text((project / "rules" / "rules.yaml").read_text()
+                                    .replace("payload.all", "payload.none"))
+    cli = subprocess.run(
+        [sys.executable, "-m", "hookrunner.cli", "replay", payload_only["delivery_id"],
+         "--rules", str(changed), "--data", str(project / "data")],
+        capture_output=True, text=True)
+    assert cli.returncode == 1 and "rule always matched this delivery when it arrived and " \
+        "does not now" in cli.stderr, cli.stderr
+    assert "redacted" not in cli.stderr, cli.stderr
 
 
 def test_listings_page_back_through_the_whole_history(make_server: Callable[..., Server],
