@@ -56,6 +56,7 @@ NOT_STARTED_DELAY = 5.0  # seconds before such a run is tried again
 NOT_STARTED = "; nothing ran: queued again"  # ends such an attempt's reason
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
+REFUSED_WHOLE = "[hookrunner] the store refused the whole log"
 HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
 PRUNE_EVERY = 60.0
 # Seconds a stop waits on a store that does not answer, past the grace: a table lock or a
@@ -180,6 +181,8 @@ class Dispatcher:
         # lease looks expired: recover others' runs only once their nodes had a lease's time
         # to renew (else a run that is alive and well would be retried or failed).
         self._store_down = False
+        # Log files with a gap whose record holds more (see _attempt): removed once stored.
+        self._superseded_files: set[Path] = set()
         # Why no run can start (the data dir's disk is full), for /readyz; None: they can.
         self.no_room: str | None = None
         self._reachable_since = 0.0
@@ -792,6 +795,7 @@ class Dispatcher:
             # Only once its end is recorded: until then a crash must still find it started,
             # and a follower its log.
             self._marks.done(run.id, run.attempt)
+            self._superseded_files.discard(self.settings.log_path(run.id, run.attempt))
             self._logs.pop(run.id, None)
             self._recording.discard(run.id)
             self._lost.discard(run.id)  # a late "not held" must not hide a later attempt
@@ -852,16 +856,17 @@ class Dispatcher:
         text = log.text()
         if log.failed is not None:
             event("run.log_failed", logging.ERROR, run_id=run.id, error=str(log.failed))
-            from_file = text is None  # (its gap, if it has one, is the record's too)
-            if not log.complete:
+            # Its gap (if it has one) is the record's too where the record is read from the
+            # file, or where there was no file and the memory could not hold it all.
+            gap = text is None or (not log.on_disk and not log.complete)
+            if not log.complete and log.on_disk:
                 # A file with a gap it could not note (the disk stayed full): the record gets
-                # what the file has, and the note, and the file goes (it would be what the
-                # API serves, without them; and it takes room). A gap it noted stays.
+                # what the file has and the note, and the file goes once that is stored (it
+                # would be what the API serves, without them; and it takes room).
                 if text is None:
                     text = await asyncio.to_thread(self._log_with_loss, run, log)
-                with contextlib.suppress(OSError):
-                    log.path.unlink()
-            if from_file or not log.complete:
+                self._superseded_files.add(log.path)
+            if gap:
                 result.reason = (result.reason + "; " if result.reason else "") + (
                     f"log incomplete: {log.failed.strerror or log.failed}")
         return result, text
@@ -1022,6 +1027,12 @@ class Dispatcher:
                 await asyncio.sleep(delay)
             try:
                 await self.store.finish(finish)
+                path = self.settings.log_path(run.id, run.attempt)
+                if path in self._superseded_files:  # the record holds all of it now
+                    self._superseded_files.discard(path)
+                    if finish.log is not None and not finish.log.startswith(REFUSED_WHOLE):
+                        with contextlib.suppress(OSError):
+                            path.unlink()
                 return
             except StoreUnavailable as exc:
                 tries += 1
@@ -1035,12 +1046,12 @@ class Dispatcher:
                 # say which result was lost, and how it had ended.
                 event("run.result_abandoned", logging.ERROR, run_id=run.id, status=result.outcome,
                       exit_code=result.exit_code)
-                return
+                return  # (its log file stays: what the next start records of it)
             if finish.log is not None and len(finish.log) > SHORT_LOG:
                 # A full disk may take the result but not a copy of megabytes of output (the
                 # log file has it all): the status must not be lost for want of the copy.
                 finish = dataclasses.replace(finish, log=(
-                    f"[hookrunner] the store refused the whole log; its last {SHORT_LOG} "
+                    f"{REFUSED_WHOLE}; its last {SHORT_LOG} "
                     f"characters follow (the log file holds more, unless the disk was full "
                     f"for it too)\n{finish.log[-SHORT_LOG:]}"))
             delay = min(RECORD_RETRY_MAX, max(0.5, delay * 2))

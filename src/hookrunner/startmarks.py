@@ -57,8 +57,15 @@ class StartMarks:
     def mark(self, run_id: str, attempt: int) -> None:
         """Record that `attempt` of `run_id` starts now. OSError if it cannot be written."""
         line = f"{run_id} {attempt}\n".encode()
-        if os.write(self._fd, line) != len(line):  # O_APPEND: one write, never interleaved
-            raise OSError(errno.ENOSPC, "start mark cut short")
+        try:
+            if os.write(self._fd, line) != len(line):  # O_APPEND: one write, never interleaved
+                raise OSError(errno.ENOSPC, "start mark cut short")
+        except OSError:
+            # A full disk takes part of a line: cut back, or the next write (a probe's
+            # newline, the next mark) would complete it into an attempt that never started.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
         self._live.add((run_id, attempt))
         self._size += len(line)
         if self._size > COMPACT_AT:

@@ -21,6 +21,7 @@ import pytest
 
 from hookrunner import dispatch
 from hookrunner.dispatch import SHORT_LOG, Dispatcher
+from hookrunner.errors import StoreUnavailable
 from hookrunner.metrics import Metrics
 from hookrunner.settings import Settings
 from hookrunner.store.base import NewDelivery, NewRun
@@ -292,6 +293,53 @@ async def test_a_log_that_fills_the_disk_for_good_says_so_in_the_runs_record(
                " (No space left on device); the last 200005 follow\nyyy" in kept, kept[:300]
         assert kept.endswith("yyy\nend\n[hookrunner] succeeded\n"), kept[-300:]  # the end too
         assert not log.path.exists()  # the API serves the record, with the note
+
+
+class _FinishRefused(SQLiteStore):
+    """A store on the same full disk: it refuses the first two finishes (a real SQLite
+    store otherwise), and notes whether the run's log file was still there each time."""
+
+    seen: list[bool] = []
+
+    async def finish(self, finish: Any) -> None:
+        self.seen.append((self.path.parent / "logs" / finish.run_id / "1.log").exists())
+        if len(self.seen) <= 2:
+            raise StoreUnavailable("database or disk is full")
+        await super().finish(finish)
+
+
+async def test_a_gapped_log_file_stays_until_the_record_that_replaces_it_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The file was removed before the record was stored: with the store on the same full
+    disk, the record was cut to its last 64 KiB ("the log file holds more") and the file was
+    gone; a follower's open failed meanwhile."""
+    monkeypatch.setattr(dispatch, "RECORD_RETRY_MAX", 0.2)
+    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
+    store = _FinishRefused(tmp_path / "hookrunner.db")
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    try:
+        await _accept_one(store, ["sh", "-c", "echo start; sleep 1.5; echo more; echo end"])
+        dispatcher.accepted(1)
+        deadline = time.monotonic() + 20
+        while (log := dispatcher._logs.get("r-1")) is None or not log.on_disk:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        real = log._file
+        assert real is not None
+        log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 (the disk is full now)
+        real.close()
+        got = await _ended(store, deadline)
+        assert got.status == "succeeded", got
+        assert store.seen == [True, True, True]  # there while the record was refused
+        kept = await store.get_log("r-1", 1)
+        assert kept is not None and "start\nmore\nend\n[hookrunner] succeeded" in kept, kept
+        assert not (tmp_path / "logs" / "r-1" / "1.log").exists()  # gone once stored
+    finally:
+        await dispatcher.stop(grace=1.0)
+        await store.close()
 
 
 class _LongHistory(SQLiteStore):

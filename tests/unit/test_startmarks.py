@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,36 @@ def test_the_file_is_compacted_to_the_attempts_still_running(
     assert ("run_049", 1) in read_marks(path)  # the last one, marked after the rewrite
     assert len(read_marks(path)) < 50
     marks.close()
+
+
+def test_a_mark_cut_short_by_a_full_disk_leaves_no_part_of_it(tmp_path: Path) -> None:
+    """A full disk writes part of a line, then refuses: the part stayed, and the next write
+    (the probe's newline) completed it into an attempt that never started. In a process of
+    its own whose file size limit (RLIMIT_FSIZE: a partial write, then EFBIG) plays the disk."""
+    code = f"""
+import resource, sys
+import subprocess
+import sys
+from pathlib import Path
+from hookrunner.startmarks import StartMarks, read_marks
+path = Path({str(tmp_path / "m.marks")!r})
+marks = StartMarks(path)
+marks.open()
+marks.mark("run_a", 1)
+size = path.stat().st_size
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 14, hard))  # all but its newline
+try:
+    marks.mark("run_bbbbbbbb", 3)
+except OSError:
+    pass
+else:
+    sys.exit("no error")
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+marks.probe()
+print(sorted(read_marks(path)))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[('run_a', 1)]"

@@ -10,8 +10,10 @@ past.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -21,6 +23,7 @@ from hookrunner.redact import scrub
 from hookrunner.settings import DEFAULT_LOG_CAP  # one default, named once
 
 NOTE_PREFIX = "[hookrunner] "
+RETRY_FILE_EVERY = 1.0  # seconds between tries of a log file a full disk refused
 KEEP_IN_MEMORY = 64 * 1024  # a log up to this size is also kept in memory: no read-back
 # Of output past the cap, its end is kept (where a failing script says why), up to this much
 # and a quarter of the cap: the log holds the start, a note, and the end.
@@ -60,6 +63,7 @@ class FileLog:
         self._lost_bytes = 0  # output the file missed since it last took a write
         self._missed_end = bytearray()  # the end of that output (up to tail_bytes)
         self._unwritten: list[str] = []  # notes it missed meanwhile
+        self._retry_file_at = 0.0  # (monotonic) when a file that failed is tried again
         self._file_at_line_start = True
         self._at_line_start = True
         self._copy: bytearray | None = bytearray()  # what was written, while it is small
@@ -123,6 +127,8 @@ class FileLog:
         with self._lock:
             if not self._closed:
                 self._write_end()
+                if self._file is not None and not self.complete:
+                    self._note_loss()  # a last try, whenever the one before was
             self._closed = True
             if self._file is not None:
                 self._file.close()
@@ -235,15 +241,38 @@ class FileLog:
         return 0
 
     def _to_file(self, data: bytes, note: bool) -> None:
-        if self._lost_bytes or self._unwritten:
-            if self._write_all(self.loss_text().encode()):
-                self._missed(data, note, len(data))
-                return
-            self._lost_bytes, self._unwritten, self._missed_end = 0, [], bytearray()
+        # After a failure the file is tried again at most every RETRY_FILE_EVERY (a write per
+        # chunk of output would build the note each time, on the event loop), and the note
+        # goes in whole or not at all (a part of it would be followed by all of it later).
+        if (self._lost_bytes or self._unwritten) and (
+                time.monotonic() < self._retry_file_at or not self._note_loss()):
+            self._missed(data, note, len(data))
+            return
         if missed := self._write_all(data):
             self._missed(data, note, missed)
 
+    def _note_loss(self) -> bool:
+        """Write the note of what the file missed; False (nothing of it kept) if it fails."""
+        assert self._file is not None
+        try:
+            size = os.fstat(self._file.fileno()).st_size
+        except OSError:
+            return False
+        at_line_start = self._file_at_line_start
+        note = self.loss_text().encode()
+        if missed := self._write_all(note):
+            if missed < len(note):  # a part went in: cut back to where it began
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._file.fileno(), size)
+            self._file_at_line_start = at_line_start
+            self._retry_file_at = time.monotonic() + RETRY_FILE_EVERY
+            return False
+        self._lost_bytes, self._unwritten, self._missed_end = 0, [], bytearray()
+        return True
+
     def _missed(self, data: bytes, note: bool, count: int) -> None:
+        if not self._lost_bytes and not self._unwritten:
+            self._retry_file_at = time.monotonic() + RETRY_FILE_EVERY
         if note:  # (whole, even if part of it made it in)
             self._unwritten.append(data.decode("utf-8", errors="replace").lstrip("\n"))
             return
@@ -259,7 +288,9 @@ class FileLog:
         if not self._lost_bytes and not self._unwritten:
             return ""
         why = (self.failed.strerror or str(self.failed)) if self.failed else "write failed"
-        start = "" if self._file_at_line_start else "\n"
+        at_line_start = self._file_at_line_start if self._file is not None else (
+            not self._copy or self._copy.endswith(b"\n"))
+        start = "" if at_line_start else "\n"
         if not self._lost_bytes:
             return start + "".join(self._unwritten)
         end = bytes(self._missed_end[-self.tail_bytes:]) if self.tail_bytes else b""
@@ -290,8 +321,11 @@ class FileLog:
         if self._file is not None:
             self._to_file(data, note)
         if self._copy is not None:  # kept on when the file fails: the record gets it whole
-            if self._file is None and len(self._copy) + len(data) > KEEP_IN_MEMORY:
-                self._missed(data, note, len(data))  # no file for it, and no room in memory
+            if self._file is None and (self._lost_bytes or self._unwritten or (
+                    len(self._copy) + len(data) > KEEP_IN_MEMORY)):
+                # No file for it, and no room in memory (nor for anything after it: the
+                # record is the memory, then a note of what it missed, in that order).
+                self._missed(data, note, len(data))
             else:
                 self._copy += data
                 if len(self._copy) > KEEP_IN_MEMORY:

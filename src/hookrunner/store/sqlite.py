@@ -370,6 +370,7 @@ class SQLiteStore:
     async def ping(self) -> bool:
         """Readable, and the last write went through: a full disk, a lock held elsewhere or
         a deleted file fail writes while reads still work, and hooks answer 503 then."""
+        self.trouble = None  # (a ping cut short by /readyz's bound says no old reason)
         failing = self._writer.failing
         low = not failing and await asyncio.to_thread(_low_on_space, self.path.parent)
         if failing or low:
@@ -385,7 +386,6 @@ class SQLiteStore:
                 self.trouble = "disk full" if low or await asyncio.to_thread(
                     _low_on_space, self.path.parent) else "writes fail"
                 return False
-        self.trouble = None
         # On a connection of its own: the reader thread may be busy with an admin listing of
         # a long history for seconds, which says nothing about whether the store is up.
         try:

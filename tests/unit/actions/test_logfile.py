@@ -3,8 +3,13 @@ until asked (or too large); tail()."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from hookrunner.actions import logfile
 from hookrunner.actions.logfile import KEEP_IN_MEMORY, FileLog, tail
 
 
@@ -174,8 +179,9 @@ def test_a_log_file_that_fills_the_disk_goes_on_in_memory(tmp_path: Path) -> Non
 
 
 def test_a_log_file_takes_writes_again_once_there_is_room_and_says_what_it_missed(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(logfile, "RETRY_FILE_EVERY", 0.0)  # (tried again at every write)
     log = FileLog(tmp_path / "1.log", cap_bytes=400_000)  # keeps the last 100,000 it missed
     log.write(b"before\npartial")
     real = log._file
@@ -191,3 +197,52 @@ def test_a_log_file_takes_writes_again_once_there_is_room_and_says_what_it_misse
         "before\npartial\n[hookrunner] 100006 bytes of output could not be written to the log"
         " file here (No space left on device); the last 100000 follow\n" + "z" * 100_000
         + "\n[hookrunner] timed out after 1s\nafter\n")
+
+
+def test_without_a_file_what_memory_cannot_hold_comes_after_it_in_order(tmp_path: Path) -> None:
+    """No file could be made (its directory is a file): a later small line went into the
+    memory copy, before the earlier big chunk that did not fit; and the note was glued to a
+    partial line."""
+    (tmp_path / "run").write_text("a file where the log's directory should be")
+    log = FileLog(tmp_path / "run" / "1.log", deferred=True)
+    log.write(b"partial")
+    log.write(b"B" * KEEP_IN_MEMORY)  # does not fit: missed
+    log.write(b"later\n")  # fits, but comes after what was missed
+    log.note("succeeded")
+    log.close()
+    assert log.text() == (
+        f"partial\n[hookrunner] {KEEP_IN_MEMORY + 6} bytes of output could not be written to"
+        f" the log file here (Not a directory); the last {KEEP_IN_MEMORY + 6} follow\n"
+        + "B" * KEEP_IN_MEMORY + "later\n[hookrunner] succeeded\n")
+
+
+def test_a_note_of_what_was_missed_goes_in_whole_or_not_at_all(tmp_path: Path) -> None:
+    """A disk with a little room took part of the note (and of the missed output's end),
+    then refused; the whole note came again later, after the part. In a process of its own
+    whose file size limit (RLIMIT_FSIZE: a partial write, then EFBIG) plays the disk."""
+    code = f"""
+import os, resource
+from hookrunner.actions import logfile
+from hookrunner.actions.logfile import FileLog
+logfile.RETRY_FILE_EVERY = 0.0
+path = {str(tmp_path / "1.log")!r}
+log = FileLog(path)
+log.write(b"start\\n")
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (6, hard))  # full
+log.write(b"x" * 5000 + b"\\n")  # missed
+resource.setrlimit(resource.RLIMIT_FSIZE, (200, hard))  # a little room: part of the note
+log.write(b"y\\n")  # missed too: the note did not fit
+assert os.path.getsize(path) == 6, os.path.getsize(path)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+log.write(b"end\\n")
+log.close()
+print(open(path).read().count("could not be written"))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert (done.returncode, done.stdout.strip()) == (0, "1"), done.stderr
+    text = (tmp_path / "1.log").read_text()
+    assert text == ("start\n[hookrunner] 5003 bytes of output could not be written to the log"
+                    " file here (File too large); the last 5003 follow\n" + "x" * 5000
+                    + "\ny\nend\n"), text[:300]
