@@ -247,9 +247,12 @@ async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes
             live = gw.dispatcher.live_log(run_id, attempt) if gw.dispatcher is not None else None
             path = gw.settings.log_path(run_id, attempt)
             if live is not None or path.exists():
-                async for chunk in _follow(gw, run_id, attempt, path):
-                    yield chunk
-                return
+                try:
+                    async for chunk in _follow(gw, run_id, attempt, path):
+                        yield chunk
+                    return
+                except FileNotFoundError:  # removed meanwhile: its record holds it (next look)
+                    pass
         # Queued, or running elsewhere (or just claimed here, its log not open yet). A server
         # shutting down starts nothing more: end rather than hold up its exit.
         if getattr(gw.dispatcher, "stopping", False):

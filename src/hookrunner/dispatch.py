@@ -1031,6 +1031,7 @@ class Dispatcher:
                 if path in self._superseded_files:  # the record holds all of it now
                     self._superseded_files.discard(path)
                     if finish.log is not None and not finish.log.startswith(REFUSED_WHOLE):
+                        self._logs.pop(run.id, None)  # a follower now reads the record
                         with contextlib.suppress(OSError):
                             path.unlink()
                 return
