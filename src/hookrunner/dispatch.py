@@ -182,7 +182,7 @@ class Dispatcher:
         # to renew (else a run that is alive and well would be retried or failed).
         self._store_down = False
         # Log files with a gap whose record holds more (see _attempt): removed once stored.
-        self._superseded_files: set[Path] = set()
+        self._superseded_files: dict[Path, FileLog] = {}
         # Why no run can start (the data dir's disk is full), for /readyz; None: they can.
         self.no_room: str | None = None
         self._reachable_since = 0.0
@@ -795,7 +795,7 @@ class Dispatcher:
             # Only once its end is recorded: until then a crash must still find it started,
             # and a follower its log.
             self._marks.done(run.id, run.attempt)
-            self._superseded_files.discard(self.settings.log_path(run.id, run.attempt))
+            self._superseded_files.pop(self.settings.log_path(run.id, run.attempt), None)
             self._logs.pop(run.id, None)
             self._recording.discard(run.id)
             self._lost.discard(run.id)  # a late "not held" must not hide a later attempt
@@ -865,7 +865,7 @@ class Dispatcher:
                 # would be what the API serves, without them; and it takes room).
                 if text is None:
                     text = await asyncio.to_thread(self._log_with_loss, run, log)
-                self._superseded_files.add(log.path)
+                self._superseded_files[log.path] = log
             if gap:
                 result.reason = (result.reason + "; " if result.reason else "") + (
                     f"log incomplete: {log.failed.strerror or log.failed}")
@@ -876,6 +876,22 @@ class Dispatcher:
         """How much of a log file the run's record takes: the whole file (its capped output
         and its notes), unless its notes pass NOTES_ROOM; then its end."""
         return self.settings.log_cap + NOTES_ROOM
+
+    @staticmethod
+    def _settle_gapped(path: Path, log: FileLog, finish: Finish) -> None:
+        """A log file with a gap, once the run's record is stored: removed where the record
+        holds all of it (readers then get the record); where the store took only the end of
+        it, the file gets its missing note and end instead (the store's write shows there is
+        room again), or goes if even that fails (the record has the end)."""
+        if finish.log is not None and finish.log.startswith(REFUSED_WHOLE):
+            try:
+                with open(path, "ab") as f:
+                    f.write(log.loss_text().encode())
+                return
+            except OSError:
+                pass
+        with contextlib.suppress(OSError):
+            path.unlink()
 
     def _log_with_loss(self, run: Run, log: FileLog) -> str:
         loss = log.loss_text()
@@ -1028,12 +1044,10 @@ class Dispatcher:
             try:
                 await self.store.finish(finish)
                 path = self.settings.log_path(run.id, run.attempt)
-                if path in self._superseded_files:  # the record holds all of it now
-                    self._superseded_files.discard(path)
-                    if finish.log is not None and not finish.log.startswith(REFUSED_WHOLE):
-                        self._logs.pop(run.id, None)  # a follower now reads the record
-                        with contextlib.suppress(OSError):
-                            path.unlink()
+                gapped = self._superseded_files.pop(path, None)
+                if gapped is not None:
+                    self._logs.pop(run.id, None)  # a follower now reads the file or the record
+                    await asyncio.to_thread(self._settle_gapped, path, gapped, finish)
                 return
             except StoreUnavailable as exc:
                 tries += 1

@@ -299,7 +299,7 @@ class _FinishRefused(SQLiteStore):
     """A store on the same full disk: it refuses the first two finishes (a real SQLite
     store otherwise), and notes whether the run's log file was still there each time."""
 
-    seen: list[bool] = []
+    seen: list[bool] = []  # (set afresh by each test)
 
     async def finish(self, finish: Any) -> None:
         self.seen.append((self.path.parent / "logs" / finish.run_id / "1.log").exists())
@@ -315,6 +315,7 @@ async def test_a_gapped_log_file_stays_until_the_record_that_replaces_it_is_stor
     disk, the record was cut to its last 64 KiB ("the log file holds more") and the file was
     gone; a follower's open failed meanwhile."""
     monkeypatch.setattr(dispatch, "RECORD_RETRY_MAX", 0.2)
+    _FinishRefused.seen = []
     settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
     store = _FinishRefused(tmp_path / "hookrunner.db")
     await store.open()
@@ -337,6 +338,45 @@ async def test_a_gapped_log_file_stays_until_the_record_that_replaces_it_is_stor
         kept = await store.get_log("r-1", 1)
         assert kept is not None and "start\nmore\nend\n[hookrunner] succeeded" in kept, kept
         assert not (tmp_path / "logs" / "r-1" / "1.log").exists()  # gone once stored
+    finally:
+        await dispatcher.stop(grace=1.0)
+        await store.close()
+
+
+async def test_a_gapped_log_file_whose_record_is_cut_short_gets_its_note_and_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store took only the last 64 KiB of the log (its first try refused): the gapped
+    file stayed, and readers were served it, without the note of its gap, its end or the
+    result. Once the record is stored, the file gets those."""
+    monkeypatch.setattr(dispatch, "RECORD_RETRY_MAX", 0.2)
+    _FinishRefused.seen = []
+    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
+    store = _FinishRefused(tmp_path / "hookrunner.db")
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    try:
+        await _accept_one(store, ["sh", "-c", "echo start; sleep 1.5; head -c 100000 /dev/zero"
+                                              " | tr '\\0' y; echo; echo end"])
+        dispatcher.accepted(1)
+        deadline = time.monotonic() + 20
+        while (log := dispatcher._logs.get("r-1")) is None or not log.on_disk:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        real = log._file
+        assert real is not None
+        log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 (the disk is full now)
+        real.close()
+        got = await _ended(store, deadline)
+        assert got.status == "succeeded", got
+        kept = await store.get_log("r-1", 1)
+        assert kept is not None and kept.startswith("[hookrunner] the store refused the whole")
+        text = (tmp_path / "logs" / "r-1" / "1.log").read_text()
+        assert text.startswith("[hookrunner] run r-1 rule r attempt 1/1 on node n1\nstart\n")
+        assert "[hookrunner] 100005 bytes of output could not be written to the log file here" \
+               " (No space left on device); the last 100005 follow\nyyy" in text, text[:300]
+        assert text.endswith("yyy\nend\n[hookrunner] succeeded\n"), text[-200:]
     finally:
         await dispatcher.stop(grace=1.0)
         await store.close()

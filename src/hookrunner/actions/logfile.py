@@ -62,7 +62,8 @@ class FileLog:
         self.failed: OSError | None = None  # the last write error of the log file, if any
         self._lost_bytes = 0  # output the file missed since it last took a write
         self._missed_end = bytearray()  # the end of that output (up to tail_bytes)
-        self._unwritten: list[str] = []  # notes it missed meanwhile
+        # Notes it missed meanwhile, each with how much output it had missed before it.
+        self._unwritten: list[tuple[int, bytes]] = []
         self._retry_file_at = 0.0  # (monotonic) when a file that failed is tried again
         self._file_at_line_start = True
         self._at_line_start = True
@@ -104,6 +105,8 @@ class FileLog:
                 self._append(data)
                 self.written += len(data)
                 return
+            while room > 0 and data[room] in _UTF8_CONTINUATION:
+                room -= 1  # the start ends on a whole character (the rest is the tail's)
             self._append(data[:room])
             self.written += room
             self.truncated = True
@@ -177,7 +180,7 @@ class FileLog:
         that came during the dropped part before that note)."""
         if not self.tail_bytes or not self._past:
             for _, note in self._tail_notes:
-                self._append(note)
+                self._append(note, note=True)
             self._tail_notes = []
             return
         cut = max(0, len(self._tail) - self.tail_bytes)
@@ -192,12 +195,12 @@ class FileLog:
         if kept_from:
             for pos, note in notes:
                 if pos <= kept_from:
-                    self._append(note.lstrip(b"\n"))  # (after the note above: a line start)
-            self._note(f"{kept_from} bytes of output dropped here; the last {len(end)} follow")
+                    self._append(note.lstrip(b"\n"), note=True)  # (after the note: a line start)
+            self._note(f"{_bytes(kept_from)} of output dropped here; the last {len(end)} follow")
             notes = [(pos, note) for pos, note in notes if pos > kept_from]
         for pos, note in notes:
             self._append(end[at:pos - kept_from])
-            self._append(note)
+            self._append(note, note=True)
             at = pos - kept_from
         self._append(end[at:])
 
@@ -274,7 +277,7 @@ class FileLog:
         if not self._lost_bytes and not self._unwritten:
             self._retry_file_at = time.monotonic() + RETRY_FILE_EVERY
         if note:  # (whole, even if part of it made it in)
-            self._unwritten.append(data.decode("utf-8", errors="replace").lstrip("\n"))
+            self._unwritten.append((self._lost_bytes, data))
             return
         self._lost_bytes += count
         if self.tail_bytes:  # its end is kept, for where the file takes writes again or the record
@@ -284,28 +287,38 @@ class FileLog:
 
     def loss_text(self) -> str:
         """What the file misses, as text to put where it stops: a note of the output that
-        could not be written, and hookrunner's own notes that could not ('' if none)."""
+        could not be written with that output's end (as a capped log keeps its end), and
+        hookrunner's own notes in their places among it ('' if none)."""
         if not self._lost_bytes and not self._unwritten:
             return ""
-        why = (self.failed.strerror or str(self.failed)) if self.failed else "write failed"
         at_line_start = self._file_at_line_start if self._file is not None else (
             not self._copy or self._copy.endswith(b"\n"))
-        start = "" if at_line_start else "\n"
-        if not self._lost_bytes:
-            return start + "".join(self._unwritten)
+        out = bytearray() if at_line_start else bytearray(b"\n")
         end = bytes(self._missed_end[-self.tail_bytes:]) if self.tail_bytes else b""
         skip = 0
         while skip < len(end) and end[skip] in _UTF8_CONTINUATION:
             skip += 1
-        shown = end[skip:].decode("utf-8", errors="replace")
-        lost = (f"{start}{NOTE_PREFIX}{self._lost_bytes} bytes of output could not be written "
-                f"to the log file here ({why})")
-        if shown:
-            lost += f"; the last {len(end) - skip} follow\n{shown}" + (
-                "" if shown.endswith("\n") else "\n")
-        else:
-            lost += "\n"
-        return lost + "".join(self._unwritten)
+        end = end[skip:]
+        shown_from = self._lost_bytes - len(end)  # output position where the shown end begins
+        late = []
+        for pos, note in self._unwritten:  # those before the shown end come before the note
+            if pos <= shown_from:
+                out += note.lstrip(b"\n")
+            else:
+                late.append((pos, note))
+        if self._lost_bytes:
+            why = (self.failed.strerror or str(self.failed)) if self.failed else "write failed"
+            out += (f"{NOTE_PREFIX}{_bytes(self._lost_bytes)} of output could not be written to "
+                    f"the log file here ({why})" + (f"; the last {len(end)} follow" if end else "")
+                    + "\n").encode()
+        at = 0
+        for pos, note in late:
+            out += end[at:pos - shown_from] + note
+            at = pos - shown_from
+        out += end[at:]
+        if end and not out.endswith(b"\n"):
+            out += b"\n"
+        return out.decode("utf-8", errors="replace")
 
     @property
     def complete(self) -> bool:
@@ -331,6 +344,10 @@ class FileLog:
                 if len(self._copy) > KEEP_IN_MEMORY:
                     self._copy = None
         self._at_line_start = data.endswith(b"\n")
+
+
+def _bytes(n: int) -> str:
+    return f"{n} byte" if n == 1 else f"{n} bytes"
 
 
 def tail(path: Path | str, n_bytes: int) -> str:

@@ -246,3 +246,33 @@ print(open(path).read().count("could not be written"))
     assert text == ("start\n[hookrunner] 5003 bytes of output could not be written to the log"
                     " file here (File too large); the last 5003 follow\n" + "x" * 5000
                     + "\ny\nend\n"), text[:300]
+
+
+def test_notes_a_refused_file_missed_keep_their_places_and_are_not_counted_as_output(
+    tmp_path: Path,
+) -> None:
+    """The notes written at the end (the kept end's, the result) were counted as output the
+    file missed, so the count was off by their length, the shown end lost as many bytes of
+    output, and a timeout note came after all the output it had come amid."""
+    log = FileLog(tmp_path / "1.log", cap_bytes=400)  # start 300, end 100
+    log.write(b"s" * 10 + b"\n")
+    log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 (the log closes it)
+    log.write(b"a" * 40 + b"\n")  # missed (in the start part)
+    log.note("timed out after 1s")  # missed, amid the output
+    log.write(b"b" * 20 + b"\n")  # missed
+    log.note("timed_out")  # the result, missed
+    log.close()
+    assert not log.complete
+    assert log.loss_text() == (
+        "[hookrunner] 62 bytes of output could not be written to the log file here (No space"
+        " left on device); the last 62 follow\n" + "a" * 40 + "\n[hookrunner] timed out after"
+        " 1s\n" + "b" * 20 + "\n[hookrunner] timed_out\n")
+
+
+def test_the_start_of_a_capped_log_ends_on_a_whole_character(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with FileLog(path, cap_bytes=40) as log:  # the start: 30 bytes; "€" is 3
+        log.write(b"x" * 29 + "€".encode() * 20)
+    data = path.read_bytes()
+    assert data.startswith(b"x" * 29 + b"\n[hookrunner] output past 40 bytes"), data
+    assert data.decode("utf-8")  # whole characters throughout
