@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from hookrunner import dispatch
+from hookrunner.actions.logfile import FileLog
 from hookrunner.dispatch import SHORT_LOG, Dispatcher
 from hookrunner.errors import StoreUnavailable
 from hookrunner.metrics import Metrics
@@ -99,12 +100,15 @@ async def test_a_full_store_is_not_ready_until_a_write_goes_through(
 
 
 @contextlib.asynccontextmanager
-async def _dispatching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
+async def _dispatching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                       store_class: type[SQLiteStore] = SQLiteStore) -> AsyncIterator[
         tuple[SQLiteStore, Dispatcher]]:
-    """A store and a dispatcher of one worker; a run that did not start is tried again soon."""
+    """A store and a dispatcher of one worker; a run that did not start is tried again soon,
+    and a result the store refused is written again soon."""
     monkeypatch.setattr(dispatch, "NOT_STARTED_DELAY", 0.3)
+    monkeypatch.setattr(dispatch, "RECORD_RETRY_MAX", 0.2)
     settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
-    store = SQLiteStore(tmp_path / "hookrunner.db")
+    store = store_class(tmp_path / "hookrunner.db")
     await store.open()
     dispatcher = Dispatcher(settings, store, Metrics())
     await dispatcher.start()
@@ -278,13 +282,7 @@ async def test_a_log_that_fills_the_disk_for_good_says_so_in_the_runs_record(
                                               " | tr '\\0' y; echo; echo end"])
         dispatcher.accepted(1)
         deadline = time.monotonic() + 20
-        while (log := dispatcher._logs.get("r-1")) is None or not log.on_disk:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        real = log._file
-        assert real is not None
-        log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 (the disk is full now)
-        real.close()
+        log = await _disk_full_for_its_log(dispatcher, deadline)
         got = await _ended(store, deadline)
         assert got.status == "succeeded" and got.reason.startswith("log incomplete: No space"), got
         kept = await store.get_log("r-1", 1)
@@ -293,6 +291,19 @@ async def test_a_log_that_fills_the_disk_for_good_says_so_in_the_runs_record(
                " (No space left on device); the last 200005 follow\nyyy" in kept, kept[:300]
         assert kept.endswith("yyy\nend\n[hookrunner] succeeded\n"), kept[-300:]  # the end too
         assert not log.path.exists()  # the API serves the record, with the note
+
+
+async def _disk_full_for_its_log(dispatcher: Dispatcher, deadline: float) -> FileLog:
+    """Once run r-1's log is in its file: every write to it is refused from now on, as by a
+    full disk (its descriptor is /dev/full's: a real ENOSPC)."""
+    while (log := dispatcher._logs.get("r-1")) is None or not log.on_disk:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    real = log._file
+    assert real is not None
+    log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 (the log closes it)
+    real.close()
+    return log
 
 
 class _FinishRefused(SQLiteStore):
@@ -314,33 +325,18 @@ async def test_a_gapped_log_file_stays_until_the_record_that_replaces_it_is_stor
     """The file was removed before the record was stored: with the store on the same full
     disk, the record was cut to its last 64 KiB ("the log file holds more") and the file was
     gone; a follower's open failed meanwhile."""
-    monkeypatch.setattr(dispatch, "RECORD_RETRY_MAX", 0.2)
     _FinishRefused.seen = []
-    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
-    store = _FinishRefused(tmp_path / "hookrunner.db")
-    await store.open()
-    dispatcher = Dispatcher(settings, store, Metrics())
-    await dispatcher.start()
-    try:
+    async with _dispatching(tmp_path, monkeypatch, _FinishRefused) as (store, dispatcher):
         await _accept_one(store, ["sh", "-c", "echo start; sleep 1.5; echo more; echo end"])
         dispatcher.accepted(1)
         deadline = time.monotonic() + 20
-        while (log := dispatcher._logs.get("r-1")) is None or not log.on_disk:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        real = log._file
-        assert real is not None
-        log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 (the disk is full now)
-        real.close()
+        await _disk_full_for_its_log(dispatcher, deadline)
         got = await _ended(store, deadline)
         assert got.status == "succeeded", got
         assert store.seen == [True, True, True]  # there while the record was refused
         kept = await store.get_log("r-1", 1)
         assert kept is not None and "start\nmore\nend\n[hookrunner] succeeded" in kept, kept
         assert not (tmp_path / "logs" / "r-1" / "1.log").exists()  # gone once stored
-    finally:
-        await dispatcher.stop(grace=1.0)
-        await store.close()
 
 
 async def test_a_gapped_log_file_whose_record_is_cut_short_gets_its_note_and_end(
@@ -349,25 +345,13 @@ async def test_a_gapped_log_file_whose_record_is_cut_short_gets_its_note_and_end
     """The store took only the last 64 KiB of the log (its first try refused): the gapped
     file stayed, and readers were served it, without the note of its gap, its end or the
     result. Once the record is stored, the file gets those."""
-    monkeypatch.setattr(dispatch, "RECORD_RETRY_MAX", 0.2)
     _FinishRefused.seen = []
-    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
-    store = _FinishRefused(tmp_path / "hookrunner.db")
-    await store.open()
-    dispatcher = Dispatcher(settings, store, Metrics())
-    await dispatcher.start()
-    try:
+    async with _dispatching(tmp_path, monkeypatch, _FinishRefused) as (store, dispatcher):
         await _accept_one(store, ["sh", "-c", "echo start; sleep 1.5; head -c 100000 /dev/zero"
                                               " | tr '\\0' y; echo; echo end"])
         dispatcher.accepted(1)
         deadline = time.monotonic() + 20
-        while (log := dispatcher._logs.get("r-1")) is None or not log.on_disk:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        real = log._file
-        assert real is not None
-        log._file = open("/dev/full", "ab", buffering=0)  # noqa: SIM115 (the disk is full now)
-        real.close()
+        await _disk_full_for_its_log(dispatcher, deadline)
         got = await _ended(store, deadline)
         assert got.status == "succeeded", got
         kept = await store.get_log("r-1", 1)
@@ -377,9 +361,6 @@ async def test_a_gapped_log_file_whose_record_is_cut_short_gets_its_note_and_end
         assert "[hookrunner] 100005 bytes of output could not be written to the log file here" \
                " (No space left on device); the last 100005 follow\nyyy" in text, text[:300]
         assert text.endswith("yyy\nend\n[hookrunner] succeeded\n"), text[-200:]
-    finally:
-        await dispatcher.stop(grace=1.0)
-        await store.close()
 
 
 class _LongHistory(SQLiteStore):
