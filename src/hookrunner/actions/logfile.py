@@ -221,8 +221,8 @@ class FileLog:
         except OSError as exc:
             self.failed = exc
             return
-        if self._copy:
-            self._lost_bytes += self._write_all(bytes(self._copy))
+        if self._copy and (missed := self._write_all(bytes(self._copy))):
+            self._missed(bytes(self._copy), False, missed)
 
     def _write_all(self, data: bytes) -> int:
         """Into the file, all of it (a full disk first writes part, then refuses); how many
