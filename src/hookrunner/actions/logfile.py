@@ -65,6 +65,7 @@ class FileLog:
         # Notes it missed meanwhile, each with how much output it had missed before it.
         self._unwritten: list[tuple[int, bytes]] = []
         self._retry_file_at = 0.0  # (monotonic) when a file that failed is tried again
+        self._pending = b""  # what the memory held when the file, refusing it, was made
         self._file_at_line_start = True
         self._at_line_start = True
         self._copy: bytearray | None = bytearray()  # what was written, while it is small
@@ -221,8 +222,11 @@ class FileLog:
         except OSError as exc:
             self.failed = exc
             return
-        if self._copy and (missed := self._write_all(bytes(self._copy))):
-            self._missed(bytes(self._copy), False, missed)
+        if self._copy and self._write_whole(bytes(self._copy)):
+            # Refused (a full disk): what it held is written first, as it is, once the file
+            # takes writes again (its notes are notes, not missed output).
+            self._pending = bytes(self._copy)
+            self._retry_file_at = time.monotonic() + RETRY_FILE_EVERY
 
     def _write_all(self, data: bytes) -> int:
         """Into the file, all of it (a full disk first writes part, then refuses); how many
@@ -247,34 +251,46 @@ class FileLog:
         # After a failure the file is tried again at most every RETRY_FILE_EVERY (a write per
         # chunk of output would build the note each time, on the event loop), and the note
         # goes in whole or not at all (a part of it would be followed by all of it later).
-        if (self._lost_bytes or self._unwritten) and (
+        if not self.complete and (
                 time.monotonic() < self._retry_file_at or not self._note_loss()):
             self._missed(data, note, len(data))
             return
-        if missed := self._write_all(data):
+        if note:
+            if self._write_whole(data):
+                self._missed(data, note, len(data))
+        elif missed := self._write_all(data):
             self._missed(data, note, missed)
 
-    def _note_loss(self) -> bool:
-        """Write the note of what the file missed; False (nothing of it kept) if it fails."""
+    def _write_whole(self, data: bytes) -> bool:
+        """Write all of `data` or nothing of it (a part is cut back: it would be followed by
+        all of it later); whether it was refused."""
         assert self._file is not None
         try:
             size = os.fstat(self._file.fileno()).st_size
-        except OSError:
-            return False
+        except OSError as exc:
+            self.failed = exc
+            return True
         at_line_start = self._file_at_line_start
-        note = self.loss_text().encode()
-        if missed := self._write_all(note):
-            if missed < len(note):  # a part went in: cut back to where it began
+        if missed := self._write_all(data):
+            if missed < len(data):
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._file.fileno(), size)
             self._file_at_line_start = at_line_start
+            return True
+        return False
+
+    def _note_loss(self) -> bool:
+        """Write what the file missed and the note of it; False (nothing of it kept) if it
+        fails."""
+        if self._write_whole(self.loss_text().encode()):
             self._retry_file_at = time.monotonic() + RETRY_FILE_EVERY
             return False
         self._lost_bytes, self._unwritten, self._missed_end = 0, [], bytearray()
+        self._pending = b""
         return True
 
     def _missed(self, data: bytes, note: bool, count: int) -> None:
-        if not self._lost_bytes and not self._unwritten:
+        if self.complete:
             self._retry_file_at = time.monotonic() + RETRY_FILE_EVERY
         if note:  # (whole, even if part of it made it in)
             self._unwritten.append((self._lost_bytes, data))
@@ -289,11 +305,17 @@ class FileLog:
         """What the file misses, as text to put where it stops: a note of the output that
         could not be written with that output's end (as a capped log keeps its end), and
         hookrunner's own notes in their places among it ('' if none)."""
-        if not self._lost_bytes and not self._unwritten:
+        if self.complete:
             return ""
-        at_line_start = self._file_at_line_start if self._file is not None else (
-            not self._copy or self._copy.endswith(b"\n"))
-        out = bytearray() if at_line_start else bytearray(b"\n")
+        if self._pending:  # what the memory held when the file was made, as it was
+            at_line_start = self._pending.endswith(b"\n")
+        elif self._file is not None:
+            at_line_start = self._file_at_line_start
+        else:
+            at_line_start = not self._copy or self._copy.endswith(b"\n")
+        if not self._lost_bytes and not self._unwritten:
+            return self._pending.decode("utf-8", errors="replace")
+        out = bytearray(self._pending) + (b"" if at_line_start else b"\n")
         end = bytes(self._missed_end[-self.tail_bytes:]) if self.tail_bytes else b""
         skip = 0
         while skip < len(end) and end[skip] in _UTF8_CONTINUATION:
@@ -323,7 +345,7 @@ class FileLog:
     @property
     def complete(self) -> bool:
         """Whether the file holds the whole log (False: a full disk kept some of it out)."""
-        return not self._lost_bytes and not self._unwritten
+        return not self._lost_bytes and not self._unwritten and not self._pending
 
     def _append(self, data: bytes, note: bool = False) -> None:
         if not data:
@@ -334,7 +356,7 @@ class FileLog:
         if self._file is not None:
             self._to_file(data, note)
         if self._copy is not None:  # kept on when the file fails: the record gets it whole
-            if self._file is None and (self._lost_bytes or self._unwritten or (
+            if self._file is None and (not self.complete or (
                     len(self._copy) + len(data) > KEEP_IN_MEMORY)):
                 # No file for it, and no room in memory (nor for anything after it: the
                 # record is the memory, then a note of what it missed, in that order).

@@ -276,3 +276,49 @@ def test_the_start_of_a_capped_log_ends_on_a_whole_character(tmp_path: Path) -> 
     data = path.read_bytes()
     assert data.startswith(b"x" * 29 + b"\n[hookrunner] output past 40 bytes"), data
     assert data.decode("utf-8")  # whole characters throughout
+
+
+def test_a_note_cut_short_by_a_full_disk_leaves_no_part_of_it(tmp_path: Path) -> None:
+    """A full disk took part of a note (`[hoo`), and the whole note came again later. In a
+    process of its own whose file size limit (RLIMIT_FSIZE: a partial write, then EFBIG)
+    plays the disk."""
+    code = f"""
+import resource
+from hookrunner.actions import logfile
+from hookrunner.actions.logfile import FileLog
+logfile.RETRY_FILE_EVERY = 0.0
+path = {str(tmp_path / "1.log")!r}
+log = FileLog(path)
+log.write(b"a" * 95 + b"\\n")
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100, hard))  # room for 4 bytes of the note
+log.note("timeout")
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+log.write(b"after\\n")
+log.close()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "1.log").read_bytes() == b"a" * 95 + b"\n[hookrunner] timeout\nafter\n"
+
+
+def test_a_log_that_goes_to_a_full_disk_keeps_what_it_held_in_memory(tmp_path: Path) -> None:
+    """A run going on past a second (or followed) has its log written to a file: on a full
+    disk, what the memory held (its first note too) was counted as missed output and never
+    shown. It is written as it was once the file takes writes."""
+    path = tmp_path / "1.log"
+    log = FileLog(path, deferred=True)
+    log.note("run R rule r attempt 1/1 on node n")
+    log.write(b"first line\n")
+    real_open = log._open
+    log._open = lambda: open("/dev/full", "ab", buffering=0)  # type: ignore[method-assign] # noqa: SIM115
+    assert log.to_disk() == path and not log.complete  # made, and refused
+    assert log.text() is not None  # (the record would get the memory's copy, whole)
+    log._file = real_open()  # room again
+    log._retry_file_at = 0.0
+    log.write(b"second line\n")
+    log.close()
+    assert log.complete
+    assert path.read_text() == "[hookrunner] run R rule r attempt 1/1 on node n\nfirst line\n" \
+                               "second line\n"
