@@ -31,6 +31,7 @@ from hookrunner.hooklane import Admission, Parts
 from hookrunner.ingest import accept, accept_body, admit, out_of_memory
 from hookrunner.logs import event
 from hookrunner.metrics import Metrics
+from hookrunner.pathprefix import strip
 from hookrunner.preflight import data_dir_shared, postgres_target, reach_postgres
 from hookrunner.private import open_to_others, private_dir
 from hookrunner.ratelimit import retry_after
@@ -225,9 +226,14 @@ class App(Starlette):
     # which answers hooks itself; a hook path here came by another way (a proxy's rewrite).
     hooks_elsewhere = False
     hook_lane: HookLane | None = None  # hooks answered by the HTTP protocol (httpproto)
+    path_prefix = ""  # --path-prefix: taken off a path that still has it (pathprefix)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if self.path_prefix and (path := strip(scope["path"], self.path_prefix)) != scope["path"]:
+                # `raw_path` stays as sent: a worker forwards that, and the main process
+                # takes the prefix off once, as here.
+                scope = {**scope, "path": path}
             if not forwardable(scope):
                 # No route has a `.` or `..` segment, nor a target that is no path (`OPTIONS
                 # *`): not found, in every process alike, and no token is judged (a worker
@@ -523,6 +529,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
     # No slash redirects: `/hooks/gh/` would answer 307 to a Location built from the client's
     # Host header. An unknown path is a 404 like any other (the console links exact paths).
     app.router.redirect_slashes = False
+    app.path_prefix = settings.path_prefix
     if worker:
         assert shared is not None
         app.upstream = Upstream(shared.upstream, tls=bool(settings.ssl_certfile))

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: keep everything)")
     s.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
                    help="believe X-Forwarded-For from these addresses (repeatable)")
+    s.add_argument("--path-prefix", metavar="PATH",
+                   help="the public path a reverse proxy serves hookrunner at, e.g. /hookrunner "
+                   "(default: the root)")
     s.add_argument("--log-format", choices=["text", "json"], help="default text")
     s.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (with --ssl-keyfile)")
     s.add_argument("--ssl-keyfile", help="the certificate's private key")

@@ -413,7 +413,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
               if own and hook.dedup is not None and own != delivery.dedup_key else None)
         dup: dict[str, Any] = {"duplicate": True, "delivery_id": result.delivery_id,
                                "runs": result.run_ids,
-                               "status_url": f"/api/deliveries/{result.delivery_id}"}
+                               "status_url": f"{gw.settings.path_prefix}/api/deliveries/{result.delivery_id}"}
         # A `?wait` retry (its first try timed out) waits for the first one's runs: their
         # ends, not their output (a key may be guessed where the verifier signs no id).
         waited = await _waited(gw, dup, result.run_ids, wait, receive)
@@ -429,7 +429,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
     answer: dict[str, Any] = {
         "delivery_id": delivery_id,
         "runs": result.run_ids,
-        "status_url": f"/api/deliveries/{delivery_id}",
+        "status_url": f"{gw.settings.path_prefix}/api/deliveries/{delivery_id}",
     }
     if wait > 0 and gw.dispatcher is not None and not result.run_ids:
         return Answer(200, answer)  # no rule matched: nothing is left to wait for

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from hookrunner import pathprefix
 from hookrunner.units import parse_duration, parse_size
 
 DEFAULT_RULES = "./rules"
@@ -48,6 +49,7 @@ class Settings:
     lease: float = DEFAULT_LEASE
     keep: float | None = None  # seconds of history to keep; None keeps everything
     trusted_proxy: tuple[str, ...] = ()
+    path_prefix: str = ""  # the public path below which a proxy serves hookrunner (pathprefix)
     log_format: str = "text"
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
@@ -136,6 +138,8 @@ def _coerce(name: str, value: Any) -> Any:
                              f"got {value!r}") from None
     if name in _PATHS:
         return Path(value)
+    if name == "path_prefix":
+        return pathprefix.parse(value)
     return value
 
 

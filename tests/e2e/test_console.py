@@ -12,17 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, expect
 
+from tests.e2e.conftest import shot
 from tests.serverproc import ADMIN_TOKEN, Server, post_github
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
 SECRET = "e2e-github-secret"
-VIEWPORT = {"width": 1366, "height": 860}  # a laptop screen
-WAIT_MS = 20_000  # upper bound for anything the page waits on (never a sleep)
 
 RULES = """
 hooks:
@@ -69,7 +64,6 @@ echo "long job finished"
 """
 
 _ids = itertools.count(1)
-expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -89,35 +83,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, gates: Path) -> Iterator[Se
     srv = Server(root / "rules", root / "data", root, env={"GITHUB_WEBHOOK_SECRET": SECRET}).start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (its system-deps target runs "
-                    "`apt-get install chromium`)", pytrace=False)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
-    ctx.set_default_timeout(WAIT_MS)
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture
-def page(context: BrowserContext) -> Page:
-    return context.new_page()
-
-
-def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def login(page: Page, server: Server, path: str = "/") -> None:

@@ -18,6 +18,11 @@ def gateway(request: Request) -> Gateway:
     return gw
 
 
+def prefix(request: Request) -> str:
+    """`--path-prefix`, which starts every URL the console writes ("" at the root)."""
+    return gateway(request).settings.path_prefix
+
+
 def sessions(request: Request) -> Sessions:
     s: Sessions = request.app.state.console_sessions
     return s
@@ -34,6 +39,7 @@ def base(request: Request, nav: str) -> dict[str, Any]:
     now = time.time()
     return {
         "nav": nav,
+        "root": prefix(request),
         "csrf": s.csrf if s is not None else "",
         "logged_in": s is not None,
         "reload_failed": bool(rules.errors),

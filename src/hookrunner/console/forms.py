@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from hookrunner import clientip
 from hookrunner.auth import COOKIE, bearer_ok
-from hookrunner.console.context import base, gateway, session, sessions
+from hookrunner.console.context import base, gateway, prefix, session, sessions
 from hookrunner.console.pages import delivery_page
 from hookrunner.console.render import SECURITY_HEADERS, page
 from hookrunner.logs import Throttled, event
@@ -92,23 +92,25 @@ def client_address(request: Request) -> str:
     return clientip.client_ip(_peer(request), hops, trusted)
 
 
-def safe_next(target: str | None) -> str:
-    """Only a path on this site: never `//host` or `https://...` (no open redirect)."""
+def safe_next(target: str | None, root: str) -> str:
+    """Only a path on this site: never `//host` or `https://...` (no open redirect). `root`
+    is the path prefix, whose `/` is the default."""
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
-        return "/"
+        return root + "/"
     return target
 
 
 def login_redirect(request: Request) -> Response:
     """To the login form, and from there back: to this page, or for a form sent without a
     session (a button pressed after a restart) to the page the form was on."""
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    root = prefix(request)
+    target = root + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if request.method != "GET":
         referer = urlsplit(request.headers.get("referer", ""))
         same = referer.netloc in (request.headers.get("host", ""), public_host(request))
         target = safe_next((referer.path + (f"?{referer.query}" if referer.query else ""))
-                           if same else "/")
-    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303,
+                           if same else "/", root)
+    return RedirectResponse(f"{root}/login?next={quote(target, safe='')}", status_code=303,
                             headers=SECURITY_HEADERS)
 
 
@@ -128,11 +130,10 @@ async def checked_form(request: Request) -> dict[str, str]:
 
 
 def login_form(request: Request) -> Response:
+    target = safe_next(request.query_params.get("next"), prefix(request))
     if session(request) is not None:
-        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303,
-                                headers=SECURITY_HEADERS)
-    return page("login.html", **base(request, "login"), next=safe_next(request.query_params.get("next")),
-                error="")
+        return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
+    return page("login.html", **base(request, "login"), next=target, error="")
 
 
 # Guessing the admin token, at the login form or as a bearer token anywhere, counted together
@@ -160,7 +161,7 @@ async def login(request: Request) -> Response:
         form = await read_form(request)
     except FormError as exc:
         return refused(request, exc.status, exc.message)
-    target = safe_next(form.get("next"))
+    target = safe_next(form.get("next"), prefix(request))
     client = client_address(request)
     if not same_origin(request):
         origin, here = request.headers.get("origin", "-"), public_host(request)
@@ -191,7 +192,8 @@ async def login(request: Request) -> Response:
     # sends no X-Forwarded-Proto: the cookie is Secure all the same.
     https = public_scheme(request) == "https" or \
         request.headers.get("origin", "").lower().startswith("https://")
-    response.set_cookie(COOKIE, s.id, httponly=True, samesite="strict", path="/", secure=https)
+    response.set_cookie(COOKIE, s.id, httponly=True, samesite="strict", path=prefix(request) or "/",
+                        secure=https)
     return response
 
 
@@ -206,8 +208,9 @@ async def logout(request: Request) -> Response:
     except FormError as exc:
         return refused(request, exc.status, exc.message)
     sessions(request).end(request.cookies.get(COOKIE))
-    response = RedirectResponse("/login", status_code=303, headers=SECURITY_HEADERS)
-    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    root = prefix(request)
+    response = RedirectResponse(f"{root}/login", status_code=303, headers=SECURITY_HEADERS)
+    response.delete_cookie(COOKIE, path=root or "/", httponly=True, samesite="strict")
     return response
 
 
@@ -231,7 +234,7 @@ async def replay(request: Request) -> Response:
     ids = ",".join(answer["runs"])
     erred = ",".join(m["rule"] for m in answer["matches"] if m.get("error") is not None)
     gone = ",".join(answer["no_longer_matched"])
-    return RedirectResponse(f"/deliveries/{quote(delivery_id)}?replayed={quote(ids)}"
+    return RedirectResponse(f"{prefix(request)}/deliveries/{quote(delivery_id)}?replayed={quote(ids)}"
                             + (f"&erred={quote(erred)}" if erred else "")
                             + (f"&unmatched={quote(gone)}" if gone else ""), status_code=303,
                             headers=SECURITY_HEADERS)
@@ -251,7 +254,8 @@ async def cancel(request: Request) -> Response:
     if status is None:
         return refused(request, 404, "No run with that id.")
     event("console.cancel", run_id=run_id, status=status)
-    return RedirectResponse(f"/runs/{quote(run_id)}", status_code=303, headers=SECURITY_HEADERS)
+    return RedirectResponse(f"{prefix(request)}/runs/{quote(run_id)}", status_code=303,
+                            headers=SECURITY_HEADERS)
 
 
 def _forwarded_by_worker(request: Request) -> str:

@@ -153,7 +153,7 @@ async def _finished_log(gw: Gateway, run: Run, attempt: int) -> str:
         text = data[:LOG_PAGE_LIMIT].decode("utf-8", errors="replace")
         if len(data) > LOG_PAGE_LIMIT:
             text += (f"\n… (cut at {LOG_PAGE_LIMIT} bytes: the full log is at "
-                     f"/api/runs/{run.id}/log?attempt={attempt})")
+                     f"{gw.settings.path_prefix}/api/runs/{run.id}/log?attempt={attempt})")
         return text
     return await gw.store.get_log(run.id, attempt) or ""
 

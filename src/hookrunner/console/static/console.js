@@ -9,6 +9,9 @@ const STATUS_CLASSES = {
 };
 const RUN_POLL_MS = 1000;
 
+// The path prefix the server was given (--path-prefix), which starts every URL it serves.
+const ROOT = document.body.dataset.root || "";
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function fmtTime(ts) {
@@ -27,7 +30,7 @@ function fmtSeconds(s) {
 // A session that ended mid-page: a fetch (it does not ask for HTML) is answered 401, or sent
 // to the login page; reloading the page (a browser's request) shows the login form.
 function checkSession(resp) {
-  if (resp.status === 401 || (resp.redirected && new URL(resp.url).pathname === "/login")) {
+  if (resp.status === 401 || (resp.redirected && new URL(resp.url).pathname === `${ROOT}/login`)) {
     window.location.reload();
     throw new Error("session ended");
   }
@@ -95,7 +98,7 @@ function mergeRows(body, html) {
 
 async function getRun(id) {
   try {
-    const resp = checkSession(await fetch(`/api/runs/${encodeURIComponent(id)}`, { credentials: "same-origin" }));
+    const resp = checkSession(await fetch(`${ROOT}/api/runs/${encodeURIComponent(id)}`, { credentials: "same-origin" }));
     return resp.ok ? await resp.json() : null;
   } catch (err) {
     return null;
@@ -155,7 +158,7 @@ function showAttempts(runId, attempts) {
     st.appendChild(badge(a.status));
     const log = document.createElement("td");
     const link = document.createElement("a");
-    link.href = `/runs/${encodeURIComponent(runId)}?attempt=${a.attempt}`;
+    link.href = `${ROOT}/runs/${encodeURIComponent(runId)}?attempt=${a.attempt}`;
     link.textContent = "output";
     log.appendChild(link);
     tr.append(cell(String(a.attempt)), cell(a.node, "mono"), st,
@@ -180,7 +183,7 @@ function visibleLog(text) {
 // Stream one attempt's log into <pre> (the server sends it chunked while the run runs); true if any text came.
 async function streamLog(id, attempt, pre, state) {
   const resp = checkSession(await fetch(
-    `/api/runs/${encodeURIComponent(id)}/log?attempt=${attempt}`, { credentials: "same-origin" }));
+    `${ROOT}/api/runs/${encodeURIComponent(id)}/log?attempt=${attempt}`, { credentials: "same-origin" }));
   if (!resp.ok || !resp.body) return false;
   const reader = resp.body.getReader();
   const decoder = new TextDecoder();
@@ -286,7 +289,7 @@ async function liveDeliveryRuns() {
     let runs;
     try {
       const resp = checkSession(await fetch(
-        `/api/runs?delivery=${encodeURIComponent(id)}&limit=1000`, { credentials: "same-origin" }));
+        `${ROOT}/api/runs?delivery=${encodeURIComponent(id)}&limit=1000`, { credentials: "same-origin" }));
       if (!resp.ok) continue;
       runs = (await resp.json()).runs;
     } catch (err) {
