@@ -662,8 +662,8 @@ def test_a_body_that_does_not_parse_gets_one_400_and_the_connection_closes(
 def test_an_http_1_1_request_needs_exactly_one_host_header(
     make_server: Callable[..., Server],
 ) -> None:
-    """RFC 9112: none or two is a 400 that says so, on the hook lane and elsewhere, and the
-    connection closes; HTTP/1.0 needs none."""
+    """RFC 9112: none or two, or a value that is no host[:port], is a 400 that says so, on
+    the hook lane and elsewhere, and the connection closes; HTTP/1.0 needs none."""
     server = make_server(RULES, env=ENV)
     body = b'{"a": 1}'
     hook = (b"POST /hooks/open HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: "
@@ -679,7 +679,20 @@ def test_an_http_1_1_request_needs_exactly_one_host_header(
     assert answer.startswith(b"HTTP/1.1 200 ") and b'"ok"' in answer, answer
     answer = _exchange(server.port, hook.replace(b"HTTP/1.1", b"HTTP/1.0") + b"\r\n" + body)
     assert answer.startswith(b"HTTP/1.1 202 "), answer
+    # Two are refused in any version, and so is a value that is no host[:port].
+    answer = _exchange(server.port, b"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"exactly one Host" in answer, answer
+    for host in (b"evil.example/x", b"user@h", b"h:80:80", b"a b", b"[::1", b"h:8o", b"\xc3\xa9"):
+        for request in (hook + b"Host: " + host + b"\r\n\r\n" + body,
+                        b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"):
+            answer = _exchange(server.port, request)
+            assert answer.count(b"HTTP/1.1 ") == 1, answer
+            assert answer.startswith(b"HTTP/1.1 400 ") and b"not a host[:port]" in answer, answer
+    for host in (b"[::1]:8080", b"hooks.example.com", b"127.0.0.1:1", b"", b"ex%41mple:"):
+        answer = _exchange(server.port, hook + b"Host: " + host + b"\r\n\r\n" + body)
+        assert answer.startswith(b"HTTP/1.1 202 "), (host, answer)
     assert "http.invalid_request" in server.output() and "reason=host_header" in server.output()
+    assert "reason=host_value" in server.output()
 
 
 def test_an_admin_token_with_non_ascii_characters_works_for_the_api(
