@@ -478,7 +478,8 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                   # Where the data is, never a password.
                   store=f"postgresql://{postgres_target(settings.db)}" if settings.db
                   else str(settings.store_url),
-                  rules=str(settings.rules.absolute()), root=str(settings.root.absolute()))
+                  rules=str(settings.rules.absolute()), root=str(settings.root.absolute()),
+                  path_prefix=settings.path_prefix or None)
             if shared is not None:
                 shared.announce_ready()
             if settings.keep and settings.keep < SHORT_KEEP:

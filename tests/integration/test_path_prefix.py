@@ -123,6 +123,7 @@ def test_the_console_behind_the_proxy_links_redirects_and_scopes_its_cookie_unde
 
 def test_paths_with_the_prefix_still_on_are_served_the_same(proxied: tuple[Server, Nginx]) -> None:
     server, _ = proxied
+    assert "server.started" in server.output() and f"path_prefix={PREFIX}" in server.output()
     for path in ("/healthz", f"{PREFIX}/healthz", f"{PREFIX}/readyz"):
         assert httpx.get(server.url + path, timeout=30).status_code == 200, path
     r = post_github(server.url + PREFIX, GITHUB_SECRET, {"after": "d00d"})
