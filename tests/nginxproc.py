@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.serverproc import free_port
 
@@ -63,6 +64,9 @@ http {{
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Nginx:
+        if not Path(NGINX).exists():
+            pytest.fail(f"{NGINX} is missing: `make test` installs it (its system-deps target "
+                        "runs `apt-get install nginx`)", pytrace=False)
         conf = str(self.dir / "nginx.conf")
         self.proc = subprocess.Popen(
             [NGINX, "-p", str(self.dir), "-e", str(self.dir / "error.log"), "-c", conf,

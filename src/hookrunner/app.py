@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hookrunner import api, console, flocks
-from hookrunner.auth import COOKIE, admin_token, bearer_ok, forget_stale_token
+from hookrunner.auth import admin_token, bearer_ok, forget_stale_token
 from hookrunner.clientip import parse_networks
 from hookrunner.console.forms import client_address, guess_wait, wrong_guess
 from hookrunner.dispatch import Dispatcher
@@ -79,7 +79,7 @@ class AdminAuth:
             await response(scope, receive, send)
             return
         if bearer_ok(authorization, token) or (
-            checker is not None and cookie_may and checker(request.cookies.get(COOKIE))
+            checker is not None and cookie_may and checker(request.headers.getlist("cookie"))
         ):
             await self.app(scope, receive, send if not scope["path"].startswith("/api/")
                            else _private_answer(send))

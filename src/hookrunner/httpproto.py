@@ -33,6 +33,7 @@ from uvicorn.server import ServerState
 from hookrunner.clientip import plain
 from hookrunner.hooklane import Lane, LaneCycle, answer_bytes, declared_length, hook_id_of
 from hookrunner.logs import Throttled, event
+from hookrunner.pathprefix import strip
 
 MAX_HEAD_BYTES = 64 * 1024  # GitHub & co. send < 4 KiB; nginx allows 4 x 8 KiB by default
 LINGER = 2.0  # seconds a refused connection is drained before it is closed
@@ -125,6 +126,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._held_refusal: bytes | None = None  # written once the earlier answers are
         # The app's hook lane (hooklane); None behind any wrapper uvicorn put around the app.
         self._lane: Lane | None = getattr(self.app, "hook_lane", None)
+        # --path-prefix: a hook's path with it still on is a hook's path here too.
+        self._prefix: str = getattr(self.app, "path_prefix", "")
 
     def _client_shown(self) -> str:
         """The peer as the log names it elsewhere (an IPv4 client of `--host ::` as IPv4)."""
@@ -186,21 +189,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # A POST to a hook: its answer always has a body to join (uvicorn writes none for
         # HEAD). Only on a cycle made for this request (an upgrade makes none).
         if (self.cycle is not previous and self.cycle is not None
-                and self.url.startswith(HOOKS) and self.scope["method"] == "POST"):
+                and self._target().startswith(HOOKS) and self.scope["method"] == "POST"):
             self.cycle.transport = _OneWrite(self.transport)  # type: ignore[assignment]
         if upgrade and self.cycle is not previous and self.cycle is not None:
             # Answered as plain HTTP/1.1 (`curl --http2` to /healthz, Java's HttpClient); the
             # parser reads nothing after an upgrade request, so the connection then closes.
             self.cycle.keep_alive = False
 
+    def _target(self) -> bytes:
+        """The request target as routed: without the path prefix (pathprefix.strip)."""
+        if not self._prefix:
+            return self.url
+        path, mark, query = self.url.partition(b"?")
+        return strip(path.decode("latin-1"), self._prefix).encode("latin-1") + mark + query
+
     def _take_lane(self) -> bool:
         """Whether this request goes the hook lane (see hooklane); if so, its cycle is set."""
         lane = self._lane
+        target = self._target()
         if (lane is None or self.expect_100_continue or self.pipeline or self.root_path
                 or (self.cycle is not None and not self.cycle.response_complete)
-                or self.parser.get_method() != b"POST" or not self.url.startswith(b"/hooks/")):
+                or self.parser.get_method() != b"POST" or not target.startswith(HOOKS)):
             return False
-        parsed = httptools.parse_url(self.url)
+        parsed = httptools.parse_url(target)
         query: bytes = parsed.query or b""
         hook_id = hook_id_of(parsed.path, query)
         if hook_id is None:
@@ -318,7 +329,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         answering = self.cycle is not None and not self.cycle.response_complete
         pending = [self.cycle, *(cycle for cycle, _ in self.pipeline)]
         if (answering and self._reading_since is None and not self._refused
-                and all(c is not None and _answered_soon(c.scope) for c in pending)):
+                and all(c is not None and _answered_soon(c.scope, self._prefix) for c in pending)):
             self._eof = True
             return True
         return None
@@ -414,10 +425,10 @@ async def _no_app(scope: Any, receive: Any, send: Any) -> None:
     """The turn of a pipelined request refused before it started: nothing to do."""
 
 
-def _answered_soon(scope: Any) -> bool:
+def _answered_soon(scope: Any, prefix: str) -> bool:
     """A hook delivery without `?wait` (as ingest reads it: `%77ait` too): answered once it
     is journaled, in milliseconds."""
-    if scope.get("method") != "POST" or not scope.get("path", "").startswith("/hooks/"):
+    if scope.get("method") != "POST" or not strip(scope.get("path", ""), prefix).startswith("/hooks/"):
         return False
     query = scope.get("query_string", b"").decode("latin-1")
     return all(name != "wait" for name, _ in parse_qsl(query, keep_blank_values=True))

@@ -342,8 +342,10 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
     hook, ruleset, headers, query = admitted.hook, admitted.ruleset, admitted.headers, admitted.query
     sent_query, wait, ip, now = admitted.sent_query, admitted.wait, admitted.ip, admitted.now
     m = gw.metrics.deliveries
-    # The URL as Starlette builds it (escaping, Host checks), only for schemes that sign it.
-    url = str(URL(scope=scope)) if getattr(hook.verifier, "uses_url", False) else ""
+    # The URL as Starlette builds it (escaping, Host checks), only for schemes that sign it;
+    # its path as the sender was given it: under the path prefix, which is off by now.
+    url = str(URL(scope={**scope, "path": gw.settings.path_prefix + scope["path"]})) \
+        if getattr(hook.verifier, "uses_url", False) else ""
     signed = SignedRequest(headers=headers, body=body, url=url, query=query, client_ip=ip, now=now)
     try:
         verified = hook.verifier.verify(signed)
@@ -413,7 +415,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
               if own and hook.dedup is not None and own != delivery.dedup_key else None)
         dup: dict[str, Any] = {"duplicate": True, "delivery_id": result.delivery_id,
                                "runs": result.run_ids,
-                               "status_url": f"{gw.settings.path_prefix}/api/deliveries/{result.delivery_id}"}
+                               "status_url": _status_url(gw, result.delivery_id)}
         # A `?wait` retry (its first try timed out) waits for the first one's runs: their
         # ends, not their output (a key may be guessed where the verifier signs no id).
         waited = await _waited(gw, dup, result.run_ids, wait, receive)
@@ -429,11 +431,15 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
     answer: dict[str, Any] = {
         "delivery_id": delivery_id,
         "runs": result.run_ids,
-        "status_url": f"{gw.settings.path_prefix}/api/deliveries/{delivery_id}",
+        "status_url": _status_url(gw, delivery_id),
     }
     if wait > 0 and gw.dispatcher is not None and not result.run_ids:
         return Answer(200, answer)  # no rule matched: nothing is left to wait for
     return await _waited(gw, answer, result.run_ids, wait, receive) or Answer(202, answer)
+
+
+def _status_url(gw: Gateway, delivery_id: str) -> str:
+    return f"{gw.settings.path_prefix}/api/deliveries/{delivery_id}"
 
 
 async def _waited(gw: Gateway, answer: dict[str, Any], run_ids: list[str], wait: float,

@@ -18,6 +18,7 @@ OWN = frozenset({"hooks", "api", "healthz", "readyz", "metrics", "login", "logou
 # RFC 3986's unreserved characters: a prefix is written into pages, headers and cookie
 # attributes as it is, so nothing there may need quoting or escaping.
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+MAX_LENGTH = 200  # characters; it is repeated in every link of a page
 
 
 def parse(value: str) -> str:
@@ -25,7 +26,10 @@ def parse(value: str) -> str:
     slash; empty for none). Raises ValueError saying what is wrong."""
     if not value.startswith("/"):
         raise ValueError(f"expected a path starting with '/', e.g. /hookrunner; got {value!r}")
-    segments = value.strip("/").split("/") if value.strip("/") else []
+    if len(value) > MAX_LENGTH:
+        raise ValueError(f"at most {MAX_LENGTH} characters, got {len(value)}")
+    inner = value.strip("/")
+    segments = inner.split("/") if inner else []
     for segment in segments:
         if not _SEGMENT.fullmatch(segment) or segment in (".", ".."):
             raise ValueError(f"{value!r}: each part between slashes is letters, digits, '-', "

@@ -6,6 +6,7 @@ there, and every URL hookrunner writes (links, forms, redirects, the cookie's pa
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,15 +15,21 @@ import pytest
 
 from tests.integration.conftest import GITHUB_SECRET, write_script
 from tests.nginxproc import Nginx, readme_location
-from tests.serverproc import ADMIN_TOKEN, Server, post_github
+from tests.serverproc import ADMIN_TOKEN, Server, github_signature, post_github, read_answers
+from tests.signers import twilio_signature
 
 PREFIX = "/hookrunner"
+TWILIO_SECRET = "twilio-auth-token"
 RULES = """
 hooks:
   github:
     verify:
       github:
         secret: {env: GITHUB_WEBHOOK_SECRET}
+  tw:
+    verify:
+      twilio:
+        secret: {env: TWILIO_SECRET}
 rules:
   - name: deploy
     hook: github
@@ -39,7 +46,8 @@ URL_ATTRIBUTE = re.compile(r'\b(?:href|action|src|data-rows-url)="([^"]*)"')
 def proxied(make_server: Callable[..., Server], project: Path,
             tmp_path: Path) -> Iterator[tuple[Server, Nginx]]:
     write_script(project, "deploy.sh", 'echo "deploying $1"\n')
-    server = make_server(RULES, args=["--path-prefix", f"{PREFIX}/", "--trusted-proxy", "127.0.0.1"])
+    server = make_server(RULES, args=["--path-prefix", f"{PREFIX}/", "--trusted-proxy", "127.0.0.1"],
+                         env={"TWILIO_SECRET": TWILIO_SECRET})
     nginx = Nginx(tmp_path / "nginx", f"127.0.0.1:{server.port}", readme_location(PREFIX)).start()
     yield server, nginx
     nginx.stop()
@@ -107,6 +115,7 @@ def test_the_console_behind_the_proxy_links_redirects_and_scopes_its_cookie_unde
         for page in pages:
             assert page.status_code == 200, page.url
             assert_prefixed(page.text)
+        assert f"POST {PREFIX}/hooks/github" in pages[1].text  # where senders post
         rows = re.search(r'data-rows-url="([^"]+)"', pages[0].text)
         assert rows is not None and browser.get(rows.group(1).replace("&amp;", "&")).status_code == 200
         csrf = re.search(r'name="csrf" value="([^"]+)"', run_page.text)
@@ -115,10 +124,76 @@ def test_the_console_behind_the_proxy_links_redirects_and_scopes_its_cookie_unde
                               headers={"Origin": nginx.url})
         assert replay.status_code == 303
         assert replay.headers["location"].startswith(f"{PREFIX}/deliveries/"), replay.headers
+        replayed = browser.get(replay.headers["location"])
+        assert replayed.status_code == 200 and "Replay" in replayed.text
+        assert_prefixed(replayed.text)
+        missing = browser.get(f"{PREFIX}/deliveries/dlv_nope")
+        assert missing.status_code == 404
+        assert_prefixed(missing.text)
+        # Back to the login only under the prefix: another app's path, a `..` out of it
+        # (escaped, or with a backslash, which browsers read as a slash) go to its root.
+        for target in ("/other-app/admin", f"{PREFIX}/../other", f"{PREFIX}/%2e%2e/other",
+                       f"{PREFIX}/..\\other", f"{PREFIX}x/y", "//evil.example/"):
+            there = browser.get(f"{PREFIX}/login", params={"next": target})
+            assert there.status_code == 303 and there.headers["location"] == f"{PREFIX}/", target
         out = browser.post(f"{PREFIX}/logout", data={"csrf": csrf.group(1)}, headers={"Origin": nginx.url})
         assert out.status_code == 303 and out.headers["location"] == f"{PREFIX}/login"
         assert "Path=/hookrunner" in out.headers["set-cookie"]
         assert browser.get(f"{PREFIX}/rules").status_code == 303  # logged out
+
+
+def test_a_stale_session_cookie_with_a_wider_path_does_not_lock_the_console_out(
+        proxied: tuple[Server, Nginx]) -> None:
+    """A cookie of the same name set for `/` (this console served at the root before, or
+    another app on the host): a browser sends both, the longer path's first. The live
+    session counts, whichever comes first."""
+    _, nginx = proxied
+    login = httpx.post(f"{nginx.url}{PREFIX}/login", headers={"Origin": nginx.url},
+                       data={"token": ADMIN_TOKEN, "next": f"{PREFIX}/rules"}, timeout=30)
+    assert login.status_code == 303
+    live = login.cookies["hookrunner_session"]
+    for cookies in (f"hookrunner_session={live}; hookrunner_session=stale",
+                    f"hookrunner_session=stale; hookrunner_session={live}", f"hookrunner_session={live}"):
+        page = httpx.get(f"{nginx.url}{PREFIX}/rules", timeout=30,
+                         headers={"Accept": "text/html", "Cookie": cookies})
+        assert page.status_code == 200, cookies
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+    assert httpx.get(f"{nginx.url}{PREFIX}/rules", timeout=30, headers={
+        "Accept": "text/html", "Cookie": "hookrunner_session=stale"}).status_code == 303
+    # A form sent without a session, from another origin: back to the console's root after.
+    refused = httpx.post(f"{nginx.url}{PREFIX}/deliveries/dlv_x/replay", timeout=30,
+                         headers={"Accept": "text/html", "Referer": "https://elsewhere.example/x"})
+    assert refused.status_code == 303
+    assert refused.headers["location"] == f"{PREFIX}/login?next=%2Fhookrunner%2F"
+    both = f"hookrunner_session=stale; hookrunner_session={live}"
+    out = httpx.post(f"{nginx.url}{PREFIX}/logout", data={"csrf": csrf.group(1)}, timeout=30,
+                     headers={"Origin": nginx.url, "Cookie": both})
+    assert out.status_code == 303
+    assert httpx.get(f"{nginx.url}{PREFIX}/rules", timeout=30, headers={
+        "Accept": "text/html", "Cookie": f"hookrunner_session={live}"}).status_code == 303
+
+
+def test_a_hook_with_the_prefix_still_on_is_answered_as_without_it(proxied: tuple[Server, Nginx]) -> None:
+    """A sender that half-closes (`nc -N`) still gets its answer, and a `twilio` hook with no
+    `url:` checks the URL under the prefix, which is the one its sender signed."""
+    server, _ = proxied
+    body = b'{"after": "half"}'
+    request = (b"POST %s/hooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               b"X-GitHub-Event: push\r\nX-Hub-Signature-256: %s\r\nContent-Length: %d\r\n\r\n"
+               % (PREFIX.encode(), github_signature(GITHUB_SECRET, body).encode(), len(body))) + body
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+            ((head, answer),) = read_answers(s, 1)
+            assert head.startswith(b"HTTP/1.1 202 ") and b"delivery_id" in answer, head
+    form = b"CallSid=CA1&From=%2B15550001"
+    url = f"{server.url}{PREFIX}/hooks/tw"
+    r = httpx.post(url, content=form, timeout=30, headers={
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": twilio_signature(TWILIO_SECRET, url, form)})
+    assert r.status_code == 202, r.text
 
 
 def test_paths_with_the_prefix_still_on_are_served_the_same(proxied: tuple[Server, Nginx]) -> None:

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from hookrunner import pathprefix
 from hookrunner.app import create_app
+from hookrunner.console.forms import safe_next
 from hookrunner.settings import load_settings
 
 
@@ -62,3 +63,20 @@ def test_the_setting_reads_the_flag_or_its_variable_and_names_it_when_wrong() ->
     assert load_settings({}, {}).path_prefix == ""
     with pytest.raises(ValueError, match=r"^--path-prefix: '/login' starts with /login"):
         load_settings({"path_prefix": "/login"}, {})
+
+
+@pytest.mark.parametrize(("target", "under_prefix", "at_root"), [
+    ("/hookrunner/runs/x?attempt=2", "/hookrunner/runs/x?attempt=2", "/hookrunner/runs/x?attempt=2"),
+    ("/hookrunner", "/hookrunner", "/hookrunner"),
+    ("/other-app/admin", "/hookrunner/", "/other-app/admin"),
+    ("/hookrunner/../other", "/hookrunner/", "/hookrunner/../other"),
+    ("/hookrunner/%2e%2e/other", "/hookrunner/", "/hookrunner/%2e%2e/other"),
+    ("/hookrunner/..\\other", "/hookrunner/", "/hookrunner/..\\other"),
+    ("/hookrunnerx/y", "/hookrunner/", "/hookrunnerx/y"),
+    ("//evil.example/", "/hookrunner/", "/"), ("https://evil.example/", "/hookrunner/", "/"),
+    ("/\\evil.example", "/hookrunner/", "/"), ("", "/hookrunner/", "/"), (None, "/hookrunner/", "/"),
+])
+def test_after_a_login_the_console_goes_back_only_to_its_own_pages(
+        target: str | None, under_prefix: str, at_root: str) -> None:
+    assert safe_next(target, "/hookrunner") == under_prefix
+    assert safe_next(target, "") == at_root

@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from hookrunner.console import forms, pages, static
 from hookrunner.console.pages import store_unavailable
-from hookrunner.console.sessions import Sessions
+from hookrunner.console.sessions import Sessions, cookie_ids
 
 __all__ = ["install", "routes", "store_unavailable"]
 
@@ -34,5 +34,6 @@ routes: list[BaseRoute] = [
 def install(app: Starlette) -> None:
     sessions = Sessions()
     app.state.console_sessions = sessions
-    app.state.session_ok = sessions.valid
+    # Given the request's `Cookie` headers (AdminAuth): whether one holds a live session.
+    app.state.session_ok = lambda headers: sessions.live_id(cookie_ids(headers)) is not None
     app.state.login_redirect = forms.login_redirect

@@ -7,9 +7,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from hookrunner.auth import COOKIE
 from hookrunner.console.present import ago
-from hookrunner.console.sessions import Session, Sessions
+from hookrunner.console.sessions import Session, Sessions, cookie_ids
 from hookrunner.gateway import Gateway
 
 
@@ -28,8 +27,13 @@ def sessions(request: Request) -> Sessions:
     return s
 
 
+def session_id(request: Request) -> str | None:
+    """The id of the live session among the session cookies sent, if any (sessions.cookie_ids)."""
+    return sessions(request).live_id(cookie_ids(request.headers.getlist("cookie")))
+
+
 def session(request: Request) -> Session | None:
-    return sessions(request).get(request.cookies.get(COOKIE))
+    return sessions(request).get(session_id(request))
 
 
 def base(request: Request, nav: str) -> dict[str, Any]:

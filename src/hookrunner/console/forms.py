@@ -6,14 +6,14 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from hookrunner import clientip
 from hookrunner.auth import COOKIE, bearer_ok
-from hookrunner.console.context import base, gateway, prefix, session, sessions
+from hookrunner.console.context import base, gateway, prefix, session, session_id, sessions
 from hookrunner.console.pages import delivery_page
 from hookrunner.console.render import SECURITY_HEADERS, page
 from hookrunner.logs import Throttled, event
@@ -93,9 +93,12 @@ def client_address(request: Request) -> str:
 
 
 def safe_next(target: str | None, root: str) -> str:
-    """Only a path on this site: never `//host` or `https://...` (no open redirect). `root`
-    is the path prefix, whose `/` is the default."""
+    """Only a path of the console: never `//host` or `https://...` (no open redirect), nor,
+    under a path prefix (`root`), a path of another app on the host. The default: `root/`."""
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return root + "/"
+    path = unquote(target.split("?", 1)[0]).replace("\\", "/")  # browsers read `\` as `/`
+    if root and (not (path + "/").startswith(root + "/") or {".", ".."} & set(path.split("/"))):
         return root + "/"
     return target
 
@@ -109,7 +112,7 @@ def login_redirect(request: Request) -> Response:
         referer = urlsplit(request.headers.get("referer", ""))
         same = referer.netloc in (request.headers.get("host", ""), public_host(request))
         target = safe_next((referer.path + (f"?{referer.query}" if referer.query else ""))
-                           if same else "/", root)
+                           if same else "", root)
     return RedirectResponse(f"{root}/login?next={quote(target, safe='')}", status_code=303,
                             headers=SECURITY_HEADERS)
 
@@ -124,7 +127,7 @@ async def checked_form(request: Request) -> dict[str, str]:
     if bearer_ok(request.headers.get("authorization"), request.app.state.admin_token):
         return form
     token = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
-    if not same_origin(request) or not sessions(request).csrf_ok(request.cookies.get(COOKIE), token):
+    if not same_origin(request) or not sessions(request).csrf_ok(session_id(request), token):
         raise FormError(403, "This form is stale or came from another page: reload and try again.")
     return form
 
@@ -207,7 +210,7 @@ async def logout(request: Request) -> Response:
         await checked_form(request)
     except FormError as exc:
         return refused(request, exc.status, exc.message)
-    sessions(request).end(request.cookies.get(COOKIE))
+    sessions(request).end(session_id(request))
     root = prefix(request)
     response = RedirectResponse(f"{root}/login", status_code=303, headers=SECURITY_HEADERS)
     response.delete_cookie(COOKIE, path=root or "/", httponly=True, samesite="strict")

@@ -81,7 +81,8 @@ async def delivery_page(request: Request, *, notice: str = "", error: str = "",
             notice += (f" {', '.join(unmatched)} matched it on arrival and does not now (see "
                        "the conditions below)" + (f"; {NOTE_REDACTED}." if reads_redacted(d)
                                                   else "."))
-    kind, payload = present.payload_view(d.body, Headers(d.headers).get("content-type"))
+    kind, payload = present.payload_view(d.body, Headers(d.headers).get("content-type"),
+                                         f"{gw.settings.path_prefix}/api/deliveries/{d.id}")
     return page("delivery.html", status_code, **base(request, "deliveries"), d=d, runs=runs,
                 payload_kind=kind, payload=payload, notice=notice, error=error,
                 highlight=set(replayed or ()), rules=_rule_sources(gw),

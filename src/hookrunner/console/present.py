@@ -151,9 +151,11 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=JSON_INDENT, ensure_ascii=False, sort_keys=False, default=str)
 
 
-def payload_view(body: bytes, content_type: str | None = None) -> tuple[str, str]:
+def payload_view(body: bytes, content_type: str | None = None,
+                 whole_at: str = "/api/deliveries/<id>") -> tuple[str, str]:
     """(kind, text) of a stored body: `json` pretty-printed, a form's fields as the rules see
-    them (`curl -d '{...}'` sends a form), `text`, or `binary` as base64.
+    them (`curl -d '{...}'` sends a form), `text`, or `binary` as base64. `whole_at`: where
+    the API gives the whole body (named when it is cut).
 
     Bounded, so a page stays a page: indentation grows with depth times width (a 1 MB body
     nested 250 deep printed as 260 MB), so only a body up to PRETTY_MAX is pretty-printed,
@@ -162,19 +164,19 @@ def payload_view(body: bytes, content_type: str | None = None) -> tuple[str, str
     if kind == "empty":
         return "empty", ""
     if kind == "binary":
-        return "binary", _capped(base64.b64encode(body).decode())
+        return "binary", _capped(base64.b64encode(body).decode(), whole_at)
     if kind == "text":
-        return "text", _capped(value)
+        return "text", _capped(value, whole_at)
     label = "form fields, as the rules see them" if kind == "form" else "json"
     if len(body) <= PRETTY_MAX and not deeper_than(value, SHOWN_DEPTH):
-        return label, _capped(pretty_json(value))
-    return f"{label}, as sent (too large to indent)", _capped(body.decode("utf-8", "replace"))
+        return label, _capped(pretty_json(value), whole_at)
+    return f"{label}, as sent (too large to indent)", _capped(body.decode("utf-8", "replace"), whole_at)
 
 
 
 
-def _capped(text: str) -> str:
+def _capped(text: str, whole_at: str) -> str:
     if len(text) <= VIEW_MAX:
         return text
     return (text[:VIEW_MAX] + f"\n… {len(text) - VIEW_MAX:,} more characters not shown "
-            "(the whole body: GET /api/deliveries/<id>)")
+            f"(the whole body: GET {whole_at})")

@@ -10,12 +10,22 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from hookrunner.auth import COOKIE
 
 IDLE_TIMEOUT = 12 * 3600.0  # seconds without a request before a session ends
 MAX_AGE = 7 * 24 * 3600.0  # a session ends this long after login, used or not
 MAX_SESSIONS = 1000  # the oldest are dropped past this, so logins cannot exhaust memory
+
+
+def cookie_ids(headers: Iterable[str]) -> list[str]:
+    """Every value of the session cookie in these `Cookie` headers, in order. A browser sends
+    two where another app on the host (or this one, served at the root before) set one with
+    a wider `Path`; a parser keeping one value per name kept that one, and the login looped."""
+    return [value.strip() for header in headers for chunk in header.split(";")
+            for name, sep, value in [chunk.partition("=")] if sep and name.strip() == COOKIE]
 
 
 @dataclass
@@ -51,6 +61,10 @@ class Sessions:
             return None
         s.seen = now
         return s
+
+    def live_id(self, ids: Iterable[str]) -> str | None:
+        """The first of these ids that is a live session (touching it), or None."""
+        return next((i for i in ids if self.get(i) is not None), None)
 
     def valid(self, session_id: str | None) -> bool:
         return self.get(session_id) is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hookrunner.console import sessions as mod
-from hookrunner.console.sessions import Sessions
+from hookrunner.console.sessions import Sessions, cookie_ids
 
 
 class Clock:
@@ -80,3 +80,14 @@ def test_the_table_is_bounded_dropping_the_oldest(monkeypatch: pytest.MonkeyPatc
     rest = [s.create() for _ in range(3)]
     assert len(s) == 3 and not s.valid(first.id)
     assert all(s.valid(r.id) for r in rest)
+
+
+def test_every_session_cookie_sent_is_read_in_order_and_the_live_one_counts() -> None:
+    s = Sessions()
+    live = s.create()
+    headers = [f"other=1; hookrunner_session=stale;hookrunner_session = {live.id} ",
+               "hookrunner_session=late; x=hookrunner_session=no"]
+    assert cookie_ids(headers) == ["stale", live.id, "late"]
+    assert s.live_id(cookie_ids(headers)) == live.id
+    assert s.live_id(["stale", "late"]) is None and s.live_id([]) is None
+    assert cookie_ids(["hookrunner_session", "x_hookrunner_session=1"]) == []
