@@ -29,8 +29,13 @@ test: $(STAMP) system-deps
 
 setup: $(STAMP)
 
+# A venv made by a Python older than 3.11 (a first try with the wrong one) is made again.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "hookrunner needs Python 3.11 or newer; $(PYTHON) is: $$($(PYTHON) --version 2>&1)." \
+	    "Name one with PYTHON=, e.g. PYTHON=python3.11 make run" >&2; exit 1; }
+	$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+	  { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	@# A real Terraform CLI for the terraform action and its tests, where none is on PATH.

@@ -25,6 +25,7 @@ hooks:
     verify:
       github:
         secret: {env: GITHUB_WEBHOOK_SECRET}
+    description: Pushes of octo/app.
 rules:
   - name: deploy
     hook: github
@@ -268,7 +269,9 @@ def test_rules_page_lists_hooks_and_rules_with_their_source_lines(page: Page, se
     expect(page.locator("#reload-ok")).to_contain_text("1 hooks, 2 rules")
     expect(page.locator("#hook-github")).to_contain_text("rules.yaml:3")
     expect(page.locator("#hook-github")).to_contain_text("1 MiB")
-    expect(page.locator("#rule-deploy")).to_contain_text("rules.yaml:8")
+    expect(page.locator("#hook-github")).to_contain_text("Pushes of octo/app.")
+    expect(page.locator("#rule-deploy")).to_contain_text("rules.yaml:9")
+    expect(page.locator("#rule-deploy")).to_contain_text("Deploys main; waits")
     expect(page.locator("#rule-deploy")).to_contain_text('payload.ref == "refs/heads/main"')
-    expect(page.locator("#rule-long-job")).to_contain_text("rules.yaml:15")
+    expect(page.locator("#rule-long-job")).to_contain_text("rules.yaml:16")
     shot(page, "08-rules")

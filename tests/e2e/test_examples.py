@@ -118,6 +118,15 @@ def test_github_push_redeploys_the_pushed_commit(server: Server, env: dict[str, 
     assert "deployed" in log
 
 
+def test_a_query_after_the_hooks_name_waits_for_the_runs(server: Server, env: dict[str, str]) -> None:
+    """`examples/send.sh 'github?wait=30s' ...`, as the README's `?wait=` section shows (any
+    curl: `--url-query` needs 7.87)."""
+    status, answer = send(server, env, "github?wait=30s", "examples/payloads/github-push.json")
+    assert status == 200, answer
+    (run,) = answer["runs"]
+    assert run["status"] == "succeeded" and "deploying octocat/hello-world" in run["output"], run
+
+
 def test_github_pushes_to_one_repository_coalesce_and_never_overlap(
     server: Server, env: dict[str, str]
 ) -> None:

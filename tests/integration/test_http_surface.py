@@ -875,3 +875,22 @@ def test_a_token_in_the_query_verifies_and_is_never_stored(
     assert [cond["value"] for cond in doc["matches"][0]["conditions"]] == ['"prod"', "[redacted]"]
     assert secret.encode() not in _stored_bytes(project / "data")
     assert "delivery.accepted" in server.output() and secret not in server.output()
+
+
+def test_a_dedup_template_failing_on_json_sent_as_a_form_says_so(
+    make_server: Callable[..., Server],
+) -> None:
+    """`curl -d '{...}'` without a Content-Type sends a form: the `dedup` template finds no
+    field, and its log line gives the same hint as a failing condition's."""
+    server = make_server("""
+hooks:
+  open:
+    verify: none
+    dedup: "{{ payload.id }}"
+rules: []
+""")
+    r = httpx.post(f"{server.url}/hooks/open", content=b'{"id": "abc"}', timeout=30,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 202, r.text
+    line = next(x for x in server.output().splitlines() if "delivery.dedup_template_failed" in x)
+    assert "the body was read as form fields" in line, line

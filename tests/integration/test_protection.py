@@ -28,6 +28,9 @@ hooks:
   small:
     verify: {none: {}}
     max_body: 1KiB
+  per-minute:
+    verify: {none: {}}
+    rate_limit: 5/m
 """
 
 
@@ -119,3 +122,10 @@ def test_a_body_over_max_body_is_refused_with_413(direct: Server) -> None:
                    headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 413
     assert httpx.get(f"{direct.url}/healthz").status_code == 200
+
+
+def test_a_rate_per_minute_lets_its_count_through_at_once_then_spaces_them(direct: Server) -> None:
+    """`5/m`: five at once (the bucket holds the count as written), then one every 12 s."""
+    answers = [_post(direct, "per-minute") for _ in range(6)]
+    assert [a.status_code for a in answers] == [202] * 5 + [429]
+    assert int(answers[-1].headers["retry-after"]) in range(1, 13)

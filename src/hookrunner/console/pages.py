@@ -172,7 +172,8 @@ async def rules_page(request: Request) -> Response:
                           "source": present.source_text(h.source, base_dir),
                           "allow_ips": ", ".join(str(n) for n in h.allow_ips), "max_body": h.max_body,
                           "rate_limit": h.rate_limit, "unavailable": h.unavailable,
-                          "rules": [r.name for r in current.rules if h.id in r.hooks]})
+                          "rules": [r.name for r in current.rules if h.id in r.hooks],
+                          "description": h.description})
         for r in current.rules:
             rules.append({"name": r.name, "hooks": ", ".join(r.hooks), "action": r.action_kind,
                           "source": present.source_text(r.source, base_dir),

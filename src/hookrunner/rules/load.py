@@ -317,7 +317,7 @@ def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: Any) 
     if "rate_limit" in raw:
         kw["rate_limit"] = _rate_limit(ctx, raw, what)
     if "description" in raw:
-        f.string(ctx, raw, "description", f"{what} description")
+        kw["description"] = f.string(ctx, raw, "description", f"{what} description") or ""
     if verifier is None or len(ctx.errors) > n:
         return None
     kind, obj = verifier
@@ -412,12 +412,15 @@ def _rate_limit(ctx: f.Ctx, raw: LineDict, what: str) -> RateLimit | None:
             ctx.error(raw, ("rate_limit",), f"{what}: 'rate' is required")
             return None
         node, key = spec, "rate"
-    rate = _rate(node[key])
-    if rate is None:
+    given = _rate(node[key])
+    if given is None:
         ctx.error(node, (key,), f"{what}: expected a rate like 10/s, 600/m, 1000/h or a number "
                   f"of requests per second, got {node[key]!r}")
         return None
-    burst, per_client = max(1, math.ceil(rate)), True
+    rate, count = given
+    # The bucket holds the count as written: `10/m` lets 10 through at once (a push sends
+    # several events together), then one every 6 s; a bucket of 1 refused the second.
+    burst, per_client = max(1, math.ceil(count)), True
     if isinstance(spec, LineDict) and "burst" in spec:
         burst = f.integer(ctx, spec, "burst", f"{what} burst", 1) or burst
     if isinstance(spec, LineDict) and "per_client" in spec:
@@ -425,13 +428,14 @@ def _rate_limit(ctx: f.Ctx, raw: LineDict, what: str) -> RateLimit | None:
     return RateLimit(rate=rate, burst=burst, per_client=per_client)
 
 
-def _rate(value: Any) -> float | None:
+def _rate(value: Any) -> tuple[float, float] | None:
+    """(requests per second, the count as written: 10 of `10/m`)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value) if value > 0 else None
+        return (float(value), float(value)) if value > 0 else None
     m = _RATE.match(value) if isinstance(value, str) else None
     if m is None or float(m.group(1)) <= 0:
         return None
-    return float(m.group(1)) / _PER[m.group(2)]
+    return float(m.group(1)) / _PER[m.group(2)], float(m.group(1))
 
 
 # ---- rules ----

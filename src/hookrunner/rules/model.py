@@ -67,6 +67,7 @@ class Hook:
     # `file:line: message`: its secret could not be read when the rules loaded, so it refuses
     # every delivery with 503 (load.load_rules `defer_secrets`); None: it verifies.
     unavailable: str | None = None
+    description: str = ""  # free text, shown on the console's Rules page
 
     @functools.cached_property
     def dedup_reads_secret(self) -> bool:

@@ -233,6 +233,12 @@ def test_a_valid_file_loads_into_the_model() -> None:
           open:
             verify: {none: {}}
             rate_limit: 2.5
+          per-minute:
+            verify: {none: {}}
+            rate_limit: 10/m
+          per-hour:
+            verify: {none: {}}
+            rate_limit: {rate: 1000/h, per_client: false}
         rules:
           - name: deploy
             hook: gh
@@ -253,10 +259,14 @@ def test_a_valid_file_loads_into_the_model() -> None:
     assert gh.max_body == 5 * 1024 * 1024 and open_.max_body == DEFAULT_MAX_BODY
     assert gh.rate_limit == RateLimit(rate=10.0, burst=3, per_client=False)
     assert open_.rate_limit == RateLimit(rate=2.5, burst=3, per_client=True)
+    # The bucket holds the count as written: `10/m` lets 10 through at once.
+    assert ruleset.hooks["per-minute"].rate_limit == RateLimit(rate=10 / 60, burst=10, per_client=True)
+    assert ruleset.hooks["per-hour"].rate_limit == RateLimit(rate=1000 / 3600, burst=1000,
+                                                             per_client=False)
     assert gh.verify_kind == "token" and gh.secret_headers
     assert isinstance(gh.dedup, Template)
     deploy, both = ruleset.rules
-    assert deploy.source.line == 12 and deploy.hooks == ("gh",)
+    assert deploy.source.line == 18 and deploy.hooks == ("gh",)
     assert deploy.timeout == 600 and deploy.retry == Retry(3, 30.0, 600.0, ("failed",))
     assert deploy.action["argv"][0].source == "deploy"
     assert deploy.concurrency is not None and deploy.concurrency.policy == "coalesce"
