@@ -62,9 +62,9 @@ MALFORMED = _last_answer(b"400 Bad Request", b"invalid HTTP request")
 # written into the console's origin checks and the logs as if it were a host.
 NO_HOST = _last_answer(b"400 Bad Request", b"exactly one Host header is required")
 BAD_HOST = _last_answer(b"400 Bad Request", b"the Host header is not a host[:port]")
-# RFC 3986's uri-host (an IP literal in brackets, or a reg-name / IPv4 address) and port;
-# empty is allowed (a target without an authority).
-_HOST_VALUE = re.compile(rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]"
+# RFC 3986's uri-host (an IP literal in brackets, a zone id's `%25` too; or a reg-name /
+# IPv4 address) and port; empty is allowed (a target without an authority).
+_HOST_VALUE = re.compile(rb"(?:\[[0-9A-Za-z:._~!$&'()*+,;=%-]+\]"
                          rb"|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
 READ_TIMEOUT = 60.0  # seconds from a request's first byte until its body is complete
 SWEEP_EVERY = 1.0  # seconds between checks of every connection's deadline

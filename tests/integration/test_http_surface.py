@@ -688,7 +688,8 @@ def test_an_http_1_1_request_needs_exactly_one_host_header(
             answer = _exchange(server.port, request)
             assert answer.count(b"HTTP/1.1 ") == 1, answer
             assert answer.startswith(b"HTTP/1.1 400 ") and b"not a host[:port]" in answer, answer
-    for host in (b"[::1]:8080", b"hooks.example.com", b"127.0.0.1:1", b"", b"ex%41mple:"):
+    for host in (b"[::1]:8080", b"hooks.example.com", b"127.0.0.1:1", b"", b"ex%41mple:",
+                 b"[fe80::1%25eth0]:80", b"my_host.internal.:8080"):
         answer = _exchange(server.port, hook + b"Host: " + host + b"\r\n\r\n" + body)
         assert answer.startswith(b"HTTP/1.1 202 "), (host, answer)
     assert "http.invalid_request" in server.output() and "reason=host_header" in server.output()
