@@ -172,6 +172,10 @@ def _run_json(run: Run) -> dict[str, Any]:
     return doc
 
 
+UNRECORDED_NOTE = ("this attempt has ended, but the store refuses to record its result (see "
+                   "/readyz); it is written as soon as the store takes writes again")
+
+
 async def get_run(request: Request) -> Response:
     if (refused := _odd_params(request, ())) is not None:
         return refused
@@ -181,6 +185,13 @@ async def get_run(request: Request) -> Response:
         return _err(404, "no such run")
     doc = _run_json(run)
     doc["attempts"] = [a.__dict__ for a in await gw.store.attempts(run.id)]
+    ended = gw.dispatcher.unrecorded(run.id) if gw.dispatcher is not None else None
+    if run.status == "running" and ended is not None:
+        # The store refuses writes (a full disk, an outage) but still reads: the attempt has
+        # ended on this node, and its result is written once the store takes it.
+        doc["unrecorded"] = {"status": ended.outcome, "exit_code": ended.exit_code,
+                             "finished_at": ended.finished_at, "reason": ended.reason,
+                             "note": UNRECORDED_NOTE}
     if run.status == "queued":
         running = await gw.store.list_runs(status="running", limit=MAX_LIMIT)
         doc["waiting"] = waiting_for(run, running, time.time())

@@ -168,6 +168,9 @@ class Dispatcher:
         self._cancel_reason: dict[str, str] = {}
         self._renewed: dict[str, float] = {}  # run id -> its lease's last start, monotonic
         self._lost: set[str] = set()
+        # Attempts that ended here whose result the store refuses for now (_record retries it):
+        # the API shows it beside the stored `running` (unrecorded).
+        self._unrecorded: dict[str, Finish] = {}
         self._cancels = asyncio.Lock()  # one cancel request at a time (request_cancel)
         self._wake = asyncio.Event()
         self._freed = asyncio.Event()  # a worker, a key or a run freed, or stopping: claim now
@@ -434,6 +437,10 @@ class Dispatcher:
         """Each run's status, exit code and output tail once all ended; None on timeout."""
         return await wait_for_runs(self.store, self.settings, run_ids, timeout, self._finished,
                                    stopping=lambda: self._stopping or stopping())
+
+    def unrecorded(self, run_id: str) -> Finish | None:
+        """How the run's attempt ended here, while the store refuses to take that result."""
+        return self._unrecorded.get(run_id)
 
     def live_log(self, run_id: str, attempt: int) -> Path | None:
         """The log file of an attempt under way here (until its end is recorded), written to
@@ -1037,6 +1044,12 @@ class Dispatcher:
         # The result must not be lost to a store outage (a full disk, a lock, a network cut):
         # tried until it is written, every RECORD_RETRY_MAX at most, its lease renewed all the
         # while. Given up only once the server stops: then the start mark tells the next start.
+        try:
+            await self._record_until_stored(run, result, finish)
+        finally:
+            self._unrecorded.pop(run.id, None)
+
+    async def _record_until_stored(self, run: Run, result: RunResult, finish: Finish) -> None:
         delay, tries = 0.0, 0
         while True:
             if delay:
@@ -1051,6 +1064,7 @@ class Dispatcher:
                 return
             except StoreUnavailable as exc:
                 tries += 1
+                self._unrecorded[run.id] = finish
                 event("run.record_failed", logging.ERROR, run_id=run.id, error=str(exc),
                       tries=tries)
             except Exception:  # a bug, not an outage: retrying will not help; the lease will

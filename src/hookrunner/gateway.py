@@ -12,7 +12,7 @@ from hookrunner.ratelimit import RateLimiter
 from hookrunner.reload import LiveRules
 from hookrunner.rules.model import IPNetwork
 from hookrunner.settings import Settings
-from hookrunner.store.base import Store
+from hookrunner.store.base import Finish, Store
 
 
 def _never() -> bool:
@@ -36,6 +36,8 @@ class RunQueue(Protocol):
                        stopping: Callable[[], bool] = _never) -> list[dict[str, Any]] | None: ...
 
     def live_log(self, run_id: str, attempt: int) -> Path | None: ...
+
+    def unrecorded(self, run_id: str) -> Finish | None: ...
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 from hookrunner.dispatch import wait_for_runs
 from hookrunner.settings import Settings
 from hookrunner.shared import Shared
-from hookrunner.store.base import Store
+from hookrunner.store.base import Finish, Store
 
 POLL = 0.05  # seconds between looks at the store while a `?wait=` waits
 
@@ -47,6 +47,9 @@ class WorkerQueue:
                        stopping: Callable[[], bool] = lambda: False) -> list[dict[str, Any]] | None:
         return await wait_for_runs(self.store, self.settings, run_ids, timeout, poll=POLL,
                                    stopping=stopping)
+
+    def unrecorded(self, run_id: str) -> Finish | None:
+        return None  # likewise
 
     def live_log(self, run_id: str, attempt: int) -> Path | None:
         return None  # runs run in the main process, which serves the API

@@ -238,3 +238,41 @@ def test_a_node_starting_while_a_table_is_locked_by_hand_waits_for_it(
     finally:
         releaser.join()
         holder.close()
+
+
+def test_a_run_that_ended_while_the_store_refuses_writes_shows_how_it_ended(
+    make_server: Callable[..., Server], project: Path,
+) -> None:
+    """The store still reads (a lock, a full disk) but refuses the result: the run stays
+    `running` in the store, and the API and console say how it ended until it is written."""
+    gate = project / "gate"
+    (project / "scripts" / "gated.sh").write_text(
+        f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\necho done\nexit 3\n")
+    (project / "scripts" / "gated.sh").chmod(0o755)
+    server = make_server(RULES.replace('argv: ["true"]', 'argv: ["scripts/gated.sh"]'))
+    status, _, _ = _post(server)
+    assert status == 202
+    with server.admin() as c:
+        run_id = c.get("/api/runs").json()["runs"][0]["id"]
+        deadline = time.monotonic() + 15
+        while c.get(f"/api/runs/{run_id}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        holder = sqlite3.connect(project / "data" / "hookrunner.db", timeout=10, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            gate.touch()
+            deadline = time.monotonic() + 30
+            while "unrecorded" not in (doc := c.get(f"/api/runs/{run_id}").json()):
+                assert time.monotonic() < deadline, doc
+                time.sleep(0.2)
+            assert doc["status"] == "running"
+            assert doc["unrecorded"]["status"] == "failed" and doc["unrecorded"]["exit_code"] == 3
+            assert "refuses to record" in doc["unrecorded"]["note"]
+            page = c.get(f"/runs/{run_id}", headers={"Accept": "text/html"})
+            assert page.status_code == 200 and "not recorded yet" in page.text
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+    run = server.wait_run(run_id, timeout=30)
+    assert run["status"] == "failed" and run["exit_code"] == 3 and "unrecorded" not in run

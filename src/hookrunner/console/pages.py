@@ -141,7 +141,8 @@ async def run_page(request: Request) -> Response:
                 spec=present.pretty_json(redact_spec(run.spec, run.action)),
                 outputs=present.pretty_json(redact_spec(run.outputs)) if run.outputs else "",
                 duration=present.run_duration(run, time.time(), attempts), waiting=waiting,
-                shown=shown)
+                shown=shown, unrecorded=gw.dispatcher.unrecorded(run.id)
+                if gw.dispatcher is not None and run.status == "running" else None)
 
 
 async def _finished_log(gw: Gateway, run: Run, attempt: int) -> str:
