@@ -18,7 +18,7 @@ from hookrunner.payload import SHOWN_DEPTH, as_received, deeper_than
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery, replayed
 from hookrunner.runlog import ended_log
-from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Run
+from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Finish, Run
 from hookrunner.verify.base import Headers
 from hookrunner.waiting import waiting_for
 
@@ -176,6 +176,17 @@ UNRECORDED_NOTE = ("this attempt has ended, but the store refuses to record its 
                    "/readyz); it is written as soon as the store takes writes again")
 
 
+def unrecorded(gw: Gateway, run: Run) -> Finish | None:
+    """How the run's running attempt ended on this node, while the store refuses to write
+    that result but still reads (a full disk, a lock). Only for the attempt the store holds
+    as running, by this node: another's takeover is not this node's outcome."""
+    ended = gw.dispatcher.unrecorded(run.id) if gw.dispatcher is not None else None
+    if (ended is None or run.status != "running" or ended.attempt != run.attempt
+            or ended.node != run.lease_owner):
+        return None
+    return ended
+
+
 async def get_run(request: Request) -> Response:
     if (refused := _odd_params(request, ())) is not None:
         return refused
@@ -185,13 +196,10 @@ async def get_run(request: Request) -> Response:
         return _err(404, "no such run")
     doc = _run_json(run)
     doc["attempts"] = [a.__dict__ for a in await gw.store.attempts(run.id)]
-    ended = gw.dispatcher.unrecorded(run.id) if gw.dispatcher is not None else None
-    if run.status == "running" and ended is not None:
-        # The store refuses writes (a full disk, an outage) but still reads: the attempt has
-        # ended on this node, and its result is written once the store takes it.
+    if (ended := unrecorded(gw, run)) is not None:
         doc["unrecorded"] = {"status": ended.outcome, "exit_code": ended.exit_code,
                              "finished_at": ended.finished_at, "reason": ended.reason,
-                             "note": UNRECORDED_NOTE}
+                             "retry_at": ended.retry_at, "note": UNRECORDED_NOTE}
     if run.status == "queued":
         running = await gw.store.list_runs(status="running", limit=MAX_LIMIT)
         doc["waiting"] = waiting_for(run, running, time.time())

@@ -48,8 +48,8 @@ class WorkerQueue:
         return await wait_for_runs(self.store, self.settings, run_ids, timeout, poll=POLL,
                                    stopping=stopping)
 
-    def unrecorded(self, run_id: str) -> Finish | None:
-        return None  # likewise
-
     def live_log(self, run_id: str, attempt: int) -> Path | None:
         return None  # runs run in the main process, which serves the API
+
+    def unrecorded(self, run_id: str) -> Finish | None:
+        return None  # likewise

@@ -5,6 +5,7 @@ cancel and the rules page. Screenshots land in test-artifacts/e2e/."""
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -250,6 +251,34 @@ def test_replay_button_queues_a_new_run_of_the_delivery(
     new.locator("a").first.click()
     expect(page.locator("#run-status")).to_have_text("succeeded")
     expect(page.locator("#log")).to_contain_text("step 3 of 3: done")
+
+
+def test_a_run_page_says_how_a_run_ended_while_the_store_refuses_its_result(
+    page: Page, server: Server, gates: Path
+) -> None:
+    """The store still reads but refuses writes (here a lock another process holds): the
+    open page shows how the attempt ended, then the recorded result once it is written."""
+    held = push(server, gates, open_gate=False)
+    (run_id,) = held["runs"]
+    login(page, server, f"/runs/{run_id}")
+    mark_page(page)
+    expect(page.locator("#run-status")).to_have_text("running")
+    expect(page.locator("#run-unrecorded")).to_be_hidden()
+    holder = sqlite3.connect(server.data / "hookrunner.db", timeout=10, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        (gates / held["commit"]).touch()
+        expect(page.locator("#run-unrecorded")).to_contain_text("succeeded, exit 0")
+        expect(page.locator("#run-unrecorded")).to_contain_text("not recorded yet")
+        expect(page.locator("#run-status")).to_have_text("running")
+        shot(page, "09-run-unrecorded")
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(page.locator("#run-unrecorded")).to_be_hidden()
+    expect(page.locator("#run-unrecorded-label")).to_be_hidden()
+    assert_not_reloaded(page)
 
 
 def test_cancel_button_stops_a_long_run(page: Page, server: Server, gates: Path) -> None:

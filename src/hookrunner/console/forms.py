@@ -16,6 +16,7 @@ from hookrunner.auth import COOKIE, bearer_ok
 from hookrunner.console.context import base, gateway, prefix, session, session_id, sessions
 from hookrunner.console.pages import delivery_page
 from hookrunner.console.render import SECURITY_HEADERS, page
+from hookrunner.console.sessions import cookie_ids
 from hookrunner.logs import Throttled, event
 from hookrunner.ratelimit import retry_after
 from hookrunner.replay import ReplayError, replay_delivery, replayed
@@ -210,7 +211,8 @@ async def logout(request: Request) -> Response:
         await checked_form(request)
     except FormError as exc:
         return refused(request, exc.status, exc.message)
-    sessions(request).end(session_id(request))
+    for sid in cookie_ids(request.headers.getlist("cookie")):  # each one this browser holds
+        sessions(request).end(sid)
     root = prefix(request)
     response = RedirectResponse(f"{root}/login", status_code=303, headers=SECURITY_HEADERS)
     response.delete_cookie(COOKIE, path=root or "/", httponly=True, samesite="strict")

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hookrunner.api import unrecorded
 from hookrunner.console import deliveries, present
 from hookrunner.console.context import base, gateway
 from hookrunner.console.render import page
@@ -141,8 +142,7 @@ async def run_page(request: Request) -> Response:
                 spec=present.pretty_json(redact_spec(run.spec, run.action)),
                 outputs=present.pretty_json(redact_spec(run.outputs)) if run.outputs else "",
                 duration=present.run_duration(run, time.time(), attempts), waiting=waiting,
-                shown=shown, unrecorded=gw.dispatcher.unrecorded(run.id)
-                if gw.dispatcher is not None and run.status == "running" else None)
+                shown=shown, unrecorded=unrecorded(gw, run))
 
 
 async def _finished_log(gw: Gateway, run: Run, attempt: int) -> str:

@@ -117,7 +117,7 @@ def condition_class(result: bool | None, error: str | None) -> str:
 
 
 def rate_text(limit: RateLimit) -> str:
-    """`10/m, burst 1, per client` (as written in rules), not `0.16666666666666666/s`."""
+    """`10/m, burst 10, per client` (as written in rules), not `0.16666666666666666/s`."""
     for unit, seconds in (("s", 1), ("m", 60), ("h", 3600)):
         per = limit.rate * seconds
         if per >= 1 and abs(per - round(per)) < 1e-9:

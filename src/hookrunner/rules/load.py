@@ -9,8 +9,8 @@ Hook keys: `verify` (required: exactly one verifier), `allow_ips`, `max_body`, `
 
     rate_limit: {rate: 10/s, burst: 20, per_client: true}   # or rate_limit: 10/s
 
-`rate` is `N/s`, `N/m`, `N/h` or a number of requests per second; `burst` (default: the rate
-per second rounded up, at least 1) is how many may arrive at once; `per_client` (default true)
+`rate` is `N/s`, `N/m`, `N/h` or a number of requests per second; `burst` (default: N as
+written, rounded up: 10 for `10/m`, at least 1) is how many may arrive at once; `per_client` (default true)
 keeps one bucket per client address rather than one for the hook.
 
 Rule keys: `name`, `hook`, `when`, `run`, `timeout`, `retry`, `concurrency`, `description`.

@@ -129,10 +129,22 @@ function showRun(run) {
     setText("run-duration", run.started_at && end ? fmtSeconds(Math.max(0, end - run.started_at)) : "—");
   }
   if (Array.isArray(run.attempts)) showAttempts(run.id, run.attempts);
+  showUnrecorded(run.unrecorded);
   if (TERMINAL.has(run.status)) {
     const form = document.getElementById("cancel-form");
     if (form) form.remove();
   }
+}
+
+// An attempt that ended while the store refused to record it (the API's `unrecorded`):
+// shown until the result is written, then gone.
+function showUnrecorded(ended) {
+  const label = document.getElementById("run-unrecorded-label");
+  const text = document.getElementById("run-unrecorded");
+  if (!label || !text) return;
+  label.hidden = text.hidden = !ended;
+  text.textContent = ended ? `${ended.status}, exit ${ended.exit_code ?? "—"}, at ${fmtTime(ended.finished_at)} UTC: ` +
+    "not recorded yet, the store refuses writes (it is written once it takes them)" : "";
 }
 
 function cell(text, cls) {
