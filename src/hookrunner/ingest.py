@@ -52,8 +52,12 @@ QUEUE_FULL_RETRY_AFTER = "5"  # seconds; the queue drains at --workers runs at a
 MAX_LOGGED_ID = 100  # characters of an unknown hook id logged (the client's text)
 
 
-def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any], hint: Callable[[], str | None]
-               ) -> str | None:
+def _no_hint() -> str | None:
+    return None
+
+
+def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any],
+               hint: Callable[[], str | None] = _no_hint) -> str | None:
     """The delivery's key for duplicates: the hook's `dedup` template, else (and where that
     fails or renders empty, e.g. GitHub's `ping` has no `head_commit`) the sender's id.
     `hint`: what a failure's log line adds (payload.form_json_hint)."""
