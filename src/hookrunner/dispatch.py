@@ -128,6 +128,13 @@ async def _summary(store: Store, settings: Settings, run: Run) -> dict[str, Any]
             "reason": run.reason, "output": output}
 
 
+def named_replacer(reason: str) -> str | None:
+    """The run a `canceled: replaced by run X...` reason names (X), else None."""
+    if not reason.startswith(REPLACED):
+        return None
+    return reason[len(REPLACED):].split(";", 1)[0].split(" ", 1)[0] or None
+
+
 def _pid_list(pids: set[int]) -> str:
     return ",".join(str(p) for p in sorted(pids))
 
@@ -1040,7 +1047,7 @@ class Dispatcher:
                         exit_code=result.exit_code, reason=result.reason, outputs=result.outputs,
                         finished_at=now, retry_at=retry_at, attempt=run.attempt,
                         # PostgreSQL text cannot hold NUL; a log file keeps the output as it was.
-                        log=log_text.replace("\x00", ""))
+                        log=log_text.replace("\x00", ""), replaced_by=named_replacer(result.reason))
         # The result must not be lost to a store outage (a full disk, a lock, a network cut):
         # tried until it is written, every RECORD_RETRY_MAX at most, its lease renewed all the
         # while. Given up only once the server stops: then the start mark tells the next start.

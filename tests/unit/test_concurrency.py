@@ -136,3 +136,12 @@ def test_superseded_reason_names_the_newest_run() -> None:
     """A superseded run's reason says which newer run replaces it."""
     d = decide([run("a", 1, policy="coalesce"), run("b", 2, policy="coalesce")], [], 5)
     assert d.skip[0][1] == "skipped: superseded by run b"
+
+
+def test_the_replacer_a_reason_names_is_read_back_for_the_store() -> None:
+    """dispatch.named_replacer: what Finish.replaced_by carries (the store names the newest)."""
+    from hookrunner.dispatch import named_replacer
+
+    assert named_replacer("canceled: replaced by run run_1; log incomplete: x") == "run_1"
+    assert named_replacer("canceled: replaced by run run_2 (interrupted: node n1 restarted)") == "run_2"
+    assert named_replacer("canceled by request") is None and named_replacer("") is None

@@ -186,6 +186,10 @@ class Finish:
     # The attempt this ends (None: whichever is running): a finish sent again after its
     # first commit's answer was lost must not end the next attempt, claimed meanwhile.
     attempt: int | None = None
+    # The run `reason` names as this one's replacer (`canceled: replaced by run X`): the
+    # store names the one `superseded_by` holds when it writes, since a newer replacer can
+    # take over between the dispatcher's read and this write.
+    replaced_by: str | None = None
 
 
 class Store(Protocol):

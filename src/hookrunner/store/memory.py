@@ -168,18 +168,21 @@ class MemoryStore:
         return held
 
     async def finish(self, result: Finish) -> None:
+        r = self._held(result.node, result.run_id)
+        reason = result.reason
+        if result.replaced_by and r is not None and r.superseded_by:  # as sqlite.py's finish_run
+            reason = reason.replace(result.replaced_by, r.superseded_by)
         for a in self._attempts.values():
             if (a.run_id == result.run_id and a.node == result.node and a.status == "running"
                     and result.attempt in (None, a.attempt)):
                 a.status, a.exit_code, a.reason, a.finished_at = (
-                    result.outcome, result.exit_code, result.reason, result.finished_at,
+                    result.outcome, result.exit_code, reason, result.finished_at,
                 )
                 if result.log is not None:
                     self._logs[(a.run_id, a.attempt)] = result.log
-        r = self._held(result.node, result.run_id)
         if r is None or result.attempt not in (None, r.attempt):  # another's decision stands
             return
-        r.exit_code, r.reason, r.outputs = result.exit_code, result.reason, dict(result.outputs)
+        r.exit_code, r.reason, r.outputs = result.exit_code, reason, dict(result.outputs)
         r.lease_expires = None
         if result.retry_at is not None and r.cancel_requested:  # never retried (sqlite.py)
             r.status, r.finished_at = "canceled", result.finished_at

@@ -438,9 +438,9 @@ class PostgresStore:
             "exit_code": result.exit_code, "reason": result.reason,
             "outputs": dumps(result.outputs), "finished_at": result.finished_at,
             "retry_at": result.retry_at, "log": result.log, "attempt": result.attempt,
+            "replaced_by": result.replaced_by,
         }
         async with self._tx() as conn:
-            await conn.execute(Q["finish_attempt"], params)
             # Guarded by owner and status: a node that lost its lease cannot undo another's.
             if result.retry_at is None:
                 await conn.execute(Q["finish_run"], params)
@@ -448,6 +448,8 @@ class PostgresStore:
                 await conn.execute(Q["requeue_run"], params)
                 await conn.execute(Q["cancel_retry"],
                                    {**params, "cancel_reason": CANCELED_INSTEAD_OF_RETRY})
+            # After the run's row is locked and written: it reads the run's superseded_by.
+            await conn.execute(Q["finish_attempt"], params)
             await conn.execute(Q["notify"])  # its key is free now, or it is queued again
 
     async def expired(self, now: float) -> list[Run]:

@@ -212,15 +212,15 @@ def _finish(conn: sqlite3.Connection, f: Finish) -> None:
         "run_id": f.run_id, "node": f.node, "outcome": f.outcome, "exit_code": f.exit_code,
         "reason": f.reason, "outputs": dumps(f.outputs), "finished_at": f.finished_at,
         "attempt": f.attempt,
-        "retry_at": f.retry_at, "log": f.log,
+        "retry_at": f.retry_at, "log": f.log, "replaced_by": f.replaced_by,
     }
-    conn.execute(Q["finish_attempt"], params)
     # Guarded by owner and status: a node that lost its lease cannot undo another's decision.
     if f.retry_at is None:
         conn.execute(Q["finish_run"], params)
     else:  # one of the two applies: queued again, or canceled if a cancel was asked for
         conn.execute(Q["requeue_run"], params)
         conn.execute(Q["cancel_retry"], {**params, "cancel_reason": CANCELED_INSTEAD_OF_RETRY})
+    conn.execute(Q["finish_attempt"], params)  # after: it reads the run's superseded_by
 
 
 def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | None:

@@ -311,6 +311,31 @@ async def test_runs_skipped_in_a_burst_name_the_run_that_ran_not_a_chain(
         assert run is not None and (run.status, run.superseded_by) == ("canceled", last)
 
 
+async def test_a_replaced_run_names_its_newest_replacer_even_one_after_the_dispatcher_looked(
+    store: Store,
+) -> None:
+    """The dispatcher reads whom the replaced run's cancel came from, then writes its result;
+    a newer arrival meanwhile replaces that replacer (a cluster's other node claims it). The
+    result names the run `superseded_by` holds at the write, in the run and its attempt."""
+    first = await enqueue(store, "k", "replace")
+    await store.claim("n1", 5, LEASE, T0)
+    second = await enqueue(store, "k", "replace")
+    assert await store.claim("n2", 5, LEASE, T0 + 1) == []  # flags `first`, replaced by `second`
+    seen = (await store.get_run(first)).superseded_by  # type: ignore[union-attr]
+    assert seen == second
+    third = await enqueue(store, "k", "replace")
+    assert await store.claim("n2", 5, LEASE, T0 + 2) == []  # `second` skipped, `first` by `third`
+    reason = f"canceled: replaced by run {seen}; log incomplete: No space left on device"
+    await store.finish(Finish(run_id=first, node="n1", outcome="canceled", exit_code=None,
+                              reason=reason, outputs={}, finished_at=T0 + 3, replaced_by=seen))
+    run = await store.get_run(first)
+    assert run is not None and (run.status, run.superseded_by) == ("canceled", third)
+    assert run.reason == f"canceled: replaced by run {third}; log incomplete: No space left on device"
+    (attempt,) = await store.attempts(first)
+    assert attempt.reason == run.reason
+    assert [r.id for r in await store.claim("n2", 5, LEASE, T0 + 4)] == [third]
+
+
 async def test_a_run_waiting_for_its_retry_names_the_run_that_ran_after_a_burst(
     store: Store,
 ) -> None:

@@ -140,13 +140,24 @@ WHERE id = ANY(%(ids)s) AND status = 'running' AND lease_owner = %(node)s
 RETURNING id;
 
 -- name: finish_attempt
-UPDATE attempts SET status = %(outcome)s, exit_code = %(exit_code)s, reason = %(reason)s,
+-- After the run's own statement (which locks its row): a replaced run's reason names the run
+-- its superseded_by holds now, as the run's does.
+UPDATE attempts SET status = %(outcome)s, exit_code = %(exit_code)s,
+                    reason = CASE WHEN %(replaced_by)s::text IS NULL THEN %(reason)s
+                                  ELSE replace(%(reason)s, %(replaced_by)s, COALESCE(
+                                      (SELECT superseded_by FROM runs WHERE id = %(run_id)s),
+                                      %(replaced_by)s)) END,
                     finished_at = %(finished_at)s, log = COALESCE(%(log)s, log)
 WHERE run_id = %(run_id)s AND node = %(node)s AND status = 'running'
   AND attempt = COALESCE(%(attempt)s::integer, attempt);
 
 -- name: finish_run
-UPDATE runs SET status = %(outcome)s, exit_code = %(exit_code)s, reason = %(reason)s,
+-- `replaced_by`: the run the dispatcher's reason names; a newer replacer may have taken its
+-- place in superseded_by since it read it (flag_cancel), and the reason names that one.
+UPDATE runs SET status = %(outcome)s, exit_code = %(exit_code)s,
+                reason = CASE WHEN %(replaced_by)s::text IS NULL OR superseded_by IS NULL
+                              THEN %(reason)s
+                              ELSE replace(%(reason)s, %(replaced_by)s, superseded_by) END,
                 outputs = %(outputs)s::jsonb, finished_at = %(finished_at)s, lease_expires = NULL,
                 -- replaced (see flag_cancel) only if the cancel is how it ended
                 superseded_by = CASE WHEN %(outcome)s = 'canceled' THEN superseded_by END,

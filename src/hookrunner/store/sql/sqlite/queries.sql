@@ -122,13 +122,23 @@ UPDATE runs SET lease_expires = :lease_expires
 WHERE id = :id AND status = 'running' AND lease_owner = :node;
 
 -- name: finish_attempt
-UPDATE attempts SET status = :outcome, exit_code = :exit_code, reason = :reason,
+-- After the run's own statement: a replaced run's reason names the run its superseded_by
+-- holds now, as the run's does.
+UPDATE attempts SET status = :outcome, exit_code = :exit_code,
+                    reason = CASE WHEN :replaced_by IS NULL THEN :reason
+                                  ELSE replace(:reason, :replaced_by, COALESCE(
+                                      (SELECT superseded_by FROM runs WHERE id = :run_id),
+                                      :replaced_by)) END,
                     finished_at = :finished_at, log = COALESCE(:log, log)
 WHERE run_id = :run_id AND node = :node AND status = 'running'
   AND attempt = COALESCE(:attempt, attempt);
 
 -- name: finish_run
-UPDATE runs SET status = :outcome, exit_code = :exit_code, reason = :reason,
+-- `replaced_by`: the run the dispatcher's reason names; a newer replacer may have taken its
+-- place in superseded_by since it read it (flag_cancel), and the reason names that one.
+UPDATE runs SET status = :outcome, exit_code = :exit_code,
+                reason = CASE WHEN :replaced_by IS NULL OR superseded_by IS NULL THEN :reason
+                              ELSE replace(:reason, :replaced_by, superseded_by) END,
                 outputs = :outputs, finished_at = :finished_at, lease_expires = NULL,
                 -- replaced (see flag_cancel) only if the cancel is how it ended
                 superseded_by = CASE WHEN :outcome = 'canceled' THEN superseded_by END,
