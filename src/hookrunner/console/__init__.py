@@ -35,5 +35,5 @@ def install(app: Starlette) -> None:
     sessions = Sessions()
     app.state.console_sessions = sessions
     # Given the request's `Cookie` headers (AdminAuth): whether one holds a live session.
-    app.state.session_ok = lambda headers: sessions.live_id(cookie_ids(headers)) is not None
+    app.state.session_ok = lambda headers: sessions.live(cookie_ids(headers)) is not None
     app.state.login_redirect = forms.login_redirect

@@ -27,13 +27,14 @@ def sessions(request: Request) -> Sessions:
     return s
 
 
-def session_id(request: Request) -> str | None:
-    """The id of the live session among the session cookies sent, if any (sessions.cookie_ids)."""
-    return sessions(request).live_id(cookie_ids(request.headers.getlist("cookie")))
-
-
 def session(request: Request) -> Session | None:
-    return sessions(request).get(session_id(request))
+    """The live session among the session cookies sent, if any (sessions.cookie_ids)."""
+    return sessions(request).live(cookie_ids(request.headers.getlist("cookie")))
+
+
+def session_id(request: Request) -> str | None:
+    s = session(request)
+    return s.id if s is not None else None
 
 
 def base(request: Request, nav: str) -> dict[str, Any]:

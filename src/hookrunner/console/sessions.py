@@ -62,12 +62,9 @@ class Sessions:
         s.seen = now
         return s
 
-    def live_id(self, ids: Iterable[str]) -> str | None:
+    def live(self, ids: Iterable[str]) -> Session | None:
         """The first of these ids that is a live session (touching it), or None."""
-        return next((i for i in ids if self.get(i) is not None), None)
-
-    def valid(self, session_id: str | None) -> bool:
-        return self.get(session_id) is not None
+        return next((s for i in ids if (s := self.get(i)) is not None), None)
 
     def csrf_ok(self, session_id: str | None, token: str | None) -> bool:
         s = self.get(session_id)

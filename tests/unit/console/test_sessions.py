@@ -19,7 +19,7 @@ class Clock:
 def test_a_new_session_is_valid_and_ids_and_csrf_tokens_are_distinct() -> None:
     s = Sessions()
     a, b = s.create(), s.create()
-    assert s.valid(a.id) and s.valid(b.id)
+    assert s.get(a.id) is not None and s.get(b.id) is not None
     assert len({a.id, b.id, a.csrf, b.csrf}) == 4
 
 
@@ -27,7 +27,7 @@ def test_a_new_session_is_valid_and_ids_and_csrf_tokens_are_distinct() -> None:
 def test_unknown_or_missing_ids_are_not_sessions(sid: str | None) -> None:
     s = Sessions()
     s.create()
-    assert not s.valid(sid)
+    assert s.get(sid) is None
 
 
 def test_a_session_idle_too_long_ends_but_use_keeps_it_alive() -> None:
@@ -36,8 +36,8 @@ def test_a_session_idle_too_long_ends_but_use_keeps_it_alive() -> None:
     kept, idle = s.create(), s.create()
     for _ in range(3):
         clock.now += mod.IDLE_TIMEOUT * 0.6
-        assert s.valid(kept.id)
-    assert not s.valid(idle.id)
+        assert s.get(kept.id) is not None
+    assert s.get(idle.id) is None
 
 
 def test_a_session_ends_at_its_max_age_however_busy() -> None:
@@ -46,16 +46,16 @@ def test_a_session_ends_at_its_max_age_however_busy() -> None:
     a = s.create()
     while clock.now + mod.IDLE_TIMEOUT / 2 < 1_000_000.0 + mod.MAX_AGE:
         clock.now += mod.IDLE_TIMEOUT / 2
-        assert s.valid(a.id)
+        assert s.get(a.id) is not None
     clock.now += mod.IDLE_TIMEOUT / 2
-    assert not s.valid(a.id)
+    assert s.get(a.id) is None
 
 
 def test_ending_a_session_invalidates_it() -> None:
     s = Sessions()
     a = s.create()
     s.end(a.id)
-    assert not s.valid(a.id) and len(s) == 0
+    assert s.get(a.id) is None and len(s) == 0
 
 
 @pytest.mark.parametrize(("token", "ok"), [("right", True), ("wrong", False), ("", False), (None, False)])
@@ -78,8 +78,8 @@ def test_the_table_is_bounded_dropping_the_oldest(monkeypatch: pytest.MonkeyPatc
     s = Sessions()
     first = s.create()
     rest = [s.create() for _ in range(3)]
-    assert len(s) == 3 and not s.valid(first.id)
-    assert all(s.valid(r.id) for r in rest)
+    assert len(s) == 3 and s.get(first.id) is None
+    assert all(s.get(r.id) is not None for r in rest)
 
 
 def test_every_session_cookie_sent_is_read_in_order_and_the_live_one_counts() -> None:
@@ -88,6 +88,6 @@ def test_every_session_cookie_sent_is_read_in_order_and_the_live_one_counts() ->
     headers = [f"other=1; hookrunner_session=stale;hookrunner_session = {live.id} ",
                "hookrunner_session=late; x=hookrunner_session=no"]
     assert cookie_ids(headers) == ["stale", live.id, "late"]
-    assert s.live_id(cookie_ids(headers)) == live.id
-    assert s.live_id(["stale", "late"]) is None and s.live_id([]) is None
+    assert s.live(cookie_ids(headers)) is live
+    assert s.live(["stale", "late"]) is None and s.live([]) is None
     assert cookie_ids(["hookrunner_session", "x_hookrunner_session=1"]) == []
