@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -52,15 +52,11 @@ QUEUE_FULL_RETRY_AFTER = "5"  # seconds; the queue drains at --workers runs at a
 MAX_LOGGED_ID = 100  # characters of an unknown hook id logged (the client's text)
 
 
-def _no_hint() -> str | None:
-    return None
-
-
-def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any],
-               hint: Callable[[], str | None] = _no_hint) -> str | None:
+def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any], body: bytes = b"",
+               content_type: str | None = None) -> str | None:
     """The delivery's key for duplicates: the hook's `dedup` template, else (and where that
     fails or renders empty, e.g. GitHub's `ping` has no `head_commit`) the sender's id.
-    `hint`: what a failure's log line adds (payload.form_json_hint)."""
+    `body` and `content_type` only give a failure's log line its hint (form_json_hint)."""
     key: Any = None
     hidden = False
     if hook.dedup is not None:
@@ -71,7 +67,8 @@ def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any],
                 key = hook.dedup.render(scope)
         except TemplateError as exc:
             _dedup_failed_log(hook=hook.id, error="(hidden: the template reads a secret header "
-                              "or query value)" if hidden else str(exc), hint=hint())
+                              "or query value)" if hidden else str(exc),
+                              hint=form_json_hint(body, content_type))
     if key is None or key in ("", [], {}) or key is False:  # nothing of the event's own
         key, hidden = verified.delivery_id, False
     if key is None or key == "":
@@ -391,8 +388,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
     delivery = NewDelivery(
         id=delivery_id, hook=hook_id, received_at=now,
         headers=redact_pairs(headers.items(), hook.secret_headers), body=body,
-        dedup_key=_dedup_key(hook, verified, scope_,
-                             lambda: form_json_hint(body, headers.get("content-type"))),
+        dedup_key=_dedup_key(hook, verified, scope_, body, headers.get("content-type")),
         event=event_type, client_ip=ip,
         matches=matches, query=redact_pairs(sent_query, hook.secret_query),
     )
