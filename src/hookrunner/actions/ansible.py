@@ -150,11 +150,15 @@ def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) ->
     env.update(FIXED_ENV)
     if not inventory:
         env.update(IMPLICIT_LOCALHOST_ENV)
-    # Private to the run unless --pass-env names them. No ANSIBLE_REMOTE_TEMP: that path is
-    # made on every managed host (a path of this machine's data dir failed each SSH task of a
-    # user who may not create it, and beat the project's remote_tmp).
+    # Private to the run unless --pass-env names them. ANSIBLE_REMOTE_TEMP only without an
+    # inventory: that path is made on every managed host (a path of this machine's data dir
+    # failed each SSH task of a user who may not create it, and beat the project's
+    # remote_tmp), but the implicit localhost is this machine, where a module stopped by a
+    # cancel or timeout left its arguments (secrets too) in ~/.ansible/tmp for good.
     env.setdefault("ANSIBLE_HOME", str(run_dir / "ansible_home"))
     env.setdefault("ANSIBLE_LOCAL_TEMP", str(run_dir / "tmp" / "local"))
+    if not inventory:
+        env.setdefault("ANSIBLE_REMOTE_TEMP", str(run_dir / "tmp" / "remote"))
     # A module unpacks itself into the system temp dir and removes it when it ends: a canceled
     # or timed-out run left ~130 KB in /tmp for good. Unless --pass-env names TMPDIR, that goes
     # in the run's own dir instead, which retention prunes with it.
@@ -301,6 +305,7 @@ class AnsibleRunner:
         if reason:
             ctx.log.note(reason)
             return RunResult("failed", reason=reason)
+        run_dir: Path | None = None
         try:
             private_dir(ctx.work_dir)  # every directory it makes 0700 (mkdir -p: only the last)
             run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=ctx.work_dir))  # mode 0700
@@ -318,6 +323,8 @@ class AnsibleRunner:
         except OSError as exc:  # a full disk, or no descriptor left (then it may run later)
             reason = f"cannot prepare the run in {ctx.work_dir}: {exc.strerror or exc}"
             ctx.log.note(reason)
+            if run_dir is not None:  # extravars.yml may be written: the payload
+                shutil.rmtree(run_dir, ignore_errors=True)
             return RunResult("failed", reason=reason, not_started=exc.errno in process.SHORT_OF)
         envvars = build_envvars(ctx.env, run_dir, inventory=placed.inventory is not None)
         cmdline = ["-e", f"@{vars_file}"]
@@ -339,10 +346,11 @@ class AnsibleRunner:
             "suppress_env_files": True,  # env/envvars would hold pass-env values
             "settings": {"pexpect_timeout": PEXPECT_TIMEOUT},
         }
-        return await _drive(kwargs, envvars, ctx)
+        return await _drive(kwargs, envvars, ctx, run_dir)
 
 
-async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContext) -> RunResult:
+async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContext,
+                 run_dir: Path) -> RunResult:
     loop = asyncio.get_running_loop()
     job = _Job()
     done: asyncio.Future[None] = loop.create_future()
@@ -364,11 +372,9 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
             job.spawning = True
 
     def work() -> None:  # runner thread
-        artifacts: Path | None = None
         try:
             runner = init_runner(**kwargs, event_handler=on_event, status_handler=on_status,
                                  cancel_callback=job.kill_now.is_set)
-            artifacts = Path(runner.config.artifact_dir).parent  # <private_data_dir>/artifacts
             runner.config.env = private_env(runner.config.env, envvars)
             if HOST_KEY_CHECKING not in envvars:
                 runner.config.env.pop(HOST_KEY_CHECKING, None)
@@ -380,10 +386,11 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
             job.not_started = _short_of(exc) and (not job.spawning or spawn_failed(exc))
         finally:
             job.forget_command()
-            if artifacts is not None:
-                # Its stdout and job events hold the whole output, past the log's cap, and
-                # would stay until --keep: the run log and stats (read above) are the record.
-                shutil.rmtree(artifacts, ignore_errors=True)
+            # The run's dir goes once the play ended: extravars.yml holds the whole payload
+            # and values of secret headers, runner's artifacts the whole output past the
+            # log's cap, a stopped module's temp files its arguments. The run log and stats
+            # (read above) are the record.
+            shutil.rmtree(run_dir, ignore_errors=True)
             loop.call_soon_threadsafe(_resolve, done)
 
     threading.Thread(target=work, name=f"ansible-{ctx.run_id}", daemon=True).start()
@@ -403,6 +410,7 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
                 reason = f"timed out after {process.format_seconds(ctx.timeout or 0.0)}"
             ctx.log.note(reason)
             await _stop(job, done, ctx)
+            shutil.rmtree(run_dir, ignore_errors=True)  # what a module killed last left
     finally:
         canceller.cancel()
         if not done.done():  # we were cancelled ourselves: leave nothing behind

@@ -54,6 +54,18 @@ ENV_PROBE = """
         run: "{{ lookup('env', 'HOOKRUNNER_RUN_ID') }}"
 """
 
+# TMPDIR is <run dir>/tmp/modules, extravars.yml is <run dir>/extravars.yml.
+MODE_PROBE = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.shell: 'stat -c "extravars %a" "$TMPDIR/../../extravars.yml"'
+      register: mode
+    - ansible.builtin.debug:
+        msg: "{{ mode.stdout }}"
+"""
+
 
 @pytest.fixture
 def playbooks(harness) -> Path:
@@ -63,6 +75,7 @@ def playbooks(harness) -> Path:
     (d / "sleeper.yml").write_text(SLEEPER)
     (d / "failing.yml").write_text(FAILING)
     (d / "env_probe.yml").write_text(ENV_PROBE)
+    (d / "mode_probe.yml").write_text(MODE_PROBE)
     return d
 
 
@@ -228,6 +241,7 @@ async def _wait_for_pid(path: Path) -> int:
 
 
 async def test_cancel_stops_the_playbook_and_its_workers(harness, playbooks: Path) -> None:
+    home_before = _home_temp()
     pidfile = harness.tmp / "task.pid"
     ctx = harness.ctx(timeout=None)
     spec = {"playbook": "sleeper.yml", "extravars": {"pidfile": str(pidfile)}}
@@ -240,8 +254,16 @@ async def test_cancel_stops_the_playbook_and_its_workers(harness, playbooks: Pat
     assert time.monotonic() - started < 8
     assert not is_alive(task_pid)
     assert "[hookrunner] canceled" in harness.log_text()
-    # The killed module's unpacked payload stays in the run's own dir, not in /tmp for good.
-    assert list(ctx.work_dir.glob("ansible-*/tmp/modules/ansible_*_payload_*"))
+    # What the killed module left (its unpacked payload, its arguments) was in the run's own
+    # dir, not in /tmp or ~/.ansible/tmp for good, and went with it.
+    assert not list(ctx.work_dir.glob("ansible-*"))
+    assert _home_temp() == home_before
+
+
+def _home_temp() -> set[str]:
+    """Ansible's default remote temp dir on this machine (the implicit localhost's)."""
+    home = Path.home() / ".ansible" / "tmp"
+    return set(os.listdir(home)) if home.is_dir() else set()
 
 
 async def test_timeout_stops_the_playbook_and_its_workers(harness, playbooks: Path) -> None:
@@ -253,6 +275,7 @@ async def test_timeout_stops_the_playbook_and_its_workers(harness, playbooks: Pa
     result = await asyncio.wait_for(task, 20)
     assert (result.outcome, result.reason) == ("timed_out", "timed out after 4s")
     assert not is_alive(task_pid)
+    assert not list(ctx.work_dir.glob("ansible-*"))
 
 
 async def test_the_work_directories_it_makes_are_private(harness, playbooks: Path) -> None:
@@ -262,14 +285,15 @@ async def test_the_work_directories_it_makes_are_private(harness, playbooks: Pat
     ctx = dataclasses.replace(harness.ctx(payload={}), work_dir=base / "run_x" / "1")
     old = os.umask(0o022)
     try:
-        result = await ANSIBLE.run({"playbook": "env_probe.yml"}, ctx)
+        result = await ANSIBLE.run({"playbook": "mode_probe.yml"}, ctx)
     finally:
         os.umask(old)
     assert result.outcome == "succeeded", harness.log_text()
     for d in (base.parent, base, base / "run_x", base / "run_x" / "1"):
         assert d.stat().st_mode & 0o777 == 0o700, d
-    (extravars,) = (base / "run_x" / "1").rglob("extravars.yml")
-    assert extravars.stat().st_mode & 0o777 == 0o600
+    # extravars.yml (the payload) was 0600 while the play ran, and is gone with it.
+    assert "extravars 600" in harness.log_text(), harness.log_text()
+    assert not list((base / "run_x" / "1").rglob("*"))
 
 
 async def test_a_cancel_before_the_play_reports_its_pid_still_stops_everything(
@@ -427,7 +451,8 @@ async def test_the_play_runs_in_root_with_the_projects_ansible_cfg(harness, play
     log = harness.log_text()
     assert result.outcome == "succeeded", log
     assert f"role ran in {harness.root}" in log
-    assert "remote tmp []" in log  # Ansible's own default (~/.ansible/tmp), not a local path
+    # Without an inventory every host is this machine: its temp dir is the run's own.
+    assert re.search(r"remote tmp \[.*/ansible-\w+/tmp/remote\]", log), log
     # The cfg's inventory is not the rule's: without one in the rule, only the implicit
     # localhost exists, as before (`hosts: all` reaching the project's hosts would be new).
     (harness.root / "ansible.cfg").write_text("[defaults]\ninventory = prod.ini\n")
@@ -440,6 +465,14 @@ async def test_the_play_runs_in_root_with_the_projects_ansible_cfg(harness, play
     with_it = await ANSIBLE.run({"playbook": "everywhere.yml", "inventory": "prod.ini"},
                                 harness.ctx(name="given"))
     assert with_it.outcome == "succeeded" and "on prodweb1" in harness.log_text("given")
+    # With one, the managed hosts' temp dir is Ansible's own default (~/.ansible/tmp) or the
+    # project's: a path of this machine's data dir would be made on each of them.
+    (playbooks / "remote_tmp.yml").write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks: [{ansible.builtin.debug: {msg: \"remote "
+        "tmp [{{ lookup('env', 'ANSIBLE_REMOTE_TEMP') }}]\"}}]\n")
+    remote = await ANSIBLE.run({"playbook": "remote_tmp.yml", "inventory": "prod.ini"},
+                               harness.ctx(name="remote"))
+    assert remote.outcome == "succeeded" and "remote tmp []" in harness.log_text("remote")
 
 
 RESCUED = """
