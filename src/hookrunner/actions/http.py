@@ -38,6 +38,7 @@ TEMPLATE_START = re.compile(r"\{[{%#]")
 EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
 HOLE = "\ufffc"  # where a `{{ ... }}` is, in URL_FIXED (no character of a URL's host)
+THEN = "\ufffb"  # in URL_FIXED, before the text the rule writes after a host ending in HOLE
 HEADERS_ENV = "headers_env"  # where `headers: {X: {env: NAME}}` go
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_METHOD = "POST"
@@ -113,13 +114,22 @@ def fixed_part(url: str) -> str | None:
     netloc = re.split(r"[/?#\\]", rest, maxsplit=1)[0]
     if not netloc or "{%" in netloc:
         return None
-    return f"{scheme}://{netloc}"
+    if not netloc.endswith(HOLE):
+        return f"{scheme}://{netloc}"
+    # A host that ends with a template (a port, `api-{{ region }}`) ends where the value
+    # does: `8443/admin?` would put the rule's own path in the query. The text the rule
+    # writes next (up to its next template or block) must follow the host as written.
+    then = rest[len(netloc):].split(HOLE, 1)[0].split("{%", 1)[0]
+    return f"{scheme}://{netloc}{THEN}{then}" if then else f"{scheme}://{netloc}"
 
 
 def _shown_fixed(fixed: str) -> str:
-    """URL_FIXED as a refusal says it: without a user's part, templates as `{{…}}`."""
+    """URL_FIXED as a refusal says it: without a user's part or a query the rule writes
+    (a token), templates as `{{…}}`."""
+    fixed, _, then = fixed.partition(THEN)
     scheme, _, netloc = fixed.partition("://")
-    return f"{scheme}://{netloc.rpartition('@')[2]}".replace(HOLE, "{{…}}")
+    then = re.split(r"[?#]", then, maxsplit=1)[0]
+    return f"{scheme}://{netloc.rpartition('@')[2]}{then}".replace(HOLE, "{{…}}")
 
 
 def _pinned(url: str, fixed: str) -> bool:
@@ -128,10 +138,14 @@ def _pinned(url: str, fixed: str) -> bool:
     `/`, `?`, `#` or `\\`; one that ends the host right after text the rule writes
     (`http://api.example.com{{ payload.path }}`) adds nothing to it, since there the rule
     means a path (`.evil.example/`, `:8443` or `1:9000` would move the request, with the
-    rule's headers, to another host or port); after a `:` it is a port, digits."""
+    rule's headers, to another host or port); after a `:` it is a port, digits. Where the
+    rule writes text after such a host, it follows the host (see fixed_part)."""
     try:
         got = urlsplit(url)
     except ValueError:
+        return False
+    fixed, _, then = fixed.partition(THEN)
+    if then and not url.partition("://")[2][len(got.netloc):].startswith(then):
         return False
     scheme, _, netloc = fixed.partition("://")
     if HOLE in scheme:  # `http{{ s }}://host/`: any scheme the client takes, the same host
@@ -599,7 +613,10 @@ def _os_cause(exc: BaseException) -> str | None:
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, OSError) and cause.errno is not None and cause.errno > 0:
+        # An SSLError's errno is OpenSSL's error kind (1: SSL_ERROR_SSL), not the system's:
+        # read as EPERM it said "(operation not permitted)" after every certificate error.
+        if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError) \
+                and cause.errno is not None and cause.errno > 0:
             return os.strerror(cause.errno).lower()
         cause = cause.__cause__ or cause.__context__
     return None

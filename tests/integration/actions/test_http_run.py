@@ -314,6 +314,8 @@ async def test_an_internal_ca_is_trusted_when_the_rule_names_its_bundle(harness,
     url, cert = tls_server
     refused = await HTTP.run(HTTP.normalize({"url": f"{url}/ok"}), harness.ctx(name="system"))
     assert refused.outcome == "failed" and "CERTIFICATE_VERIFY_FAILED" in refused.reason
+    # audit: OpenSSL's error kind was read as errno 1 and said "(operation not permitted)".
+    assert "not permitted" not in refused.reason, refused.reason
     trusted = await HTTP.run(HTTP.normalize({"url": f"{url}/ok", "ca": cert}), harness.ctx(name="ca"))
     assert trusted.outcome == "succeeded", harness.log_text("ca")
     with pytest.raises(ActionError, match="ca: cannot load"):
@@ -456,6 +458,23 @@ async def test_a_templated_port_is_digits(harness, server: str) -> None:
         "succeeded"
     with pytest.raises(ActionError, match="changed the scheme or host"):
         await HTTP.run({**spec, "url": f"{host}:{port}@evil.example/ok"}, harness.ctx(name="b"))
+    # audit: a port of `8080/admin?` (or `8080#`) took the rule's path away, to any path of
+    # that host with the rule's headers.
+    for port_value in (f"{port}/admin?", f"{port}#", f"{port}/admin?x=/ok"):
+        with pytest.raises(ActionError, match=r"changed the scheme or host that the rule "
+                                              r"writes out \(http://127\.0\.0\.1:\{\{…\}\}/ok\)"):
+            await HTTP.run({**spec, "url": f"{host}:{port_value}/ok"}, harness.ctx(name="c"))
+    assert [seen["path"] for seen in Handler.seen] == ["/ok"]
+    # What the rule writes next is checked up to its next template, and a query it writes
+    # (a token) is not quoted.
+    spec = HTTP.normalize({"url": host + ":{{ payload.port }}/v1/{{ payload.x }}?key=s3cret"})
+    assert (await HTTP.run({**spec, "url": f"{host}:{port}/v1/ok?key=s3cret"},
+                           harness.ctx(name="d"))).outcome == "succeeded"
+    assert Handler.seen[-1]["path"] == "/v1/ok?key=s3cret"
+    with pytest.raises(ActionError, match=r"\(http://127\.0\.0\.1:\{\{…\}\}/v1/\): ") as refused:
+        await HTTP.run({**spec, "url": f"{host}:{port}/x?/v1/ok?key=s3cret"},
+                       harness.ctx(name="e"))
+    assert "s3cret" not in str(refused.value)
 
 
 @pytest.mark.parametrize(("proxy", "said"), [
