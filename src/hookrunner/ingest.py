@@ -23,6 +23,7 @@ from hookrunner.errors import StoreUnavailable, TemplateError, VerifyError
 from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
 from hookrunner.logs import Throttled, event
+from hookrunner.offload import OFFLOAD
 from hookrunner.payload import PayloadError, as_storable, form_json_hint, parse_body, unstorable
 from hookrunner.ratelimit import retry_after
 from hookrunner.rawhttp import (
@@ -130,10 +131,13 @@ def _new_run(
     )
 
 
+Planned = tuple[list[dict[str, Any]], list[NewRun]]  # the stored explanations, the runs
+
+
 def plan_runs(
     ruleset: Ruleset, hook_id: str, scope: dict[str, Any], delivery_id: str, now: float,
     default_timeout: float,
-) -> tuple[list[dict[str, Any]], list[NewRun]]:
+) -> Planned:
     """Match the hook's rules and render a run per matching rule (used by ingest and replay).
     The explanations are returned as stored: with secret header and query values hidden."""
     token = bounds.start_delivery()
@@ -365,26 +369,28 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         m.labels(hook_id, "handshake").inc()
         return Answer(200, dict(verified.reply))
 
-    try:
+    def decide() -> tuple[Headers, str | None, str, dict[str, Any], Planned]:
         payload = parse_body(body, headers.get("content-type"), headers.get("content-encoding"))
+        delivery_id = new_id("dlv")
+        utf8 = headers.as_utf8()  # verified on the wire bytes; read as text from here
+        # Read from the body by some verifiers (Stripe's `type`), unchecked as the id is.
+        event_type = as_storable(verified.event) if verified.event is not None else None
+        scope_ = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now,
+                             headers=utf8, query=query, payload=payload, event=event_type,
+                             client_ip=ip or None)
+        planned = plan_runs(ruleset, hook_id, scope_, delivery_id, now,
+                            gw.settings.default_timeout)
+        return utf8, event_type, delivery_id, scope_, planned
+
+    try:
+        headers, event_type, delivery_id, scope_, (matches, runs) = \
+            await OFFLOAD.run(hook_id, len(body), decide)
     except MemoryError:
         return out_of_memory(hook_id)
     except PayloadError as exc:
         m.labels(hook_id, "rejected_body").inc()
         _body_refused_log(hook=hook_id, reason=exc.message[:200], client=ip)
         return error(exc.status, exc.message)
-
-    delivery_id = new_id("dlv")
-    headers = headers.as_utf8()  # verified on the wire bytes; read as text from here
-    # Read from the body by some verifiers (Stripe's `type`), unchecked as the id is.
-    event_type = as_storable(verified.event) if verified.event is not None else None
-    scope_ = build_scope(hook=hook_id, delivery_id=delivery_id, received_at=now, headers=headers,
-                         query=query, payload=payload, event=event_type, client_ip=ip or None)
-    try:
-        matches, runs = plan_runs(ruleset, hook_id, scope_, delivery_id, now,
-                                  gw.settings.default_timeout)
-    except MemoryError:
-        return out_of_memory(hook_id)
     delivery = NewDelivery(
         id=delivery_id, hook=hook_id, received_at=now,
         headers=redact_pairs(headers.items(), hook.secret_headers), body=body,

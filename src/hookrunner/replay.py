@@ -7,8 +7,9 @@ from typing import Any
 
 from hookrunner.errors import DeliveryGone, HookrunnerError
 from hookrunner.gateway import Gateway, RunQueue
-from hookrunner.ingest import plan_runs, report_condition_errors
+from hookrunner.ingest import Planned, plan_runs, report_condition_errors
 from hookrunner.logs import event
+from hookrunner.offload import OFFLOAD
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.redact import REDACTED
 from hookrunner.rules.match import build_scope
@@ -55,12 +56,16 @@ async def replay_delivery(
         names = ", ".join(sorted(r.name for r in ruleset.rules_for(delivery.hook))) or "none"
         raise ReplayError(f"no rule {rule!r} for hook {delivery.hook!r} (its rules: {names})",
                           of_rules=True)
-    try:
+    now = time.time()
+
+    def decide() -> Planned:
         scope = stored_scope(delivery)
+        return plan_runs(ruleset, delivery.hook, scope, delivery.id, now, default_timeout)
+
+    try:  # off the event loop where slow, as on arrival
+        matches, runs = await OFFLOAD.run(delivery.hook, len(delivery.body), decide)
     except PayloadError as exc:
         raise ReplayError(f"stored body cannot be parsed: {exc.message}") from None
-    now = time.time()
-    matches, runs = plan_runs(ruleset, delivery.hook, scope, delivery.id, now, default_timeout)
     if rule is not None:
         runs = [r for r in runs if r.rule == rule]
         matches = [m for m in matches if m.get("rule") == rule]

@@ -1,0 +1,82 @@
+"""Parsing and matching off the event loop, where they are slow.
+
+A delivery's body is parsed and its hook's rules matched and rendered on the event loop:
+~50-100 µs for ordinary rules and bodies, where a hand-off to a thread would cost as much
+again. But a rule whose conditions sort or map a long list takes up to the delivery's
+template budget (bounds.DELIVERY_SECONDS), and a body of megabytes takes a while to parse:
+on the loop every other request waited behind that, probes included (an audit's burst of
+such deliveries held /readyz for 6 s). That work goes to a thread of its own instead, where
+the loop gets the GIL back every switch interval: for a body past BIG_BODY, and for every
+delivery of a hook whose last one took SLOW or more, until SLOW_FOR after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from hookrunner.logs import event
+
+T = TypeVar("T")
+
+BIG_BODY = 256 * 1024  # bytes: json.loads of it takes ~2-5 ms here
+SLOW = 0.01  # seconds one delivery's parse and match took
+SLOW_FOR = 60.0  # seconds a hook stays slow after its last slow delivery
+
+
+def offloaded(body_size: int, slow_until: float, now: float) -> bool:
+    """Whether a delivery is parsed and matched on the thread (see the module's doc)."""
+    return body_size > BIG_BODY or now < slow_until
+
+
+class Offload:
+    """One process's record of its slow hooks, and the one thread their work runs on (one:
+    the GIL lets no two run at once anyway, and a flood of them takes no more threads)."""
+
+    def __init__(self) -> None:
+        self._slow_until: dict[str, float] = {}  # hook ids are configured: bounded
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def run(self, hook_id: str, body_size: int, work: Callable[[], T]) -> T:
+        """`work()`, on the loop or on the thread; its exceptions are raised here."""
+        now = time.monotonic()
+        slow_until = self._slow_until.get(hook_id, 0.0)
+        pool = self._executor() if offloaded(body_size, slow_until, now) else None
+        try:
+            if pool is None:
+                return self._timed(hook_id, work)
+            context = contextvars.copy_context()  # the render budget is in context variables
+            return await asyncio.get_running_loop().run_in_executor(
+                pool, context.run, self._timed, hook_id, work)
+        finally:
+            if now >= slow_until and self._slow_until.get(hook_id, 0.0) > slow_until:
+                event("hook.slow_match", logging.WARNING, hook=hook_id,
+                      note=f"a delivery's parse and match took {SLOW * 1000:.0f} ms or more: "
+                           f"its deliveries are matched off the event loop for {SLOW_FOR:.0f} s")
+
+    def _executor(self) -> ThreadPoolExecutor | None:
+        if self._pool is None:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="hookrunner-match")
+            try:
+                pool.submit(int).result()  # its thread starts now, so a failure shows here
+            except RuntimeError:  # no thread to be had (a memory limit): the loop does it
+                return None
+            self._pool = pool
+        return self._pool
+
+    def _timed(self, hook_id: str, work: Callable[[], T]) -> T:
+        started = time.monotonic()
+        try:
+            return work()
+        finally:
+            ended = time.monotonic()
+            if ended - started >= SLOW:
+                self._slow_until[hook_id] = ended + SLOW_FOR
+
+
+OFFLOAD = Offload()  # one per process: each HTTP worker process has its own

@@ -1,0 +1,76 @@
+"""Parsing and matching off the event loop where slow (offload)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+
+import pytest
+
+from hookrunner.offload import BIG_BODY, SLOW, Offload, offloaded
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("offload_test")
+
+
+def test_only_big_bodies_and_recently_slow_hooks_leave_the_loop() -> None:
+    assert not offloaded(BIG_BODY, 0.0, 100.0)
+    assert offloaded(BIG_BODY + 1, 0.0, 100.0)
+    assert offloaded(10, 160.0, 100.0)
+    assert not offloaded(10, 100.0, 100.0)
+
+
+def _where() -> str:
+    return threading.current_thread().name
+
+
+async def test_a_slow_hook_is_matched_on_the_thread_until_it_is_fast_for_a_while() -> None:
+    offload = Offload()
+    assert await offload.run("h", 10, _where) == threading.current_thread().name  # the loop's
+
+    def slow() -> str:
+        time.sleep(SLOW * 2)
+        return _where()
+
+    assert await offload.run("h", 10, slow) == threading.current_thread().name  # found slow now
+    assert (await offload.run("h", 10, _where)).startswith("hookrunner-match")
+    assert await offload.run("other", 10, _where) == threading.current_thread().name
+    assert (await offload.run("other", BIG_BODY + 1, _where)).startswith("hookrunner-match")
+
+
+async def test_the_thread_sees_the_context_and_raises_what_the_work_raises() -> None:
+    offload = Offload()
+    VAR.set("budget")
+    assert await offload.run("h", BIG_BODY + 1, VAR.get) == "budget"
+
+    def fails() -> None:
+        raise MemoryError
+
+    with pytest.raises(MemoryError):
+        await offload.run("h", BIG_BODY + 1, fails)
+
+
+async def test_the_loop_answers_while_the_thread_works() -> None:
+    offload = Offload()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    def busy() -> int:
+        end = time.monotonic() + 0.3
+        n = 0
+        while time.monotonic() < end:  # Python work holding the GIL, as a rule's render does
+            n += 1
+        return n
+
+    ticker = asyncio.ensure_future(tick())
+    await asyncio.sleep(0)
+    before = ticks
+    await offload.run("h", BIG_BODY + 1, busy)
+    ticker.cancel()
+    assert ticks - before > 10  # the loop went on meanwhile (on the loop itself: ~0)
