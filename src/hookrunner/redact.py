@@ -35,6 +35,8 @@ HIDDEN_PATHS = "hidden_paths"
 # names, shown as they are (the values never enter the spec).
 ENV_NAMES = frozenset({"url_env", "headers_env"})
 URL_FIXED = "url_fixed"  # actions.http URL_FIXED: kept with the run, never shown
+PROGRAM_TEMPLATED = "program_templated"  # actions.shell's: kept with the run, never shown
+OWN_CHECKS = frozenset({URL_FIXED, PROGRAM_TEMPLATED})  # an action's notes, not the rule's
 SECRET_WORDS = ("password", "passwd", "passphrase", "token", "secret", "authorization",
                 "authentication", "api_key", "apikey", "private_key", "access_key", "credential",
                 "cookie", "session", "signature", "hmac", "jwt", "bearer", "functions_key",
@@ -81,7 +83,8 @@ def redact_spec(spec: Any, action: str = "") -> Any:
     shown = _walk(spec, headers_secret=action == "http")
     if isinstance(shown, dict):
         shown.pop(HIDDEN_KEY, None)
-        shown.pop(URL_FIXED, None)  # the http action's own check (actions.http), not the rule's
+        for key in OWN_CHECKS:  # an action's own checks (actions.http, .shell), not the rule's
+            shown.pop(key, None)
     if isinstance(shown, dict) and isinstance(spec, dict):
         if action == "http":
             shown.update({k: spec[k] for k in ENV_NAMES if k in spec})

@@ -513,13 +513,19 @@ def test_a_leading_dash_after_the_separator_is_an_operand_not_an_option(server: 
         ({"kind": "cwd", "dir": "/etc"}, "outside --root"),
         ({"kind": "cwd", "dir": "scripts/../../.."}, "outside --root"),
         ({"kind": "program", "program": "../../bin/sh"}, "outside --root"),
+        # audit: a templated program of `touch` or `/usr/bin/touch` ran what the sender named.
+        ({"kind": "program", "program": "touch"}, "the program is templated, so it must name "
+                                                  "a file under --root"),
+        ({"kind": "program", "program": "/usr/bin/touch"}, "not a program on PATH or an "
+                                                           "absolute path: '/usr/bin/touch'"),
         ({"kind": "playbook", "playbook": "../rules/hostile.yaml"}, "outside playbooks/"),
         ({"kind": "playbook", "playbook": "/etc/passwd"}, "outside playbooks/"),
         ({"kind": "terraform", "dir": "../.."}, "outside --root"),
         ({"kind": "terraform", "dir": "/"}, "outside --root"),
     ],
-    ids=["cwd-dotdot", "cwd-absolute", "cwd-nested-dotdot", "program-dotdot", "playbook-dotdot",
-         "playbook-absolute", "terraform-dotdot", "terraform-absolute"],
+    ids=["cwd-dotdot", "cwd-absolute", "cwd-nested-dotdot", "program-dotdot", "program-on-path",
+         "program-absolute", "playbook-dotdot", "playbook-absolute", "terraform-dotdot",
+         "terraform-absolute"],
 )
 def test_paths_from_the_payload_cannot_leave_the_root(
     server: Server, payload: dict[str, str], reason: str

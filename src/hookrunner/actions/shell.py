@@ -22,11 +22,13 @@ from hookrunner.actions.paths import confine
 from hookrunner.actions.process import check_strings, run_process
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
+from hookrunner.redact import PROGRAM_TEMPLATED
 
 KIND = "shell"
 KEYS = ("argv", "command", "env", "cwd", "stdin")
 ID_NAMES = frozenset(ID_PREFIX + key.upper() for key in ID_KEYS)  # HOOKRUNNER_RUN_ID, ...
 STDIN_SOURCES = ("payload",)
+TEMPLATE_START = re.compile(r"\{[{%]")
 
 # Jinja2 markup is kept whole while splitting `command`: `{{ a }}` must not become 3 words.
 _TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
@@ -64,6 +66,9 @@ def normalize_shell(raw: Any) -> dict[str, Any]:
             raise ConfigError(f"shell.command: {exc}", path=("command",)) from None
         if not out["argv"]:
             raise ConfigError("shell.command is empty", path=("command",))
+    if TEMPLATE_START.search(out["argv"][0]):
+        # A value picks the program: it must be a file under --root (build_invocation).
+        out[PROGRAM_TEMPLATED] = True
     env = spec.str_map(spec_, "env", KIND, names=spec.ENV_NAME)
     if env is not None:
         for name in env:
@@ -101,6 +106,11 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
     env = dict(base_env)
     env.update({name: stringify(v) for name, v in (rendered.get("env") or {}).items()
                 if name not in ID_NAMES})  # a spec stored before they were refused
+    if rendered.get(PROGRAM_TEMPLATED) and (argv[0].startswith("/") or "/" not in argv[0]):
+        # `{{ payload.prog }}` of `touch` or `/usr/bin/touch` ran what the sender named.
+        raise ActionError(f"shell: the program is templated, so it must name a file under "
+                          f"--root (as scripts/{{{{ ... }}}}.sh does), not a program on PATH "
+                          f"or an absolute path: {argv[0][:200]!r}")
     argv[0] = resolve_program(argv[0], root=root, path=env.get("PATH", ""))
     cwd = confine(root, stringify(rendered["cwd"])) if rendered.get("cwd") else root
     return Invocation(argv=argv, cwd=cwd, env=env, stdin=rendered.get("stdin") == "payload")

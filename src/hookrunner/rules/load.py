@@ -579,6 +579,12 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
     ca = tree.get("ca") if kind == "http" else None
     if isinstance(ca, Constant):
         _ca_bundle(ctx.root, ca.source, problem, missing)
+    if kind == "shell" and isinstance(argv, list) and argv and _sender_picks_program(argv[0]):
+        ctx.warnings.append(
+            f"{ctx.file}:{line_of(body, ('argv', 0), line_of(body, ('command',), fallback))}: "
+            f"{what}: run.shell.argv[0] is a template: a value picks the program to run. It "
+            "must render to a file under --root (scripts/{{ ... }}.sh; guard the value in "
+            "`when`), or the run fails")
     if kind == "shell" and isinstance(argv, list) and argv and isinstance(argv[0], Constant) \
             and argv[0].source and "/" not in argv[0].source:
         _on_path(ctx, argv[0].source, tree.get("env"), line_of(body, ("argv", 0), fallback),
@@ -587,6 +593,16 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
     if isinstance(binary, Constant) and binary.source:  # `binary: tofu` where none is
         _on_path(ctx, binary.source, None, line_of(body, ("binary",), fallback), what,
                  "run.terraform.binary")
+
+
+def _sender_picks_program(program: Any) -> bool:
+    """A templated program whose rule writes no directory under --root before the template
+    (`{{ payload.tool }}`, `/usr/bin/{{ x }}`; not `scripts/{{ x }}.sh`): each run renders it
+    to a bare name or an absolute path, which the shell action refuses."""
+    if isinstance(program, Constant):
+        return False
+    head = re.split(r"\{[{%]", str(getattr(program, "source", "")), maxsplit=1)[0]
+    return head.startswith("/") or "/" not in head
 
 
 # Not `;` (`find -exec ... ;`), `<` (`expr 1 < 2`) or `&`: arguments often enough.

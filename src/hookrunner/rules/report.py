@@ -10,7 +10,7 @@ import yaml
 
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ConfigErrors, TemplateError
-from hookrunner.redact import URL_FIXED
+from hookrunner.redact import OWN_CHECKS
 from hookrunner.rules.match import RuleResult, concurrency_key, render_action
 from hookrunner.rules.model import Ruleset
 from hookrunner.units import format_duration
@@ -56,10 +56,10 @@ def _as_run(kind: str, action: dict[str, Any]) -> dict[str, Any]:
     """A shell action's arguments and environment as the process gets them: each one text
     (`{"a": 1}`, `null`, `["a", "b"]` are JSON), not YAML that reads as several arguments."""
     if kind == "http":  # its own check's note (actions.http URL_FIXED), not the rule's
-        return {k: v for k, v in action.items() if k != URL_FIXED}
+        return {k: v for k, v in action.items() if k not in OWN_CHECKS}
     if kind != "shell":
         return action
-    shown = dict(action)
+    shown = {k: v for k, v in action.items() if k not in OWN_CHECKS}
     if isinstance(shown.get("argv"), list):
         shown["argv"] = [stringify(v) for v in shown["argv"]]
     if isinstance(shown.get("env"), dict):

@@ -35,6 +35,9 @@ def test_command_is_split_before_templating_keeping_templates_whole(command: str
         ({"argv": ["a", "{{ x }}"]}, {"argv": ["a", "{{ x }}"]}),
         ({"argv": ["sleep", 3]}, {"argv": ["sleep", "3"]}),
         ({"command": "a {{ x }}"}, {"argv": ["a", "{{ x }}"]}),
+        ({"argv": ["{{ x }}", "b"]}, {"argv": ["{{ x }}", "b"], "program_templated": True}),
+        ({"command": "scripts/{% if x %}a{% endif %}.sh"},
+         {"argv": ["scripts/{% if x %}a{% endif %}.sh"], "program_templated": True}),
         (
             {"argv": ["a"], "env": {"REF": "{{ r }}", "N": 1}, "cwd": "sub", "stdin": "payload"},
             {"argv": ["a"], "env": {"REF": "{{ r }}", "N": "1"}, "cwd": "sub", "stdin": "payload"},
@@ -150,3 +153,21 @@ def test_a_rule_cannot_set_the_runs_own_variables() -> None:
     inv = build_invocation({"argv": ["true"], "env": {"HOOKRUNNER_RUN_ID": "fake", "X": "1"}},
                            root=Path("/"), base_env={"PATH": "/bin", "HOOKRUNNER_RUN_ID": "r1"})
     assert inv.env["HOOKRUNNER_RUN_ID"] == "r1" and inv.env["X"] == "1"
+
+
+@pytest.mark.parametrize(("program", "refused"), [
+    ("touch", True), ("/usr/bin/touch", True), ("scripts/run.sh", False), ("./run.sh", False),
+])
+def test_a_templated_program_must_name_a_file_under_the_root(
+        tmp_path: Path, program: str, refused: bool) -> None:
+    """audit: `argv: ["{{ payload.prog }}"]` ran any program on PATH, or any absolute path."""
+    rendered = {"argv": [program], "program_templated": True}
+    if refused:
+        with pytest.raises(ActionError, match="the program is templated"):
+            build_invocation(rendered, root=tmp_path, base_env={"PATH": "/usr/bin:/bin"})
+    else:
+        inv = build_invocation(rendered, root=tmp_path, base_env={"PATH": "/usr/bin:/bin"})
+        assert Path(inv.argv[0]).is_relative_to(tmp_path)
+    # A program the rule writes out is looked up as it always was.
+    plain = build_invocation({"argv": ["touch"]}, root=tmp_path, base_env={"PATH": "/usr/bin:/bin"})
+    assert plain.argv[0].endswith("/touch")

@@ -730,6 +730,23 @@ def test_a_bare_program_missing_from_path_is_a_warning(tmp_path: Path) -> None:
                         "runs will fail until it is there")
 
 
+def test_a_program_a_value_picks_is_a_warning(tmp_path: Path) -> None:
+    """audit: `argv: ["{{ payload.prog }}"]` let a sender run `touch` or `/usr/bin/touch`,
+    and `check` said ok. Such a program must now render to a file under --root."""
+    rules = _rules_dir(tmp_path)
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - {name: a, hook: h, run: {shell: {argv: ['{{ payload.tool }}', x]}}}\n"
+        "  - {name: b, hook: h, run: {shell: {command: '/usr/bin/{{ payload.tool }} x'}}}\n"
+        "  - {name: c, hook: h, run: {shell: {argv: ['scripts/{{ payload.name }}.sh']}}}\n"
+        "  - {name: d, hook: h, run: {shell: {argv: [echo, '{{ payload.tool }}']}}}\n")
+    loaded = load_rules(rules, root=tmp_path, strict=True)
+    found = [w for w in loaded.warnings if "a value picks the program" in w]
+    assert [w.split(": ")[1] for w in found] == ["rule 'a'", "rule 'b'"], found
+    assert "r.yaml:3: rule 'a': run.shell.argv[0] is a template: a value picks the program " \
+           "to run. It must render to a file under --root" in found[0], found[0]
+
+
 def test_a_terraform_binary_missing_from_path_is_a_warning(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """`binary: tofu` where only terraform is installed: `check` said ok."""
