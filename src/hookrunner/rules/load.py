@@ -59,6 +59,8 @@ CONCURRENCY_KEYS = ("key", "policy")
 POLICIES = ("queue", "skip", "replace", "coalesce")
 SECRET_OPTIONS = ("secret", "password")
 HOOK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # it is a URL path segment
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line separators
+MAX_RULE_NAME = 200
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
         "h": 3600.0, "hour": 3600.0}
@@ -452,6 +454,12 @@ def _rule(ctx: f.Ctx, rules: LineList, i: int, merged: _Merged) -> Rule | None:
     for key in ("name", "hook", "run"):
         if key not in raw:
             ctx.error(rules, (i,), f"{what}: {key!r} is required")
+    if name is not None and (_CONTROL.search(name) or len(name) > MAX_RULE_NAME):
+        # A name is printed as it is by `hookrunner runs` and the console's tables: a line
+        # break or an escape sequence there forged lines or drove the terminal (audit).
+        ctx.error(raw, ("name",), f"{what}: a rule name is one line of at most "
+                  f"{MAX_RULE_NAME} characters, without control characters")
+        name = None
     if name is not None:
         if name in merged.rule_sources:
             ctx.error(raw, ("name",), f"duplicate rule name {name!r} "

@@ -220,6 +220,20 @@ def test_duplicates_across_files_name_both_places(a: str, b: str, expected: str)
     assert expected in errors_of({"a.yaml": a, "b.yaml": b})
 
 
+@pytest.mark.parametrize("name", ['"a\\nb"', '"x\\e[31m"', '"tab\\there"', "x" * 201])
+def test_a_rule_name_is_one_printable_line(name: str) -> None:
+    """audit: a name with a line break and an escape sequence forged lines in `hookrunner
+    runs` and drove the terminal."""
+    errors = errors_of(one(f"""
+        rules:
+          - name: {name}
+            hook: gh
+            run: {{shell: {{argv: [x]}}}}
+        """))
+    assert len(errors) == 1 and errors[0].startswith("r.yaml:6: rule ") and errors[0].endswith(
+        "a rule name is one line of at most 200 characters, without control characters"), errors
+
+
 def test_a_valid_file_loads_into_the_model() -> None:
     """The contract's example shape loads, with defaults and compiled templates."""
     ruleset = load_rules_text({"r.yaml": textwrap.dedent("""\
