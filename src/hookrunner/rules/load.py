@@ -121,11 +121,11 @@ def load_rules(
                 # `x.yaml -> /dev/zero` (or a FIFO) would be read for ever, into memory.
                 why = ("not a regular file" if not stat.S_ISREG(st.st_mode) else
                        f"larger than {MAX_RULES_FILE // (1024 * 1024)} MiB")
-                errors.append(ConfigError(f"cannot load: {why}", str(path), 0))
+                errors.append(ConfigError(f"cannot load: {why}", str(path), 1))  # the whole file
                 continue
             data = path.read_bytes()
         except OSError as exc:  # a dangling link: a broken deploy, not a file to skip
-            problem = ConfigError(f"cannot read: {exc.strerror or exc}", str(path), 0)
+            problem = ConfigError(f"cannot read: {exc.strerror or exc}", str(path), 1)
             if strict or not path.is_symlink():
                 errors.append(problem)
             else:

@@ -226,7 +226,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
         if _too_many_values(data):
             return None, [ConfigError(
                 f"the file holds more than {MAX_VALUES} values once its YAML aliases (*name) "
-                "are expanded", file, 0)]
+                "are expanded", file, 1)]  # the whole file: no one line holds them
     except RecursionError:  # where the reader stopped: the deep part, or the file's end
         last = max(1, len(_BREAKS.findall(text)))
         return None, [ConfigError(

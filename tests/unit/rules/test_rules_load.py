@@ -373,7 +373,7 @@ def test_what_cannot_be_loaded_is_named_with_its_line(tmp_path: Path) -> None:
     assert found == [
         f"--root {tmp_path / 'no-root'} is not a directory: relative paths in rules "
         "resolve against it",  # once, without a `rules:0:` place
-        "gone.yaml:0: cannot read: No such file or directory",
+        "gone.yaml:1: cannot read: No such file or directory",
         "latin.yaml:2: not UTF-8 text (byte 0xe9)",
     ], found
 
@@ -458,7 +458,7 @@ def test_yaml_aliases_that_expand_past_the_bound_are_an_error_not_a_stall() -> N
     lines = ['l0: &l0 ["a", "b", "c", "d", "e", "f", "g", "h", "i", "{{ payload.a }}"]']
     lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 8)]
     errors = errors_of({"r.yaml": "\n".join(lines) + "\n"})
-    assert errors == ["r.yaml:0: the file holds more than 200000 values once its YAML aliases "
+    assert errors == ["r.yaml:1: the file holds more than 200000 values once its YAML aliases "
                       "(*name) are expanded"], errors
     # A few aliases, as people use them (shared settings), are fine.
     ruleset = load_rules_text({"r.yaml": "hooks:\n  a: &v {verify: none}\n  b: *v\n"})
@@ -573,7 +573,7 @@ def test_a_dangling_link_is_skipped_with_a_warning_where_the_server_loads(tmp_pa
     (rules / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
     loaded = load_rules(rules, root=tmp_path)
     assert list(loaded.hooks) == ["h"]
-    assert any("gone.yaml:0: cannot read" in w and "skipped" in w for w in loaded.warnings)
+    assert any("gone.yaml:1: cannot read" in w and "skipped" in w for w in loaded.warnings)
 
 
 def test_any_and_all_take_one_condition_as_well_as_a_list(tmp_path: Path) -> None:
@@ -617,9 +617,9 @@ def test_a_device_or_a_huge_file_is_an_error_not_read_for_ever(tmp_path: Path) -
     with pytest.raises(ConfigErrors) as caught:
         load_rules(rules, root=tmp_path)
     assert sorted(str(e) for e in caught.value.errors) == [
-        f"{rules / 'fifo.yaml'}:0: cannot load: not a regular file",
-        f"{rules / 'huge.yaml'}:0: cannot load: larger than 16 MiB",
-        f"{rules / 'zero.yaml'}:0: cannot load: not a regular file",
+        f"{rules / 'fifo.yaml'}:1: cannot load: not a regular file",
+        f"{rules / 'huge.yaml'}:1: cannot load: larger than 16 MiB",
+        f"{rules / 'zero.yaml'}:1: cannot load: not a regular file",
     ]
 
 
