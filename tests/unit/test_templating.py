@@ -172,6 +172,7 @@ def test_sandbox_escapes_refused_at_check(text: str) -> None:
         ("{{ 'a' * 100000000 }}", {}),
         ("{{ 2 ** 100000000 }}", {}),
         ("{{ range(10000000) | list }}", {}),
+        ("{{ x.encode() }}", {"x": "nan"}),  # audit: bytes became the argument `b'nan'`
     ],
 )
 def test_sandbox_refuses_at_render(text: str, scope: dict[str, Any]) -> None:
