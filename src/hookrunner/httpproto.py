@@ -23,6 +23,7 @@ import logging
 import re
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
@@ -85,12 +86,14 @@ class _OneWrite:
     """The transport as the response cycle of a POST to a hook sees it: the head is held
     until the body follows (a hook answers with both at once), so the answer leaves in one
     write: one syscall and one TCP segment instead of two, for the sender too. `100 Continue`
-    is never held (the client waits for it), and closing sends what is held first."""
+    is never held (the client waits for it), and closing sends what is held first, then
+    closes as the protocol does (`close`: after the rest of the body, see close_after_body)."""
 
-    __slots__ = ("_held", "_sent", "_transport")
+    __slots__ = ("_close", "_held", "_sent", "_transport")
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, close: Callable[[], None]) -> None:
         self._transport = transport
+        self._close = close
         self._held: bytes | None = None
         self._sent = False  # the head went out: from here on every write passes straight
 
@@ -108,7 +111,7 @@ class _OneWrite:
         if self._held is not None and not self._transport.is_closing():
             self._transport.write(self._held)
             self._held = None
-        self._transport.close()
+        self._close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -197,7 +200,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # HEAD). Only on a cycle made for this request (an upgrade makes none).
         if (self.cycle is not previous and self.cycle is not None
                 and self._target().startswith(HOOKS) and self.scope["method"] == "POST"):
-            self.cycle.transport = _OneWrite(self.transport)  # type: ignore[assignment]
+            self.cycle.transport = _OneWrite(  # type: ignore[assignment]
+                self.transport, self.close_after_body)
         if upgrade and self.cycle is not previous and self.cycle is not None:
             # Answered as plain HTTP/1.1 (`curl --http2` to /healthz, Java's HttpClient); the
             # parser reads nothing after an upgrade request, so the connection then closes.
@@ -305,8 +309,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                                           headers, cycle.keep_alive, content))
         cycle.response_complete = True
         if not cycle.keep_alive:
-            self.transport.close()
+            self.close_after_body()
         self.on_response_complete()
+
+    def close_after_body(self) -> None:
+        """Close, once the client has sent what it was sending. An answer given before the
+        request's body came (a 413 from its Content-Length, a 403) to a client that asked
+        for `Connection: close` closed the socket with the body still arriving: the kernel
+        then resets the connection, and a client that writes its whole body before reading
+        (Python's urllib, many SDKs) got a broken pipe instead of the answer. So the rest
+        of the body is read and dropped, for up to LINGER, after a half-close (the answer
+        is all sent), as web servers' lingering close does."""
+        if self._in_head or self._reading_since is None or self.transport.is_closing():
+            self.transport.close()  # nothing more is on its way
+            return
+        self._refused = True  # what still comes is read and dropped (data_received)
+        self.flow.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER, self.transport.close)
 
     def on_response_complete(self) -> None:
         if self._reading_since is not None:  # a pipelined request waited for this answer

@@ -6,6 +6,7 @@ never believed) and one that trusts the loopback address as its reverse proxy.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +130,28 @@ def test_a_rate_per_minute_lets_its_count_through_at_once_then_spaces_them(direc
     answers = [_post(direct, "per-minute") for _ in range(6)]
     assert [a.status_code for a in answers] == [202] * 5 + [429]
     assert int(answers[-1].headers["retry-after"]) in range(1, 13)
+
+
+def _send_whole_then_read(server: Server, hook: str, size: int) -> bytes:
+    """As Python's urllib and many SDKs do: `Connection: close`, the whole body written,
+    and only then the answer read."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(f"POST /hooks/{hook} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode())
+        s.sendall(b"a" * size)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize(("hook", "status"), [("small", b"413"), ("internal", b"403")])
+def test_an_early_refusal_reaches_a_client_that_sends_its_whole_body_first(
+        direct: Server, hook: str, status: bytes) -> None:
+    """audit (contract): the answer was given from the head and the socket closed while the
+    body still came, so the kernel reset the connection, and urllib got a broken pipe or a
+    reset instead of the 413 or 403."""
+    for _ in range(3):
+        answer = _send_whole_then_read(direct, hook, 8 * 2**20)
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+    assert httpx.get(f"{direct.url}/healthz", timeout=10).status_code == 200
