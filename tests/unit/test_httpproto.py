@@ -23,7 +23,7 @@ class Recorder:
 
 
 def one_write(recorder: Recorder) -> Any:
-    return _OneWrite(recorder)  # type: ignore[arg-type]
+    return _OneWrite(recorder, recorder.close)  # type: ignore[arg-type]
 
 
 def test_head_and_body_leave_in_one_write_and_later_writes_pass() -> None:
