@@ -38,12 +38,13 @@ CONCAT = "hookrunner_concat"  # the global every `a ~ b` becomes
 class _Render:
     """One render's budget: loop steps left, and when it must have ended."""
 
-    __slots__ = ("deadline", "limit", "parsed", "steps")
+    __slots__ = ("clock", "deadline", "limit", "parsed", "steps")
 
     def __init__(self) -> None:
         self.steps = MAX_ITERATIONS
         self.parsed = MAX_TEXT  # characters `| from_json` may still read
-        self.deadline = time.monotonic() + RENDER_SECONDS
+        self.clock = _clock.get()
+        self.deadline = self.clock() + RENDER_SECONDS
         self.limit = f"the template took longer than {RENDER_SECONDS} s"
         shared = _delivery.get(None)
         if shared is not None and shared < self.deadline:
@@ -51,18 +52,29 @@ class _Render:
             self.limit = f"the delivery's templates took longer than {DELIVERY_SECONDS} s"
 
     def check_time(self) -> None:
-        if time.monotonic() > self.deadline:
+        if self.clock() > self.deadline:
             raise SecurityError(self.limit)
 
 
 _render: contextvars.ContextVar[_Render] = contextvars.ContextVar("hookrunner_render")
+# The budgets' clock: wall time on the event loop, where a render has the CPU to itself; the
+# thread's own CPU time on offload's thread, where waiting for the GIL while the loop serves
+# other requests is no work of the rule's (on the wall clock, busy servers failed slow rules
+# that matched on an idle one).
+_clock: contextvars.ContextVar[Callable[[], float]] = contextvars.ContextVar(
+    "hookrunner_clock", default=time.monotonic)
+
+
+def use_thread_clock() -> None:
+    """Budgets in this context count this thread's CPU time (see _clock)."""
+    _clock.set(time.thread_time)
 _delivery: contextvars.ContextVar[float] = contextvars.ContextVar("hookrunner_delivery")
 
 
 def start_delivery() -> contextvars.Token[float]:
     """Every render until `end_delivery(token)` shares one deadline too: a hook with many
     conditions and templates could otherwise take RENDER_SECONDS for each of them."""
-    return _delivery.set(time.monotonic() + DELIVERY_SECONDS)
+    return _delivery.set(_clock.get()() + DELIVERY_SECONDS)
 
 
 def end_delivery(token: contextvars.Token[float]) -> None:
@@ -448,7 +460,7 @@ def regex_find(pattern: str, text: str, *, anchored: bool) -> bool:
     compiled = compile_regex(pattern)
     state = _render.get(None)
     limit = REGEX_TIMEOUT if state is None else min(
-        REGEX_TIMEOUT, max(0.001, state.deadline - time.monotonic()))
+        REGEX_TIMEOUT, max(0.001, state.deadline - state.clock()))
     # `regex` lets go of the GIL while it matches a str; on the event loop, getting it back
     # waits for the thread that took it (~20 us measured, for a 1 us match). A long text
     # still lets go: the store's writer may work meanwhile.

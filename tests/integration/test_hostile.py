@@ -516,8 +516,8 @@ def test_a_leading_dash_after_the_separator_is_an_operand_not_an_option(server: 
         # audit: a templated program of `touch` or `/usr/bin/touch` ran what the sender named.
         ({"kind": "program", "program": "touch"}, "the program is templated, so it must name "
                                                   "a file under --root"),
-        ({"kind": "program", "program": "/usr/bin/touch"}, "not a program on PATH or an "
-                                                           "absolute path: '/usr/bin/touch'"),
+        ({"kind": "program", "program": "/usr/bin/touch"}, "not a program on PATH or a "
+                                                           "path outside it: '/usr/bin/touch'"),
         ({"kind": "playbook", "playbook": "../rules/hostile.yaml"}, "outside playbooks/"),
         ({"kind": "playbook", "playbook": "/etc/passwd"}, "outside playbooks/"),
         ({"kind": "terraform", "dir": "../.."}, "outside --root"),

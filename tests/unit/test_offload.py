@@ -74,3 +74,17 @@ async def test_the_loop_answers_while_the_thread_works() -> None:
     await offload.run("h", BIG_BODY + 1, busy)
     ticker.cancel()
     assert ticks - before > 10  # the loop went on meanwhile (on the loop itself: ~0)
+
+
+async def test_on_the_thread_the_budgets_count_its_cpu_time_not_its_waits() -> None:
+    """review: on the wall clock, a slow rule's 1 s budget ran out while its thread waited
+    for the GIL behind a busy loop, and rules that matched on an idle server failed."""
+    from hookrunner import bounds
+
+    def clock() -> object:
+        return bounds._clock.get()
+
+    offload = Offload()
+    assert await offload.run("h", BIG_BODY + 1, clock) is time.thread_time
+    assert await offload.run("other", 10, clock) is time.monotonic
+    assert bounds._clock.get() is time.monotonic  # the loop's context is left as it was

@@ -150,15 +150,12 @@ def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) ->
     env.update(FIXED_ENV)
     if not inventory:
         env.update(IMPLICIT_LOCALHOST_ENV)
-    # Private to the run unless --pass-env names them. ANSIBLE_REMOTE_TEMP only without an
-    # inventory: that path is made on every managed host (a path of this machine's data dir
-    # failed each SSH task of a user who may not create it, and beat the project's
-    # remote_tmp), but the implicit localhost is this machine, where a module stopped by a
-    # cancel or timeout left its arguments (secrets too) in ~/.ansible/tmp for good.
+    # Private to the run unless --pass-env names them. No ANSIBLE_REMOTE_TEMP: that path is
+    # made on every managed host (a path of this machine's data dir failed each SSH task of a
+    # user who may not create it, and beat the project's remote_tmp), even without an
+    # inventory (`add_host`, `delegate_to`).
     env.setdefault("ANSIBLE_HOME", str(run_dir / "ansible_home"))
     env.setdefault("ANSIBLE_LOCAL_TEMP", str(run_dir / "tmp" / "local"))
-    if not inventory:
-        env.setdefault("ANSIBLE_REMOTE_TEMP", str(run_dir / "tmp" / "remote"))
     # A module unpacks itself into the system temp dir and removes it when it ends: a canceled
     # or timed-out run left ~130 KB in /tmp for good. Unless --pass-env names TMPDIR, that goes
     # in the run's own dir instead, which retention prunes with it.

@@ -114,7 +114,7 @@ def fixed_part(url: str) -> str | None:
     netloc = re.split(r"[/?#\\]", rest, maxsplit=1)[0]
     if not netloc or "{%" in netloc:
         return None
-    if not netloc.endswith(HOLE):
+    if not netloc.endswith(HOLE) or netloc == HOLE:  # a whole-host template may name any host
         return f"{scheme}://{netloc}"
     # A host that ends with a template (a port, `api-{{ region }}`) ends where the value
     # does: `8443/admin?` would put the rule's own path in the query. The text the rule

@@ -28,7 +28,7 @@ KIND = "shell"
 KEYS = ("argv", "command", "env", "cwd", "stdin")
 ID_NAMES = frozenset(ID_PREFIX + key.upper() for key in ID_KEYS)  # HOOKRUNNER_RUN_ID, ...
 STDIN_SOURCES = ("payload",)
-TEMPLATE_START = re.compile(r"\{[{%]")
+TEMPLATE_START = re.compile(r"\{\{")  # a value printed: `{% if %}` alone prints rule text
 
 # Jinja2 markup is kept whole while splitting `command`: `{{ a }}` must not become 3 words.
 _TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
@@ -106,11 +106,12 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
     env = dict(base_env)
     env.update({name: stringify(v) for name, v in (rendered.get("env") or {}).items()
                 if name not in ID_NAMES})  # a spec stored before they were refused
-    if rendered.get(PROGRAM_TEMPLATED) and (argv[0].startswith("/") or "/" not in argv[0]):
+    if rendered.get(PROGRAM_TEMPLATED) and ("/" not in argv[0] or (
+            argv[0].startswith("/") and not Path(argv[0]).resolve().is_relative_to(root))):
         # `{{ payload.prog }}` of `touch` or `/usr/bin/touch` ran what the sender named.
         raise ActionError(f"shell: the program is templated, so it must name a file under "
                           f"--root (as scripts/{{{{ ... }}}}.sh does), not a program on PATH "
-                          f"or an absolute path: {argv[0][:200]!r}")
+                          f"or a path outside it: {argv[0][:200]!r}")
     argv[0] = resolve_program(argv[0], root=root, path=env.get("PATH", ""))
     cwd = confine(root, stringify(rendered["cwd"])) if rendered.get("cwd") else root
     return Invocation(argv=argv, cwd=cwd, env=env, stdin=rendered.get("stdin") == "payload")

@@ -609,7 +609,10 @@ def _sender_picks_program(program: Any) -> bool:
     to a bare name or an absolute path, which the shell action refuses."""
     if isinstance(program, Constant):
         return False
-    head = re.split(r"\{[{%]", str(getattr(program, "source", "")), maxsplit=1)[0]
+    source = str(getattr(program, "source", ""))
+    if "{{" not in source:  # `{% if %}` choosing between programs the rule writes out
+        return False
+    head = source.split("{{", 1)[0]
     return head.startswith("/") or "/" not in head
 
 

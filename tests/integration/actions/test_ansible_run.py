@@ -241,7 +241,6 @@ async def _wait_for_pid(path: Path) -> int:
 
 
 async def test_cancel_stops_the_playbook_and_its_workers(harness, playbooks: Path) -> None:
-    home_before = _home_temp()
     pidfile = harness.tmp / "task.pid"
     ctx = harness.ctx(timeout=None)
     spec = {"playbook": "sleeper.yml", "extravars": {"pidfile": str(pidfile)}}
@@ -254,16 +253,9 @@ async def test_cancel_stops_the_playbook_and_its_workers(harness, playbooks: Pat
     assert time.monotonic() - started < 8
     assert not is_alive(task_pid)
     assert "[hookrunner] canceled" in harness.log_text()
-    # What the killed module left (its unpacked payload, its arguments) was in the run's own
-    # dir, not in /tmp or ~/.ansible/tmp for good, and went with it.
+    # What the killed module unpacked was in the run's own dir, not in /tmp for good, and
+    # went with it (extravars.yml too).
     assert not list(ctx.work_dir.glob("ansible-*"))
-    assert _home_temp() == home_before
-
-
-def _home_temp() -> set[str]:
-    """Ansible's default remote temp dir on this machine (the implicit localhost's)."""
-    home = Path.home() / ".ansible" / "tmp"
-    return set(os.listdir(home)) if home.is_dir() else set()
 
 
 async def test_timeout_stops_the_playbook_and_its_workers(harness, playbooks: Path) -> None:
@@ -451,8 +443,7 @@ async def test_the_play_runs_in_root_with_the_projects_ansible_cfg(harness, play
     log = harness.log_text()
     assert result.outcome == "succeeded", log
     assert f"role ran in {harness.root}" in log
-    # Without an inventory every host is this machine: its temp dir is the run's own.
-    assert re.search(r"remote tmp \[.*/ansible-\w+/tmp/remote\]", log), log
+    assert "remote tmp []" in log  # Ansible's own default (~/.ansible/tmp), not a local path
     # The cfg's inventory is not the rule's: without one in the rule, only the implicit
     # localhost exists, as before (`hosts: all` reaching the project's hosts would be new).
     (harness.root / "ansible.cfg").write_text("[defaults]\ninventory = prod.ini\n")
