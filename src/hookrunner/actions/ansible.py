@@ -21,6 +21,7 @@ would run on this host. Extra vars are therefore written as YAML with every stri
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import shutil
@@ -161,6 +162,19 @@ def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) ->
     # in the run's own dir instead, which retention prunes with it.
     env.setdefault("TMPDIR", str(run_dir / "tmp" / "modules"))
     return env
+
+
+def _local_remote_temp(run_dir: Path) -> None:
+    """The implicit localhost's remote temp dir in the run's own dir: a module stopped by a
+    cancel or timeout left its arguments (secrets too) in ~/.ansible/tmp for good. As a host
+    var of the implicit localhost (read from beside the run's empty inventory), not the
+    environment, which every host reads: hosts a play adds (`add_host`) or delegates to are
+    asked to make Ansible's own default, not a path of this machine's data dir. A project's
+    `host_vars/localhost` beside its playbooks still wins."""
+    host_vars = run_dir / "host_vars"
+    host_vars.mkdir(mode=0o700)
+    path = json.dumps(str(run_dir / "tmp" / "remote"))  # JSON is YAML; !unsafe: no Jinja
+    (host_vars / "localhost.yml").write_text(f"ansible_remote_tmp: !unsafe {path}\n")
 
 
 def _is_utf8(locale: str) -> bool:
@@ -317,6 +331,8 @@ class AnsibleRunner:
                 # (the play runs in --root), where `hosts: all` would reach its hosts.
                 inventory_path = run_dir / "no-inventory"
                 inventory_path.touch(mode=0o600)
+                if "ANSIBLE_REMOTE_TEMP" not in ctx.env:
+                    _local_remote_temp(run_dir)
         except OSError as exc:  # a full disk, or no descriptor left (then it may run later)
             reason = f"cannot prepare the run in {ctx.work_dir}: {exc.strerror or exc}"
             ctx.log.note(reason)

@@ -241,6 +241,7 @@ async def _wait_for_pid(path: Path) -> int:
 
 
 async def test_cancel_stops_the_playbook_and_its_workers(harness, playbooks: Path) -> None:
+    home_before = _home_temp()
     pidfile = harness.tmp / "task.pid"
     ctx = harness.ctx(timeout=None)
     spec = {"playbook": "sleeper.yml", "extravars": {"pidfile": str(pidfile)}}
@@ -253,9 +254,16 @@ async def test_cancel_stops_the_playbook_and_its_workers(harness, playbooks: Pat
     assert time.monotonic() - started < 8
     assert not is_alive(task_pid)
     assert "[hookrunner] canceled" in harness.log_text()
-    # What the killed module unpacked was in the run's own dir, not in /tmp for good, and
-    # went with it (extravars.yml too).
+    # What the killed module left (its unpacked payload, its arguments) was in the run's own
+    # dir, not in /tmp or ~/.ansible/tmp for good, and went with it (extravars.yml too).
     assert not list(ctx.work_dir.glob("ansible-*"))
+    assert _home_temp() == home_before
+
+
+def _home_temp() -> set[str]:
+    """Ansible's default remote temp dir on this machine."""
+    home = Path.home() / ".ansible" / "tmp"
+    return set(os.listdir(home)) if home.is_dir() else set()
 
 
 async def test_timeout_stops_the_playbook_and_its_workers(harness, playbooks: Path) -> None:
@@ -464,6 +472,18 @@ async def test_the_play_runs_in_root_with_the_projects_ansible_cfg(harness, play
     remote = await ANSIBLE.run({"playbook": "remote_tmp.yml", "inventory": "prod.ini"},
                                harness.ctx(name="remote"))
     assert remote.outcome == "succeeded" and "remote tmp []" in harness.log_text("remote")
+    # Without one, the implicit localhost (this machine) keeps its temp files in the run's
+    # dir, while a host the play adds gets Ansible's own default.
+    (playbooks / "added.yml").write_text(
+        "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.debug: {msg: 'local [{{ ansible_remote_tmp }}]'}\n"
+        "    - ansible.builtin.add_host: {name: added1, ansible_connection: local}\n"
+        "- hosts: added1\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.debug: {msg: \"added [{{ ansible_remote_tmp | default('') }}]\"}\n")
+    added = await ANSIBLE.run({"playbook": "added.yml"}, harness.ctx(name="added"))
+    log = harness.log_text("added")
+    assert added.outcome == "succeeded", log
+    assert re.search(r"local \[.*/ansible-\w+/tmp/remote\]", log) and "added []" in log, log
 
 
 RESCUED = """
