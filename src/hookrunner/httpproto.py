@@ -38,6 +38,9 @@ from hookrunner.pathprefix import strip
 
 MAX_HEAD_BYTES = 64 * 1024  # GitHub & co. send < 4 KiB; nginx allows 4 x 8 KiB by default
 LINGER = 2.0  # seconds a refused connection is drained before it is closed
+# An answer given before the body came: the rest is read while it keeps coming, until LINGER
+# without a byte, or this long in all (nginx: lingering_timeout 5 s, lingering_time 30 s).
+LINGER_MAX = 30.0
 
 
 def _last_answer(status: bytes, error: bytes) -> bytes:
@@ -129,6 +132,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._begun = False  # a request has begun on this connection
         self._eof = False  # the client half-closed after a whole request: answer, then close
         self._held_refusal: bytes | None = None  # written once the earlier answers are
+        self._linger_end: float | None = None  # close_after_body: when it closes at the latest
+        self._last_data = 0.0  # while lingering: when the client last sent something
         # The app's hook lane (hooklane); None behind any wrapper uvicorn put around the app.
         self._lane: Lane | None = getattr(self.app, "hook_lane", None)
         # --path-prefix: a hook's path with it still on is a hook's path here too.
@@ -318,16 +323,28 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         for `Connection: close` closed the socket with the body still arriving: the kernel
         then resets the connection, and a client that writes its whole body before reading
         (Python's urllib, many SDKs) got a broken pipe instead of the answer. So the rest
-        of the body is read and dropped, for up to LINGER, after a half-close (the answer
-        is all sent), as web servers' lingering close does."""
+        of the body is read and dropped after a half-close (the answer is all sent), while
+        it keeps coming (see LINGER_MAX), as web servers' lingering close does."""
         if self._in_head or self._reading_since is None or self.transport.is_closing():
             self.transport.close()  # nothing more is on its way
             return
         self._refused = True  # what still comes is read and dropped (data_received)
+        now = time.monotonic()
+        self._last_data, self._linger_end = now, now + LINGER_MAX
         self.flow.resume_reading()
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.loop.call_later(LINGER, self.transport.close)
+        self.loop.call_later(LINGER, self._linger_check)
+
+    def _linger_check(self) -> None:
+        if self.transport.is_closing() or self._linger_end is None:
+            return
+        now = time.monotonic()
+        quiet = now - self._last_data
+        if quiet >= LINGER or now >= self._linger_end:
+            self.transport.close()
+        else:
+            self.loop.call_later(min(LINGER - quiet, self._linger_end - now), self._linger_check)
 
     def on_response_complete(self) -> None:
         if self._reading_since is not None:  # a pipelined request waited for this answer
@@ -422,6 +439,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
+            if self._linger_end is not None:
+                self._last_data = time.monotonic()
             return  # draining: read and dropped
         if self._in_head:
             self._head_bytes += len(data)

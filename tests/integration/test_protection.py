@@ -7,6 +7,7 @@ never believed) and one that trusts the loopback address as its reverse proxy.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +156,28 @@ def test_an_early_refusal_reaches_a_client_that_sends_its_whole_body_first(
         answer = _send_whole_then_read(direct, hook, 8 * 2**20)
         assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
     assert httpx.get(f"{direct.url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_slow_body_after_an_early_refusal_is_read_while_it_comes(direct: Server) -> None:
+    """A body still arriving past the first LINGER (2 s) was reset all the same: the rest
+    is now read while it keeps coming, and a client that stops sending is closed after a
+    quiet LINGER."""
+    size = 48 * 65536
+    with socket.create_connection(("127.0.0.1", direct.port), timeout=30) as s:
+        s.sendall(f"POST /hooks/small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode())
+        for _ in range(48):  # ~4 s of body
+            s.sendall(b"a" * 65536)
+            time.sleep(0.08)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    # A client that sends no more is let go once it has been quiet for LINGER.
+    with socket.create_connection(("127.0.0.1", direct.port), timeout=30) as s:
+        s.sendall(b"POST /hooks/small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Length: 10000000\r\n\r\n" + b"a" * 4096)
+        answer = b""
+        while chunk := s.recv(65536):  # ends: the server closes (else the 30 s timeout)
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
