@@ -74,7 +74,7 @@ class Offload:
         # Waiting for the GIL while the loop serves others is no work of the rule's: its
         # budgets, and the measure of its slowness, count this thread's CPU time here.
         bounds.use_thread_clock()
-        return self._timed(hook_id, work, time.thread_time)
+        return self._timed(hook_id, work, bounds.clock())
 
     def _timed(self, hook_id: str, work: Callable[[], T], clock: Callable[[], float]) -> T:
         started = clock()

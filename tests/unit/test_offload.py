@@ -81,10 +81,18 @@ async def test_on_the_thread_the_budgets_count_its_cpu_time_not_its_waits() -> N
     for the GIL behind a busy loop, and rules that matched on an idle server failed."""
     from hookrunner import bounds
 
-    def clock() -> object:
-        return bounds._clock.get()
+    def busy_then_waiting() -> tuple[float, float]:
+        clock = bounds.clock()
+        start = clock()
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:  # 50 ms of CPU
+            pass
+        worked = clock() - start
+        time.sleep(0.1)  # waiting (for the GIL, say): a fifth of it counts
+        return worked, clock() - start
 
     offload = Offload()
-    assert await offload.run("h", BIG_BODY + 1, clock) is time.thread_time
-    assert await offload.run("other", 10, clock) is time.monotonic
-    assert bounds._clock.get() is time.monotonic  # the loop's context is left as it was
+    worked, waited = await offload.run("h", BIG_BODY + 1, busy_then_waiting)
+    assert 0.05 <= worked < 0.1 and 0.1 / bounds.WAIT_FACTOR <= waited < 0.1, (worked, waited)
+    assert await offload.run("other", 10, bounds.clock) is time.monotonic
+    assert bounds.clock() is time.monotonic  # the loop's context is left as it was
