@@ -33,7 +33,11 @@ async def test_a_slow_hook_is_matched_on_the_thread_until_it_is_fast_for_a_while
         time.sleep(SLOW * 2)
         return _where()
 
-    assert await offload.run("h", 10, slow) == threading.current_thread().name  # found slow now
+    assert await offload.run("h", 10, slow) == threading.current_thread().name
+    # One slow delivery is as often a garbage collection: a fast one after it clears it.
+    assert await offload.run("h", 10, _where) == threading.current_thread().name
+    assert await offload.run("h", 10, slow) == threading.current_thread().name
+    assert await offload.run("h", 10, slow) == threading.current_thread().name  # 2 in a row
     assert (await offload.run("h", 10, _where)).startswith("hookrunner-match")
     assert await offload.run("other", 10, _where) == threading.current_thread().name
     assert (await offload.run("other", BIG_BODY + 1, _where)).startswith("hookrunner-match")
