@@ -587,6 +587,13 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
     ca = tree.get("ca") if kind == "http" else None
     if isinstance(ca, Constant):
         _ca_bundle(ctx.root, ca.source, problem, missing)
+    extravars = tree.get("extravars") if kind == "ansible" else None
+    for key in extravars if isinstance(extravars, dict) else ():
+        if isinstance(key, str) and ("{{" in key or "{%" in key):  # audit: silently literal
+            ctx.warnings.append(
+                f"{ctx.file}:{line_of(body, ('extravars', key), fallback)}: {what}: "
+                f"run.ansible.extravars: the key {key!r} is not templated (only values are): "
+                "Ansible gets a variable of that very name")
     if kind == "shell" and isinstance(argv, list) and argv and _sender_picks_program(argv[0]):
         ctx.warnings.append(
             f"{ctx.file}:{line_of(body, ('argv', 0), line_of(body, ('command',), fallback))}: "

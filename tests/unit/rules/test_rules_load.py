@@ -761,6 +761,23 @@ def test_a_program_a_value_picks_is_a_warning(tmp_path: Path) -> None:
            "to run. It must render to a file under --root" in found[0], found[0]
 
 
+def test_a_templated_extravars_key_is_a_warning(tmp_path: Path) -> None:
+    """audit: `extravars: {"{{ payload.key }}": x}` gave Ansible a variable of that name,
+    and `check` said ok."""
+    rules = _rules_dir(tmp_path)
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "p.yml").write_text("- hosts: localhost\n")
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - name: a\n    hook: h\n    run:\n      ansible:\n        playbook: p.yml\n"
+        "        extravars:\n          ok: '{{ payload.x }}'\n"
+        "          '{{ payload.key }}': x\n")
+    loaded = load_rules(rules, root=tmp_path, strict=True)
+    found = [w for w in loaded.warnings if "run.ansible.extravars" in w]
+    assert len(found) == 1 and "r.yaml:10: rule 'a': run.ansible.extravars: the key " \
+        "'{{ payload.key }}' is not templated" in found[0], found
+
+
 def test_a_terraform_binary_missing_from_path_is_a_warning(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """`binary: tofu` where only terraform is installed: `check` said ok."""
