@@ -75,8 +75,9 @@ WAIT_FACTOR = 5  # on that thread, a budget also ends after this many times it i
 
 def use_thread_clock() -> None:
     """Budgets in this context count this thread's CPU time (see _clock), or a WAIT_FACTOR-th
-    of the wall time, whichever is more: a delivery's 1 s budget ends after at most 5 s
-    however busy the loop is, so its sender is answered before its usual 10 s timeout."""
+    of the wall time, whichever is more: a delivery's 1 s budget ends after at most 5 s of
+    its matching however busy the loop is (deliveries queued behind it on the thread wait
+    for it besides)."""
     cpu0, wall0 = time.thread_time(), time.monotonic()
 
     def thread_clock() -> float:

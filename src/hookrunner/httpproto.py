@@ -336,6 +336,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write_eof()
         self.loop.call_later(LINGER, self._linger_check)
 
+    def timeout_keep_alive_handler(self) -> None:
+        # Armed by uvicorn once the answer is out: while lingering, the body still coming
+        # (never seen by the parser, so never resetting it) is no idle keep-alive connection.
+        if self._linger_end is None:
+            super().timeout_keep_alive_handler()
+
     def _linger_check(self) -> None:
         if self.transport.is_closing() or self._linger_end is None:
             return

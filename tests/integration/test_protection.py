@@ -162,13 +162,13 @@ def test_a_slow_body_after_an_early_refusal_is_read_while_it_comes(direct: Serve
     """A body still arriving past the first LINGER (2 s) was reset all the same: the rest
     is now read while it keeps coming, and a client that stops sending is closed after a
     quiet LINGER."""
-    size = 48 * 65536
+    size = 64 * 65536
     with socket.create_connection(("127.0.0.1", direct.port), timeout=30) as s:
         s.sendall(f"POST /hooks/small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                   f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode())
-        for _ in range(48):  # ~4 s of body
+        for _ in range(64):  # ~6.5 s of body: past uvicorn's 5 s keep-alive timer too
             s.sendall(b"a" * 65536)
-            time.sleep(0.08)
+            time.sleep(0.1)
         answer = b""
         while chunk := s.recv(65536):
             answer += chunk

@@ -100,3 +100,17 @@ async def test_on_the_thread_the_budgets_count_its_cpu_time_not_its_waits() -> N
     assert 0.05 <= worked < 0.1 and 0.1 / bounds.WAIT_FACTOR <= waited < 0.1, (worked, waited)
     assert await offload.run("other", 10, bounds.clock) is time.monotonic
     assert bounds.clock() is time.monotonic  # the loop's context is left as it was
+
+
+async def test_one_very_slow_delivery_is_enough() -> None:
+    """review: a rule slow for some payloads only (sorting a list sent), between fast
+    deliveries, was never slow twice in a row, and each slow one held the loop."""
+    from hookrunner.offload import VERY_SLOW
+
+    offload = Offload()
+
+    def very_slow() -> None:
+        time.sleep(VERY_SLOW * 1.2)
+
+    await offload.run("h", 10, very_slow)
+    assert (await offload.run("h", 10, _where)).startswith("hookrunner-match")

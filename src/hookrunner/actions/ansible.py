@@ -21,6 +21,7 @@ would run on this host. Extra vars are therefore written as YAML with every stri
 from __future__ import annotations
 
 import asyncio
+import configparser
 import json
 import os
 import shlex
@@ -162,6 +163,36 @@ def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) ->
     # in the run's own dir instead, which retention prunes with it.
     env.setdefault("TMPDIR", str(run_dir / "tmp" / "modules"))
     return env
+
+
+def _project_sets_remote_tmp(env: Mapping[str, str], root: Path, playbook_dir: Path) -> bool:
+    """Whether the operator or the project chose the remote temp dir, which the run's host
+    var would beat (a var beats a setting, and inventory host_vars beat a playbook's
+    group_vars): `--pass-env ANSIBLE_REMOTE_TEMP`, `remote_tmp` in the ansible.cfg Ansible
+    reads (ANSIBLE_CONFIG, else --root's, the user's, /etc's: the first found), or
+    `ansible_remote_tmp` in a group_vars file beside the playbooks. A project's
+    host_vars/localhost beside its playbooks wins anyway."""
+    if "ANSIBLE_REMOTE_TEMP" in env or "ANSIBLE_REMOTE_TMP" in env:
+        return True
+    for cfg in (env.get("ANSIBLE_CONFIG"), root / "ansible.cfg", Path.home() / ".ansible.cfg",
+                "/etc/ansible/ansible.cfg"):
+        path = (root / cfg) if cfg else None  # a relative ANSIBLE_CONFIG: from --root, the cwd
+        if path is not None and path.is_file():
+            parser = configparser.ConfigParser(interpolation=None, strict=False)
+            try:
+                parser.read(path)
+            except (configparser.Error, OSError, UnicodeError):
+                return True  # unreadable here: leave the choice to Ansible
+            if parser.has_option("defaults", "remote_tmp"):
+                return True
+            break  # Ansible reads the first one found
+    group_vars = playbook_dir / "group_vars"
+    try:
+        return group_vars.is_dir() and any(
+            "ansible_remote_tmp" in f.read_text(errors="replace")
+            for f in group_vars.rglob("*") if f.is_file())
+    except OSError:
+        return True
 
 
 def _local_remote_temp(run_dir: Path) -> None:
@@ -331,7 +362,7 @@ class AnsibleRunner:
                 # (the play runs in --root), where `hosts: all` would reach its hosts.
                 inventory_path = run_dir / "no-inventory"
                 inventory_path.touch(mode=0o600)
-                if "ANSIBLE_REMOTE_TEMP" not in ctx.env:
+                if not _project_sets_remote_tmp(ctx.env, ctx.root, playbook.parent):
                     _local_remote_temp(run_dir)
         except OSError as exc:  # a full disk, or no descriptor left (then it may run later)
             reason = f"cannot prepare the run in {ctx.work_dir}: {exc.strerror or exc}"

@@ -476,7 +476,7 @@ async def test_the_play_runs_in_root_with_the_projects_ansible_cfg(harness, play
     # dir, while a host the play adds gets Ansible's own default.
     (playbooks / "added.yml").write_text(
         "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
-        "    - ansible.builtin.debug: {msg: 'local [{{ ansible_remote_tmp }}]'}\n"
+        "    - ansible.builtin.debug: {msg: \"local [{{ ansible_remote_tmp | default('') }}]\"}\n"
         "    - ansible.builtin.add_host: {name: added1, ansible_connection: local}\n"
         "- hosts: added1\n  gather_facts: false\n  tasks:\n"
         "    - ansible.builtin.debug: {msg: \"added [{{ ansible_remote_tmp | default('') }}]\"}\n")
@@ -484,6 +484,16 @@ async def test_the_play_runs_in_root_with_the_projects_ansible_cfg(harness, play
     log = harness.log_text("added")
     assert added.outcome == "succeeded", log
     assert re.search(r"local \[.*/ansible-\w+/tmp/remote\]", log) and "added []" in log, log
+    # review: the project's own choice is not beaten by the run's host var.
+    for name, where, text in (
+            ("cfg", harness.root / "ansible.cfg", "[defaults]\nremote_tmp = /tmp/team-tmp\n"),
+            ("gv", playbooks / "group_vars" / "all.yml", "ansible_remote_tmp: /tmp/team-tmp\n")):
+        where.parent.mkdir(exist_ok=True)
+        where.write_text(text)
+        chosen = await ANSIBLE.run({"playbook": "added.yml"}, harness.ctx(name=name))
+        assert chosen.outcome == "succeeded", harness.log_text(name)
+        assert "/tmp/remote]" not in harness.log_text(name), harness.log_text(name)
+        where.unlink()
 
 
 RESCUED = """
