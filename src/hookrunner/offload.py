@@ -67,8 +67,8 @@ class Offload:
             if now >= slow_until and self._slow_until.get(hook_id, 0.0) > slow_until:
                 event("hook.slow_match", logging.WARNING, hook=hook_id,
                       note=f"{STRIKES} deliveries in a row took {SLOW * 1000:.0f} ms or more to "
-                           "parse and match: "
-                           f"its deliveries are matched off the event loop for {SLOW_FOR:.0f} s")
+                           f"parse and match, or one {VERY_SLOW * 1000:.0f} ms: its deliveries "
+                           f"are matched off the event loop for {SLOW_FOR:.0f} s")
 
     def _executor(self) -> ThreadPoolExecutor | None:
         if self._pool is None:
