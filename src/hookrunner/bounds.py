@@ -90,7 +90,7 @@ _delivery: contextvars.ContextVar[float] = contextvars.ContextVar("hookrunner_de
 def start_delivery() -> contextvars.Token[float]:
     """Every render until `end_delivery(token)` shares one deadline too: a hook with many
     conditions and templates could otherwise take RENDER_SECONDS for each of them."""
-    return _delivery.set(_clock.get()() + DELIVERY_SECONDS)
+    return _delivery.set(clock()() + DELIVERY_SECONDS)
 
 
 def end_delivery(token: contextvars.Token[float]) -> None:

@@ -28,7 +28,6 @@ KIND = "shell"
 KEYS = ("argv", "command", "env", "cwd", "stdin")
 ID_NAMES = frozenset(ID_PREFIX + key.upper() for key in ID_KEYS)  # HOOKRUNNER_RUN_ID, ...
 STDIN_SOURCES = ("payload",)
-TEMPLATE_START = re.compile(r"\{\{")  # a value printed: `{% if %}` alone prints rule text
 
 # Jinja2 markup is kept whole while splitting `command`: `{{ a }}` must not become 3 words.
 _TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
@@ -66,9 +65,8 @@ def normalize_shell(raw: Any) -> dict[str, Any]:
             raise ConfigError(f"shell.command: {exc}", path=("command",)) from None
         if not out["argv"]:
             raise ConfigError("shell.command is empty", path=("command",))
-    if TEMPLATE_START.search(out["argv"][0]):
-        # A value picks the program: it must be a file under --root (build_invocation).
-        out[PROGRAM_TEMPLATED] = True
+    if templated_program(out["argv"][0]):
+        out[PROGRAM_TEMPLATED] = True  # it must be a file under --root (build_invocation)
     env = spec.str_map(spec_, "env", KIND, names=spec.ENV_NAME)
     if env is not None:
         for name in env:
@@ -86,6 +84,12 @@ def normalize_shell(raw: Any) -> dict[str, Any]:
             raise ConfigError("shell.stdin must be 'payload'", path=("stdin",))
         out["stdin"] = spec_["stdin"]
     return out
+
+
+def templated_program(program: str) -> bool:
+    """Whether a value picks the program: a `{{ }}` in it (a `{% if %}` alone only chooses
+    between programs the rule writes out)."""
+    return "{{" in program
 
 
 @dataclass(frozen=True)

@@ -594,7 +594,8 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
                 f"{ctx.file}:{line_of(body, ('extravars', key), fallback)}: {what}: "
                 f"run.ansible.extravars: the key {key!r} is not templated (only values are): "
                 "Ansible gets a variable of that very name")
-    if kind == "shell" and isinstance(argv, list) and argv and _sender_picks_program(argv[0]):
+    if kind == "shell" and isinstance(argv, list) and argv and \
+            _sender_picks_program(argv[0], ctx.root):
         ctx.warnings.append(
             f"{ctx.file}:{line_of(body, ('argv', 0), line_of(body, ('command',), fallback))}: "
             f"{what}: run.shell.argv[0] is a template: a value picks the program to run. It "
@@ -610,17 +611,19 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
                  "run.terraform.binary")
 
 
-def _sender_picks_program(program: Any) -> bool:
+def _sender_picks_program(program: Any, root: Path | None) -> bool:
     """A templated program whose rule writes no directory under --root before the template
     (`{{ payload.tool }}`, `/usr/bin/{{ x }}`; not `scripts/{{ x }}.sh`): each run renders it
-    to a bare name or an absolute path, which the shell action refuses."""
-    if isinstance(program, Constant):
-        return False
-    source = str(getattr(program, "source", ""))
-    if "{{" not in source:  # `{% if %}` choosing between programs the rule writes out
+    to a bare name or a path outside --root, which the shell action refuses."""
+    from hookrunner.actions.shell import templated_program
+
+    source = "" if isinstance(program, Constant) else str(getattr(program, "source", ""))
+    if not templated_program(source):
         return False
     head = source.split("{{", 1)[0]
-    return head.startswith("/") or "/" not in head
+    if head.startswith("/"):
+        return root is None or not Path(head).resolve().is_relative_to(root.resolve())
+    return "/" not in head
 
 
 # Not `;` (`find -exec ... ;`), `<` (`expr 1 < 2`) or `&`: arguments often enough.

@@ -55,11 +55,9 @@ def _dump(value: Any, indent: str) -> list[str]:
 def _as_run(kind: str, action: dict[str, Any]) -> dict[str, Any]:
     """A shell action's arguments and environment as the process gets them: each one text
     (`{"a": 1}`, `null`, `["a", "b"]` are JSON), not YAML that reads as several arguments."""
-    if kind == "http":  # its own check's note (actions.http URL_FIXED), not the rule's
-        return {k: v for k, v in action.items() if k not in OWN_CHECKS}
+    shown = {k: v for k, v in action.items() if k not in OWN_CHECKS}  # an action's own notes
     if kind != "shell":
-        return action
-    shown = {k: v for k, v in action.items() if k not in OWN_CHECKS}
+        return shown
     if isinstance(shown.get("argv"), list):
         shown["argv"] = [stringify(v) for v in shown["argv"]]
     if isinstance(shown.get("env"), dict):
