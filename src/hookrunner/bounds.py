@@ -33,6 +33,7 @@ RENDER_SECONDS = 0.5  # wall-clock time one render may take (checked between ope
 DELIVERY_SECONDS = 1.0  # ... and all the renders of one delivery together (start_delivery)
 STEPS = "hookrunner_steps"  # the global every `{% for %}` iterates through (see templating)
 CONCAT = "hookrunner_concat"  # the global every `a ~ b` becomes
+DELIVERY_LIMIT = f"the delivery's templates took longer than {DELIVERY_SECONDS} s"
 
 
 class _Render:
@@ -49,7 +50,7 @@ class _Render:
         shared = _delivery.get(None)
         if shared is not None and shared < self.deadline:
             self.deadline = shared
-            self.limit = f"the delivery's templates took longer than {DELIVERY_SECONDS} s"
+            self.limit = DELIVERY_LIMIT
 
     def check_time(self) -> None:
         if self.clock() > self.deadline:
@@ -474,9 +475,12 @@ def regex_find(pattern: str, text: str, *, anchored: bool) -> bool:
     """`match` or `search`, bounded in time: a backtracking pattern (`(a|aa)+$`) on a payload
     value would otherwise run for minutes on the event loop."""
     compiled = compile_regex(pattern)
+    # Within a render, its deadline; outside one (fastclause decides a clause without a
+    # render), the delivery's: 100 rules of a backtracking pattern took 50 ms each, 6 s.
     state = _render.get(None)
-    limit = REGEX_TIMEOUT if state is None else min(
-        REGEX_TIMEOUT, max(0.001, state.deadline - state.clock()))
+    deadline = state.deadline if state is not None else _delivery.get(None)
+    limit = REGEX_TIMEOUT if deadline is None else min(
+        REGEX_TIMEOUT, max(0.001, deadline - (state.clock if state is not None else clock())()))
     # `regex` lets go of the GIL while it matches a str; on the event loop, getting it back
     # waits for the thread that took it (~20 us measured, for a 1 us match). A long text
     # still lets go: the store's writer may work meanwhile.
@@ -485,8 +489,11 @@ def regex_find(pattern: str, text: str, *, anchored: bool) -> bool:
         found = (compiled.match(text, timeout=limit, concurrent=concurrent) if anchored
                  else compiled.search(text, timeout=limit, concurrent=concurrent))
     except TimeoutError:
-        if state is not None and limit < REGEX_TIMEOUT:
-            state.check_time()  # the render's own time ran out: say that
+        if limit < REGEX_TIMEOUT:  # the render's or the delivery's own time ran out: say that
+            if state is not None:
+                state.check_time()
+            elif deadline is not None and clock()() > deadline:
+                raise SecurityError(DELIVERY_LIMIT) from None
         raise SecurityError(f"the regular expression took longer than {REGEX_TIMEOUT} s "
                             "on this value") from None
     return found is not None

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jinja2 import nodes
+from jinja2.exceptions import SecurityError
 
 # Names of dict methods: `payload.items` is the key where the object has one (templating's
 # getattr), else the method; such paths are left to Jinja. templating.request_keys uses it too.
@@ -67,6 +68,8 @@ class FastClause:
             return None
         try:
             truth = self._check(value)
+        except SecurityError:  # a pattern's time ran out: a render would spend it again
+            raise
         except Exception:  # e.g. "a" < 1: the render raises it with its message
             return None
         if type(truth) is not bool:

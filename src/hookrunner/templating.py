@@ -89,6 +89,10 @@ def _test_glob(value: Any, pattern: str) -> bool:
 
 def _test_in_cidr(value: Any, net: str | list[str]) -> bool:
     nets = [net] if isinstance(net, str) else list(net)
+    if isinstance(value, jinja2.Undefined):
+        # A missing (or misspelt) field is an error, as the README says, not simply false:
+        # a deny rule's `not payload.ip is in_cidr(...)` matched every delivery without one.
+        value._fail_with_undefined_error()
     text = _text(value, "in_cidr")
     if text is None:
         return False
@@ -748,7 +752,10 @@ class Clause:
     def evaluate(self, scope: Mapping[str, Any]) -> tuple[bool, Any]:
         """(truth of the clause, value of its left operand or of the clause itself)."""
         if self._fast is not None:
-            decided = self._fast.evaluate(scope)
+            try:
+                decided = self._fast.evaluate(scope)
+            except SecurityError as exc:  # as the render says it (bounds.regex_find)
+                raise _render_error(exc, self.source) from None
             if decided is not None:
                 return decided
         try:

@@ -131,3 +131,41 @@ def test_the_renders_of_one_delivery_share_a_deadline() -> None:
         bounds.end_delivery(token)
     assert "took longer than 0.5 s" in reasons[0]
     assert "the delivery's templates took longer than 1.0 s" in reasons[-1], reasons
+
+
+def test_conditions_decided_without_a_render_share_the_deliverys_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`payload.s is match(...)` is decided without a Jinja render (fastclause), and its
+    regex had 50 ms whatever was left of the delivery's 1 s, then was rendered again after a
+    time-out: 100 rules of a backtracking pattern held the event loop for 6 s."""
+    from hookrunner import bounds
+
+    limits: list[float] = []  # each search's time limit, as the regex module is given it
+    real = bounds.compile_regex
+
+    class Recorded:
+        def __init__(self, pattern: str) -> None:
+            self._compiled = real(pattern)
+
+        def match(self, text: str, **kwargs: Any) -> Any:
+            limits.append(kwargs["timeout"])
+            return self._compiled.match(text, **kwargs)
+
+    monkeypatch.setattr(bounds, "compile_regex", Recorded)
+    clause = compile_expression('payload.s is match("(a|aa)+$")').clauses()[0]
+    assert clause._fast is not None  # the fast path is what this tests
+    scope = {"payload": {"s": "a" * 60 + "b"}}
+    token = bounds.start_delivery()
+    try:
+        reasons = []
+        for _ in range(40):  # at least 50 ms each until the delivery's 1 s is spent
+            with pytest.raises(TemplateError) as info:
+                clause.evaluate(scope)
+            reasons.append(str(info.value))
+    finally:
+        bounds.end_delivery(token)
+    assert reasons[0] == ("refused by the sandbox: the regular expression took longer than "
+                          "0.05 s on this value (in 'payload.s is match(\"(a|aa)+$\")')")
+    assert "the delivery's templates took longer than 1.0 s" in reasons[-1], reasons
+    assert len(limits) == 40, "a clause that timed out was searched again by a render"
+    assert limits[-1] == 0.001, "the search past the delivery's deadline had its own 50 ms"

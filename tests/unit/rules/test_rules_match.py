@@ -87,6 +87,25 @@ def test_condition_errors_mean_no_match_and_are_recorded(when: str) -> None:
                                          or "no attribute" in result.error)
 
 
+@pytest.mark.parametrize("when", [
+    'when: not payload.source_ip is in_cidr("10.0.0.0/8")\n',
+    'when:\n  not: payload.sourec_ip is in_cidr("10.0.0.0/8")\n',  # a misspelt field
+    'when: not payload.ip.octets is in_cidr("10.0.0.0/8")\n',  # a step past a text
+])
+@pytest.mark.parametrize("explain", [True, False])
+def test_a_deny_rule_of_in_cidr_does_not_match_a_delivery_without_the_field(
+        when: str, explain: bool) -> None:
+    """`in_cidr` of a missing value is an error of the condition, as the README says: it was
+    silently false, so `not ... is in_cidr(...)` matched (ran) every delivery without it."""
+    [result] = evaluate(ruleset_with(when), "gh", scope(), explain=explain)
+    assert result.matched is False
+    assert result.error is not None and "has no attribute" in result.error, result.error
+    # With the field, it decides as written.
+    [inside] = evaluate(ruleset_with(when.replace("sourec_ip", "ip").replace("source_ip", "ip")
+                                     .replace(".octets", "")), "gh", scope(), explain=explain)
+    assert (inside.matched, inside.error) == (False, None)
+
+
 def test_explain_reports_each_clause_and_left_value() -> None:
     """Each top-level operand has its own result and the value of its left side."""
     rs = ruleset_with('when: event == "push" and payload.ref == "refs/heads/main" and '
