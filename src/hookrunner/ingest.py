@@ -86,6 +86,13 @@ def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any], body: byte
 _dedup_failed_log = Throttled("delivery.dedup_template_failed", logging.WARNING, per="hook")
 
 
+def _key_made_of_hidden(rule: Rule, hidden: list[list[Any]]) -> bool:
+    from hookrunner.actions import RUNNERS  # imports (registers) every runner; not at the top
+
+    made_of = getattr(RUNNERS[rule.action_kind], "implicit_key_fields", None)
+    return made_of is None or any(path[:1] and path[0] in made_of for path in hidden)
+
+
 def _new_run(
     rule: Rule, delivery_id: str, scope: dict[str, Any], now: float, default_timeout: float,
     secret: frozenset[str] = frozenset(),
@@ -107,8 +114,9 @@ def _new_run(
         if hidden:
             spec[HIDDEN_PATHS] = hidden
         # The concurrency key shows as [redacted] where its template read a secret, or where
-        # the action made it from its spec (terraform's dir and workspace) and any value is.
-        if any(r.path is None for r in reads) or (implicit and key is not None and hidden):
+        # the action made it from values of its spec (terraform's dir and workspace) that are.
+        if any(r.path is None for r in reads) or (implicit and key is not None and hidden
+                                                   and _key_made_of_hidden(rule, hidden)):
             spec[HIDDEN_KEY] = True
     except TemplateError as exc:
         message = str(exc)

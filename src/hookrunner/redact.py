@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import posixpath
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -110,11 +111,22 @@ def hidden_values(spec: Any) -> tuple[str, ...]:
         for path in spec.get(HIDDEN_PATHS) or ():
             value = _follow(spec, path) if isinstance(path, list) else None
             for text in _texts(value):
-                if len(text) >= MIN_SCRUBBED:
-                    found.add(text)
-                    if _URL_START.match(text):  # as an http action logs it (log_url)
-                        found.add(log_url(text))
-    return tuple(sorted(found, key=len, reverse=True))
+                found.update(_quoted_forms(text))
+    return tuple(sorted((t for t in found if len(t) >= MIN_SCRUBBED), key=len, reverse=True))
+
+
+def _quoted_forms(text: str) -> set[str]:
+    """`text`, and the forms an error may quote it in: as an http action logs a URL (log_url:
+    a value that is no URL, `cb.example/x?t=1`, is quoted up to its `?`), and as a path once
+    normalised (a program or `cwd` is named resolved: `a//b` as `a/b`, `../x` as `x`)."""
+    forms = {text, log_url(text)}
+    if "/" in text:
+        normal = posixpath.normpath(text)
+        forms.add(normal)
+        while normal.startswith("../"):
+            normal = normal[3:]
+        forms.add(normal)
+    return forms
 
 
 def _texts(value: Any) -> list[str]:
@@ -138,6 +150,17 @@ def scrub(text: str, values: tuple[str, ...]) -> str:
         if quoted != value and quoted in text:
             text = text.replace(quoted, REDACTED)
     return text
+
+
+def scrub_tree(value: Any, values: tuple[str, ...]) -> Any:
+    """`value` (JSON: a terraform action's outputs) with `values` scrubbed from its texts."""
+    if isinstance(value, str):
+        return scrub(value, values)
+    if isinstance(value, dict):
+        return {k: scrub_tree(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_tree(v, values) for v in value]
+    return value
 
 
 def log_url(url: str, *, path: bool = True) -> str:

@@ -97,6 +97,15 @@ rules:
         command: apply
         workspace: "{{ payload.env | default('default') }}"
         vars: {replicas: "{{ payload.replicas }}", service: "{{ payload.service }}"}
+  - name: apply-secret
+    hook: ops
+    when: payload.action == "apply-secret"
+    run:
+      terraform:
+        dir: tf/app
+        command: apply
+        workspace: hidden
+        vars: {replicas: 1, service: "{{ headers['X-Api-Key'] }}"}
   - name: plan
     hook: ops
     when: payload.action == "plan"
@@ -251,6 +260,21 @@ def test_apply_stores_outputs_made_of_payload_values(server: Server, root: Path)
     assert run["outputs"]["changes"]["operation"] == "apply"
     assert "Apply complete!" in log
     assert state_outputs(root / "tf/app/terraform.tfstate")["replicas"] == 3
+
+
+def test_an_output_made_of_a_secret_header_is_stored_redacted(server: Server) -> None:
+    """A terraform output equal to a variable rendered from a secret header was stored and
+    shown in clear, while the rendered action showed the variable `[redacted]`."""
+    body = json.dumps({"action": "apply-secret"}).encode()
+    sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    r = httpx.post(f"{server.url}/hooks/ops", content=body, timeout=30, headers={
+        "Content-Type": "application/json", "X-Signature": sig, "X-Api-Key": "tok-from-header"})
+    assert r.status_code == 202, r.text
+    run = server.wait_run(r.json()["runs"][0], timeout=RUN_TIMEOUT)
+    assert run["status"] == "succeeded", run
+    assert run["outputs"]["outputs"] == {"replicas": 1, "service": "[redacted]",
+                                         "workspace": "hidden"}
+    assert run["spec"]["vars"]["service"] == "[redacted]"
 
 
 def test_each_payload_env_gets_its_own_workspace_and_state(server: Server, root: Path) -> None:

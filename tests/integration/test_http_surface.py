@@ -75,6 +75,18 @@ rules:
     hook: shared
     when: payload.fail | default(false)
     run: {shell: {argv: ["echo", "{{ payload.nothing.here }}"]}}
+  - name: program-from-secret
+    hook: open
+    when: payload.paths | default(false)
+    run: {shell: {argv: ["scripts/{{ headers['X-Api-Key'] }}.sh"]}}
+  - name: cwd-from-secret
+    hook: open
+    when: payload.paths | default(false)
+    run: {shell: {argv: ["true"], cwd: "work/{{ headers['X-Api-Key'] }}"}}
+  - name: url-from-secret
+    hook: open
+    when: payload.paths | default(false)
+    run: {http: {url: "{{ headers['X-Api-Key'] }}"}}
 """
 ENV = {"BASIC_PW": "pw-1", "TOK": "tok-1"}
 
@@ -283,6 +295,27 @@ def test_values_rendered_from_secret_headers_are_hidden_where_runs_are_shown(
     assert delivery["dedup_key"].startswith("sha256:")
     for text in (str(shown), log, page, str(delivery), deliveries, server.output()):
         assert "tok-1" not in text, text
+
+
+@pytest.mark.parametrize("value", ["Zm9v//tok-secret-9", "../tok-secret-9",
+                                   "cb.example/tok-secret-9?t=x#y"])
+def test_a_secret_is_hidden_where_a_reason_quotes_it_resolved(
+    make_server: Callable[..., Server], value: str,
+) -> None:
+    """An error quotes a program or cwd as a path resolved (`a//b` as `a/b`, `../x` as `x`),
+    and a URL that is no http(s) URL up to its `?`: a value from a secret header showed in
+    the run's reason, the API and the log in those forms."""
+    server = make_server(RULES, env=ENV)
+    r = httpx.post(f"{server.url}/hooks/open?wait=10s", headers={"X-Api-Key": value},
+                   json={"paths": True})
+    assert r.status_code == 200, r.text
+    runs = {x["rule"]: x for x in r.json()["runs"]}
+    for rule in ("program-from-secret", "cwd-from-secret", "url-from-secret"):
+        assert runs[rule]["status"] == "failed" and "[redacted]" in runs[rule]["reason"], runs[rule]
+    with server.admin() as c:
+        listing = c.get("/api/runs?limit=100").text
+    for text in (r.text, listing, server.output()):
+        assert "tok-secret-9" not in text, text
 
 
 def _mode(path: Path) -> int:

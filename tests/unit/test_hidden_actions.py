@@ -25,6 +25,9 @@ rules:
   - name: plain
     hook: k
     run: {terraform: {command: plan, dir: envs, workspace: "{{ payload.ws }}"}}
+  - name: var-only
+    hook: k
+    run: {terraform: {command: plan, dir: envs, vars: {token: "{{ headers['X-Shared'] }}"}}}
 """
 
 
@@ -37,11 +40,13 @@ def _scope() -> dict[str, Any]:
 def test_an_implicit_concurrency_key_made_from_a_secret_is_hidden() -> None:
     ruleset = load_rules_text({"r.yaml": RULES})
     _, runs = ingest.plan_runs(ruleset, "k", _scope(), "dlv_1", 0.0, 60.0)
-    tf, plain = runs
+    tf, plain, var_only = runs
     assert tf.concurrency_key == "terraform:envs:ws-tok-secret-1"  # what it serializes on
     assert tf.spec[HIDDEN_KEY] is True
     assert shown_key(tf.concurrency_key, tf.spec) == "[redacted]"
     assert shown_key(plain.concurrency_key, plain.spec) == "terraform:envs:prod"
+    # A var from a secret is hidden; the key, made of the dir and workspace alone, is not.
+    assert shown_key(var_only.concurrency_key, var_only.spec) == "terraform:envs:default"
 
 
 def test_a_url_from_a_secret_is_scrubbed_as_the_http_log_line_writes_it() -> None:

@@ -195,6 +195,17 @@ def _project_sets_remote_tmp(env: Mapping[str, str], root: Path, playbook_dir: P
         return True
 
 
+def _remove_run_dir(run_dir: Path) -> None:
+    """The run's dir, and the attempt's and the run's dirs above it (`<data>/work/<run>/<n>`)
+    where it leaves them empty: nothing of the run stays under the data dir."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in (run_dir.parent, run_dir.parent.parent):
+        try:
+            parent.rmdir()
+        except OSError:  # not empty (what a killed module still writes), or gone already
+            return
+
+
 def _local_remote_temp(run_dir: Path) -> None:
     """The implicit localhost's remote temp dir in the run's own dir: a module stopped by a
     cancel or timeout left its arguments (secrets too) in ~/.ansible/tmp for good. As a host
@@ -368,7 +379,7 @@ class AnsibleRunner:
             reason = f"cannot prepare the run in {ctx.work_dir}: {exc.strerror or exc}"
             ctx.log.note(reason)
             if run_dir is not None:  # extravars.yml may be written: the payload
-                shutil.rmtree(run_dir, ignore_errors=True)
+                _remove_run_dir(run_dir)
             return RunResult("failed", reason=reason, not_started=exc.errno in process.SHORT_OF)
         envvars = build_envvars(ctx.env, run_dir, inventory=placed.inventory is not None)
         cmdline = ["-e", f"@{vars_file}"]
@@ -434,7 +445,7 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
             # and values of secret headers, runner's artifacts the whole output past the
             # log's cap, a stopped module's temp files its arguments. The run log and stats
             # (read above) are the record.
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _remove_run_dir(run_dir)
             loop.call_soon_threadsafe(_resolve, done)
 
     threading.Thread(target=work, name=f"ansible-{ctx.run_id}", daemon=True).start()
@@ -454,7 +465,7 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
                 reason = f"timed out after {process.format_seconds(ctx.timeout or 0.0)}"
             ctx.log.note(reason)
             await _stop(job, done, ctx)
-            shutil.rmtree(run_dir, ignore_errors=True)  # what a module killed last left
+            _remove_run_dir(run_dir)  # what a module killed last left
     finally:
         canceller.cancel()
         if not done.done():  # we were cancelled ourselves: leave nothing behind

@@ -210,6 +210,7 @@ def readable_outputs(raw: bytes) -> dict[str, Any]:
 class TerraformRunner:
     kind = KIND
     paths = (("dir", ""), ("var_files", ""))
+    implicit_key_fields = ("dir", "workspace")  # what implicit_concurrency_key is made of
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_terraform(raw)

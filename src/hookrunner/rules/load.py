@@ -44,7 +44,7 @@ from hookrunner.rules.model import (
     Source,
 )
 from hookrunner.rules.yamlsrc import LineDict, LineList, line_of, parse_yaml
-from hookrunner.templating import Constant, reusing_compiled
+from hookrunner.templating import Constant, reads_secret, reusing_compiled
 
 __all__ = ["load_rules", "load_rules_text"]
 
@@ -231,6 +231,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
     used = {hook_id for *_, hook_id in merged.refs}  # a rule with an error names its hook too
     warnings += [f"{src}: hook {hid!r} has no rules: its deliveries are stored but run nothing"
                  for hid, src in merged.hook_sources.items() if hid not in used and not unparsed]
+    warnings += _secrets_in_argv(merged.rules, merged.hooks)
     if not sources and not errors:
         warnings.append(f"{empty_hint}: no *.yaml or *.yml rules files")
     order = {ctx.file: i for i, ctx in enumerate(ctxs)}
@@ -240,6 +241,26 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
         raise ConfigErrors(errors, warnings)
     return Ruleset(hooks=merged.hooks, rules=tuple(merged.rules),
                    files=tuple(name for name, _ in sources), warnings=tuple(warnings))
+
+
+def _secrets_in_argv(rules: list[Rule], hooks: Mapping[str, Hook]) -> list[str]:
+    """A process's arguments are on every user's process listing (`/proc/<pid>/cmdline` is
+    world-readable): a secret header or query value rendered into argv is shown to them,
+    though the store and the API hide it."""
+    found: list[str] = []
+    for rule in rules:
+        if rule.action_kind != "shell":
+            continue
+        secret = frozenset().union(*(hooks[h].secret_header_names for h in rule.hooks if h in hooks))
+        for read in rule.request_reads:
+            if read.path is not None and read.path[:1] == ("argv",) and \
+                    reads_secret(read.keys, secret):
+                found.append(f"{rule.source}: rule {rule.name!r}: run.shell.argv "
+                             f"({read.source!r}) may hold a secret header or query value, and "
+                             "every user of this machine can read a process's arguments (ps): "
+                             "pass it in `env:` instead")
+                break
+    return found
 
 
 def _file(ctx: f.Ctx, data: Any, merged: _Merged, secrets: Any) -> None:
@@ -516,7 +537,30 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
     n = len(ctx.errors)
     tree = f.compile_leaves(ctx, normalized, body, (), fallback, f"{what}: run.{kind}")
     _paths(ctx, kind, tree, body, fallback, what)
+    _literal_secrets(ctx, kind, tree, body, fallback, what)
     return None if len(ctx.errors) > n else (kind, tree)
+
+
+_NAMED_VALUES = ("env", "vars", "extravars", "headers")  # where a secret's name is its key
+
+
+def _literal_secrets(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
+                     what: str) -> None:
+    """`env: {API_TOKEN: abc123}`: each run's record keeps its action as rendered (the API
+    and the console show such a value `[redacted]`, the database has it), and the rules
+    file is often in a repository. (A path, `TOKEN_FILE: /etc/x`, is no secret.)"""
+    from hookrunner.redact import secret_key
+
+    for key in _NAMED_VALUES:
+        values = tree.get(key)
+        for name, value in values.items() if isinstance(values, dict) else ():
+            if isinstance(name, str) and secret_key(name) and isinstance(value, Constant) \
+                    and len(value.source) >= 4 and not value.source.startswith("/"):
+                ctx.warnings.append(
+                    f"{ctx.file}:{line_of(body, (key, name), fallback)}: {what}: run.{kind}."
+                    f"{key}.{name} is a literal secret in the rules file, kept with every "
+                    "run's record: pass it from the server's environment instead (serve "
+                    "--pass-env NAME" + ("; a header: {env: NAME})" if key == "headers" else ")"))
 
 
 def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,

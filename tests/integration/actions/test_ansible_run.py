@@ -60,7 +60,8 @@ MODE_PROBE = """
   connection: local
   gather_facts: false
   tasks:
-    - ansible.builtin.shell: 'stat -c "extravars %a" "$TMPDIR/../../extravars.yml"'
+    - ansible.builtin.shell: 'stat -c "extravars %a" "$TMPDIR/../../extravars.yml"; cd "$TMPDIR/../../..";
+        stat -c "dir %a" . .. ../..'
       register: mode
     - ansible.builtin.debug:
         msg: "{{ mode.stdout }}"
@@ -289,11 +290,12 @@ async def test_the_work_directories_it_makes_are_private(harness, playbooks: Pat
     finally:
         os.umask(old)
     assert result.outcome == "succeeded", harness.log_text()
-    for d in (base.parent, base, base / "run_x", base / "run_x" / "1"):
+    for d in (base.parent, base):
         assert d.stat().st_mode & 0o777 == 0o700, d
-    # extravars.yml (the payload) was 0600 while the play ran, and is gone with it.
-    assert "extravars 600" in harness.log_text(), harness.log_text()
-    assert not list((base / "run_x" / "1").rglob("*"))
+    # extravars.yml (the payload) was 0600 while the play ran, and the attempt's, the run's
+    # and the work dir 0700; the run's dirs are gone with the play.
+    assert "extravars 600\\ndir 700\\ndir 700\\ndir 700" in harness.log_text(), harness.log_text()
+    assert list(base.iterdir()) == []
 
 
 async def test_a_cancel_before_the_play_reports_its_pid_still_stops_everything(

@@ -778,6 +778,41 @@ def test_a_templated_extravars_key_is_a_warning(tmp_path: Path) -> None:
         "'{{ payload.key }}' is not templated" in found[0], found
 
 
+def test_a_secret_header_in_argv_is_a_warning() -> None:
+    """audit: `argv: [notify, "{{ headers['Authorization'] }}"]` put the token on every local
+    user's `ps`, and `check` said ok; in `env:`, or a value of the payload, it is not."""
+    loaded = load_rules_text({"r.yaml": (
+        "hooks: {h: {verify: {token: {secret: s3cret-of-twenty-chars, header: X-Shared}}}}\nrules:\n"
+        "  - {name: auth, hook: h, run: {shell: {argv: [echo, '{{ headers.Authorization }}']}}}\n"
+        "  - {name: own, hook: h, run: {shell: {argv: [echo, \"{{ headers['X-Shared'] }}\"]}}}\n"
+        "  - {name: query, hook: h, run: {shell: {command: 'echo {{ query.token }}'}}}\n"
+        "  - name: fine\n    hook: h\n    run:\n      shell:\n"
+        "        argv: [echo, '{{ payload.x }}', '{{ headers[\"X-GitHub-Event\"] }}']\n"
+        "        env: {T: '{{ headers.Authorization }}'}\n")})
+    found = [w for w in loaded.warnings if "may hold a secret header or query value" in w]
+    assert [w.split(":")[:2] for w in found] == [["r.yaml", "3"], ["r.yaml", "4"], ["r.yaml", "5"]], found
+    assert "every user of this machine can read a process's arguments" in found[0]
+
+
+def test_a_literal_secret_in_an_action_is_a_warning() -> None:
+    """audit: `env: {API_TOKEN: abc123}` is kept with every run's record (shown redacted);
+    a path, a template or a name that is no secret's is not warned about."""
+    loaded = load_rules_text({"r.yaml": (
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - name: a\n    hook: h\n    run:\n      shell:\n        argv: [echo]\n"
+        "        env: {API_TOKEN: abc123, TOKEN_FILE: /etc/t, PLAIN: v, T2: '{{ payload.x }}'}\n"
+        "  - name: h\n    hook: h\n    run:\n      http:\n        url: http://x.example/\n"
+        "        headers:\n          X-Other: lit\n          Authorization: Bearer xyz\n"
+        "          X-Api-Key: {env: K}\n")})
+    found = [w for w in loaded.warnings if "is a literal secret in the rules file" in w]
+    assert [w.split(": ")[:3] for w in found] == [
+        ["r.yaml:8", "rule 'a'", "run.shell.env.API_TOKEN is a literal secret in the rules file, "
+                                 "kept with every run's record"],
+        ["r.yaml:16", "rule 'h'", "run.http.headers.Authorization is a literal secret in the rules "
+                                  "file, kept with every run's record"]], found
+    assert found[1].endswith("(serve --pass-env NAME; a header: {env: NAME})")
+
+
 def test_a_terraform_binary_missing_from_path_is_a_warning(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """`binary: tofu` where only terraform is installed: `check` said ok."""
