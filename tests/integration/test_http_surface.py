@@ -609,6 +609,7 @@ def test_a_when_that_errs_is_logged_and_counted(make_server: Callable[..., Serve
     assert server.output().count("rule.condition_error") == 1  # once a minute per rule
     line = next(x for x in server.output().splitlines() if "rule.condition_error" in x)
     assert "rule=typo" in line and "hook=tok" in line and "nothing" in line, line
+    assert "/rules/rules.yaml:" in line, line  # where the rule is written
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'hookrunner_condition_errors_total{rule="typo"} 3.0' in metrics
 

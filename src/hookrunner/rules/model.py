@@ -167,5 +167,10 @@ class Ruleset:
         """The hooks left unavailable by a secret that could not be read, and why."""
         return {i: h.unavailable for i, h in self.hooks.items() if h.unavailable is not None}
 
+    @functools.cached_property
+    def rule_sources(self) -> dict[str, Source]:
+        """Where each rule is written, by name (a log line names it)."""
+        return {r.name: r.source for r in self.rules}
+
     def rules_for(self, hook_id: str) -> list[Rule]:
         return [r for r in self.rules if hook_id in r.hooks]
