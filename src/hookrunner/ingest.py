@@ -192,7 +192,8 @@ def report_condition_errors(gw: Gateway, matches: list[dict[str, Any]], delivery
         if explained.get("error") is not None:
             gw.metrics.condition_errors.labels(explained["rule"]).inc()
             content_type = headers.get("content-type") if headers is not None else None
-            source = gw.rules.current.rule_sources.get(explained["rule"])
+            ruleset = gw.rules.current
+            source = None if ruleset is None else ruleset.rule_sources.get(explained["rule"])
             _condition_error_log(rule=explained["rule"], hook=hook_id, delivery_id=delivery_id,
                                  at=None if source is None else str(source),
                                  error=explained["error"],
