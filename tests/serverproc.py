@@ -36,9 +36,12 @@ class Server:
 
     def __init__(self, rules: Path, data: Path, root: Path, *, env: dict[str, str] | None = None,
                  args: list[str] | None = None, port: int | None = None,
-                 default_paths: bool = False) -> None:
+                 default_paths: bool = False,
+                 limits: dict[int, tuple[int, int]] | None = None) -> None:
         """`default_paths`: started in `root` without --rules, --data or --root, as `make run`
-        does (then `rules` and `data` must be root/rules and root/.hookrunner)."""
+        does (then `rules` and `data` must be root/rules and root/.hookrunner). `limits`:
+        resource limits it starts with (`resource.RLIMIT_NOFILE: (soft, hard)`)."""
+        self.limits = limits or {}
         self.rules, self.data, self.root = rules, data, root
         self.default_paths = default_paths
         self.port = port or free_port()
@@ -81,7 +84,14 @@ class Server:
              *self.args],
             cwd=self.root if self.default_paths else None,
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=self._limit if self.limits else None,
         )
+
+    def _limit(self) -> None:
+        import resource
+
+        for which, values in self.limits.items():
+            resource.setrlimit(which, values)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -46,6 +46,8 @@ def serve(settings: Settings) -> int:
     if (why := not_dumpable()) is not None and why != "not on Linux":
         event("server.still_dumpable", logging.WARNING, reason=why,
               effect="actions may read this server's environment and memory")
+    for low in preflight.resource_limits(settings):
+        event("server.limit_low", logging.WARNING, limit=low)
     try:
         preflight.data_dir(settings)
         preflight.tls(settings)
@@ -205,7 +207,7 @@ def _parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
         raise HookrunnerError(f"--header {text!r}: expected 'Name: value'")
-    return name.strip(), value.strip()
+    return name.strip().lower(), value.strip()  # as the server receives names: `{{ headers }}`
 
 
 def _read_payload(name: str) -> bytes:
@@ -267,7 +269,7 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
               "and journals and runs nothing (no rule is matched)")
         return EXIT_OK
     if headers.get("content-type") is None:  # as senders send it: rules may read it
-        headers = Headers([*headers.items(), ("Content-Type", "application/json")])
+        headers = Headers([*headers.items(), ("content-type", "application/json")])
     # An id like the server's (`delivery_id is match("dlv_")` must hold here too).
     scope = build_scope(hook=hook_id, delivery_id="dlv_dry_run", received_at=time.time(),
                         headers=headers, query=query, payload=payload, event=event,

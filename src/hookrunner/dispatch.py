@@ -53,7 +53,10 @@ RECORD_RETRY_MAX = 8.0  # seconds between tries to write a run's result, at most
 RECORD_TRIES_WHEN_STOPPING = 3  # a stopping server gives up on a store that is down
 NOT_STARTED_TRIES = 5  # extra attempts for a run whose process could not start (EMFILE)
 NOT_STARTED_DELAY = 5.0  # seconds before such a run is tried again
-NOT_STARTED = "; nothing ran: queued again"  # ends such an attempt's reason
+NOT_STARTED = "; nothing ran: queued again"  # in such an attempt's reason
+# ...ends the reason of one that failed while this node's own runs held what it lacked
+# (descriptors, processes): not counted against NOT_STARTED_TRIES, since their ends free it.
+NOT_STARTED_BUSY = NOT_STARTED + " once one of this node's runs ends (they hold what it lacked)"
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
 REFUSED_WHOLE = "[hookrunner] the store refused the whole log"
@@ -195,6 +198,10 @@ class Dispatcher:
         self._superseded_files: dict[Path, FileLog] = {}
         # Why no run can start (the data dir's disk is full), for /readyz; None: they can.
         self.no_room: str | None = None
+        # The most runs that may run here at once while a start failed for want of
+        # descriptors or processes that this node's own runs hold (below --workers); None:
+        # --workers. Raised by one for each run that starts after it, back to None.
+        self.short_cap: int | None = None
         self._reachable_since = 0.0
         # When this node last renewed its leases (monotonic): a store that hangs instead of
         # failing (a frozen database) holds every node's renewals alike, so one renewal
@@ -477,7 +484,8 @@ class Dispatcher:
         while not self._stopping:
             # With every worker busy the claim still runs (limit 0): it applies `skip`,
             # `replace` and `coalesce` to runs as they arrive, not when a worker frees up.
-            free = max(0, self.settings.workers - len(self._active) + len(self._recording))
+            workers = self.settings.workers if self.short_cap is None else self.short_cap
+            free = max(0, workers - len(self._active) + len(self._recording))
             # Cleared before the claim: a wake-up that arrives during it must not be lost.
             self._wake.clear()
             self._freed.clear()
@@ -981,12 +989,34 @@ class Dispatcher:
                 event("run.stragglers_left", logging.ERROR, run_id=run.id,
                       pids=_pid_list(stuck), hint="stuck in the kernel? check them")
 
-    async def _not_started(self, run_id: str) -> int:
+    async def _not_started(self, run_id: str, idle: bool = False) -> int:
+        """The run's attempts that never started; `idle`: only those that failed while
+        nothing else of this node's ran (a shortage of its own runs' making is not counted)."""
         try:
             attempts = await self.store.attempts(run_id)
         except StoreUnavailable:
             return 0
-        return sum(a.reason.endswith(NOT_STARTED) for a in attempts)
+        if idle:
+            return sum(a.reason.endswith(NOT_STARTED) for a in attempts)
+        return sum(NOT_STARTED in a.reason for a in attempts)
+
+    def _short_of(self, running: int, reason: str) -> None:
+        """A start failed for want of what this node's `running` runs hold: run no more."""
+        if self.short_cap is None or running < self.short_cap:
+            if self.short_cap is None:
+                event("dispatcher.short_of_resources", logging.WARNING, error=reason,
+                      running=running, workers=self.settings.workers,
+                      then=f"at most {running} runs at once here until runs start again (raise "
+                      "the server's limits: LimitNOFILE=, LimitNPROC= in its systemd unit)")
+            self.short_cap = running
+
+    def _started_again(self) -> None:
+        """A run started (and ended) while short: one more may run at once."""
+        if self.short_cap is not None:
+            self.short_cap += 1
+            if self.short_cap >= self.settings.workers:
+                self.short_cap = None
+                event("dispatcher.resources_again", workers=self.settings.workers)
 
     async def _record(self, run: Run, result: RunResult, started: float,
                       log_text: str | None) -> None:
@@ -995,8 +1025,20 @@ class Dispatcher:
             return
         now = time.time()
         retry_at = None
-        if result.not_started and (result.waits_for_room
-                                   or run.attempt < run.max_attempts + NOT_STARTED_TRIES):
+        if not result.not_started:
+            self._started_again()
+        # Runs of this node's still running (this one's slot is free: it is being recorded).
+        others = len(self._active) - len(self._recording)
+        if result.not_started and not result.waits_for_room and others > 0:
+            # What it lacked, this node's own runs hold: it waits for one to end, and until
+            # runs start again this node runs no more at once than now (audit: with a low
+            # descriptor limit, half of a burst's accepted runs used up their tries and
+            # never ran).
+            self._short_of(others, result.reason)
+            retry_at = now
+            result.reason += NOT_STARTED_BUSY
+        elif result.not_started and (result.waits_for_room
+                                     or await self._not_started(run.id, idle=True) < NOT_STARTED_TRIES):
             # Nothing ran, whatever the rule's retries say: as a run whose claim a crash cut
             # short, it is queued again (a few times: a lasting shortage fails it).
             retry_at = now + NOT_STARTED_DELAY

@@ -43,10 +43,10 @@ LINGER = 2.0  # seconds a refused connection is drained before it is closed
 LINGER_MAX = 30.0
 
 
-def _last_answer(status: bytes, error: bytes) -> bytes:
+def _last_answer(status: bytes, error: bytes, extra: bytes = b"") -> bytes:
     """A whole JSON error answer written straight to the transport, before it is closed."""
     body = b'{"error": "' + error + b'"}'
-    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n" + extra +
             b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
             + body)
 
@@ -60,6 +60,10 @@ REFUSAL = _last_answer(b"431 Request Header Fields Too Large", b"request headers
 NO_UPGRADE = _last_answer(b"400 Bad Request", b"protocol upgrades are not supported: send the "
                           b"request without Connection: upgrade (plain HTTP/1.1)")
 MALFORMED = _last_answer(b"400 Bad Request", b"invalid HTTP request")
+# A body that could not be held (bodies at once past the process's memory): as ingest's own
+# out-of-memory answer, which a sender retries (httptools made a 400 of the MemoryError).
+NO_MEMORY = _last_answer(b"503 Service Unavailable", b"out of memory: try again later",
+                         b"retry-after: 5\r\n")
 # RFC 9112 3.2: an HTTP/1.1 request without a Host header, any request with several, or
 # with a Host that is no `host[:port]`, is a 400. A proxy that dropped it, or smuggled a
 # second one, is better told than guessed at; a value with a `/`, `@` or space would be
@@ -78,6 +82,7 @@ LATE = _last_answer(b"408 Request Timeout", b"request not received in time")
 
 # A slow-client flood would log a line per connection: one a second, with a count.
 _late_log = Throttled("http.request_timeout", logging.WARNING)
+_no_memory_log = Throttled("delivery.rejected", logging.WARNING)  # bodies at once past memory
 _malformed_log = Throttled("http.invalid_request", logging.WARNING)
 _upgrade_log = Throttled("http.upgrade_refused", logging.WARNING)
 
@@ -259,11 +264,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return
         cycle: Any = self.cycle  # uvicorn's own, or a LaneCycle in its place
-        if type(cycle) is LaneCycle:
-            if not cycle.response_complete:  # else refused: dropped as it comes
-                cycle.body += body  # within max_body: its declared length was
-        else:
-            super().on_body(body)
+        try:
+            if type(cycle) is LaneCycle:
+                if not cycle.response_complete:  # else refused: dropped as it comes
+                    cycle.body += body  # within max_body: its declared length was
+            else:
+                super().on_body(body)
+        except MemoryError:
+            cycle.body = bytearray() if type(cycle) is LaneCycle else b""
+            _no_memory_log(path=cycle.scope.get("path"), reason="out of memory")
+            self._refuse_body(NO_MEMORY)
 
     def on_message_complete(self) -> None:
         self._reading_since = None
@@ -395,10 +405,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head or cycle is None:
             self._refuse(MALFORMED)  # a head: after the answers of the requests before it
             return
-        # The newest request's body does not parse (a bad chunk size, an unknown transfer
-        # coding): that request gets the 400 (after the answers of the requests before it;
-        # none if its own answer has begun) and the connection closes. Its app is told the
-        # client left, so it neither waits for the rest of the body nor answers as well.
+        self._refuse_body(MALFORMED)
+
+    def _refuse_body(self, answer: bytes) -> None:
+        """The newest request's body does not parse (a bad chunk size, an unknown transfer
+        coding) or cannot be held: that request gets `answer` (after the answers of the
+        requests before it; none if its own answer has begun) and the connection closes. Its
+        app is told the client left, so it neither waits for the rest of the body nor
+        answers as well."""
+        cycle: Any = self.cycle
         self._refused = True
         if not cycle.response_complete:
             cycle.disconnected = True
@@ -410,9 +425,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # app, so a route that acts without reading its body (a cancel) does not act.
             if self.pipeline[0][0] is cycle:
                 self.pipeline[0] = (cycle, _no_app)
-            self._held_refusal = MALFORMED
+            self._held_refusal = answer
         else:
-            self._write_refusal(MALFORMED)
+            self._write_refusal(answer)
 
     def _unsupported_upgrade_warning(self) -> None:
         pass  # refused in on_headers_complete, and logged there

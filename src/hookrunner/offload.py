@@ -50,6 +50,9 @@ class Offload:
     def __init__(self) -> None:
         self._slow_until: dict[str, float] = {}  # hook ids are configured: bounded
         self._strikes: dict[str, int] = {}  # slow deliveries in a row, per hook
+        # Hooks just found slow, not yet said (`hook.slow_match`, by the loop): once for each
+        # time (deliveries matched together on the thread each saw it found slow: 9 lines).
+        self._found_slow: set[str] = set()
         self._pool: ThreadPoolExecutor | None = None
 
     async def run(self, hook_id: str, body_size: int, work: Callable[[], T]) -> T:
@@ -64,7 +67,8 @@ class Offload:
             return await asyncio.get_running_loop().run_in_executor(
                 pool, context.run, self._on_thread, hook_id, work)
         finally:
-            if now >= slow_until and self._slow_until.get(hook_id, 0.0) > slow_until:
+            if self._found_slow and hook_id in self._found_slow:
+                self._found_slow.discard(hook_id)
                 event("hook.slow_match", logging.WARNING, hook=hook_id,
                       note=f"{STRIKES} deliveries in a row took {SLOW * 1000:.0f} ms or more to "
                            f"parse and match, or one {VERY_SLOW * 1000:.0f} ms: its deliveries "
@@ -95,7 +99,10 @@ class Offload:
             if took >= SLOW:
                 strikes = self._strikes[hook_id] = self._strikes.get(hook_id, 0) + 1
                 if strikes >= STRIKES or took >= VERY_SLOW:
-                    self._slow_until[hook_id] = time.monotonic() + SLOW_FOR
+                    now = time.monotonic()
+                    if self._slow_until.get(hook_id, 0.0) <= now:
+                        self._found_slow.add(hook_id)
+                    self._slow_until[hook_id] = now + SLOW_FOR
             elif self._strikes:
                 self._strikes.pop(hook_id, None)
 

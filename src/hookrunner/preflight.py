@@ -34,6 +34,41 @@ def check_files(settings: Settings) -> None:
         raise UsageError(f"{settings.given_as('root')} {settings.root}: {what}")
 
 
+# Descriptors a server holds at rest (its database, sockets, pipes: ~24 measured) plus
+# room for connections, and what each running action holds (a pipe, a pidfd, a log file).
+FDS_AT_REST = 256
+FDS_PER_RUN = 4
+NOFILE_RAISED_MAX = 1 << 20  # as Docker gives; past it, a program closing every possible fd crawls
+
+
+def resource_limits(settings: Settings) -> list[str]:
+    """Raise the soft limit of open files to the hard one (systemd's default soft limit is
+    1,024, and a burst of connections and runs met it: accepted runs could not start and
+    connections were dropped unanswered); what is still too low for --workers, said."""
+    import resource
+
+    said: list[str] = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NOFILE_RAISED_MAX if hard == resource.RLIM_INFINITY else min(hard, NOFILE_RAISED_MAX)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # above the kernel's nr_open: keep what there is
+            pass
+    needed = FDS_AT_REST + FDS_PER_RUN * settings.workers
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        said.append(f"open files limit {soft} (hard {hard}) is low for --workers "
+                    f"{settings.workers}: about {needed} are needed, or runs wait for "
+                    "descriptors and connections are dropped (systemd: LimitNOFILE=65536)")
+    procs, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    if os.geteuid() != 0 and procs != resource.RLIM_INFINITY and procs < settings.workers * 4 + 64:
+        said.append(f"process limit {procs} (this user's processes and threads) is low for "
+                    f"--workers {settings.workers}: runs would wait for it (systemd: "
+                    "LimitNPROC=, TasksMax=)")
+    return said
+
+
 def data_dir(settings: Settings) -> None:
     path = settings.data
     try:

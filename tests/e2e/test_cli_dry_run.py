@@ -161,6 +161,22 @@ def test_test_and_explain_take_query_parameters(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--query 'env': expected 'name=value'" in done.stderr
 
 
+def test_test_gives_header_names_in_lower_case_as_the_server_does(tmp_path: Path) -> None:
+    """audit: `{{ headers }}` and `headers.keys()` wrote `X-Foo` in a dry run where the server
+    writes `x-foo`, as HTTP/1.1 names arrive (the README says so)."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text(
+        'hooks: {h: {verify: {none: {}}}}\n'
+        'rules: [{name: r, hook: h, run: {shell: {argv: [echo, "{{ headers }}", '
+        '"{{ headers.keys() | list }}", "{{ headers[\'X-FOO\'] }}"]}}}]\n')
+    payload = write_payload(tmp_path / "p.json", {})
+    done = hookrunner("test", "--rules", str(tmp_path / "rules"), "--hook", "h", "--payload",
+                      payload, "--header", "X-Foo: a")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '{"x-foo": "a", "content-type": "application/json"}' in done.stdout, done.stdout
+    assert '["x-foo", "content-type"]' in done.stdout and "X-Foo" not in done.stdout, done.stdout
+
+
 def test_a_client_ip_the_hooks_allow_ips_refuses_is_said_and_test_exits_1(tmp_path: Path) -> None:
     """A dry run from an address the server answers 403 said "1 of 1 rule(s) match"."""
     (tmp_path / "rules").mkdir()

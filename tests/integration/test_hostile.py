@@ -776,3 +776,31 @@ def test_a_body_past_the_memory_there_is_is_a_503_to_retry_and_the_server_goes_o
         assert "Traceback" not in server.output()
     finally:
         server.stop()
+
+
+def test_a_body_that_cannot_be_held_while_it_arrives_is_a_503_not_a_400(tmp_path: Path) -> None:
+    """audit: bodies at once past the memory there is failed while they were read (the hook
+    lane holds a body as it comes); httptools made a 400 of the MemoryError, which no sender
+    retries."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(
+        "hooks:\n  big: {verify: none, max_body: 64MiB}\n"
+        "rules:\n  - {name: r, hook: big, run: {shell: {argv: [\"true\"]}}}\n")
+    server = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    try:
+        assert server.proc is not None
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        size = int(next(line for line in status.splitlines() if line.startswith("VmSize")).split()[1])
+        subprocess.run(["prlimit", f"--pid={server.proc.pid}", f"--as={size * 1024 + 20 * 2**20}"],
+                       check=True)
+        body = b'{"x": "' + b"a" * (48 * 2**20) + b'"}'  # past the 20 MiB left, as it comes
+        r = httpx.post(f"{server.url}/hooks/big", content=body, timeout=60,
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert r.json() == {"error": "out of memory: try again later"}
+        small = httpx.post(f"{server.url}/hooks/big", json={"small": 1}, timeout=30)
+        assert small.status_code == 202, small.text
+        assert 'path=/hooks/big reason="out of memory"' in server.output()
+        assert "http.invalid_request" not in server.output()
+    finally:
+        server.stop()

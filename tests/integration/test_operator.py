@@ -497,3 +497,31 @@ rules:
     _until(lambda: "rule.condition_error" in server.output(), 10)
     line = next(x for x in server.output().splitlines() if "rule.condition_error" in x)
     assert "hint=" in line and "-H 'Content-Type: application/json'" in line, line
+
+
+def test_the_open_files_limit_is_raised_and_one_too_low_is_warned_about(project: Path) -> None:
+    """systemd's default soft limit (1,024) is met by a burst of connections and runs: the
+    server raises its soft limit to the hard one, and warns where even that is too low."""
+    import resource
+
+    rules = project / "rules"
+    (rules / "rules.yaml").write_text(
+        "hooks: {open: {verify: {none: {}}}}\n"
+        "rules: [{name: limit, hook: open, run: {shell: {argv: [sh, -c, 'ulimit -n']}}}]\n")
+    raised = Server(rules, project / "data", project,
+                    limits={resource.RLIMIT_NOFILE: (100, 4096)}).start()
+    try:
+        assert raised.proc is not None
+        limits = Path(f"/proc/{raised.proc.pid}/limits").read_text()
+        assert re.search(r"Max open files\s+4096\s+4096", limits), limits
+        r = httpx.post(f"{raised.url}/hooks/open?wait=10s", json={})
+        assert "\n4096\n" in r.json()["runs"][0]["output"], r.text  # actions get it too
+        assert "server.limit_low" not in raised.output()
+    finally:
+        raised.stop()
+    low = Server(rules, project / "data2", project, args=["--workers", "64"],
+                 limits={resource.RLIMIT_NOFILE: (64, 64)}).start()
+    low.stop()
+    line = next(x for x in low.output().splitlines() if "server.limit_low" in x)
+    assert "open files limit 64 (hard 64) is low for --workers 64" in line, line
+    assert "LimitNOFILE=" in line, line

@@ -177,6 +177,78 @@ async def test_a_run_whose_process_cannot_start_for_want_of_descriptors_is_queue
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+async def test_runs_short_of_what_this_nodes_own_runs_hold_wait_for_them_not_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """audit: under a low descriptor limit, `--workers` runs held the descriptors and the
+    runs after them used up their tries (5 s apart) and failed without running: half of a
+    burst's accepted runs. A start that fails while this node's own runs are running waits
+    for one of them to end, whatever the tries, and the node runs no more at once until runs
+    start again."""
+    from hookrunner import logs
+
+    monkeypatch.setattr(logs, "_direct", None)  # events through logging, where caplog sees them
+    caplog.set_level(logging.INFO, logger="hookrunner")
+    monkeypatch.setattr(dispatch, "NOT_STARTED_TRIES", 0)  # an idle shortage: no try at all
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    settings = Settings(data=tmp_path, root=tmp_path, workers=4, node="n1", grace=1.0)
+    store = SQLiteStore(tmp_path / "hookrunner.db")
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    await dispatcher.start()
+    held: list[int] = []
+    d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
+                    dedup_key=None, event=None, client_ip="", matches=[])
+    try:
+        gate = tmp_path / "gate"
+        long = [NewRun(id=f"long-{i}", delivery_id=d.id, rule="r", action="shell",
+                       spec={"argv": ["sh", "-c", f"while ! test -e {gate}; do sleep 0.05; done"]},
+                       created_at=time.time()) for i in range(2)]
+        await store.accept(d, long)
+        dispatcher.accepted(2)
+        deadline = time.monotonic() + 30
+        while len(dispatcher._active) < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        with contextlib.suppress(OSError):
+            while True:  # every descriptor taken, as by the node's own running runs
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        later = [NewRun(id=f"later-{i}", delivery_id=d.id, rule="r", action="shell",
+                        spec={"argv": ["true"]}, created_at=time.time()) for i in range(6)]
+        await store.accept(NewDelivery(id="d-2", hook="h", received_at=time.time(), headers=[],
+                                       body=b"{}", dedup_key=None, event=None, client_ip="",
+                                       matches=[]), later)
+        dispatcher.accepted(6)
+        while dispatcher.short_cap is None:  # a later run failed to start: at most 2 at once
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert dispatcher.short_cap == 2
+        await asyncio.sleep(0.5)  # the later runs wait; none is failed for good meanwhile
+        for fd in held:  # the long runs end, and what they held is free again
+            os.close(fd)
+        held.clear()
+        gate.touch()
+        for run in [*long, *later]:
+            while (got := await store.get_run(run.id)) is None or got.status in ("queued",
+                                                                                 "running"):
+                assert time.monotonic() < deadline, got
+                await asyncio.sleep(0.05)
+            assert got.status == "succeeded", (got, await store.attempts(run.id))
+        busy = [a for r in later for a in await store.attempts(r.id) if a.status == "failed"]
+        assert busy and all(a.reason.endswith(dispatch.NOT_STARTED_BUSY) for a in busy), busy
+        assert "Too many open files" in busy[0].reason, busy[0].reason
+        assert dispatcher.short_cap is None  # runs started again: back to --workers
+        assert caplog.messages.count("dispatcher.short_of_resources") == 1
+        assert "dispatcher.resources_again" in caplog.messages
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        await dispatcher.stop(grace=1.0)
+        await store.close()
+
+
 async def test_a_run_that_cannot_get_a_thread_to_spawn_from_is_queued_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
