@@ -38,6 +38,7 @@ from hookrunner.redact import hidden_values, scrub, scrub_tree
 from hookrunner.retention import remove_run_dirs, stale_run_dirs
 from hookrunner.retry import backoff_delay, retry_delay, should_retry
 from hookrunner.settings import Settings
+from hookrunner.shortcap import ShortCap
 from hookrunner.startmarks import StartMarks, marks_path, read_marks
 from hookrunner.store.base import TERMINAL, Finish, Run, Skipped, Store
 from hookrunner.verify.base import Headers
@@ -56,7 +57,7 @@ NOT_STARTED_DELAY = 5.0  # seconds before such a run is tried again
 NOT_STARTED = "; nothing ran: queued again"  # in such an attempt's reason
 # ...ends the reason of one that failed while this node's own runs held what it lacked
 # (descriptors, processes): not counted against NOT_STARTED_TRIES, since their ends free it.
-NOT_STARTED_BUSY = NOT_STARTED + " once one of this node's runs ends (they hold what it lacked)"
+NOT_STARTED_BUSY = NOT_STARTED + " (this node's own runs hold what it lacked: not counted as a try)"
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
 REFUSED_WHOLE = "[hookrunner] the store refused the whole log"
@@ -198,10 +199,8 @@ class Dispatcher:
         self._superseded_files: dict[Path, FileLog] = {}
         # Why no run can start (the data dir's disk is full), for /readyz; None: they can.
         self.no_room: str | None = None
-        # The most runs that may run here at once while a start failed for want of
-        # descriptors or processes that this node's own runs hold (below --workers); None:
-        # --workers. Raised by one for each run that starts after it, back to None.
-        self.short_cap: int | None = None
+        # Fewer runs at once while starts fail for want of what this node's runs hold.
+        self._short = ShortCap(settings.workers, probe_after=NOT_STARTED_DELAY)
         self._reachable_since = 0.0
         # When this node last renewed its leases (monotonic): a store that hangs instead of
         # failing (a frozen database) holds every node's renewals alike, so one renewal
@@ -484,8 +483,7 @@ class Dispatcher:
         while not self._stopping:
             # With every worker busy the claim still runs (limit 0): it applies `skip`,
             # `replace` and `coalesce` to runs as they arrive, not when a worker frees up.
-            workers = self.settings.workers if self.short_cap is None else self.short_cap
-            free = max(0, workers - len(self._active) + len(self._recording))
+            free = max(0, self._workers_now() - len(self._active) + len(self._recording))
             # Cleared before the claim: a wake-up that arrives during it must not be lost.
             self._wake.clear()
             self._freed.clear()
@@ -1001,22 +999,28 @@ class Dispatcher:
         return sum(NOT_STARTED in a.reason for a in attempts)
 
     def _short_of(self, running: int, reason: str) -> None:
-        """A start failed for want of what this node's `running` runs hold: run no more."""
-        if self.short_cap is None or running < self.short_cap:
-            if self.short_cap is None:
-                event("dispatcher.short_of_resources", logging.WARNING, error=reason,
-                      running=running, workers=self.settings.workers,
-                      then=f"at most {running} runs at once here until runs start again (raise "
-                      "the server's limits: LimitNOFILE=, LimitNPROC= in its systemd unit)")
-            self.short_cap = running
+        """A start failed for want of what this node's `running` runs hold (shortcap)."""
+        if self._short.failed(running, time.monotonic()):
+            event("dispatcher.short_of_resources", logging.WARNING, error=reason,
+                  running=running, workers=self.settings.workers,
+                  then=f"at most {self._short.cap} runs at once here, one more for each run "
+                  f"that ends and for every {NOT_STARTED_DELAY:g}s without a failed start "
+                  "(raise the server's limits: LimitNOFILE=, LimitNPROC= in its systemd unit)")
+
+    def _workers_now(self) -> int:
+        limit, lifted = self._short.limit(time.monotonic())
+        if lifted:
+            event("dispatcher.resources_again", workers=self.settings.workers)
+        return limit
 
     def _started_again(self) -> None:
-        """A run started (and ended) while short: one more may run at once."""
-        if self.short_cap is not None:
-            self.short_cap += 1
-            if self.short_cap >= self.settings.workers:
-                self.short_cap = None
-                event("dispatcher.resources_again", workers=self.settings.workers)
+        if self._short.ended():
+            event("dispatcher.resources_again", workers=self.settings.workers)
+
+    @property
+    def short_cap(self) -> int | None:
+        """How many runs may run here at once while short of resources; None: --workers."""
+        return self._short.cap
 
     async def _record(self, run: Run, result: RunResult, started: float,
                       log_text: str | None) -> None:

@@ -137,6 +137,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._begun = False  # a request has begun on this connection
         self._eof = False  # the client half-closed after a whole request: answer, then close
         self._held_refusal: bytes | None = None  # written once the earlier answers are
+        # The request being answered (`self.cycle` is the newest: one queued behind it, when
+        # pipelined).
+        self._running: Any = None
         self._linger_end: float | None = None  # close_after_body: when it closes at the latest
         self._last_data = 0.0  # while lingering: when the client last sent something
         # The app's hook lane (hooklane); None behind any wrapper uvicorn put around the app.
@@ -153,21 +156,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_since = time.monotonic()
         _sweep_soon(self.server_state)
 
+    # Once a request is refused, what follows it in the same read (httptools parses a read
+    # whole) is not a request: a pipelined hook delivery behind a bad Host spent a rate
+    # limit's token and was counted refused, a GET ran its route and then failed to write.
+
     def on_message_begin(self) -> None:
+        if self._refused:
+            return
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
         self._reading_since = time.monotonic()
         self._begun = True
 
+    def on_url(self, url: bytes) -> None:
+        if not self._refused:
+            super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         # After the head, a field is a chunked body's trailer: uvicorn would add it to the
         # request's headers (the list is the scope's), where a client could slip in an
         # `X-Forwarded-For` or a signature behind its proxy's back. Trailers are dropped.
-        if self._in_head:
+        if self._in_head and not self._refused:
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         self._in_head = False
         # A head that arrived in one read is only measured here: the exact size counts.
         size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
@@ -217,6 +232,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # parser reads nothing after an upgrade request, so the connection then closes.
             self.cycle.keep_alive = False
 
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
     def _target(self) -> bytes:
         """The request target as routed: without the path prefix (pathprefix.strip)."""
         if not self._prefix:
@@ -255,7 +274,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return False  # unknown hook, or a body over max_body: the usual path answers
         keep_alive = version != "1.0" and self.parser.should_keep_alive()
         cycle = LaneCycle(scope, keep_alive, admission.admitted)
-        self.cycle = cycle  # type: ignore[assignment]
+        self.cycle = self._running = cycle  # type: ignore[assignment]
         if admission.refusal is not None:
             self._write_lane_answer(cycle, *admission.refusal)
         return True
@@ -387,10 +406,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._held_refusal is not None:  # earlier answers first, then the refusal, then close
             self._eof = True
             return True
-        answering = self.cycle is not None and not self.cycle.response_complete
-        pending = [self.cycle, *(cycle for cycle, _ in self.pipeline)]
-        if (answering and self._reading_since is None and not self._refused
-                and all(c is not None and _answered_soon(c.scope, self._prefix) for c in pending)):
+        cycle = self._running
+        if (cycle is not None and not cycle.response_complete and self._reading_since is None
+                and not self._refused and _answered_soon(cycle.scope, self._prefix)):
+            if not all(_answered_soon(c.scope, self._prefix) for c, _ in self.pipeline):
+                # A request queued behind it may wait long: it is not started (the client
+                # left); the delivery's answer is still written, as the hook lane writes it
+                # (it was closed unanswered, though journaled: a sender would send it again).
+                self.pipeline.clear()
             self._eof = True
             return True
         return None

@@ -21,6 +21,9 @@ hooks:
   fenced:
     verify: {none: {}}
     allow_ips: [10.0.0.0/8]
+  once:
+    verify: {none: {}}
+    rate_limit: {rate: 1/h, burst: 1}
 rules:
   - name: noted
     hook: open
@@ -163,3 +166,48 @@ def test_a_connection_refused_before_its_body_is_closed_once_idle(server: Server
         started = time.monotonic()
         assert s.recv(1) == b""  # closed by the server once idle
         assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("refused", [
+    b"GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n",  # a Host that is no host
+    b"GET /healthz HTTP/1.1\r\n\r\n",  # no Host
+    b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+])
+def test_nothing_after_a_refused_request_in_the_same_read_is_run(server: Server,
+                                                                   refused: bytes) -> None:
+    """audit: httptools parses a read whole, so a request behind a refused one ran: a hook
+    delivery spent its rate limit's token (and was counted refused, never answered), a GET
+    ran its route and then logged a traceback failing to write."""
+    behind = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" + lane(b"{}", b"/hooks/once")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(refused + behind)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400 ") and data.count(b"HTTP/1.1") == 1, data
+    time.sleep(0.3)
+    assert "http.server_error" not in server.output() and "Traceback" not in server.output()
+
+
+def test_a_rate_limit_token_is_not_spent_by_a_request_behind_a_refused_one(server: Server) -> None:
+    """(The hook `once` allows one delivery an hour: the tests above sent it only behind
+    refused requests.)"""
+    [(head, body)] = exchange(server, lane(b"{}", b"/hooks/once"))
+    assert head.startswith(b"HTTP/1.1 202"), head + body
+
+
+@pytest.mark.parametrize("target", [b"/hooks/open", b"/hooks/%6Fpen"])  # the lane; the usual path
+def test_a_delivery_is_answered_to_a_half_closed_client_whatever_is_queued_behind_it(
+        server: Server, target: bytes) -> None:
+    """audit: on the usual path, a half-close after a delivery with a GET pipelined behind it
+    closed the connection unanswered, though the delivery was journaled: its sender would
+    send it again. The GET, which may wait long (a followed log), is not started."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(lane(target=target) + b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 202 "), data
+    answer = json.loads(data.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])
+    assert answer["delivery_id"].startswith("dlv_"), answer

@@ -220,10 +220,10 @@ async def test_runs_short_of_what_this_nodes_own_runs_hold_wait_for_them_not_fai
                                        body=b"{}", dedup_key=None, event=None, client_ip="",
                                        matches=[]), later)
         dispatcher.accepted(6)
-        while dispatcher.short_cap is None:  # a later run failed to start: at most 2 at once
+        while dispatcher.short_cap is None:  # a later run failed to start: fewer at once
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
-        assert dispatcher.short_cap == 2
+        assert 1 <= dispatcher.short_cap <= 2, dispatcher.short_cap  # half of those running
         await asyncio.sleep(0.5)  # the later runs wait; none is failed for good meanwhile
         for fd in held:  # the long runs end, and what they held is free again
             os.close(fd)

@@ -1,0 +1,45 @@
+"""The cap on runs at once while starts fail for want of what the node's own runs hold.
+(tests/integration/test_running_short.py runs it with real processes and descriptors.)"""
+
+from __future__ import annotations
+
+from hookrunner.shortcap import SETTLE, ShortCap
+
+
+def test_a_failed_start_halves_what_runs_and_a_claims_worth_halves_it_once() -> None:
+    cap = ShortCap(workers=32, probe_after=5.0)
+    assert cap.limit(0.0) == (32, False)
+    assert cap.failed(running=20, now=100.0) is True  # the shortage begins: said once
+    assert cap.cap == 10
+    assert cap.failed(running=19, now=100.1) is False  # the same claim's other failures
+    assert cap.cap == 10
+    cap.failed(running=10, now=100.0 + SETTLE)  # later, at the cap: halved again
+    assert cap.cap == 5
+    cap.failed(running=5, now=100.5 + SETTLE)  # within a second of that: not again
+    assert cap.cap == 5
+    for _ in range(20):
+        cap.failed(running=0, now=200.0 + _ * SETTLE)
+    assert cap.cap == 1  # never below one: something must be tried
+
+
+def test_runs_that_end_and_time_without_a_failure_raise_it_back_to_workers() -> None:
+    cap = ShortCap(workers=4, probe_after=5.0)
+    cap.failed(running=2, now=0.0)
+    assert cap.limit(1.0) == (1, False)
+    assert cap.ended() is False and cap.cap == 2  # a run that started, ended
+    assert cap.limit(4.9) == (2, False)
+    assert cap.limit(5.0) == (3, False)  # 5 s without a failed start: one more is tried
+    assert cap.limit(9.9) == (3, False)
+    assert cap.limit(10.0) == (4, True)  # back at --workers: the cap is off, said once
+    assert cap.cap is None and cap.limit(20.0) == (4, False) and cap.ended() is False
+
+
+def test_a_long_run_holding_the_cap_does_not_hold_the_queue_past_a_probe() -> None:
+    """audit: a shortage not of the node's making (another process's), gone meanwhile, held
+    every queued run until the node's one long run ended, an hour for a terraform apply."""
+    cap = ShortCap(workers=8, probe_after=5.0)
+    cap.failed(running=1, now=0.0)
+    assert cap.limit(0.5) == (1, False)  # the long run has it
+    assert cap.limit(5.0) == (2, False)  # a second may start 5 s on, without any run ending
+    cap.failed(running=2, now=5.1)  # still short: back to one, and 5 s more
+    assert cap.limit(9.0) == (1, False) and cap.limit(10.1) == (2, False)
