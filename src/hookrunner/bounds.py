@@ -479,8 +479,10 @@ def regex_find(pattern: str, text: str, *, anchored: bool) -> bool:
     # render), the delivery's: 100 rules of a backtracking pattern took 50 ms each, 6 s.
     state = _render.get(None)
     deadline = state.deadline if state is not None else _delivery.get(None)
-    limit = REGEX_TIMEOUT if deadline is None else min(
-        REGEX_TIMEOUT, max(0.001, deadline - (state.clock if state is not None else clock())()))
+    limit = REGEX_TIMEOUT
+    if deadline is not None:
+        now = (state.clock if state is not None else clock())()
+        limit = min(REGEX_TIMEOUT, max(0.001, deadline - now))
     # `regex` lets go of the GIL while it matches a str; on the event loop, getting it back
     # waits for the thread that took it (~20 us measured, for a 1 us match). A long text
     # still lets go: the store's writer may work meanwhile.

@@ -38,7 +38,7 @@ from hookrunner.redact import hidden_values, scrub, scrub_tree
 from hookrunner.retention import remove_run_dirs, stale_run_dirs
 from hookrunner.retry import backoff_delay, retry_delay, should_retry
 from hookrunner.settings import Settings
-from hookrunner.shortcap import ShortCap
+from hookrunner.shortcap import ShortCap, busy_retry_delay
 from hookrunner.startmarks import StartMarks, marks_path, read_marks
 from hookrunner.store.base import TERMINAL, Finish, Run, Skipped, Store
 from hookrunner.verify.base import Headers
@@ -987,15 +987,17 @@ class Dispatcher:
                 event("run.stragglers_left", logging.ERROR, run_id=run.id,
                       pids=_pid_list(stuck), hint="stuck in the kernel? check them")
 
-    async def _not_started(self, run_id: str, idle: bool = False) -> int:
-        """The run's attempts that never started; `idle`: only those that failed while
-        nothing else of this node's ran (a shortage of its own runs' making is not counted)."""
+    async def _not_started(self, run_id: str, idle: bool = False, busy: bool = False) -> int:
+        """The run's attempts that never started; `idle`: only those counted as tries,
+        `busy`: only those that were not (the node's own runs held what they lacked)."""
         try:
             attempts = await self.store.attempts(run_id)
         except StoreUnavailable:
             return 0
         if idle:
             return sum(a.reason.endswith(NOT_STARTED) for a in attempts)
+        if busy:
+            return sum(a.reason.endswith(NOT_STARTED_BUSY) for a in attempts)
         return sum(NOT_STARTED in a.reason for a in attempts)
 
     def _short_of(self, running: int, reason: str) -> None:
@@ -1033,13 +1035,16 @@ class Dispatcher:
             self._started_again()
         # Runs of this node's still running (this one's slot is free: it is being recorded).
         others = len(self._active) - len(self._recording)
+        delay = None
         if result.not_started and not result.waits_for_room and others > 0:
-            # What it lacked, this node's own runs hold: it waits for one to end, and until
-            # runs start again this node runs no more at once than now (audit: with a low
-            # descriptor limit, half of a burst's accepted runs used up their tries and
-            # never ran).
+            # What it lacked, this node's own runs may hold: not counted as one of its tries
+            # (audit: with a low descriptor limit, half of a burst's accepted runs used them
+            # up and never ran), but tried less and less often, and at last counted after all
+            # (a shortage that is not the node's own doing, with a run always going).
+            delay = busy_retry_delay(await self._not_started(run.id, busy=True), NOT_STARTED_DELAY)
+        if delay is not None:
             self._short_of(others, result.reason)
-            retry_at = now
+            retry_at = now + delay
             result.reason += NOT_STARTED_BUSY
         elif result.not_started and (result.waits_for_room
                                      or await self._not_started(run.id, idle=True) < NOT_STARTED_TRIES):

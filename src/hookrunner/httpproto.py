@@ -221,6 +221,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not previous and not (self.pipeline and self.pipeline[0][0] is self.cycle):
+            self._running = self.cycle  # started at once, not queued behind another
         # A POST to a hook: its answer always has a body to join (uvicorn writes none for
         # HEAD). Only on a cycle made for this request (an upgrade makes none).
         if (self.cycle is not previous and self.cycle is not None
@@ -231,10 +233,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # Answered as plain HTTP/1.1 (`curl --http2` to /healthz, Java's HttpClient); the
             # parser reads nothing after an upgrade request, so the connection then closes.
             self.cycle.keep_alive = False
-
-    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        self._running = cycle
-        super()._start_asgi_task(cycle, app)
 
     def _target(self) -> bytes:
         """The request target as routed: without the path prefix (pathprefix.strip)."""
@@ -291,7 +289,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 super().on_body(body)
         except MemoryError:
             cycle.body = bytearray() if type(cycle) is LaneCycle else b""
-            _no_memory_log(path=cycle.scope.get("path"), reason="out of memory")
+            path = str(cycle.scope.get("path", ""))  # as ingest's own out-of-memory line
+            hook = strip(path, self._prefix).removeprefix("/hooks/") if \
+                strip(path, self._prefix).startswith("/hooks/") else None
+            _no_memory_log(hook=hook, path=None if hook else path, reason="out of memory")
             self._refuse_body(NO_MEMORY)
 
     def on_message_complete(self) -> None:
@@ -384,7 +385,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         if self._reading_since is not None:  # a pipelined request waited for this answer
             self._reading_since = time.monotonic()
+        queued = self.pipeline[-1][0] if self.pipeline else None  # the next to start
         super().on_response_complete()
+        if queued is not None and not (self.pipeline and self.pipeline[-1][0] is queued):
+            self._running = queued
         if self.pipeline or (self.cycle is not None and not self.cycle.response_complete
                              and not self.cycle.disconnected):
             return
@@ -412,7 +416,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if not all(_answered_soon(c.scope, self._prefix) for c, _ in self.pipeline):
                 # A request queued behind it may wait long: it is not started (the client
                 # left); the delivery's answer is still written, as the hook lane writes it
-                # (it was closed unanswered, though journaled: a sender would send it again).
+                # (it was closed unanswered, though journaled: a sender would send it again),
+                # and the connection closes after it.
+                for dropped, _ in self.pipeline:
+                    dropped.disconnected = True
                 self.pipeline.clear()
             self._eof = True
             return True

@@ -38,7 +38,9 @@ def check_files(settings: Settings) -> None:
 # room for connections, and what each running action holds (a pipe, a pidfd, a log file).
 FDS_AT_REST = 256
 FDS_PER_RUN = 4
-NOFILE_RAISED_MAX = 1 << 20  # as Docker gives; past it, a program closing every possible fd crawls
+# Actions inherit it: a program that closes every possible descriptor, or uses select(),
+# was written for 1,024; 65,536 is a plenty for a server and little for such a loop.
+NOFILE_RAISED_MAX = 65536
 
 
 def resource_limits(settings: Settings) -> list[str]:

@@ -117,15 +117,21 @@ def hidden_values(spec: Any) -> tuple[str, ...]:
 
 def _quoted_forms(text: str) -> set[str]:
     """`text`, and the forms an error may quote it in: as an http action logs a URL (log_url:
-    a value that is no URL, `cb.example/x?t=1`, is quoted up to its `?`), and as a path once
-    normalised (a program or `cwd` is named resolved: `a//b` as `a/b`, `../x` as `x`)."""
-    forms = {text, log_url(text)}
+    one that is no URL, `cb.example/x?t=1`, is quoted up to its `?`; not for text with a
+    space, which is no URL however cut), and as a path resolved (a program or `cwd` is
+    named so: `a//b` as `a/b`; after a `..`, only what follows the last one, which is what
+    the template put there: `scripts/../x.sh` as `x.sh`)."""
+    forms = {text}
+    if not any(c.isspace() for c in text):
+        forms.add(log_url(text))
     if "/" in text:
-        normal = posixpath.normpath(text)
-        forms.add(normal)
-        while normal.startswith("../"):
-            normal = normal[3:]
-        forms.add(normal)
+        parts = text.split("/")
+        if ".." in parts:
+            tail = "/".join(parts[len(parts) - parts[::-1].index(".."):])
+            if tail:
+                forms.add(posixpath.normpath(tail))
+        else:
+            forms.add(posixpath.normpath(text))
     return forms
 
 
@@ -153,13 +159,17 @@ def scrub(text: str, values: tuple[str, ...]) -> str:
 
 
 def scrub_tree(value: Any, values: tuple[str, ...]) -> Any:
-    """`value` (JSON: a terraform action's outputs) with `values` scrubbed from its texts."""
+    """`value` (JSON: a terraform action's outputs) with `values` scrubbed from its texts
+    and keys; a number that is one of them (a PIN passed as a var) is REDACTED."""
     if isinstance(value, str):
         return scrub(value, values)
     if isinstance(value, dict):
-        return {k: scrub_tree(v, values) for k, v in value.items()}
+        return {scrub(str(k), values): scrub_tree(v, values) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub_tree(v, values) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool) and \
+            json.dumps(value) in values:
+        return REDACTED
     return value
 
 

@@ -13,6 +13,18 @@ Back at `workers`, the cap is off. Pure: the dispatcher passes the clock.
 from __future__ import annotations
 
 SETTLE = 1.0  # seconds: failed starts within it (one claim's) halve the cap once
+BUSY_TRIES = 60  # such failed starts of one run that are not counted as its tries
+BUSY_BACKOFF_MAX = 60.0  # seconds between them at most: ~55 minutes for the 60
+
+
+def busy_retry_delay(earlier: int, first: float) -> float | None:
+    """Seconds before a run whose start failed while the node's own runs held what it
+    lacked is tried again, after `earlier` such failures: at once (the cap paces it), then
+    `first`, doubling up to BUSY_BACKOFF_MAX; None past BUSY_TRIES (then it counts as a try:
+    a shortage that outlasts the node's runs is not theirs)."""
+    if earlier >= BUSY_TRIES:
+        return None
+    return 0.0 if earlier == 0 else min(BUSY_BACKOFF_MAX, first * 2 ** (earlier - 1))
 
 
 class ShortCap:

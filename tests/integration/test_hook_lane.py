@@ -205,6 +205,7 @@ def test_a_delivery_is_answered_to_a_half_closed_client_whatever_is_queued_behin
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(lane(target=target) + b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         s.shutdown(socket.SHUT_WR)
+        s.settimeout(3)  # closed after the answer, not by the 5 s keep-alive timer (review)
         data = b""
         while chunk := s.recv(65536):
             data += chunk

@@ -800,7 +800,7 @@ def test_a_body_that_cannot_be_held_while_it_arrives_is_a_503_not_a_400(tmp_path
         assert r.json() == {"error": "out of memory: try again later"}
         small = httpx.post(f"{server.url}/hooks/big", json={"small": 1}, timeout=30)
         assert small.status_code == 202, small.text
-        assert 'path=/hooks/big reason="out of memory"' in server.output()
+        assert 'hook=big reason="out of memory"' in server.output()
         assert "http.invalid_request" not in server.output()
     finally:
         server.stop()

@@ -114,3 +114,24 @@ async def test_one_very_slow_delivery_is_enough() -> None:
 
     await offload.run("h", 10, very_slow)
     assert (await offload.run("h", 10, _where)).startswith("hookrunner-match")
+
+
+async def test_a_hook_found_slow_is_said_once_however_many_deliveries_see_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """audit: deliveries of big bodies matched together on the thread each saw the hook
+    found slow, and each logged `hook.slow_match` (9 lines in a second)."""
+    from hookrunner import offload as module
+
+    said: list[str] = []
+    monkeypatch.setattr(module, "event", lambda name, *a, **kw: said.append(name))
+    offload = Offload()
+
+    def very_slow() -> None:  # CPU time: what the thread's clock counts
+        end = time.thread_time() + module.VERY_SLOW * 1.2
+        while time.thread_time() < end:
+            pass
+
+    await asyncio.gather(*(offload.run("h", BIG_BODY + 1, very_slow) for _ in range(4)))
+    assert said == ["hook.slow_match"]
+    await offload.run("h", 10, very_slow)  # slow still, within its 60 s: nothing new to say
+    assert said == ["hook.slow_match"]

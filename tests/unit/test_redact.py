@@ -21,6 +21,7 @@ from hookrunner.redact import (
     redact_spec,
     redact_url,
     scrub,
+    scrub_tree,
     secret_key,
 )
 
@@ -179,3 +180,30 @@ def test_an_ended_run_keeps_its_key_unless_a_secret_made_it() -> None:
     assert ended_key({HIDDEN_KEY: True}, None) is None
     assert ended_key(compact({"argv": [], HIDDEN_KEY: False}), "main") == "main"
     assert ended_key("not json " + HIDDEN_KEY, "main") == "main"
+
+
+@pytest.mark.parametrize(("text", "quoted", "shown"), [
+    ("scripts/Zm9v//tok-9.sh", "executable not found: /r/scripts/Zm9v/tok-9.sh",
+     "executable not found: /r/[redacted]"),
+    ("scripts/../tok-9.sh", "executable not found: /r/tok-9.sh", "executable not found: /r/[redacted]"),
+    ("cb.example/tok-9?t=x", "http: not an http(s) URL: cb.example/tok-9",
+     "http: not an http(s) URL: [redacted]"),
+    # review: what no form of the value holds stays as it is
+    ("/srv/app/Tok3nValue/..", "cannot run /srv/app/bin/deploy", "cannot run /srv/app/bin/deploy"),
+    ("issue #12 by Tok3n", "issue 7: not writable", "issue 7: not writable"),
+])
+def test_a_hidden_value_is_scrubbed_in_the_forms_an_error_quotes_it_in(
+        text: str, quoted: str, shown: str) -> None:
+    values = hidden_values({"argv": [text], "hidden_paths": [["argv", 0]]})
+    assert scrub(quoted, values) == shown
+
+
+def test_terraform_outputs_made_of_hidden_values_are_scrubbed_keeping_their_types() -> None:
+    values = hidden_values({"vars": {"t": "tok-from-header", "pin": 48213},
+                            "hidden_paths": [["vars", "t"], ["vars", "pin"]]})
+    outputs = {"token": "tok-from-header", "url": "https://x/?k=tok-from-header",
+               "by_token": {"tok-from-header": 1}, "pin": 48213, "replicas": 3,
+               "ready": True, "names": ["a", "tok-from-header"]}
+    assert scrub_tree(outputs, values) == {
+        "token": "[redacted]", "url": "https://x/?k=[redacted]", "by_token": {"[redacted]": 1},
+        "pin": "[redacted]", "replicas": 3, "ready": True, "names": ["a", "[redacted]"]}

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from hookrunner.shortcap import SETTLE, ShortCap
+from hookrunner.shortcap import BUSY_TRIES, SETTLE, ShortCap, busy_retry_delay
 
 
 def test_a_failed_start_halves_what_runs_and_a_claims_worth_halves_it_once() -> None:
@@ -43,3 +43,13 @@ def test_a_long_run_holding_the_cap_does_not_hold_the_queue_past_a_probe() -> No
     assert cap.limit(5.0) == (2, False)  # a second may start 5 s on, without any run ending
     cap.failed(running=2, now=5.1)  # still short: back to one, and 5 s more
     assert cap.limit(9.0) == (1, False) and cap.limit(10.1) == (2, False)
+
+
+def test_a_run_short_while_the_node_is_busy_is_tried_less_and_less_often_then_counted() -> None:
+    """review: with a run always going on the node, such a start was tried every 5 s for
+    ever (an attempt row and a warning each time): it backs off to a minute, and after
+    about an hour of it the shortage is taken for a lasting one (counted tries)."""
+    delays = [busy_retry_delay(n, 5.0) for n in range(BUSY_TRIES + 1)]
+    assert delays[:6] == [0.0, 5.0, 10.0, 20.0, 40.0, 60.0]
+    assert set(delays[5:BUSY_TRIES]) == {60.0} and delays[BUSY_TRIES] is None
+    assert 50 * 60 <= sum(d for d in delays if d is not None) <= 60 * 60

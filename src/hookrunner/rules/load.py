@@ -544,6 +544,28 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
 _NAMED_VALUES = ("env", "vars", "extravars", "headers")  # where a secret's name is its key
 
 
+# Names of what goes with a secret, not of one: `TOKEN_FILE: ./pw`, `TOKEN_URL`, `SECRET_NAME`.
+_NOT_SECRET_SUFFIXES = ("_file", "_path", "_url", "_uri", "_ttl", "_mode", "_name", "_id",
+                        "_dir", "_type", "_header")
+_MIN_SECRET = 8  # characters: `oauth`, `prod-db`, `3600` are settings, not credentials
+
+
+def _token_like(name: str, value: str) -> bool:
+    """Whether a literal under a secret-looking name looks like a credential: one word of
+    at least _MIN_SECRET characters that is no path or plain URL, under a name that is not
+    a secret's file, URL or setting."""
+    if "://" in value:  # a URL is a secret where it carries credentials (redact_url says)
+        from hookrunner.redact import redact_url
+
+        return redact_url(value) != value
+    if name.lower().replace("-", "_").endswith(_NOT_SECRET_SUFFIXES):
+        return False
+    word = value.removeprefix("Bearer ").removeprefix("Basic ").removeprefix("token ")
+    if len(word) < _MIN_SECRET or any(c.isspace() for c in word) or value.isdigit():
+        return False
+    return not value.startswith(("/", "./", "../", "~/"))
+
+
 def _literal_secrets(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
                      what: str) -> None:
     """`env: {API_TOKEN: abc123}`: each run's record keeps its action as rendered (the API
@@ -555,7 +577,7 @@ def _literal_secrets(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fal
         values = tree.get(key)
         for name, value in values.items() if isinstance(values, dict) else ():
             if isinstance(name, str) and secret_key(name) and isinstance(value, Constant) \
-                    and len(value.source) >= 4 and not value.source.startswith("/"):
+                    and _token_like(name, value.source):
                 ctx.warnings.append(
                     f"{ctx.file}:{line_of(body, (key, name), fallback)}: {what}: run.{kind}."
                     f"{key}.{name} is a literal secret in the rules file, kept with every "

@@ -795,22 +795,29 @@ def test_a_secret_header_in_argv_is_a_warning() -> None:
 
 
 def test_a_literal_secret_in_an_action_is_a_warning() -> None:
-    """audit: `env: {API_TOKEN: abc123}` is kept with every run's record (shown redacted);
-    a path, a template or a name that is no secret's is not warned about."""
+    """audit: `env: {API_TOKEN: abc123def456}` is kept with every run's record (shown
+    redacted); a path, a template, a short setting or a name that is no secret's is not
+    warned about (review: TOKEN_TTL, PASSWORD_FILE, TOKEN_URL, SECRET_NAME, AUTH_MODE were)."""
     loaded = load_rules_text({"r.yaml": (
         "hooks: {h: {verify: {none: {}}}}\nrules:\n"
         "  - name: a\n    hook: h\n    run:\n      shell:\n        argv: [echo]\n"
-        "        env: {API_TOKEN: abc123, TOKEN_FILE: /etc/t, PLAIN: v, T2: '{{ payload.x }}'}\n"
+        "        env: {API_TOKEN: abc123def456, TOKEN_FILE: /etc/t, PLAIN: v, T2: '{{ payload.x }}',\n"
+        "              TOKEN_TTL: 3600, PASSWORD_FILE: ./secrets/pw, AUTH_MODE: oauth,\n"
+        "              TOKEN_URL: 'https://auth.example/token', SECRET_NAME: prod-db,\n"
+        "              DB_PASSWORD: 'hunter2 and more', SESSION_ID: abcdefgh12345678,\n"
+        "              GIT_TOKEN_URL: 'https://u:pw@git.example/x'}\n"
         "  - name: h\n    hook: h\n    run:\n      http:\n        url: http://x.example/\n"
-        "        headers:\n          X-Other: lit\n          Authorization: Bearer xyz\n"
+        "        headers:\n          X-Other: lit\n          Authorization: Bearer xyz-0123456789\n"
         "          X-Api-Key: {env: K}\n")})
     found = [w for w in loaded.warnings if "is a literal secret in the rules file" in w]
     assert [w.split(": ")[:3] for w in found] == [
         ["r.yaml:8", "rule 'a'", "run.shell.env.API_TOKEN is a literal secret in the rules file, "
                                  "kept with every run's record"],
-        ["r.yaml:16", "rule 'h'", "run.http.headers.Authorization is a literal secret in the rules "
+        ["r.yaml:12", "rule 'a'", "run.shell.env.GIT_TOKEN_URL is a literal secret in the rules "
+                                 "file, kept with every run's record"],
+        ["r.yaml:20", "rule 'h'", "run.http.headers.Authorization is a literal secret in the rules "
                                   "file, kept with every run's record"]], found
-    assert found[1].endswith("(serve --pass-env NAME; a header: {env: NAME})")
+    assert found[2].endswith("(serve --pass-env NAME; a header: {env: NAME})")
 
 
 def test_a_terraform_binary_missing_from_path_is_a_warning(tmp_path: Path,
