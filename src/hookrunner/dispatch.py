@@ -19,6 +19,7 @@ import errno
 import functools
 import logging
 import os
+import resource
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -38,7 +39,7 @@ from hookrunner.redact import hidden_values, scrub, scrub_tree
 from hookrunner.retention import remove_run_dirs, stale_run_dirs
 from hookrunner.retry import backoff_delay, retry_delay, should_retry
 from hookrunner.settings import Settings
-from hookrunner.shortcap import ShortCap, busy_retry_delay
+from hookrunner.shortcap import ShortCap, busy_retry_delay, fd_room
 from hookrunner.startmarks import StartMarks, marks_path, read_marks
 from hookrunner.store.base import TERMINAL, Finish, Run, Skipped, Store
 from hookrunner.verify.base import Headers
@@ -82,6 +83,8 @@ STALL_AFTER = 2  # housekeeping rounds a renewal may be late by before it counts
 START_STORE_WAIT = 60.0  # seconds a start tries a shared store's settling again
 T = TypeVar("T")
 _start_wait_log = Throttled("dispatcher.start_waiting_for_store", logging.WARNING, every=10.0)
+# Too few descriptors left to start a run and keep some for the server: once a minute.
+_few_fds_log = Throttled("dispatcher.few_descriptors", logging.WARNING, every=60.0)
 # A run dir retention cannot remove (or a dir it cannot list) is met every round: once a
 # minute at most.
 _prune_dirs_log = Throttled("store.prune_dirs_failed", logging.WARNING, every=60.0)
@@ -484,6 +487,8 @@ class Dispatcher:
             # With every worker busy the claim still runs (limit 0): it applies `skip`,
             # `replace` and `coalesce` to runs as they arrive, not when a worker frees up.
             free = max(0, self._workers_now() - len(self._active) + len(self._recording))
+            if free:
+                free = min(free, self._fd_room())
             # Cleared before the claim: a wake-up that arrives during it must not be lost.
             self._wake.clear()
             self._freed.clear()
@@ -1005,9 +1010,25 @@ class Dispatcher:
         if self._short.failed(running, time.monotonic()):
             event("dispatcher.short_of_resources", logging.WARNING, error=reason,
                   running=running, workers=self.settings.workers,
-                  then=f"at most {self._short.cap} runs at once here, one more for each run "
+                  then=f"at most {self._short.cap} run(s) at once here, one more for each run "
                   f"that ends and for every {NOT_STARTED_DELAY:g}s without a failed start "
                   "(raise the server's limits: LimitNOFILE=, LimitNPROC= in its systemd unit)")
+
+    def _fd_room(self) -> int:
+        """How many more runs the descriptors left allow (shortcap.fd_room); counted per
+        claim (a directory listing, ~20 us), not per run."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            open_fds = len(os.listdir("/proc/self/fd"))
+        except OSError:  # no /proc (or no descriptor to list it with): the cap decides
+            return self.settings.workers
+        if soft == resource.RLIM_INFINITY:
+            return self.settings.workers
+        room = fd_room(soft, open_fds)
+        if room == 0:
+            _few_fds_log(open=open_fds, limit=soft, then="runs wait for descriptors to be "
+                         "freed (raise LimitNOFILE=)")
+        return room
 
     def _workers_now(self) -> int:
         limit, lifted = self._short.limit(time.monotonic())

@@ -13,18 +13,28 @@ Back at `workers`, the cap is off. Pure: the dispatcher passes the clock.
 from __future__ import annotations
 
 SETTLE = 1.0  # seconds: failed starts within it (one claim's) halve the cap once
-BUSY_TRIES = 60  # such failed starts of one run that are not counted as its tries
-BUSY_BACKOFF_MAX = 60.0  # seconds between them at most: ~55 minutes for the 60
+BUSY_TRIES = 120  # such failed starts of one run that are not counted as its tries
+FDS_PER_RUN = 4  # descriptors a running action holds here: a pipe, a pidfd, a log file, one spare
 
 
 def busy_retry_delay(earlier: int, first: float) -> float | None:
     """Seconds before a run whose start failed while the node's own runs held what it
     lacked is tried again, after `earlier` such failures: at once (the cap paces it), then
-    `first`, doubling up to BUSY_BACKOFF_MAX; None past BUSY_TRIES (then it counts as a try:
-    a shortage that outlasts the node's runs is not theirs)."""
+    every `first` (a run that ends frees what it needs; no longer, or an idle node waited on
+    it); None past BUSY_TRIES, ten minutes of it (then it counts as a try: a shortage that
+    outlasts the node's runs is not theirs)."""
     if earlier >= BUSY_TRIES:
         return None
-    return 0.0 if earlier == 0 else min(BUSY_BACKOFF_MAX, first * 2 ** (earlier - 1))
+    return 0.0 if earlier == 0 else first
+
+
+def fd_room(limit: int, open_fds: int) -> int:
+    """How many more runs may start with `open_fds` of `limit` descriptors open, keeping an
+    eighth (at least 16) for the server itself: connections, /healthz, the store. Without
+    it, runs started up to the limit, and the server then accepted no connection until one
+    ended (a burst under systemd's default 1,024, or a lower limit)."""
+    reserve = max(16, limit // 8)
+    return max(0, (limit - reserve - open_fds) // FDS_PER_RUN)
 
 
 class ShortCap:
@@ -43,8 +53,9 @@ class ShortCap:
             self.cap = max(1, running // 2)
         elif now - self._lowered >= SETTLE:
             self.cap = max(1, min(self.cap, running) // 2)
-        else:
-            return False  # the same claim's failures: halved once
+        else:  # the same claim's failures: halved once, but never above what runs
+            self.cap = max(1, min(self.cap, running))
+            return False
         self._lowered = self._changed = now
         return began
 

@@ -147,6 +147,9 @@ async def test_a_run_whose_process_cannot_start_for_want_of_descriptors_is_queue
     claim a crash cut short, not failed for good."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     held: list[int] = []
+    # The descriptors are taken behind the dispatcher's back: its room check (which keeps a
+    # burst of its own runs from taking them) would hold the run; the start's EMFILE is tested.
+    monkeypatch.setattr(dispatch, "fd_room", lambda limit, open_fds: 1000)
     async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
         try:
             # Fails its first real attempt, then succeeds: with two attempts by its rule, the
@@ -190,6 +193,7 @@ async def test_runs_short_of_what_this_nodes_own_runs_hold_wait_for_them_not_fai
     monkeypatch.setattr(logs, "_direct", None)  # events through logging, where caplog sees them
     caplog.set_level(logging.INFO, logger="hookrunner")
     monkeypatch.setattr(dispatch, "NOT_STARTED_TRIES", 0)  # an idle shortage: no try at all
+    monkeypatch.setattr(dispatch, "fd_room", lambda limit, open_fds: 1000)  # (as above)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     settings = Settings(data=tmp_path, root=tmp_path, workers=4, node="n1", grace=1.0)
     store = SQLiteStore(tmp_path / "hookrunner.db")
@@ -247,6 +251,42 @@ async def test_runs_short_of_what_this_nodes_own_runs_hold_wait_for_them_not_fai
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         await dispatcher.stop(grace=1.0)
         await store.close()
+
+
+async def test_runs_wait_for_descriptors_rather_than_take_the_servers_last_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """audit: under a low descriptor limit a burst's runs took every descriptor, and the
+    server accepted no connection (/healthz, deliveries) until one ended. A run starts only
+    where the descriptors left keep the server an eighth of its limit: here none starts, and
+    none fails, until descriptors are freed."""
+    from hookrunner import logs
+
+    monkeypatch.setattr(logs, "_direct", None)
+    caplog.set_level(logging.INFO, logger="hookrunner")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+            while len(os.listdir("/proc/self/fd")) < 256 - 34:  # a run would eat the reserve
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            await _accept_one(store, ["sh", "-c", "echo ran"])
+            dispatcher.accepted(1)
+            await asyncio.sleep(1.0)
+            got = await store.get_run("r-1")
+            assert got is not None and got.status == "queued", got
+            assert await store.attempts("r-1") == []  # not tried, so no try used up
+            assert "dispatcher.few_descriptors" in caplog.messages
+            for fd in held:
+                os.close(fd)
+            held.clear()
+            got = await _ended(store, time.monotonic() + 20)
+            assert got.status == "succeeded" and len(await store.attempts("r-1")) == 1, got
+        finally:
+            for fd in held:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_a_run_that_cannot_get_a_thread_to_spawn_from_is_queued_again(
