@@ -1025,6 +1025,11 @@ class Dispatcher:
         if soft == resource.RLIM_INFINITY:
             return self.settings.workers
         room = fd_room(soft, open_fds)
+        if room == 0 and not self._active:
+            # None of its own runs will free any: one is tried, and a failure to start it
+            # is handled as any (audit: what the server holds at rest, with the HTTP workers'
+            # pipes and metrics files, left no room under a limit of 64, for good).
+            room = 1
         if room == 0:
             _few_fds_log(open=open_fds, limit=soft, then="runs wait for descriptors to be "
                          "freed (raise LimitNOFILE=)")
@@ -1052,7 +1057,7 @@ class Dispatcher:
             return
         now = time.time()
         retry_at = None
-        if not result.not_started:
+        if result.outcome == "succeeded":  # (not a run whose own fork failed: audit)
             self._started_again()
         # Runs of this node's still running (this one's slot is free: it is being recorded).
         others = len(self._active) - len(self._recording)

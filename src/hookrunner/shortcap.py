@@ -14,7 +14,7 @@ from __future__ import annotations
 
 SETTLE = 1.0  # seconds: failed starts within it (one claim's) halve the cap once
 BUSY_TRIES = 120  # such failed starts of one run that are not counted as its tries
-FDS_PER_RUN = 4  # descriptors a running action holds here: a pipe, a pidfd, a log file, one spare
+FDS_PER_RUN = 3  # descriptors a running action holds here: a pipe, a pidfd, a log file
 
 
 def busy_retry_delay(earlier: int, first: float) -> float | None:
@@ -60,7 +60,7 @@ class ShortCap:
         return began
 
     def ended(self) -> bool:
-        """A run that started has ended: one more at once; True when the cap is off again."""
+        """A run that started has ended well: one more at once; True when the cap is off."""
         if self.cap is None:
             return False
         self.cap += 1

@@ -101,13 +101,13 @@ async def test_a_full_store_is_not_ready_until_a_write_goes_through(
 
 @contextlib.asynccontextmanager
 async def _dispatching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                       store_class: type[SQLiteStore] = SQLiteStore) -> AsyncIterator[
-        tuple[SQLiteStore, Dispatcher]]:
-    """A store and a dispatcher of one worker; a run that did not start is tried again soon,
-    and a result the store refused is written again soon."""
+                       store_class: type[SQLiteStore] = SQLiteStore, workers: int = 1,
+                       ) -> AsyncIterator[tuple[SQLiteStore, Dispatcher]]:
+    """A store and a dispatcher (of one worker); a run that did not start is tried again
+    soon, and a result the store refused is written again soon."""
     monkeypatch.setattr(dispatch, "NOT_STARTED_DELAY", 0.3)
     monkeypatch.setattr(dispatch, "RECORD_RETRY_MAX", 0.2)
-    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0)
+    settings = Settings(data=tmp_path, root=tmp_path, workers=workers, node="n1", grace=1.0)
     store = store_class(tmp_path / "hookrunner.db")
     await store.open()
     dispatcher = Dispatcher(settings, store, Metrics())
@@ -258,31 +258,69 @@ async def test_runs_wait_for_descriptors_rather_than_take_the_servers_last_ones(
 ) -> None:
     """audit: under a low descriptor limit a burst's runs took every descriptor, and the
     server accepted no connection (/healthz, deliveries) until one ended. A run starts only
-    where the descriptors left keep the server an eighth of its limit: here none starts, and
-    none fails, until descriptors are freed."""
+    where the descriptors left keep the server an eighth of its limit: here, with one run
+    going, no other starts, and none fails, until descriptors are freed. (With none going,
+    one is tried: nothing else would free any.)"""
     from hookrunner import logs
 
     monkeypatch.setattr(logs, "_direct", None)
     caplog.set_level(logging.INFO, logger="hookrunner")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     held: list[int] = []
-    async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
+    async with _dispatching(tmp_path, monkeypatch, workers=4) as (store, dispatcher):
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
-            while len(os.listdir("/proc/self/fd")) < 256 - 34:  # a run would eat the reserve
+            gate = tmp_path / "gate"
+            await _accept_one(store, ["sh", "-c", f"while ! test -e {gate}; do sleep 0.05; done"])
+            dispatcher.accepted(1)  # one run going: it will free what it holds
+            while await store.attempts("r-1") == []:
+                await asyncio.sleep(0.02)
+            while len(os.listdir("/proc/self/fd")) < 256 - 33:  # a run would eat the reserve
                 held.append(os.open(os.devnull, os.O_RDONLY))
-            await _accept_one(store, ["sh", "-c", "echo ran"])
+            later = NewRun(id="r-2", delivery_id="d-2", rule="r", action="shell",
+                           spec={"argv": ["sh", "-c", "echo ran"]}, created_at=time.time())
+            await store.accept(NewDelivery(id="d-2", hook="h", received_at=time.time(),
+                                           headers=[], body=b"{}", dedup_key=None, event=None,
+                                           client_ip="", matches=[]), [later])
             dispatcher.accepted(1)
             await asyncio.sleep(1.0)
-            got = await store.get_run("r-1")
+            got = await store.get_run("r-2")
             assert got is not None and got.status == "queued", got
-            assert await store.attempts("r-1") == []  # not tried, so no try used up
+            assert await store.attempts("r-2") == []  # not tried, so no try used up
             assert "dispatcher.few_descriptors" in caplog.messages
             for fd in held:
                 os.close(fd)
             held.clear()
+            gate.touch()
+            for run_id in ("r-1", "r-2"):
+                while (got := await store.get_run(run_id)) is None or got.status in (
+                        "queued", "running"):
+                    await asyncio.sleep(0.05)
+                assert got.status == "succeeded" and len(await store.attempts(run_id)) == 1, got
+        finally:
+            for fd in held:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_with_none_of_its_runs_going_a_node_short_of_room_still_tries_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """audit: what a server holds at rest (with --http-workers, pipes and metrics files)
+    left no room under a limit of 64, and with no run going none would ever free any: 437
+    accepted runs stayed queued on an idle node."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    async with _dispatching(tmp_path, monkeypatch, workers=4) as (store, dispatcher):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+            while len(os.listdir("/proc/self/fd")) < 256 - 20:  # inside the reserve: no room
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            assert dispatcher._fd_room() == 1  # none of its own runs going: one is tried
+            await _accept_one(store, ["sh", "-c", "echo ran"])
+            dispatcher.accepted(1)
             got = await _ended(store, time.monotonic() + 20)
-            assert got.status == "succeeded" and len(await store.attempts("r-1")) == 1, got
+            assert got.status == "succeeded", (got, await store.attempts("r-1"))
         finally:
             for fd in held:
                 os.close(fd)
