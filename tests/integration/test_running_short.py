@@ -13,7 +13,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +253,34 @@ async def test_runs_short_of_what_this_nodes_own_runs_hold_wait_for_them_not_fai
         await store.close()
 
 
+class _Descriptors:
+    """Descriptors taken behind the dispatcher's back, under a soft limit of 256."""
+
+    def __init__(self) -> None:
+        self.held: list[int] = []
+
+    def take(self, until_open: int) -> None:
+        while len(os.listdir("/proc/self/fd")) < until_open:
+            self.held.append(os.open(os.devnull, os.O_RDONLY))
+
+    def release(self) -> None:
+        for fd in self.held:
+            os.close(fd)
+        self.held.clear()
+
+
+@contextlib.contextmanager
+def _soft_limit_256() -> Iterator[_Descriptors]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    taken = _Descriptors()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        yield taken
+    finally:
+        taken.release()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 async def test_runs_wait_for_descriptors_rather_than_take_the_servers_last_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -265,18 +293,14 @@ async def test_runs_wait_for_descriptors_rather_than_take_the_servers_last_ones(
 
     monkeypatch.setattr(logs, "_direct", None)
     caplog.set_level(logging.INFO, logger="hookrunner")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    held: list[int] = []
     async with _dispatching(tmp_path, monkeypatch, workers=4) as (store, dispatcher):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        with _soft_limit_256() as taken:
             gate = tmp_path / "gate"
             await _accept_one(store, ["sh", "-c", f"while ! test -e {gate}; do sleep 0.05; done"])
             dispatcher.accepted(1)  # one run going: it will free what it holds
             while await store.attempts("r-1") == []:
                 await asyncio.sleep(0.02)
-            while len(os.listdir("/proc/self/fd")) < 256 - 33:  # a run would eat the reserve
-                held.append(os.open(os.devnull, os.O_RDONLY))
+            taken.take(256 - 33)  # a run would eat the reserve
             later = NewRun(id="r-2", delivery_id="d-2", rule="r", action="shell",
                            spec={"argv": ["sh", "-c", "echo ran"]}, created_at=time.time())
             await store.accept(NewDelivery(id="d-2", hook="h", received_at=time.time(),
@@ -288,19 +312,13 @@ async def test_runs_wait_for_descriptors_rather_than_take_the_servers_last_ones(
             assert got is not None and got.status == "queued", got
             assert await store.attempts("r-2") == []  # not tried, so no try used up
             assert "dispatcher.few_descriptors" in caplog.messages
-            for fd in held:
-                os.close(fd)
-            held.clear()
+            taken.release()
             gate.touch()
             for run_id in ("r-1", "r-2"):
                 while (got := await store.get_run(run_id)) is None or got.status in (
                         "queued", "running"):
                     await asyncio.sleep(0.05)
                 assert got.status == "succeeded" and len(await store.attempts(run_id)) == 1, got
-        finally:
-            for fd in held:
-                os.close(fd)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_with_none_of_its_runs_going_a_node_short_of_room_still_tries_one(
@@ -309,22 +327,14 @@ async def test_with_none_of_its_runs_going_a_node_short_of_room_still_tries_one(
     """audit: what a server holds at rest (with --http-workers, pipes and metrics files)
     left no room under a limit of 64, and with no run going none would ever free any: 437
     accepted runs stayed queued on an idle node."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    held: list[int] = []
     async with _dispatching(tmp_path, monkeypatch, workers=4) as (store, dispatcher):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
-            while len(os.listdir("/proc/self/fd")) < 256 - 20:  # inside the reserve: no room
-                held.append(os.open(os.devnull, os.O_RDONLY))
+        with _soft_limit_256() as taken:
+            taken.take(256 - 20)  # inside the reserve: no room
             assert dispatcher._fd_room() == 1  # none of its own runs going: one is tried
             await _accept_one(store, ["sh", "-c", "echo ran"])
             dispatcher.accepted(1)
             got = await _ended(store, time.monotonic() + 20)
             assert got.status == "succeeded", (got, await store.attempts("r-1"))
-        finally:
-            for fd in held:
-                os.close(fd)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_a_run_that_cannot_get_a_thread_to_spawn_from_is_queued_again(
