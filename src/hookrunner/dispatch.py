@@ -39,7 +39,7 @@ from hookrunner.redact import hidden_values, scrub, scrub_tree
 from hookrunner.retention import remove_run_dirs, stale_run_dirs
 from hookrunner.retry import backoff_delay, retry_delay, should_retry
 from hookrunner.settings import Settings
-from hookrunner.shortcap import ShortCap, busy_retry_delay, fd_room
+from hookrunner.shortcap import ShortCap, busy_retry_delay, fd_room, idle_retry_delay
 from hookrunner.startmarks import StartMarks, marks_path, read_marks
 from hookrunner.store.base import TERMINAL, Finish, Run, Skipped, Store
 from hookrunner.verify.base import Headers
@@ -1072,11 +1072,12 @@ class Dispatcher:
             self._short_of(others, result.reason)
             retry_at = now + delay
             result.reason += NOT_STARTED_BUSY
-        elif result.not_started and (result.waits_for_room
-                                     or await self._not_started(run.id, idle=True) < NOT_STARTED_TRIES):
+        elif result.not_started and (result.waits_for_room or (
+                tries := await self._not_started(run.id, idle=True)) < NOT_STARTED_TRIES):
             # Nothing ran, whatever the rule's retries say: as a run whose claim a crash cut
             # short, it is queued again (a few times: a lasting shortage fails it).
-            retry_at = now + NOT_STARTED_DELAY
+            retry_at = now + (NOT_STARTED_DELAY if result.waits_for_room
+                              else idle_retry_delay(tries, NOT_STARTED_DELAY))
             result.reason += NOT_STARTED
         elif result.outcome == "canceled" and self._cancel_reason.get(run.id) == SHUTTING_DOWN:
             # Cut short by a stop, not by its own doing: retried per its rule as a run a

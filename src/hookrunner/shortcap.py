@@ -28,6 +28,14 @@ def busy_retry_delay(earlier: int, first: float) -> float | None:
     return 0.0 if earlier == 0 else first
 
 
+def idle_retry_delay(earlier: int, first: float) -> float:
+    """Seconds before a run whose start failed with none of the node's runs going is tried
+    again, after `earlier` such failures: `first`, doubling (5 s to 80 s for the 5 tries:
+    a shortage of another program's making, half a minute long, failed whole queues when
+    they were 5 s apart)."""
+    return first * float(2 ** earlier)
+
+
 def fd_room(limit: int, open_fds: int) -> int:
     """How many more runs may start with `open_fds` of `limit` descriptors open, keeping an
     eighth (at least 16) for the server itself: connections, /healthz, the store. Without

@@ -3,7 +3,14 @@
 
 from __future__ import annotations
 
-from hookrunner.shortcap import BUSY_TRIES, SETTLE, ShortCap, busy_retry_delay, fd_room
+from hookrunner.shortcap import (
+    BUSY_TRIES,
+    SETTLE,
+    ShortCap,
+    busy_retry_delay,
+    fd_room,
+    idle_retry_delay,
+)
 
 
 def test_a_failed_start_halves_what_runs_and_a_claims_worth_halves_it_once() -> None:
@@ -69,3 +76,10 @@ def test_failures_within_a_claim_never_leave_the_cap_above_what_runs() -> None:
     assert cap.cap == 20
     cap.failed(running=6, now=0.2)  # fewer are running than the cap: held to them
     assert cap.cap == 6
+
+
+def test_a_run_short_with_nothing_of_the_nodes_going_is_tried_further_and_further_apart() -> None:
+    """audit: another program's shortage of half a minute failed a whole queue for good (5
+    tries 5 s apart); the 5 tries now span about two and a half minutes."""
+    delays = [idle_retry_delay(n, 5.0) for n in range(5)]
+    assert delays == [5.0, 10.0, 20.0, 40.0, 80.0] and sum(delays) == 155.0
