@@ -1011,12 +1011,12 @@ class Dispatcher:
             event("dispatcher.short_of_resources", logging.WARNING, error=reason,
                   running=running, workers=self.settings.workers,
                   then=f"at most {self._short.cap} run(s) at once here, one more for each run "
-                  f"that ends and for every {NOT_STARTED_DELAY:g}s without a failed start "
+                  f"that succeeds and for every {NOT_STARTED_DELAY:g}s without a failed start "
                   "(raise the server's limits: LimitNOFILE=, LimitNPROC= in its systemd unit)")
 
     def _fd_room(self) -> int:
         """How many more runs the descriptors left allow (shortcap.fd_room); counted per
-        claim (a directory listing, ~20 us), not per run."""
+        claim (a directory listing, ~4 us), not per run."""
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:
             open_fds = len(os.listdir("/proc/self/fd"))
@@ -1065,7 +1065,7 @@ class Dispatcher:
         if result.not_started and not result.waits_for_room and others > 0:
             # What it lacked, this node's own runs may hold: not counted as one of its tries
             # (audit: with a low descriptor limit, half of a burst's accepted runs used them
-            # up and never ran), but tried less and less often, and at last counted after all
+            # up and never ran), tried every few seconds, and counted after ten minutes of it
             # (a shortage that is not the node's own doing, with a run always going).
             delay = busy_retry_delay(await self._not_started(run.id, busy=True), NOT_STARTED_DELAY)
         if delay is not None:

@@ -289,9 +289,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 super().on_body(body)
         except MemoryError:
             cycle.body = bytearray() if type(cycle) is LaneCycle else b""
-            path = str(cycle.scope.get("path", ""))  # as ingest's own out-of-memory line
-            hook = strip(path, self._prefix).removeprefix("/hooks/") if \
-                strip(path, self._prefix).startswith("/hooks/") else None
+            path = strip(str(cycle.scope.get("path", "")), self._prefix)
+            hook = path.removeprefix("/hooks/") if path.startswith("/hooks/") else None
+            # (a hook's as ingest's own out-of-memory line names it)
             _no_memory_log(hook=hook, path=None if hook else path, reason="out of memory")
             self._refuse_body(NO_MEMORY)
 

@@ -1,13 +1,15 @@
-"""How many runs a node starts at once while starts fail for want of what its own runs hold.
+"""How many runs a node starts at once when its runs may take what it needs, and when a
+run that could not start is tried again. Pure: the dispatcher passes the clock and counts.
 
 Under a low descriptor or process limit, `--workers` runs (each with a pipe, a pidfd and a
 log file) can take all there is: the next start fails with EMFILE or EAGAIN, and so do the
-connections the server should accept. While that lasts the node runs fewer at once: half
-of those it had going when a start failed (some of them still starting, and failing alike;
-a claim's worth of failures halves it once), one more for each run that started and ended,
-and one more for every `probe_after` seconds without a failed start (a shortage that was
-not the node's doing, gone meanwhile, must not hold the queue until its long runs end).
-Back at `workers`, the cap is off. Pure: the dispatcher passes the clock.
+connections the server should accept. So a run starts only while the descriptors left keep
+the server a reserve (fd_room). Where a start fails all the same (a process limit), the
+node runs fewer at once (ShortCap): half of those it had going (some of them still
+starting, and failing alike; a claim's worth of failures halves it once), one more for each
+run that succeeds, and one more for every `probe_after` seconds without a failed start (a
+shortage that was not the node's doing, gone meanwhile, must not hold the queue until its
+long runs end). Back at `workers`, the cap is off.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class ShortCap:
         return began
 
     def ended(self) -> bool:
-        """A run that started has ended well: one more at once; True when the cap is off."""
+        """A run succeeded: one more at once; True when the cap is off again."""
         if self.cap is None:
             return False
         self.cap += 1
