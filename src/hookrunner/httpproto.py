@@ -156,11 +156,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_since = time.monotonic()
         _sweep_soon(self.server_state)
 
-    # Once a request is refused, what follows it in the same read (httptools parses a read
-    # whole) is not a request: a pipelined hook delivery behind a bad Host spent a rate
-    # limit's token and was counted refused, a GET ran its route and then failed to write.
-
     def on_message_begin(self) -> None:
+        # Once a request is refused, what follows it in the same read (httptools parses a
+        # read whole) is not a request: a pipelined hook delivery behind a bad Host spent a
+        # rate limit's token and was counted refused, a GET ran its route and failed to
+        # write. (Its URL may still gather, within that one read; its head is not acted on.)
         if self._refused:
             return
         super().on_message_begin()
@@ -168,10 +168,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._reading_since = time.monotonic()
         self._begun = True
-
-    def on_url(self, url: bytes) -> None:
-        if not self._refused:
-            super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # After the head, a field is a chunked body's trailer: uvicorn would add it to the
