@@ -77,6 +77,23 @@ def trusted(peer: str, nets: Sequence[IPNetwork]) -> bool:
     return _in(peer, nets)
 
 
+def last_item(values: Sequence[str]) -> str:
+    """A forwarding header's last item (`a, b` and a second header line: the nearest
+    proxy's), or "" where none is sent."""
+    return values[-1].rsplit(",", 1)[-1].strip() if values else ""
+
+
+def forwarded_origin(peer: str, nets: Sequence[IPNetwork], protos: Sequence[str],
+                     hosts: Sequence[str]) -> tuple[str, str]:
+    """The scheme and host the sender used, as a --trusted-proxy says in `X-Forwarded-Proto`
+    and `X-Forwarded-Host` (where it terminated TLS and rewrote `Host`): each "" where it
+    is not said, not one of http/https, or the peer is not trusted."""
+    if not nets or not _in(peer, nets):
+        return "", ""
+    scheme = last_item(protos).lower()
+    return (scheme if scheme in ("http", "https") else ""), last_item(hosts)
+
+
 def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[IPNetwork]) -> str:
     """Walk X-Forwarded-For from the right while the hop is a trusted proxy: the first
     untrusted address is the client. Without trusted proxies the header is never believed."""

@@ -353,6 +353,24 @@ async def accept(scope: Scope, receive: Receive, gw: Gateway, hook_id: str) -> A
     return await accept_body(scope, admitted, body, gw, hook_id, receive)
 
 
+def _signed_url(scope: Scope, headers: Headers, gw: Gateway) -> str:
+    """The URL the sender was given, for schemes that sign it (Twilio), as Starlette builds
+    it: its path under the path prefix (off by now), and behind a --trusted-proxy that
+    terminated TLS the scheme and host it says (`X-Forwarded-Proto`/`-Host`, which the
+    README's nginx sets), as the console believes them."""
+    client = scope.get("client")
+    scheme, host = clientip.forwarded_origin(client[0] if client else "", gw.trusted,
+                                             headers.get_all("x-forwarded-proto"),
+                                             headers.get_all("x-forwarded-host"))
+    public: dict[str, Any] = {**scope, "path": gw.settings.path_prefix + scope["path"]}
+    if scheme:
+        public["scheme"] = scheme
+    if host:
+        public["headers"] = [(k, v) for k, v in scope["headers"] if k != b"host"] + \
+            [(b"host", host.encode("latin-1", "replace"))]
+    return str(URL(scope=public))
+
+
 async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway, hook_id: str,
                       receive: Receive | None) -> Answer:
     """The rest, once the body is read: verify, parse, match, journal. Without `receive`
@@ -360,10 +378,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
     hook, ruleset, headers, query = admitted.hook, admitted.ruleset, admitted.headers, admitted.query
     sent_query, wait, ip, now = admitted.sent_query, admitted.wait, admitted.ip, admitted.now
     m = gw.metrics.deliveries
-    # The URL as Starlette builds it (escaping, Host checks), only for schemes that sign it;
-    # its path as the sender was given it: under the path prefix, which is off by now.
-    url = str(URL(scope={**scope, "path": gw.settings.path_prefix + scope["path"]})) \
-        if getattr(hook.verifier, "uses_url", False) else ""
+    url = _signed_url(scope, headers, gw) if getattr(hook.verifier, "uses_url", False) else ""
     signed = SignedRequest(headers=headers, body=body, url=url, query=query, client_ip=ip, now=now)
     try:
         verified = hook.verifier.verify(signed)

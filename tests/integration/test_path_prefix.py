@@ -196,6 +196,28 @@ def test_a_hook_with_the_prefix_still_on_is_answered_as_without_it(proxied: tupl
     assert r.status_code == 202, r.text
 
 
+def test_a_twilio_hook_without_url_checks_the_public_url_a_trusted_proxy_names(
+        proxied: tuple[Server, Nginx]) -> None:
+    """Twilio signs the public URL: through the README's nginx (which sets X-Forwarded-Host
+    and -Proto) a hook with no `url:` checks that one, not the one nginx connected to."""
+    server, nginx = proxied
+    form = b"CallSid=CA2&From=%2B15550002"
+    public = f"{nginx.url}{PREFIX}/hooks/tw"
+    r = httpx.post(public, content=form, timeout=30, headers={
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": twilio_signature(TWILIO_SECRET, public, form)})
+    assert r.status_code == 202, r.text
+    # TLS ended at the proxy: the scheme it names is the one signed.
+    https = "https://hooks.example.com/hookrunner/hooks/tw"
+    forwarded = {"Content-Type": "application/x-www-form-urlencoded",
+                 "X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}
+    for signed, status in ((https, 202), (f"{server.url}{PREFIX}/hooks/tw", 401)):
+        r = httpx.post(f"{server.url}{PREFIX}/hooks/tw", content=form, timeout=30, headers={
+            **forwarded, "X-Twilio-Signature": twilio_signature(TWILIO_SECRET, signed, form)})
+        assert r.status_code == status, (signed, r.text)
+    assert "URL checked: https://hooks.example.com/hookrunner/hooks/tw" in server.output()
+
+
 def test_paths_with_the_prefix_still_on_are_served_the_same(proxied: tuple[Server, Nginx]) -> None:
     server, _ = proxied
     assert "server.started" in server.output() and f"path_prefix={PREFIX}" in server.output()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hookrunner.clientip import allowed, bucket, client_ip, parse_networks, plain
+from hookrunner.clientip import allowed, bucket, client_ip, forwarded_origin, parse_networks, plain
 from hookrunner.rules.model import IPNetwork
 
 PROXY = parse_networks(["10.0.0.0/8", "fd00::/8"])
@@ -95,3 +95,23 @@ def test_a_per_client_limit_and_login_tries_count_an_ipv6_host_by_its_64() -> No
     assert bucket("2001:db8:1:3::1") != bucket("2001:db8:1:2::1")
     assert bucket("198.51.100.1") == "198.51.100.1"
     assert bucket("not-an-ip") == "not-an-ip" and bucket("") == ""
+
+
+@pytest.mark.parametrize(
+    ("peer", "protos", "hosts", "expected"),
+    [
+        ("10.0.0.1", ["https"], ["hooks.example.com:8443"], ("https", "hooks.example.com:8443")),
+        # The nearest proxy's word: the last item of the last line.
+        ("10.0.0.1", ["http", "x, HTTPS"], ["a.example", "b.example, c.example"],
+         ("https", "c.example")),
+        # Not said, or not a scheme a URL of ours can have.
+        ("10.0.0.1", [], [], ("", "")),
+        ("10.0.0.1", ["javascript"], ["h"], ("", "h")),
+        # A client's own claim (not a trusted proxy) is never believed.
+        ("203.0.113.9", ["https"], ["evil.example"], ("", "")),
+    ],
+)
+def test_only_a_trusted_proxy_names_the_public_scheme_and_host(
+        peer: str, protos: list[str], hosts: list[str], expected: tuple[str, str]) -> None:
+    assert forwarded_origin(peer, PROXY, protos, hosts) == expected
+    assert forwarded_origin(peer, (), protos, hosts) == ("", "")

@@ -61,27 +61,21 @@ def _peer(request: Request) -> str:
     return request.client.host if request.client else _forwarded_by_worker(request)
 
 
-def _via_trusted_proxy(request: Request) -> bool:
-    trusted = gateway(request).trusted
-    return bool(trusted) and clientip.trusted(_peer(request), trusted)
-
-
-def _last(request: Request, header: str) -> str:
-    values = request.headers.getlist(header)
-    return values[-1].rsplit(",", 1)[-1].strip() if values else ""
+def _forwarded(request: Request) -> tuple[str, str]:
+    return clientip.forwarded_origin(_peer(request), gateway(request).trusted,
+                                     request.headers.getlist("x-forwarded-proto"),
+                                     request.headers.getlist("x-forwarded-host"))
 
 
 def public_host(request: Request) -> str:
     """The host the browser used: `X-Forwarded-Host` from a --trusted-proxy (one that
     rewrites Host, as nginx does by default), else Host."""
-    forwarded = _last(request, "x-forwarded-host") if _via_trusted_proxy(request) else ""
-    return forwarded or request.headers.get("host", "")
+    return _forwarded(request)[1] or request.headers.get("host", "")
 
 
 def public_scheme(request: Request) -> str:
     """https where a --trusted-proxy terminated TLS (`X-Forwarded-Proto`), else as received."""
-    forwarded = _last(request, "x-forwarded-proto").lower() if _via_trusted_proxy(request) else ""
-    return forwarded if forwarded in ("http", "https") else request.url.scheme
+    return _forwarded(request)[0] or request.url.scheme
 
 
 def client_address(request: Request) -> str:
