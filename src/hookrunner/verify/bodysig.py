@@ -4,6 +4,7 @@ header: they differ in header names, encoding and prefix, so each is a template,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,6 +26,10 @@ class BodySignature:
     id_field: tuple[str, ...] = ()  # JSON body path, used when no id header is present
     event_field: tuple[str, ...] = ()
     other_secret_headers: tuple[str, ...] = ()
+    # A signed JSON body field holding when it was sent, in milliseconds (Linear's
+    # `webhookTimestamp`): checked against `tolerance` where the hook sets one.
+    stamp_field: tuple[str, ...] = ()
+    tolerance: float | None = None
 
     @property
     def secret_headers(self) -> tuple[str, ...]:
@@ -39,7 +44,19 @@ class BodySignature:
         crypto.require_signature(
             self.secrets, request.body, candidates, encoding=self.encoding
         )
+        if self.tolerance is not None:
+            crypto.check_window(self._sent_at(request.body), request.now, self.tolerance)
         return self.learned(request)
+
+    def _sent_at(self, body: bytes) -> float:
+        stamp = jsonbody.field(jsonbody.parse(body), *self.stamp_field)
+        try:
+            sent = float(stamp or "") / 1000
+        except ValueError:
+            sent = math.nan
+        if not math.isfinite(sent):  # (json takes NaN and Infinity, which no window refuses)
+            raise VerifyError(f"missing timestamp field {'.'.join(self.stamp_field)}")
+        return sent
 
     def learned(self, request: SignedRequest) -> Verified:
         """The delivery id and event type, read without checking (dry runs use it too)."""
@@ -62,10 +79,14 @@ class BodySignature:
 
 
 def register_body_signature(name: str, template: BodySignature) -> None:
-    """Register `name` as `template` with the hook's secrets; its only option is `secret`."""
+    """Register `name` as `template` with the hook's secrets; its options are `secret`, and
+    `tolerance` where the body carries when it was sent (off unless given)."""
 
     def factory(options: Mapping[str, Any], secrets: SecretSource) -> BodySignature:
-        check_options(options, ("secret",), required=("secret",))
-        return replace(template, secrets=tuple(crypto.option_secrets(options, secrets)))
+        check_options(options, ("secret", "tolerance") if template.stamp_field else ("secret",),
+                      required=("secret",))
+        tolerance = crypto.option_tolerance(options) if "tolerance" in options else None
+        return replace(template, secrets=tuple(crypto.option_secrets(options, secrets)),
+                       tolerance=tolerance)
 
     register(name)(factory)

@@ -40,6 +40,7 @@ register_body_signature(
         signature_headers=("Linear-Signature",),
         id_headers=("Linear-Delivery",),
         event_headers=("Linear-Event",),
+        stamp_field=("webhookTimestamp",),  # ms; Linear's SDK allows a minute either way
     ),
 )
 

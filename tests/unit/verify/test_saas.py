@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -154,3 +155,40 @@ def test_zendesk_tolerance_option() -> None:
     assert verifier.verify(request(BODY, _zendesk(NOW - 3000))).delivery_id == "8350205582"
     with pytest.raises(ConfigError):
         make("zendesk", secret="z", tolerance="-1")
+
+
+def _linear_body(sent_ms: object) -> bytes:
+    return json.dumps({"action": "create", "type": "Issue", "webhookTimestamp": sent_ms}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_linear_body(NOW * 1000), None),
+        (_linear_body(str(int(NOW * 1000) - 59_000)), None),  # a string of digits too
+        (_linear_body(NOW * 1000 - 61_000), "timestamp outside tolerance"),  # a replay
+        (_linear_body(NOW * 1000 + 61_000), "timestamp outside tolerance"),
+        (_linear_body(None), "missing timestamp field webhookTimestamp"),
+        (b'{"type": "Issue", "webhookTimestamp": NaN}', "missing timestamp field"),
+        (b'{"type": "Issue", "webhookTimestamp": Infinity}', "missing timestamp field"),
+        (b'{"type": "Issue"}', "missing timestamp field"),
+    ],
+)
+def test_linear_with_a_tolerance_refuses_a_body_sent_outside_it(body: bytes, reason: str | None) -> None:
+    verifier = make("linear", secret="s", tolerance="1m")
+    signed = request(body, {"Linear-Signature": hexmac("s", body), "Linear-Delivery": "li-2"})
+    if reason is None:
+        assert verifier.verify(signed) == Verified("li-2", None)
+    else:
+        with pytest.raises(VerifyError, match=reason):
+            verifier.verify(signed)
+    # Without one (the default), as before: Linear's body is checked by its signature only.
+    if b"webhookTimestamp" in body and reason and "outside" in reason:
+        assert make("linear", secret="s").verify(signed).delivery_id == "li-2"
+
+
+def test_tolerance_is_an_option_only_of_senders_whose_body_says_when_it_was_sent() -> None:
+    with pytest.raises(ConfigError, match="tolerance"):
+        make("sentry", secret="s", tolerance="1m")
+    with pytest.raises(ConfigError, match="tolerance"):
+        make("linear", secret="s", tolerance="0s")
