@@ -48,6 +48,7 @@ rules:
 DEPLOY = """#!/bin/sh
 echo "deploying $1"
 printf '\033[1;32mstep 1 of 3: fetch\033[0m\a\n'
+printf 'artifact: evil\u202etxt.exe\n'  # which would read evilexe.txt
 printf '\033[3'  # an escape cut in two: its rest comes after the gate, in another chunk
 n=0
 while [ ! -e "{gates}/$1" ]; do
@@ -205,6 +206,7 @@ def test_run_log_streams_while_the_run_is_still_running(
     # Streamed: the colour escapes are dropped, the bell is shown as a control picture.
     expect(log).to_contain_text("step 1 of 3: fetch\u2407")
     assert "[1;32m" not in log.inner_text() and "\x1b" not in log.inner_text()
+    expect(log).to_contain_text("artifact: evil<U+202E>txt.exe")  # as the finished page has it
     # The script cannot pass its gate until this test opens it: it is running right now.
     assert api_run(server, run_id)["status"] == "running"
     expect(page.locator("#run-status")).to_have_text("running")
@@ -227,6 +229,7 @@ def test_run_log_streams_while_the_run_is_still_running(
     shot(page, "05-run-finished")
     page.reload()  # the finished log, rendered by the server this time
     expect(log).to_contain_text("step 1 of 3: fetch\u2407")
+    expect(log).to_contain_text("artifact: evil<U+202E>txt.exe")
     assert "[1;32m" not in log.inner_text() and "\x1b" not in log.inner_text()
 
 

@@ -187,9 +187,13 @@ const ESCAPES = /\x1b\[[0-?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)/g;
 const CONTROLS = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g;
 // The start of an escape sequence at the very end of a chunk (its rest is in the next one).
 const PARTIAL_ESCAPE = /\x1b(?:\[[0-?]*[ -\/]*|\][^\x07\x1b]*)?$/;
+// Bidirectional controls reorder what follows them (`evil\u202etxt.exe` reads `evilexe.txt`):
+// written out as their code point, as the server's pages do (present.shown).
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 function visibleLog(text) {
   return text.replace(ESCAPES, "").replace(CONTROLS,
-    (c) => String.fromCharCode(c === "\x7f" ? 0x2421 : 0x2400 + c.charCodeAt(0)));
+    (c) => String.fromCharCode(c === "\x7f" ? 0x2421 : 0x2400 + c.charCodeAt(0)))
+    .replace(BIDI, (c) => `<U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}>`);
 }
 
 // Stream one attempt's log into <pre> (the server sends it chunked while the run runs); true if any text came.
