@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from hookrunner.gateway import Gateway
@@ -17,7 +17,7 @@ from hookrunner.ingest import QUEUE_FULL_RETRY_AFTER
 from hookrunner.payload import SHOWN_DEPTH, as_received, deeper_than
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery, replayed
-from hookrunner.runlog import ended_log
+from hookrunner.runlog import ended_chunks
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Finish, Run
 from hookrunner.verify.base import Headers
 from hookrunner.waiting import waiting_for
@@ -232,7 +232,7 @@ async def run_log(request: Request) -> Response:
         return StreamingResponse(_stream(gw, run.id, attempt),
                                  media_type="text/plain; charset=utf-8",
                                  headers={"X-Accel-Buffering": "no"})
-    return PlainTextResponse(await _ended_log(gw, run.id, attempt))
+    return StreamingResponse(_ended_log(gw, run.id, attempt), media_type="text/plain; charset=utf-8")
 
 
 def _under_way(run: Run, attempt: int) -> bool:
@@ -242,8 +242,8 @@ def _under_way(run: Run, attempt: int) -> bool:
     return run.status == "running" and run.attempt == attempt
 
 
-async def _ended_log(gw: Gateway, run_id: str, attempt: int) -> str:
-    return await ended_log(gw.store, gw.settings.log_path(run_id, attempt), run_id, attempt)
+def _ended_log(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes]:
+    return ended_chunks(gw.store, gw.settings.log_path(run_id, attempt), run_id, attempt)
 
 
 async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes]:
@@ -257,9 +257,8 @@ async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes
             attempt = run.attempt
         if not _under_way(run, attempt):
             # Ended (or canceled / skipped before it started): what is stored, if anything.
-            text = await _ended_log(gw, run_id, attempt)
-            if text:
-                yield text.encode()
+            async for chunk in _ended_log(gw, run_id, attempt):
+                yield chunk
             return
         if attempt:
             # A young run's log is still in memory: followed, it goes to its file now.

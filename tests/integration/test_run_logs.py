@@ -17,7 +17,7 @@ import pytest
 from hookrunner import dispatch, startmarks
 from hookrunner.dispatch import Dispatcher
 from hookrunner.metrics import Metrics
-from hookrunner.runlog import ended_log
+from hookrunner.runlog import ended_chunks, ended_log
 from hookrunner.settings import Settings
 from hookrunner.startmarks import marks_path, read_marks
 from hookrunner.store.base import TERMINAL, Finish, NewDelivery, NewRun
@@ -121,15 +121,26 @@ async def test_the_api_serves_the_records_log_where_the_file_holds_less(
     stored = await store.get_log(run_id, 1)
     assert stored is not None and "two" in stored
     path = settings.log_path(run_id, 1)
-    assert await ended_log(store, path, run_id, 1) == stored
+
+    async def served() -> str:
+        """What `hookrunner log` prints; the API's pieces (read as sent) add up to the same."""
+        whole = await ended_log(store, path, run_id, 1)
+        assert b"".join([c async for c in ended_chunks(store, path, run_id, 1)]) == whole.encode()
+        return whole
+
+    assert await served() == stored
     path.parent.mkdir(parents=True)
     path.write_text(stored[:10])  # the file as the full disk left it
-    assert await ended_log(store, path, run_id, 1) == stored
+    assert await served() == stored
     path.write_text(stored + "more than the record kept\n")  # a large log: the file has all
-    assert (await ended_log(store, path, run_id, 1)).endswith("more than the record kept\n")
+    assert (await served()).endswith("more than the record kept\n")
+    # Its bytes as they came (a progress bar's \r too), invalid UTF-8 as U+FFFD, and a
+    # character cut by a piece's end whole.
+    path.write_bytes(stored.encode() + b"50%\r100%\r\n\xff\n" + "é".encode() * 70_000)
+    assert await served() == stored + "50%\r100%\r\n\ufffd\n" + "é" * 70_000
     path.unlink()
     path.mkdir()  # unreadable as a file (EISDIR): was a 500
-    assert await ended_log(store, path, run_id, 1) == stored
+    assert await served() == stored
 
 
 async def test_a_followed_run_goes_to_disk_at_once_and_stays_there(
@@ -333,3 +344,34 @@ rules:
     assert time.monotonic() - t0 < 6  # the 1 s grace, the record of the canceled run
     out = server.output()
     assert "Traceback" not in out and "CancelledError" not in out, out[-2000:]
+
+
+def test_a_large_log_is_sent_in_pieces_and_a_page_cuts_the_records_copy_too(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """An ended run's log is sent as it is read (not held whole per client), and the run's
+    page holds at most its first 2 MiB where it comes from the record (another node's run:
+    here the file is gone), as where it comes from the file."""
+    write_script(project, "big.sh", "yes 0123456789abcdefghi | head -c 3000000\n")
+    server = make_server("""
+hooks:
+  github:
+    verify: {github: {secret: {env: GITHUB_WEBHOOK_SECRET}}}
+rules:
+  - {name: big, hook: github, run: {shell: {argv: [scripts/big.sh]}}}
+""")
+    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
+    assert server.wait_run(run_id)["status"] == "succeeded"
+    with server.admin() as c:
+        answer = c.get(f"/api/runs/{run_id}/log")
+        assert answer.headers.get("transfer-encoding") == "chunked", answer.headers
+        whole = answer.text
+        assert whole.count("0123456789abcdefghi\n") == 3000000 // 20
+        for log in (server.data / "logs" / run_id).rglob("*"):
+            if log.is_file():
+                log.unlink()
+        assert c.get(f"/api/runs/{run_id}/log").text == whole  # the record's copy, whole
+        page = c.get(f"/runs/{run_id}", headers={"Accept": "text/html"})
+        assert page.status_code == 200
+        assert len(page.content) < 2_300_000, len(page.content)
+        assert "cut at 2097152 characters: the full log is at" in page.text

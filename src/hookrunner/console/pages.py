@@ -152,12 +152,15 @@ async def _finished_log(gw: Gateway, run: Run, attempt: int) -> str:
     if path.exists():
         with open(path, "rb") as f:
             data = f.read(LOG_PAGE_LIMIT + 1)
-        text = data[:LOG_PAGE_LIMIT].decode("utf-8", errors="replace")
-        if len(data) > LOG_PAGE_LIMIT:
-            text += (f"\n… (cut at {LOG_PAGE_LIMIT} bytes: the full log is at "
-                     f"{gw.settings.path_prefix}/api/runs/{run.id}/log?attempt={attempt})")
-        return text
-    return await gw.store.get_log(run.id, attempt) or ""
+        text, more = data[:LOG_PAGE_LIMIT].decode("utf-8", errors="replace"), len(data) > LOG_PAGE_LIMIT
+        unit = "bytes"
+    else:  # the record's copy (another node's run, one under a second): cut in the store
+        text, more = await gw.store.get_log_head(run.id, attempt, LOG_PAGE_LIMIT) or ("", False)
+        unit = "characters"
+    if more:
+        text += (f"\n… (cut at {LOG_PAGE_LIMIT} {unit}: the full log is at "
+                 f"{gw.settings.path_prefix}/api/runs/{run.id}/log?attempt={attempt})")
+    return text
 
 
 async def rules_page(request: Request) -> Response:

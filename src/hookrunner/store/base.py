@@ -306,6 +306,16 @@ class Store(Protocol):
         None when none was saved."""
         ...
 
+    async def log_size(self, run_id: str, attempt: int) -> int | None:
+        """The size in UTF-8 bytes of that saved log (read in the store: a log may be
+        megabytes); None when none was saved."""
+        ...
+
+    async def get_log_head(self, run_id: str, attempt: int, chars: int) -> tuple[str, bool] | None:
+        """That saved log's first `chars` characters, and whether it holds more; None when
+        none was saved."""
+        ...
+
     async def wait_for_work(self, timeout: float) -> bool:
         """Sleep until runs may be claimable (accept, replay, cancel, a key freed) or `timeout`.
 

@@ -258,6 +258,14 @@ class MemoryStore:
     async def get_log(self, run_id: str, attempt: int) -> str | None:
         return self._logs.get((run_id, attempt))
 
+    async def log_size(self, run_id: str, attempt: int) -> int | None:
+        log = self._logs.get((run_id, attempt))
+        return None if log is None else len(log.encode())
+
+    async def get_log_head(self, run_id: str, attempt: int, chars: int) -> tuple[str, bool] | None:
+        log = self._logs.get((run_id, attempt))
+        return None if log is None else (log[:chars], len(log) > chars)
+
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         d = self._deliveries.get(delivery_id)
         return copy.deepcopy(d) if d else None

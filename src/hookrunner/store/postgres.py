@@ -500,6 +500,16 @@ class PostgresStore:
         rows = await self._rows("get_log", {"run_id": run_id, "attempt": attempt})
         return rows[0]["log"] if rows else None
 
+    async def log_size(self, run_id: str, attempt: int) -> int | None:
+        rows = await self._rows("log_size", {"run_id": run_id, "attempt": attempt})
+        return rows[0]["size"] if rows else None
+
+    async def get_log_head(self, run_id: str, attempt: int, chars: int) -> tuple[str, bool] | None:
+        rows = await self._rows("get_log_head", {"run_id": run_id, "attempt": attempt,
+                                                 "chars": chars})
+        return (rows[0]["head"], bool(rows[0]["more"])) if rows and rows[0]["head"] is not None \
+            else None
+
     async def _with_run_ids(self, rows: list[DictRow]) -> list[Delivery]:
         ids: dict[str, list[str]] = {r["id"]: [] for r in rows}
         if ids:

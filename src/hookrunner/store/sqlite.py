@@ -452,6 +452,15 @@ class SQLiteStore:
         rows = await self._rows("get_log", {"run_id": run_id, "attempt": attempt})
         return rows[0][0] if rows else None
 
+    async def log_size(self, run_id: str, attempt: int) -> int | None:
+        rows = await self._rows("log_size", {"run_id": run_id, "attempt": attempt})
+        return rows[0][0] if rows else None
+
+    async def get_log_head(self, run_id: str, attempt: int, chars: int) -> tuple[str, bool] | None:
+        rows = await self._rows("get_log_head", {"run_id": run_id, "attempt": attempt,
+                                                 "chars": chars})
+        return (rows[0][0], bool(rows[0][1])) if rows and rows[0][0] is not None else None
+
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         def read(c: sqlite3.Connection) -> Delivery | None:
             row = c.execute(Q["get_delivery"], {"id": delivery_id}).fetchone()

@@ -235,6 +235,13 @@ SELECT * FROM attempts WHERE run_id = %(run_id)s ORDER BY attempt;
 -- name: get_log
 SELECT log FROM attempts WHERE run_id = %(run_id)s AND attempt = %(attempt)s;
 
+-- name: log_size
+SELECT octet_length(log) AS size FROM attempts WHERE run_id = %(run_id)s AND attempt = %(attempt)s;
+
+-- name: get_log_head
+SELECT substr(log, 1, %(chars)s) AS head, length(log) > %(chars)s AS more FROM attempts
+WHERE run_id = %(run_id)s AND attempt = %(attempt)s;
+
 -- name: get_delivery
 SELECT * FROM deliveries WHERE id = %(id)s;
 
