@@ -29,7 +29,7 @@ from hookrunner.errors import StartupRefused, StoreUnavailable
 from hookrunner.gateway import Gateway
 from hookrunner.hooklane import Admission, Parts
 from hookrunner.ingest import accept, accept_body, admit, out_of_memory
-from hookrunner.logs import event
+from hookrunner.logs import Throttled, event
 from hookrunner.metrics import Metrics
 from hookrunner.pathprefix import strip
 from hookrunner.preflight import data_dir_shared, postgres_target, reach_postgres
@@ -73,6 +73,7 @@ class AdminAuth:
         client = client_address(request) if authorization is not None else ""
         if authorization is not None and (delay := guess_wait(request, client)) > 0:
             wait = retry_after(delay)
+            _token_refused_log(client=client, reason="too many tries")
             response = JSONResponse(
                 {"error": f"too many wrong admin tokens from this address: wait {wait} s"},
                 status_code=429, headers={"Retry-After": wait, **_PRIVATE_HEADERS})
@@ -86,6 +87,7 @@ class AdminAuth:
             return
         if authorization is not None:
             wrong_guess(request, client)
+            _token_refused_log(client=client, reason="wrong token")
         login = getattr(state, "login_redirect", None)
         # A browser (it asks for HTML, and sent no token) is shown the login form; a script or
         # a client that sent a wrong token hears 401, as the API answers.
@@ -100,6 +102,10 @@ class AdminAuth:
                                     headers={"WWW-Authenticate": "Bearer", **_PRIVATE_HEADERS})
         await response(scope, receive, send)
 
+
+# A guess at the admin token over the API, as the console's login form logs its own: a line
+# a second per reason at most, with a count (naming the last client).
+_token_refused_log = Throttled("admin.token_refused", logging.WARNING, per="reason")
 
 _PRIVATE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _PRIVATE = [(k.lower().encode(), v.encode()) for k, v in _PRIVATE_HEADERS.items()]

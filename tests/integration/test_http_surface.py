@@ -805,6 +805,11 @@ def test_wrong_admin_tokens_count_with_login_tries_and_a_right_one_costs_none(
     time.sleep(1.2)
     with httpx.Client(base_url=server.url, timeout=30) as c:
         assert c.get("/api/runs", headers=right).status_code == 200
+    # Guessing over the API is logged as the form's is: a line a second per reason, counted.
+    lines = [line for line in server.output().splitlines() if "admin.token_refused" in line]
+    assert any('reason="wrong token"' in line for line in lines), lines
+    assert any('reason="too many tries"' in line for line in lines), lines
+    assert len(lines) <= 6 and ADMIN_TOKEN not in server.output()
 
 
 def test_a_short_chosen_admin_token_is_warned_about(make_server: Callable[..., Server]) -> None:
