@@ -154,3 +154,15 @@ def read_answers(s: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
         out.append((head, data[:length]))
         data = data[length:]
     return out
+
+
+class Capless(Server):
+    """A server without capabilities (setpriv): file permissions and /proc's owner checks
+    apply to it though it runs as root (as the tests do in CI)."""
+
+    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            ["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-m",
+             "hookrunner.cli", "serve", "--rules", str(self.rules), "--data", str(self.data),
+             "--root", str(self.root), "--port", str(self.port), *self.args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -38,7 +38,15 @@ def _stat(path: Path) -> Stat | None:
 
 
 def _fingerprint(rules_dir: Path) -> tuple[Stat, ...]:
-    return tuple(s for s in map(_stat, rules_files(rules_dir)) if s is not None)
+    """The rules files as they stand; () where a directory cannot be listed, which differs
+    from any look that can: the watcher then reloads, the reload fails and says why (and
+    /readyz), and the next look that can list them reloads again."""
+    try:
+        # A link that leads nowhere counts too (as an entry with no file): one appearing is
+        # a change, which the load then warns about.
+        return tuple(_stat(p) or (str(p), -1, -1, -1, -1) for p in rules_files(rules_dir))
+    except OSError:
+        return ()
 
 
 def _every(hook_id: str) -> bool:
@@ -144,10 +152,7 @@ class LiveRules:
         self._pending = asyncio.ensure_future(self.reload_async())
 
     def _load(self) -> _Loaded:
-        try:
-            fingerprint = _fingerprint(self.rules_dir)
-        except OSError:  # cannot list it now: load_rules says why; () differs from any next look
-            fingerprint = ()
+        fingerprint = _fingerprint(self.rules_dir)  # (cannot list it now: load_rules says why)
         secrets: dict[Path, Stat | None] = {}
 
         def about_to_read(path: Path) -> None:

@@ -8,12 +8,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.serverproc import Server
+from tests.serverproc import Capless
 
 RULES = """
 hooks:
@@ -25,17 +24,6 @@ rules:
       shell:
         argv: [sh, -c, 'cat /proc/$PPID/environ | tr "\\0" "\\n" | grep -c "^SERVER_SECRET="; true']
 """
-
-
-class Capless(Server):
-    """A server without capabilities (setpriv), so /proc's owner checks apply to it."""
-
-    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            ["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-m",
-             "hookrunner.cli", "serve", "--rules", str(self.rules), "--data", str(self.data),
-             "--root", str(self.root), "--port", str(self.port), *self.args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None or not sys.platform.startswith("linux"),

@@ -231,6 +231,41 @@ def test_a_linked_rules_directory_is_loaded_once_and_a_loop_is_no_loop(tmp_path:
     assert rules_files(rules) == [rules / "a.yaml", rules / "team" / "b.yaml"]
 
 
+@pytest.mark.parametrize(("name", "error", "fails"), [
+    ("team", PermissionError(13, "Permission denied"), True),  # its hooks would go in silence
+    ("lost+found", PermissionError(13, "Permission denied"), False),  # a volume's, root's
+    ("team", FileNotFoundError(2, "No such file or directory"), False),  # renamed mid-walk
+])
+def test_a_sub_directory_that_cannot_be_listed_fails_the_listing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, error: OSError,
+        fails: bool) -> None:
+    """(The real permission case, without capabilities: tests/integration/test_rules_unlistable.)"""
+    (tmp_path / "a.yaml").write_text(HOOK.format(name="a"))
+    (tmp_path / name).mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path: object) -> object:
+        if str(path) == str(tmp_path / name):
+            error.filename = str(path)
+            raise error
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    if fails:
+        with pytest.raises(PermissionError):
+            rules_files(tmp_path)
+    else:
+        assert rules_files(tmp_path) == [tmp_path / "a.yaml"]
+
+
+def test_a_link_that_leads_nowhere_is_listed_if_it_may_have_held_rules(tmp_path: Path) -> None:
+    """Named as a rules file, or with no suffix (a team's directory linked in): listed, so
+    the load says it cannot read it; other names (`notes.txt`) are no rules of ours."""
+    for name in ("gone.yaml", "team", "notes.txt", ".hidden"):
+        (tmp_path / name).symlink_to(tmp_path / "nowhere")
+    assert rules_files(tmp_path) == [tmp_path / "gone.yaml", tmp_path / "team"]
+
+
 async def test_reloads_run_off_the_event_loop_and_pile_ups_make_one_more(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -165,11 +165,11 @@ def rules_files(rules_dir: Path) -> list[Path]:
     problems: list[OSError] = []
 
     def failed(exc: OSError) -> None:
-        # Out of descriptors or memory, or the rules directory itself unreadable: a failure.
-        # A subdirectory that vanished mid-walk, or that is not ours to read (a volume's
-        # root-owned `lost+found`), is skipped, as it always was.
-        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM) or _same(exc.filename,
-                                                                               rules_dir):
+        # A directory that cannot be listed is a failure (its rules would be dropped in
+        # silence and its hooks answer 404), but one that vanished mid-walk (a deploy
+        # renaming it) and a volume's root-owned `lost+found`, which holds no rules.
+        vanished = exc.errno in (errno.ENOENT, errno.ENOTDIR) and not _same(exc.filename, rules_dir)
+        if not vanished and os.path.basename(str(exc.filename)) != "lost+found":
             problems.append(exc)
 
     for top, dirs, files in os.walk(rules_dir, followlinks=True, onerror=failed):
@@ -182,9 +182,12 @@ def rules_files(rules_dir: Path) -> list[Path]:
         for name in files:
             path = Path(top, name)
             # Any entry but a directory: a dangling link, a FIFO or a device is reported
-            # when it is loaded, not skipped in silence.
-            if path.suffix in (".yaml", ".yml") and not name.startswith(".") and (
-                    path.is_symlink() or not path.is_dir()):
+            # when it is loaded, not skipped in silence; so is a link with no suffix that
+            # leads nowhere, as one to a team's directory of rules that went away.
+            if name.startswith("."):
+                continue
+            if (path.suffix in (".yaml", ".yml") and (path.is_symlink() or not path.is_dir())) \
+                    or (not path.suffix and path.is_symlink() and not path.exists()):
                 found.append(path)
     if problems:  # out of descriptors (EMFILE), no permission: an empty list would be taken
         raise problems[0]  # for "no rules" and replace the live ones
