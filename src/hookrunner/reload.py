@@ -49,6 +49,15 @@ def _fingerprint(rules_dir: Path) -> tuple[Stat, ...]:
         return ()
 
 
+def until_tick(now: float, interval: float) -> float:
+    """Seconds from `now` (wall clock) to the next whole multiple of `interval`: every
+    process of a server (--http-workers) looks at the files at the same moments, so they
+    all see a change at the same look and switch rules within milliseconds of each other
+    (each on its own phase, a worker started later switched up to a poll apart, and its
+    answers alternated between old and new rules meanwhile)."""
+    return interval - now % interval
+
+
 def _every(hook_id: str) -> bool:
     return True
 
@@ -239,7 +248,7 @@ class LiveRules:
     async def watch(self) -> None:
         """Reload whenever the files change; runs until cancelled."""
         while True:
-            await asyncio.sleep(POLL_INTERVAL)
+            await asyncio.sleep(until_tick(time.time(), POLL_INTERVAL))
             # One failed look (a directory deleted mid-scan, no file descriptors left) must
             # not end the watching: the task is only awaited at shutdown, so it died silently.
             try:
@@ -250,7 +259,7 @@ class LiveRules:
                 # through being written (a generator, `rsync --inplace`) would be the live
                 # rules for a while (a rule missing, or a truncated file's hooks gone).
                 seen = self._look()
-                await asyncio.sleep(POLL_INTERVAL)
+                await asyncio.sleep(until_tick(time.time(), POLL_INTERVAL))
                 if self._look() == seen:
                     await self.reload_async()
             except Exception as exc:

@@ -412,3 +412,12 @@ def test_a_directory_emptied_under_live_rules_keeps_them(tmp_path: Path) -> None
     fresh = LiveRules(empty)
     assert fresh.reload() and fresh.current is not None and fresh.current.hooks == {}
     assert fresh.reload() and fresh.errors == []  # a SIGHUP while it stays empty: no failure
+
+
+@pytest.mark.parametrize(("now", "expected"), [
+    (1000.0, 1.0), (1000.25, 0.75), (1000.999, 0.001),
+])
+def test_every_process_looks_at_the_files_on_the_same_ticks(now: float, expected: float) -> None:
+    """Whole seconds of the wall clock, whenever a process (a replaced HTTP worker) started."""
+    assert reload.until_tick(now, 1.0) == pytest.approx(expected)
+    assert (now + reload.until_tick(now, 1.0)) % 1.0 == pytest.approx(0.0, abs=1e-6)
