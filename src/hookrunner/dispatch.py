@@ -36,7 +36,7 @@ from hookrunner.logs import Throttled, event, settle_throttled
 from hookrunner.metrics import Metrics
 from hookrunner.payload import PayloadError, parse_body
 from hookrunner.redact import hidden_values, scrub, scrub_tree
-from hookrunner.retention import remove_run_dirs, stale_run_dirs
+from hookrunner.retention import prune_interval, remove_run_dirs, stale_run_dirs
 from hookrunner.retry import backoff_delay, retry_delay, should_retry
 from hookrunner.settings import Settings
 from hookrunner.shortcap import ShortCap, busy_retry_delay, fd_room, idle_retry_delay
@@ -63,7 +63,6 @@ NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
 REFUSED_WHOLE = "[hookrunner] the store refused the whole log"
 HOUSEKEEPING = 0.5  # seconds between checks for cancel requests and expired leases
-PRUNE_EVERY = 60.0
 # Seconds a stop waits on a store that does not answer, past the grace: a table lock or a
 # frozen database kept a stopping server alive until it answered.
 STORE_STOP_WAIT = 10.0
@@ -678,7 +677,7 @@ class Dispatcher:
             await asyncio.sleep(self._prune_every())
 
     def _prune_every(self) -> float:
-        return min(PRUNE_EVERY, (self.settings.keep or 0.0) / 2)
+        return prune_interval(self.settings.keep or 0.0)
 
     async def _prune_once(self, keep: float) -> None:
         now = time.time()

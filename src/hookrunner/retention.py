@@ -14,6 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+PRUNE_EVERY = 60.0  # seconds between prunes, at most
+PRUNE_EVERY_MIN = 1.0  # and at least: a `--keep 1ms` pruned in a loop, most of an idle core
+
+
+def prune_interval(keep: float) -> float:
+    """Seconds between prunes: twice per `keep`, so nothing outlives it by more than half."""
+    return max(PRUNE_EVERY_MIN, min(PRUNE_EVERY, keep / 2))
+
 
 def prune_run_dirs(parents: list[Path], before: float, keep: frozenset[str] = frozenset(),
                    progress: Callable[[int], None] | None = None) -> tuple[int, list[str]]:

@@ -6,7 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from hookrunner.retention import prune_run_dirs
+import pytest
+
+from hookrunner.retention import prune_interval, prune_run_dirs
 
 OLD = time.time() - 7200
 
@@ -37,3 +39,12 @@ def test_a_parent_that_is_not_a_directory_is_skipped(tmp_path: Path) -> None:
     (tmp_path / "logs").write_text("")
     _run_dir(tmp_path / "work", "run_old", OLD)
     assert prune_run_dirs([tmp_path / "logs", tmp_path / "work"], time.time()) == (1, [])
+
+
+@pytest.mark.parametrize(("keep", "every"), [
+    (30 * 86400.0, 60.0),  # a minute at most
+    (60.0, 30.0),  # twice per --keep
+    (0.001, 1.0),  # a second at least: `--keep 1ms` pruned in a loop, most of an idle core
+])
+def test_prunes_are_twice_per_keep_within_a_second_and_a_minute(keep: float, every: float) -> None:
+    assert prune_interval(keep) == every
