@@ -402,6 +402,12 @@ async def _open(settings: Settings) -> Store:
     try:
         await store.open(migrate=False)  # a server running an older version may be on it
     except StoreUnavailable as exc:
+        from hookrunner.preflight import read_only_fs
+
+        if not settings.db and read_only_fs(settings.data):
+            raise NoStore(f"{exc} ({settings.given_as('data')} {settings.data} is on a read-only "
+                          "file system, and SQLite writes beside its database even to read "
+                          "it: copy the directory somewhere writable to look at it)") from exc
         raise NoStore(str(exc)) from exc
     return store
 

@@ -71,6 +71,14 @@ def resource_limits(settings: Settings) -> list[str]:
     return said
 
 
+def read_only_fs(path: Path) -> bool:
+    """Whether `path` is on a file system mounted read-only (where even root cannot write)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def data_dir(settings: Settings) -> None:
     path = settings.data
     try:
@@ -78,6 +86,9 @@ def data_dir(settings: Settings) -> None:
             raise StartupRefused(f"{settings.given_as('data')} {path} is not a directory")
         private_dir(path)  # what it creates is 0700 (hookrunner.private)
         if not os.access(path, os.W_OK | os.X_OK):
+            if read_only_fs(path):
+                raise StartupRefused(f"{settings.given_as('data')} {path} is on a read-only "
+                                     "file system")
             raise StartupRefused(f"{settings.given_as('data')} {path} is not writable by this user")
     except OSError as exc:  # e.g. a parent it may not search
         raise StartupRefused(f"cannot create {settings.given_as('data')} {path}: "

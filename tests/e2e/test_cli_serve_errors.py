@@ -159,6 +159,34 @@ def test_a_data_dir_that_cannot_be_used_is_exit_3(project: Path, data: str, text
     one_line(serve(project, "--data", data), 3, "server.refused", text)
 
 
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """A data dir on a file system mounted read-only (root may write everywhere else)."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("needs to mount a tmpfs (root, outside a locked-down container)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_data_dir_on_a_read_only_file_system_is_said_so(project: Path, read_only: Path) -> None:
+    """As root `not writable by this user` was wrong; `runs` said only `unable to open`."""
+    data = read_only / "data"
+    data.mkdir()
+    with contextlib.closing(sqlite3.connect(data / "hookrunner.db")) as db:  # as the store's
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t (x)")
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only)], check=True)
+    one_line(serve(project, "--data", str(data)), 3, "server.refused",
+             f"--data {data} is on a read-only file system")
+    done = subprocess.run([*CLI, "runs", "--data", str(data)], cwd=project, env=_env(),
+                          capture_output=True, text=True, timeout=30)
+    one_line(done, 1, "is on a read-only file system, and SQLite writes beside its database")
+
+
 def test_an_admin_token_that_cannot_be_written_is_exit_3(project: Path) -> None:
     """A full disk (here: a dangling link where the file goes) when no HOOKRUNNER_ADMIN_TOKEN
     is set: one line, not a traceback from the app's set-up."""
