@@ -477,6 +477,12 @@ def _ts(t: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else "-"
 
 
+def _word(name: str) -> str:
+    """A rule name as one column of `runs`: quoted (JSON) where a space or quote is in it."""
+    return json.dumps(name) if not name or any(c.isspace() or c in "\"'\\" for c in name) \
+        else name
+
+
 async def runs(settings: Settings, status: str | None, limit: int, rule: str | None = None,
                delivery: str | None = None, before: str | None = None) -> int:
     if status is not None and status not in RUN_STATUSES:
@@ -525,7 +531,7 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
         if waits and unserved:
             waits = "a server: none runs on this --data" + (
                 f" (then {waits})" if not waits.startswith("a free worker") else "")
-        print(f"{r.id}  {r.status:<9}  {_ts(r.created_at)}  {r.rule}  attempt={r.attempt}  "
+        print(f"{r.id}  {r.status:<9}  {_ts(r.created_at)}  {_word(r.rule)}  attempt={r.attempt}  "
               f"exit={code}  took={took}  delivery={r.delivery_id}"
               + (f"  waiting for {waits}" if waits else "")
               + (f"  ({terminal_safe(r.reason)})" if r.reason else ""))

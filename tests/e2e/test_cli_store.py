@@ -304,12 +304,13 @@ async def test_cancel_on_postgresql_says_when_the_runs_node_is_gone(
 
 def test_runs_shows_a_reason_with_terminal_escapes_escaped(tmp_path: Path) -> None:
     """A reason can quote a payload's value (a program path a template made): its ESC and BEL
-    must not reach the operator's terminal as they are."""
+    must not reach the operator's terminal as they are. A rule name with spaces is quoted,
+    so the columns stay columns for `awk`."""
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "h.yaml").write_text("""
 hooks: {h: {verify: {none: {}}}}
 rules:
-  - name: esc
+  - name: 'esc "q" name'
     hook: h
     run: {shell: {argv: ["scripts/{{ payload.script }}"]}}
 """)
@@ -324,6 +325,7 @@ rules:
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stdout
     assert "x\\u001b]0;pwned\\u0007\\u001b[31mRED" in done.stdout, done.stdout
+    assert '  "esc \\"q\\" name"  attempt=1' in done.stdout, done.stdout
 
 
 LOG_RULES = r"""
