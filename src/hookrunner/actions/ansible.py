@@ -24,6 +24,7 @@ import asyncio
 import configparser
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -96,17 +97,25 @@ def normalize_ansible(raw: Any) -> dict[str, Any]:
     return out
 
 
+# Where Ansible may split a host pattern: commas, and without one, colons and any whitespace
+# (its split_host_pattern). Split here at all of them, so no part it finds can hide.
+_PATTERN_PARTS = re.compile(r"[,:\s]+")
+
+
 def host_pattern(limit: Any) -> str | None:
     """`limit` as Ansible's host pattern (a list renders as `a,b`). `@file` is refused: it makes
     Ansible read any file it names, and a payload value in a templated limit could name one
-    (its lines come back as warnings in the run log)."""
+    (its lines come back as warnings in the run log), also after a space (`web1 @/etc/passwd`).
+    So is a leading `-`: ansible-playbook would take the value for an option."""
     if limit is None or limit == "" or limit == []:
         return None
     items = limit if isinstance(limit, list) else [limit]
     pattern = ",".join(stringify(i) for i in items)
-    if any(part.strip().lstrip("!&").startswith("@")
-           for part in pattern.replace(":", ",").split(",")):
+    if any(part.lstrip("!&").startswith("@") for part in _PATTERN_PARTS.split(pattern)):
         raise ActionError("ansible: limit names a file ('@...'); only host patterns are allowed")
+    if pattern.lstrip().startswith("-"):
+        raise ActionError("ansible: limit starts with '-', which ansible-playbook would read "
+                          "as an option; only host patterns are allowed")
     return pattern
 
 
@@ -141,7 +150,11 @@ def tag_list(tags: Any) -> list[str]:
     out: list[str] = []
     for item in tags if isinstance(tags, list) else [tags] if tags else []:
         out += [stringify(t) for t in item] if isinstance(item, list) else [stringify(item)]
-    return [t for t in out if t]
+    out = [t for t in out if t]
+    if out and out[0].lstrip().startswith("-"):
+        raise ActionError("ansible: tags start with '-', which ansible-playbook would read as "
+                          "an option")
+    return out
 
 
 def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) -> dict[str, str]:

@@ -164,8 +164,11 @@ async def test_inventory_limit_and_tags_as_an_operator_writes_them(harness, play
     typo = await ANSIBLE.run({**spec, "inventory": "inv/hosts.in"}, harness.ctx(name="typo"))
     assert typo.outcome == "failed" and typo.reason.startswith("inventory not found: inv/hosts.in")
     # A payload value in a templated limit cannot make Ansible read a file.
-    with pytest.raises(ActionError, match="names a file"):
-        await ANSIBLE.run({**spec, "limit": "web-x,@/etc/passwd"}, harness.ctx(name="file"))
+    for limit in ("web-x,@/etc/passwd", "web1 @/etc/passwd", "web1\n@/etc/passwd"):
+        with pytest.raises(ActionError, match="names a file"):
+            await ANSIBLE.run({**spec, "limit": limit}, harness.ctx(name="file"))
+    with pytest.raises(ActionError, match="read as an option"):
+        await ANSIBLE.run({**spec, "limit": "--list-hosts"}, harness.ctx(name="option"))
 
 
 async def test_check_mode_changes_nothing(harness, playbooks: Path) -> None:

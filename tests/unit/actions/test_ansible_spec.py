@@ -121,11 +121,34 @@ def test_limit_is_a_host_pattern(limit: Any, pattern: str | None) -> None:
     assert host_pattern(limit) == pattern
 
 
-@pytest.mark.parametrize("limit", ["@/etc/passwd", "web-x,@/etc/passwd", "web:@f", "x, !@f",
-                                   ["a", "&@f"]])
+FILE_LIMITS = ["@/etc/passwd", "web-x,@/etc/passwd", "web:@f", "x, !@f", ["a", "&@f"],
+               # Without a comma Ansible splits at any whitespace too.
+               "web1 @/etc/passwd", "web1\t@f", "web1\n@f", "web1\u2003@f", ["web1 @f"]]
+
+
+@pytest.mark.parametrize("limit", FILE_LIMITS)
 def test_a_limit_that_names_a_file_is_refused(limit: Any) -> None:
     with pytest.raises(ActionError, match="names a file"):
         host_pattern(limit)
+
+
+@pytest.mark.parametrize("limit", FILE_LIMITS)
+def test_every_limit_ansible_would_read_a_file_for_is_refused(limit: Any) -> None:
+    """Against Ansible's own splitting (what its inventory's subset reads as `@file`)."""
+    from ansible.inventory.manager import split_host_pattern
+
+    pattern = ",".join(limit) if isinstance(limit, list) else limit
+    reads_file = any(p.startswith("@") for p in split_host_pattern(pattern))
+    if reads_file:
+        with pytest.raises(ActionError):
+            host_pattern(limit)
+
+
+@pytest.mark.parametrize(("limit", "tags"), [("--extra-vars=x=1", None), ("-e x=1", None),
+                                             (None, "--skip-tags=t1"), (None, ["-e x", "b"])])
+def test_a_limit_or_tags_that_would_be_read_as_an_option_is_refused(limit: Any, tags: Any) -> None:
+    with pytest.raises(ActionError, match="would read as an option"):
+        host_pattern(limit) if limit else tag_list(tags)
 
 
 def test_tags_rendered_as_a_list_are_each_a_tag() -> None:
