@@ -115,6 +115,26 @@ def hidden_values(spec: Any) -> tuple[str, ...]:
     return tuple(sorted((t for t in found if len(t) >= MIN_SCRUBBED), key=len, reverse=True))
 
 
+def named_secret_values(spec: Any) -> tuple[str, ...]:
+    """The texts under a spec's secret-looking keys (a terraform var `db_password`), longest
+    first: shown `[redacted]` in the spec, so an output echoing one must not show it."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if secret_key(str(k)):
+                    found.update(_texts(v))
+                else:
+                    walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(spec)
+    return tuple(sorted((t for t in found if len(t) >= MIN_SCRUBBED), key=len, reverse=True))
+
+
 def _quoted_forms(text: str) -> set[str]:
     """`text`, and the forms an error may quote it in: as an http action logs a URL (log_url:
     one that is no URL, `cb.example/x?t=1`, is quoted up to its `?`; not for text with a

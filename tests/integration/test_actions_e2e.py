@@ -67,6 +67,13 @@ output "service" { value = var.service }
 output "workspace" { value = terraform.workspace }
 """
 
+# An output echoing a variable the run's action shows [redacted] for its name.
+CREDS_TF = """
+variable "db_password" { type = string }
+output "pw" { value = var.db_password }
+output "pw_len" { value = length(var.db_password) }
+"""
+
 RULES = """
 hooks:
   ops:
@@ -106,6 +113,14 @@ rules:
         command: apply
         workspace: hidden
         vars: {replicas: 1, service: "{{ headers['X-Api-Key'] }}"}
+  - name: apply-password
+    hook: ops
+    when: payload.action == "apply-password"
+    run:
+      terraform:
+        dir: tf/creds
+        command: apply
+        vars: {db_password: "{{ payload.pw }}"}
   - name: plan
     hook: ops
     when: payload.action == "plan"
@@ -176,6 +191,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "playbooks" / "failing.yml").write_text(FAILING_PLAYBOOK)
     (root / "tf" / "app").mkdir(parents=True)
     (root / "tf" / "app" / "main.tf").write_text(MAIN_TF)
+    (root / "tf" / "creds").mkdir()
+    (root / "tf" / "creds" / "main.tf").write_text(CREDS_TF)
     return root
 
 
@@ -275,6 +292,17 @@ def test_an_output_made_of_a_secret_header_is_stored_redacted(server: Server) ->
     assert run["outputs"]["outputs"] == {"replicas": 1, "service": "[redacted]",
                                          "workspace": "hidden"}
     assert run["spec"]["vars"]["service"] == "[redacted]"
+
+
+def test_an_output_echoing_a_var_named_as_a_secret_is_stored_redacted(server: Server) -> None:
+    """`vars: {db_password: ...}` shows `[redacted]` in the run's action: an output equal to
+    it was stored and shown in clear beside it."""
+    run, log = run_one(server, {"action": "apply-password", "pw": "hunter2hunter2"})
+    assert run["status"] == "succeeded", log
+    assert run["spec"]["vars"]["db_password"] == "[redacted]"
+    assert run["outputs"]["outputs"] == {"pw": "[redacted]", "pw_len": 14}
+    with server.admin() as c:
+        assert "hunter2hunter2" not in c.get(f"/api/runs/{run['id']}").text
 
 
 def test_each_payload_env_gets_its_own_workspace_and_state(server: Server, root: Path) -> None:

@@ -17,6 +17,7 @@ from hookrunner.redact import (
     ended_spec,
     ended_spec_text,
     hidden_values,
+    named_secret_values,
     redact_pairs,
     redact_spec,
     redact_url,
@@ -207,3 +208,11 @@ def test_terraform_outputs_made_of_hidden_values_are_scrubbed_keeping_their_type
     assert scrub_tree(outputs, values) == {
         "token": "[redacted]", "url": "https://x/?k=[redacted]", "by_token": {"[redacted]": 1},
         "pin": "[redacted]", "replicas": 3, "ready": True, "names": ["a", "[redacted]"]}
+
+
+def test_the_values_a_spec_shows_redacted_for_their_names_are_listed_longest_first() -> None:
+    spec = {"dir": "tf/app", "vars": {"db_password": "hunter2hunter2", "replicas": "3",
+                                      "api_token": "tok-12345678", "pin": "12"},
+            "nested": [{"client_secret": {"a": "inner-value"}}], "session": "abc"}
+    assert named_secret_values(spec) == (
+        '{"a": "inner-value"}', "hunter2hunter2", "tok-12345678", "inner-value")
