@@ -37,6 +37,11 @@ def _stat(path: Path) -> Stat | None:
     return (str(path), st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
+def _nowhere(path: str) -> Stat:
+    """The fingerprint's entry for a listed path with no file (a link that leads nowhere)."""
+    return (path, -1, -1, -1, -1)
+
+
 def _fingerprint(rules_dir: Path) -> tuple[Stat, ...]:
     """The rules files as they stand; () where a directory cannot be listed, which differs
     from any look that can: the watcher then reloads, the reload fails and says why (and
@@ -44,18 +49,18 @@ def _fingerprint(rules_dir: Path) -> tuple[Stat, ...]:
     try:
         # A link that leads nowhere counts too (as an entry with no file): one appearing is
         # a change, which the load then warns about.
-        return tuple(_stat(p) or (str(p), -1, -1, -1, -1) for p in rules_files(rules_dir))
+        return tuple(_stat(p) or _nowhere(str(p)) for p in rules_files(rules_dir))
     except OSError:
         return ()
 
 
-def until_tick(now: float, interval: float) -> float:
-    """Seconds from `now` (wall clock) to the next whole multiple of `interval`: every
-    process of a server (--http-workers) looks at the files at the same moments, so they
-    all see a change at the same look and switch rules within milliseconds of each other
-    (each on its own phase, a worker started later switched up to a poll apart, and its
-    answers alternated between old and new rules meanwhile)."""
-    return interval - now % interval
+def until_tick(now: float, interval: float, at_least: float = 0.0) -> float:
+    """Seconds from `now` (wall clock) to the first whole multiple of `interval` at least
+    `at_least` away: every process of a server (--http-workers) looks at the files at the
+    same moments, so they all see a change at the same look and switch rules within
+    milliseconds of each other (each on its own phase, a worker started later switched up
+    to a poll apart, and its answers alternated between old and new rules meanwhile)."""
+    return interval - (now + at_least) % interval + at_least
 
 
 def _every(hook_id: str) -> bool:
@@ -198,7 +203,9 @@ class LiveRules:
                                   " rules, leave a file with `rules: []`)"],
                            fingerprint, secrets)
         if self._copy is not None and not self._quiet:  # here: off the event loop
-            rulescopy.save(self.rules_dir, fingerprint, self._copy, _stat, secrets, self.root)
+            # (not the links that lead nowhere: the load skipped them, and a copy cannot read them)
+            files = tuple(s for s in fingerprint if s != _nowhere(s[0]))
+            rulescopy.save(self.rules_dir, files, self._copy, _stat, secrets, self.root)
         return _Loaded(ruleset, [], fingerprint, secrets)
 
     def _keeps_rules(self) -> bool:
@@ -259,7 +266,8 @@ class LiveRules:
                 # through being written (a generator, `rsync --inplace`) would be the live
                 # rules for a while (a rule missing, or a truncated file's hooks gone).
                 seen = self._look()
-                await asyncio.sleep(until_tick(time.time(), POLL_INTERVAL))
+                # Half a poll at least (a loop held up past the tick would make it none).
+                await asyncio.sleep(until_tick(time.time(), POLL_INTERVAL, POLL_INTERVAL / 2))
                 if self._look() == seen:
                     await self.reload_async()
             except Exception as exc:

@@ -76,3 +76,28 @@ def test_a_sub_directory_that_cannot_be_listed_fails_the_reload_and_keeps_its_ho
         _until(lambda: "other-team:1: cannot read" in server.output())
     finally:
         server.stop()
+
+
+def test_a_directory_that_may_be_entered_but_not_listed_is_left_closed(tmp_path: Path) -> None:
+    """Mode --x: kept closed on purpose, a directory of `{file:}` secrets read by their names
+    (it held no rules before either): not a failure of the load."""
+    rules = tmp_path / "rules"
+    (rules / "secrets").mkdir(parents=True)
+    (rules / "secrets" / "token").write_text("s3cret-token-value\n")
+    (rules / "h.yaml").write_text(
+        "hooks:\n  h: {verify: {token: {secret: {file: rules/secrets/token}}}}\n")
+    (rules / "secrets").chmod(0o311)
+    try:
+        done = subprocess.run([*CAPLESS, sys.executable, "-m", "hookrunner.cli", "check",
+                               "--rules", str(rules), "--root", str(tmp_path)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        server = Capless(rules, tmp_path / "data", tmp_path).start()
+        try:
+            sent = {"Authorization": "Bearer s3cret-token-value"}
+            assert httpx.post(f"{server.url}/hooks/h", json={}, headers=sent,
+                              timeout=10).status_code == 202
+        finally:
+            server.stop()
+    finally:
+        (rules / "secrets").chmod(0o755)

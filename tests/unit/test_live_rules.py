@@ -231,18 +231,21 @@ def test_a_linked_rules_directory_is_loaded_once_and_a_loop_is_no_loop(tmp_path:
     assert rules_files(rules) == [rules / "a.yaml", rules / "team" / "b.yaml"]
 
 
-@pytest.mark.parametrize(("name", "error", "fails"), [
-    ("team", PermissionError(13, "Permission denied"), True),  # its hooks would go in silence
-    ("lost+found", PermissionError(13, "Permission denied"), False),  # a volume's, root's
-    ("team", FileNotFoundError(2, "No such file or directory"), False),  # renamed mid-walk
+@pytest.mark.parametrize(("name", "error", "searchable", "fails"), [
+    ("team", PermissionError(13, "Permission denied"), False, True),  # its hooks went silently
+    ("secrets", PermissionError(13, "Permission denied"), True, False),  # --x: closed on purpose
+    ("lost+found", PermissionError(13, "Permission denied"), False, False),  # a volume's, root's
+    ("team", FileNotFoundError(2, "No such file or directory"), True, False),  # renamed mid-walk
 ])
 def test_a_sub_directory_that_cannot_be_listed_fails_the_listing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, error: OSError,
-        fails: bool) -> None:
+        searchable: bool, fails: bool) -> None:
     """(The real permission case, without capabilities: tests/integration/test_rules_unlistable.)"""
     (tmp_path / "a.yaml").write_text(HOOK.format(name="a"))
     (tmp_path / name).mkdir()
-    real_scandir = os.scandir
+    real_scandir, real_access = os.scandir, os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: searchable if str(path) == str(
+        tmp_path / name) else real_access(path, mode))
 
     def scandir(path: object) -> object:
         if str(path) == str(tmp_path / name):
@@ -421,3 +424,23 @@ def test_every_process_looks_at_the_files_on_the_same_ticks(now: float, expected
     """Whole seconds of the wall clock, whenever a process (a replaced HTTP worker) started."""
     assert reload.until_tick(now, 1.0) == pytest.approx(expected)
     assert (now + reload.until_tick(now, 1.0)) % 1.0 == pytest.approx(0.0, abs=1e-6)
+    # The look that checks the files stood still: on a tick too, half a poll away at least.
+    later = reload.until_tick(now, 1.0, 0.5)
+    assert 0.5 <= later <= 1.5 and (now + later) % 1.0 == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_rules_file_gone_between_its_listing_and_its_reading_is_skipped_with_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ConfigMap's update removes a key's link between the two: the load goes on (check,
+    which sees one moment of a deploy, still calls it an error)."""
+    from hookrunner.errors import ConfigErrors
+    from hookrunner.rules import load
+
+    (tmp_path / "a.yaml").write_text(HOOK.format(name="a"))
+    real = load.rules_files
+    monkeypatch.setattr(load, "rules_files", lambda d: [*real(d), d / "removed.yaml"])
+    ruleset = load.load_rules(tmp_path)
+    assert "a" in ruleset.hooks
+    assert any("removed.yaml:1: cannot read" in w for w in ruleset.warnings), ruleset.warnings
+    with pytest.raises(ConfigErrors, match=r"removed\.yaml"):
+        load.load_rules(tmp_path, strict=True)

@@ -41,3 +41,19 @@ def test_no_copy_of_nothing_nor_of_files_changed_since_their_load(tmp_path: Path
     (rules / "a.yaml").write_text("a: 22\n")  # changed after the load read it
     assert not rulescopy.save(rules, seen, dest, _stat, {}, None)
     assert not dest.exists() and not list(tmp_path.glob("rules-copy.*"))
+
+
+def test_a_load_with_a_link_that_leads_nowhere_is_still_copied(tmp_path: Path) -> None:
+    """The load skips such a link with a warning; the copy must not fail on it (a worker
+    replaced while the files were broken then had no copy, and answered 503)."""
+    from hookrunner.reload import LiveRules
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "a.yaml").write_text("hooks: {a: {verify: {none: {}}}}\n")
+    (rules / "old.yaml").symlink_to(tmp_path / "gone.yaml")
+    (rules / "team").symlink_to(tmp_path / "gone")
+    copy = tmp_path / "copy"
+    live = LiveRules(rules, copy=copy)
+    assert live.reload()
+    assert (copy / "a.yaml").read_text().startswith("hooks:")

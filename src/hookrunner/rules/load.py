@@ -126,7 +126,9 @@ def load_rules(
             data = path.read_bytes()
         except OSError as exc:  # a dangling link: a broken deploy, not a file to skip
             problem = ConfigError(f"cannot read: {exc.strerror or exc}", str(path), 1)
-            if strict or not path.is_symlink():
+            # (or one gone since it was listed: a ConfigMap's update removing a key)
+            gone = isinstance(exc, FileNotFoundError) and not os.path.lexists(path)
+            if strict or not (gone or path.is_symlink()):
                 errors.append(problem)
             else:
                 warnings.append(f"{problem} (skipped)")
@@ -169,7 +171,11 @@ def rules_files(rules_dir: Path) -> list[Path]:
         # silence and its hooks answer 404), but one that vanished mid-walk (a deploy
         # renaming it) and a volume's root-owned `lost+found`, which holds no rules.
         vanished = exc.errno in (errno.ENOENT, errno.ENOTDIR) and not _same(exc.filename, rules_dir)
-        if not vanished and os.path.basename(str(exc.filename)) != "lost+found":
+        # One that may be entered but not listed (mode --x) is kept closed on purpose: a
+        # directory of `{file:}` secrets, say, read by their names.
+        closed = exc.errno == errno.EACCES and not _same(exc.filename, rules_dir) and \
+            os.access(str(exc.filename), os.X_OK)
+        if not (vanished or closed) and os.path.basename(str(exc.filename)) != "lost+found":
             problems.append(exc)
 
     for top, dirs, files in os.walk(rules_dir, followlinks=True, onerror=failed):
