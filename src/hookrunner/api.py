@@ -17,7 +17,7 @@ from hookrunner.ingest import QUEUE_FULL_RETRY_AFTER
 from hookrunner.payload import SHOWN_DEPTH, as_received, deeper_than
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery, replayed
-from hookrunner.runlog import ended_chunks
+from hookrunner.runlog import chunks, ended_chunks, opened
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Finish, Run
 from hookrunner.verify.base import Headers
 from hookrunner.waiting import waiting_for
@@ -232,7 +232,8 @@ async def run_log(request: Request) -> Response:
         return StreamingResponse(_stream(gw, run.id, attempt),
                                  media_type="text/plain; charset=utf-8",
                                  headers={"X-Accel-Buffering": "no"})
-    return StreamingResponse(_ended_log(gw, run.id, attempt), media_type="text/plain; charset=utf-8")
+    where, f = await opened(gw.store, gw.settings.log_path(run.id, attempt), run.id, attempt)
+    return StreamingResponse(chunks(where, f), media_type="text/plain; charset=utf-8")
 
 
 def _under_way(run: Run, attempt: int) -> bool:

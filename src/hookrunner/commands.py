@@ -479,8 +479,8 @@ def _ts(t: float | None) -> str:
 
 def _word(name: str) -> str:
     """A rule name as one column of `runs`: quoted (JSON) where a space or quote is in it."""
-    return json.dumps(name) if not name or any(c.isspace() or c in "\"'\\" for c in name) \
-        else name
+    return json.dumps(name, ensure_ascii=False) \
+        if not name or any(c.isspace() or c in "\"'\\" for c in name) else name
 
 
 async def runs(settings: Settings, status: str | None, limit: int, rule: str | None = None,

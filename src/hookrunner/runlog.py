@@ -9,6 +9,7 @@ import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from hookrunner.store.base import Store
 
@@ -35,13 +36,13 @@ def _size(path: Path) -> int | None:
 
 
 async def locate(store: Store, path: Path, run_id: str, attempt: int) -> EndedLog:
-    """Which copy to serve, decided on their sizes (neither is read here)."""
-    stored = await store.log_size(run_id, attempt)
+    """Which copy to serve, decided on their sizes (neither is read here). The record's copy
+    is the file's text less its NULs, with one `�` per invalid byte: a whole file has at
+    least as many bytes as the record's copy has characters, and one a full disk cut short
+    (nearly always) fewer."""
+    stored = await store.log_length(run_id, attempt)
     if attempt:
         size = _size(path)
-        # Both in bytes. The record's copy is the file's text less its NULs, with `�` (3
-        # bytes) for an invalid byte: a whole file is at least as large unless it holds
-        # invalid bytes, and then the record's copy, whole too, is served.
         if size is not None and (stored is None or size >= stored):
             return EndedLog(path)
     return EndedLog(None, await store.get_log(run_id, attempt) or "")
@@ -65,14 +66,22 @@ async def ended_log(store: Store, path: Path, run_id: str, attempt: int) -> str:
     return where.text
 
 
-async def ended_chunks(store: Store, path: Path, run_id: str, attempt: int) -> AsyncIterator[bytes]:
-    """The same as UTF-8 pieces of at most 64 KiB read as they are sent (the API's answer),
-    so a 100 MB log is not held whole, nor once per client."""
+async def opened(store: Store, path: Path, run_id: str, attempt: int) -> tuple[EndedLog, IO[bytes] | None]:
+    """The copy to send and, for the file, the file opened: everything that may fail on the
+    store is done here, before an answer's status is sent."""
     where = await locate(store, path, run_id, attempt)
+    if where.path is None:
+        return where, None
     try:
-        f = open(where.path, "rb") if where.path is not None else None  # noqa: SIM115
+        return where, open(where.path, "rb")  # (closed by `chunks`)
     except OSError:  # removed since it was looked at (pruned): the record's copy
-        f, where = None, EndedLog(None, await store.get_log(run_id, attempt) or "")
+        return EndedLog(None, await store.get_log(run_id, attempt) or ""), None
+
+
+async def chunks(where: EndedLog, f: IO[bytes] | None) -> AsyncIterator[bytes]:
+    """`opened`'s copy as UTF-8 pieces of a 64 KiB read each (the API's answer), so a 100 MB
+    file is not held whole, nor once per client; the file is closed at the end or when the
+    client leaves."""
     if f is None:
         for start in range(0, len(where.text), CHUNK):
             yield where.text[start:start + CHUNK].encode()
@@ -83,3 +92,11 @@ async def ended_chunks(store: Store, path: Path, run_id: str, attempt: int) -> A
             yield decoder.decode(chunk).encode()
         if rest := decoder.decode(b"", final=True):
             yield rest.encode()
+
+
+async def ended_chunks(store: Store, path: Path, run_id: str, attempt: int) -> AsyncIterator[bytes]:
+    """`opened` and `chunks` in one, where the answer's status is sent already (a followed
+    run that has ended)."""
+    where, f = await opened(store, path, run_id, attempt)
+    async for chunk in chunks(where, f):
+        yield chunk

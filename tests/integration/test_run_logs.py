@@ -122,10 +122,11 @@ async def test_the_api_serves_the_records_log_where_the_file_holds_less(
     assert stored is not None and "two" in stored
     path = settings.log_path(run_id, 1)
 
-    async def served() -> str:
+    async def served(run: str = run_id) -> str:
         """What `hookrunner log` prints; the API's pieces (read as sent) add up to the same."""
-        whole = await ended_log(store, path, run_id, 1)
-        assert b"".join([c async for c in ended_chunks(store, path, run_id, 1)]) == whole.encode()
+        at = settings.log_path(run, 1)
+        whole = await ended_log(store, at, run, 1)
+        assert b"".join([c async for c in ended_chunks(store, at, run, 1)]) == whole.encode()
         return whole
 
     assert await served() == stored
@@ -138,6 +139,18 @@ async def test_the_api_serves_the_records_log_where_the_file_holds_less(
     # character cut by a piece's end whole.
     path.write_bytes(stored.encode() + b"50%\r100%\r\n\xff\n" + "é".encode() * 70_000)
     assert await served() == stored + "50%\r100%\r\n\ufffd\n" + "é" * 70_000
+
+    # Binary output: the file (as the run wrote it) has its NULs; the record's copy has
+    # none, and a `�` (3 bytes) for each invalid byte, so it can be the larger in bytes.
+    binary = await arrive(store, dispatcher, r"printf 'a\0b\377\376c\n'")
+    assert await ended(store, binary) == "succeeded"
+    record = await store.get_log(binary, 1)
+    assert record is not None and "ab\ufffd\ufffdc\n" in record
+    written = settings.log_path(binary, 1)
+    written.parent.mkdir(parents=True)
+    written.write_bytes(record.replace("ab\ufffd\ufffdc", "a\0b\udcff\udcfec").encode(
+        errors="surrogateescape"))
+    assert await served(binary) == record.replace("ab\ufffd\ufffdc", "a\0b\ufffd\ufffdc")
     path.unlink()
     path.mkdir()  # unreadable as a file (EISDIR): was a 500
     assert await served() == stored

@@ -216,6 +216,27 @@ def test_a_postgresql_table_locked_by_hand_is_a_timely_503(
 
 
 @pytest.mark.postgres
+def test_an_ended_log_the_store_cannot_give_is_a_503_not_a_broken_answer(
+    make_server: Callable[..., Server], postgres_db: str,
+) -> None:
+    """The log's copy is chosen before the answer's status is sent: a store error while
+    choosing it was a 200 cut off mid-answer (and a traceback in the server's log)."""
+    import psycopg
+
+    server = make_server(RULES, args=["--db", postgres_db])
+    r = httpx.post(f"{server.url}/hooks/open", json={"x": 1}, timeout=30)
+    run_id = r.json()["runs"][0]
+    assert server.wait_run(run_id)["status"] == "succeeded"
+    with server.admin() as c, psycopg.connect(postgres_db) as holder:
+        holder.execute("LOCK TABLE attempts IN ACCESS EXCLUSIVE MODE")
+        answer = c.get(f"/api/runs/{run_id}/log")
+        assert answer.status_code == 503, (answer.status_code, answer.text)
+        holder.rollback()
+        assert "[hookrunner] succeeded" in c.get(f"/api/runs/{run_id}/log").text
+    assert "Exception in ASGI application" not in server.output()
+
+
+@pytest.mark.postgres
 def test_a_node_starting_while_a_table_is_locked_by_hand_waits_for_it(
     make_server: Callable[..., Server], postgres_db: str,
 ) -> None:

@@ -306,8 +306,8 @@ class Store(Protocol):
         None when none was saved."""
         ...
 
-    async def log_size(self, run_id: str, attempt: int) -> int | None:
-        """The size in UTF-8 bytes of that saved log (read in the store: a log may be
+    async def log_length(self, run_id: str, attempt: int) -> int | None:
+        """How many characters that saved log has (counted in the store: a log may be
         megabytes); None when none was saved."""
         ...
 

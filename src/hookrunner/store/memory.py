@@ -258,9 +258,9 @@ class MemoryStore:
     async def get_log(self, run_id: str, attempt: int) -> str | None:
         return self._logs.get((run_id, attempt))
 
-    async def log_size(self, run_id: str, attempt: int) -> int | None:
+    async def log_length(self, run_id: str, attempt: int) -> int | None:
         log = self._logs.get((run_id, attempt))
-        return None if log is None else len(log.encode())
+        return None if log is None else len(log)
 
     async def get_log_head(self, run_id: str, attempt: int, chars: int) -> tuple[str, bool] | None:
         log = self._logs.get((run_id, attempt))

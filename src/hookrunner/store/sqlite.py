@@ -452,8 +452,8 @@ class SQLiteStore:
         rows = await self._rows("get_log", {"run_id": run_id, "attempt": attempt})
         return rows[0][0] if rows else None
 
-    async def log_size(self, run_id: str, attempt: int) -> int | None:
-        rows = await self._rows("log_size", {"run_id": run_id, "attempt": attempt})
+    async def log_length(self, run_id: str, attempt: int) -> int | None:
+        rows = await self._rows("log_length", {"run_id": run_id, "attempt": attempt})
         return rows[0][0] if rows else None
 
     async def get_log_head(self, run_id: str, attempt: int, chars: int) -> tuple[str, bool] | None:

@@ -534,17 +534,17 @@ async def test_logs_are_stored_per_attempt_with_its_finish(store: Store) -> None
 
 
 async def test_a_saved_log_is_measured_and_its_head_read_in_the_store(store: Store) -> None:
-    """What serves a large log without holding it whole: its size in UTF-8 bytes, and its
+    """What serves a large log without holding it whole: its length in characters, and its
     first characters (a page's worth) with whether more follow."""
     a = await enqueue(store)
     await store.claim("n1", 1, LEASE, T0)
-    assert await store.log_size(a, 1) is None and await store.get_log_head(a, 1, 4) is None
+    assert await store.log_length(a, 1) is None and await store.get_log_head(a, 1, 4) is None
     log = "héllo\n✓ done\n"
     await finish(store, a, log=log)
-    assert await store.log_size(a, 1) == len(log.encode())
+    assert await store.log_length(a, 1) == len(log)
     assert await store.get_log_head(a, 1, 4) == ("héll", True)
     assert await store.get_log_head(a, 1, len(log)) == (log, False)
-    assert await store.log_size(a, 2) is None and await store.get_log_head(a, 2, 4) is None
+    assert await store.log_length(a, 2) is None and await store.get_log_head(a, 2, 4) is None
 
 
 async def test_counts_next_due_and_list_runs(store: Store) -> None:

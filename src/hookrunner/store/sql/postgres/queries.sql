@@ -235,8 +235,8 @@ SELECT * FROM attempts WHERE run_id = %(run_id)s ORDER BY attempt;
 -- name: get_log
 SELECT log FROM attempts WHERE run_id = %(run_id)s AND attempt = %(attempt)s;
 
--- name: log_size
-SELECT octet_length(log) AS size FROM attempts WHERE run_id = %(run_id)s AND attempt = %(attempt)s;
+-- name: log_length
+SELECT char_length(log) AS size FROM attempts WHERE run_id = %(run_id)s AND attempt = %(attempt)s;
 
 -- name: get_log_head
 SELECT substr(log, 1, %(chars)s) AS head, length(log) > %(chars)s AS more FROM attempts

@@ -223,8 +223,8 @@ SELECT * FROM attempts WHERE run_id = :run_id ORDER BY attempt;
 -- name: get_log
 SELECT log FROM attempts WHERE run_id = :run_id AND attempt = :attempt;
 
--- name: log_size
-SELECT length(CAST(log AS BLOB)) FROM attempts WHERE run_id = :run_id AND attempt = :attempt;
+-- name: log_length
+SELECT length(log) FROM attempts WHERE run_id = :run_id AND attempt = :attempt;
 
 -- name: get_log_head
 SELECT substr(log, 1, :chars), length(log) > :chars FROM attempts
