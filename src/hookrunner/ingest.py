@@ -7,9 +7,11 @@ as soon as the delivery and its runs are committed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -70,17 +72,35 @@ def _dedup_key(hook: Hook, verified: Verified, scope: dict[str, Any], body: byte
             _dedup_failed_log(hook=hook.id, error="(hidden: the template reads a secret header "
                               "or query value)" if hidden else str(exc),
                               hint=form_json_hint(body, content_type))
-    if key is None or key in ("", [], {}) or key is False:  # nothing of the event's own
-        key, hidden = verified.delivery_id, False
+    if key is None or key in ("", [], {}) or key is False or (
+            isinstance(key, str) and hook.dedup is not None and _only_literal(key, hook.dedup.source)):
+        key, hidden = verified.delivery_id, False  # nothing of the event's own
     if key is None or key == "":
         return None
     # JSON's spelling for what is not text (`true`, not Python's `True`).
     text = key if isinstance(key, str) else json.dumps(key, sort_keys=True, default=str)
     # A sender's id read from the body (Stripe's `id`, in a form a JSON check never saw) may
     # hold a NUL or a lone surrogate: kept as a digest, where it failed the delivery (a 500).
-    if len(text) > MAX_DEDUP_KEY or hidden or unstorable(text):
-        text = "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    # (One that looks like a digest is made one too: it must not match a digest's key.)
+    if len(text) > MAX_DEDUP_KEY or hidden or unstorable(text) or text.startswith(DIGEST):
+        text = DIGEST + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return text
+
+
+DIGEST = "sha256:"
+_JINJA_PARTS = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+
+
+@functools.lru_cache(maxsize=256)
+def _literal_text(source: str) -> str:
+    """A template's own text, without its `{{ }}` (and blocks) or any whitespace."""
+    return "".join(_JINJA_PARTS.sub("", source).split())
+
+
+def _only_literal(key: str, source: str) -> bool:
+    """Whether a rendered key holds nothing but the template's own text: each `{{ }}` gave
+    empty text or spaces (`{{ payload.a }}-{{ payload.b }}` as `-`)."""
+    return "".join(key.split()) == _literal_text(source)
 
 
 _dedup_failed_log = Throttled("delivery.dedup_template_failed", logging.WARNING, per="hook")

@@ -32,6 +32,9 @@ hooks:
   keyed:
     verify: {token: {secret: {env: TOK}, header: X-Shared}}
     dedup: "{{ headers['X-Shared'] }}-{{ payload.n }}"
+  pair:
+    verify: {github: {secret: {env: TOK}}}
+    dedup: "{{ payload.a }}-{{ payload.b }}"
 rules:
   - {name: any, hook: open, run: {shell: {argv: ["true"]}}}
   - {name: prod, hook: open, when: 'query.env == "prod"', run: {shell: {argv: ["true"]}}}
@@ -215,6 +218,27 @@ def test_a_dedup_template_that_does_not_apply_falls_back_to_the_senders_id(
         r = httpx.post(f"{server.url}/hooks/keyed", headers={"X-Shared": "tok-1",
                        "X-GitHub-Delivery": d}, json={"n": None})
         assert r.status_code == 202, r.text
+    # ... and a key of nothing but the template's own text: every part empty or spaces
+    # (`-`, ` - `), or a whole key of spaces.
+    for n, (hook, body) in enumerate((("pair", {"a": "", "b": ""}), ("pair", {"a": " ", "b": "\t"}),
+                                      ("gh", {"head_commit": {"id": "   "}}))):
+        for d in (f"G{n}a", f"G{n}b"):
+            r = post_github(server.url, "tok-1", body, delivery=d, hook=hook)
+            assert r.status_code == 202, (body, r.text)
+    assert post_github(server.url, "tok-1", {"a": "x", "b": ""}, delivery="H1", hook="pair"
+                       ).status_code == 202
+    assert post_github(server.url, "tok-1", {"a": "x", "b": ""}, delivery="H2", hook="pair"
+                       ).status_code == 200  # `x-` is the event's own: a duplicate
+    # A key kept as its digest (past 200 characters) and a key that is that digest's text
+    # are two keys.
+    long = post_github(server.url, "tok-1", {"head_commit": {"id": "x" * 300}}, delivery="L1",
+                       hook="gh")
+    with server.admin() as c:
+        digest = c.get(long.json()["status_url"]).json()["dedup_key"]
+    assert digest.startswith("sha256:")
+    mimic = post_github(server.url, "tok-1", {"head_commit": {"id": digest}}, delivery="L2",
+                        hook="gh")
+    assert mimic.status_code == 202, mimic.text
 
 
 def test_a_wait_retry_of_an_accepted_delivery_waits_for_its_runs(
