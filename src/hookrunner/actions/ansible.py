@@ -119,6 +119,20 @@ def host_pattern(limit: Any) -> str | None:
     return pattern
 
 
+def with_origin(error: str, after: list[str], root: str = "") -> str:
+    """Ansible's error line, led by the `file:line:column` its next line names (`Origin:
+    <root>/playbooks/deploy.yml:6:7`, as `playbooks/deploy.yml:6:7`), which the reason's cut
+    at 300 characters would lose."""
+    origin = next((a.removeprefix("Origin:").strip() for a in after if a.startswith("Origin:")), "")
+    if not origin:
+        return error
+    if root and origin.startswith(root.rstrip(os.sep) + os.sep):
+        origin = origin[len(root.rstrip(os.sep)) + 1:]
+    if len(origin) > 120:  # a deep path: its end says which file
+        origin = "..." + origin[-117:]
+    return f"{origin}: {error.removeprefix('[ERROR]:').strip()}"
+
+
 @dataclass(frozen=True)
 class _Placed:
     playbook: Path
@@ -290,6 +304,8 @@ class _Job:
     # failed, the first few), and ansible's own error line: for the run's reason (`failure`).
     failed: dict[str, str] = field(default_factory=dict)
     error_line: str = ""
+    _origin_due: int = 0  # events after the error line that may still name its place
+    root: str = ""  # --root: the place is named relative to it
 
     def note(self, event: Mapping[str, Any], text: str) -> None:
         """Remember what went wrong, so the run's reason says more than `exit 2`."""
@@ -307,10 +323,17 @@ class _Job:
             self.failed[host] = "unreachable" if kind == "runner_on_unreachable" else \
                 "a no_log task failed" if hidden else f"task {data.get('task', '?')!r} failed"
         elif not self.error_line:  # a playbook that does not parse, a bad option
-            for line in text.splitlines():
+            lines = text.splitlines()
+            for n, line in enumerate(lines):
                 if line.startswith(ANSIBLE_ERRORS):
-                    self.error_line = line.strip()
+                    self.error_line = with_origin(line.strip(), lines[n + 1:n + 3], self.root)
+                    self._origin_due = 0 if self.error_line != line.strip() else 3
                     break
+        elif self._origin_due:  # its `Origin:` line came as an event of its own
+            self._origin_due -= 1
+            if text.startswith("Origin:"):
+                self.error_line = with_origin(self.error_line, [text], self.root)
+                self._origin_due = 0
 
     @property
     def failure(self) -> str:
@@ -420,7 +443,7 @@ class AnsibleRunner:
 async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContext,
                  run_dir: Path) -> RunResult:
     loop = asyncio.get_running_loop()
-    job = _Job()
+    job = _Job(root=str(ctx.root))
     done: asyncio.Future[None] = loop.create_future()
 
     def on_event(event: dict[str, Any]) -> bool:  # runner thread

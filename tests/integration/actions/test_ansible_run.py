@@ -194,7 +194,9 @@ async def test_a_playbook_that_does_not_parse_says_so_in_the_reason(
     (playbooks / "broken.yml").write_text("- hosts: localhost\n  tasks: [\n")
     result = await ANSIBLE.run({"playbook": "broken.yml"}, harness.ctx(payload=OVERLOADED))
     assert result.outcome == "failed" and result.exit_code == 4, result.reason
-    assert re.fullmatch(r"exit 4 \((ERROR!|\[ERROR\]:) .+\)", result.reason), result.reason
+    # Led by where (Ansible's `Origin:` line after it), under --root.
+    assert re.fullmatch(r"exit 4 \(playbooks/broken\.yml:3:\d+: YAML parsing failed: .+\)",
+                        result.reason), result.reason
 
 
 async def test_server_secrets_reach_neither_the_play_nor_the_artifacts(
@@ -557,3 +559,4 @@ async def test_the_reason_names_the_failure_that_failed_the_play(harness, playbo
     assert same_host.reason == "exit 2 (task 'real failure' failed on localhost)", same_host
     hidden = await ANSIBLE.run({"playbook": "no_log.yml"}, harness.ctx(name="no_log"))
     assert (hidden.outcome, hidden.reason) == ("failed", "exit 2 (a no_log task failed on localhost)")
+

@@ -16,6 +16,7 @@ from hookrunner.actions.ansible import (
     normalize_ansible,
     private_env,
     tag_list,
+    with_origin,
 )
 from hookrunner.actions.environment import VENV_BIN
 from hookrunner.errors import ActionError, ConfigError
@@ -154,3 +155,12 @@ def test_a_limit_or_tags_that_would_be_read_as_an_option_is_refused(limit: Any, 
 def test_tags_rendered_as_a_list_are_each_a_tag() -> None:
     assert tag_list(["scale", ["b", "c"], ""]) == ["scale", "b", "c"]
     assert tag_list("one") == ["one"] and tag_list(None) == []
+
+
+def test_ansibles_error_line_is_led_by_the_place_its_next_line_names() -> None:
+    error = "[ERROR]: YAML parsing failed: did not find expected node content."
+    assert with_origin(error, ["Origin: /srv/ops/playbooks/a.yml:3:1", ""], "/srv/ops") == \
+        "playbooks/a.yml:3:1: YAML parsing failed: did not find expected node content."
+    assert with_origin(error, ["", "not an origin"], "/srv/ops") == error
+    deep = "/x/" + "d" * 200 + "/a.yml:3:1"
+    assert with_origin(error, [f"Origin: {deep}"]).startswith("..." + deep[-117:] + ": YAML")
