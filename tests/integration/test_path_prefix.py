@@ -53,6 +53,14 @@ def proxied(make_server: Callable[..., Server], project: Path,
     nginx.stop()
 
 
+def _post_twilio(url: str, form: bytes, *, signed: str | None = None,
+                 headers: dict[str, str] | None = None) -> httpx.Response:
+    """A Twilio form post to `url`, signed for `signed` (default: `url` itself)."""
+    return httpx.post(url, content=form, timeout=30, headers={
+        "Content-Type": "application/x-www-form-urlencoded", **(headers or {}),
+        "X-Twilio-Signature": twilio_signature(TWILIO_SECRET, signed or url, form)})
+
+
 def own_urls(html: str) -> list[str]:
     return [u for u in URL_ATTRIBUTE.findall(html) if u.startswith("/")]
 
@@ -188,11 +196,7 @@ def test_a_hook_with_the_prefix_still_on_is_answered_as_without_it(proxied: tupl
             s.shutdown(socket.SHUT_WR)
             ((head, answer),) = read_answers(s, 1)
             assert head.startswith(b"HTTP/1.1 202 ") and b"delivery_id" in answer, head
-    form = b"CallSid=CA1&From=%2B15550001"
-    url = f"{server.url}{PREFIX}/hooks/tw"
-    r = httpx.post(url, content=form, timeout=30, headers={
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Twilio-Signature": twilio_signature(TWILIO_SECRET, url, form)})
+    r = _post_twilio(f"{server.url}{PREFIX}/hooks/tw", b"CallSid=CA1&From=%2B15550001")
     assert r.status_code == 202, r.text
 
 
@@ -202,18 +206,13 @@ def test_a_twilio_hook_without_url_checks_the_public_url_a_trusted_proxy_names(
     and -Proto) a hook with no `url:` checks that one, not the one nginx connected to."""
     server, nginx = proxied
     form = b"CallSid=CA2&From=%2B15550002"
-    public = f"{nginx.url}{PREFIX}/hooks/tw"
-    r = httpx.post(public, content=form, timeout=30, headers={
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Twilio-Signature": twilio_signature(TWILIO_SECRET, public, form)})
+    r = _post_twilio(f"{nginx.url}{PREFIX}/hooks/tw", form)
     assert r.status_code == 202, r.text
     # TLS ended at the proxy: the scheme it names is the one signed.
     https = "https://hooks.example.com/hookrunner/hooks/tw"
-    forwarded = {"Content-Type": "application/x-www-form-urlencoded",
-                 "X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.com"}
     for signed, status in ((https, 202), (f"{server.url}{PREFIX}/hooks/tw", 401)):
-        r = httpx.post(f"{server.url}{PREFIX}/hooks/tw", content=form, timeout=30, headers={
-            **forwarded, "X-Twilio-Signature": twilio_signature(TWILIO_SECRET, signed, form)})
+        r = _post_twilio(f"{server.url}{PREFIX}/hooks/tw", form, signed=signed, headers=forwarded)
         assert r.status_code == status, (signed, r.text)
     assert "URL checked: https://hooks.example.com/hookrunner/hooks/tw" in server.output()
 

@@ -28,6 +28,17 @@ from tests.serverproc import Server, post_github
 ids = itertools.count()
 
 
+def _script_rule(name: str) -> str:
+    """Rules with one github hook whose one rule, `name`, runs scripts/<name>.sh."""
+    return f"""
+hooks:
+  github:
+    verify: {{github: {{secret: {{env: GITHUB_WEBHOOK_SECRET}}}}}}
+rules:
+  - {{name: {name}, hook: github, run: {{shell: {{argv: [scripts/{name}.sh]}}}}}}
+"""
+
+
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[tuple[Settings, SQLiteStore, Dispatcher]]:
     settings = Settings(data=tmp_path / "data", root=tmp_path, workers=2, node="n1", grace=1.0)
@@ -207,13 +218,7 @@ def test_a_running_run_is_followed_live_over_the_api(
     go = project / "go"
     write_script(project, "slow.sh",
                  f"echo first\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho second\n")
-    server = make_server("""
-hooks:
-  github:
-    verify: {github: {secret: {env: GITHUB_WEBHOOK_SECRET}}}
-rules:
-  - {name: slow, hook: github, run: {shell: {argv: [scripts/slow.sh]}}}
-""")
+    server = make_server(_script_rule("slow"))
     run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
     with server.admin() as c:
         deadline = time.monotonic() + 20
@@ -331,13 +336,7 @@ def test_a_client_waiting_for_a_queued_runs_log_does_not_hold_up_a_shutdown(
     """SIGTERM: the server starts nothing more, so a follower of a queued run is answered
     (with nothing) at once rather than kept until uvicorn gives up on it; the exit is clean."""
     write_script(project, "hold.sh", "sleep 30\n")
-    server = make_server("""
-hooks:
-  github:
-    verify: {github: {secret: {env: GITHUB_WEBHOOK_SECRET}}}
-rules:
-  - {name: hold, hook: github, run: {shell: {argv: [scripts/hold.sh]}}}
-""", args=["--workers", "1"], env={"HOOKRUNNER_GRACE": "1s"})
+    server = make_server(_script_rule("hold"), args=["--workers", "1"], env={"HOOKRUNNER_GRACE": "1s"})
     holder = post_github(server.url, GITHUB_SECRET, {}).json()["runs"][0]
     queued = post_github(server.url, GITHUB_SECRET, {}).json()["runs"][0]
     with server.admin() as c:
@@ -366,13 +365,7 @@ def test_a_large_log_is_sent_in_pieces_and_a_page_cuts_the_records_copy_too(
     page holds at most its first 2 MiB where it comes from the record (another node's run:
     here the file is gone), as where it comes from the file."""
     write_script(project, "big.sh", "yes 0123456789abcdefghi | head -c 3000000\n")
-    server = make_server("""
-hooks:
-  github:
-    verify: {github: {secret: {env: GITHUB_WEBHOOK_SECRET}}}
-rules:
-  - {name: big, hook: github, run: {shell: {argv: [scripts/big.sh]}}}
-""")
+    server = make_server(_script_rule("big"))
     run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
     assert server.wait_run(run_id)["status"] == "succeeded"
     with server.admin() as c:
