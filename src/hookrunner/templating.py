@@ -999,7 +999,7 @@ def compile_expression(text: str) -> Expression:
     """Compile a `when` expression; raise ConfigError on bad syntax or a refused name."""
     if not text.strip():
         raise ConfigError("empty expression")
-    return _reused(Expression, text)
+    return _within_limits(Expression, text)
 
 
 def compile_template(text: str) -> Constant | Template:
@@ -1007,7 +1007,21 @@ def compile_template(text: str) -> Constant | Template:
     # A whole `{# comment #}` counts too: with or without a `{{ }}` beside it, it is dropped.
     if "{{" not in text and "{%" not in text and "#}" not in text.partition("{#")[2]:
         return Constant(text)
-    return _reused(Template, text)
+    return _within_limits(Template, text)
+
+
+def _within_limits(kind: type[_C], text: str) -> _C:
+    """Compiled, or a ConfigError where it is past what Python compiles: 200 `or` terms or
+    70 nested parentheses hit its parser's limits (a traceback from `check`, and a load
+    error with no line from `serve`)."""
+    try:
+        return _reused(kind, text)
+    except (RecursionError, SyntaxError, MemoryError) as exc:
+        why = "too many nested parentheses" if "nested parentheses" in str(exc) else \
+            type(exc).__name__
+        raise ConfigError(f"too long or too deeply nested to compile ({why}): split it, as "
+                          "a list of conditions (`when: [a, b]`, all must hold) or `any:`, or "
+                          "test membership with `in [...]`") from None
 
 
 # Within a load of the rules (`reusing_compiled`): what this load compiled so far, by kind

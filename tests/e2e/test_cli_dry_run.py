@@ -272,6 +272,30 @@ def test_check_reports_file_and_line_of_each_error_in_a_broken_copy(tmp_path: Pa
     assert "terraform.command must be one of plan, apply, destroy" in done.stderr
 
 
+def test_a_condition_past_what_python_compiles_is_a_line_not_a_traceback(tmp_path: Path) -> None:
+    """200 `or` terms (generated rules) or 80 nested parentheses: Python's parser limits.
+    `check`, `test` and `explain` printed a traceback; `serve` an error with no line."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    chain = " or ".join(["payload.a == 1"] * 200)
+    deep = "(" * 80 + "payload.a" + ")" * 80
+    (rules / "r.yaml").write_text(f"""hooks: {{h: {{verify: {{none: {{}}}}}}}}
+rules:
+  - name: long
+    hook: h
+    when: '{chain}'
+    run: {{shell: {{argv: ["true"]}}}}
+  - name: deep
+    hook: h
+    run: {{shell: {{argv: ["echo", "{{{{ {deep} }}}}"]}}}}
+""")
+    done = hookrunner("check", "--rules", str(rules))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{rules / 'r.yaml'}:5: rule 'long': when: too long or too deeply nested" in done.stderr
+    assert f"{rules / 'r.yaml'}:9: rule 'deep': run.shell.argv[1]: too long or too deeply" \
+        in done.stderr, done.stderr
+
+
 HEADER_RULES = """
 hooks:
   h:
