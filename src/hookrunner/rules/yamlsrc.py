@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import math
 import re
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -109,7 +109,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
             loader.problems.append(ConfigError(
                 "a mapping key must be a scalar", loader.file, loader.line_at(key_node.start_mark)))
             continue
-        data[key] = loader.construct_object(value_node, deep=True)
+        data[key] = _value(loader, value_node)
         data.key_lines[key] = loader.line_at(key_node.start_mark)
         if _folded_dash(loader, value_node):
             data.folded_dash = data.folded_dash | {key}
@@ -131,7 +131,34 @@ def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Any:
     data.folded_dash = frozenset(i for i, child in enumerate(node.value)
                                  if _folded_dash(loader, child))
     yield data
-    data.extend(loader.construct_object(child, deep=True) for child in node.value)
+    data.extend(_value(loader, child) for child in node.value)
+
+
+def _value(loader: _Loader, node: yaml.Node) -> Any:
+    """A value as constructed; a template written unquoted (`- {{ payload.ref }}`, which YAML
+    reads as a mapping in a mapping) as its text, with the one error that says to quote it
+    (the schema's `must be a string, got a mapping` pointed elsewhere)."""
+    if _unquoted_template(node):
+        text = loader.buffer[node.start_mark.index:node.end_mark.index]
+        loader.problems.append(ConfigError(
+            f"{text} is read by YAML as a mapping, not a template: quote the whole value "
+            f"(\"{text}\")", loader.file, loader.line_at(node.start_mark)))
+        return text
+    return loader.construct_object(node, deep=True)
+
+
+def _unquoted_template(node: yaml.Node) -> bool:
+    """`{{ x }}` as YAML parses it: a flow mapping whose one key is a flow mapping of one key
+    with no value, and no value of its own."""
+    def one_empty(n: yaml.Node) -> yaml.Node | None:
+        if isinstance(n, yaml.MappingNode) and n.flow_style and len(n.value) == 1:
+            key, value = n.value[0]
+            if isinstance(value, yaml.ScalarNode) and value.tag.endswith(":null") and not value.value:
+                return cast(yaml.Node, key)
+        return None
+
+    inner = one_empty(node)
+    return inner is not None and one_empty(inner) is not None
 
 
 class WrittenInt(int):
@@ -211,6 +238,17 @@ def _too_many_values(data: Any) -> bool:
     return False
 
 
+# A `{{` where a plain (unquoted) value starts: after `key: `, `- `, `[` or `, `.
+_UNQUOTED_TEMPLATE = re.compile(r"(?:^\s*-\s+|:\s+|[\[,]\s*)\{\{")
+
+
+def _line(text: str, index: int) -> str:
+    """The line of `text` that holds `index`."""
+    start = text.rfind("\n", 0, index) + 1
+    end = text.find("\n", index)
+    return text[start:end if end >= 0 else len(text)]
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
     """The document's data and every problem found (a syntax error ends parsing)."""
     try:
@@ -238,7 +276,11 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
             mark = exc.context_mark  # an unclosed quote or bracket: where it opened
         line = loader.line_at(mark) if mark else 0
         what = " ".join(p for p in (exc.context, exc.problem) if p)
-        if exc.problem == "mapping values are not allowed here":
+        if mark is not None and _UNQUOTED_TEMPLATE.search(_line(text, mark.index)):
+            # `- {{ payload.ref }}-suffix`: YAML read `{{ ... }}` as a mapping, then text after it
+            what += (" (a value starting with `{{` is read by YAML as a mapping: quote the "
+                     "whole value, `- \"{{ payload.ref }}-suffix\"`)")
+        elif exc.problem == "mapping values are not allowed here":
             what += " (a value holding ': ', such as a `when` expression, must be quoted)"
         elif ("found '<scalar>'" in (exc.problem or "") and mark is not None
               and text[:mark.index].rstrip(" \t")[-1:] in ("'", '"')):

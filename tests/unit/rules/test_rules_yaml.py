@@ -105,3 +105,25 @@ def test_lines_count_as_an_editor_counts_them_past_unicode_line_separators(odd: 
     assert line_of(data, ("hooks", "h1", "max_body")) == 4
     crlf = text.replace("\n", "\r\n")
     assert line_of(parse_yaml(crlf, "a.yaml")[0], ("hooks", "h1", "max_body")) == 4
+
+
+@pytest.mark.parametrize(("text", "line", "value"), [
+    ("argv:\n  - x\n  - {{ payload.ref }}\n", 3, {"argv": ["x", "{{ payload.ref }}"]}),
+    ("env: {A: {{ payload.a }}}\n", 1, {"env": {"A": "{{ payload.a }}"}}),
+    ("dedup: {{payload.id}}\n", 1, {"dedup": "{{payload.id}}"}),
+])
+def test_a_template_written_unquoted_says_to_quote_it(text: str, line: int, value: Any) -> None:
+    """YAML reads `{{ x }}` as a mapping in a mapping: one error saying to quote it (the
+    schema's `must be a string, got a mapping` pointed elsewhere), and the text as the value."""
+    data, problems = parse_yaml(text, "f.yaml")
+    assert data == value
+    assert [(p.line, "quote the whole value" in p.message) for p in problems] == [(line, True)]
+
+
+def test_a_template_unquoted_with_text_after_it_says_to_quote_it() -> None:
+    _, problems = parse_yaml("argv:\n  - x\n  - {{ payload.ref }}-suffix\n", "f.yaml")
+    (problem,) = problems
+    assert problem.line == 3 and "quote the whole value" in problem.message, problem
+    # A mapping written on purpose is one.
+    data, problems = parse_yaml("env: {A: {B: }}\n", "f.yaml")
+    assert data["env"] == {"A": {"B": None}} and not problems
