@@ -190,6 +190,11 @@ _rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # A body refused for its size, and one refused for what it holds (the line says the last
 # one's reason): apart, so that one kind never hides the other under its reason.
 _too_large_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+# Any client can send these as fast as it can (a hook's id is no secret): a line a second
+# per hook, naming the last one's reason and client, with a count (one each was ~6,000
+# lines a second, past journald's default rate limit, which then drops every line).
+_unverified_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+_address_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 _body_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # Refused while no rules are loaded: one line a second in all (a hook id is the client's here).
 _no_rules_log = Throttled("delivery.no_rules", logging.ERROR)
@@ -315,7 +320,7 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
     ip = clientip.client_ip(peer, headers.get_all("x-forwarded-for"), gw.trusted) \
         if gw.trusted else clientip.plain(peer)
     if not clientip.allowed(ip, hook.allow_ips):
-        event("delivery.rejected", logging.WARNING, hook=hook_id, reason="address not allowed", client=ip)
+        _address_refused_log(hook=hook_id, reason="address not allowed", client=ip)
         m.labels(hook_id, "rejected_address").inc()
         return error(403, "address not allowed")
     if hook.unavailable is not None:
@@ -404,7 +409,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         verified = hook.verifier.verify(signed)
     except VerifyError as exc:
         # The reason is logged for the operator; the sender only learns that it failed.
-        event("delivery.rejected", logging.WARNING, hook=hook_id, reason=exc.reason, client=ip)
+        _unverified_log(hook=hook_id, reason=exc.reason, client=ip)
         m.labels(hook_id, "rejected_signature").inc()
         challenge = getattr(hook.verifier, "challenge", None)
         return error(401, "verification failed",

@@ -33,6 +33,8 @@ hooks:
   per-minute:
     verify: {none: {}}
     rate_limit: 5/m
+  guarded:
+    verify: {token: {secret: "s3cret-token-1"}}
 """
 
 
@@ -100,6 +102,28 @@ def test_a_rate_limited_hook_answers_429_with_retry_after(direct: Server) -> Non
     refused = [line for line in direct.output().splitlines()
                if "delivery.rejected" in line and "rate limited" in line]
     assert 1 <= len(refused) <= 2 and "hook=limited" in refused[0], refused
+
+
+def test_a_flood_of_forged_or_refused_requests_is_a_line_a_second_not_one_each(
+        direct: Server) -> None:
+    """Any client can send these as fast as it can: one line each was ~6,000 lines a
+    second (journald's default rate limit then drops every line of the server)."""
+    started = time.monotonic()
+    with httpx.Client(base_url=direct.url, timeout=30) as c:
+        for _ in range(150):
+            assert c.post("/hooks/guarded", json={}, headers={
+                "Authorization": "Bearer forged"}).status_code == 401
+            assert c.post("/hooks/internal", json={}).status_code == 403
+    took = time.monotonic() - started
+    time.sleep(1.2)  # the held-back count is said once its second is over
+    lines = direct.output().splitlines()
+    forged = [x for x in lines if "delivery.rejected" in x and "hook=guarded" in x]
+    refused = [x for x in lines if "delivery.rejected" in x and "hook=internal" in x
+               and "count=" in x]
+    assert 1 <= len(forged) <= took + 3, (len(forged), took)
+    assert 'reason="token mismatch"' in forged[0] and "client=127.0.0.1" in forged[0]
+    assert sum(int(x.split("count=")[1].split()[0]) for x in forged) == 150, forged
+    assert refused and len(refused) <= took + 3, (len(refused), took)
 
 
 def test_rate_limits_are_per_client_unless_the_hook_says_otherwise(proxied: Server) -> None:
