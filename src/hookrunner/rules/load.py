@@ -58,8 +58,11 @@ RETRY_ON = ("failed", "timed_out")
 CONCURRENCY_KEYS = ("key", "policy")
 POLICIES = ("queue", "skip", "replace", "coalesce")
 SECRET_OPTIONS = ("secret", "password")
-HOOK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # it is a URL path segment
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line separators
+HOOK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a URL path segment (fullmatch: `$`
+# would let a final newline through)
+# C0, DEL, C1, line separators, and lone surrogates (`"\ud800"` in YAML), which no store can
+# hold: every delivery the rule matched was a 500.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 MAX_RULE_NAME = 200
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
@@ -303,7 +306,7 @@ def _hook_entry(ctx: f.Ctx, hooks: LineDict, hook_id: Any, merged: _Merged, secr
         ctx.error(hooks, (hook_id,), f"hook id {hook_id!r} is not text to YAML: quote it "
                   f"('{hook_id}')")
         return
-    if not isinstance(hook_id, str) or not HOOK_ID.match(hook_id):
+    if not isinstance(hook_id, str) or not HOOK_ID.fullmatch(hook_id):
         ctx.error(hooks, (hook_id,), f"bad hook id {hook_id!r}: use letters, digits, '_', '.', "
                   "'-' (it is the URL path /hooks/<id>)")
         return

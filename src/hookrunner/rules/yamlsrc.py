@@ -224,6 +224,29 @@ _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False
 MAX_VALUES = 200_000
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogates(data: Any, file: str) -> list[ConfigError]:
+    """Each text holding a lone surrogate (`"\\ud800"`; PyYAML does not join an escaped pair,
+    `"\\ud83d\\ude00"`, into one character either): no store can hold it, so a rule named
+    so, or a value sent so, failed every delivery it met with a 500."""
+    found: list[ConfigError] = []
+    todo: list[tuple[Any, int]] = [(data, getattr(data, "line", 0))]
+    while todo:
+        value, line = todo.pop()
+        if isinstance(value, LineDict):
+            todo.extend((x, value.line_of(k)) for k, v in value.items() for x in (k, v))
+        elif isinstance(value, LineList):
+            todo.extend((v, value.line_of(i)) for i, v in enumerate(value))
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            found.append(ConfigError(
+                "a `\\u` escape of half a character (a lone surrogate, U+D800 to U+DFFF), "
+                "which is no text: write the character itself, or `\\U0001F600` for one "
+                "past U+FFFF", file, line))
+    return found
+
+
 def _too_many_values(data: Any) -> bool:
     count, todo = 0, [data]
     while todo:
@@ -298,7 +321,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
         return None, [ConfigError(f"YAML error: {exc}", file, 0)]
     finally:
         loader.dispose()
-    return data, sorted(loader.problems, key=lambda p: p.line)
+    return data, sorted(loader.problems + _surrogates(data, file), key=lambda p: p.line)
 
 
 def line_of(node: Any, path: tuple[Any, ...], default: int = 0) -> int:

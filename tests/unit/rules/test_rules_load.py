@@ -1027,3 +1027,9 @@ def test_a_reload_takes_what_the_last_load_compiled_and_keeps_no_more() -> None:
     assert changed.rules[0].when is not None and changed.rules[0].when.expr is not a.when.expr
     assert changed.rules[0].action["argv"][1] is a.action["argv"][1]  # that text is unchanged
     assert (templating.Expression, 'payload.ref == "main"') not in templating._LAST_LOAD
+
+
+def test_a_hook_id_with_a_final_newline_is_refused() -> None:
+    """`$` matched before a final newline: `"nl\\n"` was a hook, served at /hooks/nl%0A."""
+    with pytest.raises(ConfigErrors, match="hook id"):
+        load_rules_text({"r.yaml": 'hooks:\n  "nl\\n": {verify: {none: {}}}\n'})

@@ -127,3 +127,13 @@ def test_a_template_unquoted_with_text_after_it_says_to_quote_it() -> None:
     # A mapping written on purpose is one.
     data, problems = parse_yaml("env: {A: {B: }}\n", "f.yaml")
     assert data["env"] == {"A": {"B": None}} and not problems
+
+
+def test_a_lone_surrogate_is_an_error_at_its_line() -> None:
+    """No store holds one: a rule named so failed every delivery it matched with a 500.
+    PyYAML does not join an escaped pair either; `\\U0001F600` is the way to write one."""
+    text = 'rules:\n  - name: "sur\\ud800x"\n    env: {A: "\\ud83d\\ude00"}\n  - name: ok\n'
+    _, problems = parse_yaml(text, "f.yaml")
+    assert sorted(p.line for p in problems) == [2, 3], problems
+    assert all("lone surrogate" in p.message for p in problems)
+    assert parse_yaml('a: "\\U0001F600"\n', "f.yaml") == ({"a": "\U0001F600"}, [])
