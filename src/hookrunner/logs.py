@@ -138,7 +138,22 @@ def _timestamp(created: float) -> str:
     return _stamp[1]
 
 
+# Characters of one field's value in a line. A client's text reaches some fields (a reason
+# quoting a path a template made, a header): a 900 KB line was split by journald (LineMax
+# 48K) and, with --http-workers on one pipe, interleaved with other processes' lines (a
+# write over PIPE_BUF is not atomic). The API and the console have the whole of it.
+FIELD_MAX = 1024
+
+
+def _bounded(fields: dict[str, Any]) -> dict[str, Any]:
+    if all(not isinstance(v, str) or len(v) <= FIELD_MAX for v in fields.values()):
+        return fields
+    return {k: f"{v[:FIELD_MAX]}...[{len(v) - FIELD_MAX} more characters]"
+            if isinstance(v, str) and len(v) > FIELD_MAX else v for k, v in fields.items()}
+
+
 def _text_line(created: float, level: str, name: str, fields: dict[str, Any]) -> str:
+    fields = _bounded(fields)
     parts = [_timestamp(created), level, name]
     # A field without a value is left out (`event_type=None` is Python, not a log value;
     # `reason=""` of a run that succeeded says nothing).
@@ -148,7 +163,7 @@ def _text_line(created: float, level: str, name: str, fields: dict[str, Any]) ->
 
 def _json_line(created: float, level: str, name: str, fields: dict[str, Any]) -> str:
     doc: dict[str, Any] = {"ts": round(created, 3), "level": level, "event": name}
-    doc.update(fields)
+    doc.update(_bounded(fields))
     return json.dumps(doc, default=str)
 
 
@@ -186,7 +201,7 @@ class _JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "event": record.getMessage(),
         }
-        doc.update(getattr(record, "fields", {}))
+        doc.update(_bounded(getattr(record, "fields", {})))
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)

@@ -257,6 +257,17 @@ def test_text_log_lines_leave_out_fields_without_a_value() -> None:
     assert line.endswith("info run.finished status=succeeded exit_code=0"), line
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_fields_value_is_cut_so_a_line_stays_one_line(fmt: str) -> None:
+    """A reason quoting a 900 KB path a template made was a 900 KB line: journald split it,
+    and other processes' lines on the same pipe were spliced into it."""
+    line = (logs._json_line if fmt == "json" else logs._text_line)(
+        0.0, "warning", "run.finished", {"reason": "path '" + "C" * 900_000 + "' is outside",
+                                         "run_id": "run_1"})
+    assert len(line) < 2 * logs.FIELD_MAX and "run_id" in line
+    assert "...[898994 more characters]" in line, line[-200:]
+
+
 @pytest.mark.parametrize("size", [0, 1, 2047, 2048, 5400, 70_000])
 @pytest.mark.parametrize("algorithm", ["sha1", "sha256", "sha512"])
 def test_a_signature_made_in_pieces_is_the_one_shot_hmac(size: int, algorithm: str) -> None:
