@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import email.utils
 import functools
@@ -18,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from hookrunner import redact
+from hookrunner import __version__, redact
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.paths import confine
@@ -30,6 +31,7 @@ from hookrunner.redact import log_url
 KIND = "http"
 KEYS = ("url", "method", "headers", "json", "body", "ca")
 URL_ENV = "url_env"  # where `url: {env: NAME}` goes (see _env_ref)
+USER_AGENT = f"hookrunner/{__version__}".encode()
 # The scheme and host a templated url writes out (`https://ci.example.com`), which a value
 # may not change (see fixed_part, _pinned). Written by normalize from the rule's own text,
 # under a key no template writes.
@@ -282,6 +284,11 @@ def _check_url(url: str, shown: str) -> None:
     if _dot_segment(url):
         raise ActionError(f"http: the URL's path has a `..` segment, which would be sent as "
                           f"another path: {shown}")
+    try:  # what httpx itself refuses (`http://xn--/`): each attempt would, the same way
+        httpx.Request("GET", url)  # (its Host header reads the IDNA form)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ActionError(f"http: not a URL the client can send ({type(exc).__name__}): "
+                          f"{shown}") from None
 
 
 class HttpRunner:
@@ -311,7 +318,9 @@ class HttpRunner:
         deadline = deadline_for(ctx)
         verify = trust(rendered.get("ca"), ctx.root)
         answered: list[RunResult] = []  # what the status decides, once the answer's head is in
-        request = asyncio.ensure_future(_request(method, url, kwargs, verify, ctx, answered))
+        secrets = sent_secrets(rendered, url, kwargs["headers"])
+        request = asyncio.ensure_future(_request(method, url, kwargs, verify, ctx, answered,
+                                                 secrets))
         canceller = asyncio.ensure_future(ctx.cancel.wait())
         try:
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
@@ -356,6 +365,8 @@ def _prepare(rendered: Mapping[str, Any], env: Mapping[str, str]
     headers = {name: _header_value(name, value) for name, value in headers.items()}
     if not any(name.lower() == "accept-encoding" for name in headers):
         headers["Accept-Encoding"] = b"identity"  # the log shows the body as it comes
+    if not any(name.lower() == "user-agent" for name in headers):
+        headers["User-Agent"] = USER_AGENT  # an endpoint (a hook of this server) can tell
     if urlsplit(url).username is not None and any(
             name.lower() == "authorization" for name in headers):
         raise ActionError(CREDENTIALS_TWICE)
@@ -477,31 +488,48 @@ def _wbits(encoding: str) -> int | None:
 
 
 async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SSLContext,
-                   ctx: RunContext, answered: list[RunResult]) -> RunResult:
+                   ctx: RunContext, answered: list[RunResult],
+                   secrets: tuple[bytes, ...] = ()) -> RunResult:
     status: int | None = None  # once the answer's status line is in
     proxy = proxy_for(url, ctx.env)
     if proxy is not None:
         ctx.log.note(f"through the proxy {log_url(proxy[1])} (${proxy[0]})")
+
+    async def seen(response: httpx.Response) -> None:
+        """The status, judged as soon as it is in: as a response hook, before httpx reads a
+        3xx's Location (one it cannot parse raised with the status unseen, and the run
+        was retried, a POST sent again each time)."""
+        nonlocal status
+        if status is not None:
+            return
+        status = response.status_code
+        ctx.log.note(f"HTTP {response.status_code} {response.reason_phrase}".rstrip())
+        if 300 <= status < 400 and response.headers.get("location"):
+            ctx.log.note(f"Location: {log_url(response.headers['location'])}")
+        answered.append(_by_status(status, response.headers.get("retry-after"), ctx))
+
     try:
         async with (
             httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=False,
-                              verify=verify, proxy=proxy[1] if proxy else None) as client,
+                              verify=verify, proxy=proxy[1] if proxy else None,
+                              event_hooks={"response": [seen]}) as client,
             client.stream(method, url, **kwargs) as response,
         ):
-            status = response.status_code
-            ctx.log.note(f"HTTP {response.status_code} {response.reason_phrase}".rstrip())
-            if 300 <= status < 400 and response.headers.get("location"):
-                ctx.log.note(f"Location: {log_url(response.headers['location'])}")
-            answered.append(_by_status(status, response.headers.get("retry-after"), ctx))
-            await _log_body(response, ctx)
+            await seen(response)
+            await _log_body(response, ctx, secrets)
     except httpx.HTTPError as exc:
         if status is None or isinstance(exc, httpx.LocalProtocolError):
             return _not_answered(exc, ctx)
         # The status is in and the endpoint has acted on the request; only the body (which
-        # is not needed, as for one cut at the cap) broke off: the status decides, and a
-        # retry does not send a non-idempotent request again.
-        ctx.log.note(f"the answer's body broke off: {_said(exc)}")
+        # is not needed, as for one cut at the cap) broke off, or the Location of a 3xx not
+        # followed is no URL: the status decides, and a retry does not send a
+        # non-idempotent request again.
+        ctx.log.note(f"the answer's body broke off: {_said(exc)}" if not answered or
+                     not 300 <= status < 400 else "its Location is not a valid URL")
     except (httpx.InvalidURL, ValueError) as exc:
+        if answered:  # a 3xx's Location httpx cannot read (`https://xn--/`): the status decides
+            ctx.log.note("its Location is not a valid URL")
+            return answered[0]
         # A URL or header value httpx refuses; its message may quote the value (a token).
         reason = f"request failed: the URL or a header value is not valid ({type(exc).__name__})"
         ctx.log.note(reason)
@@ -510,10 +538,71 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
     return answered[0]
 
 
-async def _log_body(response: httpx.Response, ctx: RunContext) -> None:
-    """The first RESPONSE_LOG_CAP bytes of the answer into the run log. Read as sent and
-    unpacked here, at most that much: httpx would unpack a whole network read at once, and
-    a few KB of gzip can unpack to gigabytes."""
+def sent_secrets(rendered: Mapping[str, Any], url: str, headers: Mapping[str, bytes]
+                 ) -> tuple[bytes, ...]:
+    """What the request carried that the stored action shows `[redacted]`: secret-named
+    headers' values (and a `Bearer`'s token alone), `{env:}` headers, the URL's credentials,
+    and an `{env:}` URL's path and query (Slack's token is in the path). An endpoint that
+    echoes the request (a debug endpoint, a proxy's error page) must not put them in the
+    run's log and a `?wait` answer."""
+    env_headers = {k.lower() for k in rendered.get(HEADERS_ENV) or {}}
+    found: set[bytes] = set()
+    for name, value in headers.items():
+        if name.lower() in env_headers or redact.secret_key(name):
+            found.add(value)
+            found.add(value.partition(b" ")[2])  # `Bearer <token>`: the token, quoted alone
+    parts = urlsplit(url)
+    found.update(p.encode() for p in (parts.username, parts.password) if p)
+    if parts.username is not None:  # sent as Basic auth: as it is on the wire, too
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        found.add(base64.b64encode(pair))
+    if URL_ENV in rendered:
+        found.add(parts.path.encode())
+        found.add(parts.query.encode())
+    return tuple(sorted((v for v in found if len(v) >= redact.MIN_SCRUBBED), key=len, reverse=True))
+
+
+class _Scrubbing:
+    """The answer's bytes into the log with `secrets` replaced, one split across two reads
+    included (the last bytes that could begin one wait for the next read)."""
+
+    def __init__(self, ctx: RunContext, secrets: tuple[bytes, ...]) -> None:
+        self.ctx, self.secrets = ctx, secrets
+        self.held = b""
+        self.keep = max((len(s) for s in secrets), default=1) - 1
+
+    def write(self, data: bytes) -> None:
+        if not self.secrets:
+            self.ctx.log.write(data)
+            return
+        text = self.held + data
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        cut = max(0, len(text) - self.keep)
+        self.held = text[cut:]
+        self.ctx.log.write(text[:cut])
+
+    def flush(self) -> None:
+        self.ctx.log.write(self.held)
+        self.held = b""
+
+
+REDACTED = redact.REDACTED.encode()
+
+
+async def _log_body(response: httpx.Response, ctx: RunContext,
+                    secrets: tuple[bytes, ...] = ()) -> None:
+    """The first RESPONSE_LOG_CAP bytes of the answer into the run log, with `secrets`
+    (sent_secrets) scrubbed. Read as sent and unpacked here, at most that much: httpx would
+    unpack a whole network read at once, and a few KB of gzip can unpack to gigabytes."""
+    out = _Scrubbing(ctx, secrets)
+    try:
+        await _log_pieces(response, ctx, out)
+    finally:
+        out.flush()
+
+
+async def _log_pieces(response: httpx.Response, ctx: RunContext, out: _Scrubbing) -> None:
     encoding = response.headers.get("content-encoding", "")
     wbits = _wbits(encoding)
     if wbits == NOT_SHOWN:
@@ -535,15 +624,18 @@ async def _log_body(response: httpx.Response, ctx: RunContext) -> None:
                     rest, decoder = decoder.unused_data, unpacker()
                     piece += decoder.decompress(rest, room - len(piece))
         except zlib.error:
+            out.flush()
             ctx.log.note(f"the answer's body is not valid {encoding}: not shown further")
             return
-        ctx.log.write(piece)
+        out.write(piece)
         kept += len(piece)
         if kept >= RESPONSE_LOG_CAP:
+            out.flush()
             ctx.log.note(f"response body cut at {RESPONSE_LOG_CAP} bytes")
             return
     if piece and not piece.endswith(b"\n"):
-        ctx.log.write(b"\n")
+        out.write(b"\n")
+    out.flush()
     if decoder is not None and not decoder.eof and sent:
         ctx.log.note(f"the answer's {encoding} body ended before its end")
 

@@ -45,6 +45,13 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(8)  # far past the tests' timeout, even on a loaded machine
             self.close_connection = True
             return
+        if self.path.startswith("/reflect"):  # a debug endpoint: the request, as it came
+            out = (f"{self.command} {self.path}\n{self.headers}").encode()
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
         if self.path.startswith(("/gzip", "/bomb", "/double", "/redirect")):
             self._encoded()
             return
@@ -60,8 +67,10 @@ class Handler(BaseHTTPRequestHandler):
     def _encoded(self) -> None:
         """Answers that ignore `Accept-Encoding: identity`, and a redirect."""
         if self.path.startswith("/redirect"):
-            self.send_response(302)
-            self.send_header("Location", "https://other.example/next?token=s3cret")
+            self.send_response(303 if self.path != "/redirect" else 302)
+            self.send_header("Location", {"/redirect-del": "https://pay.example/done?id=\x7f",
+                                          "/redirect-idna": "https://xn--/"}.get(
+                self.path, "https://other.example/next?token=s3cret"))
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -381,6 +390,42 @@ async def test_a_redirect_names_where_it_points_without_its_query(harness, serve
     assert (result.outcome, result.reason) == ("failed", "HTTP 302")
     log = harness.log_text()
     assert "[hookrunner] Location: https://other.example/next\n" in log and "s3cret" not in log
+
+
+@pytest.mark.parametrize("path", ["/redirect-del", "/redirect-idna"])
+async def test_a_redirect_whose_location_is_no_url_is_judged_by_its_status(
+        harness, server: str, path: str) -> None:
+    """httpx reads a 3xx's Location even when it does not follow it: one it could not parse
+    raised with the status unseen, and the run was retried (a POST sent again each time)."""
+    result = await HTTP.run({"url": f"{server}{path}", "method": "POST", "json": {}},
+                            harness.ctx(name=path[1:]))
+    assert (result.outcome, result.reason, result.final) == ("failed", "HTTP 303", True)
+    assert result.outputs == {"status": 303}
+    assert "its Location is not a valid URL" in harness.log_text(path[1:])
+
+
+async def test_an_endpoint_that_echoes_the_request_does_not_put_its_secrets_in_the_log(
+        harness, server: str) -> None:
+    """The stored action shows the rule's Authorization `[redacted]`; an endpoint echoing
+    the request put it in the run's log (and a `?wait` answer) in clear."""
+    host = server.removeprefix("http://")
+    spec = {"url": f"http://deploy:pw-1234567@{host}/reflect", "method": "GET",
+            "headers": {"X-Api-Key": "key-abcdef123", "X-Trace": "visible-trace"}}
+    result = await HTTP.run(spec, harness.ctx(name="echo"))
+    log = harness.log_text("echo")
+    assert result.outcome == "failed" and "visible-trace" in log, log
+    assert "key-abcdef123" not in log and "pw-1234567" not in log, log
+    assert "X-Api-Key: [redacted]" in log and "Authorization: Basic [redacted]" in log, log
+    assert "User-Agent: hookrunner/" in log, log  # an endpoint can tell who calls
+
+
+async def test_a_url_the_client_cannot_send_is_refused_before_any_attempt(harness) -> None:
+    """`http://xn--/` passed hookrunner's own checks and failed each attempt the same way
+    (and `hookrunner test` did not say so): a refusal now, which is not retried."""
+    rendered = {"url": "http://xn--/x", "method": "GET"}
+    assert "not a URL the client can send" in (HTTP.refusal(rendered, harness.root) or "")
+    with pytest.raises(ActionError, match="not a URL the client can send"):
+        await HTTP.run(rendered, harness.ctx())
 
 
 @pytest.mark.parametrize(("value", "refused"), [

@@ -74,3 +74,22 @@ def test_no_proxy_is_read_as_curl_reads_it(host: str, port: int, no_proxy: str,
     from hookrunner.actions.http import _bypassed
 
     assert _bypassed(host, port, no_proxy) is bypassed
+
+
+def test_a_secret_split_across_two_reads_of_the_answer_is_scrubbed_whole() -> None:
+    from types import SimpleNamespace
+
+    from hookrunner.actions.http import _Scrubbing, sent_secrets
+
+    written: list[bytes] = []
+    ctx = SimpleNamespace(log=SimpleNamespace(write=written.append))
+    secrets = sent_secrets({"headers_env": {"X-Hook": "HOOK_URL"}}, "https://h.example/x",
+                           {"Authorization": b"Bearer tok-123456", "X-Hook": b"abcd1234",
+                            "X-Plain": b"visible"})
+    assert secrets == (b"Bearer tok-123456", b"tok-123456", b"abcd1234")
+    out = _Scrubbing(ctx, secrets)  # type: ignore[arg-type]
+    for piece in (b"Authorization: Bearer tok-1", b"23456\nX-Hook: abcd", b"1234\nX-Plain: visible\n"):
+        out.write(piece)
+    out.flush()
+    assert b"".join(written) == (b"Authorization: [redacted]\nX-Hook: [redacted]\n"
+                                 b"X-Plain: visible\n")
