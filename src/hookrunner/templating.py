@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import difflib
 import fnmatch
 import functools
 import ipaddress
@@ -471,7 +472,10 @@ def _check_call(node: nodes.Filter | nodes.Test) -> None:
     kind = "filter" if isinstance(node, nodes.Filter) else "test"
     known = ENV.filters if kind == "filter" else ENV.tests
     if node.name not in known:
-        raise ConfigError(f"unknown {kind} {node.name!r}")
+        near = difflib.get_close_matches(node.name, list(known), n=3, cutoff=0.6)
+        hint = f": did you mean {' or '.join(repr(n) for n in near)}?" if near else (
+            f" (the {kind}s: {', '.join(sorted(known))})")
+        raise ConfigError(f"unknown {kind} {node.name!r}{hint}")
     if isinstance(node, nodes.Filter):
         _check_constant(node)
     if node.name not in _OUR_TESTS:

@@ -518,3 +518,14 @@ def test_from_json_reads_json_sent_as_text_inside_a_field() -> None:
                            ("n", r"^`\| from_json` reads JSON text, and this value is a number")]:
         with pytest.raises(TemplateError, match=message):
             compile_template(f"{{{{ payload.{field} | from_json }}}}").render(scope)
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("payload.x | lenght > 1", "unknown filter 'lenght': did you mean 'length'?"),
+    ('payload.x is matches("a")', "unknown test 'matches': did you mean 'match'?"),
+    ("payload.x | qqqzzz", "unknown filter 'qqqzzz' (the filters: abs,"),
+])
+def test_an_unknown_filter_or_test_says_which_was_meant_or_lists_them(text: str, said: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compile_expression(text)
+    assert said in str(caught.value), caught.value
