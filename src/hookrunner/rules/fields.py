@@ -6,6 +6,7 @@ every problem of every file rather than the first.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -110,8 +111,14 @@ def mapping(ctx: Ctx, parent: Any, key: Any, what: str) -> LineDict | None:
 def known_keys(ctx: Ctx, node: LineDict, allowed: Collection[str], what: str) -> None:
     for key in node:
         if key not in allowed:
-            ctx.error(node, (key,), f"unknown key {key!r} in {what}; allowed: "
-                      f"{', '.join(sorted(allowed))}")
+            ctx.error(node, (key,), f"unknown key {key!r} in {what}{did_you_mean(key, allowed)}"
+                      f"; allowed: {', '.join(sorted(allowed))}")
+
+
+def did_you_mean(name: Any, known: Collection[str]) -> str:
+    """` (did you mean 'when'?)` for a misspelt name (`wen`), else ""."""
+    near = difflib.get_close_matches(str(name).lower(), list(known), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
 
 
 def string(ctx: Ctx, parent: Any, key: Any, what: str) -> str | None:

@@ -238,7 +238,8 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
     for ctx, node, path, hook_id in merged.refs:
         if hook_id not in merged.hook_sources:
             known = ", ".join(sorted(merged.hook_sources)) or "none are defined"
-            ctx.error(node, path, f"unknown hook {hook_id!r}; defined hooks: {known}")
+            ctx.error(node, path, f"unknown hook {hook_id!r}"
+                      f"{f.did_you_mean(hook_id, merged.hook_sources)}; defined hooks: {known}")
     warnings = [*(warnings or []), *(w for c in ctxs for w in c.warnings)]
     used = {hook_id for *_, hook_id in merged.refs}  # a rule with an error names its hook too
     warnings += [f"{src}: hook {hid!r} has no rules: its deliveries are stored but run nothing"
@@ -385,8 +386,9 @@ def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[st
         return None
     name = next(iter(spec))
     if name not in VERIFIERS:
-        ctx.error(spec, (name,), f"hook {hook_id!r}: unknown verifier {name!r}; expected one "
-                  f"of: {', '.join(sorted(VERIFIERS))}")
+        ctx.error(spec, (name,), f"hook {hook_id!r}: unknown verifier {name!r}"
+                  f"{f.did_you_mean(name, VERIFIERS)}; expected one of: "
+                  f"{', '.join(sorted(VERIFIERS))}")
         return None
     options = spec[name]
     if options is None:  # `{github: }` or `github` alone: errors point at where it is named
@@ -534,7 +536,8 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
         return None
     kind = next(iter(spec))
     if kind not in RUNNERS:
-        ctx.error(spec, (kind,), f"{what}: unknown run type {kind!r}; expected one of: {kinds}")
+        ctx.error(spec, (kind,), f"{what}: unknown run type {kind!r}"
+                  f"{f.did_you_mean(kind, RUNNERS)}; expected one of: {kinds}")
         return None
     body = spec[kind]
     fallback = spec.line_of(kind)

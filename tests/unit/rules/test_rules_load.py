@@ -1033,3 +1033,23 @@ def test_a_hook_id_with_a_final_newline_is_refused() -> None:
     """`$` matched before a final newline: `"nl\\n"` was a hook, served at /hooks/nl%0A."""
     with pytest.raises(ConfigErrors, match="hook id"):
         load_rules_text({"r.yaml": 'hooks:\n  "nl\\n": {verify: {none: {}}}\n'})
+
+
+def test_a_misspelt_key_run_type_hook_or_verifier_says_which_was_meant() -> None:
+    text = """
+hooks:
+  github: {verify: {githb: {secret: x}}}
+rules:
+  - name: r
+    hook: githab
+    wen: event == "push"
+    run: {shel: {argv: ["true"]}}
+"""
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules_text({"r.yaml": text})
+    said = str(caught.value)
+    for expected in ("unknown verifier 'githb' (did you mean 'github' or 'gitlab'?)",
+                     "unknown key 'wen' in rule 'r' (did you mean 'when'?)",
+                     "unknown run type 'shel' (did you mean 'shell'?)",
+                     "unknown hook 'githab' (did you mean 'github'?)"):
+        assert expected in said, said
