@@ -265,6 +265,19 @@ def _too_many_values(data: Any) -> bool:
 _UNQUOTED_TEMPLATE = re.compile(r"(?:^\s*-\s+|:\s+|[\[,]\s*)\{\{")
 
 
+def _line_before(text: str, index: int) -> tuple[int, str] | None:
+    """The line before the one holding `index`, skipping blank and comment lines: (its
+    index in `text`, its text)."""
+    start = text.rfind("\n", 0, index)
+    while start > 0:
+        prev = text.rfind("\n", 0, start) + 1
+        line = text[prev:start]
+        if line.strip() and not line.lstrip().startswith("#"):
+            return prev, line
+        start = prev - 1
+    return None
+
+
 def _line(text: str, index: int) -> str:
     """The line of `text` that holds `index`."""
     start = text.rfind("\n", 0, index) + 1
@@ -299,7 +312,19 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
             mark = exc.context_mark  # an unclosed quote or bracket: where it opened
         line = loader.line_at(mark) if mark else 0
         what = " ".join(p for p in (exc.context, exc.problem) if p)
-        if mark is not None and _UNQUOTED_TEMPLATE.search(_line(text, mark.index)):
+        before = _line_before(text, mark.index) if mark is not None else None
+        if exc.problem == "could not find expected ':'" and exc.context_mark is not None:
+            # `when event == "push"`: said at the line after, where YAML gave up
+            line = loader.line_at(exc.context_mark)
+            what = "this line has no `:` after its key (`when: ...`, `hook: ...`)"
+        elif exc.problem == "mapping values are not allowed here" and before is not None \
+                and before[1].strip() and ":" not in before[1]:
+            # `- name r1` (or `-name: r1`) on the line before: not a key, so this one's is
+            # taken for part of a value
+            line = len(_BREAKS.findall(text[:before[0]])) + 1
+            what = ("this line has no `: ` after its key (`- name: r1`, with a space after "
+                    "`-` and `:`), so YAML reads the next line's key as part of its value")
+        elif mark is not None and _UNQUOTED_TEMPLATE.search(_line(text, mark.index)):
             # `- {{ payload.ref }}-suffix`: YAML read `{{ ... }}` as a mapping, then text after it
             what += (" (a value starting with `{{` is read by YAML as a mapping: quote the "
                      "whole value, `- \"{{ payload.ref }}-suffix\"`)")

@@ -137,3 +137,14 @@ def test_a_lone_surrogate_is_an_error_at_its_line() -> None:
     assert sorted(p.line for p in problems) == [2, 3], problems
     assert all("lone surrogate" in p.message for p in problems)
     assert parse_yaml('a: "\\U0001F600"\n', "f.yaml") == ({"a": "\U0001F600"}, [])
+
+
+@pytest.mark.parametrize(("text", "line", "said"), [
+    ('rules:\n  - name: r1\n    when event == "push"\n    run: {}\n', 3, "no `:` after its key"),
+    ("rules:\n  - name r1\n\n    hook: h\n", 2, "no `: ` after its key"),
+])
+def test_a_key_without_its_colon_is_said_at_its_own_line(text: str, line: int, said: str) -> None:
+    """YAML gave up a line later, and the hint said to quote a `when` that had no colon."""
+    _, problems = parse_yaml(text, "f.yaml")
+    (problem,) = problems
+    assert (problem.line, said in problem.message) == (line, True), problem
