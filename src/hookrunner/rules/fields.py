@@ -95,8 +95,8 @@ def type_name(value: Any) -> str:
 
 def not_a_string(what: str, value: Any) -> str:
     """`what` must be a string, and why a YAML writer may have made it something else."""
-    hint = (" (YAML reads an unquoted true, false, yes, no, on or off as one: quote it, "
-            "e.g. \"true\")") if isinstance(value, bool) else ""
+    hint = (" (YAML reads an unquoted true or false as one: quote it, e.g. \"true\")"
+            ) if isinstance(value, bool) else ""
     return f"{what} must be a string, got {type_name(value)}{hint}"
 
 

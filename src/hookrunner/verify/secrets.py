@@ -111,7 +111,10 @@ def _resolve_one(value: Any, key: str, root: Path | None) -> list[bytes]:
 def _from_env(name: Any, key: str) -> bytes:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{key}: env must name an environment variable", path=(key,))
-    # Read once at load: a reload picks up a rotated value.
+    if name.startswith("$"):  # a shell's way to read it, not its name
+        raise ConfigError(f"{key}: env names the variable without a `$`: {{env: {name[1:]}}}",
+                          path=(key,))
+    # Read once at load (a reload reads it again, from the environment the server started with).
     secret = _without_newline(os.environ.get(name, "").encode())
     if not secret:
         raise SecretUnavailable(f"{key}: environment variable {name} is not set or empty",

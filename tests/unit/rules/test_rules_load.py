@@ -84,7 +84,7 @@ ERROR_CASES = [
      "    run: {shell: {argv: [x]}}\n", "r.yaml:7: rule 'a': when: an empty list of conditions"),
     ("unquoted true in argv", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [true]}}\n",
      "r.yaml:7: rule 'a': run.shell.argv[0] must be a string, got a boolean (YAML reads an unquoted "
-     "true, false, yes, no, on or off as one: quote it, e.g. \"true\")"),
+     "true or false as one: quote it, e.g. \"true\")"),
     ("bad timeout", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
      "    timeout: soon\n", "r.yaml:8: rule 'a' timeout: expected a duration"),
     ("zero timeout", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
@@ -1053,3 +1053,9 @@ rules:
                      "unknown run type 'shel' (did you mean 'shell'?)",
                      "unknown hook 'githab' (did you mean 'github'?)"):
         assert expected in said, said
+
+
+def test_a_secret_env_written_as_the_shell_reads_it_says_to_drop_the_dollar() -> None:
+    text = "hooks:\n  h: {verify: {github: {secret: {env: $GITHUB_SECRET}}}}\n"
+    with pytest.raises(ConfigErrors, match=r"without a `\$`: \{env: GITHUB_SECRET\}"):
+        load_rules_text({"r.yaml": text})
