@@ -276,6 +276,10 @@ def redact_url(text: str) -> str:
         pairs = parse_qsl(parts.query, keep_blank_values=True)
         if any(secret_key(name) for name, _ in pairs):
             parts = parts._replace(query=urlencode(redact_pairs(pairs), safe="[]"))
+    if "=" in parts.fragment:  # `#access_token=...` (OAuth's implicit flow): never sent, but kept
+        pairs = parse_qsl(parts.fragment, keep_blank_values=True)
+        if any(secret_key(name) for name, _ in pairs):
+            parts = parts._replace(fragment=urlencode(redact_pairs(pairs), safe="[]"))
     return urlunsplit(parts)
 
 

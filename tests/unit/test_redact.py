@@ -95,6 +95,9 @@ def test_redaction_leaves_the_stored_spec_untouched() -> None:
     ("http://sk_live_S3CR3T:@h:8/", f"http://{REDACTED}@h:8/"),
     ("plain text with a:b@c", "plain text with a:b@c"),
     ("http://u:p@[::1]:8080/", f"http://u:{REDACTED}@[::1]:8080/"),
+    # A fragment is never sent, but is kept with the URL: `#access_token=` hidden too.
+    ("https://h/cb#access_token=FRAG&state=1", f"https://h/cb#access_token={REDACTED}&state=1"),
+    ("https://h/docs#section-2", "https://h/docs#section-2"),
 ])
 def test_redact_url(text: str, shown: str) -> None:
     assert redact_url(text) == shown
