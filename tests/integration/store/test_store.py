@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -67,7 +68,8 @@ def new_run(d: NewDelivery, key: str | None = None, policy: str = "queue", at: f
             **kw: Any) -> NewRun:
     return NewRun(
         id=f"r-{uuid.uuid4().hex[:10]}", delivery_id=d.id, rule="r", action="shell",
-        spec={"argv": ["echo", "hi"]}, concurrency_key=key, policy=policy,  # type: ignore[arg-type]
+        spec=kw.pop("spec", {"argv": ["echo", "hi"]}), concurrency_key=key,
+        policy=policy,  # type: ignore[arg-type]
         created_at=at, **kw,
     )
 
@@ -545,6 +547,19 @@ async def test_a_saved_log_is_measured_and_its_head_read_in_the_store(store: Sto
     assert await store.get_log_head(a, 1, 4) == ("héll", True)
     assert await store.get_log_head(a, 1, len(log)) == (log, False)
     assert await store.log_length(a, 2) is None and await store.get_log_head(a, 2, 4) is None
+
+
+async def test_a_rendered_action_comes_back_as_it_was_written(store: Store) -> None:
+    """PostgreSQL's JSONB sorted an object's keys and read numbers as numerics (1e16 came
+    back as 10000000000000000, -0.0 as 0.0): the action got other JSON than was rendered."""
+    spec = {"url": "https://h/x", "json": {"zeta": [1, 2], "u": "é", "alpha": 1e16,
+                                          "neg": -0.0, "huge": 1.7976931348623157e308,
+                                          "lit": {"b": 1, "a": 2}}}
+    run_id = await enqueue(store, spec=spec)
+    claimed_runs = await store.claim("n1", 1, LEASE, T0)
+    assert [json.dumps(r.spec) for r in claimed_runs] == [json.dumps(spec)]
+    stored = await store.get_run(run_id)
+    assert stored is not None and json.dumps(stored.spec) == json.dumps(spec)
 
 
 async def test_counts_next_due_and_list_runs(store: Store) -> None:

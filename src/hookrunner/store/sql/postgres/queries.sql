@@ -22,7 +22,7 @@ SELECT id FROM deliveries WHERE hook = %(hook)s AND dedup_key = %(dedup_key)s;
 -- name: insert_run
 INSERT INTO runs (id, delivery_id, rule, action, spec, status, concurrency_key, policy, timeout,
                   max_attempts, backoff, max_backoff, retry_on, created_at, next_attempt_at)
-VALUES (%(id)s, %(delivery_id)s, %(rule)s, %(action)s, %(spec)s::jsonb, 'queued',
+VALUES (%(id)s, %(delivery_id)s, %(rule)s, %(action)s, %(spec)s::json, 'queued',
         %(concurrency_key)s, %(policy)s, %(timeout)s, %(max_attempts)s, %(backoff)s,
         %(max_backoff)s, %(retry_on)s::jsonb, %(created_at)s, %(next_attempt_at)s);
 
@@ -83,8 +83,8 @@ WHERE r.status = 'running' AND r.concurrency_key = ANY(%(keys)s) ORDER BY r.seq;
 -- name: skip_run
 UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(superseded_by)s,
                 finished_at = %(now)s,
-                spec = hookrunner_ended_spec(spec),
-                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
+                spec = hookrunner_ended_spec(spec::jsonb)::json,
+                concurrency_key = hookrunner_ended_key(spec::jsonb, concurrency_key)
 WHERE id = %(id)s AND status = 'queued';
 
 -- name: repoint_superseded
@@ -107,8 +107,8 @@ WHERE id IN (SELECT r.id FROM chain c JOIN runs r ON r.superseded_by = c.id
 -- A replace/coalesce key's older runs waiting for a retry (concurrency.Decision.supersede).
 UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(id)s,
                 finished_at = %(now)s,
-                spec = hookrunner_ended_spec(spec),
-                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
+                spec = hookrunner_ended_spec(spec::jsonb)::json,
+                concurrency_key = hookrunner_ended_key(spec::jsonb, concurrency_key)
 WHERE status = 'queued' AND concurrency_key = %(key)s AND seq < %(seq)s
   AND next_attempt_at > %(now)s
 RETURNING id, rule, delivery_id, attempt, reason;
@@ -161,8 +161,8 @@ UPDATE runs SET status = %(outcome)s, exit_code = %(exit_code)s,
                 outputs = %(outputs)s::jsonb, finished_at = %(finished_at)s, lease_expires = NULL,
                 -- replaced (see flag_cancel) only if the cancel is how it ended
                 superseded_by = CASE WHEN %(outcome)s = 'canceled' THEN superseded_by END,
-                spec = hookrunner_ended_spec(spec),
-                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
+                spec = hookrunner_ended_spec(spec::jsonb)::json,
+                concurrency_key = hookrunner_ended_key(spec::jsonb, concurrency_key)
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s
   AND attempt = COALESCE(%(attempt)s::integer, attempt);
 
@@ -179,8 +179,8 @@ UPDATE runs SET status = 'canceled', exit_code = %(exit_code)s, outputs = %(outp
                 finished_at = %(finished_at)s, lease_expires = NULL,
                 reason = CASE WHEN superseded_by IS NULL THEN %(cancel_reason)s
                               ELSE 'canceled: replaced by run ' || superseded_by END,
-                spec = hookrunner_ended_spec(spec),
-                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
+                spec = hookrunner_ended_spec(spec::jsonb)::json,
+                concurrency_key = hookrunner_ended_key(spec::jsonb, concurrency_key)
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s AND cancel_requested
   AND attempt = COALESCE(%(attempt)s::integer, attempt);
 
@@ -195,8 +195,8 @@ WHERE r.status = 'running' AND r.lease_owner = %(node)s ORDER BY r.seq;
 -- name: cancel_queued
 UPDATE runs SET status = 'canceled',
     reason = CASE WHEN attempt > 0 THEN %(retry_reason)s ELSE %(reason)s END, finished_at = %(now)s,
-                spec = hookrunner_ended_spec(spec),
-                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
+                spec = hookrunner_ended_spec(spec::jsonb)::json,
+                concurrency_key = hookrunner_ended_key(spec::jsonb, concurrency_key)
 WHERE id = %(id)s AND status = 'queued';
 
 -- name: run_status
@@ -220,7 +220,7 @@ SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id WHERE r
 -- its hidden-key mark (redact.HIDDEN_KEY); store/base.LISTED_SPEC says so for the memory store.
 SELECT r.seq, r.id, r.delivery_id, r.rule, r.action,
        CASE WHEN octet_length(r.spec::text) <= 65536 THEN r.spec
-            ELSE jsonb_build_object('omitted_bytes', octet_length(r.spec::text), 'hidden_concurrency_key',
+            ELSE json_build_object('omitted_bytes', octet_length(r.spec::text), 'hidden_concurrency_key',
                                     coalesce(r.spec -> 'hidden_concurrency_key', 'false')) END AS spec,
        r.status, r.attempt, r.concurrency_key, r.policy, r.timeout, r.max_attempts,
        r.backoff, r.max_backoff, r.retry_on, r.created_at, r.next_attempt_at, r.started_at,
