@@ -9,7 +9,7 @@ from typing import Any
 from hookrunner.errors import ConfigError
 from hookrunner.rules.fields import not_a_string, type_name
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # (not `$`: it lets a final newline through)
 SCALARS = (str, int, float)  # YAML numbers are accepted where a string is expected
 
 

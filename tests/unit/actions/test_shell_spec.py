@@ -173,3 +173,10 @@ def test_a_templated_program_must_name_a_file_under_the_root(
     # A program the rule writes out is looked up as it always was.
     plain = build_invocation({"argv": ["touch"]}, root=tmp_path, base_env={"PATH": "/usr/bin:/bin"})
     assert plain.argv[0].endswith("/touch")
+
+
+def test_an_env_name_with_a_final_newline_is_refused() -> None:
+    """`^...$` let a final newline through: the action got a variable named `A\\n`."""
+    with pytest.raises(ConfigError, match="env"):
+        normalize_shell({"argv": ["true"], "env": {"A\n": "x"}})
+    assert normalize_shell({"argv": ["true"], "env": {"A_1": "x"}})["env"] == {"A_1": "x"}
