@@ -30,7 +30,9 @@ ID_NAMES = frozenset(ID_PREFIX + key.upper() for key in ID_KEYS)  # HOOKRUNNER_R
 STDIN_SOURCES = ("payload",)
 
 # Jinja2 markup is kept whole while splitting `command`: `{{ a }}` must not become 3 words.
-_TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+# (The placeholders' own characters, where the command holds them, are kept the same way:
+# left as they were, they read as a placeholder of a template that is not there.)
+_TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}|[\ue000\ue001]", re.DOTALL)
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
 
 
@@ -66,7 +68,10 @@ def normalize_shell(raw: Any) -> dict[str, Any]:
         if not out["argv"]:
             raise ConfigError("shell.command is empty", path=("command",))
     if templated_program(out["argv"][0]):
-        out[PROGRAM_TEMPLATED] = True  # it must be a file under --root (build_invocation)
+        # It must be a file under --root, and under the directory the rule writes before
+        # its `{{` (build_invocation): that directory, `scripts/` (True: none, or a run
+        # stored before the directory was kept).
+        out[PROGRAM_TEMPLATED] = written_dir(out["argv"][0]) or True
     env = spec.str_map(spec_, "env", KIND, names=spec.ENV_NAME)
     if env is not None:
         for name in env:
@@ -84,6 +89,13 @@ def normalize_shell(raw: Any) -> dict[str, Any]:
             raise ConfigError("shell.stdin must be 'payload'", path=("stdin",))
         out["stdin"] = spec_["stdin"]
     return out
+
+
+def written_dir(program: str) -> str:
+    """The directory a templated program's text names before its first `{{`
+    (`scripts/deploy-{{ x }}.sh` -> `scripts/`), or ""."""
+    before = program.split("{{", 1)[0].split("{%", 1)[0]
+    return before[:before.rfind("/") + 1]
 
 
 def templated_program(program: str) -> bool:
@@ -116,9 +128,22 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
         raise ActionError(f"shell: the program is templated, so it must name a file under "
                           f"--root (as scripts/{{{{ ... }}}}.sh does), not a program on PATH "
                           f"or a path outside it: {argv[0][:200]!r}")
+    written = rendered.get(PROGRAM_TEMPLATED)
+    if isinstance(written, str) and not _stays_in(argv[0], written):
+        # `scripts/{{ payload.name }}.sh` with `../uploads/x` ran any *.sh under --root.
+        raise ActionError(f"shell: the program is templated after {written!r}, so it must "
+                          f"stay in that directory: {argv[0][:200]!r}")
     argv[0] = resolve_program(argv[0], root=root, path=env.get("PATH", ""))
-    cwd = confine(root, stringify(rendered["cwd"])) if rendered.get("cwd") else root
+    # (A template that renders empty is refused by confine, not taken for --root itself.)
+    given = rendered.get("cwd", root)
+    cwd = confine(root, "" if given is None else stringify(given)) if "cwd" in rendered else root
     return Invocation(argv=argv, cwd=cwd, env=env, stdin=rendered.get("stdin") == "payload")
+
+
+def _stays_in(program: str, directory: str) -> bool:
+    """Whether `program`, read as written (`..` taken away), is inside `directory`."""
+    normal = os.path.normpath(program)
+    return normal.startswith(os.path.normpath(directory).rstrip("/") + "/")
 
 
 def resolve_program(program: str, *, root: Path, path: str) -> str:

@@ -180,3 +180,39 @@ def test_an_env_name_with_a_final_newline_is_refused() -> None:
     with pytest.raises(ConfigError, match="env"):
         normalize_shell({"argv": ["true"], "env": {"A\n": "x"}})
     assert normalize_shell({"argv": ["true"], "env": {"A_1": "x"}})["env"] == {"A_1": "x"}
+
+
+@pytest.mark.parametrize(("value", "refused"), [
+    ("deploy", False), ("a/../deploy", False),
+    ("../uploads/x", True), ("../scripts/deploy", False), ("x/../../uploads/x", True),
+])
+def test_a_templated_program_stays_in_the_directory_the_rule_writes(
+        tmp_path: Path, value: str, refused: bool) -> None:
+    """`scripts/{{ payload.name }}.sh` with `../uploads/x` ran any *.sh under --root."""
+    for d in ("scripts", "uploads", "scripts/a"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    for f in ("scripts/deploy.sh", "uploads/x.sh"):
+        (tmp_path / f).write_text("#!/bin/sh\n")
+        (tmp_path / f).chmod(0o755)
+    spec = normalize_shell({"argv": ["scripts/{{ payload.name }}.sh"]})
+    rendered = {**spec, "argv": [f"scripts/{value}.sh"]}
+    if refused:
+        with pytest.raises(ActionError, match="stay in that directory"):
+            build_invocation(rendered, root=tmp_path, base_env={"PATH": "/bin"})
+    else:
+        assert build_invocation(rendered, root=tmp_path, base_env={"PATH": "/bin"}).argv[0] \
+            == str(tmp_path / "scripts/deploy.sh")
+
+
+def test_a_cwd_template_that_renders_empty_is_refused_not_taken_for_root(tmp_path: Path) -> None:
+    spec = normalize_shell({"argv": ["true"], "cwd": "{{ payload.dir }}"})
+    for empty in ("", None):
+        with pytest.raises(ActionError, match="empty"):
+            build_invocation({**spec, "cwd": empty}, root=tmp_path, base_env={"PATH": "/bin"})
+
+
+def test_a_command_holding_the_splitters_own_placeholder_characters_keeps_them() -> None:
+    """U+E000/U+E001 mark the templates while a command is split: the command's own were a
+    traceback from `check` and a reload that failed with no line."""
+    assert split_command("prog \ue0000\ue001 '{{ payload.a }} x'") == [
+        "prog", "\ue0000\ue001", "{{ payload.a }} x"]
