@@ -627,6 +627,14 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
                     "any file under --root", (key,))
     if kind == "http":
         _http_url(tree, problem)
+    env = tree.get("env") if kind == "shell" else None
+    for name, value in env.items() if isinstance(env, dict) else ():
+        if _PICKS_CODE.fullmatch(str(name)) and not isinstance(value, Constant):
+            ctx.warnings.append(
+                f"{ctx.file}:{line_of(body, ('env', name), fallback)}: {what}: run.shell.env."
+                f"{name} is a template: a value chooses what code runs (the programs "
+                "looked up, a library loaded, a script read at start), as a templated "
+                "program would; write it out, or guard the value in `when`")
     if ctx.root is None:
         return
     def missing(message: str, path: tuple[str | int, ...]) -> None:
@@ -705,6 +713,13 @@ def _sender_picks_program(program: Any, root: Path | None) -> bool:
     if head.startswith("/"):
         return root is None or not Path(head).resolve().is_relative_to(root.resolve())
     return "/" not in head
+
+
+# Environment variables that choose code: where programs are found, what the dynamic loader
+# or an interpreter loads or runs at start.
+_PICKS_CODE = re.compile(r"PATH|LD_\w+|GCONV_PATH|BASH_ENV|ENV|SHELLOPTS|PS4|PYTHON(PATH|HOME|"
+                         r"STARTUP)|NODE_OPTIONS|NODE_PATH|PERL5OPT|PERL5LIB|PERLLIB|RUBYOPT|"
+                         r"RUBYLIB|GIT_\w+|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|CLASSPATH|IFS")
 
 
 # Not `;` (`find -exec ... ;`), `<` (`expr 1 < 2`) or `&`: arguments often enough.

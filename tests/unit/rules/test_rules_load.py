@@ -1059,3 +1059,22 @@ def test_a_secret_env_written_as_the_shell_reads_it_says_to_drop_the_dollar() ->
     text = "hooks:\n  h: {verify: {github: {secret: {env: $GITHUB_SECRET}}}}\n"
     with pytest.raises(ConfigErrors, match=r"without a `\$`: \{env: GITHUB_SECRET\}"):
         load_rules_text({"r.yaml": text})
+
+
+def test_a_templated_env_variable_that_chooses_code_is_warned_about() -> None:
+    """`env: {PATH: "...:{{ payload.extra }}"}` ran the sender's `deploy`; `LD_PRELOAD`
+    loaded its library. Written out, or another name, no warning."""
+    text = """
+hooks: {h: {verify: {none: {}}}}
+rules:
+  - name: r
+    hook: h
+    run:
+      shell:
+        argv: ["true"]
+        env: {PATH: "/usr/bin:{{ payload.extra }}", LD_PRELOAD: "{{ payload.pre }}",
+              PYTHONPATH: /opt/lib, REGION: "{{ payload.region }}"}
+"""
+    warnings = load_rules_text({"r.yaml": text}).warnings
+    said = [w for w in warnings if "a value chooses what code runs" in w]
+    assert len(said) == 2 and "env.PATH" in said[0] + said[1] and "env.LD_PRELOAD" in said[0] + said[1]
