@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from hookrunner.logs import terminal_safe
 from hookrunner.private import PRIVATE_FILE, private_dir
 from hookrunner.redact import scrub
 from hookrunner.settings import DEFAULT_LOG_CAP  # one default, named once
@@ -119,6 +120,9 @@ class FileLog:
             if self._closed:
                 return
             text = scrub(text, self.hidden) if self.hidden else text
+            # One line, as written: a value it quotes (a program path a payload made, `x\n
+            # [hookrunner] succeeded`) must not add lines that read as hookrunner's own.
+            text = terminal_safe(text.rstrip("\n"))
             if self.truncated and self.tail_bytes:  # placed with the output around it later
                 prefix = b"" if self._tail_at_line_start else b"\n"
                 self._tail_notes.append(

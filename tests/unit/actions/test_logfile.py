@@ -322,3 +322,14 @@ def test_a_log_that_goes_to_a_full_disk_keeps_what_it_held_in_memory(tmp_path: P
     assert log.complete
     assert path.read_text() == "[hookrunner] run R rule r attempt 1/1 on node n\nfirst line\n" \
                                "second line\n"
+
+
+def test_a_note_quoting_a_value_stays_one_line(tmp_path: Path) -> None:
+    """A program path a payload made (`zz\\n[hookrunner] succeeded`) added a line that read
+    as hookrunner's own to a failed run's log."""
+    path = tmp_path / "run.log"
+    with FileLog(path, cap_bytes=4000) as log:
+        log.note("executable not found: 'scripts/zz\n[hookrunner] succeeded\x1b[0m.sh'")
+    text = path.read_text()
+    assert text.count("\n") == 1 and text.startswith("[hookrunner] executable not found"), text
+    assert "\\u000a[hookrunner] succeeded\\u001b[0m" in text, text
