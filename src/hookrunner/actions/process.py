@@ -128,6 +128,20 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def _left_the_group(pgid: int) -> list[int]:
+    """The live descendants of the group's leader (`pgid`) in another process group that
+    carry no HOOKRUNNER_RUN_ID (so nothing would find them later)."""
+    left = []
+    for pid in descendants(pgid):
+        try:
+            if os.getpgid(pid) != pgid and b"\0HOOKRUNNER_RUN_ID=" not in b"\0" + Path(
+                    f"/proc/{pid}/environ").read_bytes():
+                left.append(pid)
+        except OSError:  # gone meanwhile
+            pass
+    return left
+
+
 def kill_all(pids: Iterable[int]) -> None:
     """SIGKILL each pid and the group it leads, if any."""
     for pid in pids:
@@ -588,13 +602,21 @@ async def _interrupt_leader(pid: int, waiter: asyncio.Future[int], sig: signal.S
 
 
 async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Future[None]) -> None:
-    """SIGTERM the group, wait up to the grace period for it to go, SIGKILL, reap the leader."""
+    """SIGTERM the group, wait up to the grace period for it to go, SIGKILL, reap the leader.
+    The leader's descendants that left the group (`setsid`) and cleared their environment
+    (`env -i`) go the same way: those that kept it are the dispatcher's to find by their
+    HOOKRUNNER_RUN_ID (and to log), but these survived a timeout or a cancel."""
     loop = asyncio.get_running_loop()
+    left = _left_the_group(pgid)
     signal_group(pgid, signal.SIGTERM)
     signal_group(pgid, signal.SIGCONT)  # a stopped member runs its handler (else only KILL)
+    for pid in left:
+        signal_process(pid, signal.SIGTERM)
+        signal_process(pid, signal.SIGCONT)
     until = loop.time() + GRACE_PERIOD
     while loop.time() < until and not (waiter.done() and not group_alive(pgid)):
         await asyncio.sleep(POLL_INTERVAL)
+    kill_all(left)
     signal_group(pgid, signal.SIGKILL)
     await waiter
     # SIGKILL is sent, not yet done: on a busy machine a member may still be running for a

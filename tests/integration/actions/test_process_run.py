@@ -128,6 +128,23 @@ async def test_timeout_kills_the_whole_tree(harness) -> None:
     assert harness.log_text() == "started\n[hookrunner] timed out after 1s\n"
 
 
+async def test_a_timeout_stops_a_child_that_left_the_group_and_its_environment(harness) -> None:
+    """`setsid env -i ...`: out of the group, and without HOOKRUNNER_RUN_ID to be found by
+    later; still a child of the running leader, so it goes with the run."""
+    pidfile = harness.root / "pids"
+    script = harness.script(
+        "detach.sh", f"setsid env -i sh -c 'echo $$ >> {pidfile}; exec sleep 60' &\n"
+                     "echo started\nsleep 60\n")
+    ctx = harness.ctx(timeout=1.0)
+    result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.outcome == "timed_out"
+    (pid,) = read_pids(pidfile, 1)
+    deadline = time.monotonic() + 5
+    while is_alive(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not is_alive(pid)
+
+
 async def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period(
     harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
