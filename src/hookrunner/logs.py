@@ -41,11 +41,13 @@ def settle_throttled() -> None:
 class Throttled:
     """An event that may fire thousands of times a second (a refusal under overload): the
     first is logged at once, the rest at most once per `every` seconds, with how many there
-    were (`count`) since the last line. With `per`, each value of that field (a hook id) has
-    its own clock and count, so a flood on one hook cannot hide another's; only use it for a
-    field whose values are bounded (configured names, not client input)."""
+    were (`count`) since the last line. With `per`, each value of that field (a hook id), or
+    of that function of the fields, has its own clock and count, so a flood on one hook
+    cannot hide another's; only use it for values that are bounded (configured names, a
+    fixed set of reasons; not client input)."""
 
-    def __init__(self, name: str, level: int, every: float = 1.0, per: str | None = None) -> None:
+    def __init__(self, name: str, level: int, every: float = 1.0,
+                 per: str | Callable[[dict[str, Any]], Any] | None = None) -> None:
         self.name, self.level, self.every, self.per = name, level, every, per
         _THROTTLED.append(self)
         self._last: dict[Any, float] = {}
@@ -55,7 +57,8 @@ class Throttled:
         self._flushes: dict[Any, tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = {}
 
     def __call__(self, **fields: Any) -> None:
-        key = fields.get(self.per) if self.per is not None else None
+        per = self.per
+        key = None if per is None else per(fields) if callable(per) else fields.get(per)
         count = self._count.get(key, 0) + 1
         now = time.monotonic()
         last = self._last.get(key, float("-inf"))
@@ -143,13 +146,18 @@ def _timestamp(created: float) -> str:
 # 48K) and, with --http-workers on one pipe, interleaved with other processes' lines (a
 # write over PIPE_BUF is not atomic). The API and the console have the whole of it.
 FIELD_MAX = 1024
+# Fields made of the rules' own names and hookrunner's ids, whole: `delivery.accepted
+# runs=` is how a delivery is followed to its runs (40 rules of a hook are ~2,000 characters).
+WHOLE_FIELDS = frozenset({"runs"})
 
 
 def _bounded(fields: dict[str, Any]) -> dict[str, Any]:
-    if all(not isinstance(v, str) or len(v) <= FIELD_MAX for v in fields.values()):
+    if all(not isinstance(v, str) or len(v) <= FIELD_MAX or k in WHOLE_FIELDS
+           for k, v in fields.items()):
         return fields
     return {k: f"{v[:FIELD_MAX]}...[{len(v) - FIELD_MAX} more characters]"
-            if isinstance(v, str) and len(v) > FIELD_MAX else v for k, v in fields.items()}
+            if isinstance(v, str) and len(v) > FIELD_MAX and k not in WHOLE_FIELDS else v
+            for k, v in fields.items()}
 
 
 def _text_line(created: float, level: str, name: str, fields: dict[str, Any]) -> str:

@@ -508,6 +508,7 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
             ctx.log.note(f"Location: {log_url(response.headers['location'])}")
         answered.append(_by_status(status, response.headers.get("retry-after"), ctx))
 
+    reading = False  # the body is being read (else: httpx still making the answer)
     try:
         async with (
             httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=False,
@@ -516,6 +517,7 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
             client.stream(method, url, **kwargs) as response,
         ):
             await seen(response)
+            reading = True
             await _log_body(response, ctx, secrets)
     except httpx.HTTPError as exc:
         if status is None or isinstance(exc, httpx.LocalProtocolError):
@@ -524,8 +526,8 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
         # is not needed, as for one cut at the cap) broke off, or the Location of a 3xx not
         # followed is no URL: the status decides, and a retry does not send a
         # non-idempotent request again.
-        ctx.log.note(f"the answer's body broke off: {_said(exc)}" if not answered or
-                     not 300 <= status < 400 else "its Location is not a valid URL")
+        ctx.log.note(f"the answer's body broke off: {_said(exc)}" if reading
+                     else "its Location is not a valid URL")
     except (httpx.InvalidURL, ValueError) as exc:
         if answered:  # a 3xx's Location httpx cannot read (`https://xn--/`): the status decides
             ctx.log.note("its Location is not a valid URL")
@@ -559,7 +561,11 @@ def sent_secrets(rendered: Mapping[str, Any], url: str, headers: Mapping[str, by
     if URL_ENV in rendered:
         found.add(parts.path.encode())
         found.add(parts.query.encode())
-    return tuple(sorted((v for v in found if len(v) >= redact.MIN_SCRUBBED), key=len, reverse=True))
+    # Longer than redact's: `X-Auth-Enabled: true` would garble every `true` of the answer.
+    return tuple(sorted((v for v in found if len(v) >= SENT_SECRET_MIN), key=len, reverse=True))
+
+
+SENT_SECRET_MIN = 8
 
 
 class _Scrubbing:
@@ -582,8 +588,16 @@ class _Scrubbing:
         self.held = text[cut:]
         self.ctx.log.write(text[:cut])
 
-    def flush(self) -> None:
-        self.ctx.log.write(self.held)
+    def flush(self, cut: bool = False) -> None:
+        """What is held; `cut`: the answer is cut off here (its cap, a bad encoding), so a
+        held end that begins a secret is the start of one: `[redacted]`, not its bytes."""
+        held = self.held
+        if cut:
+            for start in range(len(held)):
+                if any(s.startswith(held[start:]) for s in self.secrets):
+                    held = held[:start] + REDACTED
+                    break
+        self.ctx.log.write(held)
         self.held = b""
 
 
@@ -624,13 +638,13 @@ async def _log_pieces(response: httpx.Response, ctx: RunContext, out: _Scrubbing
                     rest, decoder = decoder.unused_data, unpacker()
                     piece += decoder.decompress(rest, room - len(piece))
         except zlib.error:
-            out.flush()
+            out.flush(cut=True)
             ctx.log.note(f"the answer's body is not valid {encoding}: not shown further")
             return
         out.write(piece)
         kept += len(piece)
         if kept >= RESPONSE_LOG_CAP:
-            out.flush()
+            out.flush(cut=True)
             ctx.log.note(f"response body cut at {RESPONSE_LOG_CAP} bytes")
             return
     if piece and not piece.endswith(b"\n"):

@@ -318,7 +318,8 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
             line = loader.line_at(exc.context_mark)
             what = "this line has no `:` after its key (`when: ...`, `hook: ...`)"
         elif exc.problem == "mapping values are not allowed here" and before is not None \
-                and before[1].strip() and ":" not in before[1]:
+                and mark is not None and before[1].strip() and ":" not in before[1] \
+                and ": " not in text[text.rfind("\n", 0, mark.index) + 1:mark.index]:
             # `- name r1` (or `-name: r1`) on the line before: not a key, so this one's is
             # taken for part of a value
             line = len(_BREAKS.findall(text[:before[0]])) + 1

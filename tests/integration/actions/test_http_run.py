@@ -66,6 +66,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def _encoded(self) -> None:
         """Answers that ignore `Accept-Encoding: identity`, and a redirect."""
+        if self.path == "/redirect-short":  # a body that breaks off after its head
+            self.send_response(302)
+            self.send_header("Location", "https://ok.example/next")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"short")
+            self.close_connection = True
+            return
         if self.path.startswith("/redirect"):
             self.send_response(303 if self.path != "/redirect" else 302)
             self.send_header("Location", {"/redirect-del": "https://pay.example/done?id=\x7f",
@@ -402,6 +410,13 @@ async def test_a_redirect_whose_location_is_no_url_is_judged_by_its_status(
     assert (result.outcome, result.reason, result.final) == ("failed", "HTTP 303", True)
     assert result.outputs == {"status": 303}
     assert "its Location is not a valid URL" in harness.log_text(path[1:])
+
+
+async def test_a_redirect_whose_body_breaks_off_says_so(harness, server: str) -> None:
+    result = await HTTP.run({"url": f"{server}/redirect-short", "method": "GET"}, harness.ctx())
+    assert (result.outcome, result.reason) == ("failed", "HTTP 302")
+    log = harness.log_text()
+    assert "the answer's body broke off" in log and "not a valid URL" not in log, log
 
 
 async def test_an_endpoint_that_echoes_the_request_does_not_put_its_secrets_in_the_log(

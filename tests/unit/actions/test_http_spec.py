@@ -93,3 +93,21 @@ def test_a_secret_split_across_two_reads_of_the_answer_is_scrubbed_whole() -> No
     out.flush()
     assert b"".join(written) == (b"Authorization: [redacted]\nX-Hook: [redacted]\n"
                                  b"X-Plain: visible\n")
+
+
+def test_an_answer_cut_inside_a_secret_shows_none_of_it() -> None:
+    """The 64 KiB cap fell 3 bytes before a secret's end: the held start went out as it was."""
+    from types import SimpleNamespace
+
+    from hookrunner.actions.http import _Scrubbing
+
+    written: list[bytes] = []
+    ctx = SimpleNamespace(log=SimpleNamespace(write=written.append))
+    out = _Scrubbing(ctx, (b"SECRETTOKEN-0123456789abcdef",))  # type: ignore[arg-type]
+    out.write(b"Authorization: Bearer SECRETTOKEN-0123456789abcd")
+    out.flush(cut=True)
+    assert b"".join(written) == b"Authorization: Bearer [redacted]"
+    written.clear()
+    out.write(b"no secret here, only SECRET")  # a common word's start: cut, but said
+    out.flush()
+    assert b"".join(written) == b"no secret here, only SECRET"

@@ -148,3 +148,15 @@ def test_a_key_without_its_colon_is_said_at_its_own_line(text: str, line: int, s
     _, problems = parse_yaml(text, "f.yaml")
     (problem,) = problems
     assert (problem.line, said in problem.message) == (line, True), problem
+
+
+@pytest.mark.parametrize("text", [
+    'rules:\n  - name: r1\n    when:\n      - event == "push"\n    description: deploy: prod\n',
+    "rules:\n  -\n    description: a: b\n",
+])
+def test_a_value_holding_a_colon_is_still_said_to_need_quotes(text: str) -> None:
+    """The line before has no `:` (a list item, a bare `-`), but the `: ` at fault is this
+    line's second: the value's, not a key's (the review's case)."""
+    _, problems = parse_yaml(text, "f.yaml")
+    (problem,) = problems
+    assert "must be quoted" in problem.message and problem.line == text.count("\n"), problem
