@@ -266,6 +266,9 @@ def test_a_fields_value_is_cut_so_a_line_stays_one_line(fmt: str) -> None:
                                          "run_id": "run_1"})
     assert len(line) < 2 * logs.FIELD_MAX and "run_id" in line
     assert "...[898994 more characters]" in line, line[-200:]
+    # `runs=` (the rules' names and run ids) is how a delivery is followed: whole.
+    runs = ",".join(f"rule-{n}=run_{n:020d}" for n in range(60))
+    assert runs in logs._text_line(0.0, "info", "delivery.accepted", {"runs": runs})
 
 
 @pytest.mark.parametrize("size", [0, 1, 2047, 2048, 5400, 70_000])
