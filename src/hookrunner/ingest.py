@@ -99,8 +99,9 @@ def _literal_text(source: str) -> str:
 
 def _only_literal(key: str, source: str) -> bool:
     """Whether a rendered key holds nothing but the template's own text: each `{{ }}` gave
-    empty text or spaces (`{{ payload.a }}-{{ payload.b }}` as `-`)."""
-    return "".join(key.split()) == _literal_text(source)
+    empty text or spaces (`{{ payload.a }}-{{ payload.b }}` as `-`). Not for a template with
+    `{% %}` blocks, whose own text is no one fixed string."""
+    return "{%" not in source and "".join(key.split()) == _literal_text(source)
 
 
 _dedup_failed_log = Throttled("delivery.dedup_template_failed", logging.WARNING, per="hook")

@@ -1021,11 +1021,11 @@ def _within_limits(kind: type[_C], text: str) -> _C:
     try:
         return _reused(kind, text)
     except (RecursionError, SyntaxError, MemoryError) as exc:
-        why = "too many nested parentheses" if "nested parentheses" in str(exc) else \
-            type(exc).__name__
-        raise ConfigError(f"too long or too deeply nested to compile ({why}): split it, as "
-                          "a list of conditions (`when: [a, b]`, all must hold) or `any:`, or "
-                          "test membership with `in [...]`") from None
+        how = ("split it into a list of conditions (`when: [a, b]`, all must hold) or "
+               "`any:`, or test membership with `in [...]`") if kind is Expression else \
+            "split it into smaller templates, or nest fewer blocks"
+        raise ConfigError(f"too long or too deeply nested for Python to compile "
+                          f"({type(exc).__name__}): {how}") from None
 
 
 # Within a load of the rules (`reusing_compiled`): what this load compiled so far, by kind

@@ -438,7 +438,7 @@ def test_a_rules_file_gone_between_its_listing_and_its_reading_is_skipped_with_a
 
     (tmp_path / "a.yaml").write_text(HOOK.format(name="a"))
     real = load.rules_files
-    monkeypatch.setattr(load, "rules_files", lambda d: [*real(d), d / "removed.yaml"])
+    monkeypatch.setattr(load, "rules_files", lambda d, closed=None: [*real(d), d / "removed.yaml"])
     ruleset = load.load_rules(tmp_path)
     assert "a" in ruleset.hooks
     assert any("removed.yaml:1: cannot read" in w for w in ruleset.warnings), ruleset.warnings

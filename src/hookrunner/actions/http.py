@@ -241,6 +241,8 @@ def _env_ref(value: Any, where: str, path: tuple[str, ...]) -> str:
     name = value.get("env") if isinstance(value, Mapping) else None
     if not isinstance(value, Mapping) or set(value) != {"env"} or not isinstance(name, str) \
             or not spec.ENV_NAME.match(name):
+        if isinstance(name, str) and name.startswith("$"):  # the shell's way to read it
+            raise ConfigError(f"{where}: env names the variable without a `$`", path=path)
         raise ConfigError(f"{where} must be a string or {{env: NAME}}", path=path)
     return name
 

@@ -104,14 +104,17 @@ def load_rules(
         why = (f"the rules directory {where} is not a directory" if rules_dir.exists() else
                f"the rules directory {where} does not exist (give it with --rules DIR)")
         raise ConfigErrors([ConfigError(why)])
+    closed: list[str] = []
     try:
-        paths = rules_files(rules_dir)
+        paths = rules_files(rules_dir, closed)
     except OSError as exc:  # no descriptor left, no permission: not "no rules", a failure
         why = f"cannot list the rules directory {exc.filename or rules_dir}: {exc.strerror or exc}"
         raise ConfigErrors([ConfigError(why)]) from None
     sources: list[tuple[str, str]] = []
     errors: list[ConfigError] = []
-    warnings: list[str] = []
+    warnings: list[str] = [f"{d}: may be entered but not listed (mode --x): any rules files "
+                           "in it are not loaded (a directory of {file:} secrets is fine)"
+                           for d in closed]
     if root is not None and not root.is_dir():
         # Once, not of each path the rules name under it (and not as `rules:0:`).
         errors.append(ConfigError(f"--root {root.absolute()} is not a directory: relative paths "
@@ -154,7 +157,7 @@ def _same(path: Any, other: Path) -> bool:
         return False
 
 
-def rules_files(rules_dir: Path) -> list[Path]:
+def rules_files(rules_dir: Path, closed: list[str] | None = None) -> list[Path]:
     """The rules files under `rules_dir`, in load order: every `*.yaml` / `*.yml` file (a link
     to one, or to a directory of them, counts), skipping hidden files and directories. Those
     are editors' and tools' copies (`.#x.yaml`, `.git/`), and a mounted Kubernetes ConfigMap
@@ -168,6 +171,7 @@ def rules_files(rules_dir: Path) -> list[Path]:
     # team's rules linked in), each real directory once (a link back up is no loop).
     seen: set[str] = set()
     problems: list[OSError] = []
+    shut = closed  # (where the directories kept closed are told: `closed`, the caller's)
 
     def failed(exc: OSError) -> None:
         # A directory that cannot be listed is a failure (its rules would be dropped in
@@ -176,9 +180,11 @@ def rules_files(rules_dir: Path) -> list[Path]:
         vanished = exc.errno in (errno.ENOENT, errno.ENOTDIR) and not _same(exc.filename, rules_dir)
         # One that may be entered but not listed (mode --x) is kept closed on purpose: a
         # directory of `{file:}` secrets, say, read by their names.
-        closed = exc.errno == errno.EACCES and not _same(exc.filename, rules_dir) and \
+        is_closed = exc.errno == errno.EACCES and not _same(exc.filename, rules_dir) and \
             os.access(str(exc.filename), os.X_OK)
-        if not (vanished or closed) and os.path.basename(str(exc.filename)) != "lost+found":
+        if is_closed and shut is not None:
+            shut.append(str(exc.filename))
+        if not (vanished or is_closed) and os.path.basename(str(exc.filename)) != "lost+found":
             problems.append(exc)
 
     for top, dirs, files in os.walk(rules_dir, followlinks=True, onerror=failed):
@@ -340,7 +346,12 @@ def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: Any) 
     if "dedup" in raw:
         kw["dedup"] = dedup = f.template(ctx, raw, "dedup", f"{what} dedup")
         fresh = sorted(NEW_PER_DELIVERY & getattr(dedup, "names", frozenset()))
-        if fresh:  # hookrunner's own, new each time: a retry never matches
+        if isinstance(dedup, Constant):  # every delivery one key: taken for no key at all
+            ctx.warnings.append(
+                f"{ctx.file}:{raw.line_of('dedup')}: {what} dedup: has no {{{{ }}}}: it would "
+                "give every delivery one key, so the sender's own id is used instead (write "
+                "the field that names a delivery, e.g. \"{{ payload.id }}\")")
+        elif fresh:  # hookrunner's own, new each time: a retry never matches
             ctx.warnings.append(
                 f"{ctx.file}:{raw.line_of('dedup')}: {what} dedup: reads {fresh[0]}, "
                 "which is new for each delivery (hookrunner's own): a retry may never be a "

@@ -239,7 +239,8 @@ def _surrogates(data: Any, file: str) -> list[ConfigError]:
             todo.extend((x, value.line_of(k)) for k, v in value.items() for x in (k, v))
         elif isinstance(value, LineList):
             todo.extend((v, value.line_of(i)) for i, v in enumerate(value))
-        elif isinstance(value, str) and _SURROGATE.search(value):
+        elif isinstance(value, str) and _SURROGATE.search(value) and \
+                line not in {e.line for e in found}:  # (an alias, a `<<` merge: once)
             found.append(ConfigError(
                 "a `\\u` escape of half a character (a lone surrogate, U+D800 to U+DFFF), "
                 "which is no text: write the character itself, or `\\U0001F600` for one "

@@ -112,8 +112,9 @@ def _from_env(name: Any, key: str) -> bytes:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{key}: env must name an environment variable", path=(key,))
     if name.startswith("$"):  # a shell's way to read it, not its name
-        raise ConfigError(f"{key}: env names the variable without a `$`: {{env: {name[1:]}}}",
-                          path=(key,))
+        bare = name[1:].removeprefix("{").removesuffix("}")
+        raise ConfigError(f"{key}: env names the variable without a `$`"
+                          + (f": {{env: {bare}}}" if bare else ""), path=(key,))
     # Read once at load (a reload reads it again, from the environment the server started with).
     secret = _without_newline(os.environ.get(name, "").encode())
     if not secret:

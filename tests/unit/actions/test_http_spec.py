@@ -111,3 +111,8 @@ def test_an_answer_cut_inside_a_secret_shows_none_of_it() -> None:
     out.write(b"no secret here, only SECRET")  # a common word's start: cut, but said
     out.flush()
     assert b"".join(written) == b"no secret here, only SECRET"
+
+
+def test_an_env_reference_written_as_the_shell_reads_it_says_to_drop_the_dollar() -> None:
+    with pytest.raises(ConfigError, match="without a `\\$`"):
+        normalize_http({"url": {"env": "$HOOK_URL"}})

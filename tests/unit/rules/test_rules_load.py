@@ -1078,3 +1078,8 @@ rules:
     warnings = load_rules_text({"r.yaml": text}).warnings
     said = [w for w in warnings if "a value chooses what code runs" in w]
     assert len(said) == 2 and "env.PATH" in said[0] + said[1] and "env.LD_PRELOAD" in said[0] + said[1]
+
+
+def test_a_dedup_with_no_template_is_warned_about() -> None:
+    ruleset = load_rules_text({"r.yaml": "hooks: {h: {verify: {none: {}}, dedup: static}}\n"})
+    assert any("dedup: has no {{ }}" in w for w in ruleset.warnings), ruleset.warnings
