@@ -235,7 +235,7 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
         if client_ip is not None:
             client_ip = _parse_address(client_ip)
         body = _read_payload(payload_file)
-        payload = parse_body(body, headers.get("content-type"))
+        payload = parse_body(body, headers.get("content-type"), headers.get("content-encoding"))
     except HookrunnerError as exc:
         msg = f"cannot parse --payload {payload_file}: {exc.message}" \
             if isinstance(exc, PayloadError) else str(exc)
@@ -256,6 +256,14 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     if refused:  # said, and the rules still shown; `test` exits 1 (nothing would run)
         print(f"hookrunner: {client_ip} is not in hook {hook_id!r}'s allow_ips: the server "
               "answers a request from it 403, and journals and runs nothing", file=sys.stderr)
+    elif client_ip is None and hook.allow_ips:
+        print(f"hookrunner: note: hook {hook_id!r} has allow_ips, and no --client-ip was given: "
+              "the server refuses (403) a request from any other address", file=sys.stderr)
+    if len(body) > hook.max_body:  # as the server does, before anything else of the body
+        refused = True
+        print(f"hookrunner: the body is {len(body)} bytes, past hook {hook_id!r}'s max_body "
+              f"({hook.max_body}): the server answers it 413, and journals and runs nothing",
+              file=sys.stderr)
     # No signature to check in a dry run: take the event type the way the verifier reads it.
     verifier = hook.verifier
     learned = verifier.learned(SignedRequest(headers=headers, body=body))
@@ -270,17 +278,46 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
         return EXIT_OK
     if headers.get("content-type") is None:  # as senders send it: rules may read it
         headers = Headers([*headers.items(), ("content-type", "application/json")])
+    if headers.get("content-length") is None:  # the server's request always has one here
+        headers = Headers([*headers.items(), ("content-length", str(len(body)))])
     # An id like the server's (`delivery_id is match("dlv_")` must hold here too).
     scope = build_scope(hook=hook_id, delivery_id="dlv_dry_run", received_at=time.time(),
                         headers=headers, query=query, payload=payload, event=event,
                         client_ip=client_ip)
     results = evaluate(ruleset, hook_id, scope)
+    if client_ip is None and any(not r.matched and _reads(r.rule.when, "client_ip")
+                                 for r in results):
+        print("hookrunner: note: `client_ip` is null without --client-ip, and a rule that did "
+              "not match reads it: give the sender's address with --client-ip", file=sys.stderr)
     if mode != "test":
         print(format_explain(results))
         return EXIT_OK
-    report = dry_run_report(results, scope, _refusal(settings))
+    report = dry_run_report(results, scope, _refusal(settings), settings.default_timeout)
     print(report.text)
+    _say_dedup_key(hook, learned, scope, body, headers.get("content-type"))
     return EXIT_FAIL if report.unrenderable or refused else EXIT_OK
+
+
+def _say_dedup_key(hook: Any, learned: Any, scope: Any, body: bytes,
+                   content_type: str | None) -> None:
+    """The key a resend of this delivery would be a duplicate by (the hook's `dedup`, or the
+    sender's id), or that it has none."""
+    from hookrunner.ingest import _dedup_key
+
+    key = _dedup_key(hook, learned, scope, body, content_type)
+    print(f"\ndelivery key for duplicates: {key!r}" if key is not None else
+          "\ndelivery key for duplicates: none (every resend runs again): the sender's headers "
+          "given carry no delivery id" + (", and the hook's dedup gives nothing" if hook.dedup
+                                          else ""))
+
+
+def _reads(when: Any, name: str) -> bool:
+    """Whether a rule's `when` (a condition tree) reads `name`."""
+    if when is None:
+        return False
+    names: frozenset[str] = getattr(when.expr, "names", frozenset()) \
+        if when.expr is not None else frozenset()
+    return name in names or any(_reads(child, name) for child in when.children)
 
 
 def _refusal(settings: Settings) -> Callable[[str, Mapping[str, Any]], str | None]:

@@ -56,7 +56,12 @@ def format_duration(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
+        return f"{_one_place(seconds)}s"
+    if seconds < 3600:
+        return f"{_one_place(seconds / 60)}m"
+    return f"{_one_place(seconds / 3600)}h"
+
+
+def _one_place(value: float) -> str:
+    """One decimal place where it says something: `90s`, `1.5m`, not `90.0s`."""
+    return f"{value:.1f}".removesuffix(".0")

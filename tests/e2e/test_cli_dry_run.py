@@ -173,8 +173,11 @@ def test_test_gives_header_names_in_lower_case_as_the_server_does(tmp_path: Path
     done = hookrunner("test", "--rules", str(tmp_path / "rules"), "--hook", "h", "--payload",
                       payload, "--header", "X-Foo: a")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert '{"x-foo": "a", "content-type": "application/json"}' in done.stdout, done.stdout
-    assert '["x-foo", "content-type"]' in done.stdout and "X-Foo" not in done.stdout, done.stdout
+    # (With the content type senders send, and the body's length, as the server has them.)
+    assert ('{"x-foo": "a", "content-type": "application/json", "content-length": "2"}'
+            in done.stdout), done.stdout
+    assert '["x-foo", "content-type", "content-length"]' in done.stdout, done.stdout
+    assert "X-Foo" not in done.stdout, done.stdout
 
 
 def test_a_client_ip_the_hooks_allow_ips_refuses_is_said_and_test_exits_1(tmp_path: Path) -> None:
@@ -465,3 +468,29 @@ rules:
                       env=demo_environ())
     assert done.returncode == 0, done.stdout + done.stderr
     assert "refuse" not in done.stdout, done.stdout
+
+
+def test_test_says_what_the_server_would_do_with_the_body_and_its_resend(tmp_path: Path) -> None:
+    """audit (a differential of `test` against a server): a body past max_body was shown
+    matching (the server answers 413); a gzip body was 'not valid UTF-8' (the server: 415);
+    the dedup key, a retry's `on` and `max_backoff`, and the default timeout went unsaid."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text(
+        'hooks: {h: {verify: {none: {}}, max_body: 64, dedup: "{{ payload.id }}",'
+        ' allow_ips: [10.0.0.0/8]}}\n'
+        'rules: [{name: r, hook: h, run: {shell: {argv: ["true"]}},'
+        ' retry: {attempts: 3, backoff: 90s, max_backoff: 10m, on: [timed_out]}}]\n')
+    rules = str(tmp_path / "rules")
+    small = write_payload(tmp_path / "small.json", {"id": "evt-1"})
+    done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", small)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "retry: 3 attempts, backoff 90s (at most 10m), on: timed_out" in done.stdout
+    assert "timeout: 1h (the default)" in done.stdout
+    assert "delivery key for duplicates: 'evt-1'" in done.stdout, done.stdout
+    assert "has allow_ips, and no --client-ip was given" in done.stderr, done.stderr
+    big = write_payload(tmp_path / "big.json", {"id": "x" * 100})
+    done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", big)
+    assert done.returncode == 1 and "past hook 'h''s max_body (64)" in done.stderr, done.stderr
+    done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", small,
+                      "--header", "Content-Encoding: gzip")
+    assert done.returncode == 2 and "content encoding 'gzip' is not supported" in done.stderr

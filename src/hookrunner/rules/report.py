@@ -88,7 +88,8 @@ def format_test(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> str:
 
 
 def dry_run_report(results: Sequence[RuleResult], scope: Mapping[str, Any],
-                   refusal: Refusal | None = None) -> DryRunReport:
+                   refusal: Refusal | None = None,
+                   default_timeout: float | None = None) -> DryRunReport:
     if not results:
         return DryRunReport("no rules for this hook", 0)
     matched = [r for r in results if r.matched]
@@ -117,11 +118,18 @@ def dry_run_report(results: Sequence[RuleResult], scope: Mapping[str, Any],
         if key is not None:
             policy = rule.concurrency.policy if rule.concurrency is not None else "queue"
             lines.append(f"    concurrency: {key!r} ({policy})")
+        if rule.action_kind == "ansible":
+            lines.append("    (and the extra var `webhook`: the payload, as every ansible run "
+                         "gets it)")
         if rule.timeout is not None:
             lines.append(f"    timeout: {format_duration(rule.timeout)}")
+        elif default_timeout is not None:
+            lines.append(f"    timeout: {format_duration(default_timeout)} (the default)")
         if rule.retry.attempts > 1:
-            lines.append(f"    retry: {rule.retry.attempts} attempts, backoff "
-                         f"{format_duration(rule.retry.backoff)}")
+            retry = rule.retry
+            lines.append(f"    retry: {retry.attempts} attempts, backoff "
+                         f"{format_duration(retry.backoff)} (at most "
+                         f"{format_duration(retry.max_backoff)}), on: {', '.join(retry.on)}")
     return DryRunReport("\n".join(lines), failed)
 
 

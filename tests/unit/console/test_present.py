@@ -85,7 +85,7 @@ def test_fmt_size(n: int, text: str) -> None:
 
 
 @pytest.mark.parametrize(("s", "text"), [
-    (None, "—"), (0.0123, "12ms"), (4.25, "4.2s"), (600, "10.0m"), (7200, "2.0h"),
+    (None, "—"), (0.0123, "12ms"), (4.25, "4.2s"), (600, "10m"), (7200, "2h"), (90, "90s"),
 ])
 def test_fmt_seconds(s: float | None, text: str) -> None:
     assert present.fmt_seconds(s) == text
