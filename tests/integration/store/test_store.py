@@ -560,6 +560,10 @@ async def test_a_rendered_action_comes_back_as_it_was_written(store: Store) -> N
     assert [json.dumps(r.spec) for r in claimed_runs] == [json.dumps(spec)]
     stored = await store.get_run(run_id)
     assert stored is not None and json.dumps(stored.spec) == json.dumps(spec)
+    await finish(store, run_id)  # and as the record of how it ran, once it ended
+    ended = await store.get_run(run_id)
+    assert ended is not None and ended.status == "succeeded"
+    assert json.dumps(ended.spec) == json.dumps(spec)
 
 
 async def test_counts_next_due_and_list_runs(store: Store) -> None:

@@ -83,8 +83,8 @@ WHERE r.status = 'running' AND r.concurrency_key = ANY(%(keys)s) ORDER BY r.seq;
 -- name: skip_run
 UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(superseded_by)s,
                 finished_at = %(now)s,
-                spec = hookrunner_ended_spec(spec::jsonb)::json,
-                concurrency_key = hookrunner_ended_key(spec::jsonb, concurrency_key)
+                spec = hookrunner_ended_spec(spec),
+                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = %(id)s AND status = 'queued';
 
 -- name: repoint_superseded
@@ -107,8 +107,8 @@ WHERE id IN (SELECT r.id FROM chain c JOIN runs r ON r.superseded_by = c.id
 -- A replace/coalesce key's older runs waiting for a retry (concurrency.Decision.supersede).
 UPDATE runs SET status = 'skipped', reason = %(reason)s, superseded_by = %(id)s,
                 finished_at = %(now)s,
-                spec = hookrunner_ended_spec(spec::jsonb)::json,
-                concurrency_key = hookrunner_ended_key(spec::jsonb, concurrency_key)
+                spec = hookrunner_ended_spec(spec),
+                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE status = 'queued' AND concurrency_key = %(key)s AND seq < %(seq)s
   AND next_attempt_at > %(now)s
 RETURNING id, rule, delivery_id, attempt, reason;
@@ -161,8 +161,8 @@ UPDATE runs SET status = %(outcome)s, exit_code = %(exit_code)s,
                 outputs = %(outputs)s::jsonb, finished_at = %(finished_at)s, lease_expires = NULL,
                 -- replaced (see flag_cancel) only if the cancel is how it ended
                 superseded_by = CASE WHEN %(outcome)s = 'canceled' THEN superseded_by END,
-                spec = hookrunner_ended_spec(spec::jsonb)::json,
-                concurrency_key = hookrunner_ended_key(spec::jsonb, concurrency_key)
+                spec = hookrunner_ended_spec(spec),
+                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s
   AND attempt = COALESCE(%(attempt)s::integer, attempt);
 
@@ -179,8 +179,8 @@ UPDATE runs SET status = 'canceled', exit_code = %(exit_code)s, outputs = %(outp
                 finished_at = %(finished_at)s, lease_expires = NULL,
                 reason = CASE WHEN superseded_by IS NULL THEN %(cancel_reason)s
                               ELSE 'canceled: replaced by run ' || superseded_by END,
-                spec = hookrunner_ended_spec(spec::jsonb)::json,
-                concurrency_key = hookrunner_ended_key(spec::jsonb, concurrency_key)
+                spec = hookrunner_ended_spec(spec),
+                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s AND cancel_requested
   AND attempt = COALESCE(%(attempt)s::integer, attempt);
 
@@ -195,8 +195,8 @@ WHERE r.status = 'running' AND r.lease_owner = %(node)s ORDER BY r.seq;
 -- name: cancel_queued
 UPDATE runs SET status = 'canceled',
     reason = CASE WHEN attempt > 0 THEN %(retry_reason)s ELSE %(reason)s END, finished_at = %(now)s,
-                spec = hookrunner_ended_spec(spec::jsonb)::json,
-                concurrency_key = hookrunner_ended_key(spec::jsonb, concurrency_key)
+                spec = hookrunner_ended_spec(spec),
+                concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = %(id)s AND status = 'queued';
 
 -- name: run_status
