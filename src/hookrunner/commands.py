@@ -235,7 +235,6 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
         if client_ip is not None:
             client_ip = _parse_address(client_ip)
         body = _read_payload(payload_file)
-        payload = parse_body(body, headers.get("content-type"), headers.get("content-encoding"))
     except HookrunnerError as exc:
         msg = f"cannot parse --payload {payload_file}: {exc.message}" \
             if isinstance(exc, PayloadError) else str(exc)
@@ -260,10 +259,16 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
         print(f"hookrunner: note: hook {hook_id!r} has allow_ips, and no --client-ip was given: "
               "the server refuses (403) a request from any other address", file=sys.stderr)
     if len(body) > hook.max_body:  # as the server does, before anything else of the body
-        refused = True
-        print(f"hookrunner: the body is {len(body)} bytes, past hook {hook_id!r}'s max_body "
-              f"({hook.max_body}): the server answers it 413, and journals and runs nothing",
-              file=sys.stderr)
+        print(f"hookrunner: the body is {len(body)} bytes, past the max_body of hook "
+              f"{hook_id!r} ({hook.max_body}): the server answers it 413, and journals and "
+              "runs nothing", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        payload = parse_body(body, headers.get("content-type"), headers.get("content-encoding"))
+    except PayloadError as exc:
+        print(f"hookrunner: cannot parse --payload {payload_file}: {exc.message} (the server "
+              f"answers it {exc.status})", file=sys.stderr)
+        return EXIT_USAGE
     # No signature to check in a dry run: take the event type the way the verifier reads it.
     verifier = hook.verifier
     learned = verifier.learned(SignedRequest(headers=headers, body=body))
@@ -302,8 +307,19 @@ def _say_dedup_key(hook: Any, learned: Any, scope: Any, body: bytes,
                    content_type: str | None) -> None:
     """The key a resend of this delivery would be a duplicate by (the hook's `dedup`, or the
     sender's id), or that it has none."""
+    from hookrunner.errors import TemplateError
     from hookrunner.ingest import _dedup_key
+    from hookrunner.templating import null_parts_fail
 
+    if hook.dedup is not None:
+        try:  # (its error said here, as the server's log line would say it)
+            with null_parts_fail():
+                hook.dedup.render(scope)
+        except TemplateError as exc:
+            print(f"\nthe hook's dedup fails for this delivery ({exc}): the server uses "
+                  "the sender's id instead" + (f", {learned.delivery_id!r}" if
+                                              learned.delivery_id else ", and there is none"))
+            return
     key = _dedup_key(hook, learned, scope, body, content_type)
     print(f"\ndelivery key for duplicates: {key!r}" if key is not None else
           "\ndelivery key for duplicates: none (every resend runs again): the sender's headers "

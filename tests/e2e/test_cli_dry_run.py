@@ -490,7 +490,15 @@ def test_test_says_what_the_server_would_do_with_the_body_and_its_resend(tmp_pat
     assert "has allow_ips, and no --client-ip was given" in done.stderr, done.stderr
     big = write_payload(tmp_path / "big.json", {"id": "x" * 100})
     done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", big)
-    assert done.returncode == 1 and "past hook 'h''s max_body (64)" in done.stderr, done.stderr
+    assert done.returncode == 1 and "past the max_body of hook 'h' (64)" in done.stderr, done.stderr
+    (tmp_path / "big.txt").write_text("not json " * 20)  # too large before it is unparseable
+    done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", str(tmp_path / "big.txt"))
+    assert done.returncode == 1 and "past the max_body" in done.stderr, done.stderr
     done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", small,
                       "--header", "Content-Encoding: gzip")
     assert done.returncode == 2 and "content encoding 'gzip' is not supported" in done.stderr
+    assert "(the server answers it 415)" in done.stderr, done.stderr
+    no_id = write_payload(tmp_path / "no-id.json", {"other": 1})
+    done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", no_id)
+    assert "the hook's dedup fails for this delivery" in done.stdout, done.stdout
+    assert "dedup_template_failed" not in done.stderr, done.stderr

@@ -594,8 +594,8 @@ class _Scrubbing:
         """What is held; `cut`: the answer is cut off here (its cap, a bad encoding), so a
         held end that begins a secret is the start of one: `[redacted]`, not its bytes."""
         held = self.held
-        if cut:
-            for start in range(len(held)):
+        if cut:  # (a start of 4 bytes or more: shorter ones are any text's)
+            for start in range(max(0, len(held) - 3)):
                 if any(s.startswith(held[start:]) for s in self.secrets):
                     held = held[:start] + REDACTED
                     break

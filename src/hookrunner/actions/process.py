@@ -142,6 +142,26 @@ def _left_the_group(pgid: int) -> list[int]:
     return left
 
 
+class _Pinned:
+    """Processes held by pidfds: a signal never reaches another that took one's pid."""
+
+    def __init__(self, pids: Iterable[int]) -> None:
+        self.fds: list[int] = []
+        for pid in pids:
+            with contextlib.suppress(OSError):  # gone already
+                self.fds.append(os.pidfd_open(pid))
+
+    def send(self, sig: int) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):  # exited meanwhile
+                signal.pidfd_send_signal(fd, sig)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
 def kill_all(pids: Iterable[int]) -> None:
     """SIGKILL each pid and the group it leads, if any."""
     for pid in pids:
@@ -288,9 +308,17 @@ async def run_process(
                 stopped = "timed_out"
                 reason = f"timed out after {format_seconds(ctx.timeout or 0.0)}"
             ctx.log.note(reason)
-            if interrupt is not None:
-                await _interrupt_leader(proc.pid, waiter, *interrupt, ctx)
-            await _stop_group(proc.pid, waiter, pump)
+            # Found while the leader runs (its pid is not another's yet), held by pidfds.
+            left = _Pinned(_left_the_group(proc.pid) if not waiter.done() else [])
+            try:
+                if left.fds:
+                    ctx.log.note(f"stopping {len(left.fds)} process(es) of the run that left "
+                                 "its process group and its environment")
+                if interrupt is not None:
+                    await _interrupt_leader(proc.pid, waiter, *interrupt, ctx)
+                await _stop_group(proc.pid, waiter, pump, left)
+            finally:
+                left.close()
         else:
             if not pump.done():  # mostly it is: the output ends as the leader exits
                 await asyncio.wait({pump}, timeout=LINGER)
@@ -601,22 +629,22 @@ async def _interrupt_leader(pid: int, waiter: asyncio.Future[int], sig: signal.S
     await asyncio.wait({waiter}, timeout=grace)
 
 
-async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Future[None]) -> None:
+async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Future[None],
+                      left: _Pinned | None = None) -> None:
     """SIGTERM the group, wait up to the grace period for it to go, SIGKILL, reap the leader.
-    The leader's descendants that left the group (`setsid`) and cleared their environment
-    (`env -i`) go the same way: those that kept it are the dispatcher's to find by their
-    HOOKRUNNER_RUN_ID (and to log), but these survived a timeout or a cancel."""
+    `left` (the leader's descendants that left the group, `setsid`, and cleared their
+    environment, `env -i`) go the same way: those that kept it are the dispatcher's to find
+    by their HOOKRUNNER_RUN_ID (and to log), but these survived a timeout or a cancel."""
     loop = asyncio.get_running_loop()
-    left = _left_the_group(pgid)
+    left = left or _Pinned([])
     signal_group(pgid, signal.SIGTERM)
     signal_group(pgid, signal.SIGCONT)  # a stopped member runs its handler (else only KILL)
-    for pid in left:
-        signal_process(pid, signal.SIGTERM)
-        signal_process(pid, signal.SIGCONT)
+    left.send(signal.SIGTERM)
+    left.send(signal.SIGCONT)
     until = loop.time() + GRACE_PERIOD
     while loop.time() < until and not (waiter.done() and not group_alive(pgid)):
         await asyncio.sleep(POLL_INTERVAL)
-    kill_all(left)
+    left.send(signal.SIGKILL)
     signal_group(pgid, signal.SIGKILL)
     await waiter
     # SIGKILL is sent, not yet done: on a busy machine a member may still be running for a

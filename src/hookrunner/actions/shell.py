@@ -94,7 +94,7 @@ def normalize_shell(raw: Any) -> dict[str, Any]:
 def written_dir(program: str) -> str:
     """The directory a templated program's text names before its first `{{`
     (`scripts/deploy-{{ x }}.sh` -> `scripts/`), or ""."""
-    before = program.split("{{", 1)[0].split("{%", 1)[0]
+    before = program.split("{{", 1)[0].split("{%", 1)[0].split("{#", 1)[0]
     return before[:before.rfind("/") + 1]
 
 
@@ -142,8 +142,10 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
 
 def _stays_in(program: str, directory: str) -> bool:
     """Whether `program`, read as written (`..` taken away), is inside `directory`."""
-    normal = os.path.normpath(program)
-    return normal.startswith(os.path.normpath(directory).rstrip("/") + "/")
+    normal, within = os.path.normpath(program), os.path.normpath(directory)
+    if within == ".":  # `./{{ x }}.sh`: anywhere under --root, not above it
+        return not normal.startswith(("../", "/")) and normal != ".."
+    return normal.startswith(within.rstrip("/") + "/")
 
 
 def resolve_program(program: str, *, root: Path, path: str) -> str:

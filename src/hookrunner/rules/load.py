@@ -728,9 +728,12 @@ def _sender_picks_program(program: Any, root: Path | None) -> bool:
 
 # Environment variables that choose code: where programs are found, what the dynamic loader
 # or an interpreter loads or runs at start.
-_PICKS_CODE = re.compile(r"PATH|LD_\w+|GCONV_PATH|BASH_ENV|ENV|SHELLOPTS|PS4|PYTHON(PATH|HOME|"
+# (Not `ENV`, which only an interactive sh reads, nor CI's GIT_COMMIT/GIT_BRANCH.)
+_PICKS_CODE = re.compile(r"PATH|LD_\w+|GCONV_PATH|BASH_ENV|SHELLOPTS|PS4|PYTHON(PATH|HOME|"
                          r"STARTUP)|NODE_OPTIONS|NODE_PATH|PERL5OPT|PERL5LIB|PERLLIB|RUBYOPT|"
-                         r"RUBYLIB|GIT_\w+|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|CLASSPATH|IFS")
+                         r"RUBYLIB|GIT_(SSH|SSH_COMMAND|EXEC_PATH|CONFIG\w*|DIR|ASKPASS|"
+                         r"PROXY_COMMAND|EXTERNAL_DIFF|PAGER|EDITOR|TEMPLATE_DIR)|"
+                         r"JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|CLASSPATH")
 
 
 # Not `;` (`find -exec ... ;`), `<` (`expr 1 < 2`) or `&`: arguments often enough.

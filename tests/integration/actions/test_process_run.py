@@ -143,6 +143,7 @@ async def test_a_timeout_stops_a_child_that_left_the_group_and_its_environment(h
     while is_alive(pid) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert not is_alive(pid)
+    assert "stopping 1 process(es) of the run that left its process group" in harness.log_text()
 
 
 async def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period(

@@ -196,6 +196,12 @@ def test_a_templated_program_stays_in_the_directory_the_rule_writes(
         (tmp_path / f).chmod(0o755)
     spec = normalize_shell({"argv": ["scripts/{{ payload.name }}.sh"]})
     rendered = {**spec, "argv": [f"scripts/{value}.sh"]}
+    # Written from `./` (the review's case: every run was refused), or `./scripts/`.
+    for written, program in (("./{{ payload.n }}", "./scripts/deploy.sh"),
+                             ("./scripts/{{ payload.n }}", "./scripts/deploy.sh")):
+        dotted = normalize_shell({"argv": [written]})
+        assert build_invocation({**dotted, "argv": [program]}, root=tmp_path,
+                                base_env={"PATH": "/bin"}).argv[0].endswith("scripts/deploy.sh")
     if refused:
         with pytest.raises(ActionError, match="stay in that directory"):
             build_invocation(rendered, root=tmp_path, base_env={"PATH": "/bin"})
