@@ -191,6 +191,9 @@ _rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # A body refused for its size, and one refused for what it holds (the line says the last
 # one's reason): apart, so that one kind never hides the other under its reason.
 _too_large_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+_body_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+
+
 def _hook_and_reason(fields: dict[str, Any]) -> tuple[Any, str]:
     """A verifier's reason without what it quotes (`signature mismatch (URL checked: ...)`):
     a fixed few per hook, so a flood of forgeries cannot hide a sender's own problem."""
@@ -202,7 +205,7 @@ def _hook_and_reason(fields: dict[str, Any]) -> tuple[Any, str]:
 # lines a second, past journald's default rate limit, which then drops every line).
 _unverified_log = Throttled("delivery.rejected", logging.WARNING, per=_hook_and_reason)
 _address_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
-_body_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+
 # Refused while no rules are loaded: one line a second in all (a hook id is the client's here).
 _no_rules_log = Throttled("delivery.no_rules", logging.ERROR)
 _unavailable_log = Throttled("delivery.hook_unavailable", logging.ERROR)
