@@ -239,8 +239,10 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
             ctx.errors.extend(problems)
             if data is not None:
                 _file(ctx, data, merged, secrets)
-            else:
+            elif problems:
                 unparsed = True
+            else:  # an empty file (or comments only): likely a file saved before it was written
+                ctx.warnings.append(f"{name}:1: holds no hooks and no rules")
     for ctx, node, path, hook_id in merged.refs:
         if hook_id not in merged.hook_sources:
             known = ", ".join(sorted(merged.hook_sources)) or "none are defined"
@@ -515,6 +517,9 @@ def _rule(ctx: f.Ctx, rules: LineList, i: int, merged: _Merged) -> Rule | None:
     hooks = f.strings(ctx, raw, "hook", f"{what} hook") if "hook" in raw else None
     for j, hook_id in enumerate(hooks or []):
         path = ("hook", j) if isinstance(raw["hook"], list) else ("hook",)
+        if hook_id in (hooks or [])[:j]:  # runs once all the same: a slip worth a word
+            ctx.warn(raw, path, f"{what}: hook {hook_id!r} is listed twice")
+            continue
         merged.refs.append((ctx, raw, path, hook_id))
     condition = f.when(ctx, raw, "when", what) if "when" in raw else None
     action = _run(ctx, raw, what) if "run" in raw else None

@@ -330,6 +330,23 @@ def test_a_rules_file_that_does_not_parse_draws_no_hook_without_rules() -> None:
         caught.value.warnings
 
 
+@pytest.mark.parametrize("text", ["", "# to do\n", "---\n...\n", "null\n"])
+def test_an_empty_rules_file_is_a_warning(text: str) -> None:
+    """A file saved before it was written loads nothing: said, and the other file's unused
+    hook is still warned about (an empty file hides no rules, unlike one that fails to parse)."""
+    ruleset = load_rules_text({"hooks.yaml": HOOK, "todo.yaml": text})
+    assert "todo.yaml:1: holds no hooks and no rules" in ruleset.warnings
+    assert any("has no rules" in w for w in ruleset.warnings), ruleset.warnings
+
+
+def test_a_hook_listed_twice_in_a_rule_is_a_warning() -> None:
+    """It runs once all the same; the slip (meant another hook?) is named at its line."""
+    ruleset = load_rules_text({"r.yaml": HOOK + "rules:\n  - name: a\n    hook:\n      - gh\n"
+                                               "      - gh\n    run: {shell: {argv: [x]}}\n"})
+    assert "r.yaml:8: rule 'a': hook 'gh' is listed twice" in ruleset.warnings, ruleset.warnings
+    assert ruleset.rules[0].hooks == ("gh",)
+
+
 def test_yaml_11_booleans_stay_strings() -> None:
     """`on` is a key, not True (YAML 1.2 booleans)."""
     ruleset = load_rules_text(one("rules:\n  - name: a\n    hook: gh\n"
