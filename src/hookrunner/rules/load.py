@@ -442,13 +442,28 @@ def _networks(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[IPNetwork, ...]:
     node = raw["allow_ips"]
     out: list[IPNetwork] = []
     for i, value in enumerate(values):
+        at, path = (node, (i,)) if isinstance(node, LineList) else (raw, ("allow_ips",))
         try:
-            out.append(ipaddress.ip_network(value.strip(), strict=False))
+            network = ipaddress.ip_network(value.strip(), strict=False)
         except ValueError:
-            at, path = (node, (i,)) if isinstance(node, LineList) else (raw, ("allow_ips",))
             ctx.error(at, path, f"{what} allow_ips: {value!r} is not an IP address or CIDR "
                       "network")
+            continue
+        out.append(network)
+        if not _strict_network(value.strip()):
+            # As nginx says of `allow 10.0.0.5/8`: a typo for /32 would allow a whole network.
+            ctx.warn(at, path, f"{what} allow_ips: {value.strip()!r} has bits set past its "
+                     f"prefix: it allows all of {network}")
     return tuple(out)
+
+
+def _strict_network(value: str) -> bool:
+    """No bits set past the prefix (`10.0.0.0/8`, not `10.0.0.5/8`)."""
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return False
+    return True
 
 
 def _rate_limit(ctx: f.Ctx, raw: LineDict, what: str) -> RateLimit | None:

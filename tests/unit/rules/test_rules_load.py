@@ -347,6 +347,18 @@ def test_a_hook_listed_twice_in_a_rule_is_a_warning() -> None:
     assert ruleset.rules[0].hooks == ("gh",)
 
 
+def test_an_allowed_network_with_bits_past_its_prefix_is_a_warning() -> None:
+    """`10.0.0.5/8` (a typo for /32?) allows a whole /8: loaded as that, and said."""
+    ruleset = load_rules_text({"r.yaml": "hooks:\n  gh:\n    verify: {none: {}}\n"
+                                         "    allow_ips: [10.0.0.5/8, 10.1.0.0/16, 10.2.0.9]\n"
+                                         "rules:\n  - {name: a, hook: gh, run: {shell: {argv: [x]}}}\n"})
+    assert [w for w in ruleset.warnings if "allow_ips" in w] == [
+        "r.yaml:4: hook 'gh' allow_ips: '10.0.0.5/8' has bits set past its prefix: it allows "
+        "all of 10.0.0.0/8"]
+    assert [str(n) for n in ruleset.hooks["gh"].allow_ips] == ["10.0.0.0/8", "10.1.0.0/16",
+                                                                "10.2.0.9/32"]
+
+
 def test_yaml_11_booleans_stay_strings() -> None:
     """`on` is a key, not True (YAML 1.2 booleans)."""
     ruleset = load_rules_text(one("rules:\n  - name: a\n    hook: gh\n"
