@@ -28,7 +28,7 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hookrunner.errors import ActionError, ConfigError, ConfigErrors
 from hookrunner.rules import fields as f
@@ -45,6 +45,9 @@ from hookrunner.rules.model import (
 )
 from hookrunner.rules.yamlsrc import LineDict, LineList, line_of, parse_yaml
 from hookrunner.templating import Constant, reads_secret, reusing_compiled
+
+if TYPE_CHECKING:
+    from hookrunner.verify.secrets import SecretUnavailable
 
 __all__ = ["load_rules", "load_rules_text"]
 
@@ -214,19 +217,34 @@ def load_rules_text(files: Mapping[str, str], *, root: Path | None = None) -> Ru
     return _load(list(files.items()), [], root, empty_hint="the given files")
 
 
+class _Secrets:
+    """What verifiers read their `secret` options through: resolved against `--root`, each
+    `{file:}` told to the watcher, and a rotation list's unreadable members kept aside (in
+    `skipped`, for a warning) while another member can be read."""
+
+    def __init__(self, root: Path | None, required: bool,
+                 on_secret_file: Callable[[Path], None] | None) -> None:
+        self.root, self.required, self.on_secret_file = root, required, on_secret_file
+        self.skipped: list[SecretUnavailable] = []
+
+    def __call__(self, value: Any, key: str = "secret") -> list[bytes]:
+        from hookrunner.verify import resolve_secret, secret_files
+
+        if self.on_secret_file is not None:
+            for path in secret_files(value, self.root):
+                self.on_secret_file(path)
+        return resolve_secret(value, key, root=self.root, required=self.required,
+                              skipped=self.skipped)
+
+
 def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path | None,
           empty_hint: str, secrets_required: bool = True,
           on_secret_file: Callable[[Path], None] | None = None, strict: bool = False,
           warnings: list[str] | None = None,
           defer_secrets: Callable[[str], bool] | None = None) -> Ruleset:
     import hookrunner.actions  # noqa: F401  (fills RUNNERS)
-    from hookrunner.verify import resolve_secret, secret_files
 
-    def secrets(value: Any, key: str = "secret") -> list[bytes]:
-        if on_secret_file is not None:
-            for path in secret_files(value, root):
-                on_secret_file(path)
-        return resolve_secret(value, key, root=root, required=secrets_required)
+    secrets = _Secrets(root, secrets_required, on_secret_file)
 
     merged = _Merged()
     ctxs: list[f.Ctx] = []
@@ -284,7 +302,7 @@ def _secrets_in_argv(rules: list[Rule], hooks: Mapping[str, Hook]) -> list[str]:
     return found
 
 
-def _file(ctx: f.Ctx, data: Any, merged: _Merged, secrets: Any) -> None:
+def _file(ctx: f.Ctx, data: Any, merged: _Merged, secrets: _Secrets) -> None:
     if not isinstance(data, LineDict):
         ctx.errors.append(ConfigError(
             f"a rules file must be a mapping with {' and/or '.join(FILE_KEYS)}, got "
@@ -309,7 +327,7 @@ def _file(ctx: f.Ctx, data: Any, merged: _Merged, secrets: Any) -> None:
 
 # ---- hooks ----
 
-def _hook_entry(ctx: f.Ctx, hooks: LineDict, hook_id: Any, merged: _Merged, secrets: Any) -> None:
+def _hook_entry(ctx: f.Ctx, hooks: LineDict, hook_id: Any, merged: _Merged, secrets: _Secrets) -> None:
     src = ctx.source(hooks, hook_id)
     if isinstance(hook_id, int | float | bool) or hook_id is None:
         ctx.error(hooks, (hook_id,), f"hook id {hook_id!r} is not text to YAML: quote it "
@@ -329,7 +347,7 @@ def _hook_entry(ctx: f.Ctx, hooks: LineDict, hook_id: Any, merged: _Merged, secr
         merged.hooks[hook_id] = hook
 
 
-def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: Any) -> Hook | None:
+def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: _Secrets) -> Hook | None:
     raw = f.mapping(ctx, hooks, hook_id, f"hook {hook_id!r}")
     if raw is None:
         return None
@@ -376,7 +394,7 @@ def _hook(ctx: f.Ctx, hooks: LineDict, hook_id: str, src: Source, secrets: Any) 
                 unavailable=ctx.unavailable.get(hook_id), **kw)
 
 
-def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[str, Any] | None:
+def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: _Secrets) -> tuple[str, Any] | None:
     from hookrunner.verify import VERIFIERS, is_literal
     from hookrunner.verify.base import Unavailable
     from hookrunner.verify.secrets import SecretUnavailable
@@ -417,10 +435,15 @@ def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: Any) -> tuple[st
     if name == "none" and "allow_ips" not in raw:  # with it, the addresses are the check
         ctx.warn(spec, (name,), f"hook {hook_id!r} uses verifier 'none': anyone who can reach "
                  "it can trigger its rules")
+    skipped: list[SecretUnavailable] = secrets.skipped
+    skipped.clear()
     try:
         verifier = VERIFIERS[name](options, secrets)
         for warning in getattr(verifier, "config_warnings", ()):
             ctx.warn(options, ("tolerance",), f"hook {hook_id!r}: verify.{name}: {warning}")
+        for missing in skipped:  # "any of them": the others verify (the end of a rotation)
+            ctx.warn(options, missing.path, f"hook {hook_id!r}: verify.{name}: {missing.message}"
+                     " (the list's other secrets are used)")
         return name, verifier
     except SecretUnavailable as exc:
         message = f"hook {hook_id!r}: verify.{name}: {exc.message}"

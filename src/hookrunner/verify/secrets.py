@@ -46,32 +46,42 @@ class SecretUnavailable(ConfigError):
 
 
 def resolve_secret(
-    value: Any, key: str = "secret", *, root: Path | None = None, required: bool = True
+    value: Any, key: str = "secret", *, root: Path | None = None, required: bool = True,
+    skipped: list[SecretUnavailable] | None = None,
 ) -> list[bytes]:
     """Resolve `value` to one or more secrets; raise ConfigError (no file:line) if it cannot.
 
     `root` anchors relative `{file: ...}` paths (the server's `--root`); without it they are
     relative to the working directory. `required=False` (dry runs and CLI replays, which check
     no signature) still checks the form, but a value that cannot be had (SecretUnavailable)
-    stands in as UNRESOLVED instead of being an error.
+    stands in as UNRESOLVED instead of being an error. In a rotation list, a member that
+    cannot be had while another can (the old secret's file removed at the end of a rotation)
+    goes to `skipped`, if given, for a warning: any of them is enough to verify.
     """
     if not required:
         try:
-            return resolve_secret(value, key, root=root)
+            return resolve_secret(value, key, root=root, skipped=skipped)
         except SecretUnavailable:
             return [UNRESOLVED]
     if isinstance(value, list):
         if not value:
             raise ConfigError(f"{key}: the list of secrets is empty", path=(key,))
         out: list[bytes] = []
+        missing: list[SecretUnavailable] = []
         for i, item in enumerate(value):
             if isinstance(item, list):
                 raise ConfigError(f"{key}[{i}]: a secret list cannot be nested", path=(key, i))
             try:
                 out.extend(_resolve_one(item, key, root))
             except ConfigError as exc:
-                raise type(exc)(f"{key}[{i}]: {_strip_key(exc.message, key)}",
-                                path=(key, i)) from None
+                failure = type(exc)(f"{key}[{i}]: {_strip_key(exc.message, key)}", path=(key, i))
+                if skipped is None or not isinstance(failure, SecretUnavailable):
+                    raise failure from None
+                missing.append(failure)
+        if not out:
+            raise missing[0]
+        if skipped is not None:
+            skipped.extend(missing)
         return out
     return _resolve_one(value, key, root)
 

@@ -359,6 +359,21 @@ def test_an_allowed_network_with_bits_past_its_prefix_is_a_warning() -> None:
                                                                 "10.2.0.9/32"]
 
 
+def test_a_rotation_list_with_one_secret_unreadable_loads_with_a_warning(tmp_path: Path) -> None:
+    """The hook verifies with the secret it can read (an error only where none can be)."""
+    (tmp_path / "new.txt").write_text("new\n")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "hooks:\n  gh:\n    verify:\n      github:\n"
+        "        secret: [{file: old.txt}, {file: new.txt}]\n"
+        "rules:\n  - {name: a, hook: gh, run: {shell: {argv: [x]}}}\n")
+    ruleset = load_rules(rules, root=tmp_path)
+    assert (f"{rules / 'r.yaml'}:5: hook 'gh': verify.github: secret[0]: secret file old.txt "
+            "does not exist (the list's other secrets are used)") in ruleset.warnings
+    assert ruleset.hooks["gh"].verifier.secrets == (b"new",)
+
+
 def test_yaml_11_booleans_stay_strings() -> None:
     """`on` is a key, not True (YAML 1.2 booleans)."""
     ruleset = load_rules_text(one("rules:\n  - name: a\n    hook: gh\n"

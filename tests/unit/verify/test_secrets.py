@@ -9,7 +9,7 @@ import pytest
 
 from hookrunner.errors import ConfigError
 from hookrunner.rules.yamlsrc import WrittenInt
-from hookrunner.verify.secrets import is_literal, resolve_secret
+from hookrunner.verify.secrets import SecretUnavailable, is_literal, resolve_secret
 
 
 def test_env_secret_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,6 +100,27 @@ def test_error_in_a_list_names_its_index() -> None:
         resolve_secret(["ok", {"env": "HOOKRUNNER_TEST_SECRET"}], key="password")
     assert info.value.message.startswith("password[1]:")
     assert info.value.path == ("password", 1)
+
+
+def test_a_rotation_lists_unreadable_member_is_set_aside_while_another_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """"Any of them": the old secret's file removed at the end of a rotation leaves the new one
+    verifying (said as a warning by the loader); none readable is the first one's error."""
+    (tmp_path / "new").write_text("new\n")
+    monkeypatch.delenv("HOOKRUNNER_TEST_GONE", raising=False)
+    skipped: list[SecretUnavailable] = []
+    value = [{"file": "old"}, {"env": "HOOKRUNNER_TEST_GONE"}, {"file": "new"}]
+    assert resolve_secret(value, root=tmp_path, skipped=skipped) == [b"new"]
+    assert [(e.message, e.path) for e in skipped] == [
+        ("secret[0]: secret file old does not exist", ("secret", 0)),
+        ("secret[1]: environment variable HOOKRUNNER_TEST_GONE is not set or empty", ("secret", 1))]
+    with pytest.raises(SecretUnavailable, match=r"secret\[0\]: secret file old does not exist"):
+        resolve_secret(value[:2], root=tmp_path, skipped=[])
+    with pytest.raises(SecretUnavailable):  # without `skipped` (no warnings to give): as before
+        resolve_secret(value, root=tmp_path)
+    with pytest.raises(ConfigError, match="nested"):  # a mistake in the form is still an error
+        resolve_secret([{"file": "new"}, [{"file": "new"}]], root=tmp_path, skipped=[])
 
 
 def test_error_never_contains_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
