@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hookrunner.errors import ConfigErrors, HookrunnerError, StartupRefused, StoreUnavailable
 from hookrunner.settings import Settings
 from hookrunner.store.base import RUN_STATUSES, Delivery, Store
+from hookrunner.units import utc_iso
 
 if TYPE_CHECKING:  # the commands import what they use as they run: a quick CLI start
     from hookrunner.rules.model import Ruleset
@@ -527,7 +528,7 @@ def _took(start: float | None, end: float) -> str:
 
 def _ts(t: float | None) -> str:
     """UTC, as the logs and the console give times: one clock to compare them by."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else "-"
+    return utc_iso(t) if t else "-"
 
 
 def _word(name: str) -> str:
@@ -556,12 +557,13 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
             return EXIT_FAIL
         running = await store.list_runs(status="running", limit=1000) \
             if any(r.status == "queued" for r in items) else []
-        # An ended run took what its last attempt took (one canceled while it waited for
-        # its retry ended later than that ran).
+        # An ended run took what its last attempt took (one canceled, or skipped for a newer
+        # run, while it waited for its retry ended later than that ran).
         # (A query each: only for runs that ended between attempts, as a cancel during a
         # retry's wait does, and for the first page's worth of them.)
         lasts = {r.id: (await store.attempts(r.id))[-1:]
-                 for r in [r for r in items if r.status == "canceled" and r.attempt > 0][:100]}
+                 for r in [r for r in items
+                           if r.status in ("canceled", "skipped") and r.attempt > 0][:100]}
     finally:
         await store.close()
     from hookrunner.waiting import describe, waiting_for

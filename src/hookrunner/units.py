@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -19,6 +20,9 @@ _SIZE_UNITS = {
 }
 
 
+MAX_DURATION = 36500 * 86400.0  # a hundred years: a time past it (now + it) is no date at all
+
+
 def parse_duration(value: object) -> float:
     """Seconds in `value`; raises ValueError with a readable message."""
     if isinstance(value, bool):
@@ -26,14 +30,23 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"duration must not be negative: {value!r}")
-        return float(value)
+        return _at_most(float(value), value)
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+            return _at_most(float(m.group(1)) * _DURATION_UNITS[m.group(2)], value)
         if _COMPOUND.match(value):
-            return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(value))
+            return _at_most(sum(float(n) * _DURATION_UNITS[unit]
+                                for n, unit in _DURATION_PART.findall(value)), value)
     raise ValueError(f"expected a duration like 500ms, 30s, 10m, 1h, 2h30m, 30d, got {value!r}")
+
+
+def _at_most(seconds: float, value: object) -> float:
+    # `backoff: 99999999999999999999d` put a retry past the year 9999, and every listing
+    # that showed the run's next attempt as a date failed.
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration is at most 36500d (a hundred years), got {value!r}")
+    return seconds
 
 
 def parse_size(value: object) -> int:
@@ -65,3 +78,12 @@ def format_duration(seconds: float) -> str:
 def _one_place(value: float) -> str:
     """One decimal place where it says something: `90s`, `1.5m`, not `90.0s`."""
     return f"{value:.1f}".removesuffix(".0")
+
+
+def utc_iso(t: float, form: str = "%Y-%m-%dT%H:%M:%SZ") -> str:
+    """`t` (Unix seconds) as UTC, as the logs and the console give times; one past what the
+    platform's calendar holds (a record an older version wrote) as its number."""
+    try:
+        return time.strftime(form, time.gmtime(t))
+    except (OverflowError, OSError, ValueError):
+        return f"{t:.0f}"

@@ -247,6 +247,29 @@ def test_a_run_canceled_while_it_waits_for_its_retry_took_what_its_attempt_took(
     assert int(duration.group(1)[:-2]) < 2000, duration  # the attempt's, not up to the cancel
 
 
+def test_a_run_skipped_for_a_newer_one_while_it_waits_for_its_retry_took_what_its_attempt_took(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A `replace` rule's newer run ends an older one that waits for its retry as `skipped`:
+    `took=` counted its wait too (1.1s for an attempt of 0.2s)."""
+    write_script(project, "ok.sh", "exit 1\n")
+    server = make_server(HOOK + RULE.format(name="flaky")
+                         + "    retry: {attempts: 3, backoff: 1h}\n"
+                         + "    concurrency: {key: one, policy: replace}\n")
+    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
+    with server.admin() as c:
+        _until(lambda: c.get(f"/api/runs/{run_id}").json()["attempt"] == 1
+               and c.get(f"/api/runs/{run_id}").json()["status"] == "queued")
+    time.sleep(2.5)
+    post_github(server.url, GITHUB_SECRET, {"a": 2})
+    assert server.wait_run(run_id)["status"] == "skipped"
+    line = next(line for line in subprocess.run(
+        [sys.executable, "-m", "hookrunner.cli", "runs", "--data", str(project / "data")],
+        capture_output=True, text=True, check=True).stdout.splitlines() if run_id in line)
+    took = re.search(r"took=(\d+\.\d)s|took=(\d+)ms", line)
+    assert took is not None and float(took.group(1) or 0) < 2.0, line
+
+
 def test_a_second_server_on_the_same_data_dir_refuses_and_leaves_the_first_alone(
     make_server: Callable[..., Server], project: Path
 ) -> None:

@@ -83,8 +83,12 @@ def test_a_rotated_secret_file_is_noticed_and_loaded(
     (root / "secrets").mkdir(parents=True)
     (rules / "gh.yaml").write_text(GH_FILE_SECRET)
     live = LiveRules(rules, root=root)
-    # secrets/gh does not exist yet: at the start, the hook loads unavailable (answered 503)
-    assert live.reload() and live.current is not None and list(live.current.unavailable) == ["gh"]
+    # secrets/gh does not exist yet: at the start, the hook verifies with the list's other
+    # secret ("any of them"), with a warning
+    assert live.reload() and live.current is not None and live.current.unavailable == {}
+    assert _signed_by(live, b"env-secret") and any(
+        "secret file secrets/gh does not exist (the list's other secrets are used)" in w
+        for w in live.current.warnings)
     (root / "secrets" / "gh").write_text("first\n")
     assert live.changed() and live.reload()
     assert live.current is not None and live.current.unavailable == {}
@@ -152,19 +156,27 @@ def test_a_secret_unset_at_the_start_leaves_only_its_hook_unavailable(
 
 def test_a_live_hook_whose_secret_file_goes_keeps_its_secret(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only a hook with nothing better to keep is loaded unavailable: a live one whose
-    secret file is caught mid-rotation keeps verifying with the secret it has."""
+    """Only a hook with nothing better to keep is loaded unavailable: a live one whose only
+    secret file is caught mid-rotation keeps verifying with the secret it has. In a list
+    with another secret, the file's going is the end of a rotation: the other verifies."""
     monkeypatch.setenv("GH_OLD", "env-secret")
     rules, root = tmp_path / "rules", tmp_path / "root"
     rules.mkdir()
     (root / "secrets").mkdir(parents=True)
     (root / "secrets" / "gh").write_text("first\n")
-    (rules / "gh.yaml").write_text(GH_FILE_SECRET)
+    (rules / "gh.yaml").write_text(
+        "hooks:\n  gh:\n    verify: {github: {secret: {file: secrets/gh}}}\n")
     live = LiveRules(rules, root=root)
     assert live.reload() and _signed_by(live, b"first")
     (root / "secrets" / "gh").unlink()
     assert not live.reload() and _signed_by(live, b"first")
     assert live.current is not None and live.current.unavailable == {}
+
+    (root / "secrets" / "gh").write_text("first\n")
+    (rules / "gh.yaml").write_text(GH_FILE_SECRET)
+    assert live.reload() and _signed_by(live, b"first") and _signed_by(live, b"env-secret")
+    (root / "secrets" / "gh").unlink()
+    assert live.reload() and _signed_by(live, b"env-secret") and not _signed_by(live, b"first")
 
 
 async def test_the_watcher_outlives_a_failed_look_at_the_files(

@@ -301,6 +301,11 @@ async def run_process(
     try:
         timeout = None if deadline is None else max(0.0, deadline - loop.time())
         await asyncio.wait({waiter, canceller}, timeout=timeout, return_when="FIRST_COMPLETED")
+        if not waiter.done() and proc.has_exited():
+            # It ended by itself as the deadline or the cancel came, in the same turn of the
+            # loop (its exit not yet seen): its own outcome, not a stop (a timed_out was
+            # retried and ran a finished deploy again; a cancel said `canceled` of one done).
+            await waiter
         if not waiter.done():
             if canceller.done():
                 stopped, reason = "canceled", "canceled"
@@ -430,6 +435,13 @@ class _Child:
     @property
     def returncode(self) -> int | None:
         return self._returncode
+
+    def has_exited(self) -> bool:
+        """Whether the leader has exited, looked at now (reaped if so)."""
+        try:
+            return self._reap(False) is not None
+        except OSError:
+            return False
 
     def _reap(self, block: bool) -> int | None:
         """Collect the exit status if the process has exited (or wait for it: `block`)."""

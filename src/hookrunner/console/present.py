@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from hookrunner.payload import SHOWN_DEPTH, as_received, deeper_than
 from hookrunner.rules.model import RateLimit, Source, When
 from hookrunner.store.base import TERMINAL, Attempt, Run
-from hookrunner.units import format_duration
+from hookrunner.units import format_duration, utc_iso
 
 STATUS_CLASSES = {
     "queued": "st-queued", "running": "st-running", "succeeded": "st-ok", "failed": "st-bad",
@@ -58,13 +57,13 @@ def fmt_time(ts: float | None) -> str:
     """UTC, second precision: what an operator compares with server logs."""
     if ts is None:
         return "—"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+    return utc_iso(ts, "%Y-%m-%d %H:%M:%S")
 
 
 def iso_time(ts: float | None) -> str:
     if ts is None:
         return ""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return utc_iso(ts)
 
 
 def fmt_seconds(seconds: float | None) -> str:

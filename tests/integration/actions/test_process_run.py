@@ -128,6 +128,43 @@ async def test_timeout_kills_the_whole_tree(harness) -> None:
     assert harness.log_text() == "started\n[hookrunner] timed out after 1s\n"
 
 
+def _late_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The event loop busy for 0.4 s just as the deadline or cancel is seen (a slow turn on a
+    loaded server): a process that exits meanwhile has not been seen to exit yet."""
+    real_wait = asyncio.wait
+
+    async def wait(aws, *, timeout=None, return_when=asyncio.ALL_COMPLETED):  # type: ignore[no-untyped-def]
+        done, pending = await real_wait(aws, timeout=timeout, return_when=return_when)
+        time.sleep(0.4)  # the point: a blocked loop
+        return done, pending
+
+    monkeypatch.setattr(process.asyncio, "wait", wait)
+
+
+async def test_an_exit_seen_late_at_the_deadline_is_the_runs_own_outcome(
+    harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It ended by itself before it was stopped: succeeded (a `timed_out` was retried and ran
+    a finished deploy again)."""
+    _late_loop(monkeypatch)
+    ctx = harness.ctx(timeout=0.3)
+    result = await run_process(["sh", "-c", "sleep 0.45; echo done"], ctx=ctx, cwd=harness.root,
+                               env=ctx.env)
+    assert (result.outcome, result.exit_code, result.reason) == ("succeeded", 0, "")
+    assert harness.log_text() == "done\n"
+
+
+async def test_an_exit_seen_late_at_a_cancel_is_the_runs_own_outcome(
+    harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _late_loop(monkeypatch)
+    ctx = harness.ctx(timeout=None)
+    asyncio.get_running_loop().call_later(0.3, ctx.cancel.set)
+    result = await run_process(["sh", "-c", "sleep 0.45; exit 3"], ctx=ctx, cwd=harness.root,
+                               env=ctx.env)
+    assert (result.outcome, result.exit_code, result.reason) == ("failed", 3, "exit 3")
+
+
 async def test_a_timeout_stops_a_child_that_left_the_group_and_its_environment(harness) -> None:
     """`setsid env -i ...`: out of the group, and without HOOKRUNNER_RUN_ID to be found by
     later; still a child of the running leader, so it goes with the run."""
