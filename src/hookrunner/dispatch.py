@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from hookrunner import aio, orphans
 from hookrunner.actions import RUNNERS, process
-from hookrunner.actions.base import RunContext, RunResult
+from hookrunner.actions.base import NotStarted, RunContext, RunResult
 from hookrunner.actions.environment import base_env
 from hookrunner.actions.logfile import NOTES_ROOM, FileLog, tail
 from hookrunner.budget import QueueBudget
@@ -835,20 +835,6 @@ class Dispatcher:
     async def _attempt(self, run: Run, cancel: asyncio.Event) -> tuple[RunResult, str | None]:
         """Run one attempt with its log; whatever goes wrong becomes a failed result. Also the
         log's text, where it was small enough to keep in memory."""
-        try:
-            self._marks.mark(run.id, run.attempt)
-        except OSError as exc:  # a crash now could not tell that it started: do not start
-            event("run.mark_failed", logging.ERROR, run_id=run.id, error=str(exc))
-            no_room = exc.errno in NO_ROOM
-            if no_room and self.no_room is None:
-                self.no_room = f"cannot record a run's start: {exc.strerror or exc}"
-                event("dispatcher.no_room", logging.ERROR, data=str(self.settings.data),
-                      error=str(exc), then="no run starts until it has room again (checked "
-                      f"every {NOT_STARTED_DELAY:g}s); the queued runs wait")
-            # Nothing ran: queued again as a process that could not start is, not failed for
-            # good: for as long as the disk is full, else a few times.
-            return RunResult("failed", None, f"cannot record the start: {exc}",
-                             not_started=True, waits_for_room=no_room), None
         log = FileLog(self.settings.log_path(run.id, run.attempt), self.settings.log_cap,
                       deferred=True)
         self._logs[run.id] = log
@@ -860,9 +846,11 @@ class Dispatcher:
         log.note(f"run {run.id} rule {run.rule} attempt {run.attempt}/{run.max_attempts} "
                  f"on node {self.node}")
         try:
-            result = await self._run_action(run, cancel, log)
+            result = await self._run_action(run, cancel, log, self._starting(run))
             if result.outcome in ("canceled", "timed_out"):
                 await self._stop_stragglers(run, log)
+        except NotStarted as refused:
+            result = refused.result
         except Exception as exc:  # a bug in a runner must not kill the dispatcher
             logging.getLogger("hookrunner").exception("run.internal_error")
             result = RunResult("failed", None, f"internal error: {type(exc).__name__}: {exc}")
@@ -926,7 +914,37 @@ class Dispatcher:
         loss = log.loss_text()
         return log_tail(self.settings, run, max(0, self._record_cap - len(loss))) + loss
 
-    async def _run_action(self, run: Run, cancel: asyncio.Event, log: FileLog) -> RunResult:
+    def _starting(self, run: Run) -> Callable[[], None]:
+        """RunContext.starting: the attempt's start mark, written once, just before its
+        action starts a process or sends a request (written when the attempt began, a crash
+        in between, under load, ended runs `interrupted` that never ran)."""
+        marked = False
+
+        def starting() -> None:
+            nonlocal marked
+            if marked:
+                return
+            try:
+                self._marks.mark(run.id, run.attempt)
+            except OSError as exc:  # a crash now could not tell that it started: do not start
+                event("run.mark_failed", logging.ERROR, run_id=run.id, error=str(exc))
+                no_room = exc.errno in NO_ROOM
+                if no_room and self.no_room is None:
+                    self.no_room = f"cannot record a run's start: {exc.strerror or exc}"
+                    event("dispatcher.no_room", logging.ERROR, data=str(self.settings.data),
+                          error=str(exc), then="no run starts until it has room again "
+                          f"(checked every {NOT_STARTED_DELAY:g}s); the queued runs wait")
+                # Nothing ran: queued again as a process that could not start is, not failed
+                # for good: for as long as the disk is full, else a few times.
+                raise NotStarted(RunResult(
+                    "failed", None, f"cannot record the start: {exc}", not_started=True,
+                    waits_for_room=no_room)) from None
+            marked = True
+
+        return starting
+
+    async def _run_action(self, run: Run, cancel: asyncio.Event, log: FileLog,
+                          starting: Callable[[], None]) -> RunResult:
         if "render_error" in run.spec:
             return RunResult("failed", None, f"template error: {run.spec['render_error']}",
                              final=True)
@@ -951,7 +969,7 @@ class Dispatcher:
             rule=run.rule, attempt=run.attempt, node=self.node,
             root=self._fixed_root or self.settings.root.resolve(),
             work_dir=work, env=env, timeout=run.timeout, cancel=cancel, log=log,
-            raw_body=body, payload=payload,
+            raw_body=body, payload=payload, starting=starting,
         )
         try:
             return await runner.run(run.spec, ctx)

@@ -665,3 +665,54 @@ async def test_a_loop_whose_cancellation_a_library_swallowed_still_ends_at_the_s
         await store.close()
     assert store.swallowed
     assert all(t.done() for t in dispatcher._tasks)
+
+
+class _Gated:
+    """An action whose start waits on a gate (as a terraform run waits for its directory's
+    lock, or any run for its delivery's body), then records its start as the real ones do."""
+
+    kind = "gated"
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.marks_seen: set[tuple[str, int]] | None = None
+
+    def needs_delivery(self, rendered: Any) -> bool:
+        return False
+
+    async def run(self, rendered: Any, ctx: Any) -> Any:
+        from hookrunner.actions.base import RunResult
+        from hookrunner.startmarks import marks_path, read_marks
+
+        await self.gate.wait()
+        ctx.starting()
+        ctx.starting()  # again: harmless
+        self.marks_seen = read_marks(marks_path(ctx.work_dir.parents[2], ctx.node))
+        return RunResult("succeeded", exit_code=0)
+
+
+async def test_a_runs_start_is_recorded_when_its_action_starts_not_when_it_is_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crash between the claim and the action's start (under load: a wait for a lock, the
+    delivery's body) found a start mark and ended the run `failed (interrupted)`: an
+    accepted delivery's action never ran. The mark is written by `ctx.starting()` now."""
+    from hookrunner.actions import RUNNERS
+    from hookrunner.startmarks import marks_path, read_marks
+
+    gated = _Gated()
+    monkeypatch.setitem(RUNNERS, "gated", gated)
+    async with _dispatching(tmp_path, monkeypatch) as (store, _):
+        d = NewDelivery(id="d-1", hook="h", received_at=time.time(), headers=[], body=b"{}",
+                        dedup_key=None, event=None, client_ip="", matches=[])
+        await store.accept(d, [NewRun(id="r-1", delivery_id=d.id, rule="r", action="gated",
+                                      spec={}, created_at=time.time())])
+        deadline = time.monotonic() + 10
+        while (got := await store.get_run("r-1")) is None or got.status != "running":
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        assert read_marks(marks_path(tmp_path, "n1")) == set()  # claimed, running: not started
+        gated.gate.set()
+        assert (await _ended(store, deadline)).status == "succeeded"
+        assert gated.marks_seen == {("r-1", 1)}

@@ -437,6 +437,11 @@ class AnsibleRunner:
             "suppress_env_files": True,  # env/envvars would hold pass-env values
             "settings": {"pexpect_timeout": PEXPECT_TIMEOUT},
         }
+        try:
+            ctx.starting()
+        except BaseException:
+            _remove_run_dir(run_dir)  # extravars.yml holds the payload
+            raise
         return await _drive(kwargs, envvars, ctx, run_dir)
 
 

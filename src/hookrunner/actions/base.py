@@ -13,7 +13,7 @@ Life of an action spec:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -47,6 +47,11 @@ class RunContext:
     log: LogSink
     raw_body: bytes = b""  # filled only when the runner's `needs_delivery` says so
     payload: Any = None
+    # Called right before the action does what cannot be taken back (starts a process,
+    # sends a request), again harmlessly: the dispatcher records the start there, so a crash
+    # before it queues the run again (nothing ran) and one after it is an interruption.
+    # Raises NotStarted where the start cannot be recorded.
+    starting: Callable[[], None] = lambda: None
 
 @dataclass
 class RunResult:
@@ -99,3 +104,12 @@ RUNNERS: dict[str, Runner] = {}
 def register(runner: Runner) -> Runner:
     RUNNERS[runner.kind] = runner
     return runner
+
+
+class NotStarted(Exception):
+    """Raised by `RunContext.starting` where the start cannot be recorded: nothing of the
+    action ran; `result` is the attempt's."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(result.reason)
+        self.result = result

@@ -511,6 +511,7 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
         answered.append(_by_status(status, response.headers.get("retry-after"), ctx))
 
     reading = False  # the body is being read (else: httpx still making the answer)
+    ctx.starting()
     try:
         async with (
             httpx.AsyncClient(timeout=None, follow_redirects=False, trust_env=False,

@@ -284,6 +284,7 @@ async def run_process(
     loop = asyncio.get_running_loop()
     if deadline is None:
         deadline = deadline_for(ctx)
+    ctx.starting()
     try:
         proc = await _Child.start(argv, cwd=cwd, env=env, with_stdin=stdin is not None)
     except OSError as exc:
