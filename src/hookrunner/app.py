@@ -204,7 +204,11 @@ async def readyz(request: Request) -> Response:
     no_room: str | None = getattr(gw.dispatcher, "no_room", None)
     if no_room is not None:
         doc["runs"] = no_room
-    ready = store_ok and rules.current is not None and not stopping and no_room is None
+    failed_task: str | None = getattr(gw.dispatcher, "failed_task", None)
+    if failed_task is not None:  # a bug: nothing is claimed here any more
+        doc["runs"] = f"not running: {failed_task} (see the log's dispatcher.task_failed)"
+    ready = (store_ok and rules.current is not None and not stopping and no_room is None
+             and failed_task is None)
     return JSONResponse(doc, status_code=200 if ready else 503)
 
 

@@ -78,6 +78,9 @@ STATS_MAX_WAIT = 60.0
 # An outage is noticed twice a second: one line a second, with a count, is enough.
 # An outage: the first line at once, then one every 10 s with how many there were.
 _store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR, every=10.0)
+# An error of the store that is not an outage it knows (a read-only transaction after a
+# failover, a privilege taken away): the loops go on, trying again, and say it.
+_loop_failed_log = Throttled("dispatcher.loop_failed", logging.ERROR, every=10.0, per="task")
 STALL_AFTER = 2  # housekeeping rounds a renewal may be late by before it counts as a stall
 START_STORE_WAIT = 60.0  # seconds a start tries a shared store's settling again
 T = TypeVar("T")
@@ -277,6 +280,25 @@ class Dispatcher:
             asyncio.create_task(self._fencing(), name="hookrunner-fencing"),
             asyncio.create_task(self._pruning(), name="hookrunner-prune"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """Said at once (it was said only at the stop: a node that claimed nothing for hours
+        looked healthy meanwhile); `failed_task` makes /readyz say it too."""
+        if not task.cancelled() and isinstance(error := task.exception(), Exception):
+            event("dispatcher.task_failed", logging.ERROR, task=task.get_name(),
+                  error=f"{type(error).__name__}: {error}",
+                  then=None if self._stopping else "this node runs nothing more: restart it")
+
+    @property
+    def failed_task(self) -> str | None:
+        """A background task that ended with an error while serving: no run is claimed,
+        renewed or canceled here any more, so the node is not ready."""
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return f"{task.get_name()} failed: {type(task.exception()).__name__}"
+        return None
 
     @property
     def stopping(self) -> bool:
@@ -320,15 +342,8 @@ class Dispatcher:
             for t in pending:
                 t.cancel()
             _, pending = await asyncio.wait(pending, timeout=RECANCEL_EVERY)
-        # Each one ended; one that ended with an error says so (awaited one by one, the
-        # first error stopped the rest, left running with the store about to close).
-        for task in [claim, *tasks.values()]:
-            if task is None or task.cancelled():
-                continue
-            error = task.exception()
-            if isinstance(error, Exception):
-                event("dispatcher.task_failed", logging.ERROR, task=task.get_name(),
-                      error=f"{type(error).__name__}: {error}")
+        # Each one ended (one that ended with an error said so: _task_ended; awaited one by
+        # one, the first error stopped the rest, left running with the store about to close).
         if self._wake_fd is not None and self._loop is not None:
             self._loop.remove_reader(self._wake_fd)
         self._marks.close()
@@ -503,6 +518,10 @@ class Dispatcher:
                 _store_down_log(error=str(exc))
                 await asyncio.sleep(POLL)
                 continue
+            except Exception as exc:  # a store error of another kind: tried again, said
+                _loop_failed_log(task="claim", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(POLL)
+                continue
             self._skipped(getattr(claimed, "skipped", ()))
             runs: list[Run] = claimed
             if runs:
@@ -643,6 +662,9 @@ class Dispatcher:
             except StoreUnavailable as exc:
                 self._store_down = True
                 _store_down_log(error=str(exc))
+            except Exception as exc:  # a store error of another kind: next round, said
+                self._store_down = True
+                _loop_failed_log(task="housekeeping", error=f"{type(exc).__name__}: {exc}")
             # Also in an outage: the figure the hooks admit by (it was left as sampled while
             # a request held a reservation, until the store came back).
             self.metrics.queue_depth.set(self.queued)

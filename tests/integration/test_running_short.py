@@ -716,3 +716,29 @@ async def test_a_runs_start_is_recorded_when_its_action_starts_not_when_it_is_cl
         gated.gate.set()
         assert (await _ended(store, deadline)).status == "succeeded"
         assert gated.marks_seen == {("r-1", 1)}
+
+
+class _ClaimFailsTwice(SQLiteStore):
+    """A store whose first claims fail with an error that is no outage it knows (as
+    PostgreSQL's for a read-only transaction was, before it was taken for one)."""
+
+    failures = 2
+
+    async def claim(self, *args: Any, **kwargs: Any) -> Any:
+        if _ClaimFailsTwice.failures:
+            _ClaimFailsTwice.failures -= 1
+            raise RuntimeError("cannot execute UPDATE in a read-only transaction")
+        return await super().claim(*args, **kwargs)
+
+
+async def test_the_claim_loop_outlives_an_error_of_the_store_and_claims_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It ended on the first such error: every later run stayed queued until a restart,
+    while the node answered 202 and /readyz 200."""
+    monkeypatch.setattr(dispatch, "POLL", 0.2)
+    async with _dispatching(tmp_path, monkeypatch, store_class=_ClaimFailsTwice) as (store, d):
+        await _accept_one(store, ["true"])
+        got = await _ended(store, time.monotonic() + 20)
+        assert got.status == "succeeded" and _ClaimFailsTwice.failures == 0
+        assert d.failed_task is None

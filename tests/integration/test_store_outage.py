@@ -73,9 +73,11 @@ def test_a_deleted_data_dir_is_a_503_never_a_202_into_a_lost_file(
         assert status == 503 and headers.get("retry-after") == "5"
     assert _ready(server) == 503
     assert "was removed" in server.output()
-    # Nowhere to save a copy of it: said, and no half copy (the directory is gone too).
+    # Nowhere to save a copy of it: said, and no half copy (the directory is gone too); or,
+    # where the server saw the file go before rmtree had emptied its directory (a loaded
+    # machine), a copy saved there, which rmtree then took too.
     deadline = time.monotonic() + 10
-    while "store.database_not_saved" not in server.output():
+    while not any(f"store.database_{what} " in server.output() for what in ("not_saved", "saved")):
         assert time.monotonic() < deadline, server.output()
         time.sleep(0.1)
 
@@ -161,6 +163,46 @@ def test_postgresql_refusing_writes_is_told_by_readyz_until_a_write_goes_through
             conn.execute("DROP TRIGGER refuse_all ON deliveries; DROP FUNCTION refuse()")
     assert _ready(server) == 200  # without a delivery first: the probe's write went through
     assert _post(server)[0] == 202
+
+
+@pytest.mark.postgres
+def test_postgresql_gone_read_only_is_a_503_and_the_node_runs_again_once_it_takes_writes(
+    make_server: Callable[..., Server], postgres_db: str,
+) -> None:
+    """A failover onto a server still read-only: deliveries were a 500 with /readyz ok, and
+    the claim loop ended on the error, so after the store took writes again every accepted
+    run stayed queued until a restart."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    server = make_server(RULES, args=["--db", postgres_db])
+    assert _post(server)[0] == 202 and _ready(server) == 200
+    name = conninfo_to_dict(postgres_db)["dbname"]
+
+    def settle(read_only: str) -> None:
+        # (From another database: a session of this one is read-only too, once it is.)
+        with psycopg.connect(make_conninfo(postgres_db, dbname="postgres"), autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {read_only}')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+
+    settle("on")
+    try:
+        deadline = time.monotonic() + 20
+        while (status := _post(server))[0] != 503:
+            assert status[0] in (202, 503) and time.monotonic() < deadline, status
+        assert status[1].get("retry-after") == "5"
+        time.sleep(1.5)  # the claim loop and housekeeping meet the error meanwhile
+        assert _ready(server) == 503
+    finally:
+        settle("off")
+    deadline = time.monotonic() + 30
+    while (answer := httpx.post(f"{server.url}/hooks/open", json={"x": 2}, timeout=30)
+           ).status_code != 202:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.2)
+    assert server.wait_run(answer.json()["runs"][0], timeout=20)["status"] == "succeeded"
+    assert "dispatcher.task_failed" not in server.output()
 
 
 @pytest.mark.postgres

@@ -204,6 +204,11 @@ class PostgresStore:
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc}{why}") from exc
         except psycopg.OperationalError as exc:  # lost connections, a full disk, timeouts
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+        except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege) as exc:
+            # A failover onto a server still read-only, a role's write grant taken away:
+            # nothing can be stored until it is put right, as in an outage (a 503 to senders
+            # rather than a 500, and the loops try again rather than end).
+            raise StoreUnavailable(f"PostgreSQL refuses writes: {exc}") from exc
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[Conn]:
