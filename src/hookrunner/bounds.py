@@ -22,6 +22,8 @@ from typing import Any
 import regex
 from jinja2.exceptions import SecurityError
 
+from hookrunner import overrun
+
 MAX_TEXT = 1_000_000  # longest string or list a template may build, in characters or items
 MAX_INT_BITS = 64 * 1024  # largest integer a template may compute (~19,700 digits)
 MAX_ITERATIONS = 1_000_000  # loop steps over one render (nested loops multiply)
@@ -39,7 +41,7 @@ DELIVERY_LIMIT = f"the delivery's templates took longer than {DELIVERY_SECONDS} 
 class _Render:
     """One render's budget: loop steps left, and when it must have ended."""
 
-    __slots__ = ("clock", "deadline", "limit", "parsed", "steps")
+    __slots__ = ("clock", "deadline", "limit", "parsed", "steps", "watch")
 
     def __init__(self) -> None:
         self.steps = MAX_ITERATIONS
@@ -51,6 +53,7 @@ class _Render:
         if shared is not None and shared < self.deadline:
             self.deadline = shared
             self.limit = DELIVERY_LIMIT
+        self.watch: overrun.Watch | None = None
 
     def check_time(self) -> None:
         if self.clock() > self.deadline:
@@ -416,12 +419,22 @@ def check_written(value: Any) -> None:
 # ---- loops ----
 
 def start_render() -> contextvars.Token[_Render]:
-    """A fresh budget for one render; `end_render(token)` afterwards."""
-    return _render.set(_Render())
+    """A fresh budget for one render; `end_render(token)` afterwards, within the render's
+    error handling (it raises the render's SecurityError where the watchdog cut it short)."""
+    state = _Render()
+    token = _render.set(state)
+    state.watch = overrun.WATCHDOG.arm(max(0.0, state.deadline - state.clock()), state.limit)
+    return token
 
 
 def end_render(token: contextvars.Token[_Render]) -> None:
-    _render.reset(token)
+    watch = None
+    try:
+        watch = _render.get().watch
+    finally:  # also where the watchdog's exception lands just now (it fires once)
+        _render.reset(token)
+    if watch is not None:
+        overrun.WATCHDOG.disarm(watch)
 
 
 def steps(iterable: Any) -> Iterator[Any]:

@@ -668,14 +668,15 @@ class Template:
         if self._native is not None:
             return _call(self._native, scope, self.source, plain=True)
         assert self._template is not None
-        token = bounds.start_render()
         try:
-            context = self._template.new_context(dict(scope))
-            return _storable(bounds.joined(self._template.root_render_func(context)))
+            token = bounds.start_render()
+            try:
+                context = self._template.new_context(dict(scope))
+                return _storable(bounds.joined(self._template.root_render_func(context)))
+            finally:
+                bounds.end_render(token)  # (within the except: it may end the render too)
         except Exception as exc:
             raise _render_error(exc, self.source) from None
-        finally:
-            bounds.end_render(token)
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"

@@ -169,3 +169,33 @@ def test_conditions_decided_without_a_render_share_the_deliverys_deadline(
     assert "the delivery's templates took longer than 1.0 s" in reasons[-1], reasons
     assert len(limits) == 40, "a clause that timed out was searched again by a render"
     assert limits[-1] == 0.001, "the search past the delivery's deadline had its own 50 ms"
+
+
+@pytest.mark.parametrize(("text", "payload"), [
+    # Filters that walk a list in Python have none of the render's own checks: a minute
+    # of the event loop from a two-byte payload.
+    ("(payload.s * 1000000) | map('upper') | map('lower') | map('upper') | map('lower')"
+     " | map('upper') | map('lower') | map('upper') | map('lower') | list | length > 0",
+     {"s": "a"}),
+    ('"dba" in payload.alerts | map(attribute="labels.team", default="")', {"alerts": [{}] * 200_000}),
+    ('payload.v | select("gt", 95) | map("string") | map("int") | list | length > 0',
+     {"v": list(range(300_000))}),
+])
+def test_a_render_past_its_time_in_filters_is_cut_short(text: str, payload: Any) -> None:
+    """The watchdog interrupts it (hookrunner.overrun); afterwards nothing of it is left:
+    the thread's later code and renders run as usual."""
+    from hookrunner.rules.match import build_scope
+
+    scope = build_scope(hook="h", delivery_id="d", received_at=0, headers=[], event=None,
+                        query={}, payload=payload)
+    with pytest.raises(TemplateError, match=r"took longer than 0\.5 s"):
+        compile_expression(text).test(scope)
+    with pytest.raises(TemplateError, match=r"took longer than 0\.5 s"):
+        compile_template("{{ " + text + " }}").render(scope)
+    small = {**scope, "payload": {"s": "a", "alerts": [], "v": [1]}}
+    upper = compile_template("{{ payload.s | upper }}")
+    assert all(upper.render(small) == "A" for _ in range(2000))
+    total = 0
+    for i in range(200_000):  # plain Python on this thread: no stray interruption lands
+        total += i
+    assert total == 19_999_900_000
