@@ -10,6 +10,7 @@ with a clear reason (an error of that run, or of that condition).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import math
@@ -475,13 +476,79 @@ def joined(pieces: Iterable[str]) -> str:
 
 # ---- regular expressions (the `match` and `search` tests) ----
 
+MAX_PATTERN = 10_000  # characters of a pattern (a 690 KB alternation compiled for 8 s)
+MAX_PATTERN_PARTS = 100_000  # what its counted repeats expand to (below: ~50 ms, ~13 MB)
+_CACHED_PARTS = 1_000  # smaller ones are kept compiled (a rule's own, mostly)
+_CACHE_SIZE = 256
+_compiled: dict[str, regex.Pattern[str]] = {}
+
+
 def compile_regex(pattern: str) -> regex.Pattern[str]:
-    return _cached_regex(pattern) if len(pattern) <= _CACHED_PATTERN else regex.compile(pattern)
+    """`pattern` compiled, refused where compiling it would take long or much memory: a
+    pattern from the payload (`is search(payload.p)`) of 17 characters, `(?:a{2000}){2000}`,
+    held the event loop for seconds (a compile holds the GIL) and kept 550 MB cached."""
+    compiled = _compiled.get(pattern)
+    if compiled is not None:
+        return compiled
+    if len(pattern) > MAX_PATTERN:
+        raise SecurityError(f"a regular expression of more than {MAX_PATTERN} characters is "
+                            "not compiled")
+    parts = _expanded(pattern)
+    if parts > MAX_PATTERN_PARTS:
+        raise SecurityError(f"the regular expression's counted repeats ({{n}}, {{n,m}}) make "
+                            f"about {parts} parts, more than the {MAX_PATTERN_PARTS} compiled")
+    compiled = regex.compile(pattern)
+    if parts <= _CACHED_PARTS and len(pattern) <= _CACHED_PATTERN:
+        if len(_compiled) >= _CACHE_SIZE:
+            with contextlib.suppress(StopIteration, KeyError):  # (another thread's too)
+                del _compiled[next(iter(_compiled))]
+        _compiled[pattern] = compiled
+    return compiled
 
 
-@functools.lru_cache(maxsize=1024)
-def _cached_regex(pattern: str) -> regex.Pattern[str]:
-    return regex.compile(pattern)
+_COUNT = re.compile(r"\{(\d*)(?:(,)(\d*))?\}")
+
+
+def _expanded(pattern: str) -> int:
+    """About how many parts `regex` builds for `pattern`: a counted repeat copies what it
+    repeats, and nested ones multiply (an upper bound: alternatives add up, and `*`, `+`
+    loop rather than copy)."""
+    groups = [[0, 0]]  # per open group: [its parts so far, the parts of its last item]
+    i, end = 0, len(pattern)
+    while i < end:
+        c, item = pattern[i], 1
+        if c == "\\":
+            i += 2
+        elif c == "[":  # a class is one part, whatever is in it
+            i += 1
+            i += pattern[i:i + 1] == "^"
+            i += pattern[i:i + 1] == "]"
+            while i < end and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+            i += 1
+        elif c == "(":
+            groups.append([0, 0])
+            i += 1
+            continue
+        elif c == ")" and len(groups) > 1:
+            total, last = groups.pop()
+            item = total + last
+            i += 1
+        elif c == "{" and (m := _COUNT.match(pattern, i)) and (m.group(1) or m.group(3)):
+            digits = max(m.group(1) or "0", m.group(3) or "0", key=lambda d: (len(d), d))
+            count = int(digits) if len(digits) <= 9 else 10 ** 9
+            groups[-1][1] *= max(1, count)
+            i = m.end()
+            continue
+        else:
+            i += 1
+        top = groups[-1]
+        top[0] += top[1]
+        top[1] = item
+    while len(groups) > 1:  # a group left open: regex will say so
+        total, last = groups.pop()
+        groups[-1][1] += total + last
+    return groups[0][0] + groups[0][1]
 
 
 def regex_find(pattern: str, text: str, *, anchored: bool) -> bool:

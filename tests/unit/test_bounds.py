@@ -199,3 +199,24 @@ def test_a_render_past_its_time_in_filters_is_cut_short(text: str, payload: Any)
     for i in range(200_000):  # plain Python on this thread: no stray interruption lands
         total += i
     assert total == 19_999_900_000
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    ("(?:a{2000}){2000}", r"counted repeats \({n}, {n,m}\) make about 4004000 parts"),
+    ("a{99999999999}", "counted repeats"),
+    ("|".join(f"w{i}" for i in range(3000)), "more than 10000 characters"),
+])
+def test_a_pattern_too_costly_to_compile_is_refused(pattern: str, why: str) -> None:
+    """A payload's pattern (`is search(payload.p)`) of 17 characters compiled for seconds,
+    holding the GIL, and was kept cached at 550 MB."""
+    from hookrunner import bounds
+    from hookrunner.rules.match import build_scope
+
+    scope = build_scope(hook="h", delivery_id="d", received_at=0, headers=[], event=None,
+                        query={}, payload={"s": "abc", "p": pattern})
+    with pytest.raises(TemplateError, match=why):
+        compile_expression("payload.s is search(payload.p)").test(scope)
+    assert pattern not in bounds._compiled
+    fine = {**scope, "payload": {"s": "refs/heads/main", "p": "^refs/heads/(main|rel-[0-9]{1,3})$"}}
+    assert compile_expression("payload.s is match(payload.p)").test(fine) is True
+    assert "^refs/heads/(main|rel-[0-9]{1,3})$" in bounds._compiled  # small: kept compiled
