@@ -117,11 +117,11 @@ def _check_size(n: int, what: str) -> None:
         raise _refuse(what)
 
 
-def _weight(value: Any) -> int:
+def _weight(value: Any, limit: int = MAX_TEXT) -> int:
     """About how many characters `value` is as text: strings their length, containers their
-    items' weight (walked only until past MAX_TEXT), anything else a number's worth."""
+    items' weight (walked only until past `limit`), anything else a number's worth."""
     total, todo = 0, [value]
-    while todo and total <= MAX_TEXT:
+    while todo and total <= limit:
         item = todo.pop()
         if isinstance(item, str | bytes):
             total += len(item) + 2
@@ -165,9 +165,10 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
 
 
 def _check_percent_format(fmt: str) -> None:
-    """Each `%` conversion's width and precision, read as CPython does: a `%(key)` may hold
-    nested parentheses, so a regex cannot find where the key ends."""
-    i, end = 0, len(fmt)
+    """Each `%` conversion's width and precision, read as CPython does (a `%(key)` may hold
+    nested parentheses, so a regex cannot find where the key ends), and all of them together:
+    `'%(a)999999d' * 1000` is a billion characters of small widths."""
+    i, end, total = 0, len(fmt), len(fmt)
     while (i := fmt.find("%", i)) != -1:
         i += 1
         if i < end and fmt[i] == "(":
@@ -187,6 +188,8 @@ def _check_percent_format(fmt: str) -> None:
                 raise SecurityError("a '*' width in a % format is not allowed")
             if number and int(number) > MAX_TEXT:
                 raise _refuse(f"a width of {number}")
+            total += int(number or 0)
+            _check_size(total, "the formatted text")
             if i < end and fmt[i] == ".":
                 i += 1
             else:
@@ -206,6 +209,7 @@ def _check_format_string(fmt: str) -> None:
         fields = list(string.Formatter().parse(fmt))
     except ValueError:
         return  # format() will say what is wrong with it
+    total = len(fmt)
     for _, _, spec, _ in fields:
         if not spec:
             continue
@@ -214,6 +218,8 @@ def _check_format_string(fmt: str) -> None:
         for n in re.findall(r"\d+", spec):
             if int(n) > MAX_TEXT:
                 raise _refuse(f"a width of {n}")
+            total += int(n)  # `'{0:999999}' * 1000`: small widths, a billion characters
+        _check_size(total, "the formatted text")
 
 
 # ---- str methods and filters ----
@@ -237,6 +243,11 @@ def _check_str_method(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     """A call of a bound `str` (or `bytes`) method from a template (`'x'.center(10 ** 9)`).
     The sandbox hands out `str.format` wrapped; the bound method is its `__wrapped__`."""
     owner = getattr(getattr(obj, "__wrapped__", obj), "__self__", None)
+    if isinstance(owner, int) and getattr(obj, "__name__", "") == "to_bytes":
+        length = _width_arg(args, kwargs, "length")  # `(1).to_bytes(1500000000, 'big')`
+        if isinstance(length, int):
+            _check_size(length, f"to_bytes({length})")
+        return
     if not isinstance(owner, str | bytes):
         return
     name = getattr(obj, "__name__", "")
@@ -370,6 +381,21 @@ def _wordwrap(environment: Any, s: Any, width: Any = 79, break_long_words: Any =
 def _format(value: Any, *args: Any, **kwargs: Any) -> None:
     if isinstance(value, str):
         _check_percent_format(value)
+        _check_fields(value.count("%"), [*args, *kwargs.values()])  # `'%(a)s' * 100`
+
+
+def _tojson(environment: Any, value: Any, indent: Any = None, *_: Any, **__: Any) -> None:
+    """`| tojson(indent=100000)`: each item's line is indented, a level deeper each nesting."""
+    width = len(indent) if isinstance(indent, str) else indent if isinstance(indent, int) else 0
+    _check_size(_weight(value) * (1 + max(0, width)), "the written-out value")
+
+
+def _urlize(eval_ctx: Any, value: Any, trim_url_limit: Any = None, nofollow: Any = False,
+            target: Any = None, rel: Any = None, extra_schemes: Any = None) -> None:
+    """Each word of `value` may become a link carrying `target` and `rel`."""
+    if isinstance(value, str):
+        extra = sum(len(x) for x in (target, rel) if isinstance(x, str)) + 64
+        _check_size(3 * len(value) + (len(value) // 2 + 1) * extra, "urlize()'s result")
 
 
 def _batch(value: Any, linecount: Any, fill_with: Any = None) -> None:
@@ -396,7 +422,8 @@ def _from_json(value: Any, *_: Any, **__: Any) -> None:
 _FILTER_CHECKS: dict[str, Callable[..., None]] = {
     "center": _center, "indent": _indent, "replace": _replace,
     "format": _format, "batch": _batch, "slice": _slice, "wordwrap": _wordwrap, "sum": _sum,
-    "string": _serialized, "pprint": _serialized, "from_json": _from_json,
+    "string": _serialized, "pprint": _serialized, "from_json": _from_json, "urlize": _urlize,
+    "tojson": _tojson,
 }
 
 
@@ -405,16 +432,24 @@ def bounded_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
     bounded = {name: _bounded_filter(check, filters[name])
                for name, check in _FILTER_CHECKS.items() if name in filters}
     bounded["join"] = _bounded_join(filters["join"])  # it replaces a generator by a list
-    if "tojson" in filters:
-        bounded["tojson"] = _bounded_filter(lambda env, v, *a, **k: _serialized(v),
-                                            filters["tojson"])
     return bounded
 
 
 def check_written(value: Any) -> None:
     """A value about to be written out as text (JSON): refused past MAX_TEXT."""
-    if isinstance(value, list | tuple | dict | set | frozenset):
-        _check_size(_weight(value), "the written-out value")
+    if isinstance(value, list | tuple | dict | set | frozenset | str | bytes):
+        _check_size(_weight(value) - (2 if isinstance(value, str | bytes) else 0),
+                    "the written-out value" if not isinstance(value, str | bytes)
+                    else "the rendered text")
+
+
+MAX_SPEC = 16 * MAX_TEXT  # a rendered action, all its values together (it is stored)
+
+
+def check_spec(spec: Any) -> None:
+    """A rendered action: each value is bounded, but an action may have many (an argv)."""
+    if _weight(spec, MAX_SPEC) > MAX_SPEC:
+        raise _refuse(f"the rendered action (over {MAX_SPEC} characters in all)")
 
 
 # ---- loops ----

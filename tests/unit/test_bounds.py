@@ -65,6 +65,15 @@ BIG = 2_000_000_000
     ("{{ range(1000) | batch(1) | sum(start=[]) }}", {}, "sum()"),
     ("{% for i in range(100000) %}{% if ('a' * 24 ~ 'b') is match('(a|aa)+$') %}{% endif %}"
      "{% endfor %}", {}, "took longer"),
+    # Found in session 23's audit: small widths or fields adding up, and other amplifiers.
+    ("{{ ('{0:999999}' * p.n).format(1) }}", {"n": 1100}, "formatted"),
+    ("{{ ('%(a)999999d' * p.n) % {'a': 1} }}", {"n": 1100}, "formatted"),
+    ("{{ ('%(a)s' * 100) | format(a='x' * 1000000) }}", {}, "formatted"),
+    ("{{ range(1000) | list | tojson(indent=100000) }}", {}, "written-out"),
+    ("{{ ('www.a.co ' * 1000) | urlize(target='x' * 100000) }}", {}, "urlize"),
+    ("{{ (1).to_bytes(p.n, 'big') | length }}", {"n": 1500000000}, "to_bytes"),
+    ("{{ 'x' * 999999 ~ 'yy' }}", {}, "(~)"),
+    ("{{ ('x' * 999999).ljust(1000001) }}", {}, "too large"),
 ])
 def test_what_would_be_too_large_or_too_slow_is_refused(text: str, scope: dict[str, Any],
                                                        why: str) -> None:
@@ -220,3 +229,27 @@ def test_a_pattern_too_costly_to_compile_is_refused(pattern: str, why: str) -> N
     fine = {**scope, "payload": {"s": "refs/heads/main", "p": "^refs/heads/(main|rel-[0-9]{1,3})$"}}
     assert compile_expression("payload.s is match(payload.p)").test(fine) is True
     assert "^refs/heads/(main|rel-[0-9]{1,3})$" in bounds._compiled  # small: kept compiled
+
+
+def test_a_single_expression_template_is_bounded_as_any_rendered_text() -> None:
+    """`{{ ('{0:999999}' * payload.n).format(1) }}` in an argv: a 100 MB argument was
+    stored (the store grew 300 MB), and 1100 of them a 500 with the delivery lost."""
+    compiled = compile_template("{{ p.s }}")  # (a 5 MiB body may hold a long field)
+    assert compiled.render({"p": {"s": "x" * 1_000_000}}) == "x" * 1_000_000  # at the bound
+    with pytest.raises(TemplateError, match="rendered text would be too large"):
+        compiled.render({"p": {"s": "x" * 1_000_001}})
+
+
+def test_a_rendered_action_is_bounded_in_all() -> None:
+    from hookrunner.rules import load_rules_text
+    from hookrunner.rules.match import build_scope, render_action
+
+    args = ", ".join(["'{{ payload.s }}'"] * 20)
+    rule = f"  - {{name: a, hook: h, run: {{shell: {{argv: [x, {args}]}}}}}}\n"
+    ruleset = load_rules_text({"r.yaml": "hooks:\n  h: {verify: none}\nrules:\n" + rule})
+    scope = build_scope(hook="h", delivery_id="d", received_at=0, headers=[], event=None,
+                        query={}, payload={"s": "y" * 900_000})
+    with pytest.raises(TemplateError, match=r"the rendered action \(over 16000000 characters"):
+        render_action(ruleset.rules[0], scope)
+    small = {**scope, "payload": {"s": "y" * 1000}}
+    assert render_action(ruleset.rules[0], small)["argv"][1] == "y" * 1000

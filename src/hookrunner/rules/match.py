@@ -17,6 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from jinja2.exceptions import SecurityError
+
+from hookrunner import bounds
 from hookrunner.errors import TemplateError
 from hookrunner.redact import REDACTED
 from hookrunner.rules.model import Rule, Ruleset, When
@@ -234,6 +237,10 @@ def render_action(rule: Rule, scope: Mapping[str, Any]) -> dict[str, Any]:
     """The rule's `run.<kind>` spec rendered for this delivery; raises TemplateError."""
     rendered = render_tree(rule.action, scope)
     assert isinstance(rendered, dict)
+    try:
+        bounds.check_spec(rendered)  # (stored whole: 100 MB made SQLite refuse the delivery)
+    except SecurityError as exc:
+        raise TemplateError(f"refused by the sandbox: {exc}") from None
     from hookrunner.actions import RUNNERS  # imports (registers) every runner; not at the top
 
     for key, base in getattr(RUNNERS[rule.action_kind], "templated_paths", ()):
