@@ -21,6 +21,7 @@ import ipaddress
 import json
 import math
 import re
+import sys
 from collections.abc import Iterator, Mapping, MappingView
 from typing import Any, TypeVar, cast
 
@@ -272,6 +273,38 @@ def _not_of_null(name: str, fn: Any) -> Any:
     return wrapped
 
 
+def _int_of(do_int: Any) -> Any:
+    """`| int` of a number Python will not read (more than 4,300 digits) gave its default,
+    0, in silence: `replicas: "{{ payload.replicas | int }}"` scaled to zero."""
+    @functools.wraps(do_int)
+    def checked(value: Any, default: Any = 0, base: Any = 10) -> Any:
+        if isinstance(value, str):
+            digits = value.strip().lstrip("+-").replace("_", "")
+            if len(digits) > sys.get_int_max_str_digits() and digits.isdigit():
+                raise Explained(f"`| int` of a number of {len(digits)} digits: at most "
+                                f"{sys.get_int_max_str_digits()} are read")
+        return do_int(value, default, base)
+    return checked
+
+
+_OF_UNDEFINED = ("defined", "undefined")  # the tests that are about a value's absence
+
+
+def _of_defined(fn: Any) -> Any:
+    """A test that fails on an undefined value as every other use of it does: Jinja's own
+    (`none`, `sameas`, `string`, ...) look at it without touching it, so
+    `payload.pull_requets is not none` held for every delivery, the typo unnoticed."""
+    first = 1 if jinja2.utils._PassArg.from_obj(fn) is not None else 0  # (the environment)
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        for value in (*args[first:], *kwargs.values()):
+            if isinstance(value, jinja2.Undefined):
+                value._fail_with_undefined_error()
+        return fn(*args, **kwargs)
+    return checked
+
+
 def _from_json(value: Any) -> Any:
     """`payload.data | from_json`: JSON sent as text inside a field, a form field beside
     others or a query parameter (adnanh/webhook's parse-parameters-as-json)."""
@@ -313,12 +346,15 @@ def _make_env() -> _Environment:
     )
     env.tests.update(match=_test_match, search=_test_search, glob=_test_glob,
                      in_cidr=_test_in_cidr)
+    env.tests.update({name: _of_defined(test) for name, test in env.tests.items()
+                      if name not in _OF_UNDEFINED})
     env.filters["urlencode"] = _urlencode
     env.filters["from_json"] = _from_json
     # `{{ headers | tojson }}`: the request's headers as the JSON object `{{ headers }}` writes.
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _json_default}
     for name in _CASE_FILTERS:
         env.filters[name] = _not_of_null(name, env.filters[name])
+    env.filters["int"] = _int_of(env.filters["int"])
     env.filters.update(bounds.bounded_filters(env.filters))
     env.globals[bounds.STEPS] = bounds.steps
     env.globals[_LISTED] = _listed
@@ -902,6 +938,15 @@ def _left_holder(node: nodes.Expr) -> tuple[nodes.Node, str] | None:
 
 
 def _truth(value: Any, source: str) -> bool:
+    if callable(value) and not isinstance(value, jinja2.Undefined):
+        # `payload.keys` of a payload without `keys` is the mapping's method: it held for
+        # every delivery. A key named like a method (keys, items, get, ...) takes brackets.
+        name = getattr(value, "__name__", "")
+        hint = f": a key named like a method takes brackets, [{name!r}], not .{name}" if name else ""
+        error = TemplateError(f"the condition's value is a function, not a value{hint} "
+                              f"(in {source!r})")
+        error.source = source
+        raise error
     try:
         return bool(value)
     except Exception as exc:

@@ -134,8 +134,31 @@ def test_render_failures_raise_template_error(text: str) -> None:
         compile_template(text).render(SCOPE)
 
 
+def test_a_number_python_will_not_read_is_an_error_of_int_not_zero() -> None:
+    """`replicas: "{{ payload.replicas | int }}"` scaled to 0 on a 4,301-digit number."""
+    scope = {**SCOPE, "payload": {"r": "1" + "0" * 4300, "s": "1" + "0" * 4299}}
+    with pytest.raises(TemplateError, match=r"`\| int` of a number of 4301 digits"):
+        compile_template("{{ payload.r | int }}").render(scope)
+    assert compile_template("{{ payload.s | int }}").render(scope) == 10 ** 4299
+    assert compile_template("{{ 'x' | int }}").render(scope) == 0  # as Jinja has it
+
+
+@pytest.mark.parametrize("expr", ["payload.keys", "payload.get", "payload.replicas and payload.values"])
+def test_a_condition_whose_value_is_a_method_is_an_error(expr: str) -> None:
+    """`payload.keys` of a payload without `keys` is the mapping's method: it held."""
+    with pytest.raises(TemplateError, match=r"a function, not a value: a key named like a "
+                                            r"method takes brackets, \['\w+'\], not \.\w+"):
+        compile_expression(expr).test(SCOPE)
+
+
 @pytest.mark.parametrize(
-    "expr", ["payload.missing == 1", "nothing", "payload.missing", "not payload.missing"]
+    "expr", ["payload.missing == 1", "nothing", "payload.missing", "not payload.missing",
+             # Jinja's own tests look at a value without touching it: these held, or failed,
+             # in silence (`payload.pull_requets is not none` matched every delivery).
+             "payload.missing is not none", "payload.missing is none", "payload.missing is string",
+             "payload.missing is mapping", "payload.missing is true", "payload.missing is false",
+             "payload.missing is callable", "payload.replicas is sameas(payload.missing)",
+             "payload.missing is in([1])"]
 )
 def test_undefined_in_condition_is_an_error(expr: str) -> None:
     """A condition over an undefined name raises rather than being false."""
