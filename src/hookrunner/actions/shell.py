@@ -36,6 +36,9 @@ _TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}|[\ue000\ue001]", re.DOT
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
 
 
+_BLOCK_TAG = re.compile(r"\{%[-+]?\s*(end)?(if|for|with|filter|raw|autoescape|call|macro|block|trans)\b")
+
+
 def split_command(command: str) -> list[str]:
     """`shlex.split`, except that each `{{ ... }}` stays inside the word it appears in."""
     templates: list[str] = []
@@ -45,7 +48,16 @@ def split_command(command: str) -> list[str]:
         return f"\ue000{len(templates) - 1}\ue001"
 
     words = shlex.split(_TEMPLATE.sub(protect, command))
-    return [_PLACEHOLDER.sub(lambda m: templates[int(m.group(1))], word) for word in words]
+    words = [_PLACEHOLDER.sub(lambda m: templates[int(m.group(1))], word) for word in words]
+    for word in words:
+        # `{% if x %}yes{% else %}no way{% endif %}`: split at the space in it, each half
+        # failed on its own, with errors naming an `argv` the rule does not have.
+        tags = [(m.group(2), -1 if m.group(1) else 1) for m in _BLOCK_TAG.finditer(word)]
+        if any(sum(n for tag, n in tags if tag == name) for name, _ in tags):
+            raise ValueError(f"a {{% {tags[0][0]} %}} block has a space in it, where the "
+                             f"command is split into words ({word!r} is one): quote the "
+                             "whole block, or write the command as `argv:`")
+    return words
 
 
 def normalize_shell(raw: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from hookrunner.rules.yamlsrc import parse_yaml
         ("x '{{ a }} and {{ b }}'", ["x", "{{ a }} and {{ b }}"]),
         ("x {{ a ~ ' ; ' ~ b }} y", ["x", "{{ a ~ ' ; ' ~ b }}", "y"]),
         ("x {% if a %}1{% endif %}", ["x", "{% if a %}1{% endif %}"]),
+        ("x '{% if a %}yes{% else %}no way{% endif %}'", ["x", "{% if a %}yes{% else %}no way{% endif %}"]),
         ("x ; rm -rf /", ["x", ";", "rm", "-rf", "/"]),  # no shell: just words
     ],
 )
@@ -61,6 +62,11 @@ def test_normalize_accepts(raw: dict[str, Any], expected: dict[str, Any]) -> Non
         ({"argv": ["a", None]}, "argv[1] must be a string", ("argv", 1)),
         ({"argv": ["a", True]}, "argv[1] must be a string", ("argv", 1)),
         ({"command": "a 'unbalanced"}, "shell.command:", ("command",)),
+        ({"command": "x {% if payload.a %}yes{% else %}no way{% endif %}"},
+         "shell.command: a {% if %} block has a space in it, where the command is split into "
+         "words ('{% if payload.a %}yes{% else %}no' is one): quote the whole block", ("command",)),
+        ({"command": "x {%- for i in payload.l %}{{ i }} {% endfor %}"}, "{% for %} block",
+         ("command",)),
         ({"command": "   "}, "must not be empty", ("command",)),
         ({"command": ["a"]}, "must be a string", ("command",)),
         ({"argv": ["a"], "env": ["A=1"]}, "env must be a mapping", ("env",)),
