@@ -7,6 +7,7 @@ match). Errors name the variable or the file, never a value.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,13 @@ def _resolve_one(value: Any, key: str, root: Path | None) -> list[bytes]:
     if isinstance(value, str):
         if not value:
             raise ConfigError(f"{key}: the secret is empty", path=(key,))
+        if _SHELL_VARIABLE.fullmatch(value.strip()):
+            # `"${GITHUB_WEBHOOK_SECRET}"` was the secret's own text: anyone who read the
+            # rules (or guessed the habit) could sign deliveries. (The value is not repeated:
+            # it may be a secret after all.)
+            raise ConfigError(f"{key}: a shell variable (`$NAME`, `${{NAME}}`) is not read from "
+                              "the environment here, but would be the secret as written: write "
+                              "{env: NAME}", path=(key,))
         return [value.encode()]
     if isinstance(value, Mapping):
         if set(value) == {"env"}:
@@ -116,6 +124,9 @@ def _resolve_one(value: Any, key: str, root: Path | None) -> list[bytes]:
             path=(key,),
         )
     raise ConfigError(f"{key}: expected {{env: NAME}}, {{file: PATH}} or a string", path=(key,))
+
+
+_SHELL_VARIABLE = re.compile(r"\$\{[A-Z_][A-Z0-9_]*\}|\$[A-Z_][A-Z0-9_]*")  # as variables are named
 
 
 def _from_env(name: Any, key: str) -> bytes:

@@ -151,3 +151,14 @@ def test_bad_shapes_are_config_errors(value: Any) -> None:
 )
 def test_is_literal(value: Any, literal: bool) -> None:
     assert is_literal(value) is literal
+
+
+@pytest.mark.parametrize("value", ["${GITHUB_WEBHOOK_SECRET}", "$GITHUB_WEBHOOK_SECRET", " $PW "])
+def test_a_shell_variable_written_as_the_secret_is_refused_without_repeating_it(value: str) -> None:
+    """`secret: "${GITHUB_WEBHOOK_SECRET}"` was the secret as written: anyone could sign."""
+    with pytest.raises(ConfigError) as info:
+        resolve_secret(value)
+    assert info.value.message == ("secret: a shell variable (`$NAME`, `${NAME}`) is not read "
+                                  "from the environment here, but would be the secret as "
+                                  "written: write {env: NAME}")
+    assert resolve_secret("a$B") == [b"a$B"] and resolve_secret("$lower_case1") == [b"$lower_case1"]
