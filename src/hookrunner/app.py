@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hookrunner import api, console, flocks
@@ -57,6 +57,13 @@ class AdminAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        if not _routed(scope):
+            # A path nothing serves is a 404 with or without the token (it said "admin token
+            # required" to a sender whose URL had a slash too many, `//hooks/github`).
+            if scope["method"] not in ("GET", "HEAD"):
+                _not_found_log(method=scope["method"], path=scope["path"])
             await self.app(scope, receive, send)
             return
         request = Request(scope)
@@ -102,6 +109,17 @@ class AdminAuth:
                                     headers={"WWW-Authenticate": "Bearer", **_PRIVATE_HEADERS})
         await response(scope, receive, send)
 
+
+def _routed(scope: Scope) -> bool:
+    """Whether a route of the app serves this path (with any method)."""
+    app = scope.get("app")
+    routes: list[BaseRoute] = getattr(getattr(app, "router", None), "routes", [])
+    return not routes or any(route.matches(scope)[0] != Match.NONE for route in routes)
+
+
+# A sender posting to a path nothing serves (a base URL with a slash too many): said, at
+# most a line a second.
+_not_found_log = Throttled("http.not_found", logging.WARNING)
 
 # A guess at the admin token over the API, as the console's login form logs its own: a line
 # a second per reason at most, with a count (naming the last client).

@@ -130,6 +130,18 @@ def test_a_trailing_slash_is_a_404_never_a_redirect(make_server: Callable[..., S
         assert "location" not in r.headers and r.json() == {"error": "Not Found"}
 
 
+def test_a_path_nothing_serves_is_a_404_without_the_token_too(make_server: Callable[..., Server]) -> None:
+    """A sender's URL with a slash too many (`//hooks/open`) heard "admin token required",
+    and nothing was logged; the admin API's paths still need the token."""
+    server = make_server(RULES, env=ENV)
+    for path in ("//hooks/open", "/webhooks/open", "/api/nope"):
+        r = httpx.post(server.url + path, json={})
+        assert (r.status_code, r.json()) == (404, {"error": "Not Found"}), path
+    assert httpx.get(server.url + "/api/runs").status_code == 401
+    assert httpx.post(server.url + "/api/runs/run_x/cancel").status_code == 401
+    assert "http.not_found" in server.output() and "path=//hooks/open" in server.output()
+
+
 SECRETS = {"X-Gitlab-Token": "gl-s3cret", "X-Api-Key": "api-s3cret", "X-Auth-Token": "auth-s3cret",
            "Stripe-Signature": "t=1,v1=sig-s3cret", "Cookie": "sid=cookie-s3cret"}
 
