@@ -31,16 +31,34 @@ def _known_names(compiled: Constant | Template | Expression) -> None:
     unknown = sorted(compiled.names.difference(SCOPE_NAMES))
     if unknown:
         name, source = unknown[0], getattr(compiled, "source", "")
-        # `payload.metadata.tenant-id` reads as `payload.metadata.tenant - id`
-        hint = ""
-        if dashed := re.search(rf"\.(\w+)-{re.escape(name)}\b", source):
-            key = f"{dashed.group(1)}-{name}"
-            hint = f" (a key with '-' in it needs brackets: [\"{key}\"], not .{key})"
-        elif re.search(rf"\w/{re.escape(name)}\b", source):
-            hint = (" (a key with '/' or '.' in it needs brackets: "
-                    "payload.labels[\"app.kubernetes.io/name\"])")
         raise ConfigError(f"unknown name {name!r}; a template sees "
-                          f"{', '.join(SCOPE_NAMES)}{hint}")
+                          f"{', '.join(SCOPE_NAMES)}{_unknown_hint(name, source)}")
+
+
+_CHAIN = re.compile(r"(?<![\w'\"])[A-Za-z_][\w.\-/]*")
+
+
+def _unknown_hint(name: str, source: str) -> str:
+    """Why a name is unknown, where its surroundings tell: a key with `-` or `/` written
+    with a dot (`payload.metadata.tenant-id` reads as `tenant - id`, `headers.X-GitHub-Event`
+    as `X - GitHub - Event`), or text not quoted (`payload.ref == refs/heads/main`)."""
+    for chain in _CHAIN.findall(source):
+        parts = re.split(r"[.\-/]", chain)
+        if name not in parts:
+            continue
+        if parts[0] not in SCOPE_NAMES:
+            if "/" in chain or "-" in chain or re.search(
+                    rf"(==|!=|\bin)\s*{re.escape(chain)}(?![\w.(\[])", source):
+                return f" (text needs quotes: \"{chain}\")"
+            return did_you_mean(parts[0], SCOPE_NAMES) if parts[0] == name else ""
+        for key in chain.split(".")[1:]:
+            if name in re.split(r"[-/]", key):
+                if "/" in key:
+                    return (" (a key with '/' or '.' in it needs brackets: "
+                            "payload.labels[\"app.kubernetes.io/name\"])")
+                if "-" in key:
+                    return f" (a key with '-' in it needs brackets: [\"{key}\"], not .{key})"
+    return ""
 
 
 def compile_template(text: str) -> Constant | Template:

@@ -952,6 +952,13 @@ def test_a_query_or_header_compared_with_a_number_or_boolean_is_a_warning() -> N
                                           'not .tenant-id)'),
     ('payload.labels.app.kubernetes.io/name == "a"', "(a key with '/' or '.' in it needs "
                                                       "brackets: "),
+    # Found in session 23's audit: a header name's several dashes, and text not quoted.
+    ('headers.X-GitHub-Event == "push"', '(a key with \'-\' in it needs brackets: '
+                                         '["X-GitHub-Event"], not .X-GitHub-Event)'),
+    ('headers.x-github-event == "push"', '["x-github-event"], not .x-github-event)'),
+    ("payload.ref == refs/heads/main", '(text needs quotes: "refs/heads/main")'),
+    ("payload.ref == main", '(text needs quotes: "main")'),
+    ('paylaod.ref == "x"', "(did you mean 'payload'?)"),
 ])
 def test_an_unknown_name_from_a_key_with_a_dash_or_slash_says_to_use_brackets(
         when: str, hint: str) -> None:
