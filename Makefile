@@ -34,7 +34,9 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
 	  echo "hookrunner needs Python 3.11 or newer; $(PYTHON) is: $$($(PYTHON) --version 2>&1)." \
 	    "Name one with PYTHON=, e.g. PYTHON=python3.11 make run" >&2; exit 1; }
-	$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+	@# (Made again too where it has no pip: what a `python3 -m venv` that failed for want of
+	@# Debian's python3-venv leaves behind.)
+	test -x $(BIN)/pip && $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
 	  { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -321,11 +321,20 @@ def _say_dedup_key(hook: Any, learned: Any, scope: Any, body: bytes,
                   "the sender's id instead" + (f", {learned.delivery_id!r}" if
                                               learned.delivery_id else ", and there is none"))
             return
+    from hookrunner.verify.base import LearnsNothing
+
     key = _dedup_key(hook, learned, scope, body, content_type)
-    print(f"\ndelivery key for duplicates: {key!r}" if key is not None else
-          "\ndelivery key for duplicates: none (every resend runs again): the sender's headers "
-          "given carry no delivery id" + (", and the hook's dedup gives nothing" if hook.dedup
-                                          else ""))
+    if key is not None:
+        print(f"\ndelivery key for duplicates: {key!r}")
+    elif isinstance(hook.verifier, LearnsNothing) and hook.dedup is None:
+        # (Not "the headers given carry none": no header would give one.)
+        print(f"\ndelivery key for duplicates: none (every resend runs again): the "
+              f"{hook.verify_kind} verifier has no delivery id; give the hook a `dedup:` "
+              "template (a field of the payload that names the event) to drop resends")
+    else:
+        print("\ndelivery key for duplicates: none (every resend runs again): the sender's "
+              "headers given carry no delivery id" + (
+                  ", and the hook's dedup gives nothing" if hook.dedup else ""))
 
 
 def _reads(when: Any, name: str) -> bool:

@@ -502,3 +502,10 @@ def test_test_says_what_the_server_would_do_with_the_body_and_its_resend(tmp_pat
     done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", no_id)
     assert "the hook's dedup fails for this delivery" in done.stdout, done.stdout
     assert "dedup_template_failed" not in done.stderr, done.stderr
+    # A verifier that has no delivery id at all: not "the headers given carry none".
+    (tmp_path / "rules" / "a.yaml").write_text(
+        'hooks: {h: {verify: {hmac: {secret: {env: HOME}, header: X-Sig}}}}\n'
+        'rules: [{name: r, hook: h, run: {shell: {argv: ["true"]}}}]\n')
+    done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", small)
+    assert ("delivery key for duplicates: none (every resend runs again): the hmac verifier has "
+            "no delivery id; give the hook a `dedup:` template") in done.stdout, done.stdout
