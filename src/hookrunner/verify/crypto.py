@@ -157,7 +157,10 @@ def split_prefixed(value: str, allowed: Sequence[str]) -> tuple[str, str]:
 def parse_unix_timestamp(value: str) -> float:
     """Seconds since the epoch from a decimal string; VerifyError if it is not one."""
     if not _UNIX_SECONDS.match(value):
-        raise VerifyError("invalid timestamp")
+        digits = value.strip()
+        raise VerifyError("invalid timestamp: Unix seconds expected" + (
+            " (this looks like milliseconds)" if digits.isdigit() and len(digits) == 13 else
+            " (this looks like a date)" if re.match(r"\d{4}-\d\d-\d\d", digits) else ""))
     return float(value)
 
 

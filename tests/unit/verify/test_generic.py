@@ -58,7 +58,12 @@ HMAC_BAD = [
       "X-Timestamp": str(int(NOW) + 61)},
      "timestamp outside tolerance"),
     ({"timestamp_header": "X-Timestamp"}, {"X-Signature": "00", "X-Timestamp": "nan"},
-     "invalid timestamp"),
+     "invalid timestamp: Unix seconds expected"),
+    ({"timestamp_header": "X-Timestamp"}, {"X-Signature": "00", "X-Timestamp": "1796097455351"},
+     "invalid timestamp: Unix seconds expected (this looks like milliseconds)"),
+    ({"timestamp_header": "X-Timestamp"},
+     {"X-Signature": "00", "X-Timestamp": "2026-12-01T03:57:35Z"},
+     "invalid timestamp: Unix seconds expected (this looks like a date)"),
 ]
 
 

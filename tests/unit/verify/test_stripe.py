@@ -47,7 +47,7 @@ def test_docs_example_header_parses() -> None:
         (header(t=T + 301), BODY, "timestamp outside tolerance"),
         (f"v1={'0' * 64}", BODY, "malformed signature header"),
         (f"t={T}", BODY, "malformed signature header"),
-        (f"t=abc,v1={'0' * 64}", BODY, "invalid timestamp"),
+        (f"t=abc,v1={'0' * 64}", BODY, "invalid timestamp: Unix seconds expected"),
     ],
 )
 def test_stripe(value: str, body: bytes, reason: str | None) -> None:
