@@ -107,17 +107,15 @@ def load_rules(
         why = (f"the rules directory {where} is not a directory" if rules_dir.exists() else
                f"the rules directory {where} does not exist (give it with --rules DIR)")
         raise ConfigErrors([ConfigError(why)])
-    closed: list[str] = []
+    notes: list[str] = []  # what was skipped that may have been meant to load
     try:
-        paths = rules_files(rules_dir, closed)
+        paths = rules_files(rules_dir, notes)
     except OSError as exc:  # no descriptor left, no permission: not "no rules", a failure
         why = f"cannot list the rules directory {exc.filename or rules_dir}: {exc.strerror or exc}"
         raise ConfigErrors([ConfigError(why)]) from None
     sources: list[tuple[str, str]] = []
     errors: list[ConfigError] = []
-    warnings: list[str] = [f"{d}: may be entered but not listed (mode --x): any rules files "
-                           "in it are not loaded (a directory of {file:} secrets is fine)"
-                           for d in closed]
+    warnings: list[str] = list(notes)
     if root is not None and not root.is_dir():
         # Once, not of each path the rules name under it (and not as `rules:0:`).
         errors.append(ConfigError(f"--root {root.absolute()} is not a directory: relative paths "
@@ -160,11 +158,12 @@ def _same(path: Any, other: Path) -> bool:
         return False
 
 
-def rules_files(rules_dir: Path, closed: list[str] | None = None) -> list[Path]:
+def rules_files(rules_dir: Path, notes: list[str] | None = None) -> list[Path]:
     """The rules files under `rules_dir`, in load order: every `*.yaml` / `*.yml` file (a link
     to one, or to a directory of them, counts), skipping hidden files and directories. Those
     are editors' and tools' copies (`.#x.yaml`, `.git/`), and a mounted Kubernetes ConfigMap
-    keeps every file twice: once as `x.yaml`, once in its hidden `..<timestamp>/` directory."""
+    keeps every file twice: once as `x.yaml`, once in its hidden `..<timestamp>/` directory.
+    What is skipped that may have been meant to load goes to `notes`, as warnings."""
     if not rules_dir.is_dir():
         return []
     found: list[Path] = []
@@ -174,7 +173,6 @@ def rules_files(rules_dir: Path, closed: list[str] | None = None) -> list[Path]:
     # team's rules linked in), each real directory once (a link back up is no loop).
     seen: set[str] = set()
     problems: list[OSError] = []
-    shut = closed  # (where the directories kept closed are told: `closed`, the caller's)
 
     def failed(exc: OSError) -> None:
         # A directory that cannot be listed is a failure (its rules would be dropped in
@@ -185,8 +183,9 @@ def rules_files(rules_dir: Path, closed: list[str] | None = None) -> list[Path]:
         # directory of `{file:}` secrets, say, read by their names.
         is_closed = exc.errno == errno.EACCES and not _same(exc.filename, rules_dir) and \
             os.access(str(exc.filename), os.X_OK)
-        if is_closed and shut is not None:
-            shut.append(str(exc.filename))
+        if is_closed and notes is not None:
+            notes.append(f"{exc.filename}: may be entered but not listed (mode --x): any rules "
+                         "files in it are not loaded (a directory of {file:} secrets is fine)")
         if not (vanished or is_closed) and os.path.basename(str(exc.filename)) != "lost+found":
             problems.append(exc)
 
@@ -207,6 +206,10 @@ def rules_files(rules_dir: Path, closed: list[str] | None = None) -> list[Path]:
             if (path.suffix in (".yaml", ".yml") and (path.is_symlink() or not path.is_dir())) \
                     or (not path.suffix and path.is_symlink() and not path.exists()):
                 found.append(path)
+            elif path.suffix.lower() in (".yaml", ".yml") and notes is not None \
+                    and not path.is_dir():  # `team.YAML`: skipped, as the glob says, but said
+                notes.append(f"{path}: not loaded: rules files end in .yaml or .yml, in lower "
+                             "case")
     if problems:  # out of descriptors (EMFILE), no permission: an empty list would be taken
         raise problems[0]  # for "no rules" and replace the live ones
     return sorted(found)

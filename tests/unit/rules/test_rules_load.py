@@ -1134,3 +1134,13 @@ rules:
 def test_a_dedup_with_no_template_is_warned_about() -> None:
     ruleset = load_rules_text({"r.yaml": "hooks: {h: {verify: {none: {}}, dedup: static}}\n"})
     assert any("dedup: has no {{ }}" in w for w in ruleset.warnings), ruleset.warnings
+
+
+def test_a_rules_file_with_an_upper_case_suffix_is_not_loaded_but_said(tmp_path: Path) -> None:
+    """`team.YAML` was skipped in silence (the contract's glob is `*.yaml`/`*.yml`)."""
+    (tmp_path / "a.yaml").write_text("hooks:\n  h: {verify: {none: {}}}\n")
+    (tmp_path / "team.YAML").write_text("rules:\n  - {name: r, hook: h, run: {shell: {argv: [x]}}}\n")
+    ruleset = load_rules(tmp_path)
+    assert ruleset.rules == ()
+    assert (f"{tmp_path / 'team.YAML'}: not loaded: rules files end in .yaml or .yml, in lower "
+            "case") in ruleset.warnings, ruleset.warnings
