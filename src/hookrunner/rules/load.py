@@ -338,7 +338,7 @@ def _hook_entry(ctx: f.Ctx, hooks: LineDict, hook_id: Any, merged: _Merged, secr
         return
     if not isinstance(hook_id, str) or not HOOK_ID.fullmatch(hook_id):
         ctx.error(hooks, (hook_id,), f"bad hook id {hook_id!r}: use letters, digits, '_', '.', "
-                  "'-' (it is the URL path /hooks/<id>)")
+                  "'-', starting with a letter or digit (it is the URL path /hooks/<id>)")
         return
     if hook_id in merged.hook_sources:
         ctx.error(hooks, (hook_id,),

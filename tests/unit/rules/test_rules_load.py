@@ -184,6 +184,8 @@ HOOK_ERROR_CASES = [
     ("bad burst", "  h:\n    verify: {none: {}}\n    rate_limit:\n      rate: 5/s\n"
      "      burst: 0\n", "r.yaml:6: hook 'h' rate_limit burst must be a whole number >= 1"),
     ("bad hook id", "  'a b':\n    verify: {none: {}}\n", "r.yaml:2: bad hook id 'a b'"),
+    ("hook id of dots", "  '..':\n    verify: {none: {}}\n", "r.yaml:2: bad hook id '..': use "
+     "letters, digits, '_', '.', '-', starting with a letter or digit"),
     ("hook not a mapping", "  h: yes\n", "r.yaml:2: hook 'h' must be a mapping, got a string"),
 ]
 
