@@ -126,15 +126,23 @@ def _unwritable(path: Path) -> str | None:
 
 
 def _applied(path: Path) -> set[int] | None:
-    """The migrations applied to the file (read-only); None where that cannot be read."""
+    """The migrations applied to the file (read-only); None where it has none yet (a new
+    file). StoreUnavailable where it cannot be read: a damaged file was told to be "from an
+    older hookrunner", to be upgraded by `serve`."""
     try:
         conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
     except sqlite3.Error:
         return None
     try:
         return {row[0] for row in conn.execute(Q["applied_migrations"])}
-    except sqlite3.Error:  # no migrations table yet (a new file)
-        return None
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):  # no migrations table yet (a new file)
+            return None
+        damaged = isinstance(exc, sqlite3.DatabaseError) and any(
+            word in str(exc) for word in ("malformed", "not a database"))
+        raise StoreUnavailable(f"cannot read {path}: {exc}" + (
+            " (the file is damaged: restore it from a backup, see the README's Backups, or "
+            "move it aside to start with an empty store)" if damaged else "")) from None
     finally:
         conn.close()
 
@@ -313,7 +321,11 @@ class SQLiteStore:
             raise StoreUnavailable(unwritable)
         # Only a database behind on its migrations takes the write lock here: `hookrunner
         # runs` waited out a busy writer's transaction (up to the busy timeout) to read.
-        applied = await asyncio.to_thread(_applied, self.path)
+        try:
+            applied = await asyncio.to_thread(_applied, self.path)
+        except StoreUnavailable:
+            await self._writer.aclose()
+            raise
         problem = sql.schema_problem("sqlite", applied)
         if problem is not None and not migrate:
             await self._writer.aclose()

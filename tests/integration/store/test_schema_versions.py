@@ -186,3 +186,18 @@ def test_an_upgrade_says_it_migrates_before_it_does(tmp_path: Path) -> None:
     fresh = Server(tmp_path / "rules", tmp_path / "fresh", tmp_path).start()
     fresh.stop()
     assert "store.migrating" not in fresh.output()
+
+
+@pytest.mark.parametrize("migrate", [False, True])
+async def test_a_damaged_sqlite_file_is_said_to_be_damaged_not_older(tmp_path: Path,
+                                                                     migrate: bool) -> None:
+    """`runs` told a corrupted file "from an older hookrunner": start `serve` to upgrade it."""
+    db = tmp_path / "hookrunner.db"
+    await _made(str(db))
+    with open(db, "r+b") as f:  # the pages after the header
+        f.seek(4096)
+        f.write(os.urandom(8 * 4096))
+    store = open_store(str(db))
+    with pytest.raises(StoreUnavailable, match=r"malformed \(the file is damaged: restore it "
+                                               r"from a backup"):
+        await store.open(migrate=migrate)
