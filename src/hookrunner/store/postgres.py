@@ -169,7 +169,7 @@ class PostgresStore:
             await self._pool.close()
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
         try:
-            async with self._conn() as conn:
+            async with self._conn(refusal_is_outage=False) as conn:
                 await self._migrate(conn, migrate)
         except StoreUnavailable:
             await self._pool.close()
@@ -194,7 +194,8 @@ class PostgresStore:
         await self._pool.close()
 
     @contextlib.asynccontextmanager
-    async def _conn(self, timeout: float | None = None) -> AsyncIterator[Conn]:
+    async def _conn(self, timeout: float | None = None,
+                    refusal_is_outage: bool = True) -> AsyncIterator[Conn]:
         try:
             async with self._pool.connection(timeout=timeout) as conn:
                 yield conn
@@ -207,7 +208,10 @@ class PostgresStore:
         except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege) as exc:
             # A failover onto a server still read-only, a role's write grant taken away:
             # nothing can be stored until it is put right, as in an outage (a 503 to senders
-            # rather than a 500, and the loops try again rather than end).
+            # rather than a 500, and the loops try again rather than end). Not at the start,
+            # whose schema set-up says what the role lacks.
+            if not refusal_is_outage:
+                raise
             raise StoreUnavailable(f"PostgreSQL refuses writes: {exc}") from exc
 
     @contextlib.asynccontextmanager
