@@ -387,9 +387,15 @@ class Dispatcher:
         runs = {t for t in left if t is not claim}
         if runs:
             ids = sorted(run_id for run_id, (task, _) in self._active.items() if task in runs)
+            # How each had ended, where its action had (the store refused its record): the
+            # line is all that says so once the next start takes it for interrupted.
+            ended = {i: self._unrecorded[i] for i in ids if i in self._unrecorded}
             event("run.result_abandoned", logging.ERROR, run_ids=",".join(ids),
                   reason="not ended while stopping (its action still stopping, or the store "
                          "not answering)",
+                  ended=",".join(f"{i}={f.outcome}" + (f"/exit {f.exit_code}"
+                                                       if f.exit_code is not None else "")
+                                 for i, f in ended.items()) or None,
                   hint="the next start takes them for interrupted")
             while runs:
                 for t in runs:
