@@ -589,8 +589,9 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
         if lasts.get(r.id) and lasts[r.id][0].finished_at is not None:
             last = lasts[r.id][0]
             took = _took(last.started_at, last.finished_at or 0.0)
-        if r.status == "running" and r.started_at:
-            took = "-, its server has stopped" if unserved else f"{_took(r.started_at, now)} so far"
+        stopped = r.status == "running" and unserved
+        if r.status == "running" and r.started_at:  # (one word, as each column: `awk` reads it)
+            took = "-" if unserved else f"{_took(r.started_at, now)}+"
         waits = describe(waiting_for(r, running, now), _ts)
         if waits and unserved:
             waits = "a server: none runs on this --data" + (
@@ -598,6 +599,7 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
         print(f"{r.id}  {r.status:<9}  {_ts(r.created_at)}  {_word(r.rule)}  attempt={r.attempt}  "
               f"exit={code}  took={took}  delivery={r.delivery_id}"
               + (f"  waiting for {waits}" if waits else "")
+              + ("  (its server has stopped)" if stopped else "")
               + (f"  ({terminal_safe(r.reason)})" if r.reason else ""))
     if not items:
         asked = [f"{what} {value!r}" for what, value in
