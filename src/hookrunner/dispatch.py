@@ -803,18 +803,20 @@ class Dispatcher:
             asked = f"canceled: replaced by run {run.superseded_by}" if run.superseded_by \
                 else "canceled by request"
             outcome, reason, retry_at = "canceled", f"{asked} ({reason})", None
-        event("run.interrupted", logging.WARNING, run_id=run.id, rule=run.rule, reason=reason,
-              retry=retry_at is not None)
         # What the attempt wrote before its node died, where that node's disk is this one's:
         # kept with the record, as an ended attempt's is, so every node can show it.
         log = None
         if self.settings.log_path(run.id, run.attempt).exists():
             log = (await asyncio.to_thread(log_tail, self.settings, run, self._record_cap)
                    ).replace("\x00", "")
-        await self.store.finish(Finish(
+        decided = await self.store.finish(Finish(
             run_id=run.id, node=run.lease_owner or self.node, outcome=outcome, exit_code=None,
             reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt,
             log=log))
+        if not decided:  # another node took it over first (each saw its lease expire)
+            return
+        event("run.interrupted", logging.WARNING, run_id=run.id, rule=run.rule, reason=reason,
+              retry=retry_at is not None)
         if retry_at is None:  # (once written: a start tries a finish again in an outage)
             self.metrics.runs_ended.labels(run.rule, outcome).inc()
 

@@ -235,8 +235,9 @@ class Store(Protocol):
         """Extend leases; return the ids `node` still holds (a lost one must be stopped)."""
         ...
 
-    async def finish(self, result: Finish) -> None:
-        """Record an attempt's end: terminal status, or requeue for the next attempt."""
+    async def finish(self, result: Finish) -> bool:
+        """Record an attempt's end: terminal status, or requeue for the next attempt. False
+        where the run was not this node's to decide any more (another node decided it)."""
         ...
 
     async def expired(self, now: float) -> list[Run]:

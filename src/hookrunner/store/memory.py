@@ -167,7 +167,7 @@ class MemoryStore:
                 held.add(rid)
         return held
 
-    async def finish(self, result: Finish) -> None:
+    async def finish(self, result: Finish) -> bool:
         r = self._held(result.node, result.run_id)
         reason = result.reason
         if result.replaced_by and r is not None and r.superseded_by:  # as sqlite.py's finish_run
@@ -181,7 +181,7 @@ class MemoryStore:
                 if result.log is not None:
                     self._logs[(a.run_id, a.attempt)] = result.log
         if r is None or result.attempt not in (None, r.attempt):  # another's decision stands
-            return
+            return False
         r.exit_code, r.reason, r.outputs = result.exit_code, reason, dict(result.outputs)
         r.lease_expires = None
         if result.retry_at is not None and r.cancel_requested:  # never retried (sqlite.py)
@@ -190,7 +190,7 @@ class MemoryStore:
                         else CANCELED_INSTEAD_OF_RETRY)
             _ended(r)
             self._wake.set()
-            return
+            return True
         if result.outcome != "canceled" or result.retry_at is not None:
             r.superseded_by = None  # replaced only if the cancel is how it ended
         if result.retry_at is not None:
@@ -199,6 +199,7 @@ class MemoryStore:
             r.status, r.finished_at = result.outcome, result.finished_at
             _ended(r)
         self._wake.set()
+        return True
 
     async def expired(self, now: float) -> list[Run]:
         return [

@@ -441,7 +441,7 @@ class PostgresStore:
                                           "lease_expires": now + lease})
         return {r["id"] for r in rows}
 
-    async def finish(self, result: Finish) -> None:
+    async def finish(self, result: Finish) -> bool:
         params = {
             "run_id": result.run_id, "node": result.node, "outcome": result.outcome,
             "exit_code": result.exit_code, "reason": result.reason,
@@ -452,14 +452,15 @@ class PostgresStore:
         async with self._tx() as conn:
             # Guarded by owner and status: a node that lost its lease cannot undo another's.
             if result.retry_at is None:
-                await conn.execute(Q["finish_run"], params)
+                applied = (await conn.execute(Q["finish_run"], params)).rowcount
             else:  # one of the two applies: queued again, or canceled if a cancel was asked for
-                await conn.execute(Q["requeue_run"], params)
-                await conn.execute(Q["cancel_retry"],
-                                   {**params, "cancel_reason": CANCELED_INSTEAD_OF_RETRY})
+                applied = (await conn.execute(Q["requeue_run"], params)).rowcount
+                applied += (await conn.execute(Q["cancel_retry"], {
+                    **params, "cancel_reason": CANCELED_INSTEAD_OF_RETRY})).rowcount
             # After the run's row is locked and written: it reads the run's superseded_by.
             await conn.execute(Q["finish_attempt"], params)
             await conn.execute(Q["notify"])  # its key is free now, or it is queued again
+        return applied > 0
 
     async def expired(self, now: float) -> list[Run]:
         return [run_from_row(r) for r in await self._rows("expired", {"now": now})]

@@ -215,7 +215,7 @@ def _renew(conn: sqlite3.Connection, node: str, ids: Sequence[str], expires: flo
     return held
 
 
-def _finish(conn: sqlite3.Connection, f: Finish) -> None:
+def _finish(conn: sqlite3.Connection, f: Finish) -> bool:
     params = {
         "run_id": f.run_id, "node": f.node, "outcome": f.outcome, "exit_code": f.exit_code,
         "reason": f.reason, "outputs": dumps(f.outputs), "finished_at": f.finished_at,
@@ -224,11 +224,13 @@ def _finish(conn: sqlite3.Connection, f: Finish) -> None:
     }
     # Guarded by owner and status: a node that lost its lease cannot undo another's decision.
     if f.retry_at is None:
-        conn.execute(Q["finish_run"], params)
+        applied = conn.execute(Q["finish_run"], params).rowcount
     else:  # one of the two applies: queued again, or canceled if a cancel was asked for
-        conn.execute(Q["requeue_run"], params)
-        conn.execute(Q["cancel_retry"], {**params, "cancel_reason": CANCELED_INSTEAD_OF_RETRY})
+        applied = conn.execute(Q["requeue_run"], params).rowcount
+        applied += conn.execute(Q["cancel_retry"], {
+            **params, "cancel_reason": CANCELED_INSTEAD_OF_RETRY}).rowcount
     conn.execute(Q["finish_attempt"], params)  # after: it reads the run's superseded_by
+    return applied > 0
 
 
 def _request_cancel(conn: sqlite3.Connection, run_id: str, now: float) -> str | None:
@@ -424,9 +426,10 @@ class SQLiteStore:
     async def renew(self, node: str, run_ids: Sequence[str], lease: float, now: float) -> set[str]:
         return await self._writer.run(lambda c: _renew(c, node, run_ids, now + lease))
 
-    async def finish(self, result: Finish) -> None:
-        await self._writer.run(lambda c: _finish(c, result))
+    async def finish(self, result: Finish) -> bool:
+        applied = await self._writer.run(lambda c: _finish(c, result))
         self._wake.set()  # its key is free now, or it is queued again
+        return applied
 
     async def expired(self, now: float) -> list[Run]:
         return [run_from_row(r) for r in await self._rows("expired", {"now": now})]

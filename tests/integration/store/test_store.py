@@ -197,6 +197,19 @@ async def finish(store: Store, run_id: str, node: str = "n1", outcome: str = "su
                               log=log))
 
 
+async def test_a_finish_says_whether_it_decided_the_run(store: Store) -> None:
+    """Nodes that each saw a dead node's lease expire each ended its run: the record held the
+    first's, but each counted it in its metric and logged it (twice the failures)."""
+    for retry_at in (None, T0 + 50):
+        run = await claimed(store, "dead")
+        ended = Finish(run_id=run.id, node="dead", outcome="failed", exit_code=None,
+                       reason="interrupted", outputs={}, finished_at=T0 + 20,
+                       retry_at=retry_at, attempt=1)
+        assert await store.finish(ended) is True
+        assert await store.finish(ended) is False  # decided already, by another node
+        assert await status(store, run.id) == ("failed" if retry_at is None else "queued")
+
+
 async def test_queue_runs_one_at_a_time_in_order(store: Store) -> None:
     """queue: the second run of a key waits until the first finished."""
     a, b = await enqueue(store, "k"), await enqueue(store, "k")
