@@ -809,6 +809,11 @@ class Dispatcher:
         if self.settings.log_path(run.id, run.attempt).exists():
             log = (await asyncio.to_thread(log_tail, self.settings, run, self._record_cap)
                    ).replace("\x00", "")
+        elif run.lease_owner and run.lease_owner != self.node:
+            # Its output was on that node's disk: a follower of its log got an empty answer,
+            # as if the action had printed nothing.
+            log = (f"[hookrunner] {reason} (its output so far was on node {run.lease_owner} "
+                   "and is not kept)\n")
         decided = await self.store.finish(Finish(
             run_id=run.id, node=run.lease_owner or self.node, outcome=outcome, exit_code=None,
             reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt,

@@ -244,6 +244,10 @@ def test_a_killed_node_runs_are_retried_elsewhere_or_failed_after_the_lease(
     with n2.admin() as c:
         doc = c.get(f"/api/runs/{once}").json()
         assert doc["reason"] == "interrupted: lease of node n1 expired"
+        # Its output was on n1's disk: the log says so (a follower got an empty answer).
+        assert c.get(f"/api/runs/{once}/log").text.endswith(
+            "[hookrunner] interrupted: lease of node n1 expired (its output so far was on node "
+            "n1 and is not kept)\n")
         attempts = query(nodes.db, "SELECT attempt, node, status FROM attempts "
                                    "WHERE run_id = %s ORDER BY attempt", [retried])
     assert attempts == [(1, "n1", "failed"), (2, "n2", "succeeded")]
