@@ -203,6 +203,9 @@ async def readyz(request: Request) -> Response:
         "store": "ok" if store_ok else f"unreachable ({trouble})" if trouble else "unreachable",
         "rules": "loaded" if rules.current is not None else "not loaded",
         "rules_loaded_at": rules.loaded_at,
+        # The same on every node that serves the same rules files: compare them (a node
+        # with other rules matches and renders the deliveries it accepts by those).
+        "rules_digest": rules.current.digest if rules.current is not None else None,
         "last_reload": "failed" if rules.errors else "ok",
         # Where each error is, not its message: /readyz needs no token, and a message quotes
         # the rules' text (a template, a literal header value). The log and the console

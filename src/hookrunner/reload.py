@@ -242,7 +242,8 @@ class LiveRules:
                   then="its deliveries are answered 503 until the rules load with its secret "
                        "(a variable: restart the server with it set)")
         event("rules.loaded", info, hooks=len(ruleset.hooks), rules=len(ruleset.rules),
-              files=len(ruleset.files), unavailable=len(ruleset.unavailable) or None)
+              files=len(ruleset.files), unavailable=len(ruleset.unavailable) or None,
+              digest=ruleset.digest or None)
         return True
 
     def _look(self) -> tuple[tuple[Stat, ...], list[Stat | None]]:

@@ -19,7 +19,9 @@ Rule keys: `name`, `hook`, `when`, `run`, `timeout`, `retry`, `concurrency`, `de
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import hashlib
 import ipaddress
 import math
 import os
@@ -146,9 +148,20 @@ def load_rules(
             line = data[:exc.start].count(b"\n") + 1
             errors.append(ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})",
                                       str(path), line))
-    return _load(sources, errors, root, empty_hint=str(rules_dir), secrets_required=secrets_required,
-                 on_secret_file=on_secret_file, strict=strict, warnings=warnings,
-                 defer_secrets=defer_secrets)
+    ruleset = _load(sources, errors, root, empty_hint=str(rules_dir),
+                    secrets_required=secrets_required, on_secret_file=on_secret_file,
+                    strict=strict, warnings=warnings, defer_secrets=defer_secrets)
+    return dataclasses.replace(ruleset, digest=_digest(rules_dir, sources))
+
+
+def _digest(rules_dir: Path, sources: list[tuple[str, str]]) -> str:
+    """A short digest of the rules files (their paths under `rules_dir` and their text)."""
+    digest = hashlib.sha256()
+    for name, text in sorted((os.path.relpath(n, rules_dir), t) for n, t in sources):
+        for part in (name, text):
+            data = part.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()[:16]
 
 
 def _same(path: Any, other: Path) -> bool:

@@ -161,6 +161,9 @@ class Ruleset:
     rules: tuple[Rule, ...]
     files: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # `file:line: message`, e.g. a literal secret
+    # The rules files' text, as paths under --rules and contents: nodes that must serve the
+    # same rules show the same digest (/readyz, the `rules.loaded` line).
+    digest: str = ""
 
     @functools.cached_property
     def unavailable(self) -> dict[str, str]:

@@ -1146,3 +1146,19 @@ def test_a_rules_file_with_an_upper_case_suffix_is_not_loaded_but_said(tmp_path:
     assert ruleset.rules == ()
     assert (f"{tmp_path / 'team.YAML'}: not loaded: rules files end in .yaml or .yml, in lower "
             "case") in ruleset.warnings, ruleset.warnings
+
+
+def test_the_rules_digest_is_the_same_for_the_same_files_wherever_they_are(tmp_path: Path) -> None:
+    """Nodes compare it (/readyz): paths under --rules and text, not where --rules is."""
+    text = "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - {name: r, hook: h, run: {shell: {argv: [x]}}}\n"
+    digests = []
+    for node in ("a", "b"):
+        (tmp_path / node / "team").mkdir(parents=True)
+        (tmp_path / node / "team" / "r.yaml").write_text(text)
+        digests.append(load_rules(tmp_path / node).digest)
+    assert digests[0] == digests[1] and len(digests[0]) == 16
+    (tmp_path / "b" / "team" / "r.yaml").write_text(text.replace("name: r", "name: s"))
+    assert load_rules(tmp_path / "b").digest != digests[0]
+    (tmp_path / "b" / "team" / "r.yaml").rename(tmp_path / "b" / "r.yaml")
+    (tmp_path / "b" / "r.yaml").write_text(text)
+    assert load_rules(tmp_path / "b").digest != digests[0]  # another path: another file
