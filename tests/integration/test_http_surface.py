@@ -140,6 +140,8 @@ def test_a_path_nothing_serves_is_a_404_without_the_token_too(make_server: Calla
     assert httpx.get(server.url + "/api/runs").status_code == 401
     assert httpx.post(server.url + "/api/runs/run_x/cancel").status_code == 401
     assert "http.not_found" in server.output() and "path=//hooks/open" in server.output()
+    digest = httpx.get(server.url + "/readyz").json()["rules_digest"]  # (compared across nodes)
+    assert re.fullmatch(r"[0-9a-f]{16}", digest) and f"digest={digest}" in server.output()
 
 
 SECRETS = {"X-Gitlab-Token": "gl-s3cret", "X-Api-Key": "api-s3cret", "X-Auth-Token": "auth-s3cret",
