@@ -150,7 +150,7 @@ def split_prefixed(value: str, allowed: Sequence[str]) -> tuple[str, str]:
     algorithm, sep, signature = value.partition("=")
     algorithm = algorithm.strip().lower()
     if not sep or algorithm not in allowed:
-        raise VerifyError("malformed signature header")
+        raise VerifyError(f"malformed signature header (expected {' or '.join(allowed)}=<signature>)")
     return algorithm, signature
 
 

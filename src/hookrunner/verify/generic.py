@@ -52,7 +52,8 @@ class HmacVerifier(LearnsNothing):
         if self.prefix:
             # Case-insensitive: some senders write `SHA256=` where the docs say `sha256=`.
             if not value.lower().startswith(self.prefix.lower()):
-                raise VerifyError("malformed signature header")
+                raise VerifyError(f"malformed signature header (it does not start with the "
+                                  f"hook's prefix {self.prefix!r})")
             value = value[len(self.prefix):]
         message = request.body
         if self.timestamp_header:

@@ -43,7 +43,8 @@ HMAC_BAD = [
     ({}, {"X-Signature": hexmac("wrong", BODY)}, "signature mismatch"),
     ({}, {"X-Signature": b64mac("k", BODY)}, "signature mismatch"),  # wrong encoding
     ({}, {}, "missing header X-Signature"),
-    ({"prefix": "sha256="}, {"X-Signature": hexmac("k", BODY)}, "malformed signature header"),
+    ({"prefix": "sha256="}, {"X-Signature": hexmac("k", BODY)},
+     "malformed signature header (it does not start with the hook's prefix 'sha256=')"),
     ({"timestamp_header": "X-Timestamp"}, {"X-Signature": hexmac("k", BODY)},
      "missing header X-Timestamp"),
     # The timestamp is signed: changing it breaks the signature.

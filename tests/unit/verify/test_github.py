@@ -44,8 +44,9 @@ def test_documented_vector_verifies() -> None:
         ({"X-Hub-Signature-256": "sha256=00", "X-Hub-Signature": "sha1="
           + hexmac("s", BODY, "sha1")}, BODY, "s", "signature mismatch"),
         ({"X-Hub-Signature-256": "sha1=" + hexmac("s", BODY, "sha1")}, BODY, "s",
-         "malformed signature header"),
-        ({"X-Hub-Signature-256": hexmac("s", BODY)}, BODY, "s", "malformed signature header"),
+         "malformed signature header (expected sha256=<signature>)"),
+        ({"X-Hub-Signature-256": hexmac("s", BODY)}, BODY, "s",
+         "malformed signature header (expected sha256=<signature>)"),
         ({"X-Hub-Signature-256": "sha256=zz"}, BODY, "s", "signature mismatch"),
         (IDS, BODY, "s", "missing header X-Hub-Signature-256"),
         # Present but empty: the legacy header does not stand in (it is used only when the
