@@ -36,6 +36,19 @@ class _Parser(argparse.ArgumentParser):
         where = f"{command}: " if command else ""
         self.exit(EXIT_USAGE, f"hookrunner: {where}{message} (see `{self.prog} --help`)\n")
 
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: None = None) -> argparse.Namespace:
+        """A flag the command does not take is the command's usage error (the top level's
+        named `hookrunner --help`, which lists no command's flags)."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            where = f"{command}: " if command else ""
+            self.exit(EXIT_USAGE, f"hookrunner: {where}unrecognized arguments: {' '.join(extra)} "
+                                  f"(see `{prog} --help`)\n")
+        return parsed
+
 
 STATUSES = "queued, running, succeeded, failed, timed_out, canceled, skipped"
 SERVE_EPILOG = (

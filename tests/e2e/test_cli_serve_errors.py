@@ -76,6 +76,9 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> 
     # What argparse itself refuses is one line too, not its usage block.
     (["--port", "abc"], {}, ["hookrunner: serve: argument --port: invalid int value: 'abc'"]),
     (["--log-format", "xml"], {}, ["argument --log-format: invalid choice: 'xml'"]),
+    # A flag serve does not take: serve's usage error, pointing at serve's own help.
+    (["--bogus"], {}, ["hookrunner: serve: unrecognized arguments: --bogus (see `hookrunner "
+                       "serve --help`)"]),
     ([], {"HOOKRUNNER_PORT": "abc"},
      ["HOOKRUNNER_PORT: expected a whole number from 0 to 65535, got 'abc'"]),
     ([], {"HOOKRUNNER_GRACE": "soon"}, ["HOOKRUNNER_GRACE: expected a duration"]),
