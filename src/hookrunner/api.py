@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from hookrunner.gateway import Gateway
 from hookrunner.ingest import QUEUE_FULL_RETRY_AFTER
-from hookrunner.payload import SHOWN_DEPTH, as_received, deeper_than
+from hookrunner.payload import SHOWN_DEPTH, as_received, deeper_than, form_json_hint
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery, replayed
 from hookrunner.runlog import chunks, ended_chunks, opened
@@ -83,6 +83,9 @@ def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
         doc["headers"] = d.headers
         doc["query"] = d.query
         doc["matches"] = d.matches
+        # JSON sent as a form (`curl -d` without a Content-Type), why its rules found nothing.
+        if (hint := form_json_hint(d.body, Headers(d.headers).get("content-type"))) is not None:
+            doc["hint"] = hint
         # As the rules saw it: `curl -d '{...}'` sends a form, whatever it looks like.
         kind, value = as_received(d.body, Headers(d.headers).get("content-type"))
         if kind == "binary":

@@ -388,6 +388,11 @@ async def explain_delivery(settings: Settings, delivery_id: str) -> int:
     print(f"{delivery.id} (hook {delivery.hook}{sent}) against the rules in {settings.rules}:")
     text = format_explain(evaluate(ruleset, delivery.hook, scope))
     print(text)
+    from hookrunner.payload import form_json_hint
+    from hookrunner.verify.base import Headers
+
+    if (hint := form_json_hint(delivery.body, Headers(delivery.headers).get("content-type"))):
+        print(f"hookrunner: note: {hint}", file=sys.stderr)
     if REDACTED in text:  # matched as it arrived, maybe: the secret was not stored
         print(f"hookrunner: note: {REDACTED} is a secret-looking header or query value, which "
               "is not stored: a condition on it cannot decide here as it did on arrival "

@@ -973,3 +973,27 @@ rules: []
     assert r.status_code == 202, r.text
     line = next(x for x in server.output().splitlines() if "delivery.dedup_template_failed" in x)
     assert "the body was read as form fields" in line, line
+
+
+def test_json_sent_as_a_form_is_said_where_the_delivery_is_looked_at(
+    make_server: Callable[..., Server], project: Path,
+) -> None:
+    """The hint was only in a log line (throttled): the API's delivery, its console page and
+    `explain --delivery` showed only "'dict object' has no attribute 'ref'"."""
+    server = make_server("""
+hooks:
+  open: {verify: none}
+rules:
+  - {name: main, hook: open, when: 'payload.ref == "main"', run: {shell: {argv: ["true"]}}}
+""")
+    r = httpx.post(f"{server.url}/hooks/open", content=b'{"ref": "main"}', timeout=30,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 202 and r.json()["runs"] == [], r.text
+    delivery = r.json()["delivery_id"]
+    with server.admin() as c:
+        assert "read as form fields" in c.get(f"/api/deliveries/{delivery}").json()["hint"]
+        assert 'id="hint"' in c.get(f"/deliveries/{delivery}").text
+    done = subprocess.run([sys.executable, "-m", "hookrunner.cli", "explain", "--delivery", delivery,
+                           "--data", str(project / "data"), "--rules", str(project / "rules")],
+                          capture_output=True, text=True, cwd=project)
+    assert "note: the body was read as form fields" in done.stderr, done.stdout + done.stderr

@@ -13,6 +13,7 @@ from hookrunner.console import deliveries, present
 from hookrunner.console.context import base, gateway
 from hookrunner.console.render import page
 from hookrunner.gateway import Gateway
+from hookrunner.payload import form_json_hint
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import NOTE_REDACTED, reads_redacted
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Run
@@ -84,8 +85,10 @@ async def delivery_page(request: Request, *, notice: str = "", error: str = "",
                                                   else "."))
     kind, payload = present.payload_view(d.body, Headers(d.headers).get("content-type"),
                                          f"{gw.settings.path_prefix}/api/deliveries/{d.id}")
+    # JSON sent as a form (`curl -d` without a Content-Type): said where the evaluation is.
+    hint = form_json_hint(d.body, Headers(d.headers).get("content-type"))
     return page("delivery.html", status_code, **base(request, "deliveries"), d=d, runs=runs,
-                payload_kind=kind, payload=payload, notice=notice, error=error,
+                payload_kind=kind, payload=payload, notice=notice, error=error, hint=hint,
                 highlight=set(replayed or ()), rules=_rule_sources(gw),
                 verifier=_verifiers(gw).get(d.hook, ""))
 
