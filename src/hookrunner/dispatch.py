@@ -611,13 +611,6 @@ class Dispatcher:
             await asyncio.sleep(self._tick)
             now = time.time()
             try:
-                if self._active:
-                    for run_id, by in (await self.store.cancel_requests(self.node)).items():
-                        entry = self._active.get(run_id)
-                        if entry is not None and not entry[1].is_set():
-                            self._cancel_reason.setdefault(
-                                run_id, f"{REPLACED}{by}" if by else "canceled by request")
-                            entry[1].set()
                 if now - last_renew >= self.settings.lease / 3:
                     identity_error: StoreUnavailable | None = None
                     try:
@@ -642,6 +635,14 @@ class Dispatcher:
                                 continue
                             await self._interrupted(
                                 run, f"interrupted: lease of node {run.lease_owner} expired")
+                # After the renewals, which must not wait behind it in an outage.
+                if self._active:
+                    for run_id, by in (await self.store.cancel_requests(self.node)).items():
+                        entry = self._active.get(run_id)
+                        if entry is not None and not entry[1].is_set():
+                            self._cancel_reason.setdefault(
+                                run_id, f"{REPLACED}{by}" if by else "canceled by request")
+                            entry[1].set()
                 # Never across a claim (see QueueBudget), and never long behind one, which may
                 # hang in an outage while the renewals above must go on: next round then.
                 if await aio.acquire(self._counting, self._tick):

@@ -437,8 +437,12 @@ class PostgresStore:
         return Claimed(decision.claim, ended)
 
     async def renew(self, node: str, run_ids: Sequence[str], lease: float, now: float) -> set[str]:
-        rows = await self._rows("renew", {"ids": list(run_ids), "node": node,
-                                          "lease_expires": now + lease})
+        # A connection waited for a little only: the dispatcher tries again at its next round
+        # (lease/8), each try asking the pool for a new connection at once. Waiting the pool's
+        # 5 s after a restart of PostgreSQL let a short lease's runs be stopped by the fence.
+        rows = await self._query(Q["renew"], {"ids": list(run_ids), "node": node,
+                                              "lease_expires": now + lease},
+                                 timeout=min(self._timeout, max(0.5, lease / 8)))
         return {r["id"] for r in rows}
 
     async def finish(self, result: Finish) -> bool:
