@@ -45,6 +45,7 @@ def read_marks(path: Path) -> set[tuple[str, int]]:
 class StartMarks:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.existed = path.exists()  # a version that keeps marks ran on this data dir
         self.recorded = read_marks(path)  # from before this process: the crash's evidence
         self._live: set[tuple[str, int]] = set()
         self._fd = -1

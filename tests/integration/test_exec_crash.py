@@ -329,6 +329,38 @@ def test_a_claimed_run_marked_started_is_not_run_again_at_restart(
     assert (project / "data" / "started-n1.marks").read_text() == ""
 
 
+def test_a_claimed_run_with_a_log_file_but_no_start_mark_is_queued_again_at_restart(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A run waiting to start (a terraform directory's lock) has its log file after a second:
+    the restart took that for a start, and the run that never ran ended `failed`."""
+    records = setup(project)
+    run_id = _claimed_before_a_crash(project, records, "n1")
+    (project / "data" / "started-n1.marks").write_text("")  # a version that keeps marks ran
+    log = project / "data" / "logs" / run_id / "1.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"[hookrunner] run {run_id} rule claimed attempt 1/1 on node n1\n")
+    server = make_server(HOOKS + rule("claimed", records), args=["--node", "n1"])
+    doc = server.wait_run(run_id)
+    assert doc["status"] == "succeeded", doc
+    assert doc["attempts"][0]["reason"] == (
+        "interrupted: node n1 restarted before its action started; queued again")
+
+
+def test_a_log_file_tells_a_start_where_no_marks_were_kept(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A data dir of a version from before the marks: its log file is the evidence."""
+    records = setup(project)
+    run_id = _claimed_before_a_crash(project, records, "n1")
+    log = project / "data" / "logs" / run_id / "1.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("started\n")
+    server = make_server(HOOKS + rule("claimed", records), args=["--node", "n1"])
+    doc = server.wait_run(run_id)
+    assert (doc["status"], doc["reason"]) == ("failed", "interrupted: node n1 restarted"), doc
+
+
 def test_sqlite_recovers_runs_left_by_the_same_data_dir_under_another_node_name(
     make_server: Callable[..., Server], project: Path
 ) -> None:
