@@ -438,9 +438,15 @@ class _Child:
         return self._returncode
 
     def has_exited(self) -> bool:
-        """Whether the leader has exited, looked at now (reaped if so)."""
+        """Whether the leader has exited, looked at now, without reaping it: the waiter does
+        that (where no pidfd is, a thread blocked in waitpid, which a reap here would leave
+        to find no child, and to record its end as exit 0)."""
+        if self._returncode is not None:
+            return True
+        if self._popen is not None:
+            return self._popen.poll() is not None
         try:
-            return self._reap(False) is not None
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
         except OSError:
             return False
 
@@ -453,7 +459,8 @@ class _Child:
                 try:
                     pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
                 except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): as Popen does
-                    self._returncode = 0
+                    if self._returncode is None:
+                        self._returncode = 0
                 else:
                     if pid:
                         self._returncode = os.waitstatus_to_exitcode(status)

@@ -165,6 +165,24 @@ async def test_an_exit_seen_late_at_a_cancel_is_the_runs_own_outcome(
     assert (result.outcome, result.exit_code, result.reason) == ("failed", 3, "exit 3")
 
 
+async def test_an_exit_code_is_never_lost_to_a_reap_without_pidfd(
+    harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without pidfd_open (an old kernel, a container's seccomp profile) a thread waits in
+    waitpid: a look at the exit that reaped it first left that thread to find no child and
+    record exit 0, so a failed run was `succeeded` (1 in ~600 at a timeout's edge)."""
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    seen = set()
+    for i in range(300):
+        ctx = harness.ctx(timeout=0.0005 + (i % 12) * 0.0005)  # at the exit's own moment
+        result = await run_process(["sh", "-c", "exit 3"], ctx=ctx, cwd=harness.root, env=ctx.env)
+        seen.add((result.outcome, result.exit_code))
+    assert ("succeeded", 0) not in seen, seen
+
+
 async def test_a_timeout_stops_a_child_that_left_the_group_and_its_environment(harness) -> None:
     """`setsid env -i ...`: out of the group, and without HOOKRUNNER_RUN_ID to be found by
     later; still a child of the running leader, so it goes with the run."""
