@@ -81,6 +81,7 @@ _store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR, every
 # An error of the store that is not an outage it knows (a read-only transaction after a
 # failover, a privilege taken away): the loops go on, trying again, and say it.
 _loop_failed_log = Throttled("dispatcher.loop_failed", logging.ERROR, every=10.0, per="task")
+LOOP_FAILING = 5  # rounds in a row after which /readyz says the node is not running work
 STALL_AFTER = 2  # housekeeping rounds a renewal may be late by before it counts as a stall
 START_STORE_WAIT = 60.0  # seconds a start tries a shared store's settling again
 T = TypeVar("T")
@@ -186,6 +187,7 @@ class Dispatcher:
         self._lost: set[str] = set()
         # Attempts that ended here whose result the store refuses for now (_record retries it):
         # the API shows it beside the stored `running` (unrecorded).
+        self._loop_errors: dict[str, tuple[int, str]] = {}  # (failed rounds in a row, last)
         self._unrecorded: dict[str, Finish] = {}
         self._cancels = asyncio.Lock()  # one cancel request at a time (request_cancel)
         self._wake = asyncio.Event()
@@ -296,12 +298,28 @@ class Dispatcher:
 
     @property
     def failed_task(self) -> str | None:
-        """A background task that ended with an error while serving: no run is claimed,
-        renewed or canceled here any more, so the node is not ready."""
+        """A background task that ended with an error while serving, or that fails round
+        after round (a bug, a row it cannot read): no run is claimed, renewed or canceled
+        here, so the node is not ready."""
         for task in self._tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 return f"{task.get_name()} failed: {type(task.exception()).__name__}"
+        for name, (count, error) in self._loop_errors.items():
+            if count >= LOOP_FAILING:
+                return f"hookrunner-{name} failing ({count} times in a row): {error}"
         return None
+
+    def _loop_failed(self, name: str, exc: Exception) -> None:
+        """An error of a loop's round that is not an outage the store knows: said (with its
+        traceback, the first time in a row), counted, and tried again."""
+        count = self._loop_errors.get(name, (0, ""))[0] + 1
+        error = f"{type(exc).__name__}: {exc}"[:200]
+        self._loop_errors[name] = (count, error)
+        if count == 1:
+            logging.getLogger("hookrunner").error("dispatcher.loop_failed task=%s", name,
+                                                  exc_info=exc)
+        else:
+            _loop_failed_log(task=name, error=error, in_a_row=count)
 
     @property
     def stopping(self) -> bool:
@@ -528,9 +546,10 @@ class Dispatcher:
                 await asyncio.sleep(POLL)
                 continue
             except Exception as exc:  # a store error of another kind: tried again, said
-                _loop_failed_log(task="claim", error=f"{type(exc).__name__}: {exc}")
+                self._loop_failed("claim", exc)
                 await asyncio.sleep(POLL)
                 continue
+            self._loop_errors.pop("claim", None)
             self._skipped(getattr(claimed, "skipped", ()))
             runs: list[Run] = claimed
             if runs:
@@ -672,9 +691,10 @@ class Dispatcher:
             except StoreUnavailable as exc:
                 self._store_down = True
                 _store_down_log(error=str(exc))
-            except Exception as exc:  # a store error of another kind: next round, said
-                self._store_down = True
-                _loop_failed_log(task="housekeeping", error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # an error of another kind: next round, said
+                self._loop_failed("housekeeping", exc)
+            else:
+                self._loop_errors.pop("housekeeping", None)
             # Also in an outage: the figure the hooks admit by (it was left as sampled while
             # a request held a reservation, until the store came back).
             self.metrics.queue_depth.set(self.queued)

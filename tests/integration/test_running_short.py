@@ -737,8 +737,28 @@ async def test_the_claim_loop_outlives_an_error_of_the_store_and_claims_again(
     """It ended on the first such error: every later run stayed queued until a restart,
     while the node answered 202 and /readyz 200."""
     monkeypatch.setattr(dispatch, "POLL", 0.2)
+    _ClaimFailsTwice.failures = 2
     async with _dispatching(tmp_path, monkeypatch, store_class=_ClaimFailsTwice) as (store, d):
         await _accept_one(store, ["true"])
         got = await _ended(store, time.monotonic() + 20)
         assert got.status == "succeeded" and _ClaimFailsTwice.failures == 0
+        assert d.failed_task is None
+
+
+async def test_a_claim_that_fails_round_after_round_makes_the_node_not_ready_until_it_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A row the claim cannot read (a bug) failed every round in silence but for a log
+    line, with /readyz 200: it is a failure /readyz reports once it lasts, until it ends."""
+    monkeypatch.setattr(dispatch, "POLL", 0.05)
+    _ClaimFailsTwice.failures = 40
+    async with _dispatching(tmp_path, monkeypatch, store_class=_ClaimFailsTwice) as (store, d):
+        deadline = time.monotonic() + 10
+        while d.failed_task is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert d.failed_task.startswith("hookrunner-claim failing (")
+        assert "RuntimeError: cannot execute UPDATE in a read-only transaction" in d.failed_task
+        await _accept_one(store, ["true"])
+        assert (await _ended(store, time.monotonic() + 20)).status == "succeeded"
         assert d.failed_task is None
