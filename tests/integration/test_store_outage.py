@@ -193,7 +193,9 @@ def test_postgresql_gone_read_only_is_a_503_and_the_node_runs_again_once_it_take
             assert status[0] in (202, 503) and time.monotonic() < deadline, status
         assert status[1].get("retry-after") == "5"
         time.sleep(1.5)  # the claim loop and housekeeping meet the error meanwhile
-        assert _ready(server) == 503
+        ready = httpx.get(f"{server.url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["store"] == "unreachable (writes refused: read-only)", ready.text
     finally:
         settle("off")
     deadline = time.monotonic() + 30

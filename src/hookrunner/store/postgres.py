@@ -161,6 +161,7 @@ class PostgresStore:
         self._node_conn: psycopg.AsyncConnection[Any] | None = None
         self._node_locked = False
         self._writes_failing = False  # the last write transaction failed (see ping)
+        self.trouble: str | None = None  # why the last ping failed, in words /readyz may show
 
     async def open(self, migrate: bool = True) -> None:
         try:
@@ -212,7 +213,11 @@ class PostgresStore:
             # whose schema set-up says what the role lacks.
             if not refusal_is_outage:
                 raise
-            raise StoreUnavailable(f"PostgreSQL refuses writes: {exc}") from exc
+            what = "read-only" if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction) \
+                else "permission denied"
+            raise StoreUnavailable(f"PostgreSQL refuses the request ({what}): "
+                                   f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+                                   ) from exc
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[Conn]:
@@ -355,14 +360,25 @@ class PostgresStore:
         """Reachable, and, after a write failed, writable: a full tablespace or a statement
         timeout fails every delivery while `SELECT 1` goes through, and a load balancer
         must hear it (as from SQLite's ping). The probe is a delivery's insert, undone."""
+        self.trouble = None
+        probing = False  # reached: the probe's write is what failed
         try:
             async with self._conn() as conn:
                 if not self._writes_failing:
                     await conn.execute("SELECT 1")
                     return True
+                probing = True
                 async with conn.transaction(force_rollback=True):
                     await conn.execute(Q["insert_delivery"], delivery_params(PROBE))
-        except (StoreUnavailable, psycopg.OperationalError):
+        except (StoreUnavailable, psycopg.OperationalError) as exc:
+            # Reached, but refusing: said (/readyz: "unreachable" sent one to the network).
+            cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
+            if isinstance(cause, psycopg.errors.ReadOnlySqlTransaction):
+                self.trouble = "writes refused: read-only"
+            elif isinstance(cause, psycopg.errors.InsufficientPrivilege):
+                self.trouble = "writes refused: permission denied"
+            elif probing:
+                self.trouble = "writes fail"
             return False
         self._writes_failing = False
         return True

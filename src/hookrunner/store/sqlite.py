@@ -138,13 +138,18 @@ def _applied(path: Path) -> set[int] | None:
     except sqlite3.Error as exc:
         if "no such table" in str(exc):  # no migrations table yet (a new file)
             return None
-        damaged = isinstance(exc, sqlite3.DatabaseError) and any(
-            word in str(exc) for word in ("malformed", "not a database"))
-        raise StoreUnavailable(f"cannot read {path}: {exc}" + (
-            " (the file is damaged: restore it from a backup, see the README's Backups, or "
-            "move it aside to start with an empty store)" if damaged else "")) from None
+        raise StoreUnavailable(f"cannot read {path}: {exc}{_damage_hint(exc)}") from None
     finally:
         conn.close()
+
+
+def _damage_hint(exc: BaseException) -> str:
+    """What to do where SQLite says the file is damaged, or no database."""
+    if isinstance(exc, sqlite3.DatabaseError) and any(
+            word in str(exc) for word in ("malformed", "not a database")):
+        return (" (the file is damaged: restore it from a backup, see the README's Backups, or "
+                "move it aside to start with an empty store)")
+    return ""
 
 
 class NewerSchema(Exception):
@@ -318,7 +323,7 @@ class SQLiteStore:
             if unwritable is None:
                 self._writer.start()
         except (OSError, sqlite3.Error) as exc:
-            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}{_damage_hint(exc)}") from exc
         if unwritable is not None:
             raise StoreUnavailable(unwritable)
         # Only a database behind on its migrations takes the write lock here: `hookrunner

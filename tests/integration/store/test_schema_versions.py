@@ -189,15 +189,17 @@ def test_an_upgrade_says_it_migrates_before_it_does(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("migrate", [False, True])
-async def test_a_damaged_sqlite_file_is_said_to_be_damaged_not_older(tmp_path: Path,
-                                                                     migrate: bool) -> None:
-    """`runs` told a corrupted file "from an older hookrunner": start `serve` to upgrade it."""
+@pytest.mark.parametrize(("at", "size"), [(4096, 8 * 4096), (200, 3800), (0, 8192)])
+async def test_a_damaged_sqlite_file_is_said_to_be_damaged_not_older(
+        tmp_path: Path, migrate: bool, at: int, size: int) -> None:
+    """`runs` told a corrupted file "from an older hookrunner": start `serve` to upgrade it.
+    (The pages after the first, the first page's rest, and the header itself.)"""
     db = tmp_path / "hookrunner.db"
     await _made(str(db))
-    with open(db, "r+b") as f:  # the pages after the header
-        f.seek(4096)
-        f.write(os.urandom(8 * 4096))
+    with open(db, "r+b") as f:
+        f.seek(at)
+        f.write(os.urandom(size))
     store = open_store(str(db))
-    with pytest.raises(StoreUnavailable, match=r"malformed \(the file is damaged: restore it "
-                                               r"from a backup"):
+    with pytest.raises(StoreUnavailable, match=r"(malformed|not a database) \(the file is "
+                                               r"damaged: restore it from a backup"):
         await store.open(migrate=migrate)
