@@ -30,7 +30,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"duration must not be negative: {value!r}")
-        return _at_most(float(value), value)
+        if value > MAX_DURATION:  # (before float(): an int of 400 digits overflows it)
+            shown = value if value < 10 ** 30 else "a larger number"  # (str() of 5,000 digits fails)
+            raise ValueError(f"a duration is at most 36500d (a hundred years), got {shown}")
+        return float(value)
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:
