@@ -36,7 +36,9 @@ _TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}|[\ue000\ue001]", re.DOT
 _PLACEHOLDER = re.compile("\ue000(\\d+)\ue001")
 
 
-_BLOCK_TAG = re.compile(r"\{%[-+]?\s*(end)?(if|for|with|filter|raw|autoescape|call|macro|block|trans)\b")
+_BLOCK_TAG = re.compile(r"\{%[-+]?\s*(end)?(if|for|with|filter|raw|autoescape|call|macro|block|"
+                        r"trans|set)\b(.*?)[-+]?%\}", re.DOTALL)
+_RAW = re.compile(r"\{%[-+]?\s*raw\s*[-+]?%\}.*?\{%[-+]?\s*endraw\s*[-+]?%\}", re.DOTALL)
 
 
 def split_command(command: str) -> list[str]:
@@ -52,9 +54,13 @@ def split_command(command: str) -> list[str]:
     for word in words:
         # `{% if x %}yes{% else %}no way{% endif %}`: split at the space in it, each half
         # failed on its own, with errors naming an `argv` the rule does not have.
-        tags = [(m.group(2), -1 if m.group(1) else 1) for m in _BLOCK_TAG.finditer(word)]
-        if any(sum(n for tag, n in tags if tag == name) for name, _ in tags):
-            raise ValueError(f"a {{% {tags[0][0]} %}} block has a space in it, where the "
+        count: dict[str, int] = {}
+        for m in _BLOCK_TAG.finditer(_RAW.sub("", word)):
+            if m.group(2) == "set" and not m.group(1) and "=" in m.group(3):
+                continue  # `{% set x = 1 %}` is no block
+            count[m.group(2)] = count.get(m.group(2), 0) + (-1 if m.group(1) else 1)
+        if unbalanced := [tag for tag, n in count.items() if n]:
+            raise ValueError(f"a {{% {unbalanced[0]} %}} block has a space in it, where the "
                              f"command is split into words ({word!r} is one): quote the "
                              "whole block, or write the command as `argv:`")
     return words

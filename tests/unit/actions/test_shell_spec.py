@@ -23,6 +23,9 @@ from hookrunner.rules.yamlsrc import parse_yaml
         ("x {{ a ~ ' ; ' ~ b }} y", ["x", "{{ a ~ ' ; ' ~ b }}", "y"]),
         ("x {% if a %}1{% endif %}", ["x", "{% if a %}1{% endif %}"]),
         ("x '{% if a %}yes{% else %}no way{% endif %}'", ["x", "{% if a %}yes{% else %}no way{% endif %}"]),
+        ("a {% raw %}{% if %}{% endraw %}", ["a", "{% raw %}{% if %}{% endraw %}"]),
+        ("x {% set y = 1 %}{{ y }}", ["x", "{% set y = 1 %}{{ y }}"]),
+        ("x {% if a % 2 %}odd{% endif %}", ["x", "{% if a % 2 %}odd{% endif %}"]),
         ("x ; rm -rf /", ["x", ";", "rm", "-rf", "/"]),  # no shell: just words
     ],
 )
@@ -67,6 +70,7 @@ def test_normalize_accepts(raw: dict[str, Any], expected: dict[str, Any]) -> Non
          "words ('{% if payload.a %}yes{% else %}no' is one): quote the whole block", ("command",)),
         ({"command": "x {%- for i in payload.l %}{{ i }} {% endfor %}"}, "{% for %} block",
          ("command",)),
+        ({"command": "x {% set y %}b c{% endset %}"}, "{% set %} block", ("command",)),
         ({"command": "   "}, "must not be empty", ("command",)),
         ({"command": ["a"]}, "must be a string", ("command",)),
         ({"argv": ["a"], "env": ["A=1"]}, "env must be a mapping", ("env",)),
