@@ -10,12 +10,12 @@ with a clear reason (an error of that run, or of that condition).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import math
 import re
 import string
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -42,7 +42,7 @@ DELIVERY_LIMIT = f"the delivery's templates took longer than {DELIVERY_SECONDS} 
 class _Render:
     """One render's budget: loop steps left, and when it must have ended."""
 
-    __slots__ = ("clock", "deadline", "limit", "parsed", "steps", "watch")
+    __slots__ = ("clock", "deadline", "limit", "parsed", "steps", "token", "watch")
 
     def __init__(self) -> None:
         self.steps = MAX_ITERATIONS
@@ -55,6 +55,7 @@ class _Render:
             self.deadline = shared
             self.limit = DELIVERY_LIMIT
         self.watch: overrun.Watch | None = None
+        self.token: contextvars.Token[_Render] | None = None
 
     def check_time(self) -> None:
         if self.clock() > self.deadline:
@@ -454,23 +455,24 @@ def check_spec(spec: Any) -> None:
 
 # ---- loops ----
 
-def start_render() -> contextvars.Token[_Render]:
-    """A fresh budget for one render; `end_render(token)` afterwards, within the render's
-    error handling (it raises the render's SecurityError where the watchdog cut it short)."""
+def start_render() -> _Render:
+    """A fresh budget for one render. The render's `finally` must, before any call, set
+    `state.watch.done = True` where there is a watch (hookrunner.overrun says why), then
+    call `end_render(state)`, within the render's error handling: it raises the render's
+    SecurityError where the watchdog cut it short."""
     state = _Render()
-    token = _render.set(state)
     state.watch = overrun.WATCHDOG.arm(max(0.0, state.deadline - state.clock()), state.limit)
-    return token
+    state.token = _render.set(state)
+    return state
 
 
-def end_render(token: contextvars.Token[_Render]) -> None:
-    watch = None
+def end_render(state: _Render) -> None:
     try:
-        watch = _render.get().watch
-    finally:  # also where the watchdog's exception lands just now (it fires once)
-        _render.reset(token)
-    if watch is not None:
-        overrun.WATCHDOG.disarm(watch)
+        if state.token is not None:
+            _render.reset(state.token)
+    finally:  # (also where an interruption lands just now)
+        if state.watch is not None:
+            overrun.WATCHDOG.disarm(state.watch)
 
 
 def steps(iterable: Any) -> Iterator[Any]:
@@ -513,9 +515,10 @@ def joined(pieces: Iterable[str]) -> str:
 
 MAX_PATTERN = 10_000  # characters of a pattern (a 690 KB alternation compiled for 8 s)
 MAX_PATTERN_PARTS = 100_000  # what its counted repeats expand to (below: ~50 ms, ~13 MB)
-_CACHED_PARTS = 1_000  # smaller ones are kept compiled (a rule's own, mostly)
-_CACHE_SIZE = 256
+_CACHED_COMPILE = 0.002  # seconds: patterns compiled faster are kept compiled (small ones)
+_CACHE_SIZE = 128
 _compiled: dict[str, regex.Pattern[str]] = {}
+_compiled_lock = threading.Lock()  # (the event loop's and the match thread's renders)
 
 
 def compile_regex(pattern: str) -> regex.Pattern[str]:
@@ -529,19 +532,25 @@ def compile_regex(pattern: str) -> regex.Pattern[str]:
         raise SecurityError(f"a regular expression of more than {MAX_PATTERN} characters is "
                             "not compiled")
     parts = _expanded(pattern)
+    if _FOLDED.search(pattern):  # case-insensitive: each letter is several (`ß` is `ss` too)
+        parts *= 3
     if parts > MAX_PATTERN_PARTS:
         raise SecurityError(f"the regular expression's counted repeats ({{n}}, {{n,m}}) make "
                             f"about {parts} parts, more than the {MAX_PATTERN_PARTS} compiled")
-    compiled = regex.compile(pattern)
-    if parts <= _CACHED_PARTS and len(pattern) <= _CACHED_PATTERN:
-        if len(_compiled) >= _CACHE_SIZE:
-            with contextlib.suppress(StopIteration, KeyError):  # (another thread's too)
+    started = time.perf_counter()
+    # Not into `regex`'s own cache either (500 patterns, each as large as it is).
+    compiled = regex.compile(pattern, cache_pattern=False)
+    if time.perf_counter() - started <= _CACHED_COMPILE and len(pattern) <= _CACHED_PATTERN:
+        with _compiled_lock:
+            while len(_compiled) >= _CACHE_SIZE:
                 del _compiled[next(iter(_compiled))]
-        _compiled[pattern] = compiled
+            _compiled[pattern] = compiled
     return compiled
 
 
-_COUNT = re.compile(r"\{(\d*)(?:(,)(\d*))?\}")
+_FOLDED = re.compile(r"\(\?[a-zA-Z]*[ifIF]")  # an inline flag that folds case
+# A count may hold spaces where the pattern is verbose (`(?x)a{2 000}` is a{2000}).
+_COUNT = re.compile(r"\{\s*(\d[\d\s]*)?(?:(,)\s*(\d[\d\s]*)?)?\}")
 
 
 def _expanded(pattern: str) -> int:
@@ -570,7 +579,8 @@ def _expanded(pattern: str) -> int:
             item = total + last
             i += 1
         elif c == "{" and (m := _COUNT.match(pattern, i)) and (m.group(1) or m.group(3)):
-            digits = max(m.group(1) or "0", m.group(3) or "0", key=lambda d: (len(d), d))
+            digits = max("".join((m.group(1) or "0").split()),
+                         "".join((m.group(3) or "0").split()), key=lambda d: (len(d), d))
             count = int(digits) if len(digits) <= 9 else 10 ** 9
             groups[-1][1] *= max(1, count)
             i = m.end()

@@ -6,21 +6,25 @@ when its time is up, but only where they run: a filter that walks a list in Pyth
 kept the event loop for a minute. A thread here watches the renders in progress and, once
 one has used its budget of CPU time and a margin besides, raises an exception in its thread
 (`PyThreadState_SetAsyncExc`: Python delivers it at that thread's next bytecode, so it cuts
-Python code short, never a single C call).
+Python code short, never a single C call). It fires again while the render goes on: one
+delivered in a garbage collector's callback or a finalizer is dropped there.
 
-An exception raised in another thread could land anywhere that thread runs: each render is
-armed before it starts and disarmed, under one lock, before its caller goes on; a render
-fired at is disarmed by the watchdog itself, and its own disarm takes back a delivery still
-pending and raises instead, from within the render's error handling.
+An exception raised in another thread could land anywhere that thread runs. A render sets
+`done` as the first thing its `finally` does (no call before it: a pending exception is only
+delivered at a call, a loop's jump or a function's start), and the watchdog sets `claimed`
+before it looks at `done` and fires: so it never fires at a render that has ended, and a
+render it may have fired at takes back, under the watchdog's lock, what is still pending,
+before its caller goes on (`disarm`). Nothing is locked on the common path, which the
+watchdog has not looked at.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 
 from jinja2.exceptions import SecurityError
 
@@ -36,16 +40,18 @@ class Overrun(SecurityError):
         super().__init__(message)
 
 
-@dataclass(eq=False)
 class Watch:
-    """One render in progress: `budget` seconds of CPU from when the watchdog first sees it."""
+    """One render in progress: `budget` seconds of CPU, `limit` its error's message."""
 
-    ident: int
-    budget: float
-    limit: str  # what the render's error says once it is interrupted
-    started: float = field(default_factory=time.monotonic)
-    cpu_seen: float | None = None  # the thread's CPU time when the watchdog first looked
-    fired: bool = False
+    __slots__ = ("budget", "claimed", "cpu_seen", "done", "fired", "ident", "limit", "started")
+
+    def __init__(self, ident: int, budget: float, limit: str) -> None:
+        self.ident, self.budget, self.limit = ident, budget, limit
+        self.started = time.monotonic()
+        self.cpu_seen: float | None = None  # the thread's CPU time when first looked at
+        self.done = False  # set by the render's own thread, first thing once it has ended
+        self.claimed = False  # set by the watchdog before it looks at `done` to fire
+        self.fired = False
 
 
 class _Watchdog:
@@ -54,33 +60,54 @@ class _Watchdog:
         os.register_at_fork(after_in_child=self._reset)  # --http-workers: its own thread
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the watchdog's looks, and a fired-at render's disarm
+        # Each thread adds and removes its own entry only; the watchdog reads a snapshot.
         self._watched: dict[int, Watch] = {}
         self._busy = threading.Event()
         self._thread: threading.Thread | None = None
         self._clocks: dict[int, int] = {}
+        self._failed = False
 
     def arm(self, budget: float, limit: str) -> Watch | None:
-        """Watch this thread's render, or None where one of its renders is watched already."""
+        """Watch this thread's render, or None where one of its renders is watched already
+        (or no watchdog can run)."""
         ident = threading.get_ident()
-        with self._lock:
-            if ident in self._watched:
-                return None
-            watch = self._watched[ident] = Watch(ident, budget, limit)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="hookrunner-overrun",
-                                                daemon=True)
-                self._thread.start()
-            if not self._busy.is_set():
-                self._busy.set()
+        current = self._watched.get(ident)
+        if current is not None and not current.done:
+            return None
+        if self._thread is None and not self._start():
+            return None
+        watch = self._watched[ident] = Watch(ident, budget, limit)
+        if not self._busy.is_set():
+            self._busy.set()
         return watch
 
-    def disarm(self, watch: Watch) -> None:
-        """The render has ended: no interruption may come any more. Raises its error where
-        the watchdog fired at it (a delivery still pending is taken back first)."""
+    def _start(self) -> bool:
         with self._lock:
-            if self._watched.get(watch.ident) is watch:
-                del self._watched[watch.ident]
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="hookrunner-overrun",
+                                          daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # no thread to be had (a limit): unwatched
+                    if not self._failed:
+                        self._failed = True
+                        logging.getLogger("hookrunner").error(
+                            "templates.watchdog_failed error=%s then=%s", exc,
+                            "renders are bounded by their own checks only")
+                    return False
+                self._thread = thread
+        return True
+
+    def disarm(self, watch: Watch) -> None:
+        """The render has ended (its `done` set already): take back what the watchdog may
+        still have pending, and raise the render's error where it fired."""
+        watch.done = True  # (set by the caller already; again, should it not have been)
+        if self._watched.get(watch.ident) is watch:
+            del self._watched[watch.ident]
+        if not watch.claimed:
+            return
+        with self._lock:  # the watchdog has let go of it: nothing is raised any more
             if watch.fired:
                 _raise_in(watch.ident, None)
         if watch.fired:
@@ -91,15 +118,18 @@ class _Watchdog:
             self._busy.wait()
             time.sleep(CHECK_EVERY)
             with self._lock:
-                if not self._watched:
+                watched = list(self._watched.values())
+                if not watched:
                     self._busy.clear()
                     continue
                 now = time.monotonic()
-                for ident, watch in list(self._watched.items()):
-                    if self._overdue(watch, now):
+                for watch in watched:
+                    if watch.done or not self._overdue(watch, now):
+                        continue
+                    watch.claimed = True
+                    if not watch.done:  # (looked at after `claimed`: see the module's doc)
                         watch.fired = True
-                        del self._watched[ident]
-                        _raise_in(ident, Overrun)
+                        _raise_in(watch.ident, Overrun)
 
     def _overdue(self, watch: Watch, now: float) -> bool:
         if now - watch.started > watch.budget * WALL_FACTOR + MARGIN:

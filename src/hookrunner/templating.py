@@ -607,12 +607,14 @@ def _context_for(fn: TemplateExpression, scope: Mapping[str, Any]) -> Context:
 def _run(fn: TemplateExpression, scope: Mapping[str, Any]) -> Context:
     """Render `fn` in the scope's shared context; its variables hold the results."""
     context = _context_for(fn, scope)
-    token = bounds.start_render()
+    state = bounds.start_render()
     try:
         for _ in fn._template.root_render_func(context):
             pass
     finally:
-        bounds.end_render(token)
+        if state.watch is not None:  # first, before any call (see bounds.start_render)
+            state.watch.done = True
+        bounds.end_render(state)
     return context
 
 
@@ -705,12 +707,15 @@ class Template:
             return _call(self._native, scope, self.source, plain=True)
         assert self._template is not None
         try:
-            token = bounds.start_render()
+            state = bounds.start_render()
             try:
                 context = self._template.new_context(dict(scope))
-                return _storable(bounds.joined(self._template.root_render_func(context)))
+                text = bounds.joined(self._template.root_render_func(context))
             finally:
-                bounds.end_render(token)  # (within the except: it may end the render too)
+                if state.watch is not None:  # first, before any call (bounds.start_render)
+                    state.watch.done = True
+                bounds.end_render(state)  # (within the except: it may end the render too)
+            return _storable(text)
         except Exception as exc:
             raise _render_error(exc, self.source) from None
 

@@ -213,6 +213,8 @@ def test_a_render_past_its_time_in_filters_is_cut_short(text: str, payload: Any)
 @pytest.mark.parametrize(("pattern", "why"), [
     ("(?:a{2000}){2000}", r"counted repeats \({n}, {n,m}\) make about 4004000 parts"),
     ("a{99999999999}", "counted repeats"),
+    ("(?x)(?:a{2 000}){2 000}", "counted repeats"),  # verbose: a count may hold spaces
+    ("(?fi)(?:\u00df{300}){300}", "counted repeats"),  # folded case: 3 parts a letter
     ("|".join(f"w{i}" for i in range(3000)), "more than 10000 characters"),
 ])
 def test_a_pattern_too_costly_to_compile_is_refused(pattern: str, why: str) -> None:
