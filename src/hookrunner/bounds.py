@@ -17,7 +17,7 @@ import re
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import regex
@@ -159,25 +159,32 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
         # |left| ** right has about right * log2|left| bits: refuse before computing it.
         raise _refuse("the power's result")  # (not the operand: it may be too long to print)
     elif operator == "%" and isinstance(left, str):
-        _check_percent_format(left)
-        values = right.values() if isinstance(right, dict) else (
-            right if isinstance(right, tuple) else (right,))
-        _check_fields(left.count("%"), values)
+        _check_percent_format(left, right)
 
 
-def _check_percent_format(fmt: str) -> None:
+def _check_percent_format(fmt: str, values: Any = ()) -> None:
     """Each `%` conversion's width and precision, read as CPython does (a `%(key)` may hold
-    nested parentheses, so a regex cannot find where the key ends), and all of them together:
-    `'%(a)999999d' * 1000` is a billion characters of small widths."""
+    nested parentheses, so a regex cannot find where the key ends), and all of them together,
+    with the value each writes (`values`: a dict, a tuple, or one value): `'%(a)999999d' *
+    1000` is a billion characters of small widths, `'%(a)s' * 100` a hundred copies of `a`."""
     i, end, total = 0, len(fmt), len(fmt)
+    positional = list(values) if isinstance(values, tuple | list) else (
+        [] if isinstance(values, dict) else [values])
     while (i := fmt.find("%", i)) != -1:
         i += 1
+        if i < end and fmt[i] == "%":
+            i += 1
+            continue
         if i < end and fmt[i] == "(":
-            depth = 1
+            depth, key_start = 1, i + 1
             i += 1
             while i < end and depth:
                 depth += {"(": 1, ")": -1}.get(fmt[i], 0)
                 i += 1
+            if isinstance(values, dict):
+                total += _weight(values.get(fmt[key_start:i - 1]))
+        elif positional:
+            total += _weight(positional.pop(0))
         while i < end and fmt[i] in "#0- +":
             i += 1
         for _ in ("width", "precision"):
@@ -198,10 +205,26 @@ def _check_percent_format(fmt: str) -> None:
         i += 1  # the conversion character (a `%%` included)
 
 
-def _check_fields(fields: int, values: Iterable[Any]) -> None:
-    """A format's result: each field may repeat a value (`'{0}{0}{0}'`, `'%(a)s%(a)s'`)."""
-    if fields:
-        _check_size(fields * max((_weight(v) for v in values), default=0), "the formatted text")
+def _check_format_fields(fmt: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """`str.format`'s result: each field weighs the value it names (`'{0}{0}{0}'` three
+    times its argument), its literal text besides."""
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return  # format() will say what is wrong with it
+    total, auto = len(fmt), 0
+    for _, name, _, _ in fields:
+        if name is None:
+            continue
+        head = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if head == "":
+            value, auto = (args[auto] if auto < len(args) else None), auto + 1
+        elif head.isdigit():
+            value = args[int(head)] if len(head) < 9 and int(head) < len(args) else None
+        else:
+            value = kwargs.get(head)
+        total += _weight(value)
+        _check_size(total, "the formatted text")
 
 
 def _check_format_string(fmt: str) -> None:
@@ -267,10 +290,10 @@ def _check_str_method(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
         _check_join(owner, args[0])
     elif name in ("format", "format_map") and isinstance(owner, str):
         _check_format_string(owner)
-        values = [*args, *kwargs.values()]
-        if name == "format_map" and args and isinstance(args[0], dict):
-            values = list(args[0].values())
-        _check_fields(owner.count("{"), values)
+        if name == "format_map":
+            _check_format_fields(owner, (), args[0] if args and isinstance(args[0], dict) else {})
+        else:
+            _check_format_fields(owner, args, kwargs)
     elif name == "translate" and args and isinstance(args[0], dict):
         longest = max((_weight(v) for v in args[0].values()), default=1)
         _check_size(len(owner) * longest, "translate()'s result")
@@ -380,23 +403,42 @@ def _wordwrap(environment: Any, s: Any, width: Any = 79, break_long_words: Any =
 
 
 def _format(value: Any, *args: Any, **kwargs: Any) -> None:
-    if isinstance(value, str):
-        _check_percent_format(value)
-        _check_fields(value.count("%"), [*args, *kwargs.values()])  # `'%(a)s' * 100`
+    if isinstance(value, str):  # (Jinja's: keywords are a dict, else the arguments a tuple)
+        _check_percent_format(value, dict(kwargs) if kwargs else tuple(args))
 
 
 def _tojson(environment: Any, value: Any, indent: Any = None, *_: Any, **__: Any) -> None:
     """`| tojson(indent=100000)`: each item's line is indented, a level deeper each nesting."""
     width = len(indent) if isinstance(indent, str) else indent if isinstance(indent, int) else 0
-    _check_size(_weight(value) * (1 + max(0, width)), "the written-out value")
+    weight = _weight(value)
+    _check_size(weight, "the written-out value")
+    if width > 0:
+        items, depth = _shape(value)
+        _check_size(weight + items * (depth * width + 1), "the written-out value")
+
+
+def _shape(value: Any) -> tuple[int, int]:
+    """How many items `value` holds in all, and how deeply they nest (walked only until past
+    MAX_TEXT items)."""
+    items, deepest, todo = 0, 0, [(value, 1)]
+    while todo and items <= MAX_TEXT:
+        item, depth = todo.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list | tuple):
+            items += len(item)
+            deepest = max(deepest, depth)
+            todo.extend((v, depth + 1) for v in item)
+    return items, deepest
 
 
 def _urlize(eval_ctx: Any, value: Any, trim_url_limit: Any = None, nofollow: Any = False,
             target: Any = None, rel: Any = None, extra_schemes: Any = None) -> None:
     """Each word of `value` may become a link carrying `target` and `rel`."""
-    if isinstance(value, str):
+    if isinstance(value, str):  # each word that may be a link: a `.`, `@` or `:` in it
         extra = sum(len(x) for x in (target, rel) if isinstance(x, str)) + 64
-        _check_size(3 * len(value) + (len(value) // 2 + 1) * extra, "urlize()'s result")
+        links = sum(1 for word in value.split() if "." in word or "@" in word or ":" in word)
+        _check_size(3 * len(value) + links * extra, "urlize()'s result")
 
 
 def _batch(value: Any, linecount: Any, fill_with: Any = None) -> None:

@@ -278,11 +278,12 @@ def _int_of(do_int: Any) -> Any:
     0, in silence: `replicas: "{{ payload.replicas | int }}"` scaled to zero."""
     @functools.wraps(do_int)
     def checked(value: Any, default: Any = 0, base: Any = 10) -> Any:
-        if isinstance(value, str):
+        limit = sys.get_int_max_str_digits()  # (0: no limit; bases 2, 4, ... 32 have none)
+        if isinstance(value, str) and limit and base not in (2, 4, 8, 16, 32):
             digits = value.strip().lstrip("+-").replace("_", "")
-            if len(digits) > sys.get_int_max_str_digits() and digits.isdigit():
+            if len(digits) > limit and digits.isdigit():
                 raise Explained(f"`| int` of a number of {len(digits)} digits: at most "
-                                f"{sys.get_int_max_str_digits()} are read")
+                                f"{limit} are read")
         return do_int(value, default, base)
     return checked
 

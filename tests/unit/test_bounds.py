@@ -255,3 +255,17 @@ def test_a_rendered_action_is_bounded_in_all() -> None:
         render_action(ruleset.rules[0], scope)
     small = {**scope, "payload": {"s": "y" * 1000}}
     assert render_action(ruleset.rules[0], small)["argv"][1] == "y" * 1000
+
+
+@pytest.mark.parametrize(("text", "scope"), [
+    # What the bounds must not refuse: each field weighs the value it writes, an indent the
+    # items it indents, urlize the words that may be links.
+    ("{{ ('%s: %s' | format('title', p.big)) | length }}", {"big": "x" * 600_000}),
+    ("{{ ('%s: %s' % ('title', p.big)) | length }}", {"big": "x" * 600_000}),
+    ("{{ '{}: {}'.format('title', p.big) | length }}", {"big": "x" * 600_000}),
+    ("{{ '%(a)s-%(b)s' | format(a=p.big, b='y') | length }}", {"big": "x" * 600_000}),
+    ("{{ (p.l | tojson(indent=2)) | length }}", {"l": [{"k": "v" * 30}] * 9_000}),
+    ("{{ (p.t | urlize) | length }}", {"t": "plain words of prose " * 2_000}),
+])
+def test_ordinary_large_values_still_format(text: str, scope: dict[str, Any]) -> None:
+    assert int(compile_template(text).render({"p": scope})) > 0

@@ -42,13 +42,14 @@ def _unknown_hint(name: str, source: str) -> str:
     """Why a name is unknown, where its surroundings tell: a key with `-` or `/` written
     with a dot (`payload.metadata.tenant-id` reads as `tenant - id`, `headers.X-GitHub-Event`
     as `X - GitHub - Event`), or text not quoted (`payload.ref == refs/heads/main`)."""
-    for chain in _CHAIN.findall(source):
+    bare = re.sub(r"'[^']*'|\"[^\"]*\"", " ", source)  # (not what is quoted already)
+    for chain in _CHAIN.findall(bare):
         parts = re.split(r"[.\-/]", chain)
         if name not in parts:
             continue
         if parts[0] not in SCOPE_NAMES:
             if "/" in chain or "-" in chain or re.search(
-                    rf"(==|!=|\bin)\s*{re.escape(chain)}(?![\w.(\[])", source):
+                    rf"(==|!=|\bin)\s*{re.escape(chain)}(?![\w.(\[])", bare):
                 return f" (text needs quotes: \"{chain}\")"
             return did_you_mean(parts[0], SCOPE_NAMES) if parts[0] == name else ""
         for key in chain.split(".")[1:]:
