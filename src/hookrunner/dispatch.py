@@ -847,6 +847,11 @@ class Dispatcher:
             return
         event("run.interrupted", logging.WARNING, run_id=run.id, rule=run.rule, reason=reason,
               retry=retry_at is not None)
+        # As every attempt's end is (a log alert on `run.finished status=failed` missed these).
+        event("run.finished", logging.WARNING if outcome == "failed" else logging.INFO,
+              run_id=run.id, rule=run.rule, attempt=run.attempt, status=outcome,
+              exit_code=None, reason=reason, delivery_id=run.delivery_id,
+              retry_in=round(max(0.0, retry_at - now), 1) if retry_at is not None else None)
         if retry_at is None:  # (once written: a start tries a finish again in an outage)
             self.metrics.runs_ended.labels(run.rule, outcome).inc()
 

@@ -235,10 +235,20 @@ def report_condition_errors(gw: Gateway, matches: list[dict[str, Any]], delivery
                                  hint=form_json_hint(body, content_type))
 
 
-def _queue_full(gw: Gateway, hook_id: str) -> Answer:
+def _client_of(scope: Scope, gw: Gateway, headers: Headers | None = None) -> str:
+    client = scope.get("client")
+    peer = client[0] if client else ""
+    if not gw.trusted:
+        return clientip.plain(peer)
+    forwarded = (headers or headers_of(scope)).get_all("x-forwarded-for")
+    return clientip.client_ip(peer, forwarded, gw.trusted)
+
+
+def _queue_full(gw: Gateway, hook_id: str, ip: str) -> Answer:
     gw.metrics.deliveries.labels(hook_id, "rejected_queue_full").inc()
     _queue_full_log(hook=hook_id, reason="queue full", queued=gw.dispatcher.queued
-                    if gw.dispatcher is not None else None, max_queued=gw.settings.max_queued)
+                    if gw.dispatcher is not None else None, max_queued=gw.settings.max_queued,
+                    client=ip)
     return error(503, "queue full", headers={"Retry-After": QUEUE_FULL_RETRY_AFTER})
 
 
@@ -305,7 +315,9 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
             return error(503, "no rules are loaded (the rules files have errors; see "
                               "/readyz); retry", headers={"Retry-After": STORE_RETRY_AFTER})
         gw.metrics.unknown_hooks.inc()
-        _unknown_hook_log(hook=hook_id[:MAX_LOGGED_ID], reason="unknown hook")
+        # (Its client says which sender still posts to a renamed or removed hook.)
+        _unknown_hook_log(hook=hook_id[:MAX_LOGGED_ID], reason="unknown hook",
+                          client=_client_of(scope, gw))
         return error(404, f"unknown hook {hook_id!r}")
     if scope["method"] != "POST":
         return error(405, "use POST", headers={"Allow": "POST"})
@@ -325,10 +337,7 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
             return error(400, f"wait: {exc}")
 
     headers = headers_of(scope)
-    client = scope.get("client")
-    peer = client[0] if client else ""
-    ip = clientip.client_ip(peer, headers.get_all("x-forwarded-for"), gw.trusted) \
-        if gw.trusted else clientip.plain(peer)
+    ip = _client_of(scope, gw, headers)
     if not clientip.allowed(ip, hook.allow_ips):
         _address_refused_log(hook=hook_id, reason="address not allowed", client=ip)
         m.labels(hook_id, "rejected_address").inc()
@@ -358,7 +367,7 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
     # accepted is ever dropped. This early check spares reading the body of a full queue;
     # the exact one (a reservation) is made once the delivery's runs are known.
     if gw.dispatcher is not None and gw.dispatcher.queued >= gw.settings.max_queued:
-        return _queue_full(gw, hook_id)
+        return _queue_full(gw, hook_id, ip)
     return Admitted(hook, ruleset, headers, sent_query, query, wait, ip, now)
 
 
@@ -462,7 +471,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
     reserved = 0
     if gw.dispatcher is not None:
         if not gw.dispatcher.admit(len(runs)):
-            return _queue_full(gw, hook_id)
+            return _queue_full(gw, hook_id, ip)
         reserved = len(runs)
     committed = 0
     try:

@@ -324,6 +324,9 @@ def test_a_claimed_run_marked_started_is_not_run_again_at_restart(
     doc = server.wait_run(run_id)
     assert (doc["status"], doc["reason"]) == ("failed", "interrupted: node n1 restarted"), doc
     assert [a["attempt"] for a in doc["attempts"]] == [1]
+    # Its end is a `run.finished` line too, as every attempt's is (log alerts match on it).
+    assert any("run.finished" in x and run_id in x and "status=failed" in x
+               for x in server.output().splitlines()), server.output()
     assert all_records(records) == {}
     # The marks were acted on: the file starts afresh, so a later restart does not read them.
     assert (project / "data" / "started-n1.marks").read_text() == ""

@@ -140,6 +140,9 @@ def test_a_path_nothing_serves_is_a_404_without_the_token_too(make_server: Calla
     assert httpx.get(server.url + "/api/runs").status_code == 401
     assert httpx.post(server.url + "/api/runs/run_x/cancel").status_code == 401
     assert "http.not_found" in server.output() and "path=//hooks/open" in server.output()
+    assert httpx.post(server.url + "/hooks/renamed", json={}).status_code == 404
+    time.sleep(1.2)  # (a throttled line)
+    assert any('reason="unknown hook" client=127.0.0.1' in x for x in server.output().splitlines())
     digest = httpx.get(server.url + "/readyz").json()["rules_digest"]  # (compared across nodes)
     assert re.fullmatch(r"[0-9a-f]{16}", digest) and f"digest={digest}" in server.output()
 
