@@ -235,6 +235,34 @@ def report_condition_errors(gw: Gateway, matches: list[dict[str, Any]], delivery
                                  hint=form_json_hint(body, content_type))
 
 
+ACCEPT_WAIT = 8.0  # seconds a delivery's write is waited for: within a sender's usual 10 s
+_LATE: set[asyncio.Future[Any]] = set()  # writes answered 503 that go on (kept referenced)
+
+
+def _late_write(gw: Gateway, writing: asyncio.Future[Any], hook_id: str, delivery_id: str,
+                reserved: int, runs: int) -> None:
+    """A delivery's write its sender was answered 503 for, while it goes on: its queue
+    reservation settled, and, should it go through, said (its runs run; a resend is a
+    duplicate where the sender gives an id, else it runs again)."""
+    _LATE.add(writing)
+
+    def ended(task: asyncio.Future[Any]) -> None:
+        _LATE.discard(task)
+        committed = 0
+        if not task.cancelled() and task.exception() is None:
+            result = task.result()
+            committed = 0 if result.duplicate else runs
+            if not result.duplicate:
+                event("delivery.accepted_late", logging.WARNING, hook=hook_id,
+                      delivery_id=delivery_id, runs=runs,
+                      note="stored after its sender was answered 503 (the store did not "
+                           "answer in time): its runs run")
+        if gw.dispatcher is not None:
+            gw.dispatcher.accepted(committed, reserved)
+
+    writing.add_done_callback(ended)
+
+
 def _client_of(scope: Scope, gw: Gateway, headers: Headers | None = None) -> str:
     client = scope.get("client")
     peer = client[0] if client else ""
@@ -474,15 +502,37 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
             return _queue_full(gw, hook_id, ip)
         reserved = len(runs)
     committed = 0
+    settled = True  # the reservation is settled here (else when a late write ends)
     try:
-        result = await gw.store.accept(delivery, runs)
+        if not gw.store.shared:  # SQLite's writer has its own bounds (busy timeouts)
+            result = await gw.store.accept(delivery, runs)
+        else:
+            writing = asyncio.ensure_future(gw.store.accept(delivery, runs))
+            try:
+                await asyncio.wait({writing}, timeout=ACCEPT_WAIT)
+            except asyncio.CancelledError:
+                writing.cancel()  # (as an awaited write was, with its request)
+                raise
+            if not writing.done():
+                # A database that does not answer at all (frozen, its kernel still
+                # acknowledging) held the sender for as long as it lasted, 10 minutes and
+                # more. It hears 503 in time; the write goes on, and should it go through,
+                # the delivery runs.
+                settled = False
+                _late_write(gw, writing, hook_id, delivery_id, reserved, len(runs))
+                _store_down_log(hook=hook_id, error=f"the store did not answer within "
+                                                    f"{ACCEPT_WAIT:g} s")
+                m.labels(hook_id, "rejected_store").inc()
+                return error(503, "store not answering",
+                             headers={"Retry-After": STORE_RETRY_AFTER})
+            result = writing.result()
         committed = 0 if result.duplicate else len(runs)
     except StoreUnavailable as exc:
         _store_down_log(hook=hook_id, error=str(exc))
         m.labels(hook_id, "rejected_store").inc()
         return error(503, "store unavailable", headers={"Retry-After": STORE_RETRY_AFTER})
     finally:
-        if gw.dispatcher is not None:
+        if gw.dispatcher is not None and settled:
             gw.dispatcher.accepted(committed, reserved)  # a reservation never leaks
 
     if result.duplicate:

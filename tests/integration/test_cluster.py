@@ -705,3 +705,34 @@ rules:
         assert any("dispatcher.store_stalled" in s.output() for s in servers)
     finally:
         nodes.stop_all()
+
+
+def test_a_frozen_database_is_a_503_in_time_not_a_request_without_an_answer(
+    project: Path, own_cluster: pgcluster.Cluster
+) -> None:
+    """Every PostgreSQL process stopped, their kernel still acknowledging: a delivery waited
+    for as long as that lasted (10 minutes, in an audit), its sender long gone. It hears
+    503 within the sender's usual 10 s; a write that goes through at the thaw is said."""
+    nodes = Nodes(project, pgcluster.create_database(own_cluster.url))
+    try:
+        recording_script(project, "quick.sh", "true")
+        nodes.rules("rules:\n  - {name: quick, hook: github, run: {shell: {argv: "
+                    "[\"scripts/quick.sh\"]}}}\n")
+        (node,) = nodes.start("n1")
+        assert post(node, {"n": 0}).status_code == 202  # the pool holds idle connections now
+        pids = _postgres_pids(own_cluster)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            answer = post(node, {"n": 1})
+            took = time.monotonic() - started
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5", answer.text
+        assert took < 10, took
+        until(lambda: "delivery.accepted_late" in node.output()
+              or "dispatcher.store_unavailable" in node.output(), 30, "the write ended")
+    finally:
+        nodes.stop_all()
