@@ -222,6 +222,15 @@ def test_cli_runs_and_replay_work_on_the_store_of_a_running_server(
     assert missing.returncode == 1 and "no delivery" in missing.stderr
 
 
+def _waiting_for_its_retry(server: Server) -> str:
+    """A run of a failing rule with a long backoff, once its first attempt has ended."""
+    run_id: str = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
+    with server.admin() as c:
+        _until(lambda: c.get(f"/api/runs/{run_id}").json()["attempt"] == 1
+               and c.get(f"/api/runs/{run_id}").json()["status"] == "queued")
+    return run_id
+
+
 def test_a_run_canceled_while_it_waits_for_its_retry_took_what_its_attempt_took(
     make_server: Callable[..., Server], project: Path
 ) -> None:
@@ -230,10 +239,8 @@ def test_a_run_canceled_while_it_waits_for_its_retry_took_what_its_attempt_took(
     write_script(project, "ok.sh", "exit 1\n")
     server = make_server(HOOK + RULE.format(name="flaky")
                          + "    retry: {attempts: 3, backoff: 1h}\n")
-    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
+    run_id = _waiting_for_its_retry(server)
     with server.admin() as c:
-        _until(lambda: c.get(f"/api/runs/{run_id}").json()["attempt"] == 1
-               and c.get(f"/api/runs/{run_id}").json()["status"] == "queued")
         time.sleep(2.5)
         assert c.post(f"/api/runs/{run_id}/cancel").status_code == 202
         assert server.wait_run(run_id)["status"] == "canceled"
@@ -256,10 +263,7 @@ def test_a_run_skipped_for_a_newer_one_while_it_waits_for_its_retry_took_what_it
     server = make_server(HOOK + RULE.format(name="flaky")
                          + "    retry: {attempts: 3, backoff: 1h}\n"
                          + "    concurrency: {key: one, policy: replace}\n")
-    run_id = post_github(server.url, GITHUB_SECRET, {"a": 1}).json()["runs"][0]
-    with server.admin() as c:
-        _until(lambda: c.get(f"/api/runs/{run_id}").json()["attempt"] == 1
-               and c.get(f"/api/runs/{run_id}").json()["status"] == "queued")
+    run_id = _waiting_for_its_retry(server)
     time.sleep(2.5)
     post_github(server.url, GITHUB_SECRET, {"a": 2})
     assert server.wait_run(run_id)["status"] == "skipped"
