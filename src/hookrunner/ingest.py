@@ -205,6 +205,7 @@ def _hook_and_reason(fields: dict[str, Any]) -> tuple[Any, str]:
 # lines a second, past journald's default rate limit, which then drops every line).
 _unverified_log = Throttled("delivery.rejected", logging.WARNING, per=_hook_and_reason)
 _address_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+_request_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 
 # Refused while no rules are loaded: one line a second in all (a hook id is the client's here).
 _no_rules_log = Throttled("delivery.no_rules", logging.ERROR)
@@ -270,6 +271,15 @@ def _client_of(scope: Scope, gw: Gateway, headers: Headers | None = None) -> str
         return clientip.plain(peer)
     forwarded = (headers or headers_of(scope)).get_all("x-forwarded-for")
     return clientip.client_ip(peer, forwarded, gw.trusted)
+
+
+def _bad_request(gw: Gateway, scope: Scope, hook_id: str, status: int, why: str,
+                 headers: dict[str, str] | None = None) -> Answer:
+    """A request refused for its method or query (a sender set up wrong, refused for ever):
+    counted and said, as every other refusal of a known hook is."""
+    gw.metrics.deliveries.labels(hook_id, "rejected_request").inc()
+    _request_refused_log(hook=hook_id, reason=why, client=_client_of(scope, gw))
+    return error(status, why, headers=headers)
 
 
 def _queue_full(gw: Gateway, hook_id: str, ip: str) -> Answer:
@@ -347,22 +357,23 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
         _unknown_hook_log(hook=hook_id[:MAX_LOGGED_ID], reason="unknown hook",
                           client=_client_of(scope, gw))
         return error(404, f"unknown hook {hook_id!r}")
-    if scope["method"] != "POST":
-        return error(405, "use POST", headers={"Allow": "POST"})
     m = gw.metrics.deliveries
+    if scope["method"] != "POST":
+        return _bad_request(gw, scope, hook_id, 405, "use POST", {"Allow": "POST"})
     sent_query = query_pairs(scope)
     if any("\x00" in name or "\x00" in value for name, value in sent_query):
         # `%00`: PostgreSQL text cannot hold NUL, so the delivery could not be journaled.
-        return error(400, "the query string holds a NUL character (%00), which cannot be stored")
+        return _bad_request(gw, scope, hook_id, 400, "the query string holds a NUL character "
+                                                     "(%00), which cannot be stored")
     query = dict(sent_query)  # a repeated name keeps its last value (as Starlette)
     wait = 0.0
     if "wait" in query:
         if sum(name == "wait" for name, _ in sent_query) > 1:  # which one was meant?
-            return error(400, "wait: given more than once")
+            return _bad_request(gw, scope, hook_id, 400, "wait: given more than once")
         try:
             wait = min(parse_duration(query["wait"]), MAX_WAIT)
         except ValueError as exc:
-            return error(400, f"wait: {exc}")
+            return _bad_request(gw, scope, hook_id, 400, f"wait: {exc}")
 
     headers = headers_of(scope)
     ip = _client_of(scope, gw, headers)

@@ -1000,3 +1000,18 @@ rules:
                            "--data", str(project / "data"), "--rules", str(project / "rules")],
                           capture_output=True, text=True, cwd=project)
     assert "note: the body was read as form fields" in done.stderr, done.stdout + done.stderr
+
+
+def test_a_request_refused_for_its_method_or_query_is_counted_and_said(
+    make_server: Callable[..., Server],
+) -> None:
+    """A sender set up with GET, or `?wait=30sec`, was refused for ever in silence."""
+    server = make_server(RULES, env=ENV)
+    assert httpx.get(f"{server.url}/hooks/open").status_code == 405
+    assert httpx.post(f"{server.url}/hooks/open?wait=30sec", json={}).status_code == 400
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'hookrunner_deliveries_total{hook="open",outcome="rejected_request"} 2.0' in metrics
+    time.sleep(1.2)  # (a throttled line: the held-back count follows)
+    lines = [x for x in server.output().splitlines()
+             if "delivery.rejected" in x and "hook=open" in x]
+    assert lines and 'reason="use POST" client=127.0.0.1' in lines[0], lines
