@@ -205,44 +205,36 @@ def _check_percent_format(fmt: str, values: Any = ()) -> None:
         i += 1  # the conversion character (a `%%` included)
 
 
-def _check_format_fields(fmt: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-    """`str.format`'s result: each field weighs the value it names (`'{0}{0}{0}'` three
-    times its argument), its literal text besides."""
+def _check_format(fmt: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """`str.format`, read once: no width past MAX_TEXT, none taken from an argument, and the
+    result in all: the literal text, and each field the larger of its width and the value
+    it names (`'{0}{0}{0}'` three times its argument; `'{0:999999}' * 1000` small widths, a
+    billion characters)."""
     try:
         fields = list(string.Formatter().parse(fmt))
     except ValueError:
         return  # format() will say what is wrong with it
     total, auto = len(fmt), 0
-    for _, name, _, _ in fields:
+    for _, name, spec, _ in fields:
+        width = 0
+        if spec:
+            if "{" in spec:
+                raise SecurityError("a nested {} in a format spec is not allowed")
+            for n in re.findall(r"\d+", spec):
+                if int(n) > MAX_TEXT:
+                    raise _refuse(f"a width of {n}")
+                width += int(n)
         if name is None:
-            continue
-        head = re.split(r"[.\[]", name, maxsplit=1)[0]
-        if head == "":
-            value, auto = (args[auto] if auto < len(args) else None), auto + 1
-        elif head.isdigit():
-            value = args[int(head)] if len(head) < 9 and int(head) < len(args) else None
+            total += width
         else:
-            value = kwargs.get(head)
-        total += _weight(value)
-        _check_size(total, "the formatted text")
-
-
-def _check_format_string(fmt: str) -> None:
-    """`str.format` specs: no width past MAX_TEXT, no width taken from an argument."""
-    try:
-        fields = list(string.Formatter().parse(fmt))
-    except ValueError:
-        return  # format() will say what is wrong with it
-    total = len(fmt)
-    for _, _, spec, _ in fields:
-        if not spec:
-            continue
-        if "{" in spec:
-            raise SecurityError("a nested {} in a format spec is not allowed")
-        for n in re.findall(r"\d+", spec):
-            if int(n) > MAX_TEXT:
-                raise _refuse(f"a width of {n}")
-            total += int(n)  # `'{0:999999}' * 1000`: small widths, a billion characters
+            head = re.split(r"[.\[]", name, maxsplit=1)[0]
+            if head == "":
+                value, auto = (args[auto] if auto < len(args) else None), auto + 1
+            elif head.isdigit():
+                value = args[int(head)] if len(head) < 9 and int(head) < len(args) else None
+            else:
+                value = kwargs.get(head)
+            total += max(width, _weight(value))
         _check_size(total, "the formatted text")
 
 
@@ -289,11 +281,10 @@ def _check_str_method(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     elif name == "join" and args:
         _check_join(owner, args[0])
     elif name in ("format", "format_map") and isinstance(owner, str):
-        _check_format_string(owner)
         if name == "format_map":
-            _check_format_fields(owner, (), args[0] if args and isinstance(args[0], dict) else {})
+            _check_format(owner, (), args[0] if args and isinstance(args[0], dict) else {})
         else:
-            _check_format_fields(owner, args, kwargs)
+            _check_format(owner, args, kwargs)
     elif name == "translate" and args and isinstance(args[0], dict):
         longest = max((_weight(v) for v in args[0].values()), default=1)
         _check_size(len(owner) * longest, "translate()'s result")
@@ -480,10 +471,10 @@ def bounded_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_written(value: Any) -> None:
     """A value about to be written out as text (JSON): refused past MAX_TEXT."""
-    if isinstance(value, list | tuple | dict | set | frozenset | str | bytes):
-        _check_size(_weight(value) - (2 if isinstance(value, str | bytes) else 0),
-                    "the written-out value" if not isinstance(value, str | bytes)
-                    else "the rendered text")
+    if isinstance(value, str | bytes):  # (a single `{{ value }}`)
+        _check_size(len(value), "the rendered text")
+    elif isinstance(value, list | tuple | dict | set | frozenset):
+        _check_size(_weight(value), "the written-out value")
 
 
 MAX_SPEC = 16 * MAX_TEXT  # a rendered action, all its values together (it is stored)
