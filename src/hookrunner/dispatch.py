@@ -165,6 +165,8 @@ class Dispatcher:
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        metrics.queue_limit.set(settings.max_queued)
+        metrics.workers_limit.set(settings.workers)
         self.node = settings.node
         # --root resolved once when no symlink is in its path: realpath costs a stat per path
         # component and run. Through a symlink it is resolved per run (a deploy may switch a
@@ -677,6 +679,9 @@ class Dispatcher:
                         started = time.monotonic()
                         for status, n in (await self.store.counts()).items():
                             self.metrics.runs_stored.labels(status).set(n)
+                        due = await self.store.next_due()
+                        self.metrics.queue_oldest.set(
+                            0.0 if due is None else max(0.0, round(time.time() - due, 3)))
                         # Timed with any wait behind other reads: capped, so one slow admin
                         # listing does not leave the metric stale for long.
                         stats_due = now + min(STATS_MAX_WAIT,

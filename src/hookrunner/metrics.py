@@ -57,6 +57,19 @@ class Metrics:
         self.running = Gauge(
             "hookrunner_running", "Runs executing on this node", registry=r,
             multiprocess_mode="livesum")
+        # The limits, so a dashboard shows depth/limit and an alert fires before the 503s.
+        self.queue_limit = Gauge(
+            "hookrunner_queue_limit", "--max-queued: past it hooks answer 503", registry=r,
+            multiprocess_mode="livemax")
+        self.workers_limit = Gauge(
+            "hookrunner_workers", "--workers: runs this node executes at once at most",
+            registry=r, multiprocess_mode="livemax")
+        # A stuck queue (a run holding its concurrency key, every worker busy with hung
+        # actions) shows here long before the queue fills.
+        self.queue_oldest = Gauge(
+            "hookrunner_queue_oldest_seconds", "How long the run that has waited longest for "
+            "its start has been due (queued, past any retry backoff; every node's), 0 when "
+            "none waits", registry=r, multiprocess_mode="livemax")
         self.runs_stored = Gauge(
             "hookrunner_runs_stored", "Runs in the store by status (all nodes; skipped and "
             "canceled-before-start included, which never reach runs_finished), until pruned",

@@ -323,6 +323,33 @@ rules:
     assert 'hookrunner_condition_errors_total{rule="typo"} 3.0' in metrics, metrics
 
 
+def test_metrics_show_the_limits_and_how_long_the_oldest_due_run_has_waited(
+        make_server: Callable[..., Server]) -> None:
+    """A stuck queue is seen before it fills: the oldest due run's wait grows while a run
+    holds the only worker, and goes back to 0 once nothing waits."""
+    rules = """
+hooks: {h: {verify: {none: {}}}}
+rules:
+  - name: slow
+    hook: h
+    run: {shell: {argv: ["sleep", "{{ payload.s }}"]}}
+"""
+    server = make_server(rules, args=["--max-queued", "7", "--workers", "1"])
+    held = httpx.post(f"{server.url}/hooks/h", json={"s": 30}, timeout=30).json()["runs"][0]
+    waiting = httpx.post(f"{server.url}/hooks/h", json={"s": 0}, timeout=30).json()["runs"][0]
+
+    def oldest(c: httpx.Client) -> float:
+        text = c.get("/metrics").text
+        assert "hookrunner_queue_limit 7.0" in text and "hookrunner_workers 1.0" in text, text
+        return float(re.findall(r"^hookrunner_queue_oldest_seconds (\S+)$", text, re.M)[0])
+
+    with server.admin() as c:
+        _until(lambda: oldest(c) >= 1.0)
+        assert c.post(f"/api/runs/{held}/cancel").status_code == 202
+        server.wait_run(waiting)
+        _until(lambda: oldest(c) == 0.0)
+
+
 def test_a_keep_shorter_than_a_day_is_warned_about(make_server: Callable[..., Server]) -> None:
     rules = "hooks: {h: {verify: {none: {}}}}\nrules: []\n"
     server = make_server(rules, args=["--keep", "10m"])
