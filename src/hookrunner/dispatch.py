@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hookrunner import aio, orphans
+from hookrunner import aio, orphans, pendingresults
 from hookrunner.actions import RUNNERS, process
 from hookrunner.actions.base import NotStarted, RunContext, RunResult
 from hookrunner.actions.environment import base_env
@@ -191,6 +191,9 @@ class Dispatcher:
         # the API shows it beside the stored `running` (unrecorded).
         self._loop_errors: dict[str, tuple[int, str]] = {}  # (failed rounds in a row, last)
         self._unrecorded: dict[str, Finish] = {}
+        # Every attempt ended here whose result is being recorded: what a stop that gives up
+        # on the store keeps for the next start (pendingresults).
+        self._ending: dict[str, Finish] = {}
         self._cancels = asyncio.Lock()  # one cancel request at a time (request_cancel)
         self._wake = asyncio.Event()
         self._freed = asyncio.Event()  # a worker, a key or a run freed, or stopping: claim now
@@ -260,7 +263,14 @@ class Dispatcher:
         # Where marks were kept, a log file says nothing: one is written a second into an
         # attempt, also while it waits to start (a terraform directory's lock).
         marked = self._marks.existed or any(p.exists() for p in others.values())
+        kept_files = [pendingresults.pending_path(self.settings.data, owner) for owner in owners]
+        kept: dict[tuple[str, int], Finish] = {}
+        for path in kept_files:
+            kept.update(await asyncio.to_thread(pendingresults.read, path))
         for run in stale:
+            if (finish := kept.get((run.id, run.attempt))) is not None:
+                await self._patiently(functools.partial(self._settle_kept, run, finish))
+                continue
             owner = run.lease_owner or self.node
             reason = f"interrupted: node {owner} restarted" + (
                 "" if owner == self.node else f" (as node {self.node})")
@@ -274,6 +284,8 @@ class Dispatcher:
             for path in self.settings.data.glob("started-*.marks*"):
                 if path.name not in (own.name, own.name + ".tmp"):
                     path.unlink(missing_ok=True)
+        for path in kept_files:  # each acted on above, or decided meanwhile by another node
+            path.unlink(missing_ok=True)
         self._marks.open()  # only now: a crash during the recovery above needs them again
         before = self.budget.snapshot()
         self.budget.refresh(await self._patiently(self.store.queued), before)
@@ -412,14 +424,18 @@ class Dispatcher:
             ids = sorted(run_id for run_id, (task, _) in self._active.items() if task in runs)
             # How each had ended, where its action had (the store refused its record): the
             # line is all that says so once the next start takes it for interrupted.
-            ended = {i: self._unrecorded[i] for i in ids if i in self._unrecorded}
+            ended = {i: self._ending[i] for i in ids if i in self._ending}
+            kept = self._keep_results(list(ended.values()))
             event("run.result_abandoned", logging.ERROR, run_ids=",".join(ids),
                   reason="not ended while stopping (its action still stopping, or the store "
                          "not answering)",
                   ended=",".join(f"{i}={f.outcome}" + (f"/exit {f.exit_code}"
                                                        if f.exit_code is not None else "")
                                  for i, f in ended.items()) or None,
-                  hint="the next start takes them for interrupted")
+                  hint="the next start takes them for interrupted" if not (ended and kept) else
+                  "the next start records them as they ended" if len(ended) == len(ids) else
+                  "the next start records the ended ones as they ended, and takes the others "
+                  "for interrupted")
             while runs:
                 for t in runs:
                     t.cancel()
@@ -860,6 +876,32 @@ class Dispatcher:
         if retry_at is None:  # (once written: a start tries a finish again in an outage)
             self.metrics.runs_ended.labels(run.rule, outcome).inc()
 
+    def _keep_results(self, finishes: list[Finish]) -> bool:
+        """Keep results the store would not take for the next start; False if they could
+        not be written either (then it takes those runs for interrupted)."""
+        try:
+            pendingresults.keep(pendingresults.pending_path(self.settings.data, self.node),
+                                finishes)
+        except OSError as exc:
+            event("run.result_not_kept", logging.ERROR, error=str(exc),
+                  run_ids=",".join(f.run_id for f in finishes))
+            return False
+        return True
+
+    async def _settle_kept(self, run: Run, finish: Finish) -> None:
+        """A result the last stop kept (pendingresults): recorded as the attempt ended. Its
+        run.finished line and metrics were given then."""
+        finish = dataclasses.replace(finish, node=run.lease_owner or self.node)
+        if finish.log is None and self.settings.log_path(run.id, run.attempt).exists():
+            finish = dataclasses.replace(finish, log=(await asyncio.to_thread(
+                log_tail, self.settings, run, self._record_cap)).replace("\x00", ""))
+        if await self.store.finish(finish):
+            event("run.result_recovered", run_id=run.id, rule=run.rule, attempt=run.attempt,
+                  status=finish.outcome, exit_code=finish.exit_code,
+                  retry=finish.retry_at is not None,
+                  hint="the store refused it while the server last stopped; recorded now "
+                       "as the attempt had ended")
+
     # -- one run ---------------------------------------------------------------------------
 
     def _work_dir(self, run: Run) -> Path:
@@ -1221,10 +1263,12 @@ class Dispatcher:
         # The result must not be lost to a store outage (a full disk, a lock, a network cut):
         # tried until it is written, every RECORD_RETRY_MAX at most, its lease renewed all the
         # while. Given up only once the server stops: then the start mark tells the next start.
+        self._ending[run.id] = finish
         try:
             await self._record_until_stored(run, result, finish)
         finally:
             self._unrecorded.pop(run.id, None)
+            self._ending.pop(run.id, None)
 
     async def _record_until_stored(self, run: Run, result: RunResult, finish: Finish) -> None:
         delay, tries = 0.0, 0
@@ -1248,10 +1292,14 @@ class Dispatcher:
                 logging.getLogger("hookrunner").exception("run.record_failed")
                 return
             if self._stopping and tries >= RECORD_TRIES_WHEN_STOPPING:
-                # The next start takes it for interrupted (and a retry rule runs it again):
-                # say which result was lost, and how it had ended.
+                # Kept for the next start, which records it as it ended; where even that
+                # fails, the next start takes it for interrupted (and a retry rule runs it
+                # again): the line says how it had ended.
+                kept = self._keep_results([finish])
                 event("run.result_abandoned", logging.ERROR, run_id=run.id, status=result.outcome,
-                      exit_code=result.exit_code)
+                      exit_code=result.exit_code,
+                      hint="the next start records it as it ended" if kept else
+                      "the next start takes it for interrupted")
                 return  # (its log file stays: what the next start records of it)
             if finish.log is not None and len(finish.log) > SHORT_LOG:
                 # A full disk may take the result but not a copy of megabytes of output (the
@@ -1260,4 +1308,5 @@ class Dispatcher:
                     f"{REFUSED_WHOLE}; its last {SHORT_LOG} "
                     f"characters follow (the log file holds more, unless the disk was full "
                     f"for it too)\n{finish.log[-SHORT_LOG:]}"))
+                self._ending[run.id] = finish
             delay = min(RECORD_RETRY_MAX, max(0.5, delay * 2))

@@ -22,9 +22,13 @@ COMPACT_AT = 1024 * 1024  # bytes: ~35,000 attempts between rewrites
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def marks_path(data: Path, node: str) -> Path:
+def node_file(data: Path, prefix: str, node: str, suffix: str) -> Path:
     """One file per node name, so nodes sharing a data dir never read each other's."""
-    return data / f"started-{_UNSAFE.sub('_', node)}.marks"
+    return data / f"{prefix}-{_UNSAFE.sub('_', node)}{suffix}"
+
+
+def marks_path(data: Path, node: str) -> Path:
+    return node_file(data, "started", node, ".marks")
 
 
 def read_marks(path: Path) -> set[tuple[str, int]]:

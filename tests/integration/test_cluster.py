@@ -542,8 +542,8 @@ def test_a_stop_ends_while_the_database_does_not_answer(
     """A database that does not answer (frozen; a table lock held elsewhere did so too,
     until the pool's lock_timeout) during a stop: the claim loop, waiting on a query, kept
     the server alive until it answered, and
-    so did a canceled run whose result could not be written. That run is settled at the next
-    start, as after a crash. A `?wait` request polling the store for its run got a 500 at
+    so did a canceled run whose result could not be written. That run is recorded at the next
+    start as the stop had ended it. A `?wait` request polling the store for its run got a 500 at
     uvicorn's cut-off, for a delivery that was journaled: 202 now."""
     nodes = Nodes(project, pgcluster.create_database(own_cluster.url))
     nodes.rules(_slow_rules(project))
@@ -586,7 +586,9 @@ def test_a_stop_ends_while_the_database_does_not_answer(
     try:
         node.start()
         final = wait_terminal(nodes.db, [run_id], timeout=30)
-        assert final[run_id] == "failed", final  # interrupted; no retry in its rule
+        # As the stop had ended it (kept in the data dir for this start), not interrupted.
+        assert final[run_id] == "canceled", final
+        assert f"run.result_recovered run_id={run_id}" in node.output()
     finally:
         nodes.stop_all()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import sqlite3
 import subprocess
 import time
@@ -345,3 +346,51 @@ def test_a_run_that_ended_while_the_store_refuses_writes_shows_how_it_ended(
             holder.close()
     run = server.wait_run(run_id, timeout=30)
     assert run["status"] == "failed" and run["exit_code"] == 3 and "unrecorded" not in run
+
+
+def test_a_result_the_store_refused_while_stopping_is_recorded_as_it_ended_at_the_next_start(
+    make_server: Callable[..., Server], project: Path,
+) -> None:
+    """A stop that meets SQLite's write lock held by another process gives up on recording
+    the runs that had ended: the next start took them for interrupted, so a run whose action
+    had ended (here: exit 3) became `failed (interrupted)`, and one that had succeeded was
+    run again where its rule retries. Their results are kept in the data dir instead."""
+    gate = project / "gate"
+    (project / "scripts" / "gated.sh").write_text(
+        f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\necho done\nexit 3\n")
+    (project / "scripts" / "gated.sh").chmod(0o755)
+    rules = RULES.replace('argv: ["true"]', 'argv: ["scripts/gated.sh"]')
+    server = make_server(rules, env={"HOOKRUNNER_GRACE": "1s"})
+    assert _post(server)[0] == 202
+    with server.admin() as c:
+        run_id = c.get("/api/runs").json()["runs"][0]["id"]
+        deadline = time.monotonic() + 15
+        while c.get(f"/api/runs/{run_id}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        holder = sqlite3.connect(project / "data" / "hookrunner.db", timeout=10,
+                                 isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            gate.touch()
+            while "unrecorded" not in (doc := c.get(f"/api/runs/{run_id}").json()):
+                assert time.monotonic() < deadline + 30, doc
+                time.sleep(0.2)
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            server.proc.wait(timeout=60)
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+    abandoned = next(x for x in server.output().splitlines() if "run.result_abandoned" in x)
+    assert run_id in abandoned and "records them as they ended" in abandoned, abandoned
+    assert list((project / "data").glob("results-*.pending"))
+    server.start()
+    run = server.wait_run(run_id)
+    assert run["status"] == "failed" and run["exit_code"] == 3, run
+    assert "interrupted" not in run["reason"], run
+    assert f"run.result_recovered run_id={run_id}" in server.output()
+    assert not list((project / "data").glob("results-*.pending"))
+    with server.admin() as c:
+        log = c.get(f"/api/runs/{run_id}/log").text
+    assert "\ndone\n" in log and "failed: exit 3" in log, log

@@ -1,0 +1,62 @@
+"""Results a stopping server could not record, kept in the data dir for its next start.
+
+A stop that meets a store refusing writes (SQLite's lock held by another process, a
+PostgreSQL that does not answer) gives up on recording the runs still ending after a few
+tries. Their records stay `running`, and the next start took each for interrupted: a deploy
+that had succeeded became `failed (interrupted)`, or ran again where its rule retries. The
+way each ended is written here instead (one JSON line per attempt, fsynced), and the next
+start records it as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hookrunner.startmarks import node_file
+from hookrunner.store.base import Finish
+
+_FIELDS = {f.name for f in dataclasses.fields(Finish)}
+
+
+def pending_path(data: Path, node: str) -> Path:
+    return node_file(data, "results", node, ".pending")
+
+
+def keep(path: Path, finishes: list[Finish]) -> None:
+    """Append `finishes` durably. OSError if they cannot be written (a full disk)."""
+    if not finishes:
+        return
+    text = "".join(json.dumps(dataclasses.asdict(f), separators=(",", ":")) + "\n"
+                   for f in finishes).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(text)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read(path: Path) -> dict[tuple[str, int], Finish]:
+    """The kept results by (run id, attempt); a line that does not parse (cut short by a
+    crash mid-write) is skipped."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return {}
+    found: dict[tuple[str, int], Finish] = {}
+    for line in text.split("\n")[:-1]:
+        with contextlib.suppress(ValueError, TypeError):
+            fields: Any = json.loads(line)
+            if isinstance(fields, dict) and set(fields) <= _FIELDS:
+                finish = Finish(**fields)
+                if isinstance(finish.attempt, int) and isinstance(finish.run_id, str):
+                    found[(finish.run_id, finish.attempt)] = finish
+    return found
