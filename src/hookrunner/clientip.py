@@ -12,7 +12,18 @@ if TYPE_CHECKING:  # (rules.model's templates read addresses with this module)
 
 
 def parse_networks(cidrs: Sequence[str]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+    return tuple(network(c) for c in cidrs)
+
+
+def network(text: str) -> IPNetwork:
+    """`ip_network(text, strict=False)`; an IPv4-mapped network (`::ffff:10.0.0.0/104`, the
+    spelling `ss` shows for a dual-stack listener's IPv4 clients) as the IPv4 network it
+    maps, since clients are compared by their IPv4 address (`plain`): it matched none."""
+    net = ipaddress.ip_network(text, strict=False)
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 \
+            and net.network_address.ipv4_mapped is not None:
+        return ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+    return net
 
 
 def plain(addr: str) -> str:

@@ -209,7 +209,7 @@ _request_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook
 
 # Refused while no rules are loaded: one line a second in all (a hook id is the client's here).
 _no_rules_log = Throttled("delivery.no_rules", logging.ERROR)
-_unavailable_log = Throttled("delivery.hook_unavailable", logging.ERROR)
+_unavailable_log = Throttled("delivery.hook_unavailable", logging.ERROR, per="hook")
 UNAVAILABLE_RETRY_AFTER = "60"  # seconds: its secret comes with a restart, not in a moment
 # A sender still posting to a renamed hook (webhook logs "hook not found"): one line a second
 # in all, naming the last id asked for (the client's, so cut short).
@@ -349,7 +349,7 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
             # Started with rules files that do not load: whether this hook exists is not
             # known, and a 404 tells senders it does not (some then stop sending). A 503
             # asks them to retry, and the delivery arrives once the files are fixed.
-            _no_rules_log(hook=hook_id)
+            _no_rules_log(hook=hook_id[:MAX_LOGGED_ID], client=_client_of(scope, gw))
             return error(503, "no rules are loaded (the rules files have errors; see "
                               "/readyz); retry", headers={"Retry-After": STORE_RETRY_AFTER})
         gw.metrics.unknown_hooks.inc()
@@ -387,7 +387,7 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
         # the address check: an address not allowed learns nothing of the hook's state.)
         m.labels(hook_id, "rejected_unavailable").inc()
         _unavailable_log(hook=hook_id, reason="its secret could not be read when the rules "
-                                              "loaded (see rules.hook_unavailable)")
+                                              "loaded (see rules.hook_unavailable)", client=ip)
         return error(503, "this hook is unavailable: its secret could not be read when the "
                           "rules loaded (see /readyz); retry",
                      headers={"Retry-After": UNAVAILABLE_RETRY_AFTER})

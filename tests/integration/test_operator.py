@@ -414,6 +414,7 @@ def test_a_start_with_rules_that_do_not_load_asks_senders_to_retry(project: Path
         assert r.status_code == 503 and r.headers["Retry-After"], r.text
         assert "no rules are loaded" in r.json()["error"]
         assert "delivery.no_rules" in server.output()
+        assert re.search(r"delivery\.no_rules .*client=127\.0\.0\.1", server.output())
         rules_file.write_text(HOOK + RULE.format(name="first"))
         _until(lambda: post_github(server.url, GITHUB_SECRET, {"x": 2}).status_code == 202)
     finally:
@@ -446,6 +447,9 @@ def test_a_hook_whose_secret_is_unset_at_the_start_is_unavailable_alone(
     assert post_github(server.url, GITHUB_SECRET, {"x": 1}).status_code == 202
     out = server.output()
     assert "rules.hook_unavailable" in out and "HR_NEVER_SET is not set" in out, out
+    # Each refusal names its client, and each hook has its own count.
+    assert re.search(r"delivery\.hook_unavailable count=1 hook=stripe .*client=127\.0\.0\.1",
+                     out), out
     assert 'outcome="rejected_unavailable"' in httpx.get(server.url + "/metrics").text
     with server.admin() as c:
         page = c.get("/rules").text

@@ -88,6 +88,13 @@ def test_an_ipv4_mapped_address_is_matched_as_ipv4() -> None:
     assert plain("::ffff:not") == "::ffff:not"
     assert plain("0:0:0:0:0:ffff:198.51.100.7") == "198.51.100.7"
     assert allowed("::ffff:127.0.0.1", parse_networks(["127.0.0.0/8"]))
+    # The networks too, as `ss` spells a dual-stack listener's IPv4 clients: they matched none.
+    mapped = parse_networks(["::ffff:127.0.0.1/128", "::ffff:10.0.0.0/104"])
+    assert [str(n) for n in mapped] == ["127.0.0.1/32", "10.0.0.0/8"]
+    assert allowed("127.0.0.1", mapped) and allowed("::ffff:10.1.2.3", mapped)
+    assert not allowed("11.0.0.1", mapped)
+    assert [str(n) for n in parse_networks(["::ffff:0:0/80", "2001:db8::/32"])] == [
+        "::/80", "2001:db8::/32"]  # not a mapped network: left as IPv6
 
 
 def test_a_per_client_limit_and_login_tries_count_an_ipv6_host_by_its_64() -> None:

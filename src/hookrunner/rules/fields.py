@@ -87,6 +87,9 @@ class Ctx:
     # load.load_rules `defer_secrets`), and why each is: `file:line: message`.
     defer_secrets: Callable[[str], bool] | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
+    # Lines whose value YAML reading refused already (`.inf`, read as 0.0): a second error
+    # there (`tolerance: must be more than zero`) would be about a value no one wrote.
+    refused_lines: set[int] = field(default_factory=set)
 
     def line(self, node: Any, *path: Any) -> int:
         return line_of(node, path)
@@ -95,7 +98,9 @@ class Ctx:
         return Source(self.file, self.line(node, *path))
 
     def error(self, node: Any, path: tuple[Any, ...], message: str) -> None:
-        self.errors.append(ConfigError(message, self.file, line_of(node, path)))
+        line = line_of(node, path)
+        if line not in self.refused_lines:
+            self.errors.append(ConfigError(message, self.file, line))
 
     def warn(self, node: Any, path: tuple[Any, ...], message: str) -> None:
         self.warnings.append(f"{self.file}:{line_of(node, path)}: {message}")

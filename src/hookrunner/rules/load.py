@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hookrunner import clientip
 from hookrunner.errors import ActionError, ConfigError, ConfigErrors
 from hookrunner.rules import fields as f
 from hookrunner.rules.model import (
@@ -45,7 +46,7 @@ from hookrunner.rules.model import (
     Ruleset,
     Source,
 )
-from hookrunner.rules.yamlsrc import LineDict, LineList, line_of, parse_yaml
+from hookrunner.rules.yamlsrc import LineDict, LineList, NonFinite, line_of, parse_yaml
 from hookrunner.templating import Constant, reads_secret, reusing_compiled
 
 if TYPE_CHECKING:
@@ -271,6 +272,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
             ctxs.append(ctx)
             data, problems = parse_yaml(text, name)
             ctx.errors.extend(problems)
+            ctx.refused_lines.update(p.line for p in problems if isinstance(p, NonFinite))
             if data is not None:
                 _file(ctx, data, merged, secrets)
             elif problems:
@@ -483,7 +485,7 @@ def _networks(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[IPNetwork, ...]:
     for i, value in enumerate(values):
         at, path = (node, (i,)) if isinstance(node, LineList) else (raw, ("allow_ips",))
         try:
-            network = ipaddress.ip_network(value.strip(), strict=False)
+            network = clientip.network(value.strip())
         except ValueError:
             ctx.error(at, path, f"{what} allow_ips: {value!r} is not an IP address or CIDR "
                       "network")

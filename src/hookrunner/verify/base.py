@@ -72,7 +72,7 @@ class Headers:
         `JÃ¼rgen`. Idempotent for text that was already read this way."""
         if all(v.isascii() for _, v in self._items):
             return self
-        return Headers((k, _utf8(v)) for k, v in self._items)
+        return Headers((k, header_text(v)) for k, v in self._items)
 
     def __iter__(self) -> Any:
         return iter(self.keys())
@@ -84,7 +84,8 @@ class Headers:
         return f"Headers({self._items!r})"
 
 
-def _utf8(value: str) -> str:
+def header_text(value: str) -> str:
+    """A header value read as UTF-8 where its wire bytes are UTF-8 (see Headers.as_utf8)."""
     if value.isascii():
         return value
     try:

@@ -45,11 +45,12 @@ class BodySignature:
             self.secrets, request.body, candidates, encoding=self.encoding
         )
         if self.tolerance is not None:
-            crypto.check_window(self._sent_at(request.body), request.now, self.tolerance)
+            crypto.check_window(self._sent_at(request), request.now, self.tolerance)
         return self.learned(request)
 
-    def _sent_at(self, body: bytes) -> float:
-        stamp = jsonbody.field(jsonbody.parse(body), *self.stamp_field)
+    def _sent_at(self, request: SignedRequest) -> float:
+        stamp = jsonbody.field(jsonbody.parse(request.body, request.headers.get("content-type")),
+                               *self.stamp_field)
         try:
             sent = float(stamp or "") / 1000
         except ValueError:
@@ -63,7 +64,7 @@ class BodySignature:
         delivery_id = crypto.optional_header(request.headers, *self.id_headers)
         event = crypto.optional_header(request.headers, *self.event_headers)
         if (delivery_id is None and self.id_field) or (event is None and self.event_field):
-            doc = jsonbody.parse(request.body)
+            doc = jsonbody.parse(request.body, request.headers.get("content-type"))
             if delivery_id is None and self.id_field:
                 delivery_id = jsonbody.field(doc, *self.id_field)
             if event is None and self.event_field:

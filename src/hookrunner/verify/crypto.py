@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from hookrunner.errors import ConfigError, VerifyError
 from hookrunner.units import parse_duration
-from hookrunner.verify.base import Headers, SecretSource
+from hookrunner.verify.base import Headers, SecretSource, header_text
 
 DEFAULT_TOLERANCE = 300.0  # seconds either side of `now` a signed timestamp may be
 ALGORITHMS = ("sha1", "sha256", "sha512")
@@ -138,10 +138,12 @@ def first_header(headers: Headers, names: Sequence[str]) -> tuple[str, str]:
 
 
 def optional_header(headers: Headers, *names: str) -> str | None:
+    """A sender's id or event type as text: `dé-1` as sent, not its bytes read as latin-1
+    (stored and logged garbled, and unlike the same header read by a `dedup:` template)."""
     for name in names:
         value = headers.get(name)
         if value is not None and value.strip():
-            return value.strip()
+            return header_text(value.strip())
     return None
 
 

@@ -73,9 +73,11 @@ def hmac(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
         ("secret", "header", "algorithm", "encoding", "prefix", "timestamp_header", "tolerance"),
         required=("secret", "header"),
     )
-    prefix = options.get("prefix") or ""
+    prefix = options.get("prefix")
+    prefix = "" if prefix is None else prefix  # (`prefix: 0` or `false` meant none, unsaid)
     if not isinstance(prefix, str):
-        raise ConfigError("prefix: expected a string", path=("prefix",))
+        raise ConfigError(f"prefix: expected a string, got {prefix!r} (quote it)",
+                          path=("prefix",))
     header, tolerance, warnings = crypto.option_window(options)
     return HmacVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),

@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hookrunner.payload import body_text
 
-def parse(body: bytes) -> Any:
-    """The decoded JSON body, or None if it is not JSON (Slack also posts form bodies)."""
+
+def parse(body: bytes, content_type: str | None = None) -> Any:
+    """The decoded JSON body, or None if it is not JSON (Slack also posts form bodies).
+    Decoded as the payload is (payload.body_text): JSON labelled ISO-8859-1 that is not
+    UTF-8 lost its event type and delivery id (so a resend ran again)."""
+    text = body_text(body, content_type)
+    if text is None:
+        return None
     try:
-        return json.loads(body)
+        return json.loads(text)
     except (ValueError, RecursionError):
         return None
 

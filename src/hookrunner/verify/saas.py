@@ -82,7 +82,8 @@ class ZendeskVerifier:
             delivery_id=crypto.optional_header(
                 request.headers, "X-Zendesk-Webhook-Invocation-Id"
             ),
-            event=jsonbody.field(jsonbody.parse(request.body), "type"),
+            event=jsonbody.field(
+                jsonbody.parse(request.body, request.headers.get("content-type")), "type"),
         )
 
 

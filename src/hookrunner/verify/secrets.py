@@ -6,6 +6,7 @@ match). Errors name the variable or the file, never a value.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -119,10 +120,17 @@ def _resolve_one(value: Any, key: str, root: Path | None) -> list[bytes]:
             return [_from_env(value["env"], key)]
         if set(value) == {"file"}:
             return [_from_file(value["file"], key, root)]
-        raise ConfigError(
-            f"{key}: expected exactly one of 'env' or 'file', got {', '.join(map(str, value))}",
-            path=(key,),
-        )
+        # Only the keys a secret source has are named: `secret: {s3cr3t}` is YAML for a
+        # mapping whose key is the secret, and this message reaches the server's log.
+        # (A key close to one, `envv`, is a typo worth naming.)
+        named = [repr(k) for k in value if isinstance(k, str) and difflib.get_close_matches(
+            k.lower(), ("env", "file"), n=1, cutoff=0.6)]
+        others = len(value) - len(named)
+        got = ", ".join(named + ([f"{others} other key{'s' * (others > 1)} (not shown: "
+                                  "`{value}` is YAML for a mapping, and a key may be the "
+                                  "secret; quote a literal secret)"] if others else []))
+        raise ConfigError(f"{key}: expected exactly one of 'env' or 'file', got "
+                          f"{got or 'an empty mapping'}", path=(key,))
     raise ConfigError(f"{key}: expected {{env: NAME}}, {{file: PATH}} or a string", path=(key,))
 
 

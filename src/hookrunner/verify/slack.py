@@ -42,7 +42,7 @@ class SlackVerifier:
 
     def learned(self, request: SignedRequest) -> Verified:
         """The delivery id and event type, read without checking (dry runs use it too)."""
-        doc = jsonbody.parse(request.body)
+        doc = jsonbody.parse(request.body, request.headers.get("content-type"))
         if doc is None:
             return _learned_from_form(request.body)
         challenge = jsonbody.field(doc, "challenge")

@@ -51,7 +51,7 @@ class StripeVerifier:
 
     def learned(self, request: SignedRequest) -> Verified:
         """The delivery id and event type, read without checking (dry runs use it too)."""
-        doc = jsonbody.parse(request.body)
+        doc = jsonbody.parse(request.body, request.headers.get("content-type"))
         return Verified(delivery_id=jsonbody.field(doc, "id"), event=jsonbody.field(doc, "type"))
 
 

@@ -361,6 +361,15 @@ def test_an_allowed_network_with_bits_past_its_prefix_is_a_warning() -> None:
                                                                 "10.2.0.9/32"]
 
 
+def test_an_ipv4_mapped_allowed_network_is_the_ipv4_network_it_maps() -> None:
+    """`::ffff:127.0.0.1` (as `ss` shows a dual-stack listener's IPv4 clients) admitted no
+    one: clients are compared by their IPv4 address."""
+    ruleset = load_rules_text({"r.yaml": "hooks:\n  gh:\n    verify: {none: {}}\n"
+                                         "    allow_ips: ['::ffff:127.0.0.1', '::ffff:10.0.0.0/104']\n"
+                                         "rules:\n  - {name: a, hook: gh, run: {shell: {argv: [x]}}}\n"})
+    assert [str(n) for n in ruleset.hooks["gh"].allow_ips] == ["127.0.0.1/32", "10.0.0.0/8"]
+
+
 def test_a_rotation_list_with_one_secret_unreadable_loads_with_a_warning(tmp_path: Path) -> None:
     """The hook verifies with the secret it can read (an error only where none can be)."""
     (tmp_path / "new.txt").write_text("new\n")
@@ -498,6 +507,15 @@ def test_non_finite_numbers_are_errors_at_their_line() -> None:
             run: {http: {url: "http://x", json: {a: .inf, b: 1.5, c: -.Inf, d: .NaN}}}
         """))
     assert errors == [f"r.yaml:8: {v!r} is not a finite number" for v in (".inf", "-.Inf", ".NaN")]
+
+
+def test_a_non_finite_number_is_one_error_not_two() -> None:
+    """Read as 0.0 to go on loading, it also gave `tolerance: must be more than zero`, about a
+    value no one wrote."""
+    errors = errors_of({"r.yaml": "hooks:\n  h:\n    verify:\n      hmac:\n        secret: x\n"
+                                  "        header: X-Sig\n        timestamp_header: X-T\n"
+                                  "        tolerance: .inf\nrules: []\n"})
+    assert errors == ["r.yaml:8: '.inf' is not a finite number"]
 
 
 def test_yaml_aliases_that_expand_past_the_bound_are_an_error_not_a_stall() -> None:

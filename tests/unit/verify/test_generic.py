@@ -91,6 +91,8 @@ def test_hmac_rejects(options: dict[str, Any], headers: dict[str, str], reason: 
         {"secret": "k", "header": "X", "timestamp_header": "T", "tolerance": "soon"},
         {"secret": "k", "header": "X", "timestamp_header": "T", "tolerance": 0},
         {"secret": "k", "header": "X", "prefix": 3},
+        {"secret": "k", "header": "X", "prefix": 0},  # meant no prefix, silently
+        {"secret": "k", "header": "X", "prefix": False},
         {"secret": "k", "header": "X", "extra": 1},
         {"header": "X"},
     ],

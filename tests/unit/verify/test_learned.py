@@ -42,3 +42,20 @@ def test_every_verifier_can_describe_a_request_without_checking_it() -> None:
         verifier = VERIFIERS[name](options, lambda v, key="secret": [b"s"])
         learned = verifier.learned(SignedRequest(headers=Headers(), body=b"not json"))
         assert learned.delivery_id is None or isinstance(learned.delivery_id, str), name
+
+
+def test_ids_and_events_are_read_as_the_payload_is() -> None:
+    """JSON labelled ISO-8859-1 that is not UTF-8 is decoded so (as the payload is): it lost
+    its id and event type (a resend ran again). A header's UTF-8 bytes, which the server
+    reads as latin-1, are its text (`dé-☃`, stored and logged garbled before)."""
+    body = json.dumps({"id": "evt_ü", "type": "charge.succeeded", "n": "Jürgen"},
+                      ensure_ascii=False).encode("latin-1")
+    for label, learned_id in (("application/json; charset=iso-8859-1", "evt_ü"),
+                              ("application/json", None)):  # not UTF-8, not labelled: not JSON
+        learned = _make("stripe").learned(SignedRequest(  # type: ignore[attr-defined]
+            headers=Headers([("Content-Type", label)]), body=body))
+        assert learned.delivery_id == learned_id
+    wire = "dé-☃".encode().decode("latin-1")  # what the HTTP server hands over
+    learned = _make("github").learned(SignedRequest(  # type: ignore[attr-defined]
+        headers=Headers([("X-GitHub-Delivery", wire), ("X-GitHub-Event", "pu\xe9sh")]), body=b"{}"))
+    assert (learned.delivery_id, learned.event) == ("dé-☃", "pu\xe9sh")  # latin-1 text stays

@@ -162,3 +162,20 @@ def test_a_shell_variable_written_as_the_secret_is_refused_without_repeating_it(
                                   "from the environment here, but would be the secret as "
                                   "written: write {env: NAME}")
     assert resolve_secret("a$B") == [b"a$B"] and resolve_secret("$lower_case1") == [b"$lower_case1"]
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ({"s3cr3tvalue": None}, "got 1 other key (not shown"),  # YAML `secret: {s3cr3tvalue}`
+        ({"envv": "X"}, "got 'envv'"),  # a typo is named
+        ({"env": "X", "file": "p", "Tok3n": None}, "got 'env', 'file', 1 other key"),
+        ({}, "got an empty mapping"),
+    ],
+)
+def test_a_mapping_that_is_no_source_names_only_keys_that_are_not_a_secret(
+        value: dict[str, Any], said: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_secret(value)
+    assert said in str(info.value)
+    assert "s3cr3tvalue" not in str(info.value) and "Tok3n" not in str(info.value)
