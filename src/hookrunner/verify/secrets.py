@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ def _from_file(path: Any, key: str, root: Path | None) -> bytes:
         raise ConfigError(f"{key}: file must be a path", path=(key,))
     full = _secret_path(path, root)
     try:
-        data = full.read_bytes()
+        data = _read_secret_file(full, key, path)
     except FileNotFoundError:
         raise SecretUnavailable(f"{key}: secret file {path} does not exist", path=(key,)) from None
     except OSError as exc:
@@ -167,6 +168,32 @@ def _from_file(path: Any, key: str, root: Path | None) -> bytes:
     if not data:
         raise SecretUnavailable(f"{key}: secret file {path} is empty", path=(key,))
     return data
+
+
+MAX_SECRET_FILE = 64 * 1024  # bytes: a key or a token, not a file read whole into memory
+
+
+def _read_secret_file(full: Path, key: str, path: str) -> bytes:
+    """The file's bytes, if it is a regular file of at most MAX_SECRET_FILE: a FIFO blocked
+    `serve`, `check` and every later reload (the open itself waits for a writer, hence
+    O_NONBLOCK), and `/dev/zero` was read until the machine ran out of memory."""
+    fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SecretUnavailable(f"{key}: secret file {path} is not a regular file (a FIFO, "
+                                    "a device, a directory): not read", path=(key,))
+        chunks, size = [], 0
+        while chunk := os.read(fd, MAX_SECRET_FILE + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_SECRET_FILE:
+                raise SecretUnavailable(f"{key}: secret file {path} is larger than "
+                                        f"{MAX_SECRET_FILE // 1024} KiB: not a secret (not "
+                                        "read)", path=(key,))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _without_newline(data: bytes) -> bytes:

@@ -179,3 +179,36 @@ def test_a_mapping_that_is_no_source_names_only_keys_that_are_not_a_secret(
         resolve_secret(value)
     assert said in str(info.value)
     assert "s3cr3tvalue" not in str(info.value) and "Tok3n" not in str(info.value)
+
+
+def test_a_secret_file_that_is_not_a_small_regular_file_is_refused_without_reading_it(
+        tmp_path: Path) -> None:
+    """A FIFO blocked `serve`, `check` and every later reload until someone wrote to it, and
+    `/dev/zero` was read until the machine ran out of memory."""
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "big").write_bytes(b"k" * (64 * 1024 + 1))
+    (tmp_path / "fits").write_bytes(b"k" * (64 * 1024))
+    outcomes: dict[str, str] = {}
+
+    def resolve(path: str) -> None:
+        try:
+            resolve_secret({"file": path})
+            outcomes[path] = "read"
+        except SecretUnavailable as exc:
+            outcomes[path] = exc.message
+
+    paths = [str(fifo), "/dev/zero", str(tmp_path), str(tmp_path / "big"), str(tmp_path / "fits")]
+    for path in paths:
+        thread = threading.Thread(target=resolve, args=(path,), daemon=True)
+        thread.start()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), f"reading {path} blocked"
+    assert "is not a regular file" in outcomes[str(fifo)]
+    assert "is not a regular file" in outcomes["/dev/zero"]
+    assert "is not a regular file" in outcomes[str(tmp_path)]
+    assert "larger than 64 KiB" in outcomes[str(tmp_path / "big")]
+    assert outcomes[str(tmp_path / "fits")] == "read"
