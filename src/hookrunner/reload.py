@@ -8,6 +8,7 @@ A reload that fails validation keeps the rules that were live; its errors are lo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from pathlib import Path
 from hookrunner import rulescopy
 from hookrunner.errors import ConfigErrors
 from hookrunner.logs import Throttled, event
-from hookrunner.rules.load import load_rules, rules_files
+from hookrunner.rules.load import load_rules, reread_secrets, rules_files
 from hookrunner.rules.model import Ruleset
 from hookrunner.verify.secrets import SecretUnavailable
 
@@ -76,6 +77,10 @@ class _Loaded:
     fingerprint: tuple[Stat, ...]
     secrets: dict[Path, Stat | None]
     only_secrets: bool = False  # it failed only for secrets it could not read
+    # The live rules loaded again with their secret files read anew (failed loads only: see
+    # load.reread_secrets), with the files that read.
+    refreshed: Ruleset | None = None
+    refreshed_secrets: dict[Path, Stat | None] | None = None
 
 
 class LiveRules:
@@ -97,6 +102,8 @@ class LiveRules:
         self._fingerprint: tuple[Stat, ...] = ()
         # The secret files the last load read, as they were just before it read them.
         self._secrets: dict[Path, Stat | None] = {}
+        # ... and those the live rules were read with (a failed load's may differ).
+        self._live_secrets: dict[Path, Stat | None] = {}
         self._on_result = on_result  # told whether each load succeeded (the metrics)
         self._loading = False  # a reload_async is under way
         self._again = False  # and another was asked for meanwhile
@@ -193,7 +200,7 @@ class LiveRules:
             else:
                 errors = [f"{self.rules_dir}: cannot load the rules: {type(exc).__name__}: {exc}"]
                 only = False
-            return _Loaded(None, errors, fingerprint, secrets, only)
+            return self._reread_secrets(_Loaded(None, errors, fingerprint, secrets, only), defer)
         if not ruleset.files and self._keeps_rules():
             # Live rules, then a directory with no rules files: a deploy that empties it
             # before copying (`rm rules/*; cp new/* rules/`), caught in between. Loaded, every
@@ -207,6 +214,27 @@ class LiveRules:
             files = tuple(s for s in fingerprint if s != _nowhere(s[0]))
             rulescopy.save(self.rules_dir, files, self._copy, _stat, secrets, self.root)
         return _Loaded(ruleset, [], fingerprint, secrets)
+
+    def _reread_secrets(self, failed: _Loaded, defer: Callable[[str], bool] | None) -> _Loaded:
+        """A failed load, with the live rules loaded again from their own texts where a
+        secret file they read has changed since (a rotation while another team's file is
+        broken: its senders, switched to the new key, were refused until that was fixed)."""
+        live = self.current
+        if live is None or not live.sources or all(
+                _stat(p) == seen for p, seen in self._live_secrets.items()):
+            return failed
+        secrets: dict[Path, Stat | None] = {}
+
+        def about_to_read(path: Path) -> None:
+            secrets.setdefault(path, _stat(path))
+
+        try:
+            ruleset = reread_secrets(live, root=self.root, on_secret_file=about_to_read,
+                                     defer_secrets=defer)
+        except Exception:  # (a rotated file caught missing: said by the next look's reload)
+            return dataclasses.replace(failed, secrets={**secrets, **failed.secrets})
+        return dataclasses.replace(failed, secrets={**secrets, **failed.secrets},
+                                   refreshed=ruleset, refreshed_secrets=secrets)
 
     def _keeps_rules(self) -> bool:
         """Whether a directory with no rules files is a failed load here: there are live
@@ -226,6 +254,15 @@ class LiveRules:
                 event("rules.error", error, error=line)
             event("rules.reload_failed", error, errors=len(self.errors),
                   kept="previous rules" if self.current else "no rules")
+            if loaded.refreshed is not None and loaded.refreshed_secrets is not None:
+                self.current, self._live_secrets = loaded.refreshed, loaded.refreshed_secrets
+                event("rules.secrets_reread", warning, hooks=len(loaded.refreshed.hooks),
+                      why="a secret file the live rules read has changed: they were loaded "
+                          "again from their own text with it, and verify with the new secret "
+                          "(the rules files' errors above still stand)")
+                for hook_id, why in loaded.refreshed.unavailable.items():
+                    event("rules.hook_unavailable", error, hook=hook_id, error=why,
+                          then="its deliveries are answered 503 until its secret is read")
             if self._on_result:
                 self._on_result(False)
             return False
@@ -233,6 +270,7 @@ class LiveRules:
         if self._on_result:
             self._on_result(True)
         self.current, self.degraded = ruleset, False
+        self._live_secrets = loaded.secrets
         self.errors = []
         self.loaded_at = time.time()
         for w in ruleset.warnings:

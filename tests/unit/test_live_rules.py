@@ -111,6 +111,34 @@ def test_a_rotated_secret_file_is_noticed_and_loaded(
         assert not live.changed()
 
 
+def test_a_secret_rotated_while_another_rules_file_is_broken_is_applied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another team's broken file failed every reload, so a rotated secret file was not
+    applied (senders switched to the new key got 401s) and nothing said so. The live rules
+    are loaded again from their own text with the new secret; the errors still stand."""
+    monkeypatch.setenv("GH_OLD", "env-secret")
+    rules, root = tmp_path / "rules", tmp_path / "root"
+    rules.mkdir()
+    (root / "secrets").mkdir(parents=True)
+    (root / "secrets" / "gh").write_text("first\n")
+    (rules / "gh.yaml").write_text(GH_FILE_SECRET)
+    live = LiveRules(rules, root=root)
+    assert live.reload() and _signed_by(live, b"first")
+    (rules / "other.yaml").write_text("rules:\n  - {name: x, hook: gh, when: 'payload.x ==', "
+                                      "run: {shell: {argv: [x]}}}\n")
+    assert live.changed() and not live.reload()
+    assert _signed_by(live, b"first") and not live.changed()  # nothing rotated: as it was
+    (root / "secrets" / "gh").write_text("second\n")
+    assert live.changed() and not live.reload()  # the files still fail...
+    assert live.errors and "other.yaml" in live.errors[0]
+    assert _signed_by(live, b"second") and not _signed_by(live, b"first")  # ...the secret is new
+    assert not live.changed()
+    # The rotation ends (the file removed): as a load that succeeds, the list's other secret.
+    (root / "secrets" / "gh").unlink()
+    assert live.changed() and not live.reload()
+    assert _signed_by(live, b"env-secret") and not _signed_by(live, b"second")
+
+
 ENV_HOOKS = """
 hooks:
   gh:

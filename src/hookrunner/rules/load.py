@@ -152,7 +152,18 @@ def load_rules(
     ruleset = _load(sources, errors, root, empty_hint=str(rules_dir),
                     secrets_required=secrets_required, on_secret_file=on_secret_file,
                     strict=strict, warnings=warnings, defer_secrets=defer_secrets)
-    return dataclasses.replace(ruleset, digest=_digest(rules_dir, sources))
+    return dataclasses.replace(ruleset, digest=_digest(rules_dir, sources), sources=tuple(sources))
+
+
+def reread_secrets(ruleset: Ruleset, *, root: Path | None = None,
+                   on_secret_file: Callable[[Path], None] | None = None,
+                   defer_secrets: Callable[[str], bool] | None = None) -> Ruleset:
+    """`ruleset` loaded again from the texts it was loaded from, its secret files read anew:
+    a rotated secret must not wait for another team's broken rules file to be fixed (the
+    senders that switched keys were refused meanwhile). ConfigErrors if that fails too."""
+    loaded = _load(list(ruleset.sources), [], root, empty_hint="the rules",
+                   on_secret_file=on_secret_file, defer_secrets=defer_secrets)
+    return dataclasses.replace(loaded, digest=ruleset.digest, sources=ruleset.sources)
 
 
 def _digest(rules_dir: Path, sources: list[tuple[str, str]]) -> str:

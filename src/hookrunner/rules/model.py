@@ -164,6 +164,9 @@ class Ruleset:
     # The rules files' text, as paths under --rules and contents: nodes that must serve the
     # same rules show the same digest (/readyz, the `rules.loaded` line).
     digest: str = ""
+    # The files' (name, text) as loaded: loaded again with the secret files read anew when a
+    # secret is rotated while the files themselves do not load (load.reread_secrets).
+    sources: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
 
     @functools.cached_property
     def unavailable(self) -> dict[str, str]:
