@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 _RULES = ("rules", "root")
 _STORE = ("data", "db")
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "check": _RULES, "test": _RULES, "explain": _RULES,
+    "check": _RULES, "test": (*_RULES, "default_timeout"), "explain": _RULES,
     "replay": (*_RULES, *_STORE, "default_timeout"), "runs": _STORE, "cancel": _STORE,
     "log": _STORE, "delivery": _STORE,
 }

@@ -487,6 +487,10 @@ def test_test_says_what_the_server_would_do_with_the_body_and_its_resend(tmp_pat
     assert "retry: 3 attempts, backoff 90s (at most 10m), on: timed_out" in done.stdout
     assert "timeout: 1h (the default)" in done.stdout
     assert "delivery key for duplicates: 'evt-1'" in done.stdout, done.stdout
+    # The server's default, where it is set as the server's is (a 2 s default said 1h).
+    done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", small,
+                      env={**demo_environ(), "HOOKRUNNER_DEFAULT_TIMEOUT": "2s"})
+    assert "timeout: 2s (the default)" in done.stdout, done.stdout + done.stderr
     assert "has allow_ips, and no --client-ip was given" in done.stderr, done.stderr
     big = write_payload(tmp_path / "big.json", {"id": "x" * 100})
     done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", big)
