@@ -100,13 +100,14 @@ def _at_least_one(text: str) -> int:
 
 def _payload_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
     _rules_flag(p)
-    p.add_argument("--hook", required=required, help="hook id")
-    p.add_argument("--payload", required=required, help="file with the request body (JSON or form)")
+    p.add_argument("--hook", type=_an_id, required=required, help="hook id")
+    p.add_argument("--payload", type=_an_id, required=required,
+                   help="file with the request body (JSON or form)")
     p.add_argument("--header", action="append", default=[], metavar="'Name: value'",
                    help="a request header (repeatable), e.g. 'X-GitHub-Event: push'")
     p.add_argument("--query", action="append", default=[], metavar="'name=value'",
                    help="a query parameter of the hook's URL (repeatable), e.g. 'env=prod'")
-    p.add_argument("--client-ip", metavar="ADDRESS",
+    p.add_argument("--client-ip", type=_an_id, metavar="ADDRESS",
                    help="the sender's address, as `client_ip` (default: null)")
 
 
@@ -153,14 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     _store_flags(e)
 
     r = sub.add_parser("replay", help="enqueue a stored delivery again against the current rules")
-    r.add_argument("delivery_id")
+    r.add_argument("delivery_id", type=_an_id)
     r.add_argument("--rule", type=_not_empty, action="append",
                    help="only this rule's run (e.g. the one that failed)")
     _rules_flag(r)
     _store_flags(r)
 
     ru = sub.add_parser("runs", help="recent runs, a line each")
-    ru.add_argument("--status", help=f"only runs with this status: {STATUSES}")
+    ru.add_argument("--status", type=_not_empty, help=f"only runs with this status: {STATUSES}")
     ru.add_argument("--rule", type=_not_empty, help="only runs of this rule")
     ru.add_argument("--delivery", type=_not_empty, metavar="ID", help="only runs of this delivery")
     ru.add_argument("--limit", type=_at_least_one, default=20, help="at most this many (default 20)")
@@ -169,17 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     _store_flags(ru)
 
     lg = sub.add_parser("log", help="a run's output (its current attempt, or --attempt N)")
-    lg.add_argument("run_id")
+    lg.add_argument("run_id", type=_an_id)
     lg.add_argument("--attempt", type=_at_least_one, help="that attempt's output (from 1)")
     _store_flags(lg)
 
     de = sub.add_parser("delivery", help="a stored delivery as JSON: headers (secrets "
                         "redacted), query, payload, each rule's evaluation, its runs")
-    de.add_argument("delivery_id")
+    de.add_argument("delivery_id", type=_an_id)
     _store_flags(de)
 
     ca = sub.add_parser("cancel", help="cancel a queued or running run")
-    ca.add_argument("run_id")
+    ca.add_argument("run_id", type=_an_id)
     _store_flags(ca)
     return parser
 
@@ -231,6 +232,11 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     from hookrunner import commands
 
+    if keys is not None and "root" in keys and not settings.root.is_dir():
+        # As `serve` says it (preflight): a flag whose value cannot be right, not a rules error.
+        what = "not a directory" if settings.root.exists() else "no such directory"
+        print(f"hookrunner: {settings.given_as('root')} {settings.root}: {what}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "serve":
         try:
             return commands.serve(settings)

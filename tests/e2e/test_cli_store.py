@@ -666,8 +666,7 @@ def test_explain_reads_a_stored_delivery_against_the_rules_as_they_are_now(tmp_p
                                              "leave out --hook"),
     (["--hook", "h", "--data", "d"], "--data and --db only go with --delivery"),
     (["--hook", "h"], "the following arguments are required: --payload (or --delivery ID)"),
-    (["--delivery", "dlv_x", "--hook", ""], "--delivery takes the request as it was received: "
-                                            "leave out --hook"),
+    (["--delivery", "dlv_x", "--hook", ""], "argument --hook: must not be empty"),
     (["--hook", "h", "--payload", "p.json", "--data", ""], "--data and --db only go with --delivery"),
     (["--delivery", ""], "argument --delivery: must not be empty"),
     ([], "the following arguments are required: --hook, --payload (or --delivery ID)"),
@@ -677,3 +676,22 @@ def test_explain_takes_a_payload_or_a_delivery_not_both(tmp_path: Path, args: li
     done = _run("explain", *args, cwd=tmp_path)
     assert done.returncode == 2 and said in done.stderr, done.stderr
     assert "leave the flag out" not in done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["test", "--hook", "", "--payload", "p.json"],
+    ["test", "--hook", "h", "--payload", ""],
+    ["cancel", ""], ["log", ""], ["delivery", ""], ["replay", ""], ["runs", "--status", ""],
+    ["check", "--root", "no-such-dir"], ["test", "--root", "p.json", "--hook", "h",
+                                         "--payload", "p.json"],
+])
+def test_an_empty_argument_or_a_root_that_is_no_directory_is_a_usage_error(
+        tmp_path: Path, args: list[str]) -> None:
+    """Exit 2, as for any flag whose value cannot be right: `--payload ''` said `is a
+    directory`, `cancel ''` `no run ''` (exit 1), and `check --root /nope` exit 1 where
+    `serve` says exit 2."""
+    (tmp_path / "p.json").write_text("{}")
+    done = _run(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "must not be empty" in done.stderr or "no such directory" in done.stderr \
+        or "not a directory" in done.stderr, done.stderr
