@@ -37,7 +37,7 @@ from hookrunner.private import open_to_others, private_dir
 from hookrunner.ratelimit import retry_after
 from hookrunner.rawhttp import Answer, ClientGone, answer_parts, error, send_answer
 from hookrunner.reload import LiveRules
-from hookrunner.settings import POSTGRES_SCHEMES, Settings
+from hookrunner.settings import POSTGRES_SCHEMES, Settings, unknown_variables
 from hookrunner.shared import RELOAD_SIGNAL, Shared, ask_supervisor_to_reload
 from hookrunner.store import open_store
 from hookrunner.upstream import Upstream, forwardable
@@ -517,6 +517,10 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                 event("server.keep_short", logging.WARNING, keep_seconds=settings.keep,
                       hint="dedup forgets a delivery once it is pruned: a sender's redelivery "
                            "after that runs the rules again (Stripe retries for 3 days)")
+            for name, meant in unknown_variables(settings.environ):
+                event("server.unknown_variable", logging.WARNING, variable=name,
+                      hint=(f"no setting reads it: did you mean {meant}?" if meant else
+                            "no setting reads it (the README's Commands section lists them)"))
             unset = [n for n in settings.pass_env if n not in settings.environ]
             if unset:  # a typo, or a variable the unit's EnvironmentFile does not set
                 event("server.pass_env_unset", logging.WARNING, names=",".join(unset),

@@ -6,6 +6,7 @@ environment in once, here.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import socket
@@ -116,6 +117,26 @@ def setting_names() -> tuple[str, ...]:
 
 def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
+
+
+# What an action's environment holds (actions.environment.ID_KEYS): a server started from one.
+RUN_VARIABLES = frozenset(ENV_PREFIX + k for k in (
+    "RUN_ID", "DELIVERY_ID", "HOOK", "RULE", "ATTEMPT", "NODE"))
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """The `HOOKRUNNER_*` variables no setting reads, each with the likely intended one: a
+    misspelled name in a unit's environment file (`HOOKRUNNER_WORKER=3`) was ignored
+    silently, the server running with the default."""
+    known = {env_name(n) for n in setting_names()}
+    found: list[tuple[str, str | None]] = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known and name not in RUN_VARIABLES:
+            # Compared without the prefix, which every name shares.
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX).lower(),
+                                              setting_names(), n=1, cutoff=0.75)
+            found.append((name, env_name(close[0]) if close else None))
+    return found
 
 
 def flag_name(name: str) -> str:

@@ -352,8 +352,11 @@ rules:
 
 def test_a_keep_shorter_than_a_day_is_warned_about(make_server: Callable[..., Server]) -> None:
     rules = "hooks: {h: {verify: {none: {}}}}\nrules: []\n"
-    server = make_server(rules, args=["--keep", "10m"])
+    server = make_server(rules, args=["--keep", "10m"], env={"HOOKRUNNER_WORKER": "3"})
     assert "server.keep_short" in server.output() and "keep_seconds=600" in server.output()
+    # A misspelled variable in a unit's environment file was ignored without a word.
+    assert "server.unknown_variable variable=HOOKRUNNER_WORKER hint=\"no setting reads it: " \
+           "did you mean HOOKRUNNER_WORKERS?\"" in server.output(), server.output()
 
 
 def test_condition_errors_count_stored_deliveries_and_body_refusals_are_logged(

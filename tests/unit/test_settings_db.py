@@ -60,3 +60,15 @@ def test_messages_name_the_database_libpq_uses(url: str, shown: str) -> None:
 def test_several_hosts_for_failover_are_taken() -> None:
     url = "postgresql://hr:pw@127.0.0.1:5432,127.0.0.2:5432/hr"
     assert load_settings({"db": url}, {}, ["db"]).db == url
+
+
+def test_variables_no_setting_reads_are_named_with_the_likely_intended_one() -> None:
+    """`HOOKRUNNER_WORKER=3` in a unit's environment file ran the server with 8 workers."""
+    from hookrunner.settings import unknown_variables
+
+    environ = {"HOOKRUNNER_WORKER": "3", "HOOKRUNNER_ADMINTOKEN": "x", "HOOKRUNNER_FOO": "1",
+               "HOOKRUNNER_PORT": "1", "HOOKRUNNER_ADMIN_TOKEN": "t", "HOOKRUNNER_RUN_ID": "r",
+               "HOOKRUNNER_DELIVERY_ID": "d", "PATH": "/bin"}
+    assert unknown_variables(environ) == [
+        ("HOOKRUNNER_ADMINTOKEN", "HOOKRUNNER_ADMIN_TOKEN"), ("HOOKRUNNER_FOO", None),
+        ("HOOKRUNNER_WORKER", "HOOKRUNNER_WORKERS")]
