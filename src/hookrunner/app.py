@@ -170,10 +170,11 @@ READY_TIMEOUT = 2.0  # seconds: a probe hears "unreachable" before a typical 3 s
 STORE_CLOSE_WAIT = 15.0  # seconds: closing a store that does not answer (a frozen database)
 
 
-def _where(error: str) -> str:
-    """`rules/a.yaml:12: message` -> `rules/a.yaml:12`; an error without a place: none."""
+def _where(error: str, rules_dir: Path) -> str:
+    """`rules/a.yaml:12: message` -> `rules/a.yaml:12`; an error of no file (the directory
+    emptied, not listable): the directory. (Not the message: it may quote a rule's text.)"""
     head, sep, _ = error.partition(": ")
-    return head if sep and re.fullmatch(r".+:\d+", head) else "(see the log)"
+    return head if sep and re.fullmatch(r".+:\d+", head) else f"{rules_dir} (see the log)"
 
 
 _PINGS: set[asyncio.Future[bool]] = set()  # readiness pings still running past the answer
@@ -210,11 +211,12 @@ async def readyz(request: Request) -> Response:
         # Where each error is, not its message: /readyz needs no token, and a message quotes
         # the rules' text (a template, a literal header value). The log and the console
         # have the messages.
-        "reload_errors": [_where(e) for e in rules.errors],
+        "reload_errors": [_where(e, rules.rules_dir) for e in rules.errors],
     }
     unavailable = rules.current.unavailable if rules.current is not None else {}
     if unavailable:  # answered 503; the other hooks serve, so the server stays ready
-        doc["unavailable_hooks"] = {h: _where(why) for h, why in unavailable.items()}
+        doc["unavailable_hooks"] = {h: _where(why, rules.rules_dir)
+                                    for h, why in unavailable.items()}
     # Stopping (a SIGTERM, or its node name taken over by another server): it takes no more
     # work, so a load balancer should send it none.
     stopping = bool(getattr(gw.dispatcher, "stopping", False))
