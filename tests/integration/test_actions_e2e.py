@@ -53,6 +53,14 @@ FAILING_PLAYBOOK = """
         msg: "refusing to scale {{ webhook.service }}"
 """
 
+SAYING_PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug: {msg: "WHICH ran"}
+"""
+
 MAIN_TF = """
 variable "replicas" {
   type = number
@@ -95,6 +103,11 @@ rules:
     when: payload.action == "play-fail"
     run:
       ansible: {playbook: failing.yml}
+  - name: play-env
+    hook: ops
+    when: payload.action == "play-env"
+    run:
+      ansible: {playbook: "deploy-{{ payload.env }}.yml"}
   - name: apply
     hook: ops
     when: payload.action == "apply"
@@ -189,6 +202,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "playbooks").mkdir()
     (root / "playbooks" / "probe.yml").write_text(PROBE_PLAYBOOK)
     (root / "playbooks" / "failing.yml").write_text(FAILING_PLAYBOOK)
+    for name in ("deploy-prod.yml", "which.yml"):
+        (root / "playbooks" / name).write_text(SAYING_PLAYBOOK.replace("WHICH", name))
+    (root / "playbooks" / "group_vars").mkdir()
+    (root / "playbooks" / "group_vars" / "all.yml").write_text("db_password: hunter2-SECRET\n")
     (root / "tf" / "app").mkdir(parents=True)
     (root / "tf" / "app" / "main.tf").write_text(MAIN_TF)
     (root / "tf" / "creds").mkdir()
@@ -268,6 +285,19 @@ def test_failing_playbook_fails_the_run_with_the_reason_in_its_log(server: Serve
     assert (run["status"], run["exit_code"]) == ("failed", 2)
     assert run["reason"].startswith("exit 2 (task ") and "failed on localhost)" in run["reason"]
     assert "refusing to scale api" in log
+
+
+def test_a_templated_playbook_stays_in_the_directory_the_rule_writes(server: Server) -> None:
+    """`deploy-{{ payload.env }}.yml` of `x/../group_vars/all` ran the vars file, and Ansible
+    printed its lines (a password) in the log; `x/../which` ran a playbook without the rule's
+    `deploy-` prefix."""
+    run, log = run_one(server, {"action": "play-env", "env": "prod"})
+    assert run["status"] == "succeeded" and "deploy-prod.yml ran" in log, log
+    for env in ("x/../group_vars/all", "x/../which"):
+        run, log = run_one(server, {"action": "play-env", "env": env})
+        assert run["status"] == "failed", log
+        assert "a templated playbook must stay in the directory the rule writes" in run["reason"]
+        assert "hunter2" not in log and "which.yml ran" not in log, log
 
 
 def test_apply_stores_outputs_made_of_payload_values(server: Server, root: Path) -> None:

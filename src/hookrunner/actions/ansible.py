@@ -54,6 +54,8 @@ PLAYBOOK_DIR = "playbooks"
 # a script (Ansible runs an executable inventory), a directory of them, or a secret file that
 # Ansible's INI parser would print back as host names.
 INVENTORY_DIR = "inventories"
+# Vars files beside the playbooks: never a playbook (a vars file's lines come back in errors).
+VARS_DIRS = frozenset({"group_vars", "host_vars"})
 PAYLOAD_VAR = "webhook"
 MAX_VARS_DEPTH = 200  # levels of arrays and objects in the extra vars (see run)
 ANSIBLE_ERRORS = ("ERROR!", "[ERROR]:", "ansible-playbook: error:")  # its own error lines
@@ -146,6 +148,10 @@ def _placed(rendered: Mapping[str, Any], root: Path) -> _Placed:
     """The play's files under `root` and its host pattern and tags; ActionError for what may
     not be named (a path outside root, a limit naming a file)."""
     playbook = confine(root, stringify(rendered.get("playbook")), base=PLAYBOOK_DIR)
+    if VARS_DIRS & set(playbook.relative_to((root / PLAYBOOK_DIR).resolve()).parts[:-1]):
+        # Ansible prints a file that is no play, line by line: a secret in group_vars/all.yml.
+        raise ActionError("ansible: the playbook is in a group_vars or host_vars directory, "
+                          "which holds vars files, not playbooks")
     inventory = rendered.get("inventory")
     inventory_path = confine(root, stringify(inventory)) if inventory else None
     limit, tags = host_pattern(rendered.get("limit")), tag_list(rendered.get("tags"))
@@ -363,6 +369,8 @@ class AnsibleRunner:
     kind = KIND
     paths = (("playbook", PLAYBOOK_DIR), ("inventory", ""))
     templated_paths = (("inventory", INVENTORY_DIR),)  # (key, dir its templated value stays in)
+    # (key, base): a templated value stays in the dir the rule writes before its `{{`
+    written_paths = (("playbook", PLAYBOOK_DIR),)
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_ansible(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 from hookrunner.errors import ActionError
@@ -23,3 +24,23 @@ def confine(root: Path, value: str, *, base: str = "") -> Path:
         where = "--root" if not base else f"{base.rstrip('/')}/ under --root"
         raise ActionError(f"path {value!r} is outside {where}")
     return resolved
+
+
+def written_dir(template: str) -> str:
+    """The directory a templated path's text names before its first `{{`
+    (`scripts/deploy-{{ x }}.sh` -> `scripts/`), or ""."""
+    before = template.split("{{", 1)[0].split("{%", 1)[0].split("{#", 1)[0]
+    return before[:before.rfind("/") + 1]
+
+
+def stays_written(value: str, template: str) -> bool:
+    """Whether `value`, rendered from `template`, names something inside the directory the
+    template writes before its `{{` (`tf/envs/` of `tf/envs/{{ x }}`; "" is its base dir),
+    with no `..` and no leading `/` in what the value added: the rule says where, not the
+    payload (`x/../group_vars/all` stays under playbooks/, but not where the rule said)."""
+    written = written_dir(template)
+    if not value.startswith(written):
+        return False
+    added = value[len(written):]
+    return (bool(posixpath.normpath(added).strip("/.")) and not added.startswith("/")
+            and ".." not in added.split("/"))

@@ -18,7 +18,7 @@ from typing import Any
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.environment import ID_KEYS, ID_PREFIX
-from hookrunner.actions.paths import confine
+from hookrunner.actions.paths import confine, written_dir
 from hookrunner.actions.process import check_strings, run_process
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
@@ -107,13 +107,6 @@ def normalize_shell(raw: Any) -> dict[str, Any]:
             raise ConfigError("shell.stdin must be 'payload'", path=("stdin",))
         out["stdin"] = spec_["stdin"]
     return out
-
-
-def written_dir(program: str) -> str:
-    """The directory a templated program's text names before its first `{{`
-    (`scripts/deploy-{{ x }}.sh` -> `scripts/`), or ""."""
-    before = program.split("{{", 1)[0].split("{%", 1)[0].split("{#", 1)[0]
-    return before[:before.rfind("/") + 1]
 
 
 def templated_program(program: str) -> bool:

@@ -27,6 +27,7 @@ from hookrunner.templating import (
     Constant,
     Expression,
     Scope,
+    Template,
     describe,
     reads_secret,
     render_tree,
@@ -249,7 +250,30 @@ def render_action(rule: Rule, scope: Mapping[str, Any]) -> dict[str, Any]:
                 and not within(str(value), base):
             raise TemplateError(f"{key}: a templated {key} must name a path under {base}/ "
                                 "(relative, without ..), whatever the payload says")
+    for key, base in getattr(RUNNERS[rule.action_kind], "written_paths", ()):
+        _stays_written(key, base, rule.action.get(key), rendered.get(key))
     return rendered
+
+
+def _stays_written(key: str, base: str, template: Any, value: Any) -> None:
+    """A templated path (each item of a list of them) must stay in the directory its
+    template writes before the `{{` (under `base`), as a templated shell program must:
+    `deploy-{{ payload.env }}.yml` of `x/../group_vars/all` named a vars file, which Ansible
+    printed back. Raises TemplateError."""
+    from hookrunner.actions.paths import stays_written, written_dir
+    from hookrunner.actions.values import stringify
+
+    pairs = zip(template, value, strict=False) if isinstance(template, list) and \
+        isinstance(value, list) else [(template, value)]
+    for item, text in pairs:
+        # (A `{% if %}` alone only chooses between paths the rule writes out.)
+        if isinstance(item, Template) and "{{" in item.source and text is not None and \
+                not stays_written(stringify(text), item.source):
+            where = posixpath.join(base, written_dir(item.source)).rstrip("/")
+            raise TemplateError(f"{key}: a templated {key} must stay in the directory the rule "
+                                f"writes before its {{{{ ({f'{where}/' if where else '--root'}), "
+                                "with no `..` or leading `/` in the value, whatever the "
+                                "payload says")
 
 
 def within(path: str, base: str) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hookrunner.actions import RUNNERS
 from hookrunner.actions.ansible import (
     build_envvars,
     extravars_yaml,
@@ -164,3 +165,14 @@ def test_ansibles_error_line_is_led_by_the_place_its_next_line_names() -> None:
     assert with_origin(error, ["", "not an origin"], "/srv/ops") == error
     deep = "/x/" + "d" * 200 + "/a.yml:3:1"
     assert with_origin(error, [f"Origin: {deep}"]).startswith("..." + deep[-117:] + ": YAML")
+
+
+@pytest.mark.parametrize("playbook", ["group_vars/all.yml", "env/host_vars/web1.yml",
+                                      "x/../group_vars/all.yml"])
+def test_a_vars_file_beside_the_playbooks_is_no_playbook(tmp_path: Path, playbook: str) -> None:
+    """Ansible prints a vars file named as a playbook back line by line (its secrets too)."""
+    for d in ("group_vars", "env/host_vars"):
+        (tmp_path / "playbooks" / d).mkdir(parents=True)
+    refusal = RUNNERS["ansible"].refusal({"playbook": playbook}, tmp_path)
+    assert refusal is not None and "group_vars or host_vars" in refusal
+    assert RUNNERS["ansible"].refusal({"playbook": "vars_ok/site.yml"}, tmp_path) is None

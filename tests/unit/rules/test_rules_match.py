@@ -273,6 +273,33 @@ def test_a_templated_inventory_stays_under_inventories(inventory: str, env: str,
             render_action(rule, scope(payload))
 
 
+@pytest.mark.parametrize(("playbook", "env", "ok"), [
+    ("deploy-{{ payload.env }}.yml", "prod", True),
+    ("deploy-{{ payload.env }}.yml", "x/../group_vars/all", False),  # a vars file, printed
+    ("deploy-{{ payload.env }}.yml", "x/../which", False),  # another playbook: no `deploy-`
+    ("app/{{ payload.env }}", "x/..", False),  # `..` even where it stays inside
+    ("app/{{ payload.env }}.yml", "prod", True),
+    ("app/{{ payload.env }}.yml", "eu/prod", True),  # below the written directory
+    ("app/{{ payload.env }}.yml", "../site", False),
+    ("app/{{ payload.env }}", "", False),  # the directory itself
+    ("{{ payload.env }}", "/srv/root/playbooks/x.yml", False),  # absolute: not as written
+    ("{% if payload.env %}a.yml{% else %}b.yml{% endif %}", "x", True),  # the rule's own
+    ("../outside/x.yml", "", True),  # literal: the operator's choice (refused at run time)
+])
+def test_a_templated_playbook_stays_in_the_directory_the_rule_writes(
+        playbook: str, env: str, ok: bool) -> None:
+    """`deploy-{{ payload.env }}.yml` of `x/../group_vars/all` named a vars file, which
+    Ansible printed back line by line, and of `x/../which` a playbook without the prefix."""
+    rule = ruleset_with("", run=f'{{ansible: {{playbook: "{playbook}"}}}}').rules[0]
+    payload = {**PAYLOAD, "env": env}
+    if ok:
+        assert render_action(rule, scope(payload))["playbook"]
+    else:
+        with pytest.raises(TemplateError, match=r"a templated playbook must stay in the "
+                           r"directory the rule writes before its \{\{ \(playbooks/"):
+            render_action(rule, scope(payload))
+
+
 def test_render_errors_are_template_errors() -> None:
     """An undefined name while rendering an action raises TemplateError for that run."""
     rs = ruleset_with("", run='{shell: {argv: ["{{ payload.nothing }}"]}}',
