@@ -117,6 +117,11 @@ rules:
         command: apply
         workspace: "{{ payload.env | default('default') }}"
         vars: {replicas: "{{ payload.replicas }}", service: "{{ payload.service }}"}
+  - name: apply-env
+    hook: ops
+    when: payload.action == "apply-env"
+    run:
+      terraform: {dir: "tf/envs/{{ payload.env }}", command: apply}
   - name: apply-secret
     hook: ops
     when: payload.action == "apply-secret"
@@ -208,6 +213,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "playbooks" / "group_vars" / "all.yml").write_text("db_password: hunter2-SECRET\n")
     (root / "tf" / "app").mkdir(parents=True)
     (root / "tf" / "app" / "main.tf").write_text(MAIN_TF)
+    (root / "tf" / "envs" / "staging").mkdir(parents=True)
+    (root / "tf" / "envs" / "staging" / "main.tf").write_text('output "env" { value = "staging" }\n')
     (root / "tf" / "creds").mkdir()
     (root / "tf" / "creds" / "main.tf").write_text(CREDS_TF)
     return root
@@ -333,6 +340,17 @@ def test_an_output_echoing_a_var_named_as_a_secret_is_stored_redacted(server: Se
     assert run["outputs"]["outputs"] == {"pw": "[redacted]", "pw_len": 14}
     with server.admin() as c:
         assert "hunter2hunter2" not in c.get(f"/api/runs/{run['id']}").text
+
+
+def test_a_templated_dir_stays_in_the_directory_the_rule_writes(server: Server, root: Path) -> None:
+    """`dir: tf/envs/{{ payload.env }}` of `../creds` applied tf/creds."""
+    run, log = run_one(server, {"action": "apply-env", "env": "staging"})
+    assert (run["status"], run["outputs"].get("outputs")) == ("succeeded", {"env": "staging"}), log
+    run, log = run_one(server, {"action": "apply-env", "env": "../creds"})
+    assert run["status"] == "failed", log
+    assert "a templated dir must stay in the directory the rule writes before its {{ (tf/envs/)" \
+        in run["reason"], run["reason"]
+    assert "terraform apply" not in log and "Apply complete" not in log, log
 
 
 def test_each_payload_env_gets_its_own_workspace_and_state(server: Server, root: Path) -> None:

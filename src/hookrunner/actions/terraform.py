@@ -210,6 +210,8 @@ def readable_outputs(raw: bytes) -> dict[str, Any]:
 class TerraformRunner:
     kind = KIND
     paths = (("dir", ""), ("var_files", ""))
+    # (key, base): a templated value stays in the dir the rule writes before its `{{`
+    written_paths = paths
     implicit_key_fields = ("dir", "workspace")  # what implicit_concurrency_key is made of
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -300,6 +300,30 @@ def test_a_templated_playbook_stays_in_the_directory_the_rule_writes(
             render_action(rule, scope(payload))
 
 
+@pytest.mark.parametrize(("key", "value", "env", "ok"), [
+    ("dir", "tf/envs/{{ payload.env }}", "staging", True),
+    ("dir", "tf/envs/{{ payload.env }}", "../basic", False),  # applied tf/basic
+    ("dir", "tf/envs/{{ payload.env }}", "", False),  # the directory itself
+    ("dir", "{{ payload.env }}", "tf/x", True),
+    ("dir", "{{ payload.env }}", "/etc", False),
+    ("var_files", "[common.tfvars, 'tf/vars/{{ payload.env }}.tfvars']", "prod", True),
+    ("var_files", "[common.tfvars, 'tf/vars/{{ payload.env }}.tfvars']", "../../x/y", False),
+    ("var_files", "'tf/vars/{{ payload.env }}.tfvars'", "a/../b", False),  # one string
+])
+def test_a_templated_terraform_path_stays_in_the_directory_the_rule_writes(
+        key: str, value: str, env: str, ok: bool) -> None:
+    """`dir: tf/envs/{{ payload.env }}` of `../basic` applied tf/basic."""
+    given = f'dir: "{value}"' if key == "dir" else f"dir: tf/app, {key}: {value}"
+    run = f"{{terraform: {{command: apply, {given}}}}}"
+    rule = ruleset_with("", run=run).rules[0]
+    payload = {**PAYLOAD, "env": env}
+    if ok:
+        assert render_action(rule, scope(payload))[key]
+    else:
+        with pytest.raises(TemplateError, match=f"a templated {key} must stay in the directory"):
+            render_action(rule, scope(payload))
+
+
 def test_render_errors_are_template_errors() -> None:
     """An undefined name while rendering an action raises TemplateError for that run."""
     rs = ruleset_with("", run='{shell: {argv: ["{{ payload.nothing }}"]}}',
