@@ -322,7 +322,7 @@ class HttpRunner:
         answered: list[RunResult] = []  # what the status decides, once the answer's head is in
         secrets = sent_secrets(rendered, url, kwargs["headers"])
         request = asyncio.ensure_future(_request(method, url, kwargs, verify, ctx, answered,
-                                                 secrets))
+                                                 secrets, secret_path=URL_ENV in rendered))
         canceller = asyncio.ensure_future(ctx.cancel.wait())
         try:
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
@@ -491,7 +491,7 @@ def _wbits(encoding: str) -> int | None:
 
 async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SSLContext,
                    ctx: RunContext, answered: list[RunResult],
-                   secrets: tuple[bytes, ...] = ()) -> RunResult:
+                   secrets: tuple[bytes, ...] = (), *, secret_path: bool = False) -> RunResult:
     status: int | None = None  # once the answer's status line is in
     proxy = proxy_for(url, ctx.env)
     if proxy is not None:
@@ -507,7 +507,7 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
         status = response.status_code
         ctx.log.note(f"HTTP {response.status_code} {response.reason_phrase}".rstrip())
         if 300 <= status < 400 and response.headers.get("location"):
-            ctx.log.note(f"Location: {log_url(response.headers['location'])}")
+            ctx.log.note(f"Location: {_location(response.headers['location'], secret_path, secrets)}")
         answered.append(_by_status(status, response.headers.get("retry-after"), ctx))
 
     reading = False  # the body is being read (else: httpx still making the answer)
@@ -541,6 +541,17 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
         return RunResult("failed", reason=reason)
     assert answered
     return answered[0]
+
+
+def _location(location: str, secret_path: bool, secrets: tuple[bytes, ...]) -> str:
+    """A 3xx's Location as logged: without credentials or query, and where the URL is a
+    secret (`{env:}`), without its path too, as the request's own line: a redirect to
+    https or to a trailing `/` names the same secret path. What the request carried that
+    is secret is scrubbed (an endpoint may put it in its redirect)."""
+    shown = log_url(location, path=not secret_path)
+    for secret in secrets:
+        shown = shown.replace(secret.decode(errors="replace"), redact.REDACTED)
+    return shown
 
 
 def sent_secrets(rendered: Mapping[str, Any], url: str, headers: Mapping[str, bytes]

@@ -74,6 +74,13 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"short")
             self.close_connection = True
             return
+        if self.path.startswith("/redirect-same"):  # http -> https; `-rel`: a trailing `/`
+            self.send_response(301)
+            self.send_header("Location", f"{self.path}/" if "-rel" in self.path else
+                             f"https://{self.headers['Host']}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path.startswith("/redirect"):
             self.send_response(303 if self.path != "/redirect" else 302)
             self.send_header("Location", {"/redirect-del": "https://pay.example/done?id=\x7f",
@@ -398,6 +405,22 @@ async def test_a_redirect_names_where_it_points_without_its_query(harness, serve
     assert (result.outcome, result.reason) == ("failed", "HTTP 302")
     log = harness.log_text()
     assert "[hookrunner] Location: https://other.example/next\n" in log and "s3cret" not in log
+
+
+@pytest.mark.parametrize("path", ["/redirect-same/T0KEN-s3cret", "/redirect-same-rel/T0KEN-s3cret"])
+async def test_a_redirect_of_a_url_kept_in_the_environment_hides_its_path(
+        harness, server: str, path: str) -> None:
+    """An http -> https or trailing-slash redirect of `{env: NOTIFY_URL}` points at the same
+    secret path: its Location line showed it, where the request's line shows `/...`."""
+    ctx = harness.ctx()
+    ctx = dataclasses.replace(ctx, env={**ctx.env, "NOTIFY_URL": f"{server}{path}"})
+    result = await HTTP.run(HTTP.normalize({"url": {"env": "NOTIFY_URL"}, "json": {}}), ctx)
+    assert (result.outcome, result.reason) == ("failed", "HTTP 301")
+    log = harness.log_text()
+    assert "s3cret" not in log, log
+    host = server.removeprefix("http://")
+    assert (f"[hookrunner] Location: https://{host}/...\n" if "-rel" not in path
+            else "[hookrunner] Location: /...\n") in log, log
 
 
 @pytest.mark.parametrize("path", ["/redirect-del", "/redirect-idna"])
