@@ -35,7 +35,13 @@ from hookrunner.errors import ActionError, StoreUnavailable
 from hookrunner.logs import Throttled, event, settle_throttled
 from hookrunner.metrics import Metrics
 from hookrunner.payload import PayloadError, parse_body
-from hookrunner.redact import hidden_values, named_secret_values, scrub, scrub_tree
+from hookrunner.redact import (
+    hidden_values,
+    named_secret_values,
+    passed_secret_values,
+    scrub,
+    scrub_tree,
+)
 from hookrunner.retention import prune_interval, remove_run_dirs, stale_run_dirs
 from hookrunner.retry import backoff_delay, retry_delay, should_retry
 from hookrunner.settings import Settings
@@ -973,9 +979,11 @@ class Dispatcher:
         if log.hidden:  # an error may quote a value rendered from a secret (a path, a URL)
             result.reason = scrub(result.reason, log.hidden)
         if result.outputs:  # a terraform output may echo a var made from one, or a var
-            # the spec shows [redacted] for its name (`db_password`)
-            shown = tuple(sorted(set(log.hidden + named_secret_values(run.spec)), key=len,
-                                 reverse=True))
+            # the spec shows [redacted] for its name (`db_password`), or passed so named
+            shown = tuple(sorted(set(log.hidden + named_secret_values(run.spec)
+                                     + passed_secret_values(self.settings.environ,
+                                                            self.settings.pass_env)),
+                                 key=len, reverse=True))
             result.outputs = scrub_tree(result.outputs, shown) if shown else result.outputs
         # `canceled: replaced by ...` and `canceled by request` already say how it ended.
         said = result.reason.startswith(result.outcome)

@@ -25,7 +25,7 @@ import functools
 import json
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -133,6 +133,19 @@ def named_secret_values(spec: Any) -> tuple[str, ...]:
 
     walk(spec)
     return tuple(sorted((t for t in found if len(t) >= MIN_SCRUBBED), key=len, reverse=True))
+
+
+TF_VAR = "TF_VAR_"
+
+
+def passed_secret_values(environ: Mapping[str, str], pass_env: Iterable[str]) -> tuple[str, ...]:
+    """The values of Terraform variables passed to actions under a secret-looking name
+    (`serve --pass-env TF_VAR_db_password`), judged as a rule's `vars` name is: kept out of
+    the rules, they must not show in a stored output where the same var given in `vars` is
+    `[redacted]`."""
+    found = {environ[name] for name in pass_env if name.startswith(TF_VAR)
+             and name in environ and secret_key(name.removeprefix(TF_VAR))}
+    return tuple(t for t in found if len(t) >= MIN_SCRUBBED)
 
 
 def _quoted_forms(text: str) -> set[str]:

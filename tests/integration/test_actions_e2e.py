@@ -25,6 +25,7 @@ import pytest
 from tests.serverproc import Server
 
 SECRET = "ops-hmac-secret"
+PASSED_PASSWORD = "passed-pw-s3cret"  # serve --pass-env TF_VAR_db_password
 RUN_TIMEOUT = 90.0
 
 PROBE_PLAYBOOK = """
@@ -139,6 +140,11 @@ rules:
         dir: tf/creds
         command: apply
         vars: {db_password: "{{ payload.pw }}"}
+  - name: apply-passed-password
+    hook: ops
+    when: payload.action == "apply-passed-password"
+    run:
+      terraform: {dir: tf/creds, command: apply}
   - name: plan
     hook: ops
     when: payload.action == "plan"
@@ -226,7 +232,8 @@ def server(root: Path, target: str) -> Iterator[Server]:
     rules = root.parent / "rules"
     rules.mkdir()
     (rules / "ops.yaml").write_text(RULES.replace("TARGET", target))
-    srv = Server(rules, root.parent / "data", root, env={"OPS_SECRET": SECRET}).start()
+    srv = Server(rules, root.parent / "data", root, args=["--pass-env", "TF_VAR_db_password"],
+                 env={"OPS_SECRET": SECRET, "TF_VAR_db_password": PASSED_PASSWORD}).start()
     yield srv
     srv.stop()
 
@@ -351,6 +358,17 @@ def test_a_templated_dir_stays_in_the_directory_the_rule_writes(server: Server, 
     assert "a templated dir must stay in the directory the rule writes before its {{ (tf/envs/)" \
         in run["reason"], run["reason"]
     assert "terraform apply" not in log and "Apply complete" not in log, log
+
+
+def test_an_output_echoing_a_passed_var_named_as_a_secret_is_stored_redacted(
+        server: Server) -> None:
+    """`--pass-env TF_VAR_db_password` keeps a password out of the rules: an output equal to
+    it was stored in clear, where the same value given in the rule's `vars` is `[redacted]`."""
+    run, log = run_one(server, {"action": "apply-passed-password"})
+    assert run["status"] == "succeeded", log
+    assert run["outputs"]["outputs"] == {"pw": "[redacted]", "pw_len": len(PASSED_PASSWORD)}
+    with server.admin() as c:
+        assert PASSED_PASSWORD not in c.get(f"/api/runs/{run['id']}").text
 
 
 def test_each_payload_env_gets_its_own_workspace_and_state(server: Server, root: Path) -> None:

@@ -18,6 +18,7 @@ from hookrunner.redact import (
     ended_spec_text,
     hidden_values,
     named_secret_values,
+    passed_secret_values,
     redact_pairs,
     redact_spec,
     redact_url,
@@ -219,3 +220,12 @@ def test_the_values_a_spec_shows_redacted_for_their_names_are_listed_longest_fir
             "nested": [{"client_secret": {"a": "inner-value"}}], "session": "abc"}
     assert named_secret_values(spec) == (
         '{"a": "inner-value"}', "hunter2hunter2", "tok-12345678", "inner-value")
+
+
+def test_passed_terraform_vars_named_as_secrets_are_scrubbed_values() -> None:
+    """`--pass-env TF_VAR_db_password` is judged by its var's name, as a rule's `vars` is."""
+    environ = {"TF_VAR_db_password": "hunter2-pw", "TF_VAR_region": "eu-west-1",
+               "API_TOKEN": "not-a-tf-var", "TF_VAR_api_token": "abc", "TF_VAR_secret": "x" * 9}
+    passed = ["TF_VAR_db_password", "TF_VAR_region", "API_TOKEN", "TF_VAR_api_token",
+              "TF_VAR_unset_password"]
+    assert passed_secret_values(environ, passed) == ("hunter2-pw",)  # (abc: too short)
