@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from hookrunner import aio, orphans, pendingresults
 from hookrunner.actions import RUNNERS, process
-from hookrunner.actions.base import NotStarted, RunContext, RunResult
+from hookrunner.actions.base import NotStarted, RunContext, RunResult, capped_reason
 from hookrunner.actions.environment import base_env
 from hookrunner.actions.logfile import NOTES_ROOM, FileLog, tail
 from hookrunner.budget import QueueBudget
@@ -978,6 +978,7 @@ class Dispatcher:
             result.reason = await self._replaced_by_newest(run.id, self._cancel_reason[run.id])
         if log.hidden:  # an error may quote a value rendered from a secret (a path, a URL)
             result.reason = scrub(result.reason, log.hidden)
+        result.reason = capped_reason(result.reason)  # (it may quote a payload's 300 KB)
         if result.outputs:  # a terraform output may echo a var made from one, or a var
             # the spec shows [redacted] for its name (`db_password`), or passed so named
             shown = tuple(sorted(set(log.hidden + named_secret_values(run.spec)

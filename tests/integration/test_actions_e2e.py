@@ -416,6 +416,21 @@ def test_http_action_posts_the_templated_json(server: Server) -> None:
     assert json.loads(request["body"]) == {"text": "api is degraded", "replicas": 3}
 
 
+def test_a_reason_quoting_a_huge_payload_value_keeps_its_start_and_end(server: Server) -> None:
+    """A 300 KB path made a 300,078-character reason, in every listing of runs."""
+    path = "a" * 150_000 + "z" * 150_000 + "END"
+    run, _ = run_one(server, {"action": "notify", "path": path, "service": "s", "state": "x",
+                                "replicas": 1})
+    assert run["status"] == "failed", run["reason"][:300]
+    reason = run["reason"]
+    assert len(reason) <= 1024, len(reason)
+    assert reason.startswith("http: not a URL the client can send") and reason.endswith("zzzEND")
+    assert "characters cut]..." in reason
+    with server.admin() as c:
+        listed = c.get("/api/runs", params={"rule": "notify"}).json()
+    assert all(len(r["reason"] or "") <= 1024 for r in listed["runs"]), listed
+
+
 def test_http_500_fails_the_run_with_the_answer_in_its_log(server: Server) -> None:
     run, log = run_one(
         server, {"action": "notify", "path": "fail", "service": "api", "state": "down", "replicas": 1}

@@ -19,6 +19,19 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 Outcome = Literal["succeeded", "failed", "timed_out", "canceled"]
+# Characters of a run's reason kept with its record: a reason may quote a payload's value
+# (a 300 KB URL or path), and it is in every listing of runs and `?wait` answer.
+REASON_MAX = 1024
+REASON_TAIL = 256  # of those, the end's: where an error names its detail (`..., got 'x'`)
+
+
+def capped_reason(reason: str) -> str:
+    """`reason` within REASON_MAX characters: its start and its end, and how much was cut."""
+    if len(reason) <= REASON_MAX:
+        return reason
+    head = REASON_MAX - REASON_TAIL - 40  # room for the note
+    cut = len(reason) - head - REASON_TAIL
+    return f"{reason[:head]}...[{cut} characters cut]...{reason[-REASON_TAIL:]}"
 
 class LogSink(Protocol):
     """The run's output log: capped, streamed to a file as it is written."""
