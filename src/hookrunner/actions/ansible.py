@@ -79,6 +79,11 @@ def normalize_ansible(raw: Any) -> dict[str, Any]:
     spec.check_keys(spec_, KIND, KEYS)
     out: dict[str, Any] = {"playbook": spec.required_str(spec_, "playbook", KIND)}
     for key in ("inventory", "limit"):
+        if key == "limit" and isinstance(spec_.get(key), list):  # any of its patterns
+            if not spec_[key]:  # (no pattern would be every host)
+                raise ConfigError(f"{KIND}.{key} must not be empty", path=(key,))
+            out[key] = spec.str_list(spec_, key, KIND)
+            continue
         value = spec.optional_str(spec_, key, KIND)
         if value is not None:
             out[key] = value

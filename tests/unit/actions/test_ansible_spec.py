@@ -44,6 +44,8 @@ def test_normalize_accepts_a_full_spec() -> None:
         ({"playbook": "a.yml", "extravars": [1]}, "mapping with string keys", ("extravars",)),
         ({"playbook": "a.yml", "extravars": {"webhook": 1}}, "reserved", ("extravars", "webhook")),
         ({"playbook": "a.yml", "tags": [["x"]]}, "tags[0] must be a string", ("tags", 0)),
+        ({"playbook": "a.yml", "limit": []}, "limit must not be empty", ("limit",)),
+        ({"playbook": "a.yml", "limit": [{"a": 1}]}, "limit[0] must be a string", ("limit", 0)),
     ],
 )
 def test_normalize_rejects(raw: dict[str, Any], message: str, path: tuple[Any, ...]) -> None:
@@ -176,3 +178,10 @@ def test_a_vars_file_beside_the_playbooks_is_no_playbook(tmp_path: Path, playboo
     refusal = RUNNERS["ansible"].refusal({"playbook": playbook}, tmp_path)
     assert refusal is not None and "group_vars or host_vars" in refusal
     assert RUNNERS["ansible"].refusal({"playbook": "vars_ok/site.yml"}, tmp_path) is None
+
+
+def test_a_limit_written_as_a_list_means_any_of_its_patterns() -> None:
+    """`limit: [web1, web2]` was refused (`must be a string, got a list`)."""
+    normalized = normalize_ansible({"playbook": "a.yml", "limit": ["web1", "web-{{ x }}"]})
+    assert normalized["limit"] == ["web1", "web-{{ x }}"]
+    assert host_pattern(["web1", "web2"]) == "web1,web2"

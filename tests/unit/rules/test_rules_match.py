@@ -324,6 +324,12 @@ def test_a_templated_terraform_path_stays_in_the_directory_the_rule_writes(
             render_action(rule, scope(payload))
 
 
+def test_an_ansible_limit_written_as_a_list_loads_and_renders_as_one() -> None:
+    """`limit: [web1, web2]` was a load error (`must be a string, got a list`)."""
+    run = '{ansible: {playbook: p.yml, limit: [web1, "web-{{ payload.replicas }}"]}}'
+    assert render_action(ruleset_with("", run=run).rules[0], scope())["limit"] == ["web1", "web-4"]
+
+
 def test_render_errors_are_template_errors() -> None:
     """An undefined name while rendering an action raises TemplateError for that run."""
     rs = ruleset_with("", run='{shell: {argv: ["{{ payload.nothing }}"]}}',
