@@ -466,8 +466,16 @@ def _target(rendered: Mapping[str, Any], root: Path) -> tuple[str, Path, str, li
     if command not in COMMANDS:
         raise ActionError(f"terraform: unknown command {command!r}")
     workdir = confine(root, stringify(rendered.get("dir")))
-    workspace = stringify(rendered.get("workspace") or DEFAULT_WORKSPACE)
-    if not WORKSPACE_NAME.fullmatch(workspace):
-        raise ActionError(f"terraform: invalid workspace name {workspace!r}")
+    workspace = workspace_name(rendered.get("workspace"))
     var_files = [confine(root, stringify(f)) for f in rendered.get("var_files") or []]
     return command, workdir, workspace, var_files
+
+
+def workspace_name(value: Any) -> str:
+    """The workspace a rendered value names (empty: the default); ActionError for a name
+    Terraform cannot have (a leading `-` would be read as an option)."""
+    workspace = stringify(value or DEFAULT_WORKSPACE)
+    if not WORKSPACE_NAME.fullmatch(workspace):
+        raise ActionError(f"terraform: invalid workspace name {workspace!r} (letters, digits, "
+                          "_, . and -, not starting with . or -, at most 90 characters)")
+    return workspace

@@ -710,6 +710,7 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
                     "any file under --root", (key,))
     if kind == "http":
         _http_url(tree, problem)
+    _refused_literals(kind, tree, problem)
     env = tree.get("env") if kind == "shell" else None
     for name, value in env.items() if isinstance(env, dict) else ():
         if _PICKS_CODE.fullmatch(str(name)) and not isinstance(value, Constant):
@@ -860,6 +861,29 @@ def _http_url(tree: dict[str, Any],
         if isinstance(value, Constant) and any(c in value.source for c in "\r\n\x00"):
             problem(f"headers.{name}: holds a line break or another control character",
                     ("headers", name))
+
+
+def _refused_literals(kind: str, tree: dict[str, Any],
+                      problem: Callable[[str, tuple[str | int, ...]], None]) -> None:
+    """Values written without templates that every run would refuse, by the action's own
+    run-time check: an ansible `limit` naming a file (`web1 @/etc/passwd`) or a `limit` or
+    `tags` starting with `-`, a terraform `workspace` Terraform cannot have (`-bad`)."""
+    from hookrunner.actions.ansible import host_pattern, tag_list
+    from hookrunner.actions.terraform import workspace_name
+
+    judges: dict[str, Callable[[Any], object]] = (
+        {"limit": host_pattern, "tags": tag_list} if kind == "ansible" else
+        {"workspace": workspace_name} if kind == "terraform" else {})
+    for key, judge in judges.items():
+        value = tree.get(key)
+        items = value if isinstance(value, list) else [value]
+        texts = [item.source for item in items if isinstance(item, Constant)]
+        if not texts or len(texts) < len(items):
+            continue  # (absent, or a template: its values are judged per run)
+        try:
+            judge(texts if isinstance(value, list) else texts[0])
+        except ActionError as exc:
+            problem(f"{key}: {str(exc).removeprefix(f'{kind}: ')}", (key,))
 
 
 def _ca_bundle(root: Path, source: str, problem: Callable[[str, tuple[str | int, ...]], None],

@@ -619,6 +619,36 @@ def test_a_templated_inventory_outside_inventories_is_a_check_error(tmp_path: Pa
     assert [e.line for e in caught.value.errors] == [3, 6]
 
 
+def test_literal_values_every_run_refuses_are_check_errors(tmp_path: Path) -> None:
+    """`limit: "web1 @/etc/passwd"`, `tags: "-x"` and `workspace: "-bad"` passed `check`,
+    and every run of them failed; templated ones are judged per run."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - {name: a, hook: h, run: {ansible: {playbook: p.yml, limit: 'web1 @/etc/passwd'}}}\n"
+        "  - {name: b, hook: h, run: {ansible: {playbook: p.yml, tags: '-x'}}}\n"
+        "  - {name: c, hook: h, run: {terraform: {dir: tf, command: plan, workspace: '-bad'}}}\n"
+        "  - {name: d, hook: h, run: {ansible: {playbook: p.yml, limit: [web1, '-web2'], "
+        "tags: [a, '{{ payload.t }}']}}}\n"
+        "  - {name: e, hook: h, run: {terraform: {dir: tf, command: plan, "
+        "workspace: '{{ payload.env }}'}}}\n")
+    loaded = load_rules(rules, root=tmp_path)
+    assert [r.name for r in loaded.rules] == ["a", "b", "c", "d", "e"]
+    refused = [w for w in loaded.warnings if "its runs will fail" in w and "exist" not in w]
+    assert refused == [
+        f"{rules / 'r.yaml'}:3: rule 'a': run.ansible.limit: limit names a file ('@...'); "
+        "only host patterns are allowed: its runs will fail",
+        f"{rules / 'r.yaml'}:4: rule 'b': run.ansible.tags: tags start with '-', which "
+        "ansible-playbook would read as an option: its runs will fail",
+        f"{rules / 'r.yaml'}:5: rule 'c': run.terraform.workspace: invalid workspace name "
+        "'-bad' (letters, digits, _, . and -, not starting with . or -, at most 90 "
+        "characters): its runs will fail"]
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path, strict=True)
+    assert [e.line for e in caught.value.errors] == [3, 4, 5]
+
+
 def test_an_empty_literal_concurrency_key_is_a_check_error(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     rules.mkdir()
