@@ -5,7 +5,9 @@ goes through `actions.process`. The pitfalls measured in findings.md, and what i
 - it seeds the child environment with the server's `os.environ` (hook secrets) and stores it
   in `artifacts/<id>/command`: the prepared environment is cut back to the action's own, and
   the file is removed once the playbook has started;
-- ansible-playbook must be on PATH: the interpreter's bin dir goes first;
+- ansible-playbook must be found: it is started by its path beside the interpreter, not
+  looked up on PATH, where the venv's bin dir would have to come ahead of the play's own
+  `pip`, `python3` and `terraform`;
 - 2.19 workers start their own session, so killing the playbook's group leaves them: on
   cancel/timeout the playbook pid gets SIGTERM (ansible stops its workers), then after the
   grace period the cancel callback lets runner SIGKILL the group and leftover descendants
@@ -184,7 +186,10 @@ def tag_list(tags: Any) -> list[str]:
 
 def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) -> dict[str, str]:
     env = dict(base)
-    env["PATH"] = with_path_entry(env.get("PATH") or os.defpath, VENV_BIN, first=True)
+    # Last, as for every action: first, a play's `pip install` changed hookrunner's own venv,
+    # and its `python3` and `terraform` were the venv's. ansible-playbook is started by its
+    # path (playbook_command).
+    env["PATH"] = with_path_entry(env.get("PATH") or os.defpath, VENV_BIN)
     if not _is_utf8(env.get("LC_ALL") or env.get("LC_CTYPE") or env.get("LANG") or ""):
         env["LC_ALL"] = env["LANG"] = UTF8_LOCALE
     env.update(FIXED_ENV)
@@ -201,6 +206,15 @@ def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) ->
     # in the run's own dir instead, which retention prunes with it.
     env.setdefault("TMPDIR", str(run_dir / "tmp" / "modules"))
     return env
+
+
+def playbook_command(command: list[str]) -> list[str]:
+    """ansible-runner's command with the ansible-playbook beside this interpreter named by
+    its path: found on PATH, it would need the venv ahead of the play's own programs."""
+    beside = os.path.join(VENV_BIN, "ansible-playbook")
+    if command[:1] == ["ansible-playbook"] and os.access(beside, os.X_OK):
+        return [beside, *command[1:]]
+    return command  # (installed elsewhere: found on PATH, the venv's bin dir last)
 
 
 def _project_sets_remote_tmp(env: Mapping[str, str], root: Path, playbook_dir: Path) -> bool:
@@ -485,6 +499,7 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
             runner = init_runner(**kwargs, event_handler=on_event, status_handler=on_status,
                                  cancel_callback=job.kill_now.is_set)
             runner.config.env = private_env(runner.config.env, envvars)
+            runner.config.command = playbook_command(runner.config.command)
             if HOST_KEY_CHECKING not in envvars:
                 runner.config.env.pop(HOST_KEY_CHECKING, None)
             job.command_file = Path(runner.config.artifact_dir) / "command"

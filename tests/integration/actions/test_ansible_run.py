@@ -227,6 +227,29 @@ async def test_passed_env_values_are_not_left_in_the_artifacts(
     assert stored == []
 
 
+async def test_the_plays_programs_are_its_paths_not_hookrunners_venv(
+        harness, playbooks: Path) -> None:
+    """The venv's bin dir went first on the play's PATH: a `pip install` task changed
+    hookrunner's own venv, and `terraform` was the venv's wrapper. ansible-playbook itself
+    is still found (started by its path)."""
+    own = harness.tmp / "bin"
+    own.mkdir()
+    for name in ("pip", "terraform"):
+        (own / name).write_text("#!/bin/sh\n")
+        (own / name).chmod(0o755)
+    (playbooks / "which.yml").write_text(
+        "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.command: sh -c 'command -v pip; command -v terraform'\n"
+        "      register: found\n"
+        "    - ansible.builtin.debug: {msg: 'found {{ found.stdout_lines | join(\" \") }}'}\n")
+    ctx = harness.ctx(payload={})
+    ctx = dataclasses.replace(ctx, env={**ctx.env, "PATH": f"{own}:/usr/bin:/bin"})
+    result = await ANSIBLE.run({"playbook": "which.yml"}, ctx)
+    log = harness.log_text()
+    assert result.outcome == "succeeded", log
+    assert f"found {own}/pip {own}/terraform" in log, log
+
+
 async def test_playbook_outside_playbooks_dir_is_refused(harness, playbooks: Path) -> None:
     (harness.root / "other.yml").write_text(FAILING)
     with pytest.raises(ActionError):

@@ -75,9 +75,11 @@ def test_the_whole_extra_vars_mapping_is_unsafe_and_strings_stay_quoted() -> Non
     })
 
 
-def test_envvars_put_the_venv_first_force_utf8_and_keep_temp_in_the_run_dir(tmp_path: Path) -> None:
-    env = build_envvars({"PATH": f"/usr/bin:{VENV_BIN}", "LC_ALL": "C"}, tmp_path, inventory=False)
-    assert env["PATH"] == f"{VENV_BIN}:/usr/bin"
+def test_envvars_put_the_venv_last_force_utf8_and_keep_temp_in_the_run_dir(tmp_path: Path) -> None:
+    env = build_envvars({"PATH": f"{VENV_BIN}:/usr/bin", "LC_ALL": "C"}, tmp_path, inventory=False)
+    assert env["PATH"] == f"{VENV_BIN}:/usr/bin"  # as the operator's PATH has it
+    env = build_envvars({"PATH": "/usr/bin", "LC_ALL": "C"}, tmp_path, inventory=False)
+    assert env["PATH"] == f"/usr/bin:{VENV_BIN}"
     assert env["LC_ALL"] == env["LANG"] == "C.UTF-8"
     for name in ("ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP", "TMPDIR"):
         assert Path(env[name]).is_relative_to(tmp_path)
