@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from starlette.datastructures import URL
 from starlette.types import Receive, Scope
 
-from hookrunner import bounds, clientip
+from hookrunner import bounds, clientip, hops
 from hookrunner.errors import StoreUnavailable, TemplateError, VerifyError
 from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
@@ -210,6 +210,7 @@ _request_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook
 # Refused while no rules are loaded: one line a second in all (a hook id is the client's here).
 _no_rules_log = Throttled("delivery.no_rules", logging.ERROR)
 _unavailable_log = Throttled("delivery.hook_unavailable", logging.ERROR, per="hook")
+_loop_log = Throttled("delivery.rejected", logging.ERROR, per="hook")
 UNAVAILABLE_RETRY_AFTER = "60"  # seconds: its secret comes with a restart, not in a moment
 # A sender still posting to a renamed hook (webhook logs "hook not found"): one line a second
 # in all, naming the last id asked for (the client's, so cut short).
@@ -381,6 +382,14 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
         _address_refused_log(hook=hook_id, reason="address not allowed", client=ip)
         m.labels(hook_id, "rejected_address").inc()
         return error(403, "address not allowed")
+    if (hops_ := hops.too_many(headers)) is not None:
+        # A rule's http action posting to a hook that leads back to it: refused before it is
+        # journaled, or each delivery would make another for ever (hookrunner.hops).
+        m.labels(hook_id, "rejected_loop").inc()
+        _loop_log(hook=hook_id, reason="loop detected", hops=hops_, client=ip)
+        return error(508, f"loop detected: {hops.HEADER} {hops_} (this request is the end of "
+                          f"more than {hops.MAX_HOPS} hookrunner http actions in a row; a rule "
+                          "posts to a hook that leads back to it)")
     if hook.unavailable is not None:
         # Its secret could not be read when the rules loaded: a 503 asks the sender to retry,
         # and the delivery arrives once it can be verified (reload.LiveRules._load). (After

@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from hookrunner import hops
+
 REDACTED = "[redacted]"
 # Where a rendered action lists the places of its values rendered from secret request values.
 HIDDEN_PATHS = "hidden_paths"
@@ -37,7 +39,8 @@ HIDDEN_PATHS = "hidden_paths"
 ENV_NAMES = frozenset({"url_env", "headers_env"})
 URL_FIXED = "url_fixed"  # actions.http URL_FIXED: kept with the run, never shown
 PROGRAM_TEMPLATED = "program_templated"  # actions.shell's: kept with the run, never shown
-OWN_CHECKS = frozenset({URL_FIXED, PROGRAM_TEMPLATED})  # an action's notes, not the rule's
+# (hops.KEY: actions.http's count of hops, kept with the run, never shown)
+OWN_CHECKS = frozenset({URL_FIXED, PROGRAM_TEMPLATED, hops.KEY})  # an action's notes, not the rule's
 SECRET_WORDS = ("password", "passwd", "passphrase", "token", "secret", "authorization",
                 "authentication", "api_key", "apikey", "private_key", "access_key", "credential",
                 "cookie", "session", "signature", "hmac", "jwt", "bearer", "functions_key",

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from hookrunner import __version__, redact
+from hookrunner import __version__, hops, redact
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.paths import confine
@@ -369,6 +369,8 @@ def _prepare(rendered: Mapping[str, Any], env: Mapping[str, str]
         headers["Accept-Encoding"] = b"identity"  # the log shows the body as it comes
     if not any(name.lower() == "user-agent" for name in headers):
         headers["User-Agent"] = USER_AGENT  # an endpoint (a hook of this server) can tell
+    if not any(name.lower() == hops.HEADER.lower() for name in headers):
+        headers[hops.HEADER] = str(rendered.get(hops.KEY) or 1).encode()  # a loop's guard
     if urlsplit(url).username is not None and any(
             name.lower() == "authorization" for name in headers):
         raise ActionError(CREDENTIALS_TWICE)
@@ -671,6 +673,9 @@ async def _log_pieces(response: httpx.Response, ctx: RunContext, out: _Scrubbing
 MAX_RETRY_AFTER = 1e9  # seconds: "never" already (the rule's max_backoff bounds the wait)
 # Client errors a retry can change: a timeout, "too early", "too many requests".
 RETRIED_4XX = frozenset({408, 425, 429})
+LOOP_DETECTED = 508  # a hook's answer past hops.MAX_HOPS
+LOOP_NOTE = (f" (not retried: Loop Detected, the request went through {hops.MAX_HOPS} http actions "
+             "of hookrunner rules in a row: a rule posts to a hook that leads back to it)")
 NOT_RETRIED_STATUS = (" (not retried: the same request would get the same {} answer; only a"
                       " 5xx, 408, 425 or 429 is retried)")
 
@@ -685,6 +690,9 @@ def _by_status(status: int, retry_after: str | None, ctx: RunContext) -> RunResu
     if 300 <= status < 500 and status not in RETRIED_4XX:
         return RunResult("failed", reason=f"HTTP {status}", outputs=outputs, final=True,
                          final_note=NOT_RETRIED_STATUS.format(f"{status // 100}xx"))
+    if status == LOOP_DETECTED:  # (hookrunner.hops) every retry would be refused the same
+        return RunResult("failed", reason=f"HTTP {status}", outputs=outputs, final=True,
+                         final_note=LOOP_NOTE)
     wait = None if retry_after is None else retry_after_seconds(retry_after, time.time())
     if wait is not None:
         ctx.log.note(f"Retry-After: {wait:.0f}s" if wait >= 1e6 else f"Retry-After: {wait:g}s")

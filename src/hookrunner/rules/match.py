@@ -19,7 +19,7 @@ from typing import Any
 
 from jinja2.exceptions import SecurityError
 
-from hookrunner import bounds
+from hookrunner import bounds, hops
 from hookrunner.errors import TemplateError
 from hookrunner.redact import REDACTED
 from hookrunner.rules.model import Rule, Ruleset, When
@@ -252,6 +252,8 @@ def render_action(rule: Rule, scope: Mapping[str, Any]) -> dict[str, Any]:
                                 "(relative, without ..), whatever the payload says")
     for key, base in getattr(RUNNERS[rule.action_kind], "written_paths", ()):
         _stays_written(key, base, rule.action.get(key), rendered.get(key))
+    if rule.action_kind == "http":  # a loop's guard: see hookrunner.hops
+        rendered[hops.KEY] = hops.of(scope["headers"]) + 1
     return rendered
 
 
