@@ -708,6 +708,21 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
             problem(f"{key}: a templated {key} must start with {base}/, without `..` (e.g. "
                     f"\"{base}/{{{{ payload.env }}}}.ini\"): elsewhere a payload value could name "
                     "any file under --root", (key,))
+    for key, base in getattr(RUNNERS[kind], "written_paths", ()):
+        value = tree.get(key)
+        for i, item in enumerate(value if isinstance(value, list) else [value]):
+            if item is not None and not isinstance(item, Constant) and \
+                    item.source.lstrip().startswith(("{{", "{%")):
+                where = (key, i) if isinstance(value, list) else (key,)
+                picks = (f"any file under {base}/ (a vars file too, which ansible prints "
+                         "back when it cannot run it as a playbook)" if kind == "ansible" else
+                         f"any path under {base or '--root'} (which configuration is applied, "
+                         "or destroyed)")
+                ctx.warnings.append(
+                    f"{ctx.file}:{line_of(body, where, fallback)}: {what}: run.{kind}.{key} "
+                    f"begins with a template: a payload value chooses {picks}; write the "
+                    "part that does not vary (`deploy-{{ payload.env }}.yml`, "
+                    "`envs/{{ payload.env }}`), or guard the value in `when`")
     if kind == "http":
         _http_url(tree, problem)
     _refused_literals(kind, tree, problem)

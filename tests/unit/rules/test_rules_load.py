@@ -1210,3 +1210,17 @@ def test_the_rules_digest_is_the_same_for_the_same_files_wherever_they_are(tmp_p
     (tmp_path / "b" / "team" / "r.yaml").rename(tmp_path / "b" / "r.yaml")
     (tmp_path / "b" / "r.yaml").write_text(text)
     assert load_rules(tmp_path / "b").digest != digests[0]  # another path: another file
+
+
+def test_a_path_that_begins_with_a_template_is_warned_about() -> None:
+    """`playbook: "{{ payload.pb }}"` lets a sender pick any file under playbooks/, a vars
+    file too (ansible prints it back); a terraform `dir` any configuration to apply."""
+    ruleset = load_rules_text({"r.yaml": "hooks: {o: {verify: {none: {}}}}\nrules:\n"
+                               "  - {name: a, hook: o, run: {ansible: {playbook: '{{ query.b }}'}}}\n"
+                               "  - {name: b, hook: o, run: {terraform: {dir: '{{ query.d }}', "
+                               "command: plan}}}\n"
+                               "  - {name: c, hook: o, run: {ansible: {playbook: 'd-{{ query.b }}.yml'}}}\n"})
+    said = [w for w in ruleset.warnings if "begins with a template" in w]
+    assert [w.split(": ")[0] for w in said] == ["r.yaml:3", "r.yaml:4"], said
+    assert "run.ansible.playbook" in said[0] and "vars file" in said[0]
+    assert "run.terraform.dir" in said[1] and "destroyed" in said[1]
