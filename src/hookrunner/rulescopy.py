@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from hookrunner.verify.secrets import SecretUnavailable, read_secret_file
+
 # (path, inode, mtime ns, ctime ns, size) as the reload saw each file
 Stat = tuple[str, int, int, int, int]
 
@@ -46,7 +48,10 @@ def save(rules_dir: Path, loaded: Sequence[Stat], dest: Path,
         for path, read in secrets.items():  # as the load read them (else: skip the copy)
             if root is None or read is None or not _under(path, root):
                 continue  # an absolute path elsewhere is read from where it is
-            data = path.read_bytes()
+            try:  # (as the load reads one: a FIFO hung the start, /dev/zero ate the memory)
+                data = read_secret_file(path, "secret", str(path))
+            except SecretUnavailable:  # not a secret the load took: the copy goes without
+                continue
             if stat(path) != read:
                 shutil.rmtree(version, ignore_errors=True)
                 return False

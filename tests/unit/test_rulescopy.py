@@ -57,3 +57,30 @@ def test_a_load_with_a_link_that_leads_nowhere_is_still_copied(tmp_path: Path) -
     live = LiveRules(rules, copy=copy)
     assert live.reload()
     assert (copy / "a.yaml").read_text().startswith("hooks:")
+
+
+def test_a_secret_that_is_no_regular_file_is_left_out_of_the_copy_unread(tmp_path: Path) -> None:
+    """The load makes its hook unavailable without reading it; the copy for --http-workers
+    read it all the same: a FIFO hung the server's start, /dev/zero ate its memory."""
+    import threading
+
+    from hookrunner.reload import LiveRules
+
+    rules, root = tmp_path / "rules", tmp_path / "root"
+    rules.mkdir()
+    (root / "secrets").mkdir(parents=True)
+    (rules / "gh.yaml").write_text("hooks:\n  gh:\n    verify: {github: {secret: {file: secrets/gh}}}\n"
+                                   "  z:\n    verify: {github: {secret: {file: secrets/z}}}\n"
+                                   "  ok:\n    verify: {github: {secret: {file: secrets/ok}}}\n")
+    os.mkfifo(root / "secrets" / "gh")
+    (root / "secrets" / "z").symlink_to("/dev/zero")
+    (root / "secrets" / "ok").write_text("s\n")
+    live = LiveRules(rules, root=root, copy=tmp_path / "copy")
+    done: list[bool] = []
+    thread = threading.Thread(target=lambda: done.append(live.reload()), daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert done == [True], "the load (and its copy) blocked"
+    assert live.current is not None and sorted(live.current.unavailable) == ["gh", "z"]
+    kept = tmp_path / "copy" / rulescopy.ROOT / "secrets"
+    assert sorted(p.name for p in kept.iterdir()) == ["ok"]

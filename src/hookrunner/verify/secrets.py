@@ -16,7 +16,7 @@ from typing import Any
 
 from hookrunner.errors import ConfigError
 
-__all__ = ["is_literal", "resolve_secret", "secret_files"]
+__all__ = ["is_literal", "read_secret_file", "resolve_secret", "secret_files"]
 
 
 def is_literal(value: Any) -> bool:
@@ -158,7 +158,7 @@ def _from_file(path: Any, key: str, root: Path | None) -> bytes:
         raise ConfigError(f"{key}: file must be a path", path=(key,))
     full = _secret_path(path, root)
     try:
-        data = _read_secret_file(full, key, path)
+        data = read_secret_file(full, key, path)
     except FileNotFoundError:
         raise SecretUnavailable(f"{key}: secret file {path} does not exist", path=(key,)) from None
     except OSError as exc:
@@ -173,7 +173,7 @@ def _from_file(path: Any, key: str, root: Path | None) -> bytes:
 MAX_SECRET_FILE = 64 * 1024  # bytes: a key or a token, not a file read whole into memory
 
 
-def _read_secret_file(full: Path, key: str, path: str) -> bytes:
+def read_secret_file(full: Path, key: str, path: str) -> bytes:
     """The file's bytes, if it is a regular file of at most MAX_SECRET_FILE: a FIFO blocked
     `serve`, `check` and every later reload (the open itself waits for a writer, hence
     O_NONBLOCK), and `/dev/zero` was read until the machine ran out of memory."""
