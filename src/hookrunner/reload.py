@@ -128,12 +128,15 @@ class LiveRules:
     def _load_copy(self, copy: Path, news: bool = True) -> None:
         """A worker starting while the files do not load: the rules the main process serves,
         with the secret files as they were when it loaded them (a secret rotated since must
-        not pass here and fail in the other processes). The files are still watched; the
+        not pass here and fail in the other processes), until its next look reads those
+        files again as the other processes do (_reread_secrets). The files are still watched; the
         first load of them that succeeds replaces these. If the copy does not load either,
         `degraded`: hooks are refused with 503, not 404 (the other processes serve them)."""
         kept = copy / rulescopy.ROOT
+        read: list[Path] = []
         try:
             ruleset = load_rules(copy, root=kept if kept.is_dir() else self.root,
+                                 on_secret_file=read.append,
                                  defer_secrets=_every) if copy.is_dir() else None
         except ConfigErrors as exc:
             event("rules.copy_failed", logging.WARNING, error=str(exc.errors[0]),
@@ -143,6 +146,12 @@ class LiveRules:
             return
         if ruleset is not None:
             self.current, self.loaded_at = ruleset, time.time()
+            # Its secrets as copied; the files they were copied from are watched, as unknown:
+            # the next look loads these rules again with them (_reread_secrets), as the main
+            # process and the other workers do after a rotation while the files are broken.
+            real = {self._copied_from(p, kept): None for p in read}
+            self._live_secrets = dict(real)
+            self._secrets.update(real)
             warning, error = (logging.WARNING, logging.ERROR) if news else (logging.DEBUG,) * 2
             event("rules.loaded_copy", warning, hooks=len(ruleset.hooks),
                   rules=len(ruleset.rules), why="the rules files do not load; serving the "
@@ -150,6 +159,12 @@ class LiveRules:
             for hook_id, why in ruleset.unavailable.items():  # (a secret file gone since)
                 event("rules.hook_unavailable", error, hook=hook_id, error=why,
                       then="this process answers its deliveries 503 until the files load")
+
+    def _copied_from(self, path: Path, kept: Path) -> Path:
+        """The secret file under --root that `path`, in a copy's `.root`, was copied from."""
+        if self.root is not None and path.is_relative_to(kept):
+            return self.root / path.relative_to(kept)
+        return path
 
     async def reload_async(self) -> None:
         """Load on a thread, so hooks go on being answered with the live rules meanwhile (a
@@ -220,8 +235,13 @@ class LiveRules:
         secret file they read has changed since (a rotation while another team's file is
         broken: its senders, switched to the new key, were refused until that was fixed)."""
         live = self.current
-        if live is None or not live.sources or all(
-                _stat(p) == seen for p, seen in self._live_secrets.items()):
+        if live is None or not live.sources:
+            return failed
+        # Watched too (changed()): where the hook's own file is the broken one, the failed
+        # load read none of its secrets, and a rotation went unseen until a SIGHUP.
+        now = {p: _stat(p) for p in self._live_secrets}
+        failed = dataclasses.replace(failed, secrets={**now, **failed.secrets})
+        if all(now[p] == seen for p, seen in self._live_secrets.items()):
             return failed
         secrets: dict[Path, Stat | None] = {}
 

@@ -139,6 +139,57 @@ def test_a_secret_rotated_while_another_rules_file_is_broken_is_applied(
     assert _signed_by(live, b"env-secret") and not _signed_by(live, b"second")
 
 
+BROKEN_OTHER = "rules:\n  - {name: x, hook: gh, when: 'payload.x ==', run: {shell: {argv: [x]}}}\n"
+
+
+def test_a_rotation_while_the_hooks_own_file_is_broken_is_seen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failed load read none of the hook's secrets (its own file does not parse), and
+    only the secrets a load read were watched: the rotation waited for a SIGHUP."""
+    monkeypatch.setenv("GH_OLD", "env-secret")
+    rules, root = tmp_path / "rules", tmp_path / "root"
+    rules.mkdir()
+    (root / "secrets").mkdir(parents=True)
+    (root / "secrets" / "gh").write_text("first\n")
+    (rules / "gh.yaml").write_text(GH_FILE_SECRET)
+    live = LiveRules(rules, root=root)
+    assert live.reload()
+    (rules / "gh.yaml").write_text(GH_FILE_SECRET + "rules: [\n")
+    assert live.changed() and not live.reload() and not live.changed()
+    (root / "secrets" / "gh").write_text("second\n")
+    assert live.changed() and not live.reload()
+    assert _signed_by(live, b"second") and not live.changed()
+
+
+def test_workers_serving_the_copy_take_a_rotation_as_the_main_process_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--http-workers: a worker started while the files are broken serves the main process's
+    copy, whose secrets it never read again: after a rotation the main process verified with
+    the new secret and such workers with the old one (401s by turns)."""
+    monkeypatch.setenv("GH_OLD", "env-secret")
+    rules, root, copy = tmp_path / "rules", tmp_path / "root", tmp_path / "copy"
+    rules.mkdir()
+    (root / "secrets").mkdir(parents=True)
+    (root / "secrets" / "gh").write_text("first\n")
+    (rules / "gh.yaml").write_text(GH_FILE_SECRET)
+    main = LiveRules(rules, root=root, copy=copy)
+    assert main.reload()
+    (rules / "other.yaml").write_text(BROKEN_OTHER)
+    assert not main.reload()
+    worker = LiveRules(rules, root=root, quiet=True, copy=copy)  # one replacing a dead one
+    assert not worker.reload() and _signed_by(worker, b"first")
+    (root / "secrets" / "gh").write_text("second\n")
+    for live in (main, worker):
+        assert live.changed() and not live.reload()
+        assert _signed_by(live, b"second") and not _signed_by(live, b"first")
+    # One started after the rotation serves the copy, then reads the files at its next look.
+    late = LiveRules(rules, root=root, quiet=True, copy=copy)
+    assert not late.reload()
+    assert late.changed() and not late.reload()
+    assert _signed_by(late, b"second") and not _signed_by(late, b"first")
+    assert not late.changed()
+
+
 ENV_HOOKS = """
 hooks:
   gh:
