@@ -13,7 +13,14 @@ from typing import Any
 
 from hookrunner.errors import ConfigError, VerifyError
 from hookrunner.verify import crypto
-from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
+from hookrunner.verify.base import (
+    SecretSource,
+    SignedRequest,
+    Verified,
+    check_options,
+    header_text,
+    register,
+)
 
 SECRET_PREFIX = b"whsec_"
 # (id, timestamp, signature) header names, in the order they are looked for.
@@ -65,7 +72,7 @@ class StandardVerifier:
             raise VerifyError(f"malformed signature header (no v1 entry in {sig_name})")
         message = crypto.header_bytes(f"{msg_id}.{stamp}.") + request.body
         crypto.require_signature(self.keys, message, signatures, encoding="base64")
-        return Verified(delivery_id=msg_id)
+        return Verified(delivery_id=header_text(msg_id))  # (signed as its wire bytes)
 
     def learned(self, request: SignedRequest) -> Verified:
         """The delivery id and event type, read without checking (dry runs use it too)."""

@@ -96,3 +96,16 @@ def test_standard(headers: dict[str, str], body: bytes, reason: str | None) -> N
 def test_bad_whsec_secret_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="base64"):
         make("standard", secret="whsec_***")
+
+
+def test_a_utf8_id_is_its_text_as_a_dry_run_reads_it() -> None:
+    """The id is signed as its wire bytes, and kept as its UTF-8 text (as `learned` reads it
+    for `hookrunner test`): the server stored `dÃ©-1`, the dry run said `dé-1`."""
+    wire_id = "dé-1".encode().decode("latin-1")  # as the HTTP server hands it over
+    message = wire_id.encode("latin-1") + f".{VEC_TS}.".encode() + VEC_BODY.encode()
+    headers = {"webhook-id": wire_id, "webhook-timestamp": VEC_TS,
+               "webhook-signature": "v1," + b64mac(KEY, message)}
+    verifier = make("standard", secret=VEC_SECRET)
+    req = request(VEC_BODY, headers, now=float(VEC_TS))
+    assert verifier.verify(req) == Verified(delivery_id="dé-1")
+    assert verifier.learned(req).delivery_id == "dé-1"  # type: ignore[attr-defined]
