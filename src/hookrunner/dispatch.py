@@ -269,7 +269,9 @@ class Dispatcher:
         # Where marks were kept, a log file says nothing: one is written a second into an
         # attempt, also while it waits to start (a terraform directory's lock).
         marked = self._marks.existed or any(p.exists() for p in others.values())
-        kept_files = [pendingresults.pending_path(self.settings.data, owner) for owner in owners]
+        # (Its own file too where no run of it is left: another node decided them meanwhile.)
+        kept_files = [pendingresults.pending_path(self.settings.data, owner)
+                      for owner in owners | {self.node}]
         kept: dict[tuple[str, int], Finish] = {}
         for path in kept_files:
             kept.update(await asyncio.to_thread(pendingresults.read, path))
@@ -292,6 +294,9 @@ class Dispatcher:
                     path.unlink(missing_ok=True)
         for path in kept_files:  # each acted on above, or decided meanwhile by another node
             path.unlink(missing_ok=True)
+        if not self.store.shared:  # (one server per SQLite data dir: the others are stale)
+            for path in self.settings.data.glob("results-*.pending"):
+                path.unlink(missing_ok=True)
         self._marks.open()  # only now: a crash during the recovery above needs them again
         before = self.budget.snapshot()
         self.budget.refresh(await self._patiently(self.store.queued), before)
@@ -431,7 +436,7 @@ class Dispatcher:
             # How each had ended, where its action had (the store refused its record): the
             # line is all that says so once the next start takes it for interrupted.
             ended = {i: self._ending[i] for i in ids if i in self._ending}
-            kept = self._keep_results(list(ended.values()))
+            kept = await self._keep_results(list(ended.values()))
             event("run.result_abandoned", logging.ERROR, run_ids=",".join(ids),
                   reason="not ended while stopping (its action still stopping, or the store "
                          "not answering)",
@@ -882,12 +887,13 @@ class Dispatcher:
         if retry_at is None:  # (once written: a start tries a finish again in an outage)
             self.metrics.runs_ended.labels(run.rule, outcome).inc()
 
-    def _keep_results(self, finishes: list[Finish]) -> bool:
+    async def _keep_results(self, finishes: list[Finish]) -> bool:
         """Keep results the store would not take for the next start; False if they could
-        not be written either (then it takes those runs for interrupted)."""
+        not be written either (then it takes those runs for interrupted). Off the loop: a
+        result may hold a log of megabytes, and an fsync waits for the disk."""
         try:
-            pendingresults.keep(pendingresults.pending_path(self.settings.data, self.node),
-                                finishes)
+            await asyncio.to_thread(pendingresults.keep, pendingresults.pending_path(
+                self.settings.data, self.node), finishes)
         except OSError as exc:
             event("run.result_not_kept", logging.ERROR, error=str(exc),
                   run_ids=",".join(f.run_id for f in finishes))
@@ -904,7 +910,6 @@ class Dispatcher:
         if await self.store.finish(finish):
             event("run.result_recovered", run_id=run.id, rule=run.rule, attempt=run.attempt,
                   status=finish.outcome, exit_code=finish.exit_code,
-                  retry=finish.retry_at is not None,
                   hint="the store refused it while the server last stopped; recorded now "
                        "as the attempt had ended")
 
@@ -1304,7 +1309,7 @@ class Dispatcher:
                 # Kept for the next start, which records it as it ended; where even that
                 # fails, the next start takes it for interrupted (and a retry rule runs it
                 # again): the line says how it had ended.
-                kept = self._keep_results([finish])
+                kept = await self._keep_results([finish])
                 event("run.result_abandoned", logging.ERROR, run_id=run.id, status=result.outcome,
                       exit_code=result.exit_code,
                       hint="the next start records it as it ended" if kept else

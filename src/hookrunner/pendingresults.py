@@ -36,10 +36,18 @@ def keep(path: Path, finishes: list[Finish]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(text)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(text)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            # A full disk takes part of a line: cut back, or the next one appended (the next
+            # stop's) would be joined to it, and both read as no result.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)
 

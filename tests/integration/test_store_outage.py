@@ -385,6 +385,7 @@ def test_a_result_the_store_refused_while_stopping_is_recorded_as_it_ended_at_th
     abandoned = next(x for x in server.output().splitlines() if "run.result_abandoned" in x)
     assert run_id in abandoned and "records them as they ended" in abandoned, abandoned
     assert list((project / "data").glob("results-*.pending"))
+    (project / "data" / "results-old-host.pending").write_text("{}\n")  # another host name's
     server.start()
     run = server.wait_run(run_id)
     assert run["status"] == "failed" and run["exit_code"] == 3, run
