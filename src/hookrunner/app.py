@@ -174,7 +174,11 @@ def _where(error: str, rules_dir: Path) -> str:
     """`rules/a.yaml:12: message` -> `rules/a.yaml:12`; an error of no file (the directory
     emptied, not listable): the directory. (Not the message: it may quote a rule's text.)"""
     head, sep, _ = error.partition(": ")
-    return head if sep and re.fullmatch(r".+:\d+", head) else f"{rules_dir} (see the log)"
+    if sep and re.fullmatch(r".+:\d+", head):
+        return head
+    if head == str(rules_dir) or "the rules directory" in head:
+        return f"{rules_dir} (see the log)"
+    return "--root (see the log)" if head.startswith("--root ") else "(see the log)"
 
 
 _PINGS: set[asyncio.Future[bool]] = set()  # readiness pings still running past the answer

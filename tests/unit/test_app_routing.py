@@ -52,3 +52,22 @@ def test_a_bad_attempt_number_is_a_400(tmp_path: Path) -> None:
     with TestClient(_app(tmp_path)) as client:
         r = client.get("/api/runs/nope/log?attempt=x", headers={"Authorization": "Bearer t"})
     assert r.status_code == 400 and r.json() == {"error": "attempt must be a number"}
+
+
+def test_readyz_says_where_a_reload_failed_without_quoting_the_message() -> None:
+    from pathlib import Path
+
+    from hookrunner.app import _where
+
+    rules = Path("/srv/rules")
+    assert _where("/srv/rules/a.yaml:12: rule 'x': unknown name 's3cr3t'", rules) == \
+        "/srv/rules/a.yaml:12"
+    assert _where("/srv/rules: no *.yaml or *.yml rules files now; ...", rules) == \
+        "/srv/rules (see the log)"
+    assert _where("cannot list the rules directory /srv/rules/team: Permission denied", rules) \
+        == "/srv/rules (see the log)"
+    assert _where("--root /nope is not a directory: relative paths ...", rules) == \
+        "--root (see the log)"
+    assert _where("/srv/rules: cannot load the rules: KeyError: 'x'", rules) == \
+        "/srv/rules (see the log)"
+    assert _where("something else", rules) == "(see the log)"
