@@ -523,7 +523,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                 event("server.keep_short", logging.WARNING, keep_seconds=settings.keep,
                       hint="dedup forgets a delivery once it is pruned: a sender's redelivery "
                            "after that runs the rules again (Stripe retries for 3 days)")
-            for name, meant in unknown_variables(settings.environ):
+            for name, meant in unknown_variables(settings.environ, settings.pass_env):
                 event("server.unknown_variable", logging.WARNING, variable=name,
                       hint=(f"no setting reads it: did you mean {meant}?" if meant else
                             "no setting reads it (the README's Commands section lists them)"))

@@ -124,14 +124,17 @@ RUN_VARIABLES = frozenset(ENV_PREFIX + k for k in (
     "RUN_ID", "DELIVERY_ID", "HOOK", "RULE", "ATTEMPT", "NODE"))
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+def unknown_variables(environ: Mapping[str, str],
+                      passed: Collection[str] = ()) -> list[tuple[str, str | None]]:
     """The `HOOKRUNNER_*` variables no setting reads, each with the likely intended one: a
     misspelled name in a unit's environment file (`HOOKRUNNER_WORKER=3`) was ignored
-    silently, the server running with the default."""
+    silently, the server running with the default. `passed`: the --pass-env names (an
+    action's own variable, named so)."""
     known = {env_name(n) for n in setting_names()}
     found: list[tuple[str, str | None]] = []
     for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in known and name not in RUN_VARIABLES:
+        if name.startswith(ENV_PREFIX) and name not in known and name not in RUN_VARIABLES \
+                and name not in passed:
             # Compared without the prefix, which every name shares.
             close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX).lower(),
                                               setting_names(), n=1, cutoff=0.75)

@@ -72,3 +72,6 @@ def test_variables_no_setting_reads_are_named_with_the_likely_intended_one() -> 
     assert unknown_variables(environ) == [
         ("HOOKRUNNER_ADMINTOKEN", "HOOKRUNNER_ADMIN_TOKEN"), ("HOOKRUNNER_FOO", None),
         ("HOOKRUNNER_WORKER", "HOOKRUNNER_WORKERS")]
+    assert unknown_variables(environ, passed=["HOOKRUNNER_FOO"]) == [
+        ("HOOKRUNNER_ADMINTOKEN", "HOOKRUNNER_ADMIN_TOKEN"),
+        ("HOOKRUNNER_WORKER", "HOOKRUNNER_WORKERS")]
