@@ -283,7 +283,8 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
             ctxs.append(ctx)
             data, problems = parse_yaml(text, name)
             ctx.errors.extend(problems)
-            ctx.refused_lines.update(p.line for p in problems if isinstance(p, NonFinite))
+            ctx.refused_lines.update(p.line for p in problems
+                                     if isinstance(p, NonFinite) and p.alone)
             if data is not None:
                 _file(ctx, data, merged, secrets)
             elif problems:

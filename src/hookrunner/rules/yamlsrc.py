@@ -192,14 +192,33 @@ def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> Any:
 
 
 class NonFinite(ConfigError):
-    """`.inf` or `.nan` where a number was written: read as 0.0 to go on loading."""
+    """`.inf` or `.nan` where a number was written: read as 0.0 to go on loading. `alone`:
+    the only value on its line (`tolerance: .inf`), so any other error there is about it."""
+
+    alone = False
+
+
+# A line holding one key (or list item) and its non-finite value, not a flow mapping's.
+_ALONE = re.compile(r"\s*(?:-\s+)*(?:[^\s{}\[\],#][^{}\[\],#]*?:\s+)?[-+]?\.(?:inf|nan)\s*(?:#.*)?",
+                    re.IGNORECASE)
+
+
+def _alone_on_line(mark: yaml.Mark) -> bool:
+    buffer = getattr(mark, "buffer", None)
+    if not isinstance(buffer, str):
+        return False
+    start = buffer.rfind("\n", 0, mark.index) + 1
+    end = buffer.find("\n", mark.index)
+    return _ALONE.fullmatch(buffer[start:end if end >= 0 else len(buffer)].rstrip("\0")) is not None
 
 
 def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> Any:
     value = yaml.SafeLoader.construct_yaml_float(loader, node)
     if not math.isfinite(value):  # `.inf`, `.nan`: JSON, the stores and actions have none
-        loader.problems.append(NonFinite(
-            f"{node.value!r} is not a finite number", loader.file, loader.line_at(node.start_mark)))
+        problem = NonFinite(f"{node.value!r} is not a finite number", loader.file,
+                            loader.line_at(node.start_mark))
+        problem.alone = _alone_on_line(node.start_mark)
+        loader.problems.append(problem)
         return 0.0  # (what its field then says of it at that line is not said: Ctx.error)
     return value if node.value == str(value) else WrittenFloat(value, node.value)
 

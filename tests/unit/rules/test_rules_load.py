@@ -516,6 +516,12 @@ def test_a_non_finite_number_is_one_error_not_two() -> None:
                                   "        header: X-Sig\n        timestamp_header: X-T\n"
                                   "        tolerance: .inf\nrules: []\n"})
     assert errors == ["r.yaml:8: '.inf' is not a finite number"]
+    # In a flow mapping the line holds other values, whose own errors are still said.
+    errors = errors_of({"r.yaml": "hooks: {h: {verify: {none: {}}}}\n"
+                                  "rules:\n  - {name: a, hook: nope, timeout: .inf, run: {shell: "
+                                  "{argv: [x]}}}\n"})
+    assert "r.yaml:3: '.inf' is not a finite number" in errors, errors
+    assert any(e.startswith("r.yaml:3: unknown hook 'nope'") for e in errors), errors
 
 
 def test_yaml_aliases_that_expand_past_the_bound_are_an_error_not_a_stall() -> None:
