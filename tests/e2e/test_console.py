@@ -41,6 +41,13 @@ rules:
     run:
       shell:
         argv: ["scripts/long.sh"]
+  - name: flaky
+    hook: github
+    when: event == "push" and payload.ref == "refs/heads/flaky"
+    retry: {attempts: 2, backoff: 5s}
+    run:
+      shell:
+        argv: ["scripts/flaky.sh"]
 """
 
 # Prints a line, then holds until the test opens its gate: the test sees output of a run that
@@ -65,6 +72,10 @@ echo "long job started"
 sleep 300
 echo "long job finished"
 """
+FLAKY = """#!/bin/sh
+[ "$HOOKRUNNER_ATTEMPT" = 1 ] && echo "ERROR: disk full on /var" && exit 3
+echo "attempt $HOOKRUNNER_ATTEMPT: space freed"
+"""
 
 _ids = itertools.count(1)
 
@@ -80,7 +91,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, gates: Path) -> Iterator[Se
     (root / "rules").mkdir()
     (root / "rules" / "rules.yaml").write_text(RULES)
     (root / "scripts").mkdir()
-    for name, text in (("deploy.sh", DEPLOY.format(gates=gates)), ("long.sh", LONG)):
+    for name, text in (("deploy.sh", DEPLOY.format(gates=gates)), ("long.sh", LONG),
+                       ("flaky.sh", FLAKY)):
         (root / "scripts" / name).write_text(text)
         (root / "scripts" / name).chmod(0o755)
     srv = Server(root / "rules", root / "data", root, env={"GITHUB_WEBHOOK_SECRET": SECRET}).start()
@@ -284,6 +296,29 @@ def test_a_run_page_says_how_a_run_ended_while_the_store_refuses_its_result(
     assert_not_reloaded(page)
 
 
+def test_a_run_waiting_for_its_retry_shows_the_failed_attempt_then_follows_the_next(
+    page: Page, server: Server, gates: Path
+) -> None:
+    """The pane stayed empty for the whole backoff, though the API had the failed output."""
+    login(page, server, "/rules")
+    (run_id,) = push(server, gates, ref="refs/heads/flaky")["runs"]
+    deadline = time.monotonic() + 15
+    while (run := api_run(server, run_id))["status"] != "queued" or run["attempt"] != 1:
+        assert time.monotonic() < deadline, run
+        time.sleep(0.05)
+    page.goto(f"{server.url}/runs/{run_id}")
+    mark_page(page)
+    log = page.locator("#log")
+    expect(log).to_contain_text("ERROR: disk full on /var")
+    expect(page.locator("#log-state")).to_contain_text("queued: waiting for retry at")
+    expect(page.locator("#cancel")).to_be_visible()
+    shot(page, "10-run-waiting-for-retry")
+    expect(log).to_contain_text("attempt 2: space freed")  # the next attempt, when it starts
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(log).not_to_contain_text("ERROR")
+    assert_not_reloaded(page)
+
+
 def test_cancel_button_stops_a_long_run(page: Page, server: Server, gates: Path) -> None:
     long = push(server, gates, ref="refs/heads/long")
     (run_id,) = long["runs"]
@@ -298,7 +333,7 @@ def test_cancel_button_stops_a_long_run(page: Page, server: Server, gates: Path)
 
 def test_rules_page_lists_hooks_and_rules_with_their_source_lines(page: Page, server: Server) -> None:
     login(page, server, "/rules")
-    expect(page.locator("#reload-ok")).to_contain_text("1 hooks, 2 rules")
+    expect(page.locator("#reload-ok")).to_contain_text("1 hooks, 3 rules")
     expect(page.locator("#hook-github")).to_contain_text("rules.yaml:3")
     expect(page.locator("#hook-github")).to_contain_text("1 MiB")
     expect(page.locator("#hook-github")).to_contain_text("Pushes of octo/app.")

@@ -125,22 +125,24 @@ async def run_page(request: Request) -> Response:
         return not_found(request, "run")
     delivery = await gw.store.get_delivery(run.delivery_id)
     attempts = await gw.store.attempts(run.id)
-    live = run.status not in TERMINAL
+    going = run.status not in TERMINAL  # Cancel is offered on each of its pages
     # `?attempt=N`: an earlier attempt's output, shown as the page shows output (its link
     # opened the API's raw text: terminal escapes and bidi controls as they came).
     asked = request.query_params.get("attempt", "")
     shown = int(asked) if asked.isascii() and asked.isdigit() and len(asked) < 6 else run.attempt
-    if not 1 <= shown <= run.attempt or (live and shown == run.attempt):
+    if not 1 <= shown <= run.attempt:
         shown = run.attempt
-    else:
-        live = False
-    log = "" if live else await _finished_log(gw, run, shown)
+    # The current attempt of a run still going is followed by the page's script; one that
+    # ended (a run waiting for its retry) is shown meanwhile, until the next one starts.
+    live = going and shown == run.attempt
+    streaming = live and run.status == "running"
+    log = "" if streaming else await _finished_log(gw, run, shown)
     waiting = None
     if run.status == "queued":
         running = await gw.store.list_runs(status="running", limit=1000)
         waiting = describe_waiting(waiting_for(run, running, time.time()), present.iso_time)
     return page("run.html", **base(request, "deliveries"), run=run, delivery=delivery,
-                attempts=attempts, live=live, log=log,
+                attempts=attempts, live=live, going=going, streaming=streaming, log=log,
                 key=shown_key(run.concurrency_key, run.spec),
                 spec=present.pretty_json(redact_spec(run.spec, run.action)),
                 outputs=present.pretty_json(redact_spec(run.outputs)) if run.outputs else "",

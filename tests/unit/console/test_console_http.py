@@ -7,8 +7,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -50,6 +51,18 @@ rules:
           - -c
           - printf "attempt %s \\033[31mred\\033[0m evil\\342\\200\\256txt\\n" $HOOKRUNNER_ATTEMPT;
             [ $HOOKRUNNER_ATTEMPT -gt 1 ]
+    retry: {attempts: 2, backoff: 0s}
+  - name: flaky
+    hook: h
+    when: payload.kind == "flaky"
+    run: {shell: {argv: ["sh", "-c", "echo 'ERROR: disk full on /var'; exit 3"]}}
+    retry: {attempts: 3, backoff: 10m}
+  - name: second-hangs
+    hook: h
+    when: payload.kind == "second-hangs"
+    run:
+      shell:
+        argv: [sh, -c, 'echo "attempt $HOOKRUNNER_ATTEMPT"; [ $HOOKRUNNER_ATTEMPT = 1 ] || sleep 30; exit 1']
     retry: {attempts: 2, backoff: 0s}
 """
 
@@ -481,3 +494,41 @@ def test_an_earlier_attempts_output_is_shown_as_the_page_shows_output(client: Te
     assert "\x1b" not in first.text and "\u202e" not in first.text
     for odd in ("0", "3", "x", "9" * 20):  # not an attempt of this run: the latest one
         assert "attempt 2 red" in client.get(f"/runs/{run_id}?attempt={odd}").text
+
+
+def wait_run(c: TestClient, run_id: str, check: Callable[[dict[str, Any]], bool]) -> None:
+    deadline = time.monotonic() + 15
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    while not check(doc := c.get(f"/api/runs/{run_id}", headers=auth).json()):
+        assert time.monotonic() < deadline, f"run {run_id}: {doc}"
+        time.sleep(0.05)
+
+
+def test_a_run_waiting_for_its_retry_shows_the_output_of_the_attempt_that_failed(
+    client: TestClient,
+) -> None:
+    """The pane was empty for the whole backoff (the page waited for the next attempt), though
+    the API showed why the first one failed."""
+    log_in(client)
+    run_id = str(deliver(client, "flaky")["runs"][0])  # type: ignore[index]
+    wait_run(client, run_id, lambda r: r["status"] == "queued" and r["attempt"] == 1)
+    for path in (f"/runs/{run_id}", f"/runs/{run_id}?attempt=1"):
+        page = client.get(path).text
+        log = page[page.index('<pre class="log" id="log">'):page.index("<h2>Attempts")]
+        assert "ERROR: disk full on /var\n[hookrunner] failed: exit 3" in log, path
+        assert 'data-live="true"' in page and 'id="cancel"' in page, path  # the next one is followed
+        assert "retry at" in page
+    client.post(f"/api/runs/{run_id}/cancel", headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def test_an_earlier_attempts_page_of_a_run_still_going_offers_cancel(client: TestClient) -> None:
+    log_in(client)
+    run_id = str(deliver(client, "second-hangs")["runs"][0])  # type: ignore[index]
+    wait_run(client, run_id, lambda r: r["status"] == "running" and r["attempt"] == 2)
+    page = client.get(f"/runs/{run_id}?attempt=1").text
+    log = page[page.index('<pre class="log" id="log">'):page.index("<h2>Attempts")]
+    assert "Output of attempt 1" in page and "attempt 1/2 on node" in log and "exit 1" in log
+    assert 'data-live="false"' in page and 'id="cancel"' in page
+    client.post(f"/api/runs/{run_id}/cancel", headers={"Authorization": f"Bearer {TOKEN}"})
+    wait_status(client, run_id, "canceled")
+    assert 'id="cancel"' not in client.get(f"/runs/{run_id}?attempt=1").text

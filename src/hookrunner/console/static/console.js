@@ -270,6 +270,15 @@ async function liveRun() {
       continue;
     }
     if (run.status === "queued") {
+      if (run.attempt > 0 && whole !== run.attempt) {
+        // Waiting for its retry: the attempt that ended is shown until the next one starts.
+        try {
+          await streamLog(id, run.attempt, pre, state);
+          whole = run.attempt;
+        } catch (err) {
+          state.textContent = "stream interrupted, retrying…";
+        }
+      }
       const why = waitingText(run.waiting);
       state.textContent = `queued: waiting for ${why}…`;
       setText("run-waiting", why);
