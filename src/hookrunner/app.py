@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hookrunner import api, console, flocks
-from hookrunner.auth import admin_token, bearer_ok, forget_stale_token
+from hookrunner.auth import admin_token, bearer_given, bearer_ok, forget_stale_token
 from hookrunner.clientip import parse_networks
 from hookrunner.console.forms import client_address, guess_wait, wrong_guess
 from hookrunner.dispatch import Dispatcher
@@ -74,11 +74,12 @@ class AdminAuth:
         # there: the console's own POSTs check a CSRF token, the API's do not.
         cookie_may = request.method in ("GET", "HEAD") or not scope["path"].startswith("/api/")
         authorization = request.headers.get("authorization")
+        bearer = bearer_given(authorization)
         response: Response
         # A bearer token is a try at the admin token, counted with the login form's (a right
         # one costs nothing); while this address must wait, no try is judged.
-        client = client_address(request) if authorization is not None else ""
-        if authorization is not None and (delay := guess_wait(request, client)) > 0:
+        client = client_address(request) if bearer else ""
+        if bearer and (delay := guess_wait(request, client)) > 0:
             wait = retry_after(delay)
             _token_refused_log(client=client, reason="too many tries")
             response = JSONResponse(
@@ -92,16 +93,17 @@ class AdminAuth:
             await self.app(scope, receive, send if not scope["path"].startswith("/api/")
                            else _private_answer(send))
             return
-        if authorization is not None:
+        if bearer:
             wrong_guess(request, client)
             _token_refused_log(client=client, reason="wrong token")
         login = getattr(state, "login_redirect", None)
-        # A browser (it asks for HTML, and sent no token) is shown the login form; a script or
-        # a client that sent a wrong token hears 401, as the API answers.
+        # A browser (it asks for HTML, and sent no bearer token: a proxy's Basic auth may come
+        # with it) is shown the login form; a script or a client that sent a wrong token hears
+        # 401, as the API answers.
         # A console button pressed after the session ended (a restart) is a POST: back to the
         # login form too, then to the page it was on.
         if (login is not None and not scope["path"].startswith("/api/")
-                and request.method in ("GET", "POST") and "authorization" not in request.headers
+                and request.method in ("GET", "POST") and not bearer
                 and "text/html" in request.headers.get("accept", "")):
             response = login(request)
         else:

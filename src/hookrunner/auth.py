@@ -88,6 +88,12 @@ def forget_stale_token(configured: str, data_dir: Path) -> None:
                 path.unlink()
 
 
+def bearer_given(authorization: str | None) -> bool:
+    """Whether the header holds a bearer token, a try at the admin token. Another scheme is
+    none: a proxy's own Basic auth (nginx's auth_basic forwards it) is no wrong token."""
+    return authorization is not None and authorization.partition(" ")[0].lower() == "bearer"
+
+
 def bearer_ok(authorization: str | None, token: str) -> bool:
     if not token or not authorization:
         return False

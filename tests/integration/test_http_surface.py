@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import write_script
+from tests.nginxproc import Nginx
 from tests.serverproc import ADMIN_TOKEN, Server, post_github
 
 RULES = """
@@ -639,6 +640,37 @@ def test_a_console_button_pressed_without_a_session_goes_to_the_login_form(
     assert r.status_code == 303 and r.headers["location"] == "/login?next=%2F"
     r = httpx.post(server.url + "/runs/run_x/cancel", data={"csrf": "stale"})  # a script
     assert r.status_code == 401
+
+
+def test_a_proxys_own_basic_auth_is_no_admin_token_guess(
+    make_server: Callable[..., Server], tmp_path: Path,
+) -> None:
+    """nginx's auth_basic forwards `Authorization: Basic ...`: each page load was a wrong
+    admin token (a 401, never the login form; after 20 the form itself answered 429)."""
+    server = make_server(RULES, env=ENV)
+    (tmp_path / "htpasswd").write_text("ops:{PLAIN}pw\n")
+    location = f"""
+        location / {{
+            auth_basic "ops";
+            auth_basic_user_file {tmp_path}/htpasswd;
+            proxy_set_header Host $http_host;
+            proxy_pass http://hookrunner;
+        }}"""
+    nginx = Nginx(tmp_path / "nginx", f"127.0.0.1:{server.port}", location).start()
+    try:
+        with httpx.Client(base_url=nginx.url, auth=("ops", "pw"), timeout=30) as c:
+            for _ in range(25):
+                r = c.get("/rules", headers={"Accept": "text/html"})
+                assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Frules"
+            api = c.get("/api/runs")  # a script still hears which token it needs
+            assert api.status_code == 401 and api.headers["www-authenticate"] == "Bearer"
+            r = c.post("/login", data={"token": ADMIN_TOKEN, "next": "/rules"},
+                       headers={"Origin": nginx.url})
+            assert r.status_code == 303, r.text
+            assert c.get("/rules", headers={"Accept": "text/html"}).status_code == 200
+    finally:
+        nginx.stop()
+    assert "admin.token_refused" not in server.output()
 
 
 def test_a_when_that_errs_is_logged_and_counted(make_server: Callable[..., Server]) -> None:

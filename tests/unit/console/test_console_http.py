@@ -118,7 +118,7 @@ def test_api_without_credentials_is_401_json_not_a_redirect(client: TestClient) 
     {"Accept": "*/*"},  # curl, httpx, requests
     {"Accept": "application/json"},
     {"Accept": "text/html", "Authorization": "Bearer wrong"},  # a token was sent: it is wrong
-    {"Accept": "text/html", "Authorization": "Basic dXNlcjpwdw=="},
+    {"Accept": "*/*", "Authorization": "Basic dXNlcjpwdw=="},  # a script: the bearer hint
 ])
 def test_the_console_answers_a_script_or_a_wrong_token_401_not_a_login_form(
     client: TestClient, headers: dict[str, str],
@@ -127,6 +127,12 @@ def test_the_console_answers_a_script_or_a_wrong_token_401_not_a_login_form(
     assert r.status_code == 401 and r.json() == {"error": "admin token required"}
     assert r.headers["www-authenticate"].startswith("Bearer")
     assert client.get("/", headers={**headers, "Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_a_browser_behind_a_proxys_basic_auth_is_sent_to_the_login_form(client: TestClient) -> None:
+    """nginx's auth_basic forwards `Authorization: Basic`: it is no (wrong) admin token."""
+    r = client.get("/rules", headers={"Authorization": "Basic dXNlcjpwdw=="})
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Frules"
 
 
 def test_login_and_static_files_need_no_session(client: TestClient) -> None:
