@@ -268,6 +268,28 @@ def test_replay_button_queues_a_new_run_of_the_delivery(
     expect(page.locator("#log")).to_contain_text("step 3 of 3: done")
 
 
+def test_a_double_click_on_replay_replays_once(page: Page, server: Server, gates: Path) -> None:
+    """Two clicks sent the form twice: two replays, and for a deploy rule two deploys."""
+    hit = push(server, gates)
+    server.wait_run(hit["runs"][0])
+    login(page, server, f"/deliveries/{hit['delivery_id']}")
+    # The form's submissions counted, and kept from leaving the page, so it can be looked at.
+    page.evaluate("""() => { window.submits = 0; document.getElementById("replay").form
+        .addEventListener("submit", (e) => { window.submits++; e.preventDefault(); }); }""")
+    page.dblclick("#replay")
+    expect(page.locator("#replay")).to_be_disabled()
+    assert page.evaluate("window.submits") == 1
+    page.reload()
+    # The second click may come once the first one's page is there, with its own button.
+    page.click("#replay", no_wait_after=True)
+    page.click("#replay")
+    expect(page.locator("#notice")).to_contain_text("it replayed once")
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    with server.admin() as c:
+        runs = c.get("/api/runs", params={"delivery": hit["delivery_id"]}).json()["runs"]
+    assert len(runs) == 2, runs
+
+
 def test_a_run_page_says_how_a_run_ended_while_the_store_refuses_its_result(
     page: Page, server: Server, gates: Path
 ) -> None:

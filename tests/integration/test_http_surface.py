@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -671,6 +672,43 @@ def test_a_proxys_own_basic_auth_is_no_admin_token_guess(
     finally:
         nginx.stop()
     assert "admin.token_refused" not in server.output()
+
+
+def test_replay_pressed_twice_replays_once(make_server: Callable[..., Server]) -> None:
+    """A double click (or a browser's retry) sent the Replay form twice at once: both
+    answered 303, with runs of their own (a deploy rule deployed twice)."""
+    server = make_server(RULES, env=ENV)
+    delivery = httpx.post(f"{server.url}/hooks/open", json={}, timeout=30).json()["delivery_id"]
+
+    def run_count() -> int:
+        with server.admin() as api:
+            return len(api.get("/api/runs", params={"delivery": delivery}).json()["runs"])
+
+    first = run_count()
+    assert first > 0
+    with httpx.Client(base_url=server.url, timeout=30, headers={"Accept": "text/html"}) as c:
+        login = c.post("/login", data={"token": ADMIN_TOKEN}, headers={"Origin": server.url})
+        assert login.status_code == 303
+        csrf = re.findall(r'name="csrf" value="([^"]+)"', c.get(f"/deliveries/{delivery}").text)[0]
+
+        def press(_: int) -> httpx.Response:
+            with httpx.Client(base_url=server.url, timeout=30, cookies=c.cookies) as one:
+                return one.post(f"/deliveries/{delivery}/replay", data={"csrf": csrf})
+
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(press, range(3)))
+        assert [r.status_code for r in answers] == [303] * 3
+        locations = sorted(r.headers["location"] for r in answers)
+        assert locations[1:] == [locations[0] + "&again=1"] * 2, locations
+        # The second click of a double click can land on the page the first one led to.
+        assert press(0).headers["location"] == locations[1]
+        assert run_count() == 2 * first  # one replay
+        page = c.get(locations[1]).text
+        assert "Replay was pressed again within 5 s (a double click?): it replayed once." in page
+    with server.admin() as api:  # the API replays each time it is asked, as documented
+        for _ in range(2):
+            assert api.post(f"/api/deliveries/{delivery}/replay").status_code == 202
+    assert run_count() == 4 * first
 
 
 def test_a_when_that_errs_is_logged_and_counted(make_server: Callable[..., Server]) -> None:

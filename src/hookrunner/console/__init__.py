@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
-from hookrunner.console import forms, pages, static
+from hookrunner.console import forms, once, pages, static
 from hookrunner.console.pages import store_unavailable
 from hookrunner.console.sessions import Sessions, cookie_ids
 
@@ -34,6 +34,7 @@ routes: list[BaseRoute] = [
 def install(app: Starlette) -> None:
     sessions = Sessions()
     app.state.console_sessions = sessions
+    app.state.console_replays = once.Once()  # a double click on Replay replays once
     # Given the request's `Cookie` headers (AdminAuth): whether one holds a live session.
     app.state.session_ok = lambda headers: sessions.live(cookie_ids(headers)) is not None
     app.state.login_redirect = forms.login_redirect

@@ -13,6 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from hookrunner import clientip
 from hookrunner.auth import COOKIE, bearer_ok
+from hookrunner.console import once
 from hookrunner.console.context import base, gateway, prefix, session, session_id, sessions
 from hookrunner.console.pages import delivery_page
 from hookrunner.console.render import SECURITY_HEADERS, page
@@ -218,6 +219,19 @@ async def replay(request: Request) -> Response:
         await checked_form(request)
     except FormError as exc:
         return refused(request, exc.status, exc.message)
+    s = session(request)
+    if s is None:  # a script with the bearer token: each POST replays, as the API's does
+        return await _replay(request)
+    replays: once.Once = request.app.state.console_replays
+    return await replays.run((s.id, request.path_params["id"]), lambda: _replay(request), _again)
+
+
+def _again(location: str) -> Response:
+    """Replay pressed twice: to the first press's runs, saying it was not replayed twice."""
+    return RedirectResponse(f"{location}&again=1", status_code=303, headers=SECURITY_HEADERS)
+
+
+async def _replay(request: Request) -> Response:
     gw = gateway(request)
     delivery_id = request.path_params["id"]
     if gw.rules.current is None:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from hookrunner.api import unrecorded
 from hookrunner.console import deliveries, present
 from hookrunner.console.context import base, gateway
+from hookrunner.console.once import WINDOW
 from hookrunner.console.render import page
 from hookrunner.gateway import Gateway
 from hookrunner.payload import form_json_hint
@@ -83,6 +84,9 @@ async def delivery_page(request: Request, *, notice: str = "", error: str = "",
             notice += (f" {', '.join(unmatched)} matched it on arrival and does not now (see "
                        "the conditions below)" + (f"; {NOTE_REDACTED}." if reads_redacted(d)
                                                   else "."))
+        if request.query_params.get("again"):
+            notice = (f"Replay was pressed again within {WINDOW:.0f} s (a double click?): it "
+                      f"replayed once. {notice} Wait {WINDOW:.0f} s to replay it once more.")
     kind, payload = present.payload_view(d.body, Headers(d.headers).get("content-type"),
                                          f"{gw.settings.path_prefix}/api/deliveries/{d.id}")
     # JSON sent as a form (`curl -d` without a Content-Type): said where the evaluation is.

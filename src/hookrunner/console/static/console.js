@@ -338,7 +338,23 @@ async function liveDeliveryRuns() {
   }
 }
 
+// ---- buttons pressed once: a double click sent Replay twice (the server also answers a
+// repeat as the first, see console/once.py) ----------------------------------------------
+
+function submitOnce() {
+  for (const form of document.querySelectorAll("form[data-submit-once]")) {
+    const buttons = [...form.querySelectorAll("button[type=submit]")];
+    // (Disabled while this submission goes on, it does not stop it: it has no name to send.)
+    form.addEventListener("submit", () => buttons.forEach((b) => { b.disabled = true; }));
+    // A page the browser shows again from its history: its buttons work again.
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted) buttons.forEach((b) => { b.disabled = false; });
+    });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  submitOnce();
   liveDeliveries();
   liveDeliveryRuns();
   liveRun();
