@@ -515,6 +515,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         dedup_key=_dedup_key(hook, verified, scope_, body, headers.get("content-type")),
         event=event_type, client_ip=ip,
         matches=matches, query=redact_pairs(sent_query, hook.secret_query),
+        verifier=hook.verify_kind,
     )
     reserved = 0
     if gw.dispatcher is not None:

@@ -586,3 +586,25 @@ def test_the_open_files_limit_is_raised_and_one_too_low_is_warned_about(project:
     line = next(x for x in low.output().splitlines() if "server.limit_low" in x)
     assert "open files limit 64 (hard 64) is low for --workers 64" in line, line
     assert "LimitNOFILE=" in line, line
+
+
+def test_the_console_shows_the_verifier_that_checked_a_delivery_not_the_hooks_current_one(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A delivery taken while hook `dd` was briefly `none` read `verified: token` (`✓ token`
+    in the list) once the hook was changed back: forged deliveries looked signed."""
+    hook = "hooks:\n  dd:\n    verify: {verify}\n"
+    server = make_server(hook.format(verify="{none: {}}"), env={"DD_TOKEN": "dd-token-1"})
+    unsigned = httpx.post(f"{server.url}/hooks/dd", json={}).json()["delivery_id"]
+    (project / "rules" / "rules.yaml").write_text(
+        hook.format(verify="{token: {secret: {env: DD_TOKEN}}}"))
+    _until(lambda: httpx.post(f"{server.url}/hooks/dd", json={}).status_code == 401)
+    signed = httpx.post(f"{server.url}/hooks/dd", json={},
+                        headers={"Authorization": "Bearer dd-token-1"}).json()["delivery_id"]
+    with server.admin() as c:
+        assert "(verified: none)" in c.get(f"/deliveries/{unsigned}").text
+        assert "(verified: token)" in c.get(f"/deliveries/{signed}").text
+        rows = c.get("/fragments/deliveries").text
+    row = {d: rows[rows.index(f'data-id="{d}"'):].split("</tr>")[0] for d in (unsigned, signed)}
+    assert '<span class="muted">none</span>' in row[unsigned] and "ok-mark" not in row[unsigned]
+    assert '<span class="ok-mark">✓</span> token' in row[signed]

@@ -47,7 +47,7 @@ async def deliveries_page(request: Request) -> Response:
     return page("deliveries.html", **base(request, "deliveries"), filters=f,
                 rows=rows[:f.limit], older=len(rows) > f.limit, hooks=deliveries.hook_choices(gw, f),
                 statuses=[*RUN_STATUSES, deliveries.NO_RUNS], since_choices=deliveries.SINCE_CHOICES,
-                verifiers=_verifiers(gw), poll_ms=LIVE_POLL_MS)
+                poll_ms=LIVE_POLL_MS)
 
 
 async def deliveries_rows(request: Request) -> Response:
@@ -55,13 +55,7 @@ async def deliveries_rows(request: Request) -> Response:
     gw = gateway(request)
     f = deliveries.parse_filters(request.query_params)
     return page("_delivery_rows.html", **base(request, "deliveries"), filters=f,
-                rows=(await deliveries.rows(gw, f))[:f.limit], verifiers=_verifiers(gw))
-
-
-def _verifiers(gw: Gateway) -> dict[str, str]:
-    """Hook id -> verifier kind (every stored delivery passed its hook's verifier)."""
-    current = gw.rules.current
-    return {h.id: h.verify_kind for h in current.hooks.values()} if current is not None else {}
+                rows=(await deliveries.rows(gw, f))[:f.limit])
 
 
 async def delivery_page(request: Request, *, notice: str = "", error: str = "",
@@ -94,7 +88,7 @@ async def delivery_page(request: Request, *, notice: str = "", error: str = "",
     return page("delivery.html", status_code, **base(request, "deliveries"), d=d, runs=runs,
                 payload_kind=kind, payload=payload, notice=notice, error=error, hint=hint,
                 highlight=set(replayed or ()), rules=_rule_sources(gw),
-                verifier=_verifiers(gw).get(d.hook, ""))
+                verifier=d.verifier or "")
 
 
 def _erred(request: Request, gw: Gateway, key: str = "erred") -> list[str]:

@@ -62,7 +62,7 @@ def delivery_params(d: NewDelivery) -> dict[str, Any]:
         "id": d.id, "hook": d.hook, "received_at": d.received_at,
         "headers": dumps(d.headers), "body": d.body,
         "dedup_key": d.dedup_key, "event": d.event, "client_ip": d.client_ip,
-        "matches": dumps(d.matches), "query_params": dumps(d.query),
+        "matches": dumps(d.matches), "query_params": dumps(d.query), "verifier": d.verifier,
     }
 
 
@@ -114,6 +114,7 @@ def delivery_from_row(row: RowLike, run_ids: list[str]) -> Delivery:
         dedup_key=row["dedup_key"], event=row["event"], client_ip=row["client_ip"],
         matches=_json(row["matches"]), run_ids=run_ids, replay_of=row["replay_of"],
         query=redact_pairs((q[0], q[1]) for q in _json(row["query_params"])),
+        verifier=row["verifier"],
     )
 
 

@@ -44,6 +44,7 @@ class NewDelivery:
     # The query parameters as sent (hookrunner's own `wait` too), secrets redacted: a replay
     # evaluates `query` with them.
     query: list[tuple[str, str]] = field(default_factory=list)
+    verifier: str | None = None  # the kind that checked it (`github`, `none`), as the hook had it
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class Delivery:
     run_ids: list[str] = field(default_factory=list)
     replay_of: str | None = None
     query: list[tuple[str, str]] = field(default_factory=list)  # [] for rows from before 0003
+    verifier: str | None = None  # None: stored before it was (SQLite 0008, PostgreSQL 0009)
 
 
 @dataclass(frozen=True)

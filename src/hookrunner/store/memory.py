@@ -93,6 +93,7 @@ class MemoryStore:
             headers=redact_pairs(delivery.headers), body=delivery.body,  # as the SQL stores read
             dedup_key=delivery.dedup_key, event=delivery.event, client_ip=delivery.client_ip,
             matches=copy.deepcopy(delivery.matches), query=redact_pairs(delivery.query),
+            verifier=delivery.verifier,
         )
         ids = self._add(runs)
         if ids:

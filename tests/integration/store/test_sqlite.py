@@ -105,6 +105,7 @@ async def test_a_delivery_from_before_the_query_column_reads_with_an_empty_query
     try:
         got = await store.get_delivery("d-old")
         assert got is not None and got.query == []
+        assert got.verifier is None  # unknown (0008/0009), not the hook's current one
     finally:
         await store.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -61,6 +62,7 @@ def delivery(hook: str = "gh", key: str | None = None, at: float = T0) -> NewDel
         headers=[("X-Event", "push"), ("X-Sig", "[redacted]")], body=b"\x00{\"a\": 1}\xff",
         dedup_key=key, event="push", client_ip="192.0.2.1", matches=[{"rule": "r", "ok": True}],
         query=[("env", "prod"), ("env", "é b"), ("token", "[redacted]"), ("wait", "")],
+        verifier="github",
     )
 
 
@@ -109,6 +111,7 @@ async def test_accept_stores_delivery_and_runs(store: Store) -> None:
     assert got is not None
     assert (got.body, got.headers, got.matches) == (d.body, d.headers, d.matches)
     assert got.query == d.query  # in order, repeats kept
+    assert got.verifier == "github"  # the one that checked it, whatever the hook has now
     assert got.run_ids == result.run_ids
     run = await store.get_run(runs[1].id)
     assert run is not None
@@ -862,6 +865,10 @@ async def test_migration_0006_redacts_what_runs_that_had_ended_kept(
     every = sql.migrations(kind)
     assert every[5][1] == "0006_ended_runs.sql"
     monkeypatch.setattr(sql, "migrations", lambda backend: every[:5])
+    # That version's insert, without the columns later migrations add (0008/0009: verifier).
+    insert = sql.queries(kind)["insert_delivery"]
+    monkeypatch.setitem(sql.queries(kind), "insert_delivery",
+                        re.sub(r",\s*(?::verifier|%\(verifier\)s|verifier)\b", "", insert))
     old = open_store(target)
     await old.open()
     ended, queued = await secret_run(old), await secret_run(old)

@@ -10,9 +10,9 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (%(version)s, %
 
 -- name: insert_delivery
 INSERT INTO deliveries (id, hook, received_at, headers, body, dedup_key, event, client_ip, matches,
-                        query_params)
+                        query_params, verifier)
 VALUES (%(id)s, %(hook)s, %(received_at)s, %(headers)s::jsonb, %(body)s, %(dedup_key)s,
-        %(event)s, %(client_ip)s, %(matches)s::jsonb, %(query_params)s::jsonb)
+        %(event)s, %(client_ip)s, %(matches)s::jsonb, %(query_params)s::jsonb, %(verifier)s)
 ON CONFLICT (hook, dedup_key) DO NOTHING
 RETURNING id;
 

@@ -9,9 +9,9 @@ SELECT id FROM deliveries WHERE hook = :hook AND dedup_key = :dedup_key;
 
 -- name: insert_delivery
 INSERT INTO deliveries (id, hook, received_at, headers, body, dedup_key, event, client_ip, matches,
-                        query_params)
+                        query_params, verifier)
 VALUES (:id, :hook, :received_at, :headers, :body, :dedup_key, :event, :client_ip, :matches,
-        :query_params)
+        :query_params, :verifier)
 ON CONFLICT (hook, dedup_key) DO NOTHING;
 
 -- name: insert_run
