@@ -185,7 +185,7 @@ async def test_a_followed_run_goes_to_disk_at_once_and_stays_there(
     await dispatcher.request_cancel(run_id)
     assert await ended(store, run_id) == "canceled"
     text = path.read_text()
-    assert text.endswith("first\n[hookrunner] canceled\n[hookrunner] canceled by request\n")
+    assert text.endswith("first\n[hookrunner] canceled by request\n")  # one line, saying why
     assert await store.get_log(run_id, 1) == text
     assert dispatcher.live_log(run_id, 1) is None  # over
 

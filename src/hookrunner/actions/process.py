@@ -185,9 +185,10 @@ def format_seconds(seconds: float) -> str:
 
 def stopped(ctx: RunContext) -> RunResult:
     """The end of a run that was waiting (for a lock, an HTTP answer) when its cancel or its
-    deadline came, noted in its log."""
+    deadline came (a timeout noted in its log)."""
+    # A cancel is not noted here: the run's closing line (the dispatcher's) says it and why,
+    # `canceled by request`, `canceled: replaced by run ...` (a `canceled` line made two).
     if ctx.cancel.is_set():
-        ctx.log.note("canceled")
         return RunResult("canceled", reason="canceled")
     reason = f"timed out after {format_seconds(ctx.timeout or 0.0)}"
     ctx.log.note(reason)
@@ -278,8 +279,7 @@ async def run_process(
     """
     if not argv:
         return RunResult("failed", reason="empty argv")
-    if ctx.cancel.is_set():
-        ctx.log.note("canceled")
+    if ctx.cancel.is_set():  # (not noted: see stopped())
         return RunResult("canceled", reason="canceled")
     loop = asyncio.get_running_loop()
     if deadline is None:
@@ -309,11 +309,11 @@ async def run_process(
             await waiter
         if not waiter.done():
             if canceller.done():
-                stopped, reason = "canceled", "canceled"
+                stopped, reason = "canceled", "canceled"  # (not noted: see stopped())
             else:
                 stopped = "timed_out"
                 reason = f"timed out after {format_seconds(ctx.timeout or 0.0)}"
-            ctx.log.note(reason)
+                ctx.log.note(reason)
             # Found while the leader runs (its pid is not another's yet), held by pidfds.
             left = _Pinned(_left_the_group(proc.pid) if not waiter.done() else [])
             try:

@@ -282,7 +282,7 @@ async def test_cancel_stops_the_playbook_and_its_workers(harness, playbooks: Pat
     assert (result.outcome, result.reason) == ("canceled", "canceled")
     assert time.monotonic() - started < 8
     assert not is_alive(task_pid)
-    assert "[hookrunner] canceled" in harness.log_text()
+    assert "[hookrunner] canceled" not in harness.log_text()  # the run's closing line says it
     # What the killed module left (its unpacked payload, its arguments) was in the run's own
     # dir, not in /tmp or ~/.ansible/tmp for good, and went with it (extravars.yml too).
     assert not list(ctx.work_dir.glob("ansible-*"))
