@@ -78,6 +78,8 @@ def delivery_json(d: Delivery, full: bool = True) -> dict[str, Any]:
         "id": d.id, "hook": d.hook, "received_at": d.received_at, "event": d.event,
         "client_ip": d.client_ip, "dedup_key": d.dedup_key, "runs": d.run_ids,
         "matched": [m.get("rule") for m in d.matches if m.get("matched")],
+        # The verifier that checked it (`none` too); null where stored before it was kept.
+        "verifier": d.verifier,
     }
     if full:
         doc["headers"] = d.headers

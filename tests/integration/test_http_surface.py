@@ -171,6 +171,7 @@ def test_a_delivery_keeps_its_query_for_replay_and_hides_secrets(
     with server.admin() as c:
         doc = c.get(f"/api/deliveries/{delivery_id}").json()
         assert doc["matched"] == ["any", "prod"]
+        assert doc["verifier"] == "none"  # the one that checked it, as stored
         # The explanation of a rule that compares secret values shows none of them.
         keyed = next(m for m in doc["matches"] if m["rule"] == "keyed")
         values = [c["value"] for c in keyed["conditions"]]
