@@ -231,3 +231,30 @@ async def test_the_database_function_ends_a_spec_as_the_python_one_does(
         row = conn.execute("SELECT hookrunner_ended_spec(%s)", (Jsonb(spec),)).fetchone()
     assert row is not None
     assert row[0] == ended_spec(copy.deepcopy(spec))
+
+
+async def test_a_node_of_the_version_before_reads_deliveries_after_0009(
+        postgres_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node not upgraded yet reads deliveries with `SELECT *` as prepared statements: a
+    column added to `deliveries` made PostgreSQL refuse them ("cached plan must not change
+    result type"), and its runs that read their delivery failed. 0009 adds a table instead."""
+    every = sql.migrations("postgres")
+    assert every[8][1] == "0009_delivery_verifier.sql"
+    monkeypatch.setattr(sql, "migrations", lambda backend: every[:8])
+    before = PostgresStore(postgres_db)
+    await before.open()
+    await before.close()
+    monkeypatch.undo()
+    with psycopg.connect(postgres_db, autocommit=True) as old:  # the old node's connection
+        select = "SELECT * FROM deliveries WHERE id = %s"
+        for _ in range(3):
+            old.execute(select, ("none",), prepare=True)  # prepared on the server
+        store = PostgresStore(postgres_db)
+        await store.open()  # applies 0009
+        try:
+            result = await store.accept(delivery(), [])
+            assert old.execute(select, (result.delivery_id,), prepare=True).fetchone()
+            got = await store.get_delivery(result.delivery_id)
+            assert got is not None and got.verifier == "github"
+        finally:
+            await store.close()
