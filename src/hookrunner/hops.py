@@ -8,12 +8,14 @@ run (none: 0), and a hook refuses a request past MAX_HOPS with 508 Loop Detected
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 HEADER = "X-Hookrunner-Hops"
 MAX_HOPS = 10  # a chain of hooks longer than this is a loop, not a pipeline
 KEY = "hops"  # where a rendered http action keeps its count (redact.OWN_CHECKS: never shown)
+_COUNT = re.compile(r"[0-9]{1,3}")
 
 
 def of(headers: Mapping[str, str] | Any) -> int:
@@ -21,7 +23,8 @@ def of(headers: Mapping[str, str] | Any) -> int:
     (a sender's own header of that name, which a hook must not refuse)."""
     value = headers.get(HEADER)
     text = value.strip() if isinstance(value, str) else ""
-    return int(text) if text.isdigit() and len(text) <= 3 else 0
+    # ASCII digits only: `²` is a digit to str.isdigit and no number to int() (a 500).
+    return int(text) if _COUNT.fullmatch(text) else 0
 
 
 def too_many(headers: Mapping[str, str] | Any) -> int | None:

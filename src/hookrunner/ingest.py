@@ -210,7 +210,7 @@ _request_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook
 # Refused while no rules are loaded: one line a second in all (a hook id is the client's here).
 _no_rules_log = Throttled("delivery.no_rules", logging.ERROR)
 _unavailable_log = Throttled("delivery.hook_unavailable", logging.ERROR, per="hook")
-_loop_log = Throttled("delivery.rejected", logging.ERROR, per="hook")
+_loop_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 UNAVAILABLE_RETRY_AFTER = "60"  # seconds: its secret comes with a restart, not in a moment
 # A sender still posting to a renamed hook (webhook logs "hook not found"): one line a second
 # in all, naming the last id asked for (the client's, so cut short).
