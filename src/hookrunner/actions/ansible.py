@@ -87,6 +87,9 @@ def normalize_ansible(raw: Any) -> dict[str, Any]:
             out[key] = spec.str_list(spec_, key, KIND)
             continue
         value = spec.optional_str(spec_, key, KIND)
+        if key == "limit" and value is not None and not value.strip():
+            raise ConfigError(f"{KIND}.{key} must not be empty (leave it out for every host)",
+                              path=(key,))
         if value is not None:
             out[key] = value
     tags = spec.str_list(spec_, "tags", KIND)
@@ -162,14 +165,48 @@ def _placed(rendered: Mapping[str, Any], root: Path) -> _Placed:
     inventory = rendered.get("inventory")
     inventory_path = confine(root, stringify(inventory)) if inventory else None
     limit, tags = host_pattern(rendered.get("limit")), tag_list(rendered.get("tags"))
+    if "limit" in rendered and not (limit or "").replace(",", "").strip():
+        # A templated limit of `""` or `[]` would be no --limit at all: every host.
+        raise ActionError("ansible: limit rendered empty, which would run the play on every "
+                          "host of the inventory: not run (guard the value in `when`)")
     missing = ""
     if not playbook.is_file():
         missing = f"playbook not found: {PLAYBOOK_DIR}/{rendered.get('playbook')}"
+    elif not _a_list_of_plays(playbook):
+        # Wherever it is: `app/{{ payload.env }}.yml` of `vars/prod` named app/vars/prod.yml,
+        # and a role's vars or defaults are beside the playbooks too.
+        raise ActionError(f"ansible: {PLAYBOOK_DIR}/{rendered.get('playbook')} is no playbook "
+                          "(its YAML is not a list of plays): not run, since ansible would "
+                          "print it back (a vars file's secrets too)")
     elif inventory_path is not None and not inventory_path.exists():
         # ansible-runner would take the text as an inline host list, a host of that name.
         missing = (f"inventory not found: {inventory} (a file or directory under --root; "
                    "inline host lists are not supported)")
     return _Placed(playbook, inventory_path, limit, tags, missing)
+
+
+MAX_PLAYBOOK = 16 * 1024 * 1024  # bytes read to tell a playbook (as a rules file's bound)
+
+
+def _a_list_of_plays(path: Path) -> bool:
+    """Whether the file's YAML is a list (of plays), as a playbook's is; a vars file is a
+    mapping. Only composed, not constructed (any tag, `!vault` too). One that does not parse
+    or is vault-encrypted whole is ansible's to judge: it says where, not what it holds."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_PLAYBOOK)
+    except OSError:
+        return True  # (ansible says why it cannot read it)
+    if data.lstrip().startswith(b"$ANSIBLE_VAULT"):
+        return True
+    try:
+        node = yaml.compose(data, Loader=_LOADER)
+    except yaml.YAMLError:
+        return True
+    return isinstance(node, yaml.SequenceNode)
+
+
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def tag_list(tags: Any) -> list[str]:

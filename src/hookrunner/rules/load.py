@@ -684,6 +684,10 @@ def _literal_secrets(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fal
                     "--pass-env NAME" + ("; a header: {env: NAME})" if key == "headers" else ")"))
 
 
+# What writes no directory before a path's template: spaces, `./`, Jinja comments.
+_LEADING_NOTHING = re.compile(r"^(?:\s+|\./|\{#.*?#\})*", re.DOTALL)
+
+
 def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
            what: str) -> None:
     """Paths whose every run would fail: one written without a template that leaves --root
@@ -713,7 +717,7 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
         value = tree.get(key)
         for i, item in enumerate(value if isinstance(value, list) else [value]):
             if item is not None and not isinstance(item, Constant) and \
-                    item.source.lstrip().startswith(("{{", "{%")):
+                    _LEADING_NOTHING.sub("", item.source).startswith(("{{", "{%")):
                 where = (key, i) if isinstance(value, list) else (key,)
                 picks = (f"any file under {base}/ (a vars file too, which ansible prints "
                          "back when it cannot run it as a playbook)" if kind == "ansible" else

@@ -187,3 +187,31 @@ def test_a_limit_written_as_a_list_means_any_of_its_patterns() -> None:
     normalized = normalize_ansible({"playbook": "a.yml", "limit": ["web1", "web-{{ x }}"]})
     assert normalized["limit"] == ["web1", "web-{{ x }}"]
     assert host_pattern(["web1", "web2"]) == "web1,web2"
+
+
+def test_a_file_whose_yaml_is_no_list_of_plays_is_not_run(tmp_path: Path) -> None:
+    """`app/{{ payload.env }}.yml` of `vars/prod` named playbooks/app/vars/prod.yml, which
+    ansible printed back with its secrets; a role's vars or defaults likewise."""
+    books = tmp_path / "playbooks"
+    (books / "app" / "vars").mkdir(parents=True)
+    (books / "app" / "vars" / "prod.yml").write_text("db_password: hunter2\n")
+    (books / "app" / "site.yml").write_text("- hosts: all\n  tasks: []\n")
+    (books / "app" / "tagged.yml").write_text("- hosts: all\n  vars: {p: !vault |\n    x}\n")
+    (books / "app" / "vault.yml").write_text("$ANSIBLE_VAULT;1.1;AES256\n6162\n")
+    (books / "app" / "broken.yml").write_text("- hosts: [\n")
+    refusal = RUNNERS["ansible"].refusal({"playbook": "app/vars/prod.yml"}, tmp_path)
+    assert refusal is not None and "is no playbook" in refusal and "hunter2" not in refusal
+    for fine in ("site", "tagged", "vault", "broken"):  # (ansible says what is wrong there)
+        assert RUNNERS["ansible"].refusal({"playbook": f"app/{fine}.yml"}, tmp_path) is None
+
+
+@pytest.mark.parametrize("limit", ["", [], ["", ""], " , "])
+def test_a_limit_that_renders_empty_runs_on_no_host(tmp_path: Path, limit: Any) -> None:
+    """`limit: "{{ payload.hosts }}"` of `[]` or `""` passed no --limit: every host."""
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "site.yml").write_text("- hosts: all\n  tasks: []\n")
+    refusal = RUNNERS["ansible"].refusal({"playbook": "site.yml", "limit": limit}, tmp_path)
+    assert refusal is not None and "limit rendered empty" in refusal
+    assert RUNNERS["ansible"].refusal({"playbook": "site.yml"}, tmp_path) is None
+    with pytest.raises(ConfigError, match="must not be empty"):
+        normalize_ansible({"playbook": "a.yml", "limit": " "})

@@ -1225,8 +1225,9 @@ def test_a_path_that_begins_with_a_template_is_warned_about() -> None:
                                "  - {name: a, hook: o, run: {ansible: {playbook: '{{ query.b }}'}}}\n"
                                "  - {name: b, hook: o, run: {terraform: {dir: '{{ query.d }}', "
                                "command: plan}}}\n"
-                               "  - {name: c, hook: o, run: {ansible: {playbook: 'd-{{ query.b }}.yml'}}}\n"})
+                               "  - {name: c, hook: o, run: {ansible: {playbook: 'd-{{ query.b }}.yml'}}}\n"
+                               "  - {name: e, hook: o, run: {ansible: {playbook: './{##}{{ query.c }}'}}}\n"})
     said = [w for w in ruleset.warnings if "begins with a template" in w]
-    assert [w.split(": ")[0] for w in said] == ["r.yaml:3", "r.yaml:4"], said
+    assert [w.split(": ")[0] for w in said] == ["r.yaml:3", "r.yaml:4", "r.yaml:6"], said
     assert "run.ansible.playbook" in said[0] and "vars file" in said[0]
     assert "run.terraform.dir" in said[1] and "destroyed" in said[1]
