@@ -310,24 +310,34 @@ def test_a_node_starting_while_a_table_is_locked_by_hand_waits_for_it(
         holder.close()
 
 
+def _gated_rules(project: Path, gate: Path) -> str:
+    """Rules whose run waits for `gate` to exist, then prints `done` and exits 3."""
+    (project / "scripts" / "gated.sh").write_text(
+        f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\necho done\nexit 3\n")
+    (project / "scripts" / "gated.sh").chmod(0o755)
+    return RULES.replace('argv: ["true"]', 'argv: ["scripts/gated.sh"]')
+
+
+def _gated_run_running(server: Server, c: httpx.Client) -> str:
+    """A delivery posted, its run's id once that run is running."""
+    assert _post(server)[0] == 202
+    run_id: str = c.get("/api/runs").json()["runs"][0]["id"]
+    deadline = time.monotonic() + 15
+    while c.get(f"/api/runs/{run_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return run_id
+
+
 def test_a_run_that_ended_while_the_store_refuses_writes_shows_how_it_ended(
     make_server: Callable[..., Server], project: Path,
 ) -> None:
     """The store still reads (a lock, a full disk) but refuses the result: the run stays
     `running` in the store, and the API and console say how it ended until it is written."""
     gate = project / "gate"
-    (project / "scripts" / "gated.sh").write_text(
-        f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\necho done\nexit 3\n")
-    (project / "scripts" / "gated.sh").chmod(0o755)
-    server = make_server(RULES.replace('argv: ["true"]', 'argv: ["scripts/gated.sh"]'))
-    status, _, _ = _post(server)
-    assert status == 202
+    server = make_server(_gated_rules(project, gate))
     with server.admin() as c:
-        run_id = c.get("/api/runs").json()["runs"][0]["id"]
-        deadline = time.monotonic() + 15
-        while c.get(f"/api/runs/{run_id}").json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        run_id = _gated_run_running(server, c)
         holder = sqlite3.connect(project / "data" / "hookrunner.db", timeout=10, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
         try:
@@ -356,18 +366,10 @@ def test_a_result_the_store_refused_while_stopping_is_recorded_as_it_ended_at_th
     had ended (here: exit 3) became `failed (interrupted)`, and one that had succeeded was
     run again where its rule retries. Their results are kept in the data dir instead."""
     gate = project / "gate"
-    (project / "scripts" / "gated.sh").write_text(
-        f"#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\necho done\nexit 3\n")
-    (project / "scripts" / "gated.sh").chmod(0o755)
-    rules = RULES.replace('argv: ["true"]', 'argv: ["scripts/gated.sh"]')
-    server = make_server(rules, env={"HOOKRUNNER_GRACE": "1s"})
-    assert _post(server)[0] == 202
+    server = make_server(_gated_rules(project, gate), env={"HOOKRUNNER_GRACE": "1s"})
     with server.admin() as c:
-        run_id = c.get("/api/runs").json()["runs"][0]["id"]
+        run_id = _gated_run_running(server, c)
         deadline = time.monotonic() + 15
-        while c.get(f"/api/runs/{run_id}").json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         holder = sqlite3.connect(project / "data" / "hookrunner.db", timeout=10,
                                  isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")

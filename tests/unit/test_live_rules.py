@@ -111,21 +111,29 @@ def test_a_rotated_secret_file_is_noticed_and_loaded(
         assert not live.changed()
 
 
-def test_a_secret_rotated_while_another_rules_file_is_broken_is_applied(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another team's broken file failed every reload, so a rotated secret file was not
-    applied (senders switched to the new key got 401s) and nothing said so. The live rules
-    are loaded again from their own text with the new secret; the errors still stand."""
+BROKEN_OTHER = "rules:\n  - {name: x, hook: gh, when: 'payload.x ==', run: {shell: {argv: [x]}}}\n"
+
+
+def _rotation_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Rules whose hook verifies with GH_OLD or the file secrets/gh (holding `first`)."""
     monkeypatch.setenv("GH_OLD", "env-secret")
     rules, root = tmp_path / "rules", tmp_path / "root"
     rules.mkdir()
     (root / "secrets").mkdir(parents=True)
     (root / "secrets" / "gh").write_text("first\n")
     (rules / "gh.yaml").write_text(GH_FILE_SECRET)
+    return rules, root
+
+
+def test_a_secret_rotated_while_another_rules_file_is_broken_is_applied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another team's broken file failed every reload, so a rotated secret file was not
+    applied (senders switched to the new key got 401s) and nothing said so. The live rules
+    are loaded again from their own text with the new secret; the errors still stand."""
+    rules, root = _rotation_project(tmp_path, monkeypatch)
     live = LiveRules(rules, root=root)
     assert live.reload() and _signed_by(live, b"first")
-    (rules / "other.yaml").write_text("rules:\n  - {name: x, hook: gh, when: 'payload.x ==', "
-                                      "run: {shell: {argv: [x]}}}\n")
+    (rules / "other.yaml").write_text(BROKEN_OTHER)
     assert live.changed() and not live.reload()
     assert _signed_by(live, b"first") and not live.changed()  # nothing rotated: as it was
     (root / "secrets" / "gh").write_text("second\n")
@@ -139,19 +147,11 @@ def test_a_secret_rotated_while_another_rules_file_is_broken_is_applied(
     assert _signed_by(live, b"env-secret") and not _signed_by(live, b"second")
 
 
-BROKEN_OTHER = "rules:\n  - {name: x, hook: gh, when: 'payload.x ==', run: {shell: {argv: [x]}}}\n"
-
-
 def test_a_rotation_while_the_hooks_own_file_is_broken_is_seen(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The failed load read none of the hook's secrets (its own file does not parse), and
     only the secrets a load read were watched: the rotation waited for a SIGHUP."""
-    monkeypatch.setenv("GH_OLD", "env-secret")
-    rules, root = tmp_path / "rules", tmp_path / "root"
-    rules.mkdir()
-    (root / "secrets").mkdir(parents=True)
-    (root / "secrets" / "gh").write_text("first\n")
-    (rules / "gh.yaml").write_text(GH_FILE_SECRET)
+    rules, root = _rotation_project(tmp_path, monkeypatch)
     live = LiveRules(rules, root=root)
     assert live.reload()
     (rules / "gh.yaml").write_text(GH_FILE_SECRET + "rules: [\n")
@@ -166,12 +166,8 @@ def test_workers_serving_the_copy_take_a_rotation_as_the_main_process_does(
     """--http-workers: a worker started while the files are broken serves the main process's
     copy, whose secrets it never read again: after a rotation the main process verified with
     the new secret and such workers with the old one (401s by turns)."""
-    monkeypatch.setenv("GH_OLD", "env-secret")
-    rules, root, copy = tmp_path / "rules", tmp_path / "root", tmp_path / "copy"
-    rules.mkdir()
-    (root / "secrets").mkdir(parents=True)
-    (root / "secrets" / "gh").write_text("first\n")
-    (rules / "gh.yaml").write_text(GH_FILE_SECRET)
+    rules, root = _rotation_project(tmp_path, monkeypatch)
+    copy = tmp_path / "copy"
     main = LiveRules(rules, root=root, copy=copy)
     assert main.reload()
     (rules / "other.yaml").write_text(BROKEN_OTHER)
