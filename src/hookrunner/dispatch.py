@@ -266,8 +266,14 @@ class Dispatcher:
                       hint="they survived SIGKILL (stuck in the kernel?): check them")
         others = {owner: marks_path(self.settings.data, owner) for owner in owners - {self.node}}
         recorded = set(self._marks.recorded).union(*(read_marks(p) for p in others.values()))
-        # Where marks were kept, a log file says nothing: one is written a second into an
-        # attempt, also while it waits to start (a terraform directory's lock).
+        # Processes of a run still there: it started, whatever the marks say.
+        recorded |= {(r.id, r.attempt) for r in stale if r.id in left}
+        # Where no marks file is there at all (a data dir restored from a backup, or new: a
+        # container's without a volume, on PostgreSQL), nothing tells a run that never
+        # started from one that did: taken for started (retried per its rule, else failed),
+        # not queued again (a deploy ran twice, its record saying it never started). Nor
+        # does a log file: one is written a second into an attempt, also while it waits to
+        # start (a terraform directory's lock), and a restore moves them aside.
         marked = self._marks.existed or any(p.exists() for p in others.values())
         # (Its own file too where no run of it is left: another node decided them meanwhile.)
         kept_files = [pendingresults.pending_path(self.settings.data, owner)
@@ -283,7 +289,7 @@ class Dispatcher:
             reason = f"interrupted: node {owner} restarted" + (
                 "" if owner == self.node else f" (as node {self.node})")
             await self._patiently(functools.partial(self._interrupted, run, reason,
-                                                    recorded=recorded, logs_tell=not marked))
+                                                    recorded=recorded if marked else None))
         if not self.store.shared:
             # One server per SQLite data dir: other names' marks were acted on above, or are
             # stale (a container's host name changes at each start: a file each, for ever).
@@ -840,18 +846,15 @@ class Dispatcher:
                 event("run.lease_lost", logging.WARNING, run_id=run_id)
 
     async def _interrupted(self, run: Run, reason: str,
-                           recorded: set[tuple[str, int]] | None = None,
-                           logs_tell: bool = False) -> None:
+                           recorded: set[tuple[str, int]] | None = None) -> None:
         """A run whose process died with its node: retried per its rule, else failed.
 
         `recorded`: the start marks of the node it ran on, where this server can read them
-        (its own data dir); with them (or its log file, `logs_tell`: what versions before
-        the marks had), an action that never started is queued again at once whatever its
-        rule says, since it never ran."""
+        (its own data dir, where they were kept); with them, an action that never started is
+        queued again at once whatever its rule says, since it never ran."""
         now = time.time()
         retry_at = None
-        if recorded is not None and (run.id, run.attempt) not in recorded and not (
-                logs_tell and self.settings.log_path(run.id, run.attempt).exists()):
+        if recorded is not None and (run.id, run.attempt) not in recorded:
             retry_at, reason = now, f"{reason} before its action started; queued again"
         elif should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -303,6 +304,7 @@ def test_a_claimed_run_that_never_started_is_queued_again_at_restart(
     """No start mark for it: the restarted node runs it now, whatever its rule's retries."""
     records = setup(project)
     run_id = _claimed_before_a_crash(project, records, "n1")
+    (project / "data" / "started-n1.marks").write_text("")  # kept by the server that died
     server = make_server(HOOKS + rule("claimed", records), args=["--node", "n1"])
     doc = server.wait_run(run_id)
     assert doc["status"] == "succeeded", doc
@@ -310,6 +312,42 @@ def test_a_claimed_run_that_never_started_is_queued_again_at_restart(
     assert doc["attempts"][0]["reason"] == (
         "interrupted: node n1 restarted before its action started; queued again")
     assert record(records, run_id, attempt=2) is not None
+
+
+def test_with_no_start_marks_at_all_a_claimed_run_is_taken_for_started(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """A data dir restored from a backup, or new (a container's without a volume): no marks
+    file says which runs never started, and taking them all for never started ran a
+    running deploy twice, its record saying it never started. Now: interrupted, per its
+    rule (here none: failed), as a run marked started is."""
+    records = setup(project)
+    run_id = _claimed_before_a_crash(project, records, "n1")
+    assert not list((project / "data").glob("started-*"))
+    server = make_server(HOOKS + rule("claimed", records), args=["--node", "n1"])
+    doc = server.wait_run(run_id)
+    assert (doc["status"], doc["reason"]) == ("failed", "interrupted: node n1 restarted"), doc
+    assert all_records(records) == {}
+
+
+def test_a_claimed_run_whose_processes_are_still_there_is_taken_for_started(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """Its processes are proof it started, whatever the marks say (a marks line lost)."""
+    records = setup(project)
+    run_id = _claimed_before_a_crash(project, records, "n1")
+    (project / "data" / "started-n1.marks").write_text("")  # no line for it
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True, env={
+        "PATH": os.environ["PATH"], "HOOKRUNNER_RUN_ID": run_id, "HOOKRUNNER_NODE": "n1"})
+    try:
+        server = make_server(HOOKS + rule("claimed", records), args=["--node", "n1"])
+        doc = server.wait_run(run_id)
+        assert (doc["status"], doc["reason"]) == ("failed", "interrupted: node n1 restarted")
+        assert orphan.wait(timeout=15) is not None  # stopped at the start, as orphans are
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert all_records(records) == {}
 
 
 def test_a_claimed_run_marked_started_is_not_run_again_at_restart(
@@ -372,6 +410,7 @@ def test_sqlite_recovers_runs_left_by_the_same_data_dir_under_another_node_name(
     its marks read, its processes stopped, its concurrency key freed."""
     records = setup(project)
     never = _claimed_before_a_crash(project, records, "old-host")
+    (project / "data" / "started-old-host.marks").write_text("")  # kept by the server that died
     key = "    concurrency: {key: k}\n"
     server = make_server(HOOKS + rule("claimed", records) + rule("held", records, key),
                          args=["--node", "old-host"])
