@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -51,7 +52,11 @@ def _fingerprint(rules_dir: Path) -> tuple[Stat, ...]:
         # A link that leads nowhere counts too (as an entry with no file): one appearing is
         # a change, which the load then warns about.
         return tuple(_stat(p) or _nowhere(str(p)) for p in rules_files(rules_dir))
-    except OSError:
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            # No descriptor for a look (a connection flood): no news of the files. Raised, so
+            # the watcher tries at its next look; a failed reload paged about the rules.
+            raise
         return ()
 
 
@@ -188,7 +193,10 @@ class LiveRules:
         self._pending = asyncio.ensure_future(self.reload_async())
 
     def _load(self) -> _Loaded:
-        fingerprint = _fingerprint(self.rules_dir)  # (cannot list it now: load_rules says why)
+        try:
+            fingerprint = _fingerprint(self.rules_dir)  # (cannot list it now: load_rules says why)
+        except OSError:  # no descriptor: nor for the load, which says so
+            fingerprint = ()
         secrets: dict[Path, Stat | None] = {}
 
         def about_to_read(path: Path) -> None:
