@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import signal
@@ -338,8 +339,22 @@ async def _hook(scope: Scope, receive: Receive, send: Send, gw: Gateway, hook_id
         await send(message)
 
     head = scope["method"] == "HEAD"
+    # `Expect: 100-continue` and answered before its body was asked for (a 413 on the
+    # declared length, a 404): the client sends no body, and the next request on the
+    # connection was read as that body, swallowed. Such an answer closes the connection.
+    expects = any(k == b"expect" for k, _ in scope["headers"])
+    body_read = not expects
+
+    async def reading() -> Message:
+        nonlocal body_read
+        message = await receive()
+        body_read = body_read or not message.get("more_body", False)
+        return message
+
     try:
-        answer = await accept(scope, receive, gw, hook_id)
+        answer = await accept(scope, reading if expects else receive, gw, hook_id)
+        if not body_read:
+            answer = dataclasses.replace(answer, headers={**answer.headers, "Connection": "close"})
         await send_answer(tracked, answer, head=head)
     except ClientGone:
         return
