@@ -278,12 +278,12 @@ class App(Starlette):
                 # No route has a `.` or `..` segment, nor a target that is no path (`OPTIONS
                 # *`): not found, in every process alike, and no token is judged (a worker
                 # answering such a path itself judged tries with a limit of its own).
-                await send_answer(send, error(404, "not found"), head=scope["method"] == "HEAD")
+                await send_answer(send, error(404, "Not Found"), head=scope["method"] == "HEAD")
                 return
             if scope["path"].startswith(HOOKS):
                 hook_id = scope["path"][len(HOOKS):]
                 if self.hooks_elsewhere:
-                    await send_answer(send, error(404, "not found"), head=scope["method"] == "HEAD")
+                    await send_answer(send, error(404, "Not Found"), head=scope["method"] == "HEAD")
                     return
                 if hook_id and "/" not in hook_id:
                     await _hook(scope, receive, send, self.state.gateway, hook_id)

@@ -292,6 +292,20 @@ def test_an_answer_before_an_expected_body_closes_the_connection(
     assert b"connection: close" in head, answer
 
 
+def test_every_path_not_served_answers_the_same_404(server: Server) -> None:
+    """A dot segment or `OPTIONS *` said `not found`, other paths `Not Found`."""
+    bodies = set()
+    for target in (b"GET /no/such", b"GET /x/%2e%2e/api/runs", b"OPTIONS *"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(target + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 404 "), answer
+        bodies.add(answer.partition(b"\r\n\r\n")[2])
+    assert bodies == {b'{"error":"Not Found"}'}, bodies
+
+
 def _deliveries(server: Server) -> int:
     with server.admin() as c:
         return len(c.get("/api/deliveries", params={"hook": "open", "limit": 1000}).json()["deliveries"])
