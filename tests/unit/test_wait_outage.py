@@ -41,3 +41,39 @@ def test_a_wait_that_loses_the_store_answers_202_not_500(
         r = client.post("/hooks/open?wait=5s", json={})
         assert r.status_code == 202, r.text
         assert len(r.json()["runs"]) == 1
+
+
+async def test_a_waiter_reads_its_runs_again_only_when_one_of_them_ended() -> None:
+    """Every run's end woke every `?wait` waiter to read its runs from the store: 1,500 idle
+    waiters kept a core busy. A notice of other runs' ends reads nothing; the poll does."""
+    import asyncio
+
+    from hookrunner.dispatch import wait_for_runs
+
+    reads: list[str] = []
+
+    class Counting:
+        async def get_run(self, run_id: str) -> None:
+            reads.append(run_id)
+            return None  # never ends: the wait times out
+
+    finished = asyncio.Condition()
+    ended: set[str] = set()
+    settings = Settings(environ={})
+    waiting = asyncio.create_task(wait_for_runs(
+        Counting(), settings, ["mine"], 1.0, finished, poll=0.5,  # type: ignore[arg-type]
+        ended=ended.__contains__))
+    await asyncio.sleep(0.05)
+    assert reads == ["mine"]
+    for i in range(50):  # others' ends
+        ended.add(f"other-{i}")
+        async with finished:
+            finished.notify_all()
+        await asyncio.sleep(0)
+    assert reads == ["mine"]
+    ended.add("mine")
+    async with finished:
+        finished.notify_all()
+    await asyncio.sleep(0.05)
+    assert reads == ["mine", "mine"]
+    assert await waiting is None
