@@ -261,6 +261,11 @@ class LiveRules:
                                      defer_secrets=defer)
         except Exception:  # (a rotated file caught missing: said by the next look's reload)
             return dataclasses.replace(failed, secrets={**secrets, **failed.secrets})
+        if self._copy is not None and not self._quiet:
+            # A worker started from here on loads the copy with these secrets, as the others
+            # verify with them now (it had the ones of the last load that succeeded).
+            rulescopy.save(self.rules_dir, (), self._copy, _stat, secrets, self.root,
+                           texts=live.sources)
         return dataclasses.replace(failed, secrets={**secrets, **failed.secrets},
                                    refreshed=ruleset, refreshed_secrets=secrets)
 

@@ -26,12 +26,15 @@ ROOT = ".root"  # in a copy: the `{file:}` secrets under --root that its load re
 
 def save(rules_dir: Path, loaded: Sequence[Stat], dest: Path,
          stat: Callable[[Path], Stat | None],
-         secrets: Mapping[Path, Stat | None], root: Path | None) -> bool:
+         secrets: Mapping[Path, Stat | None], root: Path | None,
+         texts: Sequence[tuple[str, str]] = ()) -> bool:
     """Copy the files of a load that succeeded into a new version, and point the link `dest`
     at it (a worker reading the copy meanwhile keeps the version it opened: the one before
     is kept until the next copy). Skipped if a file changed since it was read: a reload
-    follows, and its copy. Whether it copied."""
-    if not loaded:  # nothing listed (or the listing failed): never a copy of no rules
+    follows, and its copy. Whether it copied. `texts`: the rules files' (path, text) as the
+    live rules were loaded from them, written instead of what the files hold now (the live
+    rules loaded again with rotated secrets while the files do not load: reload)."""
+    if not loaded and not texts:  # nothing listed (or the listing failed): no copy of no rules
         return False
     version = dest.with_name(f"{dest.name}.{time.time_ns()}")
     try:
@@ -45,6 +48,10 @@ def save(rules_dir: Path, loaded: Sequence[Stat], dest: Path,
             target = version / os.path.relpath(path, rules_dir)
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             target.write_bytes(data)
+        for name, text in texts:
+            target = version / os.path.relpath(name, rules_dir)
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            target.write_text(text, encoding="utf-8")
         for path, read in secrets.items():  # as the load read them (else: skip the copy)
             if root is None or read is None or not _under(path, root):
                 continue  # an absolute path elsewhere is read from where it is

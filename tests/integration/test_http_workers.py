@@ -334,9 +334,9 @@ def test_a_worker_started_while_the_rules_files_are_broken_serves_the_live_rules
 def test_a_replacement_worker_keeps_the_secret_the_others_verify_with(
     make_server: Callable[..., Server], project: Path
 ) -> None:
-    """Broken rules files and a rotated secret meanwhile: the main process and the workers
-    that were running keep the old secret (their reloads fail); a replacement must too,
-    or a delivery's fate depends on the process that took it, also once the file is gone."""
+    """Broken rules files and a rotated secret meanwhile: every process verifies with the
+    new secret (the live rules loaded again with it), a replacement worker too, or a
+    delivery's fate depends on the process that took it; also once the file is gone."""
     (project / "sec").write_text("oldsecret\n")
     rules_text = HOOKS_TOKEN = """
 hooks:
@@ -367,12 +367,13 @@ rules:
 
     replace_workers()
     until(lambda: server.output().count("rules.loaded_copy") >= 2, 10, "both on the copy")
-    assert statuses("oldsecret") == {202}
-    assert statuses("newsecret") == {401}
+    until(lambda: statuses("newsecret") == {202}, 15, "every process on the new secret")
+    assert statuses("oldsecret") == {401}
     (project / "sec").unlink()
     replace_workers()
     until(lambda: server.output().count("rules.loaded_copy") >= 4, 10, "both on the copy")
-    assert statuses("oldsecret") == {202}  # the copy keeps the secret the load read
+    # The copy has the secret the live rules verify with: the rotated one.
+    assert statuses("newsecret") == {202} and statuses("oldsecret") == {401}
 
 
 def test_a_replacement_worker_without_a_hooks_secret_refuses_that_hook_alone(
