@@ -60,6 +60,13 @@ def _fingerprint(rules_dir: Path) -> tuple[Stat, ...]:
         return ()
 
 
+def _recorder(secrets: dict[Path, Stat | None]) -> Callable[[Path], None]:
+    """What a load tells of each secret file just before reading it: its state then."""
+    def about_to_read(path: Path) -> None:
+        secrets.setdefault(path, _stat(path))
+    return about_to_read
+
+
 def until_tick(now: float, interval: float, at_least: float = 0.0) -> float:
     """Seconds from `now` (wall clock) to the first whole multiple of `interval` at least
     `at_least` away: every process of a server (--http-workers) looks at the files at the
@@ -198,10 +205,7 @@ class LiveRules:
         except OSError:  # no descriptor: nor for the load, which says so
             fingerprint = ()
         secrets: dict[Path, Stat | None] = {}
-
-        def about_to_read(path: Path) -> None:
-            secrets.setdefault(path, _stat(path))
-
+        about_to_read = _recorder(secrets)
         # A hook whose secret cannot be read (a variable not set in the unit's environment)
         # is loaded unavailable, not an error, where there is nothing to keep instead: at the
         # start, or a hook already unavailable. Elsewhere the reload fails and keeps the live
@@ -252,10 +256,7 @@ class LiveRules:
         if all(now[p] == seen for p, seen in self._live_secrets.items()):
             return failed
         secrets: dict[Path, Stat | None] = {}
-
-        def about_to_read(path: Path) -> None:
-            secrets.setdefault(path, _stat(path))
-
+        about_to_read = _recorder(secrets)
         try:
             ruleset = reread_secrets(live, root=self.root, on_secret_file=about_to_read,
                                      defer_secrets=defer)
