@@ -288,6 +288,40 @@ def _int_of(do_int: Any) -> Any:
     return checked
 
 
+# Text that reads as a yes or a no: the words YAML 1.1, Ansible's `bool` and most senders
+# use (Grafana's and Alertmanager's labels are always text).
+_TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+_FALSE_WORDS = frozenset({"false", "no", "off", "0"})
+
+
+def _boolean_word(value: Any) -> bool | None:
+    """True or False where `value` is text that reads as one, else None."""
+    if isinstance(value, str) and len(value) <= 16:  # (a long text is no such word)
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    return None
+
+
+def _to_bool(value: Any) -> bool:
+    """`payload.apply_infra | bool`: a boolean as senders write one, strictly (Ansible's
+    `bool` calls every other text false, so a typo'd "treu" quietly skipped a deploy)."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    word = _boolean_word(value)
+    if word is None:
+        shown = repr(value) if isinstance(value, str) else (_json_kind(value) or type(value).__name__)
+        raise Explained(f"`| bool` reads true/false, yes/no, on/off or 1/0 (or a JSON "
+                        f"boolean or null), and this value is {shown[:80]}")
+    return word
+
+
 _OF_UNDEFINED = ("defined", "undefined")  # the tests that are about a value's absence
 
 
@@ -351,6 +385,7 @@ def _make_env() -> _Environment:
                       if name not in _OF_UNDEFINED})
     env.filters["urlencode"] = _urlencode
     env.filters["from_json"] = _from_json
+    env.filters["bool"] = _to_bool
     # `{{ headers | tojson }}`: the request's headers as the JSON object `{{ headers }}` writes.
     env.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _json_default}
     for name in _CASE_FILTERS:
@@ -951,6 +986,16 @@ def _truth(value: Any, source: str) -> bool:
         hint = f": a key named like a method takes brackets, [{name!r}], not .{name}" if name else ""
         error = TemplateError(f"the condition's value is a function, not a value{hint} "
                               f"(in {source!r})")
+        error.source = source
+        raise error
+    word = _boolean_word(value)
+    if word is not None:
+        # Any text but "" holds, so `payload.apply_infra | default(false)` applied for a
+        # sender's "false": which the author meant is theirs to write.
+        error = TemplateError(
+            f"the condition's value is the text {value!r}, not a boolean, and every text but "
+            f"\"\" counts as true: compare it (== \"{value}\") or convert it (| bool) "
+            f"(in {source!r})")
         error.source = source
         raise error
     try:

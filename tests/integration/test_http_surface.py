@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -710,6 +711,47 @@ def test_replay_pressed_twice_replays_once(make_server: Callable[..., Server]) -
         for _ in range(2):
             assert api.post(f"/api/deliveries/{delivery}/replay").status_code == 202
     assert run_count() == 4 * first
+
+
+BOOLEAN_TEXT_RULES = """
+hooks:
+  monitoring: {verify: {none: {}}}
+rules:
+  - name: apply-scaling          # interface.md's own gate
+    hook: monitoring
+    when: payload.apply_infra | default(false)
+    run: {shell: {argv: [echo, applied]}}
+  - name: apply-converted
+    hook: monitoring
+    when: payload.apply_infra | default(false) | bool
+    run: {shell: {argv: [echo, converted]}}
+"""
+
+
+def test_a_condition_of_boolean_text_never_holds_by_being_text(
+        make_server: Callable[..., Server]) -> None:
+    """`"apply_infra": "false"` (Grafana and Alertmanager labels are always text) ran
+    `terraform apply`: any text but "" was true. Such text is an error of the condition now,
+    saying what to write, and `| bool` reads it."""
+    server = make_server(BOOLEAN_TEXT_RULES)
+
+    def rules_run(body: dict[str, Any]) -> list[str]:
+        r = httpx.post(f"{server.url}/hooks/monitoring", json=body)
+        assert r.status_code == 202, r.text
+        return sorted(server.wait_run(run_id)["rule"] for run_id in r.json()["runs"])
+
+    assert rules_run({"apply_infra": "false"}) == []
+    assert rules_run({"apply_infra": "no"}) == []
+    assert rules_run({"apply_infra": "true"}) == ["apply-converted"]
+    assert rules_run({"apply_infra": True}) == ["apply-converted", "apply-scaling"]
+    assert rules_run({}) == []
+    assert rules_run({"apply_infra": "soon"}) == ["apply-scaling"]  # text, not a yes or no
+    line = next(x for x in server.output().splitlines()
+                if "rule.condition_error" in x and "rule=apply-scaling" in x)
+    assert "the condition's value is the text 'false', not a boolean" in line, line
+    assert "compare it (== " in line and "or convert it (| bool)" in line, line
+    assert any("rule=apply-converted" in x and "'soon'" in x for x in server.output().splitlines()
+               if "rule.condition_error" in x)
 
 
 def test_a_when_that_errs_is_logged_and_counted(make_server: Callable[..., Server]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -149,6 +150,44 @@ def test_a_condition_whose_value_is_a_method_is_an_error(expr: str) -> None:
     with pytest.raises(TemplateError, match=r"a function, not a value: a key named like a "
                                             r"method takes brackets, \['\w+'\], not \.\w+"):
         compile_expression(expr).test(SCOPE)
+
+
+@pytest.mark.parametrize("text", ["false", "False", "no", "off", "0", " true ", "YES", "on", "1"])
+def test_a_condition_whose_value_is_boolean_text_is_an_error(text: str) -> None:
+    """`payload.apply_infra | default(false)` held for a sender's "false" (any text but "")."""
+    scope = {**SCOPE, "payload": {"flag": text}}
+    with pytest.raises(TemplateError, match=r"the condition's value is the text '.+', not a "
+                                            r"boolean.*convert it \(\| bool\)"):
+        compile_expression("payload.flag | default(false)").test(scope)
+    assert compile_expression(f"payload.flag == {text!r}").test(scope)  # as the error says
+
+
+@pytest.mark.parametrize("text", ["", "refs/heads/main", "falsey", "2", "n"])
+def test_other_text_keeps_its_truth(text: str) -> None:
+    """`when: payload.merged_at` (set or not) is a common idiom; only yes/no words err."""
+    scope = {**SCOPE, "payload": {"flag": text}}
+    assert compile_expression("payload.flag").test(scope) is bool(text)
+
+
+@pytest.mark.parametrize(("value", "truth"), [
+    ("true", True), ("Yes", True), ("on", True), ("1", True), (" false ", False), ("NO", False),
+    ("off", False), ("0", False), (True, True), (False, False), (None, False), (1, True),
+    (0, False), (1.0, True)])
+def test_the_bool_filter_reads_what_senders_write(value: Any, truth: bool) -> None:
+    scope = {**SCOPE, "payload": {"flag": value}}
+    assert compile_expression("payload.flag | bool").test(scope) is truth
+    assert compile_template("{{ payload.flag | bool }}").render(scope) is truth
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("maybe", "'maybe'"), ("treu", "'treu'"), (2, "a number"), ([True], "a list"), ({}, "an object")])
+def test_the_bool_filter_refuses_what_is_no_boolean(value: Any, shown: str) -> None:
+    """Ansible's `bool` calls all other text false: a typo'd "treu" skipped the deploy silently."""
+    scope = {**SCOPE, "payload": {"flag": value}}
+    with pytest.raises(TemplateError, match=rf"`\| bool` reads true/false.*this value is {re.escape(shown)}"):
+        compile_expression("payload.flag | bool").test(scope)
+    with pytest.raises(TemplateError, match="no attribute 'missing'"):
+        compile_expression("payload.missing | bool").test(scope)
 
 
 @pytest.mark.parametrize(

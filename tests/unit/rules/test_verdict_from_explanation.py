@@ -21,9 +21,10 @@ OPERANDS = [
     'payload.empty', '"y" in payload.s',
 ]
 PAYLOADS = [
-    {"a": 1, "b": {"c": 3}, "n": "xyz", "s": "yes", "empty": ""},
+    {"a": 1, "b": {"c": 3}, "n": "xyz", "s": "yep", "empty": ""},
     {"a": 2, "n": "abc", "s": "", "empty": []},
     {"a": 1, "b": None, "n": 5, "s": "y"},
+    {"a": 2, "b": {"c": 3}, "n": "x", "s": "no", "empty": "0"},  # yes/no text: an error
 ]
 
 
