@@ -571,7 +571,7 @@ def _check_call(node: nodes.Filter | nodes.Test) -> None:
             raise ValueError(f"expected a string, got {type(arg).__name__}")
         elif node.name != "glob":
             bounds.compile_regex(arg)
-    except bounds.REGEX_ERRORS as exc:
+    except (*bounds.REGEX_ERRORS, SecurityError) as exc:  # (SecurityError: too large)
         raise ConfigError(f"bad argument to {kind} {node.name!r}: {exc}") from None
 
 

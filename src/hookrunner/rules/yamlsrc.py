@@ -49,8 +49,11 @@ class LineList(list[Any]):
 # reports would be one too far.
 _EXOTIC_BREAKS = re.compile("[\x85\u2028\u2029]")
 _BREAKS = re.compile(r"\r\n|\r|\n")
-# `- ` then what starts a condition (a name, `(`, a quote): `- 1` is a negative number.
-_DASH_LINE = re.compile(r"\n[ \t]*- [ \t]*[A-Za-z_(\"']")
+# A line starting with `- ` then what starts a condition: a name, `(`, a quote, or a number,
+# list or mapping (`- 10 <= payload.replicas`) after a line that ends an operand. After an
+# operator or an opening bracket, `- 1` is a negative number (`payload.a >` then `- 1`).
+_DASH_LINE = re.compile(r"\n[ \t]*- [ \t]*(?:[A-Za-z_(\"']|(?P<literal>[0-9\[{-]))")
+_ENDS_OPERAND = re.compile(r"[\w)\]}\"'][ \t]*$")
 
 
 class _Loader(yaml.SafeLoader):
@@ -121,7 +124,14 @@ def _folded_dash(loader: _Loader, node: yaml.Node) -> bool:
     A quoted value is taken as written."""
     return isinstance(node, yaml.ScalarNode) and node.style in (None, ">", "|") \
         and node.start_mark.line != node.end_mark.line \
-        and _DASH_LINE.search(loader.buffer, node.start_mark.index, node.end_mark.index) is not None
+        and _dash_line(loader.buffer, node.start_mark.index, node.end_mark.index)
+
+
+def _dash_line(text: str, start: int, end: int) -> bool:
+    for m in _DASH_LINE.finditer(text, start, end):
+        if m.group("literal") is None or _ENDS_OPERAND.search(text, start, m.start()):
+            return True
+    return False
 
 
 def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Any:

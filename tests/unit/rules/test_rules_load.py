@@ -134,6 +134,15 @@ ERROR_CASES = [
     ("a bad network in a list", "rules:\n  - name: a\n    hook: gh\n"
      "    when: headers.ip is in_cidr(['10.0.0.0/8', 'bogus'])\n    run: {shell: {argv: [x]}}\n",
      "r.yaml:7: rule 'a': when: bad argument to test 'in_cidr'"),
+    # The limits on a pattern's size raise the sandbox's error: `check` printed a traceback.
+    ("a pattern of too many counted repeats", "rules:\n  - name: a\n    hook: gh\n"
+     "    when: payload.ref is match('(?:a{2000}){2000}')\n    run: {shell: {argv: [x]}}\n",
+     "r.yaml:7: rule 'a': when: bad argument to test 'match': the regular expression's counted "
+     "repeats ({n}, {n,m}) make about 4004000 parts"),
+    ("a pattern too long", "rules:\n  - name: a\n    hook: gh\n"
+     "    run: {shell: {argv: [x, \"{{ payload.ref is search('" + "a" * 10001 + "') }}\"]}}\n",
+     "r.yaml:7: rule 'a': run.shell.argv[1]: bad argument to test 'search': a regular "
+     "expression of more than"),
     ("a constant that is not a finite number", "rules:\n  - name: a\n    hook: gh\n"
      "    run: {shell: {argv: [x, \"{{ 'nan' | float }}\"]}}\n",
      "r.yaml:7: rule 'a': run.shell.argv[1]: nan is not a finite number"),
@@ -1059,7 +1068,14 @@ def test_a_list_item_folded_into_a_when_is_an_error() -> None:
     load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
                                "    hook: h\n    when: >\n      payload.a -\n      payload.b > 2\n"
                                "    run: {shell: {argv: [x]}}\n"})
-    # A negative number starting a line is not a list item.
+    # An item starting with a number, a list or a mapping, after a line that ends an operand.
+    for item in ("10 <= payload.replicas", "[1, 2] | length == 2", "-1 < payload.a"):
+        with pytest.raises(ConfigErrors) as caught:
+            load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                                       "    hook: h\n    when: payload.status == \"firing\"\n"
+                                       f"      - {item}\n    run: {{shell: {{argv: [x]}}}}\n"})
+        assert "a line of it starts with '- '" in str(caught.value.errors[0]), caught.value.errors
+    # A negative number starting a line after an operator or a bracket is not a list item.
     for when in ("|\n      payload.b in [\n      - 1, 2]", "|\n      payload.a >\n      - 1"):
         load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
                                    f"    hook: h\n    when: {when}\n    run: {{shell: {{argv: [x]}}}}\n"})
