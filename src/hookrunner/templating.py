@@ -540,6 +540,10 @@ def _check_tree(tree: nodes.Node) -> None:
 _OUR_TESTS = ("match", "search", "glob", "in_cidr")
 
 
+# A pattern's own errors, and the sandbox's refusal of one too large (bounds.compile_regex).
+_PATTERN_ERRORS: tuple[type[Exception], ...] = (*bounds.REGEX_ERRORS, SecurityError)
+
+
 def _check_call(node: nodes.Filter | nodes.Test) -> None:
     kind = "filter" if isinstance(node, nodes.Filter) else "test"
     known = ENV.filters if kind == "filter" else ENV.tests
@@ -571,7 +575,7 @@ def _check_call(node: nodes.Filter | nodes.Test) -> None:
             raise ValueError(f"expected a string, got {type(arg).__name__}")
         elif node.name != "glob":
             bounds.compile_regex(arg)
-    except (*bounds.REGEX_ERRORS, SecurityError) as exc:  # (SecurityError: too large)
+    except _PATTERN_ERRORS as exc:
         raise ConfigError(f"bad argument to {kind} {node.name!r}: {exc}") from None
 
 
