@@ -1216,9 +1216,29 @@ class Dispatcher:
             self._lost.discard(run.id)
             return
         now = time.time()
-        retry_at = None
         if result.outcome == "succeeded":  # (not a run whose own fork failed: audit)
             self._started_again()
+        # Kept for a stop from now on, before the store is asked anything below: a store
+        # that hangs on those reads held the result back, and a stop that gave up on it left
+        # the run to the next start as interrupted (its exit code lost, or run again). Decided
+        # as in an outage until they answer; a large log (None) is read from its file then.
+        offline = dataclasses.replace(result)
+        self._ending[run.id] = self._finish(
+            run, offline, now, await self._retry_at(run, offline, now, ask=False), log_text)
+        try:
+            await self._decide_and_record(run, result, started, now, log_text)
+        finally:
+            self._unrecorded.pop(run.id, None)
+            self._ending.pop(run.id, None)
+
+    async def _retry_at(self, run: Run, result: RunResult, now: float,
+                        ask: bool = True) -> float | None:
+        """When the attempt is tried again (None: not), adding why to `result.reason`. With
+        `ask=False`, without the store's reads, as they answer in an outage."""
+        async def not_started(**which: bool) -> int:
+            return await self._not_started(run.id, **which) if ask else 0
+
+        retry_at = None
         # Runs of this node's still running (this one's slot is free: it is being recorded).
         others = len(self._active) - len(self._recording)
         delay = None
@@ -1227,13 +1247,14 @@ class Dispatcher:
             # (audit: with a low descriptor limit, half of a burst's accepted runs used them
             # up and never ran), tried every few seconds, and counted after ten minutes of it
             # (a shortage that is not the node's own doing, with a run always going).
-            delay = busy_retry_delay(await self._not_started(run.id, busy=True), NOT_STARTED_DELAY)
+            delay = busy_retry_delay(await not_started(busy=True), NOT_STARTED_DELAY)
         if delay is not None:
-            self._short_of(others, result.reason)
+            if ask:
+                self._short_of(others, result.reason)
             retry_at = now + delay
             result.reason += NOT_STARTED_BUSY
         elif result.not_started and (result.waits_for_room or (
-                tries := await self._not_started(run.id, idle=True)) < NOT_STARTED_TRIES):
+                tries := await not_started(idle=True)) < NOT_STARTED_TRIES):
             # Nothing ran, whatever the rule's retries say: as a run whose claim a crash cut
             # short, it is queued again (a few times: a lasting shortage fails it).
             retry_at = now + (NOT_STARTED_DELAY if result.waits_for_room
@@ -1244,7 +1265,7 @@ class Dispatcher:
             # crash cut short is, at the next start (a planned stop no worse than a crash);
             # unless a cancel was asked for meanwhile (then the store ends it canceled).
             if should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
-                if await self._cancel_asked(run.id):
+                if ask and await self._cancel_asked(run.id):
                     self._cancel_reason[run.id] = CANCEL_ASKED[0]
                     result.reason = f"{CANCEL_ASKED[0]} (while the server was stopping)"
                 else:
@@ -1254,13 +1275,27 @@ class Dispatcher:
             spent = run.attempt
             if spent >= run.max_attempts and spent > 1 and result.outcome in run.retry_on:
                 # Attempts that never started are not the rule's retries.
-                spent -= await self._not_started(run.id)
+                spent -= await not_started()
             if should_retry(result.outcome, spent, run.max_attempts, run.retry_on):
                 if result.final:
                     result.reason += result.final_note or NOT_RETRIED
                 else:
                     retry_at = now + retry_delay(spent, run.backoff, run.max_backoff,
                                                  result.retry_after)
+        return retry_at
+
+    def _finish(self, run: Run, result: RunResult, now: float, retry_at: float | None,
+                log_text: str | None) -> Finish:
+        return Finish(run_id=run.id, node=self.node, outcome=result.outcome,
+                      exit_code=result.exit_code, reason=result.reason, outputs=result.outputs,
+                      finished_at=now, retry_at=retry_at, attempt=run.attempt,
+                      # PostgreSQL text cannot hold NUL; a log file keeps the output as it was.
+                      log=None if log_text is None else log_text.replace("\x00", ""),
+                      replaced_by=named_replacer(result.reason))
+
+    async def _decide_and_record(self, run: Run, result: RunResult, started: float,
+                                 now: float, log_text: str | None) -> None:
+        retry_at = await self._retry_at(run, result, now)
         # A run asked to cancel (or replaced) is not retried: the store's finish ends it
         # canceled (Store.finish: cancel_retry). Its log line says so already. One asked for
         # in the store that this node has not seen yet (polled every half second: a CLI
@@ -1283,20 +1318,12 @@ class Dispatcher:
               then="canceled (asked meanwhile: not retried)" if retry_at and asked else None)
         if log_text is None:  # a large log: read back its kept part (capped) off the loop
             log_text = await asyncio.to_thread(log_tail, self.settings, run, self._record_cap)
-        finish = Finish(run_id=run.id, node=self.node, outcome=result.outcome,
-                        exit_code=result.exit_code, reason=result.reason, outputs=result.outputs,
-                        finished_at=now, retry_at=retry_at, attempt=run.attempt,
-                        # PostgreSQL text cannot hold NUL; a log file keeps the output as it was.
-                        log=log_text.replace("\x00", ""), replaced_by=named_replacer(result.reason))
+        finish = self._finish(run, result, now, retry_at, log_text)
         # The result must not be lost to a store outage (a full disk, a lock, a network cut):
         # tried until it is written, every RECORD_RETRY_MAX at most, its lease renewed all the
         # while. Given up only once the server stops: then the start mark tells the next start.
         self._ending[run.id] = finish
-        try:
-            await self._record_until_stored(run, result, finish)
-        finally:
-            self._unrecorded.pop(run.id, None)
-            self._ending.pop(run.id, None)
+        await self._record_until_stored(run, result, finish)
 
     async def _record_until_stored(self, run: Run, result: RunResult, finish: Finish) -> None:
         delay, tries = 0.0, 0

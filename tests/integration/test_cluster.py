@@ -593,6 +593,60 @@ def test_a_stop_ends_while_the_database_does_not_answer(
         nodes.stop_all()
 
 
+def test_a_result_held_back_by_a_frozen_read_after_its_action_is_kept_at_a_stop(
+        project: Path, own_cluster: pgcluster.Cluster) -> None:
+    """Between an action's end and its result's write the dispatcher reads the store (was a
+    cancel asked for? how many attempts never started?). A database frozen during such a
+    read held the result back where a stop could not keep it: the next start took the run
+    for interrupted, and the attempt that had exited 3 lost its exit code. It is kept."""
+    nodes = Nodes(project, pgcluster.create_database(own_cluster.url))
+    gate, ended = project / "gate", project / "out" / "ended"
+    recording_script(project, "gated.sh",
+                     f'while [ ! -e "{gate}" ]; do sleep 0.05; done\ntouch "{ended}"\nexit 3')
+    nodes.rules("""
+rules:
+  - name: gated
+    hook: github
+    run: {shell: {argv: ["scripts/gated.sh"]}}
+    retry: {attempts: 2, backoff: 0s}
+""")
+    node = nodes.server("n1", args=["--lease", "60s"])  # not fenced while frozen
+    node.env["HOOKRUNNER_GRACE"] = "1s"
+    node.start()
+    assert node.proc is not None
+    run_id = post(node, {}).json()["runs"][0]
+    until(lambda: len(nodes.lines("events")) == 1, 15, "the run started")
+    locker = psycopg.connect(nodes.db)
+    locker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+    frozen: list[int] = []
+    try:
+        gate.touch()  # it exits 3; its rule retries, so a cancel asked meanwhile is read
+        until(ended.exists, 15, "the action ended")
+        time.sleep(1.0)  # that read now waits on the lock, and the database freezes in it
+        frozen = _postgres_pids(own_cluster)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        node.proc.send_signal(signal.SIGTERM)
+        code = node.proc.wait(timeout=40)  # the grace + the store's 10 s + closing it
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        locker.rollback()
+        locker.close()
+    assert code in (0, -signal.SIGTERM), node.output()
+    abandoned = next(x for x in node.output().splitlines() if "run.result_abandoned" in x)
+    assert run_id in abandoned and "records them as they ended" in abandoned, abandoned
+    try:
+        node.start()
+        assert wait_terminal(nodes.db, [run_id], timeout=30)[run_id] == "failed"
+        first = query(nodes.db, "SELECT status, exit_code, reason FROM attempts "
+                      "WHERE run_id = %s AND attempt = 1", [run_id])
+        assert first == [("failed", 3, "exit 3")], first  # not `interrupted`, no exit code
+        assert f"run.result_recovered run_id={run_id}" in node.output()
+    finally:
+        nodes.stop_all()
+
+
 def test_a_stop_while_the_store_opens_starts_no_action(nodes: Nodes, project: Path) -> None:
     """SIGTERM during an upgrade's long migration (here: another node holds the migration
     lock) was acted on only after the dispatcher had started queued runs: there was no
