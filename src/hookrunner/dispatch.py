@@ -1115,8 +1115,9 @@ class Dispatcher:
             return await runner.run(run.spec, ctx)
         except ActionError as exc:
             # Refused by the spec alone (not by a file or variable a retry may find): final.
-            return RunResult("failed", None, str(exc),
-                             final=runner.refusal(run.spec, ctx.root) is not None)
+            # (Off the loop: ansible's reads the playbook again.)
+            refused = await asyncio.to_thread(runner.refusal, run.spec, ctx.root)
+            return RunResult("failed", None, str(exc), final=refused is not None)
 
     async def _cancel_asked(self, run_id: str) -> bool:
         """Whether a cancel of this node's running run is asked for in the store (the narrow

@@ -445,7 +445,9 @@ class AnsibleRunner:
         return None
 
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
-        placed = _placed(rendered, ctx.root)
+        # Off the loop: it reads and composes the playbook (up to MAX_PLAYBOOK), which held
+        # every hook's answer for seconds on a large one or a slow disk.
+        placed = await asyncio.to_thread(_placed, rendered, ctx.root)
         playbook, inventory_path = placed.playbook, placed.inventory
         limit, tags = placed.limit, placed.tags
         reason = placed.missing

@@ -261,6 +261,35 @@ async def test_missing_playbook_is_failed(harness, playbooks: Path) -> None:
     assert (result.outcome, result.reason) == ("failed", "playbook not found: playbooks/nope.yml")
 
 
+async def test_a_large_playbook_is_read_while_the_event_loop_goes_on(
+        harness, playbooks: Path) -> None:
+    """The playbook is read and composed (is it a list of plays?) before a run: on the event
+    loop, a large one held every hook's answer for as long (seconds here)."""
+    items = "".join(f"      - item{i}\n" for i in range(400_000))  # ~7.5 MB
+    (playbooks / "large.yml").write_text(
+        "- hosts: localhost\n  gather_facts: false\n  vars:\n    big:\n" + items)
+    gaps: list[float] = []
+
+    async def tick() -> None:  # what every other request on the loop sees
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.02)  # ticking
+    started = time.monotonic()
+    # (An inventory not there: the run ends after the placement, with no play to wait for.)
+    result = await ANSIBLE.run({"playbook": "large.yml", "inventory": "absent"}, harness.ctx())
+    took = time.monotonic() - started
+    await asyncio.sleep(0.05)  # the ticker notes a stall that lasted until the run's end
+    ticker.cancel()
+    assert result.reason.startswith("inventory not found: absent"), result.reason
+    assert took > 0.8, took  # long enough to tell
+    assert max(gaps) < 0.4, (max(gaps), took)
+
+
 async def _wait_for_pid(path: Path) -> int:
     for _ in range(300):
         if path.exists() and path.read_text().strip():
