@@ -1005,8 +1005,9 @@ class Dispatcher:
                                                             self.settings.pass_env)),
                                  key=len, reverse=True))
             result.outputs = scrub_tree(result.outputs, shown) if shown else result.outputs
-        # `canceled: replaced by ...` and `canceled by request` already say how it ended.
-        said = result.reason.startswith(result.outcome)
+        # `canceled: replaced by ...`, `canceled by request` and `timed out after 1s` already
+        # say how it ended.
+        said = result.reason.startswith(result.outcome.replace("_", " "))
         log.note(result.reason if said else f"{result.outcome}" + (
             f": {result.reason}" if result.reason else ""))
         log.close()

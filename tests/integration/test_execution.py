@@ -164,6 +164,10 @@ def test_timeout_ends_timed_out_with_the_whole_tree_gone(
     rec = wait_for("the grandchild", lambda: (r := record(records, run_id)) and r.children and r)
     doc = server.wait_run(run_id)
     assert doc["status"] == "timed_out" and "timed out after 1s" in doc["reason"]
+    with server.admin() as c:
+        log = c.get(f"/api/runs/{run_id}/log").text
+    # One line says it, the last (it was `timed out after 1s`, then `timed_out: timed out...`).
+    assert log.endswith("\n[hookrunner] timed out after 1s\n") and log.count("timed") == 1, log
     assert none_alive(rec.pids)
     assert rec.end is None and doc["finished_at"] - doc["started_at"] >= 1.0
 

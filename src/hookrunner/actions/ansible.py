@@ -569,9 +569,8 @@ async def _drive(kwargs: dict[str, Any], envvars: dict[str, str], ctx: RunContex
             if canceller.done():
                 stopped, reason = "canceled", "canceled"  # (not noted: see process.stopped())
             else:
-                stopped = "timed_out"
+                stopped = "timed_out"  # (not noted either)
                 reason = f"timed out after {process.format_seconds(ctx.timeout or 0.0)}"
-                ctx.log.note(reason)
             await _stop(job, done, ctx)
             _remove_run_dir(run_dir)  # what a module killed last left
     finally:

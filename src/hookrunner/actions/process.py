@@ -185,14 +185,12 @@ def format_seconds(seconds: float) -> str:
 
 def stopped(ctx: RunContext) -> RunResult:
     """The end of a run that was waiting (for a lock, an HTTP answer) when its cancel or its
-    deadline came (a timeout noted in its log)."""
-    # A cancel is not noted here: the run's closing line (the dispatcher's) says it and why,
-    # `canceled by request`, `canceled: replaced by run ...` (a `canceled` line made two).
+    deadline came."""
+    # Not noted here: the run's closing line (the dispatcher's) says how it ended and why,
+    # `canceled by request`, `timed out after 1s` (a line here made two).
     if ctx.cancel.is_set():
         return RunResult("canceled", reason="canceled")
-    reason = f"timed out after {format_seconds(ctx.timeout or 0.0)}"
-    ctx.log.note(reason)
-    return RunResult("timed_out", reason=reason)
+    return RunResult("timed_out", reason=f"timed out after {format_seconds(ctx.timeout or 0.0)}")
 
 
 def exit_reason(returncode: int) -> str:
@@ -311,9 +309,8 @@ async def run_process(
             if canceller.done():
                 stopped, reason = "canceled", "canceled"  # (not noted: see stopped())
             else:
-                stopped = "timed_out"
+                stopped = "timed_out"  # (not noted either)
                 reason = f"timed out after {format_seconds(ctx.timeout or 0.0)}"
-                ctx.log.note(reason)
             # Found while the leader runs (its pid is not another's yet), held by pidfds.
             left = _Pinned(_left_the_group(proc.pid) if not waiter.done() else [])
             try:

@@ -125,7 +125,8 @@ async def test_timeout_kills_the_whole_tree(harness) -> None:
     assert time.monotonic() - started < 4
     pids = read_pids(pidfile, 3)
     assert [pid for pid in pids if is_alive(pid)] == []
-    assert harness.log_text() == "started\n[hookrunner] timed out after 1s\n"
+    # Not noted here: the run's closing line says it (the dispatcher's; a line here made two).
+    assert harness.log_text() == "started\n"
 
 
 def _late_loop(monkeypatch: pytest.MonkeyPatch) -> None:
