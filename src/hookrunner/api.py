@@ -26,6 +26,11 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50  # a listing without ?limit=
 STREAM_POLL = 0.25  # seconds between looks at a growing log file
 STREAM_WAIT_MAX = 1.0  # seconds between looks at a run waiting to start, at most
+# Run log answers one process sends at once: each holds a file, a read and a socket's
+# buffer, and a followed one reads the store (1,000 readers of a 10 MiB log slowed hook
+# answers to 4-7 s and grew the server by ~300 MB). Past it: 503 with Retry-After.
+MAX_LOG_STREAMS = 64
+LOG_STREAMS_RETRY_AFTER = "5"  # seconds
 
 
 def _gw(request: Request) -> Gateway:
@@ -211,17 +216,48 @@ async def get_run(request: Request) -> Response:
     return JSONResponse(doc)
 
 
-async def run_log(request: Request) -> Response:
-    """The output of an attempt (default: the run's current one).
+class _CountedStream(StreamingResponse):
+    """A run log's answer, counted in `Gateway.log_streams` until it ends, however it ends
+    (sent whole, the client gone, an error)."""
 
-    A run not started yet is waited for, then followed like a running one; a running attempt
-    streams until it ends (live from this node's file; from another node, once its log is
-    stored). An ended attempt answers at once. The wait lasts while the client stays
-    connected (Starlette cancels the stream when it leaves), and ends when the server stops:
-    a queued run will not start before it restarts."""
+    def __init__(self, gw: Gateway, content: AsyncIterator[bytes], **kw: Any) -> None:
+        super().__init__(content, media_type="text/plain; charset=utf-8", **kw)
+        self.gw = gw
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.gw.log_streams -= 1
+
+
+async def run_log(request: Request) -> Response:
+    """The output of an attempt (default: the run's current one), from at most
+    MAX_LOG_STREAMS answers at once per process (the count taken before the store is read:
+    a thousand requests at once all passed a look at it)."""
     if (refused := _odd_params(request, ("attempt",))) is not None:
         return refused
     gw = _gw(request)
+    if gw.log_streams >= MAX_LOG_STREAMS:
+        return _err(503, f"{MAX_LOG_STREAMS} run logs are being sent by this server process "
+                    f"already, the most at once: retry in {LOG_STREAMS_RETRY_AFTER} s",
+                    headers={"Retry-After": LOG_STREAMS_RETRY_AFTER})
+    gw.log_streams += 1
+    answer: Response | None = None
+    try:
+        answer = await _run_log(request, gw)
+    finally:
+        if not isinstance(answer, _CountedStream):  # (a 404, an error: not counted further)
+            gw.log_streams -= 1
+    return answer
+
+
+async def _run_log(request: Request, gw: Gateway) -> Response:
+    """A run not started yet is waited for, then followed like a running one; a running
+    attempt streams until it ends (live from this node's file; from another node, once its
+    log is stored). An ended attempt answers at once. The wait lasts while the client stays
+    connected (Starlette cancels the stream when it leaves), and ends when the server stops:
+    a queued run will not start before it restarts."""
     asked = request.query_params.get("attempt")
     if asked is not None and not (asked.isascii() and asked.isdigit() and len(asked) <= 9):
         return _err(400, "attempt must be a number")
@@ -234,11 +270,10 @@ async def run_log(request: Request) -> Response:
     if _under_way(run, attempt):
         # nginx buffers a proxied answer by default: a followed log came all at once, at
         # the run's end. This header turns that off for this answer alone.
-        return StreamingResponse(_stream(gw, run.id, attempt),
-                                 media_type="text/plain; charset=utf-8",
-                                 headers={"X-Accel-Buffering": "no"})
+        return _CountedStream(gw, _stream(gw, run.id, attempt),
+                              headers={"X-Accel-Buffering": "no"})
     where, f = await opened(gw.store, gw.settings.log_path(run.id, attempt), run.id, attempt)
-    return StreamingResponse(chunks(where, f), media_type="text/plain; charset=utf-8")
+    return _CountedStream(gw, chunks(where, f))
 
 
 def _under_way(run: Run, attempt: int) -> bool:

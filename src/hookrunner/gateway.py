@@ -54,3 +54,4 @@ class Gateway:
     stopping: bool = False
     # Monotonic time by which a `?wait=` answers during a stop, whatever it waits for.
     answer_by: float | None = None
+    log_streams: int = 0  # run log answers under way in this process (api.MAX_LOG_STREAMS)

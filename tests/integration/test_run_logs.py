@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hookrunner import dispatch, startmarks
+from hookrunner.api import MAX_LOG_STREAMS
 from hookrunner.dispatch import Dispatcher
 from hookrunner.metrics import Metrics
 from hookrunner.runlog import ended_chunks, ended_log
@@ -23,7 +25,7 @@ from hookrunner.startmarks import marks_path, read_marks
 from hookrunner.store.base import TERMINAL, Finish, NewDelivery, NewRun
 from hookrunner.store.sqlite import SQLiteStore
 from tests.integration.conftest import GITHUB_SECRET, write_script
-from tests.serverproc import Server, post_github
+from tests.serverproc import ADMIN_TOKEN, Server, post_github
 
 ids = itertools.count()
 
@@ -381,3 +383,66 @@ def test_a_large_log_is_sent_in_pieces_and_a_page_cuts_the_records_copy_too(
         assert page.status_code == 200
         assert len(page.content) < 2_300_000, len(page.content)
         assert "cut at 2097152 characters: the full log is at" in page.text
+
+
+
+def _reading(server: Server, run_id: str) -> socket.socket:
+    """A client following the run's log, its answer's head read; the rest left unread."""
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    s.sendall(f"GET /api/runs/{run_id}/log HTTP/1.1\r\nHost: t\r\n"
+              f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return s
+
+
+def _gated_run(server: Server, go: Path) -> str:
+    """A delivery's run, once it is running (it runs until `go` exists)."""
+    go.unlink(missing_ok=True)
+    run_id: str = post_github(server.url, GITHUB_SECRET, {"a": next(ids)}).json()["runs"][0]
+    with server.admin() as c:
+        deadline = time.monotonic() + 20
+        while c.get(f"/api/runs/{run_id}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    return run_id
+
+
+def test_a_process_sends_so_many_logs_at_once_and_the_next_reader_hears_503(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """1,000 readers of one 10 MiB log at once slowed hook answers to 4-7 s and grew the
+    server by ~300 MB: past MAX_LOG_STREAMS answers under way, a reader is answered 503 with
+    Retry-After, and one that leaves (or whose answer ends) frees its place."""
+    go = project / "go"
+    write_script(project, "slow.sh", f"echo first\nwhile [ ! -e {go} ]; do sleep 0.05; done\n")
+    server = make_server(_script_rule("slow"))
+    for _ in range(2):  # the second time: every place the first one took is free again
+        run_id = _gated_run(server, go)
+        readers: list[socket.socket] = []
+        try:
+            readers += [_reading(server, run_id) for _ in range(MAX_LOG_STREAMS)]
+            with server.admin() as c:
+                refused = c.get(f"/api/runs/{run_id}/log", timeout=10)  # (else: streams)
+                assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+                assert refused.json() == {"error": f"{MAX_LOG_STREAMS} run logs are being sent "
+                                          "by this server process already, the most at once: "
+                                          "retry in 5 s"}
+                t0 = time.monotonic()  # hooks are answered meanwhile
+                assert post_github(server.url, GITHUB_SECRET, {"a": 0}).status_code == 202
+                assert time.monotonic() - t0 < 2
+                readers.pop().close()
+                deadline = time.monotonic() + 10
+                while True:  # its place is free once the server sees it gone
+                    with c.stream("GET", f"/api/runs/{run_id}/log") as answer:
+                        if answer.status_code == 200:
+                            break
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+        finally:
+            go.touch()
+            for s in readers:
+                s.close()
+        assert server.wait_run(run_id)["status"] == "succeeded"
