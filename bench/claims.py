@@ -4,10 +4,11 @@ event loop each time a worker frees up or a delivery arrives.
     .venv/bin/python bench/claims.py [--depths 1000,10000,50000]
 
 For each backlog shape (waiting runs spread over a number of concurrency keys, each key with
-a run already running, policy `queue`: the shape of an alert storm into a keyed rule) it
-journals the runs into a fresh SQLite store and times a claim that may take 8 runs (the best
-of 5). Such a claim has nothing to claim and nothing to decide; before the keys that cannot
-move were left out, it sorted every waiting run (~30 ms at 10,000 on one key).
+a run already running, or with its first run waiting for its retry, policy `queue`: the
+shape of an alert storm into a keyed rule) it journals the runs into a fresh SQLite store
+and times a claim that may take 8 runs (the best of 5). Such a claim has nothing to claim
+and nothing to decide; before the keys that cannot move were left out, it sorted every
+waiting run (~30 ms at 10,000 on one key).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hookrunner.store.base import NewDelivery, NewRun
+from hookrunner.store.base import Finish, NewDelivery, NewRun
 from hookrunner.store.sqlite import SQLiteStore
 
 NOW = 1_000_000.0
@@ -38,14 +39,17 @@ def run(d: NewDelivery, key: str) -> NewRun:
                   spec={"argv": ["true"]}, concurrency_key=key, policy="queue", created_at=NOW)
 
 
-async def claim_ms(depth: int, keys: int, directory: Path) -> float:
-    store = SQLiteStore(directory / f"{depth}-{keys}.db")
+async def claim_ms(depth: int, keys: int, holder: str, directory: Path) -> float:
+    store = SQLiteStore(directory / f"{depth}-{keys}-{holder}.db")
     await store.open()
     try:
         for k in range(keys):  # one run of each key running
             d = delivery()
             await store.accept(d, [run(d, f"key-{k}")])
-        await store.claim("n1", keys, LEASE, NOW)
+        for first in await store.claim("n1", keys, LEASE, NOW):
+            if holder == "retry":  # failed: its next attempt is due in an hour
+                await store.finish(Finish(first.id, "n1", "failed", 1, "", {}, NOW,
+                                          retry_at=NOW + 3600, attempt=1))
         for start in range(0, depth, 500):
             batch = [delivery() for _ in range(min(500, depth - start))]
             await asyncio.gather(*(store.accept(d, [run(d, f"key-{(start + i) % keys}")])
@@ -66,13 +70,16 @@ async def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--depths", default="1000,10000,50000")
     p.add_argument("--keys", default="1,100", help="numbers of keys the backlog is spread over")
+    p.add_argument("--holders", default="running,retry",
+                   help="what holds each key: its first run running, or waiting for its retry")
     args = p.parse_args()
-    print(f"{'waiting runs':>12} {'keys':>6} {'claim ms':>9}")
+    print(f"{'waiting runs':>12} {'keys':>6} {'held by':>8} {'claim ms':>9}")
     with tempfile.TemporaryDirectory(prefix="hookrunner-bench-claims-") as tmp:
         for depth in (int(x) for x in args.depths.split(",")):
             for keys in (int(x) for x in args.keys.split(",")):
-                print(f"{depth:12d} {keys:6d} {await claim_ms(depth, keys, Path(tmp)):9.1f}",
-                      flush=True)
+                for holder in args.holders.split(","):
+                    ms = await claim_ms(depth, keys, holder, Path(tmp))
+                    print(f"{depth:12d} {keys:6d} {holder:>8} {ms:9.1f}", flush=True)
 
 
 if __name__ == "__main__":

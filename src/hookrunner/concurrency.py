@@ -1,9 +1,11 @@
 """Concurrency policies as one pure decision: which queued runs to claim, skip or cancel.
 
-Every store calls `decide` inside its claim transaction with the runs that are due and the
-runs that are running on any node, then writes the decision. Per concurrency key:
+Every store calls `decide` inside its claim transaction with the runs that are due, the
+runs that are running on any node and the runs of those keys waiting for a later attempt
+(queued, not yet due), then writes the decision. Per concurrency key:
 
-- `queue`    one run at a time, in arrival order.
+- `queue`    one run at a time, in arrival order: a run waiting for its retry keeps its
+             place, the key's later runs wait until it has ended.
 - `skip`     a new run ends `skipped` while another run of its key runs.
 - `replace`  the running run gets a cancel request; the newest waiting run runs after it and
              older waiting runs are skipped, superseded by the newest.
@@ -17,12 +19,12 @@ would run after, or even cancel, the newer one.
 A key's policy is the policy of its newest waiting run (the rule that fired last decides
 what happens to the runs already there), except that a new `skip` run decides only for
 itself; runs without a key are always claimable. A retry (attempt > 0) is never dropped by
-`skip`: it waits for the key like `queue`.
+`skip`: it waits for the key like `queue`, and keeps its place as a `queue` run does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hookrunner.store.base import Run
@@ -61,13 +63,17 @@ def superseded_reason(newest: Run) -> str:
     return f"skipped: superseded by run {newest.id}"
 
 
-def _plan_key(waiting: list[Run], running: list[Run]) -> _KeyPlan:
+def _new_skip(run: Run) -> bool:
+    return run.policy == "skip" and run.attempt == 0
+
+
+def _plan_key(waiting: list[Run], running: list[Run], held_from: int | None) -> _KeyPlan:
     # A new `skip` run decides only for itself: ended while the key is busy, or by the run
     # that takes the key now. The other waiting runs go by their own newest's policy (a
     # skip run arriving must not drop queued runs, or a replacement that already had the
     # running run canceled).
-    skippers = [r for r in waiting if r.policy == "skip" and r.attempt == 0]
-    others = [r for r in waiting if not (r.policy == "skip" and r.attempt == 0)]
+    skippers = [r for r in waiting if _new_skip(r)]
+    others = [r for r in waiting if not _new_skip(r)]
     if not others:
         plan = _KeyPlan(first_seq=waiting[0].seq)
         if running:
@@ -76,7 +82,7 @@ def _plan_key(waiting: list[Run], running: list[Run]) -> _KeyPlan:
             plan.claim = skippers[0]
             plan.skip_if_claimed = [(r, skip_reason(plan.claim), None) for r in skippers[1:]]
         return plan
-    plan = _plan_others(others, running)
+    plan = _plan_others(others, running, held_from)
     plan.first_seq = waiting[0].seq
     if running:
         plan.skip += [(r, skip_reason(running[0]), None) for r in skippers]
@@ -90,9 +96,10 @@ def _plan_key(waiting: list[Run], running: list[Run]) -> _KeyPlan:
     return plan
 
 
-def _plan_others(waiting: list[Run], running: list[Run]) -> _KeyPlan:
+def _plan_others(waiting: list[Run], running: list[Run], held_from: int | None) -> _KeyPlan:
     """The waiting runs of a key other than new `skip` runs (a skip rule's retry waits for
-    the key as `queue` does)."""
+    the key as `queue` does). `held_from`: the seq of the key's oldest run waiting for a
+    later attempt, if any."""
     plan = _KeyPlan(first_seq=waiting[0].seq)
     newest = waiting[-1]
     if newest.policy in ("replace", "coalesce"):
@@ -108,8 +115,10 @@ def _plan_others(waiting: list[Run], running: list[Run]) -> _KeyPlan:
         else:
             plan.claim = newest
         return plan
-    # queue (a skip rule's retries, and any unknown policy: the safe default)
-    if not running:
+    # queue (a skip rule's retries, and any unknown policy: the safe default). A run waiting
+    # for its retry that came first keeps its place: a migration's retry must not run after
+    # the next migration.
+    if not running and (held_from is None or held_from > waiting[0].seq):
         plan.claim = waiting[0]
     return plan
 
@@ -122,12 +131,24 @@ def _by_key(runs: Iterable[Run]) -> dict[str, list[Run]]:
     return groups
 
 
-def decide(candidates: list[Run], running: list[Run], limit: int) -> Decision:
-    """Decide one claim batch. `candidates` are queued runs due now; `running` all running runs."""
+def _held_from(later: Iterable[Run]) -> Mapping[str, int]:
+    """Per key, the seq of its oldest run waiting for a later attempt. A new `skip` run (not
+    due only after a clock step back) holds no place: it decides only for itself."""
+    return {key: min(r.seq for r in runs)
+            for key, runs in _by_key(r for r in later if not _new_skip(r)).items()}
+
+
+def decide(candidates: list[Run], running: list[Run], limit: int,
+           later: Iterable[Run] = ()) -> Decision:
+    """Decide one claim batch. `candidates` are queued runs due now; `running` all running
+    runs; `later` queued runs of the candidates' keys that are not due yet (waiting for a
+    retry: each key's oldest is enough)."""
     ordered = sorted(candidates, key=lambda r: r.seq)
     busy = _by_key(running)
+    held = _held_from(later)
     plans: list[_KeyPlan] = [
-        _plan_key(waiting, busy.get(key, [])) for key, waiting in _by_key(ordered).items()
+        _plan_key(waiting, busy.get(key, []), held.get(key))
+        for key, waiting in _by_key(ordered).items()
     ]
     free = [_KeyPlan(first_seq=r.seq, claim=r) for r in ordered if r.concurrency_key is None]
     # Claim slots go in arrival order of each key's oldest waiting run, so a key that has

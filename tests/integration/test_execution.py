@@ -203,6 +203,38 @@ def test_retry_records_each_attempt_with_exit_code_and_log(
     assert doc["status"] == "failed" and doc["attempt"] == 1 and len(doc["attempts"]) == 1
 
 
+def test_queue_keeps_a_failed_runs_place_until_its_retry_has_ended(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """`queue` is in order: run 1's first attempt fails while run 2 of its key waits; run 2
+    starts only once run 1's retry has ended, not during its backoff."""
+    records = setup(project)
+    # Its first attempt fails where asked (a migration that met a lock), the next succeeds.
+    write_script(project, "first_fails.sh",
+                 '[ "$2" = 1 ] && [ "$HOOKRUNNER_ATTEMPT" = 1 ] && code=1\n'
+                 'exec "$(dirname "$0")/rec.sh" "$1" "${code:-0}" "$3"\n')
+    server = make_server(HOOKS + """
+  - name: migrate
+    hook: github
+    run:
+      shell:
+        argv: [scripts/first_fails.sh, "0.3", "{{ payload.fail | default(0) }}", "{{ payload.tag }}"]
+        env: {RECORDS: "@records"}
+    concurrency: {key: db-migrate}
+    retry: {attempts: 2, backoff: 1s}
+""".replace("@records", str(records)))
+    first = fire(server, fail=1, tag="one")
+    started(records, first)
+    second = fire(server, tag="two")
+    doc = server.wait_run(first)
+    assert (doc["status"], doc["attempt"]) == ("succeeded", 2), doc
+    assert server.wait_run(second)["status"] == "succeeded"
+    failed, retried, after = record(records, first), record(records, first, 2), record(records, second)
+    assert failed and retried and after and failed.end and retried.end and after.end
+    assert after.start >= retried.end, "run 2 started before run 1's retry ended"
+    assert retried.start - failed.end >= 1 * 0.8  # the backoff was waited out, run 2 unstarted
+
+
 def test_an_action_refused_for_what_it_says_is_not_retried(
     make_server: Callable[..., Server], project: Path
 ) -> None:

@@ -1,4 +1,4 @@
-"""The concurrency policies as a pure decision over (candidates, running, limit)."""
+"""The concurrency policies as a pure decision over (candidates, running, limit, later)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def run(
     )
 
 
+def retrying(rid: str, seq: int, key: str | None = "k", policy: str = "queue") -> Run:
+    """Queued, waiting for its next attempt (not due: a store passes it as `later`)."""
+    return run(rid, seq, key, policy, attempt=1)
+
+
 def running(rid: str, seq: int, key: str | None = "k", policy: str = "queue", **kw: bool) -> Run:
     return run(rid, seq, key, policy, attempt=1, status="running", **kw)
 
@@ -35,6 +40,8 @@ class Case:
     claim: list[str] = field(default_factory=list)
     skip: list[tuple[str, str | None]] = field(default_factory=list)  # (id, superseded_by)
     cancel: list[tuple[str, str]] = field(default_factory=list)  # (running, replaced by)
+    later: list[Run] = field(default_factory=list)  # not due: waiting for a later attempt
+    supersede: list[str] = field(default_factory=list)
 
 
 CASES = [
@@ -53,6 +60,18 @@ CASES = [
          [run("a", 2)], [running("r", 1)]),
     Case("queue: a busy key does not block runs without a key",
          [run("a", 2), run("n", 3, None)], [running("r", 1)], claim=["n"]),
+    Case("queue: a run waiting for its retry keeps its place ahead of later runs",
+         [run("b", 2), run("c", 3)], later=[retrying("a", 1)]),
+    Case("queue: a retry behind a due run does not hold it back",
+         [run("a", 1)], later=[retrying("b", 2)], claim=["a"]),
+    Case("queue: a retry holds only its own key",
+         [run("b", 2, "y")], later=[retrying("a", 1, "x")], claim=["b"]),
+    Case("queue: a key held by a retry takes no claim slot",
+         [run("b", 2), run("n", 3, None)], limit=1, later=[retrying("a", 1)], claim=["n"]),
+    Case("queue: a skip rule's retry keeps its place too",
+         [run("b", 2)], later=[retrying("a", 1, policy="skip")]),
+    Case("queue: a new skip run that is not due (a clock step back) holds no place",
+         [run("b", 2)], later=[run("sk", 1, policy="skip")], claim=["b"]),
     # skip
     Case("skip: a new run is skipped while one runs",
          [run("a", 2, policy="skip")], [running("r", 1, policy="skip")],
@@ -62,6 +81,8 @@ CASES = [
          claim=["a"], skip=[("b", None)]),
     Case("skip: a retry waits instead of being skipped",
          [run("a", 2, policy="skip", attempt=1)], [running("r", 1, policy="skip")]),
+    Case("skip: a new run decides only for itself while an older run waits for its retry",
+         [run("sk", 2, policy="skip")], later=[retrying("a", 1)], claim=["sk"]),
     Case("skip: without a claim slot nothing is skipped on a free key",
          [run("n", 1, None), run("a", 2, policy="skip"), run("b", 3, policy="skip")],
          limit=1, claim=["n"]),
@@ -78,6 +99,9 @@ CASES = [
     Case("replace: a free key claims the newest waiting run",
          [run("a", 1, policy="replace"), run("b", 2, policy="replace")],
          claim=["b"], skip=[("a", "b")]),
+    Case("replace: a newer run supersedes one waiting for its retry",
+         [run("b", 2, policy="replace")], later=[retrying("a", 1, policy="replace")],
+         claim=["b"], supersede=["b"]),
     # coalesce
     Case("coalesce: the running run is left alone and the newest waits",
          [run("a", 2, policy="coalesce")], [running("r", 1, policy="coalesce")]),
@@ -91,6 +115,9 @@ CASES = [
     Case("coalesce: the key's oldest waiting run sets its place in the claim order",
          [run("a", 1, policy="coalesce"), run("n", 2, None), run("b", 3, policy="coalesce")],
          limit=1, claim=["b"], skip=[("a", "b")]),
+    Case("coalesce: a newer run supersedes one waiting for its retry",
+         [run("b", 2, policy="coalesce")], later=[retrying("a", 1, policy="coalesce")],
+         claim=["b"], supersede=["b"]),
     # mixed
     Case("a key's policy is its newest waiting run's",
          [run("a", 2, policy="queue"), run("b", 3, policy="coalesce")],
@@ -120,10 +147,12 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_decide(case: Case) -> None:
-    d = decide(case.candidates, case.running, case.limit)
+    d = decide(case.candidates, case.running, case.limit, case.later)
     assert [r.id for r in d.claim] == case.claim
     assert sorted((r.id, sup) for r, _, sup in d.skip) == sorted(case.skip)
     assert [(r.id, by) for r, by in d.cancel] == case.cancel
+    if case.supersede:
+        assert [r.id for r in d.supersede] == case.supersede
 
 
 def test_skip_reason_names_the_running_run() -> None:

@@ -126,7 +126,9 @@ class MemoryStore:
             r for r in self._runs.values() if r.status == "queued" and r.next_attempt_at <= now
         ]
         running = [r for r in self._runs.values() if r.status == "running"]
-        decision = decide(candidates, running, limit)
+        later = [r for r in self._runs.values() if r.status == "queued"
+                 and r.concurrency_key is not None and r.next_attempt_at > now]
+        decision = decide(candidates, running, limit, later)
         for r, reason, superseded_by in decision.skip:
             r.status, r.reason, r.superseded_by, r.finished_at = (
                 "skipped", reason, superseded_by, now,

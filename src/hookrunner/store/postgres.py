@@ -422,10 +422,13 @@ class PostgresStore:
             candidates = sorted((run_from_row(r) for r in rows), key=lambda r: r.seq)
             keys = sorted({c.concurrency_key for c in candidates if c.concurrency_key})
             running: list[Run] = []
+            later: list[Run] = []
             if keys:
                 cur = await conn.execute(Q["running_keyed"], {"keys": keys})
                 running = [run_from_row(r) for r in await cur.fetchall()]
-            decision = decide(candidates, running, limit)
+                cur = await conn.execute(Q["claim_later"], {"now": now, "keys": keys})
+                later = [run_from_row(r) for r in await cur.fetchall()]
+            decision = decide(candidates, running, limit, later)
             for r in decision.claim:
                 r.status, r.attempt, r.started_at, r.finished_at, r.exit_code, r.reason = (
                     "running", r.attempt + 1, now, None, None, "")

@@ -187,7 +187,10 @@ def _claim(conn: sqlite3.Connection, node: str, limit: int, lease: float, now: f
     if not candidates:
         return Claimed()
     running = [run_from_row(r) for r in conn.execute(Q["running_keyed"])]
-    decision = decide(candidates, running, limit)
+    keys = sorted({c.concurrency_key for c in candidates if c.concurrency_key is not None})
+    later = [run_from_row(r) for r in conn.execute(
+        Q["claim_later"], {"now": now, "keys": dumps(keys)})] if keys else []
+    decision = decide(candidates, running, limit, later)
     conn.executemany(Q["skip_run"], [
         {"id": r.id, "reason": reason, "superseded_by": sup, "now": now}
         for r, reason, sup in decision.skip

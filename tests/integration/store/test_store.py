@@ -361,7 +361,8 @@ async def test_a_run_waiting_for_its_retry_names_the_run_that_ran_after_a_burst(
     old = await enqueue(store, "k", "coalesce", max_attempts=3)
     await store.claim("n1", 5, LEASE, T0)
     await finish(store, old, outcome="failed", at=T0 + 1, retry_at=T0 + 100)
-    holder = await enqueue(store, "k", "queue")  # the key is free between attempts
+    # Nothing runs between attempts: a new skip run takes the key (a queue one would wait).
+    holder = await enqueue(store, "k", "skip")
     assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 2)] == [holder]
     interim = await enqueue(store, "k", "coalesce")
     assert await store.claim("n1", 5, LEASE, T0 + 3) == []
@@ -424,14 +425,48 @@ async def test_a_newer_run_supersedes_an_older_one_waiting_for_its_retry(
     assert await store.cancel_requests("n1") == {}
 
 
-async def test_a_queue_key_keeps_an_older_run_waiting_for_its_retry(store: Store) -> None:
+async def test_a_queue_key_waits_for_an_older_run_waiting_for_its_retry(store: Store) -> None:
+    """`queue` is in order: a run waiting for its retry keeps its place, and the key's later
+    runs (more than a claim reads of a key) wait until it has ended; other keys do not."""
+    old = await enqueue(store, "k", "queue", max_attempts=3)
+    await store.claim("n1", 5, LEASE, T0)
+    await finish(store, old, outcome="failed", at=T0 + 1, retry_at=T0 + 20)
+    new = [await enqueue(store, "k", "queue", at=T0 + 2) for _ in range(25)]
+    other = await enqueue(store, "other", "queue", at=T0 + 2)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 2)] == [other]
+    assert await store.claim("n1", 5, LEASE, T0 + 3) == []
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 30)] == [old]
+    await finish(store, old, outcome="failed", at=T0 + 31, retry_at=T0 + 40)
+    assert await store.claim("n1", 5, LEASE, T0 + 32) == []  # its third attempt: still first
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 40)] == [old]
+    await finish(store, old, at=T0 + 41)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 41)] == new[:1]
+
+
+async def test_a_canceled_retry_frees_its_queue_key_at_once(store: Store) -> None:
     old = await enqueue(store, "k", "queue", max_attempts=3)
     await store.claim("n1", 5, LEASE, T0)
     await finish(store, old, outcome="failed", at=T0 + 1, retry_at=T0 + 20)
     new = await enqueue(store, "k", "queue", at=T0 + 2)
-    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 2)] == [new]
-    await finish(store, new, at=T0 + 3)
-    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 30)] == [old]
+    assert await store.claim("n1", 5, LEASE, T0 + 2) == []
+    assert await store.request_cancel(old, T0 + 3) == "canceled"
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 3)] == [new]
+
+
+async def test_a_new_skip_run_does_not_wait_for_a_retry_of_its_key(store: Store) -> None:
+    """A new `skip` run decides only for itself: the key runs nothing, so it runs, ahead of
+    an older run's retry (which then waits for it) and of the `queue` runs after it."""
+    old = await enqueue(store, "k", "queue", max_attempts=3)
+    await store.claim("n1", 5, LEASE, T0)
+    await finish(store, old, outcome="failed", at=T0 + 1, retry_at=T0 + 20)
+    skip = await enqueue(store, "k", "skip", at=T0 + 2)
+    queued = await enqueue(store, "k", "queue", at=T0 + 2)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 2)] == [skip]
+    await finish(store, skip, at=T0 + 3)
+    assert await store.claim("n1", 5, LEASE, T0 + 3) == []  # behind the retry
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 20)] == [old]
+    await finish(store, old, at=T0 + 21)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 21)] == [queued]
 
 
 async def test_a_run_asked_to_cancel_is_not_retried(store: Store) -> None:

@@ -58,12 +58,24 @@ FOR UPDATE OF r SKIP LOCKED;
 -- is the key's); any other policy decides on all its waiting runs at once (skipping all but
 -- one), so those are read whole. One key's long queue never hides another key's runs.
 -- A key that is running and whose newest waiting run is `queue` has nothing to decide, so
--- its runs are left out before anything is sorted (see the SQLite query).
-WITH blocked AS (
-    SELECT DISTINCT b.concurrency_key AS k FROM runs b
+-- its runs are left out before anything is sorted (see the SQLite query), as is one whose run
+-- waiting for its retry came before its due runs (it keeps its place: concurrency.decide),
+-- unless a new `skip` run is the first of them (that one decides for itself).
+WITH held AS (
+    SELECT b.concurrency_key AS k FROM runs b
     WHERE b.status = 'running' AND b.concurrency_key IS NOT NULL
-      AND (SELECT q.policy FROM runs q
+    UNION
+    SELECT b.concurrency_key FROM runs b
+    WHERE b.status = 'queued' AND b.next_attempt_at > %(now)s AND b.concurrency_key IS NOT NULL
+      AND NOT (b.policy = 'skip' AND b.attempt = 0)
+      AND (SELECT q.seq > b.seq AND NOT (q.policy = 'skip' AND q.attempt = 0) FROM runs q
            WHERE q.status = 'queued' AND q.concurrency_key = b.concurrency_key
+             AND q.next_attempt_at <= %(now)s
+           ORDER BY q.seq LIMIT 1)
+), blocked AS (
+    SELECT k FROM held
+    WHERE (SELECT q.policy FROM runs q
+           WHERE q.status = 'queued' AND q.concurrency_key = held.k
              AND q.next_attempt_at <= %(now)s
            ORDER BY q.seq DESC LIMIT 1) = 'queue'
 )
@@ -82,6 +94,19 @@ WHERE r.id IN (
 )
 ORDER BY r.seq
 FOR UPDATE OF r SKIP LOCKED;
+
+-- name: claim_later
+-- The oldest run of each of these keys that waits for a later attempt (queued, not due):
+-- under `queue` it keeps its place (concurrency.decide). Only runs in a retry's backoff are
+-- read (runs_claim), however deep the due backlog. Not locked: a cancel that ends it
+-- meanwhile wakes the nodes (NOTIFY), whose next claim takes the key's next run.
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.seq IN (
+    SELECT min(seq) FROM runs
+    WHERE status = 'queued' AND next_attempt_at > %(now)s AND concurrency_key IS NOT NULL
+      AND NOT (policy = 'skip' AND attempt = 0) AND concurrency_key = ANY(%(keys)s)
+    GROUP BY concurrency_key
+);
 
 -- name: running_keyed
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id

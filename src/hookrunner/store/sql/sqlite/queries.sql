@@ -39,12 +39,24 @@ ORDER BY r.seq LIMIT :limit;
 -- one), so those are read whole. One key's long queue never hides another key's runs.
 -- A key that is running and whose newest waiting run is `queue` has nothing to decide, so
 -- its runs are left out before anything is sorted: with one busy key 10,000 deep, each claim
--- (on the event loop) took ~30 ms sorting runs that could not move.
-WITH blocked AS (
-    SELECT DISTINCT b.concurrency_key AS k FROM runs b
+-- (on the event loop) took ~30 ms sorting runs that could not move. So is one whose run
+-- waiting for its retry came before its due runs (it keeps its place: concurrency.decide),
+-- unless a new `skip` run is the first of them (that one decides for itself).
+WITH held AS (
+    SELECT b.concurrency_key AS k FROM runs b
     WHERE b.status = 'running' AND b.concurrency_key IS NOT NULL
-      AND (SELECT q.policy FROM runs q
+    UNION
+    SELECT b.concurrency_key FROM runs b INDEXED BY runs_claim
+    WHERE b.status = 'queued' AND b.next_attempt_at > :now AND b.concurrency_key IS NOT NULL
+      AND NOT (b.policy = 'skip' AND b.attempt = 0)
+      AND (SELECT q.seq > b.seq AND NOT (q.policy = 'skip' AND q.attempt = 0) FROM runs q
            WHERE q.status = 'queued' AND q.concurrency_key = b.concurrency_key
+             AND q.next_attempt_at <= :now
+           ORDER BY q.seq LIMIT 1)
+), blocked AS (
+    SELECT k FROM held
+    WHERE (SELECT q.policy FROM runs q
+           WHERE q.status = 'queued' AND q.concurrency_key = held.k
              AND q.next_attempt_at <= :now
            ORDER BY q.seq DESC LIMIT 1) = 'queue'
 )
@@ -62,6 +74,19 @@ WHERE r.id IN (
     ) AS due WHERE head <= :per_key OR tail = 1 OR key_policy <> 'queue'
 )
 ORDER BY r.seq;
+
+-- name: claim_later
+-- The oldest run of each of these keys (a JSON array) that waits for a later attempt
+-- (queued, not due): under `queue` it keeps its place (concurrency.decide). A range of
+-- runs_claim: only runs in a retry's backoff are read, however deep the due backlog.
+SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
+WHERE r.seq IN (
+    SELECT min(seq) FROM runs INDEXED BY runs_claim
+    WHERE status = 'queued' AND next_attempt_at > :now AND concurrency_key IS NOT NULL
+      AND NOT (policy = 'skip' AND attempt = 0)
+      AND concurrency_key IN (SELECT value FROM json_each(:keys))
+    GROUP BY concurrency_key
+);
 
 -- name: running_keyed
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
