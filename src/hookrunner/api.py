@@ -212,7 +212,9 @@ async def get_run(request: Request) -> Response:
                              "retry_at": ended.retry_at, "note": UNRECORDED_NOTE}
     if run.status == "queued":
         running = await gw.store.list_runs(status="running", limit=MAX_LIMIT)
-        doc["waiting"] = waiting_for(run, running, time.time())
+        ahead = await gw.store.list_runs(status="queued", limit=MAX_LIMIT, before=run.id) \
+            if run.concurrency_key is not None else []
+        doc["waiting"] = waiting_for(run, running, time.time(), ahead)
     return JSONResponse(doc)
 
 

@@ -571,6 +571,9 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
             return EXIT_FAIL
         running = await store.list_runs(status="running", limit=1000) \
             if any(r.status == "queued" for r in items) else []
+        # (An older run waiting for its retry holds a queue key: among the newest queued.)
+        queued = await store.list_runs(status="queued", limit=1000) \
+            if any(r.status == "queued" and r.concurrency_key for r in items) else []
         # An ended run took what its last attempt took (one canceled, or skipped for a newer
         # run, while it waited for its retry ended later than that ran).
         # (A query each: only for runs that ended between attempts, as a cancel during a
@@ -597,7 +600,7 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
         stopped = r.status == "running" and unserved
         if r.status == "running" and r.started_at:  # (one word, as each column: `awk` reads it)
             took = "-" if unserved else f"{_took(r.started_at, now)}+"
-        waits = describe(waiting_for(r, running, now), _ts)
+        waits = describe(waiting_for(r, running, now, queued), _ts)
         if waits and unserved:
             waits = "a server: none runs on this --data" + (
                 f" (then {waits})" if not waits.startswith("a free worker") else "")

@@ -8,10 +8,12 @@ from typing import Any
 from hookrunner.store.base import Run
 
 
-def waiting_for(run: Run, running: Iterable[Run], now: float) -> dict[str, Any] | None:
+def waiting_for(run: Run, running: Iterable[Run], now: float,
+                queued: Iterable[Run] = ()) -> dict[str, Any] | None:
     """For a queued run: its retry's time, the run holding its concurrency key, or a free
     worker (with `--workers` busy, or the claim that takes it about to come). None for a run
-    that is not queued."""
+    that is not queued. `queued`: other queued runs, in which an older run of its key waiting
+    for its retry holds the key (concurrency.decide)."""
     if run.status != "queued":
         return None
     if run.next_attempt_at > now:
@@ -19,6 +21,10 @@ def waiting_for(run: Run, running: Iterable[Run], now: float) -> dict[str, Any] 
     if run.concurrency_key is not None:
         holder = next((r for r in running if r.concurrency_key == run.concurrency_key
                        and r.id != run.id), None)
+        if holder is None and not (run.policy == "skip" and run.attempt == 0):
+            holder = min((r for r in queued if r.concurrency_key == run.concurrency_key
+                          and r.seq < run.seq and r.next_attempt_at > now),
+                         key=lambda r: r.seq, default=None)
         if holder is not None:
             return {"for": "concurrency key", "held_by": holder.id}
     return {"for": "a free worker"}

@@ -207,7 +207,8 @@ def test_queue_keeps_a_failed_runs_place_until_its_retry_has_ended(
     make_server: Callable[..., Server], project: Path
 ) -> None:
     """`queue` is in order: run 1's first attempt fails while run 2 of its key waits; run 2
-    starts only once run 1's retry has ended, not during its backoff."""
+    starts only once run 1's retry has ended, not during its backoff, and says meanwhile that
+    it waits for run 1."""
     records = setup(project)
     # Its first attempt fails where asked (a migration that met a lock), the next succeeds.
     write_script(project, "first_fails.sh",
@@ -226,6 +227,9 @@ def test_queue_keeps_a_failed_runs_place_until_its_retry_has_ended(
     first = fire(server, fail=1, tag="one")
     started(records, first)
     second = fire(server, tag="two")
+    # Meanwhile run 2 says it waits for run 1, in its backoff as in its attempts.
+    wait_for("run 1's backoff", lambda: run_doc(server, first)["status"] == "queued")
+    assert run_doc(server, second)["waiting"] == {"for": "concurrency key", "held_by": first}
     doc = server.wait_run(first)
     assert (doc["status"], doc["attempt"]) == ("succeeded", 2), doc
     assert server.wait_run(second)["status"] == "succeeded"

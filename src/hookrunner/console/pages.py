@@ -138,7 +138,10 @@ async def run_page(request: Request) -> Response:
     waiting = None
     if run.status == "queued":
         running = await gw.store.list_runs(status="running", limit=1000)
-        waiting = describe_waiting(waiting_for(run, running, time.time()), present.iso_time)
+        ahead = await gw.store.list_runs(status="queued", limit=1000, before=run.id) \
+            if run.concurrency_key is not None else []
+        waiting = describe_waiting(waiting_for(run, running, time.time(), ahead),
+                                   present.iso_time)
     return page("run.html", **base(request, "deliveries"), run=run, delivery=delivery,
                 attempts=attempts, live=live, going=going, streaming=streaming, log=log,
                 key=shown_key(run.concurrency_key, run.spec),
