@@ -382,6 +382,8 @@ def test_each_payload_env_gets_its_own_workspace_and_state(server: Server, root:
         assert run["outputs"]["outputs"] == {"replicas": n, "service": "web", "workspace": env}
         state = root / "tf/app/terraform.tfstate.d" / env / "terraform.tfstate"
         assert state_outputs(state) == {"replicas": n, "service": "web", "workspace": env}
+    # The vars' file (under --data, never --root) goes with the run.
+    assert not list((root.parent / "data" / "work").rglob("*.tfvars.json"))
 
 
 def test_plan_reports_changes_and_writes_no_state(server: Server, root: Path) -> None:

@@ -1,9 +1,11 @@
 """Kind `terraform`: the terraform (or tofu) CLI, driven through `actions.process`.
 
 Not python-terraform: it blocks in `communicate()` with no timeout, cancel or streaming, and
-writes vars to a temporary .tfvars.json (see findings.md). Here every step shares the run's
-deadline and cancel event, `-json` output becomes one readable log line per message, and vars
-travel as `TF_VAR_<name>` environment variables, so no file holds their values.
+leaves its temporary .tfvars.json of the vars behind (see findings.md). Here every step shares
+the run's deadline and cancel event, and `-json` output becomes one readable log line per
+message. The rule's vars go in a `.tfvars.json` in the attempt's private dir under --data,
+removed when the run ends, as the last `-var-file`: as `TF_VAR_<name>` variables they lost to
+`terraform.tfvars`, `*.auto.tfvars` and every `-var-file`, which Terraform ranks above them.
 
 The workspace is chosen with `TF_WORKSPACE` rather than `workspace select`: selection stored in
 `.terraform/environment` is shared by every run on the dir, and runs on two workspaces of one
@@ -27,9 +29,16 @@ from typing import Any
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.paths import confine
-from hookrunner.actions.process import INTERRUPT_GRACE_MAX, deadline_for, run_process, stopped
+from hookrunner.actions.process import (
+    INTERRUPT_GRACE_MAX,
+    SHORT_OF,
+    deadline_for,
+    run_process,
+    stopped,
+)
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
+from hookrunner.private import private_dir, private_file
 
 KIND = "terraform"
 KEYS = ("dir", "command", "workspace", "vars", "var_files", "binary")
@@ -49,6 +58,7 @@ STOP_GRACE = INTERRUPT_GRACE_MAX
 INIT_STAMP = ".terraform/hookrunner-init"  # the init_stamp of the files the last init saw
 # Set for every command: no prompts, no "run terraform apply" hints, no version check calls.
 AUTOMATION_ENV = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"}
+VARS_FILE = "vars.tfvars.json"  # in the attempt's work dir (the suffix: Terraform reads JSON)
 
 Step = Callable[..., Awaitable[RunResult]]
 
@@ -84,34 +94,49 @@ def concurrency_key(rendered: Mapping[str, Any]) -> str:
     return f"terraform:{directory}:{workspace}"
 
 
-def build_env(base: Mapping[str, str], variables: Mapping[str, Any], workspace: str) -> dict[str, str]:
+def build_env(base: Mapping[str, str], workspace: str) -> dict[str, str]:
     # `base` holds only what the operator passed (`--pass-env`): a TF_VAR_ there is a variable
-    # kept out of the rules and payloads (a password); the rule's own `vars` win.
+    # kept out of the rules and payloads (a password); the rule's own `vars` (a var file) win.
     env = dict(base)
     env.update(AUTOMATION_ENV)
     env["TF_WORKSPACE"] = workspace
-    for name, value in variables.items():
-        if not VAR_NAME.match(name):
-            raise ActionError(f"terraform: invalid variable name {name!r}")
-        env[f"TF_VAR_{name}"] = stringify(_escape_templates(value) if _complex(value) else value)
     return env
 
 
-def _complex(value: Any) -> bool:
-    return isinstance(value, Mapping | list | tuple)
+def vars_json(variables: Mapping[str, Any]) -> str:
+    """The rule's vars as a `.tfvars.json`: numbers, lists and maps keep their types, and a
+    string is never a template there (a payload's `${1+1}` stays that text). One value a line:
+    the file is never shown, but a line is what a diagnostic quotes."""
+    for name in variables:
+        if not VAR_NAME.match(name):
+            raise ActionError(f"terraform: invalid variable name {name!r}")
+    return json.dumps(dict(variables), ensure_ascii=False, indent=1, default=str) + "\n"
 
 
-def _escape_templates(value: Any) -> Any:
-    """A list or object var reaches Terraform as an HCL expression (its JSON text), where a
-    string's `${...}` and `%{...}` would be evaluated: `$${` and `%%{` keep them literal, as
-    a payload value must stay. A plain string var is taken as is (and must not be escaped)."""
-    if isinstance(value, str):
-        return value.replace("${", "$${").replace("%{", "%%{")
-    if isinstance(value, Mapping):  # a quoted key is a template too
-        return {_escape_templates(str(k)): _escape_templates(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_escape_templates(v) for v in value]
-    return value
+def write_vars(work_dir: Path, variables: Mapping[str, Any]) -> Path:
+    """The vars file, 0600 before anything is in it (it may hold secrets), in the attempt's
+    private dir under --data: never under --root, where anyone reading the project reads it."""
+    text = vars_json(variables)
+    private_dir(work_dir)
+    path = work_dir.absolute() / VARS_FILE  # Terraform runs in `dir`: an absolute path
+    private_file(path)
+    try:
+        path.write_text(text)
+    except BaseException:
+        remove_vars(path)
+        raise
+    return path
+
+
+def remove_vars(path: Path) -> None:
+    """The vars file, and the attempt's and the run's dirs above it where it leaves them
+    empty: nothing of the run's values stays under --data once it ended."""
+    path.unlink(missing_ok=True)
+    for parent in (path.parent, path.parent.parent):
+        try:
+            parent.rmdir()
+        except OSError:  # not empty, or gone already
+            return
 
 
 def command_argv(binary: str, command: str, var_files: list[Path]) -> list[str]:
@@ -234,7 +259,25 @@ class TerraformRunner:
         command, workdir, workspace, var_files = _target(rendered, ctx.root)
         if not workdir.is_dir():  # not in _target: a dir not there yet is `check`'s warning
             raise ActionError(f"terraform: dir {rendered.get('dir')!r} is not a directory")
-        env = build_env(ctx.env, rendered.get("vars") or {}, workspace)
+        variables = rendered.get("vars") or {}
+        if not variables:
+            return await self._run(rendered, ctx, command, workdir, workspace, var_files)
+        try:
+            written = write_vars(ctx.work_dir, variables)
+        except OSError as exc:  # a full disk, or no descriptor left (then it may run later)
+            reason = f"cannot write the vars file in {ctx.work_dir}: {exc.strerror or exc}"
+            ctx.log.note(reason)
+            return RunResult("failed", reason=reason, not_started=exc.errno in SHORT_OF)
+        try:
+            # Last: a later var file beats the earlier ones, terraform.tfvars and TF_VAR_*.
+            return await self._run(rendered, ctx, command, workdir, workspace,
+                                   [*var_files, written])
+        finally:
+            remove_vars(written)
+
+    async def _run(self, rendered: Mapping[str, Any], ctx: RunContext, command: str,
+                   workdir: Path, workspace: str, var_files: list[Path]) -> RunResult:
+        env = build_env(ctx.env, workspace)
         binary_name = stringify(rendered.get("binary") or DEFAULT_BINARY)
         binary = shutil.which(binary_name, path=env.get("PATH", ""))
         if binary is None:

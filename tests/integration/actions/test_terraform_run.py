@@ -72,7 +72,8 @@ async def test_apply_passes_vars_and_stores_outputs(harness, tfdir: Path) -> Non
     log = harness.log_text()
     assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed." in log
     assert '"@message"' not in log  # -json lines are made readable
-    assert not list(harness.root.rglob("*.tfvars*"))  # vars never land in a file
+    assert not list(harness.root.rglob("*.tfvars*"))  # vars never land in a file under root
+    assert not list(harness.tmp.glob("run.work/*"))  # and their file in the work dir is gone
 
 
 async def test_a_passed_tf_var_reaches_terraform_and_the_rules_vars_win(
@@ -152,6 +153,31 @@ async def test_var_files_under_root(harness, tfdir: Path) -> None:
     assert result.outputs["outputs"]["name"] == "api"
 
 
+@pytest.mark.parametrize(("command", "var_file"),
+                         [("plan", True), ("apply", True), ("destroy", True), ("apply", False)])
+async def test_the_rules_vars_beat_tfvars_files_and_var_files(
+    harness, tfdir: Path, command: str, var_file: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As TF_VAR_ variables, the rule's vars lost to terraform.tfvars, *.auto.tfvars and
+    `var_files`: the run record said replicas 6, and 2 was applied (or 30 failed validation)."""
+    if command == "destroy":  # (with no state, destroy reads no variable)
+        spec = {"dir": "terraform/scaling", "command": "apply", "vars": {"replicas": 1}}
+        assert (await TF.run(spec, harness.ctx(name="applied"))).outcome == "succeeded"
+    (tfdir / "terraform.tfvars").write_text("replicas = 2\n")
+    (tfdir / "a.auto.tfvars").write_text("replicas = 30\n")  # invalid: fails unless beaten
+    (harness.root / "vars").mkdir()
+    (harness.root / "vars" / "common.tfvars").write_text('replicas = 31\nname = "common"\n')
+    monkeypatch.setenv("TF_VAR_replicas", "4")
+    spec = {"dir": "terraform/scaling", "command": command, "vars": {"replicas": 6},
+            "var_files": ["vars/common.tfvars"] if var_file else []}
+    result = await TF.run(spec, harness.ctx(pass_env=("TF_VAR_replicas",)))
+    assert result.outcome == "succeeded", harness.log_text()
+    if command == "apply":  # what the rule says, and the var file's other values
+        assert result.outputs["outputs"]["replicas"] == 6
+        assert result.outputs["outputs"]["name"] == ("common" if var_file else "web")
+    assert not list(harness.tmp.glob("run.work/*"))
+
+
 async def test_destroy(harness, tfdir: Path) -> None:
     spec = {"dir": "terraform/scaling", "command": "apply", "vars": {"replicas": 1}}
     assert (await TF.run(spec, harness.ctx(name="a"))).outcome == "succeeded"
@@ -192,8 +218,9 @@ output "s" { value = var.s }
 
 
 async def test_payload_strings_in_list_and_object_vars_are_never_evaluated(harness) -> None:
-    """A list or object var is an HCL expression to Terraform: `${...}` in its strings would
-    run (`${1+1}` became "2"); they arrive as the literal text, as in a plain string var."""
+    """A list or object var in HCL (as TF_VAR_ it was) is an expression: `${...}` in its
+    strings would run (`${1+1}` became "2"); they arrive as the literal text, as in a plain
+    string var."""
     d = harness.root / "terraform" / "complex"
     d.mkdir(parents=True)
     (d / "main.tf").write_text(COMPLEX_TF)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,8 @@ from hookrunner.actions.terraform import (
     concurrency_key,
     normalize_terraform,
     readable_outputs,
+    remove_vars,
+    write_vars,
 )
 from hookrunner.errors import ActionError, ConfigError
 
@@ -66,12 +70,10 @@ def test_concurrency_key_is_dir_and_workspace(rendered: dict[str, Any], key: str
     assert concurrency_key(rendered) == key
 
 
-def test_env_carries_vars_and_automation_flags_and_what_was_passed() -> None:
+def test_env_carries_the_automation_flags_and_what_was_passed() -> None:
     # `base` is the action's environment: only names the operator passed (--pass-env).
-    base = {"PATH": "/bin", "TF_CLI_CONFIG_FILE": "/etc/tf.rc", "TF_VAR_db_password": "pw",
-            "TF_VAR_name": "passed"}
-    env = build_env(base, {"replicas": 3, "tags": {"a": "b"}, "name": "web"}, "prod")
-    assert env == {
+    base = {"PATH": "/bin", "TF_CLI_CONFIG_FILE": "/etc/tf.rc", "TF_VAR_db_password": "pw"}
+    assert build_env(base, "prod") == {
         "PATH": "/bin",
         "TF_CLI_CONFIG_FILE": "/etc/tf.rc",
         "TF_VAR_db_password": "pw",
@@ -79,15 +81,25 @@ def test_env_carries_vars_and_automation_flags_and_what_was_passed() -> None:
         "TF_INPUT": "0",
         "CHECKPOINT_DISABLE": "1",
         "TF_WORKSPACE": "prod",
-        "TF_VAR_replicas": "3",
-        "TF_VAR_tags": '{"a": "b"}',
-        "TF_VAR_name": "web",
     }
 
 
-def test_rendered_var_names_are_checked() -> None:
-    with pytest.raises(ActionError):
-        build_env({}, {"a=b": 1}, "default")
+def test_vars_go_in_a_private_json_file_that_goes_with_the_runs_empty_dirs(tmp_path: Path) -> None:
+    work = tmp_path / "work" / "run1" / "1"
+    variables = {"replicas": 3, "tags": {"a": "b"}, "name": "${1+1}", "db_password": "pw"}
+    path = write_vars(work, variables)
+    assert path.is_absolute() and path.name.endswith(".tfvars.json")  # Terraform reads JSON
+    assert json.loads(path.read_text()) == variables  # typed, and no template escapes
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert {stat.S_IMODE(d.stat().st_mode) for d in (work, work.parent)} == {0o700}
+    remove_vars(path)
+    assert list(tmp_path.iterdir()) == [tmp_path / "work"]  # the run's dirs go, work/ stays
+
+
+def test_rendered_var_names_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ActionError, match="invalid variable name"):
+        write_vars(tmp_path / "w", {"a=b": 1})
+    assert not (tmp_path / "w").exists()
 
 
 def test_command_argv() -> None:
