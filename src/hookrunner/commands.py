@@ -586,11 +586,8 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
     from hookrunner.waiting import describe, waiting_for
 
     now = time.time()
-    unserved = False  # SQLite: queued runs wait for a server to start, not for a worker
-    if any(r.status in ("queued", "running") for r in items) and not settings.db:
-        from hookrunner.store.sqlite import served
-
-        unserved = not served(Path(settings.store_url))
+    # SQLite: queued runs wait for a server to start, not for a worker
+    unserved = any(r.status in ("queued", "running") for r in items) and _unserved(settings)
     for r in items:
         code = "-" if r.exit_code is None else str(r.exit_code)
         took = _took(r.started_at, r.finished_at) if r.finished_at else "-"
@@ -647,6 +644,8 @@ async def show_log(settings: Settings, run_id: str, attempt: int | None) -> int:
     if run.attempt == 0:
         print(f"hookrunner: run {run_id} is {run.status}: it never started, so it has no output",
               file=sys.stderr)
+    elif run.status == "running" and shown == run.attempt and _unserved(settings):
+        print(_stopped_note(run_id, bool(text)), file=sys.stderr)
     elif run.status == "running" and shown == run.attempt:
         print(f"hookrunner: run {run_id} is still running (on node {run.lease_owner}): its "
               "output so far, as far as its log file on this machine holds it; "
@@ -659,6 +658,26 @@ async def show_log(settings: Settings, run_id: str, attempt: int | None) -> int:
               "ran it", file=sys.stderr)
     sys.stdout.write(_for_terminal(text) if sys.stdout.isatty() else text)
     return EXIT_OK
+
+
+def _unserved(settings: Settings) -> bool:
+    """No server holds this SQLite store, as `runs` judges it: its running runs are not
+    running any more (on PostgreSQL, another node may hold them: not known here)."""
+    if settings.db:
+        return False
+    from hookrunner.store.sqlite import served
+
+    return not served(Path(settings.store_url))
+
+
+def _stopped_note(run_id: str, has_output: bool) -> str:
+    """`log` of a running run whose server is gone (a crash, a kill): nothing follows it."""
+    what = ("its output below is what its log file held then" if has_output else
+            "it left no output in its log file (the first second's is in the server's memory "
+            "only, and went with it)")
+    return (f"hookrunner: run {run_id} is marked running, but its server has stopped (no "
+            f"server holds this --data): {what}; the next start of the server ends it failed "
+            "(interrupted), or runs it again where its rule retries")
 
 
 async def show_delivery(settings: Settings, delivery_id: str) -> int:

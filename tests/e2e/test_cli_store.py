@@ -416,6 +416,52 @@ def test_log_of_an_attempt_its_killed_server_never_saved_says_so(tmp_path: Path)
     assert done.stderr.startswith(f"hookrunner: attempt 1 of run {slow_run} left no log"), done
 
 
+def test_log_of_a_run_whose_server_was_killed_says_it_stopped(tmp_path: Path) -> None:
+    """`runs` said `running ... (its server has stopped)`, and `log` that the run was still
+    running, with its output so far: none, for one killed within its first second."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(LOG_RULES)
+    data = str(tmp_path / "data")
+    server = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    with server.admin() as api:
+        def post_slow() -> str:
+            runs = httpx.post(f"{server.url}/hooks/h", json={"slow": True, "x": ""},
+                              timeout=30).json()["runs"]
+            return next(r for r in runs if api.get(f"/api/runs/{r}").json()["rule"] == "slow")
+
+        slow = [post_slow()]
+        deadline = time.monotonic() + 20
+        while "first" not in _run("log", slow[0], "--data", data, cwd=tmp_path).stdout:
+            assert time.monotonic() < deadline  # the first one's output is in its log file
+            time.sleep(0.2)
+        slow.append(post_slow())
+        while api.get(f"/api/runs/{slow[1]}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    server.kill()  # the second within its first second: its output is in memory only
+    try:
+        listed = _run("runs", "--rule", "slow", "--data", data, cwd=tmp_path).stdout
+        assert listed.count("(its server has stopped)") == 2, listed
+        for run_id, output in zip(slow, ("first\n", None), strict=True):
+            done = _run("log", run_id, "--data", data, cwd=tmp_path)
+            assert done.returncode == 0, done
+            assert done.stdout.endswith(output) if output else done.stdout == "", done
+            assert "still running" not in done.stderr, done.stderr
+            assert done.stderr.startswith(f"hookrunner: run {run_id} is marked running, but its "
+                                          "server has stopped"), done.stderr
+            assert "the next start of the server ends it failed (interrupted)" in done.stderr
+        assert "its output below is what its log file held" in \
+            _run("log", slow[0], "--data", data, cwd=tmp_path).stderr
+        assert "it left no output in its log file" in \
+            _run("log", slow[1], "--data", data, cwd=tmp_path).stderr
+    finally:
+        server.start()  # stops their `sleep`s, and ends them failed (interrupted)
+        try:
+            assert [server.wait_run(r)["status"] for r in slow] == ["failed", "failed"]
+        finally:
+            server.stop()
+
+
 def test_log_on_a_terminal_shows_control_characters_escaped() -> None:
     from hookrunner.commands import _for_terminal
 
