@@ -22,6 +22,7 @@ from hookrunner.units import utc_iso
 
 if TYPE_CHECKING:  # the commands import what they use as they run: a quick CLI start
     from hookrunner.rules.model import Ruleset
+    from hookrunner.verify.base import Headers
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -211,6 +212,14 @@ def _parse_header(text: str) -> tuple[str, str]:
     return name.strip().lower(), value.strip()  # as the server receives names: `{{ headers }}`
 
 
+def _refused_header(headers: Headers) -> str:
+    """The `--header` a 415 answers: parse_body refuses a Content-Encoding before it reads
+    the Content-Type."""
+    encoding = (headers.get("content-encoding") or "").strip().lower()
+    name = "Content-Encoding" if encoding not in ("", "identity") else "Content-Type"
+    return f"--header {f'{name}: {headers.get(name.lower())}'!r}"
+
+
 def _read_payload(name: str) -> bytes:
     try:
         return Path(name).read_bytes()
@@ -267,6 +276,10 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     try:
         payload = parse_body(body, headers.get("content-type"), headers.get("content-encoding"))
     except PayloadError as exc:
+        if exc.status == 415:  # the request's header, not the file: refused as a 413 is
+            print(f"hookrunner: {_refused_header(headers)}: {exc.message} (the server answers "
+                  "it 415, and journals and runs nothing)", file=sys.stderr)
+            return EXIT_FAIL
         print(f"hookrunner: cannot parse --payload {payload_file}: {exc.message} (the server "
               f"answers it {exc.status})", file=sys.stderr)
         return EXIT_USAGE
