@@ -310,7 +310,7 @@ def _to_bool(value: Any) -> bool:
     `bool` calls every other text false, so a typo'd "treu" quietly skipped a deploy)."""
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
-    if value is None or isinstance(value, bool):
+    if value is None or isinstance(value, bool) or value == "":  # ("": not set, as null)
         return bool(value)
     if isinstance(value, int | float) and value in (0, 1):
         return bool(value)
@@ -318,8 +318,36 @@ def _to_bool(value: Any) -> bool:
     if word is None:
         shown = repr(value) if isinstance(value, str) else (_json_kind(value) or type(value).__name__)
         raise Explained(f"`| bool` reads true/false, yes/no, on/off or 1/0 (or a JSON "
-                        f"boolean or null), and this value is {shown[:80]}")
+                        f"boolean, null or \"\"), and this value is {shown[:80]}")
     return word
+
+
+def _truth_problem(value: Any) -> str | None:
+    """Why `value` cannot be taken as true or false, or None."""
+    if callable(value) and not isinstance(value, jinja2.Undefined):
+        # `payload.keys` of a payload without `keys` is the mapping's method: it held for
+        # every delivery. A key named like a method (keys, items, get, ...) takes brackets.
+        name = getattr(value, "__name__", "")
+        hint = f": a key named like a method takes brackets, [{name!r}], not .{name}" if name else ""
+        return f"a function, not a value{hint}"
+    if _boolean_word(value) is not None:
+        # Any text but "" holds, so `payload.apply_infra | default(false)` applied for a
+        # sender's "false": which the author meant is theirs to write.
+        return (f"the text {value!r}, not a boolean, and every text but \"\" counts as "
+                f"true: compare it (== \"{value}\") or convert it (| bool)")
+    return None
+
+
+_TESTED = "hookrunner_tested"  # the global _Bounded's rewrite calls _tested by
+
+
+def _tested(value: Any) -> bool:
+    """A value in a yes/no place inside a template or condition (`not x`, `{% if x %}`,
+    `x and y` of a condition): its truth, checked as a condition's value is."""
+    problem = _truth_problem(value)
+    if problem is not None:
+        raise Explained(f"a yes/no test got {problem}")
+    return bool(value)
 
 
 _OF_UNDEFINED = ("defined", "undefined")  # the tests that are about a value's absence
@@ -394,6 +422,7 @@ def _make_env() -> _Environment:
     env.filters.update(bounds.bounded_filters(env.filters))
     env.globals[bounds.STEPS] = bounds.steps
     env.globals[_LISTED] = _listed
+    env.globals[_TESTED] = _tested
     env.globals[bounds.CONCAT] = functools.partial(bounds.concat, write=as_text)
     for name in _REFUSED_GLOBALS:
         env.globals.pop(name, None)
@@ -476,12 +505,54 @@ class _Bounded(NodeTransformer):
         self.generic_visit(node)
         node.iter = nodes.Call(nodes.Name(bounds.STEPS, "load"), [node.iter], [], None, None,
                                lineno=node.lineno)
+        if node.test is not None:  # `{% for x in items if x.flag %}`: see visit_If
+            node.test = _guarded(cast(nodes.Expr, node.test))
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)
         return nodes.Call(nodes.Name(bounds.CONCAT, "load"), list(node.nodes), [], None, None,
                           lineno=node.lineno)
+
+    # Where a value is taken as yes or no, it goes through `hookrunner_tested` (_tested):
+    # `{% if payload.force %}` and `not payload.draft` took a sender's "false" for true.
+    def visit_If(self, node: nodes.If) -> nodes.Node:
+        self.generic_visit(node)
+        node.test = _guarded(cast(nodes.Expr, node.test))
+        return node
+
+    def visit_CondExpr(self, node: nodes.CondExpr) -> nodes.Node:
+        self.generic_visit(node)
+        node.test = _guarded(node.test)
+        return node
+
+    def visit_Not(self, node: nodes.Not) -> nodes.Node:
+        self.generic_visit(node)
+        node.node = _guarded(node.node)
+        return node
+
+
+def _guarded(node: nodes.Expr) -> nodes.Expr:
+    """`node`, in a yes/no place, with its truth checked (_tested) where it may be a value
+    that is not a boolean. `a and b` there gives one of its operands: each is checked."""
+    if isinstance(node, nodes.And | nodes.Or):
+        node.left, node.right = _guarded(node.left), _guarded(node.right)
+        return node
+    if isinstance(node, nodes.CondExpr):
+        node.expr1 = _guarded(node.expr1)
+        if node.expr2 is not None:
+            node.expr2 = _guarded(node.expr2)
+        return node
+    if isinstance(node, nodes.Not | nodes.Compare | nodes.Test) or (
+            isinstance(node, nodes.Const) and isinstance(node.value, bool)):
+        return node  # a boolean already
+    return nodes.Call(nodes.Name(_TESTED, "load"), [node], [], None, None, lineno=node.lineno)
+
+
+def _guard_root(node: nodes.Expr) -> nodes.Expr:
+    """A condition's whole expression: its own value is checked by _truth (and shown as it
+    is by explanations), the operands an `and`/`or` or `if ... else` picks from are not."""
+    return _guarded(node) if isinstance(node, nodes.And | nodes.Or | nodes.CondExpr) else node
 
 
 _N = TypeVar("_N", bound=nodes.Node)
@@ -946,7 +1017,7 @@ def type_mismatch(clause: Clause, left: Any) -> str | None:
 
 def _compile_clause(node: nodes.Expr) -> tuple[TemplateExpression, bool]:
     """The clause as a template that also stores its left operand (if it has one)."""
-    node = _bound(node)
+    node = _bound(_guard_root(node))
     holder = _left_holder(node)
     if holder is None:
         return _compile_node(node), False
@@ -983,23 +1054,9 @@ def _left_holder(node: nodes.Expr) -> tuple[nodes.Node, str] | None:
 
 
 def _truth(value: Any, source: str) -> bool:
-    if callable(value) and not isinstance(value, jinja2.Undefined):
-        # `payload.keys` of a payload without `keys` is the mapping's method: it held for
-        # every delivery. A key named like a method (keys, items, get, ...) takes brackets.
-        name = getattr(value, "__name__", "")
-        hint = f": a key named like a method takes brackets, [{name!r}], not .{name}" if name else ""
-        error = TemplateError(f"the condition's value is a function, not a value{hint} "
-                              f"(in {source!r})")
-        error.source = source
-        raise error
-    word = _boolean_word(value)
-    if word is not None:
-        # Any text but "" holds, so `payload.apply_infra | default(false)` applied for a
-        # sender's "false": which the author meant is theirs to write.
-        error = TemplateError(
-            f"the condition's value is the text {value!r}, not a boolean, and every text but "
-            f"\"\" counts as true: compare it (== \"{value}\") or convert it (| bool) "
-            f"(in {source!r})")
+    problem = _truth_problem(value)
+    if problem is not None:
+        error = TemplateError(f"the condition's value is {problem} (in {source!r})")
         error.source = source
         raise error
     try:
@@ -1018,7 +1075,7 @@ class Expression:
         tree = _parse_expression(source)
         _check_tree(tree)
         self.names = _names(tree)
-        self._fn = _compile_node(tree)
+        self._fn = _compile_node(_guard_root(tree))
         self._clauses: tuple[Clause, ...] | None = None
         self._ops: list[str] | None = None  # the and/or between the clauses, in order
 

@@ -725,6 +725,10 @@ rules:
     hook: monitoring
     when: payload.apply_infra | default(false) | bool
     run: {shell: {argv: [echo, converted]}}
+  - name: apply-swapped          # the gate first: `a and b` is b where a is any text
+    hook: monitoring
+    when: payload.apply_infra | default(false) and payload.apply_infra is defined
+    run: {shell: {argv: [echo, swapped]}}
 """
 
 
@@ -743,9 +747,10 @@ def test_a_condition_of_boolean_text_never_holds_by_being_text(
     assert rules_run({"apply_infra": "false"}) == []
     assert rules_run({"apply_infra": "no"}) == []
     assert rules_run({"apply_infra": "true"}) == ["apply-converted"]
-    assert rules_run({"apply_infra": True}) == ["apply-converted", "apply-scaling"]
+    assert rules_run({"apply_infra": True}) == ["apply-converted", "apply-scaling",
+                                                "apply-swapped"]
     assert rules_run({}) == []
-    assert rules_run({"apply_infra": "soon"}) == ["apply-scaling"]  # text, not a yes or no
+    assert rules_run({"apply_infra": "soon"}) == ["apply-scaling", "apply-swapped"]  # no yes/no
     line = next(x for x in server.output().splitlines()
                 if "rule.condition_error" in x and "rule=apply-scaling" in x)
     assert "the condition's value is the text 'false', not a boolean" in line, line

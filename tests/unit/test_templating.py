@@ -162,6 +162,33 @@ def test_a_condition_whose_value_is_boolean_text_is_an_error(text: str) -> None:
     assert compile_expression(f"payload.flag == {text!r}").test(scope)  # as the error says
 
 
+@pytest.mark.parametrize("expr", [
+    "payload.flag | default(false) and payload.ok == 1",  # `a and b` gives b when a is text
+    "payload.ok == 1 and payload.flag", "payload.flag or payload.ok == 2", "not payload.flag",
+    "payload.ok == 1 if payload.flag else false"])
+def test_yes_no_text_is_an_error_wherever_it_is_taken_for_yes_or_no(expr: str) -> None:
+    """interface.md's gate with its operands swapped still applied for "false"."""
+    scope = {**SCOPE, "payload": {"flag": "false", "ok": 1}}
+    with pytest.raises(TemplateError, match=r"the text 'false', not a boolean"):
+        compile_expression(expr).test(scope)
+
+
+@pytest.mark.parametrize(("source", "rendered"), [
+    ("{% if payload.flag | bool %}--force{% endif %}", ""), ("{{ payload.flag or 'x' }}", "false"),
+    ("{{ (payload.flag | bool) and 'yes' or 'no' }}", "no"), ("{% if payload.ref %}ok{% endif %}", "ok")])
+def test_a_template_takes_text_for_yes_or_no_only_where_it_is_converted(
+        source: str, rendered: str) -> None:
+    """`{% if payload.force %}--force{% endif %}` added --force for "false"; a value that
+    is text is still text (`or` picking a value is no yes/no test)."""
+    scope = {**SCOPE, "payload": {"flag": "false", "ref": "refs/heads/main"}}
+    assert compile_template(source).render(scope) == rendered
+    for refused in ("{% if payload.flag %}--force{% endif %}", "{{ 'a' if payload.flag else 'b' }}",
+                    "{% for x in [1] if payload.flag %}{{ x }}{% endfor %}",
+                    "{{ not payload.flag }}"):
+        with pytest.raises(TemplateError, match=r"a yes/no test got the text 'false'"):
+            compile_template(refused).render(scope)
+
+
 @pytest.mark.parametrize("text", ["", "refs/heads/main", "falsey", "2", "n"])
 def test_other_text_keeps_its_truth(text: str) -> None:
     """`when: payload.merged_at` (set or not) is a common idiom; only yes/no words err."""
@@ -171,7 +198,7 @@ def test_other_text_keeps_its_truth(text: str) -> None:
 
 @pytest.mark.parametrize(("value", "truth"), [
     ("true", True), ("Yes", True), ("on", True), ("1", True), (" false ", False), ("NO", False),
-    ("off", False), ("0", False), (True, True), (False, False), (None, False), (1, True),
+    ("off", False), ("0", False), (True, True), (False, False), (None, False), ("", False), (1, True),
     (0, False), (1.0, True)])
 def test_the_bool_filter_reads_what_senders_write(value: Any, truth: bool) -> None:
     scope = {**SCOPE, "payload": {"flag": value}}

@@ -54,6 +54,7 @@ _BREAKS = re.compile(r"\r\n|\r|\n")
 # operator or an opening bracket, `- 1` is a negative number (`payload.a >` then `- 1`).
 _DASH_LINE = re.compile(r"\n[ \t]*- [ \t]*(?:[A-Za-z_(\"']|(?P<literal>[0-9\[{-]))")
 _ENDS_OPERAND = re.compile(r"[\w)\]}\"'][ \t]*$")
+_ENDS_KEYWORD = re.compile(r"(?<![\w.])(?:and|or|not|in|is|if|else)[ \t]*$")  # operators too
 
 
 class _Loader(yaml.SafeLoader):
@@ -129,7 +130,8 @@ def _folded_dash(loader: _Loader, node: yaml.Node) -> bool:
 
 def _dash_line(text: str, start: int, end: int) -> bool:
     for m in _DASH_LINE.finditer(text, start, end):
-        if m.group("literal") is None or _ENDS_OPERAND.search(text, start, m.start()):
+        if m.group("literal") is None or (_ENDS_OPERAND.search(text, start, m.start())
+                                          and not _ENDS_KEYWORD.search(text, start, m.start())):
             return True
     return False
 

@@ -1076,7 +1076,11 @@ def test_a_list_item_folded_into_a_when_is_an_error() -> None:
                                        f"      - {item}\n    run: {{shell: {{argv: [x]}}}}\n"})
         assert "a line of it starts with '- '" in str(caught.value.errors[0]), caught.value.errors
     # A negative number starting a line after an operator or a bracket is not a list item.
-    for when in ("|\n      payload.b in [\n      - 1, 2]", "|\n      payload.a >\n      - 1"):
+    for when in ("|\n      payload.b in [\n      - 1, 2]", "|\n      payload.a >\n      - 1",
+                 ">\n      payload.a == 5 or\n      - 1 == payload.b",
+                 ">\n      payload.a > 5 and\n      - 10 < payload.b",
+                 ">\n      payload.x if payload.c else\n      - 1",
+                 "|\n      payload.a not in\n      - 1 ~ 'x'"):
         load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
                                    f"    hook: h\n    when: {when}\n    run: {{shell: {{argv: [x]}}}}\n"})
 
