@@ -273,18 +273,48 @@ def _not_of_null(name: str, fn: Any) -> Any:
     return wrapped
 
 
+_NO_DEFAULT: Any = object()  # `| int` / `| float` given no default of the author's
+
+
+def _not_a_number(name: str, value: Any) -> Explained:
+    shown = repr(value)[:80] if isinstance(value, str) else (_json_kind(value) or type(value).__name__)
+    zero = "0" if name == "int" else "0.0"
+    return Explained(f"`| {name}` of {shown}: not a number. Give the number to use then, "
+                     f"`| {name}({zero})` (Jinja's silent default), or test the value first")
+
+
 def _int_of(do_int: Any) -> Any:
     """`| int` of a number Python will not read (more than 4,300 digits) gave its default,
-    0, in silence: `replicas: "{{ payload.replicas | int }}"` scaled to zero."""
+    0, in silence: `replicas: "{{ payload.replicas | int }}"` scaled to zero. So did text
+    that is no number (`"six"`, `""`, a label not set): an error now, unless the rule gives
+    the default itself (`| int(0)`)."""
     @functools.wraps(do_int)
-    def checked(value: Any, default: Any = 0, base: Any = 10) -> Any:
+    def checked(value: Any, default: Any = _NO_DEFAULT, base: Any = 10) -> Any:
         limit = sys.get_int_max_str_digits()  # (0: no limit; bases 2, 4, ... 32 have none)
         if isinstance(value, str) and limit and base not in (2, 4, 8, 16, 32):
             digits = value.strip().lstrip("+-").replace("_", "")
             if len(digits) > limit and digits.isdigit():
                 raise Explained(f"`| int` of a number of {len(digits)} digits: at most "
                                 f"{limit} are read")
-        return do_int(value, default, base)
+        result = do_int(value, _NO_DEFAULT, base)
+        if result is _NO_DEFAULT:
+            if default is _NO_DEFAULT:
+                raise _not_a_number("int", value)
+            return default
+        return result
+    return checked
+
+
+def _float_of(do_float: Any) -> Any:
+    """`| float` of text that is no number gave 0.0 in silence: see _int_of."""
+    @functools.wraps(do_float)
+    def checked(value: Any, default: Any = _NO_DEFAULT) -> Any:
+        result = do_float(value, _NO_DEFAULT)
+        if result is _NO_DEFAULT:
+            if default is _NO_DEFAULT:
+                raise _not_a_number("float", value)
+            return default
+        return result
     return checked
 
 
@@ -344,6 +374,7 @@ _TESTED = "hookrunner_tested"  # the global _Bounded's rewrite calls _tested by
 def _tested(value: Any) -> bool:
     """A value in a yes/no place inside a template or condition (`not x`, `{% if x %}`,
     `x and y` of a condition): its truth, checked as a condition's value is."""
+    value = _listed(value)  # `{% if items | select(...) %}`: see Expression.test
     problem = _truth_problem(value)
     if problem is not None:
         raise Explained(f"a yes/no test got {problem}")
@@ -419,6 +450,7 @@ def _make_env() -> _Environment:
     for name in _CASE_FILTERS:
         env.filters[name] = _not_of_null(name, env.filters[name])
     env.filters["int"] = _int_of(env.filters["int"])
+    env.filters["float"] = _float_of(env.filters["float"])
     env.filters.update(bounds.bounded_filters(env.filters))
     env.globals[bounds.STEPS] = bounds.steps
     env.globals[_LISTED] = _listed
@@ -452,6 +484,10 @@ def _render_error(exc: Exception, source: str) -> TemplateError:
                 r"not supported between instances of '(int|float)' and '(str|NoneType)'", str(exc)):
             # `payload.value > 90` where the sender writes "97.5"
             why += " (a number compared with text or null: convert it, `| float`, `| int`)"
+        elif isinstance(exc, TypeError) and "'generator'" in str(exc):
+            # `payload.alerts | selectattr(...) | length`
+            why += (" (select, selectattr, reject and map give their items one at a time: "
+                    "add `| list` before it)")
     error = TemplateError(f"{why} (in {source!r})")
     error.source = source
     return error
@@ -917,7 +953,7 @@ class Clause:
                 return decided
         try:
             context = _run(self._fn, scope)
-            value = context.vars["result"]
+            value = _listed(context.vars["result"])  # (see Expression.test)
             if isinstance(value, jinja2.Undefined):
                 value._fail_with_undefined_error()
             left = context.vars[_LEFT] if self._has_left else value
@@ -1083,7 +1119,9 @@ class Expression:
         return _call(self._fn, scope, self.source)
 
     def test(self, scope: Mapping[str, Any]) -> bool:
-        return _truth(self.render(scope), self.source)
+        # What select, selectattr, map... give is an iterator, true even when it yields
+        # nothing (Ansible makes them lists): a condition takes it by its items.
+        return _truth(_listed(self.render(scope)), self.source)
 
     def clauses(self) -> tuple[Clause, ...]:
         """The top-level and/or operands (compiled on first use: only explanations need them)."""

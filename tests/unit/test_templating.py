@@ -141,7 +141,53 @@ def test_a_number_python_will_not_read_is_an_error_of_int_not_zero() -> None:
     with pytest.raises(TemplateError, match=r"`\| int` of a number of 4301 digits"):
         compile_template("{{ payload.r | int }}").render(scope)
     assert compile_template("{{ payload.s | int }}").render(scope) == 10 ** 4299
-    assert compile_template("{{ 'x' | int }}").render(scope) == 0  # as Jinja has it
+    assert compile_template("{{ 'x' | int(0) }}").render(scope) == 0  # a default the rule gives
+
+
+@pytest.mark.parametrize("value", ["six", "", "6 pods", "0x10", None, [3]])
+@pytest.mark.parametrize("name", ["int", "float"])
+def test_int_and_float_of_what_is_no_number_is_an_error_unless_given_a_default(
+        name: str, value: Any) -> None:
+    """`replicas: "{{ payload.commonLabels.replicas | int }}"` with a label "six" (labels are
+    text) scaled to zero, and `payload.x | int < 3` held for it: Jinja's silent 0."""
+    scope = {**SCOPE, "payload": {"r": value}}
+    with pytest.raises(TemplateError, match=rf"`\| {name}` of .+: not a number\. Give the "
+                                            rf"number to use then, `\| {name}\(0"):
+        compile_template(f"{{{{ payload.r | {name} }}}}").render(scope)
+    with pytest.raises(TemplateError, match="not a number"):
+        compile_expression(f"payload.r | {name} < 3").test(scope)
+    assert compile_template(f"{{{{ payload.r | {name}(7) }}}}").render(scope) == 7
+    assert compile_template(f"{{{{ payload.r | {name}(default=7) }}}}").render(scope) == 7
+
+
+@pytest.mark.parametrize(("value", "as_int", "as_float"), [
+    ("6", 6, 6.0), (" 6 ", 6, 6.0), ("2.5", 2, 2.5), (True, 1, 1.0), (4, 4, 4.0), ("-3", -3, -3.0)])
+def test_int_and_float_of_numbers_are_jinjas(value: Any, as_int: int, as_float: float) -> None:
+    scope = {**SCOPE, "payload": {"r": value}}
+    assert compile_template("{{ payload.r | int }}").render(scope) == as_int
+    assert compile_template("{{ payload.r | float }}").render(scope) == as_float
+    assert compile_template("{{ '10' | int(base=16) }}").render(scope) == 16
+
+
+@pytest.mark.parametrize(("expr", "holds"), [
+    ('payload.alerts | selectattr("labels.severity", "equalto", "critical")', False),
+    ('payload.alerts | selectattr("labels.severity", "equalto", "warning")', True),
+    ('payload.alerts | rejectattr("labels.severity", "equalto", "warning")', False),
+    ('payload.alerts | map(attribute="labels.severity") | select("equalto", "page")', False),
+    ('not (payload.alerts | selectattr("labels.severity", "equalto", "critical"))', True),
+    ('payload.ok and payload.alerts | selectattr("labels.severity", "equalto", "critical")', False)])
+def test_a_condition_takes_what_select_gives_by_its_items(expr: str, holds: bool) -> None:
+    """An empty selection held (a generator is always true), so every alert group paged."""
+    scope = {**SCOPE, "payload": {"ok": True, "alerts": [{"labels": {"severity": "warning"}}]}}
+    assert compile_expression(expr).test(scope) is holds
+    assert compile_template("{% if " + expr + " %}y{% else %}n{% endif %}").render(scope) == \
+        ("y" if holds else "n")
+
+
+def test_length_of_a_selection_says_to_make_it_a_list() -> None:
+    with pytest.raises(TemplateError, match=r"add `\| list` before it"):
+        compile_expression('payload.a | select("equalto", 1) | length > 0').test(
+            {**SCOPE, "payload": {"a": [1]}})
 
 
 @pytest.mark.parametrize("expr", ["payload.keys", "payload.get", "payload.replicas and payload.values"])
