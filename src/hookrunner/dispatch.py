@@ -89,6 +89,12 @@ _store_down_log = Throttled("dispatcher.store_unavailable", logging.ERROR, every
 _loop_failed_log = Throttled("dispatcher.loop_failed", logging.ERROR, every=10.0, per="task")
 LOOP_FAILING = 5  # rounds in a row after which /readyz says the node is not running work
 STALL_AFTER = 2  # housekeeping rounds a renewal may be late by before it counts as a stall
+# A run whose lease this node could not renew is stopped (SIGTERM) a renewal period before
+# the lease expires, and another node may start it, or the next run of its key, at expiry: a
+# stop's grace (5 s, 20 s for a Terraform apply) may outlast that, so what is left of the run
+# is killed this share of a lease before the expiry (1.25 s of the default 15 s: room for the
+# SIGKILL, the sweep of its stragglers, and some clock skew).
+KILL_BEFORE_EXPIRY = 1 / 12
 START_STORE_WAIT = 60.0  # seconds a start tries a shared store's settling again
 T = TypeVar("T")
 _start_wait_log = Throttled("dispatcher.start_waiting_for_store", logging.WARNING, every=10.0)
@@ -198,6 +204,8 @@ class Dispatcher:
         self._marks = StartMarks(marks_path(settings.data, settings.node))
         self._cancel_reason: dict[str, str] = {}
         self._renewed: dict[str, float] = {}  # run id -> its lease's last start, monotonic
+        # Run id -> when (monotonic) its processes must be gone: its lease is in doubt.
+        self._stop_by: dict[str, float] = {}
         self._lost: set[str] = set()
         # Attempts that ended here whose result the store refuses for now (_record retries it):
         # the API shows it beside the stored `running` (unrecorded).
@@ -674,7 +682,7 @@ class Dispatcher:
         last_renew = stats_due = 0.0
         while True:
             await asyncio.sleep(self._tick)
-            now = time.time()
+            now, mono = time.time(), time.monotonic()
             try:
                 if now - last_renew >= self.settings.lease / 3:
                     identity_error: StoreUnavailable | None = None
@@ -688,7 +696,7 @@ class Dispatcher:
                         # Its own connection (no slot for it, say): the pool's may work, and
                         # this node's leases must go on being renewed meanwhile.
                         identity_error = exc
-                    await self._renew(now)
+                    await self._renew(now, mono)
                     last_renew = now  # only once renewed: a failed renewal is tried next round
                     self._renewal_went_through()
                     if identity_error is not None:
@@ -831,14 +839,25 @@ class Dispatcher:
                 continue
             self._lost.add(run_id)
             self._cancel_reason[run_id] = "canceled: lease not renewed in time"
+            self._doomed(run_id, renewed, "its lease could not be renewed")
             entry[1].set()
             event("run.lease_lost", logging.WARNING, run_id=run_id, reason="not renewed")
 
-    async def _renew(self, now: float) -> None:
+    def _doomed(self, run_id: str, renewed: float, why: str) -> None:
+        """The run's processes must be gone before the lease it last renewed (at `renewed`,
+        monotonic) expires: its stop's grace ends KILL_BEFORE_EXPIRY before that."""
+        by = self._stop_by[run_id] = renewed + self.settings.lease * (1 - KILL_BEFORE_EXPIRY)
+        if (log := self._logs.get(run_id)) is not None:
+            left = max(0.0, by - time.monotonic())
+            log.note(f"{why}: stopping the run here; what is left of it is killed in "
+                     f"{left:.1f}s, before the lease expires (another node may take it over)")
+
+    async def _renew(self, now: float, mono: float) -> None:
+        """Renew this node's leases; `mono` is `now` on the monotonic clock (the leases
+        expire `--lease` after `now`, whatever the store's answer took)."""
         ids = list(self._active)
         if not ids:
             return
-        mono = time.monotonic()
         held = await self.store.renew(self.node, ids, self.settings.lease, now)
         for run_id in held:
             if run_id in self._runs:
@@ -850,6 +869,8 @@ class Dispatcher:
                 # recorded is "not held" because its finish just committed: nothing to stop.)
                 self._lost.add(run_id)
                 self._cancel_reason[run_id] = "canceled: lease lost"
+                self._doomed(run_id, self._renewed.get(run_id, mono),
+                             "another node holds its lease")
                 self._active[run_id][1].set()
                 event("run.lease_lost", logging.WARNING, run_id=run_id)
 
@@ -960,6 +981,7 @@ class Dispatcher:
             self._active.pop(run.id, None)
             self._runs.pop(run.id, None)
             self._renewed.pop(run.id, None)
+            self._stop_by.pop(run.id, None)
             self._cancel_reason.pop(run.id, None)
             self.metrics.running.set(len(self._active))
             self._wake_freed()
@@ -1111,6 +1133,7 @@ class Dispatcher:
             root=self._fixed_root or self.settings.root.resolve(),
             work_dir=work, env=env, timeout=run.timeout, cancel=cancel, log=log,
             raw_body=body, payload=payload, starting=starting,
+            stop_by=functools.partial(self._stop_by.get, run.id),
         )
         try:
             return await runner.run(run.spec, ctx)
@@ -1148,7 +1171,9 @@ class Dispatcher:
             count = len(found[run.id])
             log.note(f"stopping {count} process(es) of the run outside its process group")
             event("run.stragglers", logging.WARNING, run_id=run.id, processes=count)
-            if stuck := await orphans.stop(runs, found):
+            grace = process.grace_left(functools.partial(self._stop_by.get, run.id),
+                                       orphans.STOP_GRACE)
+            if stuck := await orphans.stop(runs, found, grace=grace):
                 log.note(f"{len(stuck)} process(es) of the run survived SIGKILL: "
                          f"{_pid_list(stuck)}")
                 event("run.stragglers_left", logging.ERROR, run_id=run.id,

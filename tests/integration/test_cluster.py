@@ -312,6 +312,47 @@ rules:
     assert events[("term", "1")][1] < events[("start", "2")][1]
 
 
+def test_a_cut_off_node_kills_a_run_slow_to_stop_before_its_lease_expires(
+    nodes: Nodes, project: Path
+) -> None:
+    """The run's TERM trap cleans up for 3 s, longer than is left of the lease: the cut-off
+    node kills it before the lease expires, so the next run of its key, started on another
+    node at expiry, finds it gone (it held a lock for its whole life; it once ran on for
+    a second beside the next run)."""
+    out, lock = project / "out" / "events", project / "out" / "key.lock"
+    record = 'echo "$1 $HOOKRUNNER_RUN_ID $HOOKRUNNER_NODE $(date +%s.%N)" >> "{out}"'
+    record = record.format(out=out)
+    write_script(project, "slow_stop.sh", f"""exec 9>>"{lock}"
+flock -n 9 && set -- alone || set -- overlapping
+{record}
+trap 'set -- term; {record}; sleep 3; set -- end; {record}; exit 0' TERM
+if [ -n "$FIRST" ]; then sleep 60 & wait $!; fi
+""")
+    nodes.rules("""
+rules:
+  - name: deploy
+    hook: github
+    run: {shell: {argv: ["scripts/slow_stop.sh"], env: {FIRST: "{{ payload.first }}"}}}
+    concurrency: {key: deploy, policy: queue}
+""")
+    port = int(nodes.db.rsplit(":", 1)[1].split("/")[0])
+    relay = Relay(port)
+    try:
+        n1 = nodes.server("n1", db=relay.url(nodes.db)).start()
+        first = post(n1, {"first": "yes"}).json()["runs"][0]
+        until(lambda: len(nodes.lines("events")) == 1, 15, "the first run started on n1")
+        (n2,) = nodes.start("n2")
+        second = post(n2, {"first": ""}).json()["runs"][0]  # queued behind it
+        relay.cut()
+        final = wait_terminal(nodes.db, [first, second], timeout=30)
+    finally:
+        relay.close()
+    assert final == {first: "failed", second: "succeeded"}
+    events = {(x[0], x[1]): float(x[3]) for x in nodes.lines("events")}
+    assert ("alone", second) in events, nodes.lines("events")
+    assert events.get(("end", first), 0.0) < events[("alone", second)]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -625,7 +625,8 @@ def _resolve(done: asyncio.Future[None]) -> None:
 
 
 async def _stop(job: _Job, done: asyncio.Future[None], ctx: RunContext) -> None:
-    """SIGTERM ansible-playbook (it stops its own workers), grace period, then kill the rest."""
+    """SIGTERM ansible-playbook (it stops its own workers), grace period (never past
+    `ctx.stop_by`), then kill the rest."""
     if job.pid is None:
         # Not far enough to have reported a pid, and the runner only kills the playbook's own
         # group (at its next poll, seconds away): stop what carries the run's id now.
@@ -634,13 +635,14 @@ async def _stop(job: _Job, done: asyncio.Future[None], ctx: RunContext) -> None:
         job.kill_now.set()
         runs = {ctx.node: [ctx.run_id]}
         found = await asyncio.to_thread(orphans.find_all, runs)
-        if stuck := await orphans.stop(runs, found, grace=process.GRACE_PERIOD):
+        grace = process.grace_left(ctx.stop_by, process.GRACE_PERIOD)
+        if stuck := await orphans.stop(runs, found, grace=grace):
             ctx.log.note(f"{len(stuck)} process(es) of the run survived SIGKILL")
         await done
         return
     tree = process.descendants(job.pid)  # workers live in sessions of their own
     process.signal_process(job.pid, signal.SIGTERM)
-    await asyncio.wait({done}, timeout=process.GRACE_PERIOD)
+    await process.wait_within(done, process.GRACE_PERIOD, ctx.stop_by)
     job.kill_now.set()  # runner SIGKILLs the playbook's group at its next poll
     process.kill_all([job.pid, *tree, *process.descendants(job.pid)] if not done.done() else [])
     await done

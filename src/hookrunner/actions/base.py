@@ -65,6 +65,10 @@ class RunContext:
     # before it queues the run again (nothing ran) and one after it is an interruption.
     # Raises NotStarted where the start cannot be recorded.
     starting: Callable[[], None] = lambda: None
+    # When (time.monotonic()) the action's processes must be gone, once there is such a time:
+    # its node could not renew the run's lease, and another node may start the run (or the
+    # next of its key) when it expires. A stop's grace ends there. None: no such time.
+    stop_by: Callable[[], float | None] = lambda: None
 
 @dataclass
 class RunResult:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from hookrunner.actions import spawn
 from hookrunner.actions.base import Outcome, RunContext, RunResult
@@ -37,6 +38,7 @@ INTERRUPT_GRACE_MAX = 20.0
 LINGER = 0.5  # after the leader exits, seconds its output may still arrive before sweeping
 DRAIN_AFTER_KILL = 1.0  # seconds to read what is left after SIGKILL before giving up
 POLL_INTERVAL = 0.05  # seconds between checks whether a group has gone
+STOP_BY_LOOK = 0.1  # seconds between looks at RunContext.stop_by while a leader is waited for
 READ_CHUNK = 64 * 1024
 # A process that cannot start for want of these may start later (EMFILE under a flood).
 SHORT_OF = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
@@ -167,6 +169,23 @@ def kill_all(pids: Iterable[int]) -> None:
     for pid in pids:
         signal_group(pid, signal.SIGKILL)
         signal_process(pid, signal.SIGKILL)
+
+
+def grace_left(stop_by: Callable[[], float | None], seconds: float) -> float:
+    """`seconds` of a stop's grace, or what is left of it before the run's processes must be
+    gone (`RunContext.stop_by`: a lease its node could not renew); 0 once that time is past."""
+    by = stop_by()
+    return seconds if by is None else max(0.0, min(seconds, by - time.monotonic()))
+
+
+async def wait_within(future: asyncio.Future[Any], seconds: float,
+                      stop_by: Callable[[], float | None]) -> None:
+    """Wait up to `seconds` for `future`, never past `stop_by`, which is looked at again as
+    it waits (a lease may be lost while a canceled run is given its grace)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while not future.done() and (left := grace_left(stop_by, until - loop.time())) > 0:
+        await asyncio.wait({future}, timeout=min(left, STOP_BY_LOOK))
 
 
 # --- running ------------------------------------------------------------------------------
@@ -319,7 +338,7 @@ async def run_process(
                                  "its process group and its environment")
                 if interrupt is not None:
                     await _interrupt_leader(proc.pid, waiter, *interrupt, ctx)
-                await _stop_group(proc.pid, waiter, pump, left)
+                await _stop_group(proc.pid, waiter, pump, ctx.stop_by, left)
             finally:
                 left.close()
         else:
@@ -327,7 +346,7 @@ async def run_process(
                 await asyncio.wait({pump}, timeout=LINGER)
             if group_alive(proc.pid):
                 ctx.log.note("stopping processes the action left running")
-                await _stop_group(proc.pid, waiter, pump)
+                await _stop_group(proc.pid, waiter, pump, ctx.stop_by)
     finally:
         if proc.returncode is None:  # we were cancelled ourselves: leave nothing behind
             signal_group(proc.pid, signal.SIGKILL)
@@ -636,19 +655,22 @@ def _devnull() -> int:
 
 async def _interrupt_leader(pid: int, waiter: asyncio.Future[int], sig: signal.Signals,
                             grace: float, ctx: RunContext) -> None:
-    """`sig` to the group's leader alone; up to `grace` (INTERRUPT_GRACE_MAX at most) for it
-    to exit by itself."""
+    """`sig` to the group's leader alone; up to `grace` (INTERRUPT_GRACE_MAX at most, and
+    never past `ctx.stop_by`) for it to exit by itself."""
     grace = min(grace, INTERRUPT_GRACE_MAX)
-    ctx.log.note(f"sent {sig.name} to {pid}: waiting up to {format_seconds(grace)} for it to "
-                 "stop its work itself")
+    left = grace_left(ctx.stop_by, grace)
+    ctx.log.note(f"sent {sig.name} to {pid}: waiting up to {format_seconds(round(left, 1))} for "
+                 "it to stop its work itself" + ("" if left == grace else
+                 " (the run's lease could not be renewed: it is killed before that expires)"))
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    await asyncio.wait({waiter}, timeout=grace)
+    await wait_within(waiter, grace, ctx.stop_by)
 
 
 async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Future[None],
-                      left: _Pinned | None = None) -> None:
-    """SIGTERM the group, wait up to the grace period for it to go, SIGKILL, reap the leader.
+                      stop_by: Callable[[], float | None], left: _Pinned | None = None) -> None:
+    """SIGTERM the group, wait up to the grace period (never past `stop_by`, see RunContext)
+    for it to go, SIGKILL, reap the leader.
     `left` (the leader's descendants that left the group, `setsid`, and cleared their
     environment, `env -i`) go the same way: those that kept it are the dispatcher's to find
     by their HOOKRUNNER_RUN_ID (and to log), but these survived a timeout or a cancel."""
@@ -659,7 +681,8 @@ async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Futu
     left.send(signal.SIGTERM)
     left.send(signal.SIGCONT)
     until = loop.time() + GRACE_PERIOD
-    while loop.time() < until and not (waiter.done() and not group_alive(pgid)):
+    while grace_left(stop_by, until - loop.time()) > 0 and not (
+            waiter.done() and not group_alive(pgid)):
         await asyncio.sleep(POLL_INTERVAL)
     left.send(signal.SIGKILL)
     signal_group(pgid, signal.SIGKILL)

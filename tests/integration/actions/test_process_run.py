@@ -403,6 +403,31 @@ async def test_an_interrupt_lets_the_leader_stop_its_children_before_the_group_i
         < log.index("leader done"), log
 
 
+async def test_a_stop_ends_by_the_time_the_run_must_be_gone_whatever_its_grace(harness) -> None:
+    """A lease lost while a canceled Terraform has its 10 s to stop (stop_by, set during that
+    wait): the group is killed by then, not after the interrupt's and the group's graces
+    (another node may start the run when the lease expires)."""
+    import dataclasses
+    import signal
+
+    script = harness.script("stubborn.sh", "trap '' INT TERM\necho started\nsleep 60 & wait $!\n"
+                                           "sleep 60\n")
+    bound: list[float | None] = [None]
+    ctx = dataclasses.replace(harness.ctx(), stop_by=lambda: bound[0])
+    task = asyncio.ensure_future(run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env,
+                                             interrupt=(signal.SIGINT, 10.0)))
+    deadline = time.monotonic() + 10
+    while "started" not in harness.log_text():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    ctx.cancel.set()
+    await asyncio.sleep(0.3)
+    bound[0] = time.monotonic() + 0.5
+    result = await task
+    assert result.outcome == "canceled"
+    assert time.monotonic() - bound[0] < 1.0, "stopped long after it had to be gone"
+
+
 async def test_a_script_without_its_first_line_or_a_directory_says_what_is_wrong(harness) -> None:
     """A script without `#!` (or with a byte-order mark before it) failed with "Exec format
     error" alone; a directory as the program with "not executable"."""
