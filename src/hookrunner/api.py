@@ -12,12 +12,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from hookrunner.errors import StoreUnavailable
 from hookrunner.gateway import Gateway
 from hookrunner.ingest import QUEUE_FULL_RETRY_AFTER
 from hookrunner.payload import SHOWN_DEPTH, as_received, deeper_than, form_json_hint
 from hookrunner.redact import redact_spec, shown_key
 from hookrunner.replay import ReplayError, replay_delivery, replayed
-from hookrunner.runlog import chunks, ended_chunks, opened
+from hookrunner.runlog import chunks, opened
 from hookrunner.store.base import RUN_STATUSES, TERMINAL, Delivery, Finish, Run
 from hookrunner.verify.base import Headers
 from hookrunner.waiting import waiting_for
@@ -285,22 +286,27 @@ def _under_way(run: Run, attempt: int) -> bool:
     return run.status == "running" and run.attempt == attempt
 
 
-def _ended_log(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes]:
-    return ended_chunks(gw.store, gw.settings.log_path(run_id, attempt), run_id, attempt)
-
-
 async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes]:
-    """Wait for the attempt to start (attempt 0: the run's first), then follow it."""
+    """Wait for the attempt to start (attempt 0: the run's first), then follow it. A store
+    outage meanwhile is waited out, the store asked again as for a queued run: the answer's
+    status is sent, and an error now cut it off (with a traceback in the server's log)."""
     pause = STREAM_POLL
     while True:
-        run = await gw.store.get_run(run_id)
-        if run is None:
-            return
-        if attempt == 0 and run.attempt > 0:
-            attempt = run.attempt
-        if not _under_way(run, attempt):
+        ended = None
+        try:
+            run = await gw.store.get_run(run_id)
+            if run is None:
+                return
+            if attempt == 0 and run.attempt > 0:
+                attempt = run.attempt
+            if not _under_way(run, attempt):
+                ended = await opened(gw.store, gw.settings.log_path(run_id, attempt), run_id,
+                                     attempt)
+        except StoreUnavailable:
+            pass  # as if still under way: its file is followed where it runs here
+        if ended is not None:
             # Ended (or canceled / skipped before it started): what is stored, if anything.
-            async for chunk in _ended_log(gw, run_id, attempt):
+            async for chunk in chunks(*ended):
                 yield chunk
             return
         if attempt:
@@ -329,13 +335,28 @@ async def _follow(gw: Gateway, run_id: str, attempt: int, path: Any) -> AsyncIte
             if chunk:
                 yield chunk
                 continue
-            run = await gw.store.get_run(run_id)
-            if run is None or not _under_way(run, attempt):
+            if not await _still_under_way(gw, run_id, attempt):
                 rest = f.read()
                 if rest:
                     yield rest
                 return
             await asyncio.sleep(STREAM_POLL)
+
+
+async def _still_under_way(gw: Gateway, run_id: str, attempt: int) -> bool:
+    """Whether a followed attempt goes on. In a store outage, this node's word: it goes on
+    while it runs here (its output goes on into the file), not once it ended here (its
+    result waits for the store) or was stopped (its lease lost); where this process runs
+    no work (--http-workers), the store is asked again at the next look."""
+    try:
+        run = await gw.store.get_run(run_id)
+    except StoreUnavailable:
+        if (dispatcher := gw.dispatcher) is None:
+            return True
+        ended = dispatcher.unrecorded(run_id)
+        return dispatcher.live_log(run_id, attempt) is not None and (
+            ended is None or ended.attempt != attempt)
+    return run is not None and _under_way(run, attempt)
 
 
 MAX_ACTION_BODY = 64 * 1024  # cancel and replay take no body: a little is let through

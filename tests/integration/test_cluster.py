@@ -465,6 +465,36 @@ rules:
         nodes.stop_all()
 
 
+def test_a_followed_log_goes_on_through_a_database_outage(
+    project: Path, own_cluster: pgcluster.Cluster
+) -> None:
+    """PostgreSQL stops while a client follows a run's log on the node that runs it: the
+    answer was cut off mid-body ~5 s later (a traceback in the node's log). The output goes
+    on from the node's file, and the answer ends with the run, the database still down."""
+    nodes = Nodes(project, pgcluster.create_database(own_cluster.url))
+    try:
+        write_script(project, "talk.sh", "echo before\nsleep 4\necho after\n")
+        nodes.rules("""
+rules:
+  - {name: talk, hook: github, run: {shell: {argv: ["scripts/talk.sh"]}}}
+""")
+        n1 = nodes.server("n1", args=["--lease", "60s"]).start()  # (not fenced meanwhile)
+        run_id = post(n1, {}).json()["runs"][0]
+        text, down = "", False
+        with n1.admin() as c, c.stream("GET", f"/api/runs/{run_id}/log") as answer:
+            for chunk in answer.iter_text():
+                text += chunk
+                if "before" in text and not down:
+                    pg_ctl(own_cluster, "stop", "-m", "fast", "-w")
+                    down = True
+        assert down and "after" in text and text.endswith("[hookrunner] succeeded\n"), text
+        pgcluster.start(own_cluster.dir, own_cluster.port)
+        assert n1.wait_run(run_id, timeout=30)["status"] == "succeeded"
+        assert "http.server_error" not in n1.output()
+    finally:
+        nodes.stop_all()
+
+
 def test_a_node_restarted_under_its_name_stops_what_it_left_of_runs_taken_over(
     nodes: Nodes, project: Path
 ) -> None:
