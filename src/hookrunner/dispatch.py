@@ -108,6 +108,7 @@ OUTPUT_TAIL = 4096  # bytes of output returned by ?wait=
 # sooner and their log goes only into the store (see hookrunner.actions.logfile).
 LOG_TO_DISK_AFTER = 1.0
 ENDED_KEPT = 4096  # run ids a `?wait` may look for among the lately ended (wait_for_runs)
+WAIT_OUTAGE_POLL = 1.0  # seconds between a `?wait`'s reads while the store is unreachable
 CANCEL_ASKED = ("canceled by request", "canceled: replaced")  # reasons of an asked-for cancel
 SHUTTING_DOWN = "canceled: server shutting down"
 REPLACED = "canceled: replaced by run "
@@ -124,12 +125,20 @@ async def wait_for_runs(
     `finished` is notified by a dispatcher in this process, and `ended` says which runs it
     ended lately: a notice of other runs' ends reads nothing (every end woke every waiter
     to read its runs: 1,500 idle `?wait` requests kept a core busy). Runs elsewhere, and
-    ends no notice tells of, are polled."""
+    ends no notice tells of, are polled. A store outage is waited out within `timeout` (the
+    first error gave up, though the runs went on and ended well within it)."""
     deadline = time.monotonic() + timeout
     while True:
-        runs = [await store.get_run(r) for r in run_ids]
-        if all(r is not None and r.status in TERMINAL for r in runs):
-            return [await _summary(store, settings, r) for r in runs if r is not None]
+        try:
+            runs = [await store.get_run(r) for r in run_ids]
+            if all(r is not None and r.status in TERMINAL for r in runs):
+                return [await _summary(store, settings, r) for r in runs if r is not None]
+        except StoreUnavailable:
+            left = deadline - time.monotonic()
+            if left <= 0 or stopping():
+                return None
+            await asyncio.sleep(min(left, WAIT_OUTAGE_POLL))
+            continue
         left = deadline - time.monotonic()
         if left <= 0 or (stopping() and any(r is None or r.status == "queued" for r in runs)):
             return None

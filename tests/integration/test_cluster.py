@@ -495,6 +495,33 @@ rules:
         nodes.stop_all()
 
 
+def test_a_wait_outlasts_a_database_outage_within_its_time(
+    project: Path, own_cluster: pgcluster.Cluster
+) -> None:
+    """PostgreSQL stops for a few seconds while a `?wait=40s` request waits on a run that
+    goes on: the wait gave up at the first failed read (a 202, ~5 s after the stop) though
+    the run ended well within it. It reads again until the store answers."""
+    nodes = Nodes(project, pgcluster.create_database(own_cluster.url))
+    try:
+        recording_script(project, "short.sh", "sleep 3")
+        nodes.rules("""
+rules:
+  - {name: short, hook: github, run: {shell: {argv: ["scripts/short.sh"]}}}
+""")
+        n1 = nodes.server("n1", args=["--lease", "60s"]).start()  # (not fenced meanwhile)
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(post, n1, {}, params={"wait": "40s"})
+            until(lambda: len(nodes.lines("events")) == 1, 15, "the run started")
+            pg_ctl(own_cluster, "stop", "-m", "fast", "-w")
+            time.sleep(6)
+            pgcluster.start(own_cluster.dir, own_cluster.port)
+            answer = waiting.result()
+        assert answer.status_code == 200, answer.text
+        assert [r["status"] for r in answer.json()["runs"]] == ["succeeded"]
+    finally:
+        nodes.stop_all()
+
+
 def test_a_node_restarted_under_its_name_stops_what_it_left_of_runs_taken_over(
     nodes: Nodes, project: Path
 ) -> None:
