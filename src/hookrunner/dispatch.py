@@ -908,10 +908,13 @@ class Dispatcher:
             log = (await asyncio.to_thread(log_tail, self.settings, run, self._record_cap)
                    ).replace("\x00", "")
         elif run.lease_owner and run.lease_owner != self.node:
-            # Its output was on that node's disk: a follower of its log got an empty answer,
-            # as if the action had printed nothing.
-            log = (f"[hookrunner] {reason} (its output so far was on node {run.lease_owner} "
-                   "and is not kept)\n")
+            # Its output is on that node's disk: a follower of its log got an empty answer,
+            # as if the action had printed nothing. Where to read it (that node's API serves
+            # its file, once it runs again).
+            log = (f"[hookrunner] {reason} (its output so far was written on node "
+                   f"{run.lease_owner}, not here: read it through that node, GET /api/runs/"
+                   f"{run.id}/log?attempt={run.attempt}, or in its --data dir, logs/{run.id}/"
+                   f"{run.attempt}.log)\n")
         decided = await self.store.finish(Finish(
             run_id=run.id, node=run.lease_owner or self.node, outcome=outcome, exit_code=None,
             reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt,

@@ -244,15 +244,17 @@ def test_a_killed_node_runs_are_retried_elsewhere_or_failed_after_the_lease(
     with n2.admin() as c:
         doc = c.get(f"/api/runs/{once}").json()
         assert doc["reason"] == "interrupted: lease of node n1 expired"
-        # Its output was on n1's disk: the log says so (a follower got an empty answer).
+        # Its output is on n1's disk: the log says where (a follower got an empty answer).
         assert c.get(f"/api/runs/{once}/log").text.endswith(
-            "[hookrunner] interrupted: lease of node n1 expired (its output so far was on node "
-            "n1 and is not kept)\n")
+            "[hookrunner] interrupted: lease of node n1 expired (its output so far was written "
+            f"on node n1, not here: read it through that node, GET /api/runs/{once}/log?"
+            f"attempt=1, or in its --data dir, logs/{once}/1.log)\n")
         attempts = query(nodes.db, "SELECT attempt, node, status FROM attempts "
                                    "WHERE run_id = %s ORDER BY attempt", [retried])
     assert attempts == [(1, "n1", "failed"), (2, "n2", "succeeded")]
     second = [x for x in nodes.lines("events") if x[1] == retried and x[3] == "2"]
     assert [x[2] for x in second] == ["n2", "n2"]
+    assert (project / "data-n1" / "logs" / once / "1.log").exists()  # where it says
     print(f"failover: attempt 2 started {float(second[0][4]) - killed_at:.1f}s after SIGKILL")
 
 
