@@ -87,7 +87,7 @@ def normalize_ansible(raw: Any) -> dict[str, Any]:
             out[key] = spec.str_list(spec_, key, KIND)
             continue
         value = spec.optional_str(spec_, key, KIND)
-        if key == "limit" and value is not None and not value.strip():
+        if key == "limit" and value is not None and not _names_hosts(value):
             raise ConfigError(f"{KIND}.{key} must not be empty (leave it out for every host)",
                               path=(key,))
         if value is not None:
@@ -128,7 +128,20 @@ def host_pattern(limit: Any) -> str | None:
     if pattern.lstrip().startswith("-"):
         raise ActionError("ansible: limit starts with '-', which ansible-playbook would read "
                           "as an option; only host patterns are allowed")
+    lone = next((p for p in _PATTERN_PARTS.split(pattern) if p and not p.strip("!&")), None)
+    if lone is not None and _names_hosts(pattern):  # (all of them alone: see _placed)
+        # `web1,&{{ payload.also }}` of "": ansible-playbook fails on it ("string index
+        # out of range", exit 250).
+        raise ActionError(f"ansible: limit has {lone!r} with no host pattern after it, which "
+                          "ansible-playbook cannot read (`&` and `!` go right before a "
+                          "pattern: `web:!web2`): not run (guard the value in `when`)")
     return pattern
+
+
+def _names_hosts(pattern: str | None) -> bool:
+    """Whether a host pattern names any host: `:`, `, ,` or `!` alone are no --limit to
+    Ansible (every host) or make it fail."""
+    return any(p.strip("!&") for p in _PATTERN_PARTS.split(pattern or ""))
 
 
 def with_origin(error: str, after: list[str], root: str = "") -> str:
@@ -165,10 +178,11 @@ def _placed(rendered: Mapping[str, Any], root: Path) -> _Placed:
     inventory = rendered.get("inventory")
     inventory_path = confine(root, stringify(inventory)) if inventory else None
     limit, tags = host_pattern(rendered.get("limit")), tag_list(rendered.get("tags"))
-    if "limit" in rendered and not (limit or "").replace(",", "").strip():
-        # A templated limit of `""` or `[]` would be no --limit at all: every host.
-        raise ActionError("ansible: limit rendered empty, which would run the play on every "
-                          "host of the inventory: not run (guard the value in `when`)")
+    if "limit" in rendered and not _names_hosts(limit):
+        # A templated limit of `""`, `[]` or `":"` would be no --limit at all: every host.
+        shown = f" ({limit[:20]!r} names no host)" if limit and limit.strip() else ""
+        raise ActionError(f"ansible: limit rendered empty{shown}, which would run the play on "
+                          "every host of the inventory: not run (guard the value in `when`)")
     missing = ""
     if not playbook.is_file():
         missing = f"playbook not found: {PLAYBOOK_DIR}/{rendered.get('playbook')}"

@@ -171,6 +171,26 @@ async def test_inventory_limit_and_tags_as_an_operator_writes_them(harness, play
         await ANSIBLE.run({**spec, "limit": "--list-hosts"}, harness.ctx(name="option"))
 
 
+async def test_a_limit_of_separators_or_a_lone_operator_runs_on_no_host(
+        harness, playbooks: Path) -> None:
+    """`"{{ payload.hosts | join(',') }}"` of `[":"]` ran the play on every host (Ansible
+    splits at colons as at commas), and of `["&"]` made ansible-playbook fail (exit 250)."""
+    (playbooks / "hosts.yml").write_text(HOSTS)
+    (harness.root / "inv").mkdir()
+    (harness.root / "inv" / "hosts.ini").write_text("[web]\nweb1\nweb2\n[db]\ndb1\n")
+    spec = {"playbook": "hosts.yml", "inventory": "inv/hosts.ini"}
+    for limit in (":", " : , ", "&", "!&"):
+        with pytest.raises(ActionError, match=r"limit rendered empty.*every host"):
+            await ANSIBLE.run({**spec, "limit": limit}, harness.ctx(name="empty"))
+    for limit in ("web1,&", "web1:!"):
+        with pytest.raises(ActionError, match="with no host pattern after it"):
+            await ANSIBLE.run({**spec, "limit": limit}, harness.ctx(name="lone"))
+    result = await ANSIBLE.run({**spec, "limit": "web:!web2"}, harness.ctx(name="ok"))
+    log = harness.log_text("ok")
+    assert result.outcome == "succeeded", log
+    assert "on web1" in log and "on web2" not in log and "on db1" not in log
+
+
 async def test_check_mode_changes_nothing(harness, playbooks: Path) -> None:
     marker = harness.tmp / "marker"
     spec = {"playbook": "scale_up.yml", "check": True, "extravars": {"marker_file": str(marker)}}

@@ -205,13 +205,25 @@ def test_a_file_whose_yaml_is_no_list_of_plays_is_not_run(tmp_path: Path) -> Non
         assert RUNNERS["ansible"].refusal({"playbook": f"app/{fine}.yml"}, tmp_path) is None
 
 
-@pytest.mark.parametrize("limit", ["", [], ["", ""], " , "])
+@pytest.mark.parametrize("limit", ["", [], ["", ""], " , ", ":", [":"], ": ,", "&", "!:&!"])
 def test_a_limit_that_renders_empty_runs_on_no_host(tmp_path: Path, limit: Any) -> None:
-    """`limit: "{{ payload.hosts }}"` of `[]` or `""` passed no --limit: every host."""
+    """`limit: "{{ payload.hosts }}"` of `[]` or `""` passed no --limit: every host; so did
+    `":"` (Ansible splits at colons too)."""
     (tmp_path / "playbooks").mkdir()
     (tmp_path / "playbooks" / "site.yml").write_text("- hosts: all\n  tasks: []\n")
     refusal = RUNNERS["ansible"].refusal({"playbook": "site.yml", "limit": limit}, tmp_path)
     assert refusal is not None and "limit rendered empty" in refusal
     assert RUNNERS["ansible"].refusal({"playbook": "site.yml"}, tmp_path) is None
-    with pytest.raises(ConfigError, match="must not be empty"):
-        normalize_ansible({"playbook": "a.yml", "limit": " "})
+    for blank in (" ", ":"):
+        with pytest.raises(ConfigError, match="must not be empty"):
+            normalize_ansible({"playbook": "a.yml", "limit": blank})
+
+
+@pytest.mark.parametrize("limit", ["web1,&", "web1:!", ["web1", "&!"], "web1, & web2"])
+def test_a_limit_with_an_operator_before_no_pattern_is_refused(limit: Any) -> None:
+    """`web1,&{{ payload.also }}` of "" made ansible-playbook fail ("string index out of
+    range", exit 250)."""
+    with pytest.raises(ActionError, match="with no host pattern after it"):
+        host_pattern(limit)
+    assert host_pattern("web:!web2,&db") == "web:!web2,&db"
+    assert host_pattern("fe80::1") == "fe80::1"
