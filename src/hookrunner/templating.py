@@ -651,15 +651,42 @@ _OUR_TESTS = ("match", "search", "glob", "in_cidr")
 _PATTERN_ERRORS: tuple[type[Exception], ...] = (*bounds.REGEX_ERRORS, SecurityError)
 
 
+def _unknown(kind: str, name: str, where: str = "") -> ConfigError | None:
+    """The error for a filter or test name that is not there, with the likely intended one."""
+    known = ENV.filters if kind == "filter" else ENV.tests
+    if name in known:
+        return None
+    near = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    hint = f": did you mean {' or '.join(repr(n) for n in near)}?" if near else (
+        f" (the {kind}s: {', '.join(sorted(known))})")
+    return ConfigError(f"unknown {kind} {name!r}{where}{hint}")
+
+
+# The filters that take a filter or test by name, and where: `map('upper')`,
+# `select('match', 'x')`, `selectattr('ref', 'match', 'x')`.
+_NAME_ARG = {"map": ("filter", 0), "select": ("test", 0), "reject": ("test", 0),
+             "selectattr": ("test", 1), "rejectattr": ("test", 1)}
+
+
+def _check_named(node: nodes.Filter) -> None:
+    """A filter or test named as a string is looked up only at render time: check it now."""
+    kind, at = _NAME_ARG.get(node.name, ("", -1))
+    arg = node.args[at] if 0 <= at < len(node.args) else None
+    if not isinstance(arg, nodes.Const):
+        return  # (`map(attribute=...)`, `select()`, or a name not written in the rule)
+    name = arg.value
+    error = _unknown(kind, name, f" named in `{node.name}`") if isinstance(name, str) else None
+    if error is not None:
+        raise error
+
+
 def _check_call(node: nodes.Filter | nodes.Test) -> None:
     kind = "filter" if isinstance(node, nodes.Filter) else "test"
-    known = ENV.filters if kind == "filter" else ENV.tests
-    if node.name not in known:
-        near = difflib.get_close_matches(node.name, list(known), n=3, cutoff=0.6)
-        hint = f": did you mean {' or '.join(repr(n) for n in near)}?" if near else (
-            f" (the {kind}s: {', '.join(sorted(known))})")
-        raise ConfigError(f"unknown {kind} {node.name!r}{hint}")
+    error = _unknown(kind, node.name)
+    if error is not None:
+        raise error
     if isinstance(node, nodes.Filter):
+        _check_named(node)
         _check_constant(node)
     if node.name not in _OUR_TESTS:
         return

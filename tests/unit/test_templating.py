@@ -659,8 +659,28 @@ def test_from_json_reads_json_sent_as_text_inside_a_field() -> None:
     ("payload.x | lenght > 1", "unknown filter 'lenght': did you mean 'length'?"),
     ('payload.x is matches("a")', "unknown test 'matches': did you mean 'match'?"),
     ("payload.x | qqqzzz", "unknown filter 'qqqzzz' (the filters: abs,"),
+    # Named as a string, they were looked up only when a delivery came.
+    ('payload.x | map("uper") | list', "unknown filter 'uper' named in `map`: did you mean 'upper'?"),
+    ("payload.x | map('regex_replace', ':.*', '') | join(',')",
+     "unknown filter 'regex_replace' named in `map`"),
+    ('payload.x | select("regex", "x") | list', "unknown test 'regex' named in `select` (the tests:"),
+    ('payload.x | reject("odd_") | list', "unknown test 'odd_' named in `reject`: did you mean 'odd'?"),
+    ('payload.x | selectattr("a", "equals", 1) | list',
+     "unknown test 'equals' named in `selectattr`: did you mean 'equalto'?"),
+    ('payload.x | rejectattr("a", "nonee") | list',
+     "unknown test 'nonee' named in `rejectattr`: did you mean 'none'?"),
 ])
 def test_an_unknown_filter_or_test_says_which_was_meant_or_lists_them(text: str, said: str) -> None:
     with pytest.raises(ConfigError) as caught:
         compile_expression(text)
     assert said in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize("text", [
+    'payload.x | map("upper") | list', "payload.x | map(attribute='labels.instance') | list",
+    'payload.x | select("odd") | list', "payload.x | select | list",
+    'payload.x | selectattr("a") | list', 'payload.x | rejectattr("a", "none") | list',
+    "payload.x | map(payload.f) | list",  # (a name the payload gives: judged per render)
+])
+def test_a_filter_or_test_named_right_in_map_or_select_compiles(text: str) -> None:
+    compile_expression(text)

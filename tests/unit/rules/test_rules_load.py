@@ -1034,6 +1034,19 @@ def test_an_unknown_name_from_a_key_with_a_dash_or_slash_says_to_use_brackets(
     assert hint in str(caught.value.errors[0]), caught.value.errors
 
 
+def test_a_filter_named_in_map_is_checked_at_its_line() -> None:
+    """`map('regex_replace', ...)` passed `check`, and every run failed: `No filter named
+    'regex_replace'`."""
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                                   "    hook: h\n    run:\n      ansible:\n        playbook: p.yml\n"
+                                   "        limit: \"{{ payload.alerts | map(attribute='labels.instance')"
+                                   " | map('regex_replace', ':.*', '') | join(',') }}\"\n"})
+    assert str(caught.value.errors[0]).startswith(
+        "r.yaml:9: rule 'r': run.ansible.limit: unknown filter 'regex_replace' named in `map`"
+    ), caught.value.errors
+
+
 def test_a_list_item_folded_into_a_when_is_an_error() -> None:
     """`when: a` then `  - b` on the next line: YAML reads "a - b", which `check` passed and
     which never matched (a subtraction)."""
