@@ -651,13 +651,50 @@ _OUR_TESTS = ("match", "search", "glob", "in_cidr")
 _PATTERN_ERRORS: tuple[type[Exception], ...] = (*bounds.REGEX_ERRORS, SecurityError)
 
 
+_IN_THE_ACTION = ("in the action: a script, or the playbook, where the payload is the var "
+                  "`webhook` and Ansible's filters are there")
+_NO_REGEX = ("there are no regex filters here: test with `is search(...)` or `is match(...)`; "
+             f"for a literal replacement, `| replace(a, b)`; to rewrite a value, do it {_IN_THE_ACTION}")
+# Ansible's filters, tests and names (kind, name), which the nearest Jinja name would get
+# wrong (`regex_replace`: `replace`, literal) or which have none: what to write here instead.
+ANSIBLE_HINTS = {
+    ("filter", "regex_replace"): _NO_REGEX, ("filter", "regex_search"): _NO_REGEX,
+    ("filter", "regex_findall"): _NO_REGEX,
+    ("filter", "split"): 'use the method: `payload.x.split(",")`',
+    ("filter", "ternary"): 'write `"a" if x else "b"`',
+    ("filter", "combine"): "write `dict(a, **b)` (b's keys win; one level deep)",
+    ("filter", "to_json"): "write `| tojson`",
+    ("filter", "to_nice_json"): "write `| tojson(indent=2)`",
+    ("filter", "to_yaml"): "not available: `| tojson` (JSON is YAML too)",
+    ("filter", "to_nice_yaml"): "not available: `| tojson(indent=2)` (JSON is YAML too)",
+    ("filter", "from_yaml"): "not available: `| from_json` reads JSON text",
+    ("filter", "b64decode"): f"not available: decode {_IN_THE_ACTION}",
+    ("filter", "b64encode"): f"not available: encode {_IN_THE_ACTION}",
+    ("filter", "hash"): f"not available: hash {_IN_THE_ACTION}",
+    ("filter", "password_hash"): f"not available: hash {_IN_THE_ACTION}",
+    ("filter", "dict2items"): "write `| items` (or `| dictsort`, by key): [key, value] pairs",
+    ("filter", "items2dict"): "write `dict(pairs)`, of [key, value] pairs",
+    ("filter", "flatten"): "not available (nor `sum` of lists): loop over the inner lists "
+                           "with `{% for %}`",
+    ("filter", "mandatory"): "not needed: a value not there already fails the run (in `when`: "
+                             "the rule does not match)",
+    ("filter", "quote"): "not needed: no shell runs the action, each argv item (each word of "
+                         "`command`) is one argument; for `sh -c`, pass values as arguments: "
+                         "`argv: [sh, -c, 'echo \"$1\"', sh, \"{{ payload.x }}\"]`",
+    ("test", "regex"): "write `is search(...)` (or `is match(...)`, anchored at the start)",
+    ("name", "lookup"): "not available: templates read only the delivery; read files and "
+                        "the environment in the action",
+}
+
+
 def _unknown(kind: str, name: str, where: str = "") -> ConfigError | None:
     """The error for a filter or test name that is not there, with the likely intended one."""
     known = ENV.filters if kind == "filter" else ENV.tests
     if name in known:
         return None
     near = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-    hint = f": did you mean {' or '.join(repr(n) for n in near)}?" if near else (
+    hint = f": {ANSIBLE_HINTS[kind, name]}" if (kind, name) in ANSIBLE_HINTS else (
+        f": did you mean {' or '.join(repr(n) for n in near)}?" if near else
         f" (the {kind}s: {', '.join(sorted(known))})")
     return ConfigError(f"unknown {kind} {name!r}{where}{hint}")
 

@@ -18,6 +18,7 @@ from hookrunner.templating import (
     compile_template,
     describe,
     render_tree,
+    to_plain,
 )
 
 SCOPE: dict[str, Any] = {
@@ -663,7 +664,7 @@ def test_from_json_reads_json_sent_as_text_inside_a_field() -> None:
     ('payload.x | map("uper") | list', "unknown filter 'uper' named in `map`: did you mean 'upper'?"),
     ("payload.x | map('regex_replace', ':.*', '') | join(',')",
      "unknown filter 'regex_replace' named in `map`"),
-    ('payload.x | select("regex", "x") | list', "unknown test 'regex' named in `select` (the tests:"),
+    ('payload.x | select("qqq", "x") | list', "unknown test 'qqq' named in `select` (the tests:"),
     ('payload.x | reject("odd_") | list', "unknown test 'odd_' named in `reject`: did you mean 'odd'?"),
     ('payload.x | selectattr("a", "equals", 1) | list',
      "unknown test 'equals' named in `selectattr`: did you mean 'equalto'?"),
@@ -674,6 +675,54 @@ def test_an_unknown_filter_or_test_says_which_was_meant_or_lists_them(text: str,
     with pytest.raises(ConfigError) as caught:
         compile_expression(text)
     assert said in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    # The nearest Jinja name was wrong (`replace` is literal) or there was none.
+    ('payload.x | regex_replace(":.*", "")', "unknown filter 'regex_replace': there are no "
+     "regex filters here: test with `is search(...)` or `is match(...)`; for a literal "
+     "replacement, `| replace(a, b)`"),
+    ('payload.x | regex_search("a")', "unknown filter 'regex_search': there are no regex"),
+    ('payload.x | regex_findall("a")', "unknown filter 'regex_findall': there are no regex"),
+    ('payload.x | map("regex_replace", "a", "b") | list',
+     "unknown filter 'regex_replace' named in `map`: there are no regex filters"),
+    ('payload.x | split(",")', 'unknown filter \'split\': use the method: `payload.x.split(",")`'),
+    ('payload.x | ternary("a", "b")', 'unknown filter \'ternary\': write `"a" if x else "b"`'),
+    ("payload.x | combine(payload.y)", "unknown filter 'combine': write `dict(a, **b)`"),
+    ("payload.x | flatten", "unknown filter 'flatten': not available"),
+    ("payload.x | to_json", "unknown filter 'to_json': write `| tojson`"),
+    ("payload.x | to_yaml", "unknown filter 'to_yaml': not available: `| tojson`"),
+    ("payload.x | from_yaml", "unknown filter 'from_yaml': not available: `| from_json`"),
+    ("payload.x | b64decode", "unknown filter 'b64decode': not available: decode in the action"),
+    ("payload.x | hash('sha1')", "unknown filter 'hash': not available: hash in the action"),
+    ("payload.x | dict2items", "unknown filter 'dict2items': write `| items`"),
+    ("payload.x | items2dict", "unknown filter 'items2dict': write `dict(pairs)`"),
+    ("payload.x | mandatory", "unknown filter 'mandatory': not needed"),
+    ("payload.x | quote", "unknown filter 'quote': not needed: no shell runs the action"),
+    ('payload.x | select("regex", "a") | list',
+     "unknown test 'regex' named in `select`: write `is search(...)`"),
+])
+def test_an_ansible_filter_says_what_to_write_here(text: str, said: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compile_expression(text)
+    assert str(caught.value).startswith(said), caught.value
+
+
+@pytest.mark.parametrize(("text", "value"), [  # what those hints say to write
+    ('payload.s.split(",")', ["a", "b"]),
+    ('"up" if payload.f else "down"', "down"),
+    ("dict(payload.a, **payload.b)", {"k": 1, "j": 3}),
+    ("payload.a | items | list", [["k", 1], ["j", 2]]),
+    ("payload.a | dictsort", [["j", 2], ["k", 1]]),
+    ("dict(payload.pairs)", {"k": "v"}),
+    ("payload.a | tojson(indent=2)", '{\n  "j": 2,\n  "k": 1\n}'),
+    ('payload.s is search(",b")', True),
+    ('payload.s | replace(",", " ")', "a b"),
+])
+def test_what_the_ansible_hints_say_works(text: str, value: Any) -> None:
+    payload = {"s": "a,b", "f": False, "a": {"k": 1, "j": 2}, "b": {"j": 3},
+               "pairs": [["k", "v"]]}
+    assert to_plain(compile_template(f"{{{{ {text} }}}}").render({"payload": payload})) == value
 
 
 @pytest.mark.parametrize("text", [

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from hookrunner.errors import ConfigError
 from hookrunner.rules.model import SCOPE_NAMES, Source, When
 from hookrunner.rules.yamlsrc import LineDict, LineList, line_of
-from hookrunner.templating import Constant, Expression, Template, compile_expression
+from hookrunner.templating import ANSIBLE_HINTS, Constant, Expression, Template, compile_expression
 from hookrunner.templating import compile_template as _compile_template
 from hookrunner.units import parse_duration, parse_size
 
@@ -42,6 +42,8 @@ def _unknown_hint(name: str, source: str) -> str:
     """Why a name is unknown, where its surroundings tell: a key with `-` or `/` written
     with a dot (`payload.metadata.tenant-id` reads as `tenant - id`, `headers.X-GitHub-Event`
     as `X - GitHub - Event`), or text not quoted (`payload.ref == refs/heads/main`)."""
+    if ("name", name) in ANSIBLE_HINTS:  # `lookup('env', 'X')`
+        return f" ({ANSIBLE_HINTS['name', name]})"
     bare = re.sub(r"'[^']*'|\"[^\"]*\"", " ", source)  # (not what is quoted already)
     for chain in _CHAIN.findall(bare):
         parts = re.split(r"[.\-/]", chain)
@@ -229,6 +231,9 @@ def compile_leaves(
             return compile_template(tree)
         except ConfigError as exc:
             where = what + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+            if path[:1] == ("argv",) and isinstance(raw, Mapping) and "argv" not in raw \
+                    and "command" in raw:  # a shell `command`, split into argv at load
+                where, path = f"{what}.command (word {path[1] + 1}: {tree!r})", ("command",)
             line = line_of(raw, path, fallback) or fallback
             ctx.errors.append(ConfigError(f"{where}: {exc.message}", ctx.file, line))
             return None

@@ -1047,6 +1047,23 @@ def test_a_filter_named_in_map_is_checked_at_its_line() -> None:
     ), caught.value.errors
 
 
+def test_an_error_in_a_shell_command_names_the_command_and_its_word() -> None:
+    """It named `run.shell.argv[2]`, which the rule never wrote, at the line of `shell:`."""
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                                   "    hook: h\n    run:\n      shell:\n        env: {A: b}\n"
+                                   "        command: 'notify --to \"{{ payload.to | split(\",\") }}\"'\n"
+                                   "  - name: s\n    hook: h\n"
+                                   "    run: {shell: {argv: [x, \"{{ lookup('env', 'HOME') }}\"]}}\n"})
+    assert [str(e) for e in caught.value.errors] == [
+        "r.yaml:9: rule 'r': run.shell.command (word 3: '{{ payload.to | split(\",\") }}'): "
+        "unknown filter 'split': use the method: `payload.x.split(\",\")`",
+        "r.yaml:12: rule 's': run.shell.argv[1]: unknown name 'lookup'; a template sees "
+        "payload, headers, query, event, hook, delivery_id, received_at, client_ip (not "
+        "available: templates read only the delivery; read files and the environment in the "
+        "action)"]
+
+
 def test_a_list_item_folded_into_a_when_is_an_error() -> None:
     """`when: a` then `  - b` on the next line: YAML reads "a - b", which `check` passed and
     which never matched (a subtraction)."""
