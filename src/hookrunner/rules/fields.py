@@ -267,7 +267,7 @@ def when(ctx: Ctx, parent: Any, key: Any, what: str = "") -> When | None:
             if not hint and (value.count('"') % 2 or value.count("'") % 2):
                 hint = (" (a quote is not closed: in a value YAML reads unquoted, ' #' starts "
                         "a comment and cuts the rest off; quote the whole value)")
-            ctx.error(parent, (key,), f"{pre}when: {exc.message}{hint}")
+            ctx.error(parent, (key,), f"{pre}when: {exc.message}{hint or _operator_hint(value)}")
             return None
         for clause in compiled.clauses():
             other = clause.text_vs_other
@@ -304,9 +304,31 @@ def when(ctx: Ctx, parent: Any, key: Any, what: str = "") -> When | None:
             ctx.error(value, (op,), f"{pre}when.{op} must be a condition or a list of them")
             return None
         return _group(ctx, op, items, value, op, ctx.source(value, op), what)
+    off = (" (YAML reads a bare true/false as a boolean: a rule matching every delivery of its "
+           "hook has no `when`; one that never matches, `when: \"false\"`)"
+           if isinstance(value, bool) else "")
     ctx.error(parent, (key,), f"{pre}when must be an expression string, a list of them, or a "
-              f"mapping with one key of: {', '.join(WHEN_GROUPS)}; got {type_name(value)}")
+              f"mapping with one key of: {', '.join(WHEN_GROUPS)}; got {type_name(value)}{off}")
     return None
+
+
+# Other languages' operators, which Jinja has under other names (outside quoted text), and
+# whether they count inside a call's parentheses (`default(value=1)` passes an argument).
+_OPERATORS = ((re.compile(r"&&"), "`and`, not `&&`", True),
+              (re.compile(r"\|\|"), "`or`, not `||`", True),
+              (re.compile(r"(?<![=!<>])=(?!=)"), "`==` to compare, not `=`", False),
+              (re.compile(r"!(?!=)"), "`not x`, not `!x`", True))
+_CALL_ARGS = re.compile(r"(?<=\w)\([^()]*\)")
+
+
+def _operator_hint(source: str) -> str:
+    """`a && b`, `a || b`, `x = "y"`, `!x`: what Jinja writes instead."""
+    bare = flat = re.sub(r"'[^']*'|\"[^\"]*\"", " ", source)
+    while _CALL_ARGS.search(flat):
+        flat = _CALL_ARGS.sub(" ", flat)
+    said = [say for pattern, say, in_calls in _OPERATORS
+            if pattern.search(bare if in_calls else flat)]
+    return f" (write {'; '.join(said)})" if said else ""
 
 
 def _quoted(constant: Any) -> str:

@@ -113,7 +113,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
             loader.problems.append(ConfigError(
                 "a mapping key must be a scalar", loader.file, loader.line_at(key_node.start_mark)))
             continue
-        data[key] = _value(loader, value_node)
+        data[key] = _value(loader, value_node, key)
         data.key_lines[key] = loader.line_at(key_node.start_mark)
         if _folded_dash(loader, value_node):
             data.folded_dash = data.folded_dash | {key}
@@ -146,17 +146,39 @@ def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> Any:
     data.extend(_value(loader, child) for child in node.value)
 
 
-def _value(loader: _Loader, node: yaml.Node) -> Any:
+_CONDITION_KEYS = ("when", "all", "any", "not")
+
+
+def _value(loader: _Loader, node: yaml.Node, key: Any = None) -> Any:
     """A value as constructed; a template written unquoted (`- {{ payload.ref }}`, which YAML
     reads as a mapping in a mapping) as its text, with the one error that says to quote it
     (the schema's `must be a string, got a mapping` pointed elsewhere)."""
     if _unquoted_template(node):
         text = loader.buffer[node.start_mark.index:node.end_mark.index]
-        loader.problems.append(ConfigError(
-            f"{text} is read by YAML as a mapping, not a template: quote the whole value "
-            f"(\"{text}\")", loader.file, loader.line_at(node.start_mark)))
+        what, fix = ("a template", f"quote the whole value ({_quoted(text)})")
+        if key in _CONDITION_KEYS:  # quoted, its braces would be an error still
+            what, fix = ("a condition", "a `when` is an expression already: write it without "
+                         f"the braces ({key}: {_plain(text[2:-2].strip())})")
+        loader.problems.append(ConfigError(f"{text} is read by YAML as a mapping, not {what}: "
+                                           f"{fix}", loader.file, loader.line_at(node.start_mark)))
         return text
     return loader.construct_object(node, deep=True)
+
+
+def _quoted(text: str) -> str:
+    """`text` as a quoted YAML value: in single quotes where double quotes would need
+    escapes (`"{{ x | default("a") }}"` is itself a YAML error)."""
+    if '"' in text or "\\" in text:
+        return "'" + text.replace("'", "''") + "'"
+    return f'"{text}"'
+
+
+def _plain(text: str) -> str:
+    """`text` as a YAML value: as it is where YAML reads it so (`payload.a == "x"`), else
+    quoted (`"x" in payload.y` would end at the quote)."""
+    if text[:1] in "\"'!&*[]{}|>%@`#,?:-" or ": " in text or " #" in text:
+        return _quoted(text)
+    return text
 
 
 def _unquoted_template(node: yaml.Node) -> bool:
@@ -299,6 +321,7 @@ def _too_many_values(data: Any) -> bool:
 
 # A `{{` where a plain (unquoted) value starts: after `key: `, `- `, `[` or `, `.
 _UNQUOTED_TEMPLATE = re.compile(r"(?:^\s*-\s+|:\s+|[\[,]\s*)\{\{")
+_UNQUOTED_CONDITION = re.compile(r"^\s*(?:-\s+)?(?:when|all|any|not):\s+\{\{")
 
 
 def _line_before(text: str, index: int) -> tuple[int, str] | None:
@@ -361,6 +384,15 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
             line = len(_BREAKS.findall(text[:before[0]])) + 1
             what = ("this line has no `: ` after its key (`- name: r1`, with a space after "
                     "`-` and `:`), so YAML reads the next line's key as part of its value")
+        elif "unknown escape character" in (exc.problem or ""):
+            # `when: "\[skip ci\]" not in ...`, `- "... search(\"\\d+\")"`
+            what += (" (in a double-quoted YAML value a backslash starts an escape: put the "
+                     "value in single quotes, where it is kept as written and a ' is written "
+                     "''; only a pattern takes one, `is search(\"\\[skip ci\\]\")`: `in` and "
+                     "`==` compare text as it is, `\"[skip ci]\" in ...`)")
+        elif mark is not None and _UNQUOTED_CONDITION.search(_line(text, mark.index)):
+            what += (" (a `when` is an expression already: write it without {{ }}, "
+                     "`when: payload.x == 'a'`)")
         elif mark is not None and _UNQUOTED_TEMPLATE.search(_line(text, mark.index)):
             # `- {{ payload.ref }}-suffix`: YAML read `{{ ... }}` as a mapping, then text after it
             what += (" (a value starting with `{{` is read by YAML as a mapping: quote the "

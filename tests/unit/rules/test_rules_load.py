@@ -1064,6 +1064,37 @@ def test_an_error_in_a_shell_command_names_the_command_and_its_word() -> None:
         "action)"]
 
 
+@pytest.mark.parametrize(("when", "said"), [
+    ("payload.a && payload.b", "unexpected char '&' at 10 in 'payload.a && payload.b' "
+                               "(write `and`, not `&&`)"),
+    ("payload.a || payload.b", "(write `or`, not `||`)"),
+    ('payload.x = "y"', "unexpected text after the expression in 'payload.x = \"y\"' "
+                        "(write `==` to compare, not `=`)"),
+    ('"!payload.draft"', "(write `not x`, not `!x`)"),
+    ('payload.a = 1 && payload.b', "(write `and`, not `&&`; `==` to compare, not `=`)"),
+    ("false", "got a boolean (YAML reads a bare true/false as a boolean: a rule matching every "
+              "delivery of its hook has no `when`; one that never matches, `when: \"false\"`)"),
+])
+def test_a_condition_in_another_language_says_what_to_write(when: str, said: str) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                                   f"    hook: h\n    when: {when}\n"
+                                   "    run: {shell: {argv: [x]}}\n"})
+    assert said in str(caught.value.errors[0]), caught.value.errors
+    # What the hints say to write loads.
+    load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                               '    hook: h\n    when: "false"\n    run: {shell: {argv: [x]}}\n'})
+
+
+def test_an_argument_by_name_is_no_assignment() -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules_text({"r.yaml": "hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n"
+                                   "    hook: h\n    when: payload.x | default(value=1) ==\n"
+                                   "    run: {shell: {argv: [x]}}\n"})
+    assert "template syntax error" in str(caught.value.errors[0])
+    assert "`=`" not in str(caught.value.errors[0]), caught.value.errors
+
+
 def test_a_list_item_folded_into_a_when_is_an_error() -> None:
     """`when: a` then `  - b` on the next line: YAML reads "a - b", which `check` passed and
     which never matched (a subtraction)."""

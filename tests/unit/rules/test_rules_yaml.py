@@ -129,6 +129,39 @@ def test_a_template_unquoted_with_text_after_it_says_to_quote_it() -> None:
     assert data["env"] == {"A": {"B": None}} and not problems
 
 
+@pytest.mark.parametrize(("text", "said", "written"), [
+    # The hint's own `("{{ x | default("a") }}")` was a YAML error (nested double quotes).
+    ('dedup: {{ payload.x | default("a") }}\n', "quote the whole value (",
+     """'{{ payload.x | default("a") }}'"""),
+    ("dedup: {{ payload.x | default('a') }}\n", "quote the whole value (",
+     '"{{ payload.x | default(\'a\') }}"'),
+    # A when's braces quoted are still an error: it is an expression already.
+    ('when: {{ payload.status == "firing" }}\n',
+     "not a condition: a `when` is an expression already: write it without the braces (",
+     'when: payload.status == "firing"'),
+    ("when:\n  not: {{ payload.draft }}\n", "write it without the braces (", "not: payload.draft"),
+    ('when: {{ "x" in payload.tags }}\n', "(a `when` is an expression already: write it without "
+                                          "{{ }}, ", "when: payload.x == 'a'"),
+    ("when: {{ payload.x }} == 1\n", "(a `when` is an expression already: write it without {{ }}, ",
+     "when: payload.x == 'a'"),
+])
+def test_an_unquoted_template_hint_is_itself_valid_yaml(text: str, said: str, written: str) -> None:
+    _, problems = parse_yaml(text, "f.yaml")
+    (problem,) = problems
+    assert said in problem.message and written in problem.message, problem
+    data, problems = parse_yaml(written if ": " in written[:6] else f"k: {written}", "f.yaml")
+    assert not problems and isinstance(next(iter(data.values())), str), problems
+
+
+def test_a_backslash_in_a_double_quoted_value_says_to_use_single_quotes() -> None:
+    """`when: "\\[skip ci\\]" not in ...`: YAML's `unknown escape character '['` alone."""
+    _, problems = parse_yaml('when: "\\[skip ci\\]" not in payload.message\n', "f.yaml")
+    (problem,) = problems
+    assert "unknown escape character '['" in problem.message, problem
+    assert "a backslash starts an escape: put the value in single quotes" in problem.message
+    assert '`in` and `==` compare text as it is, `"[skip ci]" in ...`' in problem.message
+
+
 def test_a_lone_surrogate_is_an_error_at_its_line() -> None:
     """No store holds one: a rule named so failed every delivery it matched with a 500.
     PyYAML does not join an escaped pair either; `\\U0001F600` is the way to write one."""
