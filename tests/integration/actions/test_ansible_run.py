@@ -306,8 +306,9 @@ async def test_a_large_playbook_is_read_while_the_event_loop_goes_on(
     await asyncio.sleep(0.05)  # the ticker notes a stall that lasted until the run's end
     ticker.cancel()
     assert result.reason.startswith("inventory not found: absent"), result.reason
-    assert took > 0.8, took  # long enough to tell
-    assert max(gaps) < 0.4, (max(gaps), took)
+    # On the loop, the placement is one gap as long as itself (however fast the machine);
+    # off it, the loop ticks on through it (its longest gap here: a tenth of it).
+    assert max(gaps) < took / 2, (max(gaps), took)
 
 
 async def _wait_for_pid(path: Path) -> int:
