@@ -219,48 +219,79 @@ async def get_run(request: Request) -> Response:
     return JSONResponse(doc)
 
 
-class _CountedStream(StreamingResponse):
-    """A run log's answer, counted in `Gateway.log_streams` until it ends, however it ends
-    (sent whole, the client gone, an error)."""
+class _Slot:
+    """One of the process's MAX_LOG_STREAMS places for sending a log (`Gateway.log_streams`),
+    taken when the answer starts sending one: a follower waiting for a queued run holds none
+    (64 CI jobs following their `202`'s runs locked every other reader out, the console too)."""
 
-    def __init__(self, gw: Gateway, content: AsyncIterator[bytes], **kw: Any) -> None:
-        super().__init__(content, media_type="text/plain; charset=utf-8", **kw)
+    def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self.held = False
+
+    def take(self) -> bool:
+        """Whether it is held now (taken if one was free). No await in it: a thousand
+        requests at once cannot all pass the look."""
+        if not self.held and self.gw.log_streams < MAX_LOG_STREAMS:
+            self.gw.log_streams += 1
+            self.held = True
+        return self.held
+
+    async def wait(self) -> None:
+        """Until it is held (an answer already begun cannot turn into a 503)."""
+        while not self.take():
+            await asyncio.sleep(STREAM_POLL)
+
+    def give(self) -> None:
+        if self.held:
+            self.gw.log_streams -= 1
+            self.held = False
+
+
+class _CountedStream(StreamingResponse):
+    """A run log's answer, whose slot is given back when it ends, however it ends (sent
+    whole, the client gone, an error)."""
+
+    def __init__(self, slot: _Slot, content: AsyncIterator[bytes], **kw: Any) -> None:
+        super().__init__(content, media_type="text/plain; charset=utf-8", **kw)
+        self.slot = slot
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.gw.log_streams -= 1
+            self.slot.give()
 
 
 async def run_log(request: Request) -> Response:
     """The output of an attempt (default: the run's current one), from at most
-    MAX_LOG_STREAMS answers at once per process (the count taken before the store is read:
-    a thousand requests at once all passed a look at it)."""
+    MAX_LOG_STREAMS answers sending one at once per process."""
     if (refused := _odd_params(request, ("attempt",))) is not None:
         return refused
     gw = _gw(request)
-    if gw.log_streams >= MAX_LOG_STREAMS:
-        return _err(503, f"{MAX_LOG_STREAMS} run logs are being sent by this server process "
-                    f"already, the most at once: retry in {LOG_STREAMS_RETRY_AFTER} s",
-                    headers={"Retry-After": LOG_STREAMS_RETRY_AFTER})
-    gw.log_streams += 1
+    slot = _Slot(gw)
     answer: Response | None = None
     try:
-        answer = await _run_log(request, gw)
+        answer = await _run_log(request, gw, slot)
     finally:
-        if not isinstance(answer, _CountedStream):  # (a 404, an error: not counted further)
-            gw.log_streams -= 1
+        if not isinstance(answer, _CountedStream):  # (a 404, an error: its slot not kept)
+            slot.give()
     return answer
 
 
-async def _run_log(request: Request, gw: Gateway) -> Response:
+def _no_slot() -> JSONResponse:
+    return _err(503, f"{MAX_LOG_STREAMS} run logs are being sent by this server process "
+                f"already, the most at once: retry in {LOG_STREAMS_RETRY_AFTER} s",
+                headers={"Retry-After": LOG_STREAMS_RETRY_AFTER})
+
+
+async def _run_log(request: Request, gw: Gateway, slot: _Slot) -> Response:
     """A run not started yet is waited for, then followed like a running one; a running
     attempt streams until it ends (live from this node's file; from another node, once its
     log is stored). An ended attempt answers at once. The wait lasts while the client stays
     connected (Starlette cancels the stream when it leaves), and ends when the server stops:
-    a queued run will not start before it restarts."""
+    a queued run will not start before it restarts. An answer that would send at once and
+    finds no free slot is a 503; one that waits takes its slot when it starts sending
+    (waiting for one then, if need be)."""
     asked = request.query_params.get("attempt")
     if asked is not None and not (asked.isascii() and asked.isdigit() and len(asked) <= 9):
         return _err(400, "attempt must be a number")
@@ -271,12 +302,22 @@ async def _run_log(request: Request, gw: Gateway) -> Response:
     if asked and not 1 <= attempt <= run.attempt:
         return _err(404, f"no attempt {attempt} of this run")
     if _under_way(run, attempt):
+        if _log_here(gw, run.id, attempt) and not slot.take():
+            return _no_slot()
         # nginx buffers a proxied answer by default: a followed log came all at once, at
         # the run's end. This header turns that off for this answer alone.
-        return _CountedStream(gw, _stream(gw, run.id, attempt),
+        return _CountedStream(slot, _stream(gw, run.id, attempt, slot),
                               headers={"X-Accel-Buffering": "no"})
+    if not slot.take():
+        return _no_slot()
     where, f = await opened(gw.store, gw.settings.log_path(run.id, attempt), run.id, attempt)
-    return _CountedStream(gw, chunks(where, f))
+    return _CountedStream(slot, chunks(where, f))
+
+
+def _log_here(gw: Gateway, run_id: str, attempt: int) -> bool:
+    """Whether a running attempt's log is on this node to follow (in memory or its file)."""
+    live = gw.dispatcher.live_log(run_id, attempt) if gw.dispatcher is not None else None
+    return attempt > 0 and (live is not None or gw.settings.log_path(run_id, attempt).exists())
 
 
 def _under_way(run: Run, attempt: int) -> bool:
@@ -286,10 +327,11 @@ def _under_way(run: Run, attempt: int) -> bool:
     return run.status == "running" and run.attempt == attempt
 
 
-async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes]:
-    """Wait for the attempt to start (attempt 0: the run's first), then follow it. A store
-    outage meanwhile is waited out, the store asked again as for a queued run: the answer's
-    status is sent, and an error now cut it off (with a traceback in the server's log)."""
+async def _stream(gw: Gateway, run_id: str, attempt: int, slot: _Slot) -> AsyncIterator[bytes]:
+    """Wait for the attempt to start (attempt 0: the run's first), then follow it, holding
+    a slot from then on. A store outage meanwhile is waited out, the store asked again as
+    for a queued run: the answer's status is sent, and an error now cut it off (with a
+    traceback in the server's log)."""
     pause = STREAM_POLL
     while True:
         ended = None
@@ -300,6 +342,7 @@ async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes
             if attempt == 0 and run.attempt > 0:
                 attempt = run.attempt
             if not _under_way(run, attempt):
+                await slot.wait()
                 ended = await opened(gw.store, gw.settings.log_path(run_id, attempt), run_id,
                                      attempt)
         except StoreUnavailable:
@@ -309,17 +352,16 @@ async def _stream(gw: Gateway, run_id: str, attempt: int) -> AsyncIterator[bytes
             async for chunk in chunks(*ended):
                 yield chunk
             return
-        if attempt:
-            # A young run's log is still in memory: followed, it goes to its file now.
-            live = gw.dispatcher.live_log(run_id, attempt) if gw.dispatcher is not None else None
-            path = gw.settings.log_path(run_id, attempt)
-            if live is not None or path.exists():
-                try:
-                    async for chunk in _follow(gw, run_id, attempt, path):
-                        yield chunk
-                    return
-                except FileNotFoundError:  # removed meanwhile: its record holds it (next look)
-                    pass
+        # A young run's log is still in memory: followed, it goes to its file now.
+        if _log_here(gw, run_id, attempt):
+            await slot.wait()
+            try:
+                path = gw.settings.log_path(run_id, attempt)
+                async for chunk in _follow(gw, run_id, attempt, path):
+                    yield chunk
+                return
+            except FileNotFoundError:  # removed meanwhile: its record holds it (next look)
+                slot.give()
         # Queued, or running elsewhere (or just claimed here, its log not open yet). A server
         # shutting down starts nothing more: end rather than hold up its exit.
         if getattr(gw.dispatcher, "stopping", False):

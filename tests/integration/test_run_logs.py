@@ -446,3 +446,107 @@ def test_a_process_sends_so_many_logs_at_once_and_the_next_reader_hears_503(
             for s in readers:
                 s.close()
         assert server.wait_run(run_id)["status"] == "succeeded"
+
+
+def _asking(server: Server, run_id: str) -> tuple[socket.socket, bytes]:
+    """A client asking for the run's log, and its answer's head (its rest left unread)."""
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    s.sendall(f"GET /api/runs/{run_id}/log HTTP/1.1\r\nHost: t\r\n"
+              f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(4096)
+    return s, head
+
+
+def _rest(s: socket.socket, head: bytes) -> bytes:
+    """The rest of a chunked answer whose head `head` (and maybe more) was read."""
+    got = head
+    while not got.endswith(b"\r\n0\r\n\r\n"):
+        more = s.recv(65536)
+        assert more, got[-200:]
+        got += more
+    return got
+
+
+def test_followers_waiting_for_a_queued_run_hold_no_log_slot(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """The run ids of a `202` are followed at once (the README says so): 64 CI jobs doing it
+    took every slot while their runs waited in the queue, and every other reader, the
+    console too, heard 503. A follower takes its slot when its run starts; past the cap it
+    waits for one then, and every follower gets the whole log."""
+    go = project / "go"
+    write_script(project, "slow.sh", f"echo first\nwhile [ ! -e {go} ]; do sleep 0.05; done\n")
+    server = make_server(_script_rule("slow"), args=["--workers", "1"])
+    running = _gated_run(server, go)
+    queued = post_github(server.url, GITHUB_SECRET, {"a": next(ids)}).json()["runs"][0]
+    followers: list[tuple[socket.socket, bytes]] = []
+    readers: list[socket.socket] = []
+    try:
+        followers += [_asking(server, queued) for _ in range(MAX_LOG_STREAMS + 36)]
+        assert all(head.startswith(b"HTTP/1.1 200 ") for _, head in followers)
+        readers += [_reading(server, running) for _ in range(MAX_LOG_STREAMS)]  # every slot
+        with server.admin() as c:
+            assert c.get(f"/api/runs/{running}/log", timeout=10).status_code == 503
+        for s in readers:
+            s.close()
+        go.touch()  # the queued run starts, and ends: 64 followers send, 36 wait for a slot
+        for s, head in followers:
+            body = _rest(s, head)
+            assert f"run {queued} rule slow attempt 1/1".encode() in body, body[-300:]
+            assert b"first\n" in body, body[-300:]
+    finally:
+        go.touch()
+        for s in readers + [s for s, _ in followers]:
+            s.close()
+    assert server.wait_run(queued)["status"] == "succeeded"
+
+
+def _abruptly_closed(server: Server, run_id: str, how: int) -> None:
+    """A request for the run's log whose client leaves: before the head, after it, or
+    mid-body; by a FIN or a reset."""
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    if how % 2:  # a reset, not a FIN
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.sendall(f"GET /api/runs/{run_id}/log HTTP/1.1\r\nHost: t\r\n"
+              f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode())
+    if how % 3:
+        s.recv(4096 * (how % 3))
+    s.close()
+
+
+def test_log_slots_are_given_back_however_their_clients_leave(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """300 requests for the logs of a queued, a running and an ended (3 MB) run, and of none
+    (404), whose clients leave at once, after the head or mid-body, by FIN or reset: exactly
+    MAX_LOG_STREAMS readers are served afterwards, and the next one hears 503 (no slot
+    leaked, none given back twice)."""
+    go, big = project / "go", project / "big"
+    write_script(project, "slow.sh", f"[ -e {big} ] && yes 0123456789 | head -c 3000000\n"
+                 f"echo first\nwhile [ ! -e {go} ]; do sleep 0.05; done\n")
+    server = make_server(_script_rule("slow"), args=["--workers", "1"])
+    big.touch()
+    go.touch()
+    ended = post_github(server.url, GITHUB_SECRET, {"a": next(ids)}).json()["runs"][0]
+    assert server.wait_run(ended)["status"] == "succeeded"
+    big.unlink()
+    running = _gated_run(server, go)
+    queued = post_github(server.url, GITHUB_SECRET, {"a": next(ids)}).json()["runs"][0]
+    try:
+        for n in range(300):
+            _abruptly_closed(server, (queued, running, ended, "run_gone")[n % 4], n)
+        deadline = time.monotonic() + 15
+        while True:  # once the server has seen every client gone
+            taken = [_asking(server, running) for _ in range(MAX_LOG_STREAMS + 1)]
+            statuses = [head.split(b" ")[1] for _, head in taken]
+            for s, _ in taken:
+                s.close()
+            if statuses == [b"200"] * MAX_LOG_STREAMS + [b"503"]:
+                break
+            assert time.monotonic() < deadline, statuses
+            time.sleep(0.2)
+    finally:
+        go.touch()
+    assert server.wait_run(queued)["status"] == "succeeded"
