@@ -5,6 +5,7 @@ cancel and the rules page. Screenshots land in test-artifacts/e2e/."""
 from __future__ import annotations
 
 import itertools
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
+from hookrunner.api import MAX_LOG_STREAMS
 from tests.e2e.conftest import shot
 from tests.serverproc import ADMIN_TOKEN, Server, post_github
 
@@ -243,6 +245,54 @@ def test_run_log_streams_while_the_run_is_still_running(
     expect(log).to_contain_text("step 1 of 3: fetch\u2407")
     expect(log).to_contain_text("artifact: evil<U+202E>txt.exe")
     assert "[1;32m" not in log.inner_text() and "\x1b" not in log.inner_text()
+
+
+def _log_reader(server: Server, run_id: str) -> socket.socket:
+    """A client following the run's log (it holds one of the server's 64 log slots)."""
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    s.sendall(f"GET /api/runs/{run_id}/log HTTP/1.1\r\nHost: t\r\n"
+              f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return s
+
+
+def test_a_run_log_the_server_refuses_is_said_and_asked_for_again(
+    page: Page, server: Server, gates: Path
+) -> None:
+    """With its 64 log slots taken the server answers the page's log request 503: the page
+    took that for the whole log, never asked again, and showed the run finished with its
+    output cut where the page was made. It says why and asks again after Retry-After."""
+    held = push(server, gates, open_gate=False)
+    (run_id,) = held["runs"]
+    until_running = time.monotonic() + 15
+    while api_run(server, run_id)["status"] != "running":
+        assert time.monotonic() < until_running
+        time.sleep(0.05)
+    log_reads: list[int] = []
+    page.on("response", lambda r: log_reads.append(r.status)
+            if f"/api/runs/{run_id}/log" in r.url else None)
+    readers = [_log_reader(server, run_id) for _ in range(MAX_LOG_STREAMS)]
+    try:
+        login(page, server, f"/runs/{run_id}")
+        mark_page(page)
+        state = page.locator("#log-state")
+        expect(state).to_contain_text(f"log not sent: {MAX_LOG_STREAMS} run logs are being sent")
+        expect(state).to_contain_text("asking again in 5 s")
+        expect(page.locator("#run-status")).to_have_text("running")
+        shot(page, "11-run-log-refused")
+    finally:
+        for s in readers:
+            s.close()
+    expect(state).to_have_text("streaming…")  # asked again, once a slot was free
+    (gates / held["commit"]).touch()
+    expect(page.locator("#log")).to_contain_text("step 3 of 3: done")
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(state).to_have_text("finished")
+    assert log_reads[0] == 503 and log_reads[-1] == 200, log_reads
+    assert_not_reloaded(page)
 
 
 def test_replay_button_queues_a_new_run_of_the_delivery(

@@ -196,11 +196,32 @@ function visibleLog(text) {
     .replace(BIDI, (c) => `<U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}>`);
 }
 
+// A log the server did not send (a 503 while it sends 64 logs already): not the whole log.
+class LogRefused extends Error {
+  constructor(message, seconds) {
+    super(message);
+    this.seconds = seconds;
+  }
+}
+
+async function refusal(resp) {
+  let why = `HTTP ${resp.status}`;
+  try {
+    const doc = await resp.json();
+    if (doc && typeof doc.error === "string") why = doc.error;
+  } catch (err) {
+    // not JSON (a proxy's page): its status says it
+  }
+  const after = parseInt(resp.headers.get("Retry-After"), 10);
+  return new LogRefused(why, after > 0 ? Math.min(after, 60) : 5);
+}
+
 // Stream one attempt's log into <pre> (the server sends it chunked while the run runs); true if any text came.
 async function streamLog(id, attempt, pre, state) {
   const resp = checkSession(await fetch(
     `${ROOT}/api/runs/${encodeURIComponent(id)}/log?attempt=${attempt}`, { credentials: "same-origin" }));
-  if (!resp.ok || !resp.body) return false;
+  if (!resp.ok) throw await refusal(resp);
+  if (!resp.body) return false;
   const reader = resp.body.getReader();
   const decoder = new TextDecoder();
   let first = true;
@@ -227,6 +248,22 @@ async function streamLog(id, attempt, pre, state) {
       state.textContent = "streaming…";
     }
     if (done) return got;
+  }
+}
+
+// One read of an attempt's log: `whole` once it was read to its end. A refusal is said in
+// the pane and waited out (its Retry-After), then the log is asked for again.
+async function readLog(id, attempt, pre, state) {
+  try {
+    return { whole: true, got: await streamLog(id, attempt, pre, state) };
+  } catch (err) {
+    if (err instanceof LogRefused) {
+      state.textContent = `log not sent: ${err.message}; asking again in ${err.seconds} s…`;
+      await sleep(err.seconds * 1000);
+    } else {
+      state.textContent = "stream interrupted, retrying…";
+    }
+    return { whole: false, got: false };
   }
 }
 
@@ -272,12 +309,7 @@ async function liveRun() {
     if (run.status === "queued") {
       if (run.attempt > 0 && whole !== run.attempt) {
         // Waiting for its retry: the attempt that ended is shown until the next one starts.
-        try {
-          await streamLog(id, run.attempt, pre, state);
-          whole = run.attempt;
-        } catch (err) {
-          state.textContent = "stream interrupted, retrying…";
-        }
+        if ((await readLog(id, run.attempt, pre, state)).whole) whole = run.attempt;
       }
       const why = waitingText(run.waiting);
       state.textContent = `queued: waiting for ${why}…`;
@@ -285,16 +317,11 @@ async function liveRun() {
       await sleep(500);
       continue;
     }
-    let got = false;
-    try {
-      got = await streamLog(id, run.attempt, pre, state);
-      whole = run.attempt;
-    } catch (err) {
-      state.textContent = "stream interrupted, retrying…";
-    }
+    const read = await readLog(id, run.attempt, pre, state);
+    if (read.whole) whole = run.attempt;
     if (whole === run.attempt && TERMINAL.has(run.status)) break;  // the whole, final log
-    if (!got) state.textContent = `waiting for output (running on ${run.node || "a node"})…`;
-    await sleep(got ? 300 : 1000);
+    if (read.whole && !read.got) state.textContent = `waiting for output (running on ${run.node || "a node"})…`;
+    await sleep(read.got ? 300 : 1000);
   }
   ended = true;
   state.textContent = "finished";
