@@ -223,6 +223,7 @@ class Dispatcher:
         # Every attempt ended here whose result is being recorded: what a stop that gives up
         # on the store keeps for the next start (pendingresults).
         self._ending: dict[str, Finish] = {}
+        self._said: set[str] = set()  # those of them whose run.finished line was given
         self._cancels = asyncio.Lock()  # one cancel request at a time (request_cancel)
         self._wake = asyncio.Event()
         self._freed = asyncio.Event()  # a worker, a key or a run freed, or stopping: claim now
@@ -302,12 +303,12 @@ class Dispatcher:
         # (Its own file too where no run of it is left: another node decided them meanwhile.)
         kept_files = [pendingresults.pending_path(self.settings.data, owner)
                       for owner in owners | {self.node}]
-        kept: dict[tuple[str, int], Finish] = {}
+        kept: dict[tuple[str, int], pendingresults.Kept] = {}
         for path in kept_files:
             kept.update(await asyncio.to_thread(pendingresults.read, path))
         for run in stale:
-            if (finish := kept.get((run.id, run.attempt))) is not None:
-                await self._patiently(functools.partial(self._settle_kept, run, finish))
+            if (found := kept.get((run.id, run.attempt))) is not None:
+                await self._patiently(functools.partial(self._settle_kept, run, *found))
                 continue
             owner = run.lease_owner or self.node
             reason = f"interrupted: node {owner} restarted" + (
@@ -466,7 +467,8 @@ class Dispatcher:
             # How each had ended, where its action had (the store refused its record): the
             # line is all that says so once the next start takes it for interrupted.
             ended = {i: self._ending[i] for i in ids if i in self._ending}
-            kept = await self._keep_results(list(ended.values()))
+            kept = await self._keep_results(list(ended.values()),
+                                            unsaid=[i for i in ended if i not in self._said])
             event("run.result_abandoned", logging.ERROR, run_ids=",".join(ids),
                   reason="not ended while stopping (its action still stopping, or the store "
                          "not answering)",
@@ -931,22 +933,25 @@ class Dispatcher:
         if retry_at is None:  # (once written: a start tries a finish again in an outage)
             self.metrics.runs_ended.labels(run.rule, outcome).inc()
 
-    async def _keep_results(self, finishes: list[Finish]) -> bool:
-        """Keep results the store would not take for the next start; False if they could
-        not be written either (then it takes those runs for interrupted). Off the loop: a
-        result may hold a log of megabytes, and an fsync waits for the disk."""
+    async def _keep_results(self, finishes: list[Finish], unsaid: list[str] | None = None
+                            ) -> bool:
+        """Keep results the store would not take for the next start (`unsaid`: the runs
+        whose run.finished line and metrics were not given yet: it gives them); False if
+        they could not be written either (then it takes those runs for interrupted). Off the
+        loop: a result may hold a log of megabytes, and an fsync waits for the disk."""
         try:
             await asyncio.to_thread(pendingresults.keep, pendingresults.pending_path(
-                self.settings.data, self.node), finishes)
+                self.settings.data, self.node), finishes, unsaid or ())
         except OSError as exc:
             event("run.result_not_kept", logging.ERROR, error=str(exc),
                   run_ids=",".join(f.run_id for f in finishes))
             return False
         return True
 
-    async def _settle_kept(self, run: Run, finish: Finish) -> None:
+    async def _settle_kept(self, run: Run, finish: Finish, said: bool) -> None:
         """A result the last stop kept (pendingresults): recorded as the attempt ended. Its
-        run.finished line and metrics were given then."""
+        run.finished line and metrics were given then, unless the stop came before them
+        (`said` False): given now, once recorded (else whoever decided it gave them)."""
         finish = dataclasses.replace(finish, node=run.lease_owner or self.node)
         if finish.log is None and self.settings.log_path(run.id, run.attempt).exists():
             finish = dataclasses.replace(finish, log=(await asyncio.to_thread(
@@ -956,6 +961,9 @@ class Dispatcher:
                   status=finish.outcome, exit_code=finish.exit_code,
                   hint="the store refused it while the server last stopped; recorded now "
                        "as the attempt had ended")
+            if not said:  # (a cancel asked for meanwhile: the store ended it canceled)
+                seconds = finish.finished_at - run.started_at if run.started_at else None
+                self._tell_finished(run, finish, seconds, asked=run.cancel_requested)
 
     # -- one run ---------------------------------------------------------------------------
 
@@ -1269,6 +1277,7 @@ class Dispatcher:
         finally:
             self._unrecorded.pop(run.id, None)
             self._ending.pop(run.id, None)
+            self._said.discard(run.id)
 
     async def _retry_at(self, run: Run, result: RunResult, now: float,
                         ask: bool = True) -> float | None:
@@ -1342,19 +1351,9 @@ class Dispatcher:
         # the log promised a retry that never came.
         asked = self._cancel_reason.get(run.id, "").startswith(CANCEL_ASKED) or (
             retry_at is not None and await self._cancel_asked(run.id))
-        self.metrics.runs.labels(run.rule, result.outcome).inc()
-        if retry_at is None:
-            self.metrics.runs_ended.labels(run.rule, result.outcome).inc()
-        elif asked:  # asked to cancel: the store ends it canceled instead of retrying it
-            self.metrics.runs_ended.labels(run.rule, "canceled").inc()
-        self.metrics.run_duration.labels(run.rule).observe(now - started)
-        # A failing action is what an operator filtering at warning must still see.
-        level = logging.WARNING if result.outcome in ("failed", "timed_out") else logging.INFO
-        event("run.finished", level, run_id=run.id, rule=run.rule, attempt=run.attempt,
-              status=result.outcome, exit_code=result.exit_code, reason=result.reason,
-              seconds=round(now - started, 3), delivery_id=run.delivery_id,
-              retry_in=round(retry_at - now, 1) if retry_at and not asked else None,
-              then="canceled (asked meanwhile: not retried)" if retry_at and asked else None)
+        self._tell_finished(run, self._finish(run, result, now, retry_at, None), now - started,
+                            asked)
+        self._said.add(run.id)  # (a stop from now on keeps its result as said)
         if log_text is None:  # a large log: read back its kept part (capped) off the loop
             log_text = await asyncio.to_thread(log_tail, self.settings, run, self._record_cap)
         finish = self._finish(run, result, now, retry_at, log_text)
@@ -1363,6 +1362,28 @@ class Dispatcher:
         # while. Given up only once the server stops: then the start mark tells the next start.
         self._ending[run.id] = finish
         await self._record_until_stored(run, result, finish)
+
+    def _tell_finished(self, run: Run, finish: Finish, seconds: float | None,
+                       asked: bool) -> None:
+        """The attempt's run.finished line and metrics, once: as its result is decided, or at
+        the next start for one a stop kept before that (_settle_kept)."""
+        retry_at = finish.retry_at
+        self.metrics.runs.labels(run.rule, finish.outcome).inc()
+        if retry_at is None:
+            self.metrics.runs_ended.labels(run.rule, finish.outcome).inc()
+        elif asked:  # asked to cancel: the store ends it canceled instead of retrying it
+            self.metrics.runs_ended.labels(run.rule, "canceled").inc()
+        if seconds is not None:
+            self.metrics.run_duration.labels(run.rule).observe(seconds)
+        # A failing action is what an operator filtering at warning must still see.
+        level = logging.WARNING if finish.outcome in ("failed", "timed_out") else logging.INFO
+        event("run.finished", level, run_id=run.id, rule=run.rule, attempt=run.attempt,
+              status=finish.outcome, exit_code=finish.exit_code, reason=finish.reason,
+              seconds=None if seconds is None else round(seconds, 3),
+              delivery_id=run.delivery_id,
+              retry_in=round(retry_at - finish.finished_at, 1) if retry_at and not asked
+              else None,
+              then="canceled (asked meanwhile: not retried)" if retry_at and asked else None)
 
     async def _record_until_stored(self, run: Run, result: RunResult, finish: Finish) -> None:
         delay, tries = 0.0, 0

@@ -5,7 +5,9 @@ PostgreSQL that does not answer) gives up on recording the runs still ending aft
 tries. Their records stay `running`, and the next start took each for interrupted: a deploy
 that had succeeded became `failed (interrupted)`, or ran again where its rule retries. The
 way each ended is written here instead (one JSON line per attempt, fsynced), and the next
-start records it as it was.
+start records it as it was. A result kept before its `run.finished` line and metrics were
+given (a stop while the store held back the reads that decide a retry) is marked
+`"said": false`: the next start gives them, once it has recorded it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import contextlib
 import dataclasses
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hookrunner.startmarks import node_file
 from hookrunner.store.base import Finish
@@ -27,12 +30,17 @@ def pending_path(data: Path, node: str) -> Path:
     return node_file(data, "results", node, ".pending")
 
 
-def keep(path: Path, finishes: list[Finish]) -> None:
-    """Append `finishes` durably. OSError if they cannot be written (a full disk)."""
+class Kept(NamedTuple):
+    finish: Finish
+    said: bool  # its run.finished line and metrics were given when it was kept
+
+
+def keep(path: Path, finishes: list[Finish], unsaid: Collection[str] = ()) -> None:
+    """Append `finishes` durably, those of the runs in `unsaid` marked as not said yet.
+    OSError if they cannot be written (a full disk)."""
     if not finishes:
         return
-    text = "".join(json.dumps(dataclasses.asdict(f), separators=(",", ":")) + "\n"
-                   for f in finishes).encode()
+    text = "".join(_line(f, f.run_id not in unsaid) for f in finishes).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
@@ -52,19 +60,25 @@ def keep(path: Path, finishes: list[Finish]) -> None:
         os.close(fd)
 
 
-def read(path: Path) -> dict[tuple[str, int], Finish]:
+def _line(finish: Finish, said: bool) -> str:
+    fields = dataclasses.asdict(finish) | ({} if said else {"said": False})
+    return json.dumps(fields, separators=(",", ":")) + "\n"
+
+
+def read(path: Path) -> dict[tuple[str, int], Kept]:
     """The kept results by (run id, attempt); a line that does not parse (cut short by a
     crash mid-write) is skipped."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return {}
-    found: dict[tuple[str, int], Finish] = {}
+    found: dict[tuple[str, int], Kept] = {}
     for line in text.split("\n")[:-1]:
         with contextlib.suppress(ValueError, TypeError):
             fields: Any = json.loads(line)
+            said = not isinstance(fields, dict) or fields.pop("said", True) is not False
             if isinstance(fields, dict) and set(fields) <= _FIELDS:
                 finish = Finish(**fields)
                 if isinstance(finish.attempt, int) and isinstance(finish.run_id, str):
-                    found[(finish.run_id, finish.attempt)] = finish
+                    found[(finish.run_id, finish.attempt)] = Kept(finish, said)
     return found

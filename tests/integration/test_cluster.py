@@ -743,6 +743,14 @@ rules:
                       "WHERE run_id = %s AND attempt = 1", [run_id])
         assert first == [("failed", 3, "exit 3")], first  # not `interrupted`, no exit code
         assert f"run.result_recovered run_id={run_id}" in node.output()
+        # Kept before its run.finished line and metrics: given by this start, once.
+        finished = [x for x in node.output().splitlines()
+                    if f"run.finished run_id={run_id}" in x]
+        assert len(finished) == 2, finished  # attempt 1's (now), attempt 2's
+        assert "attempt=1 status=failed exit_code=3" in finished[0], finished
+        metrics = httpx.get(f"{node.url}/metrics", timeout=10).text
+        assert 'hookrunner_runs_finished_total{rule="gated",status="failed"} 2.0' in metrics
+        assert 'hookrunner_runs_ended_total{rule="gated",status="failed"} 1.0' in metrics
     finally:
         nodes.stop_all()
 

@@ -23,8 +23,8 @@ def test_kept_results_are_read_back_by_run_and_attempt(tmp_path: Path) -> None:
     pendingresults.keep(path, [])
     kept = pendingresults.read(path)
     assert set(kept) == {("run_a", 1), ("run_b", 2)}
-    assert kept[("run_a", 1)].outcome == "canceled"  # the later line of the same attempt
-    assert kept[("run_b", 2)] == _finish("run_b", 2, "failed")
+    assert kept[("run_a", 1)].finish.outcome == "canceled"  # the later line of the same attempt
+    assert kept[("run_b", 2)] == (_finish("run_b", 2, "failed"), True)
     assert path.stat().st_mode & 0o777 == 0o600
 
 
@@ -37,3 +37,15 @@ def test_a_line_cut_short_or_foreign_is_skipped(tmp_path: Path) -> None:
         f.write('[1, 2]\n{"run_id": "run_y", "attempt": "1"}\n')  # wrong shapes
         f.write('{"run_id": "run_z", "node": "n1", "outcome": "succ')  # no newline: cut
     assert set(pendingresults.read(path)) == {("run_a", 1)}
+
+
+def test_a_result_kept_before_its_line_was_given_is_read_back_as_not_said(tmp_path: Path) -> None:
+    """A stop while the store held back the reads that decide a retry kept the result before
+    its run.finished line and metrics: the next start gives them (only for those)."""
+    path = tmp_path / "results-n1.pending"
+    pendingresults.keep(path, [_finish("run_a", 1), _finish("run_b", 1, "failed")],
+                        unsaid=["run_b"])
+    kept = pendingresults.read(path)
+    assert kept[("run_a", 1)] == (_finish("run_a", 1), True)
+    assert kept[("run_b", 1)] == (_finish("run_b", 1, "failed"), False)
+    assert '"said"' not in path.read_text().splitlines()[0]  # (as an older version wrote it)
