@@ -59,3 +59,37 @@ def test_a_stopping_server_lets_an_interrupted_apply_record_its_state(
     assert out.read_text().splitlines() == ["started", "interrupted", "state written"]
     assert "run.result_abandoned" not in server.output()
     assert f"run.finished run_id={run_id}" in server.output()
+
+
+def test_a_vars_file_a_sigkill_left_is_removed_at_the_next_start(
+    project: Path, tmp_path: Path,
+) -> None:
+    """A rule's vars (a password among them) stayed under --data, 0600, after a SIGKILL of
+    the server mid-apply: nothing removed them but pruning the run."""
+    out = tmp_path / "terraform.out"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "terraform"
+    fake.write_text(FAKE_TERRAFORM.format(out=out))
+    fake.chmod(0o755)
+    (project / "tf").mkdir()
+    (project / "tf" / "main.tf").write_text("")
+    (project / "rules" / "rules.yaml").write_text(RULES.replace(
+        "command: apply}", 'command: apply, vars: {db_password: "{{ payload.pw }}"}}'))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    server = Server(project / "rules", project / "data", project, env=env).start()
+    httpx.post(f"{server.url}/hooks/infra", json={"pw": "hunter2"})
+    deadline = time.monotonic() + 20
+    while not (out.exists() and "started" in out.read_text()):
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.05)
+    left = list((project / "data" / "work").glob("*/*/vars.tfvars.json"))
+    assert len(left) == 1 and "hunter2" in left[0].read_text()
+    server.kill()
+    assert left[0].exists()
+    again = Server(project / "rules", project / "data", project, env=env).start()
+    try:
+        assert not left[0].exists(), again.output()
+        assert not list((project / "data" / "work").rglob("vars.tfvars.json"))
+    finally:
+        again.stop()

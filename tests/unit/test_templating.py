@@ -185,10 +185,22 @@ def test_a_condition_takes_what_select_gives_by_its_items(expr: str, holds: bool
         ("y" if holds else "n")
 
 
-def test_length_of_a_selection_says_to_make_it_a_list() -> None:
+def test_a_selection_is_a_list_that_can_be_used_twice() -> None:
+    """`| length` of a selection was a TypeError, and `{% if sel %}` (a variable holding one)
+    left nothing for the loop after it; an iterator that remains says to add `| list`."""
+    scope = {**SCOPE, "payload": {"a": [1, 2], "alerts": [{"status": "firing"}]}}
+    assert compile_expression('payload.a | select("equalto", 1) | length > 0').test(scope)
+    assert compile_template(
+        '{% set sel = payload.alerts | selectattr("status", "equalto", "firing") %}'
+        '{% if sel %}{% for a in sel %}[{{ a.status }}]{% endfor %}{% endif %}'
+    ).render(scope) == "[firing]"
+    assert compile_expression("payload.a | map('string') == ['1', '2']").test(scope)
     with pytest.raises(TemplateError, match=r"add `\| list` before it"):
-        compile_expression('payload.a | select("equalto", 1) | length > 0').test(
-            {**SCOPE, "payload": {"a": [1]}})
+        compile_expression("payload.a | unique | length > 0").test(scope)
+    with pytest.raises(TemplateError, match=r"items given one at a time .*add `\| list`"):
+        compile_expression("payload.a | unique").test(scope)
+    with pytest.raises(TemplateError, match=r"no attribute 'team'"):  # an error, not a 500
+        compile_expression('payload.alerts | selectattr("team", "equalto", "db")').test(scope)
 
 
 @pytest.mark.parametrize("expr", ["payload.keys", "payload.get", "payload.replicas and payload.values"])

@@ -139,6 +139,12 @@ def remove_vars(path: Path) -> None:
             return
 
 
+def remove_left_vars(work_dir: Path) -> None:
+    """Every attempt's vars file under `work_dir` (a server's start: a SIGKILL left them)."""
+    for path in work_dir.glob(f"*/*/{VARS_FILE}"):
+        remove_vars(path)
+
+
 def command_argv(binary: str, command: str, var_files: list[Path]) -> list[str]:
     argv = [binary, command, "-input=false", "-no-color", "-json"]
     if command != "plan":

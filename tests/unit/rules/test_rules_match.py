@@ -214,13 +214,13 @@ def test_a_mapped_field_is_shown_as_the_list_that_was_tested() -> None:
         [result] = evaluate(rs, "gh", scope({"alerts": alerts}))
         shown = '["web", "", "dba"]' if matched else '["web"]'
         assert (result.matched, result.conditions[0].value) == (matched, shown), result
-    # Only the `in` is changed: a map compared with a list is false (an iterator is no
-    # list), clause by clause as for the whole `when` (review: the first fix matched it).
+    # A map is a list (as Ansible makes it): compared with a list, clause by clause as for
+    # the whole `when`.
     for when in ("payload.teams | map(attribute='name') == ['dba']",
                  "payload.teams | map(attribute='name') is sequence"):
         rs = ruleset_with(f'when: "{when}"\n')
         [result] = evaluate(rs, "gh", scope({"teams": [{"name": "dba"}]}))
-        assert not result.matched, (when, result)
+        assert result.matched, (when, result)
 
 
 def test_a_comparison_reading_a_secret_header_shows_no_kind() -> None:
