@@ -130,9 +130,14 @@ async def wait_for_runs(
     deadline = time.monotonic() + timeout
     while True:
         try:
-            runs = [await store.get_run(r) for r in run_ids]
+            # Within what is left of the wait: in an outage each read waits out the store's
+            # pool (5 s), and a `?wait=6s` answered after 12 s.
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                runs = [await store.get_run(r) for r in run_ids]
             if all(r is not None and r.status in TERMINAL for r in runs):
                 return [await _summary(store, settings, r) for r in runs if r is not None]
+        except TimeoutError:
+            return None
         except StoreUnavailable:
             left = deadline - time.monotonic()
             if left <= 0 or stopping():
@@ -858,10 +863,12 @@ class Dispatcher:
             entry[1].set()
             event("run.lease_lost", logging.WARNING, run_id=run_id, reason="not renewed")
 
-    def _doomed(self, run_id: str, renewed: float, why: str) -> None:
+    def _doomed(self, run_id: str, renewed: float | None, why: str) -> None:
         """The run's processes must be gone before the lease it last renewed (at `renewed`,
-        monotonic) expires: its stop's grace ends KILL_BEFORE_EXPIRY before that."""
-        by = self._stop_by[run_id] = renewed + self.settings.lease * (1 - KILL_BEFORE_EXPIRY)
+        monotonic) expires: its stop's grace ends KILL_BEFORE_EXPIRY before that. None: at
+        once (another node holds the lease, whatever this node's clock says of it)."""
+        by = self._stop_by[run_id] = time.monotonic() if renewed is None else \
+            renewed + self.settings.lease * (1 - KILL_BEFORE_EXPIRY)
         if (log := self._logs.get(run_id)) is not None:
             left = max(0.0, by - time.monotonic())
             log.note(f"{why}: stopping the run here; what is left of it is killed in "
@@ -884,8 +891,10 @@ class Dispatcher:
                 # recorded is "not held" because its finish just committed: nothing to stop.)
                 self._lost.add(run_id)
                 self._cancel_reason[run_id] = "canceled: lease lost"
-                self._doomed(run_id, self._renewed.get(run_id, mono),
-                             "another node holds its lease")
+                # At once, not a lease after the last renewal by this node's clock: another
+                # node's clock may run ahead, or this host was suspended (the monotonic
+                # clock stood still), and the run goes on there already.
+                self._doomed(run_id, None, "another node holds its lease")
                 self._active[run_id][1].set()
                 event("run.lease_lost", logging.WARNING, run_id=run_id)
 

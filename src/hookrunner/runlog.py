@@ -41,11 +41,27 @@ async def locate(store: Store, path: Path, run_id: str, attempt: int) -> EndedLo
     least as many bytes as the record's copy has characters, and one a full disk cut short
     (nearly always) fewer."""
     stored = await store.log_length(run_id, attempt)
-    if attempt:
-        size = _size(path)
-        if size is not None and (stored is None or size >= stored):
-            return EndedLog(path)
-    return EndedLog(None, await store.get_log(run_id, attempt) or "")
+    size = _size(path) if attempt else None
+    if size is not None and (stored is None or size >= stored):
+        return EndedLog(path)
+    text = await store.get_log(run_id, attempt) or ""
+    if size is not None and not text.startswith(await asyncio.to_thread(_head, path)):
+        # The record is no copy of this file: the note of a node that took the attempt
+        # over from this one (its output, on this node only, was shorter than the note).
+        return EndedLog(path)
+    return EndedLog(None, text)
+
+
+def _head(path: Path) -> str:
+    """The file's first characters as the record's copy has them (see locate)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return ""
+    text = head.decode(errors="replace").replace("\x00", "")
+    # (A character cut at the 256th byte would differ from the record's: left out.)
+    return text.rstrip("\ufffd")[:-1] if len(head) == 256 else text
 
 
 def _read(path: Path) -> str | None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from starlette.testclient import TestClient
 
 from hookrunner.app import create_app
+from hookrunner.dispatch import wait_for_runs
 from hookrunner.errors import StoreUnavailable
 from hookrunner.settings import Settings
 from hookrunner.store import MEMORY_URL
@@ -78,3 +81,22 @@ async def test_a_waiter_reads_its_runs_again_only_when_one_of_them_ended() -> No
     await asyncio.sleep(0.05)
     assert reads == ["mine", "mine"]
     assert await waiting is None
+
+
+def test_a_wait_through_an_outage_ends_at_its_deadline() -> None:
+    """Each read of a PostgreSQL that is down waits out the pool's 5 s: a `?wait=6s` went
+    on to a second read with a second left, and answered after 12 s."""
+
+    class Down:
+        async def get_run(self, run_id: str) -> Any:
+            await asyncio.sleep(5.0)
+            raise StoreUnavailable("couldn't get a connection")
+
+    async def waited() -> tuple[Any, float]:
+        started = time.monotonic()
+        got = await wait_for_runs(Down(), cast(Settings, None), ["r1"], 6.0)  # type: ignore[arg-type]
+        return got, time.monotonic() - started
+
+    got, took = asyncio.run(waited())
+    assert got is None
+    assert took < 6.0 + 1.0, took  # (the deadline, and the loop's slack on a busy machine)
