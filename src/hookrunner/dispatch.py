@@ -926,7 +926,8 @@ class Dispatcher:
             # Its output is on that node's disk: a follower of its log got an empty answer,
             # as if the action had printed nothing. Where to read it (that node's API serves
             # its file, once it runs again).
-            log = (f"[hookrunner] {reason} (its output so far was written on node "
+            log = (f"[hookrunner] {reason} (its output so far, if it ran for a second or more, "
+                   f"was written on node "
                    f"{run.lease_owner}, not here: read it through that node, GET /api/runs/"
                    f"{run.id}/log?attempt={run.attempt}, or in its --data dir, logs/{run.id}/"
                    f"{run.attempt}.log)\n")

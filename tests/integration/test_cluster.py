@@ -234,6 +234,8 @@ def test_a_killed_node_runs_are_retried_elsewhere_or_failed_after_the_lease(
     once = post(n1, {"retry": False}).json()["runs"][0]
     until(lambda: len(nodes.lines("events")) == 2, 15, "both runs started on n1")
     (n2,) = nodes.start("n2")
+    # An attempt's output goes to a file from its first second on (before, in memory only).
+    until(lambda: (project / "data-n1" / "logs" / once / "1.log").exists(), 15, "n1's log file")
     killed_at = time.time()
     n1.kill()
     for pid in (project / "out" / "pids").read_text().split():  # the machine died with it
@@ -246,7 +248,8 @@ def test_a_killed_node_runs_are_retried_elsewhere_or_failed_after_the_lease(
         assert doc["reason"] == "interrupted: lease of node n1 expired"
         # Its output is on n1's disk: the log says where (a follower got an empty answer).
         assert c.get(f"/api/runs/{once}/log").text.endswith(
-            "[hookrunner] interrupted: lease of node n1 expired (its output so far was written "
+            "[hookrunner] interrupted: lease of node n1 expired (its output so far, if it ran for "
+            "a second or more, was written "
             f"on node n1, not here: read it through that node, GET /api/runs/{once}/log?"
             f"attempt=1, or in its --data dir, logs/{once}/1.log)\n")
         attempts = query(nodes.db, "SELECT attempt, node, status FROM attempts "

@@ -9,7 +9,8 @@ from hookrunner.runlog import ended_log
 from hookrunner.store.base import Finish, NewDelivery, NewRun
 from hookrunner.store.memory import MemoryStore
 
-NOTE = ("[hookrunner] interrupted: lease of node n1 expired (its output so far was written on "
+NOTE = ("[hookrunner] interrupted: lease of node n1 expired (its output so far, if it ran for "
+        "a second or more, was written on "
         "node n1, not here: read it through that node, GET /api/runs/run_x/log?attempt=1, or "
         "in its --data dir, logs/run_x/1.log)\n")
 

@@ -146,7 +146,8 @@ def _applied(path: Path) -> set[int] | None:
 def _damage_hint(exc: BaseException) -> str:
     """What to do where SQLite says the file is damaged, or no database."""
     if isinstance(exc, sqlite3.DatabaseError) and any(
-            word in str(exc) for word in ("malformed", "not a database")):
+            word in str(exc) for word in ("malformed", "not a database", "too big",
+                                          "unsupported file format")):
         return (" (the file is damaged: restore it from a backup, see the README's Backups, or "
                 "move it aside to start with an empty store)")
     return ""
