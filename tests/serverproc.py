@@ -113,6 +113,17 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=30,
                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
 
+    def ask_for_log(self, run_id: str) -> tuple[socket.socket, bytes]:
+        """A raw client asking for the run's log, and its answer's head; the rest left unread
+        (a follower holding one of the server's 64 log slots, where the head says 200)."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        s.sendall(f"GET /api/runs/{run_id}/log HTTP/1.1\r\nHost: t\r\n"
+                  f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        return s, head
+
     def wait_run(self, run_id: str, timeout: float = 30.0) -> dict[str, Any]:
         """Poll the API until the run ends; return its record."""
         deadline = time.monotonic() + timeout

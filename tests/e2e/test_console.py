@@ -249,12 +249,7 @@ def test_run_log_streams_while_the_run_is_still_running(
 
 def _log_reader(server: Server, run_id: str) -> socket.socket:
     """A client following the run's log (it holds one of the server's 64 log slots)."""
-    s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    s.sendall(f"GET /api/runs/{run_id}/log HTTP/1.1\r\nHost: t\r\n"
-              f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(4096)
+    s, head = server.ask_for_log(run_id)
     assert head.startswith(b"HTTP/1.1 200 "), head
     return s
 

@@ -388,12 +388,7 @@ def test_a_large_log_is_sent_in_pieces_and_a_page_cuts_the_records_copy_too(
 
 def _reading(server: Server, run_id: str) -> socket.socket:
     """A client following the run's log, its answer's head read; the rest left unread."""
-    s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    s.sendall(f"GET /api/runs/{run_id}/log HTTP/1.1\r\nHost: t\r\n"
-              f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(4096)
+    s, head = server.ask_for_log(run_id)
     assert head.startswith(b"HTTP/1.1 200 "), head
     return s
 
@@ -448,17 +443,6 @@ def test_a_process_sends_so_many_logs_at_once_and_the_next_reader_hears_503(
         assert server.wait_run(run_id)["status"] == "succeeded"
 
 
-def _asking(server: Server, run_id: str) -> tuple[socket.socket, bytes]:
-    """A client asking for the run's log, and its answer's head (its rest left unread)."""
-    s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    s.sendall(f"GET /api/runs/{run_id}/log HTTP/1.1\r\nHost: t\r\n"
-              f"Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(4096)
-    return s, head
-
-
 def _rest(s: socket.socket, head: bytes) -> bytes:
     """The rest of a chunked answer whose head `head` (and maybe more) was read."""
     got = head
@@ -484,7 +468,7 @@ def test_followers_waiting_for_a_queued_run_hold_no_log_slot(
     followers: list[tuple[socket.socket, bytes]] = []
     readers: list[socket.socket] = []
     try:
-        followers += [_asking(server, queued) for _ in range(MAX_LOG_STREAMS + 36)]
+        followers += [server.ask_for_log(queued) for _ in range(MAX_LOG_STREAMS + 36)]
         assert all(head.startswith(b"HTTP/1.1 200 ") for _, head in followers)
         readers += [_reading(server, running) for _ in range(MAX_LOG_STREAMS)]  # every slot
         with server.admin() as c:
@@ -539,7 +523,7 @@ def test_log_slots_are_given_back_however_their_clients_leave(
             _abruptly_closed(server, (queued, running, ended, "run_gone")[n % 4], n)
         deadline = time.monotonic() + 15
         while True:  # once the server has seen every client gone
-            taken = [_asking(server, running) for _ in range(MAX_LOG_STREAMS + 1)]
+            taken = [server.ask_for_log(running) for _ in range(MAX_LOG_STREAMS + 1)]
             statuses = [head.split(b" ")[1] for _, head in taken]
             for s, _ in taken:
                 s.close()

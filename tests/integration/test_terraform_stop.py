@@ -32,11 +32,9 @@ wait $!
 """
 
 
-def test_a_stopping_server_lets_an_interrupted_apply_record_its_state(
-    project: Path, tmp_path: Path,
-) -> None:
-    """The stop canceled the apply after its grace and gave it 10 s more before killing its
-    group (and logging that the store did not answer, which was not so)."""
+def _fake_terraform(project: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """FAKE_TERRAFORM on a PATH dir of its own, and the `tf` dir it applies: (its output
+    file, that dir)."""
     out = tmp_path / "terraform.out"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -45,6 +43,15 @@ def test_a_stopping_server_lets_an_interrupted_apply_record_its_state(
     fake.chmod(0o755)
     (project / "tf").mkdir()
     (project / "tf" / "main.tf").write_text("")
+    return out, bin_dir
+
+
+def test_a_stopping_server_lets_an_interrupted_apply_record_its_state(
+    project: Path, tmp_path: Path,
+) -> None:
+    """The stop canceled the apply after its grace and gave it 10 s more before killing its
+    group (and logging that the store did not answer, which was not so)."""
+    out, bin_dir = _fake_terraform(project, tmp_path)
     (project / "rules" / "rules.yaml").write_text(RULES)
     server = Server(project / "rules", project / "data", project,
                     env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOOKRUNNER_GRACE": "1s"}).start()
@@ -66,14 +73,7 @@ def test_a_vars_file_a_sigkill_left_is_removed_at_the_next_start(
 ) -> None:
     """A rule's vars (a password among them) stayed under --data, 0600, after a SIGKILL of
     the server mid-apply: nothing removed them but pruning the run."""
-    out = tmp_path / "terraform.out"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "terraform"
-    fake.write_text(FAKE_TERRAFORM.format(out=out))
-    fake.chmod(0o755)
-    (project / "tf").mkdir()
-    (project / "tf" / "main.tf").write_text("")
+    out, bin_dir = _fake_terraform(project, tmp_path)
     (project / "rules" / "rules.yaml").write_text(RULES.replace(
         "command: apply}", 'command: apply, vars: {db_password: "{{ payload.pw }}"}}'))
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
