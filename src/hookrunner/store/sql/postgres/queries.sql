@@ -60,16 +60,22 @@ FOR UPDATE OF r SKIP LOCKED;
 -- A key that is running and whose newest waiting run is `queue` has nothing to decide, so
 -- its runs are left out before anything is sorted (see the SQLite query), as is one whose run
 -- waiting for its retry came before its due runs (it keeps its place: concurrency.decide),
--- unless a new `skip` run is the first of them (that one decides for itself).
-WITH held AS (
+-- unless a new `skip` run is the first of them (that one decides for itself): asked of each
+-- key with due runs (runs_queued_keyed_at, then runs_key), not of each run in backoff.
+WITH due_keys AS (
+    SELECT DISTINCT concurrency_key AS k FROM runs
+    WHERE status = 'queued' AND concurrency_key IS NOT NULL AND next_attempt_at <= %(now)s
+), held AS (
     SELECT b.concurrency_key AS k FROM runs b
     WHERE b.status = 'running' AND b.concurrency_key IS NOT NULL
     UNION
-    SELECT b.concurrency_key FROM runs b
-    WHERE b.status = 'queued' AND b.next_attempt_at > %(now)s AND b.concurrency_key IS NOT NULL
-      AND NOT (b.policy = 'skip' AND b.attempt = 0)
-      AND (SELECT q.seq > b.seq AND NOT (q.policy = 'skip' AND q.attempt = 0) FROM runs q
-           WHERE q.status = 'queued' AND q.concurrency_key = b.concurrency_key
+    SELECT k FROM due_keys
+    WHERE (SELECT NOT (q.policy = 'skip' AND q.attempt = 0)
+                  AND EXISTS (SELECT 1 FROM runs b
+                              WHERE b.concurrency_key = due_keys.k AND b.status = 'queued'
+                                AND b.seq < q.seq AND NOT (b.policy = 'skip' AND b.attempt = 0))
+           FROM runs q
+           WHERE q.concurrency_key = due_keys.k AND q.status = 'queued'
              AND q.next_attempt_at <= %(now)s
            ORDER BY q.seq LIMIT 1)
 ), blocked AS (
@@ -97,9 +103,9 @@ FOR UPDATE OF r SKIP LOCKED;
 
 -- name: claim_later
 -- The oldest run of each of these keys that waits for a later attempt (queued, not due):
--- under `queue` it keeps its place (concurrency.decide). Only runs in a retry's backoff are
--- read (runs_claim), however deep the due backlog. Not locked: a cancel that ends it
--- meanwhile wakes the nodes (NOTIFY), whose next claim takes the key's next run.
+-- under `queue` it keeps its place (concurrency.decide). Only keyed runs in a retry's backoff
+-- are read (runs_queued_keyed_at), however deep the due backlog. Not locked: a cancel that
+-- ends it meanwhile wakes the nodes (NOTIFY), whose next claim takes the key's next run.
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
 WHERE r.seq IN (
     SELECT min(seq) FROM runs

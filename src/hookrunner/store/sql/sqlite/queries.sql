@@ -41,16 +41,24 @@ ORDER BY r.seq LIMIT :limit;
 -- its runs are left out before anything is sorted: with one busy key 10,000 deep, each claim
 -- (on the event loop) took ~30 ms sorting runs that could not move. So is one whose run
 -- waiting for its retry came before its due runs (it keeps its place: concurrency.decide),
--- unless a new `skip` run is the first of them (that one decides for itself).
-WITH held AS (
+-- unless a new `skip` run is the first of them (that one decides for itself). That is asked
+-- of each key with due runs (an indexed look at its runs before the first), not of each run
+-- in backoff (an outage's 30,000 retries cost each claim ~36 ms). runs_queued_keyed_at gives
+-- the keys with due runs, and each due run's key below, without reading the table.
+WITH due_keys AS (
+    SELECT DISTINCT concurrency_key AS k FROM runs INDEXED BY runs_queued_keyed_at
+    WHERE status = 'queued' AND concurrency_key IS NOT NULL AND next_attempt_at <= :now
+), held AS (
     SELECT b.concurrency_key AS k FROM runs b
     WHERE b.status = 'running' AND b.concurrency_key IS NOT NULL
     UNION
-    SELECT b.concurrency_key FROM runs b INDEXED BY runs_claim
-    WHERE b.status = 'queued' AND b.next_attempt_at > :now AND b.concurrency_key IS NOT NULL
-      AND NOT (b.policy = 'skip' AND b.attempt = 0)
-      AND (SELECT q.seq > b.seq AND NOT (q.policy = 'skip' AND q.attempt = 0) FROM runs q
-           WHERE q.status = 'queued' AND q.concurrency_key = b.concurrency_key
+    SELECT k FROM due_keys
+    WHERE (SELECT NOT (q.policy = 'skip' AND q.attempt = 0)
+                  AND EXISTS (SELECT 1 FROM runs b
+                              WHERE b.concurrency_key = due_keys.k AND b.status = 'queued'
+                                AND b.seq < q.seq AND NOT (b.policy = 'skip' AND b.attempt = 0))
+           FROM runs q
+           WHERE q.concurrency_key = due_keys.k AND q.status = 'queued'
              AND q.next_attempt_at <= :now
            ORDER BY q.seq LIMIT 1)
 ), blocked AS (
@@ -68,7 +76,7 @@ WHERE r.id IN (
                ROW_NUMBER() OVER (PARTITION BY concurrency_key ORDER BY seq DESC) AS tail,
                FIRST_VALUE(policy) OVER (PARTITION BY concurrency_key ORDER BY seq DESC)
                    AS key_policy
-        FROM runs INDEXED BY runs_queued_keyed
+        FROM runs INDEXED BY runs_queued_keyed_at
         WHERE status = 'queued' AND concurrency_key IS NOT NULL AND next_attempt_at <= :now
           AND concurrency_key NOT IN (SELECT k FROM blocked)
     ) AS due WHERE head <= :per_key OR tail = 1 OR key_policy <> 'queue'
@@ -78,10 +86,11 @@ ORDER BY r.seq;
 -- name: claim_later
 -- The oldest run of each of these keys (a JSON array) that waits for a later attempt
 -- (queued, not due): under `queue` it keeps its place (concurrency.decide). A range of
--- runs_claim: only runs in a retry's backoff are read, however deep the due backlog.
+-- runs_queued_keyed_at: only keyed runs in a retry's backoff are read, however deep the due
+-- backlog (and however many keyless retries).
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
 WHERE r.seq IN (
-    SELECT min(seq) FROM runs INDEXED BY runs_claim
+    SELECT min(seq) FROM runs INDEXED BY runs_queued_keyed_at
     WHERE status = 'queued' AND next_attempt_at > :now AND concurrency_key IS NOT NULL
       AND NOT (policy = 'skip' AND attempt = 0)
       AND concurrency_key IN (SELECT value FROM json_each(:keys))
