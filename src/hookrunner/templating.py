@@ -276,10 +276,14 @@ def _not_of_null(name: str, fn: Any) -> Any:
 _NO_DEFAULT: Any = object()  # `| int` / `| float` given no default of the author's
 
 
+def _shown(value: Any) -> str:
+    """A value a filter refused, as its message names it: text quoted (cut), else its kind."""
+    return repr(value)[:80] if isinstance(value, str) else (_json_kind(value) or type(value).__name__)
+
+
 def _not_a_number(name: str, value: Any) -> Explained:
-    shown = repr(value)[:80] if isinstance(value, str) else (_json_kind(value) or type(value).__name__)
     zero = "0" if name == "int" else "0.0"
-    return Explained(f"`| {name}` of {shown}: not a number. Give the number to use then, "
+    return Explained(f"`| {name}` of {_shown(value)}: not a number. Give the number to use then, "
                      f"`| {name}({zero})` (Jinja's silent default), or test the value first")
 
 
@@ -346,9 +350,8 @@ def _to_bool(value: Any) -> bool:
         return bool(value)
     word = _boolean_word(value)
     if word is None:
-        shown = repr(value) if isinstance(value, str) else (_json_kind(value) or type(value).__name__)
         raise Explained(f"`| bool` reads true/false, yes/no, on/off or 1/0 (or a JSON "
-                        f"boolean, null or \"\"), and this value is {shown[:80]}")
+                        f"boolean, null or \"\"), and this value is {_shown(value)}")
     return word
 
 
