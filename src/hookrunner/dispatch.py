@@ -927,10 +927,9 @@ class Dispatcher:
             # as if the action had printed nothing. Where to read it (that node's API serves
             # its file, once it runs again).
             log = (f"[hookrunner] {reason} (its output so far, if it ran for a second or more, "
-                   f"was written on node "
-                   f"{run.lease_owner}, not here: read it through that node, GET /api/runs/"
-                   f"{run.id}/log?attempt={run.attempt}, or in its --data dir, logs/{run.id}/"
-                   f"{run.attempt}.log)\n")
+                   f"was written on node {run.lease_owner}, not here: read it through that "
+                   f"node, GET /api/runs/{run.id}/log?attempt={run.attempt}, or in its --data "
+                   f"dir, logs/{run.id}/{run.attempt}.log)\n")
         decided = await self.store.finish(Finish(
             run_id=run.id, node=run.lease_owner or self.node, outcome=outcome, exit_code=None,
             reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt,

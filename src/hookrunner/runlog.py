@@ -108,11 +108,3 @@ async def chunks(where: EndedLog, f: IO[bytes] | None) -> AsyncIterator[bytes]:
             yield decoder.decode(chunk).encode()
         if rest := decoder.decode(b"", final=True):
             yield rest.encode()
-
-
-async def ended_chunks(store: Store, path: Path, run_id: str, attempt: int) -> AsyncIterator[bytes]:
-    """`opened` and `chunks` in one, where the answer's status is sent already (a followed
-    run that has ended)."""
-    where, f = await opened(store, path, run_id, attempt)
-    async for chunk in chunks(where, f):
-        yield chunk

@@ -19,7 +19,7 @@ from hookrunner import dispatch, startmarks
 from hookrunner.api import MAX_LOG_STREAMS
 from hookrunner.dispatch import Dispatcher
 from hookrunner.metrics import Metrics
-from hookrunner.runlog import ended_chunks, ended_log
+from hookrunner.runlog import chunks, ended_log, opened
 from hookrunner.settings import Settings
 from hookrunner.startmarks import marks_path, read_marks
 from hookrunner.store.base import TERMINAL, Finish, NewDelivery, NewRun
@@ -139,7 +139,8 @@ async def test_the_api_serves_the_records_log_where_the_file_holds_less(
         """What `hookrunner log` prints; the API's pieces (read as sent) add up to the same."""
         at = settings.log_path(run, 1)
         whole = await ended_log(store, at, run, 1)
-        assert b"".join([c async for c in ended_chunks(store, at, run, 1)]) == whole.encode()
+        assert b"".join([c async for c in chunks(*await opened(store, at, run, 1))]) == \
+            whole.encode()
         return whole
 
     assert await served() == stored
