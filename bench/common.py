@@ -188,6 +188,16 @@ def start_bare(workdir: Path) -> Proc:
                  env=env)
 
 
+def start_floor(workdir: Path) -> Proc:
+    """The floor: the least a durable gateway does per delivery in Python (floor_app.py)."""
+    port = free_port()
+    env = {**os.environ, "GITHUB_WEBHOOK_SECRET": GITHUB_SECRET}
+    argv = [PYTHON, str(BENCH / "floor_app.py"), "--port", str(port),
+            "--db", str(workdir / "floor.db")]
+    return spawn("floor", argv, workdir / "floor.log", f"http://127.0.0.1:{port}/healthz", port,
+                 env=env)
+
+
 @contextlib.contextmanager
 def running(proc: Proc) -> Iterator[Proc]:
     try:

@@ -5,6 +5,9 @@
 Scenarios, each driven by wrk (a second process) with one signed ~5.4 KB GitHub push and no
 X-GitHub-Delivery header (so nothing dedups):
   bare      Starlette on uvicorn: verify the HMAC, parse the JSON, answer 202
+  floor     the least a durable gateway does in Python (floor_app.py): a raw httptools
+            protocol that verifies, parses, group-commits one SQLite row and answers 202;
+            none of hookrunner's rules, checks or limits
   journal   hookrunner, a github hook whose rule does not match: verify, parse, match, journal
   action    hookrunner, a matching rule running `true`: the same, plus a run journaled per
             delivery while the dispatcher runs actions alongside (8 workers)
@@ -41,6 +44,7 @@ from common import (
     running,
     server_pids,
     start_bare,
+    start_floor,
     start_hookrunner,
     workdir,
 )
@@ -97,6 +101,14 @@ def bench_bare(args: argparse.Namespace, base: Path) -> Figures:
         result, cpu, _ = drive(proc, args, base / "bare-wrk")
         rss = peak_rss_mb(proc.pid)
     return Figures("bare", result, cpu, rss, answered_202=result.statuses.get(202, 0))
+
+
+def bench_floor(args: argparse.Namespace, base: Path) -> Figures:
+    with running(start_floor(base)) as proc:
+        result, cpu, ids = drive(proc, args, base / "floor-wrk")
+        rss = peak_rss_mb(proc.pid)
+    return Figures("floor", result, cpu, rss, answered_202=len(ids),
+                   committed=ids_in(base / "floor.db", "deliveries", ids))
 
 
 def bench_hookrunner(name: str, rules: str, args: argparse.Namespace, base: Path,
@@ -164,7 +176,8 @@ def main() -> int:
     load_before = load_average()
     with workdir("hookrunner-bench-ingest-", keep=args.keep) as base:
         n = args.http_workers
-        rows = [bench_bare(args, base), bench_hookrunner("journal", NO_MATCH_RULE, args, base)]
+        rows = [bench_bare(args, base), bench_floor(args, base),
+                bench_hookrunner("journal", NO_MATCH_RULE, args, base)]
         if n > 1:
             rows.append(bench_hookrunner(f"journal x{n}", NO_MATCH_RULE, args, base, n))
         if not args.no_action:
