@@ -382,14 +382,22 @@ def _truth_problem(value: Any) -> str | None:
 _LIST_FILTERS = ("map", "select", "reject", "selectattr", "rejectattr")
 
 
-def _as_list(filter_fn: Any) -> Any:
+def _as_list(filter_fn: Any, name: str) -> Any:
+    # Where `select`, `selectattr` and the like name no test, Jinja keeps the items that are
+    # true, by Python's truth: `selectattr("labels.resolved")` kept alerts whose label was
+    # the text "false". They are taken as a condition's value is (_tested) instead.
+    untested = {"select": 2, "reject": 2, "selectattr": 3, "rejectattr": 3}.get(name)
+
     @functools.wraps(filter_fn)  # (keeps Jinja's pass_context mark)
     def listed(*args: Any, **kwargs: Any) -> Any:
+        if len(args) == untested:  # (context, value[, attribute]) and no test's name
+            args = (*args, _TRUTH)
         return list(filter_fn(*args, **kwargs))
     return listed
 
 
 _TESTED = "hookrunner_tested"  # the filter _Bounded's rewrite applies _tested by
+_TRUTH = "hookrunner_truth"  # the test a select without one applies _tested by
 
 
 def _tested(value: Any) -> bool:
@@ -472,11 +480,12 @@ def _make_env() -> _Environment:
     env.filters["int"] = _int_of(env.filters["int"])
     env.filters["float"] = _float_of(env.filters["float"])
     for name in _LIST_FILTERS:
-        env.filters[name] = _as_list(env.filters[name])
+        env.filters[name] = _as_list(env.filters[name], name)
     env.filters.update(bounds.bounded_filters(env.filters))
     env.globals[bounds.STEPS] = bounds.steps
     env.globals[_LISTED] = _listed
     env.filters[_TESTED] = _tested
+    env.tests[_TRUTH] = _tested
     env.globals[bounds.CONCAT] = functools.partial(bounds.concat, write=as_text)
     for name in _REFUSED_GLOBALS:
         env.globals.pop(name, None)
@@ -641,7 +650,7 @@ def _check_tree(tree: nodes.Node) -> None:
         raise ConfigError("{% for ... recursive %} is not available in rules")
     # The rewritten loops and `~` call these by name: a template must not redefine them.
     for used in tree.find_all(nodes.Name):
-        if used.name.startswith("hookrunner_"):
+        if used.name.startswith(_RESERVED):
             raise ConfigError(f"the name {used.name!r} is reserved")
     kinds = (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test, nodes.Const)
     for node in [tree, *tree.find_all(kinds)]:  # find_all skips the root itself
@@ -710,9 +719,15 @@ ANSIBLE_HINTS = {
 }
 
 
+_RESERVED = "hookrunner_"  # hookrunner's own filters and tests (and names): not a rule's
+
+
 def _unknown(kind: str, name: str, where: str = "") -> ConfigError | None:
     """The error for a filter or test name that is not there, with the likely intended one."""
-    known = ENV.filters if kind == "filter" else ENV.tests
+    if name.startswith(_RESERVED):
+        return ConfigError(f"the {kind} name {name!r} is reserved")
+    known = [n for n in (ENV.filters if kind == "filter" else ENV.tests)
+             if not n.startswith(_RESERVED)]
     if name in known:
         return None
     near = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
@@ -738,6 +753,9 @@ def _check_named(node: nodes.Filter) -> None:
     error = _unknown(kind, name, f" named in `{node.name}`") if isinstance(name, str) else None
     if error is not None:
         raise error
+    if kind == "test" and name in _OUR_TESTS and not (node.dyn_args or node.dyn_kwargs):
+        # `select("match", "(")`: the pattern, checked now as `is match("(")`'s is.
+        _check_test_arg(name, node.args[at + 1:], node.kwargs)
 
 
 def _check_call(node: nodes.Filter | nodes.Test) -> None:
@@ -750,16 +768,26 @@ def _check_call(node: nodes.Filter | nodes.Test) -> None:
         _check_constant(node)
     if node.name not in _OUR_TESTS:
         return
-    if len(node.args) != 1 or node.kwargs or node.dyn_args or node.dyn_kwargs:
-        what = "a network (or a list of them)" if node.name == "in_cidr" else "a pattern"
-        raise ConfigError(f"test {node.name!r} takes one argument: {what}")
+    if node.dyn_args or node.dyn_kwargs:
+        raise ConfigError(f"test {node.name!r} takes one argument: {_ARGUMENT_OF[node.name]}")
+    _check_test_arg(node.name, node.args, node.kwargs)
+
+
+_ARGUMENT_OF = {"in_cidr": "a network (or a list of them)", "match": "a pattern",
+                "search": "a pattern", "glob": "a pattern"}
+
+
+def _check_test_arg(name: str, args: list[nodes.Expr], kwargs: list[Any]) -> None:
+    """The argument of one of hookrunner's tests (`is match(...)`, or named in a `select`)."""
+    if len(args) != 1 or kwargs:
+        raise ConfigError(f"test {name!r} takes one argument: {_ARGUMENT_OF[name]}")
     # A constant pattern or network is checked now rather than on the first delivery.
     try:
-        arg = node.args[0].as_const()
+        arg = args[0].as_const()
     except nodes.Impossible:
         return
     try:
-        if node.name == "in_cidr":
+        if name == "in_cidr":
             nets = arg if isinstance(arg, list | tuple) else [arg]
             if not nets or not all(isinstance(n, str) for n in nets):
                 raise ValueError("expected a network or a list of networks, as strings")
@@ -767,10 +795,10 @@ def _check_call(node: nodes.Filter | nodes.Test) -> None:
                 _network(net)
         elif not isinstance(arg, str):
             raise ValueError(f"expected a string, got {type(arg).__name__}")
-        elif node.name != "glob":
+        elif name != "glob":
             bounds.compile_regex(arg)
     except _PATTERN_ERRORS as exc:
-        raise ConfigError(f"bad argument to {kind} {node.name!r}: {exc}") from None
+        raise ConfigError(f"bad argument to test {name!r}: {exc}") from None
 
 
 def _check_constant(node: nodes.Filter) -> None:

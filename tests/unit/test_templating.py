@@ -689,6 +689,51 @@ def test_an_unknown_filter_or_test_says_which_was_meant_or_lists_them(text: str,
     assert said in str(caught.value), caught.value
 
 
+def test_hookrunners_own_filters_and_tests_are_neither_listed_nor_a_rules_to_use() -> None:
+    with pytest.raises(ConfigError) as caught:
+        compile_expression("payload.x | qqqzzz")
+    assert "hookrunner_" not in str(caught.value)
+    for text in ("payload.x | hookrunner_tested", "payload.x is hookrunner_truth",
+                 'payload.x | select("hookrunner_truth") | list'):
+        with pytest.raises(ConfigError, match="is reserved"):
+            compile_expression(text)
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    # A pattern or network named in a selection was compiled only when a delivery came.
+    ('payload.x | select("match", "(") | list', "bad argument to test 'match': missing )"),
+    ('payload.x | rejectattr("a", "search", "[") | list', "bad argument to test 'search'"),
+    ('payload.x | selectattr("ip", "in_cidr", "10.0.0.0/33") | list',
+     "bad argument to test 'in_cidr'"),
+    ('payload.x | select("search") | list', "test 'search' takes one argument: a pattern"),
+    ('payload.x | select("glob", "a", "b") | list', "test 'glob' takes one argument"),
+])
+def test_a_pattern_named_in_a_selection_is_checked_at_load(text: str, said: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compile_expression(text)
+    assert said in str(caught.value), caught.value
+
+
+def test_a_selection_without_a_test_takes_its_items_as_yes_or_no_strictly() -> None:
+    """`selectattr("labels.resolved")` kept an alert whose label was the text "false"."""
+    expr = compile_expression('payload.a | selectattr("resolved") | list | length > 0')
+    assert expr.test({"payload": {"a": [{"resolved": True}]}})
+    assert not expr.test({"payload": {"a": [{"resolved": False}, {"resolved": None}]}})
+    with pytest.raises(TemplateError, match=r"a yes/no test got the text 'false'"):
+        expr.test({"payload": {"a": [{"resolved": "false"}]}})
+    scope = {"payload": {"a": [0, 1, None, "", "x", [], [2]]}}
+    assert compile_template("{{ payload.a | select | list }}").render(scope) == [1, "x", [2]]
+    assert compile_template("{{ payload.a | reject | list }}").render(scope) == [0, None, "", []]
+    with pytest.raises(TemplateError, match=r"a yes/no test got the text 'yes'"):
+        compile_template("{{ payload.a | reject | list }}").render({"payload": {"a": ["yes"]}})
+    with pytest.raises(TemplateError, match=r"a yes/no test got the text 'off'"):
+        compile_template('{{ payload.a | rejectattr("k") | list }}').render(
+            {"payload": {"a": [{"k": "off"}]}})
+    # With a test named, the test decides, as before.
+    assert compile_expression('payload.a | selectattr("k", "equalto", "off") | list | length == 1'
+                              ).test({"payload": {"a": [{"k": "off"}]}})
+
+
 @pytest.mark.parametrize(("text", "said"), [
     # The nearest Jinja name was wrong (`replace` is literal) or there was none.
     ('payload.x | regex_replace(":.*", "")', "unknown filter 'regex_replace': there are no "
