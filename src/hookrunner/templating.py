@@ -797,6 +797,12 @@ def _check_test_arg(name: str, args: list[nodes.Expr], kwargs: list[Any]) -> Non
             raise ValueError(f"expected a string, got {type(arg).__name__}")
         elif name != "glob":
             bounds.compile_regex(arg)
+            if "\b" in arg:
+                # Jinja reads `'\bfoo\b'` as text with backspaces, and the pattern then
+                # never matched anything, silently.
+                raise ValueError("the pattern holds a backspace character, which is what "
+                                 "Jinja makes of \\b in a string: for a word boundary, "
+                                 "write \\\\b (`is search('\\\\bfoo\\\\b')`)")
     except _PATTERN_ERRORS as exc:
         raise ConfigError(f"bad argument to test {name!r}: {exc}") from None
 

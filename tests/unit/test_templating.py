@@ -714,6 +714,18 @@ def test_a_pattern_named_in_a_selection_is_checked_at_load(text: str, said: str)
     assert said in str(caught.value), caught.value
 
 
+def test_a_word_boundary_jinja_made_a_backspace_is_refused_at_load() -> None:
+    r"""`is search('\bfoo\b')` searched for backspaces (Jinja's reading of `\b` in a
+    string) and never matched, silently."""
+    for text in (r'payload.x is search("\bfoo")', r'payload.x is match("a\b")',
+                 r'payload.x | select("search", "\bdb\b") | list'):
+        with pytest.raises(ConfigError, match=r"holds a backspace character.* write \\\\b"):
+            compile_expression(text)
+    expr = compile_expression(r'payload.x is search("\\bfoo\\b")')
+    assert expr.test({"payload": {"x": "a foo b"}})
+    assert not expr.test({"payload": {"x": "afoob"}})
+
+
 def test_a_selection_without_a_test_takes_its_items_as_yes_or_no_strictly() -> None:
     """`selectattr("labels.resolved")` kept an alert whose label was the text "false"."""
     expr = compile_expression('payload.a | selectattr("resolved") | list | length > 0')
