@@ -275,8 +275,7 @@ class App(Starlette):
                 # takes the prefix off once, as here.
                 scope = {**scope, "path": path}
             if not forwardable(scope):
-                # No route has a `.` or `..` segment, nor a target that is no path (`OPTIONS
-                # *`): not found, in every process alike, and no token is judged (a worker
+                # Not found, in every process alike, and no token is judged (a worker
                 # answering such a path itself judged tries with a limit of its own).
                 await send_answer(send, error(404, "Not Found"), head=scope["method"] == "HEAD")
                 return

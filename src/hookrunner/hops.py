@@ -15,16 +15,21 @@ from typing import Any
 HEADER = "X-Hookrunner-Hops"
 MAX_HOPS = 10  # a chain of hooks longer than this is a loop, not a pipeline
 KEY = "hops"  # where a rendered http action keeps its count (redact.OWN_CHECKS: never shown)
-_COUNT = re.compile(r"[0-9]{1,3}")
+_COUNT = re.compile(r"[0-9]+")
+_SHOWN = 9  # digits of a count read as they are; a longer one is past any limit all the same
 
 
 def of(headers: Mapping[str, str] | Any) -> int:
-    """The request's count: 0 without the header or for one that is no small whole number
-    (a sender's own header of that name, which a hook must not refuse)."""
+    """The request's count: 0 without the header or for one that is no whole number (a
+    sender's own header of that name, which a hook must not refuse). A count too long to
+    read (`1000`, 30 digits) is past the limit, not 0 as it was."""
     value = headers.get(HEADER)
     text = value.strip() if isinstance(value, str) else ""
     # ASCII digits only: `²` is a digit to str.isdigit and no number to int() (a 500).
-    return int(text) if _COUNT.fullmatch(text) else 0
+    if not _COUNT.fullmatch(text):
+        return 0
+    text = text.lstrip("0") or "0"
+    return int(text) if len(text) <= _SHOWN else int("9" * _SHOWN)
 
 
 def too_many(headers: Mapping[str, str] | Any) -> int | None:

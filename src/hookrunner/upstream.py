@@ -29,14 +29,18 @@ MAX_BODY = 1024 * 1024  # the console's forms and the API's POSTs are tiny; hook
 
 
 def forwardable(scope: Scope) -> bool:
-    """Whether the main process would get the path this server got. httpx removes `.` and
-    `..` segments (`/x/../hooks/gh` would arrive as `/hooks/gh`), and cannot send a target
-    that is not a path (`OPTIONS *`): those are answered here, by the same routes and auth
-    as in the main process, which is what one process answers too."""
+    """Whether the path is one that routes: no route has a `.` or `..` segment, a `%2F`
+    (the routes match the decoded path, where `/hooks%2Fgh` was `/hooks/gh`, past a front
+    proxy's rules on the path as sent), or a target that is no path (`OPTIONS *`). Such
+    paths are refused in every process alike: httpx would also change them on the way to
+    the main process (`/x/../hooks/gh` arrives as `/hooks/gh`, `OPTIONS *` is not sent)."""
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
     if not raw.startswith(b"/"):
         return False
-    segments = unquote_to_bytes(raw.split(b"?", 1)[0]).split(b"/")
+    path = raw.split(b"?", 1)[0]
+    if b"%2f" in path.lower():
+        return False
+    segments = unquote_to_bytes(path).split(b"/")
     return b"." not in segments and b".." not in segments
 
 
