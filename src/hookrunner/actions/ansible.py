@@ -82,9 +82,10 @@ def normalize_ansible(raw: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"playbook": spec.required_str(spec_, "playbook", KIND)}
     for key in ("inventory", "limit"):
         if key == "limit" and isinstance(spec_.get(key), list):  # any of its patterns
-            if not spec_[key]:  # (no pattern would be every host)
-                raise ConfigError(f"{KIND}.{key} must not be empty", path=(key,))
             out[key] = spec.str_list(spec_, key, KIND)
+            if not _names_hosts(",".join(out[key])):  # ([], [""] or [":"]: every host)
+                raise ConfigError(f"{KIND}.{key} must name a host (leave it out for every "
+                                  "host)", path=(key,))
             continue
         value = spec.optional_str(spec_, key, KIND)
         if key == "limit" and value is not None and not _names_hosts(value):

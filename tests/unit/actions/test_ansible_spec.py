@@ -44,7 +44,11 @@ def test_normalize_accepts_a_full_spec() -> None:
         ({"playbook": "a.yml", "extravars": [1]}, "mapping with string keys", ("extravars",)),
         ({"playbook": "a.yml", "extravars": {"webhook": 1}}, "reserved", ("extravars", "webhook")),
         ({"playbook": "a.yml", "tags": [["x"]]}, "tags[0] must be a string", ("tags", 0)),
-        ({"playbook": "a.yml", "limit": []}, "limit must not be empty", ("limit",)),
+        ({"playbook": "a.yml", "limit": []}, "limit must name a host", ("limit",)),
+        # A list of no host pattern was refused only when a delivery came.
+        ({"playbook": "a.yml", "limit": [":"]}, "limit must name a host", ("limit",)),
+        ({"playbook": "a.yml", "limit": ["", " , "]}, "limit must name a host", ("limit",)),
+        ({"playbook": "a.yml", "limit": ["!"]}, "limit must name a host", ("limit",)),
         ({"playbook": "a.yml", "limit": [{"a": 1}]}, "limit[0] must be a string", ("limit", 0)),
     ],
 )
