@@ -749,6 +749,9 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
 
     paths = list(getattr(RUNNERS[kind], "paths", ()))
     argv = tree.get("argv")
+    # A `command` is split into argv at load: its warnings name what the rule wrote.
+    program = "run.shell.command's first word" if isinstance(body, Mapping) and \
+        "command" in body and "argv" not in body else "run.shell.argv[0]"
     if kind == "shell" and isinstance(argv, list) and argv:  # a program under --root
         first = argv[0]
         if isinstance(first, Constant) and "/" in first.source and \
@@ -764,15 +767,17 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
             try:
                 found = confine(ctx.root, item.source, base=base)
             except ActionError as exc:
-                problem(f"{key}: {exc}", where)
+                problem(f"{program.removeprefix('run.shell.') if key == 'argv' else key}: {exc}",
+                        where)
                 continue
             if not found.exists():
                 under = f"{base.rstrip('/')}/ under --root" if base else "--root"
-                missing(f"{key}{f'[{i}]' if isinstance(value, list) else ''}: "
-                        f"{item.source!r} does not exist under {under}", where)
+                field = program.removeprefix("run.shell.") if key == "argv" else \
+                    f"{key}{f'[{i}]' if isinstance(value, list) else ''}"
+                missing(f"{field}: {item.source!r} does not exist under {under}", where)
             elif key == "argv" and found.is_file() and not os.access(found, os.X_OK):
                 line = line_of(body, where, fallback)
-                ctx.warnings.append(f"{ctx.file}:{line}: {what}: run.shell.argv[0]: "
+                ctx.warnings.append(f"{ctx.file}:{line}: {what}: {program}: "
                                     f"{item.source!r} is not executable (chmod +x it): its "
                                     "runs will fail until it is")
     if kind == "shell" and isinstance(argv, list):
@@ -791,13 +796,13 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
             _sender_picks_program(argv[0], ctx.root):
         ctx.warnings.append(
             f"{ctx.file}:{line_of(body, ('argv', 0), line_of(body, ('command',), fallback))}: "
-            f"{what}: run.shell.argv[0] is a template: a value picks the program to run. It "
+            f"{what}: {program} is a template: a value picks the program to run. It "
             "must render to a file under --root (scripts/{{ ... }}.sh; guard the value in "
             "`when`), or the run fails")
     if kind == "shell" and isinstance(argv, list) and argv and isinstance(argv[0], Constant) \
             and argv[0].source and "/" not in argv[0].source:
         _on_path(ctx, argv[0].source, tree.get("env"), line_of(body, ("argv", 0), fallback),
-                 what, "run.shell.argv[0]")
+                 what, program)
     binary = tree.get("binary", Constant("terraform")) if kind == "terraform" else None
     if isinstance(binary, Constant) and binary.source:  # `binary: tofu` where none is
         _on_path(ctx, binary.source, None, line_of(body, ("binary",), fallback), what,

@@ -965,6 +965,28 @@ def test_a_script_without_its_execute_bit_and_shell_operators_are_warnings(tmp_p
     ], found
 
 
+def test_a_commands_warnings_name_its_first_word_not_argv(tmp_path: Path) -> None:
+    """A rule that wrote `command:` was told about `run.shell.argv[0]`, which it has not."""
+    rules = _rules_dir(tmp_path)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "plain.sh").write_text("#!/bin/sh\n")  # no chmod +x
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - {name: a, hook: h, run: {shell: {command: 'scripts/plain.sh {{ payload.x }}'}}}\n"
+        "  - {name: b, hook: h, run: {shell: {command: '{{ payload.tool }} --flag'}}}\n"
+        "  - {name: c, hook: h, run: {shell: {command: 'scripts/missing.sh'}}}\n"
+        "  - {name: d, hook: h, run: {shell: {command: 'no-such-program-zz --x'}}}\n")
+    loaded = load_rules(rules, root=tmp_path, strict=True)
+    found = sorted(w.split(": ", 1)[1] for w in loaded.warnings if "rule '" in w)
+    expected = ["rule 'a': run.shell.command's first word: 'scripts/plain.sh' is not executable",
+                "rule 'b': run.shell.command's first word is a template: a value picks the",
+                "rule 'c': run.shell.command's first word: 'scripts/missing.sh' does not exist",
+                "rule 'd': run.shell.command's first word: 'no-such-program-zz' is not on PATH"]
+    assert len(found) == 4, found
+    assert all(w.startswith(e) for w, e in zip(found, expected, strict=True)), found
+    assert not any("argv" in w for w in found), found
+
+
 def test_check_shows_the_warnings_beside_the_errors(tmp_path: Path) -> None:
     """A file with an error hid every warning until the error was fixed."""
     rules = _rules_dir(tmp_path)
