@@ -412,6 +412,10 @@ rules:
     hook: ops
     run:
       http: {url: "TARGET/notify", headers: {X-Env: "{{ payload.env }}"}}
+  - name: port
+    hook: ops
+    run:
+      http: {url: "http://127.0.0.1:{{ payload.port }}/deploy"}
   - name: fine
     hook: ops
     run:
@@ -427,7 +431,8 @@ def test_test_says_which_actions_the_server_would_refuse_and_exits_1(
     CLI's environment is not the server's), so they are no refusal."""
     (project / "rules" / "ops.yaml").write_text(REFUSED_RULES.replace("TARGET", target))
     payload = write_payload(project / "p.json",
-                            {"dir": "../", "hosts": "@/etc/passwd", "env": "a\nb"})
+                            {"dir": "../", "hosts": "@/etc/passwd", "env": "a\nb",
+                             "port": "8080/deployX/admin?"})
     done = hookrunner("test", "--hook", "ops", "--payload", payload, cwd=project,
                       env=demo_environ())
     assert done.returncode == 1, done.stderr
@@ -438,6 +443,10 @@ def test_test_says_which_actions_the_server_would_refuse_and_exits_1(
     assert f"{refused}terraform: invalid workspace name 'a\\nb'" in sections["✓ workspace"]
     assert (f"{refused}http: header X-Env holds a line break or another control character"
             in sections["✓ header"]), done.stdout
+    # A port that starts with the rule's text after it (`/deploy`) is no port (audit).
+    assert (f"{refused}http: a templated value changed the scheme or host that the rule "
+            "writes out (http://127.0.0.1:{{…}}/deploy): http://127.0.0.1:8080/deployX/admin"
+            in sections["✓ port"]), done.stdout
     assert "!" not in sections["✓ fine"], done.stdout
     assert Counter.hits == []
 

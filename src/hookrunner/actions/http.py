@@ -36,6 +36,9 @@ USER_AGENT = f"hookrunner/{__version__}".encode()
 # may not change (see fixed_part, _pinned). Written by normalize from the rule's own text,
 # under a key no template writes.
 URL_FIXED = redact.URL_FIXED
+# The templates of URL_FIXED's holes, each rendered on its own beside the URL, so that
+# _pinned reads what a value put in the host (a port of `8080/deploy/admin?`) as a value.
+URL_HOLES = redact.URL_HOLES
 TEMPLATE_START = re.compile(r"\{[{%#]")
 EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
@@ -63,6 +66,9 @@ def normalize_http(raw: Any) -> dict[str, Any]:
         fixed = fixed_part(out["url"])
         if fixed:
             out[URL_FIXED] = fixed
+            holes = hole_templates(out["url"])[:fixed.partition(THEN)[0].count(HOLE)]
+            if holes:
+                out[URL_HOLES] = holes
     method = (spec.optional_str(spec_, "method", KIND) or DEFAULT_METHOD).upper()
     if method not in METHODS:
         raise ConfigError(f"http.method must be one of {', '.join(METHODS)}", path=("method",))
@@ -118,11 +124,27 @@ def fixed_part(url: str) -> str | None:
         return None
     if not netloc.endswith(HOLE) or netloc == HOLE:  # a whole-host template may name any host
         return f"{scheme}://{netloc}"
+    if not netloc[:-1].endswith((":", ".", "-")):  # `http://host{{ path }}`: a path follows
+        return f"{scheme}://{netloc}"
     # A host that ends with a template (a port, `api-{{ region }}`) ends where the value
     # does: `8443/admin?` would put the rule's own path in the query. The text the rule
     # writes next (up to its next template or block) must follow the host as written.
     then = rest[len(netloc):].split(HOLE, 1)[0].split("{%", 1)[0]
     return f"{scheme}://{netloc}{THEN}{then}" if then else f"{scheme}://{netloc}"
+
+
+def hole_templates(url: str) -> list[str]:
+    """The text of each HOLE of fixed_part's skeleton, in order: its `{{ ... }}`, side by
+    side ones as one (`{{ a }}{{ b }}`)."""
+    text, end = COMMENT.sub("", url.strip()), -1
+    holes: list[str] = []
+    for found in EXPRESSION.finditer(text):
+        if found.start() == end:
+            holes[-1] += found.group()
+        else:
+            holes.append(found.group())
+        end = found.end()
+    return holes
 
 
 def _shown_fixed(fixed: str) -> str:
@@ -134,19 +156,23 @@ def _shown_fixed(fixed: str) -> str:
     return f"{scheme}://{netloc.rpartition('@')[2]}{then}".replace(HOLE, "{{…}}")
 
 
-def _pinned(url: str, fixed: str) -> bool:
+def _pinned(url: str, fixed: str, values: Any = None) -> bool:
     """Whether `url` keeps the scheme and host its rule writes (`fixed`, see fixed_part). A
     templated part of the host may be any text but `@` (credentials a value would add),
     `/`, `?`, `#` or `\\`; one that ends the host right after text the rule writes
     (`http://api.example.com{{ payload.path }}`) adds nothing to it, since there the rule
     means a path (`.evil.example/`, `:8443` or `1:9000` would move the request, with the
     rule's headers, to another host or port); after a `:` it is a port, digits. Where the
-    rule writes text after such a host, it follows the host (see fixed_part)."""
+    rule writes text after such a host, it follows the host (see fixed_part). `values`:
+    the holes' own renderings (URL_HOLES; None in a run queued before they were kept),
+    read as values: `url` must be the rule's text with them in their places."""
     try:
         got = urlsplit(url)
     except ValueError:
         return False
     fixed, _, then = fixed.partition(THEN)
+    if values is not None and not _as_written(url, fixed, then, values):
+        return False
     if then and not url.partition("://")[2][len(got.netloc):].startswith(then):
         return False
     scheme, _, netloc = fixed.partition("://")
@@ -162,6 +188,32 @@ def _pinned(url: str, fixed: str) -> bool:
     pattern = "".join(re.escape(piece) + hole for piece, hole in zip(pieces, [*holes, ""], strict=True))
     return got.scheme.lower() == scheme.lower() and \
         re.fullmatch(pattern, got.netloc, re.IGNORECASE) is not None
+
+
+# What a value may hold in a hole of the scheme or host (see _as_written): never a character
+# that ends the host (a value of `8080/deploy/admin?` would carry the rule's own path after
+# its `/deploy` into the query), nor `@`; a port's, digits; at the host's end, no `:` either.
+_HOST_VALUE = re.compile(r"[^@/?#\\]*")
+_HOST_END_VALUE = re.compile(r"[^@/?#\\:]*")
+_PORT_VALUE = re.compile(r"[0-9]*")
+
+
+def _as_written(url: str, fixed: str, then: str, values: Any) -> bool:
+    """Whether `url` starts as the rule writes its scheme and host (`fixed`) and the text
+    after them (`then`), with `values` (the holes' renderings) in the holes, each a value
+    of its place (a path's template right after the host excepted: any text)."""
+    pieces = fixed.split(HOLE)
+    if not isinstance(values, list) or len(values) != len(pieces) - 1:
+        return False
+    texts = [stringify(v) for v in values]
+    for i, text in enumerate(texts):
+        before, last = pieces[i], i == len(texts) - 1 and pieces[-1] == ""
+        place = _HOST_VALUE if not last else _PORT_VALUE if before.endswith(":") else \
+            _HOST_END_VALUE if before.endswith((".", "-")) else None  # None: a path, or the host
+        if place is not None and place.fullmatch(text) is None:
+            return False
+    written = "".join(piece + text for piece, text in zip(pieces, [*texts, ""], strict=True))
+    return url.startswith(written + then)
 
 
 def _dot_segment(url: str) -> bool:
@@ -355,7 +407,7 @@ def _prepare(rendered: Mapping[str, Any], env: Mapping[str, str]
              else log_url(url))
     _check_url(url, shown)
     fixed = rendered.get(URL_FIXED)
-    if isinstance(fixed, str) and not _pinned(url, fixed):
+    if isinstance(fixed, str) and not _pinned(url, fixed, rendered.get(URL_HOLES)):
         raise ActionError(f"http: a templated value changed the scheme or host that the rule "
                           f"writes out ({_shown_fixed(fixed)}): {shown}")
     proxy_for(url, env)  # a proxy that cannot be used: refused before anything is sent

@@ -21,8 +21,21 @@ import pytest
 
 from hookrunner.actions import RUNNERS
 from hookrunner.errors import ActionError
+from hookrunner.templating import compile_template, render_tree
 
 HTTP = RUNNERS["http"]
+
+
+def _rendered(raw: dict[str, Any], **payload: Any) -> Any:
+    """The action as a delivery of `payload` renders it (the runner's own keys too)."""
+    def compiled(tree: Any) -> Any:
+        if isinstance(tree, str):
+            return compile_template(tree)
+        if isinstance(tree, dict):
+            return {k: compiled(v) for k, v in tree.items()}
+        return [compiled(v) for v in tree] if isinstance(tree, list) else tree
+
+    return render_tree(compiled(HTTP.normalize(raw)), {"payload": payload})
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -482,9 +495,8 @@ async def test_a_value_templated_after_the_host_cannot_change_the_host_or_climb_
     host, port = server.rsplit(":", 1)
     # The rule writes the host (and port) and lets the template go on, `http://host{{ path }}`.
     written = host if value.startswith("1:") else server
-    spec = HTTP.normalize({"url": written + "{{ payload.path }}",
-                           "headers": {"X-Key": "s3cret"}})
-    rendered = {**spec, "url": written + value.format(port=port)}
+    rendered = _rendered({"url": written + "{{ payload.path }}", "headers": {"X-Key": "s3cret"}},
+                         path=value.format(port=port))
     if refused:
         with pytest.raises(ActionError, match=r"changed the scheme or host|has a `\.\.` segment"):
             await HTTP.run(rendered, harness.ctx())
@@ -536,28 +548,59 @@ def test_trust_is_loaded_once_and_a_changed_bundle_again(tmp_path) -> None:
 
 async def test_a_templated_port_is_digits(harness, server: str) -> None:
     host, port = server.rsplit(":", 1)
-    spec = HTTP.normalize({"url": host + ":{{ payload.port }}/ok"})
-    assert (await HTTP.run({**spec, "url": f"{host}:{port}/ok"}, harness.ctx())).outcome == \
+    url = host + ":{{ payload.port }}/ok"
+    assert (await HTTP.run(_rendered({"url": url}, port=port), harness.ctx())).outcome == \
         "succeeded"
+    assert (await HTTP.run(_rendered({"url": url}, port=int(port)), harness.ctx(name="n"))
+            ).outcome == "succeeded"  # a payload's number
     with pytest.raises(ActionError, match="changed the scheme or host"):
-        await HTTP.run({**spec, "url": f"{host}:{port}@evil.example/ok"}, harness.ctx(name="b"))
+        await HTTP.run(_rendered({"url": url}, port=f"{port}@evil.example"), harness.ctx(name="b"))
     # audit: a port of `8080/admin?` (or `8080#`) took the rule's path away, to any path of
-    # that host with the rule's headers.
-    for port_value in (f"{port}/admin?", f"{port}#", f"{port}/admin?x=/ok"):
+    # that host with the rule's headers; one that starts with the rule's own text after it
+    # (`8080/okX/admin?`, `8080/ok?admin=1&x=`) passed, read as a prefix.
+    for port_value in (f"{port}/admin?", f"{port}#", f"{port}/admin?x=/ok", f"{port}/okX/admin?",
+                       f"{port}/ok?admin=1&x=", f"{port}/ok/admin?"):
         with pytest.raises(ActionError, match=r"changed the scheme or host that the rule "
                                               r"writes out \(http://127\.0\.0\.1:\{\{…\}\}/ok\)"):
-            await HTTP.run({**spec, "url": f"{host}:{port_value}/ok"}, harness.ctx(name="c"))
-    assert [seen["path"] for seen in Handler.seen] == ["/ok"]
+            await HTTP.run(_rendered({"url": url}, port=port_value), harness.ctx(name="c"))
+    assert [seen["path"] for seen in Handler.seen] == ["/ok", "/ok"]
     # What the rule writes next is checked up to its next template, and a query it writes
     # (a token) is not quoted.
-    spec = HTTP.normalize({"url": host + ":{{ payload.port }}/v1/{{ payload.x }}?key=s3cret"})
-    assert (await HTTP.run({**spec, "url": f"{host}:{port}/v1/ok?key=s3cret"},
+    url = host + ":{{ payload.port }}/v1/{{ payload.x }}?key=s3cret"
+    assert (await HTTP.run(_rendered({"url": url}, port=port, x="ok"),
                            harness.ctx(name="d"))).outcome == "succeeded"
     assert Handler.seen[-1]["path"] == "/v1/ok?key=s3cret"
-    with pytest.raises(ActionError, match=r"\(http://127\.0\.0\.1:\{\{…\}\}/v1/\): ") as refused:
-        await HTTP.run({**spec, "url": f"{host}:{port}/x?/v1/ok?key=s3cret"},
-                       harness.ctx(name="e"))
-    assert "s3cret" not in str(refused.value)
+    for port_value, x in ((f"{port}/x?", "ok"), (f"{port}/v1/admin?", "")):
+        with pytest.raises(ActionError, match=r"\(http://127\.0\.0\.1:\{\{…\}\}/v1/\): ") as refused:
+            await HTTP.run(_rendered({"url": url}, port=port_value, x=x), harness.ctx(name="e"))
+        assert "s3cret" not in str(refused.value)
+    assert len(Handler.seen) == 3
+
+
+@pytest.mark.parametrize(("url", "values", "refused"), [
+    # A part of the host before the rule's text, as the port: no `/`, `?`, `#`, nor a port.
+    ("http://127.0.0.{{ payload.a }}/ok", {"a": "1:{port}/okX/admin?"}, True),
+    ("http://127.0.0.{{ payload.a }}/ok", {"a": "1:{port}"}, True),
+    ("http://{{ payload.a }}.0.0.1:{port}/ok", {"a": "127.0.0.1:{port}/okX/admin?#"}, True),
+    ("http://{{ payload.a }}.0.0.1:{port}/ok", {"a": "127"}, False),
+    # A path's template right after the host: the rule's query after it is no prefix to keep.
+    ("http://127.0.0.1:{port}{{ payload.a }}?key=s3cret", {"a": "/ok"}, False),
+    ("http://127.0.0.1:{port}{{ payload.a }}/ok", {"a": ""}, False),
+])
+async def test_a_value_in_the_host_ends_where_the_rules_text_after_it_starts(
+        harness, server: str, url: str, values: dict[str, str], refused: bool) -> None:
+    """A value is read as a value of its place, not as text that the rule's next text has
+    to follow: `api-{{ region }}/deploy` with a region of `eu/deployX/admin?` passed."""
+    port = server.rsplit(":", 1)[1]
+    rendered = _rendered({"url": url.replace("{port}", port), "headers": {"X-Key": "s3cret"}},
+                         **{k: v.format(port=port) for k, v in values.items()})
+    if refused:
+        with pytest.raises(ActionError, match="changed the scheme or host"):
+            await HTTP.run(rendered, harness.ctx())
+        assert Handler.seen == []
+    else:
+        assert (await HTTP.run(rendered, harness.ctx())).outcome == "succeeded", harness.log_text()
+        assert Handler.seen[0]["path"] in ("/ok", "/ok?key=s3cret")
 
 
 @pytest.mark.parametrize(("proxy", "said"), [
@@ -597,19 +640,20 @@ def test_the_servers_ssl_cert_file_does_not_decide_trust(tmp_path, monkeypatch) 
         http._system_trust.cache_clear()
 
 
-@pytest.mark.parametrize(("template", "rendered"), [
+@pytest.mark.parametrize(("template", "values"), [
     # Templates side by side after the host (review: the pieces between were empty, and the
     # value went to another port with the rule's headers).
-    ("{host}{{{{ payload.a }}}}{{{{ payload.b }}}}", "{host}:{port}/echo"),
+    ("{host}{{{{ payload.a }}}}{{{{ payload.b }}}}", {"a": ":{port}", "b": "/echo"}),
     # A template in the scheme turned the pinning off.
-    ("http{{{{ payload.s }}}}://127.0.0.1:{port}/x", "http://localhost:{port}/#://127.0.0.1:{port}/x"),
+    ("http{{{{ payload.s }}}}://127.0.0.1:{port}/x", {"s": "://localhost:{port}/#"}),
 ])
 async def test_templates_side_by_side_or_in_the_scheme_keep_the_rules_host(
-        harness, server: str, template: str, rendered: str) -> None:
+        harness, server: str, template: str, values: dict[str, str]) -> None:
     host, port = server.rsplit(":", 1)
-    spec = HTTP.normalize({"url": template.format(host=host, port=port),
-                           "headers": {"X-Key": "s3cret"}})
+    rendered = _rendered({"url": template.format(host=host, port=port),
+                          "headers": {"X-Key": "s3cret"}},
+                         **{k: v.format(port=port) for k, v in values.items()})
     with pytest.raises(ActionError, match=r"changed the scheme or host that the rule writes out "
                                           r"\(http[^)]*127\.0\.0\.1[^)]*\)"):
-        await HTTP.run({**spec, "url": rendered.format(host=host, port=port)}, harness.ctx())
+        await HTTP.run(rendered, harness.ctx())
     assert Handler.seen == []
