@@ -740,7 +740,8 @@ async def cancel(settings: Settings, run_id: str) -> int:
     if status is None:
         print(f"hookrunner: no run {run_id!r}", file=sys.stderr)
         return EXIT_FAIL
-    outcome = cancel_outcome(before.status if before else None, status)
+    outcome = cancel_outcome(before.status if before else None, status,
+                             retrying=before is not None and before.attempt > 0)
     if status == "running" and not settings.db:
         from hookrunner.store.sqlite import served
 
@@ -761,11 +762,13 @@ async def cancel(settings: Settings, run_id: str) -> int:
     return EXIT_OK
 
 
-def cancel_outcome(before: str | None, after: str) -> str:
-    """What a cancel did, from the run's status before and after it. Nothing left to cancel
-    is still success (exit 0): afterwards the run is not running either way."""
+def cancel_outcome(before: str | None, after: str, retrying: bool = False) -> str:
+    """What a cancel did, from the run's status before and after it (`retrying`: a queued
+    run that has had an attempt). Nothing left to cancel is still success (exit 0):
+    afterwards the run is not running either way."""
     if after == "running":
         return "cancel requested (running; the server stops it within a second)"
     if after == "canceled" and before != "canceled":
-        return "canceled (was queued)"
+        return "canceled (was waiting for its next attempt)" if retrying else \
+            "canceled (was queued)"
     return f"already {after}: nothing to cancel"

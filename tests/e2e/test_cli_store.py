@@ -609,6 +609,9 @@ rules:
     listed = _run("runs", "--data", data, cwd=tmp_path).stdout
     line = next(x for x in listed.splitlines() if x.startswith(retrying))
     assert "waiting for a server: none runs on this --data (then retry at 20" in line, line
+    # Its cancel said "was queued", and the run "canceled while waiting for its next attempt".
+    done = _run("cancel", retrying, "--data", data, cwd=tmp_path)
+    assert done.stdout == f"{retrying}: canceled (was waiting for its next attempt)\n", done
 
 
 def test_a_dry_run_shows_typed_numbers_written_in_yaml_s_other_forms(tmp_path: Path) -> None:
