@@ -1068,10 +1068,15 @@ class Dispatcher:
         log.close()
         text = log.text()
         if log.failed is not None:
-            event("run.log_failed", logging.ERROR, run_id=run.id, error=str(log.failed))
             # Its gap (if it has one) is the record's too where the record is read from the
             # file, or where there was no file and the memory could not hold it all.
             gap = text is None or (not log.on_disk and not log.complete)
+            # Where the file could not be opened (EMFILE under a low limit) but memory held
+            # it all, nothing was lost: a warning, not an error an operator looks for loss by.
+            event("run.log_failed", logging.ERROR if gap or not log.complete else logging.WARNING,
+                  run_id=run.id, error=str(log.failed),
+                  output="partly lost (see the run's reason)" if gap or not log.complete
+                  else "kept whole in the run's record")
             if not log.complete and log.on_disk:
                 # A file with a gap it could not note (the disk stayed full): the record gets
                 # what the file has and the note, and the file goes once that is stored (it

@@ -453,6 +453,29 @@ async def test_a_log_that_fills_the_disk_for_good_says_so_in_the_runs_record(
         assert not log.path.exists()  # the API serves the record, with the note
 
 
+async def test_a_log_file_that_cannot_be_opened_loses_nothing_and_says_so_as_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A log file that could not be opened (EMFILE under `ulimit -n 128`; here a directory in
+    its place) was an `error` event while memory kept the whole output: an operator looking
+    for lost output found none. It is a warning now, saying the output was kept."""
+    from hookrunner import logs
+
+    monkeypatch.setattr(logs, "_direct", None)  # events through logging, where caplog sees them
+    caplog.set_level(logging.INFO, logger="hookrunner")
+    (tmp_path / "logs" / "r-1" / "1.log").mkdir(parents=True)  # no file can be opened there
+    async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
+        await _accept_one(store, ["sh", "-c", "echo start; sleep 1.5; echo end"])
+        dispatcher.accepted(1)
+        got = await _ended(store, time.monotonic() + 20)
+        assert got.status == "succeeded" and "log incomplete" not in (got.reason or ""), got
+        kept = await store.get_log("r-1", 1)
+        assert kept is not None and "\nstart\nend\n[hookrunner] succeeded" in kept, kept
+    failed = [r for r in caplog.records if r.getMessage() == "run.log_failed"]
+    assert [r.levelno for r in failed] == [logging.WARNING], caplog.text
+    assert failed[0].fields["output"] == "kept whole in the run's record", failed[0].fields
+
+
 async def _disk_full_for_its_log(dispatcher: Dispatcher, deadline: float) -> FileLog:
     """Once run r-1's log is in its file: every write to it is refused from now on, as by a
     full disk (its descriptor is /dev/full's: a real ENOSPC)."""
