@@ -168,8 +168,9 @@ def _accept(conn: sqlite3.Connection, d: NewDelivery, runs: Sequence[NewRun]) ->
         row = conn.execute(Q["find_delivery_by_key"],
                            {"hook": d.hook, "dedup_key": d.dedup_key}).fetchone()
         return AcceptResult(row[0], True, _run_ids(conn, row[0]))
-    now = time.time()
-    conn.executemany(Q["insert_run"], [run_params(r, now) for r in runs])
+    if runs:  # (most deliveries match no rule)
+        now = time.time()
+        conn.executemany(Q["insert_run"], [run_params(r, now) for r in runs])
     return AcceptResult(d.id, False, [r.id for r in runs])
 
 
