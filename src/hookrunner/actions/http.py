@@ -7,7 +7,6 @@ import base64
 import datetime
 import email.utils
 import functools
-import json
 import os
 import re
 import ssl
@@ -16,7 +15,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, unquote_plus, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -612,18 +611,14 @@ def _location(location: str, secret_path: bool, secrets: tuple[bytes, ...]) -> s
 def sent_secrets(rendered: Mapping[str, Any], url: str, headers: Mapping[str, bytes]
                  ) -> tuple[bytes, ...]:
     """What the request carried that the stored action shows `[redacted]`: secret-named
-    headers' values (and a `Bearer`'s token alone), `{env:}` headers, the URL's credentials
-    and secret-named query values, an `{env:}` URL's path and query (Slack's token is in the
-    path), values under secret-named keys of `json`, and every value a template made from a
-    secret request value (HIDDEN_PATHS: a header, `json` and `body` values, and a URL's host,
-    path and query). An endpoint that echoes the request (a debug endpoint, a proxy's error
-    page) must not put them in the run's log and a `?wait` answer."""
-    hidden = [p for p in rendered.get(redact.HIDDEN_PATHS) or () if isinstance(p, list) and p]
-    secret_headers = {k.lower() for k in rendered.get(HEADERS_ENV) or {}} | {
-        str(p[1]).lower() for p in hidden if p[0] == "headers" and len(p) == 2}
+    headers' values (and a `Bearer`'s token alone), `{env:}` headers, the URL's credentials,
+    and an `{env:}` URL's path and query (Slack's token is in the path). An endpoint that
+    echoes the request (a debug endpoint, a proxy's error page) must not put them in the
+    run's log and a `?wait` answer."""
+    env_headers = {k.lower() for k in rendered.get(HEADERS_ENV) or {}}
     found: set[bytes] = set()
     for name, value in headers.items():
-        if name.lower() in secret_headers or redact.secret_key(name):
+        if name.lower() in env_headers or redact.secret_key(name):
             found.add(value)
             found.add(value.partition(b" ")[2])  # `Bearer <token>`: the token, quoted alone
     parts = urlsplit(url)
@@ -631,19 +626,9 @@ def sent_secrets(rendered: Mapping[str, Any], url: str, headers: Mapping[str, by
     if parts.username is not None:  # sent as Basic auth: as it is on the wire, too
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         found.add(base64.b64encode(pair))
-    for name, _, given in (item.partition("=") for item in parts.query.split("&")):
-        if redact.secret_key(unquote_plus(name)):  # `?token=...`, as sent and as decoded
-            found.update((given.encode(), unquote_plus(given).encode()))
-    if URL_ENV in rendered or ["url"] in hidden:  # as written, and as sent (` ` as `%20`)
-        sent_path, _, sent_query = httpx.URL(url).raw_path.partition(b"?")
-        found.update((parts.path.encode(), parts.query.encode(), sent_path, sent_query))
-    if ["url"] in hidden:  # the whole URL is hidden: its host too (a Host header echoed)
-        found.add(parts.netloc.rpartition("@")[2].encode())
-    # As the stored action holds them, and as a JSON answer quotes them (`"` as `\"`).
-    texts = set(redact.hidden_values(rendered)) | set(redact.named_secret_values(
-        {"json": rendered["json"]} if "json" in rendered else {}))
-    found.update(form.encode() for text in texts for form in (
-        text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]))
+    if URL_ENV in rendered:
+        found.add(parts.path.encode())
+        found.add(parts.query.encode())
     # Longer than redact's: `X-Auth-Enabled: true` would garble every `true` of the answer.
     return tuple(sorted((v for v in found if len(v) >= SENT_SECRET_MIN), key=len, reverse=True))
 
