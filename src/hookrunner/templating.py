@@ -382,22 +382,14 @@ def _truth_problem(value: Any) -> str | None:
 _LIST_FILTERS = ("map", "select", "reject", "selectattr", "rejectattr")
 
 
-def _as_list(filter_fn: Any, name: str) -> Any:
-    # Where `select`, `selectattr` and the like name no test, Jinja keeps the items that are
-    # true, by Python's truth: `selectattr("labels.resolved")` kept alerts whose label was
-    # the text "false". They are taken as a condition's value is (_tested) instead.
-    untested = {"select": 2, "reject": 2, "selectattr": 3, "rejectattr": 3}.get(name)
-
+def _as_list(filter_fn: Any) -> Any:
     @functools.wraps(filter_fn)  # (keeps Jinja's pass_context mark)
     def listed(*args: Any, **kwargs: Any) -> Any:
-        if len(args) == untested:  # (context, value[, attribute]) and no test's name
-            args = (*args, _TRUTH)
         return list(filter_fn(*args, **kwargs))
     return listed
 
 
 _TESTED = "hookrunner_tested"  # the filter _Bounded's rewrite applies _tested by
-_TRUTH = "hookrunner_truth"  # the test a select without one applies _tested by
 
 
 def _tested(value: Any) -> bool:
@@ -480,12 +472,11 @@ def _make_env() -> _Environment:
     env.filters["int"] = _int_of(env.filters["int"])
     env.filters["float"] = _float_of(env.filters["float"])
     for name in _LIST_FILTERS:
-        env.filters[name] = _as_list(env.filters[name], name)
+        env.filters[name] = _as_list(env.filters[name])
     env.filters.update(bounds.bounded_filters(env.filters))
     env.globals[bounds.STEPS] = bounds.steps
     env.globals[_LISTED] = _listed
     env.filters[_TESTED] = _tested
-    env.tests[_TRUTH] = _tested
     env.globals[bounds.CONCAT] = functools.partial(bounds.concat, write=as_text)
     for name in _REFUSED_GLOBALS:
         env.globals.pop(name, None)
