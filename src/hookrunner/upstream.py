@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import http.cookiejar
 import logging
+import re
 from urllib.parse import unquote_to_bytes
 
 import httpx
@@ -29,19 +30,27 @@ MAX_BODY = 1024 * 1024  # the console's forms and the API's POSTs are tiny; hook
 
 
 def forwardable(scope: Scope) -> bool:
-    """Whether the path is one that routes: no route has a `.` or `..` segment, a `%2F`
-    (the routes match the decoded path, where `/hooks%2Fgh` was `/hooks/gh`, past a front
-    proxy's rules on the path as sent), or a target that is no path (`OPTIONS *`). Such
+    """Whether the path is one that routes: no route has a `.` or `..` segment, an escaped
+    `/` or letter (the routes match the decoded path, where `/hooks%2Fgh` was `/hooks/gh`,
+    past a front proxy's rules on the path as sent), or a target that is no path (`OPTIONS
+    *`). Such
     paths are refused in every process alike: httpx would also change them on the way to
     the main process (`/x/../hooks/gh` arrives as `/hooks/gh`, `OPTIONS *` is not sent)."""
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
     if not raw.startswith(b"/"):
         return False
     path = raw.split(b"?", 1)[0]
-    if b"%2f" in path.lower():
+    if _NEEDLESS_ESCAPE.search(path):
         return False
     segments = unquote_to_bytes(path).split(b"/")
     return b"." not in segments and b".." not in segments
+
+
+# An escape of `/` or of a character that needs none (`/hook%73/gh`, `/%61pi/runs`): the
+# routes match the decoded path, so it would reach a route a proxy's rule on the path as
+# sent keeps out. No client escapes these.
+_NEEDLESS_ESCAPE = re.compile(rb"%(2[dDeEfF]|3[0-9]|4[1-9a-fA-F]|5[0-9aA]|5[fF]|6[1-9a-fA-F]"
+                              rb"|7[0-9aA]|7[eE])")
 
 
 class _NoCookies(http.cookiejar.CookieJar):

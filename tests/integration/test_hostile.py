@@ -294,13 +294,15 @@ def test_an_answer_before_an_expected_body_closes_the_connection(
 
 def test_every_path_not_served_answers_the_same_404(server: Server) -> None:
     """A dot segment or `OPTIONS *` said `not found`, other paths `Not Found`. A `%2F` was
-    routed as a `/`: `/hooks%2fopen` journaled a delivery, `/api%2Fruns` reached the API,
-    past a front proxy's rules on the path as sent."""
+    routed as a `/`, an escaped letter as the letter: `/hooks%2fopen` and `/hook%73/open`
+    journaled a delivery, `/api%2Fruns` reached the API, past a front proxy's rules on the
+    path as sent."""
     bodies = set()
     journaled = _deliveries(server)
     for target in (b"GET /no/such", b"GET /x/%2e%2e/api/runs", b"OPTIONS *",
                    b"POST /hooks%2fopen", b"POST /hooks/open%2F", b"GET /api%2Fruns",
-                   b"GET /api/runs%2f"):
+                   b"GET /api/runs%2f", b"POST /hook%73/open", b"POST /%68ooks/open",
+                   b"POST /hooks/op%65n", b"GET /%61pi/runs"):
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
             s.sendall(target + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
             answer = b""
