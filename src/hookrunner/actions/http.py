@@ -133,16 +133,17 @@ def fixed_part(url: str) -> str | None:
     return f"{scheme}://{netloc}{THEN}{then}" if then else f"{scheme}://{netloc}"
 
 
-def hole_templates(url: str) -> list[str]:
-    """The text of each HOLE of fixed_part's skeleton, in order: its `{{ ... }}`, side by
-    side ones as one (`{{ a }}{{ b }}`)."""
+def hole_templates(url: str) -> list[list[str]]:
+    """The `{{ ... }}` of each HOLE of fixed_part's skeleton, in order; side by side ones
+    (`:{{ port }}{{ path }}`) are one HOLE, each rendered on its own: the first is the
+    value of the place, the others a path after it."""
     text, end = COMMENT.sub("", url.strip()), -1
-    holes: list[str] = []
+    holes: list[list[str]] = []
     for found in EXPRESSION.finditer(text):
         if found.start() == end:
-            holes[-1] += found.group()
+            holes[-1].append(found.group())
         else:
-            holes.append(found.group())
+            holes.append([found.group()])
         end = found.end()
     return holes
 
@@ -181,10 +182,11 @@ def _pinned(url: str, fixed: str, values: Any = None) -> bool:
             return False
         scheme = got.scheme
     pieces = netloc.split(HOLE)
-    holes = ["[^@/?#\\\\]*"] * (len(pieces) - 1)
+    holes = [_HOST_END if pieces[i + 1].startswith(":") and pieces[i].endswith((".", "-"))
+             else "[^@/?#\\\\]*" for i in range(len(pieces) - 1)]  # (see _as_written)
     if len(pieces) > 1 and pieces[-1] == "" and pieces[-2]:  # the host ends with a template
         holes[-1] = "[0-9]*" if pieces[-2].endswith(":") else \
-            holes[-1] if pieces[-2][-1] in ".-" else ""
+            _HOST_END if pieces[-2][-1] in ".-" else ""
     pattern = "".join(re.escape(piece) + hole for piece, hole in zip(pieces, [*holes, ""], strict=True))
     return got.scheme.lower() == scheme.lower() and \
         re.fullmatch(pattern, got.netloc, re.IGNORECASE) is not None
@@ -192,9 +194,11 @@ def _pinned(url: str, fixed: str, values: Any = None) -> bool:
 
 # What a value may hold in a hole of the scheme or host (see _as_written): never a character
 # that ends the host (a value of `8080/deploy/admin?` would carry the rule's own path after
-# its `/deploy` into the query), nor `@`; a port's, digits; at the host's end, no `:` either.
+# its `/deploy` into the query), nor `@`; a port's, digits; at the host's end, one label:
+# no `:`, and no `.` (`api-{{ region }}` of `x.attacker.example` named the sender's domain).
 _HOST_VALUE = re.compile(r"[^@/?#\\]*")
-_HOST_END_VALUE = re.compile(r"[^@/?#\\:]*")
+_HOST_END = r"[^@/?#\\:.]*"
+_HOST_END_VALUE = re.compile(_HOST_END)
 _PORT_VALUE = re.compile(r"[0-9]*")
 
 
@@ -205,13 +209,21 @@ def _as_written(url: str, fixed: str, then: str, values: Any) -> bool:
     pieces = fixed.split(HOLE)
     if not isinstance(values, list) or len(values) != len(pieces) - 1:
         return False
-    texts = [stringify(v) for v in values]
-    for i, text in enumerate(texts):
-        before, last = pieces[i], i == len(texts) - 1 and pieces[-1] == ""
-        place = _HOST_VALUE if not last else _PORT_VALUE if before.endswith(":") else \
-            _HOST_END_VALUE if before.endswith((".", "-")) else None  # None: a path, or the host
-        if place is not None and place.fullmatch(text) is None:
+    texts = []
+    for i, value in enumerate(values):
+        parts = [stringify(v) for v in value] if isinstance(value, list) else [stringify(value)]
+        before, last = pieces[i], i == len(values) - 1 and pieces[-1] == ""
+        # A template that ends the host's name (`api-{{ region }}`, `127.0.0.{{ n }}:8080`)
+        # is one label of it, not more (another domain).
+        ends_name = (last or pieces[i + 1].startswith(":")) and before.endswith((".", "-"))
+        place = _PORT_VALUE if last and before.endswith(":") else _HOST_END_VALUE if ends_name \
+            else _HOST_VALUE if not last else None  # None: a path, or the whole host
+        # The first of side-by-side templates is the place's value; the rest a path after it.
+        if place is not None and (not parts or place.fullmatch(parts[0]) is None
+                                  or (not last and len(parts) > 1
+                                      and place.fullmatch("".join(parts)) is None)):
             return False
+        texts.append("".join(parts))
     written = "".join(piece + text for piece, text in zip(pieces, [*texts, ""], strict=True))
     return url.startswith(written + then)
 

@@ -586,6 +586,15 @@ async def test_a_templated_port_is_digits(harness, server: str) -> None:
     # A path's template right after the host: the rule's query after it is no prefix to keep.
     ("http://127.0.0.1:{port}{{ payload.a }}?key=s3cret", {"a": "/ok"}, False),
     ("http://127.0.0.1:{port}{{ payload.a }}/ok", {"a": ""}, False),
+    # review: a port's template with a path's right after it (`:{{ port }}{{ path }}`) was
+    # read as one port, and refused every path; the port is still digits.
+    ("http://127.0.0.1:{{ payload.p }}{{ payload.a }}", {"p": "{port}", "a": "/ok"}, False),
+    ("http://127.0.0.1:{{ payload.p }}{{ payload.a }}", {"p": "{port}/admin?", "a": "/ok"},
+     True),
+    # review: a template ending the host may not add labels: `127.0.0.{{ a }}` of
+    # `1.nip.io` (`api-{{ region }}` of `x.attacker.example`) named another domain.
+    ("http://127.0.0.{{ payload.a }}:{port}/ok", {"a": "1.nip.io"}, True),
+    ("http://127.0.0.{{ payload.a }}:{port}/ok", {"a": "1"}, False),
 ])
 async def test_a_value_in_the_host_ends_where_the_rules_text_after_it_starts(
         harness, server: str, url: str, values: dict[str, str], refused: bool) -> None:
