@@ -285,6 +285,52 @@ def test_a_write_the_store_refuses_is_one_line_not_a_traceback(tmp_path: Path) -
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
 
 
+def test_a_full_disk_is_named_and_the_store_still_read_where_it_can_be(tmp_path: Path) -> None:
+    """Every store command said only `disk I/O error` (SQLite found no room for its -shm
+    file). Reads go on from the file alone where it holds every commit and no server is on
+    it; a write, or a store with a -wal file to read, names the full disk, as `serve` does."""
+    from tests.integration.test_store_outage import _fill, _small_disk
+
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(CANCEL_RULES)
+    with _small_disk(tmp_path / "disk", "2m") as data:
+        server = Server(tmp_path / "rules", data, tmp_path).start()
+        try:
+            accepted = httpx.post(f"{server.url}/hooks/h", json={}, timeout=30).json()
+        finally:
+            server.stop()
+        _fill(data)
+        run_id, store = accepted["runs"][0], ["--data", str(data)]
+        listed = _run("runs", *store, cwd=tmp_path)
+        assert listed.returncode == 0 and run_id in listed.stdout, listed.stderr
+        assert _run("log", run_id, *store, cwd=tmp_path).returncode == 0
+        full = f"the file system of {data} is full (0 KiB free)"
+        for args in (["cancel", run_id],
+                     ["replay", accepted["delivery_id"], "--rules", str(tmp_path / "rules")]):
+            done = _run(*args, *store, cwd=tmp_path)
+            assert done.returncode == 1 and full in done.stderr, (args, done.stderr)
+            assert "free some space, then try again" in done.stderr, done.stderr
+            assert "Traceback" not in done.stderr
+        # A -wal file a killed writer left: a read from the file alone would miss it.
+        (data / "filler").unlink()
+        subprocess.run([sys.executable, "-c", WAL_LEFT, str(data / "hookrunner.db")], check=True)
+        (data / "hookrunner.db-shm").unlink()
+        _fill(data)
+        done = _run("runs", *store, cwd=tmp_path)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert f"disk I/O error, as {full}: free some space, then try again" in done.stderr
+
+
+# A transaction left in the -wal file, as by a server killed before its checkpoint.
+WAL_LEFT = """
+import os, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA wal_autocheckpoint=0")
+db.execute("INSERT INTO schema_migrations VALUES (-2, 'left in the wal', 0)")
+os._exit(0)
+"""
+
+
 @pytest.mark.postgres
 async def test_cancel_on_postgresql_says_when_the_runs_node_is_gone(
     tmp_path: Path, postgres_db: str

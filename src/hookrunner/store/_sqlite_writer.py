@@ -74,6 +74,7 @@ class Writer:
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0  # transactions committed (tests and metrics read it)
         self.jobs = 0  # jobs committed
+        self.refusal = "the SQLite store is not open"  # what a write hears without a connection
 
     def start(self) -> None:
         self._io = ThreadPoolExecutor(1, thread_name_prefix="hookrunner-sqlite-io")
@@ -117,7 +118,7 @@ class Writer:
         """`fn` in the next batch's transaction. `grows`: it adds rows, so its commit shows
         the store takes writes again (an update in place goes through on a full disk)."""
         if self._conn is None:
-            raise StoreUnavailable("the SQLite store is not open")
+            raise StoreUnavailable(self.refusal)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append(_Job(fn, future, grows))

@@ -125,12 +125,12 @@ def _unwritable(path: Path) -> str | None:
     return None
 
 
-def _applied(path: Path) -> set[int] | None:
+def _applied(path: Path, immutable: bool = False) -> set[int] | None:
     """The migrations applied to the file (read-only); None where it has none yet (a new
     file). StoreUnavailable where it cannot be read: a damaged file was told to be "from an
     older hookrunner", to be upgraded by `serve`."""
     try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
+        conn = sqlite3.connect(_read_only_uri(path, immutable), uri=True, timeout=1.0)
     except sqlite3.Error:
         return None
     try:
@@ -151,6 +151,36 @@ def _damage_hint(exc: BaseException) -> str:
         return (" (the file is damaged: restore it from a backup, see the README's Backups, or "
                 "move it aside to start with an empty store)")
     return ""
+
+
+def _room_hint(exc: BaseException, directory: Path) -> str:
+    """What to say where SQLite could not open or write for want of room: it says only
+    "disk I/O error" where its -shm file cannot grow. As `serve`'s start says it."""
+    if not isinstance(exc, sqlite3.OperationalError | OSError) or not _low_on_space(directory):
+        return ""
+    return f", as {_full(directory)}: free some space, then try again"
+
+
+def _full(directory: Path) -> str:
+    return f"the file system of {directory} is full ({free_bytes(directory) // 1024} KiB free)"
+
+
+def _read_only_uri(path: Path, immutable: bool = False) -> str:
+    # as_uri() escapes what a URI would misread in a path (`?`, `#`, `%`, spaces).
+    return f"{path.absolute().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def _immutable_safe(path: Path) -> bool:
+    """Whether the file may be read as immutable (no -shm file, no locks): no server holds
+    it, and every committed transaction is in the file itself (none waits in a -wal or
+    -journal file, which such a read would not see)."""
+    if served(path):
+        return False
+    for suffix in ("-wal", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(f"{path}{suffix}").st_size > 0:
+                return False
+    return True
 
 
 class NewerSchema(Exception):
@@ -278,13 +308,20 @@ def _low_on_space(directory: Path) -> bool:
 
 
 def _readable(path: Path) -> bool:
-    # as_uri() escapes what a URI would misread in a path (`?`, `#`, `%`, spaces).
-    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
+    conn = sqlite3.connect(_read_only_uri(path), uri=True, timeout=1.0)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     finally:
         conn.close()
     return True
+
+
+def _connect_immutable(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A reading connection that needs no room: no -shm file, no locks (_immutable_safe)."""
+    conn = sqlite3.connect(_read_only_uri(path, immutable=True), uri=True,
+                           timeout=busy_timeout, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    return conn
 
 
 def served(db: Path) -> bool:
@@ -320,6 +357,9 @@ class SQLiteStore:
         return self._writer.commits
 
     async def open(self, migrate: bool = True) -> None:
+        """`migrate=False` (the CLI): where the file system is full, and nothing but the
+        file holds the store, it is opened to read only (SQLite cannot make its -shm file)."""
+        immutable = False
         try:
             private_dir(self.path.parent)
             private_file(self.path)  # before SQLite makes it 0644 (payloads are in it)
@@ -328,13 +368,20 @@ class SQLiteStore:
             if unwritable is None:
                 self._writer.start()
         except (OSError, sqlite3.Error) as exc:
-            raise StoreUnavailable(f"cannot open {self.path}: {exc}{_damage_hint(exc)}") from exc
+            room = _room_hint(exc, self.path.parent)
+            if not (room and not migrate and _immutable_safe(self.path)):
+                raise StoreUnavailable(f"cannot open {self.path}: {exc}"
+                                       f"{_damage_hint(exc) or room}") from exc
+            immutable = True
+            self._writer.refusal = (f"cannot write to {self.path}: {_full(self.path.parent)}, "
+                                    "so it was opened to read only: free some space, then try "
+                                    "again")
         if unwritable is not None:
             raise StoreUnavailable(unwritable)
         # Only a database behind on its migrations takes the write lock here: `hookrunner
         # runs` waited out a busy writer's transaction (up to the busy timeout) to read.
         try:
-            applied = await asyncio.to_thread(_applied, self.path)
+            applied = await asyncio.to_thread(_applied, self.path, immutable)
         except StoreUnavailable:
             await self._writer.aclose()
             raise
@@ -355,7 +402,8 @@ class SQLiteStore:
                 event("store.migrated", path=str(self.path), applied=",".join(done))
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="hookrunner-sqlite-read")
         self._read_conn = await asyncio.get_running_loop().run_in_executor(
-            self._reader, connect, self.path, self._busy_timeout)
+            self._reader, _connect_immutable if immutable else connect, self.path,
+            self._busy_timeout)
 
     async def lock_node(self, node: str) -> bool:
         # One server per database file, whatever its --node (hookrunner.flocks).
