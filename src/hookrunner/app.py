@@ -33,7 +33,7 @@ from hookrunner.ingest import accept, accept_body, admit, out_of_memory
 from hookrunner.logs import Throttled, event
 from hookrunner.metrics import Metrics
 from hookrunner.pathprefix import strip
-from hookrunner.preflight import data_dir_shared, postgres_target, reach_postgres
+from hookrunner.preflight import data_dir_shared, lost_store, postgres_target, reach_postgres
 from hookrunner.private import open_to_others, private_dir
 from hookrunner.ratelimit import retry_after
 from hookrunner.rawhttp import Answer, ClientGone, answer_parts, error, send_answer
@@ -374,41 +374,9 @@ def _data_dir(settings: Settings, worker: bool = False) -> None:
     private_dir(settings.data)
     private_dir(settings.logs_dir)
     if not settings.db:
-        lost = _lost(Path(settings.store_url), settings.logs_dir, settings.data)
+        lost = lost_store(Path(settings.store_url), settings.logs_dir, settings.data)
         if lost is not None:
             raise StartupRefused(lost)
-
-
-def _lost(db: Path, logs: Path, data: Path) -> str | None:
-    """Why the database file is not the one earlier runs were recorded in, if it is not:
-    empty (0 bytes) or missing where a server has run (its start marks, runs' logs or a
-    write-ahead log are there). Starting on it would make a new, empty store, and forget
-    every queued run and every delivery id that dedup holds."""
-    try:
-        size: int | None = db.stat().st_size
-    except FileNotFoundError:
-        size = None
-    except OSError:
-        return None  # the store's own open says what is wrong
-    if size:
-        return None
-    wal = db.with_name(db.name + "-wal")
-    try:
-        history = (any(logs.glob("run_*")) or any(data.glob("started-*.marks*"))
-                   or (size is None and wal.exists() and wal.stat().st_size > 0))
-    except OSError:
-        return None
-    if not history:
-        return None
-    saved = sorted(data.glob(db.name + ".saved-*"))
-    restore = (f"restore it: move {saved[-1]} (saved by the server that saw it go) to {db}, "
-               "with no -wal or -shm file beside it, or restore a backup" if saved
-               else "restore it from a backup")
-    what, how = ("is empty (0 bytes)", "truncated or replaced") if size == 0 else (
-        "does not exist", "deleted")
-    return (f"{db} {what}, but a server has run with {data} (start marks, runs' logs or a "
-            f"write-ahead log are there): the file was {how}; {restore}, or move {data} aside "
-            "to start a new, empty store (as for a --data used before with a PostgreSQL --db)")
 
 
 def refuse(app: Starlette, reason: str) -> None:

@@ -457,13 +457,26 @@ def _readable_store(path: Path) -> None:
                       "server's user (e.g. `sudo -u <user> hookrunner ...`)")
 
 
+def _data_store(settings: Settings) -> None:
+    """Raise NoStore where --data cannot hold the SQLite store, or its file is gone, as
+    `serve` says it (not "is --data right?" of a file deleted where a server has run)."""
+    from hookrunner.preflight import lost_store
+
+    if settings.data.exists() and not settings.data.is_dir():
+        raise NoStore(f"{settings.given_as('data')} {settings.data} is not a directory")
+    lost = lost_store(Path(settings.store_url), settings.logs_dir, settings.data)
+    if lost is not None:
+        raise NoStore(lost)
+    _readable_store(Path(settings.store_url))
+
+
 async def _open(settings: Settings) -> Store:
     """The server's store, for the CLI. A missing SQLite file is an error, not a new store:
     `runs --data typo` must not answer "no runs" from an empty database it just made."""
     from hookrunner.store import open_store
 
     if not settings.db:
-        _readable_store(Path(settings.store_url))
+        _data_store(settings)
     if settings.db and settings.sources.get("data") == "--data" \
             and settings.sources.get("db") != "--db":
         # Both name a store: the database wins, as for `serve` (where --data holds the logs).

@@ -113,6 +113,39 @@ def data_dir(settings: Settings) -> None:
                              f"{exc.strerror or exc}") from None
 
 
+def lost_store(db: Path, logs: Path, data: Path) -> str | None:
+    """Why the database file is not the one earlier runs were recorded in, if it is not:
+    empty (0 bytes) or missing where a server has run (its start marks, runs' logs or a
+    write-ahead log are there). Starting on it would make a new, empty store, and forget
+    every queued run and every delivery id that dedup holds; the store commands would say
+    only that there is no store."""
+    try:
+        size: int | None = db.stat().st_size
+    except FileNotFoundError:
+        size = None
+    except OSError:
+        return None  # the store's own open says what is wrong
+    if size:
+        return None
+    wal = db.with_name(db.name + "-wal")
+    try:
+        history = (any(logs.glob("run_*")) or any(data.glob("started-*.marks*"))
+                   or (size is None and wal.exists() and wal.stat().st_size > 0))
+    except OSError:
+        return None
+    if not history:
+        return None
+    saved = sorted(data.glob(db.name + ".saved-*"))
+    restore = (f"restore it: move {saved[-1]} (saved by the server that saw it go) to {db}, "
+               "with no -wal or -shm file beside it, or restore a backup" if saved
+               else "restore it from a backup")
+    what, how = ("is empty (0 bytes)", "truncated or replaced") if size == 0 else (
+        "does not exist", "deleted")
+    return (f"{db} {what}, but a server has run with {data} (start marks, runs' logs or a "
+            f"write-ahead log are there): the file was {how}; {restore}, or move {data} aside "
+            "to start a new, empty store (as for a --data used before with a PostgreSQL --db)")
+
+
 def data_dir_shared(settings: Settings) -> str:
     return (f"another server is running with this --data {settings.data}; each server needs "
             "its own (its retention would remove the other's run logs and work dirs, its start "

@@ -449,6 +449,12 @@ def test_a_database_emptied_under_its_history_is_refused_not_started_afresh(
     (data / "hookrunner.db").unlink()
     one_line(serve(project, "--data", str(data)), 3, "hookrunner.db does not exist, but a "
              "server has run with", "the file was deleted; restore it from a backup, or move")
+    # The store commands say so too (they said "no hookrunner store at ... (is --data right?)").
+    for args in (["runs"], ["log", "run_x"], ["delivery", "dlv_x"]):
+        done = subprocess.run([*CLI, *args, "--data", str(data)], cwd=project, env=_env(),
+                              capture_output=True, text=True, timeout=30)
+        one_line(done, 1, "hookrunner.db does not exist, but a server has run with",
+                 "the file was deleted; restore it from a backup, or move")
     data.rename(project / "data.old")  # as the message says: a new store
     server.start()
     server.stop()

@@ -37,6 +37,14 @@ def test_a_wrong_data_dir_is_an_error_not_an_empty_store(tmp_path: Path) -> None
     assert not (tmp_path / "typo").exists()  # nothing was created
 
 
+def test_a_data_dir_that_is_a_file_is_said_so_as_serve_says_it(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    for args in (["runs"], ["log", "run_x"], ["delivery", "dlv_x"]):
+        done = _run(*args, "--data", str(tmp_path / "afile"), cwd=tmp_path)
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr == f"hookrunner: --data {tmp_path / 'afile'} is not a directory\n"
+
+
 def test_an_unknown_status_filter_is_a_usage_error(tmp_path: Path) -> None:
     done = _run("runs", "--status", "bogus", "--data", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 2 and "--status must be one of queued, running" in done.stderr
