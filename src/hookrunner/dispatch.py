@@ -29,7 +29,14 @@ from hookrunner import aio, orphans, pendingresults
 from hookrunner.actions import RUNNERS, process, terraform
 from hookrunner.actions.base import NotStarted, RunContext, RunResult, capped_reason
 from hookrunner.actions.environment import base_env
-from hookrunner.actions.logfile import NOTES_ROOM, FileLog, tail
+from hookrunner.actions.logfile import (
+    NOTES_ROOM,
+    FileLog,
+    append_whole,
+    closing_note,
+    end_note,
+    tail,
+)
 from hookrunner.budget import QueueBudget
 from hookrunner.errors import ActionError, StoreUnavailable
 from hookrunner.logs import Throttled, event, settle_throttled
@@ -324,6 +331,8 @@ class Dispatcher:
                 "" if owner == self.node else f" (as node {self.node})")
             await self._patiently(functools.partial(self._interrupted, run, reason,
                                                     recorded=recorded if marked else None))
+        if self.store.shared:
+            await self._close_taken_over({(r.id, r.attempt) for r in stale})
         if not self.store.shared:
             # One server per SQLite data dir: other names' marks were acted on above, or are
             # stale (a container's host name changes at each start: a file each, for ever).
@@ -352,6 +361,23 @@ class Dispatcher:
         ]
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
+
+    async def _close_taken_over(self, mine: set[tuple[str, int]]) -> None:
+        """The log files here of attempts another node took over while this one was down
+        (their lease expired): only this node reaches them, so it closes each with the note
+        of how that node ended it, as the record says. (Not `mine`: decided above.)"""
+        for run_id, attempt in set(self._marks.recorded) - mine:
+            path = self.settings.log_path(run_id, attempt)
+            if not path.exists():
+                continue
+            with contextlib.suppress(StoreUnavailable):  # only a note: no reason to refuse
+                ended = [a for a in await self.store.attempts(run_id) if a.attempt == attempt]
+                if not ended or f"lease of node {self.node} expired" not in ended[0].reason:
+                    continue  # decided here before a crash, with its own end line
+                end = await asyncio.to_thread(tail, path, NOTES_ROOM)
+                closing = closing_note(end, end_note(ended[0].status, ended[0].reason))
+                if not end.endswith(closing):  # (a start that crashed after writing it)
+                    await asyncio.to_thread(append_whole, path, closing)
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """Said at once (it was said only at the stop: a node that claimed nothing for hours
@@ -917,11 +943,15 @@ class Dispatcher:
                 else "canceled by request"
             outcome, reason, retry_at = "canceled", f"{asked} ({reason})", None
         # What the attempt wrote before its node died, where that node's disk is this one's:
-        # kept with the record, as an ended attempt's is, so every node can show it.
-        log = None
-        if self.settings.log_path(run.id, run.attempt).exists():
+        # kept with the record, as an ended attempt's is, so every node can show it; and the
+        # note it would have ended with, which its file gets too once this is the decision.
+        log = closing = None
+        path = self.settings.log_path(run.id, run.attempt)
+        if path.exists():
             log = (await asyncio.to_thread(log_tail, self.settings, run, self._record_cap)
                    ).replace("\x00", "")
+            closing = closing_note(log, end_note(outcome, reason))
+            log += closing
         elif run.lease_owner and run.lease_owner != self.node:
             # Its output is on that node's disk: a follower of its log got an empty answer,
             # as if the action had printed nothing. Where to read it (that node's API serves
@@ -936,6 +966,8 @@ class Dispatcher:
             log=log))
         if not decided:  # another node took it over first (each saw its lease expire)
             return
+        if closing is not None:
+            await asyncio.to_thread(append_whole, path, closing)
         event("run.interrupted", logging.WARNING, run_id=run.id, rule=run.rule, reason=reason,
               retry=retry_at is not None)
         # As every attempt's end is (a log alert on `run.finished status=failed` missed these).
@@ -1060,11 +1092,7 @@ class Dispatcher:
                                                             self.settings.pass_env)),
                                  key=len, reverse=True))
             result.outputs = scrub_tree(result.outputs, shown) if shown else result.outputs
-        # `canceled: replaced by ...`, `canceled by request` and `timed out after 1s` already
-        # say how it ended.
-        said = result.reason.startswith(result.outcome.replace("_", " "))
-        log.note(result.reason if said else f"{result.outcome}" + (
-            f": {result.reason}" if result.reason else ""))
+        log.note(end_note(result.outcome, result.reason))
         log.close()
         text = log.text()
         if log.failed is not None:

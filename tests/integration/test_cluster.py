@@ -545,6 +545,9 @@ def test_a_node_restarted_under_its_name_stops_what_it_left_of_runs_taken_over(
     n1.start()
     until(lambda: not _alive(old), 15, "n1's start stopped its old process of the run")
     assert "dispatcher.orphans" in n1.output()
+    # Its log of the attempt, on n1's disk only, ends as n2's record of it says.
+    log = (project / "data-n1" / "logs" / run_id / "1.log").read_text()
+    assert log.endswith("\n[hookrunner] failed: interrupted: lease of node n1 expired\n"), log
 
 
 def test_a_run_replaced_while_its_node_is_dead_ends_as_replaced(
@@ -803,7 +806,8 @@ rules:
     n2.start()
     assert wait_terminal(nodes.db, [run_id], timeout=30)[run_id] == "failed"
     with n1.admin() as c:
-        assert "before the crash 1" in c.get(f"/api/runs/{run_id}/log").text
+        assert c.get(f"/api/runs/{run_id}/log").text.endswith(
+            "before the crash 1\n[hookrunner] failed: interrupted: node n2 restarted\n")
 
 
 def test_a_node_that_makes_its_own_admin_token_on_a_shared_database_says_so(

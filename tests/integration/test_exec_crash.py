@@ -456,6 +456,48 @@ def test_a_run_killed_in_its_first_second_is_not_run_again(
     assert 'hookrunner_runs_ended_total{rule="young",status="failed"} 1.0' in metrics
 
 
+def test_the_log_of_an_attempt_its_server_died_in_ends_as_its_record_says(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """It stopped at the action's last output, where every other ended attempt's log closes
+    with `[hookrunner] <how it ended>`: the restart that decides it writes that line, in the
+    file and in the record's copy, for an attempt retried too."""
+    records = setup(project)
+    server = make_server(HOOKS + rule("once", records)
+                         + rule("twice", records, "    retry: {attempts: 2, backoff: 1h}\n"),
+                         args=["--node", "n1"])
+    runs = [fire(server, rule=name, sleep=60) for name in ("once", "twice")]
+    logs = [project / "data" / "logs" / run_id / "1.log" for run_id in runs]
+    wait_for("their logs on disk", lambda: all(b" tag \n" in _read(log) for log in logs))
+    server.kill()
+    server.start()
+    closed = "attempt 1 of {} tag \n[hookrunner] failed: interrupted: node n1 restarted\n"
+    for run_id, log, name in zip(runs, logs, ("once", "twice"), strict=True):
+        attempt = wait_for(f"{run_id}'s first attempt to end", lambda r=run_id: next(
+            (a for a in run_doc(server, r)["attempts"] if a["status"] != "running"), None))
+        assert attempt["reason"] == "interrupted: node n1 restarted", attempt
+        with server.admin() as c:
+            shown = c.get(f"/api/runs/{run_id}/log", params={"attempt": 1}).text
+        assert shown.endswith(closed.format(name)) and shown.count("[hookrunner] failed") == 1, shown
+        assert _read(log).decode() == shown
+    assert run_doc(server, runs[1])["status"] == "queued"  # its retry waits its backoff
+    server.stop()
+
+    async def stored() -> str | None:  # the copy other nodes read
+        store = SQLiteStore(project / "data" / "hookrunner.db")
+        await store.open()
+        try:
+            return await store.get_log(runs[0], 1)
+        finally:
+            await store.close()
+
+    assert (asyncio.run(stored()) or "").endswith(closed.format("once"))
+
+
+def _read(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
 @pytest.mark.parametrize("signals", [(signal.SIGTERM, signal.SIGTERM),
                                      (signal.SIGTERM, signal.SIGINT)])
 def test_a_second_stop_signal_of_any_kind_cancels_the_running_runs_at_once(

@@ -397,3 +397,4 @@ def test_a_result_the_store_refused_while_stopping_is_recorded_as_it_ended_at_th
     with server.admin() as c:
         log = c.get(f"/api/runs/{run_id}/log").text
     assert "\ndone\n" in log and "failed: exit 3" in log, log
+    assert log.count("\n[hookrunner] ") == 1, log  # its own end line only, not a restart's too

@@ -376,6 +376,42 @@ def _bytes(n: int) -> str:
     return f"{n} byte" if n == 1 else f"{n} bytes"
 
 
+def end_note(outcome: str, reason: str) -> str:
+    """The note an attempt's log ends with: how it ended, as its record says."""
+    # `canceled: replaced by ...`, `canceled by request` and `timed out after 1s` already
+    # say how it ended.
+    said = reason.startswith(outcome.replace("_", " "))
+    return reason if said else outcome + (f": {reason}" if reason else "")
+
+
+def closing_note(text: str, note: str) -> str:
+    """`note` as a log whose text (or end) is `text` takes it: on a line of its own."""
+    return ("" if not text or text.endswith("\n") else "\n") + NOTE_PREFIX \
+        + terminal_safe(note) + "\n"
+
+
+def append_whole(path: Path, text: str) -> None:
+    """Append to the log file a dead process left (never made here: a run that ended within
+    its first second has none), all of `text` or nothing of it (a full disk: the run's
+    record has it too)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        view = memoryview(text.encode())
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            os.ftruncate(fd, size)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def tail(path: Path | str, n_bytes: int) -> str:
     """The last `n_bytes` of a log as text ('' if there is no log yet)."""
     try:
