@@ -1098,12 +1098,15 @@ class Dispatcher:
         if log.failed is not None:
             # Its gap (if it has one) is the record's too where the record is read from the
             # file, or where there was no file and the memory could not hold it all.
-            gap = text is None or (not log.on_disk and not log.complete)
-            # Where the file could not be opened (EMFILE under a low limit) but memory held
-            # it all, nothing was lost: a warning, not an error an operator looks for loss by.
-            event("run.log_failed", logging.ERROR if gap or not log.complete else logging.WARNING,
+            # A file that failed once and then took everything (a first open refused under a
+            # low descriptor limit) has none (review).
+            gap = (log.missed_any or not log.complete) and (
+                text is None or (not log.on_disk and not log.complete))
+            # Where memory or a later file held it all, nothing was lost: a warning, not an
+            # error an operator looks for loss by.
+            event("run.log_failed", logging.ERROR if gap else logging.WARNING,
                   run_id=run.id, error=str(log.failed),
-                  output="partly lost (see the run's reason)" if gap or not log.complete
+                  output="partly lost (see the run's reason)" if gap
                   else "kept whole in the run's record")
             if not log.complete and log.on_disk:
                 # A file with a gap it could not note (the disk stayed full): the record gets

@@ -476,6 +476,42 @@ async def test_a_log_file_that_cannot_be_opened_loses_nothing_and_says_so_as_a_w
     assert failed[0].fields["output"] == "kept whole in the run's record", failed[0].fields
 
 
+async def test_a_log_file_refused_once_then_taking_everything_lost_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """review: its first open refused (EMFILE), the file opened once the output passed what
+    memory keeps and took all of it; the run's reason still said `log incomplete`, and the
+    event `partly lost`, at error."""
+    import errno
+
+    from hookrunner import logs
+
+    monkeypatch.setattr(logs, "_direct", None)  # events through logging, where caplog sees them
+    caplog.set_level(logging.INFO, logger="hookrunner")
+    opened = FileLog._open
+    refused: list[bool] = []
+
+    def first_refused(self: FileLog) -> Any:
+        if not refused:
+            refused.append(True)
+            raise OSError(errno.EMFILE, "Too many open files")
+        return opened(self)
+
+    monkeypatch.setattr(FileLog, "_open", first_refused)
+    async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
+        await _accept_one(store, ["sh", "-c", "echo start; sleep 1.5; head -c 100000 /dev/zero"
+                                              " | tr '\\0' x; echo; echo end"])
+        dispatcher.accepted(1)
+        got = await _ended(store, time.monotonic() + 20)
+        assert refused and got.status == "succeeded", got
+        assert "log incomplete" not in (got.reason or ""), got
+        kept = await store.get_log("r-1", 1)
+        assert kept is not None and "x" * 100000 + "\nend\n[hookrunner] succeeded" in kept
+    failed = [r for r in caplog.records if r.getMessage() == "run.log_failed"]
+    assert [r.levelno for r in failed] == [logging.WARNING], caplog.text
+    assert failed[0].fields["output"] == "kept whole in the run's record", failed[0].fields
+
+
 async def _disk_full_for_its_log(dispatcher: Dispatcher, deadline: float) -> FileLog:
     """Once run r-1's log is in its file: every write to it is refused from now on, as by a
     full disk (its descriptor is /dev/full's: a real ENOSPC)."""

@@ -61,6 +61,9 @@ class FileLog:
         self._tail_at_line_start = True
         self._told = False  # the note that the middle goes was written
         self.failed: OSError | None = None  # the last write error of the log file, if any
+        # Whether the file (or memory) ever missed some of the log: a first open refused,
+        # then a file that took everything, missed nothing.
+        self.missed_any = False
         self._lost_bytes = 0  # output the file missed since it last took a write
         self._missed_end = bytearray()  # the end of that output (up to tail_bytes)
         # Notes it missed meanwhile, each with how much output it had missed before it.
@@ -294,6 +297,7 @@ class FileLog:
         return True
 
     def _missed(self, data: bytes, note: bool, count: int) -> None:
+        self.missed_any = True
         if self.complete:
             self._retry_file_at = time.monotonic() + RETRY_FILE_EVERY
         if note:  # (whole, even if part of it made it in)
