@@ -174,7 +174,9 @@ def _pinned(url: str, fixed: str, values: Any = None) -> bool:
     fixed, _, then = fixed.partition(THEN)
     if values is not None and not _as_written(url, fixed, then, values):
         return False
-    if then and not url.partition("://")[2][len(got.netloc):].startswith(then):
+    # (Where the holes' values are known, _as_written placed `then` after the whole group of
+    # side-by-side templates, a path's too: `:{{ port }}{{ path }}/ok`.)
+    if values is None and then and not url.partition("://")[2][len(got.netloc):].startswith(then):
         return False
     scheme, _, netloc = fixed.partition("://")
     if HOLE in scheme:  # `http{{ s }}://host/`: any scheme the client takes, the same host
@@ -182,8 +184,7 @@ def _pinned(url: str, fixed: str, values: Any = None) -> bool:
             return False
         scheme = got.scheme
     pieces = netloc.split(HOLE)
-    holes = [_HOST_END if pieces[i + 1].startswith(":") and pieces[i].endswith((".", "-"))
-             else "[^@/?#\\\\]*" for i in range(len(pieces) - 1)]  # (see _as_written)
+    holes = [_HOST_END if _ends_name(pieces, i) else _HOST for i in range(len(pieces) - 1)]
     if len(pieces) > 1 and pieces[-1] == "" and pieces[-2]:  # the host ends with a template
         holes[-1] = "[0-9]*" if pieces[-2].endswith(":") else \
             _HOST_END if pieces[-2][-1] in ".-" else ""
@@ -192,12 +193,14 @@ def _pinned(url: str, fixed: str, values: Any = None) -> bool:
         re.fullmatch(pattern, got.netloc, re.IGNORECASE) is not None
 
 
-# What a value may hold in a hole of the scheme or host (see _as_written): never a character
-# that ends the host (a value of `8080/deploy/admin?` would carry the rule's own path after
-# its `/deploy` into the query), nor `@`; a port's, digits; at the host's end, one label:
-# no `:`, and no `.` (`api-{{ region }}` of `x.attacker.example` named the sender's domain).
-_HOST_VALUE = re.compile(r"[^@/?#\\]*")
-_HOST_END = r"[^@/?#\\:.]*"
+# What a value may hold in a hole of the scheme or host (see _as_written): printable ASCII
+# (the client reads U+3002 and U+FF0E as dots: IDNA's full stops), never a character that ends the
+# host (a value of `8080/deploy/admin?` would carry the rule's own path after its `/deploy`
+# into the query), nor `@`; a port's, digits; at the end of the host's name, one label: no
+# `:`, and no `.` (`api-{{ region }}` of `x.attacker.example` named the sender's domain).
+_HOST = r"(?:(?![@/?#\\])[!-~])*"
+_HOST_END = r"(?:(?![@/?#\\:.])[!-~])*"
+_HOST_VALUE = re.compile(_HOST)
 _HOST_END_VALUE = re.compile(_HOST_END)
 _PORT_VALUE = re.compile(r"[0-9]*")
 
@@ -213,19 +216,31 @@ def _as_written(url: str, fixed: str, then: str, values: Any) -> bool:
     for i, value in enumerate(values):
         parts = [stringify(v) for v in value] if isinstance(value, list) else [stringify(value)]
         before, last = pieces[i], i == len(values) - 1 and pieces[-1] == ""
-        # A template that ends the host's name (`api-{{ region }}`, `127.0.0.{{ n }}:8080`)
-        # is one label of it, not more (another domain).
-        ends_name = (last or pieces[i + 1].startswith(":")) and before.endswith((".", "-"))
-        place = _PORT_VALUE if last and before.endswith(":") else _HOST_END_VALUE if ends_name \
-            else _HOST_VALUE if not last else None  # None: a path, or the whole host
-        # The first of side-by-side templates is the place's value; the rest a path after it.
-        if place is not None and (not parts or place.fullmatch(parts[0]) is None
-                                  or (not last and len(parts) > 1
-                                      and place.fullmatch("".join(parts)) is None)):
+        place = _PORT_VALUE if last and before.endswith(":") else \
+            _HOST_END_VALUE if _ends_name(pieces, i) else _HOST_VALUE if not last else None
+        # (None: a path right after the host, or the whole host.) Of side-by-side templates
+        # the first is the place's value; at the host's end, the rest is a path after it,
+        # which starts as one (`:{{ port }}{{ path }}` of `41` and `531/ok` was port 41531).
+        rest = "".join(parts[1:])
+        if place is not None and (
+                not parts or place.fullmatch(parts[0]) is None
+                or (last and rest and rest[0] not in "/?#")
+                or (not last and rest and place.fullmatch(parts[0] + rest) is None)):
             return False
         texts.append("".join(parts))
     written = "".join(piece + text for piece, text in zip(pieces, [*texts, ""], strict=True))
     return url.startswith(written + then)
+
+
+def _ends_name(pieces: list[str], i: int) -> bool:
+    """Whether the template between pieces i and i+1 of a host ends its name after text the
+    rule writes (`api-{{ region }}`, `api{{ n }}:8080`, `10.0.0.{{ n }}:8080`): then it is
+    one label of it, not more (another domain)."""
+    before, after = pieces[i], pieces[i + 1]
+    if after == "" and i == len(pieces) - 2:  # the host's last text: a port or a label
+        return before.endswith((".", "-"))
+    name = before.rpartition("://")[2].rpartition("@")[2]  # (the host's own text before it)
+    return after.startswith(":") and name != "" and not name.endswith(":")
 
 
 def _dot_segment(url: str) -> bool:

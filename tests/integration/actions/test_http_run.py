@@ -595,6 +595,14 @@ async def test_a_templated_port_is_digits(harness, server: str) -> None:
     # `1.nip.io` (`api-{{ region }}` of `x.attacker.example`) named another domain.
     ("http://127.0.0.{{ payload.a }}:{port}/ok", {"a": "1.nip.io"}, True),
     ("http://127.0.0.{{ payload.a }}:{port}/ok", {"a": "1"}, False),
+    # review 2: IDNA's full stops are dots to the client; a name's end after a letter; a
+    # path's digits right after the port's were the port; the rule's text after the path.
+    ("http://127.0.0.{{ payload.a }}:{port}/ok", {"a": "1\u3002nip\u3002io"}, True),
+    ("http://127.0.0.{{ payload.a }}:{port}/ok", {"a": "1\uff0enip\uff0eio"}, True),
+    ("http://127.0.0.1{{ payload.a }}:{port}/ok", {"a": ".nip.io"}, True),
+    ("http://127.0.0.1:{{ payload.p }}{{ payload.a }}", {"p": "", "a": "{port}/ok"}, True),
+    ("http://127.0.0.1:{{ payload.p }}{{ payload.a }}", {"p": "{head}", "a": "{tail}/ok"}, True),
+    ("http://127.0.0.1:{{ payload.p }}{{ payload.a }}/ok", {"p": "{port}", "a": "/v1"}, False),
 ])
 async def test_a_value_in_the_host_ends_where_the_rules_text_after_it_starts(
         harness, server: str, url: str, values: dict[str, str], refused: bool) -> None:
@@ -602,14 +610,15 @@ async def test_a_value_in_the_host_ends_where_the_rules_text_after_it_starts(
     to follow: `api-{{ region }}/deploy` with a region of `eu/deployX/admin?` passed."""
     port = server.rsplit(":", 1)[1]
     rendered = _rendered({"url": url.replace("{port}", port), "headers": {"X-Key": "s3cret"}},
-                         **{k: v.format(port=port) for k, v in values.items()})
+                         **{k: v.format(port=port, head=port[:2], tail=port[2:])
+                            for k, v in values.items()})
     if refused:
         with pytest.raises(ActionError, match="changed the scheme or host"):
             await HTTP.run(rendered, harness.ctx())
         assert Handler.seen == []
     else:
         assert (await HTTP.run(rendered, harness.ctx())).outcome == "succeeded", harness.log_text()
-        assert Handler.seen[0]["path"] in ("/ok", "/ok?key=s3cret")
+        assert Handler.seen[0]["path"] in ("/ok", "/ok?key=s3cret", "/v1/ok")
 
 
 @pytest.mark.parametrize(("proxy", "said"), [
@@ -661,7 +670,8 @@ async def test_templates_side_by_side_or_in_the_scheme_keep_the_rules_host(
     host, port = server.rsplit(":", 1)
     rendered = _rendered({"url": template.format(host=host, port=port),
                           "headers": {"X-Key": "s3cret"}},
-                         **{k: v.format(port=port) for k, v in values.items()})
+                         **{k: v.format(port=port, head=port[:2], tail=port[2:])
+                            for k, v in values.items()})
     with pytest.raises(ActionError, match=r"changed the scheme or host that the rule writes out "
                                           r"\(http[^)]*127\.0\.0\.1[^)]*\)"):
         await HTTP.run(rendered, harness.ctx())
