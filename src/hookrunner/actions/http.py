@@ -190,7 +190,20 @@ def _pinned(url: str, fixed: str, values: Any = None) -> bool:
             _HOST_END if pieces[-2][-1] in ".-" else ""
     pattern = "".join(re.escape(piece) + hole for piece, hole in zip(pieces, [*holes, ""], strict=True))
     return got.scheme.lower() == scheme.lower() and \
-        re.fullmatch(pattern, got.netloc, re.IGNORECASE) is not None
+        re.fullmatch(pattern, got.netloc, re.IGNORECASE) is not None and _read_alike(url, got)
+
+
+def _read_alike(url: str, got: Any) -> bool:
+    """Whether the client sends to the host and port these checks read (`got`, urlsplit's):
+    where the two parsers differ (`x。example`, whose full stop IDNA makes a dot), a value
+    could pass them and move the request all the same."""
+    try:
+        client = httpx.URL(url)
+        default = {"http": 80, "https": 443}.get(got.scheme.lower())
+        return bool(client.host == (got.hostname or "") and
+                    (client.port or default) == (got.port or default))
+    except (httpx.InvalidURL, ValueError):
+        return False
 
 
 # What a value may hold in a hole of the scheme or host (see _as_written): printable ASCII

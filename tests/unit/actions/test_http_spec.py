@@ -116,3 +116,17 @@ def test_an_answer_cut_inside_a_secret_shows_none_of_it() -> None:
 def test_an_env_reference_written_as_the_shell_reads_it_says_to_drop_the_dollar() -> None:
     with pytest.raises(ConfigError, match="without a `\\$`"):
         normalize_http({"url": {"env": "$HOOK_URL"}})
+
+
+def test_a_pinned_url_is_read_as_the_client_reads_it() -> None:
+    """review: IDNA's full stops (U+3002, U+FF0E) are dots to httpx and letters to urlsplit, so a
+    host template's value could pass the checks and name another domain."""
+    from urllib.parse import urlsplit
+
+    from hookrunner.actions.http import _read_alike
+
+    for url in ("http://api-x\u3002attacker\u3002example:8080/ok", "http://a\uff0eb/x"):
+        assert not _read_alike(url, urlsplit(url)), url
+    for url in ("http://API.example.com:80/x", "https://b\u00fccher.example/x",
+                "http://[::1]:8080/x", "http://127.0.0.1:41531/ok"):
+        assert _read_alike(url, urlsplit(url)), url
