@@ -512,6 +512,48 @@ async def test_a_log_file_refused_once_then_taking_everything_lost_nothing(
     assert failed[0].fields["output"] == "kept whole in the run's record", failed[0].fields
 
 
+async def test_output_the_memory_missed_before_the_file_opened_is_said_and_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """review 3: the file refused (EMFILE) until the output passed what memory keeps, so the
+    memory missed some; then a follower's open went through. The record was the memory
+    alone, without what it missed and without a word, and the event said `kept whole`."""
+    import errno
+
+    from hookrunner import logs
+
+    monkeypatch.setattr(logs, "_direct", None)  # events through logging, where caplog sees them
+    caplog.set_level(logging.INFO, logger="hookrunner")
+    opened = FileLog._open
+    refusing = [True]
+
+    def maybe(self: FileLog) -> Any:
+        if refusing[0]:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return opened(self)
+
+    monkeypatch.setattr(FileLog, "_open", maybe)
+    async with _dispatching(tmp_path, monkeypatch) as (store, dispatcher):
+        await _accept_one(store, ["sh", "-c", "sleep 1.3; head -c 65000 /dev/zero | tr '\\0' a;"
+                                              " echo; sleep 0.5; head -c 2000 /dev/zero | tr '\\0'"
+                                              " B; echo; sleep 1.5; echo c"])
+        dispatcher.accepted(1)
+        deadline = time.monotonic() + 20
+        while not any(r.getMessage() == "run.started" for r in caplog.records):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2.6)  # the a's in memory, the B's past it missed
+        refusing[0] = False
+        assert dispatcher.live_log("r-1", 1) is not None  # a follower: the file opens now
+        got = await _ended(store, deadline)
+        kept = await store.get_log("r-1", 1) or ""
+    assert "B" * 2000 in kept, kept[-500:]  # from the file, after its note of what it missed
+    assert "could not be written to the log file here" in kept, kept[-500:]
+    assert got.status == "succeeded" and "log incomplete" in (got.reason or ""), got
+    failed = [r for r in caplog.records if r.getMessage() == "run.log_failed"]
+    assert [r.levelno for r in failed] == [logging.ERROR], caplog.text
+
+
 async def _disk_full_for_its_log(dispatcher: Dispatcher, deadline: float) -> FileLog:
     """Once run r-1's log is in its file: every write to it is refused from now on, as by a
     full disk (its descriptor is /dev/full's: a real ENOSPC)."""

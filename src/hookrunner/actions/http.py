@@ -195,24 +195,31 @@ def _pinned(url: str, fixed: str, values: Any = None) -> bool:
 
 def _read_alike(url: str, got: Any) -> bool:
     """Whether the client sends to the host and port these checks read (`got`, urlsplit's):
-    where the two parsers differ (`x。example`, whose full stop IDNA makes a dot), a value
-    could pass them and move the request all the same."""
+    where the two parsers differ (IDNA makes the full stop of `x\u3002example` a dot), a value
+    could pass them and move the request all the same. Label by label: the client's are
+    ASCII, a name written in Unicode (`b\u00fccher.example`) being `xn--` labels there."""
     try:
         client = httpx.URL(url)
         default = {"http": 80, "https": 443}.get(got.scheme.lower())
-        return bool(client.host == (got.hostname or "") and
-                    (client.port or default) == (got.port or default))
-    except (httpx.InvalidURL, ValueError):
+        if (client.port or default) != (got.port or default):
+            return False
+        theirs = client.raw_host.decode("ascii").lower().split(".")
+    except (httpx.InvalidURL, ValueError, UnicodeDecodeError):
         return False
+    ours = (got.hostname or "").lower().split(".")
+    return len(theirs) == len(ours) and all(
+        t == o if o.isascii() else t.startswith("xn--")
+        for t, o in zip(theirs, ours, strict=True))
 
 
 # What a value may hold in a hole of the scheme or host (see _as_written): printable ASCII
-# (the client reads U+3002 and U+FF0E as dots: IDNA's full stops), never a character that ends the
+# (the client reads U+3002 and U+FF0E as dots: IDNA's full stops) without `%` (a proxy may
+# read `%2e` as a dot, review; no host name needs one), never a character that ends the
 # host (a value of `8080/deploy/admin?` would carry the rule's own path after its `/deploy`
 # into the query), nor `@`; a port's, digits; at the end of the host's name, one label: no
 # `:`, and no `.` (`api-{{ region }}` of `x.attacker.example` named the sender's domain).
-_HOST = r"(?:(?![@/?#\\])[!-~])*"
-_HOST_END = r"(?:(?![@/?#\\:.])[!-~])*"
+_HOST = r"(?:(?![@/?#\\%])[!-~])*"
+_HOST_END = r"(?:(?![@/?#\\%:.])[!-~])*"
 _HOST_VALUE = re.compile(_HOST)
 _HOST_END_VALUE = re.compile(_HOST_END)
 _PORT_VALUE = re.compile(r"[0-9]*")

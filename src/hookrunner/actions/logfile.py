@@ -234,6 +234,11 @@ class FileLog:
             # takes writes again (its notes are notes, not missed output).
             self._pending = bytes(self._copy)
             self._retry_file_at = time.monotonic() + RETRY_FILE_EVERY
+        if self.missed_any:
+            # The memory stopped taking output when it missed some, before this file could
+            # be opened: the file, which gets the note of it, is the record now (the memory
+            # alone, without what it missed and unsaid, was: review).
+            self._copy = None
 
     def _write_all(self, data: bytes) -> int:
         """Into the file, all of it (a full disk first writes part, then refuses); how many

@@ -130,3 +130,24 @@ def test_a_pinned_url_is_read_as_the_client_reads_it() -> None:
     for url in ("http://API.example.com:80/x", "https://b\u00fccher.example/x",
                 "http://[::1]:8080/x", "http://127.0.0.1:41531/ok"):
         assert _read_alike(url, urlsplit(url)), url
+
+
+def test_a_fixed_international_host_still_passes_and_an_escape_in_a_host_value_does_not() -> None:
+    """review 3: the check of how the client reads the host compared `api.xn--bcher-kva...`
+    with `api.b\u00fccher...` and refused every run of such a rule; and a value `x%2eevil%2ecom`
+    in `api-{{ region }}` passed, which a proxy reads as `x.evil.com`."""
+    from hookrunner.actions.http import URL_FIXED, _pinned
+
+    def pinned(url: str, rendered: str, holes: list[list[str]] | None) -> bool:
+        return _pinned(rendered, normalize_http({"url": url})[URL_FIXED], holes)
+
+    assert pinned("https://api.b\u00fccher.example/deploy/{{ payload.v }}",
+                  "https://api.b\u00fccher.example/deploy/x", None)
+    assert pinned("https://XN--BCHER-KVA.example/api/{{ payload.v }}",
+                  "https://XN--BCHER-KVA.example/api/x", None)
+    assert pinned("https://{{ payload.r }}.b\u00fccher.example/", "https://eu.b\u00fccher.example/",
+                  [["eu"]])
+    assert not pinned("http://api-{{ payload.r }}/deploy", "http://api-x%2eevil%2ecom/deploy",
+                      [["x%2eevil%2ecom"]])
+    assert not pinned("http://{{ payload.r }}.example.com/", "http://a%2eb.example.com/",
+                      [["a%2eb"]])
