@@ -159,8 +159,9 @@ def _shown_fixed(fixed: str) -> str:
 
 def _pinned(url: str, fixed: str, values: Any = None) -> bool:
     """Whether `url` keeps the scheme and host its rule writes (`fixed`, see fixed_part). A
-    templated part of the host may be any text but `@` (credentials a value would add),
-    `/`, `?`, `#` or `\\`; one that ends the host right after text the rule writes
+    templated part of the host is printable ASCII but `@` (credentials a value would add),
+    `/`, `?`, `#`, `\\` or `%`, and one label where it ends the host's name after text the
+    rule writes (see _HOST_END); one that ends the host right after text the rule writes
     (`http://api.example.com{{ payload.path }}`) adds nothing to it, since there the rule
     means a path (`.evil.example/`, `:8443` or `1:9000` would move the request, with the
     rule's headers, to another host or port); after a `:` it is a port, digits. Where the
