@@ -33,9 +33,9 @@ def forwardable(scope: Scope) -> bool:
     """Whether the path is one that routes: no route has a `.` or `..` segment, an escaped
     `/` or letter (the routes match the decoded path, where `/hooks%2Fgh` was `/hooks/gh`,
     past a front proxy's rules on the path as sent), or a target that is no path (`OPTIONS
-    *`). Such
-    paths are refused in every process alike: httpx would also change them on the way to
-    the main process (`/x/../hooks/gh` arrives as `/hooks/gh`, `OPTIONS *` is not sent)."""
+    *`). Such paths are refused in every process alike: httpx would also change them on the
+    way to the main process (`/x/../hooks/gh` arrives as `/hooks/gh`, `OPTIONS *` is not
+    sent)."""
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
     if not raw.startswith(b"/"):
         return False
