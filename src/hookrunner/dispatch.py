@@ -333,7 +333,7 @@ class Dispatcher:
                                                     recorded=recorded if marked else None))
         if self.store.shared:
             await self._close_taken_over({(r.id, r.attempt) for r in stale})
-        if not self.store.shared:
+        else:
             # One server per SQLite data dir: other names' marks were acted on above, or are
             # stale (a container's host name changes at each start: a file each, for ever).
             # On PostgreSQL other names' marks are left alone.

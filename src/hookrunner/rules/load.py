@@ -750,8 +750,9 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
     paths = list(getattr(RUNNERS[kind], "paths", ()))
     argv = tree.get("argv")
     # A `command` is split into argv at load: its warnings name what the rule wrote.
-    program = "run.shell.command's first word" if isinstance(body, Mapping) and \
-        "command" in body and "argv" not in body else "run.shell.argv[0]"
+    word = "command's first word" if isinstance(body, Mapping) and "command" in body \
+        and "argv" not in body else "argv[0]"
+    program = f"run.shell.{word}"
     if kind == "shell" and isinstance(argv, list) and argv:  # a program under --root
         first = argv[0]
         if isinstance(first, Constant) and "/" in first.source and \
@@ -767,12 +768,11 @@ def _paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int
             try:
                 found = confine(ctx.root, item.source, base=base)
             except ActionError as exc:
-                problem(f"{program.removeprefix('run.shell.') if key == 'argv' else key}: {exc}",
-                        where)
+                problem(f"{word if key == 'argv' else key}: {exc}", where)
                 continue
             if not found.exists():
                 under = f"{base.rstrip('/')}/ under --root" if base else "--root"
-                field = program.removeprefix("run.shell.") if key == "argv" else \
+                field = word if key == "argv" else \
                     f"{key}{f'[{i}]' if isinstance(value, list) else ''}"
                 missing(f"{field}: {item.source!r} does not exist under {under}", where)
             elif key == "argv" and found.is_file() and not os.access(found, os.X_OK):
