@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 
 
 def new_id(prefix: str) -> str:
     """`<prefix>_<ms since epoch, hex>_<random>`: unique across nodes, sortable by time."""
-    return f"{prefix}_{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
+    return f"{prefix}_{int(time.time() * 1000):011x}{os.urandom(5).hex()}"

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hookrunner import jsontext
+
 LOGGER = logging.getLogger("hookrunner")
 
 LineFormat = Callable[[float, str, str, dict[str, Any]], str]
@@ -172,7 +174,10 @@ def _text_line(created: float, level: str, name: str, fields: dict[str, Any]) ->
 def _json_line(created: float, level: str, name: str, fields: dict[str, Any]) -> str:
     doc: dict[str, Any] = {"ts": round(created, 3), "level": level, "event": name}
     doc.update(_bounded(fields))
-    return json.dumps(doc, default=str)
+    return _LINE(doc)
+
+
+_LINE = jsontext.encoder(default=str)
 
 
 class _TextFormatter(logging.Formatter):

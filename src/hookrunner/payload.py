@@ -62,13 +62,19 @@ def deeper_than(doc: Any, limit: int) -> bool:
     return False
 
 
+# One decoder for every body: json.loads with hooks builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+
+
 def _json(text: str) -> Any:
     # NaN and Infinity are not JSON (Python's parser takes them, and 1e999 as infinity): no
     # store, API or sender could carry them on, so they are refused like any other invalid
     # JSON. `_finite` costs a call per number with a fraction or exponent only (integers
     # stay in C); a scan of the text for big exponents cost every body ~3 us instead.
     try:
-        doc = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        doc = _DECODER.decode(text)
     except RecursionError:
         raise PayloadError(400, TOO_DEEP) from None
     except ValueError as exc:

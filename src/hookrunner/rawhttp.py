@@ -7,13 +7,13 @@ accept path speaks ASGI directly. Answers look exactly like the rest of the app'
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
+from hookrunner import jsontext
 from hookrunner.verify.base import Headers
 
 
@@ -42,12 +42,12 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> A
     return Answer(status, {"error": message}, headers or {})
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_ENCODE = jsontext.encoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def encode(doc: Any) -> bytes:
     """As Starlette's JSONResponse renders: compact, UTF-8."""
-    return _ENCODER.encode(doc).encode()
+    return _ENCODE(doc).encode()
 
 
 def answer_parts(answer: Answer) -> tuple[list[tuple[bytes, bytes]], bytes]:

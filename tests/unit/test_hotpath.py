@@ -281,7 +281,8 @@ def test_a_signature_made_in_pieces_is_the_one_shot_hmac(size: int, algorithm: s
     from hookrunner.verify.crypto import sign
 
     message = os.urandom(size)
-    for secret in (b"", b"k", os.urandom(200)):  # a key longer than a block is hashed first
+    # A key longer than a block (64 bytes; 128 for sha512) is hashed first; shorter padded.
+    for secret in (b"", b"k", *(os.urandom(n) for n in (63, 64, 65, 127, 128, 129, 200))):
         assert sign(secret, message, algorithm) == hmac.digest(secret, message, algorithm)
         assert sign(secret, message + b"x", algorithm) != hmac.digest(secret, message, algorithm)
 
@@ -296,3 +297,45 @@ def test_a_long_text_is_matched_as_a_short_one() -> None:
         assert regex_find("tags/v[0-9]", text, anchored=False)
         assert not regex_find("tags/v[0-9]", text, anchored=True)
         assert not regex_find("refs/heads/", text, anchored=False)
+
+
+JSON_VALUES: list[Any] = [
+    {}, [], "", "é\"\\\n\u2028", 0, -1, 2**70, 1.5, -0.0, 1e300, True, None,
+    {"a": [1, {"b": None}], "é": "x", "2": 2}, [("pair", "kept")], {1: "int key"},
+]
+
+
+@pytest.mark.parametrize("options", [
+    {"separators": (",", ":")},  # the stores' columns
+    {"ensure_ascii": False, "allow_nan": False, "separators": (",", ":")},  # HTTP answers
+    {"default": str},  # JSON log lines
+])
+def test_a_made_once_encoder_writes_what_json_dumps_writes(options: dict[str, Any]) -> None:
+    from hookrunner import jsontext
+
+    encode = jsontext.encoder(**options)
+    for value in JSON_VALUES:
+        assert encode(value) == json.dumps(value, **options), value
+    if "default" in options:
+        assert encode({"p": Path("/x")}) == json.dumps({"p": Path("/x")}, **options)
+    else:
+        with pytest.raises(TypeError):
+            encode({"p": Path("/x")})
+    if options.get("allow_nan") is False:
+        with pytest.raises(ValueError):
+            encode([float("nan")])
+
+
+def test_a_body_is_parsed_as_json_loads_parses_it() -> None:
+    """One decoder is made for every body (json.loads made one per call): same values, same
+    refusals, the same words for a byte order mark inside a field (`| from_json`)."""
+    from hookrunner.payload import PayloadError, parse_json
+
+    for text in ('{"a": [1, 2.5, "x"], "b": {"c": null}}', " [] ", '"\u00e9"', "12345678901234567890123"):
+        assert parse_json(text) == json.loads(text)
+    for bad, words in (("[NaN]", "NaN is not a JSON number"), ("[1e999]", "out of range"),
+                       ('{"a": 1', "Expecting ',' delimiter"), ("\ufeff{}", "Unexpected UTF-8 BOM"),
+                       ("{} x", "Extra data")):
+        with pytest.raises(PayloadError) as caught:
+            parse_json(bad)
+        assert words in caught.value.message, caught.value.message

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from hookrunner import jsontext
 from hookrunner.concurrency import Decision, superseded_reason
 from hookrunner.redact import redact_pairs
 from hookrunner.store.base import Attempt, Delivery, NewDelivery, NewRun, Run
@@ -50,11 +51,7 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one instance: no per-call set-up
-
-
-def dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+dumps = jsontext.encoder(separators=(",", ":"))
 
 
 def delivery_params(d: NewDelivery) -> dict[str, Any]:

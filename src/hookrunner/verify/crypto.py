@@ -23,6 +23,7 @@ DEFAULT_TOLERANCE = 300.0  # seconds either side of `now` a signed timestamp may
 ALGORITHMS = ("sha1", "sha256", "sha512")
 Encoding = Literal["hex", "base64"]
 
+_HEX = re.compile(r"[0-9a-fA-F]+")
 _UNIX_SECONDS = re.compile(r"^\s*\d{1,12}(?:\.\d{1,9})?\s*$")
 
 
@@ -36,23 +37,29 @@ _GIL_KEPT = 2047
 def sign(secret: bytes, message: bytes, algorithm: str = "sha256") -> bytes:
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unsupported algorithm {algorithm!r}")
-    mac = _keyed(secret, algorithm).copy()
-    view = memoryview(message)
-    for start in range(0, len(message), _GIL_KEPT):
-        mac.update(view[start:start + _GIL_KEPT])
-    return mac.digest()
+    inner, outer = _keyed(secret, algorithm)
+    mac = inner.copy()
+    if len(message) <= _GIL_KEPT:
+        mac.update(message)
+    else:
+        view = memoryview(message)
+        for start in range(0, len(message), _GIL_KEPT):
+            mac.update(view[start:start + _GIL_KEPT])
+    final = outer.copy()
+    final.update(mac.digest())
+    digest: bytes = final.digest()
+    return digest
 
 
 @functools.lru_cache(maxsize=256)
-def _keyed(secret: bytes, algorithm: str) -> hmac.HMAC:
-    # A digestmod that is a plain callable gives hmac's own HMAC over hashlib objects, whose
-    # update keeps the GIL for a small piece (OpenSSL's HMAC lets go of it as hashlib does).
+def _keyed(secret: bytes, algorithm: str) -> tuple[Any, Any]:
+    """HMAC's keyed inner and outer hash states (RFC 2104), copied for each message: hmac's
+    own HMAC over hashlib objects does the same through four Python methods a message."""
     digest: Callable[[bytes], Any] = getattr(hashlib, algorithm)
-
-    def constructor(data: bytes = b"") -> Any:
-        return digest(data)
-
-    return hmac.new(secret, digestmod=constructor)
+    block = digest(b"").block_size
+    key = digest(secret).digest() if len(secret) > block else secret
+    key = key.ljust(block, b"\0")
+    return (digest(bytes(b ^ 0x36 for b in key)), digest(bytes(b ^ 0x5C for b in key)))
 
 
 def decode_signature(value: str, encoding: Encoding) -> bytes | None:
@@ -60,7 +67,7 @@ def decode_signature(value: str, encoding: Encoding) -> bytes | None:
     value = value.strip()
     try:
         if encoding == "hex":
-            if not re.fullmatch(r"[0-9a-fA-F]+", value) or len(value) % 2:
+            if not _HEX.fullmatch(value) or len(value) % 2:
                 return None
             return bytes.fromhex(value)
         return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
