@@ -181,7 +181,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._in_head = False
         # A head that arrived in one read is only measured here: the exact size counts.
-        size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
+        size = len(self.url) + 4 * len(self.headers) + sum([len(k) + len(v) for k, v in self.headers])
         if size > MAX_HEAD_BYTES:
             self._head_bytes = size
             self._refuse()

@@ -579,7 +579,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
                                   for r in waited.doc["runs"]]
         return waited or Answer(200, dup)
 
-    m.labels(hook_id, "accepted").inc()
+    gw.metrics.delivery(hook_id, "accepted").inc()
     report_condition_errors(gw, matches, delivery_id, hook_id, body, headers)  # only if stored
     event("delivery.accepted", hook=hook_id, delivery_id=delivery_id, event_type=event_type,
           sender_id=delivery.dedup_key, runs=",".join(f"{r.rule}={r.id}" for r in runs) or None)

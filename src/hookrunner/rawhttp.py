@@ -65,7 +65,7 @@ async def send_answer(send: Send, answer: Answer, *, head: bool = False) -> None
 
 
 def headers_of(scope: Scope) -> Headers:
-    return Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+    return Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
 
 
 def query_pairs(scope: Scope) -> list[tuple[str, str]]:

@@ -339,3 +339,24 @@ def test_a_body_is_parsed_as_json_loads_parses_it() -> None:
         with pytest.raises(PayloadError) as caught:
             parse_json(bad)
         assert words in caught.value.message, caught.value.message
+
+
+def test_an_accepted_delivery_is_counted_in_the_hooks_own_series() -> None:
+    """Metrics.delivery finds a hook's child series once: counts land where labels() puts them."""
+    from hookrunner.metrics import Metrics
+
+    m = Metrics()
+    m.delivery("gh", "accepted").inc()
+    m.delivery("gh", "accepted").inc()
+    m.delivery("other", "accepted").inc()
+    assert m.delivery("gh", "accepted") is m.deliveries.labels("gh", "accepted")
+    text = m.render().decode()
+    assert 'hookrunner_deliveries_total{hook="gh",outcome="accepted"} 2.0' in text
+    assert 'hookrunner_deliveries_total{hook="other",outcome="accepted"} 1.0' in text
+
+
+def test_header_values_read_as_utf8_only_where_one_is_not_ascii() -> None:
+    plain = Headers([("X-A", "abc"), ("X-B", "def")])
+    assert plain.as_utf8() is plain
+    sent = Headers([("X-A", "abc"), ("X-Name", "Jürgen".encode().decode("latin-1"))])
+    assert sent.as_utf8().get("x-name") == "Jürgen" and sent.as_utf8().get("x-a") == "abc"

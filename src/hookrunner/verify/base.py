@@ -70,7 +70,7 @@ class Headers:
         received. HTTP servers decode header bytes as latin-1, which verifiers need (the
         exact bytes), but templates, the store and the console want `Jürgen`, not
         `JÃ¼rgen`. Idempotent for text that was already read this way."""
-        if all(v.isascii() for _, v in self._items):
+        if "".join([v for _, v in self._items]).isascii():
             return self
         return Headers((k, header_text(v)) for k, v in self._items)
 
