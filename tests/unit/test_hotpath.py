@@ -360,3 +360,27 @@ def test_header_values_read_as_utf8_only_where_one_is_not_ascii() -> None:
     assert plain.as_utf8() is plain
     sent = Headers([("X-A", "abc"), ("X-Name", "Jürgen".encode().decode("latin-1"))])
     assert sent.as_utf8().get("x-name") == "Jürgen" and sent.as_utf8().get("x-a") == "abc"
+
+
+def test_ids_differ_across_forked_processes_and_a_seeded_global_random() -> None:
+    """new_id's generator is its own and seeded again in a forked child (--http-workers):
+    a child never repeats its parent's ids, and `random.seed` elsewhere does not reach it."""
+    import random
+
+    from hookrunner.ids import new_id
+
+    random.seed(1)
+    first = new_id("dlv")
+    random.seed(1)
+    assert new_id("dlv")[15:] != first[15:]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to compare with the parent's next ones
+        os.write(write, " ".join(new_id("dlv")[15:] for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    theirs = set(os.read(read, 65536).decode().split())
+    os.close(read)
+    mine = {new_id("dlv")[15:] for _ in range(50)}
+    assert len(theirs) == 50 and not theirs & mine
