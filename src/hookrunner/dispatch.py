@@ -214,6 +214,9 @@ class Dispatcher:
         # resolved per run too.)
         root = settings.root.resolve()
         self._fixed_root = root if root == settings.root.absolute() else None
+        # What every action's environment keeps of the server's (fixed for the server's
+        # life): picked once, not out of the whole environment per run.
+        self._kept_env = base_env(settings.environ, settings.pass_env, {})
         self.budget = budget or QueueBudget()
         self._wake_fd = wake_fd
         self._active: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
@@ -1191,11 +1194,12 @@ class Dispatcher:
                 with contextlib.suppress(PayloadError):
                     payload = parse_body(body, Headers(delivery.headers).get("content-type"))
         work = self._work_dir(run)  # made by the runners that use it (ansible)
-        env = base_env(self.settings.environ, self.settings.pass_env, {
+        env = {
+            **self._kept_env,
             "HOOKRUNNER_RUN_ID": run.id, "HOOKRUNNER_DELIVERY_ID": run.delivery_id,
             "HOOKRUNNER_HOOK": run.hook, "HOOKRUNNER_RULE": run.rule,
             "HOOKRUNNER_ATTEMPT": str(run.attempt), "HOOKRUNNER_NODE": self.node,
-        })
+        }
         ctx = RunContext(
             run_id=run.id, delivery_id=run.delivery_id, hook=run.hook,
             rule=run.rule, attempt=run.attempt, node=self.node,

@@ -7,6 +7,7 @@ environment in once, here.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import re
 import socket
@@ -79,7 +80,9 @@ class Settings:
     def store_url(self) -> str:
         return self.db or str(self.data / "hookrunner.db")
 
-    @property
+    # Made once (a frozen instance's cache; `replace` makes a new one): a run asks for its
+    # log's path half a dozen times, and each `/` of pathlib's costs microseconds.
+    @functools.cached_property
     def logs_dir(self) -> Path:
         return self.data / "logs"
 
@@ -90,11 +93,16 @@ class Settings:
 
     def log_path(self, run_id: str, attempt: int) -> Path:
         """Where an attempt's output is kept (attempts count from 1)."""
-        return self.logs_dir / run_id / f"{max(attempt, 1)}.log"
+        return _log_path(self.logs_dir, run_id, max(attempt, 1))
 
-    @property
+    @functools.cached_property
     def work_dir(self) -> Path:
         return self.data / "work"
+
+
+@functools.lru_cache(maxsize=1024)  # the runs in flight, each asking several times
+def _log_path(logs: Path, run_id: str, attempt: int) -> Path:
+    return logs / run_id / f"{attempt}.log"
 
 
 _LISTS = {"pass_env", "trusted_proxy"}
