@@ -140,6 +140,14 @@ async def _ended(store: SQLiteStore, deadline: float) -> Any:
     return got
 
 
+async def _settled(dispatcher: Dispatcher, deadline: float) -> None:
+    """Until run r-1's task is over: a gapped log file is settled (removed, or given its end)
+    just after the record is stored, so a reader of the store can see the end first."""
+    while "r-1" in dispatcher._active:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+
 async def test_a_run_whose_process_cannot_start_for_want_of_descriptors_is_queued_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -450,6 +458,7 @@ async def test_a_log_that_fills_the_disk_for_good_says_so_in_the_runs_record(
         assert "[hookrunner] 200005 bytes of output could not be written to the log file here" \
                " (No space left on device); the last 200005 follow\nyyy" in kept, kept[:300]
         assert kept.endswith("yyy\nend\n[hookrunner] succeeded\n"), kept[-300:]  # the end too
+        await _settled(dispatcher, deadline)
         assert not log.path.exists()  # the API serves the record, with the note
 
 
@@ -597,6 +606,7 @@ async def test_a_gapped_log_file_stays_until_the_record_that_replaces_it_is_stor
         assert store.seen == [True, True, True]  # there while the record was refused
         kept = await store.get_log("r-1", 1)
         assert kept is not None and "start\nmore\nend\n[hookrunner] succeeded" in kept, kept
+        await _settled(dispatcher, deadline)
         assert not (tmp_path / "logs" / "r-1" / "1.log").exists()  # gone once stored
 
 
@@ -617,6 +627,7 @@ async def test_a_gapped_log_file_whose_record_is_cut_short_gets_its_note_and_end
         assert got.status == "succeeded", got
         kept = await store.get_log("r-1", 1)
         assert kept is not None and kept.startswith("[hookrunner] the store refused the whole")
+        await _settled(dispatcher, deadline)
         text = (tmp_path / "logs" / "r-1" / "1.log").read_text()
         assert text.startswith("[hookrunner] run r-1 rule r attempt 1/1 on node n1\nstart\n")
         assert "[hookrunner] 100005 bytes of output could not be written to the log file here" \
