@@ -57,14 +57,8 @@ class FastClause:
         self._negate = negate
 
     def evaluate(self, scope: Mapping[str, Any]) -> tuple[bool, Any] | None:
-        value = scope.get(self._name, _ABSENT)
-        if value is _ABSENT:
-            return None  # a global, or undefined: Jinja's to decide
-        for key in self._path:
-            if type(value) is not dict or key in DICT_ATTRS or key not in value:
-                return None
-            value = value[key]
-        if type(value) not in _SCALARS:
+        value = _walk(scope, self._name, self._path)
+        if value is ABSENT:
             return None
         try:
             truth = self._check(value)
@@ -77,7 +71,38 @@ class FastClause:
         return truth is not self._negate, value
 
 
-_ABSENT: Any = object()
+class FastPath:
+    """A template that is one such path (`{{ payload.head_commit.id }}`, an argv's or a
+    concurrency key's commonest form): `value(scope)` is the JSON scalar it reaches, or
+    ABSENT where the render must decide (the same guards as FastClause's)."""
+
+    __slots__ = ("_name", "_path")
+
+    def __init__(self, path: tuple[str, ...]) -> None:
+        self._name, self._path = path[0], path[1:]
+
+    def value(self, scope: Mapping[str, Any]) -> Any:
+        return _walk(scope, self._name, self._path)
+
+
+def _walk(scope: Mapping[str, Any], name: str, path: tuple[str, ...]) -> Any:
+    value = scope.get(name, ABSENT)
+    if value is ABSENT:
+        return ABSENT  # a global, or undefined: Jinja's to decide
+    for key in path:
+        if type(value) is not dict or key in DICT_ATTRS or key not in value:
+            return ABSENT
+        value = value[key]
+    return value if type(value) in _SCALARS else ABSENT
+
+
+ABSENT: Any = object()
+
+
+def compile_path(node: nodes.Expr) -> FastPath | None:
+    """The fast form of a template's single expression, where it is a bare path."""
+    path = _path(node)
+    return None if path is None else FastPath(path)
 
 
 def compile_fast(node: nodes.Expr, tests: Mapping[str, Any]) -> FastClause | None:
@@ -90,7 +115,7 @@ def compile_fast(node: nodes.Expr, tests: Mapping[str, Any]) -> FastClause | Non
         if len(node.ops) != 1 or node.ops[0].op not in _COMPARE:
             return None
         literal = _literal(node.ops[0].expr)
-        if literal is _ABSENT:
+        if literal is ABSENT:
             return None
         compare, left = _COMPARE[node.ops[0].op], node.expr
 
@@ -116,18 +141,18 @@ def compile_fast(node: nodes.Expr, tests: Mapping[str, Any]) -> FastClause | Non
 
 
 def _literal(node: nodes.Expr) -> Any:
-    """A constant scalar, or a list/tuple of them; _ABSENT for anything else."""
+    """A constant scalar, or a list/tuple of them; ABSENT for anything else."""
     if isinstance(node, nodes.Const):
         value = node.value
         if type(value) is float and not math.isfinite(value):
-            return _ABSENT  # `1e400`: Jinja writes it as the name `inf`, and the render fails
-        return value if type(value) in _SCALARS else _ABSENT
+            return ABSENT  # `1e400`: Jinja writes it as the name `inf`, and the render fails
+        return value if type(value) in _SCALARS else ABSENT
     if isinstance(node, nodes.List | nodes.Tuple):
         items = [_literal(item) for item in node.items]
-        if any(item is _ABSENT for item in items):
-            return _ABSENT
+        if any(item is ABSENT for item in items):
+            return ABSENT
         return items if isinstance(node, nodes.List) else tuple(items)
-    return _ABSENT
+    return ABSENT
 
 
 def _path(node: nodes.Expr) -> tuple[str, ...] | None:

@@ -1,5 +1,6 @@
 """Clauses decided without rendering (hookrunner.fastclause) agree with their render:
-same truth, same left value, and where the render fails the fast path stands aside."""
+same truth, same left value, and where the render fails the fast path stands aside. So do
+templates that are a single path (`{{ payload.ref }}`): same value, or the render's error."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hookrunner.bounds import MAX_TEXT
 from hookrunner.errors import TemplateError
 from hookrunner.rules import build_scope
-from hookrunner.templating import ENV, Clause, _parse_expression
+from hookrunner.templating import ENV, Clause, Template, _parse_expression
 
 KEYS = ["ref", "a", "n", "action", "x-y", "_id", "items"]  # items: a dict method too
 scalars = (st.none() | st.booleans() | st.integers(-3, 3) | st.integers()
@@ -194,3 +196,77 @@ def test_anything_unsure_is_left_to_the_render(source: str, payload: dict[str, A
 def test_other_forms_always_render(source: str) -> None:
     assert Clause(source, _parse_expression(source))._fast is None
     assert "match" in ENV.tests
+
+
+@st.composite
+def path_templates(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A payload and a `{{ path }}` into it, which mostly exists."""
+    payload = draw(payloads)
+    name = draw(st.sampled_from(["payload"] * 6 + ["event", "headers", "hook", "nothing"]))
+    node: Any = payload if name == "payload" else None
+    keys: list[str] = []
+    for _ in range(draw(st.integers(0, 4))):
+        key = draw(st.sampled_from(sorted(node) if isinstance(node, dict) and node
+                                   and draw(st.integers(0, 4)) else KEYS))
+        node = node.get(key) if isinstance(node, dict) else None
+        keys.append(key)
+        if not isinstance(node, dict) and draw(st.integers(0, 3)):
+            break
+    return "{{ " + name + "".join(_step(k) for k in keys) + " }}", payload
+
+
+def template_rendered(source: str, sc: dict[str, Any]) -> Any:
+    """What the Jinja render alone gives: the definition."""
+    template = Template(source)
+    template._fast = None
+    try:
+        return template.render(sc)
+    except TemplateError as exc:
+        return exc
+
+
+@settings(max_examples=600, deadline=None)
+@given(path_templates())
+def test_a_path_template_renders_what_jinja_renders(case: tuple[str, dict[str, Any]]) -> None:
+    source, payload = case
+    template = Template(source)
+    assert template._fast is not None, source
+    try:
+        got = template.render(scope(payload))
+    except TemplateError as exc:
+        got = exc
+    expected = template_rendered(source, scope(payload))
+    if isinstance(expected, TemplateError):
+        assert isinstance(got, TemplateError) and str(got) == str(expected), (source, payload)
+    else:
+        assert got == expected and type(got) is type(expected), (source, payload, got)
+
+
+def test_a_path_template_to_a_scalar_builds_no_jinja_context() -> None:
+    sc = scope({"head_commit": {"id": "abc"}, "n": 3, "f": 1.5, "t": True, "z": None})
+    for source, value in [("{{ payload.head_commit.id }}", "abc"), ("{{ payload['n'] }}", 3),
+                          ("{{ payload.f }}", 1.5), ("{{ payload.t }}", True),
+                          ("{{ payload.z }}", None), ("{{ event }}", "push")]:
+        assert Template(source).render(sc) == value
+    assert sc.context is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("source, payload", [
+    ("{{ payload.missing }}", {}),  # undefined: the render's error
+    ("{{ payload.items }}", {"items": 1}),  # the dict method, as Jinja finds it first
+    ("{{ payload.n }}", {"n": [1, {"a": 2}]}),  # not a scalar: the render's copy
+    ("{{ payload.n }}", {"n": float("nan")}),  # not finite: the render's error
+    ("{{ payload.n }}", {"n": "x" * (MAX_TEXT + 1)}),  # too long: the render's error
+    ("{{ payload.n }}", {"n": "a\x00b"}),  # not storable: the render's error
+    ("{{ payload.n }}", {"n": 10**5000}),  # past Python's digits: the render's error
+    ("{{ headers.x }}", {}),  # not a JSON object
+])
+def test_a_path_template_leaves_what_it_is_unsure_of_to_the_render(
+    source: str, payload: dict[str, Any],
+) -> None:
+    expected = template_rendered(source, scope(payload))
+    try:
+        got = Template(source).render(scope(payload))
+    except TemplateError as exc:
+        got = exc
+    assert type(got) is type(expected) and str(got) == str(expected)
