@@ -572,11 +572,12 @@ class _Child:
 def check_strings(argv: Sequence[str], env: Mapping[str, str]) -> None:
     """What no process can be given, as the run's reason (a template can render a NUL:
     `'%c' % 0`); the value is not quoted, as it may be a secret."""
+    codec, errors = spawn.FS_CODEC  # (os.fsencode's bytes, in one call)
     total = 0
     for i, arg in enumerate(argv):
         if "\0" in arg:
             raise ActionError(f"argument {i} of the command contains a NUL byte")
-        size = len(os.fsencode(arg)) + 1
+        size = len(arg.encode(codec, errors)) + 1
         if size > MAX_ARG_STRLEN:  # (every attempt would fail with E2BIG: refused, once)
             raise ActionError(f"argument {i} is over {MAX_ARG_STRLEN // 1024} KiB, the most "
                               "Linux takes for one (give a large value on stdin: `stdin: "
@@ -587,7 +588,7 @@ def check_strings(argv: Sequence[str], env: Mapping[str, str]) -> None:
             raise ActionError(f"environment variable name {name!r} is not valid")
         if "\0" in value:
             raise ActionError(f"environment variable {name} contains a NUL byte")
-        size = len(os.fsencode(name)) + len(os.fsencode(value)) + 2
+        size = len(name.encode(codec, errors)) + len(value.encode(codec, errors)) + 2
         if size > MAX_ARG_STRLEN:
             raise ActionError(f"environment variable {name} is over {MAX_ARG_STRLEN // 1024} "
                               "KiB, the most Linux takes for one")

@@ -21,6 +21,7 @@ import errno
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 
 # <spawn.h> flags (the same on every glibc architecture).
@@ -56,6 +57,11 @@ _QUICK = _load(ctypes.PyDLL)
 AVAILABLE = _LIBC is not None and _QUICK is not None
 
 
+# os.fsencode's codec, for str.encode: the same bytes without its Python-level checks, four
+# calls for each of a start's two dozen strings (a run's start is on the event loop).
+FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
+
 def _strings(items: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
     return (ctypes.c_char_p * (len(items) + 1))(*items, None)
 
@@ -68,19 +74,16 @@ class Spawn:
         assert _LIBC is not None, "spawn.AVAILABLE is False: use subprocess.Popen"
         self.program = argv[0]
         self.cwd = cwd
-        self._path = os.fsencode(_locate(argv[0], env))
-        args = [os.fsencode(a) for a in argv]
-        names = [os.fsencode(k) for k in env]
-        values = [os.fsencode(v) for v in env.values()]
+        codec, errors = FS_CODEC
+        self._path = _locate(argv[0], env).encode(codec, errors)
         # C strings end at a NUL: refuse what Popen refuses rather than cut an argument short.
-        # (Joined and searched once: a run's start is on the event loop.)
-        if b"\0" in b"".join(args) or b"\0" in b"".join(names) or b"\0" in b"".join(values):
+        # (Searched in the text, joined: no other character encodes to a NUL or an "=".)
+        if "\0" in "".join(argv) or "\0" in "".join(env) or "\0" in "".join(env.values()):
             raise ValueError("embedded null byte")
-        if b"=" in b"".join(names):
+        if "=" in "".join(env):
             raise ValueError("illegal environment variable name")
-        pairs = zip(names, values, strict=True)
-        self._argv = _strings(args)
-        self._envp = _strings([k + b"=" + v for k, v in pairs])
+        self._argv = _strings([a.encode(codec, errors) for a in argv])
+        self._envp = _strings([f"{k}={v}".encode(codec, errors) for k, v in env.items()])
         self._stdin_fd = stdin_fd
         self._output_fd = output_fd
 
@@ -96,7 +99,7 @@ class Spawn:
             _check(quick.posix_spawn_file_actions_adddup2(actions, self._stdin_fd, 0))
             _check(quick.posix_spawn_file_actions_adddup2(actions, self._output_fd, 1))
             _check(quick.posix_spawn_file_actions_adddup2(actions, self._output_fd, 2))
-            _check(quick.posix_spawn_file_actions_addchdir_np(actions, os.fsencode(self.cwd)))
+            _check(quick.posix_spawn_file_actions_addchdir_np(actions, self.cwd.encode(*FS_CODEC)))
             _check(quick.posix_spawn_file_actions_addclosefrom_np(actions, 3))
             default = ctypes.create_string_buffer(_STRUCT_BYTES)
             mask = ctypes.create_string_buffer(_STRUCT_BYTES)

@@ -111,9 +111,29 @@ def test_spawn_refuses_a_bare_name_not_on_path(tmp_path: Path) -> None:
 
 
 @needs_posix_spawn
+def test_spawn_gives_the_process_the_bytes_os_fsencode_makes(tmp_path: Path) -> None:
+    """The argv and environment are encoded with str.encode and the file system's codec
+    (not os.fsencode, four Python calls a string): non-ASCII text and the surrogate escapes
+    of a file name that is not UTF-8 reach the process as os.fsencode's bytes."""
+    arg, value = "é-\udcff-ü", "\udce9t\u00e9"
+    read_end, write_end = os.pipe()
+    try:
+        pid = spawn.Spawn(["/bin/sh", "-c", 'printf "%s|%s|%s" "$1" "$K" "$PWD"', "sh", arg],
+                          cwd=str(tmp_path), env={"K": value, "PATH": "/bin:/usr/bin"},
+                          stdin_fd=0, output_fd=write_end).call()
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as out:
+        got = out.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert got == b"|".join([os.fsencode(arg), os.fsencode(value), os.fsencode(str(tmp_path))])
+
+
+@needs_posix_spawn
 def test_spawn_refuses_what_popen_refuses(tmp_path: Path) -> None:
     for argv, env in ((["/bin/echo", "a\0b"], {}), (["/bin/echo"], {"K": "v\0w"}),
-                      (["/bin/echo"], {"K=J": "v"})):
+                      (["/bin/echo"], {"K=J": "v"}), (["/bin/echo"], {"K\0": "v"})):
         with pytest.raises(ValueError):
             spawn.Spawn(argv, cwd=str(tmp_path), env=env, stdin_fd=0, output_fd=1)
 
