@@ -1016,7 +1016,7 @@ class Dispatcher:
     # -- one run ---------------------------------------------------------------------------
 
     def _work_dir(self, run: Run) -> Path:
-        return self.settings.work_dir / run.id / str(run.attempt)
+        return self.settings.work_dir / f"{run.id}/{run.attempt}"  # (one join, as log_path)
 
     def _launch(self, run: Run) -> None:
         cancel = asyncio.Event()
@@ -1420,14 +1420,14 @@ class Dispatcher:
                        asked: bool) -> None:
         """The attempt's run.finished line and metrics, once: as its result is decided, or at
         the next start for one a stop kept before that (_settle_kept)."""
-        retry_at = finish.retry_at
-        self.metrics.runs.labels(run.rule, finish.outcome).inc()
+        retry_at, metrics = finish.retry_at, self.metrics
+        metrics.child(metrics.runs, run.rule, finish.outcome).inc()
         if retry_at is None:
-            self.metrics.runs_ended.labels(run.rule, finish.outcome).inc()
+            metrics.child(metrics.runs_ended, run.rule, finish.outcome).inc()
         elif asked:  # asked to cancel: the store ends it canceled instead of retrying it
-            self.metrics.runs_ended.labels(run.rule, "canceled").inc()
+            metrics.child(metrics.runs_ended, run.rule, "canceled").inc()
         if seconds is not None:
-            self.metrics.run_duration.labels(run.rule).observe(seconds)
+            metrics.child(metrics.run_duration, run.rule).observe(seconds)
         # A failing action is what an operator filtering at warning must still see.
         level = logging.WARNING if finish.outcome in ("failed", "timed_out") else logging.INFO
         event("run.finished", level, run_id=run.id, rule=run.rule, attempt=run.attempt,

@@ -165,7 +165,14 @@ def _bounded(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _text_line(created: float, level: str, name: str, fields: dict[str, Any]) -> str:
-    fields = _bounded(fields)
+    line = _text_fields(created, level, name, fields)
+    # A line within FIELD_MAX has no field past it (a field is written whole, or longer
+    # quoted): most lines are written in one pass, without a look at each field first.
+    return line if len(line) <= FIELD_MAX else _text_fields(created, level, name,
+                                                            _bounded(fields))
+
+
+def _text_fields(created: float, level: str, name: str, fields: dict[str, Any]) -> str:
     parts = [_timestamp(created), level, name]
     # A field without a value is left out (`event_type=None` is Python, not a log value;
     # `reason=""` of a run that succeeded says nothing).
@@ -175,6 +182,10 @@ def _text_line(created: float, level: str, name: str, fields: dict[str, Any]) ->
 
 def _json_line(created: float, level: str, name: str, fields: dict[str, Any]) -> str:
     doc: dict[str, Any] = {"ts": round(created, 3), "level": level, "event": name}
+    doc.update(fields)
+    line = _LINE(doc)
+    if len(line) <= FIELD_MAX:  # (as _text_line)
+        return line
     doc.update(_bounded(fields))
     return _LINE(doc)
 

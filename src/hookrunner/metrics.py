@@ -38,7 +38,7 @@ class Metrics:
         self.deliveries = Counter(
             "hookrunner_deliveries", "Deliveries by hook and outcome "
             "(accepted, duplicate, rejected_<reason>)", ["hook", "outcome"], registry=r)
-        self._delivery_children: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}  # see child()
         self.runs = Counter(
             "hookrunner_runs_finished", "Run attempts finished, by rule and status",
             ["rule", "status"], registry=r)
@@ -89,14 +89,20 @@ class Metrics:
             "hookrunner_condition_errors", "Deliveries whose rule's when could not be evaluated "
             "(an undefined field, a type mismatch): the rule did not match", ["rule"], registry=r)
 
+    def child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, found once (labels() takes a lock and checks its values:
+        a few microseconds, several times per delivery and per run). Only for values that
+        are configured names (hooks, rules) and fixed outcomes: the cache is bounded as the
+        metric's own children are."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     def delivery(self, hook: str, outcome: str) -> Any:
-        """`deliveries.labels(hook, outcome)`, found once (labels() takes a lock and checks
-        its values: a few microseconds, on every accepted delivery). Hooks are configured
-        names and outcomes a fixed few, so the cache is bounded."""
-        child = self._delivery_children.get((hook, outcome))
-        if child is None:
-            child = self._delivery_children[hook, outcome] = self.deliveries.labels(hook, outcome)
-        return child
+        """`deliveries.labels(hook, outcome)`, found once (see child)."""
+        return self.child(self.deliveries, hook, outcome)
 
     def rules_loaded(self, ok: bool) -> None:
         """A load of the rules ended: alerts want the state, not only a count of failures."""

@@ -271,6 +271,22 @@ def test_a_fields_value_is_cut_so_a_line_stays_one_line(fmt: str) -> None:
     assert runs in logs._text_line(0.0, "info", "delivery.accepted", {"runs": runs})
 
 
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_line_is_bounded_field_by_field_however_long_the_line(fmt: str) -> None:
+    """A line is written in one pass unless it is past FIELD_MAX; then each field is looked
+    at: one at FIELD_MAX stays whole, one past it is cut, and a long line of short fields
+    is the same as it would be without the check."""
+    line_of = logs._json_line if fmt == "json" else logs._text_line
+    at, past = "a" * logs.FIELD_MAX, "b" * (logs.FIELD_MAX + 1)
+    assert at in line_of(0.0, "info", "e", {"x": at})
+    cut = line_of(0.0, "info", "e", {"x": past, "y": "z"})
+    assert past not in cut and "b" * logs.FIELD_MAX + "...[1 more characters]" in cut, cut[-80:]
+    many = {f"f{i}": "v" * 100 for i in range(30)}  # 3,000+ characters, no field past 100
+    line = line_of(0.0, "info", "e", many)
+    assert len(line) > logs.FIELD_MAX and "[" not in line.replace('["', "")
+    assert line.count("v" * 100) == 30, line[:200]
+
+
 @pytest.mark.parametrize("size", [0, 1, 2047, 2048, 5400, 70_000])
 @pytest.mark.parametrize("algorithm", ["sha1", "sha256", "sha512"])
 def test_a_signature_made_in_pieces_is_the_one_shot_hmac(size: int, algorithm: str) -> None:
@@ -353,6 +369,24 @@ def test_an_accepted_delivery_is_counted_in_the_hooks_own_series() -> None:
     text = m.render().decode()
     assert 'hookrunner_deliveries_total{hook="gh",outcome="accepted"} 2.0' in text
     assert 'hookrunner_deliveries_total{hook="other",outcome="accepted"} 1.0' in text
+
+
+def test_a_runs_series_found_once_is_the_one_labels_gives() -> None:
+    """Metrics.child, as the dispatcher counts each run's end: counts and observations land
+    in the series labels() names, whichever metric."""
+    from hookrunner.metrics import Metrics
+
+    m = Metrics()
+    for _ in range(2):
+        m.child(m.runs, "deploy", "succeeded").inc()
+        m.child(m.run_duration, "deploy").observe(0.5)
+    m.child(m.runs_ended, "deploy", "failed").inc()
+    assert m.child(m.runs, "deploy", "succeeded") is m.runs.labels("deploy", "succeeded")
+    assert m.child(m.runs, "deploy", "failed") is not m.child(m.runs_ended, "deploy", "failed")
+    text = m.render().decode()
+    assert 'hookrunner_runs_finished_total{rule="deploy",status="succeeded"} 2.0' in text
+    assert 'hookrunner_runs_ended_total{rule="deploy",status="failed"} 1.0' in text
+    assert 'hookrunner_run_duration_seconds_count{rule="deploy"} 2.0' in text
 
 
 def test_header_values_read_as_utf8_only_where_one_is_not_ascii() -> None:

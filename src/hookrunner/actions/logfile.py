@@ -46,7 +46,7 @@ class FileLog:
 
     def __init__(self, path: Path | str, cap_bytes: int = DEFAULT_LOG_CAP, *,
                  deferred: bool = False) -> None:
-        self.path = Path(path)
+        self.path = path if isinstance(path, Path) else Path(path)  # (Path(a Path) parses again)
         self.cap_bytes = cap_bytes
         self.tail_bytes = min(cap_bytes // 4, TAIL_KEPT)
         self.written = 0  # bytes of process output written in the log's start so far
