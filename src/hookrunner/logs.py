@@ -107,6 +107,8 @@ class _Direct:
     def __init__(self, handler: logging.StreamHandler[Any], line: LineFormat) -> None:
         self.handler = handler
         self.line = line
+        assert handler.lock is not None  # (made by Handler.__init__)
+        self._lock = handler.lock
 
     def takes(self, level: int) -> bool:
         """Only what the handler itself would pass: its level, and no filters."""
@@ -115,20 +117,23 @@ class _Direct:
     def write(self, name: str, level: int, fields: dict[str, Any]) -> bool:
         """False if a field cannot be formatted: then logging's own path reports it."""
         try:
-            text = self.line(time.time(), logging.getLevelName(level).lower(), name, fields)
+            level_name = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
+            text = self.line(time.time(), level_name, name, fields)
         except Exception:
             return False
         text += "\n"
         handler = self.handler
-        handler.acquire()
-        try:
-            handler.stream.write(text)
-            handler.stream.flush()
-        except Exception:  # a log that cannot be written must not fail the request
-            handler.handleError(logging.makeLogRecord({"msg": name}))
-        finally:
-            handler.release()
+        with self._lock:  # handler.acquire() and release(), without their Python calls
+            try:
+                handler.stream.write(text)
+                handler.stream.flush()
+            except Exception:  # a log that cannot be written must not fail the request
+                handler.handleError(logging.makeLogRecord({"msg": name}))
         return True
+
+
+_LEVEL_NAMES = {level: logging.getLevelName(level).lower() for level in (
+    logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)}
 
 
 _direct: _Direct | None = None

@@ -59,3 +59,44 @@ async def test_a_cancel_in_the_step_the_lock_is_freed_is_kept_and_leaves_it_free
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not lock.locked()  # not taken for a task that is gone
+
+
+async def test_work_on_a_thread_settles_the_loops_future_with_its_result_or_error() -> None:
+    """aio.on_thread, as the store's commits and a run's start hand work to their threads:
+    the result, the exception as raised, and a future given up meanwhile left as it is."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1) as pool:
+        ran_on: list[str] = []
+
+        def work(x: int) -> int:
+            ran_on.append(threading.current_thread().name)
+            return x * 2
+
+        done: asyncio.Future[int] = loop.create_future()
+        pool.submit(aio.on_thread, loop, done, work, 21)
+        assert await done == 42 and ran_on != [threading.current_thread().name]
+
+        def boom() -> None:
+            raise OSError(28, "No space left on device")
+
+        failed: asyncio.Future[None] = loop.create_future()
+        pool.submit(aio.on_thread, loop, failed, boom)
+        with pytest.raises(OSError, match="No space"):
+            await failed
+
+        given_up: asyncio.Future[int] = loop.create_future()
+        given_up.cancel()
+        pool.submit(aio.on_thread, loop, given_up, work, 1).result()
+        await asyncio.sleep(0.05)  # the settling call ran, and let the cancel stand
+        assert given_up.cancelled()
+
+
+def test_work_whose_loop_closed_meanwhile_ends_quietly() -> None:
+    loop = asyncio.new_event_loop()
+    future: asyncio.Future[int] = loop.create_future()
+    loop.close()
+    aio.on_thread(loop, future, lambda: 1)  # no RuntimeError from the closed loop
+    assert not future.done()

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from hookrunner import aio
 from hookrunner.actions import spawn
 from hookrunner.actions.base import Outcome, RunContext, RunResult
 from hookrunner.errors import ActionError
@@ -607,14 +608,14 @@ async def _posix_spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str],
 
     On its own threads, so spawning never waits behind other work on the default executor."""
     call = spawn.Spawn(argv, cwd=cwd, env=env, stdin_fd=stdin_fd, output_fd=output_fd)
+    # `spawned` only says whether a thread took the work (see below); `started` has its pid.
     spawned: concurrent.futures.Future[int] = concurrent.futures.Future()
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[int] = loop.create_future()
 
     def work() -> None:  # a spawner thread
         if spawned.set_running_or_notify_cancel():  # (not if given up below)
-            try:
-                spawned.set_result(call.call())
-            except BaseException as exc:
-                spawned.set_exception(exc)
+            aio.on_thread(loop, started, call.call)
 
     try:
         _SPAWNER.submit(work)
@@ -625,7 +626,6 @@ async def _posix_spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str],
         # then). Unless a busy thread took it meanwhile: then its result stands.
         if spawned.cancel():
             raise OSError(errno.EAGAIN, f"{exc} to spawn it") from None
-    started = asyncio.wrap_future(spawned)
     cancelled = False
     # Cancelled while it starts (even twice): the process starts all the same, and the
     # caller's descriptors are in use until it has; it must not be left running unwatched.

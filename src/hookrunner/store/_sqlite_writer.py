@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from hookrunner import aio
 from hookrunner.errors import StoreUnavailable
 from hookrunner.logs import event, settle_throttled
 
@@ -136,7 +137,10 @@ class Writer:
 
     async def _blocking(self, sql: str) -> None:
         assert self._conn is not None and self._io is not None
-        await asyncio.get_running_loop().run_in_executor(self._io, self._step, sql)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._io.submit(aio.on_thread, loop, done, self._step, sql)  # (two a batch)
+        await done
 
     def _step(self, sql: str) -> None:
         """BEGIN IMMEDIATE under the write lock; COMMIT (or ROLLBACK) releases it."""
