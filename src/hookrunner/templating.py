@@ -1385,6 +1385,13 @@ def reusing_compiled() -> Iterator[None]:
 
 def render_tree(tree: Any, scope: Mapping[str, Any]) -> Any:
     """Render a nested dict/list whose leaves are compiled templates or plain values."""
+    kind = type(tree)  # the common kinds first, by type: Mapping's isinstance is an ABC's
+    if kind is Template:
+        return tree.render(scope)
+    if kind is dict:
+        return {str(k): render_tree(v, scope) for k, v in tree.items()}
+    if kind is list:
+        return [render_tree(v, scope) for v in tree]
     if isinstance(tree, Template):
         return tree.render(scope)  # plain, and checked by _storable, as it rendered
     if isinstance(tree, Constant | Expression):

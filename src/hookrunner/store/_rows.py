@@ -48,7 +48,12 @@ def listing(template: str, filters: dict[str, str], params: dict[str, Any],
 
 def _json(value: Any) -> Any:
     # SQLite hands back TEXT, PostgreSQL's jsonb arrives decoded.
+    if type(value) is str:
+        return _DECODE(value)  # (what hookrunner wrote: no BOM, no bytes to sniff)
     return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+_DECODE = json.JSONDecoder().decode  # json.loads' own, without its per-call checks
 
 
 dumps = jsontext.encoder(separators=(",", ":"))
