@@ -43,7 +43,10 @@ def on_thread(loop: asyncio.AbstractEventLoop, future: asyncio.Future[T],
     """Called on a worker thread: `fn(*args)`, whose result or exception settles `future`
     (the loop's) through the loop. What `run_in_executor` does without chaining a
     concurrent Future to the loop's: ~25 Python calls less a hand-off, and a run makes a
-    few (its start; its share of the store's commits)."""
+    few (its start; its share of the store's commits). Given up before a thread took it
+    (the caller cancelled), it does not run, as run_in_executor's would not."""
+    if future.done():  # (cancelled: a read of its state, safe under the GIL)
+        return
     try:
         result = fn(*args)
     except BaseException as exc:

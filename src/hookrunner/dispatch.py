@@ -1016,7 +1016,7 @@ class Dispatcher:
     # -- one run ---------------------------------------------------------------------------
 
     def _work_dir(self, run: Run) -> Path:
-        return self.settings.work_dir / f"{run.id}/{run.attempt}"  # (one join, as log_path)
+        return self.settings.work_dir / f"./{run.id}/{run.attempt}"  # (one join: log_path)
 
     def _launch(self, run: Run) -> None:
         cancel = asyncio.Event()

@@ -78,7 +78,22 @@ def redact_pairs(pairs: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> 
     """Headers or query parameters with secret-looking values (and those named in `also`,
     case-insensitive: a verifier's own headers) replaced by REDACTED."""
     named = {a.lower() for a in also}
-    return [(k, REDACTED if k.lower() in named or secret_key(k) else v) for k, v in pairs]
+    if named:
+        return [(k, REDACTED if k.lower() in named or secret_key(k) else v) for k, v in pairs]
+    # Every delivery's headers come here: a name judged before is one lookup, not four calls.
+    known, out = _KNOWN.get, []
+    for k, v in pairs:
+        secret = known(k)
+        if secret is None:
+            secret = secret_key(k)
+            if len(k) <= 64 and len(_KNOWN) < _KNOWN_MAX:  # (as secret_key's own cache)
+                _KNOWN[k] = secret
+        out.append((k, REDACTED if secret else v))
+    return out
+
+
+_KNOWN: dict[str, bool] = {}  # header and parameter names judged: secret_key's, by name
+_KNOWN_MAX = 1024
 
 
 def redact_spec(spec: Any, action: str = "") -> Any:

@@ -102,7 +102,8 @@ class Settings:
 
 @functools.lru_cache(maxsize=1024)  # the runs in flight, each asking several times
 def _log_path(logs: Path, run_id: str, attempt: int) -> Path:
-    return logs / f"{run_id}/{attempt}.log"  # (one join: pathlib splits it as two would)
+    # One join (pathlib splits it as two would); "./": an empty or absolute id stays inside.
+    return logs / f"./{run_id}/{attempt}.log"
 
 
 _LISTS = {"pass_env", "trusted_proxy"}

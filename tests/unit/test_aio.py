@@ -100,3 +100,22 @@ def test_work_whose_loop_closed_meanwhile_ends_quietly() -> None:
     loop.close()
     aio.on_thread(loop, future, lambda: 1)  # no RuntimeError from the closed loop
     assert not future.done()
+
+
+async def test_work_given_up_before_a_thread_took_it_does_not_run() -> None:
+    """As with run_in_executor: a BEGIN IMMEDIATE queued behind a long copy on the store's
+    thread, whose caller was cancelled meanwhile (a shutdown), must not take the write lock
+    with no one left to commit."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop = asyncio.get_running_loop()
+    ran: list[int] = []
+    with ThreadPoolExecutor(1) as pool:
+        busy = threading.Event()
+        pool.submit(busy.wait, 5)  # the thread is busy with earlier work
+        queued: asyncio.Future[None] = loop.create_future()
+        pool.submit(aio.on_thread, loop, queued, ran.append, 1)
+        queued.cancel()
+        busy.set()
+    assert ran == []

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.requests import Request
 
 from hookrunner import logs
@@ -418,3 +420,31 @@ def test_ids_differ_across_forked_processes_and_a_seeded_global_random() -> None
     os.close(read)
     mine = {new_id("dlv")[15:] for _ in range(50)}
     assert len(theirs) == 50 and not theirs & mine
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(codec=None, blacklist_categories=()), max_size=260))
+def test_a_text_is_described_as_the_general_path_describes_it(value: str) -> None:
+    """templating.describe writes a str in one call (its JSON text, made storable only where
+    it is not ASCII): the same text as the general path's, cut at the same limit."""
+    from hookrunner import templating
+
+    general = templating.as_storable(templating._JSON.encode(templating.to_plain(value, False)))
+    general = general if len(general) <= 200 else general[:199] + "…"
+    assert templating.describe(value) == general
+
+
+def test_headers_are_redacted_alike_judged_first_or_again() -> None:
+    """redact_pairs keeps each name's verdict (secret_key's) by name: the second delivery's
+    headers are redacted as the first's, a long made-up name is judged and not kept, and
+    names the verifier gives are redacted whatever their verdict."""
+    from hookrunner import redact
+
+    long_name = "x-" + "a" * 80 + "-token"
+    pairs = [("X-Api-Key", "k1"), ("Content-Type", "json"), (long_name, "t"), ("X-Event", "e")]
+    first = redact.redact_pairs(pairs)
+    assert first == redact.redact_pairs(pairs) == [
+        ("X-Api-Key", redact.REDACTED), ("Content-Type", "json"), (long_name, redact.REDACTED),
+        ("X-Event", "e")]
+    assert long_name not in redact._KNOWN and redact._KNOWN["X-Api-Key"] is True
+    assert redact.redact_pairs(pairs, also=["x-event"])[3] == ("X-Event", redact.REDACTED)
