@@ -448,3 +448,37 @@ def test_headers_are_redacted_alike_judged_first_or_again() -> None:
         ("X-Event", "e")]
     assert long_name not in redact._KNOWN and redact._KNOWN["X-Api-Key"] is True
     assert redact.redact_pairs(pairs, also=["x-event"])[3] == ("X-Event", redact.REDACTED)
+
+
+def _refusal(argv: list[str], env: dict[str, str]) -> str | None:
+    from hookrunner.actions.process import check_strings
+    from hookrunner.errors import ActionError
+
+    try:
+        check_strings(argv, env)
+    except ActionError as exc:
+        return str(exc)
+    return None
+
+
+_texts = st.text(alphabet=st.sampled_from("ab=\0é\udcff€"), max_size=6) | st.sampled_from(
+    ["x" * 32_760, "é" * 16_400, "€" * 11_000, "y" * 131_071, "y" * 131_072])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_texts, min_size=1, max_size=4),
+       st.dictionaries(_texts, _texts, max_size=4))
+def test_strings_passed_at_a_glance_are_those_every_check_passes(
+    argv: list[str], env: dict[str, str],
+) -> None:
+    """check_strings passes most runs from their joined text; where it does, the checks one
+    string at a time (forced here) pass too, and any refusal is theirs, in their words."""
+    from hookrunner.actions import process
+
+    quick = _refusal(argv, env)
+    saved = process._QUICK_ROOM
+    process._QUICK_ROOM = -1  # every string checked one by one
+    try:
+        assert quick == _refusal(argv, env), (quick, [len(a) for a in argv])
+    finally:
+        process._QUICK_ROOM = saved
