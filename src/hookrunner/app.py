@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hookrunner import api, console, flocks
+from hookrunner import api, console, flocks, gctune
 from hookrunner.auth import admin_token, bearer_given, bearer_ok, forget_stale_token
 from hookrunner.clientip import parse_networks
 from hookrunner.console.forms import client_address, guess_wait, wrong_guess
@@ -460,6 +460,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
             raise
         dispatcher: Dispatcher | None = None
         rules.reload()
+        gctune.for_serving()
         if not worker:
             gw.dispatcher = dispatcher = Dispatcher(
                 settings, store, metrics_, budget=shared.budget if shared else None,

@@ -482,3 +482,23 @@ def test_strings_passed_at_a_glance_are_those_every_check_passes(
         assert quick == _refusal(argv, env), (quick, [len(a) for a in argv])
     finally:
         process._QUICK_ROOM = saved
+
+
+def test_a_serving_process_collects_cycles_at_its_own_pace() -> None:
+    """gctune.for_serving: young collections every 10,000 net allocations instead of 700 (a
+    server's deliveries in flight crossed 700 over and over); the older generations keep
+    their ratios, and a pace set higher already stays."""
+    import gc
+
+    from hookrunner import gctune
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        gctune.for_serving()
+        assert gc.get_threshold() == (gctune.YOUNG, 10, 10)
+        gc.set_threshold(50_000, 5, 7)
+        gctune.for_serving()
+        assert gc.get_threshold() == (50_000, 5, 7)
+    finally:
+        gc.set_threshold(*saved)
