@@ -38,14 +38,12 @@ TESTS = ["match", "search", "glob", "in_cidr"]
 ARGS = ["refs/tags/v.*", "ma", "a*", "10.0.0.0/8", "x["]
 
 
-@st.composite
-def cases(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    """A payload and a clause on it, whose path mostly exists (else nothing is decided)."""
-    payload = draw(payloads)
+def _path_into(draw: st.DrawFn, payload: dict[str, Any], fewest: int = 1) -> str:
+    """A path from a name of the scope (mostly `payload`) that mostly exists in `payload`."""
     name = draw(st.sampled_from(["payload"] * 6 + ["event", "headers", "hook", "nothing"]))
     node: Any = payload if name == "payload" else None
     keys: list[str] = []
-    for _ in range(draw(st.integers(1, 4))):
+    for _ in range(draw(st.integers(fewest, 4))):
         if isinstance(node, dict) and node and draw(st.integers(0, 4)):
             key = draw(st.sampled_from(sorted(node)))
         else:
@@ -54,7 +52,14 @@ def cases(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         keys.append(key)
         if not isinstance(node, dict) and draw(st.integers(0, 3)):
             break  # mostly stop on a scalar: a path on into one decides nothing
-    return _clause_on(draw, name + "".join(_step(k) for k in keys)), payload
+    return name + "".join(_step(k) for k in keys)
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A payload and a clause on it, whose path mostly exists (else nothing is decided)."""
+    payload = draw(payloads)
+    return _clause_on(draw, _path_into(draw, payload)), payload
 
 
 @st.composite
@@ -202,17 +207,7 @@ def test_other_forms_always_render(source: str) -> None:
 def path_templates(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     """A payload and a `{{ path }}` into it, which mostly exists."""
     payload = draw(payloads)
-    name = draw(st.sampled_from(["payload"] * 6 + ["event", "headers", "hook", "nothing"]))
-    node: Any = payload if name == "payload" else None
-    keys: list[str] = []
-    for _ in range(draw(st.integers(0, 4))):
-        key = draw(st.sampled_from(sorted(node) if isinstance(node, dict) and node
-                                   and draw(st.integers(0, 4)) else KEYS))
-        node = node.get(key) if isinstance(node, dict) else None
-        keys.append(key)
-        if not isinstance(node, dict) and draw(st.integers(0, 3)):
-            break
-    return "{{ " + name + "".join(_step(k) for k in keys) + " }}", payload
+    return "{{ " + _path_into(draw, payload, fewest=0) + " }}", payload
 
 
 def template_rendered(source: str, sc: dict[str, Any]) -> Any:
