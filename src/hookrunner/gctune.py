@@ -5,7 +5,7 @@ with deliveries in flight crosses that line over and over (each delivery holds a
 hundred such objects until its answer), so the collector ran ~450 young, ~40 middle and a
 few full collections per 14,400 deliveries: 19-33 µs per delivery, 4-5 % of the accept
 path, in an in-process drive of the real protocol, app and SQLite store. At 10,000 it ran
-three times in the same drive. A delivery's objects are freed by their reference counts as
+once at most in the same drive. A delivery's objects are freed by their reference counts as
 before; only cycles wait longer, and a few thousand objects more is all they can hold.
 """
 
