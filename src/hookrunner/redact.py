@@ -21,7 +21,6 @@ header or query value is stored without it (templating.request_keys, rules.match
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import posixpath
 import re
@@ -59,8 +58,16 @@ _PARTS = re.compile(r"[^a-z0-9]+")
 
 def secret_key(name: str) -> bool:
     # Every header of every delivery is judged: the same few dozen names, so remember them
-    # (~1 us each otherwise); a long, made-up name is judged afresh and never kept.
-    return _judged(name) if len(name) <= 64 else _judge(name)
+    # (~1 us each otherwise); a long, made-up name is judged afresh and never kept, and a
+    # sender's stream of made-up names empties the memory rather than growing it.
+    secret = _KNOWN.get(name)
+    if secret is None:
+        secret = _judge(name)
+        if len(name) <= _KNOWN_NAME:
+            if len(_KNOWN) >= _KNOWN_MAX:
+                _KNOWN.clear()
+            _KNOWN[name] = secret
+    return secret
 
 
 def _judge(name: str) -> bool:
@@ -71,7 +78,9 @@ def _judge(name: str) -> bool:
             or not SECRET_PARTS.isdisjoint(_PARTS.split(lowered)))
 
 
-_judged = functools.lru_cache(maxsize=1024)(_judge)
+_KNOWN: dict[str, bool] = {}  # secret_key's verdicts, by name
+_KNOWN_MAX = 1024
+_KNOWN_NAME = 64  # longer names are not kept
 
 
 def redact_pairs(pairs: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> list[tuple[str, str]]:
@@ -80,20 +89,11 @@ def redact_pairs(pairs: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> 
     named = {a.lower() for a in also}
     if named:
         return [(k, REDACTED if k.lower() in named or secret_key(k) else v) for k, v in pairs]
-    # Every delivery's headers come here: a name judged before is one lookup, not four calls.
-    known, out = _KNOWN.get, []
-    for k, v in pairs:
-        secret = known(k)
-        if secret is None:
-            secret = secret_key(k)
-            if len(k) <= 64 and len(_KNOWN) < _KNOWN_MAX:  # (as secret_key's own cache)
-                _KNOWN[k] = secret
-        out.append((k, REDACTED if secret else v))
-    return out
-
-
-_KNOWN: dict[str, bool] = {}  # header and parameter names judged: secret_key's, by name
-_KNOWN_MAX = 1024
+    # Every delivery's headers come here: a name judged before is one lookup in
+    # secret_key's memory, not a call.
+    known = _KNOWN.get
+    return [(k, REDACTED if (secret := known(k)) or (secret is None and secret_key(k)) else v)
+            for k, v in pairs]
 
 
 def redact_spec(spec: Any, action: str = "") -> Any:

@@ -115,14 +115,30 @@ def test_redact_pairs_hides_secret_names_and_the_named_ones_keeping_order() -> N
 def test_a_long_made_up_name_is_judged_but_never_remembered() -> None:
     """Names are remembered (every delivery has the same few dozen), but only short ones: a
     client's 60 KB header names must not pile up in memory."""
-    from hookrunner.redact import _judged, secret_key
+    from hookrunner import redact
 
     long_name = "X-" + "a" * 100 + "-Token"
-    before = _judged.cache_info().currsize
-    assert secret_key(long_name) and secret_key("X-" + "b" * 100) is False
-    assert _judged.cache_info().currsize == before
-    assert secret_key("X-Api-Key") and secret_key("X-Api-Key")
-    assert _judged.cache_info().hits >= 1
+    assert redact.secret_key(long_name) and redact.secret_key("X-" + "b" * 100) is False
+    assert long_name not in redact._KNOWN and "X-" + "b" * 100 not in redact._KNOWN
+    assert redact.secret_key("X-Api-Key") and redact._KNOWN["X-Api-Key"] is True
+    assert redact.secret_key("X-Api-Key")
+
+
+def test_a_stream_of_made_up_names_never_grows_the_memory_past_its_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sender sending new header names without end: the memory is emptied when full, and
+    every verdict stays the same as a fresh judgement's."""
+    from hookrunner import redact
+
+    monkeypatch.setattr(redact, "_KNOWN", {})
+    monkeypatch.setattr(redact, "_KNOWN_MAX", 8)
+    names = [f"X-Made-Up-{i}" + ("-Token" if i % 3 == 0 else "") for i in range(30)]
+    for name in names * 2:
+        assert redact.secret_key(name) is redact._judge(name) is name.endswith("-Token")
+        assert len(redact._KNOWN) <= 8
+    pairs = [(n, "v") for n in names]
+    assert redact.redact_pairs(pairs) == [
+        (n, redact.REDACTED if n.endswith("-Token") else "v") for n in names]
 
 
 @pytest.mark.parametrize(("url", "shown"), [
