@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hookrunner import api, console, flocks, gctune
+from hookrunner import api, console, flocks, gctune, servedrules
 from hookrunner.auth import admin_token, bearer_given, bearer_ok, forget_stale_token
 from hookrunner.clientip import parse_networks
 from hookrunner.console.forms import client_address, guess_wait, wrong_guess
@@ -379,6 +379,17 @@ def _data_dir(settings: Settings, worker: bool = False) -> None:
             raise StartupRefused(lost)
 
 
+def _record_rules(settings: Settings) -> None:
+    """Tell the shell's `replay` and `explain --delivery` which rules this server serves
+    (hookrunner.servedrules). Without the record they read their own --rules, as before."""
+    try:
+        servedrules.record(settings.data, settings.rules, settings.root)
+    except OSError as exc:
+        event("server.rules_unrecorded", logging.WARNING, path=str(settings.data / servedrules.FILE),
+              error=exc.strerror or str(exc),
+              then="`hookrunner replay` from a shell needs --rules (the server's directory)")
+
+
 def refuse(app: Starlette, reason: str) -> None:
     """Report why the server does not start, once: uvicorn's own account of the failed
     lifespan (a traceback) is then silenced (commands._QuietRefusal)."""
@@ -409,6 +420,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
         # under an older server still running on it (a deploy that starts the new one early).
         if not worker:
             await _lock_data_dir()
+            _record_rules(settings)
         try:
             if not worker and not await store.lock_node(settings.node):
                 await store.close()

@@ -244,6 +244,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return EXIT_INTERRUPTED
     if args.command == "check":
         return commands.check(settings)
+    if args.command == "replay" or (args.command == "explain" and args.delivery):
+        settings = commands.served_rules(settings)  # "against the current rules": the server's
     if args.command == "explain" and args.delivery:
         return _store_command(lambda: commands.explain_delivery(settings, args.delivery))
     if args.command in ("test", "explain"):

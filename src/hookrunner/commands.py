@@ -413,6 +413,25 @@ async def explain_delivery(settings: Settings, delivery_id: str) -> int:
     return EXIT_OK
 
 
+def served_rules(settings: Settings) -> Settings:
+    """For a command on a stored delivery (`replay`, `explain --delivery`): the rules and
+    root of the server on --data, where --rules was left to its default
+    (hookrunner.servedrules), and said on stderr where they are not ./rules."""
+    from hookrunner import servedrules
+
+    found = None if "rules" in settings.sources else servedrules.recorded(settings.data)
+    if found is None:
+        return settings
+    rules, root = found
+    if "root" in settings.sources:  # given: as for the rules, what is given wins
+        root = settings.root
+    if rules == settings.rules.absolute() and root == settings.root.absolute():
+        return settings
+    print(f"hookrunner: reading the rules of the server on --data {settings.data}: --rules "
+          f"{rules} --root {root} (give --rules to read others)", file=sys.stderr)
+    return replace(settings, rules=rules, root=root)
+
+
 def _operator_rules(settings: Settings) -> Ruleset | None:
     """The rules for a command that runs nothing (secrets need not be readable from an
     operator's shell); None once their errors were printed."""

@@ -176,6 +176,44 @@ def test_replay_without_rules_explains_which_rules_it_matches_against(tmp_path: 
     assert "the server's rules directory" in done.stderr
 
 
+def test_replay_from_anywhere_matches_against_the_rules_the_server_serves(tmp_path: Path) -> None:
+    """"Against the current rules": a shell outside the server's directory, giving only
+    --data, read its own ./rules before (exit 1, nothing queued). It reads the rules the
+    server on that --data serves; a --rules or HOOKRUNNER_RULES given still wins."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "rules").mkdir(parents=True)
+    (project / "rules" / "h.yaml").write_text(CANCEL_RULES)
+    elsewhere.mkdir()
+    data = str(project / "data")
+    server = Server(project / "rules", project / "data", project).start()
+    try:
+        delivery = httpx.post(f"{server.url}/hooks/h", json={}, timeout=30).json()["delivery_id"]
+        done = _run("replay", delivery, "--data", data, cwd=elsewhere)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == (f"hookrunner: reading the rules of the server on --data {data}: "
+                               f"--rules {project / 'rules'} --root {project} (give --rules to "
+                               "read others)\n")
+        replayed = re.fullmatch(r"replayed \S+: 1 run\(s\) queued: (\S+)\n", done.stdout)
+        assert replayed, done.stdout
+        assert server.wait_run(replayed[1])["status"] == "succeeded"
+        explained = _run("explain", "--delivery", delivery, "--data", data, cwd=elsewhere)
+        assert explained.returncode == 0, explained.stderr
+        assert f"against the rules in {project / 'rules'}:" in explained.stdout
+    finally:
+        server.stop()
+    # Where ./rules is the server's directory, nothing needs saying; the record outlives the
+    # server (the last one's rules), and a --rules or its variable given is read instead.
+    done = _run("replay", delivery, "--data", data, cwd=project)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    (elsewhere / "other").mkdir()
+    (elsewhere / "other" / "o.yaml").write_text("hooks: {o: {verify: {none: {}}}}\n")
+    for given in (["--rules", "other"], []):
+        done = _run("replay", delivery, "--data", data, *given, cwd=elsewhere,
+                    **({} if given else {"HOOKRUNNER_RULES": "other"}))
+        assert done.returncode == 1 and "hook 'h' is not defined in the rules" in done.stderr
+        assert "reading the rules of the server" not in done.stderr
+
+
 CANCEL_RULES = """
 hooks:
   h:

@@ -1,0 +1,47 @@
+"""The record of which rules the server on a --data serves (hookrunner.servedrules)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from hookrunner import servedrules
+
+
+def test_a_record_names_the_absolute_directories_and_the_last_server_wins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    servedrules.record(tmp_path, Path("rules"), Path("."))
+    assert servedrules.recorded(tmp_path) == (tmp_path / "rules", tmp_path)
+    servedrules.record(tmp_path, tmp_path / "other", tmp_path / "other")
+    assert servedrules.recorded(tmp_path) == (tmp_path / "other", tmp_path / "other")
+    # Private, as everything under --data; and no temporary file is left behind.
+    assert stat.S_IMODE(os.stat(tmp_path / servedrules.FILE).st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "rules", servedrules.FILE]
+
+
+@pytest.mark.parametrize("text", [
+    "", "{", "[]", '"x"', '{"rules": 1, "root": "/"}', '{"rules": "", "root": "/"}',
+    '{"rules": "/"}', '{"rules": "/nonexistent-hr", "root": "/"}', "\udcff",
+])
+def test_anything_but_a_record_of_two_directories_is_no_record(tmp_path: Path, text: str) -> None:
+    (tmp_path / servedrules.FILE).write_bytes(text.encode("utf-8", "surrogateescape"))
+    assert servedrules.recorded(tmp_path) is None
+
+
+def test_no_record_where_none_was_written_or_it_cannot_be_read(tmp_path: Path) -> None:
+    assert servedrules.recorded(tmp_path) is None
+    assert servedrules.recorded(tmp_path / "missing") is None
+    (tmp_path / servedrules.FILE).mkdir()  # not a file
+    assert servedrules.recorded(tmp_path) is None
+
+
+def test_a_write_that_cannot_be_made_raises_for_the_server_to_warn(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        servedrules.record(tmp_path / "missing", tmp_path, tmp_path)
+    assert not (tmp_path / "missing").exists()
