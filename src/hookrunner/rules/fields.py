@@ -192,11 +192,15 @@ def size(ctx: Ctx, parent: Any, key: Any, what: str) -> int | None:
     return value
 
 
-def integer(ctx: Ctx, parent: Any, key: Any, what: str, minimum: int) -> int | None:
+def integer(ctx: Ctx, parent: Any, key: Any, what: str, minimum: int, maximum: int) -> int | None:
+    """A whole number within bounds: YAML's have no limit, and one past 2**63 was loaded,
+    then failed every delivery on the store (a SQLite INTEGER) or on float arithmetic."""
     value = parent[key]
-    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+    if isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum:
         return value
-    ctx.error(parent, (key,), f"{what} must be a whole number >= {minimum}, got {value!r}")
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    ctx.error(parent, (key,), f"{what} must be a whole number from {minimum} to {maximum:,}, "
+                              f"got {shown}")
     return None
 
 

@@ -70,6 +70,11 @@ HOOK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a URL path segment (fullm
 # hold: every delivery the rule matched was a 500.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 MAX_RULE_NAME = 200
+# Bounds of rules' numbers, far past any use: an hour's backoff between 10,000 attempts is
+# over a year; a billion requests a second is no limit on one machine.
+MAX_ATTEMPTS = 10_000
+MAX_BURST = 1_000_000_000
+MAX_RATE = 1e9  # requests per second
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
         "h": 3600.0, "hour": 3600.0}
@@ -532,28 +537,32 @@ def _rate_limit(ctx: f.Ctx, raw: LineDict, what: str) -> RateLimit | None:
         node, key = spec, "rate"
     given = _rate(node[key])
     if given is None:
+        shown = repr(node[key]) if len(repr(node[key])) <= 40 else repr(node[key])[:37] + "..."
         ctx.error(node, (key,), f"{what}: expected a rate like 10/s, 600/m, 1000/h or a number "
-                  f"of requests per second, got {node[key]!r}")
+                  f"of requests per second (at most {MAX_RATE:,.0f}/s), got {shown}")
         return None
     rate, count = given
     # The bucket holds the count as written: `10/m` lets 10 through at once (a push sends
     # several events together), then one every 6 s; a bucket of 1 refused the second.
     burst, per_client = max(1, math.ceil(count)), True
     if isinstance(spec, LineDict) and "burst" in spec:
-        burst = f.integer(ctx, spec, "burst", f"{what} burst", 1) or burst
+        burst = f.integer(ctx, spec, "burst", f"{what} burst", 1, MAX_BURST) or burst
     if isinstance(spec, LineDict) and "per_client" in spec:
         per_client = bool(f.boolean(ctx, spec, "per_client", f"{what} per_client"))
     return RateLimit(rate=rate, burst=burst, per_client=per_client)
 
 
 def _rate(value: Any) -> tuple[float, float] | None:
-    """(requests per second, the count as written: 10 of `10/m`)."""
+    """(requests per second, the count as written: 10 of `10/m`), within (0, MAX_RATE]."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return (float(value), float(value)) if value > 0 else None
+        # (A bound checked before float(): an int past 1e308 does not convert, nan fails it.)
+        return (float(value), float(value)) if 0 < value <= MAX_RATE else None
     m = _RATE.match(value) if isinstance(value, str) else None
-    if m is None or float(m.group(1)) <= 0:
+    if m is None:
         return None
-    return float(m.group(1)) / _PER[m.group(2)], float(m.group(1))
+    count = float(m.group(1))  # (400 digits: inf, past the bound)
+    rate = count / _PER[m.group(2)]
+    return (rate, count) if 0 < rate <= MAX_RATE and count <= MAX_BURST else None
 
 
 # ---- rules ----
@@ -944,7 +953,8 @@ def _retry(ctx: f.Ctx, raw: LineDict, what: str) -> Retry | None:
     what = f"{what} retry"
     f.known_keys(ctx, node, RETRY_KEYS, what)
     d = Retry()
-    attempts = f.integer(ctx, node, "attempts", f"{what} attempts", 1) if "attempts" in node \
+    attempts = f.integer(ctx, node, "attempts", f"{what} attempts", 1, MAX_ATTEMPTS) \
+        if "attempts" in node \
         else d.attempts
     backoff = f.duration(ctx, node, "backoff", f"{what} backoff", positive=False) \
         if "backoff" in node else d.backoff

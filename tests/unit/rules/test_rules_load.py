@@ -91,7 +91,11 @@ ERROR_CASES = [
      "    timeout: 0s\n", "r.yaml:8: rule 'a' timeout must be more than zero"),
     ("retry attempts", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
      "    retry:\n      attempts: 0\n", "r.yaml:9: rule 'a' retry attempts must be a whole "
-     "number >= 1, got 0"),
+     "number from 1 to 10,000, got 0"),
+    ("retry attempts past a SQLite integer", "rules:\n  - name: a\n    hook: gh\n"
+     "    run: {shell: {argv: [x]}}\n    retry:\n      attempts: 99999999999999999999999\n",
+     "r.yaml:9: rule 'a' retry attempts must be a whole number from 1 to 10,000, got "
+     "99999999999999999999999"),
     ("retry backoff", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
      "    retry:\n      backoff: later\n", "r.yaml:9: rule 'a' retry backoff: expected a "
      "duration"),
@@ -191,7 +195,19 @@ HOOK_ERROR_CASES = [
     ("bad rate", "  h:\n    verify: {none: {}}\n    rate_limit: {rate: fast}\n",
      "r.yaml:4: hook 'h' rate_limit: expected a rate like 10/s"),
     ("bad burst", "  h:\n    verify: {none: {}}\n    rate_limit:\n      rate: 5/s\n"
-     "      burst: 0\n", "r.yaml:6: hook 'h' rate_limit burst must be a whole number >= 1"),
+     "      burst: 0\n", "r.yaml:6: hook 'h' rate_limit burst must be a whole number from 1 "
+     "to 1,000,000,000, got 0"),
+    # Past what SQLite or a float holds: loaded, they failed every delivery with a 500.
+    ("a burst of 400 digits", "  h:\n    verify: {none: {}}\n    rate_limit:\n      rate: 5/s\n"
+     "      burst: " + "9" * 400 + "\n", "r.yaml:6: hook 'h' rate_limit burst must be a whole "
+     "number from 1 to 1,000,000,000, got " + "9" * 37 + "..."),
+    ("a rate of 400 digits", "  h:\n    verify: {none: {}}\n    rate_limit: " + "9" * 400 + "\n",
+     "r.yaml:4: hook 'h' rate_limit: expected a rate like 10/s, 600/m, 1000/h or a number of "
+     "requests per second (at most 1,000,000,000/s), got " + "9" * 37 + "..."),
+    ("a rate of 400 digits a second", "  h:\n    verify: {none: {}}\n    rate_limit: "
+     + "9" * 400 + "/s\n", "r.yaml:4: hook 'h' rate_limit: expected a rate like 10/s"),
+    ("a rate past the bound", "  h:\n    verify: {none: {}}\n    rate_limit: {rate: 2e9}\n",
+     "r.yaml:4: hook 'h' rate_limit: expected a rate like 10/s"),
     ("bad hook id", "  'a b':\n    verify: {none: {}}\n", "r.yaml:2: bad hook id 'a b'"),
     ("hook id of dots", "  '..':\n    verify: {none: {}}\n", "r.yaml:2: bad hook id '..': use "
      "letters, digits, '_', '.', '-', starting with a letter or digit"),
