@@ -22,7 +22,6 @@ from hookrunner.units import utc_iso
 
 if TYPE_CHECKING:  # the commands import what they use as they run: a quick CLI start
     from hookrunner.rules.model import Ruleset
-    from hookrunner.verify.base import Headers
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -212,12 +211,14 @@ def _parse_header(text: str) -> tuple[str, str]:
     return name.strip().lower(), value.strip()  # as the server receives names: `{{ headers }}`
 
 
-def _refused_header(headers: Headers) -> str:
+def _refused_header(content_type: str | None, encoding: str | None) -> str:
     """The `--header` a 415 answers: parse_body refuses a Content-Encoding before it reads
     the Content-Type."""
-    encoding = (headers.get("content-encoding") or "").strip().lower()
-    name = "Content-Encoding" if encoding not in ("", "identity") else "Content-Type"
-    return f"--header {f'{name}: {headers.get(name.lower())}'!r}"
+    from hookrunner.payload import unsupported_coding
+
+    if unsupported_coding(encoding) is not None:
+        return f"--header {f'Content-Encoding: {encoding}'!r}"
+    return f"--header {f'Content-Type: {content_type}'!r}"
 
 
 def _read_payload(name: str) -> bytes:
@@ -233,7 +234,7 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
             query_args: Sequence[str] = (), client_ip: str | None = None) -> int:
     """`test` and `explain`: match (and render) against a payload file; runs nothing. `test`
     exits 1 when a matching rule's action cannot be rendered (a CI check catches it)."""
-    from hookrunner.payload import PayloadError, parse_body
+    from hookrunner.payload import PayloadError, body_labels, parse_body
     from hookrunner.rules.match import build_scope, evaluate
     from hookrunner.rules.report import dry_run_report, format_explain
     from hookrunner.verify.base import Headers, LearnsNothing, SignedRequest
@@ -274,11 +275,17 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
               "runs nothing", file=sys.stderr)
         return EXIT_FAIL
     try:
-        payload = parse_body(body, headers.get("content-type"), headers.get("content-encoding"))
+        content_type, encoding = body_labels(headers)
+    except PayloadError as exc:  # the request's headers, not the file: refused as a 413 is
+        print(f"hookrunner: --header: {exc.message} (the server answers it {exc.status}, and "
+              "journals and runs nothing)", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        payload = parse_body(body, content_type, encoding)
     except PayloadError as exc:
         if exc.status == 415:  # the request's header, not the file: refused as a 413 is
-            print(f"hookrunner: {_refused_header(headers)}: {exc.message} (the server answers "
-                  "it 415, and journals and runs nothing)", file=sys.stderr)
+            print(f"hookrunner: {_refused_header(content_type, encoding)}: {exc.message} (the "
+                  "server answers it 415, and journals and runs nothing)", file=sys.stderr)
             return EXIT_FAIL
         print(f"hookrunner: cannot parse --payload {payload_file}: {exc.message} (the server "
               f"answers it {exc.status})", file=sys.stderr)

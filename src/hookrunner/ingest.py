@@ -26,7 +26,14 @@ from hookrunner.gateway import Gateway
 from hookrunner.ids import new_id
 from hookrunner.logs import Throttled, event
 from hookrunner.offload import OFFLOAD
-from hookrunner.payload import PayloadError, as_storable, form_json_hint, parse_body, unstorable
+from hookrunner.payload import (
+    PayloadError,
+    as_storable,
+    body_labels,
+    form_json_hint,
+    parse_body,
+    unstorable,
+)
 from hookrunner.ratelimit import retry_after
 from hookrunner.rawhttp import (
     Answer,
@@ -488,7 +495,7 @@ async def accept_body(scope: Scope, admitted: Admitted, body: bytes, gw: Gateway
         return Answer(200, dict(verified.reply))
 
     def decide() -> tuple[Headers, str | None, str, dict[str, Any], Planned]:
-        payload = parse_body(body, headers.get("content-type"), headers.get("content-encoding"))
+        payload = parse_body(body, *body_labels(headers))
         delivery_id = new_id("dlv")
         utf8 = headers.as_utf8()  # verified on the wire bytes; read as text from here
         # Read from the body by some verifiers (Stripe's `type`), unchecked as the id is.

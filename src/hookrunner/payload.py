@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from hookrunner.errors import HookrunnerError
@@ -154,12 +154,44 @@ def body_text(body: bytes, content_type: str | None) -> str | None:
     return text.removeprefix("\ufeff")
 
 
+class Labelled(Protocol):
+    """A request's headers, as hookrunner.verify.base.Headers holds them."""
+
+    def get(self, name: str, default: str | None = None) -> str | None: ...
+    def get_all(self, name: str) -> list[str]: ...
+    def repeats(self) -> bool: ...
+
+
+def body_labels(headers: Labelled) -> tuple[str | None, str | None]:
+    """The body's Content-Type and Content-Encoding as parse_body takes them. A
+    Content-Encoding sent on several lines is one list (RFC 9110 5.3: `identity` then `gzip`
+    is gzip); a Content-Type is one value, so two different ones are a PayloadError(400),
+    where the first was believed and the second left unread."""
+    content_type, encoding = headers.get("content-type"), headers.get("content-encoding")
+    if headers.repeats():  # (any name sent twice: rare, and only then are the lists read)
+        if len({v.strip().lower() for v in headers.get_all("content-type")}) > 1:
+            raise PayloadError(400, "Content-Type is given more than once, with different "
+                                    "values: send one")
+        encodings = headers.get_all("content-encoding")
+        if len(encodings) > 1:
+            encoding = ", ".join(encodings)
+    return content_type, encoding
+
+
+def unsupported_coding(content_encoding: str | None) -> str | None:
+    """The first content coding of a Content-Encoding list that is not `identity`."""
+    for coding in (content_encoding or "").lower().split(","):
+        if coding.strip() not in ("", "identity"):
+            return coding.strip()
+    return None
+
+
 def parse_body(body: bytes, content_type: str | None, content_encoding: str | None = None) -> Any:
     """Raise PayloadError(415) for a media type or content encoding no hook can parse, (400)
     for a malformed body. A UTF-8 byte order mark is ignored (RFC 8259 8.1)."""
-    encoding = (content_encoding or "").strip().lower()
-    if encoding not in ("", "identity"):
-        raise PayloadError(415, f"content encoding {encoding[:40]!r} is not supported; send the "
+    coding = unsupported_coding(content_encoding) if content_encoding else None
+    if coding is not None:
+        raise PayloadError(415, f"content encoding {coding[:40]!r} is not supported; send the "
                                 "body uncompressed")
     text = body_text(body, content_type)
     if text is None:

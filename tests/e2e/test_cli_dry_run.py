@@ -517,6 +517,18 @@ def test_test_says_what_the_server_would_do_with_the_body_and_its_resend(tmp_pat
         assert f"hookrunner: --header '{header}': {said}" in done.stderr, done.stderr
         assert "(the server answers it 415, and journals and runs nothing)" in done.stderr
         assert "--payload" not in done.stderr, done.stderr
+    # Labels on several lines, read as the server reads them (one list; one type).
+    done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", small, "--header",
+                      "Content-Encoding: identity", "--header", "Content-Encoding: gzip")
+    assert done.returncode == 1, done.stderr
+    assert ("hookrunner: --header 'Content-Encoding: identity, gzip': content encoding 'gzip' "
+            "is not supported") in done.stderr, done.stderr
+    done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", small, "--header",
+                      "Content-Type: application/json", "--header", "Content-Type: text/xml")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.endswith("\nhookrunner: --header: Content-Type is given more than once, "
+                                "with different values: send one (the server answers it 400, "
+                                "and journals and runs nothing)\n"), done.stderr
     no_id = write_payload(tmp_path / "no-id.json", {"other": 1})
     done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", no_id)
     assert "the hook's dedup fails for this delivery" in done.stdout, done.stdout

@@ -457,6 +457,32 @@ def test_conflicting_duplicate_framing_headers_are_a_400(server: Server) -> None
     assert _raw(server, smuggle).startswith(b"HTTP/1.1 400 ")
 
 
+def test_labels_sent_on_several_lines_are_all_read_and_never_journaled_when_refused(
+        server: Server) -> None:
+    """`Content-Encoding: identity` then `gzip` was read as identity: a gzip body parsed as
+    text (400 not UTF-8; 202 with a body that only looked plain). A second, different
+    Content-Type was never looked at."""
+    import gzip
+
+    journaled = _deliveries(server)
+    head = b"POST /hooks/open HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+    for headers, body, status in (
+            (b"Content-Type: application/json\r\nContent-Encoding: identity\r\n"
+             b"Content-Encoding: gzip\r\n", gzip.compress(b"{}"), 415),
+            (b"Content-Type: application/json\r\nContent-Encoding: identity\r\n"
+             b"Content-Encoding: gzip\r\n", b"{}", 415),
+            (b"Content-Type: application/json\r\nContent-Type: text/xml\r\n", b"{}", 400),
+            (b"Content-Type: text/xml\r\nContent-Type: application/json\r\n", b"{}", 400)):
+        answer = _raw(server, head + headers + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:300]
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"], answer
+    assert _deliveries(server) == journaled
+    both = (b"Content-Type: application/json\r\ncontent-type: application/json\r\n"
+            b"Content-Encoding: identity\r\nContent-Encoding: identity\r\n")
+    answer = _raw(server, head + both + b"Content-Length: 2\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 202 "), answer[:300]
+
+
 def test_duplicate_signature_headers_are_judged_by_the_first(server: Server) -> None:
     """A second signature header cannot rescue a bad first one, nor spoil a good one."""
     body = json.dumps({"ref": "x"}).encode()

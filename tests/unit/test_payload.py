@@ -142,6 +142,44 @@ def test_a_compressed_body_is_refused_naming_its_encoding(encoding: str) -> None
     assert parse_body(b"{}", "application/json", "identity") == {}
 
 
+def test_content_encoding_sent_on_several_lines_is_one_list() -> None:
+    """RFC 9110 5.3: `identity` then `gzip` on two lines is a gzip body; only the first
+    line was read, and the compressed bytes were parsed as text."""
+    from hookrunner.payload import body_labels
+    from hookrunner.verify.base import Headers
+
+    two = Headers([("Content-Encoding", "identity"), ("content-encoding", "gzip")])
+    assert body_labels(two) == (None, "identity, gzip")
+    with pytest.raises(PayloadError) as info:
+        parse_body(b"\x1f\x8b\x08\x00", *body_labels(two))
+    assert info.value.status == 415 and "content encoding 'gzip' is not" in info.value.message
+    plain = Headers([("Content-Encoding", "identity"), ("Content-Encoding", " IDENTITY,")])
+    assert parse_body(b"{}", *body_labels(plain)) == {}
+    single = Headers([("Content-Type", "application/json"), ("Content-Encoding", "identity")])
+    assert body_labels(single) == ("application/json", "identity")  # (no repeats: no lists)
+
+
+@pytest.mark.parametrize(("types", "refused"), [
+    (["application/json", "text/xml"], True), (["text/xml", "application/json"], True),
+    (["application/json", " Application/JSON"], False), (["application/json"] * 3, False),
+])
+def test_content_type_sent_twice_with_different_values_is_refused(
+        types: list[str], refused: bool) -> None:
+    """The first was believed and the second never read: a body labelled both ways."""
+    from hookrunner.payload import body_labels
+    from hookrunner.verify.base import Headers
+
+    headers = Headers([("Content-Type", t) for t in types] + [("X-Other", "x")])
+    if not refused:
+        assert body_labels(headers) == (types[0], None)
+        return
+    with pytest.raises(PayloadError) as info:
+        body_labels(headers)
+    assert info.value.status == 400
+    assert info.value.message == ("Content-Type is given more than once, with different "
+                                  "values: send one")
+
+
 def test_percent_escaped_form_bytes_follow_the_labelled_charset_or_are_refused() -> None:
     """An HTML form with accept-charset=ISO-8859-1 sends `%E9` for é: decoded per the label,
     never turned into U+FFFD without a word."""

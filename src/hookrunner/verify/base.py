@@ -32,6 +32,10 @@ class Headers:
     def get(self, name: str, default: str | None = None) -> str | None:
         return self._first.get(name.lower(), default)
 
+    def repeats(self) -> bool:
+        """Whether any name was sent more than once."""
+        return len(self._first) != len(self._items)
+
     def get_all(self, name: str) -> list[str]:
         low = name.lower()
         return [v for k, v in self._items if k.lower() == low]
