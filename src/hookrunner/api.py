@@ -294,7 +294,8 @@ async def _run_log(request: Request, gw: Gateway, slot: _Slot) -> Response:
     (waiting for one then, if need be)."""
     asked = request.query_params.get("attempt")
     if asked is not None and not (asked.isascii() and asked.isdigit() and len(asked) <= 9):
-        return _err(400, "attempt must be a number")
+        return _err(400, f"attempt must be a whole number (attempts count from 1), got "
+                         f"{asked[:20]!r}")
     run = await gw.store.get_run(request.path_params["id"])
     if run is None:
         return _err(404, "no such run")

@@ -48,10 +48,14 @@ def test_an_internal_error_answers_json_without_details(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_a_bad_attempt_number_is_a_400(tmp_path: Path) -> None:
+@pytest.mark.parametrize("asked", ["x", "-1", "1.0", " 1", "", "1" * 10, "\u0663"])
+def test_a_bad_attempt_number_is_a_400(tmp_path: Path, asked: str) -> None:
+    """`-1` was told "must be a number": it is one, just not an attempt's."""
     with TestClient(_app(tmp_path)) as client:
-        r = client.get("/api/runs/nope/log?attempt=x", headers={"Authorization": "Bearer t"})
-    assert r.status_code == 400 and r.json() == {"error": "attempt must be a number"}
+        r = client.get("/api/runs/nope/log", params={"attempt": asked},
+                       headers={"Authorization": "Bearer t"})
+    assert r.status_code == 400 and r.json() == {
+        "error": f"attempt must be a whole number (attempts count from 1), got {asked[:20]!r}"}
 
 
 def test_readyz_says_where_a_reload_failed_without_quoting_the_message() -> None:
