@@ -372,6 +372,10 @@ def test_wait_answers_with_status_exit_code_and_output_tail(
     unmatched = post_github(server.url, GITHUB_SECRET, {"rule": "none-such"},
                             params={"wait": "10s"})
     assert unmatched.status_code == 200 and unmatched.json()["runs"] == [], unmatched.text
+    for zero in ("0", "0s", "0ms"):  # no wait asked for: answered as without ?wait
+        unmatched = post_github(server.url, GITHUB_SECRET, {"rule": "none-such"},
+                                params={"wait": zero})
+        assert unmatched.status_code == 202 and unmatched.json()["runs"] == [], unmatched.text
 
     with httpx.Client() as c:
         for bad in ("soon", "-1s", "10x", ["1s", "3s"]):  # the last: which one was meant?
