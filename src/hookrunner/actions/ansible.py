@@ -191,8 +191,9 @@ def _placed(rendered: Mapping[str, Any], root: Path) -> _Placed:
         # Wherever it is: `app/{{ payload.env }}.yml` of `vars/prod` named app/vars/prod.yml,
         # and a role's vars or defaults are beside the playbooks too.
         raise ActionError(f"ansible: {PLAYBOOK_DIR}/{rendered.get('playbook')} is no playbook "
-                          "(its YAML is not a list of plays): not run, since ansible would "
-                          "print it back (a vars file's secrets too)")
+                          "(its YAML is not a list of plays, each with `hosts` or "
+                          "`import_playbook`): not run, since ansible would print it back (a "
+                          "vars file's secrets too)")
     elif inventory_path is not None and not inventory_path.exists():
         # ansible-runner would take the text as an inline host list, a host of that name.
         missing = (f"inventory not found: {inventory} (a file or directory under --root; "
@@ -204,9 +205,10 @@ MAX_PLAYBOOK = 16 * 1024 * 1024  # bytes read to tell a playbook (as a rules fil
 
 
 def _a_list_of_plays(path: Path) -> bool:
-    """Whether the file's YAML is a list (of plays), as a playbook's is; a vars file is a
-    mapping. Only composed, not constructed (any tag, `!vault` too). One that does not parse
-    or is vault-encrypted whole is ansible's to judge: it says where, not what it holds."""
+    """Whether the file's YAML is a list of plays, as a playbook's is; a vars file is a
+    mapping, a role's tasks file a list of tasks. Only composed, not constructed (any tag,
+    `!vault` too). One that does not parse or is vault-encrypted whole is ansible's to
+    judge: it says where, not what it holds."""
     try:
         with path.open("rb") as f:
             data = f.read(MAX_PLAYBOOK)
@@ -218,7 +220,17 @@ def _a_list_of_plays(path: Path) -> bool:
         node = yaml.compose(data, Loader=_LOADER)
     except yaml.YAMLError:
         return True
-    return isinstance(node, yaml.SequenceNode)
+    # Each item a play: a list of tasks (`- set_fact: {db_password: ...}`) or of strings is
+    # refused by ansible as no play, and it prints the item's lines back too.
+    return isinstance(node, yaml.SequenceNode) and all(
+        isinstance(item, yaml.MappingNode) and any(
+            isinstance(key, yaml.ScalarNode) and key.value in PLAY_KEYS for key, _ in item.value)
+        for item in node.value)
+
+
+# What makes a list item a play to ansible-core: its hosts, or a playbook it imports.
+PLAY_KEYS = frozenset({"hosts", "import_playbook", "ansible.builtin.import_playbook",
+                       "ansible.legacy.import_playbook"})
 
 
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

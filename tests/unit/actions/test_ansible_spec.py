@@ -209,6 +209,29 @@ def test_a_file_whose_yaml_is_no_list_of_plays_is_not_run(tmp_path: Path) -> Non
         assert RUNNERS["ansible"].refusal({"playbook": f"app/{fine}.yml"}, tmp_path) is None
 
 
+@pytest.mark.parametrize(("text", "plays"), [
+    ("- name: set db pass\n  set_fact: {db_password: TopSecretTask7}\n", False),  # tasks
+    ("- TopSecretList3\n", False),
+    ("- hosts: all\n  tasks: []\n- set_fact: {x: TopSecret9}\n", False),  # one task among plays
+    ("- {name: no hosts, tasks: []}\n", False),
+    ("- [hosts]\n", False),
+    ("[]\n", True),
+    ("- import_playbook: site.yml\n- ansible.builtin.import_playbook: other.yml\n", True),
+    ("- name: web\n  hosts: web\n  roles: [x]\n", True),
+], ids=["tasks", "strings", "a-task-among-plays", "no-hosts", "a-list", "empty", "imports",
+        "play"])
+def test_only_a_list_of_plays_is_a_playbook(tmp_path: Path, text: str, plays: bool) -> None:
+    """A role's tasks file is a list too: ansible refused it as no play, printing the task's
+    lines back to the sender's `?wait` (a secret set by `set_fact` included)."""
+    (tmp_path / "playbooks" / "roles").mkdir(parents=True)
+    (tmp_path / "playbooks" / "roles" / "tasks.yml").write_text(text)
+    refusal = RUNNERS["ansible"].refusal({"playbook": "roles/tasks.yml"}, tmp_path)
+    if plays:
+        assert refusal is None
+    else:
+        assert refusal is not None and "is no playbook" in refusal and "TopSecret" not in refusal
+
+
 @pytest.mark.parametrize("limit", ["", [], ["", ""], " , ", ":", [":"], ": ,", "&", "!:&!"])
 def test_a_limit_that_renders_empty_runs_on_no_host(tmp_path: Path, limit: Any) -> None:
     """`limit: "{{ payload.hosts }}"` of `[]` or `""` passed no --limit: every host; so did
