@@ -352,6 +352,20 @@ class _UnsafeDumper(yaml.SafeDumper):
 # `!unsafe '0x10'` 16. Inside an unsafe mapping, each value keeps its own quoted type.
 _UnsafeDumper.add_representer(_Unsafe, lambda dumper, data: dumper.represent_mapping("!unsafe", dict(data)))
 
+# YAML 1.1's line breaks beyond \n and \r. PyYAML writes them as they are inside a single-
+# quoted scalar, where a break is folded: `x\x85y` arrived as `x y`. Double-quoted, they
+# are written as escapes (\N, \L, \P), and arrive as sent.
+_YAML_BREAKS = ("\x85", "\u2028", "\u2029")
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    if any(b in data for b in _YAML_BREAKS):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style='"')
+    return dumper.represent_str(data)
+
+
+_UnsafeDumper.add_representer(str, _represent_str)
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import json
 import os
 import re
 import resource
@@ -136,6 +137,30 @@ async def test_strings_arrive_as_the_same_strings_and_other_values_keep_their_ty
                  "date=str:2024-01-01", "nul=str:~", "num=int:3", "flag=bool:False",
                  "tmpl=str:{{ 7 * 7 }}"]:
         assert line in log, (line, log)
+
+
+BREAKS = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug:
+        msg: "{{ item }}={{ lookup('vars', item) | to_json }}"
+      loop: [nel, ls, ps, mixed]
+"""
+
+
+async def test_strings_with_yamls_other_line_breaks_arrive_unchanged(
+        harness, playbooks: Path) -> None:
+    """U+0085 arrived as a space: PyYAML wrote it raw in a single-quoted scalar, where YAML
+    folds a line break."""
+    (playbooks / "breaks.yml").write_text(BREAKS)
+    extravars = {"nel": "x\x85y", "ls": "x\u2028y", "ps": "x\u2029y", "mixed": "a\x85\n b\u2028"}
+    result = await ANSIBLE.run({"playbook": "breaks.yml", "extravars": extravars}, harness.ctx())
+    log = harness.log_text()
+    assert result.outcome == "succeeded", log
+    for name, value in extravars.items():  # (debug's msg, JSON in JSON: escapes, no folds)
+        assert f'"msg": {json.dumps(f"{name}={json.dumps(value)}")}' in log, (name, log)
 
 
 HOSTS = """

@@ -79,6 +79,14 @@ def test_the_whole_extra_vars_mapping_is_unsafe_and_strings_stay_quoted() -> Non
     })
 
 
+@pytest.mark.parametrize("value", ["x\x85y", "x\u2028y", "x\u2029y", "\x85", "é\x85\n  z",
+                                   {"k\x85": ["a\u2028"]}])
+def test_yamls_other_line_breaks_are_written_as_escapes_not_folded(value: Any) -> None:
+    text = extravars_yaml({"v": value}, {})
+    assert not any(b in text for b in ("\x85", "\u2028", "\u2029")), text
+    assert yaml.load(text, Loader=_Loader) == ("unsafe", {"v": value, "webhook": {}})
+
+
 def test_envvars_put_the_venv_last_force_utf8_and_keep_temp_in_the_run_dir(tmp_path: Path) -> None:
     env = build_envvars({"PATH": f"{VENV_BIN}:/usr/bin", "LC_ALL": "C"}, tmp_path, inventory=False)
     assert env["PATH"] == f"{VENV_BIN}:/usr/bin"  # as the operator's PATH has it
