@@ -207,8 +207,8 @@ def test_an_ended_run_keeps_its_key_unless_a_secret_made_it() -> None:
     ("scripts/Zm9v//tok-9.sh", "executable not found: /r/scripts/Zm9v/tok-9.sh",
      "executable not found: /r/[redacted]"),
     ("scripts/../tok-9.sh", "executable not found: /r/tok-9.sh", "executable not found: /r/[redacted]"),
-    ("cb.example/tok-9?t=x", "http: not an http(s) URL: cb.example/tok-9",
-     "http: not an http(s) URL: [redacted]"),
+    ("cb.example/tok-9?t=x", "http: not an http(s) URL (it has no scheme): cb.example/tok-9",
+     "http: not an http(s) URL (it has no scheme): [redacted]"),
     # review: what no form of the value holds stays as it is
     ("/srv/app/Tok3nValue/..", "cannot run /srv/app/bin/deploy", "cannot run /srv/app/bin/deploy"),
     ("issue #12 by Tok3n", "issue 7: not writable", "issue 7: not writable"),

@@ -50,6 +50,7 @@ DEFAULT_METHOD = "POST"
 RESPONSE_LOG_CAP = 64 * 1024  # bytes of the response body copied into the run log
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 SCHEMES = ("http", "https")
+MAX_PORT = 65535
 CREDENTIALS_TWICE = ("http: the URL carries credentials and the rule sets an Authorization "
                      "header: httpx would send the URL's; keep one")
 
@@ -369,20 +370,41 @@ def resolve_url(rendered: Mapping[str, Any], env: Mapping[str, str]) -> str:
 
 
 def _valid(url: str) -> bool:
+    return _url_problem(url) is None
+
+
+def _url_problem(url: str) -> str | None:
+    """Why `url` is no http(s) URL to send to, said without quoting it (it may hold
+    credentials) but for its port, whose text a value may have made (`:{{ port }}` of
+    `65536`, or `http://host{{ path }}` of `:8443/x`); None when it is one."""
+    if not url.isprintable():
+        return "it holds a line break or another control character"
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError past 65535
-    except ValueError:
-        return False
-    return parts.scheme in SCHEMES and bool(parts.hostname) and url.isprintable()
+    except ValueError:  # `http://[::1`
+        return "its host cannot be read (an IPv6 address goes in brackets: [::1])"
+    if parts.scheme not in SCHEMES:
+        return "its scheme is not http or https" if parts.scheme else "it has no scheme"
+    host_port = parts.netloc.rpartition("@")[2]
+    after_host = host_port.partition("]")[2] if host_port.startswith("[") else host_port
+    if ":" in after_host:
+        port = after_host.partition(":")[2]
+        if not (port.isascii() and port.isdigit()):
+            return f"its port {port[:20]!r} is not a number" if port else "its port is empty"
+        if not 1 <= int(port.lstrip("0") or "0") <= MAX_PORT:
+            return f"its port {port[:20]} is not from 1 to {MAX_PORT}"
+    if not parts.hostname:
+        return "it names no host"
+    return None
 
 
 def _check_url(url: str, shown: str) -> None:
     """ActionError for a URL that may not be requested (`shown` is how the log shows it)."""
     if not url.isprintable():  # the shown form would hide what is wrong with it
         raise ActionError("http: the URL holds a line break or another control character")
-    if not _valid(url):
-        raise ActionError(f"http: not an http(s) URL: {shown}")
+    problem = _url_problem(url)
+    if problem is not None:
+        raise ActionError(f"http: not an http(s) URL ({problem}): {shown}")
     if _dot_segment(url):
         raise ActionError(f"http: the URL's path has a `..` segment, which would be sent as "
                           f"another path: {shown}")

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import gzip
 import json
+import re
 import ssl
 import subprocess
 import threading
@@ -575,6 +576,35 @@ async def test_a_templated_port_is_digits(harness, server: str) -> None:
             await HTTP.run(_rendered({"url": url}, port=port_value, x=x), harness.ctx(name="e"))
         assert "s3cret" not in str(refused.value)
     assert len(Handler.seen) == 3
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("", "its port is empty"), ("0", "its port 0 is not from 1 to 65535"),
+    ("65536", "its port 65536 is not from 1 to 65535"), (" 80", "its port ' 80' is not a number"),
+    ("+80", "its port '+80' is not a number"), (None, "its port 'null' is not a number"),
+    ("١٨", "its port '١٨' is not a number"),
+])
+async def test_a_templated_port_that_is_no_port_says_so(harness, server: str, value: Any,
+                                                        why: str) -> None:
+    """Each was refused as `not an http(s) URL: http:<not a valid URL>` (the URL is not shown:
+    it may hold credentials), naming neither the port nor its value; an empty one, or 0, was
+    sent to port 80."""
+    url = server.rsplit(":", 1)[0] + ":{{ payload.port }}/ok"
+    with pytest.raises(ActionError) as refused:
+        await HTTP.run(_rendered({"url": url}, port=value), harness.ctx())
+    assert str(refused.value).startswith(f"http: not an http(s) URL ({why}): "), refused.value
+    assert Handler.seen == []
+
+
+async def test_a_path_value_that_moves_the_port_names_the_port_it_made(
+        harness, server: str) -> None:
+    url = server + "{{ payload.path }}"
+    for path, port in ((".evil.example/x", ".evil.example"), (":18531/api", ":18531")):
+        with pytest.raises(ActionError, match=re.escape(
+                f"not an http(s) URL (its port '{server.rsplit(':', 1)[1]}{port}' is not a "
+                "number)")):
+            await HTTP.run(_rendered({"url": url}, path=path), harness.ctx(name=path[:3]))
+    assert Handler.seen == []
 
 
 @pytest.mark.parametrize(("url", "values", "refused"), [

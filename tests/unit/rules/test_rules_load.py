@@ -832,8 +832,10 @@ def test_an_http_url_or_header_every_run_would_refuse_is_a_check_error(tmp_path:
         load_rules(rules, root=tmp_path, strict=True)
     errors = [str(e).split(": ", 1)[1] for e in caught.value.errors]
     assert errors == [
-        "rule 'a': run.http.url: not an http(s) URL: ftp://x.example/",
-        "rule 'b': run.http.url: not an http(s) URL: http:<not a valid URL>",  # no password
+        "rule 'a': run.http.url: not an http(s) URL (its scheme is not http or https): "
+        "ftp://x.example/",
+        "rule 'b': run.http.url: not an http(s) URL (its port 99999 is not from 1 to 65535): "
+        "http:<not a valid URL>",  # no password
         "rule 'c': run.http.url: the URL holds a line break or another control character",
         "rule 'd': run.http.url: the URL's path has a `..` segment, which would be sent as "
         "another path: http://x.example/a/../b",
