@@ -186,11 +186,12 @@ def _placed(rendered: Mapping[str, Any], root: Path) -> _Placed:
                           "every host of the inventory: not run (guard the value in `when`)")
     missing = ""
     if not playbook.is_file():
-        missing = f"playbook not found: {PLAYBOOK_DIR}/{rendered.get('playbook')}"
+        missing = f"playbook not found: {PLAYBOOK_DIR}/{stringify(rendered.get('playbook'))}"
     elif not _a_list_of_plays(playbook):
         # Wherever it is: `app/{{ payload.env }}.yml` of `vars/prod` named app/vars/prod.yml,
         # and a role's vars or defaults are beside the playbooks too.
-        raise ActionError(f"ansible: {PLAYBOOK_DIR}/{rendered.get('playbook')} is no playbook "
+        named = stringify(rendered.get("playbook"))
+        raise ActionError(f"ansible: {PLAYBOOK_DIR}/{named} is no playbook "
                           "(its YAML is not a list of plays, each with `hosts` or "
                           "`import_playbook`): not run, since ansible would print it back (a "
                           "vars file's secrets too)")

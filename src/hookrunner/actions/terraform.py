@@ -264,7 +264,7 @@ class TerraformRunner:
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
         command, workdir, workspace, var_files = _target(rendered, ctx.root)
         if not workdir.is_dir():  # not in _target: a dir not there yet is `check`'s warning
-            raise ActionError(f"terraform: dir {rendered.get('dir')!r} is not a directory")
+            raise ActionError(f"terraform: dir {stringify(rendered.get('dir'))!r} is not a directory")
         variables = rendered.get("vars") or {}
         if not variables:
             return await self._run(rendered, ctx, command, workdir, workspace, var_files)

@@ -262,3 +262,13 @@ def test_a_limit_with_an_operator_before_no_pattern_is_refused(limit: Any) -> No
         host_pattern(limit)
     assert host_pattern("web:!web2,&db") == "web:!web2,&db"
     assert host_pattern("fe80::1") == "fe80::1"
+
+
+def test_a_playbook_value_that_is_no_string_is_named_as_json(tmp_path: Path) -> None:
+    """`{{ payload.pb }}` of an object was named `playbooks/{'a': True}`: Python's notation,
+    where every other value a run quotes is JSON."""
+    from hookrunner.actions.ansible import _placed
+
+    (tmp_path / "playbooks").mkdir()
+    assert _placed({"playbook": {"a": True}}, tmp_path).missing == \
+        'playbook not found: playbooks/{"a": true}'
