@@ -465,6 +465,7 @@ class _Job:
 
 class AnsibleRunner:
     kind = KIND
+    stand_ins = {"playbook": "site.yml"}  # (see shell's)
     paths = (("playbook", PLAYBOOK_DIR), ("inventory", ""))
     templated_paths = (("inventory", INVENTORY_DIR),)  # (key, dir its templated value stays in)
     # (key, base): a templated value stays in the dir the rule writes before its `{{`

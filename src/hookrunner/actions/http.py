@@ -417,6 +417,7 @@ def _check_url(url: str, shown: str) -> None:
 
 class HttpRunner:
     kind = KIND
+    stand_ins = {"url": "http://example.invalid/"}  # (see shell's)
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_http(raw)

@@ -240,6 +240,7 @@ def readable_outputs(raw: bytes) -> dict[str, Any]:
 
 class TerraformRunner:
     kind = KIND
+    stand_ins = {"dir": "tf", "command": "apply"}  # (see shell's)
     paths = (("dir", ""), ("var_files", ""))
     # (key, base): a templated value stays in the dir the rule writes before its `{{`
     written_paths = paths

@@ -637,16 +637,50 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
     try:
         normalized = RUNNERS[kind].normalize(body if body is not None else LineDict())
     except ConfigError as exc:
-        line = line_of(body, exc.path, fallback) if exc.path else fallback
-        # Runners prefix their messages with the kind (`shell.argv must ...`).
-        msg = exc.message if exc.message.startswith(kind) else f"{kind}: {exc.message}"
-        ctx.errors.append(ConfigError(f"{what}: run.{msg}", ctx.file, line))
+        for problem in _action_errors(RUNNERS[kind], body, exc):
+            line = line_of(body, problem.path, fallback) if problem.path else fallback
+            # Runners prefix their messages with the kind (`shell.argv must ...`).
+            msg = problem.message if problem.message.startswith(kind) else \
+                f"{kind}: {problem.message}"
+            ctx.errors.append(ConfigError(f"{what}: run.{msg}", ctx.file, line))
         return None
     n = len(ctx.errors)
     tree = f.compile_leaves(ctx, normalized, body, (), fallback, f"{what}: run.{kind}")
     _paths(ctx, kind, tree, body, fallback, what)
     _literal_secrets(ctx, kind, tree, body, fallback, what)
     return None if len(ctx.errors) > n else (kind, tree)
+
+
+def _action_errors(runner: Any, body: Any, first: ConfigError) -> list[ConfigError]:
+    """`first` and the errors after it: a runner stops at its first, so `check` showed one
+    a run at a time. It is asked again without each key found wrong (a required one given
+    a stand-in value: the runner's `stand_ins`), for as long as the next error is about
+    another key the rule writes (one about a key taken away, or about the whole action, is
+    not the rule's)."""
+    found = [first]
+    if not isinstance(body, LineDict):
+        return found
+    stand_ins: Mapping[str, Any] = getattr(runner, "stand_ins", {})
+    removed: set[Any] = set()
+    while len(found) < MAX_ACTION_ERRORS:
+        key = found[-1].path[0] if found[-1].path else None
+        if key is None or key not in body or key in removed:
+            break
+        removed.add(key)
+        rest = LineDict((k, v) for k, v in body.items() if k not in removed)
+        rest.update({k: stand_ins[k] for k in removed if k in stand_ins})
+        try:
+            runner.normalize(rest)
+        except ConfigError as exc:
+            if not exc.path or exc.path[0] in removed or exc.path[0] not in body:
+                break
+            found.append(exc)
+            continue
+        break
+    return found
+
+
+MAX_ACTION_ERRORS = 20  # of one action: past that, fixing some first is the way on
 
 
 _NAMED_VALUES = ("env", "vars", "extravars", "headers")  # where a secret's name is its key

@@ -223,6 +223,58 @@ def test_hook_errors_name_file_and_line(text: str, expected: str) -> None:
     assert any(e.startswith(expected) for e in errors), errors
 
 
+def test_every_error_of_an_action_is_reported_in_one_check() -> None:
+    """A runner stops at its first error: `check` showed the next only once that was fixed."""
+    errors = errors_of(one("""
+        rules:
+          - name: s
+            hook: gh
+            run:
+              shell:
+                argv: [true, x]
+                env: [1, 2]
+                cwd: [5]
+                stdin: body
+          - name: h
+            hook: gh
+            run:
+              http:
+                url: [1]
+                method: FETCH
+                json: {}
+                body: x
+          - name: t
+            hook: gh
+            run: {terraform: {dir: [x], command: fly}}
+    """))
+    assert errors == [
+        "r.yaml:10: rule 's': run.shell.argv[0] must be a string, got a boolean (YAML reads an "
+        'unquoted true or false as one: quote it, e.g. "true")',
+        "r.yaml:11: rule 's': run.shell.env must be a mapping",
+        "r.yaml:12: rule 's': run.shell.cwd must be a string, got a list",
+        "r.yaml:13: rule 's': run.shell.stdin must be 'payload'",
+        "r.yaml:18: rule 'h': run.http.url must be a string, got a list",
+        "r.yaml:19: rule 'h': run.http.method must be one of GET, POST, PUT, PATCH, DELETE, "
+        "HEAD, OPTIONS",
+        "r.yaml:21: rule 'h': run.http: give 'json' or 'body', not both",
+        "r.yaml:24: rule 't': run.terraform.dir must be a string, got a list",
+        "r.yaml:24: rule 't': run.terraform.command must be one of plan, apply, destroy",
+    ], errors
+
+
+def test_an_action_missing_what_it_requires_says_only_that() -> None:
+    """No error is made up by reading on past one (a stand-in is only for a wrong value)."""
+    errors = errors_of(one("""
+        rules:
+          - {name: s, hook: gh, run: {shell: {env: {A: x}}}}
+          - {name: a, hook: gh, run: {ansible: {limit: web}}}
+    """))
+    assert errors == [
+        "r.yaml:6: rule 's': run.shell: exactly one of 'argv' or 'command' is required",
+        "r.yaml:7: rule 'a': run.ansible: 'playbook' is required",
+    ], errors
+
+
 def test_every_error_is_reported_not_just_the_first() -> None:
     """One load lists the errors of every file, in file then line order."""
     errors = errors_of({
