@@ -295,8 +295,9 @@ class Dispatcher:
             runs[r.lease_owner or self.node].add(r.id)
         # And what this node started before its crash that another node took over when the
         # lease ran out (PostgreSQL): no longer its runs, but still its processes, beside
-        # their retries.
-        runs.setdefault(self.node, set()).update(run_id for run_id, _ in self._marks.recorded)
+        # their retries. Not attempts that ended: what they detached on purpose (`setsid`, a
+        # service) is left, as their end left it (startmarks).
+        runs.setdefault(self.node, set()).update(run_id for run_id, _ in self._marks.unended)
         left = orphans.find_all(runs)
         if left:
             event("dispatcher.orphans", logging.WARNING, runs=",".join(left),

@@ -5,9 +5,16 @@ action never started is queued again at once (it never ran), one that started is
 its rule or ends `failed (interrupted)`. Run logs told the same before they were deferred
 (hookrunner.actions.logfile); this costs one append per attempt and no inode.
 
-Lines are `<run id> <attempt>`; the file keeps only the attempts still running each time it
-outgrows COMPACT_AT (rewritten, then renamed into place). It is written without fsync, as the
-logs were: it survives the server's crash, not the machine's.
+Lines are `<run id> <attempt>`, and `<run id> <attempt> end` once the attempt's end is
+recorded; the file keeps only the attempts still running each time it outgrows COMPACT_AT
+(rewritten, then renamed into place). It is written without fsync, as the logs were: it
+survives the server's crash, not the machine's.
+
+The next start stops the processes of the attempts that have no end line (a crash's, and on
+PostgreSQL one another node took over): not those of attempts that ended, whose detached
+processes (`setsid`: a service a script started, meant to outlive it) are left as a run that
+ends leaves them. (An end line is read as nothing by a version before it: they stopped
+every attempt's.)
 """
 
 from __future__ import annotations
@@ -32,25 +39,44 @@ def marks_path(data: Path, node: str) -> Path:
 
 
 def read_marks(path: Path) -> set[tuple[str, int]]:
-    """The attempts recorded in `path` (none if it does not exist). A line that is not whole
-    (no newline yet) or does not parse is skipped."""
+    """The attempts recorded as started in `path` (none if it does not exist). A line that
+    is not whole (no newline yet) or does not parse is skipped."""
+    return read_all(path)[0]
+
+
+def read_all(path: Path) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
+    """The attempts started, and of them those not ended since (in the file's order: a start
+    after an end, an attempt queued again that had not started its process, counts)."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
-        return set()
-    found: set[tuple[str, int]] = set()
+        return set(), set()
+    started: set[tuple[str, int]] = set()
+    unended: set[tuple[str, int]] = set()
     for line in text.split("\n")[:-1]:
-        run_id, _, attempt = line.partition(" ")
-        if run_id and attempt.isdigit():
-            found.add((run_id, int(attempt)))
-    return found
+        run_id, _, rest = line.partition(" ")
+        attempt, _, word = rest.partition(" ")
+        if not (run_id and attempt.isdigit()) or word not in ("", END):
+            continue
+        mark = (run_id, int(attempt))
+        if word == END:
+            unended.discard(mark)
+        else:
+            started.add(mark)
+            unended.add(mark)
+    return started, unended
+
+
+END = "end"
 
 
 class StartMarks:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.existed = path.exists()  # a version that keeps marks ran on this data dir
-        self.recorded = read_marks(path)  # from before this process: the crash's evidence
+        # From before this process: the crash's evidence; and of those, the attempts whose
+        # end was not recorded (their processes are the ones to stop).
+        self.recorded, self.unended = read_all(path)
         self._live: set[tuple[str, int]] = set()
         self._fd = -1
         self._size = 0
@@ -85,7 +111,21 @@ class StartMarks:
         self._size += 1
 
     def done(self, run_id: str, attempt: int) -> None:
+        """Record that the attempt's end is recorded (best effort: without it, the next start
+        stops what the attempt left running, as it did before end lines)."""
         self._live.discard((run_id, attempt))
+        if self._fd < 0:
+            return
+        line = f"{run_id} {attempt} {END}\n".encode()
+        try:
+            written = os.write(self._fd, line)
+        except OSError:
+            written = 0
+        if written != len(line):  # a full disk: no part of a line left to be completed
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            return
+        self._size += len(line)
 
     def close(self) -> None:
         if self._fd >= 0:

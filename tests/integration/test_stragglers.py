@@ -114,3 +114,68 @@ async def test_a_straggler_that_cannot_be_killed_is_named_not_passed_over(
         assert "process(es) of the run survived SIGKILL: " in log and str(stuck) in log, log
     finally:
         os.kill(stuck, signal.SIGKILL)
+
+
+DETACH = "setsid sh -c 'echo $$ > $PIDFILE; exec sleep 300' >/dev/null 2>&1 </dev/null &"
+SERVICE_RULES = """
+hooks:
+  h: {verify: {none: {}}}
+rules:
+  - name: service
+    hook: h
+    when: payload.kind == "service"
+    run:
+      shell:
+        argv: [sh, -c, "DETACH"]
+        env: {PIDFILE: "{{ payload.pidfile }}"}
+  - name: long
+    hook: h
+    when: payload.kind == "long"
+    run:
+      shell:
+        argv: [sh, -c, "DETACH sleep 300"]
+        env: {PIDFILE: "{{ payload.pidfile }}"}
+""".replace("DETACH", DETACH)
+
+
+def test_a_restart_leaves_the_services_of_ended_runs_and_stops_those_of_interrupted_ones(
+    tmp_path: Path,
+) -> None:
+    """review: every start stopped the detached processes of every attempt started since
+    the last one, a succeeded run's service too, after a clean stop as after a crash; only
+    an interrupted run's are the start's to stop."""
+    import httpx
+
+    from tests.serverproc import Server
+
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(SERVICE_RULES)
+    server = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    service_pid, child_pid = tmp_path / "service.pid", tmp_path / "child.pid"
+    service = child = 0
+    try:
+        answer = httpx.post(f"{server.url}/hooks/h?wait=20s", timeout=30,
+                            json={"kind": "service", "pidfile": str(service_pid)}).json()
+        assert answer["runs"][0]["status"] == "succeeded", answer
+        service = asyncio.run(_pid(service_pid))
+        for restart in (server.stop, server.kill):  # a clean stop, then a crash
+            restart()
+            server.start()
+            assert is_alive(service), f"the service was stopped by the start after {restart}"
+        run_id = httpx.post(f"{server.url}/hooks/h", timeout=30,
+                            json={"kind": "long", "pidfile": str(child_pid)}).json()["runs"][0]
+        child = asyncio.run(_pid(child_pid))
+        server.kill()
+        server.start()
+        deadline = time.monotonic() + 10
+        while is_alive(child):
+            assert time.monotonic() < deadline, "the interrupted run's process outlived the start"
+            time.sleep(0.05)
+        assert server.wait_run(run_id)["reason"].startswith("interrupted"), run_id
+        assert is_alive(service)
+        assert "dispatcher.orphans" in server.output()
+    finally:
+        server.stop()
+        for pid in (service, child):
+            if pid and is_alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -24,10 +24,11 @@ def test_marks_survive_into_the_next_process_until_it_opens_afresh(tmp_path: Pat
     first.open()
     first.mark("run_a", 1)
     first.mark("run_b", 2)
-    first.done("run_a", 1)  # done in memory; the file is append-only
+    first.done("run_a", 1)  # its end line: its processes are not the next start's to stop
     # The process dies here (no close): the next one reads what was recorded.
     second = StartMarks(path)
     assert second.recorded == {("run_a", 1), ("run_b", 2)}
+    assert second.unended == {("run_b", 2)}
     second.open()
     assert path.read_text() == ""
     assert second.recorded == {("run_a", 1), ("run_b", 2)}  # kept for the recovery in progress
@@ -37,9 +38,44 @@ def test_marks_survive_into_the_next_process_until_it_opens_afresh(tmp_path: Pat
 
 def test_a_torn_or_foreign_line_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "m"
-    path.write_text("run_a 1\nrun_b 2\nrun_c\n\ngarbage x\nrun_d 1")  # run_d: no newline yet
+    path.write_text("run_a 1\nrun_b 2\nrun_c\n\ngarbage x\nrun_e 1 over\nrun_a 1 en\n"
+                    "run_d 1")  # run_d: no newline yet
     assert read_marks(path) == {("run_a", 1), ("run_b", 2)}
+    assert startmarks.read_all(path)[1] == {("run_a", 1), ("run_b", 2)}
     assert read_marks(tmp_path / "missing") == set()
+
+
+def test_an_end_counts_for_the_start_before_it_not_one_after(tmp_path: Path) -> None:
+    """An attempt whose process could not start is queued again under the same number: its
+    second start, after the first one's end, is running."""
+    path = tmp_path / "m"
+    path.write_text("run_a 1\nrun_a 1 end\nrun_a 1\nrun_b 1\nrun_b 1 end\nrun_c 2 end\n")
+    started, unended = startmarks.read_all(path)
+    assert started == {("run_a", 1), ("run_b", 1)}
+    assert unended == {("run_a", 1)}
+
+
+def test_an_end_cut_short_by_a_full_disk_leaves_no_part_of_it(tmp_path: Path) -> None:
+    code = f"""
+import resource
+from pathlib import Path
+from hookrunner.startmarks import StartMarks, read_all
+path = Path({str(tmp_path / "m.marks")!r})
+marks = StartMarks(path)
+marks.open()
+marks.mark("run_a", 1)
+size = path.stat().st_size
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 5, hard))  # a part of the end line
+marks.done("run_a", 1)  # best effort: no error, and no part of a line
+assert path.stat().st_size == size, path.read_bytes()
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+marks.mark("run_b", 1)
+assert read_all(path) == ({{("run_a", 1), ("run_b", 1)}}, {{("run_a", 1), ("run_b", 1)}})
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_file_is_compacted_to_the_attempts_still_running(
