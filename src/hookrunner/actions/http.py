@@ -389,10 +389,18 @@ def _url_problem(url: str) -> str | None:
     after_host = host_port.partition("]")[2] if host_port.startswith("[") else host_port
     if ":" in after_host:
         port = after_host.partition(":")[2]
+        if not port:
+            return "its port is empty"
         if not (port.isascii() and port.isdigit()):
-            return f"its port {port[:20]!r} is not a number" if port else "its port is empty"
-        if not 1 <= int(port.lstrip("0") or "0") <= MAX_PORT:
-            return f"its port {port[:20]} is not from 1 to {MAX_PORT}"
+            # Quoted only where no `@` is in the URL: a password's `#` or `/` ends the host
+            # part early for urlsplit, and the "port" is then the password's start.
+            return f"its port {port[:20]!r} is not a number" if "@" not in url else \
+                "its port is not a number (a user name or password with a `/`, `?` or `#` in " \
+                "it is written %2F, %3F, %23)"
+        digits = port.lstrip("0")
+        if len(digits) > len(str(MAX_PORT)) or not 1 <= int(digits or "0") <= MAX_PORT:
+            return f"its port {port[:20]}{'...' if len(port) > 20 else ''} is not from 1 to " \
+                   f"{MAX_PORT}"
     if not parts.hostname:
         return "it names no host"
     return None
@@ -400,9 +408,9 @@ def _url_problem(url: str) -> str | None:
 
 def _check_url(url: str, shown: str) -> None:
     """ActionError for a URL that may not be requested (`shown` is how the log shows it)."""
-    if not url.isprintable():  # the shown form would hide what is wrong with it
-        raise ActionError("http: the URL holds a line break or another control character")
     problem = _url_problem(url)
+    if problem is not None and not url.isprintable():  # its shown form would hide it
+        raise ActionError("http: the URL holds a line break or another control character")
     if problem is not None:
         raise ActionError(f"http: not an http(s) URL ({problem}): {shown}")
     if _dot_segment(url):

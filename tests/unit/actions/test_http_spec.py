@@ -151,3 +151,33 @@ def test_a_fixed_international_host_still_passes_and_an_escape_in_a_host_value_d
                       [["x%2eevil%2ecom"]])
     assert not pinned("http://{{ payload.r }}.example.com/", "http://a%2eb.example.com/",
                       [["a%2eb"]])
+
+
+def test_a_port_that_is_a_passwords_start_is_not_quoted() -> None:
+    """review: a password's unescaped `#` ends urlsplit's host part inside it, and what
+    followed its `:` was quoted as the port: the password's start, in a reason `?wait` hands
+    to the sender."""
+    from hookrunner.actions.http import _prepare
+    from hookrunner.errors import ActionError
+
+    with pytest.raises(ActionError) as refused:
+        _prepare({"url_env": "HOOK_URL"},
+                 {"HOOK_URL": "https://deploy:S3cr3t#Pass@ci.example/hook"})
+    assert "S3cr3t" not in str(refused.value) and "Pass" not in str(refused.value)
+    assert "its port is not a number (a user name or password with a `/`, `?` or `#` in it " \
+           "is written %2F, %3F, %23)" in str(refused.value)
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("http://x.example:" + "9" * 5000 + "/", "its port 99999999999999999999... is not from 1 "
+                                             "to 65535"),
+    ("http://x.example:" + "0" * 5000 + "80/", None),  # leading zeros: digits, port 80
+    ("http://x.example:65535/", None), ("http://x.example:65536/", "its port 65536 is not"),
+])
+def test_a_port_of_any_length_is_judged_without_an_error(url: str, said: str | None) -> None:
+    """review: int() of more than 4,300 digits raises: a traceback from `check`, and an
+    internal error of the run."""
+    from hookrunner.actions.http import _url_problem
+
+    problem = _url_problem(url)
+    assert problem is None if said is None else problem is not None and problem.startswith(said)
