@@ -72,5 +72,9 @@ class RateLimiter:
 
 def retry_after(delay: float) -> str:
     """A `Retry-After` for `delay` seconds: whole seconds, rounded up (rounded down, a
-    client that waits exactly that long is refused again)."""
-    return str(max(1, math.ceil(delay)))
+    client that waits exactly that long is refused again), and never more than a day (a
+    bucket's rate is at least one a day: rules.load MIN_RATE)."""
+    return str(max(1, math.ceil(delay))) if delay < MAX_RETRY_AFTER else str(MAX_RETRY_AFTER)
+
+
+MAX_RETRY_AFTER = 86400  # seconds

@@ -198,10 +198,18 @@ def integer(ctx: Ctx, parent: Any, key: Any, what: str, minimum: int, maximum: i
     value = parent[key]
     if isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum:
         return value
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     ctx.error(parent, (key,), f"{what} must be a whole number from {minimum} to {maximum:,}, "
-                              f"got {shown}")
+                              f"got {shown(value)}")
     return None
+
+
+def shown(value: Any, room: int = 40) -> str:
+    """A value as an error quotes it: its repr, cut to `room` characters. An int of
+    thousands of digits (YAML's hex has no limit) has no repr (Python refuses to make it)."""
+    if isinstance(value, int) and value.bit_length() > 4 * room:
+        return f"a number of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= room else text[:room - 3] + "..."
 
 
 def boolean(ctx: Ctx, parent: Any, key: Any, what: str) -> bool | None:

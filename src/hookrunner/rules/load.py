@@ -75,6 +75,7 @@ MAX_RULE_NAME = 200
 MAX_ATTEMPTS = 10_000
 MAX_BURST = 1_000_000_000
 MAX_RATE = 1e9  # requests per second
+MIN_RATE = 1 / 86400  # one a day
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
         "h": 3600.0, "hour": 3600.0}
@@ -537,9 +538,9 @@ def _rate_limit(ctx: f.Ctx, raw: LineDict, what: str) -> RateLimit | None:
         node, key = spec, "rate"
     given = _rate(node[key])
     if given is None:
-        shown = repr(node[key]) if len(repr(node[key])) <= 40 else repr(node[key])[:37] + "..."
         ctx.error(node, (key,), f"{what}: expected a rate like 10/s, 600/m, 1000/h or a number "
-                  f"of requests per second (at most {MAX_RATE:,.0f}/s), got {shown}")
+                  f"of requests per second (from one a day to {MAX_RATE:,.0f}/s), got "
+                  f"{f.shown(node[key])}")
         return None
     rate, count = given
     # The bucket holds the count as written: `10/m` lets 10 through at once (a push sends
@@ -547,22 +548,27 @@ def _rate_limit(ctx: f.Ctx, raw: LineDict, what: str) -> RateLimit | None:
     burst, per_client = max(1, math.ceil(count)), True
     if isinstance(spec, LineDict) and "burst" in spec:
         burst = f.integer(ctx, spec, "burst", f"{what} burst", 1, MAX_BURST) or burst
+    elif count > MAX_BURST:
+        ctx.error(node, (key,), f"{what}: the rate's count ({count:,.0f}) is its burst, which is "
+                  f"at most {MAX_BURST:,}: give a `burst`, or write the rate per second")
+        return None
     if isinstance(spec, LineDict) and "per_client" in spec:
         per_client = bool(f.boolean(ctx, spec, "per_client", f"{what} per_client"))
     return RateLimit(rate=rate, burst=burst, per_client=per_client)
 
 
 def _rate(value: Any) -> tuple[float, float] | None:
-    """(requests per second, the count as written: 10 of `10/m`), within (0, MAX_RATE]."""
+    """(requests per second, the count as written: 10 of `10/m`), from MIN_RATE to MAX_RATE
+    (a rate of 1e-320 made a wait of infinite seconds: a 500 where it was to be a 429)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         # (A bound checked before float(): an int past 1e308 does not convert, nan fails it.)
-        return (float(value), float(value)) if 0 < value <= MAX_RATE else None
+        return (float(value), float(value)) if MIN_RATE <= value <= MAX_RATE else None
     m = _RATE.match(value) if isinstance(value, str) else None
     if m is None:
         return None
     count = float(m.group(1))  # (400 digits: inf, past the bound)
     rate = count / _PER[m.group(2)]
-    return (rate, count) if 0 < rate <= MAX_RATE and count <= MAX_BURST else None
+    return (rate, count) if MIN_RATE <= rate <= MAX_RATE else None
 
 
 # ---- rules ----

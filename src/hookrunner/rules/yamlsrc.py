@@ -221,13 +221,22 @@ class WrittenFloat(float):
 
 
 def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> Any:
-    value = yaml.SafeLoader.construct_yaml_int(loader, node)
-    return value if node.value == str(value) else WrittenInt(value, node.value)
+    try:
+        value = yaml.SafeLoader.construct_yaml_int(loader, node)
+        written = node.value == str(value)
+    except ValueError:  # past the 4,300 digits Python converts between int and text
+        problem = NonFinite(f"a number of {len(node.value):,} characters is too long to be "
+                            "read", loader.file, loader.line_at(node.start_mark))
+        problem.alone = _one_value_line(node.start_mark)
+        loader.problems.append(problem)
+        return 0  # (as for .inf: what its field says of it at that line is not said)
+    return value if written else WrittenInt(value, node.value)
 
 
 class NonFinite(ConfigError):
-    """`.inf` or `.nan` where a number was written: read as 0.0 to go on loading. `alone`:
-    the only value on its line (`tolerance: .inf`), so any other error there is about it."""
+    """`.inf` or `.nan` where a number was written, or a number too long to read: read as 0
+    to go on loading. `alone`: the only value on its line (`tolerance: .inf`), so any other
+    error there is about it."""
 
     alone = False
 
@@ -237,13 +246,25 @@ _ALONE = re.compile(r"\s*(?:-\s+)*(?:[^\s{}\[\],#][^{}\[\],#]*?:\s+)?[-+]?\.(?:i
                     re.IGNORECASE)
 
 
+_ONE_VALUE = re.compile(r"\s*(?:-\s+)*(?:[^\s{}\[\],#][^{}\[\],#]*?:\s+)?[^\s{}\[\],#]+\s*(?:#.*)?")
+
+
+def _one_value_line(mark: yaml.Mark) -> bool:
+    """Whether the value at `mark` is the only one on its line (`burst: 0xfff...`)."""
+    return _line_matches(mark, _ONE_VALUE)
+
+
 def _alone_on_line(mark: yaml.Mark) -> bool:
+    return _line_matches(mark, _ALONE)
+
+
+def _line_matches(mark: yaml.Mark, pattern: re.Pattern[str]) -> bool:
     buffer = getattr(mark, "buffer", None)
     if not isinstance(buffer, str):
         return False
     start = buffer.rfind("\n", 0, mark.index) + 1
     end = buffer.find("\n", mark.index)
-    return _ALONE.fullmatch(buffer[start:end if end >= 0 else len(buffer)].rstrip("\0")) is not None
+    return pattern.fullmatch(buffer[start:end if end >= 0 else len(buffer)].rstrip("\0")) is not None
 
 
 def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> Any:

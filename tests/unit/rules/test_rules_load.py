@@ -200,14 +200,28 @@ HOOK_ERROR_CASES = [
     # Past what SQLite or a float holds: loaded, they failed every delivery with a 500.
     ("a burst of 400 digits", "  h:\n    verify: {none: {}}\n    rate_limit:\n      rate: 5/s\n"
      "      burst: " + "9" * 400 + "\n", "r.yaml:6: hook 'h' rate_limit burst must be a whole "
-     "number from 1 to 1,000,000,000, got " + "9" * 37 + "..."),
+     "number from 1 to 1,000,000,000, got a number of about 400 digits"),
     ("a rate of 400 digits", "  h:\n    verify: {none: {}}\n    rate_limit: " + "9" * 400 + "\n",
      "r.yaml:4: hook 'h' rate_limit: expected a rate like 10/s, 600/m, 1000/h or a number of "
-     "requests per second (at most 1,000,000,000/s), got " + "9" * 37 + "..."),
+     "requests per second (from one a day to 1,000,000,000/s), got a number of about 400 "
+     "digits"),
     ("a rate of 400 digits a second", "  h:\n    verify: {none: {}}\n    rate_limit: "
      + "9" * 400 + "/s\n", "r.yaml:4: hook 'h' rate_limit: expected a rate like 10/s"),
-    ("a rate past the bound", "  h:\n    verify: {none: {}}\n    rate_limit: {rate: 2e9}\n",
-     "r.yaml:4: hook 'h' rate_limit: expected a rate like 10/s"),
+    ("a rate past the bound", "  h:\n    verify: {none: {}}\n    rate_limit: {rate: 2000000000}\n",
+     "r.yaml:4: hook 'h' rate_limit: expected a rate like 10/s, 600/m, 1000/h or a number of "
+     "requests per second (from one a day to 1,000,000,000/s), got 2000000000"),
+    ("a rate below one a day", "  h:\n    verify: {none: {}}\n    rate_limit: 1.0e-320\n",
+     "r.yaml:4: hook 'h' rate_limit: expected a rate like 10/s, 600/m, 1000/h or a number of "
+     "requests per second (from one a day to 1,000,000,000/s), got 1e-320"),
+    ("a count past the burst's bound", "  h:\n    verify: {none: {}}\n    rate_limit: "
+     "2000000000/h\n", "r.yaml:4: hook 'h' rate_limit: the rate's count (2,000,000,000) is its "
+     "burst, which is at most 1,000,000,000: give a `burst`, or write the rate per second"),
+    ("a burst of a hex number's thousands of digits", "  h:\n    verify: {none: {}}\n"
+     "    rate_limit:\n      rate: 5/s\n      burst: 0x" + "f" * 4000 + "\n",
+     "r.yaml:6: a number of 4,002 characters is too long to be read"),
+    ("a burst of 5,000 digits", "  h:\n    verify: {none: {}}\n"
+     "    rate_limit:\n      rate: 5/s\n      burst: " + "9" * 5000 + "\n",
+     "r.yaml:6: a number of 5,000 characters is too long to be read"),
     ("bad hook id", "  'a b':\n    verify: {none: {}}\n", "r.yaml:2: bad hook id 'a b'"),
     ("hook id of dots", "  '..':\n    verify: {none: {}}\n", "r.yaml:2: bad hook id '..': use "
      "letters, digits, '_', '.', '-', starting with a letter or digit"),
