@@ -102,3 +102,10 @@ def test_waiting_says_when_a_take_would_be_allowed_without_taking() -> None:
     assert limiter.waiting(key, 1.0, 0.0) == pytest.approx(1.0)  # asking took nothing
     assert limiter.waiting(key, 1.0, 0.5) == pytest.approx(0.5)
     assert limiter.waiting(key, 1.0, 1.0) == 0.0
+
+
+def test_retry_after_is_whole_seconds_and_at_most_a_day() -> None:
+    from hookrunner.ratelimit import retry_after
+
+    assert [retry_after(d) for d in (0.0, 0.2, 1.0, 1.01, 86399.5)] == ["1", "1", "1", "2", "86400"]
+    assert retry_after(1e300) == retry_after(float("inf")) == "86400"  # never a traceback
