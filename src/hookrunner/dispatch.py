@@ -290,14 +290,23 @@ class Dispatcher:
         # under another host name (a container's). Their processes and start marks are found
         # under that name.
         owners = {r.lease_owner or self.node for r in stale}
-        runs: dict[str, set[str]] = {owner: set() for owner in owners}
+        # Results a stop kept here for the store (pendingresults): those attempts ended.
+        kept_files = [pendingresults.pending_path(self.settings.data, owner)
+                      for owner in owners | {self.node}]
+        kept: dict[tuple[str, int], pendingresults.Kept] = {}
+        for path in kept_files:
+            kept.update(await asyncio.to_thread(pendingresults.read, path))
+        # The processes to stop: those of the attempts left running, by attempt. An attempt
+        # that ended (an earlier one of the run, one whose result was kept) keeps what it
+        # detached on purpose (`setsid`, a service), as its end left it (startmarks).
+        runs: dict[str, set[str | tuple[str, int]]] = {owner: set() for owner in owners}
         for r in stale:
-            runs[r.lease_owner or self.node].add(r.id)
+            if (r.id, r.attempt) not in kept:
+                runs[r.lease_owner or self.node].add((r.id, r.attempt))
         # And what this node started before its crash that another node took over when the
         # lease ran out (PostgreSQL): no longer its runs, but still its processes, beside
-        # their retries. Not attempts that ended: what they detached on purpose (`setsid`, a
-        # service) is left, as their end left it (startmarks).
-        runs.setdefault(self.node, set()).update(run_id for run_id, _ in self._marks.unended)
+        # their retries.
+        runs.setdefault(self.node, set()).update(self._marks.unended)
         left = orphans.find_all(runs)
         if left:
             event("dispatcher.orphans", logging.WARNING, runs=",".join(left),
@@ -320,12 +329,7 @@ class Dispatcher:
         # does a log file: one is written a second into an attempt, also while it waits to
         # start (a terraform directory's lock), and a restore moves them aside.
         marked = self._marks.existed or any(p.exists() for p in others.values())
-        # (Its own file too where no run of it is left: another node decided them meanwhile.)
-        kept_files = [pendingresults.pending_path(self.settings.data, owner)
-                      for owner in owners | {self.node}]
-        kept: dict[tuple[str, int], pendingresults.Kept] = {}
-        for path in kept_files:
-            kept.update(await asyncio.to_thread(pendingresults.read, path))
+        # (Its own kept file too where no run of it is left: another node decided them.)
         for run in stale:
             if (found := kept.get((run.id, run.attempt))) is not None:
                 await self._patiently(functools.partial(self._settle_kept, run, *found))

@@ -33,18 +33,33 @@ def _environ(pid_dir: Path) -> dict[bytes, bytes]:
     return {k: v for k, _, v in pairs}
 
 
-def find_all(runs: Mapping[str, Collection[str]]) -> dict[str, list[int]]:
-    """Live pids per run id, for run ids per node name (one pass over /proc)."""
-    wanted = {(node.encode(), r.encode()) for node, ids in runs.items() for r in ids}
+Wanted = Mapping[str, Collection[str | tuple[str, int]]]  # per node: runs, or runs' attempts
+
+
+def find_all(runs: Wanted) -> dict[str, list[int]]:
+    """Live pids per run id, for what is wanted per node name: a run id (any attempt's
+    processes) or a (run id, attempt) (that attempt's, by its HOOKRUNNER_ATTEMPT). One pass
+    over /proc."""
+    whole = {(node.encode(), r.encode()) for node, ids in runs.items() for r in ids
+             if isinstance(r, str)}
+    attempts = {(node.encode(), r[0].encode(), str(r[1]).encode())
+                for node, ids in runs.items() for r in ids if not isinstance(r, str)}
+    # A process without HOOKRUNNER_ATTEMPT (every action's has it) cannot say which attempt
+    # it is of: one of a wanted attempt's run is stopped too.
+    any_attempt = {(node, run_id) for node, run_id, _ in attempts}
     found: dict[str, list[int]] = {}
-    if not wanted or not _PROC.is_dir():
+    if not (whole or attempts) or not _PROC.is_dir():
         return found
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
             continue
         env = _environ(entry)  # {} for a zombie: it has no memory left to read
         run_id = env.get(b"HOOKRUNNER_RUN_ID")
-        if run_id is not None and (env.get(b"HOOKRUNNER_NODE", b""), run_id) in wanted:
+        if run_id is None:
+            continue
+        node, attempt = env.get(b"HOOKRUNNER_NODE", b""), env.get(b"HOOKRUNNER_ATTEMPT")
+        if (node, run_id) in whole or (node, run_id, attempt) in attempts or (
+                attempt is None and (node, run_id) in any_attempt):
             found.setdefault(run_id.decode(), []).append(int(entry.name))
     return found
 
@@ -53,7 +68,7 @@ def _pids(found: Mapping[str, list[int]]) -> set[int]:
     return {pid for pids in found.values() for pid in pids}
 
 
-async def stop(runs: Mapping[str, Collection[str]], found: Mapping[str, list[int]],
+async def stop(runs: Wanted, found: Mapping[str, list[int]],
                grace: float = STOP_GRACE) -> set[int]:
     """Stop every process of these runs (run ids per node name): SIGTERM those `found` (a
     look just made), up to `grace` for them to go, then SIGKILL. The processes are looked for

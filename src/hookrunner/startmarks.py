@@ -23,9 +23,11 @@ import contextlib
 import errno
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 COMPACT_AT = 1024 * 1024  # bytes: ~35,000 attempts between rewrites
+END = "end"  # the word of an attempt's end line
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -45,14 +47,15 @@ def read_marks(path: Path) -> set[tuple[str, int]]:
 
 
 def read_all(path: Path) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
-    """The attempts started, and of them those not ended since (in the file's order: a start
-    after an end, an attempt queued again that had not started its process, counts)."""
+    """The attempts started, and of them those with more starts than ends: an attempt queued
+    again under its number (its process could not start) may start again before the first
+    try's end line is written."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return set(), set()
     started: set[tuple[str, int]] = set()
-    unended: set[tuple[str, int]] = set()
+    open_: Counter[tuple[str, int]] = Counter()
     for line in text.split("\n")[:-1]:
         run_id, _, rest = line.partition(" ")
         attempt, _, word = rest.partition(" ")
@@ -60,14 +63,11 @@ def read_all(path: Path) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
             continue
         mark = (run_id, int(attempt))
         if word == END:
-            unended.discard(mark)
+            open_[mark] -= 1
         else:
             started.add(mark)
-            unended.add(mark)
-    return started, unended
-
-
-END = "end"
+            open_[mark] += 1
+    return started, {mark for mark, n in open_.items() if n > 0}
 
 
 class StartMarks:
@@ -77,7 +77,7 @@ class StartMarks:
         # From before this process: the crash's evidence; and of those, the attempts whose
         # end was not recorded (their processes are the ones to stop).
         self.recorded, self.unended = read_all(path)
-        self._live: set[tuple[str, int]] = set()
+        self._live: Counter[tuple[str, int]] = Counter()  # starts less ends, per attempt
         self._fd = -1
         self._size = 0
 
@@ -97,7 +97,7 @@ class StartMarks:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
             raise
-        self._live.add((run_id, attempt))
+        self._live[(run_id, attempt)] += 1
         self._size += len(line)
         if self._size > COMPACT_AT:
             with contextlib.suppress(OSError):  # the old file goes on growing meanwhile
@@ -113,7 +113,13 @@ class StartMarks:
     def done(self, run_id: str, attempt: int) -> None:
         """Record that the attempt's end is recorded (best effort: without it, the next start
         stops what the attempt left running, as it did before end lines)."""
-        self._live.discard((run_id, attempt))
+        mark = (run_id, attempt)
+        if mark not in self._live:  # it never started (a template error, a refusal)
+            return
+        if self._live[mark] <= 1:
+            del self._live[mark]
+        else:
+            self._live[mark] -= 1
         if self._fd < 0:
             return
         line = f"{run_id} {attempt} {END}\n".encode()
@@ -137,7 +143,8 @@ class StartMarks:
         afterwards, then renamed: it either switches over whole or not at all."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        data = "".join(f"{run_id} {attempt}\n" for run_id, attempt in sorted(self._live)).encode()
+        data = "".join(f"{run_id} {attempt}\n" * n
+                       for (run_id, attempt), n in sorted(self._live.items())).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
                      0o600)
         try:

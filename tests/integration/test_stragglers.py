@@ -179,3 +179,58 @@ def test_a_restart_leaves_the_services_of_ended_runs_and_stops_those_of_interrup
         for pid in (service, child):
             if pid and is_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+RETRIED_RULES = """
+hooks:
+  h: {verify: {none: {}}}
+rules:
+  - name: twice
+    hook: h
+    retry: {attempts: 2, backoff: 0s}
+    run:
+      shell:
+        argv:
+          - sh
+          - -c
+          - |
+            if [ "$HOOKRUNNER_ATTEMPT" = 1 ]; then
+              PIDFILE=$FIRST; DETACH
+              exit 1
+            fi
+            PIDFILE=$SECOND; DETACH sleep 300
+        env: {FIRST: "{{ payload.first }}", SECOND: "{{ payload.second }}"}
+""".replace("DETACH", "export PIDFILE; " + DETACH)
+
+
+def test_an_interrupted_retry_leaves_what_its_ended_first_attempt_detached(tmp_path: Path) -> None:
+    """review: processes were matched by run, not attempt: attempt 1's service was stopped
+    with the interrupted attempt 2's processes."""
+    import httpx
+
+    from tests.serverproc import Server
+
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(RETRIED_RULES)
+    server = Server(tmp_path / "rules", tmp_path / "data", tmp_path).start()
+    first_pid, second_pid = tmp_path / "first.pid", tmp_path / "second.pid"
+    first = second = 0
+    try:
+        run_id = httpx.post(f"{server.url}/hooks/h", timeout=30, json={
+            "first": str(first_pid), "second": str(second_pid)}).json()["runs"][0]
+        first, second = asyncio.run(_pid(first_pid)), asyncio.run(_pid(second_pid))
+        server.kill()
+        server.start()
+        deadline = time.monotonic() + 10
+        while is_alive(second):
+            assert time.monotonic() < deadline, "attempt 2's process outlived the start"
+            time.sleep(0.05)
+        assert is_alive(first), "attempt 1 ended: what it detached is not the start's to stop"
+        doc = server.wait_run(run_id)
+        assert [a["status"] for a in doc["attempts"]] == ["failed", "failed"], doc
+        assert doc["reason"].startswith("interrupted"), doc
+    finally:
+        server.stop()
+        for pid in (first, second):
+            if pid and is_alive(pid):
+                os.kill(pid, signal.SIGKILL)

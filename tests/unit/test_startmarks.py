@@ -55,6 +55,25 @@ def test_an_end_counts_for_the_start_before_it_not_one_after(tmp_path: Path) -> 
     assert unended == {("run_a", 1)}
 
 
+def test_an_attempt_started_twice_stays_open_until_both_ends(tmp_path: Path) -> None:
+    """review: a not-started attempt queued again under its number may start again before
+    the first try's end line is written: that end must not close the second start."""
+    path = tmp_path / "m"
+    marks = StartMarks(path)
+    marks.open()
+    marks.mark("run_a", 1)
+    marks.mark("run_a", 1)
+    marks.done("run_a", 1)
+    marks.done("run_b", 1)  # never started here: no end line
+    assert startmarks.read_all(path) == ({("run_a", 1)}, {("run_a", 1)})
+    assert "run_b" not in path.read_text()
+    marks._rewrite()  # compacted: the open start kept
+    assert startmarks.read_all(path) == ({("run_a", 1)}, {("run_a", 1)})
+    marks.done("run_a", 1)
+    assert startmarks.read_all(path) == ({("run_a", 1)}, set())
+    marks.close()
+
+
 def test_an_end_cut_short_by_a_full_disk_leaves_no_part_of_it(tmp_path: Path) -> None:
     code = f"""
 import resource
