@@ -203,6 +203,10 @@ def _placed(rendered: Mapping[str, Any], root: Path) -> _Placed:
 
 
 MAX_PLAYBOOK = 16 * 1024 * 1024  # bytes read to tell a playbook (as a rules file's bound)
+# What makes a list item a play to ansible-core: its hosts, or a playbook it imports.
+PLAY_KEYS = frozenset({"hosts", "import_playbook", "ansible.builtin.import_playbook",
+                       "ansible.legacy.import_playbook"})
+MAX_MERGES = 20  # `<<` merges followed into one another (a loop is no YAML: aliases are trees)
 
 
 def _a_list_of_plays(path: Path) -> bool:
@@ -223,15 +227,21 @@ def _a_list_of_plays(path: Path) -> bool:
         return True
     # Each item a play: a list of tasks (`- set_fact: {db_password: ...}`) or of strings is
     # refused by ansible as no play, and it prints the item's lines back too.
-    return isinstance(node, yaml.SequenceNode) and all(
-        isinstance(item, yaml.MappingNode) and any(
-            isinstance(key, yaml.ScalarNode) and key.value in PLAY_KEYS for key, _ in item.value)
-        for item in node.value)
+    return isinstance(node, yaml.SequenceNode) and all(_a_play(item) for item in node.value)
 
 
-# What makes a list item a play to ansible-core: its hosts, or a playbook it imports.
-PLAY_KEYS = frozenset({"hosts", "import_playbook", "ansible.builtin.import_playbook",
-                       "ansible.legacy.import_playbook"})
+def _a_play(node: yaml.Node, depth: int = 0) -> bool:
+    """Whether a list item has a play's key, its own or merged in (`<<: *web`)."""
+    if not isinstance(node, yaml.MappingNode) or depth > MAX_MERGES:
+        return False
+    for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.value in PLAY_KEYS:
+            return True
+        if isinstance(key, yaml.ScalarNode) and key.tag == "tag:yaml.org,2002:merge":
+            merged = value.value if isinstance(value, yaml.SequenceNode) else [value]
+            if any(_a_play(m, depth + 1) for m in merged):
+                return True
+    return False
 
 
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -226,8 +226,12 @@ def test_a_file_whose_yaml_is_no_list_of_plays_is_not_run(tmp_path: Path) -> Non
     ("[]\n", True),
     ("- import_playbook: site.yml\n- ansible.builtin.import_playbook: other.yml\n", True),
     ("- name: web\n  hosts: web\n  roles: [x]\n", True),
+    # review: hosts merged in from an anchor, as ansible-playbook reads them
+    ("- &web {hosts: web, gather_facts: false}\n- <<: *web\n  tasks: []\n", True),
+    ("- &web {hosts: web}\n- <<: [{gather_facts: false}, *web]\n  tasks: []\n", True),
+    ("- &t {set_fact: {x: TopSecret1}}\n- <<: *t\n", False),
 ], ids=["tasks", "strings", "a-task-among-plays", "no-hosts", "a-list", "empty", "imports",
-        "play"])
+        "play", "merged", "merged-list", "merged-task"])
 def test_only_a_list_of_plays_is_a_playbook(tmp_path: Path, text: str, plays: bool) -> None:
     """A role's tasks file is a list too: ansible refused it as no play, printing the task's
     lines back to the sender's `?wait` (a secret set by `set_fact` included)."""
