@@ -24,7 +24,9 @@ def record(data: Path, rules: Path, root: Path) -> None:
     """Write the record, replacing any earlier server's at once (OSError if it cannot)."""
     text = json.dumps({"rules": str(rules.absolute()), "root": str(root.absolute())})
     tmp = data / f".{FILE}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_FILE)
+    tmp.unlink(missing_ok=True)  # a killed start's; never followed, if it is a link
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 PRIVATE_FILE)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

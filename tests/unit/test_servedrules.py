@@ -45,3 +45,12 @@ def test_a_write_that_cannot_be_made_raises_for_the_server_to_warn(tmp_path: Pat
     with pytest.raises(OSError):
         servedrules.record(tmp_path / "missing", tmp_path, tmp_path)
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_link_in_the_temporary_files_place_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("keep")
+    (tmp_path / f".{servedrules.FILE}.{os.getpid()}").symlink_to(target)
+    servedrules.record(tmp_path, tmp_path, tmp_path)
+    assert target.read_text() == "keep"
+    assert servedrules.recorded(tmp_path) == (tmp_path, tmp_path)

@@ -23,7 +23,7 @@ def check_keys(raw: Mapping[str, Any], kind: str, allowed: Collection[str]) -> N
     for key in raw:
         if key not in allowed:
             known = ", ".join(sorted(allowed))
-            raise ConfigError(f"{kind}: unknown key {key!r} (known: {known})", path=(str(key),))
+            raise ConfigError(f"{kind}: unknown key {key!r} (known: {known})", path=(key,))
 
 
 def scalar_str(value: Any, path: tuple[str | int, ...], what: str) -> str:

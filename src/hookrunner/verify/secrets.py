@@ -81,8 +81,12 @@ def resolve_secret(
                 if skipped is None or not isinstance(failure, SecretUnavailable):
                     raise failure from None
                 missing.append(failure)
-        if not out:
-            raise missing[0]
+        if not out:  # each is said at once: fixing the first showed the next
+            if len(missing) == 1:
+                raise missing[0]
+            raise SecretUnavailable(
+                f"{key}: none of its {len(missing)} secrets can be had: " + "; ".join(
+                    m.message for m in missing), path=(key,))
         if skipped is not None:
             skipped.extend(missing)
         return out

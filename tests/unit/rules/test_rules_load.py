@@ -276,6 +276,21 @@ def test_every_error_of_an_action_is_reported_in_one_check() -> None:
     ], errors
 
 
+def test_an_unknown_key_that_is_no_string_is_named_at_its_line_and_read_past() -> None:
+    errors = errors_of(one("""
+        rules:
+          - name: s
+            hook: gh
+            run:
+              shell:
+                argv: [x]
+                cwd: [1]
+                1: x
+    """))
+    assert [e.split(": ", 1)[0] for e in errors] == ["r.yaml:11", "r.yaml:12"], errors
+    assert "unknown key 1 " in errors[1], errors
+
+
 def test_an_action_missing_what_it_requires_says_only_that() -> None:
     """No error is made up by reading on past one (a stand-in is only for a wrong value)."""
     errors = errors_of(one("""

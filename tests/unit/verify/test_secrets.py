@@ -106,7 +106,7 @@ def test_a_rotation_lists_unreadable_member_is_set_aside_while_another_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """"Any of them": the old secret's file removed at the end of a rotation leaves the new one
-    verifying (said as a warning by the loader); none readable is the first one's error."""
+    verifying (said as a warning by the loader); none readable is an error naming each."""
     (tmp_path / "new").write_text("new\n")
     monkeypatch.delenv("HOOKRUNNER_TEST_GONE", raising=False)
     skipped: list[SecretUnavailable] = []
@@ -115,8 +115,13 @@ def test_a_rotation_lists_unreadable_member_is_set_aside_while_another_reads(
     assert [(e.message, e.path) for e in skipped] == [
         ("secret[0]: secret file old does not exist", ("secret", 0)),
         ("secret[1]: environment variable HOOKRUNNER_TEST_GONE is not set or empty", ("secret", 1))]
-    with pytest.raises(SecretUnavailable, match=r"secret\[0\]: secret file old does not exist"):
+    with pytest.raises(SecretUnavailable) as none:
         resolve_secret(value[:2], root=tmp_path, skipped=[])
+    assert (none.value.message, none.value.path) == (
+        "secret: none of its 2 secrets can be had: secret[0]: secret file old does not exist; "
+        "secret[1]: environment variable HOOKRUNNER_TEST_GONE is not set or empty", ("secret",))
+    with pytest.raises(SecretUnavailable, match=r"^secret\[0\]: environment variable"):
+        resolve_secret(value[1:2], root=tmp_path, skipped=[])  # one: its own error, as before
     with pytest.raises(SecretUnavailable):  # without `skipped` (no warnings to give): as before
         resolve_secret(value, root=tmp_path)
     with pytest.raises(ConfigError, match="nested"):  # a mistake in the form is still an error
