@@ -52,6 +52,9 @@ SECRET_PARTS = frozenset({"auth", "sig", "pwd", "pass"})
 SECRET_NAMES = frozenset({"key", "code"})
 # Named like secrets, but they are senders' delivery ids (kept as the delivery's dedup key).
 NOT_SECRET = frozenset({"i_twilio_idempotency_token"})
+_KNOWN: dict[str, bool] = {}  # secret_key's verdicts, by name
+_KNOWN_MAX = 1024
+_KNOWN_NAME = 64  # longer names are not kept
 _URL_START = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _PARTS = re.compile(r"[^a-z0-9]+")
 
@@ -77,10 +80,6 @@ def _judge(name: str) -> bool:
     return (lowered in SECRET_NAMES or any(w in lowered for w in SECRET_WORDS)
             or not SECRET_PARTS.isdisjoint(_PARTS.split(lowered)))
 
-
-_KNOWN: dict[str, bool] = {}  # secret_key's verdicts, by name
-_KNOWN_MAX = 1024
-_KNOWN_NAME = 64  # longer names are not kept
 
 
 def redact_pairs(pairs: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> list[tuple[str, str]]:

@@ -74,6 +74,7 @@ MAX_RULE_NAME = 200
 # over a year; a billion requests a second is no limit on one machine.
 MAX_ATTEMPTS = 10_000
 MAX_BURST = 1_000_000_000
+MAX_ACTION_ERRORS = 20  # said of one action: past that, fixing some first is the way on
 MAX_RATE = 1e9  # requests per second
 MIN_RATE = 1 / 86400  # one a day
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
@@ -685,8 +686,6 @@ def _action_errors(runner: Any, body: Any, first: ConfigError) -> list[ConfigErr
         break
     return found
 
-
-MAX_ACTION_ERRORS = 20  # of one action: past that, fixing some first is the way on
 
 
 _NAMED_VALUES = ("env", "vars", "extravars", "headers")  # where a secret's name is its key
