@@ -264,6 +264,9 @@ class Dispatcher:
         # failing (a frozen database) holds every node's renewals alike, so one renewal
         # late by more than STALL_AFTER rounds counts as an outage too.
         self._renewed_at = time.monotonic()
+        # Whether this node held its identity at its last renewal (no takeover otherwise,
+        # nor before the first).
+        self._identity_ok = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -363,6 +366,7 @@ class Dispatcher:
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="hookrunner-claim"),
             asyncio.create_task(self._housekeeping(), name="hookrunner-housekeeping"),
+            asyncio.create_task(self._renewing(), name="hookrunner-renewals"),
             asyncio.create_task(self._listen(), name="hookrunner-listen"),
             asyncio.create_task(self._fencing(), name="hookrunner-fencing"),
             asyncio.create_task(self._pruning(), name="hookrunner-prune"),
@@ -732,37 +736,63 @@ class Dispatcher:
         missed in a store hiccup is retried well before the fence (lease/3 before expiry)."""
         return min(HOUSEKEEPING, self.settings.lease / 8)
 
-    async def _housekeeping(self) -> None:
-        last_renew = stats_due = 0.0
+    async def _renewing(self) -> None:
+        """This node's identity and leases, on a task of their own: behind the other rounds'
+        reads, which wait the pool's 5 s for a connection after a PostgreSQL restart, a
+        renewal came too late for a short --lease, and a blip of the database stopped every
+        run (review: a restart of 0.3 s, --lease 3s)."""
+        last_renew = 0.0
         while True:
             await asyncio.sleep(self._tick)
             now, mono = time.time(), time.monotonic()
+            if now - last_renew < self.settings.lease / 3:
+                continue
             try:
-                if now - last_renew >= self.settings.lease / 3:
-                    identity_error: StoreUnavailable | None = None
-                    try:
-                        if not await self.store.lock_node(self.node):
-                            # Our identity was lost (its lock's connection dropped) and another
-                            # server took it: it will recover "our" runs, so stop taking work.
-                            event("dispatcher.identity_lost", logging.ERROR, node=self.node)
-                            self.begin_stop()
-                    except StoreUnavailable as exc:
-                        # Its own connection (no slot for it, say): the pool's may work, and
-                        # this node's leases must go on being renewed meanwhile.
-                        identity_error = exc
-                    await self._renew(now, mono)
-                    last_renew = now  # only once renewed: a failed renewal is tried next round
-                    self._renewal_went_through()
-                    if identity_error is not None:
-                        raise identity_error  # said, and no takeover while it lasts
-                    if (self.store.shared and not self._store_down
-                            and now - self._reachable_since >= self.settings.lease):
-                        for run in await self.store.expired(now):
-                            if run.id in self._active:  # alive here: a clock step, not a death
-                                continue
-                            await self._interrupted(
-                                run, f"interrupted: lease of node {run.lease_owner} expired")
-                # After the renewals, which must not wait behind it in an outage.
+                identity_error: StoreUnavailable | None = None
+                try:
+                    if not await self.store.lock_node(self.node):
+                        # Our identity was lost (its lock's connection dropped) and another
+                        # server took it: it will recover "our" runs, so stop taking work.
+                        event("dispatcher.identity_lost", logging.ERROR, node=self.node)
+                        self.begin_stop()
+                except StoreUnavailable as exc:
+                    # Its own connection (no slot for it, say): the pool's may work, and
+                    # this node's leases must go on being renewed meanwhile.
+                    identity_error = exc
+                await self._renew(now, mono)
+                last_renew = now  # only once renewed: a failed renewal is tried next round
+                self._renewal_went_through()
+                if identity_error is not None:
+                    raise identity_error  # said, and no takeover while it lasts
+                self._identity_ok = True
+            except StoreUnavailable as exc:
+                self._identity_ok = False
+                self._store_down = True
+                _store_down_log(error=str(exc))
+            except Exception as exc:  # an error of another kind: next round, said
+                self._loop_failed("renewals", exc)
+            else:
+                self._loop_errors.pop("renewals", None)
+
+    async def _housekeeping(self) -> None:
+        last_takeover = stats_due = 0.0
+        while True:
+            await asyncio.sleep(self._tick)
+            now = time.time()
+            try:
+                # Other nodes' expired runs, while this node's own renewals go through (late
+                # ones say the store stalled: then no takeover for a lease).
+                renewing = time.monotonic() - self._renewed_at <= \
+                    self.settings.lease / 3 + STALL_AFTER * self._tick
+                if (self.store.shared and not self._store_down and self._identity_ok
+                        and renewing and now - last_takeover >= self.settings.lease / 3
+                        and now - self._reachable_since >= self.settings.lease):
+                    last_takeover = now
+                    for run in await self.store.expired(now):
+                        if run.id in self._active:  # alive here: a clock step, not a death
+                            continue
+                        await self._interrupted(
+                            run, f"interrupted: lease of node {run.lease_owner} expired")
                 if self._active:
                     for run_id, by in (await self.store.cancel_requests(self.node)).items():
                         entry = self._active.get(run_id)

@@ -49,6 +49,14 @@ class Hiccups(SQLiteStore):
             raise StoreUnavailable("injected: remaining connection slots are reserved")
         return await super().lock_node(node)
 
+    reads_hang = 0.0  # seconds the next cancel-requests read waits (the pool's 5 s wait)
+
+    async def cancel_requests(self, node: str) -> dict[str, str | None]:
+        if self.reads_hang:
+            hang, self.reads_hang = self.reads_hang, 0.0
+            await asyncio.sleep(hang)
+        return await super().cancel_requests(node)
+
     async def expired(self, now: float) -> list[Run]:
         if hasattr(self, "expired_asks"):
             self.expired_asks.append(now)
@@ -90,6 +98,20 @@ async def test_a_renewal_that_fails_once_is_retried_before_the_fence(
     run_id = await arrive(store, dispatcher, "sleep 2.5")
     assert await ended(store, run_id) == "succeeded"
     assert store.renew_failures == 0 and store.renewals >= 3
+
+
+async def test_a_read_that_waits_for_a_connection_does_not_hold_up_the_renewals(
+    cluster: tuple[Hiccups, Dispatcher],
+) -> None:
+    """review: after a PostgreSQL restart of 0.3 s, the rounds' other reads waited the pool's
+    5 s for a connection, the renewals behind them, and the fence stopped every run of a
+    node with --lease 3s. Renewals go on beside them."""
+    store, dispatcher = cluster
+    run_id = await arrive(store, dispatcher, "sleep 3")
+    await until_running(store, run_id)
+    store.reads_hang = LEASE * 1.5  # past the fence (lease/3 before expiry), and the lease
+    assert await ended(store, run_id) == "succeeded"
+    assert store.reads_hang == 0.0  # the hang happened
 
 
 async def test_a_claim_that_waited_long_renews_its_leases_before_starting(
