@@ -21,7 +21,7 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -747,7 +747,8 @@ class Dispatcher:
             now, mono = time.time(), time.monotonic()
             if now - last_renew < self.settings.lease / 3:
                 continue
-            try:
+            held = False
+            with self._round("renewals"):
                 identity_error: StoreUnavailable | None = None
                 try:
                     if not await self.store.lock_node(self.node):
@@ -764,22 +765,29 @@ class Dispatcher:
                 self._renewal_went_through()
                 if identity_error is not None:
                     raise identity_error  # said, and no takeover while it lasts
-                self._identity_ok = True
-            except StoreUnavailable as exc:
-                self._identity_ok = False
-                self._store_down = True
-                _store_down_log(error=str(exc))
-            except Exception as exc:  # an error of another kind: next round, said
-                self._loop_failed("renewals", exc)
-            else:
-                self._loop_errors.pop("renewals", None)
+                held = True
+            self._identity_ok = held
+
+    @contextlib.contextmanager
+    def _round(self, name: str) -> Iterator[None]:
+        """One round of a background loop: an outage is marked and said, another error said
+        and counted (the next round tries again), a round that went through clears it."""
+        try:
+            yield
+        except StoreUnavailable as exc:
+            self._store_down = True
+            _store_down_log(error=str(exc))
+        except Exception as exc:  # an error of another kind: next round, said
+            self._loop_failed(name, exc)
+        else:
+            self._loop_errors.pop(name, None)
 
     async def _housekeeping(self) -> None:
         last_takeover = stats_due = 0.0
         while True:
             await asyncio.sleep(self._tick)
             now = time.time()
-            try:
+            with self._round("housekeeping"):
                 # Other nodes' expired runs, while this node's own renewals go through (late
                 # ones say the store stalled: then no takeover for a lease).
                 renewing = time.monotonic() - self._renewed_at <= \
@@ -826,13 +834,6 @@ class Dispatcher:
                         if self.store.shared:  # SQLite's writer says it, for every outage
                             settle_throttled()
                             event("store.available", node=self.node)  # its errors end
-            except StoreUnavailable as exc:
-                self._store_down = True
-                _store_down_log(error=str(exc))
-            except Exception as exc:  # an error of another kind: next round, said
-                self._loop_failed("housekeeping", exc)
-            else:
-                self._loop_errors.pop("housekeeping", None)
             # Also in an outage: the figure the hooks admit by (it was left as sampled while
             # a request held a reservation, until the store came back).
             self.metrics.queue_depth.set(self.queued)
