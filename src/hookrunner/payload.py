@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from hookrunner.errors import HookrunnerError
+
+if TYPE_CHECKING:  # (verify's modules import this one)
+    from hookrunner.verify.base import Headers
 
 FORM = "application/x-www-form-urlencoded"
 # The parser gives up where Python's recursion limit trips (~950 levels of arrays and
@@ -154,15 +157,7 @@ def body_text(body: bytes, content_type: str | None) -> str | None:
     return text.removeprefix("\ufeff")
 
 
-class Labelled(Protocol):
-    """A request's headers, as hookrunner.verify.base.Headers holds them."""
-
-    def get(self, name: str, default: str | None = None) -> str | None: ...
-    def get_all(self, name: str) -> list[str]: ...
-    def repeats(self) -> bool: ...
-
-
-def body_labels(headers: Labelled) -> tuple[str | None, str | None]:
+def body_labels(headers: Headers) -> tuple[str | None, str | None]:
     """The body's Content-Type and Content-Encoding as parse_body takes them. A
     Content-Encoding sent on several lines is one list (RFC 9110 5.3: `identity` then `gzip`
     is gzip); a Content-Type is one value, so two different ones are a PayloadError(400),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 MAX_BUCKETS = 10_000  # clients remembered at most, so a scan cannot grow memory
 SWEEP_EVERY = 1.0  # seconds between sweeps of refilled buckets when full
+MAX_RETRY_AFTER = 86400  # seconds
 
 
 @dataclass(slots=True)
@@ -76,5 +77,3 @@ def retry_after(delay: float) -> str:
     bucket's rate is at least one a day: rules.load MIN_RATE)."""
     return str(max(1, math.ceil(delay))) if delay < MAX_RETRY_AFTER else str(MAX_RETRY_AFTER)
 
-
-MAX_RETRY_AFTER = 86400  # seconds

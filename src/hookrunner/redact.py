@@ -81,7 +81,6 @@ def _judge(name: str) -> bool:
             or not SECRET_PARTS.isdisjoint(_PARTS.split(lowered)))
 
 
-
 def redact_pairs(pairs: Iterable[tuple[str, str]], also: Iterable[str] = ()) -> list[tuple[str, str]]:
     """Headers or query parameters with secret-looking values (and those named in `also`,
     case-insensitive: a verifier's own headers) replaced by REDACTED."""

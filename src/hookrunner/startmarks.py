@@ -87,18 +87,8 @@ class StartMarks:
 
     def mark(self, run_id: str, attempt: int) -> None:
         """Record that `attempt` of `run_id` starts now. OSError if it cannot be written."""
-        line = f"{run_id} {attempt}\n".encode()
-        try:
-            if os.write(self._fd, line) != len(line):  # O_APPEND: one write, never interleaved
-                raise OSError(errno.ENOSPC, "start mark cut short")
-        except OSError:
-            # A full disk takes part of a line: cut back, or the next write (a probe's
-            # newline, the next mark) would complete it into an attempt that never started.
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._size)
-            raise
+        self._append(f"{run_id} {attempt}\n")
         self._live[(run_id, attempt)] += 1
-        self._size += len(line)
         if self._size > COMPACT_AT:
             with contextlib.suppress(OSError):  # the old file goes on growing meanwhile
                 self._rewrite()
@@ -116,21 +106,25 @@ class StartMarks:
         mark = (run_id, attempt)
         if mark not in self._live:  # it never started (a template error, a refusal)
             return
-        if self._live[mark] <= 1:
+        self._live[mark] -= 1
+        if self._live[mark] <= 0:
             del self._live[mark]
-        else:
-            self._live[mark] -= 1
-        if self._fd < 0:
-            return
-        line = f"{run_id} {attempt} {END}\n".encode()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                self._append(f"{run_id} {attempt} {END}\n")
+
+    def _append(self, text: str) -> None:
+        """One line, whole or not at all (OSError then)."""
+        line = text.encode()
         try:
-            written = os.write(self._fd, line)
+            if os.write(self._fd, line) != len(line):  # O_APPEND: one write, never interleaved
+                raise OSError(errno.ENOSPC, "start mark cut short")
         except OSError:
-            written = 0
-        if written != len(line):  # a full disk: no part of a line left to be completed
+            # A full disk takes part of a line: cut back, or the next write (a probe's
+            # newline, the next mark) would complete it into an attempt that never started.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)
-            return
+            raise
         self._size += len(line)
 
     def close(self) -> None:

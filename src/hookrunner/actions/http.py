@@ -408,9 +408,9 @@ def _url_problem(url: str) -> str | None:
 
 def _check_url(url: str, shown: str) -> None:
     """ActionError for a URL that may not be requested (`shown` is how the log shows it)."""
-    problem = _url_problem(url)
-    if problem is not None and not url.isprintable():  # its shown form would hide it
+    if not url.isprintable():  # the shown form would hide what is wrong with it
         raise ActionError("http: the URL holds a line break or another control character")
+    problem = _url_problem(url)
     if problem is not None:
         raise ActionError(f"http: not an http(s) URL ({problem}): {shown}")
     if _dot_segment(url):

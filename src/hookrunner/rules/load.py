@@ -687,7 +687,6 @@ def _action_errors(runner: Any, body: Any, first: ConfigError) -> list[ConfigErr
     return found
 
 
-
 _NAMED_VALUES = ("env", "vars", "extravars", "headers")  # where a secret's name is its key
 
 

@@ -241,12 +241,11 @@ class NonFinite(ConfigError):
     alone = False
 
 
-# A line holding one key (or list item) and its non-finite value, not a flow mapping's.
-_ALONE = re.compile(r"\s*(?:-\s+)*(?:[^\s{}\[\],#][^{}\[\],#]*?:\s+)?[-+]?\.(?:inf|nan)\s*(?:#.*)?",
-                    re.IGNORECASE)
-
-
-_ONE_VALUE = re.compile(r"\s*(?:-\s+)*(?:[^\s{}\[\],#][^{}\[\],#]*?:\s+)?[^\s{}\[\],#]+\s*(?:#.*)?")
+# A line holding one key (or list item) and one value, not a flow mapping's: its
+# non-finite value (_ALONE), or any one (_ONE_VALUE).
+_ONE_KEY = r"\s*(?:-\s+)*(?:[^\s{}\[\],#][^{}\[\],#]*?:\s+)?"
+_ALONE = re.compile(_ONE_KEY + r"[-+]?\.(?:inf|nan)\s*(?:#.*)?", re.IGNORECASE)
+_ONE_VALUE = re.compile(_ONE_KEY + r"[^\s{}\[\],#]+\s*(?:#.*)?")
 
 
 def _one_value_line(mark: yaml.Mark) -> bool:
