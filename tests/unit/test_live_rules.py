@@ -229,6 +229,22 @@ def test_a_secret_unset_at_the_start_leaves_only_its_hook_unavailable(
     assert _signed_by(live, b"now-set")
 
 
+def test_a_hook_with_an_unset_secret_and_another_error_fails_the_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a hook whose one fault is a secret not yet there is loaded unavailable: with it,
+    an error that no variable can mend was hidden until the variable was set."""
+    monkeypatch.delenv("HR_TEST_UNSET", raising=False)
+    (tmp_path / "a.yaml").write_text(ENV_HOOKS.replace(
+        "{github: {secret: {env: HR_TEST_UNSET}}}",
+        "{hmac: {secret: {env: HR_TEST_UNSET}, header: X-Sig, algorithm: md5}}"))
+    live = LiveRules(tmp_path)
+    assert not live.reload() and live.current is None
+    assert [e.split(": ", 1)[1] for e in live.errors] == [
+        "hook 'gh': verify.hmac: secret: environment variable HR_TEST_UNSET is not set or empty",
+        "hook 'gh': verify.hmac: algorithm: expected one of sha1, sha256, sha512, got 'md5'",
+    ], live.errors
+
+
 def test_a_live_hook_whose_secret_file_goes_keeps_its_secret(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only a hook with nothing better to keep is loaded unavailable: a live one whose only

@@ -64,6 +64,10 @@ RETRY_ON = ("failed", "timed_out")
 CONCURRENCY_KEYS = ("key", "policy")
 POLICIES = ("queue", "skip", "replace", "coalesce")
 SECRET_OPTIONS = ("secret", "password")
+# Values of a verifier's required options, for listing its errors past a wrong one (any
+# string is a secret; see _errors_past).
+_VERIFY_STAND_INS = {"secret": "stand-in", "password": "stand-in", "username": "stand-in",
+                     "header": "X-Signature"}
 HOOK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a URL path segment (fullmatch: `$`
 # would let a final newline through)
 # C0, DEL, C1, line separators, and lone surrogates (`"\ud800"` in YAML), which no store can
@@ -74,7 +78,7 @@ MAX_RULE_NAME = 200
 # over a year; a billion requests a second is no limit on one machine.
 MAX_ATTEMPTS = 10_000
 MAX_BURST = 1_000_000_000
-MAX_ACTION_ERRORS = 20  # said of one action: past that, fixing some first is the way on
+MAX_BLOCK_ERRORS = 20  # said of one action or verifier: past that, fixing some first is the way on
 MAX_RATE = 1e9  # requests per second
 MIN_RATE = 1 / 86400  # one a day
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
@@ -482,16 +486,23 @@ def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: _Secrets) -> tup
             ctx.warn(options, missing.path, f"hook {hook_id!r}: verify.{name}: {missing.message}"
                      " (the list's other secrets are used)")
         return name, verifier
-    except SecretUnavailable as exc:
-        message = f"hook {hook_id!r}: verify.{name}: {exc.message}"
-        if ctx.defer_secrets is None or not ctx.defer_secrets(hook_id):
-            # (its kind kept: reload.LiveRules tells a load that failed only for secrets)
-            ctx.errors.append(SecretUnavailable(message, ctx.file, ctx.line(options, *exc.path)))
-            return None
-        ctx.unavailable[hook_id] = f"{ctx.file}:{ctx.line(options, *exc.path)}: {message}"
-        return name, Unavailable()
     except ConfigError as exc:
-        ctx.error(options, exc.path, f"hook {hook_id!r}: verify.{name}: {exc.message}")
+        problems, _ = _errors_past(lambda rest: VERIFIERS[name](rest, secrets), options, exc,
+                                   _VERIFY_STAND_INS)
+        if ctx.defer_secrets is not None and ctx.defer_secrets(hook_id) and all(
+                isinstance(p, SecretUnavailable) for p in problems):
+            first = problems[0]
+            ctx.unavailable[hook_id] = (f"{ctx.file}:{ctx.line(options, *first.path)}: hook "
+                                        f"{hook_id!r}: verify.{name}: {first.message}")
+            return name, Unavailable()
+        for problem in problems:
+            message = f"hook {hook_id!r}: verify.{name}: {problem.message}"
+            if isinstance(problem, SecretUnavailable):
+                # (its kind kept: reload.LiveRules tells a load that failed only for secrets)
+                ctx.errors.append(SecretUnavailable(message, ctx.file,
+                                                    ctx.line(options, *problem.path)))
+            else:
+                ctx.error(options, problem.path, message)
     except (TypeError, ValueError) as exc:  # a factory that did not expect this input
         ctx.error(spec, (name,), f"hook {hook_id!r}: verify.{name}: {exc}")
     return None
@@ -644,12 +655,16 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
     try:
         normalized = RUNNERS[kind].normalize(body if body is not None else LineDict())
     except ConfigError as exc:
-        for problem in _action_errors(RUNNERS[kind], body, exc):
+        stand_ins: Mapping[str, Any] = getattr(RUNNERS[kind], "stand_ins", {})
+        problems, rest = _errors_past(RUNNERS[kind].normalize, body, exc, stand_ins)
+        for problem in problems:
             line = line_of(body, problem.path, fallback) if problem.path else fallback
             # Runners prefix their messages with the kind (`shell.argv must ...`).
             msg = problem.message if problem.message.startswith(kind) else \
                 f"{kind}: {problem.message}"
             ctx.errors.append(ConfigError(f"{what}: run.{msg}", ctx.file, line))
+        if rest is not None:  # the other keys' template syntax errors, in the same pass
+            f.compile_leaves(ctx, rest, body, (), fallback, f"{what}: run.{kind}")
         return None
     n = len(ctx.errors)
     tree = f.compile_leaves(ctx, normalized, body, (), fallback, f"{what}: run.{kind}")
@@ -658,33 +673,34 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
     return None if len(ctx.errors) > n else (kind, tree)
 
 
-def _action_errors(runner: Any, body: Any, first: ConfigError) -> list[ConfigError]:
-    """`first` and the errors after it: a runner stops at its first, so `check` showed one
-    a run at a time. It is asked again without each key found wrong (a required one given
-    a stand-in value: the runner's `stand_ins`), for as long as the next error is about
-    another key the rule writes (one about a key taken away, or about the whole action, is
+def _errors_past(call: Callable[[Any], Any], body: Any, first: ConfigError,
+                 stand_ins: Mapping[str, Any]) -> tuple[list[ConfigError], Any]:
+    """`first` and the errors after it, with what `call` made of the keys that are right (or
+    None). An action's runner and a verifier stop at their first error, so `check` showed
+    one a run at a time. `call` is asked again without each key found wrong (a required
+    one given a stand-in value: `stand_ins`), for as long as the next error is about
+    another key the rule writes (one about a key taken away, or about the whole block, is
     not the rule's)."""
     found = [first]
     if not isinstance(body, LineDict):
-        return found
-    stand_ins: Mapping[str, Any] = getattr(runner, "stand_ins", {})
+        return found, None
     removed: set[Any] = set()
-    while len(found) < MAX_ACTION_ERRORS:
+    while len(found) < MAX_BLOCK_ERRORS:
         key = found[-1].path[0] if found[-1].path else None
         if key is None or key not in body or key in removed:
-            break
+            return found, None
         removed.add(key)
         rest = LineDict((k, v) for k, v in body.items() if k not in removed)
         rest.update({k: stand_ins[k] for k in removed if k in stand_ins})
         try:
-            runner.normalize(rest)
+            result = call(rest)
         except ConfigError as exc:
             if not exc.path or exc.path[0] in removed or exc.path[0] not in body:
-                break
+                return found, None
             found.append(exc)
             continue
-        break
-    return found
+        return found, result
+    return found, None
 
 
 _NAMED_VALUES = ("env", "vars", "extravars", "headers")  # where a secret's name is its key

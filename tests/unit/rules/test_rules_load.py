@@ -291,6 +291,62 @@ def test_an_unknown_key_that_is_no_string_is_named_at_its_line_and_read_past() -
     assert "unknown key 1 " in errors[1], errors
 
 
+def test_every_error_of_a_verifier_is_reported_in_one_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verifier stopped at its first error too: a secret, then a header, then an
+    algorithm, one `check` each. A required option read past gets a stand-in."""
+    monkeypatch.delenv("HR_TEST_UNSET", raising=False)
+    errors = errors_of({"r.yaml": textwrap.dedent("""
+        hooks:
+          h:
+            verify:
+              hmac:
+                secret: {env: HR_TEST_UNSET}
+                header: 5
+                algorithm: md5
+                bogus: 1
+          b:
+            verify: {basic: {username: "a:b", password: {env: HR_TEST_UNSET}}}
+        """)})
+    assert errors == [
+        "r.yaml:6: hook 'h': verify.hmac: secret: environment variable HR_TEST_UNSET is not set "
+        "or empty",
+        "r.yaml:7: hook 'h': verify.hmac: header: expected a non-empty string",
+        "r.yaml:8: hook 'h': verify.hmac: algorithm: expected one of sha1, sha256, sha512, got "
+        "'md5'",
+        "r.yaml:9: hook 'h': verify.hmac: unknown option 'bogus'; expected one of: algorithm, "
+        "encoding, header, prefix, secret, timestamp_header, tolerance",
+        "r.yaml:11: hook 'b': verify.basic: username: expected a non-empty string without ':'",
+        "r.yaml:11: hook 'b': verify.basic: password: environment variable HR_TEST_UNSET is not "
+        "set or empty",
+    ], errors
+
+
+def test_a_verifier_missing_what_it_requires_says_only_that() -> None:
+    """No error is made up by reading on past one (a stand-in is only for a wrong value)."""
+    errors = errors_of({"r.yaml": "hooks:\n  h:\n    verify: {hmac: {header: X-Sig, "
+                                  "algorithm: md5}}\n"})
+    assert errors == ["r.yaml:3: hook 'h': verify.hmac: missing required option 'secret'"], errors
+
+
+def test_template_syntax_errors_are_listed_with_an_actions_other_errors() -> None:
+    """They showed only once the action's keys were right."""
+    errors = errors_of(one("""
+        rules:
+          - name: s
+            hook: gh
+            run:
+              shell:
+                argv: ["true", "{{ x "]
+                cwd: [5]
+    """))
+    assert errors == [
+        "r.yaml:10: rule 's': run.shell.argv[1]: template syntax error: unexpected end of "
+        "template, expected 'end of print statement'. in '{{ x '",
+        "r.yaml:11: rule 's': run.shell.cwd must be a string, got a list",
+    ], errors
+
+
 def test_an_action_missing_what_it_requires_says_only_that() -> None:
     """No error is made up by reading on past one (a stand-in is only for a wrong value)."""
     errors = errors_of(one("""
