@@ -35,10 +35,16 @@ def written_dir(template: str) -> str:
 
 def stays_written(value: str, template: str) -> bool:
     """Whether `value`, rendered from `template`, names something inside the directory the
-    template writes before its `{{` (`tf/envs/` of `tf/envs/{{ x }}`; "" is its base dir),
-    with no `..` and no leading `/` in what the value added: the rule says where, not the
-    payload (`x/../group_vars/all` stays under playbooks/, but not where the rule said)."""
-    written = written_dir(template)
+    template writes before its `{{` (`tf/envs/` of `tf/envs/{{ x }}`; "" is its base dir).
+    See `adds_within`."""
+    return adds_within(value, written_dir(template))
+
+
+def adds_within(value: str, written: str) -> bool:
+    """Whether `value` is the directory `written` (a rule's text before its `{{`) followed by
+    a name inside it, with no `..` and no leading `/` in what the value added: the rule says
+    where, not the payload (`x/../group_vars/all` stays under playbooks/, but not where the
+    rule said; `deploy-{{ x }}.sh` of `x/../cleanup` would drop the rule's `deploy-`)."""
     if not value.startswith(written):
         return False
     added = value[len(written):]

@@ -18,7 +18,7 @@ from typing import Any
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.environment import ID_KEYS, ID_PREFIX
-from hookrunner.actions.paths import confine, written_dir
+from hookrunner.actions.paths import adds_within, confine, written_dir
 from hookrunner.actions.process import check_strings, run_process
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
@@ -140,23 +140,16 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
                           f"--root (as scripts/{{{{ ... }}}}.sh does), not a program on PATH "
                           f"or a path outside it: {argv[0][:200]!r}")
     written = rendered.get(PROGRAM_TEMPLATED)
-    if isinstance(written, str) and not _stays_in(argv[0], written):
+    if isinstance(written, str) and not adds_within(argv[0], written):
         # `scripts/{{ payload.name }}.sh` with `../uploads/x` ran any *.sh under --root.
         raise ActionError(f"shell: the program is templated after {written!r}, so it must "
-                          f"stay in that directory: {argv[0][:200]!r}")
+                          f"stay in that directory, with no '..' in the value: "
+                          f"{argv[0][:200]!r}")
     argv[0] = resolve_program(argv[0], root=root, path=env.get("PATH", ""))
     # (A template that renders empty is refused by confine, not taken for --root itself.)
     given = rendered.get("cwd", root)
     cwd = confine(root, "" if given is None else stringify(given)) if "cwd" in rendered else root
     return Invocation(argv=argv, cwd=cwd, env=env, stdin=rendered.get("stdin") == "payload")
-
-
-def _stays_in(program: str, directory: str) -> bool:
-    """Whether `program`, read as written (`..` taken away), is inside `directory`."""
-    normal, within = os.path.normpath(program), os.path.normpath(directory)
-    if within == ".":  # `./{{ x }}.sh`: anywhere under --root, not above it
-        return not normal.startswith(("../", "/")) and normal != ".."
-    return normal.startswith(within.rstrip("/") + "/")
 
 
 def resolve_program(program: str, *, root: Path, path: str) -> str:

@@ -193,8 +193,8 @@ def test_an_env_name_with_a_final_newline_is_refused() -> None:
 
 
 @pytest.mark.parametrize(("value", "refused"), [
-    ("deploy", False), ("a/../deploy", False),
-    ("../uploads/x", True), ("../scripts/deploy", False), ("x/../../uploads/x", True),
+    ("deploy", False), ("a/../deploy", True),
+    ("../uploads/x", True), ("../scripts/deploy", True), ("x/../../uploads/x", True),
 ])
 def test_a_templated_program_stays_in_the_directory_the_rule_writes(
         tmp_path: Path, value: str, refused: bool) -> None:
@@ -218,6 +218,21 @@ def test_a_templated_program_stays_in_the_directory_the_rule_writes(
     else:
         assert build_invocation(rendered, root=tmp_path, base_env={"PATH": "/bin"}).argv[0] \
             == str(tmp_path / "scripts/deploy.sh")
+
+
+def test_a_templated_program_keeps_the_name_the_rule_writes(tmp_path: Path) -> None:
+    """`scripts/deploy-{{ payload.env }}.sh` of `x/../cleanup` ran `scripts/cleanup.sh`: inside
+    `scripts/`, but not a `deploy-` script. A `..` in the value is refused, as for a playbook."""
+    (tmp_path / "scripts").mkdir()
+    for name in ("deploy-prod.sh", "cleanup.sh"):
+        (tmp_path / "scripts" / name).write_text("#!/bin/sh\n")
+        (tmp_path / "scripts" / name).chmod(0o755)
+    spec = normalize_shell({"argv": ["scripts/deploy-{{ payload.env }}.sh"]})
+    with pytest.raises(ActionError, match="stay in that directory"):
+        build_invocation({**spec, "argv": ["scripts/deploy-x/../cleanup.sh"]}, root=tmp_path,
+                         base_env={"PATH": "/bin"})
+    assert build_invocation({**spec, "argv": ["scripts/deploy-prod.sh"]}, root=tmp_path,
+                            base_env={"PATH": "/bin"}).argv[0] == str(tmp_path / "scripts/deploy-prod.sh")
 
 
 def test_a_cwd_template_that_renders_empty_is_refused_not_taken_for_root(tmp_path: Path) -> None:
