@@ -237,7 +237,7 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     from hookrunner.payload import PayloadError, body_labels, parse_body
     from hookrunner.rules.match import build_scope, evaluate
     from hookrunner.rules.report import dry_run_report, format_explain
-    from hookrunner.verify.base import Headers, LearnsNothing, SignedRequest
+    from hookrunner.verify.base import Headers, SignedRequest
 
     # The command line first: a typo there is a usage error (2), whatever the rules say.
     try:
@@ -294,10 +294,12 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     verifier = hook.verifier
     learned = verifier.learned(SignedRequest(headers=headers, body=body))
     event = learned.event
-    if event is None and getattr(type(verifier), "learned", None) is not LearnsNothing.learned:
-        print("hookrunner: note: `event` is null: none of the headers given carries the "
-              "sender's event type (GitHub's X-GitHub-Event, GitLab's X-Gitlab-Event...; the "
-              "README's Senders section names each): add it with --header", file=sys.stderr)
+    source = getattr(verifier, "event_source", None)  # (senders without one have none)
+    if event is None and source is not None:
+        print(f"hookrunner: note: `event` is null: this sender's event type is read from "
+              f"{source}, which the request given lacks"
+              + (" (add a header with --header)" if "header" in source else ""),
+              file=sys.stderr)
     if learned.reply is not None:  # as the server does: a handshake is answered, not matched
         print(f"{event} is a handshake: the server answers it with {json.dumps(learned.reply)} "
               "and journals and runs nothing (no rule is matched)")

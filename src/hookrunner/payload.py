@@ -224,7 +224,12 @@ def _parse(text: str, content_type: str | None) -> tuple[str, Any]:
             raise PayloadError(400, "a form field's percent-escaped bytes are not valid UTF-8 "
                                     "(label a legacy charset: `; charset=iso-8859-1`)") from None
         if set(fields) == {"payload"}:
-            return "json", _json(fields["payload"])
+            try:
+                return "json", _json(fields["payload"])
+            except PayloadError as exc:  # the body itself was a good form: say which part
+                raise PayloadError(exc.status, "the form's one field, `payload` (read as "
+                                   "GitHub's JSON), " + exc.message.removeprefix("body ")) \
+                    from None
         _check_storable(fields)
         return "form", fields
     if media in ("", "application/json", "text/json", "text/plain") or media.endswith("+json"):

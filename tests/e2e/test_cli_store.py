@@ -580,7 +580,9 @@ def test_a_dry_run_without_the_event_header_says_why_event_is_null(tmp_path: Pat
     args = ["explain", "--rules", str(repo / "rules"), "--root", str(repo), "--payload"]
     done = _run(*args, str(repo / "examples/payloads/github-push.json"), "--hook", "github",
                 cwd=tmp_path)
-    assert done.returncode == 0 and "`event` is null" in done.stderr, done.stderr
+    assert done.returncode == 0 and "`event` is null: this sender's event type is read from " \
+        "its X-GitHub-Event header, which the request given lacks (add a header with " \
+        "--header)" in done.stderr, done.stderr
     done = _run(*args, str(repo / "examples/payloads/github-push.json"), "--hook", "github",
                 "--header", "X-GitHub-Event: push", cwd=tmp_path)
     assert "`event` is null" not in done.stderr, done.stderr

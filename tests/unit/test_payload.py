@@ -48,7 +48,8 @@ def test_bodies_that_parse(body: bytes, content_type: str | None, expected: Any)
         (b"[" * 100_000, "application/json", 400, "nested too deeply"),
         (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "nested too deeply"),
         (b'{"a":' * 100_000, None, 400, "nested too deeply"),
-        (b"payload=%7B", "application/x-www-form-urlencoded", 400, "not valid JSON"),
+        (b"payload=%7B", "application/x-www-form-urlencoded", 400,
+         "the form's one field, `payload` (read as GitHub's JSON), is not valid JSON"),
         (b"<a/>", "application/xml", 415, "unsupported content type"),
         (b"x", "multipart/form-data; boundary=x", 415, "unsupported content type"),
         # Python's parser takes these; JSON has none, and the API could not write them back.

@@ -501,8 +501,10 @@ def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: _Secrets) -> tup
                 # (its kind kept: reload.LiveRules tells a load that failed only for secrets)
                 ctx.errors.append(SecretUnavailable(message, ctx.file,
                                                     ctx.line(options, *problem.path)))
-            else:
+            elif problem.path:
                 ctx.error(options, problem.path, message)
+            else:  # a missing option: at the verifier's name, not at its first option
+                ctx.error(spec, (name,), message)
     except (TypeError, ValueError) as exc:  # a factory that did not expect this input
         ctx.error(spec, (name,), f"hook {hook_id!r}: verify.{name}: {exc}")
     return None

@@ -35,6 +35,14 @@ class BodySignature:
     def secret_headers(self) -> tuple[str, ...]:
         return self.signature_headers + self.other_secret_headers
 
+    @property
+    def event_source(self) -> str | None:
+        """Where the event type is read, in words (for `test`'s note), or None."""
+        said = [f"its {' or '.join(self.event_headers)} header"] if self.event_headers else []
+        if self.event_field:
+            said.append(f"the body's `{'.'.join(self.event_field)}`")
+        return ", else ".join(said) or None
+
     def verify(self, request: SignedRequest) -> Verified:
         _, value = crypto.first_header(request.headers, self.signature_headers)
         parts = [value] if self.separator is None else value.split(self.separator)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from hookrunner.errors import VerifyError
 from hookrunner.verify import crypto
@@ -20,6 +20,7 @@ class GitLabVerifier:
 
     secrets: tuple[bytes, ...]
     secret_headers: tuple[str, ...] = (GITLAB_TOKEN,)
+    event_source: ClassVar[str] = "its X-Gitlab-Event header"  # (for `test`'s note)
 
     def verify(self, request: SignedRequest) -> Verified:
         token = crypto.require_header(request.headers, GITLAB_TOKEN)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from hookrunner.verify import crypto
 from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
@@ -21,6 +21,7 @@ SIGNATURE_1 = "X-Hub-Signature"
 class GitHubVerifier:
     secrets: tuple[bytes, ...]
     secret_headers: tuple[str, ...] = (SIGNATURE_256, SIGNATURE_1)
+    event_source: ClassVar[str] = "its X-GitHub-Event header"  # (for `test`'s note)
 
     def verify(self, request: SignedRequest) -> Verified:
         name, value = crypto.first_header(request.headers, (SIGNATURE_256, SIGNATURE_1))

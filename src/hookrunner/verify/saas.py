@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from hookrunner.verify import crypto, jsonbody
 from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
@@ -64,6 +64,7 @@ class ZendeskVerifier:
     secrets: tuple[bytes, ...]
     tolerance: float = crypto.DEFAULT_TOLERANCE
     secret_headers: tuple[str, ...] = (ZENDESK_SIGNATURE,)
+    event_source: ClassVar[str] = "the body's `type`"  # (for `test`'s note)
 
     def verify(self, request: SignedRequest) -> Verified:
         signature = crypto.require_header(request.headers, ZENDESK_SIGNATURE)

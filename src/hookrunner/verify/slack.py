@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from hookrunner.errors import VerifyError
@@ -28,6 +28,8 @@ class SlackVerifier:
     secrets: tuple[bytes, ...]
     tolerance: float = crypto.DEFAULT_TOLERANCE
     secret_headers: tuple[str, ...] = (SIGNATURE,)
+    # (for `test`'s note)
+    event_source: ClassVar[str] = "the body's `event.type` or `type`, or a command's `command`"
 
     def verify(self, request: SignedRequest) -> Verified:
         value = crypto.require_header(request.headers, SIGNATURE)

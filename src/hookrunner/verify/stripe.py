@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from hookrunner.errors import VerifyError
 from hookrunner.verify import crypto, jsonbody
@@ -39,6 +39,7 @@ class StripeVerifier:
     secrets: tuple[bytes, ...]
     tolerance: float = crypto.DEFAULT_TOLERANCE
     secret_headers: tuple[str, ...] = (SIGNATURE,)
+    event_source: ClassVar[str] = "the body's `type`"  # (for `test`'s note)
 
     def verify(self, request: SignedRequest) -> Verified:
         timestamp, signatures = parse_signature_header(

@@ -327,6 +327,9 @@ def test_a_verifier_missing_what_it_requires_says_only_that() -> None:
     errors = errors_of({"r.yaml": "hooks:\n  h:\n    verify: {hmac: {header: X-Sig, "
                                   "algorithm: md5}}\n"})
     assert errors == ["r.yaml:3: hook 'h': verify.hmac: missing required option 'secret'"], errors
+    # Said at the verifier's name: its first option's line read as the one at fault.
+    errors = errors_of({"r.yaml": "hooks:\n  h:\n    verify:\n      hmac:\n        secret: x\n"})
+    assert errors == ["r.yaml:4: hook 'h': verify.hmac: missing required option 'header'"], errors
 
 
 def test_template_syntax_errors_are_listed_with_an_actions_other_errors() -> None:

@@ -59,3 +59,17 @@ def test_ids_and_events_are_read_as_the_payload_is() -> None:
     learned = _make("github").learned(SignedRequest(  # type: ignore[attr-defined]
         headers=Headers([("X-GitHub-Delivery", wire), ("X-GitHub-Event", "pu\xe9sh")]), body=b"{}"))
     assert (learned.delivery_id, learned.event) == ("dé-☃", "pu\xe9sh")  # latin-1 text stays
+
+
+@pytest.mark.parametrize(("name", "source"), [
+    ("github", "its X-GitHub-Event header"),
+    ("gitea", "its X-Gitea-Event or X-Forgejo-Event or X-Gogs-Event header"),
+    ("stripe", "the body's `type`"),
+    ("pagerduty", "the body's `event.event_type`"),
+    ("jira", "the body's `webhookEvent`"),
+    ("standard", None), ("twilio", None), ("none", None),
+])
+def test_a_verifier_says_where_it_reads_the_event_type(name: str, source: str | None) -> None:
+    """For `test`'s note on a null `event`: it told a Standard Webhooks or Twilio hook, which
+    has no event type, to add a header, and a Stripe one, whose type is in the body."""
+    assert getattr(_make(name), "event_source", None) == source

@@ -27,6 +27,16 @@ def test_missing_or_empty_env_names_the_variable(
         resolve_secret({"env": "HOOKRUNNER_TEST_SECRET"})
 
 
+@pytest.mark.parametrize("pasted", ["ghp_S3cr3tV4lue/xyz+abc", "two words", "9abc", "a" * 129])
+def test_a_secret_pasted_where_the_variable_name_goes_is_not_repeated(pasted: str) -> None:
+    """`{env: "ghp_..."}`: the message that the variable is unset showed the value, in `check`
+    and in the server's log."""
+    with pytest.raises(ConfigError) as info:
+        resolve_secret({"env": pasted})
+    assert pasted not in info.value.message and "may be the secret" in info.value.message
+    assert not isinstance(info.value, SecretUnavailable)  # a mistake, not a variable to come
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

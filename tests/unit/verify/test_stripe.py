@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hookrunner.errors import VerifyError
+from hookrunner.errors import ConfigError, VerifyError
 from hookrunner.verify.base import Verified
 from hookrunner.verify.stripe import parse_signature_header
 
@@ -74,3 +74,9 @@ def test_non_json_body_verifies_without_id() -> None:
     assert verifier.verify(
         request(body, {"Stripe-Signature": header(t=T - 500, body=body)})
     ) == Verified()
+
+
+def test_a_tolerance_under_a_second_is_refused_and_one_second_accepted() -> None:
+    with pytest.raises(ConfigError, match="at least 1s"):
+        make("stripe", secret=SECRET, tolerance="100ms")
+    assert make("stripe", secret=SECRET, tolerance="1s")
