@@ -71,16 +71,27 @@ def resolve_secret(
             raise ConfigError(f"{key}: the list of secrets is empty", path=(key,))
         out: list[bytes] = []
         missing: list[SecretUnavailable] = []
+        wrong: list[ConfigError] = []  # written wrongly: each said at once, as `missing` is
         for i, item in enumerate(value):
             if isinstance(item, list):
-                raise ConfigError(f"{key}[{i}]: a secret list cannot be nested", path=(key, i))
+                wrong.append(ConfigError(f"{key}[{i}]: a secret list cannot be nested",
+                                         path=(key, i)))
+                continue
             try:
                 out.extend(_resolve_one(item, key, root))
             except ConfigError as exc:
                 failure = type(exc)(f"{key}[{i}]: {_strip_key(exc.message, key)}", path=(key, i))
-                if skipped is None or not isinstance(failure, SecretUnavailable):
+                if not isinstance(failure, SecretUnavailable):
+                    wrong.append(failure)
+                elif skipped is None:
                     raise failure from None
-                missing.append(failure)
+                else:
+                    missing.append(failure)
+        if len(wrong) > 1:
+            raise ConfigError(f"{key}: {len(wrong)} of its secrets are written wrongly: "
+                              + "; ".join(w.message for w in wrong), path=wrong[0].path)
+        if wrong:
+            raise wrong[0]
         if not out:  # each is said at once: fixing the first showed the next
             if len(missing) == 1:
                 raise missing[0]

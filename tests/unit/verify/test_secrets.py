@@ -112,6 +112,17 @@ def test_error_in_a_list_names_its_index() -> None:
     assert info.value.path == ("password", 1)
 
 
+def test_every_member_of_a_list_written_wrongly_is_named_at_once() -> None:
+    """Only the first was: fixing it showed the next, one `check` at a time."""
+    with pytest.raises(ConfigError) as info:
+        resolve_secret(["ok", {"envv": "X"}, {"file": ""}, [1]], skipped=[])
+    assert info.value.message == (
+        "secret: 3 of its secrets are written wrongly: secret[1]: expected exactly one of "
+        "'env' or 'file', got 'envv'; secret[2]: file must be a path; secret[3]: a secret "
+        "list cannot be nested")
+    assert info.value.path == ("secret", 1)
+
+
 def test_a_rotation_lists_unreadable_member_is_set_aside_while_another_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
