@@ -251,10 +251,18 @@ def _check(name: str, value: Any) -> None:
     if name == "trusted_proxy":
         for cidr in value:
             try:
-                ipaddress.ip_network(cidr, strict=False)
+                network = ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an address or network "
                                  "(e.g. 10.0.0.0/8 or 192.0.2.1)") from None
+            host = cidr.split("/")[0]
+            if "/" in cidr and network.network_address != ipaddress.ip_address(host):
+                # `10.0.1.11/8`, meant as one load balancer, trusted every host of 10.0.0.0/8
+                # to say who the client is (allow_ips, rate limits). allow_ips warns of it;
+                # whom to believe is not to be widened by a slip.
+                raise ValueError(f"{cidr!r} has bits set past its prefix: it would trust all "
+                                 f"of {network}; write {host} for that one address, or "
+                                 f"{network} for the network")
 
 
 def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str],
@@ -272,6 +280,11 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str],
         if flag == "":
             # `--host "$BIND"` with BIND unset: an empty host would listen on every interface,
             # an empty --rules or --data mean the working directory. Never what was meant.
+            raise ValueError(f"{flag_name(name)}: empty; leave the flag out for the default")
+        if name in _LISTS and isinstance(flag, list | tuple) and any(
+                not str(item).replace(",", " ").split() for item in flag):
+            # `--trusted-proxy "$LB_NET"` with LB_NET unset: trusted no proxy, and hid
+            # HOOKRUNNER_TRUSTED_PROXY too.
             raise ValueError(f"{flag_name(name)}: empty; leave the flag out for the default")
         if flag is not None and flag != [] and flag != ():
             raw, source[name] = flag, flag_name(name)

@@ -96,6 +96,16 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> 
     (["--pass-env", "A=B"], {}, ["--pass-env: 'A=B' is not an environment variable name"]),
     (["--pass-env", "A-B"], {}, ["--pass-env: 'A-B' is not an environment variable name"]),
     (["--host", ""], {}, ["--host: empty; leave the flag out for the default"]),
+    # A repeatable one too: `--trusted-proxy "$LB_NET"` with LB_NET unset trusted no proxy
+    # and hid HOOKRUNNER_TRUSTED_PROXY.
+    (["--trusted-proxy", ""], {"HOOKRUNNER_TRUSTED_PROXY": "127.0.0.1"},
+     ["--trusted-proxy: empty; leave the flag out for the default"]),
+    (["--pass-env", " , "], {}, ["--pass-env: empty; leave the flag out for the default"]),
+    # `10.0.1.11/8`, meant as one load balancer, trusted all of 10.0.0.0/8.
+    (["--trusted-proxy", "10.0.1.11/8"], {}, ["--trusted-proxy: '10.0.1.11/8' has bits set "
+                                              "past its prefix: it would trust all of "
+                                              "10.0.0.0/8; write 10.0.1.11 for that one "
+                                              "address, or 10.0.0.0/8 for the network"]),
     (["--rules", ""], {}, ["--rules: empty"]),
     (["--data", ""], {}, ["--data: empty"]),
     # A '/' in the password: the host part would end there, and the rest be quoted.
