@@ -86,7 +86,7 @@ class AdminAuth:
             response = JSONResponse(
                 {"error": f"too many wrong admin tokens from this address: wait {wait} s"},
                 status_code=429, headers={"Retry-After": wait, **_PRIVATE_HEADERS})
-            await response(scope, receive, send)
+            await response(scope, receive, _unread_body_closes(scope, send))
             return
         if bearer_ok(authorization, token) or (
             checker is not None and cookie_may and checker(request.headers.getlist("cookie"))
@@ -110,7 +110,23 @@ class AdminAuth:
         else:
             response = JSONResponse({"error": "admin token required"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer", **_PRIVATE_HEADERS})
-        await response(scope, receive, send)
+        await response(scope, receive, _unread_body_closes(scope, send))
+
+
+def _unread_body_closes(scope: Scope, send: Send) -> Send:
+    """`send` for a refusal made before the body was read. With `Expect: 100-continue` the
+    client sends no body after it, so the connection closes: the next request on it was read
+    as that body, and waited for the rest until the 408 (as hooks' answers, see `hook`)."""
+    if not any(k == b"expect" for k, _ in scope["headers"]):
+        return send
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []),
+                                               (b"connection", b"close")]}
+        await send(message)
+
+    return closing
 
 
 def _routed(scope: Scope) -> bool:

@@ -274,16 +274,19 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(server: Server)
     assert json.loads(rest)["runs"] == []
 
 
-@pytest.mark.parametrize("hook, length, status", [("open", 1_000_000_000, b"413"),
-                                                   ("nosuch", 10, b"404")])
+@pytest.mark.parametrize("path, length, status", [("/hooks/open", 1_000_000_000, b"413"),
+                                                   ("/hooks/nosuch", 10, b"404"),
+                                                   ("/api/runs/x/cancel", 100_000, b"401"),
+                                                   ("/logout", 100_000, b"401")])
 def test_an_answer_before_an_expected_body_closes_the_connection(
-        server: Server, hook: str, length: int, status: bytes) -> None:
+        server: Server, path: str, length: int, status: bytes) -> None:
     """Refused on its head (`Expect: 100-continue`, no `100` sent), the client sends no
     body; the connection stayed open, reading the next request as that body: swallowed, no
-    answer for 60 s. Now the answer says `Connection: close` and the connection ends."""
+    answer for 60 s. Now the answer says `Connection: close` and the connection ends. (The
+    admin API's and the console's refusals without a token too.)"""
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
-        s.sendall(b"POST /hooks/%s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (hook.encode(), length))
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (path.encode(), length))
         answer = b""
         while chunk := s.recv(65536):  # to its end: the server closes
             answer += chunk
