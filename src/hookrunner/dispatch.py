@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hookrunner import aio, orphans, pendingresults
-from hookrunner.actions import RUNNERS, process, terraform
+from hookrunner.actions import RUNNERS, ansible, process, terraform
 from hookrunner.actions.base import NotStarted, RunContext, RunResult, capped_reason
 from hookrunner.actions.environment import base_env
 from hookrunner.actions.logfile import (
@@ -317,10 +317,12 @@ class Dispatcher:
             if stuck := await orphans.stop(runs, left):
                 event("dispatcher.orphans_left", logging.ERROR, pids=_pid_list(stuck),
                       hint="they survived SIGKILL (stuck in the kernel?): check them")
-        # A terraform attempt's vars file (its values, secrets too) is removed as it ends; one
-        # a SIGKILL left stays no longer than this start. Every one under this --data is
-        # left over: a data dir has one server, and this one has started nothing yet.
+        # A terraform attempt's vars file (its values, secrets too) and an ansible attempt's
+        # dir (the payload in its extravars) are removed as they end; ones a SIGKILL left
+        # stay no longer than this start. Every one under this --data is left over: a data
+        # dir has one server, and this one has started nothing yet (its orphans are gone).
         await asyncio.to_thread(terraform.remove_left_vars, self.settings.work_dir)
+        await asyncio.to_thread(ansible.remove_left_dirs, self.settings.work_dir)
         others = {owner: marks_path(self.settings.data, owner) for owner in owners - {self.node}}
         recorded = set(self._marks.recorded).union(*(read_marks(p) for p in others.values()))
         # Processes of a run still there: it started, whatever the marks say.

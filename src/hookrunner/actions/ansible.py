@@ -60,6 +60,7 @@ INVENTORY_DIR = "inventories"
 VARS_DIRS = frozenset({"group_vars", "host_vars"})
 PAYLOAD_VAR = "webhook"
 MAX_VARS_DEPTH = 200  # levels of arrays and objects in the extra vars (see run)
+RUN_DIR_PREFIX = "ansible-"  # an attempt's private_data_dir: <data>/work/<run>/<n>/ansible-*
 ANSIBLE_ERRORS = ("ERROR!", "[ERROR]:", "ansible-playbook: error:")  # its own error lines
 FAILURE_CHARS = 300  # of the first failure, in the run's reason
 KEPT_FAILURES = 50  # hosts whose failures are remembered for the reason (a play over many)
@@ -322,6 +323,14 @@ def _project_sets_remote_tmp(env: Mapping[str, str], root: Path, playbook_dir: P
         return True
 
 
+def remove_left_dirs(work_dir: Path) -> None:
+    """Every attempt's run dir under `work_dir` (a server's start: a SIGKILL left them, with
+    `extravars.yml`, the whole payload, and the modules' arguments in `tmp/`)."""
+    for run_dir in work_dir.glob(f"*/*/{RUN_DIR_PREFIX}*"):
+        if run_dir.is_dir() and not run_dir.is_symlink():
+            _remove_run_dir(run_dir)
+
+
 def _remove_run_dir(run_dir: Path) -> None:
     """The run's dir, and the attempt's and the run's dirs above it (`<data>/work/<run>/<n>`)
     where it leaves them empty: nothing of the run stays under the data dir."""
@@ -516,7 +525,7 @@ class AnsibleRunner:
         run_dir: Path | None = None
         try:
             private_dir(ctx.work_dir)  # every directory it makes 0700 (mkdir -p: only the last)
-            run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=ctx.work_dir))  # mode 0700
+            run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX, dir=ctx.work_dir))  # 0700
             vars_file = run_dir / "extravars.yml"
             private_file(vars_file)  # 0600 before anything is in it: it holds the whole payload
             vars_file.write_text(extravars_yaml(rendered.get("extravars") or {}, ctx.payload))
