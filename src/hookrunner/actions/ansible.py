@@ -95,6 +95,11 @@ def normalize_ansible(raw: Any) -> dict[str, Any]:
         if value is not None:
             out[key] = value
     tags = spec.str_list(spec_, "tags", KIND)
+    if tags is not None and not any("{" in t or _split_tags(t) for t in tags):
+        # `tags: ""` or `[]`: no --tags at all, every task (a templated one is judged as it
+        # renders, by tag_list).
+        raise ConfigError(f"{KIND}.tags must name a tag (leave it out for every task)",
+                          path=("tags",))
     if tags is not None:
         out["tags"] = tags
     check = spec.optional_bool(spec_, "check", KIND)
@@ -249,15 +254,29 @@ _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def tag_list(tags: Any) -> list[str]:
-    """`tags` items, where a templated item may render to a list of tags."""
+    """`tags` items, where a templated item may render to a list of tags; none where the rule
+    has no `tags`. ActionError where they render to no tag at all: a sender's `""` was no
+    --tags, so every task ran, where the rule meant some."""
+    if tags is None:
+        return []
     out: list[str] = []
-    for item in tags if isinstance(tags, list) else [tags] if tags else []:
-        out += [stringify(t) for t in item] if isinstance(item, list) else [stringify(item)]
-    out = [t for t in out if t]
-    if out and out[0].lstrip().startswith("-"):
+    for item in tags if isinstance(tags, list) else [tags]:
+        for text in ([stringify(t) for t in item] if isinstance(item, list)
+                     else [stringify(item)]):
+            out += _split_tags(text)
+    if not out:
+        raise ActionError("ansible: tags rendered empty, which would run every task of the "
+                          "play: not run (guard the value in `when`)")
+    if out[0].startswith("-"):
         raise ActionError("ansible: tags start with '-', which ansible-playbook would read as "
                           "an option")
     return out
+
+
+def _split_tags(text: str) -> list[str]:
+    """The tags of one item as ansible-playbook reads `--tags a,b`: split at commas, spaces
+    around them dropped, empty ones dropped (`" "` and `","` selected no task)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def build_envvars(base: Mapping[str, str], run_dir: Path, *, inventory: bool) -> dict[str, str]:

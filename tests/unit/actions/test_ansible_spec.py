@@ -172,6 +172,22 @@ def test_a_limit_or_tags_that_would_be_read_as_an_option_is_refused(limit: Any, 
 def test_tags_rendered_as_a_list_are_each_a_tag() -> None:
     assert tag_list(["scale", ["b", "c"], ""]) == ["scale", "b", "c"]
     assert tag_list("one") == ["one"] and tag_list(None) == []
+    assert tag_list(" a , b,") == ["a", "b"]  # as ansible-playbook reads `--tags`
+
+
+@pytest.mark.parametrize("tags", ["", " ", ",", [], [""], ["", []], [" , "]])
+def test_tags_that_render_to_no_tag_are_refused_not_every_task_run(tags: Any) -> None:
+    """A sender's `""` was no --tags at all: every task of the play ran (and `" "` none)."""
+    with pytest.raises(ActionError, match="tags rendered empty, which would run every task"):
+        tag_list(tags)
+
+
+@pytest.mark.parametrize("tags", ["", [], [" ", ","]])
+def test_tags_written_empty_are_a_check_error(tags: Any) -> None:
+    with pytest.raises(ConfigError, match="tags must name a tag"):
+        normalize_ansible({"playbook": "a.yml", "tags": tags})
+    assert normalize_ansible({"playbook": "a.yml", "tags": "{{ payload.t }}"})["tags"] == [
+        "{{ payload.t }}"]
 
 
 def test_ansibles_error_line_is_led_by_the_place_its_next_line_names() -> None:
