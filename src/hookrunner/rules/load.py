@@ -487,8 +487,8 @@ def _verifier(ctx: f.Ctx, raw: LineDict, hook_id: str, secrets: _Secrets) -> tup
                      " (the list's other secrets are used)")
         return name, verifier
     except ConfigError as exc:
-        problems, _ = _errors_past(lambda rest: VERIFIERS[name](rest, secrets), options, exc,
-                                   _VERIFY_STAND_INS)
+        problems = _errors_past(lambda rest: VERIFIERS[name](rest, secrets), options, exc,
+                                _VERIFY_STAND_INS)[0]
         if ctx.defer_secrets is not None and ctx.defer_secrets(hook_id) and all(
                 isinstance(p, SecretUnavailable) for p in problems):
             first = problems[0]
@@ -658,15 +658,17 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
         normalized = RUNNERS[kind].normalize(body if body is not None else LineDict())
     except ConfigError as exc:
         stand_ins: Mapping[str, Any] = getattr(RUNNERS[kind], "stand_ins", {})
-        problems, rest = _errors_past(RUNNERS[kind].normalize, body, exc, stand_ins)
+        problems, rest, wrong = _errors_past(RUNNERS[kind].normalize, body, exc, stand_ins)
         for problem in problems:
             line = line_of(body, problem.path, fallback) if problem.path else fallback
             # Runners prefix their messages with the kind (`shell.argv must ...`).
             msg = problem.message if problem.message.startswith(kind) else \
                 f"{kind}: {problem.message}"
             ctx.errors.append(ConfigError(f"{what}: run.{msg}", ctx.file, line))
-        if rest is not None:  # the other keys' template syntax errors, in the same pass
-            f.compile_leaves(ctx, rest, body, (), fallback, f"{what}: run.{kind}")
+        if rest is not None:  # the other keys' template syntax and paths, in the same pass
+            tree = f.compile_leaves(ctx, rest, body, (), fallback, f"{what}: run.{kind}")
+            _paths(ctx, kind, {k: v for k, v in tree.items() if k not in wrong}, body,
+                   fallback, what)
         return None
     n = len(ctx.errors)
     tree = f.compile_leaves(ctx, normalized, body, (), fallback, f"{what}: run.{kind}")
@@ -676,21 +678,21 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
 
 
 def _errors_past(call: Callable[[Any], Any], body: Any, first: ConfigError,
-                 stand_ins: Mapping[str, Any]) -> tuple[list[ConfigError], Any]:
-    """`first` and the errors after it, with what `call` made of the keys that are right (or
-    None). An action's runner and a verifier stop at their first error, so `check` showed
-    one a run at a time. `call` is asked again without each key found wrong (a required
-    one given a stand-in value: `stand_ins`), for as long as the next error is about
-    another key the rule writes (one about a key taken away, or about the whole block, is
-    not the rule's)."""
+                 stand_ins: Mapping[str, Any]) -> tuple[list[ConfigError], Any, set[Any]]:
+    """`first` and the errors after it, what `call` made of the keys that are right (or
+    None), and the keys found wrong. An action's runner and a verifier stop at their first
+    error, so `check` showed one a run at a time. `call` is asked again without each key
+    found wrong (a required one given a stand-in value: `stand_ins`), for as long as the
+    next error is about another key the rule writes (one about a key taken away, or about
+    the whole block, is not the rule's)."""
     found = [first]
-    if not isinstance(body, LineDict):
-        return found, None
     removed: set[Any] = set()
+    if not isinstance(body, LineDict):
+        return found, None, removed
     while len(found) < MAX_BLOCK_ERRORS:
         key = found[-1].path[0] if found[-1].path else None
         if key is None or key not in body or key in removed:
-            return found, None
+            return found, None, removed
         removed.add(key)
         rest = LineDict((k, v) for k, v in body.items() if k not in removed)
         rest.update({k: stand_ins[k] for k in removed if k in stand_ins})
@@ -698,11 +700,11 @@ def _errors_past(call: Callable[[Any], Any], body: Any, first: ConfigError,
             result = call(rest)
         except ConfigError as exc:
             if not exc.path or exc.path[0] in removed or exc.path[0] not in body:
-                return found, None
+                return found, None, removed
             found.append(exc)
             continue
-        return found, result
-    return found, None
+        return found, result, removed
+    return found, None, removed
 
 
 _NAMED_VALUES = ("env", "vars", "extravars", "headers")  # where a secret's name is its key

@@ -739,6 +739,31 @@ def test_literal_paths_outside_root_are_check_errors(tmp_path: Path) -> None:
     ], found
 
 
+def test_an_actions_paths_are_judged_with_its_other_errors(tmp_path: Path) -> None:
+    """`command: bad` hid `dir: ../x` and `var_files` outside --root until it was fixed.
+    A key found wrong (given a stand-in) is not judged as a path."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - name: t\n    hook: h\n    run:\n      terraform:\n        dir: ../x\n"
+        "        command: bad\n        var_files: [/etc/passwd]\n"
+        "  - name: a\n    hook: h\n    run:\n      ansible:\n        playbook: [5]\n"
+        "        inventory: ../inv\n        tags: -x\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path, strict=True)
+    found = [f"{e.line}: {e.message}" for e in caught.value.errors]
+    assert found == [
+        "7: rule 't': run.terraform.dir: path '../x' is outside --root",
+        "8: rule 't': run.terraform.command must be one of plan, apply, destroy",
+        "9: rule 't': run.terraform.var_files: path '/etc/passwd' is outside --root",
+        "14: rule 'a': run.ansible.playbook must be a string, got a list",
+        "15: rule 'a': run.ansible.inventory: path '../inv' is outside --root",
+        "16: rule 'a': run.ansible.tags: tags start with '-', which ansible-playbook would "
+        "read as an option",
+    ], found
+
+
 PATHS_RULES = """hooks: {h: {verify: {none: {}}}}
 rules:
   - name: a
