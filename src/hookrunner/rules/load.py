@@ -555,6 +555,11 @@ def _rate_limit(ctx: f.Ctx, raw: LineDict, what: str) -> RateLimit | None:
         ctx.error(node, (key,), f"{what}: expected a rate like 10/s, 600/m, 1000/h or a number "
                   f"of requests per second (from one a day to {MAX_RATE:,.0f}/s), got "
                   f"{f.shown(node[key])}")
+        if isinstance(spec, LineDict):  # the other options' errors, in the same pass
+            if "burst" in spec:
+                f.integer(ctx, spec, "burst", f"{what} burst", 1, MAX_BURST)
+            if "per_client" in spec:
+                f.boolean(ctx, spec, "per_client", f"{what} per_client")
         return None
     rate, count = given
     # The bucket holds the count as written: `10/m` lets 10 through at once (a push sends
@@ -1039,18 +1044,17 @@ def _concurrency(ctx: f.Ctx, raw: LineDict, what: str, name: str) -> Concurrency
         return None
     what = f"{what} concurrency"
     f.known_keys(ctx, node, CONCURRENCY_KEYS, what)
+    n = len(ctx.errors)
     key = None
     if "key" in node:
         key = f.template(ctx, node, "key", f"{what} key")
-        if key is None:
-            return None
         if isinstance(key, Constant) and not key.source.strip():
             # Every run would fail with "concurrency key rendered empty".
             ctx.error(node, ("key",), f"{what}: key is empty; leave it out to use the rule's name")
-            return None
     policy = node.get("policy", "queue")
     if policy not in POLICIES:
         ctx.error(node, ("policy",), f"{what}: unknown policy {policy!r}; expected one of: "
                   f"{', '.join(POLICIES)}")
+    if len(ctx.errors) > n or ("key" in node and key is None):  # (each said, in one pass)
         return None
     return Concurrency(key=key, policy=policy)

@@ -322,6 +322,22 @@ def test_every_error_of_a_verifier_is_reported_in_one_check(
     ], errors
 
 
+def test_every_error_of_a_rate_limit_and_a_concurrency_is_reported_in_one_check() -> None:
+    errors = errors_of({"r.yaml": textwrap.dedent("""
+        hooks:
+          h:
+            verify: {none: {}}
+            rate_limit: {rate: fast, burst: -1, per_client: maybe}
+        rules:
+          - {name: r, hook: h, concurrency: {key: "{{ x", policy: sometimes}, run: {shell: {argv: [echo]}}}
+        """)})
+    assert [e.split(": ", 1)[1].split(":")[0] for e in errors] == [
+        "hook 'h' rate_limit",
+        "hook 'h' rate_limit burst must be a whole number from 1 to 1,000,000,000, got -1",
+        "hook 'h' rate_limit per_client must be true or false, got 'maybe'",
+        "rule 'r' concurrency key", "rule 'r' concurrency"], errors
+
+
 def test_a_verifier_missing_what_it_requires_says_only_that() -> None:
     """No error is made up by reading on past one (a stand-in is only for a wrong value)."""
     errors = errors_of({"r.yaml": "hooks:\n  h:\n    verify: {hmac: {header: X-Sig, "
