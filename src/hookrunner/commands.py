@@ -434,11 +434,14 @@ def served_rules(settings: Settings) -> Settings:
     rules, root = found
     if "root" in settings.sources:  # given: as for the rules, what is given wins
         root = settings.root
-    if rules == settings.rules.absolute() and root == settings.root.absolute():
-        return settings
-    print(f"hookrunner: reading the rules of the server on --data {settings.data}: --rules "
-          f"{rules} --root {root} (give --rules to read others)", file=sys.stderr)
-    return replace(settings, rules=rules, root=root)
+    if rules != settings.rules.absolute() or root != settings.root.absolute():
+        print(f"hookrunner: reading the rules of the server on --data {settings.data}: --rules "
+              f"{rules} --root {root} (give --rules to read others)", file=sys.stderr)
+    return replace(settings, rules=rules, root=root,
+                   sources={**settings.sources, "rules": SERVED_RULES})
+
+
+SERVED_RULES = "the server's --rules"  # (as settings.sources name where a setting came from)
 
 
 def _operator_rules(settings: Settings) -> Ruleset | None:
@@ -546,6 +549,12 @@ async def replay(settings: Settings, delivery_id: str, rule: str | None = None) 
     from hookrunner.replay import ReplayError, replay_delivery
 
     ruleset = _operator_rules(settings)
+    if ruleset is None and settings.sources.get("rules") == SERVED_RULES:
+        # The server's own files: it serves the last rules that loaded, which are in memory.
+        print("hookrunner: the server's rules files have the errors above; it serves the rules "
+              "it loaded last, which only it has: replay through it (POST "
+              "/api/deliveries/ID/replay), or fix the files", file=sys.stderr)
+        return EXIT_FAIL
     if ruleset is None:
         # The CLI matches against its own --rules, not the running server's live rules.
         print(f"hookrunner: replay matches the delivery against the rules in --rules "

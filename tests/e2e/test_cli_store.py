@@ -212,6 +212,13 @@ def test_replay_from_anywhere_matches_against_the_rules_the_server_serves(tmp_pa
                     **({} if given else {"HOOKRUNNER_RULES": "other"}))
         assert done.returncode == 1 and "hook 'h' is not defined in the rules" in done.stderr
         assert "reading the rules of the server" not in done.stderr
+    # The server's files broken (it serves the rules it loaded last): said so, not "point it
+    # at the server's rules directory", which it had read.
+    (project / "rules" / "broke.yaml").write_text("x: [\n")
+    done = _run("replay", delivery, "--data", data, cwd=elsewhere)
+    assert done.returncode == 1 and "broke.yaml" in done.stderr, done.stderr
+    assert "the server's rules files have the errors above" in done.stderr
+    assert "point it at the server's rules directory" not in done.stderr
 
 
 CANCEL_RULES = """
