@@ -50,8 +50,12 @@ def _fingerprint(rules_dir: Path) -> tuple[Stat, ...]:
     /readyz), and the next look that can list them reloads again."""
     try:
         # A link that leads nowhere counts too (as an entry with no file): one appearing is
-        # a change, which the load then warns about.
-        return tuple(_stat(p) or _nowhere(str(p)) for p in rules_files(rules_dir))
+        # a change, which the load then warns about. So does a file skipped with a note
+        # (`team.YAML`): its warning came only at the next reload for another reason.
+        notes: list[str] = []
+        files = rules_files(rules_dir, notes)
+        return tuple(_stat(p) or _nowhere(str(p)) for p in files) + tuple(
+            _nowhere(note) for note in notes)
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             # No descriptor for a look (a connection flood): no news of the files. Raised, so

@@ -47,6 +47,19 @@ def test_a_configmap_update_is_noticed_and_loaded(tmp_path: Path) -> None:
     assert not live.changed()
 
 
+def test_a_file_with_an_upper_case_suffix_is_a_change_whose_load_warns(tmp_path: Path) -> None:
+    """`team.YAML` added while the server ran was said only at the next reload for another
+    reason: the watcher saw no change."""
+    (tmp_path / "a.yaml").write_text(HOOK.format(name="aa"))
+    live = LiveRules(tmp_path)
+    assert live.reload() and not live.changed()
+    (tmp_path / "team.YAML").write_text(HOOK.format(name="bb"))
+    assert live.changed() and live.reload()
+    assert live.current is not None and list(live.current.hooks) == ["aa"]
+    assert any("team.YAML: not loaded" in w for w in live.current.warnings)
+    assert not live.changed()
+
+
 def test_hidden_files_neither_load_nor_count_as_changes(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(HOOK.format(name="aa"))
     live = LiveRules(tmp_path)
@@ -282,11 +295,11 @@ async def test_the_watcher_outlives_a_failed_look_at_the_files(
     real = reload.rules_files
     failures = iter([OSError(24, "Too many open files"), FileNotFoundError(2, "gone")])
 
-    def flaky(rules_dir: Path) -> list[Path]:
+    def flaky(rules_dir: Path, notes: list[str] | None = None) -> list[Path]:
         error = next(failures, None)
         if error is not None:
             raise error
-        return real(rules_dir)
+        return real(rules_dir, notes)
 
     monkeypatch.setattr(reload, "rules_files", flaky)
     monkeypatch.setattr(reload, "POLL_INTERVAL", 0.02)
