@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from hookrunner.errors import ConfigError
-from hookrunner.rules.fields import not_a_string, type_name
+from hookrunner.rules.fields import not_a_string, quote_as_written, type_name
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # (not `$`: it lets a final newline through)
 SCALARS = (str, int, float)  # YAML numbers are accepted where a string is expected
@@ -64,7 +64,10 @@ def str_map(
         raise ConfigError(f"{kind}.{key} must be a mapping", path=(key,))
     out: dict[str, str] = {}
     for name, item in value.items():
-        if not isinstance(name, str) or (names is not None and not names.match(name)):
+        if not isinstance(name, str):  # `NULL: x`, `0x1F: y`: YAML made it no text
+            raise ConfigError(f"{kind}.{key}: the name {name!r} is not text to YAML: "
+                              f"{quote_as_written(name)}", path=(key, str(name)))
+        if names is not None and not names.match(name):
             raise ConfigError(f"{kind}.{key}: invalid name {name!r}", path=(key, str(name)))
         out[name] = scalar_str(item, (key, name), f"{kind}.{key}.{name}")
     return out

@@ -126,6 +126,19 @@ def not_a_string(what: str, value: Any) -> str:
     return f"{what} must be a string, got {type_name(value)}{hint}"
 
 
+def quote_as_written(value: Any) -> str:
+    """How to write `value`, a key YAML read as no text (`null:`, `0x1F:`, `yes:`), as the
+    text meant: quoted as written, not as what YAML made of it (`'None'`, `'31'`)."""
+    written = getattr(value, "written", None)
+    if written is not None:
+        return f"quote it ('{written}')"
+    if value is None:
+        return "quote it as written ('null' or '~')"
+    if isinstance(value, bool):
+        return "quote it as written ('true', 'false', 'on', ...)"
+    return f"quote it ('{value}')"
+
+
 def mapping(ctx: Ctx, parent: Any, key: Any, what: str) -> LineDict | None:
     value = parent[key]
     if isinstance(value, LineDict):
@@ -181,7 +194,14 @@ def duration(ctx: Ctx, parent: Any, key: Any, what: str, *, positive: bool = Tru
     if value is not None and positive and value <= 0:
         ctx.error(parent, (key,), f"{what} must be more than zero")
         return None
+    if value is not None and positive and value < MIN_DURATION:
+        # `timeout: 0.0001` showed as `0ms`, and every run timed out at once.
+        ctx.error(parent, (key,), f"{what} must be at least 1ms, got {value:g}s")
+        return None
     return value
+
+
+MIN_DURATION = 0.001  # seconds: what durations are shown in (`500ms`)
 
 
 def size(ctx: Ctx, parent: Any, key: Any, what: str) -> int | None:

@@ -371,8 +371,8 @@ def _file(ctx: f.Ctx, data: Any, merged: _Merged, secrets: _Secrets) -> None:
 def _hook_entry(ctx: f.Ctx, hooks: LineDict, hook_id: Any, merged: _Merged, secrets: _Secrets) -> None:
     src = ctx.source(hooks, hook_id)
     if isinstance(hook_id, int | float | bool) or hook_id is None:
-        ctx.error(hooks, (hook_id,), f"hook id {hook_id!r} is not text to YAML: quote it "
-                  f"('{hook_id}')")
+        ctx.error(hooks, (hook_id,), f"hook id {hook_id!r} is not text to YAML: "
+                  f"{f.quote_as_written(hook_id)}")
         return
     if not isinstance(hook_id, str) or not HOOK_ID.fullmatch(hook_id):
         ctx.error(hooks, (hook_id,), f"bad hook id {hook_id!r}: use letters, digits, '_', '.', "
@@ -647,6 +647,13 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
     if spec is None:
         return None
     kinds = ", ".join(sorted(RUNNERS))
+    misplaced = [k for k in spec if k in RULE_KEYS and k not in RUNNERS]
+    if misplaced and len(spec) - len(misplaced) == 1:
+        # `timeout:` indented one level too far: it read as a second run type.
+        for key in misplaced:
+            ctx.error(spec, (key,), f"{what}: {key!r} is written under `run:`, but belongs to "
+                      "the rule: indent it as `run:` is")
+        return None
     if len(spec) != 1:
         got = ", ".join(map(str, spec)) or "none"
         ctx.error(raw, ("run",), f"{what}: run must have exactly one run type of: {kinds}; "

@@ -89,6 +89,8 @@ ERROR_CASES = [
      "    timeout: soon\n", "r.yaml:8: rule 'a' timeout: expected a duration"),
     ("zero timeout", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
      "    timeout: 0s\n", "r.yaml:8: rule 'a' timeout must be more than zero"),
+    ("timeout under a millisecond", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+     "    timeout: 0.0001\n", "r.yaml:8: rule 'a' timeout must be at least 1ms, got 0.0001s"),
     ("retry attempts", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
      "    retry:\n      attempts: 0\n", "r.yaml:9: rule 'a' retry attempts must be a whole "
      "number from 1 to 10,000, got 0"),
@@ -902,10 +904,37 @@ def test_any_and_all_take_one_condition_as_well_as_a_list(tmp_path: Path) -> Non
         load_rules(rules, root=tmp_path)
 
 
+def test_a_rule_key_indented_under_run_is_said_to_belong_to_the_rule() -> None:
+    """`timeout:` one level too deep read as a second run type: "got shell, timeout"."""
+    errors = errors_of(one("""
+        rules:
+          - name: r
+            hook: gh
+            run:
+              shell: {argv: ["true"]}
+              timeout: 5m
+              retry: {attempts: 2}
+    """))
+    assert errors == [
+        "r.yaml:10: rule 'r': 'timeout' is written under `run:`, but belongs to the rule: "
+        "indent it as `run:` is",
+        "r.yaml:11: rule 'r': 'retry' is written under `run:`, but belongs to the rule: "
+        "indent it as `run:` is"], errors
+
+
 def test_common_slips_get_a_hint() -> None:
     """A number as a hook id, and a `when` written as a template, say what to write."""
     (msg,) = errors_of({"a.yaml": "hooks:\n  123:\n    verify: {none: {}}\nrules: []\n"})
     assert msg.startswith("a.yaml:2:") and "hook id 123 is not text to YAML: quote it ('123')" in msg
+    # Quoted as written, not as what YAML made of it ('None', '31' named other hooks).
+    errors = errors_of({"a.yaml": "hooks:\n  null: {verify: {none: {}}}\n  0x1F: {verify: {none: "
+                                  "{}}}\n  h: {verify: {none: {}}}\nrules:\n  - {name: r, hook: h, "
+                                  "run: {shell: {argv: [x], env: {NULL: z}}}}\n"})
+    assert [e.split(": ", 1)[1] for e in errors] == [
+        "hook id None is not text to YAML: quote it as written ('null' or '~')",
+        "hook id 31 is not text to YAML: quote it ('0x1F')",
+        "rule 'r': run.shell.env: the name None is not text to YAML: quote it as written "
+        "('null' or '~')"], errors
     (msg,) = errors_of({"a.yaml": 'hooks:\n  h: {verify: {none: {}}}\nrules:\n  - name: r\n    hook: h\n'
                                   '    when: "{{ payload.a == 1 }}"\n    run: {shell: {argv: ["true"]}}\n'})
     assert msg.startswith("a.yaml:6:") and "write it without {{ }}" in msg
