@@ -190,10 +190,22 @@ def parse_body(body: bytes, content_type: str | None, content_encoding: str | No
                                 "body uncompressed")
     text = body_text(body, content_type)
     if text is None:
+        if not _readable(_media_type(content_type)):  # UTF-16 XML: its type is the fault
+            raise PayloadError(415, _unsupported(_media_type(content_type)))
         raise PayloadError(400, "body is not valid UTF-8")
     if not text.strip(" \t\r\n"):  # JSON's whitespace, or only a byte order mark
         return {}
     return _parse(text, content_type)[1]
+
+
+def _readable(media: str) -> bool:
+    """Whether bodies of this media type are parsed: form fields, or JSON."""
+    return media in (FORM, "", "application/json", "text/json", "text/plain") or \
+        media.endswith("+json")
+
+
+def _unsupported(media: str) -> str:
+    return f"unsupported content type {media!r}; send JSON or form fields"
 
 
 def as_received(body: bytes, content_type: str | None) -> tuple[str, Any]:
@@ -232,9 +244,9 @@ def _parse(text: str, content_type: str | None) -> tuple[str, Any]:
                     from None
         _check_storable(fields)
         return "form", fields
-    if media in ("", "application/json", "text/json", "text/plain") or media.endswith("+json"):
+    if _readable(media):
         return "json", _json(text)
-    raise PayloadError(415, f"unsupported content type {media!r}; send JSON or form fields")
+    raise PayloadError(415, _unsupported(media))
 
 
 FORM_JSON_HINT = ("the body was read as form fields (Content-Type: " + FORM + ", what `curl -d` "

@@ -51,6 +51,8 @@ def test_bodies_that_parse(body: bytes, content_type: str | None, expected: Any)
         (b"payload=%7B", "application/x-www-form-urlencoded", 400,
          "the form's one field, `payload` (read as GitHub's JSON), is not valid JSON"),
         (b"<a/>", "application/xml", 415, "unsupported content type"),
+        # Its type is the fault, not its bytes (UTF-16 XML was told "not valid UTF-8").
+        (b"\xff\xfe<\x00a\x00", "application/xml", 415, "unsupported content type"),
         (b"x", "multipart/form-data; boundary=x", 415, "unsupported content type"),
         # Python's parser takes these; JSON has none, and the API could not write them back.
         (b'{"a": NaN}', "application/json", 400, "NaN is not a JSON number"),

@@ -56,8 +56,8 @@ def parse_filters(q: QueryParams) -> Filters:
     if since:
         try:
             parse_duration(since)
-        except ValueError:
-            problems.append(f"since: expected a duration like 15m or 24h, got {since!r}")
+        except ValueError as exc:  # (its reason: a form, or past the longest)
+            problems.append(f"since: {exc}")
             since = ""
     try:
         limit = max(1, min(int(q.get("limit", DEFAULT_LIMIT)), MAX_LIMIT))

@@ -340,6 +340,9 @@ def test_bad_filters_are_reported_not_fatal(client: TestClient) -> None:
     r = client.get("/?status=bogus&since=yesterday&limit=x")
     assert r.status_code == 200
     assert "unknown status" in r.text and "expected a duration" in r.text
+    # A well-formed one past the longest says so, not "expected a duration like 15m".
+    r = client.get("/?since=100000d")
+    assert "since: a duration is at most 36500d (a hundred years), got &#39;100000d&#39;" in r.text
 
 
 def test_filters_pick_deliveries_by_run_status(client: TestClient) -> None:
