@@ -523,6 +523,25 @@ def test_a_database_deleted_under_a_running_server_is_saved_and_the_restart_refu
         server.stop()
 
 
+def test_a_database_deleted_just_before_a_stop_is_saved_by_the_stop(project: Path) -> None:
+    """A save owed and not yet made (none tried, or one failed on a full disk, the next a
+    minute later): the stop closed the only way to the data, and nothing said so."""
+    (project / "rules" / "h.yaml").write_text(RULES)
+    data = project / "data"
+    server = Server(project / "rules", data, project).start()
+    first = httpx.post(f"{server.url}/hooks/h", json={}, timeout=30)
+    assert first.status_code == 202, first.text
+    assert server.wait_run(first.json()["runs"][0])["status"] == "succeeded"
+    (data / "hookrunner.db").unlink()
+    server.stop()
+    (saved,) = data.glob("hookrunner.db.saved-*")
+    assert "store.database_saved" in server.output() and "store.database_lost" not in \
+        server.output(), server.output()
+    with contextlib.closing(sqlite3.connect(saved)) as db:
+        assert [row[0] for row in db.execute("SELECT id FROM deliveries")] == [
+            first.json()["delivery_id"]]
+
+
 def test_no_202_of_a_burst_is_missing_from_the_copy_of_a_database_replaced_under_it(
     project: Path,
 ) -> None:

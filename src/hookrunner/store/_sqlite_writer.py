@@ -105,6 +105,7 @@ class Writer:
         if self._saving is not None:  # the last copy of a lost database: let it finish
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._saving)
+        await self._last_save()
         conn, io = self._conn, self._io
         self._conn = self._io = None
         if conn is not None and io is not None:
@@ -171,6 +172,27 @@ class Writer:
                 raise _FileLost("removed", self._db_path) from None
             if (st.st_dev, st.st_ino) != self._db_id:
                 raise _FileLost("replaced", self._db_path)
+
+    async def _last_save(self) -> None:
+        """At the stop, a lost database not saved yet (one failed save waits a minute for
+        the next: space freed meanwhile, a stop then closed the only way to its data) is
+        saved now, whatever the wait; failing that, said as what it is."""
+        if not self._save_lost or self._saved or self._conn is None:
+            return
+        try:
+            self._same_file()
+        except _FileLost as exc:
+            how = exc.how
+        except OSError:
+            return
+        else:
+            return
+        await self._save(f"{how}, at the stop")
+        if not self._saved:
+            event("store.database_lost", logging.CRITICAL, path=self._db_path,
+                  hint="the database file was removed or replaced, and its copy could not "
+                       "be saved: its deliveries, queued runs and delivery ids are gone; "
+                       "restore it from a backup (with no -wal or -shm file beside it)")
 
     def _start_save(self, how: str) -> None:
         """A save in the background (a large database takes seconds, and the batch waiting
