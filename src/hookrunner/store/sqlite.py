@@ -433,8 +433,13 @@ class SQLiteStore:
         conn = self._read_conn
         try:
             return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            # Busy, I/O, or a damaged file ("database disk image is malformed", a plain
+            # DatabaseError): the store's fault, said with what to do. A subclass that
+            # is a mistake in a query stays a traceback.
+            if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+                raise
+            raise StoreUnavailable(f"SQLite read failed: {exc}{_damage_hint(exc)}") from exc
 
     async def _rows(self, query: str, params: dict[str, Any]) -> list[sqlite3.Row]:
         return await self._read(lambda c: c.execute(Q[query], params).fetchall())

@@ -206,3 +206,26 @@ async def test_a_damaged_sqlite_file_is_said_to_be_damaged_not_older(
                                                r"file format) \(the file is damaged: restore "
                                                r"it from a backup"):
         await store.open(migrate=migrate)
+
+
+async def test_a_table_damaged_after_the_start_is_said_to_be_damaged_on_reading(
+        tmp_path: Path) -> None:
+    """A page of `runs` overwritten: reads raised sqlite3.DatabaseError (only OperationalError
+    was the store's fault), so the API answered 500 and `serve` refused with a traceback that
+    cut off SQLite's own words."""
+    db = tmp_path / "hookrunner.db"
+    await _made(str(db))
+    with sqlite3.connect(db) as conn:
+        page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek((page - 1) * page_size)
+        f.write(b"\xa5" * page_size)
+    store = open_store(str(db))
+    await store.open()
+    try:
+        with pytest.raises(StoreUnavailable, match=r"malformed \(the file is damaged: restore it"):
+            await store.list_runs()
+    finally:
+        await store.close()
