@@ -41,7 +41,8 @@ def keep(path: Path, finishes: list[Finish], unsaid: Collection[str] = ()) -> No
     if not finishes:
         return
     text = "".join(_line(f, f.run_id not in unsaid) for f in finishes).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # (The data dir is not made again: where it was deleted, the store with it on SQLite, a
+    # new one holding only this file stood for the server that had run there.)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         size = os.fstat(fd).st_size

@@ -49,3 +49,17 @@ def test_a_result_kept_before_its_line_was_given_is_read_back_as_not_said(tmp_pa
     assert kept[("run_a", 1)] == (_finish("run_a", 1), True)
     assert kept[("run_b", 1)] == (_finish("run_b", 1, "failed"), False)
     assert '"said"' not in path.read_text().splitlines()[0]  # (as an older version wrote it)
+
+
+def test_a_data_dir_deleted_is_not_made_again_for_a_kept_result(tmp_path: Path) -> None:
+    """A stop after `rm -rf` of the data dir made it again holding only this file: the next
+    start took the dir for new and dropped the result, saying nothing (the stop's hint had
+    said it would be recorded)."""
+    path = pendingresults.pending_path(tmp_path / "gone", "n1")
+    try:
+        pendingresults.keep(path, [_finish("run_a", 1)])
+    except FileNotFoundError:
+        pass
+    else:
+        raise AssertionError("kept in a data dir made again")
+    assert not (tmp_path / "gone").exists()
