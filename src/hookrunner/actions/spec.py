@@ -63,6 +63,11 @@ def str_map(
     if not isinstance(value, Mapping):
         raise ConfigError(f"{kind}.{key} must be a mapping", path=(key,))
     out: dict[str, str] = {}
+    invalid = [name for name in value if isinstance(name, str) and names is not None
+               and not names.match(name)]
+    if len(invalid) > 1:  # each said at once: fixing one showed the next, a `check` each
+        raise ConfigError(f"{kind}.{key}: invalid names {', '.join(map(repr, invalid))}",
+                          path=(key, invalid[0]))
     for name, item in value.items():
         if not isinstance(name, str):  # `NULL: x`, `0x1F: y`: YAML made it no text
             raise ConfigError(f"{kind}.{key}: the name {name!r} is not text to YAML: "

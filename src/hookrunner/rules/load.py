@@ -27,7 +27,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -988,6 +988,27 @@ def _refused_literals(kind: str, tree: dict[str, Any],
             judge(texts if isinstance(value, list) else texts[0])
         except ActionError as exc:
             problem(f"{key}: {str(exc).removeprefix(f'{kind}: ')}", (key,))
+    argv = tree.get("argv") if kind == "shell" else None
+    if isinstance(argv, list) and argv and isinstance(argv[0], Constant) and not argv[0].source:
+        problem("argv[0]: the program's name is empty", ("argv", 0))
+    for path, text in _constants(tree, ()):
+        if "\x00" in text:  # (a lone surrogate is a YAML error already, at its escape)
+            # Refused by every render ("renders a NUL character"), said there as a template's.
+            shown = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)[1:]
+            problem(f"{shown}: holds a NUL character (\\0), which no run can pass on or "
+                    "store", path)
+
+
+def _constants(tree: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Each literal string of an action's compiled tree, with its path."""
+    if isinstance(tree, Constant):
+        yield path, tree.source
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _constants(value, (*path, key))
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from _constants(value, (*path, i))
 
 
 def _ca_bundle(root: Path, source: str, problem: Callable[[str, tuple[str | int, ...]], None],

@@ -75,6 +75,9 @@ def test_normalize_accepts(raw: dict[str, Any], expected: dict[str, Any]) -> Non
         ({"command": ["a"]}, "must be a string", ("command",)),
         ({"argv": ["a"], "env": ["A=1"]}, "env must be a mapping", ("env",)),
         ({"argv": ["a"], "env": {"BAD-NAME": "1"}}, "invalid name", ("env", "BAD-NAME")),
+        # Each bad name said at once, not one a `check`.
+        ({"argv": ["a"], "env": {"OK": "1", "A=B": "1", "": "1", "1ABC": "1"}},
+         "shell.env: invalid names 'A=B', '', '1ABC'", ("env", "A=B")),
         ({"argv": ["a"], "env": {"A": [1]}}, "env.A must be a string", ("env", "A")),
         ({"argv": ["a"], "cwd": 5.5j}, "cwd must be a string", ("cwd",)),
         ({"argv": ["a"], "stdin": "body"}, "stdin must be 'payload'", ("stdin",)),

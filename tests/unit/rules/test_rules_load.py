@@ -782,6 +782,27 @@ def test_an_actions_paths_are_judged_with_its_other_errors(tmp_path: Path) -> No
     ], found
 
 
+def test_literal_values_every_run_would_refuse_are_check_errors(tmp_path: Path) -> None:
+    """`argv: ["", x]` and a NUL in a literal passed `check`; every run then failed (the
+    NUL's reason called the literal a template)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        'hooks: {h: {verify: {none: {}}}}\nrules:\n'
+        '  - {name: a, hook: h, run: {shell: {argv: ["", "x"]}}}\n'
+        '  - {name: b, hook: h, run: {shell: {argv: [echo, "a\\0b"], env: {V: "a\\0b"}}}}\n'
+        '  - {name: c, hook: h, run: {http: {url: "http://127.0.0.1/", json: {k: ["\\0"]}}}}\n')
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path, strict=True)
+    unstorable = "holds a NUL character (\\0), which no run can pass on or store"
+    assert [f"{e.line}: {e.message}" for e in caught.value.errors] == [
+        "3: rule 'a': run.shell.argv[0]: the program's name is empty",
+        f"4: rule 'b': run.shell.argv[1]: {unstorable}",
+        f"4: rule 'b': run.shell.env.V: {unstorable}",
+        f"5: rule 'c': run.http.json.k[0]: {unstorable}",
+    ]
+
+
 PATHS_RULES = """hooks: {h: {verify: {none: {}}}}
 rules:
   - name: a
