@@ -567,6 +567,14 @@ def test_utf8_header_values_are_read_as_utf8_and_other_bytes_as_received(server:
     assert values["x-author"] == "J\u00fcrgen \u2713" and values["x-latin"] == "caf\u00e9", values
 
 
+def test_a_templated_cwd_inside_root_is_entered(server: Server) -> None:
+    """Entered through a descriptor of the directory checked (paths.pinned_dir): the process
+    is where the rule said, and says so by the directory's own path."""
+    run = _run_of(server, _post(server, {"kind": "cwd", "dir": "scripts"}))
+    assert run["status"] == "succeeded", run
+    assert str(server.root.resolve() / "scripts") + "\n" in _log(server, run["id"])
+
+
 def test_a_leading_dash_after_the_separator_is_an_operand_not_an_option(server: Server) -> None:
     """`ls -d -- --version` looks for a file named --version instead of printing a version."""
     run = _run_of(server, _post(server, {"kind": "ls", "path": "--version"}))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import posixpath
+from collections.abc import Iterator
 from pathlib import Path
 
 from hookrunner.errors import ActionError
@@ -24,6 +27,32 @@ def confine(root: Path, value: str, *, base: str = "") -> Path:
         where = "--root" if not base else f"{base.rstrip('/')}/ under --root"
         raise ActionError(f"path {value!r} is outside {where}")
     return resolved
+
+
+@contextlib.contextmanager
+def pinned_dir(root: Path, path: Path) -> Iterator[str]:
+    """`path` (confined already) as a child process should enter it: through a descriptor
+    of the directory checked to be under `root` (`/proc/<pid>/fd/<n>`), so a swap of the
+    path for a symlink out of --root between the check and the start takes no effect (a
+    templated `cwd` ran in the symlink's target in such a race). Where the directory
+    cannot be opened, `path` itself: the start then fails with the reason."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield str(path)
+        return
+    try:
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # no /proc: as before, the path
+            yield str(path)
+            return
+        if not Path(real).is_relative_to(root):
+            raise ActionError(f"path {str(path)!r} is outside --root (it was replaced by a "
+                              "link out of it as the run started)")
+        yield f"/proc/{os.getpid()}/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def written_dir(template: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.environment import ID_KEYS, ID_PREFIX
-from hookrunner.actions.paths import adds_within, confine, written_dir
+from hookrunner.actions.paths import adds_within, confine, pinned_dir, written_dir
 from hookrunner.actions.process import check_strings, run_process
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
@@ -190,13 +190,12 @@ class ShellRunner:
 
     async def run(self, rendered: Mapping[str, Any], ctx: RunContext) -> RunResult:
         inv = build_invocation(rendered, root=ctx.root, base_env=ctx.env)
-        return await run_process(
-            inv.argv,
-            ctx=ctx,
-            cwd=inv.cwd,
-            env=inv.env,
-            stdin=ctx.raw_body if inv.stdin else None,
-        )
+        if "cwd" not in rendered:  # --root itself: no rule's path to swap
+            return await run_process(inv.argv, ctx=ctx, cwd=inv.cwd, env=inv.env,
+                                     stdin=ctx.raw_body if inv.stdin else None)
+        with pinned_dir(ctx.root, inv.cwd) as cwd:
+            return await run_process(inv.argv, ctx=ctx, cwd=cwd, env=inv.env,
+                                     stdin=ctx.raw_body if inv.stdin else None)
 
 
 register(ShellRunner())

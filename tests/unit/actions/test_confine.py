@@ -66,3 +66,23 @@ def test_outside_is_refused(root: Path, value: str, base: str) -> None:
 def test_message_names_root(root: Path) -> None:
     with pytest.raises(ActionError, match=r"path '\.\./x' is outside --root"):
         confine(root, "../x")
+
+
+def test_a_pinned_dir_is_the_one_checked_whatever_the_path_becomes(root: Path) -> None:
+    """A templated `cwd` checked, then swapped for a link out of --root before the start:
+    the run ran in the link's target. A process enters the directory checked."""
+    import subprocess
+
+    from hookrunner.actions.paths import pinned_dir
+
+    (root / "work").mkdir()
+    checked = confine(root.resolve(), "work")
+    with pinned_dir(root.resolve(), checked) as cwd:
+        (root / "work").rename(root / "work-moved")
+        os.symlink(root.parent / "outside", root / "work")  # the swap, after the check
+        where = subprocess.run(["pwd", "-P"], cwd=cwd, capture_output=True, text=True,
+                               check=True).stdout.strip()
+    assert where == str((root / "work-moved").resolve())
+    # Swapped before the directory was opened: refused, not entered.
+    with pytest.raises(ActionError, match="outside --root"), pinned_dir(root.resolve(), checked):
+        pass
