@@ -49,6 +49,29 @@ class LineList(list[Any]):
 # reports would be one too far.
 _EXOTIC_BREAKS = re.compile("[\x85\u2028\u2029]")
 _BREAKS = re.compile(r"\r\n|\r|\n")
+# Line breaks to YAML 1.1 (PyYAML) that no editor shows as one: NEL, LS, PS.
+_YAML_ONLY_BREAK = re.compile("[\x85\u2028\u2029]")
+
+
+def _unquoted_hidden_break(text: str) -> re.Match[str] | None:
+    """The first YAML-only line break outside a quoted value (in a comment, a plain value, a
+    key), where it changes what YAML reads; one inside quotes is part of the value."""
+    if _YAML_ONLY_BREAK.search(text) is None:  # (nearly always: no second pass)
+        return None
+    quoted: list[tuple[int, int]] = []
+    scanned = len(text)
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.ScalarToken) and token.style in ("'", '"'):
+                quoted.append((token.start_mark.index, token.end_mark.index))
+    except yaml.MarkedYAMLError as exc:  # up to the error: a break there may be its cause
+        scanned = exc.problem_mark.index if exc.problem_mark is not None else 0
+    except yaml.YAMLError:
+        scanned = 0
+    for found in _YAML_ONLY_BREAK.finditer(text, 0, scanned + 1):
+        if not any(start <= found.start() < end for start, end in quoted):
+            return found
+    return None
 # A line starting with `- ` then what starts a condition: a name, `(`, a quote, or a number,
 # list or mapping (`- 10 <= payload.replicas`) after a line that ends an operand. After an
 # operator or an opening bracket, `- 1` is a negative number (`payload.a >` then `- 1`).
@@ -374,6 +397,14 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
         return None, [ConfigError(
             f"a control character ({what}) that YAML does not allow: write it as an escape in a "
             "double-quoted string (\"\\x01\")", file, line)]
+    if (hidden := _unquoted_hidden_break(text)) is not None:
+        # `# note<U+2028>more: x`: the rest of a comment read as a key of its own. Editors
+        # show no break there: no hint about the text around it would help.
+        return None, [ConfigError(
+            f"an invisible line break (U+{ord(hidden[0]):04X}) that YAML reads as the end of a "
+            "line, though editors do not: delete it, or write it as an escape in a "
+            f"double-quoted string (\"\\u{ord(hidden[0]):04x}\")", file,
+            len(_BREAKS.findall(text[:hidden.start()])) + 1)]
     try:
         data = loader.get_single_data()
         if _too_many_values(data):

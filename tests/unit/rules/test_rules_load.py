@@ -119,6 +119,12 @@ ERROR_CASES = [
      "    timeout: 1s\n    timeout: 2s\n", "r.yaml:9: duplicate key 'timeout' (first written "
      "at line 8)"),
     ("yaml syntax", "rules: [\n", "r.yaml:5: YAML syntax error"),
+    # An invisible line break to YAML (U+2028) in a comment: the rest read as a key `more`.
+    ("line separator", "# note\u2028more: text\nrules: []\n", "r.yaml:4: an invisible line "
+     "break (U+2028) that YAML reads as the end of a line, though editors do not: delete it, "
+     'or write it as an escape in a double-quoted string ("\\u2028")'),
+    # In a quoted value YAML folded it into a space.
+    ("next line", 'rules: []\n# x: "a\x85b"\n', "r.yaml:5: an invisible line break (U+0085)"),
     # Templates that could never work are refused here, not on every delivery.
     ("a misspelt name in when", "rules:\n  - name: a\n    hook: gh\n    when: paylaod.ref == 'x'\n"
      "    run: {shell: {argv: [x]}}\n", "r.yaml:7: rule 'a': when: unknown name 'paylaod'; a template sees "
