@@ -32,12 +32,15 @@ def confine(root: Path, value: str, *, base: str = "") -> Path:
 @contextlib.contextmanager
 def pinned_dir(root: Path, path: Path) -> Iterator[str]:
     """`path` (confined already) as a child process should enter it: through a descriptor
-    of the directory checked to be under `root` (`/proc/<pid>/fd/<n>`), so a swap of the
-    path for a symlink out of --root between the check and the start takes no effect (a
-    templated `cwd` ran in the symlink's target in such a race). Where the directory
-    cannot be opened, `path` itself: the start then fails with the reason."""
+    of the directory checked to be under `root` (`/proc/self/fd/<n>`: the child's own copy,
+    open until its exec; `/proc/<pid>` of a server that is not dumpable, with file
+    capabilities, is closed to its children), so a swap of the path for a symlink out of
+    --root between the check and the start takes no effect (a templated `cwd` ran in the
+    symlink's target in such a race). Where the directory cannot be opened, `path` itself:
+    the start then fails with the reason."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        # O_PATH: a directory that may be entered but not listed (mode --x) opens too.
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         yield str(path)
         return
@@ -50,7 +53,7 @@ def pinned_dir(root: Path, path: Path) -> Iterator[str]:
         if not Path(real).is_relative_to(root):
             raise ActionError(f"path {str(path)!r} is outside --root (it was replaced by a "
                               "link out of it as the run started)")
-        yield f"/proc/{os.getpid()}/fd/{fd}"
+        yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
 

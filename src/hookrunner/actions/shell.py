@@ -11,7 +11,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,8 +194,10 @@ class ShellRunner:
             return await run_process(inv.argv, ctx=ctx, cwd=inv.cwd, env=inv.env,
                                      stdin=ctx.raw_body if inv.stdin else None)
         with pinned_dir(ctx.root, inv.cwd) as cwd:
-            return await run_process(inv.argv, ctx=ctx, cwd=cwd, env=inv.env,
-                                     stdin=ctx.raw_body if inv.stdin else None)
+            result = await run_process(inv.argv, ctx=ctx, cwd=cwd, env=inv.env,
+                                       stdin=ctx.raw_body if inv.stdin else None)
+        # A start that failed names the directory as the rule does, not its descriptor.
+        return replace(result, reason=result.reason.replace(cwd, str(inv.cwd)))
 
 
 register(ShellRunner())

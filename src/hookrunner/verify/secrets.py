@@ -163,20 +163,22 @@ def _from_env(name: Any, key: str) -> bytes:
     # Read once at load (a reload reads it again, from the environment the server started with).
     secret = _without_newline(os.environ.get(name, "").encode())
     if not secret and not _VARIABLE_NAME.fullmatch(name):
-        # `{env: "ghp_S3cr3t/x+y"}`: the secret pasted where its variable's name goes. This
-        # message reaches the server's log, so it is not repeated.
-        raise ConfigError(f"{key}: env must name an environment variable (letters, digits and "
-                          "`_`); this is no variable's name, and is not shown, as it may be the "
-                          "secret itself: write {env: NAME}", path=(key,))
+        # `{env: "ghp_16C7e42F..."}`: the secret pasted where its variable's name goes. This
+        # message reaches the server's log (rules.hook_unavailable), so only a name written
+        # as variables are is repeated; the line says which.
+        raise SecretUnavailable(f"{key}: the environment variable named here is not set or "
+                                "empty (its name is not repeated: it is not written as "
+                                "variables' names are, in capitals, and may be the secret "
+                                "itself)", path=(key,))
     if not secret:
         raise SecretUnavailable(f"{key}: environment variable {name} is not set or empty",
                                 path=(key,))
     return secret
 
 
-# What a variable's name is made of in practice (POSIX: letters, digits, `_`; `.` and `-`
-# appear in some). A length past any name's, too.
-_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
+# A name repeated in messages: as variables are named by convention (capitals, digits, `_`).
+# A token (`ghp_...`, `xoxb-...`, hex) has lower-case letters or a `-`.
+_VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 
 
 def _from_file(path: Any, key: str, root: Path | None) -> bytes:

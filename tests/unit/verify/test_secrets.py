@@ -27,14 +27,17 @@ def test_missing_or_empty_env_names_the_variable(
         resolve_secret({"env": "HOOKRUNNER_TEST_SECRET"})
 
 
-@pytest.mark.parametrize("pasted", ["ghp_S3cr3tV4lue/xyz+abc", "two words", "9abc", "a" * 129])
+@pytest.mark.parametrize("pasted", ["ghp_S3cr3tV4lue/xyz+abc", "two words", "9abc", "A" * 65,
+                                    "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+                                    "e3b0c44298fc1c149afbf4c8996fb924", "xoxb-123-456-abcDEF"])
 def test_a_secret_pasted_where_the_variable_name_goes_is_not_repeated(pasted: str) -> None:
     """`{env: "ghp_..."}`: the message that the variable is unset showed the value, in `check`
-    and in the server's log."""
-    with pytest.raises(ConfigError) as info:
+    and in the server's log. A name written as variables' are is still named."""
+    with pytest.raises(SecretUnavailable) as info:
         resolve_secret({"env": pasted})
     assert pasted not in info.value.message and "may be the secret" in info.value.message
-    assert not isinstance(info.value, SecretUnavailable)  # a mistake, not a variable to come
+    with pytest.raises(SecretUnavailable, match="environment variable HR_UNSET_1 is not set"):
+        resolve_secret({"env": "HR_UNSET_1"})
 
 
 @pytest.mark.parametrize(
