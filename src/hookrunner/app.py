@@ -113,11 +113,17 @@ class AdminAuth:
         await response(scope, receive, _unread_body_closes(scope, send))
 
 
+def _expects(scope: Scope) -> bool:
+    """Whether the request was sent with `Expect:` (100-continue): its client sends the body
+    only once asked for it."""
+    return any(k == b"expect" for k, _ in scope["headers"])
+
+
 def _unread_body_closes(scope: Scope, send: Send) -> Send:
     """`send` for a refusal made before the body was read. With `Expect: 100-continue` the
     client sends no body after it, so the connection closes: the next request on it was read
     as that body, and waited for the rest until the 408 (as hooks' answers, see `hook`)."""
-    if not any(k == b"expect" for k, _ in scope["headers"]):
+    if not _expects(scope):
         return send
 
     async def closing(message: Message) -> None:
@@ -357,7 +363,7 @@ async def _hook(scope: Scope, receive: Receive, send: Send, gw: Gateway, hook_id
     # `Expect: 100-continue` and answered before its body was asked for (a 413 on the
     # declared length, a 404): the client sends no body, and the next request on the
     # connection was read as that body, swallowed. Such an answer closes the connection.
-    expects = any(k == b"expect" for k, _ in scope["headers"])
+    expects = _expects(scope)
     body_read = not expects
 
     async def reading() -> Message:

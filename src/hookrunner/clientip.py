@@ -26,6 +26,20 @@ def network(text: str) -> IPNetwork:
     return net
 
 
+def bits_past_prefix(text: str) -> bool:
+    """Whether a network is written with bits set past its prefix (`10.0.1.11/8`, meant as
+    one address, stands for all of 10.0.0.0/8). False for a valid one or no network."""
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return False  # not a network at all: said as such where it is read
+        return True
+    return False
+
+
 def plain(addr: str) -> str:
     """An IPv4 client of a dual-stack listener (`--host ::`) arrives as `::ffff:a.b.c.d`:
     its IPv4 address, which allow lists, proxies, rate limits and the history name; an IPv6

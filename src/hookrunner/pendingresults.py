@@ -35,14 +35,18 @@ class Kept(NamedTuple):
     said: bool  # its run.finished line and metrics were given when it was kept
 
 
-def keep(path: Path, finishes: list[Finish], unsaid: Collection[str] = ()) -> None:
+def keep(path: Path, finishes: list[Finish], unsaid: Collection[str] = (),
+         make_dir: bool = False) -> None:
     """Append `finishes` durably, those of the runs in `unsaid` marked as not said yet.
-    OSError if they cannot be written (a full disk)."""
+    OSError if they cannot be written (a full disk). `make_dir`: make the data dir where it
+    was deleted; not with SQLite, whose store went with it (a new dir holding only this file
+    stood for the server that had run there), but with PostgreSQL, whose store still has
+    the runs."""
     if not finishes:
         return
     text = "".join(_line(f, f.run_id not in unsaid) for f in finishes).encode()
-    # (The data dir is not made again: where it was deleted, the store with it on SQLite, a
-    # new one holding only this file stood for the server that had run there.)
+    if make_dir:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         size = os.fstat(fd).st_size

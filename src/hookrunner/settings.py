@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hookrunner import pathprefix
+from hookrunner.clientip import bits_past_prefix
 from hookrunner.units import parse_duration, parse_size
 
 DEFAULT_RULES = "./rules"
@@ -155,10 +156,15 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _list_items(value: Any) -> list[str]:
+    """One value of a list flag, split at commas or spaces (`--trusted-proxy "a, b"`)."""
+    return str(value).replace(",", " ").split()
+
+
 def _coerce(name: str, value: Any) -> Any:
     if name in _LISTS:  # `--pass-env A,B`, `--pass-env A --pass-env B`, `HOOKRUNNER_PASS_ENV="A B"`
         items = [value] if isinstance(value, str) else list(value)
-        return tuple(v for item in items for v in str(item).replace(",", " ").split() if v)
+        return tuple(v for item in items for v in _list_items(item))
     if name in _DURATIONS:
         return parse_duration(value)
     if name in _SIZES:
@@ -255,14 +261,13 @@ def _check(name: str, value: Any) -> None:
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an address or network "
                                  "(e.g. 10.0.0.0/8 or 192.0.2.1)") from None
-            host = cidr.split("/")[0]
-            if "/" in cidr and network.network_address != ipaddress.ip_address(host):
+            if bits_past_prefix(cidr):
                 # `10.0.1.11/8`, meant as one load balancer, trusted every host of 10.0.0.0/8
                 # to say who the client is (allow_ips, rate limits). allow_ips warns of it;
                 # whom to believe is not to be widened by a slip.
                 raise ValueError(f"{cidr!r} has bits set past its prefix: it would trust all "
-                                 f"of {network}; write {host} for that one address, or "
-                                 f"{network} for the network")
+                                 f"of {network}; write {cidr.split('/')[0]} for that one "
+                                 f"address, or {network} for the network")
 
 
 def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str],
@@ -282,7 +287,7 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str],
             # an empty --rules or --data mean the working directory. Never what was meant.
             raise ValueError(f"{flag_name(name)}: empty; leave the flag out for the default")
         if name in _LISTS and isinstance(flag, list | tuple) and any(
-                not str(item).replace(",", " ").split() for item in flag):
+                not _list_items(item) for item in flag):
             # `--trusted-proxy "$LB_NET"` with LB_NET unset: trusted no proxy, and hid
             # HOOKRUNNER_TRUSTED_PROXY too.
             raise ValueError(f"{flag_name(name)}: empty; leave the flag out for the default")

@@ -61,3 +61,6 @@ def test_a_data_dir_deleted_is_not_made_again_for_a_kept_result(tmp_path: Path) 
     with pytest.raises(FileNotFoundError):  # said by the caller: run.result_not_kept
         pendingresults.keep(path, [_finish("run_a", 1)])
     assert not (tmp_path / "gone").exists()
+    # On PostgreSQL the store still has the runs: the dir is made again for the next start.
+    pendingresults.keep(path, [_finish("run_a", 1)], make_dir=True)
+    assert set(pendingresults.read(path)) == {("run_a", 1)}

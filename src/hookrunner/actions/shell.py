@@ -140,6 +140,11 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
                           f"--root (as scripts/{{{{ ... }}}}.sh does), not a program on PATH "
                           f"or a path outside it: {argv[0][:200]!r}")
     written = rendered.get(PROGRAM_TEMPLATED)
+    if written is True and ".." in argv[0].split("/"):
+        # `deploy-{{ payload.env }}.sh` (no directory before the `{{`) of `x/../cleanup`
+        # ran `cleanup.sh`: the value may name where, but not by leaving and coming back.
+        raise ActionError(f"shell: the program is templated, so its value may hold no '..': "
+                          f"{argv[0][:200]!r}")
     if isinstance(written, str) and not adds_within(argv[0], written):
         # `scripts/{{ payload.name }}.sh` with `../uploads/x` ran any *.sh under --root.
         raise ActionError(f"shell: the program is templated after {written!r}, so it must "

@@ -23,6 +23,7 @@ from hookrunner.units import parse_duration, parse_size
 
 T = TypeVar("T")
 WHEN_GROUPS = ("all", "any", "not")
+MIN_DURATION = 0.001  # seconds: what durations are shown in (`500ms`)
 
 
 def _known_names(compiled: Constant | Template | Expression) -> None:
@@ -199,9 +200,6 @@ def duration(ctx: Ctx, parent: Any, key: Any, what: str, *, positive: bool = Tru
         ctx.error(parent, (key,), f"{what} must be at least 1ms, got {value:g}s")
         return None
     return value
-
-
-MIN_DURATION = 0.001  # seconds: what durations are shown in (`500ms`)
 
 
 def size(ctx: Ctx, parent: Any, key: Any, what: str) -> int | None:

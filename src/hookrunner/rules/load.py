@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
-import ipaddress
 import math
 import os
 import re
@@ -523,20 +522,11 @@ def _networks(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[IPNetwork, ...]:
                       "network")
             continue
         out.append(network)
-        if not _strict_network(value.strip()):
+        if clientip.bits_past_prefix(value.strip()):
             # As nginx says of `allow 10.0.0.5/8`: a typo for /32 would allow a whole network.
             ctx.warn(at, path, f"{what} allow_ips: {value.strip()!r} has bits set past its "
                      f"prefix: it allows all of {network}")
     return tuple(out)
-
-
-def _strict_network(value: str) -> bool:
-    """No bits set past the prefix (`10.0.0.0/8`, not `10.0.0.5/8`)."""
-    try:
-        ipaddress.ip_network(value, strict=True)
-    except ValueError:
-        return False
-    return True
 
 
 def _rate_limit(ctx: f.Ctx, raw: LineDict, what: str) -> RateLimit | None:
@@ -647,19 +637,20 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
     if spec is None:
         return None
     kinds = ", ".join(sorted(RUNNERS))
+    n = len(ctx.errors)
     misplaced = [k for k in spec if k in RULE_KEYS and k not in RUNNERS]
     if misplaced and len(spec) - len(misplaced) == 1:
-        # `timeout:` indented one level too far: it read as a second run type.
+        # `timeout:` indented one level too far: it read as a second run type. Said, and the
+        # run type read on (its own errors in the same pass).
         for key in misplaced:
             ctx.error(spec, (key,), f"{what}: {key!r} is written under `run:`, but belongs to "
                       "the rule: indent it as `run:` is")
-        return None
-    if len(spec) != 1:
+    elif len(spec) != 1:
         got = ", ".join(map(str, spec)) or "none"
         ctx.error(raw, ("run",), f"{what}: run must have exactly one run type of: {kinds}; "
                   f"got {got}")
         return None
-    kind = next(iter(spec))
+    kind = next(k for k in spec if k not in misplaced)
     if kind not in RUNNERS:
         ctx.error(spec, (kind,), f"{what}: unknown run type {kind!r}"
                   f"{f.did_you_mean(kind, RUNNERS)}; expected one of: {kinds}")
@@ -679,10 +670,12 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
             ctx.errors.append(ConfigError(f"{what}: run.{msg}", ctx.file, line))
         if rest is not None:  # the other keys' template syntax and paths, in the same pass
             tree = f.compile_leaves(ctx, rest, body, (), fallback, f"{what}: run.{kind}")
-            _paths(ctx, kind, {k: v for k, v in tree.items() if k not in wrong}, body,
+            # Not the keys found wrong, nor what a stand-in made (a shell `command`'s `argv`).
+            made = bool(wrong & set(stand_ins))
+            _paths(ctx, kind, {k: v for k, v in tree.items()
+                               if k not in wrong and (k in body or not made)}, body,
                    fallback, what)
         return None
-    n = len(ctx.errors)
     tree = f.compile_leaves(ctx, normalized, body, (), fallback, f"{what}: run.{kind}")
     _paths(ctx, kind, tree, body, fallback, what)
     _literal_secrets(ctx, kind, tree, body, fallback, what)
@@ -699,19 +692,25 @@ def _errors_past(call: Callable[[Any], Any], body: Any, first: ConfigError,
     the whole block, is not the rule's)."""
     found = [first]
     removed: set[Any] = set()
+    unstood: set[Any] = set()  # keys whose stand-in was refused too (`secret:` under basic)
     if not isinstance(body, LineDict):
         return found, None, removed
+    key = first.path[0] if first.path else None
     while len(found) < MAX_BLOCK_ERRORS:
-        key = found[-1].path[0] if found[-1].path else None
-        if key is None or key not in body or key in removed:
+        if key is None or key not in body or (key in removed and key in unstood):
             return found, None, removed
+        if key in removed:  # its stand-in was what failed: read on without it
+            unstood.add(key)
         removed.add(key)
         rest = LineDict((k, v) for k, v in body.items() if k not in removed)
-        rest.update({k: stand_ins[k] for k in removed if k in stand_ins})
+        rest.update({k: stand_ins[k] for k in removed if k in stand_ins and k not in unstood})
         try:
             result = call(rest)
         except ConfigError as exc:
-            if not exc.path or exc.path[0] in removed or exc.path[0] not in body:
+            key = exc.path[0] if exc.path else None
+            if key in removed and key in stand_ins and key not in unstood:
+                continue  # (not the rule's error: the stand-in's)
+            if key is None or key in removed or key not in body:
                 return found, None, removed
             found.append(exc)
             continue

@@ -187,7 +187,7 @@ class Writer:
             return
         else:
             return
-        await self._save(f"{how}, at the stop")
+        await self._save(f"{how}, at the stop", last=True)
         if not self._saved:
             event("store.database_lost", logging.CRITICAL, path=self._db_path,
                   hint="the database file was removed or replaced, and its copy could not "
@@ -207,7 +207,7 @@ class Writer:
         self._saving = asyncio.get_running_loop().create_task(
             self._save(how), name="hookrunner-sqlite-save")
 
-    async def _save(self, how: str) -> None:
+    async def _save(self, how: str, last: bool = False) -> None:
         """Copy the lost database, which only this open connection still reaches, to a new
         private file beside it: a restart would otherwise start on a new, empty store and
         forget every queued run and every delivery id that dedup holds. Written under a
@@ -223,7 +223,8 @@ class Writer:
         except (OSError, sqlite3.Error) as exc:
             self._save_again_at = time.monotonic() + SAVE_AGAIN_AFTER
             event("store.database_not_saved", logging.ERROR, path=db_path, how=how,
-                  error=str(exc), then=f"tried again in {SAVE_AGAIN_AFTER:.0f} s at the earliest")
+                  error=str(exc), then=None if last else
+                  f"tried again in {SAVE_AGAIN_AFTER:.0f} s at the earliest")
             return
         self._saved = True
         # The lost file's write-ahead log is still beside its path: a restart would apply it

@@ -20,6 +20,7 @@ from hookrunner.units import parse_duration
 from hookrunner.verify.base import Headers, SecretSource, header_text
 
 DEFAULT_TOLERANCE = 300.0  # seconds either side of `now` a signed timestamp may be
+MIN_TOLERANCE = 1.0  # seconds: senders' timestamps count whole seconds
 ALGORITHMS = ("sha1", "sha256", "sha512")
 Encoding = Literal["hex", "base64"]
 
@@ -218,9 +219,6 @@ def option_tolerance(options: Mapping[str, Any], default: float = DEFAULT_TOLERA
                           "seconds, so a shorter window refuses most genuine deliveries)",
                           path=("tolerance",))
     return tolerance
-
-
-MIN_TOLERANCE = 1.0  # seconds
 
 
 WINDOW_WITHOUT_TIMESTAMP = ("tolerance has no effect without timestamp_header: nothing "

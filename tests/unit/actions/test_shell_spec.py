@@ -234,6 +234,12 @@ def test_a_templated_program_keeps_the_name_the_rule_writes(tmp_path: Path) -> N
     with pytest.raises(ActionError, match="stay in that directory"):
         build_invocation({**spec, "argv": ["scripts/deploy-x/../cleanup.sh"]}, root=tmp_path,
                          base_env={"PATH": "/bin"})
+    # With no directory before the `{{` (the review's case): `deploy-x/../cleanup.sh`.
+    (tmp_path / "deploy-x").mkdir()
+    bare = normalize_shell({"argv": ["deploy-{{ payload.env }}.sh"]})
+    with pytest.raises(ActionError, match=r"may hold no '\.\.'"):
+        build_invocation({**bare, "argv": ["deploy-x/../scripts/cleanup.sh"]}, root=tmp_path,
+                         base_env={"PATH": "/bin"})
     assert build_invocation({**spec, "argv": ["scripts/deploy-prod.sh"]}, root=tmp_path,
                             base_env={"PATH": "/bin"}).argv[0] == str(tmp_path / "scripts/deploy-prod.sh")
 

@@ -346,6 +346,17 @@ def test_every_error_of_a_rate_limit_and_a_concurrency_is_reported_in_one_check(
         "rule 'r' concurrency key", "rule 'r' concurrency"], errors
 
 
+def test_a_stand_in_the_verifier_does_not_take_hides_no_other_error() -> None:
+    """`secret:` under basic was given a stand-in again, refused again, and the loop ended
+    there: the username's error went unsaid."""
+    errors = errors_of({"r.yaml": "hooks:\n  b:\n    verify: {basic: {secret: y, username: "
+                                  "'a:b', password: x}}\n  g:\n    verify: {github: {header: X, "
+                                  "secret: 1.5}}\n"})
+    assert [e.split(": ", 3)[3].split(":")[0] for e in errors] == [
+        "unknown option 'secret'; expected one of", "username", "unknown option 'header'; "
+        "expected one of", "secret"], errors
+
+
 def test_a_verifier_missing_what_it_requires_says_only_that() -> None:
     """No error is made up by reading on past one (a stand-in is only for a wrong value)."""
     errors = errors_of({"r.yaml": "hooks:\n  h:\n    verify: {hmac: {header: X-Sig, "
@@ -938,11 +949,12 @@ def test_a_rule_key_indented_under_run_is_said_to_belong_to_the_rule() -> None:
           - name: r
             hook: gh
             run:
-              shell: {argv: ["true"]}
+              shell: {argv: 5}
               timeout: 5m
               retry: {attempts: 2}
     """))
     assert errors == [
+        "r.yaml:9: rule 'r': run.shell.argv must be a non-empty list",
         "r.yaml:10: rule 'r': 'timeout' is written under `run:`, but belongs to the rule: "
         "indent it as `run:` is",
         "r.yaml:11: rule 'r': 'retry' is written under `run:`, but belongs to the rule: "
