@@ -199,10 +199,14 @@ def _check_db_url(value: str) -> None:
                          "the user name or password as %40")
     host = authority.rsplit("@", 1)[-1]
     written_port = host.rsplit(":", 1)[1] if ":" in host.rsplit("]", 1)[-1] else ""
-    path = re.split(r"[?#]", tail, maxsplit=1)[0] if found and found.group() == "/" else ""
-    # After a `?` or `#`: options are `name=value`, and no name has an `@`.
-    names = [] if not found or found.group() == "/" else \
-        [item.split("=", 1)[0] for item in re.split(r"[&#]", tail)]
+    path, options, sep = "", tail, found.group() if found else ""
+    if sep == "/":  # the database, then any options
+        path, sep, options = [*re.split(r"([?#])", tail, maxsplit=1), "", ""][:3]
+    # After a `?`: options are `name=value`, and no name has an `@`. After a `#`, nothing
+    # libpq reads: an `@` there ends a password's part (`p@ss/w#1@host`, which named `ss`
+    # the host, `w` the database, and quoted both).
+    names = [item.split("=", 1)[0] for item in re.split(r"[&#]", options)] if sep == "?" \
+        else [options] if sep == "#" else []
     if "@" in path or any("@" in n for n in names) or (
             "@" in tail and written_port and not written_port.isdigit()):
         # `user:pa/ss@host`: the host part ends at the `/` (`user` the host, `pa` its

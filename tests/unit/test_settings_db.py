@@ -17,6 +17,12 @@ from hookrunner.settings import load_settings
     # One '@' and one '/' in it: `ss` was taken for the host, and named in the messages.
     ("postgresql://hookrunner:p@ss/w@127.0.0.1:18500/hookrunner", False),
     ("postgresql://u:pa@ss?w@host/db", False),
+    # An '@', a '/', then a '#' or '?' before the last '@': `s3cretHalf` was the host, and
+    # both parts were quoted (and looked up in DNS).
+    ("postgresql://hookrunner:Xy@s3cretHalf/Qz#9@127.0.0.1:18174/hookrunner", False),
+    ("postgresql://u:p@ss/w?rd#1@127.0.0.1/db", False),
+    ("postgresql://u:p@ss/w?r@d=1@127.0.0.1/db", False),
+    ("postgresql://u:p@127.0.0.1/db#fragment", True),
     ("postgresql://host?user=a@b", True),
     ("postgresql://u:pw@host?user=a@b", True),
     ("postgresql://host/db?user=app@server", True),
@@ -39,7 +45,7 @@ def test_db_urls(url: str, ok: bool) -> None:
         load_settings({"db": url}, {}, ["db"])
     message = str(caught.value)
     assert message.startswith(("--db: the URL has ", "--db: its host part cannot be read"))
-    for secret in ("etPart", "sxyzw", "secret", "ss@host"):
+    for secret in ("etPart", "sxyzw", "secret", "ss@host", "s3cretHalf", "Qz"):
         assert secret not in message
 
 
