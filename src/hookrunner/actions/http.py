@@ -7,6 +7,7 @@ import base64
 import datetime
 import email.utils
 import functools
+import json
 import os
 import re
 import ssl
@@ -15,7 +16,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import httpx
 
@@ -451,7 +452,8 @@ class HttpRunner:
         deadline = deadline_for(ctx)
         verify = trust(rendered.get("ca"), ctx.root)
         answered: list[RunResult] = []  # what the status decides, once the answer's head is in
-        secrets = sent_secrets(rendered, url, kwargs["headers"])
+        via = proxy_for(url, ctx.env)
+        secrets = sent_secrets(rendered, url, kwargs["headers"], via[1] if via else None)
         request = asyncio.ensure_future(_request(method, url, kwargs, verify, ctx, answered,
                                                  secrets, secret_path=URL_ENV in rendered))
         canceller = asyncio.ensure_future(ctx.cancel.wait())
@@ -462,6 +464,9 @@ class HttpRunner:
             canceller.cancel()
             if not request.done():
                 request.cancel()
+                # Its end: what it read of the body, held back for a secret that might
+                # begin there, goes to the log now, before the note and the log's close.
+                await asyncio.wait({request})
         if not request.done() or request.cancelled():
             if answered:
                 # Stopped reading a body that stalls after its status (the timeout, a cancel,
@@ -506,7 +511,12 @@ def _prepare(rendered: Mapping[str, Any], env: Mapping[str, str]
             name.lower() == "authorization" for name in headers):
         raise ActionError(CREDENTIALS_TWICE)
     kwargs: dict[str, Any] = {"headers": headers}
-    if "json" in rendered:
+    if "json" in rendered and rendered["json"] is None:
+        # A payload's `null` forwarded: httpx reads `json=None` as no body at all.
+        kwargs["content"] = b"null"
+        if not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = b"application/json"
+    elif "json" in rendered:
         kwargs["json"] = rendered["json"]
     elif "body" in rendered:
         kwargs["content"] = stringify(rendered["body"]).encode()
@@ -687,8 +697,8 @@ def _location(location: str, secret_path: bool, secrets: tuple[bytes, ...]) -> s
     return shown
 
 
-def sent_secrets(rendered: Mapping[str, Any], url: str, headers: Mapping[str, bytes]
-                 ) -> tuple[bytes, ...]:
+def sent_secrets(rendered: Mapping[str, Any], url: str, headers: Mapping[str, bytes],
+                 proxy: str | None = None) -> tuple[bytes, ...]:
     """What the request carried that the stored action shows `[redacted]`: secret-named
     headers' values (and a `Bearer`'s token alone), `{env:}` headers, the URL's credentials,
     and an `{env:}` URL's path and query (Slack's token is in the path). An endpoint that
@@ -701,15 +711,29 @@ def sent_secrets(rendered: Mapping[str, Any], url: str, headers: Mapping[str, by
             found.add(value)
             found.add(value.partition(b" ")[2])  # `Bearer <token>`: the token, quoted alone
     parts = urlsplit(url)
-    found.update(p.encode() for p in (parts.username, parts.password) if p)
-    if parts.username is not None:  # sent as Basic auth: as it is on the wire, too
-        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-        found.add(base64.b64encode(pair))
+    found.update(_credentials(parts))
     if URL_ENV in rendered:
         found.add(parts.path.encode())
         found.add(parts.query.encode())
+    if proxy is not None:  # its credentials go as Proxy-Authorization, which it may echo
+        found.update(_credentials(urlsplit(proxy)))
+    # As an endpoint echoing the request as JSON writes them: `"`, `\`, and non-ASCII
+    # escaped, `/` as `\/` too (PHP's json_encode; AWS keys and base64 tokens hold `/`).
+    for value in list(found):
+        text = value.decode("utf-8", "replace")
+        for escaped in (json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]):
+            found.update((escaped.encode(), escaped.replace("/", "\\/").encode()))
     # Longer than redact's: `X-Auth-Enabled: true` would garble every `true` of the answer.
     return tuple(sorted((v for v in found if len(v) >= SENT_SECRET_MIN), key=len, reverse=True))
+
+
+def _credentials(parts: SplitResult) -> set[bytes]:
+    """A URL's user name and password, and both as Basic auth sends them."""
+    found = {p.encode() for p in (parts.username, parts.password) if p}
+    if parts.username is not None:  # sent as Basic auth: as it is on the wire, too
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        found.add(base64.b64encode(pair))
+    return found
 
 
 SENT_SECRET_MIN = 8
@@ -805,8 +829,9 @@ MAX_RETRY_AFTER = 1e9  # seconds: "never" already (the rule's max_backoff bounds
 # Client errors a retry can change: a timeout, "too early", "too many requests".
 RETRIED_4XX = frozenset({408, 425, 429})
 LOOP_DETECTED = 508  # a hook's answer past hops.MAX_HOPS
-LOOP_NOTE = (f" (not retried: Loop Detected, the request went through {hops.MAX_HOPS} http actions "
-             "of hookrunner rules in a row: a rule posts to a hook that leads back to it)")
+LOOP_NOTE = (" (not retried: Loop Detected; from a hookrunner hook, the request went through "
+             f"{hops.MAX_HOPS} http actions of hookrunner rules in a row: a rule posts to a "
+             "hook that leads back to it)")
 NOT_RETRIED_STATUS = (" (not retried: the same request would get the same {} answer; only a"
                       " 5xx, 408, 425 or 429 is retried)")
 

@@ -59,7 +59,14 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(8)  # far past the tests' timeout, even on a loaded machine
             self.close_connection = True
             return
-        if self.path.startswith("/reflect"):  # a debug endpoint: the request, as it came
+        if self.path.startswith("/reflect-json"):  # as PHP's json_encode writes it: `\/`
+            out = json.dumps(dict(self.headers)).replace("/", "\\/").encode()
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
+        if self.path.startswith("/reflect") or "/reflect" in self.path:  # a debug endpoint
             out = (f"{self.command} {self.path}\n{self.headers}").encode()
             self.send_response(400)
             self.send_header("Content-Length", str(len(out)))
@@ -469,6 +476,46 @@ async def test_an_endpoint_that_echoes_the_request_does_not_put_its_secrets_in_t
     assert "key-abcdef123" not in log and "pw-1234567" not in log, log
     assert "X-Api-Key: [redacted]" in log and "Authorization: Basic [redacted]" in log, log
     assert "User-Agent: hookrunner/" in log, log  # an endpoint can tell who calls
+
+
+async def test_an_echo_in_json_or_through_a_proxy_does_not_put_secrets_in_the_log(
+        harness, server: str) -> None:
+    """A key with a `/` echoed as JSON writes it `\\/` (PHP), and a proxy's credentials go
+    as Proxy-Authorization: both were in the log, and a `?wait` answer, in clear."""
+    key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    result = await HTTP.run({"url": f"{server}/reflect-json", "headers": {"X-Api-Key": key}},
+                            harness.ctx(name="json"))
+    log = harness.log_text("json")
+    assert result.outcome == "failed" and "[redacted]" in log, log
+    assert "K7MDENG" not in log, log
+    ctx = harness.ctx(name="proxy")
+    proxy = server.replace("http://", "http://puser:proxysecretpw@")
+    ctx = dataclasses.replace(ctx, env={**ctx.env, "http_proxy": proxy})
+    await HTTP.run({"url": "http://service.example/reflect"}, ctx)
+    log = harness.log_text("proxy")
+    assert "Proxy-Authorization: Basic [redacted]" in log, log
+    assert "proxysecretpw" not in log and "cHVzZXI6cHJveHlzZWNyZXRwdw" not in log, log
+
+
+async def test_what_came_before_a_timeout_is_all_in_the_log_with_a_secret_header(
+        harness, server: str) -> None:
+    """The last bytes, held back in case a secret began there, were dropped: the attempt's
+    log was closed before the cut-off read wrote them (`ERROR: disk full` lost its end)."""
+    result = await HTTP.run({"url": f"{server}/stall-fail",
+                             "headers": {"X-Api-Key": "key-abcdefghijklmnop"}},
+                            harness.ctx(timeout=2.5))
+    assert (result.outcome, result.reason) == ("failed", "HTTP 500"), result
+    log = harness.log_text()
+    assert "partial" in log and log.index("partial") < log.index("had not ended"), log
+
+
+async def test_json_null_is_sent_as_json(harness, server: str) -> None:
+    """A payload's `null` forwarded (`json: "{{ payload.data }}"`): httpx read `json=None`
+    as no body, and sent none, with no Content-Type."""
+    assert (await HTTP.run({"url": f"{server}/ok", "json": None}, harness.ctx())).outcome \
+        == "succeeded"
+    assert Handler.seen[0]["body"] == b"null"
+    assert Handler.seen[0]["headers"]["Content-Type"] == "application/json"
 
 
 async def test_a_url_the_client_cannot_send_is_refused_before_any_attempt(harness) -> None:
