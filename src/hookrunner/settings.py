@@ -130,8 +130,10 @@ def env_name(name: str) -> str:
 
 
 # What an action's environment holds (actions.environment.ID_KEYS): a server started from one.
+# And the server's URL for the project's own examples (examples/send.sh), which the README
+# has a user export in the shell that also starts the server.
 RUN_VARIABLES = frozenset(ENV_PREFIX + k for k in (
-    "RUN_ID", "DELIVERY_ID", "HOOK", "RULE", "ATTEMPT", "NODE"))
+    "RUN_ID", "DELIVERY_ID", "HOOK", "RULE", "ATTEMPT", "NODE", "URL"))
 
 
 def unknown_variables(environ: Mapping[str, str],

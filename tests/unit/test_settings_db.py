@@ -74,7 +74,9 @@ def test_variables_no_setting_reads_are_named_with_the_likely_intended_one() -> 
 
     environ = {"HOOKRUNNER_WORKER": "3", "HOOKRUNNER_ADMINTOKEN": "x", "HOOKRUNNER_FOO": "1",
                "HOOKRUNNER_PORT": "1", "HOOKRUNNER_ADMIN_TOKEN": "t", "HOOKRUNNER_RUN_ID": "r",
-               "HOOKRUNNER_DELIVERY_ID": "d", "PATH": "/bin"}
+               "HOOKRUNNER_DELIVERY_ID": "d", "PATH": "/bin",
+               # examples/send.sh's, which the README has exported where `make run` starts
+               "HOOKRUNNER_URL": "http://127.0.0.1:9090"}
     assert unknown_variables(environ) == [
         ("HOOKRUNNER_ADMINTOKEN", "HOOKRUNNER_ADMIN_TOKEN"), ("HOOKRUNNER_FOO", None),
         ("HOOKRUNNER_WORKER", "HOOKRUNNER_WORKERS")]
