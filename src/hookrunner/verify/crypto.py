@@ -230,9 +230,23 @@ def option_window(options: Mapping[str, Any]) -> tuple[str | None, float, tuple[
     """`timestamp_header` and `tolerance` of a scheme where the timestamp is optional, and
     a warning where a tolerance alone would look like replay protection while nothing checks
     it (a warning: configurations written before it was noticed still load)."""
-    header = option_str(options, "timestamp_header")
+    header = option_header(options, "timestamp_header")
     warnings = (WINDOW_WITHOUT_TIMESTAMP,) if header is None and "tolerance" in options else ()
     return header, option_tolerance(options), warnings
+
+
+def option_header(options: Mapping[str, Any], key: str, default: str | None = None
+                  ) -> str | None:
+    """A header's name, as HTTP allows one (a token: `X Sig` or `Xé` could never arrive, a
+    request with one is a 400, and the hook answered 401 `missing header` to every delivery)."""
+    name = option_str(options, key, default)
+    if name is not None and not _TOKEN.fullmatch(name):
+        raise ConfigError(f"{key}: {name!r} is not a header name (letters, digits and "
+                          "!#$%&'*+-.^_`|~, no spaces or colons)", path=(key,))
+    return name
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2
 
 
 def option_str(

@@ -81,7 +81,7 @@ def hmac(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
     header, tolerance, warnings = crypto.option_window(options)
     return HmacVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),
-        header=cast(str, crypto.option_str(options, "header")),
+        header=cast(str, crypto.option_header(options, "header")),
         algorithm=cast(
             str, crypto.option_str(options, "algorithm", DEFAULT_ALGORITHM, crypto.ALGORITHMS)
         ),
@@ -154,7 +154,7 @@ def token(options: Mapping[str, Any], secrets: SecretSource) -> TokenVerifier:
                           "another", path=("query",))
     return TokenVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),
-        header=cast(str, crypto.option_str(options, "header", DEFAULT_TOKEN_HEADER)),
+        header=cast(str, crypto.option_header(options, "header", DEFAULT_TOKEN_HEADER)),
         query=crypto.option_str(options, "query", None),
     )
 

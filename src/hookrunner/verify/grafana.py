@@ -23,7 +23,7 @@ def grafana(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
         options, ("secret", "header", "timestamp_header", "tolerance"), required=("secret",)
     )
     timestamp_header, tolerance, warnings = crypto.option_window(options)
-    header = crypto.option_str(options, "header")
+    header = crypto.option_header(options, "header")
     return HmacVerifier(
         secrets=tuple(crypto.option_secrets(options, secrets)),
         header=header or DEFAULT_HEADER,

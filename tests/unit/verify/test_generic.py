@@ -97,6 +97,9 @@ def test_hmac_rejects(options: dict[str, Any], headers: dict[str, str], reason: 
         {"secret": "k", "header": "X", "prefix": 0},  # meant no prefix, silently
         {"secret": "k", "header": "X", "prefix": False},
         {"secret": "k", "header": "X", "extra": 1},
+        # No request can carry it: every delivery was a 401 `missing header`.
+        {"secret": "k", "header": "X Sig"},
+        {"secret": "k", "header": "X", "timestamp_header": "T:S"},
         {"header": "X"},
     ],
 )
