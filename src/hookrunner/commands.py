@@ -638,12 +638,14 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
         queued = await store.list_runs(status="queued", limit=1000) \
             if any(r.status == "queued" and r.concurrency_key for r in items) else []
         # An ended run took what its last attempt took (one canceled, or skipped for a newer
-        # run, while it waited for its retry ended later than that ran).
-        # (A query each: only for runs that ended between attempts, as a cancel during a
-        # retry's wait does, and for the first page's worth of them.)
+        # run, while it waited for its retry ended later than that ran); one waiting for its
+        # retry, what the attempt that failed took (it said `-`).
+        # (A query each: only for runs between attempts or that ended there, as a cancel
+        # during a retry's wait does, and for the first page's worth of them.)
         lasts = {r.id: (await store.attempts(r.id))[-1:]
                  for r in [r for r in items
-                           if r.status in ("canceled", "skipped") and r.attempt > 0][:100]}
+                           if r.status in ("canceled", "skipped", "queued") and r.attempt > 0
+                           ][:100]}
     finally:
         await store.close()
     from hookrunner.waiting import describe, waiting_for

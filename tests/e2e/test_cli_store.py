@@ -699,6 +699,8 @@ rules:
         assert f"waiting for its concurrency key, held by {holder}" in line, line
         line = next(x for x in listed.splitlines() if x.startswith(retrying))
         assert "waiting for retry at 20" in line, line
+        # What its failed attempt took, as the README says of `took=` (it said `-`).
+        assert re.search(r"  took=[\d.]+m?s  delivery=", line), line
         line = next(x for x in listed.splitlines() if x.startswith(holder))
         assert re.search(r"  took=[\d.]+m?s\+  delivery=", line), line  # one word: so far
         with server.admin() as c:
