@@ -544,13 +544,14 @@ _UNSAID: dict[type[Exception], str] = {
     httpx.ConnectError: "could not connect",
 }
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL_TEXT = re.compile("[\x80-\x9f\u2028\u2029]")  # C1 and Unicode's line breaks, as UTF-8
 
 
 def _header_value(name: str, value: bytes) -> bytes:
     """A header value as HTTP has it: without the spaces and tabs around it (an env file's
     trailing space), and never with a control character, refused without quoting the value
     (it may be a token)."""
-    if _CONTROL.search(value):
+    if _CONTROL.search(value) or _CONTROL_TEXT.search(value.decode("utf-8", "replace")):
         raise ActionError(f"http: header {name} holds a line break or another control character")
     return value.strip(b" \t")
 

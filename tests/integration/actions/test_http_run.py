@@ -334,6 +334,10 @@ async def test_header_values_go_as_utf8_and_an_invalid_one_is_a_clear_failure(
         await HTTP.run({"url": f"{server}/ok", "headers": {"X-Val": "a\r\nX-In: 1 s3cret"}},
                        harness.ctx(name="two"))
     assert "s3cret" not in str(info.value)
+    for odd in ("\x85", "\u2028"):  # Unicode's line breaks too, as the README says
+        with pytest.raises(ActionError, match="header X-Val holds a line break"):
+            await HTTP.run({"url": f"{server}/ok", "headers": {"X-Val": f"a{odd}b"}},
+                           harness.ctx(name="odd"))
 
 
 @pytest.fixture
