@@ -86,9 +86,11 @@ def _plan_key(waiting: list[Run], running: list[Run], held_from: int | None) -> 
     plan.first_seq = waiting[0].seq
     if running:
         plan.skip += [(r, skip_reason(running[0]), None) for r in skippers]
-    elif skippers and skippers[0].seq < others[0].seq:
-        # A free key, and a skip run came first: it runs, the others wait for it (a
-        # `replace` among them then cancels it, as it would any running run).
+    elif skippers and (skippers[0].seq < others[0].seq or plan.claim is None):
+        # A free key, and a skip run came first, or none of the others can take the key now
+        # (they wait behind a run's retry): it runs, the others wait for it (a `replace`
+        # among them then cancels it, as it would any running run). It waited through the
+        # retry's backoff, then ended skipped by a run that had not been running.
         plan.claim = skippers[0]
         plan.skip_if_claimed = [(r, skip_reason(plan.claim), None) for r in skippers[1:]]
     elif plan.claim is not None:

@@ -83,6 +83,9 @@ CASES = [
          [run("a", 2, policy="skip", attempt=1)], [running("r", 1, policy="skip")]),
     Case("skip: a new run decides only for itself while an older run waits for its retry",
          [run("sk", 2, policy="skip")], later=[retrying("a", 1)], claim=["sk"]),
+    # (It waited through the retry's backoff, then ended skipped by a run not running.)
+    Case("skip: ...also with a queued run waiting behind that retry",
+         [run("b", 2), run("sk", 3, policy="skip")], later=[retrying("a", 1)], claim=["sk"]),
     Case("skip: without a claim slot nothing is skipped on a free key",
          [run("n", 1, None), run("a", 2, policy="skip"), run("b", 3, policy="skip")],
          limit=1, claim=["n"]),
