@@ -298,7 +298,8 @@ def concurrency_key(rule: Rule, scope: Mapping[str, Any],
         if given is None:
             return rule.name, False
         value = given.render(scope)
-        if value is None or value == "":
+        if value is None or (isinstance(value, str) and not value.strip()):
+            # (Spaces alone too, as a key written so is refused: a sender's blank field.)
             what = "null (a missing or null value)" if value is None else "empty"
             raise TemplateError(f"concurrency key {given.source!r} rendered {what}")
         # JSON, as in argv, not Python (`True`); an object's keys sorted, so one object

@@ -355,6 +355,14 @@ def test_a_key_from_a_null_value_says_null() -> None:
         concurrency_key(rule, scope({"v": None}), {})
 
 
+@pytest.mark.parametrize("blank", ["", "   ", "\t"])
+def test_a_key_from_a_blank_value_says_empty(blank: str) -> None:
+    """Spaces alone were a key of their own, where a key written so is a `check` error."""
+    rule = ruleset_with("", extra='    concurrency: {key: "{{ payload.v }}"}\n').rules[0]
+    with pytest.raises(TemplateError, match="rendered empty"):
+        concurrency_key(rule, scope({"v": blank}), {})
+
+
 def test_no_concurrency_means_no_key() -> None:
     """A rule without concurrency has no key of its own."""
     rule = ruleset_with("").rules[0]
