@@ -49,14 +49,10 @@ class LineList(list[Any]):
 # reports would be one too far.
 _EXOTIC_BREAKS = re.compile("[\x85\u2028\u2029]")
 _BREAKS = re.compile(r"\r\n|\r|\n")
-# Line breaks to YAML 1.1 (PyYAML) that no editor shows as one: NEL, LS, PS.
-_YAML_ONLY_BREAK = re.compile("[\x85\u2028\u2029]")
-
-
 def _unquoted_hidden_break(text: str) -> re.Match[str] | None:
     """The first YAML-only line break outside a quoted value (in a comment, a plain value, a
     key), where it changes what YAML reads; one inside quotes is part of the value."""
-    if _YAML_ONLY_BREAK.search(text) is None:  # (nearly always: no second pass)
+    if _EXOTIC_BREAKS.search(text) is None:  # (nearly always: no second pass)
         return None
     quoted: list[tuple[int, int]] = []
     scanned = len(text)
@@ -68,7 +64,7 @@ def _unquoted_hidden_break(text: str) -> re.Match[str] | None:
         scanned = exc.problem_mark.index if exc.problem_mark is not None else 0
     except yaml.YAMLError:
         scanned = 0
-    for found in _YAML_ONLY_BREAK.finditer(text, 0, scanned + 1):
+    for found in _EXOTIC_BREAKS.finditer(text, 0, scanned + 1):
         if not any(start <= found.start() < end for start, end in quoted):
             return found
     return None
