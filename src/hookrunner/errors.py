@@ -19,6 +19,8 @@ class ConfigError(HookrunnerError):
         self.line = line
         # Keys below the node that raised it (e.g. ("argv", 2)); the loader maps them to a line.
         self.path = path
+        # The line within a template's text where it is at fault (a multi-line `when: |`).
+        self.template_line: int | None = None
 
     def __str__(self) -> str:
         if self.file:

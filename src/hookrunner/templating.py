@@ -812,7 +812,10 @@ def _check_constant(node: nodes.Filter) -> None:
 
 def _syntax_error(exc: jinja2.TemplateSyntaxError, text: str) -> ConfigError:
     where = f" (line {exc.lineno} of the template)" if "\n" in text.strip() else ""
-    return ConfigError(f"template syntax error: {exc.message}{where} in {text!r}")
+    error = ConfigError(f"template syntax error: {exc.message}{where} in {text!r}")
+    if where:  # said at its own line where the text is a literal block (yamlsrc.text_line)
+        error.template_line = exc.lineno
+    return error
 
 
 def _parse_expression(text: str) -> nodes.Expr:

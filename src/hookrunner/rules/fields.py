@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from hookrunner.errors import ConfigError
 from hookrunner.rules.model import SCOPE_NAMES, Source, When
-from hookrunner.rules.yamlsrc import LineDict, LineList, line_of
+from hookrunner.rules.yamlsrc import LineDict, LineList, line_of, text_line
 from hookrunner.templating import ANSIBLE_HINTS, Constant, Expression, Template, compile_expression
 from hookrunner.templating import compile_template as _compile_template
 from hookrunner.units import parse_duration, parse_size
@@ -100,8 +100,11 @@ class Ctx:
     def source(self, node: Any, *path: Any) -> Source:
         return Source(self.file, self.line(node, *path))
 
-    def error(self, node: Any, path: tuple[Any, ...], message: str) -> None:
-        line = line_of(node, path)
+    def error(self, node: Any, path: tuple[Any, ...], message: str,
+              template_line: int | None = None) -> None:
+        """`template_line`: the line of the value's own text at fault, said at its line of
+        the file where the value is a literal block (`when: |`)."""
+        line = text_line(node, path, template_line) or line_of(node, path)
         if line not in self.refused_lines:
             self.errors.append(ConfigError(message, self.file, line))
 
@@ -248,7 +251,7 @@ def template(ctx: Ctx, parent: Any, key: Any, what: str) -> Constant | Template 
     try:
         return compile_template(value)
     except ConfigError as exc:
-        ctx.error(parent, (key,), f"{what}: {exc.message}")
+        ctx.error(parent, (key,), f"{what}: {exc.message}", exc.template_line)
         return None
 
 
@@ -264,7 +267,8 @@ def compile_leaves(
             if path[:1] == ("argv",) and isinstance(raw, Mapping) and "argv" not in raw \
                     and "command" in raw:  # a shell `command`, split into argv at load
                 where, path = f"{what}.command (word {path[1] + 1}: {tree!r})", ("command",)
-            line = line_of(raw, path, fallback) or fallback
+            line = text_line(raw, path, exc.template_line) or line_of(raw, path, fallback) \
+                or fallback
             ctx.errors.append(ConfigError(f"{where}: {exc.message}", ctx.file, line))
             return None
     if isinstance(tree, Mapping):
@@ -297,7 +301,8 @@ def when(ctx: Ctx, parent: Any, key: Any, what: str = "") -> When | None:
             if not hint and (value.count('"') % 2 or value.count("'") % 2):
                 hint = (" (a quote is not closed: in a value YAML reads unquoted, ' #' starts "
                         "a comment and cuts the rest off; quote the whole value)")
-            ctx.error(parent, (key,), f"{pre}when: {exc.message}{hint or _operator_hint(value)}")
+            ctx.error(parent, (key,), f"{pre}when: {exc.message}{hint or _operator_hint(value)}",
+                      exc.template_line)
             return None
         for clause in compiled.clauses():
             other = clause.text_vs_other

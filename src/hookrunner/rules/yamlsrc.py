@@ -17,7 +17,7 @@ import yaml
 
 from hookrunner.errors import ConfigError
 
-__all__ = ["LineDict", "LineList", "line_of", "parse_yaml"]
+__all__ = ["LineDict", "LineList", "line_of", "parse_yaml", "text_line"]
 
 
 class LineDict(dict[Any, Any]):
@@ -28,6 +28,9 @@ class LineDict(dict[Any, Any]):
     # Keys whose plain (unquoted) value runs on to a line starting with `- `: YAML folds
     # `when: a\n  - b` into "a - b", where a list was meant (fields.when refuses it).
     folded_dash: frozenset[Any] = frozenset()
+    # Keys whose value is a literal block (`when: |`): the line of its text's first line, so
+    # an error at line N of the text is said at its own line of the file.
+    block_lines: dict[Any, int] | None = None
 
     def line_of(self, key: Any) -> int:
         return self.key_lines.get(key, self.line) if hasattr(self, "key_lines") else self.line
@@ -136,6 +139,10 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
         data.key_lines[key] = loader.line_at(key_node.start_mark)
         if _folded_dash(loader, value_node):
             data.folded_dash = data.folded_dash | {key}
+        if isinstance(value_node, yaml.ScalarNode) and value_node.style == "|":
+            # Its text starts on the line after the `|` (a literal block keeps its lines).
+            data.block_lines = {**(data.block_lines or {}),
+                                key: loader.line_at(value_node.start_mark) + 1}
 
 
 def _folded_dash(loader: _Loader, node: yaml.Node) -> bool:
@@ -463,6 +470,22 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
     finally:
         loader.dispose()
     return data, sorted(loader.problems + _surrogates(data, file), key=lambda p: p.line)
+
+
+def text_line(node: Any, path: tuple[Any, ...], at: int | None) -> int | None:
+    """The file's line of line `at` of the literal block (`key: |`) at `path` under `node`,
+    or None where the value is no such block (its lines are folded, or written on one)."""
+    if at is None or not path:
+        return None
+    for step in path[:-1]:
+        if not isinstance(node, LineDict | LineList) or step not in (
+                node if isinstance(node, LineDict) else range(len(node))):
+            return None
+        node = node[step]
+    blocks = getattr(node, "block_lines", None)
+    if not blocks or path[-1] not in blocks:
+        return None
+    return int(blocks[path[-1]]) + at - 1
 
 
 def line_of(node: Any, path: tuple[Any, ...], default: int = 0) -> int:

@@ -961,6 +961,33 @@ def test_a_rule_key_indented_under_run_is_said_to_belong_to_the_rule() -> None:
         "indent it as `run:` is"], errors
 
 
+def test_an_error_in_a_literal_block_is_said_at_its_own_line() -> None:
+    """`when: |` over several lines: the error was said at the `when:` line, `(line 3 of
+    the template)` left to count by hand. Folded or one-line values keep their key's line."""
+    errors = errors_of(one("""
+        rules:
+          - name: a
+            hook: gh
+            when: |
+              payload.a == 1
+              and payload.b === 2
+            run:
+              shell:
+                argv: ["true"]
+                env:
+                  SCRIPT: |
+                    one
+                    {% if x %}
+          - name: b
+            hook: gh
+            when: >
+              payload.a == 1
+              and payload.b === 2
+            run: {shell: {argv: ["true"]}}
+    """))
+    assert [e.split(": rule")[0] for e in errors] == ["r.yaml:10", "r.yaml:17", "r.yaml:20"], errors
+
+
 def test_common_slips_get_a_hint() -> None:
     """A number as a hook id, and a `when` written as a template, say what to write."""
     (msg,) = errors_of({"a.yaml": "hooks:\n  123:\n    verify: {none: {}}\nrules: []\n"})
