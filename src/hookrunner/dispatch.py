@@ -1027,7 +1027,8 @@ class Dispatcher:
         loop: a result may hold a log of megabytes, and an fsync waits for the disk."""
         try:
             await asyncio.to_thread(pendingresults.keep, pendingresults.pending_path(
-                self.settings.data, self.node), finishes, unsaid or (), bool(self.settings.db))
+                self.settings.data, self.node), finishes, unsaid or (),
+                make_dir=bool(self.settings.db))
         except OSError as exc:
             event("run.result_not_kept", logging.ERROR, error=str(exc),
                   run_ids=",".join(f.run_id for f in finishes))

@@ -20,6 +20,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from hookrunner.private import private_dir
 from hookrunner.startmarks import node_file
 from hookrunner.store.base import Finish
 
@@ -46,7 +47,7 @@ def keep(path: Path, finishes: list[Finish], unsaid: Collection[str] = (),
         return
     text = "".join(_line(f, f.run_id not in unsaid) for f in finishes).encode()
     if make_dir:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # (0700, as every directory hookrunner makes)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         size = os.fstat(fd).st_size

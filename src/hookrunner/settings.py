@@ -201,14 +201,14 @@ def _check_db_url(value: str) -> None:
                          "the user name or password as %40")
     host = authority.rsplit("@", 1)[-1]
     written_port = host.rsplit(":", 1)[1] if ":" in host.rsplit("]", 1)[-1] else ""
-    path, options, sep = "", tail, found.group() if found else ""
-    if sep == "/":  # the database, then any options
-        path, sep, options = [*re.split(r"([?#])", tail, maxsplit=1), "", ""][:3]
-    # After a `?`: options are `name=value`, and no name has an `@`. After a `#`, nothing
-    # libpq reads: an `@` there ends a password's part (`p@ss/w#1@host`, which named `ss`
-    # the host, `w` the database, and quoted both).
-    names = [item.split("=", 1)[0] for item in re.split(r"[&#]", options)] if sep == "?" \
-        else [options] if sep == "#" else []
+    sep = found.group() if found else ""
+    if sep == "/":
+        # The database runs to a `?` (libpq reads a `#` as part of it, or of an option's
+        # value), then options `name=value` joined by `&`.
+        path, _, options = tail.partition("?")
+        names = [item.split("=", 1)[0] for item in options.split("&")] if options else []
+    else:  # options right after the host part; a `#` there is read as the URL parser does
+        path, names = "", [item.split("=", 1)[0] for item in re.split(r"[&#]", tail)]
     if "@" in path or any("@" in n for n in names) or (
             "@" in tail and written_port and not written_port.isdigit()):
         # `user:pa/ss@host`: the host part ends at the `/` (`user` the host, `pa` its
@@ -218,6 +218,13 @@ def _check_db_url(value: str) -> None:
         # with an `@` is written %40.)
         raise ValueError("the URL has an '@' after its host part: write a '/', '?' or '#' "
                          "in the user name or password as %2F, %3F or %23")
+    known = _libpq_keywords()
+    unknown = [n for n in names if n and known is not None and n not in known]
+    if unknown and "@" in tail:
+        # `user:p@ss/w?x=1@host`: libpq's "invalid URI query parameter: "x"" quoted a
+        # piece of the password. (The name is not repeated here, for the same reason.)
+        raise ValueError("the URL has an option libpq does not know after its '?': where a "
+                         "'?' is part of the user name or password, write it as %3F")
     try:  # what libpq would be given, and messages name: never a wrong host or port
         parts = urlsplit(value)
         # libpq's several hosts (`h1:5432,h2:5432/db`, for failover) are its to read.
@@ -227,6 +234,18 @@ def _check_db_url(value: str) -> None:
                          "([::1]), and a port is a number from 1 to 65535") from None
     if port == 0:
         raise ValueError("its port must be a number from 1 to 65535")
+
+
+@functools.cache
+def _libpq_keywords() -> frozenset[str] | None:
+    """The connection options libpq knows (`sslmode`, `user`, ...); None where the
+    PostgreSQL driver is not installed (its own error comes later)."""
+    try:
+        from psycopg import pq
+    except ImportError:
+        return None
+    # (`ssl=true` is libpq's JDBC spelling of sslmode=require, read in URIs.)
+    return frozenset({d.keyword.decode() for d in pq.Conninfo.get_defaults()} | {"ssl"})
 
 
 def _check(name: str, value: Any) -> None:

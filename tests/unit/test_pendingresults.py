@@ -64,3 +64,4 @@ def test_a_data_dir_deleted_is_not_made_again_for_a_kept_result(tmp_path: Path) 
     # On PostgreSQL the store still has the runs: the dir is made again for the next start.
     pendingresults.keep(path, [_finish("run_a", 1)], make_dir=True)
     assert set(pendingresults.read(path)) == {("run_a", 1)}
+    assert (tmp_path / "gone").stat().st_mode & 0o777 == 0o700

@@ -23,6 +23,13 @@ from hookrunner.settings import load_settings
     ("postgresql://u:p@ss/w?rd#1@127.0.0.1/db", False),
     ("postgresql://u:p@ss/w?r@d=1@127.0.0.1/db", False),
     ("postgresql://u:p@127.0.0.1/db#fragment", True),
+    # The review's: libpq reads a `#` as part of an option's value, or of the database.
+    ("postgresql://u@h/db?password=Pa#ss@1", True),
+    ("postgresql:///db?host=%2Ftmp&password=a@b/c#d@e", True),
+    ("postgresql://u@h/db?application_name=a#b@c", True),
+    ("postgresql://u:p@127.0.0.1/db?sslmode=require&connect_timeout=5", True),
+    # A password `p@ss/w?x=1`: libpq's "invalid URI query parameter" quoted `x`.
+    ("postgresql://u:p@ss/w?x=1@host", False),
     ("postgresql://host?user=a@b", True),
     ("postgresql://u:pw@host?user=a@b", True),
     ("postgresql://host/db?user=app@server", True),

@@ -639,7 +639,8 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
     kinds = ", ".join(sorted(RUNNERS))
     n = len(ctx.errors)
     misplaced = [k for k in spec if k in RULE_KEYS and k not in RUNNERS]
-    if misplaced and len(spec) - len(misplaced) == 1:
+    written = [k for k in spec if k not in misplaced]
+    if misplaced and len(written) == 1:
         # `timeout:` indented one level too far: it read as a second run type. Said, and the
         # run type read on (its own errors in the same pass).
         for key in misplaced:
@@ -650,7 +651,7 @@ def _run(ctx: f.Ctx, raw: LineDict, what: str) -> tuple[str, Any] | None:
         ctx.error(raw, ("run",), f"{what}: run must have exactly one run type of: {kinds}; "
                   f"got {got}")
         return None
-    kind = next(k for k in spec if k not in misplaced)
+    kind = (written or list(spec))[0]  # (`run: {timeout: 5m}` alone: an unknown run type)
     if kind not in RUNNERS:
         ctx.error(spec, (kind,), f"{what}: unknown run type {kind!r}"
                   f"{f.did_you_mean(kind, RUNNERS)}; expected one of: {kinds}")

@@ -942,6 +942,12 @@ def test_any_and_all_take_one_condition_as_well_as_a_list(tmp_path: Path) -> Non
         load_rules(rules, root=tmp_path)
 
 
+def test_a_run_of_only_a_rule_key_is_an_unknown_run_type_not_a_crash() -> None:
+    """The review's: `run: {timeout: 5m}` alone raised StopIteration from `check`."""
+    errors = errors_of(one("rules:\n  - {name: r, hook: gh, run: {timeout: 5m}}\n"))
+    assert len(errors) == 1 and "unknown run type 'timeout'" in errors[0], errors
+
+
 def test_a_rule_key_indented_under_run_is_said_to_belong_to_the_rule() -> None:
     """`timeout:` one level too deep read as a second run type: "got shell, timeout"."""
     errors = errors_of(one("""
