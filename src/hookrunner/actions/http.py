@@ -48,6 +48,7 @@ THEN = "\ufffb"  # in URL_FIXED, before the text the rule writes after a host en
 HEADERS_ENV = "headers_env"  # where `headers: {X: {env: NAME}}` go
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_METHOD = "POST"
+RECANCEL_EVERY = 1.0  # seconds: a request cut off is cancelled again while it has not ended
 RESPONSE_LOG_CAP = 64 * 1024  # bytes of the response body copied into the run log
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 SCHEMES = ("http", "https")
@@ -455,19 +456,26 @@ class HttpRunner:
         via = proxy_for(url, ctx.env)
         secrets = sent_secrets(rendered, url, kwargs["headers"], via[1] if via else None)
         request = asyncio.ensure_future(_request(method, url, kwargs, verify, ctx, answered,
-                                                 secrets, secret_path=URL_ENV in rendered))
+                                                 secrets, secret_path=URL_ENV in rendered,
+                                                 proxy=via))
         canceller = asyncio.ensure_future(ctx.cancel.wait())
+        cut = False  # the request was cancelled: the timeout, a cancel, the server's stop
         try:
             timeout = None if deadline is None else max(0.0, deadline - loop.time())
             await asyncio.wait({request, canceller}, timeout=timeout, return_when="FIRST_COMPLETED")
         finally:
             canceller.cancel()
-            if not request.done():
+            # Its end: what it read of the body, held back for a secret that might begin
+            # there, goes to the log now, before the note and the log's close. Cancelled
+            # again while it has not ended (a library may swallow one cancellation, and
+            # nothing else bounds the request: httpx runs without a timeout of its own).
+            while not request.done():
+                cut = True
                 request.cancel()
-                # Its end: what it read of the body, held back for a secret that might
-                # begin there, goes to the log now, before the note and the log's close.
-                await asyncio.wait({request})
-        if not request.done() or request.cancelled():
+                await asyncio.wait({request}, timeout=RECANCEL_EVERY)
+        if cut and not request.cancelled():
+            request.exception()  # (an error of its cleanup: retrieved, the cut decides)
+        if cut or request.cancelled():
             if answered:
                 # Stopped reading a body that stalls after its status (the timeout, a cancel,
                 # the server's stop): the endpoint has acted on the request, so its status
@@ -544,7 +552,7 @@ _UNSAID: dict[type[Exception], str] = {
     httpx.ConnectError: "could not connect",
 }
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_CONTROL_TEXT = re.compile("[\x80-\x9f\u2028\u2029]")  # C1 and Unicode's line breaks, as UTF-8
+_CONTROL_TEXT = re.compile("[\x80-\x9f\u2028\u2029]")  # C1, Unicode's line breaks (decoded)
 
 
 def _header_value(name: str, value: bytes) -> bytes:
@@ -635,9 +643,10 @@ def _wbits(encoding: str) -> int | None:
 
 async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SSLContext,
                    ctx: RunContext, answered: list[RunResult],
-                   secrets: tuple[bytes, ...] = (), *, secret_path: bool = False) -> RunResult:
+                   secrets: tuple[bytes, ...] = (), *, secret_path: bool = False,
+                   proxy: tuple[str, str] | None = None) -> RunResult:
+    """`proxy`: proxy_for's answer for this URL (the variable's name, the proxy)."""
     status: int | None = None  # once the answer's status line is in
-    proxy = proxy_for(url, ctx.env)
     if proxy is not None:
         ctx.log.note(f"through the proxy {log_url(proxy[1])} (${proxy[0]})")
 
@@ -719,11 +728,14 @@ def sent_secrets(rendered: Mapping[str, Any], url: str, headers: Mapping[str, by
     if proxy is not None:  # its credentials go as Proxy-Authorization, which it may echo
         found.update(_credentials(urlsplit(proxy)))
     # As an endpoint echoing the request as JSON writes them: `"`, `\`, and non-ASCII
-    # escaped, `/` as `\/` too (PHP's json_encode; AWS keys and base64 tokens hold `/`).
-    for value in list(found):
+    # escaped, `/` as `\/` too (PHP's json_encode; AWS keys and base64 tokens hold `/`),
+    # `&`, `<`, `>` as `\u0026`... (Go's encoding/json). Only of values long enough to be
+    # looked for at all: `/api/v2` escaped would garble every echo of its path.
+    for value in [v for v in found if len(v) >= SENT_SECRET_MIN]:
         text = value.decode("utf-8", "replace")
         for escaped in (json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]):
-            found.update((escaped.encode(), escaped.replace("/", "\\/").encode()))
+            found.update((escaped.encode(), escaped.replace("/", "\\/").encode(),
+                          escaped.translate(_GO_ESCAPES).encode()))
     # Longer than redact's: `X-Auth-Enabled: true` would garble every `true` of the answer.
     return tuple(sorted((v for v in found if len(v) >= SENT_SECRET_MIN), key=len, reverse=True))
 
@@ -738,6 +750,7 @@ def _credentials(parts: SplitResult) -> set[bytes]:
 
 
 SENT_SECRET_MIN = 8
+_GO_ESCAPES = str.maketrans({"&": "\\u0026", "<": "\\u003c", ">": "\\u003e"})
 
 
 class _Scrubbing:

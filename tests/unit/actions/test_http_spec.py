@@ -95,6 +95,19 @@ def test_a_secret_split_across_two_reads_of_the_answer_is_scrubbed_whole() -> No
                                  b"X-Plain: visible\n")
 
 
+def test_a_secret_is_looked_for_as_json_writes_it_but_a_short_value_is_not() -> None:
+    """PHP writes `/` as `\\/`, Go `&` as `\\u0026`: echoed so, a key was in the log. A
+    value too short to look for is not looked for escaped either (`\\/api\\/v2` garbled
+    every echo of the path)."""
+    from hookrunner.actions.http import sent_secrets
+
+    secrets = sent_secrets({"url_env": "U"}, "https://h.example/api/v2?a=1&b=2&c=3",
+                           {"X-Api-Key": b'k/e"y-123&4'})
+    assert b'k\\/e\\"y-123&4' in secrets and b'k/e\\"y-123\\u00264' in secrets
+    assert b"a=1\\u0026b=2\\u0026c=3" in secrets  # an {env:} URL's query, Go's way
+    assert not any(b"api" in s for s in secrets)  # /api/v2: under the minimum
+
+
 def test_an_answer_cut_inside_a_secret_shows_none_of_it() -> None:
     """The 64 KiB cap fell 3 bytes before a secret's end: the held start went out as it was."""
     from types import SimpleNamespace
