@@ -52,25 +52,8 @@ class LineList(list[Any]):
 # reports would be one too far.
 _EXOTIC_BREAKS = re.compile("[\x85\u2028\u2029]")
 _BREAKS = re.compile(r"\r\n|\r|\n")
-def _unquoted_hidden_break(text: str) -> re.Match[str] | None:
-    """The first YAML-only line break outside a quoted value (in a comment, a plain value, a
-    key), where it changes what YAML reads; one inside quotes is part of the value."""
-    if _EXOTIC_BREAKS.search(text) is None:  # (nearly always: no second pass)
-        return None
-    quoted: list[tuple[int, int]] = []
-    scanned = len(text)
-    try:
-        for token in yaml.scan(text, Loader=yaml.SafeLoader):
-            if isinstance(token, yaml.ScalarToken) and token.style in ("'", '"'):
-                quoted.append((token.start_mark.index, token.end_mark.index))
-    except yaml.MarkedYAMLError as exc:  # up to the error: a break there may be its cause
-        scanned = exc.problem_mark.index if exc.problem_mark is not None else 0
-    except yaml.YAMLError:
-        scanned = 0
-    for found in _EXOTIC_BREAKS.finditer(text, 0, scanned + 1):
-        if not any(start <= found.start() < end for start, end in quoted):
-            return found
-    return None
+
+
 # A line starting with `- ` then what starts a condition: a name, `(`, a quote, or a number,
 # list or mapping (`- 10 <= payload.replicas`) after a line that ends an operand. After an
 # operator or an opening bracket, `- 1` is a negative number (`payload.a >` then `- 1`).
@@ -109,6 +92,32 @@ def _in_flow(text: str, index: int) -> bool:
         elif char in "]}":
             depth = max(0, depth - 1)
     return depth > 0
+
+
+def _unquoted_hidden_break(text: str) -> re.Match[str] | None:
+    """The first YAML-only line break outside a quoted value (in a comment, a plain value, a
+    key), where it changes what YAML reads; one inside quotes is part of the value."""
+    if _EXOTIC_BREAKS.search(text) is None:  # (nearly always: no second pass)
+        return None
+    starts: list[int] = []
+    ends: list[int] = []
+    scanned = len(text)
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.ScalarToken) and token.style in ("'", '"'):
+                starts.append(token.start_mark.index)
+                ends.append(token.end_mark.index)
+    except yaml.MarkedYAMLError as exc:  # up to the error: a break there may be its cause
+        scanned = exc.problem_mark.index if exc.problem_mark is not None else 0
+    except yaml.YAMLError:
+        scanned = 0
+    for found in _EXOTIC_BREAKS.finditer(text, 0, scanned + 1):
+        # The quoted value starting last at or before it (values do not overlap).
+        i = bisect.bisect_right(starts, found.start()) - 1
+        if i < 0 or found.start() >= ends[i]:
+            return found
+    return None
+
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
     data = LineDict()
