@@ -21,6 +21,7 @@ from hookrunner.verify.base import Headers, SecretSource, header_text
 
 DEFAULT_TOLERANCE = 300.0  # seconds either side of `now` a signed timestamp may be
 MIN_TOLERANCE = 1.0  # seconds: senders' timestamps count whole seconds
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header's name (RFC 9110 5.6.2)
 ALGORITHMS = ("sha1", "sha256", "sha512")
 Encoding = Literal["hex", "base64"]
 
@@ -245,8 +246,6 @@ def option_header(options: Mapping[str, Any], key: str, default: str | None = No
                           "!#$%&'*+-.^_`|~, no spaces or colons)", path=(key,))
     return name
 
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2
 
 
 def option_str(

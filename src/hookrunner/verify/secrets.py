@@ -162,7 +162,7 @@ def _from_env(name: Any, key: str) -> bytes:
                           + (f": {{env: {bare}}}" if bare else ""), path=(key,))
     # Read once at load (a reload reads it again, from the environment the server started with).
     secret = _without_newline(os.environ.get(name, "").encode())
-    if not secret and not _VARIABLE_NAME.fullmatch(name):
+    if not secret and not _named(name):
         # `{env: "ghp_16C7e42F..."}`: the secret pasted where its variable's name goes. This
         # message reaches the server's log (rules.hook_unavailable), so only a name written
         # as variables are is repeated; the line says which.
@@ -176,9 +176,17 @@ def _from_env(name: Any, key: str) -> bytes:
     return secret
 
 
-# A name repeated in messages: as variables are named by convention (capitals, digits, `_`).
-# A token (`ghp_...`, `xoxb-...`, hex) has lower-case letters or a `-`.
+def _named(name: str) -> bool:
+    """Whether `name` may be repeated in a message: written as variables are by convention
+    (capitals, digits, `_`; a token, `ghp_...`, `xoxb-...`, hex, has lower-case letters or a
+    `-`), and not one word of capitals and digits as long as a key (`DEADBEEF0123...`, a
+    base32 TOTP secret)."""
+    return bool(_VARIABLE_NAME.fullmatch(name)) and (
+        "_" in name or len(name) < _KEY_LIKE or not any(c.isdigit() for c in name))
+
+
 _VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+_KEY_LIKE = 12  # characters of a one-word name with digits past which it may be a key
 
 
 def _from_file(path: Any, key: str, root: Path | None) -> bytes:

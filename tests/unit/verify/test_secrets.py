@@ -29,7 +29,8 @@ def test_missing_or_empty_env_names_the_variable(
 
 @pytest.mark.parametrize("pasted", ["ghp_S3cr3tV4lue/xyz+abc", "two words", "9abc", "A" * 65,
                                     "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
-                                    "e3b0c44298fc1c149afbf4c8996fb924", "xoxb-123-456-abcDEF"])
+                                    "e3b0c44298fc1c149afbf4c8996fb924", "xoxb-123-456-abcDEF",
+                                    "DEADBEEF0123456789ABCDEF", "JBSWY3DPEHPK3PXP"])
 def test_a_secret_pasted_where_the_variable_name_goes_is_not_repeated(pasted: str) -> None:
     """`{env: "ghp_..."}`: the message that the variable is unset showed the value, in `check`
     and in the server's log. A name written as variables' are is still named."""
