@@ -82,6 +82,7 @@ STORE_STOP_WAIT = 10.0
 # The longest a canceled action takes to stop: an interrupt's grace, then the group's.
 ACTION_STOP_WAIT = process.INTERRUPT_GRACE_MAX + process.GRACE_PERIOD + process.DRAIN_AFTER_KILL
 POLL_STOPPED = 0.1  # seconds between looks at which canceled runs still stop their actions
+CLAIM_RECHECK_LIMIT = 10_000  # running runs read to find those a lost claim reply leased here
 RECANCEL_EVERY = 1.0  # seconds: stop() cancels its loops again while one has not ended
 PRUNE_PROGRESS = 10.0  # seconds between the progress lines of a long prune
 # Counting stored runs by status (hookrunner_runs_stored) scans every run: 88 ms at a million.
@@ -253,6 +254,7 @@ class Dispatcher:
         # lease looks expired: recover others' runs only once their nodes had a lease's time
         # to renew (else a run that is alive and well would be retried or failed).
         self._store_down = False
+        self._claim_unsure = False  # a claim failed: its commit may have gone through
         # Log files with a gap whose record holds more (see _attempt): removed once stored.
         self._superseded_files: dict[Path, FileLog] = {}
         # Why no run can start (the data dir's disk is full), for /readyz; None: they can.
@@ -648,11 +650,24 @@ class Dispatcher:
                 await aio.wait_event(self._freed, NOT_STARTED_DELAY)  # (a stop sets it)
                 continue
             try:
+                if self._claim_unsure:
+                    # The last claim failed, maybe after its commit went through (the reply
+                    # lost: a PostgreSQL crash, a cut connection): runs leased to this node
+                    # that it is not running, started now. Else they stayed `running` on
+                    # this node unstarted, and ended `failed` (interrupted) a lease later.
+                    lost = await self._claimed_unseen()
+                    self._claim_unsure = False
+                    for run in await self._fresh_leases(lost) if lost else ():
+                        event("run.claim_recovered", logging.WARNING, run_id=run.id,
+                              rule=run.rule, attempt=run.attempt)
+                        self._launch(run)
+                    free = max(0, free - len(lost))
                 async with self._counting:
                     claimed = await self.store.claim(self.node, free, self.settings.lease,
                                                      time.time())
                     self.budget.claimed(len(claimed))
             except StoreUnavailable as exc:
+                self._store_down = self._claim_unsure = True  # (housekeeping says its end)
                 _store_down_log(error=str(exc))
                 await asyncio.sleep(POLL)
                 continue
@@ -676,6 +691,12 @@ class Dispatcher:
                 # CLAIM_GAP (their wake-ups are kept meanwhile; a freed worker cuts it short).
                 await aio.wait_event(self._freed, CLAIM_GAP)
             await aio.wait_event(self._wake, await self._sleep_for())
+
+    async def _claimed_unseen(self) -> list[Run]:
+        """Runs the store has `running` under this node's lease that it is not running: a
+        claim's commit that went through though its reply was lost."""
+        running = await self.store.list_runs(status="running", limit=CLAIM_RECHECK_LIMIT)
+        return [r for r in running if r.lease_owner == self.node and r.id not in self._active]
 
     def _room_again(self) -> bool:
         """After a start mark found the disk full: whether one can be written now."""
