@@ -82,6 +82,7 @@ STORE_STOP_WAIT = 10.0
 # The longest a canceled action takes to stop: an interrupt's grace, then the group's.
 ACTION_STOP_WAIT = process.INTERRUPT_GRACE_MAX + process.GRACE_PERIOD + process.DRAIN_AFTER_KILL
 POLL_STOPPED = 0.1  # seconds between looks at which canceled runs still stop their actions
+FROZEN_AFTER = 1.0  # seconds a fencing round may come late before this process was frozen
 CLAIM_RECHECK_LIMIT = 10_000  # running runs read to find those a lost claim reply leased here
 RECANCEL_EVERY = 1.0  # seconds: stop() cancels its loops again while one has not ended
 PRUNE_PROGRESS = 10.0  # seconds between the progress lines of a long prune
@@ -924,12 +925,20 @@ class Dispatcher:
             _prune_dirs_log(error=problem)
 
     async def _fencing(self) -> None:
-        """Its own loop, so a store call that hangs (a network cut) cannot delay it."""
+        """Its own loop, so a store call that hangs (a network cut) cannot delay it. After
+        this process was frozen (SIGSTOP, a VM paused, swapped out) its renewals wake with it:
+        they get a round to go through before a lease still unexpired by this clock is taken
+        for lost (an 8 s pause under a 15 s lease stopped healthy runs, which then ended
+        `failed` though no other node could have taken them)."""
+        last = time.monotonic()
         while True:
             await asyncio.sleep(self._tick)
-            self._fence()
+            mono = time.monotonic()
+            woke = mono - last > self._tick + FROZEN_AFTER
+            last = mono
+            self._fence(spare_unexpired=woke)
 
-    def _fence(self) -> None:
+    def _fence(self, spare_unexpired: bool = False) -> None:
         """Stop runs whose lease this node could not renew (network cut, store outage) a
         renewal period before it expires: another node may take them over at expiry, and
         ours must be gone by then. Only on a shared store: with one server nobody else
@@ -943,7 +952,8 @@ class Dispatcher:
             renewed = self._renewed.get(run_id)
             if (entry is None or run_id in self._lost or renewed is None
                     or run_id in self._recording  # its action has ended: nothing to stop
-                    or mono - renewed < self.settings.lease - self.settings.lease / 3):
+                    or mono - renewed < self.settings.lease - self.settings.lease / 3
+                    or (spare_unexpired and mono - renewed < self.settings.lease)):
                 continue
             self._lost.add(run_id)
             self._cancel_reason[run_id] = "canceled: lease not renewed in time"

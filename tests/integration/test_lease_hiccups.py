@@ -225,3 +225,20 @@ async def test_a_renewal_held_up_by_a_hung_store_defers_takeovers_by_a_lease(
     assert store.expired_asks == [], "took over right after the stall"
     await asyncio.sleep(LEASE * 0.6)
     assert store.expired_asks and min(store.expired_asks) >= resumed + LEASE * 0.9
+
+
+async def test_a_pause_of_the_process_shorter_than_the_lease_stops_no_run(
+        tmp_path: Path) -> None:
+    """SIGSTOP for 8 s under a 15 s lease: on waking, the fence found the last renewal too
+    old and stopped healthy runs before the renewal, woken with it, could go through (and
+    the runs then ended `failed`). A frozen event loop stands for the frozen process."""
+    lease = 6.0  # (renewals every 2 s, the fence at 4 s: a 3 s freeze lands between)
+    settings = Settings(data=tmp_path / "data", root=tmp_path, workers=2, node="n1", grace=1.0,
+                        lease=lease)
+    store = Hiccups(settings.store_url)
+    async with dispatching(settings, store) as dispatcher:
+        run_id = await arrive(store, dispatcher, "sleep 6")
+        await until_running(store, run_id)
+        await asyncio.sleep(lease / 3)  # a renewal round or so in, as a pause falls anywhere
+        time.sleep(lease / 2)  # frozen: past the fence's lease - lease/3, within the lease
+        assert await ended(store, run_id) == "succeeded"
