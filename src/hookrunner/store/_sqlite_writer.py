@@ -263,6 +263,14 @@ class Writer:
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+            if _disk_full(exc):
+                # Rolled back before the write-ahead log reached its auto-checkpoint size
+                # (1,000 pages), no checkpoint would ever run: the log's committed pages
+                # kept the disk full though the database had free pages inside (a prune on
+                # a nearly full disk left every hook a 503 until a restart). One now moves
+                # them in and truncates the log. (Under the lock: still held here.)
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             with contextlib.suppress(OSError):
                 self._unlock()  # whichever step failed, the lock is not held past the batch
             if isinstance(exc, _FileLost):  # (once rolled back: VACUUM takes no transaction)
@@ -360,6 +368,11 @@ def _fsync(path: str) -> None:
 def saved_path(db_path: str, now: float) -> str:
     """Where a lost database is saved: `hookrunner.db.saved-20261130T071500Z`."""
     return f"{db_path}.saved-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}"
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL: "database or disk is full"."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
 class _FileLost(OSError):

@@ -390,9 +390,12 @@ class SQLiteStore:
             await self._writer.aclose()
             raise StoreUnavailable(problem)
         if problem is not None:  # _migrate applies what is missing, or refuses a newer schema
-            if applied:  # an upgrade (not a new file): on a big database it takes a while
-                event("store.migrating", path=str(self.path),
-                      pending=",".join(sql.pending("sqlite", applied)), hint=sql.MIGRATING_HINT)
+            pending = sql.pending("sqlite", applied) if applied else []
+            # An upgrade (not a new file, nor a newer schema, refused next): on a big
+            # database it takes a while.
+            if pending:
+                event("store.migrating", path=str(self.path), pending=",".join(pending),
+                      hint=sql.MIGRATING_HINT)
             try:
                 done = await self._writer.run(_migrate)
             except NewerSchema as exc:

@@ -187,6 +187,15 @@ def test_an_upgrade_says_it_migrates_before_it_does(tmp_path: Path) -> None:
     fresh = Server(tmp_path / "rules", tmp_path / "fresh", tmp_path).start()
     fresh.stop()
     assert "store.migrating" not in fresh.output()
+    # A newer schema is refused with nothing to apply: no `store.migrating` before it (read
+    # as a downgrade being migrated).
+    _sql(str(data / "hookrunner.db"), "INSERT INTO schema_migrations (version, name, "
+                                      "applied_at) VALUES (999, '0999_future.sql', 0)")
+    done = subprocess.run([*CLI, "serve", "--data", str(data), "--rules", str(tmp_path / "rules"),
+                           "--root", str(tmp_path), "--port", "0"],
+                          capture_output=True, text=True, timeout=60, env=os.environ)
+    assert done.returncode == 3 and "upgraded by a newer hookrunner" in done.stderr
+    assert "store.migrating" not in done.stderr + done.stdout, done.stderr
 
 
 @pytest.mark.parametrize("migrate", [False, True])
