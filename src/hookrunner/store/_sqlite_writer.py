@@ -268,9 +268,10 @@ class Writer:
                 # (1,000 pages), no checkpoint would ever run: the log's committed pages
                 # kept the disk full though the database had free pages inside (a prune on
                 # a nearly full disk left every hook a 503 until a restart). One now moves
-                # them in and truncates the log. (Under the lock: still held here.)
+                # them in, and the next write starts the log over in the room it has.
+                # PASSIVE: it waits for no reader (this is the event loop's thread).
                 with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             with contextlib.suppress(OSError):
                 self._unlock()  # whichever step failed, the lock is not held past the batch
             if isinstance(exc, _FileLost):  # (once rolled back: VACUUM takes no transaction)
