@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -90,6 +91,8 @@ CHANNEL = "hookrunner_runs"
 MIGRATE_LOCK = 0x686F6F6B_6D6967  # "hookmig"
 CLAIM_LOCK = 0x686F6F6B_636C6D  # "hookclm"
 PRUNE_CHUNK = 200  # deliveries deleted per transaction when pruning
+# seconds a lost commit's read-back waits for a connection: the sender is waiting
+COMMIT_CHECK_WAIT = 2.0
 PER_KEY_WINDOW = 20  # runs of a `queue` key read per claim, besides its newest
 Q = sql.queries("postgres")
 
@@ -384,18 +387,42 @@ class PostgresStore:
         return True
 
     async def accept(self, delivery: NewDelivery, runs: Sequence[NewRun]) -> AcceptResult:
-        async with self._tx() as conn:
-            cur = await conn.execute(Q["insert_delivery"], delivery_params(delivery))
-            if await cur.fetchone() is None:  # (hook, dedup_key) seen: name the original
-                cur = await conn.execute(Q["find_delivery_by_key"], {
-                    "hook": delivery.hook, "dedup_key": delivery.dedup_key})
-                row = await cur.fetchone()
-                assert row is not None  # the conflicting row is committed and visible
-                cur = await conn.execute(Q["run_ids_of_delivery"], {"delivery_id": row["id"]})
-                return AcceptResult(row["id"], True, [r["id"] for r in await cur.fetchall()])
-            await self._insert_runs(conn, runs)
+        committing = False
+        try:
+            async with self._tx() as conn:
+                cur = await conn.execute(Q["insert_delivery"], delivery_params(delivery))
+                if await cur.fetchone() is None:  # (hook, dedup_key) seen: name the original
+                    cur = await conn.execute(Q["find_delivery_by_key"], {
+                        "hook": delivery.hook, "dedup_key": delivery.dedup_key})
+                    row = await cur.fetchone()
+                    assert row is not None  # the conflicting row is committed and visible
+                    cur = await conn.execute(Q["run_ids_of_delivery"],
+                                             {"delivery_id": row["id"]})
+                    return AcceptResult(row["id"], True, [r["id"] for r in await cur.fetchall()])
+                await self._insert_runs(conn, runs)
+                committing = True
+        except StoreUnavailable as exc:
+            # The connection lost at COMMIT (a server crash, a cut network): the delivery may
+            # be stored though the reply never came. Answered 503, its runs ran all the same,
+            # and a sender without a delivery id sent it again: run twice. The id is this
+            # node's own, so finding it says the commit went through.
+            if not committing or not await self._stored_after_all(delivery.id):
+                raise
+            event("delivery.commit_recovered", logging.WARNING, hook=delivery.hook, delivery_id=delivery.id,
+                  error=str(exc), note="the store's reply to the commit was lost; the "
+                                       "delivery was found stored, so it is answered as accepted")
         self._writes_failing = False  # a delivery went in (another write says less: see ping)
         return AcceptResult(delivery.id, False, [r.id for r in runs])
+
+    async def _stored_after_all(self, delivery_id: str) -> bool:
+        """Whether a delivery whose commit's reply was lost is stored: False where the
+        store cannot say within a short wait (the 503 then stands)."""
+        try:
+            rows = await self._query(Q["get_delivery"], {"id": delivery_id},
+                                     timeout=min(self._timeout, COMMIT_CHECK_WAIT))
+        except StoreUnavailable:
+            return False
+        return bool(rows)
 
     @staticmethod
     async def _insert_runs(conn: Conn, runs: Sequence[NewRun]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -256,5 +258,86 @@ async def test_a_node_of_the_version_before_reads_deliveries_after_0009(
             assert old.execute(select, (result.delivery_id,), prepare=True).fetchone()
             got = await store.get_delivery(result.delivery_id)
             assert got is not None and got.verifier == "github"
+        finally:
+            await store.close()
+
+
+class CommitCutter:
+    """A TCP relay to the real server that, once armed, cuts the client's connection at a
+    transaction's COMMIT: passed on first (the server commits, the client hears a lost
+    connection, as at a server crash or a network cut at that moment), or not."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.armed: bool | None = None  # True: pass the COMMIT on; False: drop it
+        self.cuts = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        cut = asyncio.Event()
+
+        async def upward() -> None:
+            while chunk := await client_r.read(65536):
+                if self.armed is not None and b"COMMIT" in chunk:
+                    passed, self.armed, self.cuts = self.armed, None, self.cuts + 1
+                    cut.set()
+                    if passed:
+                        server_w.write(chunk)
+                        await server_w.drain()
+                    client_w.transport.abort()  # no reply reaches the client
+                    await asyncio.sleep(0.5)  # while the server commits (or not)
+                    break
+                server_w.write(chunk)
+                await server_w.drain()
+            server_w.close()
+
+        async def downward() -> None:
+            while chunk := await server_r.read(65536):
+                if cut.is_set():
+                    return
+                client_w.write(chunk)
+                await client_w.drain()
+            client_w.close()
+
+        with contextlib.suppress(OSError, ConnectionError):
+            await asyncio.gather(upward(), downward())
+
+
+async def test_a_delivery_committed_though_the_reply_was_lost_is_accepted(
+        postgres_db: str) -> None:
+    """The connection lost at COMMIT after the server committed: the delivery is answered
+    as accepted (its runs will run), not 503 (where a sender without a delivery id sends it
+    again, and it runs twice). A COMMIT the server never got still raises."""
+    parts = urlsplit(postgres_db)
+    relay = CommitCutter(parts.port or 5432)
+    async with relay as port:
+        url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}"))
+        store = PostgresStore(url + "?sslmode=disable")
+        await store.open()
+        try:
+            d = delivery()
+            relay.armed = True
+            result = await store.accept(d, [new_run(d)])
+            assert relay.cuts == 1
+            assert not result.duplicate and result.delivery_id == d.id
+            assert (await store.get_delivery(d.id)) is not None
+            assert (await store.counts())["queued"] == 1
+
+            other = delivery()
+            relay.armed = False
+            with pytest.raises(StoreUnavailable):
+                await store.accept(other, [new_run(other)])
+            assert relay.cuts == 2
+            assert (await store.get_delivery(other.id)) is None
+            assert (await store.counts())["queued"] == 1
         finally:
             await store.close()
