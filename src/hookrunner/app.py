@@ -25,7 +25,7 @@ from hookrunner import api, console, flocks, gctune, servedrules
 from hookrunner.auth import admin_token, bearer_given, bearer_ok, forget_stale_token
 from hookrunner.clientip import parse_networks
 from hookrunner.console.forms import client_address, guess_wait, wrong_guess
-from hookrunner.dispatch import Dispatcher
+from hookrunner.dispatch import EXIT_IDENTITY_LOST, Dispatcher
 from hookrunner.errors import StartupRefused, StoreUnavailable
 from hookrunner.gateway import Gateway
 from hookrunner.hooklane import Admission, Parts
@@ -499,6 +499,12 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
             gw.dispatcher = dispatcher = Dispatcher(
                 settings, store, metrics_, budget=shared.budget if shared else None,
                 wake_fd=shared.wake_r if shared else None)
+
+            def identity_lost() -> None:
+                if gw.shut_down is not None:
+                    gw.shut_down(EXIT_IDENTITY_LOST)
+
+            dispatcher.on_identity_lost = identity_lost
             try:
                 await dispatcher.start()
             except BaseException as exc:

@@ -74,6 +74,8 @@ def serve(settings: Settings) -> int:
         return EXIT_STARTUP
     # Stopped by a signal that uvicorn's re-raise did not end us with (one this process
     # inherited as ignored: a shell's background job ignores SIGINT): the status says so.
+    if server.exit_code:
+        return int(server.exit_code)
     return 128 + server.exit_signal if server.exit_signal else EXIT_OK
 
 
@@ -128,6 +130,16 @@ def _server(config: Any, app: Any, stop_signal: int | None = None,
         stopping = False
         interrupted_only = True  # every stop so far a Ctrl-C: the exit status says 130
         exit_signal = 0
+        exit_code = 0  # shut_down's: the status the server exits with
+
+        def shut_down(self, code: int) -> None:
+            """A stop the server decides itself (Gateway.shut_down), as a SIGTERM."""
+            self.exit_code = code
+            captured = getattr(self, "_captured_signals", None)
+            signalled = bool(captured)
+            self.handle_exit(signal.SIGTERM, None)
+            if captured is not None and not signalled:
+                captured.clear()  # no signal to re-raise at the end: the status is `code`
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             if sig != signal.SIGINT or stop_signal is not None:
@@ -164,7 +176,9 @@ def _server(config: Any, app: Any, stop_signal: int | None = None,
                 signal.signal(main_gone_signal, self.main_gone)
             super().run(*args, **kwargs)
 
-    return Server(config)
+    server = Server(config)
+    app.state.gateway.shut_down = server.shut_down
+    return server
 
 
 def _http_protocol() -> Any:

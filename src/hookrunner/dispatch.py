@@ -120,6 +120,8 @@ ENDED_KEPT = 4096  # run ids a `?wait` may look for among the lately ended (wait
 WAIT_OUTAGE_POLL = 1.0  # seconds between a `?wait`'s reads while the store is unreachable
 CANCEL_ASKED = ("canceled by request", "canceled: replaced")  # reasons of an asked-for cancel
 SHUTTING_DOWN = "canceled: server shutting down"
+IDENTITY_LOST = "canceled: another server took this node's name"
+EXIT_IDENTITY_LOST = 4  # the server's exit status when that happened
 REPLACED = "canceled: replaced by run "
 
 
@@ -270,6 +272,8 @@ class Dispatcher:
         # Whether this node held its identity at its last renewal (no takeover otherwise,
         # nor before the first).
         self._identity_ok = False
+        self.identity_lost = False  # another server took this node's name while it ran
+        self.on_identity_lost: Callable[[], None] | None = None  # stops the server (app)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -776,10 +780,7 @@ class Dispatcher:
                 identity_error: StoreUnavailable | None = None
                 try:
                     if not await self.store.lock_node(self.node):
-                        # Our identity was lost (its lock's connection dropped) and another
-                        # server took it: it will recover "our" runs, so stop taking work.
-                        event("dispatcher.identity_lost", logging.ERROR, node=self.node)
-                        self.begin_stop()
+                        self._lose_identity()
                 except StoreUnavailable as exc:
                     # Its own connection (no slot for it, say): the pool's may work, and
                     # this node's leases must go on being renewed meanwhile.
@@ -791,6 +792,24 @@ class Dispatcher:
                     raise identity_error  # said, and no takeover while it lasts
                 held = True
             self._identity_ok = held
+
+    def _lose_identity(self) -> None:
+        """Our identity's lock went with its connection and another server holds it now: it
+        settles "our" running runs as left by a dead server (retried or failed), so ours
+        are stopped at once, and the whole server stops (`on_identity_lost`), rather than
+        go on accepting and journaling under a name it no longer holds."""
+        if self._stopping and self.identity_lost:
+            return  # said, and under way
+        self.identity_lost = True
+        event("dispatcher.identity_lost", logging.ERROR, node=self.node,
+              effect="canceling its running runs and stopping the server",
+              hint="another server runs with this node name: give each its own --node")
+        for run_id in self._active:
+            self._cancel_reason.setdefault(run_id, IDENTITY_LOST)
+        self.begin_stop()
+        self._cancel_running()
+        if self.on_identity_lost is not None:
+            self.on_identity_lost()
 
     @contextlib.contextmanager
     def _round(self, name: str) -> Iterator[None]:

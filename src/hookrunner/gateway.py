@@ -55,3 +55,6 @@ class Gateway:
     # Monotonic time by which a `?wait=` answers during a stop, whatever it waits for.
     answer_by: float | None = None
     log_streams: int = 0  # run log answers under way in this process (api.MAX_LOG_STREAMS)
+    # Stops the whole server with this exit status, as a SIGTERM does (commands._server
+    # sets it): this node's identity was taken by another server.
+    shut_down: Callable[[int], None] | None = None

@@ -286,7 +286,7 @@ def _run(settings: Settings, shared: Shared, sockets: list[socket.socket], slot:
     server = _server(uvicorn_config(app, settings), app, stop_signal=STOP_SIGNAL,
                      main_gone_signal=MAIN_GONE_SIGNAL if slot > 0 else None)
     server.run(sockets=sockets)
-    return 0 if server.started else EXIT_STARTUP
+    return int(server.exit_code) if server.started else EXIT_STARTUP
 
 
 def _wait_ready(shared: Shared) -> bool:

@@ -539,6 +539,9 @@ def test_a_node_restarted_under_its_name_stops_what_it_left_of_runs_taken_over(
     until(lambda: len(nodes.lines("events")) == 1, 15, "the run started on n1")
     old = int((project / "out" / "pids").read_text().split()[0])
     nodes.start("n2")
+    log_file = project / "data-n1" / "logs" / run_id / "1.log"
+    # (a run's log goes to a file once it has run a second: before, it is in memory only)
+    until(log_file.exists, 15, "the attempt's log file")
     n1.kill()
     assert wait_terminal(nodes.db, [run_id], timeout=30)[run_id] == "succeeded"  # on n2
     assert _alive(old)  # nobody stopped it: n2 cannot see n1's processes
@@ -546,7 +549,7 @@ def test_a_node_restarted_under_its_name_stops_what_it_left_of_runs_taken_over(
     until(lambda: not _alive(old), 15, "n1's start stopped its old process of the run")
     assert "dispatcher.orphans" in n1.output()
     # Its log of the attempt, on n1's disk only, ends as n2's record of it says.
-    log = (project / "data-n1" / "logs" / run_id / "1.log").read_text()
+    log = log_file.read_text()
     assert log.endswith("\n[hookrunner] failed: interrupted: lease of node n1 expired\n"), log
 
 
@@ -599,6 +602,38 @@ def test_a_second_node_on_the_same_data_dir_is_refused(nodes: Nodes, project: Pa
     first.stop()
     second = _second_node_on(project, nodes, first.data).start()  # freed with the first
     second.stop()
+
+
+@pytest.mark.parametrize("http_workers", [1, 2])
+def test_a_node_whose_name_another_server_took_while_it_ran_stops(
+        nodes: Nodes, project: Path, http_workers: int) -> None:
+    """A node's identity lock lives on its own connection: cut, and taken by another server
+    started under the same --node before the node took it again, the node cancels its
+    running runs at once (the other settles them as left by a dead server) and exits 4.
+    It went on accepting and journaling, saying identity_lost every round, without end."""
+    nodes.rules(_slow_rules(project))
+    n1 = nodes.server("n1", args=["--http-workers", str(http_workers)]).start()
+    run_id = post(n1, {"retry": False}).json()["runs"][0]
+    until(lambda: len(nodes.lines("events")) == 1, 15, "the run started on n1")
+    pid = int((project / "out" / "pids").read_text().split()[0])
+    assert n1.proc is not None
+    with psycopg.connect(nodes.db, autocommit=True) as taker:
+        key = taker.execute("SELECT hashtextextended('hookrunner-node:n1', 0)").fetchone()
+        assert key is not None
+        (holder,) = taker.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+            "AND classid::bigint = (%(k)s >> 32) & 4294967295 "
+            "AND objid::bigint = %(k)s & 4294967295", {"k": key[0]}).fetchone() or (None,)
+        assert holder is not None, "n1 holds its name's lock"
+        taker.execute("SELECT pg_terminate_backend(%s)", [holder])
+        until(lambda: taker.execute("SELECT pg_try_advisory_lock(%s)", key).fetchone()[0],
+              10, "the name's lock taken by the test, as another server would")
+        assert n1.proc.wait(timeout=30) == 4
+    assert not _alive(pid)
+    output = n1.output()
+    assert output.count("dispatcher.identity_lost") == 1, output
+    assert "another server took this node's name" in \
+        str(query(nodes.db, "SELECT reason FROM runs WHERE id = %s", [run_id]))
 
 
 def test_a_node_refused_the_data_dir_at_start_leaves_the_store_alone(
