@@ -984,12 +984,23 @@ class Dispatcher:
         """The run's processes must be gone before the lease it last renewed (at `renewed`,
         monotonic) expires: its stop's grace ends KILL_BEFORE_EXPIRY before that. None: at
         once (another node holds the lease, whatever this node's clock says of it)."""
-        by = self._stop_by[run_id] = time.monotonic() if renewed is None else \
-            renewed + self.settings.lease * (1 - KILL_BEFORE_EXPIRY)
-        if (log := self._logs.get(run_id)) is not None:
-            left = max(0.0, by - time.monotonic())
-            log.note(f"{why}: stopping the run here; what is left of it is killed in "
-                     f"{left:.1f}s, before the lease expires (another node may take it over)")
+        now = time.monotonic()
+        by = now if renewed is None else renewed + self.settings.lease * (1 - KILL_BEFORE_EXPIRY)
+        earlier = self._stop_by.get(run_id)
+        if earlier is not None and earlier <= by:
+            return  # doomed already, as soon (a fence, then the renewal that found it taken)
+        self._stop_by[run_id] = by
+        if (log := self._logs.get(run_id)) is None:
+            return
+        if renewed is None:
+            then = "what is left of it is killed at once (the run is another node's now)"
+        elif by > now:
+            then = (f"what is left of it is killed in {by - now:.1f}s, before the lease "
+                    "expires (another node may take it over)")
+        else:  # this process was frozen past it
+            then = ("what is left of it is killed at once: the lease has expired (another "
+                    "node may have taken it over)")
+        log.note(f"{why}: stopping the run here; {then}")
 
     async def _renew(self, now: float, mono: float) -> None:
         """Renew this node's leases; `mono` is `now` on the monotonic clock (the leases
