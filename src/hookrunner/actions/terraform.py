@@ -23,12 +23,13 @@ import re
 import shutil
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
-from hookrunner.actions.paths import confine
+from hookrunner.actions.paths import confine, pinned_dir
 from hookrunner.actions.process import (
     INTERRUPT_GRACE_MAX,
     SHORT_OF,
@@ -290,6 +291,17 @@ class TerraformRunner:
         if binary is None:
             ctx.log.note(f"{binary_name} not found on PATH")
             return RunResult("failed", reason=f"{binary_name} not found on PATH")
+        with pinned_dir(ctx.root, workdir) as cwd:
+            result = await self._steps(ctx, command, workdir, cwd, workspace, var_files,
+                                       binary, binary_name, env)
+        # (a reason that names the pinned path: the dir as the run's spec named it)
+        return replace(result, reason=result.reason.replace(cwd, str(workdir)))
+
+    async def _steps(self, ctx: RunContext, command: str, workdir: Path, cwd: str,
+                     workspace: str, var_files: list[Path], binary: str, binary_name: str,
+                     env: dict[str, str]) -> RunResult:
+        """The run's processes, each started in `cwd`: `workdir` as pinned_dir holds it, so
+        a swap of the dir for a link out of --root after its check takes no effect."""
         deadline = deadline_for(ctx)
 
         # init and workspace commands run without TF_WORKSPACE: it may not exist yet.
@@ -299,7 +311,7 @@ class TerraformRunner:
         async def step(argv: list[str], **kw: Any) -> RunResult:
             nonlocal started
             kw.setdefault("env", env)
-            result = await run_process(argv, ctx=ctx, cwd=workdir, deadline=deadline, **kw)
+            result = await run_process(argv, ctx=ctx, cwd=cwd, deadline=deadline, **kw)
             if started:  # an apply that ran must never be queued again as "nothing ran"
                 result.not_started = False
             started = started or not result.not_started

@@ -325,3 +325,32 @@ async def test_two_runs_of_one_dir_started_together_say_that_one_waits(harness, 
     notes = [name for name in ("first", "second")
              if "waiting for another run of this dir and workspace" in harness.log_text(name)]
     assert notes == ["second"], notes
+
+
+async def test_a_dir_swapped_for_a_link_out_of_root_after_its_check_is_not_entered(
+        harness) -> None:
+    """The dir is checked once, then entered by each of the run's processes (init, apply,
+    output): one swapped for a link out of --root between them ran the rest of the run
+    (apply, with the state and the outputs) in the link's target. Each enters the dir
+    checked. The swap is made by the run's first process, a wrapper of the real CLI."""
+    d = harness.root / "terraform" / "app"
+    d.mkdir(parents=True)
+    (d / "main.tf").write_text('output "cwd" { value = abspath(path.cwd) }\n')
+    outside = harness.root.parent / "outside"
+    outside.mkdir()
+    (outside / "main.tf").write_text('output "cwd" { value = "outside" }\n')
+    wrapper = harness.root / "tf-swap"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = init ] && [ ! -L "{d}" ]; then\n'
+        f'  mv "{d}" "{d}-moved" && ln -s "{outside}" "{d}"\n'
+        "fi\n"
+        f'exec "{shutil.which("terraform")}" "$@"\n')
+    wrapper.chmod(0o755)
+    spec = {"dir": "terraform/app", "command": "apply", "binary": str(wrapper)}
+    result = await TF.run(spec, harness.ctx())
+    assert (d).is_symlink(), "the wrapper swapped the dir"
+    assert result.outcome == "succeeded", harness.log_text()
+    assert result.outputs["outputs"] == {"cwd": str((harness.root / "terraform" /
+                                                       "app-moved").resolve())}
+    assert not (outside / "terraform.tfstate").exists()
