@@ -406,7 +406,8 @@ class PostgresStore:
             # be stored though the reply never came. Answered 503, its runs ran all the same,
             # and a sender without a delivery id sent it again: run twice. The id is this
             # node's own, so finding it says the commit went through.
-            if not committing or not await self._stored_after_all(delivery.id):
+            if not committing or not await self._stored_after_all(
+                    Q["get_delivery"], {"id": delivery.id}):
                 raise
             event("delivery.commit_recovered", logging.WARNING, hook=delivery.hook, delivery_id=delivery.id,
                   error=str(exc), note="the store's reply to the commit was lost; the "
@@ -414,12 +415,12 @@ class PostgresStore:
         self._writes_failing = False  # a delivery went in (another write says less: see ping)
         return AcceptResult(delivery.id, False, [r.id for r in runs])
 
-    async def _stored_after_all(self, delivery_id: str) -> bool:
-        """Whether a delivery whose commit's reply was lost is stored: False where the
-        store cannot say within a short wait (the 503 then stands)."""
+    async def _stored_after_all(self, query: str, params: dict[str, Any]) -> bool:
+        """Whether what a commit whose reply was lost wrote is stored (`query` finds it by
+        this node's own id): False where the store cannot say within a short wait (the 503
+        then stands)."""
         try:
-            rows = await self._query(Q["get_delivery"], {"id": delivery_id},
-                                     timeout=min(self._timeout, COMMIT_CHECK_WAIT))
+            rows = await self._query(query, params, timeout=min(self._timeout, COMMIT_CHECK_WAIT))
         except StoreUnavailable:
             return False
         return bool(rows)
@@ -433,11 +434,18 @@ class PostgresStore:
             await conn.execute(Q["notify"])  # delivered at commit
 
     async def add_runs(self, runs: Sequence[NewRun]) -> None:
+        committing = False
         try:
             async with self._tx() as conn:
                 await self._insert_runs(conn, runs)
+                committing = True
         except psycopg.errors.ForeignKeyViolation:  # the delivery: pruned since it was read
             raise DeliveryGone(runs[0].delivery_id if runs else "") from None
+        except StoreUnavailable:
+            # As accept's: a replay answered 503 though its runs went in was replayed again.
+            if not (committing and runs and await self._stored_after_all(
+                    Q["known_runs"], {"ids": [runs[0].id]})):
+                raise
 
     async def claim(self, node: str, limit: int, lease: float, now: float) -> Claimed:
         async with self._tx() as conn:

@@ -316,7 +316,8 @@ async def test_a_delivery_committed_though_the_reply_was_lost_is_accepted(
         postgres_db: str) -> None:
     """The connection lost at COMMIT after the server committed: the delivery is answered
     as accepted (its runs will run), not 503 (where a sender without a delivery id sends it
-    again, and it runs twice). A COMMIT the server never got still raises."""
+    again, and it runs twice); a replay's runs likewise. A COMMIT the server never got still
+    raises."""
     parts = urlsplit(postgres_db)
     relay = CommitCutter(parts.port or 5432)
     async with relay as port:
@@ -339,5 +340,16 @@ async def test_a_delivery_committed_though_the_reply_was_lost_is_accepted(
             assert relay.cuts == 2
             assert (await store.get_delivery(other.id)) is None
             assert (await store.counts())["queued"] == 1
+
+            # A replay's runs (add_runs) likewise.
+            again = new_run(d)
+            relay.armed = True
+            await store.add_runs([again])
+            assert relay.cuts == 3 and (await store.counts())["queued"] == 2
+            lost = new_run(d)
+            relay.armed = False
+            with pytest.raises(StoreUnavailable):
+                await store.add_runs([lost])
+            assert relay.cuts == 4 and (await store.get_run(lost.id)) is None
         finally:
             await store.close()
