@@ -222,7 +222,10 @@ def _parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
         raise HookrunnerError(f"--header {text!r}: expected 'Name: value'")
-    return name.strip().lower(), value.strip()  # as the server receives names: `{{ headers }}`
+    # As the server receives it: names lower-cased (`{{ headers }}`), the value's bytes
+    # one character each (latin-1), read as UTF-8 where they are (Headers.as_utf8) once
+    # the verifier has had them; a byte that is not UTF-8 stays a character of its own.
+    return name.strip().lower(), os.fsencode(value.strip()).decode("latin-1")
 
 
 def _refused_header(content_type: str | None, encoding: str | None) -> str:
@@ -248,7 +251,7 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
             query_args: Sequence[str] = (), client_ip: str | None = None) -> int:
     """`test` and `explain`: match (and render) against a payload file; runs nothing. `test`
     exits 1 when a matching rule's action cannot be rendered (a CI check catches it)."""
-    from hookrunner.payload import PayloadError, body_labels, parse_body
+    from hookrunner.payload import PayloadError, as_storable, body_labels, parse_body
     from hookrunner.rules.match import build_scope, evaluate
     from hookrunner.rules.report import dry_run_report, format_explain
     from hookrunner.verify.base import Headers, SignedRequest
@@ -256,7 +259,8 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     # The command line first: a typo there is a usage error (2), whatever the rules say.
     try:
         headers = Headers(_parse_header(h) for h in header_args)
-        query = dict(_parse_query(q) for q in query_args)
+        query_pairs = [_parse_query(q) for q in query_args]
+        query = dict(query_pairs)
         if client_ip is not None:
             client_ip = _parse_address(client_ip)
         body = _read_payload(payload_file)
@@ -283,6 +287,10 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     elif client_ip is None and hook.allow_ips:
         print(f"hookrunner: note: hook {hook_id!r} has allow_ips, and no --client-ip was given: "
               "the server refuses (403) a request from any other address", file=sys.stderr)
+    if (head := _refused_head(headers, query_pairs)) is not None:
+        print(f"hookrunner: the server answers this request {head}, and journals and runs "
+              "nothing", file=sys.stderr)
+        return EXIT_FAIL
     if len(body) > hook.max_body:  # as the server does, before anything else of the body
         print(f"hookrunner: the body is {len(body)} bytes, past the max_body of hook "
               f"{hook_id!r} ({hook.max_body}): the server answers it 413, and journals and "
@@ -307,7 +315,8 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     # No signature to check in a dry run: take the event type the way the verifier reads it.
     verifier = hook.verifier
     learned = verifier.learned(SignedRequest(headers=headers, body=body))
-    event = learned.event
+    # (cleaned as the server stores it: a NUL or a lone surrogate a body's event type holds)
+    event = as_storable(learned.event) if learned.event is not None else None
     source = getattr(verifier, "event_source", None)  # (senders without one have none)
     if event is None and source is not None:
         print(f"hookrunner: note: `event` is null: this sender's event type is read from "
@@ -324,20 +333,50 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
         headers = Headers([*headers.items(), ("content-length", str(len(body)))])
     # An id like the server's (`delivery_id is match("dlv_")` must hold here too).
     scope = build_scope(hook=hook_id, delivery_id="dlv_dry_run", received_at=time.time(),
-                        headers=headers, query=query, payload=payload, event=event,
+                        headers=headers.as_utf8(), query=query, payload=payload, event=event,
                         client_ip=client_ip)
-    results = evaluate(ruleset, hook_id, scope)
+    from hookrunner import bounds
+
+    # The server's one budget for a delivery's conditions and templates together
+    # (ingest.plan_runs): past it, the rest do not match or render here either.
+    token = bounds.start_delivery()
+    try:
+        results = evaluate(ruleset, hook_id, scope)
+        report = dry_run_report(results, scope, _refusal(settings), settings.default_timeout) \
+            if mode == "test" else None
+    finally:
+        bounds.end_delivery(token)
     if client_ip is None and any(not r.matched and _reads(r.rule.when, "client_ip")
                                  for r in results):
         print("hookrunner: note: `client_ip` is null without --client-ip, and a rule that did "
               "not match reads it: give the sender's address with --client-ip", file=sys.stderr)
-    if mode != "test":
+    if report is None:
         print(format_explain(results))
         return EXIT_OK
-    report = dry_run_report(results, scope, _refusal(settings), settings.default_timeout)
     print(report.text)
     _say_dedup_key(hook, learned, scope, body, headers.get("content-type"))
     return EXIT_FAIL if report.unrenderable or refused else EXIT_OK
+
+
+def _refused_head(headers: Any, query: list[tuple[str, str]]) -> str | None:
+    """What the server answers a request refused for its query or headers, before its body
+    (ingest.admit), or None."""
+    from hookrunner import hops
+    from hookrunner.units import parse_duration
+
+    if any("\x00" in name or "\x00" in value for name, value in query):
+        return "400 (the query string holds a NUL character)"
+    waits = [value for name, value in query if name == "wait"]
+    if len(waits) > 1:
+        return "400 (wait: given more than once)"
+    if waits:
+        try:
+            parse_duration(waits[0])
+        except ValueError as exc:
+            return f"400 (wait: {exc})"
+    if (many := hops.too_many(headers)) is not None:
+        return f"508 (loop detected: {hops.HEADER} {many})"
+    return None
 
 
 def _say_dedup_key(hook: Any, learned: Any, scope: Any, body: bytes,
@@ -422,7 +461,13 @@ async def explain_delivery(settings: Settings, delivery_id: str) -> int:
         return EXIT_FAIL
     sent = f", event {delivery.event}" if delivery.event is not None else ""
     print(f"{delivery.id} (hook {delivery.hook}{sent}) against the rules in {settings.rules}:")
-    text = format_explain(evaluate(ruleset, delivery.hook, scope))
+    from hookrunner import bounds
+
+    token = bounds.start_delivery()  # the server's budget for the delivery (see dry_run)
+    try:
+        text = format_explain(evaluate(ruleset, delivery.hook, scope))
+    finally:
+        bounds.end_delivery(token)
     print(text)
     from hookrunner.payload import form_json_hint
     from hookrunner.verify.base import Headers

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import threading
@@ -540,3 +541,62 @@ def test_test_says_what_the_server_would_do_with_the_body_and_its_resend(tmp_pat
     done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", small)
     assert ("delivery key for duplicates: none (every resend runs again): the hmac verifier has "
             "no delivery id; give the hook a `dedup:` template") in done.stdout, done.stdout
+
+
+def _one_hook(project: Path, verify: str, rules: str) -> None:
+    (project / "rules" / "ops.yaml").write_text(
+        f"hooks:\n  h:\n    verify: {verify}\nrules:\n{rules}")
+
+
+def test_test_and_explain_share_the_servers_one_second_for_a_delivery(project: Path) -> None:
+    """The server gives all the conditions and templates of a delivery 1 s together; `test`
+    and `explain` gave each its own, and showed as matching rules the server refused."""
+    rules = "".join(f'  - name: r{i}\n    hook: h\n    when: payload.s is match("(a|aa)+$")\n'
+                    f'    run: {{shell: {{argv: [scripts/touch.sh]}}}}\n' for i in range(40))
+    _one_hook(project, "none", rules)
+    payload = write_payload(project / "p.json", {"s": "a" * 40 + "b"})
+    for mode in ("explain", "test"):
+        done = hookrunner(mode, "--hook", "h", "--payload", payload, cwd=project)
+        assert "the delivery's templates took longer than 1.0 s" in done.stdout, done.stdout
+
+
+def test_a_header_byte_that_is_not_utf8_is_read_as_the_server_reads_it(project: Path) -> None:
+    """One character (latin-1), as the server reads it: it was a lone surrogate here."""
+    _one_hook(project, "none", '  - name: r\n    hook: h\n    when: headers["X-Name"] == "café"\n'
+                               '    run: {shell: {argv: [scripts/touch.sh, "{{ headers[\'X-Name\'] }}"]}}\n')
+    payload = write_payload(project / "p.json", {})
+    header = os.fsdecode(b"X-Name: caf\xe9")
+    done = hookrunner("test", "--hook", "h", "--payload", payload, "--header", header, cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("1 of 1 rule(s) match") and "- café" in done.stdout, done.stdout
+    utf8 = hookrunner("test", "--hook", "h", "--payload", payload, "--header", "X-Name: café",
+                      cwd=project)
+    assert utf8.returncode == 0 and "- café" in utf8.stdout, utf8.stdout + utf8.stderr
+
+
+def test_an_event_type_the_server_cleans_is_cleaned_here_too(project: Path) -> None:
+    """A Slack interaction's `type` with a NUL (`\\u0000` in the form's JSON): the server
+    stores (and renders) it with U+FFFD; `test` said the action could not be rendered."""
+    _one_hook(project, "{slack: {secret: {env: SLACK_SECRET}}}",
+              '  - name: r\n    hook: h\n    run: {shell: {argv: [scripts/touch.sh, "{{ event }}"]}}\n')
+    payload = project / "p.form"
+    payload.write_text("payload=%7B%22type%22%3A%22a%5Cu0000b%22%7D&x=1")
+    done = hookrunner("test", "--hook", "h", "--payload", str(payload), "--header",
+                      "Content-Type: application/x-www-form-urlencoded", cwd=project,
+                      env=demo_environ(SLACK_SECRET="slack-signing-secret"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "- a\ufffdb" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(("args", "answer"), [
+    (["--header", "X-Hookrunner-Hops: 11"], "508 (loop detected"),
+    (["--query", "wait=abc"], "400 (wait: "),
+    (["--query", "wait=1s", "--query", "wait=2s"], "400 (wait: given more than once)"),
+])
+def test_a_request_the_server_refuses_for_its_head_exits_1(
+        project: Path, args: list[str], answer: str) -> None:
+    _one_hook(project, "none", "  - name: r\n    hook: h\n    run: {shell: {argv: [scripts/touch.sh]}}\n")
+    payload = write_payload(project / "p.json", {})
+    done = hookrunner("test", "--hook", "h", "--payload", payload, *args, cwd=project)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"the server answers this request {answer}" in done.stderr, done.stderr
