@@ -140,6 +140,11 @@ def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[IPNetwo
 
 
 def is_address(text: str) -> bool:
+    """An IP address as a header or a flag gives one: without an IPv6 zone (`%eth0`), whose
+    text Python takes whatever it is (`::1%$(id);<script>`), and which names an interface
+    of the machine that sent it, nothing a client here is known by."""
+    if "%" in text:
+        return False
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -51,6 +51,9 @@ PROXY = parse_networks(["10.0.0.0/8", "fd00::/8"])
         ("10.0.0.1", ["198.51.100.1:51234"], PROXY, "198.51.100.1"),
         ("10.0.0.1", ["[2001:db8::7]:443"], PROXY, "2001:db8::7"),
         ("10.0.0.1", ["10.2.2.2:80, 198.51.100.1:9"], PROXY, "198.51.100.1"),
+        # An IPv6 zone is any text a client writes: no address (it was stored as sent).
+        ("10.0.0.1", ["2001:db8::1%$(id);<script>"], PROXY, "unknown"),
+        ("10.0.0.1", ["[fe80::1%eth0]:443"], PROXY, "unknown"),
     ],
 )
 def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(

@@ -24,8 +24,7 @@ routes: list[BaseRoute] = [
     Route("/runs/{id}", pages.run_page),
     Route("/runs/{id}/cancel", forms.cancel, methods=["POST"]),
     Route("/rules", pages.rules_page),
-    Route("/login", forms.login_form, methods=["GET"]),
-    Route("/login", forms.login, methods=["POST"]),
+    Route("/login", forms.login_page, methods=["GET", "POST"]),
     Route("/logout", forms.logout, methods=["POST"]),
     Route("/static/{name}", static.serve),
 ]

@@ -155,6 +155,14 @@ def wrong_guess(request: Request, client: str) -> None:
     gateway(request).limiter.take(_guess_key(client), GUESS_RATE, GUESS_BURST, time.time())
 
 
+async def login_page(request: Request) -> Response:
+    """`/login`, one route for both methods: the `Allow` of a 405 there lists both (two
+    routes of one path answered `Allow: GET, HEAD`, though a POST logs in)."""
+    if request.method == "POST":
+        return await login(request)
+    return login_form(request)
+
+
 async def login(request: Request) -> Response:
     try:
         form = await read_form(request)

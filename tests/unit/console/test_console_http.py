@@ -143,6 +143,12 @@ def test_login_and_static_files_need_no_session(client: TestClient) -> None:
         assert client.get(other).status_code == 404, other
 
 
+def test_a_method_login_does_not_take_is_405_naming_both_it_does(client: TestClient) -> None:
+    refused = client.put("/login")
+    assert refused.status_code == 405
+    assert {m.strip() for m in refused.headers["allow"].split(",")} >= {"GET", "POST"}
+
+
 def test_static_files_are_the_ones_read_at_the_start_and_their_urls_carry_a_hash(
     client: TestClient, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
