@@ -157,6 +157,12 @@ def body_text(body: bytes, content_type: str | None) -> str | None:
     return text.removeprefix("\ufeff")
 
 
+def form_charset(content_type: str | None) -> str:
+    """The charset a form's percent-escaped bytes are in: the labelled legacy one (an HTML
+    form's accept-charset), else UTF-8."""
+    return LEGACY_CHARSETS.get(_charset(content_type) or "", "utf-8")
+
+
 def body_labels(headers: Headers) -> tuple[str | None, str | None]:
     """The body's Content-Type and Content-Encoding as parse_body takes them. A
     Content-Encoding sent on several lines is one list (RFC 9110 5.3: `identity` then `gzip`
@@ -228,7 +234,7 @@ def _parse(text: str, content_type: str | None) -> tuple[str, Any]:
     if media == FORM:
         # Percent-escaped bytes are in the labelled legacy charset (an HTML form's
         # accept-charset), else UTF-8: bytes that are neither are refused, not made `�`.
-        charset = LEGACY_CHARSETS.get(_charset(content_type) or "", "utf-8")
+        charset = form_charset(content_type)
         try:
             fields = dict(parse_qsl(text, keep_blank_values=True, encoding=charset,
                                     errors="strict"))

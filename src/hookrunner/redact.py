@@ -286,7 +286,8 @@ def redact_url(text: str) -> str:
     """`https://user:pw@host/x?api_key=k&ref=main` ->
     `https://user:[redacted]@host/x?api_key=[redacted]&ref=main`; a user name without a
     password is the credential itself (`https://ghp_token@github.com/...`, Stripe's
-    `sk_live_...:`), and is hidden instead. Other text unchanged."""
+    `sk_live_...:`), and is hidden instead. Other text unchanged, to the character (put
+    back together, a URL loses a tab or an empty `?`: the API showed other text than ran)."""
     if not _URL_START.match(text):
         return text
     try:
@@ -294,6 +295,7 @@ def redact_url(text: str) -> str:
         port = parts.port
     except ValueError:  # not a URL after all
         return text
+    original = parts
     if parts.username is not None or parts.password is not None:
         host = parts.hostname or ""
         host = f"[{host}]" if ":" in host else host
@@ -310,7 +312,7 @@ def redact_url(text: str) -> str:
         pairs = parse_qsl(parts.fragment, keep_blank_values=True)
         if any(secret_key(name) for name, _ in pairs):
             parts = parts._replace(fragment=urlencode(redact_pairs(pairs), safe="[]"))
-    return urlunsplit(parts)
+    return text if parts == original else urlunsplit(parts)
 
 
 # A run's stored spec holds the real values at its HIDDEN_PATHS (and its concurrency key the

@@ -99,6 +99,10 @@ def test_redaction_leaves_the_stored_spec_untouched() -> None:
     # A fragment is never sent, but is kept with the URL: `#access_token=` hidden too.
     ("https://h/cb#access_token=FRAG&state=1", f"https://h/cb#access_token={REDACTED}&state=1"),
     ("https://h/docs#section-2", "https://h/docs#section-2"),
+    # Nothing to hide: the text as it is, not as urlsplit puts it back (a tab dropped, an
+    # empty `?` or `#` gone), so the API shows what the action got.
+    ("https://example.com/x\ty?#", "https://example.com/x\ty?#"),
+    ("https://h/a?ref=main&x", "https://h/a?ref=main&x"),
 ])
 def test_redact_url(text: str, shown: str) -> None:
     assert redact_url(text) == shown

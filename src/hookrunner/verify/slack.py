@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from hookrunner.errors import VerifyError
+from hookrunner.payload import body_text, form_charset
 from hookrunner.verify import crypto, jsonbody
 from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
 
@@ -46,7 +47,7 @@ class SlackVerifier:
         """The delivery id and event type, read without checking (dry runs use it too)."""
         doc = jsonbody.parse(request.body, request.headers.get("content-type"))
         if doc is None:
-            return _learned_from_form(request.body)
+            return _learned_from_form(request.body, request.headers.get("content-type"))
         challenge = jsonbody.field(doc, "challenge")
         if jsonbody.field(doc, "type") == "url_verification" and challenge is not None:
             return Verified(event="url_verification", reply={"challenge": challenge})
@@ -56,10 +57,14 @@ class SlackVerifier:
         )
 
 
-def _learned_from_form(body: bytes) -> Verified:
+def _learned_from_form(body: bytes, content_type: str | None) -> Verified:
     """Interactivity posts `payload=<JSON>` (its `type`: `block_actions`, `view_submission`,
-    ...); a slash command posts fields, `command` naming it (`/deploy`)."""
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    ...); a slash command posts fields, `command` naming it (`/deploy`). Read in the charset
+    the payload is read in (`event` was `/deploy�` where `payload.command` was `/deployé`)."""
+    text = body_text(body, content_type)
+    fields = parse_qs(body.decode("utf-8", "replace") if text is None else text,
+                      keep_blank_values=True, encoding=form_charset(content_type),
+                      errors="replace")
     if fields.get("ssl_check") == ["1"]:
         # Slack checking a slash command's certificate: answered 200, nothing journaled or run.
         return Verified(event="ssl_check", reply={})

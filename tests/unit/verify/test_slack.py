@@ -103,3 +103,19 @@ def test_event_type_falls_back_to_top_level_type() -> None:
 def test_form_bodies_name_their_interaction_type_or_command(body: bytes, event: str | None) -> None:
     result = make("slack", secret="s").verify(request(body, signed(int(NOW), body=body)))
     assert result == Verified(None, event)
+
+
+@pytest.mark.parametrize(("content_type", "event"), [
+    ("application/x-www-form-urlencoded; charset=iso-8859-1", "/deployé"),
+    ("application/x-www-form-urlencoded", "/deploy\ufffd"),  # not UTF-8, and no label says
+])
+def test_a_commands_name_is_read_in_the_forms_charset_as_its_payload_is(
+        content_type: str, event: str) -> None:
+    from hookrunner.payload import parse_body
+
+    body = b"command=%2Fdeploy%E9&text=x"
+    headers = {**signed(int(NOW), body=body), "Content-Type": content_type}
+    result = make("slack", secret="s").verify(request(body, headers))
+    assert result.event == event
+    if "charset" in content_type:
+        assert parse_body(body, content_type)["command"] == event
