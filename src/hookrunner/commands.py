@@ -49,6 +49,11 @@ def serve(settings: Settings) -> int:
               effect="actions may read this server's environment and memory")
     for low in preflight.resource_limits(settings):
         event("server.limit_low", logging.WARNING, limit=low)
+    for everyone in preflight.trusts_everyone(settings):
+        event("server.trusts_every_peer", logging.WARNING, trusted_proxy=everyone,
+              effect="any client names its own address in X-Forwarded-For: allow_ips, "
+                     "per-client rate limits and client_ip believe it",
+              hint="name the load balancers' own addresses or network")
     try:
         preflight.data_dir(settings)
         preflight.tls(settings)

@@ -43,6 +43,15 @@ FDS_PER_RUN = 4
 NOFILE_RAISED_MAX = 65536
 
 
+def trusts_everyone(settings: Settings) -> list[str]:
+    """The --trusted-proxy networks that hold every address (`0.0.0.0/0`, `::/0`): any
+    client then names its own address in X-Forwarded-For."""
+    import ipaddress
+
+    return [cidr for cidr in settings.trusted_proxy
+            if ipaddress.ip_network(cidr, strict=False).prefixlen == 0]
+
+
 def resource_limits(settings: Settings) -> list[str]:
     """Raise the soft limit of open files to the hard one (systemd's default soft limit is
     1,024, and a burst of connections and runs met it: accepted runs could not start and

@@ -1133,3 +1133,14 @@ def test_a_request_refused_for_its_method_or_query_is_counted_and_said(
     lines = [x for x in server.output().splitlines()
              if "delivery.rejected" in x and "hook=open" in x]
     assert lines and 'reason="use POST" client=127.0.0.1' in lines[0], lines
+
+
+def test_a_trusted_proxy_network_of_every_address_is_warned_of(
+    make_server: Callable[..., Server],
+) -> None:
+    """`--trusted-proxy 0.0.0.0/0` believes every peer's X-Forwarded-For: any client picks
+    its own address for allow_ips and the rate limits. Served, and said at the start."""
+    server = make_server(RULES, env=ENV, args=["--trusted-proxy", "0.0.0.0/0",
+                                               "--trusted-proxy", "10.0.0.0/8"])
+    lines = [line for line in server.output().splitlines() if "server.trusts_every_peer" in line]
+    assert len(lines) == 1 and "trusted_proxy=0.0.0.0/0" in lines[0], server.output()
