@@ -31,6 +31,10 @@ DEFAULT_MAX_QUEUED = 10_000
 DEFAULT_LEASE = 15.0  # seconds; renewed every lease/3, so failover takes ~15 s at most
 DEFAULT_TIMEOUT = 3600.0  # a rule without `timeout` may run for an hour
 DEFAULT_LOG_CAP = 10 * 1024 * 1024  # bytes of output kept per attempt
+# The run's record holds its log as one value, held in memory as it is saved: SQLite and
+# PostgreSQL take at most 1 GB of text (a log past it was never recorded: the run stayed
+# `running`, and each start failed on it), and bytes that are not UTF-8 may triple as text.
+MAX_LOG_CAP = 256 * 1024 * 1024
 DEFAULT_GRACE = 30.0  # seconds running actions get after SIGTERM before they are canceled
 MAX_HTTP_WORKERS = 64
 ENV_PREFIX = "HOOKRUNNER_"
@@ -256,8 +260,9 @@ def _check(name: str, value: Any) -> None:
         raise ValueError(f"must be at least 1, got {value}")
     if name == "http_workers" and not 1 <= value <= MAX_HTTP_WORKERS:
         raise ValueError(f"must be 1 to {MAX_HTTP_WORKERS}, got {value}")
-    if name == "log_cap" and value < 1:
-        raise ValueError(f"must be at least 1 byte, got {value}")
+    if name == "log_cap" and not 1 <= value <= MAX_LOG_CAP:
+        raise ValueError(f"must be 1 byte to {MAX_LOG_CAP // 1024 // 1024}MiB (a run's record "
+                         f"keeps its log as one database value), got {value}")
     if name == "default_timeout" and value <= 0:
         raise ValueError("must be longer than zero")
     if name == "lease" and value < MIN_LEASE:

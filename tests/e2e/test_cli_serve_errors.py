@@ -83,6 +83,8 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> 
      ["HOOKRUNNER_PORT: expected a whole number from 0 to 65535, got 'abc'"]),
     ([], {"HOOKRUNNER_GRACE": "soon"}, ["HOOKRUNNER_GRACE: expected a duration"]),
     ([], {"HOOKRUNNER_LOG_CAP": "big"}, ["HOOKRUNNER_LOG_CAP: expected a size like 512KiB"]),
+    # The record's copy of a 1 GB log was more than the store takes as one value.
+    ([], {"HOOKRUNNER_LOG_CAP": "1100MiB"}, ["HOOKRUNNER_LOG_CAP: must be 1 byte to 256MiB"]),
     (["--lease", "1ms"], {}, ["--lease: must be at least 1s, got 0.001s"]),
     (["--node", "n" * 201], {}, ["--node: at most 200 characters, got 201"]),
     (["--db", "mysql://x/y"], {}, ["--db: expected a postgresql://", "--data DIR"]),
