@@ -56,12 +56,13 @@ MAIN_GONE_SIGNAL = signal.SIGUSR1  # to the workers: the main process died, stop
 
 def serve(settings: Settings) -> int:
     swept = runtimedir.sweep()
-    runtime, owner = runtimedir.create()
+    runtime, locks = runtimedir.create()
     try:
         return _supervise(settings, runtime, swept)
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
-        os.close(owner)
+        for fd in locks:
+            os.close(fd)
 
 
 def _supervise(settings: Settings, runtime: Path, swept: list[Path]) -> int:

@@ -20,14 +20,20 @@ PREFIX = "hookrunner-"
 OWNER = "owner.lock"
 
 
-def create() -> tuple[Path, int]:
-    """A new directory and the descriptor holding its lock (close it once it is removed)."""
+def create() -> tuple[Path, tuple[int, int]]:
+    """A new directory and the descriptors holding its locks (close them once it is
+    removed): its `owner.lock`'s, and the directory's own. A /tmp cleaner (systemd-tmpfiles
+    ages /tmp by 10 days on Fedora and RHEL) leaves a directory alone while a process holds
+    a flock on it (tmpfiles.d(5)); it removed a long-running server's metrics files, shared
+    lock and rules copy (/metrics answered 500)."""
     path = Path(tempfile.mkdtemp(prefix=PREFIX))
+    held = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
     # Locked before it gets its name: a sweep never finds it unlocked.
     fd = os.open(path / (OWNER + ".new"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.rename(path / (OWNER + ".new"), path / OWNER)
-    return path, fd
+    return path, (fd, held)
 
 
 def sweep(parent: Path | None = None) -> list[Path]:
