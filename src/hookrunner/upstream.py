@@ -18,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
-from hookrunner.logs import event
+from hookrunner.logs import Throttled, event
 from hookrunner.rawhttp import ClientGone, TooLarge, disconnected, read_body
 
 # Per-connection headers are not forwarded (RFC 9110 7.6.1); the server frames its own answer
@@ -27,6 +27,9 @@ _HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"tr
                   b"transfer-encoding", b"upgrade", b"expect"})
 _OWN = frozenset({b"date", b"server"})  # this server's uvicorn adds its own
 MAX_BODY = 1024 * 1024  # the console's forms and the API's POSTs are tiny; hooks never come here
+PROBES = frozenset({"/healthz", "/readyz"})
+PROBE_WAIT = 3.0  # seconds: the main process answers /readyz within 2 s whatever its store does
+_probe_unanswered_log = Throttled("http.main_not_answering", logging.ERROR, per="path")
 
 
 def forwardable(scope: Scope) -> bool:
@@ -116,7 +119,18 @@ class Upstream:
         url = self._client.base_url.copy_with(raw_path=target + (b"?" + query if query else b""))
         request = self._client.build_request(scope["method"], url, headers=headers, content=body)
         try:
-            response = await self._client.send(request, stream=True)
+            if scope["path"] in PROBES:
+                # A main process that does not answer (hung, stopped) held a health check
+                # without end while hooks were still answered 202: it hears 503 in time.
+                try:
+                    async with asyncio.timeout(PROBE_WAIT):
+                        response = await self._client.send(request, stream=True)
+                except TimeoutError:
+                    _probe_unanswered_log(path=scope["path"], waited_seconds=PROBE_WAIT)
+                    await _answer(send, 503, b'{"error":"main process not answering"}')
+                    return
+            else:
+                response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             event("http.forward_failed", logging.ERROR, path=scope["path"], error=repr(exc))
             await _answer(send, 502, b'{"error":"main process unreachable"}')

@@ -185,6 +185,25 @@ def test_a_dead_main_process_stops_the_server_at_once_though_a_wait_is_pending(
     server.stop()
 
 
+def test_a_health_check_hears_503_in_time_from_a_main_process_that_does_not_answer(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """The main process stopped (SIGSTOP, a hang): a worker forwarded /readyz and waited
+    without end, while it went on answering hooks 202 whose runs nothing started."""
+    server, _ = two_workers(make_server, project)
+    main = int(re.search(r"server.http_workers .*main_pid=(\d+)", server.output()).group(1))  # type: ignore[union-attr]
+    os.kill(main, signal.SIGSTOP)
+    try:
+        for path in ("/readyz", "/healthz"):
+            answer = httpx.get(server.url + path, timeout=30)
+            assert answer.status_code == 503, answer.text
+            assert answer.json() == {"error": "main process not answering"}
+    finally:
+        os.kill(main, signal.SIGCONT)
+    assert httpx.get(server.url + "/readyz", timeout=30).status_code == 200
+    assert "http.main_not_answering" in server.output()
+
+
 def test_a_crash_of_the_whole_server_loses_no_accepted_delivery(
     make_server: Callable[..., Server], project: Path
 ) -> None:
