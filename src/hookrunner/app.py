@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 import signal
 from collections.abc import AsyncIterator
@@ -530,7 +531,7 @@ def create_app(settings: Settings, shared: Shared | None = None, worker: bool = 
                 loop.add_signal_handler(RELOAD_SIGNAL, rules.request_reload)
                 loop.add_signal_handler(signal.SIGHUP, ask_supervisor_to_reload)
         if worker:
-            event("server.http_worker_started", node=settings.node)
+            event("server.http_worker_started", node=settings.node, pid=os.getpid())
         else:
             scheme = "https" if settings.ssl_certfile else "http"
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
