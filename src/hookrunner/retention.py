@@ -23,6 +23,9 @@ def prune_interval(keep: float) -> float:
     return max(PRUNE_EVERY_MIN, min(PRUNE_EVERY, keep / 2))
 
 
+RUN_DIR_PREFIX = "run_"  # every run id's (ids.new_id("run")), since the first version
+
+
 def prune_run_dirs(parents: list[Path], before: float, keep: frozenset[str] = frozenset(),
                    progress: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
     """Remove run directories last modified before `before` (except `keep`): how many went,
@@ -45,6 +48,8 @@ def stale_run_dirs(parents: list[Path], before: float,
             problems.append(f"cannot list {parent}: {exc.strerror or exc}")
             continue
         for d in entries:
+            if not d.name.startswith(RUN_DIR_PREFIX):
+                continue  # no run's (`run_<id>`): an operator's, or another tool's, kept
             try:
                 if d.name in keep or d.is_symlink() or not d.is_dir() or _newest_mtime(d) >= before:
                     continue

@@ -35,6 +35,15 @@ def test_old_dirs_go_new_ones_kept_ones_and_links_stay(tmp_path: Path) -> None:
     assert not old.exists() and new.exists() and running.exists() and target.exists()
 
 
+def test_only_run_directories_are_pruned(tmp_path: Path) -> None:
+    """A directory no run id names (an operator's notes, another tool's) is left alone."""
+    logs = tmp_path / "logs"
+    others = [_run_dir(logs, name, OLD) for name in ("notarun", "ünïcode", "runs-backup")]
+    _run_dir(logs, "run_old", OLD)
+    assert prune_run_dirs([logs], time.time() - 3600) == (1, [])
+    assert all(d.exists() for d in others)
+
+
 def test_a_parent_that_is_not_a_directory_is_skipped(tmp_path: Path) -> None:
     (tmp_path / "logs").write_text("")
     _run_dir(tmp_path / "work", "run_old", OLD)
