@@ -776,11 +776,15 @@ class Dispatcher:
             if now - last_renew < self.settings.lease / 3:
                 continue
             held = False
+            if self.identity_lost:  # nothing under this name is this server's to renew
+                self._identity_ok = False
+                continue
             with self._round("renewals"):
                 identity_error: StoreUnavailable | None = None
                 try:
                     if not await self.store.lock_node(self.node):
                         self._lose_identity()
+                        continue
                 except StoreUnavailable as exc:
                     # Its own connection (no slot for it, say): the pool's may work, and
                     # this node's leases must go on being renewed meanwhile.
@@ -798,16 +802,24 @@ class Dispatcher:
         settles "our" running runs as left by a dead server (retried or failed), so ours
         are stopped at once, and the whole server stops (`on_identity_lost`), rather than
         go on accepting and journaling under a name it no longer holds."""
-        if self._stopping and self.identity_lost:
+        if self.identity_lost:
             return  # said, and under way
-        self.identity_lost = True
+        self.identity_lost = self._stopping = True  # (no claim from here on)
+        self._identity_ok = False
         event("dispatcher.identity_lost", logging.ERROR, node=self.node,
-              effect="canceling its running runs and stopping the server",
+              effect="stopping its running runs at once and the server",
               hint="another server runs with this node name: give each its own --node")
-        for run_id in self._active:
-            self._cancel_reason.setdefault(run_id, IDENTITY_LOST)
-        self.begin_stop()
-        self._cancel_running()
+        for run_id, (_, cancel) in list(self._active.items()):
+            if run_id in self._recording:
+                continue  # ended already: its result is being stored
+            # Recorded by none here: the other server settles them as a dead one's (retried
+            # per their rule, or failed), as it does a run whose lease was taken.
+            self._lost.add(run_id)
+            self._cancel_reason[run_id] = IDENTITY_LOST
+            self._doomed(run_id, None, "another server took this node's name")
+            cancel.set()
+            event("run.lease_lost", logging.WARNING, run_id=run_id, reason="identity lost")
+        self.begin_stop(grace=0)
         if self.on_identity_lost is not None:
             self.on_identity_lost()
 

@@ -616,12 +616,13 @@ def test_a_second_node_on_the_same_data_dir_is_refused(nodes: Nodes, project: Pa
 def test_a_node_whose_name_another_server_took_while_it_ran_stops(
         nodes: Nodes, project: Path, http_workers: int) -> None:
     """A node's identity lock lives on its own connection: cut, and taken by another server
-    started under the same --node before the node took it again, the node cancels its
-    running runs at once (the other settles them as left by a dead server) and exits 4.
-    It went on accepting and journaling, saying identity_lost every round, without end."""
+    started under the same --node before the node took it again, the node kills its running
+    actions at once and exits 4, recording nothing of them: the server now under that name
+    settles them as left by a dead one (here: retried per the rule). It went on accepting
+    and journaling, saying identity_lost every round, without end."""
     nodes.rules(_slow_rules(project))
     n1 = nodes.server("n1", args=["--http-workers", str(http_workers)]).start()
-    run_id = post(n1, {"retry": False}).json()["runs"][0]
+    run_id = post(n1, {"retry": True}).json()["runs"][0]
     until(lambda: len(nodes.lines("events")) == 1, 15, "the run started on n1")
     pid = int((project / "out" / "pids").read_text().split()[0])
     assert n1.proc is not None
@@ -636,12 +637,19 @@ def test_a_node_whose_name_another_server_took_while_it_ran_stops(
         taker.execute("SELECT pg_terminate_backend(%s)", [holder])
         until(lambda: taker.execute("SELECT pg_try_advisory_lock(%s)", key).fetchone()[0],
               10, "the name's lock taken by the test, as another server would")
+        t0 = time.monotonic()
         assert n1.proc.wait(timeout=30) == 4
-    assert not _alive(pid)
-    output = n1.output()
-    assert output.count("dispatcher.identity_lost") == 1, output
-    assert "another server took this node's name" in \
-        str(query(nodes.db, "SELECT reason FROM runs WHERE id = %s", [run_id]))
+        assert time.monotonic() - t0 < 10  # not the shell's 5 s TERM grace, nor the stop's 30
+        assert not _alive(pid)
+        output = n1.output()
+        assert output.count("dispatcher.identity_lost") == 1, output
+        assert query(nodes.db, "SELECT status FROM runs WHERE id = %s", [run_id]) == \
+            [("running",)]  # n1's no more: not recorded there
+    # The server under that name now (the test's lock gone): its start settles the run.
+    n1.start()
+    assert wait_terminal(nodes.db, [run_id], timeout=30)[run_id] == "succeeded"
+    assert query(nodes.db, "SELECT attempt, status FROM attempts WHERE run_id = %s "
+                           "ORDER BY attempt", [run_id]) == [(1, "failed"), (2, "succeeded")]
 
 
 def test_a_node_refused_the_data_dir_at_start_leaves_the_store_alone(

@@ -331,8 +331,10 @@ class TerraformRunner:
                                    "waiting for another run's init of this dir") as stopped:
                 if stopped is not None:
                     return stopped
-                stamp = await asyncio.to_thread(init_stamp, workdir)
-                if not _initialized(workdir, stamp):
+                # (what the server reads and writes there goes through the pinned dir too)
+                pinned = Path(cwd)
+                stamp = await asyncio.to_thread(init_stamp, pinned)
+                if not _initialized(pinned, stamp):
                     ctx.log.note(f"{binary_name} init")
                     init_out = TextErrors(ctx.log.write)
                     result = await setup_step([binary, "init", "-input=false", "-no-color"],
@@ -340,9 +342,9 @@ class TerraformRunner:
                     if result.outcome != "succeeded":
                         return _failed_step(result, "init", init_out.errors)
                     # Again: init writes .terraform.lock.hcl and learns the modules' dirs.
-                    _mark_initialized(workdir, await asyncio.to_thread(init_stamp, workdir))
+                    _mark_initialized(pinned, await asyncio.to_thread(init_stamp, pinned))
                 if workspace != DEFAULT_WORKSPACE:
-                    result = await _ensure_workspace(setup_step, binary, workspace, ctx, workdir)
+                    result = await _ensure_workspace(setup_step, binary, workspace, ctx, pinned)
                     if result.outcome != "succeeded":
                         return result
             return await self._command(step, binary, binary_name, command, workspace,

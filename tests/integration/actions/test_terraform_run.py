@@ -347,10 +347,18 @@ async def test_a_dir_swapped_for_a_link_out_of_root_after_its_check_is_not_enter
         "fi\n"
         f'exec "{shutil.which("terraform")}" "$@"\n')
     wrapper.chmod(0o755)
-    spec = {"dir": "terraform/app", "command": "apply", "binary": str(wrapper)}
+    spec = {"dir": "terraform/app", "command": "apply", "binary": str(wrapper),
+            "workspace": "ws1"}
     result = await TF.run(spec, harness.ctx())
     assert (d).is_symlink(), "the wrapper swapped the dir"
     assert result.outcome == "succeeded", harness.log_text()
     assert result.outputs["outputs"] == {"cwd": str((harness.root / "terraform" /
                                                        "app-moved").resolve())}
-    assert not (outside / "terraform.tfstate").exists()
+    # Nothing of the run's there: not its state, nor what the server keeps of the dir (its
+    # init stamp, the selected workspace it puts back).
+    assert not (outside / "terraform.tfstate.d").exists()
+    assert not (outside / ".terraform").exists()
+    moved = harness.root / "terraform" / "app-moved"
+    assert (moved / ".terraform" / "hookrunner-init").exists() or \
+        any((moved / ".terraform").iterdir())
+    assert not (moved / ".terraform" / "environment").exists()  # the default selected again
