@@ -230,7 +230,7 @@ def _parse_header(text: str) -> tuple[str, str]:
     # As the server receives it: names lower-cased (`{{ headers }}`), the value's bytes
     # one character each (latin-1), read as UTF-8 where they are (Headers.as_utf8) once
     # the verifier has had them; a byte that is not UTF-8 stays a character of its own.
-    return name.strip().lower(), os.fsencode(value.strip()).decode("latin-1")
+    return name.strip().lower(), os.fsencode(value.strip(" \t")).decode("latin-1")
 
 
 def _refused_header(content_type: str | None, encoding: str | None) -> str:
@@ -258,7 +258,7 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     exits 1 when a matching rule's action cannot be rendered (a CI check catches it)."""
     from hookrunner.payload import PayloadError, as_storable, body_labels, parse_body
     from hookrunner.rules.match import build_scope, evaluate
-    from hookrunner.rules.report import dry_run_report, format_explain
+    from hookrunner.rules.report import dry_run_report, format_explain, render_matched
     from hookrunner.verify.base import Headers, SignedRequest
 
     # The command line first: a typo there is a usage error (2), whatever the rules say.
@@ -282,6 +282,11 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
               file=sys.stderr)
         return EXIT_FAIL
     hook = ruleset.hooks[hook_id]
+    if (bad := _refused_query(query_pairs)) is not None:
+        print(f"hookrunner: the server answers this request {bad}, and journals and runs "
+              "nothing", file=sys.stderr)
+        return EXIT_FAIL
+    from hookrunner import hops
     from hookrunner.clientip import allowed
 
     refused = client_ip is not None and bool(hook.allow_ips) and \
@@ -292,9 +297,9 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     elif client_ip is None and hook.allow_ips:
         print(f"hookrunner: note: hook {hook_id!r} has allow_ips, and no --client-ip was given: "
               "the server refuses (403) a request from any other address", file=sys.stderr)
-    if (head := _refused_head(headers, query_pairs)) is not None:
-        print(f"hookrunner: the server answers this request {head}, and journals and runs "
-              "nothing", file=sys.stderr)
+    if not refused and (many := hops.too_many(headers)) is not None:
+        print(f"hookrunner: the server answers this request 508 (loop detected: "
+              f"{hops.HEADER} {many}), and journals and runs nothing", file=sys.stderr)
         return EXIT_FAIL
     if len(body) > hook.max_body:  # as the server does, before anything else of the body
         print(f"hookrunner: the body is {len(body)} bytes, past the max_body of hook "
@@ -347,10 +352,11 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     token = bounds.start_delivery()
     try:
         results = evaluate(ruleset, hook_id, scope)
-        report = dry_run_report(results, scope, _refusal(settings), settings.default_timeout) \
-            if mode == "test" else None
+        rendered = render_matched(results, scope) if mode == "test" else None
     finally:
         bounds.end_delivery(token)
+    report = None if rendered is None else dry_run_report(
+        results, scope, _refusal(settings), settings.default_timeout, rendered)
     if client_ip is None and any(not r.matched and _reads(r.rule.when, "client_ip")
                                  for r in results):
         print("hookrunner: note: `client_ip` is null without --client-ip, and a rule that did "
@@ -363,14 +369,11 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
     return EXIT_FAIL if report.unrenderable or refused else EXIT_OK
 
 
-def _refused_head(headers: Any, query: list[tuple[str, str]]) -> str | None:
-    """What the server answers a request refused for its query or headers, before its body
-    (ingest.admit), or None."""
-    from hookrunner import hops
+def _refused_query(query: list[tuple[str, str]]) -> str | None:
+    """What the server answers a request refused for its query, first of all (ingest.admit;
+    a NUL, which it refuses too, cannot come from the command line), or None."""
     from hookrunner.units import parse_duration
 
-    if any("\x00" in name or "\x00" in value for name, value in query):
-        return "400 (the query string holds a NUL character)"
     waits = [value for name, value in query if name == "wait"]
     if len(waits) > 1:
         return "400 (wait: given more than once)"
@@ -379,8 +382,6 @@ def _refused_head(headers: Any, query: list[tuple[str, str]]) -> str | None:
             parse_duration(waits[0])
         except ValueError as exc:
             return f"400 (wait: {exc})"
-    if (many := hops.too_many(headers)) is not None:
-        return f"508 (loop detected: {hops.HEADER} {many})"
     return None
 
 

@@ -46,10 +46,10 @@ NOFILE_RAISED_MAX = 65536
 def trusts_everyone(settings: Settings) -> list[str]:
     """The --trusted-proxy networks that hold every address (`0.0.0.0/0`, `::/0`): any
     client then names its own address in X-Forwarded-For."""
-    import ipaddress
+    from hookrunner.clientip import network
 
-    return [cidr for cidr in settings.trusted_proxy
-            if ipaddress.ip_network(cidr, strict=False).prefixlen == 0]
+    # (as the server reads them: `::ffff:0:0/96` is every IPv4 address)
+    return [cidr for cidr in settings.trusted_proxy if network(cidr).prefixlen == 0]
 
 
 def resource_limits(settings: Settings) -> list[str]:

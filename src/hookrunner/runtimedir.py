@@ -28,11 +28,20 @@ def create() -> tuple[Path, tuple[int, int]]:
     lock and rules copy (/metrics answered 500)."""
     path = Path(tempfile.mkdtemp(prefix=PREFIX))
     held = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    # Locked before it gets its name: a sweep never finds it unlocked.
-    fd = os.open(path / (OWNER + ".new"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.rename(path / (OWNER + ".new"), path / OWNER)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Locked before it gets its name: a sweep never finds it unlocked.
+        fd = os.open(path / (OWNER + ".new"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except BaseException:
+        os.close(held)
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(path / (OWNER + ".new"), path / OWNER)
+    except BaseException:
+        os.close(fd)
+        os.close(held)
+        raise
     return path, (fd, held)
 
 

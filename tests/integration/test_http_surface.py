@@ -1141,6 +1141,8 @@ def test_a_trusted_proxy_network_of_every_address_is_warned_of(
     """`--trusted-proxy 0.0.0.0/0` believes every peer's X-Forwarded-For: any client picks
     its own address for allow_ips and the rate limits. Served, and said at the start."""
     server = make_server(RULES, env=ENV, args=["--trusted-proxy", "0.0.0.0/0",
-                                               "--trusted-proxy", "10.0.0.0/8"])
+                                               "--trusted-proxy", "10.0.0.0/8",
+                                               "--trusted-proxy", "::ffff:0:0/96"])
     lines = [line for line in server.output().splitlines() if "server.trusts_every_peer" in line]
-    assert len(lines) == 1 and "trusted_proxy=0.0.0.0/0" in lines[0], server.output()
+    assert len(lines) == 2 and "trusted_proxy=0.0.0.0/0" in lines[0], server.output()
+    assert "trusted_proxy=::ffff:0:0/96" in lines[1], server.output()  # every IPv4 address

@@ -87,11 +87,32 @@ def format_test(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> str:
     return dry_run_report(results, scope).text
 
 
+Rendered = tuple[dict[str, Any], "str | None"] | TemplateError  # an action and its key
+
+
+def render_matched(results: Sequence[RuleResult], scope: Mapping[str, Any]) -> list[Rendered]:
+    """Each matching rule's action and concurrency key, or why it cannot be rendered, in the
+    order of `results`' matching rules."""
+    out: list[Rendered] = []
+    for r in results:
+        if r.matched:
+            try:
+                action = render_action(r.rule, scope)
+                out.append((action, concurrency_key(r.rule, scope, action)[0]))
+            except TemplateError as exc:
+                out.append(exc)
+    return out
+
+
 def dry_run_report(results: Sequence[RuleResult], scope: Mapping[str, Any],
                    refusal: Refusal | None = None,
-                   default_timeout: float | None = None) -> DryRunReport:
+                   default_timeout: float | None = None,
+                   rendered: Sequence[Rendered] | None = None) -> DryRunReport:
+    """`rendered`: render_matched's, where it was made apart (within the server's budget
+    for a delivery's templates, which the refusals' file reads must not spend)."""
     if not results:
         return DryRunReport("no rules for this hook", 0)
+    renders = iter(render_matched(results, scope) if rendered is None else rendered)
     matched = [r for r in results if r.matched]
     lines = [f"{len(matched)} of {len(results)} rule(s) match"]
     failed = 0
@@ -102,13 +123,12 @@ def dry_run_report(results: Sequence[RuleResult], scope: Mapping[str, Any],
             lines.append(f"    not matched: {r.error}" if r.error else "    not matched")
             continue
         rule = r.rule
-        try:
-            action = render_action(rule, scope)
-            key, _ = concurrency_key(rule, scope, action)
-        except TemplateError as exc:
-            lines.append(f"    {ERR} {UNRENDERABLE}: {exc}")
+        made = next(renders)
+        if isinstance(made, TemplateError):
+            lines.append(f"    {ERR} {UNRENDERABLE}: {made}")
             failed += 1
             continue
+        action, key = made
         lines.append(f"    run: {rule.action_kind}")
         lines += _dump(_as_run(rule.action_kind, action), "      ")
         refused = refusal(rule.action_kind, action) if refusal is not None else None
