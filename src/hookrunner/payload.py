@@ -5,6 +5,7 @@ GitHub's form-encoded deliveries carry the JSON in a `payload=` field; it is unw
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
@@ -129,9 +130,22 @@ def unstorable(value: Any) -> bool:
     return False
 
 
-# Single-byte charsets an old client may really send (any byte decodes in them).
+# Single-byte charsets an old client may really send. Any byte decodes in them: the five
+# windows-1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D) as the C1 controls of the
+# same number, as browsers decode them (WHATWG Encoding), through AS_LATIN1 (Python's
+# cp1252 refused them: a 500).
 LEGACY_CHARSETS = {"iso-8859-1": "latin-1", "latin1": "latin-1", "latin-1": "latin-1",
                    "windows-1252": "cp1252", "cp1252": "cp1252", "iso-8859-15": "iso8859-15"}
+AS_LATIN1 = "hookrunner.as_latin1"
+
+
+def _as_latin1(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return exc.object[exc.start:exc.end].decode("latin-1"), exc.end
+
+
+codecs.register_error(AS_LATIN1, _as_latin1)
 
 
 def _charset(content_type: str | None) -> str | None:
@@ -153,7 +167,7 @@ def body_text(body: bytes, content_type: str | None) -> str | None:
         charset = _charset(content_type)
         if charset not in LEGACY_CHARSETS:
             return None
-        text = body.decode(LEGACY_CHARSETS[charset])
+        text = body.decode(LEGACY_CHARSETS[charset], AS_LATIN1)
     return text.removeprefix("\ufeff")
 
 
@@ -237,7 +251,7 @@ def _parse(text: str, content_type: str | None) -> tuple[str, Any]:
         charset = form_charset(content_type)
         try:
             fields = dict(parse_qsl(text, keep_blank_values=True, encoding=charset,
-                                    errors="strict"))
+                                    errors="strict" if charset == "utf-8" else AS_LATIN1))
         except UnicodeDecodeError:
             raise PayloadError(400, "a form field's percent-escaped bytes are not valid UTF-8 "
                                     "(label a legacy charset: `; charset=iso-8859-1`)") from None
