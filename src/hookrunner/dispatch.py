@@ -428,8 +428,8 @@ class Dispatcher:
         error = f"{type(exc).__name__}: {exc}"[:200]
         self._loop_errors[name] = (count, error)
         if count == 1:
-            logging.getLogger("hookrunner").error("dispatcher.loop_failed task=%s", name,
-                                                  exc_info=exc)
+            logging.getLogger("hookrunner").error("dispatcher.loop_failed", exc_info=exc,
+                                                  extra={"fields": {"task": name}})
         else:
             _loop_failed_log(task=name, error=error, in_a_row=count)
 

@@ -28,6 +28,8 @@ import time
 
 from jinja2.exceptions import SecurityError
 
+from hookrunner.logs import event
+
 CHECK_EVERY = 0.05  # seconds between the watchdog's looks while a render is in progress
 MARGIN = 0.1  # CPU seconds past its budget a render may take before it is interrupted
 WALL_FACTOR = 5  # ... or this many times its budget of wall time (a thread kept off the CPU)
@@ -92,9 +94,8 @@ class _Watchdog:
                 except RuntimeError as exc:  # no thread to be had (a limit): unwatched
                     if not self._failed:
                         self._failed = True
-                        logging.getLogger("hookrunner").error(
-                            "templates.watchdog_failed error=%s then=%s", exc,
-                            "renders are bounded by their own checks only")
+                        event("templates.watchdog_failed", logging.ERROR, error=str(exc),
+                              then="renders are bounded by their own checks only")
                     return False
                 self._thread = thread
         return True

@@ -91,8 +91,9 @@ async def replay_delivery(
         finally:
             if queue is not None:
                 queue.accepted(committed, reserved)
-    answer: dict[str, Any] = {"delivery_id": delivery.id, "runs": [r.id for r in runs],
-                              "matches": matches, "no_longer_matched": no_longer}
+    answer: dict[str, Any] = {"delivery_id": delivery.id, "hook": delivery.hook,
+                              "runs": [r.id for r in runs], "matches": matches,
+                              "no_longer_matched": no_longer}
     if no_longer and reads_redacted(delivery) and any(
             _reads_request(ruleset, name) for name in no_longer):
         answer["note"] = NOTE_REDACTED
@@ -128,4 +129,4 @@ def replayed(gw: Gateway, answer: dict[str, Any], via: str) -> None:
     errors its matching met, as the accept path does."""
     event("delivery.replayed", delivery_id=answer["delivery_id"], via=via,
           runs=",".join(answer["runs"]) or None)
-    report_condition_errors(gw, answer["matches"], answer["delivery_id"])
+    report_condition_errors(gw, answer["matches"], answer["delivery_id"], answer["hook"])

@@ -313,6 +313,7 @@ rules:
     with server.admin() as c:
         answer = c.post(f"/api/deliveries/{first['delivery_id']}/replay")  # queued: 1
         assert answer.status_code == 202, answer.text
+        assert answer.json()["hook"] == "h"  # (and its condition error's log line names it)
         assert httpx.post(f"{server.url}/hooks/h", json={"kind": "slow"}, timeout=30).status_code == 202
         answer = c.post(f"/api/deliveries/{first['delivery_id']}/replay")  # queued: 2, full
         assert answer.status_code == 503, answer.text

@@ -502,3 +502,24 @@ def test_a_serving_process_collects_cycles_at_its_own_pace() -> None:
         assert gc.get_threshold() == (50_000, 5, 7)
     finally:
         gc.set_threshold(*saved)
+
+
+def test_a_failed_loop_rounds_first_line_is_the_event_with_its_fields(tmp_path: Path) -> None:
+    """In JSON its event was `dispatcher.loop_failed task=claim`: a filter on the event
+    name missed the one line with the traceback."""
+    from hookrunner.dispatch import Dispatcher
+    from hookrunner.metrics import Metrics
+    from hookrunner.settings import Settings
+    from hookrunner.store.memory import MemoryStore
+
+    dispatcher = Dispatcher(Settings(data=tmp_path), MemoryStore(), Metrics())
+    with captured_log("json") as out:
+        for _ in range(2):
+            try:
+                raise ValueError("a row it cannot read")
+            except ValueError as exc:
+                dispatcher._loop_failed("claim", exc)
+    first, second = events_in(out)
+    assert first["event"] == second["event"] == "dispatcher.loop_failed"
+    assert first["task"] == second["task"] == "claim"
+    assert "ValueError: a row it cannot read" in first["exception"]
