@@ -5,6 +5,7 @@ cancel and the rules page. Screenshots land in test-artifacts/e2e/."""
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 import sqlite3
 import time
@@ -18,7 +19,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from hookrunner.api import MAX_LOG_STREAMS
 from tests.e2e.conftest import shot
-from tests.serverproc import ADMIN_TOKEN, Server, post_github
+from tests.serverproc import ADMIN_TOKEN, Server, github_signature, post_github
 
 SECRET = "e2e-github-secret"
 
@@ -43,6 +44,16 @@ rules:
     run:
       shell:
         argv: ["scripts/long.sh"]
+  - name: bidi-hold
+    hook: github
+    when: event == "push" and payload.ref == "refs/heads/bidi"
+    concurrency: {key: bidi}
+    run: {shell: {argv: ["sleep", "3"]}}
+  - name: bidi-play
+    hook: github
+    when: event == "push" and payload.ref == "refs/heads/bidi"
+    concurrency: {key: bidi}
+    run: {ansible: {playbook: "{{ payload.name }}"}}
   - name: flaky
     hook: github
     when: event == "push" and payload.ref == "refs/heads/flaky"
@@ -386,6 +397,50 @@ def test_a_run_waiting_for_its_retry_shows_the_failed_attempt_then_follows_the_n
     assert_not_reloaded(page)
 
 
+def test_what_the_live_run_page_writes_is_shown_as_the_server_writes_it(
+    page: Page, server: Server
+) -> None:
+    """A run watched while it waits: its reason, written by the script when it ended, put a
+    payload's bidi override in the page raw (`playbooks/siteexe.yml` for site<U+202E>lmy.exe),
+    and "Waiting for" and "Node" stayed as they were when the page was made."""
+    login(page, server, "/rules")
+    r = post_github(server.url, SECRET, {"ref": "refs/heads/bidi", "after": "b1",
+                                         "name": "site\u202elmy.exe"},
+                    delivery=f"gh-bidi-{time.time()}")
+    assert r.status_code == 202, r.text
+    _held, watched = r.json()["runs"]
+    page.goto(f"{server.url}/runs/{watched}")
+    mark_page(page)
+    expect(page.locator("#run-waiting")).to_contain_text("its concurrency key, held by")
+    expect(page.locator("#run-status")).to_have_text("failed", timeout=20_000)
+    expect(page.locator("#run-reason")).to_contain_text("site<U+202E>lmy.exe")
+    expect(page.locator("#attempts tbody")).to_contain_text("site<U+202E>lmy.exe")
+    expect(page.locator("#run-waiting")).to_be_hidden()
+    expect(page.locator("#run-node")).not_to_have_text("—")
+    assert_not_reloaded(page)
+    shot(page, "11-run-ended-live-bidi")
+
+
+def test_a_senders_very_long_values_do_not_widen_the_pages(page: Page, server: Server) -> None:
+    """One value without spaces (a 20,000-character header, a 5,000-character query value,
+    a 3,000-character event type) made the delivery page 144,000 pixels wide, and the
+    deliveries list's run and delivery columns start 25,000 pixels to the right."""
+    body = json.dumps({"ref": "refs/heads/none", "x": "Z" * 5000}).encode()
+    r = httpx.post(f"{server.url}/hooks/github", params={"a": "L" * 5000}, content=body,
+                   headers={"Content-Type": "application/json", "X-GitHub-Event": "E" * 3000,
+                            "X-Hub-Signature-256": github_signature(SECRET, body),
+                            "X-Long": "H" * 20000, "X-GitHub-Delivery": f"gh-wide-{time.time()}"},
+                   timeout=30)
+    assert r.status_code == 202, r.text
+    login(page, server, f"/deliveries/{r.json()['delivery_id']}")
+    for path in (f"/deliveries/{r.json()['delivery_id']}", "/"):
+        page.goto(server.url + path)
+        expect(page.locator("main")).to_contain_text("E" * 50)
+        wide, view = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert wide <= view + 2, (path, wide, view)
+    shot(page, "12-long-values")
+
+
 def test_cancel_button_stops_a_long_run(page: Page, server: Server, gates: Path) -> None:
     long = push(server, gates, ref="refs/heads/long")
     (run_id,) = long["runs"]
@@ -400,7 +455,7 @@ def test_cancel_button_stops_a_long_run(page: Page, server: Server, gates: Path)
 
 def test_rules_page_lists_hooks_and_rules_with_their_source_lines(page: Page, server: Server) -> None:
     login(page, server, "/rules")
-    expect(page.locator("#reload-ok")).to_contain_text("1 hooks, 3 rules")
+    expect(page.locator("#reload-ok")).to_contain_text("1 hooks, 5 rules")
     expect(page.locator("#hook-github")).to_contain_text("rules.yaml:3")
     expect(page.locator("#hook-github")).to_contain_text("1 MiB")
     expect(page.locator("#hook-github")).to_contain_text("Pushes of octo/app.")

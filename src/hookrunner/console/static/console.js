@@ -105,9 +105,18 @@ async function getRun(id) {
   }
 }
 
+// A value as the server's pages write it (present.shown): control characters as their
+// pictures, bidirectional controls as their code point (`evil<U+202E>txt.exe`, not a name
+// reordered to read `evilexe.txt`). Everything the script writes from the API goes through it.
+function shown(text) {
+  return (text ?? "").toString().replace(CONTROLS,
+    (c) => String.fromCharCode(c === "\x7f" ? 0x2421 : 0x2400 + c.charCodeAt(0)))
+    .replace(BIDI, (c) => `<U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}>`);
+}
+
 function setText(id, text) {
   const el = document.getElementById(id);
-  if (el) el.textContent = text;
+  if (el) el.textContent = shown(text);
 }
 
 function showRun(run) {
@@ -120,6 +129,13 @@ function showRun(run) {
   setText("run-reason", run.reason || "—");
   setText("run-started", fmtTime(run.started_at));
   setText("run-finished", fmtTime(run.finished_at));
+  setText("run-node", run.node || "—");
+  const waiting = document.getElementById("run-waiting");
+  const waitingLabel = document.getElementById("run-waiting-label");
+  if (waiting && waitingLabel) {
+    waiting.hidden = waitingLabel.hidden = run.status !== "queued";
+    waiting.textContent = run.status === "queued" ? shown(waitingText(run.waiting)) : "";
+  }
   const end = run.finished_at ?? (TERMINAL.has(run.status) ? null : Date.now() / 1000);
   // An ended run took what its last attempt took (as the page says when it is made).
   const last = Array.isArray(run.attempts) && run.attempts.length ? run.attempts[run.attempts.length - 1] : null;
@@ -149,7 +165,7 @@ function showUnrecorded(ended) {
 
 function cell(text, cls) {
   const td = document.createElement("td");
-  td.textContent = text;
+  td.textContent = shown(text);
   if (cls) td.className = cls;
   return td;
 }
@@ -191,9 +207,7 @@ const PARTIAL_ESCAPE = /\x1b(?:\[[0-?]*[ -\/]*|\][^\x07\x1b]*)?$/;
 // written out as their code point, as the server's pages do (present.shown).
 const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 function visibleLog(text) {
-  return text.replace(ESCAPES, "").replace(CONTROLS,
-    (c) => String.fromCharCode(c === "\x7f" ? 0x2421 : 0x2400 + c.charCodeAt(0)))
-    .replace(BIDI, (c) => `<U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}>`);
+  return shown(text.replace(ESCAPES, ""));
 }
 
 // A log the server did not send (a 503 while it sends 64 logs already): not the whole log.
@@ -356,7 +370,7 @@ async function liveDeliveryRuns() {
       const b = tr.querySelector(".c-status");
       b.textContent = run.status;
       b.className = `badge ${STATUS_CLASSES[run.status] || "st-muted"} c-status`;
-      tr.querySelector(".c-reason").textContent = run.reason || "";
+      tr.querySelector(".c-reason").textContent = shown(run.reason || "");
       tr.querySelector(".c-attempt").textContent = `${run.attempt}/${run.max_attempts}`;
       tr.querySelector(".c-exit").textContent = run.exit_code === null ? "—" : String(run.exit_code);
       tr.querySelector(".c-started").textContent = fmtTime(run.started_at);
