@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import re
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -80,6 +81,9 @@ class StartMarks:
         self._live: Counter[tuple[str, int]] = Counter()  # starts less ends, per attempt
         self._fd = -1
         self._size = 0
+        # Marks are written by the threads that start processes, just before each start
+        # (hookrunner.actions.process), ends by the event loop.
+        self._lock = threading.RLock()
 
     def open(self) -> None:
         """Start a fresh file (call once what `recorded` says has been acted on)."""
@@ -87,31 +91,34 @@ class StartMarks:
 
     def mark(self, run_id: str, attempt: int) -> None:
         """Record that `attempt` of `run_id` starts now. OSError if it cannot be written."""
-        self._append(f"{run_id} {attempt}\n")
-        self._live[(run_id, attempt)] += 1
-        if self._size > COMPACT_AT:
-            with contextlib.suppress(OSError):  # the old file goes on growing meanwhile
-                self._rewrite()
+        with self._lock:
+            self._append(f"{run_id} {attempt}\n")
+            self._live[(run_id, attempt)] += 1
+            if self._size > COMPACT_AT:
+                with contextlib.suppress(OSError):  # the old file goes on growing meanwhile
+                    self._rewrite()
 
     def probe(self) -> None:
         """Whether a mark can be written now: OSError (ENOSPC) if not. An empty line, which
         read_marks skips."""
-        if os.write(self._fd, b"\n") != 1:
-            raise OSError(errno.ENOSPC, "start marks full")
-        self._size += 1
+        with self._lock:
+            if os.write(self._fd, b"\n") != 1:
+                raise OSError(errno.ENOSPC, "start marks full")
+            self._size += 1
 
     def done(self, run_id: str, attempt: int) -> None:
         """Record that the attempt's end is recorded (best effort: without it, the next start
         stops what the attempt left running, as it did before end lines)."""
         mark = (run_id, attempt)
-        if mark not in self._live:  # it never started (a template error, a refusal)
-            return
-        self._live[mark] -= 1
-        if self._live[mark] <= 0:
-            del self._live[mark]
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                self._append(f"{run_id} {attempt} {END}\n")
+        with self._lock:
+            if mark not in self._live:  # it never started (a template error, a refusal)
+                return
+            self._live[mark] -= 1
+            if self._live[mark] <= 0:
+                del self._live[mark]
+            if self._fd >= 0:
+                with contextlib.suppress(OSError):
+                    self._append(f"{run_id} {attempt} {END}\n")
 
     def _append(self, text: str) -> None:
         """One line, whole or not at all (OSError then)."""
@@ -128,13 +135,18 @@ class StartMarks:
         self._size += len(line)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def _rewrite(self) -> None:
         """Replace the file with the live marks. Written through the descriptor kept
         afterwards, then renamed: it either switches over whole or not at all."""
+        with self._lock:
+            self._rewrite_locked()
+
+    def _rewrite_locked(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         data = "".join(f"{run_id} {attempt}\n" * n

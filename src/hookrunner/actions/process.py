@@ -303,9 +303,13 @@ async def run_process(
     loop = asyncio.get_running_loop()
     if deadline is None:
         deadline = deadline_for(ctx)
-    ctx.starting()
     try:
-        proc = await _Child.start(argv, cwd=cwd, env=env, with_stdin=stdin is not None)
+        # The start mark is written just before the process starts (`before`), on the
+        # thread that starts it: written on the loop, a crash while the start waited its
+        # turn for a spawner thread (30 ms in a burst) left a mark of a process that never
+        # was, and the next start failed the run as interrupted instead of running it.
+        proc = await _Child.start(argv, cwd=cwd, env=env, with_stdin=stdin is not None,
+                                  before=ctx.starting)
     except OSError as exc:
         reason = _start_failure(argv, cwd, env, exc)
         ctx.log.note(reason)
@@ -393,7 +397,9 @@ class _Child:
 
     @classmethod
     async def start(cls, argv: Sequence[str], *, cwd: Path | str, env: Mapping[str, str],
-                    with_stdin: bool) -> _Child:
+                    with_stdin: bool, before: Callable[[], None] | None = None) -> _Child:
+        """`before`: called just before the process starts (on the thread that starts it);
+        what it raises is raised here, and nothing starts."""
         check_strings(argv, env)
         read_end, write_end = os.pipe()
         child_in, our_in = os.pipe() if with_stdin else (_devnull(), None)
@@ -401,8 +407,10 @@ class _Child:
         try:
             if spawn.AVAILABLE:
                 pid = await _posix_spawn(argv, cwd=str(cwd), env=env, stdin_fd=child_in,
-                                         output_fd=write_end)
+                                         output_fd=write_end, before=before)
             else:
+                if before is not None:
+                    before()
                 popen = subprocess.Popen(
                     list(argv), cwd=str(cwd), env=dict(env), stdin=child_in,
                     stdout=write_end, stderr=subprocess.STDOUT,
@@ -610,8 +618,10 @@ _SPAWNER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hookrunner-spaw
 
 
 async def _posix_spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str],
-                       stdin_fd: int, output_fd: int) -> int:
+                       stdin_fd: int, output_fd: int,
+                       before: Callable[[], None] | None = None) -> int:
     """Start a process with the GIL released (see hookrunner.actions.spawn); its pid.
+    `before` is called on the same thread just before it (see _Child.start).
 
     On its own threads, so spawning never waits behind other work on the default executor."""
     call = spawn.Spawn(argv, cwd=cwd, env=env, stdin_fd=stdin_fd, output_fd=output_fd)
@@ -620,9 +630,14 @@ async def _posix_spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str],
     loop = asyncio.get_running_loop()
     started: asyncio.Future[int] = loop.create_future()
 
+    def begin() -> int:
+        if before is not None:
+            before()
+        return call.call()
+
     def work() -> None:  # a spawner thread
         if spawned.set_running_or_notify_cancel():  # (not if given up below)
-            aio.on_thread(loop, started, call.call)
+            aio.on_thread(loop, started, begin)
 
     try:
         _SPAWNER.submit(work)

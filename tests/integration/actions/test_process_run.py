@@ -453,3 +453,36 @@ async def test_a_stopped_process_gets_its_sigterm_handled(harness) -> None:
     result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
     assert result.outcome == "timed_out"
     assert "handled" in harness.log_text()  # its trap ran: not killed 5 s later instead
+
+
+async def test_the_start_mark_is_written_as_the_process_starts_not_while_it_waits(
+        harness, starter: str) -> None:
+    """Written on the loop before the start waited for a spawner thread (busy in a burst):
+    a crash in that wait left the mark of a process that never was, and the next start
+    failed the run as interrupted instead of running it. Now the spawner writes it, just
+    before the start. (The Popen way starts on the loop, right after the mark.)"""
+    import dataclasses
+    import threading
+
+    marks: list[str] = []
+    out = harness.tmp / "ran"
+    ctx = dataclasses.replace(harness.ctx(), starting=lambda: marks.append(
+        threading.current_thread().name))
+    release = threading.Event()
+    busy = [process._SPAWNER.submit(release.wait, 30) for _ in range(4)]  # every thread
+    try:
+        task = asyncio.ensure_future(run_process(["sh", "-c", f"echo x > {out}"], ctx=ctx,
+                                                 cwd=harness.root, env=ctx.env))
+        await asyncio.sleep(0.3)
+        if starter == "posix_spawn":
+            assert marks == [] and not out.exists()  # waiting: no mark, no process
+        release.set()
+        result = await task
+    finally:
+        release.set()
+        for b in busy:
+            b.result(timeout=30)
+    assert result.outcome == "succeeded" and out.exists()
+    assert len(marks) == 1
+    if starter == "posix_spawn":
+        assert marks[0].startswith("hookrunner-spawn")
