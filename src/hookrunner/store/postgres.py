@@ -93,6 +93,7 @@ CLAIM_LOCK = 0x686F6F6B_636C6D  # "hookclm"
 PRUNE_CHUNK = 200  # deliveries deleted per transaction when pruning
 # seconds a lost commit's read-back waits for a connection: the sender is waiting
 COMMIT_CHECK_WAIT = 2.0
+ORPHAN_LOCK_TRIES = 40  # tries, 50 ms apart, to take the node lock an ended session held
 PER_KEY_WINDOW = 20  # runs of a `queue` key read per claim, besides its newest
 Q = sql.queries("postgres")
 
@@ -163,6 +164,7 @@ class PostgresStore:
         self._listener: asyncio.Task[None] | None = None
         self._node_conn: psycopg.AsyncConnection[Any] | None = None
         self._node_locked = False
+        self._node_backend: int | None = None  # the server's pid of the session holding it
         self._writes_failing = False  # the last write transaction failed (see ping)
         self.trouble: str | None = None  # why the last ping failed, in words /readyz may show
 
@@ -330,16 +332,47 @@ class PostgresStore:
                     **TCP_TIMEOUTS)
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+        key = f"hookrunner-node:{node}"
         try:
             cur = await self._node_conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                (f"hookrunner-node:{node}",))
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,))
             row = await cur.fetchone()
+            if not (row and row[0]) and self._node_backend is not None:
+                row = (await self._release_own_orphan(self._node_conn, key, node),)
         except psycopg.Error as exc:
             self._node_conn = None
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
         self._node_locked = bool(row and row[0])
+        if self._node_locked:
+            self._node_backend = self._node_conn.info.backend_pid
         return self._node_locked
+
+    async def _release_own_orphan(self, conn: psycopg.AsyncConnection[Any], key: str,
+                                  node: str) -> bool:
+        """Where the lock is held by this node's own earlier connection, which the client
+        side dropped (a network cut) while the server keeps its session (until its
+        keepalive gives up: two hours by default): that session ended, and the lock taken
+        again (True). It was taken for another server's: the node stopped (exit 4), and its
+        restarts were refused meanwhile."""
+        cur = await conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+            " AND classid::bigint = (hashtextextended(%(k)s, 0) >> 32) & 4294967295"
+            " AND objid::bigint = hashtextextended(%(k)s, 0) & 4294967295", {"k": key})
+        if [r[0] for r in await cur.fetchall()] != [self._node_backend]:
+            return False
+        await conn.execute("SELECT pg_terminate_backend(%s)", (self._node_backend,))
+        for _ in range(ORPHAN_LOCK_TRIES):  # (released as that session exits)
+            cur = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                     (key,))
+            row = await cur.fetchone()
+            if row and row[0]:
+                event("store.node_lock_recovered", logging.WARNING, node=node,
+                      ended_session=self._node_backend,
+                      note="this node's lock was held by its own earlier connection, which "
+                           "it had lost (a network cut): that session was ended")
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     async def _listen(self) -> None:
         while True:
@@ -419,9 +452,11 @@ class PostgresStore:
         """Whether what a commit whose reply was lost wrote is stored (`query` finds it by
         this node's own id): False where the store cannot say within a short wait (the 503
         then stands)."""
-        try:
-            rows = await self._query(query, params, timeout=min(self._timeout, COMMIT_CHECK_WAIT))
-        except StoreUnavailable:
+        try:  # (the query too: a cut network holds it for tcp_user_timeout)
+            async with asyncio.timeout(COMMIT_CHECK_WAIT):
+                rows = await self._query(query, params,
+                                         timeout=min(self._timeout, COMMIT_CHECK_WAIT))
+        except (StoreUnavailable, TimeoutError):
             return False
         return bool(rows)
 

@@ -353,3 +353,82 @@ async def test_a_delivery_committed_though_the_reply_was_lost_is_accepted(
             assert relay.cuts == 4 and (await store.get_run(lost.id)) is None
         finally:
             await store.close()
+
+
+class ClientCut:
+    """A TCP relay to the real server whose `cut()` drops the client side of every
+    connection made so far and keeps the server side open: the server keeps those sessions
+    (as after a network cut, until its keepalive gives up), the client has lost them."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.clients: list[asyncio.StreamWriter] = []
+        self.upstreams: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.upstreams:
+            w.transport.abort()
+
+    def cut(self) -> None:
+        for w in self.clients:
+            w.transport.abort()
+        self.clients.clear()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self.clients.append(client_w)
+        self.upstreams.append(server_w)
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while not w.transport.is_closing() and (chunk := await r.read(65536)):
+                w.write(chunk)
+                await w.drain()
+
+        with contextlib.suppress(OSError, ConnectionError):
+            await asyncio.gather(pump(client_r, server_w), pump(server_r, client_w))
+
+
+async def test_a_node_lock_its_own_lost_session_still_holds_is_taken_again(
+        postgres_db: str) -> None:
+    """A network cut drops the node lock's connection on the node's side; the server keeps
+    the session, and the lock with it, until its keepalive gives up (two hours by default).
+    The lock was taken for another server's: the node stopped (exit 4), and its restarts
+    were refused meanwhile. Its own old session is ended, and the lock taken again."""
+    parts = urlsplit(postgres_db)
+    relay = ClientCut(parts.port or 5432)
+    async with relay as port:
+        url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}"))
+        store = PostgresStore(url + "?sslmode=disable")
+        await store.open()
+        try:
+            assert await store.lock_node("n7") is True
+            with psycopg.connect(postgres_db, autocommit=True) as admin:
+                (old,) = admin.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                                       "AND granted").fetchone() or (None,)
+            relay.cut()
+            assert await store.lock_node("n7") is True
+            with psycopg.connect(postgres_db, autocommit=True) as admin:
+                holders = admin.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                                        "AND granted").fetchall()
+                assert len(holders) == 1 and holders[0][0] != old
+                # Lost again, and meanwhile another server took the name: never taken from
+                # it (only this node's own session is ended).
+                relay.cut()
+                admin.execute("SELECT pg_terminate_backend(%s)", holders[0])
+                with psycopg.connect(postgres_db, autocommit=True) as other:
+                    for _ in range(50):
+                        if other.execute("SELECT pg_try_advisory_lock(hashtextextended("
+                                         "'hookrunner-node:n7', 0))").fetchone() == (True,):
+                            break
+                        await asyncio.sleep(0.05)
+                    assert await store.lock_node("n7") is False
+                    assert other.execute("SELECT 1").fetchone() == (1,)  # its session lives
+        finally:
+            await store.close()
