@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import copy
@@ -262,15 +263,12 @@ async def test_a_node_of_the_version_before_reads_deliveries_after_0009(
             await store.close()
 
 
-class CommitCutter:
-    """A TCP relay to the real server that, once armed, cuts the client's connection at a
-    transaction's COMMIT: passed on first (the server commits, the client hears a lost
-    connection, as at a server crash or a network cut at that moment), or not."""
+class Relay(abc.ABC):
+    """A TCP relay on a loopback port to the real server (`async with` gives its port);
+    subclasses say what it does to the connections (`_relay`)."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.armed: bool | None = None  # True: pass the COMMIT on; False: drop it
-        self.cuts = 0
         self.server: asyncio.Server | None = None
 
     async def __aenter__(self) -> int:
@@ -280,6 +278,21 @@ class CommitCutter:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+
+    @abc.abstractmethod
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        """Serve one client connection."""
+
+
+class CommitCutter(Relay):
+    """A relay that, once armed, cuts the client's connection at a transaction's COMMIT:
+    passed on first (the server commits, the client hears a lost connection, as at a server
+    crash or a network cut at that moment), or not."""
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(upstream_port)
+        self.armed: bool | None = None  # True: pass the COMMIT on; False: drop it
+        self.cuts = 0
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         server_r, server_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
@@ -355,24 +368,18 @@ async def test_a_delivery_committed_though_the_reply_was_lost_is_accepted(
             await store.close()
 
 
-class ClientCut:
-    """A TCP relay to the real server whose `cut()` drops the client side of every
-    connection made so far and keeps the server side open: the server keeps those sessions
-    (as after a network cut, until its keepalive gives up), the client has lost them."""
+class ClientCut(Relay):
+    """A relay whose `cut()` drops the client side of every connection made so far and
+    keeps the server side open: the server keeps those sessions (as after a network cut,
+    until its keepalive gives up), the client has lost them."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
+        super().__init__(upstream_port)
         self.clients: list[asyncio.StreamWriter] = []
         self.upstreams: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> int:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
+        await super().__aexit__(*exc)
         for w in self.upstreams:
             w.transport.abort()
 
