@@ -6,7 +6,8 @@ import abc
 import asyncio
 import contextlib
 import copy
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -263,6 +264,9 @@ async def test_a_node_of_the_version_before_reads_deliveries_after_0009(
             await store.close()
 
 
+RelayT = TypeVar("RelayT", bound="Relay")
+
+
 class Relay(abc.ABC):
     """A TCP relay on a loopback port to the real server (`async with` gives its port);
     subclasses say what it does to the connections (`_relay`)."""
@@ -282,6 +286,21 @@ class Relay(abc.ABC):
     @abc.abstractmethod
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         """Serve one client connection."""
+
+
+@contextlib.asynccontextmanager
+async def through(kind: type[RelayT], postgres_db: str) -> AsyncIterator[tuple[RelayT, PostgresStore]]:
+    """A relay of `kind` to the test's database, and a store open through it."""
+    parts = urlsplit(postgres_db)
+    relay = kind(parts.port or 5432)
+    async with relay as port:
+        url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}"))
+        store = PostgresStore(url + "?sslmode=disable")
+        await store.open()
+        try:
+            yield relay, store
+        finally:
+            await store.close()
 
 
 class CommitCutter(Relay):
@@ -331,41 +350,33 @@ async def test_a_delivery_committed_though_the_reply_was_lost_is_accepted(
     as accepted (its runs will run), not 503 (where a sender without a delivery id sends it
     again, and it runs twice); a replay's runs likewise. A COMMIT the server never got still
     raises."""
-    parts = urlsplit(postgres_db)
-    relay = CommitCutter(parts.port or 5432)
-    async with relay as port:
-        url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}"))
-        store = PostgresStore(url + "?sslmode=disable")
-        await store.open()
-        try:
-            d = delivery()
-            relay.armed = True
-            result = await store.accept(d, [new_run(d)])
-            assert relay.cuts == 1
-            assert not result.duplicate and result.delivery_id == d.id
-            assert (await store.get_delivery(d.id)) is not None
-            assert (await store.counts())["queued"] == 1
+    async with through(CommitCutter, postgres_db) as (relay, store):
+        d = delivery()
+        relay.armed = True
+        result = await store.accept(d, [new_run(d)])
+        assert relay.cuts == 1
+        assert not result.duplicate and result.delivery_id == d.id
+        assert (await store.get_delivery(d.id)) is not None
+        assert (await store.counts())["queued"] == 1
 
-            other = delivery()
-            relay.armed = False
-            with pytest.raises(StoreUnavailable):
-                await store.accept(other, [new_run(other)])
-            assert relay.cuts == 2
-            assert (await store.get_delivery(other.id)) is None
-            assert (await store.counts())["queued"] == 1
+        other = delivery()
+        relay.armed = False
+        with pytest.raises(StoreUnavailable):
+            await store.accept(other, [new_run(other)])
+        assert relay.cuts == 2
+        assert (await store.get_delivery(other.id)) is None
+        assert (await store.counts())["queued"] == 1
 
-            # A replay's runs (add_runs) likewise.
-            again = new_run(d)
-            relay.armed = True
-            await store.add_runs([again])
-            assert relay.cuts == 3 and (await store.counts())["queued"] == 2
-            lost = new_run(d)
-            relay.armed = False
-            with pytest.raises(StoreUnavailable):
-                await store.add_runs([lost])
-            assert relay.cuts == 4 and (await store.get_run(lost.id)) is None
-        finally:
-            await store.close()
+        # A replay's runs (add_runs) likewise.
+        again = new_run(d)
+        relay.armed = True
+        await store.add_runs([again])
+        assert relay.cuts == 3 and (await store.counts())["queued"] == 2
+        lost = new_run(d)
+        relay.armed = False
+        with pytest.raises(StoreUnavailable):
+            await store.add_runs([lost])
+        assert relay.cuts == 4 and (await store.get_run(lost.id)) is None
 
 
 class ClientCut(Relay):
@@ -408,34 +419,26 @@ async def test_a_node_lock_its_own_lost_session_still_holds_is_taken_again(
     the session, and the lock with it, until its keepalive gives up (two hours by default).
     The lock was taken for another server's: the node stopped (exit 4), and its restarts
     were refused meanwhile. Its own old session is ended, and the lock taken again."""
-    parts = urlsplit(postgres_db)
-    relay = ClientCut(parts.port or 5432)
-    async with relay as port:
-        url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}"))
-        store = PostgresStore(url + "?sslmode=disable")
-        await store.open()
-        try:
-            assert await store.lock_node("n7") is True
-            with psycopg.connect(postgres_db, autocommit=True) as admin:
-                (old,) = admin.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
-                                       "AND granted").fetchone() or (None,)
+    async with through(ClientCut, postgres_db) as (relay, store):
+        assert await store.lock_node("n7") is True
+        with psycopg.connect(postgres_db, autocommit=True) as admin:
+            (old,) = admin.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                                   "AND granted").fetchone() or (None,)
+        relay.cut()
+        assert await store.lock_node("n7") is True
+        with psycopg.connect(postgres_db, autocommit=True) as admin:
+            holders = admin.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                                    "AND granted").fetchall()
+            assert len(holders) == 1 and holders[0][0] != old
+            # Lost again, and meanwhile another server took the name: never taken from
+            # it (only this node's own session is ended).
             relay.cut()
-            assert await store.lock_node("n7") is True
-            with psycopg.connect(postgres_db, autocommit=True) as admin:
-                holders = admin.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
-                                        "AND granted").fetchall()
-                assert len(holders) == 1 and holders[0][0] != old
-                # Lost again, and meanwhile another server took the name: never taken from
-                # it (only this node's own session is ended).
-                relay.cut()
-                admin.execute("SELECT pg_terminate_backend(%s)", holders[0])
-                with psycopg.connect(postgres_db, autocommit=True) as other:
-                    for _ in range(50):
-                        if other.execute("SELECT pg_try_advisory_lock(hashtextextended("
-                                         "'hookrunner-node:n7', 0))").fetchone() == (True,):
-                            break
-                        await asyncio.sleep(0.05)
-                    assert await store.lock_node("n7") is False
-                    assert other.execute("SELECT 1").fetchone() == (1,)  # its session lives
-        finally:
-            await store.close()
+            admin.execute("SELECT pg_terminate_backend(%s)", holders[0])
+            with psycopg.connect(postgres_db, autocommit=True) as other:
+                for _ in range(50):
+                    if other.execute("SELECT pg_try_advisory_lock(hashtextextended("
+                                     "'hookrunner-node:n7', 0))").fetchone() == (True,):
+                        break
+                    await asyncio.sleep(0.05)
+                assert await store.lock_node("n7") is False
+                assert other.execute("SELECT 1").fetchone() == (1,)  # its session lives
