@@ -626,17 +626,26 @@ def test_a_node_whose_name_another_server_took_while_it_ran_stops(
     until(lambda: len(nodes.lines("events")) == 1, 15, "the run started on n1")
     pid = int((project / "out" / "pids").read_text().split()[0])
     assert n1.proc is not None
-    with psycopg.connect(nodes.db, autocommit=True) as taker:
-        key = taker.execute("SELECT hashtextextended('hookrunner-node:n1', 0)").fetchone()
+    with psycopg.connect(nodes.db, autocommit=True) as taker, \
+            psycopg.connect(nodes.db, autocommit=True) as admin:
+        key = admin.execute("SELECT hashtextextended('hookrunner-node:n1', 0)").fetchone()
         assert key is not None
-        (holder,) = taker.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
-            "AND classid::bigint = (%(k)s >> 32) & 4294967295 "
-            "AND objid::bigint = %(k)s & 4294967295", {"k": key[0]}).fetchone() or (None,)
+        where = ("FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+                 "AND classid::bigint = (%(k)s >> 32) & 4294967295 "
+                 "AND objid::bigint = %(k)s & 4294967295")
+        (holder,) = admin.execute(f"SELECT pid {where} AND granted",
+                                  {"k": key[0]}).fetchone() or (None,)
         assert holder is not None, "n1 holds its name's lock"
-        taker.execute("SELECT pg_terminate_backend(%s)", [holder])
-        until(lambda: taker.execute("SELECT pg_try_advisory_lock(%s)", key).fetchone()[0],
-              10, "the name's lock taken by the test, as another server would")
+        # The test waits for the lock first, so it gets it as n1's session ends (n1 tries
+        # again at each renewal, and an attempt after the end could beat the test's).
+        waiting = threading.Thread(target=taker.execute,
+                                   args=("SELECT pg_advisory_lock(%s)", key))
+        waiting.start()
+        until(lambda: admin.execute(f"SELECT count(*) {where} AND NOT granted",
+                                    {"k": key[0]}).fetchone() == (1,), 10, "the test waiting")
+        admin.execute("SELECT pg_terminate_backend(%s)", [holder])
+        waiting.join(timeout=10)
+        assert not waiting.is_alive(), "the name's lock taken by the test, as another server would"
         t0 = time.monotonic()
         assert n1.proc.wait(timeout=30) == 4
         assert time.monotonic() - t0 < 10  # not the shell's 5 s TERM grace, nor the stop's 30
