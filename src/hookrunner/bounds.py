@@ -10,6 +10,7 @@ with a clear reason (an error of that run, or of that condition).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import math
@@ -101,6 +102,17 @@ def start_delivery() -> contextvars.Token[float]:
 
 def end_delivery(token: contextvars.Token[float]) -> None:
     _delivery.reset(token)
+
+
+@contextlib.contextmanager
+def delivery() -> Iterator[None]:
+    """`start_delivery`/`end_delivery` around a block, where a call's cost does not matter
+    (the CLI; the accept path calls the two itself)."""
+    token = start_delivery()
+    try:
+        yield
+    finally:
+        end_delivery(token)
 
 
 def _check_time() -> None:

@@ -349,12 +349,9 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
 
     # The server's one budget for a delivery's conditions and templates together
     # (ingest.plan_runs): past it, the rest do not match or render here either.
-    token = bounds.start_delivery()
-    try:
+    with bounds.delivery():
         results = evaluate(ruleset, hook_id, scope)
         rendered = render_matched(results, scope) if mode == "test" else None
-    finally:
-        bounds.end_delivery(token)
     report = None if rendered is None else dry_run_report(
         results, scope, _refusal(settings), settings.default_timeout, rendered)
     if client_ip is None and any(not r.matched and _reads(r.rule.when, "client_ip")
@@ -469,11 +466,8 @@ async def explain_delivery(settings: Settings, delivery_id: str) -> int:
     print(f"{delivery.id} (hook {delivery.hook}{sent}) against the rules in {settings.rules}:")
     from hookrunner import bounds
 
-    token = bounds.start_delivery()  # the server's budget for the delivery (see dry_run)
-    try:
+    with bounds.delivery():  # the server's budget for the delivery (see dry_run)
         text = format_explain(evaluate(ruleset, delivery.hook, scope))
-    finally:
-        bounds.end_delivery(token)
     print(text)
     from hookrunner.payload import form_json_hint
     from hookrunner.verify.base import Headers

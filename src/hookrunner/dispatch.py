@@ -804,21 +804,18 @@ class Dispatcher:
         go on accepting and journaling under a name it no longer holds."""
         if self.identity_lost:
             return  # said, and under way
-        self.identity_lost = self._stopping = True  # (no claim from here on)
+        self.identity_lost = True
         self._identity_ok = False
         event("dispatcher.identity_lost", logging.ERROR, node=self.node,
               effect="stopping its running runs at once and the server",
               hint="another server runs with this node name: give each its own --node")
-        for run_id, (_, cancel) in list(self._active.items()):
+        for run_id in list(self._active):
             if run_id in self._recording:
                 continue  # ended already: its result is being stored
             # Recorded by none here: the other server settles them as a dead one's (retried
             # per their rule, or failed), as it does a run whose lease was taken.
-            self._lost.add(run_id)
-            self._cancel_reason[run_id] = IDENTITY_LOST
-            self._doomed(run_id, None, "another server took this node's name")
-            cancel.set()
-            event("run.lease_lost", logging.WARNING, run_id=run_id, reason="identity lost")
+            self._give_up(run_id, None, IDENTITY_LOST, "another server took this node's name",
+                          "identity lost")
         self.begin_stop(grace=0)
         if self.on_identity_lost is not None:
             self.on_identity_lost()
@@ -986,11 +983,18 @@ class Dispatcher:
                     or mono - renewed < self.settings.lease - self.settings.lease / 3
                     or (spare_unexpired and mono - renewed < self.settings.lease)):
                 continue
-            self._lost.add(run_id)
-            self._cancel_reason[run_id] = "canceled: lease not renewed in time"
-            self._doomed(run_id, renewed, "its lease could not be renewed")
-            entry[1].set()
-            event("run.lease_lost", logging.WARNING, run_id=run_id, reason="not renewed")
+            self._give_up(run_id, renewed, "canceled: lease not renewed in time",
+                          "its lease could not be renewed", "not renewed")
+
+    def _give_up(self, run_id: str, renewed: float | None, reason: str, why: str,
+                 said: str) -> None:
+        """Stop a running run that is no longer this server's to record (its lease is lost or
+        about to be, or the node's name is): killed by `_doomed`'s time, nothing stored."""
+        self._lost.add(run_id)
+        self._cancel_reason[run_id] = reason
+        self._doomed(run_id, renewed, why)
+        self._active[run_id][1].set()
+        event("run.lease_lost", logging.WARNING, run_id=run_id, reason=said)
 
     def _doomed(self, run_id: str, renewed: float | None, why: str) -> None:
         """The run's processes must be gone before the lease it last renewed (at `renewed`,
@@ -1029,14 +1033,11 @@ class Dispatcher:
             if run_id not in held and run_id in self._active and run_id not in self._recording:
                 # Another node may run it now: stop ours and record nothing. (A run being
                 # recorded is "not held" because its finish just committed: nothing to stop.)
-                self._lost.add(run_id)
-                self._cancel_reason[run_id] = "canceled: lease lost"
                 # At once, not a lease after the last renewal by this node's clock: another
                 # node's clock may run ahead, or this host was suspended (the monotonic
                 # clock stood still), and the run goes on there already.
-                self._doomed(run_id, None, "another node holds its lease")
-                self._active[run_id][1].set()
-                event("run.lease_lost", logging.WARNING, run_id=run_id)
+                self._give_up(run_id, None, "canceled: lease lost",
+                              "another node holds its lease", "taken")
 
     async def _interrupted(self, run: Run, reason: str,
                            recorded: set[tuple[str, int]] | None = None) -> None:
