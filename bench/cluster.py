@@ -44,6 +44,7 @@ from common import (
     github_push,
     machine,
     percentile,
+    require_tools,
     run_wrk,
     running,
     start_hookrunner,
@@ -273,6 +274,9 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=100, help="deliveries per hand-off figure")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args()
+    if (missing := require_tools("wrk")) is not None:
+        print(missing, file=sys.stderr)
+        return 2
     cluster = pgcluster.start()
     try:
         with workdir("hookrunner-bench-cluster-", keep=args.keep) as base:

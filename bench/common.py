@@ -14,6 +14,7 @@ import hmac
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -232,6 +233,16 @@ def ids_in(db: Path, table: str, ids: Sequence[str]) -> int:
 
 
 # --- wrk ----------------------------------------------------------------------------------
+
+
+def require_tools(*tools: str) -> str | None:
+    """A line saying which of `tools` is not on PATH and how to get it, or None: checked
+    before any server starts, so a fresh machine gets an answer, not a traceback."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not missing:
+        return None
+    return (f"{', '.join(missing)} not found on PATH: `make bench` installs it, or "
+            f"apt-get install {' '.join(missing)}")
 
 
 @dataclass

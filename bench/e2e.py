@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -239,6 +240,10 @@ def main() -> int:
     p.add_argument("--no-webhook", action="store_true", help="measure hookrunner alone")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args()
+    if not args.no_webhook and not os.access(args.webhook, os.X_OK):
+        print(f"{args.webhook} not found: `make bench` installs webhook, or apt-get install "
+              "webhook (or --no-webhook to measure hookrunner alone)", file=sys.stderr)
+        return 2
     workers = [int(w) for w in args.workers.split(",")]
     load_before = load_average()
     with workdir("hookrunner-bench-e2e-", keep=args.keep) as base:

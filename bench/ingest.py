@@ -40,6 +40,7 @@ from common import (
     machine,
     peak_rss_mb,
     pss_mb,
+    require_tools,
     run_wrk,
     running,
     server_pids,
@@ -173,6 +174,9 @@ def main() -> int:
                    help="N of the xN scenarios (1: skip them)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args()
+    if (missing := require_tools("wrk")) is not None:
+        print(missing, file=sys.stderr)
+        return 2
     load_before = load_average()
     with workdir("hookrunner-bench-ingest-", keep=args.keep) as base:
         n = args.http_workers
