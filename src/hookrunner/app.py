@@ -64,8 +64,7 @@ class AdminAuth:
         if not _routed(scope):
             # A path nothing serves is a 404 with or without the token (it said "admin token
             # required" to a sender whose URL had a slash too many, `//hooks/github`).
-            if scope["method"] not in ("GET", "HEAD"):
-                _not_found_log(method=scope["method"], path=scope["path"])
+            said_not_found(scope)
             await self.app(scope, receive, send)
             return
         request = Request(scope)
@@ -146,6 +145,21 @@ def _routed(scope: Scope) -> bool:
 # A sender posting to a path nothing serves (a base URL with a slash too many): said, at
 # most a line a second.
 _not_found_log = Throttled("http.not_found", logging.WARNING)
+MAX_LOGGED_PATH = 512
+
+
+def said_not_found(scope: Scope, metrics: Metrics | None = None) -> None:
+    """Log a request other than GET/HEAD to a path nothing serves (a sender's URL that is
+    wrong), with its path as sent: `/hook%73/gh` is refused for its escape, and its decoded
+    form would read as a hook's. `metrics`: count one under `/hooks/` as a request to an
+    unknown hook (`/hooks/gh/`, a sender's trailing slash), which is alerted on."""
+    if scope["method"] in ("GET", "HEAD"):
+        return
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    path = raw.split(b"?", 1)[0].decode("latin-1")
+    if metrics is not None and scope["path"].startswith("/hooks/"):
+        metrics.unknown_hooks.inc()
+    _not_found_log(method=scope["method"], path=path[:MAX_LOGGED_PATH])
 
 # A guess at the admin token over the API, as the console's login form logs its own: a line
 # a second per reason at most, with a count (naming the last client).
@@ -300,6 +314,7 @@ class App(Starlette):
             if not forwardable(scope):
                 # Not found, in every process alike, and no token is judged (a worker
                 # answering such a path itself judged tries with a limit of its own).
+                said_not_found(scope, self.state.gateway.metrics)
                 await send_answer(send, error(404, "Not Found"), head=scope["method"] == "HEAD")
                 return
             if scope["path"].startswith(HOOKS):
@@ -310,6 +325,10 @@ class App(Starlette):
                 if hook_id and "/" not in hook_id:
                     await _hook(scope, receive, send, self.state.gateway, hook_id)
                     return
+                # `/hooks/`, `/hooks/gh/`: no hook's path, and a sender's URL that is wrong.
+                said_not_found(scope, self.state.gateway.metrics)
+                await send_answer(send, error(404, "Not Found"), head=scope["method"] == "HEAD")
+                return
             elif self.upstream is not None:
                 await self.upstream(scope, receive, send)
                 return

@@ -20,13 +20,23 @@ _SIZE_UNITS = {
 }
 
 
+def as_written(value: object) -> str:
+    """A value as an error quotes it: YAML's and JSON's words for null and the booleans (a
+    `timeout:` left empty is `null` to its writer, not Python's `None`), else its repr."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
 MAX_DURATION = 36500 * 86400.0  # a hundred years: a time past it (now + it) is no date at all
 
 
 def parse_duration(value: object) -> float:
     """Seconds in `value`; raises ValueError with a readable message."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration like 30s, got {value!r}")
+        raise ValueError(f"expected a duration like 30s, got {as_written(value)}")
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"duration must not be negative: {value!r}")
@@ -41,7 +51,8 @@ def parse_duration(value: object) -> float:
         if _COMPOUND.match(value):
             return _at_most(sum(float(n) * _DURATION_UNITS[unit]
                                 for n, unit in _DURATION_PART.findall(value)), value)
-    raise ValueError(f"expected a duration like 500ms, 30s, 10m, 1h, 2h30m, 30d, got {value!r}")
+    raise ValueError(f"expected a duration like 500ms, 30s, 10m, 1h, 2h30m, 30d, "
+                     f"got {as_written(value)}")
 
 
 def _at_most(seconds: float, value: object) -> float:
@@ -55,7 +66,7 @@ def _at_most(seconds: float, value: object) -> float:
 def parse_size(value: object) -> int:
     """Bytes in `value`; raises ValueError with a readable message."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a size like 5MiB, got {value!r}")
+        raise ValueError(f"expected a size like 5MiB, got {as_written(value)}")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"size must not be negative: {value!r}")
@@ -64,7 +75,8 @@ def parse_size(value: object) -> int:
         m = _SIZE.match(value)
         if m:
             return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
-    raise ValueError(f"expected a size like 512KiB, 5MiB or a number of bytes, got {value!r}")
+    raise ValueError(f"expected a size like 512KiB, 5MiB or a number of bytes, "
+                     f"got {as_written(value)}")
 
 
 def format_duration(seconds: float) -> str:

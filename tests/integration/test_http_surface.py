@@ -150,6 +150,31 @@ def test_a_path_nothing_serves_is_a_404_without_the_token_too(make_server: Calla
     assert re.fullmatch(r"[0-9a-f]{16}", digest) and f"digest={digest}" in server.output()
 
 
+def test_a_post_to_a_wrong_path_under_hooks_is_logged_and_counted(make_server: Callable[..., Server]) -> None:
+    """A sender's trailing slash (`/hooks/open/`), a path below a hook's, an escaped letter:
+    each a 404 that was neither logged nor counted, so the commonest misconfiguration of a
+    sender failed unseen. The log names the path as sent, not its decoded form."""
+    server = make_server(RULES, env=ENV)
+    host, port = server.url.removeprefix("http://").split(":")
+    for path in ("/hooks/open/", "/hook%73/open", "/hooks/open/extra", "/hooks/"):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                         "Connection: close\r\n\r\n{}".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 404 ") and answer.endswith(b'{"error":"Not Found"}'), path
+        said = re.compile(r"\bhttp\.not_found\b.*path=" + re.escape(path) + r"(\s|$)", re.M)
+        deadline = time.monotonic() + 10
+        while not said.search(server.output()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert said.search(server.output()), path
+        time.sleep(1.1)  # (one line a second at most)
+    assert httpx.get(server.url + "/hooks/open/").status_code == 404  # a GET is only answered
+    metrics = httpx.get(server.url + "/metrics").text
+    assert "hookrunner_unknown_hook_requests_total 4.0" in metrics
+
+
 SECRETS = {"X-Gitlab-Token": "gl-s3cret", "X-Api-Key": "api-s3cret", "X-Auth-Token": "auth-s3cret",
            "Stripe-Signature": "t=1,v1=sig-s3cret", "Cookie": "sid=cookie-s3cret"}
 

@@ -19,7 +19,7 @@ from hookrunner.rules.model import SCOPE_NAMES, Source, When
 from hookrunner.rules.yamlsrc import LineDict, LineList, line_of, text_line
 from hookrunner.templating import ANSIBLE_HINTS, Constant, Expression, Template, compile_expression
 from hookrunner.templating import compile_template as _compile_template
-from hookrunner.units import parse_duration, parse_size
+from hookrunner.units import as_written, parse_duration, parse_size
 
 T = TypeVar("T")
 WHEN_GROUPS = ("all", "any", "not")
@@ -229,7 +229,7 @@ def shown(value: Any, room: int = 40) -> str:
     thousands of digits (YAML's hex has no limit) has no repr (Python refuses to make it)."""
     if isinstance(value, int) and value.bit_length() > 4 * room:
         return f"a number of about {int(value.bit_length() * 0.30103)} digits"
-    text = repr(value)
+    text = as_written(value)
     return text if len(text) <= room else text[:room - 3] + "..."
 
 
@@ -237,7 +237,7 @@ def boolean(ctx: Ctx, parent: Any, key: Any, what: str) -> bool | None:
     value = parent[key]
     if isinstance(value, bool):
         return value
-    ctx.error(parent, (key,), f"{what} must be true or false, got {value!r}")
+    ctx.error(parent, (key,), f"{what} must be true or false, got {shown(value)}")
     return None
 
 

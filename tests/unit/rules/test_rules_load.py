@@ -1634,3 +1634,12 @@ def test_a_path_that_begins_with_a_template_is_warned_about() -> None:
     assert [w.split(": ")[0] for w in said] == ["r.yaml:3", "r.yaml:4", "r.yaml:6"], said
     assert "run.ansible.playbook" in said[0] and "vars file" in said[0]
     assert "run.terraform.dir" in said[1] and "destroyed" in said[1]
+
+
+def test_a_value_left_empty_or_a_boolean_is_quoted_as_yaml_writes_it() -> None:
+    """`timeout:` left empty read "got None": the writer wrote YAML's null, not Python's."""
+    base = "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
+    errors = errors_of(one(base + "    timeout:\n"))
+    assert len(errors) == 1 and errors[0].endswith("got null"), errors
+    errors = errors_of(one(base + "    retry: {attempts: 2, backoff: true}\n"))
+    assert any(e.endswith("got true") for e in errors), errors
