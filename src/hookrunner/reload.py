@@ -97,6 +97,7 @@ class _Loaded:
     # load.reread_secrets), with the files that read.
     refreshed: Ruleset | None = None
     refreshed_secrets: dict[Path, Stat | None] | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)  # a failed load's
 
 
 class LiveRules:
@@ -225,13 +226,16 @@ class LiveRules:
             ruleset = load_rules(self.rules_dir, root=self.root, on_secret_file=about_to_read,
                                  defer_secrets=defer)
         except Exception as exc:  # ConfigErrors, or a bug in loading: keep the live rules
+            warnings: list[str] = []
             if isinstance(exc, ConfigErrors):
                 errors = [str(e) for e in exc.errors]
                 only = all(isinstance(e, SecretUnavailable) for e in exc.errors)
+                warnings = exc.warnings  # (a `team.YAML` added beside a broken file: said now)
             else:
                 errors = [f"{self.rules_dir}: cannot load the rules: {type(exc).__name__}: {exc}"]
                 only = False
-            return self._reread_secrets(_Loaded(None, errors, fingerprint, secrets, only), defer)
+            return self._reread_secrets(
+                _Loaded(None, errors, fingerprint, secrets, only, warnings=warnings), defer)
         if not ruleset.files and self._keeps_rules():
             # Live rules, then a directory with no rules files: a deploy that empties it
             # before copying (`rm rules/*; cp new/* rules/`), caught in between. Loaded, every
@@ -290,6 +294,8 @@ class LiveRules:
             self.errors = loaded.errors
             for line in self.errors:
                 event("rules.error", error, error=line)
+            for w in loaded.warnings:
+                event("rules.warning", warning, warning=w)
             event("rules.reload_failed", error, errors=len(self.errors),
                   kept="previous rules" if self.current else "no rules")
             if loaded.refreshed is not None and loaded.refreshed_secrets is not None:

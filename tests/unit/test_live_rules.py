@@ -18,6 +18,7 @@ from hookrunner.errors import VerifyError
 from hookrunner.reload import LiveRules
 from hookrunner.rules.load import rules_files
 from hookrunner.verify.base import Headers, SignedRequest
+from tests.unit.test_hotpath import captured_log, events_in
 
 HOOK = "hooks:\n  {name}:\n    verify: {{none: {{}}}}\n"
 
@@ -58,6 +59,22 @@ def test_a_file_with_an_upper_case_suffix_is_a_change_whose_load_warns(tmp_path:
     assert live.current is not None and list(live.current.hooks) == ["aa"]
     assert any("team.YAML: not loaded" in w for w in live.current.warnings)
     assert not live.changed()
+
+
+def test_a_failed_reload_says_its_warnings_too(tmp_path: Path) -> None:
+    """`team.YAML` added beside a broken file: the failed reload logged only the error, and
+    the warning came once the other file was fixed."""
+    (tmp_path / "a.yaml").write_text(HOOK.format(name="aa"))
+    live = LiveRules(tmp_path)
+    assert live.reload()
+    (tmp_path / "b.yaml").write_text("rules: {oops: 1}\n")
+    (tmp_path / "team.YAML").write_text(HOOK.format(name="bb"))
+    with captured_log() as out:
+        assert not live.reload()
+    said = events_in(out)
+    assert said[0]["event"] == "rules.error"
+    assert said[-1]["event"] == "rules.reload_failed"
+    assert any("team.YAML: not loaded" in e.get("warning", "") for e in said)
 
 
 def test_hidden_files_neither_load_nor_count_as_changes(tmp_path: Path) -> None:
