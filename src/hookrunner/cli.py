@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate the rules")
     _rules_flag(c)
+    c.add_argument("--without-secrets", action="store_true",
+                   help="do not read the hooks' secrets: an unset variable or a missing "
+                        "secret file is no error (a CI job that checks the rules without them)")
 
     t = sub.add_parser("test", help="dry run: which rules match, and the rendered actions")
     _payload_flags(t)
@@ -243,7 +246,7 @@ def _main(argv: Sequence[str] | None) -> int:
         except KeyboardInterrupt:  # Ctrl-C, once the server has stopped (uvicorn re-raises it)
             return EXIT_INTERRUPTED
     if args.command == "check":
-        return commands.check(settings)
+        return commands.check(settings, secrets=not args.without_secrets)
     if args.command == "replay" or (args.command == "explain" and args.delivery):
         settings = commands.served_rules(settings)  # "against the current rules": the server's
     if args.command == "explain" and args.delivery:

@@ -195,16 +195,22 @@ def _http_protocol() -> Any:
     return BoundedHttpToolsProtocol
 
 
-def check(settings: Settings) -> int:
+def check(settings: Settings, secrets: bool = True) -> int:
+    """`secrets`: read the hooks' secrets too, as `serve` will (False: `--without-secrets`)."""
     from hookrunner.rules.load import load_rules
     from hookrunner.rules.report import format_check
+    from hookrunner.verify.secrets import SecretUnavailable
 
     try:
-        ruleset = load_rules(settings.rules, root=settings.root, strict=True)
+        ruleset = load_rules(settings.rules, root=settings.root, strict=True,
+                             secrets_required=secrets)
     except ConfigErrors as exc:
         print(format_check(exc), file=sys.stderr)
+        if all(isinstance(e, SecretUnavailable) for e in exc.errors):
+            print("(only secrets are missing: `check --without-secrets` checks the rest, as a "
+                  "CI job without them would)", file=sys.stderr)
         return EXIT_FAIL
-    print(format_check(ruleset))
+    print(format_check(ruleset) + ("" if secrets else " (secrets not read)"))
     return EXIT_OK
 
 

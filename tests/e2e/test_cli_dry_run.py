@@ -262,6 +262,24 @@ def test_check_passes_on_the_shipped_rules_with_the_makefile_env() -> None:
     assert re.fullmatch(r"ok: \d+ hook\(s\), \d+ rule\(s\) from \d+ file\(s\)\n", done.stdout)
 
 
+def test_check_without_the_secrets_checks_the_rest(tmp_path: Path) -> None:
+    """A CI job has none of the hooks' secrets: `check` failed on every one of them, with
+    nothing to say that the rest was fine; `--without-secrets` checks the rest."""
+    bare = {k: v for k, v in demo_environ().items() if not k.endswith(("_SECRET", "_TOKEN"))}
+    done = hookrunner("check", env=bare)
+    assert done.returncode == 1 and "is not set or empty" in done.stderr, done.stderr
+    assert "`check --without-secrets` checks the rest" in done.stderr
+    done = hookrunner("check", "--without-secrets", env=bare)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith(" (secrets not read)\n"), done.stdout
+    rules = tmp_path / "rules"  # and what is wrong besides is still said
+    shutil.copytree(REPO / "rules", rules)
+    (rules / "x.yaml").write_text("rules:\n  - name: x\n    hook: github\n    run: {nope: {}}\n")
+    done = hookrunner("check", "--without-secrets", "--rules", str(rules), env=bare)
+    assert done.returncode == 1 and f"{rules / 'x.yaml'}:4: " in done.stderr, done.stderr
+    assert "is not set" not in done.stderr and "--without-secrets` checks" not in done.stderr
+
+
 def test_check_reports_file_and_line_of_each_error_in_a_broken_copy(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(REPO / "rules", rules)
