@@ -210,7 +210,10 @@ def check(settings: Settings, secrets: bool = True) -> int:
             print("(only secrets are missing: `check --without-secrets` checks the rest, as a "
                   "CI job without them would)", file=sys.stderr)
         return EXIT_FAIL
-    print(format_check(ruleset) + ("" if secrets else " (secrets not read)"))
+    *warnings, summary = format_check(ruleset).split("\n")
+    if warnings:  # on standard error, as a failed check's (`check > /dev/null` keeps them)
+        print("\n".join(warnings), file=sys.stderr)
+    print(summary + ("" if secrets else " (secrets not read)"))
     return EXIT_OK
 
 
