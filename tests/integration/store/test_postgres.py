@@ -122,19 +122,25 @@ async def test_a_node_lock_lost_with_its_connection_is_taken_again(postgres_db: 
         await store.close()
 
 
+async def _migrated_before(url: str, migration: str) -> None:
+    """The database as a version without `migration` (and those after it) left it."""
+    every = sql.migrations("postgres")
+    names = [name for _, name, _ in every]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sql, "migrations", lambda backend: every[:names.index(migration)])
+        before = PostgresStore(url)
+        await before.open()
+        await before.close()
+
+
 async def test_a_delivery_from_before_the_query_column_reads_with_an_empty_query(
-    postgres_db: str, monkeypatch: pytest.MonkeyPatch,
+    postgres_db: str,
 ) -> None:
     """Migration 0003 adds the query to a database with history; old rows get none."""
-    every = sql.migrations("postgres")
-    monkeypatch.setattr(sql, "migrations", lambda backend: every[:2])
-    old = PostgresStore(postgres_db)
-    await old.open()
-    await old.close()
+    await _migrated_before(postgres_db, "0003_delivery_query.sql")
     with psycopg.connect(postgres_db) as conn:
         conn.execute("INSERT INTO deliveries (id, hook, received_at, headers, body, client_ip, matches)"
                      " VALUES ('d-old', 'gh', 1.0, '[]', '\\x7b7d', '', '[]')")
-    monkeypatch.undo()
     store = PostgresStore(postgres_db)
     await store.open()
     try:
@@ -239,18 +245,11 @@ async def test_the_database_function_ends_a_spec_as_the_python_one_does(
     assert row[0] == ended_spec(copy.deepcopy(spec))
 
 
-async def test_a_node_of_the_version_before_reads_deliveries_after_0009(
-        postgres_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_node_of_the_version_before_reads_deliveries_after_0009(postgres_db: str) -> None:
     """A node not upgraded yet reads deliveries with `SELECT *` as prepared statements: a
     column added to `deliveries` made PostgreSQL refuse them ("cached plan must not change
     result type"), and its runs that read their delivery failed. 0009 adds a table instead."""
-    every = sql.migrations("postgres")
-    assert every[8][1] == "0009_delivery_verifier.sql"
-    monkeypatch.setattr(sql, "migrations", lambda backend: every[:8])
-    before = PostgresStore(postgres_db)
-    await before.open()
-    await before.close()
-    monkeypatch.undo()
+    await _migrated_before(postgres_db, "0009_delivery_verifier.sql")
     with psycopg.connect(postgres_db, autocommit=True) as old:  # the old node's connection
         select = "SELECT * FROM deliveries WHERE id = %s"
         for _ in range(3):
@@ -447,18 +446,12 @@ async def test_a_node_lock_its_own_lost_session_still_holds_is_taken_again(
 
 
 async def test_a_database_that_ran_an_earlier_text_of_0008_and_0009_is_repaired(
-        postgres_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        postgres_db: str) -> None:
     """0008 and 0009 were edited after development versions had applied them: a database
     those versions migrated had no json twins of the end-of-run functions (every run stayed
     `running`: its end failed) and a `verifier` column instead of `delivery_verifiers`
     (every delivery failed). 0011 repairs both; 0006's redaction of ended runs runs too."""
-    every = sql.migrations("postgres")
-    assert every[10][1] == "0011_repair_edited_migrations.sql"
-    monkeypatch.setattr(sql, "migrations", lambda backend: every[:10])
-    before = PostgresStore(postgres_db)
-    await before.open()
-    await before.close()
-    monkeypatch.undo()
+    await _migrated_before(postgres_db, "0011_repair_edited_migrations.sql")
     hidden = {"argv": ["deploy", "s3cret"], "hidden_paths": [["argv", 1]]}
     with psycopg.connect(postgres_db) as conn:  # as those versions left it
         conn.execute("DROP FUNCTION hookrunner_ended_spec(json)")
