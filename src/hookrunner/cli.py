@@ -111,10 +111,29 @@ def _payload_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="the sender's address, as `client_ip` (default: null)")
 
 
+class _Version(argparse.Action):
+    """`--version`: the release and the newest migration of each store, which the README's
+    Upgrades section names (every development version says the same release)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0,
+                         help=help or "show the version and the store schemas it migrates to")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        from hookrunner.store import sql
+
+        schemas = ", ".join(f"{backend} {max(v for v, _, _ in sql.migrations(backend))}"
+                            for backend in ("sqlite", "postgres"))
+        print(f"hookrunner {__version__} (schema: {schemas})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hookrunner", description="Signed webhooks -> YAML rules -> durable queue -> actions.")
-    parser.add_argument("--version", action="version", version=f"hookrunner {__version__}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the gateway", epilog=SERVE_EPILOG)

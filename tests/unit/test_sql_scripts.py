@@ -75,3 +75,16 @@ def test_no_shipped_migration_is_edited() -> None:
             assert digest == pinned, (
                 f"{backend}/{name} was edited after it shipped: a database that ran it "
                 "never runs it again. Put the change in a new migration")
+
+
+def test_the_version_names_each_stores_newest_migration(capsys: pytest.CaptureFixture[str]) -> None:
+    """What the README's Upgrades section refers to: every development version says 0.1.0."""
+    from hookrunner import __version__, cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    newest = {b: max(v for v, _, _ in sql.migrations(b)) for b in ("sqlite", "postgres")}
+    assert capsys.readouterr().out == (
+        f"hookrunner {__version__} (schema: sqlite {newest['sqlite']}, "
+        f"postgres {newest['postgres']})\n")
