@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import fnmatch
 import functools
 import math
 import re
@@ -145,9 +146,21 @@ def _weight(value: Any, limit: int = MAX_TEXT) -> int:
             total += 2 + 2 * len(item)
             todo.extend(item.keys())
             todo.extend(item.values())
+        elif isinstance(item, int) and not isinstance(item, bool):
+            total += item.bit_length() * 3 // 10 + 2  # its digits (a payload's: up to 4,300)
         else:
             total += 8
     return total
+
+
+def _written(value: Any) -> Any:
+    """`value` as a filter sees it that writes it out with str() first (Jinja's `replace`,
+    `join`, `format`, `urlize`): a list or a number from the payload, not only text, so its
+    bound applies to what the filter builds from it. Weighed before it is written."""
+    if isinstance(value, str):
+        return value
+    _check_size(_weight(value), "the written-out value")
+    return str(value)
 
 
 # ---- operators ----
@@ -328,7 +341,7 @@ def _drawn(items: Any, separator: int) -> Any:
 def _check_join(separator: Any, items: Any) -> None:
     if not isinstance(items, list | tuple):
         return  # a string or a dict: no bigger than itself
-    sep = len(separator) if isinstance(separator, str | bytes) else 0
+    sep = len(separator) if isinstance(separator, str | bytes) else len(_written(separator))
     total = sep * max(0, len(items) - 1)
     for item in items:
         total += _weight(item)
@@ -353,12 +366,14 @@ def _center(value: Any, width: Any = 80, *_: Any, **__: Any) -> None:
 def _indent(value: Any, width: Any = 4, *_: Any, **__: Any) -> None:
     if isinstance(width, str):
         width = len(width)
+    if isinstance(width, int):  # (`" " * width` is built first, whatever `value` is)
+        _check_size(width, f"indent({width})")
     if isinstance(width, int) and isinstance(value, str):
         _check_size(len(value) + (value.count("\n") + 1) * width, "indent()'s result")
 
 
 def _replace(eval_ctx: Any, value: Any, old: Any, new: Any, count: Any = None) -> None:
-    _check_replace(value, old, new, -1 if count is None else count)
+    _check_replace(_written(value), _written(old), _written(new), -1 if count is None else count)
 
 
 def _join(eval_ctx: Any, value: Any, d: Any = "", attribute: Any = None) -> None:
@@ -374,7 +389,7 @@ def _bounded_join(join: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(join)
     def bounded(eval_ctx: Any, value: Any, d: Any = "", attribute: Any = None) -> Any:
         _check_time()
-        value = _drawn(value, len(d) if isinstance(d, str) else 0)
+        value = _drawn(value, len(_written(d)))
         _join(eval_ctx, value, d, attribute)
         return join(eval_ctx, value, d, attribute)
 
@@ -406,8 +421,8 @@ def _wordwrap(environment: Any, s: Any, width: Any = 79, break_long_words: Any =
 
 
 def _format(value: Any, *args: Any, **kwargs: Any) -> None:
-    if isinstance(value, str):  # (Jinja's: keywords are a dict, else the arguments a tuple)
-        _check_percent_format(value, dict(kwargs) if kwargs else tuple(args))
+    # (Jinja's: the value written out; keywords are a dict, else the arguments a tuple)
+    _check_percent_format(_written(value), dict(kwargs) if kwargs else tuple(args))
 
 
 def _tojson(environment: Any, value: Any, indent: Any = None, *_: Any, **__: Any) -> None:
@@ -438,6 +453,7 @@ def _shape(value: Any) -> tuple[int, int]:
 def _urlize(eval_ctx: Any, value: Any, trim_url_limit: Any = None, nofollow: Any = False,
             target: Any = None, rel: Any = None, extra_schemes: Any = None) -> None:
     """Each word of `value` may become a link carrying `target` and `rel`."""
+    value = _written(value)
     if isinstance(value, str):  # each word that may be a link: a `.`, `@` or `:` in it
         extra = sum(len(x) for x in (target, rel) if isinstance(x, str)) + 64
         links = sum(1 for word in value.split() if "." in word or "@" in word or ":" in word)
@@ -566,14 +582,15 @@ _compiled: dict[str, regex.Pattern[str]] = {}
 _compiled_lock = threading.Lock()  # (the event loop's and the match thread's renders)
 
 
-def compile_regex(pattern: str) -> regex.Pattern[str]:
+def compile_regex(pattern: str, longest: int = MAX_PATTERN) -> regex.Pattern[str]:
     """`pattern` compiled, refused where compiling it would take long or much memory: a
     pattern from the payload (`is search(payload.p)`) of 17 characters, `(?:a{2000}){2000}`,
-    held the event loop for seconds (a compile holds the GIL) and kept 550 MB cached."""
+    held the event loop for seconds (a compile holds the GIL) and kept 550 MB cached.
+    `longest`: its most characters (a glob's translation is longer than the glob)."""
     compiled = _compiled.get(pattern)
     if compiled is not None:
         return compiled
-    if len(pattern) > MAX_PATTERN:
+    if len(pattern) > longest:
         raise SecurityError(f"a regular expression of more than {MAX_PATTERN} characters is "
                             "not compiled")
     parts = _expanded(pattern)
@@ -641,10 +658,26 @@ def _expanded(pattern: str) -> int:
     return groups[0][0] + groups[0][1]
 
 
-def regex_find(pattern: str, text: str, *, anchored: bool) -> bool:
+def glob_find(pattern: str, text: str) -> bool:
+    """`glob`, as `fnmatch.fnmatchcase` decides it, with the bounds and cache of `match`:
+    fnmatch's own cache keeps 32,768 compiled patterns, each as large as a payload makes it
+    (`is glob(payload.p)`: 3 MB for one of 50,000 characters, kept for good)."""
+    if len(pattern) > MAX_PATTERN:
+        raise SecurityError(f"a glob pattern of more than {MAX_PATTERN} characters is not "
+                            "compiled")
+    translated = _glob_regex(pattern)
+    return regex_find(translated, text, anchored=True, longest=len(translated))
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _glob_regex(pattern: str) -> str:
+    return fnmatch.translate(pattern)
+
+
+def regex_find(pattern: str, text: str, *, anchored: bool, longest: int = MAX_PATTERN) -> bool:
     """`match` or `search`, bounded in time: a backtracking pattern (`(a|aa)+$`) on a payload
     value would otherwise run for minutes on the event loop."""
-    compiled = compile_regex(pattern)
+    compiled = compile_regex(pattern, longest)
     # Within a render, its deadline; outside one (fastclause decides a clause without a
     # render), the delivery's: 100 rules of a backtracking pattern took 50 ms each, 6 s.
     state = _render.get(None)

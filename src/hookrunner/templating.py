@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import difflib
-import fnmatch
 import functools
 import ipaddress
 import json
@@ -86,7 +85,7 @@ def _test_search(value: Any, pattern: str) -> bool:
 
 def _test_glob(value: Any, pattern: str) -> bool:
     text = _text(value, "glob")
-    return text is not None and fnmatch.fnmatchcase(text, pattern)
+    return text is not None and bounds.glob_find(pattern, text)
 
 
 def _test_in_cidr(value: Any, net: str | list[str]) -> bool:

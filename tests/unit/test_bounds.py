@@ -75,6 +75,19 @@ BIG = 2_000_000_000
     ("{{ (1).to_bytes(p.n, 'big') | length }}", {"n": 1500000000}, "to_bytes"),
     ("{{ 'x' * 999999 ~ 'yy' }}", {}, "(~)"),
     ("{{ ('x' * 999999).ljust(1000001) }}", {}, "too large"),
+    # Session 32's review: a filter writes a list or a number out with str() first, so its
+    # bound is on that text, not only where the payload gave text.
+    ("{{ p.t | replace('{n}', p.n) }}", {"t": "{n}" * 2000, "n": ["x" * 2000]},
+     "replace()'s result"),
+    ("{{ p.t | replace('{n}', p.n) }}", {"t": "{n}" * 2000, "n": 10 ** 1999},
+     "replace()'s result"),
+    ("{{ p.t | replace(p.o, 'x' * 2000) }}", {"t": ["ab"] * 1000, "o": "'"},
+     "replace()'s result"),
+    ("{{ range(2000) | join(p.sep) }}", {"sep": ["x" * 2000]}, "join()'s result"),
+    ("{{ p.l | join }}", {"l": [10 ** 4000] * 300}, "join()'s result"),
+    ("{{ p.f | format(1) }}", {"f": ["%3000000s"]}, "width"),
+    ("{{ p.s | indent(p.w) }}", {"s": ["a"], "w": BIG}, f"indent({BIG})"),
+    ("{{ p.w | urlize(target='x' * 100000) }}", {"w": ["www.a.co"] * 1000}, "urlize()'s result"),
 ])
 def test_what_would_be_too_large_or_too_slow_is_refused(text: str, scope: dict[str, Any],
                                                        why: str, monkeypatch: pytest.MonkeyPatch
@@ -159,8 +172,8 @@ def test_conditions_decided_without_a_render_share_the_deliverys_deadline(
     real = bounds.compile_regex
 
     class Recorded:
-        def __init__(self, pattern: str) -> None:
-            self._compiled = real(pattern)
+        def __init__(self, pattern: str, longest: int = bounds.MAX_PATTERN) -> None:
+            self._compiled = real(pattern, longest)
 
         def match(self, text: str, **kwargs: Any) -> Any:
             limits.append(kwargs["timeout"])
@@ -240,6 +253,34 @@ def test_a_pattern_too_costly_to_compile_is_refused(pattern: str, why: str,
     fine = {**scope, "payload": {"s": "refs/heads/main", "p": "^refs/heads/(main|rel-[0-9]{1,3})$"}}
     assert compile_expression("payload.s is match(payload.p)").test(fine) is True
     assert "^refs/heads/(main|rel-[0-9]{1,3})$" in bounds._compiled  # small: kept compiled
+
+
+def test_a_glob_pattern_from_the_payload_is_bounded_and_not_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`is glob(payload.p)` went straight to fnmatch, whose cache keeps 32,768 compiled
+    patterns of any size (3 MB for one of 50,000 characters, kept for good)."""
+    import fnmatch
+
+    from hookrunner.rules.match import build_scope
+
+    def scope(s: str, p: str) -> dict[str, Any]:
+        return build_scope(hook="h", delivery_id="d", received_at=0, headers=[], event=None,
+                           query={}, payload={"s": s, "p": p})
+
+    test = compile_expression("payload.s is glob(payload.p)").test
+    fnmatch._compile_pattern.cache_clear()
+    long = "[a]*" * 12500
+    with pytest.raises(TemplateError, match="glob pattern of more than 10000 characters"):
+        test(scope("abc", long))
+    monkeypatch.setattr(bounds, "_CACHED_COMPILE", 60.0)  # (what is kept, on a loaded machine)
+    for i in range(300):  # many distinct long ones: compiled, used, let go
+        assert test(scope("ab", f"a{'?' * 2000}{i}")) is False
+    assert fnmatch._compile_pattern.cache_info().currsize == 0
+    assert len(bounds._compiled) <= 128
+    assert all(len(p) < 1100 for p in bounds._compiled)
+    for s, p in (("refs/heads/main", "refs/heads/*"), ("a.b", "a?b"), ("x]", "[!a]]"),
+                 ("*", "[*]"), ("a\nb", "a*b")):
+        assert test(scope(s, p)) is fnmatch.fnmatchcase(s, p) is True, (s, p)
 
 
 def test_a_single_expression_template_is_bounded_as_any_rendered_text() -> None:
