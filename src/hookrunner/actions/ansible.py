@@ -193,14 +193,12 @@ def _placed(rendered: Mapping[str, Any], root: Path) -> _Placed:
     missing = ""
     if not playbook.is_file():
         missing = f"playbook not found: {PLAYBOOK_DIR}/{stringify(rendered.get('playbook'))}"
-    elif not _a_list_of_plays(playbook):
+    elif (why := _no_playbook(playbook)) is not None:
         # Wherever it is: `app/{{ payload.env }}.yml` of `vars/prod` named app/vars/prod.yml,
         # and a role's vars or defaults are beside the playbooks too.
         named = stringify(rendered.get("playbook"))
-        raise ActionError(f"ansible: {PLAYBOOK_DIR}/{named} is no playbook "
-                          "(its YAML is not a list of plays, each with `hosts` or "
-                          "`import_playbook`): not run, since ansible would print it back (a "
-                          "vars file's secrets too)")
+        raise ActionError(f"ansible: {PLAYBOOK_DIR}/{named}{why}: not run, since ansible "
+                          "would print it back (a vars file's secrets too)")
     elif inventory_path is not None and not inventory_path.exists():
         # ansible-runner would take the text as an inline host list, a host of that name.
         missing = (f"inventory not found: {inventory} (a file or directory under --root; "
@@ -215,25 +213,37 @@ PLAY_KEYS = frozenset({"hosts", "import_playbook", "ansible.builtin.import_playb
 MAX_MERGES = 20  # `<<` merges followed into one another (a loop is no YAML: aliases are trees)
 
 
-def _a_list_of_plays(path: Path) -> bool:
-    """Whether the file's YAML is a list of plays, as a playbook's is; a vars file is a
-    mapping, a role's tasks file a list of tasks. Only composed, not constructed (any tag,
-    `!vault` too). One that does not parse or is vault-encrypted whole is ansible's to
-    judge: it says where, not what it holds."""
+NOT_PLAYS = " is no playbook (its YAML is not a list of plays, each with `hosts` or " \
+            "`import_playbook`)"
+
+
+def _no_playbook(path: Path) -> str | None:
+    """Why the file is no playbook, after its name (`:3:1: ...` or ` is no playbook (...)`),
+    or None where its YAML is a list of plays; a vars file
+    is a mapping, a role's tasks file a list of tasks. Only composed, not constructed (any
+    tag, `!vault` too). One that is vault-encrypted whole is ansible's to judge (it shows
+    none of it). One that does not parse is said here, by place only: ansible-core 2.19
+    prints the lines before the error (an `.env` file's `KEY=secret` lines)."""
     try:
         with path.open("rb") as f:
             data = f.read(MAX_PLAYBOOK)
     except OSError:
-        return True  # (ansible says why it cannot read it)
+        return None  # (ansible says why it cannot read it)
     if data.lstrip().startswith(b"$ANSIBLE_VAULT"):
-        return True
+        return None
     try:
         node = yaml.compose(data, Loader=_LOADER)
-    except yaml.YAMLError:
-        return True
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        # (Never str(exc): PyYAML quotes the line itself.)
+        return f"{at}: YAML parsing failed" + (f": {problem}" if problem else "")
     # Each item a play: a list of tasks (`- set_fact: {db_password: ...}`) or of strings is
     # refused by ansible as no play, and it prints the item's lines back too.
-    return isinstance(node, yaml.SequenceNode) and all(_a_play(item) for item in node.value)
+    if isinstance(node, yaml.SequenceNode) and all(_a_play(item) for item in node.value):
+        return None
+    return NOT_PLAYS
 
 
 def _a_play(node: yaml.Node, depth: int = 0) -> bool:

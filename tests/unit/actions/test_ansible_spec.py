@@ -224,12 +224,17 @@ def test_a_file_whose_yaml_is_no_list_of_plays_is_not_run(tmp_path: Path) -> Non
     (books / "app" / "vars").mkdir(parents=True)
     (books / "app" / "vars" / "prod.yml").write_text("db_password: hunter2\n")
     (books / "app" / "site.yml").write_text("- hosts: all\n  tasks: []\n")
-    (books / "app" / "tagged.yml").write_text("- hosts: all\n  vars: {p: !vault |\n    x}\n")
+    (books / "app" / "tagged.yml").write_text("- hosts: all\n  vars:\n    p: !vault |\n      x\n")
     (books / "app" / "vault.yml").write_text("$ANSIBLE_VAULT;1.1;AES256\n6162\n")
-    (books / "app" / "broken.yml").write_text("- hosts: [\n")
+    # Not YAML: ansible-core 2.19 prints the lines before the error.
+    (books / "app" / "app.env").write_text("# db\nDB_PASS: hunter2\n  API_KEY: abc123\n")
     refusal = RUNNERS["ansible"].refusal({"playbook": "app/vars/prod.yml"}, tmp_path)
     assert refusal is not None and "is no playbook" in refusal and "hunter2" not in refusal
-    for fine in ("site", "tagged", "vault", "broken"):  # (ansible says what is wrong there)
+    refusal = RUNNERS["ansible"].refusal({"playbook": "app/app.env"}, tmp_path)
+    assert refusal == ("ansible: playbooks/app/app.env:3:10: YAML parsing failed: mapping "
+                       "values are not allowed in this context: not run, since ansible would "
+                       "print it back (a vars file's secrets too)")
+    for fine in ("site", "tagged", "vault"):  # (ansible says what is wrong in a vault)
         assert RUNNERS["ansible"].refusal({"playbook": f"app/{fine}.yml"}, tmp_path) is None
 
 
