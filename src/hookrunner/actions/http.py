@@ -50,6 +50,8 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_METHOD = "POST"
 RECANCEL_EVERY = 1.0  # seconds: a request cut off is cancelled again while it has not ended
 RESPONSE_LOG_CAP = 64 * 1024  # bytes of the response body copied into the run log
+RAW_LOG_CAP = 16 * RESPONSE_LOG_CAP  # bytes of it read as sent (packed), however little they unpack to
+MAX_MEMBERS = 100  # gzip members of one answer unpacked (each a decompressor of its own)
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 SCHEMES = ("http", "https")
 MAX_PORT = 65535
@@ -809,9 +811,10 @@ async def _log_pieces(response: httpx.Response, ctx: RunContext, out: _Scrubbing
         return
     unpacker = None if wbits is None else functools.partial(zlib.decompressobj, wbits=wbits)
     decoder = None if unpacker is None else unpacker()
-    kept, piece, sent = 0, b"", False
+    kept, piece, sent, read, members = 0, b"", False, 0, 1
     async for chunk in response.aiter_raw():
         sent = sent or bool(chunk)
+        read += len(chunk)
         room = RESPONSE_LOG_CAP - kept
         try:
             if decoder is None or unpacker is None:
@@ -820,11 +823,27 @@ async def _log_pieces(response: httpx.Response, ctx: RunContext, out: _Scrubbing
                 piece = decoder.decompress(decoder.unconsumed_tail + chunk, room)
                 while decoder.eof and decoder.unused_data and len(piece) < room:
                     # gzip's members one after another (`cat a.gz b.gz`): one text
+                    members += 1
+                    if members > MAX_MEMBERS:
+                        out.write(piece)
+                        out.flush(cut=True)
+                        ctx.log.note(f"the answer's body has more than {MAX_MEMBERS} "
+                                     f"{encoding} members: not shown further")
+                        return
                     rest, decoder = decoder.unused_data, unpacker()
                     piece += decoder.decompress(rest, room - len(piece))
         except zlib.error:
             out.flush(cut=True)
             ctx.log.note(f"the answer's body is not valid {encoding}: not shown further")
+            return
+        if read > RAW_LOG_CAP and kept + len(piece) < RESPONSE_LOG_CAP:
+            # Empty gzip members or deflate blocks, without end: each costs the event loop
+            # CPU and unpacks to nothing, so the cap on what is shown was never reached.
+            out.write(piece)
+            out.flush(cut=True)
+            ctx.log.note(f"the answer's {encoding} body unpacks to less than "
+                         f"{RESPONSE_LOG_CAP} bytes in its first {RAW_LOG_CAP}: not shown "
+                         "further")
             return
         out.write(piece)
         kept += len(piece)

@@ -9,6 +9,7 @@ import gzip
 import json
 import re
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -114,6 +115,10 @@ class Handler(BaseHTTPRequestHandler):
                 "/double": gzip.compress(gzip.compress(b"twice\n")),
                 "/gzip-members": gzip.compress(b"part1 ") + gzip.compress(b"part2\n"),
                 "/gzip-cut": gzip.compress(" ".join(map(str, range(3000))).encode())[:-30],
+                # 2 MB of members that unpack to nothing: each a decompressor on the loop
+                "/gzip-empty": gzip.compress(b"x") + gzip.compress(b"") * 100_000,
+                # one member of empty deflate blocks (a flush each): 2 MB unpacking to 1 byte
+                "/gzip-blocks": _empty_blocks(),
                 }[self.path]
         self.send_response(200)
         self.send_header("Content-Encoding", "gzip, gzip" if self.path == "/double" else "gzip")
@@ -128,6 +133,17 @@ class Handler(BaseHTTPRequestHandler):
 
 
 BOMB_MB = 200
+
+
+@functools.cache
+def _empty_blocks() -> bytes:
+    """One gzip member: "y", then 400,000 empty stored deflate blocks (5 bytes each), then
+    a last empty one: valid, and 2 MB that unpack to one byte."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    start = packer.compress(b"y") + packer.flush(zlib.Z_SYNC_FLUSH)  # ends byte-aligned
+    deflated = start + b"\x00\x00\x00\xff\xff" * 400_000 + b"\x01\x00\x00\xff\xff"
+    head = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    return head + deflated + struct.pack("<II", zlib.crc32(b"y"), 1)
 
 
 @functools.cache
@@ -423,6 +439,21 @@ async def test_an_answer_is_asked_for_unpacked_and_one_packed_anyway_is_unpacked
     assert harness.log_text("m").endswith("HTTP 200 OK\npart1 part2\n"), harness.log_text("m")
     await HTTP.run({"url": f"{server}/gzip-cut", "method": "GET"}, harness.ctx(name="cut"))
     assert "the answer's gzip body ended before its end" in harness.log_text("cut")
+
+
+async def test_an_answer_that_unpacks_to_nothing_for_long_is_let_go(harness, server: str) -> None:
+    """Endless empty gzip members (or deflate blocks) never reached the log's cap: the loop
+    unpacked them, a decompressor per member, until the rule's timeout (1 h by default)."""
+    many = await HTTP.run({"url": f"{server}/gzip-empty", "method": "GET"}, harness.ctx(name="e"))
+    assert many.outcome == "succeeded"
+    log = harness.log_text("e")
+    assert "HTTP 200 OK\nx\n" in log, log
+    assert "the answer's body has more than 100 gzip members: not shown further" in log, log
+    blocks = await HTTP.run({"url": f"{server}/gzip-blocks", "method": "GET"},
+                            harness.ctx(name="b"))
+    assert blocks.outcome == "succeeded"
+    assert ("the answer's gzip body unpacks to less than 65536 bytes in its first 1048576: "
+            "not shown further") in harness.log_text("b"), harness.log_text("b")
 
 
 async def test_a_redirect_names_where_it_points_without_its_query(harness, server: str) -> None:
