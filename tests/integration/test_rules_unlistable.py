@@ -94,7 +94,7 @@ def test_a_directory_that_may_be_entered_but_not_listed_is_left_closed(tmp_path:
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
         # Said, though: one made so by mistake would drop its rules without a word.
-        assert f"{rules / 'secrets'}: may be entered but not listed" in done.stdout, done.stdout
+        assert f"{rules / 'secrets'}: may be entered but not listed" in done.stderr, done.stderr
         server = Capless(rules, tmp_path / "data", tmp_path).start()
         try:
             sent = {"Authorization": "Bearer s3cret-token-value"}
