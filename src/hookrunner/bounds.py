@@ -662,16 +662,19 @@ def glob_find(pattern: str, text: str) -> bool:
     """`glob`, as `fnmatch.fnmatchcase` decides it, with the bounds and cache of `match`:
     fnmatch's own cache keeps 32,768 compiled patterns, each as large as a payload makes it
     (`is glob(payload.p)`: 3 MB for one of 50,000 characters, kept for good)."""
-    if len(pattern) > MAX_PATTERN:
-        raise SecurityError(f"a glob pattern of more than {MAX_PATTERN} characters is not "
-                            "compiled")
-    translated = _glob_regex(pattern)
+    translated = glob_regex(pattern)
     return regex_find(translated, text, anchored=True, longest=len(translated))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def _glob_regex(pattern: str) -> str:
-    return fnmatch.translate(pattern)
+def glob_regex(pattern: str) -> str:
+    """fnmatch's translation, for `regex`: a `[:` there is `[` and `:` as `re` reads it (in a
+    set, `[a[:digit:]]`, fnmatch leaves it as written, and `regex` would begin a POSIX class
+    there; elsewhere translate escaped the `[`, and an escaped `:` is a `:`)."""
+    if len(pattern) > MAX_PATTERN:
+        raise SecurityError(f"a glob pattern of more than {MAX_PATTERN} characters is not "
+                            "compiled")
+    return fnmatch.translate(pattern).replace("[:", "[\\:")
 
 
 def regex_find(pattern: str, text: str, *, anchored: bool, longest: int = MAX_PATTERN) -> bool:

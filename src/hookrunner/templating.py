@@ -786,7 +786,10 @@ def _check_test_arg(name: str, args: list[nodes.Expr], kwargs: list[Any]) -> Non
                 _network(net)
         elif not isinstance(arg, str):
             raise ValueError(f"expected a string, got {type(arg).__name__}")
-        elif name != "glob":
+        elif name == "glob":
+            translated = bounds.glob_regex(arg)
+            bounds.compile_regex(translated, len(translated))
+        else:
             bounds.compile_regex(arg)
             if "\b" in arg:
                 # Jinja reads `'\bfoo\b'` as text with backspaces, and the pattern then

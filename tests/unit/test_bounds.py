@@ -279,8 +279,17 @@ def test_a_glob_pattern_from_the_payload_is_bounded_and_not_kept(
     assert len(bounds._compiled) <= 128
     assert all(len(p) < 1100 for p in bounds._compiled)
     for s, p in (("refs/heads/main", "refs/heads/*"), ("a.b", "a?b"), ("x]", "[!a]]"),
-                 ("*", "[*]"), ("a\nb", "a*b")):
+                 ("*", "[*]"), ("a\nb", "a*b"), (":]", "[[:alpha:]]"), ("x]", "[![:space:]]*")):
         assert test(scope(s, p)) is fnmatch.fnmatchcase(s, p) is True, (s, p)
+    # `regex` reads `[:digit:]` in a set as a POSIX class; fnmatch (`re`) as characters.
+    for s, p in (("a1", "[a-z[:digit:]]*"), ("a", "[[:alpha:]]")):
+        assert test(scope(s, p)) is fnmatch.fnmatchcase(s, p) is False, (s, p)
+
+
+def test_a_constant_glob_is_checked_when_the_rule_is_loaded() -> None:
+    with pytest.raises(ConfigError, match="glob pattern of more than 10000 characters"):
+        compile_expression(f"payload.s is glob('{'a' * 10001}')")
+    assert compile_expression("payload.s is glob('[a-z[:digit:]]*')") is not None
 
 
 def test_a_single_expression_template_is_bounded_as_any_rendered_text() -> None:

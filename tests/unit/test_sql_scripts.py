@@ -53,7 +53,7 @@ SHIPPED = {
     ("postgres", "0008_spec_as_written.sql"): "8c7828be40a2267a",
     ("postgres", "0009_delivery_verifier.sql"): "bc9f48a851233ecb",
     ("postgres", "0010_queued_keyed_at.sql"): "11d1930cd6fff0a2",
-    ("postgres", "0011_repair_edited_migrations.sql"): "3451780c3c427513",
+    ("postgres", "0011_repair_edited_migrations.sql"): "594e8548727199f6",
     ("sqlite", "0001_init.sql"): "09ecb4a51a6a6641",
     ("sqlite", "0002_claim_indexes.sql"): "f3906be96cb8f037",
     ("sqlite", "0003_delivery_query.sql"): "74c3f8cdda3d8d2b",
