@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -240,7 +239,7 @@ def main() -> int:
     p.add_argument("--no-webhook", action="store_true", help="measure hookrunner alone")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args()
-    if not args.no_webhook and not os.access(args.webhook, os.X_OK):
+    if not args.no_webhook and shutil.which(args.webhook) is None:
         print(f"{args.webhook} not found: `make bench` installs webhook, or apt-get install "
               "webhook (or --no-webhook to measure hookrunner alone)", file=sys.stderr)
         return 2

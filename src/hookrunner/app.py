@@ -146,14 +146,16 @@ def _routed(scope: Scope) -> bool:
 # most a line a second.
 _not_found_log = Throttled("http.not_found", logging.WARNING)
 MAX_LOGGED_PATH = 512
+SENDING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def said_not_found(scope: Scope, metrics: Metrics | None = None) -> None:
-    """Log a request other than GET/HEAD to a path nothing serves (a sender's URL that is
-    wrong), with its path as sent: `/hook%73/gh` is refused for its escape, and its decoded
-    form would read as a hook's. `metrics`: count one under `/hooks/` as a request to an
-    unknown hook (`/hooks/gh/`, a sender's trailing slash), which is alerted on."""
-    if scope["method"] in ("GET", "HEAD"):
+    """Log a request that sends something (POST, PUT, PATCH, DELETE) to a path nothing
+    serves (a sender's URL that is wrong), with its path as sent: `/hook%73/gh` is refused
+    for its escape, and its decoded form would read as a hook's. `metrics`: count one under
+    `/hooks/` as a request to an unknown hook (`/hooks/gh/`, a sender's trailing slash), which
+    is alerted on. (Not a probe's GET, HEAD or `OPTIONS *`: a line a second of those.)"""
+    if scope["method"] not in SENDING:
         return
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
     path = raw.split(b"?", 1)[0].decode("latin-1")

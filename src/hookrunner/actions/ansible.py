@@ -234,6 +234,8 @@ def _no_playbook(path: Path) -> str | None:
     try:
         node = yaml.compose(data, Loader=_LOADER)
     except yaml.YAMLError as exc:
+        if len(data) >= MAX_PLAYBOOK:
+            return None  # cut short here, not in the file: ansible's to judge
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 from hookrunner.errors import ConfigError, VerifyError
+from hookrunner.units import as_written
 from hookrunner.verify import crypto
 from hookrunner.verify.base import (
     LearnsNothing,
@@ -76,7 +77,7 @@ def hmac(options: Mapping[str, Any], secrets: SecretSource) -> HmacVerifier:
     prefix = options.get("prefix")
     prefix = "" if prefix is None else prefix  # (`prefix: 0` or `false` meant none, unsaid)
     if not isinstance(prefix, str):
-        raise ConfigError(f"prefix: expected a string, got {prefix!r} (quote it)",
+        raise ConfigError(f"prefix: expected a string, got {as_written(prefix)} (quote it)",
                           path=("prefix",))
     header, tolerance, warnings = crypto.option_window(options)
     return HmacVerifier(
