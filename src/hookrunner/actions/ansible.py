@@ -218,12 +218,12 @@ NOT_PLAYS = " is no playbook (its YAML is not a list of plays, each with `hosts`
 
 
 def _no_playbook(path: Path) -> str | None:
-    """Why the file is no playbook, after its name (`:3:1: ...` or ` is no playbook (...)`),
-    or None where its YAML is a list of plays; a vars file
-    is a mapping, a role's tasks file a list of tasks. Only composed, not constructed (any
-    tag, `!vault` too). One that is vault-encrypted whole is ansible's to judge (it shows
-    none of it). One that does not parse is said here, by place only: ansible-core 2.19
-    prints the lines before the error (an `.env` file's `KEY=secret` lines)."""
+    """Why the file is no playbook, to follow its name (`:3:1: ...`, ` is no playbook (...)`),
+    or None where its YAML is a list of plays: a vars file is a mapping, a role's tasks file
+    a list of tasks. Only composed, not constructed (any tag, `!vault` too). One that is
+    vault-encrypted whole is ansible's to judge (it shows none of it). One that does not
+    parse is said here, by place only: ansible-core 2.19 prints the lines before the error
+    (an `.env` file's `KEY=secret` lines)."""
     try:
         with path.open("rb") as f:
             data = f.read(MAX_PLAYBOOK)
