@@ -87,7 +87,8 @@ class StartMarks:
 
     def open(self) -> None:
         """Start a fresh file (call once what `recorded` says has been acted on)."""
-        self._rewrite()
+        with self._lock:
+            self._rewrite()
 
     def mark(self, run_id: str, attempt: int) -> None:
         """Record that `attempt` of `run_id` starts now. OSError if it cannot be written."""
@@ -141,12 +142,9 @@ class StartMarks:
                 self._fd = -1
 
     def _rewrite(self) -> None:
-        """Replace the file with the live marks. Written through the descriptor kept
-        afterwards, then renamed: it either switches over whole or not at all."""
-        with self._lock:
-            self._rewrite_locked()
-
-    def _rewrite_locked(self) -> None:
+        """Replace the file with the live marks (the caller holds the lock). Written through
+        the descriptor kept afterwards, then renamed: it either switches over whole or not
+        at all."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         data = "".join(f"{run_id} {attempt}\n" * n
