@@ -247,7 +247,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._freed = asyncio.Event()  # a worker, a key or a run freed, or stopping: claim now
         self._finished = asyncio.Condition()
-        self._ended_lately: dict[str, None] = {}  # runs ended here, the newest last (wait_for)
+        # Runs ended here and the attempt each ended, the newest last (wait_for, claim rechecks).
+        self._ended_lately: dict[str, int] = {}
         self._stopping = False
         self._counting = asyncio.Lock()  # a claim and a count of the queue, one at a time
         self._drain: asyncio.Task[None] | None = None
@@ -699,9 +700,12 @@ class Dispatcher:
 
     async def _claimed_unseen(self) -> list[Run]:
         """Runs the store has `running` under this node's lease that it is not running: a
-        claim's commit that went through though its reply was lost."""
+        claim's commit that went through though its reply was lost. Not an attempt that ran
+        here and ended unrecorded (the fence stopped it in the outage that failed the claim):
+        that one is decided at its lease's expiry, per its retry rule, not started again."""
         running = await self.store.list_runs(status="running", limit=CLAIM_RECHECK_LIMIT)
-        return [r for r in running if r.lease_owner == self.node and r.id not in self._active]
+        return [r for r in running if r.lease_owner == self.node and r.id not in self._active
+                and self._ended_lately.get(r.id) != r.attempt]
 
     def _room_again(self) -> bool:
         """After a start mark found the disk full: whether one can be written now."""
@@ -852,7 +856,8 @@ class Dispatcher:
                         if run.id in self._active:  # alive here: a clock step, not a death
                             continue
                         await self._interrupted(
-                            run, f"interrupted: lease of node {run.lease_owner} expired")
+                            run, f"interrupted: lease of node {run.lease_owner} expired",
+                            expired_by=now)
                 if self._active:
                     for run_id, by in (await self.store.cancel_requests(self.node)).items():
                         entry = self._active.get(run_id)
@@ -1040,7 +1045,8 @@ class Dispatcher:
                               "another node holds its lease", "taken")
 
     async def _interrupted(self, run: Run, reason: str,
-                           recorded: set[tuple[str, int]] | None = None) -> None:
+                           recorded: set[tuple[str, int]] | None = None,
+                           expired_by: float | None = None) -> None:
         """A run whose process died with its node: retried per its rule, else failed.
 
         `recorded`: the start marks of the node it ran on, where this server can read them
@@ -1078,8 +1084,8 @@ class Dispatcher:
         decided = await self.store.finish(Finish(
             run_id=run.id, node=run.lease_owner or self.node, outcome=outcome, exit_code=None,
             reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt,
-            log=log))
-        if not decided:  # another node took it over first (each saw its lease expire)
+            log=log, expired_by=expired_by))
+        if not decided:  # another node took it over first, or its own renewed the lease
             return
         if closing is not None:
             await asyncio.to_thread(append_whole, path, closing)
@@ -1166,7 +1172,8 @@ class Dispatcher:
             self._cancel_reason.pop(run.id, None)
             self.metrics.running.set(len(self._active))
             self._wake_freed()
-            self._ended_lately[run.id] = None
+            self._ended_lately.pop(run.id, None)
+            self._ended_lately[run.id] = run.attempt
             while len(self._ended_lately) > ENDED_KEPT:
                 del self._ended_lately[next(iter(self._ended_lately))]
             async with self._finished:

@@ -17,7 +17,7 @@ from hookrunner.errors import StoreUnavailable
 from hookrunner.settings import Settings
 from hookrunner.store.base import Finish, Run
 from hookrunner.store.sqlite import SQLiteStore
-from tests.integration.test_run_logs import arrive, dispatching, ended, until_running
+from tests.integration.test_run_logs import arrive, dispatching, ended, until, until_running
 
 LEASE = 2.0
 
@@ -68,9 +68,14 @@ class Hiccups(SQLiteStore):
             raise StoreUnavailable("injected: disk full")
         await super().finish(result)
 
+    claim_failures = 0  # the next claims that fail, as in an outage
+
     async def claim(self, node: str, limit: int, lease: float, now: float) -> list[Run]:
         if self.hang is not None:
             await self.hang.wait()
+        if self.claim_failures:
+            self.claim_failures -= 1
+            raise StoreUnavailable("injected outage")
         return await super().claim(node, limit, lease, now - self.claim_delay)
 
 
@@ -144,6 +149,29 @@ async def test_a_claim_that_hangs_does_not_hold_up_the_renewals(
     finally:
         store.hang.set()
     assert await ended(store, second) == "succeeded"
+
+
+async def test_a_run_the_fence_stopped_in_an_outage_is_not_started_again_after_it(
+    cluster: tuple[Hiccups, Dispatcher], tmp_path: Path,
+) -> None:
+    """probe: the fence stopped a run in a store outage, and a claim failed in it. Once the
+    store was back the node took that run, still `running` under its lease, for one a lost
+    claim reply had left unstarted, and ran it again under the same attempt whatever its
+    retry rule said. It is decided at its lease's expiry instead: not retryable, failed."""
+    store, dispatcher = cluster
+    starts = tmp_path / "starts"
+    run_id = await arrive(store, dispatcher, f"echo started >> {starts}; sleep 30")
+    await until_running(store, run_id)
+    await until(starts.exists)
+    store.renew_failures = store.finish_failures = store.claim_failures = 10_000
+    # (the claim loop tries every POLL; the fence stops the run lease/3 before expiry)
+    await until(lambda: store.claim_failures < 10_000 and run_id not in dispatcher._active)
+    store.renew_failures = store.finish_failures = store.claim_failures = 0
+    assert await ended(store, run_id) == "failed"
+    run = await store.get_run(run_id)
+    assert run is not None and run.attempt == 1
+    assert run.reason == "interrupted: lease of node n1 expired"
+    assert starts.read_text() == "started\n"
 
 
 @pytest.mark.parametrize("cluster", [OneServer], indirect=True)

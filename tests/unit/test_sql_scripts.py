@@ -54,6 +54,7 @@ SHIPPED = {
     ("postgres", "0009_delivery_verifier.sql"): "bc9f48a851233ecb",
     ("postgres", "0010_queued_keyed_at.sql"): "11d1930cd6fff0a2",
     ("postgres", "0011_repair_edited_migrations.sql"): "594e8548727199f6",
+    ("postgres", "0012_queued_skip.sql"): "76a2c0e6ff6406dd",
     ("sqlite", "0001_init.sql"): "09ecb4a51a6a6641",
     ("sqlite", "0002_claim_indexes.sql"): "f3906be96cb8f037",
     ("sqlite", "0003_delivery_query.sql"): "74c3f8cdda3d8d2b",
@@ -63,6 +64,7 @@ SHIPPED = {
     ("sqlite", "0007_superseded_index.sql"): "cc5b2ee33b543e38",
     ("sqlite", "0008_delivery_verifier.sql"): "f7e40c6a048a3241",
     ("sqlite", "0009_queued_keyed_at.sql"): "11d1930cd6fff0a2",
+    ("sqlite", "0010_queued_skip.sql"): "76a2c0e6ff6406dd",
 }
 
 

@@ -192,6 +192,10 @@ class Finish:
     # store names the one `superseded_by` holds when it writes, since a newer replacer can
     # take over between the dispatcher's read and this write.
     replaced_by: str | None = None
+    # A takeover of a run whose lease expired by this time (`expired`): decided only if the
+    # lease is still expired when written, since a renewal that landed between that read
+    # and this write means its node still runs it. (Honoured by shared stores.)
+    expired_by: float | None = None
 
 
 class Store(Protocol):

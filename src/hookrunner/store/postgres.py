@@ -540,7 +540,7 @@ class PostgresStore:
             "exit_code": result.exit_code, "reason": result.reason,
             "outputs": dumps(result.outputs), "finished_at": result.finished_at,
             "retry_at": result.retry_at, "log": result.log, "attempt": result.attempt,
-            "replaced_by": result.replaced_by,
+            "replaced_by": result.replaced_by, "expired_by": result.expired_by,
         }
         async with self._tx() as conn:
             # Guarded by owner and status: a node that lost its lease cannot undo another's.
@@ -551,7 +551,9 @@ class PostgresStore:
                 applied += (await conn.execute(Q["cancel_retry"], {
                     **params, "cancel_reason": CANCELED_INSTEAD_OF_RETRY})).rowcount
             # After the run's row is locked and written: it reads the run's superseded_by.
-            await conn.execute(Q["finish_attempt"], params)
+            # (Not for a takeover that found the lease renewed: the attempt still runs.)
+            if applied or result.expired_by is None:
+                await conn.execute(Q["finish_attempt"], params)
             await conn.execute(Q["notify"])  # its key is free now, or it is queued again
         return applied > 0
 
@@ -654,10 +656,12 @@ class PostgresStore:
         params = {"before": before, "chunk": PRUNE_CHUNK}
         total = 0
         while True:  # chunked: no long transaction holding locks on a busy cluster
-            async with self._conn() as conn:
-                n = (await conn.execute(Q["prune"], params)).rowcount
+            async with self._tx() as conn:
+                ids = [r["id"] for r in await (await conn.execute(Q["prune_lock"], params)
+                                               ).fetchall()]
+                n = (await conn.execute(Q["prune"], {**params, "ids": ids})).rowcount if ids else 0
             total += n
-            if n < PRUNE_CHUNK:
+            if len(ids) < PRUNE_CHUNK:
                 return total
             if progress is not None:
                 progress(total)

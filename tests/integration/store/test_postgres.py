@@ -6,6 +6,9 @@ import abc
 import asyncio
 import contextlib
 import copy
+import dataclasses
+import random
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -474,3 +477,97 @@ async def test_a_database_that_ran_an_earlier_text_of_0008_and_0009_is_repaired(
     again = PostgresStore(postgres_db)  # and on a database that needed nothing: no change
     await again.open()
     await again.close()
+
+
+async def test_a_run_canceled_while_a_claim_reads_is_never_claimed(postgres_db: str) -> None:
+    """probe: a cancel that committed after the claim's statement took its snapshot, but
+    before the claim locked the row: PostgreSQL checks again only the conditions on the row
+    itself, the window's subquery not, so the canceled run was returned, started, and in a
+    `coalesce` key the other waiting runs were skipped for it. Racing the two for real
+    (the probe hit it in 142 of 200 tries): a canceled run is never claimed."""
+    a, b = PostgresStore(postgres_db), PostgresStore(postgres_db)
+    await a.open()
+    await b.open()
+    rng = random.Random(7)
+    try:
+        canceled_and_claimed = tried = 0
+        for _ in range(30):
+            d = delivery()
+            key = f"k-{uuid.uuid4().hex[:8]}"
+            runs = [new_run(d, key, "coalesce") for _ in range(200)]
+            await a.accept(d, runs)
+            newest = runs[-1].id
+
+            async def cancel(run_id: str) -> str | None:
+                await asyncio.sleep(rng.uniform(0, 0.006))
+                return await b.request_cancel(run_id, T0 + 1)
+
+            got, said = await asyncio.gather(a.claim("n1", 1, LEASE, T0), cancel(newest))
+            if said == "canceled":
+                tried += 1
+                canceled_and_claimed += newest in [r.id for r in got]
+                assert await b.attempts(newest) == []
+            with psycopg.connect(postgres_db, autocommit=True) as conn:  # the key free again
+                conn.execute("UPDATE runs SET status = 'succeeded' WHERE concurrency_key = %s "
+                             "AND status IN ('queued', 'running')", (key,))
+        assert tried and canceled_and_claimed == 0
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_runs_a_replay_adds_while_a_prune_deletes_its_delivery_are_kept(
+        postgres_db: str) -> None:
+    """probe: a replay of an old delivery, while a `--keep` prune deleted it: the delete's
+    snapshot did not see the replay's runs, it waited for the replay's hold on the row (the
+    runs' foreign key), and the cascade then removed the runs the replay had been answered
+    for. Here another transaction holds the row the way a replay's insert does."""
+    store, replaying = PostgresStore(postgres_db), PostgresStore(postgres_db)
+    await store.open()
+    await replaying.open()
+    try:
+        old = delivery(at=T0 - 86_400)
+        await store.accept(old, [])
+        with psycopg.connect(postgres_db, autocommit=False) as holder:
+            holder.execute("SELECT 1 FROM deliveries WHERE id = %s FOR KEY SHARE", (old.id,))
+            pruning = asyncio.ensure_future(store.prune(T0))
+            await asyncio.sleep(0.3)
+            runs = [new_run(old)]
+            await replaying.add_runs(runs)  # answered: queued
+            holder.rollback()
+        await asyncio.wait_for(pruning, 10)
+        assert await store.get_delivery(old.id) is not None
+        assert await store.known_runs([runs[0].id]) == {runs[0].id}
+        assert await store.prune(T0) == 0  # it has a queued run now
+    finally:
+        await store.close()
+        await replaying.close()
+
+
+async def test_a_takeover_leaves_a_run_whose_lease_was_renewed_since_it_read_it(
+        postgres_db: str) -> None:
+    """review: node n2 read n1's lease as expired; n1's renewal then went through before
+    n2 wrote its decision, which ended (or queued again) a run n1 still ran: both ran it.
+    The takeover is written only while the lease is still expired."""
+    store = PostgresStore(postgres_db)
+    await store.open()
+    try:
+        run = await claimed(store, "n1", lease=LEASE, at=T0)
+        later = T0 + LEASE + 1
+        assert [r.id for r in await store.expired(later)] == [run.id]
+        assert await store.renew("n1", [run.id], LEASE, later) == {run.id}
+        takeover = Finish(run_id=run.id, node="n1", outcome="failed", exit_code=None,
+                          reason="interrupted: lease of node n1 expired", outputs={},
+                          finished_at=later, attempt=1, expired_by=later)
+        assert await store.finish(takeover) is False
+        got = await store.get_run(run.id)
+        assert got is not None and (got.status, got.lease_owner) == ("running", "n1")
+        assert [a.status for a in await store.attempts(run.id)] == ["running"]
+        # Expired again, and not renewed: the takeover is written.
+        again = later + LEASE + 1
+        assert await store.finish(dataclasses.replace(
+            takeover, finished_at=again, expired_by=again)) is True
+        got = await store.get_run(run.id)
+        assert got is not None and got.status == "failed"
+    finally:
+        await store.close()

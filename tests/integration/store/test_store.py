@@ -283,6 +283,23 @@ async def test_skip_drops_new_runs_while_one_runs(store: Store) -> None:
     assert [(r.id, r.reason) for r in claimed.skipped] == [(b, f"skipped: run {a} was running")]
 
 
+async def test_a_skip_run_behind_a_newer_queue_run_is_skipped_while_its_key_runs(
+        store: Store) -> None:
+    """A key's newest waiting run is `queue`, so the key has nothing to decide while it
+    runs, except a new `skip` run that came before it: that one ends `skipped` now, rather
+    than waiting and then running ahead of the older queued work (as the memory store did)."""
+    a1 = await enqueue(store, "k", "queue")
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0)] == [a1]
+    d = delivery()
+    b1, a2 = new_run(d, "k", "skip"), new_run(d, "k", "queue")
+    await store.accept(d, [b1, a2])
+    claimed = await store.claim("n1", 5, LEASE, T0)
+    assert claimed == []
+    assert [(r.id, r.reason) for r in claimed.skipped] == [(b1.id, f"skipped: run {a1} was running")]
+    await finish(store, a1)
+    assert [r.id for r in await store.claim("n1", 5, LEASE, T0 + 1)] == [a2.id]
+
+
 async def test_replace_cancels_the_running_run(store: Store) -> None:
     """replace: the running run is asked to cancel; the newest waiting run runs after it."""
     a = await enqueue(store, "k", "replace")

@@ -57,7 +57,8 @@ FOR UPDATE OF r SKIP LOCKED;
 -- Due runs with a key. A `queue` key needs only its first runs and its newest (whose policy
 -- is the key's); any other policy decides on all its waiting runs at once (skipping all but
 -- one), so those are read whole. One key's long queue never hides another key's runs.
--- A key that is running and whose newest waiting run is `queue` has nothing to decide, so
+-- A key that is running and whose newest waiting run is `queue` has nothing to decide
+-- (unless a new `skip` run waits in it: that one ends `skipped` now; runs_queued_skip), so
 -- its runs are left out before anything is sorted (see the SQLite query), as is one whose run
 -- waiting for its retry came before its due runs (it keeps its place: concurrency.decide),
 -- unless a new `skip` run is the first of them (that one decides for itself): asked of each
@@ -84,9 +85,15 @@ WITH due_keys AS (
            WHERE q.status = 'queued' AND q.concurrency_key = held.k
              AND q.next_attempt_at <= %(now)s
            ORDER BY q.seq DESC LIMIT 1) = 'queue'
+      AND NOT EXISTS (SELECT 1 FROM runs s
+                      WHERE s.concurrency_key = held.k AND s.status = 'queued'
+                        AND s.policy = 'skip' AND s.attempt = 0 AND s.next_attempt_at <= %(now)s)
 )
+-- `r.status` is tested again outside the window: a run a cancel ended after this statement's
+-- snapshot is locked in its new version, and only these conditions are checked again on it
+-- (the window's subquery is not), so without it a canceled run was claimed and started.
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
-WHERE r.id IN (
+WHERE r.status = 'queued' AND r.id IN (
     SELECT id FROM (
         SELECT id,
                ROW_NUMBER() OVER (PARTITION BY concurrency_key ORDER BY seq) AS head,
@@ -202,7 +209,8 @@ UPDATE runs SET status = %(outcome)s, exit_code = %(exit_code)s,
                 spec = hookrunner_ended_spec(spec),
                 concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s
-  AND attempt = COALESCE(%(attempt)s::integer, attempt);
+  AND attempt = COALESCE(%(attempt)s::integer, attempt)
+  AND (%(expired_by)s::float8 IS NULL OR lease_expires < %(expired_by)s);
 
 -- name: requeue_run
 -- Never a run whose cancel was asked for (or that was replaced): cancel_retry ends it.
@@ -210,7 +218,8 @@ UPDATE runs SET status = 'queued', exit_code = %(exit_code)s, reason = %(reason)
                 outputs = %(outputs)s::jsonb, next_attempt_at = %(retry_at)s,
                 lease_owner = NULL, lease_expires = NULL, superseded_by = NULL
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s
-  AND NOT cancel_requested AND attempt = COALESCE(%(attempt)s::integer, attempt);
+  AND NOT cancel_requested AND attempt = COALESCE(%(attempt)s::integer, attempt)
+  AND (%(expired_by)s::float8 IS NULL OR lease_expires < %(expired_by)s);
 
 -- name: cancel_retry
 UPDATE runs SET status = 'canceled', exit_code = %(exit_code)s, outputs = %(outputs)s::jsonb,
@@ -220,7 +229,8 @@ UPDATE runs SET status = 'canceled', exit_code = %(exit_code)s, outputs = %(outp
                 spec = hookrunner_ended_spec(spec),
                 concurrency_key = hookrunner_ended_key(spec, concurrency_key)
 WHERE id = %(run_id)s AND status = 'running' AND lease_owner = %(node)s AND cancel_requested
-  AND attempt = COALESCE(%(attempt)s::integer, attempt);
+  AND attempt = COALESCE(%(attempt)s::integer, attempt)
+  AND (%(expired_by)s::float8 IS NULL OR lease_expires < %(expired_by)s);
 
 -- name: expired
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
@@ -297,17 +307,32 @@ SELECT count(*) AS n FROM runs WHERE status = 'queued';
 -- name: next_due
 SELECT min(next_attempt_at) AS due FROM runs WHERE status = 'queued';
 
+-- name: prune_lock
+-- At most `chunk` deliveries per transaction: a long history is deleted in many short
+-- transactions, so accepts are never held up behind one huge delete. Locked in a statement
+-- of their own, before `prune` deletes them: a replay adding runs to one of them holds its
+-- row (the runs' foreign key) until it commits, and is skipped here; one that comes after
+-- waits for the delete and finds its delivery gone. In one statement the delete's snapshot,
+-- taken before the replay committed, did not see its runs, and the cascade removed the runs
+-- the replay had been answered for. (SKIP LOCKED: two nodes' prunes never wait for, nor
+-- deadlock on, each other's rows.)
+SELECT id FROM deliveries
+WHERE received_at < %(before)s
+  AND NOT EXISTS (
+    SELECT 1 FROM runs r WHERE r.delivery_id = deliveries.id
+      AND (r.status IN ('queued', 'running') OR r.finished_at IS NULL
+           OR r.finished_at >= %(before)s)
+  )
+LIMIT %(chunk)s
+FOR UPDATE SKIP LOCKED;
+
 -- name: prune
--- At most `chunk` deliveries per statement: a long history is deleted in many short
--- transactions, so accepts are never held up behind one huge delete.
+-- The rows prune_lock locked, asked again with this statement's snapshot (taken after the
+-- lock): runs a replay committed meanwhile keep their delivery.
 DELETE FROM deliveries
-WHERE id IN (
-  SELECT id FROM deliveries
-  WHERE received_at < %(before)s
-    AND NOT EXISTS (
-      SELECT 1 FROM runs r WHERE r.delivery_id = deliveries.id
-        AND (r.status IN ('queued', 'running') OR r.finished_at IS NULL
-             OR r.finished_at >= %(before)s)
-    )
-  LIMIT %(chunk)s
-);
+WHERE id = ANY(%(ids)s)
+  AND NOT EXISTS (
+    SELECT 1 FROM runs r WHERE r.delivery_id = deliveries.id
+      AND (r.status IN ('queued', 'running') OR r.finished_at IS NULL
+           OR r.finished_at >= %(before)s)
+  );

@@ -37,7 +37,8 @@ ORDER BY r.seq LIMIT :limit;
 -- Due runs with a key. A `queue` key needs only its first runs and its newest (whose policy
 -- is the key's); any other policy decides on all its waiting runs at once (skipping all but
 -- one), so those are read whole. One key's long queue never hides another key's runs.
--- A key that is running and whose newest waiting run is `queue` has nothing to decide, so
+-- A key that is running and whose newest waiting run is `queue` has nothing to decide
+-- (unless a new `skip` run waits in it: that one ends `skipped` now; runs_queued_skip), so
 -- its runs are left out before anything is sorted: with one busy key 10,000 deep, each claim
 -- (on the event loop) took ~30 ms sorting runs that could not move. So is one whose run
 -- waiting for its retry came before its due runs (it keeps its place: concurrency.decide),
@@ -67,6 +68,9 @@ WITH due_keys AS (
            WHERE q.status = 'queued' AND q.concurrency_key = held.k
              AND q.next_attempt_at <= :now
            ORDER BY q.seq DESC LIMIT 1) = 'queue'
+      AND NOT EXISTS (SELECT 1 FROM runs s
+                      WHERE s.concurrency_key = held.k AND s.status = 'queued'
+                        AND s.policy = 'skip' AND s.attempt = 0 AND s.next_attempt_at <= :now)
 )
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
 WHERE r.id IN (
