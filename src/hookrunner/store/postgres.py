@@ -105,10 +105,26 @@ Conn = psycopg.AsyncConnection[DictRow]
 # sender's 10 s timeout (a sender without a delivery id then sent it again: run twice).
 # Past it, hooks answer 503 with Retry-After.
 LOCK_TIMEOUT = "5s"
+# A transaction the server waits on its client for, ended past this: a node frozen (SIGSTOP,
+# a VM paused) in the middle of a claim held the claim lock, and every other node stopped
+# dispatching, and taking its runs over, for as long as the freeze lasted.
+IDLE_IN_TRANSACTION_TIMEOUT = "5s"
+# The server's own keepalives (its default waits two hours): a node's machine that lost power
+# or its network holding a transaction or its node lock is found gone as the client finds
+# the server gone (TCP_TIMEOUTS). Ignored on a Unix socket.
+SERVER_KEEPALIVES = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2,
+                     "tcp_keepalives_count": 3}
+
+
+async def _session_keepalives(conn: psycopg.AsyncConnection[Any]) -> None:
+    for name, value in SERVER_KEEPALIVES.items():
+        await conn.execute(f"SET {name} = {int(value)}")
 
 
 async def _bounded_lock_waits(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+    await conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}'")
+    await _session_keepalives(conn)
 
 
 class _Connection(psycopg.AsyncConnection[DictRow]):
@@ -209,7 +225,8 @@ class PostgresStore:
             why = f" (the last connection attempt: {_Connection.last_refusal})" \
                 if _Connection.last_refusal else ""
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc}{why}") from exc
-        except psycopg.OperationalError as exc:  # lost connections, a full disk, timeouts
+        except (psycopg.OperationalError,  # lost connections, a full disk, timeouts
+                psycopg.errors.IdleInTransactionSessionTimeout) as exc:  # (this node froze)
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
         except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.InsufficientPrivilege) as exc:
             # A failover onto a server still read-only, a role's write grant taken away:
@@ -327,10 +344,16 @@ class PostgresStore:
                 self._node_conn, self._node_locked = None, False  # the lock went with it
         if self._node_conn is None:
             try:
-                self._node_conn = await psycopg.AsyncConnection.connect(
+                conn = await psycopg.AsyncConnection.connect(
                     self.url, autocommit=True, connect_timeout=DEFAULT_CONNECT_TIMEOUT,
                     **TCP_TIMEOUTS)
-            except psycopg.OperationalError as exc:
+                try:
+                    await _session_keepalives(conn)
+                except psycopg.Error:
+                    await conn.close()
+                    raise
+                self._node_conn = conn
+            except psycopg.Error as exc:
                 raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from exc
         key = f"hookrunner-node:{node}"
         try:

@@ -26,6 +26,7 @@ from tests.integration.store.test_store import LEASE, T0, claimed, delivery, new
 from tests.pgcluster import free_port
 
 pytestmark = pytest.mark.postgres
+Q_CLAIM_LOCK = sql.queries("postgres")["claim_lock"]
 
 
 async def test_nodes_starting_together_migrate_once(postgres_db: str) -> None:
@@ -571,3 +572,33 @@ async def test_a_takeover_leaves_a_run_whose_lease_was_renewed_since_it_read_it(
         assert got is not None and got.status == "failed"
     finally:
         await store.close()
+
+
+async def test_a_node_frozen_in_its_claim_holds_the_others_up_only_briefly(
+        postgres_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """probe: a node SIGSTOPped while its claim held the claim lock stopped every other
+    node's claims, and so their dispatch and the takeover of its runs, for as long as it
+    was frozen (PostgreSQL waits on an idle transaction's client forever). Its session is
+    ended past IDLE_IN_TRANSACTION_TIMEOUT; the server's keepalives are the client's."""
+    from hookrunner.store import postgres
+
+    monkeypatch.setattr(postgres, "IDLE_IN_TRANSACTION_TIMEOUT", "1s")
+    frozen, other = PostgresStore(postgres_db), PostgresStore(postgres_db)
+    await frozen.open()
+    await other.open()
+    try:
+        d = delivery()
+        run = new_run(d)
+        await other.accept(d, [run])
+        with contextlib.suppress(StoreUnavailable):
+            async with frozen._conn() as conn:
+                await conn.execute("BEGIN")
+                await conn.execute(Q_CLAIM_LOCK, {"lock": postgres.CLAIM_LOCK})
+                cur = await conn.execute("SHOW tcp_keepalives_idle")
+                assert (await cur.fetchone() or {}).get("tcp_keepalives_idle") == "5"
+                # Frozen here: the other node's claim goes through once the session is ended.
+                claimed_runs = await asyncio.wait_for(other.claim("n2", 5, LEASE, T0), 4)
+                assert [r.id for r in claimed_runs] == [run.id]
+    finally:
+        await frozen.close()
+        await other.close()
