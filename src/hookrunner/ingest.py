@@ -195,16 +195,22 @@ _queue_full_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # deliveries refused while the store is down (a full disk: a line per request before).
 _store_down_log = Throttled("delivery.store_unavailable", logging.ERROR, per="hook")
 _rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
-# A body refused for its size, and one refused for what it holds (the line says the last
-# one's reason): apart, so that one kind never hides the other under its reason.
-_too_large_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
-_body_refused_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
-
-
 def _hook_and_reason(fields: dict[str, Any]) -> tuple[Any, str]:
     """A verifier's reason without what it quotes (`signature mismatch (URL checked: ...)`):
     a fixed few per hook, so a flood of forgeries cannot hide a sender's own problem."""
     return fields.get("hook"), str(fields.get("reason", "")).split(" (", 1)[0]
+
+
+def _hook_and_kind(fields: dict[str, Any]) -> tuple[Any, str]:
+    """A body's refusal without what it quotes (`body is not valid JSON: Expecting ...`,
+    `unsupported content type 'image/png'`): its kind, one of a fixed few."""
+    return fields.get("hook"), re.split(r"[:'(]", str(fields.get("reason", "")), maxsplit=1)[0]
+
+
+# A body refused for its size, and one refused for what it holds: apart, and the latter per
+# kind (bad JSON, an encoding, a content type), so that one kind never hides another.
+_too_large_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+_body_refused_log = Throttled("delivery.rejected", logging.WARNING, per=_hook_and_kind)
 
 
 # Any client can send these as fast as it can (a hook's id is no secret): a line a second

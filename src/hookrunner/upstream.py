@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 import httpx
 from starlette.types import Message, Receive, Scope, Send
 
+from hookrunner.auth import bearer_given
 from hookrunner.logs import Throttled, event
 from hookrunner.rawhttp import ClientGone, TooLarge, disconnected, read_body
 
@@ -97,18 +98,27 @@ class Upstream:
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Read (bounded) before forwarding: an unauthenticated client must not make a worker
         # hold a large body, and the main process answers auth before reading one anyway.
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > MAX_BODY:
-            await _answer(send, 413, b'{"error":"body too large"}')
+        given = dict(scope["headers"])
+        declared = given.get(b"content-length", b"")
+        # An API write without a bearer token is refused whatever it sends (the console's
+        # cookie reads the API only): asked of the main process without its body, which is
+        # not asked for (no `100 Continue`) nor read, so the answer closes the connection.
+        unread = (scope["path"].startswith("/api/") and scope["method"] not in ("GET", "HEAD")
+                  and not bearer_given(given.get(b"authorization", b"").decode("latin-1")))
+        closes = unread and (declared not in (b"", b"0") or b"transfer-encoding" in given
+                             or b"expect" in given)
+        if not unread and declared.isdigit() and int(declared) > MAX_BODY:
+            await _answer(send, 413, b'{"error":"body too large"}', close=True)
             return
         try:
-            body = await read_body(receive, None, MAX_BODY)
+            body = b"" if unread else await read_body(receive, None, MAX_BODY)
         except TooLarge:
-            await _answer(send, 413, b'{"error":"body too large"}')
+            await _answer(send, 413, b'{"error":"body too large"}', close=True)
             return
         # One Host (h11 refuses to send two; uvicorn took the request with both).
         hosts = [v for k, v in scope["headers"] if k == b"host"][:1]
-        headers = [(k, v) for k, v in scope["headers"] if k not in _HOP and k != b"host"]
+        headers = [(k, v) for k, v in scope["headers"] if k not in _HOP and k != b"host"
+                   and not (unread and k == b"content-length")]
         headers += [(b"host", h) for h in hosts]
         client = scope.get("client")
         if client:
@@ -139,7 +149,8 @@ class Upstream:
         try:
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": [(k, v) for k, v in response.headers.raw
-                                    if k.lower() not in _HOP and k.lower() not in _OWN]})
+                                    if k.lower() not in _HOP and k.lower() not in _OWN]
+                        + ([(b"connection", b"close")] if closes else [])})
             chunks = response.aiter_raw().__aiter__()
             while True:
                 # A followed log may never end by itself: stop when the client leaves.
@@ -159,9 +170,12 @@ class Upstream:
             await response.aclose()
 
 
-async def _answer(send: Send, status: int, body: bytes) -> None:
+async def _answer(send: Send, status: int, body: bytes, close: bool = False) -> None:
+    """`close`: the request's body is not read (whole), so its connection cannot carry
+    another request: the next one was read as the rest of that body."""
     start: Message = {"type": "http.response.start", "status": status,
                       "headers": [(b"content-type", b"application/json"),
-                                  (b"content-length", str(len(body)).encode())]}
+                                  (b"content-length", str(len(body)).encode()),
+                                  *([(b"connection", b"close")] if close else [])]}
     await send(start)
     await send({"type": "http.response.body", "body": body})

@@ -301,6 +301,31 @@ def test_odd_targets_are_answered_as_one_process_answers_them(
     assert "http.forward_failed" not in server.output()
 
 
+def test_an_api_write_without_a_token_is_refused_unread_as_one_process_refuses_it(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """probe: a worker read an API POST's body (asking for it with `100 Continue`) before
+    the main process refused it 401, and answered a large declared one 413 without closing:
+    the next request on the connection was read as that body, and never answered."""
+    server, _ = two_workers(make_server, project)
+    for _ in range(4):  # whichever worker takes the connection
+        answer = _raw_answer(server, b"POST /api/runs/run_x/cancel HTTP/1.1\r\nHost: t\r\n"
+                             b"Expect: 100-continue\r\nContent-Length: 5000000\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 401 "), answer
+        assert b"100 Continue" not in answer and b"connection: close" in answer.lower(), answer
+        assert b"www-authenticate: bearer" in answer.lower(), answer
+    for _ in range(4):  # with a token, a body past the bound: refused, and closed
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"POST /api/runs/run_x/cancel HTTP/1.1\r\nHost: t\r\n"
+                      b"Authorization: Bearer x\r\nContent-Length: 5000000\r\n\r\n"
+                      b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 413 ") and b"connection: close" in data.lower(), data
+        assert data.count(b"HTTP/1.1 ") == 1, data  # closed, not the healthz read as body
+
+
 def test_the_rules_are_reported_once_not_once_per_process(
     make_server: Callable[..., Server], project: Path
 ) -> None:

@@ -211,6 +211,28 @@ def test_throttled_events_count_per_hook_so_one_flood_cannot_hide_another(
     assert [(x["hook"], x["count"]) for x in events_in(out)] == [("a", 1), ("b", 1), ("a", 5)]
 
 
+def test_body_refusals_are_counted_per_kind_so_one_kind_cannot_hide_another(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """probe: bad JSON, a gzip body and a PNG within a second were one line naming the
+    last reason only; the README says a line per hook and reason."""
+    from hookrunner import ingest
+
+    clock = [200.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    refused = logs.Throttled("delivery.rejected", logging.WARNING, per=ingest._hook_and_kind)
+    with captured_log() as out:
+        for reason in ("body is not valid JSON: Expecting value: line 1 column 2 (char 1)",
+                       "body is not valid JSON: Expecting ',' delimiter",
+                       "content encoding 'gzip' is not supported; send the body as is",
+                       "unsupported content type 'image/png'; send JSON or form fields",
+                       "unsupported content type 'text/html'; send JSON or form fields"):
+            refused(hook="a", reason=reason)
+        clock[0] += 1.0
+        refused(hook="a", reason="body is not valid JSON: x")
+    assert [(x["reason"][:12], x["count"]) for x in events_in(out)] == [
+        ("body is not ", 1), ("content enco", 1), ("unsupported ", 1), ("body is not ", 2)]
+
+
 def test_text_log_values_with_control_characters_are_quoted() -> None:
     """A sender's id is the sender's text: `\\r` or ESC must not reach the log raw."""
     assert logs._text("gh-1") == "gh-1"
