@@ -243,6 +243,19 @@ def as_received(body: bytes, content_type: str | None) -> tuple[str, Any]:
         return "text", text
 
 
+def form_payload(body: bytes, content_type: str | None) -> bytes | None:
+    """A form body's one field, `payload`, as the bytes it holds (UTF-8), or None where the
+    body is no such form: Gitea signs the JSON it then sends as that field."""
+    if _media_type(content_type) != FORM or not body.startswith(b"payload="):
+        return None
+    try:
+        fields = parse_qsl(body.decode("ascii"), keep_blank_values=True, encoding="utf-8",
+                           errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return fields[0][1].encode() if len(fields) == 1 and fields[0][0] == "payload" else None
+
+
 def _parse(text: str, content_type: str | None) -> tuple[str, Any]:
     media = _media_type(content_type)
     if media == FORM:

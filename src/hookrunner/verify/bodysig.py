@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hookrunner.errors import VerifyError
+from hookrunner.payload import form_payload
 from hookrunner.verify import crypto, jsonbody
 from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
 
@@ -30,6 +31,9 @@ class BodySignature:
     # `webhookTimestamp`): checked against `tolerance` where the hook sets one.
     stamp_field: tuple[str, ...] = ()
     tolerance: float | None = None
+    # Signs the JSON it sends as a form's one field `payload` where the hook is set to the
+    # form content type (Gitea, Forgejo, Gogs): the body's signature failing, that field's.
+    signs_form_payload: bool = False
 
     @property
     def secret_headers(self) -> tuple[str, ...]:
@@ -49,9 +53,13 @@ class BodySignature:
         candidates = [p for p in (self._strip_prefix(p.strip()) for p in parts) if p is not None]
         if not candidates:
             raise VerifyError("malformed signature header")
-        crypto.require_signature(
-            self.secrets, request.body, candidates, encoding=self.encoding
-        )
+        if not crypto.any_signature_matches(self.secrets, request.body, candidates,
+                                            encoding=self.encoding):
+            inner = form_payload(request.body, request.headers.get("content-type")) \
+                if self.signs_form_payload else None
+            if inner is None:
+                raise VerifyError("signature mismatch")
+            crypto.require_signature(self.secrets, inner, candidates, encoding=self.encoding)
         if self.tolerance is not None:
             crypto.check_window(self._sent_at(request), request.now, self.tolerance)
         return self.learned(request)

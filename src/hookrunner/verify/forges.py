@@ -53,6 +53,7 @@ register_body_signature(
         id_headers=("X-Gitea-Delivery", "X-Forgejo-Delivery", "X-Gogs-Delivery"),
         event_headers=("X-Gitea-Event", "X-Forgejo-Event", "X-Gogs-Event"),
         other_secret_headers=("Authorization",),
+        signs_form_payload=True,
     ),
 )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 import pytest
 
 from hookrunner.errors import ConfigError, VerifyError
@@ -61,6 +63,31 @@ def test_gitea_rejects(headers: dict[str, str], body: bytes, reason: str) -> Non
     with pytest.raises(VerifyError) as info:
         make("gitea", secret="s").verify(request(body, headers))
     assert info.value.reason == reason
+
+
+def test_gitea_form_deliveries_sign_the_json_they_send_as_the_payload_field() -> None:
+    """probe: a Gitea webhook set to the form content type sends `payload=<JSON, escaped>`
+    but signs the JSON (services/webhook/deliver.go): every one was refused. The field's
+    bytes are checked where the body's are not; a form with more fields, or another
+    signature, still fails."""
+    doc = '{"ref":"refs/heads/main","message":"caf\u00e9 + 100% done"}'.encode()
+    body = b"payload=" + urllib.parse.quote_plus(doc).encode()
+    form = {"Content-Type": "application/x-www-form-urlencoded", "X-Gitea-Delivery": "d-2",
+            "X-Gitea-Event": "push"}
+    verifier = make("gitea", secret="s")
+    assert verifier.verify(request(body, {**form, "X-Gitea-Signature": hexmac("s", doc)})) == \
+        Verified("d-2", "push")
+    assert verifier.verify(request(body, {**form, "X-Gitea-Signature": hexmac("s", body)})) == \
+        Verified("d-2", "push")  # (a sender signing the body as sent)
+    for sent, signed, headers in (
+            (body + b"&x=1", doc, form), (body, hexmac("t", doc), form),
+            (body, doc, {**form, "Content-Type": "application/json"})):
+        sig = signed if isinstance(signed, str) else hexmac("s", signed)
+        with pytest.raises(VerifyError, match="signature mismatch"):
+            verifier.verify(request(sent, {**headers, "X-Gitea-Signature": sig}))
+    with pytest.raises(VerifyError, match="signature mismatch"):  # only gitea's senders do so
+        make("bitbucket", secret="s").verify(request(body, {
+            **form, "X-Hub-Signature": "sha256=" + hexmac("s", doc)}))
 
 
 def test_gitea_redacts_every_fork_signature_and_authorization() -> None:
