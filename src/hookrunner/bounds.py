@@ -310,8 +310,10 @@ def _check_str_method(obj: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
             _check_format(owner, (), args[0] if args and isinstance(args[0], dict) else {})
         else:
             _check_format(owner, args, kwargs)
-    elif name == "translate" and args and isinstance(args[0], dict):
-        longest = max((_weight(v) for v in args[0].values()), default=1)
+    elif name == "translate" and args and isinstance(args[0], dict | list | tuple):
+        # A list or tuple is a table too (indexed by code point): `[big]` maps NUL to big.
+        table = args[0].values() if isinstance(args[0], dict) else args[0]
+        longest = max((_weight(v) for v in table), default=1)
         _check_size(len(owner) * longest, "translate()'s result")
 
 
@@ -361,6 +363,19 @@ def _bounded_filter(check: Callable[..., None], filter_: Callable[..., Any]) -> 
 def _center(value: Any, width: Any = 80, *_: Any, **__: Any) -> None:
     if isinstance(width, int):
         _check_size(width, f"center({width})")
+    _stringified(value)
+
+
+def _stringified(value: Any, *_: Any, **__: Any) -> None:
+    """A filter that writes a value that is not text out with str() first (`upper`, `trim`,
+    `escape`, `safe`, ...): a dict of one big string many times over is cheap to hold and
+    huge once written. Text passes as it is (their results are about its size)."""
+    if not isinstance(value, str):
+        _check_size(_weight(value), "the written-out value")
+
+
+def _xmlattr(eval_ctx: Any, value: Any, *_: Any, **__: Any) -> None:
+    _stringified(value)
 
 
 def _indent(value: Any, width: Any = 4, *_: Any, **__: Any) -> None:
@@ -485,7 +500,9 @@ _FILTER_CHECKS: dict[str, Callable[..., None]] = {
     "center": _center, "indent": _indent, "replace": _replace,
     "format": _format, "batch": _batch, "slice": _slice, "wordwrap": _wordwrap, "sum": _sum,
     "string": _serialized, "pprint": _serialized, "from_json": _from_json, "urlize": _urlize,
-    "tojson": _tojson,
+    "tojson": _tojson, "xmlattr": _xmlattr,
+    **dict.fromkeys(("safe", "escape", "e", "forceescape", "trim", "striptags", "upper", "lower",
+                     "title", "capitalize", "wordcount", "urlencode"), _stringified),
 }
 
 

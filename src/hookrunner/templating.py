@@ -1011,6 +1011,9 @@ MISSING: Any = _Missing()  # the value of an undefined left operand, in explanat
 
 _REQUEST = ("headers", "query")
 _LOOKUPS = ("get", "get_all")  # `headers.get("X-Api-Key")`: the key is the call's argument
+# Names that read the whole object, not a key of it: a dict's methods, and the Headers' own
+# (`headers.as_dict()["x-api-key"]` was taken for a header named `as_dict`, not secret).
+_WHOLE_ATTRS = DICT_ATTRS | frozenset(n for n in dir(Headers) if not n.startswith("__"))
 
 
 def request_keys(tree: nodes.Node) -> frozenset[str] | None:
@@ -1034,7 +1037,7 @@ def request_keys(tree: nodes.Node) -> frozenset[str] | None:
             call = parents.get(id(parent))
             if parent.attr in _LOOKUPS and isinstance(call, nodes.Call) and call.node is parent:
                 key = call.args[0].value if call.args and isinstance(call.args[0], nodes.Const) else None
-            elif parent.attr not in DICT_ATTRS:  # `items`, `values`, `copy`: the whole object
+            elif parent.attr not in _WHOLE_ATTRS:  # `items`, `as_dict`: the whole object
                 key = parent.attr
         elif isinstance(parent, nodes.Getitem) and parent.node is name:
             key = parent.arg.value if isinstance(parent.arg, nodes.Const) else None

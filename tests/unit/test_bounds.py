@@ -88,6 +88,16 @@ BIG = 2_000_000_000
     ("{{ p.f | format(1) }}", {"f": ["%3000000s"]}, "width"),
     ("{{ p.s | indent(p.w) }}", {"s": ["a"], "w": BIG}, f"indent({BIG})"),
     ("{{ p.w | urlize(target='x' * 100000) }}", {"w": ["www.a.co"] * 1000}, "urlize()'s result"),
+    # Session 33's probe: a list is a translate table too, and more filters write a dict or
+    # a list out with str() first.
+    ("{{ ('\\x00' * p.n).translate([p.s * 100000]) | length }}", {"n": 300, "s": "abcdefghij"},
+     "translate()'s result"),
+    *((f"{{{{ dict.fromkeys(range(p.n), p.s * 100000) | {f} | length }}}}",
+       {"n": 100, "s": "x"}, "written-out")
+      for f in ("safe", "escape", "e", "forceescape", "trim", "striptags", "upper", "lower",
+                "title", "capitalize", "wordcount", "urlencode", "center(1)")),
+    ("{{ {'a': p.s * 1000000, 'b': p.s * 1000000} | xmlattr | length }}", {"s": "x"},
+     "written-out"),
 ])
 def test_what_would_be_too_large_or_too_slow_is_refused(text: str, scope: dict[str, Any],
                                                        why: str, monkeypatch: pytest.MonkeyPatch
@@ -137,6 +147,8 @@ def test_a_constant_format_is_not_built_when_the_rule_is_compiled() -> None:
     ("{% for c in p.l %}{{ loop.index }}{{ c }}{% endfor %}", "1a2b3c"),
     ("{{ p.l | map('upper') | join }}", "ABC"),
     ("{{ '-'.join(p.l | map('upper')) }}", "A-B-C"),
+    ("{{ p.s | upper }}{{ p.l | lower }}{{ p.l | trim }}", "AB['a', 'b', 'c']['a', 'b', 'c']"),
+    ("{{ 'ab'.translate([0, 1]) }}", "ab"),
 ])
 def test_ordinary_uses_still_work(text: str, shown: Any) -> None:
     assert compile_template(text).render({"p": {"s": "ab", "l": ["a", "b", "c"]}}) == shown
