@@ -39,8 +39,10 @@ ENV_NAMES = frozenset({"url_env", "headers_env"})
 URL_FIXED = "url_fixed"  # actions.http URL_FIXED: kept with the run, never shown
 URL_HOLES = "url_holes"  # actions.http URL_HOLES: the same
 PROGRAM_TEMPLATED = "program_templated"  # actions.shell's: kept with the run, never shown
+PATHS_WRITTEN = "paths_written"  # actions.paths.written_dirs: the same
 # (hops.KEY: actions.http's count of hops, kept with the run, never shown)
-OWN_CHECKS = frozenset({URL_FIXED, URL_HOLES, PROGRAM_TEMPLATED, hops.KEY})  # not the rule's
+OWN_CHECKS = frozenset({URL_FIXED, URL_HOLES, PROGRAM_TEMPLATED, PATHS_WRITTEN,
+                        hops.KEY})  # not the rule's
 SECRET_WORDS = ("password", "passwd", "passphrase", "token", "secret", "authorization",
                 "authentication", "api_key", "apikey", "private_key", "access_key", "credential",
                 "cookie", "session", "signature", "hmac", "jwt", "bearer", "functions_key",

@@ -43,11 +43,12 @@ from ansible_runner.interface import init_runner
 from hookrunner.actions import process, spec
 from hookrunner.actions.base import Outcome, RunContext, RunResult, register
 from hookrunner.actions.environment import VENV_BIN, with_path_entry
-from hookrunner.actions.paths import confine
+from hookrunner.actions.paths import confine, stays_in, written_dirs, written_of
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
 from hookrunner.payload import deeper_than
 from hookrunner.private import private_dir, private_file
+from hookrunner.redact import PATHS_WRITTEN
 
 KIND = "ansible"
 KEYS = ("playbook", "inventory", "limit", "tags", "check", "extravars")
@@ -113,6 +114,11 @@ def normalize_ansible(raw: Any) -> dict[str, Any]:
                 path=("extravars", PAYLOAD_VAR),
             )
         out["extravars"] = extravars
+    if marks := written_dirs(out, (("playbook", PLAYBOOK_DIR), ("inventory", ""))):
+        inventory = marks.get("inventory")
+        if inventory is not None and not inventory.startswith(f"{INVENTORY_DIR}/"):
+            marks["inventory"] = f"{INVENTORY_DIR}/"  # (its value must be under it: match)
+        out[PATHS_WRITTEN] = marks
     return out
 
 
@@ -177,13 +183,17 @@ class _Placed:
 def _placed(rendered: Mapping[str, Any], root: Path) -> _Placed:
     """The play's files under `root` and its host pattern and tags; ActionError for what may
     not be named (a path outside root, a limit naming a file)."""
-    playbook = confine(root, stringify(rendered.get("playbook")), base=PLAYBOOK_DIR)
+    given = stringify(rendered.get("playbook"))
+    playbook = stays_in(root, confine(root, given, base=PLAYBOOK_DIR),
+                        written_of(rendered, "playbook"), given)
     if VARS_DIRS & set(playbook.relative_to((root / PLAYBOOK_DIR).resolve()).parts[:-1]):
         # Ansible prints a file that is no play, line by line: a secret in group_vars/all.yml.
         raise ActionError("ansible: the playbook is in a group_vars or host_vars directory, "
                           "which holds vars files, not playbooks")
     inventory = rendered.get("inventory")
-    inventory_path = confine(root, stringify(inventory)) if inventory else None
+    inventory_path = stays_in(root, confine(root, stringify(inventory)),
+                              written_of(rendered, "inventory"), stringify(inventory)) \
+        if inventory else None
     limit, tags = host_pattern(rendered.get("limit")), tag_list(rendered.get("tags"))
     if "limit" in rendered and not _names_hosts(limit):
         # A templated limit of `""`, `[]` or `":"` would be no --limit at all: every host.

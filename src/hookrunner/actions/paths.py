@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from hookrunner.errors import ActionError
+from hookrunner.redact import PATHS_WRITTEN
 
 
 def confine(root: Path, value: str, *, base: str = "") -> Path:
@@ -82,3 +84,39 @@ def adds_within(value: str, written: str) -> bool:
     added = value[len(written):]
     return (bool(posixpath.normpath(added).strip("/.")) and not added.startswith("/")
             and ".." not in added.split("/"))
+
+
+def written_dirs(spec: Mapping[str, Any], keys: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Of each (key, base) whose value in a rule's action is templated: the directory under
+    --root its text writes before the `{{` (`tf/envs/` of `tf/envs/{{ x }}`; of a list, each
+    item's, None for one not templated). Kept with the run (redact.PATHS_WRITTEN) for its
+    start to check through symlinks: `stays_written` reads only the text."""
+    marks: dict[str, Any] = {}
+    for key, base in keys:
+        value = spec.get(key)
+        items = value if isinstance(value, list) else [value]
+        found = [posixpath.join(base, written_dir(v)) if isinstance(v, str) and "{{" in v
+                 else None for v in items]
+        if any(f is not None for f in found):
+            marks[key] = found if isinstance(value, list) else found[0]
+    return marks
+
+
+def written_of(rendered: Mapping[str, Any], key: str, index: int | None = None) -> str | None:
+    """The directory written_dirs kept for `key` (its item `index`), or None: not templated,
+    or a run queued before they were kept."""
+    mark = (rendered.get(PATHS_WRITTEN) or {}).get(key)
+    if index is not None:
+        mark = mark[index] if isinstance(mark, list) and index < len(mark) else None
+    return mark if isinstance(mark, str) else None
+
+
+def stays_in(root: Path, resolved: Path, written: str | None, value: str) -> Path:
+    """`resolved` (a path `confine`d under --root), once symlinks are followed, still in the
+    directory `written` its template writes before the `{{`: `deploy-{{ x }}.sh` of a link
+    `deploy-y.sh -> ../cleanup.sh` (left by an earlier action) ran cleanup.sh. ActionError."""
+    if written and not resolved.is_relative_to((root / written).resolve()):
+        raise ActionError(f"path {value[:200]!r} is outside {written.rstrip('/')}/ once its "
+                          "symlinks are followed: a templated path must stay in the directory "
+                          "the rule writes before its {{")
+    return resolved

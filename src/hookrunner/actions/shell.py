@@ -18,7 +18,7 @@ from typing import Any
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.environment import ID_KEYS, ID_PREFIX
-from hookrunner.actions.paths import adds_within, confine, pinned_dir, written_dir
+from hookrunner.actions.paths import adds_within, confine, pinned_dir, stays_in, written_dir
 from hookrunner.actions.process import check_strings, run_process
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
@@ -150,7 +150,9 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
         raise ActionError(f"shell: the program is templated after {written!r}, so it must "
                           f"stay in that directory, with no '..' in the value: "
                           f"{argv[0][:200]!r}")
-    argv[0] = resolve_program(argv[0], root=root, path=env.get("PATH", ""))
+    program, argv[0] = argv[0], resolve_program(argv[0], root=root, path=env.get("PATH", ""))
+    if isinstance(written, str):  # (resolved: a link in that directory may lead out of it)
+        stays_in(root, Path(argv[0]), written, program)
     # (A template that renders empty is refused by confine, not taken for --root itself.)
     given = rendered.get("cwd", root)
     cwd = confine(root, "" if given is None else stringify(given)) if "cwd" in rendered else root

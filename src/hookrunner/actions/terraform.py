@@ -29,7 +29,7 @@ from typing import Any
 
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
-from hookrunner.actions.paths import confine, pinned_dir
+from hookrunner.actions.paths import confine, pinned_dir, stays_in, written_dirs, written_of
 from hookrunner.actions.process import (
     INTERRUPT_GRACE_MAX,
     SHORT_OF,
@@ -40,6 +40,7 @@ from hookrunner.actions.process import (
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
 from hookrunner.private import private_dir, private_file
+from hookrunner.redact import PATHS_WRITTEN
 
 KIND = "terraform"
 KEYS = ("dir", "command", "workspace", "vars", "var_files", "binary")
@@ -64,6 +65,9 @@ VARS_FILE = "vars.tfvars.json"  # in the attempt's work dir (the suffix: Terrafo
 Step = Callable[..., Awaitable[RunResult]]
 
 
+PATHS = (("dir", ""), ("var_files", ""))  # (key, base under --root) of paths a rule names
+
+
 def normalize_terraform(raw: Any) -> dict[str, Any]:
     spec_ = spec.check_mapping(raw, KIND)
     spec.check_keys(spec_, KIND, KEYS)
@@ -86,13 +90,18 @@ def normalize_terraform(raw: Any) -> dict[str, Any]:
         if binary not in BINARIES:
             raise ConfigError("terraform.binary must be terraform or tofu", path=("binary",))
         out["binary"] = binary
+    if marks := written_dirs(out, PATHS):
+        out[PATHS_WRITTEN] = marks
     return out
+
+
+KEY_PREFIX = "terraform:"  # of the implicit key: a key a payload renders may not start so
 
 
 def concurrency_key(rendered: Mapping[str, Any]) -> str:
     directory = os.path.normpath(stringify(rendered.get("dir", "")))
     workspace = stringify(rendered.get("workspace") or DEFAULT_WORKSPACE)
-    return f"terraform:{directory}:{workspace}"
+    return f"{KEY_PREFIX}{directory}:{workspace}"
 
 
 def build_env(base: Mapping[str, str], workspace: str) -> dict[str, str]:
@@ -242,10 +251,11 @@ def readable_outputs(raw: bytes) -> dict[str, Any]:
 class TerraformRunner:
     kind = KIND
     stand_ins = {"dir": "tf", "command": "apply"}  # (see shell's)
-    paths = (("dir", ""), ("var_files", ""))
+    paths = PATHS
     # (key, base): a templated value stays in the dir the rule writes before its `{{`
     written_paths = paths
     implicit_key_fields = ("dir", "workspace")  # what implicit_concurrency_key is made of
+    implicit_key_prefix = KEY_PREFIX
 
     def normalize(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         return normalize_terraform(raw)
@@ -529,9 +539,12 @@ def _target(rendered: Mapping[str, Any], root: Path) -> tuple[str, Path, str, li
     command = stringify(rendered.get("command"))
     if command not in COMMANDS:
         raise ActionError(f"terraform: unknown command {command!r}")
-    workdir = confine(root, stringify(rendered.get("dir")))
+    given = stringify(rendered.get("dir"))
+    workdir = stays_in(root, confine(root, given), written_of(rendered, "dir"), given)
     workspace = workspace_name(rendered.get("workspace"))
-    var_files = [confine(root, stringify(f)) for f in rendered.get("var_files") or []]
+    var_files = [stays_in(root, confine(root, stringify(f)), written_of(rendered, "var_files", i),
+                          stringify(f))
+                 for i, f in enumerate(rendered.get("var_files") or [])]
     return command, workdir, workspace, var_files
 
 

@@ -286,6 +286,21 @@ def within(path: str, base: str) -> bool:
             and normal.startswith(base.rstrip("/") + "/"))
 
 
+def _not_implicit(key: str, source: str) -> None:
+    """A rendered key may spell an action's implicit key (`terraform:<dir>:<workspace>`)
+    only where the rule writes that start itself: else a payload value chose it, and its
+    rule's policy reached another rule's applies (a `replace` canceled them)."""
+    from hookrunner.actions import RUNNERS
+
+    for runner in RUNNERS.values():
+        prefix = getattr(runner, "implicit_key_prefix", None)
+        if prefix and key.startswith(prefix) and not source.startswith(prefix):
+            raise TemplateError(
+                f"concurrency key {source!r} rendered {key[:80]!r}, which is the "
+                f"form of {prefix.rstrip(':')}'s implicit keys (`{prefix}<dir>:<workspace>`): "
+                f"only a key the rule writes with `{prefix}` at its start may name one")
+
+
 def concurrency_key(rule: Rule, scope: Mapping[str, Any],
                     spec: Mapping[str, Any]) -> tuple[str | None, bool]:
     """The key a run of `rule` is held under, for this delivery and its rendered `spec`, and
@@ -304,8 +319,10 @@ def concurrency_key(rule: Rule, scope: Mapping[str, Any],
             raise TemplateError(f"concurrency key {given.source!r} rendered {what}")
         # JSON, as in argv, not Python (`True`); an object's keys sorted, so one object
         # is one key whatever order a sender writes it in (as a dedup key is).
-        return (value if isinstance(value, str) else
-                json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)), False
+        key = (value if isinstance(value, str) else
+               json.dumps(value, ensure_ascii=False, sort_keys=True, default=str))
+        _not_implicit(key, given.source)
+        return key, False
     from hookrunner.actions import RUNNERS  # imports (registers) every runner; not at the top
 
     implicit = RUNNERS[rule.action_kind].implicit_concurrency_key(spec)

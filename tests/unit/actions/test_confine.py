@@ -86,3 +86,68 @@ def test_a_pinned_dir_is_the_one_checked_whatever_the_path_becomes(root: Path) -
     # Swapped before the directory was opened: refused, not entered.
     with pytest.raises(ActionError, match="outside --root"), pinned_dir(root.resolve(), checked):
         pass
+
+
+def _links(root: Path) -> None:
+    """What an earlier action (an unpacked archive, a clone) may leave: links inside the
+    directories a rule writes before its `{{`, that lead elsewhere under --root."""
+    for d in ("scripts/sub", "terraform/envs/dev", "terraform/basic", "inventories",
+              "playbooks/app", "vars/prod"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for f in ("scripts/sub/deploy-x.sh", "scripts/mklink.sh", "scripts/show.sh",
+              "playbooks/app/site.yml", "playbooks/other.yml", "vars/prod/a.tfvars",
+              "vars/b.tfvars"):
+        (root / f).write_text("#!/bin/sh\n")
+        (root / f).chmod(0o755)
+    os.symlink("../mklink.sh", root / "scripts/sub/deploy-y.sh")
+    os.symlink("../basic", root / "terraform/envs/prod")
+    os.symlink("../scripts/show.sh", root / "inventories/rel")
+    os.symlink("../other.yml", root / "playbooks/app/evil.yml")
+    os.symlink("../b.tfvars", root / "vars/prod/evil.tfvars")
+
+
+def test_a_templated_path_may_not_leave_its_written_directory_through_a_symlink(
+        root: Path) -> None:
+    """probe: `scripts/sub/deploy-{{ p }}.sh` ran scripts/mklink.sh through a link
+    `deploy-y.sh -> ../mklink.sh`; `terraform/envs/{{ env }}` applied terraform/basic; an
+    inventory under inventories/ that links to a script made Ansible run it. Each stays in
+    the directory the rule writes before its `{{` once links are followed, as a playbook
+    stays in playbooks/. A path the rule writes whole may still be a link (the author's)."""
+    from hookrunner.actions.ansible import _placed, normalize_ansible
+    from hookrunner.actions.shell import build_invocation, normalize_shell
+    from hookrunner.actions.terraform import _target, normalize_terraform
+
+    _links(root)
+    shell = normalize_shell({"argv": ["scripts/sub/deploy-{{ payload.p }}.sh"]})
+    with pytest.raises(ActionError, match=r"outside scripts/sub/ once its symlinks"):
+        build_invocation({**shell, "argv": ["scripts/sub/deploy-y.sh"]}, root=root,
+                         base_env={"PATH": "/bin"})
+    assert build_invocation({**shell, "argv": ["scripts/sub/deploy-x.sh"]}, root=root,
+                            base_env={"PATH": "/bin"}).argv[0] == \
+        str((root / "scripts/sub/deploy-x.sh").resolve())
+    fixed = normalize_shell({"argv": ["scripts/sub/deploy-y.sh", "{{ payload.p }}"]})
+    assert build_invocation(fixed, root=root, base_env={"PATH": "/bin"}).argv[0] == \
+        str((root / "scripts/mklink.sh").resolve())  # the rule's own link
+
+    tf = normalize_terraform({"dir": "terraform/envs/{{ payload.env }}", "command": "apply",
+                              "var_files": ["vars/prod/{{ payload.v }}", "vars/b.tfvars"]})
+    with pytest.raises(ActionError, match=r"outside terraform/envs/ once"):
+        _target({**tf, "dir": "terraform/envs/prod", "var_files": ["vars/prod/a.tfvars",
+                                                                    "vars/b.tfvars"]}, root)
+    with pytest.raises(ActionError, match=r"outside vars/prod/ once"):
+        _target({**tf, "dir": "terraform/envs/dev", "var_files": ["vars/prod/evil.tfvars",
+                                                                   "vars/b.tfvars"]}, root)
+    assert _target({**tf, "dir": "terraform/envs/dev", "var_files": [
+        "vars/prod/a.tfvars", "vars/b.tfvars"]}, root)[1] == (root / "terraform/envs/dev").resolve()
+    assert _target(normalize_terraform({"dir": "terraform/envs/prod", "command": "apply"}),
+                   root)[1] == (root / "terraform/basic").resolve()
+
+    play = normalize_ansible({"playbook": "app/{{ payload.pb }}.yml",
+                              "inventory": "inventories/{{ payload.inv }}"})
+    with pytest.raises(ActionError, match=r"outside inventories/ once"):
+        _placed({**play, "playbook": "app/site.yml", "inventory": "inventories/rel"}, root)
+    with pytest.raises(ActionError, match=r"outside playbooks/app/ once"):
+        _placed({**play, "playbook": "app/evil.yml", "inventory": None}, root)
+    bare = normalize_ansible({"playbook": "site.yml", "inventory": "{{ payload.inv }}"})
+    with pytest.raises(ActionError, match=r"outside inventories/ once"):
+        _placed({**bare, "inventory": "inventories/rel"}, root)

@@ -389,6 +389,20 @@ def test_a_policy_without_a_key_holds_the_rules_name_and_only_a_rule_without_one
     assert concurrency_key(own, scope(), render_action(own, scope())) == ("mine", False)
 
 
+def test_a_payload_cannot_render_a_key_that_is_terraforms_implicit_one() -> None:
+    """probe: `key: "{{ payload.repo }}"` with repo `terraform:tf/slow:default` put a
+    `replace` rule's run on the key of another rule's applies, and canceled one mid-apply.
+    A key the rule writes as `terraform:...` itself may still name one (the author's call)."""
+    rule = ruleset_with("", extra='    concurrency: {key: "{{ payload.v }}", policy: replace}\n'
+                        ).rules[0]
+    with pytest.raises(TemplateError, match="form of terraform's implicit keys"):
+        concurrency_key(rule, scope({"v": "terraform:tf/slow:default"}), {})
+    assert concurrency_key(rule, scope({"v": "tf/slow"}), {}) == ("tf/slow", False)
+    own = ruleset_with("", extra='    concurrency: {key: "terraform:tf/{{ payload.v }}:default"}\n'
+                       ).rules[0]
+    assert concurrency_key(own, scope({"v": "slow"}), {}) == ("terraform:tf/slow:default", False)
+
+
 def test_headers_in_scope_are_case_insensitive() -> None:
     """`headers["X-GitHub-Event"]` works whatever case the request used."""
     s = build_scope(hook="gh", delivery_id=None, received_at=None,
