@@ -72,6 +72,8 @@ NOT_STARTED = "; nothing ran: queued again"  # in such an attempt's reason
 # ...ends the reason of one that failed while this node's own runs held what it lacked
 # (descriptors, processes): not counted against NOT_STARTED_TRIES, since their ends free it.
 NOT_STARTED_BUSY = NOT_STARTED + " (this node's own runs hold what it lacked: not counted as a try)"
+# An attempt a crash cut short after its claim, before its process started (start marks).
+NEVER_STARTED = " before its action started; queued again"
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 SHORT_LOG = 64 * 1024  # characters of log kept with a result the store refused whole
 REFUSED_WHOLE = "[hookrunner] the store refused the whole log"
@@ -1055,7 +1057,7 @@ class Dispatcher:
         now = time.time()
         retry_at = None
         if recorded is not None and (run.id, run.attempt) not in recorded:
-            retry_at, reason = now, f"{reason} before its action started; queued again"
+            retry_at, reason = now, f"{reason}{NEVER_STARTED}"
         elif should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
             retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
         outcome = "failed"
@@ -1373,8 +1375,9 @@ class Dispatcher:
                       pids=_pid_list(stuck), hint="stuck in the kernel? check them")
 
     async def _not_started(self, run_id: str, idle: bool = False, busy: bool = False) -> int:
-        """The run's attempts that never started; `idle`: only those counted as tries,
-        `busy`: only those that were not (the node's own runs held what they lacked)."""
+        """The run's attempts that never started (a start that failed, or a crash before
+        it); `idle`: only those counted as tries, `busy`: only those that were not (the
+        node's own runs held what they lacked)."""
         try:
             attempts = await self.store.attempts(run_id)
         except StoreUnavailable:
@@ -1383,7 +1386,7 @@ class Dispatcher:
             return sum(a.reason.endswith(NOT_STARTED) for a in attempts)
         if busy:
             return sum(a.reason.endswith(NOT_STARTED_BUSY) for a in attempts)
-        return sum(NOT_STARTED in a.reason for a in attempts)
+        return sum(NOT_STARTED in a.reason or a.reason.endswith(NEVER_STARTED) for a in attempts)
 
     def _short_of(self, running: int, reason: str) -> None:
         """A start failed for want of what this node's `running` runs hold (shortcap)."""

@@ -275,16 +275,17 @@ def _run_count(server: Server) -> int:
         return len(c.get("/api/runs").json()["runs"])
 
 
-def _claimed_before_a_crash(project: Path, records: Path, node: str) -> str:
+def _claimed_before_a_crash(project: Path, records: Path, node: str, exit_code: int = 0,
+                            **retry: Any) -> str:
     """A run this node had claimed when it died: journaled and claimed in the store, with no
     process ever started (the window between a claim and its start)."""
     d = NewDelivery(id="dlv_crashed", hook="github", received_at=time.time(), headers=[],
                     body=b"{}", dedup_key=None, event="push", client_ip="127.0.0.1",
                     matches=[])
     r = NewRun(id="run_crashed", delivery_id=d.id, rule="claimed", action="shell",
-               spec={"argv": ["scripts/rec.sh", "0", "0", "after"],
+               spec={"argv": ["scripts/rec.sh", "0", str(exit_code), "after"],
                      "env": {"RECORDS": str(records), "CHILD": "0"}},
-               created_at=time.time())
+               created_at=time.time(), **retry)
 
     async def crash() -> None:
         store = SQLiteStore(project / "data" / "hookrunner.db")
@@ -312,6 +313,23 @@ def test_a_claimed_run_that_never_started_is_queued_again_at_restart(
     assert doc["attempts"][0]["reason"] == (
         "interrupted: node n1 restarted before its action started; queued again")
     assert record(records, run_id, attempt=2) is not None
+
+
+def test_an_attempt_a_crash_cut_short_before_its_start_is_not_one_of_the_rules_retries(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """review: `retry: {attempts: 2}` gave one real try after a crash before the start (the
+    attempt that never started was counted), where a start that failed for want of a
+    descriptor is not counted."""
+    records = setup(project)
+    run_id = _claimed_before_a_crash(project, records, "n1", exit_code=3, max_attempts=2,
+                                     retry_on=("failed",), backoff=0.1)
+    (project / "data" / "started-n1.marks").write_text("")
+    server = make_server(HOOKS + rule("claimed", records), args=["--node", "n1"])
+    doc = server.wait_run(run_id)
+    assert [(a["attempt"], a["status"]) for a in doc["attempts"]] == [
+        (1, "failed"), (2, "failed"), (3, "failed")], doc
+    assert sorted(all_records(records)) == [f"{run_id}.2", f"{run_id}.3"]
 
 
 def test_with_no_start_marks_at_all_a_claimed_run_is_taken_for_started(
