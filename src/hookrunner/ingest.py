@@ -370,7 +370,7 @@ def admit(scope: Scope, gw: Gateway, hook_id: str) -> Admitted | Answer:
         # (Its client says which sender still posts to a renamed or removed hook.)
         _unknown_hook_log(hook=hook_id[:MAX_LOGGED_ID], reason="unknown hook",
                           client=_client_of(scope, gw))
-        return error(404, f"unknown hook {hook_id!r}")
+        return error(404, f"unknown hook {hook_id[:MAX_LOGGED_ID]!r}")  # (the client's text)
     m = gw.metrics.deliveries
     if scope["method"] != "POST":
         return _bad_request(gw, scope, hook_id, 405, "use POST", {"Allow": "POST"})

@@ -144,6 +144,9 @@ def test_a_path_nothing_serves_is_a_404_without_the_token_too(make_server: Calla
     assert httpx.post(server.url + "/api/runs/run_x/cancel").status_code == 401
     assert "http.not_found" in server.output() and "path=//hooks/open" in server.output()
     assert httpx.post(server.url + "/hooks/renamed", json={}).status_code == 404
+    # The client's text, cut as the log cuts it (a probe's 60 KB id came back whole).
+    long_id = httpx.post(server.url + "/hooks/" + "x" * 60_000, json={})
+    assert long_id.json() == {"error": f"unknown hook '{'x' * 100}'"}
     time.sleep(1.2)  # (a throttled line)
     assert any('reason="unknown hook" client=127.0.0.1' in x for x in server.output().splitlines())
     digest = httpx.get(server.url + "/readyz").json()["rules_digest"]  # (compared across nodes)
