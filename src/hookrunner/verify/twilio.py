@@ -20,6 +20,10 @@ from hookrunner.verify import crypto
 from hookrunner.verify.base import SecretSource, SignedRequest, Verified, check_options, register
 
 SIGNATURE = "X-Twilio-Signature"
+# Signed with a shared key instead of the auth token (Twilio's webhook signature settings):
+# `key=<id>,algorithm=HMAC_SHA256` names the HMAC; without it (or without `algorithm=`), SHA-1.
+SETTINGS = "X-Twilio-Webhooks-Signature-Settings"
+ALGORITHMS = {"HMAC_SHA1": "sha1", "HMAC_SHA256": "sha256"}
 BODY_HASH_PARAM = "bodySHA256"
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
@@ -48,9 +52,10 @@ class TwilioVerifier:
         else:
             suffix = _form_suffix(request.body)
         messages = [(variant + suffix).encode("utf-8", "surrogatepass") for variant in variants]
+        algorithm = _algorithm(crypto.optional_header(request.headers, SETTINGS))
         if not any(
             crypto.any_signature_matches(
-                self.secrets, message, [signature], algorithm="sha1", encoding="base64"
+                self.secrets, message, [signature], algorithm=algorithm, encoding="base64"
             )
             for message in messages
         ):
@@ -114,3 +119,16 @@ def twilio(options: Mapping[str, Any], secrets: SecretSource) -> TwilioVerifier:
     if url is not None and not url.startswith(("https://", "http://")):
         raise ConfigError("url: expected an http:// or https:// URL", path=("url",))
     return TwilioVerifier(tuple(crypto.option_secrets(options, secrets)), url)
+
+
+def _algorithm(settings: str | None) -> str:
+    """The HMAC the signature settings header names (as Twilio's own validator reads it)."""
+    for part in (settings or "").split(","):
+        name, equals, value = part.partition("=")
+        if equals and name.strip() == "algorithm" and value.strip():
+            named = ALGORITHMS.get(value.strip().upper())
+            if named is None:
+                raise VerifyError(f"unsupported signature algorithm {value.strip()[:40]!r} in "
+                                  f"{SETTINGS} (HMAC_SHA1 or HMAC_SHA256)")
+            return named
+    return "sha1"

@@ -110,3 +110,26 @@ def test_url_option_replaces_what_the_proxy_rewrote() -> None:
 def test_bad_url_option() -> None:
     with pytest.raises(ConfigError):
         make("twilio", secret=TOKEN, url="mycompany.com/x")
+
+
+def test_a_shared_key_signature_names_its_hmac_in_the_settings_header() -> None:
+    """probe: Twilio's webhook signature settings sign with HMAC-SHA256 and say so in
+    X-Twilio-Webhooks-Signature-Settings; every such request was refused. (The vector is
+    twilio-python 9.13's RequestValidator.compute_signature(URL, PARAMS, "HMAC_SHA256").)"""
+    sha256 = "033hgUJA9M/hXIZsYjwkerEP/DBm35nEri5FhCYjA5s="
+    settings = "X-Twilio-Webhooks-Signature-Settings"
+    verifier = make("twilio", secret=TOKEN)
+    assert verifier.verify(request(FORM, {"X-Twilio-Signature": sha256,
+                                          settings: "key=wsk_1,algorithm=HMAC_SHA256"},
+                                   url=URL)) == Verified()
+    assert verifier.verify(request(FORM, {"X-Twilio-Signature": EXPECTED,
+                                          settings: "key=wsk_1"}, url=URL)) == Verified()
+    for header, signature, reason in (
+            ("key=wsk_1,algorithm=HMAC_SHA256", EXPECTED, MISMATCH),
+            ("algorithm=HMAC_SHA1", sha256, MISMATCH),
+            ("algorithm=HMAC_MD5", sha256, "unsupported signature algorithm 'HMAC_MD5' in "
+                                           f"{settings} (HMAC_SHA1 or HMAC_SHA256)")):
+        with pytest.raises(VerifyError) as info:
+            verifier.verify(request(FORM, {"X-Twilio-Signature": signature, settings: header},
+                                    url=URL))
+        assert info.value.reason == reason
