@@ -1058,8 +1058,12 @@ class Dispatcher:
         retry_at = None
         if recorded is not None and (run.id, run.attempt) not in recorded:
             retry_at, reason = now, f"{reason}{NEVER_STARTED}"
-        elif should_retry("failed", run.attempt, run.max_attempts, run.retry_on):
-            retry_at = now + backoff_delay(run.attempt, run.backoff, run.max_backoff)
+        else:
+            spent = run.attempt
+            if spent >= run.max_attempts and spent > 1 and "failed" in run.retry_on:
+                spent -= await self._not_started(run.id)  # not the rule's retries (review)
+            if should_retry("failed", spent, run.max_attempts, run.retry_on):
+                retry_at = now + backoff_delay(spent, run.backoff, run.max_backoff)
         outcome = "failed"
         if run.cancel_requested:  # asked for while its server was down: what it was asked
             asked = f"canceled: replaced by run {run.superseded_by}" if run.superseded_by \

@@ -100,21 +100,24 @@ class Upstream:
         # hold a large body, and the main process answers auth before reading one anyway.
         given = dict(scope["headers"])
         declared = given.get(b"content-length", b"")
+        # A client that sent `Expect: 100-continue` sends its body only once asked for it:
+        # an answer that did not ask closes the connection, or the next request on it was
+        # read as that body (uvicorn drains a body sent anyway, as the main process's does).
+        expects = b"expect" in given
         # An API write without a bearer token is refused whatever it sends (the console's
         # cookie reads the API only): asked of the main process without its body, which is
-        # not asked for (no `100 Continue`) nor read, so the answer closes the connection.
+        # neither asked for (no `100 Continue`) nor read.
         unread = (scope["path"].startswith("/api/") and scope["method"] not in ("GET", "HEAD")
                   and not bearer_given(given.get(b"authorization", b"").decode("latin-1")))
-        closes = unread and (declared not in (b"", b"0") or b"transfer-encoding" in given
-                             or b"expect" in given)
         if not unread and declared.isdigit() and int(declared) > MAX_BODY:
-            await _answer(send, 413, b'{"error":"body too large"}', close=True)
+            await _answer(send, 413, b'{"error":"body too large"}', close=expects)
             return
         try:
             body = b"" if unread else await read_body(receive, None, MAX_BODY)
         except TooLarge:
-            await _answer(send, 413, b'{"error":"body too large"}', close=True)
+            await _answer(send, 413, b'{"error":"body too large"}', close=expects)
             return
+        closes = unread and expects
         # One Host (h11 refuses to send two; uvicorn took the request with both).
         hosts = [v for k, v in scope["headers"] if k == b"host"][:1]
         headers = [(k, v) for k, v in scope["headers"] if k not in _HOP and k != b"host"
@@ -171,8 +174,8 @@ class Upstream:
 
 
 async def _answer(send: Send, status: int, body: bytes, close: bool = False) -> None:
-    """`close`: the request's body is not read (whole), so its connection cannot carry
-    another request: the next one was read as the rest of that body."""
+    """`close`: the body of a request sent with `Expect: 100-continue` was not asked for, so
+    its connection cannot carry another request: the next one was read as that body."""
     start: Message = {"type": "http.response.start", "status": status,
                       "headers": [(b"content-type", b"application/json"),
                                   (b"content-length", str(len(body)).encode()),

@@ -276,14 +276,14 @@ def _run_count(server: Server) -> int:
 
 
 def _claimed_before_a_crash(project: Path, records: Path, node: str, exit_code: int = 0,
-                            **retry: Any) -> str:
+                            sleep: float = 0, **retry: Any) -> str:
     """A run this node had claimed when it died: journaled and claimed in the store, with no
     process ever started (the window between a claim and its start)."""
     d = NewDelivery(id="dlv_crashed", hook="github", received_at=time.time(), headers=[],
                     body=b"{}", dedup_key=None, event="push", client_ip="127.0.0.1",
                     matches=[])
     r = NewRun(id="run_crashed", delivery_id=d.id, rule="claimed", action="shell",
-               spec={"argv": ["scripts/rec.sh", "0", str(exit_code), "after"],
+               spec={"argv": ["scripts/rec.sh", str(sleep), str(exit_code), "after"],
                      "env": {"RECORDS": str(records), "CHILD": "0"}},
                created_at=time.time(), **retry)
 
@@ -330,6 +330,28 @@ def test_an_attempt_a_crash_cut_short_before_its_start_is_not_one_of_the_rules_r
     assert [(a["attempt"], a["status"]) for a in doc["attempts"]] == [
         (1, "failed"), (2, "failed"), (3, "failed")], doc
     assert sorted(all_records(records)) == [f"{run_id}.2", f"{run_id}.3"]
+
+
+def test_an_attempt_that_never_started_is_not_counted_when_the_next_one_is_interrupted(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """review: the same, where the attempt after it is itself cut short by a crash: it was
+    `failed` after one real try of a rule with `retry: {attempts: 2}`."""
+    records = setup(project)
+    run_id = _claimed_before_a_crash(project, records, "n1", sleep=30, max_attempts=2,
+                                     retry_on=("failed",), backoff=0.1)
+    (project / "data" / "started-n1.marks").write_text("")
+    server = make_server(HOOKS + rule("claimed", records), args=["--node", "n1"])
+    rec = started(records, run_id, attempt=2)
+    server.kill()
+    os.kill(rec.pid, signal.SIGKILL)
+    server.start()
+    wait_for("attempt 3", lambda: record(records, run_id, attempt=3))
+    with server.admin() as c:
+        doc = c.get(f"/api/runs/{run_id}").json()
+    assert [(a["attempt"], a["reason"]) for a in doc["attempts"][:2]] == [
+        (1, "interrupted: node n1 restarted before its action started; queued again"),
+        (2, "interrupted: node n1 restarted")], doc
 
 
 def test_with_no_start_marks_at_all_a_claimed_run_is_taken_for_started(

@@ -314,16 +314,24 @@ def test_an_api_write_without_a_token_is_refused_unread_as_one_process_refuses_i
         assert answer.startswith(b"HTTP/1.1 401 "), answer
         assert b"100 Continue" not in answer and b"connection: close" in answer.lower(), answer
         assert b"www-authenticate: bearer" in answer.lower(), answer
-    for _ in range(4):  # with a token, a body past the bound: refused, and closed
+    for _ in range(4):  # with a token, a body past the bound, not asked for: refused, closed
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall(b"POST /api/runs/run_x/cancel HTTP/1.1\r\nHost: t\r\n"
-                      b"Authorization: Bearer x\r\nContent-Length: 5000000\r\n\r\n"
-                      b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                      b"Authorization: Bearer x\r\nExpect: 100-continue\r\n"
+                      b"Content-Length: 5000000\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
         assert data.startswith(b"HTTP/1.1 413 ") and b"connection: close" in data.lower(), data
         assert data.count(b"HTTP/1.1 ") == 1, data  # closed, not the healthz read as body
+    # Without `Expect`, a refused body is drained, and the connection serves the next request.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /api/runs/run_x/cancel HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                  b"\r\nabcdeGET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 401 ") and b"HTTP/1.1 200 " in data, data
 
 
 def test_the_rules_are_reported_once_not_once_per_process(

@@ -58,7 +58,8 @@ FOR UPDATE OF r SKIP LOCKED;
 -- is the key's); any other policy decides on all its waiting runs at once (skipping all but
 -- one), so those are read whole. One key's long queue never hides another key's runs.
 -- A key that is running and whose newest waiting run is `queue` has nothing to decide
--- (unless a new `skip` run waits in it: that one ends `skipped` now; runs_queued_skip), so
+-- but for its new `skip` runs, which end `skipped` now wherever they wait (read by
+-- runs_queued_skip, below the window), so
 -- its runs are left out before anything is sorted (see the SQLite query), as is one whose run
 -- waiting for its retry came before its due runs (it keeps its place: concurrency.decide),
 -- unless a new `skip` run is the first of them (that one decides for itself): asked of each
@@ -85,9 +86,6 @@ WITH due_keys AS (
            WHERE q.status = 'queued' AND q.concurrency_key = held.k
              AND q.next_attempt_at <= %(now)s
            ORDER BY q.seq DESC LIMIT 1) = 'queue'
-      AND NOT EXISTS (SELECT 1 FROM runs s
-                      WHERE s.concurrency_key = held.k AND s.status = 'queued'
-                        AND s.policy = 'skip' AND s.attempt = 0 AND s.next_attempt_at <= %(now)s)
 )
 -- `r.status` is tested again outside the window: a run a cancel ended after this statement's
 -- snapshot is locked in its new version, and only these conditions are checked again on it
@@ -104,6 +102,10 @@ WHERE r.status = 'queued' AND r.id IN (
         WHERE status = 'queued' AND concurrency_key IS NOT NULL AND next_attempt_at <= %(now)s
           AND concurrency_key NOT IN (SELECT k FROM blocked)
     ) AS due WHERE head <= %(per_key)s OR tail = 1 OR key_policy <> 'queue'
+    UNION ALL
+    SELECT s.id FROM blocked JOIN runs s ON s.concurrency_key = blocked.k
+    WHERE s.status = 'queued' AND s.policy = 'skip' AND s.attempt = 0
+      AND s.next_attempt_at <= %(now)s
 )
 ORDER BY r.seq
 FOR UPDATE OF r SKIP LOCKED;

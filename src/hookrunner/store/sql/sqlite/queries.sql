@@ -38,7 +38,8 @@ ORDER BY r.seq LIMIT :limit;
 -- is the key's); any other policy decides on all its waiting runs at once (skipping all but
 -- one), so those are read whole. One key's long queue never hides another key's runs.
 -- A key that is running and whose newest waiting run is `queue` has nothing to decide
--- (unless a new `skip` run waits in it: that one ends `skipped` now; runs_queued_skip), so
+-- but for its new `skip` runs, which end `skipped` now wherever they wait (read by
+-- runs_queued_skip, below the window), so
 -- its runs are left out before anything is sorted: with one busy key 10,000 deep, each claim
 -- (on the event loop) took ~30 ms sorting runs that could not move. So is one whose run
 -- waiting for its retry came before its due runs (it keeps its place: concurrency.decide),
@@ -68,9 +69,6 @@ WITH due_keys AS (
            WHERE q.status = 'queued' AND q.concurrency_key = held.k
              AND q.next_attempt_at <= :now
            ORDER BY q.seq DESC LIMIT 1) = 'queue'
-      AND NOT EXISTS (SELECT 1 FROM runs s
-                      WHERE s.concurrency_key = held.k AND s.status = 'queued'
-                        AND s.policy = 'skip' AND s.attempt = 0 AND s.next_attempt_at <= :now)
 )
 SELECT r.*, d.hook FROM runs r JOIN deliveries d ON d.id = r.delivery_id
 WHERE r.id IN (
@@ -84,6 +82,10 @@ WHERE r.id IN (
         WHERE status = 'queued' AND concurrency_key IS NOT NULL AND next_attempt_at <= :now
           AND concurrency_key NOT IN (SELECT k FROM blocked)
     ) AS due WHERE head <= :per_key OR tail = 1 OR key_policy <> 'queue'
+    UNION ALL
+    SELECT s.id FROM blocked JOIN runs s INDEXED BY runs_queued_skip ON s.concurrency_key = blocked.k
+    WHERE s.status = 'queued' AND s.policy = 'skip' AND s.attempt = 0
+      AND s.next_attempt_at <= :now
 )
 ORDER BY r.seq;
 
