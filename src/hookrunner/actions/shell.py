@@ -151,8 +151,9 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
                           f"stay in that directory, with no '..' in the value: "
                           f"{argv[0][:200]!r}")
     program, argv[0] = argv[0], resolve_program(argv[0], root=root, path=env.get("PATH", ""))
-    if isinstance(written, str):  # (resolved: a link in that directory may lead out of it)
-        stays_in(root, Path(argv[0]), written, program)
+    if isinstance(written, str):  # (resolved: a link in that directory may lead out of it;
+        # an absolute program under --root is not resolved by resolve_program)
+        stays_in(root, Path(argv[0]).resolve(), written, program)
     # (A template that renders empty is refused by confine, not taken for --root itself.)
     given = rendered.get("cwd", root)
     cwd = confine(root, "" if given is None else stringify(given)) if "cwd" in rendered else root

@@ -125,6 +125,19 @@ def test_a_templated_path_may_not_leave_its_written_directory_through_a_symlink(
     assert build_invocation({**shell, "argv": ["scripts/sub/deploy-x.sh"]}, root=root,
                             base_env={"PATH": "/bin"}).argv[0] == \
         str((root / "scripts/sub/deploy-x.sh").resolve())
+    # Written absolute (under --root): the same, and a --root written through a link is no
+    # escape (a probe of the first fix: it was refused, and the escape ran). (The server
+    # hands actions --root resolved.)
+    for top in (root, root.parent / "rootlink"):
+        if not top.exists():
+            os.symlink(root, top)
+        absolute = normalize_shell({"argv": [f"{top}/scripts/sub/deploy-{{{{ payload.p }}}}.sh"]})
+        with pytest.raises(ActionError, match=r"outside .*scripts/sub/ once its symlinks"):
+            build_invocation({**absolute, "argv": [f"{top}/scripts/sub/deploy-y.sh"]},
+                             root=root.resolve(), base_env={"PATH": "/bin"})
+        assert build_invocation({**absolute, "argv": [f"{top}/scripts/sub/deploy-x.sh"]},
+                                root=root.resolve(), base_env={"PATH": "/bin"}).argv[0] == \
+            f"{top}/scripts/sub/deploy-x.sh"
     fixed = normalize_shell({"argv": ["scripts/sub/deploy-y.sh", "{{ payload.p }}"]})
     assert build_invocation(fixed, root=root, base_env={"PATH": "/bin"}).argv[0] == \
         str((root / "scripts/mklink.sh").resolve())  # the rule's own link
