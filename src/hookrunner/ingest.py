@@ -195,6 +195,8 @@ _queue_full_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
 # deliveries refused while the store is down (a full disk: a line per request before).
 _store_down_log = Throttled("delivery.store_unavailable", logging.ERROR, per="hook")
 _rate_limited_log = Throttled("delivery.rejected", logging.WARNING, per="hook")
+
+
 def _hook_and_reason(fields: dict[str, Any]) -> tuple[Any, str]:
     """A verifier's reason without what it quotes (`signature mismatch (URL checked: ...)`):
     a fixed few per hook, so a flood of forgeries cannot hide a sender's own problem."""

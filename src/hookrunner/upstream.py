@@ -97,7 +97,7 @@ class Upstream:
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Read (bounded) before forwarding: an unauthenticated client must not make a worker
-        # hold a large body, and the main process answers auth before reading one anyway.
+        # hold a large body.
         given = dict(scope["headers"])
         declared = given.get(b"content-length", b"")
         # A client that sent `Expect: 100-continue` sends its body only once asked for it:
