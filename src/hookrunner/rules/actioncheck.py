@@ -83,8 +83,9 @@ def paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
 
     for key, base in getattr(RUNNERS[kind], "templated_paths", ()):
         item = tree.get(key)
+        # (`./inventories/...` as well: the run's check reads the path normalized.)
         if item is not None and not isinstance(item, Constant) and (
-                not item.source.startswith(base.rstrip("/") + "/")
+                not re.sub(r"^(?:\./)+", "", item.source).startswith(base.rstrip("/") + "/")
                 or ".." in item.source.split("/")):
             problem(f"{key}: a templated {key} must start with {base}/, without `..` (e.g. "
                     f"\"{base}/{{{{ payload.env }}}}.ini\"): elsewhere a payload value could name "

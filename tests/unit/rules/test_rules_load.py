@@ -859,9 +859,11 @@ def test_a_templated_inventory_outside_inventories_is_a_check_error(tmp_path: Pa
         "inventory: 'inventories/{{ payload.env }}.ini'}}}\n"
         "  - {name: c, hook: h, run: {ansible: {playbook: p.yml, inventory: inv/hosts.ini}}}\n"
         "  - {name: d, hook: h, run: {ansible: {playbook: p.yml, "
-        "inventory: 'inventories/../{{ payload.env }}'}}}\n")
+        "inventory: 'inventories/../{{ payload.env }}'}}}\n"
+        "  - {name: e, hook: h, run: {ansible: {playbook: p.yml, "  # (as the run reads it)
+        "inventory: './inventories/{{ payload.env }}.ini'}}}\n")
     loaded = load_rules(rules, root=tmp_path)
-    assert [r.name for r in loaded.rules] == ["a", "b", "c", "d"]
+    assert [r.name for r in loaded.rules] == ["a", "b", "c", "d", "e"]
     assert [w for w in loaded.warnings if "a templated inventory" in w][:1] == [
         f"{rules / 'r.yaml'}:3: rule 'a': run.ansible.inventory: a templated inventory must "
         'start with inventories/, without `..` (e.g. "inventories/{{ payload.env }}.ini"): '
