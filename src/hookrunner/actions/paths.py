@@ -13,6 +13,17 @@ from hookrunner.errors import ActionError
 from hookrunner.redact import PATHS_WRITTEN
 
 
+def real(path: Path, shown: str | None = None) -> Path:
+    """`path.resolve()`; a symlink loop is an ActionError naming `shown` (default: the path)
+    instead of the RuntimeError Python 3.11-3.12 raise, which failed `check` with a
+    traceback, every rule at load and a run as an internal error."""
+    try:
+        return path.resolve()
+    except RuntimeError:
+        raise ActionError(f"path {(str(path) if shown is None else shown)[:200]!r} goes "
+                          "through a symlink loop (too many levels of symbolic links)") from None
+
+
 def confine(root: Path, value: str, *, base: str = "") -> Path:
     """`value` resolved against `root / base`; ActionError unless it stays inside that directory.
 
@@ -23,8 +34,8 @@ def confine(root: Path, value: str, *, base: str = "") -> Path:
         raise ActionError(f"path {value!r} is empty")
     if "\0" in value:
         raise ActionError(f"path {value!r} contains a NUL byte")
-    top = (root / base).resolve()
-    resolved = (top / value).resolve()
+    top = real(root / base)
+    resolved = real(top / value, value)
     if not resolved.is_relative_to(top):
         where = "--root" if not base else f"{base.rstrip('/')}/ under --root"
         raise ActionError(f"path {value!r} is outside {where}")
@@ -115,7 +126,7 @@ def stays_in(root: Path, resolved: Path, written: str | None, value: str) -> Pat
     """`resolved` (a path `confine`d under --root), once symlinks are followed, still in the
     directory `written` its template writes before the `{{`: `deploy-{{ x }}.sh` of a link
     `deploy-y.sh -> ../cleanup.sh` (left by an earlier action) ran cleanup.sh. ActionError."""
-    if written and not resolved.is_relative_to((root / written).resolve()):
+    if written and not resolved.is_relative_to(real(root / written, written)):
         raise ActionError(f"path {value[:200]!r} is outside {written.rstrip('/')}/ once its "
                           "symlinks are followed: a templated path must stay in the directory "
                           "the rule writes before its {{")

@@ -151,12 +151,22 @@ class _Pinned:
 
     def __init__(self, pids: Iterable[int]) -> None:
         self.fds: list[int] = []
-        for pid in pids:
-            with contextlib.suppress(OSError):  # gone already
-                self.fds.append(os.pidfd_open(pid))
+        self.pids: set[int] = set()
+        self.add(pids)
 
-    def send(self, sig: int) -> None:
-        for fd in self.fds:
+    def add(self, pids: Iterable[int]) -> list[int]:
+        """Pins those of `pids` not pinned yet; returns their pidfds."""
+        added = []
+        for pid in pids:
+            if pid not in self.pids:
+                with contextlib.suppress(OSError):  # gone already
+                    added.append(os.pidfd_open(pid))
+                    self.pids.add(pid)
+        self.fds += added
+        return added
+
+    def send(self, sig: int, fds: Iterable[int] | None = None) -> None:
+        for fd in self.fds if fds is None else fds:
             with contextlib.suppress(OSError):  # exited meanwhile
                 signal.pidfd_send_signal(fd, sig)
 
@@ -164,6 +174,7 @@ class _Pinned:
         for fd in self.fds:
             os.close(fd)
         self.fds = []
+        self.pids = set()
 
 
 def kill_all(pids: Iterable[int]) -> None:
@@ -697,8 +708,13 @@ async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Futu
     `left` (the leader's descendants that left the group, `setsid`, and cleared their
     environment, `env -i`) go the same way: those that kept it are the dispatcher's to find
     by their HOOKRUNNER_RUN_ID (and to log), but these survived a timeout or a cancel."""
+    if left is None:
+        left = _Pinned([])
+        try:
+            return await _stop_group(pgid, waiter, pump, stop_by, left)
+        finally:
+            left.close()
     loop = asyncio.get_running_loop()
-    left = left or _Pinned([])
     signal_group(pgid, signal.SIGTERM)
     signal_group(pgid, signal.SIGCONT)  # a stopped member runs its handler (else only KILL)
     left.send(signal.SIGTERM)
@@ -707,6 +723,14 @@ async def _stop_group(pgid: int, waiter: asyncio.Future[int], pump: asyncio.Futu
     while grace_left(stop_by, until - loop.time()) > 0 and not (
             waiter.done() and not group_alive(pgid)):
         await asyncio.sleep(POLL_INTERVAL)
+        if not waiter.done():
+            # One started meanwhile (`trap 'setsid env -i cmd &' TERM`) is found only while
+            # the leader, its ancestor, runs: looked for again each turn, not once.
+            fresh = left.add(_left_the_group(pgid))
+            left.send(signal.SIGTERM, fresh)
+            left.send(signal.SIGCONT, fresh)
+    if not waiter.done():
+        left.add(_left_the_group(pgid))
     left.send(signal.SIGKILL)
     signal_group(pgid, signal.SIGKILL)
     await waiter

@@ -7,6 +7,7 @@ argument whatever it contains (`; rm -rf /`, `$(id)`, newlines, a leading `-`).
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shlex
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 from hookrunner.actions import spec
 from hookrunner.actions.base import RunContext, RunResult, register
 from hookrunner.actions.environment import ID_KEYS, ID_PREFIX
-from hookrunner.actions.paths import adds_within, confine, pinned_dir, stays_in, written_dir
+from hookrunner.actions.paths import adds_within, confine, pinned_dir, real, stays_in, written_dir
 from hookrunner.actions.process import check_strings, run_process
 from hookrunner.actions.values import stringify
 from hookrunner.errors import ActionError, ConfigError
@@ -134,7 +135,7 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
     env.update({name: stringify(v) for name, v in (rendered.get("env") or {}).items()
                 if name not in ID_NAMES})  # a spec stored before they were refused
     if rendered.get(PROGRAM_TEMPLATED) and ("/" not in argv[0] or (
-            argv[0].startswith("/") and not Path(argv[0]).resolve().is_relative_to(root))):
+            argv[0].startswith("/") and not real(Path(argv[0])).is_relative_to(root))):
         # `{{ payload.prog }}` of `touch` or `/usr/bin/touch` ran what the sender named.
         raise ActionError(f"shell: the program is templated, so it must name a file under "
                           f"--root (as scripts/{{{{ ... }}}}.sh does), not a program on PATH "
@@ -150,25 +151,36 @@ def build_invocation(rendered: Mapping[str, Any], *, root: Path, base_env: Mappi
         raise ActionError(f"shell: the program is templated after {written!r}, so it must "
                           f"stay in that directory, with no '..' in the value: "
                           f"{argv[0][:200]!r}")
-    program, argv[0] = argv[0], resolve_program(argv[0], root=root, path=env.get("PATH", ""))
+    program, argv[0] = argv[0], resolve_program(argv[0], root=root, path=env.get("PATH", ""),
+                                                as_written=not written)
     if isinstance(written, str):  # (resolved: a link in that directory may lead out of it;
         # an absolute program under --root is not resolved by resolve_program)
-        stays_in(root, Path(argv[0]).resolve(), written, program)
+        stays_in(root, real(Path(argv[0]), program), written, program)
     # (A template that renders empty is refused by confine, not taken for --root itself.)
     given = rendered.get("cwd", root)
     cwd = confine(root, "" if given is None else stringify(given)) if "cwd" in rendered else root
     return Invocation(argv=argv, cwd=cwd, env=env, stdin=rendered.get("stdin") == "payload")
 
 
-def resolve_program(program: str, *, root: Path, path: str) -> str:
+def resolve_program(program: str, *, root: Path, path: str, as_written: bool = False) -> str:
     """A name with a `/` is a file under --root (or an absolute path); a bare name is looked
-    up on the action's PATH."""
+    up on the action's PATH.
+
+    `as_written`: a file under --root is started by its path as the rule writes it (joined to
+    --root) once `confine` has checked where it leads, not by that target's path: a link
+    `scripts/deploy-staging -> deploy.sh` that reads its `$0` (a multi-call tool) ran as
+    `deploy.sh`. A templated program is started by its target, checked (a link swapped
+    between the check and the start may not take a payload's choice elsewhere)."""
     if not program:
         raise ActionError("shell: the program name (argv[0]) is empty")
     if program.startswith("/"):
         return program  # explicit program, like a bare name on PATH; not data under root
     if "/" in program:
-        return str(confine(root, program))
+        if program.endswith("/"):  # (`Path` drops the slash: `x.sh/` ran x.sh)
+            raise ActionError(f"shell: the program {program[:200]!r} ends with '/': it names "
+                              "a directory, not a file to run")
+        resolved = confine(root, program)
+        return posixpath.join(root, program) if as_written else str(resolved)
     # Not found: keep the name, so the run fails with "executable not found: NAME".
     return shutil.which(program, path=path) or program
 

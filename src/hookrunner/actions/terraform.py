@@ -401,7 +401,8 @@ def init_stamp(workdir: Path) -> str:
     alone would say "done", and every run would fail with "Module not installed" until
     someone ran init by hand). Touches the disk: call it off the event loop."""
     tops = [workdir.resolve()]
-    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+    # (RuntimeError: a symlink loop on Python 3.11-3.12, see paths.real)
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, RuntimeError):
         manifest = json.loads((workdir / ".terraform" / "modules" / "modules.json").read_text())
         for module in manifest.get("Modules") or []:
             found = (workdir / str(module.get("Dir") or "")).resolve()

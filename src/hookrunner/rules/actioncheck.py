@@ -197,7 +197,12 @@ def _sender_picks_program(program: Any, root: Path | None) -> bool:
         return False
     head = source.split("{{", 1)[0]
     if head.startswith("/"):
-        return root is None or not Path(head).resolve().is_relative_to(root.resolve())
+        from hookrunner.actions.paths import real
+
+        try:
+            return root is None or not real(Path(head)).is_relative_to(real(root))
+        except ActionError:  # a symlink loop: no file under --root is named through it
+            return True
     return "/" not in head
 
 

@@ -202,6 +202,27 @@ async def test_a_timeout_stops_a_child_that_left_the_group_and_its_environment(h
     assert "stopping 1 process(es) of the run that left its process group" in harness.log_text()
 
 
+async def test_a_timeout_stops_what_a_term_trap_starts_out_of_the_group_and_its_environment(
+    harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review: the leader's TERM trap starts `setsid env -i sleep` during the stop's grace:
+    it was looked for once, before the SIGTERM, and outlived the run (reparented to init)."""
+    monkeypatch.setattr(process, "GRACE_PERIOD", 1.0)
+    pidfile = harness.root / "pids"
+    script = harness.script(
+        "trap.sh", f"trap 'setsid env -i sh -c \"echo \\$\\$ >> {pidfile}; exec sleep 60\" "
+                   "</dev/null >/dev/null 2>&1 &' TERM\necho started\n"
+                   "while :; do sleep 0.1; done\n")
+    ctx = harness.ctx(timeout=0.5)
+    result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
+    assert result.outcome == "timed_out"
+    (pid,) = read_pids(pidfile, 1)
+    deadline = time.monotonic() + 5
+    while is_alive(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not is_alive(pid), "the process the trap started outlived the run"
+
+
 async def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period(
     harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from hookrunner.actions.shell import build_invocation, normalize_shell, split_command
 from hookrunner.errors import ActionError, ConfigError
+from hookrunner.redact import PROGRAM_TEMPLATED
 from hookrunner.rules.yamlsrc import parse_yaml
 
 
@@ -256,3 +257,38 @@ def test_a_command_holding_the_splitters_own_placeholder_characters_keeps_them()
     traceback from `check` and a reload that failed with no line."""
     assert split_command("prog \ue0000\ue001 '{{ payload.a }} x'") == [
         "prog", "\ue0000\ue001", "{{ payload.a }} x"]
+
+
+def test_a_program_that_is_a_link_under_root_starts_by_the_name_the_rule_writes(
+        tmp_path: Path) -> None:
+    """review: `scripts/deploy -> multi.sh` ran as multi.sh, so a multi-call tool reading
+    its `$0` did the wrong thing; the link is still checked to stay under --root."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "multi.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "scripts" / "deploy").symlink_to("multi.sh")
+    (tmp_path / "scripts" / "out").symlink_to("/bin/true")
+    inv = build_invocation({"argv": ["scripts/deploy"]}, root=tmp_path, base_env={})
+    assert inv.argv[0] == f"{tmp_path}/scripts/deploy"
+    with pytest.raises(ActionError, match="outside --root"):
+        build_invocation({"argv": ["scripts/out"]}, root=tmp_path, base_env={})
+    # A templated one starts by its checked target (the payload chose it).
+    inv = build_invocation({"argv": ["scripts/deploy"], PROGRAM_TEMPLATED: "scripts/"},
+                           root=tmp_path, base_env={})
+    assert inv.argv[0] == str(tmp_path.resolve() / "scripts" / "multi.sh")
+
+
+def test_a_program_path_ending_with_a_slash_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "x.sh").write_text("#!/bin/sh\n")
+    with pytest.raises(ActionError, match="ends with '/'"):
+        build_invocation({"argv": ["scripts/x.sh/"]}, root=tmp_path, base_env={})
+
+
+def test_a_program_through_a_symlink_loop_is_refused_with_its_reason(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "a").symlink_to("b")
+    (tmp_path / "scripts" / "b").symlink_to("a")
+    for spec in ({"argv": ["scripts/a/x"]}, {"argv": ["scripts/a/x"], PROGRAM_TEMPLATED: "scripts/"},
+                 {"argv": ["echo"], "cwd": "scripts/a"}):
+        with pytest.raises(ActionError, match="symlink loop"):
+            build_invocation(spec, root=tmp_path, base_env={"PATH": "/bin"})

@@ -774,6 +774,26 @@ def test_literal_paths_outside_root_are_check_errors(tmp_path: Path) -> None:
     ], found
 
 
+def test_a_path_through_a_symlink_loop_is_an_error_of_its_rule_alone(tmp_path: Path) -> None:
+    """review: Python 3.11's RuntimeError for the loop made `check` print a traceback and
+    the server drop every rule."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    (rules / "r.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\nrules:\n"
+        "  - {name: x, hook: h, run: {shell: {argv: [pwd], cwd: a}}}\n"
+        "  - {name: y, hook: h, run: {shell: {argv: [echo]}}}\n")
+    loaded = load_rules(rules, root=tmp_path)
+    assert [r.name for r in loaded.rules] == ["x", "y"]
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path, strict=True)
+    assert [f"{e.line}: {e.message}" for e in caught.value.errors] == [
+        "3: rule 'x': run.shell.cwd: path 'a' goes through a symlink loop (too many levels of "
+        "symbolic links)"]
+
+
 def test_an_actions_paths_are_judged_with_its_other_errors(tmp_path: Path) -> None:
     """`command: bad` hid `dir: ../x` and `var_files` outside --root until it was fixed.
     A key found wrong (given a stand-in) is not judged as a path."""
