@@ -302,6 +302,13 @@ async def _run_log(request: Request, gw: Gateway, slot: _Slot) -> Response:
     attempt = int(asked) if asked else run.attempt
     if asked and not 1 <= attempt <= run.attempt:
         return _err(404, f"no attempt {attempt} of this run")
+    if request.method == "HEAD":
+        # The head alone, at once: the body's stream ran (a followed run's until it ended)
+        # with nothing sent, holding one of the MAX_LOG_STREAMS places and the connection.
+        head = Response(media_type="text/plain; charset=utf-8",
+                        headers={"X-Accel-Buffering": "no"} if _under_way(run, attempt) else None)
+        del head.headers["content-length"]  # (not known before it is sent: not 0)
+        return head
     if _under_way(run, attempt):
         if _log_here(gw, run.id, attempt) and not slot.take():
             return _no_slot()

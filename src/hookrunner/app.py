@@ -74,9 +74,17 @@ class AdminAuth:
         # The cookie reads the API (the console's scripts do) but never changes anything
         # there: the console's own POSTs check a CSRF token, the API's do not.
         cookie_may = request.method in ("GET", "HEAD") or not scope["path"].startswith("/api/")
-        authorization = request.headers.get("authorization")
-        bearer = bearer_given(authorization)
         response: Response
+        authorizations = request.headers.getlist("authorization")
+        if len(authorizations) > 1:
+            # Which one counted was the order's doing (a proxy adding its own, say): the
+            # first, right or wrong, and a wrong first was a guess counted.
+            response = JSONResponse({"error": "more than one Authorization header: send one"},
+                                    status_code=400, headers=_PRIVATE_HEADERS)
+            await response(scope, receive, _unread_body_closes(scope, send))
+            return
+        authorization = authorizations[0] if authorizations else None
+        bearer = bearer_given(authorization)
         # A bearer token is a try at the admin token, counted with the login form's (a right
         # one costs nothing); while this address must wait, no try is judged.
         client = client_address(request) if bearer else ""

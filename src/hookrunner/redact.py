@@ -47,6 +47,7 @@ SECRET_WORDS = ("password", "passwd", "passphrase", "token", "secret", "authoriz
                 "authentication", "api_key", "apikey", "private_key", "access_key", "credential",
                 "cookie", "session", "signature", "hmac", "jwt", "bearer", "functions_key",
                 "subscription_key", "signing_key", "webhook_key", "client_key", "master_key")
+_JOINED_WORDS = tuple(dict.fromkeys(w.replace("_", "") for w in SECRET_WORDS))
 # Parts too short to look for inside longer words (`author`, `design`, `bypass`). Not `key`:
 # `X-Event-Key` (Bitbucket's event) and `Idempotency-Key` are no secrets.
 SECRET_PARTS = frozenset({"auth", "sig", "pwd", "pass"})
@@ -79,7 +80,10 @@ def _judge(name: str) -> bool:
     lowered = name.lower().replace("-", "_")
     if lowered in NOT_SECRET:
         return False
-    return (lowered in SECRET_NAMES or any(w in lowered for w in SECRET_WORDS)
+    # Also with the separators dropped: `privateKey`, `accessKey` and a header's lowered
+    # `x-accesskey` were shown (only `apikey` was listed joined).
+    joined = lowered.replace("_", "")
+    return (lowered in SECRET_NAMES or any(w in joined for w in _JOINED_WORDS)
             or not SECRET_PARTS.isdisjoint(_PARTS.split(lowered)))
 
 

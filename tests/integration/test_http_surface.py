@@ -123,6 +123,19 @@ def test_the_admin_api_takes_the_bearer_scheme_in_any_case(make_server: Callable
     assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
 
 
+def test_two_authorization_headers_are_a_400_whatever_their_order(
+        make_server: Callable[..., Server]) -> None:
+    """probe: the first one counted, so the order decided, and a wrong first was a guess."""
+    server = make_server(RULES, env=ENV)
+    for pair in (("Bearer wrong", f"Bearer {ADMIN_TOKEN}"), (f"Bearer {ADMIN_TOKEN}", "Bearer x")):
+        r = httpx.get(f"{server.url}/api/runs",
+                      headers=[("Authorization", pair[0]), ("Authorization", pair[1])])
+        assert r.status_code == 400, pair
+        assert r.json() == {"error": "more than one Authorization header: send one"}
+    ok = httpx.get(f"{server.url}/api/runs", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert ok.status_code == 200
+
+
 def test_a_trailing_slash_is_a_404_never_a_redirect(make_server: Callable[..., Server]) -> None:
     server = make_server(RULES, env=ENV)
     forged = {"Host": "evil.example"}

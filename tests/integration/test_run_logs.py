@@ -444,6 +444,31 @@ def test_a_process_sends_so_many_logs_at_once_and_the_next_reader_hears_503(
         assert server.wait_run(run_id)["status"] == "succeeded"
 
 
+def test_a_head_of_a_followed_log_answers_at_once_and_holds_no_place(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """probe: HEAD ran the follow to the run's end, sending nothing: the next request on
+    its connection waited for the run, and 64 of them held every place."""
+    go = project / "go"
+    write_script(project, "slow.sh", f"echo first\nwhile [ ! -e {go} ]; do sleep 0.05; done\n")
+    server = make_server(_script_rule("slow"))
+    run_id = _gated_run(server, go)
+    try:
+        with server.admin() as c:
+            for _ in range(MAX_LOG_STREAMS + 1):  # one connection: each answered at once
+                head = c.head(f"/api/runs/{run_id}/log", timeout=5)
+                assert head.status_code == 200 and head.content == b""
+                assert head.headers["content-type"] == "text/plain; charset=utf-8"
+                assert "content-length" not in head.headers
+            assert c.get("/healthz", timeout=5).status_code == 200
+            assert c.head("/api/runs/run_nope/log", timeout=5).status_code == 404
+            with c.stream("GET", f"/api/runs/{run_id}/log") as answer:  # no place taken
+                assert answer.status_code == 200
+    finally:
+        go.touch()
+    assert server.wait_run(run_id)["status"] == "succeeded"
+
+
 def _rest(s: socket.socket, head: bytes) -> bytes:
     """The rest of a chunked answer whose head `head` (and maybe more) was read."""
     got = head

@@ -45,6 +45,11 @@ from hookrunner.redact import (
     ("DEPLOY_AUTHOR", False), ("design", False), ("X-Event-Key", False), ("Idempotency-Key", False),
     ("I-Twilio-Idempotency-Token", False), ("X-GitHub-Delivery", False), ("Content-Type", False),
     ("env", False), ("bodySHA256", False), ("wait", False),
+    # Joined or camelCase (probe: shown in clear), and a header name as the server lowers it.
+    ("privateKey", True), ("accessKey", True), ("x-accesskey", True), ("clientKey", True),
+    ("masterKey", True), ("signingKey", True), ("webhookKey", True), ("subscriptionKey", True),
+    ("functionsKey", True), ("accessToken", True), ("clientSecret", True), ("privatekey", True),
+    ("publicKeyId", False), ("monkey", False), ("X-Event-Key", False),
 ])
 def test_secret_looking_key_names(name: str, secret: bool) -> None:
     assert secret_key(name) is secret

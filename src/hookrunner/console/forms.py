@@ -27,6 +27,9 @@ CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 
 
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
 class FormError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -35,6 +38,11 @@ class FormError(Exception):
 
 async def read_form(request: Request) -> dict[str, str]:
     """A small url-encoded form (first value of each field)."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind not in ("", FORM_TYPE):
+        # (A multipart or JSON body read as url-encoded lost its fields: the right token,
+        # sent so, was "not the admin token", and a try counted.)
+        raise FormError(415, f"The form must be sent url-encoded ({FORM_TYPE}), not {kind[:60]}.")
     body = b""
     async for chunk in request.stream():
         body += chunk

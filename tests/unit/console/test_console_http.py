@@ -547,3 +547,16 @@ def test_an_earlier_attempts_page_of_a_run_still_going_offers_cancel(client: Tes
     client.post(f"/api/runs/{run_id}/cancel", headers={"Authorization": f"Bearer {TOKEN}"})
     wait_status(client, run_id, "canceled")
     assert 'id="cancel"' not in client.get(f"/runs/{run_id}?attempt=1").text
+
+
+def test_a_login_sent_multipart_or_as_json_is_a_415_and_no_try(client: TestClient) -> None:
+    """probe: read as url-encoded, the right token sent so was "not the admin token", and
+    the try counted against the address."""
+    for kw in ({"files": {"token": (None, TOKEN)}}, {"json": {"token": TOKEN}}):
+        r = client.post("/login", **kw)  # type: ignore[arg-type]
+        assert r.status_code == 415, kw
+        assert "must be sent url-encoded (application/x-www-form-urlencoded)" in r.text
+        assert "set-cookie" not in r.headers
+    r = client.post("/login", content=f"token={TOKEN}".encode(),
+                    headers={"Content-Type": "Application/X-WWW-Form-Urlencoded; charset=utf-8"})
+    assert r.status_code == 303
