@@ -5,7 +5,8 @@
 
 variable "service" {
   type        = string
-  description = "The service to scale (the alert's `service` label)"
+  default     = "api"
+  description = "The service to scale (the alert's `service` label; the contract's example rule passes none)"
 
   validation {
     condition     = can(regex("^[a-z][a-z0-9-]{0,62}$", var.service))
