@@ -30,6 +30,7 @@ from hookrunner.actions import RUNNERS, ansible, process, terraform
 from hookrunner.actions.base import NotStarted, RunContext, RunResult, capped_reason
 from hookrunner.actions.environment import base_env
 from hookrunner.actions.logfile import (
+    NOTE_PREFIX,
     NOTES_ROOM,
     FileLog,
     append_whole,
@@ -1087,6 +1088,14 @@ class Dispatcher:
                    f"was written on node {run.lease_owner}, not here: read it through that "
                    f"node, GET /api/runs/{run.id}/log?attempt={run.attempt}, or in its --data "
                    f"dir, logs/{run.id}/{run.attempt}.log)\n")
+        else:
+            # Ours, with no file: it never started, or ran under a second (its output, kept
+            # in memory, went with the process). Its log was empty, with no line saying how
+            # the attempt ended.
+            lost = "" if reason.endswith(NEVER_STARTED) else (
+                f"{NOTE_PREFIX}its output, kept in memory for its first second, was lost "
+                "when its server stopped\n")
+            log = lost + closing_note("", end_note(outcome, reason))
         decided = await self.store.finish(Finish(
             run_id=run.id, node=run.lease_owner or self.node, outcome=outcome, exit_code=None,
             reason=reason, outputs={}, finished_at=now, retry_at=retry_at, attempt=run.attempt,

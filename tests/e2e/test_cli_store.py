@@ -492,7 +492,9 @@ def test_runs_filters_and_log_shows_a_runs_output(tmp_path: Path) -> None:
 
 def test_log_of_an_attempt_its_killed_server_never_saved_says_so(tmp_path: Path) -> None:
     """Killed before the output was saved anywhere (it is kept in memory for its first
-    second): `log` printed nothing and exited 0, as if the action had printed nothing."""
+    second): `log` printed nothing and exited 0, as if the action had printed nothing; then
+    (probe) the log was empty, with no line saying how the attempt ended: the restart's
+    record says both now."""
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "h.yaml").write_text(LOG_RULES)
     data = str(tmp_path / "data")
@@ -511,8 +513,11 @@ def test_log_of_an_attempt_its_killed_server_never_saved_says_so(tmp_path: Path)
     finally:
         server.stop()
     done = _run("log", slow_run, "--data", data, cwd=tmp_path)
-    assert done.returncode == 0 and done.stdout == "", done
-    assert done.stderr.startswith(f"hookrunner: attempt 1 of run {slow_run} left no log"), done
+    assert done.returncode == 0 and done.stderr == "", done
+    assert done.stdout.startswith(
+        "[hookrunner] its output, kept in memory for its first second, was lost when its "
+        "server stopped\n[hookrunner] failed: interrupted: node "), done
+    assert done.stdout.endswith(" restarted\n") and done.stdout.count("\n") == 2, done
 
 
 def test_log_of_a_run_whose_server_was_killed_says_it_stopped(tmp_path: Path) -> None:

@@ -489,6 +489,10 @@ def test_a_run_killed_in_its_first_second_is_not_run_again(
     doc = server.wait_run(run_id)
     assert (doc["status"], doc["reason"]) == ("failed", "interrupted: node n1 restarted"), doc
     assert [a["attempt"] for a in doc["attempts"]] == [1]
+    with server.admin() as api:  # (probe: it was empty, saying nothing of how it ended)
+        assert api.get(f"/api/runs/{run_id}/log").text == (
+            "[hookrunner] its output, kept in memory for its first second, was lost when its "
+            "server stopped\n[hookrunner] failed: interrupted: node n1 restarted\n")
     assert none_alive(first.pids)
     assert set(all_records(records)) == {f"{run_id}.1"}
     # Ended for good by the crash: what an alert on runs_ended's failures must see.
