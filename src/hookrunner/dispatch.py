@@ -1092,7 +1092,7 @@ class Dispatcher:
             # Ours, with no file: it never started, or ran under a second (its output, kept
             # in memory, went with the process). Its log was empty, with no line saying how
             # the attempt ended.
-            lost = "" if reason.endswith(NEVER_STARTED) else (
+            lost = "" if NEVER_STARTED in reason else (
                 f"{NOTE_PREFIX}its output, kept in memory for its first second, was lost "
                 "when its server stopped\n")
             log = lost + closing_note("", end_note(outcome, reason))
