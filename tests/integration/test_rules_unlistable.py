@@ -104,3 +104,26 @@ def test_a_directory_that_may_be_entered_but_not_listed_is_left_closed(tmp_path:
             server.stop()
     finally:
         (rules / "secrets").chmod(0o755)
+
+
+def test_a_linked_rules_file_that_cannot_be_read_fails_the_reload_and_keeps_its_hooks(
+        rules: Path, tmp_path: Path) -> None:
+    """probe: a link to a file that exists but cannot be read (a ConfigMap mounted 0400 for
+    another user) was skipped with a warning: its hooks answered 404 and /readyz said ok."""
+    mounted = tmp_path / "mounted.yaml"
+    mounted.write_text(_hook("linked"))
+    (rules / "linked.yaml").symlink_to(mounted)
+    server = Capless(rules, tmp_path / "data", tmp_path).start()
+    try:
+        def ready() -> dict[str, object]:
+            answer: dict[str, object] = httpx.get(server.url + "/readyz", timeout=10).json()
+            return answer
+
+        assert httpx.post(f"{server.url}/hooks/linked", json={}, timeout=10).status_code == 202
+        mounted.chmod(0)  # a change of its change time: the watcher reloads
+        _until(lambda: ready()["last_reload"] == "failed")
+        assert "linked.yaml:1: cannot read: Permission denied" in server.output()
+        assert httpx.post(f"{server.url}/hooks/linked", json={}, timeout=10).status_code == 202
+    finally:
+        mounted.chmod(0o644)
+        server.stop()

@@ -148,9 +148,13 @@ def load_rules(
             data = path.read_bytes()
         except OSError as exc:  # a dangling link: a broken deploy, not a file to skip
             problem = ConfigError(f"cannot read: {exc.strerror or exc}", str(path), 1)
-            # (or one gone since it was listed: a ConfigMap's update removing a key)
-            gone = isinstance(exc, FileNotFoundError) and not os.path.lexists(path)
-            if strict or not (gone or path.is_symlink()):
+            # Skipped only where there is no file: a link that leads nowhere, or a path gone
+            # since it was listed (a ConfigMap's update removing a key). A link to a file that
+            # cannot be read (no permission, a loop) fails as that file would: skipped, its
+            # hooks answered 404 while /readyz said ok.
+            nowhere = isinstance(exc, FileNotFoundError | NotADirectoryError) and (
+                path.is_symlink() or not os.path.lexists(path))
+            if strict or not nowhere:
                 errors.append(problem)
             else:
                 warnings.append(f"{problem} (skipped)")

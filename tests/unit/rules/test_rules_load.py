@@ -944,6 +944,38 @@ def test_a_dangling_link_is_skipped_with_a_warning_where_the_server_loads(tmp_pa
     assert any("gone.yaml:1: cannot read" in w and "skipped" in w for w in loaded.warnings)
 
 
+def test_a_link_to_a_file_that_cannot_be_read_is_an_error_where_the_server_loads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """probe: any error reading a linked rules file was skipped with a warning by the server's
+    load (its hooks answered 404, /readyz said ok), as a link that leads nowhere is; `check`
+    called it an error. A ConfigMap mounted 0400 for another user, and a link loop."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "ok.yaml").write_text("hooks: {h: {verify: {none: {}}}}\n")
+    (tmp_path / "team.yaml").write_text("hooks: {team: {verify: {none: {}}}}\n")
+    (rules / "team.yaml").symlink_to(tmp_path / "team.yaml")
+    real = Path.read_bytes
+
+    def denied(self: Path) -> bytes:  # (root reads any file: the mode cannot tell here)
+        if self.name == "team.yaml":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "read_bytes", denied)
+        with pytest.raises(ConfigErrors) as caught:
+            load_rules(rules, root=tmp_path)
+    assert [str(e) for e in caught.value.errors] == [
+        f"{rules / 'team.yaml'}:1: cannot read: Permission denied"]
+    (rules / "team.yaml").unlink()
+    (rules / "a.yaml").symlink_to("b.yaml")
+    (rules / "b.yaml").symlink_to("a.yaml")
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path)
+    assert [str(e).replace(f"{rules}/", "") for e in caught.value.errors] == [
+        f"{n}.yaml:1: cannot read: Too many levels of symbolic links" for n in "ab"]
+
+
 def test_any_and_all_take_one_condition_as_well_as_a_list(tmp_path: Path) -> None:
     """The contract: a mapping key's value is again a `when` (a string, list or mapping)."""
     rules = tmp_path / "rules"
