@@ -236,13 +236,18 @@ class LiveRules:
                 only = False
             return self._reread_secrets(
                 _Loaded(None, errors, fingerprint, secrets, only, warnings=warnings), defer)
-        if not ruleset.files and self._keeps_rules():
+        # Every file empty: truncated in place before being written (`: > f` each, a
+        # generator), caught in between, as an emptied directory is.
+        blank = bool(ruleset.files) and len(ruleset.empty) == len(ruleset.files)
+        if (not ruleset.files or blank) and self._keeps_rules(hooks=blank):
             # Live rules, then a directory with no rules files: a deploy that empties it
             # before copying (`rm rules/*; cp new/* rules/`), caught in between. Loaded, every
             # hook would answer 404 meanwhile, and some senders stop sending after those.
-            return _Loaded(None, [f"{self.rules_dir}: no *.yaml or *.yml rules files now; the"
-                                  " live rules are kept until some are there (to serve no"
-                                  " rules, leave a file with `rules: []`)"],
+            now, until = (("every rules file is empty now", "one holds hooks or rules") if blank
+                          else ("no *.yaml or *.yml rules files now", "some are there"))
+            return _Loaded(None, [f"{self.rules_dir}: {now}; the live rules are kept until"
+                                  f" {until} (to serve no rules, leave a file with"
+                                  " `rules: []`)"],
                            fingerprint, secrets)
         if self._copy is not None and not self._quiet:  # here: off the event loop
             # (not the links that lead nowhere: the load skipped them, and a copy cannot read them)
@@ -278,11 +283,12 @@ class LiveRules:
         return dataclasses.replace(failed, secrets={**secrets, **failed.secrets},
                                    refreshed=ruleset, refreshed_secrets=secrets)
 
-    def _keeps_rules(self) -> bool:
+    def _keeps_rules(self, hooks: bool = False) -> bool:
         """Whether a directory with no rules files is a failed load here: there are live
-        rules from files to keep, or (a worker starting) the main process's copy of them."""
+        rules from files to keep (`hooks`: with hooks; empty files live stay so without a
+        failure), or (a worker starting) the main process's copy of them."""
         if self.current is not None:
-            return bool(self.current.files)
+            return bool(self.current.hooks if hooks else self.current.files)
         return self._quiet and self._copy is not None and self._copy.is_dir()
 
     def _apply(self, loaded: _Loaded) -> bool:

@@ -554,6 +554,27 @@ def test_a_directory_emptied_under_live_rules_keeps_them(tmp_path: Path) -> None
     assert fresh.reload() and fresh.errors == []  # a SIGHUP while it stays empty: no failure
 
 
+def test_rules_files_all_emptied_under_live_hooks_keep_them(tmp_path: Path) -> None:
+    """probe: every file truncated in place (`for f in rules/*.yaml; do : > $f; done`) loaded
+    as 0 hooks and 0 rules: every hook answered 404 and /readyz said ok. Files that held no
+    hooks before, or `rules: []` beside the empty ones, load as they are."""
+    (tmp_path / "gh.yaml").write_text(HOOK.format(name="aa"))
+    (tmp_path / "notes.yaml").write_text("# the team's notes\n")
+    live = LiveRules(tmp_path)
+    assert live.reload() and live.current is not None
+    (tmp_path / "gh.yaml").write_text("")
+    assert live.changed() and not live.reload()
+    assert list(live.current.hooks) == ["aa"]
+    assert live.errors == [f"{tmp_path}: every rules file is empty now; the live rules are kept "
+                           "until one holds hooks or rules (to serve no rules, leave a file "
+                           "with `rules: []`)"]
+    assert not live.reload() and list(live.current.hooks) == ["aa"]  # a SIGHUP meanwhile
+    (tmp_path / "none.yaml").write_text("rules: []\n")
+    assert live.reload() and live.current.hooks == {} and live.errors == []
+    (tmp_path / "none.yaml").unlink()
+    assert live.reload() and live.errors == []  # no hooks were live: nothing to keep
+
+
 @pytest.mark.parametrize(("now", "expected"), [
     (1000.0, 1.0), (1000.25, 0.75), (1000.999, 0.001),
 ])

@@ -293,6 +293,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
     merged = _Merged()
     ctxs: list[f.Ctx] = []
     unparsed = False  # a file whose YAML did not parse: its rules are unknown, not absent
+    empty: list[str] = []
     with reusing_compiled():  # a reload recompiles only the texts that changed
         for name, text in sources:
             ctx = f.Ctx(name, root=root, strict=strict, defer_secrets=defer_secrets)
@@ -307,6 +308,7 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
                 unparsed = True
             else:  # an empty file (or comments only): likely a file saved before it was written
                 ctx.warnings.append(f"{name}:1: holds no hooks and no rules")
+                empty.append(name)
     for ctx, node, path, hook_id in merged.refs:
         if hook_id not in merged.hook_sources:
             known = ", ".join(sorted(merged.hook_sources)) or "none are defined"
@@ -325,7 +327,8 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
     if errors:
         raise ConfigErrors(errors, warnings)
     return Ruleset(hooks=merged.hooks, rules=tuple(merged.rules),
-                   files=tuple(name for name, _ in sources), warnings=tuple(warnings))
+                   files=tuple(name for name, _ in sources), warnings=tuple(warnings),
+                   empty=tuple(empty))
 
 
 def _secrets_in_argv(rules: list[Rule], hooks: Mapping[str, Hook]) -> list[str]:
