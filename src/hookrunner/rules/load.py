@@ -292,7 +292,9 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
 
     merged = _Merged()
     ctxs: list[f.Ctx] = []
-    unparsed = False  # a file whose YAML did not parse: its rules are unknown, not absent
+    # Files that did not parse (or could not be read): their hooks and rules are unknown,
+    # not absent.
+    unread = list(dict.fromkeys(e.file for e in errors if e.file))
     empty: list[str] = []
     with reusing_compiled():  # a reload recompiles only the texts that changed
         for name, text in sources:
@@ -305,19 +307,23 @@ def _load(sources: list[tuple[str, str]], errors: list[ConfigError], root: Path 
             if data is not None:
                 _file(ctx, data, merged, secrets)
             elif problems:
-                unparsed = True
+                unread.append(name)
             else:  # an empty file (or comments only): likely a file saved before it was written
                 ctx.warnings.append(f"{name}:1: holds no hooks and no rules")
                 empty.append(name)
     for ctx, node, path, hook_id in merged.refs:
         if hook_id not in merged.hook_sources:
             known = ", ".join(sorted(merged.hook_sources)) or "none are defined"
+            why = f"defined hooks: {known}"
+            if unread:  # not "none are defined" of a hooks file with a YAML error
+                why = (f"it may be defined in {', '.join(sorted(unread))}, which did not load (its "
+                       "own error says why)")
             ctx.error(node, path, f"unknown hook {hook_id!r}"
-                      f"{f.did_you_mean(hook_id, merged.hook_sources)}; defined hooks: {known}")
+                      f"{f.did_you_mean(hook_id, merged.hook_sources)}; {why}")
     warnings = [*(warnings or []), *(w for c in ctxs for w in c.warnings)]
     used = {hook_id for *_, hook_id in merged.refs}  # a rule with an error names its hook too
     warnings += [f"{src}: hook {hid!r} has no rules: its deliveries are stored but run nothing"
-                 for hid, src in merged.hook_sources.items() if hid not in used and not unparsed]
+                 for hid, src in merged.hook_sources.items() if hid not in used and not unread]
     warnings += _secrets_in_argv(merged.rules, merged.hooks)
     if not sources and not errors:
         warnings.append(f"{empty_hint}: no *.yaml or *.yml rules files")

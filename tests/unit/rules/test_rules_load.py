@@ -532,6 +532,27 @@ def test_a_rules_file_that_does_not_parse_draws_no_hook_without_rules() -> None:
         caught.value.warnings
 
 
+def test_a_hooks_file_that_does_not_parse_makes_no_rule_s_hook_certainly_unknown(
+        tmp_path: Path) -> None:
+    """probe: a YAML error in the file of the hooks gave every rule of the other files
+    `unknown hook 'github'; defined hooks: none are defined`, as if they were all wrong. The
+    syntax error stays; the rules' errors say where the hook may be (a file not read too)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "hooks.yaml").write_text("hooks:\n  github:\n    verify: {github: {secret: x}\n")
+    (rules / "latin.yaml").write_bytes(b"# caf\xe9\n")
+    (rules / "rules.yaml").write_text(
+        "rules:\n  - name: r\n    hook: github\n    run: {shell: {argv: ['true']}}\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_rules(rules, root=tmp_path)
+    found = [str(e).replace(f"{rules}/", "") for e in caught.value.errors]
+    assert found[0] == "latin.yaml:1: not UTF-8 text (byte 0xe9)", found
+    assert found[1].startswith("hooks.yaml:") and "YAML syntax error" in found[1], found
+    assert found[2:] == [
+        "rules.yaml:3: unknown hook 'github'; it may be defined in hooks.yaml, latin.yaml, "
+        "which did not load (its own error says why)"], found
+
+
 @pytest.mark.parametrize("text", ["", "# to do\n", "---\n...\n", "null\n"])
 def test_an_empty_rules_file_is_a_warning(text: str) -> None:
     """A file saved before it was written loads nothing: said, and the other file's unused
