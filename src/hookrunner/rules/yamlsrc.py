@@ -399,6 +399,37 @@ def _line(text: str, index: int) -> str:
     return text[start:end if end >= 0 else len(text)]
 
 
+_FLOW_CONTEXTS = {"while parsing a flow mapping": "{", "while parsing a flow sequence": "["}
+_CLOSING = {"{": "}", "[": "]"}
+
+
+def _unclosed(exc: yaml.MarkedYAMLError, text: str) -> tuple[str, yaml.Mark] | None:
+    """The `{` or `[` (and where it opened) that the syntax error `exc` is inside of: a
+    half-written file's unclosed bracket is reported where YAML gave up, lines later or past
+    the file's end. PyYAML's context mark where it names the collection; where it names only
+    the node it expected (`hooks: [`), the innermost left open before the error, scanned."""
+    if exc.context in _FLOW_CONTEXTS and exc.context_mark is not None:
+        return _FLOW_CONTEXTS[exc.context], exc.context_mark
+    if exc.context != "while parsing a flow node" or exc.problem_mark is None:
+        return None
+    opened: list[yaml.Token] = []
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if token.start_mark.index >= exc.problem_mark.index:
+                break
+            if isinstance(token, yaml.FlowSequenceStartToken | yaml.FlowMappingStartToken):
+                opened.append(token)
+            elif isinstance(token, yaml.FlowSequenceEndToken | yaml.FlowMappingEndToken) \
+                    and opened:
+                opened.pop()
+    except yaml.YAMLError:  # (the parser's error came first: what was scanned is enough)
+        pass
+    if not opened:
+        return None
+    token = opened[-1]
+    return ("[" if isinstance(token, yaml.FlowSequenceStartToken) else "{"), token.start_mark
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
     """The document's data and every problem found (a syntax error ends parsing)."""
     try:
@@ -435,7 +466,14 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
         line = loader.line_at(mark) if mark else 0
         what = " ".join(p for p in (exc.context, exc.problem) if p)
         before = _line_before(text, mark.index) if mark is not None else None
-        if exc.problem == "could not find expected ':'" and exc.context_mark is not None:
+        opened = _unclosed(exc, text)
+        if opened is not None and "<stream end>" in (exc.problem or ""):
+            # PyYAML says `got '<stream end>'`, not "end of stream": said at the line after
+            # the last one, it was no help
+            line = loader.line_at(opened[1])
+            what = (f"the `{opened[0]}` opened here (column {opened[1].column + 1}) is not "
+                    f"closed: a `{_CLOSING[opened[0]]}` is missing")
+        elif exc.problem == "could not find expected ':'" and exc.context_mark is not None:
             # `when event == "push"`: said at the line after, where YAML gave up
             line = loader.line_at(exc.context_mark)
             what = "this line has no `:` after its key (`when: ...`, `hook: ...`)"
@@ -467,6 +505,12 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
             # `when: "dba" in payload.teams`: YAML took "dba" as the whole value
             what += (" (a value that starts with a quote ends where the quote closes: quote "
                      "the whole value, `when: '\"dba\" in payload.teams'`)")
+        elif opened is not None and loader.line_at(opened[1]) != line:
+            # `a: {verify: none` then more lines: YAML gives up at a later line
+            bracket, at = opened
+            what += (f" (inside the `{bracket}` opened at line {loader.line_at(at)}, column "
+                     f"{at.column + 1}: a `{_CLOSING[bracket]}` missing there, or an item here "
+                     "holding `[`, `]`, `{`, `}`, `,`, `|` or `: ` that must be quoted)")
         elif mark is not None and _in_flow(text, mark.index):
             # `any: [a, headers["X"] | default("")]`: a `[`, `]`, `,`, `|` ends or breaks an
             # unquoted item of a [...] list (or {...} mapping)

@@ -118,7 +118,8 @@ ERROR_CASES = [
     ("duplicate key", "rules:\n  - name: a\n    hook: gh\n    run: {shell: {argv: [x]}}\n"
      "    timeout: 1s\n    timeout: 2s\n", "r.yaml:9: duplicate key 'timeout' (first written "
      "at line 8)"),
-    ("yaml syntax", "rules: [\n", "r.yaml:5: YAML syntax error"),
+    ("yaml syntax", "rules: [\n", "r.yaml:4: YAML syntax error: the `[` opened here (column 8) "
+     "is not closed: a `]` is missing"),  # where it opened, not past the end (line 5)
     # An invisible line break to YAML (U+2028) in a comment: the rest read as a key `more`.
     ("line separator", "# note\u2028more: text\nrules: []\n", "r.yaml:4: an invisible line "
      "break (U+2028) that YAML reads as the end of a line, though editors do not: delete it, "

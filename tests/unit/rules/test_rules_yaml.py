@@ -77,6 +77,42 @@ def test_an_unclosed_quote_is_placed_where_it_opens_not_past_the_end() -> None:
     assert data is None and str(problems[0]).startswith("f.yaml:2: YAML syntax error")
 
 
+@pytest.mark.parametrize(("text", "said"), [
+    ("hooks:\n  github:\n    verify: {github: {secret: {env: X}}\n",
+     "f.yaml:3: YAML syntax error: the `{` opened here (column 13) is not closed: a `}` is "
+     "missing"),
+    ("hooks: [\n", "f.yaml:1: YAML syntax error: the `[` opened here (column 8) is not "
+     "closed: a `]` is missing"),  # (no hint to quote an item: there is none)
+    ("hooks: [", "f.yaml:1: YAML syntax error: the `[` opened here (column 8)"),
+    ("a:\n  b: {c: [d, {e: f}\n", "f.yaml:2: YAML syntax error: the `[` opened here "
+     "(column 10) is not closed"),  # the innermost
+])
+def test_an_unclosed_bracket_is_placed_where_it_opens_not_past_the_end(text: str,
+                                                                        said: str) -> None:
+    """probe: PyYAML's flow parser says `got '<stream end>'`, not "end of stream": a
+    half-written file was reported at the line past its last (`hooks: [` with a hint to
+    quote an item)."""
+    data, problems = parse_yaml(text, "f.yaml")
+    assert data is None and [str(p)[:len(said)] for p in problems] == [said], problems
+    assert "quoted" not in str(problems[0])
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("hooks:\n  a: {verify: none\n  b: {verify: none}\n",
+     "f.yaml:3: YAML syntax error: while parsing a flow mapping expected ',' or '}', but got "
+     "':' (inside the `{` opened at line 2, column 6: a `}` missing there, or an item here "),
+    ("a:\n  - [x,\n  - y\n",
+     "f.yaml:3: YAML syntax error: while parsing a flow node expected the node content, but "
+     "found '-' (inside the `[` opened at line 2, column 5: a `]` missing there"),
+])
+def test_an_error_lines_past_an_unclosed_bracket_names_where_it_opened(text: str,
+                                                                       said: str) -> None:
+    """probe: `a: {verify: none` then more lines was "expected ',' or '}', but got ':'" at
+    the next line, without a word of the `{` left open a line before."""
+    data, problems = parse_yaml(text, "f.yaml")
+    assert data is None and [str(p)[:len(said)] for p in problems] == [said], problems
+
+
 def test_an_unquoted_colon_in_a_value_says_to_quote_it() -> None:
     data, problems = parse_yaml('when: payload.a == 1 and event: push\n', "f.yaml")
     assert data is None and "must be quoted" in str(problems[0]), problems
