@@ -473,6 +473,11 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[ConfigError]]:
             line = loader.line_at(opened[1])
             what = (f"the `{opened[0]}` opened here (column {opened[1].column + 1}) is not "
                     f"closed: a `{_CLOSING[opened[0]]}` is missing")
+        elif "found character '\\t'" in (exc.problem or "") and mark is not None:
+            # (before the hints about brackets: `[a,\tb]` is this too)
+            what += (" (YAML indents with spaces, not tabs: replace the tab with spaces)"
+                     if not _line(text, mark.index)[:mark.column].strip() else
+                     " (a tab outside a quoted value is not a space to YAML: write spaces)")
         elif exc.problem == "could not find expected ':'" and exc.context_mark is not None:
             # `when event == "push"`: said at the line after, where YAML gave up
             line = loader.line_at(exc.context_mark)

@@ -113,6 +113,22 @@ def test_an_error_lines_past_an_unclosed_bracket_names_where_it_opened(text: str
     assert data is None and [str(p)[:len(said)] for p in problems] == [said], problems
 
 
+@pytest.mark.parametrize(("text", "line", "hint"), [
+    ("hooks:\n\tgithub: {verify: none}\n", 2, "(YAML indents with spaces, not tabs: replace "
+     "the tab with spaces)"),
+    ("hooks:\n  github:\n  \tverify: none\n", 3, "(YAML indents with spaces, not tabs"),
+    ("hooks:\n  github: {verify:\tnone}\n", 2, "(a tab outside a quoted value is not a "
+     "space to YAML: write spaces)"),
+])
+def test_a_tab_says_yaml_wants_spaces(text: str, line: int, hint: str) -> None:
+    """probe: a tab used for indentation gave only PyYAML's "found character '\\t' that
+    cannot start any token"."""
+    data, problems = parse_yaml(text, "f.yaml")
+    assert data is None and len(problems) == 1, problems
+    assert str(problems[0]).startswith(f"f.yaml:{line}: YAML syntax error") and \
+        hint in str(problems[0]), problems
+
+
 def test_an_unquoted_colon_in_a_value_says_to_quote_it() -> None:
     data, problems = parse_yaml('when: payload.a == 1 and event: push\n', "f.yaml")
     assert data is None and "must be quoted" in str(problems[0]), problems
