@@ -82,6 +82,20 @@ def test_rules_reload_on_change_and_a_broken_edit_keeps_the_live_rules(
     assert httpx.get(server.url + "/readyz").json()["last_reload"] == "ok"
 
 
+def test_rules_files_truncated_in_place_keep_the_live_rules(
+    make_server: Callable[..., Server], project: Path
+) -> None:
+    """probe: `for f in rules/*.yaml; do : > $f; done` reloaded as 0 hooks and 0 rules: every
+    hook answered 404 and /readyz said ok."""
+    write_script(project, "ok.sh", "exit 0\n")
+    server = make_server(HOOK + RULE.format(name="first"))
+    assert _rule_names(server) == ["first"]
+    (project / "rules" / "rules.yaml").write_text("")
+    _until(lambda: httpx.get(server.url + "/readyz").json()["last_reload"] == "failed")
+    assert "every rules file is empty now" in server.output()
+    assert _rule_names(server) == ["first"]  # still served, not a 404
+
+
 def test_metrics_count_deliveries_by_outcome_and_runs_by_status(
     make_server: Callable[..., Server], project: Path
 ) -> None:
