@@ -161,8 +161,8 @@ class Ruleset:
     rules: tuple[Rule, ...]
     files: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # `file:line: message`, e.g. a literal secret
-    # The files that hold nothing (empty, or comments only): every one so is taken for a
-    # deploy caught truncating them by a reload (reload.LiveRules).
+    # The files that hold nothing (empty, or comments only). All of them so, a reload takes
+    # it for a deploy caught truncating them (reload.LiveRules).
     empty: tuple[str, ...] = ()
     # The rules files' text, as paths under --rules and contents: nodes that must serve the
     # same rules show the same digest (/readyz, the `rules.loaded` line).
