@@ -8,12 +8,13 @@ import logging
 import os
 import pwd
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hookrunner.errors import ConfigErrors, HookrunnerError, StartupRefused, StoreUnavailable
 from hookrunner.settings import Settings
@@ -22,6 +23,7 @@ from hookrunner.units import utc_iso
 
 if TYPE_CHECKING:  # the commands import what they use as they run: a quick CLI start
     from hookrunner.rules.model import Ruleset
+    from hookrunner.verify.base import Headers
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -252,37 +254,70 @@ def _refused_header(content_type: str | None, encoding: str | None) -> str:
     return f"--header {f'Content-Type: {content_type}'!r}"
 
 
-def _read_payload(name: str) -> bytes:
+def _payload_error(name: str, exc: OSError) -> HookrunnerError:
+    why = {errno.ENOENT: "no such file", errno.EISDIR: "is a directory",
+           errno.EACCES: "permission denied"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return HookrunnerError(f"cannot read --payload {name}: {why}")
+
+
+def _open_payload(name: str) -> BinaryIO:
+    """Opened with the command line's checks; read once the hook's max_body is known."""
     try:
-        return Path(name).read_bytes()
+        return open(name, "rb")  # closed by dry_run
     except OSError as exc:
-        why = {errno.ENOENT: "no such file", errno.EISDIR: "is a directory",
-               errno.EACCES: "permission denied"}.get(exc.errno or 0, exc.strerror or str(exc))
-        raise HookrunnerError(f"cannot read --payload {name}: {why}") from None
+        raise _payload_error(name, exc) from None
+
+
+def _payload_size(f: BinaryIO, head: bytes) -> str:
+    """The size of a --payload past max_body: a regular file's, else "more than" what was read
+    (a pipe or a device goes on)."""
+    try:
+        st = os.fstat(f.fileno())
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode):
+        return str(st.st_size)
+    return f"more than {len(head) - 1}"
+
+
+def _read_payload(f: BinaryIO, name: str, limit: int) -> bytes:
+    """At most `limit` bytes: `--payload /dev/zero` (or a huge file) was read whole, until a
+    MemoryError, before its size was compared with max_body."""
+    try:
+        return f.read(limit)
+    except OSError as exc:
+        raise _payload_error(name, exc) from None
 
 
 def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, header_args: list[str],
             query_args: Sequence[str] = (), client_ip: str | None = None) -> int:
     """`test` and `explain`: match (and render) against a payload file; runs nothing. `test`
     exits 1 when a matching rule's action cannot be rendered (a CI check catches it)."""
-    from hookrunner.payload import PayloadError, as_storable, body_labels, parse_body
-    from hookrunner.rules.match import build_scope, evaluate
-    from hookrunner.rules.report import dry_run_report, format_explain, render_matched
-    from hookrunner.verify.base import Headers, SignedRequest
+    from hookrunner.verify.base import Headers
 
     # The command line first: a typo there is a usage error (2), whatever the rules say.
     try:
         headers = Headers(_parse_header(h) for h in header_args)
         query_pairs = [_parse_query(q) for q in query_args]
-        query = dict(query_pairs)
         if client_ip is not None:
             client_ip = _parse_address(client_ip)
-        body = _read_payload(payload_file)
+        payload = _open_payload(payload_file)
     except HookrunnerError as exc:
-        msg = f"cannot parse --payload {payload_file}: {exc.message}" \
-            if isinstance(exc, PayloadError) else str(exc)
-        print(f"hookrunner: {msg}", file=sys.stderr)
+        print(f"hookrunner: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    with payload:
+        return _dry_run(settings, mode, hook_id, payload_file, payload, headers, query_pairs,
+                        client_ip)
+
+
+def _dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, payload_io: BinaryIO,
+             headers: Headers, query_pairs: list[tuple[str, str]], client_ip: str | None) -> int:
+    from hookrunner.payload import PayloadError, as_storable, body_labels, parse_body
+    from hookrunner.rules.match import build_scope, evaluate
+    from hookrunner.rules.report import dry_run_report, format_explain, render_matched
+    from hookrunner.verify.base import Headers, SignedRequest
+
+    query = dict(query_pairs)
     ruleset = _operator_rules(settings)
     if ruleset is None:
         return EXIT_FAIL
@@ -310,8 +345,14 @@ def dry_run(settings: Settings, mode: str, hook_id: str, payload_file: str, head
         print(f"hookrunner: the server answers this request 508 (loop detected: "
               f"{hops.HEADER} {many}), and journals and runs nothing", file=sys.stderr)
         return EXIT_FAIL
+    try:  # one byte past max_body tells a body too large
+        body = _read_payload(payload_io, payload_file, hook.max_body + 1)
+    except HookrunnerError as exc:
+        print(f"hookrunner: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if len(body) > hook.max_body:  # as the server does, before anything else of the body
-        print(f"hookrunner: the body is {len(body)} bytes, past the max_body of hook "
+        print(f"hookrunner: the body is {_payload_size(payload_io, body)} bytes, past the "
+              f"max_body of hook "
               f"{hook_id!r} ({hook.max_body}): the server answers it 413, and journals and "
               "runs nothing", file=sys.stderr)
         return EXIT_FAIL

@@ -566,6 +566,25 @@ def _one_hook(project: Path, verify: str, rules: str) -> None:
         f"hooks:\n  h:\n    verify: {verify}\nrules:\n{rules}")
 
 
+def test_a_payload_past_max_body_is_read_only_that_far(tmp_path: Path) -> None:
+    """probe: `--payload /dev/zero` was read whole before its size was compared with max_body,
+    growing until a MemoryError traceback; now max_body + 1 bytes are read, then the 413 said."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text(
+        'hooks: {h: {verify: {none: {}}, max_body: 64}}\n'
+        'rules: [{name: r, hook: h, run: {shell: {argv: ["true"]}}}]\n')
+    rules = str(tmp_path / "rules")
+    for command in ("test", "explain"):
+        done = hookrunner(command, "--rules", rules, "--hook", "h", "--payload", "/dev/zero")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert done.stderr == ("hookrunner: the body is more than 64 bytes, past the max_body of "
+                               "hook 'h' (64): the server answers it 413, and journals and runs "
+                               "nothing\n"), done.stderr
+    (tmp_path / "big.json").write_bytes(b" " * 100_000)  # a file's size is said exactly
+    done = hookrunner("test", "--rules", rules, "--hook", "h", "--payload", str(tmp_path / "big.json"))
+    assert done.returncode == 1 and "the body is 100000 bytes, past" in done.stderr, done.stderr
+
+
 def test_test_and_explain_share_the_servers_one_second_for_a_delivery(project: Path) -> None:
     """The server gives all the conditions and templates of a delivery 1 s together; `test`
     and `explain` gave each its own, and showed as matching rules the server refused."""
