@@ -11,6 +11,7 @@ import functools
 import ipaddress
 import re
 import socket
+import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -280,6 +281,9 @@ def _check(name: str, value: Any) -> None:
                          "SQLite store is chosen with --data DIR")
     if name == "db":
         _check_db_url(value)
+    if name == "admin_token" and (bad := _unsendable(value)):
+        raise ValueError(f"{bad}: an Authorization header cannot carry it as a bearer token; "
+                         "use printable characters without spaces (openssl rand -base64 24)")
     if name == "pass_env":
         for item in value:
             if not ENV_NAME.fullmatch(item):
@@ -298,6 +302,19 @@ def _check(name: str, value: Any) -> None:
                 raise ValueError(f"{cidr!r} has bits set past its prefix: it would trust all "
                                  f"of {network}; write {cidr.split('/')[0]} for that one "
                                  f"address, or {network} for the network")
+
+
+def _unsendable(token: str) -> str | None:
+    """What in an admin token no client can send (a control character, which HTTP refuses in
+    a header, or a space, tab or other whitespace inside it, which clients and proxies split
+    or trim at), never quoting the token; None where it can be sent. Accepted, such a token
+    locked every client out with a 400."""
+    for i, c in enumerate(token, 1):
+        if unicodedata.category(c) == "Cc":
+            return f"character {i} is a control character (U+{ord(c):04X})"
+        if c.isspace():
+            return f"character {i} is whitespace (U+{ord(c):04X})"
+    return None
 
 
 def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str],

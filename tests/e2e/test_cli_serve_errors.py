@@ -130,6 +130,25 @@ def test_bad_usage_is_one_line_and_exit_2(project: Path, args: list[str], env: d
     assert not (project / ".hookrunner").exists()  # refused before anything was created
 
 
+@pytest.mark.parametrize(("token", "said"), [
+    ("Sup3rS3cret\x01Sup3rS3cret", "character 12 is a control character (U+0001)"),
+    ("Sup3rS3cret\nSup3rS3cret\n", "character 12 is a control character (U+000A)"),
+    ("Sup3rS3cret\x7fSup3rS3cret", "character 12 is a control character (U+007F)"),
+    ("Sup3rS3cret Sup3rS3cret", "character 12 is whitespace (U+0020)"),
+    ("Sup3rS3cret\tSup3rS3cret", "character 12 is a control character (U+0009)"),
+])
+def test_an_admin_token_no_client_can_send_is_refused_at_start(project: Path, token: str,
+                                                                said: str) -> None:
+    """probe: HOOKRUNNER_ADMIN_TOKEN with a control character or a newline inside was taken,
+    and then every client sending it got a 400 (invalid HTTP request): exit 2 now, without
+    quoting the token."""
+    line = one_line(serve(project, HOOKRUNNER_ADMIN_TOKEN=token), 2,
+                    f"hookrunner: HOOKRUNNER_ADMIN_TOKEN: {said}: an Authorization header "
+                    "cannot carry it as a bearer token")
+    assert "Sup3rS3cret" not in line
+    assert not (project / ".hookrunner").exists()
+
+
 def test_a_certificate_that_does_not_load_is_exit_3(project: Path) -> None:
     (project / "cert.pem").write_text("not a certificate\n")
     (project / "key.pem").write_text("not a key\n")
