@@ -329,10 +329,13 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str],
         flag = flags.get(name)
         env_value = environ.get(env_name(name))
         raw: Any = None
-        if flag == "":
+        if isinstance(flag, str) and not flag.strip():
             # `--host "$BIND"` with BIND unset: an empty host would listen on every interface,
-            # an empty --rules or --data mean the working directory. Never what was meant.
+            # an empty --rules or --data mean the working directory. Never what was meant;
+            # nor is `--data " "` (a directory named by a space).
             raise ValueError(f"{flag_name(name)}: empty; leave the flag out for the default")
+        if isinstance(flag, str):  # as a variable's: the same value, the same setting
+            flag = flag.strip()
         if name in _LISTS and isinstance(flag, list | tuple) and any(
                 not _list_items(item) for item in flag):
             # `--trusted-proxy "$LB_NET"` with LB_NET unset: trusted no proxy, and hid

@@ -110,6 +110,11 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> 
                                               "address, or 10.0.0.0/8 for the network"]),
     (["--rules", ""], {}, ["--rules: empty"]),
     (["--data", ""], {}, ["--data: empty"]),
+    # probe: only spaces were taken: `--data " "` made a directory named " ", `--rules " "`
+    # started with no rules, `--host " "` was exit 3.
+    (["--data", " "], {}, ["--data: empty"]),
+    (["--rules", " \t"], {}, ["--rules: empty"]),
+    (["--host", " "], {}, ["--host: empty; leave the flag out for the default"]),
     # A '/' in the password: the host part would end there, and the rest be quoted.
     (["--db", "postgresql://u:Sup3rS3cret/x@127.0.0.1/db"], {},
      ["--db: the URL has an '@' after its host part", "%2F"]),
@@ -147,6 +152,14 @@ def test_an_admin_token_no_client_can_send_is_refused_at_start(project: Path, to
                     "cannot carry it as a bearer token")
     assert "Sup3rS3cret" not in line
     assert not (project / ".hookrunner").exists()
+
+
+def test_a_flags_surrounding_spaces_are_dropped_as_a_variables_are(project: Path) -> None:
+    """probe: flags were taken with their spaces where variables were stripped: the same
+    quoting slip (`--rules "rules "`) named another directory than HOOKRUNNER_RULES did."""
+    done = subprocess.run([*CLI, "check", "--rules", " rules "], cwd=project, env=_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_certificate_that_does_not_load_is_exit_3(project: Path) -> None:
