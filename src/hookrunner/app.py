@@ -433,9 +433,10 @@ def _data_dir(settings: Settings, worker: bool = False) -> None:
 
 def _record_rules(settings: Settings) -> None:
     """Tell the shell's `replay` and `explain --delivery` which rules this server serves
-    (hookrunner.servedrules). Without the record they read their own --rules, as before."""
+    (hookrunner.servedrules), and `replay` its default timeout. Without the record they read
+    their own --rules and HOOKRUNNER_DEFAULT_TIMEOUT, as before."""
     try:
-        servedrules.record(settings.data, settings.rules, settings.root)
+        servedrules.record(settings.data, settings.rules, settings.root, settings.default_timeout)
     except OSError as exc:
         event("server.rules_unrecorded", logging.WARNING, path=str(settings.data / servedrules.FILE),
               error=exc.strerror or str(exc),

@@ -268,6 +268,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return commands.check(settings, secrets=not args.without_secrets)
     if args.command == "replay" or (args.command == "explain" and args.delivery):
         settings = commands.served_rules(settings)  # "against the current rules": the server's
+    if args.command == "replay":  # and the runs get the timeout the server would give them
+        settings = commands.served_timeout(settings)
     if args.command == "explain" and args.delivery:
         return _store_command(lambda: commands.explain_delivery(settings, args.delivery))
     if args.command in ("test", "explain"):

@@ -553,6 +553,30 @@ def served_rules(settings: Settings) -> Settings:
 SERVED_RULES = "the server's --rules"  # (as settings.sources name where a setting came from)
 
 
+def served_timeout(settings: Settings) -> Settings:
+    """For `replay`: the default timeout of the server on --data, which runs what is queued
+    (hookrunner.servedrules), unless HOOKRUNNER_DEFAULT_TIMEOUT is set here, which wins as
+    --rules does, and is said where it is not the server's."""
+    from hookrunner import servedrules
+    from hookrunner.units import format_duration
+
+    timeout = servedrules.recorded_timeout(settings.data)
+    if timeout is None:  # no server ever ran here, or one of a version before the record had it
+        return settings
+    given = settings.sources.get("default_timeout")
+    if given is None:
+        return replace(settings, default_timeout=timeout,
+                       sources={**settings.sources, "default_timeout": SERVED_TIMEOUT})
+    if timeout != settings.default_timeout:
+        print(f"hookrunner: note: a rule without `timeout` gets {given}'s "
+              f"{format_duration(settings.default_timeout)}, not the {format_duration(timeout)} "
+              f"of the server on --data {settings.data}", file=sys.stderr)
+    return settings
+
+
+SERVED_TIMEOUT = "the server's HOOKRUNNER_DEFAULT_TIMEOUT"
+
+
 def _operator_rules(settings: Settings) -> Ruleset | None:
     """The rules for a command that runs nothing (secrets need not be readable from an
     operator's shell); None once their errors were printed."""

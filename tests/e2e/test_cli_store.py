@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -219,6 +220,45 @@ def test_replay_from_anywhere_matches_against_the_rules_the_server_serves(tmp_pa
     assert done.returncode == 1 and "broke.yaml" in done.stderr, done.stderr
     assert "the server's rules files have the errors above" in done.stderr
     assert "point it at the server's rules directory" not in done.stderr
+
+
+def test_replay_from_a_shell_gives_runs_the_servers_default_timeout(tmp_path: Path) -> None:
+    """probe: with the server started with HOOKRUNNER_DEFAULT_TIMEOUT=2s, a replay through the
+    API timed out at 2 s, the same replay from a shell ran under the shell's default (1h). The
+    server records its default in serving.json; a HOOKRUNNER_DEFAULT_TIMEOUT set in the shell
+    still wins, and is said where it differs."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "h.yaml").write_text(
+        "hooks: {h: {verify: {none: {}}}}\n"
+        "rules: [{name: slow, hook: h, run: {shell: {argv: [sleep, '30']}}}]\n")
+    data = tmp_path / "data"
+    server = Server(tmp_path / "rules", data, tmp_path,
+                    env={"HOOKRUNNER_DEFAULT_TIMEOUT": "2s"}).start()
+    try:
+        delivery = httpx.post(f"{server.url}/hooks/h", json={}, timeout=30).json()["delivery_id"]
+        shell = {k: v for k, v in os.environ.items() if k != "HOOKRUNNER_DEFAULT_TIMEOUT"}
+        done = subprocess.run([*CLI, "replay", delivery, "--data", str(data)], cwd=tmp_path,
+                              env=shell, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        replayed = re.fullmatch(r"replayed \S+: 1 run\(s\) queued: (\S+)\n", done.stdout)
+        assert replayed, done.stdout
+        started = time.monotonic()
+        assert server.wait_run(replayed[1])["status"] == "timed_out"
+        assert time.monotonic() - started < 20
+        done = _run("replay", delivery, "--data", str(data), cwd=tmp_path,
+                    HOOKRUNNER_DEFAULT_TIMEOUT="5m")
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ("hookrunner: note: a rule without `timeout` gets "
+                               "HOOKRUNNER_DEFAULT_TIMEOUT's 5m, not the 2s of the server on "
+                               f"--data {data}\n"), done.stderr
+        run_id = done.stdout.split()[-1]
+        with contextlib.closing(sqlite3.connect(data / "hookrunner.db")) as db:  # the shell's 5m
+            assert db.execute("SELECT timeout FROM runs WHERE id = ?", (run_id,)).fetchone() \
+                == (300.0,)
+        with server.admin() as c:
+            assert c.post(f"/api/runs/{run_id}/cancel").status_code == 202
+    finally:
+        server.stop()
 
 
 CANCEL_RULES = """
