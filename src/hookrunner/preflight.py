@@ -104,11 +104,13 @@ def data_dir(settings: Settings) -> None:
                              f"{exc.strerror or exc}") from None
     # Before a token file is made for nothing.
     if not settings.db:
-        from hookrunner.store.sqlite import LOW_SPACE, free_bytes, served
+        from hookrunner.store.sqlite import LOW_SPACE, foreign, free_bytes, served
 
         if served(Path(settings.store_url)):
             raise StartupRefused(f"another server is running with this --data {path}; "
                                  "stop it first (or give this one its own)")
+        if (not_ours := foreign(Path(settings.store_url))) is not None:
+            raise StartupRefused(not_ours)
         if (free := free_bytes(path)) < LOW_SPACE:  # SQLite died of SIGBUS there, unlogged
             raise StartupRefused(f"the file system of {settings.given_as('data')} {path} is "
                                  f"full ({free // 1024} KiB free): free some space, then start "

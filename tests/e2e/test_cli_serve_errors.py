@@ -162,6 +162,31 @@ def test_a_flags_surrounding_spaces_are_dropped_as_a_variables_are(project: Path
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.parametrize(("setup", "held"), [
+    ("CREATE TABLE users (id); CREATE TABLE posts (id)", " (it holds 'posts', 'users')"),
+    ("PRAGMA user_version = 7", " (no tables, but a user_version"),
+])
+def test_another_programs_sqlite_file_is_refused_and_left_as_it_was(
+        project: Path, setup: str, held: str) -> None:
+    """probe: a hookrunner.db under --data that was another program's SQLite file was said by
+    `runs` to be "from an older hookrunner", and `serve` migrated hookrunner's tables into it
+    (switching it to WAL): refused now, serve exit 3, the commands exit 1, the file unchanged."""
+    data = project / "data"
+    data.mkdir()
+    with contextlib.closing(sqlite3.connect(data / "hookrunner.db")) as db:
+        db.executescript(setup)
+    before = (data / "hookrunner.db").read_bytes()
+    said = f"{data / 'hookrunner.db'} is not a hookrunner database{held}"
+    one_line(serve(project, "--data", str(data)), 3, "server.refused", said)
+    for args in (["runs"], ["delivery", "dlv_x"], ["cancel", "run_x"]):
+        done = subprocess.run([*CLI, *args, "--data", str(data)], cwd=project, env=_env(),
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 1 and said in done.stderr, done.stderr
+        assert "older hookrunner" not in done.stderr
+    assert (data / "hookrunner.db").read_bytes() == before
+    assert sorted(p.name for p in data.iterdir()) == ["hookrunner.db"]
+
+
 def test_a_certificate_that_does_not_load_is_exit_3(project: Path) -> None:
     (project / "cert.pem").write_text("not a certificate\n")
     (project / "key.pem").write_text("not a key\n")

@@ -143,6 +143,34 @@ def _applied(path: Path, immutable: bool = False) -> set[int] | None:
         conn.close()
 
 
+def foreign(path: Path) -> str | None:
+    """Why the file is another program's SQLite database (tables, or a version or id it set,
+    and no hookrunner migrations table), if it is; None for hookrunner's, a new or missing
+    file, or one that cannot be read (said where it is opened). Read only: such a file was
+    said to be "from an older hookrunner", and `serve` migrated hookrunner's tables into it
+    (after switching it to WAL)."""
+    try:
+        conn = sqlite3.connect(_read_only_uri(path), uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return None
+    try:
+        names = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+            "ORDER BY name")]
+        marked = any(conn.execute(f"PRAGMA {p}").fetchone()[0]
+                     for p in ("user_version", "application_id"))
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    if "schema_migrations" in names or not (names or marked):
+        return None
+    held = f" (it holds {', '.join(map(repr, names[:3]))}{', ...' if len(names) > 3 else ''})" \
+        if names else " (no tables, but a user_version or application_id hookrunner never sets)"
+    return (f"{path} is not a hookrunner database{held}: it is another program's SQLite "
+            "file; give --data a directory of its own, or move the file aside")
+
+
 def _damage_hint(exc: BaseException) -> str:
     """What to do where SQLite says the file is damaged, or no database."""
     if isinstance(exc, sqlite3.DatabaseError) and any(
@@ -363,6 +391,8 @@ class SQLiteStore:
         try:
             private_dir(self.path.parent)
             private_file(self.path)  # before SQLite makes it 0644 (payloads are in it)
+            if (not_ours := await asyncio.to_thread(foreign, self.path)) is not None:  # unchanged
+                raise StoreUnavailable(not_ours)
             # The server's: SQLite would open it read-only, and fail every write.
             unwritable = _unwritable(self.path) if migrate else None
             if unwritable is None:
