@@ -29,7 +29,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it (128 + SIGINT)
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line starting `hookrunner:`, as every other usage
     error of hookrunner, not the whole usage block:
-    `hookrunner: serve: argument --port: invalid int value: 'abc' (see ...)`."""
+    `hookrunner: serve: argument --log-format: invalid choice: 'xml' (see ...)`."""
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.partition(" ")[2]
@@ -140,14 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     _rules_flag(s)
     _store_flags(s)
     s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any free port)")
-    s.add_argument("--workers", type=int, help="actions run at once on this node (default 8)")
-    s.add_argument("--http-workers", type=int,
+    # The whole numbers are read as their variables are (settings._coerce): one message for
+    # `--port abc` and HOOKRUNNER_PORT=abc, and `--port ""` refused as an empty flag.
+    s.add_argument("--port", help="port to listen on (default 8080; 0: any free port)")
+    s.add_argument("--workers", help="actions run at once on this node (default 8)")
+    s.add_argument("--http-workers",
                    help="processes accepting requests on the port (default 1; e.g. one per core)")
     s.add_argument("--pass-env", action="append", default=[], metavar="NAME",
                    help="pass this server environment variable to actions (repeatable)")
     s.add_argument("--node", help="this node's name (default the host name)")
-    s.add_argument("--max-queued", type=int,
+    s.add_argument("--max-queued",
                    help="queued runs past which hooks answer 503 (default 10000)")
     s.add_argument("--lease", help="run lease length on the shared store (default 15s)")
     s.add_argument("--keep", help="prune history that ended longer ago than this, e.g. 30d "

@@ -750,7 +750,8 @@ def _word(name: str) -> str:
 async def runs(settings: Settings, status: str | None, limit: int, rule: str | None = None,
                delivery: str | None = None, before: str | None = None) -> int:
     if status is not None and status not in RUN_STATUSES:
-        print(f"hookrunner: --status must be one of {', '.join(RUN_STATUSES)}", file=sys.stderr)
+        print(f"hookrunner: --status must be one of {', '.join(RUN_STATUSES)}, got {status!r}",
+              file=sys.stderr)
         return EXIT_USAGE
     from hookrunner.logs import terminal_safe
 

@@ -269,6 +269,9 @@ def _check(name: str, value: Any) -> None:
     if name == "lease" and value < MIN_LEASE:
         # Renewed every third of it: a lease of 1ms kept an idle server busy at a full core.
         raise ValueError(f"must be at least {MIN_LEASE:g}s, got {value:g}s")
+    if name == "host" and value.startswith("[") and value.endswith("]"):
+        # (brackets are a URL's, around an IPv6 address and its port: the resolver refused it)
+        raise ValueError(f"write an IPv6 address without brackets: --host {value[1:-1]}")
     if name == "log_format" and value not in ("text", "json"):
         raise ValueError("expected text or json")
     if name == "node" and not value.strip():

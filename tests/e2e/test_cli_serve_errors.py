@@ -73,8 +73,17 @@ def one_line(done: subprocess.CompletedProcess[str], code: int, *texts: str) -> 
     ([], {"HOOKRUNNER_TRUSTED_PROXY": "bad"}, ["HOOKRUNNER_TRUSTED_PROXY: 'bad' is not"]),
     (["--port", "99999"], {}, ["--port: expected a whole number from 0 to 65535, got 99999"]),
     (["--port=-5"], {}, ["--port: expected a whole number from 0 to 65535, got -5"]),
+    # probe: argparse said "invalid int value: 'abc'" where the variable's message is the
+    # README's; `--port ""` was no empty flag; `--host [::1]` was exit 3 from the resolver.
+    (["--port", "abc"], {}, ["hookrunner: --port: expected a whole number from 0 to 65535, "
+                             "got 'abc'"]),
+    (["--workers", "x"], {}, ["--workers: expected a whole number of at least 1, got 'x'"]),
+    (["--http-workers", "1.5"], {}, ["--http-workers: expected a whole number from 1 to 64, "
+                                     "got '1.5'"]),
+    (["--max-queued", "q"], {}, ["--max-queued: expected a whole number of at least 1"]),
+    (["--port", ""], {}, ["--port: empty; leave the flag out for the default"]),
+    (["--host", "[::1]"], {}, ["--host: write an IPv6 address without brackets: --host ::1"]),
     # What argparse itself refuses is one line too, not its usage block.
-    (["--port", "abc"], {}, ["hookrunner: serve: argument --port: invalid int value: 'abc'"]),
     (["--log-format", "xml"], {}, ["argument --log-format: invalid choice: 'xml'"]),
     # A flag serve does not take: serve's usage error, pointing at serve's own help.
     (["--bogus"], {}, ["hookrunner: serve: unrecognized arguments: --bogus (see `hookrunner "

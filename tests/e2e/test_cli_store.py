@@ -47,8 +47,10 @@ def test_a_data_dir_that_is_a_file_is_said_so_as_serve_says_it(tmp_path: Path) -
 
 
 def test_an_unknown_status_filter_is_a_usage_error(tmp_path: Path) -> None:
+    """probe: the message did not quote the value refused."""
     done = _run("runs", "--status", "bogus", "--data", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 2 and "--status must be one of queued, running" in done.stderr
+    assert done.stderr.endswith(", skipped, got 'bogus'\n"), done.stderr
 
 
 def test_dry_runs_need_no_secrets_in_the_shell(tmp_path: Path) -> None:
