@@ -635,8 +635,11 @@ def test_no_202_of_a_burst_is_missing_from_the_copy_of_a_database_replaced_under
         for t in threads:
             t.start()
         time.sleep(2)
+        # A backup of it restored in its place (another program's file is refused at start).
         other = project / "other.db"
-        sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+        with contextlib.closing(sqlite3.connect(data / "hookrunner.db")) as live, \
+                contextlib.closing(sqlite3.connect(other)) as copy:
+            live.backup(copy)
         os.replace(other, data / "hookrunner.db")
         for t in threads:
             t.join()
