@@ -309,13 +309,14 @@ def _check(name: str, value: Any) -> None:
 
 def _unsendable(token: str) -> str | None:
     """What in an admin token no client can send (a control character, which HTTP refuses in
-    a header, or a space, tab or other whitespace inside it, which clients and proxies split
-    or trim at), never quoting the token; None where it can be sent. Accepted, such a token
-    locked every client out with a 400."""
+    a header, or whitespace other than a space inside it, which clients and proxies split or
+    trim at), never quoting the token; None where it can be sent. Accepted, such a token
+    locked every client out with a 400. (A space goes through: `Bearer a b` is compared
+    whole, as a token set so before this check was.)"""
     for i, c in enumerate(token, 1):
         if unicodedata.category(c) == "Cc":
             return f"character {i} is a control character (U+{ord(c):04X})"
-        if c.isspace():
+        if c.isspace() and c != " ":
             return f"character {i} is whitespace (U+{ord(c):04X})"
     return None
 

@@ -148,7 +148,7 @@ def test_bad_usage_is_one_line_and_exit_2(project: Path, args: list[str], env: d
     ("Sup3rS3cret\x01Sup3rS3cret", "character 12 is a control character (U+0001)"),
     ("Sup3rS3cret\nSup3rS3cret\n", "character 12 is a control character (U+000A)"),
     ("Sup3rS3cret\x7fSup3rS3cret", "character 12 is a control character (U+007F)"),
-    ("Sup3rS3cret Sup3rS3cret", "character 12 is whitespace (U+0020)"),
+    ("Sup3rS3cret\u2028Sup3rS3cret", "character 12 is whitespace (U+2028)"),
     ("Sup3rS3cret\tSup3rS3cret", "character 12 is a control character (U+0009)"),
 ])
 def test_an_admin_token_no_client_can_send_is_refused_at_start(project: Path, token: str,
