@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, unquote_plus, urlsplit
 
 import httpx
 
@@ -86,6 +86,12 @@ def normalize_http(raw: Any) -> dict[str, Any]:
         refs = spec.str_map({"headers": {k: _env_ref(v, f"http.headers.{k}", ("headers", k))
                                          for k, v in headers.items() if k not in templates}},
                             "headers", KIND, names=HEADER_NAME)
+        if own := [k for k in headers if isinstance(k, str) and k.lower() == hops.HEADER.lower()]:
+            # The loop guard's count is hookrunner's to send: a rule's own (`"1"`, or the
+            # delivery's passed on) made a self-posting rule post without end.
+            raise ConfigError(f"http.headers.{own[0]}: {hops.HEADER} is hookrunner's own (the "
+                              "count that stops a loop of hooks): leave it out",
+                              path=("headers", own[0]))
         if plain:
             out["headers"] = plain
         if refs:
@@ -515,8 +521,10 @@ def _prepare(rendered: Mapping[str, Any], env: Mapping[str, str]
         headers["Accept-Encoding"] = b"identity"  # the log shows the body as it comes
     if not any(name.lower() == "user-agent" for name in headers):
         headers["User-Agent"] = USER_AGENT  # an endpoint (a hook of this server) can tell
-    if not any(name.lower() == hops.HEADER.lower() for name in headers):
-        headers[hops.HEADER] = str(rendered.get(hops.KEY) or 1).encode()  # a loop's guard
+    # A loop's guard, always this count (a spec stored with the header of its own, before
+    # normalize_http refused one, counted nothing).
+    headers = {k: v for k, v in headers.items() if k.lower() != hops.HEADER.lower()}
+    headers[hops.HEADER] = str(rendered.get(hops.KEY) or 1).encode()
     if urlsplit(url).username is not None and any(
             name.lower() == "authorization" for name in headers):
         raise ActionError(CREDENTIALS_TWICE)
@@ -679,7 +687,7 @@ async def _request(method: str, url: str, kwargs: dict[str, Any], verify: ssl.SS
             await _log_body(response, ctx, secrets)
     except httpx.HTTPError as exc:
         if status is None or isinstance(exc, httpx.LocalProtocolError):
-            return _not_answered(exc, ctx)
+            return _not_answered(exc, ctx, secrets)
         # The status is in and the endpoint has acted on the request; only the body (which
         # is not needed, as for one cut at the cap) broke off, or the Location of a 3xx not
         # followed is no URL: the status decides, and a retry does not send a
@@ -725,8 +733,13 @@ def sent_secrets(rendered: Mapping[str, Any], url: str, headers: Mapping[str, by
     parts = urlsplit(url)
     found.update(_credentials(parts))
     if URL_ENV in rendered:
-        found.add(parts.path.encode())
-        found.add(parts.query.encode())
+        # Whole, and as an echo shows them apart or decoded (httpbin's `args`: each query
+        # value alone, `%2F` as `/`); the path's segments too (Slack's token is one).
+        pieces = [parts.path, parts.query, unquote(parts.path), unquote_plus(parts.query)]
+        pieces += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+        pieces += [pair.partition("=")[2] for pair in parts.query.split("&")]
+        pieces += parts.path.split("/") + [unquote(seg) for seg in parts.path.split("/")]
+        found.update(p.encode() for p in pieces if p)
     if proxy is not None:  # its credentials go as Proxy-Authorization, which it may echo
         found.update(_credentials(urlsplit(proxy)))
     # As an endpoint echoing the request as JSON writes them: `"`, `\`, and non-ASCII
@@ -906,18 +919,29 @@ def retry_after_seconds(value: str, now: float) -> float | None:
     return min(max(0.0, round(when.timestamp() - now, 3)), MAX_RETRY_AFTER)
 
 
-def _not_answered(exc: httpx.HTTPError, ctx: RunContext) -> RunResult:
+def _not_answered(exc: httpx.HTTPError, ctx: RunContext,
+                  secrets: tuple[bytes, ...] = ()) -> RunResult:
     if isinstance(exc, httpx.LocalProtocolError):
         # The client refused what it was to send (h11 quotes the header value: a token).
         reason = f"request failed: the request could not be sent ({type(exc).__name__})"
     else:
         reason = f"request failed: {_said(exc)}"
+        for secret in secrets:  # (a proxy's or a library's words may quote what was sent)
+            reason = reason.replace(secret.decode(errors="replace"), redact.REDACTED)
     ctx.log.note(reason)
     return RunResult("failed", reason=reason)
 
 
+# h11 quotes what it received (`illegal status line: bytearray(b'POST /T0001/secret...')`):
+# an endpoint that is no HTTP server, echoing the request, put its URL and headers, secrets
+# included, in the run's reason, the `?wait` answer and the server's log.
+_RECEIVED = re.compile(r":\s*(bytearray\(|b'|b\")")
+
+
 def _said(exc: httpx.HTTPError) -> str:
     said = str(exc) or _UNSAID.get(type(exc), "")
+    if isinstance(exc, httpx.RemoteProtocolError) and (quoted := _RECEIVED.search(said)):
+        said = said[:quoted.start()] + " (what was received is not shown)"
     cause = _os_cause(exc)
     if cause is not None and cause not in said:  # "All connection attempts failed": why
         said = f"{said} ({cause})" if said else cause

@@ -513,6 +513,50 @@ async def test_an_endpoint_that_echoes_the_request_does_not_put_its_secrets_in_t
     assert "User-Agent: hookrunner/" in log, log  # an endpoint can tell who calls
 
 
+async def test_a_non_http_endpoint_echoing_the_request_puts_none_of_it_in_the_reason(
+        harness) -> None:
+    """probe: h11 quotes what it received (`illegal status line: bytearray(b'POST /T0001/
+    secret...')`): a TCP echo put an `{env:}` URL's secret path and query in the run's
+    reason, its log, a `?wait` answer and the server's log line."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def echo_one() -> None:
+        conn, _ = listener.accept()
+        conn.sendall(conn.recv(65536))
+        conn.close()
+
+    thread = threading.Thread(target=echo_one, daemon=True)
+    thread.start()
+    ctx = harness.ctx(name="tcpecho")
+    ctx = dataclasses.replace(ctx, env={
+        **ctx.env, "NOTIFY_URL": f"http://127.0.0.1:{port}/T0001/SlackSecretPart123?token=QuerySecret42"})
+    spec = HTTP.normalize({"url": {"env": "NOTIFY_URL"}, "headers": {"X-Api-Key": "key-abcdef123"}})
+    try:
+        result = await HTTP.run(spec, ctx)
+    finally:
+        thread.join(5)
+        listener.close()
+    log = harness.log_text("tcpecho")
+    assert result.outcome == "failed", result
+    assert "(what was received is not shown)" in result.reason, result.reason
+    for secret in ("SlackSecretPart123", "QuerySecret42", "key-abcdef123"):
+        assert secret not in result.reason and secret not in log, (secret, result.reason, log)
+
+
+async def test_the_loop_guards_count_is_sent_whatever_header_a_stored_spec_holds(
+        harness, server: str) -> None:
+    """probe: a rule's own `X-Hookrunner-Hops: 1` was sent instead of the count, and a
+    self-posting rule made 522 runs in 4 s; such a rule is refused now (test_http_spec),
+    and a spec stored before that still sends the count."""
+    spec = {"url": f"{server}/reflect", "headers": {"x-hookrunner-hops": "1"}, "hops": 7}
+    await HTTP.run(spec, harness.ctx(name="hops"))
+    log = harness.log_text("hops")
+    assert "X-Hookrunner-Hops: 7" in log and "hops: 1" not in log.lower(), log
+
+
 async def test_an_echo_in_json_or_through_a_proxy_does_not_put_secrets_in_the_log(
         harness, server: str) -> None:
     """A key with a `/` echoed as JSON writes it `\\/` (PHP), and a proxy's credentials go

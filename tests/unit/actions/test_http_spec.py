@@ -108,6 +108,20 @@ def test_a_secret_is_looked_for_as_json_writes_it_but_a_short_value_is_not() -> 
     assert not any(b"api" in s for s in secrets)  # /api/v2: under the minimum
 
 
+def test_an_env_urls_query_values_and_path_segments_are_looked_for_alone_and_decoded() -> None:
+    """probe: an echo showing the query as httpbin's `args` (each value alone, `%2F` decoded)
+    or the path's token alone put them in the log: only the whole path and query were
+    looked for."""
+    from hookrunner.actions.http import sent_secrets
+
+    secrets = sent_secrets({"url_env": "U"}, "https://h.example/T0001/B0002/SlackSecretPart123"
+                           "?token=abc%2Fdef%2Bghi123&signature=QuerySecret42", {})
+    for piece in (b"SlackSecretPart123", b"abc/def+ghi123", b"abc%2Fdef%2Bghi123",
+                  b"QuerySecret42"):
+        assert piece in secrets, piece
+    assert b"signature" not in secrets and b"T0001" not in secrets  # a name; too short
+
+
 def test_an_answer_cut_inside_a_secret_shows_none_of_it() -> None:
     """The 64 KiB cap fell 3 bytes before a secret's end: the held start went out as it was."""
     from types import SimpleNamespace
@@ -194,3 +208,12 @@ def test_a_port_of_any_length_is_judged_without_an_error(url: str, said: str | N
 
     problem = _url_problem(url)
     assert problem is None if said is None else problem is not None and problem.startswith(said)
+
+
+@pytest.mark.parametrize("name", ["X-Hookrunner-Hops", "x-hookrunner-hops"])
+def test_the_loop_guards_header_is_hookrunners_own(name: str) -> None:
+    """probe: a rule's own `X-Hookrunner-Hops: 1` replaced the count, and a self-posting
+    rule posted without end (522 runs in 4 s)."""
+    with pytest.raises(ConfigError, match="X-Hookrunner-Hops is hookrunner's own") as caught:
+        normalize_http({"url": "http://x/", "headers": {name: "1"}})
+    assert caught.value.path == ("headers", name)
