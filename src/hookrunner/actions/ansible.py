@@ -194,7 +194,8 @@ def _placed(rendered: Mapping[str, Any], root: Path) -> _Placed:
     inventory_path = stays_in(root, confine(root, stringify(inventory)),
                               written_of(rendered, "inventory"), stringify(inventory)) \
         if inventory else None
-    limit, tags = host_pattern(rendered.get("limit")), tag_list(rendered.get("tags"))
+    limit = host_pattern(rendered.get("limit"))
+    tags = tag_list([None] if "tags" in rendered and rendered["tags"] is None else rendered.get("tags"))
     if "limit" in rendered and not _names_hosts(limit):
         # A templated limit of `""`, `[]` or `":"` would be no --limit at all: every host.
         shown = f" ({limit[:20]!r} names no host)" if limit and limit.strip() else ""
@@ -283,9 +284,13 @@ def tag_list(tags: Any) -> list[str]:
         return []
     out: list[str] = []
     for item in tags if isinstance(tags, list) else [tags]:
-        for text in ([stringify(t) for t in item] if isinstance(item, list)
-                     else [stringify(item)]):
-            out += _split_tags(text)
+        for tag in item if isinstance(item, list) else [item]:
+            if tag is None or isinstance(tag, dict):
+                # `null` went as the tag "null" (a mapping as its JSON): a play of other
+                # tags than the rule meant, where `limit` of `null` is refused.
+                raise ActionError(f"ansible: a tag rendered {'null' if tag is None else 'a mapping'}"
+                                  ", which names no tag: not run (guard the value in `when`)")
+            out += _split_tags(stringify(tag))
     if not out:
         raise ActionError("ansible: tags rendered empty, which would run every task of the "
                           "play: not run (guard the value in `when`)")

@@ -38,10 +38,8 @@ def base_env(
 
 
 def with_path_entry(path: str, entry: str, *, first: bool = False) -> str:
-    """`path` with `entry` appended (or moved to the front if `first`), once."""
-    parts = [p for p in path.split(os.pathsep) if p]
-    if first:
-        return os.pathsep.join([entry, *(p for p in parts if p != entry)])
-    if entry in parts:
-        return path
-    return os.pathsep.join([*parts, entry])
+    """`path` with `entry` moved to the end (or to the front if `first`), once. (Left where
+    it was, a server started from an activated venv gave a play's `pip` and `python3` as
+    the venv's, where the README says the machine's.)"""
+    parts = [p for p in path.split(os.pathsep) if p and p != entry]
+    return os.pathsep.join([entry, *parts] if first else [*parts, entry])

@@ -100,8 +100,14 @@ KEY_PREFIX = "terraform:"  # of the implicit key: a key a payload renders may no
 
 def concurrency_key(rendered: Mapping[str, Any]) -> str:
     directory = os.path.normpath(stringify(rendered.get("dir", "")))
-    workspace = stringify(rendered.get("workspace") or DEFAULT_WORKSPACE)
+    workspace = stringify(_or_default(rendered.get("workspace")))
     return f"{KEY_PREFIX}{directory}:{workspace}"
+
+
+def _or_default(workspace: Any) -> Any:
+    """The default workspace for no value (none, or ""), not for any falsy one: a payload's
+    env id `0` (or `false`) applied to `default`, which may be production's state."""
+    return DEFAULT_WORKSPACE if workspace is None or workspace == "" else workspace
 
 
 def build_env(base: Mapping[str, str], workspace: str) -> dict[str, str]:
@@ -552,7 +558,7 @@ def _target(rendered: Mapping[str, Any], root: Path) -> tuple[str, Path, str, li
 def workspace_name(value: Any) -> str:
     """The workspace a rendered value names (empty: the default); ActionError for a name
     Terraform cannot have (a leading `-` would be read as an option)."""
-    workspace = stringify(value or DEFAULT_WORKSPACE)
+    workspace = stringify(_or_default(value))
     if not WORKSPACE_NAME.fullmatch(workspace):
         raise ActionError(f"terraform: invalid workspace name {workspace!r} (letters, digits, "
                           "_, . and -, not starting with . or -, at most 90 characters)")

@@ -133,6 +133,20 @@ async def test_a_workspace_name_terraform_would_refuse_is_refused_first(
         await TF.run(spec, harness.ctx())
 
 
+@pytest.mark.parametrize(("ws", "name"), [(0, "0"), (False, "false")])
+async def test_a_workspace_value_that_is_falsy_but_given_is_that_workspace_not_default(
+    harness, tfdir: Path, ws: object, name: str,
+) -> None:
+    """probe: a payload's env id `0` (or `false`) applied to `default`, which may hold
+    production's state: only no value (none, "") means the default workspace."""
+    from hookrunner.actions.terraform import concurrency_key
+
+    spec = {"dir": "terraform/scaling", "command": "plan", "workspace": ws, "vars": {"replicas": 1}}
+    assert concurrency_key(spec) == f"terraform:terraform/scaling:{name}"
+    assert (await TF.run(spec, harness.ctx())).outcome == "succeeded", harness.log_text()
+    assert f"(workspace {name})" in harness.log_text(), harness.log_text()
+
+
 async def test_failing_apply_is_failed_with_the_reason_in_the_log(harness, tfdir: Path) -> None:
     spec = {"dir": "terraform/scaling", "command": "apply", "vars": {"replicas": 30}}
     result = await TF.run(spec, harness.ctx())

@@ -89,7 +89,9 @@ def test_yamls_other_line_breaks_are_written_as_escapes_not_folded(value: Any) -
 
 def test_envvars_put_the_venv_last_force_utf8_and_keep_temp_in_the_run_dir(tmp_path: Path) -> None:
     env = build_envvars({"PATH": f"{VENV_BIN}:/usr/bin", "LC_ALL": "C"}, tmp_path, inventory=False)
-    assert env["PATH"] == f"{VENV_BIN}:/usr/bin"  # as the operator's PATH has it
+    # Last, also where the operator's PATH had it first (an activated venv): a task's `pip`
+    # and `python3` are the machine's, as the README says (probe: they were the venv's).
+    assert env["PATH"] == f"/usr/bin:{VENV_BIN}"
     env = build_envvars({"PATH": "/usr/bin", "LC_ALL": "C"}, tmp_path, inventory=False)
     assert env["PATH"] == f"/usr/bin:{VENV_BIN}"
     assert env["LC_ALL"] == env["LANG"] == "C.UTF-8"
@@ -167,6 +169,15 @@ def test_every_limit_ansible_would_read_a_file_for_is_refused(limit: Any) -> Non
 def test_a_limit_or_tags_that_would_be_read_as_an_option_is_refused(limit: Any, tags: Any) -> None:
     with pytest.raises(ActionError, match="would read as an option"):
         host_pattern(limit) if limit else tag_list(tags)
+
+
+@pytest.mark.parametrize(("tags", "said"), [([None], "null"), (["a", [None]], "null"),
+                                            ([{"x": 1}], "a mapping"), ({"x": 1}, "a mapping")])
+def test_a_tag_rendered_null_or_a_mapping_is_refused_not_sent_as_text(tags: Any, said: str) -> None:
+    """probe: `tags: "{{ payload.tags }}"` of `null` ran the play with `--tags null` (only
+    its `always` tasks), where a `limit` of `null` is refused."""
+    with pytest.raises(ActionError, match=f"a tag rendered {said}, which names no tag"):
+        tag_list(tags)
 
 
 def test_tags_rendered_as_a_list_are_each_a_tag() -> None:

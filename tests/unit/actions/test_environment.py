@@ -54,7 +54,7 @@ def test_secrets_never_pass() -> None:
 
 def test_venv_bin_is_on_path_once() -> None:
     env = base_env({"PATH": f"{VENV_BIN}:/bin"}, [], {})
-    assert env["PATH"] == f"{VENV_BIN}:/bin"
+    assert env["PATH"] == f"/bin:{VENV_BIN}"  # last, where an activated venv had it first
     assert base_env({}, [], {})["PATH"].endswith(VENV_BIN)
 
 
@@ -68,3 +68,10 @@ def test_ids_may_be_given_by_full_variable_name() -> None:
     assert env["HOOKRUNNER_RUN_ID"] == "r1"
     assert env["HOOKRUNNER_RULE"] == "deploy"
     assert "HOOKRUNNER_NODE" not in env
+
+
+def test_with_path_entry_moves_it_to_the_end_where_it_was_first() -> None:
+    """probe: a server started from an activated venv (its bin first on PATH) gave actions
+    the venv's `pip` and `python3`, where the README says its bin stays last."""
+    assert with_path_entry("/v:/a:/b", "/v") == "/a:/b:/v"
+    assert with_path_entry("/a:/v:/b:/v", "/v") == "/a:/b:/v"
