@@ -921,8 +921,11 @@ class Dispatcher:
             except StoreUnavailable as exc:  # housekeeping tells the outage's end
                 self._store_down = True
                 _store_down_log(error=str(exc))
-                event("store.prune_failed", logging.ERROR, error=str(exc),
-                      then=f"tried again in {self._prune_every():g}s")
+                then = f"tried again in {self._prune_every():g}s"
+                if "disk is full" in str(exc):  # (SQLite's words) it cannot free room itself
+                    then += ("; free some space on the data dir's file system: the prune must "
+                             "write to free any, and the -wal file's pages need room first")
+                event("store.prune_failed", logging.ERROR, error=str(exc), then=then)
             except Exception as exc:  # a data dir it cannot list, a bug: retention goes on
                 event("store.prune_failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self._prune_every())
