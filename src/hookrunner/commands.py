@@ -766,6 +766,11 @@ async def runs(settings: Settings, status: str | None, limit: int, rule: str | N
             print(f"hookrunner: --before: no run {before!r} is stored (it may have been "
                   "removed by --keep since)", file=sys.stderr)
             return EXIT_FAIL
+        if not items and delivery is not None and await store.get_delivery(delivery) is None:
+            # (It said "no runs of delivery ..." and exit 0, as for one that matched no rule.)
+            print(f"hookrunner: no delivery {delivery!r} is stored (is the name right? it may "
+                  "have been removed by --keep)", file=sys.stderr)
+            return EXIT_FAIL
         running = await store.list_runs(status="running", limit=1000) \
             if any(r.status == "queued" for r in items) else []
         # (An older run waiting for its retry holds a queue key: among the newest queued.)

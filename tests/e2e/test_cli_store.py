@@ -527,7 +527,9 @@ def test_runs_filters_and_log_shows_a_runs_output(tmp_path: Path) -> None:
     finally:
         server.stop()
     for args, said in ((["log", echo, "--attempt", "2"], f"run {echo} has 1 attempt(s)"),
-                       (["log", "run_nope"], "no run 'run_nope'")):
+                       (["log", "run_nope"], "no run 'run_nope'"),
+                       # (probe: "no runs of delivery ..." and exit 0, for one pruned too)
+                       (["runs", "--delivery", "dlv_nope"], "no delivery 'dlv_nope' is stored")):
         done = _run(*args, "--data", data, cwd=tmp_path)
         assert done.returncode == 1 and said in done.stderr, (args, done.stderr)
 

@@ -713,6 +713,30 @@ async def test_a_prune_that_fails_is_logged_and_the_stop_still_ends_everything(
     await store.close()
 
 
+class _PruneFindsTheDiskFull(SQLiteStore):
+    async def prune(self, before: float, progress: Any = None) -> int:
+        raise StoreUnavailable("SQLite write failed: database or disk is full")
+
+
+async def test_a_prune_the_full_disk_stops_says_to_free_space(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """probe: a disk the database's growth filled wedged: no prune could write, each round
+    said only that it failed, and hooks answered 503 until someone freed space by hand."""
+    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0,
+                        keep=3600.0)
+    store = _PruneFindsTheDiskFull(tmp_path / "hookrunner.db")
+    await store.open()
+    dispatcher = Dispatcher(settings, store, Metrics())
+    with caplog.at_level(logging.ERROR, logger="hookrunner"):
+        await dispatcher.start()
+        await _until_logged(caplog, "store.prune_failed")
+        await dispatcher.stop(grace=1.0)
+    failed = next(r for r in caplog.records if r.getMessage() == "store.prune_failed")
+    assert "free some space on the data dir's file system" in failed.fields["then"]  # type: ignore[attr-defined]
+    await store.close()
+
+
 async def test_a_long_prune_of_run_dirs_says_how_far_it_has_got(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
