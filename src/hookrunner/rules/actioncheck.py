@@ -163,6 +163,9 @@ def paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
     if isinstance(ca, Constant):
         _ca_bundle(ctx.root, ca.source, problem, missing)
     extravars = tree.get("extravars") if kind == "ansible" else None
+    book = tree.get("playbook") if kind == "ansible" else None
+    if isinstance(book, Constant):
+        _prompting(ctx, book.source, extravars, line_of(body, ("playbook",), fallback), what)
     for key in extravars if isinstance(extravars, dict) else ():
         if isinstance(key, str) and ("{{" in key or "{%" in key):  # audit: silently literal
             ctx.warnings.append(
@@ -184,6 +187,26 @@ def paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
     if isinstance(binary, Constant) and binary.source:  # `binary: tofu` where none is
         _on_path(ctx, binary.source, None, line_of(body, ("binary",), fallback), what,
                  "run.terraform.binary")
+
+
+def _prompting(ctx: f.Ctx, playbook: str, extravars: Any, line: int, what: str) -> None:
+    """A warning where the play asks for input: nothing answers it (actions.prompts)."""
+    from hookrunner.actions.ansible import PLAYBOOK_DIR
+    from hookrunner.actions.paths import confine
+    from hookrunner.actions.prompts import prompts
+
+    assert ctx.root is not None
+    try:
+        found = confine(ctx.root, playbook, base=PLAYBOOK_DIR)
+    except ActionError:
+        return  # (said above)
+    asked = prompts(found, extravars if isinstance(extravars, dict) else ())
+    if asked:
+        ctx.warnings.append(
+            f"{ctx.file}:{line}: {what}: run.ansible.playbook {playbook!r} asks for input "
+            f"({'; '.join(asked[:3])}{'; ...' if len(asked) > 3 else ''}): the play runs on a "
+            "terminal no one answers, so its runs wait until their timeout; give a prompted "
+            "variable in extravars, and pause for seconds")
 
 
 def _sender_picks_program(program: Any, root: Path | None) -> bool:
