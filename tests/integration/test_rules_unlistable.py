@@ -54,24 +54,25 @@ def test_check_fails_on_a_sub_directory_it_cannot_list(rules: Path) -> None:
     assert f"cannot list the rules directory {rules / 'team'}: Permission denied" in done.stderr
 
 
+def _ready(server: Capless) -> dict[str, object]:
+    answer: dict[str, object] = httpx.get(server.url + "/readyz", timeout=10).json()
+    return answer
+
+
 def test_a_sub_directory_that_cannot_be_listed_fails_the_reload_and_keeps_its_hooks(
         rules: Path, tmp_path: Path) -> None:
     server = Capless(rules, tmp_path / "data", tmp_path).start()
     try:
-        def ready() -> dict[str, object]:
-            answer: dict[str, object] = httpx.get(server.url + "/readyz", timeout=10).json()
-            return answer
-
         assert httpx.post(f"{server.url}/hooks/team", json={}, timeout=10).status_code == 202
         (rules / "team").chmod(0)  # nothing else changes: the watcher's look itself fails
-        _until(lambda: ready()["last_reload"] == "failed")
+        _until(lambda: _ready(server)["last_reload"] == "failed")
         # Where, as far as /readyz says (the log says what): the directory, not "see the log".
-        assert ready()["reload_errors"] == [f"{rules} (see the log)"], ready()
+        assert _ready(server)["reload_errors"] == [f"{rules} (see the log)"], _ready(server)
         assert "cannot list the rules directory" in server.output()
         # The live rules are kept: the team's hook is still served, not a 404.
         assert httpx.post(f"{server.url}/hooks/team", json={}, timeout=10).status_code == 202
         (rules / "team").chmod(0o755)
-        _until(lambda: ready()["last_reload"] == "ok")
+        _until(lambda: _ready(server)["last_reload"] == "ok")
         # A link to a team's directory that went away: said, not dropped in silence.
         os.symlink(tmp_path / "gone", rules / "other-team")
         _until(lambda: "other-team:1: cannot read" in server.output())
@@ -115,13 +116,9 @@ def test_a_linked_rules_file_that_cannot_be_read_fails_the_reload_and_keeps_its_
     (rules / "linked.yaml").symlink_to(mounted)
     server = Capless(rules, tmp_path / "data", tmp_path).start()
     try:
-        def ready() -> dict[str, object]:
-            answer: dict[str, object] = httpx.get(server.url + "/readyz", timeout=10).json()
-            return answer
-
         assert httpx.post(f"{server.url}/hooks/linked", json={}, timeout=10).status_code == 202
         mounted.chmod(0)  # a change of its change time: the watcher reloads
-        _until(lambda: ready()["last_reload"] == "failed")
+        _until(lambda: _ready(server)["last_reload"] == "failed")
         assert "linked.yaml:1: cannot read: Permission denied" in server.output()
         assert httpx.post(f"{server.url}/hooks/linked", json={}, timeout=10).status_code == 202
     finally:

@@ -693,29 +693,37 @@ class _PruneFails(SQLiteStore):
         raise RuntimeError("no such column: x")  # as a bug, or a database it cannot read
 
 
-async def test_a_prune_that_fails_is_logged_and_the_stop_still_ends_everything(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture,
-) -> None:
-    """The prune task ended silently on such an error, and the stop then raised it, leaving
-    the other tasks running and the store open."""
+class _PruneFindsTheDiskFull(SQLiteStore):
+    async def prune(self, before: float, progress: Any = None) -> int:
+        raise StoreUnavailable("SQLite write failed: database or disk is full")
+
+
+async def _prune_failure(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                         store: SQLiteStore) -> tuple[Dispatcher, dict[str, Any]]:
+    """The dispatcher run on `store` until its prune fails, then stopped: the
+    `store.prune_failed` line's fields."""
     settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0,
                         keep=3600.0)
-    store = _PruneFails(tmp_path / "hookrunner.db")
     await store.open()
     dispatcher = Dispatcher(settings, store, Metrics())
     with caplog.at_level(logging.ERROR, logger="hookrunner"):
         await dispatcher.start()
         await _until_logged(caplog, "store.prune_failed")
         await dispatcher.stop(grace=1.0)  # raised the task's error before
-    assert all(t.done() for t in dispatcher._tasks)
-    failed = next(r for r in caplog.records if r.getMessage() == "store.prune_failed")
-    assert failed.fields == {"error": "RuntimeError: no such column: x"}  # type: ignore[attr-defined]
     await store.close()
+    failed = next(r for r in caplog.records if r.getMessage() == "store.prune_failed")
+    return dispatcher, failed.fields  # type: ignore[attr-defined]
 
 
-class _PruneFindsTheDiskFull(SQLiteStore):
-    async def prune(self, before: float, progress: Any = None) -> int:
-        raise StoreUnavailable("SQLite write failed: database or disk is full")
+async def test_a_prune_that_fails_is_logged_and_the_stop_still_ends_everything(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The prune task ended silently on such an error, and the stop then raised it, leaving
+    the other tasks running and the store open."""
+    dispatcher, fields = await _prune_failure(tmp_path, caplog,
+                                              _PruneFails(tmp_path / "hookrunner.db"))
+    assert all(t.done() for t in dispatcher._tasks)
+    assert fields == {"error": "RuntimeError: no such column: x"}
 
 
 async def test_a_prune_the_full_disk_stops_says_to_free_space(
@@ -723,18 +731,9 @@ async def test_a_prune_the_full_disk_stops_says_to_free_space(
 ) -> None:
     """probe: a disk the database's growth filled wedged: no prune could write, each round
     said only that it failed, and hooks answered 503 until someone freed space by hand."""
-    settings = Settings(data=tmp_path, root=tmp_path, workers=1, node="n1", grace=1.0,
-                        keep=3600.0)
-    store = _PruneFindsTheDiskFull(tmp_path / "hookrunner.db")
-    await store.open()
-    dispatcher = Dispatcher(settings, store, Metrics())
-    with caplog.at_level(logging.ERROR, logger="hookrunner"):
-        await dispatcher.start()
-        await _until_logged(caplog, "store.prune_failed")
-        await dispatcher.stop(grace=1.0)
-    failed = next(r for r in caplog.records if r.getMessage() == "store.prune_failed")
-    assert "free some space on the data dir's file system" in failed.fields["then"]  # type: ignore[attr-defined]
-    await store.close()
+    _, fields = await _prune_failure(tmp_path, caplog,
+                                     _PruneFindsTheDiskFull(tmp_path / "hookrunner.db"))
+    assert "free some space on the data dir's file system" in fields["then"]
 
 
 async def test_a_long_prune_of_run_dirs_says_how_far_it_has_got(

@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,14 +193,19 @@ async def test_a_timeout_stops_a_child_that_left_the_group_and_its_environment(h
         "detach.sh", f"setsid env -i sh -c 'echo $$ >> {pidfile}; exec sleep 60' &\n"
                      "echo started\nsleep 60\n")
     ctx = harness.ctx(timeout=1.0)
+    await _times_out_leaving_none(harness, script, ctx, pidfile)
+    assert "stopping 1 process(es) of the run that left its process group" in harness.log_text()
+
+
+async def _times_out_leaving_none(harness, script: Path, ctx: Any, pidfile: Path) -> None:
+    """The script's run times out, and the one process it wrote to `pidfile` is gone soon."""
     result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
     assert result.outcome == "timed_out"
     (pid,) = read_pids(pidfile, 1)
     deadline = time.monotonic() + 5
     while is_alive(pid) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    assert not is_alive(pid)
-    assert "stopping 1 process(es) of the run that left its process group" in harness.log_text()
+    assert not is_alive(pid), "a process of the run outlived it"
 
 
 async def test_a_timeout_stops_what_a_term_trap_starts_out_of_the_group_and_its_environment(
@@ -213,14 +219,7 @@ async def test_a_timeout_stops_what_a_term_trap_starts_out_of_the_group_and_its_
         "trap.sh", f"trap 'setsid env -i sh -c \"echo \\$\\$ >> {pidfile}; exec sleep 60\" "
                    "</dev/null >/dev/null 2>&1 &' TERM\necho started\n"
                    "while :; do sleep 0.1; done\n")
-    ctx = harness.ctx(timeout=0.5)
-    result = await run_process([str(script)], ctx=ctx, cwd=harness.root, env=ctx.env)
-    assert result.outcome == "timed_out"
-    (pid,) = read_pids(pidfile, 1)
-    deadline = time.monotonic() + 5
-    while is_alive(pid) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not is_alive(pid), "the process the trap started outlived the run"
+    await _times_out_leaving_none(harness, script, harness.ctx(timeout=0.5), pidfile)
 
 
 async def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period(
