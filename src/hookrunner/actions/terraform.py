@@ -79,7 +79,7 @@ def normalize_terraform(raw: Any) -> dict[str, Any]:
     workspace = spec.optional_str(spec_, "workspace", KIND)
     if workspace is not None:
         out["workspace"] = workspace
-    variables = spec.str_map(spec_, "vars", KIND, names=VAR_NAME)
+    variables = _vars(spec_)
     if variables is not None:
         out["vars"] = variables
     var_files = spec.str_list(spec_, "var_files", KIND)
@@ -117,6 +117,20 @@ def build_env(base: Mapping[str, str], workspace: str) -> dict[str, str]:
     env.update(AUTOMATION_ENV)
     env["TF_WORKSPACE"] = workspace
     return env
+
+
+def _vars(spec_: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The rule's `vars`: texts (templates) and numbers, as `env` takes them, and literal
+    bools, lists and mappings kept as they are (`zones: [a, b]`, which JSON passes as a
+    list; `check` refused them, though a template's list went through)."""
+    raw = spec_.get("vars")
+    if not isinstance(raw, Mapping):
+        return spec.str_map(spec_, "vars", KIND, names=VAR_NAME)  # (says what is wrong)
+    typed = {k: v for k, v in raw.items() if isinstance(v, bool | list | dict)}
+    texts = spec.str_map({"vars": {k: v for k, v in raw.items() if k not in typed}}, "vars",
+                         KIND, names=VAR_NAME) or {}
+    spec.str_map({"vars": {k: "" for k in typed}}, "vars", KIND, names=VAR_NAME)  # their names
+    return {k: typed[k] if k in typed else texts[k] for k in raw}
 
 
 def vars_json(variables: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ from hookrunner.actions.terraform import (
     normalize_terraform,
     readable_outputs,
     remove_vars,
+    vars_json,
     write_vars,
 )
 from hookrunner.errors import ActionError, ConfigError
@@ -36,6 +37,23 @@ def test_normalize_accepts_a_full_spec() -> None:
         "vars": {"replicas": "{{ payload.replicas }}", "n": "2"},
         "var_files": ["vars/a.tfvars"],
     }
+
+
+def test_literal_bools_lists_and_mappings_in_vars_keep_their_type() -> None:
+    """probe: `check` refused `vars: {zones: [a, b]}` ("must be a string, got a list"),
+    though a template's list went through as one, as the README says JSON passes it."""
+    raw = {"dir": "d", "command": "plan",
+           "vars": {"zones": ["a", "{{ payload.z }}"], "tags": {"team": "ops"}, "on": True,
+                    "n": 2, "name": "{{ payload.name }}"}}
+    normalized = normalize_terraform(raw)
+    assert normalized["vars"] == {"zones": ["a", "{{ payload.z }}"], "tags": {"team": "ops"},
+                                  "on": True, "n": "2", "name": "{{ payload.name }}"}
+    assert list(normalized["vars"]) == ["zones", "tags", "on", "n", "name"]  # as written
+    assert json.loads(vars_json({"zones": ["a", "b"], "on": True})) == \
+        {"zones": ["a", "b"], "on": True}
+    with pytest.raises(ConfigError, match="invalid name") as err:
+        normalize_terraform({**raw, "vars": {"a b": [1]}})
+    assert err.value.path == ("vars", "a b")
 
 
 @pytest.mark.parametrize(
