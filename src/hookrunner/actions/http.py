@@ -76,7 +76,10 @@ def normalize_http(raw: Any) -> dict[str, Any]:
                 out[URL_HOLES] = holes
     method = (spec.optional_str(spec_, "method", KIND) or DEFAULT_METHOD).upper()
     if method not in METHODS:
-        raise ConfigError(f"http.method must be one of {', '.join(METHODS)}", path=("method",))
+        templated = " (it is not templated: a rule per method)" if "{{" in method or "{%" in method \
+            else ""
+        raise ConfigError(f"http.method must be one of {', '.join(METHODS)}{templated}",
+                          path=("method",))
     out["method"] = method
     headers = spec_.get("headers")
     if isinstance(headers, Mapping):
@@ -101,6 +104,10 @@ def normalize_http(raw: Any) -> dict[str, Any]:
     if "json" in spec_ and "body" in spec_:
         raise ConfigError("http: give 'json' or 'body', not both", path=("body",))
     if "json" in spec_:
+        if (where := _binary_at(spec_["json"], ("json",))) is not None:
+            # YAML's `!!binary` is bytes, which went as their Python repr, `"b'hello'"`.
+            raise ConfigError("http.json: a !!binary value has no JSON form: write it as text "
+                              "(base64, if that is what the endpoint wants)", path=where)
         out["json"] = spec_["json"]
     if "body" in spec_:
         out["body"] = spec.scalar_str(spec_["body"], ("body",), "http.body")
@@ -342,6 +349,18 @@ def _system_trust() -> ssl.SSLContext:
 @functools.lru_cache(maxsize=32)
 def _bundle_trust(path: str, mtime_ns: int, size: int) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=path)
+
+
+def _binary_at(value: Any, path: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Where in a `json` value a bytes item (YAML `!!binary`) is, or None."""
+    if isinstance(value, bytes | bytearray):
+        return path
+    items = value.items() if isinstance(value, Mapping) else \
+        enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if (found := _binary_at(item, (*path, key))) is not None:
+            return found
+    return None
 
 
 def _env_ref(value: Any, where: str, path: tuple[str, ...]) -> str:

@@ -217,3 +217,13 @@ def test_the_loop_guards_header_is_hookrunners_own(name: str) -> None:
     with pytest.raises(ConfigError, match="X-Hookrunner-Hops is hookrunner's own") as caught:
         normalize_http({"url": "http://x/", "headers": {name: "1"}})
     assert caught.value.path == ("headers", name)
+
+
+def test_a_binary_json_value_and_a_templated_method_are_said_plainly() -> None:
+    """probe: `json: {b: !!binary aGVsbG8=}` sent `{"b": "b'hello'"}`, and a templated
+    method was told only the list of methods."""
+    with pytest.raises(ConfigError, match="a !!binary value has no JSON form") as caught:
+        normalize_http({"url": "http://x/", "json": {"a": [1, {"b": b"hello"}]}})
+    assert caught.value.path == ("json", "a", 1, "b")
+    with pytest.raises(ConfigError, match=r"\(it is not templated: a rule per method\)"):
+        normalize_http({"url": "http://x/", "method": "{{ payload.m }}"})
