@@ -21,8 +21,9 @@ class RowLike(Protocol):
 CANCELED_BEFORE_START = "canceled before it started"
 CANCELED_BEFORE_RETRY = "canceled while waiting for its next attempt"
 # An attempt that ended (failed, or its node died) after a cancel was asked for: no retry.
-CANCELED_INSTEAD_OF_RETRY = ("canceled by request (not retried: its attempt ended, or its node "
-                             "stopped, before the cancel reached it)")
+# (A timed-out attempt still being stopped as the cancel came said it had "ended before".)
+CANCELED_INSTEAD_OF_RETRY = ("canceled by request (not retried: its attempt ended, or was being "
+                             "stopped, or its node stopped, as the cancel came)")
 
 
 # Listing filters: parameter name -> column (store/sql/*/queries.sql: list_runs, list_deliveries).

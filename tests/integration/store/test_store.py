@@ -501,8 +501,8 @@ async def test_a_run_asked_to_cancel_is_not_retried(store: Store) -> None:
     await finish(store, a, outcome="failed", at=T0 + 2, retry_at=T0 + 3)
     run = await store.get_run(a)
     assert run is not None and run.status == "canceled", run
-    assert run.reason == ("canceled by request (not retried: its attempt ended, or its node "
-                          "stopped, before the cancel reached it)")
+    assert run.reason == ("canceled by request (not retried: its attempt ended, or was being "
+                          "stopped, or its node stopped, as the cancel came)")
     assert run.finished_at == T0 + 2
     attempts = await store.attempts(a)
     assert [(x.attempt, x.status) for x in attempts] == [(1, "failed")]
