@@ -730,10 +730,14 @@ def _location(location: str, secret_path: bool, secrets: tuple[bytes, ...]) -> s
     secret (`{env:}`), without its path too, as the request's own line: a redirect to
     https or to a trailing `/` names the same secret path. What the request carried that
     is secret is scrubbed (an endpoint may put it in its redirect)."""
-    shown = log_url(location, path=not secret_path)
+    return _scrubbed(log_url(location, path=not secret_path), secrets)
+
+
+def _scrubbed(text: str, secrets: tuple[bytes, ...]) -> str:
+    """`text` without what the request carried that is secret (sent_secrets)."""
     for secret in secrets:
-        shown = shown.replace(secret.decode(errors="replace"), redact.REDACTED)
-    return shown
+        text = text.replace(secret.decode(errors="replace"), redact.REDACTED)
+    return text
 
 
 def sent_secrets(rendered: Mapping[str, Any], url: str, headers: Mapping[str, bytes],
@@ -944,9 +948,8 @@ def _not_answered(exc: httpx.HTTPError, ctx: RunContext,
         # The client refused what it was to send (h11 quotes the header value: a token).
         reason = f"request failed: the request could not be sent ({type(exc).__name__})"
     else:
-        reason = f"request failed: {_said(exc)}"
-        for secret in secrets:  # (a proxy's or a library's words may quote what was sent)
-            reason = reason.replace(secret.decode(errors="replace"), redact.REDACTED)
+        # (a proxy's or a library's words may quote what was sent)
+        reason = _scrubbed(f"request failed: {_said(exc)}", secrets)
     ctx.log.note(reason)
     return RunResult("failed", reason=reason)
 

@@ -126,11 +126,11 @@ def _vars(spec_: Mapping[str, Any]) -> dict[str, Any] | None:
     raw = spec_.get("vars")
     if not isinstance(raw, Mapping):
         return spec.str_map(spec_, "vars", KIND, names=VAR_NAME)  # (says what is wrong)
-    typed = {k: v for k, v in raw.items() if isinstance(v, bool | list | dict)}
-    texts = spec.str_map({"vars": {k: v for k, v in raw.items() if k not in typed}}, "vars",
+    typed = {k for k, v in raw.items() if isinstance(v, bool | list | dict)}
+    # Every name checked at once; the typed values' stand-in "" is never kept.
+    texts = spec.str_map({"vars": {k: "" if k in typed else v for k, v in raw.items()}}, "vars",
                          KIND, names=VAR_NAME) or {}
-    spec.str_map({"vars": {k: "" for k in typed}}, "vars", KIND, names=VAR_NAME)  # their names
-    return {k: typed[k] if k in typed else texts[k] for k in raw}
+    return {k: raw[k] if k in typed else v for k, v in texts.items()}
 
 
 def vars_json(variables: Mapping[str, Any]) -> str:

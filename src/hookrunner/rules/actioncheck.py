@@ -157,15 +157,15 @@ def paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
                 ctx.warnings.append(f"{ctx.file}:{line}: {what}: {program}: "
                                     f"{item.source!r} is not executable (chmod +x it): its "
                                     "runs will fail until it is")
+            elif key == "playbook" and kind == "ansible":
+                _prompting(ctx, item.source, found, tree.get("extravars"),
+                           line_of(body, where, fallback), what)
     if kind == "shell" and isinstance(argv, list):
         _shell_operators(ctx, argv, body, fallback, what)
     ca = tree.get("ca") if kind == "http" else None
     if isinstance(ca, Constant):
         _ca_bundle(ctx.root, ca.source, problem, missing)
     extravars = tree.get("extravars") if kind == "ansible" else None
-    book = tree.get("playbook") if kind == "ansible" else None
-    if isinstance(book, Constant):
-        _prompting(ctx, book.source, extravars, line_of(body, ("playbook",), fallback), what)
     for key in extravars if isinstance(extravars, dict) else ():
         if isinstance(key, str) and ("{{" in key or "{%" in key):  # audit: silently literal
             ctx.warnings.append(
@@ -189,17 +189,12 @@ def paths(ctx: f.Ctx, kind: str, tree: dict[str, Any], body: Any, fallback: int,
                  "run.terraform.binary")
 
 
-def _prompting(ctx: f.Ctx, playbook: str, extravars: Any, line: int, what: str) -> None:
-    """A warning where the play asks for input: nothing answers it (actions.prompts)."""
-    from hookrunner.actions.ansible import PLAYBOOK_DIR
-    from hookrunner.actions.paths import confine
+def _prompting(ctx: f.Ctx, playbook: str, found: Path, extravars: Any, line: int,
+               what: str) -> None:
+    """A warning where the play (`found`, confined) asks for input: nothing answers it
+    (actions.prompts)."""
     from hookrunner.actions.prompts import prompts
 
-    assert ctx.root is not None
-    try:
-        found = confine(ctx.root, playbook, base=PLAYBOOK_DIR)
-    except ActionError:
-        return  # (said above)
     asked = prompts(found, extravars if isinstance(extravars, dict) else ())
     if asked:
         ctx.warnings.append(
